@@ -1,0 +1,13 @@
+//! Peerlink's network services: the sockets around the sans-IO protocol crates.
+//!
+//! Today: a STUN server ([`stun::StunServer`]) answering Binding requests over UDP and TCP
+//! on one port (RFC 8489 §6.2.1, §6.2.2), IPv4 and IPv6. UDP runs on one thread per core,
+//! each with its own `SO_REUSEPORT` socket and batched `recvmmsg`/`sendmmsg`; TCP runs on
+//! tokio. The protocol logic is `peerlink_stun::binding::respond`, which keeps no state.
+
+pub mod shutdown;
+pub mod stun;
+mod udp;
+
+pub use shutdown::Shutdown;
+pub use stun::{StunConfig, StunServer, StunStats};
