@@ -115,7 +115,7 @@ impl StunServer {
                         |packet, source, out| {
                             let outcome = binding::respond(packet, source, out);
                             stats.count(outcome);
-                            tracing::trace!(%source, ?outcome, "udp");
+                            tracing::trace!(source = %binding::canonical(source), ?outcome, "udp");
                             match outcome {
                                 Outcome::Ignored(_) => Reply::Drop,
                                 _ => Reply::Send,

@@ -331,8 +331,8 @@ impl<'a> Message<'a> {
     /// RFC 8489 §14.7: CRC-32 of the message up to FINGERPRINT, XORed with 0x5354554e.
     /// `false` when there is no FINGERPRINT or it does not match.
     pub fn verify_fingerprint(&self) -> bool {
-        let Some(at) = self.fingerprint else { return false };
-        let value = &self.buf[at + 4..at + 8];
+        let Some(value) = self.fingerprint.and_then(|at| self.value_at(at, 4)) else { return false };
+        let at = self.fingerprint.unwrap_or_default();
         let expected = u32::from_be_bytes([value[0], value[1], value[2], value[3]]);
         let mut crc = crc32fast::Hasher::new();
         self.feed_up_to(at, 8, |chunk| crc.update(chunk));
@@ -343,10 +343,11 @@ impl<'a> Message<'a> {
     /// field covering MESSAGE-INTEGRITY itself. Constant-time comparison.
     pub fn verify_integrity(&self, key: &Key) -> bool {
         let Some(at) = self.integrity else { return false };
+        let Some(tag) = self.value_at(at, 20) else { return false };
         let mut mac =
             <Hmac<sha1::Sha1> as Mac>::new_from_slice(key.as_bytes()).expect("hmac takes any key length");
         self.feed_up_to(at, 24, |chunk| mac.update(chunk));
-        mac.verify_slice(&self.buf[at + 4..at + 24]).is_ok()
+        mac.verify_slice(tag).is_ok()
     }
 
     /// RFC 8489 §14.6: HMAC-SHA256, possibly truncated to 16..=32 bytes (leftmost kept).
@@ -360,6 +361,15 @@ impl<'a> Message<'a> {
             <Hmac<sha2::Sha256> as Mac>::new_from_slice(key.as_bytes()).expect("hmac takes any key length");
         self.feed_up_to(at, 4 + len, |chunk| mac.update(chunk));
         mac.verify_truncated_left(&self.buf[at + 4..at + 4 + len]).is_ok()
+    }
+
+    /// The value of the attribute at `at` if its length field says exactly `len`.
+    fn value_at(&self, at: usize, len: usize) -> Option<&'a [u8]> {
+        let declared = usize::from(u16::from_be_bytes([*self.buf.get(at + 2)?, *self.buf.get(at + 3)?]));
+        if declared != len {
+            return None;
+        }
+        self.buf.get(at + 4..at + 4 + len)
     }
 
     /// Feeds the header and the attributes before `at` to `sink`, with the length field set
@@ -540,6 +550,21 @@ mod tests {
         for cut in 0..buf.len() {
             assert!(Message::parse(&buf[..cut]).is_err(), "prefix of {cut} bytes");
         }
+    }
+
+    #[test]
+    fn fingerprint_and_integrity_of_wrong_length_do_not_verify() {
+        // Found by fuzzing: a FINGERPRINT with a zero-length value, an integrity of 4 bytes.
+        for attr in [[0x80, 0x28, 0x00, 0x00], [0x00, 0x08, 0x00, 0x00]] {
+            let mut buf = header(4);
+            buf.extend_from_slice(&attr);
+            let m = Message::parse(&buf).unwrap();
+            assert!(!m.verify_fingerprint());
+            assert!(!m.verify_integrity(&Key::from_bytes(b"k")));
+        }
+        let mut buf = header(8);
+        buf.extend_from_slice(&[0x00, 0x08, 0x00, 0x04, 1, 2, 3, 4]);
+        assert!(!Message::parse(&buf).unwrap().verify_integrity(&Key::from_bytes(b"k")));
     }
 
     #[test]
