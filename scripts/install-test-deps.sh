@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what the test suites need, idempotently, on Debian with the Rust toolchain:
+#   coturn (turnutils_stunclient and turnserver, the third-party STUN peer and benchmark
+#   reference), rustfmt and clippy, and cargo-fuzz.
+set -euo pipefail
+
+need_apt=()
+command -v turnutils_stunclient >/dev/null && command -v turnserver >/dev/null || need_apt+=(coturn)
+command -v python3 >/dev/null || need_apt+=(python3)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "installing Debian packages: ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# The coturn package may start a system turnserver on 3478; the tests use their own.
+if command -v systemctl >/dev/null && systemctl is-active --quiet coturn 2>/dev/null; then
+    systemctl stop coturn || true
+fi
+
+if command -v rustup >/dev/null; then
+    rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+    rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "installing cargo-fuzz"
+    cargo install --locked -q cargo-fuzz
+fi

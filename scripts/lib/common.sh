@@ -1,0 +1,36 @@
+# Shared helpers for the test and benchmark scripts. Source it; do not run it.
+
+# A free TCP port on loopback (also free for UDP in practice; callers retry on clashes).
+free_port() {
+    python3 -c 'import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.bind(("127.0.0.1", 0))
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(("127.0.0.1", s.getsockname()[1]))
+print(s.getsockname()[1])'
+}
+
+# Waits until a line matching $2 appears in file $1, at most $3 seconds (default 10).
+wait_for_line() {
+    local file=$1 pattern=$2 limit=${3:-10} waited=0
+    until grep -qE "$pattern" "$file" 2>/dev/null; do
+        sleep 0.1
+        waited=$((waited + 1))
+        if [ "$waited" -ge $((limit * 10)) ]; then
+            echo "timed out waiting for '$pattern' in $file:" >&2
+            cat "$file" >&2
+            return 1
+        fi
+    done
+}
+
+# Kills the processes whose pids are listed in the PIDS array.
+kill_all() {
+    local pid
+    for pid in "${PIDS[@]:-}"; do
+        [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]:-}"; do
+        [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
+    done
+}

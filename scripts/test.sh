@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Every test suite, from a fresh Debian machine with the Rust toolchain:
+#   install test dependencies, fmt, clippy, cargo test, end-to-end against third-party
+#   peers, short fuzz runs, and the side-by-side benchmarks (which print numbers and
+#   assert nothing about speed).
+#
+#   FUZZ_SECONDS=N   seconds per fuzz target (default 20; 0 skips fuzzing)
+#   BENCH=0          skip the benchmarks
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "installing test dependencies"
+scripts/install-test-deps.sh
+
+step "cargo fmt --check"
+cargo fmt --all --check
+(cd fuzz && cargo fmt --check)
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -q -- -D warnings
+
+step "cargo test --workspace"
+cargo test --workspace
+
+step "release build"
+cargo build --release -q -p peerlink-cli -p peerlink-bench
+
+step "end-to-end: coturn's turnutils_stunclient against peerlink stun"
+tests/e2e/stun-stunclient.sh target/release/peerlink
+
+fuzz_seconds=${FUZZ_SECONDS:-20}
+if [ "$fuzz_seconds" -gt 0 ]; then
+    # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
+    for target in $(cd fuzz && cargo fuzz list); do
+        step "fuzz $target for ${fuzz_seconds}s"
+        log=$(mktemp)
+        if ! (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$target" -- \
+            -max_total_time="$fuzz_seconds" -rss_limit_mb=2048) >"$log" 2>&1; then
+            tail -40 "$log" >&2
+            echo "fuzz $target failed; the input that crashed it is in fuzz/artifacts/$target" >&2
+            exit 1
+        fi
+        grep -E '^Done' "$log"
+        rm -f "$log"
+    done
+fi
+
+if [ "${BENCH:-1}" != 0 ]; then
+    step "benchmark: STUN Binding, peerlink vs coturn"
+    ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-5} bench/stun.sh
+fi
+
+step "all suites passed"
