@@ -128,7 +128,13 @@ fn check(answer: &[u8], client: u32, local: SocketAddr) -> Option<u64> {
     Some(u64::from_be_bytes(tid[4..].try_into().ok()?))
 }
 
-fn closed_loop(socket: &UdpSocket, client: u32, window: usize, deadline: Instant, c: &Counters) -> anyhow::Result<()> {
+fn closed_loop(
+    socket: &UdpSocket,
+    client: u32,
+    window: usize,
+    deadline: Instant,
+    c: &Counters,
+) -> anyhow::Result<()> {
     let local = socket.local_addr()?;
     socket.set_read_timeout(Some(Duration::from_millis(20)))?;
     let mut out = Vec::with_capacity(64);
@@ -202,7 +208,13 @@ fn drain(
     Ok(())
 }
 
-fn open_loop(socket: UdpSocket, client: u32, rate: u64, deadline: Instant, c: &Counters) -> anyhow::Result<()> {
+fn open_loop(
+    socket: UdpSocket,
+    client: u32,
+    rate: u64,
+    deadline: Instant,
+    c: &Counters,
+) -> anyhow::Result<()> {
     let local = socket.local_addr()?;
     let receiver = socket.try_clone()?;
     let done = AtomicBool::new(false);

@@ -243,8 +243,7 @@ impl<'a> Message<'a> {
             return Err(DecodeError::LengthMismatch { declared, actual });
         }
         let mut message = Message { buf, integrity: None, integrity_sha256: None, fingerprint: None };
-        let mut walk = Walk { buf, pos: HEADER_LEN };
-        while let Some(item) = walk.next() {
+        for item in (Walk { buf, pos: HEADER_LEN }) {
             let (offset, attribute) = item?;
             match attribute.typ {
                 AttributeType::MESSAGE_INTEGRITY
