@@ -4,9 +4,11 @@ mod config;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use config::ListenConfig;
-use peerlink_server::{StunConfig, StunServer};
-use std::net::SocketAddr;
+use config::FileConfig;
+use ipnet::IpNet;
+use peerlink_server::{StunConfig, StunServer, TurnConfig};
+use peerlink_turn::{Credentials, PeerPolicy, ServerConfig};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -16,7 +18,8 @@ use std::process::ExitCode;
     version,
     about = "WebRTC peer-to-peer communication: STUN/TURN/signaling server and a native WebRTC peer",
     long_about = "WebRTC peer-to-peer communication.\n\n\
-        Servers: `serve` runs every service in one process, `stun` runs a STUN server alone.\n\
+        Servers: `serve` runs every service in one process, `stun` a STUN server alone, `turn` a \
+        TURN relay (which answers STUN Binding too).\n\
         Peers: `send`, `recv` and `chat` talk to browsers and other peers through a signaling server.\n\n\
         Logs go to standard error; set RUST_LOG (e.g. RUST_LOG=debug) for more detail."
 )]
@@ -27,15 +30,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run every Peerlink service in one process (today: STUN over UDP and TCP)
+    /// Run every Peerlink service in one process (today: STUN and TURN on --listen)
     #[command(long_about = "Run every Peerlink service in one process.\n\n\
-        Today this is the STUN server on --listen (UDP and TCP, same port). Signaling with the \
-        browser app (--http) and the TURN relay arrive in later versions.")]
-    Serve(ServeArgs),
+        Today this is STUN and TURN on --listen (UDP and TCP, same port), with a random TURN REST \
+        secret unless --auth-secret or --user is given. Signaling with the browser app (--http) \
+        arrives in a later version.")]
+    Serve(TurnArgs),
     /// Run a STUN server (RFC 8489 Binding) on UDP and TCP
     Stun(StunArgs),
-    /// Run a TURN relay (not built yet)
-    Turn(NotYet),
+    /// Run a TURN relay (RFC 8656) on UDP and TCP; it answers STUN Binding too
+    Turn(TurnArgs),
     /// Send a file to a peer in a room (not built yet)
     Send(NotYet),
     /// Receive a file from a peer in a room (not built yet)
@@ -45,31 +49,57 @@ enum Command {
 }
 
 #[derive(Debug, Args)]
-struct ServeArgs {
-    /// STUN address, UDP and TCP (repeat for several) [default: 0.0.0.0:3478]
-    #[arg(long, value_name = "ADDR")]
-    listen: Vec<SocketAddr>,
-    #[command(flatten)]
-    common: CommonArgs,
-}
-
-#[derive(Debug, Args)]
 struct StunArgs {
     /// Address to answer on, UDP and TCP on the same port (repeat for several; [::]:PORT
     /// serves IPv4 and IPv6) [default: 0.0.0.0:3478]
     #[arg(long, value_name = "ADDR")]
     listen: Vec<SocketAddr>,
-    #[command(flatten)]
-    common: CommonArgs,
-}
-
-#[derive(Debug, Args)]
-struct CommonArgs {
     /// UDP receive threads per address, each with its own SO_REUSEPORT socket [default: one per core]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     udp_workers: Option<u16>,
-    /// TOML file with the same keys as the options (listen, udp_workers); options given on
-    /// the command line win
+    /// TOML file whose keys are the long option names with `_` for `-`; options given on the
+    /// command line win
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct TurnArgs {
+    /// Address clients reach, UDP and TCP on the same port [default: 0.0.0.0:3478]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Realm of the long-term credentials [default: peerlink]
+    #[arg(long, value_name = "R")]
+    realm: Option<String>,
+    /// A static user (repeat for several). Prefer the config file: arguments are visible to
+    /// other local users
+    #[arg(long, value_name = "NAME:PASS")]
+    user: Vec<String>,
+    /// TURN REST shared secret (coturn's use-auth-secret): username `expiry[:name]`, password
+    /// base64(HMAC-SHA1(secret, username)). Repeat to accept several during a rotation
+    #[arg(long, value_name = "S")]
+    auth_secret: Vec<String>,
+    /// Address relays are opened on, one IPv4 and/or one IPv6 [default: the listen address, or
+    /// the first non-loopback address of each family when listening on all]
+    #[arg(long, value_name = "IP")]
+    relay_ip: Vec<IpAddr>,
+    /// Relay port range [default: 49152-65535]
+    #[arg(long, value_name = "MIN-MAX")]
+    relay_ports: Option<String>,
+    /// Let clients relay to loopback peers (for tests on one machine; unsafe on a server)
+    #[arg(long)]
+    allow_loopback_peers: bool,
+    /// Let clients relay to this range although the defaults refuse it (repeat for several)
+    #[arg(long, value_name = "CIDR")]
+    allow_peer: Vec<IpNet>,
+    /// Refuse relaying to this range (repeat for several; wins over --allow-peer)
+    #[arg(long, value_name = "CIDR")]
+    deny_peer: Vec<IpNet>,
+    /// Allocations one user may hold at once [default: 10]
+    #[arg(long, value_name = "N")]
+    max_allocations_per_user: Option<usize>,
+    /// TOML file whose keys are the long option names with `_` for `-` (lists for repeatable
+    /// options); options given on the command line win
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -86,9 +116,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Serve(args) => run_servers("serve", args.listen, args.common),
-        Command::Stun(args) => run_servers("stun", args.listen, args.common),
-        Command::Turn(_) => not_yet("turn", "the TURN relay"),
+        Command::Serve(args) => run_turn("serve", args),
+        Command::Stun(args) => run_stun(args),
+        Command::Turn(args) => run_turn("turn", args),
         Command::Send(_) => not_yet("send", "the native peer (file sending)"),
         Command::Recv(_) => not_yet("recv", "the native peer (file receiving)"),
         Command::Chat(_) => not_yet("chat", "the native peer (chat)"),
@@ -107,29 +137,29 @@ fn not_yet(command: &str, what: &str) -> anyhow::Result<()> {
 }
 
 fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
     let ansi = std::io::stderr().is_terminal();
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
 
-fn run_servers(command: &str, listen: Vec<SocketAddr>, common: CommonArgs) -> anyhow::Result<()> {
-    let file = match &common.config {
-        Some(path) => ListenConfig::load(path)?,
-        None => ListenConfig::default(),
-    };
-    let listen = if !listen.is_empty() {
-        listen
-    } else if !file.listen.is_empty() {
-        file.listen
-    } else {
-        vec![DEFAULT_LISTEN.parse().expect("valid default")]
-    };
-    let workers = common.udp_workers.map(usize::from).or(file.udp_workers);
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start runtime")?;
-    runtime.block_on(async move {
+fn load(path: &Option<PathBuf>) -> anyhow::Result<FileConfig> {
+    match path {
+        Some(path) => FileConfig::load(path),
+        None => Ok(FileConfig::default()),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start runtime")
+}
+
+fn run_stun(args: StunArgs) -> anyhow::Result<()> {
+    let file = load(&args.config)?;
+    let listen = first_non_empty(args.listen, file.listen, DEFAULT_LISTEN);
+    let workers = args.udp_workers.map(usize::from).or(file.udp_workers);
+    runtime()?.block_on(async move {
         let mut servers = Vec::new();
         for addr in listen {
             let mut config = StunConfig::new(addr);
@@ -138,11 +168,8 @@ fn run_servers(command: &str, listen: Vec<SocketAddr>, common: CommonArgs) -> an
             }
             let server = StunServer::start(config).await?;
             // A stable line on stdout that scripts can read (the port when 0 was asked).
-            println!("peerlink {command}: stun listening on {} (udp, tcp)", server.local_addr());
+            println!("peerlink stun: stun listening on {} (udp, tcp)", server.local_addr());
             servers.push(server);
-        }
-        if command == "serve" {
-            tracing::info!("signaling, browser app and TURN are not built yet; serving STUN only");
         }
         wait_for_signal().await?;
         tracing::info!("shutting down");
@@ -151,6 +178,99 @@ fn run_servers(command: &str, listen: Vec<SocketAddr>, common: CommonArgs) -> an
         }
         Ok(())
     })
+}
+
+fn first_non_empty(cli: Vec<SocketAddr>, file: Vec<SocketAddr>, default: &str) -> Vec<SocketAddr> {
+    if !cli.is_empty() {
+        cli
+    } else if !file.is_empty() {
+        file
+    } else {
+        vec![default.parse().expect("valid default")]
+    }
+}
+
+fn run_turn(command: &str, args: TurnArgs) -> anyhow::Result<()> {
+    let file = load(&args.config)?;
+    let listen = match (args.listen, file.listen.as_slice()) {
+        (Some(addr), _) => addr,
+        (None, [addr]) => *addr,
+        (None, []) => DEFAULT_LISTEN.parse().expect("valid default"),
+        (None, _) => anyhow::bail!("`peerlink {command}` takes one listen address"),
+    };
+    let realm = args.realm.or(file.realm).unwrap_or_else(|| "peerlink".to_owned());
+    let mut credentials = Credentials::new();
+    let users = if args.user.is_empty() { file.user } else { args.user };
+    for user in &users {
+        let (name, pass) = config::parse_user(user).with_context(|| "bad --user".to_string())?;
+        credentials.add_user(&name, &pass);
+    }
+    let secrets = if args.auth_secret.is_empty() { file.auth_secret } else { args.auth_secret };
+    for secret in &secrets {
+        if secret.is_empty() {
+            anyhow::bail!("--auth-secret must not be empty");
+        }
+        credentials.add_secret(secret.as_bytes());
+    }
+    if credentials.is_empty() {
+        if command == "turn" {
+            anyhow::bail!("`peerlink turn` needs credentials: give --user NAME:PASS or --auth-secret S");
+        }
+        credentials.add_secret(&random_bytes());
+        tracing::info!("no TURN credentials configured: using a random REST secret for this run");
+    }
+    let relay_ips = if !args.relay_ip.is_empty() {
+        args.relay_ip
+    } else if !file.relay_ip.is_empty() {
+        file.relay_ip
+    } else if !listen.ip().is_unspecified() {
+        vec![listen.ip()]
+    } else {
+        peerlink_server::turn::default_relay_ips()
+    };
+    if relay_ips.iter().filter(|ip| ip.is_ipv4()).count() > 1
+        || relay_ips.iter().filter(|ip| ip.is_ipv6()).count() > 1
+    {
+        anyhow::bail!("--relay-ip takes at most one IPv4 and one IPv6 address");
+    }
+    let relay_ports = match args.relay_ports.or(file.relay_ports) {
+        Some(text) => config::parse_port_range(&text).context("bad --relay-ports")?,
+        None => 49152..=65535,
+    };
+    let policy = PeerPolicy {
+        allow_loopback: args.allow_loopback_peers || file.allow_loopback_peers.unwrap_or(false),
+        allow: if args.allow_peer.is_empty() { file.allow_peer } else { args.allow_peer },
+        deny: if args.deny_peer.is_empty() { file.deny_peer } else { args.deny_peer },
+    };
+    let mut core = ServerConfig::new(&realm, credentials, random_bytes());
+    core.policy = policy;
+    core.software = Some(format!("peerlink {}", env!("CARGO_PKG_VERSION")));
+    if let Some(n) = args.max_allocations_per_user.or(file.max_allocations_per_user) {
+        core.max_allocations_per_user = n;
+    }
+    let config =
+        TurnConfig { listen, relay_ips: relay_ips.clone(), relay_ports, max_tcp_connections: 4096, core };
+    let handle = peerlink_server::turn::start(config)?;
+    println!(
+        "peerlink {command}: turn listening on {} (udp, tcp), realm {realm}, relays on {:?}",
+        handle.local_addr(),
+        relay_ips
+    );
+    if command == "serve" {
+        tracing::info!("signaling and the browser app are not built yet; serving STUN and TURN");
+    }
+    runtime()?.block_on(wait_for_signal())?;
+    tracing::info!("shutting down");
+    let stats = handle.stats();
+    handle.stop();
+    tracing::info!(?stats, "turn server stopped");
+    Ok(())
+}
+
+fn random_bytes() -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).expect("the operating system provides randomness");
+    bytes
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -4,10 +4,15 @@
 //! on one port (RFC 8489 §6.2.1, §6.2.2), IPv4 and IPv6. UDP runs on one thread per core,
 //! each with its own `SO_REUSEPORT` socket and batched `recvmmsg`/`sendmmsg`; TCP runs on
 //! tokio. The protocol logic is `peerlink_stun::binding::respond`, which keeps no state.
+//!
+//! A TURN server ([`turn::start`]): one mio event loop thread owning the sans-IO
+//! `peerlink_turn::TurnServer`, the client sockets (UDP and TCP) and every relay socket.
 
 pub mod shutdown;
 pub mod stun;
+pub mod turn;
 mod udp;
 
 pub use shutdown::Shutdown;
 pub use stun::{StunConfig, StunServer, StunStats};
+pub use turn::{TurnConfig, TurnHandle};

@@ -1,0 +1,580 @@
+//! The TURN server's I/O: one event loop thread (mio) owning the sans-IO core, the client
+//! sockets (UDP, TCP) and every relay socket. No locks on the packet path.
+
+use crate::shutdown::Shutdown;
+use anyhow::Context;
+use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::{Events, Interest, Poll, Token};
+use peerlink_stun::framing::Frame;
+use peerlink_stun::AddressFamily;
+use peerlink_turn::channel::next_stream_frame;
+use peerlink_turn::{
+    ClientAction, FiveTuple, PeerAction, PortRequest, Relay, RelayError, RelayId, RelayProvider,
+    ServerConfig, Transport, TurnServer, TurnStats,
+};
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const UDP_LISTEN: Token = Token(0);
+const TCP_LISTEN: Token = Token(1);
+const FIRST_ENTRY: usize = 2;
+/// Largest datagram accepted from clients and peers.
+const DATAGRAM: usize = 65_536;
+/// A TCP client whose unsent output exceeds this loses relayed data instead of growing it.
+const MAX_TCP_BACKLOG: usize = 1 << 20;
+/// How often the loop wakes to look at the shutdown flag and publish stats.
+const TICK: Duration = Duration::from_millis(200);
+
+/// Settings of the TURN listener and its relays.
+#[derive(Debug, Clone)]
+pub struct TurnConfig {
+    /// Clients reach the server here, UDP and TCP.
+    pub listen: SocketAddr,
+    /// Relay addresses: at most one IPv4 and one IPv6.
+    pub relay_ips: Vec<IpAddr>,
+    pub relay_ports: RangeInclusive<u16>,
+    pub max_tcp_connections: usize,
+    pub core: ServerConfig,
+}
+
+/// A running TURN server.
+#[derive(Debug)]
+pub struct TurnHandle {
+    local_addr: SocketAddr,
+    stats: Arc<Mutex<TurnStats>>,
+    shutdown: Shutdown,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl TurnHandle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A snapshot of the counters (refreshed a few times a second).
+    pub fn stats(&self) -> TurnStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn shared_stats(&self) -> Arc<Mutex<TurnStats>> {
+        self.stats.clone()
+    }
+
+    pub fn stop(self) {
+        self.shutdown.trigger();
+        let _ = self.thread.join();
+    }
+}
+
+/// Binds and starts the event loop thread.
+pub fn start(config: TurnConfig) -> anyhow::Result<TurnHandle> {
+    let (udp, tcp) =
+        bind(config.listen).with_context(|| format!("cannot listen on {} (udp and tcp)", config.listen))?;
+    let local_addr = udp.local_addr()?;
+    let stats = Arc::new(Mutex::new(TurnStats::default()));
+    let shutdown = Shutdown::new();
+    let poll = Poll::new()?;
+    let mut event_loop = EventLoop {
+        core: TurnServer::new(config.core.clone(), Instant::now(), unix_now()),
+        io: Io {
+            poll,
+            udp,
+            tcp,
+            local_addr,
+            entries: Vec::new(),
+            free: Vec::new(),
+            tcp_by_client: HashMap::new(),
+            relay_ips: config.relay_ips.clone(),
+            relay_ports: config.relay_ports.clone(),
+            max_tcp_connections: config.max_tcp_connections,
+            rng: seed(),
+        },
+        buf: vec![0; DATAGRAM],
+        out: Vec::with_capacity(DATAGRAM + 64),
+        stats: stats.clone(),
+        shutdown: shutdown.clone(),
+    };
+    event_loop.io.poll.registry().register(&mut event_loop.io.udp, UDP_LISTEN, Interest::READABLE)?;
+    event_loop.io.poll.registry().register(&mut event_loop.io.tcp, TCP_LISTEN, Interest::READABLE)?;
+    let thread = std::thread::Builder::new().name("turn".into()).spawn(move || {
+        if let Err(e) = event_loop.run() {
+            tracing::error!(error = %e, "turn event loop failed");
+        }
+    })?;
+    tracing::info!(listen = %local_addr, relays = ?config.relay_ips, realm = %config.core.realm, "turn server listening");
+    Ok(TurnHandle { local_addr, stats, shutdown, thread })
+}
+
+fn bind(listen: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    let attempts = if listen.port() == 0 { 8 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let udp = socket2::Socket::new(socket2::Domain::for_address(listen), socket2::Type::DGRAM, None)?;
+        if listen.is_ipv6() && listen.ip().is_unspecified() {
+            udp.set_only_v6(false)?;
+        }
+        let _ = udp.set_recv_buffer_size(4 << 20);
+        let _ = udp.set_send_buffer_size(4 << 20);
+        udp.set_nonblocking(true)?;
+        udp.bind(&listen.into())?;
+        let addr = udp.local_addr()?.as_socket().unwrap_or(listen);
+        let tcp = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+        tcp.set_reuse_address(true)?;
+        if addr.is_ipv6() && addr.ip().is_unspecified() {
+            tcp.set_only_v6(false)?;
+        }
+        tcp.set_nonblocking(true)?;
+        match tcp.bind(&addr.into()).and_then(|()| tcp.listen(1024)) {
+            Ok(()) => {
+                return Ok((UdpSocket::from_std(udp.into()), TcpListener::from_std(tcp.into())));
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no port")))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::getrandom(&mut bytes);
+    u64::from_le_bytes(bytes) | 1
+}
+
+enum Entry {
+    Relay { socket: UdpSocket, id: RelayId },
+    Conn(Conn),
+}
+
+struct Conn {
+    stream: TcpStream,
+    tuple: FiveTuple,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    writable_interest: bool,
+}
+
+struct Io {
+    poll: Poll,
+    udp: UdpSocket,
+    tcp: TcpListener,
+    local_addr: SocketAddr,
+    entries: Vec<Option<Entry>>,
+    free: Vec<usize>,
+    tcp_by_client: HashMap<SocketAddr, Token>,
+    relay_ips: Vec<IpAddr>,
+    relay_ports: RangeInclusive<u16>,
+    max_tcp_connections: usize,
+    rng: u64,
+}
+
+impl Io {
+    fn insert(&mut self, entry: Entry) -> Token {
+        match self.free.pop() {
+            Some(i) => {
+                self.entries[i] = Some(entry);
+                Token(i + FIRST_ENTRY)
+            }
+            None => {
+                self.entries.push(Some(entry));
+                Token(self.entries.len() - 1 + FIRST_ENTRY)
+            }
+        }
+    }
+
+    fn remove(&mut self, token: Token) -> Option<Entry> {
+        let i = token.0.checked_sub(FIRST_ENTRY)?;
+        let entry = self.entries.get_mut(i)?.take()?;
+        self.free.push(i);
+        Some(entry)
+    }
+
+    fn entry(&mut self, token: Token) -> Option<&mut Entry> {
+        self.entries.get_mut(token.0.checked_sub(FIRST_ENTRY)?)?.as_mut()
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64: port choice need not be unpredictable, only spread.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    fn relay_socket(&mut self, relay: RelayId) -> Option<&UdpSocket> {
+        match self.entry(Token(relay.0 as usize))? {
+            Entry::Relay { socket, .. } => Some(socket),
+            Entry::Conn(_) => None,
+        }
+    }
+
+    fn tcp_connections(&self) -> usize {
+        self.tcp_by_client.len()
+    }
+}
+
+impl Io {
+    /// Binds a relay socket and registers it; `None` when the port is taken.
+    fn open_port(&mut self, ip: IpAddr, port: u16) -> Option<Relay> {
+        let mut socket = UdpSocket::bind(SocketAddr::new(ip, port)).ok()?;
+        let addr = socket.local_addr().ok()?;
+        let vacant = self.free.last().copied().unwrap_or(self.entries.len());
+        let token = Token(vacant + FIRST_ENTRY);
+        self.poll.registry().register(&mut socket, token, Interest::READABLE).ok()?;
+        let id = RelayId(token.0 as u32);
+        let inserted = self.insert(Entry::Relay { socket, id });
+        debug_assert_eq!(inserted, token);
+        Some(Relay { id, addr })
+    }
+}
+
+impl RelayProvider for Io {
+    fn open(
+        &mut self,
+        family: AddressFamily,
+        request: PortRequest,
+    ) -> Result<(Relay, Option<Relay>), RelayError> {
+        let ip = *self
+            .relay_ips
+            .iter()
+            .find(|ip| ip.is_ipv4() == (family == AddressFamily::V4))
+            .ok_or(RelayError::FamilyUnsupported)?;
+        let (low, high) = (*self.relay_ports.start(), *self.relay_ports.end());
+        let span = u64::from(high - low) + 1;
+        for _ in 0..64 {
+            let mut port = low + (self.next_random() % span) as u16;
+            if request != PortRequest::Any && port % 2 == 1 {
+                port = if port == high { port - 1 } else { port + 1 };
+            }
+            if port < low || (request == PortRequest::EvenWithNext && port == high) {
+                continue;
+            }
+            let Some(relay) = self.open_port(ip, port) else { continue };
+            if request != PortRequest::EvenWithNext {
+                return Ok((relay, None));
+            }
+            match self.open_port(ip, port + 1) {
+                Some(next) => return Ok((relay, Some(next))),
+                None => self.close(relay.id),
+            }
+        }
+        Err(RelayError::Exhausted)
+    }
+
+    fn close(&mut self, relay: RelayId) {
+        if let Some(Entry::Relay { mut socket, .. }) = self.remove(Token(relay.0 as usize)) {
+            let _ = self.poll.registry().deregister(&mut socket);
+        }
+    }
+}
+
+struct EventLoop {
+    core: TurnServer,
+    io: Io,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+    stats: Arc<Mutex<TurnStats>>,
+    shutdown: Shutdown,
+}
+
+impl EventLoop {
+    fn run(&mut self) -> std::io::Result<()> {
+        let mut events = Events::with_capacity(512);
+        while !self.shutdown.is_triggered() {
+            let now = Instant::now();
+            let wait = self.core.poll_timeout().saturating_duration_since(now).min(TICK);
+            if let Err(e) = self.io.poll.poll(&mut events, Some(wait)) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    UDP_LISTEN => self.udp_readable(),
+                    TCP_LISTEN => self.accept(),
+                    token => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.entry_readable(token);
+                        }
+                        if event.is_writable() {
+                            self.flush(token);
+                        }
+                    }
+                }
+            }
+            let now = Instant::now();
+            if now >= self.core.poll_timeout() {
+                self.core.handle_timeout(now, &mut self.io);
+                if let Ok(mut shared) = self.stats.lock() {
+                    *shared = self.core.stats().clone();
+                }
+            }
+        }
+        self.core.close_all(&mut self.io);
+        Ok(())
+    }
+
+    fn udp_readable(&mut self) {
+        loop {
+            let (len, client) = match self.io.udp.recv_from(&mut self.buf) {
+                Ok(received) => received,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "udp receive failed");
+                    return;
+                }
+            };
+            let tuple = FiveTuple { transport: Transport::Udp, client, server: self.io.local_addr };
+            let action =
+                self.core.handle_client(Instant::now(), tuple, &self.buf[..len], &mut self.out, &mut self.io);
+            match action {
+                ClientAction::Nothing => {}
+                ClientAction::Reply => {
+                    let _ = self.io.udp.send_to(&self.out, client);
+                }
+                ClientAction::ToPeer { relay, peer, payload } => {
+                    if let Some(socket) = self.io.relay_socket(relay) {
+                        let _ = socket.send_to(&self.buf[payload], peer);
+                    }
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let (mut stream, client) = match self.io.tcp.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "tcp accept failed");
+                    return;
+                }
+            };
+            if self.io.tcp_connections() >= self.io.max_tcp_connections {
+                tracing::debug!(%client, "tcp connection refused: too many open");
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let vacant = self.io.free.last().copied().unwrap_or(self.io.entries.len());
+            let token = Token(vacant + FIRST_ENTRY);
+            if self.io.poll.registry().register(&mut stream, token, Interest::READABLE).is_err() {
+                continue;
+            }
+            let tuple = FiveTuple { transport: Transport::Tcp, client, server: self.io.local_addr };
+            let conn = Conn {
+                stream,
+                tuple,
+                input: Vec::with_capacity(4096),
+                output: Vec::new(),
+                writable_interest: false,
+            };
+            let inserted = self.io.insert(Entry::Conn(conn));
+            debug_assert_eq!(inserted, token);
+            self.io.tcp_by_client.insert(client, token);
+        }
+    }
+
+    fn entry_readable(&mut self, token: Token) {
+        match self.io.entry(token) {
+            Some(Entry::Relay { .. }) => self.relay_readable(token),
+            Some(Entry::Conn(_)) => self.conn_readable(token),
+            None => {}
+        }
+    }
+
+    fn relay_readable(&mut self, token: Token) {
+        loop {
+            let Some(Entry::Relay { socket, id }) = self.io.entry(token) else { return };
+            let id = *id;
+            let (len, peer) = match socket.recv_from(&mut self.buf) {
+                Ok(received) => received,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(_) => return,
+            };
+            let action = self.core.handle_peer(Instant::now(), id, peer, &self.buf[..len], &mut self.out);
+            if let PeerAction::ToClient(tuple) = action {
+                self.send_to_client(tuple);
+            }
+        }
+    }
+
+    fn send_to_client(&mut self, tuple: FiveTuple) {
+        match tuple.transport {
+            Transport::Udp => {
+                let _ = self.io.udp.send_to(&self.out, tuple.client);
+            }
+            Transport::Tcp | Transport::Tls => {
+                let Some(&token) = self.io.tcp_by_client.get(&tuple.client) else { return };
+                if let Some(Entry::Conn(conn)) = self.io.entry(token) {
+                    if conn.output.len() + self.out.len() <= MAX_TCP_BACKLOG {
+                        conn.output.extend_from_slice(&self.out);
+                    }
+                }
+                self.flush(token);
+            }
+        }
+    }
+
+    fn conn_readable(&mut self, token: Token) {
+        let mut closed = false;
+        if let Some(Entry::Conn(conn)) = self.io.entry(token) {
+            loop {
+                let start = conn.input.len();
+                if start >= 2 * DATAGRAM {
+                    // A frame is at most 64 KiB + 24; more than two unprocessed means junk.
+                    closed = true;
+                    break;
+                }
+                conn.input.resize(start + 16 * 1024, 0);
+                match conn.stream.read(&mut conn.input[start..]) {
+                    Ok(0) => {
+                        conn.input.truncate(start);
+                        closed = true;
+                        break;
+                    }
+                    Ok(n) => conn.input.truncate(start + n),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        conn.input.truncate(start);
+                        break;
+                    }
+                    Err(_) => {
+                        conn.input.truncate(start);
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if !self.process_frames(token) {
+            closed = true;
+        }
+        self.flush(token);
+        if closed {
+            self.close_conn(token);
+        }
+    }
+
+    /// Handles every whole frame in the connection's input; false when the stream is junk.
+    fn process_frames(&mut self, token: Token) -> bool {
+        let Some(Entry::Conn(conn)) = self.io.entry(token) else { return false };
+        let mut input = std::mem::take(&mut conn.input);
+        let tuple = conn.tuple;
+        let mut consumed = 0;
+        let mut ok = true;
+        loop {
+            match next_stream_frame(&input[consumed..]) {
+                Frame::Complete(len) => {
+                    let frame = &input[consumed..consumed + len];
+                    let action =
+                        self.core.handle_client(Instant::now(), tuple, frame, &mut self.out, &mut self.io);
+                    match action {
+                        ClientAction::Nothing => {}
+                        ClientAction::Reply => {
+                            if let Some(Entry::Conn(conn)) = self.io.entry(token) {
+                                conn.output.extend_from_slice(&self.out);
+                            }
+                        }
+                        ClientAction::ToPeer { relay, peer, payload } => {
+                            if let Some(socket) = self.io.relay_socket(relay) {
+                                let _ = socket.send_to(&frame[payload], peer);
+                            }
+                        }
+                    }
+                    consumed += len;
+                }
+                Frame::Incomplete(_) => break,
+                Frame::Invalid => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        input.drain(..consumed);
+        if let Some(Entry::Conn(conn)) = self.io.entry(token) {
+            conn.input = input;
+        }
+        ok
+    }
+
+    fn flush(&mut self, token: Token) {
+        let Io { poll, entries, .. } = &mut self.io;
+        let Some(Some(Entry::Conn(conn))) = token.0.checked_sub(FIRST_ENTRY).and_then(|i| entries.get_mut(i))
+        else {
+            return;
+        };
+        let mut written = 0;
+        let mut failed = false;
+        while written < conn.output.len() {
+            match conn.stream.write(&conn.output[written..]) {
+                Ok(0) => {
+                    failed = true;
+                    break;
+                }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        conn.output.drain(..written);
+        let want_writable = !conn.output.is_empty();
+        if want_writable != conn.writable_interest {
+            let interest =
+                if want_writable { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            let _ = poll.registry().reregister(&mut conn.stream, token, interest);
+            conn.writable_interest = want_writable;
+        }
+        if failed {
+            self.close_conn(token);
+        }
+    }
+
+    fn close_conn(&mut self, token: Token) {
+        if let Some(Entry::Conn(mut conn)) = self.io.remove(token) {
+            let _ = self.io.poll.registry().deregister(&mut conn.stream);
+            self.io.tcp_by_client.remove(&conn.tuple.client);
+            // RFC 8656 §3.1: a TCP allocation ends with its connection.
+            self.core.handle_client_closed(&conn.tuple, &mut self.io);
+        }
+    }
+}
+
+/// Addresses a relay can use when none is configured: the first global (or at least
+/// non-loopback) IPv4 and IPv6 addresses of this host's interfaces, else loopback.
+pub fn default_relay_ips() -> Vec<IpAddr> {
+    let mut v4 = None;
+    let mut v6 = None;
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for ifaddr in addrs {
+            let Some(address) = ifaddr.address else { continue };
+            if let Some(sin) = address.as_sockaddr_in() {
+                let ip = sin.ip();
+                if !ip.is_loopback() && !ip.is_link_local() && v4.is_none() {
+                    v4 = Some(IpAddr::V4(ip));
+                }
+            } else if let Some(sin6) = address.as_sockaddr_in6() {
+                let ip = sin6.ip();
+                let link_local = (ip.segments()[0] & 0xffc0) == 0xfe80;
+                if !ip.is_loopback() && !link_local && v6.is_none() {
+                    v6 = Some(IpAddr::V6(ip));
+                }
+            }
+        }
+    }
+    let mut ips: Vec<IpAddr> = v4.into_iter().chain(v6).collect();
+    if ips.is_empty() {
+        ips.push(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    }
+    ips
+}
