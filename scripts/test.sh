@@ -30,6 +30,9 @@ cargo build --release -q -p peerlink-cli -p peerlink-bench
 step "end-to-end: coturn's turnutils_stunclient against peerlink stun"
 tests/e2e/stun-stunclient.sh target/release/peerlink
 
+step "end-to-end: coturn's turnutils_uclient and turnutils_peer against peerlink turn"
+tests/e2e/turn-uclient.sh target/release/peerlink
+
 fuzz_seconds=${FUZZ_SECONDS:-20}
 if [ "$fuzz_seconds" -gt 0 ]; then
     # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.

@@ -6,9 +6,9 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use peerlink_stun::{Key, PasswordAlgorithm};
 use std::collections::HashMap;
-use subtle::ConstantTimeEq;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use subtle::ConstantTimeEq;
 
 /// RFC 8489 §9.2: a nonce starting with this cookie tells RFC 8489 clients which security
 /// features the server supports; the four characters after it encode the feature bits.

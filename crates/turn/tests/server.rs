@@ -1,0 +1,539 @@
+//! The TURN core driven directly, with a fake relay provider and virtual time.
+
+use peerlink_stun::{
+    AddressFamily, AlgorithmEntry, AlgorithmList, Attribute, AttributeType, Class, Key, Message,
+    MessageWriter, Method, PasswordAlgorithm, TransactionId,
+};
+use peerlink_turn::{
+    ChannelData, ClientAction, Credentials, FiveTuple, PeerAction, PortRequest, Relay, RelayError, RelayId,
+    RelayProvider, ServerConfig, Transport, TurnServer,
+};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+struct FakeRelays {
+    next_port: u16,
+    open: Vec<Relay>,
+    closed: Vec<RelayId>,
+    no_v6: bool,
+}
+
+impl RelayProvider for FakeRelays {
+    fn open(
+        &mut self,
+        family: AddressFamily,
+        port: PortRequest,
+    ) -> Result<(Relay, Option<Relay>), RelayError> {
+        if family == AddressFamily::V6 && self.no_v6 {
+            return Err(RelayError::FamilyUnsupported);
+        }
+        let ip = if family == AddressFamily::V4 { "192.0.2.10" } else { "2001:db8::10" };
+        if self.next_port == 0 {
+            self.next_port = 50000;
+        }
+        let mut make = |relays: &mut Vec<Relay>| {
+            let port = self.next_port;
+            self.next_port += 1;
+            let relay =
+                Relay { id: RelayId(u32::from(port)), addr: SocketAddr::new(ip.parse().unwrap(), port) };
+            relays.push(relay);
+            relay
+        };
+        let first = make(&mut self.open);
+        let second = (port == PortRequest::EvenWithNext).then(|| make(&mut self.open));
+        Ok((first, second))
+    }
+
+    fn close(&mut self, relay: RelayId) {
+        self.closed.push(relay);
+    }
+}
+
+const REALM: &str = "example.org";
+const UNIX_START: u64 = 1_800_000_000;
+
+struct World {
+    server: TurnServer,
+    relays: FakeRelays,
+    now: Instant,
+    out: Vec<u8>,
+    tid: u8,
+}
+
+fn world_with(configure: impl FnOnce(&mut ServerConfig)) -> World {
+    let mut credentials = Credentials::new();
+    credentials.add_user("alice", "alice-pw");
+    credentials.add_user("bob", "bob-pw");
+    credentials.add_secret(b"rest-secret");
+    let mut config = ServerConfig::new(REALM, credentials, [42; 32]);
+    configure(&mut config);
+    let now = Instant::now();
+    World {
+        server: TurnServer::new(config, now, UNIX_START),
+        relays: FakeRelays::default(),
+        now,
+        out: Vec::new(),
+        tid: 0,
+    }
+}
+
+fn world() -> World {
+    world_with(|_| {})
+}
+
+fn udp(client: &str) -> FiveTuple {
+    FiveTuple {
+        transport: Transport::Udp,
+        client: client.parse().unwrap(),
+        server: "192.0.2.1:3478".parse().unwrap(),
+    }
+}
+
+/// Credentials a client uses after its first 401.
+#[derive(Clone)]
+struct Login {
+    username: String,
+    password: String,
+    nonce: String,
+    algorithm: PasswordAlgorithm,
+}
+
+impl World {
+    fn send(&mut self, tuple: FiveTuple, packet: &[u8]) -> ClientAction {
+        self.server.handle_client(self.now, tuple, packet, &mut self.out, &mut self.relays)
+    }
+
+    fn next_tid(&mut self) -> TransactionId {
+        self.tid += 1;
+        TransactionId([self.tid; 12])
+    }
+
+    /// Builds a request; with a login it carries USERNAME/REALM/NONCE and integrity.
+    fn request(
+        &mut self,
+        method: Method,
+        login: Option<&Login>,
+        tid: TransactionId,
+        attrs: &[Attribute<'_>],
+    ) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let mut w = MessageWriter::new(&mut buf, Class::Request, method, tid);
+        for a in attrs {
+            w.attribute(a).unwrap();
+        }
+        if let Some(login) = login {
+            w.attribute(&Attribute::Username(&login.username)).unwrap();
+            w.attribute(&Attribute::Realm(REALM)).unwrap();
+            w.attribute(&Attribute::Nonce(&login.nonce)).unwrap();
+            let key = Key::long_term(login.algorithm, &login.username, REALM, &login.password).unwrap();
+            if login.algorithm == PasswordAlgorithm::Sha256 {
+                static OFFER: [AlgorithmEntry<'static>; 2] = [
+                    AlgorithmEntry { algorithm: 2, parameters: &[] },
+                    AlgorithmEntry { algorithm: 1, parameters: &[] },
+                ];
+                w.attribute(&Attribute::PasswordAlgorithm(AlgorithmEntry { algorithm: 2, parameters: &[] }))
+                    .unwrap();
+                w.attribute(&Attribute::PasswordAlgorithms(AlgorithmList::Values(&OFFER))).unwrap();
+                w.message_integrity_sha256(&key).unwrap();
+            } else {
+                w.message_integrity(&key).unwrap();
+            }
+        }
+        w.fingerprint().unwrap();
+        w.finish();
+        buf
+    }
+
+    /// Sends a request and returns the response (parsed by the caller from `self.out`).
+    fn call(
+        &mut self,
+        tuple: FiveTuple,
+        method: Method,
+        login: Option<&Login>,
+        attrs: &[Attribute<'_>],
+    ) -> Vec<u8> {
+        let tid = self.next_tid();
+        let request = self.request(method, login, tid, attrs);
+        assert_eq!(self.send(tuple, &request), ClientAction::Reply, "{method:?} got no reply");
+        let response = self.out.clone();
+        assert_eq!(Message::parse(&response).unwrap().transaction_id(), tid);
+        response
+    }
+
+    /// The 401 dance: an unauthenticated Allocate yields the nonce.
+    fn login(&mut self, tuple: FiveTuple, username: &str, password: &str) -> Login {
+        let response = self.call(tuple, Method::ALLOCATE, None, &[Attribute::RequestedTransport(17)]);
+        assert_eq!(error_code(&response), Some(401));
+        let m = Message::parse(&response).unwrap();
+        assert_eq!(m.get(AttributeType::REALM).unwrap().unwrap(), Attribute::Realm(REALM));
+        assert!(m.attribute(AttributeType::PASSWORD_ALGORITHMS).is_some());
+        let Some(Ok(Attribute::Nonce(nonce))) = m.get(AttributeType::NONCE) else { panic!("no nonce") };
+        Login {
+            username: username.to_owned(),
+            password: password.to_owned(),
+            nonce: nonce.to_owned(),
+            algorithm: PasswordAlgorithm::Md5,
+        }
+    }
+
+    fn allocate(&mut self, tuple: FiveTuple, login: &Login, attrs: &[Attribute<'_>]) -> Vec<u8> {
+        let mut all = vec![Attribute::RequestedTransport(17)];
+        all.extend_from_slice(attrs);
+        self.call(tuple, Method::ALLOCATE, Some(login), &all)
+    }
+}
+
+fn error_code(response: &[u8]) -> Option<u16> {
+    let m = Message::parse(response).unwrap();
+    match m.get(AttributeType::ERROR_CODE) {
+        Some(Ok(Attribute::ErrorCode(e))) => Some(e.code),
+        _ => None,
+    }
+}
+
+fn relayed(response: &[u8]) -> Vec<SocketAddr> {
+    let m = Message::parse(response).unwrap();
+    m.attributes()
+        .filter(|a| a.typ == AttributeType::XOR_RELAYED_ADDRESS)
+        .map(|a| match m.decode(a).unwrap() {
+            Attribute::XorRelayedAddress(addr) => addr,
+            _ => unreachable!(),
+        })
+        .collect()
+}
+
+fn key_of(login: &Login) -> Key {
+    Key::long_term(login.algorithm, &login.username, REALM, &login.password).unwrap()
+}
+
+#[test]
+fn allocate_after_401_succeeds_and_is_signed() {
+    let mut w = world();
+    let client = udp("198.51.100.1:5000");
+    let login = w.login(client, "alice", "alice-pw");
+    let response = w.allocate(client, &login, &[Attribute::Lifetime(1200)]);
+    let m = Message::parse(&response).unwrap();
+    assert_eq!(m.class(), Class::SuccessResponse, "{:?}", error_code(&response));
+    assert!(m.verify_integrity(&key_of(&login)));
+    assert!(m.verify_fingerprint());
+    assert_eq!(relayed(&response), ["192.0.2.10:50000".parse().unwrap()]);
+    assert_eq!(m.get(AttributeType::LIFETIME).unwrap().unwrap(), Attribute::Lifetime(1200));
+    assert_eq!(
+        m.get(AttributeType::XOR_MAPPED_ADDRESS).unwrap().unwrap(),
+        Attribute::XorMappedAddress(client.client)
+    );
+    assert_eq!(w.server.stats().allocations, 1);
+}
+
+#[test]
+fn sha256_password_algorithm_is_accepted_and_answered_in_kind() {
+    let mut w = world();
+    let client = udp("198.51.100.1:5000");
+    let mut login = w.login(client, "bob", "bob-pw");
+    login.algorithm = PasswordAlgorithm::Sha256;
+    let response = w.allocate(client, &login, &[]);
+    let m = Message::parse(&response).unwrap();
+    assert_eq!(m.class(), Class::SuccessResponse, "{:?}", error_code(&response));
+    assert!(m.verify_integrity_sha256(&key_of(&login)));
+}
+
+#[test]
+fn wrong_password_unknown_user_and_expired_rest_username_get_401() {
+    let mut w = world();
+    let client = udp("198.51.100.1:5000");
+    let good = w.login(client, "alice", "alice-pw");
+    for (user, pass) in [("alice", "nope"), ("mallory", "x"), ("1700000000:carol", "whatever")] {
+        let login = Login { username: user.into(), password: pass.into(), ..good.clone() };
+        assert_eq!(error_code(&w.allocate(client, &login, &[])), Some(401), "{user}");
+    }
+    assert_eq!(w.server.stats().auth_failures, 3);
+    // A valid REST username: expiry in the future, password from the shared secret.
+    let username = format!("{}:carol", UNIX_START + 3600);
+    let password = peerlink_turn::rest_password(b"rest-secret", &username);
+    let login = Login { username, password, ..good };
+    assert_eq!(error_code(&w.allocate(client, &login, &[])), None);
+}
+
+#[test]
+fn stale_nonce_gets_438_with_a_fresh_nonce() {
+    let mut w = world();
+    let client = udp("198.51.100.1:5000");
+    let login = w.login(client, "alice", "alice-pw");
+    w.now += Duration::from_secs(601);
+    let response = w.allocate(client, &login, &[]);
+    assert_eq!(error_code(&response), Some(438));
+    let m = Message::parse(&response).unwrap();
+    let Some(Ok(Attribute::Nonce(fresh))) = m.get(AttributeType::NONCE) else { panic!("no nonce") };
+    assert_ne!(fresh, login.nonce);
+    let login = Login { nonce: fresh.to_owned(), ..login };
+    assert_eq!(error_code(&w.allocate(client, &login, &[])), None);
+}
+
+#[test]
+fn nonce_of_another_client_is_not_accepted() {
+    let mut w = world();
+    let login = w.login(udp("198.51.100.1:5000"), "alice", "alice-pw");
+    assert_eq!(error_code(&w.allocate(udp("198.51.100.2:5000"), &login, &[])), Some(401));
+}
+
+#[test]
+fn allocation_mismatch_retransmission_and_unsupported_transport() {
+    let mut w = world();
+    let client = udp("198.51.100.1:5000");
+    let login = w.login(client, "alice", "alice-pw");
+    let tid = w.next_tid();
+    let request = w.request(Method::ALLOCATE, Some(&login), tid, &[Attribute::RequestedTransport(17)]);
+    w.send(client, &request);
+    let first = w.out.clone();
+    // The same request again (a retransmission) gets the same relay.
+    w.send(client, &request);
+    assert_eq!(relayed(&w.out), relayed(&first));
+    assert_eq!(w.relays.open.len(), 1);
+    // A new Allocate on the same 5-tuple: 437.
+    assert_eq!(error_code(&w.allocate(client, &login, &[])), Some(437));
+    // TCP relays (RFC 6062) are not offered: 442.
+    let other = udp("198.51.100.1:5001");
+    let login = w.login(other, "alice", "alice-pw");
+    let response = w.call(other, Method::ALLOCATE, Some(&login), &[Attribute::RequestedTransport(6)]);
+    assert_eq!(error_code(&response), Some(442));
+    let response = w.call(other, Method::ALLOCATE, Some(&login), &[]);
+    assert_eq!(error_code(&response), Some(400), "REQUESTED-TRANSPORT is required");
+}
+
+#[test]
+fn per_user_quota_gives_486() {
+    let mut w = world_with(|c| c.max_allocations_per_user = 2);
+    for port in 0..2 {
+        let client = udp(&format!("198.51.100.1:{}", 6000 + port));
+        let login = w.login(client, "alice", "alice-pw");
+        assert_eq!(error_code(&w.allocate(client, &login, &[])), None);
+    }
+    let client = udp("198.51.100.1:6002");
+    let login = w.login(client, "alice", "alice-pw");
+    assert_eq!(error_code(&w.allocate(client, &login, &[])), Some(486));
+    let login = w.login(client, "bob", "bob-pw");
+    assert_eq!(error_code(&w.allocate(client, &login, &[])), None, "other users are not affected");
+}
+
+#[test]
+fn refuses_loopback_private_and_mapped_peers_by_default() {
+    let mut w = world();
+    let client = udp("198.51.100.1:5000");
+    let login = w.login(client, "alice", "alice-pw");
+    w.allocate(client, &login, &[Attribute::AdditionalAddressFamily(AddressFamily::V6)]);
+    for peer in ["127.0.0.1:9", "10.0.0.1:9", "[::ffff:127.0.0.1]:9", "169.254.169.254:80", "[::1]:9"] {
+        let peer: SocketAddr = peer.parse().unwrap();
+        let response =
+            w.call(client, Method::CREATE_PERMISSION, Some(&login), &[Attribute::XorPeerAddress(peer)]);
+        assert_eq!(error_code(&response), Some(403), "{peer}");
+        let response = w.call(
+            client,
+            Method::CHANNEL_BIND,
+            Some(&login),
+            &[Attribute::ChannelNumber(0x4000), Attribute::XorPeerAddress(peer)],
+        );
+        assert_eq!(error_code(&response), Some(403), "{peer}");
+    }
+    assert_eq!(w.server.stats().refused_peers, 10);
+    let ok = w.call(
+        client,
+        Method::CREATE_PERMISSION,
+        Some(&login),
+        &[Attribute::XorPeerAddress("203.0.113.5:9".parse().unwrap())],
+    );
+    assert_eq!(error_code(&ok), None);
+}
+
+#[test]
+fn relays_both_ways_with_channels_and_indications() {
+    let mut w = world();
+    let client = udp("198.51.100.1:5000");
+    let login = w.login(client, "alice", "alice-pw");
+    let relay = relayed(&w.allocate(client, &login, &[]))[0];
+    let relay_id = RelayId(u32::from(relay.port()));
+    let peer: SocketAddr = "203.0.113.5:7000".parse().unwrap();
+
+    // Before a permission: a Send indication is dropped, peer data too.
+    let mut send = Vec::new();
+    let mut writer = MessageWriter::new(&mut send, Class::Indication, Method::SEND, TransactionId([9; 12]));
+    writer.attribute(&Attribute::XorPeerAddress(peer)).unwrap();
+    writer.attribute(&Attribute::Data(b"hello peer")).unwrap();
+    writer.finish();
+    assert_eq!(w.send(client, &send), ClientAction::Nothing);
+    assert_eq!(w.server.handle_peer(w.now, relay_id, peer, b"x", &mut w.out), PeerAction::Nothing);
+
+    let response =
+        w.call(client, Method::CREATE_PERMISSION, Some(&login), &[Attribute::XorPeerAddress(peer)]);
+    assert_eq!(error_code(&response), None);
+    match w.send(client, &send) {
+        ClientAction::ToPeer { relay: r, peer: p, payload } => {
+            assert_eq!((r, p), (relay_id, peer));
+            assert_eq!(&send[payload], b"hello peer");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Peer → client without a channel: a Data indication.
+    assert_eq!(
+        w.server.handle_peer(w.now, relay_id, peer, b"hi client", &mut w.out),
+        PeerAction::ToClient(client)
+    );
+    let m = Message::parse(&w.out).unwrap();
+    assert_eq!((m.class(), m.method()), (Class::Indication, Method::DATA));
+    assert_eq!(m.get(AttributeType::DATA).unwrap().unwrap(), Attribute::Data(b"hi client"));
+    assert_eq!(m.get(AttributeType::XOR_PEER_ADDRESS).unwrap().unwrap(), Attribute::XorPeerAddress(peer));
+
+    // Bind a channel: both directions use ChannelData.
+    let response = w.call(
+        client,
+        Method::CHANNEL_BIND,
+        Some(&login),
+        &[Attribute::ChannelNumber(0x4001), Attribute::XorPeerAddress(peer)],
+    );
+    assert_eq!(error_code(&response), None);
+    let mut data = Vec::new();
+    ChannelData::encode(0x4001, b"via channel", false, &mut data);
+    match w.send(client, &data) {
+        ClientAction::ToPeer { peer: p, payload, .. } => {
+            assert_eq!(p, peer);
+            assert_eq!(&data[payload], b"via channel");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        w.server.handle_peer(w.now, relay_id, peer, b"back", &mut w.out),
+        PeerAction::ToClient(client)
+    );
+    assert_eq!(ChannelData::parse(&w.out).unwrap(), ChannelData { channel: 0x4001, payload: b"back" });
+    // An unbound channel number is dropped; rebinding the channel to another peer is a 400.
+    let mut unbound = Vec::new();
+    ChannelData::encode(0x4002, b"x", false, &mut unbound);
+    assert_eq!(w.send(client, &unbound), ClientAction::Nothing);
+    let other_peer: SocketAddr = "203.0.113.6:7000".parse().unwrap();
+    let response = w.call(
+        client,
+        Method::CHANNEL_BIND,
+        Some(&login),
+        &[Attribute::ChannelNumber(0x4001), Attribute::XorPeerAddress(other_peer)],
+    );
+    assert_eq!(error_code(&response), Some(400));
+
+    // Permissions lapse after five minutes without refresh.
+    w.now += Duration::from_secs(301);
+    w.server.handle_timeout(w.now, &mut w.relays);
+    assert_eq!(w.server.handle_peer(w.now, relay_id, peer, b"late", &mut w.out), PeerAction::Nothing);
+    let stats = w.server.stats();
+    assert_eq!((stats.packets_to_peers, stats.packets_to_clients), (2, 2));
+}
+
+#[test]
+fn refresh_zero_deletes_and_expiry_closes_relays() {
+    let mut w = world();
+    let client = udp("198.51.100.1:5000");
+    let login = w.login(client, "alice", "alice-pw");
+    w.allocate(client, &login, &[]);
+    let response = w.call(client, Method::REFRESH, Some(&login), &[Attribute::Lifetime(0)]);
+    assert_eq!(
+        Message::parse(&response).unwrap().get(AttributeType::LIFETIME).unwrap().unwrap(),
+        Attribute::Lifetime(0)
+    );
+    assert_eq!(w.relays.closed.len(), 1);
+    assert_eq!(error_code(&w.call(client, Method::REFRESH, Some(&login), &[])), Some(437));
+
+    // Another allocation simply runs out (default lifetime 600 s).
+    let other = udp("198.51.100.1:5001");
+    let login = w.login(other, "alice", "alice-pw");
+    w.allocate(other, &login, &[]);
+    w.now += Duration::from_secs(599);
+    w.server.handle_timeout(w.now, &mut w.relays);
+    assert_eq!(w.relays.closed.len(), 1);
+    w.now += Duration::from_secs(2);
+    w.server.handle_timeout(w.now, &mut w.relays);
+    assert_eq!(w.relays.closed.len(), 2);
+    assert_eq!(w.server.stats().allocations, 0);
+}
+
+#[test]
+fn another_user_on_an_allocation_gets_441() {
+    let mut w = world();
+    let client = udp("198.51.100.1:5000");
+    let alice = w.login(client, "alice", "alice-pw");
+    w.allocate(client, &alice, &[]);
+    let bob = Login { username: "bob".into(), password: "bob-pw".into(), ..alice };
+    assert_eq!(error_code(&w.call(client, Method::REFRESH, Some(&bob), &[])), Some(441));
+}
+
+#[test]
+fn even_port_reservation_is_handed_to_the_token_holder() {
+    let mut w = world();
+    let first = udp("198.51.100.1:5000");
+    let login = w.login(first, "alice", "alice-pw");
+    let response = w.allocate(first, &login, &[Attribute::EvenPort(true)]);
+    let m = Message::parse(&response).unwrap();
+    let Some(Ok(Attribute::ReservationToken(token))) = m.get(AttributeType::RESERVATION_TOKEN) else {
+        panic!("no token")
+    };
+    let second = udp("198.51.100.1:5001");
+    let login = w.login(second, "alice", "alice-pw");
+    let response = w.allocate(second, &login, &[Attribute::ReservationToken(token)]);
+    assert_eq!(relayed(&response), ["192.0.2.10:50001".parse().unwrap()]);
+    // A token works once.
+    let third = udp("198.51.100.1:5002");
+    let login = w.login(third, "alice", "alice-pw");
+    assert_eq!(error_code(&w.allocate(third, &login, &[Attribute::ReservationToken(token)])), Some(508));
+}
+
+#[test]
+fn address_families_440_and_443() {
+    let mut w = world();
+    w.relays.no_v6 = true;
+    let client = udp("198.51.100.1:5000");
+    let login = w.login(client, "alice", "alice-pw");
+    let response = w.allocate(client, &login, &[Attribute::RequestedAddressFamily(AddressFamily::V6)]);
+    assert_eq!(error_code(&response), Some(440));
+    // Dual allocation without IPv6: IPv4 relay plus ADDRESS-ERROR-CODE 440.
+    let response = w.allocate(client, &login, &[Attribute::AdditionalAddressFamily(AddressFamily::V6)]);
+    let m = Message::parse(&response).unwrap();
+    assert!(matches!(m.get(AttributeType::ADDRESS_ERROR_CODE), Some(Ok(Attribute::AddressErrorCode { .. }))));
+    assert_eq!(relayed(&response).len(), 1);
+    let v6_peer: SocketAddr = "[2001:db8::5]:9".parse().unwrap();
+    let response =
+        w.call(client, Method::CREATE_PERMISSION, Some(&login), &[Attribute::XorPeerAddress(v6_peer)]);
+    assert_eq!(error_code(&response), Some(443));
+}
+
+#[test]
+fn junk_and_unknown_attributes() {
+    let mut w = world();
+    let client = udp("198.51.100.1:5000");
+    assert_eq!(w.send(client, &[]), ClientAction::Nothing);
+    assert_eq!(w.send(client, &[0xFF; 40]), ClientAction::Nothing);
+    assert_eq!(w.send(client, &[0x40, 0x00, 0x00, 0x10]), ClientAction::Nothing);
+    let response = w.call(
+        client,
+        Method::ALLOCATE,
+        None,
+        &[Attribute::Unknown { typ: AttributeType(0x0077), value: b"?" }],
+    );
+    assert_eq!(error_code(&response), Some(420));
+    // Binding requests are answered on the TURN port too.
+    let response = w.call(client, Method::BINDING, None, &[]);
+    assert_eq!(Message::parse(&response).unwrap().class(), Class::SuccessResponse);
+    assert!(w.server.stats().dropped >= 3);
+}
+
+#[test]
+fn unauthenticated_answers_are_rate_limited_per_ip() {
+    let mut w = world_with(|c| c.unauthenticated_per_second = 1);
+    let client = udp("198.51.100.1:5000");
+    let mut answered = 0;
+    for _ in 0..50 {
+        let tid = w.next_tid();
+        let request = w.request(Method::ALLOCATE, None, tid, &[Attribute::RequestedTransport(17)]);
+        if w.send(client, &request) == ClientAction::Reply {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 10, "burst of ten, then silence");
+    assert_eq!(w.server.stats().unauthenticated_throttled, 40);
+}

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# coturn's turnutils_uclient and turnutils_peer (clients we did not write) against
+# `peerlink turn`: UDP and TCP client transport, channels and Send indications, a static
+# user and a TURN REST secret. Every message must come back echoed, none lost. Then the
+# refusals: wrong password, and a loopback peer without --allow-loopback-peers (403).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/lib/common.sh
+peerlink=${1:-target/release/peerlink}
+MESSAGES=${MESSAGES:-200}
+CLIENTS=${CLIENTS:-4}
+tmp=$(mktemp -d)
+PIDS=()
+trap 'kill_all; rm -rf "$tmp"' EXIT
+passed=0
+failures=0
+pass() { echo "ok   $1"; passed=$((passed + 1)); }
+fail() { echo "FAIL $1"; failures=$((failures + 1)); }
+
+peer_port=$(free_port)
+turnutils_peer -L 127.0.0.1 -p "$peer_port" >"$tmp/peer.log" 2>&1 &
+PIDS+=($!)
+
+start_turn() { # name, extra args...
+    local name=$1
+    shift
+    "$peerlink" turn --listen 127.0.0.1:0 --relay-ip 127.0.0.1 --realm example.test \
+        --user test:secret --auth-secret restsecret "$@" >"$tmp/$name.out" 2>"$tmp/$name.log" &
+    PIDS+=($!)
+    wait_for_line "$tmp/$name.out" "turn listening on"
+    sed -nE 's/.*turn listening on 127\.0\.0\.1:([0-9]+).*/\1/p' "$tmp/$name.out"
+}
+
+port=$(start_turn main --allow-loopback-peers)
+sleep 0.2
+
+# uclient prints "start_mclient: tot_send_msgs=N, tot_recv_msgs=M" and "Total lost packets N".
+echo_run() { # label, uclient flags...
+    local label=$1
+    shift
+    local expected=$((MESSAGES * CLIENTS)) log="$tmp/uclient.log" sent received lost
+    timeout 120 turnutils_uclient "$@" -p "$port" -e 127.0.0.1 -r "$peer_port" -m "$CLIENTS" -n "$MESSAGES" \
+        -l 180 127.0.0.1 >"$log" 2>&1 || true
+    sent=$(sed -nE 's/.*start_mclient: tot_send_msgs=([0-9]+), tot_recv_msgs=([0-9]+).*/\1/p' "$log" | tail -1)
+    received=$(sed -nE 's/.*start_mclient: tot_send_msgs=([0-9]+), tot_recv_msgs=([0-9]+).*/\2/p' "$log" | tail -1)
+    lost=$(sed -nE 's/.*Total lost packets ([0-9]+).*/\1/p' "$log" | tail -1)
+    if [ "$sent" = "$expected" ] && [ "$received" = "$expected" ] && [ "$lost" = 0 ]; then
+        pass "$label: $received of $expected echoed, 0 lost"
+    else
+        fail "$label: sent=${sent:-?} received=${received:-?} lost=${lost:-?} (expected $expected)"
+        grep -aiE "error|fail" "$log" | head -5
+    fi
+}
+
+echo_run "udp, channels, static user" -u test -w secret
+echo_run "udp, send indications, static user" -s -u test -w secret
+echo_run "tcp, channels, static user" -t -u test -w secret
+echo_run "tcp, send indications, static user" -t -s -u test -w secret
+echo_run "udp, channels, REST secret" -u alice -W restsecret
+echo_run "tcp, send indications, REST secret" -t -s -u alice -W restsecret
+echo_run "udp, channel padding (-D), dont-fragment (-g)" -D -g -u test -w secret
+
+# Refusals.
+timeout 20 turnutils_uclient -u test -w wrong -p "$port" -e 127.0.0.1 -r "$peer_port" -n 5 127.0.0.1 \
+    >"$tmp/wrong.log" 2>&1 || true
+if grep -aqE "error 401|Cannot complete Allocation" "$tmp/wrong.log" && ! grep -aq "tot_recv_msgs=5" "$tmp/wrong.log"; then
+    pass "wrong password is refused (401)"
+else
+    fail "wrong password was not refused"
+    tail -5 "$tmp/wrong.log"
+fi
+
+strict_port=$(start_turn strict)
+timeout 20 turnutils_uclient -u test -w secret -p "$strict_port" -e 127.0.0.1 -r "$peer_port" -n 5 127.0.0.1 \
+    >"$tmp/strict.log" 2>&1 || true
+if grep -aqE "error 403" "$tmp/strict.log"; then
+    pass "loopback peer refused (403) without --allow-loopback-peers"
+else
+    fail "loopback peer was not refused by default"
+    tail -5 "$tmp/strict.log"
+fi
+
+echo "turn-uclient: $passed passed, $failures failed"
+[ "$failures" -eq 0 ]
