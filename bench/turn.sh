@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# TURN relaying: `peerlink turn` next to coturn's `turnserver`, equivalent flags, same
+# machine, same run, with coturn's own turnutils_uclient as the load generator and
+# turnutils_peer as the echoing peer. Prints relayed packets per second, Mbit/s, the
+# server's CPU-seconds, packets per CPU-second, losses, and the ratios.
+#
+#   bench/turn.sh                          # 3 rounds per server
+#   ROUNDS=1 CLIENTS=20 MESSAGES=500 bench/turn.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib/common.sh
+
+ROUNDS=${ROUNDS:-3}
+CLIENTS=${CLIENTS:-50}      # uclient sessions (each one allocation, echo through the peer)
+MESSAGES=${MESSAGES:-1000}  # messages per session
+LENGTH=${LENGTH:-1000}      # bytes per message
+INTERVAL=${INTERVAL:-5}     # ms between a session's messages (uclient -z)
+FLAGS=${FLAGS:-}            # extra uclient flags, e.g. "-t" for TCP or "-s" for Send indications
+command -v turnserver >/dev/null || { echo "coturn missing: run scripts/install-test-deps.sh" >&2; exit 1; }
+
+cargo build --release -q -p peerlink-cli
+tmp=$(mktemp -d)
+PIDS=()
+trap 'kill_all; rm -rf "$tmp"' EXIT
+tick=$(getconf CLK_TCK)
+cpu() { awk -v t="$tick" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$1/stat"; }
+
+peer_port=$(free_port)
+turnutils_peer -L 127.0.0.1 -p "$peer_port" >"$tmp/peer.log" 2>&1 &
+PIDS+=($!)
+
+pl_port=$(free_port)
+target/release/peerlink turn --listen "127.0.0.1:$pl_port" --relay-ip 127.0.0.1 --realm example.test \
+    --user test:secret --allow-loopback-peers --relay-ports 40000-44999 --max-allocations-per-user 100000 >"$tmp/pl.out" 2>"$tmp/pl.log" &
+PIDS+=($!)
+pl_pid=$!
+ct_port=$(free_port)
+turnserver -n --listening-ip=127.0.0.1 --relay-ip=127.0.0.1 --listening-port="$ct_port" --lt-cred-mech \
+    --user=test:secret --realm=example.test --no-tls --no-dtls --no-cli --allow-loopback-peers \
+    --min-port=45000 --max-port=49999 --log-file="$tmp/ct.log" --simple-log --pidfile="$tmp/ct.pid" \
+    >/dev/null 2>&1 &
+PIDS+=($!)
+ct_pid=$!
+wait_for_line "$tmp/pl.out" "turn listening"
+wait_for_line "$tmp/ct.log" "Total General servers|turn server id=0 created"
+sleep 0.5
+
+run() { # name pid port
+    local name=$1 pid=$2 port=$3 before after start end log="$tmp/$1.uclient"
+    before=$(cpu "$pid")
+    start=$(date +%s.%N)
+    # shellcheck disable=SC2086
+    timeout 300 turnutils_uclient $FLAGS -u test -w secret -p "$port" -e 127.0.0.1 -r "$peer_port" \
+        -m "$CLIENTS" -n "$MESSAGES" -l "$LENGTH" -z "$INTERVAL" 127.0.0.1 >"$log" 2>&1 || true
+    end=$(date +%s.%N)
+    after=$(cpu "$pid")
+    local sent received lost
+    sent=$(sed -nE 's/.*start_mclient: tot_send_msgs=([0-9]+), tot_recv_msgs=([0-9]+).*/\1/p' "$log" | tail -1)
+    received=$(sed -nE 's/.*start_mclient: tot_send_msgs=([0-9]+), tot_recv_msgs=([0-9]+).*/\2/p' "$log" | tail -1)
+    lost=$(sed -nE 's/.*Total lost packets ([0-9]+).*/\1/p' "$log" | tail -1)
+    # Each echoed message crosses the relay twice (client→peer, peer→client).
+    awk -v n="$name" -v s="${sent:-0}" -v r="${received:-0}" -v l="${lost:-?}" -v t0="$start" -v t1="$end" \
+        -v c0="$before" -v c1="$after" -v len="$LENGTH" 'BEGIN {
+        t = t1 - t0; c = c1 - c0; p = s + r
+        printf "name=%s sent=%d received=%d lost=%s seconds=%.2f relayed_pkts_per_s=%.0f mbit_per_s=%.1f server_cpu_s=%.2f pkts_per_cpu_s=%.0f\n",
+            n, s, r, l, t, p / t, p * len * 8 / t / 1e6, c, (c > 0 ? p / c : 0) }'
+}
+
+echo "# $ROUNDS rounds: $CLIENTS sessions x $MESSAGES messages of $LENGTH bytes every ${INTERVAL} ms ${FLAGS:+(uclient $FLAGS)}"
+for _ in $(seq "$ROUNDS"); do
+    run peerlink "$pl_pid" "$pl_port" | tee -a "$tmp/results"
+    run coturn "$ct_pid" "$ct_port" | tee -a "$tmp/results"
+done
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+field() { grep "name=$1 " "$tmp/results" | sed -E "s/.* $2=([0-9.?]+).*/\1/" | median; }
+echo "# summary (medians)"
+printf '%-10s %16s %10s %14s %18s %6s\n' server "relayed pkt/s" "Mbit/s" "server CPU-s" "pkts per CPU-s" lost
+for n in peerlink coturn; do
+    printf '%-10s %16s %10s %14s %18s %6s\n' "$n" "$(field $n relayed_pkts_per_s)" "$(field $n mbit_per_s)" \
+        "$(field $n server_cpu_s)" "$(field $n pkts_per_cpu_s)" "$(field $n lost)"
+done
+awk -v a="$(field peerlink relayed_pkts_per_s)" -v b="$(field coturn relayed_pkts_per_s)" \
+    -v c="$(field peerlink pkts_per_cpu_s)" -v d="$(field coturn pkts_per_cpu_s)" \
+    'BEGIN { printf "ratio peerlink/coturn: relayed pkt/s %.2fx, packets per CPU-second %.2fx\n", a / b, (d > 0 ? c / d : 0) }'
