@@ -222,12 +222,17 @@ async fn accept_loop(listener: TcpListener, config: StunConfig, stats: Arc<StunS
 }
 
 /// RFC 8489 §6.2.2: messages back to back on the stream, delimited by their length field.
+///
+/// `idle` bounds the time since the last whole message (so a slow drip of bytes does not
+/// hold a connection slot) and every write (so a client that never reads does not either).
 async fn serve_tcp(
     mut stream: TcpStream,
     peer: SocketAddr,
     idle: Duration,
     stats: &StunStats,
 ) -> std::io::Result<()> {
+    let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "idle");
+    let mut deadline = tokio::time::Instant::now() + idle;
     let _ = stream.set_nodelay(true);
     let peer = binding::canonical(peer);
     let mut input = Vec::with_capacity(2048);
@@ -242,25 +247,28 @@ async fn serve_tcp(
                     stats.count(outcome);
                     output.extend_from_slice(&response);
                     consumed += len;
+                    deadline = tokio::time::Instant::now() + idle;
                 }
                 Frame::Incomplete(_) => break,
                 Frame::Invalid => {
                     stats.ignored.fetch_add(1, Ordering::Relaxed);
-                    stream.write_all(&output).await?;
+                    tokio::time::timeout(idle, stream.write_all(&output))
+                        .await
+                        .map_err(|_| timed_out())??;
                     return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "not stun"));
                 }
             }
         }
         input.drain(..consumed);
         if !output.is_empty() {
-            stream.write_all(&output).await?;
+            tokio::time::timeout(idle, stream.write_all(&output)).await.map_err(|_| timed_out())??;
             output.clear();
         }
-        match tokio::time::timeout(idle, stream.read_buf(&mut input)).await {
+        match tokio::time::timeout_at(deadline, stream.read_buf(&mut input)).await {
             Ok(Ok(0)) => return Ok(()),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "idle")),
+            Err(_) => return Err(timed_out()),
         }
     }
 }

@@ -59,7 +59,8 @@ pub fn serve(
     let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(256)).collect();
     let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-    let mut received: [(Option<SockaddrStorage>, usize); BATCH] = [(None, 0); BATCH];
+    // (source, length, truncated)
+    let mut received: [(Option<SockaddrStorage>, usize, bool); BATCH] = [(None, 0, false); BATCH];
     let mut destinations: [Option<SockaddrStorage>; BATCH] = [None; BATCH];
 
     while !stop() {
@@ -73,7 +74,7 @@ pub fn serve(
                 Ok(results) => {
                     let mut count = 0;
                     for (slot, msg) in received.iter_mut().zip(results) {
-                        *slot = (msg.address, msg.bytes);
+                        *slot = (msg.address, msg.bytes, msg.flags.contains(MsgFlags::MSG_TRUNC));
                         count += 1;
                     }
                     count
@@ -88,13 +89,13 @@ pub fn serve(
         };
 
         let mut replies = 0;
-        for (i, &(address, len)) in received[..count].iter().enumerate() {
+        for (i, &(address, len, truncated)) in received[..count].iter().enumerate() {
             let Some(address) = address else { continue };
             let Some(source) = to_std(&address) else { continue };
-            // A datagram larger than the buffer is reported with its full length.
-            let packet = &bufs[i][..len.min(DATAGRAM)];
-            let packet = if len > DATAGRAM { &packet[..0] } else { packet };
+            // A datagram cut to fit the buffer is handed on as empty, so it is ignored.
+            let packet = if truncated { &bufs[i][..0] } else { &bufs[i][..len.min(DATAGRAM)] };
             let out = &mut outs[replies];
+            out.clear();
             if let Reply::Send = handle(packet, source, out) {
                 destinations[replies] = Some(address);
                 replies += 1;

@@ -122,6 +122,64 @@ async fn udp_errors_and_silence() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_answers_go_to_their_own_senders() {
+    // Two clients send bursts of distinct transaction ids mixed with junk; each must get
+    // back exactly its own ids, each once, with its own reflexive address.
+    let server = start("127.0.0.1:0").await;
+    let addr = server.local_addr();
+    let clients = [client_socket("127.0.0.1:0"), client_socket("127.0.0.1:0")];
+    for round in 0..50u8 {
+        for (c, client) in clients.iter().enumerate() {
+            client.send_to(&binding_request(round * 2 + c as u8, |_| {}), addr).unwrap();
+            client.send_to(b"junk between requests", addr).unwrap();
+        }
+    }
+    for (c, client) in clients.iter().enumerate() {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut buf = [0u8; 1500];
+        while let Ok((n, _)) = client.recv_from(&mut buf) {
+            assert_eq!(mapped(&buf[..n]), client.local_addr().unwrap());
+            let tid = Message::parse(&buf[..n]).unwrap().transaction_id().0[0];
+            assert_eq!(usize::from(tid % 2), c, "client {c} got another client's answer");
+            assert!(seen.insert(tid), "answer {tid} arrived twice");
+            if seen.len() == 50 {
+                break;
+            }
+        }
+        assert_eq!(seen.len(), 50, "client {c} got {} of 50 answers", seen.len());
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_slow_drip_is_closed_after_the_idle_time() {
+    let mut config = StunConfig::new("127.0.0.1:0".parse().unwrap());
+    config.udp_workers = 1;
+    config.tcp_idle_timeout = Duration::from_millis(600);
+    let server = StunServer::start(config).await.unwrap();
+    let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
+    let request = binding_request(30, |w| w.attribute(&Attribute::Software("drip")).unwrap());
+    // A byte every 200 ms never completes a message within 600 ms.
+    let mut closed = false;
+    for byte in &request {
+        if stream.write_all(std::slice::from_ref(byte)).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(1), stream.read(&mut probe)).await
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "connection still open after the whole message was dripped");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_a_flood_of_garbage_and_keeps_answering() {
     let server = start("127.0.0.1:0").await;
     let addr = server.local_addr();

@@ -327,8 +327,9 @@ pub enum Attribute<'a> {
     },
 }
 
-// RFC 8489 §14.3, §14.9, §14.10, §14.14, §14.8: limits in bytes.
-const MAX_USERNAME: usize = 513;
+// RFC 8489 §14.3, §14.9, §14.10, §14.14, §14.8: limits in bytes. USERNAME must be shorter
+// than 509 bytes when sent, but RFC 3489-era clients may send up to 763, which we accept.
+const MAX_USERNAME: usize = 763;
 const MAX_TEXT: usize = 763;
 
 impl<'a> Attribute<'a> {

@@ -72,7 +72,8 @@ pub fn respond(packet: &[u8], source: SocketAddr, out: &mut Vec<u8>) -> Outcome 
     if count > 0 {
         return error_response(out, tid, ErrorCode::UNKNOWN_ATTRIBUTE, &unknown[..count], fingerprint);
     }
-    if message.attributes().any(|raw| message.decode(raw).is_err()) {
+    // Malformed comprehension-optional attributes are ignored like unknown ones.
+    if message.attributes().any(|raw| raw.typ.is_comprehension_required() && message.decode(raw).is_err()) {
         return error_response(out, tid, ErrorCode::BAD_REQUEST, &[], fingerprint);
     }
     let mut w = MessageWriter::new(out, Class::SuccessResponse, Method::BINDING, tid);
@@ -193,6 +194,31 @@ mod tests {
             panic!()
         };
         assert_eq!(list.iter().collect::<Vec<_>>(), [AttributeType(0x0077)]);
+    }
+
+    #[test]
+    fn unknown_required_attribute_after_integrity_is_ignored() {
+        let key = crate::Key::short_term("pw").unwrap();
+        let mut packet = request(|w| w.message_integrity(&key).unwrap());
+        // Append an unknown comprehension-required attribute after MESSAGE-INTEGRITY.
+        packet.extend_from_slice(&[0x00, 0x77, 0x00, 0x00]);
+        let len = (packet.len() - 20) as u16;
+        packet[2..4].copy_from_slice(&len.to_be_bytes());
+        assert_eq!(answer(&packet).0, Outcome::Answered);
+    }
+
+    #[test]
+    fn malformed_optional_attribute_is_ignored_and_long_usernames_accepted() {
+        let software = request(|w| {
+            w.attribute(&Attribute::Unknown { typ: AttributeType::SOFTWARE, value: &[0xFF, 0xFE] }).unwrap()
+        });
+        assert_eq!(answer(&software).0, Outcome::Answered);
+        let name = "u".repeat(700);
+        let long = request(|w| w.attribute(&Attribute::Username(&name)).unwrap());
+        assert_eq!(answer(&long).0, Outcome::Answered);
+        let too_long = "u".repeat(764);
+        let longer = request(|w| w.attribute(&Attribute::Username(&too_long)).unwrap());
+        assert_eq!(answer(&longer).0, Outcome::Rejected(400));
     }
 
     #[test]

@@ -399,8 +399,9 @@ impl TurnServer {
                 if let Some(action) = self.unknown_attributes(&message, out, &reply) {
                     return action;
                 }
-                if let Some(Err(e)) = message.attributes().map(|raw| message.decode(raw)).find(Result::is_err)
-                {
+                // Malformed comprehension-optional attributes are ignored like unknown ones.
+                let required = message.attributes().filter(|raw| raw.typ.is_comprehension_required());
+                if let Some(Err(e)) = required.map(|raw| message.decode(raw)).find(Result::is_err) {
                     tracing::debug!(client = %tuple.client, error = %e, "malformed attribute");
                     return self.error(out, &reply, ErrorCode::BAD_REQUEST, None);
                 }
