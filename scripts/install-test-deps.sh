@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the test suites need, idempotently, on Debian with the Rust toolchain:
-#   coturn (turnutils_stunclient and turnserver, the third-party STUN peer and benchmark
-#   reference), rustfmt and clippy, and cargo-fuzz.
+#   coturn (turnutils_* and turnserver: third-party STUN/TURN clients and the benchmark
+#   reference), Debian's Chromium driven by playwright-core from npm (never a downloaded
+#   browser), Node.js if missing, rustfmt and clippy, and cargo-fuzz.
 set -euo pipefail
 
 need_apt=()
 command -v turnutils_stunclient >/dev/null && command -v turnserver >/dev/null || need_apt+=(coturn)
 command -v python3 >/dev/null || need_apt+=(python3)
+command -v chromium >/dev/null || need_apt+=(chromium chromium-driver)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing Debian packages: ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -22,6 +26,13 @@ if command -v rustup >/dev/null; then
     rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
     rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 fi
+# playwright-core only drives a browser; it never downloads one.
+here=$(cd "$(dirname "$0")/.." && pwd)
+if [ ! -d "$here/tests/browser/node_modules/playwright-core" ]; then
+    echo "installing playwright-core for the browser tests"
+    (cd "$here/tests/browser" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund --silent)
+fi
+
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "installing cargo-fuzz"
     cargo install --locked -q cargo-fuzz

@@ -33,6 +33,9 @@ tests/e2e/stun-stunclient.sh target/release/peerlink
 step "end-to-end: coturn's turnutils_uclient and turnutils_peer against peerlink turn"
 tests/e2e/turn-uclient.sh target/release/peerlink
 
+step "end-to-end: headless Chromium relays a data channel through peerlink turn"
+tests/e2e/turn-chromium.sh target/release/peerlink
+
 fuzz_seconds=${FUZZ_SECONDS:-20}
 if [ "$fuzz_seconds" -gt 0 ]; then
     # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
