@@ -31,7 +31,8 @@ start_turn() { # name, extra args...
     sed -nE 's/.*turn listening on 127\.0\.0\.1:([0-9]+).*/\1/p' "$tmp/$name.out"
 }
 
-port=$(start_turn main --allow-loopback-peers)
+port=$(start_turn main --allow-loopback-peers --metrics 127.0.0.1:0)
+metrics_url=$(sed -nE 's/.*metrics at (http:[^ ]+).*/\1/p' "$tmp/main.out")
 sleep 0.2
 
 # uclient prints "start_mclient: tot_send_msgs=N, tot_recv_msgs=M" and "Total lost packets N".
@@ -59,6 +60,18 @@ echo_run "tcp, send indications, static user" -t -s -u test -w secret
 echo_run "udp, channels, REST secret" -u alice -W restsecret
 echo_run "tcp, send indications, REST secret" -t -s -u alice -W restsecret
 echo_run "udp, channel padding (-D), dont-fragment (-g)" -D -g -u test -w secret
+
+# The metrics endpoint counted the relayed traffic (published once a second).
+sleep 1.5
+relayed=$(python3 -c 'import sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1]).read().decode()
+print(sum(int(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith("peerlink_turn_relayed_packets_total")))' "$metrics_url")
+minimum=$((7 * 2 * MESSAGES * CLIENTS))
+if [ "$relayed" -ge "$minimum" ]; then
+    pass "metrics: $relayed packets relayed (at least $minimum expected)"
+else
+    fail "metrics: $relayed packets relayed, expected at least $minimum"
+fi
 
 # Refusals.
 timeout 20 turnutils_uclient -u test -w wrong -p "$port" -e 127.0.0.1 -r "$peer_port" -n 5 127.0.0.1 \

@@ -57,6 +57,9 @@ struct StunArgs {
     /// UDP receive threads per address, each with its own SO_REUSEPORT socket [default: one per core]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     udp_workers: Option<u16>,
+    /// Serve Prometheus metrics at http://ADDR/metrics
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// TOML file whose keys are the long option names with `_` for `-`; options given on the
     /// command line win
     #[arg(long, value_name = "FILE")]
@@ -98,6 +101,9 @@ struct TurnArgs {
     /// Allocations one user may hold at once [default: 10]
     #[arg(long, value_name = "N")]
     max_allocations_per_user: Option<usize>,
+    /// Serve Prometheus metrics at http://ADDR/metrics
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// TOML file whose keys are the long option names with `_` for `-` (lists for repeatable
     /// options); options given on the command line win
     #[arg(long, value_name = "FILE")]
@@ -159,6 +165,7 @@ fn run_stun(args: StunArgs) -> anyhow::Result<()> {
     let file = load(&args.config)?;
     let listen = first_non_empty(args.listen, file.listen, DEFAULT_LISTEN);
     let workers = args.udp_workers.map(usize::from).or(file.udp_workers);
+    let metrics = args.metrics.or(file.metrics);
     runtime()?.block_on(async move {
         let mut servers = Vec::new();
         for addr in listen {
@@ -170,6 +177,18 @@ fn run_stun(args: StunArgs) -> anyhow::Result<()> {
             // A stable line on stdout that scripts can read (the port when 0 was asked).
             println!("peerlink stun: stun listening on {} (udp, tcp)", server.local_addr());
             servers.push(server);
+        }
+        if let Some(addr) = metrics {
+            let stats: Vec<_> = servers.iter().map(|s| s.stats().clone()).collect();
+            let render: peerlink_server::metrics::Render = std::sync::Arc::new(move || {
+                let total = peerlink_server::StunStats::default();
+                for s in &stats {
+                    total.add(s);
+                }
+                peerlink_server::metrics::render_stun(&total)
+            });
+            let (local, _task) = peerlink_server::metrics::serve(addr, render).await?;
+            println!("peerlink stun: metrics at http://{local}/metrics");
         }
         wait_for_signal().await?;
         tracing::info!("shutting down");
@@ -259,7 +278,23 @@ fn run_turn(command: &str, args: TurnArgs) -> anyhow::Result<()> {
     if command == "serve" {
         tracing::info!("signaling and the browser app are not built yet; serving STUN and TURN");
     }
-    runtime()?.block_on(wait_for_signal())?;
+    let metrics = args.metrics.or(file.metrics);
+    let shared = handle.shared_stats();
+    runtime()?.block_on(async move {
+        let _task = match metrics {
+            Some(addr) => {
+                let render: peerlink_server::metrics::Render = std::sync::Arc::new(move || {
+                    let stats = shared.lock().map(|s| s.clone()).unwrap_or_default();
+                    peerlink_server::metrics::render_turn(&stats)
+                });
+                let (local, task) = peerlink_server::metrics::serve(addr, render).await?;
+                println!("peerlink {command}: metrics at http://{local}/metrics");
+                Some(task)
+            }
+            None => None,
+        };
+        wait_for_signal().await
+    })?;
     tracing::info!("shutting down");
     let stats = handle.stats();
     handle.stop();

@@ -62,6 +62,21 @@ impl StunStats {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Adds another server's counters into these.
+    pub fn add(&self, other: &StunStats) {
+        let pairs = [
+            (&self.answered, &other.answered),
+            (&self.rejected, &other.rejected),
+            (&self.ignored, &other.ignored),
+            (&self.send_errors, &other.send_errors),
+            (&self.tcp_accepted, &other.tcp_accepted),
+            (&self.tcp_refused, &other.tcp_refused),
+        ];
+        for (mine, theirs) in pairs {
+            mine.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
     fn load(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }

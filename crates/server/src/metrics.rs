@@ -1,0 +1,163 @@
+//! Prometheus text exposition (format 0.0.4) of the servers' counters at `GET /metrics`.
+
+use peerlink_turn::TurnStats;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::StunStats;
+use std::sync::atomic::Ordering;
+
+/// Renders the current metrics text; called on every scrape.
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
+}
+
+pub fn render_turn(stats: &TurnStats) -> String {
+    let mut out = String::new();
+    metric(&mut out, "peerlink_turn_allocations", "gauge", "Allocations now.", &[("", stats.allocations)]);
+    metric(&mut out, "peerlink_turn_permissions", "gauge", "Permissions now.", &[("", stats.permissions)]);
+    metric(&mut out, "peerlink_turn_channels", "gauge", "Channel bindings now.", &[("", stats.channels)]);
+    metric(
+        &mut out,
+        "peerlink_turn_allocations_created_total",
+        "counter",
+        "Allocations created.",
+        &[("", stats.allocations_created)],
+    );
+    metric(
+        &mut out,
+        "peerlink_turn_relayed_packets_total",
+        "counter",
+        "Packets relayed.",
+        &[
+            (r#"direction="to_peer""#, stats.packets_to_peers),
+            (r#"direction="to_client""#, stats.packets_to_clients),
+        ],
+    );
+    metric(
+        &mut out,
+        "peerlink_turn_relayed_bytes_total",
+        "counter",
+        "Payload bytes relayed.",
+        &[
+            (r#"direction="to_peer""#, stats.bytes_to_peers),
+            (r#"direction="to_client""#, stats.bytes_to_clients),
+        ],
+    );
+    metric(
+        &mut out,
+        "peerlink_turn_auth_failures_total",
+        "counter",
+        "Requests with unknown users, wrong passwords or expired REST usernames.",
+        &[("", stats.auth_failures)],
+    );
+    metric(
+        &mut out,
+        "peerlink_turn_refused_peers_total",
+        "counter",
+        "Permissions and channels refused by the peer address policy (403).",
+        &[("", stats.refused_peers)],
+    );
+    metric(
+        &mut out,
+        "peerlink_turn_dropped_total",
+        "counter",
+        "Packets dropped as invalid.",
+        &[("", stats.dropped)],
+    );
+    metric(
+        &mut out,
+        "peerlink_turn_unauthenticated_throttled_total",
+        "counter",
+        "401 answers withheld by the per-IP rate limit.",
+        &[("", stats.unauthenticated_throttled)],
+    );
+    out
+}
+
+pub fn render_stun(stats: &StunStats) -> String {
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let mut out = String::new();
+    metric(
+        &mut out,
+        "peerlink_stun_requests_total",
+        "counter",
+        "Binding requests by outcome.",
+        &[
+            (r#"outcome="answered""#, load(&stats.answered)),
+            (r#"outcome="rejected""#, load(&stats.rejected)),
+            (r#"outcome="ignored""#, load(&stats.ignored)),
+        ],
+    );
+    metric(
+        &mut out,
+        "peerlink_stun_send_errors_total",
+        "counter",
+        "Failed sends.",
+        &[("", load(&stats.send_errors))],
+    );
+    metric(
+        &mut out,
+        "peerlink_stun_tcp_connections_total",
+        "counter",
+        "TCP connections by fate.",
+        &[(r#"fate="accepted""#, load(&stats.tcp_accepted)), (r#"fate="refused""#, load(&stats.tcp_refused))],
+    );
+    out
+}
+
+/// Serves `GET /metrics` on `addr` until the task is dropped. Returns the bound address.
+pub async fn serve(
+    addr: SocketAddr,
+    render: Render,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    use axum::http::header::CONTENT_TYPE;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let render = render.clone();
+            async move { ([(CONTENT_TYPE, "text/plain; version=0.0.4")], render()) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "metrics server stopped");
+        }
+    });
+    tracing::info!(addr = %local, "metrics at /metrics");
+    Ok((local, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let stats =
+            TurnStats { allocations: 2, packets_to_peers: 7, packets_to_clients: 9, ..Default::default() };
+        let text = render_turn(&stats);
+        assert!(text.contains("# TYPE peerlink_turn_allocations gauge\npeerlink_turn_allocations 2\n"));
+        assert!(text.contains("peerlink_turn_relayed_packets_total{direction=\"to_peer\"} 7\n"));
+        assert!(text.contains("peerlink_turn_relayed_packets_total{direction=\"to_client\"} 9\n"));
+        // Every sample line is `name[{labels}] value`.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            assert!(name.starts_with("peerlink_turn_"), "{line}");
+            value.parse::<u64>().unwrap();
+        }
+    }
+}
