@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # coturn's turnutils_uclient and turnutils_peer (clients we did not write) against
-# `peerlink turn`: UDP and TCP client transport, channels and Send indications, a static
-# user and a TURN REST secret. Every message must come back echoed, none lost. Then the
-# refusals: wrong password, and a loopback peer without --allow-loopback-peers (403).
+# `peerlink turn`: UDP, TCP and TLS client transport, channels and Send indications, a static
+# user and a TURN REST secret. Every message must come back echoed, none lost. A certificate
+# reload (SIGHUP) in the middle of a TLS session loses nothing and serves the new
+# certificate. Then the refusals: wrong password, and a loopback peer without
+# --allow-loopback-peers (403).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib/common.sh
@@ -21,27 +23,40 @@ peer_port=$(free_port)
 turnutils_peer -L 127.0.0.1 -p "$peer_port" >"$tmp/peer.log" 2>&1 &
 PIDS+=($!)
 
-start_turn() { # name, extra args...
+start_turn() { # name, extra args... Sets TURN_PORT and TURN_PID (not in a subshell: PIDS must see it).
     local name=$1
     shift
     "$peerlink" turn --listen 127.0.0.1:0 --relay-ip 127.0.0.1 --realm example.test \
         --user test:secret --auth-secret restsecret "$@" >"$tmp/$name.out" 2>"$tmp/$name.log" &
-    PIDS+=($!)
+    TURN_PID=$!
+    PIDS+=("$TURN_PID")
     wait_for_line "$tmp/$name.out" "turn listening on"
-    sed -nE 's/.*turn listening on 127\.0\.0\.1:([0-9]+).*/\1/p' "$tmp/$name.out"
+    TURN_PORT=$(sed -nE 's/.*turn listening on 127\.0\.0\.1:([0-9]+) \(udp.*/\1/p' "$tmp/$name.out")
 }
 
-port=$(start_turn main --allow-loopback-peers --metrics 127.0.0.1:0)
+cert() { # name: a self-signed P-256 certificate and key
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj "/CN=$1" \
+        -keyout "$tmp/$1.key" -out "$tmp/$1.crt" 2>/dev/null
+}
+cert first
+cert second
+cp "$tmp/first.crt" "$tmp/live.crt"
+cp "$tmp/first.key" "$tmp/live.key"
+start_turn main --allow-loopback-peers --metrics 127.0.0.1:0 --cert "$tmp/live.crt" --key "$tmp/live.key" \
+    --tls-listen 127.0.0.1:0
+port=$TURN_PORT
+main_pid=$TURN_PID
 metrics_url=$(sed -nE 's/.*metrics at (http:[^ ]+).*/\1/p' "$tmp/main.out")
+tls_port=$(sed -nE 's/.*turn listening on 127\.0\.0\.1:([0-9]+) \(tls\).*/\1/p' "$tmp/main.out")
 sleep 0.2
 
 # uclient prints "start_mclient: tot_send_msgs=N, tot_recv_msgs=M" and "Total lost packets N".
-echo_run() { # label, uclient flags...
+echo_run() { # label, uclient flags... (TARGET_PORT overrides the server port)
     local label=$1
     shift
     local expected=$((MESSAGES * CLIENTS)) log="$tmp/uclient.log" sent received lost
-    timeout 120 turnutils_uclient "$@" -p "$port" -e 127.0.0.1 -r "$peer_port" -m "$CLIENTS" -n "$MESSAGES" \
-        -l 180 127.0.0.1 >"$log" 2>&1 || true
+    timeout 120 turnutils_uclient "$@" -p "${TARGET_PORT:-$port}" -e 127.0.0.1 -r "$peer_port" -m "$CLIENTS" \
+        -n "$MESSAGES" -l 180 127.0.0.1 >"$log" 2>&1 || true
     sent=$(sed -nE 's/.*start_mclient: tot_send_msgs=([0-9]+), tot_recv_msgs=([0-9]+).*/\1/p' "$log" | tail -1)
     received=$(sed -nE 's/.*start_mclient: tot_send_msgs=([0-9]+), tot_recv_msgs=([0-9]+).*/\2/p' "$log" | tail -1)
     lost=$(sed -nE 's/.*Total lost packets ([0-9]+).*/\1/p' "$log" | tail -1)
@@ -60,13 +75,38 @@ echo_run "tcp, send indications, static user" -t -s -u test -w secret
 echo_run "udp, channels, REST secret" -u alice -W restsecret
 echo_run "tcp, send indications, REST secret" -t -s -u alice -W restsecret
 echo_run "udp, channel padding (-D), dont-fragment (-g)" -D -g -u test -w secret
+TARGET_PORT=$tls_port echo_run "tls, channels, static user" -t -S -u test -w secret
+TARGET_PORT=$tls_port echo_run "tls, send indications, REST secret" -t -S -s -u alice -W restsecret
+
+# Certificate reload on SIGHUP during a TLS session: nothing lost, new handshakes see the
+# new certificate.
+fingerprint() { openssl x509 -noout -fingerprint -sha256 | cut -d= -f2; }
+served() { openssl s_client -connect "127.0.0.1:$tls_port" </dev/null 2>/dev/null | fingerprint; }
+before=$(served)
+(TARGET_PORT=$tls_port MESSAGES=150 CLIENTS=2 echo_run "tls session across a certificate reload" \
+    -t -S -z 20 -u test -w secret >"$tmp/reload.result") &
+reload_run=$!
+sleep 1.5
+cp "$tmp/second.crt" "$tmp/live.crt"
+cp "$tmp/second.key" "$tmp/live.key"
+kill -HUP "$main_pid"
+sleep 0.5
+after=$(served)
+wait "$reload_run" || true
+cat "$tmp/reload.result"
+if grep -q "^ok" "$tmp/reload.result"; then passed=$((passed + 1)); else failures=$((failures + 1)); fi
+if [ "$before" = "$(fingerprint <"$tmp/first.crt")" ] && [ "$after" = "$(fingerprint <"$tmp/second.crt")" ]; then
+    pass "SIGHUP reloaded the certificate (new handshakes get the new one)"
+else
+    fail "certificate not reloaded: before=$before after=$after"
+fi
 
 # The metrics endpoint counted the relayed traffic (published once a second).
 sleep 1.5
 relayed=$(python3 -c 'import sys, urllib.request
 text = urllib.request.urlopen(sys.argv[1]).read().decode()
 print(sum(int(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith("peerlink_turn_relayed_packets_total")))' "$metrics_url")
-minimum=$((7 * 2 * MESSAGES * CLIENTS))
+minimum=$((9 * 2 * MESSAGES * CLIENTS))
 if [ "$relayed" -ge "$minimum" ]; then
     pass "metrics: $relayed packets relayed (at least $minimum expected)"
 else
@@ -83,7 +123,8 @@ else
     tail -5 "$tmp/wrong.log"
 fi
 
-strict_port=$(start_turn strict)
+start_turn strict
+strict_port=$TURN_PORT
 timeout 20 turnutils_uclient -u test -w secret -p "$strict_port" -e 127.0.0.1 -r "$peer_port" -n 5 127.0.0.1 \
     >"$tmp/strict.log" 2>&1 || true
 if grep -aqE "error 403" "$tmp/strict.log"; then

@@ -30,6 +30,9 @@ pub struct FileConfig {
     pub deny_peer: Vec<IpNet>,
     pub max_allocations_per_user: Option<usize>,
     pub metrics: Option<SocketAddr>,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+    pub tls_listen: Option<SocketAddr>,
 }
 
 impl FileConfig {

@@ -104,6 +104,16 @@ struct TurnArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// Certificate chain (PEM) for TURN over TLS; reloaded with --key on SIGHUP without
+    /// dropping allocations
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// TURN over TLS address [default: the listen IP, port 5349; only with --cert]
+    #[arg(long, value_name = "ADDR")]
+    tls_listen: Option<SocketAddr>,
     /// TOML file whose keys are the long option names with `_` for `-` (lists for repeatable
     /// options); options given on the command line win
     #[arg(long, value_name = "FILE")]
@@ -267,20 +277,55 @@ fn run_turn(command: &str, args: TurnArgs) -> anyhow::Result<()> {
     if let Some(n) = args.max_allocations_per_user.or(file.max_allocations_per_user) {
         core.max_allocations_per_user = n;
     }
-    let config =
-        TurnConfig { listen, relay_ips: relay_ips.clone(), relay_ports, max_tcp_connections: 4096, core };
-    let handle = peerlink_server::turn::start(config)?;
+    let cert = args.cert.or(file.cert);
+    let key = args.key.or(file.key);
+    let tls = match (&cert, &key) {
+        (Some(cert), Some(key)) => {
+            let addr = args.tls_listen.or(file.tls_listen).unwrap_or(SocketAddr::new(listen.ip(), 5349));
+            Some((addr, peerlink_server::tls::load(cert, key)?))
+        }
+        (None, None) => None,
+        _ => anyhow::bail!("TURN over TLS needs both a certificate and a key"),
+    };
+    let config = TurnConfig {
+        listen,
+        relay_ips: relay_ips.clone(),
+        relay_ports,
+        max_tcp_connections: 4096,
+        core,
+        tls,
+    };
+    let handle = std::sync::Arc::new(peerlink_server::turn::start(config)?);
     println!(
         "peerlink {command}: turn listening on {} (udp, tcp), realm {realm}, relays on {:?}",
         handle.local_addr(),
         relay_ips
     );
+    if let Some(addr) = handle.tls_addr() {
+        println!("peerlink {command}: turn listening on {addr} (tls)");
+    }
     if command == "serve" {
         tracing::info!("signaling and the browser app are not built yet; serving STUN and TURN");
     }
     let metrics = args.metrics.or(file.metrics);
     let shared = handle.shared_stats();
+    let reloader = handle.clone();
     runtime()?.block_on(async move {
+        // SIGHUP: read the certificate and key again (renewals), keep every allocation.
+        if let (Some(cert), Some(key)) = (cert, key) {
+            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("cannot listen for SIGHUP")?;
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    match peerlink_server::tls::load(&cert, &key) {
+                        Ok(config) => reloader.reload_tls(config),
+                        Err(e) => {
+                            tracing::error!(error = %format!("{e:#}"), "tls reload failed; keeping the old certificate")
+                        }
+                    }
+                }
+            });
+        }
         let _task = match metrics {
             Some(addr) => {
                 let render: peerlink_server::metrics::Render = std::sync::Arc::new(move || {
@@ -297,7 +342,10 @@ fn run_turn(command: &str, args: TurnArgs) -> anyhow::Result<()> {
     })?;
     tracing::info!("shutting down");
     let stats = handle.stats();
-    handle.stop();
+    match std::sync::Arc::try_unwrap(handle) {
+        Ok(handle) => handle.stop(),
+        Err(_) => tracing::warn!("turn server still referenced at shutdown"),
+    }
     tracing::info!(?stats, "turn server stopped");
     Ok(())
 }

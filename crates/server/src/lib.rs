@@ -11,6 +11,7 @@
 pub mod metrics;
 pub mod shutdown;
 pub mod stun;
+pub mod tls;
 pub mod turn;
 mod udp;
 

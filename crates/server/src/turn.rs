@@ -21,7 +21,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const UDP_LISTEN: Token = Token(0);
 const TCP_LISTEN: Token = Token(1);
-const FIRST_ENTRY: usize = 2;
+const TLS_LISTEN: Token = Token(2);
+const FIRST_ENTRY: usize = 3;
 /// Largest datagram accepted from clients and peers.
 const DATAGRAM: usize = 65_536;
 /// A TCP client whose unsent output exceeds this loses relayed data instead of growing it.
@@ -39,12 +40,16 @@ pub struct TurnConfig {
     pub relay_ports: RangeInclusive<u16>,
     pub max_tcp_connections: usize,
     pub core: ServerConfig,
+    /// TURN over TLS (RFC 8656 §3.1) on this address, with this certificate.
+    pub tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
 }
 
 /// A running TURN server.
 #[derive(Debug)]
 pub struct TurnHandle {
     local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+    reload: Mutex<std::sync::mpsc::Sender<Arc<rustls::ServerConfig>>>,
     stats: Arc<Mutex<TurnStats>>,
     shutdown: Shutdown,
     thread: std::thread::JoinHandle<()>,
@@ -53,6 +58,18 @@ pub struct TurnHandle {
 impl TurnHandle {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// New TLS connections use `config` (a renewed certificate); open connections and their
+    /// allocations carry on untouched.
+    pub fn reload_tls(&self, config: Arc<rustls::ServerConfig>) {
+        if let Ok(tx) = self.reload.lock() {
+            let _ = tx.send(config);
+        }
     }
 
     /// A snapshot of the counters (refreshed a few times a second).
@@ -75,6 +92,15 @@ pub fn start(config: TurnConfig) -> anyhow::Result<TurnHandle> {
     let (udp, tcp) =
         bind(config.listen).with_context(|| format!("cannot listen on {} (udp and tcp)", config.listen))?;
     let local_addr = udp.local_addr()?;
+    let (tls_listener, tls_config) = match &config.tls {
+        Some((addr, tls)) => {
+            let listener = bind_tcp(*addr).with_context(|| format!("cannot listen on {addr} (tls)"))?;
+            (Some(listener), Some(tls.clone()))
+        }
+        None => (None, None),
+    };
+    let tls_addr = tls_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let (reload_tx, reload_rx) = std::sync::mpsc::channel();
     let stats = Arc::new(Mutex::new(TurnStats::default()));
     let shutdown = Shutdown::new();
     let poll = Poll::new()?;
@@ -84,6 +110,9 @@ pub fn start(config: TurnConfig) -> anyhow::Result<TurnHandle> {
             poll,
             udp,
             tcp,
+            tls: tls_listener,
+            tls_config,
+            tls_addr,
             local_addr,
             entries: Vec::new(),
             free: Vec::new(),
@@ -97,16 +126,20 @@ pub fn start(config: TurnConfig) -> anyhow::Result<TurnHandle> {
         out: Vec::with_capacity(DATAGRAM + 64),
         stats: stats.clone(),
         shutdown: shutdown.clone(),
+        reload: reload_rx,
     };
     event_loop.io.poll.registry().register(&mut event_loop.io.udp, UDP_LISTEN, Interest::READABLE)?;
     event_loop.io.poll.registry().register(&mut event_loop.io.tcp, TCP_LISTEN, Interest::READABLE)?;
+    if let Some(tls) = event_loop.io.tls.as_mut() {
+        event_loop.io.poll.registry().register(tls, TLS_LISTEN, Interest::READABLE)?;
+    }
     let thread = std::thread::Builder::new().name("turn".into()).spawn(move || {
         if let Err(e) = event_loop.run() {
             tracing::error!(error = %e, "turn event loop failed");
         }
     })?;
-    tracing::info!(listen = %local_addr, relays = ?config.relay_ips, realm = %config.core.realm, "turn server listening");
-    Ok(TurnHandle { local_addr, stats, shutdown, thread })
+    tracing::info!(listen = %local_addr, tls = ?tls_addr, relays = ?config.relay_ips, realm = %config.core.realm, "turn server listening");
+    Ok(TurnHandle { local_addr, tls_addr, reload: Mutex::new(reload_tx), stats, shutdown, thread })
 }
 
 fn bind(listen: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
@@ -122,20 +155,24 @@ fn bind(listen: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
         udp.set_nonblocking(true)?;
         udp.bind(&listen.into())?;
         let addr = udp.local_addr()?.as_socket().unwrap_or(listen);
-        let tcp = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
-        tcp.set_reuse_address(true)?;
-        if addr.is_ipv6() && addr.ip().is_unspecified() {
-            tcp.set_only_v6(false)?;
-        }
-        tcp.set_nonblocking(true)?;
-        match tcp.bind(&addr.into()).and_then(|()| tcp.listen(1024)) {
-            Ok(()) => {
-                return Ok((UdpSocket::from_std(udp.into()), TcpListener::from_std(tcp.into())));
-            }
+        match bind_tcp(addr) {
+            Ok(tcp) => return Ok((UdpSocket::from_std(udp.into()), tcp)),
             Err(e) => last = Some(e),
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("no port")))
+}
+
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let tcp = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    tcp.set_reuse_address(true)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        tcp.set_only_v6(false)?;
+    }
+    tcp.set_nonblocking(true)?;
+    tcp.bind(&addr.into())?;
+    tcp.listen(1024)?;
+    Ok(TcpListener::from_std(tcp.into()))
 }
 
 fn unix_now() -> u64 {
@@ -155,6 +192,8 @@ enum Entry {
 
 struct Conn {
     stream: TcpStream,
+    /// Present on TLS connections: plaintext goes in and out through it.
+    tls: Option<Box<rustls::ServerConnection>>,
     tuple: FiveTuple,
     input: Vec<u8>,
     output: Vec<u8>,
@@ -165,10 +204,13 @@ struct Io {
     poll: Poll,
     udp: UdpSocket,
     tcp: TcpListener,
+    tls: Option<TcpListener>,
+    tls_config: Option<Arc<rustls::ServerConfig>>,
+    tls_addr: Option<SocketAddr>,
     local_addr: SocketAddr,
     entries: Vec<Option<Entry>>,
     free: Vec<usize>,
-    tcp_by_client: HashMap<SocketAddr, Token>,
+    tcp_by_client: HashMap<FiveTuple, Token>,
     relay_ips: Vec<IpAddr>,
     relay_ports: RangeInclusive<u16>,
     max_tcp_connections: usize,
@@ -282,6 +324,7 @@ struct EventLoop {
     out: Vec<u8>,
     stats: Arc<Mutex<TurnStats>>,
     shutdown: Shutdown,
+    reload: std::sync::mpsc::Receiver<Arc<rustls::ServerConfig>>,
 }
 
 impl EventLoop {
@@ -299,7 +342,8 @@ impl EventLoop {
             for event in events.iter() {
                 match event.token() {
                     UDP_LISTEN => self.udp_readable(),
-                    TCP_LISTEN => self.accept(),
+                    TCP_LISTEN => self.accept(false),
+                    TLS_LISTEN => self.accept(true),
                     token => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.entry_readable(token);
@@ -309,6 +353,10 @@ impl EventLoop {
                         }
                     }
                 }
+            }
+            while let Ok(config) = self.reload.try_recv() {
+                tracing::info!("tls certificate reloaded; new connections use it");
+                self.io.tls_config = Some(config);
             }
             let now = Instant::now();
             if now >= self.core.poll_timeout() {
@@ -349,9 +397,11 @@ impl EventLoop {
         }
     }
 
-    fn accept(&mut self) {
+    fn accept(&mut self, tls: bool) {
         loop {
-            let (mut stream, client) = match self.io.tcp.accept() {
+            let listener = if tls { self.io.tls.as_ref() } else { Some(&self.io.tcp) };
+            let Some(listener) = listener else { return };
+            let (mut stream, client) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -369,9 +419,20 @@ impl EventLoop {
             if self.io.poll.registry().register(&mut stream, token, Interest::READABLE).is_err() {
                 continue;
             }
-            let tuple = FiveTuple { transport: Transport::Tcp, client, server: self.io.local_addr };
+            let (transport, server, session) = if tls {
+                let session = self.io.tls_config.clone().and_then(|c| rustls::ServerConnection::new(c).ok());
+                let Some(session) = session else {
+                    let _ = self.io.poll.registry().deregister(&mut stream);
+                    continue;
+                };
+                (Transport::Tls, self.io.tls_addr.unwrap_or(self.io.local_addr), Some(Box::new(session)))
+            } else {
+                (Transport::Tcp, self.io.local_addr, None)
+            };
+            let tuple = FiveTuple { transport, client, server };
             let conn = Conn {
                 stream,
+                tls: session,
                 tuple,
                 input: Vec::with_capacity(4096),
                 output: Vec::new(),
@@ -379,7 +440,7 @@ impl EventLoop {
             };
             let inserted = self.io.insert(Entry::Conn(conn));
             debug_assert_eq!(inserted, token);
-            self.io.tcp_by_client.insert(client, token);
+            self.io.tcp_by_client.insert(tuple, token);
         }
     }
 
@@ -413,7 +474,7 @@ impl EventLoop {
                 let _ = self.io.udp.send_to(&self.out, tuple.client);
             }
             Transport::Tcp | Transport::Tls => {
-                let Some(&token) = self.io.tcp_by_client.get(&tuple.client) else { return };
+                let Some(&token) = self.io.tcp_by_client.get(&tuple) else { return };
                 if let Some(Entry::Conn(conn)) = self.io.entry(token) {
                     if conn.output.len() + self.out.len() <= MAX_TCP_BACKLOG {
                         conn.output.extend_from_slice(&self.out);
@@ -425,34 +486,9 @@ impl EventLoop {
     }
 
     fn conn_readable(&mut self, token: Token) {
-        let mut closed = false;
+        let mut closed = true;
         if let Some(Entry::Conn(conn)) = self.io.entry(token) {
-            loop {
-                let start = conn.input.len();
-                if start >= 2 * DATAGRAM {
-                    // A frame is at most 64 KiB + 24; more than two unprocessed means junk.
-                    closed = true;
-                    break;
-                }
-                conn.input.resize(start + 16 * 1024, 0);
-                match conn.stream.read(&mut conn.input[start..]) {
-                    Ok(0) => {
-                        conn.input.truncate(start);
-                        closed = true;
-                        break;
-                    }
-                    Ok(n) => conn.input.truncate(start + n),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        conn.input.truncate(start);
-                        break;
-                    }
-                    Err(_) => {
-                        conn.input.truncate(start);
-                        closed = true;
-                        break;
-                    }
-                }
-            }
+            closed = if conn.tls.is_some() { read_tls(conn) } else { read_plain(conn) };
         }
         if !self.process_frames(token) {
             closed = true;
@@ -511,24 +547,11 @@ impl EventLoop {
         else {
             return;
         };
-        let mut written = 0;
-        let mut failed = false;
-        while written < conn.output.len() {
-            match conn.stream.write(&conn.output[written..]) {
-                Ok(0) => {
-                    failed = true;
-                    break;
-                }
-                Ok(n) => written += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        conn.output.drain(..written);
-        let want_writable = !conn.output.is_empty();
+        let failed = match conn.tls.as_mut() {
+            None => write_plain(&mut conn.stream, &mut conn.output),
+            Some(tls) => write_tls(&mut conn.stream, tls, &mut conn.output),
+        };
+        let want_writable = !conn.output.is_empty() || conn.tls.as_ref().is_some_and(|t| t.wants_write());
         if want_writable != conn.writable_interest {
             let interest =
                 if want_writable { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
@@ -543,11 +566,111 @@ impl EventLoop {
     fn close_conn(&mut self, token: Token) {
         if let Some(Entry::Conn(mut conn)) = self.io.remove(token) {
             let _ = self.io.poll.registry().deregister(&mut conn.stream);
-            self.io.tcp_by_client.remove(&conn.tuple.client);
+            self.io.tcp_by_client.remove(&conn.tuple);
             // RFC 8656 §3.1: a TCP allocation ends with its connection.
             self.core.handle_client_closed(&conn.tuple, &mut self.io);
         }
     }
+}
+
+/// Reads what the socket has into the connection's input; true when the stream ended.
+fn read_plain(conn: &mut Conn) -> bool {
+    loop {
+        let start = conn.input.len();
+        if start >= 2 * DATAGRAM {
+            // A frame is at most 64 KiB + 24; more than two unprocessed means junk.
+            return true;
+        }
+        conn.input.resize(start + 16 * 1024, 0);
+        let result = conn.stream.read(&mut conn.input[start..]);
+        let n = *result.as_ref().unwrap_or(&0);
+        conn.input.truncate(start + n);
+        match result {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Feeds TLS records from the socket to rustls and moves the plaintext into the input;
+/// true when the stream ended or TLS failed.
+fn read_tls(conn: &mut Conn) -> bool {
+    let Some(tls) = conn.tls.as_mut() else { return true };
+    loop {
+        match tls.read_tls(&mut conn.stream) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+        if let Err(e) = tls.process_new_packets() {
+            tracing::debug!(client = %conn.tuple.client, error = %e, "tls failed");
+            // Let rustls send its alert before the connection closes.
+            let _ = tls.write_tls(&mut conn.stream);
+            return true;
+        }
+        loop {
+            let start = conn.input.len();
+            if start >= 2 * DATAGRAM {
+                return true;
+            }
+            conn.input.resize(start + 16 * 1024, 0);
+            let result = tls.reader().read(&mut conn.input[start..]);
+            let n = *result.as_ref().unwrap_or(&0);
+            conn.input.truncate(start + n);
+            match result {
+                Ok(0) => return true, // close_notify
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
+/// Writes as much output as the socket takes; true when the connection failed.
+fn write_plain(stream: &mut TcpStream, output: &mut Vec<u8>) -> bool {
+    let mut written = 0;
+    let mut failed = false;
+    while written < output.len() {
+        match stream.write(&output[written..]) {
+            Ok(0) => {
+                failed = true;
+                break;
+            }
+            Ok(n) => written += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    output.drain(..written);
+    failed
+}
+
+/// Hands plaintext to rustls (as much as its buffer limit takes) and writes TLS records.
+fn write_tls(stream: &mut TcpStream, tls: &mut rustls::ServerConnection, output: &mut Vec<u8>) -> bool {
+    if !output.is_empty() && !tls.is_handshaking() {
+        match tls.writer().write(output) {
+            Ok(n) => {
+                output.drain(..n);
+            }
+            Err(_) => return true,
+        }
+    }
+    while tls.wants_write() {
+        match tls.write_tls(stream) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(_) => return true,
+        }
+    }
+    false
 }
 
 /// Addresses a relay can use when none is configured: the first global (or at least
