@@ -22,8 +22,10 @@ cargo build --release -q -p peerlink-cli
 tmp=$(mktemp -d)
 PIDS=()
 trap 'kill_all; rm -rf "$tmp"' EXIT
-tick=$(getconf CLK_TCK)
-cpu() { awk -v t="$tick" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$1/stat"; }
+# CPU time of every thread of a process in seconds, from the scheduler's nanosecond
+# accounting (/proc/PID/task/*/schedstat), finer than the 10 ms ticks of /proc/PID/stat.
+# Threads that exited are not counted; both servers keep their threads for the whole run.
+cpu() { cat /proc/"$1"/task/*/schedstat | awk '{ ns += $1 } END { printf "%.3f", ns / 1e9 }'; }
 
 peer_port=$(free_port)
 turnutils_peer -L 127.0.0.1 -p "$peer_port" >"$tmp/peer.log" 2>&1 &

@@ -56,6 +56,8 @@ fi
 if [ "${BENCH:-1}" != 0 ]; then
     step "benchmark: STUN Binding, peerlink vs coturn"
     ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-5} bench/stun.sh
+    step "benchmark: TURN relaying, peerlink vs coturn, under turnutils_uclient"
+    ROUNDS=${ROUNDS:-3} bench/turn.sh
 fi
 
 step "all suites passed"

@@ -2,8 +2,28 @@
 
 use std::time::Duration;
 
-/// User plus system CPU time a process (all its threads) has used so far.
+/// CPU time a process's live threads have used so far, from the scheduler's nanosecond
+/// accounting (`/proc/PID/task/*/schedstat`); falls back to the tick-based `/proc/PID/stat`.
 pub fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
+    let mut total = 0u64;
+    let mut any = false;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path().join("schedstat");
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if let Some(ns) = text.split_whitespace().next().and_then(|f| f.parse::<u64>().ok()) {
+                total += ns;
+                any = true;
+            }
+        }
+    }
+    if any {
+        return Ok(Duration::from_nanos(total));
+    }
+    process_cpu_ticks(pid)
+}
+
+/// User plus system CPU time from `/proc/PID/stat`, in clock ticks.
+pub fn process_cpu_ticks(pid: u32) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let after =

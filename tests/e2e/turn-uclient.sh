@@ -42,7 +42,7 @@ cert first
 cert second
 cp "$tmp/first.crt" "$tmp/live.crt"
 cp "$tmp/first.key" "$tmp/live.key"
-start_turn main --allow-loopback-peers --metrics 127.0.0.1:0 --cert "$tmp/live.crt" --key "$tmp/live.key" \
+start_turn main --allow-loopback-peers --max-allocations-per-user 200 --metrics 127.0.0.1:0 --cert "$tmp/live.crt" --key "$tmp/live.key" \
     --tls-listen 127.0.0.1:0
 port=$TURN_PORT
 main_pid=$TURN_PID
@@ -57,6 +57,7 @@ echo_run() { # label, uclient flags... (TARGET_PORT overrides the server port)
     local expected=$((MESSAGES * CLIENTS)) log="$tmp/uclient.log" sent received lost
     timeout 120 turnutils_uclient "$@" -p "${TARGET_PORT:-$port}" -e 127.0.0.1 -r "$peer_port" -m "$CLIENTS" \
         -n "$MESSAGES" -l 180 127.0.0.1 >"$log" 2>&1 || true
+    cp "$log" "${KEEP_LOGS:-/dev/null}" 2>/dev/null || true
     sent=$(sed -nE 's/.*start_mclient: tot_send_msgs=([0-9]+), tot_recv_msgs=([0-9]+).*/\1/p' "$log" | tail -1)
     received=$(sed -nE 's/.*start_mclient: tot_send_msgs=([0-9]+), tot_recv_msgs=([0-9]+).*/\2/p' "$log" | tail -1)
     lost=$(sed -nE 's/.*Total lost packets ([0-9]+).*/\1/p' "$log" | tail -1)
@@ -64,7 +65,7 @@ echo_run() { # label, uclient flags... (TARGET_PORT overrides the server port)
         pass "$label: $received of $expected echoed, 0 lost"
     else
         fail "$label: sent=${sent:-?} received=${received:-?} lost=${lost:-?} (expected $expected)"
-        grep -aiE "error|fail" "$log" | head -5
+        grep -aiE "error|fail" "$log" | grep -v "handshake failure" | head -5; tail -3 "$log"
     fi
 }
 

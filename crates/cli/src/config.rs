@@ -29,6 +29,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub deny_peer: Vec<IpNet>,
     pub max_allocations_per_user: Option<usize>,
+    pub max_allocations: Option<usize>,
     pub metrics: Option<SocketAddr>,
     pub cert: Option<std::path::PathBuf>,
     pub key: Option<std::path::PathBuf>,

@@ -101,6 +101,9 @@ struct TurnArgs {
     /// Allocations one user may hold at once [default: 10]
     #[arg(long, value_name = "N")]
     max_allocations_per_user: Option<usize>,
+    /// Allocations the server holds at once, over all users [default: 10000]
+    #[arg(long, value_name = "N")]
+    max_allocations: Option<usize>,
     /// Serve Prometheus metrics at http://ADDR/metrics
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
@@ -276,6 +279,9 @@ fn run_turn(command: &str, args: TurnArgs) -> anyhow::Result<()> {
     core.software = Some(format!("peerlink {}", env!("CARGO_PKG_VERSION")));
     if let Some(n) = args.max_allocations_per_user.or(file.max_allocations_per_user) {
         core.max_allocations_per_user = n;
+    }
+    if let Some(n) = args.max_allocations.or(file.max_allocations) {
+        core.max_allocations = n;
     }
     let cert = args.cert.or(file.cert);
     let key = args.key.or(file.key);

@@ -13,7 +13,7 @@ pub mod shutdown;
 pub mod stun;
 pub mod tls;
 pub mod turn;
-mod udp;
+pub mod udp;
 
 pub use shutdown::Shutdown;
 pub use stun::{StunConfig, StunServer, StunStats};

@@ -2,6 +2,7 @@
 //! sockets (UDP, TCP) and every relay socket. No locks on the packet path.
 
 use crate::shutdown::Shutdown;
+use crate::udp::{RecvBatch, SendBatch, BATCH};
 use anyhow::Context;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
@@ -16,6 +17,7 @@ use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -122,7 +124,6 @@ pub fn start(config: TurnConfig) -> anyhow::Result<TurnHandle> {
             max_tcp_connections: config.max_tcp_connections,
             rng: seed(),
         },
-        buf: vec![0; DATAGRAM],
         out: Vec::with_capacity(DATAGRAM + 64),
         stats: stats.clone(),
         shutdown: shutdown.clone(),
@@ -317,10 +318,16 @@ impl RelayProvider for Io {
     }
 }
 
+/// Per-thread batching state (its kernel headers are not `Send`).
+struct Batches {
+    recv: RecvBatch,
+    /// Datagrams for UDP clients, sent together at the end of each loop turn.
+    to_clients: SendBatch,
+}
+
 struct EventLoop {
     core: TurnServer,
     io: Io,
-    buf: Vec<u8>,
     out: Vec<u8>,
     stats: Arc<Mutex<TurnStats>>,
     shutdown: Shutdown,
@@ -330,6 +337,8 @@ struct EventLoop {
 impl EventLoop {
     fn run(&mut self) -> std::io::Result<()> {
         let mut events = Events::with_capacity(512);
+        // Created on this thread: the kernel message headers inside are not `Send`.
+        let mut batch = Batches { recv: RecvBatch::new(DATAGRAM), to_clients: SendBatch::new() };
         while !self.shutdown.is_triggered() {
             let now = Instant::now();
             let wait = self.core.poll_timeout().saturating_duration_since(now).min(TICK);
@@ -341,18 +350,21 @@ impl EventLoop {
             }
             for event in events.iter() {
                 match event.token() {
-                    UDP_LISTEN => self.udp_readable(),
+                    UDP_LISTEN => self.udp_readable(&mut batch),
                     TCP_LISTEN => self.accept(false),
                     TLS_LISTEN => self.accept(true),
                     token => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.entry_readable(token);
+                            self.entry_readable(token, &mut batch);
                         }
                         if event.is_writable() {
                             self.flush(token);
                         }
                     }
                 }
+            }
+            if !batch.to_clients.is_empty() {
+                batch.to_clients.flush(self.io.udp.as_raw_fd());
             }
             while let Ok(config) = self.reload.try_recv() {
                 tracing::info!("tls certificate reloaded; new connections use it");
@@ -370,29 +382,34 @@ impl EventLoop {
         Ok(())
     }
 
-    fn udp_readable(&mut self) {
+    fn udp_readable(&mut self, batch: &mut Batches) {
+        let fd = self.io.udp.as_raw_fd();
         loop {
-            let (len, client) = match self.io.udp.recv_from(&mut self.buf) {
-                Ok(received) => received,
+            let count = match batch.recv.recv(fd) {
+                Ok(count) => count,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) => {
                     tracing::debug!(error = %e, "udp receive failed");
                     return;
                 }
             };
-            let tuple = FiveTuple { transport: Transport::Udp, client, server: self.io.local_addr };
-            let action =
-                self.core.handle_client(Instant::now(), tuple, &self.buf[..len], &mut self.out, &mut self.io);
-            match action {
-                ClientAction::Nothing => {}
-                ClientAction::Reply => {
-                    let _ = self.io.udp.send_to(&self.out, client);
-                }
-                ClientAction::ToPeer { relay, peer, payload } => {
-                    if let Some(socket) = self.io.relay_socket(relay) {
-                        let _ = socket.send_to(&self.buf[payload], peer);
+            for i in 0..count {
+                let Some((client, packet)) = batch.recv.get(i) else { continue };
+                let tuple = FiveTuple { transport: Transport::Udp, client, server: self.io.local_addr };
+                let action =
+                    self.core.handle_client(Instant::now(), tuple, packet, &mut self.out, &mut self.io);
+                match action {
+                    ClientAction::Nothing => {}
+                    ClientAction::Reply => batch.to_clients.push(client, &self.out),
+                    ClientAction::ToPeer { relay, peer, payload } => {
+                        if let Some(socket) = self.io.relay_socket(relay) {
+                            let _ = socket.send_to(&packet[payload], peer);
+                        }
                     }
                 }
+            }
+            if count < BATCH {
+                return;
             }
         }
     }
@@ -444,35 +461,38 @@ impl EventLoop {
         }
     }
 
-    fn entry_readable(&mut self, token: Token) {
+    fn entry_readable(&mut self, token: Token, batch: &mut Batches) {
         match self.io.entry(token) {
-            Some(Entry::Relay { .. }) => self.relay_readable(token),
+            Some(Entry::Relay { .. }) => self.relay_readable(token, batch),
             Some(Entry::Conn(_)) => self.conn_readable(token),
             None => {}
         }
     }
 
-    fn relay_readable(&mut self, token: Token) {
+    fn relay_readable(&mut self, token: Token, batch: &mut Batches) {
+        let Some(Entry::Relay { socket, id }) = self.io.entry(token) else { return };
+        let (fd, id) = (socket.as_raw_fd(), *id);
         loop {
-            let Some(Entry::Relay { socket, id }) = self.io.entry(token) else { return };
-            let id = *id;
-            let (len, peer) = match socket.recv_from(&mut self.buf) {
-                Ok(received) => received,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+            let count = match batch.recv.recv(fd) {
+                Ok(count) => count,
                 Err(_) => return,
             };
-            let action = self.core.handle_peer(Instant::now(), id, peer, &self.buf[..len], &mut self.out);
-            if let PeerAction::ToClient(tuple) = action {
-                self.send_to_client(tuple);
+            for i in 0..count {
+                let Some((peer, payload)) = batch.recv.get(i) else { continue };
+                let action = self.core.handle_peer(Instant::now(), id, peer, payload, &mut self.out);
+                if let PeerAction::ToClient(tuple) = action {
+                    self.send_to_client(tuple, &mut batch.to_clients);
+                }
+            }
+            if count < BATCH {
+                return;
             }
         }
     }
 
-    fn send_to_client(&mut self, tuple: FiveTuple) {
+    fn send_to_client(&mut self, tuple: FiveTuple, to_clients: &mut SendBatch) {
         match tuple.transport {
-            Transport::Udp => {
-                let _ = self.io.udp.send_to(&self.out, tuple.client);
-            }
+            Transport::Udp => to_clients.push(tuple.client, &self.out),
             Transport::Tcp | Transport::Tls => {
                 let Some(&token) = self.io.tcp_by_client.get(&tuple) else { return };
                 if let Some(Entry::Conn(conn)) = self.io.entry(token) {

@@ -40,6 +40,7 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> std::io::Result<Vec<Soc
 }
 
 /// What a handler decided for one datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reply {
     /// Send the bytes the handler wrote into its output buffer back to the source.
     Send,
@@ -140,4 +141,142 @@ fn to_std(address: &SockaddrStorage) -> Option<SocketAddr> {
         return Some(SocketAddr::V4(SocketAddrV4::from(*v4)));
     }
     address.as_sockaddr_in6().map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
+}
+
+/// Non-blocking batched receive for event loops: up to [`BATCH`] datagrams per
+/// `recvmmsg` call into buffers owned here.
+pub struct RecvBatch {
+    datagram: usize,
+    bufs: Vec<u8>,
+    headers: MultiHeaders<SockaddrStorage>,
+    /// (source, length, truncated) of each datagram of the last call.
+    meta: [(Option<SocketAddr>, usize, bool); BATCH],
+}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch").field("datagram", &self.datagram).finish_non_exhaustive()
+    }
+}
+
+impl RecvBatch {
+    /// Buffers of `datagram` bytes each; larger datagrams are reported as truncated.
+    pub fn new(datagram: usize) -> RecvBatch {
+        RecvBatch {
+            datagram,
+            bufs: vec![0; datagram * BATCH],
+            headers: MultiHeaders::preallocate(BATCH, None),
+            meta: [(None, 0, false); BATCH],
+        }
+    }
+
+    /// Takes what is queued on `fd` (at most [`BATCH`]) without blocking. `WouldBlock`
+    /// when nothing is. A count below [`BATCH`] means the queue was drained at that moment;
+    /// on Linux every later datagram raises a new edge-triggered readiness event.
+    pub fn recv(&mut self, fd: i32) -> std::io::Result<usize> {
+        let mut chunks = self.bufs.chunks_mut(self.datagram);
+        let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
+            std::array::from_fn(|_| [IoSliceMut::new(chunks.next().unwrap_or_default())]);
+        let results = recvmmsg(fd, &mut self.headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
+            .map_err(std::io::Error::from)?;
+        let mut count = 0;
+        for (slot, msg) in self.meta.iter_mut().zip(results) {
+            let source = msg.address.as_ref().and_then(to_std);
+            *slot = (source, msg.bytes, msg.flags.contains(MsgFlags::MSG_TRUNC));
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Datagram `i` of the last call with its source; `None` if it was truncated.
+    pub fn get(&self, i: usize) -> Option<(SocketAddr, &[u8])> {
+        let (source, len, truncated) = *self.meta.get(i)?;
+        if truncated {
+            return None;
+        }
+        let start = i * self.datagram;
+        Some((source?, self.bufs.get(start..start + len.min(self.datagram))?))
+    }
+}
+
+/// Datagrams queued for one socket and sent together with `sendmmsg`. The buffers are
+/// reused, so a steady stream allocates nothing.
+pub struct SendBatch {
+    data: Vec<u8>,
+    /// (destination, start, length) into `data`.
+    queued: Vec<(SockaddrStorage, usize, usize)>,
+    headers: MultiHeaders<SockaddrStorage>,
+    destinations: [Option<SockaddrStorage>; BATCH],
+}
+
+impl std::fmt::Debug for SendBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendBatch").field("queued", &self.queued.len()).finish_non_exhaustive()
+    }
+}
+
+impl Default for SendBatch {
+    fn default() -> Self {
+        SendBatch::new()
+    }
+}
+
+impl SendBatch {
+    pub fn new() -> SendBatch {
+        SendBatch {
+            data: Vec::with_capacity(BATCH * 1500),
+            queued: Vec::with_capacity(BATCH),
+            headers: MultiHeaders::preallocate(BATCH, None),
+            destinations: [None; BATCH],
+        }
+    }
+
+    pub fn push(&mut self, to: SocketAddr, datagram: &[u8]) {
+        let start = self.data.len();
+        self.data.extend_from_slice(datagram);
+        self.queued.push((SockaddrStorage::from(to), start, datagram.len()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queued.is_empty()
+    }
+
+    /// Sends everything queued on `fd`, [`BATCH`] per call; returns how many datagrams could
+    /// not be sent (they are dropped, as UDP may).
+    pub fn flush(&mut self, fd: i32) -> usize {
+        let mut failed = 0;
+        let mut sent = 0;
+        while sent < self.queued.len() {
+            let chunk = &self.queued[sent..self.queued.len().min(sent + BATCH)];
+            for (slot, (to, _, _)) in self.destinations.iter_mut().zip(chunk) {
+                *slot = Some(*to);
+            }
+            let data = &self.data;
+            let iovs: [[IoSlice<'_>; 1]; BATCH] = std::array::from_fn(|i| {
+                [IoSlice::new(
+                    chunk.get(i).map(|&(_, start, len)| &data[start..start + len]).unwrap_or_default(),
+                )]
+            });
+            let result = sendmmsg(
+                fd,
+                &mut self.headers,
+                iovs[..chunk.len()].iter(),
+                &self.destinations[..chunk.len()],
+                [],
+                MsgFlags::MSG_DONTWAIT,
+            );
+            match result {
+                Ok(results) => sent += results.count().max(1),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => {
+                    // The first datagram failed (full buffer, unreachable): drop it, go on.
+                    failed += 1;
+                    sent += 1;
+                }
+            }
+        }
+        self.queued.clear();
+        self.data.clear();
+        failed
+    }
 }

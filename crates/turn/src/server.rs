@@ -23,8 +23,8 @@ const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 /// At most this many types are listed in UNKNOWN-ATTRIBUTES.
 const MAX_UNKNOWN_LISTED: usize = 16;
 
-/// Server settings.
-#[derive(Debug, Clone)]
+/// Server settings. `Debug` leaves out the nonce secret (credentials print only counts).
+#[derive(Clone)]
 pub struct ServerConfig {
     pub realm: String,
     pub credentials: Credentials,
@@ -42,6 +42,19 @@ pub struct ServerConfig {
     /// 401 answers per second per client IP (with a burst of ten times that).
     pub unauthenticated_per_second: u32,
     pub software: Option<String>,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("realm", &self.realm)
+            .field("credentials", &self.credentials)
+            .field("policy", &self.policy)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("max_allocations_per_user", &self.max_allocations_per_user)
+            .field("max_allocations", &self.max_allocations)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServerConfig {
