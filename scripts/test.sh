@@ -26,12 +26,16 @@ cargo test --workspace
 
 step "release build"
 cargo build --release -q -p peerlink-cli -p peerlink-bench
+cargo build --release -q -p peerlink-server --example turn_probe
 
 step "end-to-end: coturn's turnutils_stunclient against peerlink stun"
 tests/e2e/stun-stunclient.sh target/release/peerlink
 
 step "end-to-end: coturn's turnutils_uclient and turnutils_peer against peerlink turn"
 tests/e2e/turn-uclient.sh target/release/peerlink
+
+step "end-to-end: our TURN client against coturn's turnserver"
+tests/e2e/turn-client-coturn.sh target/release/examples/turn_probe
 
 step "end-to-end: headless Chromium relays a data channel through peerlink turn"
 tests/e2e/turn-chromium.sh target/release/peerlink

@@ -8,7 +8,10 @@
 //! password algorithms), static users and TURN REST secrets, stateless nonces, a bounded
 //! per-IP limit on 401 answers; a peer address policy refusing special-purpose ranges.
 //!
-//! Not yet: RFC 6062 TCP allocations, TLS, a TURN client, bandwidth quotas.
+//! The client side ([`TurnClient`]): Allocate with the 401/438 credential dance, Refresh,
+//! CreatePermission, ChannelBind, Send indications and ChannelData, retransmissions.
+//!
+//! Not yet: RFC 6062 TCP allocations, bandwidth quotas.
 //!
 //! Driving loop (the `server` crate does this with real sockets):
 //!
@@ -30,11 +33,13 @@
 
 pub mod auth;
 pub mod channel;
+pub mod client;
 pub mod policy;
 pub mod server;
 
 pub use auth::{rest_password, Credentials};
 pub use channel::ChannelData;
+pub use client::{ClientConfig, ClientError, ClientEvent, TurnClient};
 pub use policy::PeerPolicy;
 pub use server::{
     ClientAction, FiveTuple, PeerAction, PortRequest, Relay, RelayError, RelayId, RelayProvider,
