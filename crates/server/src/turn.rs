@@ -187,7 +187,7 @@ fn seed() -> u64 {
 }
 
 enum Entry {
-    Relay { socket: UdpSocket, id: RelayId },
+    Relay { socket: UdpSocket, id: RelayId, ipv6: bool },
     Conn(Conn),
 }
 
@@ -272,7 +272,7 @@ impl Io {
         let token = Token(vacant + FIRST_ENTRY);
         self.poll.registry().register(&mut socket, token, Interest::READABLE).ok()?;
         let id = RelayId(token.0 as u32);
-        let inserted = self.insert(Entry::Relay { socket, id });
+        let inserted = self.insert(Entry::Relay { socket, id, ipv6: ip.is_ipv6() });
         debug_assert_eq!(inserted, token);
         Some(Relay { id, addr })
     }
@@ -384,8 +384,9 @@ impl EventLoop {
 
     fn udp_readable(&mut self, batch: &mut Batches) {
         let fd = self.io.udp.as_raw_fd();
+        let ipv6 = self.io.local_addr.is_ipv6();
         loop {
-            let count = match batch.recv.recv(fd) {
+            let count = match batch.recv.recv(fd, ipv6) {
                 Ok(count) => count,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -470,10 +471,10 @@ impl EventLoop {
     }
 
     fn relay_readable(&mut self, token: Token, batch: &mut Batches) {
-        let Some(Entry::Relay { socket, id }) = self.io.entry(token) else { return };
-        let (fd, id) = (socket.as_raw_fd(), *id);
+        let Some(Entry::Relay { socket, id, ipv6 }) = self.io.entry(token) else { return };
+        let (fd, id, ipv6) = (socket.as_raw_fd(), *id, *ipv6);
         loop {
-            let count = match batch.recv.recv(fd) {
+            let count = match batch.recv.recv(fd, ipv6) {
                 Ok(count) => count,
                 Err(_) => return,
             };

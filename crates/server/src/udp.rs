@@ -148,7 +148,10 @@ fn to_std(address: &SockaddrStorage) -> Option<SocketAddr> {
 pub struct RecvBatch {
     datagram: usize,
     bufs: Vec<u8>,
-    headers: MultiHeaders<SockaddrStorage>,
+    /// One header set per address family: nix's `recvmmsg` does not reset `msg_namelen`,
+    /// so headers last filled by an IPv4 socket (16-byte names) would cut an IPv6 source
+    /// address short on the next call. Index 0 for IPv4 sockets, 1 for IPv6.
+    headers: [MultiHeaders<SockaddrStorage>; 2],
     /// (source, length, truncated) of each datagram of the last call.
     meta: [(Option<SocketAddr>, usize, bool); BATCH],
 }
@@ -165,7 +168,7 @@ impl RecvBatch {
         RecvBatch {
             datagram,
             bufs: vec![0; datagram * BATCH],
-            headers: MultiHeaders::preallocate(BATCH, None),
+            headers: [MultiHeaders::preallocate(BATCH, None), MultiHeaders::preallocate(BATCH, None)],
             meta: [(None, 0, false); BATCH],
         }
     }
@@ -173,11 +176,12 @@ impl RecvBatch {
     /// Takes what is queued on `fd` (at most [`BATCH`]) without blocking. `WouldBlock`
     /// when nothing is. A count below [`BATCH`] means the queue was drained at that moment;
     /// on Linux every later datagram raises a new edge-triggered readiness event.
-    pub fn recv(&mut self, fd: i32) -> std::io::Result<usize> {
+    pub fn recv(&mut self, fd: i32, ipv6_socket: bool) -> std::io::Result<usize> {
         let mut chunks = self.bufs.chunks_mut(self.datagram);
         let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
             std::array::from_fn(|_| [IoSliceMut::new(chunks.next().unwrap_or_default())]);
-        let results = recvmmsg(fd, &mut self.headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
+        let headers = &mut self.headers[usize::from(ipv6_socket)];
+        let results = recvmmsg(fd, headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
             .map_err(std::io::Error::from)?;
         let mut count = 0;
         for (slot, msg) in self.meta.iter_mut().zip(results) {

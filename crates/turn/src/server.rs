@@ -319,6 +319,7 @@ impl TurnServer {
         // RFC 8656 §11: data from a peer without a permission is dropped.
         if !allocation.permitted(peer.ip(), now) {
             self.stats.dropped += 1;
+            tracing::debug!(%peer, client = %tuple.client, "peer data without permission dropped");
             return PeerAction::Nothing;
         }
         let channel = allocation
