@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
         username: "alice".into(),
         password: "pw".into(),
     };
-    let mut client = TurnClient::new(config, 7);
+    let mut client = TurnClient::new(config, [7; 32]);
     client.allocate(now);
     let mut out = Vec::new();
     // Records: [len, bytes...]; each is one datagram from "the server".

@@ -22,6 +22,9 @@ fail() { echo "FAIL $1"; failures=$((failures + 1)); }
 peer_port=$(free_port)
 turnutils_peer -L 127.0.0.1 -p "$peer_port" >"$tmp/peer.log" 2>&1 &
 PIDS+=($!)
+peer6_port=$(free_port)
+turnutils_peer -L ::1 -p "$peer6_port" >"$tmp/peer6.log" 2>&1 &
+PIDS+=($!)
 
 start_turn() { # name, extra args... Sets TURN_PORT and TURN_PID (not in a subshell: PIDS must see it).
     local name=$1
@@ -42,7 +45,7 @@ cert first
 cert second
 cp "$tmp/first.crt" "$tmp/live.crt"
 cp "$tmp/first.key" "$tmp/live.key"
-start_turn main --allow-loopback-peers --max-allocations-per-user 200 --metrics 127.0.0.1:0 --cert "$tmp/live.crt" --key "$tmp/live.key" \
+start_turn main --relay-ip ::1 --allow-loopback-peers --max-allocations-per-user 200 --metrics 127.0.0.1:0 --cert "$tmp/live.crt" --key "$tmp/live.key" \
     --tls-listen 127.0.0.1:0
 port=$TURN_PORT
 main_pid=$TURN_PID
@@ -55,7 +58,8 @@ echo_run() { # label, uclient flags... (TARGET_PORT overrides the server port)
     local label=$1
     shift
     local expected=$((MESSAGES * CLIENTS)) log="$tmp/uclient.log" sent received lost
-    timeout 120 turnutils_uclient "$@" -p "${TARGET_PORT:-$port}" -e 127.0.0.1 -r "$peer_port" -m "$CLIENTS" \
+    timeout 120 turnutils_uclient "$@" -p "${TARGET_PORT:-$port}" -e "${PEER_IP:-127.0.0.1}" \
+        -r "${PEER_PORT:-$peer_port}" -m "$CLIENTS" \
         -n "$MESSAGES" -l 180 127.0.0.1 >"$log" 2>&1 || true
     cp "$log" "${KEEP_LOGS:-/dev/null}" 2>/dev/null || true
     sent=$(sed -nE 's/.*start_mclient: tot_send_msgs=([0-9]+), tot_recv_msgs=([0-9]+).*/\1/p' "$log" | tail -1)
@@ -76,6 +80,9 @@ echo_run "tcp, send indications, static user" -t -s -u test -w secret
 echo_run "udp, channels, REST secret" -u alice -W restsecret
 echo_run "tcp, send indications, REST secret" -t -s -u alice -W restsecret
 echo_run "udp, channel padding (-D), dont-fragment (-g)" -D -g -u test -w secret
+PEER_IP=::1 PEER_PORT=$peer6_port echo_run "udp, IPv6 relay (-x) to an IPv6 peer" -x -u test -w secret
+PEER_IP=::1 PEER_PORT=$peer6_port echo_run "tcp, IPv6 relay (-x), send indications" -x -t -s -u test -w secret
+PEER_IP=::1 PEER_PORT=$peer6_port echo_run "udp, dual allocation (-Z, RFC 8656 §7.2)" -Z -u test -w secret
 TARGET_PORT=$tls_port echo_run "tls, channels, static user" -t -S -u test -w secret
 TARGET_PORT=$tls_port echo_run "tls, send indications, REST secret" -t -S -s -u alice -W restsecret
 
@@ -107,7 +114,7 @@ sleep 1.5
 relayed=$(python3 -c 'import sys, urllib.request
 text = urllib.request.urlopen(sys.argv[1]).read().decode()
 print(sum(int(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith("peerlink_turn_relayed_packets_total")))' "$metrics_url")
-minimum=$((9 * 2 * MESSAGES * CLIENTS))
+minimum=$((12 * 2 * MESSAGES * CLIENTS))
 if [ "$relayed" -ge "$minimum" ]; then
     pass "metrics: $relayed packets relayed (at least $minimum expected)"
 else

@@ -31,6 +31,14 @@ const DATAGRAM: usize = 65_536;
 const MAX_TCP_BACKLOG: usize = 1 << 20;
 /// How often the loop wakes to look at the shutdown flag and publish stats.
 const TICK: Duration = Duration::from_millis(200);
+/// A TCP/TLS connection must finish its handshake and send a whole message this soon.
+const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection without an allocation is closed after this much silence.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// With an allocation, silence longer than the longest lifetime means the client is gone.
+const ALLOCATED_IDLE_TIMEOUT: Duration = Duration::from_secs(3660);
+/// Bytes read from a stream before its frames are handled.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// Settings of the TURN listener and its relays.
 #[derive(Debug, Clone)]
@@ -199,6 +207,8 @@ struct Conn {
     input: Vec<u8>,
     output: Vec<u8>,
     writable_interest: bool,
+    /// Closed if nothing complete arrives by then.
+    deadline: Instant,
 }
 
 struct Io {
@@ -372,6 +382,7 @@ impl EventLoop {
             }
             let now = Instant::now();
             if now >= self.core.poll_timeout() {
+                self.expire_connections(now);
                 self.core.handle_timeout(now, &mut self.io);
                 if let Ok(mut shared) = self.stats.lock() {
                     *shared = self.core.stats().clone();
@@ -401,7 +412,12 @@ impl EventLoop {
                     self.core.handle_client(Instant::now(), tuple, packet, &mut self.out, &mut self.io);
                 match action {
                     ClientAction::Nothing => {}
-                    ClientAction::Reply => batch.to_clients.push(client, &self.out),
+                    ClientAction::Reply => {
+                        batch.to_clients.push(client, &self.out);
+                        if batch.to_clients.len() >= BATCH {
+                            batch.to_clients.flush(fd);
+                        }
+                    }
                     ClientAction::ToPeer { relay, peer, payload } => {
                         if let Some(socket) = self.io.relay_socket(relay) {
                             let _ = socket.send_to(&packet[payload], peer);
@@ -455,6 +471,7 @@ impl EventLoop {
                 input: Vec::with_capacity(4096),
                 output: Vec::new(),
                 writable_interest: false,
+                deadline: Instant::now() + FIRST_MESSAGE_TIMEOUT,
             };
             let inserted = self.io.insert(Entry::Conn(conn));
             debug_assert_eq!(inserted, token);
@@ -493,7 +510,12 @@ impl EventLoop {
 
     fn send_to_client(&mut self, tuple: FiveTuple, to_clients: &mut SendBatch) {
         match tuple.transport {
-            Transport::Udp => to_clients.push(tuple.client, &self.out),
+            Transport::Udp => {
+                to_clients.push(tuple.client, &self.out);
+                if to_clients.len() >= BATCH {
+                    to_clients.flush(self.io.udp.as_raw_fd());
+                }
+            }
             Transport::Tcp | Transport::Tls => {
                 let Some(&token) = self.io.tcp_by_client.get(&tuple) else { return };
                 if let Some(Entry::Conn(conn)) = self.io.entry(token) {
@@ -507,15 +529,42 @@ impl EventLoop {
     }
 
     fn conn_readable(&mut self, token: Token) {
-        let mut closed = true;
-        if let Some(Entry::Conn(conn)) = self.io.entry(token) {
-            closed = if conn.tls.is_some() { read_tls(conn) } else { read_plain(conn) };
-        }
-        if !self.process_frames(token) {
-            closed = true;
-        }
+        // Read a chunk, handle its frames, repeat: a fast client never looks like junk.
+        let closed = loop {
+            let status = match self.io.entry(token) {
+                Some(Entry::Conn(conn)) if conn.tls.is_some() => read_tls(conn),
+                Some(Entry::Conn(conn)) => read_plain(conn),
+                _ => return,
+            };
+            if !self.process_frames(token) {
+                break true;
+            }
+            match status {
+                ReadStatus::More => {}
+                ReadStatus::Drained => break false,
+                ReadStatus::Closed => break true,
+            }
+        };
         self.flush(token);
         if closed {
+            self.close_conn(token);
+        }
+    }
+
+    /// Closes TCP/TLS connections that stalled (no handshake, no message, long silence).
+    fn expire_connections(&mut self, now: Instant) {
+        let expired: Vec<Token> = self
+            .io
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, entry)| match entry {
+                Some(Entry::Conn(conn)) if conn.deadline <= now => Some(Token(i + FIRST_ENTRY)),
+                _ => None,
+            })
+            .collect();
+        for token in expired {
+            tracing::debug!(?token, "tcp connection timed out");
             self.close_conn(token);
         }
     }
@@ -531,12 +580,22 @@ impl EventLoop {
             match next_stream_frame(&input[consumed..]) {
                 Frame::Complete(len) => {
                     let frame = &input[consumed..consumed + len];
+                    let idle =
+                        if self.core.has_allocation(&tuple) { ALLOCATED_IDLE_TIMEOUT } else { IDLE_TIMEOUT };
+                    if let Some(Entry::Conn(conn)) = self.io.entry(token) {
+                        conn.deadline = Instant::now() + idle;
+                    }
                     let action =
                         self.core.handle_client(Instant::now(), tuple, frame, &mut self.out, &mut self.io);
                     match action {
                         ClientAction::Nothing => {}
                         ClientAction::Reply => {
                             if let Some(Entry::Conn(conn)) = self.io.entry(token) {
+                                // A client that sends requests but never reads the answers.
+                                if conn.output.len() > MAX_TCP_BACKLOG {
+                                    ok = false;
+                                    break;
+                                }
                                 conn.output.extend_from_slice(&self.out);
                             }
                         }
@@ -594,59 +653,66 @@ impl EventLoop {
     }
 }
 
-/// Reads what the socket has into the connection's input; true when the stream ended.
-fn read_plain(conn: &mut Conn) -> bool {
-    loop {
-        let start = conn.input.len();
-        if start >= 2 * DATAGRAM {
-            // A frame is at most 64 KiB + 24; more than two unprocessed means junk.
-            return true;
-        }
-        conn.input.resize(start + 16 * 1024, 0);
-        let result = conn.stream.read(&mut conn.input[start..]);
-        let n = *result.as_ref().unwrap_or(&0);
-        conn.input.truncate(start + n);
-        match result {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
-            Err(_) => return true,
-        }
+/// What one read from a stream did.
+enum ReadStatus {
+    /// A full chunk was read; there may be more.
+    More,
+    /// The socket has nothing more for now.
+    Drained,
+    /// The stream ended, failed, or holds more than a frame's worth of unprocessed bytes.
+    Closed,
+}
+
+/// Reads one chunk from the socket into the connection's input.
+fn read_plain(conn: &mut Conn) -> ReadStatus {
+    let start = conn.input.len();
+    if start >= 2 * DATAGRAM {
+        // Frames are handled after every chunk, so this much unprocessed input means the
+        // peer announced a frame longer than any TURN frame can be.
+        return ReadStatus::Closed;
+    }
+    conn.input.resize(start + READ_CHUNK, 0);
+    let result = conn.stream.read(&mut conn.input[start..]);
+    let n = *result.as_ref().unwrap_or(&0);
+    conn.input.truncate(start + n);
+    match result {
+        Ok(0) => ReadStatus::Closed,
+        // Edge-triggered readiness: keep reading until the socket says WouldBlock.
+        Ok(_) => ReadStatus::More,
+        Err(e) if e.kind() == ErrorKind::WouldBlock => ReadStatus::Drained,
+        Err(_) => ReadStatus::Closed,
     }
 }
 
-/// Feeds TLS records from the socket to rustls and moves the plaintext into the input;
-/// true when the stream ended or TLS failed.
-fn read_tls(conn: &mut Conn) -> bool {
-    let Some(tls) = conn.tls.as_mut() else { return true };
+/// Feeds one read of TLS records to rustls and moves the plaintext into the input.
+fn read_tls(conn: &mut Conn) -> ReadStatus {
+    let Some(tls) = conn.tls.as_mut() else { return ReadStatus::Closed };
+    match tls.read_tls(&mut conn.stream) {
+        Ok(0) => return ReadStatus::Closed,
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::WouldBlock => return ReadStatus::Drained,
+        Err(_) => return ReadStatus::Closed,
+    }
+    if let Err(e) = tls.process_new_packets() {
+        tracing::debug!(client = %conn.tuple.client, error = %e, "tls failed");
+        // Let rustls send its alert before the connection closes.
+        let _ = tls.write_tls(&mut conn.stream);
+        return ReadStatus::Closed;
+    }
     loop {
-        match tls.read_tls(&mut conn.stream) {
-            Ok(0) => return true,
+        let start = conn.input.len();
+        if start >= 2 * DATAGRAM {
+            return ReadStatus::Closed;
+        }
+        conn.input.resize(start + READ_CHUNK, 0);
+        let result = tls.reader().read(&mut conn.input[start..]);
+        let n = *result.as_ref().unwrap_or(&0);
+        conn.input.truncate(start + n);
+        match result {
+            Ok(0) => return ReadStatus::Closed, // close_notify
             Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
-            Err(_) => return true,
-        }
-        if let Err(e) = tls.process_new_packets() {
-            tracing::debug!(client = %conn.tuple.client, error = %e, "tls failed");
-            // Let rustls send its alert before the connection closes.
-            let _ = tls.write_tls(&mut conn.stream);
-            return true;
-        }
-        loop {
-            let start = conn.input.len();
-            if start >= 2 * DATAGRAM {
-                return true;
-            }
-            conn.input.resize(start + 16 * 1024, 0);
-            let result = tls.reader().read(&mut conn.input[start..]);
-            let n = *result.as_ref().unwrap_or(&0);
-            conn.input.truncate(start + n);
-            match result {
-                Ok(0) => return true, // close_notify
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => return true,
-            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return ReadStatus::More,
+            Err(_) => return ReadStatus::Closed,
         }
     }
 }
@@ -673,25 +739,33 @@ fn write_plain(stream: &mut TcpStream, output: &mut Vec<u8>) -> bool {
     failed
 }
 
-/// Hands plaintext to rustls (as much as its buffer limit takes) and writes TLS records.
+/// Hands plaintext to rustls and writes TLS records until everything is out or the
+/// socket is full (so an edge-triggered writable event is sure to follow).
 fn write_tls(stream: &mut TcpStream, tls: &mut rustls::ServerConnection, output: &mut Vec<u8>) -> bool {
-    if !output.is_empty() && !tls.is_handshaking() {
-        match tls.writer().write(output) {
-            Ok(n) => {
-                output.drain(..n);
+    loop {
+        if !output.is_empty() && !tls.is_handshaking() {
+            match tls.writer().write(output) {
+                Ok(n) => {
+                    output.drain(..n);
+                }
+                Err(_) => return true,
             }
-            Err(_) => return true,
+        }
+        if !tls.wants_write() {
+            return false;
+        }
+        while tls.wants_write() {
+            match tls.write_tls(stream) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+                Err(_) => return true,
+            }
+        }
+        if output.is_empty() || tls.is_handshaking() {
+            return false;
         }
     }
-    while tls.wants_write() {
-        match tls.write_tls(stream) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(_) => return true,
-        }
-    }
-    false
 }
 
 /// Addresses a relay can use when none is configured: the first global (or at least

@@ -245,6 +245,10 @@ impl SendBatch {
         self.queued.is_empty()
     }
 
+    pub fn len(&self) -> usize {
+        self.queued.len()
+    }
+
     /// Sends everything queued on `fd`, [`BATCH`] per call; returns how many datagrams could
     /// not be sent (they are dropped, as UDP may).
     pub fn flush(&mut self, fd: i32) -> usize {

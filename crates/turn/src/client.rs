@@ -125,12 +125,13 @@ pub struct TurnClient {
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<ClientEvent>,
     refresh_at: Option<Instant>,
-    tid_state: u64,
+    tid_seed: [u8; 32],
+    tid_counter: u64,
 }
 
 impl TurnClient {
-    /// `seed` makes transaction ids unpredictable; give it randomness from a CSPRNG.
-    pub fn new(config: ClientConfig, seed: u64) -> TurnClient {
+    /// `seed` makes transaction ids unpredictable: 32 bytes from a CSPRNG.
+    pub fn new(config: ClientConfig, seed: [u8; 32]) -> TurnClient {
         TurnClient {
             config,
             state: State::Idle,
@@ -145,7 +146,8 @@ impl TurnClient {
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             refresh_at: None,
-            tid_state: seed | 1,
+            tid_seed: seed,
+            tid_counter: 0,
         }
     }
 
@@ -348,15 +350,16 @@ impl TurnClient {
     }
 
     fn next_tid(&mut self) -> TransactionId {
-        // xorshift64* from the seed: unpredictable enough given a random seed, never repeats
-        // within a session.
-        self.tid_state ^= self.tid_state >> 12;
-        self.tid_state ^= self.tid_state << 25;
-        self.tid_state ^= self.tid_state >> 27;
-        let a = self.tid_state.wrapping_mul(0x2545F4914F6CDD1D);
+        // SHA-256 of the secret seed and a counter: unpredictable to anyone without the
+        // seed, and never repeating within a session.
+        use sha2::Digest;
+        self.tid_counter += 1;
+        let digest = sha2::Sha256::new()
+            .chain_update(self.tid_seed)
+            .chain_update(self.tid_counter.to_be_bytes())
+            .finalize();
         let mut tid = [0u8; 12];
-        tid[..8].copy_from_slice(&a.to_be_bytes());
-        tid[8..].copy_from_slice(&(a >> 17).to_be_bytes()[..4]);
+        tid.copy_from_slice(&digest[..12]);
         TransactionId(tid)
     }
 
@@ -411,8 +414,12 @@ impl TurnClient {
             Some(Ok(Attribute::ErrorCode(ErrorCode { code, .. }))) => Some(code),
             _ => None,
         };
-        let authenticated = self.key.as_ref().is_some_and(|key| message.verify_integrity(key));
-        if self.key.is_some() && !authenticated && !matches!(code, Some(401 | 438)) {
+        // Once we have a key, a success must carry a valid MESSAGE-INTEGRITY, and so must any
+        // answer that carries one at all. Errors without one are accepted: servers answer
+        // 400/420 (and 401/438, checked by the retry) before they know who is asking.
+        let signed = message.has_integrity();
+        let valid = self.key.as_ref().is_some_and(|key| message.verify_integrity(key));
+        if self.key.is_some() && !valid && (signed || message.class() == Class::SuccessResponse) {
             return; // forged or corrupted: wait for the real answer
         }
         let Some(transaction) = self.transactions.remove(&tid) else { return };

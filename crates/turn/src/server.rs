@@ -20,6 +20,8 @@ const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// RFC 8656 §7.2: a reserved port is held about 30 seconds.
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+/// ADDITIONAL-ADDRESS-FAMILY as drafts numbered it, still sent by coturn's clients.
+const LEGACY_ADDITIONAL_ADDRESS_FAMILY: AttributeType = AttributeType(0x8032);
 /// At most this many types are listed in UNKNOWN-ATTRIBUTES.
 const MAX_UNKNOWN_LISTED: usize = 16;
 
@@ -498,6 +500,10 @@ impl TurnServer {
         // RFC 8489 §9.2.4: a client that saw our password-algorithms nonce and picked an
         // algorithm must echo our list unchanged.
         let algorithm = match message.get(AttributeType::PASSWORD_ALGORITHM) {
+            // PASSWORD-ALGORITHMS without a choice is malformed.
+            None if message.attribute(AttributeType::PASSWORD_ALGORITHMS).is_some() => {
+                return Err(self.error(out, reply, ErrorCode::BAD_REQUEST, None));
+            }
             None => PasswordAlgorithm::Md5,
             Some(Ok(Attribute::PasswordAlgorithm(chosen))) => {
                 let echoed = match message.get(AttributeType::PASSWORD_ALGORITHMS) {
@@ -551,8 +557,11 @@ impl TurnServer {
         reply: &Reply,
         error: ErrorCode<'static>,
     ) -> Handled {
+        // Only UDP sources can be spoofed, and a stale nonce (438) proves we served this
+        // client before: neither is throttled, so a spoofing flood cannot starve a victim.
         let ms = now.saturating_duration_since(self.epoch.0).as_millis() as u64;
-        if !self.limiter.allow(tuple.client.ip(), ms) {
+        let throttle = tuple.transport == Transport::Udp && error.code != ErrorCode::STALE_NONCE.code;
+        if throttle && !self.limiter.allow(tuple.client.ip(), ms) {
             self.stats.unauthenticated_throttled += 1;
             return ClientAction::Nothing;
         }
@@ -636,7 +645,12 @@ impl TurnServer {
         };
         let additional = match message.get(AttributeType::ADDITIONAL_ADDRESS_FAMILY) {
             Some(Ok(Attribute::AdditionalAddressFamily(family))) => Some(family),
-            _ => None,
+            // coturn's clients still send the pre-RFC number 0x8032 (same layout).
+            _ => match message.attribute(LEGACY_ADDITIONAL_ADDRESS_FAMILY).map(|raw| raw.value) {
+                Some([0x01, ..]) => Some(AddressFamily::V4),
+                Some([0x02, ..]) => Some(AddressFamily::V6),
+                _ => None,
+            },
         };
         let token = match message.get(AttributeType::RESERVATION_TOKEN) {
             Some(Ok(Attribute::ReservationToken(token))) => Some(token),
@@ -655,7 +669,8 @@ impl TurnServer {
         if owned >= self.config.max_allocations_per_user {
             return self.error(out, reply, ErrorCode::ALLOCATION_QUOTA_REACHED, Some(&auth));
         }
-        if self.allocations.len() >= self.config.max_allocations {
+        // Reserved ports hold sockets too, so they count against the total.
+        if self.allocations.len() + self.reservations.len() >= self.config.max_allocations {
             return self.error(out, reply, ErrorCode::INSUFFICIENT_CAPACITY, Some(&auth));
         }
         let mut issued_token = None;
@@ -955,6 +970,12 @@ impl TurnServer {
             }
             self.stats.allocations = self.allocations.len() as u64;
         }
+    }
+
+    /// Whether this 5-tuple holds an allocation (the I/O layer gives such connections a
+    /// longer idle time).
+    pub fn has_allocation(&self, tuple: &FiveTuple) -> bool {
+        self.allocations.contains_key(tuple)
     }
 
     /// Closes every allocation (shutdown).

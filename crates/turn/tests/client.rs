@@ -50,7 +50,7 @@ fn net(password: &str) -> Net {
     };
     let client = TurnClient::new(
         ClientConfig { server: tuple.server, username: "alice".into(), password: password.into() },
-        0x1234_5678,
+        [0x5A; 32],
     );
     Net {
         server: TurnServer::new(config, now, 1_800_000_000),
