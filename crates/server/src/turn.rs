@@ -37,6 +37,9 @@ const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// With an allocation, silence longer than the longest lifetime means the client is gone.
 const ALLOCATED_IDLE_TIMEOUT: Duration = Duration::from_secs(3660);
+/// Batches taken from one socket per turn of the loop, so a flooded relay cannot starve
+/// the others; a socket with more waiting is served again on the next turn.
+const MAX_BATCHES_PER_TURN: usize = 8;
 /// Bytes read from a stream before its frames are handled.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -136,6 +139,7 @@ pub fn start(config: TurnConfig) -> anyhow::Result<TurnHandle> {
         stats: stats.clone(),
         shutdown: shutdown.clone(),
         reload: reload_rx,
+        pending: Vec::new(),
     };
     event_loop.io.poll.registry().register(&mut event_loop.io.udp, UDP_LISTEN, Interest::READABLE)?;
     event_loop.io.poll.registry().register(&mut event_loop.io.tcp, TCP_LISTEN, Interest::READABLE)?;
@@ -342,6 +346,8 @@ struct EventLoop {
     stats: Arc<Mutex<TurnStats>>,
     shutdown: Shutdown,
     reload: std::sync::mpsc::Receiver<Arc<rustls::ServerConfig>>,
+    /// Sockets that still had datagrams when their turn ended.
+    pending: Vec<Token>,
 }
 
 impl EventLoop {
@@ -351,7 +357,11 @@ impl EventLoop {
         let mut batch = Batches { recv: RecvBatch::new(DATAGRAM), to_clients: SendBatch::new() };
         while !self.shutdown.is_triggered() {
             let now = Instant::now();
-            let wait = self.core.poll_timeout().saturating_duration_since(now).min(TICK);
+            let wait = if self.pending.is_empty() {
+                self.core.poll_timeout().saturating_duration_since(now).min(TICK)
+            } else {
+                Duration::ZERO
+            };
             if let Err(e) = self.io.poll.poll(&mut events, Some(wait)) {
                 if e.kind() == ErrorKind::Interrupted {
                     continue;
@@ -371,6 +381,12 @@ impl EventLoop {
                             self.flush(token);
                         }
                     }
+                }
+            }
+            for token in std::mem::take(&mut self.pending) {
+                match token {
+                    UDP_LISTEN => self.udp_readable(&mut batch),
+                    token => self.entry_readable(token, &mut batch),
                 }
             }
             if !batch.to_clients.is_empty() {
@@ -396,7 +412,7 @@ impl EventLoop {
     fn udp_readable(&mut self, batch: &mut Batches) {
         let fd = self.io.udp.as_raw_fd();
         let ipv6 = self.io.local_addr.is_ipv6();
-        loop {
+        for _ in 0..MAX_BATCHES_PER_TURN {
             let count = match batch.recv.recv(fd, ipv6) {
                 Ok(count) => count,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -429,6 +445,7 @@ impl EventLoop {
                 return;
             }
         }
+        self.pending.push(UDP_LISTEN);
     }
 
     fn accept(&mut self, tls: bool) {
@@ -490,7 +507,11 @@ impl EventLoop {
     fn relay_readable(&mut self, token: Token, batch: &mut Batches) {
         let Some(Entry::Relay { socket, id, ipv6 }) = self.io.entry(token) else { return };
         let (fd, id, ipv6) = (socket.as_raw_fd(), *id, *ipv6);
-        loop {
+        for _ in 0..MAX_BATCHES_PER_TURN {
+            // The relay may have been closed while its datagrams were handled.
+            if !matches!(self.io.entry(token), Some(Entry::Relay { id: current, .. }) if *current == id) {
+                return;
+            }
             let count = match batch.recv.recv(fd, ipv6) {
                 Ok(count) => count,
                 Err(_) => return,
@@ -506,6 +527,7 @@ impl EventLoop {
                 return;
             }
         }
+        self.pending.push(token);
     }
 
     fn send_to_client(&mut self, tuple: FiveTuple, to_clients: &mut SendBatch) {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 const UDP: u8 = 17;
 const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
 const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
+const CHANNEL_QUARANTINE: Duration = Duration::from_secs(300);
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// RFC 8656 §7.2: a reserved port is held about 30 seconds.
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
@@ -278,11 +279,13 @@ impl TurnServer {
         let (mut permissions, mut channels) = (0, 0);
         for allocation in self.allocations.values_mut() {
             allocation.permissions.retain(|_, expires| *expires > now);
-            allocation.channels.retain(|_, (_, expires)| *expires > now);
+            // RFC 8656 §12: an expired binding keeps its number and peer for five more
+            // minutes, so late packets cannot reach a new peer on the old number.
+            allocation.channels.retain(|_, (_, expires)| *expires + CHANNEL_QUARANTINE > now);
             let bound = &allocation.channels;
             allocation.channel_of_peer.retain(|_, number| bound.contains_key(number));
             permissions += allocation.permissions.len() as u64;
-            channels += allocation.channels.len() as u64;
+            channels += allocation.channels.values().filter(|(_, expires)| *expires > now).count() as u64;
         }
         self.stats.permissions = permissions;
         self.stats.channels = channels;

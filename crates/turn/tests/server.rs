@@ -427,6 +427,34 @@ fn relays_both_ways_with_channels_and_indications() {
 }
 
 #[test]
+fn expired_channel_is_quarantined_for_five_minutes() {
+    let mut w = world_with(|c| c.max_lifetime = Duration::from_secs(3600));
+    let client = udp("198.51.100.1:5000");
+    let login = w.login(client, "alice", "alice-pw");
+    w.allocate(client, &login, &[Attribute::Lifetime(3600)]);
+    let (first, second): (SocketAddr, SocketAddr) =
+        ("203.0.113.5:7000".parse().unwrap(), "203.0.113.6:7000".parse().unwrap());
+    let bind = |w: &mut World, peer: SocketAddr| {
+        let login = w.login(client, "alice", "alice-pw");
+        let response = w.call(
+            client,
+            Method::CHANNEL_BIND,
+            Some(&login),
+            &[Attribute::ChannelNumber(0x4001), Attribute::XorPeerAddress(peer)],
+        );
+        error_code(&response)
+    };
+    assert_eq!(bind(&mut w, first), None);
+    assert_eq!(bind(&mut w, second), Some(400), "bound to the first peer");
+    w.now += Duration::from_secs(601);
+    w.server.handle_timeout(w.now, &mut w.relays);
+    assert_eq!(bind(&mut w, second), Some(400), "expired, but in quarantine");
+    w.now += Duration::from_secs(300);
+    w.server.handle_timeout(w.now, &mut w.relays);
+    assert_eq!(bind(&mut w, second), None, "free again after the quarantine");
+}
+
+#[test]
 fn refresh_zero_deletes_and_expiry_closes_relays() {
     let mut w = world();
     let client = udp("198.51.100.1:5000");
