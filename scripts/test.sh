@@ -34,6 +34,9 @@ tests/e2e/stun-stunclient.sh target/release/peerlink
 step "end-to-end: coturn's turnutils_uclient and turnutils_peer against peerlink turn"
 tests/e2e/turn-uclient.sh target/release/peerlink
 
+step "end-to-end: peerlink serve (STUN and TURN on one port, REST credentials, SIGTERM)"
+tests/e2e/serve-smoke.sh target/release/peerlink
+
 step "end-to-end: our TURN client against coturn's turnserver"
 tests/e2e/turn-client-coturn.sh target/release/examples/turn_probe
 
