@@ -10,6 +10,7 @@
 
 pub mod metrics;
 pub mod shutdown;
+mod sockets;
 pub mod stun;
 pub mod tls;
 pub mod turn;

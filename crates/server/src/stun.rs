@@ -186,15 +186,7 @@ fn bind_both(listen: SocketAddr, workers: usize) -> std::io::Result<(Vec<socket2
 }
 
 fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() && addr.ip().is_unspecified() {
-        socket.set_only_v6(false)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
+    TcpListener::from_std(crate::sockets::tcp_listener(addr)?)
 }
 
 async fn accept_loop(listener: TcpListener, config: StunConfig, stats: Arc<StunStats>, shutdown: Shutdown) {

@@ -177,15 +177,7 @@ fn bind(listen: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
 }
 
 fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let tcp = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
-    tcp.set_reuse_address(true)?;
-    if addr.is_ipv6() && addr.ip().is_unspecified() {
-        tcp.set_only_v6(false)?;
-    }
-    tcp.set_nonblocking(true)?;
-    tcp.bind(&addr.into())?;
-    tcp.listen(1024)?;
-    Ok(TcpListener::from_std(tcp.into()))
+    Ok(TcpListener::from_std(crate::sockets::tcp_listener(addr)?))
 }
 
 fn unix_now() -> u64 {

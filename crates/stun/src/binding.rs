@@ -62,15 +62,9 @@ pub fn respond(packet: &[u8], source: SocketAddr, out: &mut Vec<u8>) -> Outcome 
     }
     // RFC 8489 §6.3.1: unknown comprehension-required attributes → 420 listing them.
     let mut unknown = [AttributeType(0); MAX_UNKNOWN_LISTED];
-    let mut count = 0;
-    for typ in message.unknown_comprehension_required() {
-        if count < MAX_UNKNOWN_LISTED && !unknown[..count].contains(&typ) {
-            unknown[count] = typ;
-            count += 1;
-        }
-    }
-    if count > 0 {
-        return error_response(out, tid, ErrorCode::UNKNOWN_ATTRIBUTE, &unknown[..count], fingerprint);
+    let unknown = message.collect_unknown_comprehension_required(&mut unknown);
+    if !unknown.is_empty() {
+        return error_response(out, tid, ErrorCode::UNKNOWN_ATTRIBUTE, unknown, fingerprint);
     }
     // Malformed comprehension-optional attributes are ignored like unknown ones.
     if message.attributes().any(|raw| raw.typ.is_comprehension_required() && message.decode(raw).is_err()) {

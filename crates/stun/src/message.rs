@@ -315,6 +315,22 @@ impl<'a> Message<'a> {
         self.attributes().map(|a| a.typ).filter(|t| t.is_comprehension_required() && !t.is_known())
     }
 
+    /// Fills `out` with the distinct unknown comprehension-required types (at most
+    /// `out.len()`, the rest dropped) and returns them, for UNKNOWN-ATTRIBUTES.
+    pub fn collect_unknown_comprehension_required<'o>(
+        &self,
+        out: &'o mut [AttributeType],
+    ) -> &'o [AttributeType] {
+        let mut count = 0;
+        for typ in self.unknown_comprehension_required() {
+            if count < out.len() && !out[..count].contains(&typ) {
+                out[count] = typ;
+                count += 1;
+            }
+        }
+        &out[..count]
+    }
+
     pub fn has_fingerprint(&self) -> bool {
         self.fingerprint.is_some()
     }

@@ -450,19 +450,13 @@ impl TurnServer {
         reply: &Reply,
     ) -> Option<Handled> {
         let mut unknown = [AttributeType(0); MAX_UNKNOWN_LISTED];
-        let mut count = 0;
-        for typ in message.unknown_comprehension_required() {
-            if count < MAX_UNKNOWN_LISTED && !unknown[..count].contains(&typ) {
-                unknown[count] = typ;
-                count += 1;
-            }
-        }
-        if count == 0 {
+        let unknown = message.collect_unknown_comprehension_required(&mut unknown);
+        if unknown.is_empty() {
             return None;
         }
         let mut w = reply.writer(out, Class::ErrorResponse);
         let _ = w.attribute(&Attribute::ErrorCode(ErrorCode::UNKNOWN_ATTRIBUTE));
-        let _ = w.attribute(&Attribute::UnknownAttributes(TypeList::Values(&unknown[..count])));
+        let _ = w.attribute(&Attribute::UnknownAttributes(TypeList::Values(unknown)));
         reply.seal(w, None);
         Some(ClientAction::Reply)
     }
