@@ -40,6 +40,8 @@ const ALLOCATED_IDLE_TIMEOUT: Duration = Duration::from_secs(3660);
 /// Batches taken from one socket per turn of the loop, so a flooded relay cannot starve
 /// the others; a socket with more waiting is served again on the next turn.
 const MAX_BATCHES_PER_TURN: usize = 8;
+/// TCP/TLS connections one client IP may hold open.
+const MAX_TCP_PER_IP: usize = 64;
 /// Bytes read from a stream before its frames are handled.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -130,6 +132,7 @@ pub fn start(config: TurnConfig) -> anyhow::Result<TurnHandle> {
             entries: Vec::new(),
             free: Vec::new(),
             tcp_by_client: HashMap::new(),
+            tcp_per_ip: HashMap::new(),
             relay_ips: config.relay_ips.clone(),
             relay_ports: config.relay_ports.clone(),
             max_tcp_connections: config.max_tcp_connections,
@@ -218,6 +221,7 @@ struct Io {
     entries: Vec<Option<Entry>>,
     free: Vec<usize>,
     tcp_by_client: HashMap<FiveTuple, Token>,
+    tcp_per_ip: HashMap<IpAddr, usize>,
     relay_ips: Vec<IpAddr>,
     relay_ports: RangeInclusive<u16>,
     max_tcp_connections: usize,
@@ -456,6 +460,10 @@ impl EventLoop {
                 tracing::debug!(%client, "tcp connection refused: too many open");
                 continue;
             }
+            if self.io.tcp_per_ip.get(&client.ip()).copied().unwrap_or(0) >= MAX_TCP_PER_IP {
+                tracing::debug!(%client, "tcp connection refused: too many from this address");
+                continue;
+            }
             let _ = stream.set_nodelay(true);
             let vacant = self.io.free.last().copied().unwrap_or(self.io.entries.len());
             let token = Token(vacant + FIRST_ENTRY);
@@ -485,6 +493,7 @@ impl EventLoop {
             let inserted = self.io.insert(Entry::Conn(conn));
             debug_assert_eq!(inserted, token);
             self.io.tcp_by_client.insert(tuple, token);
+            *self.io.tcp_per_ip.entry(client.ip()).or_default() += 1;
         }
     }
 
@@ -661,6 +670,13 @@ impl EventLoop {
         if let Some(Entry::Conn(mut conn)) = self.io.remove(token) {
             let _ = self.io.poll.registry().deregister(&mut conn.stream);
             self.io.tcp_by_client.remove(&conn.tuple);
+            let ip = conn.tuple.client.ip();
+            if let Some(count) = self.io.tcp_per_ip.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    self.io.tcp_per_ip.remove(&ip);
+                }
+            }
             // RFC 8656 §3.1: a TCP allocation ends with its connection.
             self.core.handle_client_closed(&conn.tuple, &mut self.io);
         }
