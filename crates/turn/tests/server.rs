@@ -565,3 +565,52 @@ fn unauthenticated_answers_are_rate_limited_per_ip() {
     assert_eq!(answered, 10, "burst of ten, then silence");
     assert_eq!(w.server.stats().unauthenticated_throttled, 40);
 }
+
+#[test]
+fn stale_nonces_and_tcp_clients_are_never_throttled() {
+    let mut w = world_with(|c| c.unauthenticated_per_second = 1);
+    let client = udp("198.51.100.1:5000");
+    let login = w.login(client, "alice", "alice-pw");
+    // Exhaust the UDP 401 budget for this IP.
+    for _ in 0..20 {
+        let tid = w.next_tid();
+        let request = w.request(Method::ALLOCATE, None, tid, &[Attribute::RequestedTransport(17)]);
+        w.send(client, &request);
+    }
+    // A stale nonce still gets its 438: the valid MAC proves we served this client.
+    w.now += Duration::from_secs(601);
+    let response = w.allocate(client, &login, &[]);
+    assert_eq!(error_code(&response), Some(438));
+    // TCP sources cannot be spoofed, so their 401s are not limited.
+    let tcp = FiveTuple { transport: Transport::Tcp, ..client };
+    for _ in 0..30 {
+        let response = w.call(tcp, Method::ALLOCATE, None, &[Attribute::RequestedTransport(17)]);
+        assert_eq!(error_code(&response), Some(401));
+    }
+}
+
+#[test]
+fn password_algorithms_without_a_choice_is_a_bad_request() {
+    let mut w = world();
+    let client = udp("198.51.100.1:5000");
+    let login = w.login(client, "alice", "alice-pw");
+    static OFFER: [AlgorithmEntry<'static>; 1] = [AlgorithmEntry { algorithm: 1, parameters: &[] }];
+    let response =
+        w.allocate(client, &login, &[Attribute::PasswordAlgorithms(AlgorithmList::Values(&OFFER))]);
+    assert_eq!(error_code(&response), Some(400));
+}
+
+#[test]
+fn coturn_legacy_additional_address_family_number_is_understood() {
+    let mut w = world();
+    let client = udp("198.51.100.1:5000");
+    let login = w.login(client, "alice", "alice-pw");
+    let response = w.allocate(
+        client,
+        &login,
+        &[Attribute::Unknown { typ: AttributeType(0x8032), value: &[2, 0, 0, 0] }],
+    );
+    let relays = relayed(&response);
+    assert_eq!(relays.len(), 2, "{:?}", error_code(&response));
+    assert!(relays[0].is_ipv4() && relays[1].is_ipv6());
+}
