@@ -142,5 +142,17 @@ else
     tail -5 "$tmp/strict.log"
 fi
 
+# A per-allocation bandwidth limit: 180-byte messages every 20 ms are 9,000 B/s each way,
+# so a 6,000 B/s budget shared by both directions lets some through and drops the rest.
+start_turn limited --allow-loopback-peers --max-bandwidth 6000
+timeout 60 turnutils_uclient -u test -w secret -p "$TURN_PORT" -e 127.0.0.1 -r "$peer_port" -n 100 -l 180 \
+    127.0.0.1 >"$tmp/limited.log" 2>&1 || true
+limited_received=$(sed -nE 's/.*start_mclient: tot_send_msgs=([0-9]+), tot_recv_msgs=([0-9]+).*/\2/p' "$tmp/limited.log" | tail -1)
+if [ -n "$limited_received" ] && [ "$limited_received" -gt 0 ] && [ "$limited_received" -lt 150 ]; then
+    pass "--max-bandwidth 6000: $limited_received of 200 echoed, the rest dropped"
+else
+    fail "--max-bandwidth 6000: ${limited_received:-no} messages echoed (expected some, not all)"
+fi
+
 echo "turn-uclient: $passed passed, $failures failed"
 [ "$failures" -eq 0 ]

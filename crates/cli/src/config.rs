@@ -30,6 +30,7 @@ pub struct FileConfig {
     pub deny_peer: Vec<IpNet>,
     pub max_allocations_per_user: Option<usize>,
     pub max_allocations: Option<usize>,
+    pub max_bandwidth: Option<u64>,
     pub metrics: Option<SocketAddr>,
     pub cert: Option<std::path::PathBuf>,
     pub key: Option<std::path::PathBuf>,

@@ -104,6 +104,10 @@ struct TurnArgs {
     /// Allocations the server holds at once, over all users [default: 10000]
     #[arg(long, value_name = "N")]
     max_allocations: Option<usize>,
+    /// Relayed bytes per second per allocation, both directions together; packets over it
+    /// are dropped [default: no limit]
+    #[arg(long, value_name = "BYTES")]
+    max_bandwidth: Option<u64>,
     /// Serve Prometheus metrics at http://ADDR/metrics
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
@@ -283,6 +287,7 @@ fn run_turn(command: &str, args: TurnArgs) -> anyhow::Result<()> {
     if let Some(n) = args.max_allocations.or(file.max_allocations) {
         core.max_allocations = n;
     }
+    core.max_bytes_per_second = args.max_bandwidth.or(file.max_bandwidth).filter(|&n| n > 0);
     let cert = args.cert.or(file.cert);
     let key = args.key.or(file.key);
     let tls = match (&cert, &key) {

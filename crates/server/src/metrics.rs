@@ -78,6 +78,13 @@ pub fn render_turn(stats: &TurnStats) -> String {
     );
     metric(
         &mut out,
+        "peerlink_turn_over_bandwidth_total",
+        "counter",
+        "Packets dropped because their allocation exceeded --max-bandwidth.",
+        &[("", stats.over_bandwidth)],
+    );
+    metric(
+        &mut out,
         "peerlink_turn_unauthenticated_throttled_total",
         "counter",
         "401 answers withheld by the per-IP rate limit.",

@@ -44,6 +44,9 @@ pub struct ServerConfig {
     pub max_channels_per_allocation: usize,
     /// 401 answers per second per client IP (with a burst of ten times that).
     pub unauthenticated_per_second: u32,
+    /// Relayed payload bytes per second per allocation, both directions together (a
+    /// token bucket holding one second's worth); `None` for no limit.
+    pub max_bytes_per_second: Option<u64>,
     pub software: Option<String>,
 }
 
@@ -75,6 +78,7 @@ impl ServerConfig {
             max_permissions_per_allocation: 128,
             max_channels_per_allocation: 128,
             unauthenticated_per_second: 20,
+            max_bytes_per_second: None,
             software: None,
         }
     }
@@ -172,6 +176,8 @@ pub struct TurnStats {
     pub auth_failures: u64,
     pub refused_peers: u64,
     pub dropped: u64,
+    /// Packets dropped because their allocation was over its bandwidth limit.
+    pub over_bandwidth: u64,
     pub unauthenticated_throttled: u64,
 }
 
@@ -184,9 +190,29 @@ struct Allocation {
     permissions: HashMap<IpAddr, Instant>,
     channels: HashMap<u16, (SocketAddr, Instant)>,
     channel_of_peer: HashMap<SocketAddr, u16>,
+    /// Bandwidth budget: bytes left and when it was last topped up.
+    budget: (u64, Instant),
 }
 
 impl Allocation {
+    /// Takes `bytes` from the bandwidth budget; false when it would go over `rate`.
+    fn spend(&mut self, now: Instant, bytes: usize, rate: Option<u64>) -> bool {
+        let Some(rate) = rate else { return true };
+        let (tokens, last) = &mut self.budget;
+        let elapsed = now.saturating_duration_since(*last);
+        let refill = (elapsed.as_micros().min(u128::from(u64::MAX)) as u64).saturating_mul(rate) / 1_000_000;
+        if refill > 0 {
+            *tokens = tokens.saturating_add(refill).min(rate);
+            *last = now;
+        }
+        let bytes = bytes as u64;
+        if bytes > *tokens {
+            return false;
+        }
+        *tokens -= bytes;
+        true
+    }
+
     fn relay_for(&self, peer: &SocketAddr) -> Option<&Relay> {
         self.relays.iter().find(|r| r.addr.is_ipv4() == peer.is_ipv4())
     }
@@ -320,11 +346,16 @@ impl TurnServer {
         out.clear();
         let peer = binding::canonical(peer);
         let Some(tuple) = self.by_relay.get(&relay).copied() else { return PeerAction::Nothing };
-        let Some(allocation) = self.allocations.get(&tuple) else { return PeerAction::Nothing };
+        let rate = self.config.max_bytes_per_second;
+        let Some(allocation) = self.allocations.get_mut(&tuple) else { return PeerAction::Nothing };
         // RFC 8656 §11: data from a peer without a permission is dropped.
         if !allocation.permitted(peer.ip(), now) {
             self.stats.dropped += 1;
             tracing::debug!(%peer, client = %tuple.client, "peer data without permission dropped");
+            return PeerAction::Nothing;
+        }
+        if !allocation.spend(now, payload.len(), rate) {
+            self.stats.over_bandwidth += 1;
             return PeerAction::Nothing;
         }
         let channel = allocation
@@ -371,7 +402,10 @@ impl TurnServer {
 
     fn client_channel_data(&mut self, now: Instant, tuple: &FiveTuple, packet: &[u8]) -> ClientAction {
         let Some(data) = ChannelData::parse(packet) else { return self.drop_packet("bad channeldata") };
-        let Some(allocation) = self.allocations.get(tuple) else { return self.drop_packet("no allocation") };
+        let rate = self.config.max_bytes_per_second;
+        let Some(allocation) = self.allocations.get_mut(tuple) else {
+            return self.drop_packet("no allocation");
+        };
         let Some(&(peer, expires)) = allocation.channels.get(&data.channel) else {
             return self.drop_packet("channel not bound");
         };
@@ -380,6 +414,10 @@ impl TurnServer {
         }
         let Some(relay) = allocation.relay_for(&peer) else { return self.drop_packet("no relay") };
         let relay = relay.id;
+        if !allocation.spend(now, data.payload.len(), rate) {
+            self.stats.over_bandwidth += 1;
+            return ClientAction::Nothing;
+        }
         self.stats.packets_to_peers += 1;
         self.stats.bytes_to_peers += data.payload.len() as u64;
         ClientAction::ToPeer { relay, peer, payload: 4..4 + data.payload.len() }
@@ -729,6 +767,7 @@ impl TurnServer {
                 permissions: HashMap::new(),
                 channels: HashMap::new(),
                 channel_of_peer: HashMap::new(),
+                budget: (self.config.max_bytes_per_second.unwrap_or(0), now),
             },
         );
         self.stats.allocations = self.allocations.len() as u64;
@@ -932,7 +971,8 @@ impl TurnServer {
         message: &Message<'_>,
         packet: &[u8],
     ) -> Handled {
-        let Some(allocation) = self.allocations.get(tuple) else {
+        let rate = self.config.max_bytes_per_second;
+        let Some(allocation) = self.allocations.get_mut(tuple) else {
             return self.drop_packet("send without allocation");
         };
         let Some(Ok(Attribute::XorPeerAddress(peer))) = message.get(AttributeType::XOR_PEER_ADDRESS) else {
@@ -946,6 +986,10 @@ impl TurnServer {
         }
         let Some(relay) = allocation.relay_for(&peer) else { return self.drop_packet("no relay for family") };
         let relay = relay.id;
+        if !allocation.spend(now, data.value.len(), rate) {
+            self.stats.over_bandwidth += 1;
+            return ClientAction::Nothing;
+        }
         // The DATA value lies inside `packet`: find its range by address.
         let start = data.value.as_ptr() as usize - packet.as_ptr() as usize;
         self.stats.packets_to_peers += 1;

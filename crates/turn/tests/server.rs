@@ -614,3 +614,30 @@ fn coturn_legacy_additional_address_family_number_is_understood() {
     assert_eq!(relays.len(), 2, "{:?}", error_code(&response));
     assert!(relays[0].is_ipv4() && relays[1].is_ipv6());
 }
+
+#[test]
+fn bandwidth_limit_drops_what_goes_over_and_refills() {
+    let mut w = world_with(|c| c.max_bytes_per_second = Some(1000));
+    let client = udp("198.51.100.1:5000");
+    let login = w.login(client, "alice", "alice-pw");
+    let relay = relayed(&w.allocate(client, &login, &[]))[0];
+    let relay_id = RelayId(u32::from(relay.port()));
+    let peer: SocketAddr = "203.0.113.5:7000".parse().unwrap();
+    let response = w.call(
+        client,
+        Method::CHANNEL_BIND,
+        Some(&login),
+        &[Attribute::ChannelNumber(0x4000), Attribute::XorPeerAddress(peer)],
+    );
+    assert_eq!(error_code(&response), None);
+    let mut data = Vec::new();
+    ChannelData::encode(0x4000, &[7; 400], false, &mut data);
+    let relayed: Vec<bool> =
+        (0..4).map(|_| matches!(w.send(client, &data), ClientAction::ToPeer { .. })).collect();
+    assert_eq!(relayed, [true, true, false, false], "1000 bytes of budget hold two 400-byte packets");
+    // The peer's direction shares the budget.
+    assert_eq!(w.server.handle_peer(w.now, relay_id, peer, &[1; 300], &mut w.out), PeerAction::Nothing);
+    w.now += Duration::from_millis(500);
+    assert!(matches!(w.send(client, &data), ClientAction::ToPeer { .. }), "half a second refills 500 bytes");
+    assert_eq!(w.server.stats().over_bandwidth, 3);
+}
