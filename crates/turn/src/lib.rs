@@ -6,12 +6,13 @@
 //! and Data indications, ChannelData over datagrams and streams (padding), the error codes
 //! 400/401/403/420/437/438/440/441/442/443/486/508; long-term credentials (MD5 and SHA-256
 //! password algorithms), static users and TURN REST secrets, stateless nonces, a bounded
-//! per-IP limit on 401 answers; a peer address policy refusing special-purpose ranges.
+//! per-IP limit on 401 answers; a peer address policy refusing special-purpose ranges;
+//! quotas per user, per server and (optionally) bandwidth per allocation.
 //!
 //! The client side ([`TurnClient`]): Allocate with the 401/438 credential dance, Refresh,
 //! CreatePermission, ChannelBind, Send indications and ChannelData, retransmissions.
 //!
-//! Not yet: RFC 6062 TCP allocations, bandwidth quotas.
+//! Not yet: RFC 6062 TCP allocations.
 //!
 //! Driving loop (the `server` crate does this with real sockets):
 //!
