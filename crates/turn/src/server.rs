@@ -466,6 +466,10 @@ impl TurnServer {
                     Ok(auth) => auth,
                     Err(action) => return action,
                 };
+                // RFC 8656 §7.3, §9.2, §12.2: everything but Allocate needs an allocation.
+                if method != Method::ALLOCATE && !self.allocations.contains_key(&tuple) {
+                    return self.error(out, &reply, ErrorCode::ALLOCATION_MISMATCH, Some(&auth));
+                }
                 match method {
                     Method::ALLOCATE => self.allocate(now, tuple, &message, auth, out, &reply, relays),
                     Method::REFRESH => self.refresh(now, tuple, &message, auth, out, &reply, relays),
@@ -879,9 +883,6 @@ impl TurnServer {
         out: &mut Vec<u8>,
         reply: &Reply,
     ) -> Handled {
-        if !self.allocations.contains_key(&tuple) {
-            return self.error(out, reply, ErrorCode::ALLOCATION_MISMATCH, Some(&auth));
-        }
         let mut peers = [None::<IpAddr>; 16];
         let mut count = 0;
         for raw in message.attributes().filter(|a| a.typ == AttributeType::XOR_PEER_ADDRESS) {
@@ -899,7 +900,9 @@ impl TurnServer {
             return self.error(out, reply, ErrorCode::BAD_REQUEST, Some(&auth));
         }
         let max = self.config.max_permissions_per_allocation;
-        let allocation = self.allocations.get_mut(&tuple).expect("checked above");
+        let Some(allocation) = self.allocations.get_mut(&tuple) else {
+            return self.error(out, reply, ErrorCode::ALLOCATION_MISMATCH, Some(&auth));
+        };
         let new =
             peers[..count].iter().flatten().filter(|ip| !allocation.permissions.contains_key(ip)).count();
         if allocation.permissions.len() + new > max {
@@ -920,9 +923,6 @@ impl TurnServer {
         out: &mut Vec<u8>,
         reply: &Reply,
     ) -> Handled {
-        if !self.allocations.contains_key(&tuple) {
-            return self.error(out, reply, ErrorCode::ALLOCATION_MISMATCH, Some(&auth));
-        }
         let number = match message.get(AttributeType::CHANNEL_NUMBER) {
             Some(Ok(Attribute::ChannelNumber(n))) if (CHANNEL_MIN..=CHANNEL_MAX).contains(&n) => n,
             _ => return self.error(out, reply, ErrorCode::BAD_REQUEST, Some(&auth)),
@@ -935,7 +935,7 @@ impl TurnServer {
         }
         let max = self.config.max_channels_per_allocation;
         let max_permissions = self.config.max_permissions_per_allocation;
-        let allocation = self.allocations.get_mut(&tuple).expect("checked above");
+        let allocation = self.allocations.get_mut(&tuple).expect("check_peer found the allocation");
         // RFC 8656 §12.2: a channel is bound to one peer and a peer to one channel.
         let bound_peer = allocation.channels.get(&number).map(|(p, _)| *p);
         let bound_number = allocation.channel_of_peer.get(&peer).copied();

@@ -482,6 +482,21 @@ fn refresh_zero_deletes_and_expiry_closes_relays() {
 }
 
 #[test]
+fn requests_other_than_allocate_need_an_allocation() {
+    let mut w = world();
+    let client = udp("198.51.100.1:5000");
+    let login = w.login(client, "alice", "alice-pw");
+    let peer = Attribute::XorPeerAddress("203.0.113.5:9".parse().unwrap());
+    for (method, attrs) in [
+        (Method::REFRESH, vec![]),
+        (Method::CREATE_PERMISSION, vec![peer]),
+        (Method::CHANNEL_BIND, vec![Attribute::ChannelNumber(0x4000), peer]),
+    ] {
+        assert_eq!(error_code(&w.call(client, method, Some(&login), &attrs)), Some(437), "{method:?}");
+    }
+}
+
+#[test]
 fn another_user_on_an_allocation_gets_441() {
     let mut w = world();
     let client = udp("198.51.100.1:5000");
