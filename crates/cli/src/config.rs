@@ -35,6 +35,14 @@ pub struct FileConfig {
     pub cert: Option<std::path::PathBuf>,
     pub key: Option<std::path::PathBuf>,
     pub tls_listen: Option<SocketAddr>,
+    // `peerlink serve`: signaling and the browser app.
+    pub http: Option<SocketAddr>,
+    pub token_secret: Option<String>,
+    pub redis: Option<String>,
+    pub max_room_peers: Option<u32>,
+    pub credential_ttl: Option<u64>,
+    pub max_message_bytes: Option<u32>,
+    pub messages_per_second: Option<u32>,
 }
 
 impl FileConfig {

@@ -30,12 +30,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run every Peerlink service in one process (today: STUN and TURN on --listen)
+    /// Run every Peerlink service in one process: the browser app and signaling on --http,
+    /// STUN and TURN on --listen
     #[command(long_about = "Run every Peerlink service in one process.\n\n\
-        Today this is STUN and TURN on --listen (UDP and TCP, same port), with a random TURN REST \
-        secret unless --auth-secret or --user is given. Signaling with the browser app (--http) \
-        arrives in a later version.")]
-    Serve(TurnArgs),
+        The browser app (video call, chat, file transfer) and the signaling WebSocket (/ws) on \
+        --http; STUN and TURN on --listen (UDP and TCP, same port). Browsers get this server's \
+        STUN and TURN in `iceServers`, with TURN REST credentials derived from the first \
+        --auth-secret (a random secret for this run when none is given). Prints the URL to open.\n\n\
+        Stops cleanly on Ctrl-C or SIGTERM.")]
+    Serve(ServeArgs),
     /// Run a STUN server (RFC 8489 Binding) on UDP and TCP
     Stun(StunArgs),
     /// Run a TURN relay (RFC 8656) on UDP and TCP; it answers STUN Binding too
@@ -128,6 +131,38 @@ struct TurnArgs {
 }
 
 #[derive(Debug, Args)]
+struct ServeArgs {
+    /// HTTP address of the browser app and of the signaling WebSocket (/ws)
+    /// [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// Require a token to join a room: an HS256 JWT signed with S whose `room` claim is the
+    /// room (or "*"); `exp` is honoured. Without it rooms are open to anyone
+    #[arg(long, value_name = "S")]
+    token_secret: Option<String>,
+    /// Share rooms with other `peerlink serve` processes through Redis pub/sub
+    /// (e.g. redis://127.0.0.1:6379/)
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// Peers in one room [default: 6]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    max_room_peers: Option<u32>,
+    /// How long the TURN credentials handed to browsers stay valid, in seconds [default: 86400]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
+    credential_ttl: Option<u64>,
+    /// Largest signaling message in bytes; larger ones are refused with `too-large`
+    /// [default: 65536]
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    max_message_bytes: Option<u32>,
+    /// Signaling messages per second one connection may send (bursts of four times as many
+    /// pass) [default: 50]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    messages_per_second: Option<u32>,
+    #[command(flatten)]
+    turn: TurnArgs,
+}
+
+#[derive(Debug, Args)]
 struct NotYet {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     args: Vec<String>,
@@ -139,7 +174,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Serve(args) => run_turn("serve", args),
+        Command::Serve(args) => run_serve(args),
         Command::Stun(args) => run_stun(args),
         Command::Turn(args) => run_turn("turn", args),
         Command::Send(_) => not_yet("send", "the native peer (file sending)"),
@@ -226,39 +261,52 @@ fn first_non_empty(cli: Vec<SocketAddr>, file: Vec<SocketAddr>, default: &str) -
     }
 }
 
-fn run_turn(command: &str, args: TurnArgs) -> anyhow::Result<()> {
-    let file = load(&args.config)?;
+/// A TURN server started from the command line and config file.
+struct Turn {
+    handle: std::sync::Arc<peerlink_server::TurnHandle>,
+    /// The secret `serve` mints browsers' credentials with.
+    rest_secret: Option<Vec<u8>>,
+    cert_key: Option<(PathBuf, PathBuf)>,
+    metrics: Option<SocketAddr>,
+}
+
+fn start_turn(command: &str, args: TurnArgs, file: &FileConfig) -> anyhow::Result<Turn> {
     let listen = match (args.listen, file.listen.as_slice()) {
         (Some(addr), _) => addr,
         (None, [addr]) => *addr,
         (None, []) => DEFAULT_LISTEN.parse().expect("valid default"),
         (None, _) => anyhow::bail!("`peerlink {command}` takes one listen address"),
     };
-    let realm = args.realm.or(file.realm).unwrap_or_else(|| "peerlink".to_owned());
+    let realm = args.realm.or(file.realm.clone()).unwrap_or_else(|| "peerlink".to_owned());
     let mut credentials = Credentials::new();
-    let users = if args.user.is_empty() { file.user } else { args.user };
+    let users = if args.user.is_empty() { file.user.clone() } else { args.user };
     for user in &users {
         let (name, pass) = config::parse_user(user).with_context(|| "bad --user".to_string())?;
         credentials.add_user(&name, &pass);
     }
-    let secrets = if args.auth_secret.is_empty() { file.auth_secret } else { args.auth_secret };
-    for secret in &secrets {
-        if secret.is_empty() {
-            anyhow::bail!("--auth-secret must not be empty");
-        }
-        credentials.add_secret(secret.as_bytes());
+    let mut secrets: Vec<Vec<u8>> =
+        if args.auth_secret.is_empty() { file.auth_secret.clone() } else { args.auth_secret }
+            .into_iter()
+            .map(String::into_bytes)
+            .collect();
+    if secrets.iter().any(Vec::is_empty) {
+        anyhow::bail!("--auth-secret must not be empty");
     }
-    if credentials.is_empty() {
-        if command == "turn" {
-            anyhow::bail!("`peerlink turn` needs credentials: give --user NAME:PASS or --auth-secret S");
-        }
-        credentials.add_secret(&random_bytes());
-        tracing::info!("no TURN credentials configured: using a random REST secret for this run");
+    if command == "turn" && users.is_empty() && secrets.is_empty() {
+        anyhow::bail!("`peerlink turn` needs credentials: give --user NAME:PASS or --auth-secret S");
+    }
+    if command == "serve" && secrets.is_empty() {
+        // Browsers get TURN credentials minted with a REST secret: one is always needed.
+        secrets.push(random_bytes().to_vec());
+        tracing::info!("no TURN REST secret configured: using a random one for this run");
+    }
+    for secret in &secrets {
+        credentials.add_secret(secret);
     }
     let relay_ips = if !args.relay_ip.is_empty() {
         args.relay_ip
     } else if !file.relay_ip.is_empty() {
-        file.relay_ip
+        file.relay_ip.clone()
     } else if !listen.ip().is_unspecified() {
         vec![listen.ip()]
     } else {
@@ -269,14 +317,14 @@ fn run_turn(command: &str, args: TurnArgs) -> anyhow::Result<()> {
     {
         anyhow::bail!("--relay-ip takes at most one IPv4 and one IPv6 address");
     }
-    let relay_ports = match args.relay_ports.or(file.relay_ports) {
+    let relay_ports = match args.relay_ports.or(file.relay_ports.clone()) {
         Some(text) => config::parse_port_range(&text).context("bad --relay-ports")?,
         None => 49152..=65535,
     };
     let policy = PeerPolicy {
         allow_loopback: args.allow_loopback_peers || file.allow_loopback_peers.unwrap_or(false),
-        allow: if args.allow_peer.is_empty() { file.allow_peer } else { args.allow_peer },
-        deny: if args.deny_peer.is_empty() { file.deny_peer } else { args.deny_peer },
+        allow: if args.allow_peer.is_empty() { file.allow_peer.clone() } else { args.allow_peer },
+        deny: if args.deny_peer.is_empty() { file.deny_peer.clone() } else { args.deny_peer },
     };
     let mut core = ServerConfig::new(&realm, credentials, random_bytes());
     core.policy = policy;
@@ -288,8 +336,8 @@ fn run_turn(command: &str, args: TurnArgs) -> anyhow::Result<()> {
         core.max_allocations = n;
     }
     core.max_bytes_per_second = args.max_bandwidth.or(file.max_bandwidth).filter(|&n| n > 0);
-    let cert = args.cert.or(file.cert);
-    let key = args.key.or(file.key);
+    let cert = args.cert.or(file.cert.clone());
+    let key = args.key.or(file.key.clone());
     let tls = match (&cert, &key) {
         (Some(cert), Some(key)) => {
             let addr = args.tls_listen.or(file.tls_listen).unwrap_or(SocketAddr::new(listen.ip(), 5349));
@@ -315,17 +363,26 @@ fn run_turn(command: &str, args: TurnArgs) -> anyhow::Result<()> {
     if let Some(addr) = handle.tls_addr() {
         println!("peerlink {command}: turn listening on {addr} (tls)");
     }
-    if command == "serve" {
-        tracing::info!("signaling and the browser app are not built yet; serving STUN and TURN");
-    }
-    let metrics = args.metrics.or(file.metrics);
-    let shared = handle.shared_stats();
-    let reloader = handle.clone();
-    runtime()?.block_on(async move {
+    Ok(Turn {
+        handle,
+        rest_secret: secrets.into_iter().next(),
+        cert_key: cert.zip(key),
+        metrics: args.metrics.or(file.metrics),
+    })
+}
+
+impl Turn {
+    /// SIGHUP reloading and metrics; call inside the runtime.
+    async fn spawn_helpers(
+        &self,
+        command: &str,
+        extra: Option<peerlink_server::metrics::Render>,
+    ) -> anyhow::Result<()> {
         // SIGHUP: read the certificate and key again (renewals), keep every allocation.
-        if let (Some(cert), Some(key)) = (cert, key) {
+        if let Some((cert, key)) = self.cert_key.clone() {
             let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                 .context("cannot listen for SIGHUP")?;
+            let reloader = self.handle.clone();
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
                     match peerlink_server::tls::load(&cert, &key) {
@@ -337,28 +394,147 @@ fn run_turn(command: &str, args: TurnArgs) -> anyhow::Result<()> {
                 }
             });
         }
-        let _task = match metrics {
-            Some(addr) => {
-                let render: peerlink_server::metrics::Render = std::sync::Arc::new(move || {
-                    let stats = shared.lock().map(|s| s.clone()).unwrap_or_default();
-                    peerlink_server::metrics::render_turn(&stats)
-                });
-                let (local, task) = peerlink_server::metrics::serve(addr, render).await?;
-                println!("peerlink {command}: metrics at http://{local}/metrics");
-                Some(task)
-            }
-            None => None,
-        };
+        if let Some(addr) = self.metrics {
+            let shared = self.handle.shared_stats();
+            let render: peerlink_server::metrics::Render = std::sync::Arc::new(move || {
+                let stats = shared.lock().map(|s| s.clone()).unwrap_or_default();
+                let mut text = peerlink_server::metrics::render_turn(&stats);
+                if let Some(extra) = &extra {
+                    text.push_str(&extra());
+                }
+                text
+            });
+            let (local, _task) = peerlink_server::metrics::serve(addr, render).await?;
+            println!("peerlink {command}: metrics at http://{local}/metrics");
+        }
+        Ok(())
+    }
+
+    fn stop(self) {
+        tracing::info!("shutting down");
+        let stats = self.handle.stats();
+        match std::sync::Arc::try_unwrap(self.handle) {
+            Ok(handle) => handle.stop(),
+            Err(_) => tracing::warn!("turn server still referenced at shutdown"),
+        }
+        tracing::info!(?stats, "turn server stopped");
+    }
+}
+
+fn run_turn(command: &str, args: TurnArgs) -> anyhow::Result<()> {
+    let file = load(&args.config)?;
+    let turn = start_turn(command, args, &file)?;
+    runtime()?.block_on(async {
+        turn.spawn_helpers(command, None).await?;
         wait_for_signal().await
     })?;
-    tracing::info!("shutting down");
-    let stats = handle.stats();
-    match std::sync::Arc::try_unwrap(handle) {
-        Ok(handle) => handle.stop(),
-        Err(_) => tracing::warn!("turn server still referenced at shutdown"),
-    }
-    tracing::info!(?stats, "turn server stopped");
+    turn.stop();
     Ok(())
+}
+
+const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+
+fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let file = load(&args.turn.config)?;
+    let http = args.http.or(file.http).unwrap_or_else(|| DEFAULT_HTTP.parse().expect("valid default"));
+    let token_secret = args.token_secret.or(file.token_secret.clone());
+    if token_secret.as_deref() == Some("") {
+        anyhow::bail!("--token-secret must not be empty");
+    }
+    let redis = args.redis.or(file.redis.clone());
+    let mut hub = peerlink_signal::HubConfig::default();
+    if let Some(n) = args.max_room_peers.or(file.max_room_peers) {
+        hub.max_room_peers = n as usize;
+    }
+    if let Some(n) = args.max_message_bytes.or(file.max_message_bytes) {
+        hub.max_frame_bytes = n as usize;
+    }
+    if let Some(n) = args.messages_per_second.or(file.messages_per_second) {
+        hub.messages_per_second = f64::from(n);
+        hub.message_burst = f64::from(n) * 4.0;
+    }
+    hub.token_secret = token_secret.map(String::into_bytes);
+    let ttl = args.credential_ttl.or(file.credential_ttl).unwrap_or(86_400);
+    let turn = start_turn("serve", args.turn, &file)?;
+    hub.ice = ice_config(&turn, std::time::Duration::from_secs(ttl));
+    runtime()?.block_on(async {
+        let signal = match &redis {
+            Some(url) => {
+                let service = peerlink_signal::redis::start(url, hub, "localhost")
+                    .await
+                    .with_context(|| format!("cannot connect to redis at {}", redact_url(url)))?;
+                println!("peerlink serve: sharing rooms through redis at {}", redact_url(url));
+                service
+            }
+            None => peerlink_signal::SignalService::start(hub, "localhost", None),
+        };
+        let metrics_signal = signal.clone();
+        let render: peerlink_server::metrics::Render =
+            std::sync::Arc::new(move || peerlink_server::metrics::render_signal(&metrics_signal.stats_now()));
+        turn.spawn_helpers("serve", Some(render)).await?;
+        let app = signal.router().merge(peerlink_server::web::router());
+        let listener = tokio::net::TcpListener::bind(http)
+            .await
+            .with_context(|| format!("cannot listen on {http} for HTTP"))?;
+        let local = listener.local_addr()?;
+        println!("peerlink serve: signaling on ws://{local}/ws");
+        println!("peerlink serve: browser app at http://{}/", browsable(local));
+        let shutdown = peerlink_server::Shutdown::new();
+        let trigger = shutdown.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).with_graceful_shutdown(async move { trigger.wait().await }).await
+        });
+        wait_for_signal().await?;
+        // Peers get a close frame (1001, going away) before the sockets go.
+        signal.shutdown().await;
+        shutdown.trigger();
+        if tokio::time::timeout(std::time::Duration::from_secs(5), server).await.is_err() {
+            tracing::warn!("http connections still open after 5 s; closing them");
+        }
+        anyhow::Ok(())
+    })?;
+    turn.stop();
+    Ok(())
+}
+
+/// `iceServers` for browsers: this server's STUN and TURN. `{host}` (the name the browser
+/// reached the app by) stands in for an unspecified listen address.
+fn ice_config(turn: &Turn, ttl: std::time::Duration) -> peerlink_signal::IceConfig {
+    let host = |addr: SocketAddr| match addr.ip() {
+        ip if ip.is_unspecified() => "{host}".to_owned(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+        IpAddr::V4(ip) => ip.to_string(),
+    };
+    let addr = turn.handle.local_addr();
+    let (h, port) = (host(addr), addr.port());
+    let mut turn_urls =
+        vec![format!("turn:{h}:{port}?transport=udp"), format!("turn:{h}:{port}?transport=tcp")];
+    if let Some(tls) = turn.handle.tls_addr() {
+        turn_urls.push(format!("turns:{}:{}?transport=tcp", host(tls), tls.port()));
+    }
+    peerlink_signal::IceConfig {
+        stun_urls: vec![format!("stun:{h}:{port}")],
+        turn_urls,
+        turn_secret: turn.rest_secret.clone(),
+        credential_ttl: ttl,
+    }
+}
+
+/// An address a browser on this machine can open.
+fn browsable(addr: SocketAddr) -> String {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => format!("127.0.0.1:{}", addr.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => format!("[::1]:{}", addr.port()),
+        _ => addr.to_string(),
+    }
+}
+
+/// A Redis URL without its password, for logs.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://…@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
 }
 
 fn random_bytes() -> [u8; 32] {

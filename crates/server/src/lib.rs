@@ -5,6 +5,8 @@
 //! each with its own `SO_REUSEPORT` socket and batched `recvmmsg`/`sendmmsg`; TCP runs on
 //! tokio. The protocol logic is `peerlink_stun::binding::respond`, which keeps no state.
 //!
+//! The browser app ([`web::router`]), embedded from `web/` at build time.
+//!
 //! A TURN server ([`turn::start`]): one mio event loop thread owning the sans-IO
 //! `peerlink_turn::TurnServer`, the client sockets (UDP and TCP) and every relay socket.
 
@@ -15,6 +17,7 @@ pub mod stun;
 pub mod tls;
 pub mod turn;
 pub mod udp;
+pub mod web;
 
 pub use shutdown::Shutdown;
 pub use stun::{StunConfig, StunServer, StunStats};

@@ -23,6 +23,39 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str
     }
 }
 
+/// Signaling counters, appended to the TURN metrics by `peerlink serve`.
+pub fn render_signal(stats: &peerlink_signal::hub::HubStats) -> String {
+    let mut out = String::new();
+    let gauges: [(&str, &str, u64); 4] = [
+        ("peerlink_signal_connections", "WebSocket connections now.", stats.connections),
+        ("peerlink_signal_peers", "Peers in a room on this node now.", stats.joined),
+        ("peerlink_signal_rooms", "Rooms with at least one peer now.", stats.rooms),
+        ("peerlink_signal_remote_peers", "Peers known on other nodes of the cluster.", stats.remote_peers),
+    ];
+    for (name, help, value) in gauges {
+        metric(&mut out, name, "gauge", help, &[("", value)]);
+    }
+    let counters: [(&str, &str, u64); 5] = [
+        ("peerlink_signal_relayed_total", "Signal messages relayed.", stats.signals_relayed),
+        ("peerlink_signal_errors_total", "Error frames sent.", stats.errors_sent),
+        (
+            "peerlink_signal_closed_abuse_total",
+            "Connections closed for abuse (1008).",
+            stats.closed_for_abuse,
+        ),
+        (
+            "peerlink_signal_closed_idle_total",
+            "Connections dropped after keepalive silence.",
+            stats.closed_idle,
+        ),
+        ("peerlink_signal_refused_full_total", "Connections refused: server full.", stats.refused_full),
+    ];
+    for (name, help, value) in counters {
+        metric(&mut out, name, "counter", help, &[("", value)]);
+    }
+    out
+}
+
 pub fn render_turn(stats: &TurnStats) -> String {
     let mut out = String::new();
     metric(&mut out, "peerlink_turn_allocations", "gauge", "Allocations now.", &[("", stats.allocations)]);

@@ -1,0 +1,269 @@
+//! A signaling client for native peers: joins a room, relays `signal`s, and reconnects
+//! (then rejoins, under a new peer id) when the connection drops.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use peerlink_signal::{ClientEvent, SignalClient};
+//! let mut client = SignalClient::connect("ws://127.0.0.1:8080/ws", "room", "bot", None);
+//! while let Some(event) = client.next_event().await {
+//!     match event {
+//!         ClientEvent::Joined { peers, .. } => {
+//!             for p in peers {
+//!                 client.signal(&p.id, serde_json::json!({"hello": 1})).await.ok();
+//!             }
+//!         }
+//!         ClientEvent::Closed { .. } => break,
+//!         _ => {}
+//!     }
+//! }
+//! # }
+//! ```
+
+use crate::protocol::{IceServer, PeerInfo, ServerMessage};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::value::RawValue;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+/// What the client tells its user.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// In the room (again, after a reconnection: `id` is new, `peers` is current).
+    Joined {
+        id: String,
+        peers: Vec<PeerInfo>,
+        ice_servers: Vec<IceServer>,
+    },
+    PeerJoined(PeerInfo),
+    PeerLeft(String),
+    Signal {
+        from: String,
+        data: Box<RawValue>,
+    },
+    /// An `error` frame that did not end the session (e.g. `unknown-peer`).
+    Error {
+        code: String,
+        message: String,
+    },
+    /// The connection dropped; the client is trying again.
+    Disconnected {
+        reason: String,
+    },
+    /// The client stopped for good: closed by the user, or refused in a way retrying
+    /// cannot fix (bad room or name, no valid token).
+    Closed {
+        reason: String,
+    },
+}
+
+/// Caller mistakes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("not connected to the signaling server")]
+    NotConnected,
+    #[error("the client was closed")]
+    Closed,
+}
+
+enum Command {
+    Signal(String),
+    Close,
+}
+
+/// Handle to a client running on the current tokio runtime.
+#[derive(Debug)]
+pub struct SignalClient {
+    commands: mpsc::Sender<Command>,
+    events: mpsc::Receiver<ClientEvent>,
+    connected: tokio::sync::watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Signal(_) => "Signal",
+            Command::Close => "Close",
+        })
+    }
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+impl SignalClient {
+    /// Connects to `url` (`ws://host:port/ws`) and joins `room` as `name`; retries until
+    /// [`SignalClient::close`].
+    pub fn connect(url: &str, room: &str, name: &str, token: Option<String>) -> SignalClient {
+        let (commands, command_rx) = mpsc::channel(256);
+        let (event_tx, events) = mpsc::channel(256);
+        let (connected_tx, connected) = tokio::sync::watch::channel(false);
+        let mut join = serde_json::json!({"type": "join", "room": room, "name": name});
+        if let Some(token) = token {
+            join["token"] = token.into();
+        }
+        let task =
+            Task { url: url.to_owned(), join: join.to_string(), events: event_tx, connected: connected_tx };
+        tokio::spawn(task.run(command_rx));
+        SignalClient { commands, events, connected }
+    }
+
+    /// Sends `data` to a peer of the room, as `{"type":"signal","to":..,"data":..}`.
+    pub async fn signal(&self, to: &str, data: serde_json::Value) -> Result<(), ClientError> {
+        if !*self.connected.borrow() {
+            return Err(ClientError::NotConnected);
+        }
+        let text = serde_json::json!({"type": "signal", "to": to, "data": data}).to_string();
+        self.commands.send(Command::Signal(text)).await.map_err(|_| ClientError::Closed)
+    }
+
+    /// The next event; `None` after `Closed`.
+    pub async fn next_event(&mut self) -> Option<ClientEvent> {
+        self.events.recv().await
+    }
+
+    /// Leaves the room and closes the connection.
+    pub async fn close(&self) {
+        let _ = self.commands.send(Command::Close).await;
+    }
+}
+
+struct Task {
+    url: String,
+    join: String,
+    events: mpsc::Sender<ClientEvent>,
+    connected: tokio::sync::watch::Sender<bool>,
+}
+
+enum End {
+    Lost(String),
+    Fatal(String),
+    ByUser,
+}
+
+impl Task {
+    async fn run(self, mut commands: mpsc::Receiver<Command>) {
+        let mut backoff = BACKOFF_MIN;
+        let reason = loop {
+            let end = match tokio_tungstenite::connect_async(self.url.as_str()).await {
+                Ok((ws, _)) => self.session(ws, &mut commands, &mut backoff).await,
+                Err(e) => End::Lost(format!("cannot connect to {}: {e}", self.url)),
+            };
+            self.connected.send_replace(false);
+            match end {
+                End::ByUser => break "closed".to_owned(),
+                End::Fatal(reason) => break reason,
+                End::Lost(reason) => {
+                    tracing::debug!(%reason, ?backoff, "signaling connection lost; reconnecting");
+                    if self.events.send(ClientEvent::Disconnected { reason }).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            // Commands queued while away are dropped (they named peers of an old session);
+            // a Close among them is honoured.
+            let sleep = tokio::time::sleep(jitter(backoff));
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    command = commands.recv() => match command {
+                        Some(Command::Signal(_)) => {}
+                        Some(Command::Close) | None => {
+                            let _ = self.events.send(ClientEvent::Closed { reason: "closed".into() }).await;
+                            return;
+                        }
+                    }
+                }
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        };
+        let _ = self.events.send(ClientEvent::Closed { reason }).await;
+    }
+
+    async fn session<S>(
+        &self,
+        mut ws: tokio_tungstenite::WebSocketStream<S>,
+        commands: &mut mpsc::Receiver<Command>,
+        backoff: &mut Duration,
+    ) -> End
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        if let Err(e) = ws.send(Message::text(self.join.clone())).await {
+            return End::Lost(e.to_string());
+        }
+        let mut joined = false;
+        loop {
+            tokio::select! {
+                message = ws.next() => {
+                    let text = match message {
+                        Some(Ok(Message::Text(text))) => text,
+                        Some(Ok(Message::Close(frame))) => {
+                            let reason = frame.map_or_else(|| "closed by the server".to_owned(), |f| {
+                                format!("closed by the server: {} {}", u16::from(f.code), f.reason)
+                            });
+                            return End::Lost(reason);
+                        }
+                        Some(Ok(_)) => continue,
+                        Some(Err(e)) => return End::Lost(e.to_string()),
+                        None => return End::Lost("connection closed".to_owned()),
+                    };
+                    let event = match ServerMessage::parse(text.as_str()) {
+                        Ok(ServerMessage::Welcome { id, peers, ice_servers, .. }) => {
+                            joined = true;
+                            *backoff = BACKOFF_MIN;
+                            self.connected.send_replace(true);
+                            ClientEvent::Joined { id, peers, ice_servers }
+                        }
+                        Ok(ServerMessage::PeerJoined { peer }) => ClientEvent::PeerJoined(peer),
+                        Ok(ServerMessage::PeerLeft { id }) => ClientEvent::PeerLeft(id),
+                        Ok(ServerMessage::Signal { from, data }) => ClientEvent::Signal { from, data },
+                        Ok(ServerMessage::Error { code, message }) => {
+                            if !joined {
+                                match code.as_str() {
+                                    "bad-room" | "bad-name" | "unauthorized" => {
+                                        return End::Fatal(format!("join refused: {code}: {message}"))
+                                    }
+                                    "room-full" | "server-full" => {
+                                        return End::Lost(format!("join refused: {code}: {message}"))
+                                    }
+                                    _ => {}
+                                }
+                            }
+                            ClientEvent::Error { code, message }
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "ignoring a frame this client does not understand");
+                            continue;
+                        }
+                    };
+                    if self.events.send(event).await.is_err() {
+                        return End::ByUser;
+                    }
+                }
+                command = commands.recv() => match command {
+                    Some(Command::Signal(text)) => {
+                        if let Err(e) = ws.send(Message::text(text)).await {
+                            return End::Lost(e.to_string());
+                        }
+                    }
+                    Some(Command::Close) | None => {
+                        let _ = ws.send(Message::text(r#"{"type":"leave"}"#)).await;
+                        let _ = ws.close(None).await;
+                        return End::ByUser;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// ±25 % so clients dropped together do not come back together.
+fn jitter(d: Duration) -> Duration {
+    let mut b = [0u8; 1];
+    let _ = getrandom::getrandom(&mut b);
+    d.mul_f64(0.75 + f64::from(b[0]) / 510.0)
+}
