@@ -43,6 +43,9 @@ tests/e2e/turn-client-coturn.sh target/release/examples/turn_probe
 step "end-to-end: headless Chromium relays a data channel through peerlink turn"
 tests/e2e/turn-chromium.sh target/release/peerlink
 
+step "end-to-end: the browser app in headless Chromium (video, chat, 20 MB file; direct and relay-only)"
+tests/e2e/web-chromium.sh target/release/peerlink
+
 fuzz_seconds=${FUZZ_SECONDS:-20}
 if [ "$fuzz_seconds" -gt 0 ]; then
     # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
