@@ -2,7 +2,7 @@
 # Installs what the test suites need, idempotently, on Debian with the Rust toolchain:
 #   coturn (turnutils_* and turnserver: third-party STUN/TURN clients and the benchmark
 #   reference), Debian's Chromium driven by playwright-core from npm (never a downloaded
-#   browser), Node.js if missing, rustfmt and clippy, and cargo-fuzz.
+#   browser), Node.js if missing, redis-server (the multi-node signaling test), rustfmt and clippy, and cargo-fuzz.
 set -euo pipefail
 
 need_apt=()
@@ -11,16 +11,19 @@ command -v python3 >/dev/null || need_apt+=(python3)
 command -v chromium >/dev/null || need_apt+=(chromium chromium-driver)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing Debian packages: ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-# The coturn package may start a system turnserver on 3478; the tests use their own.
-if command -v systemctl >/dev/null && systemctl is-active --quiet coturn 2>/dev/null; then
-    systemctl stop coturn || true
-fi
+# The coturn and redis packages may start system services; the tests start their own.
+for service in coturn redis-server; do
+    if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
+        systemctl stop "$service" || true
+    fi
+done
 
 if command -v rustup >/dev/null; then
     rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt

@@ -124,9 +124,15 @@ impl SignalClient {
         self.events.recv().await
     }
 
-    /// Leaves the room and closes the connection.
-    pub async fn close(&self) {
+    /// Sends what is queued, leaves the room, closes the connection, and returns once that
+    /// is done (events still pending are dropped).
+    pub async fn close(&mut self) {
         let _ = self.commands.send(Command::Close).await;
+        while let Some(event) = self.events.recv().await {
+            if let ClientEvent::Closed { .. } = event {
+                break;
+            }
+        }
     }
 }
 

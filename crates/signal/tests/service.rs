@@ -253,12 +253,8 @@ async fn clients_signal_each_other_and_reconnect_after_a_server_restart() {
         }
     }
     assert!(rejoined);
-    alice.close().await;
-    loop {
-        if let ClientEvent::Closed { .. } = next_event(&mut alice).await {
-            break;
-        }
-    }
+    tokio::time::timeout(WAIT, alice.close()).await.expect("closed in time");
+    assert!(alice.next_event().await.is_none(), "nothing after close");
 }
 
 #[tokio::test]
