@@ -49,11 +49,9 @@ async fn run(url: &str, room: &str, name: &str, want: usize, want_left: usize) -
                 new.extend(peers.into_iter().map(|p| p.id));
             }
             ClientEvent::PeerJoined(p) => new.push(p.id),
-            ClientEvent::PeerLeft(id) => {
-                if known.contains(&id) {
-                    left += 1;
-                    println!("{name}: left {left}");
-                }
+            ClientEvent::PeerLeft(id) if known.contains(&id) => {
+                left += 1;
+                println!("{name}: left {left}");
             }
             ClientEvent::Signal { from, data } => {
                 if heard.insert(from.clone()) {
