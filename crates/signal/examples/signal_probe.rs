@@ -53,10 +53,9 @@ async fn run(url: &str, room: &str, name: &str, want: usize, want_left: usize) -
                 left += 1;
                 println!("{name}: left {left}");
             }
-            ClientEvent::Signal { from, data } => {
-                if heard.insert(from.clone()) {
-                    println!("{name}: signal from {from}: {}", data.get());
-                }
+            ClientEvent::Signal { from, data } if !heard.contains(&from) => {
+                println!("{name}: signal from {from}: {}", data.get());
+                heard.insert(from);
             }
             ClientEvent::Error { code, message } => return Err(format!("error {code}: {message}")),
             ClientEvent::Disconnected { reason } => return Err(format!("disconnected: {reason}")),
