@@ -35,7 +35,7 @@ pub fn render_signal(stats: &peerlink_signal::hub::HubStats) -> String {
     for (name, help, value) in gauges {
         metric(&mut out, name, "gauge", help, &[("", value)]);
     }
-    let counters: [(&str, &str, u64); 5] = [
+    let counters: [(&str, &str, u64); 6] = [
         ("peerlink_signal_relayed_total", "Signal messages relayed.", stats.signals_relayed),
         ("peerlink_signal_errors_total", "Error frames sent.", stats.errors_sent),
         (
@@ -48,6 +48,7 @@ pub fn render_signal(stats: &peerlink_signal::hub::HubStats) -> String {
             "Connections dropped after keepalive silence.",
             stats.closed_idle,
         ),
+        ("peerlink_signal_dropped_slow_total", "Connections dropped for not reading.", stats.dropped_slow),
         ("peerlink_signal_refused_full_total", "Connections refused: server full.", stats.refused_full),
     ];
     for (name, help, value) in counters {

@@ -18,7 +18,7 @@ mod embedded {
 /// No inline script, nothing from elsewhere: the app works on a LAN with no internet, and
 /// a name or chat message can never become markup that runs.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
-    media-src 'self' blob: mediastream:; connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; \
+    media-src 'self' blob: mediastream:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
     frame-ancestors 'none'; form-action 'self'";
 
 /// Routes for the app's files.

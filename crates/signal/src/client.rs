@@ -92,6 +92,9 @@ impl std::fmt::Debug for Command {
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The server pings every 10 s: this long without any frame means the path is dead.
+const SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl SignalClient {
     /// Connects to `url` (`ws://host:port/ws`) and joins `room` as `name`; retries until
@@ -151,11 +154,21 @@ enum End {
 
 impl Task {
     async fn run(self, mut commands: mpsc::Receiver<Command>) {
+        if !self.url.starts_with("ws://") {
+            let reason = format!("{}: only ws:// URLs are supported (no TLS in this client yet)", self.url);
+            let _ = self.events.send(ClientEvent::Closed { reason }).await;
+            return;
+        }
         let mut backoff = BACKOFF_MIN;
         let reason = loop {
-            let end = match tokio_tungstenite::connect_async(self.url.as_str()).await {
-                Ok((ws, _)) => self.session(ws, &mut commands, &mut backoff).await,
-                Err(e) => End::Lost(format!("cannot connect to {}: {e}", self.url)),
+            let connect =
+                tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(self.url.as_str()));
+            let end = match connect.await {
+                Ok(Ok((ws, _))) => self.session(ws, &mut commands, &mut backoff).await,
+                Ok(Err(e)) => End::Lost(format!("cannot connect to {}: {e}", self.url)),
+                Err(_) => {
+                    End::Lost(format!("cannot connect to {}: no answer in {CONNECT_TIMEOUT:?}", self.url))
+                }
             };
             self.connected.send_replace(false);
             match end {
@@ -204,7 +217,10 @@ impl Task {
         let mut joined = false;
         loop {
             tokio::select! {
-                message = ws.next() => {
+                message = tokio::time::timeout(SILENCE_TIMEOUT, ws.next()) => {
+                    let Ok(message) = message else {
+                        return End::Lost(format!("nothing from the server in {SILENCE_TIMEOUT:?}"));
+                    };
                     let text = match message {
                         Some(Ok(Message::Text(text))) => text,
                         Some(Ok(Message::Close(frame))) => {

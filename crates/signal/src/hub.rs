@@ -28,7 +28,7 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_TRY_AGAIN: u16 = 1013;
 
 /// Limits and the `iceServers` handed out. `Default` is what `peerlink serve` uses.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HubConfig {
     /// Largest text frame accepted; larger ones get `too-large`.
     pub max_frame_bytes: usize,
@@ -62,6 +62,22 @@ impl Default for HubConfig {
             token_secret: None,
             ice: IceConfig::default(),
         }
+    }
+}
+
+impl std::fmt::Debug for HubConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubConfig")
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("messages_per_second", &self.messages_per_second)
+            .field("message_burst", &self.message_burst)
+            .field("max_room_peers", &self.max_room_peers)
+            .field("max_connections", &self.max_connections)
+            .field("ping_interval", &self.ping_interval)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("token_secret", &self.token_secret.as_ref().map(|_| "<redacted>"))
+            .field("ice", &self.ice)
+            .finish()
     }
 }
 
@@ -116,6 +132,7 @@ pub struct HubStats {
     pub errors_sent: u64,
     pub closed_for_abuse: u64,
     pub closed_idle: u64,
+    pub dropped_slow: u64,
     pub refused_full: u64,
 }
 
@@ -180,7 +197,6 @@ struct Peer {
 }
 
 /// Every room of this node (and, in a cluster, the other nodes' members of them).
-#[derive(Debug)]
 pub struct Hub {
     config: HubConfig,
     node: String,
@@ -196,10 +212,25 @@ pub struct Hub {
     /// Other nodes of the cluster → when we last heard them.
     nodes: HashMap<String, Instant>,
     clustered: bool,
+    /// Shutting down: no new connections.
+    closing: bool,
     next_tick: Instant,
     next_heartbeat: Instant,
     out: VecDeque<Output>,
     stats: HubStats,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No id key, no token secret.
+        f.debug_struct("Hub")
+            .field("node", &self.node)
+            .field("connections", &self.conns.len())
+            .field("peers", &self.peers.len())
+            .field("rooms", &self.rooms.len())
+            .field("nodes", &self.nodes.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Hub {
@@ -218,6 +249,7 @@ impl Hub {
             rooms: HashMap::new(),
             nodes: HashMap::new(),
             clustered: false,
+            closing: false,
             next_tick: now + TICK,
             next_heartbeat: now,
             out: VecDeque::new(),
@@ -274,7 +306,7 @@ impl Hub {
     /// A WebSocket was accepted; `host` is the host name the client reached us by.
     /// `None` when this node is full (close the socket with [`CLOSE_TRY_AGAIN`]).
     pub fn connect(&mut self, now: Instant, host: &str) -> Option<ConnId> {
-        if self.conns.len() >= self.config.max_connections {
+        if self.closing || self.conns.len() >= self.config.max_connections {
             self.stats.refused_full += 1;
             return None;
         }
@@ -304,6 +336,14 @@ impl Hub {
         }
     }
 
+    /// The driver gave up on a connection that does not read what it is sent.
+    pub fn drop_slow(&mut self, now: Instant, conn: ConnId) {
+        if self.conns.contains_key(&conn) {
+            self.stats.dropped_slow += 1;
+            self.disconnect(now, conn);
+        }
+    }
+
     /// A pong (or any other sign of life that is not a frame).
     pub fn handle_pong(&mut self, now: Instant, conn: ConnId) {
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -325,15 +365,24 @@ impl Hub {
         }
     }
 
+    /// A text frame over `max_frame_bytes` (the driver may check sizes itself and not pass
+    /// such frames on).
+    pub fn handle_oversized(&mut self, now: Instant, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.last_heard = now;
+            let message = "frame larger than the server accepts";
+            self.refuse(now, conn, ErrorCode::TooLarge, message, STRIKE_BAD);
+        }
+    }
+
     /// One text frame from a client.
     pub fn handle_text(&mut self, now: Instant, conn: ConnId, text: &str) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
         c.last_heard = now;
         if text.len() > self.config.max_frame_bytes {
-            let message = "frame larger than the server accepts";
-            self.refuse(now, conn, ErrorCode::TooLarge, message, STRIKE_BAD);
-            return;
+            return self.handle_oversized(now, conn);
         }
+        let Some(c) = self.conns.get_mut(&conn) else { return };
         let (rate, burst) = (self.config.messages_per_second, self.config.message_burst);
         if !c.rate.take(now, 1.0, rate, burst) {
             // One error per throttled stretch, not one per message: no amplification.
@@ -506,8 +555,9 @@ impl Hub {
         self.out.push_back(Output::Close { conn, code, reason });
     }
 
-    /// The server is stopping: every connection is closed with 1001.
+    /// The server is stopping: every connection is closed with 1001 and new ones refused.
     pub fn close_all(&mut self, now: Instant) {
+        self.closing = true;
         let mut ids: Vec<ConnId> = self.conns.keys().copied().collect();
         ids.sort();
         for id in ids {
@@ -576,6 +626,20 @@ impl Hub {
             }
             ClusterMessage::Heartbeat { .. } => {}
             ClusterMessage::Announce { peers, .. } => {
+                // The node's whole membership: whoever it no longer lists has left (a `left`
+                // may have been lost while the link was down).
+                let listed: std::collections::HashSet<&str> = peers.iter().map(|p| p.id.as_str()).collect();
+                let gone: Vec<String> = self
+                    .peers
+                    .iter()
+                    .filter(|(id, p)| {
+                        matches!(&p.at, Location::Remote(n) if *n == node) && !listed.contains(id.as_str())
+                    })
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in gone {
+                    self.remove_peer(&id, false);
+                }
                 for peer in peers {
                     self.add_remote(&node, peer);
                 }
@@ -608,7 +672,13 @@ impl Hub {
     }
 
     fn add_remote(&mut self, node: &str, peer: RemotePeer) {
-        if self.peers.contains_key(&peer.id) || !protocol::valid_room(&peer.room) {
+        let plausible_id =
+            (1..=64).contains(&peer.id.len()) && peer.id.bytes().all(|b| b.is_ascii_alphanumeric());
+        if self.peers.contains_key(&peer.id)
+            || !plausible_id
+            || !protocol::valid_room(&peer.room)
+            || !protocol::valid_name(&peer.name)
+        {
             return;
         }
         let info = PeerInfo { id: peer.id.clone(), name: peer.name.clone() };

@@ -93,10 +93,19 @@ pub fn valid_room(room: &str) -> bool {
         && bytes.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
 }
 
-/// A display name: 1–32 characters, none of them a control character, not only spaces.
+/// A display name: 1–32 characters, not only spaces, none of them a control character, a
+/// line or paragraph separator, or an invisible formatting character (bidi overrides,
+/// zero-width characters) that could make one name pose as another or break a line.
 pub fn valid_name(name: &str) -> bool {
     let count = name.chars().count();
-    (1..=MAX_NAME_CHARS).contains(&count) && !name.chars().any(char::is_control) && !name.trim().is_empty()
+    (1..=MAX_NAME_CHARS).contains(&count) && !name.chars().any(invisible) && !name.trim().is_empty()
+}
+
+fn invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
 }
 
 /// A peer as listed in `welcome` and `peer-joined`.
@@ -340,7 +349,8 @@ mod tests {
         }
         assert!(valid_name("Zoë ☕"));
         assert!(valid_name(&"é".repeat(32)));
-        for bad in ["", "   ", "a\u{7}", "a\nb", &"x".repeat(33)] {
+        for bad in ["", "   ", "a\u{7}", "a\nb", &"x".repeat(33), "ad\u{202E}nim", "a\u{200B}", "a\u{2028}b"]
+        {
             assert!(!valid_name(bad), "{bad:?}");
         }
     }

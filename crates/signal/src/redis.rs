@@ -23,27 +23,40 @@ pub async fn start(
     default_host: &str,
 ) -> Result<SignalService, ::redis::RedisError> {
     let client = ::redis::Client::open(url)?;
-    // Both connections up before the hub says hello, so the answers are heard.
-    let publisher = client.get_multiplexed_async_connection().await?;
+    // Both connections up before the hub says hello, so the answers are heard. The
+    // connection manager reconnects by itself after Redis restarts.
+    let publisher = ::redis::aio::ConnectionManager::new(client.clone()).await?;
     let mut subscriber = client.get_async_pubsub().await?;
     subscriber.subscribe(CHANNEL).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let service = SignalService::start(config, default_host, Some(tx));
-    tokio::spawn(publish(publisher, rx));
+    tokio::spawn(publish(publisher, rx, service.clone()));
     tokio::spawn(subscribe(client, subscriber, service.clone()));
     Ok(service)
 }
 
 async fn publish(
-    mut conn: ::redis::aio::MultiplexedConnection,
+    mut conn: ::redis::aio::ConnectionManager,
     mut rx: mpsc::UnboundedReceiver<ClusterMessage>,
+    service: SignalService,
 ) {
+    let mut failing = false;
     while let Some(msg) = rx.recv().await {
         let result: Result<i64, _> =
             ::redis::cmd("PUBLISH").arg(CHANNEL).arg(msg.encode()).query_async(&mut conn).await;
-        if let Err(e) = result {
-            // The multiplexed connection reconnects by itself on the next command.
-            tracing::warn!(error = %e, "cannot publish to redis; other nodes miss this message");
+        match result {
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "cannot publish to redis; other nodes miss news until it is back");
+            }
+            Err(_) => {}
+            Ok(_) if failing => {
+                // Others missed what failed: tell them everything again.
+                failing = false;
+                tracing::info!("publishing to redis again; announcing this node's peers");
+                service.resync_cluster().await;
+            }
+            Ok(_) => {}
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::cluster::ClusterMessage;
 use crate::hub::{ConnId, Hub, HubConfig, HubStats, Output, CLOSE_TRY_AGAIN};
+use axum::extract::ws::Utf8Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -10,19 +11,25 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 
-/// Frames queued for one connection; a client that lets this many pile up is too slow and
-/// is dropped rather than slowing everyone down.
+/// Frames queued for one connection...
 const OUTBOX: usize = 512;
+/// ...and their bytes: a client that lets either pile up is too slow (or not reading on
+/// purpose) and is dropped rather than holding the server's memory.
+const OUTBOX_BYTES: usize = 1 << 20;
+/// Pongs (signs of life) forwarded to the hub at most this often per connection.
+const PONG_INTERVAL: Duration = Duration::from_secs(1);
 /// A write that takes longer than this ends the connection.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 enum Input {
-    Connect { host: String, outbox: mpsc::Sender<Frame>, reply: oneshot::Sender<Option<ConnId>> },
-    Text(ConnId, String),
+    Connect { host: String, outbox: Outbox, reply: oneshot::Sender<Option<ConnId>> },
+    Text(ConnId, Utf8Bytes),
+    TooLarge(ConnId),
     Binary(ConnId),
     Pong(ConnId),
     Disconnect(ConnId),
@@ -30,6 +37,15 @@ enum Input {
     Resync,
     Shutdown,
     Stats(oneshot::Sender<HubStats>),
+}
+
+/// The hub task's way to one connection.
+struct Outbox {
+    frames: mpsc::Sender<Frame>,
+    /// Bytes of text queued and not yet written; the connection task subtracts.
+    queued: Arc<AtomicUsize>,
+    /// Fired to end the connection at once, queued frames unsent.
+    kill: Option<oneshot::Sender<()>>,
 }
 
 #[derive(Debug)]
@@ -46,6 +62,7 @@ pub struct SignalService {
     /// Frames above this are refused by the WebSocket layer itself (connection closed);
     /// between `max_frame_bytes` and this the hub answers `too-large` and keeps it.
     hard_frame_limit: usize,
+    max_frame_bytes: usize,
     default_host: Arc<str>,
     stats: tokio::sync::watch::Receiver<HubStats>,
 }
@@ -65,7 +82,8 @@ impl SignalService {
         default_host: &str,
         cluster: Option<mpsc::UnboundedSender<ClusterMessage>>,
     ) -> SignalService {
-        let hard_frame_limit = (config.max_frame_bytes * 4).max(1 << 20);
+        let max_frame_bytes = config.max_frame_bytes;
+        let hard_frame_limit = (max_frame_bytes * 2).max(128 * 1024);
         let now = Instant::now();
         let unix = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let mut seed = [0u8; 32];
@@ -77,7 +95,7 @@ impl SignalService {
         let (inputs, rx) = mpsc::channel(4096);
         let (stats_tx, stats) = tokio::sync::watch::channel(HubStats::default());
         tokio::spawn(run_hub(hub, rx, cluster, stats_tx));
-        SignalService { inputs, hard_frame_limit, default_host: default_host.into(), stats }
+        SignalService { inputs, hard_frame_limit, max_frame_bytes, default_host: default_host.into(), stats }
     }
 
     /// A message from another node.
@@ -122,8 +140,11 @@ async fn upgrade(State(service): State<SignalService>, headers: HeaderMap, ws: W
         .and_then(|h| h.to_str().ok())
         .and_then(host_name)
         .map_or_else(|| service.default_host.to_string(), str::to_owned);
+    // Small buffers: a signaling peer is idle most of the time (they grow for large frames).
     ws.max_message_size(service.hard_frame_limit)
         .max_frame_size(service.hard_frame_limit)
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| connection(service, socket, host))
 }
 
@@ -139,24 +160,40 @@ fn host_name(header: &str) -> Option<&str> {
 }
 
 async fn connection(service: SignalService, mut socket: WebSocket, host: String) {
-    let (outbox, mut frames) = mpsc::channel(OUTBOX);
+    let (tx, mut frames) = mpsc::channel(OUTBOX);
+    let (kill, mut killed) = oneshot::channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let outbox = Outbox { frames: tx, queued: queued.clone(), kill: Some(kill) };
     let (reply, id) = oneshot::channel();
     if service.inputs.send(Input::Connect { host, outbox, reply }).await.is_err() {
         return;
     }
     let Ok(Some(id)) = id.await else {
-        let close = CloseFrame { code: CLOSE_TRY_AGAIN, reason: "server full".into() };
+        let close = CloseFrame { code: CLOSE_TRY_AGAIN, reason: "server full or shutting down".into() };
         let _ = socket.send(Message::Close(Some(close))).await;
         return;
     };
     let inputs = service.inputs;
+    let mut last_pong: Option<Instant> = None;
     loop {
         tokio::select! {
+            Ok(()) = &mut killed => break,
             message = socket.recv() => {
                 let input = match message {
-                    Some(Ok(Message::Text(text))) => Input::Text(id, text.as_str().to_owned()),
+                    // Checked here, before the frame is queued for the hub.
+                    Some(Ok(Message::Text(text))) if text.len() > service.max_frame_bytes => Input::TooLarge(id),
+                    Some(Ok(Message::Text(text))) => Input::Text(id, text),
                     Some(Ok(Message::Binary(_))) => Input::Binary(id),
-                    Some(Ok(Message::Pong(_))) | Some(Ok(Message::Ping(_))) => Input::Pong(id),
+                    Some(Ok(Message::Pong(_))) => {
+                        // Unsolicited pongs cost nothing: forwarded once a second at most.
+                        if last_pong.is_some_and(|t| t.elapsed() < PONG_INTERVAL) {
+                            continue;
+                        }
+                        last_pong = Some(Instant::now());
+                        Input::Pong(id)
+                    }
+                    // Pings are answered by the WebSocket layer.
+                    Some(Ok(Message::Ping(_))) => continue,
                     Some(Ok(Message::Close(_))) | None => break,
                     Some(Err(e)) => {
                         tracing::debug!(conn = id.0, error = %e, "websocket error");
@@ -169,12 +206,14 @@ async fn connection(service: SignalService, mut socket: WebSocket, host: String)
             }
             frame = frames.recv() => {
                 let (message, last) = match frame {
-                    Some(Frame::Text(text)) => (Message::Text(text.as_ref().into()), false),
+                    Some(Frame::Text(text)) => {
+                        queued.fetch_sub(text.len(), Ordering::Relaxed);
+                        (Message::Text(text.as_ref().into()), false)
+                    }
                     Some(Frame::Ping) => (Message::Ping(Default::default()), false),
                     Some(Frame::Close(code, reason)) => {
                         (Message::Close(Some(CloseFrame { code, reason: reason.into() })), true)
                     }
-                    // The hub dropped us (too slow).
                     None => break,
                 };
                 match tokio::time::timeout(WRITE_TIMEOUT, socket.send(message)).await {
@@ -193,7 +232,7 @@ async fn run_hub(
     cluster: Option<mpsc::UnboundedSender<ClusterMessage>>,
     stats: tokio::sync::watch::Sender<HubStats>,
 ) {
-    let mut outboxes: HashMap<ConnId, mpsc::Sender<Frame>> = HashMap::new();
+    let mut outboxes: HashMap<ConnId, Outbox> = HashMap::new();
     loop {
         let deadline = tokio::time::Instant::from_std(hub.poll_timeout());
         let input = tokio::select! {
@@ -217,7 +256,8 @@ async fn run_hub(
                 }
                 let _ = reply.send(id);
             }
-            Some(Input::Text(id, text)) => hub.handle_text(now, id, &text),
+            Some(Input::Text(id, text)) => hub.handle_text(now, id, text.as_str()),
+            Some(Input::TooLarge(id)) => hub.handle_oversized(now, id),
             Some(Input::Binary(id)) => hub.handle_binary(now, id),
             Some(Input::Pong(id)) => hub.handle_pong(now, id),
             Some(Input::Disconnect(id)) => {
@@ -236,7 +276,7 @@ async fn run_hub(
                 Output::Ping { conn } => (conn, Frame::Ping),
                 Output::Close { conn, code, reason } => {
                     if let Some(outbox) = outboxes.remove(&conn) {
-                        let _ = outbox.try_send(Frame::Close(code, reason));
+                        let _ = outbox.frames.try_send(Frame::Close(code, reason));
                     }
                     continue;
                 }
@@ -247,12 +287,19 @@ async fn run_hub(
                     continue;
                 }
             };
-            let Some(outbox) = outboxes.get(&id) else { continue };
-            if let Err(mpsc::error::TrySendError::Full(_)) = outbox.try_send(frame) {
+            let Some(outbox) = outboxes.get_mut(&id) else { continue };
+            let bytes = match &frame {
+                Frame::Text(text) => text.len(),
+                _ => 0,
+            };
+            let over = outbox.queued.fetch_add(bytes, Ordering::Relaxed) + bytes > OUTBOX_BYTES;
+            if over || outbox.frames.try_send(frame).is_err() {
                 tracing::info!(conn = id.0, "dropping a client that does not read its messages");
-                // Dropping the sender ends the connection's task, which reports Disconnect.
+                if let Some(kill) = outbox.kill.take() {
+                    let _ = kill.send(());
+                }
                 outboxes.remove(&id);
-                hub.disconnect(now, id);
+                hub.drop_slow(now, id);
             }
         }
     }

@@ -90,10 +90,9 @@ async fn abuse_gets_error_frames_and_the_server_keeps_serving_others() {
     let alice_id = join(&mut alice, "r", "alice").await;
     let bob_id = join(&mut bob, "r", "bob").await;
     assert!(matches!(next(&mut alice).await, ServerMessage::PeerJoined { peer } if peer.id == bob_id));
-    let carol_room = {
-        let mut carol = open(addr).await;
-        join(&mut carol, "other", "carol").await
-    };
+    // Carol stays connected: unknown-peer below must come from room isolation.
+    let mut carol = open(addr).await;
+    let carol_room = join(&mut carol, "other", "carol").await;
 
     // Before join.
     send(&mut mallory, &format!(r#"{{"type":"signal","to":"{alice_id}","data":1}}"#)).await;
@@ -187,6 +186,63 @@ async fn frames_beyond_the_hard_limit_close_only_that_connection() {
     assert_ne!(closed_with(&mut big).await, Some(CloseCode::Normal));
     send(&mut alice, r#"{"type":"leave"}"#).await;
     join(&mut alice, "r", "alice").await;
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_is_dropped_and_the_sender_is_told() {
+    let config = HubConfig { messages_per_second: 10_000.0, message_burst: 10_000.0, ..HubConfig::default() };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (service, _server) = serve_on(listener, config).await;
+    let (mut sender, mut sloth) = (open(addr).await, open(addr).await);
+    join(&mut sender, "r", "sender").await;
+    let sloth_id = join(&mut sloth, "r", "sloth").await;
+    assert!(matches!(next(&mut sender).await, ServerMessage::PeerJoined { .. }));
+    // 32 MB at the sloth, which reads nothing: more than the socket buffers and the 1 MiB
+    // outbox budget together hold.
+    let blob = "z".repeat(60_000);
+    let frame = format!(r#"{{"type":"signal","to":"{sloth_id}","data":"{blob}"}}"#);
+    let writer = tokio::spawn(async move {
+        for _ in 0..550 {
+            if sender.send(Message::text(frame.clone())).await.is_err() {
+                break;
+            }
+        }
+        sender
+    });
+    let mut sender = writer.await.unwrap();
+    loop {
+        match next(&mut sender).await {
+            ServerMessage::PeerLeft { id } => break assert_eq!(id, sloth_id),
+            ServerMessage::Error { code, .. } => assert_eq!(code, "unknown-peer", "only after the drop"),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Dropped for its backlog, not by a write timing out.
+    assert_eq!(service.stats().await.dropped_slow, 1);
+    drop(sloth);
+}
+
+#[tokio::test]
+async fn shutdown_closes_with_1001_and_refuses_newcomers() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (service, _server) = serve_on(listener, HubConfig::default()).await;
+    let mut a = open(addr).await;
+    join(&mut a, "r", "a").await;
+    service.shutdown().await;
+    assert_eq!(closed_with(&mut a).await, Some(CloseCode::Away));
+    let mut late = open(addr).await;
+    assert_eq!(closed_with(&mut late).await, Some(CloseCode::Again));
+}
+
+#[tokio::test]
+async fn a_full_server_answers_1013() {
+    let addr = serve(HubConfig { max_connections: 1, ..HubConfig::default() }).await;
+    let mut first = open(addr).await;
+    join(&mut first, "r", "a").await;
+    let mut second = open(addr).await;
+    assert_eq!(closed_with(&mut second).await, Some(CloseCode::Again));
 }
 
 #[tokio::test]

@@ -437,6 +437,8 @@ fn a_node_that_starts_late_learns_the_rooms() {
     // Node 0 has alice before node 1 exists: node 1 is created afresh and says hello.
     let a = c.hubs[0].connect(now, "h").unwrap();
     c.hubs[0].handle_text(now, a, r#"{"type":"join","room":"r","name":"alice"}"#);
+    // Node 0's `joined` went out before node 1 existed: nobody heard it.
+    while c.hubs[0].poll_output().is_some() {}
     c.hubs[1] = Hub::new(HubConfig::default(), now, UNIX, [3; 32]);
     c.hubs[1].enable_cluster(now);
     c.run();
@@ -489,4 +491,34 @@ fn cluster_messages_from_strangers_cannot_reach_local_peers() {
     };
     c.hubs[1].handle_cluster(c.now, forged);
     assert!(c.run()[1].is_empty());
+}
+
+#[test]
+fn an_announcement_repairs_a_lost_leave() {
+    let mut c = Cluster::new();
+    let a = c.hubs[0].connect(c.now, "h").unwrap();
+    c.hubs[0].handle_text(c.now, a, r#"{"type":"join","room":"r","name":"alice"}"#);
+    let b = c.hubs[1].connect(c.now, "h").unwrap();
+    c.hubs[1].handle_text(c.now, b, r#"{"type":"join","room":"r","name":"bob"}"#);
+    c.run();
+    // Alice leaves while the link is down: her `left` is lost.
+    c.hubs[0].disconnect(c.now, a);
+    while c.hubs[0].poll_output().is_some() {}
+    assert_eq!(c.hubs[1].stats().remote_peers, 1, "node 1 still believes in alice");
+    // The link is back: node 0 resyncs, and its announcement no longer lists alice.
+    c.hubs[0].resync_cluster(c.now);
+    let out = c.run();
+    assert!(matches!(&parse(&out[1], b)[..], [ServerMessage::PeerLeft { .. }]), "{:?}", out[1]);
+    assert_eq!(c.hubs[1].stats().remote_peers, 0);
+}
+
+#[test]
+fn remote_peers_with_implausible_names_or_ids_are_ignored() {
+    let mut c = Cluster::new();
+    let node = "n".to_owned();
+    for (id, name) in [("x y", "ok"), ("", "ok"), ("abc", "bad\u{202E}"), ("abc", "")] {
+        let peer = RemotePeer { room: "r".into(), id: id.into(), name: name.into() };
+        c.hubs[0].handle_cluster(c.now, ClusterMessage::Joined { node: node.clone(), peer });
+    }
+    assert_eq!(c.hubs[0].stats().remote_peers, 0);
 }
