@@ -73,6 +73,8 @@ if [ "${BENCH:-1}" != 0 ]; then
     step "benchmark: TURN relaying, peerlink vs coturn, under turnutils_uclient"
     # coturn's CPU time varies from run to run: five rounds give a steadier median.
     ROUNDS=${TURN_ROUNDS:-5} bench/turn.sh
+    step "benchmark: signaling, peerlink serve vs a Node.js ws signaling server"
+    ROUNDS=${SIGNAL_ROUNDS:-1} bench/signal.sh
 fi
 
 step "all suites passed"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `peerlink serve` as the README starts it (here on a free loopback port instead of 3478):
-# coturn's turnutils_stunclient gets its reflexive address, and turnutils_uclient relays
-# through it with TURN REST credentials from the secret given on the command line.
+# `peerlink serve` as the README starts it (here on free loopback ports, HTTP set from a
+# config file): it serves the browser app and metrics, coturn's turnutils_stunclient gets its
+# reflexive address, and turnutils_uclient relays through it with TURN REST credentials from
+# the secret given on the command line; SIGTERM stops it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib/common.sh
@@ -14,11 +15,35 @@ status=0
 peer_port=$(free_port)
 turnutils_peer -L 127.0.0.1 -p "$peer_port" >"$tmp/peer.log" 2>&1 &
 PIDS+=($!)
-"$peerlink" serve --listen 127.0.0.1:0 --auth-secret smoke-secret --allow-loopback-peers \
+metrics_port=$(free_port)
+cat >"$tmp/serve.toml" <<TOML
+http = "127.0.0.1:0"
+metrics = "127.0.0.1:$metrics_port"
+max_room_peers = 4
+TOML
+"$peerlink" serve --config "$tmp/serve.toml" --listen 127.0.0.1:0 --auth-secret smoke-secret --allow-loopback-peers \
     --max-allocations-per-user 50 >"$tmp/out" 2>"$tmp/log" &
 PIDS+=($!)
 wait_for_line "$tmp/out" "turn listening on"
+wait_for_line "$tmp/out" "browser app at http://"
+wait_for_line "$tmp/out" "metrics at http://"
 port=$(sed -nE 's/.*turn listening on 127\.0\.0\.1:([0-9]+) \(udp.*/\1/p' "$tmp/out")
+app=$(sed -nE 's/.*browser app at (http:\/\/[^ ]+).*/\1/p' "$tmp/out")
+
+check_http() { # what url pattern
+    if curl -fsS "$2" 2>/dev/null | grep -q "$3"; then echo "ok   $1"; else echo "FAIL $1"; status=1; fi
+}
+check_http "serve serves the browser app at /" "$app" "<title>"
+check_http "serve serves the app's modules" "${app}app.js" "import"
+check_http "serve's metrics include signaling" "http://127.0.0.1:$metrics_port/metrics" "peerlink_signal_connections"
+check_http "serve's metrics include TURN" "http://127.0.0.1:$metrics_port/metrics" "peerlink_turn_allocations"
+if [ "$(curl -s -o /dev/null -w '%{http_code}' "${app}../Cargo.toml")" = 404 ] \
+    && [ "$(curl -s -o /dev/null -w '%{http_code}' "${app}nothing.js")" = 404 ]; then
+    echo "ok   unknown paths are 404"
+else
+    echo "FAIL unknown paths"
+    status=1
+fi
 
 if timeout 10 turnutils_stunclient -p "$port" -L 127.0.0.1 127.0.0.1 2>&1 | grep -q "UDP reflexive addr: 127.0.0.1:"; then
     echo "ok   serve answers STUN Binding"

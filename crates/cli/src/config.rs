@@ -119,6 +119,26 @@ mod tests {
     }
 
     #[test]
+    fn reads_serve_keys() {
+        let c: FileConfig = toml::from_str(
+            r#"http = "0.0.0.0:80"
+               token_secret = "t"
+               redis = "redis://127.0.0.1:6379/"
+               max_room_peers = 4
+               credential_ttl = 3600
+               max_message_bytes = 32768
+               messages_per_second = 20"#,
+        )
+        .unwrap();
+        assert_eq!(c.http, Some("0.0.0.0:80".parse().unwrap()));
+        assert_eq!(
+            (c.max_room_peers, c.credential_ttl, c.messages_per_second),
+            (Some(4), Some(3600), Some(20))
+        );
+        assert_eq!(c.redis.as_deref(), Some("redis://127.0.0.1:6379/"));
+    }
+
+    #[test]
     fn refuses_unknown_keys_and_bad_values() {
         assert!(toml::from_str::<FileConfig>(r#"lisen = "127.0.0.1:1""#).is_err());
         assert!(toml::from_str::<FileConfig>(r#"listen = "localhost""#).is_err());

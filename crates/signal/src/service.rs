@@ -44,8 +44,9 @@ struct Outbox {
     frames: mpsc::Sender<Frame>,
     /// Bytes of text queued and not yet written; the connection task subtracts.
     queued: Arc<AtomicUsize>,
-    /// Fired to end the connection at once, queued frames unsent.
-    kill: Option<oneshot::Sender<()>>,
+    /// Notified to end the connection at once, queued frames unsent. (A Notify, not a
+    /// oneshot: the connection polls it on every turn of its loop.)
+    kill: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug)]
@@ -161,9 +162,9 @@ fn host_name(header: &str) -> Option<&str> {
 
 async fn connection(service: SignalService, mut socket: WebSocket, host: String) {
     let (tx, mut frames) = mpsc::channel(OUTBOX);
-    let (kill, mut killed) = oneshot::channel();
+    let kill = Arc::new(tokio::sync::Notify::new());
     let queued = Arc::new(AtomicUsize::new(0));
-    let outbox = Outbox { frames: tx, queued: queued.clone(), kill: Some(kill) };
+    let outbox = Outbox { frames: tx, queued: queued.clone(), kill: kill.clone() };
     let (reply, id) = oneshot::channel();
     if service.inputs.send(Input::Connect { host, outbox, reply }).await.is_err() {
         return;
@@ -177,7 +178,7 @@ async fn connection(service: SignalService, mut socket: WebSocket, host: String)
     let mut last_pong: Option<Instant> = None;
     loop {
         tokio::select! {
-            Ok(()) = &mut killed => break,
+            _ = kill.notified() => break,
             message = socket.recv() => {
                 let input = match message {
                     // Checked here, before the frame is queued for the hub.
@@ -295,9 +296,8 @@ async fn run_hub(
             let over = outbox.queued.fetch_add(bytes, Ordering::Relaxed) + bytes > OUTBOX_BYTES;
             if over || outbox.frames.try_send(frame).is_err() {
                 tracing::info!(conn = id.0, "dropping a client that does not read its messages");
-                if let Some(kill) = outbox.kill.take() {
-                    let _ = kill.send(());
-                }
+                // A stored permit: the task ends even if it is not waiting right now.
+                outbox.kill.notify_one();
                 outboxes.remove(&id);
                 hub.drop_slow(now, id);
             }

@@ -16,10 +16,30 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Panics anywhere in this test binary, including the server's spawned tasks (whose panics
+/// would otherwise pass unnoticed).
+static PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn count_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            default(info);
+        }));
+    });
+}
+
+fn assert_no_panics() {
+    assert_eq!(PANICS.load(std::sync::atomic::Ordering::SeqCst), 0, "a task panicked");
+}
+
 async fn serve_on(
     listener: tokio::net::TcpListener,
     config: HubConfig,
 ) -> (SignalService, tokio::task::JoinHandle<()>) {
+    count_panics();
     let service = SignalService::start(config, "localhost", None);
     let router = service.router();
     let task = tokio::spawn(async move {
@@ -137,6 +157,7 @@ async fn abuse_gets_error_frames_and_the_server_keeps_serving_others() {
         }
         other => panic!("{other:?}"),
     }
+    assert_no_panics();
 }
 
 #[tokio::test]
@@ -175,6 +196,9 @@ async fn a_flood_is_throttled_then_closed_while_others_are_served() {
     let (rate_limited, code) = flood.await.unwrap();
     assert_eq!(rate_limited, 1, "one rate-limited error per throttled stretch");
     assert_eq!(code, Some(CloseCode::Policy));
+    // The server's task for the flooder ends cleanly, though frames kept coming after the close.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_no_panics();
 }
 
 #[tokio::test]
@@ -221,6 +245,7 @@ async fn a_client_that_does_not_read_is_dropped_and_the_sender_is_told() {
     // Dropped for its backlog, not by a write timing out.
     assert_eq!(service.stats().await.dropped_slow, 1);
     drop(sloth);
+    assert_no_panics();
 }
 
 #[tokio::test]
