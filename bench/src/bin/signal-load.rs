@@ -74,7 +74,7 @@ fn process_usage(pid: u32) -> anyhow::Result<(u64, f64)> {
 }
 
 async fn connect(url: &str) -> anyhow::Result<Ws> {
-    Ok(tokio_tungstenite::connect_async(url).await?.0)
+    Ok(tokio_tungstenite::connect_async_with_config(url, None, true).await?.0)
 }
 
 /// Reads frames until `pred` accepts one (answering nothing: the library pongs by itself).
@@ -114,27 +114,24 @@ async fn pair(url: &str, room: &str) -> anyhow::Result<((Ws, String), (Ws, Strin
 async fn run(args: Args) -> anyhow::Result<()> {
     let (rss_before, _) = process_usage(args.pid)?;
     let start = Instant::now();
+    // Each idle peer is read from the start, so the server's keepalive pings get pongs.
     let mut idle = Vec::with_capacity(args.idle);
     for i in 0..args.idle / 2 {
         let ((a, _), (b, _)) = pair(&args.url, &format!("idle-{i}")).await?;
-        idle.push(a);
-        idle.push(b);
+        for mut ws in [a, b] {
+            idle.push(tokio::spawn(async move { while ws.next().await.is_some() {} }));
+        }
     }
     let open_seconds = start.elapsed().as_secs_f64();
     // Let the server settle (allocator, lazily grown buffers) before reading its memory.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_idle, _) = process_usage(args.pid)?;
-    let held = idle.len();
+    let held = idle.iter().filter(|task| !task.is_finished()).count();
     println!("idle_connections={held}");
     println!("idle_open_seconds={open_seconds:.2}");
     println!("rss_before_mb={:.1}", rss_before as f64 / 1e6);
     println!("rss_idle_mb={:.1}", rss_idle as f64 / 1e6);
     println!("bytes_per_connection={:.0}", (rss_idle.saturating_sub(rss_before)) as f64 / held.max(1) as f64);
-    // Idle connections are read in the background so server pings get their pongs.
-    let idle_task = tokio::spawn(async move {
-        let mut streams = futures_util::stream::select_all(idle.into_iter().map(|ws| ws.map(|_| ())));
-        while streams.next().await.is_some() {}
-    });
 
     let mut pairs = Vec::new();
     for i in 0..args.pairs {
@@ -163,7 +160,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    idle_task.abort();
+    let still_idle = idle.iter().filter(|task| !task.is_finished()).count();
+    println!("idle_connections_at_end={still_idle}");
+    for task in idle {
+        task.abort();
+    }
     latencies.sort_unstable();
     let n = latencies.len();
     let pct =

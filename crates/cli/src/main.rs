@@ -477,6 +477,10 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {http} for HTTP"))?;
         let local = listener.local_addr()?;
+        // Signaling is small messages each way: Nagle plus delayed ACKs would add 40 ms stalls.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+            let _ = tcp.set_nodelay(true);
+        });
         println!("peerlink serve: signaling on ws://{local}/ws");
         println!("peerlink serve: browser app at http://{}/", browsable(local));
         let shutdown = peerlink_server::Shutdown::new();

@@ -161,8 +161,10 @@ impl Task {
         }
         let mut backoff = BACKOFF_MIN;
         let reason = loop {
-            let connect =
-                tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(self.url.as_str()));
+            let connect = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                tokio_tungstenite::connect_async_with_config(self.url.as_str(), None, true),
+            );
             let end = match connect.await {
                 Ok(Ok((ws, _))) => self.session(ws, &mut commands, &mut backoff).await,
                 Ok(Err(e)) => End::Lost(format!("cannot connect to {}: {e}", self.url)),
