@@ -12,6 +12,10 @@
 
 const CHAT_LABEL = 'chat';
 const CHAT_GRACE_MS = 1500;
+// The newcomer offers. When two peers join at once through different signaling servers, each
+// can be told of the other as already present and both wait: after this long without an offer
+// the waiting side offers itself (perfect negotiation settles a glare).
+const OFFER_FALLBACK_MS = 4000;
 export const MAX_CHAT_CHARS = 4000;
 
 export class Peer {
@@ -92,6 +96,13 @@ export class Peer {
     if (o.initiator) {
       this.attachMedia(true);
       this.wireChat(pc.createDataChannel(CHAT_LABEL, { ordered: true }));
+    } else {
+      this.offerTimer = setTimeout(() => {
+        if (this.closed || pc.remoteDescription || pc.signalingState !== 'stable') return;
+        this.on.log(this, 'no offer came; offering');
+        this.attachMedia(true);
+        this.wireChat(pc.createDataChannel(CHAT_LABEL, { ordered: true }));
+      }, OFFER_FALLBACK_MS);
     }
   }
 
@@ -217,6 +228,7 @@ export class Peer {
   close() {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.offerTimer);
     for (const c of this.chatChannels) c.close();
     this.pc.close();
     for (const t of this.remoteStream.getTracks()) t.stop();
