@@ -24,6 +24,7 @@ TOML
 "$peerlink" serve --config "$tmp/serve.toml" --listen 127.0.0.1:0 --auth-secret smoke-secret --allow-loopback-peers \
     --max-allocations-per-user 50 >"$tmp/out" 2>"$tmp/log" &
 PIDS+=($!)
+serve_pid=$!
 wait_for_line "$tmp/out" "turn listening on"
 wait_for_line "$tmp/out" "browser app at http://"
 wait_for_line "$tmp/out" "metrics at http://"
@@ -31,7 +32,8 @@ port=$(sed -nE 's/.*turn listening on 127\.0\.0\.1:([0-9]+) \(udp.*/\1/p' "$tmp/
 app=$(sed -nE 's/.*browser app at (http:\/\/[^ ]+).*/\1/p' "$tmp/out")
 
 check_http() { # what url pattern
-    if curl -fsS "$2" 2>/dev/null | grep -q "$3"; then echo "ok   $1"; else echo "FAIL $1"; status=1; fi
+    # shellcheck disable=SC2086
+    if curl -fsS $2 2>/dev/null | grep -q "$3"; then echo "ok   $1"; else echo "FAIL $1"; status=1; fi
 }
 check_http "serve serves the browser app at /" "$app" "<title>"
 check_http "serve serves the app's modules" "${app}app.js" "import"
@@ -60,10 +62,43 @@ else
     grep -aE "tot_send_msgs|error" "$tmp/uclient.log" | tail -3
     status=1
 fi
+# With a certificate the app and signaling are served over HTTPS (browsers on other machines
+# need a secure page for camera and microphone); SIGHUP swaps the certificate.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj "/CN=first" \
+    -keyout "$tmp/key.pem" -out "$tmp/cert.pem" 2>/dev/null
+"$peerlink" serve --http 127.0.0.1:0 --listen 127.0.0.1:0 --cert "$tmp/cert.pem" --key "$tmp/key.pem" \
+    --tls-listen 127.0.0.1:0 >"$tmp/tls.out" 2>"$tmp/tls.log" &
+PIDS+=($!)
+tls_pid=$!
+wait_for_line "$tmp/tls.out" "browser app at https://"
+secure=$(sed -nE 's/.*browser app at (https:\/\/[^ ]+).*/\1/p' "$tmp/tls.out")
+check_http "serve serves the browser app over HTTPS with --cert/--key" "-k $secure" "<title>"
+upgrade=$(curl -k -s -i -N --max-time 2 -H "Connection: Upgrade" -H "Upgrade: websocket" \
+    -H "Sec-WebSocket-Version: 13" -H "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==" "${secure}ws" | head -1 || true)
+if echo "$upgrade" | grep -q " 101"; then
+    echo "ok   the signaling WebSocket upgrades over TLS (wss)"
+else
+    echo "FAIL no WebSocket upgrade over TLS: $upgrade"
+    status=1
+fi
+host_port=${secure#https://}
+host_port=${host_port%/}
+subject() { openssl s_client -connect "$host_port" </dev/null 2>/dev/null | openssl x509 -noout -subject 2>/dev/null; }
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj "/CN=second" \
+    -keyout "$tmp/key.pem" -out "$tmp/cert.pem" 2>/dev/null
+kill -HUP "$tls_pid"
+for _ in $(seq 30); do subject | grep -q second && break; sleep 0.1; done
+if subject | grep -q second; then
+    echo "ok   SIGHUP swaps the HTTPS certificate"
+else
+    echo "FAIL HTTPS still serves $(subject)"
+    status=1
+fi
+
 # Shuts down cleanly on SIGTERM.
-kill -TERM "${PIDS[-1]}"
-for _ in $(seq 50); do kill -0 "${PIDS[-1]}" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "${PIDS[-1]}" 2>/dev/null; then
+kill -TERM "$serve_pid"
+for _ in $(seq 50); do kill -0 "$serve_pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$serve_pid" 2>/dev/null; then
     echo "FAIL serve still running 5 s after SIGTERM"
     status=1
 else

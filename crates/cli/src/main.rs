@@ -114,8 +114,8 @@ struct TurnArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
-    /// Certificate chain (PEM) for TURN over TLS; reloaded with --key on SIGHUP without
-    /// dropping allocations
+    /// Certificate chain (PEM) for TURN over TLS (and, with `serve`, HTTPS for the browser
+    /// app on --http); reloaded with --key on SIGHUP without dropping allocations
     #[arg(long, value_name = "FILE", requires = "key")]
     cert: Option<PathBuf>,
     /// Private key (PEM) of --cert
@@ -377,6 +377,7 @@ impl Turn {
         &self,
         command: &str,
         extra: Option<peerlink_server::metrics::Render>,
+        https: Option<peerlink_server::https::TlsConfig>,
     ) -> anyhow::Result<()> {
         // SIGHUP: read the certificate and key again (renewals), keep every allocation.
         if let Some((cert, key)) = self.cert_key.clone() {
@@ -386,7 +387,12 @@ impl Turn {
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
                     match peerlink_server::tls::load(&cert, &key) {
-                        Ok(config) => reloader.reload_tls(config),
+                        Ok(config) => {
+                            if let Some(https) = &https {
+                                https.replace(config.clone());
+                            }
+                            reloader.reload_tls(config)
+                        }
                         Err(e) => {
                             tracing::error!(error = %format!("{e:#}"), "tls reload failed; keeping the old certificate")
                         }
@@ -425,7 +431,7 @@ fn run_turn(command: &str, args: TurnArgs) -> anyhow::Result<()> {
     let file = load(&args.config)?;
     let turn = start_turn(command, args, &file)?;
     runtime()?.block_on(async {
-        turn.spawn_helpers(command, None).await?;
+        turn.spawn_helpers(command, None, None).await?;
         wait_for_signal().await
     })?;
     turn.stop();
@@ -471,23 +477,48 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         let metrics_signal = signal.clone();
         let render: peerlink_server::metrics::Render =
             std::sync::Arc::new(move || peerlink_server::metrics::render_signal(&metrics_signal.stats_now()));
-        turn.spawn_helpers("serve", Some(render)).await?;
+        // With a certificate, the app is served over HTTPS: browsers on other machines grant
+        // camera and microphone to secure pages only.
+        let https = match &turn.cert_key {
+            Some((cert, key)) => {
+                Some(peerlink_server::https::TlsConfig::new(peerlink_server::tls::load(cert, key)?))
+            }
+            None => None,
+        };
+        turn.spawn_helpers("serve", Some(render), https.clone()).await?;
         let app = signal.router().merge(peerlink_server::web::router());
         let listener = tokio::net::TcpListener::bind(http)
             .await
             .with_context(|| format!("cannot listen on {http} for HTTP"))?;
         let local = listener.local_addr()?;
-        // Signaling is small messages each way: Nagle plus delayed ACKs would add 40 ms stalls.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-            let _ = tcp.set_nodelay(true);
-        });
-        println!("peerlink serve: signaling on ws://{local}/ws");
-        println!("peerlink serve: browser app at http://{}/", browsable(local));
         let shutdown = peerlink_server::Shutdown::new();
         let trigger = shutdown.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).with_graceful_shutdown(async move { trigger.wait().await }).await
-        });
+        let (scheme, ws) = if https.is_some() { ("https", "wss") } else { ("http", "ws") };
+        let server = match https {
+            Some(tls) => {
+                let listener = peerlink_server::https::TlsListener::new(listener, tls)?;
+                tokio::spawn(async move {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(async move { trigger.wait().await })
+                        .await
+                })
+            }
+            None => {
+                // Signaling is small messages each way: Nagle plus delayed ACKs would add 40 ms
+                // stalls.
+                let listener =
+                    axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+                        let _ = tcp.set_nodelay(true);
+                    });
+                tokio::spawn(async move {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(async move { trigger.wait().await })
+                        .await
+                })
+            }
+        };
+        println!("peerlink serve: signaling on {ws}://{local}/ws");
+        println!("peerlink serve: browser app at {scheme}://{}/", browsable(local));
         wait_for_signal().await?;
         // Peers get a close frame (1001, going away) before the sockets go.
         signal.shutdown().await;

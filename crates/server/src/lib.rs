@@ -10,6 +10,7 @@
 //! A TURN server ([`turn::start`]): one mio event loop thread owning the sans-IO
 //! `peerlink_turn::TurnServer`, the client sockets (UDP and TCP) and every relay socket.
 
+pub mod https;
 pub mod metrics;
 pub mod shutdown;
 mod sockets;
