@@ -4,7 +4,7 @@
 //
 //   node turn-relay.mjs TURN_PORT REST_SECRET [udp|tcp]
 // Prints "N passed, M failed"; exits non-zero on failure.
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 import { createHmac } from 'node:crypto';
 
 const [port, secret, transport = 'udp'] = process.argv.slice(2);
@@ -20,15 +20,7 @@ const config = {
   iceTransportPolicy: 'relay',
 };
 
-// playwright-core gives every launch a fresh, temporary user data dir.
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  ],
-});
+const browser = await launchChromium();
 let passed = 0;
 let failed = 0;
 const check = (ok, what) => {

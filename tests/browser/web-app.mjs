@@ -7,7 +7,7 @@
 //   node web-app.mjs http://127.0.0.1:PORT/
 // Env: SCREENSHOTS (directory, default tests/browser/screenshots/), CHROMIUM (binary).
 // Prints ok/FAIL lines and "N passed, M failed"; exits non-zero on failure.
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -56,15 +56,7 @@ async function waitFor(page, pred, ms) {
   }
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-  ],
-});
+const browser = await launchChromium(['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream']);
 const tmp = mkdtempSync(join(tmpdir(), 'peerlink-web-'));
 
 async function participant(label, viewport) {

@@ -372,6 +372,13 @@ impl Cluster {
         Cluster { hubs, now }
     }
 
+    /// A connection to node `i` that joins room `r` as `name`.
+    fn join(&mut self, i: usize, name: &str) -> ConnId {
+        let conn = self.hubs[i].connect(self.now, "h").unwrap();
+        self.hubs[i].handle_text(self.now, conn, &format!(r#"{{"type":"join","room":"r","name":"{name}"}}"#));
+        conn
+    }
+
     /// Delivers publications until quiet; returns each hub's other outputs.
     fn run(&mut self) -> [Vec<Output>; 2] {
         let mut local: [Vec<Output>; 2] = [Vec::new(), Vec::new()];
@@ -453,10 +460,8 @@ fn a_node_that_starts_late_learns_the_rooms() {
 #[test]
 fn a_silent_node_s_peers_leave_their_rooms() {
     let mut c = Cluster::new();
-    let a = c.hubs[0].connect(c.now, "h").unwrap();
-    c.hubs[0].handle_text(c.now, a, r#"{"type":"join","room":"r","name":"alice"}"#);
-    let b = c.hubs[1].connect(c.now, "h").unwrap();
-    c.hubs[1].handle_text(c.now, b, r#"{"type":"join","room":"r","name":"bob"}"#);
+    let a = c.join(0, "alice");
+    let b = c.join(1, "bob");
     c.run();
     // Node 0 dies: only node 1's clock moves on, and bob keeps answering pings.
     let mut left = false;
@@ -496,10 +501,8 @@ fn cluster_messages_from_strangers_cannot_reach_local_peers() {
 #[test]
 fn an_announcement_repairs_a_lost_leave() {
     let mut c = Cluster::new();
-    let a = c.hubs[0].connect(c.now, "h").unwrap();
-    c.hubs[0].handle_text(c.now, a, r#"{"type":"join","room":"r","name":"alice"}"#);
-    let b = c.hubs[1].connect(c.now, "h").unwrap();
-    c.hubs[1].handle_text(c.now, b, r#"{"type":"join","room":"r","name":"bob"}"#);
+    let a = c.join(0, "alice");
+    let b = c.join(1, "bob");
     c.run();
     // Alice leaves while the link is down: her `left` is lost.
     c.hubs[0].disconnect(c.now, a);
