@@ -460,7 +460,7 @@ fn a_node_that_starts_late_learns_the_rooms() {
 #[test]
 fn a_silent_node_s_peers_leave_their_rooms() {
     let mut c = Cluster::new();
-    let a = c.join(0, "alice");
+    c.join(0, "alice");
     let b = c.join(1, "bob");
     c.run();
     // Node 0 dies: only node 1's clock moves on, and bob keeps answering pings.
