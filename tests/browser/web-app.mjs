@@ -14,9 +14,13 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+// A second URL puts bob on another server (rooms shared through Redis); ROUNDS picks the
+// rounds to run (default "direct,relay").
 const base = process.argv[2];
-if (!base || !/^https?:\/\//.test(base)) {
-  console.error('usage: node web-app.mjs http://127.0.0.1:PORT/');
+const baseBob = process.argv[3] || base;
+const rounds = (process.env.ROUNDS || 'direct,relay').split(',');
+if (![base, baseBob].every((u) => u && /^https?:\/\//.test(u))) {
+  console.error('usage: node web-app.mjs http://127.0.0.1:PORT/ [http://OTHER-SERVER/]');
   process.exit(2);
 }
 const here = dirname(fileURLToPath(import.meta.url));
@@ -73,12 +77,12 @@ async function round(relay) {
   console.log(`# ${tag}: room ${room}`);
   const a = await participant('alice', { width: 1280, height: 800 });
   const b = await participant('bob', { width: 390, height: 844 });
-  const url = (name) => `${base.replace(/\/?$/, '/')}?room=${room}&name=${name}${relay ? '&relay=1' : ''}`;
+  const url = (name, at = base) => `${at.replace(/\/?$/, '/')}?room=${room}&name=${name}${relay ? '&relay=1' : ''}`;
   try {
     await a.page.goto(url('Alice'), { timeout: 15000 });
     const [aJoined] = await waitFor(a.page, (s) => s.signaling === 'joined', 15000);
     check(aJoined, `${tag}: alice joined the room`);
-    await b.page.goto(url('Bob'), { timeout: 15000 });
+    await b.page.goto(url('Bob', baseBob), { timeout: 15000 });
 
     const connected = (s) => s.peers.length === 1 && s.peers[0].connectionState === 'connected';
     const [[aOk, aS], [bOk, bS]] = await Promise.all([waitFor(a.page, connected, 30000), waitFor(b.page, connected, 30000)]);
@@ -157,8 +161,8 @@ async function round(relay) {
 }
 
 try {
-  await round(false);
-  await round(true);
+  if (rounds.includes('direct')) await round(false);
+  if (rounds.includes('relay')) await round(true);
 } catch (e) {
   check(false, `${e.stack || e}`);
 } finally {

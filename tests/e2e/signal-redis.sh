@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Two `peerlink serve` processes share rooms through a real redis-server (Debian's, started
 # here on a free loopback port): peers connected to different processes see each other, signal
-# each other both ways, hear each other leave, and a killed process's peers leave the room.
+# each other both ways, hear each other leave, and a killed process's peers leave the room;
+# two headless Chromium pages, one on each process, hold a call in one room.
 #
 #   tests/e2e/signal-redis.sh [path/to/peerlink] [path/to/signal_probe]
 set -euo pipefail
@@ -71,6 +72,18 @@ check "a peer alone in its room sees nobody from another room" kill -0 "$p_lonel
 kill "$p_lonely" "$p_other" 2>/dev/null || true
 wait "$p_lonely" 2>/dev/null || true
 wait "$p_other" 2>/dev/null || true
+
+# Browsers on different nodes: alice's page on node a, bob's on node b, one room: the call,
+# chat and a file go through (signaling crosses Redis; media and data go peer to peer).
+app_a=$(sed -nE 's/.*browser app at (http:\/\/[^ ]+).*/\1/p' "$tmp/a.out")
+app_b=$(sed -nE 's/.*browser app at (http:\/\/[^ ]+).*/\1/p' "$tmp/b.out")
+if ROUNDS=direct SCREENSHOTS="$tmp/shots" timeout 120 node tests/browser/web-app.mjs "$app_a" "$app_b" >"$tmp/web" 2>&1; then
+    echo "ok   two Chromium pages on different nodes call, chat and send a file ($(tail -1 "$tmp/web"))"
+else
+    echo "FAIL two Chromium pages on different nodes"
+    sed 's/^/# /' "$tmp/web"
+    status=1
+fi
 
 # Node b dies without a word (SIGKILL): its peer leaves node a's room after the node timeout.
 room3=crash-$RANDOM
