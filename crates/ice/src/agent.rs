@@ -1,0 +1,958 @@
+//! The ICE agent (RFC 8445), full mode, one component, sans-IO.
+//!
+//! Implemented: host candidates (given by the driver, which owns the sockets),
+//! server-reflexive candidates gathered from STUN servers (§5.1.1.2), trickled remote
+//! candidates and end-of-candidates (RFC 8838), check list with frozen/waiting/in-progress/
+//! succeeded/failed pairs, pacing (§14.2), triggered checks (§7.3.1.4), peer-reflexive remote
+//! candidates (§7.3.1.3), role conflicts (§7.3.1.1, 487), regular nomination (§8.1.1) and
+//! accepting the peer's nomination, consent freshness (RFC 7675).
+//!
+//! Not yet: relayed candidates (the TURN client is ready in `peerlink-turn`), ICE-lite,
+//! ICE restart, ICE-TCP, several components.
+//!
+//! ```text
+//! agent.add_host_candidate(now, socket_addr);              // one per socket the driver owns
+//! agent.set_remote_credentials(now, ufrag, pwd)?;
+//! agent.add_remote_candidate(now, candidate)?;            // as they trickle in
+//! loop {
+//!     agent.handle_receive(now, from, to, &datagram);     // false: not ICE's, it is data
+//!     agent.handle_timeout(now);                          // at agent.poll_timeout()
+//!     while let Some(t) = agent.poll_transmit() { socket(t.from).send_to(&t.payload, t.to) }
+//!     while let Some(e) = agent.poll_event() { ... }      // candidates, state, selected pair
+//! }
+//! ```
+
+use crate::candidate::{foundation, pair_priority, Candidate, CandidateAddress, CandidateKind, Transport};
+use peerlink_stun::{
+    Attribute, AttributeType, Class, ErrorCode, Key, Message, MessageWriter, Method, TransactionId,
+};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Ta: one new check (or gathering request) per this interval (RFC 8445 §14.2).
+const TA: Duration = Duration::from_millis(50);
+/// First retransmission timeout of a check; it doubles, up to `RTO_MAX`.
+const RTO: Duration = Duration::from_millis(300);
+const RTO_MAX: Duration = Duration::from_secs(3);
+/// Requests sent per transaction before it fails (RFC 8489 Rc = 7).
+const MAX_REQUESTS: u32 = 7;
+/// Gathering gives up on a STUN server sooner.
+const MAX_GATHER_REQUESTS: u32 = 5;
+/// Pairs in the check list (RFC 8445 §6.1.2.5).
+const MAX_PAIRS: usize = 100;
+/// Remote candidates kept.
+const MAX_REMOTE: usize = 64;
+/// RFC 7675 §5.1: a consent check every 5 s, jittered ±20 %...
+const CONSENT_INTERVAL: Duration = Duration::from_secs(5);
+/// ...consent lost after 30 s without an answer...
+const CONSENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// ...and "disconnected" after this long without hearing from the selected pair.
+const DISCONNECTED_AFTER: Duration = Duration::from_secs(7);
+
+/// Settings of one agent.
+#[derive(Debug, Clone)]
+pub struct IceConfig {
+    /// Controlling (the offerer, usually) or controlled.
+    pub controlling: bool,
+    /// Our ICE credentials (RFC 8445 §5.3: ufrag ≥ 4 and pwd ≥ 22 characters of ice-char).
+    pub local_ufrag: String,
+    pub local_pwd: String,
+    /// STUN servers for server-reflexive candidates.
+    pub stun_servers: Vec<SocketAddr>,
+}
+
+/// ICE credentials of one side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Credentials {
+    ufrag: String,
+    key: Key,
+}
+
+/// The agent's overall state (the `RTCIceConnectionState` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IceState {
+    New,
+    Checking,
+    Connected,
+    Disconnected,
+    Failed,
+    Closed,
+}
+
+/// What the agent tells its driver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IceEvent {
+    /// Send this to the peer (trickle).
+    LocalCandidate(Candidate),
+    /// Every local candidate has been announced.
+    GatheringComplete,
+    State(IceState),
+    /// Application data goes from `local` to `remote` from now on.
+    SelectedPair {
+        local: SocketAddr,
+        remote: SocketAddr,
+        local_kind: CandidateKind,
+        remote_kind: CandidateKind,
+    },
+}
+
+/// A datagram to send from the driver's socket bound to `from`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    pub payload: Vec<u8>,
+}
+
+/// Caller mistakes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UsageError {
+    #[error("remote candidate has a host name; resolve it (mDNS) and pass an address")]
+    Unresolved,
+    #[error("remote candidate is not UDP component 1")]
+    Unsupported,
+    #[error("too many remote candidates")]
+    TooMany,
+    #[error("ICE credentials must be printable and non-empty")]
+    BadCredentials,
+}
+
+/// Counters of dropped input.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IceStats {
+    pub not_stun: u64,
+    pub bad_integrity: u64,
+    pub unknown_transaction: u64,
+    pub role_conflicts: u64,
+    pub checks_sent: u64,
+    pub checks_received: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Local {
+    candidate: Candidate,
+    /// The socket it is sent from (its own address for host candidates).
+    base: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+struct Remote {
+    candidate: Candidate,
+    addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PairState {
+    Frozen,
+    Waiting,
+    InProgress,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+struct Transaction {
+    id: TransactionId,
+    sent: u32,
+    next: Instant,
+    rto: Duration,
+    nominating: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Pair {
+    local: usize,
+    remote: usize,
+    foundation: (String, String),
+    priority: u64,
+    state: PairState,
+    transaction: Option<Transaction>,
+    /// The controlled side saw USE-CANDIDATE on it.
+    nominated_by_peer: bool,
+    nominated: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Gather {
+    base: SocketAddr,
+    server: SocketAddr,
+    transaction: Option<Transaction>,
+    done: bool,
+}
+
+/// One ICE agent for one data stream with one component.
+#[derive(Debug)]
+pub struct IceAgent {
+    controlling: bool,
+    tie_breaker: u64,
+    local_creds: Credentials,
+    remote_creds: Option<Credentials>,
+    stun_servers: Vec<SocketAddr>,
+    locals: Vec<Local>,
+    remotes: Vec<Remote>,
+    pairs: Vec<Pair>,
+    gathers: Vec<Gather>,
+    triggered: VecDeque<usize>,
+    next_pace: Option<Instant>,
+    state: IceState,
+    selected: Option<usize>,
+    gathering_complete_sent: bool,
+    remote_complete: bool,
+    last_heard: Option<Instant>,
+    last_consent: Option<Instant>,
+    next_consent: Option<Instant>,
+    rng: u64,
+    buf: Vec<u8>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<IceEvent>,
+    stats: IceStats,
+}
+
+fn printable(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 256 && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+impl IceAgent {
+    /// `seed` (from a CSPRNG) makes transaction ids and the tie-breaker unpredictable.
+    pub fn new(config: IceConfig, seed: u64) -> Result<IceAgent, UsageError> {
+        if !printable(&config.local_ufrag) || !printable(&config.local_pwd) {
+            return Err(UsageError::BadCredentials);
+        }
+        let key = Key::short_term(&config.local_pwd).map_err(|_| UsageError::BadCredentials)?;
+        let mut agent = IceAgent {
+            controlling: config.controlling,
+            tie_breaker: 0,
+            local_creds: Credentials { ufrag: config.local_ufrag, key },
+            remote_creds: None,
+            stun_servers: config.stun_servers,
+            locals: Vec::new(),
+            remotes: Vec::new(),
+            pairs: Vec::new(),
+            gathers: Vec::new(),
+            triggered: VecDeque::new(),
+            next_pace: None,
+            state: IceState::New,
+            selected: None,
+            gathering_complete_sent: false,
+            remote_complete: false,
+            last_heard: None,
+            last_consent: None,
+            next_consent: None,
+            rng: seed,
+            buf: Vec::with_capacity(256),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: IceStats::default(),
+        };
+        agent.tie_breaker = agent.random();
+        Ok(agent)
+    }
+
+    pub fn state(&self) -> IceState {
+        self.state
+    }
+
+    pub fn stats(&self) -> &IceStats {
+        &self.stats
+    }
+
+    pub fn is_controlling(&self) -> bool {
+        self.controlling
+    }
+
+    /// The pair data goes on: (local socket, remote address).
+    pub fn selected_pair(&self) -> Option<(SocketAddr, SocketAddr)> {
+        self.selected
+            .map(|p| (self.locals[self.pairs[p].local].base, self.remotes[self.pairs[p].remote].addr))
+    }
+
+    fn random(&mut self) -> u64 {
+        // SplitMix64 over the seed: fine for ids that must not repeat or be guessed from
+        // outside; the seed itself comes from a CSPRNG.
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn transaction(&mut self, now: Instant, nominating: bool) -> Transaction {
+        let (a, b) = (self.random(), self.random());
+        let mut id = [0u8; 12];
+        id[..8].copy_from_slice(&a.to_be_bytes());
+        id[8..].copy_from_slice(&b.to_be_bytes()[..4]);
+        Transaction { id: TransactionId(id), sent: 0, next: now, rto: RTO, nominating }
+    }
+
+    fn set_state(&mut self, state: IceState) {
+        if self.state != state {
+            self.state = state;
+            self.events.push_back(IceEvent::State(state));
+        }
+    }
+
+    /// A socket the driver owns: a host candidate, and a base for server-reflexive ones.
+    pub fn add_host_candidate(&mut self, now: Instant, addr: SocketAddr) {
+        if self.locals.iter().any(|l| l.base == addr && l.candidate.kind == CandidateKind::Host) {
+            return;
+        }
+        // RFC 8445 §5.1.2.1: one local preference per host address, the first highest.
+        let hosts = self.locals.iter().filter(|l| l.candidate.kind == CandidateKind::Host).count();
+        let local_preference = 65535 - hosts.min(65535) as u16;
+        let candidate = Candidate {
+            foundation: foundation(CandidateKind::Host, addr.ip(), None, &Transport::Udp),
+            component: 1,
+            transport: Transport::Udp,
+            priority: Candidate::compute_priority(CandidateKind::Host, local_preference, 1),
+            address: CandidateAddress::Ip(addr.ip()),
+            port: addr.port(),
+            kind: CandidateKind::Host,
+            related: None,
+            tcp_type: None,
+            generation: None,
+            ufrag: None,
+            network_id: None,
+            network_cost: None,
+            extensions: Vec::new(),
+        };
+        self.add_local(candidate, addr);
+        let servers: Vec<SocketAddr> =
+            self.stun_servers.iter().copied().filter(|s| s.is_ipv4() == addr.is_ipv4()).collect();
+        for server in servers {
+            let transaction = Some(self.transaction(now, false));
+            self.gathers.push(Gather { base: addr, server, transaction, done: false });
+        }
+        self.schedule_pace(now);
+        self.check_gathering_complete();
+    }
+
+    fn add_local(&mut self, candidate: Candidate, base: SocketAddr) {
+        self.events.push_back(IceEvent::LocalCandidate(candidate.clone()));
+        let is_host = candidate.kind == CandidateKind::Host;
+        self.locals.push(Local { candidate, base });
+        // Reflexive candidates are paired through their base (§6.1.2.4), so only hosts pair.
+        if is_host {
+            let local = self.locals.len() - 1;
+            for remote in 0..self.remotes.len() {
+                self.add_pair(local, remote);
+            }
+        }
+    }
+
+    fn check_gathering_complete(&mut self) {
+        if !self.gathering_complete_sent && self.gathers.iter().all(|g| g.done) && !self.locals.is_empty() {
+            self.gathering_complete_sent = true;
+            self.events.push_back(IceEvent::GatheringComplete);
+        }
+    }
+
+    pub fn set_remote_credentials(&mut self, now: Instant, ufrag: &str, pwd: &str) -> Result<(), UsageError> {
+        if !printable(ufrag) || !printable(pwd) {
+            return Err(UsageError::BadCredentials);
+        }
+        let key = Key::short_term(pwd).map_err(|_| UsageError::BadCredentials)?;
+        self.remote_creds = Some(Credentials { ufrag: ufrag.to_owned(), key });
+        self.schedule_pace(now);
+        Ok(())
+    }
+
+    /// A remote candidate (trickled or from the SDP). Host names must be resolved first.
+    pub fn add_remote_candidate(&mut self, now: Instant, candidate: Candidate) -> Result<(), UsageError> {
+        let CandidateAddress::Ip(ip) = candidate.address else { return Err(UsageError::Unresolved) };
+        if candidate.transport != Transport::Udp || candidate.component != 1 {
+            return Err(UsageError::Unsupported);
+        }
+        let addr = SocketAddr::new(ip, candidate.port);
+        if let Some(existing) = self.remotes.iter_mut().find(|r| r.addr == addr) {
+            // A peer-reflexive one learned from a check, now signaled: keep its pairs.
+            existing.candidate = candidate;
+            return Ok(());
+        }
+        if self.remotes.len() >= MAX_REMOTE {
+            return Err(UsageError::TooMany);
+        }
+        self.remotes.push(Remote { candidate, addr });
+        let remote = self.remotes.len() - 1;
+        for local in 0..self.locals.len() {
+            if self.locals[local].candidate.kind == CandidateKind::Host {
+                self.add_pair(local, remote);
+            }
+        }
+        if self.state == IceState::New {
+            self.set_state(IceState::Checking);
+        }
+        self.schedule_pace(now);
+        Ok(())
+    }
+
+    /// The peer will send no more candidates (RFC 8838 §4.4): a check list that runs out
+    /// now means failure.
+    pub fn end_of_remote_candidates(&mut self, now: Instant) {
+        self.remote_complete = true;
+        self.update_failed(now);
+    }
+
+    fn add_pair(&mut self, local: usize, remote: usize) -> Option<usize> {
+        let (l, r) = (&self.locals[local], &self.remotes[remote]);
+        if l.base.is_ipv4() != r.addr.is_ipv4() || self.pairs.len() >= MAX_PAIRS {
+            return None;
+        }
+        if let Some(i) = self.pairs.iter().position(|p| p.local == local && p.remote == remote) {
+            return Some(i);
+        }
+        let foundation = (l.candidate.foundation.clone(), r.candidate.foundation.clone());
+        // Frozen unless it is the first of its foundation (§6.1.2.6).
+        let first = !self.pairs.iter().any(|p| p.foundation == foundation);
+        self.pairs.push(Pair {
+            local,
+            remote,
+            foundation,
+            priority: 0,
+            state: if first { PairState::Waiting } else { PairState::Frozen },
+            transaction: None,
+            nominated_by_peer: false,
+            nominated: false,
+        });
+        self.prioritize();
+        Some(self.pairs.len() - 1)
+    }
+
+    fn prioritize(&mut self) {
+        for pair in &mut self.pairs {
+            let (l, r) =
+                (self.locals[pair.local].candidate.priority, self.remotes[pair.remote].candidate.priority);
+            pair.priority = if self.controlling { pair_priority(l, r) } else { pair_priority(r, l) };
+        }
+    }
+
+    fn schedule_pace(&mut self, now: Instant) {
+        if self.next_pace.is_none() {
+            self.next_pace = Some(now);
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<IceEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if matches!(self.state, IceState::Failed | IceState::Closed) {
+            return None;
+        }
+        let retransmits = self
+            .pairs
+            .iter()
+            .filter_map(|p| p.transaction.as_ref())
+            .chain(self.gathers.iter().filter_map(|g| g.transaction.as_ref()).filter(|t| t.sent > 0))
+            .map(|t| t.next);
+        // Once disconnected, that deadline has passed: only consent's own timers remain.
+        let silence =
+            self.last_heard.filter(|_| self.state == IceState::Connected).map(|t| t + DISCONNECTED_AFTER);
+        let consent = self.next_consent.into_iter().chain(silence);
+        let consent_lost = self.last_consent.map(|t| t + CONSENT_TIMEOUT);
+        self.next_pace.into_iter().chain(retransmits).chain(consent).chain(consent_lost).min()
+    }
+
+    /// Timers: pacing of new checks, retransmissions, consent.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if matches!(self.state, IceState::Failed | IceState::Closed) {
+            return;
+        }
+        if self.next_pace.is_some_and(|t| t <= now) {
+            self.next_pace = if self.pace(now) { Some(now + TA) } else { None };
+        }
+        self.retransmit(now);
+        self.consent(now);
+        self.update_failed(now);
+    }
+
+    /// Sends one new request (gathering first, then triggered checks, then ordinary ones).
+    fn pace(&mut self, now: Instant) -> bool {
+        if let Some(i) =
+            self.gathers.iter().position(|g| !g.done && g.transaction.as_ref().is_some_and(|t| t.sent == 0))
+        {
+            self.send_gather(now, i);
+            return true;
+        }
+        if self.remote_creds.is_none() {
+            return false;
+        }
+        while let Some(i) = self.triggered.pop_front() {
+            if !matches!(self.pairs[i].state, PairState::Succeeded) || self.wants_nomination(i) {
+                self.start_check(now, i);
+                return true;
+            }
+        }
+        let next = self.best(PairState::Waiting).or_else(|| {
+            // §6.1.4.2: nothing waiting: unfreeze the best frozen pair.
+            self.best(PairState::Frozen)
+        });
+        match next {
+            Some(i) => {
+                self.start_check(now, i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn best(&self, state: PairState) -> Option<usize> {
+        (0..self.pairs.len())
+            .filter(|&i| self.pairs[i].state == state)
+            .max_by_key(|&i| self.pairs[i].priority)
+    }
+
+    fn wants_nomination(&self, i: usize) -> bool {
+        self.controlling && self.selected.is_none() && self.pairs[i].state == PairState::Succeeded
+    }
+
+    fn start_check(&mut self, now: Instant, i: usize) {
+        let nominating = self.wants_nomination(i);
+        let transaction = self.transaction(now, nominating);
+        self.pairs[i].state = if self.pairs[i].state == PairState::Succeeded {
+            PairState::Succeeded
+        } else {
+            PairState::InProgress
+        };
+        self.pairs[i].transaction = Some(transaction);
+        self.send_check(now, i);
+    }
+
+    fn send_check(&mut self, now: Instant, i: usize) {
+        let Some(remote) = self.remote_creds.clone() else { return };
+        let (local, remote_addr) =
+            (self.locals[self.pairs[i].local].base, self.remotes[self.pairs[i].remote].addr);
+        let Some(transaction) = self.pairs[i].transaction.as_mut() else { return };
+        transaction.sent += 1;
+        transaction.next = now + transaction.rto;
+        transaction.rto = (transaction.rto * 2).min(RTO_MAX);
+        let (id, nominating) = (transaction.id, transaction.nominating);
+        let username = format!("{}:{}", remote.ufrag, self.local_creds.ufrag);
+        // §7.1.1: the priority a peer-reflexive candidate learned from this check would get.
+        let prflx = Candidate::compute_priority(CandidateKind::PeerReflexive, 65535, 1);
+        self.buf.clear();
+        let mut w = MessageWriter::new(&mut self.buf, Class::Request, Method::BINDING, id);
+        let mut attrs = vec![Attribute::Username(&username), Attribute::Priority(prflx)];
+        attrs.push(if self.controlling {
+            Attribute::IceControlling(self.tie_breaker)
+        } else {
+            Attribute::IceControlled(self.tie_breaker)
+        });
+        if nominating {
+            attrs.push(Attribute::UseCandidate);
+        }
+        for a in &attrs {
+            let _ = w.attribute(a);
+        }
+        let _ = w.message_integrity(&remote.key);
+        let _ = w.fingerprint();
+        w.finish();
+        self.stats.checks_sent += 1;
+        self.transmits.push_back(Transmit { from: local, to: remote_addr, payload: self.buf.clone() });
+    }
+
+    fn send_gather(&mut self, now: Instant, i: usize) {
+        let g = &mut self.gathers[i];
+        let Some(transaction) = g.transaction.as_mut() else { return };
+        transaction.sent += 1;
+        transaction.next = now + transaction.rto;
+        transaction.rto = (transaction.rto * 2).min(RTO_MAX);
+        self.buf.clear();
+        let mut w = MessageWriter::new(&mut self.buf, Class::Request, Method::BINDING, transaction.id);
+        let _ = w.fingerprint();
+        w.finish();
+        self.transmits.push_back(Transmit { from: g.base, to: g.server, payload: self.buf.clone() });
+    }
+
+    fn retransmit(&mut self, now: Instant) {
+        for i in 0..self.gathers.len() {
+            let due =
+                self.gathers[i].transaction.as_ref().filter(|t| t.sent > 0 && t.next <= now).map(|t| t.sent);
+            match due {
+                Some(sent) if sent >= MAX_GATHER_REQUESTS => {
+                    self.gathers[i].transaction = None;
+                    self.gathers[i].done = true;
+                    self.check_gathering_complete();
+                }
+                Some(_) => self.send_gather(now, i),
+                None => {}
+            }
+        }
+        for i in 0..self.pairs.len() {
+            let due = self.pairs[i].transaction.as_ref().filter(|t| t.next <= now).map(|t| t.sent);
+            match due {
+                Some(sent) if sent >= MAX_REQUESTS => {
+                    self.pairs[i].transaction = None;
+                    if self.pairs[i].state == PairState::InProgress {
+                        self.pairs[i].state = PairState::Failed;
+                    }
+                }
+                Some(_) => self.send_check(now, i),
+                None => {}
+            }
+        }
+    }
+
+    /// RFC 7675 consent on the selected pair, and the disconnected/failed states.
+    fn consent(&mut self, now: Instant) {
+        let Some(selected) = self.selected else { return };
+        if self.last_consent.is_some_and(|t| now.saturating_duration_since(t) >= CONSENT_TIMEOUT) {
+            self.set_state(IceState::Failed);
+            return;
+        }
+        if self.last_heard.is_some_and(|t| now.saturating_duration_since(t) >= DISCONNECTED_AFTER) {
+            self.set_state(IceState::Disconnected);
+        }
+        if self.next_consent.is_some_and(|t| t <= now) {
+            let jitter = 0.8 + (self.random() % 400) as f64 / 1000.0;
+            self.next_consent = Some(now + CONSENT_INTERVAL.mul_f64(jitter));
+            let transaction = self.transaction(now, false);
+            self.pairs[selected].transaction = Some(transaction);
+            self.send_check(now, selected);
+        }
+    }
+
+    fn update_failed(&mut self, _now: Instant) {
+        if self.selected.is_some() || !self.remote_complete || self.state == IceState::Failed {
+            return;
+        }
+        let gathering = self.gathers.iter().any(|g| !g.done);
+        let open = self.pairs.iter().any(|p| !matches!(p.state, PairState::Failed));
+        if !gathering && !open {
+            self.set_state(IceState::Failed);
+        }
+    }
+
+    /// A datagram that arrived on the driver's socket `to` from `from`. Returns false when
+    /// it is not ICE's (application data, DTLS, ...): the driver passes it on.
+    pub fn handle_receive(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, packet: &[u8]) -> bool {
+        let Ok(message) = Message::parse(packet) else {
+            self.stats.not_stun += 1;
+            return false;
+        };
+        if message.method() != Method::BINDING || !message.verify_fingerprint() {
+            // STUN but not ICE's (TURN replies go to the TURN client, not here).
+            self.stats.not_stun += 1;
+            return false;
+        }
+        match message.class() {
+            Class::Request => self.handle_request(now, from, to, &message),
+            Class::SuccessResponse | Class::ErrorResponse => self.handle_response(now, from, to, &message),
+            Class::Indication => {} // keepalives (RFC 8445 §11)
+        }
+        true
+    }
+
+    fn handle_request(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, message: &Message<'_>) {
+        // §7.3: USERNAME must be "our ufrag:their ufrag" and the integrity ours.
+        let username = match message.get(AttributeType::USERNAME) {
+            Some(Ok(Attribute::Username(u))) => u,
+            _ => return self.reply_error(from, to, message, ErrorCode::BAD_REQUEST),
+        };
+        let ours = username.split(':').next() == Some(self.local_creds.ufrag.as_str());
+        if !ours || !message.verify_integrity(&self.local_creds.key) {
+            self.stats.bad_integrity += 1;
+            return self.reply_error(from, to, message, ErrorCode::UNAUTHENTICATED);
+        }
+        self.stats.checks_received += 1;
+        if !self.locals.iter().any(|l| l.base == to) {
+            return;
+        }
+        // §7.3.1.1 role conflicts.
+        let their_controlling = message.get(AttributeType::ICE_CONTROLLING).and_then(Result::ok);
+        let their_controlled = message.get(AttributeType::ICE_CONTROLLED).and_then(Result::ok);
+        match (self.controlling, their_controlling, their_controlled) {
+            (true, Some(Attribute::IceControlling(theirs)), _) => {
+                self.stats.role_conflicts += 1;
+                if self.tie_breaker >= theirs {
+                    return self.reply_error(from, to, message, ErrorCode::ROLE_CONFLICT);
+                }
+                self.switch_role(false);
+            }
+            (false, _, Some(Attribute::IceControlled(theirs))) => {
+                self.stats.role_conflicts += 1;
+                if self.tie_breaker >= theirs {
+                    self.switch_role(true);
+                } else {
+                    return self.reply_error(from, to, message, ErrorCode::ROLE_CONFLICT);
+                }
+            }
+            _ => {}
+        }
+        // Answer: XOR-MAPPED-ADDRESS is where it came from.
+        self.buf.clear();
+        let mut w = MessageWriter::new(
+            &mut self.buf,
+            Class::SuccessResponse,
+            Method::BINDING,
+            message.transaction_id(),
+        );
+        let _ = w.attribute(&Attribute::XorMappedAddress(from));
+        let _ = w.message_integrity(&self.local_creds.key);
+        let _ = w.fingerprint();
+        w.finish();
+        self.transmits.push_back(Transmit { from: to, to: from, payload: self.buf.clone() });
+
+        // §7.3.1.3: an unknown source is a peer-reflexive remote candidate.
+        let remote = match self.remotes.iter().position(|r| r.addr == from) {
+            Some(r) => r,
+            None => {
+                if self.remotes.len() >= MAX_REMOTE {
+                    return;
+                }
+                let priority = match message.get(AttributeType::PRIORITY) {
+                    Some(Ok(Attribute::Priority(p))) if p > 0 => p,
+                    _ => return,
+                };
+                let candidate = Candidate {
+                    foundation: foundation(CandidateKind::PeerReflexive, from.ip(), None, &Transport::Udp),
+                    component: 1,
+                    transport: Transport::Udp,
+                    priority,
+                    address: CandidateAddress::Ip(from.ip()),
+                    port: from.port(),
+                    kind: CandidateKind::PeerReflexive,
+                    related: None,
+                    tcp_type: None,
+                    generation: None,
+                    ufrag: None,
+                    network_id: None,
+                    network_cost: None,
+                    extensions: Vec::new(),
+                };
+                self.remotes.push(Remote { candidate, addr: from });
+                self.remotes.len() - 1
+            }
+        };
+        let Some(local) =
+            self.locals.iter().position(|l| l.base == to && l.candidate.kind == CandidateKind::Host)
+        else {
+            return;
+        };
+        let Some(pair) = self.add_pair(local, remote) else { return };
+        if self.state == IceState::New {
+            self.set_state(IceState::Checking);
+        }
+        if Some(pair) == self.selected {
+            self.heard(now);
+        }
+        let use_candidate = message.attribute(AttributeType::USE_CANDIDATE).is_some();
+        if use_candidate && !self.controlling {
+            self.pairs[pair].nominated_by_peer = true;
+            if self.pairs[pair].state == PairState::Succeeded {
+                self.select(now, pair);
+            }
+        }
+        // §7.3.1.4 triggered check.
+        if !matches!(self.pairs[pair].state, PairState::Succeeded | PairState::InProgress) {
+            self.pairs[pair].state = PairState::Waiting;
+            if !self.triggered.contains(&pair) {
+                self.triggered.push_back(pair);
+            }
+        }
+        self.schedule_pace(now);
+    }
+
+    fn switch_role(&mut self, controlling: bool) {
+        self.controlling = controlling;
+        self.prioritize();
+    }
+
+    fn reply_error(
+        &mut self,
+        from: SocketAddr,
+        to: SocketAddr,
+        message: &Message<'_>,
+        error: ErrorCode<'static>,
+    ) {
+        self.buf.clear();
+        let mut w = MessageWriter::new(
+            &mut self.buf,
+            Class::ErrorResponse,
+            Method::BINDING,
+            message.transaction_id(),
+        );
+        let _ = w.attribute(&Attribute::ErrorCode(error));
+        // A 487 is authenticated (the request was); a 400/401 cannot be.
+        if error.code == 487 {
+            let _ = w.message_integrity(&self.local_creds.key);
+        }
+        let _ = w.fingerprint();
+        w.finish();
+        self.transmits.push_back(Transmit { from: to, to: from, payload: self.buf.clone() });
+    }
+
+    fn handle_response(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, message: &Message<'_>) {
+        let id = message.transaction_id();
+        if let Some(g) = self.gathers.iter().position(|g| g.transaction.as_ref().is_some_and(|t| t.id == id))
+        {
+            return self.gathered(now, g, from, message);
+        }
+        let Some(i) = self.pairs.iter().position(|p| p.transaction.as_ref().is_some_and(|t| t.id == id))
+        else {
+            self.stats.unknown_transaction += 1;
+            return;
+        };
+        let Some(remote) = self.remote_creds.clone() else { return };
+        if !message.verify_integrity(&remote.key) {
+            self.stats.bad_integrity += 1;
+            return;
+        }
+        // §7.2.5.2.1: the response must come back on the same addresses.
+        let (local, remote_addr) =
+            (self.locals[self.pairs[i].local].base, self.remotes[self.pairs[i].remote].addr);
+        if from != remote_addr || to != local {
+            self.pairs[i].transaction = None;
+            self.pairs[i].state = PairState::Failed;
+            return;
+        }
+        let nominating = self.pairs[i].transaction.take().is_some_and(|t| t.nominating);
+        if message.class() == Class::ErrorResponse {
+            if let Some(Ok(Attribute::ErrorCode(e))) = message.get(AttributeType::ERROR_CODE) {
+                if e.code == 487 {
+                    // §7.2.5.1: switch roles and check again.
+                    self.switch_role(!self.controlling);
+                    self.pairs[i].state = PairState::Waiting;
+                    self.triggered.push_back(i);
+                    self.schedule_pace(now);
+                    return;
+                }
+            }
+            self.pairs[i].state = PairState::Failed;
+            return;
+        }
+        if Some(i) == self.selected {
+            self.last_consent = Some(now);
+            self.heard(now);
+            return;
+        }
+        self.pairs[i].state = PairState::Succeeded;
+        // §7.2.5.3.3: unfreeze the pairs of the same foundation.
+        let foundation = self.pairs[i].foundation.clone();
+        for p in &mut self.pairs {
+            if p.state == PairState::Frozen && p.foundation == foundation {
+                p.state = PairState::Waiting;
+            }
+        }
+        if self.controlling {
+            if nominating {
+                self.pairs[i].nominated = true;
+                self.select(now, i);
+            } else if self.selected.is_none()
+                && !self.pairs.iter().any(|p| p.transaction.as_ref().is_some_and(|t| t.nominating))
+            {
+                // Regular nomination (§8.1.1): check the best valid pair again with USE-CANDIDATE.
+                let best = (0..self.pairs.len())
+                    .filter(|&p| self.pairs[p].state == PairState::Succeeded)
+                    .max_by_key(|&p| self.pairs[p].priority);
+                if let Some(best) = best {
+                    self.triggered.push_front(best);
+                }
+            }
+        } else if self.pairs[i].nominated_by_peer {
+            self.select(now, i);
+        }
+        self.schedule_pace(now);
+    }
+
+    fn gathered(&mut self, now: Instant, g: usize, from: SocketAddr, message: &Message<'_>) {
+        if from != self.gathers[g].server {
+            return;
+        }
+        self.gathers[g].transaction = None;
+        self.gathers[g].done = true;
+        if let Some(Ok(Attribute::XorMappedAddress(mapped))) = message.get(AttributeType::XOR_MAPPED_ADDRESS)
+        {
+            let base = self.gathers[g].base;
+            let duplicate =
+                self.locals.iter().any(|l| SocketAddr::new(ip_of(&l.candidate), l.candidate.port) == mapped);
+            if mapped != base && !duplicate {
+                let server = self.gathers[g].server.ip();
+                let hosts_before = self.locals.iter().position(|l| l.base == base).unwrap_or(0).min(65535) as u16;
+                let candidate = Candidate {
+                    foundation: foundation(
+                        CandidateKind::ServerReflexive,
+                        base.ip(),
+                        Some(server),
+                        &Transport::Udp,
+                    ),
+                    component: 1,
+                    transport: Transport::Udp,
+                    priority: Candidate::compute_priority(
+                        CandidateKind::ServerReflexive,
+                        65535 - hosts_before,
+                        1,
+                    ),
+                    address: CandidateAddress::Ip(mapped.ip()),
+                    port: mapped.port(),
+                    kind: CandidateKind::ServerReflexive,
+                    related: Some((CandidateAddress::Ip(base.ip()), base.port())),
+                    tcp_type: None,
+                    generation: None,
+                    ufrag: None,
+                    network_id: None,
+                    network_cost: None,
+                    extensions: Vec::new(),
+                };
+                self.add_local(candidate, base);
+            }
+        }
+        self.check_gathering_complete();
+        self.schedule_pace(now);
+    }
+
+    fn heard(&mut self, now: Instant) {
+        self.last_heard = Some(now);
+        if self.state == IceState::Disconnected {
+            self.set_state(IceState::Connected);
+        }
+    }
+
+    fn select(&mut self, now: Instant, i: usize) {
+        if self.selected.is_some() {
+            return;
+        }
+        self.selected = Some(i);
+        self.last_consent = Some(now);
+        self.last_heard = Some(now);
+        self.next_consent = Some(now + CONSENT_INTERVAL);
+        let (l, r) = (&self.locals[self.pairs[i].local], &self.remotes[self.pairs[i].remote]);
+        self.events.push_back(IceEvent::SelectedPair {
+            local: l.base,
+            remote: r.addr,
+            local_kind: l.candidate.kind,
+            remote_kind: r.candidate.kind,
+        });
+        // Other checks stop; consent keeps the chosen pair.
+        for (p, pair) in self.pairs.iter_mut().enumerate() {
+            if p != i {
+                pair.transaction = None;
+            }
+        }
+        self.triggered.clear();
+        self.next_pace = None;
+        self.set_state(IceState::Connected);
+    }
+
+    /// Stops everything.
+    pub fn close(&mut self) {
+        self.set_state(IceState::Closed);
+        self.transmits.clear();
+    }
+}
+
+fn ip_of(c: &Candidate) -> std::net::IpAddr {
+    match &c.address {
+        CandidateAddress::Ip(ip) => *ip,
+        CandidateAddress::Name(_) => std::net::IpAddr::from([0, 0, 0, 0]),
+    }
+}
+
+#[cfg(test)]
+mod tests;
