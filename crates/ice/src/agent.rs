@@ -301,22 +301,13 @@ impl IceAgent {
         // RFC 8445 §5.1.2.1: one local preference per host address, the first highest.
         let hosts = self.locals.iter().filter(|l| l.candidate.kind == CandidateKind::Host).count();
         let local_preference = 65535 - hosts.min(65535) as u16;
-        let candidate = Candidate {
-            foundation: foundation(CandidateKind::Host, addr.ip(), None, &Transport::Udp),
-            component: 1,
-            transport: Transport::Udp,
-            priority: Candidate::compute_priority(CandidateKind::Host, local_preference, 1),
-            address: CandidateAddress::Ip(addr.ip()),
-            port: addr.port(),
-            kind: CandidateKind::Host,
-            related: None,
-            tcp_type: None,
-            generation: None,
-            ufrag: None,
-            network_id: None,
-            network_cost: None,
-            extensions: Vec::new(),
-        };
+        let candidate = Candidate::udp(
+            CandidateKind::Host,
+            foundation(CandidateKind::Host, addr.ip(), None, &Transport::Udp),
+            Candidate::compute_priority(CandidateKind::Host, local_preference, 1),
+            addr,
+            None,
+        );
         self.add_local(candidate, addr);
         let servers: Vec<SocketAddr> =
             self.stun_servers.iter().copied().filter(|s| s.is_ipv4() == addr.is_ipv4()).collect();
@@ -710,22 +701,9 @@ impl IceAgent {
                     Some(Ok(Attribute::Priority(p))) if p > 0 => p,
                     _ => return,
                 };
-                let candidate = Candidate {
-                    foundation: foundation(CandidateKind::PeerReflexive, from.ip(), None, &Transport::Udp),
-                    component: 1,
-                    transport: Transport::Udp,
-                    priority,
-                    address: CandidateAddress::Ip(from.ip()),
-                    port: from.port(),
-                    kind: CandidateKind::PeerReflexive,
-                    related: None,
-                    tcp_type: None,
-                    generation: None,
-                    ufrag: None,
-                    network_id: None,
-                    network_cost: None,
-                    extensions: Vec::new(),
-                };
+                let kind = CandidateKind::PeerReflexive;
+                let foundation = foundation(kind, from.ip(), None, &Transport::Udp);
+                let candidate = Candidate::udp(kind, foundation, priority, from, None);
                 self.remotes.push(Remote { candidate, addr: from });
                 self.remotes.len() - 1
             }
@@ -874,7 +852,8 @@ impl IceAgent {
                 self.locals.iter().any(|l| SocketAddr::new(ip_of(&l.candidate), l.candidate.port) == mapped);
             if mapped != base && !duplicate {
                 let server = self.gathers[g].server.ip();
-                let hosts_before = self.locals.iter().position(|l| l.base == base).unwrap_or(0).min(65535) as u16;
+                let hosts_before =
+                    self.locals.iter().position(|l| l.base == base).unwrap_or(0).min(65535) as u16;
                 let candidate = Candidate {
                     foundation: foundation(
                         CandidateKind::ServerReflexive,

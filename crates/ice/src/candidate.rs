@@ -175,6 +175,32 @@ fn ice_chars(text: &str) -> bool {
 }
 
 impl Candidate {
+    /// A UDP candidate for component 1 with no extensions: what the agent announces.
+    pub fn udp(
+        kind: CandidateKind,
+        foundation: String,
+        priority: u32,
+        addr: std::net::SocketAddr,
+        related: Option<std::net::SocketAddr>,
+    ) -> Candidate {
+        Candidate {
+            foundation,
+            component: 1,
+            transport: Transport::Udp,
+            priority,
+            address: CandidateAddress::Ip(addr.ip()),
+            port: addr.port(),
+            kind,
+            related: related.map(|r| (CandidateAddress::Ip(r.ip()), r.port())),
+            tcp_type: None,
+            generation: None,
+            ufrag: None,
+            network_id: None,
+            network_cost: None,
+            extensions: Vec::new(),
+        }
+    }
+
     /// Parses `[a=]candidate:...` (RFC 8839 §5.1), as in SDP or `RTCIceCandidate.candidate`.
     pub fn parse(line: &str) -> Result<Candidate, CandidateError> {
         let line = line.trim_end_matches(['\r', '\n']);
