@@ -2,12 +2,14 @@
 # Installs what the test suites need, idempotently, on Debian with the Rust toolchain:
 #   coturn (turnutils_* and turnserver: third-party STUN/TURN clients and the benchmark
 #   reference), Debian's Chromium driven by playwright-core from npm (never a downloaded
-#   browser), Node.js if missing, redis-server (the multi-node signaling test), rustfmt and clippy, and cargo-fuzz.
+#   browser), Node.js if missing, redis-server (the multi-node signaling test), a Python
+#   venv with aioice (ICE interop), rustfmt and clippy, and cargo-fuzz.
 set -euo pipefail
 
 need_apt=()
 command -v turnutils_stunclient >/dev/null && command -v turnserver >/dev/null || need_apt+=(coturn)
 command -v python3 >/dev/null || need_apt+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v chromium >/dev/null || need_apt+=(chromium chromium-driver)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
@@ -34,6 +36,14 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 if [ ! -d "$here/tests/browser/node_modules/playwright-core" ]; then
     echo "installing playwright-core for the browser tests"
     (cd "$here/tests/browser" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund --silent)
+fi
+
+# aioice (an ICE implementation we did not write) for the ICE interop test, in a venv of
+# the project's own; pinned so every run tests against the same peer.
+if [ ! -x "$here/tests/interop/.venv/bin/python" ] || ! "$here/tests/interop/.venv/bin/python" -c 'import aioice' 2>/dev/null; then
+    echo "installing aioice into tests/interop/.venv"
+    python3 -m venv "$here/tests/interop/.venv"
+    "$here/tests/interop/.venv/bin/pip" install -q aioice==0.13.0
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

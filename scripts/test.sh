@@ -28,6 +28,7 @@ step "release build"
 cargo build --release -q -p peerlink-cli -p peerlink-bench
 cargo build --release -q -p peerlink-server --example turn_probe
 cargo build --release -q -p peerlink-signal --example signal_probe
+cargo build --release -q -p peerlink-ice --example ice_probe
 
 step "end-to-end: coturn's turnutils_stunclient against peerlink stun"
 tests/e2e/stun-stunclient.sh target/release/peerlink
@@ -43,6 +44,9 @@ tests/e2e/turn-client-coturn.sh target/release/examples/turn_probe
 
 step "end-to-end: headless Chromium relays a data channel through peerlink turn"
 tests/e2e/turn-chromium.sh target/release/peerlink
+
+step "interop: our ICE agent against aioice, both roles, in a network namespace"
+tests/e2e/ice-aioice.sh target/release/examples/ice_probe
 
 step "end-to-end: two peerlink serve processes share rooms through redis-server"
 tests/e2e/signal-redis.sh target/release/peerlink target/release/examples/signal_probe
