@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use peerlink_ice::{IceAgent, IceConfig};
-use peerlink_stun::{Attribute, Class, Key, MessageWriter, Method, TransactionId};
+use peerlink_stun::{Attribute, Class, ErrorCode, Key, Message, MessageWriter, Method, TransactionId};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -17,13 +17,15 @@ fuzz_target!(|data: &[u8]| {
         local_pwd: "fuzz-password-22-chars".into(),
         stun_servers: vec!["192.0.2.100:3478".parse().unwrap()],
     };
-    let mut agent = IceAgent::new(config, u64::from(flags)).unwrap();
+    let mut agent = IceAgent::new(config, [flags; 32]).unwrap();
     let mut now = Instant::now();
     let here: SocketAddr = "192.0.2.1:5000".parse().unwrap();
     agent.add_host_candidate(now, here);
     agent.set_remote_credentials(now, "peer", "peer-password-22-chars").unwrap();
     let ours = Key::short_term("fuzz-password-22-chars").unwrap();
     let theirs = Key::short_term("peer-password-22-chars").unwrap();
+    // Transaction ids of the agent's own requests, so answers can match them.
+    let mut sent: Vec<TransactionId> = Vec::new();
     while let [op, len, tail @ ..] = rest {
         let n = usize::from(*len).min(tail.len());
         let (chunk, tail) = tail.split_at(n);
@@ -39,7 +41,22 @@ fuzz_target!(|data: &[u8]| {
                 let class = if op % 4 == 1 { Class::Request } else { Class::SuccessResponse };
                 let mut tid = [0u8; 12];
                 tid[..chunk.len().min(12)].copy_from_slice(&chunk[..chunk.len().min(12)]);
-                let mut w = MessageWriter::new(&mut buf, class, Method::BINDING, TransactionId(tid));
+                let tid = match (class, chunk.first()) {
+                    (Class::SuccessResponse, Some(&k)) if !sent.is_empty() => {
+                        sent[usize::from(k) % sent.len()]
+                    }
+                    _ => TransactionId(tid),
+                };
+                // Some answers are 487 role conflicts.
+                let class = if class == Class::SuccessResponse && chunk.get(1).is_some_and(|b| b & 7 == 0) {
+                    Class::ErrorResponse
+                } else {
+                    class
+                };
+                let mut w = MessageWriter::new(&mut buf, class, Method::BINDING, tid);
+                if class == Class::ErrorResponse {
+                    let _ = w.attribute(&Attribute::ErrorCode(ErrorCode::ROLE_CONFLICT));
+                }
                 let _ = w.attribute(&Attribute::Username(if class == Class::Request {
                     "fuzz:peer"
                 } else {
@@ -64,7 +81,16 @@ fuzz_target!(|data: &[u8]| {
                 agent.handle_timeout(now);
             }
         }
-        while agent.poll_transmit().is_some() {}
+        while let Some(t) = agent.poll_transmit() {
+            if let Ok(m) = Message::parse(&t.payload) {
+                if m.class() == Class::Request {
+                    sent.push(m.transaction_id());
+                    if sent.len() > 64 {
+                        sent.remove(0);
+                    }
+                }
+            }
+        }
         while agent.poll_event().is_some() {}
         let _ = agent.poll_timeout();
     }

@@ -24,12 +24,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
         .expect("urandom");
-    u64::from_be_bytes(b)
+    b
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn run() -> Result<(), String> {
@@ -39,15 +43,14 @@ fn run() -> Result<(), String> {
     };
     let socket = UdpSocket::bind(addr.as_str()).map_err(|e| format!("bind {addr}: {e}"))?;
     let local = socket.local_addr().map_err(|e| e.to_string())?;
-    let seed = random_u64();
     let config = IceConfig {
         controlling: role == "controlling",
-        local_ufrag: format!("pl{:06x}", seed & 0xff_ffff),
-        local_pwd: format!("peerlink{:032x}", u128::from(seed) * 0x9E37_79B9),
+        local_ufrag: hex(&random::<4>()),
+        local_pwd: hex(&random::<16>()),
         stun_servers: Vec::new(),
     };
     let (ufrag, pwd) = (config.local_ufrag.clone(), config.local_pwd.clone());
-    let mut agent = IceAgent::new(config, seed).map_err(|e| e.to_string())?;
+    let mut agent = IceAgent::new(config, random::<32>()).map_err(|e| e.to_string())?;
     let start = Instant::now();
     agent.add_host_candidate(start, local);
     let mut candidates = Vec::new();

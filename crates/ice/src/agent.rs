@@ -23,6 +23,7 @@
 //! ```
 
 use crate::candidate::{foundation, pair_priority, Candidate, CandidateAddress, CandidateKind, Transport};
+use hmac::{Hmac, Mac};
 use peerlink_stun::{
     Attribute, AttributeType, Class, ErrorCode, Key, Message, MessageWriter, Method, TransactionId,
 };
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 /// Ta: one new check (or gathering request) per this interval (RFC 8445 §14.2).
 const TA: Duration = Duration::from_millis(50);
 /// First retransmission timeout of a check; it doubles, up to `RTO_MAX`.
-const RTO: Duration = Duration::from_millis(300);
+const RTO: Duration = Duration::from_millis(500);
 const RTO_MAX: Duration = Duration::from_secs(3);
 /// Requests sent per transaction before it fails (RFC 8489 Rc = 7).
 const MAX_REQUESTS: u32 = 7;
@@ -49,6 +50,12 @@ const CONSENT_INTERVAL: Duration = Duration::from_secs(5);
 const CONSENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// ...and "disconnected" after this long without hearing from the selected pair.
 const DISCONNECTED_AFTER: Duration = Duration::from_secs(7);
+/// Checking without a selected pair for this long is failure (a peer that never nominates,
+/// or never says it has no more candidates).
+const CHECKING_TIMEOUT: Duration = Duration::from_secs(30);
+/// The controlling side nominates its best valid pair once nothing better is pending, or
+/// this long after the first success, whichever comes first.
+const NOMINATION_WAIT: Duration = Duration::from_millis(500);
 
 /// Settings of one agent.
 #[derive(Debug, Clone)]
@@ -159,6 +166,8 @@ struct Transaction {
     next: Instant,
     rto: Duration,
     nominating: bool,
+    /// The role this request claimed (a 487 answer means: take the other one).
+    as_controlling: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -196,6 +205,12 @@ pub struct IceAgent {
     gathers: Vec<Gather>,
     triggered: VecDeque<usize>,
     next_pace: Option<Instant>,
+    /// When checking began (for `CHECKING_TIMEOUT`).
+    checking_since: Option<Instant>,
+    /// The pair being nominated (controlling side), if any.
+    nominating: Option<usize>,
+    /// Nominate by then even if better pairs are still being checked.
+    nominate_by: Option<Instant>,
     state: IceState,
     selected: Option<usize>,
     gathering_complete_sent: bool,
@@ -203,7 +218,8 @@ pub struct IceAgent {
     last_heard: Option<Instant>,
     last_consent: Option<Instant>,
     next_consent: Option<Instant>,
-    rng: u64,
+    rng_key: [u8; 32],
+    rng_counter: u64,
     buf: Vec<u8>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<IceEvent>,
@@ -215,8 +231,9 @@ fn printable(s: &str) -> bool {
 }
 
 impl IceAgent {
-    /// `seed` (from a CSPRNG) makes transaction ids and the tie-breaker unpredictable.
-    pub fn new(config: IceConfig, seed: u64) -> Result<IceAgent, UsageError> {
+    /// `seed` (32 bytes from a CSPRNG) keys the generator of transaction ids and the
+    /// tie-breaker, which must not be guessable (RFC 7675 §5.1 relies on the ids).
+    pub fn new(config: IceConfig, seed: [u8; 32]) -> Result<IceAgent, UsageError> {
         if !printable(&config.local_ufrag) || !printable(&config.local_pwd) {
             return Err(UsageError::BadCredentials);
         }
@@ -233,6 +250,9 @@ impl IceAgent {
             gathers: Vec::new(),
             triggered: VecDeque::new(),
             next_pace: None,
+            checking_since: None,
+            nominating: None,
+            nominate_by: None,
             state: IceState::New,
             selected: None,
             gathering_complete_sent: false,
@@ -240,7 +260,8 @@ impl IceAgent {
             last_heard: None,
             last_consent: None,
             next_consent: None,
-            rng: seed,
+            rng_key: seed,
+            rng_counter: 0,
             buf: Vec::with_capacity(256),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -268,14 +289,14 @@ impl IceAgent {
             .map(|p| (self.locals[self.pairs[p].local].base, self.remotes[self.pairs[p].remote].addr))
     }
 
+    /// HMAC-SHA256(seed, counter): a PRF in counter mode, so one output (the tie-breaker is
+    /// sent in clear) tells nothing about the others.
     fn random(&mut self) -> u64 {
-        // SplitMix64 over the seed: fine for ids that must not repeat or be guessed from
-        // outside; the seed itself comes from a CSPRNG.
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.rng_counter += 1;
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.rng_key).expect("any key length");
+        mac.update(&self.rng_counter.to_be_bytes());
+        let out = mac.finalize().into_bytes();
+        u64::from_be_bytes([out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7]])
     }
 
     fn transaction(&mut self, now: Instant, nominating: bool) -> Transaction {
@@ -283,10 +304,20 @@ impl IceAgent {
         let mut id = [0u8; 12];
         id[..8].copy_from_slice(&a.to_be_bytes());
         id[8..].copy_from_slice(&b.to_be_bytes()[..4]);
-        Transaction { id: TransactionId(id), sent: 0, next: now, rto: RTO, nominating }
+        Transaction {
+            id: TransactionId(id),
+            sent: 0,
+            next: now,
+            rto: RTO,
+            nominating,
+            as_controlling: self.controlling,
+        }
     }
 
     fn set_state(&mut self, state: IceState) {
+        if matches!(self.state, IceState::Failed | IceState::Closed) {
+            return; // final
+        }
         if self.state != state {
             self.state = state;
             self.events.push_back(IceEvent::State(state));
@@ -372,6 +403,7 @@ impl IceAgent {
             }
         }
         if self.state == IceState::New {
+            self.checking_since = Some(now);
             self.set_state(IceState::Checking);
         }
         self.schedule_pace(now);
@@ -447,7 +479,16 @@ impl IceAgent {
             self.last_heard.filter(|_| self.state == IceState::Connected).map(|t| t + DISCONNECTED_AFTER);
         let consent = self.next_consent.into_iter().chain(silence);
         let consent_lost = self.last_consent.map(|t| t + CONSENT_TIMEOUT);
-        self.next_pace.into_iter().chain(retransmits).chain(consent).chain(consent_lost).min()
+        let checking = self.checking_since.filter(|_| self.selected.is_none()).map(|t| t + CHECKING_TIMEOUT);
+        let nominate = self.nominate_by.filter(|_| self.nominating.is_none() && self.selected.is_none());
+        self.next_pace
+            .into_iter()
+            .chain(retransmits)
+            .chain(consent)
+            .chain(consent_lost)
+            .chain(checking)
+            .chain(nominate)
+            .min()
     }
 
     /// Timers: pacing of new checks, retransmissions, consent.
@@ -460,6 +501,9 @@ impl IceAgent {
         }
         self.retransmit(now);
         self.consent(now);
+        if self.nominate_by.is_some_and(|t| t <= now) {
+            self.maybe_nominate(now, true);
+        }
         self.update_failed(now);
     }
 
@@ -500,7 +544,7 @@ impl IceAgent {
     }
 
     fn wants_nomination(&self, i: usize) -> bool {
-        self.controlling && self.selected.is_none() && self.pairs[i].state == PairState::Succeeded
+        self.controlling && self.selected.is_none() && self.nominating == Some(i)
     }
 
     fn start_check(&mut self, now: Instant, i: usize) {
@@ -523,7 +567,8 @@ impl IceAgent {
         transaction.sent += 1;
         transaction.next = now + transaction.rto;
         transaction.rto = (transaction.rto * 2).min(RTO_MAX);
-        let (id, nominating) = (transaction.id, transaction.nominating);
+        transaction.as_controlling = self.controlling;
+        let (id, nominating) = (transaction.id, transaction.nominating && self.controlling);
         let username = format!("{}:{}", remote.ufrag, self.local_creds.ufrag);
         // §7.1.1: the priority a peer-reflexive candidate learned from this check would get.
         let prflx = Candidate::compute_priority(CandidateKind::PeerReflexive, 65535, 1);
@@ -580,7 +625,12 @@ impl IceAgent {
             match due {
                 Some(sent) if sent >= MAX_REQUESTS => {
                     self.pairs[i].transaction = None;
-                    if self.pairs[i].state == PairState::InProgress {
+                    if self.nominating == Some(i) {
+                        // The nominated pair stopped answering: try the next best.
+                        self.nominating = None;
+                        self.pairs[i].state = PairState::Failed;
+                        self.maybe_nominate(now, true);
+                    } else if self.pairs[i].state == PairState::InProgress {
                         self.pairs[i].state = PairState::Failed;
                     }
                 }
@@ -609,13 +659,19 @@ impl IceAgent {
         }
     }
 
-    fn update_failed(&mut self, _now: Instant) {
-        if self.selected.is_some() || !self.remote_complete || self.state == IceState::Failed {
+    fn update_failed(&mut self, now: Instant) {
+        if self.selected.is_some() || self.state == IceState::Failed {
             return;
         }
-        let gathering = self.gathers.iter().any(|g| !g.done);
+        if self.checking_since.is_some_and(|t| now.saturating_duration_since(t) >= CHECKING_TIMEOUT) {
+            return self.set_state(IceState::Failed);
+        }
+        // Only with both sides' candidates all known can an empty check list mean failure.
+        if !self.remote_complete || !self.gathering_complete_sent {
+            return;
+        }
         let open = self.pairs.iter().any(|p| !matches!(p.state, PairState::Failed));
-        if !gathering && !open {
+        if !open {
             self.set_state(IceState::Failed);
         }
     }
@@ -627,6 +683,17 @@ impl IceAgent {
             self.stats.not_stun += 1;
             return false;
         };
+        if matches!(self.state, IceState::Failed | IceState::Closed) {
+            return message.method() == Method::BINDING;
+        }
+        // A STUN server's answer need not carry FINGERPRINT (RFC 8489 §14.7).
+        let id = message.transaction_id();
+        if message.class() == Class::SuccessResponse
+            && self.gathers.iter().any(|g| g.transaction.as_ref().is_some_and(|t| t.id == id))
+        {
+            self.handle_response(now, from, to, &message);
+            return true;
+        }
         if message.method() != Method::BINDING || !message.verify_fingerprint() {
             // STUN but not ICE's (TURN replies go to the TURN client, not here).
             self.stats.not_stun += 1;
@@ -676,6 +743,10 @@ impl IceAgent {
             }
             _ => {}
         }
+        // §7.3: a check carries PRIORITY.
+        if !matches!(message.get(AttributeType::PRIORITY), Some(Ok(Attribute::Priority(p))) if p > 0) {
+            return self.reply_error(from, to, message, ErrorCode::BAD_REQUEST);
+        }
         // Answer: XOR-MAPPED-ADDRESS is where it came from.
         self.buf.clear();
         let mut w = MessageWriter::new(
@@ -715,6 +786,7 @@ impl IceAgent {
         };
         let Some(pair) = self.add_pair(local, remote) else { return };
         if self.state == IceState::New {
+            self.checking_since = Some(now);
             self.set_state(IceState::Checking);
         }
         if Some(pair) == self.selected {
@@ -727,8 +799,10 @@ impl IceAgent {
                 self.select(now, pair);
             }
         }
-        // §7.3.1.4 triggered check.
-        if !matches!(self.pairs[pair].state, PairState::Succeeded | PairState::InProgress) {
+        // §7.3.1.4 triggered check (an in-progress one starts over: the peer's check just
+        // showed the path is open now).
+        let recheck = self.selected.is_none() || (use_candidate && !self.controlling);
+        if recheck && self.pairs[pair].state != PairState::Succeeded {
             self.pairs[pair].state = PairState::Waiting;
             if !self.triggered.contains(&pair) {
                 self.triggered.push_back(pair);
@@ -790,12 +864,17 @@ impl IceAgent {
             self.pairs[i].state = PairState::Failed;
             return;
         }
-        let nominating = self.pairs[i].transaction.take().is_some_and(|t| t.nominating);
+        let Some(transaction) = self.pairs[i].transaction.take() else { return };
+        let nominating = transaction.nominating && self.nominating == Some(i);
         if message.class() == Class::ErrorResponse {
             if let Some(Ok(Attribute::ErrorCode(e))) = message.get(AttributeType::ERROR_CODE) {
                 if e.code == 487 {
-                    // §7.2.5.1: switch roles and check again.
-                    self.switch_role(!self.controlling);
+                    // §7.2.5.1: take the role opposite to the one the request claimed (if
+                    // not done already) and check again.
+                    if self.nominating == Some(i) {
+                        self.nominating = None;
+                    }
+                    self.switch_role(!transaction.as_controlling);
                     self.pairs[i].state = PairState::Waiting;
                     self.triggered.push_back(i);
                     self.schedule_pace(now);
@@ -803,6 +882,11 @@ impl IceAgent {
                 }
             }
             self.pairs[i].state = PairState::Failed;
+            if self.nominating == Some(i) {
+                self.nominating = None;
+                self.maybe_nominate(now, true);
+            }
+            self.update_failed(now);
             return;
         }
         if Some(i) == self.selected {
@@ -820,22 +904,44 @@ impl IceAgent {
         }
         if self.controlling {
             if nominating {
+                self.nominating = None;
                 self.pairs[i].nominated = true;
                 self.select(now, i);
-            } else if self.selected.is_none()
-                && !self.pairs.iter().any(|p| p.transaction.as_ref().is_some_and(|t| t.nominating))
-            {
-                // Regular nomination (§8.1.1): check the best valid pair again with USE-CANDIDATE.
-                let best = (0..self.pairs.len())
-                    .filter(|&p| self.pairs[p].state == PairState::Succeeded)
-                    .max_by_key(|&p| self.pairs[p].priority);
-                if let Some(best) = best {
-                    self.triggered.push_front(best);
+            } else {
+                if self.nominate_by.is_none() {
+                    self.nominate_by = Some(now + NOMINATION_WAIT);
                 }
+                self.maybe_nominate(now, false);
             }
         } else if self.pairs[i].nominated_by_peer {
             self.select(now, i);
         }
+        self.schedule_pace(now);
+    }
+
+    /// Regular nomination (§8.1.1): the controlling side checks its best valid pair again
+    /// with USE-CANDIDATE, once no better pair is still being checked (or when `force`d by
+    /// the nomination deadline or a failed nomination). One nomination at a time.
+    fn maybe_nominate(&mut self, now: Instant, force: bool) {
+        if !self.controlling || self.selected.is_some() || self.nominating.is_some() {
+            return;
+        }
+        let Some(best) = (0..self.pairs.len())
+            .filter(|&p| self.pairs[p].state == PairState::Succeeded)
+            .max_by_key(|&p| self.pairs[p].priority)
+        else {
+            return;
+        };
+        let better_pending = self.pairs.iter().any(|p| {
+            p.priority > self.pairs[best].priority
+                && matches!(p.state, PairState::Frozen | PairState::Waiting | PairState::InProgress)
+        });
+        if better_pending && !force {
+            return;
+        }
+        self.nominating = Some(best);
+        self.triggered.retain(|&p| p != best);
+        self.triggered.push_front(best);
         self.schedule_pace(now);
     }
 
@@ -894,8 +1000,12 @@ impl IceAgent {
     }
 
     fn select(&mut self, now: Instant, i: usize) {
-        if self.selected.is_some() {
-            return;
+        match self.selected {
+            // §8.1.1: the controlled agent uses the highest-priority nominated pair, so a
+            // better nomination that comes later (or an aggressive nominator's) wins.
+            Some(current) if !self.controlling && self.pairs[i].priority > self.pairs[current].priority => {}
+            Some(_) => return,
+            None => {}
         }
         self.selected = Some(i);
         self.last_consent = Some(now);
@@ -908,10 +1018,14 @@ impl IceAgent {
             local_kind: l.candidate.kind,
             remote_kind: r.candidate.kind,
         });
-        // Other checks stop; consent keeps the chosen pair.
+        // Other checks stop (§8.1.2): pairs not yet checked are retired; consent keeps the
+        // chosen pair.
         for (p, pair) in self.pairs.iter_mut().enumerate() {
             if p != i {
                 pair.transaction = None;
+                if matches!(pair.state, PairState::Frozen | PairState::Waiting | PairState::InProgress) {
+                    pair.state = PairState::Failed;
+                }
             }
         }
         self.triggered.clear();

@@ -10,6 +10,14 @@ struct Side {
     agent: IceAgent,
     host: HostId,
     events: Vec<IceEvent>,
+    /// Datagrams the agent said were not its own (application data).
+    data: Vec<Datagram>,
+}
+
+fn seed(n: u64) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..8].copy_from_slice(&n.to_be_bytes());
+    k
 }
 
 struct Sim {
@@ -69,9 +77,11 @@ impl Sim {
         }
         let ufrags = ["alfa", "brav"];
         let mut sides = [0, 1].map(|i| Side {
-            agent: IceAgent::new(config(controlling[i], ufrags[i]), seed * 31 + i as u64).unwrap(),
+            agent: IceAgent::new(config(controlling[i], ufrags[i]), self::seed(seed * 31 + i as u64))
+                .unwrap(),
             host: hosts[i],
             events: Vec::new(),
+            data: Vec::new(),
         });
         for i in 0..2 {
             let other = 1 - i;
@@ -132,7 +142,9 @@ impl Sim {
             }
             for side in &mut self.sides {
                 while let Some(d) = self.net.poll_receive(side.host) {
-                    side.agent.handle_receive(now, d.from, d.to, &d.payload);
+                    if !side.agent.handle_receive(now, d.from, d.to, &d.payload) {
+                        side.data.push(d);
+                    }
                 }
                 side.agent.handle_timeout(now);
             }
@@ -170,6 +182,22 @@ impl Sim {
         self.states() == [IceState::Connected; 2]
     }
 
+    /// Each side sends a datagram on its selected pair; each must arrive from where the
+    /// other side's selected pair says its peer is: both ends use one path.
+    fn paths_agree(&mut self) -> bool {
+        for i in 0..2 {
+            let Some((from, to)) = self.sides[i].agent.selected_pair() else { return false };
+            let host = self.sides[i].host;
+            self.net.send(host, Datagram { from, to, payload: vec![b'a' + i as u8] });
+        }
+        self.run(Duration::from_millis(500), |_| false);
+        (0..2).all(|i| {
+            let other = self.sides[1 - i].agent.selected_pair();
+            let got = self.sides[1 - i].data.iter().find(|d| d.payload == [b'a' + i as u8]);
+            matches!((got, other), (Some(d), Some((local, remote))) if d.from == remote && d.to == local)
+        })
+    }
+
     fn selected(&self, i: usize) -> Option<(CandidateKind, CandidateKind)> {
         self.sides[i].events.iter().rev().find_map(|e| match e {
             IceEvent::SelectedPair { local_kind, remote_kind, .. } => Some((*local_kind, *remote_kind)),
@@ -186,9 +214,11 @@ fn self_start(sim: &Sim) -> Instant {
 fn connects_across_every_nat_pair_that_has_a_direct_path_and_fails_cleanly_otherwise() {
     use Nat::*;
     let kinds = [None, FullCone, Restricted, PortRestricted, Symmetric];
-    for (x, &a) in kinds.iter().enumerate() {
-        for &b in &kinds[x..] {
-            let blocked = matches!((a, b), (PortRestricted | Symmetric, Symmetric));
+    // Every ordered pair: side 0 (controlling) behind `a`, side 1 behind `b`.
+    for &a in &kinds {
+        for &b in &kinds {
+            let blocked =
+                matches!((a, b), (PortRestricted | Symmetric, Symmetric) | (Symmetric, PortRestricted));
             let mut sim = Sim::new(7, [a, b], LinkConfig::default(), [true, false]);
             let start = sim.net.now();
             sim.run(Duration::from_secs(60), |s| {
@@ -205,8 +235,7 @@ fn connects_across_every_nat_pair_that_has_a_direct_path_and_fails_cleanly_other
                     sim.sides[0].agent.selected_pair().unwrap(),
                     sim.sides[1].agent.selected_pair().unwrap(),
                 );
-                // The two ends agree on the path (as seen through the NATs).
-                assert_eq!(sim.selected(0).is_some(), sim.selected(1).is_some());
+                assert!(sim.paths_agree(), "{a:?} x {b:?}: the two ends use different paths");
                 println!(
                     "{a:?} x {b:?}: connected in {took:?}, {:?} / {:?}, {pa:?} {pb:?}",
                     sim.selected(0),
@@ -268,6 +297,19 @@ fn two_controlling_agents_resolve_the_conflict() {
     let roles = [sim.sides[0].agent.is_controlling(), sim.sides[1].agent.is_controlling()];
     assert!(roles[0] != roles[1], "{roles:?}");
     assert!(sim.sides.iter().map(|s| s.agent.stats().role_conflicts).sum::<u64>() > 0);
+    assert!(sim.paths_agree());
+}
+
+#[test]
+fn two_controlled_agents_resolve_the_conflict() {
+    for seed in 1..=5 {
+        let mut sim = Sim::new(seed, [Nat::FullCone, Nat::None], LinkConfig::default(), [false, false]);
+        sim.run(Duration::from_secs(20), Sim::both_connected);
+        assert!(sim.both_connected(), "seed {seed}: {:?}", sim.states());
+        let roles = [sim.sides[0].agent.is_controlling(), sim.sides[1].agent.is_controlling()];
+        assert!(roles[0] != roles[1], "{roles:?}");
+        assert!(sim.paths_agree());
+    }
 }
 
 #[test]
@@ -303,7 +345,7 @@ fn a_short_blackout_comes_back_to_connected() {
 
 #[test]
 fn garbage_and_forged_checks_change_nothing() {
-    let mut agent = IceAgent::new(config(false, "zulu"), 9).unwrap();
+    let mut agent = IceAgent::new(config(false, "zulu"), seed(9)).unwrap();
     let now = Instant::now();
     let here: SocketAddr = "192.0.2.1:5000".parse().unwrap();
     let there: SocketAddr = "192.0.2.2:6000".parse().unwrap();
@@ -323,12 +365,14 @@ fn garbage_and_forged_checks_change_nothing() {
     assert!(agent.handle_receive(now, there, here, &buf));
     assert_eq!(agent.stats().bad_integrity, 1);
     assert!(agent.remotes.is_empty());
-    while let Some(t) = agent.poll_transmit() {
-        let m = Message::parse(&t.payload).unwrap();
-        if m.class() == Class::ErrorResponse {
-            assert!(
-                matches!(m.get(AttributeType::ERROR_CODE), Some(Ok(Attribute::ErrorCode(e))) if e.code == 401)
-            );
-        }
-    }
+    let errors: Vec<u16> = std::iter::from_fn(|| agent.poll_transmit())
+        .filter_map(|t| {
+            let m = Message::parse(&t.payload).unwrap();
+            match m.get(AttributeType::ERROR_CODE) {
+                Some(Ok(Attribute::ErrorCode(e))) if m.class() == Class::ErrorResponse => Some(e.code),
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(errors, [401]);
 }
