@@ -302,7 +302,11 @@ impl Network {
             if let Some(to) = self.host_at(datagram.to.ip(), Some(nat)) {
                 return self.cross_link(to, datagram, false);
             }
-            datagram.from = self.nats[nat.0].outbound(self.now, datagram.from, datagram.to);
+            let Some(from) = self.nats[nat.0].outbound(self.now, datagram.from, datagram.to) else {
+                self.stats.filtered += 1;
+                return;
+            };
+            datagram.from = from;
         }
         // The core: a public host, or a NAT's public address.
         if let Some(to) = self.host_at(datagram.to.ip(), None) {

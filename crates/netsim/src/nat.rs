@@ -38,6 +38,8 @@ pub struct NatConfig {
     pub mapping_timeout: Duration,
     /// Keep the internal port as the external one when it is free (§4.2.1).
     pub preserve_ports: bool,
+    /// External ports handed out when the internal one is not kept.
+    pub ports: std::ops::RangeInclusive<u16>,
 }
 
 impl NatConfig {
@@ -73,6 +75,7 @@ impl NatConfig {
             hairpinning: true,
             mapping_timeout: Duration::from_secs(120),
             preserve_ports: true,
+            ports: 49152..=65535,
         }
     }
 }
@@ -97,11 +100,10 @@ pub(crate) struct Nat {
     next_port: u16,
 }
 
-const FIRST_PORT: u16 = 49152;
-
 impl Nat {
     pub(crate) fn new(config: NatConfig, public_ip: IpAddr) -> Nat {
-        Nat { config, public_ip, bindings: Vec::new(), next_port: FIRST_PORT }
+        let next_port = *config.ports.start();
+        Nat { config, public_ip, bindings: Vec::new(), next_port }
     }
 
     fn expire(&mut self, now: Instant) {
@@ -110,13 +112,13 @@ impl Nat {
     }
 
     /// The external source for a packet from `internal` to `destination`, creating or
-    /// refreshing the mapping.
+    /// refreshing the mapping; `None` when the NAT is out of ports.
     pub(crate) fn outbound(
         &mut self,
         now: Instant,
         internal: SocketAddr,
         destination: SocketAddr,
-    ) -> SocketAddr {
+    ) -> Option<SocketAddr> {
         self.expire(now);
         let key = match self.config.mapping {
             Mapping::EndpointIndependent => None,
@@ -126,7 +128,7 @@ impl Nat {
         let index = match self.bindings.iter().position(|b| b.internal == internal && b.destination == key) {
             Some(index) => index,
             None => {
-                let external_port = self.free_port(internal.port());
+                let external_port = self.free_port(internal.port())?;
                 self.bindings.push(Binding {
                     internal,
                     destination: key,
@@ -142,21 +144,24 @@ impl Nat {
         if !binding.sent_to.contains(&destination) {
             binding.sent_to.push(destination);
         }
-        SocketAddr::new(self.public_ip, binding.external_port)
+        Some(SocketAddr::new(self.public_ip, binding.external_port))
     }
 
-    fn free_port(&mut self, wanted: u16) -> u16 {
+    /// `None` when every port of the range is mapped (the packet is dropped).
+    fn free_port(&mut self, wanted: u16) -> Option<u16> {
         let used = |port: u16, bindings: &[Binding]| bindings.iter().any(|b| b.external_port == port);
         if self.config.preserve_ports && wanted != 0 && !used(wanted, &self.bindings) {
-            return wanted;
+            return Some(wanted);
         }
-        loop {
+        let (first, last) = (*self.config.ports.start(), *self.config.ports.end());
+        for _ in first..=last {
             let port = self.next_port;
-            self.next_port = if self.next_port == u16::MAX { FIRST_PORT } else { self.next_port + 1 };
+            self.next_port = if self.next_port >= last { first } else { self.next_port + 1 };
             if !used(port, &self.bindings) {
-                return port;
+                return Some(port);
             }
         }
+        None
     }
 
     /// The internal destination for a packet from `remote` to external `port`, if a live

@@ -321,3 +321,19 @@ fn ipv6_hosts_work_too() {
     settle(&mut net);
     assert_eq!(drain(&mut net, b).len(), 1, "1232 bytes of payload fill a 1280-byte IPv6 packet");
 }
+
+#[test]
+fn a_nat_out_of_ports_drops_instead_of_spinning() {
+    let mut net = Network::new(1, Instant::now());
+    let nat = net.add_nat(NatConfig { ports: 40000..=40099, ..NatConfig::symmetric() }, ip(NAT_IP));
+    let a = net.add_host(ip("10.0.0.2"), Some(nat), LinkConfig::default());
+    let _s = net.add_host(ip(S1), None, LinkConfig::default());
+    // A symmetric NAT maps every destination port anew: 100 ports, then none.
+    for port in 1..=116u16 {
+        let to = SocketAddr::new(ip(S1), port);
+        net.send(a, Datagram { from: addr("10.0.0.2:5000"), to, payload: vec![0] });
+    }
+    settle(&mut net);
+    assert_eq!(net.nat_mappings(nat), 100);
+    assert_eq!(net.stats().filtered, 16);
+}
