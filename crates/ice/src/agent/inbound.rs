@@ -1,0 +1,334 @@
+//! What arrives from the network: connectivity checks from the peer (RFC 8445 §7.3), answers
+//! to ours (§7.2.5), answers from STUN servers (§5.1.1.2), and nomination (§8.1.1).
+
+use super::*;
+
+impl IceAgent {
+    /// A datagram that arrived on the driver's socket `to` from `from`. Returns false when
+    /// it is not ICE's (application data, DTLS, ...): the driver passes it on.
+    pub fn handle_receive(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, packet: &[u8]) -> bool {
+        let Ok(message) = Message::parse(packet) else {
+            self.stats.not_stun += 1;
+            return false;
+        };
+        if matches!(self.state, IceState::Failed | IceState::Closed) {
+            return message.method() == Method::BINDING;
+        }
+        // A STUN server's answer need not carry FINGERPRINT (RFC 8489 §14.7).
+        let id = message.transaction_id();
+        if message.class() == Class::SuccessResponse
+            && self.gathers.iter().any(|g| g.transaction.as_ref().is_some_and(|t| t.id == id))
+        {
+            self.handle_response(now, from, to, &message);
+            return true;
+        }
+        if message.method() != Method::BINDING || !message.verify_fingerprint() {
+            // STUN but not ICE's (TURN replies go to the TURN client, not here).
+            self.stats.not_stun += 1;
+            return false;
+        }
+        match message.class() {
+            Class::Request => self.handle_request(now, from, to, &message),
+            Class::SuccessResponse | Class::ErrorResponse => self.handle_response(now, from, to, &message),
+            Class::Indication => {} // keepalives (RFC 8445 §11)
+        }
+        true
+    }
+
+    pub(super) fn handle_request(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        to: SocketAddr,
+        message: &Message<'_>,
+    ) {
+        // §7.3: USERNAME must be "our ufrag:their ufrag" and the integrity ours.
+        let username = match message.get(AttributeType::USERNAME) {
+            Some(Ok(Attribute::Username(u))) => u,
+            _ => return self.reply_error(from, to, message, ErrorCode::BAD_REQUEST),
+        };
+        let ours = username.split(':').next() == Some(self.local_creds.ufrag.as_str());
+        if !ours || !message.verify_integrity(&self.local_creds.key) {
+            self.stats.bad_integrity += 1;
+            return self.reply_error(from, to, message, ErrorCode::UNAUTHENTICATED);
+        }
+        self.stats.checks_received += 1;
+        if !self.locals.iter().any(|l| l.base == to) {
+            return;
+        }
+        // §7.3.1.1 role conflicts.
+        let their_controlling = message.get(AttributeType::ICE_CONTROLLING).and_then(Result::ok);
+        let their_controlled = message.get(AttributeType::ICE_CONTROLLED).and_then(Result::ok);
+        match (self.controlling, their_controlling, their_controlled) {
+            (true, Some(Attribute::IceControlling(theirs)), _) => {
+                self.stats.role_conflicts += 1;
+                if self.tie_breaker >= theirs {
+                    return self.reply_error(from, to, message, ErrorCode::ROLE_CONFLICT);
+                }
+                self.switch_role(false);
+            }
+            (false, _, Some(Attribute::IceControlled(theirs))) => {
+                self.stats.role_conflicts += 1;
+                if self.tie_breaker >= theirs {
+                    self.switch_role(true);
+                } else {
+                    return self.reply_error(from, to, message, ErrorCode::ROLE_CONFLICT);
+                }
+            }
+            _ => {}
+        }
+        // §7.3: a check carries PRIORITY.
+        if !matches!(message.get(AttributeType::PRIORITY), Some(Ok(Attribute::Priority(p))) if p > 0) {
+            return self.reply_error(from, to, message, ErrorCode::BAD_REQUEST);
+        }
+        // Answer: XOR-MAPPED-ADDRESS is where it came from.
+        self.buf.clear();
+        let mut w = MessageWriter::new(
+            &mut self.buf,
+            Class::SuccessResponse,
+            Method::BINDING,
+            message.transaction_id(),
+        );
+        let _ = w.attribute(&Attribute::XorMappedAddress(from));
+        let _ = w.message_integrity(&self.local_creds.key);
+        let _ = w.fingerprint();
+        w.finish();
+        self.transmits.push_back(Transmit { from: to, to: from, payload: self.buf.clone() });
+
+        // §7.3.1.3: an unknown source is a peer-reflexive remote candidate.
+        let remote = match self.remotes.iter().position(|r| r.addr == from) {
+            Some(r) => r,
+            None => {
+                if self.remotes.len() >= MAX_REMOTE {
+                    return;
+                }
+                let priority = match message.get(AttributeType::PRIORITY) {
+                    Some(Ok(Attribute::Priority(p))) if p > 0 => p,
+                    _ => return,
+                };
+                let kind = CandidateKind::PeerReflexive;
+                let foundation = foundation(kind, from.ip(), None, &Transport::Udp);
+                let candidate = Candidate::udp(kind, foundation, priority, from, None);
+                self.remotes.push(Remote { candidate, addr: from });
+                self.remotes.len() - 1
+            }
+        };
+        let Some(local) =
+            self.locals.iter().position(|l| l.base == to && l.candidate.kind == CandidateKind::Host)
+        else {
+            return;
+        };
+        let Some(pair) = self.add_pair(local, remote) else { return };
+        if self.state == IceState::New {
+            self.checking_since = Some(now);
+            self.set_state(IceState::Checking);
+        }
+        if Some(pair) == self.selected {
+            self.heard(now);
+        }
+        let use_candidate = message.attribute(AttributeType::USE_CANDIDATE).is_some();
+        if use_candidate && !self.controlling {
+            self.pairs[pair].nominated_by_peer = true;
+            if self.pairs[pair].state == PairState::Succeeded {
+                self.select(now, pair);
+            }
+        }
+        // §7.3.1.4 triggered check (an in-progress one starts over: the peer's check just
+        // showed the path is open now).
+        let recheck = self.selected.is_none() || (use_candidate && !self.controlling);
+        if recheck && self.pairs[pair].state != PairState::Succeeded {
+            self.pairs[pair].state = PairState::Waiting;
+            if !self.triggered.contains(&pair) {
+                self.triggered.push_back(pair);
+            }
+        }
+        self.schedule_pace(now);
+    }
+
+    pub(super) fn switch_role(&mut self, controlling: bool) {
+        self.controlling = controlling;
+        self.prioritize();
+    }
+
+    pub(super) fn reply_error(
+        &mut self,
+        from: SocketAddr,
+        to: SocketAddr,
+        message: &Message<'_>,
+        error: ErrorCode<'static>,
+    ) {
+        self.buf.clear();
+        let mut w = MessageWriter::new(
+            &mut self.buf,
+            Class::ErrorResponse,
+            Method::BINDING,
+            message.transaction_id(),
+        );
+        let _ = w.attribute(&Attribute::ErrorCode(error));
+        // A 487 is authenticated (the request was); a 400/401 cannot be.
+        if error.code == 487 {
+            let _ = w.message_integrity(&self.local_creds.key);
+        }
+        let _ = w.fingerprint();
+        w.finish();
+        self.transmits.push_back(Transmit { from: to, to: from, payload: self.buf.clone() });
+    }
+
+    pub(super) fn handle_response(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        to: SocketAddr,
+        message: &Message<'_>,
+    ) {
+        let id = message.transaction_id();
+        if let Some(g) = self.gathers.iter().position(|g| g.transaction.as_ref().is_some_and(|t| t.id == id))
+        {
+            return self.gathered(now, g, from, message);
+        }
+        let Some(i) = self.pairs.iter().position(|p| p.transaction.as_ref().is_some_and(|t| t.id == id))
+        else {
+            self.stats.unknown_transaction += 1;
+            return;
+        };
+        let Some(remote) = self.remote_creds.clone() else { return };
+        if !message.verify_integrity(&remote.key) {
+            self.stats.bad_integrity += 1;
+            return;
+        }
+        // §7.2.5.2.1: the response must come back on the same addresses.
+        let (local, remote_addr) =
+            (self.locals[self.pairs[i].local].base, self.remotes[self.pairs[i].remote].addr);
+        if from != remote_addr || to != local {
+            self.pairs[i].transaction = None;
+            self.pairs[i].state = PairState::Failed;
+            return;
+        }
+        let Some(transaction) = self.pairs[i].transaction.take() else { return };
+        let nominating = transaction.nominating && self.nominating == Some(i);
+        if message.class() == Class::ErrorResponse {
+            if let Some(Ok(Attribute::ErrorCode(e))) = message.get(AttributeType::ERROR_CODE) {
+                if e.code == 487 {
+                    // §7.2.5.1: take the role opposite to the one the request claimed (if
+                    // not done already) and check again.
+                    if self.nominating == Some(i) {
+                        self.nominating = None;
+                    }
+                    self.switch_role(!transaction.as_controlling);
+                    self.pairs[i].state = PairState::Waiting;
+                    self.triggered.push_back(i);
+                    self.schedule_pace(now);
+                    return;
+                }
+            }
+            self.pairs[i].state = PairState::Failed;
+            if self.nominating == Some(i) {
+                self.nominating = None;
+                self.maybe_nominate(now, true);
+            }
+            self.update_failed(now);
+            return;
+        }
+        if Some(i) == self.selected {
+            self.last_consent = Some(now);
+            self.heard(now);
+            return;
+        }
+        self.pairs[i].state = PairState::Succeeded;
+        // §7.2.5.3.3: unfreeze the pairs of the same foundation.
+        let foundation = self.pairs[i].foundation.clone();
+        for p in &mut self.pairs {
+            if p.state == PairState::Frozen && p.foundation == foundation {
+                p.state = PairState::Waiting;
+            }
+        }
+        if self.controlling {
+            if nominating {
+                self.nominating = None;
+                self.pairs[i].nominated = true;
+                self.select(now, i);
+            } else {
+                if self.nominate_by.is_none() {
+                    self.nominate_by = Some(now + NOMINATION_WAIT);
+                }
+                self.maybe_nominate(now, false);
+            }
+        } else if self.pairs[i].nominated_by_peer {
+            self.select(now, i);
+        }
+        self.schedule_pace(now);
+    }
+
+    /// Regular nomination (§8.1.1): the controlling side checks its best valid pair again
+    /// with USE-CANDIDATE, once no better pair is still being checked (or when `force`d by
+    /// the nomination deadline or a failed nomination). One nomination at a time.
+    pub(super) fn maybe_nominate(&mut self, now: Instant, force: bool) {
+        if !self.controlling || self.selected.is_some() || self.nominating.is_some() {
+            return;
+        }
+        let Some(best) = (0..self.pairs.len())
+            .filter(|&p| self.pairs[p].state == PairState::Succeeded)
+            .max_by_key(|&p| self.pairs[p].priority)
+        else {
+            return;
+        };
+        let better_pending = self.pairs.iter().any(|p| {
+            p.priority > self.pairs[best].priority
+                && matches!(p.state, PairState::Frozen | PairState::Waiting | PairState::InProgress)
+        });
+        if better_pending && !force {
+            return;
+        }
+        self.nominating = Some(best);
+        self.triggered.retain(|&p| p != best);
+        self.triggered.push_front(best);
+        self.schedule_pace(now);
+    }
+
+    pub(super) fn gathered(&mut self, now: Instant, g: usize, from: SocketAddr, message: &Message<'_>) {
+        if from != self.gathers[g].server {
+            return;
+        }
+        self.gathers[g].transaction = None;
+        self.gathers[g].done = true;
+        if let Some(Ok(Attribute::XorMappedAddress(mapped))) = message.get(AttributeType::XOR_MAPPED_ADDRESS)
+        {
+            let base = self.gathers[g].base;
+            let duplicate =
+                self.locals.iter().any(|l| SocketAddr::new(ip_of(&l.candidate), l.candidate.port) == mapped);
+            if mapped != base && !duplicate {
+                let server = self.gathers[g].server.ip();
+                let hosts_before =
+                    self.locals.iter().position(|l| l.base == base).unwrap_or(0).min(65535) as u16;
+                let candidate = Candidate {
+                    foundation: foundation(
+                        CandidateKind::ServerReflexive,
+                        base.ip(),
+                        Some(server),
+                        &Transport::Udp,
+                    ),
+                    component: 1,
+                    transport: Transport::Udp,
+                    priority: Candidate::compute_priority(
+                        CandidateKind::ServerReflexive,
+                        65535 - hosts_before,
+                        1,
+                    ),
+                    address: CandidateAddress::Ip(mapped.ip()),
+                    port: mapped.port(),
+                    kind: CandidateKind::ServerReflexive,
+                    related: Some((CandidateAddress::Ip(base.ip()), base.port())),
+                    tcp_type: None,
+                    generation: None,
+                    ufrag: None,
+                    network_id: None,
+                    network_cost: None,
+                    extensions: Vec::new(),
+                };
+                self.add_local(candidate, base);
+            }
+        }
+        self.check_gathering_complete();
+        self.schedule_pace(now);
+    }
+}
