@@ -300,31 +300,14 @@ impl IceAgent {
                 let server = self.gathers[g].server.ip();
                 let hosts_before =
                     self.locals.iter().position(|l| l.base == base).unwrap_or(0).min(65535) as u16;
-                let candidate = Candidate {
-                    foundation: foundation(
-                        CandidateKind::ServerReflexive,
-                        base.ip(),
-                        Some(server),
-                        &Transport::Udp,
-                    ),
-                    component: 1,
-                    transport: Transport::Udp,
-                    priority: Candidate::compute_priority(
-                        CandidateKind::ServerReflexive,
-                        65535 - hosts_before,
-                        1,
-                    ),
-                    address: CandidateAddress::Ip(mapped.ip()),
-                    port: mapped.port(),
-                    kind: CandidateKind::ServerReflexive,
-                    related: Some((CandidateAddress::Ip(base.ip()), base.port())),
-                    tcp_type: None,
-                    generation: None,
-                    ufrag: None,
-                    network_id: None,
-                    network_cost: None,
-                    extensions: Vec::new(),
-                };
+                let kind = CandidateKind::ServerReflexive;
+                let candidate = Candidate::udp(
+                    kind,
+                    foundation(kind, base.ip(), Some(server), &Transport::Udp),
+                    Candidate::compute_priority(kind, 65535 - hosts_before, 1),
+                    mapped,
+                    Some(base),
+                );
                 self.add_local(candidate, base);
             }
         }
