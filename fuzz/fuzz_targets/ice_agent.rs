@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peerlink_ice::{IceAgent, IceConfig};
+use peerlink_ice::{IceAgent, IceConfig, TurnServerConfig};
 use peerlink_stun::{Attribute, Class, ErrorCode, Key, Message, MessageWriter, Method, TransactionId};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -16,6 +16,13 @@ fuzz_target!(|data: &[u8]| {
         local_ufrag: "fuzz".into(),
         local_pwd: "fuzz-password-22-chars".into(),
         stun_servers: vec!["192.0.2.100:3478".parse().unwrap()],
+        // The same server for TURN: packets "from" it reach the TURN client too.
+        turn_servers: vec![TurnServerConfig {
+            server: "192.0.2.100:3478".parse().unwrap(),
+            username: "user".into(),
+            password: "pass".into(),
+        }],
+        lite: flags & 2 == 2,
     };
     let mut agent = IceAgent::new(config, [flags; 32]).unwrap();
     let mut now = Instant::now();
@@ -30,10 +37,16 @@ fuzz_target!(|data: &[u8]| {
         let n = usize::from(*len).min(tail.len());
         let (chunk, tail) = tail.split_at(n);
         rest = tail;
-        let from = SocketAddr::from(([192, 0, 2, 2 + (op >> 4)], 6000 + u16::from(op & 0x0f)));
+        let from = if op >> 4 == 0x0f {
+            "192.0.2.100:3478".parse().unwrap()
+        } else {
+            SocketAddr::from(([192, 0, 2, 2 + (op >> 4)], 6000 + u16::from(op & 0x0f)))
+        };
         match op % 4 {
             0 => {
                 agent.handle_receive(now, from, here, chunk);
+                let mut out = Vec::new();
+                let _ = agent.send_data(chunk, &mut out);
             }
             1 | 2 => {
                 // A signed message whose attributes come from the fuzzer.

@@ -43,12 +43,7 @@ fn run() -> Result<(), String> {
     };
     let socket = UdpSocket::bind(addr.as_str()).map_err(|e| format!("bind {addr}: {e}"))?;
     let local = socket.local_addr().map_err(|e| e.to_string())?;
-    let config = IceConfig {
-        controlling: role == "controlling",
-        local_ufrag: hex(&random::<4>()),
-        local_pwd: hex(&random::<16>()),
-        stun_servers: Vec::new(),
-    };
+    let config = IceConfig::new(role == "controlling", &hex(&random::<4>()), &hex(&random::<16>()));
     let (ufrag, pwd) = (config.local_ufrag.clone(), config.local_pwd.clone());
     let mut agent = IceAgent::new(config, random::<32>()).map_err(|e| e.to_string())?;
     let start = Instant::now();
@@ -110,10 +105,11 @@ fn run() -> Result<(), String> {
         match socket.recv_from(&mut buf) {
             Ok((n, from)) => {
                 let now = Instant::now();
-                if !agent.handle_receive(now, from, local, &buf[..n]) {
-                    let Some((_, remote)) = agent.selected_pair() else { continue };
-                    println!("received: {}", String::from_utf8_lossy(&buf[..n]));
-                    socket.send_to(b"hello from peerlink", remote).map_err(|e| e.to_string())?;
+                if let Some(range) = agent.handle_receive(now, from, local, &buf[..n]) {
+                    println!("received: {}", String::from_utf8_lossy(&buf[range]));
+                    let mut out = Vec::new();
+                    let Some((_, to)) = agent.send_data(b"hello from peerlink", &mut out) else { continue };
+                    socket.send_to(&out, to).map_err(|e| e.to_string())?;
                     answered = true;
                 }
             }

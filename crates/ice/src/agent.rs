@@ -1,24 +1,30 @@
 //! The ICE agent (RFC 8445), full mode, one component, sans-IO.
 //!
 //! Implemented: host candidates (given by the driver, which owns the sockets),
-//! server-reflexive candidates gathered from STUN servers (§5.1.1.2), trickled remote
+//! server-reflexive candidates gathered from STUN servers (§5.1.1.2), relayed candidates
+//! from TURN servers (the `peerlink-turn` client, in `relay.rs`), trickled remote
 //! candidates and end-of-candidates (RFC 8838), check list with frozen/waiting/in-progress/
 //! succeeded/failed pairs, pacing (§14.2), triggered checks (§7.3.1.4), peer-reflexive remote
 //! candidates (§7.3.1.3), role conflicts (§7.3.1.1, 487), regular nomination (§8.1.1) and
-//! accepting the peer's nomination, consent freshness (RFC 7675).
+//! accepting the peer's nomination, consent freshness (RFC 7675), ICE restart (§9; the old
+//! path carries data until the new one is selected), ICE-lite (§2.5) in both directions.
 //!
-//! Not yet: relayed candidates (the TURN client is ready in `peerlink-turn`), ICE-lite,
-//! ICE restart, ICE-TCP, several components.
+//! Not yet: ICE-TCP, several components.
 //!
 //! ```text
 //! agent.add_host_candidate(now, socket_addr);              // one per socket the driver owns
 //! agent.set_remote_credentials(now, ufrag, pwd)?;
 //! agent.add_remote_candidate(now, candidate)?;            // as they trickle in
 //! loop {
-//!     agent.handle_receive(now, from, to, &datagram);     // false: not ICE's, it is data
+//!     if let Some(range) = agent.handle_receive(now, from, to, &datagram) {
+//!         application(&datagram[range]);                  // not ICE's: DTLS, media, ...
+//!     }
 //!     agent.handle_timeout(now);                          // at agent.poll_timeout()
 //!     while let Some(t) = agent.poll_transmit() { socket(t.from).send_to(&t.payload, t.to) }
 //!     while let Some(e) = agent.poll_event() { ... }      // candidates, state, selected pair
+//!     if let Some((from, to)) = agent.send_data(&app_datagram, &mut out) {
+//!         socket(from).send_to(&out, to)                  // wrapped for TURN when relayed
+//!     }
 //! }
 //! ```
 
@@ -27,8 +33,11 @@ use hmac::{Hmac, Mac};
 use peerlink_stun::{
     Attribute, AttributeType, Class, ErrorCode, Key, Message, MessageWriter, Method, TransactionId,
 };
+pub use peerlink_turn::ClientConfig as TurnServerConfig;
+use peerlink_turn::{ClientError, ClientEvent, TurnClient};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 /// Ta: one new check (or gathering request) per this interval (RFC 8445 §14.2).
@@ -67,6 +76,26 @@ pub struct IceConfig {
     pub local_pwd: String,
     /// STUN servers for server-reflexive candidates.
     pub stun_servers: Vec<SocketAddr>,
+    /// TURN servers for relayed candidates (UDP to the server; one allocation per server
+    /// and address family). The server's answer also yields a server-reflexive candidate.
+    pub turn_servers: Vec<TurnServerConfig>,
+    /// ICE-lite (RFC 8445 §2.5): host candidates only, always controlled, answers checks
+    /// but sends none; the full peer nominates. For servers with a public address.
+    pub lite: bool,
+}
+
+impl IceConfig {
+    /// A full agent without STUN or TURN servers.
+    pub fn new(controlling: bool, local_ufrag: &str, local_pwd: &str) -> IceConfig {
+        IceConfig {
+            controlling,
+            local_ufrag: local_ufrag.to_owned(),
+            local_pwd: local_pwd.to_owned(),
+            stun_servers: Vec::new(),
+            turn_servers: Vec::new(),
+            lite: false,
+        }
+    }
 }
 
 /// ICE credentials of one side.
@@ -140,8 +169,22 @@ pub struct IceStats {
 #[derive(Debug, Clone)]
 struct Local {
     candidate: Candidate,
-    /// The socket it is sent from (its own address for host candidates).
+    /// The socket it is sent from (its own address for host candidates, the relayed
+    /// address for relayed ones).
     base: SocketAddr,
+    /// Relayed candidates: the allocation (index into `relays`) packets go through.
+    relay: Option<usize>,
+}
+
+/// One TURN allocation, made from the driver's socket `base`.
+#[derive(Debug)]
+struct RelaySlot {
+    base: SocketAddr,
+    client: TurnClient,
+    /// Allocated or given up (gathering waits for every slot).
+    done: bool,
+    /// The relayed candidate, once allocated (index into `locals`).
+    local: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -199,6 +242,14 @@ pub struct IceAgent {
     local_creds: Credentials,
     remote_creds: Option<Credentials>,
     stun_servers: Vec<SocketAddr>,
+    turn_servers: Vec<TurnServerConfig>,
+    lite: bool,
+    /// The peer is ICE-lite: it sends no checks, we must control.
+    remote_lite: bool,
+    relays: Vec<RelaySlot>,
+    /// After an ICE restart, the old selected pair (local index, remote address) carries
+    /// data until a new pair is selected.
+    previous: Option<(usize, SocketAddr)>,
     locals: Vec<Local>,
     remotes: Vec<Remote>,
     pairs: Vec<Pair>,
@@ -239,11 +290,17 @@ impl IceAgent {
         }
         let key = Key::short_term(&config.local_pwd).map_err(|_| UsageError::BadCredentials)?;
         let mut agent = IceAgent {
-            controlling: config.controlling,
+            // §6.1.1: a lite agent is always controlled.
+            controlling: config.controlling && !config.lite,
             tie_breaker: 0,
             local_creds: Credentials { ufrag: config.local_ufrag, key },
             remote_creds: None,
-            stun_servers: config.stun_servers,
+            stun_servers: if config.lite { Vec::new() } else { config.stun_servers },
+            turn_servers: if config.lite { Vec::new() } else { config.turn_servers },
+            lite: config.lite,
+            remote_lite: false,
+            relays: Vec::new(),
+            previous: None,
             locals: Vec::new(),
             remotes: Vec::new(),
             pairs: Vec::new(),
@@ -283,10 +340,44 @@ impl IceAgent {
         self.controlling
     }
 
-    /// The pair data goes on: (local socket, remote address).
+    /// The selected pair: (local candidate's base, remote address). For a relayed local
+    /// candidate the base is the relayed address on the TURN server; use
+    /// [`IceAgent::send_data`] to send.
     pub fn selected_pair(&self) -> Option<(SocketAddr, SocketAddr)> {
         self.selected
             .map(|p| (self.locals[self.pairs[p].local].base, self.remotes[self.pairs[p].remote].addr))
+    }
+
+    /// Writes the datagram that carries application `payload` on the selected pair into
+    /// `out` (the payload itself, or wrapped for the TURN server when the pair is relayed)
+    /// and returns (the driver's socket to send it from, where to). During an ICE restart
+    /// the old pair is used until a new one is selected. `None`: no usable pair.
+    pub fn send_data(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Option<(SocketAddr, SocketAddr)> {
+        let (local, remote) = match self.selected {
+            Some(p) => (self.pairs[p].local, self.remotes[self.pairs[p].remote].addr),
+            None => self.previous?,
+        };
+        out.clear();
+        match self.locals[local].relay {
+            None => {
+                out.extend_from_slice(payload);
+                Some((self.locals[local].base, remote))
+            }
+            Some(r) => {
+                let slot = &mut self.relays[r];
+                slot.client.send_to(remote, payload, out).ok()?;
+                Some((slot.base, slot.client.server()))
+            }
+        }
+    }
+
+    /// The peer is ICE-lite (`a=ice-lite` in its description): it never checks, so this
+    /// agent takes the controlling role (§6.1.1). Ignored by a lite agent.
+    pub fn set_remote_lite(&mut self, lite: bool) {
+        self.remote_lite = lite && !self.lite;
+        if self.remote_lite && !self.controlling {
+            self.switch_role(true);
+        }
     }
 
     /// HMAC-SHA256(seed, counter): a PRF in counter mode, so one output (the tie-breaker is
@@ -324,7 +415,8 @@ impl IceAgent {
         }
     }
 
-    /// A socket the driver owns: a host candidate, and a base for server-reflexive ones.
+    /// A socket the driver owns: a host candidate, and a base for server-reflexive and
+    /// relayed ones.
     pub fn add_host_candidate(&mut self, now: Instant, addr: SocketAddr) {
         if self.locals.iter().any(|l| l.base == addr && l.candidate.kind == CandidateKind::Host) {
             return;
@@ -339,23 +431,25 @@ impl IceAgent {
             addr,
             None,
         );
-        self.add_local(candidate, addr);
+        self.add_local(candidate, addr, None);
         let servers: Vec<SocketAddr> =
             self.stun_servers.iter().copied().filter(|s| s.is_ipv4() == addr.is_ipv4()).collect();
         for server in servers {
             let transaction = Some(self.transaction(now, false));
             self.gathers.push(Gather { base: addr, server, transaction, done: false });
         }
+        self.start_relays(now, addr);
         self.schedule_pace(now);
         self.check_gathering_complete();
     }
 
-    fn add_local(&mut self, candidate: Candidate, base: SocketAddr) {
+    fn add_local(&mut self, candidate: Candidate, base: SocketAddr, relay: Option<usize>) {
         self.events.push_back(IceEvent::LocalCandidate(candidate.clone()));
-        let is_host = candidate.kind == CandidateKind::Host;
-        self.locals.push(Local { candidate, base });
-        // Reflexive candidates are paired through their base (§6.1.2.4), so only hosts pair.
-        if is_host {
+        // Server-reflexive candidates are paired through their base (§6.1.2.4); host and
+        // relayed ones pair.
+        let pairs = candidate.kind != CandidateKind::ServerReflexive;
+        self.locals.push(Local { candidate, base, relay });
+        if pairs {
             let local = self.locals.len() - 1;
             for remote in 0..self.remotes.len() {
                 self.add_pair(local, remote);
@@ -364,20 +458,78 @@ impl IceAgent {
     }
 
     fn check_gathering_complete(&mut self) {
-        if !self.gathering_complete_sent && self.gathers.iter().all(|g| g.done) && !self.locals.is_empty() {
+        let done = self.gathers.iter().all(|g| g.done) && self.relays.iter().all(|r| r.done);
+        if !self.gathering_complete_sent && done && !self.locals.is_empty() {
             self.gathering_complete_sent = true;
             self.events.push_back(IceEvent::GatheringComplete);
         }
     }
 
+    /// The peer's credentials. New ones (a different ufrag) after the first mean the peer
+    /// restarted ICE: its candidates are forgotten and checks start over, while the old
+    /// pair keeps carrying data until a new one is selected.
     pub fn set_remote_credentials(&mut self, now: Instant, ufrag: &str, pwd: &str) -> Result<(), UsageError> {
         if !printable(ufrag) || !printable(pwd) {
             return Err(UsageError::BadCredentials);
         }
         let key = Key::short_term(pwd).map_err(|_| UsageError::BadCredentials)?;
-        self.remote_creds = Some(Credentials { ufrag: ufrag.to_owned(), key });
+        let creds = Credentials { ufrag: ufrag.to_owned(), key };
+        match &self.remote_creds {
+            Some(old) if *old == creds => return Ok(()),
+            Some(_) => self.reset_checks(),
+            None => {}
+        }
+        self.remote_creds = Some(creds);
         self.schedule_pace(now);
         Ok(())
+    }
+
+    /// ICE restart (RFC 8445 §9) with new local credentials: the peer gets them (and
+    /// needs them before it checks again); the local candidates are announced again and the
+    /// peer's candidates must be given again with its new credentials. The old selected
+    /// pair carries data until a new pair is selected. Also the way out of `Failed`.
+    pub fn restart(&mut self, now: Instant, ufrag: &str, pwd: &str) -> Result<(), UsageError> {
+        if !printable(ufrag) || !printable(pwd) {
+            return Err(UsageError::BadCredentials);
+        }
+        if self.state == IceState::Closed {
+            return Ok(());
+        }
+        let key = Key::short_term(pwd).map_err(|_| UsageError::BadCredentials)?;
+        self.local_creds = Credentials { ufrag: ufrag.to_owned(), key };
+        self.remote_creds = None;
+        self.reset_checks();
+        for local in &self.locals {
+            self.events.push_back(IceEvent::LocalCandidate(local.candidate.clone()));
+        }
+        if self.gathering_complete_sent {
+            self.events.push_back(IceEvent::GatheringComplete);
+        }
+        self.schedule_pace(now);
+        Ok(())
+    }
+
+    /// Forgets the peer's candidates and every pair; keeps the selected path as
+    /// `previous` for data.
+    fn reset_checks(&mut self) {
+        if let Some(p) = self.selected {
+            self.previous = Some((self.pairs[p].local, self.remotes[self.pairs[p].remote].addr));
+        }
+        self.remotes.clear();
+        self.pairs.clear();
+        self.triggered.clear();
+        self.selected = None;
+        self.nominating = None;
+        self.nominate_by = None;
+        self.remote_complete = false;
+        self.checking_since = None;
+        self.last_consent = None;
+        self.next_consent = None;
+        if self.state == IceState::Failed {
+            // The one way out of a final state: start over.
+            self.state = IceState::New;
+            self.events.push_back(IceEvent::State(IceState::New));
+        }
     }
 
     /// A remote candidate (trickled or from the SDP). Host names must be resolved first.
@@ -398,16 +550,23 @@ impl IceAgent {
         self.remotes.push(Remote { candidate, addr });
         let remote = self.remotes.len() - 1;
         for local in 0..self.locals.len() {
-            if self.locals[local].candidate.kind == CandidateKind::Host {
+            if self.locals[local].candidate.kind != CandidateKind::ServerReflexive {
                 self.add_pair(local, remote);
             }
         }
-        if self.state == IceState::New {
-            self.checking_since = Some(now);
-            self.set_state(IceState::Checking);
-        }
+        self.start_checking(now);
         self.schedule_pace(now);
         Ok(())
+    }
+
+    /// Checks begin (again, after a restart): the deadline runs; a new agent says so.
+    fn start_checking(&mut self, now: Instant) {
+        if self.checking_since.is_none() && self.selected.is_none() {
+            self.checking_since = Some(now);
+        }
+        if self.state == IceState::New {
+            self.set_state(IceState::Checking);
+        }
     }
 
     /// The peer will send no more candidates (RFC 8838 §4.4): a check list that runs out
@@ -473,7 +632,8 @@ impl IceAgent {
             .iter()
             .filter_map(|p| p.transaction.as_ref())
             .chain(self.gathers.iter().filter_map(|g| g.transaction.as_ref()).filter(|t| t.sent > 0))
-            .map(|t| t.next);
+            .map(|t| t.next)
+            .chain(self.relays.iter().filter_map(|r| r.client.poll_timeout()));
         // Once disconnected, that deadline has passed: only consent's own timers remain.
         let silence =
             self.last_heard.filter(|_| self.state == IceState::Connected).map(|t| t + DISCONNECTED_AFTER);
@@ -499,6 +659,12 @@ impl IceAgent {
         if self.next_pace.is_some_and(|t| t <= now) {
             self.next_pace = if self.pace(now) { Some(now + TA) } else { None };
         }
+        for r in 0..self.relays.len() {
+            if self.relays[r].client.poll_timeout().is_some_and(|t| t <= now) {
+                self.relays[r].client.handle_timeout(now);
+                self.drain_relay(now, r);
+            }
+        }
         self.retransmit(now);
         self.consent(now);
         if self.nominate_by.is_some_and(|t| t <= now) {
@@ -515,7 +681,8 @@ impl IceAgent {
             self.send_gather(now, i);
             return true;
         }
-        if self.remote_creds.is_none() {
+        // A lite agent never checks (§2.5).
+        if self.remote_creds.is_none() || self.lite {
             return false;
         }
         while let Some(i) = self.triggered.pop_front() {
@@ -590,7 +757,19 @@ impl IceAgent {
         let _ = w.fingerprint();
         w.finish();
         self.stats.checks_sent += 1;
-        self.transmits.push_back(Transmit { from: local, to: remote_addr, payload: self.buf.clone() });
+        self.emit_buf(now, local, remote_addr);
+    }
+
+    /// Sends `self.buf` from the local candidate whose base is `from` (through its TURN
+    /// allocation when it is relayed).
+    fn emit_buf(&mut self, now: Instant, from: SocketAddr, to: SocketAddr) {
+        let payload = std::mem::take(&mut self.buf);
+        let relay = self.locals.iter().find(|l| l.base == from).and_then(|l| l.relay);
+        match relay {
+            None => self.transmits.push_back(Transmit { from, to, payload: payload.clone() }),
+            Some(r) => self.send_relayed(now, r, to, &payload),
+        }
+        self.buf = payload;
     }
 
     fn send_gather(&mut self, now: Instant, i: usize) {
@@ -640,7 +819,8 @@ impl IceAgent {
         }
     }
 
-    /// RFC 7675 consent on the selected pair, and the disconnected/failed states.
+    /// RFC 7675 consent on the selected pair, and the disconnected/failed states. A lite
+    /// agent sends no consent checks: the full peer's checks are its consent.
     fn consent(&mut self, now: Instant) {
         let Some(selected) = self.selected else { return };
         if self.last_consent.is_some_and(|t| now.saturating_duration_since(t) >= CONSENT_TIMEOUT) {
@@ -649,6 +829,9 @@ impl IceAgent {
         }
         if self.last_heard.is_some_and(|t| now.saturating_duration_since(t) >= DISCONNECTED_AFTER) {
             self.set_state(IceState::Disconnected);
+        }
+        if self.lite {
+            return;
         }
         if self.next_consent.is_some_and(|t| t <= now) {
             let jitter = 0.8 + (self.random() % 400) as f64 / 1000.0;
@@ -676,7 +859,7 @@ impl IceAgent {
         }
     }
 
-    fn heard(&mut self, now: Instant) {
+    pub(super) fn heard(&mut self, now: Instant) {
         self.last_heard = Some(now);
         if self.state == IceState::Disconnected {
             self.set_state(IceState::Connected);
@@ -692,9 +875,11 @@ impl IceAgent {
             None => {}
         }
         self.selected = Some(i);
+        self.previous = None;
         self.last_consent = Some(now);
         self.last_heard = Some(now);
-        self.next_consent = Some(now + CONSENT_INTERVAL);
+        // A lite agent sends no consent checks (RFC 7675 §4: the full peer does).
+        self.next_consent = (!self.lite).then_some(now + CONSENT_INTERVAL);
         let (l, r) = (&self.locals[self.pairs[i].local], &self.remotes[self.pairs[i].remote]);
         self.events.push_back(IceEvent::SelectedPair {
             local: l.base,
@@ -714,13 +899,19 @@ impl IceAgent {
         }
         self.triggered.clear();
         self.next_pace = None;
+        self.bind_relay_channel(now, i);
         self.set_state(IceState::Connected);
     }
 
-    /// Stops everything.
-    pub fn close(&mut self) {
+    /// Stops everything; TURN allocations are deleted (those requests are the last
+    /// transmits).
+    pub fn close(&mut self, now: Instant) {
         self.set_state(IceState::Closed);
         self.transmits.clear();
+        for r in 0..self.relays.len() {
+            self.relays[r].client.close(now);
+            self.drain_relay(now, r);
+        }
     }
 }
 
@@ -732,6 +923,7 @@ fn ip_of(c: &Candidate) -> std::net::IpAddr {
 }
 
 mod inbound;
+mod relay;
 
 #[cfg(test)]
 mod tests;

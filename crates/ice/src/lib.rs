@@ -3,15 +3,15 @@
 //! - [`candidate`]: candidates in their SDP form (RFC 8839 §5.1, tolerant of what Chromium,
 //!   Firefox and Safari write), candidate priorities and foundations (RFC 8445 §5.1.1.3,
 //!   §5.1.2) and pair priorities (§6.1.2.3).
-//! - [`agent`]: the agent (host and server-reflexive candidates, checks, nomination,
-//!   trickle, role conflicts, consent freshness), driven like every Peerlink machine
+//! - [`agent`]: the agent (host, server-reflexive, relayed and peer-reflexive candidates,
+//!   checks, nomination, trickle, role conflicts, consent freshness, restart, ICE-lite), driven like every Peerlink machine
 //!   (`handle_receive` / `handle_timeout` in, `poll_transmit` / `poll_event` / `poll_timeout`
 //!   out) and tested in `peerlink-netsim` behind simulated NATs.
 
 pub mod agent;
 pub mod candidate;
 
-pub use agent::{IceAgent, IceConfig, IceEvent, IceState, IceStats, Transmit, UsageError};
+pub use agent::{IceAgent, IceConfig, IceEvent, IceState, IceStats, Transmit, TurnServerConfig, UsageError};
 
 pub use candidate::{
     foundation, pair_priority, Candidate, CandidateAddress, CandidateError, CandidateKind, TcpType, Transport,

@@ -4,9 +4,51 @@
 use super::*;
 
 impl IceAgent {
-    /// A datagram that arrived on the driver's socket `to` from `from`. Returns false when
-    /// it is not ICE's (application data, DTLS, ...): the driver passes it on.
-    pub fn handle_receive(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, packet: &[u8]) -> bool {
+    /// A datagram that arrived on the driver's socket `to` from `from`. `Some(range)` when
+    /// `packet[range]` is not ICE's (application data, DTLS, ...): the driver passes it on.
+    /// The range is the whole packet unless it came through one of our TURN allocations.
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        to: SocketAddr,
+        packet: &[u8],
+    ) -> Option<Range<usize>> {
+        if let Some(r) = self.relay_for(from, to).filter(|_| !self.is_gather_answer(packet)) {
+            let got = self.relays[r].client.handle_receive(now, packet);
+            self.drain_relay(now, r);
+            let (peer, range) = got?;
+            let relayed = self.locals[self.relays[r].local?].base;
+            if self.handle_stun(now, peer, relayed, &packet[range.clone()]) {
+                return None;
+            }
+            self.data_from(now, peer, relayed);
+            return Some(range);
+        }
+        if self.handle_stun(now, from, to, packet) {
+            return None;
+        }
+        self.data_from(now, from, to);
+        Some(0..packet.len())
+    }
+
+    /// An answer from a STUN server we gather from (which may be a TURN server too).
+    fn is_gather_answer(&self, packet: &[u8]) -> bool {
+        let Ok(message) = Message::parse(packet) else { return false };
+        let id = message.transaction_id();
+        self.gathers.iter().any(|g| g.transaction.as_ref().is_some_and(|t| t.id == id))
+    }
+
+    /// Data on the selected pair shows the path is alive (for "disconnected"; consent
+    /// still needs answers to checks).
+    fn data_from(&mut self, now: Instant, from: SocketAddr, to: SocketAddr) {
+        if self.selected_pair() == Some((to, from)) {
+            self.heard(now);
+        }
+    }
+
+    /// Handles `packet` as STUN for ICE; false when it is not ICE's.
+    fn handle_stun(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, packet: &[u8]) -> bool {
         let Ok(message) = Message::parse(packet) else {
             self.stats.not_stun += 1;
             return false;
@@ -45,25 +87,26 @@ impl IceAgent {
         // §7.3: USERNAME must be "our ufrag:their ufrag" and the integrity ours.
         let username = match message.get(AttributeType::USERNAME) {
             Some(Ok(Attribute::Username(u))) => u,
-            _ => return self.reply_error(from, to, message, ErrorCode::BAD_REQUEST),
+            _ => return self.reply_error(now, from, to, message, ErrorCode::BAD_REQUEST),
         };
         let ours = username.split(':').next() == Some(self.local_creds.ufrag.as_str());
         if !ours || !message.verify_integrity(&self.local_creds.key) {
             self.stats.bad_integrity += 1;
-            return self.reply_error(from, to, message, ErrorCode::UNAUTHENTICATED);
+            return self.reply_error(now, from, to, message, ErrorCode::UNAUTHENTICATED);
         }
         self.stats.checks_received += 1;
         if !self.locals.iter().any(|l| l.base == to) {
             return;
         }
-        // §7.3.1.1 role conflicts.
+        // §7.3.1.1 role conflicts (a lite agent stays controlled; the full peer resolves it).
         let their_controlling = message.get(AttributeType::ICE_CONTROLLING).and_then(Result::ok);
         let their_controlled = message.get(AttributeType::ICE_CONTROLLED).and_then(Result::ok);
         match (self.controlling, their_controlling, their_controlled) {
+            _ if self.lite => {}
             (true, Some(Attribute::IceControlling(theirs)), _) => {
                 self.stats.role_conflicts += 1;
                 if self.tie_breaker >= theirs {
-                    return self.reply_error(from, to, message, ErrorCode::ROLE_CONFLICT);
+                    return self.reply_error(now, from, to, message, ErrorCode::ROLE_CONFLICT);
                 }
                 self.switch_role(false);
             }
@@ -72,14 +115,14 @@ impl IceAgent {
                 if self.tie_breaker >= theirs {
                     self.switch_role(true);
                 } else {
-                    return self.reply_error(from, to, message, ErrorCode::ROLE_CONFLICT);
+                    return self.reply_error(now, from, to, message, ErrorCode::ROLE_CONFLICT);
                 }
             }
             _ => {}
         }
         // §7.3: a check carries PRIORITY.
         if !matches!(message.get(AttributeType::PRIORITY), Some(Ok(Attribute::Priority(p))) if p > 0) {
-            return self.reply_error(from, to, message, ErrorCode::BAD_REQUEST);
+            return self.reply_error(now, from, to, message, ErrorCode::BAD_REQUEST);
         }
         // Answer: XOR-MAPPED-ADDRESS is where it came from.
         self.buf.clear();
@@ -93,7 +136,7 @@ impl IceAgent {
         let _ = w.message_integrity(&self.local_creds.key);
         let _ = w.fingerprint();
         w.finish();
-        self.transmits.push_back(Transmit { from: to, to: from, payload: self.buf.clone() });
+        self.emit_buf(now, to, from);
 
         // §7.3.1.3: an unknown source is a peer-reflexive remote candidate.
         let remote = match self.remotes.iter().position(|r| r.addr == from) {
@@ -113,20 +156,32 @@ impl IceAgent {
                 self.remotes.len() - 1
             }
         };
-        let Some(local) =
-            self.locals.iter().position(|l| l.base == to && l.candidate.kind == CandidateKind::Host)
+        let Some(local) = self
+            .locals
+            .iter()
+            .position(|l| l.base == to && l.candidate.kind != CandidateKind::ServerReflexive)
         else {
             return;
         };
         let Some(pair) = self.add_pair(local, remote) else { return };
-        if self.state == IceState::New {
-            self.checking_since = Some(now);
-            self.set_state(IceState::Checking);
-        }
+        self.start_checking(now);
         if Some(pair) == self.selected {
             self.heard(now);
         }
         let use_candidate = message.attribute(AttributeType::USE_CANDIDATE).is_some();
+        if self.lite {
+            // §2.5: a lite agent's pairs are valid when checked by the peer; the peer's
+            // checks on the selected pair are its consent.
+            self.pairs[pair].state = PairState::Succeeded;
+            if Some(pair) == self.selected {
+                self.last_consent = Some(now);
+            }
+            if use_candidate {
+                self.pairs[pair].nominated_by_peer = true;
+                self.select(now, pair);
+            }
+            return;
+        }
         if use_candidate && !self.controlling {
             self.pairs[pair].nominated_by_peer = true;
             if self.pairs[pair].state == PairState::Succeeded {
@@ -152,6 +207,7 @@ impl IceAgent {
 
     pub(super) fn reply_error(
         &mut self,
+        now: Instant,
         from: SocketAddr,
         to: SocketAddr,
         message: &Message<'_>,
@@ -171,7 +227,7 @@ impl IceAgent {
         }
         let _ = w.fingerprint();
         w.finish();
-        self.transmits.push_back(Transmit { from: to, to: from, payload: self.buf.clone() });
+        self.emit_buf(now, to, from);
     }
 
     pub(super) fn handle_response(
@@ -293,25 +349,37 @@ impl IceAgent {
         self.gathers[g].done = true;
         if let Some(Ok(Attribute::XorMappedAddress(mapped))) = message.get(AttributeType::XOR_MAPPED_ADDRESS)
         {
-            let base = self.gathers[g].base;
-            let duplicate =
-                self.locals.iter().any(|l| SocketAddr::new(ip_of(&l.candidate), l.candidate.port) == mapped);
-            if mapped != base && !duplicate {
-                let server = self.gathers[g].server.ip();
-                let hosts_before =
-                    self.locals.iter().position(|l| l.base == base).unwrap_or(0).min(65535) as u16;
-                let kind = CandidateKind::ServerReflexive;
-                let candidate = Candidate::udp(
-                    kind,
-                    foundation(kind, base.ip(), Some(server), &Transport::Udp),
-                    Candidate::compute_priority(kind, 65535 - hosts_before, 1),
-                    mapped,
-                    Some(base),
-                );
-                self.add_local(candidate, base);
-            }
+            let (base, server) = (self.gathers[g].base, self.gathers[g].server.ip());
+            self.add_server_reflexive(now, base, mapped, server);
         }
         self.check_gathering_complete();
+        self.schedule_pace(now);
+    }
+
+    /// A server-reflexive candidate `mapped` of `base`, learned from `server`, unless it is
+    /// the base itself or already known (§5.1.3).
+    pub(super) fn add_server_reflexive(
+        &mut self,
+        now: Instant,
+        base: SocketAddr,
+        mapped: SocketAddr,
+        server: std::net::IpAddr,
+    ) {
+        let duplicate =
+            self.locals.iter().any(|l| SocketAddr::new(ip_of(&l.candidate), l.candidate.port) == mapped);
+        if mapped == base || duplicate {
+            return;
+        }
+        let hosts_before = self.locals.iter().position(|l| l.base == base).unwrap_or(0).min(65535) as u16;
+        let kind = CandidateKind::ServerReflexive;
+        let candidate = Candidate::udp(
+            kind,
+            foundation(kind, base.ip(), Some(server), &Transport::Udp),
+            Candidate::compute_priority(kind, 65535 - hosts_before, 1),
+            mapped,
+            Some(base),
+        );
+        self.add_local(candidate, base, None);
         self.schedule_pace(now);
     }
 }

@@ -1,16 +1,36 @@
-//! Two agents in `peerlink-netsim`, each behind a NAT of some kind (or none), a STUN server
-//! on the public side; candidates trickle as they are found.
+//! Two agents in `peerlink-netsim`, each behind a NAT of some kind (or none), a STUN and
+//! TURN server (`peerlink-turn`'s server core) on the public side; candidates trickle as
+//! they are found.
 
 use super::*;
 use peerlink_netsim::{Datagram, HostId, LinkConfig, NatConfig, Network};
+use peerlink_stun::AddressFamily;
+use peerlink_turn::{
+    ClientAction, Credentials as TurnCredentials, FiveTuple, PeerAction, PortRequest, Relay, RelayError,
+    RelayId, RelayProvider, ServerConfig, Transport as TurnTransport, TurnServer,
+};
 
 const STUN: &str = "198.51.100.1:3478";
+const SERVER_IP: &str = "198.51.100.1";
+
+/// Relay sockets of the simulated TURN server: the relay id is the port.
+struct Ports(u16);
+
+impl RelayProvider for Ports {
+    fn open(&mut self, _: AddressFamily, _: PortRequest) -> Result<(Relay, Option<Relay>), RelayError> {
+        self.0 += 1;
+        let addr = SocketAddr::new(SERVER_IP.parse().unwrap(), self.0);
+        Ok((Relay { id: RelayId(u32::from(self.0)), addr }, None))
+    }
+    fn close(&mut self, _: RelayId) {}
+}
 
 struct Side {
     agent: IceAgent,
     host: HostId,
     events: Vec<IceEvent>,
-    /// Datagrams the agent said were not its own (application data).
+    /// Datagrams the agent said were not its own (application data), as they arrived
+    /// with the payload the agent pointed at.
     data: Vec<Datagram>,
 }
 
@@ -25,6 +45,8 @@ struct Sim {
     net: Network,
     sides: [Side; 2],
     stun: HostId,
+    turn: TurnServer,
+    ports: Ports,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,11 +76,29 @@ fn config(controlling: bool, ufrag: &str) -> IceConfig {
         local_ufrag: ufrag.to_owned(),
         local_pwd: format!("{ufrag}-password-of-22-chars"),
         stun_servers: vec![STUN.parse().unwrap()],
+        turn_servers: Vec::new(),
+        lite: false,
     }
+}
+
+fn turn_server() -> TurnServerConfig {
+    TurnServerConfig { server: STUN.parse().unwrap(), username: "ice".into(), password: "turn-pw".into() }
 }
 
 impl Sim {
     fn new(seed: u64, nats: [Nat; 2], link: LinkConfig, controlling: [bool; 2]) -> Sim {
+        let configs = [0, 1].map(|i| config(controlling[i], ["alfa", "brav"][i]));
+        Sim::with(seed, nats, link, configs)
+    }
+
+    /// Both sides also use the TURN server.
+    fn with_turn(seed: u64, nats: [Nat; 2], link: LinkConfig) -> Sim {
+        let configs = [0, 1]
+            .map(|i| IceConfig { turn_servers: vec![turn_server()], ..config(i == 0, ["alfa", "brav"][i]) });
+        Sim::with(seed, nats, link, configs)
+    }
+
+    fn with(seed: u64, nats: [Nat; 2], link: LinkConfig, configs: [IceConfig; 2]) -> Sim {
         let start = Instant::now();
         let mut net = Network::new(seed, start);
         let stun = net.add_host("198.51.100.1".parse().unwrap(), None, LinkConfig::default());
@@ -76,9 +116,9 @@ impl Sim {
             hosts.push(host);
         }
         let ufrags = ["alfa", "brav"];
+        let mut configs = configs.into_iter();
         let mut sides = [0, 1].map(|i| Side {
-            agent: IceAgent::new(config(controlling[i], ufrags[i]), self::seed(seed * 31 + i as u64))
-                .unwrap(),
+            agent: IceAgent::new(configs.next().unwrap(), self::seed(seed * 31 + i as u64)).unwrap(),
             host: hosts[i],
             events: Vec::new(),
             data: Vec::new(),
@@ -96,7 +136,44 @@ impl Sim {
             let ip = net.host_ip(hosts[i]);
             sides[i].agent.add_host_candidate(start, SocketAddr::new(ip, 5000));
         }
-        Sim { start, net, sides, stun }
+        let mut credentials = TurnCredentials::new();
+        credentials.add_user("ice", "turn-pw");
+        let turn = TurnServer::new(ServerConfig::new("sim", credentials, [9; 32]), start, 1_800_000_000);
+        Sim { start, net, sides, stun, turn, ports: Ports(50000) }
+    }
+
+    /// The STUN/TURN server: datagrams to 3478 are client traffic, to other ports a peer's
+    /// traffic on a relay.
+    fn serve(&mut self, now: Instant) {
+        let mut out = Vec::new();
+        while let Some(d) = self.net.poll_receive(self.stun) {
+            if d.to.port() == 3478 {
+                let tuple = FiveTuple { transport: TurnTransport::Udp, client: d.from, server: d.to };
+                match self.turn.handle_client(now, tuple, &d.payload, &mut out, &mut self.ports) {
+                    ClientAction::Reply => {
+                        let reply = Datagram { from: d.to, to: d.from, payload: out.clone() };
+                        self.net.send(self.stun, reply);
+                    }
+                    ClientAction::ToPeer { relay, peer, payload } => {
+                        let from = SocketAddr::new(SERVER_IP.parse().unwrap(), relay.0 as u16);
+                        let datagram = Datagram { from, to: peer, payload: d.payload[payload].to_vec() };
+                        self.net.send(self.stun, datagram);
+                    }
+                    ClientAction::Nothing => {}
+                }
+            } else {
+                let relay = RelayId(u32::from(d.to.port()));
+                if let PeerAction::ToClient(tuple) =
+                    self.turn.handle_peer(now, relay, d.from, &d.payload, &mut out)
+                {
+                    let datagram = Datagram { from: tuple.server, to: tuple.client, payload: out.clone() };
+                    self.net.send(self.stun, datagram);
+                }
+            }
+        }
+        if self.turn.poll_timeout() <= now {
+            self.turn.handle_timeout(now, &mut self.ports);
+        }
     }
 
     /// Runs the world until `until` (virtual) or until `done` holds.
@@ -114,6 +191,7 @@ impl Sim {
                 self.net.poll_timeout(),
                 self.sides[0].agent.poll_timeout(),
                 self.sides[1].agent.poll_timeout(),
+                Some(self.turn.poll_timeout()),
             ]
             .into_iter()
             .flatten()
@@ -132,18 +210,11 @@ impl Sim {
             last = next;
             self.net.advance(next);
             let now = self.net.now();
-            while let Some(request) = self.net.poll_receive(self.stun) {
-                let mut out = Vec::new();
-                if peerlink_stun::binding::respond(&request.payload, request.from, &mut out)
-                    == peerlink_stun::binding::Outcome::Answered
-                {
-                    self.net.send(self.stun, Datagram { from: request.to, to: request.from, payload: out });
-                }
-            }
+            self.serve(now);
             for side in &mut self.sides {
                 while let Some(d) = self.net.poll_receive(side.host) {
-                    if !side.agent.handle_receive(now, d.from, d.to, &d.payload) {
-                        side.data.push(d);
+                    if let Some(range) = side.agent.handle_receive(now, d.from, d.to, &d.payload) {
+                        side.data.push(Datagram { payload: d.payload[range].to_vec(), ..d });
                     }
                 }
                 side.agent.handle_timeout(now);
@@ -183,18 +254,30 @@ impl Sim {
     }
 
     /// Each side sends a datagram on its selected pair; each must arrive from where the
-    /// other side's selected pair says its peer is: both ends use one path.
+    /// other side's selected pair says its peer is (through the TURN server when that
+    /// side's candidate is relayed, and then the sender must be sending to it): both ends
+    /// use one path.
     fn paths_agree(&mut self) -> bool {
         for i in 0..2 {
-            let Some((from, to)) = self.sides[i].agent.selected_pair() else { return false };
+            let mut out = Vec::new();
+            let payload = [b'a' + i as u8];
+            let Some((from, to)) = self.sides[i].agent.send_data(&payload, &mut out) else { return false };
             let host = self.sides[i].host;
-            self.net.send(host, Datagram { from, to, payload: vec![b'a' + i as u8] });
+            self.net.send(host, Datagram { from, to, payload: out });
         }
         self.run(Duration::from_millis(500), |_| false);
+        let turn: SocketAddr = STUN.parse().unwrap();
         (0..2).all(|i| {
-            let other = self.sides[1 - i].agent.selected_pair();
+            let (me, other) = (self.sides[1 - i].agent.selected_pair(), self.sides[i].agent.selected_pair());
+            let relayed = self.selected(1 - i).is_some_and(|(local, _)| local == CandidateKind::Relayed);
             let got = self.sides[1 - i].data.iter().find(|d| d.payload == [b'a' + i as u8]);
-            matches!((got, other), (Some(d), Some((local, remote))) if d.from == remote && d.to == local)
+            match (got, me, other) {
+                (Some(d), Some((local, _)), Some((_, sent_to))) if relayed => {
+                    d.from == turn && sent_to == local
+                }
+                (Some(d), Some((local, remote)), _) => d.from == remote && d.to == local,
+                _ => false,
+            }
         })
     }
 
@@ -210,15 +293,41 @@ fn self_start(sim: &Sim) -> Instant {
     sim.start
 }
 
+fn blocked(a: Nat, b: Nat) -> bool {
+    use Nat::*;
+    matches!((a, b), (PortRestricted | Symmetric, Symmetric) | (Symmetric, PortRestricted))
+}
+
+const KINDS: [Nat; 5] = [Nat::None, Nat::FullCone, Nat::Restricted, Nat::PortRestricted, Nat::Symmetric];
+
+#[test]
+fn with_turn_every_nat_pair_connects_directly_when_it_can_and_relayed_otherwise() {
+    // Every ordered pair: side 0 (controlling) behind `a`, side 1 behind `b`.
+    for a in KINDS {
+        for b in KINDS {
+            let mut sim = Sim::with_turn(11, [a, b], LinkConfig::default());
+            let start = sim.net.now();
+            sim.run(Duration::from_secs(60), |s| {
+                s.both_connected() || s.states().contains(&IceState::Failed)
+            });
+            let took = sim.net.now() - start;
+            assert!(sim.both_connected(), "{a:?} x {b:?}: {:?}", sim.states());
+            assert!(sim.paths_agree(), "{a:?} x {b:?}: the two ends use different paths");
+            let kinds = [sim.selected(0).unwrap(), sim.selected(1).unwrap()];
+            let relayed =
+                kinds.iter().any(|(l, r)| *l == CandidateKind::Relayed || *r == CandidateKind::Relayed);
+            assert_eq!(relayed, blocked(a, b), "{a:?} x {b:?}: {kinds:?}");
+            println!("{a:?} x {b:?}: connected in {took:?}, {kinds:?}");
+        }
+    }
+}
+
 #[test]
 fn connects_across_every_nat_pair_that_has_a_direct_path_and_fails_cleanly_otherwise() {
-    use Nat::*;
-    let kinds = [None, FullCone, Restricted, PortRestricted, Symmetric];
     // Every ordered pair: side 0 (controlling) behind `a`, side 1 behind `b`.
-    for &a in &kinds {
-        for &b in &kinds {
-            let blocked =
-                matches!((a, b), (PortRestricted | Symmetric, Symmetric) | (Symmetric, PortRestricted));
+    for a in KINDS {
+        for b in KINDS {
+            let blocked = blocked(a, b);
             let mut sim = Sim::new(7, [a, b], LinkConfig::default(), [true, false]);
             let start = sim.net.now();
             sim.run(Duration::from_secs(60), |s| {
@@ -272,14 +381,19 @@ fn behind_cone_nats_the_path_is_server_reflexive() {
     assert!(sim.sides[0].events.contains(&IceEvent::GatheringComplete));
 }
 
-#[test]
-fn connects_with_loss_and_delay() {
-    let link = LinkConfig {
+/// 5 % loss each way and 100 ms RTT (25 ms ± 10 ms per link, two links per path).
+fn lossy() -> LinkConfig {
+    LinkConfig {
         delay: Duration::from_millis(25),
         jitter: Duration::from_millis(10),
         loss: 0.05,
         ..LinkConfig::default()
-    };
+    }
+}
+
+#[test]
+fn connects_with_loss_and_delay() {
+    let link = lossy();
     for seed in 1..=10 {
         let mut sim = Sim::new(seed, [Nat::PortRestricted, Nat::FullCone], link.clone(), [true, false]);
         let start = sim.net.now();
@@ -352,7 +466,7 @@ fn garbage_and_forged_checks_change_nothing() {
     agent.add_host_candidate(now, here);
     agent.set_remote_credentials(now, "peer", "peer-password-of-22-chars").unwrap();
     for junk in [&b""[..], b"\x00", b"\x16\xfe\xfd garbage", &[0u8; 20], &[0xff; 300]] {
-        assert!(!agent.handle_receive(now, there, here, junk));
+        assert_eq!(agent.handle_receive(now, there, here, junk), Some(0..junk.len()));
     }
     // A well-formed check signed with the wrong password: 401, no candidate learned.
     let mut buf = Vec::new();
@@ -362,7 +476,7 @@ fn garbage_and_forged_checks_change_nothing() {
     w.message_integrity(&Key::short_term("not-the-password").unwrap()).unwrap();
     w.fingerprint().unwrap();
     w.finish();
-    assert!(agent.handle_receive(now, there, here, &buf));
+    assert_eq!(agent.handle_receive(now, there, here, &buf), None);
     assert_eq!(agent.stats().bad_integrity, 1);
     assert!(agent.remotes.is_empty());
     let errors: Vec<u16> = std::iter::from_fn(|| agent.poll_transmit())
@@ -375,4 +489,175 @@ fn garbage_and_forged_checks_change_nothing() {
         })
         .collect();
     assert_eq!(errors, [401]);
+}
+
+#[test]
+fn relayed_paths_survive_loss_and_delay() {
+    let link = lossy();
+    for seed in 1..=10 {
+        let mut sim = Sim::with_turn(seed, [Nat::Symmetric, Nat::Symmetric], link.clone());
+        let start = sim.net.now();
+        sim.run(Duration::from_secs(30), Sim::both_connected);
+        assert!(sim.both_connected(), "seed {seed}: {:?}", sim.states());
+        let relayed = [0, 1].map(|i| sim.selected(i).is_some_and(|(l, _)| l == CandidateKind::Relayed));
+        assert!(relayed.contains(&true), "seed {seed}: {:?}", [sim.selected(0), sim.selected(1)]);
+        println!("seed {seed}: relayed, connected in {:?} with 5% loss, 100 ms RTT", sim.net.now() - start);
+    }
+}
+
+#[test]
+fn relayed_candidates_are_announced_with_their_mapped_address_and_closed_at_the_end() {
+    let mut sim = Sim::with_turn(12, [Nat::PortRestricted, Nat::None], LinkConfig::default());
+    sim.run(Duration::from_secs(10), Sim::both_connected);
+    let relay = sim.sides[0].events.iter().find_map(|e| match e {
+        IceEvent::LocalCandidate(c) if c.kind == CandidateKind::Relayed => Some(c.clone()),
+        _ => None,
+    });
+    let relay = relay.expect("a relayed candidate");
+    assert_eq!(relay.address, CandidateAddress::Ip(SERVER_IP.parse().unwrap()));
+    // raddr is the NAT's public address the TURN server saw.
+    let related = relay.related.clone().map(|(address, _)| address);
+    assert_eq!(related, Some(CandidateAddress::Ip("203.0.113.1".parse().unwrap())), "{relay}");
+    // Gathering waited for the allocation: the relayed candidate came before the end.
+    let events = &sim.sides[0].events;
+    let relayed_at = events
+        .iter()
+        .position(|e| matches!(e, IceEvent::LocalCandidate(c) if c.kind == CandidateKind::Relayed));
+    let complete_at = events.iter().position(|e| *e == IceEvent::GatheringComplete);
+    assert!(relayed_at < complete_at, "{events:?}");
+    assert_eq!(sim.turn.stats().allocations, 2);
+    let now = sim.net.now();
+    for side in &mut sim.sides {
+        side.agent.close(now);
+    }
+    sim.run(Duration::from_secs(2), |_| false);
+    assert_eq!(sim.turn.stats().allocations, 0, "close deletes the allocations");
+}
+
+#[test]
+fn a_wrong_turn_password_still_connects_directly() {
+    let configs = [0, 1].map(|i| IceConfig {
+        turn_servers: vec![TurnServerConfig { password: "wrong".into(), ..turn_server() }],
+        ..config(i == 0, ["alfa", "brav"][i])
+    });
+    let mut sim = Sim::with(13, [Nat::FullCone, Nat::None], LinkConfig::default(), configs);
+    sim.run(Duration::from_secs(60), |s| {
+        s.both_connected() && s.sides.iter().all(|s| s.events.contains(&IceEvent::GatheringComplete))
+    });
+    assert!(sim.both_connected(), "{:?}", sim.states());
+    assert!(sim.sides[0].events.contains(&IceEvent::GatheringComplete));
+    assert!(!sim.sides[0]
+        .events
+        .iter()
+        .any(|e| matches!(e, IceEvent::LocalCandidate(c) if c.kind == CandidateKind::Relayed)));
+}
+
+impl Sim {
+    /// Both sides restart with new credentials and learn each other's (as an offer/answer
+    /// exchange would); candidates trickle again through `shuffle`.
+    fn restart_both(&mut self, round: u32) {
+        let now = self.net.now();
+        let ufrags = [format!("alf{round}"), format!("bra{round}")];
+        for (side, ufrag) in self.sides.iter_mut().zip(&ufrags) {
+            let pwd = format!("{ufrag}-password-of-22-chars");
+            side.agent.restart(now, ufrag, &pwd).unwrap();
+        }
+        for i in 0..2 {
+            let other = &ufrags[1 - i];
+            let pwd = format!("{other}-password-of-22-chars");
+            self.sides[i].agent.set_remote_credentials(now, other, &pwd).unwrap();
+        }
+    }
+
+    fn selections(&self, i: usize) -> usize {
+        self.sides[i].events.iter().filter(|e| matches!(e, IceEvent::SelectedPair { .. })).count()
+    }
+}
+
+#[test]
+fn ice_restart_recovers_from_failed() {
+    let mut sim = Sim::with_turn(14, [Nat::PortRestricted, Nat::FullCone], LinkConfig::default());
+    sim.run(Duration::from_secs(10), Sim::both_connected);
+    assert!(sim.both_connected());
+    let host = sim.sides[1].host;
+    sim.net.set_link(host, LinkConfig { up: false, ..LinkConfig::default() });
+    sim.run(Duration::from_secs(60), |s| s.states() == [IceState::Failed; 2]);
+    assert_eq!(sim.states(), [IceState::Failed; 2]);
+    sim.net.set_link(host, LinkConfig::default());
+    sim.restart_both(1);
+    sim.run(Duration::from_secs(20), Sim::both_connected);
+    assert!(sim.both_connected(), "{:?}", sim.states());
+    assert!(sim.paths_agree());
+    assert_eq!(sim.selections(0), 2);
+}
+
+#[test]
+fn ice_restart_keeps_the_old_path_until_the_new_one_is_selected() {
+    let mut sim = Sim::with_turn(15, [Nat::PortRestricted, Nat::PortRestricted], LinkConfig::default());
+    sim.run(Duration::from_secs(10), Sim::both_connected);
+    let before = [sim.sides[0].agent.selected_pair(), sim.sides[1].agent.selected_pair()];
+    sim.restart_both(1);
+    // Right after the restart nothing is selected, but data still has a path: the old one.
+    for (side, before) in sim.sides.iter_mut().zip(before) {
+        assert_eq!(side.agent.selected_pair(), None);
+        let mut out = Vec::new();
+        assert_eq!(side.agent.send_data(b"x", &mut out), before);
+    }
+    sim.run(Duration::from_secs(20), |s| s.selections(0) == 2 && s.selections(1) == 2);
+    assert!(sim.both_connected(), "{:?}", sim.states());
+    assert!(sim.paths_agree());
+    // No state change was reported on the way: the connection never looked down.
+    let states: Vec<&IceEvent> =
+        sim.sides[0].events.iter().filter(|e| matches!(e, IceEvent::State(_))).collect();
+    assert_eq!(states, [&IceEvent::State(IceState::Checking), &IceEvent::State(IceState::Connected)]);
+}
+
+#[test]
+fn a_peer_that_restarts_alone_is_followed() {
+    // The peer's new credentials (a new remote description) restart our checks too.
+    let mut sim = Sim::new(16, [Nat::None, Nat::FullCone], LinkConfig::default(), [true, false]);
+    sim.run(Duration::from_secs(10), Sim::both_connected);
+    let now = sim.net.now();
+    sim.sides[1].agent.restart(now, "new1", "new1-password-of-22-chars").unwrap();
+    sim.sides[1].agent.set_remote_credentials(now, "alfa", "alfa-password-of-22-chars").unwrap();
+    sim.sides[0].agent.set_remote_credentials(now, "new1", "new1-password-of-22-chars").unwrap();
+    sim.run(Duration::from_secs(20), |s| s.selections(0) == 2 && s.selections(1) == 2);
+    assert!(sim.both_connected(), "{:?}", sim.states());
+    assert!(sim.paths_agree());
+}
+
+#[test]
+fn a_lite_agent_answers_and_the_full_peer_controls() {
+    for full_controlling in [true, false] {
+        let configs = [
+            config(full_controlling, "alfa"),
+            IceConfig { lite: true, controlling: true, ..config(true, "brav") },
+        ];
+        let mut sim = Sim::with(17, [Nat::PortRestricted, Nat::None], LinkConfig::default(), configs);
+        sim.sides[0].agent.set_remote_lite(true);
+        assert!(sim.sides[0].agent.is_controlling());
+        assert!(!sim.sides[1].agent.is_controlling(), "a lite agent is controlled");
+        sim.run(Duration::from_secs(10), Sim::both_connected);
+        assert!(sim.both_connected(), "{:?}", sim.states());
+        assert!(sim.paths_agree());
+        assert_eq!(sim.sides[1].agent.stats().checks_sent, 0, "a lite agent sends no checks");
+        // The lite side announced only its host candidate (no STUN gathering).
+        let announced: Vec<CandidateKind> = sim.sides[1]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                IceEvent::LocalCandidate(c) => Some(c.kind),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(announced, [CandidateKind::Host]);
+        // Consent: the full side's checks keep the lite side connected well past 30 s...
+        sim.run(Duration::from_secs(45), |_| false);
+        assert!(sim.both_connected(), "{:?}", sim.states());
+        // ...and without them the lite side fails.
+        let host = sim.sides[0].host;
+        sim.net.set_link(host, LinkConfig { up: false, ..LinkConfig::default() });
+        sim.run(Duration::from_secs(40), |s| s.sides[1].agent.state() == IceState::Failed);
+        assert_eq!(sim.sides[1].agent.state(), IceState::Failed);
+    }
 }
