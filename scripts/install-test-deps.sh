@@ -2,8 +2,9 @@
 # Installs what the test suites need, idempotently, on Debian with the Rust toolchain:
 #   coturn (turnutils_* and turnserver: third-party STUN/TURN clients and the benchmark
 #   reference), Debian's Chromium driven by playwright-core from npm (never a downloaded
-#   browser), Node.js if missing, redis-server (the multi-node signaling test), a Python
-#   venv with aioice (ICE interop), rustfmt and clippy, and cargo-fuzz.
+#   browser), Node.js if missing, redis-server (the multi-node signaling test), nftables
+#   (the NAT lab), a Python venv with aioice (ICE interop), rustfmt and clippy, and
+#   cargo-fuzz.
 set -euo pipefail
 
 need_apt=()
@@ -14,6 +15,8 @@ command -v chromium >/dev/null || need_apt+=(chromium chromium-driver)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v nft >/dev/null || need_apt+=(nftables)
+command -v ss >/dev/null || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing Debian packages: ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive

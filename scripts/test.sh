@@ -47,6 +47,8 @@ tests/e2e/turn-chromium.sh target/release/peerlink
 
 step "interop: our ICE agent against aioice, both roles, in a network namespace"
 tests/e2e/ice-aioice.sh target/release/examples/ice_probe
+step "ICE behind real Linux NATs (namespaces, nftables): srflx pair, relayed pair through peerlink turn"
+tests/e2e/ice-natlab.sh target/release/peerlink target/release/examples/ice_probe
 
 step "end-to-end: two peerlink serve processes share rooms through redis-server"
 tests/e2e/signal-redis.sh target/release/peerlink target/release/examples/signal_probe

@@ -1,16 +1,21 @@
 //! Our ICE agent on a real UDP socket, signaled over standard input and output, for interop
-//! tests against other ICE implementations (tests/interop/aioice_ice.py):
+//! tests against other ICE implementations (tests/interop/aioice_ice.py) and for the NAT lab
+//! (tests/e2e/ice-natlab.sh):
 //!
-//!   ice_probe controlling|controlled ADDR
+//!   ice_probe controlling|controlled ADDR [--stun HOST:PORT] [--turn HOST:PORT USER PASS]
+//!             [--exchange] [--timeout SECS]
 //!
-//! Prints one JSON line `{"ufrag","pwd","candidates":[...]}`, reads the peer's line in the
-//! same shape, connects, then waits for one datagram of application data, answers it with
-//! "hello from peerlink" and exits 0. Status (the selected pair) goes to standard error.
-//! Exits 1 on failure or after 20 s.
+//! Gathers (host, then srflx and relay candidates from the servers given), prints one JSON
+//! line `{"ufrag","pwd","candidates":[...]}`, reads the peer's line in the same shape and
+//! connects. Default: waits for one datagram of application data, answers it with
+//! "hello from peerlink" and exits 0. `--exchange`: both sides send "hello from ROLE" until
+//! each has the other's (for two probes). Status goes to standard error, including
+//! `selected pair: <local type> -> <remote type> (<local> -> <remote>)`. Exits 1 on failure
+//! or after the timeout (default 20 s).
 
-use peerlink_ice::{Candidate, IceAgent, IceConfig, IceEvent, IceState};
+use peerlink_ice::{Candidate, IceAgent, IceConfig, IceEvent, IceState, TurnServerConfig};
 use std::io::BufRead;
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -36,22 +41,95 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn run() -> Result<(), String> {
-    let args: Vec<String> = std::env::args().collect();
-    let (Some(role), Some(addr)) = (args.get(1), args.get(2)) else {
-        return Err("usage: ice_probe controlling|controlled ADDR".into());
+struct Args {
+    controlling: bool,
+    bind: String,
+    stun: Vec<SocketAddr>,
+    turn: Vec<TurnServerConfig>,
+    exchange: bool,
+    timeout: Duration,
+}
+
+const USAGE: &str = "usage: ice_probe controlling|controlled ADDR [--stun HOST:PORT] \
+                     [--turn HOST:PORT USER PASS] [--exchange] [--timeout SECS]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = std::env::args().skip(1);
+    let role = args.next().ok_or(USAGE)?;
+    let controlling = match role.as_str() {
+        "controlling" => true,
+        "controlled" => false,
+        _ => return Err(USAGE.into()),
     };
-    let socket = UdpSocket::bind(addr.as_str()).map_err(|e| format!("bind {addr}: {e}"))?;
+    let bind = args.next().ok_or(USAGE)?;
+    let addr = |s: Option<String>| -> Result<SocketAddr, String> {
+        let s = s.ok_or(USAGE)?;
+        s.parse().map_err(|e| format!("{s}: {e}"))
+    };
+    let mut parsed = Args {
+        controlling,
+        bind,
+        stun: Vec::new(),
+        turn: Vec::new(),
+        exchange: false,
+        timeout: Duration::from_secs(20),
+    };
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--stun" => parsed.stun.push(addr(args.next())?),
+            "--turn" => {
+                let server = addr(args.next())?;
+                let (username, password) = (args.next().ok_or(USAGE)?, args.next().ok_or(USAGE)?);
+                parsed.turn.push(TurnServerConfig { server, username, password });
+            }
+            "--exchange" => parsed.exchange = true,
+            "--timeout" => {
+                let secs: u64 = args.next().ok_or(USAGE)?.parse().map_err(|_| USAGE)?;
+                parsed.timeout = Duration::from_secs(secs);
+            }
+            _ => return Err(format!("unknown option {flag}\n{USAGE}")),
+        }
+    }
+    Ok(parsed)
+}
+
+fn run() -> Result<(), String> {
+    let args = parse_args()?;
+    let socket = UdpSocket::bind(args.bind.as_str()).map_err(|e| format!("bind {}: {e}", args.bind))?;
     let local = socket.local_addr().map_err(|e| e.to_string())?;
-    let config = IceConfig::new(role == "controlling", &hex(&random::<4>()), &hex(&random::<16>()));
+    let role = if args.controlling { "controlling" } else { "controlled" };
+    let config = IceConfig {
+        stun_servers: args.stun.clone(),
+        turn_servers: args.turn.clone(),
+        ..IceConfig::new(args.controlling, &hex(&random::<4>()), &hex(&random::<16>()))
+    };
     let (ufrag, pwd) = (config.local_ufrag.clone(), config.local_pwd.clone());
     let mut agent = IceAgent::new(config, random::<32>()).map_err(|e| e.to_string())?;
     let start = Instant::now();
+    let deadline = start + args.timeout;
     agent.add_host_candidate(start, local);
+    let mut buf = vec![0u8; 2048];
+
+    // Gathering (without trickle: the line goes out once everything is known).
     let mut candidates = Vec::new();
-    while let Some(event) = agent.poll_event() {
-        if let IceEvent::LocalCandidate(c) = event {
-            candidates.push(c.to_string());
+    let mut gathered = false;
+    while !gathered {
+        pump(&mut agent, &socket)?;
+        while let Some(event) = agent.poll_event() {
+            match event {
+                IceEvent::LocalCandidate(c) => {
+                    eprintln!("ice_probe: local candidate {c}");
+                    candidates.push(c.to_string());
+                }
+                IceEvent::GatheringComplete => gathered = true,
+                _ => {}
+            }
+        }
+        if !gathered {
+            if Instant::now() >= deadline {
+                return Err("gathering timed out".into());
+            }
+            receive(&mut agent, &socket, local, &mut buf, |_| {})?;
         }
     }
     println!("{}", serde_json::json!({"ufrag": ufrag, "pwd": pwd, "candidates": candidates}));
@@ -73,49 +151,90 @@ fn run() -> Result<(), String> {
     }
     agent.end_of_remote_candidates(now);
 
-    let deadline = start + Duration::from_secs(20);
-    let mut buf = vec![0u8; 2048];
+    let ours = format!("hello from {role}");
+    let mut received: Option<Vec<u8>> = None;
     let mut answered = false;
+    // --exchange: keep sending until the peer's message arrived, then a little longer so
+    // that ours surely arrived too.
+    let mut next_send = Instant::now();
+    let mut stop_at: Option<Instant> = None;
+    let mut out = Vec::new();
     loop {
-        while let Some(t) = agent.poll_transmit() {
-            socket.send_to(&t.payload, t.to).map_err(|e| format!("send to {}: {e}", t.to))?;
-        }
+        pump(&mut agent, &socket)?;
         while let Some(event) = agent.poll_event() {
             match event {
-                IceEvent::SelectedPair { local_kind, remote_kind, .. } => {
-                    eprintln!("selected pair: {} -> {}", local_kind.as_str(), remote_kind.as_str())
-                }
+                IceEvent::SelectedPair { local, remote, local_kind, remote_kind } => eprintln!(
+                    "selected pair: {} -> {} ({local} -> {remote})",
+                    local_kind.as_str(),
+                    remote_kind.as_str()
+                ),
                 IceEvent::State(IceState::Failed) => return Err("ICE failed".into()),
                 IceEvent::State(state) => eprintln!("ice_probe: {state:?}"),
                 _ => {}
             }
         }
-        if answered {
+        let now = Instant::now();
+        if answered || stop_at.is_some_and(|t| now >= t) {
             return Ok(());
         }
-        let now = Instant::now();
         if now >= deadline {
             return Err(format!("timed out in state {:?}", agent.state()));
         }
-        let wait =
-            agent.poll_timeout().map_or(Duration::from_millis(50), |t| t.saturating_duration_since(now));
-        socket
-            .set_read_timeout(Some(wait.clamp(Duration::from_millis(1), Duration::from_millis(50))))
-            .map_err(|e| e.to_string())?;
-        match socket.recv_from(&mut buf) {
-            Ok((n, from)) => {
-                let now = Instant::now();
-                if let Some(range) = agent.handle_receive(now, from, local, &buf[..n]) {
-                    println!("received: {}", String::from_utf8_lossy(&buf[range]));
-                    let mut out = Vec::new();
-                    let Some((_, to)) = agent.send_data(b"hello from peerlink", &mut out) else { continue };
-                    socket.send_to(&out, to).map_err(|e| e.to_string())?;
-                    answered = true;
-                }
+        if args.exchange && agent.selected_pair().is_some() && now >= next_send {
+            next_send = now + Duration::from_millis(100);
+            if let Some((from, to)) = agent.send_data(ours.as_bytes(), &mut out) {
+                debug_assert_eq!(from, local);
+                socket.send_to(&out, to).map_err(|e| format!("send to {to}: {e}"))?;
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-            Err(e) => return Err(format!("receive: {e}")),
         }
-        agent.handle_timeout(Instant::now());
+        receive(&mut agent, &socket, local, &mut buf, |data| {
+            if received.is_none() {
+                println!("received: {}", String::from_utf8_lossy(data));
+                received = Some(data.to_vec());
+            }
+        })?;
+        if received.is_some() {
+            if args.exchange {
+                stop_at.get_or_insert(Instant::now() + Duration::from_secs(1));
+            } else if let Some((_, to)) = agent.send_data(b"hello from peerlink", &mut out) {
+                socket.send_to(&out, to).map_err(|e| e.to_string())?;
+                answered = true;
+            }
+        }
     }
+}
+
+/// Sends what the agent has queued (the probe has one socket, so `from` is always it).
+fn pump(agent: &mut IceAgent, socket: &UdpSocket) -> Result<(), String> {
+    while let Some(t) = agent.poll_transmit() {
+        socket.send_to(&t.payload, t.to).map_err(|e| format!("send to {}: {e}", t.to))?;
+    }
+    Ok(())
+}
+
+/// Waits (up to the agent's next timer, at most 50 ms) for one datagram, hands application
+/// data to `data`, and runs the agent's timers.
+fn receive(
+    agent: &mut IceAgent,
+    socket: &UdpSocket,
+    local: SocketAddr,
+    buf: &mut [u8],
+    mut data: impl FnMut(&[u8]),
+) -> Result<(), String> {
+    let now = Instant::now();
+    let wait = agent.poll_timeout().map_or(Duration::from_millis(50), |t| t.saturating_duration_since(now));
+    socket
+        .set_read_timeout(Some(wait.clamp(Duration::from_millis(1), Duration::from_millis(50))))
+        .map_err(|e| e.to_string())?;
+    match socket.recv_from(buf) {
+        Ok((n, from)) => {
+            if let Some(range) = agent.handle_receive(Instant::now(), from, local, &buf[..n]) {
+                data(&buf[range]);
+            }
+        }
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+        Err(e) => return Err(format!("receive: {e}")),
+    }
+    agent.handle_timeout(Instant::now());
+    Ok(())
 }

@@ -224,6 +224,9 @@ struct Pair {
     /// The controlled side saw USE-CANDIDATE on it.
     nominated_by_peer: bool,
     nominated: bool,
+    /// The XOR-MAPPED-ADDRESS of our check's answer: which local candidate the peer sees
+    /// (§7.2.5.3.1; a server-reflexive one, or a new peer-reflexive one).
+    mapped: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -596,6 +599,7 @@ impl IceAgent {
             transaction: None,
             nominated_by_peer: false,
             nominated: false,
+            mapped: None,
         });
         self.prioritize();
         Some(self.pairs.len() - 1)
@@ -884,7 +888,7 @@ impl IceAgent {
         self.events.push_back(IceEvent::SelectedPair {
             local: l.base,
             remote: r.addr,
-            local_kind: l.candidate.kind,
+            local_kind: self.valid_local_kind(i),
             remote_kind: r.candidate.kind,
         });
         // Other checks stop (§8.1.2): pairs not yet checked are retired; consent keeps the
@@ -901,6 +905,23 @@ impl IceAgent {
         self.next_pace = None;
         self.bind_relay_channel(now, i);
         self.set_state(IceState::Connected);
+    }
+
+    /// The kind of the valid pair's local candidate (§7.2.5.3.2): the one the peer saw our
+    /// check come from, which behind a NAT is the server-reflexive candidate of the base
+    /// the check left from, or peer-reflexive if no candidate has that address.
+    fn valid_local_kind(&self, i: usize) -> CandidateKind {
+        let local = &self.locals[self.pairs[i].local];
+        match self.pairs[i].mapped {
+            Some(seen) if local.relay.is_none() && seen != local.base => self
+                .locals
+                .iter()
+                .find(|l| {
+                    l.base == local.base && SocketAddr::new(ip_of(&l.candidate), l.candidate.port) == seen
+                })
+                .map_or(CandidateKind::PeerReflexive, |l| l.candidate.kind),
+            _ => local.candidate.kind,
+        }
     }
 
     /// Stops everything; TURN allocations are deleted (those requests are the last

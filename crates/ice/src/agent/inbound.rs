@@ -290,6 +290,9 @@ impl IceAgent {
             self.heard(now);
             return;
         }
+        if let Some(Ok(Attribute::XorMappedAddress(seen))) = message.get(AttributeType::XOR_MAPPED_ADDRESS) {
+            self.pairs[i].mapped = Some(seen);
+        }
         self.pairs[i].state = PairState::Succeeded;
         // §7.2.5.3.3: unfreeze the pairs of the same foundation.
         let foundation = self.pairs[i].foundation.clone();

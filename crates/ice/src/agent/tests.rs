@@ -369,9 +369,9 @@ fn behind_cone_nats_the_path_is_server_reflexive() {
         Sim::new(2, [Nat::PortRestricted, Nat::PortRestricted], LinkConfig::default(), [true, false]);
     sim.run(Duration::from_secs(20), Sim::both_connected);
     assert!(sim.both_connected(), "{:?}", sim.states());
-    // Our checks leave from the host base; the remote end is the peer's srflx.
-    let (_, remote_kind) = sim.selected(0).unwrap();
-    assert_eq!(remote_kind, CandidateKind::ServerReflexive);
+    // Our checks leave from the host base, and the peer sees our srflx; the remote end is
+    // the peer's srflx.
+    assert_eq!(sim.selected(0), Some((CandidateKind::ServerReflexive, CandidateKind::ServerReflexive)));
     let srflx = sim.sides[0]
         .events
         .iter()
