@@ -7,13 +7,18 @@
 //!
 //! Gathers (host, then srflx and relay candidates from the servers given), prints one JSON
 //! line `{"ufrag","pwd","candidates":[...]}`, reads the peer's line in the same shape and
-//! connects. Default: waits for one datagram of application data, answers it with
+//! connects (resolving `*.local` candidates by mDNS). Default: waits for one datagram of application data, answers it with
 //! "hello from peerlink" and exits 0. `--exchange`: both sides send "hello from ROLE" until
 //! each has the other's (for two probes). Status goes to standard error, including
 //! `selected pair: <local type> -> <remote type> (<local> -> <remote>)`. Exits 1 on failure
 //! or after the timeout (default 20 s).
 
-use peerlink_ice::{Candidate, IceAgent, IceConfig, IceEvent, IceState, TurnServerConfig};
+#[path = "support/mdns_io.rs"]
+mod mdns_io;
+
+use peerlink_ice::{
+    Candidate, CandidateAddress, IceAgent, IceConfig, IceEvent, IceState, TurnServerConfig, UsageError,
+};
 use std::io::BufRead;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::ExitCode;
@@ -142,8 +147,9 @@ fn run() -> Result<(), String> {
     agent.set_remote_credentials(now, ru, rp).map_err(|e| e.to_string())?;
     for c in remote["candidates"].as_array().into_iter().flatten().filter_map(|c| c.as_str()) {
         match Candidate::parse(c) {
-            Ok(candidate) => match agent.add_remote_candidate(now, candidate) {
+            Ok(candidate) => match agent.add_remote_candidate(now, candidate.clone()) {
                 Ok(()) => {}
+                Err(UsageError::Unresolved) => resolve_and_add(&mut agent, candidate),
                 Err(e) => eprintln!("ice_probe: skipping remote candidate {c}: {e}"),
             },
             Err(e) => eprintln!("ice_probe: unparsable remote candidate {c}: {e}"),
@@ -201,6 +207,23 @@ fn run() -> Result<(), String> {
                 answered = true;
             }
         }
+    }
+}
+
+/// A browser's `*.local` host candidate: resolved by mDNS, or dropped when nobody answers
+/// (the other candidates may still work).
+fn resolve_and_add(agent: &mut IceAgent, mut candidate: Candidate) {
+    let CandidateAddress::Name(name) = &candidate.address else { return };
+    match mdns_io::resolve(name, Duration::from_secs(3)) {
+        Ok(found) if !found.is_empty() => {
+            eprintln!("ice_probe: {name} is {}", found[0]);
+            candidate.address = CandidateAddress::Ip(found[0]);
+            if let Err(e) = agent.add_remote_candidate(Instant::now(), candidate) {
+                eprintln!("ice_probe: skipping resolved candidate: {e}");
+            }
+        }
+        Ok(_) => eprintln!("ice_probe: dropping {name}: no mDNS answer"),
+        Err(e) => eprintln!("ice_probe: dropping {name}: {e}"),
     }
 }
 

@@ -7,9 +7,11 @@
 //!   checks, nomination, trickle, role conflicts, consent freshness, restart, ICE-lite), driven like every Peerlink machine
 //!   (`handle_receive` / `handle_timeout` in, `poll_transmit` / `poll_event` / `poll_timeout`
 //!   out) and tested in `peerlink-netsim` behind simulated NATs.
+//! - [`mdns`]: resolving browsers' `*.local` host candidates (RFC 6762 query and response).
 
 pub mod agent;
 pub mod candidate;
+pub mod mdns;
 
 pub use agent::{IceAgent, IceConfig, IceEvent, IceState, IceStats, Transmit, TurnServerConfig, UsageError};
 
