@@ -272,6 +272,8 @@ pub struct IceAgent {
     last_heard: Option<Instant>,
     last_consent: Option<Instant>,
     next_consent: Option<Instant>,
+    /// Earlier consent checks still worth an answer (a late answer to one is consent too).
+    earlier_consent: VecDeque<TransactionId>,
     rng_key: [u8; 32],
     rng_counter: u64,
     buf: Vec<u8>,
@@ -320,6 +322,7 @@ impl IceAgent {
             last_heard: None,
             last_consent: None,
             next_consent: None,
+            earlier_consent: VecDeque::new(),
             rng_key: seed,
             rng_counter: 0,
             buf: Vec::with_capacity(256),
@@ -528,6 +531,7 @@ impl IceAgent {
         self.checking_since = None;
         self.last_consent = None;
         self.next_consent = None;
+        self.earlier_consent.clear();
         if self.state == IceState::Failed {
             // The one way out of a final state: start over.
             self.state = IceState::New;
@@ -841,7 +845,12 @@ impl IceAgent {
             let jitter = 0.8 + (self.random() % 400) as f64 / 1000.0;
             self.next_consent = Some(now + CONSENT_INTERVAL.mul_f64(jitter));
             let transaction = self.transaction(now, false);
-            self.pairs[selected].transaction = Some(transaction);
+            if let Some(old) = self.pairs[selected].transaction.replace(transaction) {
+                self.earlier_consent.push_back(old.id);
+                if self.earlier_consent.len() > 4 {
+                    self.earlier_consent.pop_front();
+                }
+            }
             self.send_check(now, selected);
         }
     }

@@ -244,6 +244,9 @@ impl IceAgent {
         }
         let Some(i) = self.pairs.iter().position(|p| p.transaction.as_ref().is_some_and(|t| t.id == id))
         else {
+            if self.earlier_consent.contains(&id) {
+                return self.late_consent(now, from, to, message);
+            }
             self.stats.unknown_transaction += 1;
             return;
         };
@@ -316,6 +319,18 @@ impl IceAgent {
             self.select(now, i);
         }
         self.schedule_pace(now);
+    }
+
+    /// An answer to an earlier consent check of the selected pair (lost retransmissions can
+    /// make it arrive after the next check went out): consent all the same.
+    fn late_consent(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, message: &Message<'_>) {
+        let Some(remote) = self.remote_creds.clone() else { return };
+        let valid = message.class() == Class::SuccessResponse && message.verify_integrity(&remote.key);
+        if valid && self.selected_pair() == Some((to, from)) {
+            self.earlier_consent.retain(|t| *t != message.transaction_id());
+            self.last_consent = Some(now);
+            self.heard(now);
+        }
     }
 
     /// Regular nomination (§8.1.1): the controlling side checks its best valid pair again

@@ -661,3 +661,14 @@ fn a_lite_agent_answers_and_the_full_peer_controls() {
         assert_eq!(sim.sides[1].agent.state(), IceState::Failed);
     }
 }
+
+#[test]
+fn late_answers_to_earlier_consent_checks_still_count() {
+    // A 12 s round trip: every answer comes back after the next consent check went out.
+    let mut sim = Sim::new(18, [Nat::None, Nat::None], LinkConfig::default(), [true, false]);
+    sim.run(Duration::from_secs(10), Sim::both_connected);
+    let host = sim.sides[1].host;
+    sim.net.set_link(host, LinkConfig { delay: Duration::from_secs(6), ..LinkConfig::default() });
+    sim.run(Duration::from_secs(90), |s| s.sides[0].agent.state() == IceState::Failed);
+    assert_ne!(sim.sides[0].agent.state(), IceState::Failed);
+}
