@@ -745,8 +745,10 @@ impl IceAgent {
         transaction.as_controlling = self.controlling;
         let (id, nominating) = (transaction.id, transaction.nominating && self.controlling);
         let username = format!("{}:{}", remote.ufrag, self.local_creds.ufrag);
-        // §7.1.1: the priority a peer-reflexive candidate learned from this check would get.
-        let prflx = Candidate::compute_priority(CandidateKind::PeerReflexive, 65535, 1);
+        // §7.1.1: the priority a peer-reflexive candidate learned from this check would get
+        // (the peer-reflexive type preference with the local candidate's local preference).
+        let local_preference = (self.locals[self.pairs[i].local].candidate.priority >> 8) as u16;
+        let prflx = Candidate::compute_priority(CandidateKind::PeerReflexive, local_preference, 1);
         self.buf.clear();
         let mut w = MessageWriter::new(&mut self.buf, Class::Request, Method::BINDING, id);
         let mut attrs = vec![Attribute::Username(&username), Attribute::Priority(prflx)];
