@@ -3,7 +3,7 @@
 #   coturn (turnutils_* and turnserver: third-party STUN/TURN clients and the benchmark
 #   reference), Debian's Chromium driven by playwright-core from npm (never a downloaded
 #   browser), Node.js if missing, redis-server (the multi-node signaling test), nftables
-#   (the NAT lab), a Python venv with aioice (ICE interop), rustfmt and clippy, and
+#   (the NAT lab), OpenSSL's headers and tool (DTLS), a Python venv with aioice (ICE interop), rustfmt and clippy, and
 #   cargo-fuzz.
 set -euo pipefail
 
@@ -16,6 +16,11 @@ command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v nft >/dev/null || need_apt+=(nftables)
+# The DTLS crate links OpenSSL (openssl-sys finds it with pkg-config); its tests also run the
+# `openssl` command-line tool as a peer.
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev)
+command -v openssl >/dev/null || need_apt+=(openssl)
 command -v ss >/dev/null || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing Debian packages: ${need_apt[*]}"

@@ -1,0 +1,539 @@
+//! One DTLS 1.2 association over OpenSSL, sans-IO.
+//!
+//! OpenSSL reads and writes datagrams through an in-memory transport (`Wire`): every read
+//! is one whole datagram and every write becomes one datagram to send. Retransmission is
+//! ours (RFC 6347 §4.2.4): the datagrams of the last flight OpenSSL wrote are kept and sent
+//! again on our timer (initial 500 ms, doubled, at most 8 s), so a handshake works under a
+//! simulated clock; and when the peer repeats a flight we already answered, our last flight
+//! goes out again. OpenSSL's own timer runs on the wall clock and is never asked to fire.
+//!
+//! A copy sent again must not look like a replay: the peer's record layer drops a record
+//! whose sequence number it has seen, even when it threw the record's content away (a
+//! ChangeCipherSpec that came before the message it follows). So every epoch-0 record we
+//! send (plaintext: its sequence number is covered by no MAC) is numbered from our own
+//! counter, copies included. Epoch-1 records (the encrypted Finished) keep OpenSSL's
+//! numbers; a peer buffers those until it can read them.
+
+use crate::cert::{Certificate, Fingerprint};
+use openssl::ssl::{ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslStream, SslVerifyMode, SslVersion};
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// RFC 6347 §4.2.4.1 suggests 1 s; WebRTC stacks start lower on a path ICE just measured.
+const INITIAL_RTO: Duration = Duration::from_millis(500);
+const MAX_RTO: Duration = Duration::from_secs(8);
+/// The handshake fails if not done by then.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Datagrams kept in either direction before input is dropped (a peer cannot make us
+/// buffer without bound).
+const MAX_QUEUED: usize = 256;
+/// A repeated flight of the peer gets our last flight again at most this often.
+const REPEAT_GAP: Duration = Duration::from_millis(100);
+/// Cipher suites offered: AEAD first (RFC 8827 §6.5 requires ECDHE-ECDSA-AES128-GCM-SHA256).
+const CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:\
+                       ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA";
+/// SRTP protection profiles offered with use_srtp (RFC 5764, RFC 7714), preferred first.
+const SRTP_PROFILES: &str = "SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80";
+const SRTP_LABEL: &str = "EXTRACTOR-dtls_srtp";
+
+/// Which side of the handshake (SDP `a=setup`: active is the client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Client,
+    Server,
+}
+
+/// Settings of one association.
+#[derive(Debug, Clone)]
+pub struct DtlsConfig {
+    pub role: Role,
+    pub certificate: Certificate,
+    /// The peer's certificate must have this fingerprint (from its SDP).
+    pub remote_fingerprint: Fingerprint,
+    /// Offer or accept use_srtp, for media (RFC 5764).
+    pub srtp: bool,
+    /// Largest datagram OpenSSL writes (handshake messages are fragmented to fit).
+    pub mtu: u32,
+}
+
+impl DtlsConfig {
+    pub fn new(role: Role, certificate: Certificate, remote_fingerprint: Fingerprint) -> DtlsConfig {
+        DtlsConfig { role, certificate, remote_fingerprint, srtp: false, mtu: 1200 }
+    }
+}
+
+/// SRTP master keys and salts (RFC 5764 §4.2) for both directions.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SrtpKeys {
+    /// The protection profile the server chose, e.g. `SRTP_AEAD_AES_128_GCM`.
+    pub profile: String,
+    pub client_key: Vec<u8>,
+    pub client_salt: Vec<u8>,
+    pub server_key: Vec<u8>,
+    pub server_salt: Vec<u8>,
+}
+
+impl std::fmt::Debug for SrtpKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SrtpKeys").field("profile", &self.profile).finish_non_exhaustive()
+    }
+}
+
+/// Why an association ended badly.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DtlsError {
+    #[error("the peer's certificate does not match the fingerprint from its description")]
+    FingerprintMismatch,
+    #[error("the peer presented no certificate")]
+    NoCertificate,
+    #[error("handshake did not finish within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("DTLS failure: {0}")]
+    Ssl(String),
+    #[error("OpenSSL setup failed: {0}")]
+    Setup(String),
+    #[error("not connected")]
+    NotConnected,
+    #[error("message of {0} bytes does not fit one record")]
+    TooLarge(usize),
+}
+
+/// What the association reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DtlsEvent {
+    /// Handshake done and the peer's fingerprint checked: application data may flow.
+    Connected { srtp: Option<SrtpKeys> },
+    /// The peer sent close_notify.
+    Closed,
+    /// The association failed; nothing more will happen.
+    Failed(DtlsError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Handshaking,
+    Connected,
+    Closed,
+    Failed,
+}
+
+/// The in-memory transport OpenSSL reads from and writes to.
+#[derive(Debug, Default)]
+struct Wire {
+    incoming: VecDeque<Vec<u8>>,
+    outgoing: VecDeque<Vec<u8>>,
+}
+
+impl Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.incoming.pop_front() {
+            Some(datagram) => {
+                // One read is one datagram; a datagram larger than OpenSSL's buffer is cut,
+                // as a UDP socket would.
+                let n = datagram.len().min(buf.len());
+                buf[..n].copy_from_slice(&datagram[..n]);
+                Ok(n)
+            }
+            None => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.outgoing.push_back(buf.to_vec());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One DTLS association.
+pub struct Dtls {
+    stream: SslStream<Wire>,
+    role: Role,
+    state: State,
+    fingerprint: Fingerprint,
+    mismatch: Arc<AtomicBool>,
+    started: Instant,
+    /// The last flight we sent during the handshake (and, for the side that sends the last
+    /// flight, after it), and when to send it again.
+    flight: Vec<Vec<u8>>,
+    rto: Duration,
+    retransmit_at: Option<Instant>,
+    /// Handshake datagrams of the peer already received (hash, and how many flights we had
+    /// sent then), to spot its repeats of a flight we already answered.
+    seen: VecDeque<(u64, u32)>,
+    flights_sent: u32,
+    /// The next sequence number of an epoch-0 record we send.
+    epoch0_seq: u64,
+    last_repeat: Option<Instant>,
+    transmits: VecDeque<Vec<u8>>,
+    events: VecDeque<DtlsEvent>,
+    retransmissions: u64,
+}
+
+impl std::fmt::Debug for Dtls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dtls").field("role", &self.role).field("state", &self.state).finish_non_exhaustive()
+    }
+}
+
+fn setup<T>(r: Result<T, openssl::error::ErrorStack>) -> Result<T, DtlsError> {
+    r.map_err(|e| DtlsError::Setup(e.to_string()))
+}
+
+/// Calls `f` on each whole DTLS record (13-byte header and body) of `datagram`.
+fn for_each_record(datagram: &mut [u8], mut f: impl FnMut(&mut [u8])) {
+    let mut at = 0;
+    while datagram.len() >= at + 13 {
+        let length = usize::from(u16::from_be_bytes([datagram[at + 11], datagram[at + 12]]));
+        let end = (at + 13 + length).min(datagram.len());
+        f(&mut datagram[at..end]);
+        at = end;
+    }
+}
+
+/// A hash of `datagram` with the sequence numbers of its epoch-0 records left out, so a
+/// flight the peer sent again (renumbered, if it is one of us) hashes the same.
+fn hash_ignoring_epoch0_numbers(datagram: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut copy = datagram.to_vec();
+    for_each_record(&mut copy, |record| {
+        if record[3..5] == [0, 0] {
+            record[5..11].fill(0);
+        }
+    });
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    copy.hash(&mut h);
+    h.finish()
+}
+
+impl Dtls {
+    /// A new association; a client's first flight (ClientHello) is ready at once.
+    pub fn new(now: Instant, config: DtlsConfig) -> Result<Dtls, DtlsError> {
+        let mut ctx = setup(SslContext::builder(SslMethod::dtls()))?;
+        setup(ctx.set_min_proto_version(Some(SslVersion::DTLS1_2)))?;
+        setup(ctx.set_max_proto_version(Some(SslVersion::DTLS1_2)))?;
+        setup(ctx.set_cipher_list(CIPHERS))?;
+        setup(ctx.set_groups_list("P-256:X25519:P-384"))?;
+        setup(ctx.set_certificate(&config.certificate.x509))?;
+        setup(ctx.set_private_key(&config.certificate.key))?;
+        setup(ctx.check_private_key())?;
+        ctx.set_options(SslOptions::NO_QUERY_MTU | SslOptions::CIPHER_SERVER_PREFERENCE);
+        if config.srtp {
+            setup(ctx.set_tlsext_use_srtp(SRTP_PROFILES))?;
+        }
+        // Self-signed certificates: what counts is the fingerprint from the peer's
+        // description, checked on the leaf (depth 0) during the handshake, so a mismatch
+        // ends it with an alert before any application data.
+        let mismatch = Arc::new(AtomicBool::new(false));
+        let (expected, flag) = (config.remote_fingerprint.clone(), mismatch.clone());
+        ctx.set_verify_callback(
+            SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
+            move |_, store| {
+                if store.error_depth() != 0 {
+                    return true;
+                }
+                let ok = store.current_cert().is_some_and(|cert| expected.matches(cert));
+                if !ok {
+                    flag.store(true, Ordering::Relaxed);
+                }
+                ok
+            },
+        );
+        let ctx = ctx.build();
+        let mut ssl = setup(Ssl::new(&ctx))?;
+        setup(ssl.set_mtu(config.mtu))?;
+        match config.role {
+            Role::Client => ssl.set_connect_state(),
+            Role::Server => ssl.set_accept_state(),
+        }
+        let stream = setup(SslStream::new(ssl, Wire::default()))?;
+        let mut dtls = Dtls {
+            stream,
+            role: config.role,
+            state: State::Handshaking,
+            fingerprint: config.remote_fingerprint,
+            mismatch,
+            started: now,
+            flight: Vec::new(),
+            rto: INITIAL_RTO,
+            retransmit_at: None,
+            seen: VecDeque::new(),
+            flights_sent: 0,
+            epoch0_seq: 0,
+            last_repeat: None,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            retransmissions: 0,
+        };
+        if config.role == Role::Client {
+            dtls.handshake(now);
+        }
+        Ok(dtls)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Connected
+    }
+
+    /// Flights sent again by our timer or for a repeat of the peer's.
+    pub fn retransmissions(&self) -> u64 {
+        self.retransmissions
+    }
+
+    /// A datagram from the peer (the caller has demultiplexed it as DTLS, RFC 7983: first
+    /// byte 20-63). Application data it carries is read with [`Dtls::read`].
+    pub fn handle_receive(&mut self, now: Instant, datagram: &[u8]) {
+        if matches!(self.state, State::Closed | State::Failed) || datagram.is_empty() {
+            return;
+        }
+        if self.stream.get_ref().incoming.len() >= MAX_QUEUED {
+            return;
+        }
+        // Handshake and ChangeCipherSpec records: a byte-for-byte repeat of a datagram that
+        // came before our last flight is the peer retransmitting the flight we answered, so
+        // our answer was lost: send it again (OpenSSL drops the repeat as a replay). A
+        // repeat of the peer's current, incomplete flight just fills gaps.
+        if matches!(datagram[0], 20 | 22) {
+            let h = hash_ignoring_epoch0_numbers(datagram);
+            match self.seen.iter().find(|(seen, _)| *seen == h) {
+                Some(&(_, flights)) if flights < self.flights_sent => self.repeat_flight(now),
+                Some(_) => {}
+                None => {
+                    self.seen.push_back((h, self.flights_sent));
+                    if self.seen.len() > 64 {
+                        self.seen.pop_front();
+                    }
+                }
+            }
+        }
+        self.stream.get_mut().incoming.push_back(datagram.to_vec());
+        if self.state == State::Handshaking {
+            self.handshake(now);
+        }
+    }
+
+    /// The next application message that arrived (one record), into `buf`; `None` when
+    /// there is none. A close or failure found on the way is reported as an event.
+    pub fn read(&mut self, buf: &mut [u8]) -> Option<usize> {
+        if self.state != State::Connected {
+            return None;
+        }
+        loop {
+            match self.stream.ssl_read(buf) {
+                Ok(n) => return Some(n),
+                Err(e) if e.code() == ErrorCode::WANT_READ => {
+                    self.collect_output(None);
+                    return None;
+                }
+                Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
+                    self.state = State::Closed;
+                    self.collect_output(None);
+                    self.events.push_back(DtlsEvent::Closed);
+                    return None;
+                }
+                Err(e) if e.code() == ErrorCode::SSL && e.ssl_error().is_none() => continue,
+                Err(e) => {
+                    self.fail(DtlsError::Ssl(e.to_string()));
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Seals `data` into one record; the datagram is then in [`Dtls::poll_transmit`].
+    pub fn write(&mut self, data: &[u8]) -> Result<(), DtlsError> {
+        if self.state != State::Connected {
+            return Err(DtlsError::NotConnected);
+        }
+        if data.len() > 16_384 {
+            return Err(DtlsError::TooLarge(data.len()));
+        }
+        match self.stream.ssl_write(data) {
+            Ok(_) => {
+                self.collect_output(None);
+                Ok(())
+            }
+            Err(e) => {
+                let error = DtlsError::Ssl(e.to_string());
+                self.fail(error.clone());
+                Err(error)
+            }
+        }
+    }
+
+    /// Sends close_notify and stops.
+    pub fn close(&mut self) {
+        if self.state == State::Connected {
+            let _ = self.stream.shutdown();
+            self.collect_output(None);
+        }
+        if !matches!(self.state, State::Failed) {
+            self.state = State::Closed;
+        }
+        self.retransmit_at = None;
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<DtlsEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Handshaking => {
+                let deadline = self.started + HANDSHAKE_TIMEOUT;
+                Some(self.retransmit_at.map_or(deadline, |t| t.min(deadline)))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state != State::Handshaking {
+            return;
+        }
+        if now >= self.started + HANDSHAKE_TIMEOUT {
+            return self.fail(DtlsError::HandshakeTimeout(HANDSHAKE_TIMEOUT));
+        }
+        if self.retransmit_at.is_some_and(|t| now >= t) {
+            self.retransmissions += 1;
+            self.send_flight_again();
+            self.rto = (self.rto * 2).min(MAX_RTO);
+            self.retransmit_at = Some(now + self.rto);
+        }
+    }
+
+    fn repeat_flight(&mut self, now: Instant) {
+        if self.flight.is_empty() || self.last_repeat.is_some_and(|t| now < t + REPEAT_GAP) {
+            return;
+        }
+        self.last_repeat = Some(now);
+        self.retransmissions += 1;
+        self.send_flight_again();
+    }
+
+    fn send_flight_again(&mut self) {
+        for i in 0..self.flight.len() {
+            let mut copy = self.flight[i].clone();
+            self.renumber(&mut copy);
+            self.transmits.push_back(copy);
+        }
+    }
+
+    /// Gives every epoch-0 record in `datagram` the next number of our own counter.
+    fn renumber(&mut self, datagram: &mut [u8]) {
+        for_each_record(datagram, |record| {
+            if record[3..5] == [0, 0] {
+                record[5..11].copy_from_slice(&self.epoch0_seq.to_be_bytes()[2..]);
+                self.epoch0_seq += 1;
+            }
+        });
+    }
+
+    fn handshake(&mut self, now: Instant) {
+        let result = self.stream.do_handshake();
+        self.collect_output(Some(now));
+        match result {
+            Ok(()) => self.connected(),
+            // Waiting for the peer's next flight (a new flight of ours, if any, was kept
+            // and its timer started by `collect_output`).
+            Err(e) if e.code() == ErrorCode::WANT_READ || e.code() == ErrorCode::WANT_WRITE => {}
+            Err(e) => {
+                let error = if self.mismatch.load(Ordering::Relaxed) {
+                    DtlsError::FingerprintMismatch
+                } else {
+                    DtlsError::Ssl(e.to_string())
+                };
+                self.fail(error);
+            }
+        }
+    }
+
+    /// Moves what OpenSSL wrote to the transmit queue. During the handshake (`now` given)
+    /// it is a new flight: kept for retransmission, with the timer restarted. True when
+    /// something was written.
+    fn collect_output(&mut self, now: Option<Instant>) -> bool {
+        let wire = self.stream.get_mut();
+        if wire.outgoing.is_empty() {
+            return false;
+        }
+        let mut datagrams: Vec<Vec<u8>> = wire.outgoing.drain(..).collect();
+        for datagram in &mut datagrams {
+            self.renumber(datagram);
+        }
+        if let Some(now) = now {
+            self.flights_sent += 1;
+            self.flight = datagrams.clone();
+            self.rto = INITIAL_RTO;
+            self.retransmit_at = Some(now + self.rto);
+        }
+        for datagram in datagrams {
+            if self.transmits.len() < MAX_QUEUED * 4 {
+                self.transmits.push_back(datagram);
+            }
+        }
+        true
+    }
+
+    fn connected(&mut self) {
+        // Defense in depth: the verify callback already checked the leaf.
+        match self.stream.ssl().peer_certificate() {
+            Some(cert) if self.fingerprint.matches(&cert) => {}
+            Some(_) => return self.fail(DtlsError::FingerprintMismatch),
+            None => return self.fail(DtlsError::NoCertificate),
+        }
+        self.state = State::Connected;
+        // The client's last flight was answered (the handshake finished on receiving the
+        // server's Finished); the server keeps its last flight for a repeat of the client's.
+        self.retransmit_at = None;
+        if self.role == Role::Client {
+            self.flight.clear();
+        }
+        let srtp = self.srtp_keys();
+        self.events.push_back(DtlsEvent::Connected { srtp });
+    }
+
+    fn srtp_keys(&self) -> Option<SrtpKeys> {
+        let ssl = self.stream.ssl();
+        let profile = ssl.selected_srtp_profile()?.name().to_owned();
+        let (key, salt) = match profile.as_str() {
+            "SRTP_AEAD_AES_128_GCM" => (16, 12),
+            "SRTP_AES128_CM_SHA1_80" | "SRTP_AES128_CM_SHA1_32" => (16, 14),
+            _ => return None,
+        };
+        let mut material = vec![0u8; 2 * (key + salt)];
+        ssl.export_keying_material(&mut material, SRTP_LABEL, None).ok()?;
+        // RFC 5764 §4.2: client key, server key, client salt, server salt.
+        Some(SrtpKeys {
+            profile,
+            client_key: material[..key].to_vec(),
+            server_key: material[key..2 * key].to_vec(),
+            client_salt: material[2 * key..2 * key + salt].to_vec(),
+            server_salt: material[2 * key + salt..].to_vec(),
+        })
+    }
+
+    fn fail(&mut self, error: DtlsError) {
+        if matches!(self.state, State::Failed | State::Closed) {
+            return;
+        }
+        tracing::debug!(role = ?self.role, %error, "dtls failed");
+        // A fatal alert OpenSSL wrote still goes out.
+        self.collect_output(None);
+        self.state = State::Failed;
+        self.retransmit_at = None;
+        self.events.push_back(DtlsEvent::Failed(error));
+    }
+}
