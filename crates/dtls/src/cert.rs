@@ -193,3 +193,58 @@ impl FromStr for Fingerprint {
         Ok(Fingerprint { algorithm, bytes })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_round_trip_through_their_sdp_form() {
+        let cert = Certificate::generate().unwrap();
+        let text = cert.fingerprint().to_string();
+        assert!(text.starts_with("sha-256 ") && text.len() == "sha-256 ".len() + 32 * 3 - 1, "{text}");
+        let parsed: Fingerprint = text.parse().unwrap();
+        assert_eq!(&parsed, cert.fingerprint());
+        assert!(parsed.matches(&cert.x509));
+        // Browsers write upper case; lower case and SHA-256 in capitals are accepted too.
+        let lower: Fingerprint = text.to_lowercase().replace("sha-256", "SHA-256").parse().unwrap();
+        assert_eq!(&lower, cert.fingerprint());
+        assert!(!parsed.matches(&Certificate::generate().unwrap().x509));
+    }
+
+    #[test]
+    fn other_hashes_are_computed_with_their_own_function() {
+        let cert = Certificate::generate().unwrap();
+        for algorithm in [HashAlgorithm::Sha1, HashAlgorithm::Sha384, HashAlgorithm::Sha512] {
+            let f = Fingerprint::of(&cert.x509, algorithm).unwrap();
+            assert_eq!(f.bytes.len(), algorithm.len());
+            assert_eq!(f.to_string().parse::<Fingerprint>().unwrap(), f);
+            assert!(f.matches(&cert.x509));
+        }
+    }
+
+    #[test]
+    fn malformed_fingerprints_are_errors() {
+        let good = Certificate::generate().unwrap().fingerprint().to_string();
+        for bad in [
+            "",
+            "sha-256",
+            "md5 AB:CD",
+            "sha-256 AB:CD",
+            &good[..good.len() - 1],
+            &good.replace(':', ""),
+            &format!("sha-256 GG{}", &good["sha-256 ".len() + 2..]),
+            &format!("{good}:00"),
+        ] {
+            assert!(bad.parse::<Fingerprint>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn pem_round_trip_keeps_the_identity() {
+        let cert = Certificate::generate().unwrap();
+        let again = Certificate::from_pem(&cert.certificate_pem().unwrap(), &cert.private_key_pem().unwrap())
+            .unwrap();
+        assert_eq!(again.fingerprint(), cert.fingerprint());
+    }
+}
