@@ -124,6 +124,33 @@ pub fn render_turn(stats: &TurnStats) -> String {
         "401 answers withheld by the per-IP rate limit.",
         &[("", stats.unauthenticated_throttled)],
     );
+    metric(
+        &mut out,
+        "peerlink_turn_tcp_connections",
+        "gauge",
+        "RFC 6062 peer data connections now (connecting, unbound or bound).",
+        &[("", stats.tcp_connections)],
+    );
+    metric(
+        &mut out,
+        "peerlink_turn_tcp_connections_total",
+        "counter",
+        "RFC 6062 peer data connections by outcome.",
+        &[
+            (r#"outcome="opened""#, stats.tcp_connections_opened),
+            (r#"outcome="connect_failed""#, stats.tcp_connect_failures),
+        ],
+    );
+    metric(
+        &mut out,
+        "peerlink_turn_tcp_relayed_bytes_total",
+        "counter",
+        "Bytes piped through RFC 6062 data connections.",
+        &[
+            (r#"direction="to_peer""#, stats.tcp_bytes_to_peers),
+            (r#"direction="to_client""#, stats.tcp_bytes_to_clients),
+        ],
+    );
     out
 }
 

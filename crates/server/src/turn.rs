@@ -1,5 +1,8 @@
 //! The TURN server's I/O: one event loop thread (mio) owning the sans-IO core, the client
-//! sockets (UDP, TCP) and every relay socket. No locks on the packet path.
+//! sockets (UDP, TCP) and every relay socket (UDP relays, RFC 6062 TCP relays and their data
+//! connections, see `pipe`). No locks on the packet path.
+
+mod pipe;
 
 use crate::shutdown::Shutdown;
 use crate::udp::{RecvBatch, SendBatch, BATCH};
@@ -10,10 +13,11 @@ use peerlink_stun::framing::Frame;
 use peerlink_stun::AddressFamily;
 use peerlink_turn::channel::next_stream_frame;
 use peerlink_turn::{
-    ClientAction, FiveTuple, PeerAction, PortRequest, Relay, RelayError, RelayId, RelayProvider,
-    ServerConfig, Transport, TurnServer, TurnStats,
+    ClientAction, ConnectionId, FiveTuple, PeerAction, PortRequest, Relay, RelayError, RelayId,
+    RelayProvider, ServerConfig, Transport, TurnServer, TurnStats,
 };
-use std::collections::HashMap;
+use pipe::{PeerConn, Pipe};
+use std::collections::{HashMap, HashSet};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -133,6 +137,8 @@ pub fn start(config: TurnConfig) -> anyhow::Result<TurnHandle> {
             free: Vec::new(),
             tcp_by_client: HashMap::new(),
             tcp_per_ip: HashMap::new(),
+            peers: HashMap::new(),
+            tcp_relay_addrs: HashSet::new(),
             relay_ips: config.relay_ips.clone(),
             relay_ports: config.relay_ports.clone(),
             max_tcp_connections: config.max_tcp_connections,
@@ -194,7 +200,19 @@ fn seed() -> u64 {
 }
 
 enum Entry {
-    Relay { socket: UdpSocket, id: RelayId, ipv6: bool },
+    Relay {
+        socket: UdpSocket,
+        id: RelayId,
+        ipv6: bool,
+    },
+    /// RFC 6062: a TCP relay's listening socket.
+    TcpRelay {
+        listener: TcpListener,
+        id: RelayId,
+        addr: SocketAddr,
+    },
+    /// RFC 6062: a peer data connection.
+    Peer(PeerConn),
     Conn(Conn),
 }
 
@@ -208,6 +226,10 @@ struct Conn {
     writable_interest: bool,
     /// Closed if nothing complete arrives by then.
     deadline: Instant,
+    /// RFC 6062: a client data connection after its ConnectionBind; no more STUN.
+    pipe: Option<Pipe>,
+    /// The other side of its pipe ended: close once `output` is written.
+    closing: bool,
 }
 
 struct Io {
@@ -222,6 +244,12 @@ struct Io {
     free: Vec<usize>,
     tcp_by_client: HashMap<FiveTuple, Token>,
     tcp_per_ip: HashMap<IpAddr, usize>,
+    /// RFC 6062 peer data connections by id.
+    peers: HashMap<ConnectionId, Token>,
+    /// Addresses of open TCP relays: their sockets share ports (`SO_REUSEPORT`, so that
+    /// connections to peers can leave from the relayed address), so the kernel cannot tell
+    /// us a port is taken.
+    tcp_relay_addrs: HashSet<SocketAddr>,
     relay_ips: Vec<IpAddr>,
     relay_ports: RangeInclusive<u16>,
     max_tcp_connections: usize,
@@ -264,7 +292,7 @@ impl Io {
     fn relay_socket(&mut self, relay: RelayId) -> Option<&UdpSocket> {
         match self.entry(Token(relay.0 as usize))? {
             Entry::Relay { socket, .. } => Some(socket),
-            Entry::Conn(_) => None,
+            _ => None,
         }
     }
 
@@ -321,9 +349,38 @@ impl RelayProvider for Io {
         Err(RelayError::Exhausted)
     }
 
+    fn open_tcp(&mut self, family: AddressFamily) -> Result<Relay, RelayError> {
+        let ip = *self
+            .relay_ips
+            .iter()
+            .find(|ip| ip.is_ipv4() == (family == AddressFamily::V4))
+            .ok_or(RelayError::FamilyUnsupported)?;
+        let (low, high) = (*self.relay_ports.start(), *self.relay_ports.end());
+        let span = u64::from(high - low) + 1;
+        for _ in 0..64 {
+            let port = low + (self.next_random() % span) as u16;
+            if let Some(relay) = self.open_tcp_port(SocketAddr::new(ip, port)) {
+                return Ok(relay);
+            }
+        }
+        Err(RelayError::Exhausted)
+    }
+
     fn close(&mut self, relay: RelayId) {
-        if let Some(Entry::Relay { mut socket, .. }) = self.remove(Token(relay.0 as usize)) {
-            let _ = self.poll.registry().deregister(&mut socket);
+        match self.remove(Token(relay.0 as usize)) {
+            Some(Entry::Relay { mut socket, .. }) => {
+                let _ = self.poll.registry().deregister(&mut socket);
+            }
+            Some(Entry::TcpRelay { mut listener, addr, .. }) => {
+                let _ = self.poll.registry().deregister(&mut listener);
+                self.tcp_relay_addrs.remove(&addr);
+            }
+            // Not a relay: put it back (the core never names other entries).
+            Some(other) => {
+                let token = self.insert(other);
+                debug_assert_eq!(token, Token(relay.0 as usize));
+            }
+            None => {}
         }
     }
 }
@@ -370,6 +427,9 @@ impl EventLoop {
                     TCP_LISTEN => self.accept(false),
                     TLS_LISTEN => self.accept(true),
                     token => {
+                        if event.is_writable() || event.is_error() {
+                            self.connect_finished(token);
+                        }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.entry_readable(token, &mut batch);
                         }
@@ -385,6 +445,7 @@ impl EventLoop {
                     token => self.entry_readable(token, &mut batch),
                 }
             }
+            self.drain_tcp_outputs();
             if !batch.to_clients.is_empty() {
                 batch.to_clients.flush(self.io.udp.as_raw_fd());
             }
@@ -396,6 +457,7 @@ impl EventLoop {
             if now >= self.core.poll_timeout() {
                 self.expire_connections(now);
                 self.core.handle_timeout(now, &mut self.io);
+                self.drain_tcp_outputs();
                 if let Ok(mut shared) = self.stats.lock() {
                     *shared = self.core.stats().clone();
                 }
@@ -489,6 +551,8 @@ impl EventLoop {
                 output: Vec::new(),
                 writable_interest: false,
                 deadline: Instant::now() + FIRST_MESSAGE_TIMEOUT,
+                pipe: None,
+                closing: false,
             };
             let inserted = self.io.insert(Entry::Conn(conn));
             debug_assert_eq!(inserted, token);
@@ -500,6 +564,9 @@ impl EventLoop {
     fn entry_readable(&mut self, token: Token, batch: &mut Batches) {
         match self.io.entry(token) {
             Some(Entry::Relay { .. }) => self.relay_readable(token, batch),
+            Some(Entry::TcpRelay { .. }) => self.accept_peers(token),
+            Some(Entry::Peer(_)) => self.pipe_read(token),
+            Some(Entry::Conn(conn)) if conn.pipe.is_some() || conn.closing => self.pipe_read(token),
             Some(Entry::Conn(_)) => self.conn_readable(token),
             None => {}
         }
@@ -559,8 +626,14 @@ impl EventLoop {
                 Some(Entry::Conn(conn)) => read_plain(conn),
                 _ => return,
             };
-            if !self.process_frames(token) {
-                break true;
+            match self.process_frames(token) {
+                Frames::Handled => {}
+                Frames::Junk => break true,
+                Frames::Bound(id) => {
+                    // RFC 6062 §5.4: from here on the connection is a pipe.
+                    self.bind(token, id, status);
+                    return;
+                }
             }
             match status {
                 ReadStatus::More => {}
@@ -574,7 +647,9 @@ impl EventLoop {
         }
     }
 
-    /// Closes TCP/TLS connections that stalled (no handshake, no message, long silence).
+    /// Closes TCP/TLS connections that stalled (no handshake, no message, long silence) and
+    /// data connections that did not finish closing. A bound pipe lives as long as its
+    /// allocation (the core closes it).
     fn expire_connections(&mut self, now: Instant) {
         let expired: Vec<Token> = self
             .io
@@ -582,23 +657,32 @@ impl EventLoop {
             .iter()
             .enumerate()
             .filter_map(|(i, entry)| match entry {
-                Some(Entry::Conn(conn)) if conn.deadline <= now => Some(Token(i + FIRST_ENTRY)),
+                Some(Entry::Conn(conn)) if conn.pipe.is_none() && conn.deadline <= now => {
+                    Some(Token(i + FIRST_ENTRY))
+                }
+                Some(Entry::Peer(peer)) if peer.deadline.is_some_and(|d| d <= now) => {
+                    Some(Token(i + FIRST_ENTRY))
+                }
                 _ => None,
             })
             .collect();
         for token in expired {
             tracing::debug!(?token, "tcp connection timed out");
-            self.close_conn(token);
+            match self.io.entry(token) {
+                Some(Entry::Peer(_)) => self.close_peer(token, true),
+                _ => self.close_conn(token),
+            }
         }
     }
 
-    /// Handles every whole frame in the connection's input; false when the stream is junk.
-    fn process_frames(&mut self, token: Token) -> bool {
-        let Some(Entry::Conn(conn)) = self.io.entry(token) else { return false };
+    /// Handles every whole frame in the connection's input, up to a ConnectionBind.
+    fn process_frames(&mut self, token: Token) -> Frames {
+        let Some(Entry::Conn(conn)) = self.io.entry(token) else { return Frames::Junk };
         let mut input = std::mem::take(&mut conn.input);
         let tuple = conn.tuple;
         let mut consumed = 0;
         let mut ok = true;
+        let mut bound = None;
         loop {
             match next_stream_frame(&input[consumed..]) {
                 Frame::Complete(len) => {
@@ -621,6 +705,11 @@ impl EventLoop {
                                 }
                                 conn.output.extend_from_slice(&self.out);
                             }
+                            if let Some(id) = self.core.bound_connection(&tuple) {
+                                consumed += len;
+                                bound = Some(id);
+                                break;
+                            }
                         }
                         ClientAction::ToPeer { relay, peer, payload } => {
                             if let Some(socket) = self.io.relay_socket(relay) {
@@ -641,14 +730,19 @@ impl EventLoop {
         if let Some(Entry::Conn(conn)) = self.io.entry(token) {
             conn.input = input;
         }
-        ok
+        match (bound, ok) {
+            (Some(id), _) => Frames::Bound(id),
+            (None, true) => Frames::Handled,
+            (None, false) => Frames::Junk,
+        }
     }
 
     fn flush(&mut self, token: Token) {
         let Io { poll, entries, .. } = &mut self.io;
-        let Some(Some(Entry::Conn(conn))) = token.0.checked_sub(FIRST_ENTRY).and_then(|i| entries.get_mut(i))
-        else {
-            return;
+        let conn = match token.0.checked_sub(FIRST_ENTRY).and_then(|i| entries.get_mut(i)) {
+            Some(Some(Entry::Conn(conn))) => conn,
+            Some(Some(Entry::Peer(_))) => return self.flush_peer(token),
+            _ => return,
         };
         let failed = match conn.tls.as_mut() {
             None => write_plain(&mut conn.stream, &mut conn.output),
@@ -661,13 +755,25 @@ impl EventLoop {
             let _ = poll.registry().reregister(&mut conn.stream, token, interest);
             conn.writable_interest = want_writable;
         }
-        if failed {
+        let (done_closing, pipe_room) =
+            (conn.closing && !want_writable, conn.pipe.is_some() && conn.output.len() < pipe::PIPE_BUFFER);
+        if failed || done_closing {
             self.close_conn(token);
+        } else if pipe_room {
+            self.resume_partner(token);
         }
     }
 
     fn close_conn(&mut self, token: Token) {
+        if !matches!(self.io.entry(token), Some(Entry::Conn(_))) {
+            return;
+        }
         if let Some(Entry::Conn(mut conn)) = self.io.remove(token) {
+            if let Some(pipe) = conn.pipe.take() {
+                // RFC 6062 §5.5: the peer side goes too, once it has what it was sent.
+                self.partner_ended(pipe.peer, false);
+                self.core.handle_data_closed(pipe.id);
+            }
             let _ = self.io.poll.registry().deregister(&mut conn.stream);
             self.io.tcp_by_client.remove(&conn.tuple);
             let ip = conn.tuple.client.ip();
@@ -683,7 +789,17 @@ impl EventLoop {
     }
 }
 
+/// What handling a connection's buffered frames did.
+enum Frames {
+    Handled,
+    /// Not TURN, or a client that does not read its answers.
+    Junk,
+    /// A ConnectionBind succeeded; the rest of the input belongs to the peer.
+    Bound(ConnectionId),
+}
+
 /// What one read from a stream did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReadStatus {
     /// A full chunk was read; there may be more.
     More,

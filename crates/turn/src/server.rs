@@ -1,4 +1,8 @@
-//! The TURN server core (RFC 8656, RFC 6156): no sockets, no clock, one owner.
+//! The TURN server core (RFC 8656, RFC 6156, RFC 6062): no sockets, no clock, one owner.
+
+mod tcp;
+
+pub use tcp::{ConnectionId, TcpOutput};
 
 use crate::auth::{Credentials, NonceCheck, NonceIssuer, RateLimiter, Refusal};
 use crate::channel::{ChannelData, CHANNEL_MAX, CHANNEL_MIN};
@@ -12,9 +16,12 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
+use tcp::TcpConnections;
 
 /// RFC 8656 §19 / RFC 8489: IANA protocol number of UDP in REQUESTED-TRANSPORT.
 const UDP: u8 = 17;
+/// RFC 6062 §6.1: TCP in REQUESTED-TRANSPORT.
+const TCP: u8 = 6;
 const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
 const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 const CHANNEL_QUARANTINE: Duration = Duration::from_secs(300);
@@ -42,6 +49,11 @@ pub struct ServerConfig {
     pub max_allocations: usize,
     pub max_permissions_per_allocation: usize,
     pub max_channels_per_allocation: usize,
+    /// RFC 6062: peer data connections a TCP allocation may hold (bound or not).
+    pub max_tcp_connections_per_allocation: usize,
+    /// RFC 6062: of those, connections not yet bound by ConnectionBind (being connected,
+    /// or waiting up to 30 s for their client data connection).
+    pub max_pending_tcp_connections_per_allocation: usize,
     /// 401 answers per second per client IP (with a burst of ten times that).
     pub unauthenticated_per_second: u32,
     /// Relayed payload bytes per second per allocation, both directions together (a
@@ -77,6 +89,8 @@ impl ServerConfig {
             max_allocations: 10_000,
             max_permissions_per_allocation: 128,
             max_channels_per_allocation: 128,
+            max_tcp_connections_per_allocation: 64,
+            max_pending_tcp_connections_per_allocation: 16,
             unauthenticated_per_second: 20,
             max_bytes_per_second: None,
             software: None,
@@ -126,6 +140,8 @@ pub enum RelayError {
     FamilyUnsupported,
     /// No port free in the relay range (→ 508).
     Exhausted,
+    /// This provider has no TCP relays (→ 442).
+    TransportUnsupported,
 }
 
 /// The I/O layer's side of relay sockets.
@@ -137,6 +153,14 @@ pub trait RelayProvider {
         family: AddressFamily,
         port: PortRequest,
     ) -> Result<(Relay, Option<Relay>), RelayError>;
+    /// RFC 6062 §5.1: opens a TCP relay of `family`, a listening socket on the relayed
+    /// transport address; peers' connections to it are reported with
+    /// [`TurnServer::handle_peer_accept`], and connections to peers are opened from it.
+    fn open_tcp(&mut self, family: AddressFamily) -> Result<Relay, RelayError> {
+        let _ = family;
+        Err(RelayError::TransportUnsupported)
+    }
+    /// Closes a UDP or TCP relay.
     fn close(&mut self, relay: RelayId);
 }
 
@@ -179,6 +203,15 @@ pub struct TurnStats {
     /// Packets dropped because their allocation was over its bandwidth limit.
     pub over_bandwidth: u64,
     pub unauthenticated_throttled: u64,
+    /// RFC 6062 peer data connections now (connecting, waiting for their bind, or bound).
+    pub tcp_connections: u64,
+    /// Peer data connections established (Connect succeeded, or a peer was accepted).
+    pub tcp_connections_opened: u64,
+    /// Connect requests answered 447 (refused, unreachable, or no answer in 30 s).
+    pub tcp_connect_failures: u64,
+    /// Bytes piped between client and peer data connections, as the I/O layer reports them.
+    pub tcp_bytes_to_peers: u64,
+    pub tcp_bytes_to_clients: u64,
 }
 
 #[derive(Debug)]
@@ -192,6 +225,10 @@ struct Allocation {
     channel_of_peer: HashMap<SocketAddr, u16>,
     /// Bandwidth budget: bytes left and when it was last topped up.
     budget: (u64, Instant),
+    /// RFC 6062: a TCP allocation (its relay listens; no channels, no Send indications).
+    tcp: bool,
+    /// RFC 6062: this allocation's peer data connections.
+    connections: Vec<ConnectionId>,
 }
 
 impl Allocation {
@@ -223,6 +260,7 @@ impl Allocation {
 }
 
 /// Who the request is from, once authenticated.
+#[derive(Debug)]
 struct Auth {
     username: String,
     key: Key,
@@ -247,6 +285,7 @@ pub struct TurnServer {
     epoch: (Instant, u64),
     next_sweep: Instant,
     stats: TurnStats,
+    tcp: TcpConnections,
 }
 
 impl TurnServer {
@@ -268,6 +307,7 @@ impl TurnServer {
             epoch: (now, unix_now),
             next_sweep: now + SWEEP_INTERVAL,
             stats: TurnStats::default(),
+            tcp: TcpConnections::default(),
         }
     }
 
@@ -315,6 +355,7 @@ impl TurnServer {
         }
         self.stats.permissions = permissions;
         self.stats.channels = channels;
+        self.sweep_tcp(now);
     }
 
     /// A packet from a client: STUN (requests, Send indications) or ChannelData.
@@ -348,6 +389,9 @@ impl TurnServer {
         let Some(tuple) = self.by_relay.get(&relay).copied() else { return PeerAction::Nothing };
         let rate = self.config.max_bytes_per_second;
         let Some(allocation) = self.allocations.get_mut(&tuple) else { return PeerAction::Nothing };
+        if allocation.tcp {
+            return self.drop_peer();
+        }
         // RFC 8656 §11: data from a peer without a permission is dropped.
         if !allocation.permitted(peer.ip(), now) {
             self.stats.dropped += 1;
@@ -450,8 +494,15 @@ impl TurnServer {
                 _ => ClientAction::Reply,
             },
             (Class::Request, method)
-                if [Method::ALLOCATE, Method::REFRESH, Method::CREATE_PERMISSION, Method::CHANNEL_BIND]
-                    .contains(&method) =>
+                if [
+                    Method::ALLOCATE,
+                    Method::REFRESH,
+                    Method::CREATE_PERMISSION,
+                    Method::CHANNEL_BIND,
+                    Method::CONNECT,
+                    Method::CONNECTION_BIND,
+                ]
+                .contains(&method) =>
             {
                 if let Some(action) = self.unknown_attributes(&message, out, &reply) {
                     return action;
@@ -466,8 +517,12 @@ impl TurnServer {
                     Ok(auth) => auth,
                     Err(action) => return action,
                 };
-                // RFC 8656 §7.3, §9.2, §12.2: everything but Allocate needs an allocation.
-                if method != Method::ALLOCATE && !self.allocations.contains_key(&tuple) {
+                // RFC 8656 §7.3, §9.2, §12.2, RFC 6062 §5.2: everything but Allocate needs an
+                // allocation; ConnectionBind comes on a new connection, without one.
+                if method != Method::ALLOCATE
+                    && method != Method::CONNECTION_BIND
+                    && !self.allocations.contains_key(&tuple)
+                {
                     return self.error(out, &reply, ErrorCode::ALLOCATION_MISMATCH, Some(&auth));
                 }
                 match method {
@@ -476,6 +531,8 @@ impl TurnServer {
                     Method::CREATE_PERMISSION => {
                         self.create_permission(now, tuple, &message, auth, out, &reply)
                     }
+                    Method::CONNECT => self.connect(now, tuple, &message, auth, out, &reply),
+                    Method::CONNECTION_BIND => self.connection_bind(tuple, &message, auth, out, &reply),
                     _ => self.channel_bind(now, tuple, &message, auth, out, &reply),
                 }
             }
@@ -526,7 +583,7 @@ impl TurnServer {
             // USERHASH alone is not accepted: REST usernames cannot be found by hash.
             return Err(self.error(out, reply, ErrorCode::BAD_REQUEST, None));
         };
-        match self.nonces.check(nonce, tuple.client, unix_now) {
+        match self.nonces.check(nonce, nonce_subject(tuple), unix_now) {
             NonceCheck::Valid => {}
             NonceCheck::Stale => return Err(self.challenge(now, tuple, out, reply, ErrorCode::STALE_NONCE)),
             NonceCheck::Invalid => {
@@ -604,7 +661,7 @@ impl TurnServer {
             self.stats.unauthenticated_throttled += 1;
             return ClientAction::Nothing;
         }
-        let nonce = self.nonces.issue(tuple.client, self.unix_now(now));
+        let nonce = self.nonces.issue(nonce_subject(tuple), self.unix_now(now));
         let mut w = reply.writer(out, Class::ErrorResponse);
         let _ = w.attribute(&Attribute::ErrorCode(error));
         let _ = w.attribute(&Attribute::Realm(&self.config.realm));
@@ -666,13 +723,14 @@ impl TurnServer {
             let remaining = existing.expires.saturating_duration_since(now);
             return self.allocate_success(tuple, &relays_now, remaining, None, None, out, reply, &auth);
         }
-        match message.get(AttributeType::REQUESTED_TRANSPORT) {
-            Some(Ok(Attribute::RequestedTransport(UDP))) => {}
+        let tcp = match message.get(AttributeType::REQUESTED_TRANSPORT) {
+            Some(Ok(Attribute::RequestedTransport(UDP))) => false,
+            Some(Ok(Attribute::RequestedTransport(TCP))) => true,
             Some(Ok(Attribute::RequestedTransport(_))) => {
                 return self.error(out, reply, ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL, Some(&auth));
             }
             _ => return self.error(out, reply, ErrorCode::BAD_REQUEST, Some(&auth)),
-        }
+        };
         let port_request = match message.get(AttributeType::EVEN_PORT) {
             Some(Ok(Attribute::EvenPort(true))) => PortRequest::EvenWithNext,
             Some(Ok(Attribute::EvenPort(false))) => PortRequest::Even,
@@ -704,6 +762,18 @@ impl TurnServer {
         {
             return self.error(out, reply, ErrorCode::BAD_REQUEST, Some(&auth));
         }
+        // RFC 6062 §5.1: a TCP allocation needs a TCP or TLS control connection and takes no
+        // DONT-FRAGMENT, EVEN-PORT or RESERVATION-TOKEN. A second address family is not
+        // offered for TCP relays.
+        if tcp
+            && (tuple.transport == Transport::Udp
+                || message.attribute(AttributeType::DONT_FRAGMENT).is_some()
+                || message.attribute(AttributeType::EVEN_PORT).is_some()
+                || token.is_some()
+                || additional.is_some())
+        {
+            return self.error(out, reply, ErrorCode::BAD_REQUEST, Some(&auth));
+        }
         let owned = self.per_user.get(&auth.username).copied().unwrap_or(0);
         if owned >= self.config.max_allocations_per_user {
             return self.error(out, reply, ErrorCode::ALLOCATION_QUOTA_REACHED, Some(&auth));
@@ -723,6 +793,19 @@ impl TurnServer {
                 }
                 None => return self.error(out, reply, ErrorCode::INSUFFICIENT_CAPACITY, Some(&auth)),
             }
+        } else if tcp {
+            match relays.open_tcp(requested.unwrap_or(AddressFamily::V4)) {
+                Ok(relay) => relay,
+                Err(RelayError::FamilyUnsupported) => {
+                    return self.error(out, reply, ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED, Some(&auth));
+                }
+                Err(RelayError::Exhausted) => {
+                    return self.error(out, reply, ErrorCode::INSUFFICIENT_CAPACITY, Some(&auth))
+                }
+                Err(RelayError::TransportUnsupported) => {
+                    return self.error(out, reply, ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL, Some(&auth))
+                }
+            }
         } else {
             let family = requested.unwrap_or(AddressFamily::V4);
             match relays.open(family, port_request) {
@@ -740,6 +823,9 @@ impl TurnServer {
                 Err(RelayError::Exhausted) => {
                     return self.error(out, reply, ErrorCode::INSUFFICIENT_CAPACITY, Some(&auth))
                 }
+                Err(RelayError::TransportUnsupported) => {
+                    return self.error(out, reply, ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL, Some(&auth))
+                }
             }
         };
         let mut opened = vec![first];
@@ -751,7 +837,7 @@ impl TurnServer {
                 Err(RelayError::FamilyUnsupported) => {
                     address_error = Some((AddressFamily::V6, ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED))
                 }
-                Err(RelayError::Exhausted) => {
+                Err(RelayError::Exhausted | RelayError::TransportUnsupported) => {
                     address_error = Some((AddressFamily::V6, ErrorCode::INSUFFICIENT_CAPACITY))
                 }
             }
@@ -772,6 +858,8 @@ impl TurnServer {
                 channels: HashMap::new(),
                 channel_of_peer: HashMap::new(),
                 budget: (self.config.max_bytes_per_second.unwrap_or(0), now),
+                tcp,
+                connections: Vec::new(),
             },
         );
         self.stats.allocations = self.allocations.len() as u64;
@@ -936,6 +1024,10 @@ impl TurnServer {
         let max = self.config.max_channels_per_allocation;
         let max_permissions = self.config.max_permissions_per_allocation;
         let allocation = self.allocations.get_mut(&tuple).expect("check_peer found the allocation");
+        // RFC 6062 §5: channels carry datagrams, a TCP allocation has none to carry.
+        if allocation.tcp {
+            return self.error(out, reply, ErrorCode::BAD_REQUEST, Some(&auth));
+        }
         // RFC 8656 §12.2: a channel is bound to one peer and a peer to one channel.
         let bound_peer = allocation.channels.get(&number).map(|(p, _)| *p);
         let bound_number = allocation.channel_of_peer.get(&peer).copied();
@@ -975,6 +1067,10 @@ impl TurnServer {
         let Some(allocation) = self.allocations.get_mut(tuple) else {
             return self.drop_packet("send without allocation");
         };
+        // RFC 6062 §5: a TCP allocation relays through data connections only.
+        if allocation.tcp {
+            return self.drop_packet("send on a tcp allocation");
+        }
         let Some(Ok(Attribute::XorPeerAddress(peer))) = message.get(AttributeType::XOR_PEER_ADDRESS) else {
             return self.drop_packet("send without peer");
         };
@@ -999,6 +1095,8 @@ impl TurnServer {
 
     fn remove_allocation(&mut self, tuple: &FiveTuple, relays: &mut impl RelayProvider) {
         if let Some(allocation) = self.allocations.remove(tuple) {
+            // RFC 6062 §5.5: the allocation's data connections go with it.
+            self.close_connections(&allocation.connections);
             for relay in &allocation.relays {
                 self.by_relay.remove(&relay.id);
                 relays.close(relay.id);
@@ -1036,6 +1134,16 @@ impl TurnServer {
     }
 }
 
+/// Whom a nonce is issued to: a UDP client's address and port, a TCP or TLS client's
+/// address alone (it cannot be spoofed), so that an RFC 6062 ConnectionBind on a new
+/// connection can use the nonce its control connection got.
+fn nonce_subject(tuple: &FiveTuple) -> SocketAddr {
+    match tuple.transport {
+        Transport::Udp => tuple.client,
+        Transport::Tcp | Transport::Tls => SocketAddr::new(tuple.client.ip(), 0),
+    }
+}
+
 /// Offered password algorithms, in preference order.
 const OFFERED: [AlgorithmEntry<'static>; 2] = [
     AlgorithmEntry { algorithm: 0x0002, parameters: &[] },
@@ -1043,6 +1151,7 @@ const OFFERED: [AlgorithmEntry<'static>; 2] = [
 ];
 
 /// How to answer a request: its method and transaction id, and whether to add FINGERPRINT.
+#[derive(Debug, Clone)]
 struct Reply {
     method: Method,
     tid: TransactionId,

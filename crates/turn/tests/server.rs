@@ -5,8 +5,8 @@ use peerlink_stun::{
     MessageWriter, Method, PasswordAlgorithm, TransactionId,
 };
 use peerlink_turn::{
-    ChannelData, ClientAction, Credentials, FiveTuple, PeerAction, PortRequest, Relay, RelayError, RelayId,
-    RelayProvider, ServerConfig, Transport, TurnServer,
+    ChannelData, ClientAction, ConnectionId, Credentials, FiveTuple, PeerAction, PortRequest, Relay,
+    RelayError, RelayId, RelayProvider, ServerConfig, TcpOutput, Transport, TurnServer,
 };
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -16,7 +16,9 @@ struct FakeRelays {
     next_port: u16,
     open: Vec<Relay>,
     closed: Vec<RelayId>,
+    tcp: Vec<RelayId>,
     no_v6: bool,
+    no_tcp: bool,
 }
 
 impl RelayProvider for FakeRelays {
@@ -43,6 +45,15 @@ impl RelayProvider for FakeRelays {
         let first = make(&mut self.open);
         let second = (port == PortRequest::EvenWithNext).then(|| make(&mut self.open));
         Ok((first, second))
+    }
+
+    fn open_tcp(&mut self, family: AddressFamily) -> Result<Relay, RelayError> {
+        if self.no_tcp {
+            return Err(RelayError::TransportUnsupported);
+        }
+        let (relay, _) = self.open(family, PortRequest::Any)?;
+        self.tcp.push(relay.id);
+        Ok(relay)
     }
 
     fn close(&mut self, relay: RelayId) {
@@ -292,11 +303,13 @@ fn allocation_mismatch_retransmission_and_unsupported_transport() {
     assert_eq!(w.relays.open.len(), 1);
     // A new Allocate on the same 5-tuple: 437.
     assert_eq!(error_code(&w.allocate(client, &login, &[])), Some(437));
-    // TCP relays (RFC 6062) are not offered: 442.
+    // Neither TCP nor UDP: 442. TCP over a UDP control connection: 400 (RFC 6062 §5.1).
     let other = udp("198.51.100.1:5001");
     let login = w.login(other, "alice", "alice-pw");
-    let response = w.call(other, Method::ALLOCATE, Some(&login), &[Attribute::RequestedTransport(6)]);
+    let response = w.call(other, Method::ALLOCATE, Some(&login), &[Attribute::RequestedTransport(132)]);
     assert_eq!(error_code(&response), Some(442));
+    let response = w.call(other, Method::ALLOCATE, Some(&login), &[Attribute::RequestedTransport(6)]);
+    assert_eq!(error_code(&response), Some(400));
     let response = w.call(other, Method::ALLOCATE, Some(&login), &[]);
     assert_eq!(error_code(&response), Some(400), "REQUESTED-TRANSPORT is required");
 }
@@ -655,4 +668,390 @@ fn bandwidth_limit_drops_what_goes_over_and_refills() {
     w.now += Duration::from_millis(500);
     assert!(matches!(w.send(client, &data), ClientAction::ToPeer { .. }), "half a second refills 500 bytes");
     assert_eq!(w.server.stats().over_bandwidth, 3);
+}
+
+// RFC 6062 TCP allocations.
+
+fn tcp(client: &str) -> FiveTuple {
+    FiveTuple { transport: Transport::Tcp, ..udp(client) }
+}
+
+const PEER: &str = "203.0.113.5:7000";
+
+impl World {
+    /// A TCP allocation on `control`, with a permission for PEER's address.
+    fn tcp_allocation(&mut self, control: FiveTuple, user: &str, password: &str) -> (Login, RelayId) {
+        let login = self.login(control, user, password);
+        let response =
+            self.call(control, Method::ALLOCATE, Some(&login), &[Attribute::RequestedTransport(6)]);
+        assert_eq!(error_code(&response), None);
+        let relay = RelayId(u32::from(relayed(&response)[0].port()));
+        assert_eq!(self.relays.tcp, [relay], "the relay is a tcp one");
+        let peer = Attribute::XorPeerAddress(PEER.parse().unwrap());
+        assert_eq!(error_code(&self.call(control, Method::CREATE_PERMISSION, Some(&login), &[peer])), None);
+        (login, relay)
+    }
+
+    /// Sends a Connect; no answer comes at once.
+    fn connect(&mut self, control: FiveTuple, login: &Login, peer: &str) -> TransactionId {
+        let tid = self.next_tid();
+        let request = self.request(
+            Method::CONNECT,
+            Some(login),
+            tid,
+            &[Attribute::XorPeerAddress(peer.parse().unwrap())],
+        );
+        assert_eq!(self.send(control, &request), ClientAction::Nothing);
+        tid
+    }
+
+    fn outputs(&mut self) -> Vec<(TcpOutput, Vec<u8>)> {
+        let mut all = Vec::new();
+        while let Some(output) = self.server.poll_tcp_output(&mut self.out) {
+            all.push((output, self.out.clone()));
+        }
+        all
+    }
+
+    fn connection_bind(
+        &mut self,
+        data: FiveTuple,
+        login: &Login,
+        id: ConnectionId,
+    ) -> (ClientAction, Vec<u8>) {
+        let tid = self.next_tid();
+        let request =
+            self.request(Method::CONNECTION_BIND, Some(login), tid, &[Attribute::ConnectionId(id.0)]);
+        let action = self.send(data, &request);
+        (action, self.out.clone())
+    }
+}
+
+impl World {
+    /// A ConnectionBind that succeeds and turns `data` into a pipe.
+    fn bind_ok(&mut self, data: FiveTuple, login: &Login, id: ConnectionId) {
+        let (action, answer) = self.connection_bind(data, login, id);
+        assert_eq!(action, ClientAction::Reply);
+        assert_eq!(error_code(&answer), None);
+        assert_eq!(self.server.bound_connection(&data), Some(id));
+    }
+}
+
+fn connection_id(message: &[u8]) -> ConnectionId {
+    match Message::parse(message).unwrap().get(AttributeType::CONNECTION_ID) {
+        Some(Ok(Attribute::ConnectionId(id))) => ConnectionId(id),
+        other => panic!("no CONNECTION-ID: {other:?}"),
+    }
+}
+
+#[test]
+fn tcp_allocation_needs_a_stream_control_connection_and_no_udp_only_attributes() {
+    let mut w = world();
+    let control = tcp("198.51.100.1:5000");
+    let login = w.login(control, "alice", "alice-pw");
+    for extra in [Attribute::EvenPort(false), Attribute::DontFragment, Attribute::ReservationToken([1; 8])] {
+        let response =
+            w.call(control, Method::ALLOCATE, Some(&login), &[Attribute::RequestedTransport(6), extra]);
+        assert_eq!(error_code(&response), Some(400), "{extra:?}");
+    }
+    assert!(w.relays.open.is_empty());
+    let response = w.call(control, Method::ALLOCATE, Some(&login), &[Attribute::RequestedTransport(6)]);
+    let m = Message::parse(&response).unwrap();
+    assert_eq!(m.class(), Class::SuccessResponse, "{:?}", error_code(&response));
+    assert!(m.verify_integrity(&key_of(&login)));
+    assert_eq!(w.relays.tcp.len(), 1);
+    // Channels and Send indications have no place on a TCP allocation.
+    let peer: SocketAddr = PEER.parse().unwrap();
+    let response = w.call(
+        control,
+        Method::CHANNEL_BIND,
+        Some(&login),
+        &[Attribute::ChannelNumber(0x4000), Attribute::XorPeerAddress(peer)],
+    );
+    assert_eq!(error_code(&response), Some(400));
+    assert_eq!(
+        error_code(&w.call(
+            control,
+            Method::CREATE_PERMISSION,
+            Some(&login),
+            &[Attribute::XorPeerAddress(peer)]
+        )),
+        None
+    );
+    let mut send = Vec::new();
+    let mut writer = MessageWriter::new(&mut send, Class::Indication, Method::SEND, TransactionId([9; 12]));
+    writer.attribute(&Attribute::XorPeerAddress(peer)).unwrap();
+    writer.attribute(&Attribute::Data(b"hello")).unwrap();
+    writer.finish();
+    assert_eq!(w.send(control, &send), ClientAction::Nothing);
+    // Connect on a UDP allocation is a 400.
+    let udp_client = udp("198.51.100.1:5001");
+    let udp_login = w.login(udp_client, "alice", "alice-pw");
+    w.allocate(udp_client, &udp_login, &[]);
+    let response = w.call(udp_client, Method::CONNECT, Some(&udp_login), &[Attribute::XorPeerAddress(peer)]);
+    assert_eq!(error_code(&response), Some(400));
+    // A relay provider without TCP relays: 442.
+    w.relays.no_tcp = true;
+    let other = tcp("198.51.100.1:5002");
+    let login = w.login(other, "alice", "alice-pw");
+    let response = w.call(other, Method::ALLOCATE, Some(&login), &[Attribute::RequestedTransport(6)]);
+    assert_eq!(error_code(&response), Some(442));
+}
+
+#[test]
+fn connect_needs_a_permission_and_answers_with_a_connection_id() {
+    let mut w = world();
+    let control = tcp("198.51.100.1:5000");
+    let (login, relay) = w.tcp_allocation(control, "alice", "alice-pw");
+    // No permission for this peer: 403, and nothing for the I/O layer.
+    let response = w.call(
+        control,
+        Method::CONNECT,
+        Some(&login),
+        &[Attribute::XorPeerAddress("203.0.113.9:80".parse().unwrap())],
+    );
+    assert_eq!(error_code(&response), Some(403));
+    let response = w.call(control, Method::CONNECT, Some(&login), &[]);
+    assert_eq!(error_code(&response), Some(400), "XOR-PEER-ADDRESS is required");
+    assert!(w.outputs().is_empty());
+
+    let tid = w.connect(control, &login, PEER);
+    let outputs = w.outputs();
+    let [(TcpOutput::Connect { id, relay: r, peer }, _)] = outputs[..] else { panic!("{outputs:?}") };
+    assert_eq!((r, peer), (relay, PEER.parse().unwrap()));
+    // A second Connect to the same peer while the first is in progress: 446.
+    let response =
+        w.call(control, Method::CONNECT, Some(&login), &[Attribute::XorPeerAddress(PEER.parse().unwrap())]);
+    assert_eq!(error_code(&response), Some(446));
+
+    assert!(w.server.handle_peer_connected(w.now, id, true));
+    let outputs = w.outputs();
+    let [(TcpOutput::ToClient(to), ref answer)] = outputs[..] else { panic!("{outputs:?}") };
+    assert_eq!(to, control);
+    let m = Message::parse(answer).unwrap();
+    assert_eq!((m.class(), m.method(), m.transaction_id()), (Class::SuccessResponse, Method::CONNECT, tid));
+    assert!(m.verify_integrity(&key_of(&login)));
+    assert_eq!(connection_id(answer), id);
+    // Still one per peer once it is open.
+    let response =
+        w.call(control, Method::CONNECT, Some(&login), &[Attribute::XorPeerAddress(PEER.parse().unwrap())]);
+    assert_eq!(error_code(&response), Some(446));
+    let stats = w.server.stats();
+    assert_eq!((stats.tcp_connections, stats.tcp_connections_opened), (1, 1));
+}
+
+#[test]
+fn connection_bind_takes_only_a_pending_id_of_the_same_user_on_a_new_connection() {
+    let mut w = world();
+    let control = tcp("198.51.100.1:5000");
+    let (login, _) = w.tcp_allocation(control, "alice", "alice-pw");
+    w.connect(control, &login, PEER);
+    let [(TcpOutput::Connect { id, .. }, _)] = w.outputs()[..] else { panic!() };
+
+    let data = tcp("198.51.100.1:5001");
+    let data_login = w.login(data, "alice", "alice-pw");
+    // Still connecting: not bindable yet.
+    let (action, answer) = w.connection_bind(data, &data_login, id);
+    assert_eq!((action, error_code(&answer)), (ClientAction::Reply, Some(400)));
+    assert!(w.server.handle_peer_connected(w.now, id, true));
+    w.outputs();
+    // An unknown id, and a message without one: 400.
+    let (_, answer) = w.connection_bind(data, &data_login, ConnectionId(id.0 ^ 1));
+    assert_eq!(error_code(&answer), Some(400));
+    let answer = w.call(data, Method::CONNECTION_BIND, Some(&data_login), &[]);
+    assert_eq!(error_code(&answer), Some(400));
+    // Another user's request, over UDP, or on the control connection itself: 400.
+    let bob = tcp("198.51.100.2:5000");
+    let bob_login = w.login(bob, "bob", "bob-pw");
+    assert_eq!(error_code(&w.connection_bind(bob, &bob_login, id).1), Some(400));
+    let over_udp = udp("198.51.100.1:5002");
+    let udp_login = w.login(over_udp, "alice", "alice-pw");
+    assert_eq!(error_code(&w.connection_bind(over_udp, &udp_login, id).1), Some(400));
+    assert_eq!(error_code(&w.connection_bind(control, &login, id).1), Some(400));
+    // Unauthenticated: 401, not a bind.
+    let mut bare = Vec::new();
+    let mut writer =
+        MessageWriter::new(&mut bare, Class::Request, Method::CONNECTION_BIND, TransactionId([7; 12]));
+    writer.attribute(&Attribute::ConnectionId(id.0)).unwrap();
+    writer.finish();
+    w.send(data, &bare);
+    assert_eq!(error_code(&w.out), Some(401));
+
+    let (action, answer) = w.connection_bind(data, &data_login, id);
+    assert_eq!((action, w.server.bound_connection(&data)), (ClientAction::Reply, Some(id)));
+    let m = Message::parse(&answer).unwrap();
+    assert_eq!((m.class(), m.method()), (Class::SuccessResponse, Method::CONNECTION_BIND));
+    assert!(m.verify_integrity(&key_of(&data_login)));
+    // Bound once only.
+    let other = tcp("198.51.100.1:5003");
+    let other_login = w.login(other, "alice", "alice-pw");
+    assert_eq!(error_code(&w.connection_bind(other, &other_login, id).1), Some(400));
+    // Bound connections do not time out; they live as long as the allocation.
+    w.now += Duration::from_secs(120);
+    w.server.handle_timeout(w.now, &mut w.relays);
+    assert!(w.outputs().is_empty());
+    assert_eq!(w.server.stats().tcp_connections, 1);
+    // Either side closing ends it for the core.
+    w.server.handle_data_closed(id);
+    assert_eq!(w.server.bound_connection(&data), None);
+    assert_eq!(w.server.stats().tcp_connections, 0);
+}
+
+#[test]
+fn failed_or_timed_out_connect_is_447() {
+    let mut w = world();
+    let control = tcp("198.51.100.1:5000");
+    let (login, _) = w.tcp_allocation(control, "alice", "alice-pw");
+    let tid = w.connect(control, &login, PEER);
+    let [(TcpOutput::Connect { id, .. }, _)] = w.outputs()[..] else { panic!() };
+    assert!(!w.server.handle_peer_connected(w.now, id, false));
+    let outputs = w.outputs();
+    let [(TcpOutput::ToClient(to), ref answer)] = outputs[..] else { panic!("{outputs:?}") };
+    assert_eq!((to, error_code(answer)), (control, Some(447)));
+    assert_eq!(Message::parse(answer).unwrap().transaction_id(), tid);
+
+    // The peer never answers: 447 after 30 s, and the I/O layer drops the attempt.
+    let tid = w.connect(control, &login, PEER);
+    let [(TcpOutput::Connect { id, .. }, _)] = w.outputs()[..] else { panic!() };
+    w.now += Duration::from_secs(29);
+    w.server.handle_timeout(w.now, &mut w.relays);
+    assert!(w.outputs().is_empty(), "not before 30 s");
+    w.now += Duration::from_secs(2);
+    w.server.handle_timeout(w.now, &mut w.relays);
+    let outputs = w.outputs();
+    assert_eq!(outputs.len(), 2, "{outputs:?}");
+    assert_eq!(outputs[0].0, TcpOutput::Close(id));
+    assert_eq!(outputs[1].0, TcpOutput::ToClient(control));
+    assert_eq!(error_code(&outputs[1].1), Some(447));
+    assert_eq!(Message::parse(&outputs[1].1).unwrap().transaction_id(), tid);
+    // A late success is refused.
+    assert!(!w.server.handle_peer_connected(w.now, id, true));
+    assert_eq!(w.server.stats().tcp_connect_failures, 2);
+    assert_eq!(w.server.stats().tcp_connections, 0);
+}
+
+#[test]
+fn inbound_peer_needs_a_permission_gets_a_connection_attempt_and_30_seconds() {
+    let mut w = world();
+    let control = tcp("198.51.100.1:5000");
+    let (login, relay) = w.tcp_allocation(control, "alice", "alice-pw");
+    assert_eq!(w.server.handle_peer_accept(w.now, relay, "203.0.113.9:4000".parse().unwrap()), None);
+    assert!(w.outputs().is_empty(), "no ConnectionAttempt without a permission");
+    assert_eq!(w.server.handle_peer_accept(w.now, RelayId(1), PEER.parse().unwrap()), None, "unknown relay");
+
+    let peer: SocketAddr = "203.0.113.5:4000".parse().unwrap();
+    let id = w.server.handle_peer_accept(w.now, relay, peer).expect("permitted");
+    let outputs = w.outputs();
+    let [(TcpOutput::ToClient(to), ref indication)] = outputs[..] else { panic!("{outputs:?}") };
+    assert_eq!(to, control);
+    let m = Message::parse(indication).unwrap();
+    assert_eq!((m.class(), m.method()), (Class::Indication, Method::CONNECTION_ATTEMPT));
+    assert_eq!(m.get(AttributeType::XOR_PEER_ADDRESS).unwrap().unwrap(), Attribute::XorPeerAddress(peer));
+    assert_eq!(connection_id(indication), id);
+
+    // Bound in time: a pipe.
+    let data = tcp("198.51.100.1:5001");
+    let data_login = w.login(data, "alice", "alice-pw");
+    w.bind_ok(data, &data_login, id);
+
+    // Another one that is never bound: closed after 30 s, unbindable after.
+    let late = w.server.handle_peer_accept(w.now, relay, "203.0.113.5:4001".parse().unwrap()).unwrap();
+    assert_ne!(late, id);
+    w.outputs();
+    w.now += Duration::from_secs(31);
+    w.server.handle_timeout(w.now, &mut w.relays);
+    assert_eq!(w.outputs().iter().map(|(o, _)| *o).collect::<Vec<_>>(), [TcpOutput::Close(late)]);
+    let data = tcp("198.51.100.1:5002");
+    let data_login = w.login(data, "alice", "alice-pw");
+    assert_eq!(error_code(&w.connection_bind(data, &data_login, late).1), Some(400));
+    let _ = login;
+}
+
+#[test]
+fn data_connections_close_with_their_allocation() {
+    let mut w = world();
+    let control = tcp("198.51.100.1:5000");
+    let (login, relay) = w.tcp_allocation(control, "alice", "alice-pw");
+    let inbound = w.server.handle_peer_accept(w.now, relay, "203.0.113.5:4000".parse().unwrap()).unwrap();
+    w.connect(control, &login, PEER);
+    let outputs = w.outputs();
+    let Some(TcpOutput::Connect { id: outbound, .. }) =
+        outputs.iter().map(|(o, _)| *o).find(|o| matches!(o, TcpOutput::Connect { .. }))
+    else {
+        panic!("{outputs:?}")
+    };
+    let response = w.call(control, Method::REFRESH, Some(&login), &[Attribute::Lifetime(0)]);
+    assert_eq!(error_code(&response), None);
+    let mut closed: Vec<TcpOutput> = w.outputs().into_iter().map(|(o, _)| o).collect();
+    closed.sort_by_key(|o| match o {
+        TcpOutput::Close(id) => id.0,
+        _ => 0,
+    });
+    let mut expected = vec![TcpOutput::Close(inbound), TcpOutput::Close(outbound)];
+    expected.sort_by_key(|o| match o {
+        TcpOutput::Close(id) => id.0,
+        _ => 0,
+    });
+    assert_eq!(closed, expected);
+    assert!(w.relays.closed.contains(&relay));
+    assert_eq!(w.server.stats().tcp_connections, 0);
+
+    // The control connection going away does the same.
+    let control = tcp("198.51.100.1:6000");
+    w.relays.tcp.clear();
+    let (_, relay) = w.tcp_allocation(control, "alice", "alice-pw");
+    let id = w.server.handle_peer_accept(w.now, relay, "203.0.113.5:4000".parse().unwrap()).unwrap();
+    w.outputs();
+    w.server.handle_client_closed(&control, &mut w.relays);
+    assert_eq!(w.outputs().iter().map(|(o, _)| *o).collect::<Vec<_>>(), [TcpOutput::Close(id)]);
+    // Data from a peer on a TCP relay is never relayed as datagrams.
+    assert_eq!(
+        w.server.handle_peer(w.now, relay, PEER.parse().unwrap(), b"x", &mut w.out),
+        PeerAction::Nothing
+    );
+}
+
+#[test]
+fn connections_per_allocation_are_bounded() {
+    let mut w = world_with(|c| {
+        c.max_tcp_connections_per_allocation = 3;
+        c.max_pending_tcp_connections_per_allocation = 2;
+    });
+    let control = tcp("198.51.100.1:5000");
+    let (login, relay) = w.tcp_allocation(control, "alice", "alice-pw");
+    let peer = |port: u16| SocketAddr::new("203.0.113.5".parse().unwrap(), port);
+    let first = w.server.handle_peer_accept(w.now, relay, peer(1)).unwrap();
+    w.server.handle_peer_accept(w.now, relay, peer(2)).unwrap();
+    assert_eq!(w.server.handle_peer_accept(w.now, relay, peer(3)), None, "two pending at most");
+    let response =
+        w.call(control, Method::CONNECT, Some(&login), &[Attribute::XorPeerAddress(PEER.parse().unwrap())]);
+    assert_eq!(error_code(&response), Some(508));
+    // Binding one frees a pending slot, up to three connections in all.
+    let data = tcp("198.51.100.1:5001");
+    let data_login = w.login(data, "alice", "alice-pw");
+    w.bind_ok(data, &data_login, first);
+    w.server.handle_peer_accept(w.now, relay, peer(3)).unwrap();
+    assert_eq!(w.server.handle_peer_accept(w.now, relay, peer(4)), None, "three in all");
+    // A closed one frees its slot.
+    w.server.handle_data_closed(first);
+    w.server.handle_data_closed(first);
+    assert!(w.server.handle_peer_accept(w.now, relay, peer(4)).is_none(), "still two pending");
+    w.outputs();
+    assert_eq!(w.server.stats().tcp_connections, 2);
+}
+
+#[test]
+fn a_tcp_nonce_serves_every_tcp_connection_of_that_address_only() {
+    let mut w = world();
+    let control = tcp("198.51.100.1:5000");
+    let (login, relay) = w.tcp_allocation(control, "alice", "alice-pw");
+    let id = w.server.handle_peer_accept(w.now, relay, "203.0.113.5:4000".parse().unwrap()).unwrap();
+    // A UDP nonce is for its port, a TCP nonce for no UDP client, nor another address.
+    assert_eq!(error_code(&w.connection_bind(udp("198.51.100.1:5000"), &login, id).1), Some(401));
+    assert_eq!(error_code(&w.connection_bind(tcp("198.51.100.2:5001"), &login, id).1), Some(401));
+    let udp_client = udp("198.51.100.1:6000");
+    let udp_login = w.login(udp_client, "alice", "alice-pw");
+    assert_eq!(error_code(&w.allocate(udp("198.51.100.1:6001"), &udp_login, &[])), Some(401));
+    // RFC 6062 §4.3: the data connection uses the control connection's nonce.
+    w.bind_ok(tcp("198.51.100.1:5001"), &login, id);
 }
