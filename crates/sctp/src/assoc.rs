@@ -1,0 +1,833 @@
+//! One SCTP association (RFC 9260, single-homed, over DTLS per RFC 8261), sans-IO: the
+//! four-way handshake with an authenticated state cookie (including the simultaneous open
+//! WebRTC endpoints do, §5.2.1 and §5.2.4), verification tags, chunk dispatch, delayed
+//! SACKs, stream reset (RFC 6525), ABORT and SHUTDOWN. The data path is in `send.rs` and
+//! `recv.rs`.
+
+use crate::chunk::{self, ForwardTsn, Init, OutgoingReset, Params, RawChunk, Sack};
+use crate::packet::{self, Header, Packet};
+use crate::recv::{Message, Receiver};
+use crate::send::{Reliability, Sender};
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Delayed acknowledgement (§6.2: at most 500 ms; every second packet at once).
+const SACK_DELAY: Duration = Duration::from_millis(200);
+/// INIT and COOKIE ECHO attempts before giving up (§16 Max.Init.Retransmits).
+const MAX_INIT_ATTEMPTS: u32 = 8;
+/// T3 expiries without progress before the peer is considered gone (Association.Max.Retrans).
+const MAX_RETRANSMISSIONS: u32 = 10;
+const COOKIE_LIFETIME: Duration = Duration::from_secs(60);
+const COOKIE_LEN: usize = 4 * 7 + 2 + 8 + 32;
+
+/// Settings of one association.
+#[derive(Debug, Clone)]
+pub struct SctpConfig {
+    /// SCTP ports (`a=sctp-port`; 5000 in practice).
+    pub local_port: u16,
+    pub remote_port: u16,
+    /// Largest packet (it becomes one DTLS record; 1188 leaves room for DTLS, UDP, IPv6).
+    pub mtu: usize,
+    /// Largest message we accept (`a=max-message-size` we announce).
+    pub max_receive_message: usize,
+    /// Largest message the peer accepts (its `a=max-message-size`).
+    pub max_send_message: usize,
+    /// Our receive buffer, advertised as a_rwnd.
+    pub receive_window: usize,
+    /// Streams we ask for in each direction.
+    pub streams: u16,
+}
+
+impl Default for SctpConfig {
+    fn default() -> SctpConfig {
+        SctpConfig {
+            local_port: 5000,
+            remote_port: 5000,
+            mtu: 1188,
+            max_receive_message: 256 * 1024,
+            max_send_message: 256 * 1024,
+            receive_window: 4 * 1024 * 1024,
+            streams: 65535,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SctpState {
+    Closed,
+    CookieWait,
+    CookieEchoed,
+    Established,
+    ShutdownSent,
+    ShutdownAckSent,
+    /// Ended (ABORT, SHUTDOWN COMPLETE or failure); final.
+    Ended,
+}
+
+/// What the association reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SctpEvent {
+    Connected,
+    /// The peer reset these of its outgoing streams (our incoming ones).
+    IncomingStreamsReset(Vec<u16>),
+    /// Our reset of these outgoing streams is done.
+    OutgoingStreamsReset(Vec<u16>),
+    /// The association ended (`reason` says why).
+    Closed {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    #[error("message of {0} bytes is larger than the peer accepts")]
+    TooLarge(usize),
+    #[error("the association is closed")]
+    Closed,
+}
+
+/// Counters for tests and stats.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SctpStats {
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    pub bad_packets: u64,
+    pub retransmitted_chunks: u64,
+    pub sacks_sent: u64,
+}
+
+/// What we learned from the peer's INIT or INIT ACK (and keep in the cookie).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Peer {
+    tag: u32,
+    initial_tsn: u32,
+    a_rwnd: u32,
+    forward_tsn: bool,
+    reconfig: bool,
+}
+
+/// A queued or outstanding outgoing stream reset.
+#[derive(Debug, Clone)]
+struct ResetRequest {
+    streams: Vec<u16>,
+    seq: u32,
+    sent_at: Option<Instant>,
+}
+
+pub struct Association {
+    config: SctpConfig,
+    state: SctpState,
+    my_tag: u32,
+    my_initial_tsn: u32,
+    peer: Option<Peer>,
+    cookie_key: [u8; 32],
+    rng_key: [u8; 32],
+    rng_counter: u64,
+    created: Instant,
+    sender: Option<Sender>,
+    receiver: Option<Receiver>,
+    /// Messages sent before the association is up.
+    early: Vec<(u16, u32, Bytes, bool, Reliability)>,
+    /// INIT or COOKIE ECHO being retried: the packet, attempts, when next.
+    t1: Option<(Vec<u8>, u32, Instant, Duration)>,
+    /// Chunks to bundle in the next packet.
+    control: VecDeque<Vec<u8>>,
+    /// Packets to send as they are (INIT ACK, SHUTDOWN COMPLETE, ABORT).
+    lone: VecDeque<Vec<u8>>,
+    sack_at: Option<Instant>,
+    resets: VecDeque<ResetRequest>,
+    next_reset_seq: u32,
+    /// The sequence number we expect the peer's next reset request to carry.
+    peer_reset_seq: Option<u32>,
+    events: VecDeque<SctpEvent>,
+    stats: SctpStats,
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for Association {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Association")
+            .field("state", &self.state)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Association {
+    /// `seed` (32 bytes from a CSPRNG) keys the verification tag, initial TSN and cookie.
+    pub fn new(now: Instant, config: SctpConfig, seed: [u8; 32]) -> Association {
+        let mut a = Association {
+            config,
+            state: SctpState::Closed,
+            my_tag: 0,
+            my_initial_tsn: 0,
+            peer: None,
+            cookie_key: [0; 32],
+            rng_key: seed,
+            rng_counter: 0,
+            created: now,
+            sender: None,
+            receiver: None,
+            early: Vec::new(),
+            t1: None,
+            control: VecDeque::new(),
+            lone: VecDeque::new(),
+            sack_at: None,
+            resets: VecDeque::new(),
+            next_reset_seq: 0,
+            peer_reset_seq: None,
+            events: VecDeque::new(),
+            stats: SctpStats::default(),
+            scratch: Vec::new(),
+        };
+        let mut key = [0u8; 32];
+        for chunk in key.chunks_mut(8) {
+            chunk.copy_from_slice(&a.random().to_be_bytes());
+        }
+        a.cookie_key = key;
+        a.my_tag = (a.random() as u32).max(1);
+        a.my_initial_tsn = a.random() as u32;
+        a.next_reset_seq = a.my_initial_tsn;
+        a
+    }
+
+    fn random(&mut self) -> u64 {
+        self.rng_counter += 1;
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.rng_key).expect("any key length");
+        mac.update(&self.rng_counter.to_be_bytes());
+        let out = mac.finalize().into_bytes();
+        u64::from_be_bytes(out[..8].try_into().expect("8 bytes"))
+    }
+
+    pub fn state(&self) -> SctpState {
+        self.state
+    }
+
+    pub fn is_established(&self) -> bool {
+        self.state == SctpState::Established
+    }
+
+    /// The smoothed round-trip time, once measured.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.sender.as_ref().and_then(Sender::srtt)
+    }
+
+    /// Bytes queued on all streams and not yet sent.
+    pub fn stats(&self) -> SctpStats {
+        let mut s = self.stats.clone();
+        s.retransmitted_chunks = self.sender.as_ref().map_or(0, |x| x.retransmitted_chunks);
+        s
+    }
+
+    /// Starts the handshake (both WebRTC endpoints do; simultaneous opens resolve).
+    pub fn connect(&mut self, now: Instant) {
+        if self.state != SctpState::Closed {
+            return;
+        }
+        let params = self.init_params(None);
+        let init = Init {
+            tag: self.my_tag,
+            a_rwnd: self.config.receive_window as u32,
+            outbound_streams: self.config.streams,
+            inbound_streams: self.config.streams,
+            initial_tsn: self.my_initial_tsn,
+            params: &params,
+        };
+        let mut p = Vec::new();
+        packet::begin(&mut p, &self.header(0));
+        chunk::write_init(&mut p, chunk::INIT, &init);
+        packet::finish(&mut p);
+        self.state = SctpState::CookieWait;
+        self.lone.push_back(p.clone());
+        self.t1 = Some((p, 1, now + crate::send::RTO_INITIAL, crate::send::RTO_INITIAL));
+    }
+
+    fn header(&self, tag: u32) -> Header {
+        Header {
+            source_port: self.config.local_port,
+            destination_port: self.config.remote_port,
+            verification_tag: tag,
+        }
+    }
+
+    /// Supported extensions and Forward-TSN-Supported, plus a state cookie for INIT ACK.
+    fn init_params(&self, cookie: Option<&[u8]>) -> Vec<u8> {
+        let mut params = Vec::new();
+        if let Some(cookie) = cookie {
+            chunk::write_param(&mut params, chunk::PARAM_STATE_COOKIE, cookie);
+        }
+        chunk::write_param(
+            &mut params,
+            chunk::PARAM_SUPPORTED_EXTENSIONS,
+            &[chunk::RECONFIG, chunk::FORWARD_TSN],
+        );
+        chunk::write_param(&mut params, chunk::PARAM_FORWARD_TSN_SUPPORTED, &[]);
+        params
+    }
+
+    /// Queues a message. Before the association is up it waits; after it ends it is refused.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        stream: u16,
+        ppid: u32,
+        data: impl Into<Bytes>,
+        ordered: bool,
+        reliability: Reliability,
+    ) -> Result<(), SendError> {
+        let data = data.into();
+        if data.len() > self.config.max_send_message {
+            return Err(SendError::TooLarge(data.len()));
+        }
+        match (&mut self.sender, self.state) {
+            (_, SctpState::Ended | SctpState::ShutdownSent | SctpState::ShutdownAckSent) => {
+                Err(SendError::Closed)
+            }
+            (Some(sender), _) => {
+                sender.enqueue(now, stream, ppid, data, ordered, reliability);
+                Ok(())
+            }
+            (None, _) => {
+                self.early.push((stream, ppid, data, ordered, reliability));
+                Ok(())
+            }
+        }
+    }
+
+    /// Bytes of `stream` queued and not yet sent.
+    pub fn buffered_amount(&self, stream: u16) -> usize {
+        match &self.sender {
+            Some(s) => s.buffered(stream),
+            None => self.early.iter().filter(|e| e.0 == stream).map(|e| e.2.len()).sum(),
+        }
+    }
+
+    pub fn poll_message(&mut self) -> Option<Message> {
+        self.receiver.as_mut()?.poll_message()
+    }
+
+    pub fn poll_event(&mut self) -> Option<SctpEvent> {
+        self.events.pop_front()
+    }
+
+    /// Resets our outgoing `streams` (RFC 6525), after what is queued on them has been
+    /// sent; the peer then resets its side. Closing a data channel does this.
+    pub fn reset_streams(&mut self, streams: &[u16]) {
+        if self.state == SctpState::Ended || streams.is_empty() {
+            return;
+        }
+        let seq = self.next_reset_seq;
+        self.next_reset_seq = self.next_reset_seq.wrapping_add(1);
+        self.resets.push_back(ResetRequest { streams: streams.to_vec(), seq, sent_at: None });
+    }
+
+    /// Ends the association at once with an ABORT (User-Initiated Abort cause, §3.3.10.12).
+    pub fn abort(&mut self, reason: &str) {
+        if self.state == SctpState::Ended {
+            return;
+        }
+        if let Some(peer) = self.peer {
+            let mut cause = Vec::new();
+            chunk::write_param(&mut cause, 12, reason.as_bytes());
+            let mut p = Vec::new();
+            packet::begin(&mut p, &self.header(peer.tag));
+            chunk::write_simple(&mut p, chunk::ABORT, 0, &cause);
+            packet::finish(&mut p);
+            self.lone.push_back(p);
+        }
+        self.end(format!("aborted: {reason}"));
+    }
+
+    /// Graceful close (§9.2): SHUTDOWN once everything sent is acknowledged.
+    pub fn close(&mut self, now: Instant) {
+        match self.state {
+            SctpState::Established => {
+                self.state = SctpState::ShutdownSent;
+                self.maybe_shutdown(now);
+            }
+            SctpState::Ended | SctpState::ShutdownSent | SctpState::ShutdownAckSent => {}
+            _ => self.end("closed".into()),
+        }
+    }
+
+    fn maybe_shutdown(&mut self, now: Instant) {
+        if self.state != SctpState::ShutdownSent || !self.sender.as_ref().is_some_and(Sender::idle) {
+            return;
+        }
+        let Some(peer) = self.peer else { return };
+        let cumulative = self.receiver.as_ref().map_or(0, Receiver::cumulative_tsn);
+        let mut p = Vec::new();
+        packet::begin(&mut p, &self.header(peer.tag));
+        chunk::write_simple(&mut p, chunk::SHUTDOWN, 0, &cumulative.to_be_bytes());
+        packet::finish(&mut p);
+        self.lone.push_back(p.clone());
+        self.t1 = Some((p, 1, now + self.rto(), self.rto()));
+    }
+
+    fn rto(&self) -> Duration {
+        self.sender.as_ref().map_or(crate::send::RTO_INITIAL, |s| s.rto)
+    }
+
+    fn end(&mut self, reason: String) {
+        if self.state == SctpState::Ended {
+            return;
+        }
+        self.state = SctpState::Ended;
+        self.t1 = None;
+        self.sack_at = None;
+        self.events.push_back(SctpEvent::Closed { reason });
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state == SctpState::Ended {
+            return None;
+        }
+        let reset = self.resets.front().and_then(|r| r.sent_at).map(|t| t + self.rto());
+        [
+            self.t1.as_ref().map(|t| t.2),
+            self.sack_at,
+            self.sender.as_ref().and_then(Sender::poll_timeout),
+            reset,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == SctpState::Ended {
+            return;
+        }
+        if let Some((p, attempts, at, rto)) = self.t1.take() {
+            if now < at {
+                self.t1 = Some((p, attempts, at, rto));
+            } else if attempts >= MAX_INIT_ATTEMPTS {
+                return self.end("no answer to INIT, COOKIE ECHO or SHUTDOWN".into());
+            } else {
+                self.lone.push_back(p.clone());
+                let rto = (rto * 2).min(crate::send::RTO_MAX);
+                self.t1 = Some((p, attempts + 1, now + rto, rto));
+            }
+        }
+        if self.sack_at.is_some_and(|t| now >= t) {
+            self.sack_at = None;
+            if let Some(r) = &mut self.receiver {
+                r.sack_now = true;
+            }
+        }
+        if let Some(sender) = &mut self.sender {
+            sender.on_timeout(now);
+            if sender.timeouts > MAX_RETRANSMISSIONS {
+                return self.abort("peer unreachable: too many retransmissions");
+            }
+        }
+        let rto = self.rto();
+        if let Some(r) = self.resets.front_mut() {
+            if r.sent_at.is_some_and(|t| now >= t + rto) {
+                r.sent_at = None; // sent again by poll_transmit
+            }
+        }
+    }
+
+    /// The next packet to send, if any (call until `None`).
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if let Some(p) = self.lone.pop_front() {
+            self.stats.packets_sent += 1;
+            return Some(p);
+        }
+        let peer = self.peer?;
+        if !matches!(self.state, SctpState::Established | SctpState::ShutdownSent | SctpState::CookieEchoed) {
+            return None;
+        }
+        let mut p = std::mem::take(&mut self.scratch);
+        packet::begin(&mut p, &self.header(peer.tag));
+        while let Some(c) = self.control.front() {
+            if p.len() + c.len() > self.config.mtu && p.len() > packet::HEADER {
+                break;
+            }
+            let c = self.control.pop_front().expect("front exists");
+            p.extend_from_slice(&c);
+        }
+        if let Some(r) = &mut self.receiver {
+            if r.sack_now {
+                r.write_sack(&mut p);
+                self.sack_at = None;
+                self.stats.sacks_sent += 1;
+            }
+        }
+        if let Some(sender) = &mut self.sender {
+            if sender.forward_tsn_due {
+                sender.write_forward_tsn(&mut p);
+            }
+        }
+        self.write_reset(now, &mut p);
+        if self.state != SctpState::CookieEchoed {
+            if let Some(sender) = &mut self.sender {
+                sender.fill(now, &mut p);
+            }
+        }
+        if p.len() == packet::HEADER {
+            self.scratch = p;
+            return None;
+        }
+        packet::finish(&mut p);
+        self.stats.packets_sent += 1;
+        self.scratch = Vec::with_capacity(self.config.mtu);
+        Some(p)
+    }
+
+    /// Sends the first queued reset request once its streams have nothing left to send.
+    fn write_reset(&mut self, now: Instant, p: &mut Vec<u8>) {
+        let Some(sender) = &self.sender else { return };
+        let Some(r) = self.resets.front() else { return };
+        if r.sent_at.is_some() || r.streams.iter().any(|&s| sender.buffered(s) > 0) {
+            return;
+        }
+        let request = OutgoingReset {
+            request_seq: r.seq,
+            response_seq: self.peer_reset_seq.unwrap_or(0).wrapping_sub(1),
+            last_tsn: sender.last_assigned_tsn(),
+            streams: r.streams.clone(),
+        };
+        if p.len() + 16 + 2 * request.streams.len() + 4 > self.config.mtu {
+            return;
+        }
+        chunk::write_outgoing_reset(p, &request);
+        if let Some(r) = self.resets.front_mut() {
+            r.sent_at = Some(now);
+        }
+    }
+
+    /// A packet from the peer (the payload of one DTLS record).
+    pub fn handle_receive(&mut self, now: Instant, packet: &[u8]) {
+        if self.state == SctpState::Ended {
+            return;
+        }
+        let Ok(parsed) = Packet::parse(packet) else {
+            self.stats.bad_packets += 1;
+            return;
+        };
+        if parsed.header.destination_port != self.config.local_port {
+            self.stats.bad_packets += 1;
+            return;
+        }
+        self.stats.packets_received += 1;
+        let tag = parsed.header.verification_tag;
+        let mut had_data = false;
+        for raw in parsed.chunks() {
+            let Ok(raw) = raw else {
+                self.stats.bad_packets += 1;
+                break;
+            };
+            if !self.tag_ok(tag, &raw) {
+                self.stats.bad_packets += 1;
+                return;
+            }
+            match raw.typ {
+                chunk::DATA => {
+                    had_data = true;
+                    if !self.on_data(raw) {
+                        return;
+                    }
+                }
+                chunk::INIT => return self.on_init(now, raw),
+                chunk::INIT_ACK => self.on_init_ack(now, raw),
+                chunk::SACK => {
+                    if let (Ok(sack), Some(sender)) = (Sack::parse(raw), &mut self.sender) {
+                        sender.on_sack(now, &sack);
+                        self.maybe_shutdown(now);
+                    }
+                }
+                chunk::HEARTBEAT => {
+                    let mut c = Vec::new();
+                    chunk::write_simple(&mut c, chunk::HEARTBEAT_ACK, 0, raw.value);
+                    self.control.push_back(c);
+                }
+                chunk::HEARTBEAT_ACK | chunk::ERROR => {}
+                chunk::ABORT => return self.end("the peer aborted".into()),
+                chunk::SHUTDOWN => self.on_shutdown(),
+                chunk::SHUTDOWN_ACK => self.on_shutdown_ack(),
+                chunk::SHUTDOWN_COMPLETE => return self.end("shut down".into()),
+                chunk::COOKIE_ECHO => self.on_cookie_echo(now, tag, raw),
+                chunk::COOKIE_ACK => {
+                    if self.state == SctpState::CookieEchoed {
+                        self.t1 = None;
+                        self.establish(now);
+                    }
+                }
+                chunk::FORWARD_TSN => {
+                    if let (Ok(f), Some(r)) = (ForwardTsn::parse(raw), &mut self.receiver) {
+                        r.forward_tsn(f.new_cumulative_tsn, f.streams());
+                    }
+                }
+                chunk::RECONFIG => self.on_reconfig(raw),
+                other => {
+                    // §3.2: the two high bits say what to do with an unknown chunk.
+                    if other & 0x40 != 0 {
+                        let mut cause = Vec::new();
+                        let mut unknown = Vec::new();
+                        chunk::write_chunk(&mut unknown, raw.typ, raw.flags, |o| {
+                            o.extend_from_slice(raw.value)
+                        });
+                        chunk::write_param(&mut cause, 6, &unknown);
+                        let mut c = Vec::new();
+                        chunk::write_simple(&mut c, chunk::ERROR, 0, &cause);
+                        self.control.push_back(c);
+                    }
+                    if other & 0x80 == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        if had_data {
+            let Some(peer) = self.peer else { return };
+            let header = self.header(peer.tag);
+            if let Some(r) = &mut self.receiver {
+                r.unacked_packets += 1;
+                if r.unacked_packets >= 2 || r.sack_now {
+                    // Every second packet (or at once for a gap or duplicate, §6.7), and
+                    // right away: a driver that hands us a batch of datagrams still gets
+                    // one SACK per two packets out, which is what the sender's congestion
+                    // window grows by.
+                    let mut p = Vec::with_capacity(64);
+                    packet::begin(&mut p, &header);
+                    r.write_sack(&mut p);
+                    packet::finish(&mut p);
+                    self.lone.push_back(p);
+                    self.sack_at = None;
+                    self.stats.sacks_sent += 1;
+                } else if self.sack_at.is_none() {
+                    self.sack_at = Some(now + SACK_DELAY);
+                }
+            }
+        }
+    }
+
+    /// §8.5 verification tag rules.
+    fn tag_ok(&self, tag: u32, raw: &RawChunk<'_>) -> bool {
+        let t_bit = raw.flags & 1 != 0;
+        match raw.typ {
+            chunk::INIT => tag == 0,
+            chunk::ABORT | chunk::SHUTDOWN_COMPLETE if t_bit => self.peer.is_some_and(|p| p.tag == tag),
+            // Checked against the cookie's own tag.
+            chunk::COOKIE_ECHO => true,
+            _ => tag == self.my_tag,
+        }
+    }
+
+    fn on_data(&mut self, raw: RawChunk<'_>) -> bool {
+        let Some(r) = &mut self.receiver else { return true };
+        let Ok(d) = chunk::Data::parse(raw) else {
+            self.abort("DATA chunk without user data");
+            return false;
+        };
+        if let Err(e) = r.data(d.tsn, d.stream, d.ssn, d.ppid, d.flags, d.payload) {
+            self.abort(&format!("{e:?}"));
+            return false;
+        }
+        true
+    }
+
+    fn peer_from(init: &Init<'_>) -> Peer {
+        Peer {
+            tag: init.tag,
+            initial_tsn: init.initial_tsn,
+            a_rwnd: init.a_rwnd,
+            forward_tsn: init.forward_tsn(),
+            reconfig: init.supports_chunk(chunk::RECONFIG),
+        }
+    }
+
+    fn on_init(&mut self, now: Instant, raw: RawChunk<'_>) {
+        let Ok(init) = Init::parse(raw) else { return };
+        if matches!(self.state, SctpState::Established | SctpState::ShutdownSent | SctpState::ShutdownAckSent)
+        {
+            // A restart (§5.2.2) is not supported: the peer gets nothing and gives up.
+            return;
+        }
+        let peer = Self::peer_from(&init);
+        let cookie = self.make_cookie(now, &peer);
+        let params = self.init_params(Some(&cookie));
+        let ack = Init {
+            tag: self.my_tag,
+            a_rwnd: self.config.receive_window as u32,
+            outbound_streams: self.config.streams,
+            inbound_streams: self.config.streams,
+            initial_tsn: self.my_initial_tsn,
+            params: &params,
+        };
+        let mut p = Vec::new();
+        packet::begin(&mut p, &self.header(peer.tag));
+        chunk::write_init(&mut p, chunk::INIT_ACK, &ack);
+        packet::finish(&mut p);
+        self.lone.push_back(p);
+    }
+
+    fn on_init_ack(&mut self, now: Instant, raw: RawChunk<'_>) {
+        if self.state != SctpState::CookieWait {
+            return;
+        }
+        let Ok(init) = Init::parse(raw) else { return };
+        let Some(cookie) = init.param(chunk::PARAM_STATE_COOKIE) else { return };
+        self.peer = Some(Self::peer_from(&init));
+        let mut p = Vec::new();
+        packet::begin(&mut p, &self.header(init.tag));
+        chunk::write_simple(&mut p, chunk::COOKIE_ECHO, 0, cookie);
+        packet::finish(&mut p);
+        self.state = SctpState::CookieEchoed;
+        self.lone.push_back(p.clone());
+        self.t1 = Some((p, 1, now + crate::send::RTO_INITIAL, crate::send::RTO_INITIAL));
+    }
+
+    /// Cookie: our tag and TSN, the peer's, its window and extensions, when it was made
+    /// (ms since this association was created), and an HMAC-SHA256 over all of it.
+    fn make_cookie(&self, now: Instant, peer: &Peer) -> Vec<u8> {
+        let mut c = Vec::with_capacity(COOKIE_LEN);
+        for v in [self.my_tag, self.my_initial_tsn, peer.tag, peer.initial_tsn, peer.a_rwnd] {
+            c.extend_from_slice(&v.to_be_bytes());
+        }
+        c.extend_from_slice(&[0; 8]);
+        c.push(u8::from(peer.forward_tsn));
+        c.push(u8::from(peer.reconfig));
+        let made = now.saturating_duration_since(self.created).as_millis() as u64;
+        c.extend_from_slice(&made.to_be_bytes());
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.cookie_key).expect("any key length");
+        mac.update(&c);
+        c.extend_from_slice(&mac.finalize().into_bytes());
+        c
+    }
+
+    fn check_cookie(&self, now: Instant, c: &[u8]) -> Option<(u32, Peer)> {
+        if c.len() != COOKIE_LEN {
+            return None;
+        }
+        let (body, tag) = c.split_at(COOKIE_LEN - 32);
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.cookie_key).expect("any key length");
+        mac.update(body);
+        mac.verify_slice(tag).ok()?;
+        let u = |i: usize| u32::from_be_bytes(body[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
+        let made = u64::from_be_bytes(body[30..38].try_into().expect("8 bytes"));
+        let age = (now.saturating_duration_since(self.created).as_millis() as u64).saturating_sub(made);
+        if Duration::from_millis(age) > COOKIE_LIFETIME || u(0) != self.my_tag || u(1) != self.my_initial_tsn
+        {
+            return None;
+        }
+        let peer = Peer {
+            tag: u(2),
+            initial_tsn: u(3),
+            a_rwnd: u(4),
+            forward_tsn: body[28] == 1,
+            reconfig: body[29] == 1,
+        };
+        Some((u(0), peer))
+    }
+
+    fn on_cookie_echo(&mut self, now: Instant, tag: u32, raw: RawChunk<'_>) {
+        let Some((my_tag, peer)) = self.check_cookie(now, raw.value) else { return };
+        if tag != my_tag {
+            return;
+        }
+        match self.state {
+            SctpState::Established => {}
+            SctpState::Ended | SctpState::ShutdownSent | SctpState::ShutdownAckSent => return,
+            // Closed (passive open), COOKIE-WAIT or COOKIE-ECHOED (simultaneous open, §5.2.4
+            // case D: the tags match): the association is up.
+            _ => {
+                if self.peer.is_some_and(|p| p.tag != peer.tag) {
+                    return;
+                }
+                self.peer = Some(peer);
+                self.t1 = None;
+                self.establish(now);
+            }
+        }
+        let mut c = Vec::new();
+        chunk::write_simple(&mut c, chunk::COOKIE_ACK, 0, &[]);
+        self.control.push_front(c);
+    }
+
+    fn establish(&mut self, now: Instant) {
+        let Some(peer) = self.peer else { return };
+        if self.state == SctpState::Established {
+            return;
+        }
+        self.state = SctpState::Established;
+        let mut sender = Sender::new(self.my_initial_tsn, self.config.mtu, peer.a_rwnd, peer.forward_tsn);
+        for (stream, ppid, data, ordered, reliability) in self.early.drain(..) {
+            sender.enqueue(now, stream, ppid, data, ordered, reliability);
+        }
+        self.sender = Some(sender);
+        self.receiver = Some(Receiver::new(
+            peer.initial_tsn,
+            self.config.receive_window,
+            self.config.max_receive_message,
+        ));
+        self.peer_reset_seq = Some(peer.initial_tsn);
+        self.events.push_back(SctpEvent::Connected);
+    }
+
+    fn on_shutdown(&mut self) {
+        let Some(peer) = self.peer else { return };
+        if !matches!(self.state, SctpState::Established | SctpState::ShutdownSent) {
+            return;
+        }
+        self.state = SctpState::ShutdownAckSent;
+        let mut p = Vec::new();
+        packet::begin(&mut p, &self.header(peer.tag));
+        chunk::write_simple(&mut p, chunk::SHUTDOWN_ACK, 0, &[]);
+        packet::finish(&mut p);
+        self.lone.push_back(p);
+    }
+
+    fn on_shutdown_ack(&mut self) {
+        let Some(peer) = self.peer else { return };
+        let mut p = Vec::new();
+        packet::begin(&mut p, &self.header(peer.tag));
+        chunk::write_simple(&mut p, chunk::SHUTDOWN_COMPLETE, 0, &[]);
+        packet::finish(&mut p);
+        self.lone.push_back(p);
+        self.end("shut down".into());
+    }
+
+    fn on_reconfig(&mut self, raw: RawChunk<'_>) {
+        for (typ, value) in Params::new(raw.value) {
+            match typ {
+                chunk::PARAM_OUTGOING_RESET => {
+                    let Some(request) = OutgoingReset::parse(value) else { continue };
+                    let Some(r) = &mut self.receiver else { continue };
+                    let result = if r.reset(request.last_tsn, request.streams.clone()) {
+                        self.peer_reset_seq = Some(request.request_seq.wrapping_add(1));
+                        self.events.push_back(SctpEvent::IncomingStreamsReset(request.streams));
+                        chunk::RESET_PERFORMED
+                    } else {
+                        chunk::RESET_IN_PROGRESS
+                    };
+                    let mut c = Vec::new();
+                    chunk::write_reconfig_response(&mut c, request.request_seq, result);
+                    self.control.push_back(c);
+                }
+                chunk::PARAM_RECONFIG_RESPONSE if value.len() >= 8 => {
+                    let seq = u32::from_be_bytes(value[..4].try_into().expect("4 bytes"));
+                    let result = u32::from_be_bytes(value[4..8].try_into().expect("4 bytes"));
+                    if self.resets.front().is_none_or(|r| r.seq != seq) {
+                        continue;
+                    }
+                    if result == chunk::RESET_IN_PROGRESS {
+                        // Asked again after an RTO.
+                        continue;
+                    }
+                    let done = self.resets.pop_front().expect("front exists");
+                    if let Some(sender) = &mut self.sender {
+                        sender.reset_ssn(&done.streams);
+                    }
+                    self.events.push_back(SctpEvent::OutgoingStreamsReset(done.streams));
+                }
+                _ => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! The receiving half: which TSNs arrived (cumulative TSN, gap blocks, duplicates, RFC 9260
+//! §6.2), reassembly of fragmented messages, ordered delivery per stream by SSN and
+//! unordered delivery at once (§6.6), FORWARD TSN (RFC 3758 §3.6) and incoming stream
+//! resets (RFC 6525 §5.2.2). TSNs are unwrapped to 64 bits so serial arithmetic is
+//! confined to one function.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+/// A whole message for the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub stream: u16,
+    pub ppid: u32,
+    pub unordered: bool,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Fragment {
+    stream: u16,
+    ssn: u16,
+    ppid: u32,
+    flags: u8,
+    data: Vec<u8>,
+}
+
+/// Unwraps a 32-bit serial number to the 64-bit value nearest `reference`.
+pub(crate) fn unwrap(reference: u64, tsn: u32) -> u64 {
+    let base = reference & !0xFFFF_FFFF;
+    let candidates = [base.wrapping_sub(1 << 32), base, base + (1 << 32)];
+    candidates
+        .into_iter()
+        .map(|b| b.wrapping_add(u64::from(tsn)))
+        .min_by_key(|&c| c.abs_diff(reference))
+        .unwrap_or(u64::from(tsn))
+}
+
+/// Why incoming data ends the association.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiveError {
+    /// A message grew past the largest we accept.
+    TooLarge(usize),
+}
+
+#[derive(Debug)]
+pub struct Receiver {
+    /// Everything up to and including this TSN arrived.
+    cumulative: u64,
+    /// TSNs above `cumulative` that arrived.
+    above: BTreeSet<u64>,
+    /// Fragments not yet delivered, by TSN.
+    fragments: BTreeMap<u64, Fragment>,
+    fragment_bytes: usize,
+    /// Complete ordered messages waiting for their turn: (stream, ssn) → TSN range.
+    complete: HashMap<(u16, u16), (u64, u64)>,
+    next_ssn: HashMap<u16, u16>,
+    delivered: VecDeque<Message>,
+    delivered_bytes: usize,
+    duplicates: Vec<u32>,
+    window: usize,
+    max_message: usize,
+    /// A SACK should go out now (gap, duplicate) rather than after the delay.
+    pub(crate) sack_now: bool,
+    /// DATA packets since the last SACK.
+    pub(crate) unacked_packets: u32,
+    /// Incoming stream resets waiting for `cumulative` to reach their last TSN.
+    pending_resets: Vec<(u64, Vec<u16>)>,
+}
+
+/// Gap blocks we report at most (they must fit one packet with the rest of the SACK).
+const MAX_GAPS: usize = 128;
+const MAX_DUPLICATES: usize = 32;
+
+impl Receiver {
+    pub fn new(peer_initial_tsn: u32, window: usize, max_message: usize) -> Receiver {
+        Receiver {
+            cumulative: u64::from(peer_initial_tsn.wrapping_sub(1)) + (1 << 32),
+            above: BTreeSet::new(),
+            fragments: BTreeMap::new(),
+            fragment_bytes: 0,
+            complete: HashMap::new(),
+            next_ssn: HashMap::new(),
+            delivered: VecDeque::new(),
+            delivered_bytes: 0,
+            duplicates: Vec::new(),
+            window,
+            max_message,
+            sack_now: false,
+            unacked_packets: 0,
+            pending_resets: Vec::new(),
+        }
+    }
+
+    /// The cumulative TSN ack we report.
+    pub fn cumulative_tsn(&self) -> u32 {
+        self.cumulative as u32
+    }
+
+    /// The receive window we advertise: what is left of our buffer.
+    pub fn a_rwnd(&self) -> u32 {
+        self.window.saturating_sub(self.fragment_bytes + self.delivered_bytes) as u32
+    }
+
+    pub fn poll_message(&mut self) -> Option<Message> {
+        let m = self.delivered.pop_front()?;
+        self.delivered_bytes -= m.data.len();
+        Some(m)
+    }
+
+    /// One DATA chunk. Returns an error when the association must end.
+    pub fn data(
+        &mut self,
+        tsn: u32,
+        stream: u16,
+        ssn: u16,
+        ppid: u32,
+        flags: u8,
+        payload: &[u8],
+    ) -> Result<(), ReceiveError> {
+        let tsn = unwrap(self.cumulative, tsn);
+        if tsn <= self.cumulative || self.above.contains(&tsn) {
+            if self.duplicates.len() < MAX_DUPLICATES {
+                self.duplicates.push(tsn as u32);
+            }
+            self.sack_now = true;
+            return Ok(());
+        }
+        // §6.2: with no room left, drop what is beyond the next expected TSN (the sender
+        // will retransmit); the next one is always taken so progress is possible.
+        let room = self.a_rwnd() as usize >= payload.len();
+        if !room && tsn != self.cumulative + 1 {
+            return Ok(());
+        }
+        // A peer cannot make us track TSNs far ahead without bound.
+        if tsn > self.cumulative + 65_536 {
+            return Ok(());
+        }
+        // Out of order, or filling a gap: tell the sender now (§6.7).
+        if tsn != self.cumulative + 1 || !self.above.is_empty() {
+            self.sack_now = true;
+        }
+        self.above.insert(tsn);
+        while self.above.first() == Some(&(self.cumulative + 1)) {
+            self.above.pop_first();
+            self.cumulative += 1;
+        }
+        let unordered = flags & crate::chunk::FLAG_UNORDERED != 0;
+        let whole = flags & (crate::chunk::FLAG_BEGIN | crate::chunk::FLAG_END)
+            == crate::chunk::FLAG_BEGIN | crate::chunk::FLAG_END;
+        if whole && (unordered || self.next_ssn.get(&stream).copied().unwrap_or(0) == ssn) {
+            // The common case: a whole message, deliverable at once, copied once.
+            if !unordered {
+                self.next_ssn.insert(stream, ssn.wrapping_add(1));
+            }
+            self.deliver(Message { stream, ppid, unordered, data: payload.to_vec() });
+            if !unordered {
+                self.deliver_ready(stream);
+            }
+        } else {
+            self.fragment_bytes += payload.len();
+            self.fragments.insert(tsn, Fragment { stream, ssn, ppid, flags, data: payload.to_vec() });
+            self.assemble(tsn)?;
+        }
+        self.apply_resets();
+        Ok(())
+    }
+
+    fn deliver(&mut self, message: Message) {
+        self.delivered_bytes += message.data.len();
+        self.delivered.push_back(message);
+    }
+
+    /// Finds the message `tsn` belongs to; when all its fragments are here, delivers it (or
+    /// records it as complete until its SSN's turn).
+    fn assemble(&mut self, tsn: u64) -> Result<(), ReceiveError> {
+        let Some(f) = self.fragments.get(&tsn) else { return Ok(()) };
+        let (stream, ssn, unordered) = (f.stream, f.ssn, f.flags & crate::chunk::FLAG_UNORDERED != 0);
+        let same =
+            |f: &Fragment| f.stream == stream && (f.flags & crate::chunk::FLAG_UNORDERED != 0) == unordered;
+        // Back to the first fragment, then forward to the last, over consecutive TSNs.
+        let mut start = tsn;
+        let mut size = 0usize;
+        loop {
+            let f = &self.fragments[&start];
+            size += f.data.len();
+            if f.flags & crate::chunk::FLAG_BEGIN != 0 {
+                break;
+            }
+            match self.fragments.get(&(start - 1)) {
+                Some(prev) if same(prev) && (unordered || prev.ssn == ssn) => start -= 1,
+                _ => return self.check_size(size),
+            }
+        }
+        let mut end = tsn;
+        loop {
+            let f = &self.fragments[&end];
+            if f.flags & crate::chunk::FLAG_END != 0 {
+                break;
+            }
+            match self.fragments.get(&(end + 1)) {
+                Some(next) if same(next) && (unordered || next.ssn == ssn) => {
+                    end += 1;
+                    size += next.data.len();
+                }
+                _ => return self.check_size(size),
+            }
+        }
+        self.check_size(size)?;
+        if unordered {
+            let message = self.take(start, end);
+            self.deliver(message);
+        } else {
+            self.complete.insert((stream, ssn), (start, end));
+            self.deliver_ready(stream);
+        }
+        Ok(())
+    }
+
+    fn check_size(&self, size: usize) -> Result<(), ReceiveError> {
+        if size > self.max_message {
+            return Err(ReceiveError::TooLarge(size));
+        }
+        Ok(())
+    }
+
+    /// Removes the fragments `start..=end` and joins them into one message.
+    fn take(&mut self, start: u64, end: u64) -> Message {
+        let mut data = Vec::new();
+        let (mut stream, mut ppid, mut unordered) = (0, 0, false);
+        for tsn in start..=end {
+            if let Some(f) = self.fragments.remove(&tsn) {
+                self.fragment_bytes -= f.data.len();
+                if data.is_empty() {
+                    data.reserve(f.data.len() * (end - start + 1) as usize);
+                }
+                data.extend_from_slice(&f.data);
+                (stream, ppid) = (f.stream, f.ppid);
+                unordered = f.flags & crate::chunk::FLAG_UNORDERED != 0;
+            }
+        }
+        Message { stream, ppid, unordered, data }
+    }
+
+    /// Delivers the stream's complete ordered messages whose SSN is next.
+    fn deliver_ready(&mut self, stream: u16) {
+        loop {
+            let next = self.next_ssn.get(&stream).copied().unwrap_or(0);
+            let Some((start, end)) = self.complete.remove(&(stream, next)) else { return };
+            let message = self.take(start, end);
+            self.next_ssn.insert(stream, next.wrapping_add(1));
+            self.deliver(message);
+        }
+    }
+
+    /// FORWARD TSN (RFC 3758 §3.6): the sender gave up on everything up to
+    /// `new_cumulative`; ordered streams skip past the listed SSNs.
+    pub fn forward_tsn(&mut self, new_cumulative: u32, streams: impl Iterator<Item = (u16, u16)>) {
+        let new = unwrap(self.cumulative, new_cumulative);
+        self.sack_now = true;
+        if new <= self.cumulative || new > self.cumulative + 65_536 {
+            return;
+        }
+        // Fragments at or below the new point belong to abandoned messages.
+        let kept = self.fragments.split_off(&(new + 1));
+        for (_, f) in std::mem::replace(&mut self.fragments, kept) {
+            self.fragment_bytes -= f.data.len();
+        }
+        self.complete.retain(|_, (start, _)| *start > new);
+        self.cumulative = new;
+        self.above = self.above.split_off(&(new + 1));
+        while self.above.first() == Some(&(self.cumulative + 1)) {
+            self.above.pop_first();
+            self.cumulative += 1;
+        }
+        for (stream, ssn) in streams {
+            let next = self.next_ssn.get(&stream).copied().unwrap_or(0);
+            // Skip to after `ssn` unless we are already past it.
+            if (ssn.wrapping_sub(next) as i16) >= 0 {
+                self.next_ssn.insert(stream, ssn.wrapping_add(1));
+            }
+            self.deliver_ready(stream);
+        }
+        self.apply_resets();
+    }
+
+    /// An incoming stream reset (RFC 6525 §5.2.2): performed once every TSN up to
+    /// `last_tsn` arrived. Returns true if done now.
+    pub fn reset(&mut self, last_tsn: u32, streams: Vec<u16>) -> bool {
+        let last = unwrap(self.cumulative, last_tsn);
+        if last <= self.cumulative {
+            self.reset_now(&streams);
+            true
+        } else {
+            self.pending_resets.push((last, streams));
+            false
+        }
+    }
+
+    fn reset_now(&mut self, streams: &[u16]) {
+        for s in streams {
+            self.next_ssn.remove(s);
+        }
+        if streams.is_empty() {
+            self.next_ssn.clear();
+        }
+    }
+
+    /// Resets that became due; the association answers them.
+    fn apply_resets(&mut self) {
+        let cumulative = self.cumulative;
+        let (due, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.pending_resets).into_iter().partition(|(last, _)| *last <= cumulative);
+        self.pending_resets = waiting;
+        for (_, streams) in due {
+            self.reset_now(&streams);
+        }
+    }
+
+    /// Writes the SACK for the current state (gap blocks, then duplicates, which are
+    /// reported once).
+    pub fn write_sack(&mut self, out: &mut Vec<u8>) {
+        let mut gaps: Vec<(u16, u16)> = Vec::new();
+        let mut run: Option<(u64, u64)> = None;
+        for &tsn in &self.above {
+            match run {
+                Some((start, end)) if tsn == end + 1 => run = Some((start, tsn)),
+                Some((start, end)) => {
+                    gaps.push(self.offsets(start, end));
+                    run = Some((tsn, tsn));
+                }
+                None => run = Some((tsn, tsn)),
+            }
+            if gaps.len() >= MAX_GAPS {
+                break;
+            }
+        }
+        if let Some((start, end)) = run.filter(|_| gaps.len() < MAX_GAPS) {
+            gaps.push(self.offsets(start, end));
+        }
+        let dups = std::mem::take(&mut self.duplicates);
+        crate::chunk::write_sack(out, self.cumulative as u32, self.a_rwnd(), &gaps, &dups);
+        self.sack_now = false;
+        self.unacked_packets = 0;
+    }
+
+    fn offsets(&self, start: u64, end: u64) -> (u16, u16) {
+        let off = |t: u64| (t - self.cumulative).min(u64::from(u16::MAX)) as u16;
+        (off(start), off(end))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::{FLAG_BEGIN, FLAG_END, FLAG_UNORDERED};
+
+    const WHOLE: u8 = FLAG_BEGIN | FLAG_END;
+
+    fn rx() -> Receiver {
+        Receiver::new(1000, 1 << 20, 1 << 18)
+    }
+
+    fn all(r: &mut Receiver) -> Vec<Message> {
+        std::iter::from_fn(|| r.poll_message()).collect()
+    }
+
+    #[test]
+    fn unwrap_picks_the_nearest() {
+        let r = (1u64 << 32) + 5;
+        assert_eq!(unwrap(r, 6), r + 1);
+        assert_eq!(unwrap(r, u32::MAX), (1 << 32) - 1);
+        assert_eq!(unwrap((2 << 32) - 2, 3), (2 << 32) + 3);
+    }
+
+    #[test]
+    fn ordered_messages_wait_for_their_turn_and_gaps_are_reported() {
+        let mut r = rx();
+        r.data(1001, 1, 1, 51, WHOLE, b"second").unwrap();
+        assert!(all(&mut r).is_empty());
+        let mut sack = Vec::new();
+        r.write_sack(&mut sack);
+        let parsed =
+            crate::chunk::Sack::parse(crate::chunk::Chunks::new(&sack).next().unwrap().unwrap()).unwrap();
+        assert_eq!(parsed.cumulative_tsn, 999);
+        assert_eq!(parsed.gaps().collect::<Vec<_>>(), [(2, 2)]);
+        r.data(1000, 1, 0, 51, WHOLE, b"first").unwrap();
+        let got: Vec<Vec<u8>> = all(&mut r).into_iter().map(|m| m.data).collect();
+        assert_eq!(got, [b"first".to_vec(), b"second".to_vec()]);
+        assert_eq!(r.cumulative_tsn(), 1001);
+    }
+
+    #[test]
+    fn fragments_reassemble_in_any_order_and_duplicates_are_counted() {
+        let mut r = rx();
+        r.data(1002, 0, 0, 53, FLAG_END, b"c").unwrap();
+        r.data(1000, 0, 0, 53, FLAG_BEGIN, b"a").unwrap();
+        r.data(1000, 0, 0, 53, FLAG_BEGIN, b"a").unwrap();
+        assert!(all(&mut r).is_empty());
+        r.data(1001, 0, 0, 53, 0, b"b").unwrap();
+        assert_eq!(all(&mut r)[0].data, b"abc");
+        assert_eq!(r.duplicates, [1000]);
+        assert_eq!(r.a_rwnd(), 1 << 20);
+    }
+
+    #[test]
+    fn unordered_messages_do_not_wait() {
+        let mut r = rx();
+        r.data(1001, 2, 0, 51, WHOLE | FLAG_UNORDERED, b"now").unwrap();
+        assert_eq!(all(&mut r)[0].data, b"now");
+        assert_eq!(r.cumulative_tsn(), 999);
+    }
+
+    #[test]
+    fn forward_tsn_skips_abandoned_messages() {
+        let mut r = rx();
+        r.data(1000, 3, 0, 53, FLAG_BEGIN, b"lost-").unwrap();
+        r.data(1003, 3, 2, 53, WHOLE, b"after").unwrap();
+        // 1001 (end of SSN 0) and 1002 (SSN 1) were abandoned by the sender.
+        r.forward_tsn(1002, [(3u16, 1u16)].into_iter());
+        assert_eq!(r.cumulative_tsn(), 1003);
+        let got = all(&mut r);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].data, b"after");
+        assert_eq!(r.fragment_bytes, 0);
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_an_error() {
+        let mut r = Receiver::new(1, 1 << 20, 10);
+        r.data(1, 0, 0, 53, FLAG_BEGIN, &[0; 6]).unwrap();
+        assert_eq!(r.data(2, 0, 0, 53, 0, &[0; 6]), Err(ReceiveError::TooLarge(12)));
+    }
+
+    #[test]
+    fn stream_reset_waits_for_the_last_tsn() {
+        let mut r = rx();
+        r.data(1000, 4, 0, 51, WHOLE, b"x").unwrap();
+        assert!(!r.reset(1001, vec![4]));
+        r.data(1001, 4, 1, 51, WHOLE, b"y").unwrap();
+        assert!(r.pending_resets.is_empty());
+        // After the reset the stream starts again at SSN 0.
+        r.data(1002, 4, 0, 51, WHOLE, b"z").unwrap();
+        assert_eq!(all(&mut r).len(), 3);
+    }
+}

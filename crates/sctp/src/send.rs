@@ -1,0 +1,669 @@
+//! The sending half: message queue, fragmentation to the path MTU, TSNs and SSNs, the
+//! retransmission queue, SACK processing (cumulative and gap acks, miss indications and fast
+//! retransmit, RFC 9260 §6.2.1 and §7.2.4), the retransmission timer with RTT estimation
+//! (§6.3), congestion control (slow start, congestion avoidance, fast recovery, §7.2), the
+//! peer's receive window, and PR-SCTP abandonment with FORWARD TSN (RFC 3758).
+
+use crate::chunk::{self, Data, Sack, DATA_HEADER, FLAG_BEGIN, FLAG_END, FLAG_UNORDERED};
+use crate::recv::unwrap;
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// RFC 9260 §16 RTO.Initial is 1 s; min and max tuned for WebRTC as other stacks do.
+pub const RTO_INITIAL: Duration = Duration::from_secs(1);
+pub const RTO_MIN: Duration = Duration::from_millis(200);
+pub const RTO_MAX: Duration = Duration::from_secs(10);
+/// Miss indications that trigger a fast retransmit (§7.2.4); raised when the network is
+/// seen reordering (a fast retransmission reported back as a duplicate), up to the max.
+const FAST_RETRANSMIT_MISSES: u8 = 3;
+const MAX_REORDER_THRESHOLD: u8 = 32;
+
+/// How hard a message is tried (RFC 3758; the data channel's maxRetransmits and
+/// maxPacketLifeTime).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reliability {
+    Reliable,
+    /// Sent at most 1 + n times.
+    MaxRetransmits(u16),
+    /// Abandoned this long after it was queued.
+    MaxLifetime(Duration),
+}
+
+#[derive(Debug)]
+struct Queued {
+    stream: u16,
+    ppid: u32,
+    ordered: bool,
+    reliability: Reliability,
+    data: Bytes,
+    /// Bytes of `data` already cut into chunks.
+    offset: usize,
+    ssn: u16,
+    message: u64,
+    queued_at: Instant,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    tsn: u64,
+    stream: u16,
+    ssn: u16,
+    ppid: u32,
+    flags: u8,
+    data: Bytes,
+    transmissions: u32,
+    last_sent: Instant,
+    /// Acknowledged by a gap block (may be reneged; not counted in the flight).
+    acked: bool,
+    misses: u8,
+    /// Waiting to be sent again (not counted in the flight meanwhile).
+    retransmit: bool,
+    fast_retransmitted: bool,
+    abandoned: bool,
+    message: u64,
+    reliability: Reliability,
+    queued_at: Instant,
+}
+
+impl InFlight {
+    fn counted(&self) -> bool {
+        !self.acked && !self.retransmit && !self.abandoned
+    }
+}
+
+/// What a SACK did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SackOutcome {
+    /// Bytes newly acknowledged (cumulatively or by gap blocks).
+    pub acked_bytes: usize,
+    /// The cumulative ack moved forward.
+    pub advanced: bool,
+}
+
+#[derive(Debug)]
+pub struct Sender {
+    mtu: usize,
+    next_tsn: u64,
+    /// The peer has everything up to and including this TSN.
+    cumulative_acked: u64,
+    queue: VecDeque<Queued>,
+    queued_bytes: HashMap<u16, usize>,
+    total_queued: usize,
+    in_flight: VecDeque<InFlight>,
+    to_retransmit: usize,
+    flight_size: usize,
+    pub(crate) cwnd: usize,
+    pub(crate) ssthresh: usize,
+    partial_bytes_acked: usize,
+    /// The last attempt to send new data was stopped by cwnd (so the window is in use and
+    /// may grow), as opposed to running out of data.
+    cwnd_limited: bool,
+    peer_rwnd: usize,
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    pub(crate) rto: Duration,
+    t3: Option<Instant>,
+    fast_recovery: Option<u64>,
+    /// cwnd and ssthresh before the last fast recovery, to undo it if it was spurious.
+    before_recovery: Option<(usize, usize)>,
+    /// Recently fast-retransmitted TSNs: one reported back as a duplicate was not lost.
+    fast_retransmitted: VecDeque<u64>,
+    reorder_threshold: u8,
+    pub(crate) spurious_retransmits: u64,
+    ssn: HashMap<u16, u16>,
+    next_message: u64,
+    /// RFC 3758 Advanced.Peer.Ack.Point.
+    advanced_ack: u64,
+    forward_tsn_supported: bool,
+    /// A FORWARD TSN should go out with the next packet.
+    pub(crate) forward_tsn_due: bool,
+    /// T3 expiries in a row without progress.
+    pub(crate) timeouts: u32,
+    pub(crate) retransmitted_chunks: u64,
+}
+
+impl Sender {
+    pub fn new(initial_tsn: u32, mtu: usize, peer_rwnd: u32, forward_tsn_supported: bool) -> Sender {
+        let start = u64::from(initial_tsn) + (1 << 32);
+        Sender {
+            mtu,
+            next_tsn: start,
+            cumulative_acked: start - 1,
+            queue: VecDeque::new(),
+            queued_bytes: HashMap::new(),
+            total_queued: 0,
+            in_flight: VecDeque::new(),
+            to_retransmit: 0,
+            flight_size: 0,
+            // §7.2.1: min(4 MTU, max(2 MTU, 4380)).
+            cwnd: (4 * mtu).min((2 * mtu).max(4380)),
+            ssthresh: peer_rwnd as usize,
+            partial_bytes_acked: 0,
+            cwnd_limited: false,
+            peer_rwnd: peer_rwnd as usize,
+            srtt: None,
+            rttvar: Duration::ZERO,
+            rto: RTO_INITIAL,
+            t3: None,
+            fast_recovery: None,
+            before_recovery: None,
+            fast_retransmitted: VecDeque::new(),
+            reorder_threshold: FAST_RETRANSMIT_MISSES,
+            spurious_retransmits: 0,
+            ssn: HashMap::new(),
+            next_message: 0,
+            advanced_ack: start - 1,
+            forward_tsn_supported,
+            forward_tsn_due: false,
+            timeouts: 0,
+            retransmitted_chunks: 0,
+        }
+    }
+
+    /// Queues a message. Its SSN is taken when its first fragment goes out, so a message
+    /// dropped unsent (its lifetime over) leaves no hole in the stream.
+    pub fn enqueue(
+        &mut self,
+        now: Instant,
+        stream: u16,
+        ppid: u32,
+        data: Bytes,
+        ordered: bool,
+        reliability: Reliability,
+    ) {
+        *self.queued_bytes.entry(stream).or_default() += data.len();
+        self.total_queued += data.len();
+        self.next_message += 1;
+        self.queue.push_back(Queued {
+            stream,
+            ppid,
+            ordered,
+            reliability,
+            data,
+            offset: 0,
+            ssn: 0,
+            message: self.next_message,
+            queued_at: now,
+        });
+    }
+
+    /// Bytes queued on `stream` and not yet handed to the network.
+    pub fn buffered(&self, stream: u16) -> usize {
+        self.queued_bytes.get(&stream).copied().unwrap_or(0)
+    }
+
+    /// Nothing queued, nothing unacknowledged.
+    pub fn idle(&self) -> bool {
+        self.queue.is_empty() && self.in_flight.is_empty()
+    }
+
+    /// The last TSN handed out (for a stream reset request).
+    pub fn last_assigned_tsn(&self) -> u32 {
+        (self.next_tsn - 1) as u32
+    }
+
+    /// After an outgoing reset the stream's SSNs start again at 0 (RFC 6525 §5.1.4).
+    pub fn reset_ssn(&mut self, streams: &[u16]) {
+        for s in streams {
+            self.ssn.remove(s);
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.t3
+    }
+
+    fn restart_t3(&mut self, now: Instant) {
+        self.t3 = Some(now + self.rto);
+    }
+
+    /// Writes DATA chunks into `packet` up to `mtu`: retransmissions first, then new data as
+    /// the congestion and receive windows allow. Returns true if it wrote any.
+    pub fn fill(&mut self, now: Instant, packet: &mut Vec<u8>) -> bool {
+        let mut wrote = false;
+        if self.to_retransmit > 0 {
+            wrote |= self.fill_retransmissions(now, packet);
+        }
+        while let Some(q) = self.queue.front_mut() {
+            let room = self.mtu.saturating_sub(packet.len() + DATA_HEADER) & !3;
+            if room < 4 {
+                break;
+            }
+            let left = q.data.len() - q.offset;
+            // Do not start a small fragment at the end of a packet when a fresh one holds more.
+            if left > room && room < self.mtu / 4 {
+                break;
+            }
+            let take = left.min(room);
+            // Windows (§6.1): nothing new while the flight fills cwnd or the peer's window
+            // (one chunk may always go when nothing is in flight: the zero window probe).
+            if self.flight_size > 0 && (self.flight_size + take > self.cwnd || take > self.peer_rwnd) {
+                self.cwnd_limited = self.flight_size + take > self.cwnd;
+                break;
+            }
+            // PR-SCTP: a message past its lifetime before it was sent at all is dropped.
+            if q.offset == 0 {
+                if let Reliability::MaxLifetime(life) = q.reliability {
+                    if now.saturating_duration_since(q.queued_at) > life {
+                        let q = self.queue.pop_front().expect("front exists");
+                        self.unqueue(q.stream, q.data.len());
+                        continue;
+                    }
+                }
+            }
+            let mut flags = if q.ordered { 0 } else { FLAG_UNORDERED };
+            if q.offset == 0 {
+                flags |= FLAG_BEGIN;
+                if q.ordered {
+                    let next = self.ssn.entry(q.stream).or_insert(0);
+                    q.ssn = *next;
+                    *next = next.wrapping_add(1);
+                }
+            }
+            if q.offset + take == q.data.len() {
+                flags |= FLAG_END;
+            }
+            let data = q.data.slice(q.offset..q.offset + take);
+            q.offset += take;
+            let chunk = InFlight {
+                tsn: self.next_tsn,
+                stream: q.stream,
+                ssn: q.ssn,
+                ppid: q.ppid,
+                flags,
+                data,
+                transmissions: 1,
+                last_sent: now,
+                acked: false,
+                misses: 0,
+                retransmit: false,
+                fast_retransmitted: false,
+                abandoned: false,
+                message: q.message,
+                reliability: q.reliability,
+                queued_at: q.queued_at,
+            };
+            let (stream, done) = (q.stream, q.offset == q.data.len());
+            if done {
+                self.queue.pop_front();
+            }
+            self.unqueue(stream, take);
+            self.next_tsn += 1;
+            write(packet, &chunk);
+            self.flight_size += take;
+            self.peer_rwnd = self.peer_rwnd.saturating_sub(take);
+            self.in_flight.push_back(chunk);
+            wrote = true;
+        }
+        if self.queue.is_empty() {
+            self.cwnd_limited = false;
+        }
+        if wrote && self.t3.is_none() {
+            self.restart_t3(now);
+        }
+        wrote
+    }
+
+    fn unqueue(&mut self, stream: u16, bytes: usize) {
+        if let Some(b) = self.queued_bytes.get_mut(&stream) {
+            *b -= bytes.min(*b);
+            if *b == 0 {
+                self.queued_bytes.remove(&stream);
+            }
+        }
+        self.total_queued -= bytes.min(self.total_queued);
+    }
+
+    fn fill_retransmissions(&mut self, now: Instant, packet: &mut Vec<u8>) -> bool {
+        let mut wrote = false;
+        let fast = self.fast_recovery.is_some();
+        for i in 0..self.in_flight.len() {
+            if self.to_retransmit == 0 {
+                break;
+            }
+            if !self.in_flight[i].retransmit {
+                continue;
+            }
+            if self.expired(i, now) {
+                self.abandon_message(self.in_flight[i].message);
+                continue;
+            }
+            let c = &self.in_flight[i];
+            if packet.len() + chunk::data_size(c.data.len()) > self.mtu {
+                break;
+            }
+            // The first retransmission of a fast retransmit ignores cwnd (§7.2.4 step 3).
+            let exempt = fast && !wrote;
+            if !exempt && self.flight_size > 0 && self.flight_size + c.data.len() > self.cwnd {
+                break;
+            }
+            let c = &mut self.in_flight[i];
+            c.retransmit = false;
+            c.transmissions += 1;
+            c.last_sent = now;
+            c.misses = 0;
+            self.to_retransmit -= 1;
+            self.flight_size += c.data.len();
+            self.retransmitted_chunks += 1;
+            write(packet, c);
+            wrote = true;
+        }
+        if wrote {
+            self.restart_t3(now);
+        }
+        wrote
+    }
+
+    /// Whether chunk `i` is past what its reliability allows.
+    fn expired(&self, i: usize, now: Instant) -> bool {
+        let c = &self.in_flight[i];
+        match c.reliability {
+            Reliability::Reliable => false,
+            Reliability::MaxRetransmits(n) => c.transmissions > u32::from(n),
+            Reliability::MaxLifetime(life) => now.saturating_duration_since(c.queued_at) > life,
+        }
+    }
+
+    /// Abandons every chunk of `message` (in flight and still queued) (RFC 3758 §3.5).
+    fn abandon_message(&mut self, message: u64) {
+        for c in self.in_flight.iter_mut().filter(|c| c.message == message && !c.abandoned) {
+            if c.retransmit {
+                self.to_retransmit -= 1;
+            } else if !c.acked {
+                self.flight_size -= c.data.len().min(self.flight_size);
+            }
+            c.abandoned = true;
+            c.retransmit = false;
+        }
+        if let Some(pos) = self.queue.iter().position(|q| q.message == message) {
+            let q = self.queue.remove(pos).expect("position is valid");
+            self.unqueue(q.stream, q.data.len() - q.offset);
+            // The receiver learns the end of this message never comes from FORWARD TSN.
+        }
+        self.advance_ack_point();
+    }
+
+    fn advance_ack_point(&mut self) {
+        let mut point = self.advanced_ack.max(self.cumulative_acked);
+        for c in &self.in_flight {
+            if c.tsn == point + 1 && (c.abandoned || c.acked) {
+                point = c.tsn;
+            } else if c.tsn > point {
+                break;
+            }
+        }
+        if point > self.advanced_ack {
+            self.advanced_ack = point;
+        }
+        if self.advanced_ack > self.cumulative_acked && self.forward_tsn_supported {
+            self.forward_tsn_due = true;
+        }
+    }
+
+    /// Writes a FORWARD TSN up to the advanced ack point, naming the last skipped SSN of
+    /// each ordered stream.
+    pub fn write_forward_tsn(&mut self, packet: &mut Vec<u8>) {
+        self.forward_tsn_due = false;
+        if self.advanced_ack <= self.cumulative_acked {
+            return;
+        }
+        let mut streams: Vec<(u16, u16)> = Vec::new();
+        for c in self.in_flight.iter().take_while(|c| c.tsn <= self.advanced_ack) {
+            if c.abandoned && c.flags & FLAG_UNORDERED == 0 {
+                match streams.iter_mut().find(|(s, _)| *s == c.stream) {
+                    Some(entry) => entry.1 = c.ssn,
+                    None => streams.push((c.stream, c.ssn)),
+                }
+            }
+        }
+        chunk::write_forward_tsn(packet, self.advanced_ack as u32, &streams);
+    }
+
+    /// A SACK from the peer.
+    pub fn on_sack(&mut self, now: Instant, sack: &Sack<'_>) -> SackOutcome {
+        let mut outcome = SackOutcome::default();
+        let cumulative = unwrap(self.cumulative_acked, sack.cumulative_tsn);
+        if cumulative < self.cumulative_acked || cumulative >= self.next_tsn {
+            // Old or impossible: ignore (§6.2.1 D i).
+            return outcome;
+        }
+        let flight_before = self.flight_size;
+        let mut rtt: Option<Duration> = None;
+        // Cumulative ack: drop everything up to it.
+        while self.in_flight.front().is_some_and(|c| c.tsn <= cumulative) {
+            let c = self.in_flight.pop_front().expect("front exists");
+            if c.counted() {
+                self.flight_size -= c.data.len().min(self.flight_size);
+            }
+            if c.retransmit {
+                self.to_retransmit -= 1;
+            }
+            if !c.acked && !c.abandoned {
+                outcome.acked_bytes += c.data.len();
+                if c.transmissions == 1 {
+                    rtt = Some(now.saturating_duration_since(c.last_sent));
+                }
+            }
+        }
+        if cumulative > self.cumulative_acked {
+            outcome.advanced = true;
+            self.cumulative_acked = cumulative;
+            self.timeouts = 0;
+        }
+        // Gap blocks: mark newly acked; the highest newly acked TSN drives miss indications.
+        let mut highest_newly_acked: Option<u64> = None;
+        let front = self.in_flight.front().map(|c| c.tsn);
+        for (start, end) in sack.gaps() {
+            let (Some(front), true) = (front, start <= end) else { continue };
+            let (first, last) = (cumulative + u64::from(start), cumulative + u64::from(end));
+            for tsn in first.max(front)..=last {
+                let Some(c) = self.in_flight.get_mut((tsn - front) as usize) else { break };
+                if c.acked {
+                    continue;
+                }
+                if c.retransmit {
+                    c.retransmit = false;
+                    self.to_retransmit -= 1;
+                } else if !c.abandoned {
+                    self.flight_size -= c.data.len().min(self.flight_size);
+                }
+                c.acked = true;
+                if !c.abandoned {
+                    outcome.acked_bytes += c.data.len();
+                    if c.transmissions == 1 {
+                        rtt = Some(now.saturating_duration_since(c.last_sent));
+                    }
+                }
+                highest_newly_acked = Some(tsn);
+            }
+        }
+        if let Some(rtt) = rtt {
+            self.measure(rtt);
+        }
+        self.detect_spurious(sack);
+        if let Some(highest) = highest_newly_acked {
+            self.miss_indications(highest);
+        }
+        // The peer's window is what it advertised less what is still in flight (§6.2.1).
+        self.peer_rwnd = (sack.a_rwnd as usize).saturating_sub(self.flight_size);
+        self.congestion_on_ack(outcome, flight_before);
+        if self.fast_recovery.is_some_and(|exit| self.cumulative_acked >= exit) {
+            self.fast_recovery = None;
+        }
+        // T3 (§6.3.2): restart when the cumulative ack moved and data is outstanding; stop
+        // when nothing is.
+        if self.in_flight.iter().all(|c| c.acked || c.abandoned) && self.to_retransmit == 0 {
+            self.t3 = None;
+        } else if outcome.advanced {
+            self.restart_t3(now);
+        }
+        // PR-SCTP (RFC 3758 §3.5 C1-C3).
+        if self.advanced_ack < self.cumulative_acked {
+            self.advanced_ack = self.cumulative_acked;
+        }
+        self.abandon_expired(now);
+        self.advance_ack_point();
+        outcome
+    }
+
+    fn abandon_expired(&mut self, now: Instant) {
+        if !self.forward_tsn_supported {
+            return;
+        }
+        let expired: Vec<u64> = (0..self.in_flight.len())
+            .filter(|&i| {
+                // Retransmit limits count only for chunks that need a retransmission; a
+                // lifetime ends whether or not the chunk is still on its way.
+                let c = &self.in_flight[i];
+                let candidate = match c.reliability {
+                    Reliability::Reliable => false,
+                    Reliability::MaxRetransmits(_) => c.retransmit,
+                    Reliability::MaxLifetime(_) => !c.acked,
+                };
+                candidate && !c.abandoned && self.expired(i, now)
+            })
+            .map(|i| self.in_flight[i].message)
+            .collect();
+        for message in expired {
+            self.abandon_message(message);
+        }
+    }
+
+    fn miss_indications(&mut self, highest: u64) {
+        let mut new_loss = false;
+        for c in self.in_flight.iter_mut().take_while(|c| c.tsn < highest) {
+            if c.acked || c.abandoned || c.retransmit || c.fast_retransmitted {
+                continue;
+            }
+            c.misses = c.misses.saturating_add(1);
+            if c.misses >= self.reorder_threshold {
+                c.retransmit = true;
+                c.fast_retransmitted = true;
+                self.to_retransmit += 1;
+                self.flight_size -= c.data.len().min(self.flight_size);
+                self.fast_retransmitted.push_back(c.tsn);
+                if self.fast_retransmitted.len() > 64 {
+                    self.fast_retransmitted.pop_front();
+                }
+                new_loss = true;
+            }
+        }
+        if new_loss && self.fast_recovery.is_none() {
+            // §7.2.3 / §7.2.4: halve once per window, and stay in fast recovery until
+            // everything outstanding now is acknowledged.
+            self.before_recovery = Some((self.cwnd, self.ssthresh));
+            self.ssthresh = (self.cwnd / 2).max(4 * self.mtu);
+            self.cwnd = self.ssthresh;
+            self.partial_bytes_acked = 0;
+            self.fast_recovery = self.in_flight.back().map(|c| c.tsn);
+        }
+    }
+
+    /// A duplicate reported for a chunk we fast-retransmitted: the original was only late
+    /// (reordering, not loss). Undo the window reduction and ask for more evidence next time
+    /// (as TCP does with D-SACK, RFC 3708 / RFC 4015 in spirit).
+    fn detect_spurious(&mut self, sack: &Sack<'_>) {
+        if self.fast_retransmitted.is_empty() {
+            return;
+        }
+        for dup in sack.duplicates() {
+            let tsn = unwrap(self.cumulative_acked, dup);
+            let Some(pos) = self.fast_retransmitted.iter().position(|&t| t == tsn) else { continue };
+            self.fast_retransmitted.remove(pos);
+            self.spurious_retransmits += 1;
+            self.reorder_threshold = (self.reorder_threshold + 2).min(MAX_REORDER_THRESHOLD);
+            if let Some((cwnd, ssthresh)) = self.before_recovery.take() {
+                self.cwnd = self.cwnd.max(cwnd);
+                self.ssthresh = self.ssthresh.max(ssthresh);
+                self.fast_recovery = None;
+            }
+        }
+    }
+
+    fn congestion_on_ack(&mut self, outcome: SackOutcome, flight_before: usize) {
+        if !outcome.advanced || self.fast_recovery.is_some() || outcome.acked_bytes == 0 {
+            return;
+        }
+        // Grow only when the window was in use (§7.2.1, §7.2.2): full at this SACK, or the
+        // last send stopped at cwnd (SACKs that arrive together each count).
+        let full = self.cwnd_limited || flight_before + self.mtu >= self.cwnd;
+        if self.cwnd <= self.ssthresh {
+            if full {
+                self.cwnd += outcome.acked_bytes.min(self.mtu);
+            }
+        } else {
+            self.partial_bytes_acked += outcome.acked_bytes;
+            if self.partial_bytes_acked >= self.cwnd && full {
+                self.partial_bytes_acked -= self.cwnd;
+                self.cwnd += self.mtu;
+            }
+        }
+    }
+
+    /// §6.3.1 RTO from an RTT measurement.
+    fn measure(&mut self, rtt: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(rtt);
+                self.rttvar = rtt / 2;
+            }
+            Some(srtt) => {
+                let diff = srtt.abs_diff(rtt);
+                self.rttvar = self.rttvar * 3 / 4 + diff / 4;
+                self.srtt = Some(srtt * 7 / 8 + rtt / 8);
+            }
+        }
+        let srtt = self.srtt.unwrap_or(rtt);
+        self.rto = (srtt + (self.rttvar * 4).max(Duration::from_millis(1))).clamp(RTO_MIN, RTO_MAX);
+    }
+
+    pub fn srtt(&self) -> Option<Duration> {
+        self.srtt
+    }
+
+    /// T3 expired (§6.3.3): back off, collapse the window, resend everything outstanding.
+    pub fn on_timeout(&mut self, now: Instant) {
+        if self.t3.is_none_or(|t| now < t) {
+            return;
+        }
+        self.t3 = None;
+        self.timeouts += 1;
+        self.rto = (self.rto * 2).min(RTO_MAX);
+        self.ssthresh = (self.cwnd / 2).max(4 * self.mtu);
+        self.cwnd = self.mtu;
+        self.before_recovery = None;
+        self.fast_retransmitted.clear();
+        self.partial_bytes_acked = 0;
+        self.fast_recovery = None;
+        for c in self.in_flight.iter_mut() {
+            if !c.acked && !c.abandoned && !c.retransmit {
+                c.retransmit = true;
+                self.to_retransmit += 1;
+            }
+            c.fast_retransmitted = false;
+        }
+        self.flight_size = 0;
+        self.abandon_expired(now);
+        if self.forward_tsn_supported && self.advanced_ack > self.cumulative_acked {
+            self.forward_tsn_due = true;
+        }
+        if self.to_retransmit > 0 || self.forward_tsn_due {
+            self.restart_t3(now);
+        }
+    }
+}
+
+fn write(packet: &mut Vec<u8>, c: &InFlight) {
+    chunk::write_data(
+        packet,
+        &Data {
+            flags: c.flags,
+            tsn: c.tsn as u32,
+            stream: c.stream,
+            ssn: c.ssn,
+            ppid: c.ppid,
+            payload: &c.data,
+        },
+    );
+}

@@ -1,0 +1,272 @@
+//! Two associations in `peerlink-netsim` (virtual clock, seeded): handshakes, bulk transfer
+//! with loss, delay and reordering, unreliable channels, stream reset, abort.
+
+use peerlink_netsim::{Datagram, HostId, LinkConfig, Network};
+use peerlink_sctp::{Association, Message, Reliability, SctpConfig, SctpEvent, SctpState};
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+struct Pair {
+    net: Network,
+    hosts: [HostId; 2],
+    addrs: [SocketAddr; 2],
+    sides: [Association; 2],
+    received: [Vec<Message>; 2],
+    events: [Vec<SctpEvent>; 2],
+}
+
+fn seed(n: u64) -> [u8; 32] {
+    let mut s = [0u8; 32];
+    s[..8].copy_from_slice(&n.to_be_bytes());
+    s
+}
+
+impl Pair {
+    fn new(n: u64, link: LinkConfig) -> Pair {
+        let start = Instant::now();
+        let mut net = Network::new(n, start);
+        let addrs: [SocketAddr; 2] =
+            ["198.51.100.1:5000".parse().unwrap(), "198.51.100.2:5000".parse().unwrap()];
+        // Loss on one side's link only, so `loss` is the loss of each direction of the path;
+        // delay and jitter on both.
+        let clean = LinkConfig { loss: 0.0, ..link.clone() };
+        let hosts = [net.add_host(addrs[0].ip(), None, link), net.add_host(addrs[1].ip(), None, clean)];
+        let sides = [
+            Association::new(start, SctpConfig::default(), seed(n * 2)),
+            Association::new(start, SctpConfig::default(), seed(n * 2 + 1)),
+        ];
+        Pair {
+            net,
+            hosts,
+            addrs,
+            sides,
+            received: [Vec::new(), Vec::new()],
+            events: [Vec::new(), Vec::new()],
+        }
+    }
+
+    fn connect_both(&mut self) {
+        let now = self.net.now();
+        self.sides[0].connect(now);
+        self.sides[1].connect(now);
+        self.run(Duration::from_secs(30), |p| p.sides.iter().all(Association::is_established));
+        assert!(self.sides.iter().all(Association::is_established), "{:?}", self.events);
+    }
+
+    fn flush(&mut self) {
+        let now = self.net.now();
+        for i in 0..2 {
+            while let Some(p) = self.sides[i].poll_transmit(now) {
+                let d = Datagram { from: self.addrs[i], to: self.addrs[1 - i], payload: p };
+                self.net.send(self.hosts[i], d);
+            }
+            while let Some(m) = self.sides[i].poll_message() {
+                self.received[i].push(m);
+            }
+            while let Some(e) = self.sides[i].poll_event() {
+                self.events[i].push(e);
+            }
+        }
+    }
+
+    /// Runs until `done` or `limit` of virtual time; `tick` runs before every step (to
+    /// feed data).
+    fn run_with(&mut self, limit: Duration, mut tick: impl FnMut(&mut Pair), done: impl Fn(&Pair) -> bool) {
+        let deadline = self.net.now() + limit;
+        loop {
+            tick(self);
+            self.flush();
+            if done(self) {
+                return;
+            }
+            let next = [self.net.poll_timeout(), self.sides[0].poll_timeout(), self.sides[1].poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            let Some(next) = next.filter(|&t| t <= deadline) else {
+                self.net.advance(deadline);
+                return;
+            };
+            self.net.advance(next.max(self.net.now()));
+            let now = self.net.now();
+            for i in 0..2 {
+                while let Some(d) = self.net.poll_receive(self.hosts[i]) {
+                    self.sides[i].handle_receive(now, &d.payload);
+                }
+                self.sides[i].handle_timeout(now);
+            }
+        }
+    }
+
+    fn run(&mut self, limit: Duration, done: impl Fn(&Pair) -> bool) {
+        self.run_with(limit, |_| {}, done);
+    }
+}
+
+/// Deterministic message contents: message `i` of `len` bytes.
+fn message(i: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|k| (i.wrapping_mul(31).wrapping_add(k.wrapping_mul(7)) % 251) as u8).collect()
+}
+
+fn lossy(loss: f64) -> LinkConfig {
+    // 25 ms each way on each of the two access links: 100 ms RTT; 1% of packets are held
+    // back by another 25 ms (reordered).
+    LinkConfig { delay: Duration::from_millis(25), loss, reorder: 0.01, ..LinkConfig::default() }
+}
+
+#[test]
+fn simultaneous_open_and_one_sided_open_both_establish() {
+    let mut p = Pair::new(1, LinkConfig::default());
+    p.connect_both();
+    assert_eq!(p.events[0], [SctpEvent::Connected]);
+    assert_eq!(p.events[1], [SctpEvent::Connected]);
+    let mut q = Pair::new(2, LinkConfig::default());
+    let now = q.net.now();
+    q.sides[0].connect(now);
+    q.run(Duration::from_secs(5), |p| p.sides.iter().all(Association::is_established));
+    assert!(q.sides.iter().all(Association::is_established));
+}
+
+#[test]
+fn the_handshake_survives_loss() {
+    for n in 1..=10 {
+        let mut p = Pair::new(100 + n, lossy(0.2));
+        p.connect_both();
+    }
+}
+
+/// Sends `total` bytes as messages of the given sizes (cycled) on stream 1, keeping at most
+/// 1 MB buffered, and checks every message arrives intact and in order.
+fn bulk(n: u64, link: LinkConfig, total: usize, sizes: &[usize]) -> Duration {
+    let mut p = Pair::new(n, link);
+    p.connect_both();
+    let start = p.net.now();
+    let (sent_bytes, count) = (Cell::new(0usize), Cell::new(0usize));
+    let sizes = sizes.to_vec();
+    p.run_with(
+        Duration::from_secs(600),
+        |p| {
+            let now = p.net.now();
+            while sent_bytes.get() < total && p.sides[0].buffered_amount(1) < 1 << 20 {
+                let index = count.get();
+                let len = sizes[index % sizes.len()].min(total - sent_bytes.get());
+                p.sides[0].send(now, 1, 53, message(index, len), true, Reliability::Reliable).unwrap();
+                sent_bytes.set(sent_bytes.get() + len);
+                count.set(index + 1);
+            }
+        },
+        |p| p.received[1].len() == count.get() && sent_bytes.get() == total,
+    );
+    let expected_count = count.get();
+    assert_eq!(p.received[1].len(), expected_count, "seed {n}: {:?}", p.sides[0].stats());
+    for (i, m) in p.received[1].iter().enumerate() {
+        assert_eq!(m.stream, 1);
+        assert!(m.data == message(i, m.data.len()), "message {i} differs");
+    }
+    assert_eq!(p.received[1].iter().map(|m| m.data.len()).sum::<usize>(), total);
+    p.net.now() - start
+}
+
+#[test]
+fn ten_megabytes_arrive_intact_with_and_without_loss() {
+    let sizes = [1, 1000, 1200, 16 * 1024, 64 * 1024, 256 * 1024, 3];
+    for (loss, n) in [(0.0, 10), (0.02, 11), (0.10, 12)] {
+        let took = bulk(n, lossy(loss), 10 << 20, &sizes);
+        println!("10 MB with {:.0}% loss, 100 ms RTT: {took:?} of virtual time", loss * 100.0);
+    }
+}
+
+#[test]
+fn unreliable_unordered_messages_never_stall_the_stream() {
+    let mut p = Pair::new(20, lossy(0.10));
+    p.connect_both();
+    let now = p.net.now();
+    for i in 0..500 {
+        p.sides[0].send(now, 3, 53, message(i, 800), false, Reliability::MaxRetransmits(0)).unwrap();
+    }
+    // A reliable message after them on another stream still arrives.
+    p.sides[0].send(now, 5, 51, b"after".to_vec(), true, Reliability::Reliable).unwrap();
+    p.run(Duration::from_secs(60), |p| p.received[1].iter().any(|m| m.stream == 5));
+    let lossy_count = p.received[1].iter().filter(|m| m.stream == 3).count();
+    assert!(p.received[1].iter().any(|m| m.data == b"after"));
+    assert!(lossy_count < 500 && lossy_count > 300, "{lossy_count} of 500 arrived");
+    for m in p.received[1].iter().filter(|m| m.stream == 3) {
+        assert!(m.unordered);
+    }
+    println!("unreliable: {lossy_count} of 500 arrived with 10% loss");
+}
+
+#[test]
+fn limited_lifetime_messages_are_abandoned_and_the_rest_flows() {
+    let mut p = Pair::new(21, lossy(0.2));
+    p.connect_both();
+    let now = p.net.now();
+    for i in 0..200 {
+        let life = Reliability::MaxLifetime(Duration::from_millis(150));
+        p.sides[0].send(now, 7, 53, message(i, 3000), true, life).unwrap();
+    }
+    p.sides[0].send(now, 7, 51, b"last, reliable".to_vec(), true, Reliability::Reliable).unwrap();
+    p.run(Duration::from_secs(60), |p| p.received[1].iter().any(|m| m.data == b"last, reliable"));
+    assert!(p.received[1].iter().any(|m| m.data == b"last, reliable"));
+    // Ordered: whatever arrived of stream 7 came in order.
+    let ids: Vec<usize> = p.received[1]
+        .iter()
+        .filter(|m| m.data.len() == 3000)
+        .map(|m| (0..200).find(|&i| message(i, 3000) == m.data).expect("a sent message"))
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+}
+
+#[test]
+fn stream_reset_goes_both_ways_and_the_stream_starts_over() {
+    let mut p = Pair::new(30, LinkConfig::default());
+    p.connect_both();
+    let now = p.net.now();
+    p.sides[0].send(now, 9, 51, b"before".to_vec(), true, Reliability::Reliable).unwrap();
+    p.sides[0].reset_streams(&[9]);
+    p.run(Duration::from_secs(5), |p| p.events[0].contains(&SctpEvent::OutgoingStreamsReset(vec![9])));
+    assert!(p.events[1].contains(&SctpEvent::IncomingStreamsReset(vec![9])), "{:?}", p.events);
+    assert!(p.events[0].contains(&SctpEvent::OutgoingStreamsReset(vec![9])), "{:?}", p.events);
+    // Data sent before the reset arrived; the stream is usable again from SSN 0.
+    let now = p.net.now();
+    p.sides[0].send(now, 9, 51, b"after".to_vec(), true, Reliability::Reliable).unwrap();
+    p.run(Duration::from_secs(5), |p| p.received[1].len() == 2);
+    let got: Vec<&[u8]> = p.received[1].iter().map(|m| m.data.as_slice()).collect();
+    assert_eq!(got, [&b"before"[..], b"after"]);
+}
+
+#[test]
+fn abort_ends_both_sides() {
+    let mut p = Pair::new(40, LinkConfig::default());
+    p.connect_both();
+    p.sides[0].abort("test over");
+    p.run(Duration::from_secs(2), |p| p.sides[1].state() == SctpState::Ended);
+    assert_eq!(p.sides[1].state(), SctpState::Ended);
+    assert!(matches!(p.events[1].last(), Some(SctpEvent::Closed { .. })));
+    assert!(p.sides[0].send(p.net.now(), 1, 51, b"x".to_vec(), true, Reliability::Reliable).is_err());
+}
+
+#[test]
+fn graceful_shutdown_after_data() {
+    let mut p = Pair::new(41, lossy(0.05));
+    p.connect_both();
+    let now = p.net.now();
+    p.sides[0].send(now, 1, 53, message(1, 100_000), true, Reliability::Reliable).unwrap();
+    p.sides[0].close(now);
+    p.run(Duration::from_secs(30), |p| p.sides.iter().all(|s| s.state() == SctpState::Ended));
+    assert_eq!(p.received[1].len(), 1);
+    assert!(p.sides.iter().all(|s| s.state() == SctpState::Ended), "{:?}", p.events);
+}
+
+#[test]
+fn a_silent_peer_ends_the_association() {
+    let mut p = Pair::new(42, LinkConfig::default());
+    p.connect_both();
+    let now = p.net.now();
+    let host = p.hosts[1];
+    p.net.set_link(host, LinkConfig { up: false, ..LinkConfig::default() });
+    p.sides[0].send(now, 1, 53, vec![1; 1000], true, Reliability::Reliable).unwrap();
+    p.run(Duration::from_secs(300), |p| p.sides[0].state() == SctpState::Ended);
+    assert_eq!(p.sides[0].state(), SctpState::Ended);
+}
