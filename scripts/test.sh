@@ -24,6 +24,9 @@ cargo clippy --workspace --all-targets -q -- -D warnings
 step "cargo test --workspace"
 cargo test --workspace
 
+step "DTLS + SCTP + data channels in netsim: 100 MB at 0, 2 and 10% loss (release)"
+cargo test --release -q -p peerlink-sctp --test stack -- --ignored --nocapture
+
 step "release build"
 cargo build --release -q -p peerlink-cli -p peerlink-bench
 cargo build --release -q -p peerlink-server --example turn_probe

@@ -6,6 +6,7 @@
 //!   verification tags, SACKs, stream reset, ABORT, SHUTDOWN.
 //! - `send` and `recv`: the data path (fragmentation, retransmission, congestion control,
 //!   PR-SCTP; reassembly, ordered and unordered delivery).
+//! - [`dcep`], [`channels`]: WebRTC data channels (RFC 8831, RFC 8832) on top.
 //!
 //! ```text
 //! let mut sctp = Association::new(now, SctpConfig::default(), seed);
@@ -17,11 +18,14 @@
 //! ```
 
 pub mod assoc;
+pub mod channels;
 pub mod chunk;
+pub mod dcep;
 pub mod packet;
 mod recv;
 mod send;
 
 pub use assoc::{Association, SctpConfig, SctpEvent, SctpState, SctpStats, SendError};
+pub use channels::{ChannelConfig, ChannelError, ChannelEvent, ChannelState, DataChannels};
 pub use recv::Message;
 pub use send::Reliability;

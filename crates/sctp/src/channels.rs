@@ -1,0 +1,380 @@
+//! WebRTC data channels (RFC 8831) over one association, sans-IO: in-band opening with
+//! DCEP or out-of-band ("negotiated") ids, stream ids by DTLS role (the DTLS client takes
+//! even ones, RFC 8832 §6), label and protocol, ordered or not, maxRetransmits and
+//! maxPacketLifeTime, text and binary messages including empty ones (RFC 8831 §6.6),
+//! buffered amount with a low-water event, and closing by stream reset (§6.7).
+
+use crate::assoc::{Association, SctpEvent, SendError};
+use crate::dcep::{self, DcepMessage, Open};
+use crate::send::Reliability;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+/// What a new channel is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelConfig {
+    pub label: String,
+    pub protocol: String,
+    pub ordered: bool,
+    pub reliability: Reliability,
+    /// Agreed out of band on this stream id: no DCEP, open on both sides at once.
+    pub negotiated: Option<u16>,
+    pub priority: u16,
+}
+
+impl ChannelConfig {
+    /// A reliable, ordered channel (the default of `createDataChannel`).
+    pub fn reliable(label: &str) -> ChannelConfig {
+        ChannelConfig {
+            label: label.to_owned(),
+            protocol: String::new(),
+            ordered: true,
+            reliability: Reliability::Reliable,
+            negotiated: None,
+            priority: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelState {
+    Connecting,
+    Open,
+    Closing,
+    Closed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelEvent {
+    /// The peer opened a channel (DCEP); it is open.
+    Incoming {
+        id: u16,
+        label: String,
+        protocol: String,
+    },
+    /// A channel we created is open.
+    Open(u16),
+    Message {
+        id: u16,
+        data: Vec<u8>,
+        binary: bool,
+    },
+    /// The channel's buffered amount fell to its low-water mark.
+    BufferedAmountLow(u16),
+    Closed(u16),
+    /// The association is gone; every channel with it.
+    Ended {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChannelError {
+    #[error("no open channel {0}")]
+    NotOpen(u16),
+    #[error("stream id {0} is taken")]
+    IdTaken(u16),
+    #[error("no stream ids left")]
+    NoIds,
+    #[error(transparent)]
+    Send(#[from] SendError),
+}
+
+#[derive(Debug)]
+struct Channel {
+    config: ChannelConfig,
+    state: ChannelState,
+    low_water: usize,
+    /// Above the low-water mark since the last event.
+    above: bool,
+    /// Our outgoing side was reset / the peer's was.
+    out_reset: bool,
+    in_reset: bool,
+}
+
+/// The data channels of one association.
+#[derive(Debug)]
+pub struct DataChannels {
+    sctp: Association,
+    /// The DTLS client's channels use even stream ids.
+    even: bool,
+    channels: BTreeMap<u16, Channel>,
+    next_id: u16,
+    events: VecDeque<ChannelEvent>,
+}
+
+/// Stream ids in use at most (the association asks for 65535 each way).
+const MAX_ID: u16 = 65534;
+
+impl DataChannels {
+    /// `dtls_client`: whether our DTLS role is client (it decides even or odd stream ids).
+    pub fn new(sctp: Association, dtls_client: bool) -> DataChannels {
+        DataChannels {
+            sctp,
+            even: dtls_client,
+            channels: BTreeMap::new(),
+            next_id: u16::from(!dtls_client),
+            events: VecDeque::new(),
+        }
+    }
+
+    pub fn association(&self) -> &Association {
+        &self.sctp
+    }
+
+    pub fn association_mut(&mut self) -> &mut Association {
+        &mut self.sctp
+    }
+
+    /// Channels not yet fully closed.
+    pub fn len(&self) -> usize {
+        self.channels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty()
+    }
+
+    pub fn state(&self, id: u16) -> ChannelState {
+        self.channels.get(&id).map_or(ChannelState::Closed, |c| c.state)
+    }
+
+    pub fn label(&self, id: u16) -> Option<&str> {
+        self.channels.get(&id).map(|c| c.config.label.as_str())
+    }
+
+    /// Creates a channel; it opens when the association is up (at once if it is).
+    pub fn create(&mut self, now: Instant, config: ChannelConfig) -> Result<u16, ChannelError> {
+        let id = match config.negotiated {
+            Some(id) if self.channels.contains_key(&id) => return Err(ChannelError::IdTaken(id)),
+            Some(id) => id,
+            None => self.free_id()?,
+        };
+        if config.negotiated.is_none() {
+            let open = DcepMessage::Open(Open {
+                ordered: config.ordered,
+                reliability: config.reliability,
+                priority: config.priority,
+                label: config.label.clone(),
+                protocol: config.protocol.clone(),
+            });
+            // DCEP messages are reliable and ordered (RFC 8832 §6).
+            self.sctp.send(now, id, dcep::PPID_DCEP, open.encode(), true, Reliability::Reliable)?;
+        }
+        let established = self.sctp.is_established();
+        let state = if established { ChannelState::Open } else { ChannelState::Connecting };
+        let channel =
+            Channel { config, state, low_water: 0, above: false, out_reset: false, in_reset: false };
+        self.channels.insert(id, channel);
+        if established {
+            self.events.push_back(ChannelEvent::Open(id));
+        }
+        Ok(id)
+    }
+
+    fn free_id(&mut self) -> Result<u16, ChannelError> {
+        for _ in 0..=MAX_ID / 2 {
+            let id = self.next_id;
+            self.next_id = if self.next_id + 2 > MAX_ID { u16::from(!self.even) } else { self.next_id + 2 };
+            if !self.channels.contains_key(&id) {
+                return Ok(id);
+            }
+        }
+        Err(ChannelError::NoIds)
+    }
+
+    /// Sends a message: `binary` or text (UTF-8 is the caller's business). Empty messages
+    /// go as one zero byte with the "empty" PPID.
+    pub fn send(&mut self, now: Instant, id: u16, data: &[u8], binary: bool) -> Result<(), ChannelError> {
+        let c = self.channels.get_mut(&id).ok_or(ChannelError::NotOpen(id))?;
+        if !matches!(c.state, ChannelState::Open | ChannelState::Connecting) {
+            return Err(ChannelError::NotOpen(id));
+        }
+        let (ppid, payload) = match (binary, data.is_empty()) {
+            (true, false) => (dcep::PPID_BINARY, data.to_vec()),
+            (false, false) => (dcep::PPID_STRING, data.to_vec()),
+            (true, true) => (dcep::PPID_BINARY_EMPTY, vec![0]),
+            (false, true) => (dcep::PPID_STRING_EMPTY, vec![0]),
+        };
+        let (ordered, reliability) = (c.config.ordered, c.config.reliability);
+        self.sctp.send(now, id, ppid, payload, ordered, reliability)?;
+        let c = self.channels.get_mut(&id).expect("checked above");
+        c.above = self.sctp.buffered_amount(id) > c.low_water;
+        Ok(())
+    }
+
+    pub fn buffered_amount(&self, id: u16) -> usize {
+        self.sctp.buffered_amount(id)
+    }
+
+    /// `bufferedAmountLowThreshold`.
+    pub fn set_low_water(&mut self, id: u16, bytes: usize) {
+        if let Some(c) = self.channels.get_mut(&id) {
+            c.low_water = bytes;
+        }
+    }
+
+    /// Closes a channel: what is queued is sent, then the stream is reset both ways.
+    pub fn close(&mut self, id: u16) {
+        let Some(c) = self.channels.get_mut(&id) else { return };
+        if matches!(c.state, ChannelState::Closing | ChannelState::Closed) {
+            return;
+        }
+        c.state = ChannelState::Closing;
+        self.sctp.reset_streams(&[id]);
+    }
+
+    pub fn handle_receive(&mut self, now: Instant, packet: &[u8]) {
+        self.sctp.handle_receive(now, packet);
+        self.process(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.sctp.handle_timeout(now);
+        self.process(now);
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sctp.poll_timeout()
+    }
+
+    /// The next packet for DTLS. Buffered-amount-low events follow what it took.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        let p = self.sctp.poll_transmit(now);
+        if p.is_some() {
+            for (&id, c) in self.channels.iter_mut() {
+                if c.above && self.sctp.buffered_amount(id) <= c.low_water {
+                    c.above = false;
+                    self.events.push_back(ChannelEvent::BufferedAmountLow(id));
+                }
+            }
+        }
+        self.process(now);
+        p
+    }
+
+    pub fn poll_event(&mut self) -> Option<ChannelEvent> {
+        self.events.pop_front()
+    }
+
+    /// Association events, then messages (a channel closing still delivers what came
+    /// before the reset), then channels whose close completed.
+    fn process(&mut self, now: Instant) {
+        let mut finished = Vec::new();
+        while let Some(e) = self.sctp.poll_event() {
+            match e {
+                SctpEvent::Connected => {
+                    for (&id, c) in self.channels.iter_mut() {
+                        if c.state == ChannelState::Connecting {
+                            c.state = ChannelState::Open;
+                            self.events.push_back(ChannelEvent::Open(id));
+                        }
+                    }
+                }
+                SctpEvent::IncomingStreamsReset(ids) => {
+                    for id in ids {
+                        let Some(c) = self.channels.get_mut(&id) else { continue };
+                        c.in_reset = true;
+                        // The peer closed: close our side too (RFC 8831 §6.7).
+                        if c.state != ChannelState::Closing {
+                            c.state = ChannelState::Closing;
+                            self.sctp.reset_streams(&[id]);
+                        }
+                        finished.push(id);
+                    }
+                }
+                SctpEvent::OutgoingStreamsReset(ids) => {
+                    for id in ids {
+                        if let Some(c) = self.channels.get_mut(&id) {
+                            c.out_reset = true;
+                        }
+                        finished.push(id);
+                    }
+                }
+                SctpEvent::Closed { reason } => {
+                    for (&id, c) in self.channels.iter_mut() {
+                        c.state = ChannelState::Closed;
+                        self.events.push_back(ChannelEvent::Closed(id));
+                    }
+                    self.channels.clear();
+                    self.events.push_back(ChannelEvent::Ended { reason });
+                }
+            }
+        }
+        while let Some(m) = self.sctp.poll_message() {
+            self.message(now, m.stream, m.ppid, m.data);
+        }
+        for id in finished {
+            self.finish_close(id);
+        }
+    }
+
+    fn finish_close(&mut self, id: u16) {
+        if self.channels.get(&id).is_some_and(|c| c.in_reset && c.out_reset) {
+            self.channels.remove(&id);
+            self.events.push_back(ChannelEvent::Closed(id));
+        }
+    }
+
+    fn message(&mut self, now: Instant, id: u16, ppid: u32, data: Vec<u8>) {
+        match ppid {
+            dcep::PPID_DCEP => self.dcep(now, id, &data),
+            dcep::PPID_STRING | dcep::PPID_STRING_PARTIAL | dcep::PPID_BINARY | dcep::PPID_BINARY_PARTIAL => {
+                let binary = matches!(ppid, dcep::PPID_BINARY | dcep::PPID_BINARY_PARTIAL);
+                if self.receiving(id) {
+                    self.events.push_back(ChannelEvent::Message { id, data, binary });
+                }
+            }
+            dcep::PPID_STRING_EMPTY | dcep::PPID_BINARY_EMPTY if self.receiving(id) => {
+                let binary = ppid == dcep::PPID_BINARY_EMPTY;
+                self.events.push_back(ChannelEvent::Message { id, data: Vec::new(), binary });
+            }
+            _ => {} // unknown payload protocol: dropped
+        }
+    }
+
+    fn receiving(&self, id: u16) -> bool {
+        self.channels.get(&id).is_some_and(|c| matches!(c.state, ChannelState::Open | ChannelState::Closing))
+    }
+
+    fn dcep(&mut self, now: Instant, id: u16, data: &[u8]) {
+        match DcepMessage::parse(data) {
+            Ok(DcepMessage::Open(open)) => {
+                // The peer's ids have the other parity; a taken id is a protocol error we
+                // answer by ignoring the OPEN.
+                if self.channels.contains_key(&id) || (id % 2 == 0) == self.even {
+                    return;
+                }
+                let ack = DcepMessage::Ack.encode();
+                if self.sctp.send(now, id, dcep::PPID_DCEP, ack, true, Reliability::Reliable).is_err() {
+                    return;
+                }
+                let config = ChannelConfig {
+                    label: open.label.clone(),
+                    protocol: open.protocol.clone(),
+                    ordered: open.ordered,
+                    reliability: open.reliability,
+                    negotiated: None,
+                    priority: open.priority,
+                };
+                let channel = Channel {
+                    config,
+                    state: ChannelState::Open,
+                    low_water: 0,
+                    above: false,
+                    out_reset: false,
+                    in_reset: false,
+                };
+                self.channels.insert(id, channel);
+                self.events.push_back(ChannelEvent::Incoming {
+                    id,
+                    label: open.label,
+                    protocol: open.protocol,
+                });
+            }
+            // The opener's channel is open already (it may send before the ACK, §6).
+            Ok(DcepMessage::Ack) | Err(_) => {}
+        }
+    }
+}

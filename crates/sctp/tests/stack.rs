@@ -1,0 +1,321 @@
+//! Two full stacks, DTLS (`peerlink-dtls`, OpenSSL) + SCTP + data channels, in
+//! `peerlink-netsim` under a virtual clock: channels opened both ways and closed, messages of
+//! every kind, bulk transfers that must arrive with the same SHA-256 under loss, delay and
+//! reordering, unreliable channels, and a thousand channels opened and closed.
+
+use peerlink_dtls::{Certificate, Dtls, DtlsConfig, DtlsEvent, Role};
+use peerlink_netsim::{Datagram, HostId, LinkConfig, Network};
+use peerlink_sctp::{Association, ChannelConfig, ChannelEvent, DataChannels, Reliability, SctpConfig};
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+struct Side {
+    dtls: Dtls,
+    dc: DataChannels,
+    host: HostId,
+    addr: SocketAddr,
+    events: Vec<ChannelEvent>,
+    /// Bytes received per channel, hashed as they come.
+    hash: Sha256,
+    received: usize,
+    per_channel: std::collections::HashMap<u16, usize>,
+}
+
+struct World {
+    net: Network,
+    sides: [Side; 2],
+}
+
+fn seed(n: u64) -> [u8; 32] {
+    let mut s = [0u8; 32];
+    s[..8].copy_from_slice(&n.to_be_bytes());
+    s
+}
+
+impl World {
+    fn new(n: u64, link: LinkConfig) -> World {
+        let start = Instant::now();
+        let mut net = Network::new(n, start);
+        let addrs: [SocketAddr; 2] =
+            ["198.51.100.1:4000".parse().unwrap(), "198.51.100.2:4000".parse().unwrap()];
+        let clean = LinkConfig { loss: 0.0, ..link.clone() };
+        let hosts = [net.add_host(addrs[0].ip(), None, link), net.add_host(addrs[1].ip(), None, clean)];
+        let certs = [Certificate::generate().unwrap(), Certificate::generate().unwrap()];
+        let sides = [0, 1].map(|i| {
+            let role = if i == 0 { Role::Client } else { Role::Server };
+            let config = DtlsConfig::new(role, certs[i].clone(), certs[1 - i].fingerprint().clone());
+            let sctp = Association::new(start, SctpConfig::default(), seed(n * 2 + i as u64));
+            Side {
+                dtls: Dtls::new(start, config).unwrap(),
+                dc: DataChannels::new(sctp, role == Role::Client),
+                host: hosts[i],
+                addr: addrs[i],
+                events: Vec::new(),
+                hash: Sha256::new(),
+                received: 0,
+                per_channel: Default::default(),
+            }
+        });
+        World { net, sides }
+    }
+
+    fn step_side(&mut self, i: usize) {
+        let now = self.net.now();
+        let to = self.sides[1 - i].addr;
+        let side = &mut self.sides[i];
+        while let Some(e) = side.dtls.poll_event() {
+            match e {
+                // Both ends start SCTP once DTLS is up (a simultaneous open).
+                DtlsEvent::Connected { .. } => side.dc.association_mut().connect(now),
+                other => panic!("dtls: {other:?}"),
+            }
+        }
+        if side.dtls.is_connected() {
+            while let Some(p) = side.dc.poll_transmit(now) {
+                side.dtls.write(&p).unwrap();
+            }
+        }
+        while let Some(d) = side.dtls.poll_transmit() {
+            self.net.send(side.host, Datagram { from: side.addr, to, payload: d });
+        }
+        while let Some(e) = side.dc.poll_event() {
+            if let ChannelEvent::Message { data, id, .. } = &e {
+                *side.per_channel.entry(*id).or_default() += 1;
+                side.hash.update(data);
+                side.received += data.len();
+                // Bulk data is not kept (100 MB); small messages are.
+                if data.len() > 64 {
+                    continue;
+                }
+            }
+            side.events.push(e);
+        }
+    }
+
+    fn run(&mut self, limit: Duration, mut tick: impl FnMut(&mut World), done: impl Fn(&World) -> bool) {
+        let deadline = self.net.now() + limit;
+        let mut buf = vec![0u8; 70_000];
+        loop {
+            tick(self);
+            self.step_side(0);
+            self.step_side(1);
+            if done(self) {
+                return;
+            }
+            let next = [
+                self.net.poll_timeout(),
+                self.sides[0].dtls.poll_timeout(),
+                self.sides[1].dtls.poll_timeout(),
+                self.sides[0].dc.poll_timeout(),
+                self.sides[1].dc.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let Some(next) = next.filter(|&t| t <= deadline) else {
+                self.net.advance(deadline);
+                return;
+            };
+            self.net.advance(next.max(self.net.now()));
+            let now = self.net.now();
+            for side in &mut self.sides {
+                while let Some(d) = self.net.poll_receive(side.host) {
+                    side.dtls.handle_receive(now, &d.payload);
+                    while let Some(n) = side.dtls.read(&mut buf) {
+                        side.dc.handle_receive(now, &buf[..n]);
+                    }
+                }
+                side.dtls.handle_timeout(now);
+                side.dc.handle_timeout(now);
+            }
+        }
+    }
+
+    fn wait(&mut self, limit: Duration, done: impl Fn(&World) -> bool) {
+        self.run(limit, |_| {}, done);
+    }
+
+    fn has(&self, i: usize, e: &ChannelEvent) -> bool {
+        self.sides[i].events.contains(e)
+    }
+}
+
+#[test]
+fn channels_open_both_ways_carry_every_kind_of_message_and_close() {
+    let mut w = World::new(1, LinkConfig::default());
+    let now = w.net.now();
+    // Created before anything is connected: opens once the association is up.
+    let chat = w.sides[0].dc.create(now, ChannelConfig::reliable("chat")).unwrap();
+    assert_eq!(chat % 2, 0, "the DTLS client uses even ids");
+    w.wait(Duration::from_secs(10), |w| {
+        w.has(1, &ChannelEvent::Incoming { id: 0, label: "chat".into(), protocol: String::new() })
+    });
+    assert!(w.has(0, &ChannelEvent::Open(chat)), "{:?}", w.sides[0].events);
+    let now = w.net.now();
+    let back = w.sides[1]
+        .dc
+        .create(now, ChannelConfig { protocol: "json".into(), ..ChannelConfig::reliable("back") })
+        .unwrap();
+    assert_eq!(back % 2, 1);
+    let negotiated = ChannelConfig { negotiated: Some(42), ..ChannelConfig::reliable("agreed") };
+    w.sides[0].dc.create(now, negotiated.clone()).unwrap();
+    w.sides[1].dc.create(now, negotiated).unwrap();
+    for (data, binary) in [(&b"text"[..], false), (b"\x00\x01bin", true), (b"", false), (b"", true)] {
+        w.sides[0].dc.send(now, chat, data, binary).unwrap();
+        w.sides[1].dc.send(now, 42, data, binary).unwrap();
+    }
+    w.wait(Duration::from_secs(10), |w| w.sides[1].events.len() >= 5 && w.sides[0].events.len() >= 6);
+    let expect = |id: u16| {
+        [(&b"text"[..], false), (b"\x00\x01bin", true), (b"", false), (b"", true)]
+            .map(|(d, binary)| ChannelEvent::Message { id, data: d.to_vec(), binary })
+    };
+    for e in expect(chat) {
+        assert!(w.has(1, &e), "{e:?} in {:?}", w.sides[1].events);
+    }
+    for e in expect(42) {
+        assert!(w.has(0, &e), "{e:?} in {:?}", w.sides[0].events);
+    }
+    assert!(w.has(0, &ChannelEvent::Incoming { id: back, label: "back".into(), protocol: "json".into() }));
+    // Closing one side closes both; the other channels stay.
+    w.sides[0].dc.close(chat);
+    w.wait(Duration::from_secs(10), |w| {
+        w.has(0, &ChannelEvent::Closed(chat)) && w.has(1, &ChannelEvent::Closed(chat))
+    });
+    assert!(w.has(0, &ChannelEvent::Closed(chat)) && w.has(1, &ChannelEvent::Closed(chat)));
+    assert_eq!(w.sides[0].dc.len(), 2);
+    let now = w.net.now();
+    assert!(w.sides[0].dc.send(now, chat, b"late", false).is_err());
+}
+
+/// Sends `total` bytes over one reliable ordered channel in messages of mixed sizes,
+/// keeping the buffered amount under 1 MB with the low-water event, and compares hashes.
+fn bulk(n: u64, link: LinkConfig, total: usize) -> Duration {
+    let mut w = World::new(n, link);
+    let now = w.net.now();
+    let id = w.sides[0].dc.create(now, ChannelConfig::reliable("bulk")).unwrap();
+    w.sides[0].dc.set_low_water(id, 512 * 1024);
+    w.wait(Duration::from_secs(30), |w| {
+        w.sides[1].events.iter().any(|e| matches!(e, ChannelEvent::Incoming { .. }))
+    });
+    let start = w.net.now();
+    let sizes = [65_536, 1_200, 16_384, 262_144, 7, 1_000];
+    let mut sent_hash = Sha256::new();
+    let (mut sent, mut k) = (0usize, 0usize);
+    w.run(
+        Duration::from_secs(20_000),
+        |w| {
+            let now = w.net.now();
+            while sent < total && w.sides[0].dc.buffered_amount(id) < 1 << 20 {
+                let len = sizes[k % sizes.len()].min(total - sent);
+                let data: Vec<u8> = (0..len).map(|j| ((j as u64 * 2654435761) >> 13) as u8 ^ k as u8).collect();
+                sent_hash.update(&data);
+                w.sides[0].dc.send(now, id, &data, true).unwrap();
+                sent += len;
+                k += 1;
+            }
+        },
+        |w| w.sides[1].received >= total,
+    );
+    assert_eq!(w.sides[1].received, total, "seed {n}: {:?}", w.sides[0].dc.association().stats());
+    let got = std::mem::take(&mut w.sides[1].hash).finalize();
+    assert_eq!(got, sent_hash.finalize(), "seed {n}: contents differ");
+    w.net.now() - start
+}
+
+fn lossy(loss: f64) -> LinkConfig {
+    // 100 ms RTT (25 ms on each of four link crossings), 1% of packets held back 25 ms more.
+    LinkConfig { delay: Duration::from_millis(25), loss, reorder: 0.01, ..LinkConfig::default() }
+}
+
+#[test]
+fn five_megabytes_with_the_same_hash_at_0_2_and_10_percent_loss() {
+    for (loss, n) in [(0.0, 10), (0.02, 11), (0.10, 12)] {
+        let took = bulk(n, lossy(loss), 5 << 20);
+        println!("5 MB over DTLS+SCTP, {:.0}% loss, 100 ms RTT: {took:?} virtual", loss * 100.0);
+    }
+}
+
+/// The full size the issue asks for; heavy, so run in release by scripts/test.sh.
+#[test]
+#[ignore]
+fn hundred_megabytes_with_the_same_hash_at_0_2_and_10_percent_loss() {
+    for (loss, n) in [(0.0, 20), (0.02, 21), (0.10, 22)] {
+        let took = bulk(n, lossy(loss), 100 << 20);
+        println!("100 MB over DTLS+SCTP, {:.0}% loss, 100 ms RTT: {took:?} virtual", loss * 100.0);
+    }
+}
+
+#[test]
+fn unreliable_channels_lose_what_they_may_and_never_stall() {
+    let mut w = World::new(30, lossy(0.10));
+    let now = w.net.now();
+    let lossy_id = w.sides[0]
+        .dc
+        .create(
+            now,
+            ChannelConfig {
+                ordered: false,
+                reliability: Reliability::MaxRetransmits(0),
+                ..ChannelConfig::reliable("u")
+            },
+        )
+        .unwrap();
+    let timed = w.sides[0]
+        .dc
+        .create(
+            now,
+            ChannelConfig {
+                reliability: Reliability::MaxLifetime(Duration::from_millis(100)),
+                ..ChannelConfig::reliable("t")
+            },
+        )
+        .unwrap();
+    let sure = w.sides[0].dc.create(now, ChannelConfig::reliable("r")).unwrap();
+    w.wait(Duration::from_secs(30), |w| {
+        w.sides[1].events.iter().filter(|e| matches!(e, ChannelEvent::Incoming { .. })).count() == 3
+    });
+    let now = w.net.now();
+    // About one message per packet, so 10% loss loses about 30 of each.
+    for i in 0..300u32 {
+        let mut m = vec![0u8; 1000];
+        m[..4].copy_from_slice(&i.to_be_bytes());
+        w.sides[0].dc.send(now, lossy_id, &m, true).unwrap();
+        w.sides[0].dc.send(now, timed, &m, true).unwrap();
+    }
+    w.sides[0].dc.send(now, sure, b"done", false).unwrap();
+    let fin = ChannelEvent::Message { id: sure, data: b"done".to_vec(), binary: false };
+    w.wait(Duration::from_secs(120), |w| w.has(1, &fin));
+    assert!(w.has(1, &fin));
+    let count = |id: u16| w.sides[1].per_channel.get(&id).copied().unwrap_or(0);
+    let (u, t) = (count(lossy_id), count(timed));
+    assert!(u < 300 && u > 200, "unreliable: {u} of 300");
+    // Queued at once behind a small initial window, most outlive their 100 ms before they
+    // are sent and are dropped unsent; what is sent may still be lost.
+    assert!((1..300).contains(&t), "timed: {t} of 300");
+    println!("10% loss: unreliable channel got {u} of 300, 100 ms lifetime channel {t} of 300");
+}
+
+#[test]
+fn a_thousand_channels_open_and_close_without_leaking() {
+    let mut w = World::new(40, LinkConfig::default());
+    for round in 0..1000u32 {
+        let now = w.net.now();
+        let opener = (round % 2) as usize;
+        let id = w.sides[opener].dc.create(now, ChannelConfig::reliable(&format!("c{round}"))).unwrap();
+        w.sides[opener].dc.send(now, id, &round.to_be_bytes(), true).unwrap();
+        let msg = ChannelEvent::Message { id, data: round.to_be_bytes().to_vec(), binary: true };
+        w.wait(Duration::from_secs(10), |w| w.has(1 - opener, &msg));
+        assert!(w.has(1 - opener, &msg), "round {round}");
+        // Either side closes.
+        let closer = (round as usize / 2) % 2;
+        w.sides[closer].dc.close(id);
+        w.wait(Duration::from_secs(10), |w| {
+            w.sides.iter().all(|s| s.dc.state(id) == peerlink_sctp::ChannelState::Closed)
+        });
+        assert!(w.sides.iter().all(|s| s.dc.is_empty()), "round {round}: channels left open");
+        for s in &mut w.sides {
+            s.events.clear();
+        }
+    }
+}
