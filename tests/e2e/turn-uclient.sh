@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # coturn's turnutils_uclient and turnutils_peer (clients we did not write) against
 # `peerlink turn`: UDP, TCP and TLS client transport, channels and Send indications, a static
-# user and a TURN REST secret. Every message must come back echoed, none lost. A certificate
+# user and a TURN REST secret, and RFC 6062 TCP relays (-T: clients connect to each other's
+# relayed address through Connect, ConnectionAttempt and ConnectionBind, over TCP and TLS
+# control connections). Every message must come back echoed, none lost. A certificate
 # reload (SIGHUP) in the middle of a TLS session loses nothing and serves the new
 # certificate. Then the refusals: wrong password, and a loopback peer without
 # --allow-loopback-peers (403).
@@ -54,13 +56,13 @@ tls_port=$(sed -nE 's/.*turn listening on 127\.0\.0\.1:([0-9]+) \(tls\).*/\1/p' 
 sleep 0.2
 
 # uclient prints "start_mclient: tot_send_msgs=N, tot_recv_msgs=M" and "Total lost packets N".
-echo_run() { # label, uclient flags... (TARGET_PORT overrides the server port)
+echo_run() { # label, uclient flags... (TARGET_PORT overrides the server port, LENGTH the message size)
     local label=$1
     shift
     local expected=$((MESSAGES * CLIENTS)) log="$tmp/uclient.log" sent received lost
     timeout 120 turnutils_uclient "$@" -p "${TARGET_PORT:-$port}" -e "${PEER_IP:-127.0.0.1}" \
         -r "${PEER_PORT:-$peer_port}" -m "$CLIENTS" \
-        -n "$MESSAGES" -l 180 127.0.0.1 >"$log" 2>&1 || true
+        -n "$MESSAGES" -l "${LENGTH:-180}" 127.0.0.1 >"$log" 2>&1 || true
     cp "$log" "${KEEP_LOGS:-/dev/null}" 2>/dev/null || true
     sent=$(sed -nE 's/.*start_mclient: tot_send_msgs=([0-9]+), tot_recv_msgs=([0-9]+).*/\1/p' "$log" | tail -1)
     received=$(sed -nE 's/.*start_mclient: tot_send_msgs=([0-9]+), tot_recv_msgs=([0-9]+).*/\2/p' "$log" | tail -1)
@@ -85,6 +87,25 @@ PEER_IP=::1 PEER_PORT=$peer6_port echo_run "tcp, IPv6 relay (-x), send indicatio
 PEER_IP=::1 PEER_PORT=$peer6_port echo_run "udp, dual allocation (-Z, RFC 8656 §7.2)" -Z -u test -w secret
 TARGET_PORT=$tls_port echo_run "tls, channels, static user" -t -S -u test -w secret
 TARGET_PORT=$tls_port echo_run "tls, send indications, REST secret" -t -S -s -u alice -W restsecret
+# RFC 6062: -T relays over TCP between uclient's own clients (-e/-r are ignored): each client
+# allocates a TCP relay, Connects to the others' relayed addresses, and binds data connections.
+echo_run "tcp relay (RFC 6062), client to client, static user" -T -u test -w secret
+LENGTH=1000 echo_run "tcp relay (RFC 6062), REST secret, 1000-byte messages" -T -u alice -W restsecret
+TARGET_PORT=$tls_port echo_run "tcp relay (RFC 6062) over tls control and data connections" -T -S -u test -w secret
+
+# The RFC 6062 data connections carried every byte, both ways (published once a second).
+sleep 1.5
+read -r tcp_to_peer tcp_to_client < <(python3 -c 'import sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1]).read().decode()
+value = lambda d: sum(int(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+                      if l.startswith("peerlink_turn_tcp_relayed_bytes_total") and d in l)
+print(value("to_peer"), value("to_client"))' "$metrics_url")
+tcp_minimum=$((3 * MESSAGES * CLIENTS * 180))
+if [ "$tcp_to_peer" -ge "$tcp_minimum" ] && [ "$tcp_to_client" -ge "$tcp_minimum" ]; then
+    pass "metrics: $tcp_to_peer bytes to peers and $tcp_to_client to clients through tcp relays"
+else
+    fail "metrics: tcp relays carried $tcp_to_peer / $tcp_to_client bytes, expected at least $tcp_minimum each way"
+fi
 
 # Certificate reload on SIGHUP during a TLS session: nothing lost, new handshakes see the
 # new certificate.
@@ -140,6 +161,14 @@ if grep -aqE "error 403" "$tmp/strict.log"; then
 else
     fail "loopback peer was not refused by default"
     tail -5 "$tmp/strict.log"
+fi
+timeout 20 turnutils_uclient -T -u test -w secret -p "$strict_port" -m 2 -n 5 127.0.0.1 \
+    >"$tmp/strict-tcp.log" 2>&1 || true
+if grep -aqE "error 403" "$tmp/strict-tcp.log" && ! grep -aqE "tot_recv_msgs=[1-9]" "$tmp/strict-tcp.log"; then
+    pass "tcp relay (RFC 6062) to a loopback peer refused (403) without --allow-loopback-peers"
+else
+    fail "tcp relay to a loopback peer was not refused by default"
+    tail -5 "$tmp/strict-tcp.log"
 fi
 
 # A per-allocation bandwidth limit: 180-byte messages every 20 ms are 9,000 B/s each way,
