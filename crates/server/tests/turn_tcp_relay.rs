@@ -1,0 +1,184 @@
+//! RFC 6062 TCP relays over real loopback sockets: a peer accepted on the relayed address,
+//! a client data connection bound to it, bytes both ways intact and in order, back-pressure
+//! when the client does not read, and the pipe closing with either side.
+
+use peerlink_server::turn::{self, TurnConfig};
+use peerlink_stun::{
+    Attribute, AttributeType, Class, Key, Message, MessageWriter, Method, PasswordAlgorithm, TransactionId,
+};
+use peerlink_turn::{Credentials, PeerPolicy, ServerConfig};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+const REALM: &str = "example.test";
+
+fn start() -> turn::TurnHandle {
+    let mut credentials = Credentials::new();
+    credentials.add_user("alice", "pw");
+    let mut core = ServerConfig::new(REALM, credentials, [7; 32]);
+    core.policy = PeerPolicy { allow_loopback: true, ..Default::default() };
+    turn::start(TurnConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        relay_ips: vec!["127.0.0.1".parse().unwrap()],
+        relay_ports: 49152..=65535,
+        max_tcp_connections: 64,
+        core,
+        tls: None,
+    })
+    .unwrap()
+}
+
+/// A STUN client on one TCP connection with the long-term credential dance done.
+struct Stun {
+    stream: TcpStream,
+    nonce: String,
+    tid: u8,
+}
+
+impl Stun {
+    fn connect(server: SocketAddr, nonce: Option<&str>) -> Stun {
+        let stream = TcpStream::connect(server).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut stun = Stun { stream, nonce: nonce.unwrap_or_default().to_owned(), tid: 0 };
+        if nonce.is_none() {
+            let response = stun.call(Method::ALLOCATE, false, &[Attribute::RequestedTransport(6)]);
+            let m = Message::parse(&response).unwrap();
+            let Some(Ok(Attribute::Nonce(nonce))) = m.get(AttributeType::NONCE) else { panic!("no nonce") };
+            stun.nonce = nonce.to_owned();
+        }
+        stun
+    }
+
+    fn send(&mut self, method: Method, class: Class, signed: bool, attrs: &[Attribute<'_>]) {
+        self.tid += 1;
+        let mut buf = Vec::new();
+        let mut w = MessageWriter::new(&mut buf, class, method, TransactionId([self.tid; 12]));
+        for a in attrs {
+            w.attribute(a).unwrap();
+        }
+        if signed {
+            w.attribute(&Attribute::Username("alice")).unwrap();
+            w.attribute(&Attribute::Realm(REALM)).unwrap();
+            w.attribute(&Attribute::Nonce(&self.nonce)).unwrap();
+            let key = Key::long_term(PasswordAlgorithm::Md5, "alice", REALM, "pw").unwrap();
+            w.message_integrity(&key).unwrap();
+        }
+        w.finish();
+        self.stream.write_all(&buf).unwrap();
+    }
+
+    fn receive(&mut self) -> Vec<u8> {
+        let mut header = [0u8; 20];
+        self.stream.read_exact(&mut header).unwrap();
+        let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+        let mut message = header.to_vec();
+        message.resize(20 + len, 0);
+        self.stream.read_exact(&mut message[20..]).unwrap();
+        message
+    }
+
+    fn call(&mut self, method: Method, signed: bool, attrs: &[Attribute<'_>]) -> Vec<u8> {
+        self.send(method, Class::Request, signed, attrs);
+        self.receive()
+    }
+}
+
+fn ok(response: &[u8]) -> Message<'_> {
+    let m = Message::parse(response).unwrap();
+    assert_eq!(m.class(), Class::SuccessResponse, "{:?}", m.get(AttributeType::ERROR_CODE));
+    m
+}
+
+/// A TCP allocation with a permission for 127.0.0.1, and a peer connected to its relay.
+fn pipe(server: SocketAddr) -> (Stun, TcpStream, TcpStream) {
+    let mut control = Stun::connect(server, None);
+    let response = control.call(Method::ALLOCATE, true, &[Attribute::RequestedTransport(6)]);
+    let Some(Ok(Attribute::XorRelayedAddress(relay))) = ok(&response).get(AttributeType::XOR_RELAYED_ADDRESS)
+    else {
+        panic!("no relay")
+    };
+    let peer_ip: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    ok(&control.call(Method::CREATE_PERMISSION, true, &[Attribute::XorPeerAddress(peer_ip)]));
+    let peer = TcpStream::connect(relay).unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let indication = control.receive();
+    let m = Message::parse(&indication).unwrap();
+    assert_eq!((m.class(), m.method()), (Class::Indication, Method::CONNECTION_ATTEMPT));
+    assert_eq!(
+        m.get(AttributeType::XOR_PEER_ADDRESS).unwrap().unwrap(),
+        Attribute::XorPeerAddress(peer.local_addr().unwrap())
+    );
+    let Some(Ok(Attribute::ConnectionId(id))) = m.get(AttributeType::CONNECTION_ID) else { panic!("no id") };
+    // The peer talks before the bind: those bytes wait for the client.
+    (&peer).write_all(b"early ").unwrap();
+    let nonce = control.nonce.clone();
+    let mut data = Stun::connect(server, Some(&nonce));
+    ok(&data.call(Method::CONNECTION_BIND, true, &[Attribute::ConnectionId(id)]));
+    (control, peer, data.stream)
+}
+
+fn pattern(offset: usize, len: usize) -> Vec<u8> {
+    (offset..offset + len).map(|i| (i % 251) as u8).collect()
+}
+
+#[test]
+fn accepted_peer_is_piped_both_ways_with_back_pressure() {
+    let server = start();
+    let (_control, peer, mut client) = pipe(server.local_addr());
+    let mut early = [0u8; 6];
+    client.read_exact(&mut early).unwrap();
+    assert_eq!(&early, b"early ");
+    client.write_all(b"hello peer").unwrap();
+    let mut got = [0u8; 10];
+    (&peer).read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"hello peer");
+
+    // The client does not read: the peer can write only what the sockets' buffers and the
+    // server's bounded pipe hold, far less than it tries to.
+    const TRY: usize = 64 << 20;
+    peer.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut written = 0;
+    while written < TRY {
+        match (&peer).write(&pattern(written, 64 * 1024)) {
+            Ok(n) => written += n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    eprintln!("peer wrote {written} bytes before blocking");
+    assert!(written < TRY / 2, "the server buffered without bound: {written} bytes taken");
+    // Now the client reads: everything arrives, in order.
+    let mut received = vec![0u8; written];
+    client.read_exact(&mut received).unwrap();
+    assert!(received == pattern(0, written), "bytes lost or reordered");
+    let stats = server.stats();
+
+    // The peer closes: the client data connection ends too.
+    drop(peer);
+    let mut rest = Vec::new();
+    assert_eq!(client.read_to_end(&mut rest).unwrap(), 0);
+    assert!(stats.tcp_connections_opened >= 1);
+    server.stop();
+}
+
+#[test]
+fn client_closing_or_deleting_the_allocation_closes_the_peer() {
+    let server = start();
+    let (_control, peer, client) = pipe(server.local_addr());
+    drop(client);
+    let mut rest = Vec::new();
+    assert!((&peer).read_to_end(&mut rest).is_ok(), "peer sees an end, not a timeout");
+    assert_eq!(rest, b"", "nothing was sent");
+
+    // Refresh with LIFETIME 0: the allocation's data connections go with it.
+    let (mut control, peer, client) = pipe(server.local_addr());
+    ok(&control.call(Method::REFRESH, true, &[Attribute::Lifetime(0)]));
+    let mut rest = Vec::new();
+    assert!((&peer).read_to_end(&mut rest).is_ok());
+    let mut rest = Vec::new();
+    assert!((&client).read_to_end(&mut rest).is_ok());
+    assert_eq!(rest, b"early ");
+    server.stop();
+}
