@@ -3,7 +3,7 @@
 #   coturn (turnutils_* and turnserver: third-party STUN/TURN clients and the benchmark
 #   reference), Debian's Chromium driven by playwright-core from npm (never a downloaded
 #   browser), Node.js if missing, redis-server (the multi-node signaling test), nftables
-#   (the NAT lab), OpenSSL's headers and tool (DTLS), a Python venv with aioice (ICE interop), rustfmt and clippy, and
+#   (the NAT lab), OpenSSL's headers and tool (DTLS), a Python venv with aioice and aiortc (interop, benchmark), node-datachannel (benchmark), rustfmt and clippy, and
 #   cargo-fuzz.
 set -euo pipefail
 
@@ -46,12 +46,21 @@ if [ ! -d "$here/tests/browser/node_modules/playwright-core" ]; then
     (cd "$here/tests/browser" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund --silent)
 fi
 
-# aioice (an ICE implementation we did not write) for the ICE interop test, in a venv of
-# the project's own; pinned so every run tests against the same peer.
-if [ ! -x "$here/tests/interop/.venv/bin/python" ] || ! "$here/tests/interop/.venv/bin/python" -c 'import aioice' 2>/dev/null; then
-    echo "installing aioice into tests/interop/.venv"
+# aioice and aiortc (ICE and WebRTC implementations we did not write) for the interop tests
+# and the data-channel benchmark, in a venv of the project's own; pinned so every run tests
+# against the same peers.
+venv_python="$here/tests/interop/.venv/bin/python"
+if [ ! -x "$venv_python" ] || ! "$venv_python" -c 'import aioice, aiortc' 2>/dev/null; then
+    echo "installing aioice and aiortc into tests/interop/.venv"
     python3 -m venv "$here/tests/interop/.venv"
-    "$here/tests/interop/.venv/bin/pip" install -q aioice==0.13.0
+    "$here/tests/interop/.venv/bin/pip" install -q aioice==0.13.0 aiortc==1.16.0
+fi
+
+# libdatachannel (through node-datachannel, whose package carries the native library) as a
+# reference peer for the data-channel benchmark.
+if [ ! -d "$here/bench/dc-ref/node_modules/node-datachannel" ]; then
+    echo "installing node-datachannel for the benchmark"
+    (cd "$here/bench/dc-ref" && npm install --no-audit --no-fund --silent)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -86,6 +86,8 @@ if [ "${BENCH:-1}" != 0 ]; then
     ROUNDS=${TURN_ROUNDS:-5} bench/turn.sh
     step "benchmark: signaling, peerlink serve vs a Node.js ws signaling server"
     ROUNDS=${SIGNAL_ROUNDS:-1} bench/signal.sh
+    step "benchmark: data channel throughput, peerlink vs libdatachannel vs aiortc"
+    ROUNDS=${DC_ROUNDS:-3} bench/datachannel.sh
 fi
 
 step "all suites passed"

@@ -1,0 +1,179 @@
+//! One side of a data-channel throughput run of our stack (DTLS + SCTP + data channels)
+//! over real UDP, for bench/datachannel.sh:
+//!
+//!   dc-bench send|recv [--bind ADDR] [--bytes N] [--message N]
+//!
+//! Prints one JSON line `{"addr","fingerprint"}`, reads the peer's line in the same shape,
+//! then the sender (DTLS client) opens a reliable ordered channel and sends `--bytes` in
+//! `--message`-sized binary messages; the receiver (DTLS server) answers "done" once it has
+//! them all and prints `{"bytes","seconds"}` (first byte to last). Both exit 0 then, or 1
+//! after 120 s.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Parser;
+use peerlink_dtls::{Certificate, Dtls, DtlsConfig, DtlsEvent, Fingerprint, Role};
+use peerlink_sctp::{Association, ChannelConfig, ChannelEvent, DataChannels, SctpConfig};
+use std::io::BufRead;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Args {
+    /// `send` or `recv`.
+    role: String,
+    #[arg(long, default_value = "127.0.0.1:0")]
+    bind: SocketAddr,
+    #[arg(long, default_value_t = 100 << 20)]
+    bytes: usize,
+    #[arg(long, default_value_t = 65536)]
+    message: usize,
+}
+
+fn random32() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    getrandom::getrandom(&mut b).expect("random");
+    b
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let sender = match args.role.as_str() {
+        "send" => true,
+        "recv" => false,
+        other => bail!("role must be send or recv, not {other}"),
+    };
+    let socket = UdpSocket::bind(args.bind).context("bind")?;
+    socket.set_nonblocking(true)?;
+    // Bursts of a large congestion window outrun the default 208 KiB receive buffer; ask for
+    // 4 MiB (the kernel caps it at net.core.rmem_max), as the native peer's driver will.
+    let sock = socket2::SockRef::from(&socket);
+    let _ = sock.set_recv_buffer_size(4 << 20);
+    let _ = sock.set_send_buffer_size(4 << 20);
+    let cert = Certificate::generate()?;
+    println!(
+        "{}",
+        serde_json::json!({"addr": socket.local_addr()?.to_string(), "fingerprint": cert.fingerprint().to_string()})
+    );
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let peer: serde_json::Value = serde_json::from_str(&line).context("peer's line")?;
+    let peer_addr: SocketAddr = peer["addr"].as_str().ok_or(anyhow!("addr"))?.parse()?;
+    let fingerprint: Fingerprint =
+        peer["fingerprint"].as_str().ok_or(anyhow!("fingerprint"))?.parse().map_err(|e| anyhow!("{e}"))?;
+
+    let start = Instant::now();
+    let role = if sender { Role::Client } else { Role::Server };
+    let mut dtls = Dtls::new(start, DtlsConfig::new(role, cert, fingerprint))?;
+    let sctp = Association::new(start, SctpConfig::default(), random32());
+    let mut dc = DataChannels::new(sctp, sender);
+    let channel = if sender { Some(dc.create(start, ChannelConfig::reliable("bench"))?) } else { None };
+    let payload = vec![0x5Au8; args.message];
+    let (mut sent, mut received) = (0usize, 0usize);
+    let (mut first, mut last) = (None::<Instant>, None::<Instant>);
+    let mut done_at: Option<Instant> = None;
+    let mut buf = vec![0u8; 65536];
+    let mut record = vec![0u8; 65536];
+    let deadline = start + Duration::from_secs(120);
+    loop {
+        let now = Instant::now();
+        if now > deadline {
+            bail!("timed out: sent {sent}, received {received}");
+        }
+        // Everything that arrived.
+        let mut got_any = false;
+        loop {
+            match socket.recv_from(&mut buf) {
+                Ok((n, from)) if from == peer_addr => {
+                    got_any = true;
+                    dtls.handle_receive(now, &buf[..n]);
+                    while let Some(m) = dtls.read(&mut record) {
+                        dc.handle_receive(now, &record[..m]);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        dtls.handle_timeout(now);
+        dc.handle_timeout(now);
+        while let Some(e) = dtls.poll_event() {
+            match e {
+                DtlsEvent::Connected { .. } => dc.association_mut().connect(now),
+                DtlsEvent::Failed(e) => bail!("dtls: {e}"),
+                DtlsEvent::Closed => bail!("dtls closed"),
+            }
+        }
+        while let Some(e) = dc.poll_event() {
+            match e {
+                ChannelEvent::Message { id, data, .. } => {
+                    if sender {
+                        if data == b"done" {
+                            eprintln!(
+                                "dc-bench: sender done after {sent} bytes, {:?}, dtls retransmissions {}",
+                                dc.association().stats(),
+                                dtls.retransmissions()
+                            );
+                            return Ok(());
+                        }
+                    } else {
+                        let now = Instant::now();
+                        first.get_or_insert(now);
+                        received += data.len();
+                        if received >= args.bytes && last.is_none() {
+                            last = Some(now);
+                            dc.send(now, id, b"done", false)?;
+                            done_at = Some(now);
+                        }
+                    }
+                }
+                ChannelEvent::Ended { reason } => bail!("association ended: {reason}"),
+                _ => {}
+            }
+        }
+        if let (Some(id), true) = (channel, dc.state(channel.unwrap_or(0)) == peerlink_sctp::ChannelState::Open) {
+            while sent < args.bytes && dc.buffered_amount(id) < 4 << 20 {
+                let n = args.message.min(args.bytes - sent);
+                dc.send(now, id, &payload[..n], true)?;
+                sent += n;
+            }
+        }
+        if dtls.is_connected() {
+            while let Some(p) = dc.poll_transmit(now) {
+                dtls.write(&p)?;
+            }
+        }
+        while let Some(d) = dtls.poll_transmit() {
+            loop {
+                match socket.send_to(&d, peer_addr) {
+                    Ok(_) => break,
+                    // The kernel's buffer is full: wait until it drains.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        wait(&socket, nix::poll::PollFlags::POLLOUT, Duration::from_millis(5))
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        if let Some(at) = done_at {
+            // Linger a little so "done" (and its retransmission, if needed) gets out.
+            if now > at + Duration::from_millis(300) {
+                let seconds = last.zip(first).map_or(0.0, |(l, f)| (l - f).as_secs_f64());
+                println!("{}", serde_json::json!({"bytes": received, "seconds": seconds}));
+                return Ok(());
+            }
+        }
+        if !got_any {
+            let next = [dtls.poll_timeout(), dc.poll_timeout()].into_iter().flatten().min();
+            let wait_for = next.map_or(Duration::from_millis(10), |t| t.saturating_duration_since(Instant::now()));
+            wait(&socket, nix::poll::PollFlags::POLLIN, wait_for.min(Duration::from_millis(10)));
+        }
+    }
+}
+
+fn wait(socket: &UdpSocket, events: nix::poll::PollFlags, timeout: Duration) {
+    let mut fds = [nix::poll::PollFd::new(socket.as_fd(), events)];
+    let ms = timeout.as_millis().min(1000) as u16;
+    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
+}
