@@ -132,7 +132,9 @@ fn main() -> Result<()> {
                 _ => {}
             }
         }
-        if let (Some(id), true) = (channel, dc.state(channel.unwrap_or(0)) == peerlink_sctp::ChannelState::Open) {
+        if let (Some(id), true) =
+            (channel, dc.state(channel.unwrap_or(0)) == peerlink_sctp::ChannelState::Open)
+        {
             while sent < args.bytes && dc.buffered_amount(id) < 4 << 20 {
                 let n = args.message.min(args.bytes - sent);
                 dc.send(now, id, &payload[..n], true)?;
@@ -166,7 +168,8 @@ fn main() -> Result<()> {
         }
         if !got_any {
             let next = [dtls.poll_timeout(), dc.poll_timeout()].into_iter().flatten().min();
-            let wait_for = next.map_or(Duration::from_millis(10), |t| t.saturating_duration_since(Instant::now()));
+            let wait_for =
+                next.map_or(Duration::from_millis(10), |t| t.saturating_duration_since(Instant::now()));
             wait(&socket, nix::poll::PollFlags::POLLIN, wait_for.min(Duration::from_millis(10)));
         }
     }

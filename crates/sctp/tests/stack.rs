@@ -208,7 +208,8 @@ fn bulk(n: u64, link: LinkConfig, total: usize) -> Duration {
             let now = w.net.now();
             while sent < total && w.sides[0].dc.buffered_amount(id) < 1 << 20 {
                 let len = sizes[k % sizes.len()].min(total - sent);
-                let data: Vec<u8> = (0..len).map(|j| ((j as u64 * 2654435761) >> 13) as u8 ^ k as u8).collect();
+                let data: Vec<u8> =
+                    (0..len).map(|j| ((j as u64 * 2654435761) >> 13) as u8 ^ k as u8).collect();
                 sent_hash.update(&data);
                 w.sides[0].dc.send(now, id, &data, true).unwrap();
                 sent += len;
