@@ -10,6 +10,7 @@
 #   ROUNDS=5 BYTES=$((300<<20)) bench/datachannel.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/common.sh
 ROUNDS=${ROUNDS:-3}
 BYTES=${BYTES:-$((100 << 20))}
 SLOW_BYTES=${SLOW_BYTES:-$((20 << 20))}
@@ -24,12 +25,7 @@ python=tests/interop/.venv/bin/python
 ns=pldcb$$
 tmp=$(mktemp -d)
 trap 'ip netns del "$ns" 2>/dev/null || true; rm -rf "$tmp"' EXIT
-ip netns add "$ns"
-ip -n "$ns" link set lo up
-ip -n "$ns" link add v0 type veth peer name v1
-ip -n "$ns" addr add 10.99.0.1/24 dev v0
-ip -n "$ns" link set v0 up
-ip -n "$ns" link set v1 up
+veth_namespace "$ns" 10.99.0.1/24
 
 run() { # name bytes sender... -- receiver...
     local name=$1 bytes=$2

@@ -32,6 +32,7 @@ cargo build --release -q -p peerlink-cli -p peerlink-bench
 cargo build --release -q -p peerlink-server --example turn_probe
 cargo build --release -q -p peerlink-signal --example signal_probe
 cargo build --release -q -p peerlink-ice --example ice_probe --example mdns_resolve
+cargo build --release -q -p peerlink-rtc --example rtc_probe
 
 step "end-to-end: coturn's turnutils_stunclient against peerlink stun"
 tests/e2e/stun-stunclient.sh target/release/peerlink
@@ -52,6 +53,8 @@ step "interop: our ICE agent against aioice, both roles, in a network namespace"
 tests/e2e/ice-aioice.sh target/release/examples/ice_probe
 step "ICE behind real Linux NATs (namespaces, nftables): srflx pair, relayed pair through peerlink turn"
 tests/e2e/ice-natlab.sh target/release/peerlink target/release/examples/ice_probe
+step "interop: our PeerConnection (ICE, DTLS, SCTP, data channels) against aiortc, as offerer and answerer"
+tests/e2e/rtc-aiortc.sh target/release/examples/rtc_probe
 step "interop: our mDNS resolver gets a Chromium *.local host candidate's address (namespace)"
 tests/e2e/mdns-chromium.sh target/release/examples/mdns_resolve
 

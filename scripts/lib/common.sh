@@ -34,3 +34,16 @@ kill_all() {
         [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
     done
 }
+
+# Creates network namespace $1 with loopback up and a veth pair whose both ends stay inside;
+# v0 gets address $2 (e.g. 10.99.0.1/24). Traffic between processes in it never leaves it.
+# The caller deletes it (`ip netns del`), usually in an EXIT trap.
+veth_namespace() {
+    local ns=$1 addr=$2
+    ip netns add "$ns"
+    ip -n "$ns" link set lo up
+    ip -n "$ns" link add v0 type veth peer name v1
+    ip -n "$ns" addr add "$addr" dev v0
+    ip -n "$ns" link set v0 up
+    ip -n "$ns" link set v1 up
+}

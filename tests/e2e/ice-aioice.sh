@@ -7,13 +7,9 @@
 #   tests/e2e/ice-aioice.sh [path/to/ice_probe]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. scripts/lib/common.sh
 probe=$(realpath "${1:-target/release/examples/ice_probe}")
 ns=plice$$
 trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
-ip netns add "$ns"
-ip -n "$ns" link set lo up
-ip -n "$ns" link add v0 type veth peer name v1
-ip -n "$ns" addr add 10.99.0.1/24 dev v0
-ip -n "$ns" link set v0 up
-ip -n "$ns" link set v1 up
+veth_namespace "$ns" 10.99.0.1/24
 ip netns exec "$ns" timeout 120 tests/interop/.venv/bin/python tests/interop/aioice_ice.py "$probe" 10.99.0.1

@@ -377,6 +377,14 @@ impl IceAgent {
         }
     }
 
+    /// Sets the role before checks start (JSEP: the offerer controls). Later, role
+    /// conflicts decide (§7.3.1.1). Ignored by a lite agent, which is always controlled.
+    pub fn set_controlling(&mut self, controlling: bool) {
+        if !self.lite && self.controlling != controlling {
+            self.switch_role(controlling);
+        }
+    }
+
     /// The peer is ICE-lite (`a=ice-lite` in its description): it never checks, so this
     /// agent takes the controlling role (§6.1.1). Ignored by a lite agent.
     pub fn set_remote_lite(&mut self, lite: bool) {

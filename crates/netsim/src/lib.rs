@@ -57,6 +57,14 @@ impl Datagram {
     }
 }
 
+/// A deterministic 32-byte seed for the machines under test (ICE, SCTP, PeerConnection
+/// take one): `n` in the first eight bytes.
+pub fn seed(n: u64) -> [u8; 32] {
+    let mut s = [0u8; 32];
+    s[..8].copy_from_slice(&n.to_be_bytes());
+    s
+}
+
 /// A host's access link; both directions behave the same.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinkConfig {

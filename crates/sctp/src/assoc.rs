@@ -297,6 +297,11 @@ impl Association {
         }
     }
 
+    /// The largest message the peer accepts (its `a=max-message-size`).
+    pub fn set_max_send_message(&mut self, bytes: usize) {
+        self.config.max_send_message = bytes;
+    }
+
     /// Bytes of `stream` queued and not yet sent.
     pub fn buffered_amount(&self, stream: u16) -> usize {
         match &self.sender {

@@ -119,6 +119,14 @@ impl DataChannels {
         }
     }
 
+    /// Sets our DTLS role (client: even stream ids) for channels created from now on.
+    pub fn set_dtls_client(&mut self, client: bool) {
+        if self.even != client {
+            self.even = client;
+            self.next_id = u16::from(!client);
+        }
+    }
+
     pub fn association(&self) -> &Association {
         &self.sctp
     }

@@ -1,7 +1,7 @@
 //! Two associations in `peerlink-netsim` (virtual clock, seeded): handshakes, bulk transfer
 //! with loss, delay and reordering, unreliable channels, stream reset, abort.
 
-use peerlink_netsim::{Datagram, HostId, LinkConfig, Network};
+use peerlink_netsim::{seed, Datagram, HostId, LinkConfig, Network};
 use peerlink_sctp::{Association, Message, Reliability, SctpConfig, SctpEvent, SctpState};
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -14,12 +14,6 @@ struct Pair {
     sides: [Association; 2],
     received: [Vec<Message>; 2],
     events: [Vec<SctpEvent>; 2],
-}
-
-fn seed(n: u64) -> [u8; 32] {
-    let mut s = [0u8; 32];
-    s[..8].copy_from_slice(&n.to_be_bytes());
-    s
 }
 
 impl Pair {

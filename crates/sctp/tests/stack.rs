@@ -4,7 +4,7 @@
 //! reordering, unreliable channels, and a thousand channels opened and closed.
 
 use peerlink_dtls::{Certificate, Dtls, DtlsConfig, DtlsEvent, Role};
-use peerlink_netsim::{Datagram, HostId, LinkConfig, Network};
+use peerlink_netsim::{seed, Datagram, HostId, LinkConfig, Network};
 use peerlink_sctp::{Association, ChannelConfig, ChannelEvent, DataChannels, Reliability, SctpConfig};
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
@@ -25,12 +25,6 @@ struct Side {
 struct World {
     net: Network,
     sides: [Side; 2],
-}
-
-fn seed(n: u64) -> [u8; 32] {
-    let mut s = [0u8; 32];
-    s[..8].copy_from_slice(&n.to_be_bytes());
-    s
 }
 
 impl World {

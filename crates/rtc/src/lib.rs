@@ -1,0 +1,420 @@
+//! A WebRTC PeerConnection for data channels, sans-IO: JSEP offers and answers (RFC 8829)
+//! with one BUNDLEd `m=application UDP/DTLS/SCTP webrtc-datachannel` section, ICE
+//! (`peerlink-ice`), DTLS (`peerlink-dtls`), SCTP and data channels (`peerlink-sctp`), and
+//! RFC 7983 demultiplexing of what arrives on the selected pair. Media sections in a remote
+//! offer are answered as rejected (port 0) for now.
+//!
+//! ```text
+//! let mut pc = PeerConnection::new(now, RtcConfig::default(), seed)?;
+//! pc.add_local_address(now, socket_addr);            // each socket the driver owns
+//! let id = pc.create_data_channel(now, ChannelConfig::reliable("chat"))?;
+//! let offer = pc.create_offer()?;                    // to the peer through signaling
+//! pc.set_local_description(now, offer.clone())?;
+//! pc.set_remote_description(now, answer)?;           // from the peer
+//! loop {
+//!     pc.handle_receive(now, from, to, &datagram);
+//!     pc.handle_timeout(now);                        // at pc.poll_timeout()
+//!     while let Some(t) = pc.poll_transmit(now) { socket(t.from).send_to(&t.payload, t.to) }
+//!     while let Some(e) = pc.poll_event() { ... }    // candidates, states, channel events
+//! }
+//! ```
+
+use peerlink_dtls::{Certificate, Dtls, DtlsConfig, DtlsEvent, Fingerprint, Role};
+use peerlink_ice::{Candidate, CandidateAddress, IceAgent, IceConfig, IceEvent, IceState, TurnServerConfig};
+use peerlink_sctp::{Association, DataChannels, SctpConfig};
+pub use peerlink_sctp::{ChannelConfig, ChannelEvent, ChannelState, Reliability};
+use peerlink_sdp::{Attribute, Media, SessionDescription, Setup};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// What we announce and accept as `a=max-message-size` (RFC 8841).
+pub const MAX_MESSAGE_SIZE: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Default)]
+pub struct RtcConfig {
+    pub stun_servers: Vec<SocketAddr>,
+    pub turn_servers: Vec<TurnServerConfig>,
+    /// Our certificate; a fresh one when `None`.
+    pub certificate: Option<Certificate>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SdpType {
+    Offer,
+    Answer,
+}
+
+impl SdpType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SdpType::Offer => "offer",
+            SdpType::Answer => "answer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SdpType> {
+        match s {
+            "offer" => Some(SdpType::Offer),
+            "answer" => Some(SdpType::Answer),
+            _ => None,
+        }
+    }
+}
+
+/// An offer or answer, as `RTCSessionDescription` carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description {
+    pub kind: SdpType,
+    pub sdp: String,
+}
+
+/// JSEP signaling states (RFC 8829 §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalingState {
+    Stable,
+    HaveLocalOffer,
+    HaveRemoteOffer,
+    Closed,
+}
+
+/// `RTCPeerConnectionState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    New,
+    Connecting,
+    Connected,
+    Disconnected,
+    Failed,
+    Closed,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RtcEvent {
+    /// A local candidate for the peer (`candidate:...`; trickle it).
+    LocalCandidate(String),
+    /// All local candidates were announced.
+    GatheringComplete,
+    /// A remote candidate names a host (`*.local`): resolve it (mDNS) and give the address
+    /// back with [`PeerConnection::add_resolved_candidate`].
+    ResolveMdns {
+        name: String,
+        candidate: String,
+    },
+    IceState(IceState),
+    ConnectionState(ConnectionState),
+    /// `selected pair: <local type> -> <remote type>` (and addresses).
+    SelectedPair {
+        local: SocketAddr,
+        remote: SocketAddr,
+        local_kind: &'static str,
+        remote_kind: &'static str,
+    },
+    Channel(ChannelEvent),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RtcError {
+    #[error("bad session description: {0}")]
+    BadDescription(String),
+    #[error("{0} is not allowed in signaling state {1:?}")]
+    WrongState(&'static str, SignalingState),
+    #[error("certificate: {0}")]
+    Certificate(String),
+    #[error("ICE: {0}")]
+    Ice(String),
+    #[error("data channel: {0}")]
+    Channel(String),
+    #[error("the connection is closed")]
+    Closed,
+}
+
+/// A datagram to send from the driver's socket `from`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    pub payload: Vec<u8>,
+}
+
+/// What we learned from the remote description.
+#[derive(Debug, Clone)]
+struct Remote {
+    ufrag: String,
+    fingerprint: Fingerprint,
+    setup: Setup,
+}
+
+pub struct PeerConnection {
+    certificate: Certificate,
+    ice: IceAgent,
+    ufrag: String,
+    pwd: String,
+    dtls: Option<Dtls>,
+    dtls_role: Option<Role>,
+    channels: DataChannels,
+    remote: Option<Remote>,
+    remote_sdp: Option<SessionDescription>,
+    signaling: SignalingState,
+    /// The description set locally and the one before it (for rollback).
+    local: Option<Description>,
+    /// Whether we made the offer of the current negotiation.
+    offerer: bool,
+    mid: String,
+    session_id: u64,
+    session_version: u64,
+    /// Local candidates so far, for descriptions made after they were found.
+    candidates: Vec<String>,
+    gathering_done: bool,
+    ice_state: IceState,
+    state: ConnectionState,
+    closed_by_peer: bool,
+    dtls_failed: Option<String>,
+    events: VecDeque<RtcEvent>,
+    transmits: VecDeque<Transmit>,
+    seed: [u8; 32],
+    seed_counter: u64,
+    record: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl std::fmt::Debug for PeerConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerConnection")
+            .field("signaling", &self.signaling)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+fn derive(seed: &[u8; 32], counter: u64) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(seed).expect("any key length");
+    mac.update(&counter.to_be_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// ICE credentials from `seed` material: 8 and 24 characters of ice-char (RFC 8839 §5.4).
+fn credentials(material: &[u8; 32]) -> (String, String) {
+    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let text: String = material.iter().map(|b| CHARS[usize::from(b % 64)] as char).collect();
+    (text[..8].to_owned(), text[8..32].to_owned())
+}
+
+impl PeerConnection {
+    /// `seed`: 32 bytes from a CSPRNG (ICE credentials, tie-breaker, SCTP tags and cookies
+    /// derive from it).
+    pub fn new(now: Instant, config: RtcConfig, seed: [u8; 32]) -> Result<PeerConnection, RtcError> {
+        let certificate = match &config.certificate {
+            Some(c) => c.clone(),
+            None => Certificate::generate().map_err(|e| RtcError::Certificate(e.to_string()))?,
+        };
+        let (ufrag, pwd) = credentials(&derive(&seed, 1));
+        let ice_config = IceConfig {
+            stun_servers: config.stun_servers.clone(),
+            turn_servers: config.turn_servers.clone(),
+            ..IceConfig::new(true, &ufrag, &pwd)
+        };
+        let ice = IceAgent::new(ice_config, derive(&seed, 2)).map_err(|e| RtcError::Ice(e.to_string()))?;
+        let sctp_config = SctpConfig { max_receive_message: MAX_MESSAGE_SIZE, ..SctpConfig::default() };
+        let association = Association::new(now, sctp_config, derive(&seed, 3));
+        let session = derive(&seed, 4);
+        Ok(PeerConnection {
+            certificate,
+            ice,
+            ufrag,
+            pwd,
+            dtls: None,
+            dtls_role: None,
+            // Parity of in-band stream ids is set for the role we expect (see
+            // `create_data_channel`) and fixed when negotiation settles it.
+            channels: DataChannels::new(association, false),
+            remote: None,
+            remote_sdp: None,
+            signaling: SignalingState::Stable,
+            local: None,
+            offerer: false,
+            mid: "0".to_owned(),
+            session_id: u64::from_be_bytes(session[..8].try_into().expect("8 bytes")) >> 2,
+            session_version: 1,
+            candidates: Vec::new(),
+            gathering_done: false,
+            ice_state: IceState::New,
+            state: ConnectionState::New,
+            closed_by_peer: false,
+            dtls_failed: None,
+            events: VecDeque::new(),
+            transmits: VecDeque::new(),
+            seed,
+            seed_counter: 10,
+            record: vec![0u8; 70_000],
+            out: Vec::new(),
+        })
+    }
+
+    pub fn fingerprint(&self) -> &Fingerprint {
+        self.certificate.fingerprint()
+    }
+
+    /// SCTP counters and state, for diagnostics.
+    pub fn sctp_stats(&self) -> (peerlink_sctp::SctpState, peerlink_sctp::SctpStats) {
+        (self.channels.association().state(), self.channels.association().stats())
+    }
+
+    pub fn signaling_state(&self) -> SignalingState {
+        self.signaling
+    }
+
+    pub fn connection_state(&self) -> ConnectionState {
+        self.state
+    }
+
+    /// A socket the driver owns (a host candidate, and the base of reflexive and relayed
+    /// ones).
+    pub fn add_local_address(&mut self, now: Instant, addr: SocketAddr) {
+        self.ice.add_host_candidate(now, addr);
+        self.pump(now);
+    }
+
+    /// Creates a data channel and returns its stream id. The id's parity follows the DTLS
+    /// role (client: even, RFC 8832 §6). Before negotiation settles the role, the role we
+    /// will most likely get is assumed: an offerer becomes the DTLS server (browsers, aiortc
+    /// and we answer `a=setup:active`), an answerer the client. Negotiated channels carry
+    /// their own id.
+    pub fn create_data_channel(&mut self, now: Instant, config: ChannelConfig) -> Result<u16, RtcError> {
+        if self.signaling == SignalingState::Closed {
+            return Err(RtcError::Closed);
+        }
+        if self.dtls_role.is_none() {
+            self.channels.set_dtls_client(self.signaling == SignalingState::HaveRemoteOffer);
+        }
+        self.channels.create(now, config).map_err(|e| RtcError::Channel(e.to_string()))
+    }
+
+    pub fn send(&mut self, now: Instant, channel: u16, data: &[u8], binary: bool) -> Result<(), RtcError> {
+        self.channels.send(now, channel, data, binary).map_err(|e| RtcError::Channel(e.to_string()))
+    }
+
+    pub fn buffered_amount(&self, channel: u16) -> usize {
+        self.channels.buffered_amount(channel)
+    }
+
+    pub fn set_buffered_amount_low_threshold(&mut self, channel: u16, bytes: usize) {
+        self.channels.set_low_water(channel, bytes);
+    }
+
+    pub fn close_channel(&mut self, channel: u16) {
+        self.channels.close(channel);
+    }
+
+    pub fn channel_label(&self, channel: u16) -> Option<&str> {
+        self.channels.label(channel)
+    }
+
+    /// An offer with one data channel section (RFC 8829 §5.2.1).
+    pub fn create_offer(&mut self) -> Result<Description, RtcError> {
+        if !matches!(self.signaling, SignalingState::Stable | SignalingState::HaveLocalOffer) {
+            return Err(RtcError::WrongState("create_offer", self.signaling));
+        }
+        let sd = self.description(Setup::ActPass, None);
+        Ok(Description { kind: SdpType::Offer, sdp: sd.to_string() })
+    }
+
+    /// The answer to the remote offer (RFC 8829 §5.3.1): we take the DTLS client role
+    /// (`a=setup:active`) when the offer allows it, as browsers do; media sections of the
+    /// offer are rejected.
+    pub fn create_answer(&mut self) -> Result<Description, RtcError> {
+        if self.signaling != SignalingState::HaveRemoteOffer {
+            return Err(RtcError::WrongState("create_answer", self.signaling));
+        }
+        let setup = match self.remote.as_ref().map(|r| r.setup) {
+            Some(Setup::Active) => Setup::Passive,
+            _ => Setup::Active,
+        };
+        let remote = self.remote_sdp.clone();
+        let sd = self.description(setup, remote.as_ref());
+        Ok(Description { kind: SdpType::Answer, sdp: sd.to_string() })
+    }
+
+    fn description(&mut self, setup: Setup, offer: Option<&SessionDescription>) -> SessionDescription {
+        self.session_version += 1;
+        let mut sd = SessionDescription {
+            origin: format!("- {} {} IN IP4 127.0.0.1", self.session_id, self.session_version),
+            session_name: "-".to_owned(),
+            timing: "0 0".to_owned(),
+            connection: None,
+            lines: Vec::new(),
+            attributes: Vec::new(),
+            media: Vec::new(),
+        };
+        let data = self.data_section(setup);
+        match offer {
+            None => sd.media.push(data),
+            Some(offer) => {
+                // One answer section per offered one, in order; only the data channel is
+                // accepted.
+                let mut data = Some(data);
+                for m in &offer.media {
+                    if m.is_datachannel() && data.is_some() {
+                        let mut d = data.take().expect("checked");
+                        if let Some(mid) = m.mid() {
+                            d.set("mid", Some(mid));
+                        }
+                        sd.media.push(d);
+                    } else {
+                        let mut rejected = Media {
+                            kind: m.kind.clone(),
+                            port: 0,
+                            proto: m.proto.clone(),
+                            formats: m.formats.clone(),
+                            connection: Some("IN IP4 0.0.0.0".to_owned()),
+                            lines: Vec::new(),
+                            attributes: Vec::new(),
+                        };
+                        if let Some(mid) = m.mid() {
+                            rejected.set("mid", Some(mid));
+                        }
+                        sd.media.push(rejected);
+                    }
+                }
+            }
+        }
+        let bundle: Vec<&str> = sd.media.iter().filter(|m| m.port != 0).filter_map(|m| m.mid()).collect();
+        if !bundle.is_empty() {
+            sd.attributes.push(Attribute::new("group", Some(&format!("BUNDLE {}", bundle.join(" ")))));
+        }
+        sd.attributes.push(Attribute::new("msid-semantic", Some(" WMS")));
+        sd
+    }
+
+    fn data_section(&self, setup: Setup) -> Media {
+        let mut m = Media {
+            kind: "application".to_owned(),
+            port: 9,
+            proto: "UDP/DTLS/SCTP".to_owned(),
+            formats: vec!["webrtc-datachannel".to_owned()],
+            connection: Some("IN IP4 0.0.0.0".to_owned()),
+            lines: Vec::new(),
+            attributes: Vec::new(),
+        };
+        for c in &self.candidates {
+            m.attributes.push(Attribute::new("candidate", Some(c.strip_prefix("candidate:").unwrap_or(c))));
+        }
+        if self.gathering_done {
+            m.attributes.push(Attribute::new("end-of-candidates", None));
+        }
+        m.attributes.push(Attribute::new("ice-ufrag", Some(&self.ufrag)));
+        m.attributes.push(Attribute::new("ice-pwd", Some(&self.pwd)));
+        m.attributes.push(Attribute::new("ice-options", Some("trickle")));
+        m.attributes.push(Attribute::new("fingerprint", Some(&self.certificate.fingerprint().to_string())));
+        m.attributes.push(Attribute::new("setup", Some(setup.as_str())));
+        m.attributes.push(Attribute::new("mid", Some(&self.mid)));
+        m.attributes.push(Attribute::new("sctp-port", Some("5000")));
+        m.attributes.push(Attribute::new("max-message-size", Some(&MAX_MESSAGE_SIZE.to_string())));
+        m
+    }
+}
+
+mod negotiate;
+mod run;

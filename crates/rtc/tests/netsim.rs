@@ -1,0 +1,242 @@
+//! Two PeerConnections in `peerlink-netsim`: offer/answer through a simulated signaling
+//! channel (descriptions and trickled candidates as text), behind NATs with a STUN server,
+//! data channels both ways, restart, rollback. (Interop with peers we did not write is in
+//! tests/e2e: aiortc and Chromium.)
+
+use peerlink_netsim::{seed, Datagram, HostId, LinkConfig, NatConfig, Network};
+use peerlink_rtc::{
+    ChannelConfig, ChannelEvent, ConnectionState, Description, PeerConnection, RtcConfig, RtcEvent, SdpType,
+    SignalingState,
+};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const STUN: &str = "198.51.100.1:3478";
+
+struct Side {
+    pc: PeerConnection,
+    host: HostId,
+    events: Vec<RtcEvent>,
+}
+
+struct World {
+    net: Network,
+    stun: HostId,
+    sides: [Side; 2],
+    /// Candidates on their way to the other side.
+    trickle: [Vec<String>; 2],
+}
+
+impl World {
+    fn new(n: u64, nat: bool) -> World {
+        let start = Instant::now();
+        let mut net = Network::new(n, start);
+        let stun = net.add_host("198.51.100.1".parse().unwrap(), None, LinkConfig::default());
+        let config = RtcConfig { stun_servers: vec![STUN.parse().unwrap()], ..RtcConfig::default() };
+        let sides = [0, 1].map(|i| {
+            let host = if nat {
+                let nat = net.add_nat(
+                    NatConfig::port_restricted_cone(),
+                    format!("203.0.113.{}", i + 1).parse().unwrap(),
+                );
+                net.add_host(format!("10.0.{}.2", i + 1).parse().unwrap(), Some(nat), LinkConfig::default())
+            } else {
+                net.add_host(format!("198.51.100.{}", 10 + i).parse().unwrap(), None, LinkConfig::default())
+            };
+            let mut pc = PeerConnection::new(start, config.clone(), seed(n * 2 + i as u64)).unwrap();
+            pc.add_local_address(start, SocketAddr::new(net.host_ip(host), 5000));
+            Side { pc, host, events: Vec::new() }
+        });
+        World { net, stun, sides, trickle: [Vec::new(), Vec::new()] }
+    }
+
+    fn step(&mut self) {
+        let now = self.net.now();
+        while let Some(req) = self.net.poll_receive(self.stun) {
+            let mut out = Vec::new();
+            if peerlink_stun::binding::respond(&req.payload, req.from, &mut out)
+                == peerlink_stun::binding::Outcome::Answered
+            {
+                self.net.send(self.stun, Datagram { from: req.to, to: req.from, payload: out });
+            }
+        }
+        for i in 0..2 {
+            while let Some(d) = self.net.poll_receive(self.sides[i].host) {
+                self.sides[i].pc.handle_receive(now, d.from, d.to, &d.payload);
+            }
+            self.sides[i].pc.handle_timeout(now);
+            while let Some(t) = self.sides[i].pc.poll_transmit(now) {
+                self.net.send(self.sides[i].host, Datagram { from: t.from, to: t.to, payload: t.payload });
+            }
+            while let Some(e) = self.sides[i].pc.poll_event() {
+                if let RtcEvent::LocalCandidate(c) = &e {
+                    self.trickle[1 - i].push(c.clone());
+                }
+                self.sides[i].events.push(e);
+            }
+            // Trickled candidates reach the other side once it has a remote description.
+            if self.sides[i].pc.signaling_state() != SignalingState::Stable || self.has_remote(i) {
+                for c in std::mem::take(&mut self.trickle[i]) {
+                    self.sides[i].pc.add_ice_candidate(now, &c).unwrap();
+                }
+            }
+        }
+    }
+
+    fn has_remote(&self, i: usize) -> bool {
+        self.sides[i].events.iter().any(|e| matches!(e, RtcEvent::IceState(_)))
+    }
+
+    fn run(&mut self, limit: Duration, done: impl Fn(&World) -> bool) {
+        let deadline = self.net.now() + limit;
+        loop {
+            self.step();
+            if done(self) {
+                return;
+            }
+            let next =
+                [self.net.poll_timeout(), self.sides[0].pc.poll_timeout(), self.sides[1].pc.poll_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min();
+            let Some(next) = next.filter(|&t| t <= deadline) else {
+                self.net.advance(deadline);
+                return;
+            };
+            self.net.advance(next.max(self.net.now()));
+        }
+    }
+
+    /// Side `a` offers, side `b` answers (descriptions as text).
+    fn negotiate(&mut self, a: usize, b: usize) {
+        let now = self.net.now();
+        let offer = self.sides[a].pc.create_offer().unwrap();
+        self.sides[a].pc.set_local_description(now, Some(offer.clone())).unwrap();
+        let offer = Description { kind: SdpType::Offer, sdp: offer.sdp };
+        self.sides[b].pc.set_remote_description(now, offer).unwrap();
+        let answer = self.sides[b].pc.create_answer().unwrap();
+        self.sides[b].pc.set_local_description(now, Some(answer.clone())).unwrap();
+        self.sides[a].pc.set_remote_description(now, answer).unwrap();
+    }
+
+    fn connected(&self) -> bool {
+        self.sides.iter().all(|s| s.pc.connection_state() == ConnectionState::Connected)
+    }
+
+    fn has(&self, i: usize, f: impl Fn(&RtcEvent) -> bool) -> bool {
+        self.sides[i].events.iter().any(f)
+    }
+}
+
+#[test]
+fn offer_answer_connects_and_a_channel_carries_messages_both_ways() {
+    for nat in [false, true] {
+        let mut w = World::new(1 + u64::from(nat), nat);
+        let now = w.net.now();
+        let chat = w.sides[0].pc.create_data_channel(now, ChannelConfig::reliable("chat")).unwrap();
+        w.negotiate(0, 1);
+        w.run(Duration::from_secs(20), |w| {
+            w.connected() && w.has(1, |e| matches!(e, RtcEvent::Channel(ChannelEvent::Incoming { .. })))
+        });
+        assert!(w.connected(), "nat {nat}: {:?} / {:?}", w.sides[0].events, w.sides[1].events);
+        // The answerer took the DTLS client role, so the offerer's channel has an odd id.
+        assert_eq!(chat % 2, 1);
+        let now = w.net.now();
+        w.sides[0].pc.send(now, chat, b"hello", false).unwrap();
+        w.sides[1].pc.send(now, chat, b"hi back", false).unwrap();
+        w.run(Duration::from_secs(5), |w| {
+            w.has(
+                1,
+                |e| matches!(e, RtcEvent::Channel(ChannelEvent::Message { data, .. }) if data == b"hello"),
+            ) && w.has(
+                0,
+                |e| matches!(e, RtcEvent::Channel(ChannelEvent::Message { data, .. }) if data == b"hi back"),
+            )
+        });
+        assert!(w.has(
+            1,
+            |e| matches!(e, RtcEvent::Channel(ChannelEvent::Message { data, .. }) if data == b"hello")
+        ));
+        assert!(w.has(
+            0,
+            |e| matches!(e, RtcEvent::Channel(ChannelEvent::Message { data, .. }) if data == b"hi back")
+        ));
+        if nat {
+            let pair = w.sides[0].events.iter().find_map(|e| match e {
+                RtcEvent::SelectedPair { local_kind, remote_kind, .. } => Some((*local_kind, *remote_kind)),
+                _ => None,
+            });
+            assert_eq!(pair, Some(("srflx", "srflx")));
+        }
+    }
+}
+
+#[test]
+fn the_answer_rejects_media_sections_and_keeps_their_order() {
+    let mut w = World::new(3, false);
+    let chromium = include_str!("../../sdp/testdata/chromium-av-datachannel-offer.sdp");
+    let now = w.net.now();
+    w.sides[1]
+        .pc
+        .set_remote_description(now, Description { kind: SdpType::Offer, sdp: chromium.to_owned() })
+        .unwrap();
+    let answer = w.sides[1].pc.create_answer().unwrap();
+    let sd = peerlink_sdp::SessionDescription::parse(&answer.sdp).unwrap();
+    let ports: Vec<(String, u16)> = sd.media.iter().map(|m| (m.kind.clone(), m.port)).collect();
+    assert_eq!(ports, [("audio".into(), 0), ("video".into(), 0), ("application".into(), 9)]);
+    assert_eq!(sd.bundle(), ["2"]);
+    let dc = sd.datachannel().unwrap();
+    assert_eq!(sd.setup(dc), Some(peerlink_sdp::Setup::Active));
+    assert_eq!(dc.mid(), Some("2"));
+}
+
+#[test]
+fn rollback_returns_to_stable_and_wrong_order_is_refused() {
+    let mut w = World::new(4, false);
+    let now = w.net.now();
+    let offer = w.sides[0].pc.create_offer().unwrap();
+    w.sides[0].pc.set_local_description(now, Some(offer)).unwrap();
+    assert_eq!(w.sides[0].pc.signaling_state(), SignalingState::HaveLocalOffer);
+    assert!(w.sides[0].pc.create_answer().is_err());
+    w.sides[0].pc.set_local_description(now, None).unwrap();
+    assert_eq!(w.sides[0].pc.signaling_state(), SignalingState::Stable);
+    // An answer without an offer, and garbage, are errors that change nothing.
+    let answer = Description { kind: SdpType::Answer, sdp: w.sides[1].pc.create_offer().unwrap().sdp };
+    assert!(w.sides[0].pc.set_remote_description(now, answer).is_err());
+    assert!(w.sides[0]
+        .pc
+        .set_remote_description(now, Description { kind: SdpType::Offer, sdp: "v=0\n".into() })
+        .is_err());
+    assert_eq!(w.sides[0].pc.signaling_state(), SignalingState::Stable);
+    // After all that, a normal negotiation still works.
+    w.negotiate(0, 1);
+    w.run(Duration::from_secs(20), World::connected);
+    assert!(w.connected());
+}
+
+#[test]
+fn ice_restart_renegotiates_and_the_channel_keeps_working() {
+    let mut w = World::new(5, true);
+    let now = w.net.now();
+    let chat = w.sides[0].pc.create_data_channel(now, ChannelConfig::reliable("chat")).unwrap();
+    w.negotiate(0, 1);
+    w.run(Duration::from_secs(20), World::connected);
+    assert!(w.connected());
+    let now = w.net.now();
+    w.sides[0].pc.restart_ice(now).unwrap();
+    w.negotiate(0, 1);
+    let selections = |w: &World, i: usize| {
+        w.sides[i].events.iter().filter(|e| matches!(e, RtcEvent::SelectedPair { .. })).count()
+    };
+    w.run(Duration::from_secs(20), |w| selections(w, 0) >= 2 && selections(w, 1) >= 2);
+    assert!(selections(&w, 0) >= 2, "{:?}", w.sides[0].events);
+    let now = w.net.now();
+    w.sides[0].pc.send(now, chat, b"after restart", false).unwrap();
+    w.run(Duration::from_secs(5), |w| {
+        w.has(1, |e| matches!(e, RtcEvent::Channel(ChannelEvent::Message { .. })))
+    });
+    assert!(w.has(
+        1,
+        |e| matches!(e, RtcEvent::Channel(ChannelEvent::Message { data, .. }) if data == b"after restart")
+    ));
+}
