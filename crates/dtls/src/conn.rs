@@ -5,7 +5,12 @@
 //! ours (RFC 6347 §4.2.4): the datagrams of the last flight OpenSSL wrote are kept and sent
 //! again on our timer (initial 500 ms, doubled, at most 8 s), so a handshake works under a
 //! simulated clock; and when the peer repeats a flight we already answered, our last flight
-//! goes out again. OpenSSL's own timer runs on the wall clock and is never asked to fire.
+//! goes out again. OpenSSL also keeps its own retransmission timer on the wall clock; on
+//! our timer we let it run (a `do_handshake`), so on a real network OpenSSL sends its
+//! flights again too, with fresh record numbers. That matters for the client's last flight:
+//! its copy (an epoch-1 Finished, which we cannot renumber) is a replay to a peer that got
+//! the original, while OpenSSL's own retransmission makes the server repeat its lost last
+//! flight.
 //!
 //! A copy sent again must not look like a replay: the peer's record layer drops a record
 //! whose sequence number it has seen, even when it threw the record's content away (a
@@ -32,9 +37,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_QUEUED: usize = 256;
 /// A repeated flight of the peer gets our last flight again at most this often.
 const REPEAT_GAP: Duration = Duration::from_millis(100);
-/// Cipher suites offered: AEAD first (RFC 8827 §6.5 requires ECDHE-ECDSA-AES128-GCM-SHA256).
+/// Cipher suites offered: AEAD first (RFC 8827 §6.5 requires ECDHE-ECDSA-AES128-GCM-SHA256);
+/// the RSA ones let us be the client of a peer whose certificate is RSA.
 const CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:\
-                       ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA";
+                       ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256:\
+                       ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-POLY1305:\
+                       ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA";
 /// SRTP protection profiles offered with use_srtp (RFC 5764, RFC 7714), preferred first.
 const SRTP_PROFILES: &str = "SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80";
 const SRTP_LABEL: &str = "EXTRACTOR-dtls_srtp";
@@ -162,6 +170,7 @@ pub struct Dtls {
     fingerprint: Fingerprint,
     mismatch: Arc<AtomicBool>,
     started: Instant,
+    heard: bool,
     /// The last flight we sent during the handshake (and, for the side that sends the last
     /// flight, after it), and when to send it again.
     flight: Vec<Vec<u8>>,
@@ -263,6 +272,7 @@ impl Dtls {
             fingerprint: config.remote_fingerprint,
             mismatch,
             started: now,
+            heard: false,
             flight: Vec::new(),
             rto: INITIAL_RTO,
             retransmit_at: None,
@@ -297,6 +307,12 @@ impl Dtls {
         }
         if self.stream.get_ref().incoming.len() >= MAX_QUEUED {
             return;
+        }
+        // A server's handshake deadline runs from the first datagram (it may be created
+        // long before its client gets a path).
+        if self.role == Role::Server && !self.heard && self.state == State::Handshaking {
+            self.heard = true;
+            self.started = now;
         }
         // Handshake and ChangeCipherSpec records: a byte-for-byte repeat of a datagram that
         // came before our last flight is the peer retransmitting the flight we answered, so
@@ -392,6 +408,8 @@ impl Dtls {
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
+            // A server that has not heard from its client yet waits without a deadline.
+            State::Handshaking if self.role == Role::Server && !self.heard => self.retransmit_at,
             State::Handshaking => {
                 let deadline = self.started + HANDSHAKE_TIMEOUT;
                 Some(self.retransmit_at.map_or(deadline, |t| t.min(deadline)))
@@ -404,7 +422,8 @@ impl Dtls {
         if self.state != State::Handshaking {
             return;
         }
-        if now >= self.started + HANDSHAKE_TIMEOUT {
+        let deadline_runs = self.role == Role::Client || self.heard;
+        if deadline_runs && now >= self.started + HANDSHAKE_TIMEOUT {
             return self.fail(DtlsError::HandshakeTimeout(HANDSHAKE_TIMEOUT));
         }
         if self.retransmit_at.is_some_and(|t| now >= t) {
@@ -412,6 +431,11 @@ impl Dtls {
             self.send_flight_again();
             self.rto = (self.rto * 2).min(MAX_RTO);
             self.retransmit_at = Some(now + self.rto);
+            // OpenSSL's own (wall-clock) timer, if it expired, retransmits with fresh
+            // record numbers.
+            let rto = (self.rto, self.retransmit_at);
+            self.handshake(now);
+            (self.rto, self.retransmit_at) = rto;
         }
     }
 

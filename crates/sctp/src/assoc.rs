@@ -87,6 +87,8 @@ pub enum SendError {
     TooLarge(usize),
     #[error("the association is closed")]
     Closed,
+    #[error("an SCTP message cannot be empty")]
+    Empty,
 }
 
 /// Counters for tests and stats.
@@ -142,6 +144,8 @@ pub struct Association {
     next_reset_seq: u32,
     /// The sequence number we expect the peer's next reset request to carry.
     peer_reset_seq: Option<u32>,
+    /// The last incoming reset request answered, and the answer (for its retransmissions).
+    last_reset_result: Option<(u32, u32)>,
     events: VecDeque<SctpEvent>,
     stats: SctpStats,
     scratch: Vec<u8>,
@@ -179,6 +183,7 @@ impl Association {
             resets: VecDeque::new(),
             next_reset_seq: 0,
             peer_reset_seq: None,
+            last_reset_result: None,
             events: VecDeque::new(),
             stats: SctpStats::default(),
             scratch: Vec::new(),
@@ -279,6 +284,11 @@ impl Association {
         reliability: Reliability,
     ) -> Result<(), SendError> {
         let data = data.into();
+        // §3.3.1: a DATA chunk must carry user data (channels send empty messages as one
+        // byte with their own PPID).
+        if data.is_empty() {
+            return Err(SendError::Empty);
+        }
         if data.len() > self.config.max_send_message {
             return Err(SendError::TooLarge(data.len()));
         }
@@ -322,6 +332,12 @@ impl Association {
     /// sent; the peer then resets its side. Closing a data channel does this.
     pub fn reset_streams(&mut self, streams: &[u16]) {
         if self.state == SctpState::Ended || streams.is_empty() {
+            return;
+        }
+        if self.peer.is_some_and(|p| !p.reconfig) {
+            // A peer without RE-CONFIG cannot reset streams: the streams are done here.
+            self.events.push_back(SctpEvent::OutgoingStreamsReset(streams.to_vec()));
+            self.events.push_back(SctpEvent::IncomingStreamsReset(streams.to_vec()));
             return;
         }
         let seq = self.next_reset_seq;
@@ -588,12 +604,22 @@ impl Association {
                 }
             }
         }
+        if let Some(r) = &mut self.receiver {
+            for streams in r.take_performed_resets() {
+                if let Some((seq, _)) = self.last_reset_result {
+                    self.last_reset_result = Some((seq, chunk::RESET_PERFORMED));
+                }
+                self.events.push_back(SctpEvent::IncomingStreamsReset(streams));
+            }
+        }
         if had_data {
             let Some(peer) = self.peer else { return };
             let header = self.header(peer.tag);
             if let Some(r) = &mut self.receiver {
                 r.unacked_packets += 1;
-                if r.unacked_packets >= 2 || r.sack_now {
+                // A COOKIE ACK waiting in `control` goes first (§5.1): the SACK then rides
+                // with it in `poll_transmit`.
+                if (r.unacked_packets >= 2 || r.sack_now) && self.control.is_empty() {
                     // Every second packet (or at once for a gap or duplicate, §6.7), and
                     // right away: a driver that hands us a batch of datagrams still gets
                     // one SACK per two packets out, which is what the sender's congestion
@@ -605,6 +631,8 @@ impl Association {
                     self.lone.push_back(p);
                     self.sack_at = None;
                     self.stats.sacks_sent += 1;
+                } else if r.unacked_packets >= 2 {
+                    r.sack_now = true;
                 } else if self.sack_at.is_none() {
                     self.sack_at = Some(now + SACK_DELAY);
                 }
@@ -804,13 +832,26 @@ impl Association {
                 chunk::PARAM_OUTGOING_RESET => {
                     let Some(request) = OutgoingReset::parse(value) else { continue };
                     let Some(r) = &mut self.receiver else { continue };
-                    let result = if r.reset(request.last_tsn, request.streams.clone()) {
-                        self.peer_reset_seq = Some(request.request_seq.wrapping_add(1));
-                        self.events.push_back(SctpEvent::IncomingStreamsReset(request.streams));
-                        chunk::RESET_PERFORMED
+                    let expected = self.peer_reset_seq.unwrap_or(0);
+                    // RFC 6525 §5.2.1: the expected sequence number is new; the one before
+                    // it is a retransmission, answered with the result it had; anything
+                    // else is a bad sequence number.
+                    let result = if request.request_seq == expected {
+                        self.peer_reset_seq = Some(expected.wrapping_add(1));
+                        if r.reset(request.last_tsn, request.streams.clone()) {
+                            self.events.push_back(SctpEvent::IncomingStreamsReset(request.streams));
+                            chunk::RESET_PERFORMED
+                        } else {
+                            chunk::RESET_IN_PROGRESS
+                        }
+                    } else if request.request_seq == expected.wrapping_sub(1) {
+                        self.last_reset_result
+                            .filter(|(seq, _)| *seq == request.request_seq)
+                            .map_or(chunk::RESET_PERFORMED, |(_, result)| result)
                     } else {
-                        chunk::RESET_IN_PROGRESS
+                        chunk::RESET_BAD_SEQUENCE
                     };
+                    self.last_reset_result = Some((request.request_seq, result));
                     let mut c = Vec::new();
                     chunk::write_reconfig_response(&mut c, request.request_seq, result);
                     self.control.push_back(c);
@@ -826,8 +867,14 @@ impl Association {
                         continue;
                     }
                     let done = self.resets.pop_front().expect("front exists");
-                    if let Some(sender) = &mut self.sender {
-                        sender.reset_ssn(&done.streams);
+                    // Only "performed" (or "nothing to do") restarts the SSNs; a refusal
+                    // leaves them, but the streams are finished with all the same.
+                    if matches!(result, chunk::RESET_NOTHING | chunk::RESET_PERFORMED) {
+                        if let Some(sender) = &mut self.sender {
+                            sender.reset_ssn(&done.streams);
+                        }
+                    } else {
+                        tracing::debug!(result, streams = ?done.streams, "stream reset refused by the peer");
                     }
                     self.events.push_back(SctpEvent::OutgoingStreamsReset(done.streams));
                 }

@@ -91,6 +91,9 @@ struct Channel {
     /// Our outgoing side was reset / the peer's was.
     out_reset: bool,
     in_reset: bool,
+    /// DATA_CHANNEL_ACK received (or not needed): until then everything goes ordered, so
+    /// nothing overtakes the OPEN (RFC 8832 §6).
+    acked: bool,
 }
 
 /// The data channels of one association.
@@ -172,8 +175,9 @@ impl DataChannels {
         }
         let established = self.sctp.is_established();
         let state = if established { ChannelState::Open } else { ChannelState::Connecting };
+        let acked = config.negotiated.is_some();
         let channel =
-            Channel { config, state, low_water: 0, above: false, out_reset: false, in_reset: false };
+            Channel { config, state, low_water: 0, above: false, out_reset: false, in_reset: false, acked };
         self.channels.insert(id, channel);
         if established {
             self.events.push_back(ChannelEvent::Open(id));
@@ -184,7 +188,10 @@ impl DataChannels {
     fn free_id(&mut self) -> Result<u16, ChannelError> {
         for _ in 0..=MAX_ID / 2 {
             let id = self.next_id;
-            self.next_id = if self.next_id + 2 > MAX_ID { u16::from(!self.even) } else { self.next_id + 2 };
+            self.next_id = match self.next_id.checked_add(2) {
+                Some(next) if next <= MAX_ID => next,
+                _ => u16::from(!self.even),
+            };
             if !self.channels.contains_key(&id) {
                 return Ok(id);
             }
@@ -205,7 +212,7 @@ impl DataChannels {
             (true, true) => (dcep::PPID_BINARY_EMPTY, vec![0]),
             (false, true) => (dcep::PPID_STRING_EMPTY, vec![0]),
         };
-        let (ordered, reliability) = (c.config.ordered, c.config.reliability);
+        let (ordered, reliability) = (c.config.ordered || !c.acked, c.config.reliability);
         self.sctp.send(now, id, ppid, payload, ordered, reliability)?;
         let c = self.channels.get_mut(&id).expect("checked above");
         c.above = self.sctp.buffered_amount(id) > c.low_water;
@@ -373,6 +380,7 @@ impl DataChannels {
                     above: false,
                     out_reset: false,
                     in_reset: false,
+                    acked: true,
                 };
                 self.channels.insert(id, channel);
                 self.events.push_back(ChannelEvent::Incoming {
@@ -381,8 +389,13 @@ impl DataChannels {
                     protocol: open.protocol,
                 });
             }
-            // The opener's channel is open already (it may send before the ACK, §6).
-            Ok(DcepMessage::Ack) | Err(_) => {}
+            // The opener's channel is open already (it may send before the ACK, ordered).
+            Ok(DcepMessage::Ack) => {
+                if let Some(c) = self.channels.get_mut(&id) {
+                    c.acked = true;
+                }
+            }
+            Err(_) => {}
         }
     }
 }

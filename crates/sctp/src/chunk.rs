@@ -326,7 +326,9 @@ impl OutgoingReset {
 }
 
 /// RFC 6525 §4.4 results.
+pub const RESET_NOTHING: u32 = 0;
 pub const RESET_PERFORMED: u32 = 1;
+pub const RESET_BAD_SEQUENCE: u32 = 5;
 pub const RESET_DENIED: u32 = 2;
 pub const RESET_IN_PROGRESS: u32 = 6;
 

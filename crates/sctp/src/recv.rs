@@ -65,6 +65,7 @@ pub struct Receiver {
     pub(crate) unacked_packets: u32,
     /// Incoming stream resets waiting for `cumulative` to reach their last TSN.
     pending_resets: Vec<(u64, Vec<u16>)>,
+    performed_resets: Vec<Vec<u16>>,
 }
 
 /// Gap blocks we report at most (they must fit one packet with the rest of the SACK).
@@ -88,6 +89,7 @@ impl Receiver {
             sack_now: false,
             unacked_packets: 0,
             pending_resets: Vec::new(),
+            performed_resets: Vec::new(),
         }
     }
 
@@ -131,8 +133,9 @@ impl Receiver {
         if !room && tsn != self.cumulative + 1 {
             return Ok(());
         }
-        // A peer cannot make us track TSNs far ahead without bound.
-        if tsn > self.cumulative + 65_536 {
+        // A peer cannot make us track TSNs far ahead without bound; and a gap block offset
+        // is 16 bits, so nothing past cumulative + 65535 can be reported.
+        if tsn > self.cumulative + 65_535 {
             return Ok(());
         }
         // Out of order, or filling a gap: tell the sender now (§6.7).
@@ -187,7 +190,14 @@ impl Receiver {
                 break;
             }
             match self.fragments.get(&(start - 1)) {
-                Some(prev) if same(prev) && (unordered || prev.ssn == ssn) => start -= 1,
+                // An END before us belongs to another message.
+                Some(prev)
+                    if same(prev)
+                        && (unordered || prev.ssn == ssn)
+                        && prev.flags & crate::chunk::FLAG_END == 0 =>
+                {
+                    start -= 1
+                }
                 _ => return self.check_size(size),
             }
         }
@@ -198,7 +208,11 @@ impl Receiver {
                 break;
             }
             match self.fragments.get(&(end + 1)) {
-                Some(next) if same(next) && (unordered || next.ssn == ssn) => {
+                Some(next)
+                    if same(next)
+                        && (unordered || next.ssn == ssn)
+                        && next.flags & crate::chunk::FLAG_BEGIN == 0 =>
+                {
                     end += 1;
                     size += next.data.len();
                 }
@@ -207,7 +221,7 @@ impl Receiver {
         }
         self.check_size(size)?;
         if unordered {
-            let message = self.take(start, end);
+            let message = self.take(start, end, size);
             self.deliver(message);
         } else {
             self.complete.insert((stream, ssn), (start, end));
@@ -223,16 +237,14 @@ impl Receiver {
         Ok(())
     }
 
-    /// Removes the fragments `start..=end` and joins them into one message.
-    fn take(&mut self, start: u64, end: u64) -> Message {
-        let mut data = Vec::new();
+    /// Removes the fragments `start..=end` (`size` bytes together) and joins them into one
+    /// message.
+    fn take(&mut self, start: u64, end: u64, size: usize) -> Message {
+        let mut data = Vec::with_capacity(size);
         let (mut stream, mut ppid, mut unordered) = (0, 0, false);
         for tsn in start..=end {
             if let Some(f) = self.fragments.remove(&tsn) {
                 self.fragment_bytes -= f.data.len();
-                if data.is_empty() {
-                    data.reserve(f.data.len() * (end - start + 1) as usize);
-                }
                 data.extend_from_slice(&f.data);
                 (stream, ppid) = (f.stream, f.ppid);
                 unordered = f.flags & crate::chunk::FLAG_UNORDERED != 0;
@@ -246,7 +258,8 @@ impl Receiver {
         loop {
             let next = self.next_ssn.get(&stream).copied().unwrap_or(0);
             let Some((start, end)) = self.complete.remove(&(stream, next)) else { return };
-            let message = self.take(start, end);
+            let size = (start..=end).filter_map(|t| self.fragments.get(&t)).map(|f| f.data.len()).sum();
+            let message = self.take(start, end, size);
             self.next_ssn.insert(stream, next.wrapping_add(1));
             self.deliver(message);
         }
@@ -257,15 +270,23 @@ impl Receiver {
     pub fn forward_tsn(&mut self, new_cumulative: u32, streams: impl Iterator<Item = (u16, u16)>) {
         let new = unwrap(self.cumulative, new_cumulative);
         self.sack_now = true;
-        if new <= self.cumulative || new > self.cumulative + 65_536 {
+        if new <= self.cumulative || new > self.cumulative + 65_535 {
             return;
         }
-        // Fragments at or below the new point belong to abandoned messages.
-        let kept = self.fragments.split_off(&(new + 1));
-        for (_, f) in std::mem::replace(&mut self.fragments, kept) {
-            self.fragment_bytes -= f.data.len();
+        // Fragments at or below the new point of messages that are not complete belong to
+        // abandoned messages (§3.6); complete ordered ones still wait for their turn.
+        let complete: Vec<(u64, u64)> = self.complete.values().copied().collect();
+        let stale: Vec<u64> = self
+            .fragments
+            .range(..=new)
+            .map(|(&t, _)| t)
+            .filter(|t| !complete.iter().any(|(s, e)| (s..=e).contains(&t)))
+            .collect();
+        for t in stale {
+            if let Some(f) = self.fragments.remove(&t) {
+                self.fragment_bytes -= f.data.len();
+            }
         }
-        self.complete.retain(|_, (start, _)| *start > new);
         self.cumulative = new;
         self.above = self.above.split_off(&(new + 1));
         while self.above.first() == Some(&(self.cumulative + 1)) {
@@ -276,7 +297,24 @@ impl Receiver {
             let next = self.next_ssn.get(&stream).copied().unwrap_or(0);
             // Skip to after `ssn` unless we are already past it.
             if (ssn.wrapping_sub(next) as i16) >= 0 {
-                self.next_ssn.insert(stream, ssn.wrapping_add(1));
+                let next = ssn.wrapping_add(1);
+                self.next_ssn.insert(stream, next);
+                // Complete messages the skip passed over will never have their turn.
+                let passed: Vec<(u16, u16)> = self
+                    .complete
+                    .keys()
+                    .filter(|(st, s)| *st == stream && (s.wrapping_sub(next) as i16) < 0)
+                    .copied()
+                    .collect();
+                for key in passed {
+                    if let Some((start, end)) = self.complete.remove(&key) {
+                        for t in start..=end {
+                            if let Some(f) = self.fragments.remove(&t) {
+                                self.fragment_bytes -= f.data.len();
+                            }
+                        }
+                    }
+                }
             }
             self.deliver_ready(stream);
         }
@@ -305,15 +343,27 @@ impl Receiver {
         }
     }
 
-    /// Resets that became due; the association answers them.
+    /// Resets that became due; reported by [`Receiver::take_performed_resets`].
     fn apply_resets(&mut self) {
+        if self.pending_resets.is_empty() {
+            return;
+        }
         let cumulative = self.cumulative;
         let (due, waiting): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.pending_resets).into_iter().partition(|(last, _)| *last <= cumulative);
         self.pending_resets = waiting;
         for (_, streams) in due {
             self.reset_now(&streams);
+            for &s in &streams {
+                self.deliver_ready(s);
+            }
+            self.performed_resets.push(streams);
         }
+    }
+
+    /// Deferred resets carried out since the last call.
+    pub fn take_performed_resets(&mut self) -> Vec<Vec<u16>> {
+        std::mem::take(&mut self.performed_resets)
     }
 
     /// Writes the SACK for the current state (gap blocks, then duplicates, which are
@@ -422,6 +472,48 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].data, b"after");
         assert_eq!(r.fragment_bytes, 0);
+    }
+
+    #[test]
+    fn forward_tsn_keeps_a_complete_message_after_the_abandoned_one() {
+        let mut r = rx();
+        // SSN 0 lost its end (TSN 1001) and was abandoned; SSN 1 arrived whole after it.
+        r.data(1000, 3, 0, 53, FLAG_BEGIN, b"half").unwrap();
+        r.data(1002, 3, 1, 53, WHOLE, b"kept").unwrap();
+        assert!(all(&mut r).is_empty());
+        r.forward_tsn(1001, [(3u16, 0u16)].into_iter());
+        assert_eq!(r.cumulative_tsn(), 1002);
+        let got = all(&mut r);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].data, b"kept");
+        assert_eq!(r.fragment_bytes, 0);
+    }
+
+    #[test]
+    fn nothing_beyond_what_a_gap_block_can_name_is_taken() {
+        let mut r = rx();
+        // cumulative is 999: 999 + 65536 cannot be reported in a 16-bit gap offset.
+        r.data(999u32.wrapping_add(65_536), 1, 0, 51, WHOLE, b"far").unwrap();
+        assert!(r.above.is_empty());
+        r.data(999 + 65_535, 1, 0, 51, WHOLE | FLAG_UNORDERED, b"edge").unwrap();
+        let mut sack = Vec::new();
+        r.write_sack(&mut sack);
+        let parsed =
+            crate::chunk::Sack::parse(crate::chunk::Chunks::new(&sack).next().unwrap().unwrap()).unwrap();
+        assert_eq!(parsed.gaps().collect::<Vec<_>>(), [(65_535, 65_535)]);
+    }
+
+    #[test]
+    fn many_tiny_fragments_reassemble_without_a_huge_reservation() {
+        let mut r = Receiver::new(1, 1 << 20, 1 << 18);
+        r.data(1, 0, 0, 53, FLAG_BEGIN, &[7; 16_000]).unwrap();
+        for t in 2..2000u32 {
+            r.data(t, 0, 0, 53, 0, &[1]).unwrap();
+        }
+        r.data(2000, 0, 0, 53, FLAG_END, &[2]).unwrap();
+        let m = all(&mut r).pop().unwrap();
+        assert_eq!(m.data.len(), 16_000 + 1999);
+        assert!(m.data.capacity() < 64 * 1024, "capacity {}", m.data.capacity());
     }
 
     #[test]

@@ -325,7 +325,8 @@ impl Sender {
             if !self.in_flight[i].retransmit {
                 continue;
             }
-            if self.expired(i, now) {
+            // Without PR-SCTP on the peer's side every message is reliable.
+            if self.forward_tsn_supported && self.expired(i, now) {
                 self.abandon_message(self.in_flight[i].message);
                 continue;
             }
@@ -387,7 +388,9 @@ impl Sender {
     fn advance_ack_point(&mut self) {
         let mut point = self.advanced_ack.max(self.cumulative_acked);
         for c in &self.in_flight {
-            if c.tsn == point + 1 && (c.abandoned || c.acked) {
+            // Only abandoned chunks are skipped (RFC 3758 C2): one that arrived must still
+            // be delivered, and the receiver drops what a FORWARD TSN covers.
+            if c.tsn == point + 1 && c.abandoned {
                 point = c.tsn;
             } else if c.tsn > point {
                 break;
@@ -493,17 +496,21 @@ impl Sender {
         }
         // T3 (§6.3.2): restart when the cumulative ack moved and data is outstanding; stop
         // when nothing is.
-        if self.in_flight.iter().all(|c| c.acked || c.abandoned) && self.to_retransmit == 0 {
-            self.t3 = None;
-        } else if outcome.advanced {
-            self.restart_t3(now);
-        }
         // PR-SCTP (RFC 3758 §3.5 C1-C3).
         if self.advanced_ack < self.cumulative_acked {
             self.advanced_ack = self.cumulative_acked;
         }
         self.abandon_expired(now);
         self.advance_ack_point();
+        // A FORWARD TSN not yet acknowledged keeps the timer too (§3.5 C4).
+        let waiting = self.to_retransmit > 0
+            || self.advanced_ack > self.cumulative_acked
+            || self.in_flight.iter().any(|c| !c.acked && !c.abandoned);
+        if !waiting {
+            self.t3 = None;
+        } else if outcome.advanced || self.t3.is_none() {
+            self.restart_t3(now);
+        }
         outcome
     }
 
