@@ -1,0 +1,308 @@
+//! The tokio driver of the native peer: one task owns a `peerlink_rtc::PeerConnection` and
+//! its UDP sockets (one per local IPv4 address), runs its timers, resolves browsers'
+//! `*.local` candidates with multicast DNS, and talks to the application through channels:
+//! [`Peer`] sends commands (answered through oneshot channels, nothing is held across an
+//! await) and [`Peer::next_event`] yields the connection's events.
+
+use peerlink_rtc::{ChannelConfig, Description, PeerConnection, RtcConfig, RtcError, RtcEvent, SdpType};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+mod mdns;
+
+/// Where the peer listens and which servers it uses.
+#[derive(Debug, Clone, Default)]
+pub struct PeerConfig {
+    pub rtc: RtcConfig,
+    /// Local addresses to gather host candidates on; empty: every IPv4 address that is up,
+    /// loopback only when there is no other.
+    pub addresses: Vec<IpAddr>,
+}
+
+enum Command {
+    CreateChannel(ChannelConfig, oneshot::Sender<Result<u16, RtcError>>),
+    Offer(oneshot::Sender<Result<Description, RtcError>>),
+    /// A remote description; for an offer, the answer (already applied) comes back.
+    Remote(Description, oneshot::Sender<Result<Option<Description>, RtcError>>),
+    Rollback(oneshot::Sender<Result<(), RtcError>>),
+    Candidate(String),
+    Resolved(String, IpAddr),
+    Send(u16, Vec<u8>, bool, oneshot::Sender<Result<(), RtcError>>),
+    Buffered(u16, oneshot::Sender<usize>),
+    LowWater(u16, usize),
+    CloseChannel(u16),
+    Close(oneshot::Sender<()>),
+}
+
+/// Handle to a peer connection running on the current tokio runtime.
+#[derive(Debug)]
+pub struct Peer {
+    commands: mpsc::UnboundedSender<Command>,
+    events: mpsc::UnboundedReceiver<RtcEvent>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command")
+    }
+}
+
+/// The driver task ended (closed, or failed to set up).
+#[derive(Debug, thiserror::Error)]
+#[error("the peer connection is gone")]
+pub struct Gone;
+
+impl From<Gone> for RtcError {
+    fn from(_: Gone) -> RtcError {
+        RtcError::Closed
+    }
+}
+
+/// Every IPv4 address of an interface that is up; loopback only when nothing else is.
+pub fn local_addresses() -> Vec<IpAddr> {
+    let mut found = Vec::new();
+    let mut loopback = Vec::new();
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for ifa in addrs {
+            let up = ifa.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP);
+            let Some(v4) = ifa.address.as_ref().and_then(|a| a.as_sockaddr_in()).map(|s| s.ip()) else {
+                continue;
+            };
+            if !up {
+                continue;
+            }
+            if v4.is_loopback() {
+                loopback.push(IpAddr::V4(v4));
+            } else if !v4.is_unspecified() {
+                found.push(IpAddr::V4(v4));
+            }
+        }
+    }
+    if found.is_empty() {
+        found = loopback;
+    }
+    if found.is_empty() {
+        found.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    found
+}
+
+fn random32() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    getrandom::getrandom(&mut b).expect("the system random source works");
+    b
+}
+
+impl Peer {
+    /// Binds one UDP socket per local address and starts the driver task.
+    pub async fn start(config: PeerConfig) -> std::io::Result<Peer> {
+        let addresses =
+            if config.addresses.is_empty() { local_addresses() } else { config.addresses.clone() };
+        let now = Instant::now();
+        let mut pc = PeerConnection::new(now, config.rtc.clone(), random32())
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut sockets = Vec::new();
+        for ip in addresses {
+            let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+            let sock = socket2::SockRef::from(&socket);
+            let _ = sock.set_recv_buffer_size(4 << 20);
+            let _ = sock.set_send_buffer_size(4 << 20);
+            let local = socket.local_addr()?;
+            pc.add_local_address(now, local);
+            sockets.push((local, Arc::new(socket)));
+        }
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (event_tx, events) = mpsc::unbounded_channel();
+        tokio::spawn(drive(pc, sockets, command_rx, commands.clone(), event_tx));
+        Ok(Peer { commands, events })
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Gone> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).map_err(|_| Gone)?;
+        rx.await.map_err(|_| Gone)
+    }
+
+    pub async fn create_data_channel(&self, config: ChannelConfig) -> Result<u16, RtcError> {
+        self.ask(|tx| Command::CreateChannel(config, tx)).await?
+    }
+
+    /// Creates an offer and applies it locally.
+    pub async fn create_offer(&self) -> Result<Description, RtcError> {
+        self.ask(Command::Offer).await?
+    }
+
+    /// Applies the peer's description; an offer is answered (the answer is returned, already
+    /// applied locally).
+    pub async fn set_remote_description(&self, d: Description) -> Result<Option<Description>, RtcError> {
+        self.ask(|tx| Command::Remote(d, tx)).await?
+    }
+
+    /// Rolls back our pending offer (perfect negotiation's polite side).
+    pub async fn rollback(&self) -> Result<(), RtcError> {
+        self.ask(Command::Rollback).await?
+    }
+
+    /// A trickled candidate line, or "" for the end of candidates.
+    pub fn add_ice_candidate(&self, candidate: &str) {
+        let _ = self.commands.send(Command::Candidate(candidate.to_owned()));
+    }
+
+    pub async fn send(&self, channel: u16, data: Vec<u8>, binary: bool) -> Result<(), RtcError> {
+        self.ask(|tx| Command::Send(channel, data, binary, tx)).await?
+    }
+
+    pub async fn buffered_amount(&self, channel: u16) -> usize {
+        self.ask(|tx| Command::Buffered(channel, tx)).await.unwrap_or(0)
+    }
+
+    pub fn set_buffered_amount_low_threshold(&self, channel: u16, bytes: usize) {
+        let _ = self.commands.send(Command::LowWater(channel, bytes));
+    }
+
+    pub fn close_channel(&self, channel: u16) {
+        let _ = self.commands.send(Command::CloseChannel(channel));
+    }
+
+    /// The next event; `None` once the connection is closed and everything was delivered.
+    pub async fn next_event(&mut self) -> Option<RtcEvent> {
+        self.events.recv().await
+    }
+
+    /// Closes the connection (and waits until the driver has sent its last packets).
+    pub async fn close(&self) {
+        let _ = self.ask(Command::Close).await;
+    }
+}
+
+async fn drive(
+    mut pc: PeerConnection,
+    sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    command_tx: mpsc::UnboundedSender<Command>,
+    events: mpsc::UnboundedSender<RtcEvent>,
+) {
+    // One reader task per socket; datagrams come here.
+    let (datagram_tx, mut datagrams) = mpsc::channel::<(SocketAddr, SocketAddr, Vec<u8>)>(1024);
+    let mut readers = Vec::new();
+    for (local, socket) in &sockets {
+        let (local, socket, tx) = (*local, socket.clone(), datagram_tx.clone());
+        readers.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                match socket.recv_from(&mut buf).await {
+                    Ok((n, from)) => {
+                        if tx.send((local, from, buf[..n].to_vec())).await.is_err() {
+                            return;
+                        }
+                    }
+                    // ICMP errors (port unreachable) surface here on Linux: keep reading.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                    Err(e) => {
+                        tracing::debug!(%local, error = %e, "udp receive failed");
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    drop(datagram_tx);
+    let mut closing: Option<oneshot::Sender<()>> = None;
+    loop {
+        flush(&mut pc, &sockets).await;
+        while let Some(e) = pc.poll_event() {
+            if let RtcEvent::ResolveMdns { name, candidate } = &e {
+                let (name, candidate, tx) = (name.clone(), candidate.clone(), command_tx.clone());
+                tokio::spawn(async move {
+                    match mdns::resolve(&name, Duration::from_secs(3)).await {
+                        Some(ip) => {
+                            let _ = tx.send(Command::Resolved(candidate, ip));
+                        }
+                        None => tracing::debug!(%name, "mDNS name not resolved; candidate dropped"),
+                    }
+                });
+                continue;
+            }
+            let _ = events.send(e);
+        }
+        if let Some(done) = closing.take() {
+            let _ = done.send(());
+            break;
+        }
+        let wake = pc.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            command = commands.recv() => {
+                let Some(command) = command else { break };
+                let now = Instant::now();
+                match command {
+                    Command::CreateChannel(config, reply) => { let _ = reply.send(pc.create_data_channel(now, config)); }
+                    Command::Offer(reply) => {
+                        let result = pc.create_offer().and_then(|offer| {
+                            pc.set_local_description(now, Some(offer.clone())).map(|()| offer)
+                        });
+                        let _ = reply.send(result);
+                    }
+                    Command::Remote(d, reply) => {
+                        let offer = d.kind == SdpType::Offer;
+                        let result = pc.set_remote_description(now, d).and_then(|()| {
+                            if !offer {
+                                return Ok(None);
+                            }
+                            let answer = pc.create_answer()?;
+                            pc.set_local_description(now, Some(answer.clone()))?;
+                            Ok(Some(answer))
+                        });
+                        let _ = reply.send(result);
+                    }
+                    Command::Rollback(reply) => { let _ = reply.send(pc.set_local_description(now, None)); }
+                    Command::Candidate(c) => {
+                        if let Err(e) = pc.add_ice_candidate(now, &c) {
+                            tracing::debug!(error = %e, "remote candidate ignored");
+                        }
+                    }
+                    Command::Resolved(c, ip) => pc.add_resolved_candidate(now, &c, ip),
+                    Command::Send(id, data, binary, reply) => { let _ = reply.send(pc.send(now, id, &data, binary)); }
+                    Command::Buffered(id, reply) => { let _ = reply.send(pc.buffered_amount(id)); }
+                    Command::LowWater(id, bytes) => pc.set_buffered_amount_low_threshold(id, bytes),
+                    Command::CloseChannel(id) => pc.close_channel(id),
+                    Command::Close(reply) => {
+                        pc.close(now);
+                        closing = Some(reply);
+                    }
+                }
+            }
+            datagram = datagrams.recv() => {
+                let Some((local, from, data)) = datagram else { break };
+                pc.handle_receive(Instant::now(), from, local, &data);
+                // Take whatever else is waiting before sending anything.
+                while let Ok((local, from, data)) = datagrams.try_recv() {
+                    pc.handle_receive(Instant::now(), from, local, &data);
+                }
+            }
+            _ = sleep_until(wake) => pc.handle_timeout(Instant::now()),
+        }
+    }
+    for r in readers {
+        r.abort();
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn flush(pc: &mut PeerConnection, sockets: &[(SocketAddr, Arc<UdpSocket>)]) {
+    let now = Instant::now();
+    while let Some(t) = pc.poll_transmit(now) {
+        let Some((_, socket)) = sockets.iter().find(|(local, _)| *local == t.from) else { continue };
+        if let Err(e) = socket.send_to(&t.payload, t.to).await {
+            tracing::debug!(to = %t.to, error = %e, "udp send failed");
+        }
+    }
+}
