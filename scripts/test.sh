@@ -55,6 +55,8 @@ step "ICE behind real Linux NATs (namespaces, nftables): srflx pair, relayed pai
 tests/e2e/ice-natlab.sh target/release/peerlink target/release/examples/ice_probe
 step "interop: our PeerConnection (ICE, DTLS, SCTP, data channels) against aiortc, as offerer and answerer"
 tests/e2e/rtc-aiortc.sh target/release/examples/rtc_probe
+step "end-to-end: peerlink chat with peerlink chat through peerlink serve"
+tests/e2e/chat-cli.sh target/release/peerlink
 step "interop: our mDNS resolver gets a Chromium *.local host candidate's address (namespace)"
 tests/e2e/mdns-chromium.sh target/release/examples/mdns_resolve
 

@@ -32,8 +32,12 @@ port=$(sed -nE 's/.*turn listening on 127\.0\.0\.1:([0-9]+) \(udp.*/\1/p' "$tmp/
 app=$(sed -nE 's/.*browser app at (http:\/\/[^ ]+).*/\1/p' "$tmp/out")
 
 check_http() { # what url pattern
+    # The body is read whole first: `curl | grep -q` fails under pipefail when grep stops
+    # reading early and curl gets SIGPIPE.
+    local body
     # shellcheck disable=SC2086
-    if curl -fsS $2 2>/dev/null | grep -q "$3"; then echo "ok   $1"; else echo "FAIL $1"; status=1; fi
+    body=$(curl -fsS $2 2>/dev/null) || body=""
+    if grep -q "$3" <<<"$body"; then echo "ok   $1"; else echo "FAIL $1"; status=1; fi
 }
 check_http "serve serves the browser app at /" "$app" "<title>"
 check_http "serve serves the app's modules" "${app}app.js" "import"

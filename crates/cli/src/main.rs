@@ -1,6 +1,8 @@
 //! `peerlink`: one binary for the servers and the native peer.
 
+mod chat;
 mod config;
+mod peer;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -47,8 +49,15 @@ enum Command {
     Send(NotYet),
     /// Receive a file from a peer in a room (not built yet)
     Recv(NotYet),
-    /// Chat over a data channel (not built yet)
-    Chat(NotYet),
+    /// Chat with another peer of a room over a data channel
+    #[command(long_about = "Chat with another peer of a room over a data channel.\n\n\
+        Joins ROOM on the signaling server and connects to the other participant (a browser \
+        with the Peerlink app, or another `peerlink chat`). Each line of standard input is sent \
+        as one message (lines typed before the channel opens are sent once it opens); each \
+        message received is printed on its own line on standard output. Status goes to \
+        standard error, including `selected pair: <local> -> <remote>` once connected. Ends \
+        when standard input ends (after sending), or when the other peer leaves.")]
+    Chat(peer::MeetArgs),
 }
 
 #[derive(Debug, Args)]
@@ -179,7 +188,7 @@ fn main() -> ExitCode {
         Command::Turn(args) => run_turn("turn", args),
         Command::Send(_) => not_yet("send", "the native peer (file sending)"),
         Command::Recv(_) => not_yet("recv", "the native peer (file receiving)"),
-        Command::Chat(_) => not_yet("chat", "the native peer (chat)"),
+        Command::Chat(args) => runtime().and_then(|rt| rt.block_on(chat::run(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
