@@ -57,6 +57,8 @@ step "interop: our PeerConnection (ICE, DTLS, SCTP, data channels) against aiort
 tests/e2e/rtc-aiortc.sh target/release/examples/rtc_probe
 step "end-to-end: peerlink chat with peerlink chat through peerlink serve"
 tests/e2e/chat-cli.sh target/release/peerlink
+step "interop: the browser app in headless Chromium with peerlink chat (namespace)"
+tests/e2e/chat-browser.sh target/release/peerlink
 step "interop: our mDNS resolver gets a Chromium *.local host candidate's address (namespace)"
 tests/e2e/mdns-chromium.sh target/release/examples/mdns_resolve
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `peerlink chat` with `peerlink chat` through `peerlink serve`, everything on loopback: two
 # peers meet in a room (the second offers), print each other's lines, and report the
-# selected pair. (The browser app against `peerlink chat` is the next test to write.)
+# selected pair. (The browser app against `peerlink chat`: tests/e2e/chat-browser.sh.)
 #
 #   tests/e2e/chat-cli.sh [path/to/peerlink]
 set -euo pipefail

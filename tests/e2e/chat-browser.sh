@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The browser app (headless Chromium) against `peerlink chat`, both through `peerlink serve`,
+# inside a network namespace of this test's own (Chromium gathers on the default route's
+# interface, a veth whose both ends stay in the namespace): a line each way.
+#
+#   tests/e2e/chat-browser.sh [path/to/peerlink]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/lib/common.sh
+peerlink=$(realpath "${1:-target/release/peerlink}")
+ns=plchat$$
+tmp=$(mktemp -d)
+trap 'ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true; ip netns del "$ns" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+veth_namespace "$ns" 203.0.113.10/24
+ip -n "$ns" addr add 203.0.113.1/24 dev v1 2>/dev/null || true
+ip -n "$ns" route add default via 203.0.113.1 dev v0
+ip netns exec "$ns" "$peerlink" serve --http 127.0.0.1:0 --listen 203.0.113.10:3478 --allow-loopback-peers \
+    >"$tmp/serve.out" 2>"$tmp/serve.log" &
+wait_for_line "$tmp/serve.out" "signaling on ws://"
+ws=$(sed -nE 's/.*signaling on (ws:\/\/[^ ]+).*/\1/p' "$tmp/serve.out")
+app=$(sed -nE 's/.*browser app at (http:\/\/[^ ]+).*/\1/p' "$tmp/serve.out")
+ip netns exec "$ns" timeout 120 node tests/browser/chat-cli.mjs "$app" "room$$" "$peerlink" "$ws" 203.0.113.10
