@@ -57,7 +57,9 @@ step "interop: our PeerConnection (ICE, DTLS, SCTP, data channels) against aiort
 tests/e2e/rtc-aiortc.sh target/release/examples/rtc_probe
 step "end-to-end: peerlink chat with peerlink chat through peerlink serve"
 tests/e2e/chat-cli.sh target/release/peerlink
-step "interop: the browser app in headless Chromium with peerlink chat (namespace)"
+step "end-to-end: peerlink send to peerlink recv (50 MB, no overwrite, interrupted sender)"
+tests/e2e/transfer-cli.sh target/release/peerlink
+step "interop: the browser app in headless Chromium with peerlink chat, recv and send (50 MB each way; namespace)"
 tests/e2e/chat-browser.sh target/release/peerlink
 step "interop: our mDNS resolver gets a Chromium *.local host candidate's address (namespace)"
 tests/e2e/mdns-chromium.sh target/release/examples/mdns_resolve

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The browser app (headless Chromium) against `peerlink chat`, both through `peerlink serve`,
-# inside a network namespace of this test's own (Chromium gathers on the default route's
-# interface, a veth whose both ends stay in the namespace): a line each way.
+# The browser app (headless Chromium) against `peerlink chat`, `recv` and `send`, all through
+# `peerlink serve`, inside a network namespace of this test's own (Chromium gathers on the
+# default route's interface, a veth whose both ends stay in the namespace): a chat line each
+# way, then 50 MB each way with the SHA-256 checked.
 #
 #   tests/e2e/chat-browser.sh [path/to/peerlink]
 set -euo pipefail
@@ -19,4 +20,7 @@ ip netns exec "$ns" "$peerlink" serve --http 127.0.0.1:0 --listen 203.0.113.10:3
 wait_for_line "$tmp/serve.out" "signaling on ws://"
 ws=$(sed -nE 's/.*signaling on (ws:\/\/[^ ]+).*/\1/p' "$tmp/serve.out")
 app=$(sed -nE 's/.*browser app at (http:\/\/[^ ]+).*/\1/p' "$tmp/serve.out")
-ip netns exec "$ns" timeout 120 node tests/browser/chat-cli.mjs "$app" "room$$" "$peerlink" "$ws" 203.0.113.10
+status=0
+ip netns exec "$ns" timeout 120 node tests/browser/chat-cli.mjs "$app" "room$$" "$peerlink" "$ws" 203.0.113.10 || status=1
+ip netns exec "$ns" timeout 200 node tests/browser/transfer-cli.mjs "$app" "files$$" "$peerlink" "$ws" 203.0.113.10 || status=1
+exit "$status"

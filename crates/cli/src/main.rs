@@ -3,6 +3,7 @@
 mod chat;
 mod config;
 mod peer;
+mod transfer;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -45,10 +46,20 @@ enum Command {
     Stun(StunArgs),
     /// Run a TURN relay (RFC 8656) on UDP and TCP; it answers STUN Binding too
     Turn(TurnArgs),
-    /// Send a file to a peer in a room (not built yet)
-    Send(NotYet),
-    /// Receive a file from a peer in a room (not built yet)
-    Recv(NotYet),
+    /// Send a file to a peer in a room (a browser with the Peerlink app, or `peerlink recv`)
+    #[command(long_about = "Send a file to a peer in a room.\n\n\
+        Joins ROOM, connects to the other participant (a browser with the Peerlink app, or \
+        `peerlink recv`), sends FILE on its own data channel in the app's framing \
+        (docs/file-transfer.md) and exits 0 once the receiver confirmed the SHA-256. Progress \
+        goes to standard error. Exit codes: 3 refused by the receiver, 4 interrupted \
+        (connection, channel or peer gone), 5 corrupted (the hashes differ), 1 other errors.")]
+    Send(transfer::SendArgs),
+    /// Receive a file from a peer in a room into --out (never overwriting)
+    #[command(long_about = "Receive a file from a peer in a room.\n\n\
+        Joins ROOM, connects to the other participant, receives one file (several with \
+        --keep-going) into --out under its sent name made safe, never overwriting an existing \
+        file, and exits 0 once its SHA-256 checks. Exit codes as for `send`.")]
+    Recv(transfer::RecvArgs),
     /// Chat with another peer of a room over a data channel
     #[command(long_about = "Chat with another peer of a room over a data channel.\n\n\
         Joins ROOM on the signaling server and connects to the other participant (a browser \
@@ -171,12 +182,6 @@ struct ServeArgs {
     turn: TurnArgs,
 }
 
-#[derive(Debug, Args)]
-struct NotYet {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    args: Vec<String>,
-}
-
 const DEFAULT_LISTEN: &str = "0.0.0.0:3478";
 
 fn main() -> ExitCode {
@@ -186,8 +191,12 @@ fn main() -> ExitCode {
         Command::Serve(args) => run_serve(args),
         Command::Stun(args) => run_stun(args),
         Command::Turn(args) => run_turn("turn", args),
-        Command::Send(_) => not_yet("send", "the native peer (file sending)"),
-        Command::Recv(_) => not_yet("recv", "the native peer (file receiving)"),
+        Command::Send(args) => {
+            return transfer_exit(runtime().and_then(|rt| rt.block_on(transfer::send(args))))
+        }
+        Command::Recv(args) => {
+            return transfer_exit(runtime().and_then(|rt| rt.block_on(transfer::recv(args))))
+        }
         Command::Chat(args) => runtime().and_then(|rt| rt.block_on(chat::run(args))),
     };
     match result {
@@ -199,8 +208,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn not_yet(command: &str, what: &str) -> anyhow::Result<()> {
-    anyhow::bail!("`peerlink {command}` is not built yet: {what} is still to come in this version")
+/// The exit code of a transfer: 0, its own code for a refused, interrupted or corrupted
+/// transfer, 1 for any other error.
+fn transfer_exit(result: anyhow::Result<Result<(), transfer::TransferError>>) -> ExitCode {
+    match result {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("peerlink: transfer {e}");
+            ExitCode::from(e.exit_code())
+        }
+        Err(e) => {
+            eprintln!("peerlink: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logging() {

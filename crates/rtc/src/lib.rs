@@ -328,9 +328,12 @@ impl PeerConnection {
         if self.signaling != SignalingState::HaveRemoteOffer {
             return Err(RtcError::WrongState("create_answer", self.signaling));
         }
-        let setup = match self.remote.as_ref().map(|r| r.setup) {
-            Some(Setup::Active) => Setup::Passive,
-            _ => Setup::Active,
+        // A renegotiation keeps the DTLS role the first negotiation settled (RFC 8842 §5.3).
+        let setup = match (self.dtls_role, self.remote.as_ref().map(|r| r.setup)) {
+            (Some(Role::Client), _) => Setup::Active,
+            (Some(Role::Server), _) => Setup::Passive,
+            (None, Some(Setup::Active)) => Setup::Passive,
+            (None, _) => Setup::Active,
         };
         let remote = self.remote_sdp.clone();
         let sd = self.description(setup, remote.as_ref());

@@ -240,3 +240,26 @@ fn ice_restart_renegotiates_and_the_channel_keeps_working() {
         |e| matches!(e, RtcEvent::Channel(ChannelEvent::Message { data, .. }) if data == b"after restart")
     ));
 }
+
+#[test]
+fn a_renegotiation_offered_by_the_other_side_keeps_the_dtls_role() {
+    let mut w = World::new(6, false);
+    let now = w.net.now();
+    let chat = w.sides[0].pc.create_data_channel(now, ChannelConfig::reliable("chat")).unwrap();
+    w.negotiate(0, 1);
+    w.run(Duration::from_secs(20), World::connected);
+    assert!(w.connected());
+    // Side 0 offered and became the DTLS server; now side 1 offers (as a browser adding
+    // media does) and side 0 must answer passive, not active.
+    w.negotiate(1, 0);
+    let now = w.net.now();
+    w.sides[0].pc.send(now, chat, b"still here", false).unwrap();
+    w.run(Duration::from_secs(5), |w| {
+        w.has(1, |e| matches!(e, RtcEvent::Channel(ChannelEvent::Message { .. })))
+    });
+    assert!(w.connected());
+    assert!(w.has(
+        1,
+        |e| matches!(e, RtcEvent::Channel(ChannelEvent::Message { data, .. }) if data == b"still here")
+    ));
+}

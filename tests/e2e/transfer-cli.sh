@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# `peerlink send` to `peerlink recv` through `peerlink serve`, on loopback: a 50 MB random
+# file arrives with the same SHA-256 and both exit 0; a second file of the same name does
+# not overwrite the first; a sender killed in the middle makes the receiver exit with the
+# "interrupted" code (4).
+#
+#   tests/e2e/transfer-cli.sh [path/to/peerlink]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/lib/common.sh
+peerlink=${1:-target/release/peerlink}
+tmp=$(mktemp -d)
+PIDS=()
+trap 'kill_all; rm -rf "$tmp"' EXIT
+status=0
+ok() { echo "ok   $1"; }
+fail() { echo "FAIL $1"; status=1; }
+
+"$peerlink" serve --http 127.0.0.1:0 --listen 127.0.0.1:0 --allow-loopback-peers >"$tmp/serve.out" 2>"$tmp/serve.log" &
+PIDS+=($!)
+wait_for_line "$tmp/serve.out" "signaling on ws://"
+url=$(sed -nE 's/.*signaling on (ws:\/\/[^ ]+).*/\1/p' "$tmp/serve.out")
+head -c $((50 << 20)) /dev/urandom >"$tmp/data.bin"
+head -c $((400 << 20)) /dev/zero >"$tmp/big.bin"
+mkdir "$tmp/in"
+
+transfer() { # room -> sets send_rc, recv_rc
+    local room=$1
+    timeout 120 "$peerlink" recv --server "$url" --room "$room" --out "$tmp/in" --bind 127.0.0.1 \
+        2>"$tmp/recv.err" &
+    local recv_pid=$!
+    sleep 1
+    set +e
+    timeout 120 "$peerlink" send "$tmp/data.bin" --server "$url" --room "$room" --bind 127.0.0.1 2>"$tmp/send.err"
+    send_rc=$?
+    wait "$recv_pid"
+    recv_rc=$?
+    set -e
+}
+
+transfer "t1-$$"
+want=$(sha256sum <"$tmp/data.bin" | cut -d' ' -f1)
+got=$(sha256sum <"$tmp/in/data.bin" 2>/dev/null | cut -d' ' -f1 || true)
+if [ "$send_rc" = 0 ] && [ "$recv_rc" = 0 ] && [ "$want" = "$got" ]; then
+    ok "50 MB sent and received, same SHA-256, both exit 0 ($(grep -m1 '^selected pair' "$tmp/send.err"))"
+else
+    fail "first transfer: send $send_rc, recv $recv_rc, sha256 $got vs $want"
+    tail -5 "$tmp/send.err" "$tmp/recv.err"
+fi
+
+transfer "t2-$$"
+got2=$(sha256sum <"$tmp/in/data (1).bin" 2>/dev/null | cut -d' ' -f1 || true)
+if [ "$send_rc" = 0 ] && [ "$recv_rc" = 0 ] && [ "$got2" = "$want" ] && [ "$(sha256sum <"$tmp/in/data.bin" | cut -d' ' -f1)" = "$want" ]; then
+    ok "a second file of the same name arrives as 'data (1).bin'; the first is untouched"
+else
+    fail "second transfer: send $send_rc, recv $recv_rc, $(ls "$tmp/in")"
+fi
+
+# Interrupted: the sender dies at the receiver's first progress line (of 400 MB).
+room="t3-$$"
+timeout 120 "$peerlink" recv --server "$url" --room "$room" --out "$tmp/in" --bind 127.0.0.1 2>"$tmp/recv3.err" &
+recv_pid=$!
+sleep 1
+"$peerlink" send "$tmp/big.bin" --server "$url" --room "$room" --bind 127.0.0.1 2>"$tmp/send3.err" &
+send_pid=$!
+for _ in $(seq 1000); do grep -q "^progress: " "$tmp/recv3.err" && break; sleep 0.01; done
+kill -9 "$send_pid" 2>/dev/null || true
+wait "$send_pid" 2>/dev/null || true
+set +e
+wait "$recv_pid"
+rc=$?
+set -e
+if [ "$rc" = 4 ]; then
+    ok "a sender killed in the middle: recv exits 4 ($(tail -1 "$tmp/recv3.err"))"
+else
+    fail "interrupted transfer: recv exited $rc"
+    tail -5 "$tmp/recv3.err"
+fi
+exit "$status"
