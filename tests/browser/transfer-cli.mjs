@@ -12,6 +12,9 @@ import { join } from 'node:path';
 import { launchChromium } from './chromium.mjs';
 
 const [app, room, peerlink, ws, bind] = process.argv.slice(2);
+// RELAY=1: the page uses only relayed candidates (?relay=1, iceTransportPolicy "relay").
+const relay = process.env.RELAY === '1';
+const tag = relay ? 'relay-only page' : 'direct';
 const SIZE = 50 * 1024 * 1024;
 let passed = 0;
 let failed = 0;
@@ -43,7 +46,7 @@ try {
   const recv = native(['recv', '--out', join(dir, 'in'), '--name', 'native-recv', ...common]);
   await sleep(1500);
   const page = await browser.newPage();
-  await page.goto(`${app}?room=${room}&name=browser`);
+  await page.goto(`${app}?room=${room}&name=browser${relay ? '&relay=1' : ''}`);
   const state = () => page.evaluate(() => window.peerlinkState).catch(() => null);
   const waitState = async (pred, ms) => {
     const end = Date.now() + ms;
@@ -56,7 +59,11 @@ try {
     return [false, s];
   };
   const [connected] = await waitState((s) => s.peers.some((p) => p.connectionState === 'connected'), 30000);
-  check(connected, 'the page connects to peerlink recv');
+  check(connected, `${tag}: the page connects to peerlink recv`);
+  if (relay) {
+    const [isRelay, sr] = await waitState((s) => s.peers.some((p) => p.localCandidateType === 'relay'), 10000);
+    check(isRelay, `${tag}: the page's selected local candidate is relayed (${JSON.stringify(sr && sr.peers.map((p) => [p.localCandidateType, p.remoteCandidateType]))})`);
+  }
   const data = randomBytes(SIZE);
   const path = join(dir, 'from-browser.bin');
   writeFileSync(path, data);
@@ -65,10 +72,10 @@ try {
   const code = await within(recv.done, 120000);
   const received = (() => { try { return readFileSync(join(dir, 'in', 'from-browser.bin')); } catch { return null; } })();
   check(code === 0 && received && sha(received) === sha(data),
-    `50 MB page -> peerlink recv: exit ${code}, SHA-256 ${received ? (sha(received) === sha(data) ? 'matches' : 'differs') : 'missing'} (${((Date.now() - started) / 1000).toFixed(1)} s; ${(recv.err.match(/^selected pair: .*$/m) || ['no pair'])[0]})`);
+    `${tag}: 50 MB page -> peerlink recv: exit ${code}, SHA-256 ${received ? (sha(received) === sha(data) ? 'matches' : 'differs') : 'missing'} (${((Date.now() - started) / 1000).toFixed(1)} s; ${(recv.err.match(/^selected pair: .*$/m) || ['no pair'])[0]})`);
   if (code !== 0) console.log(recv.err.slice(-2000));
   const [sentOk, s1] = await waitState((s) => s.transfers.some((t) => t.direction === 'send' && t.status === 'confirmed'), 20000);
-  check(sentOk, `the page reports its file confirmed by the native receiver (${JSON.stringify(s1 && s1.transfers.map((t) => t.status))})`);
+  check(sentOk, `${tag}: the page reports its file confirmed by the native receiver (${JSON.stringify(s1 && s1.transfers.map((t) => t.status))})`);
 
   // 2. peerlink send -> page
   const data2 = randomBytes(SIZE);
@@ -80,7 +87,7 @@ try {
   const [got, s2] = await waitState((s) => s.filesReceived.some((f) => f.name === 'from-native.bin'), 20000);
   const f = s2 && s2.filesReceived.find((x) => x.name === 'from-native.bin');
   check(code2 === 0 && got && f.sha256 === sha(data2) && f.size === SIZE,
-    `50 MB peerlink send -> page: exit ${code2}, page verified ${f ? f.sha256 === sha(data2) : 'nothing'} (${((Date.now() - started2) / 1000).toFixed(1)} s)`);
+    `${tag}: 50 MB peerlink send -> page: exit ${code2}, page verified ${f ? f.sha256 === sha(data2) : 'nothing'} (${((Date.now() - started2) / 1000).toFixed(1)} s)`);
   if (code2 !== 0) console.log(send.err.slice(-2000));
 } finally {
   await browser.close();
