@@ -53,6 +53,8 @@ step "interop: our ICE agent against aioice, both roles, in a network namespace"
 tests/e2e/ice-aioice.sh target/release/examples/ice_probe
 step "ICE behind real Linux NATs (namespaces, nftables): srflx pair, relayed pair through peerlink turn"
 tests/e2e/ice-natlab.sh target/release/peerlink target/release/examples/ice_probe
+step "peerlink send / recv behind real Linux NATs: srflx pair, relayed pair"
+tests/e2e/peer-natlab.sh target/release/peerlink
 step "interop: our PeerConnection (ICE, DTLS, SCTP, data channels) against aiortc, as offerer and answerer"
 tests/e2e/rtc-aiortc.sh target/release/examples/rtc_probe
 step "end-to-end: peerlink chat with peerlink chat through peerlink serve"
