@@ -40,8 +40,10 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-/// Ta: one new check (or gathering request) per this interval (RFC 8445 §14.2).
-const TA: Duration = Duration::from_millis(50);
+/// Ta: one new check (or gathering request) per this interval (RFC 8445 §14.2; 20 ms as
+/// WebRTC stacks use for one data stream, not the 50 ms default). Triggered checks do not
+/// wait for it.
+const TA: Duration = Duration::from_millis(20);
 /// First retransmission timeout of a check; it doubles, up to `RTO_MAX`.
 const RTO: Duration = Duration::from_millis(500);
 const RTO_MAX: Duration = Duration::from_secs(3);
@@ -227,6 +229,9 @@ struct Pair {
     /// The XOR-MAPPED-ADDRESS of our check's answer: which local candidate the peer sees
     /// (§7.2.5.3.1; a server-reflexive one, or a new peer-reflexive one).
     mapped: Option<SocketAddr>,
+    /// Checks cancelled by a triggered check: no more retransmissions, but their answers
+    /// still count (§7.3.1.4). The last few are kept.
+    cancelled: Vec<Transaction>,
 }
 
 #[derive(Debug, Clone)]
@@ -612,6 +617,7 @@ impl IceAgent {
             nominated_by_peer: false,
             nominated: false,
             mapped: None,
+            cancelled: Vec::new(),
         });
         self.prioritize();
         Some(self.pairs.len() - 1)
@@ -629,6 +635,13 @@ impl IceAgent {
         if self.next_pace.is_none() {
             self.next_pace = Some(now);
         }
+    }
+
+    /// A triggered check (an answer to the peer's check, or a nomination) goes out now
+    /// rather than at the next pacing slot: the peer's own pacing already limits them, and
+    /// waiting a slot adds Ta to every connection's set-up.
+    pub(super) fn pace_now(&mut self, now: Instant) {
+        self.next_pace = Some(self.next_pace.map_or(now, |t| t.min(now)));
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -738,7 +751,13 @@ impl IceAgent {
         } else {
             PairState::InProgress
         };
-        self.pairs[i].transaction = Some(transaction);
+        if let Some(old) = self.pairs[i].transaction.replace(transaction) {
+            let cancelled = &mut self.pairs[i].cancelled;
+            cancelled.push(old);
+            if cancelled.len() > 3 {
+                cancelled.remove(0);
+            }
+        }
         self.send_check(now, i);
     }
 

@@ -196,6 +196,7 @@ impl IceAgent {
             if !self.triggered.contains(&pair) {
                 self.triggered.push_back(pair);
             }
+            self.pace_now(now);
         }
         self.schedule_pace(now);
     }
@@ -242,8 +243,9 @@ impl IceAgent {
         {
             return self.gathered(now, g, from, message);
         }
-        let Some(i) = self.pairs.iter().position(|p| p.transaction.as_ref().is_some_and(|t| t.id == id))
-        else {
+        let Some(i) = self.pairs.iter().position(|p| {
+            p.transaction.as_ref().is_some_and(|t| t.id == id) || p.cancelled.iter().any(|t| t.id == id)
+        }) else {
             if self.earlier_consent.contains(&id) {
                 return self.late_consent(now, from, to, message);
             }
@@ -263,7 +265,22 @@ impl IceAgent {
             self.pairs[i].state = PairState::Failed;
             return;
         }
-        let Some(transaction) = self.pairs[i].transaction.take() else { return };
+        // The current check, or a cancelled one whose answer came after all (the current
+        // one is then no longer needed either).
+        let transaction = match self.pairs[i].cancelled.iter().position(|t| t.id == id) {
+            Some(c) => {
+                let old = self.pairs[i].cancelled.remove(c);
+                // A nomination in flight stays: its answer selects the pair.
+                if !self.pairs[i].transaction.as_ref().is_some_and(|t| t.nominating) {
+                    self.pairs[i].transaction = None;
+                }
+                old
+            }
+            None => {
+                let Some(t) = self.pairs[i].transaction.take() else { return };
+                t
+            }
+        };
         let nominating = transaction.nominating && self.nominating == Some(i);
         if message.class() == Class::ErrorResponse {
             if let Some(Ok(Attribute::ErrorCode(e))) = message.get(AttributeType::ERROR_CODE) {
@@ -356,7 +373,7 @@ impl IceAgent {
         self.nominating = Some(best);
         self.triggered.retain(|&p| p != best);
         self.triggered.push_front(best);
-        self.schedule_pace(now);
+        self.pace_now(now);
     }
 
     pub(super) fn gathered(&mut self, now: Instant, g: usize, from: SocketAddr, message: &Message<'_>) {

@@ -359,7 +359,24 @@ fn connects_across_every_nat_pair_that_has_a_direct_path_and_fails_cleanly_other
 fn public_hosts_use_their_host_candidates() {
     let mut sim = Sim::new(1, [Nat::None, Nat::None], LinkConfig::default(), [true, false]);
     sim.run(Duration::from_secs(10), Sim::both_connected);
-    assert!(sim.both_connected());
+    assert!(
+        sim.both_connected(),
+        "{:?}\n{:?}\n{:?} {:?}",
+        sim.sides[0].agent.stats(),
+        sim.sides[1].agent.stats(),
+        sim.sides[0]
+            .agent
+            .pairs
+            .iter()
+            .map(|p| (p.state, p.nominated, p.nominated_by_peer))
+            .collect::<Vec<_>>(),
+        sim.sides[1]
+            .agent
+            .pairs
+            .iter()
+            .map(|p| (p.state, p.nominated, p.nominated_by_peer))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(sim.selected(0), Some((CandidateKind::Host, CandidateKind::Host)));
 }
 
@@ -671,4 +688,17 @@ fn late_answers_to_earlier_consent_checks_still_count() {
     sim.net.set_link(host, LinkConfig { delay: Duration::from_secs(6), ..LinkConfig::default() });
     sim.run(Duration::from_secs(90), |s| s.sides[0].agent.state() == IceState::Failed);
     assert_ne!(sim.sides[0].agent.state(), IceState::Failed);
+}
+
+#[test]
+fn answers_to_checks_a_triggered_check_replaced_still_count() {
+    // A 200 ms round trip, ten times Ta: both sides' checks cross, each restarts the other's
+    // in-progress check (§7.3.1.4), and the answers to the replaced transactions arrive
+    // later. They must still make the pair succeed.
+    let link = LinkConfig { delay: Duration::from_millis(50), ..LinkConfig::default() };
+    let mut sim = Sim::new(19, [Nat::None, Nat::None], link, [true, false]);
+    sim.run(Duration::from_secs(5), Sim::both_connected);
+    assert!(sim.both_connected(), "{:?} {:?}", sim.sides[0].agent.stats(), sim.sides[1].agent.stats());
+    let checks: u64 = sim.sides.iter().map(|s| s.agent.stats().checks_sent).sum();
+    assert!(checks < 20, "{checks} checks for one pair");
 }
