@@ -99,6 +99,8 @@ if [ "${BENCH:-1}" != 0 ]; then
     ROUNDS=${SIGNAL_ROUNDS:-1} bench/signal.sh
     step "benchmark: data channel throughput, peerlink vs libdatachannel vs aiortc"
     ROUNDS=${DC_ROUNDS:-3} bench/datachannel.sh
+    step "benchmark: the native peer (set-up time, send -> recv) vs Chromium and aiortc"
+    bench/peer.sh
 fi
 
 step "all suites passed"

@@ -242,7 +242,11 @@ pub async fn send(args: SendArgs) -> anyhow::Result<Result<(), TransferError>> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     session.close().await;
     if result.is_ok() {
-        eprintln!("peerlink: {name} sent; the receiver confirmed its SHA-256");
+        let secs = progress.as_ref().map_or(0.0, |p| p.started.elapsed().as_secs_f64());
+        eprintln!(
+            "peerlink: {name} sent; the receiver confirmed its SHA-256 ({size} bytes in {secs:.2} s, {:.1} MB/s)",
+            size as f64 / 1e6 / secs.max(1e-9)
+        );
     }
     Ok(result)
 }
