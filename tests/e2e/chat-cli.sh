@@ -32,7 +32,7 @@ PIDS+=($!)
 
 check() { # what file pattern
     local waited=0
-    until grep -q "$3" "$2" 2>/dev/null; do
+    until grep -qE "$3" "$2" 2>/dev/null; do
         sleep 0.2
         waited=$((waited + 1))
         if [ "$waited" -ge 100 ]; then
@@ -41,12 +41,14 @@ check() { # what file pattern
             return
         fi
     done
-    echo "ok   $1: $(grep -m1 "$3" "$2")"
+    echo "ok   $1: $(grep -m1 -E "$3" "$2")"
 }
 check "alice got bob's line" "$tmp/alice.out" "hello from bob"
 check "bob got alice's line" "$tmp/bob.out" "hello from alice"
-check "alice reports the selected pair" "$tmp/alice.err" "^selected pair: "
-check "bob reports the selected pair" "$tmp/bob.err" "^selected pair: "
+# Exactly DESIGN.md's line.
+pair='^selected pair: (host|srflx|prflx|relay) -> (host|srflx|prflx|relay)$'
+check "alice reports the selected pair" "$tmp/alice.err" "$pair"
+check "bob reports the selected pair" "$tmp/bob.err" "$pair"
 if [ "$status" != 0 ]; then
     for f in alice.err bob.err serve.log; do echo "--- $f"; tail -20 "$tmp/$f"; done
 fi

@@ -49,7 +49,9 @@ pub async fn run(args: MeetArgs) -> anyhow::Result<()> {
                 let Some(event) = event? else { break };
                 match event {
                     RtcEvent::SelectedPair { local_kind, remote_kind, local, remote } => {
-                        eprintln!("selected pair: {local_kind} -> {remote_kind} ({local} -> {remote})");
+                        // Exactly the line DESIGN.md names; the addresses on their own line.
+                        eprintln!("selected pair: {local_kind} -> {remote_kind}");
+                        eprintln!("peerlink: path {local} -> {remote}");
                     }
                     RtcEvent::ConnectionState(state) => {
                         eprintln!("peerlink: connection {state:?}");

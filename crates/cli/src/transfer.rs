@@ -127,7 +127,9 @@ fn hex(bytes: &[u8]) -> String {
 fn status(event: &RtcEvent) -> Result<(), TransferError> {
     match event {
         RtcEvent::SelectedPair { local_kind, remote_kind, local, remote } => {
-            eprintln!("selected pair: {local_kind} -> {remote_kind} ({local} -> {remote})");
+            // Exactly the line DESIGN.md names; the addresses on their own line.
+            eprintln!("selected pair: {local_kind} -> {remote_kind}");
+            eprintln!("peerlink: path {local} -> {remote}");
         }
         RtcEvent::ConnectionState(state) => {
             eprintln!("peerlink: connection {state:?}");
