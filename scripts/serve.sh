@@ -17,4 +17,4 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-exec cargo run --release -q -p peerlink-cli -- serve "$@"
+exec cargo run --release -p peerlink-cli -- serve "$@"
