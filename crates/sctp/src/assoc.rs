@@ -232,19 +232,7 @@ impl Association {
         if self.state != SctpState::Closed {
             return;
         }
-        let params = self.init_params(None);
-        let init = Init {
-            tag: self.my_tag,
-            a_rwnd: self.config.receive_window as u32,
-            outbound_streams: self.config.streams,
-            inbound_streams: self.config.streams,
-            initial_tsn: self.my_initial_tsn,
-            params: &params,
-        };
-        let mut p = Vec::new();
-        packet::begin(&mut p, &self.header(0));
-        chunk::write_init(&mut p, chunk::INIT, &init);
-        packet::finish(&mut p);
+        let p = self.init_packet(chunk::INIT, 0, None);
         self.state = SctpState::CookieWait;
         self.lone.push_back(p.clone());
         self.t1 = Some((p, 1, now + crate::send::RTO_INITIAL, crate::send::RTO_INITIAL));
@@ -256,6 +244,34 @@ impl Association {
             destination_port: self.config.remote_port,
             verification_tag: tag,
         }
+    }
+
+    /// A whole packet with verification tag `tag` holding one chunk of type `typ`.
+    fn chunk_packet(&self, tag: u32, typ: u8, value: &[u8]) -> Vec<u8> {
+        let mut p = Vec::new();
+        packet::begin(&mut p, &self.header(tag));
+        chunk::write_simple(&mut p, typ, 0, value);
+        packet::finish(&mut p);
+        p
+    }
+
+    /// Our INIT (tag 0) or INIT ACK (the peer's tag, with the state cookie): the same tag,
+    /// initial TSN, window and streams either way, as a simultaneous open needs.
+    fn init_packet(&self, typ: u8, tag: u32, cookie: Option<&[u8]>) -> Vec<u8> {
+        let params = self.init_params(cookie);
+        let init = Init {
+            tag: self.my_tag,
+            a_rwnd: self.config.receive_window as u32,
+            outbound_streams: self.config.streams,
+            inbound_streams: self.config.streams,
+            initial_tsn: self.my_initial_tsn,
+            params: &params,
+        };
+        let mut p = Vec::new();
+        packet::begin(&mut p, &self.header(tag));
+        chunk::write_init(&mut p, typ, &init);
+        packet::finish(&mut p);
+        p
     }
 
     /// Supported extensions and Forward-TSN-Supported, plus a state cookie for INIT ACK.
@@ -353,10 +369,7 @@ impl Association {
         if let Some(peer) = self.peer {
             let mut cause = Vec::new();
             chunk::write_param(&mut cause, 12, reason.as_bytes());
-            let mut p = Vec::new();
-            packet::begin(&mut p, &self.header(peer.tag));
-            chunk::write_simple(&mut p, chunk::ABORT, 0, &cause);
-            packet::finish(&mut p);
+            let p = self.chunk_packet(peer.tag, chunk::ABORT, &cause);
             self.lone.push_back(p);
         }
         self.end(format!("aborted: {reason}"));
@@ -380,10 +393,7 @@ impl Association {
         }
         let Some(peer) = self.peer else { return };
         let cumulative = self.receiver.as_ref().map_or(0, Receiver::cumulative_tsn);
-        let mut p = Vec::new();
-        packet::begin(&mut p, &self.header(peer.tag));
-        chunk::write_simple(&mut p, chunk::SHUTDOWN, 0, &cumulative.to_be_bytes());
-        packet::finish(&mut p);
+        let p = self.chunk_packet(peer.tag, chunk::SHUTDOWN, &cumulative.to_be_bytes());
         self.lone.push_back(p.clone());
         self.t1 = Some((p, 1, now + self.rto(), self.rto()));
     }
@@ -684,19 +694,7 @@ impl Association {
         }
         let peer = Self::peer_from(&init);
         let cookie = self.make_cookie(now, &peer);
-        let params = self.init_params(Some(&cookie));
-        let ack = Init {
-            tag: self.my_tag,
-            a_rwnd: self.config.receive_window as u32,
-            outbound_streams: self.config.streams,
-            inbound_streams: self.config.streams,
-            initial_tsn: self.my_initial_tsn,
-            params: &params,
-        };
-        let mut p = Vec::new();
-        packet::begin(&mut p, &self.header(peer.tag));
-        chunk::write_init(&mut p, chunk::INIT_ACK, &ack);
-        packet::finish(&mut p);
+        let p = self.init_packet(chunk::INIT_ACK, peer.tag, Some(&cookie));
         self.lone.push_back(p);
     }
 
@@ -707,10 +705,7 @@ impl Association {
         let Ok(init) = Init::parse(raw) else { return };
         let Some(cookie) = init.param(chunk::PARAM_STATE_COOKIE) else { return };
         self.peer = Some(Self::peer_from(&init));
-        let mut p = Vec::new();
-        packet::begin(&mut p, &self.header(init.tag));
-        chunk::write_simple(&mut p, chunk::COOKIE_ECHO, 0, cookie);
-        packet::finish(&mut p);
+        let p = self.chunk_packet(init.tag, chunk::COOKIE_ECHO, cookie);
         self.state = SctpState::CookieEchoed;
         self.lone.push_back(p.clone());
         self.t1 = Some((p, 1, now + crate::send::RTO_INITIAL, crate::send::RTO_INITIAL));
@@ -809,19 +804,13 @@ impl Association {
             return;
         }
         self.state = SctpState::ShutdownAckSent;
-        let mut p = Vec::new();
-        packet::begin(&mut p, &self.header(peer.tag));
-        chunk::write_simple(&mut p, chunk::SHUTDOWN_ACK, 0, &[]);
-        packet::finish(&mut p);
+        let p = self.chunk_packet(peer.tag, chunk::SHUTDOWN_ACK, &[]);
         self.lone.push_back(p);
     }
 
     fn on_shutdown_ack(&mut self) {
         let Some(peer) = self.peer else { return };
-        let mut p = Vec::new();
-        packet::begin(&mut p, &self.header(peer.tag));
-        chunk::write_simple(&mut p, chunk::SHUTDOWN_COMPLETE, 0, &[]);
-        packet::finish(&mut p);
+        let p = self.chunk_packet(peer.tag, chunk::SHUTDOWN_COMPLETE, &[]);
         self.lone.push_back(p);
         self.end("shut down".into());
     }
