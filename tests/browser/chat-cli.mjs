@@ -7,17 +7,11 @@
 //   node chat-cli.mjs APP_URL ROOM PATH/TO/peerlink WS_URL BIND_IP
 import { spawn } from 'node:child_process';
 import { launchChromium } from './chromium.mjs';
+import { report, sleep } from './report.mjs';
 
 const [app, room, peerlink, ws, bind] = process.argv.slice(2);
-let passed = 0;
-let failed = 0;
-const check = (ok, what) => {
-  console.log(`${ok ? 'ok  ' : 'FAIL'} ${what}`);
-  ok ? passed++ : failed++;
-  return ok;
-};
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-setTimeout(() => { console.log('FAIL the test did not finish within 100 s'); process.exit(1); }, 100000).unref();
+const checks = report(100000);
+const check = checks.check;
 
 const cli = spawn(peerlink, ['chat', '--server', ws, '--room', room, '--name', 'native', '--bind', bind]);
 let out = '';
@@ -70,6 +64,5 @@ try {
   await browser.close();
   cli.kill();
 }
-if (failed) console.log(err);
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+if (checks.failed) console.log(err);
+checks.finish();

@@ -10,21 +10,15 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { launchChromium } from './chromium.mjs';
+import { report, sleep } from './report.mjs';
 
 const [app, room, peerlink, ws, bind] = process.argv.slice(2);
 // RELAY=1: the page uses only relayed candidates (?relay=1, iceTransportPolicy "relay").
 const relay = process.env.RELAY === '1';
 const tag = relay ? 'relay-only page' : 'direct';
 const SIZE = 50 * 1024 * 1024;
-let passed = 0;
-let failed = 0;
-const check = (ok, what) => {
-  console.log(`${ok ? 'ok  ' : 'FAIL'} ${what}`);
-  ok ? passed++ : failed++;
-  return ok;
-};
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-setTimeout(() => { console.log('FAIL the test did not finish within 170 s'); process.exit(1); }, 170000).unref();
+const checks = report(170000);
+const check = checks.check;
 const sha = (b) => createHash('sha256').update(b).digest('hex');
 
 function native(args) {
@@ -93,5 +87,4 @@ try {
   await browser.close();
   rmSync(dir, { recursive: true, force: true });
 }
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+checks.finish();
