@@ -12,6 +12,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use peerlink_dtls::{Certificate, Dtls, DtlsConfig, DtlsEvent, Fingerprint, Role};
+use peerlink_io::udp::{self, Batcher};
 use peerlink_sctp::{Association, ChannelConfig, ChannelEvent, DataChannels, SctpConfig};
 use std::io::BufRead;
 use std::net::{SocketAddr, UdpSocket};
@@ -28,6 +29,9 @@ struct Args {
     bytes: usize,
     #[arg(long, default_value_t = 65536)]
     message: usize,
+    /// One datagram per system call: no UDP segmentation or receive offload.
+    #[arg(long)]
+    no_offload: bool,
 }
 
 fn random32() -> [u8; 32] {
@@ -50,6 +54,8 @@ fn main() -> Result<()> {
     let sock = socket2::SockRef::from(&socket);
     let _ = sock.set_recv_buffer_size(4 << 20);
     let _ = sock.set_send_buffer_size(4 << 20);
+    let gro = !args.no_offload && udp::enable_gro(&socket);
+    let mut batch = Batcher::new();
     let cert = Certificate::generate()?;
     println!(
         "{}",
@@ -83,12 +89,14 @@ fn main() -> Result<()> {
         // Everything that arrived.
         let mut got_any = false;
         loop {
-            match socket.recv_from(&mut buf) {
-                Ok((n, from)) if from == peer_addr => {
+            match udp::recv(&socket, &mut buf) {
+                Ok((n, from, segment)) if from == peer_addr => {
                     got_any = true;
-                    dtls.handle_receive(now, &buf[..n]);
-                    while let Some(m) = dtls.read(&mut record) {
-                        dc.handle_receive(now, &record[..m]);
+                    for datagram in udp::segments(&buf[..n], segment) {
+                        dtls.handle_receive(now, datagram);
+                        while let Some(m) = dtls.read(&mut record) {
+                            dc.handle_receive(now, &record[..m]);
+                        }
                     }
                 }
                 Ok(_) => {}
@@ -111,9 +119,10 @@ fn main() -> Result<()> {
                     if sender {
                         if data == b"done" {
                             eprintln!(
-                                "dc-bench: sender done after {sent} bytes, {:?}, dtls retransmissions {}",
+                                "dc-bench: sender done after {sent} bytes, {:?}, dtls retransmissions {}, GRO {gro}, GSO {}",
                                 dc.association().stats(),
-                                dtls.retransmissions()
+                                dtls.retransmissions(),
+                                !args.no_offload && batch.gso()
                             );
                             return Ok(());
                         }
@@ -147,17 +156,12 @@ fn main() -> Result<()> {
             }
         }
         while let Some(d) = dtls.poll_transmit() {
-            loop {
-                match socket.send_to(&d, peer_addr) {
-                    Ok(_) => break,
-                    // The kernel's buffer is full: wait until it drains.
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        wait(&socket, nix::poll::PollFlags::POLLOUT, Duration::from_millis(5))
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+            if args.no_offload || !batch.push(peer_addr, &d) {
+                send(&socket, &mut batch)?;
+                assert!(batch.push(peer_addr, &d), "an empty run takes any datagram");
             }
         }
+        send(&socket, &mut batch)?;
         if let Some(at) = done_at {
             // Linger a little so "done" (and its retransmission, if needed) gets out.
             if now > at + Duration::from_millis(300) {
@@ -171,6 +175,19 @@ fn main() -> Result<()> {
             let wait_for =
                 next.map_or(Duration::from_millis(10), |t| t.saturating_duration_since(Instant::now()));
             wait(&socket, nix::poll::PollFlags::POLLIN, wait_for.min(Duration::from_millis(10)));
+        }
+    }
+}
+
+/// Sends the waiting run, waiting while the kernel's buffer is full.
+fn send(socket: &UdpSocket, batch: &mut Batcher) -> Result<()> {
+    loop {
+        match batch.send(socket) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                wait(socket, nix::poll::PollFlags::POLLOUT, Duration::from_millis(5))
+            }
+            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -8,10 +8,12 @@ use peerlink_rtc::{ChannelConfig, Description, PeerConnection, RtcConfig, RtcErr
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 mod mdns;
+pub mod udp;
 
 /// Where the peer listens and which servers it uses.
 #[derive(Debug, Clone, Default)]
@@ -110,6 +112,8 @@ impl Peer {
             let sock = socket2::SockRef::from(&socket);
             let _ = sock.set_recv_buffer_size(4 << 20);
             let _ = sock.set_send_buffer_size(4 << 20);
+            // Runs of datagrams from the peer come up in one receive where the kernel can.
+            udp::enable_gro(&socket);
             let local = socket.local_addr()?;
             pc.add_local_address(now, local);
             sockets.push((local, Arc::new(socket)));
@@ -185,17 +189,19 @@ async fn drive(
     command_tx: mpsc::UnboundedSender<Command>,
     events: mpsc::UnboundedSender<RtcEvent>,
 ) {
-    // One reader task per socket; datagrams come here.
-    let (datagram_tx, mut datagrams) = mpsc::channel::<(SocketAddr, SocketAddr, Vec<u8>)>(1024);
+    // One reader task per socket; datagrams (or a run of them coalesced by the kernel, with
+    // their size) come here.
+    let (datagram_tx, mut datagrams) = mpsc::channel::<Received>(1024);
     let mut readers = Vec::new();
     for (local, socket) in &sockets {
         let (local, socket, tx) = (*local, socket.clone(), datagram_tx.clone());
         readers.push(tokio::spawn(async move {
-            let mut buf = vec![0u8; 65536];
+            let mut buf = vec![0u8; udp::RECV_BUFFER];
             loop {
-                match socket.recv_from(&mut buf).await {
-                    Ok((n, from)) => {
-                        if tx.send((local, from, buf[..n].to_vec())).await.is_err() {
+                match socket.async_io(Interest::READABLE, || udp::recv(&*socket, &mut buf)).await {
+                    Ok((n, from, segment)) => {
+                        if tx.send(Received { local, from, data: buf[..n].to_vec(), segment }).await.is_err()
+                        {
                             return;
                         }
                     }
@@ -211,8 +217,9 @@ async fn drive(
     }
     drop(datagram_tx);
     let mut closing: Option<oneshot::Sender<()>> = None;
+    let mut batch = Batch::default();
     loop {
-        flush(&mut pc, &sockets).await;
+        batch.flush(&mut pc, &sockets).await;
         while let Some(e) = pc.poll_event() {
             if let RtcEvent::ResolveMdns { name, candidate } = &e {
                 let (name, candidate, tx) = (name.clone(), candidate.clone(), command_tx.clone());
@@ -275,11 +282,11 @@ async fn drive(
                 }
             }
             datagram = datagrams.recv() => {
-                let Some((local, from, data)) = datagram else { break };
-                pc.handle_receive(Instant::now(), from, local, &data);
+                let Some(r) = datagram else { break };
+                r.handle(&mut pc);
                 // Take whatever else is waiting before sending anything.
-                while let Ok((local, from, data)) = datagrams.try_recv() {
-                    pc.handle_receive(Instant::now(), from, local, &data);
+                while let Ok(r) = datagrams.try_recv() {
+                    r.handle(&mut pc);
                 }
             }
             _ = sleep_until(wake) => pc.handle_timeout(Instant::now()),
@@ -297,12 +304,55 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-async fn flush(pc: &mut PeerConnection, sockets: &[(SocketAddr, Arc<UdpSocket>)]) {
-    let now = Instant::now();
-    while let Some(t) = pc.poll_transmit(now) {
-        let Some((_, socket)) = sockets.iter().find(|(local, _)| *local == t.from) else { continue };
-        if let Err(e) = socket.send_to(&t.payload, t.to).await {
-            tracing::debug!(to = %t.to, error = %e, "udp send failed");
+/// What a reader task got: one datagram, or a run of `segment`-byte datagrams (the last
+/// may be shorter).
+struct Received {
+    local: SocketAddr,
+    from: SocketAddr,
+    data: Vec<u8>,
+    segment: usize,
+}
+
+impl Received {
+    fn handle(self, pc: &mut PeerConnection) {
+        let now = Instant::now();
+        for datagram in udp::segments(&self.data, self.segment) {
+            pc.handle_receive(now, self.from, self.local, datagram);
+        }
+    }
+}
+
+/// Datagrams on their way out, gathered into runs that go out in one system call each
+/// (UDP segmentation offload) where the kernel allows.
+#[derive(Default)]
+struct Batch {
+    run: udp::Batcher,
+    from: Option<SocketAddr>,
+}
+
+impl Batch {
+    async fn flush(&mut self, pc: &mut PeerConnection, sockets: &[(SocketAddr, Arc<UdpSocket>)]) {
+        let now = Instant::now();
+        while let Some(t) = pc.poll_transmit(now) {
+            if self.from == Some(t.from) && self.run.push(t.to, &t.payload) {
+                continue;
+            }
+            self.send(sockets).await;
+            self.from = Some(t.from);
+            self.run.push(t.to, &t.payload);
+        }
+        self.send(sockets).await;
+    }
+
+    async fn send(&mut self, sockets: &[(SocketAddr, Arc<UdpSocket>)]) {
+        let (Some(from), Some(to)) = (self.from, self.run.destination()) else { return };
+        let Some((_, socket)) = sockets.iter().find(|(local, _)| *local == from) else {
+            self.run.clear();
+            return;
+        };
+        if let Err(e) = socket.async_io(Interest::WRITABLE, || self.run.send(&**socket)).await {
+            tracing::debug!(%to, error = %e, "udp send failed");
+            self.run.clear();
         }
     }
 }

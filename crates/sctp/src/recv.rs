@@ -22,6 +22,10 @@ struct Fragment {
     ppid: u32,
     flags: u8,
     data: Vec<u8>,
+    /// Bytes of this message's fragments from the first of an unbroken run of TSNs up to
+    /// this one, as known when it arrived: bounds a message that grows in order without
+    /// walking back over it.
+    run: usize,
 }
 
 /// Unwraps a 32-bit serial number to the 64-bit value nearest `reference`.
@@ -161,7 +165,20 @@ impl Receiver {
             }
         } else {
             self.fragment_bytes += payload.len();
-            self.fragments.insert(tsn, Fragment { stream, ssn, ppid, flags, data: payload.to_vec() });
+            let run = match self.fragments.get(&(tsn - 1)) {
+                Some(prev)
+                    if flags & crate::chunk::FLAG_BEGIN == 0
+                        && prev.flags & crate::chunk::FLAG_END == 0
+                        && prev.stream == stream
+                        && (prev.flags & crate::chunk::FLAG_UNORDERED != 0) == unordered
+                        && (unordered || prev.ssn == ssn) =>
+                {
+                    prev.run + payload.len()
+                }
+                _ => payload.len(),
+            };
+            self.fragments.insert(tsn, Fragment { stream, ssn, ppid, flags, data: payload.to_vec(), run });
+            self.check_size(run)?;
             self.assemble(tsn)?;
         }
         self.apply_resets();
@@ -177,6 +194,14 @@ impl Receiver {
     /// records it as complete until its SSN's turn).
     fn assemble(&mut self, tsn: u64) -> Result<(), ReceiveError> {
         let Some(f) = self.fragments.get(&tsn) else { return Ok(()) };
+        // The message is complete only if both neighbours of this fragment that belong to it
+        // are here: in-order arrival then costs one lookup per fragment, and the walk below
+        // runs once per message, when its last fragment arrives.
+        let missing =
+            |flag: u8, neighbour: u64| f.flags & flag == 0 && !self.fragments.contains_key(&neighbour);
+        if missing(crate::chunk::FLAG_END, tsn + 1) || missing(crate::chunk::FLAG_BEGIN, tsn - 1) {
+            return Ok(());
+        }
         let (stream, ssn, unordered) = (f.stream, f.ssn, f.flags & crate::chunk::FLAG_UNORDERED != 0);
         let same =
             |f: &Fragment| f.stream == stream && (f.flags & crate::chunk::FLAG_UNORDERED != 0) == unordered;
@@ -521,6 +546,22 @@ mod tests {
         let mut r = Receiver::new(1, 1 << 20, 10);
         r.data(1, 0, 0, 53, FLAG_BEGIN, &[0; 6]).unwrap();
         assert_eq!(r.data(2, 0, 0, 53, 0, &[0; 6]), Err(ReceiveError::TooLarge(12)));
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_an_error_in_any_order() {
+        // The middle fragment arrives last: the run before it and the run after it are
+        // each under the limit, together they are not.
+        let mut r = Receiver::new(1, 1 << 20, 10);
+        r.data(1, 0, 0, 53, FLAG_BEGIN, &[0; 4]).unwrap();
+        r.data(3, 0, 0, 53, 0, &[0; 4]).unwrap();
+        r.data(4, 0, 0, 53, FLAG_END, &[0; 1]).unwrap();
+        assert_eq!(r.data(2, 0, 0, 53, 0, &[0; 4]), Err(ReceiveError::TooLarge(13)));
+        // A fragment of another stream does not count towards this one.
+        let mut r = Receiver::new(1, 1 << 20, 10);
+        r.data(1, 0, 0, 53, FLAG_BEGIN, &[0; 6]).unwrap();
+        r.data(2, 1, 0, 53, FLAG_BEGIN, &[0; 6]).unwrap();
+        assert!(all(&mut r).is_empty());
     }
 
     #[test]

@@ -91,6 +91,9 @@ pub struct Sender {
     queued_bytes: HashMap<u16, usize>,
     total_queued: usize,
     in_flight: VecDeque<InFlight>,
+    /// Chunks in `in_flight` of partially reliable messages: while there are none, a SACK
+    /// need not look for expired ones.
+    partial_in_flight: usize,
     to_retransmit: usize,
     flight_size: usize,
     pub(crate) cwnd: usize,
@@ -134,6 +137,7 @@ impl Sender {
             queued_bytes: HashMap::new(),
             total_queued: 0,
             in_flight: VecDeque::new(),
+            partial_in_flight: 0,
             to_retransmit: 0,
             flight_size: 0,
             // §7.2.1: min(4 MTU, max(2 MTU, 4380)).
@@ -293,6 +297,9 @@ impl Sender {
             write(packet, &chunk);
             self.flight_size += take;
             self.peer_rwnd = self.peer_rwnd.saturating_sub(take);
+            if chunk.reliability != Reliability::Reliable {
+                self.partial_in_flight += 1;
+            }
             self.in_flight.push_back(chunk);
             wrote = true;
         }
@@ -436,6 +443,9 @@ impl Sender {
         // Cumulative ack: drop everything up to it.
         while self.in_flight.front().is_some_and(|c| c.tsn <= cumulative) {
             let c = self.in_flight.pop_front().expect("front exists");
+            if c.reliability != Reliability::Reliable {
+                self.partial_in_flight -= 1;
+            }
             if c.counted() {
                 self.flight_size -= c.data.len().min(self.flight_size);
             }
@@ -515,7 +525,7 @@ impl Sender {
     }
 
     fn abandon_expired(&mut self, now: Instant) {
-        if !self.forward_tsn_supported {
+        if !self.forward_tsn_supported || self.partial_in_flight == 0 {
             return;
         }
         let expired: Vec<u64> = (0..self.in_flight.len())
