@@ -34,6 +34,8 @@ struct Args {
     no_offload: bool,
 }
 
+const RECEIVES_PER_TURN: usize = 32;
+
 fn random32() -> [u8; 32] {
     let mut b = [0u8; 32];
     getrandom::getrandom(&mut b).expect("random");
@@ -78,7 +80,8 @@ fn main() -> Result<()> {
     let (mut sent, mut received) = (0usize, 0usize);
     let (mut first, mut last) = (None::<Instant>, None::<Instant>);
     let mut done_at: Option<Instant> = None;
-    let mut buf = vec![0u8; 65536];
+    let mut buf = vec![0u8; udp::RECV_BUFFER];
+    let (mut datagrams_in, mut records_in, mut datagrams_out) = (0u64, 0u64, 0u64);
     let mut record = vec![0u8; 65536];
     let deadline = start + Duration::from_secs(120);
     loop {
@@ -88,13 +91,17 @@ fn main() -> Result<()> {
         }
         // Everything that arrived.
         let mut got_any = false;
-        loop {
+        // A bounded number of receives per turn, so acknowledgements keep flowing while a
+        // large window of data arrives.
+        for _ in 0..RECEIVES_PER_TURN {
             match udp::recv(&socket, &mut buf) {
                 Ok((n, from, segment)) if from == peer_addr => {
                     got_any = true;
                     for datagram in udp::segments(&buf[..n], segment) {
+                        datagrams_in += 1;
                         dtls.handle_receive(now, datagram);
                         while let Some(m) = dtls.read(&mut record) {
+                            records_in += 1;
                             dc.handle_receive(now, &record[..m]);
                         }
                     }
@@ -119,7 +126,7 @@ fn main() -> Result<()> {
                     if sender {
                         if data == b"done" {
                             eprintln!(
-                                "dc-bench: sender done after {sent} bytes, {:?}, dtls retransmissions {}, GRO {gro}, GSO {}",
+                                "dc-bench: sender done after {sent} bytes, {:?}, dtls retransmissions {}, GRO {gro}, GSO {}, datagrams in {datagrams_in} out {datagrams_out}, records in {records_in}",
                                 dc.association().stats(),
                                 dtls.retransmissions(),
                                 !args.no_offload && batch.gso()
@@ -156,6 +163,7 @@ fn main() -> Result<()> {
             }
         }
         while let Some(d) = dtls.poll_transmit() {
+            datagrams_out += 1;
             if args.no_offload || !batch.push(peer_addr, &d) {
                 send(&socket, &mut batch)?;
                 assert!(batch.push(peer_addr, &d), "an empty run takes any datagram");
@@ -166,6 +174,11 @@ fn main() -> Result<()> {
             // Linger a little so "done" (and its retransmission, if needed) gets out.
             if now > at + Duration::from_millis(300) {
                 let seconds = last.zip(first).map_or(0.0, |(l, f)| (l - f).as_secs_f64());
+                eprintln!(
+                    "dc-bench: receiver done, {:?}, dtls retransmissions {}, GRO {gro}, datagrams in {datagrams_in} out {datagrams_out}, records in {records_in}",
+                    dc.association().stats(),
+                    dtls.retransmissions()
+                );
                 println!("{}", serde_json::json!({"bytes": received, "seconds": seconds}));
                 return Ok(());
             }

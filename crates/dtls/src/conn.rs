@@ -375,7 +375,11 @@ impl Dtls {
         }
         match self.stream.ssl_write(data) {
             Ok(_) => {
-                self.collect_output(None);
+                // The record goes out whole however much is queued: dropping it here would
+                // lose data the caller was told was sent. The caller bounds what it writes
+                // between polls (SCTP's window does).
+                let wire = self.stream.get_mut();
+                self.transmits.extend(wire.outgoing.drain(..));
                 Ok(())
             }
             Err(e) => {

@@ -118,6 +118,29 @@ fn handshake_then_data_both_ways() {
 }
 
 #[test]
+fn a_large_burst_of_writes_is_sent_whole() {
+    // SCTP hands DTLS a whole congestion window between two polls: thousands of records.
+    let mut p = Pair::new(false, |_, _, _| false);
+    p.run(Duration::from_secs(1));
+    assert!(p.connected(), "{:?}", p.events);
+    let n = 5000u32;
+    for i in 0..n {
+        p.sides[0].write(&i.to_be_bytes()).unwrap();
+    }
+    let datagrams: Vec<Vec<u8>> = std::iter::from_fn(|| p.sides[0].poll_transmit()).collect();
+    assert_eq!(datagrams.len(), n as usize);
+    let mut buf = [0u8; 64];
+    let mut got = Vec::new();
+    for d in datagrams {
+        p.sides[1].handle_receive(p.now, &d);
+        while let Some(m) = p.sides[1].read(&mut buf) {
+            got.push(u32::from_be_bytes(buf[..m].try_into().unwrap()));
+        }
+    }
+    assert_eq!(got, (0..n).collect::<Vec<_>>());
+}
+
+#[test]
 fn srtp_keys_are_the_same_on_both_sides() {
     let mut p = Pair::new(true, |_, _, _| false);
     p.run(Duration::from_secs(1));

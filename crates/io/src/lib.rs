@@ -13,6 +13,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 mod mdns;
+
+/// Receives (a datagram or a coalesced run) handled between two flushes of what to send.
+const RECEIVES_PER_TURN: usize = 32;
 pub mod udp;
 
 /// Where the peer listens and which servers it uses.
@@ -284,8 +287,10 @@ async fn drive(
             datagram = datagrams.recv() => {
                 let Some(r) = datagram else { break };
                 r.handle(&mut pc);
-                // Take whatever else is waiting before sending anything.
-                while let Ok(r) = datagrams.try_recv() {
+                // Take a little more of what is waiting before sending anything, but not all
+                // of it: acknowledgements must keep flowing while a large window arrives.
+                for _ in 0..RECEIVES_PER_TURN {
+                    let Ok(r) = datagrams.try_recv() else { break };
                     r.handle(&mut pc);
                 }
             }
