@@ -94,6 +94,11 @@ pub struct Sender {
     /// Chunks in `in_flight` of partially reliable messages: while there are none, a SACK
     /// need not look for expired ones.
     partial_in_flight: usize,
+    /// The last SACK's gap blocks as absolute TSN ranges, sorted and merged; `fresh` and
+    /// `spare_gaps` are reused buffers.
+    gap_blocks: Vec<(u64, u64)>,
+    spare_gaps: Vec<(u64, u64)>,
+    fresh: Vec<(u64, u64)>,
     to_retransmit: usize,
     flight_size: usize,
     pub(crate) cwnd: usize,
@@ -138,6 +143,9 @@ impl Sender {
             total_queued: 0,
             in_flight: VecDeque::new(),
             partial_in_flight: 0,
+            gap_blocks: Vec::new(),
+            spare_gaps: Vec::new(),
+            fresh: Vec::new(),
             to_retransmit: 0,
             flight_size: 0,
             // §7.2.1: min(4 MTU, max(2 MTU, 4380)).
@@ -465,11 +473,13 @@ impl Sender {
             self.timeouts = 0;
         }
         // Gap blocks: mark newly acked; the highest newly acked TSN drives miss indications.
+        // Only the TSNs the previous SACK's blocks did not cover are visited.
         let mut highest_newly_acked: Option<u64> = None;
         let front = self.in_flight.front().map(|c| c.tsn);
-        for (start, end) in sack.gaps() {
-            let (Some(front), true) = (front, start <= end) else { continue };
-            let (first, last) = (cumulative + u64::from(start), cumulative + u64::from(end));
+        self.new_gap_ranges(cumulative, sack);
+        for i in 0..self.fresh.len() {
+            let (first, last) = self.fresh[i];
+            let Some(front) = front else { break };
             for tsn in first.max(front)..=last {
                 let Some(c) = self.in_flight.get_mut((tsn - front) as usize) else { break };
                 if c.acked {
@@ -522,6 +532,54 @@ impl Sender {
             self.restart_t3(now);
         }
         outcome
+    }
+
+    /// Puts in `fresh` the TSN ranges the SACK's gap blocks cover that the previous SACK's
+    /// did not, and keeps this SACK's blocks (absolute, sorted, merged) for the next one.
+    /// Each SACK repeats every block, so without this a long run of loss would be walked
+    /// again on every SACK.
+    fn new_gap_ranges(&mut self, cumulative: u64, sack: &Sack<'_>) {
+        let mut blocks = std::mem::take(&mut self.spare_gaps);
+        blocks.clear();
+        blocks.extend(
+            sack.gaps()
+                .filter(|&(start, end)| start != 0 && start <= end)
+                .map(|(start, end)| (cumulative + u64::from(start), cumulative + u64::from(end))),
+        );
+        blocks.sort_unstable();
+        let mut merged = 0;
+        for i in 0..blocks.len() {
+            if merged > 0 && blocks[i].0 <= blocks[merged - 1].1 + 1 {
+                blocks[merged - 1].1 = blocks[merged - 1].1.max(blocks[i].1);
+            } else {
+                blocks[merged] = blocks[i];
+                merged += 1;
+            }
+        }
+        blocks.truncate(merged);
+        self.fresh.clear();
+        let previous = &self.gap_blocks;
+        let mut j = 0;
+        for &(start, end) in &blocks {
+            let mut from = start;
+            while from <= end {
+                while j < previous.len() && previous[j].1 < from {
+                    j += 1;
+                }
+                match previous.get(j) {
+                    Some(&(p_start, p_end)) if p_start <= from => from = p_end + 1,
+                    Some(&(p_start, _)) if p_start <= end => {
+                        self.fresh.push((from, p_start - 1));
+                        from = p_start;
+                    }
+                    _ => {
+                        self.fresh.push((from, end));
+                        break;
+                    }
+                }
+            }
+        }
+        self.spare_gaps = std::mem::replace(&mut self.gap_blocks, blocks);
     }
 
     fn abandon_expired(&mut self, now: Instant) {
@@ -683,4 +741,39 @@ fn write(packet: &mut Vec<u8>, c: &InFlight) {
             payload: &c.data,
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::{write_sack, Chunks};
+
+    fn fresh_after(sender: &mut Sender, cumulative: u64, gaps: &[(u16, u16)]) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        write_sack(&mut out, cumulative as u32, 1 << 20, gaps, &[]);
+        let raw = Chunks::new(&out).next().unwrap().unwrap();
+        let sack = Sack::parse(raw).unwrap();
+        sender.new_gap_ranges(cumulative, &sack);
+        sender.fresh.clone()
+    }
+
+    #[test]
+    fn a_sack_visits_only_what_the_last_one_did_not_cover() {
+        let mut s = Sender::new(0, 1200, 1 << 20, true);
+        let c = 1000;
+        assert_eq!(fresh_after(&mut s, c, &[(2, 5), (8, 9)]), [(1002, 1005), (1008, 1009)]);
+        // The same blocks again: nothing new.
+        assert!(fresh_after(&mut s, c, &[(2, 5), (8, 9)]).is_empty());
+        // Blocks that grew at both ends and a new one in between; unsorted and overlapping
+        // as a peer may send them.
+        assert_eq!(
+            fresh_after(&mut s, c, &[(8, 12), (1, 6), (7, 7), (3, 4), (20, 20)]),
+            [(1001, 1001), (1006, 1007), (1010, 1012), (1020, 1020)]
+        );
+        // Invalid blocks (start 0, start after end) are ignored.
+        assert!(fresh_after(&mut s, c, &[(0, 3), (9, 8), (1, 12)]).is_empty());
+        // The cumulative point moved: offsets are relative to it. 1020 counts as new again
+        // because the last SACK did not report it.
+        assert_eq!(fresh_after(&mut s, 1010, &[(1, 2), (10, 10)]), [(1020, 1020)]);
+    }
 }
