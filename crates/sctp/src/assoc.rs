@@ -20,6 +20,10 @@ const MAX_INIT_ATTEMPTS: u32 = 8;
 /// T3 expiries without progress before the peer is considered gone (Association.Max.Retrans).
 const MAX_RETRANSMISSIONS: u32 = 10;
 const COOKIE_LIFETIME: Duration = Duration::from_secs(60);
+/// Error cause "Invalid Stream Identifier" (RFC 9260 §3.3.10.1).
+const CAUSE_INVALID_STREAM: u16 = 1;
+/// Control chunks a peer can make us queue (ERROR answers) before we stop adding more.
+const MAX_CONTROL: usize = 64;
 const COOKIE_LEN: usize = 4 * 7 + 2 + 8 + 32;
 
 /// Settings of one association.
@@ -89,6 +93,8 @@ pub enum SendError {
     Closed,
     #[error("an SCTP message cannot be empty")]
     Empty,
+    #[error("stream {0} is beyond the streams negotiated with the peer")]
+    InvalidStream(u16),
 }
 
 /// Counters for tests and stats.
@@ -109,6 +115,9 @@ struct Peer {
     a_rwnd: u32,
     forward_tsn: bool,
     reconfig: bool,
+    /// The peer's OS and MIS from its INIT (or INIT ACK).
+    outbound_streams: u16,
+    inbound_streams: u16,
 }
 
 /// A queued or outstanding outgoing stream reset.
@@ -308,10 +317,12 @@ impl Association {
         if data.len() > self.config.max_send_message {
             return Err(SendError::TooLarge(data.len()));
         }
+        let outbound = self.outbound_stream_count();
         match (&mut self.sender, self.state) {
             (_, SctpState::Ended | SctpState::ShutdownSent | SctpState::ShutdownAckSent) => {
                 Err(SendError::Closed)
             }
+            (Some(_), _) if stream >= outbound => Err(SendError::InvalidStream(stream)),
             (Some(sender), _) => {
                 sender.enqueue(now, stream, ppid, data, ordered, reliability);
                 Ok(())
@@ -321,6 +332,17 @@ impl Association {
                 Ok(())
             }
         }
+    }
+
+    /// Streams we may send on: what we asked for, capped by what the peer takes (its MIS);
+    /// before the peer is known, what we asked for.
+    pub fn outbound_stream_count(&self) -> u16 {
+        self.config.streams.min(self.peer.map_or(u16::MAX, |p| p.inbound_streams))
+    }
+
+    /// Streams the peer may send on: what it asked for (its OS), capped by our MIS.
+    pub fn inbound_stream_count(&self) -> u16 {
+        self.config.streams.min(self.peer.map_or(u16::MAX, |p| p.outbound_streams))
     }
 
     /// The largest message the peer accepts (its `a=max-message-size`).
@@ -663,11 +685,26 @@ impl Association {
     }
 
     fn on_data(&mut self, raw: RawChunk<'_>) -> bool {
+        let inbound = self.inbound_stream_count();
         let Some(r) = &mut self.receiver else { return true };
         let Ok(d) = chunk::Data::parse(raw) else {
             self.abort("DATA chunk without user data");
             return false;
         };
+        if d.stream >= inbound {
+            // §6.5: acknowledge it, discard it, and say why in an ERROR chunk.
+            r.discard(d.tsn);
+            let mut cause = [0u8; 8];
+            cause[..2].copy_from_slice(&CAUSE_INVALID_STREAM.to_be_bytes());
+            cause[2..4].copy_from_slice(&8u16.to_be_bytes());
+            cause[4..6].copy_from_slice(&d.stream.to_be_bytes());
+            let mut c = Vec::new();
+            chunk::write_simple(&mut c, chunk::ERROR, 0, &cause);
+            if self.control.len() < MAX_CONTROL {
+                self.control.push_back(c);
+            }
+            return true;
+        }
         if let Err(e) = r.data(d.tsn, d.stream, d.ssn, d.ppid, d.flags, d.payload) {
             self.abort(&format!("{e:?}"));
             return false;
@@ -682,6 +719,8 @@ impl Association {
             a_rwnd: init.a_rwnd,
             forward_tsn: init.forward_tsn(),
             reconfig: init.supports_chunk(chunk::RECONFIG),
+            outbound_streams: init.outbound_streams,
+            inbound_streams: init.inbound_streams,
         }
     }
 
@@ -718,7 +757,9 @@ impl Association {
         for v in [self.my_tag, self.my_initial_tsn, peer.tag, peer.initial_tsn, peer.a_rwnd] {
             c.extend_from_slice(&v.to_be_bytes());
         }
-        c.extend_from_slice(&[0; 8]);
+        c.extend_from_slice(&peer.outbound_streams.to_be_bytes());
+        c.extend_from_slice(&peer.inbound_streams.to_be_bytes());
+        c.extend_from_slice(&[0; 4]);
         c.push(u8::from(peer.forward_tsn));
         c.push(u8::from(peer.reconfig));
         let made = now.saturating_duration_since(self.created).as_millis() as u64;
@@ -750,6 +791,8 @@ impl Association {
             a_rwnd: u(4),
             forward_tsn: body[28] == 1,
             reconfig: body[29] == 1,
+            outbound_streams: u16::from_be_bytes([body[20], body[21]]),
+            inbound_streams: u16::from_be_bytes([body[22], body[23]]),
         };
         Some((u(0), peer))
     }
@@ -785,7 +828,14 @@ impl Association {
         }
         self.state = SctpState::Established;
         let mut sender = Sender::new(self.my_initial_tsn, self.config.mtu, peer.a_rwnd, peer.forward_tsn);
+        // Messages sent before the peer said how many streams it takes: any beyond them
+        // cannot be delivered (the peer would discard them with an error).
+        let outbound = self.config.streams.min(peer.inbound_streams);
         for (stream, ppid, data, ordered, reliability) in self.early.drain(..) {
+            if stream >= outbound {
+                tracing::debug!(stream, outbound, "message on a stream the peer does not take dropped");
+                continue;
+            }
             sender.enqueue(now, stream, ppid, data, ordered, reliability);
         }
         self.sender = Some(sender);

@@ -159,6 +159,9 @@ impl DataChannels {
     pub fn create(&mut self, now: Instant, config: ChannelConfig) -> Result<u16, ChannelError> {
         let id = match config.negotiated {
             Some(id) if self.channels.contains_key(&id) => return Err(ChannelError::IdTaken(id)),
+            Some(id) if id >= self.sctp.outbound_stream_count() => {
+                return Err(SendError::InvalidStream(id).into())
+            }
             Some(id) => id,
             None => self.free_id()?,
         };
@@ -185,14 +188,17 @@ impl DataChannels {
         Ok(id)
     }
 
+    /// The next unused id of our parity below the streams the association has (all of them
+    /// before the peer said how many it takes).
     fn free_id(&mut self) -> Result<u16, ChannelError> {
+        let limit = self.sctp.outbound_stream_count();
         for _ in 0..=MAX_ID / 2 {
             let id = self.next_id;
             self.next_id = match self.next_id.checked_add(2) {
                 Some(next) if next <= MAX_ID => next,
                 _ => u16::from(!self.even),
             };
-            if !self.channels.contains_key(&id) {
+            if id < limit && !self.channels.contains_key(&id) {
                 return Ok(id);
             }
         }

@@ -123,34 +123,7 @@ impl Receiver {
         flags: u8,
         payload: &[u8],
     ) -> Result<(), ReceiveError> {
-        let tsn = unwrap(self.cumulative, tsn);
-        if tsn <= self.cumulative || self.above.contains(&tsn) {
-            if self.duplicates.len() < MAX_DUPLICATES {
-                self.duplicates.push(tsn as u32);
-            }
-            self.sack_now = true;
-            return Ok(());
-        }
-        // §6.2: with no room left, drop what is beyond the next expected TSN (the sender
-        // will retransmit); the next one is always taken so progress is possible.
-        let room = self.a_rwnd() as usize >= payload.len();
-        if !room && tsn != self.cumulative + 1 {
-            return Ok(());
-        }
-        // A peer cannot make us track TSNs far ahead without bound; and a gap block offset
-        // is 16 bits, so nothing past cumulative + 65535 can be reported.
-        if tsn > self.cumulative + 65_535 {
-            return Ok(());
-        }
-        // Out of order, or filling a gap: tell the sender now (§6.7).
-        if tsn != self.cumulative + 1 || !self.above.is_empty() {
-            self.sack_now = true;
-        }
-        self.above.insert(tsn);
-        while self.above.first() == Some(&(self.cumulative + 1)) {
-            self.above.pop_first();
-            self.cumulative += 1;
-        }
+        let Some(tsn) = self.arrived(tsn, payload.len()) else { return Ok(()) };
         let unordered = flags & crate::chunk::FLAG_UNORDERED != 0;
         let whole = flags & (crate::chunk::FLAG_BEGIN | crate::chunk::FLAG_END)
             == crate::chunk::FLAG_BEGIN | crate::chunk::FLAG_END;
@@ -183,6 +156,46 @@ impl Receiver {
         }
         self.apply_resets();
         Ok(())
+    }
+
+    /// A DATA chunk whose TSN counts as received but whose payload is thrown away (its
+    /// stream is not one the association has).
+    pub fn discard(&mut self, tsn: u32) {
+        self.arrived(tsn, 0);
+    }
+
+    /// Records the arrival of `tsn` carrying `len` bytes: returns it unwrapped when it is
+    /// new and taken, None for a duplicate or one dropped for lack of room.
+    fn arrived(&mut self, tsn: u32, len: usize) -> Option<u64> {
+        let tsn = unwrap(self.cumulative, tsn);
+        if tsn <= self.cumulative || self.above.contains(&tsn) {
+            if self.duplicates.len() < MAX_DUPLICATES {
+                self.duplicates.push(tsn as u32);
+            }
+            self.sack_now = true;
+            return None;
+        }
+        // §6.2: with no room left, drop what is beyond the next expected TSN (the sender
+        // will retransmit); the next one is always taken so progress is possible.
+        let room = self.a_rwnd() as usize >= len;
+        if !room && tsn != self.cumulative + 1 {
+            return None;
+        }
+        // A peer cannot make us track TSNs far ahead without bound; and a gap block offset
+        // is 16 bits, so nothing past cumulative + 65535 can be reported.
+        if tsn > self.cumulative + 65_535 {
+            return None;
+        }
+        // Out of order, or filling a gap: tell the sender now (§6.7).
+        if tsn != self.cumulative + 1 || !self.above.is_empty() {
+            self.sack_now = true;
+        }
+        self.above.insert(tsn);
+        while self.above.first() == Some(&(self.cumulative + 1)) {
+            self.above.pop_first();
+            self.cumulative += 1;
+        }
+        Some(tsn)
     }
 
     fn deliver(&mut self, message: Message) {

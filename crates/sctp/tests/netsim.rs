@@ -264,3 +264,41 @@ fn a_silent_peer_ends_the_association() {
     p.run(Duration::from_secs(300), |p| p.sides[0].state() == SctpState::Ended);
     assert_eq!(p.sides[0].state(), SctpState::Ended);
 }
+
+#[test]
+fn streams_beyond_the_negotiated_count_are_refused_both_ways() {
+    let mut p = Pair::new(42, LinkConfig::default());
+    let config = SctpConfig { streams: 4, ..SctpConfig::default() };
+    p.sides[1] = Association::new(p.net.now(), config, seed(42 * 2 + 1));
+    p.connect_both();
+    assert_eq!((p.sides[0].outbound_stream_count(), p.sides[0].inbound_stream_count()), (4, 4));
+    let now = p.net.now();
+    assert_eq!(
+        p.sides[0].send(now, 4, 53, b"x".to_vec(), true, Reliability::Reliable),
+        Err(peerlink_sctp::SendError::InvalidStream(4))
+    );
+    // A peer that ignores the count: a DATA chunk for stream 3 rewritten to stream 10.
+    p.sides[0].send(now, 3, 53, b"lost".to_vec(), false, Reliability::Reliable).unwrap();
+    let mut packet = p.sides[0].poll_transmit(now).expect("the DATA packet");
+    assert_eq!(packet[12], peerlink_sctp::chunk::DATA);
+    packet[20..22].copy_from_slice(&10u16.to_be_bytes());
+    packet[8..12].fill(0);
+    peerlink_sctp::packet::finish(&mut packet);
+    p.sides[1].handle_receive(now, &packet);
+    assert!(p.sides[1].poll_message().is_none(), "a message on stream 10 was delivered");
+    // The answer names the stream in an ERROR chunk.
+    let answer = p.sides[1].poll_transmit(now).expect("an answer");
+    let parsed = peerlink_sctp::packet::Packet::parse(&answer).unwrap();
+    let chunks: Vec<_> = parsed.chunks().map(Result::unwrap).collect();
+    let error = chunks.iter().find(|c| c.typ == peerlink_sctp::chunk::ERROR).expect("an ERROR chunk");
+    assert_eq!(error.value, [0, 1, 0, 8, 0, 10, 0, 0]);
+    p.sides[0].handle_receive(now, &answer);
+    // Its TSN was acknowledged: the sender retransmits nothing, and the stream that exists
+    // still works.
+    p.sides[0].send(now, 3, 53, b"after".to_vec(), true, Reliability::Reliable).unwrap();
+    p.run(Duration::from_secs(5), |p| !p.received[1].is_empty());
+    p.run(Duration::from_secs(5), |_| false);
+    assert_eq!(p.received[1].iter().map(|m| m.data.as_slice()).collect::<Vec<_>>(), [b"after".as_slice()]);
+    assert_eq!(p.sides[0].stats().retransmitted_chunks, 0);
+    assert_eq!(p.sides[1].stats().packets_received, p.sides[0].stats().packets_sent);
+}

@@ -29,6 +29,10 @@ struct World {
 
 impl World {
     fn new(n: u64, link: LinkConfig) -> World {
+        World::with_config(n, link, [SctpConfig::default(), SctpConfig::default()])
+    }
+
+    fn with_config(n: u64, link: LinkConfig, sctp_configs: [SctpConfig; 2]) -> World {
         let start = Instant::now();
         let mut net = Network::new(n, start);
         let addrs: [SocketAddr; 2] =
@@ -39,7 +43,7 @@ impl World {
         let sides = [0, 1].map(|i| {
             let role = if i == 0 { Role::Client } else { Role::Server };
             let config = DtlsConfig::new(role, certs[i].clone(), certs[1 - i].fingerprint().clone());
-            let sctp = Association::new(start, SctpConfig::default(), seed(n * 2 + i as u64));
+            let sctp = Association::new(start, sctp_configs[i].clone(), seed(n * 2 + i as u64));
             Side {
                 dtls: Dtls::new(start, config).unwrap(),
                 dc: DataChannels::new(sctp, role == Role::Client),
@@ -184,6 +188,30 @@ fn channels_open_both_ways_carry_every_kind_of_message_and_close() {
 
 /// Sends `total` bytes over one reliable ordered channel in messages of mixed sizes,
 /// keeping the buffered amount under 1 MB with the low-water event, and compares hashes.
+#[test]
+fn channel_ids_stay_below_the_streams_the_peer_takes() {
+    let small = SctpConfig { streams: 5, ..SctpConfig::default() };
+    let mut w = World::with_config(3, LinkConfig::default(), [SctpConfig::default(), small]);
+    let now = w.net.now();
+    let first = w.sides[0].dc.create(now, ChannelConfig::reliable("a")).unwrap();
+    w.wait(Duration::from_secs(10), |w| w.has(0, &ChannelEvent::Open(first)));
+    let now = w.net.now();
+    // Even ids below 5: 0 is taken, 2 and 4 are left.
+    let more: Vec<u16> =
+        (0..2).map(|_| w.sides[0].dc.create(now, ChannelConfig::reliable("b")).unwrap()).collect();
+    assert_eq!((first, more.as_slice()), (0, [2, 4].as_slice()));
+    assert!(matches!(
+        w.sides[0].dc.create(now, ChannelConfig::reliable("c")),
+        Err(peerlink_sctp::ChannelError::NoIds)
+    ));
+    let negotiated = ChannelConfig { negotiated: Some(6), ..ChannelConfig::reliable("n") };
+    assert!(matches!(
+        w.sides[0].dc.create(now, negotiated),
+        Err(peerlink_sctp::ChannelError::Send(peerlink_sctp::SendError::InvalidStream(6)))
+    ));
+    w.wait(Duration::from_secs(10), |w| w.has(0, &ChannelEvent::Open(4)));
+}
+
 fn bulk(n: u64, link: LinkConfig, total: usize) -> Duration {
     let mut w = World::new(n, link);
     let now = w.net.now();
