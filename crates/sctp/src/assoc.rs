@@ -865,35 +865,67 @@ impl Association {
         self.end("shut down".into());
     }
 
+    /// Answers a re-configuration request of the peer. RFC 6525 §5.2.1: the expected
+    /// sequence number is new and `perform` decides the result; the one before it is a
+    /// retransmission, answered with the result it had; anything else is a bad sequence
+    /// number.
+    fn answer_request(&mut self, seq: u32, perform: impl FnOnce(&mut Self) -> u32) {
+        let expected = self.peer_reset_seq.unwrap_or(0);
+        let result = if seq == expected {
+            self.peer_reset_seq = Some(expected.wrapping_add(1));
+            perform(self)
+        } else if seq == expected.wrapping_sub(1) {
+            self.last_reset_result
+                .filter(|(s, _)| *s == seq)
+                .map_or(chunk::RESET_PERFORMED, |(_, result)| result)
+        } else {
+            chunk::RESET_BAD_SEQUENCE
+        };
+        self.last_reset_result = Some((seq, result));
+        let mut c = Vec::new();
+        chunk::write_reconfig_response(&mut c, seq, result);
+        self.control.push_back(c);
+    }
+
     fn on_reconfig(&mut self, raw: RawChunk<'_>) {
         for (typ, value) in Params::new(raw.value) {
             match typ {
                 chunk::PARAM_OUTGOING_RESET => {
                     let Some(request) = OutgoingReset::parse(value) else { continue };
-                    let Some(r) = &mut self.receiver else { continue };
-                    let expected = self.peer_reset_seq.unwrap_or(0);
-                    // RFC 6525 §5.2.1: the expected sequence number is new; the one before
-                    // it is a retransmission, answered with the result it had; anything
-                    // else is a bad sequence number.
-                    let result = if request.request_seq == expected {
-                        self.peer_reset_seq = Some(expected.wrapping_add(1));
+                    if self.receiver.is_none() {
+                        continue;
+                    }
+                    let seq = request.request_seq;
+                    self.answer_request(seq, |a| {
+                        let r = a.receiver.as_mut().expect("checked above");
                         if r.reset(request.last_tsn, request.streams.clone()) {
-                            self.events.push_back(SctpEvent::IncomingStreamsReset(request.streams));
+                            a.events.push_back(SctpEvent::IncomingStreamsReset(request.streams));
                             chunk::RESET_PERFORMED
                         } else {
                             chunk::RESET_IN_PROGRESS
                         }
-                    } else if request.request_seq == expected.wrapping_sub(1) {
-                        self.last_reset_result
-                            .filter(|(seq, _)| *seq == request.request_seq)
-                            .map_or(chunk::RESET_PERFORMED, |(_, result)| result)
-                    } else {
-                        chunk::RESET_BAD_SEQUENCE
-                    };
-                    self.last_reset_result = Some((request.request_seq, result));
-                    let mut c = Vec::new();
-                    chunk::write_reconfig_response(&mut c, request.request_seq, result);
-                    self.control.push_back(c);
+                    });
+                }
+                // RFC 6525 §4.5: the peer wants more outgoing streams (usrsctp-based stacks
+                // start with few and add them as channels open).
+                chunk::PARAM_ADD_OUTGOING_STREAMS if value.len() >= 8 => {
+                    let seq = u32::from_be_bytes(value[..4].try_into().expect("4 bytes"));
+                    let added = u16::from_be_bytes([value[4], value[5]]);
+                    if self.peer.is_none() {
+                        continue;
+                    }
+                    self.answer_request(seq, |a| {
+                        let mine = a.config.streams;
+                        let peer = a.peer.as_mut().expect("checked above");
+                        // §5.2.5: more than we take in is denied.
+                        match peer.outbound_streams.checked_add(added) {
+                            Some(total) if total <= mine => {
+                                peer.outbound_streams = total;
+                                chunk::RESET_PERFORMED
+                            }
+                            _ => chunk::RESET_DENIED,
+                        }
+                    });
                 }
                 chunk::PARAM_RECONFIG_RESPONSE if value.len() >= 8 => {
                     let seq = u32::from_be_bytes(value[..4].try_into().expect("4 bytes"));

@@ -28,6 +28,7 @@ pub const PARAM_FORWARD_TSN_SUPPORTED: u16 = 0xC000;
 /// RE-CONFIG parameters (RFC 6525 §4).
 pub const PARAM_OUTGOING_RESET: u16 = 13;
 pub const PARAM_RECONFIG_RESPONSE: u16 = 16;
+pub const PARAM_ADD_OUTGOING_STREAMS: u16 = 17;
 
 /// DATA chunk flags.
 pub const FLAG_END: u8 = 0x01;

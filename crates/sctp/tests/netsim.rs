@@ -302,3 +302,62 @@ fn streams_beyond_the_negotiated_count_are_refused_both_ways() {
     assert_eq!(p.sides[0].stats().retransmitted_chunks, 0);
     assert_eq!(p.sides[1].stats().packets_received, p.sides[0].stats().packets_sent);
 }
+
+/// A RE-CONFIG packet from side 1 to side 0 asking for `added` more outgoing streams.
+fn add_streams_request(header: peerlink_sctp::packet::Header, seq: u32, added: u16) -> Vec<u8> {
+    use peerlink_sctp::chunk::{write_chunk, write_param, PARAM_ADD_OUTGOING_STREAMS, RECONFIG};
+    let mut value = seq.to_be_bytes().to_vec();
+    value.extend_from_slice(&added.to_be_bytes());
+    value.extend_from_slice(&[0, 0]);
+    let mut packet = Vec::new();
+    peerlink_sctp::packet::begin(&mut packet, &header);
+    write_chunk(&mut packet, RECONFIG, 0, |out| write_param(out, PARAM_ADD_OUTGOING_STREAMS, &value));
+    peerlink_sctp::packet::finish(&mut packet);
+    packet
+}
+
+/// The (sequence, result) of every RE-CONFIG response in what side 0 sends now.
+fn reconfig_results(p: &mut Pair) -> Vec<(u32, u32)> {
+    let now = p.net.now();
+    let mut results = Vec::new();
+    while let Some(packet) = p.sides[0].poll_transmit(now) {
+        let parsed = peerlink_sctp::packet::Packet::parse(&packet).unwrap();
+        for c in parsed.chunks().map(Result::unwrap).filter(|c| c.typ == peerlink_sctp::chunk::RECONFIG) {
+            let v = &c.value[4..];
+            results.push((
+                u32::from_be_bytes(v[..4].try_into().unwrap()),
+                u32::from_be_bytes(v[4..8].try_into().unwrap()),
+            ));
+        }
+    }
+    results
+}
+
+#[test]
+fn a_peer_may_add_outgoing_streams_up_to_what_we_take() {
+    let mut p = Pair::new(43, LinkConfig::default());
+    let config = SctpConfig { streams: 4, ..SctpConfig::default() };
+    p.sides[1] = Association::new(p.net.now(), config, seed(43 * 2 + 1));
+    p.connect_both();
+    assert_eq!(p.sides[0].inbound_stream_count(), 4);
+    // Side 1's first DATA carries its initial TSN, where its request numbers start, and
+    // side 0's verification tag.
+    let now = p.net.now();
+    p.sides[1].send(now, 1, 53, b"x".to_vec(), true, Reliability::Reliable).unwrap();
+    let data = p.sides[1].poll_transmit(now).unwrap();
+    let header = peerlink_sctp::packet::Packet::parse(&data).unwrap().header;
+    let first_tsn = u32::from_be_bytes(data[16..20].try_into().unwrap());
+    p.sides[0].handle_receive(now, &data);
+    reconfig_results(&mut p);
+    p.sides[0].handle_receive(now, &add_streams_request(header, first_tsn, 6));
+    assert_eq!(reconfig_results(&mut p), [(first_tsn, 1)], "performed");
+    assert_eq!(p.sides[0].inbound_stream_count(), 10);
+    // A retransmission gets the same answer and adds nothing.
+    p.sides[0].handle_receive(now, &add_streams_request(header, first_tsn, 6));
+    assert_eq!(reconfig_results(&mut p), [(first_tsn, 1)]);
+    assert_eq!(p.sides[0].inbound_stream_count(), 10);
+    // Past the 65535 streams we take: denied.
+    p.sides[0].handle_receive(now, &add_streams_request(header, first_tsn + 1, 65530));
+    assert_eq!(reconfig_results(&mut p), [(first_tsn + 1, 2)], "denied");
+    assert_eq!(p.sides[0].inbound_stream_count(), 10);
+}
