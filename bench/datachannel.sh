@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Data channels: reliable ordered throughput between two processes of the same stack over
 # real UDP (DTLS encrypted), for our stack (target/release/dc-bench), libdatachannel
-# (node-datachannel) and aiortc, same machine, same run, inside a network namespace of this
-# script's own (the reference stacks gather host candidates on every interface). Prints
-# MB/s (the receiver's first byte to last) and CPU-seconds per MB of both processes, the
-# medians, and our ratios to the fastest other stack. Asserts nothing about speed.
+# (node-datachannel), str0m (bench/dc-ref-str0m, a workspace of its own built here) and
+# aiortc, same machine, same run, inside a network namespace of this script's own (the
+# reference stacks gather host candidates on every interface). Prints MB/s (the receiver's
+# first byte to last) and CPU-seconds per MB of both processes, the medians, and our ratios
+# to the fastest other stack. Asserts nothing about speed.
 #
 #   bench/datachannel.sh                  # 3 rounds; 100 MB (20 MB for aiortc)
 #   ROUNDS=5 BYTES=$((300<<20)) bench/datachannel.sh
@@ -17,6 +18,7 @@ SLOW_BYTES=${SLOW_BYTES:-$((20 << 20))}
 MESSAGE=65536
 
 cargo build --release -q -p peerlink-bench --bin dc-bench
+CARGO_TARGET_DIR=$PWD/target cargo build --release -q --manifest-path bench/dc-ref-str0m/Cargo.toml
 [ -d bench/dc-ref/node_modules/node-datachannel ] ||
     (cd bench/dc-ref && npm install --no-audit --no-fund --silent)
 python=tests/interop/.venv/bin/python
@@ -44,6 +46,9 @@ run peerlink "$BYTES" -- $dcb send --bind 10.99.0.1:0 --bytes "$BYTES" --message
     -- $dcb recv --bind 10.99.0.1:0 --bytes "$BYTES" --message $MESSAGE
 run libdatachannel "$BYTES" -- node bench/dc-ref/ldc-peer.mjs send "$BYTES" $MESSAGE \
     -- node bench/dc-ref/ldc-peer.mjs recv "$BYTES" $MESSAGE
+s0m=target/release/dc-ref-str0m
+run str0m "$BYTES" -- $s0m send "$BYTES" $MESSAGE --bind 10.99.0.1 \
+    -- $s0m recv "$BYTES" $MESSAGE --bind 10.99.0.1
 run aiortc "$SLOW_BYTES" -- "$python" bench/dc-ref/aiortc_peer.py send "$SLOW_BYTES" $MESSAGE \
     -- "$python" bench/dc-ref/aiortc_peer.py recv "$SLOW_BYTES" $MESSAGE
 

@@ -265,12 +265,18 @@ fn a_silent_peer_ends_the_association() {
     assert_eq!(p.sides[0].state(), SctpState::Ended);
 }
 
+/// A connected pair whose side 1 asks for 4 streams each way.
+fn connected_to_a_four_stream_peer(n: u64) -> Pair {
+    let mut p = Pair::new(n, LinkConfig::default());
+    let config = SctpConfig { streams: 4, ..SctpConfig::default() };
+    p.sides[1] = Association::new(p.net.now(), config, seed(n * 2 + 1));
+    p.connect_both();
+    p
+}
+
 #[test]
 fn streams_beyond_the_negotiated_count_are_refused_both_ways() {
-    let mut p = Pair::new(42, LinkConfig::default());
-    let config = SctpConfig { streams: 4, ..SctpConfig::default() };
-    p.sides[1] = Association::new(p.net.now(), config, seed(42 * 2 + 1));
-    p.connect_both();
+    let mut p = connected_to_a_four_stream_peer(42);
     assert_eq!((p.sides[0].outbound_stream_count(), p.sides[0].inbound_stream_count()), (4, 4));
     let now = p.net.now();
     assert_eq!(
@@ -335,10 +341,7 @@ fn reconfig_results(p: &mut Pair) -> Vec<(u32, u32)> {
 
 #[test]
 fn a_peer_may_add_outgoing_streams_up_to_what_we_take() {
-    let mut p = Pair::new(43, LinkConfig::default());
-    let config = SctpConfig { streams: 4, ..SctpConfig::default() };
-    p.sides[1] = Association::new(p.net.now(), config, seed(43 * 2 + 1));
-    p.connect_both();
+    let mut p = connected_to_a_four_stream_peer(43);
     assert_eq!(p.sides[0].inbound_stream_count(), 4);
     // Side 1's first DATA carries its initial TSN, where its request numbers start, and
     // side 0's verification tag.
