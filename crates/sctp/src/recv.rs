@@ -175,10 +175,13 @@ impl Receiver {
             self.sack_now = true;
             return None;
         }
-        // §6.2: with no room left, drop what is beyond the next expected TSN (the sender
-        // will retransmit); the next one is always taken so progress is possible.
-        let room = self.a_rwnd() as usize >= len;
-        if !room && tsn != self.cumulative + 1 {
+        // §6.2: without room for it, drop what is beyond the next expected TSN (the sender
+        // will retransmit). The next one is taken while some window is left, or when it
+        // fills a hole; with the window at 0 and nothing above, it is dropped too, so a peer
+        // cannot grow our buffer past the window one chunk at a time (a zero-window probe
+        // gets its answer from the SACK, which carries the window).
+        let window = self.a_rwnd() as usize;
+        if window < len && !(tsn == self.cumulative + 1 && (window > 0 || !self.above.is_empty())) {
             return None;
         }
         // A peer cannot make us track TSNs far ahead without bound; and a gap block offset
@@ -575,6 +578,26 @@ mod tests {
         r.data(1, 0, 0, 53, FLAG_BEGIN, &[0; 6]).unwrap();
         r.data(2, 1, 0, 53, FLAG_BEGIN, &[0; 6]).unwrap();
         assert!(all(&mut r).is_empty());
+    }
+
+    #[test]
+    fn a_full_window_takes_only_what_fills_a_hole() {
+        let mut r = Receiver::new(1, 10, 1 << 20);
+        // Incomplete messages on two streams fill the window (the second overruns it a
+        // little: it was next, and some window was left).
+        r.data(1, 0, 0, 53, FLAG_BEGIN, &[0; 6]).unwrap();
+        r.data(2, 1, 0, 53, FLAG_BEGIN, &[0; 6]).unwrap();
+        assert_eq!(r.a_rwnd(), 0);
+        // The next TSN is dropped now: nothing is missing below it.
+        r.data(3, 2, 0, 53, FLAG_BEGIN, &[0; 6]).unwrap();
+        assert_eq!(r.cumulative_tsn(), 2);
+        // A hole below what arrived is still filled at zero window.
+        let mut r = Receiver::new(1, 10, 1 << 20);
+        r.data(2, 0, 0, 53, FLAG_BEGIN, &[0; 10]).unwrap();
+        assert_eq!(r.a_rwnd(), 0);
+        r.data(1, 1, 0, 53, WHOLE, &[1; 4]).unwrap();
+        assert_eq!(r.cumulative_tsn(), 2);
+        assert_eq!(all(&mut r).len(), 1);
     }
 
     #[test]
