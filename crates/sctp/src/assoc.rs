@@ -458,7 +458,7 @@ impl Association {
             if now < at {
                 self.t1 = Some((p, attempts, at, rto));
             } else if attempts >= MAX_INIT_ATTEMPTS {
-                return self.end("no answer to INIT, COOKIE ECHO or SHUTDOWN".into());
+                return self.end("no answer to INIT, COOKIE ECHO, SHUTDOWN or SHUTDOWN ACK".into());
             } else {
                 self.lone.push_back(p.clone());
                 let rto = (rto * 2).min(crate::send::RTO_MAX);
@@ -492,7 +492,15 @@ impl Association {
             return Some(p);
         }
         let peer = self.peer?;
-        if !matches!(self.state, SctpState::Established | SctpState::ShutdownSent | SctpState::CookieEchoed) {
+        // After the peer's SHUTDOWN (ShutdownAckSent) what we still have outstanding goes
+        // out before our SHUTDOWN ACK.
+        if !matches!(
+            self.state,
+            SctpState::Established
+                | SctpState::ShutdownSent
+                | SctpState::ShutdownAckSent
+                | SctpState::CookieEchoed
+        ) {
             return None;
         }
         let mut p = std::mem::take(&mut self.scratch);
@@ -592,6 +600,7 @@ impl Association {
                     if let (Ok(sack), Some(sender)) = (Sack::parse(raw), &mut self.sender) {
                         sender.on_sack(now, &sack);
                         self.maybe_shutdown(now);
+                        self.maybe_shutdown_ack(now);
                     }
                 }
                 chunk::HEARTBEAT => {
@@ -601,7 +610,7 @@ impl Association {
                 }
                 chunk::HEARTBEAT_ACK | chunk::ERROR => {}
                 chunk::ABORT => return self.end("the peer aborted".into()),
-                chunk::SHUTDOWN => self.on_shutdown(),
+                chunk::SHUTDOWN => self.on_shutdown(now),
                 chunk::SHUTDOWN_ACK => self.on_shutdown_ack(),
                 chunk::SHUTDOWN_COMPLETE => return self.end("shut down".into()),
                 chunk::COOKIE_ECHO => self.on_cookie_echo(now, tag, raw),
@@ -848,14 +857,38 @@ impl Association {
         self.events.push_back(SctpEvent::Connected);
     }
 
-    fn on_shutdown(&mut self) {
-        let Some(peer) = self.peer else { return };
-        if !matches!(self.state, SctpState::Established | SctpState::ShutdownSent) {
+    /// §9.2: no new data from here on; SHUTDOWN ACK once everything we sent is
+    /// acknowledged, again on T2 (the T1 slot) and whenever SHUTDOWN is repeated, until
+    /// SHUTDOWN COMPLETE.
+    fn on_shutdown(&mut self, now: Instant) {
+        match self.state {
+            SctpState::Established | SctpState::ShutdownSent => {
+                self.state = SctpState::ShutdownAckSent;
+                // Our own SHUTDOWN's timer (simultaneous shutdown) gives way to T2.
+                self.t1 = None;
+                self.maybe_shutdown_ack(now);
+            }
+            // The peer did not get our SHUTDOWN ACK: send it again now.
+            SctpState::ShutdownAckSent => match &self.t1 {
+                Some((p, ..)) => self.lone.push_back(p.clone()),
+                None => self.maybe_shutdown_ack(now),
+            },
+            _ => {}
+        }
+    }
+
+    /// Sends SHUTDOWN ACK (and starts T2) once nothing we sent is outstanding.
+    fn maybe_shutdown_ack(&mut self, now: Instant) {
+        if self.state != SctpState::ShutdownAckSent
+            || self.t1.is_some()
+            || !self.sender.as_ref().is_none_or(Sender::idle)
+        {
             return;
         }
-        self.state = SctpState::ShutdownAckSent;
+        let Some(peer) = self.peer else { return };
         let p = self.chunk_packet(peer.tag, chunk::SHUTDOWN_ACK, &[]);
-        self.lone.push_back(p);
+        self.lone.push_back(p.clone());
+        self.t1 = Some((p, 1, now + self.rto(), self.rto()));
     }
 
     fn on_shutdown_ack(&mut self) {

@@ -364,3 +364,24 @@ fn a_peer_may_add_outgoing_streams_up_to_what_we_take() {
     assert_eq!(reconfig_results(&mut p), [(first_tsn + 1, 2)], "denied");
     assert_eq!(p.sides[0].inbound_stream_count(), 10);
 }
+
+#[test]
+fn the_side_told_to_shut_down_first_delivers_what_it_still_has() {
+    for n in 44..48 {
+        let mut p = Pair::new(n, lossy(0.1));
+        p.connect_both();
+        let now = p.net.now();
+        p.sides[1].send(now, 1, 53, message(2, 200_000), true, Reliability::Reliable).unwrap();
+        p.sides[0].close(now);
+        p.run(Duration::from_secs(120), |p| p.sides.iter().all(|s| s.state() == SctpState::Ended));
+        assert!(p.sides.iter().all(|s| s.state() == SctpState::Ended), "seed {n}: {:?}", p.events);
+        assert_eq!(p.received[0].len(), 1, "seed {n}: the message sent before SHUTDOWN arrived was lost");
+        assert_eq!(p.received[0][0].data, message(2, 200_000));
+        for events in &p.events {
+            assert!(
+                matches!(events.last(), Some(SctpEvent::Closed { reason }) if reason == "shut down"),
+                "{events:?}"
+            );
+        }
+    }
+}
