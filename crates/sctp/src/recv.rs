@@ -46,6 +46,18 @@ pub enum ReceiveError {
     TooLarge(usize),
 }
 
+/// A fragmented message arriving in TSN order, gathered in place.
+#[derive(Debug)]
+struct Partial {
+    stream: u16,
+    ssn: u16,
+    ppid: u32,
+    unordered: bool,
+    /// The TSN of its latest fragment.
+    last: u64,
+    data: Vec<u8>,
+}
+
 #[derive(Debug)]
 pub struct Receiver {
     /// Everything up to and including this TSN arrived.
@@ -54,7 +66,9 @@ pub struct Receiver {
     above: BTreeSet<u64>,
     /// Fragments not yet delivered, by TSN.
     fragments: BTreeMap<u64, Fragment>,
+    /// Bytes in `fragments` and `partial`.
     fragment_bytes: usize,
+    partial: Option<Partial>,
     /// Complete ordered messages waiting for their turn: (stream, ssn) → TSN range.
     complete: HashMap<(u16, u16), (u64, u64)>,
     next_ssn: HashMap<u16, u16>,
@@ -83,6 +97,7 @@ impl Receiver {
             above: BTreeSet::new(),
             fragments: BTreeMap::new(),
             fragment_bytes: 0,
+            partial: None,
             complete: HashMap::new(),
             next_ssn: HashMap::new(),
             delivered: VecDeque::new(),
@@ -125,9 +140,44 @@ impl Receiver {
     ) -> Result<(), ReceiveError> {
         let Some(tsn) = self.arrived(tsn, payload.len()) else { return Ok(()) };
         let unordered = flags & crate::chunk::FLAG_UNORDERED != 0;
-        let whole = flags & (crate::chunk::FLAG_BEGIN | crate::chunk::FLAG_END)
-            == crate::chunk::FLAG_BEGIN | crate::chunk::FLAG_END;
-        if whole && (unordered || self.next_ssn.get(&stream).copied().unwrap_or(0) == ssn) {
+        let (begin, end) = (flags & crate::chunk::FLAG_BEGIN != 0, flags & crate::chunk::FLAG_END != 0);
+        let whole = begin && end;
+        // Fragments that arrive in TSN order with nothing missing (the common case) are
+        // gathered in place, one copy and no allocation per chunk; anything else goes
+        // through the map of fragments.
+        let in_order = self.cumulative == tsn && self.above.is_empty();
+        let continues = in_order
+            && !begin
+            && self.partial.as_ref().is_some_and(|p| {
+                p.last + 1 == tsn
+                    && p.stream == stream
+                    && p.unordered == unordered
+                    && (unordered || p.ssn == ssn)
+            });
+        if !continues {
+            self.spill();
+        }
+        if continues || (in_order && begin && !end) {
+            let p = self.partial.get_or_insert_with(|| Partial {
+                stream,
+                ssn,
+                ppid,
+                unordered,
+                last: tsn,
+                // Room for a 64 KiB message of full fragments without growing; tiny
+                // fragments get a small start.
+                data: Vec::with_capacity((payload.len() * 64).min(1 << 16)),
+            });
+            p.last = tsn;
+            p.ppid = ppid;
+            p.data.extend_from_slice(payload);
+            let size = p.data.len();
+            self.fragment_bytes += payload.len();
+            self.check_size(size)?;
+            if end {
+                self.finish_partial();
+            }
+        } else if whole && (unordered || self.next_ssn.get(&stream).copied().unwrap_or(0) == ssn) {
             // The common case: a whole message, deliverable at once, copied once.
             if !unordered {
                 self.next_ssn.insert(stream, ssn.wrapping_add(1));
@@ -156,6 +206,48 @@ impl Receiver {
         }
         self.apply_resets();
         Ok(())
+    }
+
+    /// The message gathered in place is complete: delivered, or kept (as one fragment at its
+    /// last TSN) until its SSN's turn.
+    fn finish_partial(&mut self) {
+        let Some(mut p) = self.partial.take() else { return };
+        // A message much smaller than the room made for it does not keep the rest.
+        if p.data.capacity() > 2 * p.data.len() {
+            p.data.shrink_to_fit();
+        }
+        let next = self.next_ssn.get(&p.stream).copied().unwrap_or(0);
+        if p.unordered || next == p.ssn {
+            self.fragment_bytes -= p.data.len();
+            if !p.unordered {
+                self.next_ssn.insert(p.stream, p.ssn.wrapping_add(1));
+            }
+            let stream = p.stream;
+            self.deliver(Message { stream, ppid: p.ppid, unordered: p.unordered, data: p.data });
+            if !p.unordered {
+                self.deliver_ready(stream);
+            }
+        } else {
+            let (stream, ssn, last) = (p.stream, p.ssn, p.last);
+            self.insert_partial(p, crate::chunk::FLAG_BEGIN | crate::chunk::FLAG_END);
+            self.complete.insert((stream, ssn), (last, last));
+        }
+    }
+
+    /// Moves the message gathered in place, unfinished, into the map of fragments, as one
+    /// fragment at its last TSN marked as the beginning: the fragments that follow it find
+    /// it there as their predecessor.
+    fn spill(&mut self) {
+        if let Some(p) = self.partial.take() {
+            self.insert_partial(p, crate::chunk::FLAG_BEGIN);
+        }
+    }
+
+    fn insert_partial(&mut self, p: Partial, flags: u8) {
+        let flags = flags | if p.unordered { crate::chunk::FLAG_UNORDERED } else { 0 };
+        let run = p.data.len();
+        let fragment = Fragment { stream: p.stream, ssn: p.ssn, ppid: p.ppid, flags, data: p.data, run };
+        self.fragments.insert(p.last, fragment);
     }
 
     /// A DATA chunk whose TSN counts as received but whose payload is thrown away (its
@@ -311,6 +403,7 @@ impl Receiver {
     pub fn forward_tsn(&mut self, new_cumulative: u32, streams: impl Iterator<Item = (u16, u16)>) {
         let new = unwrap(self.cumulative, new_cumulative);
         self.sack_now = true;
+        self.spill();
         if new <= self.cumulative || new > self.cumulative + 65_535 {
             return;
         }
@@ -578,6 +671,38 @@ mod tests {
         r.data(1, 0, 0, 53, FLAG_BEGIN, &[0; 6]).unwrap();
         r.data(2, 1, 0, 53, FLAG_BEGIN, &[0; 6]).unwrap();
         assert!(all(&mut r).is_empty());
+    }
+
+    #[test]
+    fn a_message_gathered_in_place_survives_a_gap_and_waits_for_its_turn() {
+        // In order, then a gap: what was gathered moves to the map and the rest joins it.
+        let mut r = rx();
+        r.data(1000, 0, 0, 53, FLAG_BEGIN, b"ab").unwrap();
+        r.data(1001, 0, 0, 53, 0, b"cd").unwrap();
+        r.data(1003, 0, 0, 53, FLAG_END, b"gh").unwrap();
+        assert!(all(&mut r).is_empty());
+        r.data(1002, 0, 0, 53, 0, b"ef").unwrap();
+        assert_eq!(all(&mut r).iter().map(|m| m.data.as_slice()).collect::<Vec<_>>(), [b"abcdefgh"]);
+        assert_eq!(r.a_rwnd(), 1 << 20, "every byte accounted for");
+        // Complete in place before its SSN's turn: kept, then delivered after SSN 0.
+        let mut r = rx();
+        r.data(1000, 5, 1, 53, FLAG_BEGIN, b"second ").unwrap();
+        r.data(1001, 5, 1, 53, FLAG_END, b"message").unwrap();
+        assert!(all(&mut r).is_empty());
+        r.data(1002, 5, 0, 53, WHOLE, b"first").unwrap();
+        let got = all(&mut r);
+        assert_eq!(
+            got.iter().map(|m| m.data.as_slice()).collect::<Vec<_>>(),
+            [&b"first"[..], b"second message"]
+        );
+        assert_eq!(r.a_rwnd(), 1 << 20);
+        // A FORWARD TSN past a message being gathered abandons it.
+        let mut r = rx();
+        r.data(1000, 0, 0, 53, FLAG_BEGIN, b"ab").unwrap();
+        r.forward_tsn(1001, [(0u16, 0u16)].into_iter());
+        r.data(1002, 0, 1, 53, WHOLE, b"x").unwrap();
+        assert_eq!(all(&mut r).iter().map(|m| m.data.as_slice()).collect::<Vec<_>>(), [b"x"]);
+        assert_eq!(r.a_rwnd(), 1 << 20, "the abandoned bytes were freed");
     }
 
     #[test]
