@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Data channels: reliable ordered throughput between two processes of the same stack over
-# real UDP (DTLS encrypted), for our stack (target/release/dc-bench), libdatachannel
+# real UDP (DTLS encrypted), for our stack (target/release/dc-bench; with UDP GSO/GRO and
+# without), libdatachannel
 # (node-datachannel), str0m (bench/dc-ref-str0m, a workspace of its own built here) and
 # aiortc, same machine, same run, inside a network namespace of this script's own (the
 # reference stacks gather host candidates on every interface). Prints MB/s (the receiver's
@@ -44,6 +45,10 @@ run() { # name bytes sender... -- receiver...
 dcb=target/release/dc-bench
 run peerlink "$BYTES" -- $dcb send --bind 10.99.0.1:0 --bytes "$BYTES" --message $MESSAGE \
     -- $dcb recv --bind 10.99.0.1:0 --bytes "$BYTES" --message $MESSAGE
+# The same without UDP segmentation/receive offload: one system call per datagram, as the
+# other stacks do.
+run peerlink-no-gso "$BYTES" -- $dcb send --no-offload --bind 10.99.0.1:0 --bytes "$BYTES" --message $MESSAGE \
+    -- $dcb recv --no-offload --bind 10.99.0.1:0 --bytes "$BYTES" --message $MESSAGE
 run libdatachannel "$BYTES" -- node bench/dc-ref/ldc-peer.mjs send "$BYTES" $MESSAGE \
     -- node bench/dc-ref/ldc-peer.mjs recv "$BYTES" $MESSAGE
 s0m=target/release/dc-ref-str0m
@@ -64,10 +69,12 @@ med = {}
 for name, rs in rows.items():
     med[name] = (statistics.median(r["mb_per_s"] for r in rs), statistics.median(r["cpu_s_per_mb"] for r in rs))
     print(f"{name:<16}{med[name][0]:>16.1f}{med[name][1]:>16.4f}{len(rs):>6}")
-others = {k: v for k, v in med.items() if k != "peerlink"}
-if "peerlink" in med and others:
+others = {k: v for k, v in med.items() if not k.startswith("peerlink")}
+if others:
     best = max(others, key=lambda k: others[k][0])
-    ours = med["peerlink"]
-    print(f"\npeerlink / {best} (fastest other): {ours[0] / others[best][0]:.2f}x throughput, "
-          f"{others[best][1] / ours[1]:.2f}x less CPU per MB")
+    print()
+    for name in (k for k in med if k.startswith("peerlink")):
+        ours = med[name]
+        print(f"{name} / {best} (fastest other): {ours[0] / others[best][0]:.2f}x throughput, "
+              f"{others[best][1] / ours[1]:.2f}x less CPU per MB")
 PY
