@@ -20,6 +20,8 @@ const MAX_INIT_ATTEMPTS: u32 = 8;
 /// T3 expiries without progress before the peer is considered gone (Association.Max.Retrans).
 const MAX_RETRANSMISSIONS: u32 = 10;
 const COOKIE_LIFETIME: Duration = Duration::from_secs(60);
+/// The Heartbeat Info parameter of HEARTBEAT and HEARTBEAT ACK (RFC 9260 §3.3.5).
+const PARAM_HEARTBEAT_INFO: u16 = 1;
 /// Error cause "Invalid Stream Identifier" (RFC 9260 §3.3.10.1).
 const CAUSE_INVALID_STREAM: u16 = 1;
 /// Control chunks a peer can make us queue (ERROR answers) before we stop adding more.
@@ -42,6 +44,10 @@ pub struct SctpConfig {
     pub receive_window: usize,
     /// Streams we ask for in each direction.
     pub streams: u16,
+    /// How long the association may be idle (nothing in flight) before a HEARTBEAT checks
+    /// the peer (RFC 9260 §8.3); None: never. Unanswered heartbeats count like
+    /// retransmission timeouts and end the association the same way.
+    pub heartbeat_interval: Option<Duration>,
 }
 
 impl Default for SctpConfig {
@@ -54,6 +60,7 @@ impl Default for SctpConfig {
             max_send_message: 256 * 1024,
             receive_window: 4 * 1024 * 1024,
             streams: 65535,
+            heartbeat_interval: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -149,6 +156,11 @@ pub struct Association {
     /// Packets to send as they are (INIT ACK, SHUTDOWN COMPLETE, ABORT).
     lone: VecDeque<Vec<u8>>,
     sack_at: Option<Instant>,
+    /// When the next HEARTBEAT is due (or the outstanding one counts as unanswered).
+    heartbeat_at: Option<Instant>,
+    /// The outstanding HEARTBEAT: its nonce and when it was sent.
+    heartbeat: Option<(u64, Instant)>,
+    heartbeat_misses: u32,
     resets: VecDeque<ResetRequest>,
     next_reset_seq: u32,
     /// The sequence number we expect the peer's next reset request to carry.
@@ -189,6 +201,9 @@ impl Association {
             control: VecDeque::new(),
             lone: VecDeque::new(),
             sack_at: None,
+            heartbeat_at: None,
+            heartbeat: None,
+            heartbeat_misses: 0,
             resets: VecDeque::new(),
             next_reset_seq: 0,
             peer_reset_seq: None,
@@ -442,6 +457,7 @@ impl Association {
         [
             self.t1.as_ref().map(|t| t.2),
             self.sack_at,
+            self.heartbeat_at,
             self.sender.as_ref().and_then(Sender::poll_timeout),
             reset,
         ]
@@ -476,6 +492,15 @@ impl Association {
             if sender.timeouts > MAX_RETRANSMISSIONS {
                 return self.abort("peer unreachable: too many retransmissions");
             }
+        }
+        if self.heartbeat_at.is_some_and(|t| now >= t) {
+            if self.heartbeat.take().is_some() {
+                self.heartbeat_misses += 1;
+                if self.heartbeat_misses > MAX_RETRANSMISSIONS {
+                    return self.abort("peer unreachable: heartbeats unanswered");
+                }
+            }
+            self.send_heartbeat(now);
         }
         let rto = self.rto();
         if let Some(r) = self.resets.front_mut() {
@@ -608,7 +633,8 @@ impl Association {
                     chunk::write_simple(&mut c, chunk::HEARTBEAT_ACK, 0, raw.value);
                     self.control.push_back(c);
                 }
-                chunk::HEARTBEAT_ACK | chunk::ERROR => {}
+                chunk::HEARTBEAT_ACK => self.on_heartbeat_ack(now, raw.value),
+                chunk::ERROR => {}
                 chunk::ABORT => return self.end("the peer aborted".into()),
                 chunk::SHUTDOWN => self.on_shutdown(now),
                 chunk::SHUTDOWN_ACK => self.on_shutdown_ack(),
@@ -854,7 +880,39 @@ impl Association {
             self.config.max_receive_message,
         ));
         self.peer_reset_seq = Some(peer.initial_tsn);
+        self.heartbeat_at = self.config.heartbeat_interval.map(|i| now + i);
         self.events.push_back(SctpEvent::Connected);
+    }
+
+    /// §8.3: a HEARTBEAT when nothing is in flight (T3 watches the peer otherwise), and the
+    /// next one an interval plus an RTO later.
+    fn send_heartbeat(&mut self, now: Instant) {
+        let Some(interval) = self.config.heartbeat_interval else { return };
+        self.heartbeat_at = Some(now + interval + self.rto());
+        if self.state != SctpState::Established || !self.sender.as_ref().is_some_and(Sender::idle) {
+            return;
+        }
+        let nonce = self.random();
+        let mut c = Vec::new();
+        chunk::write_chunk(&mut c, chunk::HEARTBEAT, 0, |out| {
+            chunk::write_param(out, PARAM_HEARTBEAT_INFO, &nonce.to_be_bytes())
+        });
+        self.control.push_back(c);
+        self.heartbeat = Some((nonce, now));
+    }
+
+    fn on_heartbeat_ack(&mut self, now: Instant, value: &[u8]) {
+        let Some((nonce, sent)) = self.heartbeat else { return };
+        let answered =
+            Params::new(value).any(|(typ, info)| typ == PARAM_HEARTBEAT_INFO && info == nonce.to_be_bytes());
+        if !answered {
+            return;
+        }
+        self.heartbeat = None;
+        self.heartbeat_misses = 0;
+        if let Some(sender) = &mut self.sender {
+            sender.measure(now.saturating_duration_since(sent));
+        }
     }
 
     /// §9.2: no new data from here on; SHUTDOWN ACK once everything we sent is

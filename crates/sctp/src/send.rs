@@ -677,7 +677,7 @@ impl Sender {
     }
 
     /// §6.3.1 RTO from an RTT measurement.
-    fn measure(&mut self, rtt: Duration) {
+    pub(crate) fn measure(&mut self, rtt: Duration) {
         match self.srtt {
             None => {
                 self.srtt = Some(rtt);

@@ -385,3 +385,41 @@ fn the_side_told_to_shut_down_first_delivers_what_it_still_has() {
         }
     }
 }
+
+#[test]
+fn heartbeats_keep_an_idle_association_and_find_a_silent_peer() {
+    // A live peer answers: after ten idle minutes both sides are still up. Each side sent
+    // about one HEARTBEAT per 30 s and an RTO (19) and answered the other's (19).
+    let mut p = Pair::new(48, LinkConfig::default());
+    p.connect_both();
+    let sent = p.sides[0].stats().packets_sent;
+    p.run(Duration::from_secs(600), |_| false);
+    assert!(p.sides.iter().all(Association::is_established), "{:?}", p.events);
+    let heartbeats = p.sides[0].stats().packets_sent - sent;
+    assert!((30..=45).contains(&heartbeats), "{heartbeats} packets in ten idle minutes");
+    // A peer gone silent while idle: found after 11 unanswered heartbeats.
+    let host = p.hosts[1];
+    p.net.set_link(host, LinkConfig { up: false, ..LinkConfig::default() });
+    let gone = p.net.now();
+    p.run(Duration::from_secs(900), |p| p.sides[0].state() == SctpState::Ended);
+    assert_eq!(p.sides[0].state(), SctpState::Ended);
+    let after = p.net.now() - gone;
+    assert!(after > Duration::from_secs(300) && after < Duration::from_secs(420), "ended after {after:?}");
+    assert!(
+        matches!(p.events[0].last(), Some(SctpEvent::Closed { reason }) if reason.contains("heartbeats unanswered")),
+        "{:?}",
+        p.events[0]
+    );
+}
+
+#[test]
+fn without_heartbeats_an_idle_association_never_notices() {
+    let mut p = Pair::new(49, LinkConfig::default());
+    let config = SctpConfig { heartbeat_interval: None, ..SctpConfig::default() };
+    p.sides[0] = Association::new(p.net.now(), config, seed(49 * 2));
+    p.connect_both();
+    let host = p.hosts[1];
+    p.net.set_link(host, LinkConfig { up: false, ..LinkConfig::default() });
+    p.run(Duration::from_secs(900), |p| p.sides[0].state() == SctpState::Ended);
+    assert!(p.sides[0].is_established());
+}
