@@ -18,7 +18,9 @@ const OFFER_FALLBACK: Duration = Duration::from_secs(4);
 /// Where to meet the other peer.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MeetArgs {
-    /// Signaling server, e.g. ws://127.0.0.1:8080/ws (ws:// only for now)
+    /// Signaling server, e.g. ws://127.0.0.1:8080/ws, or wss://HOST/ws through TLS (the
+    /// certificate is checked against the system's roots; SSL_CERT_FILE=ca.pem trusts that
+    /// file's CA certificates instead, for a private CA)
     #[arg(long, value_name = "URL")]
     pub server: String,
     /// Room to join (1-64 of A-Z a-z 0-9 _ . -)

@@ -97,8 +97,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl SignalClient {
-    /// Connects to `url` (`ws://host:port/ws`) and joins `room` as `name`; retries until
-    /// [`SignalClient::close`].
+    /// Connects to `url` (`ws://host:port/ws`, or `wss://` through TLS, the server checked
+    /// against the system's root certificates, or instead those of `SSL_CERT_FILE` or
+    /// `SSL_CERT_DIR` when set) and
+    /// joins `room` as `name`; retries until [`SignalClient::close`].
     pub fn connect(url: &str, room: &str, name: &str, token: Option<String>) -> SignalClient {
         let (commands, command_rx) = mpsc::channel(256);
         let (event_tx, events) = mpsc::channel(256);
@@ -139,6 +141,14 @@ impl SignalClient {
     }
 }
 
+/// Whether a connection failed because the server's TLS certificate was not accepted.
+fn certificate_refused(e: &tokio_tungstenite::tungstenite::Error) -> bool {
+    let tokio_tungstenite::tungstenite::Error::Io(io) = e else { return false };
+    io.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|tls| matches!(tls, rustls::Error::InvalidCertificate(_)))
+}
+
 struct Task {
     url: String,
     join: String,
@@ -154,8 +164,8 @@ enum End {
 
 impl Task {
     async fn run(self, mut commands: mpsc::Receiver<Command>) {
-        if !self.url.starts_with("ws://") {
-            let reason = format!("{}: only ws:// URLs are supported (no TLS in this client yet)", self.url);
+        if !(self.url.starts_with("ws://") || self.url.starts_with("wss://")) {
+            let reason = format!("{}: the signaling URL must start with ws:// or wss://", self.url);
             let _ = self.events.send(ClientEvent::Closed { reason }).await;
             return;
         }
@@ -167,6 +177,12 @@ impl Task {
             );
             let end = match connect.await {
                 Ok(Ok((ws, _))) => self.session(ws, &mut commands, &mut backoff).await,
+                // A certificate we do not trust will not become trusted by retrying.
+                Ok(Err(e)) if certificate_refused(&e) => End::Fatal(format!(
+                    "cannot connect to {}: {e} (to trust a private CA instead of the system's \
+                     roots, set SSL_CERT_FILE=ca.pem)",
+                    self.url
+                )),
                 Ok(Err(e)) => End::Lost(format!("cannot connect to {}: {e}", self.url)),
                 Err(_) => {
                     End::Lost(format!("cannot connect to {}: no answer in {CONNECT_TIMEOUT:?}", self.url))
