@@ -2,7 +2,8 @@
 # `peerlink send` to `peerlink recv` through `peerlink serve`, on loopback: a 50 MB random
 # file arrives with the same SHA-256 and both exit 0; a second file of the same name does
 # not overwrite the first; a sender killed in the middle makes the receiver exit with the
-# "interrupted" code (4).
+# "interrupted" code (4); in a namespace whose only address is IPv6, the file goes over IPv6
+# with no --bind.
 #
 #   tests/e2e/transfer-cli.sh [path/to/peerlink]
 set -euo pipefail
@@ -11,7 +12,8 @@ cd "$(dirname "$0")/../.."
 peerlink=${1:-target/release/peerlink}
 tmp=$(mktemp -d)
 PIDS=()
-trap 'kill_all; rm -rf "$tmp"' EXIT
+ns=pltx6$$
+trap 'kill_all; ip netns del "$ns" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 status=0
 ok() { echo "ok   $1"; }
 fail() { echo "FAIL $1"; status=1; }
@@ -75,5 +77,43 @@ if [ "$rc" = 4 ]; then
 else
     fail "interrupted transfer: recv exited $rc"
     tail -5 "$tmp/recv3.err"
+fi
+
+# IPv6: the namespace's only address besides loopback is a unique-local IPv6 one. The peers
+# gather it by themselves (no --bind); signaling stays on 127.0.0.1.
+kill_all
+PIDS=()
+ip netns add "$ns"
+ip -n "$ns" link set lo up
+ip -n "$ns" link add v0 type veth peer name v1
+ip -n "$ns" addr add fd00:99::1/64 dev v0 nodad
+ip -n "$ns" link set v0 up
+ip -n "$ns" link set v1 up
+in_ns() { ip netns exec "$ns" "$@"; }
+in_ns "$peerlink" serve --http 127.0.0.1:0 --listen 127.0.0.1:0 >"$tmp/serve6.out" 2>"$tmp/serve6.log" &
+PIDS+=($!)
+wait_for_line "$tmp/serve6.out" "signaling on ws://"
+url6=$(sed -nE 's/.*signaling on (ws:\/\/[^ ]+).*/\1/p' "$tmp/serve6.out")
+mkdir "$tmp/in6"
+head -c $((5 << 20)) /dev/urandom >"$tmp/six.bin"
+in_ns timeout 60 "$peerlink" recv --server "$url6" --room "v6-$$" --out "$tmp/in6" 2>"$tmp/recv6.err" &
+recv_pid=$!
+PIDS+=($recv_pid)
+sleep 1
+set +e
+in_ns timeout 60 "$peerlink" send "$tmp/six.bin" --server "$url6" --room "v6-$$" 2>"$tmp/send6.err"
+send_rc=$?
+wait "$recv_pid"
+recv_rc=$?
+set -e
+want6=$(sha256sum <"$tmp/six.bin" | cut -d' ' -f1)
+got6=$(sha256sum <"$tmp/in6/six.bin" 2>/dev/null | cut -d' ' -f1 || true)
+path6=$(grep -m1 '^peerlink: path' "$tmp/send6.err" || true)
+if [ "$send_rc" = 0 ] && [ "$recv_rc" = 0 ] && [ "$want6" = "$got6" ] &&
+    [[ "$path6" == "peerlink: path [fd00:99::1]:"*" -> [fd00:99::1]:"* ]]; then
+    ok "IPv6 only: 5 MB sent and received, same SHA-256 ($path6)"
+else
+    fail "IPv6 transfer: send $send_rc, recv $recv_rc, sha256 $got6 vs $want6, '$path6'"
+    tail -5 "$tmp/send6.err" "$tmp/recv6.err"
 fi
 exit "$status"

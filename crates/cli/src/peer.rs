@@ -33,7 +33,7 @@ pub struct MeetArgs {
     #[arg(long, value_name = "JWT", env = "PEERLINK_TOKEN")]
     pub token: Option<String>,
     /// Local address to gather host candidates on (repeat for several) [default: every IPv4
-    /// address that is up]
+    /// and global or unique-local IPv6 address that is up]
     #[arg(long, value_name = "IP")]
     pub bind: Vec<IpAddr>,
 }

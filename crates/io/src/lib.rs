@@ -1,5 +1,5 @@
 //! The tokio driver of the native peer: one task owns a `peerlink_rtc::PeerConnection` and
-//! its UDP sockets (one per local IPv4 address), runs its timers, resolves browsers'
+//! its UDP sockets (one per local address, IPv4 and IPv6), runs its timers, resolves browsers'
 //! `*.local` candidates with multicast DNS, and talks to the application through channels:
 //! [`Peer`] sends commands (answered through oneshot channels, nothing is held across an
 //! await) and [`Peer::next_event`] yields the connection's events.
@@ -22,8 +22,9 @@ pub mod udp;
 #[derive(Debug, Clone, Default)]
 pub struct PeerConfig {
     pub rtc: RtcConfig,
-    /// Local addresses to gather host candidates on; empty: every IPv4 address that is up,
-    /// loopback only when there is no other.
+    /// Local addresses to gather host candidates on; empty: [`local_addresses`] (every
+    /// IPv4 and global or unique-local IPv6 address that is up, loopback only when there is
+    /// no other).
     pub addresses: Vec<IpAddr>,
 }
 
@@ -66,23 +67,29 @@ impl From<Gone> for RtcError {
     }
 }
 
-/// Every IPv4 address of an interface that is up; loopback only when nothing else is.
+/// Every address of an interface that is up that another host could reach: IPv4, and IPv6
+/// global or unique-local (link-local needs a scope the candidates cannot carry); loopback
+/// only when there is nothing else.
 pub fn local_addresses() -> Vec<IpAddr> {
     let mut found = Vec::new();
     let mut loopback = Vec::new();
     if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
         for ifa in addrs {
-            let up = ifa.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP);
-            let Some(v4) = ifa.address.as_ref().and_then(|a| a.as_sockaddr_in()).map(|s| s.ip()) else {
-                continue;
-            };
-            if !up {
+            if !ifa.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP) {
                 continue;
             }
-            if v4.is_loopback() {
-                loopback.push(IpAddr::V4(v4));
-            } else if !v4.is_unspecified() {
-                found.push(IpAddr::V4(v4));
+            let Some(address) = ifa.address.as_ref() else { continue };
+            let ip = if let Some(v4) = address.as_sockaddr_in() {
+                IpAddr::V4(v4.ip())
+            } else if let Some(v6) = address.as_sockaddr_in6() {
+                IpAddr::V6(v6.ip())
+            } else {
+                continue;
+            };
+            if ip.is_loopback() {
+                loopback.push(ip);
+            } else if usable(ip) && !found.contains(&ip) {
+                found.push(ip);
             }
         }
     }
@@ -93,6 +100,19 @@ pub fn local_addresses() -> Vec<IpAddr> {
         found.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
     }
     found
+}
+
+/// Not unspecified, multicast, IPv6 link-local or an IPv4-mapped IPv6 address.
+fn usable(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !v4.is_unspecified() && !v4.is_multicast(),
+        IpAddr::V6(v6) => {
+            !v6.is_unspecified()
+                && !v6.is_multicast()
+                && (v6.segments()[0] & 0xffc0) != 0xfe80
+                && v6.to_ipv4_mapped().is_none()
+        }
+    }
 }
 
 fn random32() -> [u8; 32] {
