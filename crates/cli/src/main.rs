@@ -127,8 +127,8 @@ struct TurnArgs {
     /// Allocations the server holds at once, over all users [default: 10000]
     #[arg(long, value_name = "N")]
     max_allocations: Option<usize>,
-    /// Relayed bytes per second per allocation, both directions together; packets over it
-    /// are dropped [default: no limit]
+    /// Relayed bytes per second per allocation, both directions together; UDP packets over
+    /// it are dropped, TCP relays (RFC 6062) are read no faster [default: no limit]
     #[arg(long, value_name = "BYTES")]
     max_bandwidth: Option<u64>,
     /// Serve Prometheus metrics at http://ADDR/metrics

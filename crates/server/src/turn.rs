@@ -35,6 +35,8 @@ const DATAGRAM: usize = 65_536;
 const MAX_TCP_BACKLOG: usize = 1 << 20;
 /// How often the loop wakes to look at the shutdown flag and publish stats.
 const TICK: Duration = Duration::from_millis(200);
+/// How soon a TCP pipe held back by the bandwidth limit is read again.
+const THROTTLE_RETRY: Duration = Duration::from_millis(10);
 /// A TCP/TLS connection must finish its handshake and send a whole message this soon.
 const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection without an allocation is closed after this much silence.
@@ -149,6 +151,7 @@ pub fn start(config: TurnConfig) -> anyhow::Result<TurnHandle> {
         shutdown: shutdown.clone(),
         reload: reload_rx,
         pending: Vec::new(),
+        throttled: Vec::new(),
     };
     event_loop.io.poll.registry().register(&mut event_loop.io.udp, UDP_LISTEN, Interest::READABLE)?;
     event_loop.io.poll.registry().register(&mut event_loop.io.tcp, TCP_LISTEN, Interest::READABLE)?;
@@ -401,6 +404,8 @@ struct EventLoop {
     reload: std::sync::mpsc::Receiver<Arc<rustls::ServerConfig>>,
     /// Sockets that still had datagrams when their turn ended.
     pending: Vec<Token>,
+    /// TCP pipe sides paused by the bandwidth limit: read again every THROTTLE_RETRY.
+    throttled: Vec<Token>,
 }
 
 impl EventLoop {
@@ -410,10 +415,12 @@ impl EventLoop {
         let mut batch = Batches { recv: RecvBatch::new(DATAGRAM), to_clients: SendBatch::new() };
         while !self.shutdown.is_triggered() {
             let now = Instant::now();
-            let wait = if self.pending.is_empty() {
-                self.core.poll_timeout().saturating_duration_since(now).min(TICK)
-            } else {
+            let wait = if !self.pending.is_empty() {
                 Duration::ZERO
+            } else if !self.throttled.is_empty() {
+                self.core.poll_timeout().saturating_duration_since(now).min(THROTTLE_RETRY)
+            } else {
+                self.core.poll_timeout().saturating_duration_since(now).min(TICK)
             };
             if let Err(e) = self.io.poll.poll(&mut events, Some(wait)) {
                 if e.kind() == ErrorKind::Interrupted {
@@ -444,6 +451,9 @@ impl EventLoop {
                     UDP_LISTEN => self.udp_readable(&mut batch),
                     token => self.entry_readable(token, &mut batch),
                 }
+            }
+            for token in std::mem::take(&mut self.throttled) {
+                self.pipe_read(token);
             }
             self.drain_tcp_outputs();
             if !batch.to_clients.is_empty() {

@@ -14,10 +14,16 @@ use std::time::Duration;
 const REALM: &str = "example.test";
 
 fn start() -> turn::TurnHandle {
+    start_limited(None)
+}
+
+/// With `max_bytes_per_second` per allocation.
+fn start_limited(max_bytes_per_second: Option<u64>) -> turn::TurnHandle {
     let mut credentials = Credentials::new();
     credentials.add_user("alice", "pw");
     let mut core = ServerConfig::new(REALM, credentials, [7; 32]);
     core.policy = PeerPolicy { allow_loopback: true, ..Default::default() };
+    core.max_bytes_per_second = max_bytes_per_second;
     turn::start(TurnConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         relay_ips: vec!["127.0.0.1".parse().unwrap()],
@@ -180,5 +186,30 @@ fn client_closing_or_deleting_the_allocation_closes_the_peer() {
     let mut rest = Vec::new();
     assert!((&client).read_to_end(&mut rest).is_ok());
     assert_eq!(rest, b"early ");
+    server.stop();
+}
+
+#[test]
+fn the_bandwidth_limit_slows_a_tcp_relay_without_losing_bytes() {
+    // 1 MB/s per allocation; the budget starts full (one second's worth), so 3 MB cannot
+    // arrive in less than about 2 s. Only a lower bound is checked: a slow machine can only
+    // make it longer.
+    let server = start_limited(Some(1_000_000));
+    let (_control, peer, mut client) = pipe(server.local_addr());
+    let mut early = [0u8; 6];
+    client.read_exact(&mut early).unwrap();
+    const TOTAL: usize = 3_000_000;
+    let writer = std::thread::spawn(move || {
+        (&peer).write_all(&pattern(0, TOTAL)).unwrap();
+        peer
+    });
+    let start = std::time::Instant::now();
+    let mut received = vec![0u8; TOTAL];
+    client.read_exact(&mut received).unwrap();
+    let took = start.elapsed();
+    let _peer = writer.join().unwrap();
+    assert!(received == pattern(0, TOTAL), "bytes lost or reordered");
+    assert!(took >= Duration::from_millis(1500), "3 MB through a 1 MB/s limit in {took:?}");
+    eprintln!("3 MB through a 1 MB/s limit in {took:?}");
     server.stop();
 }

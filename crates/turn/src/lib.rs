@@ -19,7 +19,9 @@
 //! (`poll_tcp_output`, `handle_peer_connected`, `handle_peer_accept`, `bound_connection`,
 //! `handle_data_closed`). Nonces of TCP and TLS clients are bound to the address alone, so a
 //! data connection can use its control connection's nonce.
-//! The per-allocation bandwidth limit does not apply to TCP data connections.
+//! The per-allocation bandwidth limit covers TCP data connections too (`tcp_allowance`,
+//! `spend_tcp`): a byte stream cannot drop what is over, so the I/O layer reads no more than
+//! the budget allows and the kernel pushes back on the sender.
 //!
 //! The client side ([`TurnClient`]): Allocate with the 401/438 credential dance, Refresh,
 //! CreatePermission, ChannelBind, Send indications and ChannelData, retransmissions.

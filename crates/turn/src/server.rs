@@ -235,6 +235,17 @@ impl Allocation {
     /// Takes `bytes` from the bandwidth budget; false when it would go over `rate`.
     fn spend(&mut self, now: Instant, bytes: usize, rate: Option<u64>) -> bool {
         let Some(rate) = rate else { return true };
+        let bytes = bytes as u64;
+        if bytes > self.budget_left(now, rate) {
+            return false;
+        }
+        self.budget.0 -= bytes;
+        true
+    }
+
+    /// The bytes the budget holds now (topped up at `rate` per second, up to one second's
+    /// worth).
+    fn budget_left(&mut self, now: Instant, rate: u64) -> u64 {
         let (tokens, last) = &mut self.budget;
         let elapsed = now.saturating_duration_since(*last);
         let refill = (elapsed.as_micros().min(u128::from(u64::MAX)) as u64).saturating_mul(rate) / 1_000_000;
@@ -242,12 +253,7 @@ impl Allocation {
             *tokens = tokens.saturating_add(refill).min(rate);
             *last = now;
         }
-        let bytes = bytes as u64;
-        if bytes > *tokens {
-            return false;
-        }
-        *tokens -= bytes;
-        true
+        *tokens
     }
 
     fn relay_for(&self, peer: &SocketAddr) -> Option<&Relay> {

@@ -283,14 +283,26 @@ impl EventLoop {
     /// yet bound, into `held`) while there is room.
     pub(super) fn pipe_read(&mut self, token: Token) {
         for _ in 0..ROUNDS_PER_TURN {
-            let (partner, from_client) = match self.io.entry(token) {
+            let (partner, from_client, id) = match self.io.entry(token) {
                 Some(Entry::Conn(conn)) => match &conn.pipe {
-                    Some(pipe) if !conn.closing => (Some(pipe.peer), true),
+                    Some(pipe) if !conn.closing => (Some(pipe.peer), true, pipe.id),
                     _ => return,
                 },
-                Some(Entry::Peer(peer)) if !peer.connecting && !peer.closing => (peer.client, false),
+                Some(Entry::Peer(peer)) if !peer.connecting && !peer.closing => (peer.client, false, peer.id),
                 _ => return,
             };
+            // The allocation's bandwidth limit: read no more than it allows now; with
+            // nothing left, try again shortly (the kernel's buffers then push back on the
+            // sender, as TCP should).
+            let now = Instant::now();
+            let allowance = self.core.tcp_allowance(now, id).unwrap_or(usize::MAX);
+            if allowance == 0 {
+                self.io.set_paused(token, true);
+                if !self.throttled.contains(&token) {
+                    self.throttled.push(token);
+                }
+                return;
+            }
             let mut dest = match partner {
                 Some(partner) => match self.io.output_of(partner) {
                     Some(output) => std::mem::take(output),
@@ -302,15 +314,17 @@ impl EventLoop {
                 },
             };
             let before = dest.len();
+            let cap = PIPE_BUFFER.min(before.saturating_add(allowance));
             let status = match self.io.entry(token) {
                 Some(Entry::Conn(conn)) => match conn.tls.as_mut() {
-                    Some(tls) => read_tls_into(&mut conn.stream, tls, &mut dest),
-                    None => read_plain_into(&mut conn.stream, &mut dest),
+                    Some(tls) => read_tls_into(&mut conn.stream, tls, &mut dest, cap),
+                    None => read_plain_into(&mut conn.stream, &mut dest, cap),
                 },
-                Some(Entry::Peer(peer)) => read_plain_into(&mut peer.stream, &mut dest),
+                Some(Entry::Peer(peer)) => read_plain_into(&mut peer.stream, &mut dest, cap),
                 _ => PipeRead::Closed,
             };
             let moved = (dest.len() - before) as u64;
+            self.core.spend_tcp(now, id, moved as usize);
             let room = match partner {
                 Some(partner) => {
                     if let Some(output) = self.io.output_of(partner) {
@@ -456,10 +470,10 @@ impl EventLoop {
 }
 
 /// Reads from a plain stream into `dest` until it would block, ends, or `dest` is full.
-fn read_plain_into(stream: &mut TcpStream, dest: &mut Vec<u8>) -> PipeRead {
-    while dest.len() < PIPE_BUFFER {
+fn read_plain_into(stream: &mut TcpStream, dest: &mut Vec<u8>, cap: usize) -> PipeRead {
+    while dest.len() < cap {
         let start = dest.len();
-        dest.resize(start + READ_CHUNK.min(PIPE_BUFFER - start), 0);
+        dest.resize(start + READ_CHUNK.min(cap - start), 0);
         let result = stream.read(&mut dest[start..]);
         dest.truncate(start + *result.as_ref().unwrap_or(&0));
         match result {
@@ -475,11 +489,16 @@ fn read_plain_into(stream: &mut TcpStream, dest: &mut Vec<u8>) -> PipeRead {
 
 /// Like [`read_plain_into`] through TLS: plaintext rustls already holds first, then records
 /// from the socket.
-fn read_tls_into(stream: &mut TcpStream, tls: &mut rustls::ServerConnection, dest: &mut Vec<u8>) -> PipeRead {
+fn read_tls_into(
+    stream: &mut TcpStream,
+    tls: &mut rustls::ServerConnection,
+    dest: &mut Vec<u8>,
+    cap: usize,
+) -> PipeRead {
     loop {
-        while dest.len() < PIPE_BUFFER {
+        while dest.len() < cap {
             let start = dest.len();
-            dest.resize(start + READ_CHUNK.min(PIPE_BUFFER - start), 0);
+            dest.resize(start + READ_CHUNK.min(cap - start), 0);
             let result = tls.reader().read(&mut dest[start..]);
             dest.truncate(start + *result.as_ref().unwrap_or(&0));
             match result {
@@ -489,7 +508,7 @@ fn read_tls_into(stream: &mut TcpStream, tls: &mut rustls::ServerConnection, des
                 Err(_) => return PipeRead::Closed,
             }
         }
-        if dest.len() >= PIPE_BUFFER {
+        if dest.len() >= cap {
             return PipeRead::Full;
         }
         match tls.read_tls(stream) {

@@ -185,6 +185,27 @@ impl TurnServer {
         self.stats.tcp_bytes_to_clients += to_clients;
     }
 
+    /// How many bytes data connection `id` may relay now under the per-allocation bandwidth
+    /// limit (shared by both directions and every connection of the allocation); None when
+    /// there is no limit. A byte stream cannot drop what is over: the I/O layer reads no
+    /// more than this and tries again later.
+    pub fn tcp_allowance(&mut self, now: Instant, id: ConnectionId) -> Option<usize> {
+        let rate = self.config.max_bytes_per_second?;
+        let tuple = self.tcp.connections.get(&id)?.allocation;
+        let allocation = self.allocations.get_mut(&tuple)?;
+        Some(allocation.budget_left(now, rate).min(usize::MAX as u64) as usize)
+    }
+
+    /// Takes what data connection `id` relayed from its allocation's bandwidth budget.
+    pub fn spend_tcp(&mut self, now: Instant, id: ConnectionId, bytes: usize) {
+        let Some(rate) = self.config.max_bytes_per_second else { return };
+        let Some(tuple) = self.tcp.connections.get(&id).map(|c| c.allocation) else { return };
+        if let Some(allocation) = self.allocations.get_mut(&tuple) {
+            let left = allocation.budget_left(now, rate);
+            allocation.budget.0 = left.saturating_sub(bytes as u64);
+        }
+    }
+
     /// RFC 6062 §5.2.
     pub(super) fn connect(
         &mut self,
