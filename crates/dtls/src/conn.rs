@@ -507,8 +507,11 @@ impl Dtls {
             self.rto = INITIAL_RTO;
             self.retransmit_at = Some(now + self.rto);
         }
+        // The cap bounds what handshake flights (which the peer can make us repeat) queue
+        // up between polls; after the handshake nothing is dropped (a close_notify or an
+        // alert after a large burst of records must still go out).
         for datagram in datagrams {
-            if self.transmits.len() < MAX_QUEUED * 4 {
+            if self.state != State::Handshaking || self.transmits.len() < MAX_QUEUED * 4 {
                 self.transmits.push_back(datagram);
             }
         }

@@ -124,14 +124,24 @@ fn random32() -> [u8; 32] {
 impl Peer {
     /// Binds one UDP socket per local address and starts the driver task.
     pub async fn start(config: PeerConfig) -> std::io::Result<Peer> {
-        let addresses =
-            if config.addresses.is_empty() { local_addresses() } else { config.addresses.clone() };
+        let chosen = !config.addresses.is_empty();
+        let addresses = if chosen { config.addresses.clone() } else { local_addresses() };
         let now = Instant::now();
         let mut pc = PeerConnection::new(now, config.rtc.clone(), random32())
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let mut sockets = Vec::new();
         for ip in addresses {
-            let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+            // An address found by itself may not be usable yet (an IPv6 one still
+            // tentative, on an interface without carrier): skip it. One the caller chose
+            // must work.
+            let socket = match UdpSocket::bind(SocketAddr::new(ip, 0)).await {
+                Ok(socket) => socket,
+                Err(e) if !chosen => {
+                    tracing::debug!(%ip, error = %e, "local address skipped: it does not bind");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let sock = socket2::SockRef::from(&socket);
             let _ = sock.set_recv_buffer_size(4 << 20);
             let _ = sock.set_send_buffer_size(4 << 20);
@@ -140,6 +150,12 @@ impl Peer {
             let local = socket.local_addr()?;
             pc.add_local_address(now, local);
             sockets.push((local, Arc::new(socket)));
+        }
+        if sockets.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrNotAvailable,
+                "no local address could be bound",
+            ));
         }
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (event_tx, events) = mpsc::unbounded_channel();
@@ -214,7 +230,8 @@ async fn drive(
 ) {
     // One reader task per socket; datagrams (or a run of them coalesced by the kernel, with
     // their size) come here.
-    let (datagram_tx, mut datagrams) = mpsc::channel::<Received>(1024);
+    // A few MB at most: with receive offload an entry is a run of up to 64 KB.
+    let (datagram_tx, mut datagrams) = mpsc::channel::<Received>(128);
     let mut readers = Vec::new();
     for (local, socket) in &sockets {
         let (local, socket, tx) = (*local, socket.clone(), datagram_tx.clone());
@@ -353,6 +370,8 @@ impl Received {
 struct Batch {
     run: udp::Batcher,
     from: Option<SocketAddr>,
+    /// Sockets whose sends the kernel refused to segment: one datagram per call there.
+    no_offload: Vec<SocketAddr>,
 }
 
 impl Batch {
@@ -364,6 +383,7 @@ impl Batch {
             }
             self.send(sockets).await;
             self.from = Some(t.from);
+            self.run.set_gso(!self.no_offload.contains(&t.from));
             self.run.push(t.to, &t.payload);
         }
         self.send(sockets).await;
@@ -378,6 +398,9 @@ impl Batch {
         if let Err(e) = socket.async_io(Interest::WRITABLE, || self.run.send(&**socket)).await {
             tracing::debug!(%to, error = %e, "udp send failed");
             self.run.clear();
+        }
+        if !self.run.gso() && !self.no_offload.contains(&from) {
+            self.no_offload.push(from);
         }
     }
 }

@@ -104,6 +104,12 @@ impl Batcher {
         self.gso
     }
 
+    /// Allows or forbids runs of more than one datagram (for a socket known to refuse
+    /// segmentation offload), from the next run on.
+    pub fn set_gso(&mut self, on: bool) {
+        self.gso = on;
+    }
+
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }

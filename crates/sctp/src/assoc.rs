@@ -85,6 +85,9 @@ pub enum SctpEvent {
     IncomingStreamsReset(Vec<u16>),
     /// Our reset of these outgoing streams is done.
     OutgoingStreamsReset(Vec<u16>),
+    /// Messages sent on these streams before the association was up were dropped: the peer
+    /// takes fewer streams (its MIS). Later sends on them fail with `InvalidStream`.
+    StreamsRefused(Vec<u16>),
     /// The association ended (`reason` says why).
     Closed {
         reason: String,
@@ -167,6 +170,9 @@ pub struct Association {
     peer_reset_seq: Option<u32>,
     /// The last incoming reset request answered, and the answer (for its retransmissions).
     last_reset_result: Option<(u32, u32)>,
+    /// The request whose stream reset was answered "in progress": its answer becomes
+    /// "performed" once the reset is done.
+    deferred_reset_seq: Option<u32>,
     events: VecDeque<SctpEvent>,
     stats: SctpStats,
     scratch: Vec<u8>,
@@ -208,6 +214,7 @@ impl Association {
             next_reset_seq: 0,
             peer_reset_seq: None,
             last_reset_result: None,
+            deferred_reset_seq: None,
             events: VecDeque::new(),
             stats: SctpStats::default(),
             scratch: Vec::new(),
@@ -636,7 +643,13 @@ impl Association {
                 chunk::HEARTBEAT_ACK => self.on_heartbeat_ack(now, raw.value),
                 chunk::ERROR => {}
                 chunk::ABORT => return self.end("the peer aborted".into()),
-                chunk::SHUTDOWN => self.on_shutdown(now),
+                chunk::SHUTDOWN => {
+                    // §9.2: its Cumulative TSN Ack acknowledges our data like a SACK would.
+                    if let (Some(value), Some(sender)) = (raw.value.get(..4), &mut self.sender) {
+                        sender.on_cumulative_ack(now, u32::from_be_bytes(value.try_into().expect("4 bytes")));
+                    }
+                    self.on_shutdown(now);
+                }
                 chunk::SHUTDOWN_ACK => self.on_shutdown_ack(),
                 chunk::SHUTDOWN_COMPLETE => return self.end("shut down".into()),
                 chunk::COOKIE_ECHO => self.on_cookie_echo(now, tag, raw),
@@ -673,11 +686,19 @@ impl Association {
         }
         if let Some(r) = &mut self.receiver {
             for streams in r.take_performed_resets() {
-                if let Some((seq, _)) = self.last_reset_result {
-                    self.last_reset_result = Some((seq, chunk::RESET_PERFORMED));
+                if let (Some((seq, _)), Some(deferred)) = (self.last_reset_result, self.deferred_reset_seq) {
+                    if seq == deferred {
+                        self.last_reset_result = Some((seq, chunk::RESET_PERFORMED));
+                    }
                 }
                 self.events.push_back(SctpEvent::IncomingStreamsReset(streams));
             }
+        }
+        if had_data && self.state == SctpState::ShutdownSent && self.t1.is_some() {
+            // §9.2: each packet with DATA in SHUTDOWN-SENT is answered with SHUTDOWN (its
+            // cumulative TSN acknowledges it) and restarts T2: the peer is still sending.
+            self.t1 = None;
+            self.maybe_shutdown(now);
         }
         if had_data {
             let Some(peer) = self.peer else { return };
@@ -866,14 +887,21 @@ impl Association {
         // Messages sent before the peer said how many streams it takes: any beyond them
         // cannot be delivered (the peer would discard them with an error).
         let outbound = self.config.streams.min(peer.inbound_streams);
+        let mut refused: Vec<u16> = Vec::new();
         for (stream, ppid, data, ordered, reliability) in self.early.drain(..) {
             if stream >= outbound {
                 tracing::debug!(stream, outbound, "message on a stream the peer does not take dropped");
+                if !refused.contains(&stream) {
+                    refused.push(stream);
+                }
                 continue;
             }
             sender.enqueue(now, stream, ppid, data, ordered, reliability);
         }
         self.sender = Some(sender);
+        if !refused.is_empty() {
+            self.events.push_back(SctpEvent::StreamsRefused(refused));
+        }
         self.receiver = Some(Receiver::new(
             peer.initial_tsn,
             self.config.receive_window,
@@ -993,6 +1021,7 @@ impl Association {
                             a.events.push_back(SctpEvent::IncomingStreamsReset(request.streams));
                             chunk::RESET_PERFORMED
                         } else {
+                            a.deferred_reset_seq = Some(seq);
                             chunk::RESET_IN_PROGRESS
                         }
                     });

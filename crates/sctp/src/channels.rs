@@ -305,6 +305,15 @@ impl DataChannels {
                         finished.push(id);
                     }
                 }
+                // Created before the peer said how many streams it takes, on one it does
+                // not: the channel never opens.
+                SctpEvent::StreamsRefused(ids) => {
+                    for id in ids {
+                        if self.channels.remove(&id).is_some() {
+                            self.events.push_back(ChannelEvent::Closed(id));
+                        }
+                    }
+                }
                 SctpEvent::OutgoingStreamsReset(ids) => {
                     for id in ids {
                         if let Some(c) = self.channels.get_mut(&id) {

@@ -26,6 +26,8 @@ struct Fragment {
     /// this one, as known when it arrived: bounds a message that grows in order without
     /// walking back over it.
     run: usize,
+    /// The same from this fragment to the last of its run: bounds one growing backwards.
+    tail: usize,
 }
 
 /// Unwraps a 32-bit serial number to the 64-bit value nearest `reference`.
@@ -188,20 +190,26 @@ impl Receiver {
             }
         } else {
             self.fragment_bytes += payload.len();
+            let same = |f: &Fragment| {
+                f.stream == stream
+                    && (f.flags & crate::chunk::FLAG_UNORDERED != 0) == unordered
+                    && (unordered || f.ssn == ssn)
+            };
             let run = match self.fragments.get(&(tsn - 1)) {
-                Some(prev)
-                    if flags & crate::chunk::FLAG_BEGIN == 0
-                        && prev.flags & crate::chunk::FLAG_END == 0
-                        && prev.stream == stream
-                        && (prev.flags & crate::chunk::FLAG_UNORDERED != 0) == unordered
-                        && (unordered || prev.ssn == ssn) =>
-                {
+                Some(prev) if !begin && prev.flags & crate::chunk::FLAG_END == 0 && same(prev) => {
                     prev.run + payload.len()
                 }
                 _ => payload.len(),
             };
-            self.fragments.insert(tsn, Fragment { stream, ssn, ppid, flags, data: payload.to_vec(), run });
-            self.check_size(run)?;
+            let tail = match self.fragments.get(&(tsn + 1)) {
+                Some(next) if !end && next.flags & crate::chunk::FLAG_BEGIN == 0 && same(next) => {
+                    next.tail + payload.len()
+                }
+                _ => payload.len(),
+            };
+            self.fragments
+                .insert(tsn, Fragment { stream, ssn, ppid, flags, data: payload.to_vec(), run, tail });
+            self.check_size(run.max(tail))?;
             self.assemble(tsn)?;
         }
         self.apply_resets();
@@ -212,7 +220,6 @@ impl Receiver {
     /// last TSN) until its SSN's turn.
     fn finish_partial(&mut self) {
         let Some(mut p) = self.partial.take() else { return };
-        // A message much smaller than the room made for it does not keep the rest.
         if p.data.capacity() > 2 * p.data.len() {
             p.data.shrink_to_fit();
         }
@@ -243,10 +250,15 @@ impl Receiver {
         }
     }
 
-    fn insert_partial(&mut self, p: Partial, flags: u8) {
+    fn insert_partial(&mut self, mut p: Partial, flags: u8) {
+        // A message much smaller than the room made for it does not keep the rest.
+        if p.data.capacity() > 2 * p.data.len() {
+            p.data.shrink_to_fit();
+        }
         let flags = flags | if p.unordered { crate::chunk::FLAG_UNORDERED } else { 0 };
         let run = p.data.len();
-        let fragment = Fragment { stream: p.stream, ssn: p.ssn, ppid: p.ppid, flags, data: p.data, run };
+        let fragment =
+            Fragment { stream: p.stream, ssn: p.ssn, ppid: p.ppid, flags, data: p.data, run, tail: run };
         self.fragments.insert(p.last, fragment);
     }
 
@@ -254,6 +266,7 @@ impl Receiver {
     /// stream is not one the association has).
     pub fn discard(&mut self, tsn: u32) {
         self.arrived(tsn, 0);
+        self.apply_resets();
     }
 
     /// Records the arrival of `tsn` carrying `len` bytes: returns it unwrapped when it is
@@ -274,6 +287,8 @@ impl Receiver {
         // gets its answer from the SACK, which carries the window).
         let window = self.a_rwnd() as usize;
         if window < len && !(tsn == self.cumulative + 1 && (window > 0 || !self.above.is_empty())) {
+            // §6.2: a chunk dropped for lack of room is answered with a SACK at once.
+            self.sack_now = true;
             return None;
         }
         // A peer cannot make us track TSNs far ahead without bound; and a gap block offset
@@ -735,5 +750,201 @@ mod tests {
         // After the reset the stream starts again at SSN 0.
         r.data(1002, 4, 0, 51, WHOLE, b"z").unwrap();
         assert_eq!(all(&mut r).len(), 3);
+    }
+}
+
+/// Edge cases of the in-place gathering, the zero-window rule and the early return in
+/// `assemble`, and random hostile sequences against the byte accounting.
+#[cfg(test)]
+mod edge_cases {
+    use super::*;
+    use crate::chunk::{FLAG_BEGIN, FLAG_END, FLAG_UNORDERED};
+
+    fn held_capacity(r: &Receiver) -> usize {
+        r.fragments.values().map(|f| f.data.capacity()).sum::<usize>()
+            + r.partial.as_ref().map_or(0, |p| p.data.capacity())
+    }
+
+    #[test]
+    fn spilled_partials_do_not_hold_far_more_memory_than_the_window_counts() {
+        // A peer sends, in TSN order, 1 KiB BEGIN-only fragments that never end (a
+        // protocol violation it is free to commit). Each one starts a message gathered in
+        // place with room for 64 KiB; the next BEGIN spills it into the map with that room.
+        let mut r = Receiver::new(1, 4 << 20, 256 << 10);
+        for t in 1..=512u32 {
+            r.data(t, 0, t as u16, 53, FLAG_BEGIN, &[0; 1024]).unwrap();
+        }
+        let counted = r.fragment_bytes;
+        let held = held_capacity(&r);
+        assert_eq!(counted, 512 * 1024);
+        // The window accounts for 512 KiB; the heap holds 32 MiB (64x). With the default
+        // 4 MiB window a peer makes us hold 256 MiB per association.
+        assert!(held <= 2 * counted, "window counts {counted} bytes, buffers hold {held}");
+    }
+
+    #[test]
+    fn a_message_arriving_backwards_is_bounded_by_the_max_message_size() {
+        // Pre-existing (the old walk also returned at the first missing predecessor), and
+        // not fixed by `run`, which only looks back: fragments arriving in descending TSN
+        // order are never checked until the BEGIN comes, so one incomplete message can grow
+        // to the whole window (4 MiB by default against a 256 KiB limit).
+        let mut r = Receiver::new(1, 1 << 20, 10);
+        let mut result = r.data(100, 0, 0, 53, FLAG_END, &[0; 4]);
+        let mut t = 99;
+        while result.is_ok() && t > 2 {
+            result = r.data(t, 0, 0, 53, 0, &[0; 4]);
+            t -= 1;
+        }
+        assert!(
+            result.is_err(),
+            "{} bytes of one message (limit 10) buffered without an error",
+            r.fragment_bytes
+        );
+    }
+
+    #[test]
+    fn a_chunk_dropped_for_lack_of_window_is_answered_with_a_sack_at_once() {
+        // RFC 9260 §6.2: "if such a DATA chunk is dropped, the receiver MUST immediately
+        // send back a SACK with the current receive window".
+        let mut r = Receiver::new(1, 10, 1 << 20);
+        r.data(1, 0, 0, 53, FLAG_BEGIN, &[0; 10]).unwrap();
+        assert_eq!(r.a_rwnd(), 0);
+        r.sack_now = false;
+        r.data(2, 0, 0, 53, 0, &[0; 4]).unwrap();
+        assert_eq!(r.cumulative_tsn(), 1, "dropped, as §6.2 says");
+        assert!(r.sack_now, "the drop is not answered at once");
+    }
+
+    #[test]
+    fn random_sequences_keep_the_byte_count_and_never_panic() {
+        // A hostile peer's DATA, FORWARD TSN, resets and discards in random order: no panic,
+        // and `fragment_bytes` always equals what the map and the partial hold.
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..3000 {
+            let mut r = Receiver::new(u32::MAX - 20, 4000, 3000);
+            for _ in 0..200 {
+                let base = r.cumulative as u32;
+                let tsn = base.wrapping_add((next() % 12) as u32).wrapping_sub(2);
+                match next() % 20 {
+                    0 => {
+                        let skip = [((next() % 3) as u16, (next() % 4) as u16)];
+                        r.forward_tsn(base.wrapping_add((next() % 6) as u32), skip.into_iter());
+                    }
+                    1 => {
+                        r.reset(base.wrapping_add((next() % 4) as u32), vec![(next() % 3) as u16]);
+                    }
+                    2 => r.discard(tsn),
+                    3 => while r.poll_message().is_some() {},
+                    _ => {
+                        let flags = (next() % 8) as u8;
+                        let len = 1 + (next() % 300) as usize;
+                        let stream = (next() % 3) as u16;
+                        let ssn = (next() % 4) as u16;
+                        if r.data(tsn, stream, ssn, 53, flags, &vec![0; len]).is_err() {
+                            break;
+                        }
+                    }
+                }
+                let held: usize = r.fragments.values().map(|f| f.data.len()).sum::<usize>()
+                    + r.partial.as_ref().map_or(0, |p| p.data.len());
+                assert_eq!(r.fragment_bytes, held, "round {round}");
+            }
+        }
+    }
+
+    #[test]
+    fn legit_traffic_reordered_and_duplicated_is_delivered_exactly_once() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..400 {
+            // Messages on 3 streams, some unordered, cut into 1..=5 fragments each.
+            let mut chunks = Vec::new();
+            let mut ssn = [0u16; 3];
+            let mut expected: Vec<Vec<u8>> = vec![Vec::new(); 3];
+            let mut tsn = u32::MAX - 50;
+            let start = tsn;
+            for m in 0..60u32 {
+                let stream = (next() % 3) as usize;
+                let unordered = next() % 4 == 0;
+                let parts = 1 + (next() % 5) as usize;
+                let body: Vec<u8> = (0..parts * 3).map(|k| (m as usize * 7 + k) as u8).collect();
+                if !unordered {
+                    expected[stream].extend_from_slice(&body);
+                }
+                for (i, part) in body.chunks(3).enumerate() {
+                    let mut flags = if unordered { FLAG_UNORDERED } else { 0 };
+                    if i == 0 {
+                        flags |= FLAG_BEGIN;
+                    }
+                    if i == parts - 1 {
+                        flags |= FLAG_END;
+                    }
+                    chunks.push((tsn, stream as u16, ssn[stream], flags, part.to_vec()));
+                    tsn = tsn.wrapping_add(1);
+                }
+                if !unordered {
+                    ssn[stream] = ssn[stream].wrapping_add(1);
+                }
+            }
+            // Mostly in order, with local swaps, repeats and late copies.
+            let mut order: Vec<usize> = (0..chunks.len()).collect();
+            for i in 0..order.len() {
+                if next() % 5 == 0 {
+                    let j = (i + (next() % 6) as usize).min(order.len() - 1);
+                    order.swap(i, j);
+                }
+            }
+            let mut sends = Vec::new();
+            for &i in &order {
+                sends.push(i);
+                if next() % 10 == 0 {
+                    sends.push(i);
+                }
+            }
+            let mut r = Receiver::new(start, 1 << 20, 1 << 20);
+            let mut got: Vec<Vec<u8>> = vec![Vec::new(); 3];
+            let mut unordered_bytes = 0;
+            for i in sends {
+                let (t, st, sn, fl, ref data) = chunks[i];
+                r.data(t, st, sn, 53, fl, data).unwrap();
+                while let Some(m) = r.poll_message() {
+                    if m.unordered {
+                        unordered_bytes += m.data.len();
+                    } else {
+                        got[m.stream as usize].extend_from_slice(&m.data);
+                    }
+                }
+            }
+            let total_unordered: usize =
+                chunks.iter().filter(|c| c.3 & FLAG_UNORDERED != 0).map(|c| c.4.len()).sum();
+            assert_eq!(got, expected, "round {round}");
+            assert_eq!(unordered_bytes, total_unordered, "round {round}");
+            assert_eq!(r.fragment_bytes, 0, "round {round}");
+            assert!(r.fragments.is_empty() && r.partial.is_none() && r.complete.is_empty(), "round {round}");
+        }
+    }
+
+    #[test]
+    fn a_reset_due_at_a_discarded_chunk_is_performed() {
+        // The peer's stream reset waits for TSN 2; TSN 2 is a DATA chunk on a stream we do
+        // not have (discarded, RFC 9260 §6.5). `discard` advances the cumulative TSN but
+        // never runs `apply_resets`, so the reset waits for some later chunk.
+        let mut r = Receiver::new(1, 1 << 20, 1 << 20);
+        r.data(1, 3, 0, 51, FLAG_BEGIN | FLAG_END, b"x").unwrap();
+        assert!(!r.reset(2, vec![3]));
+        r.discard(2);
+        assert_eq!(r.cumulative_tsn(), 2);
+        assert_eq!(r.take_performed_resets(), vec![vec![3u16]], "the reset is still pending");
     }
 }

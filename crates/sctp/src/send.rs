@@ -395,7 +395,37 @@ impl Sender {
         if let Some(pos) = self.queue.iter().position(|q| q.message == message) {
             let q = self.queue.remove(pos).expect("position is valid");
             self.unqueue(q.stream, q.data.len() - q.offset);
-            // The receiver learns the end of this message never comes from FORWARD TSN.
+            // The receiver learns the end of this message never comes from FORWARD TSN. When
+            // part of it was sent, every sent fragment may already be acknowledged, leaving
+            // nothing for a FORWARD TSN to cover and the receiver waiting for the rest (an
+            // ordered stream then stalls for good): the missing end gets a TSN of its own,
+            // abandoned before it is ever sent, which the FORWARD TSN then skips with the
+            // message's SSN.
+            if q.offset > 0 {
+                let flags = FLAG_END | if q.ordered { 0 } else { FLAG_UNORDERED };
+                if q.reliability != Reliability::Reliable {
+                    self.partial_in_flight += 1;
+                }
+                self.in_flight.push_back(InFlight {
+                    tsn: self.next_tsn,
+                    stream: q.stream,
+                    ssn: q.ssn,
+                    ppid: q.ppid,
+                    flags,
+                    data: Bytes::new(),
+                    transmissions: 0,
+                    last_sent: q.queued_at,
+                    acked: false,
+                    misses: 0,
+                    retransmit: false,
+                    fast_retransmitted: false,
+                    abandoned: true,
+                    message,
+                    reliability: q.reliability,
+                    queued_at: q.queued_at,
+                });
+                self.next_tsn += 1;
+            }
         }
         self.advance_ack_point();
     }
@@ -436,6 +466,19 @@ impl Sender {
             }
         }
         chunk::write_forward_tsn(packet, self.advanced_ack as u32, &streams);
+    }
+
+    /// A cumulative acknowledgement without a SACK (the one a SHUTDOWN carries): a SACK with
+    /// no gap blocks and the window we last knew.
+    pub fn on_cumulative_ack(&mut self, now: Instant, cumulative_tsn: u32) {
+        let window = (self.peer_rwnd + self.flight_size).min(u32::MAX as usize) as u32;
+        let mut bytes = Vec::with_capacity(16);
+        chunk::write_sack(&mut bytes, cumulative_tsn, window, &[], &[]);
+        if let Some(Ok(raw)) = chunk::Chunks::new(&bytes).next() {
+            if let Ok(sack) = Sack::parse(raw) {
+                self.on_sack(now, &sack);
+            }
+        }
     }
 
     /// A SACK from the peer.
@@ -510,6 +553,11 @@ impl Sender {
         }
         // The peer's window is what it advertised less what is still in flight (§6.2.1).
         self.peer_rwnd = (sack.a_rwnd as usize).saturating_sub(self.flight_size);
+        // §6.1 A: while the peer answers with a closed window, our window probes going
+        // unacknowledged do not count against it.
+        if sack.a_rwnd == 0 {
+            self.timeouts = 0;
+        }
         self.congestion_on_ack(outcome, flight_before);
         if self.fast_recovery.is_some_and(|exit| self.cumulative_acked >= exit) {
             self.fast_recovery = None;
@@ -544,7 +592,11 @@ impl Sender {
         blocks.extend(
             sack.gaps()
                 .filter(|&(start, end)| start != 0 && start <= end)
-                .map(|(start, end)| (cumulative + u64::from(start), cumulative + u64::from(end))),
+                .map(|(start, end)| (cumulative + u64::from(start), cumulative + u64::from(end)))
+                // Nothing past what was sent can be acknowledged (a peer saying otherwise
+                // would otherwise hide the real acknowledgement later).
+                .filter(|&(start, _)| start < self.next_tsn)
+                .map(|(start, end)| (start, end.min(self.next_tsn - 1))),
         );
         blocks.sort_unstable();
         let mut merged = 0;
@@ -775,5 +827,44 @@ mod tests {
         // The cumulative point moved: offsets are relative to it. 1020 counts as new again
         // because the last SACK did not report it.
         assert_eq!(fresh_after(&mut s, 1010, &[(1, 2), (10, 10)]), [(1020, 1020)]);
+    }
+}
+
+/// A gap block past what was sent.
+#[cfg(test)]
+mod edge_cases {
+    use super::*;
+    use crate::chunk::{write_sack, Chunks};
+
+    fn sack(sender: &mut Sender, now: Instant, cumulative: u32, gaps: &[(u16, u16)]) {
+        let mut out = Vec::new();
+        write_sack(&mut out, cumulative, 1 << 20, gaps, &[]);
+        let raw = Chunks::new(&out).next().unwrap().unwrap();
+        sender.on_sack(now, &Sack::parse(raw).unwrap());
+    }
+
+    #[test]
+    fn a_gap_block_past_what_was_sent_does_not_hide_later_acks() {
+        // A peer reports a gap block over TSNs we have not sent yet (buggy or hostile).
+        // `new_gap_ranges` keeps it as "already covered", so when those TSNs are sent and
+        // then truly gap-acked, they are never marked: every later SACK repeats the block
+        // and the previous one already "covered" it. They stay in the flight and are
+        // retransmitted at T3 although the peer has them.
+        let now = Instant::now();
+        let mut s = Sender::new(0, 1200, 1 << 20, true);
+        let mut packet = Vec::new();
+        s.enqueue(now, 0, 53, Bytes::from(vec![0u8; 100]), true, Reliability::Reliable);
+        assert!(s.fill(now, &mut packet)); // TSN 0
+        sack(&mut s, now, u32::MAX, &[(2, 5)]); // TSNs 1..=4, none sent
+        for _ in 0..4 {
+            s.enqueue(now, 0, 53, Bytes::from(vec![0u8; 100]), true, Reliability::Reliable);
+        }
+        packet.clear();
+        assert!(s.fill(now, &mut packet)); // TSNs 1..=4
+        assert_eq!(s.in_flight.len(), 5);
+        // TSN 0 is missing at the peer; 1 and 2 arrived. Twice, as a real peer would repeat.
+        sack(&mut s, now, u32::MAX, &[(2, 3)]);
+        sack(&mut s, now, u32::MAX, &[(2, 3)]);
+        assert!(s.in_flight[1].acked && s.in_flight[2].acked, "TSNs 1 and 2 were gap-acked but not marked");
     }
 }

@@ -2,7 +2,7 @@
 //! with loss, delay and reordering, unreliable channels, stream reset, abort.
 
 use peerlink_netsim::{seed, Datagram, HostId, LinkConfig, Network};
-use peerlink_sctp::{Association, Message, Reliability, SctpConfig, SctpEvent, SctpState};
+use peerlink_sctp::{chunk, packet, Association, Message, Reliability, SctpConfig, SctpEvent, SctpState};
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -14,10 +14,16 @@ struct Pair {
     sides: [Association; 2],
     received: [Vec<Message>; 2],
     events: [Vec<SctpEvent>; 2],
+    /// Whether the application of each side reads its messages.
+    reading: [bool; 2],
 }
 
 impl Pair {
     fn new(n: u64, link: LinkConfig) -> Pair {
+        Pair::with_configs(n, link, [SctpConfig::default(), SctpConfig::default()])
+    }
+
+    fn with_configs(n: u64, link: LinkConfig, configs: [SctpConfig; 2]) -> Pair {
         let start = Instant::now();
         let mut net = Network::new(n, start);
         let addrs: [SocketAddr; 2] =
@@ -26,10 +32,8 @@ impl Pair {
         // delay and jitter on both.
         let clean = LinkConfig { loss: 0.0, ..link.clone() };
         let hosts = [net.add_host(addrs[0].ip(), None, link), net.add_host(addrs[1].ip(), None, clean)];
-        let sides = [
-            Association::new(start, SctpConfig::default(), seed(n * 2)),
-            Association::new(start, SctpConfig::default(), seed(n * 2 + 1)),
-        ];
+        let [c0, c1] = configs;
+        let sides = [Association::new(start, c0, seed(n * 2)), Association::new(start, c1, seed(n * 2 + 1))];
         Pair {
             net,
             hosts,
@@ -37,6 +41,7 @@ impl Pair {
             sides,
             received: [Vec::new(), Vec::new()],
             events: [Vec::new(), Vec::new()],
+            reading: [true, true],
         }
     }
 
@@ -55,8 +60,10 @@ impl Pair {
                 let d = Datagram { from: self.addrs[i], to: self.addrs[1 - i], payload: p };
                 self.net.send(self.hosts[i], d);
             }
-            while let Some(m) = self.sides[i].poll_message() {
-                self.received[i].push(m);
+            if self.reading[i] {
+                while let Some(m) = self.sides[i].poll_message() {
+                    self.received[i].push(m);
+                }
             }
             while let Some(e) = self.sides[i].poll_event() {
                 self.events[i].push(e);
@@ -422,4 +429,209 @@ fn without_heartbeats_an_idle_association_never_notices() {
     p.net.set_link(host, LinkConfig { up: false, ..LinkConfig::default() });
     p.run(Duration::from_secs(900), |p| p.sides[0].state() == SctpState::Ended);
     assert!(p.sides[0].is_established());
+}
+
+// Edge cases found in review: a receiver that stops reading (zero window), SHUTDOWN while
+// the other side still sends, an abandoned message whose sent fragments all arrived, a
+// retransmitted re-configuration request, messages sent before the peer's stream count was
+// known.
+
+fn rtt_100ms() -> LinkConfig {
+    LinkConfig { delay: Duration::from_millis(25), ..LinkConfig::default() }
+}
+
+fn closed(events: &[SctpEvent]) -> Option<&str> {
+    events.iter().find_map(|e| match e {
+        SctpEvent::Closed { reason } => Some(reason.as_str()),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_receiver_that_stops_reading_for_two_minutes_keeps_its_association() {
+    // At zero window with nothing missing, the receiver drops the next TSN
+    // (RFC 9260 §6.2 says it must). The sender's zero window probe then goes unanswered
+    // (only SACKs with a_rwnd 0 come back) and T3 expires; had every expiry counted (the
+    // count resets only when the cumulative ack moves), the sender would abort after 11
+    // with "peer unreachable". RFC 9260 §6.1: "If the sender continues to receive SACKs from the
+    // peer while doing zero window probing, the unacknowledged window probes SHOULD NOT
+    // increment the error counter".
+    let small = SctpConfig { receive_window: 64 * 1024, ..SctpConfig::default() };
+    let mut p = Pair::with_configs(7, rtt_100ms(), [SctpConfig::default(), small]);
+    p.connect_both();
+    let now = p.net.now();
+    for i in 0..32 {
+        p.sides[0].send(now, 1, 53, message(i, 16 * 1024), true, Reliability::Reliable).unwrap();
+    }
+    p.reading[1] = false;
+    p.run(Duration::from_secs(120), |p| closed(&p.events[0]).is_some());
+    assert_eq!(closed(&p.events[0]), None, "the sender gave up while the receiver only paused");
+    p.reading[1] = true;
+    p.run(Duration::from_secs(120), |p| p.received[1].len() == 32);
+    assert_eq!(p.received[1].len(), 32);
+}
+
+#[test]
+fn shutdown_acknowledges_data_through_its_cumulative_tsn() {
+    // RFC 9260 §9.2: the receiver of SHUTDOWN verifies "by checking the Cumulative TSN Ack
+    // field of the chunk, that all its outstanding DATA chunks have been received by the
+    // SHUTDOWN sender". A SHUTDOWN sender acknowledges our last DATA with the SHUTDOWN
+    // alone (usrsctp and Linux add a SACK only for gaps or duplicates): SHUTDOWN ACK is due
+    // at once, not after T3 expires and a retransmission draws a duplicate report.
+    let mut p = Pair::with_configs(8, rtt_100ms(), [SctpConfig::default(), SctpConfig::default()]);
+    p.connect_both();
+    let now = p.net.now();
+    p.sides[0].send(now, 1, 53, b"last words".to_vec(), true, Reliability::Reliable).unwrap();
+    let data = p.sides[0].poll_transmit(now).expect("the DATA packet");
+    p.sides[1].handle_receive(now, &data);
+    // Side 1 delays its SACK; it closes at once: its SHUTDOWN carries the cumulative ack.
+    while p.sides[1].poll_transmit(now).is_some() {}
+    p.sides[1].close(now);
+    let shutdown = p.sides[1].poll_transmit(now).expect("SHUTDOWN");
+    assert_eq!(shutdown[12], chunk::SHUTDOWN);
+    p.sides[0].handle_receive(now, &shutdown);
+    let mut answers = Vec::new();
+    while let Some(a) = p.sides[0].poll_transmit(now) {
+        answers.push(a);
+    }
+    let types: Vec<u8> = answers
+        .iter()
+        .flat_map(|a| packet::Packet::parse(a).unwrap().chunks().map(|c| c.unwrap().typ).collect::<Vec<_>>())
+        .collect();
+    assert!(types.contains(&chunk::SHUTDOWN_ACK), "no SHUTDOWN ACK at once; sent chunk types {types:?}");
+}
+
+#[test]
+fn an_abandoned_message_whose_sent_fragments_all_arrived_does_not_block_its_stream() {
+    // A message abandoned
+    // after some of its fragments went out and before the rest did needs a TSN for its end.
+    // When every sent fragment reached the receiver, the SACK acknowledges them all, so the
+    // advanced ack point is not past the cumulative ack and no FORWARD TSN goes out (and
+    // one that did would be out of date, RFC 3758 §3.6, ignored before its stream/SSN
+    // list). The receiver keeps the BEGIN fragment, never skips its SSN, and every later
+    // message on the stream waits behind it. Seen with seed 30: SSN 2's first fragment
+    // (TSN n) arrives, the message is abandoned, SACK cum=n, SSN 3 waits forever. usrsctp
+    // and dcsctp give the abandoned end a TSN of its own for this reason.
+    for n in 30..36 {
+        let mut p = Pair::with_configs(n, rtt_100ms(), [SctpConfig::default(), SctpConfig::default()]);
+        p.connect_both();
+        let now = p.net.now();
+        for i in 0..200 {
+            let life = Reliability::MaxLifetime(Duration::from_millis(150));
+            p.sides[0].send(now, 7, 53, message(i, 3000), true, life).unwrap();
+        }
+        p.sides[0].send(now, 7, 51, b"last, reliable".to_vec(), true, Reliability::Reliable).unwrap();
+        p.run(Duration::from_secs(60), |p| p.received[1].iter().any(|m| m.data == b"last, reliable"));
+        assert!(
+            p.received[1].iter().any(|m| m.data == b"last, reliable"),
+            "seed {n}: stream 7 stalled after {} messages",
+            p.received[1].len()
+        );
+    }
+}
+
+#[test]
+fn the_shutdown_sender_waits_as_long_as_data_keeps_coming() {
+    // RFC 9260 §9.2: "While in the SHUTDOWN-SENT state, the SHUTDOWN sender MUST
+    // immediately respond to each received packet containing one or more DATA chunks with
+    // a SHUTDOWN chunk and restart the T2-shutdown timer." The other side first sends
+    // everything it still has; a T2 left running with its back-off would give up after
+    // about half a minute and end the association mid-way, losing the rest.
+    let mut p = Pair::with_configs(
+        9,
+        LinkConfig { delay: Duration::from_millis(50), loss: 0.05, ..LinkConfig::default() },
+        [SctpConfig::default(), SctpConfig::default()],
+    );
+    p.connect_both();
+    let now = p.net.now();
+    for i in 0..64 {
+        p.sides[1].send(now, 1, 53, message(i, 256 * 1024), true, Reliability::Reliable).unwrap();
+    }
+    p.sides[0].close(now);
+    p.run(Duration::from_secs(600), |p| p.sides.iter().all(|s| s.state() == SctpState::Ended));
+    assert_eq!(closed(&p.events[0]), Some("shut down"), "after {} of 64 messages", p.received[0].len());
+    assert_eq!(p.received[0].len(), 64);
+}
+
+/// One packet from side 1 to side 0 with `header`, holding what `write` puts in it.
+fn craft(header: packet::Header, write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut p = Vec::new();
+    packet::begin(&mut p, &header);
+    write(&mut p);
+    packet::finish(&mut p);
+    p
+}
+
+#[test]
+fn a_retransmitted_add_streams_request_gets_the_answer_it_had() {
+    // A deferred stream reset completing must not change the remembered answer of a later
+    // request: a retransmission of a denied Add Outgoing Streams (RFC 6525 §5.2.1: answered
+    // with the result it had) must not say "performed", or the peer believes it has
+    // streams we discard with ERRORs.
+    let small = SctpConfig { streams: 4, ..SctpConfig::default() };
+    let mut p = Pair::with_configs(10, LinkConfig::default(), [SctpConfig::default(), small]);
+    p.connect_both();
+    let now = p.net.now();
+    p.sides[1].send(now, 1, 53, b"x".to_vec(), true, Reliability::Reliable).unwrap();
+    let data = p.sides[1].poll_transmit(now).unwrap();
+    let header = packet::Packet::parse(&data).unwrap().header;
+    let first_tsn = u32::from_be_bytes(data[16..20].try_into().unwrap());
+    p.sides[0].handle_receive(now, &data);
+    reconfig_results(&mut p);
+    // Reset of stream 1 after TSN first+1 (not here yet): in progress.
+    let reset = chunk::OutgoingReset {
+        request_seq: first_tsn,
+        response_seq: 0,
+        last_tsn: first_tsn + 1,
+        streams: vec![1],
+    };
+    p.sides[0].handle_receive(now, &craft(header, |o| chunk::write_outgoing_reset(o, &reset)));
+    assert_eq!(reconfig_results(&mut p), [(first_tsn, chunk::RESET_IN_PROGRESS)]);
+    // 65,533 more streams than the 65,535 we take: denied.
+    let add = |seq: u32| {
+        craft(header, |o| {
+            let mut value = seq.to_be_bytes().to_vec();
+            value.extend_from_slice(&65_533u16.to_be_bytes());
+            value.extend_from_slice(&[0, 0]);
+            chunk::write_chunk(o, chunk::RECONFIG, 0, |out| {
+                chunk::write_param(out, chunk::PARAM_ADD_OUTGOING_STREAMS, &value)
+            });
+        })
+    };
+    p.sides[0].handle_receive(now, &add(first_tsn + 1));
+    assert_eq!(reconfig_results(&mut p), [(first_tsn + 1, chunk::RESET_DENIED)]);
+    // TSN first+1 arrives: the deferred reset is performed.
+    let d = chunk::Data {
+        flags: chunk::FLAG_BEGIN | chunk::FLAG_END,
+        tsn: first_tsn + 1,
+        stream: 1,
+        ssn: 1,
+        ppid: 53,
+        payload: b"y",
+    };
+    p.sides[0].handle_receive(now, &craft(header, |o| chunk::write_data(o, &d)));
+    reconfig_results(&mut p);
+    // The denied request again.
+    p.sides[0].handle_receive(now, &add(first_tsn + 1));
+    assert_eq!(
+        reconfig_results(&mut p),
+        [(first_tsn + 1, chunk::RESET_DENIED)],
+        "a denied request is now reported performed"
+    );
+}
+
+#[test]
+fn a_message_accepted_before_the_handshake_is_not_dropped_silently() {
+    // `send` before the association is up accepts any stream (the peer's count is not
+    // known yet); what is beyond the peer's MIS is dropped at `establish`, and the caller,
+    // told Ok, must hear of it (DataChannels closes such a channel: see stack.rs).
+    let small = SctpConfig { streams: 4, ..SctpConfig::default() };
+    let mut p = Pair::with_configs(11, LinkConfig::default(), [SctpConfig::default(), small]);
+    let now = p.net.now();
+    assert_eq!(p.sides[0].send(now, 6, 53, b"early".to_vec(), true, Reliability::Reliable), Ok(()));
+    p.connect_both();
+    p.run(Duration::from_secs(5), |_| false);
+    let told = p.received[1].iter().any(|m| m.data == b"early")
+        || p.events[0].iter().any(|e| !matches!(e, SctpEvent::Connected));
+    assert!(told, "the message was dropped and nobody was told: {:?}", p.events[0]);
 }

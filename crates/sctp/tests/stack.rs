@@ -212,6 +212,24 @@ fn channel_ids_stay_below_the_streams_the_peer_takes() {
     w.wait(Duration::from_secs(10), |w| w.has(0, &ChannelEvent::Open(4)));
 }
 
+#[test]
+fn a_channel_made_early_on_a_stream_the_peer_does_not_take_is_closed() {
+    let small = SctpConfig { streams: 5, ..SctpConfig::default() };
+    let mut w = World::with_config(4, LinkConfig::default(), [SctpConfig::default(), small]);
+    let now = w.net.now();
+    let ids: Vec<u16> =
+        (0..4).map(|_| w.sides[0].dc.create(now, ChannelConfig::reliable("early")).unwrap()).collect();
+    assert_eq!(ids, [0, 2, 4, 6]);
+    w.wait(Duration::from_secs(10), |w| {
+        w.has(0, &ChannelEvent::Closed(6)) && w.has(0, &ChannelEvent::Open(4))
+    });
+    assert!(w.has(0, &ChannelEvent::Closed(6)), "{:?}", w.sides[0].events);
+    assert!(!w.has(0, &ChannelEvent::Open(6)));
+    for id in [0, 2, 4] {
+        assert!(w.has(0, &ChannelEvent::Open(id)), "{:?}", w.sides[0].events);
+    }
+}
+
 fn bulk(n: u64, link: LinkConfig, total: usize) -> Duration {
     let mut w = World::new(n, link);
     let now = w.net.now();

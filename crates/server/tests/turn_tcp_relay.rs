@@ -9,6 +9,8 @@ use peerlink_stun::{
 use peerlink_turn::{Credentials, PeerPolicy, ServerConfig};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 const REALM: &str = "example.test";
@@ -211,5 +213,62 @@ fn the_bandwidth_limit_slows_a_tcp_relay_without_losing_bytes() {
     assert!(received == pattern(0, TOTAL), "bytes lost or reordered");
     assert!(took >= Duration::from_millis(1500), "3 MB through a 1 MB/s limit in {took:?}");
     eprintln!("3 MB through a 1 MB/s limit in {took:?}");
+    server.stop();
+}
+
+/// Reads from `stream` until `stop`, counting bytes.
+fn drain(mut stream: TcpStream, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let mut total = 0;
+        while !stop.load(Ordering::Relaxed) {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => total += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+        }
+        total
+    })
+}
+
+/// Writes to `stream` until `stop`.
+fn flood(mut stream: TcpStream, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        stream.set_write_timeout(Some(Duration::from_millis(100))).unwrap();
+        let buf = vec![0x5au8; 16 * 1024];
+        while !stop.load(Ordering::Relaxed) {
+            match stream.write(&buf) {
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+        }
+    })
+}
+
+#[test]
+fn a_throttled_tcp_relay_shares_its_budget_between_both_directions() {
+    // Both directions busy through one allocation's budget: neither may starve the other
+    // (the throttled sides are read again in turn).
+    let server = start_limited(Some(400_000));
+    let (_control, peer, mut client) = pipe(server.local_addr());
+    let mut early = [0u8; 6];
+    client.read_exact(&mut early).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let to_client = drain(client.try_clone().unwrap(), stop.clone());
+    let to_peer = drain(peer.try_clone().unwrap(), stop.clone());
+    let w1 = flood(peer, stop.clone());
+    let w2 = flood(client, stop.clone());
+    std::thread::sleep(Duration::from_secs(6));
+    stop.store(true, Ordering::Relaxed);
+    let (a, b) = (to_client.join().unwrap(), to_peer.join().unwrap());
+    w1.join().unwrap();
+    w2.join().unwrap();
+    eprintln!("peer -> client {a} bytes, client -> peer {b} bytes in 6 s at 400 kB/s");
+    // 6 s at 400 kB/s plus the first second's budget: about 2.8 MB between the two.
+    assert!(a.min(b) * 5 >= a + b, "one direction starved: peer->client {a}, client->peer {b}");
     server.stop();
 }

@@ -169,6 +169,16 @@ impl Task {
             let _ = self.events.send(ClientEvent::Closed { reason }).await;
             return;
         }
+        // A trust file that cannot be read fails every attempt the same way: say so now.
+        if self.url.starts_with("wss://") {
+            if let Some(path) = std::env::var_os("SSL_CERT_FILE") {
+                if let Err(e) = std::fs::read(&path) {
+                    let reason = format!("SSL_CERT_FILE={}: {e}", path.to_string_lossy());
+                    let _ = self.events.send(ClientEvent::Closed { reason }).await;
+                    return;
+                }
+            }
+        }
         let mut backoff = BACKOFF_MIN;
         let reason = loop {
             let connect = tokio::time::timeout(
