@@ -478,9 +478,15 @@ impl Association {
             return;
         }
         if let Some((p, attempts, at, rto)) = self.t1.take() {
+            // T1 gives up after Max.Init.Retransmits, T2 (the shutdown timers) after
+            // Association.Max.Retrans (RFC 9260 §9.2, §16).
+            let limit = match self.state {
+                SctpState::ShutdownSent | SctpState::ShutdownAckSent => MAX_RETRANSMISSIONS,
+                _ => MAX_INIT_ATTEMPTS,
+            };
             if now < at {
                 self.t1 = Some((p, attempts, at, rto));
-            } else if attempts >= MAX_INIT_ATTEMPTS {
+            } else if attempts >= limit {
                 return self.end("no answer to INIT, COOKIE ECHO, SHUTDOWN or SHUTDOWN ACK".into());
             } else {
                 self.lone.push_back(p.clone());

@@ -418,10 +418,10 @@ impl Receiver {
     pub fn forward_tsn(&mut self, new_cumulative: u32, streams: impl Iterator<Item = (u16, u16)>) {
         let new = unwrap(self.cumulative, new_cumulative);
         self.sack_now = true;
-        self.spill();
         if new <= self.cumulative || new > self.cumulative + 65_535 {
             return;
         }
+        self.spill();
         // Fragments at or below the new point of messages that are not complete belong to
         // abandoned messages (§3.6); complete ordered ones still wait for their turn.
         let complete: Vec<(u64, u64)> = self.complete.values().copied().collect();
@@ -718,6 +718,16 @@ mod tests {
         r.data(1002, 0, 1, 53, WHOLE, b"x").unwrap();
         assert_eq!(all(&mut r).iter().map(|m| m.data.as_slice()).collect::<Vec<_>>(), [b"x"]);
         assert_eq!(r.a_rwnd(), 1 << 20, "the abandoned bytes were freed");
+    }
+
+    #[test]
+    fn an_out_of_date_forward_tsn_leaves_a_message_being_gathered_in_place() {
+        let mut r = rx();
+        r.data(1000, 0, 0, 53, FLAG_BEGIN, b"ab").unwrap();
+        r.forward_tsn(999, std::iter::empty());
+        assert!(r.partial.is_some() && r.fragments.is_empty());
+        r.data(1001, 0, 0, 53, FLAG_END, b"cd").unwrap();
+        assert_eq!(all(&mut r).iter().map(|m| m.data.as_slice()).collect::<Vec<_>>(), [b"abcd"]);
     }
 
     #[test]

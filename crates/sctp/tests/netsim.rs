@@ -635,3 +635,18 @@ fn a_message_accepted_before_the_handshake_is_not_dropped_silently() {
         || p.events[0].iter().any(|e| !matches!(e, SctpEvent::Connected));
     assert!(told, "the message was dropped and nobody was told: {:?}", p.events[0]);
 }
+
+#[test]
+fn a_shutdown_nobody_answers_is_sent_association_max_retrans_times() {
+    let mut p = Pair::new(50, LinkConfig::default());
+    p.connect_both();
+    let host = p.hosts[1];
+    p.net.set_link(host, LinkConfig { up: false, ..LinkConfig::default() });
+    let sent = p.sides[0].stats().packets_sent;
+    let now = p.net.now();
+    p.sides[0].close(now);
+    p.run(Duration::from_secs(900), |p| p.sides[0].state() == SctpState::Ended);
+    assert_eq!(p.sides[0].state(), SctpState::Ended);
+    // T2 (RFC 9260 §9.2) gives up after Association.Max.Retrans (10), not after T1's 8.
+    assert_eq!(p.sides[0].stats().packets_sent - sent, 10);
+}
