@@ -198,10 +198,9 @@ fn unreliable_unordered_messages_never_stall_the_stream() {
     println!("unreliable: {lossy_count} of 500 arrived with 10% loss");
 }
 
-#[test]
-fn limited_lifetime_messages_are_abandoned_and_the_rest_flows() {
-    let mut p = Pair::new(21, lossy(0.2));
-    p.connect_both();
+/// 200 messages of 3000 bytes that live 150 ms, then a reliable one, all ordered on stream
+/// 7; runs until the reliable one arrives (or 60 s).
+fn limited_messages_then_a_reliable_one(p: &mut Pair) {
     let now = p.net.now();
     for i in 0..200 {
         let life = Reliability::MaxLifetime(Duration::from_millis(150));
@@ -209,6 +208,13 @@ fn limited_lifetime_messages_are_abandoned_and_the_rest_flows() {
     }
     p.sides[0].send(now, 7, 51, b"last, reliable".to_vec(), true, Reliability::Reliable).unwrap();
     p.run(Duration::from_secs(60), |p| p.received[1].iter().any(|m| m.data == b"last, reliable"));
+}
+
+#[test]
+fn limited_lifetime_messages_are_abandoned_and_the_rest_flows() {
+    let mut p = Pair::new(21, lossy(0.2));
+    p.connect_both();
+    limited_messages_then_a_reliable_one(&mut p);
     assert!(p.received[1].iter().any(|m| m.data == b"last, reliable"));
     // Ordered: whatever arrived of stream 7 came in order.
     let ids: Vec<usize> = p.received[1]
@@ -513,15 +519,9 @@ fn an_abandoned_message_whose_sent_fragments_all_arrived_does_not_block_its_stre
     // (TSN n) arrives, the message is abandoned, SACK cum=n, SSN 3 waits forever. usrsctp
     // and dcsctp give the abandoned end a TSN of its own for this reason.
     for n in 30..36 {
-        let mut p = Pair::with_configs(n, rtt_100ms(), [SctpConfig::default(), SctpConfig::default()]);
+        let mut p = Pair::new(n, rtt_100ms());
         p.connect_both();
-        let now = p.net.now();
-        for i in 0..200 {
-            let life = Reliability::MaxLifetime(Duration::from_millis(150));
-            p.sides[0].send(now, 7, 53, message(i, 3000), true, life).unwrap();
-        }
-        p.sides[0].send(now, 7, 51, b"last, reliable".to_vec(), true, Reliability::Reliable).unwrap();
-        p.run(Duration::from_secs(60), |p| p.received[1].iter().any(|m| m.data == b"last, reliable"));
+        limited_messages_then_a_reliable_one(&mut p);
         assert!(
             p.received[1].iter().any(|m| m.data == b"last, reliable"),
             "seed {n}: stream 7 stalled after {} messages",
