@@ -89,19 +89,20 @@ ip -n "$ns" link add v0 type veth peer name v1
 ip -n "$ns" addr add fd00:99::1/64 dev v0 nodad
 ip -n "$ns" link set v0 up
 ip -n "$ns" link set v1 up
-in_ns() { ip netns exec "$ns" "$@"; }
-in_ns "$peerlink" serve --http 127.0.0.1:0 --listen 127.0.0.1:0 >"$tmp/serve6.out" 2>"$tmp/serve6.log" &
+# Started directly (not through a shell function) so that $! is the process itself and
+# kill_all reaches it.
+ip netns exec "$ns" "$peerlink" serve --http 127.0.0.1:0 --listen 127.0.0.1:0 >"$tmp/serve6.out" 2>"$tmp/serve6.log" &
 PIDS+=($!)
 wait_for_line "$tmp/serve6.out" "signaling on ws://"
 url6=$(sed -nE 's/.*signaling on (ws:\/\/[^ ]+).*/\1/p' "$tmp/serve6.out")
 mkdir "$tmp/in6"
 head -c $((5 << 20)) /dev/urandom >"$tmp/six.bin"
-in_ns timeout 60 "$peerlink" recv --server "$url6" --room "v6-$$" --out "$tmp/in6" 2>"$tmp/recv6.err" &
+ip netns exec "$ns" timeout 60 "$peerlink" recv --server "$url6" --room "v6-$$" --out "$tmp/in6" 2>"$tmp/recv6.err" &
 recv_pid=$!
 PIDS+=($recv_pid)
 sleep 1
 set +e
-in_ns timeout 60 "$peerlink" send "$tmp/six.bin" --server "$url6" --room "v6-$$" 2>"$tmp/send6.err"
+ip netns exec "$ns" timeout 60 "$peerlink" send "$tmp/six.bin" --server "$url6" --room "v6-$$" 2>"$tmp/send6.err"
 send_rc=$?
 wait "$recv_pid"
 recv_rc=$?
