@@ -110,10 +110,6 @@ impl Batcher {
         self.gso = on;
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
     /// Adds a datagram to the run. Returns false, taking nothing, when it does not belong
     /// to it: send the run first ([`Batcher::send`]), then push again.
     pub fn push(&mut self, to: SocketAddr, datagram: &[u8]) -> bool {
