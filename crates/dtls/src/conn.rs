@@ -5,12 +5,19 @@
 //! ours (RFC 6347 §4.2.4): the datagrams of the last flight OpenSSL wrote are kept and sent
 //! again on our timer (initial 500 ms, doubled, at most 8 s), so a handshake works under a
 //! simulated clock; and when the peer repeats a flight we already answered, our last flight
-//! goes out again. OpenSSL also keeps its own retransmission timer on the wall clock; on
-//! our timer we let it run (a `do_handshake`), so on a real network OpenSSL sends its
-//! flights again too, with fresh record numbers. That matters for the client's last flight:
-//! its copy (an epoch-1 Finished, which we cannot renumber) is a replay to a peer that got
-//! the original, while OpenSSL's own retransmission makes the server repeat its lost last
-//! flight.
+//! goes out again.
+//!
+//! OpenSSL keeps a retransmission timer of its own on the wall clock. Left alone it fires
+//! whenever a peer answers more than a second late, and then, within the one `do_handshake`
+//! that reads the late answer, OpenSSL first resends its stale flight and then writes the
+//! new one: a slow peer gets both, answers both, and may build two different next flights
+//! (werift does, and the handshake deadlocks). So its timer is set through
+//! `DTLS_set_timer_cb` to a duration that never runs out, with one exception: the client's
+//! last flight, whose epoch-1 Finished only OpenSSL can send again with a fresh record
+//! number (our copy is a replay to a peer that got the original, and an OpenSSL or
+//! BoringSSL server repeats its lost last flight only for a Finished it can read). There
+//! OpenSSL's timer runs just ahead of ours, and our timer lets it fire. Whatever OpenSSL
+//! writes that repeats the flight we keep is not sent twice: only a new flight is kept.
 //!
 //! A copy sent again must not look like a replay: the peer's record layer drops a record
 //! whose sequence number it has seen, even when it threw the record's content away (a
@@ -23,7 +30,7 @@ use crate::cert::{Certificate, Fingerprint};
 use openssl::ssl::{ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslStream, SslVerifyMode, SslVersion};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,11 +72,29 @@ pub struct DtlsConfig {
     pub srtp: bool,
     /// Largest datagram OpenSSL writes (handshake messages are fragmented to fit).
     pub mtu: u32,
+    /// For tests: OpenSSL's own wall-clock retransmission timer runs for this long on every
+    /// flight, so a test under a virtual clock can have it run out before the peer answers
+    /// (what a real slow peer does). `None`, the default: it never runs out, except on the
+    /// client's last flight (see the module's documentation).
+    #[doc(hidden)]
+    pub openssl_timer: Option<Duration>,
+    /// A server answers a ClientHello without a cookie with a HelloVerifyRequest
+    /// (RFC 6347 §4.2.1), as werift does. Off by default: ICE has already checked the
+    /// peer's address, which is what the cookie is for.
+    pub cookie_exchange: bool,
 }
 
 impl DtlsConfig {
     pub fn new(role: Role, certificate: Certificate, remote_fingerprint: Fingerprint) -> DtlsConfig {
-        DtlsConfig { role, certificate, remote_fingerprint, srtp: false, mtu: 1200 }
+        DtlsConfig {
+            role,
+            certificate,
+            remote_fingerprint,
+            srtp: false,
+            mtu: 1200,
+            openssl_timer: None,
+            cookie_exchange: false,
+        }
     }
 }
 
@@ -183,6 +208,14 @@ pub struct Dtls {
     /// The next sequence number of an epoch-0 record we send.
     epoch0_seq: u64,
     last_repeat: Option<Instant>,
+    /// What OpenSSL's own timer is set to when a flight starts, in microseconds (read by
+    /// the `DTLS_set_timer_cb` callback): [`openssl_timer::NEVER`] except for the client's
+    /// last flight.
+    openssl_timer: Arc<openssl_timer::Durations>,
+    /// The test setting of [`DtlsConfig::openssl_timer`] is in force.
+    openssl_timer_fixed: bool,
+    /// The client has the server's ServerHelloDone: its next flight is its last.
+    last_flight: bool,
     transmits: VecDeque<Vec<u8>>,
     events: VecDeque<DtlsEvent>,
     retransmissions: u64,
@@ -224,6 +257,122 @@ fn hash_ignoring_epoch0_numbers(datagram: &[u8]) -> u64 {
     h.finish()
 }
 
+/// Handshake message types (RFC 6347 §4.3.2).
+const HELLO_VERIFY_REQUEST: u8 = 3;
+const SERVER_HELLO_DONE: u8 = 14;
+
+/// Whether `datagram` has an epoch-0 handshake record whose message is of type `kind`.
+fn carries_handshake(datagram: &[u8], kind: u8) -> bool {
+    let mut at = 0;
+    while let Some(header) = datagram.get(at..at + 13) {
+        let length = usize::from(u16::from_be_bytes([header[11], header[12]]));
+        if header[0] == 22 && header[3..5] == [0, 0] && datagram.get(at + 13) == Some(&kind) {
+            return true;
+        }
+        at += 13 + length;
+    }
+    false
+}
+
+/// Whether `datagram` has a record of an epoch past 0 (encrypted).
+fn has_encrypted_record(datagram: &[u8]) -> bool {
+    let mut found = false;
+    for_each_record(&mut datagram.to_vec(), |record| found |= record[3..5] != [0, 0]);
+    found
+}
+
+/// Whether `new`, written by OpenSSL, is its retransmission of `kept` (a datagram of the
+/// flight we keep, renumbered): the same plaintext records whatever their numbers, or both
+/// encrypted records of one kind and size (a fresh encryption of the same message).
+fn same_datagram(kept: &[u8], new: &[u8]) -> bool {
+    if kept.len() != new.len() {
+        return false;
+    }
+    if has_encrypted_record(kept) {
+        return kept.first() == new.first() && has_encrypted_record(new);
+    }
+    hash_ignoring_epoch0_numbers(kept) == hash_ignoring_epoch0_numbers(new)
+}
+
+/// What one `do_handshake` wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Nothing,
+    /// OpenSSL's own retransmission of the kept flight (fresh numbers), sent.
+    Retransmitted,
+    /// A new flight, kept and sent.
+    Flight,
+}
+
+/// How far ahead of ours OpenSSL's timer runs on the client's last flight, so it has run
+/// out when ours fires.
+const OPENSSL_TIMER_LEAD: Duration = Duration::from_millis(100);
+
+fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX).max(1)
+}
+
+/// OpenSSL's own DTLS retransmission timer, set through `DTLS_set_timer_cb` (which the
+/// `openssl` crate does not wrap).
+#[allow(unsafe_code)]
+mod openssl_timer {
+    use super::{setup, DtlsError};
+    use foreign_types::{ForeignType, ForeignTypeRef};
+    use openssl::ex_data::Index;
+    use openssl::ssl::{Ssl, SslRef};
+    use std::os::raw::c_uint;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::{Arc, OnceLock};
+
+    /// An hour: longer than any handshake may take (it fails after 30 s).
+    pub const NEVER: u32 = 3_600_000_000;
+
+    type TimerCallback = unsafe extern "C" fn(*mut openssl_sys::SSL, c_uint) -> c_uint;
+
+    extern "C" {
+        // OpenSSL 1.1.1 and later (ssl.h).
+        fn DTLS_set_timer_cb(s: *mut openssl_sys::SSL, cb: Option<TimerCallback>);
+    }
+
+    /// The timer's durations in microseconds: when a flight starts it, and after it ran out.
+    #[derive(Debug)]
+    pub struct Durations {
+        pub start: AtomicU32,
+        pub again: AtomicU32,
+    }
+
+    static INDEX: OnceLock<Index<Ssl, Arc<Durations>>> = OnceLock::new();
+
+    /// OpenSSL asks for the timer's duration when a flight starts it (`current` 0) and
+    /// when it runs out (`current` the last duration).
+    unsafe extern "C" fn duration(ssl: *mut openssl_sys::SSL, current: c_uint) -> c_uint {
+        // SAFETY: OpenSSL calls this with the live SSL the callback was installed on, for
+        // the length of the call; we only read its ex_data through a shared reference.
+        let ssl = unsafe { SslRef::from_ptr(ssl) };
+        let Some(set) = INDEX.get().and_then(|index| ssl.ex_data(*index)) else { return NEVER };
+        if current == 0 {
+            set.start.load(Ordering::Relaxed)
+        } else {
+            set.again.load(Ordering::Relaxed)
+        }
+    }
+
+    pub fn install(ssl: &mut Ssl, set: Arc<Durations>) -> Result<(), DtlsError> {
+        let index = match INDEX.get() {
+            Some(index) => *index,
+            None => {
+                let fresh = setup(Ssl::new_ex_index())?;
+                *INDEX.get_or_init(|| fresh)
+            }
+        };
+        ssl.set_ex_data(index, set);
+        // SAFETY: `ssl` is a valid SSL object for this call; the callback is a plain
+        // function that stays valid for the life of the program.
+        unsafe { DTLS_set_timer_cb(ssl.as_ptr(), Some(duration)) };
+        Ok(())
+    }
+}
+
 impl Dtls {
     /// A new association; a client's first flight (ClientHello) is ready at once.
     pub fn new(now: Instant, config: DtlsConfig) -> Result<Dtls, DtlsError> {
@@ -238,6 +387,16 @@ impl Dtls {
         ctx.set_options(SslOptions::NO_QUERY_MTU | SslOptions::CIPHER_SERVER_PREFERENCE);
         if config.srtp {
             setup(ctx.set_tlsext_use_srtp(SRTP_PROFILES))?;
+        }
+        if config.cookie_exchange && config.role == Role::Server {
+            let mut secret = [0u8; 16];
+            setup(openssl::rand::rand_bytes(&mut secret))?;
+            ctx.set_options(SslOptions::COOKIE_EXCHANGE);
+            ctx.set_cookie_generate_cb(move |_, cookie| {
+                cookie[..secret.len()].copy_from_slice(&secret);
+                Ok(secret.len())
+            });
+            ctx.set_cookie_verify_cb(move |_, cookie| cookie == secret);
         }
         // Self-signed certificates: what counts is the fingerprint from the peer's
         // description, checked on the leaf (depth 0) during the handshake, so a mismatch
@@ -260,6 +419,13 @@ impl Dtls {
         let ctx = ctx.build();
         let mut ssl = setup(Ssl::new(&ctx))?;
         setup(ssl.set_mtu(config.mtu))?;
+        // The test setting runs out once per flight, as a peer answering between one and
+        // two seconds late makes it.
+        let openssl_timer = Arc::new(openssl_timer::Durations {
+            start: AtomicU32::new(config.openssl_timer.map_or(openssl_timer::NEVER, micros)),
+            again: AtomicU32::new(openssl_timer::NEVER),
+        });
+        openssl_timer::install(&mut ssl, openssl_timer.clone())?;
         match config.role {
             Role::Client => ssl.set_connect_state(),
             Role::Server => ssl.set_accept_state(),
@@ -280,6 +446,9 @@ impl Dtls {
             flights_sent: 0,
             epoch0_seq: 0,
             last_repeat: None,
+            openssl_timer,
+            openssl_timer_fixed: config.openssl_timer.is_some(),
+            last_flight: false,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             retransmissions: 0,
@@ -321,6 +490,10 @@ impl Dtls {
         if matches!(datagram[0], 20 | 22) {
             let h = hash_ignoring_epoch0_numbers(datagram);
             match self.seen.iter().find(|(seen, _)| *seen == h) {
+                // A HelloVerifyRequest again answers a cookieless ClientHello the network
+                // repeated or delayed: our ClientHello with the cookie is already out (and on
+                // our timer), so sending it again would only give the server two to answer.
+                Some(_) if carries_handshake(datagram, HELLO_VERIFY_REQUEST) => {}
                 Some(&(_, flights)) if flights < self.flights_sent => self.repeat_flight(now),
                 Some(_) => {}
                 None => {
@@ -330,6 +503,16 @@ impl Dtls {
                     }
                 }
             }
+        }
+        if self.role == Role::Client
+            && !self.last_flight
+            && self.state == State::Handshaking
+            && carries_handshake(datagram, SERVER_HELLO_DONE)
+        {
+            // Our answer to this is the last flight: OpenSSL's timer runs for it, just ahead
+            // of ours (see the module's documentation).
+            self.last_flight = true;
+            self.set_openssl_timer(INITIAL_RTO);
         }
         self.stream.get_mut().incoming.push_back(datagram.to_vec());
         if self.state == State::Handshaking {
@@ -347,12 +530,12 @@ impl Dtls {
             match self.stream.ssl_read(buf) {
                 Ok(n) => return Some(n),
                 Err(e) if e.code() == ErrorCode::WANT_READ => {
-                    self.collect_output(None);
+                    self.collect_output();
                     return None;
                 }
                 Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
                     self.state = State::Closed;
-                    self.collect_output(None);
+                    self.collect_output();
                     self.events.push_back(DtlsEvent::Closed);
                     return None;
                 }
@@ -394,7 +577,7 @@ impl Dtls {
     pub fn close(&mut self) {
         if self.state == State::Connected {
             let _ = self.stream.shutdown();
-            self.collect_output(None);
+            self.collect_output();
         }
         if !matches!(self.state, State::Failed) {
             self.state = State::Closed;
@@ -432,15 +615,33 @@ impl Dtls {
         }
         if self.retransmit_at.is_some_and(|t| now >= t) {
             self.retransmissions += 1;
-            self.send_flight_again();
             self.rto = (self.rto * 2).min(MAX_RTO);
             self.retransmit_at = Some(now + self.rto);
-            // OpenSSL's own (wall-clock) timer, if it expired, retransmits with fresh
-            // record numbers.
-            let rto = (self.rto, self.retransmit_at);
-            self.handshake(now);
-            (self.rto, self.retransmit_at) = rto;
+            // On the client's last flight OpenSSL's own timer has run out by now: it resends
+            // the flight with fresh record numbers. Otherwise our copy goes.
+            if self.last_flight {
+                self.set_openssl_timer(self.rto);
+                if self.handshake(now) == Output::Retransmitted {
+                    return;
+                }
+            }
+            self.send_flight_again();
         }
+    }
+
+    /// OpenSSL's timer for its next start or doubling: just under `rto` on the client's last
+    /// flight, never otherwise (or the test setting).
+    fn set_openssl_timer(&self, rto: Duration) {
+        if self.openssl_timer_fixed {
+            return;
+        }
+        let us = if self.last_flight {
+            micros(rto.saturating_sub(OPENSSL_TIMER_LEAD))
+        } else {
+            openssl_timer::NEVER
+        };
+        self.openssl_timer.start.store(us, Ordering::Relaxed);
+        self.openssl_timer.again.store(us, Ordering::Relaxed);
     }
 
     fn repeat_flight(&mut self, now: Instant) {
@@ -470,13 +671,13 @@ impl Dtls {
         });
     }
 
-    fn handshake(&mut self, now: Instant) {
+    fn handshake(&mut self, now: Instant) -> Output {
         let result = self.stream.do_handshake();
-        self.collect_output(Some(now));
+        let output = self.collect_flight(now, result.is_ok());
         match result {
             Ok(()) => self.connected(),
             // Waiting for the peer's next flight (a new flight of ours, if any, was kept
-            // and its timer started by `collect_output`).
+            // and its timer started by `collect_flight`).
             Err(e) if e.code() == ErrorCode::WANT_READ || e.code() == ErrorCode::WANT_WRITE => {}
             Err(e) => {
                 let error = if self.mismatch.load(Ordering::Relaxed) {
@@ -487,26 +688,64 @@ impl Dtls {
                 self.fail(error);
             }
         }
+        output
     }
 
-    /// Moves what OpenSSL wrote to the transmit queue. During the handshake (`now` given)
-    /// it is a new flight: kept for retransmission, with the timer restarted. True when
-    /// something was written.
-    fn collect_output(&mut self, now: Option<Instant>) -> bool {
+    /// What OpenSSL wrote during the handshake. A new flight is kept for retransmission,
+    /// with our timer restarted. OpenSSL's own retransmission of the flight we keep (its
+    /// timer ran out) comes first, before any new flight: it is dropped, since our timer
+    /// sends copies, unless it carries an epoch-1 record with a fresh number (the client's
+    /// last flight), which only OpenSSL can make.
+    fn collect_flight(&mut self, now: Instant, finished: bool) -> Output {
         let wire = self.stream.get_mut();
         if wire.outgoing.is_empty() {
-            return false;
+            return Output::Nothing;
         }
         let mut datagrams: Vec<Vec<u8>> = wire.outgoing.drain(..).collect();
+        let repeat = !self.flight.is_empty()
+            && datagrams.len() >= self.flight.len()
+            && self.flight.iter().zip(&datagrams).all(|(kept, new)| same_datagram(kept, new));
+        let output = if repeat && datagrams.len() > self.flight.len() {
+            tracing::debug!(role = ?self.role, "stale retransmission by OpenSSL's timer dropped");
+            datagrams.drain(..self.flight.len());
+            Output::Flight
+        } else if repeat {
+            // A retransmission in the same call that finished the handshake (the server's
+            // last flight came late) is of no use to anyone.
+            if finished || !datagrams.iter().any(|d| has_encrypted_record(d)) {
+                return Output::Nothing;
+            }
+            for datagram in &mut datagrams {
+                self.renumber(datagram);
+            }
+            self.flight.clone_from(&datagrams);
+            self.queue(datagrams);
+            return Output::Retransmitted;
+        } else {
+            Output::Flight
+        };
         for datagram in &mut datagrams {
             self.renumber(datagram);
         }
-        if let Some(now) = now {
-            self.flights_sent += 1;
-            self.flight = datagrams.clone();
-            self.rto = INITIAL_RTO;
-            self.retransmit_at = Some(now + self.rto);
+        self.flights_sent += 1;
+        self.flight.clone_from(&datagrams);
+        self.rto = INITIAL_RTO;
+        self.retransmit_at = Some(now + self.rto);
+        self.queue(datagrams);
+        output
+    }
+
+    /// Moves what OpenSSL wrote outside the handshake (records, alerts) to the transmit
+    /// queue.
+    fn collect_output(&mut self) {
+        let mut datagrams: Vec<Vec<u8>> = self.stream.get_mut().outgoing.drain(..).collect();
+        for datagram in &mut datagrams {
+            self.renumber(datagram);
         }
+        self.queue(datagrams);
+    }
+
+    fn queue(&mut self, datagrams: Vec<Vec<u8>>) {
         // The cap bounds what handshake flights (which the peer can make us repeat) queue
         // up between polls; after the handshake nothing is dropped (a close_notify or an
         // alert after a large burst of records must still go out).
@@ -515,7 +754,6 @@ impl Dtls {
                 self.transmits.push_back(datagram);
             }
         }
-        true
     }
 
     fn connected(&mut self) {
@@ -562,7 +800,7 @@ impl Dtls {
         }
         tracing::debug!(role = ?self.role, %error, "dtls failed");
         // A fatal alert OpenSSL wrote still goes out.
-        self.collect_output(None);
+        self.collect_output();
         self.state = State::Failed;
         self.retransmit_at = None;
         self.events.push_back(DtlsEvent::Failed(error));
