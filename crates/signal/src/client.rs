@@ -1,5 +1,7 @@
 //! A signaling client for native peers: joins a room, relays `signal`s, and reconnects
-//! (then rejoins, under a new peer id) when the connection drops.
+//! when the connection drops, then rejoins asking for the peer id it had (granted when
+//! nobody holds it: [`ClientEvent::Rejoined`]), so the peers it is connected with recognise
+//! it and calls survive a signaling outage or a server restart.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -30,8 +32,18 @@ use tokio_tungstenite::tungstenite::Message;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ClientEvent {
-    /// In the room (again, after a reconnection: `id` is new, `peers` is current).
+    /// In the room: the first time, or after a reconnection when the server could not give
+    /// back the previous id (then `id` is new: the others know us as a newcomer).
     Joined {
+        id: String,
+        peers: Vec<PeerInfo>,
+        ice_servers: Vec<IceServer>,
+    },
+    /// Back in the room after a reconnection, under the same `id` as before: connections to
+    /// other peers are still valid and need no new offer. `peers` is who is in the room now
+    /// (peers still reconnecting themselves come later as `PeerJoined`, with their old ids);
+    /// nobody left just because the signaling connection was lost.
+    Rejoined {
         id: String,
         peers: Vec<PeerInfo>,
         ice_servers: Vec<IceServer>,
@@ -109,8 +121,7 @@ impl SignalClient {
         if let Some(token) = token {
             join["token"] = token.into();
         }
-        let task =
-            Task { url: url.to_owned(), join: join.to_string(), events: event_tx, connected: connected_tx };
+        let task = Task { url: url.to_owned(), join, events: event_tx, connected: connected_tx, id: None };
         tokio::spawn(task.run(command_rx));
         SignalClient { commands, events, connected }
     }
@@ -151,7 +162,10 @@ fn certificate_refused(e: &tokio_tungstenite::tungstenite::Error) -> bool {
 
 struct Task {
     url: String,
-    join: String,
+    /// The `join` message, without `id`.
+    join: serde_json::Value,
+    /// The id of the last session, asked for again on the next join.
+    id: Option<String>,
     events: mpsc::Sender<ClientEvent>,
     connected: tokio::sync::watch::Sender<bool>,
 }
@@ -163,7 +177,7 @@ enum End {
 }
 
 impl Task {
-    async fn run(self, mut commands: mpsc::Receiver<Command>) {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         if !(self.url.starts_with("ws://") || self.url.starts_with("wss://")) {
             let reason = format!("{}: the signaling URL must start with ws:// or wss://", self.url);
             let _ = self.events.send(ClientEvent::Closed { reason }).await;
@@ -231,7 +245,7 @@ impl Task {
     }
 
     async fn session<S>(
-        &self,
+        &mut self,
         mut ws: tokio_tungstenite::WebSocketStream<S>,
         commands: &mut mpsc::Receiver<Command>,
         backoff: &mut Duration,
@@ -239,7 +253,11 @@ impl Task {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        if let Err(e) = ws.send(Message::text(self.join.clone())).await {
+        let mut join = self.join.clone();
+        if let Some(id) = &self.id {
+            join["id"] = id.clone().into();
+        }
+        if let Err(e) = ws.send(Message::text(join.to_string())).await {
             return End::Lost(e.to_string());
         }
         let mut joined = false;
@@ -266,7 +284,12 @@ impl Task {
                             joined = true;
                             *backoff = BACKOFF_MIN;
                             self.connected.send_replace(true);
-                            ClientEvent::Joined { id, peers, ice_servers }
+                            if self.id.as_ref() == Some(&id) {
+                                ClientEvent::Rejoined { id, peers, ice_servers }
+                            } else {
+                                self.id = Some(id.clone());
+                                ClientEvent::Joined { id, peers, ice_servers }
+                            }
                         }
                         Ok(ServerMessage::PeerJoined { peer }) => ClientEvent::PeerJoined(peer),
                         Ok(ServerMessage::PeerLeft { id }) => ClientEvent::PeerLeft(id),

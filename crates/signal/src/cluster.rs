@@ -3,7 +3,8 @@
 //! Every node publishes on one channel and hears everyone. Membership travels as
 //! `joined`/`left`; a node that starts says `hello` and the others `announce` their local
 //! peers; `heartbeat` every few seconds lets the others forget a node that died (its peers
-//! leave their rooms). A `signal` names the node of its addressee; other nodes ignore it.
+//! leave their rooms); `bye` says a node is shutting down, and its peers are forgotten
+//! without a `peer-left` (they are reconnecting, under the same ids). A `signal` names the node of its addressee; other nodes ignore it.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +15,11 @@ pub enum ClusterMessage {
         node: String,
     },
     Heartbeat {
+        node: String,
+    },
+    /// The node is shutting down gracefully: forget its peers without a `peer-left` (they
+    /// are reconnecting and keep their ids and calls).
+    Bye {
         node: String,
     },
     Announce {
@@ -44,6 +50,7 @@ impl ClusterMessage {
         match self {
             ClusterMessage::Hello { node }
             | ClusterMessage::Heartbeat { node }
+            | ClusterMessage::Bye { node }
             | ClusterMessage::Announce { node, .. }
             | ClusterMessage::Joined { node, .. }
             | ClusterMessage::Left { node, .. }

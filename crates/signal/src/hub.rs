@@ -403,7 +403,7 @@ impl Hub {
         }
         c.throttled = false;
         match ClientMessage::parse(text) {
-            Ok(ClientMessage::Join { room, name, token }) => self.join(now, conn, room, name, token),
+            Ok(ClientMessage::Join { room, name, token, id }) => self.join(now, conn, room, name, token, id),
             Ok(ClientMessage::Signal { to, data }) => self.signal(now, conn, &to, data),
             Ok(ClientMessage::Leave) => self.leave(now, conn),
             Err(e @ ParseError::BadRequest(_)) => {
@@ -415,7 +415,15 @@ impl Hub {
         }
     }
 
-    fn join(&mut self, now: Instant, conn: ConnId, room: String, name: String, token: Option<String>) {
+    fn join(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        room: String,
+        name: String,
+        token: Option<String>,
+        requested: Option<String>,
+    ) {
         if self.conns[&conn].peer.is_some() {
             let message = "already in a room; send leave first";
             return self.refuse(now, conn, ErrorCode::AlreadyJoined, message, STRIKE_BAD);
@@ -441,7 +449,14 @@ impl Hub {
             // Not abuse: the room may have room again soon.
             return self.refuse(now, conn, ErrorCode::RoomFull, &message, 0.0);
         }
-        let id = self.fresh_id();
+        // A client back from a lost connection (or a server restart) asks for its old id, so
+        // the peers it still has connections with recognise it. Granted only for an id of
+        // the server's own form that nobody holds now, on this node or another: a member can
+        // never take over a present peer's id.
+        let id = match requested {
+            Some(id) if protocol::valid_peer_id(&id) && !self.peers.contains_key(&id) => id,
+            _ => self.fresh_id(),
+        };
         let peers: Vec<PeerInfo> = self.rooms.get(&room).map_or_else(Vec::new, |ids| {
             ids.iter().map(|id| PeerInfo { id: id.clone(), name: self.peers[id].name.clone() }).collect()
         });
@@ -499,15 +514,21 @@ impl Hub {
         }
     }
 
-    /// Forgets a peer, tells its room, and (for a local one) the cluster.
-    fn remove_peer(&mut self, id: &str, publish: bool) {
-        let Some(peer) = self.peers.remove(id) else { return };
+    /// Forgets a peer without telling anyone.
+    fn unlist(&mut self, id: &str) -> Option<Peer> {
+        let peer = self.peers.remove(id)?;
         if let Some(ids) = self.rooms.get_mut(&peer.room) {
             ids.retain(|p| p != id);
             if ids.is_empty() {
                 self.rooms.remove(&peer.room);
             }
         }
+        Some(peer)
+    }
+
+    /// Forgets a peer, tells its room, and (for a local one) the cluster.
+    fn remove_peer(&mut self, id: &str, publish: bool) {
+        let Some(peer) = self.unlist(id) else { return };
         self.broadcast(&peer.room, protocol::encode_peer_left(id).into());
         if publish && self.clustered && matches!(peer.at, Location::Local(_)) {
             self.out.push_back(Output::Publish(ClusterMessage::Left {
@@ -556,12 +577,28 @@ impl Hub {
     }
 
     /// The server is stopping: every connection is closed with 1001 and new ones refused.
-    pub fn close_all(&mut self, now: Instant) {
+    ///
+    /// Nobody is told `peer-left`: a server going away (for a restart, an upgrade) is not its
+    /// peers leaving. Their peer-to-peer connections go on; they reconnect, to this server
+    /// once it is back or to another node, and ask for their ids again. The other nodes of a
+    /// cluster hear `bye` and forget this node's peers just as quietly, so those ids are free
+    /// to be taken again wherever the peers come back.
+    pub fn close_all(&mut self, _now: Instant) {
         self.closing = true;
+        if self.clustered {
+            self.out.push_back(Output::Publish(ClusterMessage::Bye { node: self.node.clone() }));
+        }
         let mut ids: Vec<ConnId> = self.conns.keys().copied().collect();
         ids.sort();
-        for id in ids {
-            self.close(now, id, CLOSE_GOING_AWAY, "server shutting down");
+        for conn in ids {
+            if let Some(peer) = self.conns.remove(&conn).and_then(|c| c.peer) {
+                self.unlist(&peer);
+            }
+            self.out.push_back(Output::Close {
+                conn,
+                code: CLOSE_GOING_AWAY,
+                reason: "server shutting down",
+            });
         }
     }
 
@@ -625,6 +662,21 @@ impl Hub {
                 self.out.push_back(Output::Publish(announcement));
             }
             ClusterMessage::Heartbeat { .. } => {}
+            ClusterMessage::Bye { .. } => {
+                // A graceful shutdown: its peers are reconnecting (here, or wherever the load
+                // balancer sends them) and keep their calls; no `peer-left` for them.
+                tracing::info!(node, "signaling node shut down; its peers are reconnecting");
+                self.nodes.remove(&node);
+                let gone: Vec<String> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| matches!(&p.at, Location::Remote(n) if *n == node))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in gone {
+                    self.unlist(&id);
+                }
+            }
             ClusterMessage::Announce { peers, .. } => {
                 // The node's whole membership: whoever it no longer lists has left (a `left`
                 // may have been lost while the link was down).
@@ -727,13 +779,19 @@ impl Hub {
         servers
     }
 
-    /// 16 hex digits from HMAC-SHA256(seed, counter): unique and unguessable.
+    /// 16 hex digits from HMAC-SHA256(seed, counter): unique and unguessable (and never one
+    /// a rejoining peer holds already).
     fn fresh_id(&mut self) -> String {
-        self.id_counter += 1;
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.id_key).expect("any key length");
-        mac.update(&self.id_counter.to_be_bytes());
-        let bytes = mac.finalize().into_bytes();
-        bytes[..8].iter().map(|b| format!("{b:02x}")).collect()
+        loop {
+            self.id_counter += 1;
+            let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.id_key).expect("any key length");
+            mac.update(&self.id_counter.to_be_bytes());
+            let bytes = mac.finalize().into_bytes();
+            let id: String = bytes[..8].iter().map(|b| format!("{b:02x}")).collect();
+            if !self.peers.contains_key(&id) {
+                return id;
+            }
+        }
     }
 }
 

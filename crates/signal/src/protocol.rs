@@ -16,8 +16,17 @@ pub const MAX_NAME_CHARS: usize = 32;
 /// A message from a client, parsed from one text frame.
 #[derive(Debug)]
 pub enum ClientMessage<'a> {
-    Join { room: String, name: String, token: Option<String> },
-    Signal { to: String, data: &'a RawValue },
+    /// `id`: the peer id of a previous session, asked for again after a lost connection.
+    Join {
+        room: String,
+        name: String,
+        token: Option<String>,
+        id: Option<String>,
+    },
+    Signal {
+        to: String,
+        data: &'a RawValue,
+    },
     Leave,
 }
 
@@ -47,6 +56,7 @@ struct Envelope<'a> {
     room: Option<String>,
     name: Option<String>,
     token: Option<String>,
+    id: Option<String>,
     to: Option<String>,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
@@ -65,6 +75,7 @@ impl<'a> ClientMessage<'a> {
                 room: env.room.ok_or_else(|| missing("room"))?,
                 name: env.name.ok_or_else(|| missing("name"))?,
                 token: env.token,
+                id: env.id,
             }),
             "signal" => Ok(ClientMessage::Signal {
                 to: env.to.ok_or_else(|| missing("to"))?,
@@ -91,6 +102,15 @@ pub fn valid_room(room: &str) -> bool {
         && bytes.len() <= MAX_ROOM_LEN
         && bytes[0].is_ascii_alphanumeric()
         && bytes.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+}
+
+/// Length of the peer ids the server makes (hex digits).
+pub const PEER_ID_LEN: usize = 16;
+
+/// A peer id as the server makes them: 16 lowercase hex digits. A `join` may ask for one
+/// (to keep its id across a lost connection) only in this form.
+pub fn valid_peer_id(id: &str) -> bool {
+    id.len() == PEER_ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// A display name: 1–32 characters, not only spaces, none of them a control character, a
@@ -291,9 +311,16 @@ mod tests {
     #[test]
     fn parses_the_three_client_messages() {
         match ClientMessage::parse(r#"{"type":"join","room":"r1","name":"alice","token":"t"}"#).unwrap() {
-            ClientMessage::Join { room, name, token } => {
-                assert_eq!((room.as_str(), name.as_str(), token.as_deref()), ("r1", "alice", Some("t")))
+            ClientMessage::Join { room, name, token, id } => {
+                assert_eq!((room.as_str(), name.as_str(), token.as_deref()), ("r1", "alice", Some("t")));
+                assert_eq!(id, None);
             }
+            other => panic!("{other:?}"),
+        }
+        match ClientMessage::parse(r#"{"type":"join","room":"r1","name":"a","id":"0123456789abcdef"}"#)
+            .unwrap()
+        {
+            ClientMessage::Join { id, .. } => assert_eq!(id.as_deref(), Some("0123456789abcdef")),
             other => panic!("{other:?}"),
         }
         match ClientMessage::parse(r#"{"type":"signal","to":"p","data":{"candidate":null}}"#).unwrap() {
@@ -352,6 +379,22 @@ mod tests {
         for bad in ["", "   ", "a\u{7}", "a\nb", &"x".repeat(33), "ad\u{202E}nim", "a\u{200B}", "a\u{2028}b"]
         {
             assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn validates_requested_peer_ids_like_server_made_ones() {
+        assert!(valid_peer_id("0123456789abcdef"));
+        for bad in [
+            "",
+            "sfu",
+            "0123456789ABCDEF",
+            "0123456789abcde",
+            "0123456789abcdef0",
+            "0123456789abcdeg",
+            "01234567 9abcdef",
+        ] {
+            assert!(!valid_peer_id(bad), "{bad:?}");
         }
     }
 

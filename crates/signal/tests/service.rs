@@ -253,10 +253,19 @@ async fn shutdown_closes_with_1001_and_refuses_newcomers() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (service, _server) = serve_on(listener, HubConfig::default()).await;
-    let mut a = open(addr).await;
+    let (mut a, mut b) = (open(addr).await, open(addr).await);
     join(&mut a, "r", "a").await;
+    join(&mut b, "r", "b").await;
+    assert!(matches!(next(&mut a).await, ServerMessage::PeerJoined { .. }));
     service.shutdown().await;
-    assert_eq!(closed_with(&mut a).await, Some(CloseCode::Away));
+    // The close frame is the first thing each hears: no `peer-left` for the other, whose
+    // peer-to-peer connection is not affected by the server going away.
+    for ws in [&mut a, &mut b] {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("closed in time") {
+            Some(Ok(Message::Close(frame))) => assert_eq!(frame.map(|f| f.code), Some(CloseCode::Away)),
+            other => panic!("expected the close frame first, got {other:?}"),
+        }
+    }
     let mut late = open(addr).await;
     assert_eq!(closed_with(&mut late).await, Some(CloseCode::Again));
 }
@@ -321,21 +330,34 @@ async fn clients_signal_each_other_and_reconnect_after_a_server_restart() {
         }
     };
     serve_on(listener, HubConfig::default()).await;
-    let mut rejoined = false;
-    for _ in 0..10 {
-        match next_event(&mut alice).await {
-            ClientEvent::Joined { id, .. } => {
-                assert_ne!(id, alice_id, "a new session, a new id");
-                rejoined = true;
-                break;
-            }
-            ClientEvent::Disconnected { .. } | ClientEvent::PeerJoined(_) => {}
-            other => panic!("{other:?}"),
-        }
-    }
-    assert!(rejoined);
+    // Both come back under their old ids, and each hears of the other under the id it knew:
+    // nobody was told anyone left.
+    tokio::join!(back(&mut alice, &alice_id, &bob_id), back(&mut bob, &bob_id, &alice_id));
+    bob.signal(&alice_id, serde_json::json!({"after": "restart"})).await.unwrap();
+    assert!(matches!(next_event(&mut alice).await, ClientEvent::Signal { from, .. } if from == bob_id));
     tokio::time::timeout(WAIT, alice.close()).await.expect("closed in time");
     assert!(alice.next_event().await.is_none(), "nothing after close");
+}
+
+/// Waits until `client` is back in the room under `me` and has seen `other` there.
+async fn back(client: &mut SignalClient, me: &str, other: &str) {
+    let mut rejoined = false;
+    let mut saw_other = false;
+    while !(rejoined && saw_other) {
+        match next_event(client).await {
+            ClientEvent::Rejoined { id, peers, .. } => {
+                assert_eq!(id, me, "the same id again");
+                saw_other |= peers.iter().any(|p| p.id == other);
+                rejoined = true;
+            }
+            ClientEvent::PeerJoined(p) => {
+                assert_eq!(p.id, other);
+                saw_other = true;
+            }
+            ClientEvent::Disconnected { .. } => {}
+            event => panic!("{event:?}"),
+        }
+    }
 }
 
 #[tokio::test]

@@ -178,6 +178,83 @@ fn leave_tells_the_room_and_allows_a_new_join() {
 }
 
 #[test]
+fn shutdown_closes_everyone_with_1001_and_tells_nobody_anyone_left() {
+    let mut h = Harness::new(HubConfig::default());
+    let (a, b, c) = (h.connect(), h.connect(), h.connect());
+    h.join(a, "r", "alice");
+    h.join(b, "r", "bob");
+    h.join(c, "r", "carol");
+    h.drain();
+    h.hub.close_all(h.now);
+    let out = h.drain();
+    for conn in [a, b, c] {
+        assert_eq!(closed(&out, conn), Some(CLOSE_GOING_AWAY));
+        assert!(parse(&out, conn).is_empty(), "{out:?}");
+    }
+    assert_eq!(h.hub.stats().rooms, 0);
+    assert!(h.hub.connect(h.now, "x").is_none(), "no newcomers while closing");
+}
+
+/// Joins with `{"id": requested}`; returns the id granted.
+fn rejoin(h: &mut Harness, conn: ConnId, name: &str, requested: &str) -> (String, Vec<Output>) {
+    h.send(conn, &format!(r#"{{"type":"join","room":"r","name":"{name}","id":"{requested}"}}"#));
+    let out = h.drain();
+    match parse(&out, conn).first() {
+        Some(ServerMessage::Welcome { id, .. }) => (id.clone(), out),
+        other => panic!("no welcome: {other:?}"),
+    }
+}
+
+#[test]
+fn a_peer_back_after_a_restart_gets_its_id_again_and_the_room_recognises_it() {
+    let mut h = Harness::new(HubConfig::default());
+    let (a, b) = (h.connect(), h.connect());
+    let alice = h.join(a, "r", "alice");
+    let bob = h.join(b, "r", "bob");
+    h.drain();
+    // The server restarts: a new hub with another key, empty rooms.
+    let mut h = Harness { hub: Hub::new(HubConfig::default(), h.now, UNIX, [42; 32]), now: h.now };
+    let (b2, a2) = (h.connect(), h.connect());
+    let (id, _) = rejoin(&mut h, b2, "bob", &bob);
+    assert_eq!(id, bob);
+    let (id, out) = rejoin(&mut h, a2, "alice", &alice);
+    assert_eq!(id, alice);
+    // Bob hears of alice under the id he has a connection with.
+    assert!(matches!(&parse(&out, b2)[..], [ServerMessage::PeerJoined { peer }] if peer.id == alice));
+    // Signals flow under the old ids.
+    h.send(b2, &format!(r#"{{"type":"signal","to":"{alice}","data":1}}"#));
+    assert!(matches!(&parse(&h.drain(), a2)[..], [ServerMessage::Signal { from, .. }] if *from == bob));
+}
+
+#[test]
+fn a_present_or_malformed_id_cannot_be_claimed() {
+    let mut h = Harness::new(HubConfig { max_room_peers: 10, ..HubConfig::default() });
+    let (a, b) = (h.connect(), h.connect());
+    let alice = h.join(a, "r", "alice");
+    h.drain();
+    // Alice is here: mallory asking for her id gets a fresh one, and alice keeps hers.
+    let (id, out) = rejoin(&mut h, b, "mallory", &alice);
+    assert_ne!(id, alice);
+    assert!(matches!(&parse(&out, a)[..], [ServerMessage::PeerJoined { peer }] if peer.id == id));
+    // Ids in another room count as present too.
+    let c = h.connect();
+    h.send(c, &format!(r#"{{"type":"join","room":"other","name":"m","id":"{alice}"}}"#));
+    let Some(ServerMessage::Welcome { id, .. }) = parse(&h.drain(), c).into_iter().next() else { panic!() };
+    assert_ne!(id, alice);
+    for bad in ["sfu", "ABCDEF0123456789", "0123", "0123456789abcdef0", "../../0123456789"] {
+        let d = h.connect();
+        let (id, _) = rejoin(&mut h, d, "x", bad);
+        assert_ne!(id, bad);
+        assert!(protocol::valid_peer_id(&id), "{id}");
+    }
+    // Once alice is gone, her id is free again (she is back after losing her connection).
+    h.hub.disconnect(h.now, a);
+    h.drain();
+    let a2 = h.connect();
+    assert_eq!(rejoin(&mut h, a2, "alice", &alice).0, alice);
+}
+
+#[test]
 fn a_full_room_refuses_the_next_peer() {
     let mut h = Harness::new(HubConfig { max_room_peers: 2, ..HubConfig::default() });
     let conns: Vec<_> = (0..3).map(|_| h.connect()).collect();
@@ -524,4 +601,52 @@ fn remote_peers_with_implausible_names_or_ids_are_ignored() {
         c.hubs[0].handle_cluster(c.now, ClusterMessage::Joined { node: node.clone(), peer });
     }
     assert_eq!(c.hubs[0].stats().remote_peers, 0);
+}
+
+#[test]
+fn a_node_shutting_down_makes_no_one_leave_and_its_peers_rejoin_elsewhere_with_their_ids() {
+    let mut c = Cluster::new();
+    let a = c.join(0, "alice");
+    let b = c.join(1, "bob");
+    let out = c.run();
+    let Some(ServerMessage::Welcome { id: alice, .. }) = parse(&out[0], a).into_iter().next() else {
+        panic!()
+    };
+    assert_eq!(c.hubs[1].stats().remote_peers, 1);
+    // Node 0 stops gracefully: bob hears nothing, and node 1 forgets alice quietly.
+    c.hubs[0].close_all(c.now);
+    let out = c.run();
+    assert_eq!(closed(&out[0], a), Some(CLOSE_GOING_AWAY));
+    assert!(parse(&out[1], b).is_empty(), "{:?}", out[1]);
+    assert_eq!(c.hubs[1].stats().remote_peers, 0);
+    // No late peer-left either, when node 0's heartbeats stop.
+    for _ in 0..30 {
+        c.now += Duration::from_secs(1);
+        c.hubs[1].handle_timeout(c.now);
+        c.hubs[1].handle_pong(c.now, b);
+        while let Some(out) = c.hubs[1].poll_output() {
+            assert!(!matches!(&out, Output::Send { text, .. } if text.contains("peer-left")), "{out:?}");
+        }
+    }
+    // Alice comes back through node 1 and keeps her id; bob recognises her.
+    let a2 = c.hubs[1].connect(c.now, "h").unwrap();
+    let join = format!(r#"{{"type":"join","room":"r","name":"alice","id":"{alice}"}}"#);
+    c.hubs[1].handle_text(c.now, a2, &join);
+    let out = c.run();
+    assert!(matches!(parse(&out[1], a2).first(), Some(ServerMessage::Welcome { id, .. }) if *id == alice));
+    assert!(matches!(&parse(&out[1], b)[..], [ServerMessage::PeerJoined { peer }] if peer.id == alice));
+}
+
+#[test]
+fn an_id_held_on_another_node_cannot_be_claimed() {
+    let mut c = Cluster::new();
+    let a = c.join(0, "alice");
+    let out = c.run();
+    let Some(ServerMessage::Welcome { id: alice, .. }) = parse(&out[0], a).into_iter().next() else {
+        panic!()
+    };
+    let m = c.hubs[1].connect(c.now, "h").unwrap();
+    c.hubs[1].handle_text(c.now, m, &format!(r#"{{"type":"join","room":"r","name":"m","id":"{alice}"}}"#));
+    let out = c.run();
+    assert!(matches!(parse(&out[1], m).first(), Some(ServerMessage::Welcome { id, .. }) if *id != alice));
 }
