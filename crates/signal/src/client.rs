@@ -21,11 +21,15 @@
 //! # }
 //! ```
 
+mod connect;
+
 use crate::protocol::{IceServer, PeerInfo, ServerMessage};
+use connect::{Failure, Target};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::value::RawValue;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 /// What the client tells its user.
@@ -63,8 +67,11 @@ pub enum ClientEvent {
     Disconnected {
         reason: String,
     },
-    /// The client stopped for good: closed by the user, or refused in a way retrying
-    /// cannot fix (bad room or name, no valid token).
+    /// The client stopped for good: closed by the user; refused in a way retrying cannot
+    /// fix (bad room or name, no valid token; before the first join also: a host that does
+    /// not resolve, an HTTP error such as 404 instead of a WebSocket, TLS against a plain
+    /// server, an untrusted certificate); or the server could not be reached within
+    /// [`ClientOptions::give_up_after`] of the start. `reason` is a sentence for a person.
     Closed {
         reason: String,
     },
@@ -83,6 +90,30 @@ pub enum ClientError {
 enum Command {
     Signal(String),
     Close,
+}
+
+/// How a [`SignalClient`] behaves; `ClientOptions::default()` is what
+/// [`SignalClient::connect`] uses. Set fields on a default value:
+///
+/// ```
+/// # use peerlink_signal::client::ClientOptions;
+/// let mut options = ClientOptions::default();
+/// options.give_up_after = None; // wait for the server however long it takes
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// Until the first successful join, the client stops with [`ClientEvent::Closed`] when
+    /// it could not get into the room for this long (connection refused, no answer, room
+    /// full...). `None`: keep trying forever. Default 30 s. After a first join, a lost
+    /// server is retried forever whatever this says (a restart must not end a call).
+    pub give_up_after: Option<Duration>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions { give_up_after: Some(Duration::from_secs(30)) }
+    }
 }
 
 /// Handle to a client running on the current tokio runtime.
@@ -105,15 +136,30 @@ impl std::fmt::Debug for Command {
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The shortest attempt, even when the time to give up is nearly over.
+const MIN_ATTEMPT: Duration = Duration::from_secs(1);
 /// The server pings every 10 s: this long without any frame means the path is dead.
 const SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl SignalClient {
     /// Connects to `url` (`ws://host:port/ws`, or `wss://` through TLS, the server checked
     /// against the system's root certificates, or instead those of `SSL_CERT_FILE` or
-    /// `SSL_CERT_DIR` when set) and
-    /// joins `room` as `name`; retries until [`SignalClient::close`].
+    /// `SSL_CERT_DIR` when set; a self-signed certificate in `SSL_CERT_FILE` is trusted as
+    /// the server's own) and joins `room` as `name`, with the default [`ClientOptions`]:
+    /// gives up if the server cannot be reached for 30 s at first; after a first join,
+    /// retries until [`SignalClient::close`].
     pub fn connect(url: &str, room: &str, name: &str, token: Option<String>) -> SignalClient {
+        SignalClient::connect_with(url, room, name, token, ClientOptions::default())
+    }
+
+    /// [`SignalClient::connect`] with options.
+    pub fn connect_with(
+        url: &str,
+        room: &str,
+        name: &str,
+        token: Option<String>,
+        options: ClientOptions,
+    ) -> SignalClient {
         let (commands, command_rx) = mpsc::channel(256);
         let (event_tx, events) = mpsc::channel(256);
         let (connected_tx, connected) = tokio::sync::watch::channel(false);
@@ -121,7 +167,8 @@ impl SignalClient {
         if let Some(token) = token {
             join["token"] = token.into();
         }
-        let task = Task { url: url.to_owned(), join, events: event_tx, connected: connected_tx, id: None };
+        let task =
+            Task { url: url.to_owned(), join, events: event_tx, connected: connected_tx, id: None, options };
         tokio::spawn(task.run(command_rx));
         SignalClient { commands, events, connected }
     }
@@ -152,14 +199,6 @@ impl SignalClient {
     }
 }
 
-/// Whether a connection failed because the server's TLS certificate was not accepted.
-fn certificate_refused(e: &tokio_tungstenite::tungstenite::Error) -> bool {
-    let tokio_tungstenite::tungstenite::Error::Io(io) = e else { return false };
-    io.get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .is_some_and(|tls| matches!(tls, rustls::Error::InvalidCertificate(_)))
-}
-
 struct Task {
     url: String,
     /// The `join` message, without `id`.
@@ -168,6 +207,7 @@ struct Task {
     id: Option<String>,
     events: mpsc::Sender<ClientEvent>,
     connected: tokio::sync::watch::Sender<bool>,
+    options: ClientOptions,
 }
 
 enum End {
@@ -178,11 +218,6 @@ enum End {
 
 impl Task {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        if !(self.url.starts_with("ws://") || self.url.starts_with("wss://")) {
-            let reason = format!("{}: the signaling URL must start with ws:// or wss://", self.url);
-            let _ = self.events.send(ClientEvent::Closed { reason }).await;
-            return;
-        }
         // A trust file that cannot be read fails every attempt the same way: say so now.
         if self.url.starts_with("wss://") {
             if let Some(path) = std::env::var_os("SSL_CERT_FILE") {
@@ -193,39 +228,57 @@ impl Task {
                 }
             }
         }
+        let target = match Target::new(&self.url) {
+            Ok(target) => target,
+            Err(reason) => {
+                let _ = self.events.send(ClientEvent::Closed { reason }).await;
+                return;
+            }
+        };
+        let give_up_at = self.options.give_up_after.map(|d| Instant::now() + d);
         let mut backoff = BACKOFF_MIN;
         let reason = loop {
-            let connect = tokio::time::timeout(
-                CONNECT_TIMEOUT,
-                tokio_tungstenite::connect_async_with_config(self.url.as_str(), None, true),
-            );
-            let end = match connect.await {
-                Ok(Ok((ws, _))) => self.session(ws, &mut commands, &mut backoff).await,
-                // A certificate we do not trust will not become trusted by retrying.
-                Ok(Err(e)) if certificate_refused(&e) => End::Fatal(format!(
-                    "cannot connect to {}: {e} (to trust a private CA instead of the system's \
-                     roots, set SSL_CERT_FILE=ca.pem)",
-                    self.url
-                )),
-                Ok(Err(e)) => End::Lost(format!("cannot connect to {}: {e}", self.url)),
-                Err(_) => {
-                    End::Lost(format!("cannot connect to {}: no answer in {CONNECT_TIMEOUT:?}", self.url))
+            // Before the first join, no attempt outlives the time left.
+            let first_contact = self.id.is_none();
+            let timeout = match give_up_at {
+                Some(at) if first_contact => {
+                    CONNECT_TIMEOUT.min(at.saturating_duration_since(Instant::now()).max(MIN_ATTEMPT))
                 }
+                _ => CONNECT_TIMEOUT,
+            };
+            let end = match target.open(timeout).await {
+                Ok(ws) => self.session(ws, &mut commands, &mut backoff).await,
+                // After a first join every failure may be a server being replaced: retry.
+                Err(Failure::Fatal(reason)) if first_contact => End::Fatal(reason),
+                Err(Failure::Fatal(reason) | Failure::Retry(reason)) => End::Lost(reason),
             };
             self.connected.send_replace(false);
-            match end {
+            let reason = match end {
                 End::ByUser => break "closed".to_owned(),
                 End::Fatal(reason) => break reason,
-                End::Lost(reason) => {
-                    tracing::debug!(%reason, ?backoff, "signaling connection lost; reconnecting");
-                    if self.events.send(ClientEvent::Disconnected { reason }).await.is_err() {
-                        return;
-                    }
+                End::Lost(reason) => reason,
+            };
+            let delay = jitter(backoff);
+            // Still never in the room: give up once the time allowed for that is over.
+            if let (None, Some(at)) = (&self.id, give_up_at) {
+                let now = Instant::now();
+                if now >= at {
+                    let waited = self.options.give_up_after.unwrap_or_default().as_secs_f32();
+                    let waited = format!("{waited:.1}");
+                    break format!("{reason}; gave up after trying for {} s", waited.trim_end_matches(".0"));
                 }
             }
+            tracing::debug!(%reason, ?backoff, "signaling connection lost; reconnecting");
+            if self.events.send(ClientEvent::Disconnected { reason }).await.is_err() {
+                return;
+            }
+            let wake = match (&self.id, give_up_at) {
+                (None, Some(at)) => (Instant::now() + delay).min(at),
+                _ => Instant::now() + delay,
+            };
             // Commands queued while away are dropped (they named peers of an old session);
             // a Close among them is honoured.
-            let sleep = tokio::time::sleep(jitter(backoff));
+            let sleep = tokio::time::sleep_until(wake);
             tokio::pin!(sleep);
             loop {
                 tokio::select! {

@@ -34,7 +34,7 @@ pub mod redis;
 pub mod service;
 pub mod token;
 
-pub use client::{ClientEvent, SignalClient};
+pub use client::{ClientEvent, ClientOptions, SignalClient};
 pub use hub::{Hub, HubConfig, IceConfig};
 pub use protocol::{IceServer, PeerInfo, ServerMessage};
 pub use service::SignalService;
