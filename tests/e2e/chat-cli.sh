@@ -36,6 +36,9 @@ meet() { # label scheme [env...] -- [serve args...]
     local envs=()
     while [ "$1" != "--" ]; do envs+=("$1"); shift; done
     shift
+    # A new file: the shell truncates the old one only once the server process has started,
+    # so waiting on it could read the previous server's address.
+    rm -f "$tmp/serve.out"
     "$peerlink" serve --http 127.0.0.1:0 --listen 127.0.0.1:0 --allow-loopback-peers "$@" \
         >"$tmp/serve.out" 2>"$tmp/serve.log" &
     PIDS+=($!)
@@ -77,6 +80,7 @@ openssl x509 -req -in "$tmp/req.pem" -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" -CAc
 meet wss wss SSL_CERT_FILE="$tmp/ca.pem" -- --cert "$tmp/cert.pem" --key "$tmp/key.pem"
 
 # Without trusting it, the client gives up at once and says why.
+rm -f "$tmp/serve.out"
 "$peerlink" serve --http 127.0.0.1:0 --listen 127.0.0.1:0 --cert "$tmp/cert.pem" --key "$tmp/key.pem" \
     >"$tmp/serve.out" 2>"$tmp/serve.log" &
 PIDS+=($!)

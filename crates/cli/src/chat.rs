@@ -1,108 +1,189 @@
 //! `peerlink chat`: lines of standard input go out as text messages on a `chat` data channel
-//! (lines typed before it opens wait); text messages from the other peer are printed, one
-//! per line. Status goes to standard error, including `selected pair: <local> -> <remote>`.
+//! to every other participant of the room (lines typed before any channel opens wait for the
+//! first ones); text messages received are printed, one per line. Status goes to standard
+//! error, including `selected pair: <local> -> <remote>` for each connection. Chat ends when
+//! standard input ends (once what it sent was acknowledged, printing what arrives
+//! meanwhile), or when the last other peer has gone.
 
-use crate::peer::{sleep_until, MeetArgs, Session};
+use crate::peer::{sleep_until, stdin_lines, MeetArgs};
+use crate::room::{Room, RoomEvent, RoomOptions};
+use crate::status;
+use peerlink_io::PeerHandle;
 use peerlink_rtc::{ChannelConfig, ChannelEvent, ConnectionState, RtcEvent};
+use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
-use tokio::io::AsyncBufReadExt;
+use tokio::time::Instant;
 
 /// The browser app's limit for one chat message (docs/file-transfer.md).
 const MAX_CHAT_CHARS: usize = 4000;
-/// A connected peer that has no chat channel after this long opens one itself.
+/// A connected peer that has no chat channel after this long gets one from us.
 const CHAT_FALLBACK: Duration = Duration::from_millis(1500);
+/// At the end of input: how long to wait for what was sent to be acknowledged.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// ... and then to keep printing what arrives.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// One other participant.
+struct Other {
+    name: String,
+    handle: PeerHandle,
+    /// Its `chat` channels (ours and its own), the first open one used to send.
+    channels: Vec<u16>,
+    open: Option<u16>,
+    /// When to open a chat channel ourselves if none has come.
+    fallback_at: Option<Instant>,
+}
 
 pub async fn run(args: MeetArgs) -> anyhow::Result<()> {
-    let mut session = Session::meet(&args).await?;
-    // The offerer opens the chat channel (the browser app's convention).
-    let mut channels: Vec<u16> = Vec::new();
-    let mut open: Option<u16> = None;
-    if session.offered {
-        channels.push(session.peer.create_data_channel(ChannelConfig::reliable("chat")).await?);
-    }
+    let mut room = Room::join(&args, RoomOptions::default()).await?;
+    let mut lines = stdin_lines();
+    let mut others: HashMap<String, Other> = HashMap::new();
+    // Lines typed before any chat channel opened.
     let mut pending: Vec<String> = Vec::new();
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
-    let mut connected_at: Option<tokio::time::Instant> = None;
+    // At the end of input: until when to wait for acknowledgements, then to linger.
+    let mut drain_until: Option<Instant> = None;
+    let mut linger_until: Option<Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
     loop {
-        let fallback = connected_at.filter(|_| channels.is_empty()).map(|t| t + CHAT_FALLBACK);
+        let fallback = others.values().filter_map(|o| o.fallback_at).min();
         tokio::select! {
-            line = lines.next_line(), if stdin_open => match line? {
+            line = lines.recv(), if stdin_open => match line {
                 Some(line) => {
                     let line: String = line.chars().take(MAX_CHAT_CHARS).collect();
-                    match open {
-                        Some(id) => session.peer.send(id, line.into_bytes(), false).await?,
-                        None => pending.push(line),
+                    let open: Vec<(PeerHandle, u16)> =
+                        others.values().filter_map(|o| o.open.map(|id| (o.handle.clone(), id))).collect();
+                    if open.is_empty() {
+                        pending.push(line.clone());
+                    }
+                    for (handle, id) in open {
+                        if let Err(e) = handle.send(id, line.clone().into_bytes(), false).await {
+                            tracing::debug!(error = %e, "chat line not sent");
+                        }
                     }
                 }
                 None => {
                     stdin_open = false;
-                    if open.is_some() && pending.is_empty() {
-                        // Give the last messages time to leave, then go.
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        break;
-                    }
+                    drain_until = Some(Instant::now() + DRAIN_LIMIT);
                 }
             },
-            event = session.next() => {
-                let Some(event) = event? else { break };
+            event = room.next() => {
+                let Some(event) = event else { break };
                 match event {
-                    RtcEvent::SelectedPair { local_kind, remote_kind, local, remote } => {
-                        // Exactly the line DESIGN.md names; the addresses on their own line.
-                        eprintln!("selected pair: {local_kind} -> {remote_kind}");
-                        eprintln!("peerlink: path {local} -> {remote}");
+                    RoomEvent::Connecting { peer, handle, offerer } => {
+                        let mut other = Other { name: peer.name, handle, channels: Vec::new(), open: None, fallback_at: None };
+                        // The offerer opens the chat channel (the browser app's convention).
+                        if offerer {
+                            match other.handle.create_data_channel(ChannelConfig::reliable("chat")).await {
+                                Ok(id) => other.channels.push(id),
+                                Err(e) => status!("peerlink: cannot open a chat channel: {e}"),
+                            }
+                        }
+                        others.insert(peer.id, other);
                     }
-                    RtcEvent::ConnectionState(state) => {
-                        eprintln!("peerlink: connection {state:?}");
-                        match state {
-                            ConnectionState::Connected => { connected_at.get_or_insert(tokio::time::Instant::now()); }
-                            ConnectionState::Failed => anyhow::bail!("the connection failed"),
-                            ConnectionState::Closed => break,
+                    RoomEvent::Gone { peer, reason } => {
+                        if let Some(other) = others.remove(&peer) {
+                            status!("peerlink: {} ({peer}): {reason}", other.name);
+                        }
+                        if others.is_empty() {
+                            if !pending.is_empty() {
+                                status!("peerlink: {} line(s) were never sent: nobody else is here", pending.len());
+                            }
+                            break;
+                        }
+                    }
+                    RoomEvent::Rtc { peer, event } => {
+                        let Some(other) = others.get_mut(&peer) else { continue };
+                        match event {
+                            RtcEvent::SelectedPair { local_kind, remote_kind, local, remote } => {
+                                // Exactly the line DESIGN.md names; the addresses on their own line.
+                                status!("selected pair: {local_kind} -> {remote_kind}");
+                                status!("peerlink: path {local} -> {remote} ({})", other.name);
+                            }
+                            RtcEvent::ConnectionState(state) => {
+                                status!("peerlink: connection {state:?} ({})", other.name);
+                                if state == ConnectionState::Connected && other.channels.is_empty() {
+                                    other.fallback_at.get_or_insert(Instant::now() + CHAT_FALLBACK);
+                                }
+                            }
+                            RtcEvent::Channel(ChannelEvent::Incoming { id, label, .. }) if label == "chat" => {
+                                other.channels.push(id);
+                                other.fallback_at = None;
+                                other.open.get_or_insert(id);
+                            }
+                            RtcEvent::Channel(ChannelEvent::Open(id)) if other.channels.contains(&id) => {
+                                other.open.get_or_insert(id);
+                            }
+                            RtcEvent::Channel(ChannelEvent::Message { id, data, binary: false })
+                                if other.channels.contains(&id) =>
+                            {
+                                let mut out = std::io::stdout().lock();
+                                let mut line = String::from_utf8_lossy(&data).into_owned();
+                                line.push('\n');
+                                out.write_all(line.as_bytes())?;
+                                out.flush()?;
+                            }
+                            RtcEvent::Channel(ChannelEvent::Closed(id)) => {
+                                other.channels.retain(|&c| c != id);
+                                if other.open == Some(id) {
+                                    other.open = other.channels.first().copied();
+                                }
+                            }
                             _ => {}
                         }
-                    }
-                    RtcEvent::Channel(ChannelEvent::Incoming { id, label, .. }) if label == "chat" => {
-                        channels.push(id);
-                        open.get_or_insert(id);
-                    }
-                    RtcEvent::Channel(ChannelEvent::Open(id)) if channels.contains(&id) => {
-                        open.get_or_insert(id);
-                    }
-                    RtcEvent::Channel(ChannelEvent::Message { id, data, binary: false }) if channels.contains(&id) => {
-                        let text = String::from_utf8_lossy(&data);
-                        let mut out = std::io::stdout().lock();
-                        writeln!(out, "{text}")?;
-                        out.flush()?;
-                    }
-                    RtcEvent::Channel(ChannelEvent::Closed(id)) => {
-                        channels.retain(|&c| c != id);
-                        if open == Some(id) {
-                            open = channels.first().copied();
+                        // The first channel to open takes what was typed before it.
+                        if let Some(id) = other.open {
+                            for line in pending.drain(..) {
+                                if let Err(e) = other.handle.send(id, line.into_bytes(), false).await {
+                                    tracing::debug!(error = %e, "chat line not sent");
+                                }
+                            }
                         }
-                    }
-                    RtcEvent::Channel(ChannelEvent::Ended { reason }) => {
-                        eprintln!("peerlink: data channels ended: {reason}");
-                        break;
-                    }
-                    _ => {}
-                }
-                if let Some(id) = open {
-                    for line in pending.drain(..) {
-                        session.peer.send(id, line.into_bytes(), false).await?;
-                    }
-                    if !stdin_open {
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        break;
                     }
                 }
             }
             () = sleep_until(fallback), if fallback.is_some() => {
-                eprintln!("peerlink: no chat channel yet; opening one");
-                channels.push(session.peer.create_data_channel(ChannelConfig::reliable("chat")).await?);
+                let now = Instant::now();
+                for other in others.values_mut().filter(|o| o.fallback_at.is_some_and(|t| t <= now)) {
+                    other.fallback_at = None;
+                    if other.channels.is_empty() {
+                        status!("peerlink: no chat channel from {} yet; opening one", other.name);
+                        match other.handle.create_data_channel(ChannelConfig::reliable("chat")).await {
+                            Ok(id) => other.channels.push(id),
+                            // The connection is going away; its end is reported by itself.
+                            Err(e) => tracing::debug!(error = %e, "chat channel not opened"),
+                        }
+                    }
+                }
+            }
+            _ = tick.tick(), if drain_until.is_some() || linger_until.is_some() => {
+                let now = Instant::now();
+                if linger_until.is_some_and(|t| now >= t) {
+                    break;
+                }
+                if !pending.is_empty() {
+                    // Lines still waiting for a channel keep us here until someone comes and
+                    // a channel opens (or the connection fails, which ends chat).
+                    drain_until = Some(now + DRAIN_LIMIT);
+                } else if let Some(until) = drain_until {
+                    let mut unacknowledged = 0;
+                    for other in others.values() {
+                        if let Some(id) = other.open {
+                            unacknowledged += other.handle.unacknowledged(id).await;
+                        }
+                    }
+                    if unacknowledged == 0 || now >= until {
+                        if unacknowledged > 0 {
+                            status!("peerlink: {unacknowledged} bytes not acknowledged by the other peers after {DRAIN_LIMIT:?}");
+                        }
+                        drain_until = None;
+                        linger_until = Some(now + LINGER);
+                    }
+                }
             }
         }
     }
-    session.close().await;
+    room.close().await;
     Ok(())
 }

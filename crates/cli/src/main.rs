@@ -3,6 +3,7 @@
 mod chat;
 mod config;
 mod peer;
+mod room;
 mod transfer;
 
 use anyhow::Context;
@@ -202,7 +203,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("peerlink: error: {e:#}");
+            crate::status!("peerlink: error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -214,11 +215,11 @@ fn transfer_exit(result: anyhow::Result<Result<(), transfer::TransferError>>) ->
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => {
-            eprintln!("peerlink: transfer {e}");
+            crate::status!("peerlink: transfer {e}");
             ExitCode::from(e.exit_code())
         }
         Err(e) => {
-            eprintln!("peerlink: error: {e:#}");
+            crate::status!("peerlink: error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -257,7 +258,7 @@ fn run_stun(args: StunArgs) -> anyhow::Result<()> {
             }
             let server = StunServer::start(config).await?;
             // A stable line on stdout that scripts can read (the port when 0 was asked).
-            println!("peerlink stun: stun listening on {} (udp, tcp)", server.local_addr());
+            crate::say!("peerlink stun: stun listening on {} (udp, tcp)", server.local_addr());
             servers.push(server);
         }
         if let Some(addr) = metrics {
@@ -270,7 +271,7 @@ fn run_stun(args: StunArgs) -> anyhow::Result<()> {
                 peerlink_server::metrics::render_stun(&total)
             });
             let (local, _task) = peerlink_server::metrics::serve(addr, render).await?;
-            println!("peerlink stun: metrics at http://{local}/metrics");
+            crate::say!("peerlink stun: metrics at http://{local}/metrics");
         }
         wait_for_signal().await?;
         tracing::info!("shutting down");
@@ -385,13 +386,13 @@ fn start_turn(command: &str, args: TurnArgs, file: &FileConfig) -> anyhow::Resul
         tls,
     };
     let handle = std::sync::Arc::new(peerlink_server::turn::start(config)?);
-    println!(
+    crate::say!(
         "peerlink {command}: turn listening on {} (udp, tcp), realm {realm}, relays on {:?}",
         handle.local_addr(),
         relay_ips
     );
     if let Some(addr) = handle.tls_addr() {
-        println!("peerlink {command}: turn listening on {addr} (tls)");
+        crate::say!("peerlink {command}: turn listening on {addr} (tls)");
     }
     Ok(Turn {
         handle,
@@ -441,7 +442,7 @@ impl Turn {
                 text
             });
             let (local, _task) = peerlink_server::metrics::serve(addr, render).await?;
-            println!("peerlink {command}: metrics at http://{local}/metrics");
+            crate::say!("peerlink {command}: metrics at http://{local}/metrics");
         }
         Ok(())
     }
@@ -491,6 +492,11 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     hub.token_secret = token_secret.map(String::into_bytes);
     let ttl = args.credential_ttl.or(file.credential_ttl).unwrap_or(86_400);
+    // Every listener is bound before any is announced: a taken HTTP port fails here, before
+    // TURN says it is listening.
+    let http_listener =
+        std::net::TcpListener::bind(http).with_context(|| format!("cannot listen on {http} for HTTP"))?;
+    http_listener.set_nonblocking(true)?;
     let turn = start_turn("serve", args.turn, &file)?;
     hub.ice = ice_config(&turn, std::time::Duration::from_secs(ttl));
     runtime()?.block_on(async {
@@ -499,7 +505,7 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
                 let service = peerlink_signal::redis::start(url, hub, "localhost")
                     .await
                     .with_context(|| format!("cannot connect to redis at {}", redact_url(url)))?;
-                println!("peerlink serve: sharing rooms through redis at {}", redact_url(url));
+                crate::say!("peerlink serve: sharing rooms through redis at {}", redact_url(url));
                 service
             }
             None => peerlink_signal::SignalService::start(hub, "localhost", None),
@@ -517,9 +523,7 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         };
         turn.spawn_helpers("serve", Some(render), https.clone()).await?;
         let app = signal.router().merge(peerlink_server::web::router());
-        let listener = tokio::net::TcpListener::bind(http)
-            .await
-            .with_context(|| format!("cannot listen on {http} for HTTP"))?;
+        let listener = tokio::net::TcpListener::from_std(http_listener)?;
         let local = listener.local_addr()?;
         let shutdown = peerlink_server::Shutdown::new();
         let trigger = shutdown.clone();
@@ -547,8 +551,8 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
                 })
             }
         };
-        println!("peerlink serve: signaling on {ws}://{local}/ws");
-        println!("peerlink serve: browser app at {scheme}://{}/", browsable(local));
+        crate::say!("peerlink serve: signaling on {ws}://{local}/ws");
+        crate::say!("peerlink serve: browser app at {scheme}://{}/", browsable(local));
         wait_for_signal().await?;
         // Peers get a close frame (1001, going away) before the sockets go.
         signal.shutdown().await;

@@ -1,19 +1,11 @@
-//! The native peer's session with one other peer in a room, shared by `chat` (and later
-//! `send` and `recv`): signaling through `peerlink_signal::SignalClient`, the browser app's
-//! conventions (docs/file-transfer.md: descriptions as `{"description":{type,sdp}}`,
-//! candidates as `{"candidate":{...}}` with `null` at the end, the newcomer offers, perfect
-//! negotiation by id, the offer fallback after 4 s), and a `peerlink_io::Peer`.
+//! What every native peer command shares: where to meet (`MeetArgs`), the signaling client,
+//! standard input read off the runtime, and small timer helpers. The room itself is in
+//! `room.rs`.
 
-use anyhow::{bail, Context};
-use peerlink_io::{Peer, PeerConfig};
-use peerlink_rtc::{Description, RtcConfig, RtcEvent, SdpType};
-use peerlink_signal::{ClientEvent, IceServer, SignalClient};
-use serde_json::json;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use peerlink_signal::SignalClient;
+use std::net::IpAddr;
 use std::time::Duration;
-
-/// How long a peer told of another waits for its offer before offering itself.
-const OFFER_FALLBACK: Duration = Duration::from_secs(4);
+use tokio::sync::mpsc;
 
 /// Where to meet the other peer.
 #[derive(Debug, Clone, clap::Args)]
@@ -36,165 +28,24 @@ pub struct MeetArgs {
     /// and global or unique-local IPv6 address that is up]
     #[arg(long, value_name = "IP")]
     pub bind: Vec<IpAddr>,
+    /// How long to keep trying a signaling server that refuses connections or does not
+    /// answer before giving up (0: forever). Once joined, a lost server is retried for as long
+    /// as it takes, and connections already up stay up meanwhile
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub wait: u64,
 }
 
-/// STUN and TURN servers from the server's `iceServers` (UDP URLs; `turns:` and TCP are
-/// skipped: the native peer relays over UDP).
-fn rtc_config(servers: &[IceServer]) -> RtcConfig {
-    let mut config = RtcConfig::default();
-    for server in servers {
-        for url in &server.urls {
-            let (scheme, rest) = url.split_once(':').unwrap_or(("", ""));
-            let (hostport, query) = rest.split_once('?').unwrap_or((rest, ""));
-            if query.contains("transport=tcp") {
-                continue;
-            }
-            let hostport =
-                if hostport.contains(':') { hostport.to_owned() } else { format!("{hostport}:3478") };
-            let Some(addr) = hostport.to_socket_addrs().ok().and_then(|mut a| a.find(SocketAddr::is_ipv4))
-            else {
-                continue;
-            };
-            match (scheme, &server.username, &server.credential) {
-                ("stun", _, _) => config.stun_servers.push(addr),
-                ("turn", Some(username), Some(password)) => {
-                    config.turn_servers.push(peerlink_ice::TurnServerConfig {
-                        server: addr,
-                        username: username.clone(),
-                        password: password.clone(),
-                    })
-                }
-                _ => {}
-            }
-        }
+impl MeetArgs {
+    pub fn room_options(&self) -> crate::room::RoomOptions {
+        crate::room::RoomOptions { wait: (self.wait > 0).then(|| Duration::from_secs(self.wait)) }
     }
-    config
 }
 
-/// One connection to one other peer of the room.
-pub struct Session {
-    pub peer: Peer,
-    signal: SignalClient,
-    pub remote: String,
-    my_id: String,
-    making_offer: bool,
-    pub offered: bool,
-    /// Offer ourselves then if the other peer has not (the offer fallback).
-    fallback_at: Option<tokio::time::Instant>,
-}
-
-impl Session {
-    /// Joins the room and waits for another participant: the newcomer (us, if someone is
-    /// there) offers; otherwise the one who joins after us does, or we do after 4 s.
-    pub async fn meet(args: &MeetArgs) -> anyhow::Result<Session> {
-        let name = args.name.clone().unwrap_or_else(|| format!("peerlink-{}", std::process::id()));
-        let mut signal = SignalClient::connect(&args.server, &args.room, &name, args.token.clone());
-        let (my_id, peers, ice_servers) = loop {
-            match signal.next_event().await {
-                Some(ClientEvent::Joined { id, peers, ice_servers }) => break (id, peers, ice_servers),
-                Some(ClientEvent::Closed { reason }) => bail!("signaling: {reason}"),
-                Some(ClientEvent::Disconnected { reason }) => {
-                    eprintln!("peerlink: signaling: {reason}; retrying")
-                }
-                Some(_) => {}
-                None => bail!("signaling client stopped"),
-            }
-        };
-        eprintln!("peerlink: joined room {} as {name} ({my_id})", args.room);
-        let config = PeerConfig { rtc: rtc_config(&ice_servers), addresses: args.bind.clone() };
-        let peer = Peer::start(config).await.context("starting the peer")?;
-        let mut session = Session {
-            peer,
-            signal,
-            remote: String::new(),
-            my_id,
-            making_offer: false,
-            offered: false,
-            fallback_at: None,
-        };
-        if let Some(first) = peers.first() {
-            eprintln!("peerlink: {} ({}) is here; offering", first.name, first.id);
-            session.remote = first.id.clone();
-            session.offer().await?;
-        } else {
-            eprintln!("peerlink: waiting for someone to join");
-            loop {
-                match session.signal.next_event().await {
-                    Some(ClientEvent::PeerJoined(p)) => {
-                        eprintln!("peerlink: {} ({}) joined", p.name, p.id);
-                        session.remote = p.id;
-                        session.fallback_at = Some(tokio::time::Instant::now() + OFFER_FALLBACK);
-                        break;
-                    }
-                    Some(ClientEvent::Signal { from, data }) => {
-                        session.remote = from;
-                        session.on_signal(data.get()).await?;
-                        break;
-                    }
-                    Some(ClientEvent::Closed { reason }) => bail!("signaling: {reason}"),
-                    Some(_) => {}
-                    None => bail!("signaling client stopped"),
-                }
-            }
-        }
-        Ok(session)
-    }
-
-    async fn send_signal(&self, data: serde_json::Value) -> anyhow::Result<()> {
-        self.signal.signal(&self.remote, data).await.context("signaling")
-    }
-
-    pub async fn offer(&mut self) -> anyhow::Result<()> {
-        self.fallback_at = None;
-        self.making_offer = true;
-        let offer = self.peer.create_offer().await?;
-        self.making_offer = false;
-        self.offered = true;
-        self.send_signal(json!({"description": {"type": "offer", "sdp": offer.sdp}})).await
-    }
-
-    /// A signal from the other peer (perfect negotiation: the peer with the greater id is
-    /// polite and rolls its own offer back on a collision).
-    async fn on_signal(&mut self, raw: &str) -> anyhow::Result<()> {
-        let data: serde_json::Value = serde_json::from_str(raw).unwrap_or_default();
-        if let Some(d) = data.get("description") {
-            let (Some(kind), Some(sdp)) = (d["type"].as_str().and_then(SdpType::parse), d["sdp"].as_str())
-            else {
-                return Ok(());
-            };
-            if kind == SdpType::Offer && (self.making_offer || self.offered_pending()) {
-                let polite = self.my_id > self.remote;
-                if !polite {
-                    return Ok(());
-                }
-                self.peer.rollback().await?;
-            }
-            if kind == SdpType::Answer {
-                self.offered = false;
-            } else {
-                self.fallback_at = None;
-            }
-            let answer = self.peer.set_remote_description(Description { kind, sdp: sdp.to_owned() }).await?;
-            if let Some(answer) = answer {
-                self.send_signal(json!({"description": {"type": "answer", "sdp": answer.sdp}})).await?;
-            }
-        } else if let Some(c) = data.get("candidate") {
-            match c {
-                serde_json::Value::Null => self.peer.add_ice_candidate(""),
-                c => {
-                    if let Some(line) = c["candidate"].as_str() {
-                        // Browsers send "" as an end-of-candidates marker too.
-                        self.peer.add_ice_candidate(line);
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn offered_pending(&self) -> bool {
-        self.offered
-    }
+/// The signaling client for `args`; `wait`: how long to keep trying a server that refuses
+/// connections before the first join.
+pub fn connect(args: &MeetArgs, name: &str, wait: Option<Duration>) -> SignalClient {
+    let _ = wait;
+    SignalClient::connect(&args.server, &args.room, name, args.token.clone())
 }
 
 /// Sleeps until `at`, or forever.
@@ -205,45 +56,52 @@ pub async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-impl Session {
-    /// The next event of the peer connection, handling signaling meanwhile (and trickling
-    /// our candidates to the other peer). `None` when the other peer left or signaling ended.
-    pub async fn next(&mut self) -> anyhow::Result<Option<RtcEvent>> {
-        loop {
-            let fallback = self.fallback_at;
-            tokio::select! {
-                e = self.peer.next_event() => {
-                    let Some(e) = e else { return Ok(None) };
-                    match &e {
-                        RtcEvent::LocalCandidate(c) => {
-                            self.send_signal(json!({"candidate": {"candidate": c, "sdpMid": "0", "sdpMLineIndex": 0}})).await?;
-                        }
-                        RtcEvent::GatheringComplete => self.send_signal(json!({"candidate": null})).await?,
-                        _ => {}
+/// Lines of standard input, read on a thread of their own (a blocking read cannot be
+/// cancelled, and must not keep the runtime from shutting down); `None` at the end of
+/// input (or on a read error, which is reported).
+pub fn stdin_lines() -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(64);
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::stdin().lock().lines() {
+            match line {
+                Ok(line) => {
+                    if tx.blocking_send(line).is_err() {
+                        return;
                     }
-                    return Ok(Some(e));
                 }
-                s = self.signal.next_event() => match s {
-                    Some(ClientEvent::Signal { from, data }) if from == self.remote => self.on_signal(data.get()).await?,
-                    Some(ClientEvent::PeerLeft(id)) if id == self.remote => {
-                        eprintln!("peerlink: the other peer left");
-                        return Ok(None);
-                    }
-                    Some(ClientEvent::Closed { reason }) => bail!("signaling: {reason}"),
-                    Some(ClientEvent::Disconnected { reason }) => eprintln!("peerlink: signaling: {reason}; retrying"),
-                    Some(_) => {}
-                    None => return Ok(None),
-                },
-                () = sleep_until(fallback), if fallback.is_some() => {
-                    eprintln!("peerlink: no offer after {OFFER_FALLBACK:?}; offering");
-                    self.offer().await?;
+                Err(e) => {
+                    crate::status!("peerlink: standard input: {e}");
+                    return;
                 }
             }
         }
-    }
+    });
+    rx
+}
 
-    pub async fn close(mut self) {
-        self.peer.close().await;
-        self.signal.close().await;
-    }
+/// Writes one whole line to standard output in one write (announcements that scripts wait
+/// for).
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(line.as_bytes());
+        let _ = out.flush();
+    }};
+}
+
+/// Writes one whole line to standard error in one write (status lines are not interleaved
+/// with other output in fragments).
+#[macro_export]
+macro_rules! status {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }};
 }

@@ -38,6 +38,7 @@ enum Command {
     Resolved(String, IpAddr),
     Send(u16, Vec<u8>, bool, oneshot::Sender<Result<(), RtcError>>),
     Buffered(u16, oneshot::Sender<usize>),
+    Unacknowledged(u16, oneshot::Sender<usize>),
     LowWater(u16, usize),
     CloseChannel(u16),
     Close(oneshot::Sender<()>),
@@ -46,8 +47,27 @@ enum Command {
 /// Handle to a peer connection running on the current tokio runtime.
 #[derive(Debug)]
 pub struct Peer {
-    commands: mpsc::UnboundedSender<Command>,
+    handle: PeerHandle,
     events: mpsc::UnboundedReceiver<RtcEvent>,
+}
+
+/// Commands to a running peer connection, without its events: cheap to clone, so a task
+/// that reads the events and others that send can each have one.
+#[derive(Debug, Clone)]
+pub struct PeerHandle {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+/// A running peer connection's events (see [`Peer::split`]).
+#[derive(Debug)]
+pub struct PeerEvents(mpsc::UnboundedReceiver<RtcEvent>);
+
+impl PeerEvents {
+    /// The next event; `None` once the connection is closed and everything was delivered.
+    /// Cancel-safe.
+    pub async fn next(&mut self) -> Option<RtcEvent> {
+        self.0.recv().await
+    }
 }
 
 impl std::fmt::Debug for Command {
@@ -160,9 +180,35 @@ impl Peer {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (event_tx, events) = mpsc::unbounded_channel();
         tokio::spawn(drive(pc, sockets, command_rx, commands.clone(), event_tx));
-        Ok(Peer { commands, events })
+        Ok(Peer { handle: PeerHandle { commands }, events })
     }
 
+    /// The command handle and the event stream, apart.
+    pub fn split(self) -> (PeerHandle, PeerEvents) {
+        (self.handle, PeerEvents(self.events))
+    }
+
+    /// The command handle.
+    pub fn handle(&self) -> &PeerHandle {
+        &self.handle
+    }
+
+    /// The next event; `None` once the connection is closed and everything was delivered.
+    /// Cancel-safe.
+    pub async fn next_event(&mut self) -> Option<RtcEvent> {
+        self.events.recv().await
+    }
+}
+
+impl std::ops::Deref for Peer {
+    type Target = PeerHandle;
+
+    fn deref(&self) -> &PeerHandle {
+        &self.handle
+    }
+}
+
+impl PeerHandle {
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Gone> {
         let (tx, rx) = oneshot::channel();
         self.commands.send(make(tx)).map_err(|_| Gone)?;
@@ -202,17 +248,18 @@ impl Peer {
         self.ask(|tx| Command::Buffered(channel, tx)).await.unwrap_or(0)
     }
 
+    /// Bytes of `channel` the peer has not acknowledged yet (queued or in flight): what was
+    /// sent minus this is what it has.
+    pub async fn unacknowledged(&self, channel: u16) -> usize {
+        self.ask(|tx| Command::Unacknowledged(channel, tx)).await.unwrap_or(0)
+    }
+
     pub fn set_buffered_amount_low_threshold(&self, channel: u16, bytes: usize) {
         let _ = self.commands.send(Command::LowWater(channel, bytes));
     }
 
     pub fn close_channel(&self, channel: u16) {
         let _ = self.commands.send(Command::CloseChannel(channel));
-    }
-
-    /// The next event; `None` once the connection is closed and everything was delivered.
-    pub async fn next_event(&mut self) -> Option<RtcEvent> {
-        self.events.recv().await
     }
 
     /// Closes the connection (and waits until the driver has sent its last packets).
@@ -313,6 +360,7 @@ async fn drive(
                     Command::Resolved(c, ip) => pc.add_resolved_candidate(now, &c, ip),
                     Command::Send(id, data, binary, reply) => { let _ = reply.send(pc.send(now, id, &data, binary)); }
                     Command::Buffered(id, reply) => { let _ = reply.send(pc.buffered_amount(id)); }
+                    Command::Unacknowledged(id, reply) => { let _ = reply.send(pc.unacknowledged(id)); }
                     Command::LowWater(id, bytes) => pc.set_buffered_amount_low_threshold(id, bytes),
                     Command::CloseChannel(id) => pc.close_channel(id),
                     Command::Close(reply) => {

@@ -111,6 +111,12 @@ pub enum RtcEvent {
         remote_kind: &'static str,
     },
     Channel(ChannelEvent),
+    /// Why the connection failed; comes just before `ConnectionState(Failed)`.
+    /// `during_setup`: it had never been connected (so nothing was interrupted).
+    Failed {
+        reason: String,
+        during_setup: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -171,6 +177,8 @@ pub struct PeerConnection {
     state: ConnectionState,
     closed_by_peer: bool,
     dtls_failed: Option<String>,
+    /// Whether the connection was ever connected.
+    was_connected: bool,
     events: VecDeque<RtcEvent>,
     transmits: VecDeque<Transmit>,
     seed: [u8; 32],
@@ -244,6 +252,7 @@ impl PeerConnection {
             state: ConnectionState::New,
             closed_by_peer: false,
             dtls_failed: None,
+            was_connected: false,
             events: VecDeque::new(),
             transmits: VecDeque::new(),
             seed,
@@ -298,6 +307,11 @@ impl PeerConnection {
 
     pub fn buffered_amount(&self, channel: u16) -> usize {
         self.channels.buffered_amount(channel)
+    }
+
+    /// Bytes of `channel` the peer has not acknowledged yet (queued or in flight).
+    pub fn unacknowledged(&self, channel: u16) -> usize {
+        self.channels.unacknowledged(channel)
     }
 
     pub fn set_buffered_amount_low_threshold(&mut self, channel: u16, bytes: usize) {

@@ -235,11 +235,28 @@ impl PeerConnection {
     }
 
     pub(crate) fn fail(&mut self, reason: &str) {
+        if matches!(self.state, ConnectionState::Closed | ConnectionState::Failed) {
+            return;
+        }
         tracing::debug!(reason, "peer connection failed");
+        self.events
+            .push_back(RtcEvent::Failed { reason: reason.to_owned(), during_setup: !self.was_connected });
         self.set_state(ConnectionState::Failed);
     }
 
     pub(crate) fn set_state(&mut self, state: ConnectionState) {
+        if state == ConnectionState::Failed
+            && self.state != ConnectionState::Failed
+            && !matches!(self.events.back(), Some(RtcEvent::Failed { .. }))
+        {
+            let reason = match self.ice_state {
+                IceState::Failed => "ICE: no candidate pair worked (no answer to any check, or consent lost)",
+                _ => "failed",
+            };
+            self.events
+                .push_back(RtcEvent::Failed { reason: reason.to_owned(), during_setup: !self.was_connected });
+        }
+        self.was_connected |= state == ConnectionState::Connected;
         if self.state != state && self.state != ConnectionState::Closed {
             self.state = state;
             self.events.push_back(RtcEvent::ConnectionState(state));

@@ -380,6 +380,15 @@ impl Association {
         }
     }
 
+    /// Bytes of `stream` queued or sent and not yet acknowledged by the peer (what a sender
+    /// uses to report delivery, where `buffered_amount` tells what is still to be sent).
+    pub fn unacknowledged(&self, stream: u16) -> usize {
+        match &self.sender {
+            Some(s) => s.unacknowledged(stream),
+            None => self.buffered_amount(stream),
+        }
+    }
+
     pub fn poll_message(&mut self) -> Option<Message> {
         self.receiver.as_mut()?.poll_message()
     }

@@ -225,6 +225,11 @@ impl DataChannels {
         Ok(())
     }
 
+    /// Bytes of channel `id` the peer has not acknowledged (queued or in flight).
+    pub fn unacknowledged(&self, id: u16) -> usize {
+        self.sctp.unacknowledged(id)
+    }
+
     pub fn buffered_amount(&self, id: u16) -> usize {
         self.sctp.buffered_amount(id)
     }

@@ -205,6 +205,14 @@ impl Sender {
         self.queued_bytes.get(&stream).copied().unwrap_or(0)
     }
 
+    /// Bytes of `stream` the peer has not acknowledged yet: queued, and sent but not
+    /// covered by its cumulative acknowledgement (abandoned chunks left out).
+    pub fn unacknowledged(&self, stream: u16) -> usize {
+        let flying: usize =
+            self.in_flight.iter().filter(|c| c.stream == stream && !c.abandoned).map(|c| c.data.len()).sum();
+        self.buffered(stream) + flying
+    }
+
     /// Nothing queued, nothing unacknowledged.
     pub fn idle(&self) -> bool {
         self.queue.is_empty() && self.in_flight.is_empty()

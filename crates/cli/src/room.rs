@@ -1,0 +1,475 @@
+//! The native peer in a room of `peerlink serve`: one task owns the signaling client and a
+//! connection (`peerlink_io::Peer`) per other participant, with the browser app's
+//! conventions (docs/file-transfer.md, shared DESIGN): the newcomer offers to everyone listed
+//! in its welcome, perfect negotiation by id (the greater id is polite), candidates trickled
+//! as `{"candidate":{...}}` with `null` at the end, and the offer fallback after 4 s.
+//!
+//! The application reads [`RoomEvent`]s from a channel (cancel-safe in any `select!`) and
+//! commands each connection through its [`PeerHandle`]; nothing the application does can
+//! cut a negotiation in half. Candidates found before our description went to a peer are
+//! held until it has gone (a peer cannot use them before). A signaling outage does not touch
+//! established connections: a peer is gone when its connection ends, or when the server says
+//! it left before it was ever connected.
+
+use crate::peer::MeetArgs;
+use anyhow::{bail, Context};
+use peerlink_io::{Peer, PeerConfig, PeerEvents, PeerHandle};
+use peerlink_rtc::{ChannelEvent, ConnectionState, Description, RtcConfig, RtcEvent, SdpType};
+use peerlink_signal::{ClientEvent, IceServer, SignalClient};
+use serde_json::json;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// How long a peer told of another waits for its offer before offering itself.
+const OFFER_FALLBACK: Duration = Duration::from_secs(4);
+
+/// What the room tells the application.
+#[derive(Debug)]
+pub enum RoomEvent {
+    /// A connection to `peer` is being set up. `offerer`: we made the first offer (the app's
+    /// convention: the offerer opens the first channel).
+    Connecting { peer: Remote, handle: PeerHandle, offerer: bool },
+    /// An event of the connection to `peer`.
+    Rtc { peer: String, event: RtcEvent },
+    /// The connection to `peer` is over; nothing more comes from it.
+    Gone { peer: String, reason: Gone },
+}
+
+/// Another participant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    pub id: String,
+    pub name: String,
+}
+
+/// Why a connection is over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gone {
+    /// It left the room before a connection was up.
+    Left,
+    /// The connection closed (the other side closed it, or it left while connected).
+    Closed,
+    /// The connection failed; `during_setup`: it never came up.
+    Failed { reason: String, during_setup: bool },
+}
+
+impl std::fmt::Display for Gone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Gone::Left => f.write_str("the other peer left"),
+            Gone::Closed => f.write_str("the other peer closed the connection"),
+            Gone::Failed { reason, during_setup: true } => {
+                write!(f, "the connection could not be set up: {reason}")
+            }
+            Gone::Failed { reason, during_setup: false } => write!(f, "the connection failed: {reason}"),
+        }
+    }
+}
+
+/// How the room reaches the server.
+#[derive(Debug, Clone, Default)]
+pub struct RoomOptions {
+    /// Keep trying to reach a server that refuses connections for this long before giving up
+    /// (`None`: the signaling client's default).
+    pub wait: Option<Duration>,
+}
+
+/// The application's side of the room.
+#[derive(Debug)]
+pub struct Room {
+    events: mpsc::UnboundedReceiver<RoomEvent>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// STUN and TURN servers from the server's `iceServers` (UDP URLs; `turns:` and TCP are
+/// skipped: the native peer relays over UDP). Names are resolved with tokio's resolver;
+/// IPv4 and IPv6 addresses are both kept.
+async fn rtc_config(servers: &[IceServer]) -> RtcConfig {
+    let mut config = RtcConfig::default();
+    for server in servers {
+        for url in &server.urls {
+            let (scheme, rest) = url.split_once(':').unwrap_or(("", ""));
+            let (hostport, query) = rest.split_once('?').unwrap_or((rest, ""));
+            if query.contains("transport=tcp") {
+                continue;
+            }
+            let hostport = if hostport.parse::<IpAddr>().is_ok()
+                || (hostport.starts_with('[') && hostport.ends_with(']'))
+                || !hostport.contains(':')
+            {
+                let bare = hostport.trim_start_matches('[').trim_end_matches(']');
+                match bare.parse::<IpAddr>() {
+                    Ok(IpAddr::V6(v6)) => format!("[{v6}]:3478"),
+                    _ => format!("{bare}:3478"),
+                }
+            } else {
+                hostport.to_owned()
+            };
+            let addrs: Vec<SocketAddr> = match tokio::net::lookup_host(&hostport).await {
+                Ok(addrs) => addrs.collect(),
+                Err(e) => {
+                    crate::status!("peerlink: ICE server {url}: {e}; skipped");
+                    continue;
+                }
+            };
+            for addr in addrs {
+                match (scheme, &server.username, &server.credential) {
+                    ("stun", _, _) => config.stun_servers.push(addr),
+                    ("turn", Some(username), Some(password)) => {
+                        config.turn_servers.push(peerlink_ice::TurnServerConfig {
+                            server: addr,
+                            username: username.clone(),
+                            password: password.clone(),
+                        })
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    config
+}
+
+impl Room {
+    /// Joins the room; returns once the server has welcomed us (an error if it refused, or
+    /// could not be reached).
+    pub async fn join(args: &MeetArgs, options: RoomOptions) -> anyhow::Result<Room> {
+        let name = args.name.clone().unwrap_or_else(|| format!("peerlink-{}", std::process::id()));
+        let mut signal = crate::peer::connect(args, &name, options.wait);
+        let (my_id, peers, ice_servers) = loop {
+            match signal.next_event().await {
+                Some(ClientEvent::Joined { id, peers, ice_servers, .. }) => break (id, peers, ice_servers),
+                Some(ClientEvent::Closed { reason }) => bail!("signaling: {reason}"),
+                Some(ClientEvent::Disconnected { reason }) => {
+                    crate::status!("peerlink: signaling: {reason}; retrying")
+                }
+                Some(_) => {}
+                None => bail!("signaling client stopped"),
+            }
+        };
+        crate::status!("peerlink: joined room {} as {name} ({my_id})", args.room);
+        let rtc = rtc_config(&ice_servers).await;
+        let (app, events) = mpsc::unbounded_channel();
+        let (peer_events, merged) = mpsc::unbounded_channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let mut task = Task {
+            signal,
+            my_id: my_id.clone(),
+            config: PeerConfig { rtc, addresses: args.bind.clone() },
+            conns: HashMap::new(),
+            app,
+            peer_events,
+        };
+        if peers.is_empty() {
+            crate::status!("peerlink: waiting for someone to join");
+        }
+        for p in peers {
+            crate::status!("peerlink: {} ({}) is here; offering", p.name, p.id);
+            task.open(Remote { id: p.id, name: p.name }, true).await.context("starting the peer")?;
+        }
+        let task = tokio::spawn(task.run(merged, stopped));
+        Ok(Room { events, stop: Some(stop), task })
+    }
+
+    /// The next event; `None` when signaling ended for good and no connection is left.
+    /// Cancel-safe.
+    pub async fn next(&mut self) -> Option<RoomEvent> {
+        self.events.recv().await
+    }
+
+    /// Closes every connection and leaves the room.
+    pub async fn close(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// The room task's state of one other participant.
+struct Conn {
+    name: String,
+    handle: PeerHandle,
+    forward: tokio::task::JoinHandle<()>,
+    making_offer: bool,
+    /// Our offer is out and not answered.
+    offered: bool,
+    /// We have sent a description (offer or answer): candidates may follow it.
+    described: bool,
+    held: Vec<serde_json::Value>,
+    fallback_at: Option<Instant>,
+    connected: bool,
+}
+
+struct Task {
+    signal: SignalClient,
+    my_id: String,
+    config: PeerConfig,
+    conns: HashMap<String, Conn>,
+    app: mpsc::UnboundedSender<RoomEvent>,
+    peer_events: mpsc::UnboundedSender<(String, Option<RtcEvent>)>,
+}
+
+async fn forward(id: String, mut events: PeerEvents, to: mpsc::UnboundedSender<(String, Option<RtcEvent>)>) {
+    while let Some(e) = events.next().await {
+        if to.send((id.clone(), Some(e))).is_err() {
+            return;
+        }
+    }
+    let _ = to.send((id, None));
+}
+
+impl Task {
+    /// Starts a connection to `remote`; `offer`: we offer now (we are the newcomer).
+    async fn open(&mut self, remote: Remote, offer: bool) -> anyhow::Result<()> {
+        let peer = Peer::start(self.config.clone()).await?;
+        let (handle, events) = peer.split();
+        let forward = tokio::spawn(forward(remote.id.clone(), events, self.peer_events.clone()));
+        let fallback_at = (!offer).then(|| Instant::now() + OFFER_FALLBACK);
+        self.conns.insert(
+            remote.id.clone(),
+            Conn {
+                name: remote.name.clone(),
+                handle: handle.clone(),
+                forward,
+                making_offer: false,
+                offered: false,
+                described: false,
+                held: Vec::new(),
+                fallback_at,
+                connected: false,
+            },
+        );
+        let _ = self.app.send(RoomEvent::Connecting { peer: remote.clone(), handle, offerer: offer });
+        if offer {
+            self.offer(&remote.id).await;
+        }
+        Ok(())
+    }
+
+    async fn run(
+        mut self,
+        mut merged: mpsc::UnboundedReceiver<(String, Option<RtcEvent>)>,
+        mut stop: tokio::sync::oneshot::Receiver<()>,
+    ) {
+        let mut signaling = true;
+        loop {
+            let fallback =
+                self.conns.iter().filter_map(|(id, c)| c.fallback_at.map(|t| (t, id.clone()))).min();
+            tokio::select! {
+                _ = &mut stop => break,
+                e = self.signal.next_event(), if signaling => match e {
+                    Some(e) => self.on_signaling(e).await,
+                    None => signaling = false,
+                },
+                Some((id, event)) = merged.recv() => self.on_peer_event(id, event).await,
+                () = crate::peer::sleep_until(fallback.as_ref().map(|f| f.0)), if fallback.is_some() => {
+                    let id = fallback.expect("checked").1;
+                    crate::status!("peerlink: no offer from {id} after {OFFER_FALLBACK:?}; offering");
+                    self.offer(&id).await;
+                }
+            }
+            if !signaling && self.conns.is_empty() {
+                break;
+            }
+        }
+        for (_, conn) in self.conns.drain() {
+            conn.handle.close().await;
+            conn.forward.abort();
+        }
+        self.signal.close().await;
+    }
+
+    async fn on_signaling(&mut self, event: ClientEvent) {
+        match event {
+            ClientEvent::Joined { id, peers, .. } => {
+                // Back after losing the server. Established connections stay as they are;
+                // a peer we have no connection with is offered to, as a newcomer does.
+                if id != self.my_id {
+                    crate::status!("peerlink: signaling is back; this peer is now {id}");
+                    self.my_id = id;
+                } else {
+                    crate::status!("peerlink: signaling is back");
+                }
+                for p in peers {
+                    if !self.conns.contains_key(&p.id) {
+                        crate::status!("peerlink: {} ({}) is here; offering", p.name, p.id);
+                        if let Err(e) = self.open(Remote { id: p.id, name: p.name }, true).await {
+                            crate::status!("peerlink: cannot start a connection: {e:#}");
+                        }
+                    }
+                }
+            }
+            ClientEvent::PeerJoined(p) => {
+                if self.conns.contains_key(&p.id) {
+                    // Someone we are connected with, back in signaling after an outage.
+                    return;
+                }
+                crate::status!("peerlink: {} ({}) joined", p.name, p.id);
+                if let Err(e) = self.open(Remote { id: p.id, name: p.name }, false).await {
+                    crate::status!("peerlink: cannot start a connection: {e:#}");
+                }
+            }
+            ClientEvent::PeerLeft(id) => {
+                let Some(conn) = self.conns.get(&id) else { return };
+                if conn.connected {
+                    // Its signaling is gone; the connection is the judge of whether it is.
+                    tracing::debug!(%id, "peer left signaling; keeping the connection while it lasts");
+                    return;
+                }
+                self.drop_conn(&id, Gone::Left).await;
+            }
+            ClientEvent::Signal { from, data } => {
+                if !self.conns.contains_key(&from) {
+                    // An offer from someone we have not heard of yet (it joined while we were
+                    // away from signaling).
+                    let remote = Remote { id: from.clone(), name: from.clone() };
+                    if let Err(e) = self.open(remote, false).await {
+                        crate::status!("peerlink: cannot start a connection: {e:#}");
+                        return;
+                    }
+                }
+                if let Err(e) = self.on_signal(&from, data.get()).await {
+                    crate::status!("peerlink: negotiation with {from} failed: {e:#}");
+                }
+            }
+            ClientEvent::Disconnected { reason } => {
+                crate::status!("peerlink: signaling: {reason}; reconnecting (connections stay up)")
+            }
+            ClientEvent::Closed { reason } => crate::status!("peerlink: signaling: {reason}"),
+            ClientEvent::Error { code, message } => tracing::debug!(%code, %message, "signaling error"),
+            _ => {}
+        }
+    }
+
+    async fn send_signal(&self, to: &str, data: serde_json::Value) {
+        if let Err(e) = self.signal.signal(to, data).await {
+            tracing::debug!(%to, error = %e, "signal not sent");
+        }
+    }
+
+    async fn offer(&mut self, id: &str) {
+        let Some(conn) = self.conns.get_mut(id) else { return };
+        conn.fallback_at = None;
+        conn.making_offer = true;
+        let handle = conn.handle.clone();
+        let offer = handle.create_offer().await;
+        let Some(conn) = self.conns.get_mut(id) else { return };
+        conn.making_offer = false;
+        match offer {
+            Ok(offer) => {
+                conn.offered = true;
+                self.send_signal(id, json!({"description": {"type": "offer", "sdp": offer.sdp}})).await;
+                self.described(id).await;
+            }
+            Err(e) => crate::status!("peerlink: cannot make an offer: {e}"),
+        }
+    }
+
+    /// Our description went to `id`: the candidates held for it follow.
+    async fn described(&mut self, id: &str) {
+        let Some(conn) = self.conns.get_mut(id) else { return };
+        conn.described = true;
+        let held = std::mem::take(&mut conn.held);
+        for c in held {
+            self.send_signal(id, json!({ "candidate": c })).await;
+        }
+    }
+
+    /// A signal from `from` (perfect negotiation: the peer with the greater id is polite and
+    /// rolls its own offer back on a collision).
+    async fn on_signal(&mut self, from: &str, raw: &str) -> anyhow::Result<()> {
+        let data: serde_json::Value = serde_json::from_str(raw).unwrap_or_default();
+        let polite = self.my_id.as_str() > from;
+        let Some(conn) = self.conns.get_mut(from) else { return Ok(()) };
+        let handle = conn.handle.clone();
+        if let Some(d) = data.get("description") {
+            let (Some(kind), Some(sdp)) = (d["type"].as_str().and_then(SdpType::parse), d["sdp"].as_str())
+            else {
+                return Ok(());
+            };
+            if kind == SdpType::Offer && (conn.making_offer || conn.offered) {
+                if !polite {
+                    return Ok(());
+                }
+                handle.rollback().await?;
+            }
+            let Some(conn) = self.conns.get_mut(from) else { return Ok(()) };
+            if kind == SdpType::Answer {
+                conn.offered = false;
+            } else {
+                conn.offered = false;
+                conn.fallback_at = None;
+            }
+            let answer = handle.set_remote_description(Description { kind, sdp: sdp.to_owned() }).await?;
+            if let Some(answer) = answer {
+                self.send_signal(from, json!({"description": {"type": "answer", "sdp": answer.sdp}})).await;
+                self.described(from).await;
+            }
+        } else if let Some(c) = data.get("candidate") {
+            match c {
+                serde_json::Value::Null => handle.add_ice_candidate(""),
+                c => {
+                    if let Some(line) = c["candidate"].as_str() {
+                        // Browsers send "" as an end-of-candidates marker too.
+                        handle.add_ice_candidate(line);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_peer_event(&mut self, id: String, event: Option<RtcEvent>) {
+        let Some(event) = event else {
+            // The connection's driver ended.
+            self.drop_conn(&id, Gone::Closed).await;
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        let candidate = match &event {
+            RtcEvent::LocalCandidate(c) => Some(json!({"candidate": c, "sdpMid": "0", "sdpMLineIndex": 0})),
+            RtcEvent::GatheringComplete => Some(serde_json::Value::Null),
+            _ => None,
+        };
+        if let Some(c) = candidate {
+            if conn.described {
+                self.send_signal(&id, json!({ "candidate": c })).await;
+            } else {
+                conn.held.push(c);
+            }
+            return;
+        }
+        let gone = match &event {
+            RtcEvent::ConnectionState(ConnectionState::Connected) => {
+                conn.connected = true;
+                None
+            }
+            RtcEvent::Failed { reason, during_setup } => {
+                Some(Gone::Failed { reason: reason.clone(), during_setup: *during_setup })
+            }
+            RtcEvent::ConnectionState(ConnectionState::Closed) => Some(Gone::Closed),
+            RtcEvent::Channel(ChannelEvent::Ended { reason }) if conn.connected => {
+                tracing::debug!(%id, %reason, "data channels ended");
+                Some(Gone::Closed)
+            }
+            _ => None,
+        };
+        let _ = self.app.send(RoomEvent::Rtc { peer: id.clone(), event });
+        if let Some(gone) = gone {
+            self.drop_conn(&id, gone).await;
+        }
+    }
+
+    async fn drop_conn(&mut self, id: &str, reason: Gone) {
+        let Some(conn) = self.conns.remove(id) else { return };
+        tracing::debug!(%id, name = %conn.name, %reason, "connection over");
+        conn.handle.close().await;
+        conn.forward.abort();
+        let _ = self.app.send(RoomEvent::Gone { peer: id.to_owned(), reason });
+    }
+}
