@@ -63,6 +63,8 @@ step "end-to-end: peerlink send to peerlink recv (50 MB, no overwrite, interrupt
 tests/e2e/transfer-cli.sh target/release/peerlink
 step "interop: the browser app in headless Chromium with peerlink chat, recv and send (50 MB each way; namespace)"
 tests/e2e/chat-browser.sh target/release/peerlink
+step "interop: the browser app WITH its camera on and peerlink recv, 15x per join order (renegotiation during set-up; namespace)"
+ITER=${CAMERA_ITER:-15} tests/e2e/camera-browser.sh target/release/peerlink
 step "interop: our mDNS resolver gets a Chromium *.local host candidate's address (namespace)"
 tests/e2e/mdns-chromium.sh target/release/examples/mdns_resolve
 
@@ -71,6 +73,8 @@ tests/e2e/signal-redis.sh target/release/peerlink target/release/examples/signal
 
 step "end-to-end: the browser app in headless Chromium (video, chat, 20 MB file; direct and relay-only)"
 tests/e2e/web-chromium.sh target/release/peerlink
+step "end-to-end: a call in the browser app goes on through a restart of peerlink serve (same ids, video and chat)"
+tests/e2e/web-restart.sh target/release/peerlink
 
 fuzz_seconds=${FUZZ_SECONDS:-20}
 if [ "$fuzz_seconds" -gt 0 ]; then

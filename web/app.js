@@ -45,6 +45,10 @@ const app = {
   transfers: new Map(), // key -> { record, row, peerId, peerName }
   errors: [],
   transferSeq: 0,
+  rejoins: 0, // welcomes that gave our id back after a lost signaling connection
+  everJoined: false,
+  statsTimer: null,
+  joinProblem: '',
 };
 
 // ---- read-only state for tests and debugging ----------------------------------------------
@@ -66,6 +70,8 @@ function snapshot() {
     frameHeight: peer.stats.height,
     chatOpen: peer.chatOpen,
     iceRestarts: peer.restarts,
+    serial: peer.serial,
+    inRoom: !peer.away,
   }));
   const transfers = [...app.transfers.values()].map(({ record, peerId, peerName }) => ({
     direction: record.direction, peerId, peerName, name: record.name, size: record.size,
@@ -79,6 +85,10 @@ function snapshot() {
     selfId: app.selfId,
     relayOnly: app.relayOnly,
     signaling: app.signalState,
+    rejoins: app.rejoins,
+    joinProblem: app.joinProblem,
+    view: $('join').hidden ? 'call' : 'join',
+    fileToast: $('file-toast').hidden ? null : $('file-toast-text').textContent,
     media: app.media,
     iceServers: app.iceServers.map((s) => ({ urls: s.urls })),
     peers,
@@ -144,6 +154,9 @@ function setProblem(text) {
 async function start(room, name) {
   app.room = room;
   app.name = name;
+  app.joinProblem = '';
+  app.selfId = null;
+  app.everJoined = false;
   try { localStorage.setItem('peerlink.name', name); } catch { /* private mode */ }
   // The shareable address: the room, plus the test/auth switches that were given.
   const q = new URLSearchParams({ room });
@@ -180,7 +193,8 @@ async function start(room, name) {
     },
   });
   app.signaling.start();
-  setInterval(refreshStats, 1000);
+  clearInterval(app.statsTimer);
+  app.statsTimer = setInterval(refreshStats, 1000);
 }
 
 async function openMedia() {
@@ -211,33 +225,89 @@ function withTimeout(promise, ms) {
 
 // ---- signaling events ---------------------------------------------------------------------
 
-function onWelcome(msg) {
-  // A new session (first join or after a reconnect): the others know us by a new id now.
-  for (const id of [...app.peers.keys()]) removePeer(id, false);
-  app.selfId = String(msg.id);
+function onWelcome(msg, { rejoined } = {}) {
+  app.everJoined = true;
   app.iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
-  const peers = Array.isArray(msg.peers) ? msg.peers : [];
-  for (const p of peers.slice(0, MAX_PEERS - 1)) {
-    if (p && typeof p.id === 'string' && p.id !== app.selfId) addPeer(p.id, p.name, true);
+  const id = String(msg.id);
+  const peers = (Array.isArray(msg.peers) ? msg.peers : [])
+    .filter((p) => p && typeof p.id === 'string' && p.id !== id);
+  if (rejoined && id === app.selfId) {
+    // Back after a lost signaling connection under the same id: the others still know us.
+    // Working connections stay as they are (no new offer); only peers we have no working
+    // connection with are offered to, as a newcomer would.
+    app.rejoins++;
+    const listed = new Set(peers.map((p) => p.id));
+    for (const { peer } of [...app.peers.values()]) {
+      if (!listed.has(peer.id)) peerAway(peer); // reconnecting too, or gone
+    }
+    for (const p of peers) {
+      const entry = app.peers.get(p.id);
+      if (entry?.peer.live) {
+        entry.peer.away = false;
+        renderPeer(entry.peer);
+        continue;
+      }
+      if (entry) removePeer(p.id);
+      if (app.peers.size < MAX_PEERS - 1) addPeer(p.id, p.name, true);
+    }
+    return;
   }
+  // A new session (first join, or the server could not give our id back): the others know us
+  // by a new id now, so every connection starts afresh.
+  if (app.peers.size) systemLine('Rejoined the room as a newcomer; reconnecting to everyone.');
+  for (const pid of [...app.peers.keys()]) removePeer(pid);
+  app.selfId = id;
+  for (const p of peers.slice(0, MAX_PEERS - 1)) addPeer(p.id, p.name, true);
   if (peers.length >= MAX_PEERS) notice(`This room has more than ${MAX_PEERS} participants; connected to the first ${MAX_PEERS - 1}.`);
 }
 
 function onPeerJoined(p) {
-  if (app.peers.has(p.id) || p.id === app.selfId) return;
-  if (app.peers.size >= MAX_PEERS - 1) {
+  if (p.id === app.selfId) return;
+  const entry = app.peers.get(p.id);
+  if (entry) {
+    // Someone we know, back in the room after losing signaling (or a server restart): keep a
+    // working connection; one that ended or never came up starts again (they will offer).
+    const { peer } = entry;
+    if (peer.live || (!peer.away && !peer.ended)) {
+      peer.away = false;
+      peer.name = cleanName(p.name);
+      renderPeer(peer);
+      return;
+    }
+    removePeer(p.id);
+  } else if (app.peers.size >= MAX_PEERS - 1) {
     notice(`${cleanName(p.name)} joined, but a call holds at most ${MAX_PEERS} people.`);
     return;
   }
   addPeer(p.id, p.name, false);
-  systemLine(`${cleanName(p.name)} joined`);
+  if (!entry) systemLine(`${cleanName(p.name)} joined`);
 }
 
 function onPeerLeft(id) {
   const entry = app.peers.get(id);
   if (!entry) return;
-  systemLine(`${entry.peer.name} left`);
-  removePeer(id, true);
+  peerAway(entry.peer);
+}
+
+/** The peer is not in the signaling room. Its session may have ended because it left, or only
+ * because its signaling connection was lost (a blip, a server restart): a working connection
+ * is kept until it ends by itself; anything else goes now. */
+function peerAway(peer) {
+  if (peer.live && !peer.ended) {
+    peer.away = true;
+    renderPeer(peer);
+    return;
+  }
+  systemLine(`${peer.name} left`);
+  removePeer(peer.id);
+}
+
+/** A peer that is away goes once its connection ends (failed, closed, chat channel closed). */
+function checkAway(peer) {
+  const entry = app.peers.get(peer.id);
+  if (!entry || entry.peer !== peer || !peer.away || !peer.ended) return;
+  systemLine(`${peer.name} left`);
+  removePeer(peer.id);
 }
 
 function onSignal(from, data) {
@@ -249,8 +319,31 @@ function onSignal(from, data) {
   entry.peer.handleSignal(data);
 }
 
+// Join refusals, with what the user can do about each.
+const JOIN_REFUSALS = {
+  'room-full': 'Try again later, or pick another room.',
+  'bad-room': 'Pick another room name.',
+  'bad-name': 'Pick another name.',
+  unauthorized: 'This room needs a valid invitation link.',
+};
+
 function showServerError(code, message) {
   app.errors.push({ code, message });
+  // A signal to a peer that just left: a normal race, nothing to tell the user.
+  if (code === 'unknown-peer') return;
+  if (JOIN_REFUSALS[code] && app.signalState !== 'joined') {
+    if (!app.everJoined) {
+      // Never in: back to the join form with the reason, camera off.
+      const why = message ? `${message[0].toUpperCase()}${message.slice(1)}.` : `Refused (${code}).`;
+      backToJoin(`${why} ${JOIN_REFUSALS[code]}`);
+      return;
+    }
+    // Refused on the way back in (e.g. the room filled up while we were away): the calls we
+    // have go on; signaling tries again later.
+    notice(`Could not rejoin the room: ${message || code}. Calls in progress go on; trying again.`);
+    app.signaling?.reconnect();
+    return;
+  }
   showBanner(`Server: ${message || code} (${code})`, 'error');
 }
 
@@ -259,7 +352,30 @@ function showSignalState(state, detail) {
   const pill = $('signal-state');
   pill.dataset.state = state;
   const labels = { connecting: 'connecting…', joining: 'joining…', joined: 'online', closed: 'left' };
-  pill.textContent = state === 'reconnecting' ? `offline, retrying in ${Math.ceil(detail / 1000)} s` : labels[state] || state;
+  // After a first join, being away from signaling does not touch calls: say only that.
+  const away = app.everJoined && ['reconnecting', 'connecting', 'joining'].includes(state);
+  pill.textContent = away ? 'signaling reconnecting…'
+    : state === 'reconnecting' ? `offline, retrying in ${Math.ceil(detail / 1000)} s` : labels[state] || state;
+  pill.title = away ? 'The signaling server is out of reach; calls in progress go on.' : '';
+}
+
+/** Leaves the call view for the join form, camera and microphone off, with `problem` shown. */
+function backToJoin(problem) {
+  app.signaling?.close();
+  app.signaling = null;
+  clearInterval(app.statsTimer);
+  for (const id of [...app.peers.keys()]) removePeer(id);
+  app.localStream?.getTracks().forEach((t) => t.stop());
+  app.localStream = null;
+  app.media = 'pending';
+  app.selfTile?.node.remove();
+  app.selfTile = null;
+  layoutTiles();
+  app.signalState = 'idle';
+  for (const id of ['room-label', 'copy-link', 'signal-state']) $(id).hidden = true;
+  app.joinProblem = problem;
+  showJoin(app.room, app.name);
+  setProblem(problem);
 }
 
 // ---- peers --------------------------------------------------------------------------------
@@ -282,10 +398,19 @@ function addPeer(id, name, initiator) {
     initiator,
     signal: (data) => app.signaling.signal(peerId, data),
     on: {
-      change: (p) => renderPeer(p),
+      change: (p) => {
+        renderPeer(p);
+        checkAway(p);
+      },
       chat: (p, text) => chatLine({ from: p.id, name: p.name, text, mine: false }),
       fileChannel: (p, ch) => startReceive(p, ch),
       log: (p, text) => console.warn(`peer ${p.name}: ${text}`),
+      reset: (p, data) => {
+        const entry = app.peers.get(p.id);
+        if (!entry || entry.peer !== p) return;
+        removePeer(p.id);
+        addPeer(p.id, p.name, false).peer.handleSignal(data);
+      },
     },
   });
   const entry = { peer, tile };
@@ -315,6 +440,7 @@ function renderPeer(peer) {
   tile.setState(s === 'new' ? 'waiting' : s, s);
   const st = peer.stats;
   const parts = [];
+  if (peer.away) parts.push('away from signaling');
   if (st.local) parts.push(`${st.local} ⇄ ${st.remote}`);
   if (st.rtt !== null) parts.push(`${st.rtt} ms`);
   if (st.width) parts.push(`${st.width}×${st.height}${st.fps ? ` ${Math.round(st.fps)} fps` : ''}`);
@@ -376,7 +502,37 @@ function newTransfer(peer) {
 }
 
 function startReceive(peer, ch) {
-  receiveFile(ch, newTransfer(peer));
+  const update = newTransfer(peer);
+  let announced = null;
+  receiveFile(ch, (t) => {
+    update(t);
+    // The file list may be out of sight (below the fold on a phone): say a file is coming.
+    const stage = t.status === 'verified' ? 'done' : t.status === 'failed' ? 'failed' : 'coming';
+    if (t.name && stage !== announced) {
+      announced = stage;
+      const what = { coming: `${peer.name} is sending you ${t.name} (${formatBytes(t.size)})`,
+        done: `${t.name} from ${peer.name} is ready to save`, failed: `${t.name} from ${peer.name} failed` }[stage];
+      fileToast(what);
+    }
+  });
+}
+
+function filesInView() {
+  const r = $('transfers').closest('.panel').getBoundingClientRect();
+  const view = $('call').getBoundingClientRect();
+  return r.top < Math.min(view.bottom, innerHeight) - 40 && r.bottom > Math.max(view.top, 0) + 40;
+}
+
+let toastTimer = null;
+function fileToast(text) {
+  clearTimeout(toastTimer);
+  if (filesInView()) {
+    $('file-toast').hidden = true;
+    return;
+  }
+  $('file-toast-text').textContent = text;
+  $('file-toast').hidden = false;
+  toastTimer = setTimeout(() => { $('file-toast').hidden = true; }, 15000);
 }
 
 function sendFiles(files) {
@@ -429,6 +585,14 @@ function wireControls() {
     setTimeout(() => { $('copy-link').textContent = 'Copy link'; }, 1500);
   };
   $('error-close').onclick = () => { $('error').hidden = true; };
+  $('file-toast-show').onclick = () => {
+    $('file-toast').hidden = true;
+    $('transfers').closest('.panel').scrollIntoView({ behavior: 'smooth', block: 'start' });
+  };
+  $('file-toast-close').onclick = () => { $('file-toast').hidden = true; };
+  $('call').addEventListener('scroll', () => {
+    if (!$('file-toast').hidden && filesInView()) $('file-toast').hidden = true;
+  }, { passive: true });
   const call = $('call');
   call.addEventListener('dragover', (ev) => { ev.preventDefault(); call.classList.add('dropping'); });
   call.addEventListener('dragleave', () => call.classList.remove('dropping'));

@@ -17,6 +17,7 @@ const CHAT_GRACE_MS = 1500;
 // the waiting side offers itself (perfect negotiation settles a glare).
 const OFFER_FALLBACK_MS = 4000;
 export const MAX_CHAT_CHARS = 4000;
+let serials = 0;
 
 export class Peer {
   /**
@@ -28,7 +29,7 @@ export class Peer {
    * @param {boolean} o.initiator     true: we offer now (we are the newcomer)
    * @param {(data: object) => void} o.signal     sends {description} / {candidate} to the peer
    * @param {object} o.on  callbacks: change(peer), chat(peer, text), fileChannel(peer, channel),
-   *                       log(peer, text)
+   *                       log(peer, text), reset(peer, offerData) (an offer it cannot take)
    */
   constructor(o) {
     this.id = o.id;
@@ -46,6 +47,12 @@ export class Peer {
     this.stats = { local: null, remote: null, rtt: null, framesDecoded: 0, fps: null, width: 0, height: 0 };
     this.inbox = Promise.resolve();
     this.restarts = 0;
+    // Not in the signaling room (peer-left, or missing from a welcome after our rejoin) while
+    // the connection still works: kept until that connection ends.
+    this.away = false;
+    this.hadChat = false; // a chat channel was open at some point
+    this.negotiated = false; // a remote description was applied
+    this.serial = ++serials; // tells a kept connection from a new one to the same id
 
     const pc = new RTCPeerConnection({
       iceServers: o.iceServers,
@@ -77,7 +84,7 @@ export class Peer {
     };
     pc.onconnectionstatechange = () => {
       const s = pc.connectionState;
-      if (s === 'failed') {
+      if (s === 'failed' && !this.away) {
         // ICE restart: new credentials, new candidates, through onnegotiationneeded.
         this.restarts++;
         this.on.log(this, 'connection failed, restarting ICE');
@@ -106,6 +113,17 @@ export class Peer {
     }
   }
 
+  /** Whether the connection carries media and data now (or is only briefly interrupted). */
+  get live() {
+    return !this.closed && ['connected', 'disconnected'].includes(this.pc.connectionState);
+  }
+
+  /** Whether a connection that was up has ended: failed, closed, or its chat channel gone. */
+  get ended() {
+    const s = this.pc.connectionState;
+    return this.closed || s === 'failed' || s === 'closed' || (this.hadChat && !this.chatOpen);
+  }
+
   /** Sends our tracks, or asks for the remote ones when we have none (receive-only). */
   attachMedia(initiator) {
     if (this.mediaAttached) return;
@@ -123,6 +141,9 @@ export class Peer {
   handleSignal(data) {
     this.inbox = this.inbox.then(() => this.processSignal(data)).catch((e) => {
       this.on.log(this, `signal: ${e.message || e}`);
+      // An offer this connection cannot take after it was negotiated (e.g. a new DTLS
+      // identity: the other side started afresh after losing signaling): start afresh too.
+      if (this.negotiated && !this.closed && data?.description?.type === 'offer') this.on.reset?.(this, data);
     });
   }
 
@@ -136,6 +157,7 @@ export class Peer {
       this.ignoreOffer = !this.polite && collision;
       if (this.ignoreOffer) return;
       await pc.setRemoteDescription({ type: d.type, sdp: d.sdp });
+      this.negotiated = true;
       if (d.type === 'offer') {
         this.attachMedia(false);
         await pc.setLocalDescription();
@@ -155,7 +177,10 @@ export class Peer {
 
   wireChat(channel) {
     this.chatChannels.push(channel);
-    channel.onopen = () => this.on.change(this);
+    channel.onopen = () => {
+      this.hadChat = true;
+      this.on.change(this);
+    };
     channel.onclose = () => {
       this.chatChannels = this.chatChannels.filter((c) => c !== channel);
       this.on.change(this);

@@ -1,6 +1,7 @@
-// The signaling client: one WebSocket to /ws speaking the protocol of DESIGN.md
-// ("Signaling protocol"). Reconnects with exponential backoff and joins again; every new
-// session gets a new id from the server, so the app starts its peer connections afresh.
+// The signaling client: one WebSocket to /ws speaking the protocol of docs/signaling.md.
+// Reconnects with exponential backoff (with jitter) and joins again asking for the id it had,
+// so the peers it still has connections with recognise it: a signaling outage or a server
+// restart leaves calls alone. onWelcome learns whether the id was granted (`rejoined`).
 
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 15000;
@@ -10,8 +11,9 @@ export class Signaling {
    * @param {object} opts
    * @param {string} opts.url       ws(s)://host/ws
    * @param {object} opts.join      {room, name, token?}
-   * @param {object} opts.handlers  onWelcome(msg), onPeerJoined(peer), onPeerLeft(id),
-   *                                onSignal(from, data), onError(code, message), onState(state)
+   * @param {object} opts.handlers  onWelcome(msg, {rejoined}), onPeerJoined(peer), onPeerLeft(id),
+   *                                onSignal(from, data), onError(code, message),
+   *                                onState(state, retryMs), onDisconnected()
    */
   constructor({ url, join, handlers }) {
     this.url = url;
@@ -22,6 +24,7 @@ export class Signaling {
     this.timer = null;
     this.closed = false;
     this.state = 'idle';
+    this.id = null; // granted by the last welcome; asked for again on every rejoin
   }
 
   start() {
@@ -44,6 +47,7 @@ export class Signaling {
     ws.onopen = () => {
       const msg = { type: 'join', room: this.join.room, name: this.join.name };
       if (this.join.token) msg.token = this.join.token;
+      if (this.id) msg.id = this.id;
       ws.send(JSON.stringify(msg));
       this.setState('joining');
     };
@@ -73,11 +77,15 @@ export class Signaling {
 
   dispatch(msg) {
     switch (msg.type) {
-      case 'welcome':
+      case 'welcome': {
+        if (typeof msg.id !== 'string') break;
         this.backoff = BACKOFF_MIN_MS;
+        const rejoined = this.id !== null && msg.id === this.id;
+        this.id = msg.id;
         this.setState('joined');
-        this.h.onWelcome(msg);
+        this.h.onWelcome(msg, { rejoined });
         break;
+      }
       case 'peer-joined':
         if (msg.peer && typeof msg.peer.id === 'string') this.h.onPeerJoined(msg.peer);
         break;
@@ -118,9 +126,14 @@ export class Signaling {
     this.closed = true;
     clearTimeout(this.timer);
     if (this.ws) {
-      this.send({ type: 'leave' });
+      if (this.state === 'joined') this.send({ type: 'leave' });
       this.ws.close();
     }
+  }
+
+  /** Drops this connection and tries again after the backoff (e.g. a rejoin was refused). */
+  reconnect() {
+    if (this.ws) this.ws.close(); // onclose schedules the retry
   }
 
   setState(state, detail) {

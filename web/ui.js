@@ -52,6 +52,8 @@ export class Tile {
     this.video.srcObject = stream;
     if (!stream) return;
     const p = this.video.play();
+    // Our own picture: nothing to do if it cannot play (e.g. the tile was removed meanwhile).
+    if (p && this.self) p.catch(() => {});
     if (p && !this.self) {
       p.catch(() => {
         // Autoplay with sound refused (no user gesture yet): play muted, offer to unmute.

@@ -1,6 +1,7 @@
 // The browser app served by `peerlink serve`, driven in headless Chromium: two participants
 // (a laptop-sized and a phone-sized page, separate browser contexts) join a random room, see
 // each other's (fake) camera, chat both ways and send a 20 MB file whose SHA-256 must match.
+// On the phone-sized page, where the file list is below the fold, a notice tells of the file.
 // Then all again with ?relay=1 (iceTransportPolicy "relay"), where the selected candidate
 // pair must be relay on both sides.
 //
@@ -126,6 +127,15 @@ async function round(relay) {
     await a.page.screenshot({ path: join(shots, `${tag}-alice-laptop.png`) });
     await b.page.screenshot({ path: join(shots, `${tag}-bob-phone.png`) });
 
+    // A longer conversation pushes the phone's file list below the fold.
+    for (let i = 1; i <= 8; i++) {
+      await a.page.fill('#chat-input', `line ${i} of a longer conversation`);
+      await a.page.click('#chat-send');
+    }
+    await waitFor(b.page, (s) => s.chatReceived.some((m) => m.text === 'line 8 of a longer conversation'), 10000);
+    const belowFold = await b.page.evaluate(() => document.querySelector('#transfers').getBoundingClientRect().top > innerHeight);
+    console.log(`# bob's file list is ${belowFold ? 'below the fold' : 'in view'} before the transfer`);
+
     // A 20 MB random file from alice to bob, picked through the file input.
     const name = `random-${tag}.bin`;
     const path = join(tmp, name);
@@ -151,6 +161,20 @@ async function round(relay) {
       return l && { download: l.download, blob: l.href.startsWith('blob:') };
     });
     check(link && link.download === name && link.blob, `${tag}: bob is offered a download link named ${link?.download}`);
+    // On the phone the file list is below the fold: a notice says a file came, and its
+    // button brings the list into view.
+    const toast = bS2?.fileToast;
+    check(typeof toast === 'string' && toast.includes(name), `${tag}: bob's phone-sized page tells him of the file ("${toast}")`);
+    if (toast) {
+      await b.page.screenshot({ path: join(shots, `${tag}-bob-file-notice.png`) });
+      await b.page.click('#file-toast-show');
+      await sleep(800);
+      const listShown = await b.page.evaluate(() => {
+        const r = document.querySelector('#transfers a.save').getBoundingClientRect();
+        return r.top >= 0 && r.bottom <= innerHeight;
+      });
+      check(listShown, `${tag}: its Show button scrolls bob's file list into view`);
+    }
     await a.page.screenshot({ path: join(shots, `${tag}-alice-file.png`) });
     await b.page.screenshot({ path: join(shots, `${tag}-bob-file.png`) });
     rmSync(path, { force: true });
