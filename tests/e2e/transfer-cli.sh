@@ -2,8 +2,10 @@
 # `peerlink send` to `peerlink recv` through `peerlink serve`, on loopback: a 50 MB random
 # file arrives with the same SHA-256 and both exit 0; a second file of the same name does
 # not overwrite the first; a sender killed in the middle makes the receiver exit with the
-# "interrupted" code (4); in a namespace whose only address is IPv6, the file goes over IPv6
-# with no --bind.
+# "interrupted" code (4); bad input (a folder to send, --out naming a file or an unwritable
+# folder) fails at once; a file the receiver cannot write is refused with the reason (exit 3
+# on both sides); in a room of three, --to picks one receiver and no --to sends to all; in a
+# namespace whose only address is IPv6, the file goes over IPv6 with no --bind.
 #
 #   tests/e2e/transfer-cli.sh [path/to/peerlink]
 set -euo pipefail
@@ -13,7 +15,7 @@ peerlink=${1:-target/release/peerlink}
 tmp=$(mktemp -d)
 PIDS=()
 ns=pltx6$$
-trap 'kill_all; ip netns del "$ns" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+trap 'kill_all; umount "$tmp/ro" "$tmp/soon-ro" 2>/dev/null; ip netns del "$ns" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 status=0
 ok() { echo "ok   $1"; }
 fail() { echo "FAIL $1"; status=1; }
@@ -77,6 +79,99 @@ if [ "$rc" = 4 ]; then
 else
     fail "interrupted transfer: recv exited $rc"
     tail -5 "$tmp/recv3.err"
+fi
+
+# Input checked before anyone is waited for: each of these exits 1 at once with the reason.
+refused_at_once() { # label expected-pattern command...
+    local label=$1 pattern=$2
+    shift 2
+    set +e
+    timeout 10 "$@" --server "$url" --room "checks-$$" --bind 127.0.0.1 </dev/null 2>"$tmp/check.err" >/dev/null
+    local rc=$?
+    set -e
+    if [ "$rc" = 1 ] && grep -qE "$pattern" "$tmp/check.err"; then
+        ok "$label: exit 1 at once ($(grep -m1 -E "$pattern" "$tmp/check.err"))"
+    else
+        fail "$label: exit $rc, $(tail -2 "$tmp/check.err")"
+    fi
+}
+refused_at_once "send of a folder" "is a folder" "$peerlink" send "$tmp/in"
+refused_at_once "send of a missing file" "No such file" "$peerlink" send "$tmp/missing.bin"
+refused_at_once "recv --out naming a file" "is a file" "$peerlink" recv --out "$tmp/data.bin"
+mkdir "$tmp/ro"
+mount -t tmpfs -o ro,size=1m tmpfs "$tmp/ro"
+refused_at_once "recv --out an unwritable folder" "cannot write there" "$peerlink" recv --out "$tmp/ro"
+umount "$tmp/ro"
+# A missing folder is made, and said so.
+set +e
+timeout 3 "$peerlink" recv --out "$tmp/made/deeper" --server "$url" --room "made-$$" --bind 127.0.0.1 2>"$tmp/made.err"
+set -e
+if [ -d "$tmp/made/deeper" ] && grep -q "created the folder" "$tmp/made.err"; then
+    ok "recv --out a missing folder makes it and says so"
+else
+    fail "recv --out a missing folder: $(tail -2 "$tmp/made.err")"
+fi
+
+# A receiver that cannot write the file refuses it with the reason; the sender exits 3 with
+# it (the folder turns read-only after the receiver checked it).
+mkdir "$tmp/soon-ro"
+mount -t tmpfs -o size=1m tmpfs "$tmp/soon-ro"
+room="t4-$$"
+timeout 60 "$peerlink" recv --server "$url" --room "$room" --out "$tmp/soon-ro" --bind 127.0.0.1 2>"$tmp/recv4.err" &
+recv_pid=$!
+wait_for_line "$tmp/recv4.err" "waiting for someone"
+mount -o remount,ro "$tmp/soon-ro"
+set +e
+timeout 60 "$peerlink" send "$tmp/data.bin" --server "$url" --room "$room" --bind 127.0.0.1 2>"$tmp/send4.err"
+send_rc=$?
+wait "$recv_pid"
+recv_rc=$?
+set -e
+umount "$tmp/soon-ro" || true
+if [ "$send_rc" = 3 ] && [ "$recv_rc" = 3 ] && grep -q "refused: the receiver refused: cannot write the file" "$tmp/send4.err"; then
+    ok "an unwritable file is refused: send and recv exit 3 ($(grep -m1 'refused' "$tmp/send4.err"))"
+else
+    fail "unwritable file: send $send_rc, recv $recv_rc: $(tail -2 "$tmp/send4.err")"
+fi
+
+# Rooms of three: --to sends to one named receiver; without it, to every receiver.
+room="t5-$$"
+mkdir "$tmp/alice" "$tmp/bob"
+head -c $((1 << 20)) /dev/urandom >"$tmp/small.bin"
+timeout 60 "$peerlink" recv --name alice --server "$url" --room "$room" --out "$tmp/alice" --bind 127.0.0.1 2>"$tmp/alice.err" &
+alice_pid=$!
+timeout 60 "$peerlink" recv --name bob --server "$url" --room "$room" --out "$tmp/bob" --bind 127.0.0.1 2>"$tmp/bob.err" &
+bob_pid=$!
+wait_for_line "$tmp/bob.err" "joined room"
+set +e
+timeout 60 "$peerlink" send "$tmp/small.bin" --to bob --server "$url" --room "$room" --bind 127.0.0.1 2>"$tmp/send5.err"
+send_rc=$?
+wait "$bob_pid"
+bob_rc=$?
+set -e
+if [ "$send_rc" = 0 ] && [ "$bob_rc" = 0 ] && cmp -s "$tmp/small.bin" "$tmp/bob/small.bin" && [ ! -e "$tmp/alice/small.bin" ]; then
+    ok "send --to bob: bob has the file, alice (also in the room) has nothing"
+else
+    fail "send --to bob: send $send_rc, bob $bob_rc, $(ls "$tmp/alice" "$tmp/bob")"
+    tail -3 "$tmp/send5.err"
+fi
+timeout 60 "$peerlink" recv --name carol --server "$url" --room "$room" --out "$tmp/bob" --bind 127.0.0.1 2>"$tmp/carol.err" &
+carol_pid=$!
+wait_for_line "$tmp/carol.err" "joined room"
+set +e
+timeout 60 "$peerlink" send "$tmp/small.bin" --server "$url" --room "$room" --bind 127.0.0.1 2>"$tmp/send6.err"
+send_rc=$?
+wait "$alice_pid"
+alice_rc=$?
+wait "$carol_pid"
+carol_rc=$?
+set -e
+if [ "$send_rc" = 0 ] && [ "$alice_rc" = 0 ] && [ "$carol_rc" = 0 ] && cmp -s "$tmp/small.bin" "$tmp/alice/small.bin" &&
+    cmp -s "$tmp/small.bin" "$tmp/bob/small (1).bin" && [ "$(grep -c 'confirmed its SHA-256' "$tmp/send6.err")" = 2 ]; then
+    ok "send with no --to: both receivers in the room get the file, send exits 0 after both confirmed"
+else
+    fail "send to every receiver: send $send_rc, alice $alice_rc, carol $carol_rc"
+    tail -5 "$tmp/send6.err"
 fi
 
 # IPv6: the namespace's only address besides loopback is a unique-local IPv6 one. The peers

@@ -2,7 +2,7 @@
 //! standard input read off the runtime, and small timer helpers. The room itself is in
 //! `room.rs`.
 
-use peerlink_signal::SignalClient;
+use peerlink_signal::{ClientOptions, SignalClient};
 use std::net::IpAddr;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -44,8 +44,9 @@ impl MeetArgs {
 /// The signaling client for `args`; `wait`: how long to keep trying a server that refuses
 /// connections before the first join.
 pub fn connect(args: &MeetArgs, name: &str, wait: Option<Duration>) -> SignalClient {
-    let _ = wait;
-    SignalClient::connect(&args.server, &args.room, name, args.token.clone())
+    let mut options = ClientOptions::default();
+    options.give_up_after = wait;
+    SignalClient::connect_with(&args.server, &args.room, name, args.token.clone(), options)
 }
 
 /// Sleeps until `at`, or forever.

@@ -70,10 +70,10 @@ impl std::fmt::Display for Gone {
 }
 
 /// How the room reaches the server.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RoomOptions {
-    /// Keep trying to reach a server that refuses connections for this long before giving up
-    /// (`None`: the signaling client's default).
+    /// Keep trying to reach a server that refuses connections for this long before the
+    /// first join (`None`: forever).
     pub wait: Option<Duration>,
 }
 
@@ -286,14 +286,15 @@ impl Task {
 
     async fn on_signaling(&mut self, event: ClientEvent) {
         match event {
-            ClientEvent::Joined { id, peers, .. } => {
+            ClientEvent::Joined { id: new_id, peers, .. }
+            | ClientEvent::Rejoined { id: new_id, peers, .. } => {
                 // Back after losing the server. Established connections stay as they are;
                 // a peer we have no connection with is offered to, as a newcomer does.
-                if id != self.my_id {
-                    crate::status!("peerlink: signaling is back; this peer is now {id}");
-                    self.my_id = id;
+                if new_id != self.my_id {
+                    crate::status!("peerlink: signaling is back; this peer is now {new_id}");
+                    self.my_id = new_id;
                 } else {
-                    crate::status!("peerlink: signaling is back");
+                    crate::status!("peerlink: signaling is back (same id)");
                 }
                 for p in peers {
                     if !self.conns.contains_key(&p.id) {

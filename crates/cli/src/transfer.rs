@@ -196,12 +196,15 @@ struct Outgoing {
     progress: Option<Progress>,
     trailer_at: Option<Instant>,
     result: Option<Result<(), TransferError>>,
+    /// A send failed: the connection is going; its end (or an answer that came before it)
+    /// decides the result.
+    broken: bool,
 }
 
 impl Outgoing {
     /// Queues file bytes while the channel is under the high-water mark, then the trailer.
     async fn pump(&mut self, size: u64, buf: &mut [u8]) -> anyhow::Result<()> {
-        if self.progress.is_none() || self.trailer_at.is_some() || self.result.is_some() {
+        if self.progress.is_none() || self.trailer_at.is_some() || self.result.is_some() || self.broken {
             return Ok(());
         }
         while self.handle.buffered_amount(self.channel).await < HIGH && self.sent < size {
@@ -214,7 +217,8 @@ impl Outgoing {
             }
             self.hash.update(&buf[..n]);
             if let Err(e) = self.handle.send(self.channel, buf[..n].to_vec(), true).await {
-                self.result = Some(Err(TransferError::Interrupted(format!("sending: {e}"))));
+                tracing::debug!(error = %e, "send failed; waiting for the connection's end");
+                self.broken = true;
                 return Ok(());
             }
             self.sent += n as u64;
@@ -223,7 +227,8 @@ impl Outgoing {
             let digest = hex(&self.hash.clone().finalize());
             let trailer = json!({"type": "end", "sha256": digest}).to_string();
             if let Err(e) = self.handle.send(self.channel, trailer.into_bytes(), false).await {
-                self.result = Some(Err(TransferError::Interrupted(format!("sending: {e}"))));
+                tracing::debug!(error = %e, "send failed; waiting for the connection's end");
+                self.broken = true;
                 return Ok(());
             }
             self.trailer_at = Some(Instant::now());
@@ -312,6 +317,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<Result<(), TransferError>> {
                             progress: None,
                             trailer_at: None,
                             result: None,
+                            broken: false,
                         });
                     }
                     RoomEvent::Gone { peer, reason } => {
@@ -466,6 +472,14 @@ async fn prepare_out(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits (at most 2 s) until the peer has acknowledged everything sent on `channel`.
+async fn delivered(handle: &PeerHandle, channel: u16) {
+    let until = Instant::now() + Duration::from_secs(2);
+    while handle.unacknowledged(channel).await > 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// One incoming file.
 struct Incoming {
     name: String,
@@ -618,15 +632,15 @@ pub async fn recv(args: RecvArgs) -> anyhow::Result<Result<(), TransferError>> {
                     }
                     RtcEvent::Channel(ChannelEvent::Message { id, data, binary }) => {
                         let Some(channel) = files.get_mut(&(peer.clone(), id)) else { continue };
+                        let handle = channel.handle.clone();
                         match on_file_message(&args.out, channel, id, data, binary).await? {
                             None => {}
                             Some(Ok(())) if args.keep_going => {}
-                            Some(Ok(())) => {
-                                // Let the answer leave before closing.
-                                tokio::time::sleep(Duration::from_millis(500)).await;
-                                break Ok(());
+                            Some(end) => {
+                                // The answer reaches the sender before we go.
+                                delivered(&handle, id).await;
+                                break end;
                             }
-                            Some(Err(e)) => break Err(e),
                         }
                     }
                     RtcEvent::Channel(ChannelEvent::Closed(id)) => {
