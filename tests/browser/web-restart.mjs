@@ -5,8 +5,8 @@
 // are never replaced (same connection object, connected all along); chat messages and video
 // frames keep flowing while the server is down and after it is back; both pages show the
 // "signaling reconnecting" status while away and are back in the room under the same ids,
-// each listed to the other again. Then a page that finds its room full goes back to the join
-// form with the reason, camera off.
+// each listed to the other again. Then one leaves for real, and the other drops it at once;
+// and a page that finds its room full goes back to the join form with the reason, camera off.
 //
 //   node --experimental-websocket web-restart.mjs PEERLINK HTTP_PORT TURN_PORT
 //
@@ -248,6 +248,14 @@ try {
   }
   await alice.page.screenshot({ path: join(shots, 'restart-alice.png') });
   await bob.page.screenshot({ path: join(shots, 'restart-bob.png') });
+
+  // A real departure still ends the call at once: Bob leaves; Alice hears `peer-left` while
+  // still connected, and drops him as soon as his connection closes.
+  const t0 = Date.now();
+  await bob.page.click('#leave-btn');
+  const [gone, as] = await waitFor(alice.page, (s) => s.peers.length === 0, 10000);
+  r.check(gone && as.chat.some((m) => m.system && m.text === 'Bob left'),
+    `when Bob leaves, Alice drops him and says so (${Date.now() - t0} ms)`);
 
   // A full room: the page goes back to the join form with the reason, camera off.
   const full = `full-${randomBytes(4).toString('hex')}`;
