@@ -2,7 +2,11 @@
 # `peerlink chat` with `peerlink chat` through `peerlink serve`, everything on loopback: two
 # peers meet in a room (the second offers), print each other's lines, and report the
 # selected pair; over ws:// and over wss:// (`serve --cert`), and an untrusted certificate
-# refused with a clear error. (The browser app against `peerlink chat`: tests/e2e/chat-browser.sh.)
+# refused with a clear error; a room of three where every line reaches both others, through a
+# server stop and restart on the same port (connections stay up, everyone rejoins with its
+# id, nothing is set up again); a peer at the end of its input exits 0 after its last line
+# was delivered, and one whose input is still open exits when the last other peer has gone.
+# (The browser app against `peerlink chat`: tests/e2e/chat-browser.sh.)
 #
 #   tests/e2e/chat-cli.sh [path/to/peerlink]
 set -euo pipefail
@@ -98,7 +102,99 @@ else
     status=1
 fi
 
+# Rooms of three, a peer leaving, and a server restart under live connections. Chat input
+# comes from FIFOs so the test decides when each line goes and when input ends.
+rm -f "$tmp/serve.out"
+"$peerlink" serve --http 127.0.0.1:0 --listen 127.0.0.1:0 --allow-loopback-peers >"$tmp/serve.out" 2>"$tmp/serve.log" &
+serve_pid=$!
+PIDS+=($serve_pid)
+wait_for_line "$tmp/serve.out" "signaling on ws://"
+url=$(sed -nE 's/.*signaling on (ws:\/\/[^ ]+).*/\1/p' "$tmp/serve.out")
+http=$(sed -nE 's/.*signaling on ws:\/\/([^/]+)\/ws.*/\1/p' "$tmp/serve.out")
+room="three$$"
+# Every chat starts before any FIFO is opened for writing here, so none inherits another's
+# write end (its input would then never end).
+for who in ann ben cat; do
+    mkfifo "$tmp/$who.in"
+    timeout 90 "$peerlink" chat --server "$url" --room "$room" --name "$who" --bind 127.0.0.1 \
+        <"$tmp/$who.in" >"$tmp/$who.out" 2>"$tmp/$who.err" &
+    eval "${who}_pid=$!"
+    PIDS+=($!)
+done
+exec {ann_fd}>"$tmp/ann.in"
+wait_for_line "$tmp/ann.err" "joined room"
+exec {ben_fd}>"$tmp/ben.in"
+wait_for_line "$tmp/ben.err" "joined room"
+exec {cat_fd}>"$tmp/cat.in"
+wait_for_line "$tmp/cat.err" "joined room"
+# Everyone connected with everyone: two 'Connected' lines each.
+for who in ann ben cat; do
+    for _ in $(seq 100); do [ "$(grep -c 'connection Connected' "$tmp/$who.err")" -ge 2 ] && break; sleep 0.2; done
+done
+echo "line from ann" >&"$ann_fd"
+echo "line from cat" >&"$cat_fd"
+check "three: ben got ann's line" "$tmp/ben.out" "line from ann"
+check "three: cat got ann's line" "$tmp/cat.out" "line from ann"
+check "three: ann got cat's line" "$tmp/ann.out" "line from cat"
+check "three: ben got cat's line" "$tmp/ben.out" "line from cat"
+
+# The server stops: connections stay, lines keep flowing; it comes back on the same port and
+# everyone is back in the room under the same id.
+kill "$serve_pid"
+wait "$serve_pid" 2>/dev/null || true
+check "restart: ann notices signaling is gone" "$tmp/ann.err" "reconnecting \(connections stay up\)"
+echo "said while the server is down" >&"$ben_fd"
+check "restart: ann got ben's line with no server" "$tmp/ann.out" "said while the server is down"
+check "restart: cat got ben's line with no server" "$tmp/cat.out" "said while the server is down"
+rm -f "$tmp/serve.out"
+# (The new server must not hold the chats' FIFOs open.)
+"$peerlink" serve --http "$http" --listen 127.0.0.1:0 --allow-loopback-peers >"$tmp/serve.out" 2>"$tmp/serve2.log" \
+    {ann_fd}>&- {ben_fd}>&- {cat_fd}>&- &
+PIDS+=($!)
+wait_for_line "$tmp/serve.out" "signaling on ws://"
+for who in ann ben cat; do
+    check "restart: $who is back in the room with its id" "$tmp/$who.err" "signaling is back \(same id\)"
+done
+echo "said after the restart" >&"$cat_fd"
+check "restart: ann got cat's line after the restart" "$tmp/ann.out" "said after the restart"
+check "restart: ben got cat's line after the restart" "$tmp/ben.out" "said after the restart"
+if grep -qE "is here; offering|joined$" "$tmp/ann.err" "$tmp/ben.err" "$tmp/cat.err" &&
+    [ "$(grep -c 'connection Connected' "$tmp/ann.err")" -gt 2 ]; then
+    echo "FAIL restart: a connection was set up again"
+    status=1
+else
+    echo "ok   restart: no connection was set up again"
+fi
+
+# Cat's input ends: it exits 0 once its last line is acknowledged (and the others print it).
+echo "cat's last words" >&"$cat_fd"
+exec {cat_fd}>&-
+set +e
+wait "$cat_pid"
+rc=$?
+set -e
+if [ "$rc" = 0 ]; then echo "ok   cat exits 0 at the end of its input"; else echo "FAIL cat exited $rc"; status=1; fi
+check "ann got cat's last line" "$tmp/ann.out" "cat's last words"
+check "ann was told cat has gone" "$tmp/ann.err" "cat \(.*\): the other peer closed the connection"
+# Ben's input ends too: ann, whose input is still open, exits once the last other peer is gone.
+exec {ben_fd}>&-
+set +e
+wait "$ben_pid"
+ben_rc=$?
+timeout 15 tail --pid="$ann_pid" -f /dev/null
+ann_gone=$?
+wait "$ann_pid"
+ann_rc=$?
+set -e
+if [ "$ben_rc" = 0 ] && [ "$ann_gone" = 0 ] && [ "$ann_rc" = 0 ]; then
+    echo "ok   ann exits 0 when the last other peer has gone, its input still open"
+else
+    echo "FAIL ann did not exit when everyone else left: ben $ben_rc, ann gone $ann_gone rc $ann_rc"
+    status=1
+fi
+exec {ann_fd}>&-
+
 if [ "$status" != 0 ]; then
-    for f in alice.err bob.err serve.log; do echo "--- $f"; tail -20 "$tmp/$f"; done
+    for f in alice.err bob.err ann.err ben.err cat.err serve.log; do echo "--- $f"; tail -20 "$tmp/$f" 2>/dev/null; done
 fi
 exit "$status"
