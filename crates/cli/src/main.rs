@@ -51,24 +51,32 @@ enum Command {
     #[command(long_about = "Send a file to a peer in a room.\n\n\
         Joins ROOM, connects to the other participant (a browser with the Peerlink app, or \
         `peerlink recv`), sends FILE on its own data channel in the app's framing \
-        (docs/file-transfer.md) and exits 0 once the receiver confirmed the SHA-256. Progress \
-        goes to standard error. Exit codes: 3 refused by the receiver, 4 interrupted \
-        (connection, channel or peer gone), 5 corrupted (the hashes differ), 1 other errors.")]
+        (docs/file-transfer.md) and exits 0 once the receiver confirmed the SHA-256: to the \
+        participant named by --to, or to every receiver that connects (then once each has \
+        confirmed). FILE is checked before anyone is waited for. Progress (what the receiver \
+        acknowledged) goes to standard error. Exit codes: 3 refused by the receiver (its \
+        reason is printed), 4 interrupted (connection, channel or peer gone), 5 corrupted (the \
+        hashes differ), 6 no connection could be set up (and why), 1 other errors (bad \
+        input, a server that cannot be reached).")]
     Send(transfer::SendArgs),
     /// Receive a file from a peer in a room into --out (never overwriting)
     #[command(long_about = "Receive a file from a peer in a room.\n\n\
-        Joins ROOM, connects to the other participant, receives one file (several with \
-        --keep-going) into --out under its sent name made safe, never overwriting an existing \
-        file, and exits 0 once its SHA-256 checks. Exit codes as for `send`.")]
+        Joins ROOM, connects to the other participants, receives one file from any of them \
+        (several with --keep-going) into --out under its sent name made safe, never \
+        overwriting an existing file, and exits 0 once its SHA-256 checks. --out is made if \
+        missing and checked to be writable before anyone is waited for; a file that cannot be \
+        written is refused with the reason. Exit codes as for `send`.")]
     Recv(transfer::RecvArgs),
-    /// Chat with another peer of a room over a data channel
-    #[command(long_about = "Chat with another peer of a room over a data channel.\n\n\
-        Joins ROOM on the signaling server and connects to the other participant (a browser \
-        with the Peerlink app, or another `peerlink chat`). Each line of standard input is sent \
-        as one message (lines typed before the channel opens are sent once it opens); each \
-        message received is printed on its own line on standard output. Status goes to \
-        standard error, including `selected pair: <local> -> <remote>` once connected. Ends \
-        when standard input ends (after sending), or when the other peer leaves.")]
+    /// Chat with the other peers of a room over data channels
+    #[command(long_about = "Chat with the other peers of a room over data channels.\n\n\
+        Joins ROOM on the signaling server and connects to every other participant (browsers \
+        with the Peerlink app, other `peerlink chat`s). Each line of standard input is sent as \
+        one message to all of them (lines typed before any channel opens are sent once one \
+        opens); each message received is printed on its own line on standard output. Status \
+        goes to standard error, including `selected pair: <local> -> <remote>` for each \
+        connection. Ends when standard input ends (once what was sent is acknowledged), or \
+        when the last other peer has gone. A signaling server that stops or restarts does not \
+        end the chat: the connections stay up and the client rejoins when it is back.")]
     Chat(peer::MeetArgs),
 }
 
