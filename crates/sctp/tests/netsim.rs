@@ -650,3 +650,26 @@ fn a_shutdown_nobody_answers_is_sent_association_max_retrans_times() {
     // T2 (RFC 9260 §9.2) gives up after Association.Max.Retrans (10), not after T1's 8.
     assert_eq!(p.sides[0].stats().packets_sent - sent, 10);
 }
+
+#[test]
+fn unacknowledged_counts_what_the_peer_has_not_acknowledged() {
+    // 25 ms each way: data sent is in flight (no longer buffered) for a while before its SACK.
+    let mut p = Pair::new(77, LinkConfig { delay: Duration::from_millis(25), ..LinkConfig::default() });
+    p.connect_both();
+    let now = p.net.now();
+    for i in 0..20 {
+        p.sides[0].send(now, 1, 53, message(i, 1000), true, Reliability::Reliable).unwrap();
+    }
+    p.sides[0].send(now, 3, 53, message(99, 500), true, Reliability::Reliable).unwrap();
+    assert_eq!(p.sides[0].unacknowledged(1), 20_000);
+    assert_eq!(p.sides[0].unacknowledged(3), 500);
+    // Part of it handed to the network (the congestion window allows a few packets): less
+    // buffered, all of it still unacknowledged.
+    p.flush();
+    assert!(p.sides[0].buffered_amount(1) < 20_000);
+    assert_eq!(p.sides[0].unacknowledged(1), 20_000);
+    p.run(Duration::from_secs(5), |p| p.sides[0].unacknowledged(1) + p.sides[0].unacknowledged(3) == 0);
+    assert_eq!(p.received[1].len(), 21);
+    assert_eq!(p.sides[0].unacknowledged(1), 0);
+    assert_eq!(p.sides[0].unacknowledged(3), 0);
+}
