@@ -24,7 +24,8 @@ export class Signaling {
     this.timer = null;
     this.closed = false;
     this.state = 'idle';
-    this.id = null; // granted by the last welcome; asked for again on every rejoin
+    this.id = null; // granted by the last welcome; asked for again on every rejoin...
+    this.resume = null; // ...with its resume token, for a server still holding the old socket
   }
 
   start() {
@@ -48,6 +49,7 @@ export class Signaling {
       const msg = { type: 'join', room: this.join.room, name: this.join.name };
       if (this.join.token) msg.token = this.join.token;
       if (this.id) msg.id = this.id;
+      if (this.id && this.resume) msg.resume = this.resume;
       ws.send(JSON.stringify(msg));
       this.setState('joining');
     };
@@ -82,6 +84,7 @@ export class Signaling {
         this.backoff = BACKOFF_MIN_MS;
         const rejoined = this.id !== null && msg.id === this.id;
         this.id = msg.id;
+        this.resume = typeof msg.resume === 'string' ? msg.resume : null;
         this.setState('joined');
         this.h.onWelcome(msg, { rejoined });
         break;

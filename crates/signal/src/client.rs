@@ -167,8 +167,15 @@ impl SignalClient {
         if let Some(token) = token {
             join["token"] = token.into();
         }
-        let task =
-            Task { url: url.to_owned(), join, events: event_tx, connected: connected_tx, id: None, options };
+        let task = Task {
+            url: url.to_owned(),
+            join,
+            events: event_tx,
+            connected: connected_tx,
+            id: None,
+            resume: None,
+            options,
+        };
         tokio::spawn(task.run(command_rx));
         SignalClient { commands, events, connected }
     }
@@ -203,8 +210,10 @@ struct Task {
     url: String,
     /// The `join` message, without `id`.
     join: serde_json::Value,
-    /// The id of the last session, asked for again on the next join.
+    /// The id of the last session, asked for again on the next join...
     id: Option<String>,
+    /// ...with its resume token, for a server that still holds the old connection.
+    resume: Option<String>,
     events: mpsc::Sender<ClientEvent>,
     connected: tokio::sync::watch::Sender<bool>,
     options: ClientOptions,
@@ -309,6 +318,9 @@ impl Task {
         let mut join = self.join.clone();
         if let Some(id) = &self.id {
             join["id"] = id.clone().into();
+            if let Some(resume) = &self.resume {
+                join["resume"] = resume.clone().into();
+            }
         }
         if let Err(e) = ws.send(Message::text(join.to_string())).await {
             return End::Lost(e.to_string());
@@ -333,7 +345,8 @@ impl Task {
                         None => return End::Lost("connection closed".to_owned()),
                     };
                     let event = match ServerMessage::parse(text.as_str()) {
-                        Ok(ServerMessage::Welcome { id, peers, ice_servers, .. }) => {
+                        Ok(ServerMessage::Welcome { id, peers, ice_servers, resume, .. }) => {
+                            self.resume = resume;
                             joined = true;
                             *backoff = BACKOFF_MIN;
                             self.connected.send_replace(true);

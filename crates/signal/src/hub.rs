@@ -26,6 +26,32 @@ pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// WebSocket close code "try again later" (server full).
 pub const CLOSE_TRY_AGAIN: u16 = 1013;
+/// WebSocket close code (application range) for a connection whose peer came back on a newer
+/// one with its resume token.
+pub const CLOSE_REPLACED: u16 = 4000;
+
+/// A `join`, as parsed.
+struct Join {
+    room: String,
+    name: String,
+    token: Option<String>,
+    requested: Option<String>,
+    resume: Option<String>,
+}
+
+/// 32 hex digits as 16 bytes.
+fn hex16(text: &str) -> Option<[u8; 16]> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        let digit = |b: u8| (b as char).to_digit(16);
+        out[i] = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
+    }
+    Some(out)
+}
 
 /// Limits and the `iceServers` handed out. `Default` is what `peerlink serve` uses.
 #[derive(Clone)]
@@ -403,7 +429,9 @@ impl Hub {
         }
         c.throttled = false;
         match ClientMessage::parse(text) {
-            Ok(ClientMessage::Join { room, name, token, id }) => self.join(now, conn, room, name, token, id),
+            Ok(ClientMessage::Join { room, name, token, id, resume }) => {
+                self.join(now, conn, Join { room, name, token, requested: id, resume })
+            }
             Ok(ClientMessage::Signal { to, data }) => self.signal(now, conn, &to, data),
             Ok(ClientMessage::Leave) => self.leave(now, conn),
             Err(e @ ParseError::BadRequest(_)) => {
@@ -415,15 +443,8 @@ impl Hub {
         }
     }
 
-    fn join(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        room: String,
-        name: String,
-        token: Option<String>,
-        requested: Option<String>,
-    ) {
+    fn join(&mut self, now: Instant, conn: ConnId, join: Join) {
+        let Join { room, name, token, requested, resume } = join;
         if self.conns[&conn].peer.is_some() {
             let message = "already in a room; send leave first";
             return self.refuse(now, conn, ErrorCode::AlreadyJoined, message, STRIKE_BAD);
@@ -443,8 +464,12 @@ impl Hub {
                 return self.refuse(now, conn, ErrorCode::Unauthorized, why, STRIKE_BAD);
             }
         }
+        // A peer coming back on a new connection while this node still holds its old one (a
+        // connection that died without a close and has not timed out yet) proves who it is
+        // with the resume token of its `welcome`; it takes its place back, full room or not.
+        let resuming = requested.as_deref().is_some_and(|id| self.may_resume(id, &room, resume.as_deref()));
         let members = self.rooms.get(&room).map_or(0, Vec::len);
-        if members >= self.config.max_room_peers {
+        if members >= self.config.max_room_peers && !resuming {
             let message = format!("room is full ({} peers)", self.config.max_room_peers);
             // Not abuse: the room may have room again soon.
             return self.refuse(now, conn, ErrorCode::RoomFull, &message, 0.0);
@@ -452,8 +477,12 @@ impl Hub {
         // A client back from a lost connection (or a server restart) asks for its old id, so
         // the peers it still has connections with recognise it. Granted only for an id of
         // the server's own form that nobody holds now, on this node or another: a member can
-        // never take over a present peer's id.
+        // never take over a present peer's id (only the peer itself, resuming).
         let id = match requested {
+            Some(id) if resuming => {
+                self.replace_connection(&id);
+                id
+            }
             Some(id) if protocol::valid_peer_id(&id) && !self.peers.contains_key(&id) => id,
             _ => self.fresh_id(),
         };
@@ -461,7 +490,7 @@ impl Hub {
             ids.iter().map(|id| PeerInfo { id: id.clone(), name: self.peers[id].name.clone() }).collect()
         });
         let ice = self.ice_servers(now, &self.conns[&conn].host, &id);
-        let welcome = protocol::encode_welcome(&id, &room, &peers, &ice);
+        let welcome = protocol::encode_welcome(&id, &room, &peers, &ice, &self.resume_token(&id));
         self.send(conn, welcome.into());
         let info = PeerInfo { id: id.clone(), name: name.clone() };
         self.broadcast(&room, protocol::encode_peer_joined(&info).into());
@@ -512,6 +541,44 @@ impl Hub {
             Some(peer) => self.remove_peer(&peer, true),
             None => self.refuse(now, conn, ErrorCode::NotJoined, "not in a room", STRIKE_BAD),
         }
+    }
+
+    /// Whether `token` is the resume token of `id`, a peer of `room` on this node.
+    fn may_resume(&self, id: &str, room: &str, token: Option<&str>) -> bool {
+        let local =
+            matches!(self.peers.get(id), Some(Peer { at: Location::Local(_), room: r, .. }) if r == room);
+        match token.and_then(hex16) {
+            Some(tag) if local => self.resume_mac(id).verify_truncated_left(&tag).is_ok(),
+            _ => false,
+        }
+    }
+
+    fn resume_mac(&self, id: &str) -> Hmac<sha2::Sha256> {
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.id_key).expect("any key length");
+        mac.update(b"resume:");
+        mac.update(id.as_bytes());
+        mac
+    }
+
+    /// 32 hex digits, HMAC-SHA256(seed, "resume:" id) truncated: proves that a rejoin is the
+    /// peer this node gave `id` to.
+    fn resume_token(&self, id: &str) -> String {
+        let bytes = self.resume_mac(id).finalize().into_bytes();
+        bytes[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The peer `id` is back on a new connection: the old one is closed, and nobody is told it
+    /// left (it is back at once, under the same id; the others get `peer-joined` for it).
+    fn replace_connection(&mut self, id: &str) {
+        let Some(Peer { at: Location::Local(old), .. }) = self.unlist(id) else { return };
+        self.conns.remove(&old);
+        self.out.push_back(Output::Close {
+            conn: old,
+            code: CLOSE_REPLACED,
+            reason: "replaced by a newer connection",
+        });
+        // The other nodes of a cluster need not know: the peer is still here, in the same room
+        // (the `joined` that follows changes nothing for them).
     }
 
     /// Forgets a peer without telling anyone.

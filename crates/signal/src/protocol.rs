@@ -16,12 +16,14 @@ pub const MAX_NAME_CHARS: usize = 32;
 /// A message from a client, parsed from one text frame.
 #[derive(Debug)]
 pub enum ClientMessage<'a> {
-    /// `id`: the peer id of a previous session, asked for again after a lost connection.
+    /// `id`: the peer id of a previous session, asked for again after a lost connection;
+    /// `resume`: that session's resume token (from its `welcome`).
     Join {
         room: String,
         name: String,
         token: Option<String>,
         id: Option<String>,
+        resume: Option<String>,
     },
     Signal {
         to: String,
@@ -57,6 +59,7 @@ struct Envelope<'a> {
     name: Option<String>,
     token: Option<String>,
     id: Option<String>,
+    resume: Option<String>,
     to: Option<String>,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
@@ -76,6 +79,7 @@ impl<'a> ClientMessage<'a> {
                 name: env.name.ok_or_else(|| missing("name"))?,
                 token: env.token,
                 id: env.id,
+                resume: env.resume,
             }),
             "signal" => Ok(ClientMessage::Signal {
                 to: env.to.ok_or_else(|| missing("to"))?,
@@ -186,11 +190,29 @@ impl ErrorCode {
 /// A message from the server, as a client sees it (used by the Rust client and tests).
 #[derive(Debug, Clone)]
 pub enum ServerMessage {
-    Welcome { id: String, room: String, peers: Vec<PeerInfo>, ice_servers: Vec<IceServer> },
-    PeerJoined { peer: PeerInfo },
-    PeerLeft { id: String },
-    Signal { from: String, data: Box<RawValue> },
-    Error { code: String, message: String },
+    /// `resume`: a secret that lets a rejoin take this id back even while the server still
+    /// holds the old connection (absent from servers that predate it).
+    Welcome {
+        id: String,
+        room: String,
+        peers: Vec<PeerInfo>,
+        ice_servers: Vec<IceServer>,
+        resume: Option<String>,
+    },
+    PeerJoined {
+        peer: PeerInfo,
+    },
+    PeerLeft {
+        id: String,
+    },
+    Signal {
+        from: String,
+        data: Box<RawValue>,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -207,6 +229,7 @@ struct ServerEnvelope {
     data: Option<Box<RawValue>>,
     code: Option<String>,
     message: Option<String>,
+    resume: Option<String>,
 }
 
 impl ServerMessage {
@@ -222,6 +245,7 @@ impl ServerMessage {
                 room: env.room.ok_or_else(|| missing("room"))?,
                 peers: env.peers.ok_or_else(|| missing("peers"))?,
                 ice_servers: env.ice_servers.unwrap_or_default(),
+                resume: env.resume,
             },
             "peer-joined" => ServerMessage::PeerJoined { peer: env.peer.ok_or_else(|| missing("peer"))? },
             "peer-left" => ServerMessage::PeerLeft { id: env.id.ok_or_else(|| missing("id"))? },
@@ -238,7 +262,13 @@ impl ServerMessage {
     }
 }
 
-pub(crate) fn encode_welcome(id: &str, room: &str, peers: &[PeerInfo], ice: &[IceServer]) -> String {
+pub(crate) fn encode_welcome(
+    id: &str,
+    room: &str,
+    peers: &[PeerInfo],
+    ice: &[IceServer],
+    resume: &str,
+) -> String {
     #[derive(Serialize)]
     struct Welcome<'a> {
         #[serde(rename = "type")]
@@ -248,8 +278,9 @@ pub(crate) fn encode_welcome(id: &str, room: &str, peers: &[PeerInfo], ice: &[Ic
         peers: &'a [PeerInfo],
         #[serde(rename = "iceServers")]
         ice_servers: &'a [IceServer],
+        resume: &'a str,
     }
-    serde_json::to_string(&Welcome { kind: "welcome", id, room, peers, ice_servers: ice })
+    serde_json::to_string(&Welcome { kind: "welcome", id, room, peers, ice_servers: ice, resume })
         .expect("plain structs serialize")
 }
 
@@ -311,7 +342,7 @@ mod tests {
     #[test]
     fn parses_the_three_client_messages() {
         match ClientMessage::parse(r#"{"type":"join","room":"r1","name":"alice","token":"t"}"#).unwrap() {
-            ClientMessage::Join { room, name, token, id } => {
+            ClientMessage::Join { room, name, token, id, .. } => {
                 assert_eq!((room.as_str(), name.as_str(), token.as_deref()), ("r1", "alice", Some("t")));
                 assert_eq!(id, None);
             }

@@ -6,6 +6,7 @@ use peerlink_signal::client::ClientOptions;
 use peerlink_signal::hub::HubConfig;
 use peerlink_signal::{ClientEvent, SignalClient, SignalService};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -197,4 +198,69 @@ async fn a_url_that_is_not_websocket_ends_the_client() {
     let client = SignalClient::connect("http://127.0.0.1:1/ws", "r", "x", None);
     let (events, _) = run_until_closed(client).await;
     assert!(closed_reason(&events).contains("ws:// or wss://"), "{events:?}");
+}
+
+/// A TCP relay between clients and `server`; `cut()` closes the clients' side of every
+/// relayed connection and keeps the server's side open and silent, as a path that died
+/// without a close looks to the server.
+struct Relay {
+    addr: SocketAddr,
+    cut: Arc<tokio::sync::Notify>,
+}
+
+impl Relay {
+    async fn start(server: SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(tokio::sync::Notify::new());
+        let graveyard = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let notify = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let (cut, graveyard) = (notify.clone(), graveyard.clone());
+                tokio::spawn(async move {
+                    let mut upstream = tokio::net::TcpStream::connect(server).await.unwrap();
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                        _ = cut.notified() => graveyard.lock().unwrap().push(upstream),
+                    }
+                });
+            }
+        });
+        Relay { addr, cut }
+    }
+}
+
+#[tokio::test]
+async fn a_client_whose_old_connection_lingers_on_the_server_comes_back_under_its_id() {
+    let server = serve().await;
+    let relay = Relay::start(server).await;
+    let mut alice = SignalClient::connect(&format!("ws://{}/ws", relay.addr), "r", "alice", None);
+    let alice_id = match tokio::time::timeout(WAIT, alice.next_event()).await.unwrap().unwrap() {
+        ClientEvent::Joined { id, .. } => id,
+        other => panic!("{other:?}"),
+    };
+    let mut bob = SignalClient::connect(&format!("ws://{server}/ws"), "r", "bob", None);
+    assert!(matches!(
+        tokio::time::timeout(WAIT, bob.next_event()).await.unwrap().unwrap(),
+        ClientEvent::Joined { .. }
+    ));
+    assert!(matches!(
+        tokio::time::timeout(WAIT, alice.next_event()).await.unwrap().unwrap(),
+        ClientEvent::PeerJoined(_)
+    ));
+    // Alice's path dies; the server still holds her connection (it would time out in 25 s).
+    relay.cut.notify_waiters();
+    loop {
+        match tokio::time::timeout(WAIT, alice.next_event()).await.unwrap().unwrap() {
+            ClientEvent::Rejoined { id, .. } => break assert_eq!(id, alice_id),
+            ClientEvent::Disconnected { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    // Bob hears she joined under the id he knows, never that she left.
+    match tokio::time::timeout(WAIT, bob.next_event()).await.unwrap().unwrap() {
+        ClientEvent::PeerJoined(p) => assert_eq!(p.id, alice_id),
+        other => panic!("{other:?}"),
+    }
 }

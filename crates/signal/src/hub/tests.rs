@@ -255,6 +255,63 @@ fn a_present_or_malformed_id_cannot_be_claimed() {
 }
 
 #[test]
+fn a_peer_whose_old_connection_lingers_takes_its_place_back_with_its_resume_token() {
+    let mut h = Harness::new(HubConfig { max_room_peers: 2, ..HubConfig::default() });
+    let (a, b) = (h.connect(), h.connect());
+    h.send(a, r#"{"type":"join","room":"r","name":"alice"}"#);
+    let out = h.drain();
+    let Some(ServerMessage::Welcome { id: alice, resume: Some(token), .. }) =
+        parse(&out, a).into_iter().next()
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(token.len(), 32);
+    h.join(b, "r", "bob");
+    h.drain();
+    // Alice's connection died without a close; the server still holds it. Without the token,
+    // or with another's, or for another room, her id stays hers and the newcomer gets another.
+    let m = h.connect();
+    let wrong = format!("{}0", &token[..31]);
+    for (room, resume) in [("r", wrong.as_str()), ("r", ""), ("other", token.as_str())] {
+        h.send(
+            m,
+            &format!(r#"{{"type":"join","room":"{room}","name":"m","id":"{alice}","resume":"{resume}"}}"#),
+        );
+        let out = h.drain();
+        match parse(&out, m).first() {
+            Some(ServerMessage::Welcome { id, .. }) => {
+                assert_ne!(*id, alice);
+                h.send(m, r#"{"type":"leave"}"#);
+                h.drain();
+            }
+            Some(ServerMessage::Error { code, .. }) => assert_eq!(code, "room-full"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(closed(&out, a), None);
+    }
+    // With her token she is back, although the room is full: the old connection is closed,
+    // and bob hears she joined under the id he knows, never that she left.
+    let a2 = h.connect();
+    h.send(a2, &format!(r#"{{"type":"join","room":"r","name":"alice","id":"{alice}","resume":"{token}"}}"#));
+    let out = h.drain();
+    assert!(
+        matches!(parse(&out, a2).first(), Some(ServerMessage::Welcome { id, .. }) if *id == alice),
+        "{out:?}"
+    );
+    assert_eq!(closed(&out, a), Some(CLOSE_REPLACED));
+    assert!(
+        matches!(&parse(&out, b)[..], [ServerMessage::PeerJoined { peer }] if peer.id == alice),
+        "{out:?}"
+    );
+    h.send(b, &format!(r#"{{"type":"signal","to":"{alice}","data":1}}"#));
+    assert!(matches!(&parse(&h.drain(), a2)[..], [ServerMessage::Signal { .. }]));
+    // The old socket's end, reported later, changes nothing.
+    h.hub.disconnect(h.now, a);
+    assert!(parse(&h.drain(), b).is_empty());
+    assert_eq!(h.hub.stats().joined, 2);
+}
+
+#[test]
 fn a_full_room_refuses_the_next_peer() {
     let mut h = Harness::new(HubConfig { max_room_peers: 2, ..HubConfig::default() });
     let conns: Vec<_> = (0..3).map(|_| h.connect()).collect();
