@@ -279,6 +279,11 @@ impl PeerConnection {
         self.state
     }
 
+    /// Whether our ICE agent is the controlling one (it nominates the pair).
+    pub fn is_ice_controlling(&self) -> bool {
+        self.ice.is_controlling()
+    }
+
     /// A socket the driver owns (a host candidate, and the base of reflexive and relayed
     /// ones).
     pub fn add_local_address(&mut self, now: Instant, addr: SocketAddr) {

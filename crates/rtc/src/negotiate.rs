@@ -43,7 +43,13 @@ impl PeerConnection {
             (SdpType::Answer, SignalingState::HaveRemoteOffer) => {
                 self.signaling = SignalingState::Stable;
                 self.offerer = false;
-                self.ice.set_controlling(false);
+                // The answerer of the first negotiation is controlled (RFC 8445 §6.1.1); a
+                // later offer of the peer (a browser adding its camera) changes nothing: were
+                // we to turn controlled then, while the peer stays controlled, nobody would
+                // nominate a pair.
+                if self.dtls_role.is_none() {
+                    self.ice.set_controlling(false);
+                }
                 // Our answer fixes the DTLS role.
                 let role = if setup == Some(Setup::Active) { Role::Client } else { Role::Server };
                 self.settle_role(now, role)?;

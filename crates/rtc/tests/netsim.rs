@@ -263,3 +263,23 @@ fn a_renegotiation_offered_by_the_other_side_keeps_the_dtls_role() {
         |e| matches!(e, RtcEvent::Channel(ChannelEvent::Message { data, .. }) if data == b"still here")
     ));
 }
+
+#[test]
+fn a_renegotiation_during_setup_keeps_the_ice_roles() {
+    // As a browser with a camera does: it answers our data-only offer and at once offers to
+    // add its audio and video, before ICE has nominated a pair. The offerer of a later
+    // negotiation does not take over ICE control (RFC 8445 §6.1.1 decides the roles once, at
+    // the first offer): were both sides controlled, nobody would nominate and no pair would
+    // ever be selected on our side.
+    for n in 0..4 {
+        let mut w = World::new(40 + n, false);
+        let now = w.net.now();
+        w.sides[0].pc.create_data_channel(now, ChannelConfig::reliable("chat")).unwrap();
+        w.negotiate(0, 1);
+        w.negotiate(1, 0);
+        assert!(w.sides[0].pc.is_ice_controlling(), "the first offerer stays controlling");
+        assert!(!w.sides[1].pc.is_ice_controlling(), "the first answerer stays controlled");
+        w.run(Duration::from_secs(20), World::connected);
+        assert!(w.connected(), "seed {n}: {:?}", w.sides[0].events);
+    }
+}
