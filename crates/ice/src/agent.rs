@@ -669,7 +669,11 @@ impl IceAgent {
         let consent = self.next_consent.into_iter().chain(silence);
         let consent_lost = self.last_consent.map(|t| t + CONSENT_TIMEOUT);
         let checking = self.checking_since.filter(|_| self.selected.is_none()).map(|t| t + CHECKING_TIMEOUT);
-        let nominate = self.nominate_by.filter(|_| self.nominating.is_none() && self.selected.is_none());
+        // Only a controlling agent nominates: a controlled one whose deadline passed would
+        // otherwise wake up at once, again and again.
+        let nominate = self
+            .nominate_by
+            .filter(|_| self.controlling && self.nominating.is_none() && self.selected.is_none());
         self.next_pace
             .into_iter()
             .chain(retransmits)

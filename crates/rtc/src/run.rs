@@ -73,6 +73,14 @@ impl PeerConnection {
         while let Some(d) = dtls.poll_transmit() {
             if let Some((from, to)) = self.ice.send_data(&d, &mut self.out) {
                 self.transmits.push_back(Transmit { from, to, payload: std::mem::take(&mut self.out) });
+            } else {
+                // Our DTLS answers a peer whose ICE already has a path while ours has none:
+                // a sign of stuck nomination (the peer sees its packets go unanswered).
+                tracing::debug!(
+                    bytes = d.len(),
+                    controlling = self.ice.is_controlling(),
+                    "DTLS datagram dropped: no ICE pair selected yet"
+                );
             }
         }
         while let Some(t) = self.ice.poll_transmit() {

@@ -165,6 +165,11 @@ impl IceAgent {
         };
         let Some(pair) = self.add_pair(local, remote) else { return };
         self.start_checking(now);
+        if self.controlling && self.selected.is_none() && self.pairs[pair].state == PairState::Succeeded {
+            // A pair that succeeded while we were controlled (a role conflict made us
+            // controlling since): it is nominated like any other, after the usual wait.
+            self.nominate_by.get_or_insert(now + NOMINATION_WAIT);
+        }
         if Some(pair) == self.selected {
             self.heard(now);
         }
@@ -203,6 +208,10 @@ impl IceAgent {
 
     pub(super) fn switch_role(&mut self, controlling: bool) {
         self.controlling = controlling;
+        // A nomination belongs to the role: one decided but not yet sent, or in flight, is
+        // dropped (its retransmissions go without USE-CANDIDATE). Left in place it blocked
+        // every later nomination for good once the agent controlled again.
+        self.nominating = None;
         self.prioritize();
     }
 
@@ -321,6 +330,8 @@ impl IceAgent {
                 p.state = PairState::Waiting;
             }
         }
+        // The request went out with USE-CANDIDATE (we controlled then) and the peer took it.
+        let took_nomination = transaction.nominating && transaction.as_controlling;
         if self.controlling {
             if nominating {
                 self.nominating = None;
@@ -332,7 +343,9 @@ impl IceAgent {
                 }
                 self.maybe_nominate(now, false);
             }
-        } else if self.pairs[i].nominated_by_peer {
+        } else if self.pairs[i].nominated_by_peer || took_nomination {
+            // A nomination of ours answered after a role switch made us controlled: the peer,
+            // controlled when it took it, has selected this pair.
             self.select(now, i);
         }
         self.schedule_pace(now);

@@ -702,3 +702,69 @@ fn answers_to_checks_a_triggered_check_replaced_still_count() {
     let checks: u64 = sim.sides.iter().map(|s| s.agent.stats().checks_sent).sum();
     assert!(checks < 20, "{checks} checks for one pair");
 }
+
+/// The controlling agent is made controlled while its nomination is on the wire (what
+/// answering a renegotiation offer did in peerlink-rtc): the peer selected the pair on
+/// USE-CANDIDATE, the answer arrives at an agent that no longer controls, and the role
+/// conflict that follows is resolved one way or the other. Both sides must still select
+/// the pair (the agent stayed unselected for good and failed after 30 s).
+#[test]
+fn a_role_switch_while_a_nomination_is_in_flight_still_selects() {
+    // Which side wins the role conflict depends on the tie-breakers: both ways are covered.
+    let mut higher = [0, 0];
+    for seed in 1..=8 {
+        let mut sim = Sim::new(seed, [Nat::None, Nat::None], LinkConfig::default(), [true, false]);
+        higher[usize::from(sim.sides[0].agent.tie_breaker > sim.sides[1].agent.tie_breaker)] += 1;
+        let in_flight = |s: &Sim| {
+            let a = &s.sides[0].agent;
+            a.nominating.is_some_and(|i| a.pairs[i].transaction.as_ref().is_some_and(|t| t.sent > 0))
+        };
+        sim.run(Duration::from_secs(5), in_flight);
+        assert!(in_flight(&sim), "seed {seed}: no nomination went out");
+        sim.sides[0].agent.set_controlling(false);
+        sim.run(Duration::from_secs(40), Sim::both_connected);
+        assert!(sim.both_connected(), "seed {seed}: {:?}", sim.states());
+        assert!(sim.paths_agree(), "seed {seed}");
+    }
+    assert!(higher[0] > 0 && higher[1] > 0, "{higher:?}");
+}
+
+/// As above, but the role switch comes after the nomination was decided and before its
+/// check went out: the check was skipped, and the stale decision blocked every later
+/// nomination once the agent controlled again.
+#[test]
+fn a_role_switch_between_deciding_and_sending_a_nomination_still_selects() {
+    let mut reached = 0;
+    for seed in 1..=8 {
+        let mut sim = Sim::new(seed, [Nat::None, Nat::None], LinkConfig::default(), [true, false]);
+        // A remote candidate preferred to the real one that never answers: the nomination
+        // waits for its deadline and is decided there, one pacing step before it is sent.
+        let now = sim.net.now();
+        let decoy = Candidate::udp(
+            CandidateKind::Host,
+            "decoy".to_owned(),
+            Candidate::compute_priority(CandidateKind::Host, 65535, 1) + 1000,
+            "198.51.100.99:9".parse().unwrap(),
+            None,
+        );
+        sim.sides[0].agent.add_remote_candidate(now, decoy).unwrap();
+        let decided = |s: &Sim| {
+            let a = &s.sides[0].agent;
+            a.nominating.is_some_and(|i| a.pairs[i].transaction.as_ref().is_none_or(|t| !t.nominating))
+        };
+        sim.run(Duration::from_secs(5), |s| decided(s) || s.sides[0].agent.selected.is_some());
+        if !decided(&sim) {
+            continue;
+        }
+        reached += 1;
+        // Controlled for a moment (the skipped check), then controlling again, as the role
+        // conflict with a peer that keeps checking (a browser does) resolves.
+        sim.sides[0].agent.set_controlling(false);
+        sim.run(Duration::from_millis(200), |_| false);
+        sim.sides[0].agent.set_controlling(true);
+        sim.run(Duration::from_secs(40), Sim::both_connected);
+        assert!(sim.both_connected(), "seed {seed}: {:?}", sim.states());
+        assert!(sim.paths_agree(), "seed {seed}");
+    }
+    assert!(reached >= 4, "the decided-but-unsent state was reached {reached} times");
+}
