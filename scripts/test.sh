@@ -63,8 +63,8 @@ step "end-to-end: peerlink send to peerlink recv (50 MB, no overwrite, interrupt
 tests/e2e/transfer-cli.sh target/release/peerlink
 step "interop: the browser app in headless Chromium with peerlink chat, recv and send (50 MB each way; namespace)"
 tests/e2e/chat-browser.sh target/release/peerlink
-step "interop: the browser app WITH its camera on and peerlink recv, 15x per join order (renegotiation during set-up; namespace)"
-ITER=${CAMERA_ITER:-15} tests/e2e/camera-browser.sh target/release/peerlink
+step "interop: the browser app WITH its camera on and peerlink recv, 50x per join order (renegotiation during set-up; namespace)"
+ITER=${CAMERA_ITER:-50} tests/e2e/camera-browser.sh target/release/peerlink
 step "interop: our mDNS resolver gets a Chromium *.local host candidate's address (namespace)"
 tests/e2e/mdns-chromium.sh target/release/examples/mdns_resolve
 

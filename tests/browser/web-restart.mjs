@@ -12,7 +12,9 @@
 //
 // Env: DOWN_MS (how long the server stays down, default 3000), SCREENSHOTS, CHROMIUM.
 //
-// More participants: everything below runs over the `participants` list, whose members
+// A native `peerlink chat` (Carl) joins the call after the pages and is checked like them
+// (chat each way, the same connections through the restart, back under its id); it shows no
+// video. More participants: everything below runs over the `participants` list, whose members
 // implement the Participant methods (see `pageParticipant`): label, id(), inRoom(other),
 // keptConnection(other), framesDecoded(other) (null when it shows no video), send(text),
 // received(text), leftLines(), close(). A native `peerlink chat` peer fits as one more: spawn
@@ -127,7 +129,7 @@ async function pageParticipant(label, viewport, room) {
       if (!this.serials.has(other.label)) this.serials.set(other.label, p.serial);
       return p.connectionState === 'connected' && p.serial === this.serials.get(other.label);
     },
-    async framesDecoded(other) { return peerOf(await state(page), other)?.framesDecoded ?? 0; },
+    async framesDecoded(other) { return other.native ? null : (peerOf(await state(page), other)?.framesDecoded ?? 0); },
     async send(text) {
       await page.fill('#chat-input', text);
       await page.click('#chat-send');
@@ -136,6 +138,45 @@ async function pageParticipant(label, viewport, room) {
     async leftLines() { return (await state(page)).chat.filter((m) => m.system && / left$/.test(m.text)).map((m) => m.text); },
     async signalPill() { return page.textContent('#signal-state'); },
     async close() { await context.close(); },
+  };
+}
+
+/** A native `peerlink chat` in the room: lines on its standard input and output. */
+function nativeParticipant(label, room) {
+  const child = spawn(peerlink, ['chat', '--server', wsUrl, '--room', room, '--name', label, '--bind', '127.0.0.1'],
+    { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'info' } });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => { out += d; });
+  child.stderr.on('data', (d) => { err += d; });
+  const exited = new Promise((res) => child.once('exit', (code) => res(code)));
+  const count = (re) => (err.match(re) || []).length;
+  const esc = (t) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  return {
+    label,
+    native: true,
+    log: () => err,
+    async id() { return (err.match(/joined room \S+ as \S+ \(([0-9a-f]+)\)/) || [])[1]; },
+    async snapshot() { return { selfId: await this.id(), rejoins: count(/signaling is back \(same id\)/g) }; },
+    /** The native peer does not list the room; back in it under its id is what it can say. */
+    async inRoom() { return count(/signaling is back \(same id\)/g) >= 1 || !/signaling: /.test(err); },
+    /** Connected once to `other`, and that connection never ended. */
+    async keptConnection(other) {
+      return count(new RegExp(`connection Connected \\(${esc(other.label)}\\)`, 'g')) === 1
+        && !new RegExp(`${esc(other.label)} \\([0-9a-f]+\\): `).test(err);
+    },
+    async connectedTo(n) { return count(/connection Connected \(/g) >= n; },
+    async framesDecoded() { return null; },
+    async send(text) { child.stdin.write(`${text}\n`); },
+    async received(text) { return out.split('\n').includes(text); },
+    async leftLines() { return err.split('\n').filter((l) => /: the other peer (left|closed the connection)/.test(l)); },
+    async signalPill() { return 'native'; },
+    async close() {
+      child.stdin.end();
+      const code = await Promise.race([exited, sleep(15000).then(() => 'timeout')]);
+      if (code === 'timeout') child.kill('SIGKILL');
+      return code;
+    },
   };
 }
 
@@ -195,6 +236,24 @@ try {
     r.check(ok, `${p.label}: joined, connected to ${s?.peers.length} peer(s), video decoding`);
   }
   for (const p of participants) p.idSeen = await p.id();
+  // A native `peerlink chat` joins the call (it offers to both pages).
+  const carl = nativeParticipant('Carl', room);
+  participants.push(carl);
+  {
+    const until = Date.now() + 30000;
+    let ok = false;
+    while (!ok && Date.now() < until) {
+      carl.idSeen = await carl.id();
+      ok = carl.idSeen && await carl.connectedTo(2);
+      for (const p of [alice, bob]) {
+        const q = ok && (await state(p.page)).peers.find((x) => x.id === carl.idSeen);
+        ok = ok && q && q.connectionState === 'connected' && q.chatOpen;
+      }
+      if (!ok) await sleep(200);
+    }
+    r.check(ok, `Carl (peerlink chat) joins: connected to both pages, their chat channels open (${carl.idSeen})`);
+    if (!ok) console.log(`# Carl's log:\n${carl.log().slice(-2000)}`);
+  }
   await checkConnections('before');
   await checkVideo('before');
   await checkChat('before');
@@ -253,7 +312,7 @@ try {
   // still connected, and drops him as soon as his connection closes.
   const t0 = Date.now();
   await bob.page.click('#leave-btn');
-  const [gone, as] = await waitFor(alice.page, (s) => s.peers.length === 0, 10000);
+  const [gone, as] = await waitFor(alice.page, (s) => s.peers.every((p) => p.id !== bob.idSeen), 10000);
   r.check(gone && as.chat.some((m) => m.system && m.text === 'Bob left'),
     `when Bob leaves, Alice drops him and says so (${Date.now() - t0} ms)`);
 
@@ -275,6 +334,9 @@ try {
   const shown = await carol.page.textContent('#join-problem');
   r.check(/full/i.test(shown || '') && await carol.page.isVisible('#join-form'), `the form shows "${shown}"`);
   await carol.page.screenshot({ path: join(shots, 'room-full-phone.png') });
+  // The native chat ends cleanly at the end of its input.
+  const carlExit = await carl.close();
+  r.check(carlExit === 0, `Carl (peerlink chat) exits 0 at the end of its input (${carlExit})`);
   for (const ws of holders) ws.close();
   await carol.close();
 } catch (e) {
