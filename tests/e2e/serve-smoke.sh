@@ -2,7 +2,9 @@
 # `peerlink serve` as the README starts it (here on free loopback ports, HTTP set from a
 # config file): it serves the browser app and metrics, coturn's turnutils_stunclient gets its
 # reflexive address, and turnutils_uclient relays through it with TURN REST credentials from
-# the secret given on the command line; SIGTERM stops it.
+# the secret given on the command line; a taken HTTP port fails before anything is announced;
+# native peers give up at once on a bad signaling URL (404, unknown host) and after --wait on
+# a server that is not there; SIGTERM stops it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib/common.sh
@@ -98,6 +100,40 @@ else
     echo "FAIL HTTPS still serves $(subject)"
     status=1
 fi
+
+# A taken HTTP port fails before anything is announced as listening.
+taken=$(sed -nE 's/.*signaling on ws:\/\/([^/]+)\/ws.*/\1/p' "$tmp/out")
+set +e
+timeout 10 "$peerlink" serve --http "$taken" --listen 127.0.0.1:0 >"$tmp/taken.out" 2>"$tmp/taken.log"
+rc=$?
+set -e
+if [ "$rc" = 1 ] && [ ! -s "$tmp/taken.out" ] && grep -q "cannot listen on $taken for HTTP" "$tmp/taken.log"; then
+    echo "ok   a taken HTTP port: exit 1 before announcing anything ($(grep -m1 'cannot listen' "$tmp/taken.log"))"
+else
+    echo "FAIL a taken HTTP port: exit $rc, announced: $(cat "$tmp/taken.out")"
+    status=1
+fi
+
+# Native peers give up at once on what retrying cannot fix, and after --wait on a server
+# that is not there.
+bad_server() { # label pattern url [args]
+    local label=$1 pattern=$2 url=$3
+    shift 3
+    local t0=$SECONDS rc
+    set +e
+    timeout 20 "$peerlink" chat --server "$url" --room bad --bind 127.0.0.1 "$@" </dev/null >/dev/null 2>"$tmp/bad.err"
+    rc=$?
+    set -e
+    if [ "$rc" = 1 ] && grep -qE "$pattern" "$tmp/bad.err"; then
+        echo "ok   $label: exit 1 after $((SECONDS - t0)) s ($(grep -m1 -E "$pattern" "$tmp/bad.err"))"
+    else
+        echo "FAIL $label: exit $rc: $(tail -2 "$tmp/bad.err")"
+        status=1
+    fi
+}
+bad_server "a path that is not /ws" "404" "ws://$taken/nope"
+bad_server "an unknown host" "invalid" "ws://no-such-host.invalid/ws"
+bad_server "nobody listening, --wait 2" "gave up after" "ws://127.0.0.1:$(free_port)/ws" --wait 2
 
 # Shuts down cleanly on SIGTERM.
 kill -TERM "$serve_pid"
