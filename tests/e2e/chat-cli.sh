@@ -54,19 +54,21 @@ meet() { # label scheme [env...] -- [serve args...]
     chat() { # name first-line delay-before-line
         (sleep "$3"; echo "$2"; sleep 8) |
             env "${envs[@]}" timeout 30 "$peerlink" chat --server "$url" --room "$room" --name "$1" \
-                --bind 127.0.0.1 >"$tmp/$1.out" 2>"$tmp/$1.err"
+                --bind 127.0.0.1 >"$tmp/$label-$1.out" 2>"$tmp/$label-$1.err"
     }
     chat alice "hello from alice" 0 &
     PIDS+=($!)
     sleep 1
     chat bob "hello from bob" 1 &
     PIDS+=($!)
-    check "$label: alice got bob's line" "$tmp/alice.out" "hello from bob"
-    check "$label: bob got alice's line" "$tmp/bob.out" "hello from alice"
+    # Files of their own per case: the chats of a case may still be finishing while the
+    # next one starts.
+    check "$label: alice got bob's line" "$tmp/$label-alice.out" "hello from bob"
+    check "$label: bob got alice's line" "$tmp/$label-bob.out" "hello from alice"
     # Exactly DESIGN.md's line.
     pair='^selected pair: (host|srflx|prflx|relay) -> (host|srflx|prflx|relay)$'
-    check "$label: alice reports the selected pair" "$tmp/alice.err" "$pair"
-    check "$label: bob reports the selected pair" "$tmp/bob.err" "$pair"
+    check "$label: alice reports the selected pair" "$tmp/$label-alice.err" "$pair"
+    check "$label: bob reports the selected pair" "$tmp/$label-bob.err" "$pair"
     kill_all
     PIDS=()
 }
@@ -195,6 +197,6 @@ fi
 exec {ann_fd}>&-
 
 if [ "$status" != 0 ]; then
-    for f in alice.err bob.err ann.err ben.err cat.err serve.log; do echo "--- $f"; tail -20 "$tmp/$f" 2>/dev/null; done
+    for f in ws-alice.err ws-bob.err wss-alice.err wss-bob.err ann.err ben.err cat.err serve.log; do echo "--- $f"; tail -20 "$tmp/$f" 2>/dev/null; done
 fi
 exit "$status"

@@ -15,7 +15,7 @@ peerlink=${1:-target/release/peerlink}
 tmp=$(mktemp -d)
 PIDS=()
 ns=pltx6$$
-trap 'kill_all; umount "$tmp/ro" "$tmp/soon-ro" 2>/dev/null; ip netns del "$ns" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+trap 'kill_all; umount "$tmp/ro" 2>/dev/null || true; umount "$tmp/soon-ro" 2>/dev/null || true; ip netns del "$ns" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 status=0
 ok() { echo "ok   $1"; }
 fail() { echo "FAIL $1"; status=1; }
