@@ -277,10 +277,15 @@ impl Task {
                 break;
             }
         }
+        // Every connection closes gracefully (what is queued is delivered first), all at once.
+        let mut closes = tokio::task::JoinSet::new();
         for (_, conn) in self.conns.drain() {
-            conn.handle.close().await;
-            conn.forward.abort();
+            closes.spawn(async move {
+                conn.handle.close().await;
+                conn.forward.abort();
+            });
         }
+        while closes.join_next().await.is_some() {}
         self.signal.close().await;
     }
 
@@ -469,8 +474,11 @@ impl Task {
     async fn drop_conn(&mut self, id: &str, reason: Gone) {
         let Some(conn) = self.conns.remove(id) else { return };
         tracing::debug!(%id, name = %conn.name, %reason, "connection over");
-        conn.handle.close().await;
-        conn.forward.abort();
+        // Closing may wait for a shutdown the other side never answers: not in this task.
+        tokio::spawn(async move {
+            conn.handle.close().await;
+            conn.forward.abort();
+        });
         let _ = self.app.send(RoomEvent::Gone { peer: id.to_owned(), reason });
     }
 }

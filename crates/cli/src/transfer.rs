@@ -394,8 +394,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<Result<(), TransferError>> {
             break;
         }
     }
-    // Let the channel closes reach the other side.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A graceful close: the channel closes and everything queued reach the other side first.
     room.close().await;
     if results.is_empty() {
         return Ok(Err(TransferError::NotConnected(
@@ -470,14 +469,6 @@ async fn prepare_out(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("--out {}: cannot write there", dir.display()))?;
     let _ = tokio::fs::remove_file(&probe).await;
     Ok(())
-}
-
-/// Waits (at most 2 s) until the peer has acknowledged everything sent on `channel`.
-async fn delivered(handle: &PeerHandle, channel: u16) {
-    let until = Instant::now() + Duration::from_secs(2);
-    while handle.unacknowledged(channel).await > 0 && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// One incoming file.
@@ -632,15 +623,12 @@ pub async fn recv(args: RecvArgs) -> anyhow::Result<Result<(), TransferError>> {
                     }
                     RtcEvent::Channel(ChannelEvent::Message { id, data, binary }) => {
                         let Some(channel) = files.get_mut(&(peer.clone(), id)) else { continue };
-                        let handle = channel.handle.clone();
                         match on_file_message(&args.out, channel, id, data, binary).await? {
                             None => {}
                             Some(Ok(())) if args.keep_going => {}
-                            Some(end) => {
-                                // The answer reaches the sender before we go.
-                                delivered(&handle, id).await;
-                                break end;
-                            }
+                            // The answer reaches the sender before the connection goes: the
+                            // room closes it gracefully.
+                            Some(end) => break end,
                         }
                     }
                     RtcEvent::Channel(ChannelEvent::Closed(id)) => {

@@ -4,7 +4,9 @@
 //! [`Peer`] sends commands (answered through oneshot channels, nothing is held across an
 //! await) and [`Peer::next_event`] yields the connection's events.
 
-use peerlink_rtc::{ChannelConfig, Description, PeerConnection, RtcConfig, RtcError, RtcEvent, SdpType};
+use peerlink_rtc::{
+    ChannelConfig, ConnectionState, Description, PeerConnection, RtcConfig, RtcError, RtcEvent, SdpType,
+};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -262,7 +264,9 @@ impl PeerHandle {
         let _ = self.commands.send(Command::CloseChannel(channel));
     }
 
-    /// Closes the connection (and waits until the driver has sent its last packets).
+    /// Closes the connection gracefully and waits until it is closed: what was sent on the
+    /// data channels is delivered and SCTP shut down (at most `peerlink_rtc::CLOSE_DEADLINE`,
+    /// then it aborts), and the last packets are out.
     pub async fn close(&self) {
         let _ = self.ask(Command::Close).await;
     }
@@ -303,7 +307,9 @@ async fn drive(
         }));
     }
     drop(datagram_tx);
-    let mut closing: Option<oneshot::Sender<()>> = None;
+    // Close commands waiting for the close to finish (SCTP's shutdown, then DTLS's
+    // close_notify; bounded by the connection's own deadline).
+    let mut closing: Vec<oneshot::Sender<()>> = Vec::new();
     let mut batch = Batch::default();
     loop {
         batch.flush(&mut pc, &sockets).await;
@@ -322,8 +328,12 @@ async fn drive(
             }
             let _ = events.send(e);
         }
-        if let Some(done) = closing.take() {
-            let _ = done.send(());
+        if !closing.is_empty()
+            && matches!(pc.connection_state(), ConnectionState::Closed | ConnectionState::Failed)
+        {
+            for done in closing.drain(..) {
+                let _ = done.send(());
+            }
             break;
         }
         let wake = pc.poll_timeout().map(tokio::time::Instant::from_std);
@@ -365,7 +375,7 @@ async fn drive(
                     Command::CloseChannel(id) => pc.close_channel(id),
                     Command::Close(reply) => {
                         pc.close(now);
-                        closing = Some(reply);
+                        closing.push(reply);
                     }
                 }
             }

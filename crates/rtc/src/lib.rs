@@ -28,6 +28,9 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+/// How long a graceful close waits for SCTP's shutdown before it aborts.
+pub const CLOSE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// What we announce and accept as `a=max-message-size` (RFC 8841).
 pub const MAX_MESSAGE_SIZE: usize = 256 * 1024;
 
@@ -179,6 +182,8 @@ pub struct PeerConnection {
     dtls_failed: Option<String>,
     /// Whether the connection was ever connected.
     was_connected: bool,
+    /// A graceful close is under way; it aborts at this instant.
+    closing: Option<Instant>,
     events: VecDeque<RtcEvent>,
     transmits: VecDeque<Transmit>,
     seed: [u8; 32],
@@ -253,6 +258,7 @@ impl PeerConnection {
             closed_by_peer: false,
             dtls_failed: None,
             was_connected: false,
+            closing: None,
             events: VecDeque::new(),
             transmits: VecDeque::new(),
             seed,

@@ -223,11 +223,28 @@ impl PeerConnection {
         }
     }
 
-    /// Closes everything (`RTCPeerConnection.close()`).
+    /// Closes everything (`RTCPeerConnection.close()`). With data channels up the close is
+    /// graceful: SCTP delivers what is queued and shuts down (RFC 9260 §9.2), then DTLS sends
+    /// close_notify; if the shutdown has not finished within `CLOSE_DEADLINE`, SCTP aborts.
+    /// The connection is `Closed` once that is done; keep driving it until then.
     pub fn close(&mut self, now: Instant) {
         if self.signaling == SignalingState::Closed {
             return;
         }
+        self.signaling = SignalingState::Closed;
+        let sctp_up = self.channels.association().state() == peerlink_sctp::SctpState::Established;
+        if sctp_up && self.dtls.as_ref().is_some_and(Dtls::is_connected) {
+            self.closing = Some(now + CLOSE_DEADLINE);
+            self.channels.association_mut().close(now);
+            self.pump(now);
+            return;
+        }
+        self.finish_close(now);
+    }
+
+    /// The end of a close: SCTP aborted if still up, DTLS close_notify, ICE stopped.
+    pub(crate) fn finish_close(&mut self, now: Instant) {
+        self.closing = None;
         self.channels.association_mut().abort("closed");
         self.flush(now);
         if let Some(dtls) = &mut self.dtls {
@@ -235,7 +252,6 @@ impl PeerConnection {
         }
         self.flush(now);
         self.ice.close(now);
-        self.signaling = SignalingState::Closed;
         self.set_state(ConnectionState::Closed);
         self.pump(now);
     }

@@ -25,6 +25,11 @@ impl PeerConnection {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.closing.is_some_and(|deadline| now >= deadline) {
+            tracing::debug!("SCTP shutdown not done in time; aborting");
+            self.finish_close(now);
+            return;
+        }
         self.ice.handle_timeout(now);
         if let Some(dtls) = &mut self.dtls {
             dtls.handle_timeout(now);
@@ -38,6 +43,7 @@ impl PeerConnection {
             self.ice.poll_timeout(),
             self.dtls.as_ref().and_then(Dtls::poll_timeout),
             self.channels.poll_timeout(),
+            self.closing,
         ]
         .into_iter()
         .flatten()
@@ -132,6 +138,11 @@ impl PeerConnection {
         }
         while let Some(e) = self.channels.poll_event() {
             self.events.push_back(RtcEvent::Channel(e));
+        }
+        if self.closing.is_some() && self.channels.association().state() == peerlink_sctp::SctpState::Ended {
+            // The shutdown is complete (or the peer aborted): the rest of the close.
+            self.finish_close(now);
+            return;
         }
         self.update_state();
     }

@@ -283,3 +283,47 @@ fn a_renegotiation_during_setup_keeps_the_ice_roles() {
         assert!(w.connected(), "seed {n}: {:?}", w.sides[0].events);
     }
 }
+
+#[test]
+fn a_close_delivers_what_was_sent_and_the_peer_sees_it_end() {
+    // 20 ms each way on both links: 80 ms round trips.
+    let mut w = World::new(50, false);
+    for s in &w.sides {
+        w.net.set_link(s.host, LinkConfig { delay: Duration::from_millis(20), ..LinkConfig::default() });
+    }
+    let now = w.net.now();
+    let chat = w.sides[0].pc.create_data_channel(now, ChannelConfig::reliable("chat")).unwrap();
+    w.negotiate(0, 1);
+    w.run(Duration::from_secs(20), |w| {
+        w.connected() && w.has(0, |e| matches!(e, RtcEvent::Channel(ChannelEvent::Open(_))))
+    });
+    assert!(w.connected());
+    // A burst larger than the first congestion window, then close at once: all of it arrives
+    // (before: the close aborted and the tail was lost).
+    let now = w.net.now();
+    for i in 0..40u32 {
+        w.sides[0].pc.send(now, chat, &[i as u8; 1000], true).unwrap();
+    }
+    w.sides[0].pc.close(now);
+    assert_eq!(w.sides[0].pc.connection_state(), ConnectionState::Connected, "closing takes a shutdown");
+    let closed = |w: &World, i: usize| w.sides[i].pc.connection_state() == ConnectionState::Closed;
+    w.run(Duration::from_secs(10), |w| closed(w, 0) && closed(w, 1));
+    let got = w.sides[1]
+        .events
+        .iter()
+        .filter(|e| matches!(e, RtcEvent::Channel(ChannelEvent::Message { binary: true, .. })))
+        .count();
+    assert_eq!(got, 40, "every message sent before the close arrives");
+    assert!(closed(&w, 0), "the closing side is closed");
+    assert!(
+        closed(&w, 1),
+        "the other side sees the close: {:?}",
+        w.sides[1].events.iter().rev().take(5).collect::<Vec<_>>()
+    );
+    assert!(
+        w.sides[1].events.iter().any(|e| matches!(e, RtcEvent::Channel(ChannelEvent::Ended { .. }))),
+        "its data channels end"
+    );
+    // Well within the abort deadline: a shutdown, not a timeout.
+    assert!(w.net.now() - now < peerlink_rtc::CLOSE_DEADLINE, "took {:?}", w.net.now() - now);
+}
