@@ -118,6 +118,7 @@ fn main() -> Result<()> {
                 DtlsEvent::Connected { .. } => dc.association_mut().connect(now),
                 DtlsEvent::Failed(e) => bail!("dtls: {e}"),
                 DtlsEvent::Closed => bail!("dtls closed"),
+                _ => {}
             }
         }
         while let Some(e) = dc.poll_event() {

@@ -137,6 +137,7 @@ pub enum DtlsError {
 
 /// What the association reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DtlsEvent {
     /// Handshake done and the peer's fingerprint checked: application data may flow.
     Connected { srtp: Option<SrtpKeys> },

@@ -109,6 +109,7 @@ struct Credentials {
 
 /// The agent's overall state (the `RTCIceConnectionState` values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IceState {
     New,
     Checking,
@@ -120,6 +121,7 @@ pub enum IceState {
 
 /// What the agent tells its driver.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum IceEvent {
     /// Send this to the peer (trickle).
     LocalCandidate(Candidate),

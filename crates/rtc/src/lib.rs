@@ -83,6 +83,7 @@ pub enum SignalingState {
 
 /// `RTCPeerConnectionState`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConnectionState {
     New,
     Connecting,
@@ -93,6 +94,7 @@ pub enum ConnectionState {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum RtcEvent {
     /// A local candidate for the peer (`candidate:...`; trickle it).
     LocalCandidate(String),

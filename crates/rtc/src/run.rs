@@ -121,6 +121,8 @@ impl PeerConnection {
                     });
                     self.start_dtls(now);
                 }
+                // Events of a newer agent than this code knows.
+                _ => {}
             }
         }
         if let Some(dtls) = &mut self.dtls {
@@ -130,6 +132,7 @@ impl PeerConnection {
                     DtlsEvent::Connected { .. } => self.channels.association_mut().connect(now),
                     DtlsEvent::Closed => self.closed_by_peer = true,
                     DtlsEvent::Failed(e) => self.dtls_failed = Some(e.to_string()),
+                    _ => {}
                 }
             }
         }

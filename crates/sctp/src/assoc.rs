@@ -66,6 +66,7 @@ impl Default for SctpConfig {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SctpState {
     Closed,
     CookieWait,
@@ -79,6 +80,7 @@ pub enum SctpState {
 
 /// What the association reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SctpEvent {
     Connected,
     /// The peer reset these of its outgoing streams (our incoming ones).

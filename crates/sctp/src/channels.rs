@@ -45,6 +45,7 @@ pub enum ChannelState {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ChannelEvent {
     /// The peer opened a channel (DCEP); it is open.
     Incoming {
