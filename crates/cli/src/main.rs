@@ -52,8 +52,8 @@ enum Command {
         Joins ROOM, connects to the other participant (a browser with the Peerlink app, or \
         `peerlink recv`), sends FILE on its own data channel in the app's framing \
         (docs/file-transfer.md) and exits 0 once the receiver confirmed the SHA-256: to the \
-        participant named by --to, or to every receiver that connects (then once each has \
-        confirmed). FILE is checked before anyone is waited for. Progress (what the receiver \
+        participant named by --to, or to every participant that connects (then once each has \
+        answered: success if any receiver confirmed, the others' failures printed). FILE is checked before anyone is waited for. Progress (what the receiver \
         acknowledged) goes to standard error. Exit codes: 3 refused by the receiver (its \
         reason is printed), 4 interrupted (connection, channel or peer gone), 5 corrupted (the \
         hashes differ), 6 no connection could be set up (and why), 1 other errors (bad \

@@ -25,6 +25,14 @@ use tokio::time::Instant;
 
 /// How long a peer told of another waits for its offer before offering itself.
 const OFFER_FALLBACK: Duration = Duration::from_secs(4);
+/// A connection not up after this long is given up (an offer or answer lost with a
+/// signaling outage, a peer that never answers): ICE's own timeout starts only once there
+/// are candidate pairs to check.
+const SETUP_DEADLINE: Duration = Duration::from_secs(60);
+
+/// An event of connection `generation` to peer `id` (`None`: its driver ended). The
+/// generation tells a new connection to the same id from one being closed.
+type PeerEvent = (String, u64, Option<RtcEvent>);
 
 /// What the room tells the application.
 #[derive(Debug)]
@@ -161,6 +169,8 @@ impl Room {
             my_id: my_id.clone(),
             config: PeerConfig { rtc, addresses: args.bind.clone() },
             conns: HashMap::new(),
+            names: peers.iter().map(|p| (p.id.clone(), p.name.clone())).collect(),
+            generations: 0,
             app,
             peer_events,
         };
@@ -193,6 +203,8 @@ impl Room {
 /// The room task's state of one other participant.
 struct Conn {
     name: String,
+    generation: u64,
+    started: Instant,
     handle: PeerHandle,
     forward: tokio::task::JoinHandle<()>,
     making_offer: bool,
@@ -210,17 +222,20 @@ struct Task {
     my_id: String,
     config: PeerConfig,
     conns: HashMap<String, Conn>,
+    /// Names of the participants, from the server's lists.
+    names: HashMap<String, String>,
+    generations: u64,
     app: mpsc::UnboundedSender<RoomEvent>,
-    peer_events: mpsc::UnboundedSender<(String, Option<RtcEvent>)>,
+    peer_events: mpsc::UnboundedSender<PeerEvent>,
 }
 
-async fn forward(id: String, mut events: PeerEvents, to: mpsc::UnboundedSender<(String, Option<RtcEvent>)>) {
+async fn forward(id: String, generation: u64, mut events: PeerEvents, to: mpsc::UnboundedSender<PeerEvent>) {
     while let Some(e) = events.next().await {
-        if to.send((id.clone(), Some(e))).is_err() {
+        if to.send((id.clone(), generation, Some(e))).is_err() {
             return;
         }
     }
-    let _ = to.send((id, None));
+    let _ = to.send((id, generation, None));
 }
 
 impl Task {
@@ -228,12 +243,16 @@ impl Task {
     async fn open(&mut self, remote: Remote, offer: bool) -> anyhow::Result<()> {
         let peer = Peer::start(self.config.clone()).await?;
         let (handle, events) = peer.split();
-        let forward = tokio::spawn(forward(remote.id.clone(), events, self.peer_events.clone()));
+        self.generations += 1;
+        let generation = self.generations;
+        let forward = tokio::spawn(forward(remote.id.clone(), generation, events, self.peer_events.clone()));
         let fallback_at = (!offer).then(|| Instant::now() + OFFER_FALLBACK);
         self.conns.insert(
             remote.id.clone(),
             Conn {
                 name: remote.name.clone(),
+                generation,
+                started: Instant::now(),
                 handle: handle.clone(),
                 forward,
                 making_offer: false,
@@ -253,20 +272,36 @@ impl Task {
 
     async fn run(
         mut self,
-        mut merged: mpsc::UnboundedReceiver<(String, Option<RtcEvent>)>,
+        mut merged: mpsc::UnboundedReceiver<PeerEvent>,
         mut stop: tokio::sync::oneshot::Receiver<()>,
     ) {
         let mut signaling = true;
         loop {
             let fallback =
                 self.conns.iter().filter_map(|(id, c)| c.fallback_at.map(|t| (t, id.clone()))).min();
+            let setup = self
+                .conns
+                .iter()
+                .filter(|(_, c)| !c.connected)
+                .map(|(id, c)| (c.started + SETUP_DEADLINE, id.clone()))
+                .min();
             tokio::select! {
                 _ = &mut stop => break,
                 e = self.signal.next_event(), if signaling => match e {
                     Some(e) => self.on_signaling(e).await,
                     None => signaling = false,
                 },
-                Some((id, event)) = merged.recv() => self.on_peer_event(id, event).await,
+                Some((id, generation, event)) = merged.recv() => {
+                    // Events of a connection since replaced (same peer id) are not this one's.
+                    if self.conns.get(&id).is_some_and(|c| c.generation == generation) {
+                        self.on_peer_event(id, event).await;
+                    }
+                }
+                () = crate::peer::sleep_until(setup.as_ref().map(|s| s.0)), if setup.is_some() => {
+                    let id = setup.expect("checked").1;
+                    let reason = format!("no connection within {SETUP_DEADLINE:?} (no answer through signaling, or no candidate pair)");
+                    self.drop_conn(&id, Gone::Failed { reason, during_setup: true }).await;
+                }
                 () = crate::peer::sleep_until(fallback.as_ref().map(|f| f.0)), if fallback.is_some() => {
                     let id = fallback.expect("checked").1;
                     crate::status!("peerlink: no offer from {id} after {OFFER_FALLBACK:?}; offering");
@@ -301,6 +336,21 @@ impl Task {
                 } else {
                     crate::status!("peerlink: signaling is back (same id)");
                 }
+                for p in &peers {
+                    self.names.insert(p.id.clone(), p.name.clone());
+                }
+                // Connections still being set up may have lost an offer or answer with the
+                // server: negotiate them again.
+                let stalled: Vec<String> = self
+                    .conns
+                    .iter()
+                    .filter(|(id, c)| !c.connected && peers.iter().any(|p| p.id == **id))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in stalled {
+                    tracing::debug!(%id, "connection not up after a signaling outage; offering again");
+                    self.offer(&id).await;
+                }
                 for p in peers {
                     if !self.conns.contains_key(&p.id) {
                         crate::status!("peerlink: {} ({}) is here; offering", p.name, p.id);
@@ -311,6 +361,7 @@ impl Task {
                 }
             }
             ClientEvent::PeerJoined(p) => {
+                self.names.insert(p.id.clone(), p.name.clone());
                 if self.conns.contains_key(&p.id) {
                     // Someone we are connected with, back in signaling after an outage.
                     return;
@@ -331,9 +382,17 @@ impl Task {
             }
             ClientEvent::Signal { from, data } => {
                 if !self.conns.contains_key(&from) {
-                    // An offer from someone we have not heard of yet (it joined while we were
-                    // away from signaling).
-                    let remote = Remote { id: from.clone(), name: from.clone() };
+                    // Only an offer starts a connection (from someone who joined while we
+                    // were away from signaling); a late candidate or answer of a connection
+                    // already dropped does not.
+                    let offer = serde_json::from_str::<serde_json::Value>(data.get())
+                        .is_ok_and(|d| d["description"]["type"] == "offer");
+                    if !offer {
+                        tracing::debug!(%from, "signal for no connection ignored");
+                        return;
+                    }
+                    let name = self.names.get(&from).cloned().unwrap_or_else(|| from.clone());
+                    let remote = Remote { id: from.clone(), name };
                     if let Err(e) = self.open(remote, false).await {
                         crate::status!("peerlink: cannot start a connection: {e:#}");
                         return;
@@ -352,9 +411,14 @@ impl Task {
         }
     }
 
-    async fn send_signal(&self, to: &str, data: serde_json::Value) {
-        if let Err(e) = self.signal.signal(to, data).await {
-            tracing::debug!(%to, error = %e, "signal not sent");
+    /// Whether the signal went to the server (not while it is away).
+    async fn send_signal(&self, to: &str, data: serde_json::Value) -> bool {
+        match self.signal.signal(to, data).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(%to, error = %e, "signal not sent");
+                false
+            }
         }
     }
 
@@ -369,8 +433,10 @@ impl Task {
         match offer {
             Ok(offer) => {
                 conn.offered = true;
-                self.send_signal(id, json!({"description": {"type": "offer", "sdp": offer.sdp}})).await;
-                self.described(id).await;
+                // Lost with the server: offered again once signaling is back.
+                if self.send_signal(id, json!({"description": {"type": "offer", "sdp": offer.sdp}})).await {
+                    self.described(id).await;
+                }
             }
             Err(e) => crate::status!("peerlink: cannot make an offer: {e}"),
         }
@@ -382,7 +448,7 @@ impl Task {
         conn.described = true;
         let held = std::mem::take(&mut conn.held);
         for c in held {
-            self.send_signal(id, json!({ "candidate": c })).await;
+            let _ = self.send_signal(id, json!({ "candidate": c })).await;
         }
     }
 
@@ -405,16 +471,16 @@ impl Task {
                 handle.rollback().await?;
             }
             let Some(conn) = self.conns.get_mut(from) else { return Ok(()) };
-            if kind == SdpType::Answer {
-                conn.offered = false;
-            } else {
-                conn.offered = false;
+            conn.offered = false;
+            if kind == SdpType::Offer {
                 conn.fallback_at = None;
             }
             let answer = handle.set_remote_description(Description { kind, sdp: sdp.to_owned() }).await?;
             if let Some(answer) = answer {
-                self.send_signal(from, json!({"description": {"type": "answer", "sdp": answer.sdp}})).await;
-                self.described(from).await;
+                if self.send_signal(from, json!({"description": {"type": "answer", "sdp": answer.sdp}})).await
+                {
+                    self.described(from).await;
+                }
             }
         } else if let Some(c) = data.get("candidate") {
             match c {
@@ -444,7 +510,7 @@ impl Task {
         };
         if let Some(c) = candidate {
             if conn.described {
-                self.send_signal(&id, json!({ "candidate": c })).await;
+                let _ = self.send_signal(&id, json!({ "candidate": c })).await;
             } else {
                 conn.held.push(c);
             }

@@ -58,7 +58,7 @@ pub struct SendArgs {
     /// The file to send (one regular file)
     pub file: PathBuf,
     /// Send only to the participant with this name (or peer id) [default: to every
-    /// receiver that connects; exits once each has confirmed]
+    /// participant that connects; exits once each has answered, 0 if any confirmed]
     #[arg(long, value_name = "NAME")]
     pub to: Option<String>,
     #[command(flatten)]
@@ -401,10 +401,14 @@ pub async fn send(args: SendArgs) -> anyhow::Result<Result<(), TransferError>> {
             "signaling ended before anyone received the file".into(),
         )));
     }
+    // With --to, the one transfer decides. Without it, a participant that is not a receiver
+    // (a chat, a page that does not take files) must not fail the others: success once any
+    // receiver confirmed, each failure reported.
+    let confirmed = results.iter().filter(|(_, r)| r.is_ok()).count();
     let mut first_error = None;
     for (peer, result) in results {
         if let Err(e) = result {
-            if first_error.is_none() {
+            if first_error.is_none() && (args.to.is_some() || confirmed == 0) {
                 first_error = Some(e);
             } else {
                 crate::status!("peerlink: transfer to {peer} {e}");
@@ -626,6 +630,11 @@ pub async fn recv(args: RecvArgs) -> anyhow::Result<Result<(), TransferError>> {
                         match on_file_message(&args.out, channel, id, data, binary).await? {
                             None => {}
                             Some(Ok(())) if args.keep_going => {}
+                            // With --keep-going one bad transfer does not end the others.
+                            Some(Err(e)) if args.keep_going => {
+                                crate::status!("peerlink: transfer from {name} {e}");
+                                files.remove(&(peer.clone(), id));
+                            }
                             // The answer reaches the sender before the connection goes: the
                             // room closes it gracefully.
                             Some(end) => break end,
