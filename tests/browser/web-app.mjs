@@ -9,6 +9,7 @@
 // Env: SCREENSHOTS (directory, default tests/browser/screenshots/), CHROMIUM (binary).
 // Prints ok/FAIL lines and "N passed, M failed"; exits non-zero on failure.
 import { launchChromium } from './chromium.mjs';
+import { state, waitFor } from './app-state.mjs';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -44,22 +45,6 @@ const watchdog = setTimeout(() => {
   console.log(`${passed} passed, ${failed + 1} failed`);
   process.exit(1);
 }, 170000);
-
-const state = (page) => page.evaluate(() => window.peerlinkState);
-
-/** Polls window.peerlinkState until pred(state) holds or ms pass; returns [ok, lastState]. */
-async function waitFor(page, pred, ms) {
-  const until = Date.now() + ms;
-  let s = null;
-  for (;;) {
-    try {
-      s = await state(page);
-      if (s && pred(s)) return [true, s];
-    } catch { /* page navigating */ }
-    if (Date.now() > until) return [false, s];
-    await sleep(200);
-  }
-}
 
 const browser = await launchChromium(['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream']);
 const tmp = mkdtempSync(join(tmpdir(), 'peerlink-web-'));

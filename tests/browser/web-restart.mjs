@@ -23,6 +23,7 @@
 // standard output, id() comes from its "joined room ... (ID)" status line, framesDecoded()
 // is null; push it onto `participants` before `checkFlow('before')`.
 import { launchChromium } from './chromium.mjs';
+import { state, waitFor } from './app-state.mjs';
 import { report, sleep } from './report.mjs';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -87,21 +88,6 @@ async function stopServer() {
 }
 
 // ---- participants -----------------------------------------------------------------------------
-
-const state = (page) => page.evaluate(() => window.peerlinkState);
-
-async function waitFor(page, pred, ms) {
-  const until = Date.now() + ms;
-  let s = null;
-  for (;;) {
-    try {
-      s = await state(page);
-      if (s && pred(s)) return [true, s];
-    } catch { /* navigating */ }
-    if (Date.now() > until) return [false, s];
-    await sleep(200);
-  }
-}
 
 const browser = await launchChromium(['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream']);
 
