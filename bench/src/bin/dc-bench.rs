@@ -58,6 +58,7 @@ fn main() -> Result<()> {
     let _ = sock.set_send_buffer_size(4 << 20);
     let gro = !args.no_offload && udp::enable_gro(&socket);
     let mut batch = Batcher::new();
+    let (mut plain, mut out) = (Vec::new(), Vec::new());
     let cert = Certificate::generate()?;
     println!(
         "{}",
@@ -158,16 +159,26 @@ fn main() -> Result<()> {
                 sent += n;
             }
         }
-        if dtls.is_connected() {
-            while let Some(p) = dc.poll_transmit(now) {
-                dtls.write(&p)?;
-            }
-        }
-        while let Some(d) = dtls.poll_transmit() {
+        let mut queue = |d: &[u8], batch: &mut udp::Batcher| -> anyhow::Result<()> {
             datagrams_out += 1;
-            if args.no_offload || !batch.push(peer_addr, &d) {
-                send(&socket, &mut batch)?;
-                assert!(batch.push(peer_addr, &d), "an empty run takes any datagram");
+            if args.no_offload || !batch.push(peer_addr, d) {
+                send(&socket, batch)?;
+                assert!(batch.push(peer_addr, d), "an empty run takes any datagram");
+            }
+            Ok(())
+        };
+        out.clear();
+        while dtls.poll_transmit(now, &mut out).is_some() {
+            queue(&out, &mut batch)?;
+            out.clear();
+        }
+        if dtls.is_connected() {
+            plain.clear();
+            while dc.poll_transmit(now, &mut plain).is_some() {
+                let _ = dtls.seal(&plain, &mut out)?;
+                queue(&out, &mut batch)?;
+                plain.clear();
+                out.clear();
             }
         }
         send(&socket, &mut batch)?;

@@ -430,19 +430,25 @@ struct Batch {
     from: Option<SocketAddr>,
     /// Sockets whose sends the kernel refused to segment: one datagram per call there.
     no_offload: Vec<SocketAddr>,
+    /// The datagram being moved into the run.
+    scratch: Vec<u8>,
 }
 
 impl Batch {
     async fn flush(&mut self, pc: &mut PeerConnection, sockets: &[(SocketAddr, Arc<UdpSocket>)]) {
         let now = Instant::now();
-        while let Some(t) = pc.poll_transmit(now) {
-            if self.from == Some(t.from) && self.run.push(t.to, &t.payload) {
+        self.scratch.clear();
+        while let Some(t) = pc.poll_transmit(now, &mut self.scratch) {
+            let (from, to) = (t.route.local, t.route.remote);
+            if self.from == Some(from) && self.run.push(to, &self.scratch) {
+                self.scratch.clear();
                 continue;
             }
             self.send(sockets).await;
-            self.from = Some(t.from);
-            self.run.set_gso(!self.no_offload.contains(&t.from));
-            self.run.push(t.to, &t.payload);
+            self.from = Some(from);
+            self.run.set_gso(!self.no_offload.contains(&from));
+            self.run.push(to, &self.scratch);
+            self.scratch.clear();
         }
         self.send(sockets).await;
     }

@@ -25,9 +25,12 @@
 //! assert_eq!(got.from, "203.0.113.1:5000".parse().unwrap()); // mapped, port preserved
 //! ```
 
+mod drive;
 mod nat;
 
+pub use drive::{pump, pump_wired, run, run_with, World};
 pub use nat::{Filtering, Mapping, NatConfig};
+pub use peerlink_proto::{Machine, Route};
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};

@@ -22,7 +22,7 @@
 //! let mut buf = Vec::with_capacity(64 * 1024);
 //! while let Some(t) = m.poll_transmit(now, &mut buf) {
 //!     let datagram = &buf[buf.len() - t.len..];
-//!     // send `datagram` from t.route.from to t.route.to (or keep appending: a GSO batch)
+//!     // send `datagram` from t.route.local to t.route.remote (or keep appending: a GSO batch)
 //!     # let _ = datagram;
 //!     buf.clear();
 //! }
@@ -40,12 +40,12 @@ pub use serial::{Serial16, Serial32, Unwrapper16, Unwrapper32};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-/// The path of a datagram on a host: the local address it leaves from (or arrived on) and
-/// the remote address it goes to (or came from).
+/// The path of a datagram as a host sees it: its own socket address and the other end's
+/// (where a datagram goes from and to, or arrived on and came from).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Route {
-    pub from: SocketAddr,
-    pub to: SocketAddr,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
 }
 
 /// One datagram a machine appended to the caller's buffer: its last `len` bytes, to be sent
@@ -89,6 +89,13 @@ pub trait Machine {
     /// When [`Machine::handle_timeout`] is next due; `None`: no timer runs.
     #[must_use]
     fn poll_timeout(&self) -> Option<Instant>;
+}
+
+/// The next datagram of `machine` in a buffer of its own: for tests and cold paths (a
+/// driver's data path passes one buffer to [`Machine::poll_transmit`] instead).
+pub fn poll_datagram<M: Machine>(machine: &mut M, now: Instant) -> Option<(M::Route, Vec<u8>)> {
+    let mut buf = Vec::new();
+    machine.poll_transmit(now, &mut buf).map(|t| (t.route, buf))
 }
 
 #[cfg(test)]

@@ -14,13 +14,17 @@
 //! loop {
 //!     pc.handle_receive(now, from, to, &datagram);
 //!     pc.handle_timeout(now);                        // at pc.poll_timeout()
-//!     while let Some(t) = pc.poll_transmit(now) { socket(t.from).send_to(&t.payload, t.to) }
+//!     while let Some(t) = pc.poll_transmit(now, &mut buf) {  // appends: a GSO batch can grow
+//!         socket(t.route.local).send_to(t.datagram(&buf), t.route.remote); buf.clear();
+//!     }
 //!     while let Some(e) = pc.poll_event() { ... }    // candidates, states, channel events
 //! }
 //! ```
 
 use peerlink_dtls::{Certificate, Dtls, DtlsConfig, DtlsEvent, Fingerprint, Role};
 use peerlink_ice::{Candidate, CandidateAddress, IceAgent, IceConfig, IceEvent, IceState, TurnServerConfig};
+use peerlink_proto::SeededRng;
+pub use peerlink_proto::{Route, Transmit};
 use peerlink_sctp::{Association, DataChannels, SctpConfig};
 pub use peerlink_sctp::{ChannelConfig, ChannelEvent, ChannelState, Reliability};
 use peerlink_sdp::{Attribute, Media, SessionDescription, Setup};
@@ -141,12 +145,12 @@ pub enum RtcError {
     Closed,
 }
 
-/// A datagram to send from the driver's socket `from`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    pub from: SocketAddr,
-    pub to: SocketAddr,
-    pub payload: Vec<u8>,
+/// A datagram kept for [`PeerConnection::poll_transmit`] (only on the close, which stops
+/// ICE right after sealing its last records).
+#[derive(Debug, Clone)]
+struct Queued {
+    route: Route,
+    payload: Vec<u8>,
 }
 
 /// What we learned from the remote description.
@@ -187,11 +191,12 @@ pub struct PeerConnection {
     /// A graceful close is under way; it aborts at this instant.
     closing: Option<Instant>,
     events: VecDeque<RtcEvent>,
-    transmits: VecDeque<Transmit>,
-    seed: [u8; 32],
-    seed_counter: u64,
+    queued: VecDeque<Queued>,
+    /// Material for the credentials of ICE restarts.
+    rng: SeededRng,
     record: Vec<u8>,
-    out: Vec<u8>,
+    /// The SCTP packet being sealed.
+    plain: Vec<u8>,
 }
 
 impl std::fmt::Debug for PeerConnection {
@@ -201,13 +206,6 @@ impl std::fmt::Debug for PeerConnection {
             .field("state", &self.state)
             .finish_non_exhaustive()
     }
-}
-
-fn derive(seed: &[u8; 32], counter: u64) -> [u8; 32] {
-    use hmac::{Hmac, Mac};
-    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(seed).expect("any key length");
-    mac.update(&counter.to_be_bytes());
-    mac.finalize().into_bytes().into()
 }
 
 /// ICE credentials from `seed` material: 8 and 24 characters of ice-char (RFC 8839 §5.4).
@@ -225,16 +223,17 @@ impl PeerConnection {
             Some(c) => c.clone(),
             None => Certificate::generate().map_err(|e| RtcError::Certificate(e.to_string()))?,
         };
-        let (ufrag, pwd) = credentials(&derive(&seed, 1));
+        let mut rng = SeededRng::new(&seed);
+        let (ufrag, pwd) = credentials(&rng.next_block());
         let ice_config = IceConfig {
             stun_servers: config.stun_servers.clone(),
             turn_servers: config.turn_servers.clone(),
             ..IceConfig::new(true, &ufrag, &pwd)
         };
-        let ice = IceAgent::new(ice_config, derive(&seed, 2)).map_err(|e| RtcError::Ice(e.to_string()))?;
+        let ice = IceAgent::new(ice_config, rng.next_block()).map_err(|e| RtcError::Ice(e.to_string()))?;
         let sctp_config = SctpConfig { max_receive_message: MAX_MESSAGE_SIZE, ..SctpConfig::default() };
-        let association = Association::new(now, sctp_config, derive(&seed, 3));
-        let session = derive(&seed, 4);
+        let association = Association::new(now, sctp_config, rng.next_block());
+        let session = rng.next_block();
         Ok(PeerConnection {
             certificate,
             ice,
@@ -262,11 +261,10 @@ impl PeerConnection {
             was_connected: false,
             closing: None,
             events: VecDeque::new(),
-            transmits: VecDeque::new(),
-            seed,
-            seed_counter: 10,
+            queued: VecDeque::new(),
+            rng: SeededRng::with_counter(&seed, 10),
             record: vec![0u8; 70_000],
-            out: Vec::new(),
+            plain: Vec::new(),
         })
     }
 

@@ -176,8 +176,7 @@ impl PeerConnection {
     }
 
     fn new_credentials(&mut self, now: Instant) -> Result<(), RtcError> {
-        self.seed_counter += 1;
-        let (ufrag, pwd) = credentials(&derive(&self.seed, self.seed_counter));
+        let (ufrag, pwd) = credentials(&self.rng.next_block());
         self.ice.restart(now, &ufrag, &pwd).map_err(|e| RtcError::Ice(e.to_string()))?;
         (self.ufrag, self.pwd) = (ufrag, pwd);
         self.candidates.clear();

@@ -50,47 +50,62 @@ impl PeerConnection {
         .min()
     }
 
-    /// The next datagram to send.
-    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
-        if self.transmits.is_empty() {
-            self.flush(now);
-            self.pump(now);
+    /// Appends the next datagram to send to `buf` (which it does not clear: a driver can
+    /// batch several for one GSO send) and says where it goes. SCTP packets are sealed by
+    /// DTLS straight into `buf`.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        if let Some(q) = self.queued.pop_front() {
+            buf.extend_from_slice(&q.payload);
+            return Some(Transmit { route: q.route, len: q.payload.len() });
         }
-        self.transmits.pop_front()
+        if let Some(t) = self.layer_transmit(now, buf) {
+            return Some(t);
+        }
+        // Events of what was sent (buffered amount low), and what they set off.
+        self.pump(now);
+        self.layer_transmit(now, buf)
     }
 
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<RtcEvent> {
         self.events.pop_front()
     }
 
-    /// Moves what every layer has to send onto `transmits`.
-    pub(crate) fn flush(&mut self, now: Instant) {
-        while let Some(t) = self.ice.poll_transmit() {
-            self.transmits.push_back(Transmit { from: t.from, to: t.to, payload: t.payload });
+    /// The next datagram of ICE, DTLS (handshake, alerts) or SCTP (sealed here), in that order.
+    fn layer_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        if let Some(t) = self.ice.poll_transmit(now, buf) {
+            return Some(t);
         }
-        let Some(dtls) = &mut self.dtls else { return };
-        if dtls.is_connected() {
-            while let Some(p) = self.channels.poll_transmit(now) {
-                if dtls.write(&p).is_err() {
-                    break;
+        let dtls = self.dtls.as_mut()?;
+        loop {
+            let start = buf.len();
+            if dtls.poll_transmit(now, buf).is_none() {
+                if !dtls.is_connected() {
+                    return None;
                 }
+                self.plain.clear();
+                let _ = self.channels.poll_transmit(now, &mut self.plain)?;
+                // A failure is an event of DTLS, which `pump` turns into ours.
+                let _ = dtls.seal(&self.plain, buf).ok()?;
             }
-        }
-        while let Some(d) = dtls.poll_transmit() {
-            if let Some((from, to)) = self.ice.send_data(&d, &mut self.out) {
-                self.transmits.push_back(Transmit { from, to, payload: std::mem::take(&mut self.out) });
-            } else {
-                // Our DTLS answers a peer whose ICE already has a path while ours has none:
-                // a sign of stuck nomination (the peer sees its packets go unanswered).
-                tracing::debug!(
-                    bytes = d.len(),
-                    controlling = self.ice.is_controlling(),
-                    "DTLS datagram dropped: no ICE pair selected yet"
-                );
+            if let Some(t) = self.ice.send_data(buf, start) {
+                return Some(t);
             }
+            // Our DTLS answers a peer whose ICE already has a path while ours has none: a
+            // sign of stuck nomination (the peer sees its packets go unanswered).
+            tracing::debug!(
+                controlling = self.ice.is_controlling(),
+                "DTLS datagram dropped: no ICE pair selected yet"
+            );
         }
-        while let Some(t) = self.ice.poll_transmit() {
-            self.transmits.push_back(Transmit { from: t.from, to: t.to, payload: t.payload });
+    }
+
+    /// Moves what every layer has to send to the queue: the close does, before it stops ICE.
+    pub(crate) fn flush(&mut self, now: Instant) {
+        let mut buf = Vec::new();
+        while let Some(t) = self.layer_transmit(now, &mut buf) {
+            self.queued.push_back(Queued { route: t.route, payload: std::mem::take(&mut buf) });
         }
     }
 
@@ -165,5 +180,30 @@ impl PeerConnection {
             _ => ConnectionState::Connecting,
         };
         self.set_state(state);
+    }
+}
+
+impl peerlink_proto::Machine for PeerConnection {
+    type Route = Route;
+    type Event = RtcEvent;
+
+    fn handle_receive(&mut self, now: Instant, route: Route, datagram: &[u8]) {
+        PeerConnection::handle_receive(self, now, route.remote, route.local, datagram);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        PeerConnection::handle_timeout(self, now);
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        PeerConnection::poll_transmit(self, now, buf)
+    }
+
+    fn poll_event(&mut self) -> Option<RtcEvent> {
+        PeerConnection::poll_event(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        PeerConnection::poll_timeout(self)
     }
 }

@@ -3,7 +3,7 @@
 //! data channels both ways, restart, rollback. (Interop with peers we did not write is in
 //! tests/e2e: aiortc and Chromium.)
 
-use peerlink_netsim::{seed, Datagram, HostId, LinkConfig, NatConfig, Network};
+use peerlink_netsim::{pump, seed, Datagram, HostId, LinkConfig, NatConfig, Network};
 use peerlink_rtc::{
     ChannelConfig, ChannelEvent, ConnectionState, Description, PeerConnection, RtcConfig, RtcEvent, SdpType,
     SignalingState,
@@ -25,6 +25,7 @@ struct World {
     sides: [Side; 2],
     /// Candidates on their way to the other side.
     trickle: [Vec<String>; 2],
+    buf: Vec<u8>,
 }
 
 impl World {
@@ -47,7 +48,7 @@ impl World {
             pc.add_local_address(start, SocketAddr::new(net.host_ip(host), 5000));
             Side { pc, host, events: Vec::new() }
         });
-        World { net, stun, sides, trickle: [Vec::new(), Vec::new()] }
+        World { net, stun, sides, trickle: [Vec::new(), Vec::new()], buf: Vec::new() }
     }
 
     fn step(&mut self) {
@@ -61,19 +62,14 @@ impl World {
             }
         }
         for i in 0..2 {
-            while let Some(d) = self.net.poll_receive(self.sides[i].host) {
-                self.sides[i].pc.handle_receive(now, d.from, d.to, &d.payload);
-            }
-            self.sides[i].pc.handle_timeout(now);
-            while let Some(t) = self.sides[i].pc.poll_transmit(now) {
-                self.net.send(self.sides[i].host, Datagram { from: t.from, to: t.to, payload: t.payload });
-            }
-            while let Some(e) = self.sides[i].pc.poll_event() {
+            let Side { pc, host, events } = &mut self.sides[i];
+            let trickle = &mut self.trickle[1 - i];
+            pump(&mut self.net, *host, pc, &mut self.buf, |e| {
                 if let RtcEvent::LocalCandidate(c) = &e {
-                    self.trickle[1 - i].push(c.clone());
+                    trickle.push(c.clone());
                 }
-                self.sides[i].events.push(e);
-            }
+                events.push(e);
+            });
             // Trickled candidates reach the other side once it has a remote description.
             if self.sides[i].pc.signaling_state() != SignalingState::Stable || self.has_remote(i) {
                 for c in std::mem::take(&mut self.trickle[i]) {
@@ -88,23 +84,7 @@ impl World {
     }
 
     fn run(&mut self, limit: Duration, done: impl Fn(&World) -> bool) {
-        let deadline = self.net.now() + limit;
-        loop {
-            self.step();
-            if done(self) {
-                return;
-            }
-            let next =
-                [self.net.poll_timeout(), self.sides[0].pc.poll_timeout(), self.sides[1].pc.poll_timeout()]
-                    .into_iter()
-                    .flatten()
-                    .min();
-            let Some(next) = next.filter(|&t| t <= deadline) else {
-                self.net.advance(deadline);
-                return;
-            };
-            self.net.advance(next.max(self.net.now()));
-        }
+        peerlink_netsim::run(self, limit, done);
     }
 
     /// Side `a` offers, side `b` answers (descriptions as text).
@@ -326,4 +306,22 @@ fn a_close_delivers_what_was_sent_and_the_peer_sees_it_end() {
     );
     // Well within the abort deadline: a shutdown, not a timeout.
     assert!(w.net.now() - now < peerlink_rtc::CLOSE_DEADLINE, "took {:?}", w.net.now() - now);
+}
+
+impl peerlink_netsim::World for World {
+    fn net(&self) -> &Network {
+        &self.net
+    }
+
+    fn net_mut(&mut self) -> &mut Network {
+        &mut self.net
+    }
+
+    fn step(&mut self) {
+        World::step(self);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.sides.iter().filter_map(|s| s.pc.poll_timeout()).min()
+    }
 }

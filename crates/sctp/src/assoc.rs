@@ -10,6 +10,7 @@ use crate::recv::{Message, Receiver};
 use crate::send::{Reliability, Sender};
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
+use peerlink_proto::{Backoff, BackoffConfig, SeededRng, Transmit};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -147,15 +148,14 @@ pub struct Association {
     my_initial_tsn: u32,
     peer: Option<Peer>,
     cookie_key: [u8; 32],
-    rng_key: [u8; 32],
-    rng_counter: u64,
+    rng: SeededRng,
     created: Instant,
     sender: Option<Sender>,
     receiver: Option<Receiver>,
     /// Messages sent before the association is up.
     early: Vec<(u16, u32, Bytes, bool, Reliability)>,
     /// INIT or COOKIE ECHO being retried: the packet, attempts, when next.
-    t1: Option<(Vec<u8>, u32, Instant, Duration)>,
+    t1: Option<T1>,
     /// Chunks to bundle in the next packet.
     control: VecDeque<Vec<u8>>,
     /// Packets to send as they are (INIT ACK, SHUTDOWN COMPLETE, ABORT).
@@ -189,6 +189,30 @@ impl std::fmt::Debug for Association {
     }
 }
 
+/// The timer of a lone control packet we repeat until answered: T1-init, T1-cookie and the
+/// shutdown timer T2 (RFC 9260 §6.3.3, §9.2; they never run at once), doubling from the
+/// RTO up to RTO.max.
+#[derive(Debug)]
+struct T1 {
+    packet: Vec<u8>,
+    backoff: Backoff,
+}
+
+impl T1 {
+    /// `packet` was just queued for its first transmission.
+    fn start(packet: Vec<u8>, now: Instant, rto: Duration) -> T1 {
+        let config = BackoffConfig {
+            initial: rto,
+            max: crate::send::RTO_MAX,
+            transmissions: None,
+            last_wait_factor: None,
+        };
+        let mut backoff = Backoff::new(config);
+        let _ = backoff.on_transmit(now);
+        T1 { packet, backoff }
+    }
+}
+
 impl Association {
     /// `seed` (32 bytes from a CSPRNG) keys the verification tag, initial TSN and cookie.
     pub fn new(now: Instant, config: SctpConfig, seed: [u8; 32]) -> Association {
@@ -199,8 +223,7 @@ impl Association {
             my_initial_tsn: 0,
             peer: None,
             cookie_key: [0; 32],
-            rng_key: seed,
-            rng_counter: 0,
+            rng: SeededRng::new(&seed),
             created: now,
             sender: None,
             receiver: None,
@@ -223,21 +246,13 @@ impl Association {
         };
         let mut key = [0u8; 32];
         for chunk in key.chunks_mut(8) {
-            chunk.copy_from_slice(&a.random().to_be_bytes());
+            chunk.copy_from_slice(&a.rng.next_u64().to_be_bytes());
         }
         a.cookie_key = key;
-        a.my_tag = (a.random() as u32).max(1);
-        a.my_initial_tsn = a.random() as u32;
+        a.my_tag = (a.rng.next_u64() as u32).max(1);
+        a.my_initial_tsn = a.rng.next_u64() as u32;
         a.next_reset_seq = a.my_initial_tsn;
         a
-    }
-
-    fn random(&mut self) -> u64 {
-        self.rng_counter += 1;
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.rng_key).expect("any key length");
-        mac.update(&self.rng_counter.to_be_bytes());
-        let out = mac.finalize().into_bytes();
-        u64::from_be_bytes(out[..8].try_into().expect("8 bytes"))
     }
 
     pub fn state(&self) -> SctpState {
@@ -268,7 +283,7 @@ impl Association {
         let p = self.init_packet(chunk::INIT, 0, None);
         self.state = SctpState::CookieWait;
         self.lone.push_back(p.clone());
-        self.t1 = Some((p, 1, now + crate::send::RTO_INITIAL, crate::send::RTO_INITIAL));
+        self.t1 = Some(T1::start(p, now, crate::send::RTO_INITIAL));
     }
 
     fn header(&self, tag: u32) -> Header {
@@ -450,7 +465,7 @@ impl Association {
         let cumulative = self.receiver.as_ref().map_or(0, Receiver::cumulative_tsn);
         let p = self.chunk_packet(peer.tag, chunk::SHUTDOWN, &cumulative.to_be_bytes());
         self.lone.push_back(p.clone());
-        self.t1 = Some((p, 1, now + self.rto(), self.rto()));
+        self.t1 = Some(T1::start(p, now, self.rto()));
     }
 
     fn rto(&self) -> Duration {
@@ -473,7 +488,7 @@ impl Association {
         }
         let reset = self.resets.front().and_then(|r| r.sent_at).map(|t| t + self.rto());
         [
-            self.t1.as_ref().map(|t| t.2),
+            self.t1.as_ref().and_then(|t| t.backoff.deadline()),
             self.sack_at,
             self.heartbeat_at,
             self.sender.as_ref().and_then(Sender::poll_timeout),
@@ -488,22 +503,18 @@ impl Association {
         if self.state == SctpState::Ended {
             return;
         }
-        if let Some((p, attempts, at, rto)) = self.t1.take() {
+        if let Some(t1) = self.t1.as_mut().filter(|t| t.backoff.is_due(now)) {
             // T1 gives up after Max.Init.Retransmits, T2 (the shutdown timers) after
             // Association.Max.Retrans (RFC 9260 §9.2, §16).
             let limit = match self.state {
                 SctpState::ShutdownSent | SctpState::ShutdownAckSent => MAX_RETRANSMISSIONS,
                 _ => MAX_INIT_ATTEMPTS,
             };
-            if now < at {
-                self.t1 = Some((p, attempts, at, rto));
-            } else if attempts >= limit {
+            if t1.backoff.transmissions() >= limit {
                 return self.end("no answer to INIT, COOKIE ECHO, SHUTDOWN or SHUTDOWN ACK".into());
-            } else {
-                self.lone.push_back(p.clone());
-                let rto = (rto * 2).min(crate::send::RTO_MAX);
-                self.t1 = Some((p, attempts + 1, now + rto, rto));
             }
+            let _ = t1.backoff.on_transmit(now);
+            self.lone.push_back(t1.packet.clone());
         }
         if self.sack_at.is_some_and(|t| now >= t) {
             self.sack_at = None;
@@ -534,12 +545,31 @@ impl Association {
         }
     }
 
-    /// The next packet to send, if any (call until `None`).
-    pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+    /// Appends the next packet to send to `buf`, if any (call until `None`). A packet is
+    /// built in place when `buf` is empty (what a driver that seals each packet in its own
+    /// record passes), and copied in otherwise.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit<()>> {
         if let Some(p) = self.lone.pop_front() {
             self.stats.packets_sent += 1;
-            return Some(p);
+            buf.extend_from_slice(&p);
+            return Some(Transmit { route: (), len: p.len() });
         }
+        if buf.is_empty() {
+            let len = self.build_packet(now, buf)?;
+            return Some(Transmit { route: (), len });
+        }
+        let mut p = std::mem::take(&mut self.scratch);
+        let built = self.build_packet(now, &mut p);
+        buf.extend_from_slice(&p);
+        self.scratch = p;
+        built.map(|len| Transmit { route: (), len })
+    }
+
+    /// Writes the next packet of chunks into `p` (cleared first; chunk padding counts from
+    /// its start) and returns its length; `None` leaves `p` empty.
+    fn build_packet(&mut self, now: Instant, p: &mut Vec<u8>) -> Option<usize> {
+        p.clear();
         let peer = self.peer?;
         // After the peer's SHUTDOWN (ShutdownAckSent) what we still have outstanding goes
         // out before our SHUTDOWN ACK.
@@ -552,8 +582,7 @@ impl Association {
         ) {
             return None;
         }
-        let mut p = std::mem::take(&mut self.scratch);
-        packet::begin(&mut p, &self.header(peer.tag));
+        packet::begin(p, &self.header(peer.tag));
         while let Some(c) = self.control.front() {
             if p.len() + c.len() > self.config.mtu && p.len() > packet::HEADER {
                 break;
@@ -563,30 +592,29 @@ impl Association {
         }
         if let Some(r) = &mut self.receiver {
             if r.sack_now {
-                r.write_sack(&mut p);
+                r.write_sack(p);
                 self.sack_at = None;
                 self.stats.sacks_sent += 1;
             }
         }
         if let Some(sender) = &mut self.sender {
             if sender.forward_tsn_due {
-                sender.write_forward_tsn(&mut p);
+                sender.write_forward_tsn(p);
             }
         }
-        self.write_reset(now, &mut p);
+        self.write_reset(now, p);
         if self.state != SctpState::CookieEchoed {
             if let Some(sender) = &mut self.sender {
-                sender.fill(now, &mut p);
+                sender.fill(now, p);
             }
         }
         if p.len() == packet::HEADER {
-            self.scratch = p;
+            p.clear();
             return None;
         }
-        packet::finish(&mut p);
+        packet::finish(p);
         self.stats.packets_sent += 1;
-        self.scratch = Vec::with_capacity(self.config.mtu);
-        Some(p)
+        Some(p.len())
     }
 
     /// Sends the first queued reset request once its streams have nothing left to send.
@@ -820,7 +848,7 @@ impl Association {
         let p = self.chunk_packet(init.tag, chunk::COOKIE_ECHO, cookie);
         self.state = SctpState::CookieEchoed;
         self.lone.push_back(p.clone());
-        self.t1 = Some((p, 1, now + crate::send::RTO_INITIAL, crate::send::RTO_INITIAL));
+        self.t1 = Some(T1::start(p, now, crate::send::RTO_INITIAL));
     }
 
     /// Cookie: our tag and TSN, the peer's, its window and extensions, when it was made
@@ -937,7 +965,7 @@ impl Association {
         if self.state != SctpState::Established || !self.sender.as_ref().is_some_and(Sender::idle) {
             return;
         }
-        let nonce = self.random();
+        let nonce = self.rng.next_u64();
         let mut c = Vec::new();
         chunk::write_chunk(&mut c, chunk::HEARTBEAT, 0, |out| {
             chunk::write_param(out, PARAM_HEARTBEAT_INFO, &nonce.to_be_bytes())
@@ -973,7 +1001,7 @@ impl Association {
             }
             // The peer did not get our SHUTDOWN ACK: send it again now.
             SctpState::ShutdownAckSent => match &self.t1 {
-                Some((p, ..)) => self.lone.push_back(p.clone()),
+                Some(t) => self.lone.push_back(t.packet.clone()),
                 None => self.maybe_shutdown_ack(now),
             },
             _ => {}
@@ -991,7 +1019,7 @@ impl Association {
         let Some(peer) = self.peer else { return };
         let p = self.chunk_packet(peer.tag, chunk::SHUTDOWN_ACK, &[]);
         self.lone.push_back(p.clone());
-        self.t1 = Some((p, 1, now + self.rto(), self.rto()));
+        self.t1 = Some(T1::start(p, now, self.rto()));
     }
 
     fn on_shutdown_ack(&mut self) {
@@ -1089,5 +1117,30 @@ impl Association {
                 _ => {}
             }
         }
+    }
+}
+
+impl peerlink_proto::Machine for Association {
+    type Route = ();
+    type Event = SctpEvent;
+
+    fn handle_receive(&mut self, now: Instant, (): (), packet: &[u8]) {
+        Association::handle_receive(self, now, packet);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Association::handle_timeout(self, now);
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit<()>> {
+        Association::poll_transmit(self, now, buf)
+    }
+
+    fn poll_event(&mut self) -> Option<SctpEvent> {
+        Association::poll_event(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Association::poll_timeout(self)
     }
 }

@@ -12,7 +12,7 @@
 //! let mut sctp = Association::new(now, SctpConfig::default(), seed);
 //! sctp.connect(now);                                    // both WebRTC peers do
 //! sctp.handle_receive(now, &dtls_record);               // one packet per DTLS record
-//! while let Some(p) = sctp.poll_transmit(now) { dtls.write(&p) }
+//! while let Some(t) = sctp.poll_transmit(now, &mut buf) { dtls.seal(&buf, &mut out)?; buf.clear() }
 //! while let Some(m) = sctp.poll_message() { ... }       // stream, ppid, data
 //! sctp.send(now, stream, ppid, data, ordered, Reliability::Reliable)?;
 //! ```

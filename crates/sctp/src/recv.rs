@@ -32,13 +32,7 @@ struct Fragment {
 
 /// Unwraps a 32-bit serial number to the 64-bit value nearest `reference`.
 pub(crate) fn unwrap(reference: u64, tsn: u32) -> u64 {
-    let base = reference & !0xFFFF_FFFF;
-    let candidates = [base.wrapping_sub(1 << 32), base, base + (1 << 32)];
-    candidates
-        .into_iter()
-        .map(|b| b.wrapping_add(u64::from(tsn)))
-        .min_by_key(|&c| c.abs_diff(reference))
-        .unwrap_or(u64::from(tsn))
+    peerlink_proto::serial::unwrap_near(reference, u64::from(tsn), 32)
 }
 
 /// Why incoming data ends the association.
