@@ -144,6 +144,21 @@ pub enum IceEvent {
     },
 }
 
+/// Why the agent failed (its state is [`IceState::Failed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IceFailure {
+    /// Checks found no working pair in time (RFC 8445 §8.2 leaves the limit to the agent).
+    #[error("no candidate pair succeeded within {} s", .0.as_secs())]
+    NoPairWithin(Duration),
+    /// Every pair failed once both sides had announced all their candidates.
+    #[error("every candidate pair failed")]
+    AllPairsFailed,
+    /// The selected pair stopped answering consent checks (RFC 7675 §5.1).
+    #[error("consent lost: no answer on the selected pair for {} s", .0.as_secs())]
+    ConsentLost(Duration),
+}
+
 /// A datagram waiting for [`IceAgent::poll_transmit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Queued {
@@ -277,6 +292,7 @@ pub struct IceAgent {
     /// Nominate by then even if better pairs are still being checked.
     nominate_by: Option<Instant>,
     state: IceState,
+    failure: Option<IceFailure>,
     selected: Option<usize>,
     gathering_complete_sent: bool,
     remote_complete: bool,
@@ -326,6 +342,7 @@ impl IceAgent {
             nominating: None,
             nominate_by: None,
             state: IceState::New,
+            failure: None,
             selected: None,
             gathering_complete_sent: false,
             remote_complete: false,
@@ -423,6 +440,19 @@ impl IceAgent {
             nominating,
             as_controlling: self.controlling,
         }
+    }
+
+    fn fail(&mut self, failure: IceFailure) {
+        if !matches!(self.state, IceState::Failed | IceState::Closed) {
+            tracing::debug!(%failure, "ICE failed");
+            self.failure = Some(failure);
+        }
+        self.set_state(IceState::Failed);
+    }
+
+    /// Why the agent failed, once it has.
+    pub fn failure(&self) -> Option<IceFailure> {
+        self.failure
     }
 
     fn set_state(&mut self, state: IceState) {
@@ -549,6 +579,7 @@ impl IceAgent {
         if self.state == IceState::Failed {
             // The one way out of a final state: start over.
             self.state = IceState::New;
+            self.failure = None;
             self.events.push_back(IceEvent::State(IceState::New));
         }
     }
@@ -873,7 +904,7 @@ impl IceAgent {
     fn consent(&mut self, now: Instant) {
         let Some(selected) = self.selected else { return };
         if self.last_consent.is_some_and(|t| now.saturating_duration_since(t) >= CONSENT_TIMEOUT) {
-            self.set_state(IceState::Failed);
+            self.fail(IceFailure::ConsentLost(CONSENT_TIMEOUT));
             return;
         }
         if self.last_heard.is_some_and(|t| now.saturating_duration_since(t) >= DISCONNECTED_AFTER) {
@@ -901,7 +932,7 @@ impl IceAgent {
             return;
         }
         if self.checking_since.is_some_and(|t| now.saturating_duration_since(t) >= CHECKING_TIMEOUT) {
-            return self.set_state(IceState::Failed);
+            return self.fail(IceFailure::NoPairWithin(CHECKING_TIMEOUT));
         }
         // Only with both sides' candidates all known can an empty check list mean failure.
         if !self.remote_complete || !self.gathering_complete_sent {
@@ -909,7 +940,7 @@ impl IceAgent {
         }
         let open = self.pairs.iter().any(|p| !matches!(p.state, PairState::Failed));
         if !open {
-            self.set_state(IceState::Failed);
+            self.fail(IceFailure::AllPairsFailed);
         }
     }
 

@@ -21,12 +21,14 @@
 //! }
 //! ```
 
+pub use peerlink_dtls::DtlsError;
 use peerlink_dtls::{Certificate, Dtls, DtlsConfig, DtlsEvent, Fingerprint, Role};
-use peerlink_ice::{Candidate, CandidateAddress, IceAgent, IceConfig, IceEvent, IceState, TurnServerConfig};
+use peerlink_ice::{Candidate, CandidateAddress, IceAgent, IceConfig, IceEvent, TurnServerConfig};
+pub use peerlink_ice::{IceFailure, IceState};
 use peerlink_proto::SeededRng;
 pub use peerlink_proto::{Route, Transmit};
 use peerlink_sctp::{Association, DataChannels, SctpConfig};
-pub use peerlink_sctp::{ChannelConfig, ChannelEvent, ChannelState, Reliability};
+pub use peerlink_sctp::{ChannelConfig, ChannelEvent, ChannelState, Reliability, SctpCloseReason};
 use peerlink_sdp::{Attribute, Media, SessionDescription, Setup};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -120,12 +122,41 @@ pub enum RtcEvent {
         remote_kind: &'static str,
     },
     Channel(ChannelEvent),
-    /// Why the connection failed; comes just before `ConnectionState(Failed)`.
+    /// The connection is over, and why: the one terminal event, just before
+    /// `ConnectionState(Closed)` (a close by either side) or `ConnectionState(Failed)`.
     /// `during_setup`: it had never been connected (so nothing was interrupted).
-    Failed {
-        reason: String,
+    Closed {
+        reason: CloseReason,
         during_setup: bool,
     },
+}
+
+/// Why a connection ended ([`RtcEvent::Closed`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// [`PeerConnection::close`] was called.
+    #[error("closed by this side")]
+    LocalClose,
+    /// The other side closed the connection (SCTP shutdown, DTLS close_notify).
+    #[error("the other side closed the connection")]
+    RemoteClosed,
+    /// No path, or the path stopped answering.
+    #[error("ICE: {0}")]
+    Ice(#[from] IceFailure),
+    #[error("DTLS: {0}")]
+    Dtls(#[from] DtlsError),
+    /// The association ended some other way than a shutdown: an abort (with the peer's
+    /// cause), a peer that stopped answering, a protocol violation.
+    #[error("SCTP: {0}")]
+    Sctp(#[from] SctpCloseReason),
+}
+
+impl CloseReason {
+    /// Whether the connection failed (rather than being closed by one of its ends).
+    pub fn is_failure(&self) -> bool {
+        !matches!(self, CloseReason::LocalClose | CloseReason::RemoteClosed)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -185,7 +216,8 @@ pub struct PeerConnection {
     ice_state: IceState,
     state: ConnectionState,
     closed_by_peer: bool,
-    dtls_failed: Option<String>,
+    /// Why the connection is ending, once something decided it (the first cause wins).
+    ending: Option<CloseReason>,
     /// Whether the connection was ever connected.
     was_connected: bool,
     /// A graceful close is under way; it aborts at this instant.
@@ -257,7 +289,7 @@ impl PeerConnection {
             ice_state: IceState::New,
             state: ConnectionState::New,
             closed_by_peer: false,
-            dtls_failed: None,
+            ending: None,
             was_connected: false,
             closing: None,
             events: VecDeque::new(),

@@ -140,25 +140,40 @@ impl PeerConnection {
                 _ => {}
             }
         }
+        let mut dtls_failed = None;
         if let Some(dtls) = &mut self.dtls {
             while let Some(e) = dtls.poll_event() {
                 match e {
                     // Both ends start SCTP (a simultaneous open, as browsers do).
                     DtlsEvent::Connected { .. } => self.channels.association_mut().connect(now),
-                    DtlsEvent::Closed => self.closed_by_peer = true,
-                    DtlsEvent::Failed(e) => self.dtls_failed = Some(e.to_string()),
+                    DtlsEvent::Closed => {
+                        self.closed_by_peer = true;
+                        self.ending.get_or_insert(CloseReason::RemoteClosed);
+                    }
+                    DtlsEvent::Failed(e) => dtls_failed = Some(e),
                     _ => {}
                 }
             }
         }
-        if let Some(reason) = self.dtls_failed.take() {
-            self.fail(&format!("DTLS: {reason}"));
+        if let Some(e) = dtls_failed {
+            self.fail(CloseReason::Dtls(e));
         }
+        let mut sctp_ended = None;
         while let Some(e) = self.channels.poll_event() {
+            if let ChannelEvent::Ended { reason } = &e {
+                sctp_ended = Some(reason.clone());
+            }
             self.events.push_back(RtcEvent::Channel(e));
         }
-        if self.closing.is_some() && self.channels.association().state() == peerlink_sctp::SctpState::Ended {
-            // The shutdown is complete (or the peer aborted): the rest of the close.
+        if let Some(reason) = sctp_ended.filter(|_| !self.is_over()) {
+            // The association is all a connection carries (no media yet): its end, by a
+            // shutdown either side started or otherwise, is the connection's.
+            let reason = match reason {
+                SctpCloseReason::ShutDown { by_peer: true } => CloseReason::RemoteClosed,
+                SctpCloseReason::ShutDown { by_peer: false } => CloseReason::LocalClose,
+                other => CloseReason::Sctp(other),
+            };
+            self.ending.get_or_insert(reason);
             self.finish_close(now);
             return;
         }

@@ -5,8 +5,8 @@
 
 use peerlink_netsim::{pump, seed, Datagram, HostId, LinkConfig, NatConfig, Network};
 use peerlink_rtc::{
-    ChannelConfig, ChannelEvent, ConnectionState, Description, PeerConnection, RtcConfig, RtcEvent, SdpType,
-    SignalingState,
+    ChannelConfig, ChannelEvent, CloseReason, ConnectionState, Description, IceFailure, PeerConnection,
+    RtcConfig, RtcEvent, SdpType, SignalingState,
 };
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -83,8 +83,9 @@ impl World {
         self.sides[i].events.iter().any(|e| matches!(e, RtcEvent::IceState(_)))
     }
 
-    fn run(&mut self, limit: Duration, done: impl Fn(&World) -> bool) {
-        peerlink_netsim::run(self, limit, done);
+    /// Runs until `done` (true) or `limit` of virtual time has passed (false).
+    fn run(&mut self, limit: Duration, done: impl Fn(&World) -> bool) -> bool {
+        peerlink_netsim::run(self, limit, done)
     }
 
     /// Side `a` offers, side `b` answers (descriptions as text).
@@ -323,5 +324,79 @@ impl peerlink_netsim::World for World {
 
     fn poll_timeout(&self) -> Option<Instant> {
         self.sides.iter().filter_map(|s| s.pc.poll_timeout()).min()
+    }
+}
+
+/// The other side's `Closed` events (the connection's terminal event).
+fn closes(w: &World, i: usize) -> Vec<(CloseReason, bool)> {
+    w.sides[i]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            RtcEvent::Closed { reason, during_setup } => Some((reason.clone(), *during_setup)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_graceful_close_is_seen_by_the_other_side_as_remote_closed_within_a_round_trip() {
+    // 20 ms on each access link: 40 ms one way, 80 ms round trips.
+    let mut w = World::new(51, false);
+    for s in &w.sides {
+        w.net.set_link(s.host, LinkConfig { delay: Duration::from_millis(20), ..LinkConfig::default() });
+    }
+    let now = w.net.now();
+    w.sides[0].pc.create_data_channel(now, ChannelConfig::reliable("chat")).unwrap();
+    w.negotiate(0, 1);
+    w.run(Duration::from_secs(20), |w| {
+        w.connected() && w.has(0, |e| matches!(e, RtcEvent::Channel(ChannelEvent::Open(_))))
+    });
+    assert!(w.connected());
+    // Let the set-up's last packets settle, then close one side.
+    w.run(Duration::from_secs(1), |_| false);
+    let closed_at = w.net.now();
+    w.sides[0].pc.close(closed_at);
+    assert!(
+        w.run(Duration::from_secs(10), |w| !closes(w, 1).is_empty()),
+        "the other side never saw the close"
+    );
+    let seen = w.net.now() - closed_at;
+    // SHUTDOWN reaches it after one way; one round trip (SHUTDOWN ACK out, SHUTDOWN
+    // COMPLETE and close_notify back) later the connection is over.
+    let (one_way, rtt) = (Duration::from_millis(40), Duration::from_millis(80));
+    assert!(seen >= rtt && seen <= one_way + rtt + Duration::from_millis(5), "seen after {seen:?}");
+    assert_eq!(closes(&w, 1), [(CloseReason::RemoteClosed, false)]);
+    // The terminal event comes just before the state.
+    let events = &w.sides[1].events;
+    let at = events.iter().position(|e| matches!(e, RtcEvent::Closed { .. })).unwrap();
+    assert_eq!(events.get(at + 1), Some(&RtcEvent::ConnectionState(ConnectionState::Closed)), "{events:?}");
+    w.run(Duration::from_secs(1), |w| !closes(w, 0).is_empty());
+    assert_eq!(closes(&w, 0), [(CloseReason::LocalClose, false)]);
+    // Exactly one terminal event each, however long it runs on.
+    w.run(Duration::from_secs(5), |_| false);
+    assert_eq!(closes(&w, 0).len() + closes(&w, 1).len(), 2);
+}
+
+#[test]
+fn a_path_that_goes_dark_fails_with_consent_lost() {
+    let mut w = World::new(52, false);
+    let now = w.net.now();
+    w.sides[0].pc.create_data_channel(now, ChannelConfig::reliable("chat")).unwrap();
+    w.negotiate(0, 1);
+    w.run(Duration::from_secs(20), |w| w.connected());
+    assert!(w.connected());
+    for s in &w.sides {
+        w.net.set_link(s.host, LinkConfig { up: false, ..LinkConfig::default() });
+    }
+    w.run(Duration::from_secs(60), |w| !closes(w, 0).is_empty() && !closes(w, 1).is_empty());
+    for i in 0..2 {
+        let closes = closes(&w, i);
+        assert_eq!(closes.len(), 1, "{closes:?}");
+        let (reason, during_setup) = &closes[0];
+        assert!(matches!(reason, CloseReason::Ice(IceFailure::ConsentLost(_))), "{reason}");
+        assert!(!during_setup);
+        assert_eq!(w.sides[i].pc.connection_state(), ConnectionState::Failed);
+        assert!(reason.to_string().starts_with("ICE: consent lost"), "{reason}");
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::chunk::{self, ForwardTsn, Init, OutgoingReset, Params, RawChunk, Sack};
 use crate::packet::{self, Header, Packet};
-use crate::recv::{Message, Receiver};
+use crate::recv::{Message, ReceiveError, Receiver};
 use crate::send::{Reliability, Sender};
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
@@ -25,6 +25,8 @@ const COOKIE_LIFETIME: Duration = Duration::from_secs(60);
 const PARAM_HEARTBEAT_INFO: u16 = 1;
 /// Error cause "Invalid Stream Identifier" (RFC 9260 §3.3.10.1).
 const CAUSE_INVALID_STREAM: u16 = 1;
+/// RFC 9260 §3.3.10.12.
+const CAUSE_USER_INITIATED_ABORT: u16 = 12;
 /// Control chunks a peer can make us queue (ERROR answers) before we stop adding more.
 const MAX_CONTROL: usize = 64;
 const COOKIE_LEN: usize = 4 * 7 + 2 + 8 + 32;
@@ -93,8 +95,41 @@ pub enum SctpEvent {
     StreamsRefused(Vec<u16>),
     /// The association ended (`reason` says why).
     Closed {
-        reason: String,
+        reason: SctpCloseReason,
     },
+}
+
+/// Why an association ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SctpCloseReason {
+    /// The SHUTDOWN exchange finished (RFC 9260 §9.2); `by_peer`: the peer started it.
+    #[error("shut down by {}", if *by_peer { "the peer" } else { "us" })]
+    ShutDown { by_peer: bool },
+    /// Closed before it was established: there was nothing to shut down.
+    #[error("closed before it was established")]
+    ClosedBeforeEstablished,
+    /// We aborted at the application's request (User-Initiated Abort, §3.3.10.12).
+    #[error("aborted")]
+    LocalAbort,
+    /// The peer sent ABORT; `cause`: the code of its first error cause (§3.3.10), if any.
+    #[error("the peer aborted{}", cause.map(|c| format!(" (cause {c})")).unwrap_or_default())]
+    PeerAborted { cause: Option<u16> },
+    /// INIT, COOKIE ECHO, SHUTDOWN or SHUTDOWN ACK went unanswered (§6.3.3, §9.2).
+    #[error("no answer to INIT, COOKIE ECHO, SHUTDOWN or SHUTDOWN ACK")]
+    NoAnswer,
+    /// DATA went unacknowledged Association.Max.Retrans times in a row (§8.1).
+    #[error("peer unreachable: too many retransmissions")]
+    TooManyRetransmissions,
+    /// HEARTBEATs went unanswered Association.Max.Retrans times in a row (§8.3).
+    #[error("peer unreachable: heartbeats unanswered")]
+    HeartbeatsUnanswered,
+    /// The peer broke the protocol; we aborted.
+    #[error("protocol violation: {0}")]
+    ProtocolViolation(&'static str),
+    /// The peer sent more than we accept; we aborted.
+    #[error(transparent)]
+    Receive(#[from] ReceiveError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -156,6 +191,8 @@ pub struct Association {
     early: Vec<(u16, u32, Bytes, bool, Reliability)>,
     /// INIT or COOKIE ECHO being retried: the packet, attempts, when next.
     t1: Option<T1>,
+    /// The application asked for the shutdown (not the peer).
+    closed_locally: bool,
     /// Chunks to bundle in the next packet.
     control: VecDeque<Vec<u8>>,
     /// Packets to send as they are (INIT ACK, SHUTDOWN COMPLETE, ABORT).
@@ -229,6 +266,7 @@ impl Association {
             receiver: None,
             early: Vec::new(),
             t1: None,
+            closed_locally: false,
             control: VecDeque::new(),
             lone: VecDeque::new(),
             sack_at: None,
@@ -432,17 +470,22 @@ impl Association {
     }
 
     /// Ends the association at once with an ABORT (User-Initiated Abort cause, §3.3.10.12).
-    pub fn abort(&mut self, reason: &str) {
+    pub fn abort(&mut self) {
+        self.abort_with(SctpCloseReason::LocalAbort);
+    }
+
+    /// Sends ABORT, its User-Initiated Abort cause saying why, and ends.
+    fn abort_with(&mut self, reason: SctpCloseReason) {
         if self.state == SctpState::Ended {
             return;
         }
         if let Some(peer) = self.peer {
             let mut cause = Vec::new();
-            chunk::write_param(&mut cause, 12, reason.as_bytes());
+            chunk::write_param(&mut cause, CAUSE_USER_INITIATED_ABORT, reason.to_string().as_bytes());
             let p = self.chunk_packet(peer.tag, chunk::ABORT, &cause);
             self.lone.push_back(p);
         }
-        self.end(format!("aborted: {reason}"));
+        self.end(reason);
     }
 
     /// Graceful close (§9.2): SHUTDOWN once everything sent is acknowledged.
@@ -450,10 +493,11 @@ impl Association {
         match self.state {
             SctpState::Established => {
                 self.state = SctpState::ShutdownSent;
+                self.closed_locally = true;
                 self.maybe_shutdown(now);
             }
             SctpState::Ended | SctpState::ShutdownSent | SctpState::ShutdownAckSent => {}
-            _ => self.end("closed".into()),
+            _ => self.end(SctpCloseReason::ClosedBeforeEstablished),
         }
     }
 
@@ -472,7 +516,11 @@ impl Association {
         self.sender.as_ref().map_or(crate::send::RTO_INITIAL, |s| s.rto)
     }
 
-    fn end(&mut self, reason: String) {
+    fn shut_down(&self) -> SctpCloseReason {
+        SctpCloseReason::ShutDown { by_peer: !self.closed_locally }
+    }
+
+    fn end(&mut self, reason: SctpCloseReason) {
         if self.state == SctpState::Ended {
             return;
         }
@@ -511,7 +559,7 @@ impl Association {
                 _ => MAX_INIT_ATTEMPTS,
             };
             if t1.backoff.transmissions() >= limit {
-                return self.end("no answer to INIT, COOKIE ECHO, SHUTDOWN or SHUTDOWN ACK".into());
+                return self.end(SctpCloseReason::NoAnswer);
             }
             let _ = t1.backoff.on_transmit(now);
             self.lone.push_back(t1.packet.clone());
@@ -525,14 +573,14 @@ impl Association {
         if let Some(sender) = &mut self.sender {
             sender.on_timeout(now);
             if sender.timeouts > MAX_RETRANSMISSIONS {
-                return self.abort("peer unreachable: too many retransmissions");
+                return self.abort_with(SctpCloseReason::TooManyRetransmissions);
             }
         }
         if self.heartbeat_at.is_some_and(|t| now >= t) {
             if self.heartbeat.take().is_some() {
                 self.heartbeat_misses += 1;
                 if self.heartbeat_misses > MAX_RETRANSMISSIONS {
-                    return self.abort("peer unreachable: heartbeats unanswered");
+                    return self.abort_with(SctpCloseReason::HeartbeatsUnanswered);
                 }
             }
             self.send_heartbeat(now);
@@ -687,7 +735,10 @@ impl Association {
                 }
                 chunk::HEARTBEAT_ACK => self.on_heartbeat_ack(now, raw.value),
                 chunk::ERROR => {}
-                chunk::ABORT => return self.end("the peer aborted".into()),
+                chunk::ABORT => {
+                    let cause = raw.value.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+                    return self.end(SctpCloseReason::PeerAborted { cause });
+                }
                 chunk::SHUTDOWN => {
                     // §9.2: its Cumulative TSN Ack acknowledges our data like a SACK would.
                     if let (Some(value), Some(sender)) = (raw.value.get(..4), &mut self.sender) {
@@ -696,7 +747,7 @@ impl Association {
                     self.on_shutdown(now);
                 }
                 chunk::SHUTDOWN_ACK => self.on_shutdown_ack(),
-                chunk::SHUTDOWN_COMPLETE => return self.end("shut down".into()),
+                chunk::SHUTDOWN_COMPLETE => return self.end(self.shut_down()),
                 chunk::COOKIE_ECHO => self.on_cookie_echo(now, tag, raw),
                 chunk::COOKIE_ACK => {
                     if self.state == SctpState::CookieEchoed {
@@ -789,7 +840,7 @@ impl Association {
         let inbound = self.inbound_stream_count();
         let Some(r) = &mut self.receiver else { return true };
         let Ok(d) = chunk::Data::parse(raw) else {
-            self.abort("DATA chunk without user data");
+            self.abort_with(SctpCloseReason::ProtocolViolation("DATA chunk without user data"));
             return false;
         };
         if d.stream >= inbound {
@@ -807,7 +858,7 @@ impl Association {
             return true;
         }
         if let Err(e) = r.data(d.tsn, d.stream, d.ssn, d.ppid, d.flags, d.payload) {
-            self.abort(&format!("{e:?}"));
+            self.abort_with(e.into());
             return false;
         }
         true
@@ -1026,7 +1077,7 @@ impl Association {
         let Some(peer) = self.peer else { return };
         let p = self.chunk_packet(peer.tag, chunk::SHUTDOWN_COMPLETE, &[]);
         self.lone.push_back(p);
-        self.end("shut down".into());
+        self.end(self.shut_down());
     }
 
     /// Answers a re-configuration request of the peer. RFC 6525 §5.2.1: the expected

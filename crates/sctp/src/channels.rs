@@ -4,7 +4,7 @@
 //! maxPacketLifeTime, text and binary messages including empty ones (RFC 8831 §6.6),
 //! buffered amount with a low-water event, and closing by stream reset (§6.7).
 
-use crate::assoc::{Association, SctpEvent, SendError};
+use crate::assoc::{Association, SctpCloseReason, SctpEvent, SendError};
 use crate::dcep::{self, DcepMessage, Open};
 use crate::send::Reliability;
 use peerlink_proto::Transmit;
@@ -66,7 +66,7 @@ pub enum ChannelEvent {
     Closed(u16),
     /// The association is gone; every channel with it.
     Ended {
-        reason: String,
+        reason: SctpCloseReason,
     },
 }
 

@@ -25,7 +25,7 @@ pub mod packet;
 mod recv;
 mod send;
 
-pub use assoc::{Association, SctpConfig, SctpEvent, SctpState, SctpStats, SendError};
+pub use assoc::{Association, SctpCloseReason, SctpConfig, SctpEvent, SctpState, SctpStats, SendError};
 pub use channels::{ChannelConfig, ChannelError, ChannelEvent, ChannelState, DataChannels};
-pub use recv::Message;
+pub use recv::{Message, ReceiveError};
 pub use send::Reliability;

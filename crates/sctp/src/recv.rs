@@ -36,9 +36,11 @@ pub(crate) fn unwrap(reference: u64, tsn: u32) -> u64 {
 }
 
 /// Why incoming data ends the association.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReceiveError {
     /// A message grew past the largest we accept.
+    #[error("a message grew past {0} bytes, the most we accept")]
     TooLarge(usize),
 }
 

@@ -2,7 +2,9 @@
 //! with loss, delay and reordering, unreliable channels, stream reset, abort.
 
 use peerlink_netsim::{pump_wired, seed, HostId, LinkConfig, Network, Route, World};
-use peerlink_sctp::{chunk, packet, Association, Message, Reliability, SctpConfig, SctpEvent, SctpState};
+use peerlink_sctp::{
+    chunk, packet, Association, Message, Reliability, SctpCloseReason, SctpConfig, SctpEvent, SctpState,
+};
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -248,10 +250,13 @@ fn stream_reset_goes_both_ways_and_the_stream_starts_over() {
 fn abort_ends_both_sides() {
     let mut p = Pair::new(40, LinkConfig::default());
     p.connect_both();
-    p.sides[0].abort("test over");
+    p.sides[0].abort();
     p.run(Duration::from_secs(2), |p| p.sides[1].state() == SctpState::Ended);
     assert_eq!(p.sides[1].state(), SctpState::Ended);
-    assert!(matches!(p.events[1].last(), Some(SctpEvent::Closed { .. })));
+    assert_eq!(p.events[0].last(), Some(&SctpEvent::Closed { reason: SctpCloseReason::LocalAbort }));
+    // The peer learns the cause: User-Initiated Abort (RFC 9260 §3.3.10.12).
+    let peer_aborted = SctpCloseReason::PeerAborted { cause: Some(12) };
+    assert_eq!(p.events[1].last(), Some(&SctpEvent::Closed { reason: peer_aborted }));
     assert!(p.sides[0].send(p.net.now(), 1, 51, b"x".to_vec(), true, Reliability::Reliable).is_err());
 }
 
@@ -391,11 +396,9 @@ fn the_side_told_to_shut_down_first_delivers_what_it_still_has() {
         assert!(p.sides.iter().all(|s| s.state() == SctpState::Ended), "seed {n}: {:?}", p.events);
         assert_eq!(p.received[0].len(), 1, "seed {n}: the message sent before SHUTDOWN arrived was lost");
         assert_eq!(p.received[0][0].data, message(2, 200_000));
-        for events in &p.events {
-            assert!(
-                matches!(events.last(), Some(SctpEvent::Closed { reason }) if reason == "shut down"),
-                "{events:?}"
-            );
+        for (events, by_peer) in p.events.iter().zip([false, true]) {
+            let reason = SctpCloseReason::ShutDown { by_peer };
+            assert_eq!(events.last(), Some(&SctpEvent::Closed { reason }), "{events:?}");
         }
     }
 }
@@ -420,7 +423,10 @@ fn heartbeats_keep_an_idle_association_and_find_a_silent_peer() {
     let after = p.net.now() - gone;
     assert!(after > Duration::from_secs(300) && after < Duration::from_secs(420), "ended after {after:?}");
     assert!(
-        matches!(p.events[0].last(), Some(SctpEvent::Closed { reason }) if reason.contains("heartbeats unanswered")),
+        matches!(
+            p.events[0].last(),
+            Some(SctpEvent::Closed { reason: SctpCloseReason::HeartbeatsUnanswered })
+        ),
         "{:?}",
         p.events[0]
     );
@@ -447,9 +453,9 @@ fn rtt_100ms() -> LinkConfig {
     LinkConfig { delay: Duration::from_millis(25), ..LinkConfig::default() }
 }
 
-fn closed(events: &[SctpEvent]) -> Option<&str> {
+fn closed(events: &[SctpEvent]) -> Option<&SctpCloseReason> {
     events.iter().find_map(|e| match e {
-        SctpEvent::Closed { reason } => Some(reason.as_str()),
+        SctpEvent::Closed { reason } => Some(reason),
         _ => None,
     })
 }
@@ -550,7 +556,8 @@ fn the_shutdown_sender_waits_as_long_as_data_keeps_coming() {
     }
     p.sides[0].close(now);
     p.run(Duration::from_secs(600), |p| p.sides.iter().all(|s| s.state() == SctpState::Ended));
-    assert_eq!(closed(&p.events[0]), Some("shut down"), "after {} of 64 messages", p.received[0].len());
+    let shut_down = SctpCloseReason::ShutDown { by_peer: false };
+    assert_eq!(closed(&p.events[0]), Some(&shut_down), "after {} of 64 messages", p.received[0].len());
     assert_eq!(p.received[0].len(), 64);
 }
 
