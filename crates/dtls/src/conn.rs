@@ -629,10 +629,12 @@ impl Dtls {
         Some(Transmit { route: (), len: datagram.len() })
     }
 
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<DtlsEvent> {
         self.events.pop_front()
     }
 
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             // A server that has not heard from its client yet waits without a deadline.

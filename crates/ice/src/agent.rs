@@ -684,10 +684,12 @@ impl IceAgent {
         Some(Transmit { route: q.route, len: q.payload.len() })
     }
 
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<IceEvent> {
         self.events.pop_front()
     }
 
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         if matches!(self.state, IceState::Failed | IceState::Closed) {
             return None;

@@ -242,6 +242,7 @@ impl Network {
     }
 
     /// When the next packet arrives somewhere (`None`: nothing in flight).
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.events.peek().map(|Reverse(e)| e.at)
     }
@@ -266,6 +267,7 @@ impl Network {
     }
 
     /// The next datagram delivered to `host`, oldest first.
+    #[must_use]
     pub fn poll_receive(&mut self, host: HostId) -> Option<Datagram> {
         self.hosts[host.0].inbox.pop_front()
     }

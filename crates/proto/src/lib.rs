@@ -93,6 +93,7 @@ pub trait Machine {
 
 /// The next datagram of `machine` in a buffer of its own: for tests and cold paths (a
 /// driver's data path passes one buffer to [`Machine::poll_transmit`] instead).
+#[must_use]
 pub fn poll_datagram<M: Machine>(machine: &mut M, now: Instant) -> Option<(M::Route, Vec<u8>)> {
     let mut buf = Vec::new();
     machine.poll_transmit(now, &mut buf).map(|t| (t.route, buf))

@@ -169,9 +169,15 @@ pub enum RtcError {
     #[error("certificate: {0}")]
     Certificate(String),
     #[error("ICE: {0}")]
-    Ice(String),
+    Ice(#[from] peerlink_ice::UsageError),
+    #[error("bad candidate {line:?}: {error}")]
+    Candidate {
+        line: String,
+        #[source]
+        error: peerlink_ice::CandidateError,
+    },
     #[error("data channel: {0}")]
-    Channel(String),
+    Channel(#[from] peerlink_sctp::ChannelError),
     #[error("the connection is closed")]
     Closed,
 }
@@ -262,7 +268,7 @@ impl PeerConnection {
             turn_servers: config.turn_servers.clone(),
             ..IceConfig::new(true, &ufrag, &pwd)
         };
-        let ice = IceAgent::new(ice_config, rng.next_block()).map_err(|e| RtcError::Ice(e.to_string()))?;
+        let ice = IceAgent::new(ice_config, rng.next_block())?;
         let sctp_config = SctpConfig { max_receive_message: MAX_MESSAGE_SIZE, ..SctpConfig::default() };
         let association = Association::new(now, sctp_config, rng.next_block());
         let session = rng.next_block();
@@ -341,11 +347,11 @@ impl PeerConnection {
         if self.dtls_role.is_none() {
             self.channels.set_dtls_client(self.signaling == SignalingState::HaveRemoteOffer);
         }
-        self.channels.create(now, config).map_err(|e| RtcError::Channel(e.to_string()))
+        Ok(self.channels.create(now, config)?)
     }
 
     pub fn send(&mut self, now: Instant, channel: u16, data: &[u8], binary: bool) -> Result<(), RtcError> {
-        self.channels.send(now, channel, data, binary).map_err(|e| RtcError::Channel(e.to_string()))
+        Ok(self.channels.send(now, channel, data, binary)?)
     }
 
     pub fn buffered_amount(&self, channel: u16) -> usize {

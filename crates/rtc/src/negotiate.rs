@@ -106,9 +106,7 @@ impl PeerConnection {
             self.new_credentials(now)?;
         }
         self.ice.set_remote_lite(sd.ice_lite());
-        self.ice
-            .set_remote_credentials(now, &creds.ufrag, &creds.pwd)
-            .map_err(|e| RtcError::Ice(e.to_string()))?;
+        self.ice.set_remote_credentials(now, &creds.ufrag, &creds.pwd)?;
         let max_message_size = dc.max_message_size().map_or(65_536, |m| m.min(usize::MAX as u64) as usize);
         self.channels.association_mut().set_max_send_message(if max_message_size == 0 {
             usize::MAX
@@ -141,7 +139,7 @@ impl PeerConnection {
         if line.is_empty() || line == "end-of-candidates" {
             self.ice.end_of_remote_candidates(now);
         } else {
-            Candidate::parse(line).map_err(|e| RtcError::Ice(format!("{line}: {e}")))?;
+            Candidate::parse(line).map_err(|error| RtcError::Candidate { line: line.to_owned(), error })?;
             self.add_remote_candidate_line(now, line);
         }
         self.pump(now);
@@ -177,7 +175,7 @@ impl PeerConnection {
 
     fn new_credentials(&mut self, now: Instant) -> Result<(), RtcError> {
         let (ufrag, pwd) = credentials(&self.rng.next_block());
-        self.ice.restart(now, &ufrag, &pwd).map_err(|e| RtcError::Ice(e.to_string()))?;
+        self.ice.restart(now, &ufrag, &pwd)?;
         (self.ufrag, self.pwd) = (ufrag, pwd);
         self.candidates.clear();
         self.gathering_done = false;

@@ -38,6 +38,7 @@ impl PeerConnection {
         self.pump(now);
     }
 
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             self.ice.poll_timeout(),

@@ -404,10 +404,12 @@ impl Association {
         }
     }
 
+    #[must_use]
     pub fn poll_message(&mut self) -> Option<Message> {
         self.receiver.as_mut()?.poll_message()
     }
 
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<SctpEvent> {
         self.events.pop_front()
     }
@@ -416,6 +418,7 @@ impl Association {
         self.sender.as_ref().map_or(crate::send::RTO_INITIAL, |s| s.rto)
     }
 
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.state == SctpState::Ended {
             return None;

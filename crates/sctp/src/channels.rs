@@ -263,6 +263,7 @@ impl DataChannels {
         self.process(now);
     }
 
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.sctp.poll_timeout()
     }
@@ -284,6 +285,7 @@ impl DataChannels {
         p
     }
 
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<ChannelEvent> {
         self.events.pop_front()
     }

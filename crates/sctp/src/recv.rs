@@ -120,6 +120,7 @@ impl Receiver {
         self.window.saturating_sub(self.fragment_bytes + self.delivered_bytes) as u32
     }
 
+    #[must_use]
     pub fn poll_message(&mut self) -> Option<Message> {
         let m = self.delivered.pop_front()?;
         self.delivered_bytes -= m.data.len();

@@ -316,6 +316,7 @@ impl TurnClient {
         }
     }
 
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next = self.transactions.values().filter_map(|t| t.backoff.deadline()).min();
         let mut consider = |at: Instant| next = Some(next.map_or(at, |n: Instant| n.min(at)));
@@ -338,6 +339,7 @@ impl TurnClient {
         Some(Transmit { route: (), len: datagram.len() })
     }
 
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         self.events.pop_front()
     }
