@@ -181,17 +181,119 @@ struct ResetRequest {
     sent_at: Option<Instant>,
 }
 
+/// The state and what exists in it (RFC 9260 §4): the peer from COOKIE-ECHOED on, the
+/// sender and receiver from ESTABLISHED on. An ended association keeps them: what arrived
+/// can still be read, and what was left unacknowledged is still counted.
+#[derive(Debug)]
+enum State {
+    Closed,
+    CookieWait,
+    CookieEchoed { peer: Peer },
+    Established(Up),
+    ShutdownSent(Up),
+    ShutdownAckSent(Up),
+    Ended(Option<Up>),
+}
+
+/// An association that is (or was) up.
+#[derive(Debug)]
+struct Up {
+    peer: Peer,
+    sender: Sender,
+    receiver: Receiver,
+}
+
+impl State {
+    fn kind(&self) -> SctpState {
+        match self {
+            State::Closed => SctpState::Closed,
+            State::CookieWait => SctpState::CookieWait,
+            State::CookieEchoed { .. } => SctpState::CookieEchoed,
+            State::Established(_) => SctpState::Established,
+            State::ShutdownSent(_) => SctpState::ShutdownSent,
+            State::ShutdownAckSent(_) => SctpState::ShutdownAckSent,
+            State::Ended(_) => SctpState::Ended,
+        }
+    }
+
+    fn up(&self) -> Option<&Up> {
+        match self {
+            State::Established(up) | State::ShutdownSent(up) | State::ShutdownAckSent(up) => Some(up),
+            State::Ended(up) => up.as_ref(),
+            _ => None,
+        }
+    }
+
+    fn up_mut(&mut self) -> Option<&mut Up> {
+        match self {
+            State::Established(up) | State::ShutdownSent(up) | State::ShutdownAckSent(up) => Some(up),
+            State::Ended(up) => up.as_mut(),
+            _ => None,
+        }
+    }
+
+    fn peer(&self) -> Option<Peer> {
+        match self {
+            State::CookieEchoed { peer } => Some(*peer),
+            _ => self.up().map(|up| up.peer),
+        }
+    }
+
+    fn peer_mut(&mut self) -> Option<&mut Peer> {
+        match self {
+            State::CookieEchoed { peer } => Some(peer),
+            _ => self.up_mut().map(|up| &mut up.peer),
+        }
+    }
+
+    fn sender(&self) -> Option<&Sender> {
+        self.up().map(|up| &up.sender)
+    }
+
+    fn sender_mut(&mut self) -> Option<&mut Sender> {
+        self.up_mut().map(|up| &mut up.sender)
+    }
+
+    fn receiver(&self) -> Option<&Receiver> {
+        self.up().map(|up| &up.receiver)
+    }
+
+    fn receiver_mut(&mut self) -> Option<&mut Receiver> {
+        self.up_mut().map(|up| &mut up.receiver)
+    }
+
+    /// The next state of a live association (`None` when it is not live: nothing changes).
+    fn advance(&mut self, next: fn(Up) -> State) {
+        let live = matches!(self, State::Established(_) | State::ShutdownSent(_) | State::ShutdownAckSent(_));
+        if !live {
+            return;
+        }
+        if let State::Established(up) | State::ShutdownSent(up) | State::ShutdownAckSent(up) =
+            std::mem::replace(self, State::Closed)
+        {
+            *self = next(up);
+        }
+    }
+
+    /// Ended, keeping what the association had.
+    fn end(&mut self) {
+        let up = match std::mem::replace(self, State::Ended(None)) {
+            State::Established(up) | State::ShutdownSent(up) | State::ShutdownAckSent(up) => Some(up),
+            State::Ended(up) => up,
+            _ => None,
+        };
+        *self = State::Ended(up);
+    }
+}
+
 pub struct Association {
     config: SctpConfig,
-    state: SctpState,
+    state: State,
     my_tag: u32,
     my_initial_tsn: u32,
-    peer: Option<Peer>,
     cookie_key: [u8; 32],
     rng: SeededRng,
     created: Instant,
-    sender: Option<Sender>,
-    receiver: Option<Receiver>,
     /// Messages sent before the association is up.
     early: Vec<(u16, u32, Bytes, bool, Reliability)>,
     /// INIT or COOKIE ECHO being retried: the packet, attempts, when next.
@@ -225,7 +327,7 @@ pub struct Association {
 impl std::fmt::Debug for Association {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Association")
-            .field("state", &self.state)
+            .field("state", &self.state.kind())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -260,15 +362,12 @@ impl Association {
     pub fn new(now: Instant, config: SctpConfig, seed: [u8; 32]) -> Association {
         let mut a = Association {
             config,
-            state: SctpState::Closed,
+            state: State::Closed,
             my_tag: 0,
             my_initial_tsn: 0,
-            peer: None,
             cookie_key: [0; 32],
             rng: SeededRng::new(&seed),
             created: now,
-            sender: None,
-            receiver: None,
             early: Vec::new(),
             t1: None,
             closed_locally: false,
@@ -299,22 +398,22 @@ impl Association {
     }
 
     pub fn state(&self) -> SctpState {
-        self.state
+        self.state.kind()
     }
 
     pub fn is_established(&self) -> bool {
-        self.state == SctpState::Established
+        self.state() == SctpState::Established
     }
 
     /// The smoothed round-trip time, once measured.
     pub fn rtt(&self) -> Option<Duration> {
-        self.sender.as_ref().and_then(Sender::srtt)
+        self.state.sender().and_then(Sender::srtt)
     }
 
     /// Bytes queued on all streams and not yet sent.
     pub fn stats(&self) -> SctpStats {
         let mut s = self.stats.clone();
-        s.retransmitted_chunks = self.sender.as_ref().map_or(0, |x| x.retransmitted_chunks);
+        s.retransmitted_chunks = self.state.sender().map_or(0, |x| x.retransmitted_chunks);
         s
     }
 
@@ -355,16 +454,14 @@ impl Association {
             return Err(SendError::TooLarge(data.len()));
         }
         let outbound = self.outbound_stream_count();
-        match (&mut self.sender, self.state) {
-            (_, SctpState::Ended | SctpState::ShutdownSent | SctpState::ShutdownAckSent) => {
-                Err(SendError::Closed)
-            }
-            (Some(_), _) if stream >= outbound => Err(SendError::InvalidStream(stream)),
-            (Some(sender), _) => {
-                sender.enqueue(now, stream, ppid, data, ordered, reliability);
+        match &mut self.state {
+            State::Ended(_) | State::ShutdownSent(_) | State::ShutdownAckSent(_) => Err(SendError::Closed),
+            State::Established(_) if stream >= outbound => Err(SendError::InvalidStream(stream)),
+            State::Established(up) => {
+                up.sender.enqueue(now, stream, ppid, data, ordered, reliability);
                 Ok(())
             }
-            (None, _) => {
+            State::Closed | State::CookieWait | State::CookieEchoed { .. } => {
                 self.early.push((stream, ppid, data, ordered, reliability));
                 Ok(())
             }
@@ -374,12 +471,12 @@ impl Association {
     /// Streams we may send on: what we asked for, capped by what the peer takes (its MIS);
     /// before the peer is known, what we asked for.
     pub fn outbound_stream_count(&self) -> u16 {
-        self.config.streams.min(self.peer.map_or(u16::MAX, |p| p.inbound_streams))
+        self.config.streams.min(self.state.peer().map_or(u16::MAX, |p| p.inbound_streams))
     }
 
     /// Streams the peer may send on: what it asked for (its OS), capped by our MIS.
     pub fn inbound_stream_count(&self) -> u16 {
-        self.config.streams.min(self.peer.map_or(u16::MAX, |p| p.outbound_streams))
+        self.config.streams.min(self.state.peer().map_or(u16::MAX, |p| p.outbound_streams))
     }
 
     /// The largest message the peer accepts (its `a=max-message-size`).
@@ -389,7 +486,7 @@ impl Association {
 
     /// Bytes of `stream` queued and not yet sent.
     pub fn buffered_amount(&self, stream: u16) -> usize {
-        match &self.sender {
+        match self.state.sender() {
             Some(s) => s.buffered(stream),
             None => self.early.iter().filter(|e| e.0 == stream).map(|e| e.2.len()).sum(),
         }
@@ -398,7 +495,7 @@ impl Association {
     /// Bytes of `stream` queued or sent and not yet acknowledged by the peer (what a sender
     /// uses to report delivery, where `buffered_amount` tells what is still to be sent).
     pub fn unacknowledged(&self, stream: u16) -> usize {
-        match &self.sender {
+        match self.state.sender() {
             Some(s) => s.unacknowledged(stream),
             None => self.buffered_amount(stream),
         }
@@ -406,7 +503,7 @@ impl Association {
 
     #[must_use]
     pub fn poll_message(&mut self) -> Option<Message> {
-        self.receiver.as_mut()?.poll_message()
+        self.state.receiver_mut()?.poll_message()
     }
 
     #[must_use]
@@ -415,12 +512,12 @@ impl Association {
     }
 
     fn rto(&self) -> Duration {
-        self.sender.as_ref().map_or(crate::send::RTO_INITIAL, |s| s.rto)
+        self.state.sender().map_or(crate::send::RTO_INITIAL, |s| s.rto)
     }
 
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.state == SctpState::Ended {
+        if self.state() == SctpState::Ended {
             return None;
         }
         let reset = self.resets.front().and_then(|r| r.sent_at).map(|t| t + self.rto());
@@ -428,7 +525,7 @@ impl Association {
             self.t1.as_ref().and_then(|t| t.backoff.deadline()),
             self.sack_at,
             self.heartbeat_at,
-            self.sender.as_ref().and_then(Sender::poll_timeout),
+            self.state.sender().and_then(Sender::poll_timeout),
             reset,
         ]
         .into_iter()
@@ -437,13 +534,13 @@ impl Association {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.state == SctpState::Ended {
+        if self.state() == SctpState::Ended {
             return;
         }
         if let Some(t1) = self.t1.as_mut().filter(|t| t.backoff.is_due(now)) {
             // T1 gives up after Max.Init.Retransmits, T2 (the shutdown timers) after
             // Association.Max.Retrans (RFC 9260 §9.2, §16).
-            let limit = match self.state {
+            let limit = match self.state.kind() {
                 SctpState::ShutdownSent | SctpState::ShutdownAckSent => MAX_RETRANSMISSIONS,
                 _ => MAX_INIT_ATTEMPTS,
             };
@@ -455,11 +552,11 @@ impl Association {
         }
         if self.sack_at.is_some_and(|t| now >= t) {
             self.sack_at = None;
-            if let Some(r) = &mut self.receiver {
+            if let Some(r) = self.state.receiver_mut() {
                 r.sack_now = true;
             }
         }
-        if let Some(sender) = &mut self.sender {
+        if let Some(sender) = self.state.sender_mut() {
             sender.on_timeout(now);
             if sender.timeouts > MAX_RETRANSMISSIONS {
                 return self.abort_with(SctpCloseReason::TooManyRetransmissions);
@@ -507,11 +604,11 @@ impl Association {
     /// its start) and returns its length; `None` leaves `p` empty.
     fn build_packet(&mut self, now: Instant, p: &mut Vec<u8>) -> Option<usize> {
         p.clear();
-        let peer = self.peer?;
+        let peer = self.state.peer()?;
         // After the peer's SHUTDOWN (ShutdownAckSent) what we still have outstanding goes
         // out before our SHUTDOWN ACK.
         if !matches!(
-            self.state,
+            self.state(),
             SctpState::Established
                 | SctpState::ShutdownSent
                 | SctpState::ShutdownAckSent
@@ -527,21 +624,21 @@ impl Association {
             let c = self.control.pop_front().expect("front exists");
             p.extend_from_slice(&c);
         }
-        if let Some(r) = &mut self.receiver {
+        if let Some(r) = self.state.receiver_mut() {
             if r.sack_now {
                 r.write_sack(p);
                 self.sack_at = None;
                 self.stats.sacks_sent += 1;
             }
         }
-        if let Some(sender) = &mut self.sender {
+        if let Some(sender) = self.state.sender_mut() {
             if sender.forward_tsn_due {
                 sender.write_forward_tsn(p);
             }
         }
         self.write_reset(now, p);
-        if self.state != SctpState::CookieEchoed {
-            if let Some(sender) = &mut self.sender {
+        if self.state() != SctpState::CookieEchoed {
+            if let Some(sender) = self.state.sender_mut() {
                 sender.fill(now, p);
             }
         }
@@ -556,7 +653,7 @@ impl Association {
 
     /// A packet from the peer (the payload of one DTLS record).
     pub fn handle_receive(&mut self, now: Instant, packet: &[u8]) {
-        if self.state == SctpState::Ended {
+        if self.state() == SctpState::Ended {
             return;
         }
         let Ok(parsed) = Packet::parse(packet) else {
@@ -589,7 +686,7 @@ impl Association {
                 chunk::INIT => return self.on_init(now, raw),
                 chunk::INIT_ACK => self.on_init_ack(now, raw),
                 chunk::SACK => {
-                    if let (Ok(sack), Some(sender)) = (Sack::parse(raw), &mut self.sender) {
+                    if let (Ok(sack), Some(sender)) = (Sack::parse(raw), self.state.sender_mut()) {
                         sender.on_sack(now, &sack);
                         self.maybe_shutdown(now);
                         self.maybe_shutdown_ack(now);
@@ -608,7 +705,7 @@ impl Association {
                 }
                 chunk::SHUTDOWN => {
                     // §9.2: its Cumulative TSN Ack acknowledges our data like a SACK would.
-                    if let (Some(value), Some(sender)) = (raw.value.get(..4), &mut self.sender) {
+                    if let (Some(value), Some(sender)) = (raw.value.get(..4), self.state.sender_mut()) {
                         sender.on_cumulative_ack(now, u32::from_be_bytes(value.try_into().expect("4 bytes")));
                     }
                     self.on_shutdown(now);
@@ -617,13 +714,13 @@ impl Association {
                 chunk::SHUTDOWN_COMPLETE => return self.end(self.shut_down()),
                 chunk::COOKIE_ECHO => self.on_cookie_echo(now, tag, raw),
                 chunk::COOKIE_ACK => {
-                    if self.state == SctpState::CookieEchoed {
+                    if let State::CookieEchoed { peer } = self.state {
                         self.t1 = None;
-                        self.establish(now);
+                        self.establish(now, peer);
                     }
                 }
                 chunk::FORWARD_TSN => {
-                    if let (Ok(f), Some(r)) = (ForwardTsn::parse(raw), &mut self.receiver) {
+                    if let (Ok(f), Some(r)) = (ForwardTsn::parse(raw), self.state.receiver_mut()) {
                         r.forward_tsn(f.new_cumulative_tsn, f.streams());
                     }
                 }
@@ -647,7 +744,7 @@ impl Association {
                 }
             }
         }
-        if let Some(r) = &mut self.receiver {
+        if let Some(r) = self.state.receiver_mut() {
             for streams in r.take_performed_resets() {
                 if let (Some((seq, _)), Some(deferred)) = (self.last_reset_result, self.deferred_reset_seq) {
                     if seq == deferred {
@@ -657,16 +754,16 @@ impl Association {
                 self.events.push_back(SctpEvent::IncomingStreamsReset(streams));
             }
         }
-        if had_data && self.state == SctpState::ShutdownSent && self.t1.is_some() {
+        if had_data && self.state() == SctpState::ShutdownSent && self.t1.is_some() {
             // §9.2: each packet with DATA in SHUTDOWN-SENT is answered with SHUTDOWN (its
             // cumulative TSN acknowledges it) and restarts T2: the peer is still sending.
             self.t1 = None;
             self.maybe_shutdown(now);
         }
         if had_data {
-            let Some(peer) = self.peer else { return };
+            let Some(peer) = self.state.peer() else { return };
             let header = self.header(peer.tag);
-            if let Some(r) = &mut self.receiver {
+            if let Some(r) = self.state.receiver_mut() {
                 r.unacked_packets += 1;
                 // A COOKIE ACK waiting in `control` goes first (§5.1): the SACK then rides
                 // with it in `poll_transmit`.
@@ -696,7 +793,9 @@ impl Association {
         let t_bit = raw.flags & 1 != 0;
         match raw.typ {
             chunk::INIT => tag == 0,
-            chunk::ABORT | chunk::SHUTDOWN_COMPLETE if t_bit => self.peer.is_some_and(|p| p.tag == tag),
+            chunk::ABORT | chunk::SHUTDOWN_COMPLETE if t_bit => {
+                self.state.peer().is_some_and(|p| p.tag == tag)
+            }
             // Checked against the cookie's own tag.
             chunk::COOKIE_ECHO => true,
             _ => tag == self.my_tag,
@@ -705,7 +804,7 @@ impl Association {
 
     fn on_data(&mut self, raw: RawChunk<'_>) -> bool {
         let inbound = self.inbound_stream_count();
-        let Some(r) = &mut self.receiver else { return true };
+        let Some(r) = self.state.receiver_mut() else { return true };
         let Ok(d) = chunk::Data::parse(raw) else {
             self.abort_with(SctpCloseReason::ProtocolViolation("DATA chunk without user data"));
             return false;

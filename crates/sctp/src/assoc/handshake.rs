@@ -6,11 +6,11 @@ use super::*;
 impl Association {
     /// Starts the handshake (both WebRTC endpoints do; simultaneous opens resolve).
     pub fn connect(&mut self, now: Instant) {
-        if self.state != SctpState::Closed {
+        if self.state() != SctpState::Closed {
             return;
         }
         let p = self.init_packet(chunk::INIT, 0, None);
-        self.state = SctpState::CookieWait;
+        self.state = State::CookieWait;
         self.lone.push_back(p.clone());
         self.t1 = Some(T1::start(p, now, crate::send::RTO_INITIAL));
     }
@@ -63,8 +63,10 @@ impl Association {
 
     pub(super) fn on_init(&mut self, now: Instant, raw: RawChunk<'_>) {
         let Ok(init) = Init::parse(raw) else { return };
-        if matches!(self.state, SctpState::Established | SctpState::ShutdownSent | SctpState::ShutdownAckSent)
-        {
+        if matches!(
+            self.state(),
+            SctpState::Established | SctpState::ShutdownSent | SctpState::ShutdownAckSent
+        ) {
             // A restart (§5.2.2) is not supported: the peer gets nothing and gives up.
             return;
         }
@@ -75,14 +77,13 @@ impl Association {
     }
 
     pub(super) fn on_init_ack(&mut self, now: Instant, raw: RawChunk<'_>) {
-        if self.state != SctpState::CookieWait {
+        if self.state() != SctpState::CookieWait {
             return;
         }
         let Ok(init) = Init::parse(raw) else { return };
         let Some(cookie) = init.param(chunk::PARAM_STATE_COOKIE) else { return };
-        self.peer = Some(Self::peer_from(&init));
         let p = self.chunk_packet(init.tag, chunk::COOKIE_ECHO, cookie);
-        self.state = SctpState::CookieEchoed;
+        self.state = State::CookieEchoed { peer: Self::peer_from(&init) };
         self.lone.push_back(p.clone());
         self.t1 = Some(T1::start(p, now, crate::send::RTO_INITIAL));
     }
@@ -139,18 +140,17 @@ impl Association {
         if tag != my_tag {
             return;
         }
-        match self.state {
+        match self.state() {
             SctpState::Established => {}
             SctpState::Ended | SctpState::ShutdownSent | SctpState::ShutdownAckSent => return,
             // Closed (passive open), COOKIE-WAIT or COOKIE-ECHOED (simultaneous open, §5.2.4
             // case D: the tags match): the association is up.
             _ => {
-                if self.peer.is_some_and(|p| p.tag != peer.tag) {
+                if self.state.peer().is_some_and(|p| p.tag != peer.tag) {
                     return;
                 }
-                self.peer = Some(peer);
                 self.t1 = None;
-                self.establish(now);
+                self.establish(now, peer);
             }
         }
         let mut c = Vec::new();
@@ -158,12 +158,11 @@ impl Association {
         self.control.push_front(c);
     }
 
-    pub(super) fn establish(&mut self, now: Instant) {
-        let Some(peer) = self.peer else { return };
-        if self.state == SctpState::Established {
+    /// Up, with `peer` as its INIT or INIT ACK (or our cookie) described it.
+    pub(super) fn establish(&mut self, now: Instant, peer: Peer) {
+        if self.state() == SctpState::Established {
             return;
         }
-        self.state = SctpState::Established;
         let mut sender = Sender::new(self.my_initial_tsn, self.config.mtu, peer.a_rwnd, peer.forward_tsn);
         // Messages sent before the peer said how many streams it takes: any beyond them
         // cannot be delivered (the peer would discard them with an error).
@@ -179,15 +178,12 @@ impl Association {
             }
             sender.enqueue(now, stream, ppid, data, ordered, reliability);
         }
-        self.sender = Some(sender);
         if !refused.is_empty() {
             self.events.push_back(SctpEvent::StreamsRefused(refused));
         }
-        self.receiver = Some(Receiver::new(
-            peer.initial_tsn,
-            self.config.receive_window,
-            self.config.max_receive_message,
-        ));
+        let receiver =
+            Receiver::new(peer.initial_tsn, self.config.receive_window, self.config.max_receive_message);
+        self.state = State::Established(Up { peer, sender, receiver });
         self.peer_reset_seq = Some(peer.initial_tsn);
         self.heartbeat_at = self.config.heartbeat_interval.map(|i| now + i);
         self.events.push_back(SctpEvent::Connected);

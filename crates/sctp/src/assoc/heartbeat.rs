@@ -9,7 +9,7 @@ impl Association {
     pub(super) fn send_heartbeat(&mut self, now: Instant) {
         let Some(interval) = self.config.heartbeat_interval else { return };
         self.heartbeat_at = Some(now + interval + self.rto());
-        if self.state != SctpState::Established || !self.sender.as_ref().is_some_and(Sender::idle) {
+        if self.state() != SctpState::Established || !self.state.sender().is_some_and(Sender::idle) {
             return;
         }
         let nonce = self.rng.next_u64();
@@ -30,7 +30,7 @@ impl Association {
         }
         self.heartbeat = None;
         self.heartbeat_misses = 0;
-        if let Some(sender) = &mut self.sender {
+        if let Some(sender) = self.state.sender_mut() {
             sender.measure(now.saturating_duration_since(sent));
         }
     }

@@ -7,10 +7,10 @@ impl Association {
     /// Resets our outgoing `streams` (RFC 6525), after what is queued on them has been
     /// sent; the peer then resets its side. Closing a data channel does this.
     pub fn reset_streams(&mut self, streams: &[u16]) {
-        if self.state == SctpState::Ended || streams.is_empty() {
+        if self.state() == SctpState::Ended || streams.is_empty() {
             return;
         }
-        if self.peer.is_some_and(|p| !p.reconfig) {
+        if self.state.peer().is_some_and(|p| !p.reconfig) {
             // A peer without RE-CONFIG cannot reset streams: the streams are done here.
             self.events.push_back(SctpEvent::OutgoingStreamsReset(streams.to_vec()));
             self.events.push_back(SctpEvent::IncomingStreamsReset(streams.to_vec()));
@@ -23,7 +23,7 @@ impl Association {
 
     /// Sends the first queued reset request once its streams have nothing left to send.
     pub(super) fn write_reset(&mut self, now: Instant, p: &mut Vec<u8>) {
-        let Some(sender) = &self.sender else { return };
+        let Some(sender) = self.state.sender() else { return };
         let Some(r) = self.resets.front() else { return };
         if r.sent_at.is_some() || r.streams.iter().any(|&s| sender.buffered(s) > 0) {
             return;
@@ -70,12 +70,12 @@ impl Association {
             match typ {
                 chunk::PARAM_OUTGOING_RESET => {
                     let Some(request) = OutgoingReset::parse(value) else { continue };
-                    if self.receiver.is_none() {
+                    if self.state.receiver().is_none() {
                         continue;
                     }
                     let seq = request.request_seq;
                     self.answer_request(seq, |a| {
-                        let r = a.receiver.as_mut().expect("checked above");
+                        let r = a.state.receiver_mut().expect("checked above");
                         if r.reset(request.last_tsn, request.streams.clone()) {
                             a.events.push_back(SctpEvent::IncomingStreamsReset(request.streams));
                             chunk::RESET_PERFORMED
@@ -90,12 +90,12 @@ impl Association {
                 chunk::PARAM_ADD_OUTGOING_STREAMS if value.len() >= 8 => {
                     let seq = u32::from_be_bytes(value[..4].try_into().expect("4 bytes"));
                     let added = u16::from_be_bytes([value[4], value[5]]);
-                    if self.peer.is_none() {
+                    if self.state.peer().is_none() {
                         continue;
                     }
                     self.answer_request(seq, |a| {
                         let mine = a.config.streams;
-                        let peer = a.peer.as_mut().expect("checked above");
+                        let peer = a.state.peer_mut().expect("checked above");
                         // §5.2.5: more than we take in is denied.
                         match peer.outbound_streams.checked_add(added) {
                             Some(total) if total <= mine => {
@@ -120,7 +120,7 @@ impl Association {
                     // Only "performed" (or "nothing to do") restarts the SSNs; a refusal
                     // leaves them, but the streams are finished with all the same.
                     if matches!(result, chunk::RESET_NOTHING | chunk::RESET_PERFORMED) {
-                        if let Some(sender) = &mut self.sender {
+                        if let Some(sender) = self.state.sender_mut() {
                             sender.reset_ssn(&done.streams);
                         }
                     } else {

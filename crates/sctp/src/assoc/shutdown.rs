@@ -11,10 +11,10 @@ impl Association {
 
     /// Sends ABORT, its User-Initiated Abort cause saying why, and ends.
     pub(super) fn abort_with(&mut self, reason: SctpCloseReason) {
-        if self.state == SctpState::Ended {
+        if self.state() == SctpState::Ended {
             return;
         }
-        if let Some(peer) = self.peer {
+        if let Some(peer) = self.state.peer() {
             let mut cause = Vec::new();
             chunk::write_param(&mut cause, CAUSE_USER_INITIATED_ABORT, reason.to_string().as_bytes());
             let p = self.chunk_packet(peer.tag, chunk::ABORT, &cause);
@@ -25,9 +25,9 @@ impl Association {
 
     /// Graceful close (§9.2): SHUTDOWN once everything sent is acknowledged.
     pub fn close(&mut self, now: Instant) {
-        match self.state {
+        match self.state() {
             SctpState::Established => {
-                self.state = SctpState::ShutdownSent;
+                self.state.advance(State::ShutdownSent);
                 self.closed_locally = true;
                 self.maybe_shutdown(now);
             }
@@ -37,11 +37,11 @@ impl Association {
     }
 
     pub(super) fn maybe_shutdown(&mut self, now: Instant) {
-        if self.state != SctpState::ShutdownSent || !self.sender.as_ref().is_some_and(Sender::idle) {
+        if self.state() != SctpState::ShutdownSent || !self.state.sender().is_some_and(Sender::idle) {
             return;
         }
-        let Some(peer) = self.peer else { return };
-        let cumulative = self.receiver.as_ref().map_or(0, Receiver::cumulative_tsn);
+        let Some(peer) = self.state.peer() else { return };
+        let cumulative = self.state.receiver().map_or(0, Receiver::cumulative_tsn);
         let p = self.chunk_packet(peer.tag, chunk::SHUTDOWN, &cumulative.to_be_bytes());
         self.lone.push_back(p.clone());
         self.t1 = Some(T1::start(p, now, self.rto()));
@@ -52,10 +52,10 @@ impl Association {
     }
 
     pub(super) fn end(&mut self, reason: SctpCloseReason) {
-        if self.state == SctpState::Ended {
+        if self.state() == SctpState::Ended {
             return;
         }
-        self.state = SctpState::Ended;
+        self.state.end();
         self.t1 = None;
         self.sack_at = None;
         self.events.push_back(SctpEvent::Closed { reason });
@@ -65,9 +65,9 @@ impl Association {
     /// acknowledged, again on T2 (the T1 slot) and whenever SHUTDOWN is repeated, until
     /// SHUTDOWN COMPLETE.
     pub(super) fn on_shutdown(&mut self, now: Instant) {
-        match self.state {
+        match self.state() {
             SctpState::Established | SctpState::ShutdownSent => {
-                self.state = SctpState::ShutdownAckSent;
+                self.state.advance(State::ShutdownAckSent);
                 // Our own SHUTDOWN's timer (simultaneous shutdown) gives way to T2.
                 self.t1 = None;
                 self.maybe_shutdown_ack(now);
@@ -83,20 +83,20 @@ impl Association {
 
     /// Sends SHUTDOWN ACK (and starts T2) once nothing we sent is outstanding.
     pub(super) fn maybe_shutdown_ack(&mut self, now: Instant) {
-        if self.state != SctpState::ShutdownAckSent
+        if self.state() != SctpState::ShutdownAckSent
             || self.t1.is_some()
-            || !self.sender.as_ref().is_none_or(Sender::idle)
+            || !self.state.sender().is_none_or(Sender::idle)
         {
             return;
         }
-        let Some(peer) = self.peer else { return };
+        let Some(peer) = self.state.peer() else { return };
         let p = self.chunk_packet(peer.tag, chunk::SHUTDOWN_ACK, &[]);
         self.lone.push_back(p.clone());
         self.t1 = Some(T1::start(p, now, self.rto()));
     }
 
     pub(super) fn on_shutdown_ack(&mut self) {
-        let Some(peer) = self.peer else { return };
+        let Some(peer) = self.state.peer() else { return };
         let p = self.chunk_packet(peer.tag, chunk::SHUTDOWN_COMPLETE, &[]);
         self.lone.push_back(p);
         self.end(self.shut_down());
