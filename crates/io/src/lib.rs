@@ -137,11 +137,6 @@ fn usable(ip: IpAddr) -> bool {
     }
 }
 
-fn random32() -> [u8; 32] {
-    let mut b = [0u8; 32];
-    getrandom::getrandom(&mut b).expect("the system random source works");
-    b
-}
 
 impl Peer {
     /// Binds one UDP socket per local address and starts the driver task.
@@ -149,7 +144,7 @@ impl Peer {
         let chosen = !config.addresses.is_empty();
         let addresses = if chosen { config.addresses.clone() } else { local_addresses() };
         let now = Instant::now();
-        let mut pc = PeerConnection::new(now, config.rtc.clone(), random32())
+        let mut pc = PeerConnection::new(now, config.rtc.clone(), peerlink_proto::os_random())
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let mut sockets = Vec::new();
         for ip in addresses {

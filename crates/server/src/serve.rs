@@ -156,7 +156,7 @@ impl Turn {
         }
         if command == "serve" && secrets.is_empty() {
             // Browsers get TURN credentials minted with a REST secret: one is always needed.
-            secrets.push(random_bytes().to_vec());
+            secrets.push(peerlink_proto::os_random::<32>().to_vec());
             tracing::info!("no TURN REST secret configured: using a random one for this run");
         }
         for secret in &secrets {
@@ -183,7 +183,7 @@ impl Turn {
             allow: options.allow_peer,
             deny: options.deny_peer,
         };
-        let mut core = ServerConfig::new(&realm, credentials, random_bytes());
+        let mut core = ServerConfig::new(&realm, credentials, peerlink_proto::os_random());
         core.policy = policy;
         core.software = Some(format!("peerlink {}", env!("CARGO_PKG_VERSION")));
         if let Some(n) = options.max_allocations_per_user {
@@ -335,11 +335,6 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-fn random_bytes() -> [u8; 32] {
-    let mut bytes = [0u8; 32];
-    getrandom::getrandom(&mut bytes).expect("the operating system provides randomness");
-    bytes
-}
 
 #[cfg(test)]
 mod tests {

@@ -402,7 +402,6 @@ impl Task {
 
 /// ±25 % so clients dropped together do not come back together.
 fn jitter(d: Duration) -> Duration {
-    let mut b = [0u8; 1];
-    let _ = getrandom::getrandom(&mut b);
-    d.mul_f64(0.75 + f64::from(b[0]) / 510.0)
+    let [b] = peerlink_proto::os_random::<1>();
+    d.mul_f64(0.75 + f64::from(b) / 510.0)
 }

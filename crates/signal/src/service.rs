@@ -87,9 +87,7 @@ impl SignalService {
         let hard_frame_limit = (max_frame_bytes * 2).max(128 * 1024);
         let now = Instant::now();
         let unix = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let mut seed = [0u8; 32];
-        getrandom::getrandom(&mut seed).expect("the operating system provides randomness");
-        let mut hub = Hub::new(config, now, unix, seed);
+        let mut hub = Hub::new(config, now, unix, peerlink_proto::os_random());
         if cluster.is_some() {
             hub.enable_cluster(now);
         }
