@@ -5,7 +5,6 @@
 mod pipe;
 
 use crate::shutdown::Shutdown;
-use crate::udp::{RecvBatch, SendBatch, BATCH};
 use anyhow::Context;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
@@ -16,14 +15,17 @@ use peerlink_turn::{
     ClientAction, ConnectionId, FiveTuple, PeerAction, PortRequest, Relay, RelayError, RelayId,
     RelayProvider, ServerConfig, Transport, TurnServer, TurnStats,
 };
+use peerlink_udp::{RecvBatch, SendBatch, MAX_BATCH};
 use pipe::{PeerConn, Pipe};
 use std::collections::{HashMap, HashSet};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A UDP socket of the event loop, with batched receive and send.
+type Udp = peerlink_udp::UdpSocket<UdpSocket>;
 
 const UDP_LISTEN: Token = Token(0);
 const TCP_LISTEN: Token = Token(1);
@@ -112,7 +114,7 @@ impl TurnHandle {
 pub fn start(config: TurnConfig) -> anyhow::Result<TurnHandle> {
     let (udp, tcp) =
         bind(config.listen).with_context(|| format!("cannot listen on {} (udp and tcp)", config.listen))?;
-    let local_addr = udp.local_addr()?;
+    let local_addr = udp.get_ref().local_addr()?;
     let (tls_listener, tls_config) = match &config.tls {
         Some((addr, tls)) => {
             let listener = bind_tcp(*addr).with_context(|| format!("cannot listen on {addr} (tls)"))?;
@@ -153,7 +155,7 @@ pub fn start(config: TurnConfig) -> anyhow::Result<TurnHandle> {
         pending: Vec::new(),
         throttled: Vec::new(),
     };
-    event_loop.io.poll.registry().register(&mut event_loop.io.udp, UDP_LISTEN, Interest::READABLE)?;
+    event_loop.io.poll.registry().register(event_loop.io.udp.get_mut(), UDP_LISTEN, Interest::READABLE)?;
     event_loop.io.poll.registry().register(&mut event_loop.io.tcp, TCP_LISTEN, Interest::READABLE)?;
     if let Some(tls) = event_loop.io.tls.as_mut() {
         event_loop.io.poll.registry().register(tls, TLS_LISTEN, Interest::READABLE)?;
@@ -167,21 +169,15 @@ pub fn start(config: TurnConfig) -> anyhow::Result<TurnHandle> {
     Ok(TurnHandle { local_addr, tls_addr, reload: Mutex::new(reload_tx), stats, shutdown, thread })
 }
 
-fn bind(listen: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+fn bind(listen: SocketAddr) -> std::io::Result<(Udp, TcpListener)> {
     let attempts = if listen.port() == 0 { 8 } else { 1 };
     let mut last = None;
     for _ in 0..attempts {
-        let udp = socket2::Socket::new(socket2::Domain::for_address(listen), socket2::Type::DGRAM, None)?;
-        if listen.is_ipv6() && listen.ip().is_unspecified() {
-            udp.set_only_v6(false)?;
-        }
-        let _ = udp.set_recv_buffer_size(4 << 20);
-        let _ = udp.set_send_buffer_size(4 << 20);
+        let udp = peerlink_udp::bind(listen)?;
         udp.set_nonblocking(true)?;
-        udp.bind(&listen.into())?;
         let addr = udp.local_addr()?.as_socket().unwrap_or(listen);
         match bind_tcp(addr) {
-            Ok(tcp) => return Ok((UdpSocket::from_std(udp.into()), tcp)),
+            Ok(tcp) => return Ok((Udp::new(UdpSocket::from_std(udp.into())), tcp)),
             Err(e) => last = Some(e),
         }
     }
@@ -204,9 +200,8 @@ fn seed() -> u64 {
 
 enum Entry {
     Relay {
-        socket: UdpSocket,
+        socket: Udp,
         id: RelayId,
-        ipv6: bool,
     },
     /// RFC 6062: a TCP relay's listening socket.
     TcpRelay {
@@ -237,7 +232,7 @@ struct Conn {
 
 struct Io {
     poll: Poll,
-    udp: UdpSocket,
+    udp: Udp,
     tcp: TcpListener,
     tls: Option<TcpListener>,
     tls_config: Option<Arc<rustls::ServerConfig>>,
@@ -294,7 +289,7 @@ impl Io {
 
     fn relay_socket(&mut self, relay: RelayId) -> Option<&UdpSocket> {
         match self.entry(Token(relay.0 as usize))? {
-            Entry::Relay { socket, .. } => Some(socket),
+            Entry::Relay { socket, .. } => Some(socket.get_ref()),
             _ => None,
         }
     }
@@ -313,7 +308,7 @@ impl Io {
         let token = Token(vacant + FIRST_ENTRY);
         self.poll.registry().register(&mut socket, token, Interest::READABLE).ok()?;
         let id = RelayId(token.0 as u32);
-        let inserted = self.insert(Entry::Relay { socket, id, ipv6: ip.is_ipv6() });
+        let inserted = self.insert(Entry::Relay { socket: Udp::new(socket), id });
         debug_assert_eq!(inserted, token);
         Some(Relay { id, addr })
     }
@@ -372,7 +367,7 @@ impl RelayProvider for Io {
     fn close(&mut self, relay: RelayId) {
         match self.remove(Token(relay.0 as usize)) {
             Some(Entry::Relay { mut socket, .. }) => {
-                let _ = self.poll.registry().deregister(&mut socket);
+                let _ = self.poll.registry().deregister(socket.get_mut());
             }
             Some(Entry::TcpRelay { mut listener, addr, .. }) => {
                 let _ = self.poll.registry().deregister(&mut listener);
@@ -388,7 +383,7 @@ impl RelayProvider for Io {
     }
 }
 
-/// Per-thread batching state (its kernel headers are not `Send`).
+/// The loop's batch buffers, shared by its UDP sockets.
 struct Batches {
     recv: RecvBatch,
     /// Datagrams for UDP clients, sent together at the end of each loop turn.
@@ -411,8 +406,7 @@ struct EventLoop {
 impl EventLoop {
     fn run(&mut self) -> std::io::Result<()> {
         let mut events = Events::with_capacity(512);
-        // Created on this thread: the kernel message headers inside are not `Send`.
-        let mut batch = Batches { recv: RecvBatch::new(DATAGRAM), to_clients: SendBatch::new() };
+        let mut batch = Batches { recv: RecvBatch::new(MAX_BATCH, DATAGRAM), to_clients: SendBatch::new() };
         while !self.shutdown.is_triggered() {
             let now = Instant::now();
             let wait = if !self.pending.is_empty() {
@@ -456,9 +450,7 @@ impl EventLoop {
                 self.pipe_read(token);
             }
             self.drain_tcp_outputs();
-            if !batch.to_clients.is_empty() {
-                batch.to_clients.flush(self.io.udp.as_raw_fd());
-            }
+            flush_udp(&self.io.udp, &mut batch.to_clients);
             while let Ok(config) = self.reload.try_recv() {
                 tracing::info!("tls certificate reloaded; new connections use it");
                 self.io.tls_config = Some(config);
@@ -478,19 +470,17 @@ impl EventLoop {
     }
 
     fn udp_readable(&mut self, batch: &mut Batches) {
-        let fd = self.io.udp.as_raw_fd();
-        let ipv6 = self.io.local_addr.is_ipv6();
         for _ in 0..MAX_BATCHES_PER_TURN {
-            let count = match batch.recv.recv(fd, ipv6) {
-                Ok(count) => count,
+            match self.io.udp.recv(&mut batch.recv) {
+                Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) => {
                     tracing::debug!(error = %e, "udp receive failed");
                     return;
                 }
-            };
-            for i in 0..count {
-                let Some((client, packet)) = batch.recv.get(i) else { continue };
+            }
+            for d in batch.recv.iter().filter(|d| !d.truncated) {
+                let (client, packet) = (d.source, d.data);
                 let tuple = FiveTuple { transport: Transport::Udp, client, server: self.io.local_addr };
                 let action =
                     self.core.handle_client(Instant::now(), tuple, packet, &mut self.out, &mut self.io);
@@ -498,8 +488,8 @@ impl EventLoop {
                     ClientAction::Nothing => {}
                     ClientAction::Reply => {
                         batch.to_clients.push(client, &self.out);
-                        if batch.to_clients.len() >= BATCH {
-                            batch.to_clients.flush(fd);
+                        if batch.to_clients.len() >= MAX_BATCH {
+                            flush_udp(&self.io.udp, &mut batch.to_clients);
                         }
                     }
                     ClientAction::ToPeer { relay, peer, payload } => {
@@ -509,7 +499,7 @@ impl EventLoop {
                     }
                 }
             }
-            if count < BATCH {
+            if !batch.recv.is_full() {
                 return;
             }
         }
@@ -583,25 +573,24 @@ impl EventLoop {
     }
 
     fn relay_readable(&mut self, token: Token, batch: &mut Batches) {
-        let Some(Entry::Relay { socket, id, ipv6 }) = self.io.entry(token) else { return };
-        let (fd, id, ipv6) = (socket.as_raw_fd(), *id, *ipv6);
+        let Some(Entry::Relay { id, .. }) = self.io.entry(token) else { return };
+        let id = *id;
         for _ in 0..MAX_BATCHES_PER_TURN {
             // The relay may have been closed while its datagrams were handled.
-            if !matches!(self.io.entry(token), Some(Entry::Relay { id: current, .. }) if *current == id) {
+            let received = match self.io.entry(token) {
+                Some(Entry::Relay { socket, id: current }) if *current == id => socket.recv(&mut batch.recv),
+                _ => return,
+            };
+            if received.is_err() {
                 return;
             }
-            let count = match batch.recv.recv(fd, ipv6) {
-                Ok(count) => count,
-                Err(_) => return,
-            };
-            for i in 0..count {
-                let Some((peer, payload)) = batch.recv.get(i) else { continue };
-                let action = self.core.handle_peer(Instant::now(), id, peer, payload, &mut self.out);
+            for d in batch.recv.iter().filter(|d| !d.truncated) {
+                let action = self.core.handle_peer(Instant::now(), id, d.source, d.data, &mut self.out);
                 if let PeerAction::ToClient(tuple) = action {
                     self.send_to_client(tuple, &mut batch.to_clients);
                 }
             }
-            if count < BATCH {
+            if !batch.recv.is_full() {
                 return;
             }
         }
@@ -612,8 +601,8 @@ impl EventLoop {
         match tuple.transport {
             Transport::Udp => {
                 to_clients.push(tuple.client, &self.out);
-                if to_clients.len() >= BATCH {
-                    to_clients.flush(self.io.udp.as_raw_fd());
+                if to_clients.len() >= MAX_BATCH {
+                    flush_udp(&self.io.udp, to_clients);
                 }
             }
             Transport::Tcp | Transport::Tls => {
@@ -797,6 +786,15 @@ impl EventLoop {
             self.core.handle_client_closed(&conn.tuple, &mut self.io);
         }
     }
+}
+
+/// Sends the datagrams waiting for UDP clients. What a full socket does not take, and what
+/// the kernel refuses, is dropped, as UDP may.
+fn flush_udp(socket: &Udp, batch: &mut SendBatch) {
+    if socket.send(batch).is_err() {
+        batch.discard();
+    }
+    batch.take_dropped();
 }
 
 /// What handling a connection's buffered frames did.
