@@ -201,7 +201,7 @@ impl<S: AsFd> UdpSocket<S> {
             while n < MAX_BATCH {
                 let Some(t) = batch.transmits().get(next) else { break };
                 let rest = t.len - offset;
-                let (len, segment, datagrams) = if gso && offset == 0 && t.datagrams() > 1 {
+                let (len, segment, datagrams) = if gso && !t.split && offset == 0 && t.datagrams() > 1 {
                     (rest, u16::try_from(t.segment).ok(), t.datagrams())
                 } else {
                     (if t.segment == 0 { rest } else { rest.min(t.segment) }, None, 1)
@@ -224,11 +224,16 @@ impl<S: AsFd> UdpSocket<S> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
-                // No offload here (EIO: the device cannot checksum; EINVAL, ENOPROTOOPT,
-                // EOPNOTSUPP: the kernel or socket does not take the option): fall back for good.
                 Err(e) if msgs[0].segment.is_some() && refuses_offload(&e) => {
-                    tracing::debug!(error = %e, "UDP segmentation offload refused; sending datagrams one by one");
-                    self.disable_gso();
+                    let segment = msgs[0].segment.map_or(0, usize::from);
+                    if e.raw_os_error() == Some(libc::EINVAL) && segment > ANY_PATH_SEGMENT {
+                        // Maybe only too large for this interface's MTU: this run goes one
+                        // datagram at a time, later ones still try.
+                        batch.split_next();
+                    } else {
+                        tracing::debug!(error = %e, "UDP segmentation offload refused; sending datagrams one by one");
+                        self.disable_gso();
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(to = %msgs[0].to, error = %e, "udp send failed; datagram dropped");
@@ -246,6 +251,12 @@ const NO_MSG: sys::OutMsg<'static> = sys::OutMsg {
     segment: None,
 };
 
+/// UDP payload that fits an IPv6 path of the minimum MTU (1280 bytes): a run of segments
+/// this small refused with `EINVAL` means the kernel or socket refuses offload itself.
+const ANY_PATH_SEGMENT: usize = 1280 - 40 - 8;
+
+/// No offload here (EIO: the device cannot checksum; EINVAL, ENOPROTOOPT, EOPNOTSUPP: the
+/// kernel or socket does not take the option, or the segments exceed the MTU).
 fn refuses_offload(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP))
 }

@@ -11,6 +11,8 @@ pub(crate) struct Transmit {
     pub start: usize,
     pub len: usize,
     pub segment: usize,
+    /// Goes one datagram per message even where offload works (it was refused for this run).
+    pub split: bool,
 }
 
 impl Transmit {
@@ -79,7 +81,13 @@ impl SendBatch {
             run.len += datagram.len();
             return;
         }
-        self.transmits.push(Transmit { to, start, len: datagram.len(), segment: datagram.len() });
+        self.transmits.push(Transmit {
+            to,
+            start,
+            len: datagram.len(),
+            segment: datagram.len(),
+            split: false,
+        });
     }
 
     /// Datagrams waiting.
@@ -118,6 +126,13 @@ impl SendBatch {
 
     pub(crate) fn bytes(&self, start: usize, len: usize) -> &[u8] {
         &self.data[start..start + len]
+    }
+
+    /// The next run goes one datagram per message.
+    pub(crate) fn split_next(&mut self) {
+        if let Some(t) = self.transmits.get_mut(self.next) {
+            t.split = true;
+        }
     }
 
     /// Moves the cursor past what went out (or was dropped, with `dropped`).

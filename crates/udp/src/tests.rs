@@ -176,6 +176,24 @@ fn a_socket_refusing_offload_falls_back_and_loses_nothing() {
 }
 
 #[test]
+fn a_refused_run_of_large_segments_goes_one_by_one_and_offload_stays() {
+    // Segments larger than any path's minimum might only be too large for this interface:
+    // the refusal costs that run its offload, not the socket's.
+    let (a, b) = (sender(), receiver());
+    sys::set_no_check(a.get_ref().as_raw_fd()).unwrap();
+    let datagrams = payloads(&[1300, 1300, 1300, 1300, 50]);
+    let mut out = SendBatch::new();
+    for d in &datagrams {
+        out.push(addr(&b), d);
+    }
+    a.send(&mut out).unwrap();
+    assert!(a.gso(), "offload stays on for other runs");
+    assert_eq!(out.take_dropped(), 0);
+    let got = receive(&b, &mut RecvBatch::new(MAX_BATCH, 2048), datagrams.len());
+    assert_eq!(got.into_iter().map(|g| g.1).collect::<Vec<_>>(), datagrams);
+}
+
+#[test]
 fn oversized_datagrams_are_dropped_and_counted_not_fatal() {
     let (a, b) = (sender(), receiver());
     let mut out = SendBatch::new();
