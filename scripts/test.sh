@@ -30,7 +30,7 @@ cargo test --release -q -p peerlink-sctp --test stack -- --ignored --nocapture
 step "release build"
 cargo build --release -q -p peerlink-cli -p peerlink-bench
 cargo build --release -q -p peerlink-server --example turn_probe
-cargo build --release -q -p peerlink-signal --example signal_probe
+cargo build --release -q -p peerlink-signal --features client --example signal_probe
 cargo build --release -q -p peerlink-ice --example ice_probe --example mdns_resolve
 cargo build --release -q -p peerlink-rtc --example rtc_probe
 

@@ -31,7 +31,8 @@ fuzz_target!(|data: &[u8]| {
             now += Duration::from_millis(700);
             dtls.handle_timeout(now);
         }
-        while dtls.poll_transmit().is_some() {}
+        let mut buf = Vec::new();
+        while dtls.poll_transmit(now, &mut buf).is_some() {}
         while let Some(event) = dtls.poll_event() {
             // Nobody holding `theirs`' key took part: the fingerprint check stops everyone.
             assert!(!matches!(event, DtlsEvent::Connected { .. }));

@@ -45,8 +45,8 @@ fuzz_target!(|data: &[u8]| {
         match op % 4 {
             0 => {
                 agent.handle_receive(now, from, here, chunk);
-                let mut out = Vec::new();
-                let _ = agent.send_data(chunk, &mut out);
+                let mut out = chunk.to_vec();
+                let _ = agent.send_data(&mut out, 0);
             }
             1 | 2 => {
                 // A signed message whose attributes come from the fuzzer.
@@ -94,8 +94,9 @@ fuzz_target!(|data: &[u8]| {
                 agent.handle_timeout(now);
             }
         }
-        while let Some(t) = agent.poll_transmit() {
-            if let Ok(m) = Message::parse(&t.payload) {
+        let mut buf = Vec::new();
+        while let Some(t) = agent.poll_transmit(now, &mut buf) {
+            if let Ok(m) = Message::parse(t.datagram(&buf)) {
                 if m.class() == Class::Request {
                     sent.push(m.transaction_id());
                     if sent.len() > 64 {

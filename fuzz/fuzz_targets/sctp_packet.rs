@@ -42,13 +42,13 @@ fuzz_target!(|data: &[u8]| {
     let _ = a.create(now, ChannelConfig::reliable("fuzz"));
     let mut header = None;
     for _ in 0..10 {
-        while let Some(p) = a.poll_transmit(now) {
+        while let Some(((), p)) = peerlink_proto::poll_datagram(&mut a, now) {
             if a.association().is_established() && header.is_none() {
                 header = Some(p[..packet::HEADER].to_vec());
             }
             b.handle_receive(now, &p);
         }
-        while let Some(p) = b.poll_transmit(now) {
+        while let Some(((), p)) = peerlink_proto::poll_datagram(&mut b, now) {
             a.handle_receive(now, &p);
         }
     }
@@ -59,7 +59,8 @@ fuzz_target!(|data: &[u8]| {
         p.extend_from_slice(body);
         packet::finish(&mut p);
         b.handle_receive(now, &p);
-        while b.poll_transmit(now).is_some() {}
+        let mut out = Vec::new();
+        while b.poll_transmit(now, &mut out).is_some() {}
         while b.poll_event().is_some() {}
         now += Duration::from_millis(u64::from(body.first().copied().unwrap_or(0)) * 10);
         b.handle_timeout(now);

@@ -27,7 +27,8 @@ fuzz_target!(|data: &[u8]| {
         }
         now += Duration::from_millis(300);
         client.handle_timeout(now);
-        while client.poll_transmit(&mut out) {}
+        out.clear();
+        while client.poll_transmit(now, &mut out).is_some() {}
         while client.poll_event().is_some() {}
         if let Some(relayed) = client.relayed_address() {
             let _ = client.bind_channel(now, relayed);

@@ -61,6 +61,7 @@ fn main() -> Result<()> {
     // Without offload, one datagram per system call each way.
     let mut received_batch = RecvBatch::new(if args.no_offload { 1 } else { 4 }, GRO_SLOT);
     let mut batch = SendBatch::new();
+    let (mut plain, mut out) = (Vec::new(), Vec::new());
     let cert = Certificate::generate()?;
     println!(
         "{}",
@@ -161,16 +162,26 @@ fn main() -> Result<()> {
                 sent += n;
             }
         }
-        if dtls.is_connected() {
-            while let Some(p) = dc.poll_transmit(now) {
-                dtls.write(&p)?;
-            }
-        }
-        while let Some(d) = dtls.poll_transmit() {
+        let mut queue = |d: &[u8], batch: &mut SendBatch| -> anyhow::Result<()> {
             datagrams_out += 1;
-            batch.push(peer_addr, &d);
+            batch.push(peer_addr, d);
             if args.no_offload {
-                send(&socket, &mut batch)?;
+                send(&socket, batch)?;
+            }
+            Ok(())
+        };
+        out.clear();
+        while dtls.poll_transmit(now, &mut out).is_some() {
+            queue(&out, &mut batch)?;
+            out.clear();
+        }
+        if dtls.is_connected() {
+            plain.clear();
+            while dc.poll_transmit(now, &mut plain).is_some() {
+                let _ = dtls.seal(&plain, &mut out)?;
+                queue(&out, &mut batch)?;
+                plain.clear();
+                out.clear();
             }
         }
         send(&socket, &mut batch)?;

@@ -14,7 +14,7 @@
 use crate::peer::MeetArgs;
 use anyhow::{bail, Context};
 use peerlink_io::{Peer, PeerConfig, PeerEvents, PeerHandle};
-use peerlink_rtc::{ChannelEvent, ConnectionState, Description, RtcConfig, RtcEvent, SdpType};
+use peerlink_rtc::{ConnectionState, Description, RtcConfig, RtcEvent, SdpType};
 use peerlink_signal::{ClientEvent, IceServer, SignalClient};
 use serde_json::json;
 use std::collections::HashMap;
@@ -521,12 +521,11 @@ impl Task {
                 conn.connected = true;
                 None
             }
-            RtcEvent::Failed { reason, during_setup } => {
-                Some(Gone::Failed { reason: reason.clone(), during_setup: *during_setup })
+            RtcEvent::Closed { reason, during_setup } if reason.is_failure() => {
+                Some(Gone::Failed { reason: reason.to_string(), during_setup: *during_setup })
             }
-            RtcEvent::ConnectionState(ConnectionState::Closed) => Some(Gone::Closed),
-            RtcEvent::Channel(ChannelEvent::Ended { reason }) if conn.connected => {
-                tracing::debug!(%id, %reason, "data channels ended");
+            RtcEvent::Closed { reason, .. } => {
+                tracing::debug!(%id, %reason, "connection closed");
                 Some(Gone::Closed)
             }
             _ => None,

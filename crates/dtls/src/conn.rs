@@ -28,6 +28,7 @@
 
 use crate::cert::{Certificate, Fingerprint};
 use openssl::ssl::{ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslStream, SslVerifyMode, SslVersion};
+use peerlink_proto::{Backoff, BackoffConfig, Transmit};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -36,7 +37,13 @@ use std::time::{Duration, Instant};
 
 /// RFC 6347 §4.2.4.1 suggests 1 s; WebRTC stacks start lower on a path ICE just measured.
 const INITIAL_RTO: Duration = Duration::from_millis(500);
-const MAX_RTO: Duration = Duration::from_secs(8);
+/// Flights repeat on a doubling timer (RFC 6347 §4.2.4.1) until the handshake deadline.
+const FLIGHT_BACKOFF: BackoffConfig = BackoffConfig {
+    initial: INITIAL_RTO,
+    max: Duration::from_secs(8),
+    transmissions: None,
+    last_wait_factor: None,
+};
 /// The handshake fails if not done by then.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Datagrams kept in either direction before input is dropped (a peer cannot make us
@@ -160,6 +167,8 @@ enum State {
 struct Wire {
     incoming: VecDeque<Vec<u8>>,
     outgoing: VecDeque<Vec<u8>>,
+    /// While [`Dtls::seal`] runs: the caller's buffer, where the record goes directly.
+    sink: Option<Vec<u8>>,
 }
 
 impl Read for Wire {
@@ -179,7 +188,10 @@ impl Read for Wire {
 
 impl Write for Wire {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.outgoing.push_back(buf.to_vec());
+        match &mut self.sink {
+            Some(sink) => sink.extend_from_slice(buf),
+            None => self.outgoing.push_back(buf.to_vec()),
+        }
         Ok(buf.len())
     }
 
@@ -200,8 +212,7 @@ pub struct Dtls {
     /// The last flight we sent during the handshake (and, for the side that sends the last
     /// flight, after it), and when to send it again.
     flight: Vec<Vec<u8>>,
-    rto: Duration,
-    retransmit_at: Option<Instant>,
+    retransmit: Backoff,
     /// Handshake datagrams of the peer already received (hash, and how many flights we had
     /// sent then), to spot its repeats of a flight we already answered.
     seen: VecDeque<(u64, u32)>,
@@ -441,8 +452,7 @@ impl Dtls {
             started: now,
             heard: false,
             flight: Vec::new(),
-            rto: INITIAL_RTO,
-            retransmit_at: None,
+            retransmit: Backoff::new(FLIGHT_BACKOFF),
             seen: VecDeque::new(),
             flights_sent: 0,
             epoch0_seq: 0,
@@ -574,6 +584,31 @@ impl Dtls {
         }
     }
 
+    /// Seals `data` into one record appended to `buf` as a datagram of its own: OpenSSL
+    /// writes it straight into the caller's buffer, with no queue in between (the data
+    /// path; [`Dtls::write`] queues for [`Dtls::poll_transmit`] instead).
+    pub fn seal(&mut self, data: &[u8], buf: &mut Vec<u8>) -> Result<Transmit<()>, DtlsError> {
+        if self.state != State::Connected {
+            return Err(DtlsError::NotConnected);
+        }
+        if data.len() > 16_384 {
+            return Err(DtlsError::TooLarge(data.len()));
+        }
+        let start = buf.len();
+        self.stream.get_mut().sink = Some(std::mem::take(buf));
+        let result = self.stream.ssl_write(data);
+        *buf = self.stream.get_mut().sink.take().unwrap_or_default();
+        match result {
+            Ok(_) => Ok(Transmit { route: (), len: buf.len() - start }),
+            Err(e) => {
+                buf.truncate(start);
+                let error = DtlsError::Ssl(e.to_string());
+                self.fail(error.clone());
+                Err(error)
+            }
+        }
+    }
+
     /// Sends close_notify and stops.
     pub fn close(&mut self) {
         if self.state == State::Connected {
@@ -583,24 +618,30 @@ impl Dtls {
         if !matches!(self.state, State::Failed) {
             self.state = State::Closed;
         }
-        self.retransmit_at = None;
+        self.retransmit.reset();
     }
 
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.transmits.pop_front()
+    /// Appends the next datagram for the peer to `buf`.
+    #[must_use]
+    pub fn poll_transmit(&mut self, _now: Instant, buf: &mut Vec<u8>) -> Option<Transmit<()>> {
+        let datagram = self.transmits.pop_front()?;
+        buf.extend_from_slice(&datagram);
+        Some(Transmit { route: (), len: datagram.len() })
     }
 
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<DtlsEvent> {
         self.events.pop_front()
     }
 
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             // A server that has not heard from its client yet waits without a deadline.
-            State::Handshaking if self.role == Role::Server && !self.heard => self.retransmit_at,
+            State::Handshaking if self.role == Role::Server && !self.heard => self.retransmit.deadline(),
             State::Handshaking => {
                 let deadline = self.started + HANDSHAKE_TIMEOUT;
-                Some(self.retransmit_at.map_or(deadline, |t| t.min(deadline)))
+                Some(self.retransmit.deadline().map_or(deadline, |t| t.min(deadline)))
             }
             _ => None,
         }
@@ -614,14 +655,13 @@ impl Dtls {
         if deadline_runs && now >= self.started + HANDSHAKE_TIMEOUT {
             return self.fail(DtlsError::HandshakeTimeout(HANDSHAKE_TIMEOUT));
         }
-        if self.retransmit_at.is_some_and(|t| now >= t) {
+        if self.retransmit.is_due(now) {
             self.retransmissions += 1;
-            self.rto = (self.rto * 2).min(MAX_RTO);
-            self.retransmit_at = Some(now + self.rto);
+            let wait = self.retransmit.on_transmit(now) - now;
             // On the client's last flight OpenSSL's own timer has run out by now: it resends
             // the flight with fresh record numbers. Otherwise our copy goes.
             if self.last_flight {
-                self.set_openssl_timer(self.rto);
+                self.set_openssl_timer(wait);
                 if self.handshake(now) == Output::Retransmitted {
                     return;
                 }
@@ -730,8 +770,8 @@ impl Dtls {
         }
         self.flights_sent += 1;
         self.flight.clone_from(&datagrams);
-        self.rto = INITIAL_RTO;
-        self.retransmit_at = Some(now + self.rto);
+        self.retransmit.reset();
+        let _ = self.retransmit.on_transmit(now);
         self.queue(datagrams);
         output
     }
@@ -767,7 +807,7 @@ impl Dtls {
         self.state = State::Connected;
         // The client's last flight was answered (the handshake finished on receiving the
         // server's Finished); the server keeps its last flight for a repeat of the client's.
-        self.retransmit_at = None;
+        self.retransmit.reset();
         if self.role == Role::Client {
             self.flight.clear();
         }
@@ -803,7 +843,32 @@ impl Dtls {
         // A fatal alert OpenSSL wrote still goes out.
         self.collect_output();
         self.state = State::Failed;
-        self.retransmit_at = None;
+        self.retransmit.reset();
         self.events.push_back(DtlsEvent::Failed(error));
+    }
+}
+
+impl peerlink_proto::Machine for Dtls {
+    type Route = ();
+    type Event = DtlsEvent;
+
+    fn handle_receive(&mut self, now: Instant, (): (), datagram: &[u8]) {
+        Dtls::handle_receive(self, now, datagram);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Dtls::handle_timeout(self, now);
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit<()>> {
+        Dtls::poll_transmit(self, now, buf)
+    }
+
+    fn poll_event(&mut self) -> Option<DtlsEvent> {
+        Dtls::poll_event(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Dtls::poll_timeout(self)
     }
 }

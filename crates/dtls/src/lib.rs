@@ -14,7 +14,8 @@
 //!     while let Some(n) = dtls.read(&mut buf) { app(&buf[..n]) }
 //!     dtls.write(b"...")?;                             // once Connected
 //!     dtls.handle_timeout(now);                        // at dtls.poll_timeout()
-//!     while let Some(d) = dtls.poll_transmit() { send(d) }
+//!     buf.clear();
+//!     while let Some(t) = dtls.poll_transmit(now, &mut buf) { send(t.datagram(&buf)); buf.clear() }
 //!     while let Some(e) = dtls.poll_event() { ... }    // Connected, Closed, Failed
 //! }
 //! ```

@@ -68,7 +68,7 @@ fn drive(
     let mut said_hello = false;
     socket.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
     while Instant::now() < deadline {
-        while let Some(d) = dtls.poll_transmit() {
+        while let Some(d) = next_datagram(dtls) {
             if lose_final_flight && losing.is_none() && has_change_cipher_spec(&d) {
                 losing = Some(Instant::now());
             }
@@ -116,7 +116,7 @@ fn drive(
 /// close_notify; it is killed after 3 s otherwise).
 fn finish(dtls: &mut Dtls, socket: &UdpSocket, peer: Option<SocketAddr>, tool: &mut Tool) -> String {
     dtls.close();
-    while let Some(d) = dtls.poll_transmit() {
+    while let Some(d) = next_datagram(dtls) {
         if let Some(to) = peer {
             let _ = socket.send_to(&d, to);
         }
@@ -204,4 +204,9 @@ fn our_client_recovers_when_the_servers_last_flight_is_lost() {
     assert!(matches!(events.first(), Some(DtlsEvent::Connected { .. })), "{events:?}");
     assert_eq!(got, b"hello from openssl\n");
     assert!(printed.contains("hello from peerlink"), "s_server printed {printed:?}");
+}
+
+/// The next datagram `dtls` sends.
+fn next_datagram(dtls: &mut peerlink_dtls::Dtls) -> Option<Vec<u8>> {
+    peerlink_proto::poll_datagram(dtls, std::time::Instant::now()).map(|((), d)| d)
 }

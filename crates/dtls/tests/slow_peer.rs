@@ -82,7 +82,7 @@ fn run(seed: u64, openssl_timer: Option<Duration>, duplicate_hvr: bool) -> Run {
     while now < end && !run.connected.iter().all(|&c| c) {
         #[allow(clippy::needless_range_loop)] // `side` also picks the direction
         for side in 0..2 {
-            while let Some(d) = sides[side].poll_transmit() {
+            while let Some(d) = next_datagram(&mut sides[side]) {
                 let delay = if side == 0 {
                     run.client_sent.push((now, d.clone()));
                     Duration::from_millis(20)
@@ -125,13 +125,13 @@ fn run(seed: u64, openssl_timer: Option<Duration>, duplicate_hvr: bool) -> Run {
                 hvr_seen += 1;
                 run.cookie_at.get_or_insert(now);
                 if hvr_seen > 1 {
-                    while let Some(out) = sides[0].poll_transmit() {
+                    while let Some(out) = next_datagram(&mut sides[0]) {
                         run.client_sent.push((now, out.clone()));
                         seq += 1;
                         wire.insert((now + Duration::from_millis(20), seq), (1, out));
                     }
                     sides[0].handle_receive(now, &d);
-                    while let Some(out) = sides[0].poll_transmit() {
+                    while let Some(out) = next_datagram(&mut sides[0]) {
                         run.answers_to_repeated_hvr += 1;
                         run.client_sent.push((now, out.clone()));
                         seq += 1;
@@ -186,4 +186,9 @@ fn a_repeated_hello_verify_request_is_not_answered() {
             "{timer:?}: the client answered a repeated HelloVerifyRequest"
         );
     }
+}
+
+/// The next datagram `dtls` sends.
+fn next_datagram(dtls: &mut peerlink_dtls::Dtls) -> Option<Vec<u8>> {
+    peerlink_proto::poll_datagram(dtls, std::time::Instant::now()).map(|((), d)| d)
 }

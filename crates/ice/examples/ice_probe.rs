@@ -188,8 +188,11 @@ fn run() -> Result<(), String> {
         }
         if args.exchange && agent.selected_pair().is_some() && now >= next_send {
             next_send = now + Duration::from_millis(100);
-            if let Some((from, to)) = agent.send_data(ours.as_bytes(), &mut out) {
-                debug_assert_eq!(from, local);
+            out.clear();
+            out.extend_from_slice(ours.as_bytes());
+            if let Some(t) = agent.send_data(&mut out, 0) {
+                debug_assert_eq!(t.route.local, local);
+                let to = t.route.remote;
                 socket.send_to(&out, to).map_err(|e| format!("send to {to}: {e}"))?;
             }
         }
@@ -202,8 +205,12 @@ fn run() -> Result<(), String> {
         if received.is_some() {
             if args.exchange {
                 stop_at.get_or_insert(Instant::now() + Duration::from_secs(1));
-            } else if let Some((_, to)) = agent.send_data(b"hello from peerlink", &mut out) {
-                socket.send_to(&out, to).map_err(|e| e.to_string())?;
+            } else if let Some(t) = {
+                out.clear();
+                out.extend_from_slice(b"hello from peerlink");
+                agent.send_data(&mut out, 0)
+            } {
+                socket.send_to(&out, t.route.remote).map_err(|e| e.to_string())?;
                 answered = true;
             }
         }
@@ -229,8 +236,11 @@ fn resolve_and_add(agent: &mut IceAgent, mut candidate: Candidate) {
 
 /// Sends what the agent has queued (the probe has one socket, so `from` is always it).
 fn pump(agent: &mut IceAgent, socket: &UdpSocket) -> Result<(), String> {
-    while let Some(t) = agent.poll_transmit() {
-        socket.send_to(&t.payload, t.to).map_err(|e| format!("send to {}: {e}", t.to))?;
+    let mut buf = Vec::new();
+    while let Some(t) = agent.poll_transmit(Instant::now(), &mut buf) {
+        let to = t.route.remote;
+        socket.send_to(&buf, to).map_err(|e| format!("send to {to}: {e}"))?;
+        buf.clear();
     }
     Ok(())
 }

@@ -20,16 +20,19 @@
 //!         application(&datagram[range]);                  // not ICE's: DTLS, media, ...
 //!     }
 //!     agent.handle_timeout(now);                          // at agent.poll_timeout()
-//!     while let Some(t) = agent.poll_transmit() { socket(t.from).send_to(&t.payload, t.to) }
+//!     while let Some(t) = agent.poll_transmit(now, &mut buf) {
+//!         socket(t.route.local).send_to(t.datagram(&buf), t.route.remote); buf.clear();
+//!     }
 //!     while let Some(e) = agent.poll_event() { ... }      // candidates, state, selected pair
-//!     if let Some((from, to)) = agent.send_data(&app_datagram, &mut out) {
-//!         socket(from).send_to(&out, to)                  // wrapped for TURN when relayed
+//!     buf.extend_from_slice(app_datagram);                // or sealed there by DTLS
+//!     if let Some(t) = agent.send_data(&mut buf, 0) {     // wrapped for TURN when relayed
+//!         socket(t.route.local).send_to(t.datagram(&buf), t.route.remote)
 //!     }
 //! }
 //! ```
 
 use crate::candidate::{foundation, pair_priority, Candidate, CandidateAddress, CandidateKind, Transport};
-use hmac::{Hmac, Mac};
+use peerlink_proto::{Backoff, BackoffConfig, Route, SeededRng, Transmit};
 use peerlink_stun::{
     Attribute, AttributeType, Class, ErrorCode, Key, Message, MessageWriter, Method, TransactionId,
 };
@@ -44,13 +47,17 @@ use std::time::{Duration, Instant};
 /// WebRTC stacks use for one data stream, not the 50 ms default). Triggered checks do not
 /// wait for it.
 const TA: Duration = Duration::from_millis(20);
-/// First retransmission timeout of a check; it doubles, up to `RTO_MAX`.
-const RTO: Duration = Duration::from_millis(500);
-const RTO_MAX: Duration = Duration::from_secs(3);
-/// Requests sent per transaction before it fails (RFC 8489 Rc = 7).
-const MAX_REQUESTS: u32 = 7;
-/// Gathering gives up on a STUN server sooner.
-const MAX_GATHER_REQUESTS: u32 = 5;
+/// Checks repeat from 500 ms, doubling up to 3 s (RFC 8445 §14.3 leaves the RTO to the
+/// agent; a cap keeps a dead pair from waiting RFC 8489's 39.5 s), seven requests in all
+/// (RFC 8489's Rc).
+const CHECK_BACKOFF: BackoffConfig = BackoffConfig {
+    initial: Duration::from_millis(500),
+    max: Duration::from_secs(3),
+    transmissions: Some(7),
+    last_wait_factor: None,
+};
+/// Gathering gives up on a STUN server sooner: five requests.
+const GATHER_BACKOFF: BackoffConfig = BackoffConfig { transmissions: Some(5), ..CHECK_BACKOFF };
 /// Pairs in the check list (RFC 8445 §6.1.2.5).
 const MAX_PAIRS: usize = 100;
 /// Remote candidates kept.
@@ -137,12 +144,26 @@ pub enum IceEvent {
     },
 }
 
-/// A datagram to send from the driver's socket bound to `from`.
+/// Why the agent failed (its state is [`IceState::Failed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IceFailure {
+    /// Checks found no working pair in time (RFC 8445 §8.2 leaves the limit to the agent).
+    #[error("no candidate pair succeeded within {} s", .0.as_secs())]
+    NoPairWithin(Duration),
+    /// Every pair failed once both sides had announced all their candidates.
+    #[error("every candidate pair failed")]
+    AllPairsFailed,
+    /// The selected pair stopped answering consent checks (RFC 7675 §5.1).
+    #[error("consent lost: no answer on the selected pair for {} s", .0.as_secs())]
+    ConsentLost(Duration),
+}
+
+/// A datagram waiting for [`IceAgent::poll_transmit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    pub from: SocketAddr,
-    pub to: SocketAddr,
-    pub payload: Vec<u8>,
+pub(crate) struct Queued {
+    pub(crate) route: Route,
+    pub(crate) payload: Vec<u8>,
 }
 
 /// Caller mistakes.
@@ -209,9 +230,7 @@ enum PairState {
 #[derive(Debug, Clone)]
 struct Transaction {
     id: TransactionId,
-    sent: u32,
-    next: Instant,
-    rto: Duration,
+    backoff: Backoff,
     nominating: bool,
     /// The role this request claimed (a 487 answer means: take the other one).
     as_controlling: bool,
@@ -273,6 +292,7 @@ pub struct IceAgent {
     /// Nominate by then even if better pairs are still being checked.
     nominate_by: Option<Instant>,
     state: IceState,
+    failure: Option<IceFailure>,
     selected: Option<usize>,
     gathering_complete_sent: bool,
     remote_complete: bool,
@@ -281,10 +301,9 @@ pub struct IceAgent {
     next_consent: Option<Instant>,
     /// Earlier consent checks still worth an answer (a late answer to one is consent too).
     earlier_consent: VecDeque<TransactionId>,
-    rng_key: [u8; 32],
-    rng_counter: u64,
+    rng: SeededRng,
     buf: Vec<u8>,
-    transmits: VecDeque<Transmit>,
+    transmits: VecDeque<Queued>,
     events: VecDeque<IceEvent>,
     stats: IceStats,
 }
@@ -323,6 +342,7 @@ impl IceAgent {
             nominating: None,
             nominate_by: None,
             state: IceState::New,
+            failure: None,
             selected: None,
             gathering_complete_sent: false,
             remote_complete: false,
@@ -330,14 +350,13 @@ impl IceAgent {
             last_consent: None,
             next_consent: None,
             earlier_consent: VecDeque::new(),
-            rng_key: seed,
-            rng_counter: 0,
+            rng: SeededRng::new(&seed),
             buf: Vec::with_capacity(256),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: IceStats::default(),
         };
-        agent.tie_breaker = agent.random();
+        agent.tie_breaker = agent.rng.next_u64();
         Ok(agent)
     }
 
@@ -361,26 +380,35 @@ impl IceAgent {
             .map(|p| (self.locals[self.pairs[p].local].base, self.remotes[self.pairs[p].remote].addr))
     }
 
-    /// Writes the datagram that carries application `payload` on the selected pair into
-    /// `out` (the payload itself, or wrapped for the TURN server when the pair is relayed)
-    /// and returns (the driver's socket to send it from, where to). During an ICE restart
-    /// the old pair is used until a new one is selected. `None`: no usable pair.
-    pub fn send_data(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Option<(SocketAddr, SocketAddr)> {
-        let (local, remote) = match self.selected {
-            Some(p) => (self.pairs[p].local, self.remotes[self.pairs[p].remote].addr),
-            None => self.previous?,
+    /// Sends the application datagram at `buf[start..]` on the selected pair: as it is on a
+    /// direct pair, wrapped in place for the TURN server on a relayed one. During an ICE
+    /// restart the old pair is used until a new one is selected. `None`: no usable pair, and
+    /// `buf` is cut back to `start`.
+    pub fn send_data(&mut self, buf: &mut Vec<u8>, start: usize) -> Option<Transmit> {
+        let Some((local, remote)) = self.data_path() else {
+            buf.truncate(start);
+            return None;
         };
-        out.clear();
         match self.locals[local].relay {
-            None => {
-                out.extend_from_slice(payload);
-                Some((self.locals[local].base, remote))
-            }
+            None => Some(Transmit {
+                route: Route { local: self.locals[local].base, remote },
+                len: buf.len() - start,
+            }),
             Some(r) => {
+                // A copy on the relayed path only: the TURN header goes in front.
+                let payload = buf.split_off(start);
                 let slot = &mut self.relays[r];
-                slot.client.send_to(remote, payload, out).ok()?;
-                Some((slot.base, slot.client.server()))
+                let t = slot.client.send_to(remote, &payload, buf).ok()?;
+                Some(Transmit { route: Route { local: slot.base, remote: slot.client.server() }, len: t.len })
             }
+        }
+    }
+
+    /// (local candidate, remote address) that application data goes on.
+    fn data_path(&self) -> Option<(usize, SocketAddr)> {
+        match self.selected {
+            Some(p) => Some((self.pairs[p].local, self.remotes[self.pairs[p].remote].addr)),
+            None => self.previous,
         }
     }
 
@@ -401,29 +429,30 @@ impl IceAgent {
         }
     }
 
-    /// HMAC-SHA256(seed, counter): a PRF in counter mode, so one output (the tie-breaker is
-    /// sent in clear) tells nothing about the others.
-    fn random(&mut self) -> u64 {
-        self.rng_counter += 1;
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.rng_key).expect("any key length");
-        mac.update(&self.rng_counter.to_be_bytes());
-        let out = mac.finalize().into_bytes();
-        u64::from_be_bytes([out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7]])
-    }
-
-    fn transaction(&mut self, now: Instant, nominating: bool) -> Transaction {
-        let (a, b) = (self.random(), self.random());
+    fn transaction(&mut self, nominating: bool, backoff: BackoffConfig) -> Transaction {
+        let (a, b) = (self.rng.next_u64(), self.rng.next_u64());
         let mut id = [0u8; 12];
         id[..8].copy_from_slice(&a.to_be_bytes());
         id[8..].copy_from_slice(&b.to_be_bytes()[..4]);
         Transaction {
             id: TransactionId(id),
-            sent: 0,
-            next: now,
-            rto: RTO,
+            backoff: Backoff::new(backoff),
             nominating,
             as_controlling: self.controlling,
         }
+    }
+
+    fn fail(&mut self, failure: IceFailure) {
+        if !matches!(self.state, IceState::Failed | IceState::Closed) {
+            tracing::debug!(%failure, "ICE failed");
+            self.failure = Some(failure);
+        }
+        self.set_state(IceState::Failed);
+    }
+
+    /// Why the agent failed, once it has.
+    pub fn failure(&self) -> Option<IceFailure> {
+        self.failure
     }
 
     fn set_state(&mut self, state: IceState) {
@@ -456,7 +485,7 @@ impl IceAgent {
         let servers: Vec<SocketAddr> =
             self.stun_servers.iter().copied().filter(|s| s.is_ipv4() == addr.is_ipv4()).collect();
         for server in servers {
-            let transaction = Some(self.transaction(now, false));
+            let transaction = Some(self.transaction(false, GATHER_BACKOFF));
             self.gathers.push(Gather { base: addr, server, transaction, done: false });
         }
         self.start_relays(now, addr);
@@ -550,6 +579,7 @@ impl IceAgent {
         if self.state == IceState::Failed {
             // The one way out of a final state: start over.
             self.state = IceState::New;
+            self.failure = None;
             self.events.push_back(IceEvent::State(IceState::New));
         }
     }
@@ -646,14 +676,20 @@ impl IceAgent {
         self.next_pace = Some(self.next_pace.map_or(now, |t| t.min(now)));
     }
 
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+    /// Appends the next datagram (a check, an answer, a TURN request) to `buf`.
+    #[must_use]
+    pub fn poll_transmit(&mut self, _now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        let q = self.transmits.pop_front()?;
+        buf.extend_from_slice(&q.payload);
+        Some(Transmit { route: q.route, len: q.payload.len() })
     }
 
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<IceEvent> {
         self.events.pop_front()
     }
 
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         if matches!(self.state, IceState::Failed | IceState::Closed) {
             return None;
@@ -662,8 +698,8 @@ impl IceAgent {
             .pairs
             .iter()
             .filter_map(|p| p.transaction.as_ref())
-            .chain(self.gathers.iter().filter_map(|g| g.transaction.as_ref()).filter(|t| t.sent > 0))
-            .map(|t| t.next)
+            .chain(self.gathers.iter().filter_map(|g| g.transaction.as_ref()))
+            .filter_map(|t| t.backoff.deadline())
             .chain(self.relays.iter().filter_map(|r| r.client.poll_timeout()));
         // Once disconnected, that deadline has passed: only consent's own timers remain.
         let silence =
@@ -710,8 +746,10 @@ impl IceAgent {
 
     /// Sends one new request (gathering first, then triggered checks, then ordinary ones).
     fn pace(&mut self, now: Instant) -> bool {
-        if let Some(i) =
-            self.gathers.iter().position(|g| !g.done && g.transaction.as_ref().is_some_and(|t| t.sent == 0))
+        if let Some(i) = self
+            .gathers
+            .iter()
+            .position(|g| !g.done && g.transaction.as_ref().is_some_and(|t| t.backoff.transmissions() == 0))
         {
             self.send_gather(now, i);
             return true;
@@ -751,7 +789,7 @@ impl IceAgent {
 
     fn start_check(&mut self, now: Instant, i: usize) {
         let nominating = self.wants_nomination(i);
-        let transaction = self.transaction(now, nominating);
+        let transaction = self.transaction(nominating, CHECK_BACKOFF);
         self.pairs[i].state = if self.pairs[i].state == PairState::Succeeded {
             PairState::Succeeded
         } else {
@@ -772,9 +810,7 @@ impl IceAgent {
         let (local, remote_addr) =
             (self.locals[self.pairs[i].local].base, self.remotes[self.pairs[i].remote].addr);
         let Some(transaction) = self.pairs[i].transaction.as_mut() else { return };
-        transaction.sent += 1;
-        transaction.next = now + transaction.rto;
-        transaction.rto = (transaction.rto * 2).min(RTO_MAX);
+        let _ = transaction.backoff.on_transmit(now);
         transaction.as_controlling = self.controlling;
         let (id, nominating) = (transaction.id, transaction.nominating && self.controlling);
         let username = format!("{}:{}", remote.ufrag, self.local_creds.ufrag);
@@ -809,7 +845,9 @@ impl IceAgent {
         let payload = std::mem::take(&mut self.buf);
         let relay = self.locals.iter().find(|l| l.base == from).and_then(|l| l.relay);
         match relay {
-            None => self.transmits.push_back(Transmit { from, to, payload: payload.clone() }),
+            None => self
+                .transmits
+                .push_back(Queued { route: Route { local: from, remote: to }, payload: payload.clone() }),
             Some(r) => self.send_relayed(now, r, to, &payload),
         }
         self.buf = payload;
@@ -818,22 +856,23 @@ impl IceAgent {
     fn send_gather(&mut self, now: Instant, i: usize) {
         let g = &mut self.gathers[i];
         let Some(transaction) = g.transaction.as_mut() else { return };
-        transaction.sent += 1;
-        transaction.next = now + transaction.rto;
-        transaction.rto = (transaction.rto * 2).min(RTO_MAX);
+        let _ = transaction.backoff.on_transmit(now);
         self.buf.clear();
         let mut w = MessageWriter::new(&mut self.buf, Class::Request, Method::BINDING, transaction.id);
         let _ = w.fingerprint();
         w.finish();
-        self.transmits.push_back(Transmit { from: g.base, to: g.server, payload: self.buf.clone() });
+        self.transmits.push_back(Queued {
+            route: Route { local: g.base, remote: g.server },
+            payload: self.buf.clone(),
+        });
     }
 
     fn retransmit(&mut self, now: Instant) {
         for i in 0..self.gathers.len() {
             let due =
-                self.gathers[i].transaction.as_ref().filter(|t| t.sent > 0 && t.next <= now).map(|t| t.sent);
+                self.gathers[i].transaction.as_ref().filter(|t| t.backoff.is_due(now)).map(|t| t.backoff);
             match due {
-                Some(sent) if sent >= MAX_GATHER_REQUESTS => {
+                Some(backoff) if backoff.is_exhausted() => {
                     self.gathers[i].transaction = None;
                     self.gathers[i].done = true;
                     self.check_gathering_complete();
@@ -843,9 +882,9 @@ impl IceAgent {
             }
         }
         for i in 0..self.pairs.len() {
-            let due = self.pairs[i].transaction.as_ref().filter(|t| t.next <= now).map(|t| t.sent);
+            let due = self.pairs[i].transaction.as_ref().filter(|t| t.backoff.is_due(now)).map(|t| t.backoff);
             match due {
-                Some(sent) if sent >= MAX_REQUESTS => {
+                Some(backoff) if backoff.is_exhausted() => {
                     self.pairs[i].transaction = None;
                     if self.nominating == Some(i) {
                         // The nominated pair stopped answering: try the next best.
@@ -867,7 +906,7 @@ impl IceAgent {
     fn consent(&mut self, now: Instant) {
         let Some(selected) = self.selected else { return };
         if self.last_consent.is_some_and(|t| now.saturating_duration_since(t) >= CONSENT_TIMEOUT) {
-            self.set_state(IceState::Failed);
+            self.fail(IceFailure::ConsentLost(CONSENT_TIMEOUT));
             return;
         }
         if self.last_heard.is_some_and(|t| now.saturating_duration_since(t) >= DISCONNECTED_AFTER) {
@@ -877,9 +916,9 @@ impl IceAgent {
             return;
         }
         if self.next_consent.is_some_and(|t| t <= now) {
-            let jitter = 0.8 + (self.random() % 400) as f64 / 1000.0;
+            let jitter = 0.8 + (self.rng.next_u64() % 400) as f64 / 1000.0;
             self.next_consent = Some(now + CONSENT_INTERVAL.mul_f64(jitter));
-            let transaction = self.transaction(now, false);
+            let transaction = self.transaction(false, CHECK_BACKOFF);
             if let Some(old) = self.pairs[selected].transaction.replace(transaction) {
                 self.earlier_consent.push_back(old.id);
                 if self.earlier_consent.len() > 4 {
@@ -895,7 +934,7 @@ impl IceAgent {
             return;
         }
         if self.checking_since.is_some_and(|t| now.saturating_duration_since(t) >= CHECKING_TIMEOUT) {
-            return self.set_state(IceState::Failed);
+            return self.fail(IceFailure::NoPairWithin(CHECKING_TIMEOUT));
         }
         // Only with both sides' candidates all known can an empty check list mean failure.
         if !self.remote_complete || !self.gathering_complete_sent {
@@ -903,7 +942,7 @@ impl IceAgent {
         }
         let open = self.pairs.iter().any(|p| !matches!(p.state, PairState::Failed));
         if !open {
-            self.set_state(IceState::Failed);
+            self.fail(IceFailure::AllPairsFailed);
         }
     }
 
@@ -989,6 +1028,33 @@ fn ip_of(c: &Candidate) -> std::net::IpAddr {
 
 mod inbound;
 mod relay;
+
+/// For drivers and tests that treat the agent as a whole: what ICE does not take for itself
+/// (application data) is dropped here; a PeerConnection calls the inherent methods.
+impl peerlink_proto::Machine for IceAgent {
+    type Route = Route;
+    type Event = IceEvent;
+
+    fn handle_receive(&mut self, now: Instant, route: Route, datagram: &[u8]) {
+        let _ = IceAgent::handle_receive(self, now, route.remote, route.local, datagram);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        IceAgent::handle_timeout(self, now);
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        IceAgent::poll_transmit(self, now, buf)
+    }
+
+    fn poll_event(&mut self) -> Option<IceEvent> {
+        IceAgent::poll_event(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        IceAgent::poll_timeout(self)
+    }
+}
 
 #[cfg(test)]
 mod tests;

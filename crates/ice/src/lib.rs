@@ -13,7 +13,10 @@ pub mod agent;
 pub mod candidate;
 pub mod mdns;
 
-pub use agent::{IceAgent, IceConfig, IceEvent, IceState, IceStats, Transmit, TurnServerConfig, UsageError};
+pub use agent::{
+    IceAgent, IceConfig, IceEvent, IceFailure, IceState, IceStats, TurnServerConfig, UsageError,
+};
+pub use peerlink_proto::{Route, Transmit};
 
 pub use candidate::{
     foundation, pair_priority, Candidate, CandidateAddress, CandidateError, CandidateKind, TcpType, Transport,

@@ -437,17 +437,22 @@ struct Batch {
     queue: SendBatch,
     /// The local address the queue leaves from.
     from: Option<SocketAddr>,
+    /// The datagram being moved into the queue.
+    scratch: Vec<u8>,
 }
 
 impl Batch {
     async fn flush(&mut self, pc: &mut PeerConnection, sockets: &[(SocketAddr, Arc<UdpSocket>)]) {
         let now = Instant::now();
-        while let Some(t) = pc.poll_transmit(now) {
-            if self.from != Some(t.from) || self.queue.len() >= SEND_QUEUE {
+        self.scratch.clear();
+        while let Some(t) = pc.poll_transmit(now, &mut self.scratch) {
+            let (from, to) = (t.route.local, t.route.remote);
+            if self.from != Some(from) || self.queue.len() >= SEND_QUEUE {
                 self.send(sockets).await;
-                self.from = Some(t.from);
+                self.from = Some(from);
             }
-            self.queue.push(t.to, &t.payload);
+            self.queue.push(to, &self.scratch);
+            self.scratch.clear();
         }
         self.send(sockets).await;
     }

@@ -25,9 +25,12 @@
 //! assert_eq!(got.from, "203.0.113.1:5000".parse().unwrap()); // mapped, port preserved
 //! ```
 
+mod drive;
 mod nat;
 
+pub use drive::{pump, pump_wired, run, run_with, World};
 pub use nat::{Filtering, Mapping, NatConfig};
+pub use peerlink_proto::{Machine, Route};
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -239,6 +242,7 @@ impl Network {
     }
 
     /// When the next packet arrives somewhere (`None`: nothing in flight).
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.events.peek().map(|Reverse(e)| e.at)
     }
@@ -263,6 +267,7 @@ impl Network {
     }
 
     /// The next datagram delivered to `host`, oldest first.
+    #[must_use]
     pub fn poll_receive(&mut self, host: HostId) -> Option<Datagram> {
         self.hosts[host.0].inbox.pop_front()
     }

@@ -100,9 +100,7 @@ fn run() -> Result<(), String> {
                 pc.sctp_stats()
             ));
         }
-        while let Some(t) = pc.poll_transmit(now) {
-            socket.send_to(&t.payload, t.to).map_err(|e| format!("send to {}: {e}", t.to))?;
-        }
+        send_all(&mut pc, &socket, now)?;
         while let Some(e) = pc.poll_event() {
             match e {
                 RtcEvent::SelectedPair { local_kind, remote_kind, local, remote } => {
@@ -152,8 +150,17 @@ fn pump(pc: &mut PeerConnection, socket: &UdpSocket, buf: &mut [u8]) -> Result<(
     }
     let now = Instant::now();
     pc.handle_timeout(now);
-    while let Some(t) = pc.poll_transmit(now) {
-        socket.send_to(&t.payload, t.to).map_err(|e| format!("send to {}: {e}", t.to))?;
+    send_all(pc, socket, now)?;
+    Ok(())
+}
+
+/// Sends what the connection has (the probe has one socket: every datagram leaves from it).
+fn send_all(pc: &mut PeerConnection, socket: &UdpSocket, now: Instant) -> Result<(), String> {
+    let mut buf = Vec::new();
+    while let Some(t) = pc.poll_transmit(now, &mut buf) {
+        let to = t.route.remote;
+        socket.send_to(&buf, to).map_err(|e| format!("send to {to}: {e}"))?;
+        buf.clear();
     }
     Ok(())
 }

@@ -14,15 +14,21 @@
 //! loop {
 //!     pc.handle_receive(now, from, to, &datagram);
 //!     pc.handle_timeout(now);                        // at pc.poll_timeout()
-//!     while let Some(t) = pc.poll_transmit(now) { socket(t.from).send_to(&t.payload, t.to) }
+//!     while let Some(t) = pc.poll_transmit(now, &mut buf) {  // appends: a GSO batch can grow
+//!         socket(t.route.local).send_to(t.datagram(&buf), t.route.remote); buf.clear();
+//!     }
 //!     while let Some(e) = pc.poll_event() { ... }    // candidates, states, channel events
 //! }
 //! ```
 
+pub use peerlink_dtls::DtlsError;
 use peerlink_dtls::{Certificate, Dtls, DtlsConfig, DtlsEvent, Fingerprint, Role};
-use peerlink_ice::{Candidate, CandidateAddress, IceAgent, IceConfig, IceEvent, IceState, TurnServerConfig};
+use peerlink_ice::{Candidate, CandidateAddress, IceAgent, IceConfig, IceEvent, TurnServerConfig};
+pub use peerlink_ice::{IceFailure, IceState};
+use peerlink_proto::SeededRng;
+pub use peerlink_proto::{Route, Transmit};
 use peerlink_sctp::{Association, DataChannels, SctpConfig};
-pub use peerlink_sctp::{ChannelConfig, ChannelEvent, ChannelState, Reliability};
+pub use peerlink_sctp::{ChannelConfig, ChannelEvent, ChannelState, Reliability, SctpCloseReason};
 use peerlink_sdp::{Attribute, Media, SessionDescription, Setup};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -116,12 +122,41 @@ pub enum RtcEvent {
         remote_kind: &'static str,
     },
     Channel(ChannelEvent),
-    /// Why the connection failed; comes just before `ConnectionState(Failed)`.
+    /// The connection is over, and why: the one terminal event, just before
+    /// `ConnectionState(Closed)` (a close by either side) or `ConnectionState(Failed)`.
     /// `during_setup`: it had never been connected (so nothing was interrupted).
-    Failed {
-        reason: String,
+    Closed {
+        reason: CloseReason,
         during_setup: bool,
     },
+}
+
+/// Why a connection ended ([`RtcEvent::Closed`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// [`PeerConnection::close`] was called.
+    #[error("closed by this side")]
+    LocalClose,
+    /// The other side closed the connection (SCTP shutdown, DTLS close_notify).
+    #[error("the other side closed the connection")]
+    RemoteClosed,
+    /// No path, or the path stopped answering.
+    #[error("ICE: {0}")]
+    Ice(#[from] IceFailure),
+    #[error("DTLS: {0}")]
+    Dtls(#[from] DtlsError),
+    /// The association ended some other way than a shutdown: an abort (with the peer's
+    /// cause), a peer that stopped answering, a protocol violation.
+    #[error("SCTP: {0}")]
+    Sctp(#[from] SctpCloseReason),
+}
+
+impl CloseReason {
+    /// Whether the connection failed (rather than being closed by one of its ends).
+    pub fn is_failure(&self) -> bool {
+        !matches!(self, CloseReason::LocalClose | CloseReason::RemoteClosed)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -134,19 +169,25 @@ pub enum RtcError {
     #[error("certificate: {0}")]
     Certificate(String),
     #[error("ICE: {0}")]
-    Ice(String),
+    Ice(#[from] peerlink_ice::UsageError),
+    #[error("bad candidate {line:?}: {error}")]
+    Candidate {
+        line: String,
+        #[source]
+        error: peerlink_ice::CandidateError,
+    },
     #[error("data channel: {0}")]
-    Channel(String),
+    Channel(#[from] peerlink_sctp::ChannelError),
     #[error("the connection is closed")]
     Closed,
 }
 
-/// A datagram to send from the driver's socket `from`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    pub from: SocketAddr,
-    pub to: SocketAddr,
-    pub payload: Vec<u8>,
+/// A datagram kept for [`PeerConnection::poll_transmit`] (only on the close, which stops
+/// ICE right after sealing its last records).
+#[derive(Debug, Clone)]
+struct Queued {
+    route: Route,
+    payload: Vec<u8>,
 }
 
 /// What we learned from the remote description.
@@ -181,17 +222,19 @@ pub struct PeerConnection {
     ice_state: IceState,
     state: ConnectionState,
     closed_by_peer: bool,
-    dtls_failed: Option<String>,
+    /// Why the connection is ending, once something decided it (the first cause wins).
+    ending: Option<CloseReason>,
     /// Whether the connection was ever connected.
     was_connected: bool,
     /// A graceful close is under way; it aborts at this instant.
     closing: Option<Instant>,
     events: VecDeque<RtcEvent>,
-    transmits: VecDeque<Transmit>,
-    seed: [u8; 32],
-    seed_counter: u64,
+    queued: VecDeque<Queued>,
+    /// Material for the credentials of ICE restarts.
+    rng: SeededRng,
     record: Vec<u8>,
-    out: Vec<u8>,
+    /// The SCTP packet being sealed.
+    plain: Vec<u8>,
 }
 
 impl std::fmt::Debug for PeerConnection {
@@ -201,13 +244,6 @@ impl std::fmt::Debug for PeerConnection {
             .field("state", &self.state)
             .finish_non_exhaustive()
     }
-}
-
-fn derive(seed: &[u8; 32], counter: u64) -> [u8; 32] {
-    use hmac::{Hmac, Mac};
-    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(seed).expect("any key length");
-    mac.update(&counter.to_be_bytes());
-    mac.finalize().into_bytes().into()
 }
 
 /// ICE credentials from `seed` material: 8 and 24 characters of ice-char (RFC 8839 §5.4).
@@ -225,16 +261,17 @@ impl PeerConnection {
             Some(c) => c.clone(),
             None => Certificate::generate().map_err(|e| RtcError::Certificate(e.to_string()))?,
         };
-        let (ufrag, pwd) = credentials(&derive(&seed, 1));
+        let mut rng = SeededRng::new(&seed);
+        let (ufrag, pwd) = credentials(&rng.next_block());
         let ice_config = IceConfig {
             stun_servers: config.stun_servers.clone(),
             turn_servers: config.turn_servers.clone(),
             ..IceConfig::new(true, &ufrag, &pwd)
         };
-        let ice = IceAgent::new(ice_config, derive(&seed, 2)).map_err(|e| RtcError::Ice(e.to_string()))?;
+        let ice = IceAgent::new(ice_config, rng.next_block())?;
         let sctp_config = SctpConfig { max_receive_message: MAX_MESSAGE_SIZE, ..SctpConfig::default() };
-        let association = Association::new(now, sctp_config, derive(&seed, 3));
-        let session = derive(&seed, 4);
+        let association = Association::new(now, sctp_config, rng.next_block());
+        let session = rng.next_block();
         Ok(PeerConnection {
             certificate,
             ice,
@@ -258,15 +295,14 @@ impl PeerConnection {
             ice_state: IceState::New,
             state: ConnectionState::New,
             closed_by_peer: false,
-            dtls_failed: None,
+            ending: None,
             was_connected: false,
             closing: None,
             events: VecDeque::new(),
-            transmits: VecDeque::new(),
-            seed,
-            seed_counter: 10,
+            queued: VecDeque::new(),
+            rng: SeededRng::with_counter(&seed, 10),
             record: vec![0u8; 70_000],
-            out: Vec::new(),
+            plain: Vec::new(),
         })
     }
 
@@ -311,11 +347,11 @@ impl PeerConnection {
         if self.dtls_role.is_none() {
             self.channels.set_dtls_client(self.signaling == SignalingState::HaveRemoteOffer);
         }
-        self.channels.create(now, config).map_err(|e| RtcError::Channel(e.to_string()))
+        Ok(self.channels.create(now, config)?)
     }
 
     pub fn send(&mut self, now: Instant, channel: u16, data: &[u8], binary: bool) -> Result<(), RtcError> {
-        self.channels.send(now, channel, data, binary).map_err(|e| RtcError::Channel(e.to_string()))
+        Ok(self.channels.send(now, channel, data, binary)?)
     }
 
     pub fn buffered_amount(&self, channel: u16) -> usize {

@@ -106,9 +106,7 @@ impl PeerConnection {
             self.new_credentials(now)?;
         }
         self.ice.set_remote_lite(sd.ice_lite());
-        self.ice
-            .set_remote_credentials(now, &creds.ufrag, &creds.pwd)
-            .map_err(|e| RtcError::Ice(e.to_string()))?;
+        self.ice.set_remote_credentials(now, &creds.ufrag, &creds.pwd)?;
         let max_message_size = dc.max_message_size().map_or(65_536, |m| m.min(usize::MAX as u64) as usize);
         self.channels.association_mut().set_max_send_message(if max_message_size == 0 {
             usize::MAX
@@ -141,7 +139,7 @@ impl PeerConnection {
         if line.is_empty() || line == "end-of-candidates" {
             self.ice.end_of_remote_candidates(now);
         } else {
-            Candidate::parse(line).map_err(|e| RtcError::Ice(format!("{line}: {e}")))?;
+            Candidate::parse(line).map_err(|error| RtcError::Candidate { line: line.to_owned(), error })?;
             self.add_remote_candidate_line(now, line);
         }
         self.pump(now);
@@ -176,9 +174,8 @@ impl PeerConnection {
     }
 
     fn new_credentials(&mut self, now: Instant) -> Result<(), RtcError> {
-        self.seed_counter += 1;
-        let (ufrag, pwd) = credentials(&derive(&self.seed, self.seed_counter));
-        self.ice.restart(now, &ufrag, &pwd).map_err(|e| RtcError::Ice(e.to_string()))?;
+        let (ufrag, pwd) = credentials(&self.rng.next_block());
+        self.ice.restart(now, &ufrag, &pwd)?;
         (self.ufrag, self.pwd) = (ufrag, pwd);
         self.candidates.clear();
         self.gathering_done = false;
@@ -219,7 +216,7 @@ impl PeerConnection {
         };
         match Dtls::new(now, config) {
             Ok(dtls) => self.dtls = Some(dtls),
-            Err(e) => self.fail(&format!("DTLS setup: {e}")),
+            Err(e) => self.fail(CloseReason::Dtls(e)),
         }
     }
 
@@ -232,6 +229,7 @@ impl PeerConnection {
             return;
         }
         self.signaling = SignalingState::Closed;
+        self.ending.get_or_insert(CloseReason::LocalClose);
         let sctp_up = self.channels.association().state() == peerlink_sctp::SctpState::Established;
         if sctp_up && self.dtls.as_ref().is_some_and(Dtls::is_connected) {
             self.closing = Some(now + CLOSE_DEADLINE);
@@ -245,43 +243,48 @@ impl PeerConnection {
     /// The end of a close: SCTP aborted if still up, DTLS close_notify, ICE stopped.
     pub(crate) fn finish_close(&mut self, now: Instant) {
         self.closing = None;
-        self.channels.association_mut().abort("closed");
+        self.channels.association_mut().abort();
         self.flush(now);
         if let Some(dtls) = &mut self.dtls {
             dtls.close();
         }
         self.flush(now);
         self.ice.close(now);
-        self.set_state(ConnectionState::Closed);
+        let failed = self.ending.get_or_insert(CloseReason::LocalClose).is_failure();
+        self.set_state(if failed { ConnectionState::Failed } else { ConnectionState::Closed });
         self.pump(now);
     }
 
-    pub(crate) fn fail(&mut self, reason: &str) {
-        if matches!(self.state, ConnectionState::Closed | ConnectionState::Failed) {
+    pub(crate) fn fail(&mut self, reason: CloseReason) {
+        if self.is_over() {
             return;
         }
-        tracing::debug!(reason, "peer connection failed");
-        self.events
-            .push_back(RtcEvent::Failed { reason: reason.to_owned(), during_setup: !self.was_connected });
+        tracing::debug!(%reason, "peer connection failed");
+        self.ending.get_or_insert(reason);
         self.set_state(ConnectionState::Failed);
     }
 
+    /// Closed or failed: nothing more will happen.
+    pub(crate) fn is_over(&self) -> bool {
+        matches!(self.state, ConnectionState::Closed | ConnectionState::Failed)
+    }
+
     pub(crate) fn set_state(&mut self, state: ConnectionState) {
-        if state == ConnectionState::Failed
-            && self.state != ConnectionState::Failed
-            && !matches!(self.events.back(), Some(RtcEvent::Failed { .. }))
-        {
-            let reason = match self.ice_state {
-                IceState::Failed => "ICE: no candidate pair worked (no answer to any check, or consent lost)",
-                _ => "failed",
-            };
-            self.events
-                .push_back(RtcEvent::Failed { reason: reason.to_owned(), during_setup: !self.was_connected });
+        if self.is_over() || self.state == state {
+            return;
+        }
+        if matches!(state, ConnectionState::Closed | ConnectionState::Failed) {
+            let reason = self.ending.get_or_insert_with(|| match self.ice.failure() {
+                Some(failure) => CloseReason::Ice(failure),
+                // ICE closes only when we close.
+                None if state == ConnectionState::Closed => CloseReason::LocalClose,
+                None => CloseReason::Ice(IceFailure::AllPairsFailed),
+            });
+            let event = RtcEvent::Closed { reason: reason.clone(), during_setup: !self.was_connected };
+            self.events.push_back(event);
         }
         self.was_connected |= state == ConnectionState::Connected;
-        if self.state != state && self.state != ConnectionState::Closed {
-            self.state = state;
-            self.events.push_back(RtcEvent::ConnectionState(state));
-        }
+        self.state = state;
+        self.events.push_back(RtcEvent::ConnectionState(state));
     }
 }

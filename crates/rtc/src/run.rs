@@ -38,6 +38,7 @@ impl PeerConnection {
         self.pump(now);
     }
 
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             self.ice.poll_timeout(),
@@ -50,47 +51,62 @@ impl PeerConnection {
         .min()
     }
 
-    /// The next datagram to send.
-    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
-        if self.transmits.is_empty() {
-            self.flush(now);
-            self.pump(now);
+    /// Appends the next datagram to send to `buf` (which it does not clear: a driver can
+    /// batch several for one GSO send) and says where it goes. SCTP packets are sealed by
+    /// DTLS straight into `buf`.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        if let Some(q) = self.queued.pop_front() {
+            buf.extend_from_slice(&q.payload);
+            return Some(Transmit { route: q.route, len: q.payload.len() });
         }
-        self.transmits.pop_front()
+        if let Some(t) = self.layer_transmit(now, buf) {
+            return Some(t);
+        }
+        // Events of what was sent (buffered amount low), and what they set off.
+        self.pump(now);
+        self.layer_transmit(now, buf)
     }
 
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<RtcEvent> {
         self.events.pop_front()
     }
 
-    /// Moves what every layer has to send onto `transmits`.
-    pub(crate) fn flush(&mut self, now: Instant) {
-        while let Some(t) = self.ice.poll_transmit() {
-            self.transmits.push_back(Transmit { from: t.from, to: t.to, payload: t.payload });
+    /// The next datagram of ICE, DTLS (handshake, alerts) or SCTP (sealed here), in that order.
+    fn layer_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        if let Some(t) = self.ice.poll_transmit(now, buf) {
+            return Some(t);
         }
-        let Some(dtls) = &mut self.dtls else { return };
-        if dtls.is_connected() {
-            while let Some(p) = self.channels.poll_transmit(now) {
-                if dtls.write(&p).is_err() {
-                    break;
+        let dtls = self.dtls.as_mut()?;
+        loop {
+            let start = buf.len();
+            if dtls.poll_transmit(now, buf).is_none() {
+                if !dtls.is_connected() {
+                    return None;
                 }
+                self.plain.clear();
+                let _ = self.channels.poll_transmit(now, &mut self.plain)?;
+                // A failure is an event of DTLS, which `pump` turns into ours.
+                let _ = dtls.seal(&self.plain, buf).ok()?;
             }
-        }
-        while let Some(d) = dtls.poll_transmit() {
-            if let Some((from, to)) = self.ice.send_data(&d, &mut self.out) {
-                self.transmits.push_back(Transmit { from, to, payload: std::mem::take(&mut self.out) });
-            } else {
-                // Our DTLS answers a peer whose ICE already has a path while ours has none:
-                // a sign of stuck nomination (the peer sees its packets go unanswered).
-                tracing::debug!(
-                    bytes = d.len(),
-                    controlling = self.ice.is_controlling(),
-                    "DTLS datagram dropped: no ICE pair selected yet"
-                );
+            if let Some(t) = self.ice.send_data(buf, start) {
+                return Some(t);
             }
+            // Our DTLS answers a peer whose ICE already has a path while ours has none: a
+            // sign of stuck nomination (the peer sees its packets go unanswered).
+            tracing::debug!(
+                controlling = self.ice.is_controlling(),
+                "DTLS datagram dropped: no ICE pair selected yet"
+            );
         }
-        while let Some(t) = self.ice.poll_transmit() {
-            self.transmits.push_back(Transmit { from: t.from, to: t.to, payload: t.payload });
+    }
+
+    /// Moves what every layer has to send to the queue: the close does, before it stops ICE.
+    pub(crate) fn flush(&mut self, now: Instant) {
+        let mut buf = Vec::new();
+        while let Some(t) = self.layer_transmit(now, &mut buf) {
+            self.queued.push_back(Queued { route: t.route, payload: std::mem::take(&mut buf) });
         }
     }
 
@@ -125,25 +141,40 @@ impl PeerConnection {
                 _ => {}
             }
         }
+        let mut dtls_failed = None;
         if let Some(dtls) = &mut self.dtls {
             while let Some(e) = dtls.poll_event() {
                 match e {
                     // Both ends start SCTP (a simultaneous open, as browsers do).
                     DtlsEvent::Connected { .. } => self.channels.association_mut().connect(now),
-                    DtlsEvent::Closed => self.closed_by_peer = true,
-                    DtlsEvent::Failed(e) => self.dtls_failed = Some(e.to_string()),
+                    DtlsEvent::Closed => {
+                        self.closed_by_peer = true;
+                        self.ending.get_or_insert(CloseReason::RemoteClosed);
+                    }
+                    DtlsEvent::Failed(e) => dtls_failed = Some(e),
                     _ => {}
                 }
             }
         }
-        if let Some(reason) = self.dtls_failed.take() {
-            self.fail(&format!("DTLS: {reason}"));
+        if let Some(e) = dtls_failed {
+            self.fail(CloseReason::Dtls(e));
         }
+        let mut sctp_ended = None;
         while let Some(e) = self.channels.poll_event() {
+            if let ChannelEvent::Ended { reason } = &e {
+                sctp_ended = Some(reason.clone());
+            }
             self.events.push_back(RtcEvent::Channel(e));
         }
-        if self.closing.is_some() && self.channels.association().state() == peerlink_sctp::SctpState::Ended {
-            // The shutdown is complete (or the peer aborted): the rest of the close.
+        if let Some(reason) = sctp_ended.filter(|_| !self.is_over()) {
+            // The association is all a connection carries (no media yet): its end, by a
+            // shutdown either side started or otherwise, is the connection's.
+            let reason = match reason {
+                SctpCloseReason::ShutDown { by_peer: true } => CloseReason::RemoteClosed,
+                SctpCloseReason::ShutDown { by_peer: false } => CloseReason::LocalClose,
+                other => CloseReason::Sctp(other),
+            };
+            self.ending.get_or_insert(reason);
             self.finish_close(now);
             return;
         }
@@ -165,5 +196,30 @@ impl PeerConnection {
             _ => ConnectionState::Connecting,
         };
         self.set_state(state);
+    }
+}
+
+impl peerlink_proto::Machine for PeerConnection {
+    type Route = Route;
+    type Event = RtcEvent;
+
+    fn handle_receive(&mut self, now: Instant, route: Route, datagram: &[u8]) {
+        PeerConnection::handle_receive(self, now, route.remote, route.local, datagram);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        PeerConnection::handle_timeout(self, now);
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        PeerConnection::poll_transmit(self, now, buf)
+    }
+
+    fn poll_event(&mut self) -> Option<RtcEvent> {
+        PeerConnection::poll_event(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        PeerConnection::poll_timeout(self)
     }
 }

@@ -3,10 +3,10 @@
 //! data channels both ways, restart, rollback. (Interop with peers we did not write is in
 //! tests/e2e: aiortc and Chromium.)
 
-use peerlink_netsim::{seed, Datagram, HostId, LinkConfig, NatConfig, Network};
+use peerlink_netsim::{pump, seed, Datagram, HostId, LinkConfig, NatConfig, Network};
 use peerlink_rtc::{
-    ChannelConfig, ChannelEvent, ConnectionState, Description, PeerConnection, RtcConfig, RtcEvent, SdpType,
-    SignalingState,
+    ChannelConfig, ChannelEvent, CloseReason, ConnectionState, Description, IceFailure, PeerConnection,
+    RtcConfig, RtcEvent, SdpType, SignalingState,
 };
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -25,6 +25,7 @@ struct World {
     sides: [Side; 2],
     /// Candidates on their way to the other side.
     trickle: [Vec<String>; 2],
+    buf: Vec<u8>,
 }
 
 impl World {
@@ -47,7 +48,7 @@ impl World {
             pc.add_local_address(start, SocketAddr::new(net.host_ip(host), 5000));
             Side { pc, host, events: Vec::new() }
         });
-        World { net, stun, sides, trickle: [Vec::new(), Vec::new()] }
+        World { net, stun, sides, trickle: [Vec::new(), Vec::new()], buf: Vec::new() }
     }
 
     fn step(&mut self) {
@@ -61,19 +62,14 @@ impl World {
             }
         }
         for i in 0..2 {
-            while let Some(d) = self.net.poll_receive(self.sides[i].host) {
-                self.sides[i].pc.handle_receive(now, d.from, d.to, &d.payload);
-            }
-            self.sides[i].pc.handle_timeout(now);
-            while let Some(t) = self.sides[i].pc.poll_transmit(now) {
-                self.net.send(self.sides[i].host, Datagram { from: t.from, to: t.to, payload: t.payload });
-            }
-            while let Some(e) = self.sides[i].pc.poll_event() {
+            let Side { pc, host, events } = &mut self.sides[i];
+            let trickle = &mut self.trickle[1 - i];
+            pump(&mut self.net, *host, pc, &mut self.buf, |e| {
                 if let RtcEvent::LocalCandidate(c) = &e {
-                    self.trickle[1 - i].push(c.clone());
+                    trickle.push(c.clone());
                 }
-                self.sides[i].events.push(e);
-            }
+                events.push(e);
+            });
             // Trickled candidates reach the other side once it has a remote description.
             if self.sides[i].pc.signaling_state() != SignalingState::Stable || self.has_remote(i) {
                 for c in std::mem::take(&mut self.trickle[i]) {
@@ -87,24 +83,9 @@ impl World {
         self.sides[i].events.iter().any(|e| matches!(e, RtcEvent::IceState(_)))
     }
 
-    fn run(&mut self, limit: Duration, done: impl Fn(&World) -> bool) {
-        let deadline = self.net.now() + limit;
-        loop {
-            self.step();
-            if done(self) {
-                return;
-            }
-            let next =
-                [self.net.poll_timeout(), self.sides[0].pc.poll_timeout(), self.sides[1].pc.poll_timeout()]
-                    .into_iter()
-                    .flatten()
-                    .min();
-            let Some(next) = next.filter(|&t| t <= deadline) else {
-                self.net.advance(deadline);
-                return;
-            };
-            self.net.advance(next.max(self.net.now()));
-        }
+    /// Runs until `done` (true) or `limit` of virtual time has passed (false).
+    fn run(&mut self, limit: Duration, done: impl Fn(&World) -> bool) -> bool {
+        peerlink_netsim::run(self, limit, done)
     }
 
     /// Side `a` offers, side `b` answers (descriptions as text).
@@ -326,4 +307,96 @@ fn a_close_delivers_what_was_sent_and_the_peer_sees_it_end() {
     );
     // Well within the abort deadline: a shutdown, not a timeout.
     assert!(w.net.now() - now < peerlink_rtc::CLOSE_DEADLINE, "took {:?}", w.net.now() - now);
+}
+
+impl peerlink_netsim::World for World {
+    fn net(&self) -> &Network {
+        &self.net
+    }
+
+    fn net_mut(&mut self) -> &mut Network {
+        &mut self.net
+    }
+
+    fn step(&mut self) {
+        World::step(self);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.sides.iter().filter_map(|s| s.pc.poll_timeout()).min()
+    }
+}
+
+/// The other side's `Closed` events (the connection's terminal event).
+fn closes(w: &World, i: usize) -> Vec<(CloseReason, bool)> {
+    w.sides[i]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            RtcEvent::Closed { reason, during_setup } => Some((reason.clone(), *during_setup)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_graceful_close_is_seen_by_the_other_side_as_remote_closed_within_a_round_trip() {
+    // 20 ms on each access link: 40 ms one way, 80 ms round trips.
+    let mut w = World::new(51, false);
+    for s in &w.sides {
+        w.net.set_link(s.host, LinkConfig { delay: Duration::from_millis(20), ..LinkConfig::default() });
+    }
+    let now = w.net.now();
+    w.sides[0].pc.create_data_channel(now, ChannelConfig::reliable("chat")).unwrap();
+    w.negotiate(0, 1);
+    w.run(Duration::from_secs(20), |w| {
+        w.connected() && w.has(0, |e| matches!(e, RtcEvent::Channel(ChannelEvent::Open(_))))
+    });
+    assert!(w.connected());
+    // Let the set-up's last packets settle, then close one side.
+    w.run(Duration::from_secs(1), |_| false);
+    let closed_at = w.net.now();
+    w.sides[0].pc.close(closed_at);
+    assert!(
+        w.run(Duration::from_secs(10), |w| !closes(w, 1).is_empty()),
+        "the other side never saw the close"
+    );
+    let seen = w.net.now() - closed_at;
+    // SHUTDOWN reaches it after one way; one round trip (SHUTDOWN ACK out, SHUTDOWN
+    // COMPLETE and close_notify back) later the connection is over.
+    let (one_way, rtt) = (Duration::from_millis(40), Duration::from_millis(80));
+    assert!(seen >= rtt && seen <= one_way + rtt + Duration::from_millis(5), "seen after {seen:?}");
+    assert_eq!(closes(&w, 1), [(CloseReason::RemoteClosed, false)]);
+    // The terminal event comes just before the state.
+    let events = &w.sides[1].events;
+    let at = events.iter().position(|e| matches!(e, RtcEvent::Closed { .. })).unwrap();
+    assert_eq!(events.get(at + 1), Some(&RtcEvent::ConnectionState(ConnectionState::Closed)), "{events:?}");
+    w.run(Duration::from_secs(1), |w| !closes(w, 0).is_empty());
+    assert_eq!(closes(&w, 0), [(CloseReason::LocalClose, false)]);
+    // Exactly one terminal event each, however long it runs on.
+    w.run(Duration::from_secs(5), |_| false);
+    assert_eq!(closes(&w, 0).len() + closes(&w, 1).len(), 2);
+}
+
+#[test]
+fn a_path_that_goes_dark_fails_with_consent_lost() {
+    let mut w = World::new(52, false);
+    let now = w.net.now();
+    w.sides[0].pc.create_data_channel(now, ChannelConfig::reliable("chat")).unwrap();
+    w.negotiate(0, 1);
+    w.run(Duration::from_secs(20), |w| w.connected());
+    assert!(w.connected());
+    for s in &w.sides {
+        w.net.set_link(s.host, LinkConfig { up: false, ..LinkConfig::default() });
+    }
+    w.run(Duration::from_secs(60), |w| !closes(w, 0).is_empty() && !closes(w, 1).is_empty());
+    for i in 0..2 {
+        let closes = closes(&w, i);
+        assert_eq!(closes.len(), 1, "{closes:?}");
+        let (reason, during_setup) = &closes[0];
+        assert!(matches!(reason, CloseReason::Ice(IceFailure::ConsentLost(_))), "{reason}");
+        assert!(!during_setup);
+        assert_eq!(w.sides[i].pc.connection_state(), ConnectionState::Failed);
+        assert!(reason.to_string().starts_with("ICE: consent lost"), "{reason}");
+    }
 }

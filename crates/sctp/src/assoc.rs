@@ -6,12 +6,18 @@
 
 use crate::chunk::{self, ForwardTsn, Init, OutgoingReset, Params, RawChunk, Sack};
 use crate::packet::{self, Header, Packet};
-use crate::recv::{Message, Receiver};
+use crate::recv::{Message, ReceiveError, Receiver};
 use crate::send::{Reliability, Sender};
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
+use peerlink_proto::{Backoff, BackoffConfig, SeededRng, Transmit};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+mod handshake;
+mod heartbeat;
+mod reconfig;
+mod shutdown;
 
 /// Delayed acknowledgement (§6.2: at most 500 ms; every second packet at once).
 const SACK_DELAY: Duration = Duration::from_millis(200);
@@ -24,6 +30,8 @@ const COOKIE_LIFETIME: Duration = Duration::from_secs(60);
 const PARAM_HEARTBEAT_INFO: u16 = 1;
 /// Error cause "Invalid Stream Identifier" (RFC 9260 §3.3.10.1).
 const CAUSE_INVALID_STREAM: u16 = 1;
+/// RFC 9260 §3.3.10.12.
+const CAUSE_USER_INITIATED_ABORT: u16 = 12;
 /// Control chunks a peer can make us queue (ERROR answers) before we stop adding more.
 const MAX_CONTROL: usize = 64;
 const COOKIE_LEN: usize = 4 * 7 + 2 + 8 + 32;
@@ -92,8 +100,41 @@ pub enum SctpEvent {
     StreamsRefused(Vec<u16>),
     /// The association ended (`reason` says why).
     Closed {
-        reason: String,
+        reason: SctpCloseReason,
     },
+}
+
+/// Why an association ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SctpCloseReason {
+    /// The SHUTDOWN exchange finished (RFC 9260 §9.2); `by_peer`: the peer started it.
+    #[error("shut down by {}", if *by_peer { "the peer" } else { "us" })]
+    ShutDown { by_peer: bool },
+    /// Closed before it was established: there was nothing to shut down.
+    #[error("closed before it was established")]
+    ClosedBeforeEstablished,
+    /// We aborted at the application's request (User-Initiated Abort, §3.3.10.12).
+    #[error("aborted")]
+    LocalAbort,
+    /// The peer sent ABORT; `cause`: the code of its first error cause (§3.3.10), if any.
+    #[error("the peer aborted{}", cause.map(|c| format!(" (cause {c})")).unwrap_or_default())]
+    PeerAborted { cause: Option<u16> },
+    /// INIT, COOKIE ECHO, SHUTDOWN or SHUTDOWN ACK went unanswered (§6.3.3, §9.2).
+    #[error("no answer to INIT, COOKIE ECHO, SHUTDOWN or SHUTDOWN ACK")]
+    NoAnswer,
+    /// DATA went unacknowledged Association.Max.Retrans times in a row (§8.1).
+    #[error("peer unreachable: too many retransmissions")]
+    TooManyRetransmissions,
+    /// HEARTBEATs went unanswered Association.Max.Retrans times in a row (§8.3).
+    #[error("peer unreachable: heartbeats unanswered")]
+    HeartbeatsUnanswered,
+    /// The peer broke the protocol; we aborted.
+    #[error("protocol violation: {0}")]
+    ProtocolViolation(&'static str),
+    /// The peer sent more than we accept; we aborted.
+    #[error(transparent)]
+    Receive(#[from] ReceiveError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -140,22 +181,125 @@ struct ResetRequest {
     sent_at: Option<Instant>,
 }
 
+/// The state and what exists in it (RFC 9260 §4): the peer from COOKIE-ECHOED on, the
+/// sender and receiver from ESTABLISHED on. An ended association keeps them: what arrived
+/// can still be read, and what was left unacknowledged is still counted.
+#[derive(Debug)]
+enum State {
+    Closed,
+    CookieWait,
+    CookieEchoed { peer: Peer },
+    Established(Up),
+    ShutdownSent(Up),
+    ShutdownAckSent(Up),
+    Ended(Option<Up>),
+}
+
+/// An association that is (or was) up.
+#[derive(Debug)]
+struct Up {
+    peer: Peer,
+    sender: Sender,
+    receiver: Receiver,
+}
+
+impl State {
+    fn kind(&self) -> SctpState {
+        match self {
+            State::Closed => SctpState::Closed,
+            State::CookieWait => SctpState::CookieWait,
+            State::CookieEchoed { .. } => SctpState::CookieEchoed,
+            State::Established(_) => SctpState::Established,
+            State::ShutdownSent(_) => SctpState::ShutdownSent,
+            State::ShutdownAckSent(_) => SctpState::ShutdownAckSent,
+            State::Ended(_) => SctpState::Ended,
+        }
+    }
+
+    fn up(&self) -> Option<&Up> {
+        match self {
+            State::Established(up) | State::ShutdownSent(up) | State::ShutdownAckSent(up) => Some(up),
+            State::Ended(up) => up.as_ref(),
+            _ => None,
+        }
+    }
+
+    fn up_mut(&mut self) -> Option<&mut Up> {
+        match self {
+            State::Established(up) | State::ShutdownSent(up) | State::ShutdownAckSent(up) => Some(up),
+            State::Ended(up) => up.as_mut(),
+            _ => None,
+        }
+    }
+
+    fn peer(&self) -> Option<Peer> {
+        match self {
+            State::CookieEchoed { peer } => Some(*peer),
+            _ => self.up().map(|up| up.peer),
+        }
+    }
+
+    fn peer_mut(&mut self) -> Option<&mut Peer> {
+        match self {
+            State::CookieEchoed { peer } => Some(peer),
+            _ => self.up_mut().map(|up| &mut up.peer),
+        }
+    }
+
+    fn sender(&self) -> Option<&Sender> {
+        self.up().map(|up| &up.sender)
+    }
+
+    fn sender_mut(&mut self) -> Option<&mut Sender> {
+        self.up_mut().map(|up| &mut up.sender)
+    }
+
+    fn receiver(&self) -> Option<&Receiver> {
+        self.up().map(|up| &up.receiver)
+    }
+
+    fn receiver_mut(&mut self) -> Option<&mut Receiver> {
+        self.up_mut().map(|up| &mut up.receiver)
+    }
+
+    /// The next state of a live association (`None` when it is not live: nothing changes).
+    fn advance(&mut self, next: fn(Up) -> State) {
+        let live = matches!(self, State::Established(_) | State::ShutdownSent(_) | State::ShutdownAckSent(_));
+        if !live {
+            return;
+        }
+        if let State::Established(up) | State::ShutdownSent(up) | State::ShutdownAckSent(up) =
+            std::mem::replace(self, State::Closed)
+        {
+            *self = next(up);
+        }
+    }
+
+    /// Ended, keeping what the association had.
+    fn end(&mut self) {
+        let up = match std::mem::replace(self, State::Ended(None)) {
+            State::Established(up) | State::ShutdownSent(up) | State::ShutdownAckSent(up) => Some(up),
+            State::Ended(up) => up,
+            _ => None,
+        };
+        *self = State::Ended(up);
+    }
+}
+
 pub struct Association {
     config: SctpConfig,
-    state: SctpState,
+    state: State,
     my_tag: u32,
     my_initial_tsn: u32,
-    peer: Option<Peer>,
     cookie_key: [u8; 32],
-    rng_key: [u8; 32],
-    rng_counter: u64,
+    rng: SeededRng,
     created: Instant,
-    sender: Option<Sender>,
-    receiver: Option<Receiver>,
     /// Messages sent before the association is up.
     early: Vec<(u16, u32, Bytes, bool, Reliability)>,
     /// INIT or COOKIE ECHO being retried: the packet, attempts, when next.
-    t1: Option<(Vec<u8>, u32, Instant, Duration)>,
+    t1: Option<T1>,
+    /// The application asked for the shutdown (not the peer).
+    closed_locally: bool,
     /// Chunks to bundle in the next packet.
     control: VecDeque<Vec<u8>>,
     /// Packets to send as they are (INIT ACK, SHUTDOWN COMPLETE, ABORT).
@@ -183,9 +327,33 @@ pub struct Association {
 impl std::fmt::Debug for Association {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Association")
-            .field("state", &self.state)
+            .field("state", &self.state.kind())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
+    }
+}
+
+/// The timer of a lone control packet we repeat until answered: T1-init, T1-cookie and the
+/// shutdown timer T2 (RFC 9260 §6.3.3, §9.2; they never run at once), doubling from the
+/// RTO up to RTO.max.
+#[derive(Debug)]
+struct T1 {
+    packet: Vec<u8>,
+    backoff: Backoff,
+}
+
+impl T1 {
+    /// `packet` was just queued for its first transmission.
+    fn start(packet: Vec<u8>, now: Instant, rto: Duration) -> T1 {
+        let config = BackoffConfig {
+            initial: rto,
+            max: crate::send::RTO_MAX,
+            transmissions: None,
+            last_wait_factor: None,
+        };
+        let mut backoff = Backoff::new(config);
+        let _ = backoff.on_transmit(now);
+        T1 { packet, backoff }
     }
 }
 
@@ -194,18 +362,15 @@ impl Association {
     pub fn new(now: Instant, config: SctpConfig, seed: [u8; 32]) -> Association {
         let mut a = Association {
             config,
-            state: SctpState::Closed,
+            state: State::Closed,
             my_tag: 0,
             my_initial_tsn: 0,
-            peer: None,
             cookie_key: [0; 32],
-            rng_key: seed,
-            rng_counter: 0,
+            rng: SeededRng::new(&seed),
             created: now,
-            sender: None,
-            receiver: None,
             early: Vec::new(),
             t1: None,
+            closed_locally: false,
             control: VecDeque::new(),
             lone: VecDeque::new(),
             sack_at: None,
@@ -223,52 +388,33 @@ impl Association {
         };
         let mut key = [0u8; 32];
         for chunk in key.chunks_mut(8) {
-            chunk.copy_from_slice(&a.random().to_be_bytes());
+            chunk.copy_from_slice(&a.rng.next_u64().to_be_bytes());
         }
         a.cookie_key = key;
-        a.my_tag = (a.random() as u32).max(1);
-        a.my_initial_tsn = a.random() as u32;
+        a.my_tag = (a.rng.next_u64() as u32).max(1);
+        a.my_initial_tsn = a.rng.next_u64() as u32;
         a.next_reset_seq = a.my_initial_tsn;
         a
     }
 
-    fn random(&mut self) -> u64 {
-        self.rng_counter += 1;
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.rng_key).expect("any key length");
-        mac.update(&self.rng_counter.to_be_bytes());
-        let out = mac.finalize().into_bytes();
-        u64::from_be_bytes(out[..8].try_into().expect("8 bytes"))
-    }
-
     pub fn state(&self) -> SctpState {
-        self.state
+        self.state.kind()
     }
 
     pub fn is_established(&self) -> bool {
-        self.state == SctpState::Established
+        self.state() == SctpState::Established
     }
 
     /// The smoothed round-trip time, once measured.
     pub fn rtt(&self) -> Option<Duration> {
-        self.sender.as_ref().and_then(Sender::srtt)
+        self.state.sender().and_then(Sender::srtt)
     }
 
     /// Bytes queued on all streams and not yet sent.
     pub fn stats(&self) -> SctpStats {
         let mut s = self.stats.clone();
-        s.retransmitted_chunks = self.sender.as_ref().map_or(0, |x| x.retransmitted_chunks);
+        s.retransmitted_chunks = self.state.sender().map_or(0, |x| x.retransmitted_chunks);
         s
-    }
-
-    /// Starts the handshake (both WebRTC endpoints do; simultaneous opens resolve).
-    pub fn connect(&mut self, now: Instant) {
-        if self.state != SctpState::Closed {
-            return;
-        }
-        let p = self.init_packet(chunk::INIT, 0, None);
-        self.state = SctpState::CookieWait;
-        self.lone.push_back(p.clone());
-        self.t1 = Some((p, 1, now + crate::send::RTO_INITIAL, crate::send::RTO_INITIAL));
     }
 
     fn header(&self, tag: u32) -> Header {
@@ -286,40 +432,6 @@ impl Association {
         chunk::write_simple(&mut p, typ, 0, value);
         packet::finish(&mut p);
         p
-    }
-
-    /// Our INIT (tag 0) or INIT ACK (the peer's tag, with the state cookie): the same tag,
-    /// initial TSN, window and streams either way, as a simultaneous open needs.
-    fn init_packet(&self, typ: u8, tag: u32, cookie: Option<&[u8]>) -> Vec<u8> {
-        let params = self.init_params(cookie);
-        let init = Init {
-            tag: self.my_tag,
-            a_rwnd: self.config.receive_window as u32,
-            outbound_streams: self.config.streams,
-            inbound_streams: self.config.streams,
-            initial_tsn: self.my_initial_tsn,
-            params: &params,
-        };
-        let mut p = Vec::new();
-        packet::begin(&mut p, &self.header(tag));
-        chunk::write_init(&mut p, typ, &init);
-        packet::finish(&mut p);
-        p
-    }
-
-    /// Supported extensions and Forward-TSN-Supported, plus a state cookie for INIT ACK.
-    fn init_params(&self, cookie: Option<&[u8]>) -> Vec<u8> {
-        let mut params = Vec::new();
-        if let Some(cookie) = cookie {
-            chunk::write_param(&mut params, chunk::PARAM_STATE_COOKIE, cookie);
-        }
-        chunk::write_param(
-            &mut params,
-            chunk::PARAM_SUPPORTED_EXTENSIONS,
-            &[chunk::RECONFIG, chunk::FORWARD_TSN],
-        );
-        chunk::write_param(&mut params, chunk::PARAM_FORWARD_TSN_SUPPORTED, &[]);
-        params
     }
 
     /// Queues a message. Before the association is up it waits; after it ends it is refused.
@@ -342,16 +454,14 @@ impl Association {
             return Err(SendError::TooLarge(data.len()));
         }
         let outbound = self.outbound_stream_count();
-        match (&mut self.sender, self.state) {
-            (_, SctpState::Ended | SctpState::ShutdownSent | SctpState::ShutdownAckSent) => {
-                Err(SendError::Closed)
-            }
-            (Some(_), _) if stream >= outbound => Err(SendError::InvalidStream(stream)),
-            (Some(sender), _) => {
-                sender.enqueue(now, stream, ppid, data, ordered, reliability);
+        match &mut self.state {
+            State::Ended(_) | State::ShutdownSent(_) | State::ShutdownAckSent(_) => Err(SendError::Closed),
+            State::Established(_) if stream >= outbound => Err(SendError::InvalidStream(stream)),
+            State::Established(up) => {
+                up.sender.enqueue(now, stream, ppid, data, ordered, reliability);
                 Ok(())
             }
-            (None, _) => {
+            State::Closed | State::CookieWait | State::CookieEchoed { .. } => {
                 self.early.push((stream, ppid, data, ordered, reliability));
                 Ok(())
             }
@@ -361,12 +471,12 @@ impl Association {
     /// Streams we may send on: what we asked for, capped by what the peer takes (its MIS);
     /// before the peer is known, what we asked for.
     pub fn outbound_stream_count(&self) -> u16 {
-        self.config.streams.min(self.peer.map_or(u16::MAX, |p| p.inbound_streams))
+        self.config.streams.min(self.state.peer().map_or(u16::MAX, |p| p.inbound_streams))
     }
 
     /// Streams the peer may send on: what it asked for (its OS), capped by our MIS.
     pub fn inbound_stream_count(&self) -> u16 {
-        self.config.streams.min(self.peer.map_or(u16::MAX, |p| p.outbound_streams))
+        self.config.streams.min(self.state.peer().map_or(u16::MAX, |p| p.outbound_streams))
     }
 
     /// The largest message the peer accepts (its `a=max-message-size`).
@@ -376,7 +486,7 @@ impl Association {
 
     /// Bytes of `stream` queued and not yet sent.
     pub fn buffered_amount(&self, stream: u16) -> usize {
-        match &self.sender {
+        match self.state.sender() {
             Some(s) => s.buffered(stream),
             None => self.early.iter().filter(|e| e.0 == stream).map(|e| e.2.len()).sum(),
         }
@@ -385,98 +495,37 @@ impl Association {
     /// Bytes of `stream` queued or sent and not yet acknowledged by the peer (what a sender
     /// uses to report delivery, where `buffered_amount` tells what is still to be sent).
     pub fn unacknowledged(&self, stream: u16) -> usize {
-        match &self.sender {
+        match self.state.sender() {
             Some(s) => s.unacknowledged(stream),
             None => self.buffered_amount(stream),
         }
     }
 
+    #[must_use]
     pub fn poll_message(&mut self) -> Option<Message> {
-        self.receiver.as_mut()?.poll_message()
+        self.state.receiver_mut()?.poll_message()
     }
 
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<SctpEvent> {
         self.events.pop_front()
     }
 
-    /// Resets our outgoing `streams` (RFC 6525), after what is queued on them has been
-    /// sent; the peer then resets its side. Closing a data channel does this.
-    pub fn reset_streams(&mut self, streams: &[u16]) {
-        if self.state == SctpState::Ended || streams.is_empty() {
-            return;
-        }
-        if self.peer.is_some_and(|p| !p.reconfig) {
-            // A peer without RE-CONFIG cannot reset streams: the streams are done here.
-            self.events.push_back(SctpEvent::OutgoingStreamsReset(streams.to_vec()));
-            self.events.push_back(SctpEvent::IncomingStreamsReset(streams.to_vec()));
-            return;
-        }
-        let seq = self.next_reset_seq;
-        self.next_reset_seq = self.next_reset_seq.wrapping_add(1);
-        self.resets.push_back(ResetRequest { streams: streams.to_vec(), seq, sent_at: None });
-    }
-
-    /// Ends the association at once with an ABORT (User-Initiated Abort cause, §3.3.10.12).
-    pub fn abort(&mut self, reason: &str) {
-        if self.state == SctpState::Ended {
-            return;
-        }
-        if let Some(peer) = self.peer {
-            let mut cause = Vec::new();
-            chunk::write_param(&mut cause, 12, reason.as_bytes());
-            let p = self.chunk_packet(peer.tag, chunk::ABORT, &cause);
-            self.lone.push_back(p);
-        }
-        self.end(format!("aborted: {reason}"));
-    }
-
-    /// Graceful close (§9.2): SHUTDOWN once everything sent is acknowledged.
-    pub fn close(&mut self, now: Instant) {
-        match self.state {
-            SctpState::Established => {
-                self.state = SctpState::ShutdownSent;
-                self.maybe_shutdown(now);
-            }
-            SctpState::Ended | SctpState::ShutdownSent | SctpState::ShutdownAckSent => {}
-            _ => self.end("closed".into()),
-        }
-    }
-
-    fn maybe_shutdown(&mut self, now: Instant) {
-        if self.state != SctpState::ShutdownSent || !self.sender.as_ref().is_some_and(Sender::idle) {
-            return;
-        }
-        let Some(peer) = self.peer else { return };
-        let cumulative = self.receiver.as_ref().map_or(0, Receiver::cumulative_tsn);
-        let p = self.chunk_packet(peer.tag, chunk::SHUTDOWN, &cumulative.to_be_bytes());
-        self.lone.push_back(p.clone());
-        self.t1 = Some((p, 1, now + self.rto(), self.rto()));
-    }
-
     fn rto(&self) -> Duration {
-        self.sender.as_ref().map_or(crate::send::RTO_INITIAL, |s| s.rto)
+        self.state.sender().map_or(crate::send::RTO_INITIAL, |s| s.rto)
     }
 
-    fn end(&mut self, reason: String) {
-        if self.state == SctpState::Ended {
-            return;
-        }
-        self.state = SctpState::Ended;
-        self.t1 = None;
-        self.sack_at = None;
-        self.events.push_back(SctpEvent::Closed { reason });
-    }
-
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.state == SctpState::Ended {
+        if self.state() == SctpState::Ended {
             return None;
         }
         let reset = self.resets.front().and_then(|r| r.sent_at).map(|t| t + self.rto());
         [
-            self.t1.as_ref().map(|t| t.2),
+            self.t1.as_ref().and_then(|t| t.backoff.deadline()),
             self.sack_at,
             self.heartbeat_at,
-            self.sender.as_ref().and_then(Sender::poll_timeout),
+            self.state.sender().and_then(Sender::poll_timeout),
             reset,
         ]
         .into_iter()
@@ -485,43 +534,39 @@ impl Association {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.state == SctpState::Ended {
+        if self.state() == SctpState::Ended {
             return;
         }
-        if let Some((p, attempts, at, rto)) = self.t1.take() {
+        if let Some(t1) = self.t1.as_mut().filter(|t| t.backoff.is_due(now)) {
             // T1 gives up after Max.Init.Retransmits, T2 (the shutdown timers) after
             // Association.Max.Retrans (RFC 9260 §9.2, §16).
-            let limit = match self.state {
+            let limit = match self.state.kind() {
                 SctpState::ShutdownSent | SctpState::ShutdownAckSent => MAX_RETRANSMISSIONS,
                 _ => MAX_INIT_ATTEMPTS,
             };
-            if now < at {
-                self.t1 = Some((p, attempts, at, rto));
-            } else if attempts >= limit {
-                return self.end("no answer to INIT, COOKIE ECHO, SHUTDOWN or SHUTDOWN ACK".into());
-            } else {
-                self.lone.push_back(p.clone());
-                let rto = (rto * 2).min(crate::send::RTO_MAX);
-                self.t1 = Some((p, attempts + 1, now + rto, rto));
+            if t1.backoff.transmissions() >= limit {
+                return self.end(SctpCloseReason::NoAnswer);
             }
+            let _ = t1.backoff.on_transmit(now);
+            self.lone.push_back(t1.packet.clone());
         }
         if self.sack_at.is_some_and(|t| now >= t) {
             self.sack_at = None;
-            if let Some(r) = &mut self.receiver {
+            if let Some(r) = self.state.receiver_mut() {
                 r.sack_now = true;
             }
         }
-        if let Some(sender) = &mut self.sender {
+        if let Some(sender) = self.state.sender_mut() {
             sender.on_timeout(now);
             if sender.timeouts > MAX_RETRANSMISSIONS {
-                return self.abort("peer unreachable: too many retransmissions");
+                return self.abort_with(SctpCloseReason::TooManyRetransmissions);
             }
         }
         if self.heartbeat_at.is_some_and(|t| now >= t) {
             if self.heartbeat.take().is_some() {
                 self.heartbeat_misses += 1;
                 if self.heartbeat_misses > MAX_RETRANSMISSIONS {
-                    return self.abort("peer unreachable: heartbeats unanswered");
+                    return self.abort_with(SctpCloseReason::HeartbeatsUnanswered);
                 }
             }
             self.send_heartbeat(now);
@@ -534,17 +579,36 @@ impl Association {
         }
     }
 
-    /// The next packet to send, if any (call until `None`).
-    pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+    /// Appends the next packet to send to `buf`, if any (call until `None`). A packet is
+    /// built in place when `buf` is empty (what a driver that seals each packet in its own
+    /// record passes), and copied in otherwise.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit<()>> {
         if let Some(p) = self.lone.pop_front() {
             self.stats.packets_sent += 1;
-            return Some(p);
+            buf.extend_from_slice(&p);
+            return Some(Transmit { route: (), len: p.len() });
         }
-        let peer = self.peer?;
+        if buf.is_empty() {
+            let len = self.build_packet(now, buf)?;
+            return Some(Transmit { route: (), len });
+        }
+        let mut p = std::mem::take(&mut self.scratch);
+        let built = self.build_packet(now, &mut p);
+        buf.extend_from_slice(&p);
+        self.scratch = p;
+        built.map(|len| Transmit { route: (), len })
+    }
+
+    /// Writes the next packet of chunks into `p` (cleared first; chunk padding counts from
+    /// its start) and returns its length; `None` leaves `p` empty.
+    fn build_packet(&mut self, now: Instant, p: &mut Vec<u8>) -> Option<usize> {
+        p.clear();
+        let peer = self.state.peer()?;
         // After the peer's SHUTDOWN (ShutdownAckSent) what we still have outstanding goes
         // out before our SHUTDOWN ACK.
         if !matches!(
-            self.state,
+            self.state(),
             SctpState::Established
                 | SctpState::ShutdownSent
                 | SctpState::ShutdownAckSent
@@ -552,8 +616,7 @@ impl Association {
         ) {
             return None;
         }
-        let mut p = std::mem::take(&mut self.scratch);
-        packet::begin(&mut p, &self.header(peer.tag));
+        packet::begin(p, &self.header(peer.tag));
         while let Some(c) = self.control.front() {
             if p.len() + c.len() > self.config.mtu && p.len() > packet::HEADER {
                 break;
@@ -561,59 +624,36 @@ impl Association {
             let c = self.control.pop_front().expect("front exists");
             p.extend_from_slice(&c);
         }
-        if let Some(r) = &mut self.receiver {
+        if let Some(r) = self.state.receiver_mut() {
             if r.sack_now {
-                r.write_sack(&mut p);
+                r.write_sack(p);
                 self.sack_at = None;
                 self.stats.sacks_sent += 1;
             }
         }
-        if let Some(sender) = &mut self.sender {
+        if let Some(sender) = self.state.sender_mut() {
             if sender.forward_tsn_due {
-                sender.write_forward_tsn(&mut p);
+                sender.write_forward_tsn(p);
             }
         }
-        self.write_reset(now, &mut p);
-        if self.state != SctpState::CookieEchoed {
-            if let Some(sender) = &mut self.sender {
-                sender.fill(now, &mut p);
+        self.write_reset(now, p);
+        if self.state() != SctpState::CookieEchoed {
+            if let Some(sender) = self.state.sender_mut() {
+                sender.fill(now, p);
             }
         }
         if p.len() == packet::HEADER {
-            self.scratch = p;
+            p.clear();
             return None;
         }
-        packet::finish(&mut p);
+        packet::finish(p);
         self.stats.packets_sent += 1;
-        self.scratch = Vec::with_capacity(self.config.mtu);
-        Some(p)
-    }
-
-    /// Sends the first queued reset request once its streams have nothing left to send.
-    fn write_reset(&mut self, now: Instant, p: &mut Vec<u8>) {
-        let Some(sender) = &self.sender else { return };
-        let Some(r) = self.resets.front() else { return };
-        if r.sent_at.is_some() || r.streams.iter().any(|&s| sender.buffered(s) > 0) {
-            return;
-        }
-        let request = OutgoingReset {
-            request_seq: r.seq,
-            response_seq: self.peer_reset_seq.unwrap_or(0).wrapping_sub(1),
-            last_tsn: sender.last_assigned_tsn(),
-            streams: r.streams.clone(),
-        };
-        if p.len() + 16 + 2 * request.streams.len() + 4 > self.config.mtu {
-            return;
-        }
-        chunk::write_outgoing_reset(p, &request);
-        if let Some(r) = self.resets.front_mut() {
-            r.sent_at = Some(now);
-        }
+        Some(p.len())
     }
 
     /// A packet from the peer (the payload of one DTLS record).
     pub fn handle_receive(&mut self, now: Instant, packet: &[u8]) {
-        if self.state == SctpState::Ended {
+        if self.state() == SctpState::Ended {
             return;
         }
         let Ok(parsed) = Packet::parse(packet) else {
@@ -646,7 +686,7 @@ impl Association {
                 chunk::INIT => return self.on_init(now, raw),
                 chunk::INIT_ACK => self.on_init_ack(now, raw),
                 chunk::SACK => {
-                    if let (Ok(sack), Some(sender)) = (Sack::parse(raw), &mut self.sender) {
+                    if let (Ok(sack), Some(sender)) = (Sack::parse(raw), self.state.sender_mut()) {
                         sender.on_sack(now, &sack);
                         self.maybe_shutdown(now);
                         self.maybe_shutdown_ack(now);
@@ -659,25 +699,28 @@ impl Association {
                 }
                 chunk::HEARTBEAT_ACK => self.on_heartbeat_ack(now, raw.value),
                 chunk::ERROR => {}
-                chunk::ABORT => return self.end("the peer aborted".into()),
+                chunk::ABORT => {
+                    let cause = raw.value.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+                    return self.end(SctpCloseReason::PeerAborted { cause });
+                }
                 chunk::SHUTDOWN => {
                     // §9.2: its Cumulative TSN Ack acknowledges our data like a SACK would.
-                    if let (Some(value), Some(sender)) = (raw.value.get(..4), &mut self.sender) {
+                    if let (Some(value), Some(sender)) = (raw.value.get(..4), self.state.sender_mut()) {
                         sender.on_cumulative_ack(now, u32::from_be_bytes(value.try_into().expect("4 bytes")));
                     }
                     self.on_shutdown(now);
                 }
                 chunk::SHUTDOWN_ACK => self.on_shutdown_ack(),
-                chunk::SHUTDOWN_COMPLETE => return self.end("shut down".into()),
+                chunk::SHUTDOWN_COMPLETE => return self.end(self.shut_down()),
                 chunk::COOKIE_ECHO => self.on_cookie_echo(now, tag, raw),
                 chunk::COOKIE_ACK => {
-                    if self.state == SctpState::CookieEchoed {
+                    if let State::CookieEchoed { peer } = self.state {
                         self.t1 = None;
-                        self.establish(now);
+                        self.establish(now, peer);
                     }
                 }
                 chunk::FORWARD_TSN => {
-                    if let (Ok(f), Some(r)) = (ForwardTsn::parse(raw), &mut self.receiver) {
+                    if let (Ok(f), Some(r)) = (ForwardTsn::parse(raw), self.state.receiver_mut()) {
                         r.forward_tsn(f.new_cumulative_tsn, f.streams());
                     }
                 }
@@ -701,7 +744,7 @@ impl Association {
                 }
             }
         }
-        if let Some(r) = &mut self.receiver {
+        if let Some(r) = self.state.receiver_mut() {
             for streams in r.take_performed_resets() {
                 if let (Some((seq, _)), Some(deferred)) = (self.last_reset_result, self.deferred_reset_seq) {
                     if seq == deferred {
@@ -711,16 +754,16 @@ impl Association {
                 self.events.push_back(SctpEvent::IncomingStreamsReset(streams));
             }
         }
-        if had_data && self.state == SctpState::ShutdownSent && self.t1.is_some() {
+        if had_data && self.state() == SctpState::ShutdownSent && self.t1.is_some() {
             // §9.2: each packet with DATA in SHUTDOWN-SENT is answered with SHUTDOWN (its
             // cumulative TSN acknowledges it) and restarts T2: the peer is still sending.
             self.t1 = None;
             self.maybe_shutdown(now);
         }
         if had_data {
-            let Some(peer) = self.peer else { return };
+            let Some(peer) = self.state.peer() else { return };
             let header = self.header(peer.tag);
-            if let Some(r) = &mut self.receiver {
+            if let Some(r) = self.state.receiver_mut() {
                 r.unacked_packets += 1;
                 // A COOKIE ACK waiting in `control` goes first (§5.1): the SACK then rides
                 // with it in `poll_transmit`.
@@ -750,7 +793,9 @@ impl Association {
         let t_bit = raw.flags & 1 != 0;
         match raw.typ {
             chunk::INIT => tag == 0,
-            chunk::ABORT | chunk::SHUTDOWN_COMPLETE if t_bit => self.peer.is_some_and(|p| p.tag == tag),
+            chunk::ABORT | chunk::SHUTDOWN_COMPLETE if t_bit => {
+                self.state.peer().is_some_and(|p| p.tag == tag)
+            }
             // Checked against the cookie's own tag.
             chunk::COOKIE_ECHO => true,
             _ => tag == self.my_tag,
@@ -759,9 +804,9 @@ impl Association {
 
     fn on_data(&mut self, raw: RawChunk<'_>) -> bool {
         let inbound = self.inbound_stream_count();
-        let Some(r) = &mut self.receiver else { return true };
+        let Some(r) = self.state.receiver_mut() else { return true };
         let Ok(d) = chunk::Data::parse(raw) else {
-            self.abort("DATA chunk without user data");
+            self.abort_with(SctpCloseReason::ProtocolViolation("DATA chunk without user data"));
             return false;
         };
         if d.stream >= inbound {
@@ -779,315 +824,34 @@ impl Association {
             return true;
         }
         if let Err(e) = r.data(d.tsn, d.stream, d.ssn, d.ppid, d.flags, d.payload) {
-            self.abort(&format!("{e:?}"));
+            self.abort_with(e.into());
             return false;
         }
         true
     }
+}
 
-    fn peer_from(init: &Init<'_>) -> Peer {
-        Peer {
-            tag: init.tag,
-            initial_tsn: init.initial_tsn,
-            a_rwnd: init.a_rwnd,
-            forward_tsn: init.forward_tsn(),
-            reconfig: init.supports_chunk(chunk::RECONFIG),
-            outbound_streams: init.outbound_streams,
-            inbound_streams: init.inbound_streams,
-        }
+impl peerlink_proto::Machine for Association {
+    type Route = ();
+    type Event = SctpEvent;
+
+    fn handle_receive(&mut self, now: Instant, (): (), packet: &[u8]) {
+        Association::handle_receive(self, now, packet);
     }
 
-    fn on_init(&mut self, now: Instant, raw: RawChunk<'_>) {
-        let Ok(init) = Init::parse(raw) else { return };
-        if matches!(self.state, SctpState::Established | SctpState::ShutdownSent | SctpState::ShutdownAckSent)
-        {
-            // A restart (§5.2.2) is not supported: the peer gets nothing and gives up.
-            return;
-        }
-        let peer = Self::peer_from(&init);
-        let cookie = self.make_cookie(now, &peer);
-        let p = self.init_packet(chunk::INIT_ACK, peer.tag, Some(&cookie));
-        self.lone.push_back(p);
+    fn handle_timeout(&mut self, now: Instant) {
+        Association::handle_timeout(self, now);
     }
 
-    fn on_init_ack(&mut self, now: Instant, raw: RawChunk<'_>) {
-        if self.state != SctpState::CookieWait {
-            return;
-        }
-        let Ok(init) = Init::parse(raw) else { return };
-        let Some(cookie) = init.param(chunk::PARAM_STATE_COOKIE) else { return };
-        self.peer = Some(Self::peer_from(&init));
-        let p = self.chunk_packet(init.tag, chunk::COOKIE_ECHO, cookie);
-        self.state = SctpState::CookieEchoed;
-        self.lone.push_back(p.clone());
-        self.t1 = Some((p, 1, now + crate::send::RTO_INITIAL, crate::send::RTO_INITIAL));
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit<()>> {
+        Association::poll_transmit(self, now, buf)
     }
 
-    /// Cookie: our tag and TSN, the peer's, its window and extensions, when it was made
-    /// (ms since this association was created), and an HMAC-SHA256 over all of it.
-    fn make_cookie(&self, now: Instant, peer: &Peer) -> Vec<u8> {
-        let mut c = Vec::with_capacity(COOKIE_LEN);
-        for v in [self.my_tag, self.my_initial_tsn, peer.tag, peer.initial_tsn, peer.a_rwnd] {
-            c.extend_from_slice(&v.to_be_bytes());
-        }
-        c.extend_from_slice(&peer.outbound_streams.to_be_bytes());
-        c.extend_from_slice(&peer.inbound_streams.to_be_bytes());
-        c.extend_from_slice(&[0; 4]);
-        c.push(u8::from(peer.forward_tsn));
-        c.push(u8::from(peer.reconfig));
-        let made = now.saturating_duration_since(self.created).as_millis() as u64;
-        c.extend_from_slice(&made.to_be_bytes());
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.cookie_key).expect("any key length");
-        mac.update(&c);
-        c.extend_from_slice(&mac.finalize().into_bytes());
-        c
+    fn poll_event(&mut self) -> Option<SctpEvent> {
+        Association::poll_event(self)
     }
 
-    fn check_cookie(&self, now: Instant, c: &[u8]) -> Option<(u32, Peer)> {
-        if c.len() != COOKIE_LEN {
-            return None;
-        }
-        let (body, tag) = c.split_at(COOKIE_LEN - 32);
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.cookie_key).expect("any key length");
-        mac.update(body);
-        mac.verify_slice(tag).ok()?;
-        let u = |i: usize| u32::from_be_bytes(body[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
-        let made = u64::from_be_bytes(body[30..38].try_into().expect("8 bytes"));
-        let age = (now.saturating_duration_since(self.created).as_millis() as u64).saturating_sub(made);
-        if Duration::from_millis(age) > COOKIE_LIFETIME || u(0) != self.my_tag || u(1) != self.my_initial_tsn
-        {
-            return None;
-        }
-        let peer = Peer {
-            tag: u(2),
-            initial_tsn: u(3),
-            a_rwnd: u(4),
-            forward_tsn: body[28] == 1,
-            reconfig: body[29] == 1,
-            outbound_streams: u16::from_be_bytes([body[20], body[21]]),
-            inbound_streams: u16::from_be_bytes([body[22], body[23]]),
-        };
-        Some((u(0), peer))
-    }
-
-    fn on_cookie_echo(&mut self, now: Instant, tag: u32, raw: RawChunk<'_>) {
-        let Some((my_tag, peer)) = self.check_cookie(now, raw.value) else { return };
-        if tag != my_tag {
-            return;
-        }
-        match self.state {
-            SctpState::Established => {}
-            SctpState::Ended | SctpState::ShutdownSent | SctpState::ShutdownAckSent => return,
-            // Closed (passive open), COOKIE-WAIT or COOKIE-ECHOED (simultaneous open, §5.2.4
-            // case D: the tags match): the association is up.
-            _ => {
-                if self.peer.is_some_and(|p| p.tag != peer.tag) {
-                    return;
-                }
-                self.peer = Some(peer);
-                self.t1 = None;
-                self.establish(now);
-            }
-        }
-        let mut c = Vec::new();
-        chunk::write_simple(&mut c, chunk::COOKIE_ACK, 0, &[]);
-        self.control.push_front(c);
-    }
-
-    fn establish(&mut self, now: Instant) {
-        let Some(peer) = self.peer else { return };
-        if self.state == SctpState::Established {
-            return;
-        }
-        self.state = SctpState::Established;
-        let mut sender = Sender::new(self.my_initial_tsn, self.config.mtu, peer.a_rwnd, peer.forward_tsn);
-        // Messages sent before the peer said how many streams it takes: any beyond them
-        // cannot be delivered (the peer would discard them with an error).
-        let outbound = self.config.streams.min(peer.inbound_streams);
-        let mut refused: Vec<u16> = Vec::new();
-        for (stream, ppid, data, ordered, reliability) in self.early.drain(..) {
-            if stream >= outbound {
-                tracing::debug!(stream, outbound, "message on a stream the peer does not take dropped");
-                if !refused.contains(&stream) {
-                    refused.push(stream);
-                }
-                continue;
-            }
-            sender.enqueue(now, stream, ppid, data, ordered, reliability);
-        }
-        self.sender = Some(sender);
-        if !refused.is_empty() {
-            self.events.push_back(SctpEvent::StreamsRefused(refused));
-        }
-        self.receiver = Some(Receiver::new(
-            peer.initial_tsn,
-            self.config.receive_window,
-            self.config.max_receive_message,
-        ));
-        self.peer_reset_seq = Some(peer.initial_tsn);
-        self.heartbeat_at = self.config.heartbeat_interval.map(|i| now + i);
-        self.events.push_back(SctpEvent::Connected);
-    }
-
-    /// §8.3: a HEARTBEAT when nothing is in flight (T3 watches the peer otherwise), and the
-    /// next one an interval plus an RTO later.
-    fn send_heartbeat(&mut self, now: Instant) {
-        let Some(interval) = self.config.heartbeat_interval else { return };
-        self.heartbeat_at = Some(now + interval + self.rto());
-        if self.state != SctpState::Established || !self.sender.as_ref().is_some_and(Sender::idle) {
-            return;
-        }
-        let nonce = self.random();
-        let mut c = Vec::new();
-        chunk::write_chunk(&mut c, chunk::HEARTBEAT, 0, |out| {
-            chunk::write_param(out, PARAM_HEARTBEAT_INFO, &nonce.to_be_bytes())
-        });
-        self.control.push_back(c);
-        self.heartbeat = Some((nonce, now));
-    }
-
-    fn on_heartbeat_ack(&mut self, now: Instant, value: &[u8]) {
-        let Some((nonce, sent)) = self.heartbeat else { return };
-        let answered =
-            Params::new(value).any(|(typ, info)| typ == PARAM_HEARTBEAT_INFO && info == nonce.to_be_bytes());
-        if !answered {
-            return;
-        }
-        self.heartbeat = None;
-        self.heartbeat_misses = 0;
-        if let Some(sender) = &mut self.sender {
-            sender.measure(now.saturating_duration_since(sent));
-        }
-    }
-
-    /// §9.2: no new data from here on; SHUTDOWN ACK once everything we sent is
-    /// acknowledged, again on T2 (the T1 slot) and whenever SHUTDOWN is repeated, until
-    /// SHUTDOWN COMPLETE.
-    fn on_shutdown(&mut self, now: Instant) {
-        match self.state {
-            SctpState::Established | SctpState::ShutdownSent => {
-                self.state = SctpState::ShutdownAckSent;
-                // Our own SHUTDOWN's timer (simultaneous shutdown) gives way to T2.
-                self.t1 = None;
-                self.maybe_shutdown_ack(now);
-            }
-            // The peer did not get our SHUTDOWN ACK: send it again now.
-            SctpState::ShutdownAckSent => match &self.t1 {
-                Some((p, ..)) => self.lone.push_back(p.clone()),
-                None => self.maybe_shutdown_ack(now),
-            },
-            _ => {}
-        }
-    }
-
-    /// Sends SHUTDOWN ACK (and starts T2) once nothing we sent is outstanding.
-    fn maybe_shutdown_ack(&mut self, now: Instant) {
-        if self.state != SctpState::ShutdownAckSent
-            || self.t1.is_some()
-            || !self.sender.as_ref().is_none_or(Sender::idle)
-        {
-            return;
-        }
-        let Some(peer) = self.peer else { return };
-        let p = self.chunk_packet(peer.tag, chunk::SHUTDOWN_ACK, &[]);
-        self.lone.push_back(p.clone());
-        self.t1 = Some((p, 1, now + self.rto(), self.rto()));
-    }
-
-    fn on_shutdown_ack(&mut self) {
-        let Some(peer) = self.peer else { return };
-        let p = self.chunk_packet(peer.tag, chunk::SHUTDOWN_COMPLETE, &[]);
-        self.lone.push_back(p);
-        self.end("shut down".into());
-    }
-
-    /// Answers a re-configuration request of the peer. RFC 6525 §5.2.1: the expected
-    /// sequence number is new and `perform` decides the result; the one before it is a
-    /// retransmission, answered with the result it had; anything else is a bad sequence
-    /// number.
-    fn answer_request(&mut self, seq: u32, perform: impl FnOnce(&mut Self) -> u32) {
-        let expected = self.peer_reset_seq.unwrap_or(0);
-        let result = if seq == expected {
-            self.peer_reset_seq = Some(expected.wrapping_add(1));
-            perform(self)
-        } else if seq == expected.wrapping_sub(1) {
-            self.last_reset_result
-                .filter(|(s, _)| *s == seq)
-                .map_or(chunk::RESET_PERFORMED, |(_, result)| result)
-        } else {
-            chunk::RESET_BAD_SEQUENCE
-        };
-        self.last_reset_result = Some((seq, result));
-        let mut c = Vec::new();
-        chunk::write_reconfig_response(&mut c, seq, result);
-        self.control.push_back(c);
-    }
-
-    fn on_reconfig(&mut self, raw: RawChunk<'_>) {
-        for (typ, value) in Params::new(raw.value) {
-            match typ {
-                chunk::PARAM_OUTGOING_RESET => {
-                    let Some(request) = OutgoingReset::parse(value) else { continue };
-                    if self.receiver.is_none() {
-                        continue;
-                    }
-                    let seq = request.request_seq;
-                    self.answer_request(seq, |a| {
-                        let r = a.receiver.as_mut().expect("checked above");
-                        if r.reset(request.last_tsn, request.streams.clone()) {
-                            a.events.push_back(SctpEvent::IncomingStreamsReset(request.streams));
-                            chunk::RESET_PERFORMED
-                        } else {
-                            a.deferred_reset_seq = Some(seq);
-                            chunk::RESET_IN_PROGRESS
-                        }
-                    });
-                }
-                // RFC 6525 §4.5: the peer wants more outgoing streams (usrsctp-based stacks
-                // start with few and add them as channels open).
-                chunk::PARAM_ADD_OUTGOING_STREAMS if value.len() >= 8 => {
-                    let seq = u32::from_be_bytes(value[..4].try_into().expect("4 bytes"));
-                    let added = u16::from_be_bytes([value[4], value[5]]);
-                    if self.peer.is_none() {
-                        continue;
-                    }
-                    self.answer_request(seq, |a| {
-                        let mine = a.config.streams;
-                        let peer = a.peer.as_mut().expect("checked above");
-                        // §5.2.5: more than we take in is denied.
-                        match peer.outbound_streams.checked_add(added) {
-                            Some(total) if total <= mine => {
-                                peer.outbound_streams = total;
-                                chunk::RESET_PERFORMED
-                            }
-                            _ => chunk::RESET_DENIED,
-                        }
-                    });
-                }
-                chunk::PARAM_RECONFIG_RESPONSE if value.len() >= 8 => {
-                    let seq = u32::from_be_bytes(value[..4].try_into().expect("4 bytes"));
-                    let result = u32::from_be_bytes(value[4..8].try_into().expect("4 bytes"));
-                    if self.resets.front().is_none_or(|r| r.seq != seq) {
-                        continue;
-                    }
-                    if result == chunk::RESET_IN_PROGRESS {
-                        // Asked again after an RTO.
-                        continue;
-                    }
-                    let done = self.resets.pop_front().expect("front exists");
-                    // Only "performed" (or "nothing to do") restarts the SSNs; a refusal
-                    // leaves them, but the streams are finished with all the same.
-                    if matches!(result, chunk::RESET_NOTHING | chunk::RESET_PERFORMED) {
-                        if let Some(sender) = &mut self.sender {
-                            sender.reset_ssn(&done.streams);
-                        }
-                    } else {
-                        tracing::debug!(result, streams = ?done.streams, "stream reset refused by the peer");
-                    }
-                    self.events.push_back(SctpEvent::OutgoingStreamsReset(done.streams));
-                }
-                _ => {}
-            }
-        }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Association::poll_timeout(self)
     }
 }

@@ -4,9 +4,10 @@
 //! maxPacketLifeTime, text and binary messages including empty ones (RFC 8831 §6.6),
 //! buffered amount with a low-water event, and closing by stream reset (§6.7).
 
-use crate::assoc::{Association, SctpEvent, SendError};
+use crate::assoc::{Association, SctpCloseReason, SctpEvent, SendError};
 use crate::dcep::{self, DcepMessage, Open};
 use crate::send::Reliability;
+use peerlink_proto::Transmit;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
@@ -65,7 +66,7 @@ pub enum ChannelEvent {
     Closed(u16),
     /// The association is gone; every channel with it.
     Ended {
-        reason: String,
+        reason: SctpCloseReason,
     },
 }
 
@@ -262,13 +263,16 @@ impl DataChannels {
         self.process(now);
     }
 
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.sctp.poll_timeout()
     }
 
-    /// The next packet for DTLS. Buffered-amount-low events follow what it took.
-    pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
-        let p = self.sctp.poll_transmit(now);
+    /// Appends the next packet for DTLS to `buf` (see [`Association::poll_transmit`]).
+    /// Buffered-amount-low events follow what it took.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit<()>> {
+        let p = self.sctp.poll_transmit(now, buf);
         if p.is_some() {
             for (&id, c) in self.channels.iter_mut() {
                 if c.above && self.sctp.buffered_amount(id) <= c.low_water {
@@ -281,6 +285,7 @@ impl DataChannels {
         p
     }
 
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<ChannelEvent> {
         self.events.pop_front()
     }
@@ -418,5 +423,30 @@ impl DataChannels {
             }
             Err(_) => {}
         }
+    }
+}
+
+impl peerlink_proto::Machine for DataChannels {
+    type Route = ();
+    type Event = ChannelEvent;
+
+    fn handle_receive(&mut self, now: Instant, (): (), packet: &[u8]) {
+        DataChannels::handle_receive(self, now, packet);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        DataChannels::handle_timeout(self, now);
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit<()>> {
+        DataChannels::poll_transmit(self, now, buf)
+    }
+
+    fn poll_event(&mut self) -> Option<ChannelEvent> {
+        DataChannels::poll_event(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        DataChannels::poll_timeout(self)
     }
 }

@@ -12,7 +12,7 @@
 //! let mut sctp = Association::new(now, SctpConfig::default(), seed);
 //! sctp.connect(now);                                    // both WebRTC peers do
 //! sctp.handle_receive(now, &dtls_record);               // one packet per DTLS record
-//! while let Some(p) = sctp.poll_transmit(now) { dtls.write(&p) }
+//! while let Some(t) = sctp.poll_transmit(now, &mut buf) { dtls.seal(&buf, &mut out)?; buf.clear() }
 //! while let Some(m) = sctp.poll_message() { ... }       // stream, ppid, data
 //! sctp.send(now, stream, ppid, data, ordered, Reliability::Reliable)?;
 //! ```
@@ -25,7 +25,7 @@ pub mod packet;
 mod recv;
 mod send;
 
-pub use assoc::{Association, SctpConfig, SctpEvent, SctpState, SctpStats, SendError};
+pub use assoc::{Association, SctpCloseReason, SctpConfig, SctpEvent, SctpState, SctpStats, SendError};
 pub use channels::{ChannelConfig, ChannelError, ChannelEvent, ChannelState, DataChannels};
-pub use recv::Message;
+pub use recv::{Message, ReceiveError};
 pub use send::Reliability;

@@ -32,19 +32,15 @@ struct Fragment {
 
 /// Unwraps a 32-bit serial number to the 64-bit value nearest `reference`.
 pub(crate) fn unwrap(reference: u64, tsn: u32) -> u64 {
-    let base = reference & !0xFFFF_FFFF;
-    let candidates = [base.wrapping_sub(1 << 32), base, base + (1 << 32)];
-    candidates
-        .into_iter()
-        .map(|b| b.wrapping_add(u64::from(tsn)))
-        .min_by_key(|&c| c.abs_diff(reference))
-        .unwrap_or(u64::from(tsn))
+    peerlink_proto::serial::unwrap_near(reference, u64::from(tsn), 32)
 }
 
 /// Why incoming data ends the association.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReceiveError {
     /// A message grew past the largest we accept.
+    #[error("a message grew past {0} bytes, the most we accept")]
     TooLarge(usize),
 }
 
@@ -124,6 +120,7 @@ impl Receiver {
         self.window.saturating_sub(self.fragment_bytes + self.delivered_bytes) as u32
     }
 
+    #[must_use]
     pub fn poll_message(&mut self) -> Option<Message> {
         let m = self.delivered.pop_front()?;
         self.delivered_bytes -= m.data.len();

@@ -230,6 +230,7 @@ impl Sender {
         }
     }
 
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.t3
     }

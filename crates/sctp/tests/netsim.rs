@@ -1,8 +1,10 @@
 //! Two associations in `peerlink-netsim` (virtual clock, seeded): handshakes, bulk transfer
 //! with loss, delay and reordering, unreliable channels, stream reset, abort.
 
-use peerlink_netsim::{seed, Datagram, HostId, LinkConfig, Network};
-use peerlink_sctp::{chunk, packet, Association, Message, Reliability, SctpConfig, SctpEvent, SctpState};
+use peerlink_netsim::{pump_wired, seed, HostId, LinkConfig, Network, Route, World};
+use peerlink_sctp::{
+    chunk, packet, Association, Message, Reliability, SctpCloseReason, SctpConfig, SctpEvent, SctpState,
+};
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -16,6 +18,7 @@ struct Pair {
     events: [Vec<SctpEvent>; 2],
     /// Whether the application of each side reads its messages.
     reading: [bool; 2],
+    buf: Vec<u8>,
 }
 
 impl Pair {
@@ -42,6 +45,7 @@ impl Pair {
             received: [Vec::new(), Vec::new()],
             events: [Vec::new(), Vec::new()],
             reading: [true, true],
+            buf: Vec::new(),
         }
     }
 
@@ -53,56 +57,55 @@ impl Pair {
         assert!(self.sides.iter().all(Association::is_established), "{:?}", self.events);
     }
 
+    /// Sends what both sides have and collects their messages and events.
     fn flush(&mut self) {
-        let now = self.net.now();
-        for i in 0..2 {
-            while let Some(p) = self.sides[i].poll_transmit(now) {
-                let d = Datagram { from: self.addrs[i], to: self.addrs[1 - i], payload: p };
-                self.net.send(self.hosts[i], d);
-            }
-            if self.reading[i] {
-                while let Some(m) = self.sides[i].poll_message() {
-                    self.received[i].push(m);
-                }
-            }
-            while let Some(e) = self.sides[i].poll_event() {
-                self.events[i].push(e);
-            }
-        }
+        World::step(self);
     }
 
     /// Runs until `done` or `limit` of virtual time; `tick` runs before every step (to
     /// feed data).
-    fn run_with(&mut self, limit: Duration, mut tick: impl FnMut(&mut Pair), done: impl Fn(&Pair) -> bool) {
-        let deadline = self.net.now() + limit;
-        loop {
-            tick(self);
-            self.flush();
-            if done(self) {
-                return;
-            }
-            let next = [self.net.poll_timeout(), self.sides[0].poll_timeout(), self.sides[1].poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
-            let Some(next) = next.filter(|&t| t <= deadline) else {
-                self.net.advance(deadline);
-                return;
-            };
-            self.net.advance(next.max(self.net.now()));
-            let now = self.net.now();
-            for i in 0..2 {
-                while let Some(d) = self.net.poll_receive(self.hosts[i]) {
-                    self.sides[i].handle_receive(now, &d.payload);
-                }
-                self.sides[i].handle_timeout(now);
-            }
-        }
+    fn run_with(&mut self, limit: Duration, tick: impl FnMut(&mut Pair), done: impl Fn(&Pair) -> bool) {
+        peerlink_netsim::run_with(self, limit, tick, done);
     }
 
     fn run(&mut self, limit: Duration, done: impl Fn(&Pair) -> bool) {
         self.run_with(limit, |_| {}, done);
     }
+}
+
+impl World for Pair {
+    fn net(&self) -> &Network {
+        &self.net
+    }
+
+    fn net_mut(&mut self) -> &mut Network {
+        &mut self.net
+    }
+
+    fn step(&mut self) {
+        for i in 0..2 {
+            let route = Route { local: self.addrs[i], remote: self.addrs[1 - i] };
+            let events = &mut self.events[i];
+            pump_wired(&mut self.net, self.hosts[i], route, &mut self.sides[i], &mut self.buf, |e| {
+                events.push(e)
+            });
+            if self.reading[i] {
+                while let Some(m) = self.sides[i].poll_message() {
+                    self.received[i].push(m);
+                }
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.sides.iter().filter_map(Association::poll_timeout).min()
+    }
+}
+
+/// The next packet of `a`, in a buffer of its own.
+fn next_packet(a: &mut Association, now: Instant) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    a.poll_transmit(now, &mut buf).map(|_| buf)
 }
 
 /// Deterministic message contents: message `i` of `len` bytes.
@@ -247,10 +250,13 @@ fn stream_reset_goes_both_ways_and_the_stream_starts_over() {
 fn abort_ends_both_sides() {
     let mut p = Pair::new(40, LinkConfig::default());
     p.connect_both();
-    p.sides[0].abort("test over");
+    p.sides[0].abort();
     p.run(Duration::from_secs(2), |p| p.sides[1].state() == SctpState::Ended);
     assert_eq!(p.sides[1].state(), SctpState::Ended);
-    assert!(matches!(p.events[1].last(), Some(SctpEvent::Closed { .. })));
+    assert_eq!(p.events[0].last(), Some(&SctpEvent::Closed { reason: SctpCloseReason::LocalAbort }));
+    // The peer learns the cause: User-Initiated Abort (RFC 9260 §3.3.10.12).
+    let peer_aborted = SctpCloseReason::PeerAborted { cause: Some(12) };
+    assert_eq!(p.events[1].last(), Some(&SctpEvent::Closed { reason: peer_aborted }));
     assert!(p.sides[0].send(p.net.now(), 1, 51, b"x".to_vec(), true, Reliability::Reliable).is_err());
 }
 
@@ -298,7 +304,7 @@ fn streams_beyond_the_negotiated_count_are_refused_both_ways() {
     );
     // A peer that ignores the count: a DATA chunk for stream 3 rewritten to stream 10.
     p.sides[0].send(now, 3, 53, b"lost".to_vec(), false, Reliability::Reliable).unwrap();
-    let mut packet = p.sides[0].poll_transmit(now).expect("the DATA packet");
+    let mut packet = next_packet(&mut p.sides[0], now).expect("the DATA packet");
     assert_eq!(packet[12], peerlink_sctp::chunk::DATA);
     packet[20..22].copy_from_slice(&10u16.to_be_bytes());
     packet[8..12].fill(0);
@@ -306,7 +312,7 @@ fn streams_beyond_the_negotiated_count_are_refused_both_ways() {
     p.sides[1].handle_receive(now, &packet);
     assert!(p.sides[1].poll_message().is_none(), "a message on stream 10 was delivered");
     // The answer names the stream in an ERROR chunk.
-    let answer = p.sides[1].poll_transmit(now).expect("an answer");
+    let answer = next_packet(&mut p.sides[1], now).expect("an answer");
     let parsed = peerlink_sctp::packet::Packet::parse(&answer).unwrap();
     let chunks: Vec<_> = parsed.chunks().map(Result::unwrap).collect();
     let error = chunks.iter().find(|c| c.typ == peerlink_sctp::chunk::ERROR).expect("an ERROR chunk");
@@ -339,7 +345,7 @@ fn add_streams_request(header: peerlink_sctp::packet::Header, seq: u32, added: u
 fn reconfig_results(p: &mut Pair) -> Vec<(u32, u32)> {
     let now = p.net.now();
     let mut results = Vec::new();
-    while let Some(packet) = p.sides[0].poll_transmit(now) {
+    while let Some(packet) = next_packet(&mut p.sides[0], now) {
         let parsed = peerlink_sctp::packet::Packet::parse(&packet).unwrap();
         for c in parsed.chunks().map(Result::unwrap).filter(|c| c.typ == peerlink_sctp::chunk::RECONFIG) {
             let v = &c.value[4..];
@@ -360,7 +366,7 @@ fn a_peer_may_add_outgoing_streams_up_to_what_we_take() {
     // side 0's verification tag.
     let now = p.net.now();
     p.sides[1].send(now, 1, 53, b"x".to_vec(), true, Reliability::Reliable).unwrap();
-    let data = p.sides[1].poll_transmit(now).unwrap();
+    let data = next_packet(&mut p.sides[1], now).unwrap();
     let header = peerlink_sctp::packet::Packet::parse(&data).unwrap().header;
     let first_tsn = u32::from_be_bytes(data[16..20].try_into().unwrap());
     p.sides[0].handle_receive(now, &data);
@@ -390,11 +396,9 @@ fn the_side_told_to_shut_down_first_delivers_what_it_still_has() {
         assert!(p.sides.iter().all(|s| s.state() == SctpState::Ended), "seed {n}: {:?}", p.events);
         assert_eq!(p.received[0].len(), 1, "seed {n}: the message sent before SHUTDOWN arrived was lost");
         assert_eq!(p.received[0][0].data, message(2, 200_000));
-        for events in &p.events {
-            assert!(
-                matches!(events.last(), Some(SctpEvent::Closed { reason }) if reason == "shut down"),
-                "{events:?}"
-            );
+        for (events, by_peer) in p.events.iter().zip([false, true]) {
+            let reason = SctpCloseReason::ShutDown { by_peer };
+            assert_eq!(events.last(), Some(&SctpEvent::Closed { reason }), "{events:?}");
         }
     }
 }
@@ -419,7 +423,10 @@ fn heartbeats_keep_an_idle_association_and_find_a_silent_peer() {
     let after = p.net.now() - gone;
     assert!(after > Duration::from_secs(300) && after < Duration::from_secs(420), "ended after {after:?}");
     assert!(
-        matches!(p.events[0].last(), Some(SctpEvent::Closed { reason }) if reason.contains("heartbeats unanswered")),
+        matches!(
+            p.events[0].last(),
+            Some(SctpEvent::Closed { reason: SctpCloseReason::HeartbeatsUnanswered })
+        ),
         "{:?}",
         p.events[0]
     );
@@ -446,9 +453,9 @@ fn rtt_100ms() -> LinkConfig {
     LinkConfig { delay: Duration::from_millis(25), ..LinkConfig::default() }
 }
 
-fn closed(events: &[SctpEvent]) -> Option<&str> {
+fn closed(events: &[SctpEvent]) -> Option<&SctpCloseReason> {
     events.iter().find_map(|e| match e {
-        SctpEvent::Closed { reason } => Some(reason.as_str()),
+        SctpEvent::Closed { reason } => Some(reason),
         _ => None,
     })
 }
@@ -488,16 +495,16 @@ fn shutdown_acknowledges_data_through_its_cumulative_tsn() {
     p.connect_both();
     let now = p.net.now();
     p.sides[0].send(now, 1, 53, b"last words".to_vec(), true, Reliability::Reliable).unwrap();
-    let data = p.sides[0].poll_transmit(now).expect("the DATA packet");
+    let data = next_packet(&mut p.sides[0], now).expect("the DATA packet");
     p.sides[1].handle_receive(now, &data);
     // Side 1 delays its SACK; it closes at once: its SHUTDOWN carries the cumulative ack.
-    while p.sides[1].poll_transmit(now).is_some() {}
+    while next_packet(&mut p.sides[1], now).is_some() {}
     p.sides[1].close(now);
-    let shutdown = p.sides[1].poll_transmit(now).expect("SHUTDOWN");
+    let shutdown = next_packet(&mut p.sides[1], now).expect("SHUTDOWN");
     assert_eq!(shutdown[12], chunk::SHUTDOWN);
     p.sides[0].handle_receive(now, &shutdown);
     let mut answers = Vec::new();
-    while let Some(a) = p.sides[0].poll_transmit(now) {
+    while let Some(a) = next_packet(&mut p.sides[0], now) {
         answers.push(a);
     }
     let types: Vec<u8> = answers
@@ -549,7 +556,8 @@ fn the_shutdown_sender_waits_as_long_as_data_keeps_coming() {
     }
     p.sides[0].close(now);
     p.run(Duration::from_secs(600), |p| p.sides.iter().all(|s| s.state() == SctpState::Ended));
-    assert_eq!(closed(&p.events[0]), Some("shut down"), "after {} of 64 messages", p.received[0].len());
+    let shut_down = SctpCloseReason::ShutDown { by_peer: false };
+    assert_eq!(closed(&p.events[0]), Some(&shut_down), "after {} of 64 messages", p.received[0].len());
     assert_eq!(p.received[0].len(), 64);
 }
 
@@ -573,7 +581,7 @@ fn a_retransmitted_add_streams_request_gets_the_answer_it_had() {
     p.connect_both();
     let now = p.net.now();
     p.sides[1].send(now, 1, 53, b"x".to_vec(), true, Reliability::Reliable).unwrap();
-    let data = p.sides[1].poll_transmit(now).unwrap();
+    let data = next_packet(&mut p.sides[1], now).unwrap();
     let header = packet::Packet::parse(&data).unwrap().header;
     let first_tsn = u32::from_be_bytes(data[16..20].try_into().unwrap());
     p.sides[0].handle_receive(now, &data);

@@ -25,6 +25,9 @@ struct Side {
 struct World {
     net: Network,
     sides: [Side; 2],
+    /// SCTP packets, DTLS datagrams.
+    bufs: [Vec<u8>; 2],
+    record: Vec<u8>,
 }
 
 impl World {
@@ -55,7 +58,7 @@ impl World {
                 per_channel: Default::default(),
             }
         });
-        World { net, sides }
+        World { net, sides, bufs: [Vec::new(), Vec::new()], record: vec![0; 70_000] }
     }
 
     fn step_side(&mut self, i: usize) {
@@ -69,13 +72,20 @@ impl World {
                 other => panic!("dtls: {other:?}"),
             }
         }
+        let [plain, out] = &mut self.bufs;
         if side.dtls.is_connected() {
-            while let Some(p) = side.dc.poll_transmit(now) {
-                side.dtls.write(&p).unwrap();
+            plain.clear();
+            while side.dc.poll_transmit(now, plain).is_some() {
+                out.clear();
+                let _ = side.dtls.seal(plain, out).unwrap();
+                self.net.send(side.host, Datagram { from: side.addr, to, payload: out.clone() });
+                plain.clear();
             }
         }
-        while let Some(d) = side.dtls.poll_transmit() {
-            self.net.send(side.host, Datagram { from: side.addr, to, payload: d });
+        out.clear();
+        while side.dtls.poll_transmit(now, out).is_some() {
+            self.net.send(side.host, Datagram { from: side.addr, to, payload: out.clone() });
+            out.clear();
         }
         while let Some(e) = side.dc.poll_event() {
             if let ChannelEvent::Message { data, id, .. } = &e {
@@ -91,43 +101,8 @@ impl World {
         }
     }
 
-    fn run(&mut self, limit: Duration, mut tick: impl FnMut(&mut World), done: impl Fn(&World) -> bool) {
-        let deadline = self.net.now() + limit;
-        let mut buf = vec![0u8; 70_000];
-        loop {
-            tick(self);
-            self.step_side(0);
-            self.step_side(1);
-            if done(self) {
-                return;
-            }
-            let next = [
-                self.net.poll_timeout(),
-                self.sides[0].dtls.poll_timeout(),
-                self.sides[1].dtls.poll_timeout(),
-                self.sides[0].dc.poll_timeout(),
-                self.sides[1].dc.poll_timeout(),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            let Some(next) = next.filter(|&t| t <= deadline) else {
-                self.net.advance(deadline);
-                return;
-            };
-            self.net.advance(next.max(self.net.now()));
-            let now = self.net.now();
-            for side in &mut self.sides {
-                while let Some(d) = self.net.poll_receive(side.host) {
-                    side.dtls.handle_receive(now, &d.payload);
-                    while let Some(n) = side.dtls.read(&mut buf) {
-                        side.dc.handle_receive(now, &buf[..n]);
-                    }
-                }
-                side.dtls.handle_timeout(now);
-                side.dc.handle_timeout(now);
-            }
-        }
+    fn run(&mut self, limit: Duration, tick: impl FnMut(&mut World), done: impl Fn(&World) -> bool) {
+        peerlink_netsim::run_with(self, limit, tick, done);
     }
 
     fn wait(&mut self, limit: Duration, done: impl Fn(&World) -> bool) {
@@ -136,6 +111,36 @@ impl World {
 
     fn has(&self, i: usize, e: &ChannelEvent) -> bool {
         self.sides[i].events.contains(e)
+    }
+}
+
+impl peerlink_netsim::World for World {
+    fn net(&self) -> &Network {
+        &self.net
+    }
+
+    fn net_mut(&mut self) -> &mut Network {
+        &mut self.net
+    }
+
+    fn step(&mut self) {
+        let now = self.net.now();
+        for side in &mut self.sides {
+            while let Some(d) = self.net.poll_receive(side.host) {
+                side.dtls.handle_receive(now, &d.payload);
+                while let Some(n) = side.dtls.read(&mut self.record) {
+                    side.dc.handle_receive(now, &self.record[..n]);
+                }
+            }
+            side.dtls.handle_timeout(now);
+            side.dc.handle_timeout(now);
+        }
+        self.step_side(0);
+        self.step_side(1);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.sides.iter().flat_map(|s| [s.dtls.poll_timeout(), s.dc.poll_timeout()]).flatten().min()
     }
 }
 

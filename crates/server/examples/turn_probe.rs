@@ -50,8 +50,10 @@ fn main() -> anyhow::Result<()> {
     while Instant::now() < deadline && received.iter().any(|&r| r < messages) {
         let now = Instant::now();
         client.handle_timeout(now);
-        while client.poll_transmit(&mut out) {
+        out.clear();
+        while client.poll_transmit(now, &mut out).is_some() {
             socket.send_to(&out, server)?;
+            out.clear();
         }
         while let Some(event) = client.poll_event() {
             match event {
@@ -68,13 +70,17 @@ fn main() -> anyhow::Result<()> {
                 other => println!("# {other:?}"),
             }
         }
-        while client.poll_transmit(&mut out) {
+        out.clear();
+        while client.poll_transmit(now, &mut out).is_some() {
             socket.send_to(&out, server)?;
+            out.clear();
         }
         // Send the next message to each ready peer.
         for (i, peer) in [channel_peer, indication_peer].into_iter().enumerate() {
             if ready[i] && sent[i] < messages && sent[i] <= received[i] + 8 {
-                client.send_to(peer, format!("message {} to peer {i}", sent[i]).as_bytes(), &mut out)?;
+                out.clear();
+                let _ =
+                    client.send_to(peer, format!("message {} to peer {i}", sent[i]).as_bytes(), &mut out)?;
                 socket.send_to(&out, server)?;
                 sent[i] += 1;
             }
@@ -102,8 +108,10 @@ fn main() -> anyhow::Result<()> {
         format!("{}/{messages} echoed in order with Send/Data indications", received[1]),
     );
     client.close(Instant::now());
-    while client.poll_transmit(&mut out) {
+    out.clear();
+    while client.poll_transmit(Instant::now(), &mut out).is_some() {
         socket.send_to(&out, server)?;
+        out.clear();
     }
     println!("{passed} passed, {failed} failed");
     if failed > 0 {

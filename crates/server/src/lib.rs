@@ -9,9 +9,15 @@
 //!
 //! A TURN server ([`turn::start`]): one mio event loop thread owning the sans-IO
 //! `peerlink_turn::TurnServer`, the client sockets (UDP and TCP) and every relay socket.
+//!
+//! `peerlink serve` and `peerlink turn` assembled ([`serve::run`], [`serve::run_turn`]) from
+//! one options struct each ([`ServeOptions`], [`TurnOptions`]): the command line (clap) and
+//! the TOML config file (serde) in one, the command line laid over the file.
 
 pub mod https;
 pub mod metrics;
+pub mod options;
+pub mod serve;
 pub mod shutdown;
 mod sockets;
 pub mod stun;
@@ -19,6 +25,7 @@ pub mod tls;
 pub mod turn;
 pub mod web;
 
+pub use options::{ServeOptions, TurnOptions};
 pub use shutdown::Shutdown;
 pub use stun::{StunConfig, StunServer, StunStats};
 pub use turn::{TurnConfig, TurnHandle};

@@ -1,4 +1,5 @@
-//! A shutdown signal shared by blocking threads (polled) and async tasks (awaited).
+//! A shutdown signal shared by blocking threads (polled) and async tasks (awaited), and the
+//! operator's: Ctrl-C or SIGTERM.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,4 +40,16 @@ impl Default for Shutdown {
     fn default() -> Self {
         Shutdown::new()
     }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+pub async fn wait_for_signal() -> anyhow::Result<()> {
+    use anyhow::Context;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("cannot listen for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
 }

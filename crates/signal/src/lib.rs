@@ -5,9 +5,19 @@
 //!   bucket, room size, validation), abuse handling (error frames, then close 1008),
 //!   keepalive, TURN REST credentials in `welcome.iceServers`, optional HS256 room tokens
 //!   (RFC 7519), and cluster membership for nodes sharing rooms.
-//! - [`service::SignalService`]: the thin shell: one tokio task owns the hub, one task per
-//!   WebSocket (axum) moves frames; [`redis`] links nodes through Redis pub/sub.
-//! - [`client::SignalClient`]: a Rust client that reconnects and rejoins.
+//! - `service::SignalService` (feature `service`): the thin shell: one tokio task owns the
+//!   hub, one task per WebSocket (axum) moves frames; the `redis` module (feature `redis`)
+//!   links nodes through Redis pub/sub.
+//! - `client::SignalClient` (feature `client`): a Rust client that reconnects and rejoins.
+//!
+//! Cargo features, so a user of the hub or of the client alone compiles nothing else:
+//!
+//! | feature | adds | dependencies it brings |
+//! |---|---|---|
+//! | (none, the default) | [`hub`], [`protocol`], [`cluster`], [`token`] | serde, JWT, HMAC |
+//! | `service` | `service::SignalService`, the axum WebSocket shell | axum, tokio |
+//! | `client` | `client::SignalClient` | tokio-tungstenite, rustls, tokio |
+//! | `redis` | `redis::start`: nodes sharing rooms (implies `service`) | redis |
 //!
 //! Out of scope: persistence (rooms live as long as their peers), any media or data.
 //!
@@ -26,15 +36,20 @@
 //! }
 //! ```
 
+#[cfg(feature = "client")]
 pub mod client;
 pub mod cluster;
 pub mod hub;
 pub mod protocol;
+#[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "service")]
 pub mod service;
 pub mod token;
 
+#[cfg(feature = "client")]
 pub use client::{ClientEvent, ClientOptions, SignalClient};
 pub use hub::{Hub, HubConfig, IceConfig};
 pub use protocol::{IceServer, PeerInfo, ServerMessage};
+#[cfg(feature = "service")]
 pub use service::SignalService;

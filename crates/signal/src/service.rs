@@ -77,7 +77,7 @@ impl std::fmt::Debug for Input {
 impl SignalService {
     /// Starts the hub's task on the current tokio runtime. `default_host` fills `{host}` in
     /// ICE URLs when a request has no usable `Host` header. `cluster` is the way out to
-    /// the other nodes (see [`crate::redis`]), if any.
+    /// the other nodes (the `redis` module, with that feature), if any.
     pub fn start(
         config: HubConfig,
         default_host: &str,

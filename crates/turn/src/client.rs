@@ -4,6 +4,7 @@
 //! relayed candidates.
 
 use crate::channel::{ChannelData, CHANNEL_MIN};
+use peerlink_proto::{Backoff, BackoffConfig, SeededRng, Transmit};
 use peerlink_stun::{
     Attribute, AttributeType, Class, ErrorCode, Key, Message, MessageWriter, Method, PasswordAlgorithm,
     TransactionId,
@@ -13,10 +14,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-/// RFC 8489 §6.2.1: initial RTO 500 ms, doubled, seven transmissions, then 16 RTO of wait.
-const RTO: Duration = Duration::from_millis(500);
-const MAX_TRANSMISSIONS: u32 = 7;
-const LAST_WAIT_FACTOR: u32 = 16;
 /// RFC 8656 §9: permissions last 300 s; refresh a minute early.
 const PERMISSION_REFRESH: Duration = Duration::from_secs(240);
 /// RFC 8656 §12: channels last 600 s.
@@ -92,9 +89,8 @@ enum Kind {
 struct Transaction {
     kind: Kind,
     request: Vec<u8>,
-    transmissions: u32,
-    next: Instant,
-    rto: Duration,
+    /// RFC 8489 §6.2.1 ([`BackoffConfig::STUN`]).
+    backoff: Backoff,
     /// Retried once after 401/438 with fresh credentials.
     retried: bool,
 }
@@ -125,8 +121,7 @@ pub struct TurnClient {
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<ClientEvent>,
     refresh_at: Option<Instant>,
-    tid_seed: [u8; 32],
-    tid_counter: u64,
+    rng: SeededRng,
 }
 
 impl TurnClient {
@@ -146,8 +141,7 @@ impl TurnClient {
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             refresh_at: None,
-            tid_seed: seed,
-            tid_counter: 0,
+            rng: SeededRng::new(&seed),
         }
     }
 
@@ -199,15 +193,14 @@ impl TurnClient {
         Ok(channel)
     }
 
-    /// Writes `payload` for `peer` into `out` (ChannelData once a channel is confirmed, else
-    /// a Send indication); the caller sends `out` to the server.
+    /// Appends `payload` for `peer` to `out` as one datagram for the server (ChannelData
+    /// once a channel is confirmed, else a Send indication).
     pub fn send_to(
         &mut self,
         peer: SocketAddr,
         payload: &[u8],
         out: &mut Vec<u8>,
-    ) -> Result<(), ClientError> {
-        out.clear();
+    ) -> Result<Transmit<()>, ClientError> {
         self.relayed_address().ok_or(ClientError::NotAllocated)?;
         if !self.permissions.contains_key(&peer.ip()) {
             return Err(ClientError::NoPermission(peer.ip()));
@@ -215,16 +208,22 @@ impl TurnClient {
         if payload.len() > usize::from(u16::MAX) - 64 {
             return Err(ClientError::TooLarge(payload.len()));
         }
+        let start = out.len();
         if let Some(&(channel, true, _)) = self.channels.get(&peer) {
             ChannelData::encode(channel, payload, false, out);
-            return Ok(());
+            return Ok(Transmit { route: (), len: out.len() - start });
         }
         let tid = self.next_tid();
         let mut w = MessageWriter::new(out, Class::Indication, Method::SEND, tid);
-        w.attribute(&Attribute::XorPeerAddress(peer)).map_err(|_| ClientError::TooLarge(payload.len()))?;
-        w.attribute(&Attribute::Data(payload)).map_err(|_| ClientError::TooLarge(payload.len()))?;
+        let written = w
+            .attribute(&Attribute::XorPeerAddress(peer))
+            .and_then(|()| w.attribute(&Attribute::Data(payload)));
+        if written.is_err() {
+            out.truncate(start);
+            return Err(ClientError::TooLarge(payload.len()));
+        }
         w.finish();
-        Ok(())
+        Ok(Transmit { route: (), len: out.len() - start })
     }
 
     /// Deletes the allocation (Refresh with lifetime 0).
@@ -272,16 +271,14 @@ impl TurnClient {
     pub fn handle_timeout(&mut self, now: Instant) {
         // Retransmissions and transaction timeouts.
         let due: Vec<TransactionId> =
-            self.transactions.iter().filter(|(_, t)| t.next <= now).map(|(tid, _)| *tid).collect();
+            self.transactions.iter().filter(|(_, t)| t.backoff.is_due(now)).map(|(tid, _)| *tid).collect();
         for tid in due {
             let Some(mut t) = self.transactions.remove(&tid) else { continue };
-            if t.transmissions >= MAX_TRANSMISSIONS {
+            if t.backoff.is_exhausted() {
                 self.timed_out(t.kind);
                 continue;
             }
-            t.transmissions += 1;
-            t.rto *= 2;
-            t.next = now + if t.transmissions == MAX_TRANSMISSIONS { RTO * LAST_WAIT_FACTOR } else { t.rto };
+            let _ = t.backoff.on_transmit(now);
             self.transmit.push_back(t.request.clone());
             self.transactions.insert(tid, t);
         }
@@ -319,8 +316,9 @@ impl TurnClient {
         }
     }
 
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut next = self.transactions.values().map(|t| t.next).min();
+        let mut next = self.transactions.values().filter_map(|t| t.backoff.deadline()).min();
         let mut consider = |at: Instant| next = Some(next.map_or(at, |n: Instant| n.min(at)));
         if let State::Allocated { expires, .. } = self.state {
             consider(expires);
@@ -333,44 +331,45 @@ impl TurnClient {
         next
     }
 
-    /// The next datagram for the server, written into `buf`.
-    pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> bool {
-        match self.transmit.pop_front() {
-            Some(datagram) => {
-                buf.clear();
-                buf.extend_from_slice(&datagram);
-                true
-            }
-            None => false,
-        }
+    /// Appends the next datagram for the server ([`TurnClient::server`]) to `buf`.
+    #[must_use]
+    pub fn poll_transmit(&mut self, _now: Instant, buf: &mut Vec<u8>) -> Option<Transmit<()>> {
+        let datagram = self.transmit.pop_front()?;
+        buf.extend_from_slice(&datagram);
+        Some(Transmit { route: (), len: datagram.len() })
     }
 
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         self.events.pop_front()
     }
 
     fn next_tid(&mut self) -> TransactionId {
-        // SHA-256 of the secret seed and a counter: unpredictable to anyone without the
-        // seed, and never repeating within a session.
-        use sha2::Digest;
-        self.tid_counter += 1;
-        let digest = sha2::Sha256::new()
-            .chain_update(self.tid_seed)
-            .chain_update(self.tid_counter.to_be_bytes())
-            .finalize();
+        // Unpredictable to anyone without the seed, and never repeating within a session.
         let mut tid = [0u8; 12];
-        tid.copy_from_slice(&digest[..12]);
+        self.rng.fill(&mut tid);
         TransactionId(tid)
+    }
+
+    /// Sends a new request and starts its retransmission timer.
+    fn send_request(
+        &mut self,
+        now: Instant,
+        tid: TransactionId,
+        kind: Kind,
+        request: Vec<u8>,
+        retried: bool,
+    ) {
+        self.transmit.push_back(request.clone());
+        let mut backoff = Backoff::new(BackoffConfig::STUN);
+        let _ = backoff.on_transmit(now);
+        self.transactions.insert(tid, Transaction { kind, request, backoff, retried });
     }
 
     fn request(&mut self, now: Instant, kind: Kind) {
         let tid = self.next_tid();
         let request = self.encode(kind, tid);
-        self.transmit.push_back(request.clone());
-        self.transactions.insert(
-            tid,
-            Transaction { kind, request, transmissions: 1, next: now + RTO, rto: RTO, retried: false },
-        );
+        self.send_request(now, tid, kind, request, false);
     }
 
     fn encode(&self, kind: Kind, tid: TransactionId) -> Vec<u8> {
@@ -452,11 +451,7 @@ impl TurnClient {
                 self.nonce = Some(nonce);
                 let tid = self.next_tid();
                 let request = self.encode(kind, tid);
-                self.transmit.push_back(request.clone());
-                self.transactions.insert(
-                    tid,
-                    Transaction { kind, request, transmissions: 1, next: now + RTO, rto: RTO, retried: true },
-                );
+                self.send_request(now, tid, kind, request, true);
             }
             (Class::ErrorResponse, code) => self.refused(kind, code.unwrap_or(0)),
             (Class::SuccessResponse, _) => self.succeeded(now, kind, message),

@@ -69,7 +69,8 @@ impl Net {
     fn pump(&mut self) {
         let (mut datagram, mut out) = (Vec::new(), Vec::new());
         for _ in 0..100 {
-            if !self.client.poll_transmit(&mut datagram) {
+            datagram.clear();
+            if self.client.poll_transmit(self.now, &mut datagram).is_none() {
                 break;
             }
             if self.drop_next > 0 {
@@ -128,11 +129,15 @@ fn allocates_binds_a_channel_and_relays_both_ways() {
     // Before the channel is confirmed data goes as a Send indication; after, as ChannelData.
     let channel = n.client.bind_channel(n.now, peer).unwrap();
     let mut out = Vec::new();
-    n.client.send_to(peer, b"early", &mut out).unwrap();
+    let _ = n.client.send_to(peer, b"early", &mut out).unwrap();
     assert_eq!(out[0] & 0xC0, 0, "a STUN Send indication");
     n.pump();
     assert!(n.events.contains(&ClientEvent::ChannelBound { peer, channel }));
-    n.client.send_to(peer, b"via channel", &mut out).unwrap();
+    // Appended after what is already there: the caller's buffer is not cleared.
+    let before = out.len();
+    let t = n.client.send_to(peer, b"via channel", &mut out).unwrap();
+    assert_eq!(t.len, out.len() - before);
+    out.drain(..before);
     assert_eq!(out[0] & 0xC0, 0x40, "ChannelData");
     let mut scratch = Vec::new();
     n.deliver_to_server(&out.clone(), &mut scratch);
@@ -159,7 +164,7 @@ fn send_indications_after_a_permission() {
     n.client.create_permission(n.now, peer.ip()).unwrap();
     n.pump();
     assert!(n.events.contains(&ClientEvent::PermissionCreated(peer.ip())));
-    n.client.send_to(peer, b"indicated", &mut out).unwrap();
+    let _ = n.client.send_to(peer, b"indicated", &mut out).unwrap();
     let mut scratch = Vec::new();
     n.deliver_to_server(&out.clone(), &mut scratch);
     assert_eq!(n.at_peers, [(peer, b"indicated".to_vec())]);
@@ -200,7 +205,7 @@ fn keeps_the_allocation_permissions_and_channels_alive_across_nonce_expiry() {
     );
     assert_eq!(n.server.stats().allocations, 1);
     let mut out = Vec::new();
-    n.client.send_to(peer, b"still here", &mut out).unwrap();
+    let _ = n.client.send_to(peer, b"still here", &mut out).unwrap();
     let mut scratch = Vec::new();
     n.deliver_to_server(&out.clone(), &mut scratch);
     assert_eq!(n.at_peers.last().unwrap(), &(peer, b"still here".to_vec()));

@@ -17,7 +17,7 @@ impl IceAgent {
             }
             let mut seed = [0u8; 32];
             for chunk in seed.chunks_mut(8) {
-                chunk.copy_from_slice(&self.random().to_be_bytes());
+                chunk.copy_from_slice(&self.rng.next_u64().to_be_bytes());
             }
             let mut client = TurnClient::new(config, seed);
             client.allocate(now);
@@ -29,9 +29,9 @@ impl IceAgent {
     /// Moves a TURN client's datagrams to the transmit queue and acts on its events.
     pub(super) fn drain_relay(&mut self, now: Instant, r: usize) {
         let mut buf = Vec::new();
-        while self.relays[r].client.poll_transmit(&mut buf) {
-            let (from, to) = (self.relays[r].base, self.relays[r].client.server());
-            self.transmits.push_back(Transmit { from, to, payload: std::mem::take(&mut buf) });
+        while self.relays[r].client.poll_transmit(now, &mut buf).is_some() {
+            let route = Route { local: self.relays[r].base, remote: self.relays[r].client.server() };
+            self.transmits.push_back(Queued { route, payload: std::mem::take(&mut buf) });
         }
         while let Some(event) = self.relays[r].client.poll_event() {
             match event {
@@ -96,8 +96,8 @@ impl IceAgent {
             }
         }
         if sent.is_ok() {
-            let (from, to) = (self.relays[r].base, self.relays[r].client.server());
-            self.transmits.push_back(Transmit { from, to, payload: out });
+            let route = Route { local: self.relays[r].base, remote: self.relays[r].client.server() };
+            self.transmits.push_back(Queued { route, payload: out });
         }
     }
 

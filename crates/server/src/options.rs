@@ -1,0 +1,358 @@
+//! What `peerlink serve` and `peerlink turn` take: one struct each, which is both the
+//! command line (clap) and the TOML config file (serde). Every option has a key of the same
+//! name (with `_` for `-`); repeatable options take a list. [`layer`] puts the command line
+//! over the file.
+//!
+//! The file is read as [`ServeOptions`] by every command (`stun`, `turn`, `serve`), so one
+//! file can serve them all; a key no command knows is an error naming it.
+
+use anyhow::Context;
+use clap::{ArgAction, Args};
+use ipnet::IpNet;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// The options of `peerlink serve`: signaling and the browser app, then TURN's.
+#[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeOptions {
+    /// HTTP address of the browser app and of the signaling WebSocket (/ws)
+    /// [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// Require a token to join a room: an HS256 JWT signed with S whose `room` claim is the
+    /// room (or "*"); `exp` is honoured. Without it rooms are open to anyone
+    #[arg(long, value_name = "S")]
+    pub token_secret: Option<String>,
+    /// Share rooms with other `peerlink serve` processes through Redis pub/sub
+    /// (e.g. redis://127.0.0.1:6379/)
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// Peers in one room [default: 6]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_room_peers: Option<u32>,
+    /// How long the TURN credentials handed to browsers stay valid, in seconds [default: 86400]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
+    pub credential_ttl: Option<u64>,
+    /// Largest signaling message in bytes; larger ones are refused with `too-large`
+    /// [default: 65536]
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    pub max_message_bytes: Option<u32>,
+    /// Signaling messages per second one connection may send (bursts of four times as many
+    /// pass) [default: 50]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub messages_per_second: Option<u32>,
+    /// `peerlink stun`'s UDP receive threads: a file key only, so that one file serves every
+    /// command (`serve` answers STUN on its TURN threads).
+    #[arg(skip)]
+    pub udp_workers: Option<usize>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub turn: TurnOptions,
+}
+
+/// The options of `peerlink turn`, and TURN's part of `peerlink serve`.
+#[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
+pub struct TurnOptions {
+    /// Address clients reach, UDP and TCP on the same port [default: 0.0.0.0:3478]
+    // One on the command line; the file may give a list (for `peerlink stun`).
+    #[arg(long, value_name = "ADDR", action = ArgAction::Set)]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub listen: Vec<SocketAddr>,
+    /// Realm of the long-term credentials [default: peerlink]
+    #[arg(long, value_name = "R")]
+    pub realm: Option<String>,
+    /// A static user (repeat for several). Prefer the config file: arguments are visible to
+    /// other local users
+    #[arg(long, value_name = "NAME:PASS")]
+    #[serde(default)]
+    pub user: Vec<String>,
+    /// TURN REST shared secret (coturn's use-auth-secret): username `expiry[:name]`, password
+    /// base64(HMAC-SHA1(secret, username)). Repeat to accept several during a rotation
+    #[arg(long, value_name = "S")]
+    #[serde(default)]
+    pub auth_secret: Vec<String>,
+    /// Address relays are opened on, one IPv4 and/or one IPv6 [default: the listen address, or
+    /// the first non-loopback address of each family when listening on all]
+    #[arg(long, value_name = "IP")]
+    #[serde(default)]
+    pub relay_ip: Vec<IpAddr>,
+    /// Relay port range [default: 49152-65535]
+    #[arg(long, value_name = "MIN-MAX")]
+    pub relay_ports: Option<String>,
+    /// Let clients relay to loopback peers (for tests on one machine; unsafe on a server)
+    #[arg(long)]
+    #[serde(default)]
+    pub allow_loopback_peers: bool,
+    /// Let clients relay to this range although the defaults refuse it (repeat for several)
+    #[arg(long, value_name = "CIDR")]
+    #[serde(default)]
+    pub allow_peer: Vec<IpNet>,
+    /// Refuse relaying to this range (repeat for several; wins over --allow-peer)
+    #[arg(long, value_name = "CIDR")]
+    #[serde(default)]
+    pub deny_peer: Vec<IpNet>,
+    /// Allocations one user may hold at once [default: 10]
+    #[arg(long, value_name = "N")]
+    pub max_allocations_per_user: Option<usize>,
+    /// Allocations the server holds at once, over all users [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub max_allocations: Option<usize>,
+    /// Relayed bytes per second per allocation, both directions together; UDP packets over
+    /// it are dropped, TCP relays (RFC 6062) are read no faster [default: no limit]
+    #[arg(long, value_name = "BYTES")]
+    pub max_bandwidth: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Certificate chain (PEM) for TURN over TLS (and, with `serve`, HTTPS for the browser
+    /// app on --http); reloaded with --key on SIGHUP without dropping allocations
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// TURN over TLS address [default: the listen IP, port 5349; only with --cert]
+    #[arg(long, value_name = "ADDR")]
+    pub tls_listen: Option<SocketAddr>,
+    /// TOML file whose keys are the long option names with `_` for `-` (lists for repeatable
+    /// options); options given on the command line win
+    // Not a key of the file itself.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+}
+
+impl ServeOptions {
+    /// Reads a config file. Errors name the file, and the key when one is unknown.
+    pub fn load(path: &Path) -> anyhow::Result<ServeOptions> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let options: ServeOptions = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!(naming_known_keys(&e)))
+            .with_context(|| format!("bad config {}", path.display()))?;
+        if options.udp_workers.is_some_and(|n| !(1..=1024).contains(&n)) {
+            anyhow::bail!("bad config {}: udp_workers must be between 1 and 1024", path.display());
+        }
+        Ok(options)
+    }
+
+    /// These options (the command line) over those of their `config` file, if any.
+    pub fn with_file(self) -> anyhow::Result<ServeOptions> {
+        match &self.turn.config {
+            Some(path) => layer(&ServeOptions::load(path)?, &self),
+            None => Ok(self),
+        }
+    }
+}
+
+impl TurnOptions {
+    /// These options (the command line) over the TURN keys of their `config` file, if any.
+    pub fn with_file(self) -> anyhow::Result<TurnOptions> {
+        match &self.config {
+            Some(path) => layer(&ServeOptions::load(path)?.turn, &self),
+            None => Ok(self),
+        }
+    }
+}
+
+/// The error as TOML renders it; an unknown key's also lists the known ones. serde lists
+/// them itself for plain structs, not for one with a flattened part like [`ServeOptions`].
+fn naming_known_keys(error: &toml::de::Error) -> String {
+    let (text, message) = (error.to_string(), error.message());
+    if !message.starts_with("unknown field") || message.contains("expected") {
+        return text;
+    }
+    let keys = match serde_json::to_value(ServeOptions::default()) {
+        Ok(serde_json::Value::Object(keys)) => keys,
+        _ => return text,
+    };
+    let keys: Vec<String> = keys.keys().map(|key| format!("`{key}`")).collect();
+    match text.rfind(message) {
+        Some(at) => format!(
+            "{}{message}, expected one of {}{}",
+            &text[..at],
+            keys.join(", "),
+            &text[at + message.len()..]
+        ),
+        None => text,
+    }
+}
+
+/// `over` laid on `under`, option by option: an option `over` gives wins; one it leaves
+/// unset (`None`, an empty list, a flag not raised) keeps `under`'s value.
+///
+/// Both go through `serde_json::Value` rather than TOML's, which has no `null` and no
+/// integers above `i64::MAX`.
+pub fn layer<T: Serialize + DeserializeOwned>(under: &T, over: &T) -> anyhow::Result<T> {
+    let mut merged = serde_json::to_value(under).context("bad options")?;
+    let over = serde_json::to_value(over).context("bad options")?;
+    if let (Some(merged), Some(over)) = (merged.as_object_mut(), over.as_object()) {
+        for (key, value) in over {
+            let unset = match value {
+                serde_json::Value::Null | serde_json::Value::Bool(false) => true,
+                serde_json::Value::Array(list) => list.is_empty(),
+                _ => false,
+            };
+            if !unset {
+                merged.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    serde_json::from_value(merged).context("bad options")
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(SocketAddr),
+        Many(Vec<SocketAddr>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(a) => vec![a],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// `MIN-MAX` port range.
+pub fn parse_port_range(text: &str) -> anyhow::Result<std::ops::RangeInclusive<u16>> {
+    let (low, high) = text.split_once('-').context("expected MIN-MAX, e.g. 49152-65535")?;
+    let (low, high): (u16, u16) = (low.trim().parse()?, high.trim().parse()?);
+    if low == 0 || low > high {
+        anyhow::bail!("port range {text}: need 1 <= MIN <= MAX");
+    }
+    Ok(low..=high)
+}
+
+/// `NAME:PASS` (the password may itself contain colons).
+pub fn parse_user(text: &str) -> anyhow::Result<(String, String)> {
+    let (name, pass) = text.split_once(':').context("expected NAME:PASS")?;
+    if name.is_empty() || pass.is_empty() {
+        anyhow::bail!("expected NAME:PASS with both parts non-empty");
+    }
+    Ok((name.to_owned(), pass.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Serve {
+        #[command(flatten)]
+        options: ServeOptions,
+    }
+
+    fn cli(args: &[&str]) -> ServeOptions {
+        Serve::try_parse_from(std::iter::once("serve").chain(args.iter().copied())).unwrap().options
+    }
+
+    fn file(text: &str) -> ServeOptions {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn accepts_one_address_or_a_list() {
+        let one = file(r#"listen = "127.0.0.1:3478""#);
+        assert_eq!(one.turn.listen, ["127.0.0.1:3478".parse().unwrap()]);
+        let many = file(r#"listen = ["127.0.0.1:1", "[::1]:2"]"#);
+        assert_eq!(many.turn.listen.len(), 2);
+    }
+
+    #[test]
+    fn reads_turn_keys() {
+        let c = file(
+            r#"realm = "example.org"
+               user = ["alice:pw"]
+               auth_secret = ["s1", "s2"]
+               relay_ip = ["192.0.2.1"]
+               relay_ports = "50000-50100"
+               allow_loopback_peers = true
+               deny_peer = ["8.8.8.0/24"]"#,
+        );
+        assert_eq!(c.turn.auth_secret.len(), 2);
+        assert_eq!(c.turn.deny_peer[0], "8.8.8.0/24".parse::<IpNet>().unwrap());
+        assert!(c.turn.allow_loopback_peers);
+    }
+
+    #[test]
+    fn reads_serve_keys() {
+        let c = file(
+            r#"http = "0.0.0.0:80"
+               token_secret = "t"
+               redis = "redis://127.0.0.1:6379/"
+               max_room_peers = 4
+               credential_ttl = 3600
+               max_message_bytes = 32768
+               messages_per_second = 20
+               udp_workers = 2"#,
+        );
+        assert_eq!(c.http, Some("0.0.0.0:80".parse().unwrap()));
+        assert_eq!(
+            (c.max_room_peers, c.credential_ttl, c.messages_per_second),
+            (Some(4), Some(3600), Some(20))
+        );
+        assert_eq!(c.redis.as_deref(), Some("redis://127.0.0.1:6379/"));
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_bad_values() {
+        let typo = toml::from_str::<ServeOptions>(r#"lisen = "127.0.0.1:1""#).unwrap_err();
+        let typo = naming_known_keys(&typo);
+        assert!(typo.contains("1 | lisen ="), "{typo}");
+        assert!(typo.contains("unknown field `lisen`, expected one of `allow_loopback_peers`,"), "{typo}");
+        assert!(typo.contains("`listen`") && typo.contains("`http`") && typo.contains("`udp_workers`"));
+        assert!(!typo.contains("`config`"), "{typo}");
+        // `config` names the file on the command line only.
+        assert!(toml::from_str::<ServeOptions>(r#"config = "other.toml""#).is_err());
+        assert!(toml::from_str::<ServeOptions>(r#"listen = "localhost""#).is_err());
+        assert!(toml::from_str::<ServeOptions>(r#"max_room_peers = "x""#).is_err());
+        assert!(parse_port_range("10-5").is_err());
+        assert!(parse_port_range("abc").is_err());
+        assert_eq!(parse_port_range("1000-2000").unwrap(), 1000..=2000);
+        assert_eq!(parse_user("a:b:c").unwrap(), ("a".to_owned(), "b:c".to_owned()));
+        assert!(parse_user("nopass").is_err());
+        assert!(parse_user(":x").is_err());
+    }
+
+    #[test]
+    fn command_line_wins_over_the_file() {
+        let under = file(
+            r#"http = "127.0.0.1:1"
+               realm = "file"
+               user = ["a:1", "b:2"]
+               max_room_peers = 4
+               metrics = "127.0.0.1:9"
+               listen = ["127.0.0.1:5", "127.0.0.1:6"]"#,
+        );
+        let over = cli(&["--realm", "cli", "--user", "c:3", "--max-bandwidth", "18446744073709551615"]);
+        let merged = layer(&under, &over).unwrap();
+        assert_eq!(merged.turn.realm.as_deref(), Some("cli"));
+        assert_eq!(merged.turn.user, ["c:3"]);
+        assert_eq!(merged.turn.max_bandwidth, Some(u64::MAX));
+        // What the command line leaves unset comes from the file.
+        assert_eq!(merged.http, Some("127.0.0.1:1".parse().unwrap()));
+        assert_eq!(merged.max_room_peers, Some(4));
+        assert_eq!(merged.turn.metrics, Some("127.0.0.1:9".parse().unwrap()));
+        assert_eq!(merged.turn.listen.len(), 2);
+    }
+
+    #[test]
+    fn a_flag_not_given_keeps_the_file_value() {
+        let raised = file("allow_loopback_peers = true");
+        assert!(layer(&raised, &cli(&[])).unwrap().turn.allow_loopback_peers);
+        let lowered = file("allow_loopback_peers = false");
+        assert!(layer(&lowered, &cli(&["--allow-loopback-peers"])).unwrap().turn.allow_loopback_peers);
+    }
+
+    #[test]
+    fn listen_is_given_once_on_the_command_line() {
+        assert_eq!(cli(&["--listen", "127.0.0.1:1"]).turn.listen.len(), 1);
+        let twice = ["serve", "--listen", "127.0.0.1:1", "--listen", "127.0.0.1:2"];
+        assert!(Serve::try_parse_from(twice).is_err());
+    }
+}
