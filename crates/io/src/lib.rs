@@ -7,18 +7,25 @@
 use peerlink_rtc::{
     ChannelConfig, ConnectionState, Description, PeerConnection, RtcConfig, RtcError, RtcEvent, SdpType,
 };
+use peerlink_udp::{RecvBatch, SendBatch, GRO_SLOT};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 mod mdns;
 
 /// Receives (a datagram or a coalesced run) handled between two flushes of what to send.
 const RECEIVES_PER_TURN: usize = 32;
-pub mod udp;
+/// Slots per receive: each may hold a run of datagrams coalesced by the kernel (64 KiB).
+const RECEIVE_SLOTS: usize = 4;
+/// Datagrams queued before they are sent, even if the connection has more to send.
+const SEND_QUEUE: usize = 256;
+
+/// One of the peer's sockets: a tokio socket with batched receive and send (UDP
+/// segmentation and receive offload where the kernel has them).
+type UdpSocket = peerlink_udp::UdpSocket<tokio::net::UdpSocket>;
 
 /// Where the peer listens and which servers it uses.
 #[derive(Debug, Clone, Default)]
@@ -151,7 +158,7 @@ impl Peer {
             // An address found by itself may not be usable yet (an IPv6 one still
             // tentative, on an interface without carrier): skip it. One the caller chose
             // must work.
-            let socket = match UdpSocket::bind(SocketAddr::new(ip, 0)).await {
+            let socket = match bind(SocketAddr::new(ip, 0)) {
                 Ok(socket) => socket,
                 Err(e) if !chosen => {
                     tracing::debug!(%ip, error = %e, "local address skipped: it does not bind");
@@ -159,12 +166,10 @@ impl Peer {
                 }
                 Err(e) => return Err(e),
             };
-            let sock = socket2::SockRef::from(&socket);
-            let _ = sock.set_recv_buffer_size(4 << 20);
-            let _ = sock.set_send_buffer_size(4 << 20);
+            let mut socket = UdpSocket::new(socket);
             // Runs of datagrams from the peer come up in one receive where the kernel can.
-            udp::enable_gro(&socket);
-            let local = socket.local_addr()?;
+            socket.enable_gro();
+            let local = socket.get_ref().local_addr()?;
             pc.add_local_address(now, local);
             sockets.push((local, Arc::new(socket)));
         }
@@ -282,13 +287,16 @@ async fn drive(
     for (local, socket) in &sockets {
         let (local, socket, tx) = (*local, socket.clone(), datagram_tx.clone());
         readers.push(tokio::spawn(async move {
-            let mut buf = vec![0u8; udp::RECV_BUFFER];
+            let mut batch = RecvBatch::new(RECEIVE_SLOTS, GRO_SLOT);
             loop {
-                match socket.async_io(Interest::READABLE, || udp::recv(&*socket, &mut buf)).await {
-                    Ok((n, from, segment)) => {
-                        if tx.send(Received { local, from, data: buf[..n].to_vec(), segment }).await.is_err()
-                        {
-                            return;
+                match socket.get_ref().async_io(Interest::READABLE, || socket.recv(&mut batch)).await {
+                    Ok(_) => {
+                        for d in batch.iter().filter(|d| !d.truncated) {
+                            let received =
+                                Received { local, from: d.source, data: d.data.to_vec(), segment: d.segment };
+                            if tx.send(received).await.is_err() {
+                                return;
+                            }
                         }
                     }
                     // ICMP errors (port unreachable) surface here on Linux: keep reading.
@@ -411,21 +419,20 @@ struct Received {
 impl Received {
     fn handle(self, pc: &mut PeerConnection) {
         let now = Instant::now();
-        for datagram in udp::segments(&self.data, self.segment) {
+        for datagram in self.data.chunks(self.segment.max(1)) {
             pc.handle_receive(now, self.from, self.local, datagram);
         }
     }
 }
 
-/// Datagrams on their way out, gathered into runs that go out in one system call each
-/// (UDP segmentation offload) where the kernel allows.
-#[derive(Default)]
+/// Datagrams on their way out, sent in batches, runs of them in one message each (UDP
+/// segmentation offload) where the kernel allows.
+#[derive(Debug, Default)]
 struct Batch {
-    run: udp::Batcher,
+    queue: SendBatch,
+    /// The local address the queue leaves from.
     from: Option<SocketAddr>,
-    /// Sockets whose sends the kernel refused to segment: one datagram per call there.
-    no_offload: Vec<SocketAddr>,
-    /// The datagram being moved into the run.
+    /// The datagram being moved into the queue.
     scratch: Vec<u8>,
 }
 
@@ -435,31 +442,37 @@ impl Batch {
         self.scratch.clear();
         while let Some(t) = pc.poll_transmit(now, &mut self.scratch) {
             let (from, to) = (t.route.local, t.route.remote);
-            if self.from == Some(from) && self.run.push(to, &self.scratch) {
-                self.scratch.clear();
-                continue;
+            if self.from != Some(from) || self.queue.len() >= SEND_QUEUE {
+                self.send(sockets).await;
+                self.from = Some(from);
             }
-            self.send(sockets).await;
-            self.from = Some(from);
-            self.run.set_gso(!self.no_offload.contains(&from));
-            self.run.push(to, &self.scratch);
+            self.queue.push(to, &self.scratch);
             self.scratch.clear();
         }
         self.send(sockets).await;
     }
 
     async fn send(&mut self, sockets: &[(SocketAddr, Arc<UdpSocket>)]) {
-        let (Some(from), Some(to)) = (self.from, self.run.destination()) else { return };
-        let Some((_, socket)) = sockets.iter().find(|(local, _)| *local == from) else {
-            self.run.clear();
+        if self.queue.is_empty() {
+            return;
+        }
+        let Some((_, socket)) = sockets.iter().find(|(local, _)| Some(*local) == self.from) else {
+            self.queue.discard();
             return;
         };
-        if let Err(e) = socket.async_io(Interest::WRITABLE, || self.run.send(&**socket)).await {
-            tracing::debug!(%to, error = %e, "udp send failed");
-            self.run.clear();
+        let queue = &mut self.queue;
+        if let Err(e) = socket.get_ref().async_io(Interest::WRITABLE, || socket.send(queue)).await {
+            tracing::debug!(to = ?queue.destination(), error = %e, "udp send failed");
+            queue.discard();
         }
-        if !self.run.gso() && !self.no_offload.contains(&from) {
-            self.no_offload.push(from);
-        }
+        // Refused datagrams were logged where they were dropped.
+        queue.take_dropped();
     }
+}
+
+/// A non-blocking socket for tokio, with room for bursts.
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    let socket = peerlink_udp::bind(addr)?;
+    socket.set_nonblocking(true)?;
+    tokio::net::UdpSocket::from_std(socket.into())
 }

@@ -2,8 +2,8 @@
 //!
 //! Today: a STUN server ([`stun::StunServer`]) answering Binding requests over UDP and TCP
 //! on one port (RFC 8489 §6.2.1, §6.2.2), IPv4 and IPv6. UDP runs on one thread per core,
-//! each with its own `SO_REUSEPORT` socket and batched `recvmmsg`/`sendmmsg`; TCP runs on
-//! tokio. The protocol logic is `peerlink_stun::binding::respond`, which keeps no state.
+//! each with its own `SO_REUSEPORT` socket and batched `recvmmsg`/`sendmmsg` (`peerlink_udp`);
+//! TCP runs on tokio. The protocol logic is `peerlink_stun::binding::respond`, which keeps no state.
 //!
 //! The browser app ([`web::router`]), embedded from `web/` at build time.
 //!
@@ -23,7 +23,6 @@ mod sockets;
 pub mod stun;
 pub mod tls;
 pub mod turn;
-pub mod udp;
 pub mod web;
 
 pub use options::{ServeOptions, TurnOptions};

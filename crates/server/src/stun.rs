@@ -1,10 +1,11 @@
 //! The STUN server: Binding over UDP and TCP on one port.
 
 use crate::shutdown::Shutdown;
-use crate::udp::{self, Reply};
 use anyhow::Context;
 use peerlink_stun::binding::{self, Outcome};
 use peerlink_stun::framing::{next_frame, Frame};
+use peerlink_udp::{RecvBatch, SendBatch, UdpSocket, MAX_BATCH};
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,6 +13,11 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+
+/// Larger datagrams are truncated, and a truncated STUN message fails its length check.
+const DATAGRAM: usize = 2048;
+/// How often a blocked receive wakes to look at the shutdown flag.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Settings of one STUN listener.
 #[derive(Debug, Clone)]
@@ -122,26 +128,7 @@ impl StunServer {
             let shutdown = shutdown.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("stun-udp-{i}"))
-                .spawn(move || {
-                    let errors = stats.clone();
-                    udp::serve(
-                        &socket,
-                        || shutdown.is_triggered(),
-                        |packet, source, out| {
-                            let outcome = binding::respond(packet, source, out);
-                            stats.count(outcome);
-                            tracing::trace!(source = %binding::canonical(source), ?outcome, "udp");
-                            match outcome {
-                                Outcome::Ignored(_) => Reply::Drop,
-                                _ => Reply::Send,
-                            }
-                        },
-                        |e| {
-                            errors.send_errors.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(error = %e, "udp send failed");
-                        },
-                    )
-                })
+                .spawn(move || serve_udp(&UdpSocket::new(socket), &stats, &shutdown))
                 .context("cannot start udp thread")?;
             udp_threads.push(thread);
         }
@@ -175,7 +162,10 @@ fn bind_both(listen: SocketAddr, workers: usize) -> std::io::Result<(Vec<socket2
     let attempts = if listen.port() == 0 { 8 } else { 1 };
     let mut last_error = None;
     for _ in 0..attempts {
-        let sockets = udp::bind_reuseport(listen, workers)?;
+        let sockets = peerlink_udp::bind_reuseport(listen, workers)?;
+        for socket in &sockets {
+            socket.set_read_timeout(Some(POLL_INTERVAL))?;
+        }
         let port = sockets[0].local_addr()?.as_socket().map_or(listen.port(), |a| a.port());
         match bind_tcp(SocketAddr::new(listen.ip(), port)) {
             Ok(listener) => return Ok((sockets, listener)),
@@ -183,6 +173,46 @@ fn bind_both(listen: SocketAddr, workers: usize) -> std::io::Result<(Vec<socket2
         }
     }
     Err(last_error.unwrap_or_else(|| std::io::Error::other("no port")))
+}
+
+/// Answers Binding requests in batches until shutdown: one `recvmmsg` (blocking for the
+/// first datagram), the answers written into reused buffers, one `sendmmsg`. Allocates only
+/// when it starts.
+fn serve_udp(socket: &UdpSocket<socket2::Socket>, stats: &StunStats, shutdown: &Shutdown) {
+    let mut received = RecvBatch::new(MAX_BATCH, DATAGRAM);
+    let mut replies = SendBatch::with_capacity(MAX_BATCH, MAX_BATCH * 256);
+    let mut out = Vec::with_capacity(256);
+    while !shutdown.is_triggered() {
+        match socket.recv(&mut received) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "recvmmsg failed");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        }
+        for d in received.iter() {
+            // A datagram cut to fit the buffer is handed on as empty, so it is ignored.
+            let packet = if d.truncated { &d.data[..0] } else { d.data };
+            out.clear();
+            let outcome = binding::respond(packet, d.source, &mut out);
+            stats.count(outcome);
+            tracing::trace!(source = %binding::canonical(d.source), ?outcome, "udp");
+            if !matches!(outcome, Outcome::Ignored(_)) {
+                replies.push(d.source, &out);
+            }
+        }
+        if let Err(e) = socket.send(&mut replies) {
+            // A blocking socket does not say WouldBlock; whatever this is, the answers go.
+            tracing::debug!(error = %e, "udp send failed");
+            stats.send_errors.fetch_add(replies.discard() as u64, Ordering::Relaxed);
+        }
+        let dropped = replies.take_dropped();
+        if dropped > 0 {
+            stats.send_errors.fetch_add(dropped as u64, Ordering::Relaxed);
+        }
+    }
 }
 
 fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {

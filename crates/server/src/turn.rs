@@ -1,29 +1,30 @@
 //! The TURN server's I/O: one event loop thread (mio) owning the sans-IO core, the client
-//! sockets (UDP, TCP) and every relay socket (UDP relays, RFC 6062 TCP relays and their data
-//! connections, see `pipe`). No locks on the packet path.
+//! sockets (UDP, TCP and TLS, see `stream`) and every relay socket (UDP relays, RFC 6062 TCP
+//! relays and their data connections, see `pipe`). No locks on the packet path.
 
 mod pipe;
+mod stream;
 
 use crate::shutdown::Shutdown;
-use crate::udp::{RecvBatch, SendBatch, BATCH};
 use anyhow::Context;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
-use peerlink_stun::framing::Frame;
 use peerlink_stun::AddressFamily;
-use peerlink_turn::channel::next_stream_frame;
 use peerlink_turn::{
     ClientAction, ConnectionId, FiveTuple, PeerAction, PortRequest, Relay, RelayError, RelayId,
     RelayProvider, ServerConfig, Transport, TurnServer, TurnStats,
 };
+use peerlink_udp::{RecvBatch, SendBatch, MAX_BATCH};
 use pipe::{PeerConn, Pipe};
 use std::collections::{HashMap, HashSet};
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A UDP socket of the event loop, with batched receive and send.
+type Udp = peerlink_udp::UdpSocket<UdpSocket>;
 
 const UDP_LISTEN: Token = Token(0);
 const TCP_LISTEN: Token = Token(1);
@@ -112,7 +113,7 @@ impl TurnHandle {
 pub fn start(config: TurnConfig) -> anyhow::Result<TurnHandle> {
     let (udp, tcp) =
         bind(config.listen).with_context(|| format!("cannot listen on {} (udp and tcp)", config.listen))?;
-    let local_addr = udp.local_addr()?;
+    let local_addr = udp.get_ref().local_addr()?;
     let (tls_listener, tls_config) = match &config.tls {
         Some((addr, tls)) => {
             let listener = bind_tcp(*addr).with_context(|| format!("cannot listen on {addr} (tls)"))?;
@@ -153,7 +154,7 @@ pub fn start(config: TurnConfig) -> anyhow::Result<TurnHandle> {
         pending: Vec::new(),
         throttled: Vec::new(),
     };
-    event_loop.io.poll.registry().register(&mut event_loop.io.udp, UDP_LISTEN, Interest::READABLE)?;
+    event_loop.io.poll.registry().register(event_loop.io.udp.get_mut(), UDP_LISTEN, Interest::READABLE)?;
     event_loop.io.poll.registry().register(&mut event_loop.io.tcp, TCP_LISTEN, Interest::READABLE)?;
     if let Some(tls) = event_loop.io.tls.as_mut() {
         event_loop.io.poll.registry().register(tls, TLS_LISTEN, Interest::READABLE)?;
@@ -167,21 +168,15 @@ pub fn start(config: TurnConfig) -> anyhow::Result<TurnHandle> {
     Ok(TurnHandle { local_addr, tls_addr, reload: Mutex::new(reload_tx), stats, shutdown, thread })
 }
 
-fn bind(listen: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+fn bind(listen: SocketAddr) -> std::io::Result<(Udp, TcpListener)> {
     let attempts = if listen.port() == 0 { 8 } else { 1 };
     let mut last = None;
     for _ in 0..attempts {
-        let udp = socket2::Socket::new(socket2::Domain::for_address(listen), socket2::Type::DGRAM, None)?;
-        if listen.is_ipv6() && listen.ip().is_unspecified() {
-            udp.set_only_v6(false)?;
-        }
-        let _ = udp.set_recv_buffer_size(4 << 20);
-        let _ = udp.set_send_buffer_size(4 << 20);
+        let udp = peerlink_udp::bind(listen)?;
         udp.set_nonblocking(true)?;
-        udp.bind(&listen.into())?;
         let addr = udp.local_addr()?.as_socket().unwrap_or(listen);
         match bind_tcp(addr) {
-            Ok(tcp) => return Ok((UdpSocket::from_std(udp.into()), tcp)),
+            Ok(tcp) => return Ok((Udp::new(UdpSocket::from_std(udp.into())), tcp)),
             Err(e) => last = Some(e),
         }
     }
@@ -204,9 +199,8 @@ fn seed() -> u64 {
 
 enum Entry {
     Relay {
-        socket: UdpSocket,
+        socket: Udp,
         id: RelayId,
-        ipv6: bool,
     },
     /// RFC 6062: a TCP relay's listening socket.
     TcpRelay {
@@ -237,7 +231,7 @@ struct Conn {
 
 struct Io {
     poll: Poll,
-    udp: UdpSocket,
+    udp: Udp,
     tcp: TcpListener,
     tls: Option<TcpListener>,
     tls_config: Option<Arc<rustls::ServerConfig>>,
@@ -294,7 +288,7 @@ impl Io {
 
     fn relay_socket(&mut self, relay: RelayId) -> Option<&UdpSocket> {
         match self.entry(Token(relay.0 as usize))? {
-            Entry::Relay { socket, .. } => Some(socket),
+            Entry::Relay { socket, .. } => Some(socket.get_ref()),
             _ => None,
         }
     }
@@ -313,7 +307,7 @@ impl Io {
         let token = Token(vacant + FIRST_ENTRY);
         self.poll.registry().register(&mut socket, token, Interest::READABLE).ok()?;
         let id = RelayId(token.0 as u32);
-        let inserted = self.insert(Entry::Relay { socket, id, ipv6: ip.is_ipv6() });
+        let inserted = self.insert(Entry::Relay { socket: Udp::new(socket), id });
         debug_assert_eq!(inserted, token);
         Some(Relay { id, addr })
     }
@@ -372,7 +366,7 @@ impl RelayProvider for Io {
     fn close(&mut self, relay: RelayId) {
         match self.remove(Token(relay.0 as usize)) {
             Some(Entry::Relay { mut socket, .. }) => {
-                let _ = self.poll.registry().deregister(&mut socket);
+                let _ = self.poll.registry().deregister(socket.get_mut());
             }
             Some(Entry::TcpRelay { mut listener, addr, .. }) => {
                 let _ = self.poll.registry().deregister(&mut listener);
@@ -388,7 +382,7 @@ impl RelayProvider for Io {
     }
 }
 
-/// Per-thread batching state (its kernel headers are not `Send`).
+/// The loop's batch buffers, shared by its UDP sockets.
 struct Batches {
     recv: RecvBatch,
     /// Datagrams for UDP clients, sent together at the end of each loop turn.
@@ -411,8 +405,7 @@ struct EventLoop {
 impl EventLoop {
     fn run(&mut self) -> std::io::Result<()> {
         let mut events = Events::with_capacity(512);
-        // Created on this thread: the kernel message headers inside are not `Send`.
-        let mut batch = Batches { recv: RecvBatch::new(DATAGRAM), to_clients: SendBatch::new() };
+        let mut batch = Batches { recv: RecvBatch::new(MAX_BATCH, DATAGRAM), to_clients: SendBatch::new() };
         while !self.shutdown.is_triggered() {
             let now = Instant::now();
             let wait = if !self.pending.is_empty() {
@@ -456,9 +449,7 @@ impl EventLoop {
                 self.pipe_read(token);
             }
             self.drain_tcp_outputs();
-            if !batch.to_clients.is_empty() {
-                batch.to_clients.flush(self.io.udp.as_raw_fd());
-            }
+            flush_udp(&self.io.udp, &mut batch.to_clients);
             while let Ok(config) = self.reload.try_recv() {
                 tracing::info!("tls certificate reloaded; new connections use it");
                 self.io.tls_config = Some(config);
@@ -478,19 +469,17 @@ impl EventLoop {
     }
 
     fn udp_readable(&mut self, batch: &mut Batches) {
-        let fd = self.io.udp.as_raw_fd();
-        let ipv6 = self.io.local_addr.is_ipv6();
         for _ in 0..MAX_BATCHES_PER_TURN {
-            let count = match batch.recv.recv(fd, ipv6) {
-                Ok(count) => count,
+            match self.io.udp.recv(&mut batch.recv) {
+                Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) => {
                     tracing::debug!(error = %e, "udp receive failed");
                     return;
                 }
-            };
-            for i in 0..count {
-                let Some((client, packet)) = batch.recv.get(i) else { continue };
+            }
+            for d in batch.recv.iter().filter(|d| !d.truncated) {
+                let (client, packet) = (d.source, d.data);
                 let tuple = FiveTuple { transport: Transport::Udp, client, server: self.io.local_addr };
                 let action =
                     self.core.handle_client(Instant::now(), tuple, packet, &mut self.out, &mut self.io);
@@ -498,8 +487,8 @@ impl EventLoop {
                     ClientAction::Nothing => {}
                     ClientAction::Reply => {
                         batch.to_clients.push(client, &self.out);
-                        if batch.to_clients.len() >= BATCH {
-                            batch.to_clients.flush(fd);
+                        if batch.to_clients.len() >= MAX_BATCH {
+                            flush_udp(&self.io.udp, &mut batch.to_clients);
                         }
                     }
                     ClientAction::ToPeer { relay, peer, payload } => {
@@ -509,66 +498,11 @@ impl EventLoop {
                     }
                 }
             }
-            if count < BATCH {
+            if !batch.recv.is_full() {
                 return;
             }
         }
         self.pending.push(UDP_LISTEN);
-    }
-
-    fn accept(&mut self, tls: bool) {
-        loop {
-            let listener = if tls { self.io.tls.as_ref() } else { Some(&self.io.tcp) };
-            let Some(listener) = listener else { return };
-            let (mut stream, client) = match listener.accept() {
-                Ok(accepted) => accepted,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "tcp accept failed");
-                    return;
-                }
-            };
-            if self.io.tcp_connections() >= self.io.max_tcp_connections {
-                tracing::debug!(%client, "tcp connection refused: too many open");
-                continue;
-            }
-            if self.io.tcp_per_ip.get(&client.ip()).copied().unwrap_or(0) >= MAX_TCP_PER_IP {
-                tracing::debug!(%client, "tcp connection refused: too many from this address");
-                continue;
-            }
-            let _ = stream.set_nodelay(true);
-            let vacant = self.io.free.last().copied().unwrap_or(self.io.entries.len());
-            let token = Token(vacant + FIRST_ENTRY);
-            if self.io.poll.registry().register(&mut stream, token, Interest::READABLE).is_err() {
-                continue;
-            }
-            let (transport, server, session) = if tls {
-                let session = self.io.tls_config.clone().and_then(|c| rustls::ServerConnection::new(c).ok());
-                let Some(session) = session else {
-                    let _ = self.io.poll.registry().deregister(&mut stream);
-                    continue;
-                };
-                (Transport::Tls, self.io.tls_addr.unwrap_or(self.io.local_addr), Some(Box::new(session)))
-            } else {
-                (Transport::Tcp, self.io.local_addr, None)
-            };
-            let tuple = FiveTuple { transport, client, server };
-            let conn = Conn {
-                stream,
-                tls: session,
-                tuple,
-                input: Vec::with_capacity(4096),
-                output: Vec::new(),
-                writable_interest: false,
-                deadline: Instant::now() + FIRST_MESSAGE_TIMEOUT,
-                pipe: None,
-                closing: false,
-            };
-            let inserted = self.io.insert(Entry::Conn(conn));
-            debug_assert_eq!(inserted, token);
-            self.io.tcp_by_client.insert(tuple, token);
-            *self.io.tcp_per_ip.entry(client.ip()).or_default() += 1;
-        }
     }
 
     fn entry_readable(&mut self, token: Token, batch: &mut Batches) {
@@ -583,25 +517,24 @@ impl EventLoop {
     }
 
     fn relay_readable(&mut self, token: Token, batch: &mut Batches) {
-        let Some(Entry::Relay { socket, id, ipv6 }) = self.io.entry(token) else { return };
-        let (fd, id, ipv6) = (socket.as_raw_fd(), *id, *ipv6);
+        let Some(Entry::Relay { id, .. }) = self.io.entry(token) else { return };
+        let id = *id;
         for _ in 0..MAX_BATCHES_PER_TURN {
             // The relay may have been closed while its datagrams were handled.
-            if !matches!(self.io.entry(token), Some(Entry::Relay { id: current, .. }) if *current == id) {
+            let received = match self.io.entry(token) {
+                Some(Entry::Relay { socket, id: current }) if *current == id => socket.recv(&mut batch.recv),
+                _ => return,
+            };
+            if received.is_err() {
                 return;
             }
-            let count = match batch.recv.recv(fd, ipv6) {
-                Ok(count) => count,
-                Err(_) => return,
-            };
-            for i in 0..count {
-                let Some((peer, payload)) = batch.recv.get(i) else { continue };
-                let action = self.core.handle_peer(Instant::now(), id, peer, payload, &mut self.out);
+            for d in batch.recv.iter().filter(|d| !d.truncated) {
+                let action = self.core.handle_peer(Instant::now(), id, d.source, d.data, &mut self.out);
                 if let PeerAction::ToClient(tuple) = action {
                     self.send_to_client(tuple, &mut batch.to_clients);
                 }
             }
-            if count < BATCH {
+            if !batch.recv.is_full() {
                 return;
             }
         }
@@ -612,8 +545,8 @@ impl EventLoop {
         match tuple.transport {
             Transport::Udp => {
                 to_clients.push(tuple.client, &self.out);
-                if to_clients.len() >= BATCH {
-                    to_clients.flush(self.io.udp.as_raw_fd());
+                if to_clients.len() >= MAX_BATCH {
+                    flush_udp(&self.io.udp, to_clients);
                 }
             }
             Transport::Tcp | Transport::Tls => {
@@ -627,301 +560,15 @@ impl EventLoop {
             }
         }
     }
-
-    fn conn_readable(&mut self, token: Token) {
-        // Read a chunk, handle its frames, repeat: a fast client never looks like junk.
-        let closed = loop {
-            let status = match self.io.entry(token) {
-                Some(Entry::Conn(conn)) if conn.tls.is_some() => read_tls(conn),
-                Some(Entry::Conn(conn)) => read_plain(conn),
-                _ => return,
-            };
-            match self.process_frames(token) {
-                Frames::Handled => {}
-                Frames::Junk => break true,
-                Frames::Bound(id) => {
-                    // RFC 6062 §5.4: from here on the connection is a pipe.
-                    self.bind(token, id, status);
-                    return;
-                }
-            }
-            match status {
-                ReadStatus::More => {}
-                ReadStatus::Drained => break false,
-                ReadStatus::Closed => break true,
-            }
-        };
-        self.flush(token);
-        if closed {
-            self.close_conn(token);
-        }
-    }
-
-    /// Closes TCP/TLS connections that stalled (no handshake, no message, long silence) and
-    /// data connections that did not finish closing. A bound pipe lives as long as its
-    /// allocation (the core closes it).
-    fn expire_connections(&mut self, now: Instant) {
-        let expired: Vec<Token> = self
-            .io
-            .entries
-            .iter()
-            .enumerate()
-            .filter_map(|(i, entry)| match entry {
-                Some(Entry::Conn(conn)) if conn.pipe.is_none() && conn.deadline <= now => {
-                    Some(Token(i + FIRST_ENTRY))
-                }
-                Some(Entry::Peer(peer)) if peer.deadline.is_some_and(|d| d <= now) => {
-                    Some(Token(i + FIRST_ENTRY))
-                }
-                _ => None,
-            })
-            .collect();
-        for token in expired {
-            tracing::debug!(?token, "tcp connection timed out");
-            match self.io.entry(token) {
-                Some(Entry::Peer(_)) => self.close_peer(token, true),
-                _ => self.close_conn(token),
-            }
-        }
-    }
-
-    /// Handles every whole frame in the connection's input, up to a ConnectionBind.
-    fn process_frames(&mut self, token: Token) -> Frames {
-        let Some(Entry::Conn(conn)) = self.io.entry(token) else { return Frames::Junk };
-        let mut input = std::mem::take(&mut conn.input);
-        let tuple = conn.tuple;
-        let mut consumed = 0;
-        let mut ok = true;
-        let mut bound = None;
-        loop {
-            match next_stream_frame(&input[consumed..]) {
-                Frame::Complete(len) => {
-                    let frame = &input[consumed..consumed + len];
-                    let idle =
-                        if self.core.has_allocation(&tuple) { ALLOCATED_IDLE_TIMEOUT } else { IDLE_TIMEOUT };
-                    if let Some(Entry::Conn(conn)) = self.io.entry(token) {
-                        conn.deadline = Instant::now() + idle;
-                    }
-                    let action =
-                        self.core.handle_client(Instant::now(), tuple, frame, &mut self.out, &mut self.io);
-                    match action {
-                        ClientAction::Nothing => {}
-                        ClientAction::Reply => {
-                            if let Some(Entry::Conn(conn)) = self.io.entry(token) {
-                                // A client that sends requests but never reads the answers.
-                                if conn.output.len() > MAX_TCP_BACKLOG {
-                                    ok = false;
-                                    break;
-                                }
-                                conn.output.extend_from_slice(&self.out);
-                            }
-                            if let Some(id) = self.core.bound_connection(&tuple) {
-                                consumed += len;
-                                bound = Some(id);
-                                break;
-                            }
-                        }
-                        ClientAction::ToPeer { relay, peer, payload } => {
-                            if let Some(socket) = self.io.relay_socket(relay) {
-                                let _ = socket.send_to(&frame[payload], peer);
-                            }
-                        }
-                    }
-                    consumed += len;
-                }
-                Frame::Incomplete(_) => break,
-                Frame::Invalid => {
-                    ok = false;
-                    break;
-                }
-            }
-        }
-        input.drain(..consumed);
-        if let Some(Entry::Conn(conn)) = self.io.entry(token) {
-            conn.input = input;
-        }
-        match (bound, ok) {
-            (Some(id), _) => Frames::Bound(id),
-            (None, true) => Frames::Handled,
-            (None, false) => Frames::Junk,
-        }
-    }
-
-    fn flush(&mut self, token: Token) {
-        let Io { poll, entries, .. } = &mut self.io;
-        let conn = match token.0.checked_sub(FIRST_ENTRY).and_then(|i| entries.get_mut(i)) {
-            Some(Some(Entry::Conn(conn))) => conn,
-            Some(Some(Entry::Peer(_))) => return self.flush_peer(token),
-            _ => return,
-        };
-        let failed = match conn.tls.as_mut() {
-            None => write_plain(&mut conn.stream, &mut conn.output),
-            Some(tls) => write_tls(&mut conn.stream, tls, &mut conn.output),
-        };
-        let want_writable = !conn.output.is_empty() || conn.tls.as_ref().is_some_and(|t| t.wants_write());
-        if want_writable != conn.writable_interest {
-            let interest =
-                if want_writable { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-            let _ = poll.registry().reregister(&mut conn.stream, token, interest);
-            conn.writable_interest = want_writable;
-        }
-        let (done_closing, pipe_room) =
-            (conn.closing && !want_writable, conn.pipe.is_some() && conn.output.len() < pipe::PIPE_BUFFER);
-        if failed || done_closing {
-            self.close_conn(token);
-        } else if pipe_room {
-            self.resume_partner(token);
-        }
-    }
-
-    fn close_conn(&mut self, token: Token) {
-        if !matches!(self.io.entry(token), Some(Entry::Conn(_))) {
-            return;
-        }
-        if let Some(Entry::Conn(mut conn)) = self.io.remove(token) {
-            if let Some(pipe) = conn.pipe.take() {
-                // RFC 6062 §5.5: the peer side goes too, once it has what it was sent.
-                self.partner_ended(pipe.peer, false);
-                self.core.handle_data_closed(pipe.id);
-            }
-            let _ = self.io.poll.registry().deregister(&mut conn.stream);
-            self.io.tcp_by_client.remove(&conn.tuple);
-            let ip = conn.tuple.client.ip();
-            if let Some(count) = self.io.tcp_per_ip.get_mut(&ip) {
-                *count -= 1;
-                if *count == 0 {
-                    self.io.tcp_per_ip.remove(&ip);
-                }
-            }
-            // RFC 8656 §3.1: a TCP allocation ends with its connection.
-            self.core.handle_client_closed(&conn.tuple, &mut self.io);
-        }
-    }
 }
 
-/// What handling a connection's buffered frames did.
-enum Frames {
-    Handled,
-    /// Not TURN, or a client that does not read its answers.
-    Junk,
-    /// A ConnectionBind succeeded; the rest of the input belongs to the peer.
-    Bound(ConnectionId),
-}
-
-/// What one read from a stream did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReadStatus {
-    /// A full chunk was read; there may be more.
-    More,
-    /// The socket has nothing more for now.
-    Drained,
-    /// The stream ended, failed, or holds more than a frame's worth of unprocessed bytes.
-    Closed,
-}
-
-/// Reads one chunk from the socket into the connection's input.
-fn read_plain(conn: &mut Conn) -> ReadStatus {
-    let start = conn.input.len();
-    if start >= 2 * DATAGRAM {
-        // Frames are handled after every chunk, so this much unprocessed input means the
-        // peer announced a frame longer than any TURN frame can be.
-        return ReadStatus::Closed;
+/// Sends the datagrams waiting for UDP clients. What a full socket does not take, and what
+/// the kernel refuses, is dropped, as UDP may.
+fn flush_udp(socket: &Udp, batch: &mut SendBatch) {
+    if socket.send(batch).is_err() {
+        batch.discard();
     }
-    conn.input.resize(start + READ_CHUNK, 0);
-    let result = conn.stream.read(&mut conn.input[start..]);
-    let n = *result.as_ref().unwrap_or(&0);
-    conn.input.truncate(start + n);
-    match result {
-        Ok(0) => ReadStatus::Closed,
-        // Edge-triggered readiness: keep reading until the socket says WouldBlock.
-        Ok(_) => ReadStatus::More,
-        Err(e) if e.kind() == ErrorKind::WouldBlock => ReadStatus::Drained,
-        Err(_) => ReadStatus::Closed,
-    }
-}
-
-/// Feeds one read of TLS records to rustls and moves the plaintext into the input.
-fn read_tls(conn: &mut Conn) -> ReadStatus {
-    let Some(tls) = conn.tls.as_mut() else { return ReadStatus::Closed };
-    match tls.read_tls(&mut conn.stream) {
-        Ok(0) => return ReadStatus::Closed,
-        Ok(_) => {}
-        Err(e) if e.kind() == ErrorKind::WouldBlock => return ReadStatus::Drained,
-        Err(_) => return ReadStatus::Closed,
-    }
-    if let Err(e) = tls.process_new_packets() {
-        tracing::debug!(client = %conn.tuple.client, error = %e, "tls failed");
-        // Let rustls send its alert before the connection closes.
-        let _ = tls.write_tls(&mut conn.stream);
-        return ReadStatus::Closed;
-    }
-    loop {
-        let start = conn.input.len();
-        if start >= 2 * DATAGRAM {
-            return ReadStatus::Closed;
-        }
-        conn.input.resize(start + READ_CHUNK, 0);
-        let result = tls.reader().read(&mut conn.input[start..]);
-        let n = *result.as_ref().unwrap_or(&0);
-        conn.input.truncate(start + n);
-        match result {
-            Ok(0) => return ReadStatus::Closed, // close_notify
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return ReadStatus::More,
-            Err(_) => return ReadStatus::Closed,
-        }
-    }
-}
-
-/// Writes as much output as the socket takes; true when the connection failed.
-fn write_plain(stream: &mut TcpStream, output: &mut Vec<u8>) -> bool {
-    let mut written = 0;
-    let mut failed = false;
-    while written < output.len() {
-        match stream.write(&output[written..]) {
-            Ok(0) => {
-                failed = true;
-                break;
-            }
-            Ok(n) => written += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(_) => {
-                failed = true;
-                break;
-            }
-        }
-    }
-    output.drain(..written);
-    failed
-}
-
-/// Hands plaintext to rustls and writes TLS records until everything is out or the
-/// socket is full (so an edge-triggered writable event is sure to follow).
-fn write_tls(stream: &mut TcpStream, tls: &mut rustls::ServerConnection, output: &mut Vec<u8>) -> bool {
-    loop {
-        if !output.is_empty() && !tls.is_handshaking() {
-            match tls.writer().write(output) {
-                Ok(n) => {
-                    output.drain(..n);
-                }
-                Err(_) => return true,
-            }
-        }
-        if !tls.wants_write() {
-            return false;
-        }
-        while tls.wants_write() {
-            match tls.write_tls(stream) {
-                Ok(0) => return true,
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
-                Err(_) => return true,
-            }
-        }
-        if output.is_empty() || tls.is_handshaking() {
-            return false;
-        }
-    }
+    batch.take_dropped();
 }
 
 /// Addresses a relay can use when none is configured: the first global (or at least

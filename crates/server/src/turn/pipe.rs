@@ -242,7 +242,7 @@ impl EventLoop {
 
     /// RFC 6062 §5.4: the client connection `token` was bound to data connection `id`;
     /// `status` is how its last read ended.
-    pub(super) fn bind(&mut self, token: Token, id: ConnectionId, status: super::ReadStatus) {
+    pub(super) fn bind(&mut self, token: Token, id: ConnectionId, status: super::stream::ReadStatus) {
         let Some(&peer) = self.io.peers.get(&id) else {
             self.core.handle_data_closed(id);
             self.close_conn(token);
@@ -270,7 +270,7 @@ impl EventLoop {
         }
         self.flush(token);
         self.flush_peer(peer);
-        if status == super::ReadStatus::Closed {
+        if status == super::stream::ReadStatus::Closed {
             self.close_conn(token);
             return;
         }
@@ -398,7 +398,7 @@ impl EventLoop {
         if peer.connecting {
             return;
         }
-        let failed = super::write_plain(&mut peer.stream, &mut peer.output);
+        let failed = super::stream::write_plain(&mut peer.stream, &mut peer.output);
         let want_writable = !peer.output.is_empty();
         if want_writable != peer.writable_interest {
             let interest =

@@ -2,10 +2,10 @@
 //! every peer data connection. The I/O layer owns the sockets and moves the bytes; this
 //! module decides which connections exist, answers the requests and runs the timers.
 
-use super::{Auth, FiveTuple, Handled, RelayId, Reply, TurnServer};
+use super::{Auth, FiveTuple, Handled, RelayId, Reply, Request, TurnServer};
 use crate::server::ClientAction;
 use peerlink_stun::TransactionId;
-use peerlink_stun::{binding, Attribute, AttributeType, Class, ErrorCode, Message, MessageWriter, Method};
+use peerlink_stun::{binding, Attribute, AttributeType, Class, ErrorCode, MessageWriter, Method};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -207,32 +207,25 @@ impl TurnServer {
     }
 
     /// RFC 6062 §5.2.
-    pub(super) fn connect(
-        &mut self,
-        now: Instant,
-        tuple: FiveTuple,
-        message: &Message<'_>,
-        auth: Auth,
-        out: &mut Vec<u8>,
-        reply: &Reply,
-    ) -> Handled {
+    pub(super) fn connect(&mut self, req: Request<'_>) -> Handled {
+        let (now, tuple, message) = (req.now, req.tuple, req.message);
         let Some(allocation) = self.allocations.get(&tuple) else {
-            return self.error(out, reply, ErrorCode::ALLOCATION_MISMATCH, Some(&auth));
+            return self.refuse(req, ErrorCode::ALLOCATION_MISMATCH);
         };
         if !allocation.tcp {
-            return self.error(out, reply, ErrorCode::BAD_REQUEST, Some(&auth));
+            return self.refuse(req, ErrorCode::BAD_REQUEST);
         }
         let Some(Ok(Attribute::XorPeerAddress(peer))) = message.get(AttributeType::XOR_PEER_ADDRESS) else {
-            return self.error(out, reply, ErrorCode::BAD_REQUEST, Some(&auth));
+            return self.refuse(req, ErrorCode::BAD_REQUEST);
         };
         let peer = binding::canonical(peer);
         if let Err(error) = self.check_peer(&tuple, peer) {
-            return self.error(out, reply, error, Some(&auth));
+            return self.refuse(req, error);
         }
         let allocation = self.allocations.get(&tuple).expect("check_peer found the allocation");
         // Like Send and ChannelData, a connection needs the peer's permission.
         if !allocation.permitted(peer.ip(), now) {
-            return self.error(out, reply, ErrorCode::FORBIDDEN, Some(&auth));
+            return self.refuse(req, ErrorCode::FORBIDDEN);
         }
         // RFC 6062 §5.2: one connection per peer address, while connecting or open.
         let exists = allocation
@@ -241,19 +234,20 @@ impl TurnServer {
             .filter_map(|id| self.tcp.connections.get(id))
             .any(|c| c.outbound && c.peer == peer);
         if exists {
-            return self.error(out, reply, ErrorCode::CONNECTION_ALREADY_EXISTS, Some(&auth));
+            return self.refuse(req, ErrorCode::CONNECTION_ALREADY_EXISTS);
         }
         let Some(relay) = allocation.relay_for(&peer).map(|r| r.id) else {
-            return self.error(out, reply, ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH, Some(&auth));
+            return self.refuse(req, ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH);
         };
         if !self.room_for_connection(&tuple) {
-            return self.error(out, reply, ErrorCode::INSUFFICIENT_CAPACITY, Some(&auth));
+            return self.refuse(req, ErrorCode::INSUFFICIENT_CAPACITY);
         }
         let Some(id) = self.new_connection_id() else {
-            return self.error(out, reply, ErrorCode::INSUFFICIENT_CAPACITY, Some(&auth));
+            return self.refuse(req, ErrorCode::INSUFFICIENT_CAPACITY);
         };
         let deadline = now + CONNECT_TIMEOUT;
-        let state = State::Connecting { reply: reply.clone(), auth, deadline };
+        let Request { reply, auth, .. } = req;
+        let state = State::Connecting { reply, auth, deadline };
         self.insert_connection(id, DataConnection { allocation: tuple, peer, outbound: true, state });
         self.queue(Queued::Connect { id, relay, peer });
         tracing::debug!(client = %tuple.client, %peer, ?id, "connecting to a peer");
@@ -261,20 +255,14 @@ impl TurnServer {
     }
 
     /// RFC 6062 §5.4.
-    pub(super) fn connection_bind(
-        &mut self,
-        tuple: FiveTuple,
-        message: &Message<'_>,
-        auth: Auth,
-        out: &mut Vec<u8>,
-        reply: &Reply,
-    ) -> Handled {
+    pub(super) fn connection_bind(&mut self, req: Request<'_>) -> Handled {
+        let (tuple, message) = (req.tuple, req.message);
         // A control connection cannot become a data connection; nor can a datagram.
         if tuple.transport == super::Transport::Udp || self.allocations.contains_key(&tuple) {
-            return self.error(out, reply, ErrorCode::BAD_REQUEST, Some(&auth));
+            return self.refuse(req, ErrorCode::BAD_REQUEST);
         }
         let Some(Ok(Attribute::ConnectionId(raw))) = message.get(AttributeType::CONNECTION_ID) else {
-            return self.error(out, reply, ErrorCode::BAD_REQUEST, Some(&auth));
+            return self.refuse(req, ErrorCode::BAD_REQUEST);
         };
         let id = ConnectionId(raw);
         let owner = self
@@ -284,20 +272,18 @@ impl TurnServer {
             .filter(|c| matches!(c.state, State::Pending { .. }))
             .and_then(|c| self.allocations.get(&c.allocation))
             .map(|a| a.username.as_str());
+        let owner_matches = owner == Some(req.auth.username.as_str());
         // Someone else's connection looks unknown: the id is no oracle for other users.
-        if owner != Some(auth.username.as_str()) {
+        if !owner_matches {
             tracing::debug!(client = %tuple.client, ?id, "connection bind for no pending connection of this user");
-            return self.error(out, reply, ErrorCode::BAD_REQUEST, Some(&auth));
+            return self.refuse(req, ErrorCode::BAD_REQUEST);
         }
         if let Some(connection) = self.tcp.connections.get_mut(&id) {
             connection.state = State::Bound { client: tuple };
             self.tcp.by_client.insert(tuple, id);
         }
-        let mut w = reply.writer(out, Class::SuccessResponse);
-        self.software(&mut w);
-        reply.seal(w, Some(&auth));
         tracing::debug!(client = %tuple.client, ?id, "client data connection bound");
-        ClientAction::Reply
+        self.succeed(req, [])
     }
 
     /// RFC 6062 §5.2, §5.3: Connects and unbound connections past their 30 seconds.

@@ -1,0 +1,149 @@
+//! Batched send: datagrams queued, gathered into runs that segmentation offload can carry.
+
+use crate::{MAX_GSO_BYTES, MAX_SEGMENTS};
+use std::net::SocketAddr;
+
+/// One `sendmsg`'s worth: a datagram, or a run of datagrams to one destination, all of
+/// `segment` bytes but the last, which may be shorter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Transmit {
+    pub to: SocketAddr,
+    pub start: usize,
+    pub len: usize,
+    pub segment: usize,
+    /// Goes one datagram per message even where offload works (it was refused for this run).
+    pub split: bool,
+}
+
+impl Transmit {
+    pub(crate) fn datagrams(&self) -> usize {
+        if self.segment == 0 {
+            1
+        } else {
+            self.len.div_ceil(self.segment)
+        }
+    }
+
+    /// Whether `datagram` to `to` may join the run: same destination, not longer than the
+    /// run's datagrams, none shorter before it, within the kernel's limits.
+    fn takes(&self, to: SocketAddr, datagram: &[u8]) -> bool {
+        self.to == to
+            && self.segment > 0
+            && !datagram.is_empty()
+            && datagram.len() <= self.segment
+            && self.len % self.segment == 0
+            && self.len / self.segment < MAX_SEGMENTS
+            && self.len + datagram.len() <= MAX_GSO_BYTES
+    }
+}
+
+/// Datagrams waiting to be sent by [`crate::UdpSocket::send`], `MAX_BATCH` messages per
+/// `sendmmsg`. Consecutive datagrams to one destination, equal in size (the last may be
+/// shorter), form a run that goes as one message with segmentation offload where the
+/// socket has it. The buffers are reused, so a steady stream allocates nothing.
+#[derive(Debug, Default)]
+pub struct SendBatch {
+    data: Vec<u8>,
+    transmits: Vec<Transmit>,
+    /// Datagrams queued and not sent yet.
+    datagrams: usize,
+    /// Sending resumes here: a transmit, and the bytes of it already sent (a run split
+    /// after offload was refused).
+    pub(crate) next: usize,
+    pub(crate) offset: usize,
+    /// Datagrams the kernel refused since [`SendBatch::take_dropped`] was last called.
+    dropped: usize,
+}
+
+impl SendBatch {
+    pub fn new() -> SendBatch {
+        SendBatch::with_capacity(crate::MAX_BATCH, crate::MAX_BATCH * 1500)
+    }
+
+    /// Room for `datagrams` datagrams and `bytes` bytes before anything grows.
+    pub fn with_capacity(datagrams: usize, bytes: usize) -> SendBatch {
+        SendBatch {
+            data: Vec::with_capacity(bytes),
+            transmits: Vec::with_capacity(datagrams),
+            ..SendBatch::default()
+        }
+    }
+
+    /// Queues a datagram.
+    pub fn push(&mut self, to: SocketAddr, datagram: &[u8]) {
+        let start = self.data.len();
+        self.data.extend_from_slice(datagram);
+        self.datagrams += 1;
+        let last = self.transmits.len().checked_sub(1);
+        // A run partly sent already keeps its shape.
+        let started = last == Some(self.next) && self.offset > 0;
+        if let Some(run) = self.transmits.last_mut().filter(|run| !started && run.takes(to, datagram)) {
+            run.len += datagram.len();
+            return;
+        }
+        self.transmits.push(Transmit {
+            to,
+            start,
+            len: datagram.len(),
+            segment: datagram.len(),
+            split: false,
+        });
+    }
+
+    /// Datagrams waiting.
+    pub fn len(&self) -> usize {
+        self.datagrams
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.datagrams == 0
+    }
+
+    /// The destination of the next datagram to go, if any.
+    pub fn destination(&self) -> Option<SocketAddr> {
+        self.transmits.get(self.next).map(|t| t.to)
+    }
+
+    /// Drops everything waiting (a caller that will not wait for a full socket); returns
+    /// how many datagrams that was.
+    pub fn discard(&mut self) -> usize {
+        let discarded = self.datagrams;
+        self.data.clear();
+        self.transmits.clear();
+        (self.datagrams, self.next, self.offset) = (0, 0, 0);
+        discarded
+    }
+
+    /// Datagrams the kernel refused (unreachable or invalid destination, too large) since
+    /// the last call; they were dropped, as UDP may, and the rest went on.
+    pub fn take_dropped(&mut self) -> usize {
+        std::mem::take(&mut self.dropped)
+    }
+
+    pub(crate) fn transmits(&self) -> &[Transmit] {
+        &self.transmits
+    }
+
+    pub(crate) fn bytes(&self, start: usize, len: usize) -> &[u8] {
+        &self.data[start..start + len]
+    }
+
+    /// The next run goes one datagram per message.
+    pub(crate) fn split_next(&mut self) {
+        if let Some(t) = self.transmits.get_mut(self.next) {
+            t.split = true;
+        }
+    }
+
+    /// Moves the cursor past what went out (or was dropped, with `dropped`).
+    pub(crate) fn advance(&mut self, next: usize, offset: usize, sent: usize, dropped: usize) {
+        (self.next, self.offset) = (next, offset);
+        self.datagrams = self.datagrams.saturating_sub(sent + dropped);
+        self.dropped += dropped;
+        if self.next >= self.transmits.len() {
+            let dropped = self.dropped;
+            self.discard();
+            self.dropped = dropped;
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The system calls and their control messages: every `unsafe` block of the crate is here.
+//!
+//! nix's `recvmmsg`/`sendmmsg` are not used: they keep `msg_namelen` and `msg_controllen`
+//! from one call to the next (an IPv6 source read after an IPv4 one is cut short, a datagram
+//! without control messages leaves no room for the next one's), and they give every message
+//! of a `sendmmsg` the same control messages, so runs of different segment sizes could not
+//! share a call. Here the headers live on the stack and are rebuilt for every call.
+#![allow(unsafe_code)]
+
+use crate::MAX_BATCH;
+use std::io;
+use std::mem::size_of;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::RawFd;
+use std::ptr;
+
+/// Control message space for one datagram: `UDP_GRO`'s segment size (an `int`) and
+/// `IP_PKTINFO` or `IPV6_PKTINFO` on receive, `UDP_SEGMENT` on send, with room to spare.
+const CONTROL: usize = 128;
+
+/// Control message space, aligned as `cmsghdr` wants.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Control([u8; CONTROL]);
+
+const NO_CONTROL: Control = Control([0; CONTROL]);
+
+/// What `recvmmsg` reported about one slot.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RecvMeta {
+    pub source: Option<SocketAddr>,
+    /// From `IP_PKTINFO`/`IPV6_PKTINFO`, when enabled.
+    pub destination: Option<IpAddr>,
+    /// Bytes in the slot.
+    pub len: usize,
+    /// `UDP_GRO`'s segment size; 0 when the kernel gave none (a lone datagram).
+    pub segment: usize,
+    /// The datagram was longer than the slot.
+    pub truncated: bool,
+}
+
+/// One message for `sendmmsg`: a datagram, or with `segment` a run of datagrams of that
+/// size (the last may be shorter) that the kernel splits (`UDP_SEGMENT`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OutMsg<'a> {
+    pub to: SocketAddr,
+    pub data: &'a [u8],
+    pub segment: Option<u16>,
+}
+
+fn zeroed_headers() -> [libc::mmsghdr; MAX_BATCH] {
+    // SAFETY: `mmsghdr` is plain C data (integers and raw pointers); all zeros is a valid
+    // value: null pointers and empty lengths.
+    unsafe { std::mem::zeroed() }
+}
+
+fn zeroed_names() -> [libc::sockaddr_storage; MAX_BATCH] {
+    // SAFETY: `sockaddr_storage` is plain C data; all zeros is a valid (AF_UNSPEC) value.
+    unsafe { std::mem::zeroed() }
+}
+
+const EMPTY_IOV: libc::iovec = libc::iovec { iov_base: ptr::null_mut(), iov_len: 0 };
+
+/// `recvmmsg` into consecutive slots of `slot` bytes cut from `buf`, at most
+/// `meta.len()` and [`MAX_BATCH`] of them. `MSG_WAITFORONE`: a blocking socket waits for
+/// the first datagram only, then takes what is queued; a non-blocking one never waits.
+pub(crate) fn recvmmsg(fd: RawFd, buf: &mut [u8], slot: usize, meta: &mut [RecvMeta]) -> io::Result<usize> {
+    let mut hdrs = zeroed_headers();
+    let mut names = zeroed_names();
+    let mut iovs = [EMPTY_IOV; MAX_BATCH];
+    let mut controls = [NO_CONTROL; MAX_BATCH];
+    let slots = buf.chunks_exact_mut(slot.max(1)).take(meta.len().min(MAX_BATCH));
+    let mut n = 0;
+    for (i, chunk) in slots.enumerate() {
+        iovs[i] = libc::iovec { iov_base: chunk.as_mut_ptr().cast(), iov_len: chunk.len() };
+        let hdr = &mut hdrs[i].msg_hdr;
+        hdr.msg_name = ptr::addr_of_mut!(names[i]).cast();
+        hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        hdr.msg_iov = ptr::addr_of_mut!(iovs[i]);
+        hdr.msg_iovlen = 1;
+        hdr.msg_control = controls[i].0.as_mut_ptr().cast();
+        hdr.msg_controllen = CONTROL as _;
+        n = i + 1;
+    }
+    if n == 0 {
+        return Ok(0);
+    }
+    // SAFETY: `hdrs[..n]` point at memory that outlives the call and is not otherwise
+    // borrowed during it: slots of `buf` (borrowed mutably by this function) and this
+    // frame's `names`, `iovs` and `controls`, which are not moved after their addresses were
+    // taken. Each length given is that of the memory behind it.
+    let received = unsafe {
+        libc::recvmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_WAITFORONE, ptr::null_mut())
+    };
+    if received < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let received = (received as usize).min(n);
+    for (i, m) in meta.iter_mut().enumerate().take(received) {
+        let hdr = &hdrs[i].msg_hdr;
+        let (segment, destination) = control_messages(hdr);
+        *m = RecvMeta {
+            source: socket_addr(&names[i], hdr.msg_namelen),
+            destination,
+            len: (hdrs[i].msg_len as usize).min(slot),
+            segment,
+            truncated: hdr.msg_flags & libc::MSG_TRUNC != 0,
+        };
+    }
+    Ok(received)
+}
+
+fn socket_addr(name: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    if len as usize > size_of::<libc::sockaddr_storage>() {
+        return None;
+    }
+    // SAFETY: the storage is initialised in full (zeroed before the call, then the kernel
+    // wrote `len` bytes of address, checked above to fit in it).
+    let addr = unsafe { socket2::SockAddr::new(*name, len) };
+    addr.as_socket()
+}
+
+/// The segment size (`UDP_GRO`) and destination address (`IP_PKTINFO`, `IPV6_PKTINFO`)
+/// among a received datagram's control messages.
+fn control_messages(hdr: &libc::msghdr) -> (usize, Option<IpAddr>) {
+    let mut segment = 0;
+    let mut destination = None;
+    // SAFETY: `hdr.msg_control` points at this datagram's control space, alive as long as
+    // `hdr` is borrowed, and the kernel set `msg_controllen` to the bytes it wrote there
+    // (at most the space given). CMSG_FIRSTHDR and CMSG_NXTHDR stay inside that length and
+    // return null at its end; a payload is read (unaligned) only when the message's length
+    // covers it.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            let data = libc::CMSG_DATA(c);
+            let header = data as usize - c as usize;
+            let len = ((*c).cmsg_len as usize).saturating_sub(header);
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::SOL_UDP, libc::UDP_GRO) if len >= size_of::<libc::c_int>() => {
+                    let size = ptr::read_unaligned(data.cast::<libc::c_int>());
+                    segment = usize::try_from(size).unwrap_or(0);
+                }
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) if len >= size_of::<libc::in_pktinfo>() => {
+                    let info = ptr::read_unaligned(data.cast::<libc::in_pktinfo>());
+                    destination = Some(IpAddr::V4(Ipv4Addr::from(info.ipi_addr.s_addr.to_ne_bytes())));
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if len >= size_of::<libc::in6_pktinfo>() => {
+                    let info = ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
+                    destination = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                }
+                _ => {}
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    (segment, destination)
+}
+
+// SAFETY: CMSG_SPACE and CMSG_LEN are arithmetic on their argument.
+const SEGMENT_SPACE: usize = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
+// SAFETY: as above.
+const SEGMENT_LEN: usize = unsafe { libc::CMSG_LEN(size_of::<u16>() as u32) } as usize;
+const _: () = assert!(SEGMENT_SPACE <= CONTROL);
+
+/// `sendmmsg` of up to [`MAX_BATCH`] messages; returns how many the kernel took (an error
+/// only when it took none: the error is the first message's).
+pub(crate) fn sendmmsg(fd: RawFd, msgs: &[OutMsg<'_>]) -> io::Result<usize> {
+    let mut hdrs = zeroed_headers();
+    let mut names = zeroed_names();
+    let mut iovs = [EMPTY_IOV; MAX_BATCH];
+    let mut controls = [NO_CONTROL; MAX_BATCH];
+    let n = msgs.len().min(MAX_BATCH);
+    if n == 0 {
+        return Ok(0);
+    }
+    for (i, m) in msgs[..n].iter().enumerate() {
+        let to = socket2::SockAddr::from(m.to);
+        let namelen = to.len();
+        names[i] = to.as_storage();
+        // The kernel only reads what `iov_base` points at when sending.
+        iovs[i] = libc::iovec { iov_base: m.data.as_ptr().cast_mut().cast(), iov_len: m.data.len() };
+        let hdr = &mut hdrs[i].msg_hdr;
+        hdr.msg_name = ptr::addr_of_mut!(names[i]).cast();
+        hdr.msg_namelen = namelen;
+        hdr.msg_iov = ptr::addr_of_mut!(iovs[i]);
+        hdr.msg_iovlen = 1;
+        if let Some(segment) = m.segment {
+            hdr.msg_control = controls[i].0.as_mut_ptr().cast();
+            hdr.msg_controllen = SEGMENT_SPACE as _;
+            // SAFETY: `msg_control` points at this message's control space (CONTROL bytes,
+            // aligned for `cmsghdr`, at least SEGMENT_SPACE), so CMSG_FIRSTHDR returns its
+            // start, and a `cmsghdr` followed by a `u16` fits in it.
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(hdr);
+                (*c).cmsg_level = libc::SOL_UDP;
+                (*c).cmsg_type = libc::UDP_SEGMENT;
+                (*c).cmsg_len = SEGMENT_LEN as _;
+                ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), segment);
+            }
+        }
+    }
+    // SAFETY: `hdrs[..n]` point at memory alive until the call returns: the callers'
+    // datagrams (borrowed by `msgs`) and this frame's `names`, `iovs` and `controls`, not
+    // moved after their addresses were taken; each length is that of the memory behind it.
+    let sent = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, 0) };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sent as usize)
+}
+
+/// `SO_NO_CHECK`: datagrams without UDP checksums, which segmentation offload refuses
+/// (`EINVAL`); how the tests meet a socket without offload on any kernel.
+#[cfg(test)]
+pub(crate) fn set_no_check(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: the option value is a live `c_int` and its size is given.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_NO_CHECK,
+            ptr::addr_of!(on).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
