@@ -144,7 +144,6 @@ fn usable(ip: IpAddr) -> bool {
     }
 }
 
-
 impl Peer {
     /// Binds one UDP socket per local address and starts the driver task.
     pub async fn start(config: PeerConfig) -> std::io::Result<Peer> {

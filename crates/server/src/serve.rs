@@ -335,7 +335,6 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
