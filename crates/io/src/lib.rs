@@ -431,22 +431,29 @@ struct Batch {
     queue: SendBatch,
     /// The local address the queue leaves from.
     from: Option<SocketAddr>,
-    /// The datagram being moved into the queue.
-    scratch: Vec<u8>,
 }
 
 impl Batch {
+    /// The connection writes each datagram straight into the send queue (DTLS seals SCTP
+    /// packets there); it is copied only when it leaves from another socket than the ones
+    /// queued before it.
     async fn flush(&mut self, pc: &mut PeerConnection, sockets: &[(SocketAddr, Arc<UdpSocket>)]) {
         let now = Instant::now();
-        self.scratch.clear();
-        while let Some(t) = pc.poll_transmit(now, &mut self.scratch) {
-            let (from, to) = (t.route.local, t.route.remote);
-            if self.from != Some(from) || self.queue.len() >= SEND_QUEUE {
+        loop {
+            if self.queue.len() >= SEND_QUEUE {
                 self.send(sockets).await;
-                self.from = Some(from);
             }
-            self.queue.push(to, &self.scratch);
-            self.scratch.clear();
+            let Some(t) = pc.poll_transmit(now, self.queue.buffer()) else { break };
+            let (from, to) = (t.route.local, t.route.remote);
+            if self.from != Some(from) && !self.queue.is_empty() {
+                let buffer = self.queue.buffer();
+                let datagram = buffer.split_off(buffer.len() - t.len);
+                self.send(sockets).await;
+                self.queue.push(to, &datagram);
+            } else {
+                self.queue.commit(to, t.len);
+            }
+            self.from = Some(from);
         }
         self.send(sockets).await;
     }

@@ -18,10 +18,8 @@ fn main() -> anyhow::Result<()> {
     let messages: usize = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(50);
     let socket = UdpSocket::bind("127.0.0.1:0")?;
     socket.set_read_timeout(Some(Duration::from_millis(20)))?;
-    let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    let mut client =
-        TurnClient::new(ClientConfig { server, username: args[2].clone(), password: args[3].clone() }, seed);
+    let config = ClientConfig { server, username: args[2].clone(), password: args[3].clone() };
+    let mut client = TurnClient::new(config, peerlink_proto::os_random());
     // Two echoing peers: one reached over a channel, one with Send indications.
     let peers: Vec<UdpSocket> = (0..2).map(|_| UdpSocket::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
     for p in &peers {

@@ -192,9 +192,7 @@ fn unix_now() -> u64 {
 }
 
 fn seed() -> u64 {
-    let mut bytes = [0u8; 8];
-    let _ = getrandom::getrandom(&mut bytes);
-    u64::from_le_bytes(bytes) | 1
+    u64::from_le_bytes(peerlink_proto::os_random()) | 1
 }
 
 enum Entry {

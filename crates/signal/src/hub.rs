@@ -704,6 +704,7 @@ impl Hub {
         }
     }
 
+    #[must_use]
     pub fn poll_timeout(&self) -> Instant {
         if self.clustered {
             self.next_tick.min(self.next_heartbeat)
@@ -712,6 +713,7 @@ impl Hub {
         }
     }
 
+    #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
     }

@@ -26,14 +26,14 @@ impl Transmit {
 
     /// Whether `datagram` to `to` may join the run: same destination, not longer than the
     /// run's datagrams, none shorter before it, within the kernel's limits.
-    fn takes(&self, to: SocketAddr, datagram: &[u8]) -> bool {
+    fn takes(&self, to: SocketAddr, len: usize) -> bool {
         self.to == to
             && self.segment > 0
-            && !datagram.is_empty()
-            && datagram.len() <= self.segment
+            && len > 0
+            && len <= self.segment
             && self.len % self.segment == 0
             && self.len / self.segment < MAX_SEGMENTS
-            && self.len + datagram.len() <= MAX_GSO_BYTES
+            && self.len + len <= MAX_GSO_BYTES
     }
 }
 
@@ -69,25 +69,34 @@ impl SendBatch {
         }
     }
 
-    /// Queues a datagram.
+    /// Queues a datagram (a copy of it).
     pub fn push(&mut self, to: SocketAddr, datagram: &[u8]) {
-        let start = self.data.len();
         self.data.extend_from_slice(datagram);
+        self.commit(to, datagram.len());
+    }
+
+    /// The bytes of the queued datagrams, for a producer that appends the next datagram
+    /// here itself (a sans-IO machine's `poll_transmit`), sparing the copy of
+    /// [`SendBatch::push`]; [`SendBatch::commit`] then queues it. Bytes appended and not
+    /// committed must be taken off before the batch is sent.
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.data
+    }
+
+    /// Queues the datagram made of the last `len` bytes appended to
+    /// [`SendBatch::buffer`].
+    pub fn commit(&mut self, to: SocketAddr, len: usize) {
+        let len = len.min(self.data.len());
+        let start = self.data.len() - len;
         self.datagrams += 1;
         let last = self.transmits.len().checked_sub(1);
         // A run partly sent already keeps its shape.
         let started = last == Some(self.next) && self.offset > 0;
-        if let Some(run) = self.transmits.last_mut().filter(|run| !started && run.takes(to, datagram)) {
-            run.len += datagram.len();
+        if let Some(run) = self.transmits.last_mut().filter(|run| !started && run.takes(to, len)) {
+            run.len += len;
             return;
         }
-        self.transmits.push(Transmit {
-            to,
-            start,
-            len: datagram.len(),
-            segment: datagram.len(),
-            split: false,
-        });
+        self.transmits.push(Transmit { to, start, len, segment: len, split: false });
     }
 
     /// Datagrams waiting.

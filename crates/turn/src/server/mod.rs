@@ -329,6 +329,7 @@ impl TurnServer {
         &self.config
     }
 
+    #[must_use]
     pub fn poll_timeout(&self) -> Instant {
         self.next_sweep
     }

@@ -73,6 +73,7 @@ pub(super) struct TcpConnections {
 impl TurnServer {
     /// The next piece of RFC 6062 work for the I/O layer; for [`TcpOutput::ToClient`] the
     /// message is in `out`. Drain after every batch of inputs.
+    #[must_use]
     pub fn poll_tcp_output(&mut self, out: &mut Vec<u8>) -> Option<TcpOutput> {
         out.clear();
         Some(match self.tcp.queue.pop_front()? {
