@@ -109,6 +109,8 @@ if [ "${BENCH:-1}" != 0 ]; then
     ROUNDS=${DC_ROUNDS:-3} bench/datachannel.sh
     step "benchmark: the native peer (set-up time, send -> recv) vs Chromium and aiortc"
     bench/peer.sh
+    step "benchmark: SRTP protect/unprotect per packet, peerlink-rtp vs libsrtp 2"
+    ROUNDS=${SRTP_ROUNDS:-5} bench/srtp.sh
 fi
 
 step "all suites passed"

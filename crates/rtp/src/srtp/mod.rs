@@ -17,6 +17,7 @@ use cipher::{AuthFailed, Transform};
 use peerlink_proto::Unwrapper16;
 use replay::{Replay, ReplayWindow};
 use std::collections::hash_map::{Entry, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 pub use replay::DEFAULT_WINDOW;
 
@@ -141,6 +142,30 @@ impl Default for SrtpConfig {
     }
 }
 
+/// Per-SSRC maps are looked up on every packet: a multiplicative hash of the 32-bit SSRC
+/// instead of SipHash. Only authenticated streams (or our own) are inserted, and at most
+/// `max_streams` of them, so a peer cannot flood the map with colliding keys.
+#[derive(Debug, Default, Clone, Copy)]
+struct SsrcHasher(u64);
+
+impl Hasher for SsrcHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (u64::from(n) ^ self.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type SsrcMap<T> = HashMap<u32, T, BuildHasherDefault<SsrcHasher>>;
+
 #[derive(Debug)]
 struct SendStream {
     rtp: Unwrapper16,
@@ -161,8 +186,8 @@ pub struct SrtpContext {
     config: SrtpConfig,
     rtp: Transform,
     rtcp: Transform,
-    sending: HashMap<u32, SendStream>,
-    receiving: HashMap<u32, ReceiveStream>,
+    sending: SsrcMap<SendStream>,
+    receiving: SsrcMap<ReceiveStream>,
     stats: SrtpStats,
 }
 
@@ -201,8 +226,8 @@ impl SrtpContext {
             config,
             rtp,
             rtcp,
-            sending: HashMap::new(),
-            receiving: HashMap::new(),
+            sending: SsrcMap::default(),
+            receiving: SsrcMap::default(),
             stats: SrtpStats::default(),
         }
     }
@@ -355,7 +380,7 @@ impl SrtpContext {
 
 /// The state of `ssrc`, made if there is room for one more stream.
 fn bounded_entry<T>(
-    map: &mut HashMap<u32, T>,
+    map: &mut SsrcMap<T>,
     ssrc: u32,
     max: usize,
     make: impl FnOnce() -> T,
