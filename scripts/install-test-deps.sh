@@ -22,6 +22,10 @@ command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v ss >/dev/null || need_apt+=(iproute2)
+# libsrtp 2 and a C compiler: the SRTP differential test and benchmark build a small C program
+# against it (bench/srtp-ref/srtp_ref.c); the Rust crates never link it.
+command -v cc >/dev/null || need_apt+=(gcc libc6-dev)
+pkg-config --exists libsrtp2 2>/dev/null || need_apt+=(libsrtp2-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing Debian packages: ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive

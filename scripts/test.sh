@@ -24,6 +24,10 @@ cargo clippy --workspace --all-targets -q -- -D warnings
 step "cargo test --workspace"
 cargo test --workspace
 
+step "RTP/RTCP/SRTP: RFC 3711 and RFC 7714 vectors, then a differential test against libsrtp 2"
+cargo test -q -p peerlink-rtp --lib -- rfc
+tests/e2e/srtp-libsrtp.sh
+
 step "DTLS + SCTP + data channels in netsim: 100 MB at 0, 2 and 10% loss (release)"
 cargo test --release -q -p peerlink-sctp --test stack -- --ignored --nocapture
 
@@ -105,6 +109,8 @@ if [ "${BENCH:-1}" != 0 ]; then
     ROUNDS=${DC_ROUNDS:-3} bench/datachannel.sh
     step "benchmark: the native peer (set-up time, send -> recv) vs Chromium and aiortc"
     bench/peer.sh
+    step "benchmark: SRTP protect/unprotect per packet, peerlink-rtp vs libsrtp 2"
+    ROUNDS=${SRTP_ROUNDS:-5} bench/srtp.sh
 fi
 
 step "all suites passed"

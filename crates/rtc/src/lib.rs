@@ -235,6 +235,16 @@ pub struct PeerConnection {
     record: Vec<u8>,
     /// The SCTP packet being sealed.
     plain: Vec<u8>,
+    /// RTP and RTCP datagrams that arrived with no media negotiated to take them.
+    media_dropped: MediaDropped,
+}
+
+/// Datagrams of RTP and RTCP (RFC 7983 §7: first byte 128-191) that were dropped: media is
+/// not negotiated yet, so nothing takes them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MediaDropped {
+    pub rtp: u64,
+    pub rtcp: u64,
 }
 
 impl std::fmt::Debug for PeerConnection {
@@ -303,11 +313,17 @@ impl PeerConnection {
             rng: SeededRng::with_counter(&seed, 10),
             record: vec![0u8; 70_000],
             plain: Vec::new(),
+            media_dropped: MediaDropped::default(),
         })
     }
 
     pub fn fingerprint(&self) -> &Fingerprint {
         self.certificate.fingerprint()
+    }
+
+    /// RTP and RTCP datagrams dropped for want of negotiated media.
+    pub fn media_dropped(&self) -> MediaDropped {
+        self.media_dropped
     }
 
     /// SCTP counters and state, for diagnostics.

@@ -9,9 +9,16 @@ impl PeerConnection {
     pub fn handle_receive(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, datagram: &[u8]) {
         if let Some(range) = self.ice.handle_receive(now, from, to, datagram) {
             let data = &datagram[range];
-            // RFC 7983: 20-63 is DTLS; 0-3 STUN went to ICE; RTP/RTCP (128-191) has no
-            // taker yet; anything else is dropped.
-            if matches!(data.first(), Some(20..=63)) {
+            // RFC 7983: 20-63 is DTLS; 0-3 STUN went to ICE; 128-191 is RTP or RTCP, told
+            // apart by RFC 5761 §4 and counted (no media is negotiated to take them yet);
+            // anything else is dropped.
+            if peerlink_rtp::is_rtp_or_rtcp(data) {
+                let counter = match peerlink_rtp::is_rtcp(data) {
+                    true => &mut self.media_dropped.rtcp,
+                    false => &mut self.media_dropped.rtp,
+                };
+                *counter += 1;
+            } else if matches!(data.first(), Some(20..=63)) {
                 self.start_dtls(now);
                 if let Some(dtls) = &mut self.dtls {
                     dtls.handle_receive(now, data);

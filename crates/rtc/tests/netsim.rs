@@ -5,8 +5,8 @@
 
 use peerlink_netsim::{pump, seed, Datagram, HostId, LinkConfig, NatConfig, Network};
 use peerlink_rtc::{
-    ChannelConfig, ChannelEvent, CloseReason, ConnectionState, Description, IceFailure, PeerConnection,
-    RtcConfig, RtcEvent, SdpType, SignalingState,
+    ChannelConfig, ChannelEvent, CloseReason, ConnectionState, Description, IceFailure, MediaDropped,
+    PeerConnection, RtcConfig, RtcEvent, SdpType, SignalingState,
 };
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -150,6 +150,31 @@ fn offer_answer_connects_and_a_channel_carries_messages_both_ways() {
             assert_eq!(pair, Some(("srflx", "srflx")));
         }
     }
+}
+
+#[test]
+fn rtp_and_rtcp_on_the_selected_pair_are_counted_and_dropped() {
+    let mut w = World::new(3, false);
+    let now = w.net.now();
+    w.sides[0].pc.create_data_channel(now, ChannelConfig::reliable("x")).unwrap();
+    w.negotiate(0, 1);
+    assert!(w.run(Duration::from_secs(20), World::connected));
+    let (local, remote) = w.sides[1]
+        .events
+        .iter()
+        .find_map(|e| match e {
+            RtcEvent::SelectedPair { local, remote, .. } => Some((*local, *remote)),
+            _ => None,
+        })
+        .unwrap();
+    let now = w.net.now();
+    let pc = &mut w.sides[1].pc;
+    // RFC 7983: first byte 128-191; RFC 5761 §4: a second byte of 192-223 is RTCP.
+    pc.handle_receive(now, remote, local, &[0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xAA]);
+    pc.handle_receive(now, remote, local, &[0x81, 201, 0, 1, 0, 0, 0, 1]);
+    pc.handle_receive(now, remote, local, &[0x80, 206, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2]);
+    assert_eq!(pc.media_dropped(), MediaDropped { rtp: 1, rtcp: 2 });
+    assert_eq!(pc.connection_state(), ConnectionState::Connected);
 }
 
 #[test]
