@@ -4,6 +4,7 @@
 //! resets (RFC 6525 §5.2.2). TSNs are unwrapped to 64 bits so serial arithmetic is
 //! confined to one function.
 
+use peerlink_proto::Serial16;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// A whole message for the application.
@@ -442,14 +443,14 @@ impl Receiver {
         for (stream, ssn) in streams {
             let next = self.next_ssn.get(&stream).copied().unwrap_or(0);
             // Skip to after `ssn` unless we are already past it.
-            if (ssn.wrapping_sub(next) as i16) >= 0 {
+            if Serial16(ssn).distance(Serial16(next)) >= 0 {
                 let next = ssn.wrapping_add(1);
                 self.next_ssn.insert(stream, next);
                 // Complete messages the skip passed over will never have their turn.
                 let passed: Vec<(u16, u16)> = self
                     .complete
                     .keys()
-                    .filter(|(st, s)| *st == stream && (s.wrapping_sub(next) as i16) < 0)
+                    .filter(|(st, s)| *st == stream && Serial16(*s).distance(Serial16(next)) < 0)
                     .copied()
                     .collect();
                 for key in passed {
