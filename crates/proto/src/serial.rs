@@ -101,10 +101,13 @@ serial!(Serial16, Unwrapper16, u16, i16, 16);
 serial!(Serial32, Unwrapper32, u32, i32, 32);
 
 /// The value with low bits `low` (of `bits` bits) nearest `reference`; never below zero.
+/// Exactly half a cycle away either way, the reference's own cycle wins (RFC 3711
+/// Appendix A keeps the ROC then, as libsrtp does).
 pub fn unwrap_near(reference: u64, low: u64, bits: u32) -> u64 {
     let cycle = 1u64 << bits;
     let base = reference & !(cycle - 1);
-    [base.checked_sub(cycle), Some(base), base.checked_add(cycle)]
+    // `min_by_key` keeps the first of equals: the reference's cycle comes first.
+    [Some(base), base.checked_sub(cycle), base.checked_add(cycle)]
         .into_iter()
         .flatten()
         .map(|b| b + low)
@@ -145,6 +148,17 @@ mod tests {
         assert_eq!(u.unwrap(Serial32(u32::MAX)), u64::from(u32::MAX));
         let mut v = Unwrapper32::starting_at(0);
         assert_eq!(v.unwrap(Serial32(u32::MAX - 1)), u64::from(u32::MAX - 1));
+    }
+
+    #[test]
+    fn half_a_cycle_away_stays_in_the_references_cycle() {
+        // RFC 3711 Appendix A: s_l = 100 with ROC 1, SEQ = 32868: SEQ - s_l == 32768, v = ROC.
+        assert_eq!(unwrap_near(65_536 + 100, 32_868, 16), 65_536 + 32_868);
+        // s_l = 40000 with ROC 1, SEQ = 7232: s_l - 32768 == SEQ, v = ROC.
+        assert_eq!(unwrap_near(65_536 + 40_000, 7_232, 16), 65_536 + 7_232);
+        // One past half: the neighbouring cycle.
+        assert_eq!(unwrap_near(65_536 + 100, 32_869, 16), 32_869);
+        assert_eq!(unwrap_near(65_536 + 40_000, 7_231, 16), 2 * 65_536 + 7_231);
     }
 
     #[test]

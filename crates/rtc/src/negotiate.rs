@@ -273,6 +273,7 @@ impl PeerConnection {
         if self.is_over() || self.state == state {
             return;
         }
+        let mut state = state;
         if matches!(state, ConnectionState::Closed | ConnectionState::Failed) {
             let reason = self.ending.get_or_insert_with(|| match self.ice.failure() {
                 Some(failure) => CloseReason::Ice(failure),
@@ -280,6 +281,9 @@ impl PeerConnection {
                 None if state == ConnectionState::Closed => CloseReason::LocalClose,
                 None => CloseReason::Ice(IceFailure::AllPairsFailed),
             });
+            // The first cause decides, and the final state agrees with it: a path that fails
+            // while a close (ours or the peer's) is under way does not turn it into a failure.
+            state = if reason.is_failure() { ConnectionState::Failed } else { ConnectionState::Closed };
             let event = RtcEvent::Closed { reason: reason.clone(), during_setup: !self.was_connected };
             self.events.push_back(event);
         }

@@ -63,16 +63,19 @@ impl PeerConnection {
     /// DTLS straight into `buf`.
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
-        if let Some(q) = self.queued.pop_front() {
-            buf.extend_from_slice(&q.payload);
-            return Some(Transmit { route: q.route, len: q.payload.len() });
-        }
-        if let Some(t) = self.layer_transmit(now, buf) {
+        if let Some(t) = self.queued_transmit(buf).or_else(|| self.layer_transmit(now, buf)) {
             return Some(t);
         }
-        // Events of what was sent (buffered amount low), and what they set off.
+        // Events of what was sent (buffered amount low), and what they set off (a close
+        // queues its last datagrams).
         self.pump(now);
-        self.layer_transmit(now, buf)
+        self.queued_transmit(buf).or_else(|| self.layer_transmit(now, buf))
+    }
+
+    fn queued_transmit(&mut self, buf: &mut Vec<u8>) -> Option<Transmit> {
+        let q = self.queued.pop_front()?;
+        buf.extend_from_slice(&q.payload);
+        Some(Transmit { route: q.route, len: q.payload.len() })
     }
 
     #[must_use]
@@ -173,6 +176,11 @@ impl PeerConnection {
             }
             self.events.push_back(RtcEvent::Channel(e));
         }
+        if self.closed_by_peer && !self.is_over() {
+            // The peer's close_notify: nothing more will come; stop ICE and SCTP too.
+            self.finish_close(now);
+            return;
+        }
         if let Some(reason) = sctp_ended.filter(|_| !self.is_over()) {
             // The association is all a connection carries (no media yet): its end, by a
             // shutdown either side started or otherwise, is the connection's.
@@ -196,8 +204,8 @@ impl PeerConnection {
         let state = match self.ice_state {
             IceState::Failed => ConnectionState::Failed,
             IceState::Closed => ConnectionState::Closed,
-            IceState::Disconnected => ConnectionState::Disconnected,
             _ if self.closed_by_peer => ConnectionState::Closed,
+            IceState::Disconnected => ConnectionState::Disconnected,
             IceState::Connected if dtls_up => ConnectionState::Connected,
             IceState::New if self.dtls.is_none() => ConnectionState::New,
             _ => ConnectionState::Connecting,

@@ -425,3 +425,27 @@ fn a_path_that_goes_dark_fails_with_consent_lost() {
         assert!(reason.to_string().starts_with("ICE: consent lost"), "{reason}");
     }
 }
+
+#[test]
+fn a_close_under_way_stays_a_close_when_the_path_then_fails() {
+    let mut w = World::new(53, false);
+    let now = w.net.now();
+    w.sides[0].pc.create_data_channel(now, ChannelConfig::reliable("chat")).unwrap();
+    w.negotiate(0, 1);
+    w.run(Duration::from_secs(20), |w| {
+        w.connected() && w.has(0, |e| matches!(e, RtcEvent::Channel(ChannelEvent::Open(_))))
+    });
+    assert!(w.connected());
+    // The path goes dark; just before consent runs out (30 s), side 0 closes. Its SHUTDOWN
+    // gets no answer, and ICE fails before the close's own deadline.
+    for s in &w.sides {
+        w.net.set_link(s.host, LinkConfig { up: false, ..LinkConfig::default() });
+    }
+    w.run(Duration::from_millis(28_500), |_| false);
+    assert!(closes(&w, 0).is_empty(), "{:?}", closes(&w, 0));
+    let now = w.net.now();
+    w.sides[0].pc.close(now);
+    w.run(Duration::from_secs(10), |w| !closes(w, 0).is_empty());
+    assert_eq!(closes(&w, 0), [(CloseReason::LocalClose, false)]);
+    assert_eq!(w.sides[0].pc.connection_state(), ConnectionState::Closed);
+}

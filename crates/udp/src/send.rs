@@ -92,7 +92,11 @@ impl SendBatch {
         let last = self.transmits.len().checked_sub(1);
         // A run partly sent already keeps its shape.
         let started = last == Some(self.next) && self.offset > 0;
-        if let Some(run) = self.transmits.last_mut().filter(|run| !started && run.takes(to, len)) {
+        // Only a datagram right behind the run joins it (nothing else may sit in between).
+        let adjacent = |run: &Transmit| run.start + run.len == start;
+        if let Some(run) =
+            self.transmits.last_mut().filter(|run| !started && adjacent(run) && run.takes(to, len))
+        {
             run.len += len;
             return;
         }

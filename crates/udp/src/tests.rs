@@ -310,3 +310,20 @@ fn datagrams_written_into_the_buffer_and_committed_go_like_pushed_ones() {
     let got = receive(&b, &mut batch, datagrams.len());
     assert_eq!(got.into_iter().map(|g| g.1).collect::<Vec<_>>(), datagrams);
 }
+
+#[test]
+fn bytes_left_uncommitted_between_two_datagrams_are_never_sent() {
+    let (a, b) = (sender(), receiver());
+    let datagrams = payloads(&[300, 300]);
+    let mut out = SendBatch::new();
+    out.push(addr(&b), &datagrams[0]);
+    // A producer that appended and then gave up (a datagram it could not finish).
+    out.buffer().extend_from_slice(b"left behind");
+    out.buffer().extend_from_slice(&datagrams[1]);
+    out.commit(addr(&b), datagrams[1].len());
+    assert_eq!(out.len(), 2);
+    a.send(&mut out).unwrap();
+    let mut batch = RecvBatch::new(MAX_BATCH, 2048);
+    let got = receive(&b, &mut batch, datagrams.len());
+    assert_eq!(got.into_iter().map(|g| g.1).collect::<Vec<_>>(), datagrams);
+}
