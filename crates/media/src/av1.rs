@@ -250,7 +250,13 @@ pub fn parse(payload: &[u8]) -> Result<PayloadInfo, PayloadError> {
             matches!(obu_type(e[0]), SEQUENCE_HEADER | TEMPORAL_DELIMITER | FRAME_HEADER | METADATA | FRAME)
                 && spatial_layer_0
         });
-    Ok(PayloadInfo { frame_start, keyframe: frame_start && (header & N != 0 || sequence_header) })
+    let certain_start =
+        frame_start && first.is_some_and(|e| matches!(obu_type(e[0]), SEQUENCE_HEADER | TEMPORAL_DELIMITER));
+    Ok(PayloadInfo {
+        frame_start,
+        certain_start,
+        keyframe: frame_start && (header & N != 0 || sequence_header),
+    })
 }
 
 /// Writes one whole OBU element as an OBU with its size field.
@@ -361,7 +367,7 @@ mod tests {
         // §4.4: N, W=2; the first element with its length, the last without; no size fields.
         let want = [0x28, 3, 0x08, 0xaa, 0xbb, 0x30, 0, 1, 2];
         assert_eq!(out.iter().collect::<Vec<_>>(), [(&want[..], true)]);
-        assert_eq!(parse(&want), Ok(PayloadInfo { frame_start: true, keyframe: true }));
+        assert_eq!(parse(&want), Ok(PayloadInfo { frame_start: true, certain_start: true, keyframe: true }));
     }
 
     #[test]

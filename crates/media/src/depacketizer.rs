@@ -83,6 +83,8 @@ pub struct Depacketizer {
     slots: BTreeMap<u64, Slot>,
     /// The last sequence number consumed (emitted or given up); `None` before the first frame.
     consumed: Option<u64>,
+    /// The last packet known to end a frame (a marker packet or padding).
+    last_end: Option<u64>,
     gap_pending: bool,
     last_dropped: Option<Serial32>,
     frames: VecDeque<Frame>,
@@ -121,6 +123,7 @@ impl Depacketizer {
             unwrapper: Unwrapper16::new(),
             slots: BTreeMap::new(),
             consumed: None,
+            last_end: None,
             gap_pending: false,
             last_dropped: None,
             frames: VecDeque::new(),
@@ -182,15 +185,24 @@ impl Depacketizer {
         seq + self.depth <= newest
     }
 
-    /// A frame may start at `seq`: its format says so, and the packet before it, when here,
-    /// belongs to another frame.
+    /// A frame starts at `seq`: its format says so, and the packet before it, when here,
+    /// belongs to another frame; when the format's signal is ambiguous, the packet before
+    /// must be known to end another frame.
     fn is_start(&self, seq: u64) -> bool {
         let Some(Slot::Media { timestamp, info, .. }) = self.slots.get(&seq) else { return false };
-        let same_frame_before = seq
-            .checked_sub(1)
-            .and_then(|p| self.slots.get(&p))
+        let before = seq.checked_sub(1);
+        let previous = before.and_then(|p| self.slots.get(&p));
+        let same_frame_before = previous
             .is_some_and(|s| matches!(s, Slot::Media { timestamp: t, marker: false, .. } if t == timestamp));
-        info.frame_start && !same_frame_before
+        let other_frame_before = before.is_some() && before == self.last_end
+            || previous.is_some_and(|s| match s {
+                Slot::Padding => true,
+                Slot::Malformed => false,
+                Slot::Media { timestamp: t, marker, .. } => *marker || t != timestamp,
+            })
+            // The very first packet of the stream.
+            || (self.consumed.is_none() && self.slots.first_key_value().is_some_and(|(&k, _)| k == seq));
+        info.frame_start && !same_frame_before && (info.certain_start || other_frame_before)
     }
 
     fn is_keyframe(&self, seq: u64) -> bool {
@@ -249,6 +261,7 @@ impl Depacketizer {
                 skipped |= dead;
                 // Once a frame went out, what lies behind the scan is given up for good.
                 if self.consumed.is_some() {
+                    self.gap_pending |= dead;
                     self.consume(seq);
                 } else {
                     unsure |= dead && !self.expired(seq, newest);
@@ -262,10 +275,15 @@ impl Depacketizer {
     /// Gives up everything up to and including `seq`.
     fn consume(&mut self, seq: u64) {
         while let Some(entry) = self.slots.first_entry() {
-            if *entry.key() > seq {
+            let key = *entry.key();
+            if key > seq {
                 break;
             }
             let slot = entry.remove();
+            // A frame boundary stays known after its packet is gone.
+            if matches!(slot, Slot::Padding | Slot::Media { marker: true, .. }) {
+                self.last_end = Some(key);
+            }
             self.count_dropped(&slot);
         }
         if self.consumed.is_none_or(|c| c < seq) {
@@ -298,10 +316,16 @@ impl Depacketizer {
             _ => None,
         });
         let result = depacketize(self.codec, payloads, &mut data);
-        let (timestamp, keyframe) = match self.slots.get(&start) {
-            Some(Slot::Media { timestamp, info, .. }) => (*timestamp, info.keyframe),
-            _ => (Serial32(0), false),
+        self.last_end = Some(end);
+        let timestamp = match self.slots.get(&start) {
+            Some(Slot::Media { timestamp, .. }) => *timestamp,
+            _ => Serial32(0),
         };
+        // H.264: an IDR slice may sit in any packet of the access unit.
+        let keyframe = self
+            .slots
+            .range(start..=end)
+            .any(|(_, s)| matches!(s, Slot::Media { info, .. } if info.keyframe));
         match result {
             Ok(()) => {
                 // The packets are consumed without counting them as dropped.
@@ -472,6 +496,26 @@ mod tests {
             [(3000, true), (6000, false)]
         );
         assert!(d.slots.len() <= 4);
+    }
+
+    #[test]
+    fn h264_access_unit_missing_its_first_packet_is_never_emitted() {
+        let mut d = Depacketizer::new(Codec::H264, DepacketizerConfig { reorder_depth: 2 });
+        let p = |seq: u16, ts: u32, marker: bool, payload: &[u8]| {
+            (Serial16(seq), Serial32(ts), marker, payload.to_vec())
+        };
+        let packets = [
+            p(0, 0, true, &[0x65, 0x88, 1]),
+            // Lost: seq 1, the STAP-A with SPS and PPS of the next key frame.
+            p(2, 3000, true, &[0x65, 0x88, 2]),
+            p(3, 6000, true, &[0x41, 0x9a, 3]),
+            p(4, 9000, true, &[0x41, 0x9a, 4]),
+            p(5, 12000, true, &[0x41, 0x9a, 5]),
+        ];
+        let frames = feed(&mut d, &packets);
+        let got: Vec<_> = frames.iter().map(|f| (f.timestamp.0, f.gap_before, f.keyframe)).collect();
+        assert_eq!(got, [(0, false, true), (6000, true, false), (9000, false, false), (12000, false, false)]);
+        assert_eq!(frames[1].data, [0, 0, 0, 1, 0x41, 0x9a, 3]);
     }
 
     #[test]

@@ -278,6 +278,8 @@ pub fn parse(payload: &[u8]) -> Result<PayloadInfo, PayloadError> {
         };
         if first {
             info.frame_start = begins_access_unit(nal_type, next);
+            // Only these come first in an access unit whatever else it holds.
+            info.certain_start = matches!(nal_type, SPS | AUD);
             first = false;
         }
         info.keyframe |= nal_type == IDR;
@@ -406,14 +408,23 @@ mod tests {
     #[test]
     fn start_of_access_unit_and_idr_are_recognised() {
         // Single NAL: IDR slice with first_mb_in_slice 0.
-        assert_eq!(parse(&[0x65, 0x88]), Ok(PayloadInfo { frame_start: true, keyframe: true }));
+        assert_eq!(
+            parse(&[0x65, 0x88]),
+            Ok(PayloadInfo { frame_start: true, certain_start: false, keyframe: true })
+        );
         // A second slice (first_mb_in_slice != 0) does not start one.
-        assert_eq!(parse(&[0x41, 0x40]), Ok(PayloadInfo { frame_start: false, keyframe: false }));
+        assert_eq!(
+            parse(&[0x41, 0x40]),
+            Ok(PayloadInfo { frame_start: false, certain_start: false, keyframe: false })
+        );
         // STAP-A with SPS first and an IDR inside.
         let stap = [0x78, 0, 4, 0x67, 0x42, 0xc0, 0x1f, 0, 2, 0x65, 0x88];
-        assert_eq!(parse(&stap), Ok(PayloadInfo { frame_start: true, keyframe: true }));
+        assert_eq!(parse(&stap), Ok(PayloadInfo { frame_start: true, certain_start: true, keyframe: true }));
         // FU-A start of an IDR, then a middle fragment.
-        assert_eq!(parse(&[0x7c, 0x85, 0x88]), Ok(PayloadInfo { frame_start: true, keyframe: true }));
+        assert_eq!(
+            parse(&[0x7c, 0x85, 0x88]),
+            Ok(PayloadInfo { frame_start: true, certain_start: false, keyframe: true })
+        );
         assert!(!parse(&[0x7c, 0x05, 0x00]).unwrap().frame_start);
     }
 

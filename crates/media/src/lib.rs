@@ -213,8 +213,13 @@ impl Packetizer {
 /// `parse` (which also validates the payload).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PayloadInfo {
-    /// The payload begins a frame, by the format's own signal.
+    /// The payload may begin a frame, by the format's own signal.
     pub frame_start: bool,
+    /// The signal is unambiguous (VP8's S with partition 0, VP9's B, an H.264 SPS or
+    /// delimiter, an AV1 sequence header). Otherwise (an H.264 slice, an AV1 frame OBU) the
+    /// packet before must be known to end another frame, or a lost first packet would let
+    /// the rest pass for a whole frame.
+    pub certain_start: bool,
     /// The frame is a key frame (meaningful on the frame's first payload).
     pub keyframe: bool,
 }

@@ -33,7 +33,7 @@ pub fn parse(payload: &[u8]) -> Result<PayloadInfo, PayloadError> {
     if payload.is_empty() {
         return Err(PayloadError::Empty);
     }
-    Ok(PayloadInfo { frame_start: true, keyframe: true })
+    Ok(PayloadInfo { frame_start: true, certain_start: true, keyframe: true })
 }
 
 /// Appends the frame carried by `payloads` (one, for Opus) to `out`.

@@ -111,7 +111,7 @@ pub fn parse(payload: &[u8]) -> Result<PayloadInfo, PayloadError> {
     let frame_start = d.start_of_partition && d.partition_index == 0;
     // `parse` left at least one byte after the descriptor.
     let keyframe = frame_start && payload[d.len] & 0x01 == 0;
-    Ok(PayloadInfo { frame_start, keyframe })
+    Ok(PayloadInfo { frame_start, certain_start: frame_start, keyframe })
 }
 
 /// Appends the VP8 frame carried by `payloads` (in order) to `out`.
@@ -174,11 +174,14 @@ mod tests {
             d,
             Vp8Descriptor { start_of_partition: true, partition_index: 0, picture_id: Some(0x12), len: 5 }
         );
-        assert_eq!(parse(&pkt), Ok(PayloadInfo { frame_start: true, keyframe: true }));
+        assert_eq!(parse(&pkt), Ok(PayloadInfo { frame_start: true, certain_start: true, keyframe: true }));
         // Only K set still takes the TID/Y/KEYIDX octet.
         assert_eq!(Vp8Descriptor::parse(&[0x80, 0x10, 0x00, 0x01]).unwrap().len, 3);
         // No extension at all: one octet.
-        assert_eq!(parse(&[0x10, 0x01]), Ok(PayloadInfo { frame_start: true, keyframe: false }));
+        assert_eq!(
+            parse(&[0x10, 0x01]),
+            Ok(PayloadInfo { frame_start: true, certain_start: true, keyframe: false })
+        );
     }
 
     #[test]

@@ -208,7 +208,7 @@ impl Vp9Descriptor {
 pub fn parse(payload: &[u8]) -> Result<PayloadInfo, PayloadError> {
     let d = Vp9Descriptor::parse(payload)?;
     let frame_start = d.starts_picture();
-    Ok(PayloadInfo { frame_start, keyframe: frame_start && !d.inter_picture })
+    Ok(PayloadInfo { frame_start, certain_start: frame_start, keyframe: frame_start && !d.inter_picture })
 }
 
 /// Appends the VP9 picture carried by `payloads` (in order; the layer frames of a picture
@@ -291,7 +291,7 @@ mod tests {
         assert_eq!(d.picture_id, Some(5));
         assert_eq!((d.temporal_id, d.spatial_id, d.flexible), (Some(1), Some(0), false));
         assert_eq!(d.len, pkt.len() - 1);
-        assert_eq!(parse(&pkt), Ok(PayloadInfo { frame_start: true, keyframe: true }));
+        assert_eq!(parse(&pkt), Ok(PayloadInfo { frame_start: true, certain_start: true, keyframe: true }));
         // Spatial layer 1 with B does not start the picture.
         assert!(!parse(&[0xa8, 0x05, 0x22, 0x00, 0xaa]).unwrap().frame_start);
     }
