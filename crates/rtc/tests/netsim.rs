@@ -51,6 +51,23 @@ impl World {
         World { net, stun, sides, trickle: [Vec::new(), Vec::new()], buf: Vec::new() }
     }
 
+    /// Two public hosts with `delay` on each access link, connected, with a reliable
+    /// "chat" channel from side 0 open: the world and the channel's id.
+    fn with_open_channel(n: u64, delay: Duration) -> (World, u16) {
+        let mut w = World::new(n, false);
+        for s in &w.sides {
+            w.net.set_link(s.host, LinkConfig { delay, ..LinkConfig::default() });
+        }
+        let now = w.net.now();
+        let chat = w.sides[0].pc.create_data_channel(now, ChannelConfig::reliable("chat")).unwrap();
+        w.negotiate(0, 1);
+        w.run(Duration::from_secs(20), |w| {
+            w.connected() && w.has(0, |e| matches!(e, RtcEvent::Channel(ChannelEvent::Open(_))))
+        });
+        assert!(w.connected());
+        (w, chat)
+    }
+
     fn step(&mut self) {
         let now = self.net.now();
         while let Some(req) = self.net.poll_receive(self.stun) {
@@ -293,17 +310,7 @@ fn a_renegotiation_during_setup_keeps_the_ice_roles() {
 #[test]
 fn a_close_delivers_what_was_sent_and_the_peer_sees_it_end() {
     // 20 ms each way on both links: 80 ms round trips.
-    let mut w = World::new(50, false);
-    for s in &w.sides {
-        w.net.set_link(s.host, LinkConfig { delay: Duration::from_millis(20), ..LinkConfig::default() });
-    }
-    let now = w.net.now();
-    let chat = w.sides[0].pc.create_data_channel(now, ChannelConfig::reliable("chat")).unwrap();
-    w.negotiate(0, 1);
-    w.run(Duration::from_secs(20), |w| {
-        w.connected() && w.has(0, |e| matches!(e, RtcEvent::Channel(ChannelEvent::Open(_))))
-    });
-    assert!(w.connected());
+    let (mut w, chat) = World::with_open_channel(50, Duration::from_millis(20));
     // A burst larger than the first congestion window, then close at once: all of it arrives
     // (before: the close aborted and the tail was lost).
     let now = w.net.now();
@@ -367,17 +374,7 @@ fn closes(w: &World, i: usize) -> Vec<(CloseReason, bool)> {
 #[test]
 fn a_graceful_close_is_seen_by_the_other_side_as_remote_closed_within_a_round_trip() {
     // 20 ms on each access link: 40 ms one way, 80 ms round trips.
-    let mut w = World::new(51, false);
-    for s in &w.sides {
-        w.net.set_link(s.host, LinkConfig { delay: Duration::from_millis(20), ..LinkConfig::default() });
-    }
-    let now = w.net.now();
-    w.sides[0].pc.create_data_channel(now, ChannelConfig::reliable("chat")).unwrap();
-    w.negotiate(0, 1);
-    w.run(Duration::from_secs(20), |w| {
-        w.connected() && w.has(0, |e| matches!(e, RtcEvent::Channel(ChannelEvent::Open(_))))
-    });
-    assert!(w.connected());
+    let (mut w, _) = World::with_open_channel(51, Duration::from_millis(20));
     // Let the set-up's last packets settle, then close one side.
     w.run(Duration::from_secs(1), |_| false);
     let closed_at = w.net.now();
@@ -428,14 +425,7 @@ fn a_path_that_goes_dark_fails_with_consent_lost() {
 
 #[test]
 fn a_close_under_way_stays_a_close_when_the_path_then_fails() {
-    let mut w = World::new(53, false);
-    let now = w.net.now();
-    w.sides[0].pc.create_data_channel(now, ChannelConfig::reliable("chat")).unwrap();
-    w.negotiate(0, 1);
-    w.run(Duration::from_secs(20), |w| {
-        w.connected() && w.has(0, |e| matches!(e, RtcEvent::Channel(ChannelEvent::Open(_))))
-    });
-    assert!(w.connected());
+    let (mut w, _) = World::with_open_channel(53, LinkConfig::default().delay);
     // The path goes dark; just before consent runs out (30 s), side 0 closes. Its SHUTDOWN
     // gets no answer, and ICE fails before the close's own deadline.
     for s in &w.sides {
