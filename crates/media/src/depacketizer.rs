@@ -170,10 +170,24 @@ impl Depacketizer {
             }
         };
         self.slots.insert(seq, slot);
-        self.advance(newest);
+        self.advance(newest, newest);
         if self.evict(newest) {
-            self.advance(newest);
+            self.advance(newest, newest);
         }
+    }
+
+    /// Whether packets are held back (waiting for a missing one, or for the rest of a frame).
+    pub fn has_pending(&self) -> bool {
+        !self.slots.is_empty()
+    }
+
+    /// Gives up on every packet missing before the newest one received, as if it had left
+    /// the reorder window: the frames after the holes go out (with `gap_before`). A frame
+    /// still arriving at the head of the stream is kept. The time-based half of the jitter
+    /// buffer: the caller decides how long a hole may hold frames back.
+    pub fn skip_missing(&mut self) {
+        let Some(newest) = self.unwrapper.highest() else { return };
+        self.advance(newest, newest + self.depth);
     }
 
     /// The next complete frame, oldest first.
@@ -181,8 +195,8 @@ impl Depacketizer {
         self.frames.pop_front()
     }
 
-    fn expired(&self, seq: u64, newest: u64) -> bool {
-        seq + self.depth <= newest
+    fn expired(&self, seq: u64, horizon: u64) -> bool {
+        seq + self.depth <= horizon
     }
 
     /// A frame starts at `seq`: its format says so, and the packet before it, when here,
@@ -226,8 +240,9 @@ impl Depacketizer {
         }
     }
 
-    /// Emits every frame that can go out now, in order.
-    fn advance(&mut self, newest: u64) {
+    /// Emits every frame that can go out now, in order: packets up to `newest` are looked
+    /// at, and those `depth` behind `horizon` (normally `newest`) have expired.
+    fn advance(&mut self, newest: u64, horizon: u64) {
         'frames: loop {
             let mut seq = match (self.consumed, self.slots.first_key_value()) {
                 (Some(c), _) => c + 1,
@@ -241,7 +256,7 @@ impl Depacketizer {
             let mut unsure = false;
             while seq <= newest {
                 let dead = match self.slots.get(&seq) {
-                    None if self.expired(seq, newest) => true,
+                    None if self.expired(seq, horizon) => true,
                     None => return,
                     Some(Slot::Padding) => false,
                     Some(Slot::Malformed) => true,
@@ -254,7 +269,7 @@ impl Depacketizer {
                             self.emit(seq, end, skipped);
                             continue 'frames;
                         }
-                        FrameEnd::Waiting(missing) if !self.expired(missing, newest) => return,
+                        FrameEnd::Waiting(missing) if !self.expired(missing, horizon) => return,
                         FrameEnd::Waiting(_) | FrameEnd::Broken => true,
                     },
                 };
@@ -264,7 +279,7 @@ impl Depacketizer {
                     self.gap_pending |= dead;
                     self.consume(seq);
                 } else {
-                    unsure |= dead && !self.expired(seq, newest);
+                    unsure |= dead && !self.expired(seq, horizon);
                 }
                 seq += 1;
             }

@@ -1,8 +1,8 @@
-//! A WebRTC PeerConnection for data channels, sans-IO: JSEP offers and answers (RFC 8829)
-//! with one BUNDLEd `m=application UDP/DTLS/SCTP webrtc-datachannel` section, ICE
-//! (`peerlink-ice`), DTLS (`peerlink-dtls`), SCTP and data channels (`peerlink-sctp`), and
-//! RFC 7983 demultiplexing of what arrives on the selected pair. Media sections in a remote
-//! offer are answered as rejected (port 0) for now.
+//! A WebRTC PeerConnection, sans-IO: JSEP offers and answers (RFC 8829) with BUNDLEd
+//! sections (rtcp-mux only): one `m=application UDP/DTLS/SCTP webrtc-datachannel` section and
+//! audio and video transceivers; ICE (`peerlink-ice`), DTLS (`peerlink-dtls`), SCTP and data
+//! channels (`peerlink-sctp`), SRTP with keys from DTLS (`peerlink-rtp`), RTP payload formats
+//! (`peerlink-media`), and RFC 7983 demultiplexing of what arrives on the selected pair.
 //!
 //! ```text
 //! let mut pc = PeerConnection::new(now, RtcConfig::default(), seed)?;
@@ -21,10 +21,13 @@
 //! }
 //! ```
 
+pub use codecs::{h264_profile, supported_codecs, CodecParams, H264Profile};
+pub use media::{Direction, MediaKind, MediaStats, TrackConfig, TransceiverId, TransceiverInfo};
 pub use peerlink_dtls::DtlsError;
 use peerlink_dtls::{Certificate, Dtls, DtlsConfig, DtlsEvent, Fingerprint, Role};
 use peerlink_ice::{Candidate, CandidateAddress, IceAgent, IceConfig, IceEvent, TurnServerConfig};
 pub use peerlink_ice::{IceFailure, IceState};
+pub use peerlink_media::{Codec, Frame};
 use peerlink_proto::SeededRng;
 pub use peerlink_proto::{Route, Transmit};
 use peerlink_sctp::{Association, DataChannels, SctpConfig};
@@ -46,6 +49,11 @@ pub struct RtcConfig {
     pub turn_servers: Vec<TurnServerConfig>,
     /// Our certificate; a fresh one when `None`.
     pub certificate: Option<Certificate>,
+    /// What a transceiver made for a remote offer's audio or video section does (when no
+    /// transceiver of ours was waiting for one): `None` is recvonly, as a browser's.
+    pub accept_media: Option<media::Direction>,
+    /// Transceivers made for remote offers deliver raw RTP ([`RtcEvent::Rtp`]) rather than frames.
+    pub accept_raw: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +130,40 @@ pub enum RtcEvent {
         remote_kind: &'static str,
     },
     Channel(ChannelEvent),
+    /// Something changed that needs an offer (`negotiationneeded`): a transceiver was added
+    /// or its direction changed.
+    NegotiationNeeded,
+    /// A transceiver receives media now (after a negotiation): `ontrack`. `stream_id` is the
+    /// sender's `msid` stream id.
+    Track {
+        id: media::TransceiverId,
+        kind: media::MediaKind,
+        mid: String,
+        stream_id: Option<String>,
+    },
+    /// A whole received frame. `frame.gap_before`: frames were lost before it (a keyframe
+    /// was asked for).
+    Frame {
+        id: media::TransceiverId,
+        codec: Codec,
+        frame: Frame,
+    },
+    /// A received RTP packet (after SRTP and RTX unwrapping), for transceivers set to `raw`.
+    Rtp {
+        id: media::TransceiverId,
+        packet: Vec<u8>,
+    },
+    /// The peer asks for a key frame of what we send on `id` (PLI or FIR).
+    KeyframeRequest {
+        id: media::TransceiverId,
+    },
+    /// A sender report of what `id` receives: the sender's wall clock (NTP) at an RTP
+    /// timestamp, to put its streams on one time line.
+    SenderReport {
+        id: media::TransceiverId,
+        ntp_time: u64,
+        rtp_time: u32,
+    },
     /// The connection is over, and why: the one terminal event, just before
     /// `ConnectionState(Closed)` (a close by either side) or `ConnectionState(Failed)`.
     /// `during_setup`: it had never been connected (so nothing was interrupted).
@@ -180,6 +222,21 @@ pub enum RtcError {
     Channel(#[from] peerlink_sctp::ChannelError),
     #[error("the connection is closed")]
     Closed,
+    #[error("no such transceiver")]
+    NoTransceiver,
+    #[error("the transceiver does not send (not negotiated, or not in a sending direction)")]
+    NotSending,
+    #[error("frame: {0}")]
+    Packetize(peerlink_media::PacketizeError),
+}
+
+/// A section of our descriptions, in the order the first negotiation fixed.
+#[derive(Debug, Clone)]
+enum Section {
+    Data,
+    Media(usize),
+    /// A remote offer's section we do not take part in (kept, rejected, in its place).
+    Rejected(Media),
 }
 
 /// A datagram kept for [`PeerConnection::poll_transmit`] (only on the close, which stops
@@ -237,6 +294,12 @@ pub struct PeerConnection {
     plain: Vec<u8>,
     /// RTP and RTCP datagrams that arrived with no media negotiated to take them.
     media_dropped: MediaDropped,
+    media: media::MediaState,
+    accept_direction: media::Direction,
+    accept_raw: bool,
+    order: Vec<Section>,
+    /// Both descriptions have a data channel section: SCTP runs.
+    data_negotiated: bool,
 }
 
 /// Datagrams of RTP and RTCP (RFC 7983 §7: first byte 128-191) that were dropped: media is
@@ -314,6 +377,11 @@ impl PeerConnection {
             record: vec![0u8; 70_000],
             plain: Vec::new(),
             media_dropped: MediaDropped::default(),
+            media: media::MediaState::default(),
+            accept_direction: config.accept_media.unwrap_or(media::Direction::RecvOnly),
+            accept_raw: config.accept_raw,
+            order: Vec::new(),
+            data_negotiated: false,
         })
     }
 
@@ -401,8 +469,9 @@ impl PeerConnection {
     }
 
     /// The answer to the remote offer (RFC 8829 §5.3.1): we take the DTLS client role
-    /// (`a=setup:active`) when the offer allows it, as browsers do; media sections of the
-    /// offer are rejected.
+    /// (`a=setup:active`) when the offer allows it, as browsers do. Audio and video sections
+    /// are accepted with the formats we share (see [`codecs`]); sections of other kinds, or
+    /// with no format in common, are rejected (port 0).
     pub fn create_answer(&mut self) -> Result<Description, RtcError> {
         if self.signaling != SignalingState::HaveRemoteOffer {
             return Err(RtcError::WrongState("create_answer", self.signaling));
@@ -430,20 +499,46 @@ impl PeerConnection {
             attributes: Vec::new(),
             media: Vec::new(),
         };
-        let data = self.data_section(setup);
         match offer {
-            None => sd.media.push(data),
+            None => {
+                if self.order.is_empty() {
+                    self.order.push(Section::Data);
+                }
+                // Transceivers not in a section yet get one at the end, with a new mid.
+                for i in 0..self.media.transceivers.len() {
+                    if self.media.transceivers[i].mid.is_none() && !self.media.transceivers[i].stopped {
+                        let mid = self.free_mid();
+                        self.media.transceivers[i].mid = Some(mid);
+                        self.order.push(Section::Media(i));
+                    }
+                }
+                for section in self.order.clone() {
+                    sd.media.push(match section {
+                        Section::Data => self.data_section(setup),
+                        Section::Media(i) => self.media_section(i, None, setup),
+                        Section::Rejected(m) => m,
+                    });
+                }
+            }
             Some(offer) => {
-                // One answer section per offered one, in order; only the data channel is
-                // accepted.
-                let mut data = Some(data);
+                // One answer section per offered one, in order.
+                let mut order = Vec::new();
                 for m in &offer.media {
-                    if m.is_datachannel() && data.is_some() {
-                        let mut d = data.take().expect("checked");
+                    let transceiver = m.mid().and_then(|mid| {
+                        self.media.transceivers.iter().position(|t| t.mid.as_deref() == Some(mid))
+                    });
+                    if m.is_datachannel() && m.port != 0 && !order.iter().any(|s| matches!(s, Section::Data))
+                    {
+                        let mut d = self.data_section(setup);
                         if let Some(mid) = m.mid() {
+                            self.mid = mid.to_owned();
                             d.set("mid", Some(mid));
                         }
                         sd.media.push(d);
+                        order.push(Section::Data);
+                    } else if let Some(i) = transceiver.filter(|_| m.port != 0) {
+                        sd.media.push(self.media_section(i, Some(m), setup));
+                        order.push(Section::Media(i));
                     } else {
                         let mut rejected = Media {
                             kind: m.kind.clone(),
@@ -457,9 +552,25 @@ impl PeerConnection {
                         if let Some(mid) = m.mid() {
                             rejected.set("mid", Some(mid));
                         }
-                        sd.media.push(rejected);
+                        if let Some(i) = transceiver {
+                            self.media.transceivers[i].stopped = true;
+                        }
+                        sd.media.push(rejected.clone());
+                        order.push(Section::Rejected(rejected));
                     }
                 }
+                self.order = order;
+            }
+        }
+        // Candidates go in the first bundled section (the BUNDLE tag's transport).
+        if let Some(first) = sd.media.iter_mut().find(|m| m.port != 0) {
+            for c in &self.candidates {
+                first
+                    .attributes
+                    .push(Attribute::new("candidate", Some(c.strip_prefix("candidate:").unwrap_or(c))));
+            }
+            if self.gathering_done {
+                first.attributes.push(Attribute::new("end-of-candidates", None));
             }
         }
         let bundle: Vec<&str> = sd.media.iter().filter(|m| m.port != 0).filter_map(|m| m.mid()).collect();
@@ -468,6 +579,25 @@ impl PeerConnection {
         }
         sd.attributes.push(Attribute::new("msid-semantic", Some(" WMS")));
         sd
+    }
+
+    /// A mid no section uses yet.
+    fn free_mid(&self) -> String {
+        let used = |mid: &str| {
+            self.mid == mid || self.media.transceivers.iter().any(|t| t.mid.as_deref() == Some(mid))
+        };
+        let n = (0..).find(|n: &usize| !used(&n.to_string())).expect("a free number");
+        n.to_string()
+    }
+
+    /// ICE and DTLS attributes every bundled section repeats (RFC 8843 §7.1.3 lets them be
+    /// identical).
+    pub(crate) fn transport_attributes(&self, m: &mut Media, setup: Setup) {
+        m.attributes.push(Attribute::new("ice-ufrag", Some(&self.ufrag)));
+        m.attributes.push(Attribute::new("ice-pwd", Some(&self.pwd)));
+        m.attributes.push(Attribute::new("ice-options", Some("trickle")));
+        m.attributes.push(Attribute::new("fingerprint", Some(&self.certificate.fingerprint().to_string())));
+        m.attributes.push(Attribute::new("setup", Some(setup.as_str())));
     }
 
     fn data_section(&self, setup: Setup) -> Media {
@@ -480,17 +610,7 @@ impl PeerConnection {
             lines: Vec::new(),
             attributes: Vec::new(),
         };
-        for c in &self.candidates {
-            m.attributes.push(Attribute::new("candidate", Some(c.strip_prefix("candidate:").unwrap_or(c))));
-        }
-        if self.gathering_done {
-            m.attributes.push(Attribute::new("end-of-candidates", None));
-        }
-        m.attributes.push(Attribute::new("ice-ufrag", Some(&self.ufrag)));
-        m.attributes.push(Attribute::new("ice-pwd", Some(&self.pwd)));
-        m.attributes.push(Attribute::new("ice-options", Some("trickle")));
-        m.attributes.push(Attribute::new("fingerprint", Some(&self.certificate.fingerprint().to_string())));
-        m.attributes.push(Attribute::new("setup", Some(setup.as_str())));
+        self.transport_attributes(&mut m, setup);
         m.attributes.push(Attribute::new("mid", Some(&self.mid)));
         m.attributes.push(Attribute::new("sctp-port", Some("5000")));
         m.attributes.push(Attribute::new("max-message-size", Some(&MAX_MESSAGE_SIZE.to_string())));
@@ -498,5 +618,7 @@ impl PeerConnection {
     }
 }
 
+mod codecs;
+mod media;
 mod negotiate;
 mod run;

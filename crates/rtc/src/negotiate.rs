@@ -28,8 +28,7 @@ impl PeerConnection {
             };
         };
         let sd = SessionDescription::parse(&d.sdp).map_err(|e| RtcError::BadDescription(e.to_string()))?;
-        let dc =
-            sd.datachannel().ok_or_else(|| RtcError::BadDescription("no data channel section".into()))?;
+        let dc = transport_section(&sd)?;
         let setup = sd.setup(dc);
         match (d.kind, self.signaling) {
             (SdpType::Offer, SignalingState::Stable | SignalingState::HaveLocalOffer) => {
@@ -53,6 +52,8 @@ impl PeerConnection {
                 // Our answer fixes the DTLS role.
                 let role = if setup == Some(Setup::Active) { Role::Client } else { Role::Server };
                 self.settle_role(now, role)?;
+                self.apply_local_answer(&sd);
+                self.set_data_negotiated(now, sd.datachannel().is_some_and(|m| m.port != 0));
             }
             (kind, state) => return Err(RtcError::WrongState(kind.as_str(), state)),
         }
@@ -67,8 +68,7 @@ impl PeerConnection {
             return Err(RtcError::Closed);
         }
         let sd = SessionDescription::parse(&d.sdp).map_err(|e| RtcError::BadDescription(e.to_string()))?;
-        let dc =
-            sd.datachannel().ok_or_else(|| RtcError::BadDescription("no data channel section".into()))?;
+        let dc = transport_section(&sd)?;
         let creds =
             sd.ice_credentials(dc).ok_or_else(|| RtcError::BadDescription("no ICE credentials".into()))?;
         let fingerprint: Fingerprint = sd
@@ -107,7 +107,10 @@ impl PeerConnection {
         }
         self.ice.set_remote_lite(sd.ice_lite());
         self.ice.set_remote_credentials(now, &creds.ufrag, &creds.pwd)?;
-        let max_message_size = dc.max_message_size().map_or(65_536, |m| m.min(usize::MAX as u64) as usize);
+        let max_message_size = sd
+            .datachannel()
+            .and_then(|m| m.max_message_size())
+            .map_or(65_536, |m| m.min(usize::MAX as u64) as usize);
         self.channels.association_mut().set_max_send_message(if max_message_size == 0 {
             usize::MAX
         } else {
@@ -125,11 +128,25 @@ impl PeerConnection {
         if dc.end_of_candidates() {
             self.ice.end_of_remote_candidates(now);
         }
+        self.apply_remote_media(&sd, d.kind == SdpType::Answer);
+        if d.kind == SdpType::Answer {
+            self.set_data_negotiated(now, sd.datachannel().is_some_and(|m| m.port != 0));
+        }
         self.remote_sdp = Some(sd);
         // A DTLS server can take the ClientHello as soon as it knows the fingerprint.
         self.start_dtls(now);
         self.pump(now);
         Ok(())
+    }
+
+    /// SCTP runs once both descriptions have a data channel section (and DTLS is up).
+    fn set_data_negotiated(&mut self, now: Instant, yes: bool) {
+        if yes && !self.data_negotiated {
+            self.data_negotiated = true;
+            if self.dtls.as_ref().is_some_and(Dtls::is_connected) {
+                self.channels.association_mut().connect(now);
+            }
+        }
     }
 
     /// A trickled remote candidate (`candidate:...`, with or without `a=`), or the end of
@@ -230,7 +247,8 @@ impl PeerConnection {
         }
         self.signaling = SignalingState::Closed;
         self.ending.get_or_insert(CloseReason::LocalClose);
-        let sctp_up = self.channels.association().state() == peerlink_sctp::SctpState::Established;
+        let sctp_up = self.data_negotiated
+            && self.channels.association().state() == peerlink_sctp::SctpState::Established;
         if sctp_up && self.dtls.as_ref().is_some_and(Dtls::is_connected) {
             self.closing = Some(now + CLOSE_DEADLINE);
             self.channels.association_mut().close(now);
@@ -291,4 +309,13 @@ impl PeerConnection {
         self.state = state;
         self.events.push_back(RtcEvent::ConnectionState(state));
     }
+}
+
+/// The section whose ICE and DTLS attributes hold for the BUNDLE group: the first one not
+/// rejected (all bundled sections carry the same).
+fn transport_section(sd: &SessionDescription) -> Result<&Media, RtcError> {
+    let tag = sd.bundle().first().copied();
+    tag.and_then(|mid| sd.media.iter().find(|m| m.mid() == Some(mid) && m.port != 0))
+        .or_else(|| sd.media.iter().find(|m| m.port != 0))
+        .ok_or_else(|| RtcError::BadDescription("no section that is not rejected".into()))
 }

@@ -10,14 +10,9 @@ impl PeerConnection {
         if let Some(range) = self.ice.handle_receive(now, from, to, datagram) {
             let data = &datagram[range];
             // RFC 7983: 20-63 is DTLS; 0-3 STUN went to ICE; 128-191 is RTP or RTCP, told
-            // apart by RFC 5761 §4 and counted (no media is negotiated to take them yet);
-            // anything else is dropped.
+            // apart by RFC 5761 §4; anything else is dropped.
             if peerlink_rtp::is_rtp_or_rtcp(data) {
-                let counter = match peerlink_rtp::is_rtcp(data) {
-                    true => &mut self.media_dropped.rtcp,
-                    false => &mut self.media_dropped.rtp,
-                };
-                *counter += 1;
+                self.handle_media(now, data);
             } else if matches!(data.first(), Some(20..=63)) {
                 self.start_dtls(now);
                 if let Some(dtls) = &mut self.dtls {
@@ -42,6 +37,7 @@ impl PeerConnection {
             dtls.handle_timeout(now);
         }
         self.channels.handle_timeout(now);
+        self.media_timeout(now);
         self.pump(now);
     }
 
@@ -51,6 +47,7 @@ impl PeerConnection {
             self.ice.poll_timeout(),
             self.dtls.as_ref().and_then(Dtls::poll_timeout),
             self.channels.poll_timeout(),
+            self.media_poll_timeout(),
             self.closing,
         ]
         .into_iter()
@@ -88,13 +85,21 @@ impl PeerConnection {
         if let Some(t) = self.ice.poll_transmit(now, buf) {
             return Some(t);
         }
-        let dtls = self.dtls.as_mut()?;
         loop {
             let start = buf.len();
+            let dtls = self.dtls.as_mut()?;
             if dtls.poll_transmit(now, buf).is_none() {
                 if !dtls.is_connected() {
                     return None;
                 }
+                // Media first: it is late when it waits; SCTP has its own window.
+                if !self.is_over() && self.media_transmit(buf) {
+                    if let Some(t) = self.ice.send_data(buf, start) {
+                        return Some(t);
+                    }
+                    continue;
+                }
+                let dtls = self.dtls.as_mut()?;
                 self.plain.clear();
                 let _ = self.channels.poll_transmit(now, &mut self.plain)?;
                 // A failure is an event of DTLS, which `pump` turns into ours.
@@ -152,11 +157,17 @@ impl PeerConnection {
             }
         }
         let mut dtls_failed = None;
+        let mut srtp_keys = None;
         if let Some(dtls) = &mut self.dtls {
             while let Some(e) = dtls.poll_event() {
                 match e {
                     // Both ends start SCTP (a simultaneous open, as browsers do).
-                    DtlsEvent::Connected { .. } => self.channels.association_mut().connect(now),
+                    DtlsEvent::Connected { srtp } => {
+                        srtp_keys = Some(srtp);
+                        if self.data_negotiated {
+                            self.channels.association_mut().connect(now);
+                        }
+                    }
                     DtlsEvent::Closed => {
                         self.closed_by_peer = true;
                         self.ending.get_or_insert(CloseReason::RemoteClosed);
@@ -165,6 +176,9 @@ impl PeerConnection {
                     _ => {}
                 }
             }
+        }
+        if let Some(keys) = srtp_keys {
+            self.start_srtp(now, keys);
         }
         if let Some(e) = dtls_failed {
             self.fail(CloseReason::Dtls(e));

@@ -195,7 +195,7 @@ fn rtp_and_rtcp_on_the_selected_pair_are_counted_and_dropped() {
 }
 
 #[test]
-fn the_answer_rejects_media_sections_and_keeps_their_order() {
+fn the_answer_to_chromiums_offer_takes_its_audio_and_video_and_keeps_the_order() {
     let mut w = World::new(3, false);
     let chromium = include_str!("../../sdp/testdata/chromium-av-datachannel-offer.sdp");
     let now = w.net.now();
@@ -206,11 +206,114 @@ fn the_answer_rejects_media_sections_and_keeps_their_order() {
     let answer = w.sides[1].pc.create_answer().unwrap();
     let sd = peerlink_sdp::SessionDescription::parse(&answer.sdp).unwrap();
     let ports: Vec<(String, u16)> = sd.media.iter().map(|m| (m.kind.clone(), m.port)).collect();
-    assert_eq!(ports, [("audio".into(), 0), ("video".into(), 0), ("application".into(), 9)]);
-    assert_eq!(sd.bundle(), ["2"]);
+    assert_eq!(ports, [("audio".into(), 9), ("video".into(), 9), ("application".into(), 9)]);
+    assert_eq!(sd.bundle(), ["0", "1", "2"]);
     let dc = sd.datachannel().unwrap();
     assert_eq!(sd.setup(dc), Some(peerlink_sdp::Setup::Active));
     assert_eq!(dc.mid(), Some("2"));
+    // Chromium sends (sendrecv); a transceiver made for its offer receives.
+    for m in &sd.media[..2] {
+        assert!(m.has("recvonly") && m.has("rtcp-mux"), "{m:?}");
+        assert!(m.attributes("extmap").any(|e| e.ends_with("sdes:mid")), "{m:?}");
+    }
+    let audio = &sd.media[0];
+    assert_eq!(audio.formats, ["111"]);
+    assert!(audio.attributes("rtpmap").any(|r| r == "111 opus/48000/2"));
+    // Video: the offer's order, each with its RTX; red and ulpfec are not taken.
+    let video = &sd.media[1];
+    let names: Vec<&str> = video.attributes("rtpmap").map(|r| r.split_once(' ').unwrap().1).collect();
+    assert!(names[0].starts_with("VP8/90000") && names[1] == "rtx/90000", "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("red") || n.starts_with("ulpfec")), "{names:?}");
+    let tracks = w.sides[1].pc.transceivers();
+    assert_eq!(tracks.len(), 2);
+    assert_eq!(tracks[1].codecs[0].codec, peerlink_rtc::Codec::Vp8);
+}
+
+/// A VP8 frame: its payload header byte 0 has P=0 for a key frame.
+fn vp8_frame(n: usize, len: usize) -> Vec<u8> {
+    let mut f: Vec<u8> = (0..len).map(|i| (i * 7 + n * 13) as u8).collect();
+    f[0] = if n % 30 == 0 { 0x10 } else { 0x11 };
+    f
+}
+
+/// Side 0 sends video (VP8) and audio (Opus) to side 1 over links with `loss`; returns the
+/// frames side 1 received (by transceiver kind) and side 0's and 1's stats.
+fn send_media(n: u64, loss: f64, frames: usize) -> (Vec<(peerlink_rtc::Codec, Vec<u8>, bool)>, World) {
+    use peerlink_rtc::{Direction, MediaKind, TrackConfig};
+    let mut w = World::new(n, false);
+    let now = w.net.now();
+    w.sides[0].pc.create_data_channel(now, ChannelConfig::reliable("x")).unwrap();
+    let video = w.sides[0]
+        .pc
+        .add_transceiver(MediaKind::Video, Direction::SendOnly, TrackConfig::new(MediaKind::Video))
+        .unwrap();
+    let audio = w.sides[0]
+        .pc
+        .add_transceiver(MediaKind::Audio, Direction::SendOnly, TrackConfig::new(MediaKind::Audio))
+        .unwrap();
+    w.negotiate(0, 1);
+    assert!(w.run(Duration::from_secs(20), World::connected));
+    assert!(w.has(1, |e| matches!(e, RtcEvent::Track { kind: MediaKind::Video, .. })));
+    for s in &w.sides {
+        w.net
+            .set_link(s.host, LinkConfig { loss, delay: Duration::from_millis(20), ..LinkConfig::default() });
+    }
+    let mut sent = Vec::new();
+    for i in 0..frames {
+        let now = w.net.now();
+        let frame = vp8_frame(i, 500 + (i * 397) % 6000);
+        w.sides[0].pc.write_frame(now, video, (i as u32) * 3000, &frame).unwrap();
+        let opus = vec![0x78, i as u8, 1, 2, 3];
+        w.sides[0].pc.write_frame(now, audio, (i as u32) * 1600, &opus).unwrap();
+        sent.push(frame);
+        w.run(Duration::from_millis(33), |_| false);
+    }
+    w.run(Duration::from_secs(2), |_| false);
+    let got = w.sides[1]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            RtcEvent::Frame { codec, frame, .. } => Some((*codec, frame.data.clone(), frame.gap_before)),
+            _ => None,
+        })
+        .collect();
+    (got, w)
+}
+
+#[test]
+fn video_and_audio_frames_arrive_whole_and_in_order() {
+    let (got, w) = send_media(40, 0.0, 60);
+    let video: Vec<&Vec<u8>> =
+        got.iter().filter(|(c, ..)| *c == peerlink_rtc::Codec::Vp8).map(|(_, d, _)| d).collect();
+    let audio = got.iter().filter(|(c, ..)| *c == peerlink_rtc::Codec::Opus).count();
+    assert_eq!(video.len(), 60);
+    for (i, d) in video.iter().enumerate() {
+        assert_eq!(**d, vp8_frame(i, 500 + (i * 397) % 6000), "frame {i}");
+    }
+    assert_eq!(audio, 60);
+    assert!(got.iter().all(|(_, _, gap)| !gap));
+    let stats = w.sides[1].pc.media_stats(peerlink_rtc::TransceiverId(0)).unwrap();
+    assert_eq!(stats.nacks_sent, 0);
+}
+
+#[test]
+fn lost_video_packets_are_asked_for_and_retransmitted_over_rtx() {
+    let (got, w) = send_media(41, 0.05, 150);
+    let video: Vec<&Vec<u8>> =
+        got.iter().filter(|(c, ..)| *c == peerlink_rtc::Codec::Vp8).map(|(_, d, _)| d).collect();
+    let sent: Vec<Vec<u8>> = (0..150).map(|i| vp8_frame(i, 500 + (i * 397) % 6000)).collect();
+    // Every frame delivered is exactly one that was sent (never a partial one), in order.
+    let mut at = 0;
+    for d in &video {
+        let k = sent[at..].iter().position(|s| s == *d).expect("a frame that was sent");
+        at += k + 1;
+    }
+    let receiver = w.sides[1].pc.media_stats(peerlink_rtc::TransceiverId(0)).unwrap();
+    let sender = w.sides[0].pc.media_stats(peerlink_rtc::TransceiverId(0)).unwrap();
+    assert!(receiver.nacks_sent > 0 && sender.retransmissions_sent > 0, "{receiver:?} {sender:?}");
+    assert!(receiver.retransmissions_received > 0, "{receiver:?}");
+    eprintln!("{} of 150 frames; {receiver:?} {sender:?}", video.len());
+    assert!(video.len() >= 145, "{} of 150 frames; {receiver:?}", video.len());
 }
 
 #[test]

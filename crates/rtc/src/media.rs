@@ -1,0 +1,1221 @@
+//! Audio and video: transceivers (RFC 8829 §3.4.1 and §5), their SDP sections, and the RTP
+//! path of each: SRTP (keys from DTLS-SRTP), routing of received packets by SSRC, then by
+//! the mid header extension (RFC 9143 §15) and payload type, RTX unwrapping (RFC 4588),
+//! frame assembly behind a reorder window, keyframe requests, retransmissions from a send
+//! history, and RTCP.
+
+use super::*;
+use crate::codecs::{self, CodecParams};
+use peerlink_media::{
+    Codec, Depacketizer, DepacketizerConfig, Frame, Packetizer, PacketizerConfig, Payloads,
+};
+use peerlink_rtp::rtcp::{Fir, Nack, Pli, ReceiverReport, RtcpPacket, Sdes, SdesChunk, SenderReport};
+use peerlink_rtp::{ExtensionMap, RtpHeader, RtpPacket, Serial16, Serial32, SrtpSession};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// `audio` or `video`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+impl MediaKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+        }
+    }
+
+    fn parse(s: &str) -> Option<MediaKind> {
+        match s {
+            "audio" => Some(MediaKind::Audio),
+            "video" => Some(MediaKind::Video),
+            _ => None,
+        }
+    }
+}
+
+/// A transceiver's direction (RFC 8829 §5.2.2, `RTCRtpTransceiverDirection`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+
+    fn of(m: &peerlink_sdp::Media) -> Direction {
+        for a in &m.attributes {
+            match a.name.as_str() {
+                "sendrecv" => return Direction::SendRecv,
+                "sendonly" => return Direction::SendOnly,
+                "recvonly" => return Direction::RecvOnly,
+                "inactive" => return Direction::Inactive,
+                _ => {}
+            }
+        }
+        Direction::SendRecv
+    }
+
+    fn new(send: bool, recv: bool) -> Direction {
+        match (send, recv) {
+            (true, true) => Direction::SendRecv,
+            (true, false) => Direction::SendOnly,
+            (false, true) => Direction::RecvOnly,
+            (false, false) => Direction::Inactive,
+        }
+    }
+
+    pub fn sends(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::SendOnly)
+    }
+
+    pub fn receives(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::RecvOnly)
+    }
+
+    /// The direction as the other side sees it.
+    pub fn reverse(self) -> Direction {
+        Direction::new(self.receives(), self.sends())
+    }
+}
+
+/// Identifies a transceiver of a [`PeerConnection`] (its index; stable for the connection's
+/// life).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TransceiverId(pub usize);
+
+/// How a transceiver is set up ([`PeerConnection::add_transceiver`]).
+#[derive(Debug, Clone)]
+pub struct TrackConfig {
+    /// The formats we offer or accept, preferred first ([`codecs::supported_codecs`] filtered
+    /// by the caller); empty: all we support for the kind.
+    pub codecs: Vec<CodecParams>,
+    /// The `msid` stream and track ids of what we send.
+    pub stream_id: String,
+    pub track_id: String,
+    /// Deliver received media as raw RTP packets ([`RtcEvent::Rtp`]) instead of frames.
+    pub raw: bool,
+    /// How long a missing packet may hold back the frames after it before they are given
+    /// up on (the jitter buffer's depth in time; retransmissions must come back within it).
+    pub max_delay: Duration,
+    /// How many sequence numbers a packet may arrive late and still count.
+    pub reorder_depth: u16,
+}
+
+impl TrackConfig {
+    pub fn new(kind: MediaKind) -> TrackConfig {
+        TrackConfig {
+            codecs: Vec::new(),
+            stream_id: String::new(),
+            track_id: String::new(),
+            raw: false,
+            max_delay: match kind {
+                MediaKind::Audio => Duration::from_millis(150),
+                MediaKind::Video => Duration::from_millis(500),
+            },
+            reorder_depth: match kind {
+                MediaKind::Audio => 64,
+                MediaKind::Video => 1024,
+            },
+        }
+    }
+}
+
+/// What an application can see of a transceiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransceiverInfo {
+    pub id: TransceiverId,
+    pub kind: MediaKind,
+    pub mid: Option<String>,
+    /// What we asked for.
+    pub direction: Direction,
+    /// What the last negotiation settled (`None` before one).
+    pub current_direction: Option<Direction>,
+    /// The negotiated formats, the first being the one we send.
+    pub codecs: Vec<CodecParams>,
+    /// The remote side's `msid` stream id, when it sends.
+    pub remote_stream_id: Option<String>,
+}
+
+/// Counters of one transceiver.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MediaStats {
+    pub packets_sent: u64,
+    pub bytes_sent: u64,
+    pub frames_sent: u64,
+    pub packets_received: u64,
+    pub bytes_received: u64,
+    pub frames_received: u64,
+    pub keyframes_received: u64,
+    /// Packets we retransmitted (answering NACKs).
+    pub retransmissions_sent: u64,
+    /// Retransmitted packets received (RTX unwrapped).
+    pub retransmissions_received: u64,
+    pub nacks_received: u64,
+    pub nacks_sent: u64,
+    pub plis_received: u64,
+    pub plis_sent: u64,
+    /// Frames given up on (holes that were never filled).
+    pub frames_dropped: u64,
+}
+
+/// How many sent packets each sending stream keeps for retransmission (about a second of
+/// video at 1 Mbit/s).
+const HISTORY: usize = 512;
+/// The least time between two keyframe requests for a stream.
+const PLI_INTERVAL: Duration = Duration::from_millis(300);
+/// RTCP report interval (RFC 3550 §6.2 with the minimum WebRTC implementations use).
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// RTP payload room: 1200-byte packets leave room for TURN, SRTP and IPv6 on a 1280 MTU.
+const MAX_RTP_PACKET: usize = 1200;
+
+#[derive(Debug)]
+struct SendStream {
+    ssrc: u32,
+    rtx_ssrc: u32,
+    seq: Serial16,
+    rtx_seq: Serial16,
+    packetizer: Option<(u8, Packetizer)>,
+    /// Sent packets by sequence number, for retransmissions.
+    history: VecDeque<(Serial16, Vec<u8>)>,
+    last_timestamp: Option<(Serial32, Instant)>,
+    packets: u32,
+    octets: u32,
+}
+
+#[derive(Debug)]
+struct RecvStream {
+    /// The remote's media SSRC (signalled, or learned from the first packet).
+    ssrc: Option<u32>,
+    rtx_ssrc: Option<u32>,
+    /// Depacketizer of the payload type in use.
+    depacketizer: Option<(u8, Depacketizer)>,
+    /// Since when frames are held back behind a hole.
+    stalled_since: Option<Instant>,
+    highest: Option<u64>,
+    unwrapper: peerlink_rtp::Unwrapper16,
+    first: Option<u64>,
+    received: u64,
+    /// Lost count and expected count at the last report (RFC 3550 A.3).
+    prior: (u64, u64),
+    jitter: f64,
+    last_transit: Option<i64>,
+    /// When the stream's sequence numbers were first seen, for jitter on its clock.
+    epoch: Option<Instant>,
+    last_sr: Option<(u32, Instant)>,
+    /// A keyframe is wanted (a gap, or no keyframe yet).
+    want_keyframe: bool,
+    last_pli: Option<Instant>,
+    /// Sequence numbers missing (for NACK), with when they were found missing and how often
+    /// they were asked for.
+    missing: BTreeMap<u64, (Instant, u8)>,
+    fir_seq: u8,
+}
+
+impl RecvStream {
+    fn new() -> RecvStream {
+        RecvStream {
+            ssrc: None,
+            rtx_ssrc: None,
+            depacketizer: None,
+            stalled_since: None,
+            highest: None,
+            unwrapper: peerlink_rtp::Unwrapper16::new(),
+            first: None,
+            received: 0,
+            prior: (0, 0),
+            jitter: 0.0,
+            last_transit: None,
+            epoch: None,
+            last_sr: None,
+            want_keyframe: true,
+            last_pli: None,
+            missing: BTreeMap::new(),
+            fir_seq: 0,
+        }
+    }
+}
+
+use std::collections::BTreeMap;
+
+#[derive(Debug)]
+pub(crate) struct Transceiver {
+    pub(crate) kind: MediaKind,
+    pub(crate) mid: Option<String>,
+    pub(crate) direction: Direction,
+    pub(crate) current: Option<Direction>,
+    config: TrackConfig,
+    /// What we offered (to read the answer against).
+    offered: Vec<CodecParams>,
+    codecs: Vec<CodecParams>,
+    extensions: Vec<(u8, String)>,
+    ext_map: ExtensionMap,
+    remote_stream_id: Option<String>,
+    /// The section is rejected (port 0) for good.
+    pub(crate) stopped: bool,
+    send: SendStream,
+    recv: RecvStream,
+    announced: bool,
+    stats: MediaStats,
+}
+
+impl Transceiver {
+    fn info(&self, id: TransceiverId) -> TransceiverInfo {
+        TransceiverInfo {
+            id,
+            kind: self.kind,
+            mid: self.mid.clone(),
+            direction: self.direction,
+            current_direction: self.current,
+            codecs: self.codecs.clone(),
+            remote_stream_id: self.remote_stream_id.clone(),
+        }
+    }
+
+    fn our_codecs(&self) -> Vec<CodecParams> {
+        if self.config.codecs.is_empty() {
+            codecs::supported_codecs(self.kind.as_str())
+        } else {
+            self.config.codecs.clone()
+        }
+    }
+
+    fn is_rtx_pt(&self, pt: u8) -> Option<&CodecParams> {
+        self.codecs.iter().find(|c| c.rtx == Some(pt))
+    }
+}
+
+/// Media state of a connection.
+#[derive(Debug, Default)]
+pub(crate) struct MediaState {
+    pub(crate) transceivers: Vec<Transceiver>,
+    pub(crate) srtp: Option<SrtpSession>,
+    /// Plain RTP and RTCP packets waiting to be protected and sent.
+    outgoing: VecDeque<(bool, Vec<u8>)>,
+    by_ssrc: HashMap<u32, (usize, bool)>,
+    cname: String,
+    next_report: Option<Instant>,
+    /// The SSRC our receiver reports go out under when nothing is sent.
+    receiver_ssrc: u32,
+    payloads: Payloads,
+    plain: Vec<u8>,
+    /// Malformed or unroutable media from the network.
+    pub(crate) dropped: u64,
+    /// Wall clock of `epoch` as NTP (RFC 3550 §4), for sender reports.
+    ntp_epoch: Option<(Instant, u64)>,
+}
+
+/// The current NTP time from the system clock (32.32 fixed point since 1900).
+fn ntp_now() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() + 2_208_988_800;
+    (secs << 32) | ((u64::from(since.subsec_nanos()) << 32) / 1_000_000_000)
+}
+
+fn ntp_at(epoch: (Instant, u64), now: Instant) -> u64 {
+    let d = now.saturating_duration_since(epoch.0);
+    epoch.1 + (d.as_secs() << 32) + ((u64::from(d.subsec_nanos()) << 32) / 1_000_000_000)
+}
+
+impl PeerConnection {
+    /// Adds a transceiver (`addTransceiver`); the next offer carries its section. Returns its id.
+    pub fn add_transceiver(
+        &mut self,
+        kind: MediaKind,
+        direction: Direction,
+        config: TrackConfig,
+    ) -> Result<TransceiverId, RtcError> {
+        if self.signaling == SignalingState::Closed {
+            return Err(RtcError::Closed);
+        }
+        let id = self.new_transceiver(kind, direction, config);
+        self.events.push_back(RtcEvent::NegotiationNeeded);
+        Ok(id)
+    }
+
+    pub(crate) fn new_transceiver(
+        &mut self,
+        kind: MediaKind,
+        direction: Direction,
+        config: TrackConfig,
+    ) -> TransceiverId {
+        let block = self.rng.next_block();
+        let word = |i: usize| u32::from_be_bytes(block[i..i + 4].try_into().expect("4 bytes"));
+        let mut config = config;
+        if config.stream_id.is_empty() {
+            config.stream_id = format!("peerlink-{:08x}", word(8));
+        }
+        if config.track_id.is_empty() {
+            config.track_id = format!("{}-{:08x}", kind.as_str(), word(12));
+        }
+        let t = Transceiver {
+            kind,
+            mid: None,
+            direction,
+            current: None,
+            config,
+            offered: Vec::new(),
+            codecs: Vec::new(),
+            extensions: Vec::new(),
+            ext_map: ExtensionMap::default(),
+            remote_stream_id: None,
+            stopped: false,
+            send: SendStream {
+                ssrc: word(0),
+                rtx_ssrc: word(4),
+                seq: Serial16(block[16] as u16 | (u16::from(block[17]) << 8)),
+                rtx_seq: Serial16(block[18] as u16 | (u16::from(block[19]) << 8)),
+                packetizer: None,
+                history: VecDeque::new(),
+                last_timestamp: None,
+                packets: 0,
+                octets: 0,
+            },
+            recv: RecvStream::new(),
+            announced: false,
+            stats: MediaStats::default(),
+        };
+        if self.media.cname.is_empty() {
+            self.media.cname = format!("peerlink{:08x}", word(20));
+            self.media.receiver_ssrc = word(24);
+        }
+        self.media.transceivers.push(t);
+        TransceiverId(self.media.transceivers.len() - 1)
+    }
+
+    /// Changes what a transceiver does (`RTCRtpTransceiver.direction`); takes effect with the
+    /// next negotiation.
+    pub fn set_direction(&mut self, id: TransceiverId, direction: Direction) -> Result<(), RtcError> {
+        let t = self.media.transceivers.get_mut(id.0).ok_or(RtcError::NoTransceiver)?;
+        if t.direction != direction {
+            t.direction = direction;
+            self.events.push_back(RtcEvent::NegotiationNeeded);
+        }
+        Ok(())
+    }
+
+    pub fn transceiver(&self, id: TransceiverId) -> Option<TransceiverInfo> {
+        self.media.transceivers.get(id.0).map(|t| t.info(id))
+    }
+
+    pub fn transceivers(&self) -> Vec<TransceiverInfo> {
+        self.media.transceivers.iter().enumerate().map(|(i, t)| t.info(TransceiverId(i))).collect()
+    }
+
+    pub fn media_stats(&self, id: TransceiverId) -> Option<MediaStats> {
+        self.media.transceivers.get(id.0).map(|t| t.stats)
+    }
+
+    /// Sends one encoded frame (an Opus packet, a VP8/VP9 picture, an H.264 access unit in
+    /// Annex B form, an AV1 temporal unit) with its RTP timestamp, in the negotiated format.
+    pub fn write_frame(
+        &mut self,
+        now: Instant,
+        id: TransceiverId,
+        timestamp: u32,
+        frame: &[u8],
+    ) -> Result<(), RtcError> {
+        let m = &mut self.media;
+        let t = m.transceivers.get_mut(id.0).ok_or(RtcError::NoTransceiver)?;
+        if !t.current.is_some_and(Direction::sends) || t.stopped {
+            return Err(RtcError::NotSending);
+        }
+        let codec = t.codecs.first().ok_or(RtcError::NotSending)?.clone();
+        let mid_ext = t.ext_map.mid.zip(t.mid.clone());
+        if t.send.packetizer.as_ref().is_none_or(|(pt, _)| *pt != codec.payload_type) {
+            let overhead = 12 + mid_ext.as_ref().map_or(0, |(_, mid)| 4 + mid.len() + 3);
+            let config = PacketizerConfig {
+                max_payload: MAX_RTP_PACKET - overhead,
+                initial_picture_id: t.send.seq.0 & 0x7fff,
+                h264_mode: codec.h264_mode(),
+            };
+            t.send.packetizer = Some((codec.payload_type, Packetizer::new(codec.codec, config)));
+        }
+        let (_, packetizer) = t.send.packetizer.as_mut().expect("set above");
+        packetizer.packetize(frame, &mut m.payloads).map_err(RtcError::Packetize)?;
+        for (payload, last) in m.payloads.iter() {
+            let header = RtpHeader {
+                marker: last,
+                payload_type: codec.payload_type,
+                sequence_number: t.send.seq,
+                timestamp: Serial32(timestamp),
+                ssrc: t.send.ssrc,
+                ..Default::default()
+            };
+            let mut packet = Vec::with_capacity(payload.len() + 32);
+            let ext: Vec<(u8, &[u8])> = mid_ext.iter().map(|(id, mid)| (*id, mid.as_bytes())).collect();
+            header.encode(&ext, payload, 0, &mut packet).map_err(|_| RtcError::NotSending)?;
+            t.send.history.push_back((t.send.seq, packet.clone()));
+            if t.send.history.len() > HISTORY {
+                t.send.history.pop_front();
+            }
+            t.send.seq = t.send.seq.wrapping_add(1);
+            t.send.packets = t.send.packets.wrapping_add(1);
+            t.send.octets = t.send.octets.wrapping_add(payload.len() as u32);
+            t.stats.packets_sent += 1;
+            t.stats.bytes_sent += packet.len() as u64;
+            m.outgoing.push_back((false, packet));
+        }
+        t.stats.frames_sent += 1;
+        t.send.last_timestamp = Some((Serial32(timestamp), now));
+        m.next_report.get_or_insert(now + Duration::from_millis(200));
+        Ok(())
+    }
+
+    /// Asks the sender of what `id` receives for a key frame (PLI, RFC 4585 §6.3.1), at most
+    /// once per 300 ms.
+    pub fn request_keyframe(&mut self, now: Instant, id: TransceiverId) {
+        if let Some(t) = self.media.transceivers.get_mut(id.0) {
+            t.recv.want_keyframe = true;
+            let sender = t.send.ssrc;
+            Self::maybe_pli(&mut self.media.outgoing, t, now, sender);
+        }
+    }
+
+    fn maybe_pli(outgoing: &mut VecDeque<(bool, Vec<u8>)>, t: &mut Transceiver, now: Instant, sender: u32) {
+        let Some(media_ssrc) = t.recv.ssrc else { return };
+        if t.kind != MediaKind::Video || t.recv.last_pli.is_some_and(|l| now < l + PLI_INTERVAL) {
+            return;
+        }
+        t.recv.last_pli = Some(now);
+        let mut out = Vec::new();
+        let pli_ok = t.codecs.iter().any(|c| c.has_feedback("nack pli"));
+        let fir_ok = t.codecs.iter().any(|c| c.has_feedback("ccm fir"));
+        if pli_ok || !fir_ok {
+            let _ = Pli { sender_ssrc: sender, media_ssrc }.encode(&mut out);
+        } else {
+            t.recv.fir_seq = t.recv.fir_seq.wrapping_add(1);
+            let _ = Fir { sender_ssrc: sender, entries: vec![(media_ssrc, t.recv.fir_seq)] }.encode(&mut out);
+        }
+        t.stats.plis_sent += 1;
+        outgoing.push_back((true, out));
+    }
+
+    /// DTLS is up: SRTP keys for media.
+    pub(crate) fn start_srtp(&mut self, now: Instant, keys: Option<peerlink_dtls::SrtpKeys>) {
+        self.media.next_report = Some(now + Duration::from_millis(500));
+        let (Some(keys), Some(role)) = (keys, self.dtls_role) else { return };
+        let k = peerlink_rtp::DtlsSrtpKeys {
+            profile: &keys.profile,
+            client_key: &keys.client_key,
+            client_salt: &keys.client_salt,
+            server_key: &keys.server_key,
+            server_salt: &keys.server_salt,
+        };
+        let role = match role {
+            Role::Client => peerlink_rtp::DtlsRole::Client,
+            Role::Server => peerlink_rtp::DtlsRole::Server,
+        };
+        match SrtpSession::from_dtls(&k, role, peerlink_rtp::SrtpConfig::default()) {
+            Ok(s) => self.media.srtp = Some(s),
+            Err(e) => tracing::warn!(%e, "SRTP keys unusable; media will not flow"),
+        }
+    }
+
+    /// An SRTP or SRTCP datagram from the selected pair.
+    pub(crate) fn handle_media(&mut self, now: Instant, data: &[u8]) {
+        let Some(srtp) = self.media.srtp.as_mut() else {
+            let counter = match peerlink_rtp::is_rtcp(data) {
+                true => &mut self.media_dropped.rtcp,
+                false => &mut self.media_dropped.rtp,
+            };
+            *counter += 1;
+            return;
+        };
+        let mut plain = std::mem::take(&mut self.media.plain);
+        plain.clear();
+        if peerlink_rtp::is_rtcp(data) {
+            if srtp.unprotect_rtcp(data, &mut plain).is_ok() {
+                self.handle_rtcp(now, &plain);
+            } else {
+                self.media_dropped.rtcp += 1;
+            }
+        } else if srtp.unprotect_rtp(data, &mut plain).is_ok() {
+            match RtpPacket::parse(&plain) {
+                Ok(p) => self.handle_rtp(now, &p),
+                Err(_) => self.media.dropped += 1,
+            }
+        } else {
+            self.media_dropped.rtp += 1;
+        }
+        self.media.plain = plain;
+    }
+
+    /// Which transceiver a packet belongs to, and whether it is RTX: by SSRC, else by the mid
+    /// extension, else by payload type when only one receiving section has it.
+    fn route(&mut self, p: &RtpPacket<'_>) -> Option<(usize, bool)> {
+        if let Some(r) = self.media.by_ssrc.get(&p.ssrc()) {
+            return Some(*r);
+        }
+        let m = &mut self.media;
+        let mid_id = m.transceivers.iter().find_map(|t| t.ext_map.mid);
+        let mut found = None;
+        if let Some(id) = mid_id {
+            if let Some(mid) = p.extensions().get(id).and_then(|d| std::str::from_utf8(d).ok()) {
+                found = m.transceivers.iter().position(|t| t.mid.as_deref() == Some(mid) && !t.stopped);
+            }
+        }
+        if found.is_none() {
+            let pt = p.payload_type();
+            let mut candidates = m.transceivers.iter().enumerate().filter(|(_, t)| {
+                !t.stopped
+                    && t.current.is_some_and(Direction::receives)
+                    && t.codecs.iter().any(|c| c.payload_type == pt || c.rtx == Some(pt))
+            });
+            found = candidates.next().map(|(i, _)| i).filter(|_| candidates.next().is_none());
+        }
+        let i = found?;
+        let t = &mut m.transceivers[i];
+        let rtx = t.is_rtx_pt(p.payload_type()).is_some();
+        if rtx {
+            t.recv.rtx_ssrc.get_or_insert(p.ssrc());
+        } else {
+            // A new SSRC on the section (the sender restarted its stream): start over.
+            if t.recv.ssrc.is_some_and(|s| s != p.ssrc()) {
+                m.by_ssrc.retain(|_, (idx, rtx)| *idx != i || *rtx);
+                t.recv = RecvStream { rtx_ssrc: t.recv.rtx_ssrc, ..RecvStream::new() };
+            }
+            t.recv.ssrc = Some(p.ssrc());
+        }
+        m.by_ssrc.insert(p.ssrc(), (i, rtx));
+        Some((i, rtx))
+    }
+
+    fn handle_rtp(&mut self, now: Instant, p: &RtpPacket<'_>) {
+        let Some((i, rtx)) = self.route(p) else {
+            self.media.dropped += 1;
+            return;
+        };
+        let m = &mut self.media;
+        let t = &mut m.transceivers[i];
+        if !t.current.is_some_and(Direction::receives) {
+            m.dropped += 1;
+            return;
+        }
+        // RTX (RFC 4588 §4): the original sequence number leads the payload.
+        let mut restored = Vec::new();
+        let packet = if rtx {
+            let Some(original) = t.is_rtx_pt(p.payload_type()).map(|c| c.payload_type) else { return };
+            let payload = p.payload();
+            if payload.len() < 2 {
+                // An RTX packet with no payload is padding (bandwidth probing).
+                return;
+            }
+            let osn = Serial16(u16::from_be_bytes([payload[0], payload[1]]));
+            let Some(ssrc) = t.recv.ssrc else { return };
+            let header = RtpHeader {
+                marker: p.marker(),
+                payload_type: original,
+                sequence_number: osn,
+                timestamp: p.timestamp(),
+                ssrc,
+                ..Default::default()
+            };
+            let ext: Vec<(u8, &[u8])> = p.extensions().flatten().collect();
+            if header.encode(&ext, &payload[2..], 0, &mut restored).is_err() {
+                return;
+            }
+            t.stats.retransmissions_received += 1;
+            match RtpPacket::parse(&restored) {
+                Ok(r) => r,
+                Err(_) => return,
+            }
+        } else {
+            *p
+        };
+        t.stats.packets_received += 1;
+        t.stats.bytes_received += packet.as_bytes().len() as u64;
+        let seq = t.recv.unwrapper.unwrap(packet.sequence_number());
+        let clock = t
+            .codecs
+            .iter()
+            .find(|c| c.payload_type == packet.payload_type())
+            .map_or(90_000, |c| c.clock_rate);
+        receive_stats(&mut t.recv, now, seq, packet.timestamp().0, clock, rtx);
+        if t.config.raw {
+            self.events.push_back(RtcEvent::Rtp { id: TransceiverId(i), packet: packet.as_bytes().to_vec() });
+            return;
+        }
+        let pt = packet.payload_type();
+        let Some(codec) = t.codecs.iter().find(|c| c.payload_type == pt).map(|c| c.codec) else {
+            m.dropped += 1;
+            return;
+        };
+        if t.recv.depacketizer.as_ref().is_none_or(|(p, _)| *p != pt) {
+            let config = DepacketizerConfig { reorder_depth: t.config.reorder_depth };
+            t.recv.depacketizer = Some((pt, Depacketizer::new(codec, config)));
+        }
+        let (_, d) = t.recv.depacketizer.as_mut().expect("set above");
+        d.handle_packet(&packet);
+        let sender = t.send.ssrc;
+        Self::drain_frames(&mut self.events, &mut m.outgoing, t, i, now, codec, sender);
+    }
+
+    fn drain_frames(
+        events: &mut VecDeque<RtcEvent>,
+        outgoing: &mut VecDeque<(bool, Vec<u8>)>,
+        t: &mut Transceiver,
+        i: usize,
+        now: Instant,
+        codec: Codec,
+        sender: u32,
+    ) {
+        let Some((_, d)) = t.recv.depacketizer.as_mut() else { return };
+        let mut emitted = false;
+        let mut frames: Vec<Frame> = Vec::new();
+        while let Some(f) = d.poll_frame() {
+            frames.push(f);
+        }
+        let pending = d.has_pending();
+        let dropped = d.stats().frames_dropped;
+        t.stats.frames_dropped = dropped;
+        for frame in frames {
+            emitted = true;
+            if frame.keyframe {
+                t.recv.want_keyframe = false;
+                t.stats.keyframes_received += 1;
+            } else if frame.gap_before && t.kind == MediaKind::Video {
+                t.recv.want_keyframe = true;
+            }
+            t.stats.frames_received += 1;
+            events.push_back(RtcEvent::Frame { id: TransceiverId(i), codec, frame });
+        }
+        if emitted || !pending {
+            t.recv.stalled_since = None;
+        }
+        if pending {
+            t.recv.stalled_since.get_or_insert(now);
+        }
+        if t.recv.want_keyframe && t.recv.ssrc.is_some() && t.kind == MediaKind::Video {
+            Self::maybe_pli(outgoing, t, now, sender);
+        }
+    }
+
+    fn handle_rtcp(&mut self, now: Instant, plain: &[u8]) {
+        for packet in RtcpPacket::parse_all(plain) {
+            let Ok(packet) = packet else {
+                self.media.dropped += 1;
+                return;
+            };
+            match packet {
+                RtcpPacket::SenderReport(sr) => {
+                    let ssrc = sr.ssrc;
+                    if let Some(&(i, false)) = self.media.by_ssrc.get(&ssrc) {
+                        let t = &mut self.media.transceivers[i];
+                        t.recv.last_sr = Some(((sr.ntp_time >> 16) as u32, now));
+                        self.events.push_back(RtcEvent::SenderReport {
+                            id: TransceiverId(i),
+                            ntp_time: sr.ntp_time,
+                            rtp_time: sr.rtp_time,
+                        });
+                    }
+                }
+                RtcpPacket::Pli(Pli { media_ssrc, .. }) => self.keyframe_asked(media_ssrc),
+                RtcpPacket::Fir(fir) => {
+                    for (ssrc, _) in fir.entries {
+                        self.keyframe_asked(ssrc);
+                    }
+                }
+                RtcpPacket::Nack(nack) => self.retransmit(&nack),
+                _ => {}
+            }
+        }
+    }
+
+    fn keyframe_asked(&mut self, media_ssrc: u32) {
+        if let Some(i) = self.media.transceivers.iter().position(|t| t.send.ssrc == media_ssrc) {
+            self.media.transceivers[i].stats.plis_received += 1;
+            self.events.push_back(RtcEvent::KeyframeRequest { id: TransceiverId(i) });
+        }
+    }
+
+    /// Answers a NACK from the send history: RTX when negotiated (RFC 4588 §4), else the
+    /// packet again.
+    fn retransmit(&mut self, nack: &Nack) {
+        let m = &mut self.media;
+        let Some(t) = m.transceivers.iter_mut().find(|t| t.send.ssrc == nack.media_ssrc) else { return };
+        t.stats.nacks_received += 1;
+        for seq in nack.lost() {
+            let Some((_, original)) = t.send.history.iter().find(|(s, _)| *s == seq) else { continue };
+            let Ok(p) = RtpPacket::parse(original) else { continue };
+            let rtx_pt = t.codecs.iter().find(|c| c.payload_type == p.payload_type()).and_then(|c| c.rtx);
+            let packet = match rtx_pt {
+                Some(rtx_pt) => {
+                    let header = RtpHeader {
+                        marker: p.marker(),
+                        payload_type: rtx_pt,
+                        sequence_number: t.send.rtx_seq,
+                        timestamp: p.timestamp(),
+                        ssrc: t.send.rtx_ssrc,
+                        ..Default::default()
+                    };
+                    t.send.rtx_seq = t.send.rtx_seq.wrapping_add(1);
+                    let mut payload = Vec::with_capacity(p.payload().len() + 2);
+                    payload.extend_from_slice(&seq.0.to_be_bytes());
+                    payload.extend_from_slice(p.payload());
+                    let ext: Vec<(u8, &[u8])> = p.extensions().flatten().collect();
+                    let mut out = Vec::with_capacity(payload.len() + 32);
+                    if header.encode(&ext, &payload, 0, &mut out).is_err() {
+                        continue;
+                    }
+                    out
+                }
+                None => original.clone(),
+            };
+            t.stats.retransmissions_sent += 1;
+            m.outgoing.push_back((false, packet));
+        }
+    }
+
+    /// Timers of the media path: reports, NACKs, holes that waited too long.
+    pub(crate) fn media_timeout(&mut self, now: Instant) {
+        if self.media.srtp.is_none() {
+            return;
+        }
+        let m = &mut self.media;
+        for (i, t) in m.transceivers.iter_mut().enumerate() {
+            let sender = t.send.ssrc;
+            if let Some(since) = t.recv.stalled_since {
+                if now >= since + t.config.max_delay {
+                    if let Some((pt, d)) = t.recv.depacketizer.as_mut() {
+                        d.skip_missing();
+                        let codec = d.codec();
+                        let _ = pt;
+                        t.recv.stalled_since = None;
+                        Self::drain_frames(&mut self.events, &mut m.outgoing, t, i, now, codec, sender);
+                    }
+                }
+            }
+            nack_due(&mut m.outgoing, t, now, sender);
+        }
+        if m.next_report.is_some_and(|r| now >= r) {
+            m.next_report = Some(now + REPORT_INTERVAL);
+            let epoch = *m.ntp_epoch.get_or_insert_with(|| (now, ntp_now()));
+            let report = build_report(m, now, ntp_at(epoch, now));
+            m.outgoing.push_back((true, report));
+        }
+    }
+
+    pub(crate) fn media_poll_timeout(&self) -> Option<Instant> {
+        self.media.srtp.as_ref()?;
+        let m = &self.media;
+        let stalls =
+            m.transceivers.iter().filter_map(|t| t.recv.stalled_since.map(|s| s + t.config.max_delay));
+        let nacks = m.transceivers.iter().filter_map(|t| t.recv.missing.values().map(|(at, _)| *at).min());
+        stalls.chain(nacks).chain(m.next_report).min()
+    }
+
+    /// The next media datagram, protected and appended to `buf`.
+    pub(crate) fn media_transmit(&mut self, buf: &mut Vec<u8>) -> bool {
+        let Some(srtp) = self.media.srtp.as_mut() else {
+            self.media.outgoing.clear();
+            return false;
+        };
+        while let Some((rtcp, packet)) = self.media.outgoing.pop_front() {
+            let r = if rtcp { srtp.protect_rtcp(&packet, buf) } else { srtp.protect_rtp(&packet, buf) };
+            match r {
+                Ok(_) => return true,
+                Err(e) => tracing::debug!(%e, "media packet not protected"),
+            }
+        }
+        false
+    }
+}
+
+/// RFC 3550 A.1/A.8 bookkeeping of one received packet, and the holes it opens or fills.
+fn receive_stats(r: &mut RecvStream, now: Instant, seq: u64, timestamp: u32, clock: u32, rtx: bool) {
+    r.received += 1;
+    r.first.get_or_insert(seq);
+    match r.highest {
+        Some(h) if seq > h => {
+            // Holes up to a bound (a jump beyond it is a restart, not loss to repair).
+            if seq - h < 500 {
+                for s in h + 1..seq {
+                    r.missing.insert(s, (now + Duration::from_millis(5), 0));
+                }
+            } else {
+                r.missing.clear();
+                r.want_keyframe = true;
+            }
+            r.highest = Some(seq);
+        }
+        Some(_) => {
+            r.missing.remove(&seq);
+        }
+        None => r.highest = Some(seq),
+    }
+    if rtx {
+        return;
+    }
+    // Interarrival jitter (A.8) on the stream's clock.
+    let epoch = *r.epoch.get_or_insert(now);
+    let arrival = (now.saturating_duration_since(epoch).as_secs_f64() * f64::from(clock)) as i64;
+    let transit = arrival - i64::from(timestamp);
+    if let Some(last) = r.last_transit {
+        let d = (transit - last).unsigned_abs() as f64;
+        r.jitter += (d - r.jitter) / 16.0;
+    }
+    r.last_transit = Some(transit);
+}
+
+/// NACKs for holes that are due (RFC 4585 §6.2.1), retried every 100 ms up to 10 times.
+fn nack_due(outgoing: &mut VecDeque<(bool, Vec<u8>)>, t: &mut Transceiver, now: Instant, sender: u32) {
+    let Some(media_ssrc) = t.recv.ssrc else { return };
+    if !t.codecs.iter().any(|c| c.has_feedback("nack")) {
+        t.recv.missing.clear();
+        return;
+    }
+    let Some(highest) = t.recv.highest else { return };
+    t.recv.missing.retain(|s, (_, tries)| *tries < 10 && s + 1000 > highest);
+    let mut due = Vec::new();
+    for (s, (at, tries)) in t.recv.missing.iter_mut() {
+        if *at <= now {
+            due.push(Serial16(*s as u16));
+            *tries += 1;
+            *at = now + Duration::from_millis(100);
+        }
+    }
+    if due.is_empty() {
+        return;
+    }
+    let nack = Nack { sender_ssrc: sender, media_ssrc, pairs: Nack::pairs_for(due) };
+    let mut out = Vec::new();
+    if nack.encode(&mut out).is_ok() {
+        t.stats.nacks_sent += 1;
+        outgoing.push_back((true, out));
+    }
+}
+
+/// One compound RTCP packet (RFC 3550 §6.1): an SR per sending stream (the first carrying
+/// the report blocks) or an RR, then SDES with our CNAME.
+fn build_report(m: &mut MediaState, now: Instant, ntp: u64) -> Vec<u8> {
+    let mut blocks = Vec::new();
+    for t in &mut m.transceivers {
+        let r = &mut t.recv;
+        let (Some(ssrc), Some(first), Some(highest)) = (r.ssrc, r.first, r.highest) else { continue };
+        let expected = highest - first + 1;
+        let lost = expected.saturating_sub(r.received);
+        let (prior_lost, prior_expected) = r.prior;
+        let interval_expected = expected - prior_expected;
+        let interval_lost = lost.saturating_sub(prior_lost);
+        r.prior = (lost, expected);
+        let fraction_lost =
+            (interval_lost << 8).checked_div(interval_expected).map_or(0, |f| f.min(255) as u8);
+        let (last_sr, delay) = match r.last_sr {
+            Some((lsr, at)) => (lsr, (now.saturating_duration_since(at).as_secs_f64() * 65536.0) as u32),
+            None => (0, 0),
+        };
+        blocks.push(peerlink_rtp::rtcp::ReportBlock {
+            ssrc,
+            fraction_lost,
+            cumulative_lost: lost.min(0x7f_ffff) as i32,
+            highest_sequence: highest as u32,
+            jitter: r.jitter as u32,
+            last_sr,
+            delay_since_last_sr: delay,
+        });
+    }
+    blocks.truncate(31);
+    let mut out = Vec::new();
+    let mut first_ssrc = None;
+    for t in m.transceivers.iter().filter(|t| t.send.packets > 0) {
+        let Some((ts, at)) = t.send.last_timestamp else { continue };
+        let clock = t.codecs.first().map_or(90_000, |c| c.clock_rate);
+        let elapsed = (now.saturating_duration_since(at).as_secs_f64() * f64::from(clock)) as u32;
+        let sr = SenderReport {
+            ssrc: t.send.ssrc,
+            ntp_time: ntp,
+            rtp_time: ts.0.wrapping_add(elapsed),
+            packet_count: t.send.packets,
+            octet_count: t.send.octets,
+            reports: if first_ssrc.is_none() { std::mem::take(&mut blocks) } else { Vec::new() },
+        };
+        first_ssrc.get_or_insert(t.send.ssrc);
+        let _ = sr.encode(&mut out);
+    }
+    let ssrc = match first_ssrc {
+        Some(s) => s,
+        None => {
+            let _ = ReceiverReport { ssrc: m.receiver_ssrc, reports: blocks }.encode(&mut out);
+            m.receiver_ssrc
+        }
+    };
+    let cname = m.cname.as_bytes();
+    let _ = Sdes { chunks: vec![SdesChunk { ssrc, items: vec![(1, cname)] }] }.encode(&mut out);
+    out
+}
+
+// ---- SDP ----
+
+/// `a=ssrc`, `a=ssrc-group:FID` and `a=msid` of a remote section.
+fn remote_sources(m: &peerlink_sdp::Media) -> (Option<u32>, Option<u32>, Option<String>) {
+    let mut primary = None;
+    let mut rtx = None;
+    for g in m.attributes("ssrc-group") {
+        let mut parts = g.split_whitespace();
+        if parts.next() == Some("FID") {
+            primary = parts.next().and_then(|s| s.parse().ok());
+            rtx = parts.next().and_then(|s| s.parse().ok());
+        }
+    }
+    if primary.is_none() {
+        primary = m.attributes("ssrc").find_map(|v| v.split_whitespace().next()?.parse().ok());
+    }
+    let stream = m
+        .attribute("msid")
+        .and_then(|v| v.split_whitespace().next().map(str::to_owned))
+        .or_else(|| {
+            m.attributes("ssrc").find_map(|v| {
+                let rest = v.split_once(' ')?.1;
+                rest.strip_prefix("msid:").and_then(|s| s.split_whitespace().next()).map(str::to_owned)
+            })
+        })
+        .filter(|s| s != "-");
+    (primary, rtx, stream)
+}
+
+impl PeerConnection {
+    /// The section of a transceiver in our offer or answer. `offer`: the remote offer's
+    /// section being answered.
+    pub(crate) fn media_section(
+        &mut self,
+        i: usize,
+        offer: Option<&peerlink_sdp::Media>,
+        setup: Setup,
+    ) -> Media {
+        let t = &mut self.media.transceivers[i];
+        let (formats, extensions, direction) = match offer {
+            None => {
+                let codecs = if t.current.is_some() && !t.codecs.is_empty() {
+                    t.codecs.clone()
+                } else {
+                    t.our_codecs()
+                };
+                let ext: Vec<(u8, String)> = if t.extensions.is_empty() {
+                    codecs::supported_extensions(t.kind.as_str())
+                        .into_iter()
+                        .map(|(i, u)| (i, u.to_owned()))
+                        .collect()
+                } else {
+                    t.extensions.clone()
+                };
+                t.offered = codecs.clone();
+                (codecs, ext, t.direction)
+            }
+            Some(o) => {
+                let formats = codecs::answer_formats(&codecs::remote_formats(o), &t.our_codecs());
+                let ext = codecs::answer_extensions(&codecs::remote_extensions(o), t.kind.as_str());
+                let direction = Direction::new(
+                    t.direction.sends() && Direction::of(o).receives(),
+                    t.direction.receives() && Direction::of(o).sends(),
+                );
+                // The answer settles the section (applied when it is set; see
+                // `apply_answer_sections`).
+                t.codecs = formats.clone();
+                t.extensions = ext.clone();
+                (formats, ext, direction)
+            }
+        };
+        let rejected = t.stopped || formats.is_empty();
+        let mut m = Media {
+            kind: t.kind.as_str().to_owned(),
+            port: if rejected { 0 } else { 9 },
+            proto: "UDP/TLS/RTP/SAVPF".to_owned(),
+            formats: Vec::new(),
+            connection: Some("IN IP4 0.0.0.0".to_owned()),
+            lines: Vec::new(),
+            attributes: Vec::new(),
+        };
+        for c in &formats {
+            m.formats.push(c.payload_type.to_string());
+            if let Some(r) = c.rtx {
+                m.formats.push(r.to_string());
+            }
+        }
+        if m.formats.is_empty() {
+            // A rejected section keeps the offer's formats (RFC 3264 §6: at least one).
+            m.formats = offer.map(|o| o.formats.clone()).unwrap_or_else(|| vec!["0".to_owned()]);
+        }
+        let mid = t.mid.clone().unwrap_or_default();
+        let a =
+            |m: &mut Media, name: &str, value: Option<&str>| m.attributes.push(Attribute::new(name, value));
+        if rejected {
+            a(&mut m, "mid", Some(&mid));
+            a(&mut m, "inactive", None);
+            return m;
+        }
+        a(&mut m, "rtcp", Some("9 IN IP4 0.0.0.0"));
+        self.transport_attributes(&mut m, setup);
+        a(&mut m, "mid", Some(&mid));
+        for (id, uri) in &extensions {
+            a(&mut m, "extmap", Some(&format!("{id} {uri}")));
+        }
+        a(&mut m, direction.as_str(), None);
+        let t = &self.media.transceivers[i];
+        if direction.sends() {
+            a(&mut m, "msid", Some(&format!("{} {}", t.config.stream_id, t.config.track_id)));
+        }
+        a(&mut m, "rtcp-mux", None);
+        a(&mut m, "rtcp-rsize", None);
+        for c in &formats {
+            let pt = c.payload_type;
+            let map = match c.channels {
+                0 => format!("{pt} {}/{}", c.encoding_name(), c.clock_rate),
+                n => format!("{pt} {}/{}/{n}", c.encoding_name(), c.clock_rate),
+            };
+            a(&mut m, "rtpmap", Some(&map));
+            for fb in &c.feedback {
+                a(&mut m, "rtcp-fb", Some(&format!("{pt} {fb}")));
+            }
+            if !c.fmtp.is_empty() {
+                a(&mut m, "fmtp", Some(&format!("{pt} {}", c.fmtp)));
+            }
+            if let Some(r) = c.rtx {
+                a(&mut m, "rtpmap", Some(&format!("{r} rtx/{}", c.clock_rate)));
+                a(&mut m, "fmtp", Some(&format!("{r} apt={pt}")));
+            }
+        }
+        if direction.sends() {
+            let (ssrc, rtx) = (t.send.ssrc, t.send.rtx_ssrc);
+            let has_rtx = formats.iter().any(|c| c.rtx.is_some());
+            if has_rtx {
+                a(&mut m, "ssrc-group", Some(&format!("FID {ssrc} {rtx}")));
+            }
+            let cname = self.media.cname.clone();
+            let msid = format!("{} {}", t.config.stream_id, t.config.track_id);
+            a(&mut m, "ssrc", Some(&format!("{ssrc} cname:{cname}")));
+            a(&mut m, "ssrc", Some(&format!("{ssrc} msid:{msid}")));
+            if has_rtx {
+                a(&mut m, "ssrc", Some(&format!("{rtx} cname:{cname}")));
+                a(&mut m, "ssrc", Some(&format!("{rtx} msid:{msid}")));
+            }
+        }
+        m
+    }
+
+    /// Finds or makes the transceiver for a remote offer's section (RFC 8829 §5.10: a
+    /// transceiver of the same kind not yet in any section is taken before a new one is
+    /// made, recvonly as a browser's would be).
+    pub(crate) fn transceiver_for_offer(&mut self, m: &peerlink_sdp::Media) -> Option<usize> {
+        let kind = MediaKind::parse(&m.kind)?;
+        let mid = m.mid()?.to_owned();
+        if let Some(i) = self.media.transceivers.iter().position(|t| t.mid.as_deref() == Some(mid.as_str())) {
+            return Some(i);
+        }
+        let free =
+            self.media.transceivers.iter().position(|t| t.mid.is_none() && t.kind == kind && !t.stopped);
+        let i = match free {
+            Some(i) => i,
+            None => {
+                let direction = self.accept_direction;
+                let config = TrackConfig { raw: self.accept_raw, ..TrackConfig::new(kind) };
+                self.new_transceiver(kind, direction, config).0
+            }
+        };
+        self.media.transceivers[i].mid = Some(mid);
+        Some(i)
+    }
+
+    /// What a remote description (offer or answer) says about each media section: its
+    /// direction, SSRCs and stream id; for an answer, also the codecs and extensions.
+    pub(crate) fn apply_remote_media(&mut self, sd: &SessionDescription, answer: bool) {
+        for m in &sd.media {
+            if m.is_datachannel() {
+                continue;
+            }
+            let Some(mid) = m.mid() else { continue };
+            let i = if answer {
+                self.media.transceivers.iter().position(|t| t.mid.as_deref() == Some(mid))
+            } else {
+                self.transceiver_for_offer(m)
+            };
+            let Some(i) = i else { continue };
+            let t = &mut self.media.transceivers[i];
+            if m.port == 0 {
+                t.stopped = true;
+                t.current = Some(Direction::Inactive);
+                continue;
+            }
+            let remote_direction = Direction::of(m);
+            let (ssrc, rtx, stream) = remote_sources(m);
+            if remote_direction.sends() {
+                t.remote_stream_id = stream;
+                if let Some(s) = ssrc {
+                    if t.recv.ssrc != Some(s) {
+                        t.recv.ssrc = Some(s);
+                        self.media.by_ssrc.insert(s, (i, false));
+                    }
+                }
+                if let Some(r) = rtx {
+                    t.recv.rtx_ssrc = Some(r);
+                    self.media.by_ssrc.insert(r, (i, true));
+                }
+            }
+            if answer {
+                t.codecs = codecs::accepted_formats(&codecs::remote_formats(m), &t.offered);
+                t.extensions = codecs::remote_extensions(m)
+                    .into_iter()
+                    .filter(|(_, u)| {
+                        codecs::supported_extensions(t.kind.as_str()).iter().any(|(_, o)| o == u)
+                    })
+                    .collect();
+                t.current = Some(if t.codecs.is_empty() {
+                    Direction::Inactive
+                } else {
+                    Direction::new(
+                        t.direction.sends() && remote_direction.receives(),
+                        t.direction.receives() && remote_direction.sends(),
+                    )
+                });
+                self.settle_transceiver(i);
+            }
+        }
+    }
+
+    /// Our answer was set: what it says for each section holds now.
+    pub(crate) fn apply_local_answer(&mut self, sd: &SessionDescription) {
+        for m in &sd.media {
+            let Some(mid) = m.mid() else { continue };
+            let Some(i) = self.media.transceivers.iter().position(|t| t.mid.as_deref() == Some(mid)) else {
+                continue;
+            };
+            let t = &mut self.media.transceivers[i];
+            t.current = Some(if m.port == 0 { Direction::Inactive } else { Direction::of(m) });
+            if m.port == 0 {
+                t.stopped = true;
+            }
+            self.settle_transceiver(i);
+        }
+    }
+
+    fn settle_transceiver(&mut self, i: usize) {
+        let t = &mut self.media.transceivers[i];
+        t.ext_map = ExtensionMap::default();
+        for (id, uri) in &t.extensions {
+            t.ext_map.insert(*id, uri);
+        }
+        if t.current.is_some_and(Direction::receives) && !t.announced {
+            t.announced = true;
+            self.events.push_back(RtcEvent::Track {
+                id: TransceiverId(i),
+                kind: t.kind,
+                mid: t.mid.clone().unwrap_or_default(),
+                stream_id: t.remote_stream_id.clone(),
+            });
+        }
+    }
+}
