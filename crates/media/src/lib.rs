@@ -48,10 +48,12 @@ pub mod av1;
 mod depacketizer;
 pub mod h264;
 pub mod opus;
+pub mod stats;
 pub mod vp8;
 pub mod vp9;
 
 pub use depacketizer::{Depacketizer, DepacketizerConfig, DepacketizerStats, Frame};
+pub use stats::{rtt_from_report_block, ReceiveStats, SendStats};
 
 /// The payload formats this crate knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
