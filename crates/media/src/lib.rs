@@ -47,12 +47,16 @@
 pub mod av1;
 mod depacketizer;
 pub mod h264;
+pub mod nack;
 pub mod opus;
+pub mod rtx;
 pub mod stats;
 pub mod vp8;
 pub mod vp9;
 
 pub use depacketizer::{Depacketizer, DepacketizerConfig, DepacketizerStats, Frame};
+pub use nack::{NackConfig, NackGenerator, NackStats};
+pub use rtx::{unwrap_rtx, RtxError, RtxSender, SendHistory};
 pub use stats::{rtt_from_report_block, ReceiveStats, SendStats};
 
 /// The payload formats this crate knows.
