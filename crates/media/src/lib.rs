@@ -51,6 +51,7 @@ pub mod nack;
 pub mod opus;
 pub mod rtx;
 pub mod stats;
+pub mod twcc;
 pub mod vp8;
 pub mod vp9;
 
@@ -58,6 +59,7 @@ pub use depacketizer::{Depacketizer, DepacketizerConfig, DepacketizerStats, Fram
 pub use nack::{NackConfig, NackGenerator, NackStats};
 pub use rtx::{unwrap_rtx, RtxError, RtxSender, SendHistory};
 pub use stats::{rtt_from_report_block, ReceiveStats, SendStats};
+pub use twcc::{TwccPacketResult, TwccRecorder, TwccSendLog};
 
 /// The payload formats this crate knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
