@@ -49,6 +49,7 @@ mod depacketizer;
 pub mod h264;
 pub mod nack;
 pub mod opus;
+pub mod pacer;
 pub mod rtx;
 pub mod stats;
 pub mod twcc;
@@ -57,6 +58,7 @@ pub mod vp9;
 
 pub use depacketizer::{Depacketizer, DepacketizerConfig, DepacketizerStats, Frame};
 pub use nack::{NackConfig, NackGenerator, NackStats};
+pub use pacer::Pacer;
 pub use rtx::{unwrap_rtx, RtxError, RtxSender, SendHistory};
 pub use stats::{rtt_from_report_block, ReceiveStats, SendStats};
 pub use twcc::{TwccPacketResult, TwccRecorder, TwccSendLog};
