@@ -47,6 +47,7 @@
 pub mod av1;
 mod depacketizer;
 pub mod h264;
+pub mod keyframe;
 pub mod nack;
 pub mod opus;
 pub mod pacer;
@@ -57,6 +58,7 @@ pub mod vp8;
 pub mod vp9;
 
 pub use depacketizer::{Depacketizer, DepacketizerConfig, DepacketizerStats, Frame};
+pub use keyframe::KeyframeRequests;
 pub use nack::{NackConfig, NackGenerator, NackStats};
 pub use pacer::Pacer;
 pub use rtx::{unwrap_rtx, RtxError, RtxSender, SendHistory};
