@@ -1,7 +1,7 @@
 //! Retransmission (RFC 4588): a bounded history of sent packets to answer NACKs from, and
-//! the RTX payload format (§4) in session-multiplexing mode: a stream of its own SSRC and
-//! payload type whose payload is the original sequence number (OSN) and the original
-//! payload.
+//! the RTX payload format (§4) with SSRC multiplexing (§5, what WebRTC uses): a stream
+//! of its own SSRC and payload type in the same session, whose payload is the original
+//! sequence number (OSN) and the original payload.
 
 use peerlink_proto::Serial16;
 use peerlink_rtp::rtp::FIXED_HEADER_LEN;
