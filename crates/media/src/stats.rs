@@ -63,6 +63,7 @@ impl ReceiveStats {
     pub fn on_packet(&mut self, now: Instant, seq: Serial16, rtp_timestamp: u32) {
         let Some(highest) = self.unwrapper.highest() else {
             self.restart(now, seq);
+            self.update_jitter(now, rtp_timestamp);
             return;
         };
         let ext = self.unwrapper.peek(seq);
@@ -73,6 +74,7 @@ impl ReceiveStats {
         if far_ahead || far_behind {
             if self.bad_seq == Some(seq) {
                 self.restart(now, seq);
+                self.update_jitter(now, rtp_timestamp);
             } else {
                 self.bad_seq = Some(seq.wrapping_add(1));
             }
@@ -315,6 +317,16 @@ mod tests {
         // A reordered packet does not feed the estimate.
         s.on_packet(t0 + MS * 100_000, Serial16(390), 39_000);
         assert_eq!(s.jitter(), j);
+    }
+
+    #[test]
+    fn jitter_counts_from_the_second_packet() {
+        let t0 = Instant::now();
+        let mut s = ReceiveStats::new(1000);
+        s.on_packet(t0, Serial16(1), 0);
+        s.on_packet(t0 + MS * 16, Serial16(2), 0);
+        // J = |D| / 16 = 1 after one difference.
+        assert_eq!(s.jitter(), 1);
     }
 
     #[test]
