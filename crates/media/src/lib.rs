@@ -1,7 +1,10 @@
-//! RTP payload formats for WebRTC media, sans-IO: packetizers that cut an encoded frame into
-//! RTP payloads, and a per-stream depacketizer that puts frames back together behind a
-//! bounded reorder buffer. No sockets, clocks or threads: sequence numbers and timestamps
-//! come from the caller.
+//! RTP media for WebRTC, sans-IO: payload formats (packetizers that cut an encoded frame
+//! into RTP payloads, and a per-stream depacketizer that puts frames back together behind a
+//! bounded reorder buffer), and the RTP stream machinery around them: reception
+//! statistics and reports, NACK and RTX, transport-wide congestion control feedback, a
+//! pacer and key frame request throttling. No sockets, clocks or threads: sequence
+//! numbers, timestamps and `now: Instant` come from the caller, as does the wall-clock NTP
+//! time of sender reports.
 //!
 //! What it implements:
 //! - [`opus`]: Opus (RFC 7587 §4.2: one Opus packet per RTP packet).
@@ -17,11 +20,57 @@
 //! - [`Depacketizer`]: frame assembly with a reorder window counted in packets, duplicate and
 //!   late packet handling, key frame detection and a `gap_before` flag so a decoder knows to
 //!   ask for a key frame.
+//! - [`stats`]: [`ReceiveStats`] for report blocks (RFC 3550 §6.4.1; Appendix A.1 sequence
+//!   validation with restart on a confirmed jump, A.3 loss, A.8 jitter, LSR/DLSR),
+//!   [`SendStats`] for sender reports (RTP time extrapolated to the report's NTP time), and
+//!   [`rtt_from_report_block`].
+//! - [`nack`]: [`NackGenerator`], which holes to ask for in generic NACKs (RFC 4585
+//!   §6.2.1) and when: after a reorder grace, then every round trip, up to a retry limit;
+//!   a key frame flag for jumps too large to repair.
+//! - [`rtx`]: [`SendHistory`] (a ring of sent packets with a resend rate limit),
+//!   [`RtxSender`] and [`unwrap_rtx`] (RFC 4588 §4, SSRC-multiplexed RTX as WebRTC uses it).
+//! - [`twcc`]: [`TwccRecorder`], transport-wide CC feedback from arrivals
+//!   (draft-holmer-rmcat-transport-wide-cc-extensions-01 §3.1), and [`TwccSendLog`], which
+//!   matches feedback to what was sent.
+//! - [`pacer`]: [`Pacer`], a token bucket with a priority queue and a bound on waiting.
+//! - [`keyframe`]: [`KeyframeRequests`], PLI/FIR rate limiting that holds one request.
 //!
 //! Out of scope: STAP-B, MTAP and FU-B (interleaved mode, RFC 6184 §5.7.2, §5.8), VP9
 //! superframe index generation for spatial layers (layer frames of one picture are emitted
-//! back to back), Opus multi-frame packing beyond what the encoder gives, FEC and RTX (the
-//! RTP layer below), playout timing and NACK scheduling (the layer above).
+//! back to back), Opus multi-frame packing beyond what the encoder gives, FEC (RFC 5109,
+//! flexfec), session-multiplexed RTX (RFC 4588 §5; the `apt` mapping is the caller's),
+//! RTCP report scheduling (RFC 3550 §6.2; the caller decides when), bandwidth
+//! estimation (the feedback bookkeeping is here, the estimator is not), playout timing and
+//! jitter buffers.
+//!
+//! The receive side of one video stream, per packet and per timer (the send side mirrors
+//! it: [`SendHistory::store`] each packet, answer NACKs with [`SendHistory::get_for_resend`]
+//! and [`RtxSender::wrap`], pace with a [`Pacer`]):
+//!
+//! ```
+//! use peerlink_media::{Codec, Depacketizer, DepacketizerConfig, NackConfig, NackGenerator, ReceiveStats};
+//! use peerlink_rtp::{rtcp::Nack, RtpHeader, RtpPacket};
+//! use std::time::Instant;
+//!
+//! let mut nack = NackGenerator::new(NackConfig::default());
+//! let mut stats = ReceiveStats::new(90_000);
+//! let mut depacketizer = Depacketizer::new(Codec::Vp8, DepacketizerConfig::default());
+//! # let mut datagram = Vec::new();
+//! # RtpHeader { payload_type: 96, marker: true, ..Default::default() }.encode(&[], &[0x10, 0x01], 0, &mut datagram).unwrap();
+//! let now = Instant::now();
+//! // A media packet after SRTP (RTX packets go through unwrap_rtx first):
+//! let packet = RtpPacket::parse(&datagram)?;
+//! stats.on_packet(now, packet.sequence_number(), packet.timestamp().0);
+//! nack.on_packet(now, packet.sequence_number(), false);
+//! depacketizer.handle_packet(&packet);
+//! while let Some(frame) = depacketizer.poll_frame() { /* to the decoder */ }
+//! // At nack.poll_timeout():
+//! if let Some(lost) = nack.poll_nack(now) {
+//!     let _nack = Nack { sender_ssrc: 1, media_ssrc: packet.ssrc(), pairs: Nack::pairs_for(lost) };
+//! }
+//! // When an RR is due: stats.report_block(now, packet.ssrc()).
+//! # Ok::<(), peerlink_rtp::RtpError>(())
+//! ```
 //!
 //! ```
 //! use peerlink_media::{Codec, Depacketizer, DepacketizerConfig, Packetizer, PacketizerConfig, Payloads};
@@ -47,11 +96,23 @@
 pub mod av1;
 mod depacketizer;
 pub mod h264;
+pub mod keyframe;
+pub mod nack;
 pub mod opus;
+pub mod pacer;
+pub mod rtx;
+pub mod stats;
+pub mod twcc;
 pub mod vp8;
 pub mod vp9;
 
 pub use depacketizer::{Depacketizer, DepacketizerConfig, DepacketizerStats, Frame};
+pub use keyframe::KeyframeRequests;
+pub use nack::{NackConfig, NackGenerator, NackStats};
+pub use pacer::Pacer;
+pub use rtx::{unwrap_rtx, RtxError, RtxSender, SendHistory};
+pub use stats::{rtt_from_report_block, ReceiveStats, SendStats};
+pub use twcc::{TwccPacketResult, TwccRecorder, TwccSendLog};
 
 /// The payload formats this crate knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

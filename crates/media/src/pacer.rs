@@ -1,0 +1,275 @@
+//! A sending pacer: packets leave at a target bitrate instead of in the bursts an encoder
+//! produces (a key frame is tens of packets at once), so queues along the path stay short.
+//!
+//! A token bucket: tokens accrue at the rate up to a burst of [`BURST`] worth; a packet
+//! leaves when the bucket holds its size (or, for a packet larger than the burst, a full
+//! bucket). Over any interval `t` the pacer sends at most `rate × (BURST + t)` bytes. The
+//! pacer queues handles (`T`), not bytes: the caller keeps the packets (in its send history,
+//! say) and sends the one whose handle comes out.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// How much may go out at once after an idle spell.
+pub const BURST: Duration = Duration::from_millis(5);
+/// The longest a packet should wait: the pacer goes at least as fast as would empty the
+/// queue by the time its oldest packet has waited this long (late media is worse than a
+/// burst), however low the target rate.
+pub const MAX_QUEUE_TIME: Duration = Duration::from_secs(2);
+
+const NANOS_PER_SECOND: i128 = 1_000_000_000;
+
+/// Tokens are counted in bits × 10⁻⁹, so that rate (bit/s) × elapsed (ns) adds exactly.
+fn cost(len: usize) -> i128 {
+    len as i128 * 8 * NANOS_PER_SECOND
+}
+
+#[derive(Debug, Clone)]
+struct Queued<T> {
+    len: usize,
+    at: Instant,
+    id: T,
+}
+
+/// Paces packets of one transport.
+#[derive(Debug, Clone)]
+pub struct Pacer<T> {
+    rate_bps: u64,
+    /// Negative after a packet larger than what was in the bucket.
+    tokens: i128,
+    /// The bucket's size at the last refill (it grows with the drain rate).
+    cap: i128,
+    last: Option<Instant>,
+    /// Audio and retransmissions: sent before anything in `normal`.
+    priority: VecDeque<Queued<T>>,
+    normal: VecDeque<Queued<T>>,
+    queued_bytes: usize,
+}
+
+impl<T> Pacer<T> {
+    /// `rate_bps`: the target rate in bits per second (at least 1).
+    pub fn new(rate_bps: u64) -> Pacer<T> {
+        Pacer {
+            rate_bps: rate_bps.max(1),
+            tokens: 0,
+            cap: 0,
+            last: None,
+            priority: VecDeque::new(),
+            normal: VecDeque::new(),
+            queued_bytes: 0,
+        }
+    }
+
+    /// A new target rate (from the bandwidth estimate), from now on.
+    pub fn set_rate(&mut self, now: Instant, rate_bps: u64) {
+        self.refill(now);
+        self.rate_bps = rate_bps.max(1);
+        self.cap = self.capacity(now);
+        self.tokens = self.tokens.min(self.cap);
+    }
+
+    pub fn rate(&self) -> u64 {
+        self.rate_bps
+    }
+
+    /// Queues a packet of `packet_len` bytes behind the others.
+    pub fn enqueue(&mut self, now: Instant, packet_len: usize, id: T) {
+        self.refill(now);
+        self.queued_bytes += packet_len;
+        self.normal.push_back(Queued { len: packet_len, at: now, id });
+    }
+
+    /// Queues a packet ahead of every [`Pacer::enqueue`]d one (audio, retransmissions).
+    pub fn enqueue_priority(&mut self, now: Instant, packet_len: usize, id: T) {
+        self.refill(now);
+        self.queued_bytes += packet_len;
+        self.priority.push_back(Queued { len: packet_len, at: now, id });
+    }
+
+    /// Packets waiting.
+    pub fn len(&self) -> usize {
+        self.priority.len() + self.normal.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes waiting.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// The rate at `at`: the target, or what empties the queue before its oldest packet
+    /// has waited [`MAX_QUEUE_TIME`].
+    fn effective_rate(&self, at: Instant) -> i128 {
+        let oldest = [self.priority.front(), self.normal.front()].into_iter().flatten().map(|q| q.at).min();
+        let drain = oldest.map_or(0, |oldest| {
+            let left = MAX_QUEUE_TIME.saturating_sub(at.saturating_duration_since(oldest)).max(BURST);
+            cost(self.queued_bytes) / left.as_nanos() as i128
+        });
+        i128::from(self.rate_bps).max(drain)
+    }
+
+    fn capacity(&self, at: Instant) -> i128 {
+        self.effective_rate(at) * BURST.as_nanos() as i128
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let Some(last) = self.last else {
+            // Nothing sent yet: a full bucket.
+            self.last = Some(now);
+            self.cap = self.capacity(now);
+            self.tokens = self.cap;
+            return;
+        };
+        if now <= last {
+            return;
+        }
+        // The rate as it was at `last` holds until now, as `poll_timeout` assumed.
+        let elapsed = (now - last).as_nanos() as i128;
+        self.cap = self.capacity(last);
+        self.tokens = (self.tokens + elapsed * self.effective_rate(last)).min(self.cap);
+        self.last = Some(now);
+    }
+
+    /// Tokens the next packet needs from a bucket of size `cap`.
+    fn needed(&self, cap: i128) -> Option<i128> {
+        let head = self.priority.front().or(self.normal.front())?;
+        Some(cost(head.len).min(cap))
+    }
+
+    /// The next packet to send now, if the rate allows one.
+    pub fn poll(&mut self, now: Instant) -> Option<T> {
+        self.refill(now);
+        if self.tokens < self.needed(self.cap)? {
+            return None;
+        }
+        let q = self.priority.pop_front().or_else(|| self.normal.pop_front())?;
+        self.tokens -= cost(q.len);
+        self.queued_bytes -= q.len;
+        Some(q.id)
+    }
+
+    /// When [`Pacer::poll`] will release the next packet.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let last = self.last?;
+        // The next refill fills a bucket of the size and at the rate as of `last`.
+        let missing = (self.needed(self.capacity(last))? - self.tokens).max(0);
+        let rate = self.effective_rate(last);
+        // Ceiling division (both positive).
+        let nanos = (missing + rate - 1) / rate;
+        Some(last + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Runs the pacer in virtual time until empty: (release time, id).
+    fn drain<T>(p: &mut Pacer<T>, mut now: Instant) -> Vec<(Instant, T)> {
+        let mut out = Vec::new();
+        while let Some(at) = p.poll_timeout() {
+            now = now.max(at);
+            let id = p.poll(now).expect("due at its timeout");
+            out.push((now, id));
+        }
+        out
+    }
+
+    #[test]
+    fn a_key_frame_is_spread_at_the_rate() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(2_000_000);
+        for i in 0..50 {
+            p.enqueue(t0, 1200, i);
+        }
+        assert_eq!((p.len(), p.queued_bytes()), (50, 60_000));
+        let sent = drain(&mut p, t0);
+        assert_eq!(sent.iter().map(|s| s.1).collect::<Vec<_>>(), (0..50).collect::<Vec<_>>());
+        // 60 KB at 250 KB/s is 240 ms; the first burst's worth leaves at once.
+        let span = sent[49].0 - t0;
+        assert!(span >= 230 * MS && span <= 240 * MS, "{span:?}");
+        // At most burst + rate × 5 ms (2,500 bytes) in any 5 ms window.
+        for (i, &(start, _)) in sent.iter().enumerate() {
+            let bytes: usize = sent[i..].iter().take_while(|s| s.0 < start + 5 * MS).map(|_| 1200).sum();
+            assert!(bytes <= 2500, "{bytes} bytes in 5 ms from {:?}", start - t0);
+        }
+        assert!(p.is_empty() && p.queued_bytes() == 0);
+    }
+
+    #[test]
+    fn priority_packets_go_first_and_idle_allows_a_burst() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(1_000_000);
+        p.enqueue(t0, 100, "video");
+        p.enqueue(t0, 100, "video2");
+        p.enqueue_priority(t0, 100, "audio");
+        assert_eq!(p.poll(t0), Some("audio"));
+        assert_eq!(p.poll(t0), Some("video"));
+        assert_eq!(p.poll(t0), Some("video2"));
+        assert_eq!(p.poll(t0), None);
+        assert_eq!(p.poll_timeout(), None);
+        // After a second idle: 5 ms worth (625 bytes) at once, no more.
+        let t1 = t0 + Duration::from_secs(1);
+        for _ in 0..4 {
+            p.enqueue(t1, 200, "x");
+        }
+        assert_eq!(drain(&mut p, t1).iter().filter(|s| s.0 == t1).count(), 3);
+    }
+
+    #[test]
+    fn a_packet_larger_than_the_burst_waits_for_a_full_bucket() {
+        let t0 = Instant::now();
+        // 5 ms at 100 kbit/s is 62.5 bytes.
+        let mut p = Pacer::new(100_000);
+        p.enqueue(t0, 1000, 1);
+        p.enqueue(t0, 1000, 2);
+        let sent = drain(&mut p, t0);
+        assert_eq!(sent[0].0, t0);
+        // The first one's debt is paid and the bucket full again after 80 ms.
+        assert_eq!(sent[1].0 - t0, 80 * MS);
+    }
+
+    #[test]
+    fn a_long_queue_drains_within_the_bound() {
+        let t0 = Instant::now();
+        // 1 MB at 100 kbit/s would take 80 s.
+        let mut p = Pacer::new(100_000);
+        for i in 0..1000 {
+            p.enqueue(t0, 1000, i);
+        }
+        let sent = drain(&mut p, t0);
+        let span = sent.last().unwrap().0 - t0;
+        assert!(span <= MAX_QUEUE_TIME + 100 * MS, "{span:?}");
+    }
+
+    #[test]
+    fn packets_larger_than_the_burst_drain_within_the_bound_too() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(1000);
+        for i in 0..30 {
+            p.enqueue(t0 + MS * i, 1200, i);
+        }
+        let sent = drain(&mut p, t0 + 30 * MS);
+        assert_eq!(sent.len(), 30);
+        assert!(sent.iter().all(|s| s.0 - t0 <= MAX_QUEUE_TIME + 30 * MS));
+    }
+
+    #[test]
+    fn a_rate_change_applies_from_now() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(1_000_000);
+        for i in 0..20 {
+            p.enqueue(t0, 1250, i);
+        }
+        p.set_rate(t0, 10_000_000);
+        assert_eq!(p.rate(), 10_000_000);
+        // 25 KB at 10 Mbit/s: 20 ms.
+        let span = drain(&mut p, t0).last().unwrap().0 - t0;
+        assert!(span <= 20 * MS, "{span:?}");
+    }
+}

@@ -1,0 +1,268 @@
+//! Retransmission (RFC 4588): a bounded history of sent packets to answer NACKs from, and
+//! the RTX payload format (§4) with SSRC multiplexing (§5, what WebRTC uses): a stream
+//! of its own SSRC and payload type in the same session, whose payload is the original
+//! sequence number (OSN) and the original payload.
+
+use peerlink_proto::Serial16;
+use peerlink_rtp::rtp::FIXED_HEADER_LEN;
+use peerlink_rtp::{RtpError, RtpPacket};
+use std::time::{Duration, Instant};
+
+/// Why a packet cannot be wrapped in, or taken out of, RTX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RtxError {
+    #[error("not an rtp packet: {0}")]
+    Rtp(#[from] RtpError),
+    /// RFC 4588 §4: the payload starts with the 2-byte OSN. Chromium sends padding-only RTX
+    /// packets as bandwidth probes; they end up here and are dropped.
+    #[error("the rtx payload of {len} bytes has no original sequence number")]
+    NoOsn { len: usize },
+}
+
+#[derive(Debug, Clone)]
+struct Stored {
+    seq: Serial16,
+    at: Instant,
+    last_resent: Option<Instant>,
+    packet: Vec<u8>,
+}
+
+/// The last sent packets of one stream, by sequence number, to retransmit from.
+///
+/// A ring of `capacity` slots, each reusing its buffer: memory stays at `capacity` times
+/// the largest packet stored, and a steady stream allocates nothing once the ring is full.
+#[derive(Debug, Clone)]
+pub struct SendHistory {
+    slots: Vec<Option<Stored>>,
+    max_age: Duration,
+}
+
+impl SendHistory {
+    /// Keeps at most `capacity_packets` packets (at least one), none older than `max_age`
+    /// for retransmission.
+    pub fn new(capacity_packets: usize, max_age: Duration) -> SendHistory {
+        SendHistory { slots: vec![None; capacity_packets.max(1)], max_age }
+    }
+
+    fn slot(&self, seq: Serial16) -> usize {
+        usize::from(seq.0) % self.slots.len()
+    }
+
+    /// Remembers a sent packet (the plain RTP packet, before SRTP), replacing the one in
+    /// its slot.
+    pub fn store(&mut self, now: Instant, seq: Serial16, packet: &[u8]) {
+        let i = self.slot(seq);
+        match &mut self.slots[i] {
+            Some(s) => {
+                s.seq = seq;
+                s.at = now;
+                s.last_resent = None;
+                s.packet.clear();
+                s.packet.extend_from_slice(packet);
+            }
+            empty => *empty = Some(Stored { seq, at: now, last_resent: None, packet: packet.to_vec() }),
+        }
+    }
+
+    /// The packet sent with `seq`, if still held (however old).
+    pub fn get(&self, seq: Serial16) -> Option<&[u8]> {
+        match &self.slots[self.slot(seq)] {
+            Some(s) if s.seq == seq => Some(&s.packet),
+            _ => None,
+        }
+    }
+
+    /// The packet to retransmit for a NACK of `seq`, if held, younger than `max_age`, and
+    /// not already resent within `min_interval` (pass the RTT, at least 10 ms: a NACK
+    /// repeated before the first retransmission could arrive must not double it).
+    pub fn get_for_resend(&mut self, now: Instant, seq: Serial16, min_interval: Duration) -> Option<&[u8]> {
+        let i = self.slot(seq);
+        let max_age = self.max_age;
+        let s = self.slots[i].as_mut().filter(|s| s.seq == seq)?;
+        if now.saturating_duration_since(s.at) > max_age {
+            return None;
+        }
+        if s.last_resent.is_some_and(|at| now.saturating_duration_since(at) < min_interval) {
+            return None;
+        }
+        s.last_resent = Some(now);
+        Some(&s.packet)
+    }
+}
+
+/// The sending side of an RTX stream (the payload type's `apt` mapping is the caller's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtxSender {
+    pub ssrc: u32,
+    pub payload_type: u8,
+    /// The RTX stream's own next sequence number (RFC 4588 §4: independent of the
+    /// original's; start it at random).
+    pub next_seq: Serial16,
+}
+
+impl RtxSender {
+    /// Appends the retransmission of `original` (a plain RTP packet) to `out`: its header
+    /// with our SSRC, payload type and next sequence number, CSRCs and header extensions
+    /// kept, then the OSN and the original payload. The original's padding is dropped.
+    pub fn wrap(&mut self, original: &[u8], out: &mut Vec<u8>) -> Result<(), RtxError> {
+        let p = RtpPacket::parse(original)?;
+        let header = p.header();
+        // Version 2, P cleared, X and CC as they were.
+        out.push(0x80 | (header[0] & 0x1f));
+        out.push((header[1] & 0x80) | (self.payload_type & 0x7f));
+        out.extend_from_slice(&self.next_seq.0.to_be_bytes());
+        out.extend_from_slice(&header[4..8]);
+        out.extend_from_slice(&self.ssrc.to_be_bytes());
+        out.extend_from_slice(&header[FIXED_HEADER_LEN..]);
+        // RFC 4588 §4: the OSN, then the original payload.
+        out.extend_from_slice(&p.sequence_number().0.to_be_bytes());
+        out.extend_from_slice(p.payload());
+        self.next_seq = self.next_seq.wrapping_add(1);
+        Ok(())
+    }
+}
+
+/// Appends the original packet carried by `rtx` (RFC 4588 §4) to `out`: sequence number
+/// from the OSN, the original stream's SSRC and payload type, everything else as received.
+/// Returns the original sequence number. An error is bad network input: drop the packet.
+pub fn unwrap_rtx(
+    rtx: &RtpPacket<'_>,
+    original_ssrc: u32,
+    original_pt: u8,
+    out: &mut Vec<u8>,
+) -> Result<Serial16, RtxError> {
+    let payload = rtx.payload();
+    let [hi, lo, rest @ ..] = payload else { return Err(RtxError::NoOsn { len: payload.len() }) };
+    let osn = Serial16(u16::from_be_bytes([*hi, *lo]));
+    let header = rtx.header();
+    out.push(0x80 | (header[0] & 0x1f));
+    out.push((header[1] & 0x80) | (original_pt & 0x7f));
+    out.extend_from_slice(&osn.0.to_be_bytes());
+    out.extend_from_slice(&header[4..8]);
+    out.extend_from_slice(&original_ssrc.to_be_bytes());
+    out.extend_from_slice(&header[FIXED_HEADER_LEN..]);
+    out.extend_from_slice(rest);
+    Ok(osn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peerlink_proto::Serial32;
+    use peerlink_rtp::rtp::Csrcs;
+    use peerlink_rtp::RtpHeader;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn original(seq: u16, padding: u8) -> Vec<u8> {
+        let mut csrcs = Csrcs::default();
+        csrcs.push(0xC5C5_0001);
+        csrcs.push(0xC5C5_0002);
+        let h = RtpHeader {
+            marker: true,
+            payload_type: 96,
+            sequence_number: Serial16(seq),
+            timestamp: Serial32(0x0102_0304),
+            ssrc: 0xAAAA_0001,
+            csrcs,
+        };
+        let mut out = Vec::new();
+        h.encode(&[(1, b"mid"), (3, &[1, 2, 3])], b"the payload", padding, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn wrap_and_unwrap_round_trip_with_extensions_csrcs_and_padding() {
+        let orig = original(65_535, 7);
+        let mut tx = RtxSender { ssrc: 0xBBBB_0002, payload_type: 97, next_seq: Serial16(500) };
+        let mut rtx = vec![0xEE]; // appended after what is there
+        tx.wrap(&orig, &mut rtx).unwrap();
+        assert_eq!(rtx[0], 0xEE);
+        let rtx = &rtx[1..];
+        // Version 2, no padding, extension and two CSRCs.
+        assert_eq!(rtx[0] >> 6, 2);
+        assert_eq!(rtx[0], 0x80 | 0x10 | 2);
+        let p = RtpPacket::parse(rtx).unwrap();
+        assert_eq!((p.ssrc(), p.payload_type(), p.sequence_number()), (0xBBBB_0002, 97, Serial16(500)));
+        assert!(p.marker());
+        assert_eq!(p.timestamp(), Serial32(0x0102_0304));
+        assert_eq!(p.csrcs().collect::<Vec<_>>(), [0xC5C5_0001, 0xC5C5_0002]);
+        assert_eq!(p.payload(), b"\xff\xffthe payload");
+        assert_eq!(p.padding_len(), 0);
+        assert_eq!(tx.next_seq, Serial16(501));
+
+        let mut back = Vec::new();
+        assert_eq!(unwrap_rtx(&p, 0xAAAA_0001, 96, &mut back), Ok(Serial16(65_535)));
+        let o = RtpPacket::parse(&orig).unwrap();
+        let b = RtpPacket::parse(&back).unwrap();
+        assert_eq!(b.to_header(), o.to_header());
+        assert_eq!(b.payload(), o.payload());
+        assert_eq!(b.extension_data(), o.extension_data());
+        assert_eq!(b.padding_len(), 0);
+        // The sender's own next one.
+        let mut again = Vec::new();
+        tx.wrap(&original(3, 0), &mut again).unwrap();
+        assert_eq!(RtpPacket::parse(&again).unwrap().sequence_number(), Serial16(501));
+    }
+
+    #[test]
+    fn bad_packets_are_refused() {
+        let mut tx = RtxSender { ssrc: 1, payload_type: 97, next_seq: Serial16(0) };
+        let mut out = Vec::new();
+        assert!(matches!(tx.wrap(&[], &mut out), Err(RtxError::Rtp(_))));
+        assert!(matches!(tx.wrap(&[0x80; 5], &mut out), Err(RtxError::Rtp(_))));
+        assert!(out.is_empty());
+        assert_eq!(tx.next_seq, Serial16(0));
+        // An RTX packet without an OSN (a padding probe) or with half of one.
+        for payload in [&b""[..], b"x"] {
+            let mut pkt = Vec::new();
+            RtpHeader::default().encode(&[], payload, 4, &mut pkt).unwrap();
+            let p = RtpPacket::parse(&pkt).unwrap();
+            assert_eq!(unwrap_rtx(&p, 1, 2, &mut out), Err(RtxError::NoOsn { len: payload.len() }));
+        }
+        assert!(out.is_empty());
+        // Whatever parses as RTP unwraps without panicking.
+        let mut rng = crate::TestRng::new(9);
+        for buf in rng.garbage(2000, 60) {
+            if let Ok(p) = RtpPacket::parse(&buf) {
+                out.clear();
+                if unwrap_rtx(&p, 1, 2, &mut out).is_ok() {
+                    RtpPacket::parse(&out).unwrap();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn history_is_bounded_and_forgets_old_packets() {
+        let t0 = Instant::now();
+        let mut h = SendHistory::new(4, 100 * MS);
+        for s in 65_534..=65_535u16 {
+            h.store(t0, Serial16(s), &original(s, 0));
+        }
+        for s in 0..4u16 {
+            h.store(t0, Serial16(s), &original(s, 0));
+        }
+        assert_eq!(h.get(Serial16(65_535)), None, "overwritten by the ring");
+        assert_eq!(h.get(Serial16(3)), Some(&original(3, 0)[..]));
+        assert_eq!(h.get(Serial16(7)), None);
+        // Too old to resend, though held.
+        assert!(h.get_for_resend(t0 + 101 * MS, Serial16(3), MS).is_none());
+        assert!(h.get(Serial16(3)).is_some());
+    }
+
+    #[test]
+    fn resends_of_one_packet_are_rate_limited() {
+        let t0 = Instant::now();
+        let mut h = SendHistory::new(16, Duration::from_secs(1));
+        h.store(t0, Serial16(9), b"packet");
+        assert_eq!(h.get_for_resend(t0, Serial16(9), 10 * MS), Some(&b"packet"[..]));
+        assert_eq!(h.get_for_resend(t0 + 9 * MS, Serial16(9), 10 * MS), None);
+        assert!(h.get_for_resend(t0 + 10 * MS, Serial16(9), 10 * MS).is_some());
+        // A new packet in the slot starts afresh.
+        h.store(t0 + 11 * MS, Serial16(25), b"other");
+        assert_eq!(h.get_for_resend(t0 + 11 * MS, Serial16(25), 10 * MS), Some(&b"other"[..]));
+        assert_eq!(h.get_for_resend(t0 + 11 * MS, Serial16(9), 10 * MS), None);
+    }
+}
