@@ -1,7 +1,11 @@
 //! `peerlink`: one binary for the servers and the native peer.
 
 mod chat;
+mod echo;
+mod media;
 mod peer;
+mod play;
+mod record;
 mod room;
 mod transfer;
 
@@ -21,7 +25,7 @@ use std::process::ExitCode;
     long_about = "WebRTC peer-to-peer communication.\n\n\
         Servers: `serve` runs every service in one process, `stun` a STUN server alone, `turn` a \
         TURN relay (which answers STUN Binding too).\n\
-        Peers: `send`, `recv` and `chat` talk to browsers and other peers through a signaling server.\n\n\
+        Peers: `send`, `recv`, `chat` and `echo` talk to browsers and other peers through a signaling server.\n\n\
         Logs go to standard error; set RUST_LOG (e.g. RUST_LOG=debug) for more detail."
 )]
 struct Cli {
@@ -75,6 +79,29 @@ enum Command {
         when the last other peer has gone. A signaling server that stops or restarts does not \
         end the chat: the connections stay up and the client rejoins when it is back.")]
     Chat(peer::MeetArgs),
+    #[command(long_about = "Send everything back: a test peer for calls and data channels.\n\n\
+        Joins ROOM and connects to every other participant. Each data channel message goes back \
+        on its channel (text as text, binary as binary, in order); each audio and video track \
+        received goes back to its sender on the same transceiver, in the codec it came in (video \
+        from a key frame on). When echo joins after the others it offers audio and video \
+        (sendrecv) and a data channel. Runs until Ctrl-C or SIGTERM.")]
+    Echo(peer::MeetArgs),
+    #[command(long_about = "Send media files to everyone in a room, paced in real time.\n\n\
+        Joins ROOM and sends the files' audio and video to every participant, each frame when \
+        its timestamp comes (the clock starts when the first participant is connected; a later \
+        one joins at the next video key frame). Formats: .ivf (VP8, VP9, AV1), .h264/.264 \
+        (Annex B H.264, at --fps), .ogg/.opus (Opus), .webm/.mkv (VP8/VP9/AV1 + Opus). `-` reads \
+        standard input (--format ivf|h264|ogg), e.g. `ffmpeg ... -f ivf - | peerlink play - \
+        --format ivf ...`. Codecs are never transcoded: a participant that cannot take the \
+        file's codec gets no track. Exits 0 at the end of the files (unless --loop); a file \
+        that is not what its name says, or is cut short, is an error naming the file.")]
+    Play(play::PlayArgs),
+    #[command(long_about = "Record every participant of a room into DIR.\n\n\
+        One file per participant: WebM (VP8/VP9/AV1 video, Opus audio), Matroska when the video \
+        is H.264; audio and video on one time line (the senders' RTCP reports). Files are \
+        finalised (seekable) when the participant leaves, after --duration, on Ctrl-C/SIGTERM, \
+        or when the room empties (then record exits 0). Existing files are never overwritten.")]
+    Record(record::RecordArgs),
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +138,9 @@ fn main() -> ExitCode {
             return transfer_exit(runtime().and_then(|rt| rt.block_on(transfer::recv(args))))
         }
         Command::Chat(args) => runtime().and_then(|rt| rt.block_on(chat::run(args))),
+        Command::Echo(args) => runtime().and_then(|rt| rt.block_on(echo::run(args))),
+        Command::Play(args) => runtime().and_then(|rt| rt.block_on(play::run(args))),
+        Command::Record(args) => runtime().and_then(|rt| rt.block_on(record::run(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -37,7 +37,11 @@ pub struct MeetArgs {
 
 impl MeetArgs {
     pub fn room_options(&self) -> crate::room::RoomOptions {
-        crate::room::RoomOptions { wait: (self.wait > 0).then(|| Duration::from_secs(self.wait)) }
+        crate::room::RoomOptions {
+            wait: (self.wait > 0).then(|| Duration::from_secs(self.wait)),
+            tracks: Vec::new(),
+            accept_media: None,
+        }
     }
 }
 

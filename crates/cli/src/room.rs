@@ -14,7 +14,9 @@
 use crate::peer::MeetArgs;
 use anyhow::{bail, Context};
 use peerlink_io::{Peer, PeerConfig, PeerEvents, PeerHandle};
-use peerlink_rtc::{ConnectionState, Description, RtcConfig, RtcEvent, SdpType};
+use peerlink_rtc::{
+    ConnectionState, Description, Direction, MediaKind, RtcConfig, RtcEvent, SdpType, TrackConfig,
+};
 use peerlink_signal::{ClientEvent, IceServer, SignalClient};
 use serde_json::json;
 use std::collections::HashMap;
@@ -83,6 +85,10 @@ pub struct RoomOptions {
     /// Keep trying to reach a server that refuses connections for this long before the
     /// first join (`None`: forever).
     pub wait: Option<Duration>,
+    /// Transceivers every connection gets before its first offer or answer (what we send).
+    pub tracks: Vec<(MediaKind, Direction, TrackConfig)>,
+    /// What a transceiver made for a peer's audio or video section does (`None`: recvonly).
+    pub accept_media: Option<Direction>,
 }
 
 /// The application's side of the room.
@@ -160,7 +166,8 @@ impl Room {
             }
         };
         crate::status!("peerlink: joined room {} as {name} ({my_id})", args.room);
-        let rtc = rtc_config(&ice_servers).await;
+        let mut rtc = rtc_config(&ice_servers).await;
+        rtc.accept_media = options.accept_media;
         let (app, events) = mpsc::unbounded_channel();
         let (peer_events, merged) = mpsc::unbounded_channel();
         let (stop, stopped) = tokio::sync::oneshot::channel();
@@ -173,6 +180,7 @@ impl Room {
             generations: 0,
             app,
             peer_events,
+            tracks: options.tracks.clone(),
         };
         if peers.is_empty() {
             crate::status!("peerlink: waiting for someone to join");
@@ -227,6 +235,7 @@ struct Task {
     generations: u64,
     app: mpsc::UnboundedSender<RoomEvent>,
     peer_events: mpsc::UnboundedSender<PeerEvent>,
+    tracks: Vec<(MediaKind, Direction, TrackConfig)>,
 }
 
 async fn forward(id: String, generation: u64, mut events: PeerEvents, to: mpsc::UnboundedSender<PeerEvent>) {
@@ -243,6 +252,9 @@ impl Task {
     async fn open(&mut self, remote: Remote, offer: bool) -> anyhow::Result<()> {
         let peer = Peer::start(self.config.clone()).await?;
         let (handle, events) = peer.split();
+        for (kind, direction, config) in &self.tracks {
+            handle.add_transceiver(*kind, *direction, config.clone()).await?;
+        }
         self.generations += 1;
         let generation = self.generations;
         let forward = tokio::spawn(forward(remote.id.clone(), generation, events, self.peer_events.clone()));
@@ -517,6 +529,14 @@ impl Task {
             return;
         }
         let gone = match &event {
+            // A track added, or a peer's offer that left ours out: we offer (the other side
+            // answers; a collision is settled by perfect negotiation).
+            RtcEvent::NegotiationNeeded => {
+                if !conn.offered && !conn.making_offer {
+                    self.offer(&id).await;
+                }
+                return;
+            }
             RtcEvent::ConnectionState(ConnectionState::Connected) => {
                 conn.connected = true;
                 None

@@ -5,7 +5,8 @@
 //! await) and [`Peer::next_event`] yields the connection's events.
 
 use peerlink_rtc::{
-    ChannelConfig, ConnectionState, Description, PeerConnection, RtcConfig, RtcError, RtcEvent, SdpType,
+    ChannelConfig, Codec, ConnectionState, Description, Direction, MediaKind, MediaStats, PeerConnection,
+    RtcConfig, RtcError, RtcEvent, SdpType, TrackConfig, TransceiverId, TransceiverInfo,
 };
 use peerlink_udp::{RecvBatch, SendBatch, GRO_SLOT};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -51,6 +52,12 @@ enum Command {
     LowWater(u16, usize),
     CloseChannel(u16),
     Close(oneshot::Sender<()>),
+    AddTransceiver(MediaKind, Direction, TrackConfig, oneshot::Sender<Result<TransceiverId, RtcError>>),
+    SetDirection(TransceiverId, Direction, oneshot::Sender<Result<(), RtcError>>),
+    Transceivers(oneshot::Sender<Vec<TransceiverInfo>>),
+    WriteFrame(TransceiverId, Option<Codec>, u32, Vec<u8>, oneshot::Sender<Result<(), RtcError>>),
+    RequestKeyframe(TransceiverId),
+    MediaStats(TransceiverId, oneshot::Sender<Option<MediaStats>>),
 }
 
 /// Handle to a peer connection running on the current tokio runtime.
@@ -220,6 +227,45 @@ impl PeerHandle {
         self.ask(|tx| Command::CreateChannel(config, tx)).await?
     }
 
+    /// Adds an audio or video transceiver (see `PeerConnection::add_transceiver`).
+    pub async fn add_transceiver(
+        &self,
+        kind: MediaKind,
+        direction: Direction,
+        config: TrackConfig,
+    ) -> Result<TransceiverId, RtcError> {
+        self.ask(|tx| Command::AddTransceiver(kind, direction, config, tx)).await?
+    }
+
+    pub async fn set_direction(&self, id: TransceiverId, direction: Direction) -> Result<(), RtcError> {
+        self.ask(|tx| Command::SetDirection(id, direction, tx)).await?
+    }
+
+    pub async fn transceivers(&self) -> Vec<TransceiverInfo> {
+        self.ask(Command::Transceivers).await.unwrap_or_default()
+    }
+
+    /// Sends one encoded frame on transceiver `id` (in the first negotiated format of
+    /// `codec`, or the first negotiated one).
+    pub async fn write_frame(
+        &self,
+        id: TransceiverId,
+        codec: Option<Codec>,
+        timestamp: u32,
+        frame: Vec<u8>,
+    ) -> Result<(), RtcError> {
+        self.ask(|tx| Command::WriteFrame(id, codec, timestamp, frame, tx)).await?
+    }
+
+    /// Asks the sender of what `id` receives for a key frame (rate limited).
+    pub fn request_keyframe(&self, id: TransceiverId) {
+        let _ = self.commands.send(Command::RequestKeyframe(id));
+    }
+
+    pub async fn media_stats(&self, id: TransceiverId) -> Option<MediaStats> {
+        self.ask(|tx| Command::MediaStats(id, tx)).await.ok().flatten()
+    }
+
     /// Creates an offer and applies it locally.
     pub async fn create_offer(&self) -> Result<Description, RtcError> {
         self.ask(Command::Offer).await?
@@ -375,6 +421,16 @@ async fn drive(
                     Command::Unacknowledged(id, reply) => { let _ = reply.send(pc.unacknowledged(id)); }
                     Command::LowWater(id, bytes) => pc.set_buffered_amount_low_threshold(id, bytes),
                     Command::CloseChannel(id) => pc.close_channel(id),
+                    Command::AddTransceiver(kind, direction, config, reply) => {
+                        let _ = reply.send(pc.add_transceiver(kind, direction, config));
+                    }
+                    Command::SetDirection(id, direction, reply) => { let _ = reply.send(pc.set_direction(id, direction)); }
+                    Command::Transceivers(reply) => { let _ = reply.send(pc.transceivers()); }
+                    Command::WriteFrame(id, codec, ts, frame, reply) => {
+                        let _ = reply.send(pc.write_frame_as(now, id, codec, ts, &frame));
+                    }
+                    Command::RequestKeyframe(id) => pc.request_keyframe(now, id),
+                    Command::MediaStats(id, reply) => { let _ = reply.send(pc.media_stats(id)); }
                     Command::Close(reply) => {
                         pc.close(now);
                         closing.push(reply);

@@ -162,7 +162,14 @@ impl Depacketizer {
             Slot::Padding
         } else {
             match parse(self.codec, payload) {
-                Ok(info) => Slot::Media { timestamp, marker, info, payload: payload.to_vec() },
+                // An audio packet is a whole frame: the marker bit means a talkspurt's start
+                // there (RFC 3551 §4.1), and senders such as Chromium leave it clear.
+                Ok(info) => Slot::Media {
+                    timestamp,
+                    marker: marker || self.codec == Codec::Opus,
+                    info,
+                    payload: payload.to_vec(),
+                },
                 Err(_) => {
                     self.stats.malformed_packets += 1;
                     Slot::Malformed
@@ -429,6 +436,33 @@ mod tests {
         assert_eq!(frames[2].timestamp, Serial32(6000));
         assert!(frames.iter().all(|f| !f.gap_before));
         assert_eq!(d.stats().frames, 3);
+    }
+
+    #[test]
+    fn opus_packets_without_the_marker_bit_are_frames_each() {
+        // Chromium sets the marker only at a talkspurt's start.
+        let mut d = Depacketizer::new(Codec::Opus, DepacketizerConfig { reorder_depth: 16 });
+        let packets: Vec<_> = (0..5u16)
+            .map(|i| (Serial16(i), Serial32(u32::from(i) * 960), i == 0, vec![0x78, i as u8]))
+            .collect();
+        let frames = feed(&mut d, &packets);
+        assert_eq!(frames.len(), 5);
+        assert_eq!(frames[4].data, [0x78, 4]);
+    }
+
+    #[test]
+    fn skip_missing_lets_the_frames_after_a_hole_out_and_keeps_a_frame_arriving() {
+        let mut packets = stream(100, &[(true, 2), (false, 2), (false, 2), (false, 3)]);
+        packets.remove(2); // the first of the second frame
+        packets.pop(); // the third frame's end is still on its way
+        let mut d = vp8(512);
+        let frames = feed(&mut d, &packets[..packets.len()]);
+        assert_eq!(frames.len(), 1, "the hole holds the rest back");
+        d.skip_missing();
+        let later: Vec<Frame> = std::iter::from_fn(|| d.poll_frame()).collect();
+        assert_eq!(later.len(), 1, "{later:?}");
+        assert!(later[0].gap_before && later[0].timestamp == Serial32(6000));
+        assert!(d.has_pending(), "the frame still arriving is kept");
     }
 
     #[test]

@@ -226,6 +226,8 @@ pub enum RtcError {
     NoTransceiver,
     #[error("the transceiver does not send (not negotiated, or not in a sending direction)")]
     NotSending,
+    #[error("the codec was not negotiated for this transceiver")]
+    CodecNotNegotiated,
     #[error("frame: {0}")]
     Packetize(peerlink_media::PacketizeError),
 }

@@ -267,6 +267,8 @@ pub(crate) struct Transceiver {
     remote_stream_id: Option<String>,
     /// The section is rejected (port 0) for good.
     pub(crate) stopped: bool,
+    /// `direction` changed since the last description we made.
+    direction_changed: bool,
     send: SendStream,
     recv: RecvStream,
     announced: bool,
@@ -317,6 +319,11 @@ pub(crate) struct MediaState {
     pub(crate) dropped: u64,
     /// Wall clock of `epoch` as NTP (RFC 3550 §4), for sender reports.
     ntp_epoch: Option<(Instant, u64)>,
+    /// Transport-wide CC feedback of what we receive (so the sender's bandwidth estimator
+    /// works), once a section negotiated transport-cc.
+    twcc: Option<peerlink_media::TwccRecorder>,
+    /// The next transport-wide sequence number we send.
+    twcc_seq: u16,
 }
 
 /// The current NTP time from the system clock (32.32 fixed point since 1900).
@@ -343,8 +350,22 @@ impl PeerConnection {
             return Err(RtcError::Closed);
         }
         let id = self.new_transceiver(kind, direction, config);
-        self.events.push_back(RtcEvent::NegotiationNeeded);
+        self.check_negotiation_needed();
         Ok(id)
+    }
+
+    /// Whether a negotiation is needed: a transceiver is in no section yet, or its direction
+    /// changed since the last one.
+    pub fn negotiation_needed(&self) -> bool {
+        self.media.transceivers.iter().any(|t| !t.stopped && (t.mid.is_none() || t.direction_changed))
+    }
+
+    /// Emits [`RtcEvent::NegotiationNeeded`] when one is needed and the connection can start
+    /// one: stable, after a first negotiation (the first offer carries everything anyway).
+    pub(crate) fn check_negotiation_needed(&mut self) {
+        if self.signaling == SignalingState::Stable && self.remote.is_some() && self.negotiation_needed() {
+            self.events.push_back(RtcEvent::NegotiationNeeded);
+        }
     }
 
     pub(crate) fn new_transceiver(
@@ -374,6 +395,7 @@ impl PeerConnection {
             ext_map: ExtensionMap::default(),
             remote_stream_id: None,
             stopped: false,
+            direction_changed: false,
             send: SendStream {
                 ssrc: word(0),
                 rtx_ssrc: word(4),
@@ -403,7 +425,8 @@ impl PeerConnection {
         let t = self.media.transceivers.get_mut(id.0).ok_or(RtcError::NoTransceiver)?;
         if t.direction != direction {
             t.direction = direction;
-            self.events.push_back(RtcEvent::NegotiationNeeded);
+            t.direction_changed = true;
+            self.check_negotiation_needed();
         }
         Ok(())
     }
@@ -429,15 +452,34 @@ impl PeerConnection {
         timestamp: u32,
         frame: &[u8],
     ) -> Result<(), RtcError> {
+        self.write_frame_as(now, id, None, timestamp, frame)
+    }
+
+    /// [`PeerConnection::write_frame`] in the first negotiated format of `codec` (`None`: the
+    /// first negotiated format): to forward frames received in one codec of several.
+    pub fn write_frame_as(
+        &mut self,
+        now: Instant,
+        id: TransceiverId,
+        codec: Option<Codec>,
+        timestamp: u32,
+        frame: &[u8],
+    ) -> Result<(), RtcError> {
         let m = &mut self.media;
         let t = m.transceivers.get_mut(id.0).ok_or(RtcError::NoTransceiver)?;
         if !t.current.is_some_and(Direction::sends) || t.stopped {
             return Err(RtcError::NotSending);
         }
-        let codec = t.codecs.first().ok_or(RtcError::NotSending)?.clone();
+        let codec = match codec {
+            None => t.codecs.first(),
+            Some(c) => t.codecs.iter().find(|p| p.codec == c),
+        }
+        .ok_or(RtcError::CodecNotNegotiated)?
+        .clone();
         let mid_ext = t.ext_map.mid.zip(t.mid.clone());
+        let twcc_ext = t.ext_map.transport_cc;
         if t.send.packetizer.as_ref().is_none_or(|(pt, _)| *pt != codec.payload_type) {
-            let overhead = 12 + mid_ext.as_ref().map_or(0, |(_, mid)| 4 + mid.len() + 3);
+            let overhead = 12 + mid_ext.as_ref().map_or(0, |(_, mid)| 4 + mid.len() + 3) + 3;
             let config = PacketizerConfig {
                 max_payload: MAX_RTP_PACKET - overhead,
                 initial_picture_id: t.send.seq.0 & 0x7fff,
@@ -457,7 +499,12 @@ impl PeerConnection {
                 ..Default::default()
             };
             let mut packet = Vec::with_capacity(payload.len() + 32);
-            let ext: Vec<(u8, &[u8])> = mid_ext.iter().map(|(id, mid)| (*id, mid.as_bytes())).collect();
+            let twcc = m.twcc_seq.to_be_bytes();
+            let mut ext: Vec<(u8, &[u8])> = mid_ext.iter().map(|(id, mid)| (*id, mid.as_bytes())).collect();
+            if let Some(id) = twcc_ext {
+                ext.push((id, &twcc));
+                m.twcc_seq = m.twcc_seq.wrapping_add(1);
+            }
             header.encode(&ext, payload, 0, &mut packet).map_err(|_| RtcError::NotSending)?;
             t.send.history.push_back((t.send.seq, packet.clone()));
             if t.send.history.len() > HISTORY {
@@ -605,6 +652,16 @@ impl PeerConnection {
         if !t.current.is_some_and(Direction::receives) {
             m.dropped += 1;
             return;
+        }
+        if let Some(id) = t.ext_map.transport_cc {
+            if let Some(seq) =
+                p.extensions().get(id).and_then(|d| peerlink_rtp::ext::TransportSequence::decode(d).ok())
+            {
+                let recorder =
+                    m.twcc.get_or_insert_with(|| peerlink_media::TwccRecorder::new(m.receiver_ssrc));
+                recorder.set_media_ssrc(p.ssrc());
+                recorder.on_packet(now, seq.0);
+            }
         }
         // RTX (RFC 4588 §4): the original sequence number leads the payload.
         let mut restored = Vec::new();
@@ -802,6 +859,12 @@ impl PeerConnection {
             }
             nack_due(&mut m.outgoing, t, now, sender);
         }
+        if let Some(feedback) = m.twcc.as_mut().and_then(|r| r.poll_feedback(now)) {
+            let mut out = Vec::new();
+            if RtcpPacket::TransportCc(feedback).encode(&mut out).is_ok() {
+                m.outgoing.push_back((true, out));
+            }
+        }
         if m.next_report.is_some_and(|r| now >= r) {
             m.next_report = Some(now + REPORT_INTERVAL);
             let epoch = *m.ntp_epoch.get_or_insert_with(|| (now, ntp_now()));
@@ -816,7 +879,8 @@ impl PeerConnection {
         let stalls =
             m.transceivers.iter().filter_map(|t| t.recv.stalled_since.map(|s| s + t.config.max_delay));
         let nacks = m.transceivers.iter().filter_map(|t| t.recv.missing.values().map(|(at, _)| *at).min());
-        stalls.chain(nacks).chain(m.next_report).min()
+        let twcc = m.twcc.as_ref().and_then(|r| r.poll_timeout());
+        stalls.chain(nacks).chain(m.next_report).chain(twcc).min()
     }
 
     /// The next media datagram, protected and appended to `buf`.
@@ -998,6 +1062,7 @@ impl PeerConnection {
         setup: Setup,
     ) -> Media {
         let t = &mut self.media.transceivers[i];
+        t.direction_changed = false;
         let (formats, extensions, direction) = match offer {
             None => {
                 let codecs = if t.current.is_some() && !t.codecs.is_empty() {

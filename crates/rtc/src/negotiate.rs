@@ -58,6 +58,7 @@ impl PeerConnection {
             (kind, state) => return Err(RtcError::WrongState(kind.as_str(), state)),
         }
         self.local = Some(d);
+        self.check_negotiation_needed();
         self.pump(now);
         Ok(())
     }
@@ -133,6 +134,7 @@ impl PeerConnection {
             self.set_data_negotiated(now, sd.datachannel().is_some_and(|m| m.port != 0));
         }
         self.remote_sdp = Some(sd);
+        self.check_negotiation_needed();
         // A DTLS server can take the ClientHello as soon as it knows the fingerprint.
         self.start_dtls(now);
         self.pump(now);

@@ -1,0 +1,306 @@
+//! `peerlink play FILE...`: sends the files' audio and video to every peer in the room, paced
+//! by the files' timestamps (a frame goes out when its time has come, never a file in a
+//! burst). Codecs are never transcoded: each connection negotiates exactly the file's codec
+//! (for H.264, the profile of the stream's first SPS), so a peer that cannot take it gets no
+//! track and a warning.
+//!
+//! The clock starts when the first peer is connected; a peer that connects later joins the
+//! stream where it is, from the next video key frame (frames before it would not decode). A
+//! key frame asked for by a peer (PLI/FIR) is answered by the file's next key frame: a file
+//! has no encoder to make one. At the end of the files `play` exits 0, or starts over with
+//! `--loop` (timestamps continue, so receivers see one stream).
+
+use crate::peer::MeetArgs;
+use crate::room::{Room, RoomEvent};
+use crate::status;
+use anyhow::{bail, Context};
+use peerlink_io::PeerHandle;
+use peerlink_mediafile::{Format, MediaReader, Sample};
+use peerlink_rtc::{
+    supported_codecs, Codec, CodecParams, ConnectionState, Direction, MediaKind, RtcEvent, TrackConfig,
+    TransceiverId,
+};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Debug, clap::Args)]
+pub struct PlayArgs {
+    /// Media files: .ivf (VP8, VP9, AV1), .h264/.264 (Annex B), .ogg/.opus (Opus), .webm/.mkv
+    /// (VP8/VP9/AV1 and Opus). At most one video and one audio track in all. `-` reads one
+    /// stream from standard input (then --format says what it is)
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Format of standard input (`-`): ivf, h264 or ogg
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Start over at the end of the files (not with standard input)
+    #[arg(long = "loop")]
+    pub repeat: bool,
+    /// Frame rate of raw H.264 (Annex B has no timestamps)
+    #[arg(long, value_name = "FPS", default_value_t = 30.0)]
+    pub fps: f64,
+    #[command(flatten)]
+    pub meet: MeetArgs,
+}
+
+/// One track we send: where it comes from and its codec.
+#[derive(Debug, Clone)]
+struct Track {
+    kind: MediaKind,
+    codec: Codec,
+    clock_rate: u32,
+    /// Index of the transceiver on every connection (they are added in this order first).
+    transceiver: TransceiverId,
+}
+
+struct Other {
+    name: String,
+    handle: PeerHandle,
+    connected: bool,
+    /// Video waits for a key frame on a connection that just came up.
+    waiting_keyframe: bool,
+    frames: u64,
+    warned: bool,
+}
+
+/// The files, opened; samples of all of them merged in time order.
+struct Sources {
+    readers: Vec<(String, MediaReader)>,
+    /// The next sample of each reader (`None` at its end).
+    next: Vec<Option<Sample>>,
+    /// (reader, track in reader) -> our track index.
+    map: HashMap<(usize, usize), usize>,
+}
+
+/// A track found in the files: kind, codec, clock rate, H.264 profile-level-id.
+type Found = (MediaKind, Codec, u32, Option<String>);
+
+fn open_all(args: &PlayArgs) -> anyhow::Result<(Sources, Vec<Found>)> {
+    let mut readers = Vec::new();
+    for path in &args.files {
+        let name = path.display().to_string();
+        let mut reader = if name == "-" {
+            let Some(format) = args.format.as_deref() else {
+                bail!("standard input (-) needs --format ivf, h264 or ogg");
+            };
+            let format = Format::parse(format)
+                .with_context(|| format!("--format {format}: not one of ivf, h264, ogg"))?;
+            MediaReader::from_reader(Box::new(std::io::stdin()), format, "standard input")
+                .context("standard input")?
+        } else {
+            MediaReader::open(path).with_context(|| name.clone())?
+        };
+        if reader.format() == Format::H264 {
+            reader.set_frame_rate(args.fps).with_context(|| format!("{name}: --fps"))?;
+        }
+        readers.push((name, reader));
+    }
+    let mut tracks: Vec<Found> = Vec::new();
+    let mut map = HashMap::new();
+    let mut next = Vec::new();
+    for (r, (name, reader)) in readers.iter_mut().enumerate() {
+        for (t, info) in reader.tracks().to_vec().iter().enumerate() {
+            let kind = if info.codec == Codec::Opus { MediaKind::Audio } else { MediaKind::Video };
+            if tracks.iter().any(|(k, ..)| *k == kind) {
+                status!(
+                    "peerlink: {name}: a second {} track is skipped (one of each is sent)",
+                    kind.as_str()
+                );
+                continue;
+            }
+            map.insert((r, t), tracks.len());
+            tracks.push((kind, info.codec, info.clock_rate, None));
+        }
+        let first = reader.next_sample().with_context(|| name.clone())?;
+        // H.264: the profile of the stream's first SPS decides what is negotiated.
+        if let Some(s) = &first {
+            if let Some(&i) = map.get(&(r, s.track)) {
+                if tracks[i].1 == Codec::H264 {
+                    tracks[i].3 = h264_profile_level_id(&s.data);
+                }
+            }
+        }
+        next.push(first);
+    }
+    if tracks.is_empty() {
+        bail!(
+            "no audio or video track in {}",
+            args.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok((Sources { readers, next, map }, tracks))
+}
+
+/// `profile-level-id` from the first SPS of an Annex B access unit: its profile_idc,
+/// constraint flags and level_idc, as RFC 6184 §8.1 spells them.
+fn h264_profile_level_id(au: &[u8]) -> Option<String> {
+    peerlink_media::h264::AnnexB::new(au)
+        .find(|nal| nal.first().is_some_and(|b| b & 0x1f == 7) && nal.len() >= 4)
+        .map(|sps| format!("{:02x}{:02x}{:02x}", sps[1], sps[2], sps[3]))
+}
+
+/// The formats a track offers or accepts: the file's codec only.
+fn codecs_for(codec: Codec, profile_level_id: Option<&str>) -> Vec<CodecParams> {
+    let kind = if codec == Codec::Opus { "audio" } else { "video" };
+    let mut list: Vec<CodecParams> =
+        supported_codecs(kind).into_iter().filter(|c| c.codec == codec).collect();
+    if codec == Codec::H264 {
+        list.retain(|c| c.fmtp_param("packetization-mode") == Some("1"));
+        if let (Some(first), Some(id)) = (list.first().cloned(), profile_level_id) {
+            list = vec![CodecParams {
+                fmtp: format!("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={id}"),
+                ..first
+            }];
+        }
+    }
+    list
+}
+
+impl Sources {
+    /// The earliest pending sample and our track for it; `Ok(None)` when all are done.
+    fn pop(&mut self) -> anyhow::Result<Option<(usize, Sample)>> {
+        loop {
+            let Some(r) = (0..self.next.len())
+                .filter(|&r| self.next[r].is_some())
+                .min_by_key(|&r| self.next[r].as_ref().map(|s| s.time))
+            else {
+                return Ok(None);
+            };
+            let sample = self.next[r].take().expect("filtered");
+            let (name, reader) = &mut self.readers[r];
+            self.next[r] = reader.next_sample().with_context(|| name.clone())?;
+            if let Some(&track) = self.map.get(&(r, sample.track)) {
+                return Ok(Some((track, sample)));
+            }
+        }
+    }
+}
+
+pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
+    if args.repeat && args.files.iter().any(|p| p.as_os_str() == "-") {
+        bail!("--loop cannot start standard input over");
+    }
+    let (mut sources, found) = open_all(&args)?;
+    let tracks: Vec<Track> = found
+        .iter()
+        .enumerate()
+        .map(|(i, (kind, codec, clock_rate, _))| Track {
+            kind: *kind,
+            codec: *codec,
+            clock_rate: *clock_rate,
+            transceiver: TransceiverId(i),
+        })
+        .collect();
+    for ((kind, codec, _, profile), _) in found.iter().zip(&tracks) {
+        let p = profile.as_deref().map(|p| format!(" (profile-level-id {p})")).unwrap_or_default();
+        status!("peerlink: sending {} {codec:?}{p}", kind.as_str());
+    }
+    let mut options = args.meet.room_options();
+    options.tracks = found
+        .iter()
+        .map(|(kind, codec, _, profile)| {
+            let config =
+                TrackConfig { codecs: codecs_for(*codec, profile.as_deref()), ..TrackConfig::new(*kind) };
+            (*kind, Direction::SendOnly, config)
+        })
+        .collect();
+    let mut room = Room::join(&args.meet, options).await?;
+    let mut others: HashMap<String, Other> = HashMap::new();
+    let shutdown = crate::media::interrupted();
+    tokio::pin!(shutdown);
+    // The clock: the instant of time 0 of the current pass, and the RTP offset of the pass.
+    let mut start: Option<Instant> = None;
+    let mut pass_offset = Duration::ZERO;
+    let mut last_time = Duration::ZERO;
+    let mut pending: Option<(usize, Sample)> = None;
+    let mut sent = 0u64;
+    loop {
+        if start.is_some() && pending.is_none() {
+            pending = match sources.pop()? {
+                Some(s) => Some(s),
+                None if args.repeat => {
+                    pass_offset += last_time + Duration::from_millis(33);
+                    let (fresh, _) = open_all(&args)?;
+                    sources = fresh;
+                    start = start.map(|s| s + last_time + Duration::from_millis(33));
+                    last_time = Duration::ZERO;
+                    sources.pop()?
+                }
+                None => break,
+            };
+        }
+        let due = match (&start, &pending) {
+            (Some(s), Some((_, sample))) => Some(*s + sample.time),
+            _ => None,
+        };
+        tokio::select! {
+            () = &mut shutdown => {
+                status!("peerlink: interrupted; leaving");
+                break;
+            }
+            () = crate::peer::sleep_until(due), if due.is_some() => {
+                let (track, sample) = pending.take().expect("due");
+                last_time = sample.time;
+                let t = &tracks[track];
+                let timestamp = ((pass_offset + sample.time).as_secs_f64() * f64::from(t.clock_rate)) as u64 as u32;
+                for o in others.values_mut().filter(|o| o.connected) {
+                    if t.kind == MediaKind::Video && o.waiting_keyframe {
+                        if !sample.keyframe {
+                            continue;
+                        }
+                        o.waiting_keyframe = false;
+                    }
+                    match o.handle.write_frame(t.transceiver, Some(t.codec), timestamp, sample.data.clone()).await {
+                        Ok(()) => o.frames += 1,
+                        Err(e) => {
+                            if !o.warned {
+                                o.warned = true;
+                                status!("peerlink: {} does not take our {:?} {}: {e}", o.name, t.codec, t.kind.as_str());
+                            }
+                        }
+                    }
+                }
+                sent += 1;
+            }
+            event = room.next() => {
+                let Some(event) = event else { break };
+                match event {
+                    RoomEvent::Connecting { peer, handle, .. } => {
+                        others.insert(peer.id, Other { name: peer.name, handle, connected: false, waiting_keyframe: true, frames: 0, warned: false });
+                    }
+                    RoomEvent::Gone { peer, reason } => {
+                        if let Some(o) = others.remove(&peer) {
+                            status!("peerlink: {} ({peer}): {reason}; it got {} frames", o.name, o.frames);
+                        }
+                    }
+                    RoomEvent::Rtc { peer, event } => {
+                        let Some(o) = others.get_mut(&peer) else { continue };
+                        match event {
+                            RtcEvent::SelectedPair { local_kind, remote_kind, .. } => {
+                                status!("selected pair: {local_kind} -> {remote_kind}");
+                            }
+                            RtcEvent::ConnectionState(ConnectionState::Connected) => {
+                                status!("peerlink: connected to {}; sending", o.name);
+                                o.connected = true;
+                                o.waiting_keyframe = tracks.iter().any(|t| t.kind == MediaKind::Video);
+                                // The files' time 0 is when the first peer is up.
+                                start.get_or_insert_with(Instant::now);
+                            }
+                            RtcEvent::KeyframeRequest { .. } => {
+                                tracing::debug!(peer = %o.name, "key frame asked for: the file's next one will do");
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // What was sent last leaves before the connections close.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    status!("peerlink: sent {sent} frames");
+    room.close().await;
+    Ok(())
+}
