@@ -52,7 +52,8 @@
 //   qualityLimitationReason,...}],"inbound":[{kind,codec,fmtp,framesDecoded,framesReceived,
 //   frameWidth,frameHeight,freezeCount,totalFreezesDuration,framesDropped,packetsLost,nackCount,
 //   pliCount,keyFramesDecoded,totalSamplesReceived,concealedSamples,concealmentEvents,...}],
-//   "codecCheck":{wanted,sent,ok,forced}}],"log":[...]}
+//   "codecCheck":{wanted,sent,ok,forced}}],"log":[...],"audioTimeline":[{t,points:[{peer,packets,
+//   samples,concealed}]}] (every 250 ms while connected)}
 import { launchChromium } from './chromium.mjs';
 
 const HELP = 'usage: node media-peer.mjs --server ws://HOST:PORT/ws --room R [--name N] '
@@ -416,6 +417,20 @@ function pageCode() {
     return out.join('; ');
   };
 
+  // Received audio over time: concealment can be judged over the time packets flowed (a
+  // receiver conceals once a stream ends, which is not a defect of the stream).
+  window.mpAudioPoint = async () => {
+    const points = [];
+    for (const p of S.peers.values()) {
+      (await p.pc.getStats()).forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+          points.push({ peer: p.id, packets: s.packetsReceived || 0, samples: s.totalSamplesReceived || 0, concealed: s.concealedSamples || 0 });
+        }
+      });
+    }
+    return points;
+  };
+
   window.mpCollect = async () => {
     const peers = [];
     for (const p of S.peers.values()) {
@@ -531,12 +546,19 @@ try {
   }
   const tUp = Date.now();
   err(`${connected} peer(s) connected; staying ${duration} s`);
+  const audioTimeline = [];
+  let nextProgress = statsEvery > 0 ? tUp + statsEvery * 1000 : Infinity;
   while (Date.now() < tUp + duration * 1000) {
     const left = tUp + duration * 1000 - Date.now();
-    await sleep(Math.min(left, statsEvery > 0 ? statsEvery * 1000 : left));
-    if (statsEvery > 0 && Date.now() < tUp + duration * 1000) err(await page.evaluate(() => window.mpProgress()));
+    await sleep(Math.min(left, 250));
+    audioTimeline.push({ t: Date.now() - tUp, points: await page.evaluate(() => window.mpAudioPoint()) });
+    if (Date.now() >= nextProgress && Date.now() < tUp + duration * 1000) {
+      nextProgress += statsEvery * 1000;
+      err(await page.evaluate(() => window.mpProgress()));
+    }
   }
   const got = await page.evaluate(() => window.mpCollect());
+  got.audioTimeline = audioTimeline;
   const bad = got.peers.filter((p) => p.codecCheck && p.codecCheck.ok === false);
   for (const p of bad) err(`WRONG CODEC to ${p.name}: sending ${p.codecCheck.sent} ${p.codecCheck.sentFmtp || ''}, wanted ${codec}${codec === 'h264' ? ` ${h264Profile}` : ''}`);
   await page.evaluate(() => window.mpLeave()).catch(() => {});

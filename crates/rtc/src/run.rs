@@ -201,6 +201,9 @@ impl PeerConnection {
             let reason = match reason {
                 SctpCloseReason::ShutDown { by_peer: true } => CloseReason::RemoteClosed,
                 SctpCloseReason::ShutDown { by_peer: false } => CloseReason::LocalClose,
+                // A User-Initiated Abort (RFC 9260 §3.3.10.12): the peer's application closed
+                // (a browser's `close()` aborts rather than shuts down).
+                SctpCloseReason::PeerAborted { cause: Some(12) } => CloseReason::RemoteClosed,
                 other => CloseReason::Sctp(other),
             };
             self.ending.get_or_insert(reason);
