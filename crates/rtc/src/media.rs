@@ -7,9 +7,10 @@
 use super::*;
 use crate::codecs::{self, CodecParams};
 use peerlink_media::{
-    Codec, Depacketizer, DepacketizerConfig, Frame, Packetizer, PacketizerConfig, Payloads,
+    Codec, Depacketizer, DepacketizerConfig, Frame, KeyframeRequests, NackConfig, NackGenerator, Pacer,
+    Packetizer, PacketizerConfig, Payloads, ReceiveStats, RtxSender, SendHistory, SendStats,
 };
-use peerlink_rtp::rtcp::{Fir, Nack, Pli, ReceiverReport, RtcpPacket, Sdes, SdesChunk, SenderReport};
+use peerlink_rtp::rtcp::{Fir, Nack, Pli, ReceiverReport, RtcpPacket, Sdes, SdesChunk};
 use peerlink_rtp::{ExtensionMap, RtpHeader, RtpPacket, Serial16, Serial32, SrtpSession};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -186,15 +187,12 @@ const MAX_RTP_PACKET: usize = 1200;
 #[derive(Debug)]
 struct SendStream {
     ssrc: u32,
-    rtx_ssrc: u32,
     seq: Serial16,
-    rtx_seq: Serial16,
+    rtx: RtxSender,
     packetizer: Option<(u8, Packetizer)>,
     /// Sent packets by sequence number, for retransmissions.
-    history: VecDeque<(Serial16, Vec<u8>)>,
-    last_timestamp: Option<(Serial32, Instant)>,
-    packets: u32,
-    octets: u32,
+    history: SendHistory,
+    stats: SendStats,
 }
 
 #[derive(Debug)]
@@ -206,23 +204,12 @@ struct RecvStream {
     depacketizer: Option<(u8, Depacketizer)>,
     /// Since when frames are held back behind a hole.
     stalled_since: Option<Instant>,
-    highest: Option<u64>,
-    unwrapper: peerlink_rtp::Unwrapper16,
-    first: Option<u64>,
-    received: u64,
-    /// Lost count and expected count at the last report (RFC 3550 A.3).
-    prior: (u64, u64),
-    jitter: f64,
-    last_transit: Option<i64>,
-    /// When the stream's sequence numbers were first seen, for jitter on its clock.
-    epoch: Option<Instant>,
-    last_sr: Option<(u32, Instant)>,
+    /// RFC 3550 reception statistics (made with the clock rate of the first packet).
+    stats: Option<ReceiveStats>,
+    nack: NackGenerator,
     /// A keyframe is wanted (a gap, or no keyframe yet).
     want_keyframe: bool,
-    last_pli: Option<Instant>,
-    /// Sequence numbers missing (for NACK), with when they were found missing and how often
-    /// they were asked for.
-    missing: BTreeMap<u64, (Instant, u8)>,
+    keyframes: KeyframeRequests,
     fir_seq: u8,
 }
 
@@ -233,24 +220,14 @@ impl RecvStream {
             rtx_ssrc: None,
             depacketizer: None,
             stalled_since: None,
-            highest: None,
-            unwrapper: peerlink_rtp::Unwrapper16::new(),
-            first: None,
-            received: 0,
-            prior: (0, 0),
-            jitter: 0.0,
-            last_transit: None,
-            epoch: None,
-            last_sr: None,
+            stats: None,
+            nack: NackGenerator::new(NackConfig::default()),
             want_keyframe: true,
-            last_pli: None,
-            missing: BTreeMap::new(),
+            keyframes: KeyframeRequests::new(PLI_INTERVAL),
             fir_seq: 0,
         }
     }
 }
-
-use std::collections::BTreeMap;
 
 #[derive(Debug)]
 pub(crate) struct Transceiver {
@@ -324,7 +301,17 @@ pub(crate) struct MediaState {
     twcc: Option<peerlink_media::TwccRecorder>,
     /// The next transport-wide sequence number we send.
     twcc_seq: u16,
+    /// RTP packets leave through the pacer (RTCP and audio ahead of video).
+    pacer: Option<Pacer<Vec<u8>>>,
+    /// Bytes of media written in the last second, to set the pacing rate.
+    sent_window: VecDeque<(Instant, usize)>,
+    rtt: Option<Duration>,
 }
+
+/// Pacing: this many times the rate media is written at, and never below the floor (a key
+/// frame leaves over a few frame intervals instead of at once).
+const PACING_FACTOR: u64 = 3;
+const PACING_FLOOR_BPS: u64 = 1_500_000;
 
 /// The current NTP time from the system clock (32.32 fixed point since 1900).
 fn ntp_now() -> u64 {
@@ -398,14 +385,15 @@ impl PeerConnection {
             direction_changed: false,
             send: SendStream {
                 ssrc: word(0),
-                rtx_ssrc: word(4),
                 seq: Serial16(block[16] as u16 | (u16::from(block[17]) << 8)),
-                rtx_seq: Serial16(block[18] as u16 | (u16::from(block[19]) << 8)),
+                rtx: RtxSender {
+                    ssrc: word(4),
+                    payload_type: 0,
+                    next_seq: Serial16(block[18] as u16 | (u16::from(block[19]) << 8)),
+                },
                 packetizer: None,
-                history: VecDeque::new(),
-                last_timestamp: None,
-                packets: 0,
-                octets: 0,
+                history: SendHistory::new(HISTORY, Duration::from_secs(2)),
+                stats: SendStats::new(),
             },
             recv: RecvStream::new(),
             announced: false,
@@ -489,6 +477,8 @@ impl PeerConnection {
         }
         let (_, packetizer) = t.send.packetizer.as_mut().expect("set above");
         packetizer.packetize(frame, &mut m.payloads).map_err(RtcError::Packetize)?;
+        let audio = t.kind == MediaKind::Audio;
+        let mut bytes = 0;
         for (payload, last) in m.payloads.iter() {
             let header = RtpHeader {
                 marker: last,
@@ -506,19 +496,33 @@ impl PeerConnection {
                 m.twcc_seq = m.twcc_seq.wrapping_add(1);
             }
             header.encode(&ext, payload, 0, &mut packet).map_err(|_| RtcError::NotSending)?;
-            t.send.history.push_back((t.send.seq, packet.clone()));
-            if t.send.history.len() > HISTORY {
-                t.send.history.pop_front();
-            }
+            t.send.history.store(now, t.send.seq, &packet);
+            t.send.stats.on_packet(now, timestamp, payload.len());
             t.send.seq = t.send.seq.wrapping_add(1);
-            t.send.packets = t.send.packets.wrapping_add(1);
-            t.send.octets = t.send.octets.wrapping_add(payload.len() as u32);
             t.stats.packets_sent += 1;
             t.stats.bytes_sent += packet.len() as u64;
-            m.outgoing.push_back((false, packet));
+            bytes += packet.len();
+            let pacer = m.pacer.get_or_insert_with(|| Pacer::new(PACING_FLOOR_BPS));
+            if audio {
+                pacer.enqueue_priority(now, packet.len(), packet);
+            } else {
+                pacer.enqueue(now, packet.len(), packet);
+            }
         }
         t.stats.frames_sent += 1;
-        t.send.last_timestamp = Some((Serial32(timestamp), now));
+        // The pacing rate follows what is written (there is no bandwidth estimate yet).
+        m.sent_window.push_back((now, bytes));
+        while m
+            .sent_window
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > Duration::from_secs(1))
+        {
+            m.sent_window.pop_front();
+        }
+        let rate = m.sent_window.iter().map(|(_, b)| *b as u64 * 8).sum::<u64>() * PACING_FACTOR;
+        if let Some(pacer) = m.pacer.as_mut() {
+            pacer.set_rate(now, rate.max(PACING_FLOOR_BPS));
+        }
         m.next_report.get_or_insert(now + Duration::from_millis(200));
         Ok(())
     }
@@ -533,12 +537,16 @@ impl PeerConnection {
         }
     }
 
+    /// Asks for a key frame now, or when the rate limit allows (see `media_timeout`).
     fn maybe_pli(outgoing: &mut VecDeque<(bool, Vec<u8>)>, t: &mut Transceiver, now: Instant, sender: u32) {
-        let Some(media_ssrc) = t.recv.ssrc else { return };
-        if t.kind != MediaKind::Video || t.recv.last_pli.is_some_and(|l| now < l + PLI_INTERVAL) {
+        if t.kind != MediaKind::Video || t.recv.ssrc.is_none() || !t.recv.keyframes.request(now) {
             return;
         }
-        t.recv.last_pli = Some(now);
+        Self::send_pli(outgoing, t, sender);
+    }
+
+    fn send_pli(outgoing: &mut VecDeque<(bool, Vec<u8>)>, t: &mut Transceiver, sender: u32) {
+        let Some(media_ssrc) = t.recv.ssrc else { return };
         let mut out = Vec::new();
         let pli_ok = t.codecs.iter().any(|c| c.has_feedback("nack pli"));
         let fir_ok = t.codecs.iter().any(|c| c.has_feedback("ccm fir"));
@@ -667,23 +675,10 @@ impl PeerConnection {
         let mut restored = Vec::new();
         let packet = if rtx {
             let Some(original) = t.is_rtx_pt(p.payload_type()).map(|c| c.payload_type) else { return };
-            let payload = p.payload();
-            if payload.len() < 2 {
-                // An RTX packet with no payload is padding (bandwidth probing).
-                return;
-            }
-            let osn = Serial16(u16::from_be_bytes([payload[0], payload[1]]));
             let Some(ssrc) = t.recv.ssrc else { return };
-            let header = RtpHeader {
-                marker: p.marker(),
-                payload_type: original,
-                sequence_number: osn,
-                timestamp: p.timestamp(),
-                ssrc,
-                ..Default::default()
-            };
-            let ext: Vec<(u8, &[u8])> = p.extensions().flatten().collect();
-            if header.encode(&ext, &payload[2..], 0, &mut restored).is_err() {
+            // An RTX packet with no payload is padding (bandwidth probing); other errors are
+            // bad input. Either way there is nothing to restore.
+            if peerlink_media::unwrap_rtx(p, ssrc, original, &mut restored).is_err() {
                 return;
             }
             t.stats.retransmissions_received += 1;
@@ -696,13 +691,24 @@ impl PeerConnection {
         };
         t.stats.packets_received += 1;
         t.stats.bytes_received += packet.as_bytes().len() as u64;
-        let seq = t.recv.unwrapper.unwrap(packet.sequence_number());
         let clock = t
             .codecs
             .iter()
             .find(|c| c.payload_type == packet.payload_type())
             .map_or(90_000, |c| c.clock_rate);
-        receive_stats(&mut t.recv, now, seq, packet.timestamp().0, clock, rtx);
+        if !rtx {
+            t.recv.stats.get_or_insert_with(|| ReceiveStats::new(clock)).on_packet(
+                now,
+                packet.sequence_number(),
+                packet.timestamp().0,
+            );
+        }
+        if t.codecs.iter().any(|c| c.has_feedback("nack")) {
+            t.recv.nack.on_packet(now, packet.sequence_number(), rtx);
+            if t.recv.nack.needs_keyframe() {
+                t.recv.want_keyframe = true;
+            }
+        }
         if t.config.raw {
             self.events.push_back(RtcEvent::Rtp { id: TransceiverId(i), packet: packet.as_bytes().to_vec() });
             return;
@@ -770,10 +776,13 @@ impl PeerConnection {
             };
             match packet {
                 RtcpPacket::SenderReport(sr) => {
+                    self.round_trip(now, &sr.reports);
                     let ssrc = sr.ssrc;
                     if let Some(&(i, false)) = self.media.by_ssrc.get(&ssrc) {
                         let t = &mut self.media.transceivers[i];
-                        t.recv.last_sr = Some(((sr.ntp_time >> 16) as u32, now));
+                        if let Some(stats) = t.recv.stats.as_mut() {
+                            stats.on_sender_report(now, sr.ntp_time);
+                        }
                         self.events.push_back(RtcEvent::SenderReport {
                             id: TransceiverId(i),
                             ntp_time: sr.ntp_time,
@@ -781,16 +790,41 @@ impl PeerConnection {
                         });
                     }
                 }
+                RtcpPacket::ReceiverReport(ReceiverReport { reports, .. }) => self.round_trip(now, &reports),
                 RtcpPacket::Pli(Pli { media_ssrc, .. }) => self.keyframe_asked(media_ssrc),
                 RtcpPacket::Fir(fir) => {
                     for (ssrc, _) in fir.entries {
                         self.keyframe_asked(ssrc);
                     }
                 }
-                RtcpPacket::Nack(nack) => self.retransmit(&nack),
+                RtcpPacket::Nack(nack) => self.retransmit(now, &nack),
                 _ => {}
             }
         }
+    }
+
+    /// The round-trip time from report blocks about what we send (RFC 3550 §6.4.1): it
+    /// paces NACK retries.
+    fn round_trip(&mut self, now: Instant, blocks: &[peerlink_rtp::rtcp::ReportBlock]) {
+        let Some(epoch) = self.media.ntp_epoch else { return };
+        let mid32 = (ntp_at(epoch, now) >> 16) as u32;
+        for b in blocks {
+            if !self.media.transceivers.iter().any(|t| t.send.ssrc == b.ssrc) {
+                continue;
+            }
+            if let Some(rtt) = peerlink_media::rtt_from_report_block(mid32, b) {
+                self.media.rtt = Some(rtt);
+                for t in &mut self.media.transceivers {
+                    t.recv.nack.set_rtt(rtt);
+                }
+            }
+        }
+    }
+
+    /// The round-trip time measured from the peer's reports, once it has reported on what we
+    /// send.
+    pub fn media_rtt(&self) -> Option<Duration> {
+        self.media.rtt
     }
 
     fn keyframe_asked(&mut self, media_ssrc: u32) {
@@ -802,39 +836,33 @@ impl PeerConnection {
 
     /// Answers a NACK from the send history: RTX when negotiated (RFC 4588 §4), else the
     /// packet again.
-    fn retransmit(&mut self, nack: &Nack) {
+    fn retransmit(&mut self, now: Instant, nack: &Nack) {
         let m = &mut self.media;
         let Some(t) = m.transceivers.iter_mut().find(|t| t.send.ssrc == nack.media_ssrc) else { return };
         t.stats.nacks_received += 1;
+        let min_interval = m.rtt.unwrap_or(Duration::from_millis(10)).max(Duration::from_millis(10));
         for seq in nack.lost() {
-            let Some((_, original)) = t.send.history.iter().find(|(s, _)| *s == seq) else { continue };
-            let Ok(p) = RtpPacket::parse(original) else { continue };
-            let rtx_pt = t.codecs.iter().find(|c| c.payload_type == p.payload_type()).and_then(|c| c.rtx);
+            let Some(original) = t.send.history.get_for_resend(now, seq, min_interval) else { continue };
+            let Ok(pt) = RtpPacket::parse(original).map(|p| p.payload_type()) else { continue };
+            let rtx_pt = t.codecs.iter().find(|c| c.payload_type == pt).and_then(|c| c.rtx);
             let packet = match rtx_pt {
                 Some(rtx_pt) => {
-                    let header = RtpHeader {
-                        marker: p.marker(),
-                        payload_type: rtx_pt,
-                        sequence_number: t.send.rtx_seq,
-                        timestamp: p.timestamp(),
-                        ssrc: t.send.rtx_ssrc,
-                        ..Default::default()
-                    };
-                    t.send.rtx_seq = t.send.rtx_seq.wrapping_add(1);
-                    let mut payload = Vec::with_capacity(p.payload().len() + 2);
-                    payload.extend_from_slice(&seq.0.to_be_bytes());
-                    payload.extend_from_slice(p.payload());
-                    let ext: Vec<(u8, &[u8])> = p.extensions().flatten().collect();
-                    let mut out = Vec::with_capacity(payload.len() + 32);
-                    if header.encode(&ext, &payload, 0, &mut out).is_err() {
+                    t.send.rtx.payload_type = rtx_pt;
+                    let mut out = Vec::with_capacity(original.len() + 2);
+                    if t.send.rtx.wrap(original, &mut out).is_err() {
                         continue;
                     }
                     out
                 }
-                None => original.clone(),
+                None => original.to_vec(),
             };
             t.stats.retransmissions_sent += 1;
-            m.outgoing.push_back((false, packet));
+            // Repairs go ahead of new media (a frame waits for them at the receiver).
+            m.pacer.get_or_insert_with(|| Pacer::new(PACING_FLOOR_BPS)).enqueue_priority(
+                now,
+                packet.len(),
+                packet,
+            );
         }
     }
 
@@ -858,6 +886,9 @@ impl PeerConnection {
                 }
             }
             nack_due(&mut m.outgoing, t, now, sender);
+            if t.recv.keyframes.poll_request(now) {
+                Self::send_pli(&mut m.outgoing, t, sender);
+            }
         }
         if let Some(feedback) = m.twcc.as_mut().and_then(|r| r.poll_feedback(now)) {
             let mut out = Vec::new();
@@ -878,18 +909,23 @@ impl PeerConnection {
         let m = &self.media;
         let stalls =
             m.transceivers.iter().filter_map(|t| t.recv.stalled_since.map(|s| s + t.config.max_delay));
-        let nacks = m.transceivers.iter().filter_map(|t| t.recv.missing.values().map(|(at, _)| *at).min());
+        let nacks = m.transceivers.iter().filter_map(|t| t.recv.nack.poll_timeout());
+        let plis = m.transceivers.iter().filter_map(|t| t.recv.keyframes.poll_timeout());
         let twcc = m.twcc.as_ref().and_then(|r| r.poll_timeout());
-        stalls.chain(nacks).chain(m.next_report).chain(twcc).min()
+        let pacer = m.pacer.as_ref().and_then(Pacer::poll_timeout);
+        stalls.chain(nacks).chain(plis).chain(m.next_report).chain(twcc).chain(pacer).min()
     }
 
     /// The next media datagram, protected and appended to `buf`.
-    pub(crate) fn media_transmit(&mut self, buf: &mut Vec<u8>) -> bool {
+    pub(crate) fn media_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
         let Some(srtp) = self.media.srtp.as_mut() else {
             self.media.outgoing.clear();
+            self.media.pacer = None;
             return false;
         };
-        while let Some((rtcp, packet)) = self.media.outgoing.pop_front() {
+        let (outgoing, pacer) = (&mut self.media.outgoing, &mut self.media.pacer);
+        let mut next = || outgoing.pop_front().or_else(|| pacer.as_mut()?.poll(now).map(|p| (false, p)));
+        while let Some((rtcp, packet)) = next() {
             let r = if rtcp { srtp.protect_rtcp(&packet, buf) } else { srtp.protect_rtp(&packet, buf) };
             match r {
                 Ok(_) => return true,
@@ -900,62 +936,10 @@ impl PeerConnection {
     }
 }
 
-/// RFC 3550 A.1/A.8 bookkeeping of one received packet, and the holes it opens or fills.
-fn receive_stats(r: &mut RecvStream, now: Instant, seq: u64, timestamp: u32, clock: u32, rtx: bool) {
-    r.received += 1;
-    r.first.get_or_insert(seq);
-    match r.highest {
-        Some(h) if seq > h => {
-            // Holes up to a bound (a jump beyond it is a restart, not loss to repair).
-            if seq - h < 500 {
-                for s in h + 1..seq {
-                    r.missing.insert(s, (now + Duration::from_millis(5), 0));
-                }
-            } else {
-                r.missing.clear();
-                r.want_keyframe = true;
-            }
-            r.highest = Some(seq);
-        }
-        Some(_) => {
-            r.missing.remove(&seq);
-        }
-        None => r.highest = Some(seq),
-    }
-    if rtx {
-        return;
-    }
-    // Interarrival jitter (A.8) on the stream's clock.
-    let epoch = *r.epoch.get_or_insert(now);
-    let arrival = (now.saturating_duration_since(epoch).as_secs_f64() * f64::from(clock)) as i64;
-    let transit = arrival - i64::from(timestamp);
-    if let Some(last) = r.last_transit {
-        let d = (transit - last).unsigned_abs() as f64;
-        r.jitter += (d - r.jitter) / 16.0;
-    }
-    r.last_transit = Some(transit);
-}
-
-/// NACKs for holes that are due (RFC 4585 §6.2.1), retried every 100 ms up to 10 times.
+/// A NACK for what the generator says is due (RFC 4585 §6.2.1).
 fn nack_due(outgoing: &mut VecDeque<(bool, Vec<u8>)>, t: &mut Transceiver, now: Instant, sender: u32) {
     let Some(media_ssrc) = t.recv.ssrc else { return };
-    if !t.codecs.iter().any(|c| c.has_feedback("nack")) {
-        t.recv.missing.clear();
-        return;
-    }
-    let Some(highest) = t.recv.highest else { return };
-    t.recv.missing.retain(|s, (_, tries)| *tries < 10 && s + 1000 > highest);
-    let mut due = Vec::new();
-    for (s, (at, tries)) in t.recv.missing.iter_mut() {
-        if *at <= now {
-            due.push(Serial16(*s as u16));
-            *tries += 1;
-            *at = now + Duration::from_millis(100);
-        }
-    }
-    if due.is_empty() {
-        return;
-    }
+    let Some(due) = t.recv.nack.poll_nack(now) else { return };
     let nack = Nack { sender_ssrc: sender, media_ssrc, pairs: Nack::pairs_for(due) };
     let mut out = Vec::new();
     if nack.encode(&mut out).is_ok() {
@@ -969,45 +953,19 @@ fn nack_due(outgoing: &mut VecDeque<(bool, Vec<u8>)>, t: &mut Transceiver, now: 
 fn build_report(m: &mut MediaState, now: Instant, ntp: u64) -> Vec<u8> {
     let mut blocks = Vec::new();
     for t in &mut m.transceivers {
-        let r = &mut t.recv;
-        let (Some(ssrc), Some(first), Some(highest)) = (r.ssrc, r.first, r.highest) else { continue };
-        let expected = highest - first + 1;
-        let lost = expected.saturating_sub(r.received);
-        let (prior_lost, prior_expected) = r.prior;
-        let interval_expected = expected - prior_expected;
-        let interval_lost = lost.saturating_sub(prior_lost);
-        r.prior = (lost, expected);
-        let fraction_lost =
-            (interval_lost << 8).checked_div(interval_expected).map_or(0, |f| f.min(255) as u8);
-        let (last_sr, delay) = match r.last_sr {
-            Some((lsr, at)) => (lsr, (now.saturating_duration_since(at).as_secs_f64() * 65536.0) as u32),
-            None => (0, 0),
-        };
-        blocks.push(peerlink_rtp::rtcp::ReportBlock {
-            ssrc,
-            fraction_lost,
-            cumulative_lost: lost.min(0x7f_ffff) as i32,
-            highest_sequence: highest as u32,
-            jitter: r.jitter as u32,
-            last_sr,
-            delay_since_last_sr: delay,
-        });
+        if let (Some(ssrc), Some(stats)) = (t.recv.ssrc, t.recv.stats.as_mut()) {
+            blocks.push(stats.report_block(now, ssrc));
+        }
     }
     blocks.truncate(31);
     let mut out = Vec::new();
     let mut first_ssrc = None;
-    for t in m.transceivers.iter().filter(|t| t.send.packets > 0) {
-        let Some((ts, at)) = t.send.last_timestamp else { continue };
+    for t in m.transceivers.iter().filter(|t| t.send.stats.packet_count() > 0) {
         let clock = t.codecs.first().map_or(90_000, |c| c.clock_rate);
-        let elapsed = (now.saturating_duration_since(at).as_secs_f64() * f64::from(clock)) as u32;
-        let sr = SenderReport {
-            ssrc: t.send.ssrc,
-            ntp_time: ntp,
-            rtp_time: ts.0.wrapping_add(elapsed),
-            packet_count: t.send.packets,
-            octet_count: t.send.octets,
-            reports: if first_ssrc.is_none() { std::mem::take(&mut blocks) } else { Vec::new() },
-        };
+        let mut sr = t.send.stats.sender_report(now, ntp, t.send.ssrc, clock);
+        if first_ssrc.is_none() {
+            sr.reports = std::mem::take(&mut blocks);
+        }
         first_ssrc.get_or_insert(t.send.ssrc);
         let _ = sr.encode(&mut out);
     }
@@ -1155,7 +1113,7 @@ impl PeerConnection {
             }
         }
         if direction.sends() {
-            let (ssrc, rtx) = (t.send.ssrc, t.send.rtx_ssrc);
+            let (ssrc, rtx) = (t.send.ssrc, t.send.rtx.ssrc);
             let has_rtx = formats.iter().any(|c| c.rtx.is_some());
             if has_rtx {
                 a(&mut m, "ssrc-group", Some(&format!("FID {ssrc} {rtx}")));

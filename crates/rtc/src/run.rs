@@ -93,7 +93,7 @@ impl PeerConnection {
                     return None;
                 }
                 // Media first: it is late when it waits; SCTP has its own window.
-                if !self.is_over() && self.media_transmit(buf) {
+                if !self.is_over() && self.media_transmit(now, buf) {
                     if let Some(t) = self.ice.send_data(buf, start) {
                         return Some(t);
                     }

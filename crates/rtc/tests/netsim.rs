@@ -542,3 +542,43 @@ fn a_close_under_way_stays_a_close_when_the_path_then_fails() {
     assert_eq!(closes(&w, 0), [(CloseReason::LocalClose, false)]);
     assert_eq!(w.sides[0].pc.connection_state(), ConnectionState::Closed);
 }
+
+#[test]
+fn a_large_key_frame_leaves_paced_not_in_one_burst() {
+    use peerlink_rtc::{Direction, MediaKind, TrackConfig};
+    let mut w = World::new(42, false);
+    let video = w.sides[0]
+        .pc
+        .add_transceiver(MediaKind::Video, Direction::SendOnly, TrackConfig::new(MediaKind::Video))
+        .unwrap();
+    w.negotiate(0, 1);
+    assert!(w.run(Duration::from_secs(20), World::connected));
+    let start = w.net.now();
+    let pc = &mut w.sides[0].pc;
+    pc.write_frame(start, video, 0, &vp8_frame(0, 60_000)).unwrap();
+    // What may leave at once, then the rest as the pacer's timer allows.
+    let mut buf = Vec::new();
+    let mut at_once = 0;
+    while pc.poll_transmit(start, &mut buf).is_some() {
+        at_once += 1;
+        buf.clear();
+    }
+    let mut now = start;
+    let mut sent = at_once;
+    let mut last = start;
+    while sent < 51 {
+        let Some(next) = pc.poll_timeout() else { break };
+        now = next.max(now);
+        pc.handle_timeout(now);
+        while pc.poll_transmit(now, &mut buf).is_some() {
+            sent += 1;
+            last = now;
+            buf.clear();
+        }
+        assert!(now - start < Duration::from_secs(2), "{sent} sent by {:?}", now - start);
+    }
+    // 60 KB is 51 packets; at the 1.5 Mbit/s floor they take about 320 ms.
+    assert!(at_once <= 3, "{at_once} packets left at once");
+    let spread = last - start;
+    assert!(spread >= Duration::from_millis(250) && spread <= Duration::from_millis(500), "{spread:?}");
+}
