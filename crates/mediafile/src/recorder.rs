@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use peerlink_media::h264::AnnexB;
 use webm_iterable::matroska_spec::{Master, MatroskaSpec};
-use webm_iterable::WebmWriter;
+use webm_iterable::{WebmWriter, WriteOptions};
 
 use crate::bitstream::{
     av1_obus, av1_sequence_header, av1c, h264_sps_size, nal_type, Avcc, NAL_IDR, NAL_PPS, NAL_SPS,
@@ -113,13 +113,39 @@ struct Header {
     tracks_at: u64,
 }
 
-fn encode(tag: &MatroskaSpec) -> Vec<u8> {
-    let mut w = WebmWriter::new(Vec::new());
-    // Writing to a Vec fails only on a spec mismatch, which the variants below rule out.
-    if w.write(tag).is_err() {
-        return Vec::new();
+/// Where an element sits: the tag writer checks the hierarchy, so an element is written
+/// inside unknown-size parents whose headers are then cut off.
+#[derive(Debug, Clone, Copy)]
+enum Parent {
+    Top,
+    Segment,
+    Cluster,
+}
+
+fn encode(tag: &MatroskaSpec, parent: Parent) -> Vec<u8> {
+    let parents = match parent {
+        Parent::Top => &[][..],
+        Parent::Segment => &[MatroskaSpec::Segment(Master::Start)][..],
+        Parent::Cluster => &[MatroskaSpec::Segment(Master::Start), MatroskaSpec::Cluster(Master::Start)][..],
+    };
+    let write = |tag: Option<&MatroskaSpec>| {
+        let mut w = WebmWriter::new(Vec::new());
+        for p in parents {
+            w.write_advanced(p, WriteOptions::is_unknown_sized_element())?;
+        }
+        if let Some(tag) = tag {
+            w.write(tag)?;
+        }
+        w.into_inner()
+    };
+    // Only a spec mismatch makes writing to a Vec fail, and the callers rule that out.
+    match (write(None), write(Some(tag))) {
+        (Ok(prefix), Ok(all)) => all.get(prefix.len()..).map(<[u8]>::to_vec).unwrap_or_default(),
+        (a, b) => {
+            debug_assert!(false, "encoding {tag:?}: {a:?} {b:?}");
+            Vec::new()
+        }
     }
-    w.into_inner().unwrap_or_default()
 }
 
 fn void(total: usize) -> Vec<u8> {
@@ -317,7 +343,7 @@ impl Recorder {
             MatroskaSpec::DocTypeVersion(4),
             MatroskaSpec::DocTypeReadVersion(2),
         ]));
-        self.put(&encode(&ebml))?;
+        self.put(&encode(&ebml, Parent::Top))?;
         self.put(&SEGMENT_ID)?;
         let segment_size_at = self.pos;
         self.put(&UNKNOWN_SIZE)?;
@@ -326,17 +352,20 @@ impl Recorder {
         self.put(&void(SEEKHEAD_ROOM))?;
         let info_at = self.pos - segment_data;
         // Duration last, so its 8-byte float ends the element.
-        let info = encode(&MatroskaSpec::Info(Master::Full(vec![
-            MatroskaSpec::TimestampScale(1_000_000),
-            MatroskaSpec::MuxingApp("peerlink".into()),
-            MatroskaSpec::WritingApp("peerlink".into()),
-            MatroskaSpec::Duration(0.0),
-        ])));
+        let info = encode(
+            &MatroskaSpec::Info(Master::Full(vec![
+                MatroskaSpec::TimestampScale(1_000_000),
+                MatroskaSpec::MuxingApp("peerlink".into()),
+                MatroskaSpec::WritingApp("peerlink".into()),
+                MatroskaSpec::Duration(0.0),
+            ])),
+            Parent::Segment,
+        );
         self.put(&info)?;
         let duration_at = self.pos - 8;
         let tracks_at = self.pos - segment_data;
         let entries = self.tracks.iter().enumerate().map(|(i, t)| self.track_entry(i, t)).collect();
-        self.put(&encode(&MatroskaSpec::Tracks(Master::Full(entries))))?;
+        self.put(&encode(&MatroskaSpec::Tracks(Master::Full(entries)), Parent::Segment))?;
         self.out.flush().map_err(|e| self.io(e))?;
         self.header =
             Some(Header { segment_size_at, segment_data, seekhead_at, duration_at, info_at, tracks_at });
@@ -413,7 +442,7 @@ impl Recorder {
             self.put(&CLUSTER_ID)?;
             let size_at = self.pos;
             self.put(&UNKNOWN_SIZE)?;
-            self.put(&encode(&MatroskaSpec::Timestamp(time_ms)))?;
+            self.put(&encode(&MatroskaSpec::Timestamp(time_ms), Parent::Cluster))?;
             self.cluster = Some(Cluster { size_at, time_ms });
             // Matroska §22 (Cues): seek points at key frames of video, or of audio when
             // there is no video.
@@ -434,7 +463,7 @@ impl Recorder {
         block.extend_from_slice(&rel.to_be_bytes());
         block.push(if keyframe { 0x80 } else { 0 });
         block.extend_from_slice(data);
-        self.put(&encode(&MatroskaSpec::SimpleBlock(block)))?;
+        self.put(&encode(&MatroskaSpec::SimpleBlock(block), Parent::Cluster))?;
         self.tracks[track].frames += 1;
         Ok(())
     }
@@ -465,20 +494,23 @@ impl Recorder {
             .collect::<Vec<_>>();
         let mut seeks = vec![(INFO_ID, h.info_at), (TRACKS_ID, h.tracks_at)];
         if !points.is_empty() {
-            self.put(&encode(&MatroskaSpec::Cues(Master::Full(points))))?;
+            self.put(&encode(&MatroskaSpec::Cues(Master::Full(points)), Parent::Segment))?;
             seeks.push((CUES_ID, cues_at));
         }
-        let seekhead = encode(&MatroskaSpec::SeekHead(Master::Full(
-            seeks
-                .into_iter()
-                .map(|(id, pos)| {
-                    MatroskaSpec::Seek(Master::Full(vec![
-                        MatroskaSpec::SeekID(id.to_vec()),
-                        MatroskaSpec::SeekPosition(pos),
-                    ]))
-                })
-                .collect(),
-        )));
+        let seekhead = encode(
+            &MatroskaSpec::SeekHead(Master::Full(
+                seeks
+                    .into_iter()
+                    .map(|(id, pos)| {
+                        MatroskaSpec::Seek(Master::Full(vec![
+                            MatroskaSpec::SeekID(id.to_vec()),
+                            MatroskaSpec::SeekPosition(pos),
+                        ]))
+                    })
+                    .collect(),
+            )),
+            Parent::Segment,
+        );
         let mut room = seekhead;
         room.extend_from_slice(&void(SEEKHEAD_ROOM - room.len()));
         self.patch(h.seekhead_at, &room)?;

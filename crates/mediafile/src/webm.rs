@@ -73,7 +73,7 @@ fn read_vint(src: &mut Source, out: &mut Vec<u8>) -> Result<Option<(u64, usize, 
     }
     out.push(first[0]);
     out.extend_from_slice(&rest[..len - 1]);
-    let mask = 0xffu8 >> len;
+    let mask = 0xffu8.checked_shr(len as u32).unwrap_or(0);
     let mut v = u64::from(first[0] & mask);
     let mut all_ones = first[0] & mask == mask;
     for b in &rest[..len - 1] {
