@@ -17,7 +17,7 @@
 //!   count the pre-skip samples (the decoder drops those, [`MediaReader::opus_pre_skip`]), so
 //!   packets are evenly spaced from 0. Only the first logical stream is read.
 //! - WebM and Matroska: `V_VP8`, `V_VP9`, `V_AV1`, `V_MPEG4/ISO/AVC` and `A_OPUS` tracks from
-//!   SimpleBlocks and BlockGroups with any lacing. H.264 comes out as Annex B with the avcC
+//!   SimpleBlocks and BlockGroups with any lacing (Xiph, fixed, EBML). H.264 comes out as Annex B with the avcC
 //!   SPS/PPS in front of key frames; AV1 key frames get the CodecPrivate sequence header when
 //!   the block lacks one. Other tracks are skipped with a warning.
 //! - [`Recorder`]: WebM (VP8, VP9, AV1, Opus) or Matroska (as soon as a track is H.264) with
@@ -27,9 +27,11 @@
 //! Crates chosen, and why:
 //! - `webm-iterable` (with `ebml-iterable`) for WebM/Matroska both ways: a pure-Rust EBML tag
 //!   reader that needs only `Read`, so a WebM can come from a pipe; it handles unknown-size
-//!   segments and clusters and all three lacings, and its tag writer encodes our elements.
-//!   `matroska-demuxer` was the alternative for reading but needs `Seek` and panics on some
-//!   block timestamps in debug builds.
+//!   segments and clusters, and its tag writer encodes our elements. Block headers and lacing
+//!   (RFC 9559 §10.1, §10.3) are parsed here instead: the crate's block parser indexes short
+//!   input without bounds checks, which our fuzz test found. `matroska-demuxer` was the
+//!   alternative for reading but needs `Seek` and overflows on some block timestamps in
+//!   debug builds.
 //! - `ogg` for Ogg pages: its `PageParser` checks the page CRC and its `BasePacketReader`
 //!   joins packets across pages; we feed pages ourselves because its `PacketReader` needs
 //!   `Seek`.
@@ -62,6 +64,7 @@
 
 mod annexb;
 mod bitstream;
+mod block;
 mod ivf;
 mod oggopus;
 mod recorder;
