@@ -293,3 +293,47 @@ impl MediaReader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_comes_from_extension_or_name() {
+        let f = |p: &str| Format::from_path(Path::new(p));
+        assert_eq!(
+            [
+                f("a.ivf"),
+                f("a.H264"),
+                f("a.264"),
+                f("a.ogg"),
+                f("a.opus"),
+                f("a.webm"),
+                f("a.mkv"),
+                f("a.mp4"),
+                f("a")
+            ],
+            [
+                Some(Format::Ivf),
+                Some(Format::H264),
+                Some(Format::H264),
+                Some(Format::Ogg),
+                Some(Format::Ogg),
+                Some(Format::Webm),
+                Some(Format::Webm),
+                None,
+                None
+            ]
+        );
+        assert_eq!(Format::parse("mkv"), Some(Format::Webm));
+        assert_eq!(Format::parse("opus"), None);
+    }
+
+    #[test]
+    fn open_names_the_path_in_errors() {
+        let e = MediaReader::open(Path::new("/nonexistent/clip.ivf")).unwrap_err();
+        assert!(e.to_string().starts_with("/nonexistent/clip.ivf: "), "{e}");
+        let e = MediaReader::open(Path::new("clip.mp4")).unwrap_err();
+        assert!(matches!(e, FileError::UnknownFormat { .. }), "{e}");
+    }
+}
