@@ -4,7 +4,10 @@
 //! What it implements:
 //! - IVF (the VP8/VP9/AV1 test container of libvpx): 32-byte file header (fourcc `VP80`,
 //!   `VP90`, `AV01`, width, height, time base) and 12-byte frame headers (size, 64-bit pts);
-//!   time = pts × numerator / denominator.
+//!   time = pts × numerator / denominator. Key frames: VP8 from the frame tag's bit 0
+//!   (RFC 6386 §9.1), VP9 from the uncompressed header's frame_type (show_existing_frame is
+//!   not key), AV1 by our rule that a temporal unit holding a sequence header OBU is a key
+//!   frame (encoders repeat the sequence header at every key frame). Empty frames are skipped.
 //! - H.264 Annex B byte streams (H.264 Annex B.1): NAL units grouped into access units by
 //!   §7.4.1.2.3 (a new access unit at AUD, SPS, PPS, SEI or NAL types 14..=18 after a VCL NAL,
 //!   or at a VCL NAL whose first_mb_in_slice is 0 after a VCL NAL); each access unit comes out
@@ -44,6 +47,11 @@
 //! bounded: see [`Recorder::write`]); AV1 waits for its first sequence header the same way.
 //! A file whose process died before `finish` ends in an unknown-size segment and cluster,
 //! which players read up to the last whole block.
+//!
+//! Limits: raw H.264 cannot show truncation (a cut last NAL unit reads as a short frame);
+//! the recorder writes PixelWidth/PixelHeight only when the TrackInfo has them or, for H.264,
+//! the SPS gives them; OpusHead in the recording has pre-skip 0; WebM elements other than the
+//! segment are limited to 256 MiB.
 //!
 //! Out of scope: seeking in readers, multiple Ogg streams, Matroska content encodings
 //! (compression, encryption), audio codecs other than Opus, H.265.
