@@ -94,6 +94,16 @@ impl IvfReader {
     }
 
     pub(crate) fn next_sample(&mut self) -> Result<Option<Sample>, FileError> {
+        loop {
+            match self.next_frame()? {
+                // An empty frame (a dropped one) has nothing to decode or send.
+                Some(s) if s.data.is_empty() => continue,
+                other => return Ok(other),
+            }
+        }
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Sample>, FileError> {
         let at = self.src.offset;
         let mut h = [0u8; FRAME_HEADER_LEN];
         match self.src.fill(&mut h)? {
@@ -152,6 +162,7 @@ mod tests {
     fn reads_frames_with_times_and_keyframes() {
         let mut file = header(b"VP80");
         file.extend(frame(0, &[0x10, 1, 2]));
+        file.extend(frame(2, &[]));
         file.extend(frame(3, &[0x11, 1]));
         let mut r = reader(file).unwrap();
         assert_eq!(r.tracks(), [TrackInfo::video(Codec::Vp8, Some(320), Some(240))]);

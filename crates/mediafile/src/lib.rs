@@ -4,7 +4,10 @@
 //! What it implements:
 //! - IVF (the VP8/VP9/AV1 test container of libvpx): 32-byte file header (fourcc `VP80`,
 //!   `VP90`, `AV01`, width, height, time base) and 12-byte frame headers (size, 64-bit pts);
-//!   time = pts × numerator / denominator.
+//!   time = pts × numerator / denominator. Key frames: VP8 from the frame tag's bit 0
+//!   (RFC 6386 §9.1), VP9 from the uncompressed header's frame_type (show_existing_frame is
+//!   not key), AV1 by our rule that a temporal unit holding a sequence header OBU is a key
+//!   frame (encoders repeat the sequence header at every key frame). Empty frames are skipped.
 //! - H.264 Annex B byte streams (H.264 Annex B.1): NAL units grouped into access units by
 //!   §7.4.1.2.3 (a new access unit at AUD, SPS, PPS, SEI or NAL types 14..=18 after a VCL NAL,
 //!   or at a VCL NAL whose first_mb_in_slice is 0 after a VCL NAL); each access unit comes out
@@ -17,7 +20,7 @@
 //!   count the pre-skip samples (the decoder drops those, [`MediaReader::opus_pre_skip`]), so
 //!   packets are evenly spaced from 0. Only the first logical stream is read.
 //! - WebM and Matroska: `V_VP8`, `V_VP9`, `V_AV1`, `V_MPEG4/ISO/AVC` and `A_OPUS` tracks from
-//!   SimpleBlocks and BlockGroups with any lacing. H.264 comes out as Annex B with the avcC
+//!   SimpleBlocks and BlockGroups with any lacing (Xiph, fixed, EBML). H.264 comes out as Annex B with the avcC
 //!   SPS/PPS in front of key frames; AV1 key frames get the CodecPrivate sequence header when
 //!   the block lacks one. Other tracks are skipped with a warning.
 //! - [`Recorder`]: WebM (VP8, VP9, AV1, Opus) or Matroska (as soon as a track is H.264) with
@@ -27,9 +30,11 @@
 //! Crates chosen, and why:
 //! - `webm-iterable` (with `ebml-iterable`) for WebM/Matroska both ways: a pure-Rust EBML tag
 //!   reader that needs only `Read`, so a WebM can come from a pipe; it handles unknown-size
-//!   segments and clusters and all three lacings, and its tag writer encodes our elements.
-//!   `matroska-demuxer` was the alternative for reading but needs `Seek` and panics on some
-//!   block timestamps in debug builds.
+//!   segments and clusters, and its tag writer encodes our elements. Block headers and lacing
+//!   (RFC 9559 §10.1, §10.3) are parsed here instead: the crate's block parser indexes short
+//!   input without bounds checks, which our fuzz test found. `matroska-demuxer` was the
+//!   alternative for reading but needs `Seek` and overflows on some block timestamps in
+//!   debug builds.
 //! - `ogg` for Ogg pages: its `PageParser` checks the page CRC and its `BasePacketReader`
 //!   joins packets across pages; we feed pages ourselves because its `PacketReader` needs
 //!   `Seek`.
@@ -42,6 +47,11 @@
 //! bounded: see [`Recorder::write`]); AV1 waits for its first sequence header the same way.
 //! A file whose process died before `finish` ends in an unknown-size segment and cluster,
 //! which players read up to the last whole block.
+//!
+//! Limits: raw H.264 cannot show truncation (a cut last NAL unit reads as a short frame);
+//! the recorder writes PixelWidth/PixelHeight only when the TrackInfo has them or, for H.264,
+//! the SPS gives them; OpusHead in the recording has pre-skip 0; WebM elements other than the
+//! segment are limited to 256 MiB.
 //!
 //! Out of scope: seeking in readers, multiple Ogg streams, Matroska content encodings
 //! (compression, encryption), audio codecs other than Opus, H.265.
@@ -62,6 +72,7 @@
 
 mod annexb;
 mod bitstream;
+mod block;
 mod ivf;
 mod oggopus;
 mod recorder;
@@ -288,5 +299,49 @@ impl MediaReader {
             Inner::Ogg(r) => Some(r.pre_skip()),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_comes_from_extension_or_name() {
+        let f = |p: &str| Format::from_path(Path::new(p));
+        assert_eq!(
+            [
+                f("a.ivf"),
+                f("a.H264"),
+                f("a.264"),
+                f("a.ogg"),
+                f("a.opus"),
+                f("a.webm"),
+                f("a.mkv"),
+                f("a.mp4"),
+                f("a")
+            ],
+            [
+                Some(Format::Ivf),
+                Some(Format::H264),
+                Some(Format::H264),
+                Some(Format::Ogg),
+                Some(Format::Ogg),
+                Some(Format::Webm),
+                Some(Format::Webm),
+                None,
+                None
+            ]
+        );
+        assert_eq!(Format::parse("mkv"), Some(Format::Webm));
+        assert_eq!(Format::parse("opus"), None);
+    }
+
+    #[test]
+    fn open_names_the_path_in_errors() {
+        let e = MediaReader::open(Path::new("/nonexistent/clip.ivf")).unwrap_err();
+        assert!(e.to_string().starts_with("/nonexistent/clip.ivf: "), "{e}");
+        let e = MediaReader::open(Path::new("clip.mp4")).unwrap_err();
+        assert!(matches!(e, FileError::UnknownFormat { .. }), "{e}");
     }
 }

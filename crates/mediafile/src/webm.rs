@@ -5,13 +5,14 @@ use std::io::{Cursor, Read};
 use std::time::Duration;
 
 use webm_iterable::errors::TagIteratorError;
-use webm_iterable::matroska_spec::{Block, Master, MatroskaSpec, SimpleBlock};
+use webm_iterable::matroska_spec::{Master, MatroskaSpec};
 use webm_iterable::WebmIterator;
 
 use crate::bitstream::{
     av1_obus, av1_sequence_header, avcc_to_annexb, h264_keyframe_annexb, nal_type, opus_packet_samples, Avcc,
     NAL_SPS, OBU_SEQUENCE_HEADER, START_CODE,
 };
+use crate::block::{self, ParsedBlock};
 use crate::source::Source;
 use crate::{Codec, FileError, Sample, TrackInfo};
 
@@ -344,15 +345,12 @@ impl WebmReader {
                 MatroskaSpec::Timestamp(t) => self.cluster_time = t,
                 MatroskaSpec::Info(Master::Full(children)) => self.handle_info(&children),
                 MatroskaSpec::SimpleBlock(ref data) => {
-                    let block = SimpleBlock::try_from(data.as_slice())
-                        .map_err(|e| self.malformed(format!("bad SimpleBlock ({e})")))?;
-                    let frames =
-                        block.read_frame_data().map_err(|e| self.malformed(format!("bad lacing ({e})")))?;
-                    let frames: Vec<&[u8]> = frames.iter().map(|f| f.data).collect();
-                    self.handle_block(block.track, block.timestamp, Some(block.keyframe), &frames)?;
+                    let block =
+                        block::parse(data).map_err(|e| self.malformed(format!("bad SimpleBlock ({e})")))?;
+                    self.handle_block(&block, block.keyframe)?;
                 }
                 MatroskaSpec::BlockGroup(Master::Full(children)) => {
-                    // Matroska §10.2: a Block without ReferenceBlock is a key frame.
+                    // RFC 9559 §10.2: a Block without ReferenceBlock is a key frame.
                     let keyframe = !children.iter().any(|c| matches!(c, MatroskaSpec::ReferenceBlock(_)));
                     let Some(data) = children.iter().find_map(|c| match c {
                         MatroskaSpec::Block(d) => Some(d),
@@ -360,25 +358,16 @@ impl WebmReader {
                     }) else {
                         continue;
                     };
-                    let block = Block::try_from(data.as_slice())
-                        .map_err(|e| self.malformed(format!("bad Block ({e})")))?;
-                    let frames =
-                        block.read_frame_data().map_err(|e| self.malformed(format!("bad lacing ({e})")))?;
-                    let frames: Vec<&[u8]> = frames.iter().map(|f| f.data).collect();
-                    self.handle_block(block.track, block.timestamp, Some(keyframe), &frames)?;
+                    let block = block::parse(data).map_err(|e| self.malformed(format!("bad Block ({e})")))?;
+                    self.handle_block(&block, keyframe)?;
                 }
                 _ => {}
             }
         }
     }
 
-    fn handle_block(
-        &mut self,
-        number: u64,
-        relative: i16,
-        flagged_key: Option<bool>,
-        frames: &[&[u8]],
-    ) -> Result<(), FileError> {
+    fn handle_block(&mut self, block: &ParsedBlock<'_>, flagged_key: bool) -> Result<(), FileError> {
+        let (number, relative, frames) = (block.track, block.timestamp, &block.frames);
         let Some(track) = self.tracks.get(&number) else {
             return Ok(()); // a skipped track
         };
@@ -394,7 +383,7 @@ impl WebmReader {
                     let mut au = Vec::with_capacity(frame.len() + 64);
                     avcc_to_annexb(frame, avcc.length_size, &mut au)
                         .ok_or_else(|| self.malformed("AVC NAL unit length past the end of its frame"))?;
-                    let key = flagged_key.unwrap_or(false) || h264_keyframe_annexb(&au);
+                    let key = flagged_key || h264_keyframe_annexb(&au);
                     let has_sps = peerlink_media::h264::AnnexB::new(&au).any(|n| nal_type(n) == NAL_SPS);
                     if key && !has_sps {
                         let mut with_sets = Vec::with_capacity(au.len() + 64);
@@ -408,7 +397,7 @@ impl WebmReader {
                     (au, key)
                 }
                 Codec::Av1 => {
-                    let key = flagged_key.unwrap_or(false);
+                    let key = flagged_key;
                     let has_seq = av1_obus(frame).any(|(t, _)| t == OBU_SEQUENCE_HEADER);
                     match (&track.av1_sequence_header, key && !has_seq) {
                         (Some(seq), true) => ([seq.as_slice(), frame].concat(), key),
@@ -416,7 +405,7 @@ impl WebmReader {
                     }
                 }
                 Codec::Opus => (frame.to_vec(), true),
-                _ => (frame.to_vec(), flagged_key.unwrap_or(false)),
+                _ => (frame.to_vec(), flagged_key),
             };
             if data.is_empty() {
                 continue;
