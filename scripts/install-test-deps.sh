@@ -26,6 +26,8 @@ command -v ss >/dev/null || need_apt+=(iproute2)
 # against it (bench/srtp-ref/srtp_ref.c); the Rust crates never link it.
 command -v cc >/dev/null || need_apt+=(gcc libc6-dev)
 pkg-config --exists libsrtp2 2>/dev/null || need_apt+=(libsrtp2-dev)
+# ffmpeg: makes the media test inputs and judges recordings (-xerror decode, ffprobe).
+command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing Debian packages: ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive

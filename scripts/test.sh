@@ -79,6 +79,10 @@ step "end-to-end: the browser app in headless Chromium (video, chat, 20 MB file;
 tests/e2e/web-chromium.sh target/release/peerlink
 step "end-to-end: a call in the browser app goes on through a restart of peerlink serve (same ids, video and chat)"
 tests/e2e/web-restart.sh target/release/peerlink
+step "media: the Chromium test peer against Chromium (VP8, H.264; it judges the native peer)"
+CASES="vp8:answer h264-baseline:offer" tests/e2e/media-chromium-selftest.sh target/release/peerlink
+step "media: peerlink record, play and echo against headless Chromium (VP8, VP9, H.264, AV1, Opus; relay-only once)"
+tests/e2e/media-chromium.sh target/release/peerlink
 
 fuzz_seconds=${FUZZ_SECONDS:-20}
 if [ "$fuzz_seconds" -gt 0 ]; then

@@ -23,7 +23,7 @@ cd "$(dirname "$0")/../.."
 peerlink=$(realpath "${1:-target/release/peerlink}")
 CASES=${CASES:-"record:vp8 record:vp9 record:h264 record:av1 record:vp8:relay \
 play:vp8 play:vp9 play:av1 play:h264 play:webm echo:vp8:first echo:vp8:second echo:h264:first"}
-CLIP=4    # seconds of each input file
+CLIP=8    # seconds of each input file
 FPS=15
 ns=plmedia$$
 tmp=$(mktemp -d)
@@ -139,8 +139,9 @@ def probe(path):
         "-of", "json", path], capture_output=True, text=True)
     return json.loads(out.stdout or "{}")
 def decodes(path):
-    r = subprocess.run(["ffmpeg", "-v", "error", "-xerror", "-fps_mode", "passthrough", "-enc_time_base", "-1",
-        "-i", path, "-f", "null", "-"], capture_output=True, text=True)
+    # -fps_mode and -enc_time_base are output options here (before -i they are refused).
+    r = subprocess.run(["ffmpeg", "-v", "error", "-xerror", "-i", path, "-fps_mode", "passthrough",
+        "-enc_time_base", "-1", "-f", "null", "-"], capture_output=True, text=True)
     return r.returncode == 0, r.stderr.strip().splitlines()[-1:] if r.stderr else []
 fmt = "{:<18} {:<8} {:>6} {:>8} {:>5} {:>9} {:>7} {:>9} {:<11} {}"
 print(fmt.format("case", "codec", "sent", "decoded", "%", "res", "freeze", "audio", "pair", "result"))
@@ -197,7 +198,8 @@ for line in open(f"{tmp}/cases"):
         # Concealment while the file's audio flowed: from the first point with packets to the
         # last point where more had come (after the file's end the receiver conceals silence).
         pts = [p for t in d.get('audioTimeline', []) for p in t['points']]
-        flowing = [p for i, p in enumerate(pts) if p['packets'] > 0 and (i == 0 or p['packets'] > pts[i - 1]['packets'])]
+        # (The last interval with packets is left out: the stream ended within it.)
+        flowing = [p for i, p in enumerate(pts[:-1]) if p['packets'] > 0 and pts[i + 1]['packets'] > p['packets']]
         if len(flowing) >= 2:
             total = flowing[-1]['samples'] - flowing[0]['samples']
             concealed = flowing[-1]['concealed'] - flowing[0]['concealed']
