@@ -4,7 +4,8 @@
 #   reference), Debian's Chromium driven by playwright-core from npm (never a downloaded
 #   browser), Node.js if missing, redis-server (the multi-node signaling test), nftables
 #   (the NAT lab), OpenSSL's headers and tool (DTLS), a Python venv with aioice and aiortc (interop, benchmark), node-datachannel (benchmark), rustfmt and clippy, and
-#   cargo-fuzz.
+#   cargo-fuzz; for the path emulator (tests/lab/path-emulator.py): iptables, ping,
+#   libnetfilter-queue's headers and NetfilterQueue in that venv.
 set -euo pipefail
 
 need_apt=()
@@ -28,6 +29,13 @@ command -v cc >/dev/null || need_apt+=(gcc libc6-dev)
 pkg-config --exists libsrtp2 2>/dev/null || need_apt+=(libsrtp2-dev)
 # ffmpeg: makes the media test inputs and judges recordings (-xerror decode, ffprobe).
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
+# The path emulator (NFQUEUE in userspace; the kernel has no netem) needs the library's headers to
+# build its Python binding.
+pkg-config --exists libnetfilter_queue 2>/dev/null || need_apt+=(libnetfilter-queue-dev)
+# ... and iptables' NFQUEUE target to feed it (this kernel has no nftables `queue` statement).
+command -v iptables >/dev/null || need_apt+=(iptables)
+# ping checks an emulated path's RTT before a test trusts it.
+command -v ping >/dev/null || need_apt+=(iputils-ping)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing Debian packages: ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -60,6 +68,10 @@ if [ ! -x "$venv_python" ] || ! "$venv_python" -c 'import aioice, aiortc' 2>/dev
     echo "installing aioice and aiortc into tests/interop/.venv"
     python3 -m venv "$here/tests/interop/.venv"
     "$here/tests/interop/.venv/bin/pip" install -q aioice==0.13.0 aiortc==1.16.0
+fi
+if ! "$venv_python" -c 'import netfilterqueue' 2>/dev/null; then
+    echo "installing NetfilterQueue into tests/interop/.venv (the path emulator)"
+    "$here/tests/interop/.venv/bin/pip" install -q NetfilterQueue==1.1.0
 fi
 
 # libdatachannel (through node-datachannel, whose package carries the native library) as a

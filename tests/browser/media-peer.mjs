@@ -51,7 +51,8 @@
 //   framesEncoded,frameWidth,frameHeight,nackCount,retransmittedPacketsSent,packetsSent,
 //   qualityLimitationReason,...}],"inbound":[{kind,codec,fmtp,framesDecoded,framesReceived,
 //   frameWidth,frameHeight,freezeCount,totalFreezesDuration,framesDropped,packetsLost,nackCount,
-//   pliCount,keyFramesDecoded,totalSamplesReceived,concealedSamples,concealmentEvents,...}],
+//   pliCount,retransmittedPacketsReceived,keyFramesDecoded,totalSamplesReceived,concealedSamples,
+//   concealmentEvents,...}],
 //   "codecCheck":{wanted,sent,ok,forced}}],"log":[...],"audioTimeline":[{t,points:[{peer,packets,
 //   samples,concealed}]}] (every 250 ms while connected)}
 import { launchChromium } from './chromium.mjs';
@@ -453,6 +454,7 @@ function pageCode() {
           inbound.push({ kind: s.kind, mid: s.mid, ssrc: s.ssrc, ...codecOf(s), ...pick(s, ['framesDecoded', 'framesReceived', 'keyFramesDecoded',
             'frameWidth', 'frameHeight', 'framesPerSecond', 'freezeCount', 'totalFreezesDuration', 'pauseCount', 'totalPausesDuration',
             'framesDropped', 'packetsReceived', 'packetsLost', 'bytesReceived', 'nackCount', 'pliCount', 'firCount', 'jitter',
+            'retransmittedPacketsReceived', 'retransmittedBytesReceived', 'packetsDiscarded',
             'decoderImplementation', 'totalSamplesReceived', 'concealedSamples', 'silentConcealedSamples', 'concealmentEvents',
             'totalAudioEnergy', 'jitterBufferDelay', 'jitterBufferEmittedCount']) });
         } else if (s.type === 'transport' && s.selectedCandidatePairId) {

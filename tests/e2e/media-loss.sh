@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# Loss repair of the native peer's media: `peerlink play` sends an 8 s VP8 + Opus file to
+# headless Chromium (tests/browser/media-peer.mjs --recv) across an emulated path of 25 ms each
+# way and random loss each way (default 5%, then 0% as the control), in network namespaces of
+# this test's own:
+#
+#   A 198.51.100.10 (peerlink serve, peerlink play) -- R (router) -- B 203.0.113.20 (Chromium)
+#
+# R queues every forwarded packet (iptables NFQUEUE in mangle PREROUTING) to
+# tests/lab/path-emulator.py, one process per direction; signaling, STUN/TURN and media all cross
+# it. R has no other route and forwards only lab traffic; A and B refuse to send anywhere else
+# (Chromium tries the host's DNS resolver). tests/lab/rtp-wire-count.py counts
+# in R, before the loss, what each side put on the wire (RTP by SSRC and payload type, so our
+# RTX retransmissions; and every other packet by destination: none may be addressed outside).
+#
+# The path is checked before its figures are trusted: ping across it must show the RTT
+# (2 x DELAY_MS, within 45-65 ms by default), and each emulator's own counters must show a loss
+# rate within 4 standard deviations (+0.5%) of the one asked for.
+# With loss: Chromium decodes >= 80% of the file's frames with at most 2 freezes, sends NACKs,
+# receives retransmissions (retransmittedPacketsReceived), and RTX packets from our peer are seen
+# on the wire. The control (0%) must decode >= 80% with at most 2 freezes too.
+# Prints one table; exits non-zero if a case or a path check fails.
+#
+#   tests/e2e/media-loss.sh [path/to/peerlink]
+#   LOSSES="0.05 0"  loss fractions, one case each     DELAY_MS=25  one-way delay
+#   SEED=N           the emulators' loss seeds (N and N+1; printed)   KEEP=DIR  keep every file
+#   NOISE=N          add ffmpeg's noise filter (strength N) to the video: the plain test pattern
+#                    encodes to ~140 kbit/s, about one packet a frame; NOISE=30 fills the 400 kbit/s
+# Needs root, Chromium and playwright-core, iptables, and NetfilterQueue in tests/interop/.venv
+# (scripts/install-test-deps.sh installs them). Takes about 30 s.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/lib/common.sh
+peerlink=$(realpath "${1:-target/release/peerlink}")
+py=${PYTHON:-tests/interop/.venv/bin/python}
+LOSSES=${LOSSES:-"0.05 0"}
+DELAY_MS=${DELAY_MS:-25}
+SEED=${SEED:-$((RANDOM * 32768 + RANDOM))}
+NOISE=${NOISE:-0}
+CLIP=8
+FPS=15
+p=plml$$
+A=${p}a R=${p}r B=${p}b
+tmp=$(mktemp -d)
+cleanup() {
+    local n
+    for n in "$A" "$B" "$R"; do ip netns pids "$n" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
+    sleep 0.5
+    for n in "$A" "$B" "$R"; do
+        ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+        ip netns del "$n" 2>/dev/null || true
+    done
+    if [ -n "${KEEP:-}" ]; then cp -r "$tmp"/. "$KEEP"/ 2>/dev/null || true; fi
+    rm -rf "$tmp" || true
+}
+trap cleanup EXIT
+[ -n "${KEEP:-}" ] && mkdir -p "$KEEP"
+"$py" -c 'import netfilterqueue' 2>/dev/null || { echo "no NetfilterQueue in $py: run scripts/install-test-deps.sh" >&2; exit 1; }
+
+# The input: 8 s of 320x240 VP8 at 15 fps, a key frame every second; Opus audio.
+ff() { ffmpeg -v error -y "$@" </dev/null; }
+vf=()
+[ "$NOISE" != 0 ] && vf=(-vf "noise=alls=$NOISE:allf=t")
+ff -f lavfi -i "testsrc=size=320x240:rate=$FPS" -t $CLIP "${vf[@]}" -c:v libvpx -b:v 400k -g $FPS -deadline realtime "$tmp/in.ivf"
+ff -f lavfi -i "sine=frequency=440:sample_rate=48000" -t $CLIP -c:a libopus -b:a 48k "$tmp/in.ogg"
+frames=$(ffprobe -v error -count_frames -select_streams v:0 -show_entries stream=nb_read_frames -of csv=p=0 "$tmp/in.ivf")
+echo "# input: $frames video frames ($CLIP s VP8 320x240 at $FPS fps, noise $NOISE, $(($(stat -c %s "$tmp/in.ivf") * 8 / CLIP / 1000)) kbit/s) + Opus"
+
+# The topology.
+for n in "$A" "$R" "$B"; do
+    ip netns add "$n"
+    ip -n "$n" link set lo up
+done
+ip link add a0 netns "$A" type veth peer name ra netns "$R"
+ip link add b0 netns "$B" type veth peer name rb netns "$R"
+ip -n "$A" addr add 198.51.100.10/24 dev a0
+ip -n "$R" addr add 198.51.100.1/24 dev ra
+ip -n "$B" addr add 203.0.113.20/24 dev b0
+ip -n "$R" addr add 203.0.113.1/24 dev rb
+for l in "$A a0" "$R ra" "$R rb" "$B b0"; do
+    set -- $l
+    ip -n "$1" link set "$2" up
+done
+ip -n "$A" route add default via 198.51.100.1 dev a0
+ip -n "$B" route add default via 203.0.113.1 dev b0  # Chromium gathers nothing without one
+ip netns exec "$R" sysctl -qw net.ipv4.ip_forward=1
+# Nothing but lab addresses on the wire: Chromium's DNS queries (to the host's resolver) and
+# anything else addressed outside are refused where they start, and R forwards only lab traffic.
+for l in "$A a0" "$B b0"; do
+    set -- $l
+    ip netns exec "$1" iptables -A OUTPUT -o "$2" -d 198.51.100.0/24 -j ACCEPT
+    ip netns exec "$1" iptables -A OUTPUT -o "$2" -d 203.0.113.0/24 -j ACCEPT
+    ip netns exec "$1" iptables -A OUTPUT -o "$2" -j REJECT
+done
+ip netns exec "$R" iptables -P FORWARD DROP
+ip netns exec "$R" iptables -A FORWARD -s 198.51.100.0/24 -d 203.0.113.0/24 -j ACCEPT
+ip netns exec "$R" iptables -A FORWARD -s 203.0.113.0/24 -d 198.51.100.0/24 -j ACCEPT
+# Queued in mangle PREROUTING: the emulator reads each packet's arrival from the kernel's
+# receive stamp, which forwarding clears. Without an emulator bound, a queue drops.
+# (iptables' NFQUEUE target: this kernel has no nftables `queue` statement.)
+ip netns exec "$R" iptables -t mangle -A PREROUTING -i ra -j NFQUEUE --queue-num 0
+ip netns exec "$R" iptables -t mangle -A PREROUTING -i rb -j NFQUEUE --queue-num 1
+
+ip netns exec "$A" "$peerlink" serve --http 198.51.100.10:0 --listen 198.51.100.10:3478 --relay-ip 198.51.100.10 \
+    --allow-peer 203.0.113.0/24 --messages-per-second 200 >"$tmp/serve.out" 2>"$tmp/serve.log" &
+wait_for_line "$tmp/serve.out" "signaling on ws://" 15
+ws=$(sed -nE 's/.*signaling on (ws:\/\/[^ ]+).*/\1/p' "$tmp/serve.out" | head -1)
+echo "# signaling $ws in $A; Chromium in $B; path emulators in $R: ${DELAY_MS} ms each way, seeds $SEED/$((SEED + 1))"
+
+queues_bound() { # both NFQUEUE queues have a listener in R
+    ip netns exec "$R" cat /proc/net/netfilter/nfnetlink_queue 2>/dev/null | awk '{print $1}' | sort -n | tr '\n' ' ' | grep -q '^0 1 '
+}
+
+i=0
+for loss in $LOSSES; do
+    i=$((i + 1))
+    c="$tmp/c$i"
+    room=loss$i
+    epids=()
+    for q in 0 1; do
+        ip netns exec "$R" "$py" tests/lab/path-emulator.py --queue $q --delay-ms "$DELAY_MS" --loss "$loss" \
+            --seed $((SEED + q)) --secs 90 --stats "$c.emu$q.json" >"$c.emu$q.out" 2>&1 &
+        epids+=($!)
+    done
+    for _ in $(seq 50); do queues_bound && break; sleep 0.1; done
+    queues_bound || { echo "path emulators did not bind their queues:" >&2; cat "$c".emu*.out >&2; exit 1; }
+    ip netns exec "$A" ping -q -n -c 40 -i 0.05 -W 1 203.0.113.20 >"$c.ping" 2>&1 || true
+    ip netns exec "$R" "$py" tests/lab/rtp-wire-count.py --secs 60 --out "$c.wire.json" ra rb 2>"$c.wire.err" &
+    wpid=$!
+    rc_n=0 rc_c=0
+    timeout -s INT 45 ip netns exec "$A" env RUST_LOG=debug "$peerlink" play "$tmp/in.ivf" "$tmp/in.ogg" \
+        --server "$ws" --room "$room" --name play --bind 198.51.100.10 >"$c.play.out" 2>"$c.play.err" &
+    pn=$!
+    wait_for_line "$c.play.err" "joined room" 20 || true
+    timeout 60 ip netns exec "$B" node tests/browser/media-peer.mjs --server "$ws" --room "$room" --name chr \
+        --recv --duration $((CLIP + 1)) --timeout 30 >"$c.chr.json" 2>"$c.chr.err" || rc_c=$?
+    wait "$pn" || rc_n=$?
+    kill -TERM "$wpid" "${epids[@]}" 2>/dev/null || true
+    wait "$wpid" "${epids[@]}" 2>/dev/null || true
+    echo "$i $loss $rc_n $rc_c" >>"$tmp/cases"
+    [ -s "$c.wire.json" ] || cat "$c.wire.err" >&2
+done
+
+python3 - "$tmp" "$frames" "$DELAY_MS" <<'EOF'
+import json, math, re, sys
+tmp, frames, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+def load(path):
+    try:
+        with open(path) as f:
+            return json.loads(f.readline())
+    except Exception:
+        return {}
+def text(path):
+    try:
+        return open(path).read()
+    except Exception:
+        return ""
+def tail(path, n=3):
+    return " / ".join(text(path).strip().splitlines()[-n:])
+rows, failed = [], 0
+for line in open(f"{tmp}/cases"):
+    i, loss, rc_n, rc_c = line.split()
+    loss, c = float(loss), f"{tmp}/c{i}"
+    problems = []
+    # The path: ping's RTT and loss, the emulators' own loss counts.
+    ping = text(f"{c}.ping")
+    m = re.search(r"= [\d.]+/([\d.]+)/", ping)
+    rtt = float(m.group(1)) if m else None
+    m = re.search(r"([\d.]+)% packet loss", ping)
+    ping_loss = m.group(1) if m else "-"
+    if rtt is None or not (2 * delay - 5 <= rtt <= 2 * delay + 15):
+        problems.append(f"ping RTT {rtt} ms, want about {2 * delay:.0f}: {tail(c + '.ping', 2)}")
+    emu = []
+    for q, way in ((0, "A>B"), (1, "B>A")):
+        e = load(f"{c}.emu{q}.json")
+        n, d = e.get("pkts_in", 0), e.get("loss_drops", 0)
+        rate = d / n if n else 0.0
+        band = 4 * math.sqrt(loss * (1 - loss) / n) + 0.005 if n else 0
+        emu.append(f"{way} {100 * rate:.1f}% of {n}")
+        if not n:
+            problems.append(f"emulator {way} saw no packets ({tail(c + f'.emu{q}.out')})")
+        elif abs(rate - loss) > band:
+            problems.append(f"emulator {way} lost {100 * rate:.2f}% of {n}, asked {100 * loss:g}% (band ±{100 * band:.1f}%)")
+        if e.get("sched") != "fifo":
+            emu[-1] += f" ({e.get('sched')} priority)"
+    # Chromium's side.
+    d = load(f"{c}.chr.json")
+    peer = (d.get("peers") or [{}])[0]
+    inb = {o["kind"]: o for o in peer.get("inbound", [])}
+    v, a = inb.get("video", {}), inb.get("audio", {})
+    if rc_c != "0":
+        problems.append(f"chromium exited {rc_c}: {tail(c + '.chr.err')}")
+    if rc_n != "0":
+        problems.append(f"peerlink play exited {rc_n}: {tail(c + '.play.err')}")
+    dec, freeze = v.get("framesDecoded", 0), v.get("freezeCount")
+    nack, pli, lost = v.get("nackCount"), v.get("pliCount"), v.get("packetsLost")
+    rtx_recv = v.get("retransmittedPacketsReceived")
+    # Our side: what play says, and what it put on the wire before the loss (in R, on ra).
+    err = text(f"{c}.play.err")
+    m = re.search(r"sent (\d+) frames", err)
+    sent = int(m.group(1)) if m else None
+    kf_asked = err.count("key frame asked for")
+    wire = load(f"{c}.wire.json")
+    media_ssrcs = {str(o.get("ssrc")) for o in inb.values()}
+    rtp_a = (wire.get("ra") or {}).get("rtp", {})
+    rtx_wire = sum(e["packets"] for k, e in rtp_a.items() if k.split("/")[0] not in media_ssrcs)
+    rtx_pad = sum(e["padding"] for k, e in rtp_a.items() if k.split("/")[0] not in media_ssrcs)
+    video_wire = sum(e["packets"] for k, e in rtp_a.items() if k.split("/")[0] == str(v.get("ssrc")))
+    lab = ("198.51.100.", "203.0.113.")
+    strays = {k: n for ifc in wire.values() for k, n in ifc.get("other", {}).items() if not k.split(" ")[1].startswith(lab)}
+    if not wire:
+        problems.append(f"no wire counts: {tail(c + '.wire.err')}")
+    if strays:
+        problems.append(f"packets to outside addresses reached the router: {strays}")
+    if dec < 0.8 * frames:
+        problems.append(f"decoded {dec} of the file's {frames} frames (<80%)")
+    if freeze is None or freeze > 2:
+        problems.append(f"freezeCount {freeze} (> 2)")
+    if loss > 0:
+        if not nack:
+            problems.append("Chromium sent no NACK")
+        if rtx_recv is not None and not rtx_recv:
+            problems.append("Chromium received no retransmission")
+        if not rtx_wire:
+            problems.append("no RTX packet from peerlink on the wire")
+    m = re.search(r"selected pair: (\S+) -> (\S+)", err)
+    pair = f"{m.group(1)}>{m.group(2)}" if m else "-"
+    cp = peer.get("pair") or {}
+    cpair = f"{(cp.get('local') or {}).get('type', '-')}>{(cp.get('remote') or {}).get('type', '-')}"
+    relayed = (wire.get("ra") or {}).get("relayed", 0)
+    failed += bool(problems)
+    rows.append(dict(loss=f"{100 * loss:g}%", rtt=f"{rtt:.1f}" if rtt is not None else "-", ping_loss=f"{ping_loss}%",
+        emu=", ".join(emu), frames=frames, sent=sent if sent is not None else "-", dec=dec,
+        pct=f"{100 * dec / frames:.0f}", freeze=f"{freeze}/{v.get('totalFreezesDuration', 0):.1f}s" if freeze is not None else "-",
+        nack=nack, pli=pli, lost=lost, rtx_recv=rtx_recv if rtx_recv is not None else "n/a",
+        kfd=v.get("keyFramesDecoded"), alost=a.get("packetsLost"),
+        wire=f"{video_wire}/{rtx_wire}({rtx_pad}p)", kf=kf_asked, pair=f"{pair} {cpair}" + (f" relayed:{relayed}" if relayed else ""),
+        result="ok" if not problems else "FAIL " + "; ".join(problems)))
+cols = [("loss", "loss"), ("rtt", "rttMs"), ("ping_loss", "pingLoss"), ("frames", "file"), ("sent", "sentAV"),
+        ("dec", "decoded"), ("pct", "%"), ("freeze", "freeze"), ("nack", "nack"), ("pli", "pli"), ("lost", "lost"),
+        ("rtx_recv", "rtxRecv"), ("kfd", "keyDec"), ("alost", "aLost"), ("wire", "wireVid/Rtx"), ("kf", "kfAsked"), ("pair", "pair(ours chromium's)")]
+w = {k: max(len(h), *(len(str(r[k])) for r in rows)) for k, h in cols}
+print(" ".join(h.rjust(w[k]) for k, h in cols), " result")
+for r in rows:
+    print(" ".join(str(r[k]).rjust(w[k]) for k, _ in cols), "", r["result"])
+for r in rows:
+    print(f"# {r['loss']}: emulator loss applied {r['emu']}")
+print("# rttMs/pingLoss: ping across the path (40 probes); file: frames in the file; sentAV: `peerlink play`'s count")
+print("# of audio + video frames sent;")
+print("# decoded/freeze(count/total)/nack/pli/lost/rtxRecv/keyDec: Chromium's inbound video (aLost: audio packetsLost);")
+print("# wireVid/Rtx: RTP packets peerlink put on the wire before the loss, media SSRC / others (RTX; p: P-bit padding);")
+print("# kfAsked: play's 'key frame asked for' log lines (RUST_LOG=debug): Chromium's PLI/FIR as our peer saw them;")
+print("# pair: the selected pair (local>remote type) as play logs it and as Chromium reports it; relayed: packets")
+print("# A>B in TURN ChannelData (media through our TURN server although a direct path exists).")
+print(f"# {failed} case(s) failed")
+sys.exit(1 if failed else 0)
+EOF
