@@ -83,6 +83,10 @@ step "media: the Chromium test peer against Chromium (VP8, H.264; it judges the 
 CASES="vp8:answer h264-baseline:offer" tests/e2e/media-chromium-selftest.sh target/release/peerlink
 step "media: peerlink record, play and echo against headless Chromium (VP8, VP9, H.264, AV1, Opus; relay-only once)"
 tests/e2e/media-chromium.sh target/release/peerlink
+step "media: peerlink record and play against aiortc (VP8, H.264, Opus; both join orders)"
+tests/e2e/media-aiortc.sh target/release/peerlink
+step "media: play -> Chromium behind 5% loss and 50 ms RTT (path emulator): NACK and RTX repair"
+tests/e2e/media-loss.sh target/release/peerlink
 
 fuzz_seconds=${FUZZ_SECONDS:-20}
 if [ "$fuzz_seconds" -gt 0 ]; then

@@ -244,7 +244,11 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
                 let (track, sample) = pending.take().expect("due");
                 last_time = sample.time;
                 let t = &tracks[track];
-                let timestamp = ((pass_offset + sample.time).as_secs_f64() * f64::from(t.clock_rate)) as u64 as u32;
+                // Rounded to the nearest tick in integers: a float product truncated now and
+                // then gives a packet 959 ticks after the last instead of 960, which a
+                // receiver's jitter buffer takes for a gap.
+                let nanos = (pass_offset + sample.time).as_nanos();
+                let timestamp = ((nanos * u128::from(t.clock_rate) + 500_000_000) / 1_000_000_000) as u64 as u32;
                 for o in others.values_mut().filter(|o| o.connected) {
                     if t.kind == MediaKind::Video && o.waiting_keyframe {
                         if !sample.keyframe {
@@ -298,9 +302,14 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
             }
         }
     }
-    // What was sent last leaves before the connections close.
+    // What was sent last leaves (and its repairs) before the connections close.
     tokio::time::sleep(Duration::from_millis(300)).await;
     status!("peerlink: sent {sent} frames");
+    for o in others.values().filter(|o| o.connected) {
+        for t in &tracks {
+            crate::media::print_stats(&o.name, &o.handle, t.transceiver, t.kind.as_str()).await;
+        }
+    }
     room.close().await;
     Ok(())
 }

@@ -334,6 +334,12 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
             }
         }
     }
+    for p in people.values() {
+        for id in &p.announced {
+            let kind = p.tracks.get(id).map_or("track", |t| t.kind.as_str());
+            crate::media::print_stats(&p.name, &p.handle, *id, kind).await;
+        }
+    }
     for p in people.values_mut() {
         if p.recorder.is_none() && p.first_frame.is_some() {
             if let Err(e) = p.start(&args.out, &args.meet.room) {

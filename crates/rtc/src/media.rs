@@ -167,6 +167,13 @@ pub struct MediaStats {
     /// Retransmitted packets received (RTX unwrapped).
     pub retransmissions_received: u64,
     pub nacks_received: u64,
+    /// Sequence numbers the NACKs received asked for.
+    pub nacked_packets: u64,
+    /// Packets asked for that had left the send history (too old).
+    pub nacked_not_in_history: u64,
+    /// Packets asked for again within a round trip of their last retransmission (not
+    /// resent: the first one is still on its way).
+    pub nacked_too_soon: u64,
     pub nacks_sent: u64,
     pub plis_received: u64,
     pub plis_sent: u64,
@@ -842,7 +849,15 @@ impl PeerConnection {
         t.stats.nacks_received += 1;
         let min_interval = m.rtt.unwrap_or(Duration::from_millis(10)).max(Duration::from_millis(10));
         for seq in nack.lost() {
-            let Some(original) = t.send.history.get_for_resend(now, seq, min_interval) else { continue };
+            t.stats.nacked_packets += 1;
+            if t.send.history.get(seq).is_none() {
+                t.stats.nacked_not_in_history += 1;
+                continue;
+            }
+            let Some(original) = t.send.history.get_for_resend(now, seq, min_interval) else {
+                t.stats.nacked_too_soon += 1;
+                continue;
+            };
             let Ok(pt) = RtpPacket::parse(original).map(|p| p.payload_type()) else { continue };
             let rtx_pt = t.codecs.iter().find(|c| c.payload_type == pt).and_then(|c| c.rtx);
             let packet = match rtx_pt {

@@ -201,9 +201,10 @@ impl PeerConnection {
             let reason = match reason {
                 SctpCloseReason::ShutDown { by_peer: true } => CloseReason::RemoteClosed,
                 SctpCloseReason::ShutDown { by_peer: false } => CloseReason::LocalClose,
-                // A User-Initiated Abort (RFC 9260 §3.3.10.12): the peer's application closed
-                // (a browser's `close()` aborts rather than shuts down).
-                SctpCloseReason::PeerAborted { cause: Some(12) } => CloseReason::RemoteClosed,
+                // A User-Initiated Abort (RFC 9260 §3.3.10.12), or an ABORT with no cause: the
+                // peer's application closed (a browser's `close()` aborts with cause 12,
+                // aiortc's with none). Aborts for errors carry their cause.
+                SctpCloseReason::PeerAborted { cause: Some(12) | None } => CloseReason::RemoteClosed,
                 other => CloseReason::Sctp(other),
             };
             self.ending.get_or_insert(reason);
