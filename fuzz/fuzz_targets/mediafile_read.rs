@@ -9,7 +9,8 @@ use peerlink_mediafile::{Format, MediaReader};
 fuzz_target!(|data: &[u8]| {
     let Some((&pick, file)) = data.split_first() else { return };
     let format = [Format::Ivf, Format::H264, Format::Ogg, Format::Webm][usize::from(pick % 4)];
-    let Ok(mut reader) = MediaReader::from_reader(Box::new(std::io::Cursor::new(file.to_vec())), format, "fuzz")
+    let Ok(mut reader) =
+        MediaReader::from_reader(Box::new(std::io::Cursor::new(file.to_vec())), format, "fuzz")
     else {
         return;
     };

@@ -22,7 +22,7 @@ cd "$(dirname "$0")/../.."
 . scripts/lib/common.sh
 peerlink=$(realpath "${1:-target/release/peerlink}")
 CASES=${CASES:-"record:vp8 record:vp9 record:h264 record:av1 record:vp8:relay \
-play:vp8 play:vp9 play:av1 play:h264 play:webm echo:vp8:first echo:vp8:second echo:h264:first"}
+play:vp8 play:vp9 play:av1 play:h264 play:webm play:stdin echo:vp8:first echo:vp8:second echo:h264:first"}
 CLIP=8    # seconds of each input file
 FPS=15
 ns=plmedia$$
@@ -91,7 +91,12 @@ for c in $CASES; do
         *) files=("$tmp/in-$codec.ivf" "$tmp/in-opus.ogg") ;;
         esac
         [ "$codec" = h264 ] && files=("$tmp/in-h264.h264" "$tmp/in-opus.ogg")
-        native "$room" native play "${files[@]}" --fps $FPS --name play &
+        if [ "$codec" = stdin ]; then
+            # A live source through a pipe: VP8 IVF on standard input, Opus from a file.
+            native "$room" native play - "$tmp/in-opus.ogg" --format ivf --name play <"$tmp/in-vp8.ivf" &
+        else
+            native "$room" native play "${files[@]}" --fps $FPS --name play &
+        fi
         pn=$!
         wait_for_line "$tmp/$room.native.err" "joined room" 20 || true
         chromium "$room" chr --recv --duration $((CLIP + 1)) || rc_c=$?

@@ -351,7 +351,7 @@ impl PeerConnection {
     /// Whether a negotiation is needed: a transceiver is in no section yet, or its direction
     /// changed since the last one.
     pub fn negotiation_needed(&self) -> bool {
-        self.media.transceivers.iter().any(|t| !t.stopped && (t.mid.is_none() || t.direction_changed))
+        self.media.transceivers.iter().any(|t| (!t.stopped && t.mid.is_none()) || t.direction_changed)
     }
 
     /// Emits [`RtcEvent::NegotiationNeeded`] when one is needed and the connection can start
@@ -422,6 +422,25 @@ impl PeerConnection {
             t.direction = direction;
             t.direction_changed = true;
             self.check_negotiation_needed();
+        }
+        Ok(())
+    }
+
+    /// Stops a transceiver for good (`RTCRtpTransceiver.stop()`): nothing more is sent or
+    /// received on it, and the next negotiation rejects its section (port 0).
+    pub fn stop_transceiver(&mut self, id: TransceiverId) -> Result<(), RtcError> {
+        let t = self.media.transceivers.get_mut(id.0).ok_or(RtcError::NoTransceiver)?;
+        if !t.stopped {
+            t.stopped = true;
+            t.current = Some(Direction::Inactive);
+            // A section in no description yet just never appears; one that was negotiated
+            // needs an offer that rejects it.
+            if t.mid.is_some() {
+                t.direction_changed = true;
+                if self.signaling == SignalingState::Stable && self.remote.is_some() {
+                    self.events.push_back(RtcEvent::NegotiationNeeded);
+                }
+            }
         }
         Ok(())
     }
@@ -600,21 +619,55 @@ impl PeerConnection {
         };
         let mut plain = std::mem::take(&mut self.media.plain);
         plain.clear();
-        if peerlink_rtp::is_rtcp(data) {
-            if srtp.unprotect_rtcp(data, &mut plain).is_ok() {
-                self.handle_rtcp(now, &plain);
-            } else {
-                self.media_dropped.rtcp += 1;
-            }
-        } else if srtp.unprotect_rtp(data, &mut plain).is_ok() {
-            match RtpPacket::parse(&plain) {
-                Ok(p) => self.handle_rtp(now, &p),
-                Err(_) => self.media.dropped += 1,
-            }
+        let rtcp = peerlink_rtp::is_rtcp(data);
+        let ok = match rtcp {
+            true => srtp.unprotect_rtcp(data, &mut plain).is_ok(),
+            false => srtp.unprotect_rtp(data, &mut plain).is_ok(),
+        };
+        if ok {
+            self.handle_plain(now, rtcp, &plain);
+        } else if rtcp {
+            self.media_dropped.rtcp += 1;
         } else {
             self.media_dropped.rtp += 1;
         }
         self.media.plain = plain;
+    }
+
+    /// A packet after SRTP: RTCP to the feedback handlers, RTP to its transceiver.
+    fn handle_plain(&mut self, now: Instant, rtcp: bool, plain: &[u8]) {
+        if rtcp {
+            self.handle_rtcp(now, plain);
+        } else {
+            match RtpPacket::parse(plain) {
+                Ok(p) => self.handle_rtp(now, &p),
+                Err(_) => self.media.dropped += 1,
+            }
+        }
+    }
+
+    /// For fuzzing the media path past SRTP: fixed SRTP keys (so timers and what we send
+    /// run), then `data` as if it had been unprotected.
+    #[cfg(feature = "fuzzing")]
+    #[doc(hidden)]
+    pub fn fuzz_plain_media(&mut self, now: Instant, data: &[u8]) {
+        if self.media.srtp.is_none() {
+            let (key, salt) = ([7u8; 16], [9u8; 14]);
+            let keys = peerlink_rtp::DtlsSrtpKeys {
+                profile: "SRTP_AES128_CM_SHA1_80",
+                client_key: &key,
+                client_salt: &salt,
+                server_key: &key,
+                server_salt: &salt,
+            };
+            self.media.srtp = SrtpSession::from_dtls(
+                &keys,
+                peerlink_rtp::DtlsRole::Client,
+                peerlink_rtp::SrtpConfig::default(),
+            )
+            .ok();
+        }
+        self.handle_plain(now, peerlink_rtp::is_rtcp(data), data);
     }
 
     /// Which transceiver a packet belongs to, and whether it is RTX: by SSRC, else by the mid

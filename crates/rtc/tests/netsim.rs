@@ -582,3 +582,37 @@ fn a_large_key_frame_leaves_paced_not_in_one_burst() {
     let spread = last - start;
     assert!(spread >= Duration::from_millis(250) && spread <= Duration::from_millis(500), "{spread:?}");
 }
+
+#[test]
+fn a_track_added_to_a_running_connection_is_negotiated_and_flows_then_stops() {
+    use peerlink_rtc::{Direction, MediaKind, TrackConfig};
+    let (mut w, _chat) = World::with_open_channel(43, Duration::from_millis(10));
+    let now = w.net.now();
+    let video = w.sides[1]
+        .pc
+        .add_transceiver(MediaKind::Video, Direction::SendOnly, TrackConfig::new(MediaKind::Video))
+        .unwrap();
+    // Stable after a first negotiation: the answerer side asks for an offer of its own.
+    w.run(Duration::from_millis(1), |_| false);
+    assert!(w.has(1, |e| matches!(e, RtcEvent::NegotiationNeeded)));
+    assert!(w.sides[1].pc.write_frame(now, video, 0, &vp8_frame(0, 900)).is_err(), "not negotiated yet");
+    w.negotiate(1, 0);
+    w.run(Duration::from_millis(1), |_| false);
+    assert!(w.has(0, |e| matches!(e, RtcEvent::Track { kind: MediaKind::Video, .. })));
+    for i in 0..10 {
+        let now = w.net.now();
+        w.sides[1].pc.write_frame(now, video, i * 6000, &vp8_frame(i as usize, 2500)).unwrap();
+        w.run(Duration::from_millis(66), |_| false);
+    }
+    w.run(Duration::from_millis(500), |_| false);
+    let frames = |w: &World| w.sides[0].events.iter().filter(|e| matches!(e, RtcEvent::Frame { .. })).count();
+    assert_eq!(frames(&w), 10);
+    assert!(w.connected());
+    // Stopped: the next offer rejects its section, and nothing more is sent.
+    w.sides[1].pc.stop_transceiver(video).unwrap();
+    w.negotiate(1, 0);
+    let remote = w.sides[0].pc.transceivers();
+    assert!(remote.iter().all(|t| t.current_direction == Some(Direction::Inactive)), "{remote:?}");
+    assert!(w.sides[1].pc.write_frame(w.net.now(), video, 99_000, &vp8_frame(1, 900)).is_err());
+    assert!(w.connected());
+}
