@@ -5,7 +5,8 @@
 #   browser), Node.js if missing, redis-server (the multi-node signaling test), nftables
 #   (the NAT lab), OpenSSL's headers and tool (DTLS), a Python venv with aioice and aiortc (interop, benchmark), node-datachannel (benchmark), rustfmt and clippy, and
 #   cargo-fuzz; for the path emulator (tests/lab/path-emulator.py): iptables, ping,
-#   libnetfilter-queue's headers and NetfilterQueue in that venv.
+#   libnetfilter-queue's headers and NetfilterQueue in that venv; Go and Debian's Pion
+#   libraries (the media benchmark's reference).
 set -euo pipefail
 
 need_apt=()
@@ -29,6 +30,10 @@ command -v cc >/dev/null || need_apt+=(gcc libc6-dev)
 pkg-config --exists libsrtp2 2>/dev/null || need_apt+=(libsrtp2-dev)
 # ffmpeg: makes the media test inputs and judges recordings (-xerror decode, ffprobe).
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
+# Go and Pion's libraries (Debian's, built offline in GOPATH mode with GO111MODULE=off): the
+# media benchmark's reference receive path (bench/media-ref).
+command -v go >/dev/null || need_apt+=(golang-go)
+[ -d /usr/share/gocode/src/github.com/pion/webrtc ] || need_apt+=(golang-github-pion-webrtc.v3-dev)
 # The path emulator (NFQUEUE in userspace; the kernel has no netem) needs the library's headers to
 # build its Python binding.
 pkg-config --exists libnetfilter_queue 2>/dev/null || need_apt+=(libnetfilter-queue-dev)

@@ -119,6 +119,8 @@ if [ "${BENCH:-1}" != 0 ]; then
     bench/peer.sh
     step "benchmark: SRTP protect/unprotect per packet, peerlink-rtp vs libsrtp 2"
     ROUNDS=${SRTP_ROUNDS:-5} bench/srtp.sh
+    step "benchmark: media receive path per packet (SRTP, jitter buffer, VP8), peerlink vs Pion"
+    ROUNDS=${MEDIA_ROUNDS:-5} bench/media.sh
 fi
 
 step "all suites passed"
