@@ -40,7 +40,9 @@ impl MeetArgs {
         crate::room::RoomOptions {
             wait: (self.wait > 0).then(|| Duration::from_secs(self.wait)),
             tracks: Vec::new(),
-            accept_media: None,
+            // Commands without media answer a peer's audio and video as inactive: it sends
+            // nothing the command would throw away.
+            accept_media: Some(peerlink_rtc::Direction::Inactive),
         }
     }
 }

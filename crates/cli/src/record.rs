@@ -226,6 +226,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
     std::fs::write(&probe, b"").with_context(|| format!("--out {} is not writable", args.out.display()))?;
     let _ = std::fs::remove_file(&probe);
     let mut options = args.meet.room_options();
+    options.accept_media = Some(Direction::RecvOnly);
     // Our offers ask for audio and video; a peer's offer is answered recvonly.
     options.tracks = vec![
         (MediaKind::Audio, Direction::RecvOnly, TrackConfig::new(MediaKind::Audio)),
