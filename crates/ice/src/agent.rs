@@ -591,9 +591,16 @@ impl IceAgent {
             return Err(UsageError::Unsupported);
         }
         let addr = SocketAddr::new(ip, candidate.port);
-        if let Some(existing) = self.remotes.iter_mut().find(|r| r.addr == addr) {
-            // A peer-reflexive one learned from a check, now signaled: keep its pairs.
-            existing.candidate = candidate;
+        if let Some(r) = self.remotes.iter().position(|r| r.addr == addr) {
+            // One remote candidate per address, its pairs kept. A peer-reflexive one learned
+            // from a check stands in until the peer signals it (§7.3.1.3): the signaled type,
+            // priority and foundation replace the check's. Of two signaled ones, the lower
+            // priority is redundant (§5.1.3): without a NAT a server-reflexive candidate has
+            // the host candidate's address, and the host one stays.
+            let existing = &self.remotes[r].candidate;
+            if existing.kind == CandidateKind::PeerReflexive || candidate.priority > existing.priority {
+                self.replace_remote(now, r, candidate);
+            }
             return Ok(());
         }
         if self.remotes.len() >= MAX_REMOTE {
@@ -609,6 +616,25 @@ impl IceAgent {
         self.start_checking(now);
         self.schedule_pace(now);
         Ok(())
+    }
+
+    /// The remote candidate `r` is `candidate` from now on: its pairs are prioritized again,
+    /// and the controlled agent follows the best nomination by the new priorities.
+    fn replace_remote(&mut self, now: Instant, r: usize, candidate: Candidate) {
+        let kind = self.remotes[r].candidate.kind;
+        for pair in self.pairs.iter_mut().filter(|p| p.remote == r) {
+            pair.foundation.1 = candidate.foundation.clone();
+        }
+        self.remotes[r].candidate = candidate;
+        self.prioritize();
+        let selected = self.selected;
+        self.follow_nomination(now);
+        // Still the same pair, now known by another type: say so.
+        if let Some(p) = self.selected.filter(|&p| Some(p) == selected && self.pairs[p].remote == r) {
+            if self.remotes[r].candidate.kind != kind {
+                self.report_selected(p);
+            }
+        }
     }
 
     /// Checks begin (again, after a restart): the deadline runs; a new agent says so.
@@ -953,60 +979,6 @@ impl IceAgent {
         }
     }
 
-    fn select(&mut self, now: Instant, i: usize) {
-        match self.selected {
-            // §8.1.1: the controlled agent uses the highest-priority nominated pair, so a
-            // better nomination that comes later (or an aggressive nominator's) wins.
-            Some(current) if !self.controlling && self.pairs[i].priority > self.pairs[current].priority => {}
-            Some(_) => return,
-            None => {}
-        }
-        self.selected = Some(i);
-        self.previous = None;
-        self.last_consent = Some(now);
-        self.last_heard = Some(now);
-        // A lite agent sends no consent checks (RFC 7675 §4: the full peer does).
-        self.next_consent = (!self.lite).then_some(now + CONSENT_INTERVAL);
-        let (l, r) = (&self.locals[self.pairs[i].local], &self.remotes[self.pairs[i].remote]);
-        self.events.push_back(IceEvent::SelectedPair {
-            local: l.base,
-            remote: r.addr,
-            local_kind: self.valid_local_kind(i),
-            remote_kind: r.candidate.kind,
-        });
-        // Other checks stop (§8.1.2): pairs not yet checked are retired; consent keeps the
-        // chosen pair.
-        for (p, pair) in self.pairs.iter_mut().enumerate() {
-            if p != i {
-                pair.transaction = None;
-                if matches!(pair.state, PairState::Frozen | PairState::Waiting | PairState::InProgress) {
-                    pair.state = PairState::Failed;
-                }
-            }
-        }
-        self.triggered.clear();
-        self.next_pace = None;
-        self.bind_relay_channel(now, i);
-        self.set_state(IceState::Connected);
-    }
-
-    /// The kind of the valid pair's local candidate (§7.2.5.3.2): the one the peer saw our
-    /// check come from, which behind a NAT is the server-reflexive candidate of the base
-    /// the check left from, or peer-reflexive if no candidate has that address.
-    fn valid_local_kind(&self, i: usize) -> CandidateKind {
-        let local = &self.locals[self.pairs[i].local];
-        match self.pairs[i].mapped {
-            Some(seen) if local.relay.is_none() && seen != local.base => self
-                .locals
-                .iter()
-                .find(|l| {
-                    l.base == local.base && SocketAddr::new(ip_of(&l.candidate), l.candidate.port) == seen
-                })
-                .map_or(CandidateKind::PeerReflexive, |l| l.candidate.kind),
-            _ => local.candidate.kind,
-        }
-    }
-
     /// Stops everything; TURN allocations are deleted (those requests are the last
     /// transmits).
     pub fn close(&mut self, now: Instant) {
@@ -1028,6 +1000,7 @@ fn ip_of(c: &Candidate) -> std::net::IpAddr {
 
 mod inbound;
 mod relay;
+mod select;
 
 /// For drivers and tests that treat the agent as a whole: what ICE does not take for itself
 /// (application data) is dropped here; a PeerConnection calls the inherent methods.

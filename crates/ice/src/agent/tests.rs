@@ -757,3 +757,222 @@ impl peerlink_netsim::World for Sim {
         agents.chain([self.turn.poll_timeout()]).min()
     }
 }
+
+/// A controlling peer played by hand, as Chromium behaves in tests/e2e/media-loss.sh (no NAT,
+/// a TURN server): its server-reflexive candidate has its host candidate's address, its
+/// checks from the relayed candidate can arrive before that candidate is signaled (with the
+/// peer-reflexive PRIORITY, which libwebrtc gives its relayed candidates a higher local
+/// preference in), and before its own selection is settled it puts USE-CANDIDATE on more
+/// than one pair.
+struct ScriptedPeer {
+    agent: IceAgent,
+    now: Instant,
+    here: SocketAddr,
+    key: Key,
+    next_id: u8,
+    /// Our checks to these addresses are lost.
+    lost: Vec<SocketAddr>,
+}
+
+impl ScriptedPeer {
+    const HOST: &str = "203.0.113.20:6000";
+    const RELAY: &str = "198.51.100.10:49152";
+
+    fn new() -> ScriptedPeer {
+        let now = Instant::now();
+        let mut agent =
+            IceAgent::new(IceConfig::new(false, "ours", "ours-password-of-22-chars"), seed(21)).unwrap();
+        let here: SocketAddr = "198.51.100.10:5000".parse().unwrap();
+        agent.add_host_candidate(now, here);
+        agent.set_remote_credentials(now, "peer", "peer-password-of-22-chars").unwrap();
+        let key = Key::short_term("peer-password-of-22-chars").unwrap();
+        ScriptedPeer { agent, now, here, key, next_id: 1, lost: Vec::new() }
+    }
+
+    fn signal(&mut self, line: &str) {
+        self.agent.add_remote_candidate(self.now, Candidate::parse(line).unwrap()).unwrap();
+    }
+
+    /// A check from `from` with USE-CANDIDATE, then every check of ours answered.
+    fn nominate(&mut self, from: &str, priority: u32) {
+        self.check(from, priority, true);
+        self.answer();
+    }
+
+    /// A check from `from` (ICE-CONTROLLING), USE-CANDIDATE if `nominating`.
+    fn check(&mut self, from: &str, priority: u32, nominating: bool) {
+        let from: SocketAddr = from.parse().unwrap();
+        let mut buf = Vec::new();
+        let id = TransactionId([self.next_id; 12]);
+        self.next_id += 1;
+        let mut w = MessageWriter::new(&mut buf, Class::Request, Method::BINDING, id);
+        w.attribute(&Attribute::Username("ours:peer")).unwrap();
+        w.attribute(&Attribute::Priority(priority)).unwrap();
+        w.attribute(&Attribute::IceControlling(u64::MAX)).unwrap();
+        if nominating {
+            w.attribute(&Attribute::UseCandidate).unwrap();
+        }
+        w.message_integrity(&Key::short_term("ours-password-of-22-chars").unwrap()).unwrap();
+        w.fingerprint().unwrap();
+        w.finish();
+        assert_eq!(self.agent.handle_receive(self.now, from, self.here, &buf), None);
+    }
+
+    /// Every check of ours answered at once, for 250 ms.
+    fn answer(&mut self) {
+        for _ in 0..10 {
+            self.now += Duration::from_millis(25);
+            self.agent.handle_timeout(self.now);
+            let sent: Vec<(Route, Vec<u8>)> =
+                std::iter::from_fn(|| peerlink_proto::poll_datagram(&mut self.agent, self.now)).collect();
+            for (route, payload) in sent {
+                let m = Message::parse(&payload).unwrap();
+                if m.class() != Class::Request || self.lost.contains(&route.remote) {
+                    continue;
+                }
+                let mut answer = Vec::new();
+                let mut w = MessageWriter::new(
+                    &mut answer,
+                    Class::SuccessResponse,
+                    Method::BINDING,
+                    m.transaction_id(),
+                );
+                w.attribute(&Attribute::XorMappedAddress(route.local)).unwrap();
+                w.message_integrity(&self.key).unwrap();
+                w.fingerprint().unwrap();
+                w.finish();
+                self.agent.handle_receive(self.now, route.remote, route.local, &answer);
+            }
+        }
+    }
+
+    fn last_selected(&mut self) -> Option<(SocketAddr, CandidateKind)> {
+        std::iter::from_fn(|| self.agent.poll_event())
+            .filter_map(|e| match e {
+                IceEvent::SelectedPair { remote, remote_kind, .. } => Some((remote, remote_kind)),
+                _ => None,
+            })
+            .last()
+    }
+}
+
+/// The peer's candidates as Chromium signals them without a NAT, and the PRIORITY its checks
+/// carry (peer-reflexive type, the candidate's own local preference; libwebrtc gives a UDP
+/// relayed candidate a higher one than the host candidate).
+struct PeerCandidates {
+    host: String,
+    srflx: String,
+    relay: String,
+    prflx_from_host: u32,
+    prflx_from_relay: u32,
+    host_addr: SocketAddr,
+    relay_addr: SocketAddr,
+}
+
+impl PeerCandidates {
+    fn new() -> PeerCandidates {
+        let host = Candidate::compute_priority(CandidateKind::Host, 32512, 1);
+        let srflx = Candidate::compute_priority(CandidateKind::ServerReflexive, 32512, 1);
+        let relay = Candidate::compute_priority(CandidateKind::Relayed, 32514, 1);
+        PeerCandidates {
+            host: format!("candidate:1 1 udp {host} 203.0.113.20 6000 typ host"),
+            srflx: format!(
+                "candidate:2 1 udp {srflx} 203.0.113.20 6000 typ srflx raddr 203.0.113.20 rport 6000"
+            ),
+            relay: format!(
+                "candidate:3 1 udp {relay} 198.51.100.10 49152 typ relay raddr 203.0.113.20 rport 6000"
+            ),
+            prflx_from_host: Candidate::compute_priority(CandidateKind::PeerReflexive, 32512, 1),
+            prflx_from_relay: Candidate::compute_priority(CandidateKind::PeerReflexive, 32514, 1),
+            host_addr: ScriptedPeer::HOST.parse().unwrap(),
+            relay_addr: ScriptedPeer::RELAY.parse().unwrap(),
+        }
+    }
+}
+
+/// tests/e2e/media-loss.sh: Chromium (controlling) reported host>host selected while our
+/// agent sent everything to its relayed candidate. The relayed candidate was learned
+/// peer-reflexive from a check, with a priority above the host pair's, and kept that priority
+/// once signaled; the controlled agent must end on the highest-priority pair the peer
+/// nominated (RFC 8445 §8.1.1) by the priorities the peer signaled.
+#[test]
+fn a_relayed_pair_learned_peer_reflexive_gives_way_to_the_nominated_host_pair() {
+    let c = PeerCandidates::new();
+    // The relayed pair nominated first (its check ahead of its candidate), the host pair
+    // last, as the peer settles on it.
+    let mut peer = ScriptedPeer::new();
+    peer.signal(&c.host);
+    peer.signal(&c.srflx);
+    peer.nominate(ScriptedPeer::RELAY, c.prflx_from_relay);
+    assert_eq!(peer.agent.selected_pair(), Some((peer.here, c.relay_addr)));
+    peer.signal(&c.relay);
+    peer.nominate(ScriptedPeer::HOST, c.prflx_from_host);
+    assert_eq!(peer.agent.selected_pair(), Some((peer.here, c.host_addr)));
+    assert_eq!(peer.last_selected(), Some((c.host_addr, CandidateKind::Host)));
+
+    // The host pair nominated first, then the relayed one while the peer is still unsure:
+    // the host pair stays.
+    let mut peer = ScriptedPeer::new();
+    peer.signal(&c.host);
+    peer.signal(&c.srflx);
+    peer.nominate(ScriptedPeer::HOST, c.prflx_from_host);
+    assert_eq!(peer.last_selected(), Some((c.host_addr, CandidateKind::Host)));
+    peer.nominate(ScriptedPeer::RELAY, c.prflx_from_relay);
+    peer.signal(&c.relay);
+    assert_eq!(peer.agent.selected_pair(), Some((peer.here, c.host_addr)));
+    assert_eq!(peer.last_selected(), None, "no switch");
+}
+
+/// Without a NAT the peer's server-reflexive candidate has its host candidate's address: it
+/// is redundant (§5.1.3, the lower priority goes), whichever comes first. It replaced the
+/// host candidate, which named the selected host pair "host -> srflx" and lowered its
+/// priority.
+#[test]
+fn a_server_reflexive_candidate_on_the_host_address_leaves_the_host_candidate() {
+    let c = PeerCandidates::new();
+    for order in [[&c.host, &c.srflx], [&c.srflx, &c.host]] {
+        let mut peer = ScriptedPeer::new();
+        peer.signal(order[0]);
+        peer.signal(order[1]);
+        assert_eq!(peer.agent.remotes.len(), 1);
+        assert_eq!(peer.agent.remotes[0].candidate.kind, CandidateKind::Host);
+        peer.nominate(ScriptedPeer::HOST, c.prflx_from_host);
+        assert_eq!(peer.last_selected(), Some((c.host_addr, CandidateKind::Host)));
+    }
+}
+
+/// A peer-reflexive remote candidate of the selected pair signaled later with its type: the
+/// selected pair is reported again under the right name.
+#[test]
+fn the_selected_pair_is_reported_again_when_its_remote_candidate_is_signaled() {
+    let c = PeerCandidates::new();
+    let mut peer = ScriptedPeer::new();
+    peer.nominate(ScriptedPeer::RELAY, c.prflx_from_relay);
+    assert_eq!(peer.last_selected(), Some((c.relay_addr, CandidateKind::PeerReflexive)));
+    peer.signal(&c.relay);
+    assert_eq!(peer.agent.selected_pair(), Some((peer.here, c.relay_addr)));
+    assert_eq!(peer.last_selected(), Some((c.relay_addr, CandidateKind::Relayed)));
+}
+
+/// The relayed pair is valid; the host pair is nominated, its triggered check still queued,
+/// when the relayed pair's nomination arrives and is taken. Selecting used to retire the
+/// host pair and drop its check: the agent stayed on the worse pair until the peer checked
+/// the host pair again.
+#[test]
+fn a_better_nomination_still_being_checked_is_followed_after_a_worse_one_is_taken() {
+    let c = PeerCandidates::new();
+    let mut peer = ScriptedPeer::new();
+    peer.signal(&c.host);
+    peer.signal(&c.relay);
+    peer.lost = vec![c.host_addr];
+    peer.check(ScriptedPeer::RELAY, c.prflx_from_relay, false);
+    peer.answer();
+    peer.lost.clear();
+    assert_eq!(peer.agent.selected_pair(), None);
+    peer.check(ScriptedPeer::HOST, c.prflx_from_host, true);
+    peer.check(ScriptedPeer::RELAY, c.prflx_from_relay, true);
+    assert_eq!(peer.agent.selected_pair(), Some((peer.here, c.relay_addr)));
+    peer.answer();
+    assert_eq!(peer.agent.selected_pair(), Some((peer.here, c.host_addr)));
+    assert_eq!(peer.last_selected(), Some((c.host_addr, CandidateKind::Host)));
+}
