@@ -87,6 +87,8 @@ step "media: peerlink record and play against aiortc (VP8, H.264, Opus; both joi
 tests/e2e/media-aiortc.sh target/release/peerlink
 step "media: play -> Chromium behind 5% loss and 50 ms RTT (path emulator): NACK and RTX repair"
 tests/e2e/media-loss.sh target/release/peerlink
+step "media: the browser app shows a peerlink play peer's video and audio, and a peerlink record peer"
+tests/e2e/web-media.sh target/release/peerlink
 
 fuzz_seconds=${FUZZ_SECONDS:-20}
 if [ "$fuzz_seconds" -gt 0 ]; then
