@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::time::Instant;
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct PlayArgs {
     /// Media files: .ivf (VP8, VP9, AV1), .h264/.264 (Annex B), .ogg/.opus (Opus), .webm/.mkv
     /// (VP8/VP9/AV1 and Opus). At most one video and one audio track in all. `-` reads one
@@ -178,11 +178,56 @@ impl Sources {
     }
 }
 
+/// A sample on its way from the reader thread: our track, its time from the start of the
+/// first pass (passes of --loop follow each other), the sample.
+type Timed = (usize, Duration, Sample);
+
+/// Reads the files on a thread of their own and hands their samples over in time order
+/// (a bounded queue: reading keeps a few frames ahead); with --loop, opens them again at
+/// the end, the next pass starting a frame interval after the last sample.
+fn spawn_reader(mut sources: Sources, args: PlayArgs) -> tokio::sync::mpsc::Receiver<anyhow::Result<Timed>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(32);
+    std::thread::spawn(move || {
+        let mut offset = Duration::ZERO;
+        let mut last = Duration::ZERO;
+        let mut in_pass = 0u64;
+        loop {
+            let next = match sources.pop() {
+                Ok(Some((track, sample))) => {
+                    last = sample.time;
+                    in_pass += 1;
+                    Ok((track, offset + sample.time, sample))
+                }
+                // (A pass without a sample would start over forever.)
+                Ok(None) if args.repeat && in_pass > 0 => {
+                    offset += last + Duration::from_millis(33);
+                    last = Duration::ZERO;
+                    in_pass = 0;
+                    match open_all(&args) {
+                        Ok((fresh, _)) => {
+                            sources = fresh;
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => Err(e),
+            };
+            let failed = next.is_err();
+            if tx.blocking_send(next).is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
     if args.repeat && args.files.iter().any(|p| p.as_os_str() == "-") {
         bail!("--loop cannot start standard input over");
     }
-    let (mut sources, found) = open_all(&args)?;
+    let (sources, found) = open_all(&args)?;
     let tracks: Vec<Track> = found
         .iter()
         .enumerate()
@@ -212,42 +257,36 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     // The clock: the instant of time 0 of the current pass, and the RTP offset of the pass.
     let mut start: Option<Instant> = None;
-    let mut pass_offset = Duration::ZERO;
-    let mut last_time = Duration::ZERO;
-    let mut pending: Option<(usize, Sample)> = None;
+    // Reading blocks (a pipe from a live source may stall): on a thread of its own.
+    let mut samples = spawn_reader(sources, args.clone());
+    let mut pending: Option<(usize, Duration, Sample)> = None;
+    let mut reading = true;
     let mut sent = 0u64;
     loop {
-        if start.is_some() && pending.is_none() {
-            pending = match sources.pop()? {
-                Some(s) => Some(s),
-                None if args.repeat => {
-                    pass_offset += last_time + Duration::from_millis(33);
-                    let (fresh, _) = open_all(&args)?;
-                    sources = fresh;
-                    start = start.map(|s| s + last_time + Duration::from_millis(33));
-                    last_time = Duration::ZERO;
-                    sources.pop()?
-                }
-                None => break,
-            };
+        if !reading && pending.is_none() {
+            break;
         }
         let due = match (&start, &pending) {
-            (Some(s), Some((_, sample))) => Some(*s + sample.time),
+            (Some(s), Some((_, time, _))) => Some(*s + *time),
             _ => None,
         };
         tokio::select! {
+            next = samples.recv(), if start.is_some() && pending.is_none() && reading => match next {
+                Some(Ok(s)) => pending = Some(s),
+                Some(Err(e)) => return Err(e),
+                None => reading = false,
+            },
             () = &mut shutdown => {
                 status!("peerlink: interrupted; leaving");
                 break;
             }
             () = crate::peer::sleep_until(due), if due.is_some() => {
-                let (track, sample) = pending.take().expect("due");
-                last_time = sample.time;
+                let (track, time, sample) = pending.take().expect("due");
                 let t = &tracks[track];
                 // Rounded to the nearest tick in integers: a float product truncated now and
                 // then gives a packet 959 ticks after the last instead of 960, which a
                 // receiver's jitter buffer takes for a gap.
-                let nanos = (pass_offset + sample.time).as_nanos();
+                let nanos = time.as_nanos();
                 let timestamp = ((nanos * u128::from(t.clock_rate) + 500_000_000) / 1_000_000_000) as u64 as u32;
                 for o in others.values_mut().filter(|o| o.connected) {
                     if t.kind == MediaKind::Video && o.waiting_keyframe {

@@ -133,7 +133,7 @@ impl Participant {
             ids.iter().map(|id| &self.tracks[id]).find(|t| t.kind == MediaKind::Video).map(|t| t.codec);
         // Time 0: the earliest first frame, on the sender's wall clock when every track has a
         // sender report, else on ours.
-        let by_sr = ids.iter().all(|id| self.reports.contains_key(id));
+        let mut by_sr = ids.iter().all(|id| self.reports.contains_key(id));
         let reports = &self.reports;
         let wall = |id: &TransceiverId, t: &Track| -> Option<f64> {
             let (_, rtp) = t.first?;
@@ -143,21 +143,32 @@ impl Participant {
             let delta = i64::from((rtp as u32).wrapping_sub(sr_rtp) as i32);
             Some(sr_secs + delta as f64 / f64::from(clock(t.codec)))
         };
-        let firsts: Vec<(TransceiverId, f64)> = ids
-            .iter()
-            .filter_map(|id| {
-                let t = &self.tracks[id];
-                let secs = if by_sr {
-                    wall(id, t)?
-                } else {
-                    let (at, _) = t.first?;
-                    at.duration_since(self.first_frame?).as_secs_f64()
-                };
-                Some((*id, secs))
-            })
-            .collect();
-        let zero = firsts.iter().map(|(_, s)| *s).fold(f64::INFINITY, f64::min);
-        for (id, secs) in firsts {
+        let firsts = |by_sr: bool| -> Vec<(TransceiverId, f64)> {
+            ids.iter()
+                .filter_map(|id| {
+                    let t = &self.tracks[id];
+                    let secs = if by_sr {
+                        wall(id, t)?
+                    } else {
+                        let (at, _) = t.first?;
+                        at.duration_since(self.first_frame?).as_secs_f64()
+                    };
+                    Some((*id, secs))
+                })
+                .collect()
+        };
+        let mut starts = firsts(by_sr);
+        let spread = |v: &[(TransceiverId, f64)]| {
+            v.iter().map(|(_, s)| *s).fold(f64::NEG_INFINITY, f64::max)
+                - v.iter().map(|(_, s)| *s).fold(f64::INFINITY, f64::min)
+        };
+        if by_sr && spread(&starts) > 5.0 {
+            // Clocks that disagree (a sender's reports from different clocks): arrival it is.
+            by_sr = false;
+            starts = firsts(false);
+        }
+        let zero = starts.iter().map(|(_, s)| *s).fold(f64::INFINITY, f64::min);
+        for (id, secs) in starts {
             let t = self.tracks.get_mut(&id).expect("listed");
             let (_, rtp) = t.first.expect("has a first frame");
             t.origin = Some(rtp as i64 - ((secs - zero) * f64::from(clock(t.codec))) as i64);
@@ -294,37 +305,41 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
                                     p.handle.request_keyframe(id);
                                 }
                             }
-                            RtcEvent::SenderReport { id, ntp_time, rtp_time } => {
+                            // RFC 3550 §6.4.1: a sender without a wall clock sends NTP time 0.
+                            RtcEvent::SenderReport { id, ntp_time, rtp_time } if ntp_time != 0 => {
                                 p.reports.insert(id, (ntp_time, rtp_time));
                             }
                             RtcEvent::Frame { id, codec, frame } => {
                                 let now = Instant::now();
                                 p.first_frame.get_or_insert(now);
-                                if p.recorder.is_some() && !p.tracks.contains_key(&id) {
-                                    // A track that came after the file was started.
-                                    continue;
+                                if !p.tracks.contains_key(&id) {
+                                    if p.recorder.is_some() {
+                                        // A track that came after the file was started.
+                                        continue;
+                                    }
+                                    let kind = if codec == Codec::Opus { MediaKind::Audio } else { MediaKind::Video };
+                                    if kind == MediaKind::Video && !frame.keyframe {
+                                        // Video starts at a key frame.
+                                        p.handle.request_keyframe(id);
+                                        continue;
+                                    }
+                                    let mut unwrap = Unwrapper32::new();
+                                    let rtp = unwrap.unwrap(frame.timestamp);
+                                    p.tracks.insert(id, Track {
+                                        codec,
+                                        kind,
+                                        index: None,
+                                        unwrap,
+                                        first: Some((now, rtp)),
+                                        origin: None,
+                                        waiting_keyframe: kind == MediaKind::Video,
+                                        last: Duration::ZERO,
+                                    });
                                 }
-                                let t = p.tracks.entry(id).or_insert_with(|| Track {
-                                    codec,
-                                    kind: if codec == Codec::Opus { MediaKind::Audio } else { MediaKind::Video },
-                                    index: None,
-                                    unwrap: Unwrapper32::new(),
-                                    first: None,
-                                    origin: None,
-                                    waiting_keyframe: true,
-                                    last: Duration::ZERO,
-                                });
+                                let Some(t) = p.tracks.get(&id) else { continue };
                                 if t.codec != codec {
                                     tracing::debug!(?codec, "frame in another codec than the track's first; skipped");
                                     continue;
-                                }
-                                if t.first.is_none() {
-                                    if t.kind == MediaKind::Video && !frame.keyframe {
-                                        // Video starts at a key frame.
-                                        continue;
-                                    }
-                                    let rtp = t.unwrap.unwrap(frame.timestamp);
-                                    t.first = Some((now, rtp));
                                 }
                                 p.write(Held { id, keyframe: frame.keyframe, gap: frame.gap_before, timestamp: frame.timestamp.0, data: frame.data });
                             }

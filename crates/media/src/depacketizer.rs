@@ -188,6 +188,19 @@ impl Depacketizer {
         !self.slots.is_empty()
     }
 
+    /// Whether a packet is missing before the newest one received (frames after it wait):
+    /// the condition the caller's time limit ([`Depacketizer::skip_missing`]) is for. A frame
+    /// still arriving at the head of the stream is no hole.
+    pub fn has_hole(&self) -> bool {
+        let Some(newest) = self.unwrapper.highest() else { return false };
+        let start = match (self.consumed, self.slots.first_key_value()) {
+            (Some(c), _) => c + 1,
+            (None, Some((&first, _))) => first,
+            (None, None) => return false,
+        };
+        newest >= start && (newest - start + 1) as usize != self.slots.range(start..=newest).count()
+    }
+
     /// Gives up on every packet missing before the newest one received, as if it had left
     /// the reorder window: the frames after the holes go out (with `gap_before`). A frame
     /// still arriving at the head of the stream is kept. The time-based half of the jitter
@@ -458,11 +471,13 @@ mod tests {
         let mut d = vp8(512);
         let frames = feed(&mut d, &packets[..packets.len()]);
         assert_eq!(frames.len(), 1, "the hole holds the rest back");
+        assert!(d.has_hole());
         d.skip_missing();
         let later: Vec<Frame> = std::iter::from_fn(|| d.poll_frame()).collect();
         assert_eq!(later.len(), 1, "{later:?}");
         assert!(later[0].gap_before && later[0].timestamp == Serial32(6000));
         assert!(d.has_pending(), "the frame still arriving is kept");
+        assert!(!d.has_hole(), "a frame still arriving is no hole");
     }
 
     #[test]

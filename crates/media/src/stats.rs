@@ -114,7 +114,7 @@ impl ReceiveStats {
             let d = transit.wrapping_sub(last) as i32;
             let d = d.unsigned_abs();
             // J += (|D| - J) / 16, in fixed point with four fractional bits.
-            self.jitter_q4 = self.jitter_q4.wrapping_add(d).wrapping_sub((self.jitter_q4 + 8) >> 4);
+            self.jitter_q4 = self.jitter_q4.wrapping_add(d).wrapping_sub(self.jitter_q4.wrapping_add(8) >> 4);
         }
         self.last_transit = Some(transit);
     }

@@ -314,6 +314,71 @@ pub(crate) fn accepted_formats(answered: &[RemoteFormat], offered: &[CodecParams
     out
 }
 
+/// Our formats for a new section of a BUNDLE group whose other sections use `taken`: a
+/// format the group already has keeps its payload type (and RTX's), and ours that would
+/// collide with a payload type used for something else get a free one (a payload type means
+/// one format in a whole BUNDLE group: RFC 8843 §9.1).
+pub(crate) fn renumber(ours: Vec<CodecParams>, taken: &[CodecParams]) -> Vec<CodecParams> {
+    let mut used: Vec<u8> = taken.iter().flat_map(|c| [Some(c.payload_type), c.rtx]).flatten().collect();
+    let as_remote = |c: &CodecParams| RemoteFormat {
+        pt: c.payload_type,
+        name: c.encoding_name().to_owned(),
+        clock_rate: c.clock_rate,
+        channels: c.channels,
+        fmtp: c.fmtp.clone(),
+        feedback: Vec::new(),
+    };
+    let mut out = Vec::new();
+    for mut c in ours {
+        match taken.iter().find(|t| same_format(&as_remote(t), &c)) {
+            Some(same) => {
+                c.payload_type = same.payload_type;
+                if c.rtx.is_some() {
+                    c.rtx = same.rtx.or_else(|| free_payload_type(&used));
+                }
+            }
+            None => {
+                if used.contains(&c.payload_type) {
+                    let Some(free) = free_payload_type(&used) else { continue };
+                    c.payload_type = free;
+                }
+                used.push(c.payload_type);
+                if c.rtx.is_some_and(|r| used.contains(&r)) {
+                    c.rtx = free_payload_type(&used);
+                }
+            }
+        }
+        used.push(c.payload_type);
+        used.extend(c.rtx);
+        out.push(c);
+    }
+    out
+}
+
+fn free_payload_type(used: &[u8]) -> Option<u8> {
+    (96..=127).chain(35..=63).find(|pt| !used.contains(pt))
+}
+
+/// Extension ids for a new section of a BUNDLE group whose other sections use `taken`: a URI
+/// the group has keeps its id; an id the group uses for another URI is replaced by a free one.
+pub(crate) fn renumber_extensions(ours: Vec<(u8, String)>, taken: &[(u8, String)]) -> Vec<(u8, String)> {
+    let mut used: Vec<u8> = taken.iter().map(|(id, _)| *id).collect();
+    let mut out = Vec::new();
+    for (id, uri) in ours {
+        let id = match taken.iter().find(|(_, u)| *u == uri) {
+            Some((same, _)) => *same,
+            None if used.contains(&id) => match (1..=14).find(|i| !used.contains(i)) {
+                Some(free) => free,
+                None => continue,
+            },
+            None => id,
+        };
+        used.push(id);
+        out.push((id, uri));
+    }
+    out
+}
+
 /// Header extensions we understand and offer, with Chromium's ids (a BUNDLE group keeps one
 /// id per URI across its sections).
 pub(crate) fn supported_extensions(kind: &str) -> Vec<(u8, &'static str)> {
@@ -413,6 +478,56 @@ mod tests {
         assert_eq!(answer.len(), 1);
         assert_eq!(answer[0].fmtp, "minptime=10;useinbandfec=1;stereo=1");
         assert_eq!(answer[0].payload_type, 111);
+    }
+
+    #[test]
+    fn a_new_section_takes_the_group_s_numbers_and_avoids_its_collisions() {
+        // The group (answered to a peer) uses 106 for H.264 mode 1 and 107 as its RTX, 96
+        // for VP8 with 97, and extension 4 for something else than mid.
+        let taken = vec![
+            CodecParams {
+                codec: Codec::H264,
+                payload_type: 106,
+                clock_rate: 90_000,
+                channels: 0,
+                fmtp: "packetization-mode=1;profile-level-id=42e01f".into(),
+                rtx: Some(107),
+                feedback: Vec::new(),
+            },
+            CodecParams {
+                codec: Codec::Vp8,
+                payload_type: 100,
+                rtx: Some(101),
+                ..supported_codecs("video")[0].clone()
+            },
+        ];
+        let ours = renumber(supported_codecs("video"), &taken);
+        let pt = |codec: Codec, mode: &str| {
+            ours.iter()
+                .find(|c| c.codec == codec && c.fmtp_param("packetization-mode").unwrap_or("1") == mode)
+                .unwrap()
+        };
+        assert_eq!((pt(Codec::Vp8, "1").payload_type, pt(Codec::Vp8, "1").rtx), (100, Some(101)));
+        let cb = ours
+            .iter()
+            .find(|c| {
+                c.codec == Codec::H264 && c.fmtp.contains("packetization-mode=1;profile-level-id=42e01f")
+            })
+            .unwrap();
+        assert_eq!((cb.payload_type, cb.rtx), (106, Some(107)));
+        // Our mode-0 format (106 in our table) must not reuse the group's 106 or 107.
+        let mode0 = pt(Codec::H264, "0");
+        assert!(![100, 101, 106, 107].contains(&mode0.payload_type), "{mode0:?}");
+        let mut all: Vec<u8> = ours.iter().flat_map(|c| [Some(c.payload_type), c.rtx]).flatten().collect();
+        all.sort_unstable();
+        let n = all.len();
+        all.dedup();
+        assert_eq!(all.len(), n, "payload types used twice: {ours:?}");
+        let ext = renumber_extensions(
+            vec![(3, uri::TRANSPORT_CC.into()), (4, uri::MID.into())],
+            &[(4, "urn:x".into()), (9, uri::MID.into())],
+        );
+        assert_eq!(ext, [(3, uri::TRANSPORT_CC.to_owned()), (9, uri::MID.to_owned())]);
     }
 
     #[test]

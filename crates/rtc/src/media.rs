@@ -188,6 +188,8 @@ const HISTORY: usize = 512;
 const PLI_INTERVAL: Duration = Duration::from_millis(300);
 /// RTCP report interval (RFC 3550 §6.2 with the minimum WebRTC implementations use).
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// Remote SSRCs we keep routes for (two per section is the usual; simulcast adds a few).
+const MAX_SSRCS: usize = 256;
 /// RTP payload room: 1200-byte packets leave room for TURN, SRTP and IPv6 on a 1280 MTU.
 const MAX_RTP_PACKET: usize = 1200;
 
@@ -214,8 +216,9 @@ struct RecvStream {
     /// RFC 3550 reception statistics (made with the clock rate of the first packet).
     stats: Option<ReceiveStats>,
     nack: NackGenerator,
-    /// A keyframe is wanted (a gap, or no keyframe yet).
+    /// A keyframe is wanted (a gap, or a first frame that was none).
     want_keyframe: bool,
+    got_keyframe: bool,
     keyframes: KeyframeRequests,
     fir_seq: u8,
 }
@@ -229,7 +232,8 @@ impl RecvStream {
             stalled_since: None,
             stats: None,
             nack: NackGenerator::new(NackConfig::default()),
-            want_keyframe: true,
+            want_keyframe: false,
+            got_keyframe: false,
             keyframes: KeyframeRequests::new(PLI_INTERVAL),
             fir_seq: 0,
         }
@@ -479,6 +483,9 @@ impl PeerConnection {
         timestamp: u32,
         frame: &[u8],
     ) -> Result<(), RtcError> {
+        if self.signaling == SignalingState::Closed || self.is_over() {
+            return Err(RtcError::Closed);
+        }
         let m = &mut self.media;
         let t = m.transceivers.get_mut(id.0).ok_or(RtcError::NoTransceiver)?;
         if !t.current.is_some_and(Direction::sends) || t.stopped {
@@ -490,12 +497,14 @@ impl PeerConnection {
         }
         .ok_or(RtcError::CodecNotNegotiated)?
         .clone();
-        let mid_ext = t.ext_map.mid.zip(t.mid.clone());
+        // RFC 8843 §15: a mid travels in a one-byte header element (at most 16 bytes);
+        // a longer one is not sent in packets (the peer routes by SSRC then).
+        let mid_ext = t.ext_map.mid.zip(t.mid.clone()).filter(|(_, mid)| (1..=16).contains(&mid.len()));
         let twcc_ext = t.ext_map.transport_cc;
         if t.send.packetizer.as_ref().is_none_or(|(pt, _)| *pt != codec.payload_type) {
             let overhead = 12 + mid_ext.as_ref().map_or(0, |(_, mid)| 4 + mid.len() + 3) + 3;
             let config = PacketizerConfig {
-                max_payload: MAX_RTP_PACKET - overhead,
+                max_payload: MAX_RTP_PACKET.saturating_sub(overhead),
                 initial_picture_id: t.send.seq.0 & 0x7fff,
                 h264_mode: codec.h264_mode(),
             };
@@ -584,6 +593,12 @@ impl PeerConnection {
         }
         t.stats.plis_sent += 1;
         outgoing.push_back((true, out));
+    }
+
+    /// The connection is over: what waits to be sent is dropped (nothing will send it).
+    pub(crate) fn drop_media_queues(&mut self) {
+        self.media.outgoing.clear();
+        self.media.pacer = None;
     }
 
     /// DTLS is up: SRTP keys for media.
@@ -677,11 +692,18 @@ impl PeerConnection {
             return Some(*r);
         }
         let m = &mut self.media;
+        if m.by_ssrc.len() >= MAX_SSRCS {
+            // SSRCs are the peer's to pick: a peer inventing them cannot grow the map.
+            return None;
+        }
         let mid_id = m.transceivers.iter().find_map(|t| t.ext_map.mid);
         let mut found = None;
         if let Some(id) = mid_id {
-            if let Some(mid) = p.extensions().get(id).and_then(|d| std::str::from_utf8(d).ok()) {
-                found = m.transceivers.iter().position(|t| t.mid.as_deref() == Some(mid) && !t.stopped);
+            if let Some(mid) = p.extensions().get(id) {
+                // A mid names the section, or nothing we take (then the packet is dropped).
+                let mid = std::str::from_utf8(mid).ok()?;
+                found =
+                    Some(m.transceivers.iter().position(|t| t.mid.as_deref() == Some(mid) && !t.stopped)?);
             }
         }
         if found.is_none() {
@@ -697,11 +719,15 @@ impl PeerConnection {
         let t = &mut m.transceivers[i];
         let rtx = t.is_rtx_pt(p.payload_type()).is_some();
         if rtx {
-            t.recv.rtx_ssrc.get_or_insert(p.ssrc());
+            // One RTX stream per section: another SSRC claiming to repair it is dropped.
+            if t.recv.rtx_ssrc.is_some_and(|s| s != p.ssrc()) {
+                return None;
+            }
+            t.recv.rtx_ssrc = Some(p.ssrc());
         } else {
             // A new SSRC on the section (the sender restarted its stream): start over.
-            if t.recv.ssrc.is_some_and(|s| s != p.ssrc()) {
-                m.by_ssrc.retain(|_, (idx, rtx)| *idx != i || *rtx);
+            if let Some(old) = t.recv.ssrc.filter(|s| *s != p.ssrc()) {
+                m.by_ssrc.remove(&old);
                 t.recv = RecvStream { rtx_ssrc: t.recv.rtx_ssrc, ..RecvStream::new() };
             }
             t.recv.ssrc = Some(p.ssrc());
@@ -803,24 +829,29 @@ impl PeerConnection {
         while let Some(f) = d.poll_frame() {
             frames.push(f);
         }
-        let pending = d.has_pending();
+        let hole = d.has_hole();
         let dropped = d.stats().frames_dropped;
         t.stats.frames_dropped = dropped;
         for frame in frames {
             emitted = true;
             if frame.keyframe {
                 t.recv.want_keyframe = false;
+                t.recv.got_keyframe = true;
+                t.recv.keyframes.on_keyframe();
                 t.stats.keyframes_received += 1;
-            } else if frame.gap_before && t.kind == MediaKind::Video {
+            } else if t.kind == MediaKind::Video && (frame.gap_before || !t.recv.got_keyframe) {
+                // A decoder cannot use it: a reference was lost, or there was none yet.
                 t.recv.want_keyframe = true;
             }
             t.stats.frames_received += 1;
             events.push_back(RtcEvent::Frame { id: TransceiverId(i), codec, frame });
         }
-        if emitted || !pending {
+        // The time limit runs from when a hole holds frames back (not while a frame is still
+        // arriving), and again after each frame that got past one.
+        if !hole || emitted {
             t.recv.stalled_since = None;
         }
-        if pending {
+        if hole {
             t.recv.stalled_since.get_or_insert(now);
         }
         if t.recv.want_keyframe && t.recv.ssrc.is_some() && t.kind == MediaKind::Video {
@@ -913,7 +944,7 @@ impl PeerConnection {
             };
             let Ok(pt) = RtpPacket::parse(original).map(|p| p.payload_type()) else { continue };
             let rtx_pt = t.codecs.iter().find(|c| c.payload_type == pt).and_then(|c| c.rtx);
-            let packet = match rtx_pt {
+            let mut packet = match rtx_pt {
                 Some(rtx_pt) => {
                     t.send.rtx.payload_type = rtx_pt;
                     let mut out = Vec::with_capacity(original.len() + 2);
@@ -924,6 +955,13 @@ impl PeerConnection {
                 }
                 None => original.to_vec(),
             };
+            // Every packet on the wire gets its own transport-wide sequence number (the
+            // feedback reports each one), a retransmission too.
+            if let Some(id) = t.ext_map.transport_cc {
+                if restamp_extension(&mut packet, id, &m.twcc_seq.to_be_bytes()) {
+                    m.twcc_seq = m.twcc_seq.wrapping_add(1);
+                }
+            }
             t.stats.retransmissions_sent += 1;
             // Repairs go ahead of new media (a frame waits for them at the receiver).
             m.pacer.get_or_insert_with(|| Pacer::new(PACING_FLOOR_BPS)).enqueue_priority(
@@ -936,7 +974,7 @@ impl PeerConnection {
 
     /// Timers of the media path: reports, NACKs, holes that waited too long.
     pub(crate) fn media_timeout(&mut self, now: Instant) {
-        if self.media.srtp.is_none() {
+        if self.media.srtp.is_none() || self.is_over() {
             return;
         }
         let m = &mut self.media;
@@ -964,16 +1002,23 @@ impl PeerConnection {
                 m.outgoing.push_back((true, out));
             }
         }
+        let has_media = m.transceivers.iter().any(|t| t.current.is_some_and(|d| d != Direction::Inactive));
         if m.next_report.is_some_and(|r| now >= r) {
             m.next_report = Some(now + REPORT_INTERVAL);
-            let epoch = *m.ntp_epoch.get_or_insert_with(|| (now, ntp_now()));
-            let report = build_report(m, now, ntp_at(epoch, now));
-            m.outgoing.push_back((true, report));
+            // A connection with data channels only sends no RTCP.
+            if has_media {
+                let epoch = *m.ntp_epoch.get_or_insert_with(|| (now, ntp_now()));
+                let report = build_report(m, now, ntp_at(epoch, now));
+                m.outgoing.push_back((true, report));
+            }
         }
     }
 
     pub(crate) fn media_poll_timeout(&self) -> Option<Instant> {
         self.media.srtp.as_ref()?;
+        if self.is_over() {
+            return None;
+        }
         let m = &self.media;
         let stalls =
             m.transceivers.iter().filter_map(|t| t.recv.stalled_since.map(|s| s + t.config.max_delay));
@@ -1002,6 +1047,17 @@ impl PeerConnection {
         }
         false
     }
+}
+
+/// Overwrites the value of header extension element `id` in an RTP packet with `value` (of
+/// the same length); whether it was there.
+fn restamp_extension(packet: &mut [u8], id: u8, value: &[u8]) -> bool {
+    let Ok(p) = RtpPacket::parse(packet) else { return false };
+    let Some(data) = p.extensions().get(id).filter(|d| d.len() == value.len()) else { return false };
+    // The element's place in the packet, from where its bytes lie in the packet's.
+    let at = data.as_ptr() as usize - packet.as_ptr() as usize;
+    packet[at..at + value.len()].copy_from_slice(value);
+    true
 }
 
 /// A NACK for what the generator says is due (RFC 4585 §6.2.1).
@@ -1087,22 +1143,28 @@ impl PeerConnection {
         offer: Option<&peerlink_sdp::Media>,
         setup: Setup,
     ) -> Media {
+        // The numbers the rest of the BUNDLE group uses (for a new section of ours).
+        let others = self.media.transceivers.iter().enumerate().filter(|(j, _)| *j != i);
+        let taken: Vec<CodecParams> = others
+            .clone()
+            .flat_map(|(_, o)| if o.codecs.is_empty() { o.offered.clone() } else { o.codecs.clone() })
+            .collect();
+        let taken_ext: Vec<(u8, String)> = others.flat_map(|(_, o)| o.extensions.clone()).collect();
         let t = &mut self.media.transceivers[i];
         t.direction_changed = false;
         let (formats, extensions, direction) = match offer {
             None => {
-                let codecs = if t.current.is_some() && !t.codecs.is_empty() {
-                    t.codecs.clone()
-                } else {
-                    t.our_codecs()
-                };
-                let ext: Vec<(u8, String)> = if t.extensions.is_empty() {
-                    codecs::supported_extensions(t.kind.as_str())
-                        .into_iter()
-                        .map(|(i, u)| (i, u.to_owned()))
-                        .collect()
-                } else {
+                let negotiated = t.current.is_some() && !t.codecs.is_empty();
+                let has_ext = !t.extensions.is_empty();
+                let codecs =
+                    if negotiated { t.codecs.clone() } else { codecs::renumber(t.our_codecs(), &taken) };
+                let ext: Vec<(u8, String)> = if has_ext {
                     t.extensions.clone()
+                } else {
+                    let ours = codecs::supported_extensions(t.kind.as_str())
+                        .into_iter()
+                        .map(|(i, u)| (i, u.to_owned()));
+                    codecs::renumber_extensions(ours.collect(), &taken_ext)
                 };
                 t.offered = codecs.clone();
                 (codecs, ext, t.direction)
@@ -1205,7 +1267,21 @@ impl PeerConnection {
         let kind = MediaKind::parse(&m.kind)?;
         let mid = m.mid()?.to_owned();
         if let Some(i) = self.media.transceivers.iter().position(|t| t.mid.as_deref() == Some(mid.as_str())) {
-            return Some(i);
+            let t = &mut self.media.transceivers[i];
+            if t.kind == kind {
+                return Some(i);
+            }
+            if t.current.is_some() {
+                // A negotiated section cannot change its kind (RFC 8829 §5.10): refused.
+                return None;
+            }
+            // A mid of an offer of ours that was never answered: it is the peer's now.
+            t.mid = None;
+            self.order.retain(|s| !matches!(s, Section::Media(j) if *j == i));
+        }
+        if m.port == 0 {
+            // A rejected section takes no transceiver of ours.
+            return None;
         }
         let free =
             self.media.transceivers.iter().position(|t| t.mid.is_none() && t.kind == kind && !t.stopped);
@@ -1219,6 +1295,22 @@ impl PeerConnection {
         };
         self.media.transceivers[i].mid = Some(mid);
         Some(i)
+    }
+
+    /// A rollback of our offer: transceivers that got a mid from it and were never
+    /// negotiated lose it again (the peer's offer may use those mids for other sections).
+    pub(crate) fn forget_offered_mids(&mut self) {
+        for t in &mut self.media.transceivers {
+            if t.current.is_none() {
+                t.mid = None;
+                t.offered.clear();
+            }
+        }
+        let transceivers = &self.media.transceivers;
+        self.order.retain(|s| !matches!(s, Section::Media(i) if transceivers[*i].mid.is_none()));
+        if !self.data_negotiated && self.order.iter().all(|s| matches!(s, Section::Data)) {
+            self.order.clear();
+        }
     }
 
     /// What a remote description (offer or answer) says about each media section: its
@@ -1247,11 +1339,20 @@ impl PeerConnection {
                 t.remote_stream_id = stream;
                 if let Some(s) = ssrc {
                     if t.recv.ssrc != Some(s) {
+                        // A new sender on the section: its stream starts over (the old one's
+                        // sequence numbers say nothing about the new one's).
+                        if let Some(old) = t.recv.ssrc {
+                            self.media.by_ssrc.remove(&old);
+                            t.recv = RecvStream { rtx_ssrc: t.recv.rtx_ssrc, ..RecvStream::new() };
+                        }
                         t.recv.ssrc = Some(s);
                         self.media.by_ssrc.insert(s, (i, false));
                     }
                 }
                 if let Some(r) = rtx {
+                    if let Some(old) = t.recv.rtx_ssrc.filter(|o| *o != r) {
+                        self.media.by_ssrc.remove(&old);
+                    }
                     t.recv.rtx_ssrc = Some(r);
                     self.media.by_ssrc.insert(r, (i, true));
                 }

@@ -17,6 +17,7 @@ impl PeerConnection {
                 SignalingState::HaveLocalOffer => {
                     self.signaling = SignalingState::Stable;
                     self.local = None;
+                    self.forget_offered_mids();
                     Ok(())
                 }
                 SignalingState::HaveRemoteOffer => {
@@ -263,6 +264,7 @@ impl PeerConnection {
     /// The end of a close: SCTP aborted if still up, DTLS close_notify, ICE stopped.
     pub(crate) fn finish_close(&mut self, now: Instant) {
         self.closing = None;
+        self.drop_media_queues();
         self.channels.association_mut().abort();
         self.flush(now);
         if let Some(dtls) = &mut self.dtls {
@@ -280,6 +282,7 @@ impl PeerConnection {
             return;
         }
         tracing::debug!(%reason, "peer connection failed");
+        self.drop_media_queues();
         self.ending.get_or_insert(reason);
         self.set_state(ConnectionState::Failed);
     }

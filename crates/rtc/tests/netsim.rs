@@ -616,3 +616,54 @@ fn a_track_added_to_a_running_connection_is_negotiated_and_flows_then_stops() {
     assert!(w.sides[1].pc.write_frame(w.net.now(), video, 99_000, &vp8_frame(1, 900)).is_err());
     assert!(w.connected());
 }
+
+#[test]
+fn after_a_rolled_back_offer_the_peers_offer_takes_our_tracks_by_kind() {
+    use peerlink_rtc::{Direction, MediaKind, TrackConfig};
+    let mut w = World::new(44, false);
+    let now = w.net.now();
+    // Ours: audio then video (mids 1 and 2 in our offer); the peer's: video then audio.
+    let audio = w.sides[0]
+        .pc
+        .add_transceiver(MediaKind::Audio, Direction::SendOnly, TrackConfig::new(MediaKind::Audio))
+        .unwrap();
+    let video = w.sides[0]
+        .pc
+        .add_transceiver(MediaKind::Video, Direction::SendOnly, TrackConfig::new(MediaKind::Video))
+        .unwrap();
+    for kind in [MediaKind::Video, MediaKind::Audio] {
+        w.sides[1].pc.add_transceiver(kind, Direction::RecvOnly, TrackConfig::new(kind)).unwrap();
+    }
+    let ours = w.sides[0].pc.create_offer().unwrap();
+    w.sides[0].pc.set_local_description(now, Some(ours)).unwrap();
+    // Glare: the peer's offer wins; ours is rolled back.
+    let theirs = w.sides[1].pc.create_offer().unwrap();
+    w.sides[1].pc.set_local_description(now, Some(theirs.clone())).unwrap();
+    w.sides[0].pc.set_local_description(now, None).unwrap();
+    w.sides[0].pc.set_remote_description(now, theirs).unwrap();
+    let answer = w.sides[0].pc.create_answer().unwrap();
+    w.sides[0].pc.set_local_description(now, Some(answer.clone())).unwrap();
+    w.sides[1].pc.set_remote_description(now, answer).unwrap();
+    assert!(w.run(Duration::from_secs(20), World::connected));
+    let ours = w.sides[0].pc.transceivers();
+    for t in &ours[..2] {
+        assert_eq!(t.current_direction, Some(Direction::SendOnly), "{ours:?}");
+    }
+    for i in 0..5u32 {
+        let now = w.net.now();
+        w.sides[0].pc.write_frame(now, video, i * 6000, &vp8_frame(i as usize, 1500)).unwrap();
+        w.sides[0].pc.write_frame(now, audio, i * 960, &[0x78, 1, 2]).unwrap();
+        w.run(Duration::from_millis(66), |_| false);
+    }
+    w.run(Duration::from_millis(300), |_| false);
+    let got: Vec<peerlink_rtc::Codec> = w.sides[1]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            RtcEvent::Frame { codec, .. } => Some(*codec),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got.iter().filter(|c| **c == peerlink_rtc::Codec::Vp8).count(), 5, "{got:?}");
+    assert_eq!(got.iter().filter(|c| **c == peerlink_rtc::Codec::Opus).count(), 5, "{got:?}");
+}
