@@ -106,29 +106,12 @@ for c in $CASES; do
 done
 
 "$python" - "$tmp" "$CLIP" "$FPS" <<'EOF'
-import json, re, subprocess, sys, glob
+import re, sys, glob
+sys.path.insert(0, "tests/lib")
+from media_checks import decodes, first_json, probe, tail
 tmp, clip, fps = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 def load(room):
-    try:
-        with open(f"{tmp}/{room}.aiortc.json") as f:
-            return json.loads(f.readline())
-    except Exception:
-        return {}
-def tail(path, n=3):
-    try:
-        return " / ".join(open(path).read().strip().splitlines()[-n:])
-    except Exception:
-        return ""
-def probe(path):
-    out = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_entries",
-        "stream=codec_type,codec_name,width,height,nb_read_frames,duration:format=duration",
-        "-of", "json", path], capture_output=True, text=True)
-    return json.loads(out.stdout or "{}")
-def decodes(path):
-    # -fps_mode and -enc_time_base are output options: Debian's ffmpeg 5.1 refuses them before -i.
-    r = subprocess.run(["ffmpeg", "-v", "error", "-xerror", "-i", path, "-fps_mode", "passthrough",
-        "-enc_time_base", "-1", "-f", "null", "-"], capture_output=True, text=True)
-    return r.returncode == 0, r.stderr.strip().splitlines()[-1:] if r.stderr else []
+    return first_json(f"{tmp}/{room}.aiortc.json")
 def recorded(room):
     """What `peerlink record` says it took in: 'video/audio' frames and bytes written."""
     m = re.search(r"frames: \[(\d+), (\d+)\].*?bytes: (\d+)", tail(f"{tmp}/{room}.native.err", 50))
