@@ -42,14 +42,7 @@ ff "${src[@]}" -c:v libx264 -profile:v baseline -bf 0 -g $FPS -pix_fmt yuv420p -
 ff -f lavfi -i "sine=frequency=440:sample_rate=48000" -t "$CLIP" -c:a libopus -b:a 48k "$tmp/in-opus.ogg"
 echo "# inputs: $CLIP s at 320x240 $FPS fps ($(cd "$tmp" && ls in-* | tr '\n' ' '))"
 
-veth_namespace "$ns" 203.0.113.10/24
-ip -n "$ns" addr add 203.0.113.1/24 dev v1
-ip -n "$ns" route add default via 203.0.113.1 dev v0
-ip netns exec "$ns" "$peerlink" serve --http 127.0.0.1:0 --listen 203.0.113.10:3478 --relay-ip 203.0.113.10 \
-    --allow-peer 203.0.113.0/24 --allow-loopback-peers --messages-per-second 200 >"$tmp/serve.out" 2>"$tmp/serve.log" &
-wait_for_line "$tmp/serve.out" "signaling on ws://" 15
-ws=$(sed -nE 's/.*signaling on (ws:\/\/[^ ]+).*/\1/p' "$tmp/serve.out" | head -1)
-echo "# signaling $ws (namespace $ns)"
+media_lab "$ns" "$peerlink" "$tmp"
 
 aiortc() { # room args... (bounded)
     local room=$1
@@ -106,9 +99,9 @@ for c in $CASES; do
 done
 
 "$python" - "$tmp" "$CLIP" "$FPS" <<'EOF'
-import re, sys, glob
+import re, sys
 sys.path.insert(0, "tests/lib")
-from media_checks import decodes, first_json, probe, tail
+from media_checks import first_json, recording, tail
 tmp, clip, fps = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 def load(room):
     return first_json(f"{tmp}/{room}.aiortc.json")
@@ -139,24 +132,17 @@ for line in open(f"{tmp}/cases"):
     if kind == 'record':
         sent = d.get('video_sent', 0)
         rec = recorded(room)
-        files = glob.glob(f"{tmp}/{room}.rec/*")
-        if len(files) != 1:
-            problems.append(f"{len(files)} recordings: {[f.split('/')[-1] for f in files]}")
-        else:
-            p = probe(files[0])
-            vs = next((s for s in p.get('streams', []) if s.get('codec_type') == 'video'), {})
-            aus = next((s for s in p.get('streams', []) if s.get('codec_type') == 'audio'), {})
+        file_problems, vs, aus = recording(f"{tmp}/{room}.rec")
+        problems += file_problems
+        if vs is not None:
             dec = int(vs.get('nb_read_frames') or 0)
             res = f"{vs.get('width')}x{vs.get('height')}"
-            ok, err = decodes(files[0])
-            if not ok:
-                problems.append(f"ffmpeg -xerror: {err}")
             want = codec.split('/')[0].lower()
             if vs.get('codec_name') != want:
                 problems.append(f"file's video is {vs.get('codec_name')}, sent {want}")
             if res != d.get('size'):
                 problems.append(f"file {res}, sent {d.get('size')}")
-            adur = float(aus.get('duration') or p.get('format', {}).get('duration') or 0)
+            adur = float(aus.get('duration') or 0)
             audio = f"{aus.get('codec_name', '-')} {adur:.1f}s"
             if aus.get('codec_name') != 'opus' or adur < 0.7 * d.get('sent_s', 0):
                 problems.append(f"audio {audio} (want opus of about the {d.get('sent_s')} s sent)")

@@ -31,16 +31,7 @@ ns=plmedia$$
 tmp=$(mktemp -d)
 trap 'ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true; ip netns del "$ns" 2>/dev/null || true; [ -n "${KEEP:-}" ] && cp -r "$tmp"/. "$KEEP"/ 2>/dev/null || true; rm -rf "$tmp" || true' EXIT
 [ -n "${KEEP:-}" ] && mkdir -p "$KEEP"
-veth_namespace "$ns" 203.0.113.10/24
-ip -n "$ns" addr add 203.0.113.1/24 dev v1
-ip -n "$ns" route add default via 203.0.113.1 dev v0
-
-# Each peer's relay is the other's peer address: allow relaying inside the namespace's range.
-ip netns exec "$ns" "$peerlink" serve --http 127.0.0.1:0 --listen 203.0.113.10:3478 --relay-ip 203.0.113.10 \
-    --allow-peer 203.0.113.0/24 --allow-loopback-peers --messages-per-second 200 >"$tmp/serve.out" 2>"$tmp/serve.log" &
-wait_for_line "$tmp/serve.out" "signaling on ws://" 15
-ws=$(sed -nE 's/.*signaling on (ws:\/\/[^ ]+).*/\1/p' "$tmp/serve.out" | head -1)
-echo "# signaling $ws (namespace $ns)"
+media_lab "$ns" "$peerlink" "$tmp"
 
 peer() { # name room args... ; runs media-peer in the namespace, bounded
     local n=$1 room=$2

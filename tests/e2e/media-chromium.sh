@@ -46,14 +46,7 @@ ff "${aud[@]}" -c:a libopus -b:a 48k "$tmp/in-opus.ogg"
 ff "${src[@]}" "${aud[@]}" -c:v libvpx-vp9 -b:v 400k -g $FPS -deadline realtime -cpu-used 8 -c:a libopus -b:a 48k "$tmp/in-webm.webm"
 echo "# inputs: $CLIP s at 320x240 $FPS fps ($(cd "$tmp" && ls in-* | tr '\n' ' '))"
 
-veth_namespace "$ns" 203.0.113.10/24
-ip -n "$ns" addr add 203.0.113.1/24 dev v1
-ip -n "$ns" route add default via 203.0.113.1 dev v0
-ip netns exec "$ns" "$peerlink" serve --http 127.0.0.1:0 --listen 203.0.113.10:3478 --relay-ip 203.0.113.10 \
-    --allow-peer 203.0.113.0/24 --allow-loopback-peers --messages-per-second 200 >"$tmp/serve.out" 2>"$tmp/serve.log" &
-wait_for_line "$tmp/serve.out" "signaling on ws://" 15
-ws=$(sed -nE 's/.*signaling on (ws:\/\/[^ ]+).*/\1/p' "$tmp/serve.out" | head -1)
-echo "# signaling $ws (namespace $ns)"
+media_lab "$ns" "$peerlink" "$tmp"
 
 chromium() { # room name args... (bounded)
     local room=$1 n=$2
@@ -125,9 +118,9 @@ for c in $CASES; do
 done
 
 python3 - "$tmp" "$CLIP" "$FPS" <<'EOF'
-import sys, glob, os
+import sys
 sys.path.insert(0, "tests/lib")
-from media_checks import decodes, first_json, probe, tail
+from media_checks import first_json, recording, tail
 tmp, clip, fps = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 def load(room):
     return first_json(f"{tmp}/{room}.chr.json")
@@ -154,23 +147,16 @@ for line in open(f"{tmp}/cases"):
         v = out.get('video', {})
         codec = (v.get('codec') or '-').replace('video/', '')
         sent = v.get('framesSent', 0)
-        files = glob.glob(f"{tmp}/{room}.rec/*")
-        if len(files) != 1:
-            problems.append(f"{len(files)} recordings: {files}")
-        else:
-            p = probe(files[0])
-            vs = next((s for s in p.get('streams', []) if s.get('codec_type') == 'video'), {})
-            aus = next((s for s in p.get('streams', []) if s.get('codec_type') == 'audio'), {})
+        file_problems, vs, aus = recording(f"{tmp}/{room}.rec")
+        problems += file_problems
+        if vs is not None:
             dec = int(vs.get('nb_read_frames') or 0)
             res = f"{vs.get('width')}x{vs.get('height')}"
-            ok, err = decodes(files[0])
-            if not ok:
-                problems.append(f"ffmpeg -xerror: {err}")
             if not sent or dec < 0.7 * sent:
                 problems.append(f"{dec} frames in the file of {sent} sent (<70%)")
             if res != f"{v.get('frameWidth')}x{v.get('frameHeight')}":
                 problems.append(f"file {res}, sent {v.get('frameWidth')}x{v.get('frameHeight')}")
-            adur = float(aus.get('duration') or p.get('format', {}).get('duration') or 0)
+            adur = float(aus.get('duration') or 0)
             audio = f"{aus.get('codec_name', '-')} {adur:.1f}s"
             if aus.get('codec_name') != 'opus' or adur < 4.5:
                 problems.append(f"audio {audio} (want opus of about the call's 6 s)")

@@ -28,14 +28,7 @@ ff() { ffmpeg -v error -y "$@" </dev/null; }
 ff -f lavfi -i "testsrc=size=320x240:rate=$FPS" -t $CLIP -c:v libvpx -b:v 400k -g $FPS -deadline realtime "$tmp/in.ivf"
 ff -f lavfi -i "sine=frequency=440:sample_rate=48000" -t $CLIP -c:a libopus "$tmp/in.ogg"
 
-veth_namespace "$ns" 203.0.113.10/24
-ip -n "$ns" addr add 203.0.113.1/24 dev v1
-# Chromium gathers only on the default route's interface; the route ends inside the namespace.
-ip -n "$ns" route add default via 203.0.113.1 dev v0
-ip netns exec "$ns" "$peerlink" serve --http 127.0.0.1:0 --listen 203.0.113.10:3478 --relay-ip 203.0.113.10 \
-    --allow-peer 203.0.113.0/24 --allow-loopback-peers >"$tmp/serve.out" 2>"$tmp/serve.log" &
-wait_for_line "$tmp/serve.out" "signaling on ws://" 15
-ws=$(sed -nE 's/.*signaling on (ws:\/\/[^ ]+).*/\1/p' "$tmp/serve.out" | head -1)
+media_lab "$ns" "$peerlink" "$tmp"
 app=$(sed -nE 's/.*browser app at (http:\/\/[^ ]+).*/\1/p' "$tmp/serve.out" | head -1)
 echo "# app $app, signaling $ws (namespace $ns)"
 

@@ -35,3 +35,21 @@ def decodes(path):
     r = subprocess.run(["ffmpeg", "-v", "error", "-xerror", "-i", path, "-fps_mode", "passthrough",
         "-enc_time_base", "-1", "-f", "null", "-"], capture_output=True, text=True)
     return r.returncode == 0, r.stderr.strip().splitlines()[-1:] if r.stderr else []
+
+
+def recording(folder):
+    """The one recording in `folder`, judged: (problems, video stream, audio stream), where
+    problems lists what is wrong with the file itself (not one file, or it does not decode);
+    the streams are ffprobe's ({} when missing), None when there is not exactly one file. The
+    audio stream's duration falls back to the file's."""
+    import glob
+    files = glob.glob(f"{folder}/*")
+    if len(files) != 1:
+        return [f"{len(files)} recordings: {[f.split('/')[-1] for f in files]}"], None, None
+    p = probe(files[0])
+    video = next((s for s in p.get('streams', []) if s.get('codec_type') == 'video'), {})
+    audio = next((s for s in p.get('streams', []) if s.get('codec_type') == 'audio'), {})
+    if not audio.get('duration'):
+        audio['duration'] = p.get('format', {}).get('duration')
+    ok, err = decodes(files[0])
+    return ([] if ok else [f"ffmpeg -xerror: {err}"]), video, audio
