@@ -443,7 +443,14 @@ impl EventLoop {
                     token => self.entry_readable(token, &mut batch),
                 }
             }
-            for token in std::mem::take(&mut self.throttled) {
+            // Each retry starts with the next side in turn: the first to read takes the
+            // whole refill, and the sides re-queue in the order they read, so without the
+            // rotation one direction of a busy pipe would starve the other.
+            let mut throttled = std::mem::take(&mut self.throttled);
+            if !throttled.is_empty() {
+                throttled.rotate_left(1);
+            }
+            for token in throttled {
                 self.pipe_read(token);
             }
             self.drain_tcp_outputs();

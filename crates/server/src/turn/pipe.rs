@@ -282,6 +282,12 @@ impl EventLoop {
     /// Moves bytes from pipe side `token` into its partner's output (or, for a peer not
     /// yet bound, into `held`) while there is room.
     pub(super) fn pipe_read(&mut self, token: Token) {
+        // A side waiting for the bandwidth budget reads only in its turn among the waiting
+        // sides (the THROTTLE_RETRY round), not when new bytes happen to wake it: otherwise
+        // the side whose sender is fastest to refill its socket takes every refill.
+        if self.throttled.contains(&token) {
+            return;
+        }
         for _ in 0..ROUNDS_PER_TURN {
             let (partner, from_client, id) = match self.io.entry(token) {
                 Some(Entry::Conn(conn)) => match &conn.pipe {
