@@ -89,6 +89,8 @@ step "media: play -> Chromium behind 5% loss and 50 ms RTT (path emulator): NACK
 tests/e2e/media-loss.sh target/release/peerlink
 step "media: the browser app shows a peerlink play peer's video and audio, and a peerlink record peer"
 tests/e2e/web-media.sh target/release/peerlink
+step "SFU: 4 Chromium pages in a --room-mode sfu room decode each other over one connection each"
+tests/e2e/sfu-chromium.sh target/release/peerlink
 
 fuzz_seconds=${FUZZ_SECONDS:-20}
 if [ "$fuzz_seconds" -gt 0 ]; then

@@ -51,7 +51,7 @@ veth_namespace() {
 # A namespace for media tests with `peerlink serve` in it: both veth ends inside, the default
 # route pointing at the far end (Chromium gathers no candidates without one), serve's STUN and
 # TURN on 203.0.113.10:3478 relaying within the namespace's range. Sets `ws` to the signaling
-# URL; serve's output goes to TMP/serve.out and TMP/serve.log.
+# URL; serve's output goes to TMP/serve.out and TMP/serve.log. SERVE_ARGS: more options.
 #   media_lab NS PEERLINK TMP
 media_lab() {
     local ns=$1 peerlink=$2 tmp=$3
@@ -59,7 +59,7 @@ media_lab() {
     ip -n "$ns" addr add 203.0.113.1/24 dev v1
     ip -n "$ns" route add default via 203.0.113.1 dev v0
     ip netns exec "$ns" "$peerlink" serve --http 127.0.0.1:0 --listen 203.0.113.10:3478 --relay-ip 203.0.113.10 \
-        --allow-peer 203.0.113.0/24 --allow-loopback-peers --messages-per-second 200 >"$tmp/serve.out" 2>"$tmp/serve.log" &
+        --allow-peer 203.0.113.0/24 --allow-loopback-peers --messages-per-second 200 ${SERVE_ARGS:-} >"$tmp/serve.out" 2>"$tmp/serve.log" &
     wait_for_line "$tmp/serve.out" "signaling on ws://" 15
     ws=$(sed -nE 's/.*signaling on (ws:\/\/[^ ]+).*/\1/p' "$tmp/serve.out" | head -1)
     echo "# signaling $ws (namespace $ns)"

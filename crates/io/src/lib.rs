@@ -57,6 +57,8 @@ enum Command {
     Transceivers(oneshot::Sender<Vec<TransceiverInfo>>),
     WriteFrame(TransceiverId, Option<Codec>, u32, Vec<u8>, oneshot::Sender<Result<(), RtcError>>),
     RequestKeyframe(TransceiverId),
+    WriteRtp(TransceiverId, Codec, Vec<u8>, u16, u32),
+    StopTransceiver(TransceiverId, oneshot::Sender<Result<(), RtcError>>),
     MediaStats(TransceiverId, oneshot::Sender<Option<MediaStats>>),
 }
 
@@ -257,6 +259,17 @@ impl PeerHandle {
         self.ask(|tx| Command::WriteFrame(id, codec, timestamp, frame, tx)).await?
     }
 
+    /// Forwards a received RTP packet on `id` with the sequence number and timestamp given
+    /// ([`PeerConnection::write_rtp`]); what cannot be sent is dropped.
+    pub fn write_rtp(&self, id: TransceiverId, codec: Codec, packet: Vec<u8>, seq: u16, timestamp: u32) {
+        let _ = self.commands.send(Command::WriteRtp(id, codec, packet, seq, timestamp));
+    }
+
+    /// Stops a transceiver for good; the next negotiation rejects its section.
+    pub async fn stop_transceiver(&self, id: TransceiverId) -> Result<(), RtcError> {
+        self.ask(|tx| Command::StopTransceiver(id, tx)).await?
+    }
+
     /// Asks the sender of what `id` receives for a key frame (rate limited).
     pub fn request_keyframe(&self, id: TransceiverId) {
         let _ = self.commands.send(Command::RequestKeyframe(id));
@@ -430,6 +443,10 @@ async fn drive(
                         let _ = reply.send(pc.write_frame_as(now, id, codec, ts, &frame));
                     }
                     Command::RequestKeyframe(id) => pc.request_keyframe(now, id),
+                    Command::WriteRtp(id, codec, packet, seq, ts) => {
+                        let _ = pc.write_rtp(now, id, codec, &packet, seq, ts);
+                    }
+                    Command::StopTransceiver(id, reply) => { let _ = reply.send(pc.stop_transceiver(id)); }
                     Command::MediaStats(id, reply) => { let _ = reply.send(pc.media_stats(id)); }
                     Command::Close(reply) => {
                         pc.close(now);

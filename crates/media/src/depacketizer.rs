@@ -91,7 +91,9 @@ pub struct Depacketizer {
     stats: DepacketizerStats,
 }
 
-fn parse(codec: Codec, payload: &[u8]) -> Result<PayloadInfo, PayloadError> {
+/// What one payload of `codec` says about the frame it carries (start, key frame), after
+/// checking it is well formed.
+pub fn payload_info(codec: Codec, payload: &[u8]) -> Result<PayloadInfo, PayloadError> {
     match codec {
         Codec::Opus => opus::parse(payload),
         Codec::Vp8 => vp8::parse(payload),
@@ -161,7 +163,7 @@ impl Depacketizer {
             self.stats.padding_packets += 1;
             Slot::Padding
         } else {
-            match parse(self.codec, payload) {
+            match payload_info(self.codec, payload) {
                 // An audio packet is a whole frame: the marker bit means a talkspurt's start
                 // there (RFC 3551 §4.1), and senders such as Chromium leave it clear.
                 Ok(info) => Slot::Media {

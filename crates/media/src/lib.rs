@@ -106,7 +106,7 @@ pub mod twcc;
 pub mod vp8;
 pub mod vp9;
 
-pub use depacketizer::{Depacketizer, DepacketizerConfig, DepacketizerStats, Frame};
+pub use depacketizer::{payload_info, Depacketizer, DepacketizerConfig, DepacketizerStats, Frame};
 pub use keyframe::KeyframeRequests;
 pub use nack::{NackConfig, NackGenerator, NackStats};
 pub use pacer::Pacer;

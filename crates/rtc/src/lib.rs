@@ -230,6 +230,8 @@ pub enum RtcError {
     CodecNotNegotiated,
     #[error("frame: {0}")]
     Packetize(peerlink_media::PacketizeError),
+    #[error("not an RTP packet")]
+    BadRtp,
 }
 
 /// A section of our descriptions, in the order the first negotiation fixed.

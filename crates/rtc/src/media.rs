@@ -319,6 +319,15 @@ pub(crate) struct MediaState {
     rtt: Option<Duration>,
 }
 
+/// One packet to send, before the header extensions are added.
+struct Outgoing<'a> {
+    payload_type: u8,
+    marker: bool,
+    seq: Serial16,
+    timestamp: u32,
+    payload: &'a [u8],
+}
+
 /// Pacing: this many times the rate media is written at, and never below the floor (a key
 /// frame leaves over a few frame intervals instead of at once).
 const PACING_FACTOR: u64 = 3;
@@ -500,7 +509,6 @@ impl PeerConnection {
         // RFC 8843 §15: a mid travels in a one-byte header element (at most 16 bytes);
         // a longer one is not sent in packets (the peer routes by SSRC then).
         let mid_ext = t.ext_map.mid.zip(t.mid.clone()).filter(|(_, mid)| (1..=16).contains(&mid.len()));
-        let twcc_ext = t.ext_map.transport_cc;
         if t.send.packetizer.as_ref().is_none_or(|(pt, _)| *pt != codec.payload_type) {
             let overhead = 12 + mid_ext.as_ref().map_or(0, |(_, mid)| 4 + mid.len() + 3) + 3;
             let config = PacketizerConfig {
@@ -512,39 +520,97 @@ impl PeerConnection {
         }
         let (_, packetizer) = t.send.packetizer.as_mut().expect("set above");
         packetizer.packetize(frame, &mut m.payloads).map_err(RtcError::Packetize)?;
-        let audio = t.kind == MediaKind::Audio;
-        let mut bytes = 0;
-        for (payload, last) in m.payloads.iter() {
-            let header = RtpHeader {
-                marker: last,
-                payload_type: codec.payload_type,
-                sequence_number: t.send.seq,
-                timestamp: Serial32(timestamp),
-                ssrc: t.send.ssrc,
-                ..Default::default()
-            };
-            let mut packet = Vec::with_capacity(payload.len() + 32);
-            let twcc = m.twcc_seq.to_be_bytes();
-            let mut ext: Vec<(u8, &[u8])> = mid_ext.iter().map(|(id, mid)| (*id, mid.as_bytes())).collect();
-            if let Some(id) = twcc_ext {
-                ext.push((id, &twcc));
-                m.twcc_seq = m.twcc_seq.wrapping_add(1);
+        let payloads = std::mem::take(&mut m.payloads);
+        let mut result = Ok(());
+        for (payload, last) in payloads.iter() {
+            let seq = self.media.transceivers[id.0].send.seq;
+            let out = Outgoing { payload_type: codec.payload_type, marker: last, seq, timestamp, payload };
+            result = self.send_rtp(now, id, out);
+            if result.is_err() {
+                break;
             }
-            header.encode(&ext, payload, 0, &mut packet).map_err(|_| RtcError::NotSending)?;
-            t.send.history.store(now, t.send.seq, &packet);
-            t.send.stats.on_packet(now, timestamp, payload.len());
+            let t = &mut self.media.transceivers[id.0];
             t.send.seq = t.send.seq.wrapping_add(1);
-            t.stats.packets_sent += 1;
-            t.stats.bytes_sent += packet.len() as u64;
-            bytes += packet.len();
-            let pacer = m.pacer.get_or_insert_with(|| Pacer::new(PACING_FLOOR_BPS));
-            if audio {
-                pacer.enqueue_priority(now, packet.len(), packet);
-            } else {
-                pacer.enqueue(now, packet.len(), packet);
-            }
         }
-        t.stats.frames_sent += 1;
+        self.media.payloads = payloads;
+        self.media.transceivers[id.0].stats.frames_sent += 1;
+        result
+    }
+
+    /// Forwards one RTP packet received on another connection (what an SFU does): its
+    /// payload, marker bit and `codec` go out on `id` in the format negotiated for that
+    /// codec, with `seq` and `timestamp` as given (the caller keeps them continuous across
+    /// the sources it switches between) and our own SSRC and header extensions. Padding is
+    /// dropped; the packet is kept for retransmission like any other.
+    pub fn write_rtp(
+        &mut self,
+        now: Instant,
+        id: TransceiverId,
+        codec: Codec,
+        packet: &[u8],
+        seq: u16,
+        timestamp: u32,
+    ) -> Result<(), RtcError> {
+        if self.signaling == SignalingState::Closed || self.is_over() {
+            return Err(RtcError::Closed);
+        }
+        let p = RtpPacket::parse(packet).map_err(|_| RtcError::BadRtp)?;
+        let t = self.media.transceivers.get(id.0).ok_or(RtcError::NoTransceiver)?;
+        let payload_type =
+            t.codecs.iter().find(|c| c.codec == codec).ok_or(RtcError::CodecNotNegotiated)?.payload_type;
+        let out = Outgoing {
+            payload_type,
+            marker: p.marker(),
+            seq: Serial16(seq),
+            timestamp,
+            payload: p.payload(),
+        };
+        self.send_rtp(now, id, out)?;
+        let t = &mut self.media.transceivers[id.0];
+        t.send.seq = Serial16(seq).wrapping_add(1);
+        if p.marker() || t.kind == MediaKind::Audio {
+            t.stats.frames_sent += 1;
+        }
+        Ok(())
+    }
+
+    /// Puts one packet on the wire through the history and the pacer.
+    fn send_rtp(&mut self, now: Instant, id: TransceiverId, out: Outgoing<'_>) -> Result<(), RtcError> {
+        let m = &mut self.media;
+        let t = m.transceivers.get_mut(id.0).ok_or(RtcError::NoTransceiver)?;
+        if !t.current.is_some_and(Direction::sends) || t.stopped {
+            return Err(RtcError::NotSending);
+        }
+        // RFC 8843 §15: a mid travels in a one-byte header element (at most 16 bytes);
+        // a longer one is not sent in packets (the peer routes by SSRC then).
+        let mid_ext = t.ext_map.mid.zip(t.mid.as_ref()).filter(|(_, mid)| (1..=16).contains(&mid.len()));
+        let header = RtpHeader {
+            marker: out.marker,
+            payload_type: out.payload_type,
+            sequence_number: out.seq,
+            timestamp: Serial32(out.timestamp),
+            ssrc: t.send.ssrc,
+            ..Default::default()
+        };
+        let mut packet = Vec::with_capacity(out.payload.len() + 32);
+        let twcc = m.twcc_seq.to_be_bytes();
+        let mut ext: Vec<(u8, &[u8])> = mid_ext.iter().map(|(id, mid)| (*id, mid.as_bytes())).collect();
+        if let Some(id) = t.ext_map.transport_cc {
+            ext.push((id, &twcc));
+            m.twcc_seq = m.twcc_seq.wrapping_add(1);
+        }
+        header.encode(&ext, out.payload, 0, &mut packet).map_err(|_| RtcError::NotSending)?;
+        t.send.history.store(now, out.seq, &packet);
+        t.send.stats.on_packet(now, out.timestamp, out.payload.len());
+        t.stats.packets_sent += 1;
+        t.stats.bytes_sent += packet.len() as u64;
+        let bytes = packet.len();
+        let pacer = m.pacer.get_or_insert_with(|| Pacer::new(PACING_FLOOR_BPS));
+        if t.kind == MediaKind::Audio {
+            pacer.enqueue_priority(now, packet.len(), packet);
+        } else {
+            pacer.enqueue(now, packet.len(), packet);
+        }
         // The pacing rate follows what is written (there is no bandwidth estimate yet).
         m.sent_window.push_back((now, bytes));
         while m

@@ -543,16 +543,22 @@ fn a_close_under_way_stays_a_close_when_the_path_then_fails() {
     assert_eq!(w.sides[0].pc.connection_state(), ConnectionState::Closed);
 }
 
-#[test]
-fn a_large_key_frame_leaves_paced_not_in_one_burst() {
+/// Side 0 with a video track to send, negotiated with side 1 and connected.
+fn video_sender(n: u64) -> (World, peerlink_rtc::TransceiverId) {
     use peerlink_rtc::{Direction, MediaKind, TrackConfig};
-    let mut w = World::new(42, false);
+    let mut w = World::new(n, false);
     let video = w.sides[0]
         .pc
         .add_transceiver(MediaKind::Video, Direction::SendOnly, TrackConfig::new(MediaKind::Video))
         .unwrap();
     w.negotiate(0, 1);
     assert!(w.run(Duration::from_secs(20), World::connected));
+    (w, video)
+}
+
+#[test]
+fn a_large_key_frame_leaves_paced_not_in_one_burst() {
+    let (mut w, video) = video_sender(42);
     let start = w.net.now();
     let pc = &mut w.sides[0].pc;
     pc.write_frame(start, video, 0, &vp8_frame(0, 60_000)).unwrap();
@@ -666,4 +672,61 @@ fn after_a_rolled_back_offer_the_peers_offer_takes_our_tracks_by_kind() {
         .collect();
     assert_eq!(got.iter().filter(|c| **c == peerlink_rtc::Codec::Vp8).count(), 5, "{got:?}");
     assert_eq!(got.iter().filter(|c| **c == peerlink_rtc::Codec::Opus).count(), 5, "{got:?}");
+}
+
+#[test]
+fn forwarded_rtp_keeps_its_numbers_and_is_repaired_over_rtx() {
+    // What an SFU does: packets made by another sender (its SSRC, payload type 120) go out
+    // with our SSRC and the negotiated payload type, the sequence numbers and timestamps
+    // the caller gives, and are retransmitted from our history when lost.
+    use peerlink_proto::{Serial16, Serial32};
+    use peerlink_rtp::RtpHeader;
+    let (mut w, video) = video_sender(61);
+    for s in &w.sides {
+        w.net.set_link(
+            s.host,
+            LinkConfig { loss: 0.1, delay: Duration::from_millis(20), ..LinkConfig::default() },
+        );
+    }
+    let mut sent = Vec::new();
+    for i in 0..80u16 {
+        let frame = vp8_frame(i as usize, 300 + usize::from(i) * 5);
+        let mut payload = vec![0x10];
+        payload.extend_from_slice(&frame);
+        let header = RtpHeader {
+            marker: true,
+            payload_type: 120,
+            sequence_number: Serial16(7 + i),
+            timestamp: Serial32(90 * u32::from(i)),
+            ssrc: 0xdead_beef,
+            ..Default::default()
+        };
+        let mut packet = Vec::new();
+        header.encode(&[], &payload, 0, &mut packet).unwrap();
+        let now = w.net.now();
+        let seq = 65_500u16.wrapping_add(i);
+        w.sides[0]
+            .pc
+            .write_rtp(now, video, peerlink_rtc::Codec::Vp8, &packet, seq, 3000 * u32::from(i))
+            .unwrap();
+        sent.push(frame);
+        w.run(Duration::from_millis(33), |_| false);
+    }
+    assert!(w.sides[0].pc.write_rtp(w.net.now(), video, peerlink_rtc::Codec::Vp8, &[1, 2, 3], 0, 0).is_err());
+    w.run(Duration::from_secs(2), |_| false);
+    let got: Vec<(Vec<u8>, u32)> = w.sides[1]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            RtcEvent::Frame { frame, .. } => Some((frame.data.clone(), frame.timestamp.0)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got.len(), sent.len(), "every forwarded frame arrives, lost packets repaired");
+    for (i, (data, ts)) in got.iter().enumerate() {
+        assert_eq!(*data, sent[i], "frame {i}");
+        assert_eq!(*ts, 3000 * i as u32, "frame {i} keeps the timestamp given");
+    }
+    let stats = w.sides[1].pc.media_stats(peerlink_rtc::TransceiverId(0)).unwrap();
+    assert!(stats.retransmissions_received > 0, "{stats:?}");
 }

@@ -18,6 +18,7 @@ pub mod https;
 pub mod metrics;
 pub mod options;
 pub mod serve;
+pub mod sfu;
 pub mod shutdown;
 mod sockets;
 pub mod stun;

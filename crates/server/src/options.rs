@@ -30,9 +30,18 @@ pub struct ServeOptions {
     /// (e.g. redis://127.0.0.1:6379/)
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
-    /// Peers in one room [default: 6]
+    /// Peers in one room [default: 50; 6 with --room-mode mesh]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_room_peers: Option<u32>,
+    /// How rooms carry media: `mesh` (every browser connects to every other), `sfu` (every
+    /// browser connects to this server, which forwards each track to the others), or
+    /// `auto` (a mesh up to --mesh-max peers, the SFU above, a mesh again when the room
+    /// shrinks) [default: auto]
+    #[arg(long, value_name = "MODE", value_parser = ["auto", "mesh", "sfu"])]
+    pub room_mode: Option<String>,
+    /// In `auto` mode, the largest room that stays a mesh [default: 4]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub mesh_max: Option<u32>,
     /// How long the TURN credentials handed to browsers stay valid, in seconds [default: 86400]
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
     pub credential_ttl: Option<u64>,

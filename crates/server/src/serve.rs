@@ -26,6 +26,13 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
         anyhow::bail!("--token-secret must not be empty");
     }
     let mut hub = peerlink_signal::HubConfig::default();
+    let mode = options.room_mode.as_deref().unwrap_or("auto");
+    hub.room_mode = mode.parse().map_err(anyhow::Error::msg)?;
+    hub.mesh_max = options.mesh_max.unwrap_or(4) as usize;
+    hub.max_room_peers = match hub.room_mode {
+        peerlink_signal::RoomMode::Mesh => 6,
+        _ => 50,
+    };
     if let Some(n) = options.max_room_peers {
         hub.max_room_peers = n as usize;
     }
@@ -38,6 +45,7 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
     }
     hub.token_secret = options.token_secret.map(String::into_bytes);
     let ttl = options.credential_ttl.unwrap_or(86_400);
+    let hub_mode = hub.room_mode;
     let redis = options.redis;
     // Every listener is bound before any is announced: a taken HTTP port fails here, before
     // TURN says it is listening.
@@ -57,6 +65,12 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
             }
             None => peerlink_signal::SignalService::start(hub, "localhost", None),
         };
+        let sfu = if redis.is_none() && hub_mode != peerlink_signal::RoomMode::Mesh {
+            Some(crate::sfu::start(signal.clone(), crate::sfu::SfuConfig::default()).await)
+        } else {
+            None
+        };
+        let _ = &sfu;
         let metrics_signal = signal.clone();
         let render: metrics::Render = Arc::new(move || metrics::render_signal(&metrics_signal.stats_now()));
         // With a certificate, the app is served over HTTPS: browsers on other machines grant

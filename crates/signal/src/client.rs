@@ -54,6 +54,9 @@ pub enum ClientEvent {
     },
     PeerJoined(PeerInfo),
     PeerLeft(String),
+    /// The room's mode (`"mesh"` or `"sfu"`): after `Joined`/`Rejoined` when the server said
+    /// it is not a mesh, and at every switch. In `"sfu"`, signal with the peer `"sfu"` only.
+    Mode(String),
     Signal {
         from: String,
         data: Box<RawValue>,
@@ -344,8 +347,10 @@ impl Task {
                         Some(Err(e)) => return End::Lost(e.to_string()),
                         None => return End::Lost("connection closed".to_owned()),
                     };
+                    let mut then = None;
                     let event = match ServerMessage::parse(text.as_str()) {
-                        Ok(ServerMessage::Welcome { id, peers, ice_servers, resume, .. }) => {
+                        Ok(ServerMessage::Welcome { id, peers, ice_servers, resume, mode, .. }) => {
+                            then = mode.filter(|m| m != "mesh").map(ClientEvent::Mode);
                             self.resume = resume;
                             joined = true;
                             *backoff = BACKOFF_MIN;
@@ -359,6 +364,7 @@ impl Task {
                         }
                         Ok(ServerMessage::PeerJoined { peer }) => ClientEvent::PeerJoined(peer),
                         Ok(ServerMessage::PeerLeft { id }) => ClientEvent::PeerLeft(id),
+                        Ok(ServerMessage::Mode { mode }) => ClientEvent::Mode(mode),
                         Ok(ServerMessage::Signal { from, data }) => ClientEvent::Signal { from, data },
                         Ok(ServerMessage::Error { code, message }) => {
                             if !joined {
@@ -379,8 +385,10 @@ impl Task {
                             continue;
                         }
                     };
-                    if self.events.send(event).await.is_err() {
-                        return End::ByUser;
+                    for event in std::iter::once(event).chain(then) {
+                        if self.events.send(event).await.is_err() {
+                            return End::ByUser;
+                        }
                     }
                 }
                 command = commands.recv() => match command {

@@ -73,6 +73,49 @@ pub struct HubConfig {
     /// With a secret, `join` needs an HS256 JWT whose `room` claim is the room.
     pub token_secret: Option<Vec<u8>>,
     pub ice: IceConfig,
+    /// Whether rooms are meshes, go through the SFU, or switch by size.
+    pub room_mode: RoomMode,
+    /// In [`RoomMode::Auto`], rooms of more peers than this go through the SFU.
+    pub mesh_max: usize,
+}
+
+/// How a room's media flows (`--room-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RoomMode {
+    /// Every peer connects to every other (the only mode of a hub with no SFU beside it).
+    #[default]
+    Mesh,
+    /// Every peer connects to the server's SFU only.
+    Sfu,
+    /// A mesh up to `mesh_max` peers, the SFU above.
+    Auto,
+}
+
+impl std::str::FromStr for RoomMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<RoomMode, String> {
+        match s {
+            "mesh" => Ok(RoomMode::Mesh),
+            "sfu" => Ok(RoomMode::Sfu),
+            "auto" => Ok(RoomMode::Auto),
+            other => Err(format!("room mode {other:?}: expected auto, mesh or sfu")),
+        }
+    }
+}
+
+/// The peer id clients signal with in a room in SFU mode.
+pub const SFU_PEER: &str = "sfu";
+
+/// What the SFU beside the hub must know: membership of rooms in SFU mode and the signals
+/// their peers send it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SfuEvent {
+    /// `peer` is in `room` and the room is in SFU mode (it joined, or the room switched).
+    Join { room: String, peer: String },
+    /// `peer` is gone from the SFU (it left, or the room went back to a mesh).
+    Leave { room: String, peer: String },
+    /// `peer` sent `data` (JSON) to `"sfu"`.
+    Signal { room: String, peer: String, data: String },
 }
 
 impl Default for HubConfig {
@@ -87,6 +130,8 @@ impl Default for HubConfig {
             idle_timeout: Duration::from_secs(25),
             token_secret: None,
             ice: IceConfig::default(),
+            room_mode: RoomMode::Mesh,
+            mesh_max: 4,
         }
     }
 }
@@ -103,6 +148,8 @@ impl std::fmt::Debug for HubConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("token_secret", &self.token_secret.as_ref().map(|_| "<redacted>"))
             .field("ice", &self.ice)
+            .field("room_mode", &self.room_mode)
+            .field("mesh_max", &self.mesh_max)
             .finish()
     }
 }
@@ -145,6 +192,8 @@ pub enum Output {
     Close { conn: ConnId, code: u16, reason: &'static str },
     /// Tell the other nodes of the cluster.
     Publish(ClusterMessage),
+    /// Tell the SFU.
+    Sfu(SfuEvent),
 }
 
 /// Counters, for metrics and tests.
@@ -235,11 +284,15 @@ pub struct Hub {
     peers: HashMap<String, Peer>,
     /// Room name → its peers' ids, in joining order.
     rooms: HashMap<String, Vec<String>>,
+    /// Rooms in SFU mode (the others are meshes).
+    sfu_rooms: std::collections::HashSet<String>,
     /// Other nodes of the cluster → when we last heard them.
     nodes: HashMap<String, Instant>,
     clustered: bool,
     /// Shutting down: no new connections.
     closing: bool,
+    /// An SFU is beside the hub: rooms may leave mesh mode.
+    sfu: bool,
     next_tick: Instant,
     next_heartbeat: Instant,
     out: VecDeque<Output>,
@@ -273,9 +326,11 @@ impl Hub {
             conns: HashMap::new(),
             peers: HashMap::new(),
             rooms: HashMap::new(),
+            sfu_rooms: std::collections::HashSet::new(),
             nodes: HashMap::new(),
             clustered: false,
             closing: false,
+            sfu: false,
             next_tick: now + TICK,
             next_heartbeat: now,
             out: VecDeque::new(),
@@ -312,6 +367,11 @@ impl Hub {
             .map(|(id, p)| RemotePeer { room: p.room.clone(), id: id.clone(), name: p.name.clone() })
             .collect();
         ClusterMessage::Announce { node: self.node.clone(), peers }
+    }
+
+    /// An SFU now takes [`Output::Sfu`]: rooms follow `room_mode` from their next join.
+    pub fn enable_sfu(&mut self) {
+        self.sfu = true;
     }
 
     /// This node's id in the cluster.
@@ -490,10 +550,19 @@ impl Hub {
             ids.iter().map(|id| PeerInfo { id: id.clone(), name: self.peers[id].name.clone() }).collect()
         });
         let ice = self.ice_servers(now, &self.conns[&conn].host, &id);
-        let welcome = protocol::encode_welcome(&id, &room, &peers, &ice, &self.resume_token(&id));
+        let was_sfu = self.sfu_rooms.contains(&room);
+        let sfu = self.wants_sfu(peers.len() + 1);
+        let mode = if sfu { "sfu" } else { "mesh" };
+        let welcome = protocol::encode_welcome(&id, &room, &peers, &ice, &self.resume_token(&id), mode);
         self.send(conn, welcome.into());
+        if sfu && !was_sfu {
+            self.switch_mode(&room, true);
+        }
         let info = PeerInfo { id: id.clone(), name: name.clone() };
         self.broadcast(&room, protocol::encode_peer_joined(&info).into());
+        if sfu {
+            self.out.push_back(Output::Sfu(SfuEvent::Join { room: room.clone(), peer: id.clone() }));
+        }
         if self.clustered {
             let peer = RemotePeer { room: room.clone(), id: id.clone(), name: name.clone() };
             self.out.push_back(Output::Publish(ClusterMessage::Joined { node: self.node.clone(), peer }));
@@ -510,6 +579,17 @@ impl Hub {
             return self.refuse(now, conn, ErrorCode::NotJoined, "join a room before signaling", STRIKE_BAD);
         };
         let room = &self.peers[&from].room;
+        if to == SFU_PEER {
+            if !self.sfu_rooms.contains(room) {
+                // A switch back to a mesh may cross the client's last signals: not abuse.
+                let message = "this room is not in sfu mode";
+                return self.refuse(now, conn, ErrorCode::UnknownPeer, message, 0.25);
+            }
+            self.stats.signals_relayed += 1;
+            let event = SfuEvent::Signal { room: room.clone(), peer: from, data: data.get().to_owned() };
+            self.out.push_back(Output::Sfu(event));
+            return;
+        }
         let target = match self.peers.get(to).filter(|p| &p.room == room && to != from).map(|p| &p.at) {
             Some(Location::Local(target)) => Ok(*target),
             Some(Location::Remote(node)) => Err(Some(node.clone())),
@@ -593,9 +673,70 @@ impl Hub {
         Some(peer)
     }
 
+    /// Whether a room of `count` peers goes through the SFU. Rooms that span a cluster
+    /// stay meshes: an SFU room's media lives on one node.
+    fn wants_sfu(&self, count: usize) -> bool {
+        self.sfu
+            && !self.clustered
+            && match self.config.room_mode {
+                RoomMode::Mesh => false,
+                RoomMode::Sfu => true,
+                RoomMode::Auto => count > self.config.mesh_max,
+            }
+    }
+
+    /// A room changes modes: its peers are told (before any other news), and the SFU takes
+    /// them in or lets them go.
+    fn switch_mode(&mut self, room: &str, sfu: bool) {
+        let ids = self.rooms.get(room).cloned().unwrap_or_default();
+        let local: Vec<String> =
+            ids.into_iter().filter(|id| matches!(self.peers[id].at, Location::Local(_))).collect();
+        if sfu {
+            self.sfu_rooms.insert(room.to_owned());
+        } else {
+            self.sfu_rooms.remove(room);
+        }
+        tracing::info!(
+            room,
+            mode = if sfu { "sfu" } else { "mesh" },
+            peers = local.len(),
+            "room switches modes"
+        );
+        self.broadcast(room, protocol::encode_mode(if sfu { "sfu" } else { "mesh" }).into());
+        for peer in local {
+            let (room, peer) = (room.to_owned(), peer);
+            self.out.push_back(Output::Sfu(if sfu {
+                SfuEvent::Join { room, peer }
+            } else {
+                SfuEvent::Leave { room, peer }
+            }));
+        }
+    }
+
+    /// The SFU sends `data` (JSON) to `peer`, as the peer `"sfu"`. Dropped when the peer is
+    /// gone or its room is no longer in SFU mode.
+    pub fn sfu_signal(&mut self, peer: &str, data: &str) {
+        let Some(Peer { at: Location::Local(conn), room, .. }) = self.peers.get(peer) else { return };
+        if !self.sfu_rooms.contains(room) {
+            return;
+        }
+        let Ok(data) = RawValue::from_string(data.to_owned()) else { return };
+        let conn = *conn;
+        self.send(conn, protocol::encode_signal(SFU_PEER, &data).into());
+    }
+
     /// Forgets a peer, tells its room, and (for a local one) the cluster.
     fn remove_peer(&mut self, id: &str, publish: bool) {
         let Some(peer) = self.unlist(id) else { return };
+        if self.sfu_rooms.contains(&peer.room) {
+            self.out.push_back(Output::Sfu(SfuEvent::Leave { room: peer.room.clone(), peer: id.to_owned() }));
+            let left = self.rooms.get(&peer.room).map_or(0, Vec::len);
+            if left == 0 {
+                self.sfu_rooms.remove(&peer.room);
+            } else if !self.wants_sfu(left) {
+                self.switch_mode(&peer.room, false);
+            }
+        }
         self.broadcast(&peer.room, protocol::encode_peer_left(id).into());
         if publish && self.clustered && matches!(peer.at, Location::Local(_)) {
             self.out.push_back(Output::Publish(ClusterMessage::Left {

@@ -49,7 +49,7 @@ pub mod token;
 
 #[cfg(feature = "client")]
 pub use client::{ClientEvent, ClientOptions, SignalClient};
-pub use hub::{Hub, HubConfig, IceConfig};
+pub use hub::{Hub, HubConfig, IceConfig, RoomMode, SfuEvent, SFU_PEER};
 pub use protocol::{IceServer, PeerInfo, ServerMessage};
 #[cfg(feature = "service")]
 pub use service::SignalService;

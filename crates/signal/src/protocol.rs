@@ -198,6 +198,12 @@ pub enum ServerMessage {
         peers: Vec<PeerInfo>,
         ice_servers: Vec<IceServer>,
         resume: Option<String>,
+        /// `"mesh"` or `"sfu"` (absent from servers that predate room modes: mesh).
+        mode: Option<String>,
+    },
+    /// The room switched modes: in `"sfu"`, signal only with the peer id `"sfu"`.
+    Mode {
+        mode: String,
     },
     PeerJoined {
         peer: PeerInfo,
@@ -230,6 +236,7 @@ struct ServerEnvelope {
     code: Option<String>,
     message: Option<String>,
     resume: Option<String>,
+    mode: Option<String>,
 }
 
 impl ServerMessage {
@@ -246,7 +253,9 @@ impl ServerMessage {
                 peers: env.peers.ok_or_else(|| missing("peers"))?,
                 ice_servers: env.ice_servers.unwrap_or_default(),
                 resume: env.resume,
+                mode: env.mode,
             },
+            "mode" => ServerMessage::Mode { mode: env.mode.ok_or_else(|| missing("mode"))? },
             "peer-joined" => ServerMessage::PeerJoined { peer: env.peer.ok_or_else(|| missing("peer"))? },
             "peer-left" => ServerMessage::PeerLeft { id: env.id.ok_or_else(|| missing("id"))? },
             "signal" => ServerMessage::Signal {
@@ -268,6 +277,7 @@ pub(crate) fn encode_welcome(
     peers: &[PeerInfo],
     ice: &[IceServer],
     resume: &str,
+    mode: &str,
 ) -> String {
     #[derive(Serialize)]
     struct Welcome<'a> {
@@ -279,8 +289,9 @@ pub(crate) fn encode_welcome(
         #[serde(rename = "iceServers")]
         ice_servers: &'a [IceServer],
         resume: &'a str,
+        mode: &'a str,
     }
-    serde_json::to_string(&Welcome { kind: "welcome", id, room, peers, ice_servers: ice, resume })
+    serde_json::to_string(&Welcome { kind: "welcome", id, room, peers, ice_servers: ice, resume, mode })
         .expect("plain structs serialize")
 }
 
@@ -303,6 +314,14 @@ pub(crate) fn encode_peer_joined(peer: &PeerInfo) -> String {
         peer: &'a PeerInfo,
     }
     encode("peer-joined", &Body { peer })
+}
+
+pub(crate) fn encode_mode(mode: &str) -> String {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        mode: &'a str,
+    }
+    encode("mode", &Body { mode })
 }
 
 pub(crate) fn encode_peer_left(id: &str) -> String {

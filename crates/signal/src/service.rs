@@ -2,7 +2,7 @@
 //! frames between its socket and the hub. No locks: everything goes through channels.
 
 use crate::cluster::ClusterMessage;
-use crate::hub::{ConnId, Hub, HubConfig, HubStats, Output, CLOSE_TRY_AGAIN};
+use crate::hub::{ConnId, Hub, HubConfig, HubStats, Output, SfuEvent, CLOSE_TRY_AGAIN};
 use axum::extract::ws::Utf8Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -37,6 +37,8 @@ enum Input {
     Resync,
     Shutdown,
     Stats(oneshot::Sender<HubStats>),
+    AttachSfu(mpsc::UnboundedSender<SfuEvent>),
+    SfuSignal { peer: String, data: String },
 }
 
 /// The hub task's way to one connection.
@@ -105,6 +107,17 @@ impl SignalService {
     /// The link to the other nodes was down and is back: say hello and announce again.
     pub async fn resync_cluster(&self) {
         let _ = self.inputs.send(Input::Resync).await;
+    }
+
+    /// From now on the SFU beside the hub hears of rooms in SFU mode ([`SfuEvent`]); rooms
+    /// switch modes only with one attached.
+    pub async fn attach_sfu(&self, events: mpsc::UnboundedSender<SfuEvent>) {
+        let _ = self.inputs.send(Input::AttachSfu(events)).await;
+    }
+
+    /// The SFU signals `data` (JSON) to `peer`.
+    pub async fn sfu_signal(&self, peer: String, data: String) {
+        let _ = self.inputs.send(Input::SfuSignal { peer, data }).await;
     }
 
     /// Every connection gets a close frame (1001, going away) and the rooms empty.
@@ -232,6 +245,7 @@ async fn run_hub(
     stats: tokio::sync::watch::Sender<HubStats>,
 ) {
     let mut outboxes: HashMap<ConnId, Outbox> = HashMap::new();
+    let mut sfu: Option<mpsc::UnboundedSender<SfuEvent>> = None;
     loop {
         let deadline = tokio::time::Instant::from_std(hub.poll_timeout());
         let input = tokio::select! {
@@ -268,6 +282,11 @@ async fn run_hub(
             Some(Input::Stats(reply)) => {
                 let _ = reply.send(hub.stats());
             }
+            Some(Input::AttachSfu(events)) => {
+                hub.enable_sfu();
+                sfu = Some(events);
+            }
+            Some(Input::SfuSignal { peer, data }) => hub.sfu_signal(&peer, &data),
         }
         while let Some(out) = hub.poll_output() {
             let (id, frame) = match out {
@@ -282,6 +301,12 @@ async fn run_hub(
                 Output::Publish(msg) => {
                     if let Some(cluster) = &cluster {
                         let _ = cluster.send(msg);
+                    }
+                    continue;
+                }
+                Output::Sfu(event) => {
+                    if let Some(sfu) = &sfu {
+                        let _ = sfu.send(event);
                     }
                     continue;
                 }

@@ -707,3 +707,86 @@ fn an_id_held_on_another_node_cannot_be_claimed() {
     let out = c.run();
     assert!(matches!(parse(&out[1], m).first(), Some(ServerMessage::Welcome { id, .. }) if *id != alice));
 }
+
+fn sfu_events(out: &[Output]) -> Vec<SfuEvent> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Sfu(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn modes(out: &[Output], conn: ConnId) -> Vec<String> {
+    parse(out, conn)
+        .into_iter()
+        .filter_map(|m| match m {
+            ServerMessage::Mode { mode } => Some(mode),
+            ServerMessage::Welcome { mode, .. } => mode.map(|m| format!("welcome {m}")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn auto_rooms_switch_to_the_sfu_above_mesh_max_and_back() {
+    let config = HubConfig { room_mode: RoomMode::Auto, mesh_max: 2, ..HubConfig::default() };
+    let mut h = Harness::new(config);
+    h.hub.enable_sfu();
+    let (a, b, c) = (h.connect(), h.connect(), h.connect());
+    let alice = h.join(a, "r", "alice");
+    h.send(b, r#"{"type":"join","room":"r","name":"bob"}"#);
+    let out = h.drain();
+    assert_eq!(modes(&out, b), vec!["welcome mesh"]);
+    assert!(sfu_events(&out).is_empty());
+    // Signals to "sfu" in a mesh room are refused, without closing anything.
+    h.send(a, r#"{"type":"signal","to":"sfu","data":{}}"#);
+    assert_eq!(error_codes(&h.drain(), a), vec!["unknown-peer"]);
+    // The third peer: the room switches; the others hear it before they hear of carol.
+    h.send(c, r#"{"type":"join","room":"r","name":"carol"}"#);
+    let out = h.drain();
+    assert_eq!(modes(&out, c), vec!["welcome sfu"]);
+    let to_a = parse(&out, a);
+    assert!(matches!(&to_a[0], ServerMessage::Mode { mode } if mode == "sfu"), "{to_a:?}");
+    assert!(matches!(&to_a[1], ServerMessage::PeerJoined { .. }), "{to_a:?}");
+    let events = sfu_events(&out);
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(events.iter().all(|e| matches!(e, SfuEvent::Join { room, .. } if room == "r")));
+    // Signals to "sfu" go to the SFU, with who sent them; the SFU's come back from "sfu".
+    h.send(a, r#"{"type":"signal","to":"sfu","data":{"candidate":null}}"#);
+    let out = h.drain();
+    assert_eq!(
+        sfu_events(&out),
+        vec![SfuEvent::Signal {
+            room: "r".into(),
+            peer: alice.clone(),
+            data: r#"{"candidate":null}"#.into()
+        }]
+    );
+    h.hub.sfu_signal(&alice, r#"{"x":1}"#);
+    let out = h.drain();
+    assert!(matches!(parse(&out, a).as_slice(), [ServerMessage::Signal { from, .. }] if from == "sfu"));
+    // One leaves: back to a mesh; the SFU lets everyone go.
+    h.send(c, r#"{"type":"leave"}"#);
+    let out = h.drain();
+    assert_eq!(modes(&out, a), vec!["mesh"]);
+    let events = sfu_events(&out);
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(events.iter().all(|e| matches!(e, SfuEvent::Leave { .. })));
+    // The SFU's late signals are dropped in a mesh room.
+    h.hub.sfu_signal(&alice, r#"{"x":1}"#);
+    assert!(parse(&h.drain(), a).is_empty());
+}
+
+#[test]
+fn without_an_sfu_rooms_stay_meshes() {
+    let config = HubConfig { room_mode: RoomMode::Sfu, ..HubConfig::default() };
+    let mut h = Harness::new(config);
+    let a = h.connect();
+    h.send(a, r#"{"type":"join","room":"r","name":"alice"}"#);
+    let out = h.drain();
+    assert_eq!(modes(&out, a), vec!["welcome mesh"]);
+    assert!(sfu_events(&out).is_empty());
+    assert_eq!("auto".parse::<RoomMode>(), Ok(RoomMode::Auto));
+    assert!("full".parse::<RoomMode>().is_err());
+}

@@ -1,0 +1,497 @@
+//! The SFU beside the signaling hub: one peer connection per participant of a room in SFU
+//! mode, with the server as the impolite side of perfect negotiation. A participant offers
+//! its tracks; the server answers, then offers it every other participant's tracks (msid
+//! stream id = the publisher's peer id) and renegotiates as tracks come and go. Received RTP
+//! is forwarded raw: each subscriber's [`Forwarder`] rewrites sequence numbers and timestamps
+//! and holds video until a key frame; the subscriber's peer connection re-protects it with
+//! its own SSRC, keeps it for NACKs (answered with RTX) and paces it. Subscribers' PLIs and
+//! waiting forwarders ask the publisher for key frames (rate limited by its connection).
+//!
+//! Decisions live in `peerlink-sfu` (sans-IO); this module only drives connections.
+
+use peerlink_io::{Peer, PeerConfig, PeerHandle};
+use peerlink_rtc::{
+    CodecParams, ConnectionState, Description, Direction, MediaKind, RtcConfig, RtcEvent, SdpType,
+    TrackConfig, TransceiverId,
+};
+use peerlink_rtp::RtpPacket;
+use peerlink_sfu::{Change, Forwarder, Kind, Room, TrackKey, Verdict};
+use peerlink_signal::{SfuEvent, SignalService};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Counters for metrics.
+#[derive(Debug, Default)]
+pub struct SfuStats {
+    pub participants: AtomicU64,
+    pub forwarded_packets: AtomicU64,
+    pub dropped_packets: AtomicU64,
+    pub keyframe_requests: AtomicU64,
+}
+
+/// Where the SFU's connections gather host candidates (empty: every usable local address).
+#[derive(Debug, Clone, Default)]
+pub struct SfuConfig {
+    pub addresses: Vec<IpAddr>,
+}
+
+enum Input {
+    Hub(SfuEvent),
+    Peer { peer: Arc<str>, generation: u64, event: Option<RtcEvent> },
+}
+
+/// What a participant publishes on one of its receiving transceivers.
+struct Publication {
+    codecs: Vec<CodecParams>,
+    kind: MediaKind,
+    /// Who receives it.
+    subscribers: Vec<String>,
+}
+
+/// One subscription: the transceiver of ours that sends it, and its rewriting.
+struct Subscription {
+    transceiver: TransceiverId,
+    forwarder: Forwarder,
+}
+
+struct Participant {
+    room: String,
+    generation: u64,
+    handle: PeerHandle,
+    /// Our description went out: candidates may follow it.
+    described: bool,
+    held: Vec<Value>,
+    /// Our offer waits for its answer.
+    offered: bool,
+    /// The first negotiation (its offer, our answer) is done: tracks may be added.
+    ready: bool,
+    /// Tracks changed while an offer was out: offer again after the answer.
+    pending: bool,
+    published: HashMap<TransceiverId, Publication>,
+    subscriptions: HashMap<TrackKey<String>, Subscription>,
+    by_transceiver: HashMap<TransceiverId, TrackKey<String>>,
+}
+
+/// Starts the SFU and attaches it to the signaling service.
+pub async fn start(signal: SignalService, config: SfuConfig) -> Arc<SfuStats> {
+    let (hub_tx, mut hub_rx) = mpsc::unbounded_channel();
+    signal.attach_sfu(hub_tx).await;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let forward = tx.clone();
+    tokio::spawn(async move {
+        while let Some(event) = hub_rx.recv().await {
+            if forward.send(Input::Hub(event)).is_err() {
+                break;
+            }
+        }
+    });
+    let stats = Arc::new(SfuStats::default());
+    let sfu = Sfu {
+        signal,
+        config,
+        inputs: tx,
+        rooms: HashMap::new(),
+        participants: HashMap::new(),
+        next_generation: 1,
+        stats: stats.clone(),
+    };
+    tokio::spawn(sfu.run(rx));
+    stats
+}
+
+struct Sfu {
+    signal: SignalService,
+    config: SfuConfig,
+    inputs: mpsc::UnboundedSender<Input>,
+    rooms: HashMap<String, Room<String>>,
+    participants: HashMap<String, Participant>,
+    next_generation: u64,
+    stats: Arc<SfuStats>,
+}
+
+fn kind_of(kind: MediaKind) -> Kind {
+    match kind {
+        MediaKind::Audio => Kind::Audio,
+        MediaKind::Video => Kind::Video,
+    }
+}
+
+impl Sfu {
+    async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Input>) {
+        while let Some(input) = inputs.recv().await {
+            match input {
+                Input::Hub(SfuEvent::Join { room, peer }) => self.join(room, peer).await,
+                Input::Hub(SfuEvent::Leave { peer, .. }) => self.leave(&peer, "left the room").await,
+                Input::Hub(SfuEvent::Signal { peer, data, .. }) => {
+                    if let Err(e) = self.on_signal(&peer, &data).await {
+                        tracing::info!(%peer, error = %e, "sfu: signal refused");
+                    }
+                }
+                Input::Peer { peer, generation, event } => {
+                    let current = self.participants.get(&*peer).is_some_and(|p| p.generation == generation);
+                    if current {
+                        self.on_event(&peer, event).await;
+                    }
+                }
+            }
+            self.stats.participants.store(self.participants.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    async fn join(&mut self, room: String, peer: String) {
+        if self.participants.contains_key(&peer) {
+            return;
+        }
+        let config = PeerConfig {
+            rtc: RtcConfig {
+                accept_media: Some(Direction::RecvOnly),
+                accept_raw: true,
+                ..RtcConfig::default()
+            },
+            addresses: self.config.addresses.clone(),
+        };
+        let started = match Peer::start(config).await {
+            Ok(started) => started,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "sfu: cannot start a connection");
+                return;
+            }
+        };
+        let (handle, mut events) = started.split();
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let inputs = self.inputs.clone();
+        let tag: Arc<str> = peer.as_str().into();
+        tokio::spawn(async move {
+            loop {
+                let event = events.next().await;
+                let end = event.is_none();
+                if inputs.send(Input::Peer { peer: tag.clone(), generation, event }).is_err() || end {
+                    break;
+                }
+            }
+        });
+        tracing::info!(%room, %peer, "sfu: participant joins");
+        self.participants.insert(
+            peer.clone(),
+            Participant {
+                room: room.clone(),
+                generation,
+                handle,
+                described: false,
+                held: Vec::new(),
+                offered: false,
+                ready: false,
+                pending: false,
+                published: HashMap::new(),
+                subscriptions: HashMap::new(),
+                by_transceiver: HashMap::new(),
+            },
+        );
+        // Its subscriptions are made once its own offer was answered (see `reconcile`).
+        let _ = self.rooms.entry(room).or_default().join(peer);
+    }
+
+    async fn leave(&mut self, peer: &str, why: &str) {
+        let Some(p) = self.participants.remove(peer) else { return };
+        tracing::info!(room = %p.room, %peer, why, "sfu: participant leaves");
+        let handle = p.handle.clone();
+        tokio::spawn(async move { handle.close().await });
+        let changes = match self.rooms.get_mut(&p.room) {
+            Some(room) => {
+                let changes = room.leave(&peer.to_owned());
+                if room.is_empty() {
+                    self.rooms.remove(&p.room);
+                }
+                changes
+            }
+            None => Vec::new(),
+        };
+        self.apply(changes).await;
+    }
+
+    /// Makes each changed subscriber's connection carry what the room says.
+    async fn apply(&mut self, changes: Vec<Change<String>>) {
+        let mut touched: Vec<String> = Vec::new();
+        for change in changes {
+            let subscriber = match change {
+                Change::Subscribe { subscriber, .. } | Change::Unsubscribe { subscriber, .. } => subscriber,
+            };
+            if !touched.contains(&subscriber) {
+                touched.push(subscriber);
+            }
+        }
+        for peer in touched {
+            self.reconcile(&peer).await;
+        }
+    }
+
+    /// Adds and stops `peer`'s sending transceivers to match the room's tracks, and offers.
+    async fn reconcile(&mut self, peer: &str) {
+        let Some(p) = self.participants.get(peer) else { return };
+        if !p.ready || p.offered {
+            if let Some(p) = self.participants.get_mut(peer) {
+                p.pending = true;
+            }
+            return;
+        }
+        let wanted: Vec<(TrackKey<String>, Kind)> = match self.rooms.get(&p.room) {
+            Some(room) => room.tracks().into_iter().filter(|(t, _)| t.0 != peer).collect(),
+            None => Vec::new(),
+        };
+        let mut changed = false;
+        // Tracks that ended.
+        let gone: Vec<TrackKey<String>> =
+            p.subscriptions.keys().filter(|k| !wanted.iter().any(|(w, _)| w == *k)).cloned().collect();
+        let handle = p.handle.clone();
+        for key in gone {
+            let Some(p) = self.participants.get_mut(peer) else { return };
+            if let Some(sub) = p.subscriptions.remove(&key) {
+                p.by_transceiver.remove(&sub.transceiver);
+                let _ = handle.stop_transceiver(sub.transceiver).await;
+                changed = true;
+            }
+            if let Some(publication) =
+                self.participants.get_mut(&key.0).and_then(|p| p.published.get_mut(&TransceiverId(key.1)))
+            {
+                publication.subscribers.retain(|s| s != peer);
+            }
+        }
+        // Tracks to add.
+        for (key, kind) in wanted {
+            if self.participants.get(peer).is_none_or(|p| p.subscriptions.contains_key(&key)) {
+                continue;
+            }
+            let Some(publication) =
+                self.participants.get(&key.0).and_then(|p| p.published.get(&TransceiverId(key.1)))
+            else {
+                continue;
+            };
+            let Some(codec) = publication.codecs.first().map(|c| c.codec) else { continue };
+            let media = publication.kind;
+            let config = TrackConfig {
+                codecs: publication.codecs.clone(),
+                stream_id: key.0.clone(),
+                track_id: format!("{}-{}", key.0, key.1),
+                ..TrackConfig::new(media)
+            };
+            let transceiver = match handle.add_transceiver(media, Direction::SendOnly, config).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::info!(%peer, error = %e, "sfu: cannot add a track");
+                    continue;
+                }
+            };
+            if let Some(publication) =
+                self.participants.get_mut(&key.0).and_then(|p| p.published.get_mut(&TransceiverId(key.1)))
+            {
+                publication.subscribers.push(peer.to_owned());
+            }
+            let Some(p) = self.participants.get_mut(peer) else { return };
+            p.by_transceiver.insert(transceiver, key.clone());
+            p.subscriptions.insert(key, Subscription { transceiver, forwarder: Forwarder::new(kind, codec) });
+            changed = true;
+        }
+        if changed {
+            self.offer(peer).await;
+        }
+    }
+
+    async fn offer(&mut self, peer: &str) {
+        let Some(p) = self.participants.get_mut(peer) else { return };
+        p.pending = false;
+        p.offered = true;
+        let handle = p.handle.clone();
+        match handle.create_offer().await {
+            Ok(offer) => {
+                self.send(peer, json!({"description": {"type": "offer", "sdp": offer.sdp}})).await;
+                self.described(peer).await;
+            }
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "sfu: cannot make an offer");
+                if let Some(p) = self.participants.get_mut(peer) {
+                    p.offered = false;
+                }
+            }
+        }
+    }
+
+    async fn send(&self, peer: &str, data: Value) {
+        self.signal.sfu_signal(peer.to_owned(), data.to_string()).await;
+    }
+
+    async fn described(&mut self, peer: &str) {
+        let Some(p) = self.participants.get_mut(peer) else { return };
+        p.described = true;
+        let held = std::mem::take(&mut p.held);
+        for c in held {
+            self.send(peer, json!({ "candidate": c })).await;
+        }
+    }
+
+    async fn on_signal(&mut self, peer: &str, raw: &str) -> anyhow::Result<()> {
+        let data: Value = serde_json::from_str(raw)?;
+        let Some(p) = self.participants.get_mut(peer) else { return Ok(()) };
+        let handle = p.handle.clone();
+        if let Some(d) = data.get("description") {
+            let (Some(kind), Some(sdp)) = (d["type"].as_str().and_then(SdpType::parse), d["sdp"].as_str())
+            else {
+                anyhow::bail!("description without a type or sdp");
+            };
+            // The server is impolite: an offer crossing ours is ignored (the client rolls
+            // its own back and answers ours).
+            if kind == SdpType::Offer && p.offered {
+                return Ok(());
+            }
+            let answer = match handle.set_remote_description(Description { kind, sdp: sdp.to_owned() }).await
+            {
+                Ok(answer) => answer,
+                Err(e) => {
+                    if kind == SdpType::Answer {
+                        p.offered = false;
+                    }
+                    return Err(e.into());
+                }
+            };
+            match answer {
+                Some(answer) => {
+                    self.send(peer, json!({"description": {"type": "answer", "sdp": answer.sdp}})).await;
+                    self.described(peer).await;
+                }
+                None => {
+                    if let Some(p) = self.participants.get_mut(peer) {
+                        p.offered = false;
+                    }
+                }
+            }
+            let first =
+                self.participants.get_mut(peer).is_some_and(|p| !std::mem::replace(&mut p.ready, true));
+            let pending = self.participants.get(peer).is_some_and(|p| p.pending);
+            if first || pending {
+                self.reconcile(peer).await;
+            }
+        } else if let Some(c) = data.get("candidate") {
+            match c {
+                Value::Null => handle.add_ice_candidate(""),
+                c => {
+                    if let Some(line) = c["candidate"].as_str() {
+                        handle.add_ice_candidate(line);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_event(&mut self, peer: &str, event: Option<RtcEvent>) {
+        let Some(event) = event else {
+            self.leave(peer, "its connection ended").await;
+            return;
+        };
+        match event {
+            RtcEvent::LocalCandidate(c) => {
+                self.candidate(peer, json!({"candidate": c, "sdpMid": "0", "sdpMLineIndex": 0})).await
+            }
+            RtcEvent::GatheringComplete => self.candidate(peer, Value::Null).await,
+            RtcEvent::Rtp { id, packet } => self.forward(peer, id, packet),
+            RtcEvent::KeyframeRequest { id } => {
+                let Some(key) = self.participants.get(peer).and_then(|p| p.by_transceiver.get(&id)).cloned()
+                else {
+                    return;
+                };
+                if let Some(publisher) = self.participants.get(&key.0) {
+                    self.stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                    publisher.handle.request_keyframe(TransceiverId(key.1));
+                }
+            }
+            RtcEvent::Track { id, kind, .. } => self.publish(peer, id, kind).await,
+            RtcEvent::NegotiationNeeded
+                if self.participants.get(peer).is_some_and(|p| p.ready && !p.offered) =>
+            {
+                self.offer(peer).await;
+            }
+            RtcEvent::ConnectionState(ConnectionState::Connected) => {
+                tracing::info!(%peer, "sfu: participant connected");
+            }
+            RtcEvent::Closed { reason, .. } => {
+                self.leave(peer, &format!("its connection closed: {reason}")).await;
+            }
+            _ => {}
+        }
+    }
+
+    async fn candidate(&mut self, peer: &str, c: Value) {
+        let Some(p) = self.participants.get_mut(peer) else { return };
+        if p.described {
+            self.send(peer, json!({ "candidate": c })).await;
+        } else {
+            p.held.push(c);
+        }
+    }
+
+    async fn publish(&mut self, peer: &str, id: TransceiverId, kind: MediaKind) {
+        let Some(p) = self.participants.get(peer) else { return };
+        let handle = p.handle.clone();
+        let codecs = handle.transceivers().await.into_iter().find(|t| t.id == id).map(|t| t.codecs);
+        let Some(codecs) = codecs.filter(|c| !c.is_empty()) else { return };
+        let Some(p) = self.participants.get_mut(peer) else { return };
+        if p.published.contains_key(&id) {
+            return;
+        }
+        tracing::info!(%peer, kind = kind.as_str(), codec = ?codecs[0].codec, "sfu: track published");
+        p.published.insert(id, Publication { codecs, kind, subscribers: Vec::new() });
+        let room = p.room.clone();
+        let changes = match self.rooms.get_mut(&room) {
+            Some(room) => room.publish((peer.to_owned(), id.0), kind_of(kind)),
+            None => Vec::new(),
+        };
+        self.apply(changes).await;
+        // A new subscriber needs a key frame to start.
+        if kind == MediaKind::Video {
+            handle.request_keyframe(id);
+        }
+    }
+
+    /// One received packet goes to every subscriber of its track.
+    fn forward(&mut self, peer: &str, id: TransceiverId, packet: Vec<u8>) {
+        let Ok(parsed) = RtpPacket::parse(&packet) else { return };
+        let Some(p) = self.participants.get(peer) else { return };
+        let Some(publication) = p.published.get(&id) else { return };
+        let Some(codec) =
+            publication.codecs.iter().find(|c| c.payload_type == parsed.payload_type()).map(|c| c.codec)
+        else {
+            self.stats.dropped_packets.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let publisher = p.handle.clone();
+        let key: TrackKey<String> = (peer.to_owned(), id.0);
+        let subscribers = publication.subscribers.clone();
+        let mut want_keyframe = false;
+        for s in subscribers {
+            let Some(sub) = self.participants.get_mut(&s).and_then(|p| {
+                let handle = p.handle.clone();
+                p.subscriptions.get_mut(&key).map(|sub| (handle, sub))
+            }) else {
+                continue;
+            };
+            let (handle, sub) = sub;
+            match sub.forwarder.forward(&parsed) {
+                Verdict::Forward { seq, timestamp } => {
+                    self.stats.forwarded_packets.fetch_add(1, Ordering::Relaxed);
+                    handle.write_rtp(sub.transceiver, codec, packet.clone(), seq, timestamp);
+                }
+                Verdict::WaitKeyframe => want_keyframe = true,
+                Verdict::Drop => {
+                    self.stats.dropped_packets.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if want_keyframe {
+            publisher.request_keyframe(id);
+        }
+    }
+}
