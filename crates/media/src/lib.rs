@@ -94,6 +94,7 @@
 //! ```
 
 pub mod av1;
+pub mod bwe;
 mod depacketizer;
 pub mod h264;
 pub mod keyframe;
@@ -106,6 +107,7 @@ pub mod twcc;
 pub mod vp8;
 pub mod vp9;
 
+pub use bwe::{BandwidthEstimator, BweConfig};
 pub use depacketizer::{Depacketizer, DepacketizerConfig, DepacketizerStats, Frame};
 pub use keyframe::KeyframeRequests;
 pub use nack::{NackConfig, NackGenerator, NackStats};
