@@ -13,10 +13,13 @@
 //!   hold while queues drain. Increases stop at 1.5 × the acknowledged rate + 10 kbit/s (the
 //!   application-limited region: a sender sending little learns nothing of higher rates).
 //! - **Loss**: above 10 % the rate is cut by half the loss, 2–10 % holds, below 2 % allows
-//!   8 %/s; the target is the lower of the loss- and delay-based rates.
+//!   8 %/s; the target is the lower of the loss- and delay-based rates. Below 500 kbit/s
+//!   the cut threshold rises (10 % × √(500 kbit/s / rate)), or random loss near
+//!   10 % walks the rate down to the floor.
 //! - **Probing**: the estimator asks for clusters of packets at a chosen rate
 //!   ([`BandwidthEstimator::poll_probe`]); the rate they arrive at replaces the estimate, so
-//!   the start and a recovery take a round trip, not tens of seconds of AIMD.
+//!   the start and a recovery take a round trip, not tens of seconds of AIMD. While a
+//!   cluster goes out, everything sent is part of it (media first, padding to fill up).
 //! - **Feedback timeout**: no feedback for [`FEEDBACK_TIMEOUT`] while sending halves the
 //!   rate, and again every second it lasts; feedback returning probes back up.
 //!

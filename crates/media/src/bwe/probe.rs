@@ -7,7 +7,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-/// A probe is this long at its rate, and at least [`MIN_PACKETS`] packets.
+/// A probe is this long at its rate, and at least five packets
+/// ([`ProbeCluster::min_packets`]).
 pub const PROBE_DURATION: Duration = Duration::from_millis(15);
 pub const MIN_PACKETS: u32 = 5;
 /// A result needs this share of the cluster's packets and bytes reported received.
@@ -28,8 +29,9 @@ const MAX_INTERVAL_MICROS: i64 = 1_000_000;
 
 /// A burst the caller should send now: `min_packets` packets and `min_bytes` bytes or more,
 /// spaced evenly at `bitrate_bps`, each reported with
-/// [`BandwidthEstimator::on_probe_sent`](super::BandwidthEstimator::on_probe_sent). Padding
-/// or retransmissions do as well as media.
+/// [`BandwidthEstimator::on_probe_sent`](super::BandwidthEstimator::on_probe_sent). Media,
+/// retransmissions and padding all do; what the pacer sends meanwhile should be part of the
+/// cluster (sent on top of it, other packets make the path look slower than it is).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeCluster {
     pub id: u32,

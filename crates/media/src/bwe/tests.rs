@@ -44,7 +44,7 @@ fn garbage_feedback_never_panics() {
     let mut rng = TestRng::new(18);
     let mut bwe = BandwidthEstimator::new(BweConfig::default());
     let mut now = t0;
-    for round in 0..3000u32 {
+    for round in 0..1000u32 {
         now += MS * rng.below(30);
         for _ in 0..rng.below(20) {
             bwe.on_packet_sent(now, rng.next() as u16 % 200, rng.below(1500) as usize);
@@ -77,7 +77,7 @@ fn garbage_feedback_never_panics() {
         let rate = bwe.target_bitrate();
         assert!((30_000..=10_000_000).contains(&rate), "{rate}");
     }
-    assert!(bwe.stats().feedbacks > 3000);
+    assert!(bwe.stats().feedbacks > 1000);
 }
 
 #[test]
@@ -136,7 +136,7 @@ fn garbage_decoded_as_feedback_from_random_bytes_never_panics() {
         bwe.on_packet_sent(t0 + MS * u32::from(s), s, 1000);
     }
     let mut rng = TestRng::new(7);
-    for (i, body) in rng.garbage(5000, 200).into_iter().enumerate() {
+    for (i, body) in rng.garbage(1500, 120).into_iter().enumerate() {
         if let Ok(fb) = TransportCc::decode(&body) {
             bwe.on_feedback(t0 + MS * (1000 + i as u32), &fb);
         }
