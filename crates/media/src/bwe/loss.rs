@@ -1,5 +1,5 @@
 //! The loss-based controller (draft-ietf-rmcat-gcc-02 §6): every [`MIN_PACKETS`] reported
-//! packets, the loss over the last [`LOSS_WINDOW`] decides. Above the decrease threshold
+//! packets, the loss over the last [`LOSS_WINDOW`] since the last cut decides. Above the decrease threshold
 //! the rate is cut by half the loss (at most once per 300 ms + RTT); between it and 2 % the
 //! rate holds; below 2 % it grows 8 % a second (from the lowest rate of the last second, so
 //! a burst of good reports cannot compound). The result never exceeds the delay-based
@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 
 /// Reported packets between two decisions.
 pub(crate) const MIN_PACKETS: u32 = 20;
-/// Loss is measured over about this many of the latest reported packets.
+/// A cut needs loss measured over at least this many packets.
+pub(crate) const DECREASE_MIN_PACKETS: u32 = 20;
+/// Loss is measured over about this many of the latest reported packets (since the last
+/// cut).
 pub(crate) const LOSS_WINDOW: u32 = 100;
 const DECREASE_INTERVAL: Duration = Duration::from_millis(300);
 const INCREASE_INTERVAL: Duration = Duration::from_secs(1);
@@ -102,13 +105,16 @@ impl LossController {
             if fraction <= INCREASE_BELOW {
                 let lowest = self.history.iter().map(|(_, r)| *r).min().unwrap_or(self.rate);
                 self.rate = self.rate.max((lowest as f64 * 1.08) as u64 + 1000);
-            } else if fraction > decrease_threshold(self.rate) {
+            } else if fraction > decrease_threshold(self.rate) && total >= u64::from(DECREASE_MIN_PACKETS) {
                 let due = self
                     .last_decrease
                     .is_none_or(|at| now.saturating_duration_since(at) >= DECREASE_INTERVAL + rtt);
                 if due {
                     self.last_decrease = Some(now);
                     self.rate = (self.rate as f64 * (1.0 - fraction / 2.0)) as u64;
+                    // These losses are answered: counted again, one congestion event
+                    // would cut the rate once per decision until they leave the window.
+                    self.window.clear();
                 }
             }
         }
@@ -146,9 +152,8 @@ mod tests {
         c.on_report(4, 20);
         c.update(t0 + 200 * MS, rtt, 10_000_000, 10_000);
         assert_eq!(c.rate(), 900_000);
-        // 5 % over the window of 100: hold.
-        c.on_report(-3, 20);
-        c.on_report(0, 40);
+        // 5 % since the cut (the losses it answered are forgotten): hold.
+        c.on_report(0, 60);
         c.update(t0 + 500 * MS, rtt, 10_000_000, 10_000);
         assert_eq!((c.rate(), c.fraction), (900_000, 0.05));
         c.on_report(0, 100);
