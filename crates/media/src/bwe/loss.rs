@@ -104,7 +104,7 @@ impl LossController {
             self.fraction = fraction;
             if fraction <= INCREASE_BELOW {
                 let lowest = self.history.iter().map(|(_, r)| *r).min().unwrap_or(self.rate);
-                self.rate = self.rate.max((lowest as f64 * 1.08) as u64 + 1000);
+                self.rate = self.rate.max(((lowest as f64 * 1.08) as u64).saturating_add(1000));
             } else if fraction > decrease_threshold(self.rate) && total >= u64::from(DECREASE_MIN_PACKETS) {
                 let due = self
                     .last_decrease

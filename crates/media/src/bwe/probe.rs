@@ -84,8 +84,8 @@ impl Prober {
             exponential: None,
         };
         if initial {
-            p.request(3 * start);
-            p.request(6 * start);
+            p.request(start.saturating_mul(3));
+            p.request(start.saturating_mul(6));
         }
         p
     }
@@ -110,8 +110,8 @@ impl Prober {
 
     pub(crate) fn on_sent(&mut self, id: u32, send: i64, size: usize) {
         let Some(t) = self.tallies.get_mut(&id) else { return };
-        t.sent_packets += 1;
-        t.sent_bytes += size;
+        t.sent_packets = t.sent_packets.saturating_add(1);
+        t.sent_bytes = t.sent_bytes.saturating_add(size);
         let first = *t.first_send.get_or_insert(send);
         if send >= t.last_send || t.sent_packets == 1 {
             t.last_send = send.max(first);
@@ -122,8 +122,8 @@ impl Prober {
     /// A packet of cluster `id` reported received; a result when the cluster has one.
     pub(crate) fn on_received(&mut self, id: u32, arrival: i64, size: usize) -> Option<u64> {
         let t = self.tallies.get_mut(&id)?;
-        t.received_packets += 1;
-        t.received_bytes += size;
+        t.received_packets = t.received_packets.saturating_add(1);
+        t.received_bytes = t.received_bytes.saturating_add(size);
         if t.first_arrival.is_none_or(|f| arrival < f) {
             t.first_arrival = Some(arrival);
             t.first_arrival_size = size;
@@ -164,7 +164,7 @@ impl Prober {
         if self.exponential == Some(t.bitrate_bps) {
             self.exponential = None;
             if result as f64 >= FURTHER_PROBE_SHARE * t.bitrate_bps as f64 && t.bitrate_bps < self.max_bps {
-                self.request(2 * result);
+                self.request(result.saturating_mul(2));
             }
         }
         Some(result)

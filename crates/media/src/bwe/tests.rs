@@ -143,3 +143,29 @@ fn garbage_decoded_as_feedback_from_random_bytes_never_panics() {
     }
     assert!(bwe.target_bitrate() >= 30_000);
 }
+
+#[test]
+fn extreme_settings_and_sizes_stay_within_bounds() {
+    let t0 = Instant::now();
+    for config in [
+        BweConfig { start_bps: u64::MAX, min_bps: u64::MAX, max_bps: u64::MAX, probing: true },
+        BweConfig { start_bps: 0, min_bps: 0, max_bps: 0, probing: true },
+        BweConfig { start_bps: 5, min_bps: 10, max_bps: 1, probing: true },
+    ] {
+        let mut bwe = BandwidthEstimator::new(config);
+        for s in 0..200u16 {
+            let now = t0 + MS * u32::from(s);
+            match bwe.poll_probe(now) {
+                Some(c) => bwe.on_probe_sent(now, s, usize::MAX, c.id),
+                None => bwe.on_packet_sent(now, s, usize::MAX / 2),
+            }
+        }
+        for base in (0..200u16).step_by(20) {
+            bwe.on_feedback(t0 + MS * (250 + u32::from(base)), &received(base, 20, 1));
+        }
+        bwe.handle_timeout(t0 + 100 * FEEDBACK_TIMEOUT);
+        let rate = bwe.target_bitrate();
+        let (min, max) = (bwe.config.min_bps, bwe.config.max_bps);
+        assert!(min >= 1 && (min..=max).contains(&rate), "{config:?}: {rate}");
+    }
+}
