@@ -86,6 +86,12 @@ impl LossController {
         }
     }
 
+    /// Whether the fate of a packet sent at `sent` counts: not if it left before the last
+    /// cut (one congestion event, one cut: as TCP answers a window's losses once).
+    pub(crate) fn counts(&self, sent: Instant) -> bool {
+        self.last_decrease.is_none_or(|cut| sent >= cut)
+    }
+
     /// A measured rate (a probe's, a timeout's) replaces the estimate.
     pub(crate) fn set_rate(&mut self, now: Instant, bps: u64) {
         self.rate = bps;
@@ -113,7 +119,8 @@ impl LossController {
                     self.last_decrease = Some(now);
                     self.rate = (self.rate as f64 * (1.0 - fraction / 2.0)) as u64;
                     // These losses are answered: counted again, one congestion event
-                    // would cut the rate once per decision until they leave the window.
+                    // would cut the rate once per decision until they leave the window
+                    // (and the packets still in flight are not counted: `counts`).
                     self.window.clear();
                 }
             }
@@ -178,6 +185,18 @@ mod tests {
         c.on_report(0, u32::MAX);
         c.update(t0, MS, 10_000_000, 0);
         assert_eq!(c.fraction, 0.0);
+    }
+
+    #[test]
+    fn losses_of_packets_sent_before_a_cut_do_not_count() {
+        let t0 = Instant::now();
+        let mut c = LossController::new(1_000_000);
+        assert!(c.counts(t0));
+        c.on_report(10, 20);
+        c.update(t0 + 100 * MS, MS, 10_000_000, 0);
+        assert_eq!(c.rate(), 750_000);
+        assert!(!c.counts(t0 + 99 * MS));
+        assert!(c.counts(t0 + 100 * MS));
     }
 
     #[test]

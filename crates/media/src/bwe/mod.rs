@@ -228,10 +228,12 @@ impl BandwidthEstimator {
         let mut probe_result = None;
         let mut newest_sent = None;
         for r in &results {
+            // Loss among packets sent before the last loss cut was answered by it.
+            let counts = self.loss.counts(r.sent);
             let Some(arrival) = r.arrival_micros else {
                 if r.earlier.is_none() {
-                    lost += 1;
-                    total += 1;
+                    lost += i64::from(counts);
+                    total += u32::from(counts);
                     self.stats.packets_lost += 1;
                 } else {
                     self.stats.statuses_ignored += 1;
@@ -245,11 +247,11 @@ impl BandwidthEstimator {
                 }
                 // Reported lost, then received: reordered across feedback.
                 Some(false) => {
-                    lost -= 1;
+                    lost -= i64::from(counts);
                     self.stats.packets_lost = self.stats.packets_lost.saturating_sub(1);
                 }
                 None => {
-                    total += 1;
+                    total += u32::from(counts);
                     self.delay.on_packet(micros(epoch, r.sent), arrival);
                 }
             }
