@@ -15,7 +15,8 @@
 //! - **Loss**: above 10 % the rate is cut by half the loss, 2–10 % holds, below 2 % allows
 //!   8 %/s; the target is the lower of the loss- and delay-based rates. Below 500 kbit/s
 //!   the cut threshold rises (10 % × √(500 kbit/s / rate)), or random loss near
-//!   10 % walks the rate down to the floor.
+//!   10 % walks the rate down to the floor. Packets sent before a cut do not count after
+//!   it (one congestion event, one cut).
 //! - **Probing**: the estimator asks for clusters of packets at a chosen rate
 //!   ([`BandwidthEstimator::poll_probe`]); the rate they arrive at replaces the estimate, so
 //!   the start and a recovery take a round trip, not tens of seconds of AIMD. While a
@@ -31,12 +32,14 @@
 //!
 //! let mut bwe = BandwidthEstimator::new(BweConfig::default());
 //! let now = Instant::now();
+//! let mut seq = 0u16; // the transport-wide sequence number, stamped as packets leave
 //! // Before sending: probes to send (padding or media, `cluster.min_packets` or more
 //! // packets of `cluster.min_bytes` in all, paced at `cluster.bitrate_bps`).
 //! while let Some(cluster) = bwe.poll_probe(now) {
-//!     bwe.on_probe_sent(now, 0, 1200, cluster.id); // each with its transport-wide seq
+//!     bwe.on_probe_sent(now, seq, 1200, cluster.id);
+//!     seq = seq.wrapping_add(1);
 //! }
-//! bwe.on_packet_sent(now, 1, 1200); // every other packet as it leaves the pacer
+//! bwe.on_packet_sent(now, seq, 1200); // every other packet as it leaves the pacer
 //! // An RTCP transport-cc packet came back:
 //! let feedback = TransportCc { base_sequence: 0, deltas: vec![Some(80), Some(4)], ..Default::default() };
 //! bwe.on_feedback(now + Duration::from_millis(60), &feedback);
