@@ -23,63 +23,61 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str
     }
 }
 
-/// Signaling counters, appended to the TURN metrics by `peerlink serve`.
-/// The SFU's counters in the Prometheus text format.
-pub fn render_sfu(stats: &crate::sfu::SfuStats) -> String {
-    use std::sync::atomic::Ordering::Relaxed;
+/// Unlabelled gauges and counters, as (name, help, value).
+fn simple(gauges: &[(&str, &str, u64)], counters: &[(&str, &str, u64)]) -> String {
     let mut out = String::new();
-    let participants = stats.participants.load(Relaxed);
-    metric(
-        &mut out,
-        "peerlink_sfu_participants",
-        "gauge",
-        "Connections to the SFU now.",
-        &[("", participants)],
-    );
-    let counters: [(&str, &str, u64); 5] = [
-        (
-            "peerlink_sfu_forwarded_packets_total",
-            "RTP packets forwarded to subscribers.",
-            stats.forwarded_packets.load(Relaxed),
-        ),
-        (
-            "peerlink_sfu_dropped_packets_total",
-            "RTP packets not forwarded (before a key frame, unknown format).",
-            stats.dropped_packets.load(Relaxed),
-        ),
-        (
-            "peerlink_sfu_keyframe_requests_total",
-            "Subscribers' key frame requests passed to publishers.",
-            stats.keyframe_requests.load(Relaxed),
-        ),
-        (
-            "peerlink_sfu_chat_relayed_total",
-            "Chat messages relayed to participants.",
-            stats.chat_relayed.load(Relaxed),
-        ),
-        (
-            "peerlink_sfu_timeouts_total",
-            "Participants dropped for not offering or not answering.",
-            stats.timeouts.load(Relaxed),
-        ),
-    ];
-    for (name, help, value) in counters {
-        metric(&mut out, name, "counter", help, &[("", value)]);
+    for (kind, list) in [("gauge", gauges), ("counter", counters)] {
+        for (name, help, value) in list {
+            metric(&mut out, name, kind, help, &[("", *value)]);
+        }
     }
     out
 }
 
+/// The SFU's counters in the Prometheus text format.
+pub fn render_sfu(stats: &crate::sfu::SfuStats) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Relaxed);
+    simple(
+        &[("peerlink_sfu_participants", "Connections to the SFU now.", load(&stats.participants))],
+        &[
+            (
+                "peerlink_sfu_forwarded_packets_total",
+                "RTP packets forwarded to subscribers.",
+                load(&stats.forwarded_packets),
+            ),
+            (
+                "peerlink_sfu_dropped_packets_total",
+                "RTP packets not forwarded (before a key frame, unknown format).",
+                load(&stats.dropped_packets),
+            ),
+            (
+                "peerlink_sfu_keyframe_requests_total",
+                "Subscribers' key frame requests passed to publishers.",
+                load(&stats.keyframe_requests),
+            ),
+            (
+                "peerlink_sfu_chat_relayed_total",
+                "Chat messages relayed to participants.",
+                load(&stats.chat_relayed),
+            ),
+            (
+                "peerlink_sfu_timeouts_total",
+                "Participants dropped for not offering or not answering.",
+                load(&stats.timeouts),
+            ),
+        ],
+    )
+}
+
+/// Signaling counters, appended to the TURN metrics by `peerlink serve`.
 pub fn render_signal(stats: &peerlink_signal::hub::HubStats) -> String {
-    let mut out = String::new();
     let gauges: [(&str, &str, u64); 4] = [
         ("peerlink_signal_connections", "WebSocket connections now.", stats.connections),
         ("peerlink_signal_peers", "Peers in a room on this node now.", stats.joined),
         ("peerlink_signal_rooms", "Rooms with at least one peer now.", stats.rooms),
         ("peerlink_signal_remote_peers", "Peers known on other nodes of the cluster.", stats.remote_peers),
     ];
-    for (name, help, value) in gauges {
-        metric(&mut out, name, "gauge", help, &[("", value)]);
-    }
     let counters: [(&str, &str, u64); 6] = [
         ("peerlink_signal_relayed_total", "Signal messages relayed.", stats.signals_relayed),
         ("peerlink_signal_errors_total", "Error frames sent.", stats.errors_sent),
@@ -96,10 +94,7 @@ pub fn render_signal(stats: &peerlink_signal::hub::HubStats) -> String {
         ("peerlink_signal_dropped_slow_total", "Connections dropped for not reading.", stats.dropped_slow),
         ("peerlink_signal_refused_full_total", "Connections refused: server full.", stats.refused_full),
     ];
-    for (name, help, value) in counters {
-        metric(&mut out, name, "counter", help, &[("", value)]);
-    }
-    out
+    simple(&gauges, &counters)
 }
 
 pub fn render_turn(stats: &TurnStats) -> String {
