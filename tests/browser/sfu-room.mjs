@@ -11,6 +11,7 @@
 //
 //   node sfu-room.mjs ORIGIN WS_URL
 //   PAGES=N (default 4)   WAIT_MS=bound on each step (default 30000)
+//   SIMULCAST=0           send one video layer instead of three (rids q, h, f at 1/4, 1/2, 1)
 import { launchChromium } from './chromium.mjs';
 import { sleep } from './report.mjs';
 
@@ -18,6 +19,7 @@ const [origin, ws] = process.argv.slice(2);
 const PAGES = Number(process.env.PAGES || 4);
 const WAIT = Number(process.env.WAIT_MS || 30000);
 const room = `sfu-${process.pid}`;
+const SIMULCAST = process.env.SIMULCAST !== '0';
 
 setTimeout(() => {
   console.log('FAIL the run did not finish within 150 s');
@@ -25,7 +27,7 @@ setTimeout(() => {
 }, 150000).unref();
 
 // Runs in the page: the whole client.
-function client({ ws, room, name }) {
+function client({ ws, room, name, simulcast }) {
   const state = { id: null, mode: null, pcs: 0, log: [], streams: {}, chat: [], errors: [] };
   window.__sfu = state;
   const log = (m) => state.log.push(`${Math.round(performance.now())} ${m}`);
@@ -34,10 +36,20 @@ function client({ ws, room, name }) {
   const sock = new WebSocket(ws);
   const send = (data) => sock.send(JSON.stringify({ type: 'signal', to: 'sfu', data }));
   const start = async (iceServers) => {
-    const media = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 320, height: 240, frameRate: 15 } });
+    const media = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 480, frameRate: 15 } });
     pc = new RTCPeerConnection({ iceServers });
     state.pcs += 1;
-    for (const track of media.getTracks()) pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
+    for (const track of media.getTracks()) {
+      const init = { direction: 'sendonly', streams: [media] };
+      if (track.kind === 'video' && simulcast) {
+        init.sendEncodings = [
+          { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150000 },
+          { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 400000 },
+          { rid: 'f', maxBitrate: 1200000 },
+        ];
+      }
+      pc.addTransceiver(track, init);
+    }
     // Chat through the server: text out, {from, text} in.
     const chat = pc.createDataChannel('chat', { ordered: true });
     chat.onmessage = (e) => state.chat.push(JSON.parse(e.data));
@@ -125,7 +137,7 @@ async function openPage(name) {
       constructor(...a) { super(...a); window.__sfuPc = this; }
     };
   });
-  await page.evaluate(client, { ws, room, name });
+  await page.evaluate(client, { ws, room, name, simulcast: SIMULCAST });
   return { name, page, context };
 }
 
@@ -149,7 +161,10 @@ async function receiving(p) {
       const t = byTrack[r.trackIdentifier];
       if (!t || !live.has(r.trackIdentifier)) return;
       const s = res.streams[t.sid] || (res.streams[t.sid] = { frames: 0, audio: 0 });
-      if (r.kind === 'video') s.frames = r.framesDecoded || 0;
+      if (r.kind === 'video') {
+        s.frames = r.framesDecoded || 0;
+        s.width = r.frameWidth || 0;
+      }
       else s.audio = r.packetsReceived || 0;
     });
     return res;
@@ -193,6 +208,38 @@ for (let i = 0; i < PAGES; i += 1) pages.push(await openPage(`p${i}`));
 const first = await allReceive(pages, `${PAGES} pages`);
 if (first.every((r) => r.mode === 'sfu')) ok('every welcome said mode sfu'); else fail(`modes: ${first.map((r) => r.mode)}`);
 if (first.every((r) => r.pcs === 1)) ok('each page has exactly one peer connection'); else fail(`peer connections: ${first.map((r) => r.pcs)}`);
+if (SIMULCAST) {
+  // Each subscriber must get the best layer its publisher sends (the widest one flowing;
+  // which layers flow is the publisher's own bandwidth estimate's choice).
+  const sending = (p) => p.page.evaluate(async () => {
+    const layers = [];
+    (await window.__sfuPc.getStats()).forEach((r) => {
+      if (r.type === 'outbound-rtp' && r.kind === 'video') layers.push({ rid: r.rid, width: r.frameWidth || 0, sent: r.bytesSent });
+    });
+    return { id: window.__sfu.id, layers };
+  });
+  const deadline = Date.now() + 20000;
+  let report = '';
+  let good = false;
+  while (Date.now() < deadline && !good) {
+    const before = await Promise.all(pages.map(sending));
+    await sleep(1000);
+    const after = await Promise.all(pages.map(sending));
+    const best = {};
+    after.forEach((a, i) => {
+      const flowing = a.layers.filter((l) => l.sent > (before[i].layers.find((x) => x.rid === l.rid) || { sent: 0 }).sent);
+      best[a.id] = Math.max(0, ...flowing.map((l) => l.width));
+    });
+    const got = await Promise.all(pages.map(receiving));
+    const pairs = got.flatMap((r) => Object.entries(r.streams).map(([sid, s]) => ({ sid, width: s.width || 0, best: best[sid] })));
+    report = pairs.map((x) => `${x.width}/${x.best}`).join(' ');
+    good = pairs.length === pages.length * (pages.length - 1) && pairs.every((x) => x.best > 0 && x.width === x.best);
+    if (!good) await sleep(500);
+  }
+  console.log(`# simulcast (rids q, h, f at 160, 320, 640 wide): received width / best layer its publisher sends: ${report}`);
+  if (good) ok('simulcast: every page receives the best layer each other page sends');
+  else fail('simulcast: some page does not receive the best layer sent');
+}
 
 // Chat: one page says something, every other page hears it from that page's id.
 const said = await pages[0].page.evaluate(() => { window.__chat.send('hello through the sfu'); return window.__sfu.id; });

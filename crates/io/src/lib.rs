@@ -57,6 +57,7 @@ enum Command {
     Transceivers(oneshot::Sender<Vec<TransceiverInfo>>),
     WriteFrame(TransceiverId, Option<Codec>, u32, Vec<u8>, oneshot::Sender<Result<(), RtcError>>),
     RequestKeyframe(TransceiverId),
+    RequestKeyframeLayer(TransceiverId, usize),
     WriteRtp(TransceiverId, Codec, Vec<u8>, u16, u32),
     StopTransceiver(TransceiverId, oneshot::Sender<Result<(), RtcError>>),
     MediaStats(TransceiverId, oneshot::Sender<Option<MediaStats>>),
@@ -259,6 +260,11 @@ impl PeerHandle {
         self.ask(|tx| Command::WriteFrame(id, codec, timestamp, frame, tx)).await?
     }
 
+    /// Asks for a key frame of one simulcast layer of what `id` receives (rate limited).
+    pub fn request_keyframe_layer(&self, id: TransceiverId, layer: usize) {
+        let _ = self.commands.send(Command::RequestKeyframeLayer(id, layer));
+    }
+
     /// Forwards a received RTP packet on `id` with the sequence number and timestamp given
     /// ([`PeerConnection::write_rtp`]); what cannot be sent is dropped.
     pub fn write_rtp(&self, id: TransceiverId, codec: Codec, packet: Vec<u8>, seq: u16, timestamp: u32) {
@@ -443,6 +449,7 @@ async fn drive(
                         let _ = reply.send(pc.write_frame_as(now, id, codec, ts, &frame));
                     }
                     Command::RequestKeyframe(id) => pc.request_keyframe(now, id),
+                    Command::RequestKeyframeLayer(id, layer) => pc.request_keyframe_layer(now, id, layer),
                     Command::WriteRtp(id, codec, packet, seq, ts) => {
                         let _ = pc.write_rtp(now, id, codec, &packet, seq, ts);
                     }

@@ -149,8 +149,11 @@ pub enum RtcEvent {
         frame: Frame,
     },
     /// A received RTP packet (after SRTP and RTX unwrapping), for transceivers set to `raw`.
+    /// `layer`: its simulcast layer (an index of [`media::TransceiverInfo::rids`]; 0 without
+    /// simulcast).
     Rtp {
         id: media::TransceiverId,
+        layer: usize,
         packet: Vec<u8>,
     },
     /// The peer asks for a key frame of what we send on `id` (PLI or FIR).

@@ -150,6 +150,9 @@ pub struct TransceiverInfo {
     pub codecs: Vec<CodecParams>,
     /// The remote side's `msid` stream id, when it sends.
     pub remote_stream_id: Option<String>,
+    /// The simulcast layers received (`a=rid` ids, in the offer's order); empty without
+    /// simulcast. [`RtcEvent::Rtp`]'s `layer` indexes this.
+    pub rids: Vec<String>,
 }
 
 /// Counters of one transceiver.
@@ -206,6 +209,8 @@ struct SendStream {
 
 #[derive(Debug)]
 struct RecvStream {
+    /// The simulcast layer's RTP stream id (`a=rid`), when the section has layers.
+    rid: Option<String>,
     /// The remote's media SSRC (signalled, or learned from the first packet).
     ssrc: Option<u32>,
     rtx_ssrc: Option<u32>,
@@ -226,6 +231,7 @@ struct RecvStream {
 impl RecvStream {
     fn new() -> RecvStream {
         RecvStream {
+            rid: None,
             ssrc: None,
             rtx_ssrc: None,
             depacketizer: None,
@@ -258,7 +264,8 @@ pub(crate) struct Transceiver {
     /// `direction` changed since the last description we made.
     direction_changed: bool,
     send: SendStream,
-    recv: RecvStream,
+    /// What we receive: one stream, or one per simulcast layer (never empty).
+    recv: Vec<RecvStream>,
     announced: bool,
     stats: MediaStats,
 }
@@ -273,6 +280,7 @@ impl Transceiver {
             current_direction: self.current,
             codecs: self.codecs.clone(),
             remote_stream_id: self.remote_stream_id.clone(),
+            rids: self.recv.iter().filter_map(|r| r.rid.clone()).collect(),
         }
     }
 
@@ -296,7 +304,8 @@ pub(crate) struct MediaState {
     pub(crate) srtp: Option<SrtpSession>,
     /// Plain RTP and RTCP packets waiting to be protected and sent.
     outgoing: VecDeque<(bool, Vec<u8>)>,
-    by_ssrc: HashMap<u32, (usize, bool)>,
+    /// Remote SSRC → (transceiver, layer, is RTX).
+    by_ssrc: HashMap<u32, (usize, usize, bool)>,
     cname: String,
     next_report: Option<Instant>,
     /// The SSRC our receiver reports go out under when nothing is sent.
@@ -415,7 +424,7 @@ impl PeerConnection {
                 history: SendHistory::new(HISTORY, Duration::from_secs(2)),
                 stats: SendStats::new(),
             },
-            recv: RecvStream::new(),
+            recv: vec![RecvStream::new()],
             announced: false,
             stats: MediaStats::default(),
         };
@@ -631,31 +640,42 @@ impl PeerConnection {
     /// Asks the sender of what `id` receives for a key frame (PLI, RFC 4585 §6.3.1), at most
     /// once per 300 ms.
     pub fn request_keyframe(&mut self, now: Instant, id: TransceiverId) {
-        if let Some(t) = self.media.transceivers.get_mut(id.0) {
-            t.recv.want_keyframe = true;
-            let sender = t.send.ssrc;
-            Self::maybe_pli(&mut self.media.outgoing, t, now, sender);
+        let layers = self.media.transceivers.get(id.0).map_or(0, |t| t.recv.len());
+        for layer in 0..layers {
+            self.request_keyframe_layer(now, id, layer);
+        }
+    }
+
+    /// [`PeerConnection::request_keyframe`] for one simulcast layer (an index of
+    /// [`TransceiverInfo::rids`]).
+    pub fn request_keyframe_layer(&mut self, now: Instant, id: TransceiverId, layer: usize) {
+        if let Some(t) = self.media.transceivers.get_mut(id.0).filter(|t| layer < t.recv.len()) {
+            t.recv[layer].want_keyframe = true;
+            Self::maybe_pli(&mut self.media.outgoing, t, layer, now);
         }
     }
 
     /// Asks for a key frame now, or when the rate limit allows (see `media_timeout`).
-    fn maybe_pli(outgoing: &mut VecDeque<(bool, Vec<u8>)>, t: &mut Transceiver, now: Instant, sender: u32) {
-        if t.kind != MediaKind::Video || t.recv.ssrc.is_none() || !t.recv.keyframes.request(now) {
+    fn maybe_pli(outgoing: &mut VecDeque<(bool, Vec<u8>)>, t: &mut Transceiver, layer: usize, now: Instant) {
+        let r = &mut t.recv[layer];
+        if t.kind != MediaKind::Video || r.ssrc.is_none() || !r.keyframes.request(now) {
             return;
         }
-        Self::send_pli(outgoing, t, sender);
+        Self::send_pli(outgoing, t, layer);
     }
 
-    fn send_pli(outgoing: &mut VecDeque<(bool, Vec<u8>)>, t: &mut Transceiver, sender: u32) {
-        let Some(media_ssrc) = t.recv.ssrc else { return };
+    fn send_pli(outgoing: &mut VecDeque<(bool, Vec<u8>)>, t: &mut Transceiver, layer: usize) {
+        let sender = t.send.ssrc;
+        let Some(media_ssrc) = t.recv[layer].ssrc else { return };
         let mut out = Vec::new();
         let pli_ok = t.codecs.iter().any(|c| c.has_feedback("nack pli"));
         let fir_ok = t.codecs.iter().any(|c| c.has_feedback("ccm fir"));
         if pli_ok || !fir_ok {
             let _ = Pli { sender_ssrc: sender, media_ssrc }.encode(&mut out);
         } else {
-            t.recv.fir_seq = t.recv.fir_seq.wrapping_add(1);
-            let _ = Fir { sender_ssrc: sender, entries: vec![(media_ssrc, t.recv.fir_seq)] }.encode(&mut out);
+            let r = &mut t.recv[layer];
+            r.fir_seq = r.fir_seq.wrapping_add(1);
+            let _ = Fir { sender_ssrc: sender, entries: vec![(media_ssrc, r.fir_seq)] }.encode(&mut out);
         }
         t.stats.plis_sent += 1;
         outgoing.push_back((true, out));
@@ -753,7 +773,7 @@ impl PeerConnection {
 
     /// Which transceiver a packet belongs to, and whether it is RTX: by SSRC, else by the mid
     /// extension, else by payload type when only one receiving section has it.
-    fn route(&mut self, p: &RtpPacket<'_>) -> Option<(usize, bool)> {
+    fn route(&mut self, p: &RtpPacket<'_>) -> Option<(usize, usize, bool)> {
         if let Some(r) = self.media.by_ssrc.get(&p.ssrc()) {
             return Some(*r);
         }
@@ -784,26 +804,36 @@ impl PeerConnection {
         let i = found?;
         let t = &mut m.transceivers[i];
         let rtx = t.is_rtx_pt(p.payload_type()).is_some();
+        // Simulcast: the rid (RTX: the repaired rid) extension names the layer (RFC 8852);
+        // a new SSRC without one cannot be placed.
+        let layer = if t.recv[0].rid.is_some() {
+            let ext = if rtx { t.ext_map.repaired_rid } else { t.ext_map.rid };
+            let rid = p.extensions().get(ext?).and_then(|d| std::str::from_utf8(d).ok())?;
+            t.recv.iter().position(|r| r.rid.as_deref() == Some(rid))?
+        } else {
+            0
+        };
+        let r = &mut t.recv[layer];
         if rtx {
-            // One RTX stream per section: another SSRC claiming to repair it is dropped.
-            if t.recv.rtx_ssrc.is_some_and(|s| s != p.ssrc()) {
+            // One RTX stream per layer: another SSRC claiming to repair it is dropped.
+            if r.rtx_ssrc.is_some_and(|s| s != p.ssrc()) {
                 return None;
             }
-            t.recv.rtx_ssrc = Some(p.ssrc());
+            r.rtx_ssrc = Some(p.ssrc());
         } else {
-            // A new SSRC on the section (the sender restarted its stream): start over.
-            if let Some(old) = t.recv.ssrc.filter(|s| *s != p.ssrc()) {
+            // A new SSRC on the layer (the sender restarted its stream): start over.
+            if let Some(old) = r.ssrc.filter(|s| *s != p.ssrc()) {
                 m.by_ssrc.remove(&old);
-                t.recv = RecvStream { rtx_ssrc: t.recv.rtx_ssrc, ..RecvStream::new() };
+                *r = RecvStream { rtx_ssrc: r.rtx_ssrc, rid: r.rid.take(), ..RecvStream::new() };
             }
-            t.recv.ssrc = Some(p.ssrc());
+            r.ssrc = Some(p.ssrc());
         }
-        m.by_ssrc.insert(p.ssrc(), (i, rtx));
-        Some((i, rtx))
+        m.by_ssrc.insert(p.ssrc(), (i, layer, rtx));
+        Some((i, layer, rtx))
     }
 
     fn handle_rtp(&mut self, now: Instant, p: &RtpPacket<'_>) {
-        let Some((i, rtx)) = self.route(p) else {
+        let Some((i, layer, rtx)) = self.route(p) else {
             self.media.dropped += 1;
             return;
         };
@@ -827,7 +857,7 @@ impl PeerConnection {
         let mut restored = Vec::new();
         let packet = if rtx {
             let Some(original) = t.is_rtx_pt(p.payload_type()).map(|c| c.payload_type) else { return };
-            let Some(ssrc) = t.recv.ssrc else { return };
+            let Some(ssrc) = t.recv[layer].ssrc else { return };
             // An RTX packet with no payload is padding (bandwidth probing); other errors are
             // bad input. Either way there is nothing to restore.
             if peerlink_media::unwrap_rtx(p, ssrc, original, &mut restored).is_err() {
@@ -848,21 +878,28 @@ impl PeerConnection {
             .iter()
             .find(|c| c.payload_type == packet.payload_type())
             .map_or(90_000, |c| c.clock_rate);
+        let nack = t.codecs.iter().any(|c| c.has_feedback("nack"));
+        let r = &mut t.recv[layer];
         if !rtx {
-            t.recv.stats.get_or_insert_with(|| ReceiveStats::new(clock)).on_packet(
+            r.stats.get_or_insert_with(|| ReceiveStats::new(clock)).on_packet(
                 now,
                 packet.sequence_number(),
                 packet.timestamp().0,
             );
         }
-        if t.codecs.iter().any(|c| c.has_feedback("nack")) {
-            t.recv.nack.on_packet(now, packet.sequence_number(), rtx);
-            if t.recv.nack.needs_keyframe() {
-                t.recv.want_keyframe = true;
+        if nack {
+            r.nack.on_packet(now, packet.sequence_number(), rtx);
+            if r.nack.needs_keyframe() {
+                r.want_keyframe = true;
             }
         }
         if t.config.raw {
-            self.events.push_back(RtcEvent::Rtp { id: TransceiverId(i), packet: packet.as_bytes().to_vec() });
+            let packet = packet.as_bytes().to_vec();
+            self.events.push_back(RtcEvent::Rtp { id: TransceiverId(i), layer, packet });
+            return;
+        }
+        // Frames come from one stream: the first layer of a simulcast section.
+        if layer != 0 {
             return;
         }
         let pt = packet.payload_type();
@@ -870,14 +907,13 @@ impl PeerConnection {
             m.dropped += 1;
             return;
         };
-        if t.recv.depacketizer.as_ref().is_none_or(|(p, _)| *p != pt) {
+        if t.recv[0].depacketizer.as_ref().is_none_or(|(p, _)| *p != pt) {
             let config = DepacketizerConfig { reorder_depth: t.config.reorder_depth };
-            t.recv.depacketizer = Some((pt, Depacketizer::new(codec, config)));
+            t.recv[0].depacketizer = Some((pt, Depacketizer::new(codec, config)));
         }
-        let (_, d) = t.recv.depacketizer.as_mut().expect("set above");
+        let (_, d) = t.recv[0].depacketizer.as_mut().expect("set above");
         d.handle_packet(&packet);
-        let sender = t.send.ssrc;
-        Self::drain_frames(&mut self.events, &mut m.outgoing, t, i, now, codec, sender);
+        Self::drain_frames(&mut self.events, &mut m.outgoing, t, i, now, codec);
     }
 
     fn drain_frames(
@@ -887,9 +923,8 @@ impl PeerConnection {
         i: usize,
         now: Instant,
         codec: Codec,
-        sender: u32,
     ) {
-        let Some((_, d)) = t.recv.depacketizer.as_mut() else { return };
+        let Some((_, d)) = t.recv[0].depacketizer.as_mut() else { return };
         let mut emitted = false;
         let mut frames: Vec<Frame> = Vec::new();
         while let Some(f) = d.poll_frame() {
@@ -900,28 +935,30 @@ impl PeerConnection {
         t.stats.frames_dropped = dropped;
         for frame in frames {
             emitted = true;
+            let r = &mut t.recv[0];
             if frame.keyframe {
-                t.recv.want_keyframe = false;
-                t.recv.got_keyframe = true;
-                t.recv.keyframes.on_keyframe();
+                r.want_keyframe = false;
+                r.got_keyframe = true;
+                r.keyframes.on_keyframe();
                 t.stats.keyframes_received += 1;
-            } else if t.kind == MediaKind::Video && (frame.gap_before || !t.recv.got_keyframe) {
+            } else if t.kind == MediaKind::Video && (frame.gap_before || !r.got_keyframe) {
                 // A decoder cannot use it: a reference was lost, or there was none yet.
-                t.recv.want_keyframe = true;
+                r.want_keyframe = true;
             }
             t.stats.frames_received += 1;
             events.push_back(RtcEvent::Frame { id: TransceiverId(i), codec, frame });
         }
         // The time limit runs from when a hole holds frames back (not while a frame is still
         // arriving), and again after each frame that got past one.
+        let r = &mut t.recv[0];
         if !hole || emitted {
-            t.recv.stalled_since = None;
+            r.stalled_since = None;
         }
         if hole {
-            t.recv.stalled_since.get_or_insert(now);
+            r.stalled_since.get_or_insert(now);
         }
-        if t.recv.want_keyframe && t.recv.ssrc.is_some() && t.kind == MediaKind::Video {
-            Self::maybe_pli(outgoing, t, now, sender);
+        if r.want_keyframe && r.ssrc.is_some() && t.kind == MediaKind::Video {
+            Self::maybe_pli(outgoing, t, 0, now);
         }
     }
 
@@ -935,10 +972,13 @@ impl PeerConnection {
                 RtcpPacket::SenderReport(sr) => {
                     self.round_trip(now, &sr.reports);
                     let ssrc = sr.ssrc;
-                    if let Some(&(i, false)) = self.media.by_ssrc.get(&ssrc) {
+                    if let Some(&(i, layer, false)) = self.media.by_ssrc.get(&ssrc) {
                         let t = &mut self.media.transceivers[i];
-                        if let Some(stats) = t.recv.stats.as_mut() {
+                        if let Some(stats) = t.recv[layer].stats.as_mut() {
                             stats.on_sender_report(now, sr.ntp_time);
+                        }
+                        if layer != 0 {
+                            continue;
                         }
                         self.events.push_back(RtcEvent::SenderReport {
                             id: TransceiverId(i),
@@ -971,8 +1011,8 @@ impl PeerConnection {
             }
             if let Some(rtt) = peerlink_media::rtt_from_report_block(mid32, b) {
                 self.media.rtt = Some(rtt);
-                for t in &mut self.media.transceivers {
-                    t.recv.nack.set_rtt(rtt);
+                for r in self.media.transceivers.iter_mut().flat_map(|t| t.recv.iter_mut()) {
+                    r.nack.set_rtt(rtt);
                 }
             }
         }
@@ -1045,21 +1085,21 @@ impl PeerConnection {
         }
         let m = &mut self.media;
         for (i, t) in m.transceivers.iter_mut().enumerate() {
-            let sender = t.send.ssrc;
-            if let Some(since) = t.recv.stalled_since {
+            if let Some(since) = t.recv[0].stalled_since {
                 if now >= since + t.config.max_delay {
-                    if let Some((pt, d)) = t.recv.depacketizer.as_mut() {
+                    if let Some((_, d)) = t.recv[0].depacketizer.as_mut() {
                         d.skip_missing();
                         let codec = d.codec();
-                        let _ = pt;
-                        t.recv.stalled_since = None;
-                        Self::drain_frames(&mut self.events, &mut m.outgoing, t, i, now, codec, sender);
+                        t.recv[0].stalled_since = None;
+                        Self::drain_frames(&mut self.events, &mut m.outgoing, t, i, now, codec);
                     }
                 }
             }
-            nack_due(&mut m.outgoing, t, now, sender);
-            if t.recv.keyframes.poll_request(now) {
-                Self::send_pli(&mut m.outgoing, t, sender);
+            for layer in 0..t.recv.len() {
+                nack_due(&mut m.outgoing, t, layer, now);
+                if t.recv[layer].keyframes.poll_request(now) {
+                    Self::send_pli(&mut m.outgoing, t, layer);
+                }
             }
         }
         if let Some(feedback) = m.twcc.as_mut().and_then(|r| r.poll_feedback(now)) {
@@ -1087,9 +1127,10 @@ impl PeerConnection {
         }
         let m = &self.media;
         let stalls =
-            m.transceivers.iter().filter_map(|t| t.recv.stalled_since.map(|s| s + t.config.max_delay));
-        let nacks = m.transceivers.iter().filter_map(|t| t.recv.nack.poll_timeout());
-        let plis = m.transceivers.iter().filter_map(|t| t.recv.keyframes.poll_timeout());
+            m.transceivers.iter().filter_map(|t| t.recv[0].stalled_since.map(|s| s + t.config.max_delay));
+        let layers = || m.transceivers.iter().flat_map(|t| t.recv.iter());
+        let nacks = layers().filter_map(|r| r.nack.poll_timeout());
+        let plis = layers().filter_map(|r| r.keyframes.poll_timeout());
         let twcc = m.twcc.as_ref().and_then(|r| r.poll_timeout());
         let pacer = m.pacer.as_ref().and_then(Pacer::poll_timeout);
         stalls.chain(nacks).chain(plis).chain(m.next_report).chain(twcc).chain(pacer).min()
@@ -1127,9 +1168,11 @@ fn restamp_extension(packet: &mut [u8], id: u8, value: &[u8]) -> bool {
 }
 
 /// A NACK for what the generator says is due (RFC 4585 §6.2.1).
-fn nack_due(outgoing: &mut VecDeque<(bool, Vec<u8>)>, t: &mut Transceiver, now: Instant, sender: u32) {
-    let Some(media_ssrc) = t.recv.ssrc else { return };
-    let Some(due) = t.recv.nack.poll_nack(now) else { return };
+fn nack_due(outgoing: &mut VecDeque<(bool, Vec<u8>)>, t: &mut Transceiver, layer: usize, now: Instant) {
+    let sender = t.send.ssrc;
+    let r = &mut t.recv[layer];
+    let Some(media_ssrc) = r.ssrc else { return };
+    let Some(due) = r.nack.poll_nack(now) else { return };
     let nack = Nack { sender_ssrc: sender, media_ssrc, pairs: Nack::pairs_for(due) };
     let mut out = Vec::new();
     if nack.encode(&mut out).is_ok() {
@@ -1142,8 +1185,8 @@ fn nack_due(outgoing: &mut VecDeque<(bool, Vec<u8>)>, t: &mut Transceiver, now: 
 /// the report blocks) or an RR, then SDES with our CNAME.
 fn build_report(m: &mut MediaState, now: Instant, ntp: u64) -> Vec<u8> {
     let mut blocks = Vec::new();
-    for t in &mut m.transceivers {
-        if let (Some(ssrc), Some(stats)) = (t.recv.ssrc, t.recv.stats.as_mut()) {
+    for r in m.transceivers.iter_mut().flat_map(|t| t.recv.iter_mut()) {
+        if let (Some(ssrc), Some(stats)) = (r.ssrc, r.stats.as_mut()) {
             blocks.push(stats.report_block(now, ssrc));
         }
     }
@@ -1198,6 +1241,41 @@ fn remote_sources(m: &peerlink_sdp::Media) -> (Option<u32>, Option<u32>, Option<
         })
         .filter(|s| s != "-");
     (primary, rtx, stream)
+}
+
+/// The simulcast layers a remote section sends (RFC 8853): the first alternative of each
+/// stream of `a=simulcast:send`, when an `a=rid:<id> send` line declares it; paused (`~`)
+/// streams included. Empty without simulcast; at most 8 layers.
+fn remote_send_rids(m: &peerlink_sdp::Media) -> Vec<String> {
+    let declared: Vec<&str> = m
+        .attributes("rid")
+        .filter_map(|v| {
+            let mut parts = v.split_whitespace();
+            let id = parts.next()?;
+            (parts.next() == Some("send")).then_some(id)
+        })
+        .collect();
+    let Some(list) = m.attribute("simulcast").and_then(|v| {
+        let mut parts = v.split_whitespace();
+        // `send <list>` (a `recv <list>` may follow or lead).
+        loop {
+            match (parts.next()?, parts.next()?) {
+                ("send", list) => break Some(list),
+                _ => continue,
+            }
+        }
+    }) else {
+        return Vec::new();
+    };
+    let mut rids: Vec<String> = Vec::new();
+    for stream in list.split(';') {
+        let Some(first) = stream.split(',').next() else { continue };
+        let id = first.trim_start_matches('~');
+        if declared.contains(&id) && !rids.iter().any(|r| r == id) && rids.len() < 8 {
+            rids.push(id.to_owned());
+        }
+    }
+    rids
 }
 
 impl PeerConnection {
@@ -1290,6 +1368,15 @@ impl PeerConnection {
         }
         a(&mut m, "rtcp-mux", None);
         a(&mut m, "rtcp-rsize", None);
+        // The simulcast layers we take (from an offer that sends them; our later offers keep
+        // them, or the sender would fall back to one layer).
+        let rids: Vec<String> = t.recv.iter().filter_map(|r| r.rid.clone()).collect();
+        if direction.receives() && !rids.is_empty() {
+            for rid in &rids {
+                a(&mut m, "rid", Some(&format!("{rid} recv")));
+            }
+            a(&mut m, "simulcast", Some(&format!("recv {}", rids.join(";"))));
+        }
         for c in &formats {
             let pt = c.payload_type;
             let map = match c.channels {
@@ -1403,24 +1490,39 @@ impl PeerConnection {
             let (ssrc, rtx, stream) = remote_sources(m);
             if remote_direction.sends() {
                 t.remote_stream_id = stream;
-                if let Some(s) = ssrc {
-                    if t.recv.ssrc != Some(s) {
+                // Simulcast layers (RFC 8853), taken when we receive; a change of layers
+                // starts every stream of the section over.
+                let rids = if t.direction.receives() { remote_send_rids(m) } else { Vec::new() };
+                let current: Vec<String> = t.recv.iter().filter_map(|r| r.rid.clone()).collect();
+                if rids != current {
+                    self.media.by_ssrc.retain(|_, (j, _, _)| *j != i);
+                    t.recv = if rids.is_empty() {
+                        vec![RecvStream::new()]
+                    } else {
+                        rids.into_iter()
+                            .map(|rid| RecvStream { rid: Some(rid), ..RecvStream::new() })
+                            .collect()
+                    };
+                }
+                let r = &mut t.recv[0];
+                if let Some(s) = ssrc.filter(|_| r.rid.is_none()) {
+                    if r.ssrc != Some(s) {
                         // A new sender on the section: its stream starts over (the old one's
                         // sequence numbers say nothing about the new one's).
-                        if let Some(old) = t.recv.ssrc {
+                        if let Some(old) = r.ssrc {
                             self.media.by_ssrc.remove(&old);
-                            t.recv = RecvStream { rtx_ssrc: t.recv.rtx_ssrc, ..RecvStream::new() };
+                            *r = RecvStream { rtx_ssrc: r.rtx_ssrc, ..RecvStream::new() };
                         }
-                        t.recv.ssrc = Some(s);
-                        self.media.by_ssrc.insert(s, (i, false));
+                        r.ssrc = Some(s);
+                        self.media.by_ssrc.insert(s, (i, 0, false));
                     }
                 }
-                if let Some(r) = rtx {
-                    if let Some(old) = t.recv.rtx_ssrc.filter(|o| *o != r) {
+                if let Some(x) = rtx.filter(|_| r.rid.is_none()) {
+                    if let Some(old) = r.rtx_ssrc.filter(|o| *o != x) {
                         self.media.by_ssrc.remove(&old);
                     }
-                    t.recv.rtx_ssrc = Some(r);
-                    self.media.by_ssrc.insert(r, (i, true));
+                    r.rtx_ssrc = Some(x);
+                    self.media.by_ssrc.insert(x, (i, 0, true));
                 }
             }
             if answer {
@@ -1475,5 +1577,36 @@ impl PeerConnection {
                 stream_id: t.remote_stream_id.clone(),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remote_send_rids;
+    use peerlink_sdp::SessionDescription;
+
+    fn video(lines: &str) -> SessionDescription {
+        let sdp = format!(
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n{lines}"
+        );
+        SessionDescription::parse(&sdp).unwrap()
+    }
+
+    #[test]
+    fn simulcast_layers_are_the_declared_send_rids_in_order() {
+        let sd = video("a=rid:q send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send q;h;~f\r\n");
+        assert_eq!(remote_send_rids(&sd.media[0]), ["q", "h", "f"]);
+        // Alternatives: the first of each stream; undeclared or receive-only rids are left out.
+        let sd = video("a=rid:a send\r\na=rid:b send\r\na=rid:c recv\r\na=simulcast:recv c send a,b;x;c\r\n");
+        assert_eq!(remote_send_rids(&sd.media[0]), ["a"]);
+        for lines in
+            ["", "a=rid:q send\r\n", "a=simulcast:send q;h\r\n", "a=simulcast:send\r\n", "a=simulcast:x\r\n"]
+        {
+            assert!(remote_send_rids(&video(lines).media[0]).is_empty(), "{lines:?}");
+        }
+        let many: String = (0..20).map(|i| format!("a=rid:r{i} send\r\n")).collect();
+        let list: Vec<String> = (0..20).map(|i| format!("r{i}")).collect();
+        let sd = video(&format!("{many}a=simulcast:send {}\r\n", list.join(";")));
+        assert_eq!(remote_send_rids(&sd.media[0]).len(), 8);
     }
 }

@@ -15,7 +15,9 @@ use peerlink_rtc::{
     SdpType, TrackConfig, TransceiverId,
 };
 use peerlink_rtp::RtpPacket;
-use peerlink_sfu::{Change, Forwarder, Kind, Room, TrackKey, Verdict};
+use peerlink_sfu::{
+    starts_keyframe, Change, Forwarder, Kind, LayerChoice, LayerDecision, Layers, Room, TrackKey, Verdict,
+};
 use peerlink_signal::{SfuEvent, SignalService};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -76,6 +78,8 @@ enum Input {
 struct Publication {
     codecs: Vec<CodecParams>,
     kind: MediaKind,
+    /// Its simulcast layers (one without simulcast).
+    layers: Layers,
     /// Who receives it.
     subscribers: Vec<String>,
 }
@@ -84,6 +88,7 @@ struct Publication {
 struct Subscription {
     transceiver: TransceiverId,
     forwarder: Forwarder,
+    layer: LayerChoice,
 }
 
 struct Participant {
@@ -174,6 +179,15 @@ struct Sfu {
     stats: Arc<SfuStats>,
 }
 
+/// The layer a new subscriber of `key` starts on: the best one flowing now.
+fn publication_best(participants: &HashMap<String, Participant>, key: &TrackKey<String>) -> usize {
+    participants
+        .get(&key.0)
+        .and_then(|p| p.published.get(&TransceiverId(key.1)))
+        .and_then(|publication| publication.layers.best(Instant::now()))
+        .unwrap_or(0)
+}
+
 fn kind_of(kind: MediaKind) -> Kind {
     match kind {
         MediaKind::Audio => Kind::Audio,
@@ -223,8 +237,10 @@ impl Sfu {
         });
     }
 
-    /// Participants that never offer, or never answer ours, are dropped.
+    /// Participants that never offer, or never answer ours, are dropped; layers are chosen
+    /// again.
     async fn tick(&mut self) {
+        self.retarget_layers();
         let now = Instant::now();
         let stale: Vec<(String, &'static str)> = self
             .participants
@@ -408,7 +424,10 @@ impl Sfu {
             }
             let Some(p) = self.participants.get_mut(peer) else { return };
             p.by_transceiver.insert(transceiver, key.clone());
-            p.subscriptions.insert(key, Subscription { transceiver, forwarder: Forwarder::new(kind, codec) });
+            let layer = LayerChoice::new(publication_best(&self.participants, &key));
+            let Some(p) = self.participants.get_mut(peer) else { return };
+            let forwarder = Forwarder::new(kind, codec);
+            p.subscriptions.insert(key, Subscription { transceiver, forwarder, layer });
             changed = true;
         }
         if changed {
@@ -513,7 +532,7 @@ impl Sfu {
                 self.candidate(peer, json!({"candidate": c, "sdpMid": "0", "sdpMLineIndex": 0})).await
             }
             RtcEvent::GatheringComplete => self.candidate(peer, Value::Null).await,
-            RtcEvent::Rtp { id, packet } => self.forward(peer, id, packet),
+            RtcEvent::Rtp { id, layer, packet } => self.forward(peer, id, layer, packet),
             RtcEvent::KeyframeRequest { id } => {
                 let Some(key) = self.participants.get(peer).and_then(|p| p.by_transceiver.get(&id)).cloned()
                 else {
@@ -588,14 +607,17 @@ impl Sfu {
     async fn publish(&mut self, peer: &str, id: TransceiverId, kind: MediaKind) {
         let Some(p) = self.participants.get(peer) else { return };
         let handle = p.handle.clone();
-        let codecs = handle.transceivers().await.into_iter().find(|t| t.id == id).map(|t| t.codecs);
-        let Some(codecs) = codecs.filter(|c| !c.is_empty()) else { return };
+        let info = handle.transceivers().await.into_iter().find(|t| t.id == id);
+        let Some((codecs, rids)) = info.map(|t| (t.codecs, t.rids)).filter(|(c, _)| !c.is_empty()) else {
+            return;
+        };
         let Some(p) = self.participants.get_mut(peer) else { return };
         if p.published.contains_key(&id) {
             return;
         }
-        tracing::info!(%peer, kind = kind.as_str(), codec = ?codecs[0].codec, "sfu: track published");
-        p.published.insert(id, Publication { codecs, kind, subscribers: Vec::new() });
+        tracing::info!(%peer, kind = kind.as_str(), codec = ?codecs[0].codec, ?rids, "sfu: track published");
+        let layers = Layers::new(rids.len());
+        p.published.insert(id, Publication { codecs, kind, layers, subscribers: Vec::new() });
         let room = p.room.clone();
         let changes = match self.rooms.get_mut(&room) {
             Some(room) => room.publish((peer.to_owned(), id.0), kind_of(kind)),
@@ -609,10 +631,11 @@ impl Sfu {
     }
 
     /// One received packet goes to every subscriber of its track.
-    fn forward(&mut self, peer: &str, id: TransceiverId, packet: Vec<u8>) {
+    fn forward(&mut self, peer: &str, id: TransceiverId, layer: usize, packet: Vec<u8>) {
         let Ok(parsed) = RtpPacket::parse(&packet) else { return };
-        let Some(p) = self.participants.get(peer) else { return };
-        let Some(publication) = p.published.get(&id) else { return };
+        let Some(p) = self.participants.get_mut(peer) else { return };
+        let Some(publication) = p.published.get_mut(&id) else { return };
+        publication.layers.on_packet(Instant::now(), layer, packet.len());
         let Some(codec) =
             publication.codecs.iter().find(|c| c.payload_type == parsed.payload_type()).map(|c| c.codec)
         else {
@@ -622,7 +645,11 @@ impl Sfu {
         let publisher = p.handle.clone();
         let key: TrackKey<String> = (peer.to_owned(), id.0);
         let subscribers = publication.subscribers.clone();
-        let mut want_keyframe = false;
+        let kind = kind_of(publication.kind);
+        let key_start = starts_keyframe(kind, codec, parsed.payload());
+        let payload_at = parsed.payload().as_ptr() as usize - packet.as_ptr() as usize;
+        let payload_end = payload_at + parsed.payload().len();
+        let mut want_keyframe = None;
         for s in subscribers {
             let Some(sub) = self.participants.get_mut(&s).and_then(|p| {
                 let handle = p.handle.clone();
@@ -631,19 +658,63 @@ impl Sfu {
                 continue;
             };
             let (handle, sub) = sub;
+            match sub.layer.on_packet(layer, key_start) {
+                LayerDecision::Forward => {}
+                LayerDecision::Switch => sub.forwarder.restart(),
+                LayerDecision::Skip => continue,
+                LayerDecision::WantKeyframe(l) => {
+                    want_keyframe = Some(l);
+                    continue;
+                }
+            }
             match sub.forwarder.forward(&parsed) {
                 Verdict::Forward { seq, timestamp } => {
                     self.stats.forwarded_packets.fetch_add(1, Ordering::Relaxed);
-                    handle.write_rtp(sub.transceiver, codec, packet.clone(), seq, timestamp);
+                    let mut out = packet.clone();
+                    sub.forwarder.rewrite_payload(&mut out[payload_at..payload_end]);
+                    handle.write_rtp(sub.transceiver, codec, out, seq, timestamp);
                 }
-                Verdict::WaitKeyframe => want_keyframe = true,
+                Verdict::WaitKeyframe => want_keyframe = Some(layer),
                 Verdict::Drop => {
                     self.stats.dropped_packets.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
-        if want_keyframe {
-            publisher.request_keyframe(id);
+        if let Some(layer) = want_keyframe {
+            publisher.request_keyframe_layer(id, layer);
+        }
+    }
+
+    /// Each subscription of a simulcast track follows the best layer that flows.
+    fn retarget_layers(&mut self) {
+        let now = Instant::now();
+        let layers: HashMap<TrackKey<String>, Layers> = self
+            .participants
+            .iter()
+            .flat_map(|(id, p)| {
+                p.published
+                    .iter()
+                    .filter(|(_, publication)| publication.layers.len() > 1)
+                    .map(move |(t, publication)| ((id.clone(), t.0), publication.layers.clone()))
+            })
+            .collect();
+        if layers.is_empty() {
+            return;
+        }
+        let mut asks = Vec::new();
+        for (id, p) in &mut self.participants {
+            for (key, sub) in &mut p.subscriptions {
+                let Some(l) = layers.get(key) else { continue };
+                if let Some(layer) = sub.layer.retarget(now, l) {
+                    tracing::debug!(subscriber = %id, publisher = %key.0, layer, "sfu: layer switch");
+                    asks.push((key.clone(), layer));
+                }
+            }
+        }
+        for (key, layer) in asks {
+            if let Some(publisher) = self.participants.get(&key.0) {
+                publisher.handle.request_keyframe_layer(TransceiverId(key.1), layer);
+            }
         }
     }
 }

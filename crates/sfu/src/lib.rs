@@ -17,6 +17,148 @@ use peerlink_media::{payload_info, Codec};
 use peerlink_proto::Serial16;
 use peerlink_rtp::RtpPacket;
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// A layer that sent nothing for this long is inactive (the sender paused it, or it
+/// cannot get through).
+const LAYER_IDLE: Duration = Duration::from_millis(1000);
+/// A layer's rate is measured over windows this long.
+const RATE_WINDOW: Duration = Duration::from_millis(500);
+/// Switch up to a better layer only when it carries this much more than the current one.
+const SWITCH_UP_FACTOR: f64 = 1.5;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct LayerRate {
+    last: Option<Instant>,
+    window_start: Option<Instant>,
+    window_bytes: u64,
+    rate_bps: u64,
+}
+
+/// What a publication's simulcast layers carry, from the packets that arrive: which are
+/// active and at what rate. One layer for a track without simulcast.
+#[derive(Debug, Clone)]
+pub struct Layers {
+    layers: Vec<LayerRate>,
+}
+
+impl Layers {
+    pub fn new(count: usize) -> Layers {
+        Layers { layers: vec![LayerRate::default(); count.clamp(1, 8)] }
+    }
+
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    pub fn on_packet(&mut self, now: Instant, layer: usize, bytes: usize) {
+        let Some(l) = self.layers.get_mut(layer) else { return };
+        l.last = Some(now);
+        let start = *l.window_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= RATE_WINDOW {
+            l.rate_bps = (l.window_bytes * 8 * 1000) / (elapsed.as_millis().max(1) as u64);
+            l.window_start = Some(now);
+            l.window_bytes = 0;
+        }
+        l.window_bytes += bytes as u64;
+    }
+
+    /// Whether `layer` sent something lately.
+    pub fn is_active(&self, now: Instant, layer: usize) -> bool {
+        self.layers
+            .get(layer)
+            .and_then(|l| l.last)
+            .is_some_and(|t| now.saturating_duration_since(t) < LAYER_IDLE)
+    }
+
+    /// The measured rate of `layer` in bit/s.
+    pub fn rate(&self, layer: usize) -> u64 {
+        self.layers.get(layer).map_or(0, |l| l.rate_bps)
+    }
+
+    /// The active layer with the highest rate (the best picture on offer).
+    pub fn best(&self, now: Instant) -> Option<usize> {
+        (0..self.layers.len()).filter(|&l| self.is_active(now, l)).max_by_key(|&l| (self.rate(l), l))
+    }
+}
+
+/// What to do with a packet of one layer for one subscriber ([`LayerChoice::on_packet`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerDecision {
+    /// It is of the layer being forwarded.
+    Forward,
+    /// It starts a key frame of the layer switched to: restart the forwarder and forward it.
+    Switch,
+    /// Another layer's: not for this subscriber.
+    Skip,
+    /// Of the layer to switch to, but no key frame: ask the publisher for one of that layer.
+    WantKeyframe(usize),
+}
+
+/// Which simulcast layer one subscriber receives, and switches between them at key frames
+/// (a decoder cannot go from one resolution to another between two delta frames).
+#[derive(Debug, Clone)]
+pub struct LayerChoice {
+    current: Option<usize>,
+    target: usize,
+}
+
+impl LayerChoice {
+    pub fn new(target: usize) -> LayerChoice {
+        LayerChoice { current: None, target }
+    }
+
+    /// The layer forwarded now, if any.
+    pub fn current(&self) -> Option<usize> {
+        self.current
+    }
+
+    pub fn target(&self) -> usize {
+        self.target
+    }
+
+    /// `key_start`: the packet starts a key frame (any audio packet does).
+    pub fn on_packet(&mut self, layer: usize, key_start: bool) -> LayerDecision {
+        if self.current == Some(layer) && (self.target == layer || !key_start) {
+            return LayerDecision::Forward;
+        }
+        if layer != self.target {
+            // The current layer goes on until the target's key frame.
+            return if self.current == Some(layer) { LayerDecision::Forward } else { LayerDecision::Skip };
+        }
+        if key_start {
+            self.current = Some(layer);
+            LayerDecision::Switch
+        } else {
+            LayerDecision::WantKeyframe(layer)
+        }
+    }
+
+    /// Picks the target again from what the layers carry: the best active one, moving up
+    /// only for a clearly better one, and away from a layer that stopped. The new target
+    /// when it changed (ask for its key frame).
+    pub fn retarget(&mut self, now: Instant, layers: &Layers) -> Option<usize> {
+        let best = layers.best(now)?;
+        let from = self.current.unwrap_or(self.target);
+        let better = layers.rate(best) as f64 > layers.rate(from) as f64 * SWITCH_UP_FACTOR;
+        let new = if !layers.is_active(now, from) || (best != from && better) { best } else { from };
+        if new == self.target {
+            return None;
+        }
+        self.target = new;
+        Some(new)
+    }
+}
+
+/// Whether `payload` of `codec` starts a key frame (what a subscriber can start from).
+pub fn starts_keyframe(kind: Kind, codec: Codec, payload: &[u8]) -> bool {
+    kind == Kind::Audio || payload_info(codec, payload).is_ok_and(|i| i.frame_start && i.keyframe)
+}
 
 /// Audio or video, as far as forwarding cares: video waits for key frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,6 +186,50 @@ struct Mapping {
     first: Serial16,
     seq_offset: u16,
     ts_offset: u32,
+    /// VP8 picture id and TL0PICIDX offsets (RFC 7741 §4.2), so a switch of source keeps
+    /// them continuous for the receiver's decoder.
+    picture_offset: u16,
+    tl0_offset: u8,
+}
+
+/// Where a VP8 payload descriptor keeps its picture id (offset, 15 bits or 7) and
+/// TL0PICIDX (offset), when it has them.
+fn vp8_fields(payload: &[u8]) -> (Option<(usize, bool)>, Option<usize>) {
+    let Some(&first) = payload.first() else { return (None, None) };
+    if first & 0x80 == 0 {
+        return (None, None);
+    }
+    let Some(&x) = payload.get(1) else { return (None, None) };
+    let mut at = 2;
+    let mut picture = None;
+    if x & 0x80 != 0 {
+        let Some(&b) = payload.get(at) else { return (None, None) };
+        let long = b & 0x80 != 0;
+        if long && payload.len() < at + 2 {
+            return (None, None);
+        }
+        picture = Some((at, long));
+        at += if long { 2 } else { 1 };
+    }
+    let tl0 = (x & 0x40 != 0 && at < payload.len()).then_some(at);
+    (picture, tl0)
+}
+
+fn read_picture(payload: &[u8], (at, long): (usize, bool)) -> u16 {
+    if long {
+        (u16::from(payload[at] & 0x7f) << 8) | u16::from(payload[at + 1])
+    } else {
+        u16::from(payload[at] & 0x7f)
+    }
+}
+
+fn write_picture(payload: &mut [u8], (at, long): (usize, bool), id: u16) {
+    if long {
+        payload[at] = 0x80 | ((id >> 8) as u8 & 0x7f);
+        payload[at + 1] = id as u8;
+    } else {
+        payload[at] = id as u8 & 0x7f;
+    }
 }
 
 /// Rewrites one track's packets for one subscriber.
@@ -54,6 +240,9 @@ pub struct Forwarder {
     mapping: Option<Mapping>,
     /// The last sequence number and timestamp sent, to continue from at a restart.
     last_out: Option<(Serial16, u32)>,
+    /// The last VP8 picture id and TL0PICIDX sent.
+    last_picture: Option<u16>,
+    last_tl0: Option<u8>,
     forwarded: u64,
     dropped: u64,
 }
@@ -68,7 +257,16 @@ fn frame_step(kind: Kind) -> u32 {
 
 impl Forwarder {
     pub fn new(kind: Kind, codec: Codec) -> Forwarder {
-        Forwarder { kind, codec, mapping: None, last_out: None, forwarded: 0, dropped: 0 }
+        Forwarder {
+            kind,
+            codec,
+            mapping: None,
+            last_out: None,
+            last_picture: None,
+            last_tl0: None,
+            forwarded: 0,
+            dropped: 0,
+        }
     }
 
     pub fn codec(&self) -> Codec {
@@ -89,6 +287,26 @@ impl Forwarder {
     /// what follows continues the sequence numbers and timestamps already sent.
     pub fn restart(&mut self) {
         self.mapping = None;
+    }
+
+    /// Rewrites the payload of a packet [`Forwarder::forward`] just let through, in place: for
+    /// VP8, its picture id and TL0PICIDX continue what this subscriber received before.
+    pub fn rewrite_payload(&mut self, payload: &mut [u8]) {
+        let Some(m) = self.mapping else { return };
+        if self.codec != Codec::Vp8 {
+            return;
+        }
+        let (picture, tl0) = vp8_fields(payload);
+        if let Some(at) = picture {
+            let mask = if at.1 { 0x7fff } else { 0x7f };
+            let id = read_picture(payload, at).wrapping_add(m.picture_offset) & mask;
+            write_picture(payload, at, id);
+            self.last_picture = Some(id);
+        }
+        if let Some(at) = tl0 {
+            payload[at] = payload[at].wrapping_add(m.tl0_offset);
+            self.last_tl0 = Some(payload[at]);
+        }
     }
 
     /// Decides about one packet of the published track.
@@ -134,7 +352,18 @@ impl Forwarder {
             ),
             None => (0, 0),
         };
-        self.mapping = Some(Mapping { ssrc, first: seq, seq_offset, ts_offset });
+        let (mut picture_offset, mut tl0_offset) = (0, 0);
+        if self.codec == Codec::Vp8 {
+            let payload = packet.payload();
+            let (picture, tl0) = vp8_fields(payload);
+            if let (Some(at), Some(last)) = (picture, self.last_picture) {
+                picture_offset = last.wrapping_add(1).wrapping_sub(read_picture(payload, at));
+            }
+            if let (Some(at), Some(last)) = (tl0, self.last_tl0) {
+                tl0_offset = last.wrapping_add(1).wrapping_sub(payload[at]);
+            }
+        }
+        self.mapping = Some(Mapping { ssrc, first: seq, seq_offset, ts_offset, picture_offset, tl0_offset });
         Verdict::Forward {
             seq: seq.0.wrapping_add(seq_offset),
             timestamp: packet.timestamp().0.wrapping_add(ts_offset),
@@ -319,6 +548,46 @@ mod tests {
     }
 
     #[test]
+    fn vp8_picture_ids_continue_across_a_switch_of_source() {
+        // X=1, S=1; I=1 L=1; 15-bit picture id; TL0PICIDX; then the frame (key frame).
+        let payload = |picture: u16, tl0: u8, key: bool| {
+            vec![
+                0x90,
+                0xc0,
+                0x80 | (picture >> 8) as u8,
+                picture as u8,
+                tl0,
+                if key { 0x00 } else { 0x01 },
+                7,
+            ]
+        };
+        let fields = |p: &[u8]| (read_picture(p, (2, true)), p[4]);
+        let mut f = Forwarder::new(Kind::Video, Codec::Vp8);
+        let mut sent = Vec::new();
+        for (ssrc, seq, picture, tl0, key) in [
+            (1, 10, 32_766, 250, true),
+            (1, 11, 32_767, 251, false),
+            (2, 900, 5, 17, true),
+            (2, 901, 6, 17, false),
+        ] {
+            let bytes = packet(ssrc, seq, 0, &payload(picture, tl0, key));
+            let p = RtpPacket::parse(&bytes).unwrap();
+            assert!(matches!(f.forward(&p), Verdict::Forward { .. }), "{seq}");
+            let mut out = p.payload().to_vec();
+            f.rewrite_payload(&mut out);
+            sent.push(fields(&out));
+        }
+        // The second source continues the first's numbers (wrapping at 15 bits).
+        assert_eq!(sent, vec![(32_766, 250), (32_767, 251), (0, 252), (1, 252)]);
+        // Descriptors without the fields, or cut short, are left alone.
+        for mut short in [vec![0x10, 1], vec![0x90], vec![0x90, 0x80, 0x81]] {
+            let before = short.clone();
+            f.rewrite_payload(&mut short);
+            assert_eq!(short, before);
+        }
+    }
+
+    #[test]
     fn audio_starts_at_once_and_restart_keeps_numbers() {
         let mut f = Forwarder::new(Kind::Audio, Codec::Opus);
         assert_eq!(
@@ -335,6 +604,42 @@ mod tests {
             run(&mut f, &packet(8, 4000, 50, &[0x78, 1, 2])),
             Verdict::Forward { seq: 12, timestamp: 1920 + 960 }
         );
+    }
+
+    #[test]
+    fn layers_switch_at_key_frames_to_the_best_active_one() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut layers = Layers::new(3);
+        // Layer 0 small, layer 2 large, layer 1 silent.
+        for i in 0..20u64 {
+            layers.on_packet(ms(i * 50), 0, 200);
+            layers.on_packet(ms(i * 50), 2, 1200);
+        }
+        assert_eq!(layers.best(ms(1000)), Some(2));
+        assert!(!layers.is_active(ms(1000), 1));
+        let mut c = LayerChoice::new(0);
+        assert_eq!(c.on_packet(0, false), LayerDecision::WantKeyframe(0));
+        assert_eq!(c.on_packet(2, true), LayerDecision::Skip);
+        assert_eq!(c.on_packet(0, true), LayerDecision::Switch);
+        assert_eq!(c.on_packet(0, false), LayerDecision::Forward);
+        // Layer 2 is clearly better: the target moves; layer 0 goes on until 2's key frame.
+        assert_eq!(c.retarget(ms(1000), &layers), Some(2));
+        assert_eq!(c.retarget(ms(1000), &layers), None);
+        assert_eq!(c.on_packet(2, false), LayerDecision::WantKeyframe(2));
+        assert_eq!(c.on_packet(0, false), LayerDecision::Forward);
+        assert_eq!(c.on_packet(2, true), LayerDecision::Switch);
+        assert_eq!(c.on_packet(0, false), LayerDecision::Skip);
+        assert_eq!(c.current(), Some(2));
+        // Layer 2 stops (the path or the sender cannot carry it): down to layer 0.
+        for i in 20..50u64 {
+            layers.on_packet(ms(i * 50), 0, 200);
+        }
+        assert_eq!(c.retarget(ms(2500), &layers), Some(0));
+        assert_eq!(c.on_packet(0, true), LayerDecision::Switch);
+        assert!(starts_keyframe(Kind::Audio, Codec::Opus, &[]));
+        assert!(starts_keyframe(Kind::Video, Codec::Vp8, VP8_KEY));
+        assert!(!starts_keyframe(Kind::Video, Codec::Vp8, VP8_DELTA));
     }
 
     #[test]
