@@ -3,7 +3,9 @@
 # (headless, WebDriver BiDi), libdatachannel (node-datachannel), werift and Pion, each as
 # offerer and as answerer, direct and relay-only through our TURN; then the browser app in
 # Firefox with the browser app in Chromium (call, chat, a file), direct in both join orders and
-# relay-only. Every peer speaks our signaling protocol and is given only our own servers.
+# relay-only; and Firefox's fake camera and microphone with `peerlink echo`, `record` and
+# `play` in both join orders (echo once relay-only). Every peer speaks our signaling protocol
+# and is given only our own servers.
 #
 # Everything runs in network namespaces of its own (nothing reaches outside them):
 #   main: 203.0.113.10 (peerlink serve: signaling, STUN, TURN; peerlink chat; the browsers;
@@ -15,6 +17,7 @@
 #   tests/e2e/interop-matrix.sh [path/to/peerlink]
 # Env: RUNS (each case this many times, default 1), ONLY (regular expression on case names),
 #      SDP_DIR (keep each stack's SDP and result there), APP=0 (no browser app rows),
+#      MEDIA_RUNS (runs of the media rows, default RUNS; 0: none),
 #      OBSERVE=FILE (write the DTLS handshakes' cleartext facts there: tests/interop/dtls-observe.py).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -42,6 +45,11 @@ done
 # Pion, built offline in GOPATH mode from Debian's packages (as bench/media.sh does).
 GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS= \
     go build -o "$tmp/pion-peer" ./tests/interop/pion-peer
+
+# What `peerlink play` sends to Firefox: 6 s of 320x240 VP8 at 15 fps (a key frame a second)
+# and Opus, in WebM.
+ffmpeg -v error -y -f lavfi -i testsrc=size=320x240:rate=15 -f lavfi -i sine=frequency=440:sample_rate=48000 -t 6 \
+    -c:v libvpx -b:v 400k -g 15 -deadline realtime -c:a libopus -b:a 48k "$tmp/play.webm" </dev/null
 
 veth_namespace "$ns" 203.0.113.10/24
 ip -n "$ns" addr add 203.0.113.1/24 dev v1
@@ -91,7 +99,7 @@ echo "# signaling $ws, app $app; far namespace $far reaches only 203.0.113.10 po
 
 status=0
 ip netns exec "$ns" env FAR_NS="$far" PION="$tmp/pion-peer" RUNS="${RUNS:-1}" ONLY="${ONLY:-}" \
-    SDP_DIR="${SDP_DIR:-}" APP="${APP:-1}" \
+    SDP_DIR="${SDP_DIR:-}" APP="${APP:-1}" MEDIA_FILE="$tmp/play.webm" MEDIA_RUNS="${MEDIA_RUNS:-${RUNS:-1}}" \
     timeout $((300 * ${RUNS:-1})) nice -n 10 node tests/interop/matrix.mjs "$peerlink" "$ws" "$app" 203.0.113.10 || status=1
 dropped=$(ip netns exec "$far" nft list table inet only_our_servers | grep -oE 'packets [0-9]+' | awk '{s+=$2} END {print s+0}')
 echo "# the far namespace dropped $dropped packets that were not for our TURN or signaling"

@@ -1,17 +1,19 @@
 // The interoperability matrix (tests/e2e/interop-matrix.sh sets up the namespaces and the
 // server, then runs this inside them): each third-party stack × (it offers / we offer) ×
 // (direct / relay-only through our TURN) against `peerlink chat`, then Firefox ↔ Chromium
-// through the browser app (call, chat, a file) direct and relay-only. Prints ok/FAIL per
+// through the browser app (call, chat, a file) direct and relay-only, and Firefox's audio and
+// video with `peerlink echo`, `record` and `play` in both join orders. Prints ok/FAIL per
 // case and run, a results table, and "N passed, M failed".
 //
 //   node matrix.mjs PEERLINK WS_URL APP_URL BIND_IP
 // Env: RUNS (runs of every case, default 1), ONLY (a regular expression on case names),
 //      FAR_NS (namespace that reaches only our TURN and signaling: libdatachannel's relay
 //      case runs there), PION (the pion-peer binary), SDP_DIR (keep each stack's SDP there),
-//      APP=0 (skip the browser app rows).
-import { spawn } from 'node:child_process';
+//      APP=0 (skip the browser app rows), MEDIA_FILE (a VP8+Opus WebM for `peerlink play`;
+//      without it no media rows), MEDIA_RUNS (runs of the media rows, default RUNS).
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -295,6 +297,86 @@ async function appCase(chromium, firstEngine, relay, tmp) {
   record(name, ok, `${facts.join('; ')} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
 }
 
+// ---- Firefox's audio and video with the native peer's media commands -------------------------
+
+const mediaFile = process.env.MEDIA_FILE || '';
+const MEDIA_SECONDS = 5;
+
+/** Video frames and whether there is audio in a recording, as ffprobe counts them. */
+function probe(file) {
+  const out = execFileSync('ffprobe', ['-v', 'error', '-count_frames', '-show_entries', 'stream=codec_type,codec_name,nb_read_frames',
+    '-of', 'json', file], { encoding: 'utf8', timeout: 20000 });
+  const streams = JSON.parse(out).streams || [];
+  const v = streams.find((x) => x.codec_type === 'video');
+  return { video: v ? Number(v.nb_read_frames) : 0, videoCodec: v && v.codec_name, audio: streams.some((x) => x.codec_type === 'audio') };
+}
+
+async function mediaCase(tool, itOffers, relay, tmp) {
+  const name = `firefox media ${tool} ${itOffers ? 'offers' : 'answers'} ${relay ? 'relay' : 'direct'}`;
+  if (only && !only.test(name)) return;
+  const room = `ix-m-${tool}-${randomBytes(3).toString('hex')}`;
+  const dir = join(tmp, room);
+  mkdirSync(dir);
+  const args = { echo: ['echo'], record: ['record', '--out', dir], play: ['play', mediaFile, '--loop'] }[tool];
+  const started = Date.now();
+  let ours = null;
+  const facts = [];
+  let ok = true;
+  const need = (cond, what) => { if (!cond) { ok = false; facts.push(`NOT ${what}`); } return cond; };
+  try {
+    const start = () => child(peerlink, [...args, '--server', ws, '--room', room, '--name', tool, '--bind', bind]);
+    const ctx = await firefox.createBrowserContext();
+    const page = await ctx.newPage();
+    await page.goto(`${app.replace(/\/?$/, '/')}interop-peer`);
+    const o = { stack: 'firefox', url: ws, room, relay, media: { send: tool !== 'play', seconds: MEDIA_SECONDS }, timeoutMs: 20000 };
+    if (itOffers) {
+      ours = start();
+      await ours.until((c) => /joined room/.test(c.err), 10000);
+    }
+    const run = page.evaluate(`(${w3cPeer.toString()})(${JSON.stringify(o)})`);
+    if (!itOffers) {
+      const end = Date.now() + 10000;
+      while (Date.now() < end && !(await page.evaluate(() => globalThis.__plxJoined === true).catch(() => false))) await sleep(50);
+      ours = start();
+    }
+    const r = await run;
+    await ctx.close().catch(() => {});
+    need(r.ok, `connected (${r.events.slice(-3).join(' | ')})`);
+    need(r.role === (itOffers ? 'offer' : 'answer'), `role ${r.role}`);
+    const m = r.media || {};
+    const sent = m['out-video']?.frames ?? 0;
+    if (tool === 'echo') {
+      const back = m['in-video']?.frames ?? 0;
+      need(sent > 20 && back >= sent * 0.5, `echoed video decodes (${back} of ${sent} frames)`);
+      need((m['in-audio']?.packets ?? 0) > 50, `echoed audio (${m['in-audio']?.packets ?? 0} packets)`);
+      facts.push(`sent ${sent} ${m['out-video']?.codec} frames, ${back} came back at ${m['in-video']?.width}x${m['in-video']?.height}, audio ${m['in-audio']?.packets ?? 0} packets`);
+    } else if (tool === 'record') {
+      // The room empties when Firefox leaves: record finalises its file and exits.
+      await ours.until((c) => c.exited, 10000);
+      const files = readdirSync(dir);
+      const f = files.length ? probe(join(dir, files[0])) : { video: 0, audio: false };
+      need(files.length === 1, `one recording (${files.join(', ')})`);
+      need(sent > 20 && f.video >= sent * 0.5, `recording decodes (${f.video} of ${sent} frames)`);
+      need(f.audio, 'audio in the recording');
+      facts.push(`recorded ${f.video} ${f.videoCodec} frames of ${sent} sent, audio ${f.audio ? 'yes' : 'no'}`);
+    } else {
+      const got = m['in-video']?.frames ?? 0;
+      need(got >= MEDIA_SECONDS * 15 * 0.5, `played video decodes (${got} frames in ${MEDIA_SECONDS} s)`);
+      need((m['in-audio']?.packets ?? 0) > 50 * MEDIA_SECONDS * 0.5, `played audio (${m['in-audio']?.packets ?? 0} packets)`);
+      facts.push(`decoded ${got} ${m['in-video']?.codec} frames at ${m['in-video']?.width}x${m['in-video']?.height}, audio ${m['in-audio']?.packets ?? 0} packets`);
+    }
+    const pairLine = ([...ours.err.matchAll(/^selected pair: (.*)$/gm)].pop() || [, 'none'])[1];
+    facts.push(`ours ${pairLine}, theirs ${r.selected ? `${r.selected.local} -> ${r.selected.remote}` : 'not told'}`);
+    if (relay) need(pairLine.endsWith('relay') || r.selected?.local === 'relay', 'relayed');
+    if (!ok) console.log(`# ${name}: ours:\n${ours.err.split('\n').slice(-12).join('\n')}`);
+  } catch (e) {
+    need(false, `${e.stack || e}`);
+  } finally {
+    if (ours) await ours.stop();
+  }
+  record(name, ok, `${facts.join('; ')} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+}
+
 // ---- the runs ---------------------------------------------------------------------------------
 
 const stacks = ['firefox', 'libdatachannel', 'werift', 'pion'];
@@ -302,7 +384,7 @@ const tmp = mkdtempSync(join(tmpdir(), 'peerlink-matrix-'));
 if (sdpDir) mkdirSync(sdpDir, { recursive: true });
 let chromium = null;
 try {
-  if (!only || only.test('firefox ') || only.test('app')) firefox = await launchFirefox();
+  if (!only || /firefox|app|media/.test(only.source)) firefox = await launchFirefox();
   if (firefox) console.log(`# firefox ${await firefoxVersion()}; started in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   for (let run = 0; run < RUNS; run++) {
     console.log(`# run ${run + 1} of ${RUNS}`);
@@ -320,6 +402,12 @@ try {
       await appCase(chromium, 'chromium', false, tmp);
       await appCase(chromium, 'firefox', false, tmp);
       await appCase(chromium, 'chromium', true, tmp);
+    }
+    if (mediaFile && run < Number(process.env.MEDIA_RUNS || RUNS)) {
+      for (const tool of ['echo', 'record', 'play']) {
+        for (const itOffers of [true, false]) await mediaCase(tool, itOffers, false, tmp);
+      }
+      await mediaCase('echo', true, true, tmp);
     }
   }
 } catch (e) {

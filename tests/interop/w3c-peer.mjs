@@ -1,7 +1,9 @@
 // A test peer on the W3C RTCPeerConnection API, speaking our signaling protocol
 // (docs/signaling.md): join, the newcomer offers (a "chat" data channel), the other answers,
 // trickle both ways with a null candidate for end-of-candidates, then one text message each
-// way. Used as it is by werift in Node (tests/interop/peer.mjs) and, serialised with
+// way; or, with `o.media`, audio and video instead of the channel (fake camera and
+// microphone sent when `o.media.send`, received either way), for `o.media.seconds` once
+// connected. Used as it is by werift in Node (tests/interop/peer.mjs) and, serialised with
 // Function.prototype.toString, inside a Firefox page (tests/interop/firefox-peers.mjs): so
 // it refers to nothing outside itself, and its dependencies come in `deps`.
 //
@@ -15,7 +17,7 @@ export async function w3cPeer(o, deps = {}) {
   const t0 = Date.now();
   const r = {
     stack: o.stack, ok: false, role: null, events: [], got: null, openMs: null,
-    earlyCandidates: 0, addCandidateErrors: [], remoteEndOfCandidates: false,
+    earlyCandidates: 0, addCandidateErrors: [], remoteEndOfCandidates: false, connectedMs: null, media: null,
     localCandidates: [], remoteCandidates: [], selected: null, localSdp: null, remoteSdp: null,
   };
   const note = (what) => r.events.push(`${Date.now() - t0}ms ${what}`);
@@ -64,8 +66,12 @@ export async function w3cPeer(o, deps = {}) {
       };
       if (dc.readyState === 'open') dc.onopen();
     };
-    const makePc = (iceServers) => {
+    const makePc = async (iceServers) => {
       pc = new PC({ iceServers, iceTransportPolicy: o.relay ? 'relay' : 'all' });
+      if (o.media && o.media.send) {
+        const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 320, height: 240, frameRate: 15 } });
+        for (const t of stream.getTracks()) pc.addTrack(t, stream);
+      }
       pc.onicecandidate = (ev) => {
         const c = ev.candidate;
         if (c && c.candidate) {
@@ -77,7 +83,13 @@ export async function w3cPeer(o, deps = {}) {
         }
       };
       pc.ondatachannel = (ev) => wire(ev.channel || ev);
-      pc.onconnectionstatechange = () => note(`connection ${pc.connectionState}`);
+      pc.onconnectionstatechange = () => {
+        note(`connection ${pc.connectionState}`);
+        if (pc.connectionState === 'connected' && r.connectedMs === null) {
+          r.connectedMs = Date.now() - t0;
+          if (o.media) setTimeout(resolveDone, o.media.seconds * 1000);
+        }
+      };
     };
     // One message at a time, in arrival order, as the browser app does.
     let queue = Promise.resolve();
@@ -91,11 +103,16 @@ export async function w3cPeer(o, deps = {}) {
         // For the driver: the peer is in the room (a test starting the other side after it).
         globalThis.__plxJoined = true;
         if (deps.onJoined) deps.onJoined();
-        makePc(m.iceServers);
+        await makePc(m.iceServers);
         if (m.peers.length > 0) {
           r.role = 'offer';
           remoteId = m.peers[0].id;
-          wire(pc.createDataChannel('chat'));
+          if (!o.media) {
+            wire(pc.createDataChannel('chat'));
+          } else if (!o.media.send) {
+            pc.addTransceiver('audio', { direction: 'recvonly' });
+            pc.addTransceiver('video', { direction: 'recvonly' });
+          }
           await pc.setLocalDescription(await pc.createOffer());
           r.localSdp = pc.localDescription.sdp;
           send({ description: { type: pc.localDescription.type, sdp: pc.localDescription.sdp } });
@@ -151,11 +168,23 @@ export async function w3cPeer(o, deps = {}) {
           const rc = byId.get(pair.remoteCandidateId);
           r.selected = { local: l && l.candidateType, remote: rc && rc.candidateType };
         }
+        if (o.media) {
+          r.media = {};
+          stats.forEach((s) => {
+            if (s.type !== 'inbound-rtp' && s.type !== 'outbound-rtp') return;
+            const codec = byId.get(s.codecId);
+            r.media[`${s.type === 'inbound-rtp' ? 'in' : 'out'}-${s.kind}`] = {
+              codec: codec && codec.mimeType, packets: s.packetsReceived ?? s.packetsSent,
+              frames: s.framesDecoded ?? s.framesEncoded, width: s.frameWidth, height: s.frameHeight,
+              nacks: s.nackCount, plis: s.pliCount,
+            };
+          });
+        }
       } catch (e) {
         note(`getStats: ${e && e.message}`);
       }
     }
-    r.ok = r.got === o.expect && r.openMs !== null;
+    r.ok = o.media ? r.connectedMs !== null : r.got === o.expect && r.openMs !== null;
   } catch (e) {
     note(`error: ${e && (e.stack || e.message || e)}`);
   } finally {
