@@ -17,6 +17,10 @@ import time
 HS = {1: 'ClientHello', 2: 'ServerHello', 3: 'HelloVerifyRequest', 11: 'Certificate',
       12: 'ServerKeyExchange', 13: 'CertificateRequest', 14: 'ServerHelloDone',
       15: 'CertificateVerify', 16: 'ClientKeyExchange', 20: 'Finished', 8: 'EncryptedExtensions'}
+GROUPS = {0x17: 'P-256', 0x18: 'P-384', 0x19: 'P-521', 0x1d: 'X25519', 0x1e: 'X448', 0x11ec: 'X25519MLKEM768',
+          0x100: 'ffdhe2048', 0x101: 'ffdhe3072'}
+FRAGMENTS = {}
+FRAGMENT_BYTES = {}
 VER = {0xfeff: '1.0', 0xfefd: '1.2', 0xfefc: '1.3'}
 
 
@@ -48,7 +52,7 @@ def hello(kind, body):
             offered = [VER.get(struct.unpack('!H', vers[j:j + 2])[0], hex(struct.unpack('!H', vers[j:j + 2])[0]))
                        for j in range(1, len(vers), 2)] if vers else []
             groups = ext.get(10, b'')[2:]
-            gl = [hex(struct.unpack('!H', groups[j:j + 2])[0]) for j in range(0, len(groups), 2)]
+            gl = [GROUPS.get(g, hex(g)) for g in (struct.unpack('!H', groups[j:j + 2])[0] for j in range(0, len(groups), 2))]
             return (f' cookie={cookie} suites={suites} versions={",".join(offered) or "-"} groups={",".join(gl)}'
                     f' ext={",".join(str(t) for t in ext)}')
         suite = struct.unpack('!H', body[i:i + 2])[0]
@@ -74,8 +78,14 @@ def datagram(sport, dport, p, out):
             flen = int.from_bytes(rec[9:12], 'big')
             line = (f'{time.time():.3f} {sport}->{dport} rec={VER.get(ver, hex(ver))} {HS.get(t, t)} frag={off}+{flen}/{total}'
                     f' datagram={len(p)}')
-            if t in (1, 2) and off == 0 and flen == total:
-                line += hello(t, rec[12:12 + flen])
+            if t in (1, 2):
+                # Reassembled first when it came in fragments (Firefox's ClientHello does).
+                key = (sport, dport, t, rec[4:6])
+                body = FRAGMENTS.setdefault(key, bytearray(total))
+                body[off:off + flen] = rec[12:12 + flen]
+                seen = FRAGMENT_BYTES[key] = FRAGMENT_BYTES.get(key, 0) + flen
+                if seen == total:
+                    line += hello(t, bytes(body))
             out.write(line + '\n')
         elif ct in (20, 21, 23) or epoch > 0:
             pass

@@ -80,8 +80,16 @@ function chat(room) {
   return c;
 }
 
+// One Firefox for the whole matrix, started when a case first needs it; a context per case.
 let firefox = null;
-const firefoxVersion = async () => (firefox ? firefox.version() : null);
+async function firefoxContext() {
+  if (!firefox) {
+    const t = Date.now();
+    firefox = await launchFirefox();
+    console.log(`# ${await firefox.version()}; started in ${((Date.now() - t) / 1000).toFixed(1)} s`);
+  }
+  return firefox.createBrowserContext();
+}
 
 /** A third-party peer; resolves to its result object (tests/interop/w3c-peer.mjs's shape). */
 function thirdParty(stack, room, relay) {
@@ -89,7 +97,7 @@ function thirdParty(stack, room, relay) {
   if (stack === 'firefox') {
     let joined = false;
     const run = (async () => {
-      const ctx = await firefox.createBrowserContext();
+      const ctx = await firefoxContext();
       try {
         const page = await ctx.newPage();
         await page.goto(`${app.replace(/\/?$/, '/')}interop-peer`);
@@ -221,7 +229,7 @@ async function appCase(chromium, firstEngine, relay, tmp) {
         ctxs.push(ctx);
         pages[engine] = await ctx.newPage();
       } else {
-        const ctx = await firefox.createBrowserContext();
+        const ctx = await firefoxContext();
         ctxs.push(ctx);
         pages[engine] = await ctx.newPage();
       }
@@ -325,7 +333,7 @@ async function mediaCase(tool, itOffers, relay, tmp) {
   const need = (cond, what) => { if (!cond) { ok = false; facts.push(`NOT ${what}`); } return cond; };
   try {
     const start = () => child(peerlink, [...args, '--server', ws, '--room', room, '--name', tool, '--bind', bind]);
-    const ctx = await firefox.createBrowserContext();
+    const ctx = await firefoxContext();
     const page = await ctx.newPage();
     await page.goto(`${app.replace(/\/?$/, '/')}interop-peer`);
     const o = { stack: 'firefox', url: ws, room, relay, media: { send: tool !== 'play', seconds: MEDIA_SECONDS }, timeoutMs: 20000 };
@@ -384,8 +392,6 @@ const tmp = mkdtempSync(join(tmpdir(), 'peerlink-matrix-'));
 if (sdpDir) mkdirSync(sdpDir, { recursive: true });
 let chromium = null;
 try {
-  if (!only || /firefox|app|media/.test(only.source)) firefox = await launchFirefox();
-  if (firefox) console.log(`# firefox ${await firefoxVersion()}; started in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   for (let run = 0; run < RUNS; run++) {
     console.log(`# run ${run + 1} of ${RUNS}`);
     for (const stack of stacks) {
