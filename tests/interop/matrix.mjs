@@ -91,6 +91,20 @@ async function firefoxContext() {
   return firefox.createBrowserContext();
 }
 
+/** A page of a Firefox context whose console errors and warnings are kept in `page.logged`
+ * (Firefox says there what it thinks of what it was sent, e.g. a candidate before its
+ * description). */
+async function firefoxPage(ctx) {
+  const page = await ctx.newPage();
+  page.logged = [];
+  page.on('console', (m) => {
+    if (['error', 'warn', 'warning'].includes(m.type())) page.logged.push(m.text().slice(0, 200));
+  });
+  return page;
+}
+/** The console lines of Firefox pages worth a note in a case's result. */
+const consoleNote = (lines) => (lines.length ? `; firefox console: ${[...new Set(lines)].join(' | ')}` : '');
+
 /** A third-party peer; resolves to its result object (tests/interop/w3c-peer.mjs's shape). */
 function thirdParty(stack, room, relay) {
   const timeout = '20000';
@@ -99,7 +113,7 @@ function thirdParty(stack, room, relay) {
     const run = (async () => {
       const ctx = await firefoxContext();
       try {
-        const page = await ctx.newPage();
+        const page = await firefoxPage(ctx);
         await page.goto(`${app.replace(/\/?$/, '/')}interop-peer`);
         const o = { stack, url: ws, room, relay, expect: EXPECT, timeoutMs: Number(timeout) };
         const poll = (async () => {
@@ -111,6 +125,7 @@ function thirdParty(stack, room, relay) {
         const r = await page.evaluate(`(${w3cPeer.toString()})(${JSON.stringify(o)})`);
         joined = true;
         await poll;
+        r.console = page.logged;
         return r;
       } finally {
         await ctx.close().catch(() => {});
@@ -183,7 +198,7 @@ async function stackCase(stack, itOffers, relay, run) {
     const detail = `open ${r.openMs ?? '-'} ms; ours ${pairLine}; theirs ${theirPair}` +
       `${got ? '' : '; peerlink chat did not print their line'}${r.ok ? '' : `; they did not get ours`}` +
       `${relayOk ? '' : '; not relayed'}${roleOk ? '' : `; role ${r.role}`}${notes.length ? `; ${notes.join('; ')}` : ''}` +
-      ` (${((Date.now() - started) / 1000).toFixed(1)} s)`;
+      `${consoleNote(r.console || [])} (${((Date.now() - started) / 1000).toFixed(1)} s)`;
     record(name, ok, detail);
     if (!ok) {
       console.log(`# ${name}: their events: ${(r.events || []).join(' | ')}`);
@@ -231,7 +246,7 @@ async function appCase(chromium, firstEngine, relay, tmp) {
       } else {
         const ctx = await firefoxContext();
         ctxs.push(ctx);
-        pages[engine] = await ctx.newPage();
+        pages[engine] = await firefoxPage(ctx);
       }
       await pages[engine].goto(url(engine));
     };
@@ -302,7 +317,7 @@ async function appCase(chromium, firstEngine, relay, tmp) {
   } finally {
     for (const c of ctxs) await c.close().catch(() => {});
   }
-  record(name, ok, `${facts.join('; ')} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+  record(name, ok, `${facts.join('; ')}${consoleNote(pages.firefox?.logged || [])} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
 }
 
 // ---- Firefox's audio and video with the native peer's media commands -------------------------
@@ -328,13 +343,14 @@ async function mediaCase(tool, itOffers, relay, tmp) {
   const args = { echo: ['echo'], record: ['record', '--out', dir], play: ['play', mediaFile, '--loop'] }[tool];
   const started = Date.now();
   let ours = null;
+  let logged = [];
   const facts = [];
   let ok = true;
   const need = (cond, what) => { if (!cond) { ok = false; facts.push(`NOT ${what}`); } return cond; };
   try {
     const start = () => child(peerlink, [...args, '--server', ws, '--room', room, '--name', tool, '--bind', bind]);
     const ctx = await firefoxContext();
-    const page = await ctx.newPage();
+    const page = await firefoxPage(ctx);
     await page.goto(`${app.replace(/\/?$/, '/')}interop-peer`);
     const o = { stack: 'firefox', url: ws, room, relay, media: { send: tool !== 'play', seconds: MEDIA_SECONDS }, timeoutMs: 20000 };
     if (itOffers) {
@@ -349,6 +365,7 @@ async function mediaCase(tool, itOffers, relay, tmp) {
     }
     const r = await run;
     await ctx.close().catch(() => {});
+    logged = page.logged;
     need(r.ok, `connected (${r.events.slice(-3).join(' | ')})`);
     need(r.role === (itOffers ? 'offer' : 'answer'), `role ${r.role}`);
     const m = r.media || {};
@@ -382,7 +399,7 @@ async function mediaCase(tool, itOffers, relay, tmp) {
   } finally {
     if (ours) await ours.stop();
   }
-  record(name, ok, `${facts.join('; ')} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+  record(name, ok, `${facts.join('; ')}${consoleNote(logged)} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
 }
 
 // ---- the runs ---------------------------------------------------------------------------------
