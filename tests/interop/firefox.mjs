@@ -43,6 +43,3 @@ export async function launchFirefox() {
   };
   return browser;
 }
-
-/** Firefox's version string, e.g. "firefox/153.8.0". */
-export const firefoxVersion = (browser) => browser.version();
