@@ -6,7 +6,8 @@
 #   (the NAT lab), OpenSSL's headers and tool (DTLS), a Python venv with aioice and aiortc (interop, benchmark), node-datachannel (benchmark), rustfmt and clippy, and
 #   cargo-fuzz; for the path emulator (tests/lab/path-emulator.py): iptables, ping,
 #   libnetfilter-queue's headers and NetfilterQueue in that venv; Go and Debian's Pion
-#   libraries (the media benchmark's reference).
+#   libraries (the media benchmark's reference, the interop matrix's Pion peer); Firefox ESR,
+#   puppeteer-core, werift and node-datachannel (the interop matrix).
 set -euo pipefail
 
 need_apt=()
@@ -14,6 +15,8 @@ command -v turnutils_stunclient >/dev/null && command -v turnserver >/dev/null |
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v chromium >/dev/null || need_apt+=(chromium chromium-driver)
+# Firefox ESR: the second browser engine of the interop matrix (tests/e2e/interop-matrix.sh).
+command -v firefox-esr >/dev/null || need_apt+=(firefox-esr)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
@@ -31,9 +34,11 @@ pkg-config --exists libsrtp2 2>/dev/null || need_apt+=(libsrtp2-dev)
 # ffmpeg: makes the media test inputs and judges recordings (-xerror decode, ffprobe).
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
 # Go and Pion's libraries (Debian's, built offline in GOPATH mode with GO111MODULE=off): the
-# media benchmark's reference receive path (bench/media-ref).
+# media benchmark's reference receive path (bench/media-ref) and the interop matrix's Pion peer
+# (tests/interop/pion-peer, which also uses golang.org/x/net/websocket from the same tree).
 command -v go >/dev/null || need_apt+=(golang-go)
 [ -d /usr/share/gocode/src/github.com/pion/webrtc ] || need_apt+=(golang-github-pion-webrtc.v3-dev)
+[ -d /usr/share/gocode/src/golang.org/x/net/websocket ] || need_apt+=(golang-golang-x-net-dev)
 # The path emulator (NFQUEUE in userspace; the kernel has no netem) needs the library's headers to
 # build its Python binding.
 pkg-config --exists libnetfilter_queue 2>/dev/null || need_apt+=(libnetfilter-queue-dev)
@@ -85,6 +90,17 @@ if [ ! -d "$here/bench/dc-ref/node_modules/node-datachannel" ]; then
     echo "installing node-datachannel for the benchmark"
     (cd "$here/bench/dc-ref" && npm install --no-audit --no-fund --silent)
 fi
+
+# The interop matrix's third-party peers (tests/interop/package.json): puppeteer-core to drive
+# Debian's Firefox over WebDriver BiDi (it must never download a browser of its own), werift
+# and node-datachannel.
+for pkg in puppeteer-core werift node-datachannel ws; do
+    if [ ! -d "$here/tests/interop/node_modules/$pkg" ]; then
+        echo "installing the interop matrix's peers into tests/interop/node_modules"
+        (cd "$here/tests/interop" && PUPPETEER_SKIP_DOWNLOAD=1 npm install --no-audit --no-fund --no-package-lock --silent)
+        break
+    fi
+done
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "installing cargo-fuzz"
