@@ -61,6 +61,7 @@ enum Command {
     WriteRtp(TransceiverId, Codec, Vec<u8>, u16, u32),
     StopTransceiver(TransceiverId, oneshot::Sender<Result<(), RtcError>>),
     MediaStats(TransceiverId, oneshot::Sender<Option<MediaStats>>),
+    BandwidthEstimate(oneshot::Sender<Option<u64>>),
 }
 
 /// Handle to a peer connection running on the current tokio runtime.
@@ -281,6 +282,12 @@ impl PeerHandle {
         let _ = self.commands.send(Command::RequestKeyframe(id));
     }
 
+    /// The estimate of the rate the path to the peer carries, bit/s
+    /// ([`PeerConnection::bandwidth_estimate`]).
+    pub async fn bandwidth_estimate(&self) -> Option<u64> {
+        self.ask(Command::BandwidthEstimate).await.ok().flatten()
+    }
+
     pub async fn media_stats(&self, id: TransceiverId) -> Option<MediaStats> {
         self.ask(|tx| Command::MediaStats(id, tx)).await.ok().flatten()
     }
@@ -455,6 +462,7 @@ async fn drive(
                     }
                     Command::StopTransceiver(id, reply) => { let _ = reply.send(pc.stop_transceiver(id)); }
                     Command::MediaStats(id, reply) => { let _ = reply.send(pc.media_stats(id)); }
+                    Command::BandwidthEstimate(reply) => { let _ = reply.send(pc.bandwidth_estimate()); }
                     Command::Close(reply) => {
                         pc.close(now);
                         closing.push(reply);

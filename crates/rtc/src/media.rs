@@ -319,8 +319,11 @@ pub(crate) struct MediaState {
     /// Transport-wide CC feedback of what we receive (so the sender's bandwidth estimator
     /// works), once a section negotiated transport-cc.
     twcc: Option<peerlink_media::TwccRecorder>,
-    /// The next transport-wide sequence number we send.
+    /// The next transport-wide sequence number we send (stamped as packets leave the pacer,
+    /// so they go out in number order).
     twcc_seq: u16,
+    /// The send-side estimate of the path's rate, from the peer's transport-wide feedback.
+    bwe: Option<peerlink_media::BandwidthEstimator>,
     /// RTP packets leave through the pacer (RTCP and audio ahead of video).
     pacer: Option<Pacer<Vec<u8>>>,
     /// Bytes of media written in the last second, to set the pacing rate.
@@ -602,11 +605,10 @@ impl PeerConnection {
             ..Default::default()
         };
         let mut packet = Vec::with_capacity(out.payload.len() + 32);
-        let twcc = m.twcc_seq.to_be_bytes();
         let mut ext: Vec<(u8, &[u8])> = mid_ext.iter().map(|(id, mid)| (*id, mid.as_bytes())).collect();
         if let Some(id) = t.ext_map.transport_cc {
-            ext.push((id, &twcc));
-            m.twcc_seq = m.twcc_seq.wrapping_add(1);
+            // Its number is stamped as it leaves the pacer.
+            ext.push((id, &[0, 0]));
         }
         header.encode(&ext, out.payload, 0, &mut packet).map_err(|_| RtcError::NotSending)?;
         t.send.history.store(now, out.seq, &packet);
@@ -995,6 +997,11 @@ impl PeerConnection {
                     }
                 }
                 RtcpPacket::Nack(nack) => self.retransmit(now, &nack),
+                RtcpPacket::TransportCc(feedback) => {
+                    if let Some(bwe) = self.media.bwe.as_mut() {
+                        bwe.on_feedback(now, &feedback);
+                    }
+                }
                 _ => {}
             }
         }
@@ -1016,6 +1023,12 @@ impl PeerConnection {
                 }
             }
         }
+    }
+
+    /// The estimate of the rate the path to the peer carries (bit/s), from its transport-wide
+    /// congestion control feedback on what we send; `None` before any was sent.
+    pub fn bandwidth_estimate(&self) -> Option<u64> {
+        self.media.bwe.as_ref().map(|b| b.target_bitrate())
     }
 
     /// The round-trip time measured from the peer's reports, once it has reported on what we
@@ -1050,7 +1063,7 @@ impl PeerConnection {
             };
             let Ok(pt) = RtpPacket::parse(original).map(|p| p.payload_type()) else { continue };
             let rtx_pt = t.codecs.iter().find(|c| c.payload_type == pt).and_then(|c| c.rtx);
-            let mut packet = match rtx_pt {
+            let packet = match rtx_pt {
                 Some(rtx_pt) => {
                     t.send.rtx.payload_type = rtx_pt;
                     let mut out = Vec::with_capacity(original.len() + 2);
@@ -1062,12 +1075,7 @@ impl PeerConnection {
                 None => original.to_vec(),
             };
             // Every packet on the wire gets its own transport-wide sequence number (the
-            // feedback reports each one), a retransmission too.
-            if let Some(id) = t.ext_map.transport_cc {
-                if restamp_extension(&mut packet, id, &m.twcc_seq.to_be_bytes()) {
-                    m.twcc_seq = m.twcc_seq.wrapping_add(1);
-                }
-            }
+            // feedback reports each one), a retransmission too: stamped as it leaves the pacer.
             t.stats.retransmissions_sent += 1;
             // Repairs go ahead of new media (a frame waits for them at the receiver).
             m.pacer.get_or_insert_with(|| Pacer::new(PACING_FLOOR_BPS)).enqueue_priority(
@@ -1102,6 +1110,9 @@ impl PeerConnection {
                 }
             }
         }
+        if let Some(bwe) = m.bwe.as_mut() {
+            bwe.handle_timeout(now);
+        }
         if let Some(feedback) = m.twcc.as_mut().and_then(|r| r.poll_feedback(now)) {
             let mut out = Vec::new();
             if RtcpPacket::TransportCc(feedback).encode(&mut out).is_ok() {
@@ -1133,19 +1144,42 @@ impl PeerConnection {
         let plis = layers().filter_map(|r| r.keyframes.poll_timeout());
         let twcc = m.twcc.as_ref().and_then(|r| r.poll_timeout());
         let pacer = m.pacer.as_ref().and_then(Pacer::poll_timeout);
-        stalls.chain(nacks).chain(plis).chain(m.next_report).chain(twcc).chain(pacer).min()
+        let bwe = m.bwe.as_ref().and_then(|b| b.poll_timeout());
+        stalls.chain(nacks).chain(plis).chain(m.next_report).chain(twcc).chain(pacer).chain(bwe).min()
     }
 
     /// The next media datagram, protected and appended to `buf`.
     pub(crate) fn media_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
-        let Some(srtp) = self.media.srtp.as_mut() else {
-            self.media.outgoing.clear();
-            self.media.pacer = None;
+        let m = &mut self.media;
+        let Some(srtp) = m.srtp.as_mut() else {
+            m.outgoing.clear();
+            m.pacer = None;
             return false;
         };
-        let (outgoing, pacer) = (&mut self.media.outgoing, &mut self.media.pacer);
-        let mut next = || outgoing.pop_front().or_else(|| pacer.as_mut()?.poll(now).map(|p| (false, p)));
-        while let Some((rtcp, packet)) = next() {
+        let twcc_id = m.transceivers.iter().find_map(|t| t.ext_map.transport_cc);
+        loop {
+            let (rtcp, packet) = match m.outgoing.pop_front() {
+                Some(next) => next,
+                None => {
+                    let Some(mut packet) = m.pacer.as_mut().and_then(|p| p.poll(now)) else { break };
+                    // The transport-wide number, in the order packets leave (RFC 8888's
+                    // predecessor, draft-holmer-rmcat-transport-wide-cc-extensions-01).
+                    if let Some(id) = twcc_id {
+                        let seq = m.twcc_seq;
+                        if restamp_extension(&mut packet, id, &seq.to_be_bytes()) {
+                            m.twcc_seq = seq.wrapping_add(1);
+                            let bwe = m.bwe.get_or_insert_with(|| {
+                                let config =
+                                    peerlink_media::BweConfig { probing: false, ..Default::default() };
+                                peerlink_media::BandwidthEstimator::new(config)
+                            });
+                            // SRTP adds its 10-byte tag; UDP/IP headers are not counted.
+                            bwe.on_packet_sent(now, seq, packet.len() + 10);
+                        }
+                    }
+                    (false, packet)
+                }
+            };
             let r = if rtcp { srtp.protect_rtcp(&packet, buf) } else { srtp.protect_rtp(&packet, buf) };
             match r {
                 Ok(_) => return true,

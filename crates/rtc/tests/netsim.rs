@@ -730,3 +730,35 @@ fn forwarded_rtp_keeps_its_numbers_and_is_repaired_over_rtx() {
     let stats = w.sides[1].pc.media_stats(peerlink_rtc::TransceiverId(0)).unwrap();
     assert!(stats.retransmissions_received > 0, "{stats:?}");
 }
+
+#[test]
+fn the_bandwidth_estimate_follows_a_bottleneck_from_the_peers_feedback() {
+    // Side 0 writes video as an encoder would, at the rate the estimate allows (up to
+    // 2 Mbit/s), into a 600 kbit/s link (1 s queue): the estimate from side 1's transport-wide
+    // feedback settles near the link's rate; on an open link it grows well past it.
+    let estimate = |rate_bps: u64| {
+        let (mut w, video) = video_sender(71);
+        for s in &w.sides {
+            let link = LinkConfig {
+                delay: Duration::from_millis(25),
+                rate_bps,
+                queue: Duration::from_secs(1),
+                ..LinkConfig::default()
+            };
+            w.net.set_link(s.host, link);
+        }
+        for i in 0..600u32 {
+            let now = w.net.now();
+            let rate = w.sides[0].pc.bandwidth_estimate().unwrap_or(300_000).min(2_000_000);
+            let size = (rate / 8 / 30) as usize;
+            let _ = w.sides[0].pc.write_frame(now, video, i * 3000, &vp8_frame(i as usize, size.max(200)));
+            w.run(Duration::from_millis(33), |_| false);
+        }
+        w.sides[0].pc.bandwidth_estimate().expect("an estimate once media was sent")
+    };
+    let limited = estimate(600_000);
+    let open = estimate(0);
+    eprintln!("estimate behind 600 kbit/s: {limited} bit/s; on an open link: {open} bit/s");
+    assert!((300_000..=750_000).contains(&limited), "{limited}");
+    assert!(open > 1_000_000, "{open}");
+}

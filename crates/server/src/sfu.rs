@@ -27,13 +27,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// After a switch back to a mesh, media goes on through the SFU this long while the
-/// participants' mesh connections come up.
-const SWITCH_GRACE: Duration = Duration::from_secs(5);
+/// After a switch back to a mesh, media goes on through the SFU until the participant
+/// closes its connection to us (once its mesh connections deliver), or at most this long.
+const SWITCH_GRACE: Duration = Duration::from_secs(20);
 /// A participant that has not offered this long after joining is dropped...
 const OFFER_TIMEOUT: Duration = Duration::from_secs(30);
 /// ...and so is one that does not answer our offer within this.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
+/// After its path held a subscriber back, it stays under that cap this long before trying
+/// better layers again.
+const LAYER_HOLD: Duration = Duration::from_secs(8);
 /// The chat channel's label (as in a mesh: docs/signaling.md).
 const CHAT_LABEL: &str = "chat";
 /// Chat messages relayed per participant: this many a second, in bursts of `CHAT_BURST`.
@@ -115,6 +118,8 @@ struct Participant {
     chat: Option<u16>,
     chat_tokens: f64,
     chat_refill: Instant,
+    /// Its path was the limit: layers stay under this cap (bit/s per video) until then.
+    hold: Option<(Instant, u64)>,
 }
 
 impl Participant {
@@ -240,7 +245,7 @@ impl Sfu {
     /// Participants that never offer, or never answer ours, are dropped; layers are chosen
     /// again.
     async fn tick(&mut self) {
-        self.retarget_layers();
+        self.retarget_layers().await;
         let now = Instant::now();
         let stale: Vec<(String, &'static str)> = self
             .participants
@@ -318,6 +323,7 @@ impl Sfu {
                 chat: None,
                 chat_tokens: CHAT_BURST,
                 chat_refill: Instant::now(),
+                hold: None,
             },
         );
         // Its subscriptions are made once its own offer was answered (see `reconcile`).
@@ -685,9 +691,46 @@ impl Sfu {
         }
     }
 
-    /// Each subscription of a simulcast track follows the best layer that flows.
-    fn retarget_layers(&mut self) {
+    /// Each subscription of a simulcast track follows the best layer that flows within the
+    /// subscriber's share of its bandwidth estimate.
+    async fn retarget_layers(&mut self) {
         let now = Instant::now();
+        // What each subscriber's path carries, where it is the limit. Without probing, an
+        // estimate cannot grow much past what is sent (it is application-limited), so it
+        // only holds subscribers back when it falls below what they are sent; for a while
+        // after, they stay under that cap, then try a better layer again.
+        let mut caps: HashMap<String, u64> = HashMap::new();
+        let ids: Vec<String> = self.participants.keys().cloned().collect();
+        for id in ids {
+            let Some(p) = self.participants.get(&id) else { continue };
+            let videos =
+                p.subscriptions.values().filter(|s| s.forwarder.kind() == Kind::Video).count() as u64;
+            if videos == 0 {
+                continue;
+            }
+            let audios = p.subscriptions.len() as u64 - videos;
+            let sent: u64 = p
+                .subscriptions
+                .iter()
+                .filter_map(|(key, sub)| {
+                    let publication = self.participants.get(&key.0)?.published.get(&TransceiverId(key.1))?;
+                    Some(publication.layers.rate(sub.layer.current()?))
+                })
+                .sum();
+            let Some(estimate) = p.handle.bandwidth_estimate().await else { continue };
+            let Some(p) = self.participants.get_mut(&id) else { continue };
+            if estimate < sent * 95 / 100 {
+                // Audio first (about 40 kbit/s a track), a tenth for headroom, the rest shared.
+                let budget = (estimate * 9 / 10).saturating_sub(audios * 40_000);
+                p.hold = Some((now + LAYER_HOLD, budget / videos));
+            }
+            match p.hold {
+                Some((until, cap)) if now < until => {
+                    caps.insert(id.clone(), cap);
+                }
+                _ => p.hold = None,
+            }
+        }
         let layers: HashMap<TrackKey<String>, Layers> = self
             .participants
             .iter()
@@ -703,10 +746,12 @@ impl Sfu {
         }
         let mut asks = Vec::new();
         for (id, p) in &mut self.participants {
+            let cap = caps.get(id).copied().unwrap_or(u64::MAX);
             for (key, sub) in &mut p.subscriptions {
                 let Some(l) = layers.get(key) else { continue };
-                if let Some(layer) = sub.layer.retarget(now, l) {
-                    tracing::debug!(subscriber = %id, publisher = %key.0, layer, "sfu: layer switch");
+                if let Some(layer) = sub.layer.retarget_within(now, l, cap) {
+                    let cap = (cap < u64::MAX).then_some(cap);
+                    tracing::debug!(subscriber = %id, publisher = %key.0, layer, ?cap, "sfu: layer switch");
                     asks.push((key.clone(), layer));
                 }
             }

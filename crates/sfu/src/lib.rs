@@ -83,7 +83,17 @@ impl Layers {
 
     /// The active layer with the highest rate (the best picture on offer).
     pub fn best(&self, now: Instant) -> Option<usize> {
-        (0..self.layers.len()).filter(|&l| self.is_active(now, l)).max_by_key(|&l| (self.rate(l), l))
+        self.best_within(now, u64::MAX)
+    }
+
+    /// The active layer with the highest rate not above `cap_bps`, else the active layer with
+    /// the lowest rate (the least a subscriber can get).
+    pub fn best_within(&self, now: Instant, cap_bps: u64) -> Option<usize> {
+        let active = || (0..self.layers.len()).filter(|&l| self.is_active(now, l));
+        active()
+            .filter(|&l| self.rate(l) <= cap_bps)
+            .max_by_key(|&l| (self.rate(l), l))
+            .or_else(|| active().min_by_key(|&l| (self.rate(l), l)))
     }
 }
 
@@ -143,10 +153,18 @@ impl LayerChoice {
     /// only for a clearly better one, and away from a layer that stopped. The new target
     /// when it changed (ask for its key frame).
     pub fn retarget(&mut self, now: Instant, layers: &Layers) -> Option<usize> {
-        let best = layers.best(now)?;
+        self.retarget_within(now, layers, u64::MAX)
+    }
+
+    /// [`LayerChoice::retarget`] within what the path to the subscriber carries for this
+    /// track (`cap_bps`, from the bandwidth estimate): a layer above it is left at once.
+    pub fn retarget_within(&mut self, now: Instant, layers: &Layers, cap_bps: u64) -> Option<usize> {
+        let best = layers.best_within(now, cap_bps)?;
         let from = self.current.unwrap_or(self.target);
         let better = layers.rate(best) as f64 > layers.rate(from) as f64 * SWITCH_UP_FACTOR;
-        let new = if !layers.is_active(now, from) || (best != from && better) { best } else { from };
+        let too_much = layers.rate(from) > cap_bps && layers.rate(best) < layers.rate(from);
+        let new =
+            if !layers.is_active(now, from) || too_much || (best != from && better) { best } else { from };
         if new == self.target {
             return None;
         }
@@ -271,6 +289,10 @@ impl Forwarder {
 
     pub fn codec(&self) -> Codec {
         self.codec
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
     }
 
     /// Whether video is held back until a key frame (ask the publisher for one).
@@ -637,6 +659,20 @@ mod tests {
         }
         assert_eq!(c.retarget(ms(2500), &layers), Some(0));
         assert_eq!(c.on_packet(0, true), LayerDecision::Switch);
+        // Within a cap: the best layer that fits, else the smallest; leaving a layer above
+        // the cap at once.
+        for i in 50..70u64 {
+            layers.on_packet(ms(i * 50), 0, 200);
+            layers.on_packet(ms(i * 50), 2, 1200);
+        }
+        let (low, high) = (layers.rate(0), layers.rate(2));
+        assert!(low < high, "{low} {high}");
+        assert_eq!(layers.best_within(ms(3500), high), Some(2));
+        assert_eq!(layers.best_within(ms(3500), high - 1), Some(0));
+        assert_eq!(layers.best_within(ms(3500), 0), Some(0));
+        assert_eq!(c.retarget_within(ms(3500), &layers, u64::MAX), Some(2));
+        assert_eq!(c.on_packet(2, true), LayerDecision::Switch);
+        assert_eq!(c.retarget_within(ms(3500), &layers, low + 1), Some(0));
         assert!(starts_keyframe(Kind::Audio, Codec::Opus, &[]));
         assert!(starts_keyframe(Kind::Video, Codec::Vp8, VP8_KEY));
         assert!(!starts_keyframe(Kind::Video, Codec::Vp8, VP8_DELTA));
