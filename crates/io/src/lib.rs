@@ -50,6 +50,7 @@ enum Command {
     Buffered(u16, oneshot::Sender<usize>),
     Unacknowledged(u16, oneshot::Sender<usize>),
     LowWater(u16, usize),
+    Credit(u16, usize),
     CloseChannel(u16),
     Close(oneshot::Sender<()>),
     AddTransceiver(MediaKind, Direction, TrackConfig, oneshot::Sender<Result<TransceiverId, RtcError>>),
@@ -305,6 +306,12 @@ impl PeerHandle {
         let _ = self.commands.send(Command::LowWater(channel, bytes));
     }
 
+    /// The application consumed `bytes` of `channel`'s messages (see
+    /// `RtcConfig::channel_receive_credit`).
+    pub fn add_receive_credit(&self, channel: u16, bytes: usize) {
+        let _ = self.commands.send(Command::Credit(channel, bytes));
+    }
+
     pub fn close_channel(&self, channel: u16) {
         let _ = self.commands.send(Command::CloseChannel(channel));
     }
@@ -420,6 +427,7 @@ async fn drive(
                     Command::Buffered(id, reply) => { let _ = reply.send(pc.buffered_amount(id)); }
                     Command::Unacknowledged(id, reply) => { let _ = reply.send(pc.unacknowledged(id)); }
                     Command::LowWater(id, bytes) => pc.set_buffered_amount_low_threshold(id, bytes),
+                    Command::Credit(id, bytes) => pc.add_receive_credit(now, id, bytes),
                     Command::CloseChannel(id) => pc.close_channel(id),
                     Command::AddTransceiver(kind, direction, config, reply) => {
                         let _ = reply.send(pc.add_transceiver(kind, direction, config));

@@ -54,6 +54,10 @@ pub struct RtcConfig {
     pub accept_media: Option<media::Direction>,
     /// Transceivers made for remote offers deliver raw RTP ([`RtcEvent::Rtp`]) rather than frames.
     pub accept_raw: bool,
+    /// Bytes of messages each data channel delivers before the application gives credit
+    /// for more ([`PeerConnection::add_receive_credit`]); `None`: no limit. With a limit, a
+    /// reader that falls behind closes the peer's SCTP window instead of growing memory.
+    pub channel_receive_credit: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -347,6 +351,10 @@ impl PeerConnection {
         let sctp_config = SctpConfig { max_receive_message: MAX_MESSAGE_SIZE, ..SctpConfig::default() };
         let association = Association::new(now, sctp_config, rng.next_block());
         let session = rng.next_block();
+        // Parity of in-band stream ids is set for the role we expect (see
+        // `create_data_channel`) and fixed when negotiation settles it.
+        let mut channels = DataChannels::new(association, false);
+        channels.set_initial_receive_credit(config.channel_receive_credit);
         Ok(PeerConnection {
             certificate,
             ice,
@@ -354,9 +362,7 @@ impl PeerConnection {
             pwd,
             dtls: None,
             dtls_role: None,
-            // Parity of in-band stream ids is set for the role we expect (see
-            // `create_data_channel`) and fixed when negotiation settles it.
-            channels: DataChannels::new(association, false),
+            channels,
             remote: None,
             remote_sdp: None,
             signaling: SignalingState::Stable,
@@ -455,6 +461,14 @@ impl PeerConnection {
 
     pub fn close_channel(&mut self, channel: u16) {
         self.channels.close(channel);
+    }
+
+    /// The application consumed `bytes` of `channel`'s messages: as many more may come
+    /// (see [`RtcConfig::channel_receive_credit`]). Held messages are delivered at once,
+    /// and a closed window is reopened with a window update.
+    pub fn add_receive_credit(&mut self, now: Instant, channel: u16, bytes: usize) {
+        self.channels.add_receive_credit(channel, bytes);
+        self.pump(now);
     }
 
     pub fn channel_label(&self, channel: u16) -> Option<&str> {

@@ -506,6 +506,21 @@ impl Association {
         self.state.receiver_mut()?.poll_message()
     }
 
+    /// `bytes` of messages taken with [`Association::poll_message`] are still held by the
+    /// application, unread: they count against the receive window as if never taken, so a
+    /// reader that does not keep up closes the peer's window. `held: false` releases them
+    /// (and announces the reopened window when it had closed).
+    pub fn hold_received(&mut self, bytes: usize, held: bool) {
+        if let Some(r) = self.state.receiver_mut() {
+            r.hold(bytes, held);
+        }
+    }
+
+    /// The receive window we would advertise now.
+    pub fn receive_window(&self) -> Option<u32> {
+        self.state.receiver().map(Receiver::a_rwnd)
+    }
+
     #[must_use]
     pub fn poll_event(&mut self) -> Option<SctpEvent> {
         self.events.pop_front()
