@@ -59,6 +59,17 @@ enum Command {
     WriteFrame(TransceiverId, Option<Codec>, u32, Vec<u8>, oneshot::Sender<Result<(), RtcError>>),
     RequestKeyframe(TransceiverId),
     MediaStats(TransceiverId, oneshot::Sender<Option<MediaStats>>),
+    TransportStats(oneshot::Sender<TransportStats>),
+}
+
+/// Counters of the connection's transport (SCTP over DTLS over ICE).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// SCTP's smoothed round-trip time, once measured.
+    pub rtt: Option<Duration>,
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    pub retransmitted_chunks: u64,
 }
 
 /// Handle to a peer connection running on the current tokio runtime.
@@ -263,6 +274,11 @@ impl PeerHandle {
         let _ = self.commands.send(Command::RequestKeyframe(id));
     }
 
+    /// The transport's counters (zero once the connection is gone).
+    pub async fn transport_stats(&self) -> TransportStats {
+        self.ask(Command::TransportStats).await.unwrap_or_default()
+    }
+
     pub async fn media_stats(&self, id: TransceiverId) -> Option<MediaStats> {
         self.ask(|tx| Command::MediaStats(id, tx)).await.ok().flatten()
     }
@@ -439,6 +455,15 @@ async fn drive(
                     }
                     Command::RequestKeyframe(id) => pc.request_keyframe(now, id),
                     Command::MediaStats(id, reply) => { let _ = reply.send(pc.media_stats(id)); }
+                    Command::TransportStats(reply) => {
+                        let (_, sctp) = pc.sctp_stats();
+                        let _ = reply.send(TransportStats {
+                            rtt: pc.sctp_rtt(),
+                            packets_sent: sctp.packets_sent,
+                            packets_received: sctp.packets_received,
+                            retransmitted_chunks: sctp.retransmitted_chunks,
+                        });
+                    }
                     Command::Close(reply) => {
                         pc.close(now);
                         closing.push(reply);

@@ -41,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(Message::Text(text)) = to_bob.recv().await {
         println!("alice got: {text}");
     }
-    let pair = alice.stats().selected_pair.ok_or("no pair")?;
+    let pair = alice.stats().await.selected_pair.ok_or("no pair")?;
     println!("selected pair: {} -> {}", pair.local_kind, pair.remote_kind);
     alice.close().await;
     println!("bob: {}", bob.closed().await);

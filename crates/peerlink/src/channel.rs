@@ -71,6 +71,8 @@ pub(crate) struct Shared {
     pub(crate) closed: AtomicBool,
     pub(crate) high_water: usize,
     pub(crate) receive_buffer: usize,
+    /// The connection's count of bytes sent.
+    pub(crate) sent: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Shared {
@@ -215,7 +217,10 @@ impl ChannelSender {
             }
             low.await;
         }
-        self.shared.handle.send(id, data, binary).await.map_err(Error::from)
+        let len = data.len() as u64;
+        self.shared.handle.send(id, data, binary).await?;
+        self.shared.sent.fetch_add(len, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Bytes queued to send and not yet handed to the network.

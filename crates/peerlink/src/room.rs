@@ -128,6 +128,16 @@ pub struct Stats {
     pub channels: usize,
     /// Bytes of messages received on data channels.
     pub bytes_received: u64,
+    /// Bytes of messages sent on data channels (handed to the connection).
+    pub bytes_sent: u64,
+    /// SCTP's smoothed round-trip time, once measured.
+    pub rtt: Option<Duration>,
+    /// SCTP packets sent and received, and DATA chunks sent again.
+    pub packets_sent: u64,
+    /// See `packets_sent`.
+    pub packets_received: u64,
+    /// See `packets_sent`.
+    pub retransmitted_chunks: u64,
 }
 
 /// The ICE candidate pair a connection uses.
@@ -158,6 +168,10 @@ struct Inner {
     state: Mutex<State>,
     incoming: tokio::sync::Mutex<mpsc::UnboundedReceiver<DataChannel>>,
     closed: watch::Receiver<Option<Gone>>,
+    /// Bytes of messages sent, counted by the channels.
+    sent: Arc<std::sync::atomic::AtomicU64>,
+    /// Woken when the connection state changes.
+    state_changed: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -313,10 +327,13 @@ impl Connection {
         let mut closed = self.inner.closed.clone();
         let up = async {
             loop {
+                let changed = self.inner.state_changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
                 if self.inner.state.lock().expect("not poisoned").stats.connected {
                     return;
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                changed.await;
             }
         };
         tokio::select! {
@@ -327,8 +344,15 @@ impl Connection {
     }
 
     /// The connection's statistics now.
-    pub fn stats(&self) -> Stats {
-        self.inner.state.lock().expect("not poisoned").stats.clone()
+    pub async fn stats(&self) -> Stats {
+        let transport = self.inner.handle.transport_stats().await;
+        let mut stats = self.inner.state.lock().expect("not poisoned").stats.clone();
+        stats.bytes_sent = self.inner.sent.load(std::sync::atomic::Ordering::Relaxed);
+        stats.rtt = transport.rtt;
+        stats.packets_sent = transport.packets_sent;
+        stats.packets_received = transport.packets_received;
+        stats.retransmitted_chunks = transport.retransmitted_chunks;
+        stats
     }
 }
 
@@ -351,6 +375,8 @@ impl Route {
             state: Mutex::new(State::default()),
             incoming: tokio::sync::Mutex::new(incoming),
             closed,
+            sent: Default::default(),
+            state_changed: tokio::sync::Notify::new(),
         });
         let route = Route { inner: inner.clone(), incoming: incoming_tx, closed: closed_tx };
         (route, Connection { inner })
@@ -368,6 +394,7 @@ impl Route {
                 closed: Default::default(),
                 high_water: options.high_water,
                 receive_buffer: options.receive_buffer,
+                sent: self.inner.sent.clone(),
             },
         );
         let mut state = self.inner.state.lock().expect("not poisoned");
@@ -423,6 +450,7 @@ impl Route {
             RtcEvent::ConnectionState(state) => {
                 self.inner.state.lock().expect("not poisoned").stats.connected =
                     state == ConnectionState::Connected;
+                self.inner.state_changed.notify_waiters();
             }
             _ => {}
         }

@@ -715,3 +715,35 @@ impl Task {
         let _ = self.app.send(SessionEvent::Gone { peer: id.to_owned(), reason });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ice_servers_resolve_with_both_families_and_skip_what_the_peer_cannot_use() {
+        let servers = [
+            IceServer {
+                urls: vec!["stun:[::1]:3479".into(), "stun:127.0.0.1".into(), "stun:localhost:3480".into()],
+                username: None,
+                credential: None,
+            },
+            IceServer {
+                urls: vec![
+                    "turn:[::1]:3478?transport=udp".into(),
+                    "turn:127.0.0.1:3478?transport=tcp".into(),
+                ],
+                username: Some("1700000000:alice".into()),
+                credential: Some("secret".into()),
+            },
+            IceServer { urls: vec!["stun:no-such-host.invalid".into()], username: None, credential: None },
+        ];
+        let config = rtc_config(&servers, &Status(None)).await;
+        let stun: Vec<String> = config.stun_servers.iter().map(|a| a.to_string()).collect();
+        assert!(stun.contains(&"[::1]:3479".to_owned()), "{stun:?}");
+        assert!(stun.contains(&"127.0.0.1:3478".to_owned()), "{stun:?}");
+        assert!(stun.iter().any(|a| a.ends_with(":3480")), "{stun:?}");
+        let turn: Vec<String> = config.turn_servers.iter().map(|t| t.server.to_string()).collect();
+        assert_eq!(turn, ["[::1]:3478"], "TCP is skipped, IPv6 kept");
+    }
+}

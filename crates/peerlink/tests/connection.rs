@@ -62,8 +62,9 @@ async fn channels_open_carry_both_kinds_in_order_and_close_gracefully() {
     assert_eq!(theirs.recv().await, Some(Message::Text(String::new())));
     theirs.send_text("back").await.unwrap();
     assert_eq!(ours.recv().await, Some(Message::Text("back".to_owned())));
-    let stats = a.stats();
+    let stats = a.stats().await;
     assert!(stats.connected && stats.channels == 1, "{stats:?}");
+    assert!(stats.bytes_sent > 200 && stats.packets_sent > 0 && stats.rtt.is_some(), "{stats:?}");
     assert_eq!(stats.selected_pair.as_ref().map(|p| p.local_kind), Some("host"));
     // What is sent just before the close is delivered: the close waits for it.
     ours.send(&[7; 100_000]).await.unwrap();

@@ -4,21 +4,49 @@
 //! channels (`peerlink-sctp`), SRTP with keys from DTLS (`peerlink-rtp`), RTP payload formats
 //! (`peerlink-media`), and RFC 7983 demultiplexing of what arrives on the selected pair.
 //!
-//! ```text
+//! A run loop over one std `UdpSocket` (`crates/peerlink/examples/sans_io.rs` runs one):
+//!
+//! ```no_run
+//! use peerlink_rtc::{ChannelConfig, Description, PeerConnection, RtcConfig, RtcEvent};
+//! use std::net::UdpSocket;
+//! use std::time::{Duration, Instant};
+//!
+//! # fn answer_from_the_peer() -> Description { unimplemented!() }
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let socket = UdpSocket::bind("127.0.0.1:0")?;
+//! let local = socket.local_addr()?;
+//! let seed = [7; 32]; // from a CSPRNG
+//! let now = Instant::now();
 //! let mut pc = PeerConnection::new(now, RtcConfig::default(), seed)?;
-//! pc.add_local_address(now, socket_addr);            // each socket the driver owns
-//! let id = pc.create_data_channel(now, ChannelConfig::reliable("chat"))?;
-//! let offer = pc.create_offer()?;                    // to the peer through signaling
-//! pc.set_local_description(now, offer.clone())?;
-//! pc.set_remote_description(now, answer)?;           // from the peer
+//! pc.add_local_address(now, local); // each socket the driver owns
+//! pc.create_data_channel(now, ChannelConfig::reliable("chat"))?;
+//! let offer = pc.create_offer()?; // to the peer through signaling
+//! pc.set_local_description(now, Some(offer))?;
+//! pc.set_remote_description(now, answer_from_the_peer())?;
+//! let (mut buf, mut datagram) = (Vec::new(), vec![0; 65_536]);
 //! loop {
-//!     pc.handle_receive(now, from, to, &datagram);
-//!     pc.handle_timeout(now);                        // at pc.poll_timeout()
-//!     while let Some(t) = pc.poll_transmit(now, &mut buf) {  // appends: a GSO batch can grow
-//!         socket(t.route.local).send_to(t.datagram(&buf), t.route.remote); buf.clear();
+//!     let now = Instant::now();
+//!     // Outputs after every batch of inputs: datagrams, then events.
+//!     while let Some(t) = pc.poll_transmit(now, &mut buf) {
+//!         socket.send_to(t.datagram(&buf), t.route.remote)?;
+//!         buf.clear(); // poll_transmit appends: a driver may batch several for one GSO send
 //!     }
-//!     while let Some(e) = pc.poll_event() { ... }    // candidates, states, channel events
+//!     while let Some(event) = pc.poll_event() {
+//!         match event {
+//!             RtcEvent::LocalCandidate(line) => { /* trickle it to the peer */ }
+//!             RtcEvent::Channel(e) => println!("{e:?}"),
+//!             _ => {}
+//!         }
+//!     }
+//!     // Inputs: a datagram, or the timer (waking early is harmless).
+//!     let wait = pc.poll_timeout().map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now));
+//!     socket.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+//!     match socket.recv_from(&mut datagram) {
+//!         Ok((n, from)) => pc.handle_receive(Instant::now(), from, local, &datagram[..n]),
+//!         Err(_) => pc.handle_timeout(Instant::now()),
+//!     }
 //! }
+//! # }
 //! ```
 
 pub use codecs::{h264_profile, supported_codecs, CodecParams, H264Profile};
@@ -261,6 +289,21 @@ struct Remote {
     setup: Setup,
 }
 
+/// A WebRTC connection, sans-IO: it owns no socket, thread or clock.
+///
+/// The calling contract (see the crate docs for a loop):
+/// - Inputs: [`PeerConnection::handle_receive`] for each datagram that arrived on a socket
+///   given with [`PeerConnection::add_local_address`], [`PeerConnection::handle_timeout`]
+///   once [`PeerConnection::poll_timeout`] is due, and the commands (descriptions,
+///   candidates, channels, media). Several inputs in a row are fine.
+/// - After a batch of inputs, drain [`PeerConnection::poll_transmit`] until `None` (send
+///   each datagram from `t.route.local` to `t.route.remote`), then
+///   [`PeerConnection::poll_event`] until `None`, then sleep until `poll_timeout()` or the
+///   next datagram, whichever comes first.
+/// - `now` never goes backwards (an [`Instant`] of a monotonic clock). A timeout handled
+///   early, or twice, is harmless; one handled late delays retransmissions by as much.
+/// - Bad input from the network is dropped and counted, never an error; the connection's
+///   end is one [`RtcEvent::Closed`]; caller mistakes return [`RtcError`].
 pub struct PeerConnection {
     certificate: Certificate,
     ice: IceAgent,
@@ -407,6 +450,11 @@ impl PeerConnection {
         (self.channels.association().state(), self.channels.association().stats())
     }
 
+    /// The SCTP association's smoothed round-trip time, once measured.
+    pub fn sctp_rtt(&self) -> Option<std::time::Duration> {
+        self.channels.association().rtt()
+    }
+
     pub fn signaling_state(&self) -> SignalingState {
         self.signaling
     }
@@ -486,7 +534,7 @@ impl PeerConnection {
 
     /// The answer to the remote offer (RFC 8829 §5.3.1): we take the DTLS client role
     /// (`a=setup:active`) when the offer allows it, as browsers do. Audio and video sections
-    /// are accepted with the formats we share (see [`codecs`]); sections of other kinds, or
+    /// are accepted with the formats we share (see [`supported_codecs`]); sections of other kinds, or
     /// with no format in common, are rejected (port 0).
     pub fn create_answer(&mut self) -> Result<Description, RtcError> {
         if self.signaling != SignalingState::HaveRemoteOffer {

@@ -781,6 +781,28 @@ mod tests {
     }
 
     #[test]
+    fn held_messages_keep_the_window_closed_and_freeing_them_announces_it() {
+        let mut r = Receiver::new(1, 64 * 1024, 1 << 20);
+        r.data(1, 0, 0, 53, WHOLE, &[0; 40 * 1024]).unwrap();
+        r.data(2, 0, 1, 53, WHOLE, &[0; 24 * 1024]).unwrap();
+        let taken = all(&mut r);
+        r.hold(64 * 1024, true);
+        assert_eq!((taken.len(), r.a_rwnd()), (2, 0), "taken but held: still in the window");
+        r.write_sack(&mut Vec::new());
+        // A little freed is not worth a SACK; a quarter of the window (or 16 KiB) is.
+        r.hold(1024, false);
+        assert!(!r.sack_now);
+        r.hold(16 * 1024, false);
+        assert!(r.sack_now, "the reopened window is announced");
+        assert_eq!(r.a_rwnd(), 17 * 1024);
+        // Once the sender knows of a fair window, freeing more is not announced at once.
+        r.write_sack(&mut Vec::new());
+        r.hold(47 * 1024, false);
+        assert!(!r.sack_now);
+        assert_eq!(r.a_rwnd(), 64 * 1024);
+    }
+
+    #[test]
     fn stream_reset_waits_for_the_last_tsn() {
         let mut r = rx();
         r.data(1000, 4, 0, 51, WHOLE, b"x").unwrap();
