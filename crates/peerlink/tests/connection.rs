@@ -97,7 +97,12 @@ async fn a_receiver_that_stops_reading_closes_the_senders_window_with_bounded_me
     const MESSAGE: usize = 64 * 1024;
     const TOTAL: usize = 1 << 30;
     let pause = std::env::var("PEERLINK_PAUSE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
-    let (a, b) = pair(options(), options()).await;
+    // PEERLINK_RECEIVE_BUFFER=1099511627776 shows what happens without the bound.
+    let mut receiver = options();
+    if let Some(bytes) = std::env::var("PEERLINK_RECEIVE_BUFFER").ok().and_then(|s| s.parse().ok()) {
+        receiver.channels.receive_buffer = bytes;
+    }
+    let (a, b) = pair(options(), receiver).await;
     let ours = a.open_channel(ChannelConfig::reliable("bulk")).await.unwrap();
     let mut theirs =
         tokio::time::timeout(Duration::from_secs(10), b.accept_channel()).await.unwrap().unwrap();
