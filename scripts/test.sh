@@ -37,6 +37,10 @@ cargo build --release -q -p peerlink-server --example turn_probe
 cargo build --release -q -p peerlink-signal --features client --example signal_probe
 cargo build --release -q -p peerlink-ice --example ice_probe --example mdns_resolve
 cargo build --release -q -p peerlink-rtc --example rtc_probe
+cargo build --release -q -p peerlink --examples
+
+step "the peerlink crate's examples: own signaling, sans-IO, echo and chat through peerlink serve"
+tests/e2e/library-examples.sh target/release/peerlink target/release/examples
 
 step "end-to-end: coturn's turnutils_stunclient against peerlink stun"
 tests/e2e/stun-stunclient.sh target/release/peerlink

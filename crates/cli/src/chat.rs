@@ -6,7 +6,7 @@
 //! meanwhile), or when the last other peer has gone.
 
 use crate::peer::{sleep_until, stdin_lines, MeetArgs};
-use crate::room::{Room, RoomEvent};
+use crate::room::RoomEvent;
 use crate::status;
 use peerlink_io::PeerHandle;
 use peerlink_rtc::{ChannelConfig, ChannelEvent, ConnectionState, RtcEvent};
@@ -36,7 +36,7 @@ struct Other {
 }
 
 pub async fn run(args: MeetArgs) -> anyhow::Result<()> {
-    let mut room = Room::join(&args, args.room_options()).await?;
+    let mut room = crate::room::join(&args, args.room_options()).await?;
     let mut lines = stdin_lines();
     let mut others: HashMap<String, Other> = HashMap::new();
     // Lines typed before any chat channel opened.

@@ -10,7 +10,7 @@
 //! left).
 
 use crate::peer::MeetArgs;
-use crate::room::{Room, RoomEvent};
+use crate::room::RoomEvent;
 use crate::status;
 use peerlink_io::PeerHandle;
 use peerlink_rtc::{ChannelConfig, ChannelEvent, Direction, MediaKind, RtcEvent, TrackConfig, TransceiverId};
@@ -32,7 +32,7 @@ pub async fn run(args: MeetArgs) -> anyhow::Result<()> {
         (MediaKind::Audio, Direction::SendRecv, TrackConfig::new(MediaKind::Audio)),
         (MediaKind::Video, Direction::SendRecv, TrackConfig::new(MediaKind::Video)),
     ];
-    let mut room = Room::join(&args, options).await?;
+    let mut room = crate::room::join(&args, options).await?;
     let mut others: HashMap<String, Other> = HashMap::new();
     let shutdown = crate::media::interrupted();
     tokio::pin!(shutdown);

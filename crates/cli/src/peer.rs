@@ -1,8 +1,6 @@
-//! What every native peer command shares: where to meet (`MeetArgs`), the signaling client,
-//! standard input read off the runtime, and small timer helpers. The room itself is in
-//! `room.rs`.
+//! What every native peer command shares: where to meet (`MeetArgs`), standard input read
+//! off the runtime, and small timer helpers. The room itself is in `room.rs`.
 
-use peerlink_signal::{ClientOptions, SignalClient};
 use std::net::IpAddr;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -45,14 +43,6 @@ impl MeetArgs {
             accept_media: Some(peerlink_rtc::Direction::Inactive),
         }
     }
-}
-
-/// The signaling client for `args`; `wait`: how long to keep trying a server that refuses
-/// connections before the first join.
-pub fn connect(args: &MeetArgs, name: &str, wait: Option<Duration>) -> SignalClient {
-    let mut options = ClientOptions::default();
-    options.give_up_after = wait;
-    SignalClient::connect_with(&args.server, &args.room, name, args.token.clone(), options)
 }
 
 /// Sleeps until `at`, or forever.

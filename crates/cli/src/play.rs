@@ -11,7 +11,7 @@
 //! `--loop` (timestamps continue, so receivers see one stream).
 
 use crate::peer::MeetArgs;
-use crate::room::{Room, RoomEvent};
+use crate::room::RoomEvent;
 use crate::status;
 use anyhow::{bail, Context};
 use peerlink_io::PeerHandle;
@@ -251,7 +251,7 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
             (*kind, Direction::SendOnly, config)
         })
         .collect();
-    let mut room = Room::join(&args.meet, options).await?;
+    let mut room = crate::room::join(&args.meet, options).await?;
     let mut others: HashMap<String, Other> = HashMap::new();
     let shutdown = crate::media::interrupted();
     tokio::pin!(shutdown);

@@ -14,7 +14,7 @@
 //! overwritten (a name in use gets `-1`, `-2`, ...).
 
 use crate::peer::MeetArgs;
-use crate::room::{Room, RoomEvent};
+use crate::room::RoomEvent;
 use crate::status;
 use anyhow::Context;
 use peerlink_mediafile::{Recorder, TrackInfo};
@@ -243,7 +243,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
         (MediaKind::Audio, Direction::RecvOnly, TrackConfig::new(MediaKind::Audio)),
         (MediaKind::Video, Direction::RecvOnly, TrackConfig::new(MediaKind::Video)),
     ];
-    let mut room = Room::join(&args.meet, options).await?;
+    let mut room = crate::room::join(&args.meet, options).await?;
     let mut people: HashMap<String, Participant> = HashMap::new();
     let mut seen_anyone = false;
     let shutdown = crate::media::interrupted();

@@ -5,7 +5,7 @@
 //! interrupted and a corrupted transfer apart.
 
 use crate::peer::MeetArgs;
-use crate::room::{Gone, Room, RoomEvent};
+use crate::room::{Gone, RoomEvent};
 use anyhow::Context;
 use peerlink_io::PeerHandle;
 use peerlink_rtc::{ChannelConfig, ChannelEvent, RtcEvent};
@@ -275,7 +275,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<Result<(), TransferError>> {
     // Checked before waiting for anyone.
     let (_, size) = open_file(&args.file).await?;
     let name = args.file.file_name().map_or("file".into(), |n| n.to_string_lossy().into_owned());
-    let mut room = Room::join(&args.meet, args.meet.room_options()).await?;
+    let mut room = crate::room::join(&args.meet, args.meet.room_options()).await?;
     match &args.to {
         Some(to) => crate::status!("peerlink: waiting for {to} to send {name} ({size} bytes)"),
         None => crate::status!("peerlink: sending {name} ({size} bytes) to every receiver that connects"),
@@ -584,7 +584,7 @@ async fn on_file_message(
 
 pub async fn recv(args: RecvArgs) -> anyhow::Result<Result<(), TransferError>> {
     prepare_out(&args.out).await?;
-    let mut room = Room::join(&args.meet, args.meet.room_options()).await?;
+    let mut room = crate::room::join(&args.meet, args.meet.room_options()).await?;
     let mut names: HashMap<String, String> = HashMap::new();
     // Connections not gone.
     let mut live: HashMap<String, PeerHandle> = HashMap::new();

@@ -7,17 +7,38 @@
 //!   extended master secret (OpenSSL's default), use_srtp with the RFC 5764 key export,
 //!   close_notify; retransmission on our own timers so it runs under a simulated clock.
 //!
-//! ```text
-//! let mut dtls = Dtls::new(now, DtlsConfig::new(Role::Client, cert, their_fingerprint))?;
+//! ```no_run
+//! use peerlink_dtls::{Certificate, Dtls, DtlsConfig, DtlsEvent, Fingerprint, Role};
+//! use std::time::Instant;
+//!
+//! # fn their_fingerprint() -> Fingerprint { unimplemented!() } // from their SDP
+//! # fn datagram_from_the_peer() -> Vec<u8> { Vec::new() }
+//! # fn send(_datagram: &[u8]) {}
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cert = Certificate::generate()?;
+//! let now = Instant::now();
+//! let mut dtls = Dtls::new(now, DtlsConfig::new(Role::Client, cert, their_fingerprint()))?;
+//! let (mut buf, mut plain) = (Vec::new(), vec![0; 65_536]);
 //! loop {
-//!     dtls.handle_receive(now, &datagram);            // DTLS datagrams from the peer
-//!     while let Some(n) = dtls.read(&mut buf) { app(&buf[..n]) }
-//!     dtls.write(b"...")?;                             // once Connected
-//!     dtls.handle_timeout(now);                        // at dtls.poll_timeout()
-//!     buf.clear();
-//!     while let Some(t) = dtls.poll_transmit(now, &mut buf) { send(t.datagram(&buf)); buf.clear() }
-//!     while let Some(e) = dtls.poll_event() { ... }    // Connected, Closed, Failed
+//!     let now = Instant::now();
+//!     dtls.handle_receive(now, &datagram_from_the_peer());
+//!     while let Some(n) = dtls.read(&mut plain) {
+//!         println!("{} bytes of application data", n);
+//!     }
+//!     if dtls.poll_timeout().is_some_and(|t| t <= now) {
+//!         dtls.handle_timeout(now);
+//!     }
+//!     while let Some(t) = dtls.poll_transmit(now, &mut buf) {
+//!         send(t.datagram(&buf));
+//!         buf.clear();
+//!     }
+//!     while let Some(event) = dtls.poll_event() {
+//!         if let DtlsEvent::Connected { .. } = event {
+//!             dtls.write(b"hello")?;
+//!         }
+//!     }
 //! }
+//! # }
 //! ```
 
 pub mod cert;

@@ -50,6 +50,7 @@ enum Command {
     Buffered(u16, oneshot::Sender<usize>),
     Unacknowledged(u16, oneshot::Sender<usize>),
     LowWater(u16, usize),
+    Credit(u16, usize),
     CloseChannel(u16),
     Close(oneshot::Sender<()>),
     AddTransceiver(MediaKind, Direction, TrackConfig, oneshot::Sender<Result<TransceiverId, RtcError>>),
@@ -62,6 +63,17 @@ enum Command {
     StopTransceiver(TransceiverId, oneshot::Sender<Result<(), RtcError>>),
     MediaStats(TransceiverId, oneshot::Sender<Option<MediaStats>>),
     BandwidthEstimate(oneshot::Sender<Option<u64>>),
+    TransportStats(oneshot::Sender<TransportStats>),
+}
+
+/// Counters of the connection's transport (SCTP over DTLS over ICE).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// SCTP's smoothed round-trip time, once measured.
+    pub rtt: Option<Duration>,
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    pub retransmitted_chunks: u64,
 }
 
 /// Handle to a peer connection running on the current tokio runtime.
@@ -288,6 +300,11 @@ impl PeerHandle {
         self.ask(Command::BandwidthEstimate).await.ok().flatten()
     }
 
+    /// The transport's counters (zero once the connection is gone).
+    pub async fn transport_stats(&self) -> TransportStats {
+        self.ask(Command::TransportStats).await.unwrap_or_default()
+    }
+
     pub async fn media_stats(&self, id: TransceiverId) -> Option<MediaStats> {
         self.ask(|tx| Command::MediaStats(id, tx)).await.ok().flatten()
     }
@@ -329,6 +346,12 @@ impl PeerHandle {
 
     pub fn set_buffered_amount_low_threshold(&self, channel: u16, bytes: usize) {
         let _ = self.commands.send(Command::LowWater(channel, bytes));
+    }
+
+    /// The application consumed `bytes` of `channel`'s messages (see
+    /// `RtcConfig::channel_receive_credit`).
+    pub fn add_receive_credit(&self, channel: u16, bytes: usize) {
+        let _ = self.commands.send(Command::Credit(channel, bytes));
     }
 
     pub fn close_channel(&self, channel: u16) {
@@ -446,6 +469,7 @@ async fn drive(
                     Command::Buffered(id, reply) => { let _ = reply.send(pc.buffered_amount(id)); }
                     Command::Unacknowledged(id, reply) => { let _ = reply.send(pc.unacknowledged(id)); }
                     Command::LowWater(id, bytes) => pc.set_buffered_amount_low_threshold(id, bytes),
+                    Command::Credit(id, bytes) => pc.add_receive_credit(now, id, bytes),
                     Command::CloseChannel(id) => pc.close_channel(id),
                     Command::AddTransceiver(kind, direction, config, reply) => {
                         let _ = reply.send(pc.add_transceiver(kind, direction, config));
@@ -463,6 +487,15 @@ async fn drive(
                     Command::StopTransceiver(id, reply) => { let _ = reply.send(pc.stop_transceiver(id)); }
                     Command::MediaStats(id, reply) => { let _ = reply.send(pc.media_stats(id)); }
                     Command::BandwidthEstimate(reply) => { let _ = reply.send(pc.bandwidth_estimate()); }
+                    Command::TransportStats(reply) => {
+                        let (_, sctp) = pc.sctp_stats();
+                        let _ = reply.send(TransportStats {
+                            rtt: pc.sctp_rtt(),
+                            packets_sent: sctp.packets_sent,
+                            packets_received: sctp.packets_received,
+                            retransmitted_chunks: sctp.retransmitted_chunks,
+                        });
+                    }
                     Command::Close(reply) => {
                         pc.close(now);
                         closing.push(reply);

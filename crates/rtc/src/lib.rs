@@ -4,21 +4,49 @@
 //! channels (`peerlink-sctp`), SRTP with keys from DTLS (`peerlink-rtp`), RTP payload formats
 //! (`peerlink-media`), and RFC 7983 demultiplexing of what arrives on the selected pair.
 //!
-//! ```text
+//! A run loop over one std `UdpSocket` (`crates/peerlink/examples/sans_io.rs` runs one):
+//!
+//! ```no_run
+//! use peerlink_rtc::{ChannelConfig, Description, PeerConnection, RtcConfig, RtcEvent};
+//! use std::net::UdpSocket;
+//! use std::time::{Duration, Instant};
+//!
+//! # fn answer_from_the_peer() -> Description { unimplemented!() }
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let socket = UdpSocket::bind("127.0.0.1:0")?;
+//! let local = socket.local_addr()?;
+//! let seed = [7; 32]; // from a CSPRNG
+//! let now = Instant::now();
 //! let mut pc = PeerConnection::new(now, RtcConfig::default(), seed)?;
-//! pc.add_local_address(now, socket_addr);            // each socket the driver owns
-//! let id = pc.create_data_channel(now, ChannelConfig::reliable("chat"))?;
-//! let offer = pc.create_offer()?;                    // to the peer through signaling
-//! pc.set_local_description(now, offer.clone())?;
-//! pc.set_remote_description(now, answer)?;           // from the peer
+//! pc.add_local_address(now, local); // each socket the driver owns
+//! pc.create_data_channel(now, ChannelConfig::reliable("chat"))?;
+//! let offer = pc.create_offer()?; // to the peer through signaling
+//! pc.set_local_description(now, Some(offer))?;
+//! pc.set_remote_description(now, answer_from_the_peer())?;
+//! let (mut buf, mut datagram) = (Vec::new(), vec![0; 65_536]);
 //! loop {
-//!     pc.handle_receive(now, from, to, &datagram);
-//!     pc.handle_timeout(now);                        // at pc.poll_timeout()
-//!     while let Some(t) = pc.poll_transmit(now, &mut buf) {  // appends: a GSO batch can grow
-//!         socket(t.route.local).send_to(t.datagram(&buf), t.route.remote); buf.clear();
+//!     let now = Instant::now();
+//!     // Outputs after every batch of inputs: datagrams, then events.
+//!     while let Some(t) = pc.poll_transmit(now, &mut buf) {
+//!         socket.send_to(t.datagram(&buf), t.route.remote)?;
+//!         buf.clear(); // poll_transmit appends: a driver may batch several for one GSO send
 //!     }
-//!     while let Some(e) = pc.poll_event() { ... }    // candidates, states, channel events
+//!     while let Some(event) = pc.poll_event() {
+//!         match event {
+//!             RtcEvent::LocalCandidate(line) => { /* trickle it to the peer */ }
+//!             RtcEvent::Channel(e) => println!("{e:?}"),
+//!             _ => {}
+//!         }
+//!     }
+//!     // Inputs: a datagram, or the timer (waking early is harmless).
+//!     let wait = pc.poll_timeout().map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now));
+//!     socket.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+//!     match socket.recv_from(&mut datagram) {
+//!         Ok((n, from)) => pc.handle_receive(Instant::now(), from, local, &datagram[..n]),
+//!         Err(_) => pc.handle_timeout(Instant::now()),
+//!     }
 //! }
+//! # }
 //! ```
 
 pub use codecs::{h264_profile, supported_codecs, CodecParams, H264Profile};
@@ -54,6 +82,10 @@ pub struct RtcConfig {
     pub accept_media: Option<media::Direction>,
     /// Transceivers made for remote offers deliver raw RTP ([`RtcEvent::Rtp`]) rather than frames.
     pub accept_raw: bool,
+    /// Bytes of messages each data channel delivers before the application gives credit
+    /// for more ([`PeerConnection::add_receive_credit`]); `None`: no limit. With a limit, a
+    /// reader that falls behind closes the peer's SCTP window instead of growing memory.
+    pub channel_receive_credit: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,6 +294,21 @@ struct Remote {
     setup: Setup,
 }
 
+/// A WebRTC connection, sans-IO: it owns no socket, thread or clock.
+///
+/// The calling contract (see the crate docs for a loop):
+/// - Inputs: [`PeerConnection::handle_receive`] for each datagram that arrived on a socket
+///   given with [`PeerConnection::add_local_address`], [`PeerConnection::handle_timeout`]
+///   once [`PeerConnection::poll_timeout`] is due, and the commands (descriptions,
+///   candidates, channels, media). Several inputs in a row are fine.
+/// - After a batch of inputs, drain [`PeerConnection::poll_transmit`] until `None` (send
+///   each datagram from `t.route.local` to `t.route.remote`), then
+///   [`PeerConnection::poll_event`] until `None`, then sleep until `poll_timeout()` or the
+///   next datagram, whichever comes first.
+/// - `now` never goes backwards (an [`Instant`] of a monotonic clock). A timeout handled
+///   early, or twice, is harmless; one handled late delays retransmissions by as much.
+/// - Bad input from the network is dropped and counted, never an error; the connection's
+///   end is one [`RtcEvent::Closed`]; caller mistakes return [`RtcError`].
 pub struct PeerConnection {
     certificate: Certificate,
     ice: IceAgent,
@@ -352,6 +399,10 @@ impl PeerConnection {
         let sctp_config = SctpConfig { max_receive_message: MAX_MESSAGE_SIZE, ..SctpConfig::default() };
         let association = Association::new(now, sctp_config, rng.next_block());
         let session = rng.next_block();
+        // Parity of in-band stream ids is set for the role we expect (see
+        // `create_data_channel`) and fixed when negotiation settles it.
+        let mut channels = DataChannels::new(association, false);
+        channels.set_initial_receive_credit(config.channel_receive_credit);
         Ok(PeerConnection {
             certificate,
             ice,
@@ -359,9 +410,7 @@ impl PeerConnection {
             pwd,
             dtls: None,
             dtls_role: None,
-            // Parity of in-band stream ids is set for the role we expect (see
-            // `create_data_channel`) and fixed when negotiation settles it.
-            channels: DataChannels::new(association, false),
+            channels,
             remote: None,
             remote_sdp: None,
             signaling: SignalingState::Stable,
@@ -404,6 +453,11 @@ impl PeerConnection {
     /// SCTP counters and state, for diagnostics.
     pub fn sctp_stats(&self) -> (peerlink_sctp::SctpState, peerlink_sctp::SctpStats) {
         (self.channels.association().state(), self.channels.association().stats())
+    }
+
+    /// The SCTP association's smoothed round-trip time, once measured.
+    pub fn sctp_rtt(&self) -> Option<std::time::Duration> {
+        self.channels.association().rtt()
     }
 
     pub fn signaling_state(&self) -> SignalingState {
@@ -462,6 +516,14 @@ impl PeerConnection {
         self.channels.close(channel);
     }
 
+    /// The application consumed `bytes` of `channel`'s messages: as many more may come
+    /// (see [`RtcConfig::channel_receive_credit`]). Held messages are delivered at once,
+    /// and a closed window is reopened with a window update.
+    pub fn add_receive_credit(&mut self, now: Instant, channel: u16, bytes: usize) {
+        self.channels.add_receive_credit(channel, bytes);
+        self.pump(now);
+    }
+
     pub fn channel_label(&self, channel: u16) -> Option<&str> {
         self.channels.label(channel)
     }
@@ -477,7 +539,7 @@ impl PeerConnection {
 
     /// The answer to the remote offer (RFC 8829 §5.3.1): we take the DTLS client role
     /// (`a=setup:active`) when the offer allows it, as browsers do. Audio and video sections
-    /// are accepted with the formats we share (see [`codecs`]); sections of other kinds, or
+    /// are accepted with the formats we share (see [`supported_codecs`]); sections of other kinds, or
     /// with no format in common, are rejected (port 0).
     pub fn create_answer(&mut self) -> Result<Description, RtcError> {
         if self.signaling != SignalingState::HaveRemoteOffer {

@@ -286,6 +286,20 @@ impl State {
     }
 }
 
+/// One SCTP association, sans-IO.
+///
+/// The calling contract:
+/// - Inputs: [`Association::handle_receive`] with each SCTP packet (one DTLS record's
+///   payload in WebRTC), [`Association::handle_timeout`] once
+///   [`Association::poll_timeout`] is due, and the commands ([`Association::connect`],
+///   [`Association::send`], [`Association::reset_streams`], [`Association::close`]).
+///   Several inputs in a row are fine.
+/// - After a batch of inputs, drain [`Association::poll_transmit`] until `None`, then
+///   [`Association::poll_event`] and [`Association::poll_message`]. Messages not taken stay
+///   in the receive window; [`Association::hold_received`] keeps taken ones there too.
+/// - `now` never goes backwards; a timeout handled early (spuriously) is harmless.
+/// - Bad packets are dropped and counted ([`Association::stats`]); the end is one
+///   [`SctpEvent::Closed`]; caller mistakes return [`SendError`].
 pub struct Association {
     config: SctpConfig,
     state: State,
@@ -504,6 +518,21 @@ impl Association {
     #[must_use]
     pub fn poll_message(&mut self) -> Option<Message> {
         self.state.receiver_mut()?.poll_message()
+    }
+
+    /// `bytes` of messages taken with [`Association::poll_message`] are still held by the
+    /// application, unread: they count against the receive window as if never taken, so a
+    /// reader that does not keep up closes the peer's window. `held: false` releases them
+    /// (and announces the reopened window when it had closed).
+    pub fn hold_received(&mut self, bytes: usize, held: bool) {
+        if let Some(r) = self.state.receiver_mut() {
+            r.hold(bytes, held);
+        }
+    }
+
+    /// The receive window we would advertise now.
+    pub fn receive_window(&self) -> Option<u32> {
+        self.state.receiver().map(Receiver::a_rwnd)
     }
 
     #[must_use]

@@ -96,6 +96,33 @@ struct Channel {
     /// DATA_CHANNEL_ACK received (or not needed): until then everything goes ordered, so
     /// nothing overtakes the OPEN (RFC 8832 §6).
     acked: bool,
+    /// Bytes of messages the application will take before it gives more credit (`None`:
+    /// no limit). A message is delivered while some credit is left.
+    credit: Option<usize>,
+    /// Messages that arrived with no credit left, in order; the association counts their
+    /// bytes as unread, so its window closes.
+    held: VecDeque<(Vec<u8>, bool)>,
+}
+
+impl Channel {
+    fn new(config: ChannelConfig, state: ChannelState, acked: bool, credit: Option<usize>) -> Channel {
+        Channel {
+            config,
+            state,
+            low_water: 0,
+            above: false,
+            out_reset: false,
+            in_reset: false,
+            acked,
+            credit,
+            held: VecDeque::new(),
+        }
+    }
+}
+
+/// The window bytes a held message stands for (an empty one is one byte on the wire).
+fn held_size(data: &[u8]) -> usize {
+    data.len().max(1)
 }
 
 /// The data channels of one association.
@@ -107,6 +134,8 @@ pub struct DataChannels {
     channels: BTreeMap<u16, Channel>,
     next_id: u16,
     events: VecDeque<ChannelEvent>,
+    /// The receive credit channels start with.
+    initial_credit: Option<usize>,
 }
 
 /// Stream ids in use at most (the association asks for 65535 each way).
@@ -121,7 +150,41 @@ impl DataChannels {
             channels: BTreeMap::new(),
             next_id: u16::from(!dtls_client),
             events: VecDeque::new(),
+            initial_credit: None,
         }
+    }
+
+    /// The receive credit every channel opened from now on starts with (see
+    /// [`DataChannels::add_receive_credit`]); `None` (the default): messages are delivered
+    /// as they arrive, however many the application leaves unread.
+    pub fn set_initial_receive_credit(&mut self, bytes: Option<usize>) {
+        self.initial_credit = bytes;
+    }
+
+    /// The application read `bytes` more of channel `id`'s messages: as many more may be
+    /// delivered. A channel out of credit keeps what arrives (in order) and leaves it
+    /// counted in the association's receive window, which closes once the window is full:
+    /// the peer stops sending rather than this side buffering without bound. Since the
+    /// window is the association's, a channel that is not read holds up the others too.
+    pub fn add_receive_credit(&mut self, id: u16, bytes: usize) {
+        let Some(c) = self.channels.get_mut(&id) else { return };
+        let Some(credit) = c.credit.as_mut() else { return };
+        *credit = credit.saturating_add(bytes);
+        while c.credit.is_some_and(|n| n > 0) {
+            let Some((data, binary)) = c.held.pop_front() else { break };
+            let size = held_size(&data);
+            self.sctp.hold_received(size, false);
+            if let Some(n) = c.credit.as_mut() {
+                *n = n.saturating_sub(size);
+            }
+            self.events.push_back(ChannelEvent::Message { id, data, binary });
+        }
+        self.finish_close(id);
+    }
+
+    /// Bytes of channel `id` waiting for receive credit.
+    pub fn held_bytes(&self, id: u16) -> usize {
+        self.channels.get(&id).map_or(0, |c| c.held.iter().map(|(d, _)| held_size(d)).sum())
     }
 
     /// Sets our DTLS role (client: even stream ids) for channels created from now on.
@@ -181,9 +244,7 @@ impl DataChannels {
         let established = self.sctp.is_established();
         let state = if established { ChannelState::Open } else { ChannelState::Connecting };
         let acked = config.negotiated.is_some();
-        let channel =
-            Channel { config, state, low_water: 0, above: false, out_reset: false, in_reset: false, acked };
-        self.channels.insert(id, channel);
+        self.channels.insert(id, Channel::new(config, state, acked, self.initial_credit));
         if established {
             self.events.push_back(ChannelEvent::Open(id));
         }
@@ -351,8 +412,9 @@ impl DataChannels {
         }
     }
 
+    /// A channel reset both ways is closed once what it holds was delivered.
     fn finish_close(&mut self, id: u16) {
-        if self.channels.get(&id).is_some_and(|c| c.in_reset && c.out_reset) {
+        if self.channels.get(&id).is_some_and(|c| c.in_reset && c.out_reset && c.held.is_empty()) {
             self.channels.remove(&id);
             self.events.push_back(ChannelEvent::Closed(id));
         }
@@ -363,20 +425,33 @@ impl DataChannels {
             dcep::PPID_DCEP => self.dcep(now, id, &data),
             dcep::PPID_STRING | dcep::PPID_STRING_PARTIAL | dcep::PPID_BINARY | dcep::PPID_BINARY_PARTIAL => {
                 let binary = matches!(ppid, dcep::PPID_BINARY | dcep::PPID_BINARY_PARTIAL);
-                if self.receiving(id) {
-                    self.events.push_back(ChannelEvent::Message { id, data, binary });
-                }
+                self.deliver(id, data, binary);
             }
-            dcep::PPID_STRING_EMPTY | dcep::PPID_BINARY_EMPTY if self.receiving(id) => {
+            dcep::PPID_STRING_EMPTY | dcep::PPID_BINARY_EMPTY => {
                 let binary = ppid == dcep::PPID_BINARY_EMPTY;
-                self.events.push_back(ChannelEvent::Message { id, data: Vec::new(), binary });
+                self.deliver(id, Vec::new(), binary);
             }
             _ => {} // unknown payload protocol: dropped
         }
     }
 
-    fn receiving(&self, id: u16) -> bool {
-        self.channels.get(&id).is_some_and(|c| matches!(c.state, ChannelState::Open | ChannelState::Closing))
+    /// A message for the application: delivered while the channel has credit, else held.
+    fn deliver(&mut self, id: u16, data: Vec<u8>, binary: bool) {
+        let Some(c) = self.channels.get_mut(&id) else { return };
+        if !matches!(c.state, ChannelState::Open | ChannelState::Closing) {
+            return;
+        }
+        match c.credit.as_mut() {
+            Some(0) => {
+                self.sctp.hold_received(held_size(&data), true);
+                c.held.push_back((data, binary));
+            }
+            Some(n) => {
+                *n = n.saturating_sub(held_size(&data));
+                self.events.push_back(ChannelEvent::Message { id, data, binary });
+            }
+            None => self.events.push_back(ChannelEvent::Message { id, data, binary }),
+        }
     }
 
     fn dcep(&mut self, now: Instant, id: u16, data: &[u8]) {
@@ -399,16 +474,7 @@ impl DataChannels {
                     negotiated: None,
                     priority: open.priority,
                 };
-                let channel = Channel {
-                    config,
-                    state: ChannelState::Open,
-                    low_water: 0,
-                    above: false,
-                    out_reset: false,
-                    in_reset: false,
-                    acked: true,
-                };
-                self.channels.insert(id, channel);
+                self.channels.insert(id, Channel::new(config, ChannelState::Open, true, self.initial_credit));
                 self.events.push_back(ChannelEvent::Incoming {
                     id,
                     label: open.label,

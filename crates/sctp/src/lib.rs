@@ -8,13 +8,35 @@
 //!   PR-SCTP; reassembly, ordered and unordered delivery).
 //! - [`dcep`], [`channels`]: WebRTC data channels (RFC 8831, RFC 8832) on top.
 //!
-//! ```text
-//! let mut sctp = Association::new(now, SctpConfig::default(), seed);
-//! sctp.connect(now);                                    // both WebRTC peers do
-//! sctp.handle_receive(now, &dtls_record);               // one packet per DTLS record
-//! while let Some(t) = sctp.poll_transmit(now, &mut buf) { dtls.seal(&buf, &mut out)?; buf.clear() }
-//! while let Some(m) = sctp.poll_message() { ... }       // stream, ppid, data
-//! sctp.send(now, stream, ppid, data, ordered, Reliability::Reliable)?;
+//! ```no_run
+//! use peerlink_sctp::{Association, Reliability, SctpConfig};
+//! use std::time::Instant;
+//!
+//! # fn record_from_dtls() -> Vec<u8> { Vec::new() }
+//! # fn seal_and_send(_packet: &[u8]) {}
+//! # fn main() -> Result<(), peerlink_sctp::SendError> {
+//! let now = Instant::now();
+//! let mut sctp = Association::new(now, SctpConfig::default(), [7; 32]); // seed from a CSPRNG
+//! sctp.connect(now); // both WebRTC peers do
+//! let mut buf = Vec::new();
+//! loop {
+//!     let now = Instant::now();
+//!     sctp.handle_receive(now, &record_from_dtls()); // one packet per DTLS record
+//!     if sctp.poll_timeout().is_some_and(|t| t <= now) {
+//!         sctp.handle_timeout(now);
+//!     }
+//!     while sctp.poll_transmit(now, &mut buf).is_some() {
+//!         seal_and_send(&buf);
+//!         buf.clear();
+//!     }
+//!     while let Some(m) = sctp.poll_message() {
+//!         println!("stream {} ppid {}: {} bytes", m.stream, m.ppid, m.data.len());
+//!     }
+//!     if sctp.is_established() {
+//!         sctp.send(now, 0, 51, b"hello".to_vec(), true, Reliability::Reliable)?;
+//!     }
+//! }
+//! # }
 //! ```
 
 pub mod assoc;

@@ -73,6 +73,11 @@ pub struct Receiver {
     next_ssn: HashMap<u16, u16>,
     delivered: VecDeque<Message>,
     delivered_bytes: usize,
+    /// Bytes of delivered messages the application holds without having read them (a data
+    /// channel out of receive credit): they stay in the window, so it closes.
+    held_bytes: usize,
+    /// The window of the last SACK, to tell when a freed buffer deserves a window update.
+    advertised: u32,
     duplicates: Vec<u32>,
     window: usize,
     max_message: usize,
@@ -101,6 +106,8 @@ impl Receiver {
             next_ssn: HashMap::new(),
             delivered: VecDeque::new(),
             delivered_bytes: 0,
+            held_bytes: 0,
+            advertised: u32::try_from(window).unwrap_or(u32::MAX),
             duplicates: Vec::new(),
             window,
             max_message,
@@ -118,13 +125,37 @@ impl Receiver {
 
     /// The receive window we advertise: what is left of our buffer.
     pub fn a_rwnd(&self) -> u32 {
-        self.window.saturating_sub(self.fragment_bytes + self.delivered_bytes) as u32
+        self.window.saturating_sub(self.fragment_bytes + self.delivered_bytes + self.held_bytes) as u32
+    }
+
+    /// `bytes` of delivered messages are held by the application (they keep counting
+    /// against the window) or, `held: false`, were released by it.
+    pub fn hold(&mut self, bytes: usize, held: bool) {
+        if held {
+            self.held_bytes += bytes;
+        } else {
+            self.held_bytes = self.held_bytes.saturating_sub(bytes);
+            self.window_update();
+        }
+    }
+
+    /// RFC 9260 §6.2: a receiver that frees buffer space after advertising a small window
+    /// tells the sender, which otherwise waits for its next window probe (up to RTO.Max).
+    /// Small increases are not announced (§6.2's silly window avoidance): it waits for a
+    /// quarter of the window or 16 KiB, whichever is less.
+    fn window_update(&mut self) {
+        let quarter = u32::try_from(self.window / 4).unwrap_or(u32::MAX);
+        let step = quarter.min(16 * 1024);
+        if self.advertised < quarter && self.a_rwnd() >= self.advertised.saturating_add(step) {
+            self.sack_now = true;
+        }
     }
 
     #[must_use]
     pub fn poll_message(&mut self) -> Option<Message> {
         let m = self.delivered.pop_front()?;
         self.delivered_bytes -= m.data.len();
+        self.window_update();
         Some(m)
     }
 
@@ -535,7 +566,8 @@ impl Receiver {
             gaps.push(self.offsets(start, end));
         }
         let dups = std::mem::take(&mut self.duplicates);
-        crate::chunk::write_sack(out, self.cumulative as u32, self.a_rwnd(), &gaps, &dups);
+        self.advertised = self.a_rwnd();
+        crate::chunk::write_sack(out, self.cumulative as u32, self.advertised, &gaps, &dups);
         self.sack_now = false;
         self.unacked_packets = 0;
     }
@@ -746,6 +778,28 @@ mod tests {
         r.data(1, 1, 0, 53, WHOLE, &[1; 4]).unwrap();
         assert_eq!(r.cumulative_tsn(), 2);
         assert_eq!(all(&mut r).len(), 1);
+    }
+
+    #[test]
+    fn held_messages_keep_the_window_closed_and_freeing_them_announces_it() {
+        let mut r = Receiver::new(1, 64 * 1024, 1 << 20);
+        r.data(1, 0, 0, 53, WHOLE, &[0; 40 * 1024]).unwrap();
+        r.data(2, 0, 1, 53, WHOLE, &[0; 24 * 1024]).unwrap();
+        let taken = all(&mut r);
+        r.hold(64 * 1024, true);
+        assert_eq!((taken.len(), r.a_rwnd()), (2, 0), "taken but held: still in the window");
+        r.write_sack(&mut Vec::new());
+        // A little freed is not worth a SACK; a quarter of the window (or 16 KiB) is.
+        r.hold(1024, false);
+        assert!(!r.sack_now);
+        r.hold(16 * 1024, false);
+        assert!(r.sack_now, "the reopened window is announced");
+        assert_eq!(r.a_rwnd(), 17 * 1024);
+        // Once the sender knows of a fair window, freeing more is not announced at once.
+        r.write_sack(&mut Vec::new());
+        r.hold(47 * 1024, false);
+        assert!(!r.sack_now);
+        assert_eq!(r.a_rwnd(), 64 * 1024);
     }
 
     #[test]

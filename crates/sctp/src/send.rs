@@ -108,6 +108,9 @@ pub struct Sender {
     /// may grow), as opposed to running out of data.
     cwnd_limited: bool,
     peer_rwnd: usize,
+    /// The peer's last SACK advertised a zero window: what times out now is a window
+    /// probe, not a sign of congestion.
+    window_closed: bool,
     srtt: Option<Duration>,
     rttvar: Duration,
     pub(crate) rto: Duration,
@@ -154,6 +157,7 @@ impl Sender {
             partial_bytes_acked: 0,
             cwnd_limited: false,
             peer_rwnd: peer_rwnd as usize,
+            window_closed: false,
             srtt: None,
             rttvar: Duration::ZERO,
             rto: RTO_INITIAL,
@@ -564,6 +568,7 @@ impl Sender {
         self.peer_rwnd = (sack.a_rwnd as usize).saturating_sub(self.flight_size);
         // §6.1 A: while the peer answers with a closed window, our window probes going
         // unacknowledged do not count against it.
+        self.window_closed = sack.a_rwnd == 0;
         if sack.a_rwnd == 0 {
             self.timeouts = 0;
         }
@@ -766,8 +771,12 @@ impl Sender {
         self.t3 = None;
         self.timeouts += 1;
         self.rto = (self.rto * 2).min(RTO_MAX);
-        self.ssthresh = (self.cwnd / 2).max(4 * self.mtu);
-        self.cwnd = self.mtu;
+        // A lost window probe says nothing about the path (RFC 9260 §6.1 A treats probes
+        // apart): the congestion window survives a receiver that stopped reading.
+        if !self.window_closed {
+            self.ssthresh = (self.cwnd / 2).max(4 * self.mtu);
+            self.cwnd = self.mtu;
+        }
         self.before_recovery = None;
         self.fast_retransmitted.clear();
         self.partial_bytes_acked = 0;
