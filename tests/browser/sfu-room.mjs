@@ -26,7 +26,7 @@ setTimeout(() => {
 
 // Runs in the page: the whole client.
 function client({ ws, room, name }) {
-  const state = { id: null, mode: null, pcs: 0, log: [], streams: {}, firstFrame: null, errors: [] };
+  const state = { id: null, mode: null, pcs: 0, log: [], streams: {}, chat: [], errors: [] };
   window.__sfu = state;
   const log = (m) => state.log.push(`${Math.round(performance.now())} ${m}`);
   let pc = null;
@@ -38,6 +38,10 @@ function client({ ws, room, name }) {
     pc = new RTCPeerConnection({ iceServers });
     state.pcs += 1;
     for (const track of media.getTracks()) pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
+    // Chat through the server: text out, {from, text} in.
+    const chat = pc.createDataChannel('chat', { ordered: true });
+    chat.onmessage = (e) => state.chat.push(JSON.parse(e.data));
+    window.__chat = chat;
     pc.onnegotiationneeded = async () => {
       try {
         makingOffer = true;
@@ -189,6 +193,24 @@ for (let i = 0; i < PAGES; i += 1) pages.push(await openPage(`p${i}`));
 const first = await allReceive(pages, `${PAGES} pages`);
 if (first.every((r) => r.mode === 'sfu')) ok('every welcome said mode sfu'); else fail(`modes: ${first.map((r) => r.mode)}`);
 if (first.every((r) => r.pcs === 1)) ok('each page has exactly one peer connection'); else fail(`peer connections: ${first.map((r) => r.pcs)}`);
+
+// Chat: one page says something, every other page hears it from that page's id.
+const said = await pages[0].page.evaluate(() => { window.__chat.send('hello through the sfu'); return window.__sfu.id; });
+const heard = [];
+const chatDeadline = Date.now() + 10000;
+while (Date.now() < chatDeadline) {
+  heard.length = 0;
+  for (const p of pages.slice(1)) {
+    heard.push(await p.page.evaluate(() => window.__sfu.chat.slice()));
+  }
+  if (heard.every((h) => h.some((m) => m.from === said && m.text === 'hello through the sfu'))) break;
+  await sleep(200);
+}
+if (heard.every((h) => h.some((m) => m.from === said && m.text === 'hello through the sfu'))) {
+  ok(`chat: the ${pages.length - 1} other pages got the message with its sender's id`);
+} else fail(`chat not relayed: ${JSON.stringify(heard)}`);
+const own = await pages[0].page.evaluate(() => window.__sfu.chat.length);
+if (own === 0) ok('chat: the sender does not get its own message back'); else fail(`sender got ${own} messages back`);
 
 // One leaves, a newcomer joins.
 const leaver = pages.shift();

@@ -33,15 +33,18 @@
 //!   (draft-holmer-rmcat-transport-wide-cc-extensions-01 §3.1), and [`TwccSendLog`], which
 //!   matches feedback to what was sent.
 //! - [`pacer`]: [`Pacer`], a token bucket with a priority queue and a bound on waiting.
+//! - [`bwe`]: [`BandwidthEstimator`], send-side bandwidth estimation from transport-wide
+//!   feedback (draft-ietf-rmcat-gcc-02: trendline delay filter, adaptive-threshold overuse
+//!   detector, AIMD, loss-based control, probing, application-limited cap, feedback
+//!   timeout).
 //! - [`keyframe`]: [`KeyframeRequests`], PLI/FIR rate limiting that holds one request.
 //!
 //! Out of scope: STAP-B, MTAP and FU-B (interleaved mode, RFC 6184 §5.7.2, §5.8), VP9
 //! superframe index generation for spatial layers (layer frames of one picture are emitted
 //! back to back), Opus multi-frame packing beyond what the encoder gives, FEC (RFC 5109,
 //! flexfec), session-multiplexed RTX (RFC 4588 §5; the `apt` mapping is the caller's),
-//! RTCP report scheduling (RFC 3550 §6.2; the caller decides when), bandwidth
-//! estimation (the feedback bookkeeping is here, the estimator is not), playout timing and
-//! jitter buffers.
+//! RTCP report scheduling (RFC 3550 §6.2; the caller decides when), REMB-based and
+//! receive-side bandwidth estimation, playout timing and jitter buffers.
 //!
 //! The receive side of one video stream, per packet and per timer (the send side mirrors
 //! it: [`SendHistory::store`] each packet, answer NACKs with [`SendHistory::get_for_resend`]
@@ -94,6 +97,7 @@
 //! ```
 
 pub mod av1;
+pub mod bwe;
 mod depacketizer;
 pub mod h264;
 pub mod keyframe;
@@ -106,6 +110,7 @@ pub mod twcc;
 pub mod vp8;
 pub mod vp9;
 
+pub use bwe::{BandwidthEstimator, BweConfig};
 pub use depacketizer::{payload_info, Depacketizer, DepacketizerConfig, DepacketizerStats, Frame};
 pub use keyframe::KeyframeRequests;
 pub use nack::{NackConfig, NackGenerator, NackStats};

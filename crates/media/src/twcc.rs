@@ -192,12 +192,21 @@ pub struct TwccPacketResult {
     /// Arrival on the receiver's clock in microseconds, origin arbitrary (only differences
     /// mean anything; quantized to 250 µs); `None`: reported not received.
     pub arrival_micros: Option<i64>,
+    /// What earlier feedback said of this packet: `None` the first time it is reported,
+    /// `Some(true)` received, `Some(false)` lost (a packet reordered across feedback is
+    /// reported again, and garbage feedback may repeat anything).
+    pub earlier: Option<bool>,
+    /// The probe cluster the packet was sent in ([`TwccSendLog::on_sent_probe`]).
+    pub probe_cluster: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Sent {
     at: Instant,
     size: usize,
+    probe_cluster: Option<u32>,
+    /// What feedback said so far: received or lost.
+    reported: Option<bool>,
 }
 
 /// The sender's log of packets sent with transport-wide sequence numbers.
@@ -223,8 +232,13 @@ impl TwccSendLog {
 
     /// A packet with this transport-wide sequence number and `size` bytes went out.
     pub fn on_sent(&mut self, now: Instant, transport_seq: u16, size: usize) {
+        self.on_sent_probe(now, transport_seq, size, None);
+    }
+
+    /// [`TwccSendLog::on_sent`] for a packet of a probe cluster, whose results carry it.
+    pub fn on_sent_probe(&mut self, now: Instant, transport_seq: u16, size: usize, cluster: Option<u32>) {
         let seq = self.unwrapper.unwrap(Serial16(transport_seq));
-        self.sent.insert(seq, Sent { at: now, size });
+        self.sent.insert(seq, Sent { at: now, size, probe_cluster: cluster, reported: None });
         while self.sent.len() > self.capacity {
             self.sent.pop_first();
         }
@@ -247,25 +261,31 @@ impl TwccSendLog {
             None => wire,
             Some(last) => {
                 let cycle = 1i64 << 24;
-                let k = (last - wire + cycle / 2).div_euclid(cycle);
-                wire + k * cycle
+                let k = last.saturating_sub(wire).saturating_add(cycle / 2).div_euclid(cycle);
+                wire.saturating_add(k.saturating_mul(cycle))
             }
         };
         self.reference = Some(reference);
-        let mut arrival = reference * REFERENCE_MICROS;
+        // Saturating: a long run of garbage reference times must not overflow.
+        let mut arrival = reference.saturating_mul(REFERENCE_MICROS);
         let mut out = Vec::new();
         for p in feedback.packets() {
             let status = p.delta.map(|d| {
-                arrival += i64::from(d) * DELTA_MICROS;
+                arrival = arrival.saturating_add(i64::from(d) * DELTA_MICROS);
                 arrival
             });
             let seq = self.unwrapper.peek(p.sequence);
-            if let Some(s) = self.sent.get(&seq) {
+            if let Some(s) = self.sent.get_mut(&seq) {
+                let earlier = s.reported;
+                // Once received, always received.
+                s.reported = Some(earlier == Some(true) || status.is_some());
                 out.push(TwccPacketResult {
                     sequence: p.sequence,
                     sent: s.at,
                     size: s.size,
                     arrival_micros: status,
+                    earlier,
+                    probe_cluster: s.probe_cluster,
                 });
             }
         }

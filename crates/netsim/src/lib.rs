@@ -1,6 +1,6 @@
-//! A simulated network for tests: hosts on access links with delay, jitter, loss,
-//! reordering, duplication and an MTU, some of them behind NATs with the RFC 4787
-//! behaviours, all on a virtual clock and a seeded random source, so every run with the
+//! A simulated network for tests: hosts on access links with delay, jitter, loss, a rate
+//! with a FIFO queue, reordering, duplication and an MTU, some of them behind NATs with the
+//! RFC 4787 behaviours, all on a virtual clock and a seeded random source, so every run with the
 //! same seed and the same inputs is the same run.
 //!
 //! Topology: a public core with no delay of its own; every host hangs off it through its
@@ -85,6 +85,13 @@ pub struct LinkConfig {
     pub mtu: usize,
     /// `false`: every packet is dropped (a blackout).
     pub up: bool,
+    /// Bottleneck rate in bits per second, IP and UDP headers included (0: unlimited).
+    /// Packets wait their turn in a FIFO queue, one per direction, and leave one after
+    /// another; the queue's wait comes before the delay.
+    pub rate_bps: u64,
+    /// With a rate: the longest a packet may wait in the queue; one that would wait longer
+    /// is dropped (a tail-drop buffer sized in time).
+    pub queue: Duration,
 }
 
 impl Default for LinkConfig {
@@ -97,6 +104,8 @@ impl Default for LinkConfig {
             reorder: 0.0,
             mtu: 1500,
             up: true,
+            rate_bps: 0,
+            queue: Duration::from_secs(1),
         }
     }
 }
@@ -120,6 +129,8 @@ pub struct NetStats {
     /// No host has the destination address, or a spoofed source.
     pub unroutable: u64,
     pub link_down: u64,
+    /// Dropped by a full rate queue.
+    pub overflow: u64,
 }
 
 #[derive(Debug)]
@@ -128,6 +139,8 @@ struct Host {
     nat: Option<NatId>,
     link: LinkConfig,
     inbox: VecDeque<Datagram>,
+    /// When each direction's rate queue is empty again: [up, down].
+    queue_free: [Option<Instant>; 2],
 }
 
 #[derive(Debug)]
@@ -204,7 +217,7 @@ impl Network {
 
     /// A host with address `ip`: public, or private behind `nat`.
     pub fn add_host(&mut self, ip: IpAddr, nat: Option<NatId>, link: LinkConfig) -> HostId {
-        self.hosts.push(Host { ip, nat, link, inbox: VecDeque::new() });
+        self.hosts.push(Host { ip, nat, link, inbox: VecDeque::new(), queue_free: [None; 2] });
         HostId(self.hosts.len() - 1)
     }
 
@@ -295,7 +308,11 @@ impl Network {
             1
         };
         for _ in 0..copies {
-            let mut delay = link.delay + link.jitter.mul_f64(self.rng.unit());
+            let Some(wait) = self.queue_wait(host, up, datagram.payload.len() + overhead) else {
+                self.stats.overflow += 1;
+                continue;
+            };
+            let mut delay = wait + link.delay + link.jitter.mul_f64(self.rng.unit());
             if self.rng.chance(link.reorder) {
                 delay += link.delay.max(Duration::from_millis(1));
             }
@@ -304,6 +321,24 @@ impl Network {
             self.seq += 1;
             self.events.push(Reverse(Event { at: self.now + delay, seq: self.seq, stage }));
         }
+    }
+
+    /// How long a packet of `len` bytes takes through the link's rate queue, waiting and
+    /// serialisation; `None` when the queue is full.
+    fn queue_wait(&mut self, host: HostId, up: bool, len: usize) -> Option<Duration> {
+        let h = &mut self.hosts[host.0];
+        if h.link.rate_bps == 0 {
+            return Some(Duration::ZERO);
+        }
+        let free = &mut h.queue_free[usize::from(!up)];
+        let start = free.map_or(self.now, |f| f.max(self.now));
+        if start - self.now > h.link.queue {
+            return None;
+        }
+        let transmit = Duration::from_nanos((len as u64 * 8).saturating_mul(1_000_000_000) / h.link.rate_bps);
+        let done = start + transmit;
+        *free = Some(done);
+        Some(done - self.now)
     }
 
     /// A packet that crossed `from`'s access link: through its NAT, across the core, to the

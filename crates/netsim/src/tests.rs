@@ -155,6 +155,32 @@ fn packets_over_the_mtu_are_dropped() {
 }
 
 #[test]
+fn a_rate_limited_link_queues_then_drops_at_the_tail() {
+    let t0 = Instant::now();
+    let mut net = Network::new(1, t0);
+    let link = LinkConfig { rate_bps: 800_000, queue: Duration::from_millis(45), ..LinkConfig::default() };
+    let a = net.add_host(ip(S1), None, link);
+    let b = net.add_host(ip(S2), None, LinkConfig::default());
+    // 1000 bytes with IP and UDP headers: 10 ms each at 800 kbit/s.
+    for _ in 0..7 {
+        net.send(a, Datagram::new("198.51.100.1:1", "198.51.100.2:2", &[0; 972]));
+    }
+    let mut arrivals = Vec::new();
+    while let Some(at) = net.poll_timeout() {
+        net.advance(at);
+        arrivals.extend(drain(&mut net, b).iter().map(|_| at - t0));
+    }
+    // Waits of 0, 10, ..., 40 ms fit the 45 ms queue; the next two do not.
+    let want: Vec<_> = (1..=5).map(|k| Duration::from_millis(10 * k + 10)).collect();
+    assert_eq!(arrivals, want);
+    assert_eq!(net.stats().overflow, 2);
+    // Once drained, the queue takes packets again.
+    net.send(a, Datagram::new("198.51.100.1:1", "198.51.100.2:2", &[0; 972]));
+    settle(&mut net);
+    assert_eq!(drain(&mut net, b).len(), 1);
+}
+
+#[test]
 fn a_blackout_drops_everything_until_the_link_is_back() {
     let mut net = Network::new(1, Instant::now());
     let a = net.add_host(ip(S1), None, LinkConfig::default());

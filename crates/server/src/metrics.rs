@@ -24,6 +24,51 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str
 }
 
 /// Signaling counters, appended to the TURN metrics by `peerlink serve`.
+/// The SFU's counters in the Prometheus text format.
+pub fn render_sfu(stats: &crate::sfu::SfuStats) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut out = String::new();
+    let participants = stats.participants.load(Relaxed);
+    metric(
+        &mut out,
+        "peerlink_sfu_participants",
+        "gauge",
+        "Connections to the SFU now.",
+        &[("", participants)],
+    );
+    let counters: [(&str, &str, u64); 5] = [
+        (
+            "peerlink_sfu_forwarded_packets_total",
+            "RTP packets forwarded to subscribers.",
+            stats.forwarded_packets.load(Relaxed),
+        ),
+        (
+            "peerlink_sfu_dropped_packets_total",
+            "RTP packets not forwarded (before a key frame, unknown format).",
+            stats.dropped_packets.load(Relaxed),
+        ),
+        (
+            "peerlink_sfu_keyframe_requests_total",
+            "Subscribers' key frame requests passed to publishers.",
+            stats.keyframe_requests.load(Relaxed),
+        ),
+        (
+            "peerlink_sfu_chat_relayed_total",
+            "Chat messages relayed to participants.",
+            stats.chat_relayed.load(Relaxed),
+        ),
+        (
+            "peerlink_sfu_timeouts_total",
+            "Participants dropped for not offering or not answering.",
+            stats.timeouts.load(Relaxed),
+        ),
+    ];
+    for (name, help, value) in counters {
+        metric(&mut out, name, "counter", help, &[("", value)]);
+    }
+    out
+}
+
 pub fn render_signal(stats: &peerlink_signal::hub::HubStats) -> String {
     let mut out = String::new();
     let gauges: [(&str, &str, u64); 4] = [

@@ -70,9 +70,14 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
         } else {
             None
         };
-        let _ = &sfu;
         let metrics_signal = signal.clone();
-        let render: metrics::Render = Arc::new(move || metrics::render_signal(&metrics_signal.stats_now()));
+        let render: metrics::Render = Arc::new(move || {
+            let mut out = metrics::render_signal(&metrics_signal.stats_now());
+            if let Some(sfu) = &sfu {
+                out.push_str(&metrics::render_sfu(sfu));
+            }
+            out
+        });
         // With a certificate, the app is served over HTTPS: browsers on other machines grant
         // camera and microphone to secure pages only.
         let https = match &turn.cert_key {

@@ -11,8 +11,8 @@
 
 use peerlink_io::{Peer, PeerConfig, PeerHandle};
 use peerlink_rtc::{
-    CodecParams, ConnectionState, Description, Direction, MediaKind, RtcConfig, RtcEvent, SdpType,
-    TrackConfig, TransceiverId,
+    ChannelEvent, CodecParams, ConnectionState, Description, Direction, MediaKind, RtcConfig, RtcEvent,
+    SdpType, TrackConfig, TransceiverId,
 };
 use peerlink_rtp::RtpPacket;
 use peerlink_sfu::{Change, Forwarder, Kind, Room, TrackKey, Verdict};
@@ -22,7 +22,23 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+
+/// After a switch back to a mesh, media goes on through the SFU this long while the
+/// participants' mesh connections come up.
+const SWITCH_GRACE: Duration = Duration::from_secs(5);
+/// A participant that has not offered this long after joining is dropped...
+const OFFER_TIMEOUT: Duration = Duration::from_secs(30);
+/// ...and so is one that does not answer our offer within this.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
+/// The chat channel's label (as in a mesh: docs/signaling.md).
+const CHAT_LABEL: &str = "chat";
+/// Chat messages relayed per participant: this many a second, in bursts of `CHAT_BURST`.
+const CHAT_RATE: f64 = 10.0;
+const CHAT_BURST: f64 = 50.0;
+/// Largest chat message relayed.
+const CHAT_MAX: usize = 16 * 1024;
 
 /// Counters for metrics.
 #[derive(Debug, Default)]
@@ -31,6 +47,8 @@ pub struct SfuStats {
     pub forwarded_packets: AtomicU64,
     pub dropped_packets: AtomicU64,
     pub keyframe_requests: AtomicU64,
+    pub chat_relayed: AtomicU64,
+    pub timeouts: AtomicU64,
 }
 
 /// Where the SFU's connections gather host candidates (empty: every usable local address).
@@ -41,7 +59,17 @@ pub struct SfuConfig {
 
 enum Input {
     Hub(SfuEvent),
-    Peer { peer: Arc<str>, generation: u64, event: Option<RtcEvent> },
+    Peer {
+        peer: Arc<str>,
+        generation: u64,
+        event: Option<RtcEvent>,
+    },
+    /// The grace after a switch to a mesh is over for this participant.
+    GraceOver {
+        peer: String,
+        generation: u64,
+    },
+    Tick,
 }
 
 /// What a participant publishes on one of its receiving transceivers.
@@ -74,6 +102,29 @@ struct Participant {
     published: HashMap<TransceiverId, Publication>,
     subscriptions: HashMap<TrackKey<String>, Subscription>,
     by_transceiver: HashMap<TransceiverId, TrackKey<String>>,
+    joined_at: Instant,
+    offered_at: Instant,
+    /// The room went back to a mesh: dropped after the grace.
+    leaving: bool,
+    /// Its chat channel, once it opened one.
+    chat: Option<u16>,
+    chat_tokens: f64,
+    chat_refill: Instant,
+}
+
+impl Participant {
+    /// Takes one chat message from the participant's budget.
+    fn take_chat(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.chat_refill).as_secs_f64();
+        self.chat_refill = now;
+        self.chat_tokens = (self.chat_tokens + elapsed * CHAT_RATE).min(CHAT_BURST);
+        if self.chat_tokens >= 1.0 {
+            self.chat_tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Starts the SFU and attaches it to the signaling service.
@@ -85,6 +136,16 @@ pub async fn start(signal: SignalService, config: SfuConfig) -> Arc<SfuStats> {
     tokio::spawn(async move {
         while let Some(event) = hub_rx.recv().await {
             if forward.send(Input::Hub(event)).is_err() {
+                break;
+            }
+        }
+    });
+    let ticks = tx.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            interval.tick().await;
+            if ticks.send(Input::Tick).is_err() {
                 break;
             }
         }
@@ -125,7 +186,16 @@ impl Sfu {
         while let Some(input) = inputs.recv().await {
             match input {
                 Input::Hub(SfuEvent::Join { room, peer }) => self.join(room, peer).await,
-                Input::Hub(SfuEvent::Leave { peer, .. }) => self.leave(&peer, "left the room").await,
+                Input::Hub(SfuEvent::Leave { peer, switched: false, .. }) => {
+                    self.leave(&peer, "left the room").await
+                }
+                Input::Hub(SfuEvent::Leave { peer, switched: true, .. }) => self.grace(&peer),
+                Input::GraceOver { peer, generation } => {
+                    if self.participants.get(&peer).is_some_and(|p| p.leaving && p.generation == generation) {
+                        self.leave(&peer, "the room is a mesh again").await;
+                    }
+                }
+                Input::Tick => self.tick().await,
                 Input::Hub(SfuEvent::Signal { peer, data, .. }) => {
                     if let Err(e) = self.on_signal(&peer, &data).await {
                         tracing::info!(%peer, error = %e, "sfu: signal refused");
@@ -142,9 +212,45 @@ impl Sfu {
         }
     }
 
+    /// The room went back to a mesh: `peer`'s media goes on for [`SWITCH_GRACE`].
+    fn grace(&mut self, peer: &str) {
+        let Some(p) = self.participants.get_mut(peer) else { return };
+        p.leaving = true;
+        let (inputs, peer, generation) = (self.inputs.clone(), peer.to_owned(), p.generation);
+        tokio::spawn(async move {
+            tokio::time::sleep(SWITCH_GRACE).await;
+            let _ = inputs.send(Input::GraceOver { peer, generation });
+        });
+    }
+
+    /// Participants that never offer, or never answer ours, are dropped.
+    async fn tick(&mut self) {
+        let now = Instant::now();
+        let stale: Vec<(String, &'static str)> = self
+            .participants
+            .iter()
+            .filter_map(|(id, p)| {
+                if !p.ready && now.saturating_duration_since(p.joined_at) > OFFER_TIMEOUT {
+                    Some((id.clone(), "it never offered"))
+                } else if p.offered && now.saturating_duration_since(p.offered_at) > ANSWER_TIMEOUT {
+                    Some((id.clone(), "it never answered our offer"))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (peer, why) in stale {
+            self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+            self.leave(&peer, why).await;
+        }
+    }
+
     async fn join(&mut self, room: String, peer: String) {
-        if self.participants.contains_key(&peer) {
-            return;
+        match self.participants.get(&peer) {
+            // Back in SFU mode during the grace: a new connection (the client makes one).
+            Some(p) if p.leaving => self.leave(&peer, "the room switched again").await,
+            Some(_) => return,
+            None => {}
         }
         let config = PeerConfig {
             rtc: RtcConfig {
@@ -190,6 +296,12 @@ impl Sfu {
                 published: HashMap::new(),
                 subscriptions: HashMap::new(),
                 by_transceiver: HashMap::new(),
+                joined_at: Instant::now(),
+                offered_at: Instant::now(),
+                leaving: false,
+                chat: None,
+                chat_tokens: CHAT_BURST,
+                chat_refill: Instant::now(),
             },
         );
         // Its subscriptions are made once its own offer was answered (see `reconcile`).
@@ -233,6 +345,9 @@ impl Sfu {
     /// Adds and stops `peer`'s sending transceivers to match the room's tracks, and offers.
     async fn reconcile(&mut self, peer: &str) {
         let Some(p) = self.participants.get(peer) else { return };
+        if p.leaving {
+            return;
+        }
         if !p.ready || p.offered {
             if let Some(p) = self.participants.get_mut(peer) {
                 p.pending = true;
@@ -305,6 +420,7 @@ impl Sfu {
         let Some(p) = self.participants.get_mut(peer) else { return };
         p.pending = false;
         p.offered = true;
+        p.offered_at = Instant::now();
         let handle = p.handle.clone();
         match handle.create_offer().await {
             Ok(offer) => {
@@ -414,6 +530,19 @@ impl Sfu {
             {
                 self.offer(peer).await;
             }
+            RtcEvent::Channel(ChannelEvent::Incoming { id, label, .. }) if label == CHAT_LABEL => {
+                if let Some(p) = self.participants.get_mut(peer) {
+                    p.chat = Some(id);
+                }
+            }
+            RtcEvent::Channel(ChannelEvent::Closed(id)) => {
+                if let Some(p) = self.participants.get_mut(peer).filter(|p| p.chat == Some(id)) {
+                    p.chat = None;
+                }
+            }
+            RtcEvent::Channel(ChannelEvent::Message { id, data, binary: false }) => {
+                self.chat(peer, id, data).await
+            }
             RtcEvent::ConnectionState(ConnectionState::Connected) => {
                 tracing::info!(%peer, "sfu: participant connected");
             }
@@ -421,6 +550,29 @@ impl Sfu {
                 self.leave(peer, &format!("its connection closed: {reason}")).await;
             }
             _ => {}
+        }
+    }
+
+    /// A chat message from `peer` goes to everyone else in its room, with who sent it.
+    async fn chat(&mut self, peer: &str, channel: u16, data: Vec<u8>) {
+        let now = Instant::now();
+        let Some(p) = self.participants.get_mut(peer).filter(|p| p.chat == Some(channel)) else { return };
+        if data.len() > CHAT_MAX || !p.take_chat(now) {
+            tracing::debug!(%peer, bytes = data.len(), "sfu: chat message dropped (too large or too many)");
+            return;
+        }
+        let Ok(text) = String::from_utf8(data) else { return };
+        let room = p.room.clone();
+        let message = json!({"from": peer, "text": text}).to_string().into_bytes();
+        let to: Vec<(PeerHandle, u16)> = self
+            .participants
+            .iter()
+            .filter(|(id, q)| id.as_str() != peer && q.room == room)
+            .filter_map(|(_, q)| q.chat.map(|c| (q.handle.clone(), c)))
+            .collect();
+        for (handle, channel) in to {
+            self.stats.chat_relayed.fetch_add(1, Ordering::Relaxed);
+            let _ = handle.send(channel, message.clone(), false).await;
         }
     }
 

@@ -112,8 +112,9 @@ pub const SFU_PEER: &str = "sfu";
 pub enum SfuEvent {
     /// `peer` is in `room` and the room is in SFU mode (it joined, or the room switched).
     Join { room: String, peer: String },
-    /// `peer` is gone from the SFU (it left, or the room went back to a mesh).
-    Leave { room: String, peer: String },
+    /// `peer` is gone from the SFU: it left, or (`switched`) the room went back to a mesh,
+    /// when its media may go on through the SFU for a moment while the mesh connects.
+    Leave { room: String, peer: String, switched: bool },
     /// `peer` sent `data` (JSON) to `"sfu"`.
     Signal { room: String, peer: String, data: String },
 }
@@ -708,7 +709,7 @@ impl Hub {
             self.out.push_back(Output::Sfu(if sfu {
                 SfuEvent::Join { room, peer }
             } else {
-                SfuEvent::Leave { room, peer }
+                SfuEvent::Leave { room, peer, switched: true }
             }));
         }
     }
@@ -729,7 +730,8 @@ impl Hub {
     fn remove_peer(&mut self, id: &str, publish: bool) {
         let Some(peer) = self.unlist(id) else { return };
         if self.sfu_rooms.contains(&peer.room) {
-            self.out.push_back(Output::Sfu(SfuEvent::Leave { room: peer.room.clone(), peer: id.to_owned() }));
+            let event = SfuEvent::Leave { room: peer.room.clone(), peer: id.to_owned(), switched: false };
+            self.out.push_back(Output::Sfu(event));
             let left = self.rooms.get(&peer.room).map_or(0, Vec::len);
             if left == 0 {
                 self.sfu_rooms.remove(&peer.room);

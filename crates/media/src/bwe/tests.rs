@@ -1,0 +1,171 @@
+use super::*;
+use crate::TestRng;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn quiet() -> BweConfig {
+    BweConfig { probing: false, ..BweConfig::default() }
+}
+
+/// Feedback for `count` packets from `base`, all received `gap` quarter-ms apart.
+fn received(base: u16, count: usize, gap: i16) -> TransportCc {
+    TransportCc { base_sequence: base, deltas: vec![Some(gap); count], ..Default::default() }
+}
+
+#[test]
+fn feedback_before_anything_was_sent_is_ignored() {
+    let mut bwe = BandwidthEstimator::new(quiet());
+    bwe.on_feedback(Instant::now(), &received(0, 10, 4));
+    assert_eq!(bwe.stats().statuses_ignored, 10);
+    assert_eq!(bwe.target_bitrate(), 300_000);
+    assert_eq!(bwe.poll_timeout(), None);
+}
+
+#[test]
+fn duplicate_and_repeated_reports_count_once() {
+    let t0 = Instant::now();
+    let mut bwe = BandwidthEstimator::new(quiet());
+    for s in 0..10 {
+        bwe.on_packet_sent(t0 + MS * u32::from(s), s, 1000);
+    }
+    let mut fb = received(0, 10, 4);
+    fb.deltas[3] = None;
+    bwe.on_feedback(t0 + 50 * MS, &fb);
+    bwe.on_feedback(t0 + 51 * MS, &fb);
+    // Then the lost one turns up (reordered across feedback).
+    bwe.on_feedback(t0 + 52 * MS, &received(3, 1, 4));
+    let stats = bwe.stats();
+    assert_eq!((stats.packets_received, stats.packets_lost, stats.statuses_ignored), (10, 0, 10));
+}
+
+#[test]
+fn garbage_feedback_never_panics() {
+    let t0 = Instant::now();
+    let mut rng = TestRng::new(18);
+    let mut bwe = BandwidthEstimator::new(BweConfig::default());
+    let mut now = t0;
+    for round in 0..1000u32 {
+        now += MS * rng.below(30);
+        for _ in 0..rng.below(20) {
+            bwe.on_packet_sent(now, rng.next() as u16 % 200, rng.below(1500) as usize);
+        }
+        while let Some(c) = bwe.poll_probe(now) {
+            bwe.on_probe_sent(now, rng.next() as u16 % 200, 1200, c.id ^ (round & 1));
+        }
+        let len = rng.below(120) as usize;
+        let body = rng.bytes(len);
+        if let Ok(fb) = TransportCc::decode(&body) {
+            bwe.on_feedback(now, &fb);
+        }
+        // Hand-made: extreme deltas and reference times, out of order bases, duplicates.
+        let count = rng.below(40) as usize;
+        let fb = TransportCc {
+            base_sequence: rng.next() as u16 % 220,
+            reference_time: [0, -0x80_0000, 0x7f_ffff, rng.next() as i32 >> 8][rng.below(4) as usize],
+            deltas: (0..count)
+                .map(|_| {
+                    [None, Some(i16::MIN), Some(i16::MAX), Some(rng.next() as i16)][rng.below(4) as usize]
+                })
+                .collect(),
+            ..Default::default()
+        };
+        bwe.on_feedback(now, &fb);
+        bwe.on_feedback(now, &fb);
+        if let Some(at) = bwe.poll_timeout() {
+            bwe.handle_timeout(at.max(now));
+        }
+        let rate = bwe.target_bitrate();
+        assert!((30_000..=10_000_000).contains(&rate), "{rate}");
+    }
+    assert!(bwe.stats().feedbacks > 1000);
+}
+
+#[test]
+fn silence_halves_the_rate_after_the_timeout_then_every_second() {
+    let t0 = Instant::now();
+    let mut bwe = BandwidthEstimator::new(BweConfig { start_bps: 800_000, ..quiet() });
+    bwe.on_packet_sent(t0, 0, 1000);
+    bwe.on_feedback(t0 + 50 * MS, &received(0, 1, 4));
+    let rate = bwe.target_bitrate();
+    assert_eq!(bwe.poll_timeout(), None, "nothing waits for feedback");
+    bwe.on_packet_sent(t0 + 60 * MS, 1, 1000);
+    let at = bwe.poll_timeout().unwrap();
+    assert_eq!(at, t0 + 50 * MS + FEEDBACK_TIMEOUT);
+    bwe.handle_timeout(at - MS);
+    assert_eq!(bwe.target_bitrate(), rate);
+    bwe.handle_timeout(at);
+    assert_eq!(bwe.target_bitrate(), rate / 2);
+    assert_eq!(bwe.poll_timeout(), Some(at + TIMEOUT_REPEAT));
+    bwe.handle_timeout(at + TIMEOUT_REPEAT);
+    assert_eq!(bwe.target_bitrate(), rate / 4);
+    assert_eq!(bwe.stats().timeouts, 2);
+}
+
+#[test]
+fn an_idle_sender_is_not_timed_out_when_it_starts_again() {
+    let t0 = Instant::now();
+    let mut bwe = BandwidthEstimator::new(quiet());
+    bwe.on_packet_sent(t0, 0, 1000);
+    bwe.on_feedback(t0 + 50 * MS, &received(0, 1, 4));
+    bwe.on_packet_sent(t0 + 10_000 * MS, 1, 1000);
+    assert_eq!(bwe.poll_timeout(), Some(t0 + 10_000 * MS + MIN_UNANSWERED));
+}
+
+#[test]
+fn probes_come_out_once_and_their_result_sets_the_rate() {
+    let t0 = Instant::now();
+    let mut bwe = BandwidthEstimator::new(BweConfig::default());
+    let clusters: Vec<_> = std::iter::from_fn(|| bwe.poll_probe(t0)).collect();
+    assert_eq!(clusters.iter().map(|c| c.bitrate_bps).collect::<Vec<_>>(), [900_000, 1_800_000]);
+    // The first cluster: 5 packets of 1200 bytes, 10 ms apart when sent and received.
+    let c = clusters[0];
+    for s in 0..5u16 {
+        bwe.on_probe_sent(t0 + MS * u32::from(s) * 10, s, 1200, c.id);
+    }
+    bwe.on_feedback(t0 + 100 * MS, &received(0, 5, 40));
+    // 4 × 1200 bytes over 40 ms: 960 kbit/s each way, and the cluster ran at 900.
+    assert_eq!(bwe.stats().probe_results, 1);
+    assert_eq!(bwe.target_bitrate(), 960_000);
+}
+
+#[test]
+fn garbage_decoded_as_feedback_from_random_bytes_never_panics() {
+    let t0 = Instant::now();
+    let mut bwe = BandwidthEstimator::new(BweConfig::default());
+    for s in 0..1000u16 {
+        bwe.on_packet_sent(t0 + MS * u32::from(s), s, 1000);
+    }
+    let mut rng = TestRng::new(7);
+    for (i, body) in rng.garbage(1500, 120).into_iter().enumerate() {
+        if let Ok(fb) = TransportCc::decode(&body) {
+            bwe.on_feedback(t0 + MS * (1000 + i as u32), &fb);
+        }
+    }
+    assert!(bwe.target_bitrate() >= 30_000);
+}
+
+#[test]
+fn extreme_settings_and_sizes_stay_within_bounds() {
+    let t0 = Instant::now();
+    for config in [
+        BweConfig { start_bps: u64::MAX, min_bps: u64::MAX, max_bps: u64::MAX, probing: true },
+        BweConfig { start_bps: 0, min_bps: 0, max_bps: 0, probing: true },
+        BweConfig { start_bps: 5, min_bps: 10, max_bps: 1, probing: true },
+    ] {
+        let mut bwe = BandwidthEstimator::new(config);
+        for s in 0..200u16 {
+            let now = t0 + MS * u32::from(s);
+            match bwe.poll_probe(now) {
+                Some(c) => bwe.on_probe_sent(now, s, usize::MAX, c.id),
+                None => bwe.on_packet_sent(now, s, usize::MAX / 2),
+            }
+        }
+        for base in (0..200u16).step_by(20) {
+            bwe.on_feedback(t0 + MS * (250 + u32::from(base)), &received(base, 20, 1));
+        }
+        bwe.handle_timeout(t0 + 100 * FEEDBACK_TIMEOUT);
+        let rate = bwe.target_bitrate();
+        let (min, max) = (bwe.config.min_bps, bwe.config.max_bps);
+        assert!(min >= 1 && (min..=max).contains(&rate), "{config:?}: {rate}");
+    }
+}
