@@ -23,7 +23,7 @@ const MEDIA_TIMEOUT_MS = 10000;
 // once the new side delivered anything (and at most SWITCH_CAP_MS in all).
 const SWITCH_BOUND_MS = 3000;
 const SWITCH_CAP_MS = 8000;
-const SWITCH_POLL_MS = 100;
+const SWITCH_POLL_MS = 200;
 // The others switch at about the same time but not at once: the old connections stay this
 // much longer after all our tiles moved, so theirs can move before we close.
 const SWITCH_MARGIN_MS = 1000;
@@ -58,7 +58,7 @@ const app = {
   tiles: new Map(), // id -> Tile of a remote participant, whatever carries its media
   sfu: null, // { peer, streams: Map publisher id -> MediaStream, opened }: connection to "sfu"
   switching: null, // the mode switch in progress (see beginSwitch)
-  switches: [], // finished switches, for tests: { to, ms, moved, forced }
+  switches: [], // finished switches, for tests: { to, ms, moved, forced, at: {id: ms moved} }
   chat: [],
   transfers: new Map(), // key -> { record, row, peerId, peerName }
   errors: [],
@@ -604,8 +604,8 @@ function layoutTiles() {
 // message, or a welcome in the other mode after a rejoin) makes the new connections first:
 // to "sfu", one connection to the server; to "mesh", one per peer, offering to the peers that
 // joined before us as a newcomer does. Each tile keeps showing the old source until the new
-// one decodes frames of that participant (getStats framesDecoded advancing, polled every
-// SWITCH_POLL_MS), then follows the new one; once every tile moved (or the bound passed) the
+// one decodes frames of that participant (its receiver's getStats framesDecoded advancing,
+// polled every SWITCH_POLL_MS), then follows the new one; once every tile moved (or the bound passed) the
 // old connections close. So no tile goes black while the new path comes up.
 
 function showMode() {
@@ -768,7 +768,7 @@ function sourceOf(id) {
 function beginSwitch(to) {
   cancelSwitch();
   const sw = { to, started: performance.now(), delivered: null, allMoved: null, moved: new Set(),
-    first: new Map(), timer: null, busy: false };
+    first: new Map(), at: {}, wall: Date.now(), timer: null, busy: false };
   app.switching = sw;
   sw.timer = setInterval(() => checkSwitch(sw), SWITCH_POLL_MS);
   renderAllTiles();
@@ -798,6 +798,7 @@ async function checkSwitch(sw) {
     } else if (f > sw.first.get(id)) {
       sw.moved.add(id);
       sw.delivered ??= performance.now();
+      sw.at[id.slice(0, 6)] = Math.round(performance.now() - sw.started);
       renderTile(id);
     }
   }
@@ -811,27 +812,25 @@ async function checkSwitch(sw) {
   finishSwitch(sw, waiting);
 }
 
-/** Frames decoded so far per participant on the connection(s) of mode `to`. */
+/** Frames decoded so far per participant on the connection(s) of mode `to`. Only the video
+ * receivers' stats: cheaper than each connection's whole report, several times a second. */
 async function framesFrom(to) {
+  const tracks = []; // [participant id, pc, remote video track]
+  if (to === 'sfu' && app.sfu) {
+    for (const [id, stream] of app.sfu.streams) tracks.push([id, app.sfu.peer.pc, liveVideo(stream)]);
+  } else if (to === 'mesh') {
+    for (const [id, { peer }] of app.peers) tracks.push([id, peer.pc, liveVideo(peer.remoteStream)]);
+  }
   const out = new Map();
-  if (to === 'sfu') {
-    if (!app.sfu) return out;
-    const { peer, streams } = app.sfu;
-    await peer.refreshStats().catch(() => {});
-    for (const [id, stream] of streams) {
-      const v = liveVideo(stream);
-      const s = v && peer.stats.tracks.get(v.id);
-      if (s) out.set(id, s.framesDecoded);
-    }
-    return out;
-  }
-  const entries = [...app.peers];
-  await Promise.all(entries.map(([, { peer }]) => peer.refreshStats().catch(() => {})));
-  for (const [id, { peer }] of entries) {
-    const v = liveVideo(peer.remoteStream);
-    const s = v && peer.stats.tracks.get(v.id);
-    if (s) out.set(id, s.framesDecoded);
-  }
+  await Promise.all(tracks.map(async ([id, pc, track]) => {
+    const receiver = track && pc.getReceivers().find((r) => r.track === track);
+    if (!receiver) return;
+    try {
+      (await receiver.getStats()).forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video') out.set(id, s.framesDecoded || 0);
+      });
+    } catch { /* closed meanwhile */ }
+  }));
   return out;
 }
 
@@ -839,7 +838,7 @@ function finishSwitch(sw, waiting) {
   clearInterval(sw.timer);
   app.switching = null;
   app.switches.push({ to: sw.to, ms: Math.round(performance.now() - sw.started), moved: sw.moved.size,
-    forced: waiting.length });
+    forced: waiting.length, at: sw.at, wall: sw.wall });
   if (sw.to === 'sfu' && app.mode === 'sfu') {
     for (const [id, { peer }] of [...app.peers]) if (peer.retiring) removePeer(id);
   } else if (sw.to === 'mesh' && app.mode === 'mesh' && app.sfu?.peer.retiring) {
