@@ -24,6 +24,7 @@ const MEDIA_TIMEOUT_MS = 10000;
 const SWITCH_BOUND_MS = 3000;
 const SWITCH_CAP_MS = 8000;
 const SWITCH_POLL_MS = 200;
+const SWITCH_STREAK = 2;
 // The others switch at about the same time but not at once: the old connections stay this
 // much longer after all our tiles moved, so theirs can move before we close.
 const SWITCH_MARGIN_MS = 1000;
@@ -768,7 +769,7 @@ function sourceOf(id) {
 function beginSwitch(to) {
   cancelSwitch();
   const sw = { to, started: performance.now(), delivered: null, allMoved: null, moved: new Set(),
-    first: new Map(), at: {}, wall: Date.now(), timer: null, busy: false };
+    seen: new Map(), at: {}, wall: Date.now(), timer: null, busy: false };
   app.switching = sw;
   sw.timer = setInterval(() => checkSwitch(sw), SWITCH_POLL_MS);
   renderAllTiles();
@@ -793,9 +794,12 @@ async function checkSwitch(sw) {
   for (const id of app.tiles.keys()) {
     const f = frames.get(id);
     if (sw.moved.has(id) || f === undefined) continue;
-    if (!sw.first.has(id)) {
-      sw.first.set(id, f);
-    } else if (f > sw.first.get(id)) {
+    // Frames decoded in SWITCH_STREAK polls in a row: the new path flows (a first key frame
+    // alone may be followed by a stall while the sender's new encoder settles).
+    const seen = sw.seen.get(id);
+    const streak = seen && f > seen.frames ? seen.streak + 1 : 0;
+    sw.seen.set(id, { frames: f, streak });
+    if (streak >= SWITCH_STREAK) {
       sw.moved.add(id);
       sw.delivered ??= performance.now();
       sw.at[id.slice(0, 6)] = Math.round(performance.now() - sw.started);
