@@ -27,7 +27,7 @@ const SWITCH_POLL_MS = 200;
 const SWITCH_STREAK = 2;
 // The others switch at about the same time but not at once: the old connections stay this
 // much longer after all our tiles moved, so theirs can move before we close.
-const SWITCH_MARGIN_MS = 1000;
+const SWITCH_MARGIN_MS = 2000;
 const SFU_REOPEN_MS = 3000;
 
 export function validRoom(room) {
