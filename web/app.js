@@ -29,6 +29,7 @@ const SWITCH_STREAK = 2;
 // much longer after all our tiles moved, so theirs can move before we close.
 const SWITCH_MARGIN_MS = 2000;
 const SFU_REOPEN_MS = 3000;
+const SFU_LOST_MS = 4000;
 
 export function validRoom(room) {
   return typeof room === 'string' && ROOM_RE.test(room);
@@ -689,13 +690,20 @@ function closeSfu() {
  * the server that still works stays (the server kept us); otherwise a new one. */
 function rejoinSfu(peers) {
   for (const { peer } of app.peers.values()) peer.retiring = true;
-  if (!app.sfu || app.sfu.peer.retiring || app.sfu.peer.ended) {
-    closeSfu();
-    openSfu();
-  }
+  // (A connection that looks up may still be dead: a restarted server; onSfuChange replaces it
+  // once ICE says so.)
+  if (!app.sfu || app.sfu.peer.retiring || app.sfu.peer.pc.connectionState !== 'connected') replaceSfu();
   for (const p of peers) tileOf(p.id);
   pruneTiles();
   if (app.peers.size) beginSwitch('sfu');
+  renderAllTiles();
+}
+
+/** A new connection to the server in place of ours; the tiles stay. */
+function replaceSfu() {
+  const old = app.sfu;
+  openSfu();
+  old?.peer.close();
   renderAllTiles();
 }
 
@@ -703,15 +711,20 @@ let sfuReopened = 0;
 function onSfuChange(p) {
   if (app.sfu?.peer !== p) return;
   renderAllTiles();
-  // The server dropped our connection (e.g. it lost us for a moment): a new one, while the
-  // room is still through the server and we are in it.
-  if (p.ended && !p.retiring && app.mode === 'sfu' && app.signalState === 'joined'
-      && performance.now() - sfuReopened > SFU_REOPEN_MS) {
-    sfuReopened = performance.now();
-    console.warn('server connection ended; making a new one');
-    const old = app.sfu;
-    openSfu();
-    old.peer.close();
+  // The server dropped our connection, or stopped answering for SFU_LOST_MS (e.g. it
+  // restarted): a new one, while the room is still through the server and we are in it.
+  const now = performance.now();
+  if (p.pc.connectionState !== 'disconnected') {
+    p.lostSince = null;
+  } else if (!p.lostSince) {
+    p.lostSince = now;
+    setTimeout(() => onSfuChange(p), SFU_LOST_MS + 50);
+  }
+  const lost = p.ended || (p.lostSince && now - p.lostSince >= SFU_LOST_MS);
+  if (lost && !p.retiring && app.mode === 'sfu' && app.signalState === 'joined' && now - sfuReopened > SFU_REOPEN_MS) {
+    sfuReopened = now;
+    console.warn('server connection lost; making a new one');
+    replaceSfu();
   }
 }
 
