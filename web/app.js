@@ -25,6 +25,7 @@ const SWITCH_BOUND_MS = 3000;
 const SWITCH_CAP_MS = 8000;
 const SWITCH_POLL_MS = 200;
 const SWITCH_STREAK = 2;
+const CLOSE_SPACING_MS = 300;
 // The others switch at about the same time but not at once: the old connections stay this
 // much longer after all our tiles moved, so theirs can move before we close.
 const SWITCH_MARGIN_MS = 2000;
@@ -782,7 +783,7 @@ function sourceOf(id) {
 function beginSwitch(to) {
   cancelSwitch();
   const sw = { to, started: performance.now(), delivered: null, allMoved: null, moved: new Set(),
-    seen: new Map(), at: {}, wall: Date.now(), timer: null, busy: false };
+    seen: new Map(), movedAt: new Map(), at: {}, wall: Date.now(), timer: null, busy: false };
   app.switching = sw;
   sw.timer = setInterval(() => checkSwitch(sw), SWITCH_POLL_MS);
   renderAllTiles();
@@ -816,7 +817,16 @@ async function checkSwitch(sw) {
       sw.moved.add(id);
       sw.delivered ??= performance.now();
       sw.at[id.slice(0, 6)] = Math.round(performance.now() - sw.started);
+      sw.movedAt.set(id, performance.now());
       renderTile(id);
+    }
+  }
+  // To the server: each mesh connection goes SWITCH_MARGIN_MS after its tile moved (decoding
+  // both paths of everyone at once is what a small machine cannot afford for long).
+  if (sw.to === 'sfu') {
+    for (const [id, at] of sw.movedAt) {
+      const entry = app.peers.get(id);
+      if (entry?.peer.retiring && performance.now() - at >= SWITCH_MARGIN_MS) removePeer(id);
     }
   }
   const oldSide = (id) => (sw.to === 'sfu' ? app.peers.has(id) : !!app.sfu?.streams.has(id));
@@ -857,7 +867,11 @@ function finishSwitch(sw, waiting) {
   app.switches.push({ to: sw.to, ms: Math.round(performance.now() - sw.started), moved: sw.moved.size,
     forced: waiting.length, at: sw.at, wall: sw.wall });
   if (sw.to === 'sfu' && app.mode === 'sfu') {
-    for (const [id, { peer }] of [...app.peers]) if (peer.retiring) removePeer(id);
+    // One at a time: closing a connection tears down its encoders and decoders at once.
+    const old = [...app.peers].filter(([, { peer }]) => peer.retiring);
+    old.forEach(([id, { peer }], i) => setTimeout(() => {
+      if (app.peers.get(id)?.peer === peer && peer.retiring) removePeer(id);
+    }, i * CLOSE_SPACING_MS));
   } else if (sw.to === 'mesh' && app.mode === 'mesh' && app.sfu?.peer.retiring) {
     closeSfu();
   }

@@ -9,7 +9,8 @@
 # PEERLINK_WEB_DIR=web serves the app from the work tree instead of the binary's copy.
 #
 #   tests/e2e/web-sfu.sh [path/to/peerlink]
-#   CASES="sfu auto" (the default)   KEEP=DIR   keep the server logs in DIR
+#   CASES="sfu auto" (the default; "control": auto's joins and leaves with no switch, printed
+#   for comparison)   KEEP=DIR   keep the server logs in DIR
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib/common.sh
@@ -37,6 +38,7 @@ for case in ${CASES:-sfu auto}; do
     case $case in
         sfu) args="--room-mode sfu" limit=85 ;;
         auto) args="--room-mode auto --mesh-max 4" limit=115 ;;
+        control) args="--room-mode sfu" limit=115 ;;
         *) echo "unknown case $case" >&2; exit 2 ;;
     esac
     ns=plwsfu$$$case
