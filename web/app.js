@@ -1,5 +1,8 @@
 // Peerlink browser app: joins a room through the signaling server, then runs a mesh of
-// RTCPeerConnections (one per other participant) carrying camera/microphone, chat and files.
+// RTCPeerConnections (one per other participant) carrying camera/microphone, chat and files;
+// or, in a room the server runs in SFU mode, one connection to the server ("sfu") carrying
+// our media up and everyone else's down. Rooms switch modes as they grow and shrink; the
+// tiles stay and change source once the new connections deliver (see "Room modes" below).
 //
 //   /?room=NAME[&name=ME][&token=T][&relay=1]
 //
@@ -16,6 +19,18 @@ const ROOM_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/;
 const MAX_PEERS = 6; // participants in a mesh, us included
 const MEDIA_TIMEOUT_MS = 10000;
+// A mode switch keeps the old connections until the new ones deliver video, at most this long
+// once the new side delivered anything (and at most SWITCH_CAP_MS in all).
+const SWITCH_BOUND_MS = 3000;
+const SWITCH_CAP_MS = 8000;
+const SWITCH_POLL_MS = 200;
+const SWITCH_STREAK = 2;
+const CLOSE_SPACING_MS = 300;
+// The others switch at about the same time but not at once: the old connections stay this
+// much longer after all our tiles moved, so theirs can move before we close.
+const SWITCH_MARGIN_MS = 2000;
+const SFU_REOPEN_MS = 3000;
+const SFU_LOST_MS = 4000;
 
 export function validRoom(room) {
   return typeof room === 'string' && ROOM_RE.test(room);
@@ -40,7 +55,13 @@ const app = {
   localStream: null,
   media: 'pending',
   selfTile: null,
-  peers: new Map(), // id -> { peer, tile }
+  peers: new Map(), // id -> { peer, tile }: mesh connections
+  mode: 'mesh', // how the room carries media: 'mesh' or 'sfu' (welcome.mode, mode messages)
+  roster: new Map(), // id -> name: the room's members in joining order, us included
+  tiles: new Map(), // id -> Tile of a remote participant, whatever carries its media
+  sfu: null, // { peer, streams: Map publisher id -> MediaStream, opened }: connection to "sfu"
+  switching: null, // the mode switch in progress (see beginSwitch)
+  switches: [], // finished switches, for tests: { to, ms, moved, forced, at: {id: ms moved} }
   chat: [],
   transfers: new Map(), // key -> { record, row, peerId, peerName }
   errors: [],
@@ -92,6 +113,16 @@ function snapshot() {
     media: app.media,
     iceServers: app.iceServers.map((s) => ({ urls: s.urls })),
     peers,
+    mode: app.mode,
+    switching: app.switching ? app.switching.to : null,
+    switches: app.switches,
+    sfu: app.sfu ? {
+      connectionState: app.sfu.peer.pc.connectionState,
+      signalingState: app.sfu.peer.pc.signalingState,
+      chatOpen: app.sfu.peer.chatOpen,
+      streams: [...app.sfu.streams].map(([id, st]) => ({ id, tracks: st.getTracks().map((t) => `${t.kind}:${t.readyState}`) })),
+    } : null,
+    tiles: [...app.tiles].map(([id, t]) => ({ id, name: app.roster.get(id) ?? null, source: t.node.dataset.source || null })),
     chat: app.chat,
     chatReceived: app.chat.filter((m) => !m.mine && !m.system),
     filesReceived: transfers.filter((t) => t.direction === 'receive' && t.status === 'verified'),
@@ -189,7 +220,7 @@ async function start(room, name) {
     url: `${proto}//${location.host}/ws`,
     join: { room, name, token: app.token },
     handlers: {
-      onWelcome, onPeerJoined, onPeerLeft, onSignal, onError: showServerError, onState: showSignalState,
+      onWelcome, onPeerJoined, onPeerLeft, onSignal, onMode, onError: showServerError, onState: showSignalState,
     },
   });
   app.signaling.start();
@@ -231,6 +262,16 @@ function onWelcome(msg, { rejoined } = {}) {
   const id = String(msg.id);
   const peers = (Array.isArray(msg.peers) ? msg.peers : [])
     .filter((p) => p && typeof p.id === 'string' && p.id !== id);
+  app.mode = msg.mode === 'sfu' ? 'sfu' : 'mesh';
+  showMode();
+  // The server lists the others in joining order and puts us last.
+  app.roster = new Map(peers.map((p) => [p.id, cleanName(p.name)]));
+  app.roster.set(id, app.name);
+  if (rejoined && id === app.selfId && app.mode === 'sfu') {
+    app.rejoins++;
+    rejoinSfu(peers);
+    return;
+  }
   if (rejoined && id === app.selfId) {
     // Back after a lost signaling connection under the same id: the others still know us.
     // Working connections stay as they are (no new offer); only peers we have no working
@@ -250,19 +291,45 @@ function onWelcome(msg, { rejoined } = {}) {
       if (entry) removePeer(p.id);
       if (app.peers.size < MAX_PEERS - 1) addPeer(p.id, p.name, true);
     }
+    // Back in a mesh from a room through the server: the server's connection goes once the
+    // mesh delivers.
+    if (app.sfu) {
+      app.sfu.peer.retiring = true;
+      beginSwitch('mesh');
+    }
+    pruneTiles();
     return;
   }
   // A new session (first join, or the server could not give our id back): the others know us
   // by a new id now, so every connection starts afresh.
-  if (app.peers.size) systemLine('Rejoined the room as a newcomer; reconnecting to everyone.');
+  if (app.peers.size || app.sfu) systemLine('Rejoined the room as a newcomer; reconnecting to everyone.');
+  cancelSwitch();
+  closeSfu();
   for (const pid of [...app.peers.keys()]) removePeer(pid);
+  pruneTiles();
   app.selfId = id;
+  if (app.mode === 'sfu') {
+    openSfu();
+    for (const p of peers) tileOf(p.id);
+    renderAllTiles();
+    return;
+  }
   for (const p of peers.slice(0, MAX_PEERS - 1)) addPeer(p.id, p.name, true);
   if (peers.length >= MAX_PEERS) notice(`This room has more than ${MAX_PEERS} participants; connected to the first ${MAX_PEERS - 1}.`);
 }
 
 function onPeerJoined(p) {
   if (p.id === app.selfId) return;
+  // The server moves a rejoining peer to the end of the room's order.
+  app.roster.delete(p.id);
+  app.roster.set(p.id, cleanName(p.name));
+  if (app.mode === 'sfu') {
+    const known = app.tiles.has(p.id);
+    tileOf(p.id);
+    renderTile(p.id);
+    if (!known) systemLine(`${cleanName(p.name)} joined`);
+    return;
+  }
   const entry = app.peers.get(p.id);
   if (entry) {
     // Someone we know, back in the room after losing signaling (or a server restart): keep a
@@ -284,9 +351,19 @@ function onPeerJoined(p) {
 }
 
 function onPeerLeft(id) {
+  const name = app.roster.get(id);
+  app.roster.delete(id);
+  app.sfu?.streams.delete(id);
   const entry = app.peers.get(id);
-  if (!entry) return;
-  peerAway(entry.peer);
+  if (entry && app.mode === 'mesh') {
+    peerAway(entry.peer);
+    return;
+  }
+  // Through the server, a peer's media ends with its session (the server drops it).
+  if (entry) removePeer(id);
+  const had = app.tiles.has(id);
+  dropTile(id);
+  if (had && !app.tiles.has(id)) systemLine(`${name ?? 'Someone'} left`);
 }
 
 /** The peer is not in the signaling room. Its session may have ended because it left, or only
@@ -311,9 +388,14 @@ function checkAway(peer) {
 }
 
 function onSignal(from, data) {
+  if (from === 'sfu') {
+    app.sfu?.peer.handleSignal(data);
+    return;
+  }
   let entry = app.peers.get(from);
   if (!entry) {
-    if (app.peers.size >= MAX_PEERS - 1) return;
+    // Through the server, nobody makes a connection to us (a late signal of a mesh).
+    if (app.mode === 'sfu' || app.peers.size >= MAX_PEERS - 1) return;
     entry = addPeer(from, '…', false);
   }
   entry.peer.handleSignal(data);
@@ -364,6 +446,8 @@ function backToJoin(problem) {
   app.signaling?.close();
   app.signaling = null;
   clearInterval(app.statsTimer);
+  cancelSwitch();
+  closeSfu();
   for (const id of [...app.peers.keys()]) removePeer(id);
   app.localStream?.getTracks().forEach((t) => t.stop());
   app.localStream = null;
@@ -387,7 +471,7 @@ function cleanName(name) {
 
 function addPeer(id, name, initiator) {
   const peerId = id;
-  const tile = new Tile({ key: id, name: cleanName(name), self: false });
+  const tile = tileOf(id, name);
   const peer = new Peer({
     id,
     name: cleanName(name),
@@ -401,6 +485,9 @@ function addPeer(id, name, initiator) {
       change: (p) => {
         renderPeer(p);
         checkAway(p);
+        // A mesh connection replaced by the server's: gone once it ends (the other side
+        // closed it), its tile carried on by the server's streams.
+        if (p.retiring && p.ended && app.peers.get(p.id)?.peer === p) removePeer(p.id);
       },
       chat: (p, text) => chatLine({ from: p.id, name: p.name, text, mine: false }),
       fileChannel: (p, ch) => startReceive(p, ch),
@@ -415,8 +502,6 @@ function addPeer(id, name, initiator) {
   });
   const entry = { peer, tile };
   app.peers.set(id, entry);
-  $('tiles').append(tile.node);
-  layoutTiles();
   renderPeer(peer);
   return entry;
 }
@@ -425,15 +510,60 @@ function removePeer(id) {
   const entry = app.peers.get(id);
   if (!entry) return;
   entry.peer.close();
-  entry.tile.node.remove();
   app.peers.delete(id);
+  dropTile(id);
+  renderTile(id);
+}
+
+/** The tile of participant `id`, made on first use. */
+function tileOf(id, name) {
+  let tile = app.tiles.get(id);
+  if (!tile) {
+    tile = new Tile({ key: id, name: cleanName(name ?? app.roster.get(id)), self: false });
+    app.tiles.set(id, tile);
+    $('tiles').append(tile.node);
+    layoutTiles();
+  }
+  return tile;
+}
+
+/** Removes the tile of `id` once nothing carries its media: no mesh connection, and not a
+ * member of a room whose media comes through the server. */
+function dropTile(id) {
+  const tile = app.tiles.get(id);
+  if (!tile || app.peers.has(id) || (app.sfu && app.roster.has(id))) return;
+  tile.node.remove();
+  app.tiles.delete(id);
   layoutTiles();
+}
+
+function pruneTiles() {
+  for (const id of [...app.tiles.keys()]) dropTile(id);
 }
 
 function renderPeer(peer) {
   const entry = app.peers.get(peer.id);
   if (!entry || entry.peer !== peer) return;
-  const { tile } = entry;
+  renderTile(peer.id);
+}
+
+/** Shows participant `id` from the source its tile follows now (see sourceOf). */
+function renderTile(id) {
+  const tile = app.tiles.get(id);
+  if (!tile) return;
+  const entry = app.peers.get(id);
+  const source = sourceOf(id);
+  tile.node.dataset.source = source;
+  if (source === 'sfu') {
+    renderFromSfu(id, tile);
+    return;
+  }
+  if (!entry) {
+    tile.setStream(null);
+    tile.setState('waiting');
+    return;
+  }
+  const { peer } = entry;
   tile.setName(peer.name);
   tile.setStream(peer.remoteStream.getTracks().length ? peer.remoteStream : null);
   const s = peer.pc.connectionState;
@@ -454,11 +584,298 @@ async function refreshStats() {
     } catch { /* closed meanwhile */ }
     renderPeer(peer);
   }
+  if (app.sfu) {
+    try {
+      await app.sfu.peer.refreshStats();
+    } catch { /* closed meanwhile */ }
+    renderAllTiles();
+  }
+}
+
+function renderAllTiles() {
+  for (const id of app.tiles.keys()) renderTile(id);
 }
 
 function layoutTiles() {
   const n = $('tiles').children.length;
   $('tiles').dataset.count = String(n);
+}
+
+// ---- room modes: a mesh, or through the server (SFU) ----------------------------------------
+//
+// Each remote participant has one tile, whatever carries its media. A switch (a mode
+// message, or a welcome in the other mode after a rejoin) makes the new connections first:
+// to "sfu", one connection to the server; to "mesh", one per peer, offering to the peers that
+// joined before us as a newcomer does. Each tile keeps showing the old source until the new
+// one decodes frames of that participant (its receiver's getStats framesDecoded advancing,
+// polled every SWITCH_POLL_MS), then follows the new one; once every tile moved (or the bound passed) the
+// old connections close. So no tile goes black while the new path comes up.
+
+function showMode() {
+  const label = $('room-label');
+  label.dataset.mode = app.mode;
+  label.title = app.mode === 'sfu'
+    ? 'Media goes through the server (too many participants for direct connections).'
+    : 'Media goes directly between the participants.';
+}
+
+function onMode(mode) {
+  if (mode === app.mode || !app.selfId) return;
+  app.mode = mode;
+  showMode();
+  if (mode === 'sfu') {
+    for (const { peer } of app.peers.values()) peer.retiring = true;
+    if (!app.sfu || app.sfu.peer.retiring) {
+      closeSfu();
+      openSfu();
+    }
+    if (app.peers.size) beginSwitch('sfu');
+    else cancelSwitch();
+    return;
+  }
+  // Back to a mesh: connect as newcomers do, each offering to those who joined before it.
+  if (app.sfu) app.sfu.peer.retiring = true;
+  const ids = [...app.roster.keys()];
+  const me = ids.indexOf(app.selfId);
+  ids.forEach((id, i) => {
+    if (id === app.selfId) return;
+    const entry = app.peers.get(id);
+    if (entry && !entry.peer.ended) {
+      entry.peer.retiring = false;
+      return;
+    }
+    if (entry) removePeer(id);
+    if (app.peers.size < MAX_PEERS - 1) addPeer(id, app.roster.get(id), i < me);
+  });
+  if (app.sfu) beginSwitch('mesh');
+  else cancelSwitch();
+}
+
+/** Our connection to the server of a room in SFU mode: polite, our tracks sendonly, one
+ * stream per other participant (stream id = its peer id), chat relayed by the server. */
+function openSfu() {
+  const peer = new Peer({
+    id: 'sfu',
+    name: 'server',
+    selfId: app.selfId,
+    sfu: true,
+    iceServers: app.iceServers,
+    relayOnly: app.relayOnly,
+    localStream: app.localStream,
+    initiator: true,
+    signal: (data) => app.signaling?.signal('sfu', data),
+    on: {
+      change: (p) => onSfuChange(p),
+      track: (p, ev) => onSfuTrack(p, ev),
+      chat: (p, text, from) => {
+        if (from === app.selfId) return;
+        chatLine({ from, name: app.roster.get(from) ?? '…', text, mine: false });
+      },
+      fileChannel: (p, ch) => ch.close(),
+      log: (p, text) => console.warn(`server connection: ${text}`),
+    },
+  });
+  app.sfu = { peer, streams: new Map(), opened: performance.now() };
+}
+
+function closeSfu() {
+  if (!app.sfu) return;
+  const { peer } = app.sfu;
+  app.sfu = null;
+  peer.close();
+  pruneTiles();
+  renderAllTiles();
+}
+
+/** Same id granted after a lost signaling connection, the room in SFU mode. A connection to
+ * the server that still works stays (the server kept us); otherwise a new one. */
+function rejoinSfu(peers) {
+  for (const { peer } of app.peers.values()) peer.retiring = true;
+  // (A connection that looks up may still be dead: a restarted server; onSfuChange replaces it
+  // once ICE says so.)
+  if (!app.sfu || app.sfu.peer.retiring || app.sfu.peer.pc.connectionState !== 'connected') replaceSfu();
+  for (const p of peers) tileOf(p.id);
+  pruneTiles();
+  if (app.peers.size) beginSwitch('sfu');
+  renderAllTiles();
+}
+
+/** A new connection to the server in place of ours; the tiles stay. */
+function replaceSfu() {
+  const old = app.sfu;
+  openSfu();
+  old?.peer.close();
+  renderAllTiles();
+}
+
+let sfuReopened = 0;
+function onSfuChange(p) {
+  if (app.sfu?.peer !== p) return;
+  renderAllTiles();
+  // The server dropped our connection, or stopped answering for SFU_LOST_MS (e.g. it
+  // restarted): a new one, while the room is still through the server and we are in it.
+  const now = performance.now();
+  if (p.pc.connectionState !== 'disconnected') {
+    p.lostSince = null;
+  } else if (!p.lostSince) {
+    p.lostSince = now;
+    setTimeout(() => onSfuChange(p), SFU_LOST_MS + 50);
+  }
+  const lost = p.ended || (p.lostSince && now - p.lostSince >= SFU_LOST_MS);
+  if (lost && !p.retiring && app.mode === 'sfu' && app.signalState === 'joined' && now - sfuReopened > SFU_REOPEN_MS) {
+    sfuReopened = now;
+    console.warn('server connection lost; making a new one');
+    replaceSfu();
+  }
+}
+
+function onSfuTrack(p, ev) {
+  if (app.sfu?.peer !== p) return;
+  const stream = ev.streams[0];
+  if (!stream || stream.id === app.selfId) return;
+  const id = stream.id;
+  app.sfu.streams.set(id, stream);
+  // The server stops a track's section when its publisher leaves.
+  stream.onremovetrack = () => renderTile(id);
+  ev.track.onunmute = () => renderTile(id);
+  ev.track.onended = () => renderTile(id);
+  if (app.roster.has(id)) tileOf(id);
+  renderTile(id);
+}
+
+function renderFromSfu(id, tile) {
+  const link = app.sfu?.peer;
+  const stream = app.sfu?.streams.get(id);
+  tile.setName(app.roster.get(id) ?? '…');
+  tile.setStream(stream && stream.getTracks().length ? stream : null);
+  if (!link) {
+    tile.setState('waiting');
+    return;
+  }
+  const s = link.pc.connectionState;
+  tile.setState(s === 'new' ? 'waiting' : s, s);
+  const st = link.stats;
+  const parts = ['via server'];
+  if (st.rtt !== null) parts.push(`${st.rtt} ms`);
+  const video = liveVideo(stream);
+  const v = video && st.tracks.get(video.id);
+  if (v?.width) parts.push(`${v.width}×${v.height}${v.fps ? ` ${Math.round(v.fps)} fps` : ''}`);
+  tile.setNet(parts.join(' · '));
+}
+
+function liveVideo(stream) {
+  return stream ? stream.getVideoTracks().filter((t) => t.readyState === 'live').pop() || null : null;
+}
+
+/** Which connection the tile of `id` shows: during a switch the old one until the new one
+ * delivers that participant's video; otherwise the room's mode; whichever exists. */
+function sourceOf(id) {
+  const sw = app.switching;
+  let want = app.mode;
+  if (sw && !sw.moved.has(id)) want = sw.to === 'sfu' ? 'mesh' : 'sfu';
+  const hasMesh = app.peers.has(id);
+  const hasSfu = !!app.sfu?.streams.has(id);
+  if (want === 'mesh' && !hasMesh && (hasSfu || app.sfu)) return 'sfu';
+  if (want === 'sfu' && !hasSfu && hasMesh) return 'mesh';
+  return want;
+}
+
+function beginSwitch(to) {
+  cancelSwitch();
+  const sw = { to, started: performance.now(), delivered: null, allMoved: null, moved: new Set(),
+    seen: new Map(), movedAt: new Map(), at: {}, wall: Date.now(), timer: null, busy: false };
+  app.switching = sw;
+  sw.timer = setInterval(() => checkSwitch(sw), SWITCH_POLL_MS);
+  renderAllTiles();
+}
+
+function cancelSwitch() {
+  if (!app.switching) return;
+  clearInterval(app.switching.timer);
+  app.switching = null;
+}
+
+async function checkSwitch(sw) {
+  if (app.switching !== sw || sw.busy) return;
+  sw.busy = true;
+  let frames;
+  try {
+    frames = await framesFrom(sw.to);
+  } finally {
+    sw.busy = false;
+  }
+  if (app.switching !== sw) return;
+  for (const id of app.tiles.keys()) {
+    const f = frames.get(id);
+    if (sw.moved.has(id) || f === undefined) continue;
+    // Frames decoded in SWITCH_STREAK polls in a row: the new path flows (a first key frame
+    // alone may be followed by a stall while the sender's new encoder settles).
+    const seen = sw.seen.get(id);
+    const streak = seen && f > seen.frames ? seen.streak + 1 : 0;
+    sw.seen.set(id, { frames: f, streak });
+    if (streak >= SWITCH_STREAK) {
+      sw.moved.add(id);
+      sw.delivered ??= performance.now();
+      sw.at[id.slice(0, 6)] = Math.round(performance.now() - sw.started);
+      sw.movedAt.set(id, performance.now());
+      renderTile(id);
+    }
+  }
+  // To the server: each mesh connection goes SWITCH_MARGIN_MS after its tile moved (decoding
+  // both paths of everyone at once is what a small machine cannot afford for long).
+  if (sw.to === 'sfu') {
+    for (const [id, at] of sw.movedAt) {
+      const entry = app.peers.get(id);
+      if (entry?.peer.retiring && performance.now() - at >= SWITCH_MARGIN_MS) removePeer(id);
+    }
+  }
+  const oldSide = (id) => (sw.to === 'sfu' ? app.peers.has(id) : !!app.sfu?.streams.has(id));
+  const waiting = [...app.tiles.keys()].filter((id) => !sw.moved.has(id) && oldSide(id));
+  const now = performance.now();
+  const bound = sw.delivered === null ? SWITCH_CAP_MS : Math.min(SWITCH_CAP_MS, sw.delivered - sw.started + SWITCH_BOUND_MS);
+  if (!waiting.length) sw.allMoved ??= now;
+  const early = waiting.length || now - sw.allMoved < SWITCH_MARGIN_MS;
+  if (early && now - sw.started < bound) return;
+  finishSwitch(sw, waiting);
+}
+
+/** Frames decoded so far per participant on the connection(s) of mode `to`. Only the video
+ * receivers' stats: cheaper than each connection's whole report, several times a second. */
+async function framesFrom(to) {
+  const tracks = []; // [participant id, pc, remote video track]
+  if (to === 'sfu' && app.sfu) {
+    for (const [id, stream] of app.sfu.streams) tracks.push([id, app.sfu.peer.pc, liveVideo(stream)]);
+  } else if (to === 'mesh') {
+    for (const [id, { peer }] of app.peers) tracks.push([id, peer.pc, liveVideo(peer.remoteStream)]);
+  }
+  const out = new Map();
+  await Promise.all(tracks.map(async ([id, pc, track]) => {
+    const receiver = track && pc.getReceivers().find((r) => r.track === track);
+    if (!receiver) return;
+    try {
+      (await receiver.getStats()).forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video') out.set(id, s.framesDecoded || 0);
+      });
+    } catch { /* closed meanwhile */ }
+  }));
+  return out;
+}
+
+function finishSwitch(sw, waiting) {
+  clearInterval(sw.timer);
+  app.switching = null;
+  app.switches.push({ to: sw.to, ms: Math.round(performance.now() - sw.started), moved: sw.moved.size,
+    forced: waiting.length, at: sw.at, wall: sw.wall });
+  if (sw.to === 'sfu' && app.mode === 'sfu') {
+    // One at a time: closing a connection tears down its encoders and decoders at once.
+    const old = [...app.peers].filter(([, { peer }]) => peer.retiring);
+    old.forEach(([id, { peer }], i) => setTimeout(() => {
+      if (app.peers.get(id)?.peer === peer && peer.retiring) removePeer(id);
+    }, i * CLOSE_SPACING_MS));
+  } else if (sw.to === 'mesh' && app.mode === 'mesh' && app.sfu?.peer.retiring) {
+    closeSfu();
+  }
+  renderAllTiles();
 }
 
 // ---- chat ---------------------------------------------------------------------------------
@@ -480,9 +897,19 @@ function systemLine(text) {
 
 function sendChat(text) {
   let delivered = 0;
-  for (const { peer } of app.peers.values()) if (peer.sendChat(text)) delivered++;
+  // Through the server when its chat channel is open (it relays to everyone), else over
+  // the mesh (also during a switch to the server, until its channel opens).
+  const others = app.roster.size - 1;
+  if (app.sfu && !app.sfu.peer.retiring && app.sfu.peer.sendChat(text)) delivered = Math.max(others, 1);
+  else for (const { peer } of app.peers.values()) if (peer.sendChat(text)) delivered++;
   chatLine({ from: app.selfId, name: app.name, text, mine: true, delivered });
-  if (!delivered) systemLine(app.peers.size ? 'Not delivered yet: still connecting.' : 'Nobody else is here yet.');
+  if (delivered) return;
+  if (app.mode === 'sfu' && app.sfu?.peer.pc.connectionState === 'connected'
+      && performance.now() - app.sfu.opened > 5000) {
+    systemLine('Not delivered: this server does not relay chat in rooms through the server.');
+    return;
+  }
+  systemLine(app.peers.size || app.sfu ? 'Not delivered yet: still connecting.' : 'Nobody else is here yet.');
 }
 
 // ---- files --------------------------------------------------------------------------------
@@ -536,6 +963,11 @@ function fileToast(text) {
 }
 
 function sendFiles(files) {
+  if (app.mode === 'sfu') {
+    notice('File transfer is not available in rooms through the server (this room has too many '
+      + 'participants for direct connections); nothing was sent.');
+    return;
+  }
   const targets = [...app.peers.values()].map((e) => e.peer)
     .filter((p) => p.pc.connectionState === 'connected');
   if (!targets.length) {
@@ -629,6 +1061,8 @@ function updateMediaButtons() {
 
 function leave() {
   app.signaling?.close();
+  cancelSwitch();
+  closeSfu();
   for (const id of [...app.peers.keys()]) removePeer(id);
   app.localStream?.getTracks().forEach((t) => t.stop());
   location.assign(location.pathname);

@@ -4,6 +4,9 @@
 // - when offers cross (glare), the impolite side ignores the remote offer and the polite side
 //   rolls its own back (implicitly, inside setRemoteDescription) and answers.
 // Politeness is decided by comparing ids: the peer whose id sorts after the other's is polite.
+// The same class makes the one connection to the server in a room in SFU mode (peer id "sfu",
+// docs/signaling.md "Rooms in SFU mode"): there we are always polite, send our tracks
+// sendonly, and receive one stream per other participant (stream id = its peer id).
 //
 // Chat: an in-band (DCEP) ordered, reliable channel labelled "chat", opened by the peer that
 // offers first (the newcomer). Each text message is one chat message, plain UTF-8 text.
@@ -28,13 +31,17 @@ export class Peer {
    * @param {MediaStream|null} o.localStream
    * @param {boolean} o.initiator     true: we offer now (we are the newcomer)
    * @param {(data: object) => void} o.signal     sends {description} / {candidate} to the peer
-   * @param {object} o.on  callbacks: change(peer), chat(peer, text), fileChannel(peer, channel),
-   *                       log(peer, text), reset(peer, offerData) (an offer it cannot take)
+   * @param {object} o.on  callbacks: change(peer), chat(peer, text, from), fileChannel(peer, channel),
+   *                       log(peer, text), reset(peer, offerData) (an offer it cannot take),
+   *                       track(peer, event) (instead of collecting tracks in remoteStream)
+   * @param {boolean} [o.sfu]  the connection to the server of a room in SFU mode: polite, our
+   *                       tracks sendonly, chat messages from the server are {"from","text"}
    */
   constructor(o) {
     this.id = o.id;
     this.name = o.name;
-    this.polite = o.selfId > o.id;
+    this.sfu = !!o.sfu;
+    this.polite = this.sfu || o.selfId > o.id;
     this.signalOut = o.signal;
     this.on = o.on;
     this.localStream = o.localStream;
@@ -44,7 +51,8 @@ export class Peer {
     this.closed = false;
     this.chatChannels = [];
     this.remoteStream = new MediaStream();
-    this.stats = { local: null, remote: null, rtt: null, framesDecoded: 0, fps: null, width: 0, height: 0 };
+    this.stats = { local: null, remote: null, rtt: null, framesDecoded: 0, fps: null, width: 0, height: 0,
+      tracks: new Map() };
     this.inbox = Promise.resolve();
     this.restarts = 0;
     // Not in the signaling room (peer-left, or missing from a welcome after our rejoin) while
@@ -53,6 +61,8 @@ export class Peer {
     this.hadChat = false; // a chat channel was open at some point
     this.negotiated = false; // a remote description was applied
     this.serial = ++serials; // tells a kept connection from a new one to the same id
+    // Being replaced after a switch of room mode: closes soon, no ICE restart meanwhile.
+    this.retiring = false;
 
     const pc = new RTCPeerConnection({
       iceServers: o.iceServers,
@@ -60,7 +70,12 @@ export class Peer {
     });
     this.pc = pc;
 
-    pc.ontrack = ({ track }) => {
+    pc.ontrack = (ev) => {
+      if (this.on.track) {
+        this.on.track(this, ev);
+        return;
+      }
+      const { track } = ev;
       this.remoteStream.addTrack(track);
       track.onended = () => {
         this.remoteStream.removeTrack(track);
@@ -84,7 +99,8 @@ export class Peer {
     };
     pc.onconnectionstatechange = () => {
       const s = pc.connectionState;
-      if (s === 'failed' && !this.away) {
+      // (The server's connection is made anew by the app instead.)
+      if (s === 'failed' && !this.away && !this.retiring && !this.sfu) {
         // ICE restart: new credentials, new candidates, through onnegotiationneeded.
         this.restarts++;
         this.on.log(this, 'connection failed, restarting ICE');
@@ -128,9 +144,16 @@ export class Peer {
   attachMedia(initiator) {
     if (this.mediaAttached) return;
     this.mediaAttached = true;
-    if (this.localStream) {
+    if (this.localStream && this.sfu) {
+      // The server sends the others' tracks in sections of its own: ours only go up.
+      for (const track of this.localStream.getTracks()) {
+        this.pc.addTransceiver(track, { direction: 'sendonly', streams: [this.localStream] });
+      }
+    } else if (this.localStream) {
       // addTrack reuses the transceivers a remote offer created, so an answer carries our media.
       for (const track of this.localStream.getTracks()) this.pc.addTrack(track, this.localStream);
+    } else if (this.sfu) {
+      // Receive-only: the chat channel's section is enough for the first offer.
     } else if (initiator) {
       this.pc.addTransceiver('audio', { direction: 'recvonly' });
       this.pc.addTransceiver('video', { direction: 'recvonly' });
@@ -187,7 +210,19 @@ export class Peer {
     };
     channel.onmessage = (ev) => {
       if (typeof ev.data !== 'string') return;
-      this.on.chat(this, ev.data.slice(0, MAX_CHAT_CHARS));
+      if (!this.sfu) {
+        this.on.chat(this, ev.data.slice(0, MAX_CHAT_CHARS), this.id);
+        return;
+      }
+      // Relayed by the server: {"from":"<peer id>","text":"..."}.
+      let m;
+      try {
+        m = JSON.parse(ev.data);
+      } catch {
+        return;
+      }
+      if (!m || typeof m.from !== 'string' || typeof m.text !== 'string') return;
+      this.on.chat(this, m.text.slice(0, MAX_CHAT_CHARS), m.from);
     };
   }
 
@@ -231,7 +266,7 @@ export class Peer {
       });
     }
     const st = { local: null, remote: null, rtt: null, framesDecoded: 0, fps: null, width: 0, height: 0,
-      relayProtocol: null };
+      relayProtocol: null, tracks: new Map() };
     if (pair) {
       const l = report.get(pair.localCandidateId);
       const r = report.get(pair.remoteCandidateId);
@@ -242,6 +277,10 @@ export class Peer {
     }
     report.forEach((s) => {
       if (s.type === 'inbound-rtp' && s.kind === 'video') {
+        // Per receiving track, for the tiles of a connection that carries several.
+        st.tracks.set(s.trackIdentifier, { framesDecoded: s.framesDecoded || 0,
+          fps: typeof s.framesPerSecond === 'number' ? s.framesPerSecond : null,
+          width: s.frameWidth || 0, height: s.frameHeight || 0 });
         st.framesDecoded += s.framesDecoded || 0;
         if (typeof s.framesPerSecond === 'number') st.fps = s.framesPerSecond;
         if (s.frameWidth) { st.width = s.frameWidth; st.height = s.frameHeight; }

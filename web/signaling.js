@@ -12,7 +12,7 @@ export class Signaling {
    * @param {string} opts.url       ws(s)://host/ws
    * @param {object} opts.join      {room, name, token?}
    * @param {object} opts.handlers  onWelcome(msg, {rejoined}), onPeerJoined(peer), onPeerLeft(id),
-   *                                onSignal(from, data), onError(code, message),
+   *                                onSignal(from, data), onMode(mode), onError(code, message),
    *                                onState(state, retryMs), onDisconnected()
    */
   constructor({ url, join, handlers }) {
@@ -97,6 +97,9 @@ export class Signaling {
         break;
       case 'signal':
         if (typeof msg.from === 'string') this.h.onSignal(msg.from, msg.data);
+        break;
+      case 'mode':
+        if (msg.mode === 'mesh' || msg.mode === 'sfu') this.h.onMode?.(msg.mode);
         break;
       case 'error':
         this.h.onError(String(msg.code ?? 'error'), String(msg.message ?? ''));

@@ -19,6 +19,11 @@ export function formatBytes(n) {
   return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
 }
 
+// A tile that changes source (a room switching between a mesh and the server) readies the new
+// stream in a hidden second <video> and swaps once that one has a frame, so the picture never
+// goes blank while the element loads; at most this long.
+const SWAP_WAIT_MS = 1500;
+
 /** A participant tile: video, name, connection state, network details. */
 export class Tile {
   constructor({ key, name, self }) {
@@ -32,6 +37,7 @@ export class Tile {
     this.netEl = node.querySelector('.tile-net');
     this.unmuteBtn = node.querySelector('.unmute');
     this.self = self;
+    this.pending = null; // { stream, video, timer }: the next source, readied in a hidden <video>
     this.setName(name);
     if (self) this.video.muted = true; // never play our own microphone back
     this.unmuteBtn.onclick = () => {
@@ -47,6 +53,14 @@ export class Tile {
 
   setStream(stream) {
     const hasVideo = !!stream && stream.getVideoTracks().some((t) => t.readyState === 'live');
+    if (this.pending?.stream === stream) return;
+    const showing = !!this.video.srcObject && !this.video.paused && this.video.readyState >= 2
+      && !this.node.classList.contains('no-video');
+    if (stream && hasVideo && showing && this.video.srcObject !== stream && !this.self) {
+      this.prepare(stream);
+      return;
+    }
+    this.cancelSwap();
     this.node.classList.toggle('no-video', !hasVideo);
     if (this.video.srcObject === stream && (!stream || !this.video.paused)) return;
     this.video.srcObject = stream;
@@ -62,6 +76,49 @@ export class Tile {
         this.video.play().catch(() => {});
       });
     }
+  }
+
+  /** Readies `stream` in a hidden <video>; it replaces the shown one once it has a frame. */
+  prepare(stream) {
+    this.cancelSwap();
+    const v = el('video', 'standby');
+    v.playsInline = true;
+    v.autoplay = true;
+    v.muted = true; // until it is the one shown
+    this.video.after(v);
+    v.srcObject = stream;
+    const pending = { stream, video: v, timer: null };
+    this.pending = pending;
+    const swap = () => {
+      if (this.pending !== pending) return;
+      this.pending = null;
+      clearTimeout(pending.timer);
+      const old = this.video;
+      v.classList.remove('standby');
+      this.video = v;
+      old.remove();
+      old.srcObject = null;
+      this.node.classList.toggle('no-video', !stream.getVideoTracks().some((t) => t.readyState === 'live'));
+      if (!old.muted) {
+        v.muted = false;
+        v.play().catch(() => {
+          v.muted = true;
+          this.unmuteBtn.hidden = false;
+          v.play().catch(() => {});
+        });
+      }
+    };
+    v.addEventListener('loadeddata', swap, { once: true });
+    pending.timer = setTimeout(swap, SWAP_WAIT_MS);
+    v.play().catch(() => {});
+  }
+
+  cancelSwap() {
+    if (!this.pending) return;
+    clearTimeout(this.pending.timer);
+    this.pending.video.remove();
+    this.pending.video.srcObject = null;
+    this.pending = null;
   }
 
   setState(text, kind) {

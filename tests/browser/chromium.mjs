@@ -14,3 +14,19 @@ export function launchChromium(extraArgs = []) {
     ],
   });
 }
+
+/** For page.addInitScript: keeps the page's RTCPeerConnections reachable in window.__pcs (the
+ * app does not expose them), each with the wall clock time it first reached "connected". */
+export function keepPeerConnections() {
+  const Original = window.RTCPeerConnection;
+  window.__pcs = [];
+  window.RTCPeerConnection = class extends Original {
+    constructor(...args) {
+      super(...args);
+      window.__pcs.push(this);
+      this.addEventListener('connectionstatechange', () => {
+        if (this.connectionState === 'connected' && !this.__connectedAt) this.__connectedAt = Date.now();
+      });
+    }
+  };
+}

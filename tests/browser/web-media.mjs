@@ -21,7 +21,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { launchChromium } from './chromium.mjs';
+import { launchChromium, keepPeerConnections } from './chromium.mjs';
 import { report, sleep } from './report.mjs';
 
 const [app, ws, peerlink, ivf, ogg, work] = process.argv.slice(2);
@@ -67,22 +67,6 @@ async function until(pred, ms, step = 100) {
   }
 }
 const tail = (s, n = 4) => s.trim().split('\n').slice(-n).join(' / ');
-
-// Keeps the page's RTCPeerConnections reachable (the app does not expose them), with the wall
-// clock time each first reached "connected".
-function instrument() {
-  const Original = window.RTCPeerConnection;
-  window.__pcs = [];
-  window.RTCPeerConnection = class extends Original {
-    constructor(...args) {
-      super(...args);
-      window.__pcs.push(this);
-      this.addEventListener('connectionstatechange', () => {
-        if (this.connectionState === 'connected' && !this.__connectedAt) this.__connectedAt = Date.now();
-      });
-    }
-  };
-}
 
 // What the page shows of the participant `name` (its tile, <video>) and the figures of the
 // connected RTCPeerConnection's getStats().
@@ -143,7 +127,7 @@ async function openPage(browser, room, label, camera = true) {
   const log = [];
   page.on('console', (m) => log.push(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => log.push(`page error: ${e.message}`));
-  await page.addInitScript(instrument);
+  await page.addInitScript(keepPeerConnections);
   if (!camera) await page.addInitScript(denyMedia);
   return { context, page, log, go: () => page.goto(`${app}?room=${room}&name=${label}`, { timeout: 15000 }) };
 }
