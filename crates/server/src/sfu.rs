@@ -44,6 +44,8 @@ const CHAT_RATE: f64 = 10.0;
 const CHAT_BURST: f64 = 50.0;
 /// Largest chat message relayed.
 const CHAT_MAX: usize = 16 * 1024;
+/// Chat waiting to be sent to one participant beyond which its messages are dropped.
+const CHAT_BUFFER: usize = 256 * 1024;
 
 /// Counters for metrics.
 #[derive(Debug, Default)]
@@ -120,6 +122,7 @@ struct Participant {
     chat_refill: Instant,
     /// Its path was the limit: layers stay under this cap (bit/s per video) until then.
     hold: Option<(Instant, u64)>,
+    last_estimate: Option<u64>,
 }
 
 impl Participant {
@@ -167,6 +170,7 @@ pub async fn start(signal: SignalService, config: SfuConfig) -> Arc<SfuStats> {
         inputs: tx,
         rooms: HashMap::new(),
         participants: HashMap::new(),
+        members: HashMap::new(),
         next_generation: 1,
         stats: stats.clone(),
     };
@@ -180,6 +184,8 @@ struct Sfu {
     inputs: mpsc::UnboundedSender<Input>,
     rooms: HashMap<String, Room<String>>,
     participants: HashMap<String, Participant>,
+    /// Who the hub says is in an SFU room (peer → room), connected to us or not.
+    members: HashMap<String, String>,
     next_generation: u64,
     stats: Arc<SfuStats>,
 }
@@ -204,11 +210,18 @@ impl Sfu {
     async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Input>) {
         while let Some(input) = inputs.recv().await {
             match input {
-                Input::Hub(SfuEvent::Join { room, peer }) => self.join(room, peer).await,
+                Input::Hub(SfuEvent::Join { room, peer }) => {
+                    self.members.insert(peer.clone(), room.clone());
+                    self.join(room, peer).await
+                }
                 Input::Hub(SfuEvent::Leave { peer, switched: false, .. }) => {
+                    self.members.remove(&peer);
                     self.leave(&peer, "left the room").await
                 }
-                Input::Hub(SfuEvent::Leave { peer, switched: true, .. }) => self.grace(&peer),
+                Input::Hub(SfuEvent::Leave { peer, switched: true, .. }) => {
+                    self.members.remove(&peer);
+                    self.grace(&peer)
+                }
                 Input::GraceOver { peer, generation } => {
                     if self.participants.get(&peer).is_some_and(|p| p.leaving && p.generation == generation) {
                         self.leave(&peer, "the room is a mesh again").await;
@@ -324,6 +337,7 @@ impl Sfu {
                 chat_tokens: CHAT_BURST,
                 chat_refill: Instant::now(),
                 hold: None,
+                last_estimate: None,
             },
         );
         // Its subscriptions are made once its own offer was answered (see `reconcile`).
@@ -335,6 +349,11 @@ impl Sfu {
         tracing::info!(room = %p.room, %peer, why, "sfu: participant leaves");
         let handle = p.handle.clone();
         tokio::spawn(async move { handle.close().await });
+        for other in self.participants.values_mut() {
+            for publication in other.published.values_mut() {
+                publication.subscribers.retain(|s| s != peer);
+            }
+        }
         let changes = match self.rooms.get_mut(&p.room) {
             Some(room) => {
                 let changes = room.leave(&peer.to_owned());
@@ -426,7 +445,9 @@ impl Sfu {
             if let Some(publication) =
                 self.participants.get_mut(&key.0).and_then(|p| p.published.get_mut(&TransceiverId(key.1)))
             {
-                publication.subscribers.push(peer.to_owned());
+                if !publication.subscribers.iter().any(|s| s == peer) {
+                    publication.subscribers.push(peer.to_owned());
+                }
             }
             let Some(p) = self.participants.get_mut(peer) else { return };
             p.by_transceiver.insert(transceiver, key.clone());
@@ -476,6 +497,29 @@ impl Sfu {
 
     async fn on_signal(&mut self, peer: &str, raw: &str) -> anyhow::Result<()> {
         let data: Value = serde_json::from_str(raw)?;
+        let offer = data["description"]["type"] == "offer";
+        // A member we have no connection with (we dropped it, or it failed) comes back with
+        // an offer: a new connection.
+        if offer && !self.participants.contains_key(peer) {
+            if let Some(room) = self.members.get(peer).cloned() {
+                self.join(room, peer.to_owned()).await;
+            }
+        }
+        match self.apply_signal(peer, &data).await {
+            // An offer our connection cannot take after it was negotiated is the client's new
+            // connection (it lost ours and made another): start over with it.
+            Err(e) if offer && self.participants.get(peer).is_some_and(|p| p.ready) => {
+                tracing::info!(%peer, error = %e, "sfu: the client started a new connection");
+                self.leave(peer, "replaced by the client's new connection").await;
+                let Some(room) = self.members.get(peer).cloned() else { return Err(e) };
+                self.join(room, peer.to_owned()).await;
+                self.apply_signal(peer, &data).await
+            }
+            other => other,
+        }
+    }
+
+    async fn apply_signal(&mut self, peer: &str, data: &Value) -> anyhow::Result<()> {
         let Some(p) = self.participants.get_mut(peer) else { return Ok(()) };
         let handle = p.handle.clone();
         if let Some(d) = data.get("description") {
@@ -544,9 +588,18 @@ impl Sfu {
                 else {
                     return;
                 };
+                let layer = self
+                    .participants
+                    .get(peer)
+                    .and_then(|p| p.subscriptions.get(&key))
+                    .and_then(|s| s.layer.current());
                 if let Some(publisher) = self.participants.get(&key.0) {
                     self.stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
-                    publisher.handle.request_keyframe(TransceiverId(key.1));
+                    // Of the layer this subscriber receives.
+                    match layer {
+                        Some(layer) => publisher.handle.request_keyframe_layer(TransceiverId(key.1), layer),
+                        None => publisher.handle.request_keyframe(TransceiverId(key.1)),
+                    }
                 }
             }
             RtcEvent::Track { id, kind, .. } => self.publish(peer, id, kind).await,
@@ -596,6 +649,10 @@ impl Sfu {
             .filter_map(|(_, q)| q.chat.map(|c| (q.handle.clone(), c)))
             .collect();
         for (handle, channel) in to {
+            // A participant that does not take its chat in does not make us hold it.
+            if handle.buffered_amount(channel).await > CHAT_BUFFER {
+                continue;
+            }
             self.stats.chat_relayed.fetch_add(1, Ordering::Relaxed);
             let _ = handle.send(channel, message.clone(), false).await;
         }
@@ -719,7 +776,11 @@ impl Sfu {
                 .sum();
             let Some(estimate) = p.handle.bandwidth_estimate().await else { continue };
             let Some(p) = self.participants.get_mut(&id) else { continue };
-            if estimate < sent * 95 / 100 {
+            // Held back only by an estimate that falls (a path that cannot carry what it is
+            // sent), not by one still climbing from its start.
+            let falling = p.last_estimate.is_some_and(|last| estimate < last);
+            p.last_estimate = Some(estimate);
+            if falling && estimate < sent * 95 / 100 {
                 // Audio first (about 40 kbit/s a track), a tenth for headroom, the rest shared.
                 let budget = (estimate * 9 / 10).saturating_sub(audios * 40_000);
                 p.hold = Some((now + LAYER_HOLD, budget / videos));

@@ -14,7 +14,7 @@
 //! forwarded packet leaves with its subscriber connection's own.
 
 use peerlink_media::{payload_info, Codec};
-use peerlink_proto::Serial16;
+use peerlink_proto::{Serial16, Unwrapper16};
 use peerlink_rtp::RtpPacket;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -200,8 +200,10 @@ pub enum Verdict {
 #[derive(Debug, Clone, Copy)]
 struct Mapping {
     ssrc: u32,
-    /// The first source sequence number forwarded since the last (re)start.
-    first: Serial16,
+    /// The first source sequence number forwarded since the last (re)start, unwrapped by
+    /// `unwrap` (so a stream any length later is never taken for one from before it).
+    first: u64,
+    unwrap: Unwrapper16,
     seq_offset: u16,
     ts_offset: u32,
     /// VP8 picture id and TL0PICIDX offsets (RFC 7741 §4.2), so a switch of source keeps
@@ -350,9 +352,9 @@ impl Forwarder {
     fn decide(&mut self, packet: &RtpPacket<'_>) -> Verdict {
         let ssrc = packet.ssrc();
         let seq = packet.sequence_number();
-        if let Some(m) = self.mapping.filter(|m| m.ssrc == ssrc) {
+        if let Some(m) = self.mapping.as_mut().filter(|m| m.ssrc == ssrc) {
             // Older than where forwarding started: the subscriber never saw what led to it.
-            if m.first.is_newer_than(seq) {
+            if m.unwrap.unwrap(seq) < m.first {
                 return Verdict::Drop;
             }
             return Verdict::Forward {
@@ -385,7 +387,11 @@ impl Forwarder {
                 tl0_offset = last.wrapping_add(1).wrapping_sub(payload[at]);
             }
         }
-        self.mapping = Some(Mapping { ssrc, first: seq, seq_offset, ts_offset, picture_offset, tl0_offset });
+        // Far from zero, so packets from before the start unwrap below it.
+        let mut unwrap = Unwrapper16::starting_at((1 << 32) | u64::from(seq.0));
+        let first = unwrap.unwrap(seq);
+        self.mapping =
+            Some(Mapping { ssrc, first, unwrap, seq_offset, ts_offset, picture_offset, tl0_offset });
         Verdict::Forward {
             seq: seq.0.wrapping_add(seq_offset),
             timestamp: packet.timestamp().0.wrapping_add(ts_offset),
@@ -546,6 +552,22 @@ mod tests {
             Verdict::Forward { seq: 103, timestamp: 12000 }
         );
         assert_eq!(f.counts(), (3, 3));
+    }
+
+    #[test]
+    fn a_long_stream_keeps_flowing_past_half_the_sequence_space() {
+        // 200,000 packets (three wraps of the 16-bit numbers) from one source: every one is
+        // forwarded, and one from before the start still is not.
+        let mut f = Forwarder::new(Kind::Video, Codec::Vp8);
+        assert!(matches!(run(&mut f, &packet(1, 500, 0, VP8_KEY)), Verdict::Forward { seq: 500, .. }));
+        for i in 1..200_000u32 {
+            let seq = 500u16.wrapping_add(i as u16);
+            let v = run(&mut f, &packet(1, seq, i * 90, VP8_MIDDLE));
+            assert_eq!(v, Verdict::Forward { seq, timestamp: i * 90 }, "packet {i}");
+        }
+        let mut g = Forwarder::new(Kind::Video, Codec::Vp8);
+        run(&mut g, &packet(1, 0, 0, VP8_KEY));
+        assert_eq!(run(&mut g, &packet(1, 65_535, 0, VP8_MIDDLE)), Verdict::Drop);
     }
 
     #[test]
