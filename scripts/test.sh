@@ -91,7 +91,7 @@ step "media: the browser app shows a peerlink play peer's video and audio, and a
 tests/e2e/web-media.sh target/release/peerlink
 step "SFU: 4 Chromium pages in a --room-mode sfu room decode each other over one connection each"
 tests/e2e/sfu-chromium.sh target/release/peerlink
-step "interop matrix: Firefox, libdatachannel, werift, Pion x both roles x direct/relay-only against peerlink chat; Firefox <-> Chromium in the browser app (3 runs); Firefox media with echo/record/play (1 run)"
+step "interop matrix: Firefox, libdatachannel, werift, Pion x both roles x direct/relay-only against peerlink chat; Firefox <-> Chromium in the browser app (3 runs); Firefox, Pion and werift media with echo/record/play (1 run)"
 RUNS=${INTEROP_RUNS:-3} MEDIA_RUNS=${INTEROP_MEDIA_RUNS:-1} tests/e2e/interop-matrix.sh target/release/peerlink
 
 fuzz_seconds=${FUZZ_SECONDS:-20}

@@ -485,6 +485,11 @@ async function stackMediaCase(stack, tool, itOffers, tmp) {
     }
     need(r.ok, `connected (${(r.events || []).slice(-4).join(' | ')})`);
     need(r.role === (itOffers ? 'offer' : 'answer'), `role ${r.role}`);
+    if (sdpDir) {
+      const tag = `${stack}-media-${tool}-${itOffers ? 'offer' : 'answer'}`;
+      writeFileSync(join(sdpDir, `${tag}.theirs.sdp`), r.localSdp || '');
+      writeFileSync(join(sdpDir, `${tag}.ours.sdp`), r.remoteSdp || '');
+    }
     const m = r.media || {};
     const sent = m['out-video']?.frames ?? 0;
     const sentAudio = m['out-audio']?.packets ?? 0;
