@@ -22,6 +22,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { launchFirefox } from './firefox.mjs';
+import { readIvf, readOggOpus } from './rtp-media.mjs';
 import { w3cPeer } from './w3c-peer.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -435,6 +436,25 @@ function decodes(file) {
   return { ok, error, frames };
 }
 
+/** How many of the VP8 frames (IVF) or Opus packets (Ogg) in `file` are, byte for byte, among
+ * those of `source`: neither stack transcodes, so what arrives must be what the file holds
+ * (ffmpeg -xerror alone passes a VP8 frame cut in half). */
+function identical(file, source) {
+  const read = (f) => (f.endsWith('.ogg') ? readOggOpus(f) : readIvf(f).frames);
+  const digest = (b) => createHash('sha256').update(b).digest('hex');
+  const known = new Set(read(source).map(digest));
+  const got = read(file);
+  return { same: got.filter((x) => known.has(digest(x))).length, of: got.length };
+}
+
+/** A recording's video as IVF and audio as Ogg, copied out by ffmpeg (no decoding). */
+function demux(file, dir) {
+  const out = { ivf: join(dir, 'rec-video.ivf'), ogg: join(dir, 'rec-audio.ogg') };
+  execFileSync('ffmpeg', ['-v', 'error', '-y', '-i', file, '-map', '0:v', '-c', 'copy', '-f', 'ivf', out.ivf,
+    '-map', '0:a', '-c', 'copy', '-f', 'ogg', out.ogg], { timeout: 20000, stdio: 'ignore' });
+  return out;
+}
+
 /** The RTP packets `peerlink play` says it sent, per kind, from its `stats` lines at exit. */
 function playStats(err) {
   const out = {};
@@ -519,7 +539,17 @@ async function stackMediaCase(stack, tool, itOffers, tmp) {
       need(sent >= FILE_FRAMES * 0.9 && f.video >= sent * 0.9, `recording has the video (${f.video} of ${sent} frames)`);
       need(f.videoCodec === 'vp8', `VP8 in the recording (${f.videoCodec})`);
       need(f.audio, 'audio in the recording');
-      facts.push(`sent ${sent} VP8 frames and ${sentAudio} Opus packets; recorded ${f.video} ${f.videoCodec} frames, audio ${f.audio ? 'yes' : 'no'}, ffmpeg ${d.ok ? 'decodes it' : 'fails'}`);
+      let same = { v: { same: 0, of: 0 }, a: { same: 0, of: 0 } };
+      try {
+        const x = demux(join(recDir, files[0]), dir);
+        same = { v: identical(x.ivf, mediaIvf), a: identical(x.ogg, mediaOgg) };
+      } catch (e) {
+        facts.push(`demux: ${String(e.message).slice(0, 200)}`);
+      }
+      need(same.v.same === same.v.of && same.v.same >= sent * 0.9, `recorded frames are the file's (${same.v.same} of ${same.v.of})`);
+      need(same.a.same === same.a.of && same.a.same >= sentAudio * 0.9, `recorded Opus packets are the file's (${same.a.same} of ${same.a.of})`);
+      facts.push(`sent ${sent} VP8 frames and ${sentAudio} Opus packets; recorded ${f.video} ${f.videoCodec} frames ` +
+        `(${same.v.same} identical to the file's) and ${same.a.of} Opus packets (${same.a.same} identical), ffmpeg ${d.ok ? 'decodes it' : 'fails'}`);
     } else {
       // echo: what came back of what was sent; play: what came of the whole file.
       const wantV = tool === 'echo' ? sent : FILE_FRAMES;
@@ -534,15 +564,19 @@ async function stackMediaCase(stack, tool, itOffers, tmp) {
       need(inV.width === 320 && inV.height === 240, `320x240 key frames (${inV.width}x${inV.height})`);
       const d = inV.file ? decodes(inV.file) : { ok: false, error: 'no file', frames: 0 };
       need(d.ok && d.frames >= wantV * 0.9, `the received video decodes with ffmpeg -xerror (${d.frames} frames; ${d.error})`);
+      const sameV = inV.file ? identical(inV.file, mediaIvf) : { same: 0, of: 0 };
+      need(sameV.same === sameV.of && sameV.same >= wantV * 0.9, `received frames are the file's (${sameV.same} of ${sameV.of})`);
       let audioNote = '';
       if (inA.file) {
         const a = decodes(inA.file);
+        const sameA = identical(inA.file, mediaOgg);
         need(a.ok, `the received audio decodes (${a.error})`);
-        audioNote = `, Ogg ${a.ok ? 'decodes' : 'fails'}`;
+        need(sameA.same === sameA.of && sameA.same >= wantA * 0.9, `received Opus packets are the file's (${sameA.same} of ${sameA.of})`);
+        audioNote = `, Ogg ${a.ok ? 'decodes' : 'fails'} (${sameA.same} packets identical)`;
       }
       const ps = tool === 'play' ? playStats(ours.err) : {};
       facts.push(`${tool === 'echo' ? `sent ${sent} VP8 frames and ${sentAudio} Opus packets, back` : 'got'} ` +
-        `${inV.frames ?? 0} whole frames in ${inV.packets ?? 0} packets (${inV.keyframes ?? 0} key) and ${inA.packets ?? 0} Opus packets` +
+        `${inV.frames ?? 0} whole frames (${sameV.same} identical to the file's) in ${inV.packets ?? 0} packets (${inV.keyframes ?? 0} key) and ${inA.packets ?? 0} Opus packets` +
         `${ps.video ? ` (play sent ${ps.video} video and ${ps.audio} audio packets)` : ''}; ffmpeg decodes ${d.frames} frames${audioNote}`);
     }
     const pairLine = ([...ours.err.matchAll(/^selected pair: (.*)$/gm)].pop() || [, 'none'])[1];
