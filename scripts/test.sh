@@ -99,7 +99,7 @@ step "SFU: the browser app in an SFU room (4 pages, one connection each, chat th
 # The auto case (mesh <-> SFU switches) is not here yet: its freezes of 1.3-1.8 s at a switch
 # on this 2-core machine miss the 1 s bound (CASES=auto runs it).
 CASES=sfu tests/e2e/web-sfu.sh target/release/peerlink
-step "interop matrix: Firefox, libdatachannel, werift, Pion x both roles x direct/relay-only against peerlink chat; Firefox <-> Chromium in the browser app (3 runs); Firefox media with echo/record/play (1 run)"
+step "interop matrix: Firefox, libdatachannel, werift, Pion x both roles x direct/relay-only against peerlink chat; Firefox <-> Chromium in the browser app (3 runs); Firefox, Pion and werift media with echo/record/play (1 run)"
 RUNS=${INTEROP_RUNS:-3} MEDIA_RUNS=${INTEROP_MEDIA_RUNS:-1} tests/e2e/interop-matrix.sh target/release/peerlink
 
 fuzz_seconds=${FUZZ_SECONDS:-20}

@@ -4,8 +4,9 @@
 # offerer and as answerer, direct and relay-only through our TURN; then the browser app in
 # Firefox with the browser app in Chromium (call, chat, a file), direct in both join orders and
 # relay-only; and Firefox's fake camera and microphone with `peerlink echo`, `record` and
-# `play` in both join orders (echo once relay-only). Every peer speaks our signaling protocol
-# and is given only our own servers.
+# `play` in both join orders (echo once relay-only); and Pion's and werift's VP8 and Opus
+# tracks (from files made here) with `peerlink record`, `play` and `echo`, in both join
+# orders. Every peer speaks our signaling protocol and is given only our own servers.
 #
 # Everything runs in network namespaces of its own (nothing reaches outside them):
 #   main: 203.0.113.10 (peerlink serve: signaling, STUN, TURN; peerlink chat; the browsers;
@@ -50,6 +51,15 @@ GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS= \
 # and Opus, in WebM.
 ffmpeg -v error -y -f lavfi -i testsrc=size=320x240:rate=15 -f lavfi -i sine=frequency=440:sample_rate=48000 -t 6 \
     -c:v libvpx -b:v 400k -g 15 -deadline realtime -c:a libopus -b:a 48k "$tmp/play.webm" </dev/null
+# What Pion and werift send, and `peerlink play` sends them: 3 s of the same as VP8 IVF
+# (45 frames) and Opus Ogg (packets of 20 ms, one a page: Pion's oggreader reads pages).
+ffmpeg -v error -y -f lavfi -i testsrc=size=320x240:rate=15 -t 3 \
+    -c:v libvpx -b:v 400k -g 15 -deadline realtime "$tmp/media.ivf" </dev/null
+ffmpeg -v error -y -f lavfi -i sine=frequency=440:sample_rate=48000 -t 3 \
+    -c:a libopus -b:a 48k -page_duration 20000 "$tmp/media.ogg" </dev/null
+packets() { ffprobe -v error -count_packets -show_entries stream=nb_read_packets -of csv=p=0 "$1"; }
+media_frames=$(packets "$tmp/media.ivf")
+media_opus=$(packets "$tmp/media.ogg")
 
 veth_namespace "$ns" 203.0.113.10/24
 ip -n "$ns" addr add 203.0.113.1/24 dev v1
@@ -99,8 +109,10 @@ echo "# signaling $ws, app $app; far namespace $far reaches only 203.0.113.10 po
 
 status=0
 ip netns exec "$ns" env FAR_NS="$far" PION="$tmp/pion-peer" RUNS="${RUNS:-1}" ONLY="${ONLY:-}" \
-    SDP_DIR="${SDP_DIR:-}" APP="${APP:-1}" MEDIA_FILE="$tmp/play.webm" MEDIA_RUNS="${MEDIA_RUNS:-${RUNS:-1}}" \
-    timeout $((300 * ${RUNS:-1})) nice -n 10 node tests/interop/matrix.mjs "$peerlink" "$ws" "$app" 203.0.113.10 || status=1
+    SDP_DIR="${SDP_DIR:-}" APP="${APP:-1}" MEDIA_FILE="$tmp/play.webm" \
+    MEDIA_IVF="$tmp/media.ivf" MEDIA_OGG="$tmp/media.ogg" \
+    MEDIA_FRAMES="$media_frames" MEDIA_OPUS_PACKETS="$media_opus" MEDIA_RUNS="${MEDIA_RUNS:-${RUNS:-1}}" \
+    timeout $((300 * ${RUNS:-1} + 120 * ${MEDIA_RUNS:-${RUNS:-1}})) nice -n 10 node tests/interop/matrix.mjs "$peerlink" "$ws" "$app" 203.0.113.10 || status=1
 dropped=$(ip netns exec "$far" nft list table inet only_our_servers | grep -oE 'packets [0-9]+' | awk '{s+=$2} END {print s+0}')
 echo "# the far namespace dropped $dropped packets that were not for our TURN or signaling"
 if [ $status -ne 0 ]; then

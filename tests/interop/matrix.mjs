@@ -2,15 +2,19 @@
 // server, then runs this inside them): each third-party stack × (it offers / we offer) ×
 // (direct / relay-only through our TURN) against `peerlink chat`, then Firefox ↔ Chromium
 // through the browser app (call, chat, a file) direct and relay-only, and Firefox's audio and
-// video with `peerlink echo`, `record` and `play` in both join orders. Prints ok/FAIL per
-// case and run, a results table, and "N passed, M failed".
+// video with `peerlink echo`, `record` and `play` in both join orders, and the same three with
+// Pion's and werift's VP8 and Opus tracks (sent from files, counted per RTP packet and whole
+// frame, what they receive decoded by ffmpeg). Prints ok/FAIL per case and run, a results
+// table, and "N passed, M failed".
 //
 //   node matrix.mjs PEERLINK WS_URL APP_URL BIND_IP
 // Env: RUNS (runs of every case, default 1), ONLY (a regular expression on case names),
 //      FAR_NS (namespace that reaches only our TURN and signaling: libdatachannel's relay
 //      case runs there), PION (the pion-peer binary), SDP_DIR (keep each stack's SDP there),
 //      APP=0 (skip the browser app rows), MEDIA_FILE (a VP8+Opus WebM for `peerlink play`;
-//      without it no media rows), MEDIA_RUNS (runs of the media rows, default RUNS).
+//      without it no media rows), MEDIA_RUNS (runs of the media rows, default RUNS),
+//      MEDIA_IVF and MEDIA_OGG (VP8 IVF and Opus Ogg, one packet a page, of the same length:
+//      what Pion and werift send and `peerlink play` sends them; without them no such rows).
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -18,6 +22,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { launchFirefox } from './firefox.mjs';
+import { readIvf, readOggOpus } from './rtp-media.mjs';
 import { w3cPeer } from './w3c-peer.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -31,11 +36,12 @@ const EXPECT = 'hello from peerlink';
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const t0 = Date.now();
 
-// The whole matrix is bounded, whatever hangs.
+// The whole matrix is bounded, whatever hangs: 280 s a run, 120 s more a run of media rows.
+const bound = 280 * RUNS + 120 * Number(process.env.MEDIA_RUNS ?? RUNS);
 setTimeout(() => {
-  console.log('FAIL the matrix did not finish within 280 s per run');
+  console.log(`FAIL the matrix did not finish within ${bound} s`);
   process.exit(1);
-}, 280000 * RUNS).unref();
+}, bound * 1000).unref();
 
 let passed = 0;
 let failed = 0;
@@ -402,6 +408,192 @@ async function mediaCase(tool, itOffers, relay, tmp) {
   record(name, ok, `${facts.join('; ')}${consoleNote(logged)} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
 }
 
+// ---- Pion's and werift's tracks with the native peer's media commands -----------------------
+
+const mediaIvf = process.env.MEDIA_IVF || '';
+const mediaOgg = process.env.MEDIA_OGG || '';
+const FILE_FRAMES = Number(process.env.MEDIA_FRAMES || 45); // in MEDIA_IVF
+const FILE_OPUS = Number(process.env.MEDIA_OPUS_PACKETS || 151); // in MEDIA_OGG
+const FILE_SECONDS = FILE_FRAMES / 15;
+
+/** Whether ffmpeg decodes a file without an error (the two output options keep its output side
+ * from failing on variable-rate timestamps; ffmpeg 5.1 takes them only after -i), and the video
+ * frames ffprobe counts. */
+function decodes(file) {
+  let ok = true;
+  let error = '';
+  try {
+    execFileSync('ffmpeg', ['-v', 'error', '-xerror', '-i', file, '-fps_mode', 'passthrough', '-enc_time_base', '-1', '-f', 'null', '-'],
+      { encoding: 'utf8', timeout: 20000, stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    ok = false;
+    error = String(e.stderr || e.message).trim().split('\n').slice(-2).join(' | ');
+  }
+  let frames = 0;
+  try {
+    if (!file.endsWith('.ogg')) frames = probe(file).video;
+  } catch { /* counted as none */ }
+  return { ok, error, frames };
+}
+
+/** How many of the VP8 frames (IVF) or Opus packets (Ogg) in `file` are, byte for byte, among
+ * those of `source`: neither stack transcodes, so what arrives must be what the file holds
+ * (ffmpeg -xerror alone passes a VP8 frame cut in half). */
+function identical(file, source) {
+  const read = (f) => (f.endsWith('.ogg') ? readOggOpus(f) : readIvf(f).frames);
+  const digest = (b) => createHash('sha256').update(b).digest('hex');
+  const known = new Set(read(source).map(digest));
+  const got = read(file);
+  return { same: got.filter((x) => known.has(digest(x))).length, of: got.length };
+}
+
+/** A recording's video as IVF and audio as Ogg, copied out by ffmpeg (no decoding). */
+function demux(file, dir) {
+  const out = { ivf: join(dir, 'rec-video.ivf'), ogg: join(dir, 'rec-audio.ogg') };
+  execFileSync('ffmpeg', ['-v', 'error', '-y', '-i', file, '-map', '0:v', '-c', 'copy', '-f', 'ivf', out.ivf,
+    '-map', '0:a', '-c', 'copy', '-f', 'ogg', out.ogg], { timeout: 20000, stdio: 'ignore' });
+  return out;
+}
+
+/** The RTP packets `peerlink play` says it sent, per kind, from its `stats` lines at exit. */
+function playStats(err) {
+  const out = {};
+  for (const m of err.matchAll(/stats \S+ (audio|video) sent=(\d+)/g)) out[m[1]] = Number(m[2]);
+  return out;
+}
+
+async function stackMediaCase(stack, tool, itOffers, tmp) {
+  const name = `${stack} media ${tool} ${itOffers ? 'offers' : 'answers'}`;
+  if (only && !only.test(name)) return;
+  const room = `ix-sm-${stack}-${tool}-${randomBytes(3).toString('hex')}`;
+  const dir = join(tmp, room);
+  const recDir = join(dir, 'rec');
+  mkdirSync(recDir, { recursive: true });
+  // The stack sends `seconds - 1` (the file's length) and is done `seconds` after connecting;
+  // with play it stays until play leaves at the file's end.
+  const seconds = tool === 'play' ? 20 : FILE_SECONDS + 1;
+  const mode = { echo: 'sendrecv', record: 'send', play: 'recv' }[tool];
+  const args = { echo: ['echo'], record: ['record', '--out', recDir], play: ['play', mediaIvf, mediaOgg] }[tool];
+  const started = Date.now();
+  let ours = null;
+  let theirs = null;
+  const facts = [];
+  let ok = true;
+  const need = (cond, what) => { if (!cond) { ok = false; facts.push(`NOT ${what}`); } return cond; };
+  try {
+    const start = () => child(peerlink, [...args, '--server', ws, '--room', room, '--name', tool, '--bind', bind]);
+    const timeout = String((seconds + 15) * 1000);
+    const [cmd, argv] = stack === 'pion'
+      ? [pion, ['-media', mode, '-ivf', mediaIvf, '-ogg', mediaOgg, '-seconds', String(seconds), '-out', dir, ws, room, '0', EXPECT, timeout]]
+      : ['node', [join(here, 'peer.mjs'), stack, ws, room, '0', EXPECT, timeout,
+        JSON.stringify({ send: mode !== 'recv', ivf: mediaIvf, ogg: mediaOgg, seconds, untilLeft: tool === 'play', out: dir })]];
+    if (itOffers) {
+      ours = start();
+      await ours.until((c) => /joined room/.test(c.err), 10000);
+      theirs = child(cmd, argv);
+    } else {
+      theirs = child(cmd, argv);
+      await theirs.until((c) => /joined/.test(c.err), 10000);
+      ours = start();
+    }
+    await theirs.until((x) => x.exited, (seconds + 20) * 1000);
+    let r;
+    try {
+      r = JSON.parse(theirs.out.trim().split('\n').pop());
+    } catch {
+      r = { ok: false, events: [`no result; exit ${theirs.p.exitCode}; stderr: ${theirs.err.slice(-800)}`] };
+    }
+    need(r.ok, `connected (${(r.events || []).slice(-4).join(' | ')})`);
+    need(r.role === (itOffers ? 'offer' : 'answer'), `role ${r.role}`);
+    if (sdpDir) {
+      const tag = `${stack}-media-${tool}-${itOffers ? 'offer' : 'answer'}`;
+      writeFileSync(join(sdpDir, `${tag}.theirs.sdp`), r.localSdp || '');
+      writeFileSync(join(sdpDir, `${tag}.ours.sdp`), r.remoteSdp || '');
+    }
+    const m = r.media || {};
+    const sent = m['out-video']?.frames ?? 0;
+    const sentAudio = m['out-audio']?.packets ?? 0;
+    const inV = m['in-video'] || {};
+    const inA = m['in-audio'] || {};
+    if (tool === 'record') {
+      // The room empties when the stack leaves: record finalises its file and exits.
+      // The stack has left: record finalises its file and exits once the connection closes.
+      // werift's close sends no DTLS close_notify (nor RTCP BYE), and a `peer-left` alone does
+      // not end a call (docs/signaling.md): record would wait ~30 s for ICE consent to expire,
+      // so after 2 s it is stopped with SIGINT, which finalises the file too.
+      const leftAt = Date.now();
+      await ours.until((c) => c.exited, 2000);
+      if (!ours.exited) {
+        ours.p.kill('SIGINT');
+        await ours.until((c) => c.exited, 10000);
+        facts.push('record stopped with SIGINT');
+      } else {
+        facts.push(`record exited by itself ${((Date.now() - leftAt) / 1000).toFixed(1)} s after they left`);
+      }
+      need(ours.p.exitCode === 0, `record exited 0 (${ours.p.exitCode})`);
+      const files = readdirSync(recDir);
+      need(files.length === 1, `one recording (${files.join(', ') || 'none'})`);
+      const f = files.length ? probe(join(recDir, files[0])) : { video: 0, audio: false };
+      const d = files.length ? decodes(join(recDir, files[0])) : { ok: false, error: 'no file' };
+      need(d.ok, `the recording decodes with ffmpeg -xerror (${d.error})`);
+      need(sent >= FILE_FRAMES * 0.9 && f.video >= sent * 0.9, `recording has the video (${f.video} of ${sent} frames)`);
+      need(f.videoCodec === 'vp8', `VP8 in the recording (${f.videoCodec})`);
+      need(f.audio, 'audio in the recording');
+      let same = { v: { same: 0, of: 0 }, a: { same: 0, of: 0 } };
+      try {
+        const x = demux(join(recDir, files[0]), dir);
+        same = { v: identical(x.ivf, mediaIvf), a: identical(x.ogg, mediaOgg) };
+      } catch (e) {
+        facts.push(`demux: ${String(e.message).slice(0, 200)}`);
+      }
+      need(same.v.same === same.v.of && same.v.same >= sent * 0.9, `recorded frames are the file's (${same.v.same} of ${same.v.of})`);
+      need(same.a.same === same.a.of && same.a.same >= sentAudio * 0.9, `recorded Opus packets are the file's (${same.a.same} of ${same.a.of})`);
+      facts.push(`sent ${sent} VP8 frames and ${sentAudio} Opus packets; recorded ${f.video} ${f.videoCodec} frames ` +
+        `(${same.v.same} identical to the file's) and ${same.a.of} Opus packets (${same.a.same} identical), ffmpeg ${d.ok ? 'decodes it' : 'fails'}`);
+    } else {
+      // echo: what came back of what was sent; play: what came of the whole file.
+      const wantV = tool === 'echo' ? sent : FILE_FRAMES;
+      const wantA = tool === 'echo' ? sentAudio : FILE_OPUS;
+      if (tool === 'echo') need(sent >= FILE_FRAMES * 0.9, `sent video (${sent} frames)`);
+      if (tool === 'play') {
+        await ours.until((c) => c.exited, 5000);
+        need(ours.p.exitCode === 0, `play exited 0 at the file's end (${ours.p.exitCode})`);
+      }
+      need(inV.frames >= wantV * 0.9 && inV.frames <= wantV, `whole VP8 frames received (${inV.frames ?? 0} of ${wantV})`);
+      need(inA.packets >= wantA * 0.9 && inA.packets <= wantA + 5, `Opus packets received (${inA.packets ?? 0} of ${wantA})`);
+      need(inV.width === 320 && inV.height === 240, `320x240 key frames (${inV.width}x${inV.height})`);
+      const d = inV.file ? decodes(inV.file) : { ok: false, error: 'no file', frames: 0 };
+      need(d.ok && d.frames >= wantV * 0.9, `the received video decodes with ffmpeg -xerror (${d.frames} frames; ${d.error})`);
+      const sameV = inV.file ? identical(inV.file, mediaIvf) : { same: 0, of: 0 };
+      need(sameV.same === sameV.of && sameV.same >= wantV * 0.9, `received frames are the file's (${sameV.same} of ${sameV.of})`);
+      let audioNote = '';
+      if (inA.file) {
+        const a = decodes(inA.file);
+        const sameA = identical(inA.file, mediaOgg);
+        need(a.ok, `the received audio decodes (${a.error})`);
+        need(sameA.same === sameA.of && sameA.same >= wantA * 0.9, `received Opus packets are the file's (${sameA.same} of ${sameA.of})`);
+        audioNote = `, Ogg ${a.ok ? 'decodes' : 'fails'} (${sameA.same} packets identical)`;
+      }
+      const ps = tool === 'play' ? playStats(ours.err) : {};
+      facts.push(`${tool === 'echo' ? `sent ${sent} VP8 frames and ${sentAudio} Opus packets, back` : 'got'} ` +
+        `${inV.frames ?? 0} whole frames (${sameV.same} identical to the file's) in ${inV.packets ?? 0} packets (${inV.keyframes ?? 0} key) and ${inA.packets ?? 0} Opus packets` +
+        `${ps.video ? ` (play sent ${ps.video} video and ${ps.audio} audio packets)` : ''}; ffmpeg decodes ${d.frames} frames${audioNote}`);
+    }
+    const pairLine = ([...ours.err.matchAll(/^selected pair: (.*)$/gm)].pop() || [, 'none'])[1];
+    facts.push(`connected ${r.connectedMs ?? '-'} ms; ours ${pairLine}, theirs ${r.selected ? `${r.selected.local} -> ${r.selected.remote}` : 'not told'}`);
+    if (!ok) {
+      console.log(`# ${name}: their events: ${(r.events || []).join(' | ')}`);
+      console.log(`# ${name}: ours:\n${ours.err.split('\n').slice(-30).join('\n')}`);
+    }
+  } catch (e) {
+    need(false, `${e.stack || e}`);
+  } finally {
+    if (theirs) await theirs.stop();
+    if (ours) await ours.stop();
+  }
+  record(name, ok, `${facts.join('; ')} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+}
+
 // ---- the runs ---------------------------------------------------------------------------------
 
 const stacks = ['firefox', 'libdatachannel', 'werift', 'pion'];
@@ -431,6 +623,13 @@ try {
         for (const itOffers of [true, false]) await mediaCase(tool, itOffers, false, tmp);
       }
       await mediaCase('echo', true, true, tmp);
+    }
+    if (mediaIvf && mediaOgg && run < Number(process.env.MEDIA_RUNS || RUNS)) {
+      for (const stack of ['pion', 'werift']) {
+        for (const tool of ['record', 'play', 'echo']) {
+          for (const itOffers of [true, false]) await stackMediaCase(stack, tool, itOffers, tmp);
+        }
+      }
     }
   }
 } catch (e) {

@@ -5,17 +5,99 @@
 // (null at the end), sends "hello from STACK" once the channel opens and waits for EXPECT. It is given only
 // the servers of the `welcome` (iceServers), relay-only with RELAY=1. Prints one JSON line
 // (the result; SDPs included) and exits 0 when the message came, 1 otherwise.
+// With MEDIA (werift only: a JSON object { send, ivf, ogg, seconds, untilLeft, out }) it has
+// audio and video instead of the channel: VP8 from the IVF file and Opus from the Ogg file
+// sent for `seconds - 1` once connected, as RTP packets cut here (rtp-media.mjs); what comes
+// in counted per packet and per whole frame, the video written to OUT/in-video.ivf.
 //
-//   node peer.mjs werift|libdatachannel WS_URL ROOM RELAY(0|1) EXPECT [TIMEOUT_MS]
+//   node peer.mjs werift|libdatachannel WS_URL ROOM RELAY(0|1) EXPECT [TIMEOUT_MS [MEDIA]]
+import { join } from 'node:path';
 import WebSocket from 'ws';
+import { IvfWriter, Vp8Assembler, opusSamples, readIvf, readOggOpus, vp8FrameInfo, vp8Payloads } from './rtp-media.mjs';
 import { w3cPeer } from './w3c-peer.mjs';
 
-const [stack, url, room, relayArg, expect, timeoutArg] = process.argv.slice(2);
-const o = { stack, url, room, relay: relayArg === '1', expect, timeoutMs: Number(timeoutArg || 20000) };
+const [stack, url, room, relayArg, expect, timeoutArg, mediaArg] = process.argv.slice(2);
+const media = mediaArg ? JSON.parse(mediaArg) : null;
+const o = { stack, url, room, relay: relayArg === '1', expect, timeoutMs: Number(timeoutArg || 20000), media };
+
+/** werift's tracks: the files' frames as RTP packets in real time, and what comes in counted. */
+function weriftMedia(w) {
+  const counts = {};
+  const count = (key, codec) => (counts[key] = counts[key] || { codec, packets: 0, frames: 0 });
+  const tracks = {};
+  const writers = [];
+  const send = (track, key, codec, units, clock) => {
+    // units: [{ payloads, ticks }], one a frame; sent at their times for seconds - 1.
+    const c = count(key, codec);
+    const start = Date.now();
+    let seq = Math.floor(Math.random() * 0x8000);
+    let ts = Math.floor(Math.random() * 0x7fffffff);
+    let elapsed = 0;
+    let i = 0;
+    const step = () => {
+      while (i < units.length && elapsed / clock <= Date.now() - start && elapsed / clock < (media.seconds - 1) * 1000) {
+        const u = units[i++];
+        u.payloads.forEach((payload, k) => {
+          const header = new w.RtpHeader({ sequenceNumber: seq, timestamp: ts, marker: k === u.payloads.length - 1, payloadType: 96 });
+          seq = (seq + 1) & 0xffff;
+          track.writeRtp(new w.RtpPacket(header, payload));
+          c.packets++;
+        });
+        c.frames++;
+        ts = (ts + u.ticks) >>> 0;
+        elapsed += u.ticks;
+      }
+      if (i < units.length && elapsed / clock < (media.seconds - 1) * 1000) setTimeout(step, 5);
+    };
+    step();
+  };
+  return {
+    async addTracks(pc) {
+      tracks.video = new w.MediaStreamTrack({ kind: 'video' });
+      tracks.audio = new w.MediaStreamTrack({ kind: 'audio' });
+      pc.addTrack(tracks.audio);
+      pc.addTrack(tracks.video);
+    },
+    onConnected() {
+      if (!tracks.video) return;
+      const ivf = readIvf(media.ivf);
+      const frameTicks = Math.round((90000 * ivf.scale) / ivf.rate);
+      send(tracks.video, 'out-video', 'video/VP8', ivf.frames.map((f) => ({ payloads: vp8Payloads(f), ticks: frameTicks })), 90);
+      send(tracks.audio, 'out-audio', 'audio/opus', readOggOpus(media.ogg).map((p) => ({ payloads: [p], ticks: opusSamples(p) })), 48);
+    },
+    onTrack(ev) {
+      const kind = ev.track.kind;
+      const c = count(`in-${kind}`, ev.track.codec ? ev.track.codec.mimeType : kind);
+      const asm = new Vp8Assembler();
+      const ivf = kind === 'video' && media.out ? new IvfWriter(join(media.out, 'in-video.ivf')) : null;
+      if (ivf) {
+        writers.push(ivf);
+        c.file = join(media.out, 'in-video.ivf');
+      }
+      ev.track.onReceiveRtp.subscribe((rtp) => {
+        c.packets++;
+        if (kind !== 'video') {
+          c.frames++;
+          return;
+        }
+        const frame = asm.push(rtp.header, rtp.payload);
+        if (!frame) return;
+        c.frames++;
+        const info = vp8FrameInfo(frame);
+        if (info.key) Object.assign(c, { keyframes: (c.keyframes || 0) + 1, width: info.width, height: info.height });
+        if (ivf) ivf.write(frame, rtp.header.timestamp);
+      });
+    },
+    result() {
+      for (const x of writers.splice(0)) x.close();
+      return counts;
+    },
+  };
+}
 
 async function weriftPeer() {
-  const { RTCPeerConnection } = await import('werift');
-  return w3cPeer(o, { RTCPeerConnection, WebSocket, onJoined: () => console.error('joined') });
+  const w = await import('werift');
+  return w3cPeer(o, { RTCPeerConnection: w.RTCPeerConnection, WebSocket, onJoined: () => console.error('joined'), media: media ? weriftMedia(w) : undefined });
 }
 
 // RTCIceServer objects (docs/signaling.md: STUN, and TURN with REST credentials whose

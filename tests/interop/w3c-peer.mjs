@@ -3,7 +3,9 @@
 // trickle both ways with a null candidate for end-of-candidates, then one text message each
 // way; or, with `o.media`, audio and video instead of the channel (fake camera and
 // microphone sent when `o.media.send`, received either way), for `o.media.seconds` once
-// connected. Used as it is by werift in Node (tests/interop/peer.mjs) and, serialised with
+// connected, or until the other peer leaves with `o.media.untilLeft`. A stack without
+// cameras brings its own tracks in `deps.media` (addTracks, onConnected, onTrack, result: see
+// peer.mjs). Used as it is by werift in Node (tests/interop/peer.mjs) and, serialised with
 // Function.prototype.toString, inside a Firefox page (tests/interop/firefox-peers.mjs): so
 // it refers to nothing outside itself, and its dependencies come in `deps`.
 //
@@ -68,7 +70,9 @@ export async function w3cPeer(o, deps = {}) {
     };
     const makePc = async (iceServers) => {
       pc = new PC({ iceServers, iceTransportPolicy: o.relay ? 'relay' : 'all' });
-      if (o.media && o.media.send) {
+      if (o.media && o.media.send && deps.media) {
+        await deps.media.addTracks(pc);
+      } else if (o.media && o.media.send) {
         const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 320, height: 240, frameRate: 15 } });
         for (const t of stream.getTracks()) pc.addTrack(t, stream);
       }
@@ -83,11 +87,13 @@ export async function w3cPeer(o, deps = {}) {
         }
       };
       pc.ondatachannel = (ev) => wire(ev.channel || ev);
+      if (deps.media) pc.ontrack = (ev) => deps.media.onTrack(ev);
       pc.onconnectionstatechange = () => {
         note(`connection ${pc.connectionState}`);
         if (pc.connectionState === 'connected' && r.connectedMs === null) {
           r.connectedMs = Date.now() - t0;
           if (o.media) setTimeout(resolveDone, o.media.seconds * 1000);
+          if (deps.media) deps.media.onConnected();
         }
       };
     };
@@ -143,6 +149,10 @@ export async function w3cPeer(o, deps = {}) {
             await addCandidate(d.candidate);
           }
         }
+      } else if (m.type === 'peer-left' && o.media && o.media.untilLeft && m.id === remoteId) {
+        note('peer left');
+        // A moment for the last packets.
+        setTimeout(resolveDone, 500);
       } else if (m.type === 'error') {
         note(`signaling error ${m.code}: ${m.message}`);
       }
@@ -168,7 +178,9 @@ export async function w3cPeer(o, deps = {}) {
           const rc = byId.get(pair.remoteCandidateId);
           r.selected = { local: l && l.candidateType, remote: rc && rc.candidateType };
         }
-        if (o.media) {
+        if (deps.media) {
+          r.media = deps.media.result();
+        } else if (o.media) {
           r.media = {};
           stats.forEach((s) => {
             if (s.type !== 'inbound-rtp' && s.type !== 'outbound-rtp') return;

@@ -4,17 +4,22 @@
 // both ways (null at the end), sends "hello from pion" once the channel opens and waits for
 // EXPECT. It is given only the servers of the `welcome`, relay-only when RELAY is 1. Prints
 // one JSON line in the shape of tests/interop/w3c-peer.mjs's result and exits 0 when the
-// message came.
+// message came. With -media it has audio and video instead of the channel (media.go): it sends
+// VP8 from -ivf and Opus from -ogg for -seconds once connected (send, sendrecv), receives
+// what comes (recv, sendrecv; into -out DIR), and is done -seconds after connecting, or when
+// the other peer leaves; it exits 0 when it was connected.
 //
 // Built offline in GOPATH mode against Debian's Pion packages (as bench/media-ref is):
 //
 //	GO111MODULE=off GOPATH=/usr/share/gocode go build -o pion-peer ./tests/interop/pion-peer
-//	pion-peer WS_URL ROOM RELAY(0|1) EXPECT [TIMEOUT_MS]
+//	pion-peer [-media send|recv|sendrecv -ivf F -ogg F -seconds S -out DIR] WS_URL ROOM RELAY(0|1) EXPECT [TIMEOUT_MS]
 package main
 
 import (
 	"encoding/json"
+	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"sync"
@@ -64,17 +69,26 @@ type result struct {
 	LocalSdp              string        `json:"localSdp"`
 	RemoteSdp             string        `json:"remoteSdp"`
 	Ms                    int64         `json:"ms"`
+	ConnectedMs           *int64        `json:"connectedMs"`
+	Media                 interface{}   `json:"media"`
 }
 
 func main() {
-	if len(os.Args) < 5 {
-		fmt.Fprintln(os.Stderr, "usage: pion-peer WS_URL ROOM RELAY(0|1) EXPECT [TIMEOUT_MS]")
+	mediaMode := flag.String("media", "", "send, recv or sendrecv: audio and video instead of a data channel")
+	ivfPath := flag.String("ivf", "", "VP8 IVF file to send")
+	oggPath := flag.String("ogg", "", "Opus Ogg file to send (one packet a page)")
+	seconds := flag.Float64("seconds", 4, "seconds of media to send; done this long after connecting")
+	outDir := flag.String("out", "", "folder for what is received (in-video.ivf, in-audio.ogg)")
+	flag.Parse()
+	args := flag.Args()
+	if len(args) < 4 {
+		fmt.Fprintln(os.Stderr, "usage: pion-peer [-media send|recv|sendrecv -ivf F -ogg F -seconds S -out DIR] WS_URL ROOM RELAY(0|1) EXPECT [TIMEOUT_MS]")
 		os.Exit(2)
 	}
-	url, room, relay, expect := os.Args[1], os.Args[2], os.Args[3] == "1", os.Args[4]
+	url, room, relay, expect := args[0], args[1], args[2] == "1", args[3]
 	timeout := 20 * time.Second
-	if len(os.Args) > 5 {
-		if ms, err := strconv.Atoi(os.Args[5]); err == nil {
+	if len(args) > 4 {
+		if ms, err := strconv.Atoi(args[4]); err == nil {
 			timeout = time.Duration(ms) * time.Millisecond
 		}
 	}
@@ -115,6 +129,14 @@ func main() {
 	done := make(chan struct{})
 	var doneOnce sync.Once
 	var pc *webrtc.PeerConnection
+	var media *mediaState
+	var videoOut, audioOut *webrtc.TrackLocalStaticSample
+	if *mediaMode != "" {
+		media = newMediaState(*outDir)
+	}
+	finishSoon := func(d time.Duration) {
+		time.AfterFunc(d, func() { doneOnce.Do(func() { close(done) }) })
+	}
 
 	wire := func(dc *webrtc.DataChannel) {
 		dc.OnOpen(func() {
@@ -161,8 +183,50 @@ func main() {
 			mu.Unlock()
 			send(map[string]interface{}{"candidate": init})
 		})
-		pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) { note("connection %s", s) })
+		var connectedOnce sync.Once
+		pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+			note("connection %s", s)
+			if s != webrtc.PeerConnectionStateConnected || media == nil {
+				return
+			}
+			connectedOnce.Do(func() {
+				ms := time.Since(t0).Milliseconds()
+				mu.Lock()
+				r.ConnectedMs = &ms
+				mu.Unlock()
+				finishSoon(time.Duration(*seconds * float64(time.Second)))
+				if videoOut == nil {
+					return
+				}
+				// Sending stops a little before the end: what is sent last comes back (echo).
+				sendFor := *seconds - 1
+				go func() {
+					if err := sendFile(*ivfPath, func(in io.Reader) error { return media.sendIVF(in, videoOut, sendFor) }); err != nil {
+						note("send video: %v", err)
+					}
+				}()
+				go func() {
+					if err := sendFile(*oggPath, func(in io.Reader) error { return media.sendOgg(in, audioOut, sendFor) }); err != nil {
+						note("send audio: %v", err)
+					}
+				}()
+			})
+		})
 		pc.OnDataChannel(wire)
+		if media == nil {
+			return
+		}
+		pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+			note("track %s %s", t.Kind(), t.Codec().MimeType)
+			go media.receive(t)
+		})
+		if *mediaMode == "recv" {
+			return
+		}
+		if videoOut, audioOut, err = media.addSendTracks(pc); err != nil {
+			note("add tracks: %v", err)
+			finish()
+		}
 	}
 	addCandidate := func(raw json.RawMessage) {
 		if string(raw) == "null" {
@@ -226,12 +290,20 @@ func main() {
 					r.Role = "offer"
 					remoteID = m.Peers[0].ID
 					mu.Unlock()
-					dc, err := pc.CreateDataChannel("chat", nil)
-					if err != nil {
-						note("create data channel: %v", err)
-						continue
+					if media == nil {
+						dc, err := pc.CreateDataChannel("chat", nil)
+						if err != nil {
+							note("create data channel: %v", err)
+							continue
+						}
+						wire(dc)
+					} else if *mediaMode == "recv" {
+						for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
+							if _, err := pc.AddTransceiverFromKind(kind, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+								note("add transceiver: %v", err)
+							}
+						}
 					}
-					wire(dc)
 					setAndSend(pc.CreateOffer(nil))
 				} else {
 					mu.Lock()
@@ -280,6 +352,12 @@ func main() {
 						addCandidate(raw)
 					}
 				}
+			case "peer-left":
+				note("peer left")
+				if media != nil {
+					// Give the last packets a moment to arrive.
+					finishSoon(500 * time.Millisecond)
+				}
 			case "error":
 				note("signaling error %s: %s", m.Code, m.Message)
 			}
@@ -298,6 +376,18 @@ func main() {
 	case <-time.After(timeout):
 		note("timed out")
 	}
+	if pc != nil && media != nil {
+		for _, t := range pc.GetTransceivers() {
+			if s := t.Sender(); s != nil && s.Transport() != nil {
+				if pair, err := s.Transport().ICETransport().GetSelectedCandidatePair(); err == nil && pair != nil {
+					mu.Lock()
+					r.Selected = &selectedPair{Local: pair.Local.Typ.String(), Remote: pair.Remote.Typ.String()}
+					mu.Unlock()
+					break
+				}
+			}
+		}
+	}
 	if pc != nil {
 		if sctp := pc.SCTP(); sctp != nil {
 			if pair, err := sctp.Transport().ICETransport().GetSelectedCandidatePair(); err == nil && pair != nil {
@@ -309,9 +399,19 @@ func main() {
 	}
 	mu.Lock()
 	r.OK = r.Got != nil && *r.Got == expect && r.OpenMs != nil
+	if media != nil {
+		r.OK = r.ConnectedMs != nil
+	}
 	mu.Unlock()
 	if pc != nil {
 		pc.Close()
+	}
+	if media != nil {
+		// The receivers end with the connection and close their files.
+		time.Sleep(200 * time.Millisecond)
+		mu.Lock()
+		r.Media = media.snapshot()
+		mu.Unlock()
 	}
 	ws.Close()
 	finish()
