@@ -4,13 +4,18 @@
 //! error, including `selected pair: <local> -> <remote>` for each connection. Chat ends when
 //! standard input ends (once what it sent was acknowledged, printing what arrives
 //! meanwhile), or when the last other peer has gone.
+//!
+//! In a room through the server (SFU mode) the one `chat` channel goes to the server, which
+//! relays each line to everyone there (`{"from", "text"}` in, printed as the text); lines
+//! wait while nobody else is in the room, as they do for a channel in a mesh.
 
 use crate::peer::{sleep_until, stdin_lines, MeetArgs};
 use crate::room::RoomEvent;
 use crate::status;
+use peerlink::session::SFU_PEER;
 use peerlink_io::PeerHandle;
 use peerlink_rtc::{ChannelConfig, ChannelEvent, ConnectionState, RtcEvent};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -41,6 +46,8 @@ pub async fn run(args: MeetArgs) -> anyhow::Result<()> {
     let mut others: HashMap<String, Other> = HashMap::new();
     // Lines typed before any chat channel opened.
     let mut pending: Vec<String> = Vec::new();
+    // Who else is in the room: a line through the server waits until someone is.
+    let mut present: HashSet<String> = HashSet::new();
     let mut stdin_open = true;
     // At the end of input: until when to wait for acknowledgements, then to linger.
     let mut drain_until: Option<Instant> = None;
@@ -52,8 +59,11 @@ pub async fn run(args: MeetArgs) -> anyhow::Result<()> {
             line = lines.recv(), if stdin_open => match line {
                 Some(line) => {
                     let line: String = line.chars().take(MAX_CHAT_CHARS).collect();
-                    let open: Vec<(PeerHandle, u16)> =
-                        others.values().filter_map(|o| o.open.map(|id| (o.handle.clone(), id))).collect();
+                    let open: Vec<(PeerHandle, u16)> = others
+                        .iter()
+                        .filter(|(peer, _)| *peer != SFU_PEER || !present.is_empty())
+                        .filter_map(|(_, o)| o.open.map(|id| (o.handle.clone(), id)))
+                        .collect();
                     if open.is_empty() {
                         pending.push(line.clone());
                     }
@@ -93,6 +103,20 @@ pub async fn run(args: MeetArgs) -> anyhow::Result<()> {
                             break;
                         }
                     }
+                    RoomEvent::PeerJoined(p) => {
+                        present.insert(p.id);
+                        // Lines that waited for someone to be in the room.
+                        if let Some((handle, id)) = others.get(SFU_PEER).and_then(|o| o.open.map(|id| (o.handle.clone(), id))) {
+                            for line in pending.drain(..) {
+                                if let Err(e) = handle.send(id, line.into_bytes(), false).await {
+                                    tracing::debug!(error = %e, "chat line not sent");
+                                }
+                            }
+                        }
+                    }
+                    RoomEvent::PeerLeft(id) => {
+                        present.remove(&id);
+                    }
                     RoomEvent::Rtc { peer, event } => {
                         let Some(other) = others.get_mut(&peer) else { continue };
                         match event {
@@ -120,6 +144,13 @@ pub async fn run(args: MeetArgs) -> anyhow::Result<()> {
                             {
                                 let mut out = std::io::stdout().lock();
                                 let mut line = String::from_utf8_lossy(&data).into_owned();
+                                if peer == peerlink::session::SFU_PEER {
+                                    // The server relays as {"from": id, "text": ...}.
+                                    match serde_json::from_str::<serde_json::Value>(&line) {
+                                        Ok(v) if v["text"].is_string() => line = v["text"].as_str().unwrap_or_default().to_owned(),
+                                        _ => continue,
+                                    }
+                                }
                                 line.push('\n');
                                 out.write_all(line.as_bytes())?;
                                 out.flush()?;
@@ -133,7 +164,7 @@ pub async fn run(args: MeetArgs) -> anyhow::Result<()> {
                             _ => {}
                         }
                         // The first channel to open takes what was typed before it.
-                        if let Some(id) = other.open {
+                        if let Some(id) = other.open.filter(|_| peer != SFU_PEER || !present.is_empty()) {
                             for line in pending.drain(..) {
                                 if let Err(e) = other.handle.send(id, line.into_bytes(), false).await {
                                     tracing::debug!(error = %e, "chat line not sent");
@@ -141,6 +172,7 @@ pub async fn run(args: MeetArgs) -> anyhow::Result<()> {
                             }
                         }
                     }
+                    _ => {}
                 }
             }
             () = sleep_until(fallback), if fallback.is_some() => {

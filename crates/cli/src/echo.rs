@@ -8,10 +8,16 @@
 //! When echo joins a room after the others it makes the offers: audio and video (sendrecv)
 //! and a `chat` data channel. Runs until interrupted (or until signaling ends with nobody
 //! left).
+//!
+//! Echo needs a connection per peer: in a room through the server (SFU mode) the one
+//! connection carries everyone's media and a chat everyone hears, so nothing is echoed there
+//! (an echo would go to the whole room, and two echoes would answer each other forever)
+//! until the room is a mesh again.
 
 use crate::peer::MeetArgs;
 use crate::room::RoomEvent;
 use crate::status;
+use peerlink::session::{RoomMode, SFU_PEER};
 use peerlink_io::PeerHandle;
 use peerlink_rtc::{ChannelConfig, ChannelEvent, Direction, MediaKind, RtcEvent, TrackConfig, TransceiverId};
 use std::collections::{HashMap, HashSet};
@@ -66,6 +72,13 @@ pub async fn run(args: MeetArgs) -> anyhow::Result<()> {
                     );
                 }
             }
+            RoomEvent::Mode(RoomMode::Sfu) => {
+                status!(
+                    "peerlink: the room goes through the server: nothing is echoed until it is a mesh again"
+                );
+            }
+            RoomEvent::Mode(RoomMode::Mesh) => status!("peerlink: the room is a mesh: echoing"),
+            RoomEvent::Rtc { peer, .. } if peer == SFU_PEER => {}
             RoomEvent::Rtc { peer, event } => {
                 let Some(o) = others.get_mut(&peer) else { continue };
                 match event {
@@ -105,6 +118,7 @@ pub async fn run(args: MeetArgs) -> anyhow::Result<()> {
                     _ => {}
                 }
             }
+            _ => {}
         }
     }
     room.close().await;

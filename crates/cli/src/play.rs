@@ -337,6 +337,7 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
                             _ => {}
                         }
                     }
+                    _ => {}
                 }
             }
         }

@@ -12,15 +12,21 @@
 //! The files are finalised (sizes, duration, cues: seekable) when the participant leaves,
 //! after `--duration`, on SIGINT/SIGTERM, or when the room empties; a file is never
 //! overwritten (a name in use gets `-1`, `-2`, ...).
+//!
+//! In a room through the server (SFU mode) the one connection to the server carries
+//! everyone's tracks; each track's stream id names its publisher, and each publisher gets
+//! its own file as in a mesh. A switch of mode starts new files (the tracks come over new
+//! connections, with new clocks).
 
 use crate::peer::MeetArgs;
 use crate::room::RoomEvent;
 use crate::status;
 use anyhow::Context;
+use peerlink::session::SFU_PEER;
 use peerlink_mediafile::{Recorder, TrackInfo};
 use peerlink_rtc::{Codec, Direction, MediaKind, RtcEvent, TrackConfig, TransceiverId};
 use peerlink_rtp::Unwrapper32;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -109,6 +115,20 @@ fn file_name(dir: &Path, room: &str, name: &str, video: Option<Codec>) -> PathBu
 }
 
 impl Participant {
+    fn new(name: String, handle: peerlink_io::PeerHandle) -> Participant {
+        Participant {
+            name,
+            handle,
+            tracks: HashMap::new(),
+            announced: Vec::new(),
+            held: Vec::new(),
+            reports: HashMap::new(),
+            first_frame: None,
+            recorder: None,
+            frames: 0,
+        }
+    }
+
     fn ready(&self, now: Instant) -> bool {
         let all = !self.announced.is_empty() && self.announced.iter().all(|id| self.tracks.contains_key(id));
         all || self.first_frame.is_some_and(|f| now >= f + START_WAIT)
@@ -244,8 +264,15 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
         (MediaKind::Video, Direction::RecvOnly, TrackConfig::new(MediaKind::Video)),
     ];
     let mut room = crate::room::join(&args.meet, options).await?;
+    // Keyed by peer id over a mesh, by "<stream id>@sfu" through the server.
     let mut people: HashMap<String, Participant> = HashMap::new();
     let mut seen_anyone = false;
+    // Who is in the room (from signaling), and their names.
+    let mut present: HashSet<String> = HashSet::new();
+    let mut names: HashMap<String, String> = HashMap::new();
+    // The server's connection: which participant each of its transceivers carries.
+    let mut sfu_streams: HashMap<TransceiverId, String> = HashMap::new();
+    let mut sfu_handle: Option<peerlink_io::PeerHandle> = None;
     let shutdown = crate::media::interrupted();
     tokio::pin!(shutdown);
     let deadline = args.duration.map(|s| Instant::now() + Duration::from_secs(s));
@@ -273,25 +300,75 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
             event = room.next() => {
                 let Some(event) = event else { break };
                 match event {
+                    RoomEvent::Connecting { peer, handle, .. } if peer.id == SFU_PEER => {
+                        sfu_handle = Some(handle);
+                        sfu_streams.clear();
+                    }
                     RoomEvent::Connecting { peer, handle, .. } => {
                         seen_anyone = true;
-                        people.insert(peer.id, Participant {
-                            name: peer.name, handle, tracks: HashMap::new(), announced: Vec::new(),
-                            held: Vec::new(), reports: HashMap::new(), first_frame: None, recorder: None, frames: 0,
-                        });
+                        people.insert(peer.id, Participant::new(peer.name, handle));
+                    }
+                    RoomEvent::PeerJoined(peer) => {
+                        present.insert(peer.id.clone());
+                        names.insert(peer.id, peer.name);
                     }
                     RoomEvent::Gone { peer, reason } => {
-                        if let Some(mut p) = people.remove(&peer) {
-                            status!("peerlink: {} ({peer}): {reason}", p.name);
+                        let gone: Vec<String> = if peer == SFU_PEER {
+                            sfu_handle = None;
+                            sfu_streams.clear();
+                            people.keys().filter(|k| k.ends_with("@sfu")).cloned().collect()
+                        } else {
+                            vec![peer.clone()]
+                        };
+                        for key in gone {
+                            if let Some(mut p) = people.remove(&key) {
+                                status!("peerlink: {} ({peer}): {reason}", p.name);
+                                p.finish();
+                            }
+                        }
+                        if seen_anyone && people.is_empty() && present.is_empty() {
+                            status!("peerlink: the room is empty; done");
+                            break;
+                        }
+                    }
+                    RoomEvent::PeerLeft(id) => {
+                        present.remove(&id);
+                        if let Some(mut p) = people.remove(&format!("{id}@sfu")) {
+                            status!("peerlink: {} ({id}) left", p.name);
                             p.finish();
                         }
-                        if seen_anyone && people.is_empty() {
+                        if seen_anyone && people.is_empty() && present.is_empty() {
                             status!("peerlink: the room is empty; done");
                             break;
                         }
                     }
                     RoomEvent::Rtc { peer, event } => {
-                        let Some(p) = people.get_mut(&peer) else { continue };
+                        let key = if peer != SFU_PEER {
+                            peer
+                        } else {
+                            match &event {
+                                RtcEvent::Track { id, stream_id, .. } => {
+                                    let Some(handle) = sfu_handle.clone() else { continue };
+                                    let publisher = stream_id.clone().unwrap_or_else(|| format!("track{}", id.0));
+                                    let key = format!("{publisher}@sfu");
+                                    sfu_streams.insert(*id, key.clone());
+                                    seen_anyone = true;
+                                    let name = names.get(&publisher).cloned().unwrap_or(publisher);
+                                    people.entry(key.clone()).or_insert_with(|| Participant::new(name, handle));
+                                    key
+                                }
+                                RtcEvent::Frame { id, .. } | RtcEvent::SenderReport { id, .. } => {
+                                    let Some(key) = sfu_streams.get(id) else { continue };
+                                    key.clone()
+                                }
+                                RtcEvent::SelectedPair { local_kind, remote_kind, .. } => {
+                                    status!("selected pair: {local_kind} -> {remote_kind}");
+                                    continue;
+                                }
+                                _ => continue,
+                            }
+                        };
+                        let Some(p) = people.get_mut(&key) else { continue };
                         match event {
                             RtcEvent::SelectedPair { local_kind, remote_kind, .. } => {
                                 status!("selected pair: {local_kind} -> {remote_kind}");
@@ -346,6 +423,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
                             _ => {}
                         }
                     }
+                    _ => {}
                 }
             }
         }

@@ -354,6 +354,8 @@ pub async fn send(args: SendArgs) -> anyhow::Result<Result<(), TransferError>> {
                         }
                         t.pump(size, &mut buf).await?;
                     }
+                    RoomEvent::Mode(peerlink::session::RoomMode::Sfu) => anyhow::bail!("file transfer needs direct connections, and this room goes through the server (SFU mode: too many participants); nothing was sent"),
+                    _ => {}
                 }
             }
             _ = tick.tick() => {
@@ -652,6 +654,8 @@ pub async fn recv(args: RecvArgs) -> anyhow::Result<Result<(), TransferError>> {
                     _ => {}
                 }
             }
+            RoomEvent::Mode(peerlink::session::RoomMode::Sfu) => anyhow::bail!("file transfer needs direct connections, and this room goes through the server (SFU mode: too many participants); nothing was received"),
+            _ => {}
         }
     };
     room.close().await;

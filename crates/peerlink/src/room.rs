@@ -502,6 +502,7 @@ async fn dispatch(
                     route.end(reason);
                 }
             }
+            _ => {}
         }
     }
     session.close().await;

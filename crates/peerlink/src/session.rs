@@ -10,6 +10,13 @@
 //! held until it has gone (a peer cannot use them before). A signaling outage does not touch
 //! established connections: a peer is gone when its connection ends, or when the server says
 //! it left before it was ever connected.
+//!
+//! In a room the server runs in SFU mode (docs/signaling.md, "Rooms in SFU mode") there is
+//! one connection, to the peer `"sfu"` (the server): we offer what we send, we are polite,
+//! the server offers the other participants' tracks (each track's stream id is its
+//! publisher's id, [`RtcEvent::Track`]'s `stream_id`). At a switch of mode the new
+//! connections are made first and the old ones close once they are up (or after
+//! [`SWITCH_BOUND`]), as the browser app does.
 
 use peerlink_io::{Peer, PeerConfig, PeerEvents, PeerHandle};
 use peerlink_rtc::{
@@ -30,6 +37,21 @@ const OFFER_FALLBACK: Duration = Duration::from_secs(4);
 /// signaling outage, a peer that never answers): ICE's own timeout starts only once there
 /// are candidate pairs to check.
 const SETUP_DEADLINE: Duration = Duration::from_secs(60);
+/// The connections of the old mode close at most this long after a switch.
+pub const SWITCH_BOUND: Duration = Duration::from_secs(10);
+/// A lost connection to the server of a room in SFU mode is made again after this long.
+const SFU_REOPEN: Duration = Duration::from_secs(2);
+/// The peer id of the server in a room in SFU mode.
+pub const SFU_PEER: &str = "sfu";
+
+/// How the room carries media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomMode {
+    /// A connection per other participant.
+    Mesh,
+    /// One connection, to the server ([`SFU_PEER`]), which forwards everyone's media.
+    Sfu,
+}
 
 /// An event of connection `generation` to peer `id` (`None`: its driver ended). The
 /// generation tells a new connection to the same id from one being closed.
@@ -37,6 +59,7 @@ type PeerEvent = (String, u64, Option<RtcEvent>);
 
 /// What the session tells the application.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum SessionEvent {
     /// A connection to `peer` is being set up. `offerer`: we made the first offer (the app's
     /// convention: the offerer opens the first channel).
@@ -62,6 +85,15 @@ pub enum SessionEvent {
         /// Why.
         reason: Gone,
     },
+    /// Someone is in the room (from the server's lists: those there when we joined, then
+    /// each newcomer). In SFU mode no connection to it follows: its media comes from the
+    /// server, as a stream whose id is its id.
+    PeerJoined(Remote),
+    /// Someone left the room (its connection, if any, may outlive this a little).
+    PeerLeft(String),
+    /// The room carries media this way now: after joining when it is not a mesh, and at
+    /// every switch.
+    Mode(RoomMode),
 }
 
 /// Another participant.
@@ -295,9 +327,11 @@ impl Session {
         let mut client_options = ClientOptions::default();
         client_options.give_up_after = options.wait;
         let mut signal = SignalClient::connect_with(url, room, name, options.token.clone(), client_options);
-        let (my_id, peers, ice_servers) = loop {
+        let (my_id, peers, ice_servers, mode) = loop {
             match signal.next_event().await {
-                Some(ClientEvent::Joined { id, peers, ice_servers, .. }) => break (id, peers, ice_servers),
+                Some(ClientEvent::Joined { id, peers, ice_servers, mode, .. }) => {
+                    break (id, peers, ice_servers, mode)
+                }
                 Some(ClientEvent::Closed { reason }) => return Err(JoinError::Signaling(reason)),
                 Some(ClientEvent::Disconnected { reason }) => {
                     status!(status, "peerlink: signaling: {reason}; retrying")
@@ -318,18 +352,31 @@ impl Session {
             config: PeerConfig { rtc, addresses: options.bind.clone() },
             conns: HashMap::new(),
             names: peers.iter().map(|p| (p.id.clone(), p.name.clone())).collect(),
+            order: peers.iter().map(|p| p.id.clone()).chain([my_id.clone()]).collect(),
             generations: 0,
             app,
             peer_events,
             tracks: options.tracks.clone(),
             status: status.clone(),
+            mode: RoomMode::Mesh,
+            retiring: Vec::new(),
+            retire_at: None,
+            reopen_sfu_at: None,
         };
-        if peers.is_empty() {
-            status!(status, "peerlink: waiting for someone to join");
+        for p in &peers {
+            let _ =
+                task.app.send(SessionEvent::PeerJoined(Remote { id: p.id.clone(), name: p.name.clone() }));
         }
-        for p in peers {
-            status!(status, "peerlink: {} ({}) is here; offering", p.name, p.id);
-            task.open(Remote { id: p.id, name: p.name }, true).await?;
+        if mode == "sfu" {
+            task.switch(RoomMode::Sfu).await?;
+        } else {
+            if peers.is_empty() {
+                status!(status, "peerlink: waiting for someone to join");
+            }
+            for p in peers {
+                status!(status, "peerlink: {} ({}) is here; offering", p.name, p.id);
+                task.open(Remote { id: p.id, name: p.name }, true).await?;
+            }
         }
         let worker = Worker::spawn(|stopped| task.run(merged, stopped));
         Ok(Session { id: my_id, events, worker })
@@ -376,6 +423,15 @@ struct Task {
     conns: HashMap<String, Conn>,
     /// Names of the participants, from the server's lists.
     names: HashMap<String, String>,
+    /// Who is in the room (us too), in the order they joined as far as we know.
+    order: Vec<String>,
+    mode: RoomMode,
+    /// Connections of the mode before a switch: closed once the new ones are up, or at
+    /// `retire_at`.
+    retiring: Vec<String>,
+    retire_at: Option<Instant>,
+    /// The connection to the server of a room in SFU mode was lost: a new one then.
+    reopen_sfu_at: Option<Instant>,
     generations: u64,
     app: mpsc::UnboundedSender<SessionEvent>,
     peer_events: mpsc::UnboundedSender<PeerEvent>,
@@ -462,6 +518,22 @@ impl Task {
                     let reason = format!("no connection within {SETUP_DEADLINE:?} (no answer through signaling, or no candidate pair)");
                     self.drop_conn(&id, Gone::Failed { reason, during_setup: true }).await;
                 }
+                () = sleep_until(self.retire_at), if self.retire_at.is_some() => {
+                    self.retire_at = None;
+                    for id in std::mem::take(&mut self.retiring) {
+                        tracing::debug!(%id, "closing a connection of the room's previous mode");
+                        self.drop_conn(&id, Gone::Closed).await;
+                    }
+                }
+                () = sleep_until(self.reopen_sfu_at), if self.reopen_sfu_at.is_some() => {
+                    self.reopen_sfu_at = None;
+                    if self.mode == RoomMode::Sfu && !self.conns.contains_key(SFU_PEER) {
+                        status!(self.status, "peerlink: connecting to the server again");
+                        if let Err(e) = self.open_sfu().await {
+                            status!(self.status, "peerlink: cannot start a connection: {e}");
+                        }
+                    }
+                }
                 () = sleep_until(fallback.as_ref().map(|f| f.0)), if fallback.is_some() => {
                     let id = fallback.expect("checked").1;
                     status!(self.status, "peerlink: no offer from {id} after {OFFER_FALLBACK:?}; offering");
@@ -486,18 +558,55 @@ impl Task {
 
     async fn on_signaling(&mut self, event: ClientEvent) {
         match event {
-            ClientEvent::Joined { id: new_id, peers, .. }
-            | ClientEvent::Rejoined { id: new_id, peers, .. } => {
+            ClientEvent::Joined { id: new_id, peers, mode, .. }
+            | ClientEvent::Rejoined { id: new_id, peers, mode, .. } => {
                 // Back after losing the server. Established connections stay as they are;
                 // a peer we have no connection with is offered to, as a newcomer does.
-                if new_id != self.my_id {
+                let renamed = new_id != self.my_id;
+                if renamed {
                     status!(self.status, "peerlink: signaling is back; this peer is now {new_id}");
-                    self.my_id = new_id;
+                    self.my_id = new_id.clone();
                 } else {
                     status!(self.status, "peerlink: signaling is back (same id)");
                 }
                 for p in &peers {
-                    self.names.insert(p.id.clone(), p.name.clone());
+                    if self.names.insert(p.id.clone(), p.name.clone()).is_none() {
+                        let _ = self.app.send(SessionEvent::PeerJoined(Remote {
+                            id: p.id.clone(),
+                            name: p.name.clone(),
+                        }));
+                    }
+                }
+                for gone in
+                    self.order.iter().filter(|id| **id != self.my_id && !peers.iter().any(|p| p.id == **id))
+                {
+                    self.names.remove(gone);
+                    let _ = self.app.send(SessionEvent::PeerLeft(gone.clone()));
+                }
+                self.order.retain(|id| peers.iter().any(|p| p.id == *id));
+                let new: Vec<String> =
+                    peers.iter().map(|p| p.id.clone()).filter(|id| !self.order.contains(id)).collect();
+                self.order.extend(new);
+                self.order.push(new_id);
+                let mode = if mode == "sfu" { RoomMode::Sfu } else { RoomMode::Mesh };
+                if mode == RoomMode::Sfu {
+                    // Under a new id the server no longer knows our connection to it.
+                    if renamed && self.mode == RoomMode::Sfu && self.conns.contains_key(SFU_PEER) {
+                        self.drop_conn(SFU_PEER, Gone::Closed).await;
+                    }
+                    if let Err(e) = self.switch(mode).await {
+                        status!(self.status, "peerlink: cannot start a connection: {e}");
+                    }
+                    if self.conns.get(SFU_PEER).is_some_and(|c| !c.connected) {
+                        self.offer(SFU_PEER).await;
+                    }
+                    return;
+                }
+                if self.mode == RoomMode::Sfu {
+                    // Connections to the others are made below, as a newcomer's.
+                    self.mode = RoomMode::Mesh;
+                    let _ = self.app.send(SessionEvent::Mode(RoomMode::Mesh));
+                    self.retire(vec![SFU_PEER.to_owned()]);
                 }
                 // Connections still being set up may have lost an offer or answer with the
                 // server: negotiate them again.
@@ -522,6 +631,16 @@ impl Task {
             }
             ClientEvent::PeerJoined(p) => {
                 self.names.insert(p.id.clone(), p.name.clone());
+                if !self.order.contains(&p.id) {
+                    self.order.push(p.id.clone());
+                }
+                let _ = self
+                    .app
+                    .send(SessionEvent::PeerJoined(Remote { id: p.id.clone(), name: p.name.clone() }));
+                if self.mode == RoomMode::Sfu {
+                    status!(self.status, "peerlink: {} ({}) joined", p.name, p.id);
+                    return;
+                }
                 if self.conns.contains_key(&p.id) {
                     // Someone we are connected with, back in signaling after an outage.
                     return;
@@ -532,6 +651,8 @@ impl Task {
                 }
             }
             ClientEvent::PeerLeft(id) => {
+                self.order.retain(|o| *o != id);
+                let _ = self.app.send(SessionEvent::PeerLeft(id.clone()));
                 let Some(conn) = self.conns.get(&id) else { return };
                 if conn.connected {
                     // Its signaling is gone; the connection is the judge of whether it is.
@@ -540,7 +661,18 @@ impl Task {
                 }
                 self.drop_conn(&id, Gone::Left).await;
             }
+            ClientEvent::Mode(mode) => {
+                let mode = if mode == "sfu" { RoomMode::Sfu } else { RoomMode::Mesh };
+                if let Err(e) = self.switch(mode).await {
+                    status!(self.status, "peerlink: cannot start a connection: {e}");
+                }
+            }
             ClientEvent::Signal { from, data } => {
+                // Each mode signals with its own peers only.
+                if (from == SFU_PEER) != (self.mode == RoomMode::Sfu) {
+                    tracing::debug!(%from, mode = ?self.mode, "signal from a peer of the other mode ignored");
+                    return;
+                }
                 if !self.conns.contains_key(&from) {
                     // Only an offer starts a connection (from someone who joined while we
                     // were away from signaling); a late candidate or answer of a connection
@@ -616,7 +748,8 @@ impl Task {
     /// rolls its own offer back on a collision).
     async fn on_signal(&mut self, from: &str, raw: &str) -> Result<(), peerlink_rtc::RtcError> {
         let data: serde_json::Value = serde_json::from_str(raw).unwrap_or_default();
-        let polite = self.my_id.as_str() > from;
+        // The server of a room in SFU mode is impolite.
+        let polite = from == SFU_PEER || self.my_id.as_str() > from;
         let Some(conn) = self.conns.get_mut(from) else { return Ok(()) };
         let handle = conn.handle.clone();
         if let Some(d) = data.get("description") {
@@ -687,6 +820,7 @@ impl Task {
             }
             RtcEvent::ConnectionState(ConnectionState::Connected) => {
                 conn.connected = true;
+                self.new_path_up();
                 None
             }
             RtcEvent::Closed { reason, during_setup } if reason.is_failure() => {
@@ -704,8 +838,86 @@ impl Task {
         }
     }
 
+    /// The room carries media as `mode` now: the new connections first; the old ones close
+    /// once those are up ([`Task::new_path_up`]) or after [`SWITCH_BOUND`].
+    async fn switch(&mut self, mode: RoomMode) -> Result<(), JoinError> {
+        if mode == self.mode {
+            if mode == RoomMode::Sfu && !self.conns.contains_key(SFU_PEER) {
+                self.open_sfu().await?;
+            }
+            return Ok(());
+        }
+        self.mode = mode;
+        let _ = self.app.send(SessionEvent::Mode(mode));
+        match mode {
+            RoomMode::Sfu => {
+                status!(self.status, "peerlink: the room goes through the server now");
+                let old: Vec<String> = self.conns.keys().filter(|id| *id != SFU_PEER).cloned().collect();
+                self.retire(old);
+                self.reopen_sfu_at = None;
+                if !self.conns.contains_key(SFU_PEER) {
+                    self.open_sfu().await?;
+                }
+            }
+            RoomMode::Mesh => {
+                status!(self.status, "peerlink: the room is a mesh again");
+                self.retire(
+                    self.conns.contains_key(SFU_PEER).then(|| SFU_PEER.to_owned()).into_iter().collect(),
+                );
+                // As newcomers do: each offers to those who joined before it.
+                let me = self.order.iter().position(|id| *id == self.my_id).unwrap_or(self.order.len());
+                let others: Vec<(usize, String)> =
+                    self.order.iter().cloned().enumerate().filter(|(_, id)| *id != self.my_id).collect();
+                for (i, id) in others {
+                    if self.conns.contains_key(&id) {
+                        self.retiring.retain(|r| *r != id);
+                        continue;
+                    }
+                    let name = self.names.get(&id).cloned().unwrap_or_else(|| id.clone());
+                    self.open(Remote { id, name }, i < me).await?;
+                }
+                if self.retiring.is_empty() {
+                    self.retire_at = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn open_sfu(&mut self) -> Result<(), JoinError> {
+        self.open(Remote { id: SFU_PEER.to_owned(), name: "server".to_owned() }, true).await
+    }
+
+    /// `ids` close once the new mode's connections are up.
+    fn retire(&mut self, ids: Vec<String>) {
+        if ids.is_empty() {
+            return;
+        }
+        self.retiring.extend(ids);
+        self.retire_at = Some(Instant::now() + SWITCH_BOUND);
+    }
+
+    /// A connection came up: when the new mode's are all up, the old ones close.
+    fn new_path_up(&mut self) {
+        if self.retiring.is_empty() {
+            return;
+        }
+        let up = match self.mode {
+            RoomMode::Sfu => self.conns.get(SFU_PEER).is_some_and(|c| c.connected),
+            RoomMode::Mesh => self.conns.iter().filter(|(id, _)| *id != SFU_PEER).all(|(_, c)| c.connected),
+        };
+        if up {
+            // A moment for the first frames of the new path; the timer closes them.
+            self.retire_at = Some(Instant::now() + Duration::from_secs(1));
+        }
+    }
+
     async fn drop_conn(&mut self, id: &str, reason: Gone) {
         let Some(conn) = self.conns.remove(id) else { return };
+        self.retiring.retain(|r| r != id);
+        if id == SFU_PEER && self.mode == RoomMode::Sfu {
+            self.reopen_sfu_at = Some(Instant::now() + SFU_REOPEN);
+        }
         tracing::debug!(%id, name = %conn.name, %reason, "connection over");
         // Closing may wait for a shutdown the other side never answers: not in this task.
         tokio::spawn(async move {

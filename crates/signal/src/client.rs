@@ -42,6 +42,9 @@ pub enum ClientEvent {
         id: String,
         peers: Vec<PeerInfo>,
         ice_servers: Vec<IceServer>,
+        /// How the room carries media: `"mesh"` (also from servers that do not say) or
+        /// `"sfu"` (signal with the peer `"sfu"` only).
+        mode: String,
     },
     /// Back in the room after a reconnection, under the same `id` as before: connections to
     /// other peers are still valid and need no new offer. `peers` is who is in the room now
@@ -51,6 +54,8 @@ pub enum ClientEvent {
         id: String,
         peers: Vec<PeerInfo>,
         ice_servers: Vec<IceServer>,
+        /// The room's mode, as in `Joined`.
+        mode: String,
     },
     PeerJoined(PeerInfo),
     PeerLeft(String),
@@ -350,16 +355,17 @@ impl Task {
                     let mut then = None;
                     let event = match ServerMessage::parse(text.as_str()) {
                         Ok(ServerMessage::Welcome { id, peers, ice_servers, resume, mode, .. }) => {
-                            then = mode.filter(|m| m != "mesh").map(ClientEvent::Mode);
+                            let mode = mode.unwrap_or_else(|| "mesh".to_owned());
+                            then = (mode != "mesh").then(|| ClientEvent::Mode(mode.clone()));
                             self.resume = resume;
                             joined = true;
                             *backoff = BACKOFF_MIN;
                             self.connected.send_replace(true);
                             if self.id.as_ref() == Some(&id) {
-                                ClientEvent::Rejoined { id, peers, ice_servers }
+                                ClientEvent::Rejoined { id, peers, ice_servers, mode }
                             } else {
                                 self.id = Some(id.clone());
-                                ClientEvent::Joined { id, peers, ice_servers }
+                                ClientEvent::Joined { id, peers, ice_servers, mode }
                             }
                         }
                         Ok(ServerMessage::PeerJoined { peer }) => ClientEvent::PeerJoined(peer),

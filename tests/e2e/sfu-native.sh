@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Native peers in a room of `peerlink serve --room-mode sfu`, next to a headless Chromium
+# page written from the protocol alone (tests/browser/sfu-native.mjs), in a network
+# namespace of this test's own:
+#   - `peerlink play` publishes a VP8 + Opus file made here with ffmpeg: the page decodes it;
+#   - `peerlink chat` says "hello from native": the page hears it, and the chat prints the
+#     page's "hello from chromium";
+#   - `peerlink record` records the page and the player into one file each (stream id =
+#     publisher), which ffmpeg decodes without error, with video and audio.
+# Each native peer makes one connection, to the server.
+#
+#   tests/e2e/sfu-native.sh [path/to/peerlink]
+#   KEEP=DIR    keep the logs and recordings in DIR
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/lib/common.sh
+peerlink=$(realpath "${1:-target/release/peerlink}")
+ns=plsfun$$
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+    kill "${pids[@]}" 2>/dev/null || true
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
+    sleep 0.3
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+    ip netns del "$ns" 2>/dev/null || true
+    [ -n "${KEEP:-}" ] && cp -r "$tmp"/. "$KEEP"/ 2>/dev/null || true
+    rm -rf "$tmp" || true
+}
+trap cleanup EXIT
+[ -n "${KEEP:-}" ] && mkdir -p "$KEEP"
+
+ff() { ffmpeg -v error -y "$@" </dev/null; }
+ff -f lavfi -i "testsrc=size=320x240:rate=15" -f lavfi -i "sine=frequency=440:sample_rate=48000" -t 30 \
+    -c:v libvpx -b:v 300k -g 15 -deadline realtime -c:a libopus -b:a 32k "$tmp/clip.webm"
+
+export RUST_LOG=${RUST_LOG:-info}
+SERVE_ARGS="--room-mode sfu" media_lab "$ns" "$peerlink" "$tmp"
+app=$(sed -nE 's/.*browser app at (http:\/\/[^ ]+).*/\1/p' "$tmp/serve.out" | head -1)
+room=native-$$
+meet=(--server "$ws" --room "$room")
+mkdir -p "$tmp/rec"
+
+# Every native peer is bounded: SIGINT after 80 s at most.
+timeout -s INT 80 ip netns exec "$ns" "$peerlink" record --out "$tmp/rec" "${meet[@]}" --name recorder \
+    >"$tmp/record.out" 2>"$tmp/record.err" &
+record=$!
+pids+=($record)
+timeout -s INT 80 ip netns exec "$ns" "$peerlink" play "$tmp/clip.webm" "${meet[@]}" --name player \
+    >"$tmp/play.out" 2>"$tmp/play.err" &
+pids+=($!)
+timeout 100 ip netns exec "$ns" node tests/browser/sfu-native.mjs "${app%/}" "$ws" "$room" >"$tmp/page.out" 2>&1 &
+page=$!
+pids+=($page)
+# The server keeps no chat history: the chat joins once the page is in the room. Its line
+# waits for its channel; standard input stays open (a closed one ends chat).
+wait_for_line "$tmp/page.out" "the page decodes video" 60 || true
+(echo "hello from native"; sleep 80) | timeout -s INT 80 ip netns exec "$ns" "$peerlink" chat "${meet[@]}" --name chatter \
+    >"$tmp/chat.out" 2>"$tmp/chat.err" &
+pids+=($!)
+status=0
+wait "$page" || status=$?
+cat "$tmp/page.out"
+
+# The recording ends (files finalised) on SIGINT.
+kill -INT "$record" 2>/dev/null || true
+for _ in $(seq 1 100); do kill -0 "$record" 2>/dev/null || break; sleep 0.1; done
+fail() { echo "FAIL $*"; status=1; }
+ok() { echo "ok   $*"; }
+
+wait_for_line "$tmp/chat.out" "^hello from chromium$" 5 >/dev/null 2>&1 && ok "peerlink chat printed the page's line" \
+    || fail "peerlink chat did not print the page's line: $(head -c 300 "$tmp/chat.out")"
+for who in record play chat; do
+    if ! grep -q "goes through the server" "$tmp/$who.err"; then
+        fail "peerlink $who did not see the room in SFU mode"
+    elif grep -q "is here; offering" "$tmp/$who.err"; then
+        fail "peerlink $who offered to a participant instead of the server: $(grep -m1 offering "$tmp/$who.err")"
+    else
+        ok "peerlink $who joined through the server"
+    fi
+done
+for name in chromium player; do
+    f=$(ls "$tmp/rec/$room-$name".* 2>/dev/null | head -1 || true)
+    if [ -z "$f" ]; then
+        fail "no recording of $name (files: $(ls "$tmp/rec" | tr '\n' ' '))"
+        continue
+    fi
+    frames=$(ffprobe -v error -count_frames -select_streams v:0 -show_entries stream=nb_read_frames -of csv=p=0 "$f" || echo 0)
+    audio=$(ffprobe -v error -select_streams a:0 -show_entries stream=codec_name -of csv=p=0 "$f" || true)
+    # (Passthrough timing: the camera's frames are not at a constant rate.)
+    errors=$(ffmpeg -v error -i "$f" -fps_mode passthrough -enc_time_base -1 -f null - 2>&1 | head -3)
+    echo "# $name: $(basename "$f"): $frames video frames, audio ${audio:-none}, $(stat -c %s "$f") bytes"
+    if [ "${frames:-0}" -ge 30 ] && [ "$audio" = opus ] && [ -z "$errors" ]; then
+        ok "the recording of $name decodes: $frames frames and Opus audio"
+    else
+        fail "the recording of $name: $frames frames, audio '${audio}', errors: $errors"
+    fi
+done
+if [ $status -ne 0 ]; then
+    for f in serve.log record.err play.err chat.err; do
+        echo "# $f (last 15 lines):"
+        tail -15 "$tmp/$f"
+    done
+fi
+exit $status
