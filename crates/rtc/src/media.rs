@@ -1448,8 +1448,8 @@ impl PeerConnection {
     }
 
     /// Finds or makes the transceiver for a remote offer's section (RFC 8829 §5.10: a
-    /// transceiver of the same kind not yet in any section is taken before a new one is
-    /// made, recvonly as a browser's would be).
+    /// transceiver of the same kind not yet in any section, and whose direction fits the
+    /// offer's, is taken before a new one is made, recvonly as a browser's would be).
     pub(crate) fn transceiver_for_offer(&mut self, m: &peerlink_sdp::Media) -> Option<usize> {
         let kind = MediaKind::parse(&m.kind)?;
         let mid = m.mid()?.to_owned();
@@ -1470,8 +1470,20 @@ impl PeerConnection {
             // A rejected section takes no transceiver of ours.
             return None;
         }
-        let free =
-            self.media.transceivers.iter().position(|t| t.mid.is_none() && t.kind == kind && !t.stopped);
+        // Only a transceiver that can use the section: ours sendonly for a sendonly offer would
+        // be answered inactive, and both sides would wait to send forever (two senders of
+        // files in a mesh); it waits for our own offer instead.
+        let offered = Direction::of(m);
+        let useful = |d: Direction| {
+            offered == Direction::Inactive
+                || (offered.sends() && d.receives())
+                || (offered.receives() && d.sends())
+        };
+        let free = self
+            .media
+            .transceivers
+            .iter()
+            .position(|t| t.mid.is_none() && t.kind == kind && !t.stopped && useful(t.direction));
         let i = match free {
             Some(i) => i,
             None => {

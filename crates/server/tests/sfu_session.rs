@@ -46,13 +46,13 @@ struct Member {
 }
 
 /// Joins and sends a 20 ms Opus frame (not real Opus: forwarded as is) to every connection.
-/// The track is sendrecv (as a browser's): over a mesh each side sends on the one section.
+/// The track is sendonly (as `peerlink play`'s): over a mesh each side's goes in a section of
+/// its own.
 async fn join(url: &str, name: &str) -> Member {
     let mut options = SessionOptions::default();
     options.bind = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
     options.wait = Some(Duration::from_secs(5));
-    options.tracks = vec![(MediaKind::Audio, Direction::SendRecv, TrackConfig::new(MediaKind::Audio))];
-    options.accept_media = Some(Direction::SendRecv);
+    options.tracks = vec![(MediaKind::Audio, Direction::SendOnly, TrackConfig::new(MediaKind::Audio))];
     let mut session = Session::join(url, "r", name, options).await.unwrap();
     let id = session.id().to_owned();
     let seen = Arc::new(Mutex::new(Seen { mode: Some(RoomMode::Mesh), ..Seen::default() }));
