@@ -6,7 +6,7 @@
 
 // Runs in the page: the whole client.
 export function client({ ws, room, name, simulcast }) {
-  const state = { id: null, mode: null, pcs: 0, log: [], streams: {}, chat: [], errors: [] };
+  const state = { id: null, mode: null, pcs: 0, log: [], streams: {}, chat: [], errors: [], speaker: null };
   window.__sfu = state;
   const log = (m) => state.log.push(`${Math.round(performance.now())} ${m}`);
   let pc = null;
@@ -15,6 +15,8 @@ export function client({ ws, room, name, simulcast }) {
   const send = (data) => sock.send(JSON.stringify({ type: 'signal', to: 'sfu', data }));
   const start = async (iceServers) => {
     const media = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 480, frameRate: 15 } });
+    // Muted audio still flows, as silence (RFC 6464 level 127).
+    window.__mute = (muted) => media.getAudioTracks().forEach((t) => { t.enabled = !muted; });
     pc = new RTCPeerConnection({ iceServers });
     state.pcs += 1;
     for (const track of media.getTracks()) {
@@ -71,6 +73,9 @@ export function client({ ws, room, name, simulcast }) {
       if (m.mode === 'sfu') await start(m.iceServers);
     } else if (m.type === 'error') {
       state.errors.push(`${m.code}: ${m.message}`);
+    } else if (m.type === 'signal' && m.from === 'sfu' && typeof m.data.speaker === 'string') {
+      state.speaker = m.data.speaker;
+      log(`speaker ${m.data.speaker}`);
     } else if (m.type === 'signal' && m.from === 'sfu' && pc) {
       const { description, candidate } = m.data;
       try {

@@ -6,7 +6,9 @@
 //   1. N pages (default 4): each page decodes video from each of the other N-1 (framesDecoded
 //      growing, by msid stream id = the publisher's peer id) and receives their audio; each
 //      page has exactly one peer connection.
-//   2. One page leaves and a newcomer joins: the others drop the leaver's stream and decode
+//   2. Chat through the server; the active speaker (from the pages' RFC 6464 audio levels)
+//      announced to every page as one page's microphone and then another's is on.
+//   3. One page leaves and a newcomer joins: the others drop the leaver's stream and decode
 //      the newcomer's; the newcomer decodes everyone's; the time to its first frame is printed.
 //
 //   node sfu-room.mjs ORIGIN WS_URL
@@ -124,6 +126,24 @@ if (heard.every((h) => h.some((m) => m.from === said && m.text === 'hello throug
 } else fail(`chat not relayed: ${JSON.stringify(heard)}`);
 const own = await pages[0].page.evaluate(() => window.__sfu.chat.length);
 if (own === 0) ok('chat: the sender does not get its own message back'); else fail(`sender got ${own} messages back`);
+
+// Active speaker: only one page's microphone on; every page must be told it is that page's
+// (a {"speaker": id} signal from "sfu"); then another's.
+async function speakerIs(speaking) {
+  await Promise.all(pages.map((p) => p.page.evaluate((on) => window.__mute(!on), p === speaking)));
+  const id = await speaking.page.evaluate(() => window.__sfu.id);
+  const deadline = Date.now() + 10000;
+  let seen = [];
+  while (Date.now() < deadline) {
+    seen = await Promise.all(pages.map((p) => p.page.evaluate(() => window.__sfu.speaker)));
+    if (seen.every((s) => s === id)) return ok(`active speaker: every page was told ${speaking.name} speaks`);
+    await sleep(200);
+  }
+  fail(`active speaker: ${speaking.name} (${id.slice(0, 6)}) speaks, pages were told ${seen.map((s) => s && s.slice(0, 6))}`);
+}
+await speakerIs(pages[1]);
+await speakerIs(pages[2]);
+await Promise.all(pages.map((p) => p.page.evaluate(() => window.__mute(false))));
 
 // One leaves, a newcomer joins.
 const leaver = pages.shift();

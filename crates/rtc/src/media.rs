@@ -153,6 +153,8 @@ pub struct TransceiverInfo {
     /// The simulcast layers received (`a=rid` ids, in the offer's order); empty without
     /// simulcast. [`RtcEvent::Rtp`]'s `layer` indexes this.
     pub rids: Vec<String>,
+    /// The negotiated RTP header extensions: (id, URI).
+    pub extensions: Vec<(u8, String)>,
 }
 
 /// Counters of one transceiver.
@@ -281,6 +283,7 @@ impl Transceiver {
             codecs: self.codecs.clone(),
             remote_stream_id: self.remote_stream_id.clone(),
             rids: self.recv.iter().filter_map(|r| r.rid.clone()).collect(),
+            extensions: self.extensions.clone(),
         }
     }
 

@@ -62,6 +62,11 @@ pub fn render_sfu(stats: &crate::sfu::SfuStats) -> String {
                 load(&stats.chat_relayed),
             ),
             (
+                "peerlink_sfu_speaker_changes_total",
+                "Changes of a room's active speaker (from RFC 6464 audio levels) announced.",
+                load(&stats.speaker_changes),
+            ),
+            (
                 "peerlink_sfu_timeouts_total",
                 "Participants dropped for not offering or not answering.",
                 load(&stats.timeouts),

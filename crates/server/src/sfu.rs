@@ -14,9 +14,11 @@ use peerlink_rtc::{
     ChannelEvent, CodecParams, ConnectionState, Description, Direction, MediaKind, RtcConfig, RtcEvent,
     SdpType, TrackConfig, TransceiverId,
 };
+use peerlink_rtp::ext::AudioLevel;
 use peerlink_rtp::RtpPacket;
 use peerlink_sfu::{
-    starts_keyframe, Change, Forwarder, Kind, LayerChoice, LayerDecision, Layers, Room, TrackKey, Verdict,
+    starts_keyframe, Change, Forwarder, Kind, LayerChoice, LayerDecision, Layers, Room, Speakers, TrackKey,
+    Verdict,
 };
 use peerlink_signal::{SfuEvent, SignalService};
 use serde_json::{json, Value};
@@ -39,6 +41,8 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
 const LAYER_HOLD: Duration = Duration::from_secs(8);
 /// The chat channel's label (as in a mesh: docs/signaling.md).
 const CHAT_LABEL: &str = "chat";
+/// How often a room's active speaker is decided (at most; on its audio packets).
+const SPEAKER_EVERY: Duration = Duration::from_millis(100);
 /// Chat messages relayed per participant: this many a second, in bursts of `CHAT_BURST`.
 const CHAT_RATE: f64 = 10.0;
 const CHAT_BURST: f64 = 50.0;
@@ -56,6 +60,7 @@ pub struct SfuStats {
     pub keyframe_requests: AtomicU64,
     pub chat_relayed: AtomicU64,
     pub timeouts: AtomicU64,
+    pub speaker_changes: AtomicU64,
 }
 
 /// Where the SFU's connections gather host candidates (empty: every usable local address).
@@ -87,6 +92,8 @@ struct Publication {
     layers: Layers,
     /// Who receives it.
     subscribers: Vec<String>,
+    /// The id of the RFC 6464 audio level extension, when negotiated.
+    audio_level: Option<u8>,
 }
 
 /// One subscription: the transceiver of ours that sends it, and its rewriting.
@@ -173,6 +180,8 @@ pub async fn start(signal: SignalService, config: SfuConfig) -> Arc<SfuStats> {
         members: HashMap::new(),
         next_generation: 1,
         stats: stats.clone(),
+        speakers: HashMap::new(),
+        announce: Vec::new(),
     };
     tokio::spawn(sfu.run(rx));
     stats
@@ -188,6 +197,10 @@ struct Sfu {
     members: HashMap<String, String>,
     next_generation: u64,
     stats: Arc<SfuStats>,
+    /// Each room's active speaker, and when it was last decided.
+    speakers: HashMap<String, (Speakers<String>, Instant)>,
+    /// Speaker changes to tell rooms about: (room, speaker).
+    announce: Vec<(String, String)>,
 }
 
 /// The layer a new subscriber of `key` starts on: the best one flowing now.
@@ -359,12 +372,30 @@ impl Sfu {
                 let changes = room.leave(&peer.to_owned());
                 if room.is_empty() {
                     self.rooms.remove(&p.room);
+                    self.speakers.remove(&p.room);
                 }
                 changes
             }
             None => Vec::new(),
         };
+        if let Some((speakers, _)) = self.speakers.get_mut(&p.room) {
+            speakers.remove(&peer.to_owned());
+        }
         self.apply(changes).await;
+    }
+
+    /// Tells each room whose active speaker changed: `{"speaker": id}` from "sfu" to every
+    /// participant (docs/signaling.md).
+    async fn announce_speakers(&mut self) {
+        for (room, speaker) in std::mem::take(&mut self.announce) {
+            tracing::debug!(%room, %speaker, "sfu: active speaker");
+            self.stats.speaker_changes.fetch_add(1, Ordering::Relaxed);
+            let to: Vec<String> =
+                self.participants.iter().filter(|(_, p)| p.room == room).map(|(id, _)| id.clone()).collect();
+            for peer in to {
+                self.send(&peer, json!({ "speaker": speaker })).await;
+            }
+        }
     }
 
     /// Makes each changed subscriber's connection carry what the room says.
@@ -559,6 +590,15 @@ impl Sfu {
             if first || pending {
                 self.reconcile(peer).await;
             }
+            // A newcomer learns who speaks.
+            let speaker = self
+                .participants
+                .get(peer)
+                .and_then(|p| self.speakers.get(&p.room))
+                .and_then(|(s, _)| s.current().cloned());
+            if let Some(speaker) = speaker.filter(|_| first) {
+                self.send(peer, json!({ "speaker": speaker })).await;
+            }
         } else if let Some(c) = data.get("candidate") {
             match c {
                 Value::Null => handle.add_ice_candidate(""),
@@ -582,7 +622,10 @@ impl Sfu {
                 self.candidate(peer, json!({"candidate": c, "sdpMid": "0", "sdpMLineIndex": 0})).await
             }
             RtcEvent::GatheringComplete => self.candidate(peer, Value::Null).await,
-            RtcEvent::Rtp { id, layer, packet } => self.forward(peer, id, layer, packet),
+            RtcEvent::Rtp { id, layer, packet } => {
+                self.forward(peer, id, layer, packet);
+                self.announce_speakers().await;
+            }
             RtcEvent::KeyframeRequest { id } => {
                 let Some(key) = self.participants.get(peer).and_then(|p| p.by_transceiver.get(&id)).cloned()
                 else {
@@ -671,16 +714,23 @@ impl Sfu {
         let Some(p) = self.participants.get(peer) else { return };
         let handle = p.handle.clone();
         let info = handle.transceivers().await.into_iter().find(|t| t.id == id);
-        let Some((codecs, rids)) = info.map(|t| (t.codecs, t.rids)).filter(|(c, _)| !c.is_empty()) else {
+        let Some((codecs, rids, extensions)) =
+            info.map(|t| (t.codecs, t.rids, t.extensions)).filter(|(c, _, _)| !c.is_empty())
+        else {
             return;
         };
+        let audio_level = extensions
+            .iter()
+            .find(|(_, uri)| uri == peerlink_rtp::ext::uri::AUDIO_LEVEL)
+            .map(|(id, _)| *id)
+            .filter(|_| kind == MediaKind::Audio);
         let Some(p) = self.participants.get_mut(peer) else { return };
         if p.published.contains_key(&id) {
             return;
         }
         tracing::info!(%peer, kind = kind.as_str(), codec = ?codecs[0].codec, ?rids, "sfu: track published");
         let layers = Layers::new(rids.len());
-        p.published.insert(id, Publication { codecs, kind, layers, subscribers: Vec::new() });
+        p.published.insert(id, Publication { codecs, kind, layers, subscribers: Vec::new(), audio_level });
         let room = p.room.clone();
         let changes = match self.rooms.get_mut(&room) {
             Some(room) => room.publish((peer.to_owned(), id.0), kind_of(kind)),
@@ -698,7 +748,26 @@ impl Sfu {
         let Ok(parsed) = RtpPacket::parse(&packet) else { return };
         let Some(p) = self.participants.get_mut(peer) else { return };
         let Some(publication) = p.published.get_mut(&id) else { return };
-        publication.layers.on_packet(Instant::now(), layer, packet.len());
+        let now = Instant::now();
+        publication.layers.on_packet(now, layer, packet.len());
+        if let Some(level) = publication
+            .audio_level
+            .and_then(|ext| parsed.extensions().get(ext))
+            .and_then(|data| AudioLevel::decode(data).ok())
+        {
+            let room = p.room.clone();
+            let (speakers, decided) =
+                self.speakers.entry(room.clone()).or_insert_with(|| (Speakers::new(), now));
+            speakers.on_level(&peer.to_owned(), level.level, now);
+            if now.duration_since(*decided) >= SPEAKER_EVERY {
+                *decided = now;
+                if let Some(speaker) = speakers.decide(now) {
+                    self.announce.push((room, speaker));
+                }
+            }
+        }
+        let Some(p) = self.participants.get_mut(peer) else { return };
+        let Some(publication) = p.published.get_mut(&id) else { return };
         let Some(codec) =
             publication.codecs.iter().find(|c| c.payload_type == parsed.payload_type()).map(|c| c.codec)
         else {

@@ -13,6 +13,9 @@
 //! driven by the server; SSRCs, payload types and header extensions are theirs, so a
 //! forwarded packet leaves with its subscriber connection's own.
 
+pub mod speaker;
+pub use speaker::Speakers;
+
 use peerlink_media::{payload_info, Codec};
 use peerlink_proto::{Serial16, Unwrapper16};
 use peerlink_rtp::RtpPacket;
