@@ -279,6 +279,13 @@ impl Network {
         self.now = self.now.max(to);
     }
 
+    /// How long a packet entering `host`'s rate queue now would wait before its turn
+    /// (`up`: the sending direction); zero without a rate or with an empty queue.
+    pub fn queue_delay(&self, host: HostId, up: bool) -> Duration {
+        let free = self.hosts[host.0].queue_free[usize::from(!up)];
+        free.map_or(Duration::ZERO, |f| f.saturating_duration_since(self.now))
+    }
+
     /// The next datagram delivered to `host`, oldest first.
     #[must_use]
     pub fn poll_receive(&mut self, host: HostId) -> Option<Datagram> {

@@ -165,6 +165,9 @@ fn a_rate_limited_link_queues_then_drops_at_the_tail() {
     for _ in 0..7 {
         net.send(a, Datagram::new("198.51.100.1:1", "198.51.100.2:2", &[0; 972]));
     }
+    // Five packets wait their turn: the next would wait 50 ms; nothing queues the other way.
+    assert_eq!(net.queue_delay(a, true), Duration::from_millis(50));
+    assert_eq!(net.queue_delay(a, false), Duration::ZERO);
     let mut arrivals = Vec::new();
     while let Some(at) = net.poll_timeout() {
         net.advance(at);

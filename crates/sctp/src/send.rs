@@ -19,6 +19,22 @@ pub const RTO_MAX: Duration = Duration::from_secs(10);
 const FAST_RETRANSMIT_MISSES: u8 = 3;
 const MAX_REORDER_THRESHOLD: u8 = 32;
 
+/// The sender's congestion controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum CongestionControl {
+    /// RFC 9260 §7.2: slow start, congestion avoidance, halving on loss (Reno-like). Every
+    /// loss is read as congestion, so random loss on a long path caps the rate at about
+    /// 1.22·MTU/(RTT·√loss).
+    #[default]
+    Rfc9260,
+    /// A model of the path (BBR-style): the bottleneck rate from delivery-rate samples and
+    /// the minimum RTT; DATA is paced at the modelled rate and the window is a multiple of
+    /// the bandwidth-delay product, so random loss does not shrink it. Losses are found by
+    /// time (RACK-style) as well as by miss indications.
+    Bbr,
+}
+
 /// How hard a message is tried (RFC 3758; the data channel's maxRetransmits and
 /// maxPacketLifeTime).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +148,7 @@ pub struct Sender {
     /// T3 expiries in a row without progress.
     pub(crate) timeouts: u32,
     pub(crate) retransmitted_chunks: u64,
+    cc: CongestionControl,
 }
 
 impl Sender {
@@ -174,6 +191,7 @@ impl Sender {
             forward_tsn_due: false,
             timeouts: 0,
             retransmitted_chunks: 0,
+            cc: CongestionControl::default(),
         }
     }
 
@@ -220,6 +238,10 @@ impl Sender {
     /// Nothing queued, nothing unacknowledged.
     pub fn idle(&self) -> bool {
         self.queue.is_empty() && self.in_flight.is_empty()
+    }
+
+    pub fn set_congestion_control(&mut self, cc: CongestionControl) {
+        self.cc = cc;
     }
 
     /// The last TSN handed out (for a stream reset request).
