@@ -40,6 +40,7 @@
 //! ```
 
 pub mod assoc;
+mod bbr;
 pub mod channels;
 pub mod chunk;
 pub mod dcep;

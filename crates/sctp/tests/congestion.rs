@@ -232,7 +232,7 @@ fn measure(n: u64, path: Path, controls: &[CongestionControl], warmup: Duration,
 #[test]
 fn baseline_numbers() {
     for (path, n) in [(P1, 1), (P2, 2), (P3, 3)] {
-        for cc in [CongestionControl::Rfc9260] {
+        for cc in [CongestionControl::Rfc9260, CongestionControl::Bbr] {
             measure(n, path, &[cc], Duration::from_secs(5), Duration::from_secs(10));
         }
     }
