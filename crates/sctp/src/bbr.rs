@@ -4,12 +4,12 @@
 //! SACK and answers with a congestion window and a pacing rate.
 //!
 //! The model: the bottleneck bandwidth is the largest delivery rate sampled over the last
-//! ten round trips, the propagation delay the smallest RTT seen in ten seconds. Their
+//! ten round trips, the propagation delay the smallest RTT seen in five seconds. Their
 //! product (the BDP) sizes the window; the pacing rate is a gain times the bandwidth.
 //! Startup doubles the rate each round until the bandwidth stops growing (or a round loses
 //! much more than random loss would), Drain empties the queue Startup built, ProbeBw cycles
 //! its pacing gain around 1 to find more bandwidth and give back queue, ProbeRtt shrinks
-//! the flight for a moment every ten seconds so flows sharing a bottleneck see its empty
+//! the flight for a moment every five seconds so flows sharing a bottleneck see its empty
 //! delay. A random loss does not shrink the window: only the model does.
 
 use std::collections::VecDeque;
@@ -22,7 +22,9 @@ const CWND_GAIN: f64 = 2.0;
 const CYCLE: [f64; 8] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
 /// Rounds the bandwidth filter remembers.
 const BW_WINDOW_ROUNDS: u64 = 10;
-const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
+/// How long a minimum RTT is trusted before ProbeRtt looks again (five seconds, as BBRv3
+/// does: flows sharing a queue see its empty delay, and so each other, more often).
+const MIN_RTT_WINDOW: Duration = Duration::from_secs(5);
 const PROBE_RTT_DURATION: Duration = Duration::from_millis(200);
 /// Startup is over when three rounds in a row grow the bandwidth by less than this.
 const FULL_BW_GROWTH: f64 = 1.25;
@@ -81,7 +83,15 @@ impl Delivery {
     /// A chunk of `len` bytes sent at `sent` was acknowledged for the first time. `retransmitted`
     /// with an RTT under `min_rtt`: the acknowledgement was probably the original's, so it
     /// does not move the RACK clock.
-    pub fn on_acked(&mut self, now: Instant, snap: &Snapshot, sent: Instant, len: usize, retransmitted: bool, min_rtt: Duration) {
+    pub fn on_acked(
+        &mut self,
+        now: Instant,
+        snap: &Snapshot,
+        sent: Instant,
+        len: usize,
+        retransmitted: bool,
+        min_rtt: Duration,
+    ) {
         self.delivered += len as u64;
         self.delivered_time = Some(now);
         self.acked += len;
@@ -150,9 +160,14 @@ pub(crate) struct RateSample {
 enum Mode {
     Startup,
     Drain,
-    ProbeBw { phase: usize, since: Instant },
+    ProbeBw {
+        phase: usize,
+        since: Instant,
+    },
     /// `until`: when the short flight has lasted long enough (set once it is short).
-    ProbeRtt { until: Option<Instant> },
+    ProbeRtt {
+        until: Option<Instant>,
+    },
 }
 
 #[derive(Debug)]
@@ -176,10 +191,14 @@ pub(crate) struct Bbr {
     /// The window to go back to after ProbeRtt.
     prior_cwnd: usize,
     pacing_rate: f64,
+    /// Picks the ProbeBw phase a flow starts in, so flows sharing a bottleneck do not probe
+    /// in step (xorshift; not for anything secret).
+    random: u64,
 }
 
 impl Bbr {
-    pub fn new(mtu: usize, initial_cwnd: usize) -> Bbr {
+    /// `seed`: any value that differs between associations.
+    pub fn new(mtu: usize, initial_cwnd: usize, seed: u64) -> Bbr {
         Bbr {
             mtu,
             mode: Mode::Startup,
@@ -198,6 +217,18 @@ impl Bbr {
             prior_cwnd: initial_cwnd,
             // Until an RTT is known: the initial window per millisecond.
             pacing_rate: HIGH_GAIN * initial_cwnd as f64 * 1000.0,
+            random: seed | 1,
+        }
+    }
+
+    /// A ProbeBw phase to start in: any but the draining one (the queue is gone already).
+    fn random_phase(&mut self) -> usize {
+        self.random ^= self.random << 13;
+        self.random ^= self.random >> 7;
+        self.random ^= self.random << 17;
+        match (self.random % (CYCLE.len() as u64 - 1)) as usize {
+            0 => 0,
+            p => p + 1,
         }
     }
 
@@ -226,7 +257,7 @@ impl Bbr {
     /// The bandwidth-delay product times `gain`, in bytes (None before the model exists).
     fn bdp(&self, gain: f64) -> Option<usize> {
         let (bw, rtt) = (self.bandwidth(), self.min_rtt?);
-        (bw > 0.0).then(|| (gain * bw * rtt.as_secs_f64()) as usize)
+        (bw > 0.0).then_some((gain * bw * rtt.as_secs_f64()) as usize)
     }
 
     fn pacing_gain(&self) -> f64 {
@@ -329,8 +360,7 @@ impl Bbr {
         match self.mode {
             Mode::Startup if self.filled_pipe => self.mode = Mode::Drain,
             Mode::Drain if self.bdp(1.0).is_some_and(|bdp| inflight <= bdp) => {
-                // Start past the probing phases: a flow that just drained cruises first.
-                self.mode = Mode::ProbeBw { phase: 2 + (self.round % 6) as usize, since: now };
+                self.mode = Mode::ProbeBw { phase: self.random_phase(), since: now };
             }
             Mode::ProbeBw { phase, since } => {
                 let rtt = self.min_rtt.unwrap_or(Duration::from_millis(100));
@@ -354,7 +384,7 @@ impl Bbr {
             Mode::ProbeRtt { until: Some(until) } if now >= until => {
                 self.min_rtt_at = Some(now);
                 self.cwnd = self.cwnd.max(self.prior_cwnd);
-                self.mode = Mode::ProbeBw { phase: 2, since: now };
+                self.mode = Mode::ProbeBw { phase: self.random_phase(), since: now };
             }
             _ => {}
         }
@@ -402,7 +432,14 @@ mod tests {
 
     /// Feeds `rounds` rounds of acknowledgements of a path delivering `rate` bytes/s with
     /// `rtt`, `per_round` SACKs a round; returns the time at the end.
-    fn feed(bbr: &mut Bbr, mut now: Instant, rounds: u64, rate: f64, rtt: Duration, lost_per_round: usize) -> Instant {
+    fn feed(
+        bbr: &mut Bbr,
+        mut now: Instant,
+        rounds: u64,
+        rate: f64,
+        rtt: Duration,
+        lost_per_round: usize,
+    ) -> Instant {
         let mut delivered = 0u64;
         let per_round = 20;
         for _ in 0..rounds {
@@ -428,7 +465,7 @@ mod tests {
 
     #[test]
     fn the_model_settles_on_the_path_and_ignores_random_loss() {
-        let mut bbr = Bbr::new(MTU, 4 * MTU);
+        let mut bbr = Bbr::new(MTU, 4 * MTU, 7);
         let rtt = Duration::from_millis(40);
         let rate = 6_000_000.0;
         // One chunk in a hundred lost every round: not a full pipe by itself.
@@ -445,7 +482,7 @@ mod tests {
 
     #[test]
     fn heavy_loss_in_startup_fills_the_pipe() {
-        let mut bbr = Bbr::new(MTU, 4 * MTU);
+        let mut bbr = Bbr::new(MTU, 4 * MTU, 7);
         let rtt = Duration::from_millis(40);
         // A round of 240 kB losing 20 chunks (10%): the queue overflowed.
         feed(&mut bbr, Instant::now(), 3, 6_000_000.0, rtt, 20 * MTU);
@@ -454,12 +491,12 @@ mod tests {
     }
 
     #[test]
-    fn probe_rtt_shrinks_the_window_after_ten_seconds_then_restores_it() {
-        let mut bbr = Bbr::new(MTU, 4 * MTU);
+    fn probe_rtt_shrinks_the_window_when_the_min_rtt_is_old_then_restores_it() {
+        let mut bbr = Bbr::new(MTU, 4 * MTU, 7);
         let rtt = Duration::from_millis(40);
         let now = feed(&mut bbr, Instant::now(), 20, 6_000_000.0, rtt, 0);
         let before = bbr.cwnd();
-        // RTT samples above the minimum for more than ten seconds.
+        // RTT samples above the minimum for longer than the window.
         let mut now = now;
         let mut saw_probe = false;
         for _ in 0..300 {
@@ -475,7 +512,7 @@ mod tests {
 
     #[test]
     fn app_limited_samples_do_not_lower_the_estimate() {
-        let mut bbr = Bbr::new(MTU, 4 * MTU);
+        let mut bbr = Bbr::new(MTU, 4 * MTU, 7);
         let rtt = Duration::from_millis(40);
         feed(&mut bbr, Instant::now(), 5, 6_000_000.0, rtt, 0);
         let bw = bbr.bandwidth();

@@ -258,9 +258,10 @@ impl Sender {
         self.queue.is_empty() && self.in_flight.is_empty()
     }
 
-    pub fn set_congestion_control(&mut self, cc: CongestionControl) {
+    /// `seed` tells this association's controller apart from others (random phases).
+    pub fn set_congestion_control(&mut self, cc: CongestionControl, seed: u64) {
         self.cc = cc;
-        self.bbr = (cc == CongestionControl::Bbr).then(|| Bbr::new(self.mtu, self.cwnd));
+        self.bbr = (cc == CongestionControl::Bbr).then(|| Bbr::new(self.mtu, self.cwnd, seed));
     }
 
     /// The last TSN handed out (for a stream reset request).
@@ -579,13 +580,7 @@ impl Sender {
                 self.to_retransmit -= 1;
             }
             if !c.acked && !c.abandoned {
-                outcome.acked_bytes += c.data.len();
-                if c.transmissions == 1 {
-                    rtt = Some(now.saturating_duration_since(c.last_sent));
-                }
-                if c.transmissions > 0 {
-                    self.delivery.on_acked(now, &c.snap, c.last_sent, c.data.len(), c.transmissions > 1, min_rtt);
-                }
+                first_ack(&mut self.delivery, &mut outcome, &mut rtt, &c, now, min_rtt);
             }
         }
         if cumulative > self.cumulative_acked {
@@ -614,13 +609,7 @@ impl Sender {
                 }
                 c.acked = true;
                 if !c.abandoned {
-                    outcome.acked_bytes += c.data.len();
-                    if c.transmissions == 1 {
-                        rtt = Some(now.saturating_duration_since(c.last_sent));
-                    }
-                    if c.transmissions > 0 {
-                        self.delivery.on_acked(now, &c.snap, c.last_sent, c.data.len(), c.transmissions > 1, min_rtt);
-                    }
+                    first_ack(&mut self.delivery, &mut outcome, &mut rtt, c, now, min_rtt);
                 }
                 highest_newly_acked = Some(tsn);
             }
@@ -926,6 +915,25 @@ impl Sender {
         if self.to_retransmit > 0 || self.forward_tsn_due {
             self.restart_t3(now);
         }
+    }
+}
+
+/// A chunk is acknowledged for the first time (cumulatively or by a gap block): count it,
+/// take its RTT when it was sent once (Karn), and feed the rate sampler.
+fn first_ack(
+    delivery: &mut Delivery,
+    outcome: &mut SackOutcome,
+    rtt: &mut Option<Duration>,
+    c: &InFlight,
+    now: Instant,
+    min_rtt: Duration,
+) {
+    outcome.acked_bytes += c.data.len();
+    if c.transmissions == 1 {
+        *rtt = Some(now.saturating_duration_since(c.last_sent));
+    }
+    if c.transmissions > 0 {
+        delivery.on_acked(now, &c.snap, c.last_sent, c.data.len(), c.transmissions > 1, min_rtt);
     }
 }
 
