@@ -686,6 +686,7 @@ impl Association {
     /// A packet from the peer (the payload of one DTLS record).
     pub fn handle_receive(&mut self, now: Instant, packet: &[u8]) {
         if self.state() == SctpState::Ended {
+            self.answer_after_end(packet);
             return;
         }
         let Ok(parsed) = Packet::parse(packet) else {

@@ -420,9 +420,46 @@ fn the_side_told_to_shut_down_first_delivers_what_it_still_has() {
         assert_eq!(p.received[0][0].data, message(2, 200_000));
         for (events, by_peer) in p.events.iter().zip([false, true]) {
             let reason = SctpCloseReason::ShutDown { by_peer };
-            assert_eq!(events.last(), Some(&SctpEvent::Closed { reason }), "{events:?}");
+            assert_eq!(
+                events.last(),
+                Some(&SctpEvent::Closed { reason }),
+                "seed {n}, side closed by peer {by_peer}: {events:?}"
+            );
         }
     }
+}
+
+#[test]
+fn a_repeated_shutdown_ack_after_the_end_is_answered_again() {
+    // Our SHUTDOWN COMPLETE was lost: the peer repeats its SHUTDOWN ACK, and must get
+    // another one, or it retries until it reports that we stopped answering.
+    let mut p = Pair::new(48, LinkConfig::default());
+    p.connect_both();
+    let now = p.net.now();
+    p.sides[1].send(now, 1, 53, b"x".to_vec(), true, Reliability::Reliable).unwrap();
+    let data = next_packet(&mut p.sides[1], now).unwrap();
+    let header = packet::Packet::parse(&data).unwrap().header;
+    p.sides[0].handle_receive(now, &data);
+    p.sides[0].close(now);
+    p.run(Duration::from_secs(5), |p| p.sides.iter().all(|s| s.state() == SctpState::Ended));
+    assert!(p.sides.iter().all(|s| s.state() == SctpState::Ended));
+    let mut ack = Vec::new();
+    packet::begin(&mut ack, &header);
+    chunk::write_simple(&mut ack, chunk::SHUTDOWN_ACK, 0, &[]);
+    packet::finish(&mut ack);
+    let now = p.net.now();
+    p.sides[0].handle_receive(now, &ack);
+    let answer = next_packet(&mut p.sides[0], now).expect("an answer");
+    let parsed = packet::Packet::parse(&answer).unwrap();
+    let types: Vec<u8> = parsed.chunks().map(|c| c.unwrap().typ).collect();
+    assert_eq!(types, [chunk::SHUTDOWN_COMPLETE]);
+    // Garbage, or a SHUTDOWN ACK under another tag, gets nothing.
+    p.sides[0].handle_receive(now, &[]);
+    p.sides[0].handle_receive(now, &ack[..7]);
+    ack[4..8].copy_from_slice(&(header.verification_tag ^ 1).to_be_bytes());
+    packet::finish(&mut ack);
+    p.sides[0].handle_receive(now, &ack);
+    assert!(next_packet(&mut p.sides[0], now).is_none());
 }
 
 #[test]
