@@ -205,7 +205,14 @@ fn ten_megabytes_arrive_intact_with_the_bbr_controller() {
 
 #[test]
 fn unreliable_unordered_messages_never_stall_the_stream() {
-    let mut p = Pair::new(20, lossy(0.10));
+    for cc in [CongestionControl::Rfc9260, CongestionControl::Bbr] {
+        unreliable_unordered(cc);
+    }
+}
+
+fn unreliable_unordered(cc: CongestionControl) {
+    let config = SctpConfig { congestion_control: cc, ..SctpConfig::default() };
+    let mut p = Pair::with_configs(20, lossy(0.10), [config.clone(), config]);
     p.connect_both();
     let now = p.net.now();
     for i in 0..500 {
@@ -220,7 +227,7 @@ fn unreliable_unordered_messages_never_stall_the_stream() {
     for m in p.received[1].iter().filter(|m| m.stream == 3) {
         assert!(m.unordered);
     }
-    println!("unreliable: {lossy_count} of 500 arrived with 10% loss");
+    println!("{cc:?}: unreliable: {lossy_count} of 500 arrived with 10% loss");
 }
 
 /// 200 messages of 3000 bytes that live 150 ms, then a reliable one, all ordered on stream
