@@ -190,6 +190,9 @@ pub(crate) struct Bbr {
     cwnd: usize,
     /// The window to go back to after ProbeRtt.
     prior_cwnd: usize,
+    /// A ceiling on the flight learned from a round that lost much more than random loss
+    /// does (a queue overflowed; BBRv2's inflight_hi); raised again by each probe.
+    inflight_hi: Option<usize>,
     pacing_rate: f64,
     /// Picks the ProbeBw phase a flow starts in, so flows sharing a bottleneck do not probe
     /// in step (xorshift; not for anything secret).
@@ -215,6 +218,7 @@ impl Bbr {
             filled_pipe: false,
             cwnd: initial_cwnd,
             prior_cwnd: initial_cwnd,
+            inflight_hi: None,
             // Until an RTT is known: the initial window per millisecond.
             pacing_rate: HIGH_GAIN * initial_cwnd as f64 * 1000.0,
             random: seed | 1,
@@ -293,6 +297,7 @@ impl Bbr {
         self.update_min_rtt(now, rs);
         if round_start {
             self.check_full_pipe(rs);
+            self.bound_inflight(inflight);
             self.round_acked = 0;
             self.round_lost = 0;
             self.round_lost_events = 0;
@@ -337,13 +342,32 @@ impl Bbr {
         }
     }
 
+    /// The round just ended lost more than random loss would: a queue overflowed.
+    fn round_overflowed(&self) -> bool {
+        self.round_lost_events >= STARTUP_LOSS_EVENTS
+            && self.round_lost as f64 > STARTUP_LOSS_RATE * (self.round_acked + self.round_lost) as f64
+    }
+
+    /// After a round that overflowed a queue, the flight stays below 70% of what it was (at
+    /// least one BDP); a probing round that overflows nothing lifts the ceiling by a quarter.
+    fn bound_inflight(&mut self, inflight: usize) {
+        if !self.filled_pipe {
+            return;
+        }
+        if self.round_overflowed() {
+            let floor = self.bdp(1.0).unwrap_or(0).max(self.min_cwnd());
+            let bound = (inflight.max(self.cwnd) * 7 / 10).max(floor);
+            self.inflight_hi = Some(self.inflight_hi.map_or(bound, |hi| hi.min(bound).max(floor)));
+        } else if let (Mode::ProbeBw { phase: 0, .. }, Some(hi)) = (self.mode, self.inflight_hi) {
+            self.inflight_hi = Some(hi + hi / 4);
+        }
+    }
+
     fn check_full_pipe(&mut self, rs: &RateSample) {
         if self.filled_pipe || rs.app_limited {
             return;
         }
-        let lossy = self.round_lost_events >= STARTUP_LOSS_EVENTS
-            && self.round_lost as f64 > STARTUP_LOSS_RATE * (self.round_acked + self.round_lost) as f64;
-        if lossy {
+        if self.round_overflowed() {
             self.filled_pipe = true;
             return;
         }
@@ -413,6 +437,9 @@ impl Bbr {
             Some(target) if self.cwnd >= target => {}
             _ => self.cwnd += acked,
         }
+        if let Some(hi) = self.inflight_hi {
+            self.cwnd = self.cwnd.min(hi);
+        }
         self.cwnd = self.cwnd.max(self.min_cwnd());
     }
 
@@ -430,24 +457,27 @@ mod tests {
 
     const MTU: usize = 1200;
 
+    /// The clock and the bytes delivered so far, carried from one `feed` to the next.
+    struct Path {
+        now: Instant,
+        delivered: u64,
+    }
+
+    fn path() -> Path {
+        Path { now: Instant::now(), delivered: 0 }
+    }
+
     /// Feeds `rounds` rounds of acknowledgements of a path delivering `rate` bytes/s with
-    /// `rtt`, `per_round` SACKs a round; returns the time at the end.
-    fn feed(
-        bbr: &mut Bbr,
-        mut now: Instant,
-        rounds: u64,
-        rate: f64,
-        rtt: Duration,
-        lost_per_round: usize,
-    ) -> Instant {
-        let mut delivered = 0u64;
+    /// `rtt`, 20 SACKs a round, the first of each reporting `lost_per_round` bytes lost.
+    fn feed(bbr: &mut Bbr, path: &mut Path, rounds: u64, rate: f64, rtt: Duration, lost_per_round: usize) {
+        let Path { now, delivered } = path;
         let per_round = 20;
         for _ in 0..rounds {
             let round_bytes = (rate * rtt.as_secs_f64()) as u64;
             for k in 0..per_round {
-                now += rtt / per_round as u32;
+                *now += rtt / per_round as u32;
                 let acked = (round_bytes / per_round) as usize;
-                delivered += acked as u64;
+                *delivered += acked as u64;
                 let rs = RateSample {
                     delivered: round_bytes,
                     interval: rtt,
@@ -457,10 +487,9 @@ mod tests {
                     lost: if k == 0 { lost_per_round } else { 0 },
                     rtt: Some(rtt),
                 };
-                bbr.on_ack(now, &rs, delivered, round_bytes as usize);
+                bbr.on_ack(*now, &rs, *delivered, round_bytes as usize);
             }
         }
-        now
     }
 
     #[test]
@@ -469,7 +498,7 @@ mod tests {
         let rtt = Duration::from_millis(40);
         let rate = 6_000_000.0;
         // One chunk in a hundred lost every round: not a full pipe by itself.
-        feed(&mut bbr, Instant::now(), 40, rate, rtt, 3 * MTU);
+        feed(&mut bbr, &mut path(), 40, rate, rtt, 3 * MTU);
         assert!(bbr.filled_pipe);
         assert!((bbr.bandwidth() - rate).abs() < rate * 0.01, "{}", bbr.bandwidth());
         assert_eq!(bbr.min_rtt(), Some(rtt));
@@ -481,11 +510,32 @@ mod tests {
     }
 
     #[test]
+    fn a_round_that_overflows_a_queue_caps_the_flight_until_probing_lifts_it() {
+        let mut bbr = Bbr::new(MTU, 4 * MTU, 7);
+        let rtt = Duration::from_millis(40);
+        let mut at = path();
+        feed(&mut bbr, &mut at, 20, 6_000_000.0, rtt, 0);
+        let before = bbr.cwnd();
+        assert!(bbr.inflight_hi.is_none());
+        // One round losing 10%: the flight stays below 70% of the window it had (a
+        // quarter more if the round after it probed).
+        feed(&mut bbr, &mut at, 1, 6_000_000.0, rtt, 20 * MTU);
+        feed(&mut bbr, &mut at, 1, 6_000_000.0, rtt, 0);
+        let hi = bbr.inflight_hi.expect("a ceiling");
+        assert!(hi <= before * 7 / 10 * 5 / 4 + MTU, "{hi} of {before}");
+        assert!(bbr.cwnd() <= hi);
+        // Clean rounds with probing raise it back above the window it had.
+        feed(&mut bbr, &mut at, 80, 6_000_000.0, rtt, 0);
+        assert!(bbr.inflight_hi.is_some_and(|h| h >= before), "{:?}", bbr.inflight_hi);
+        assert!(bbr.cwnd() >= before * 9 / 10, "{} of {before}", bbr.cwnd());
+    }
+
+    #[test]
     fn heavy_loss_in_startup_fills_the_pipe() {
         let mut bbr = Bbr::new(MTU, 4 * MTU, 7);
         let rtt = Duration::from_millis(40);
         // A round of 240 kB losing 20 chunks (10%): the queue overflowed.
-        feed(&mut bbr, Instant::now(), 3, 6_000_000.0, rtt, 20 * MTU);
+        feed(&mut bbr, &mut path(), 3, 6_000_000.0, rtt, 20 * MTU);
         assert!(bbr.filled_pipe);
         assert_ne!(bbr.mode, Mode::Startup);
     }
@@ -494,10 +544,11 @@ mod tests {
     fn probe_rtt_shrinks_the_window_when_the_min_rtt_is_old_then_restores_it() {
         let mut bbr = Bbr::new(MTU, 4 * MTU, 7);
         let rtt = Duration::from_millis(40);
-        let now = feed(&mut bbr, Instant::now(), 20, 6_000_000.0, rtt, 0);
+        let mut at = path();
+        feed(&mut bbr, &mut at, 20, 6_000_000.0, rtt, 0);
         let before = bbr.cwnd();
         // RTT samples above the minimum for longer than the window.
-        let mut now = now;
+        let mut now = at.now;
         let mut saw_probe = false;
         for _ in 0..300 {
             let rs = RateSample { rtt: Some(rtt * 2), acked: MTU, ..RateSample::default() };
@@ -514,7 +565,7 @@ mod tests {
     fn app_limited_samples_do_not_lower_the_estimate() {
         let mut bbr = Bbr::new(MTU, 4 * MTU, 7);
         let rtt = Duration::from_millis(40);
-        feed(&mut bbr, Instant::now(), 5, 6_000_000.0, rtt, 0);
+        feed(&mut bbr, &mut path(), 5, 6_000_000.0, rtt, 0);
         let bw = bbr.bandwidth();
         let rs = RateSample {
             delivered: 1000,
