@@ -31,6 +31,9 @@ tests/e2e/srtp-libsrtp.sh
 step "DTLS + SCTP + data channels in netsim: 100 MB at 0, 2 and 10% loss (release)"
 cargo test --release -q -p peerlink-sctp --test stack -- --ignored --nocapture
 
+step "SCTP congestion control in netsim: goodput, queueing, fairness on P1-P3 paths (release)"
+cargo test --release -q -p peerlink-sctp --test congestion -- --ignored --nocapture
+
 step "release build"
 cargo build --release -q -p peerlink-cli -p peerlink-bench
 cargo build --release -q -p peerlink-server --example turn_probe

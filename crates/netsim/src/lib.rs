@@ -89,6 +89,9 @@ pub struct LinkConfig {
     /// Packets wait their turn in a FIFO queue, one per direction, and leave one after
     /// another; the queue's wait comes before the delay.
     pub rate_bps: u64,
+    /// The receiving direction's rate when it differs from `rate_bps` (Some(0): unlimited),
+    /// for a bottleneck in one direction only.
+    pub down_rate_bps: Option<u64>,
     /// With a rate: the longest a packet may wait in the queue; one that would wait longer
     /// is dropped (a tail-drop buffer sized in time).
     pub queue: Duration,
@@ -105,6 +108,7 @@ impl Default for LinkConfig {
             mtu: 1500,
             up: true,
             rate_bps: 0,
+            down_rate_bps: None,
             queue: Duration::from_secs(1),
         }
     }
@@ -279,6 +283,13 @@ impl Network {
         self.now = self.now.max(to);
     }
 
+    /// How long a packet entering `host`'s rate queue now would wait before its turn
+    /// (`up`: the sending direction); zero without a rate or with an empty queue.
+    pub fn queue_delay(&self, host: HostId, up: bool) -> Duration {
+        let free = self.hosts[host.0].queue_free[usize::from(!up)];
+        free.map_or(Duration::ZERO, |f| f.saturating_duration_since(self.now))
+    }
+
     /// The next datagram delivered to `host`, oldest first.
     #[must_use]
     pub fn poll_receive(&mut self, host: HostId) -> Option<Datagram> {
@@ -327,7 +338,8 @@ impl Network {
     /// serialisation; `None` when the queue is full.
     fn queue_wait(&mut self, host: HostId, up: bool, len: usize) -> Option<Duration> {
         let h = &mut self.hosts[host.0];
-        if h.link.rate_bps == 0 {
+        let rate = if up { h.link.rate_bps } else { h.link.down_rate_bps.unwrap_or(h.link.rate_bps) };
+        if rate == 0 {
             return Some(Duration::ZERO);
         }
         let free = &mut h.queue_free[usize::from(!up)];
@@ -335,7 +347,7 @@ impl Network {
         if start - self.now > h.link.queue {
             return None;
         }
-        let transmit = Duration::from_nanos((len as u64 * 8).saturating_mul(1_000_000_000) / h.link.rate_bps);
+        let transmit = Duration::from_nanos((len as u64 * 8).saturating_mul(1_000_000_000) / rate);
         let done = start + transmit;
         *free = Some(done);
         Some(done - self.now)

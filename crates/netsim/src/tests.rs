@@ -165,6 +165,22 @@ fn a_rate_limited_link_queues_then_drops_at_the_tail() {
     for _ in 0..7 {
         net.send(a, Datagram::new("198.51.100.1:1", "198.51.100.2:2", &[0; 972]));
     }
+    // Five packets wait their turn: the next would wait 50 ms; nothing queues the other way.
+    assert_eq!(net.queue_delay(a, true), Duration::from_millis(50));
+    assert_eq!(net.queue_delay(a, false), Duration::ZERO);
+    // A bottleneck in the sending direction only: the receiving direction does not queue.
+    let one_way = LinkConfig { down_rate_bps: Some(0), ..net.link(a).clone() };
+    net.set_link(a, one_way);
+    net.send(b, Datagram::new("198.51.100.2:2", "198.51.100.1:1", &[0; 972]));
+    net.send(b, Datagram::new("198.51.100.2:2", "198.51.100.1:1", &[0; 972]));
+    // Both are at a's link after b's 5 ms.
+    net.advance(t0 + Duration::from_millis(5));
+    assert_eq!(net.queue_delay(a, false), Duration::ZERO);
+    net.set_link(a, LinkConfig { down_rate_bps: None, ..net.link(a).clone() });
+    net.send(b, Datagram::new("198.51.100.2:2", "198.51.100.1:1", &[0; 972]));
+    net.send(b, Datagram::new("198.51.100.2:2", "198.51.100.1:1", &[0; 972]));
+    net.advance(t0 + Duration::from_millis(10));
+    assert_eq!(net.queue_delay(a, false), Duration::from_millis(20));
     let mut arrivals = Vec::new();
     while let Some(at) = net.poll_timeout() {
         net.advance(at);

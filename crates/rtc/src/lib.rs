@@ -59,7 +59,9 @@ pub use peerlink_media::{Codec, Frame};
 use peerlink_proto::SeededRng;
 pub use peerlink_proto::{Route, Transmit};
 use peerlink_sctp::{Association, DataChannels, SctpConfig};
-pub use peerlink_sctp::{ChannelConfig, ChannelEvent, ChannelState, Reliability, SctpCloseReason};
+pub use peerlink_sctp::{
+    ChannelConfig, ChannelEvent, ChannelState, CongestionControl, Reliability, SctpCloseReason,
+};
 use peerlink_sdp::{Attribute, Media, SessionDescription, Setup};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -86,6 +88,8 @@ pub struct RtcConfig {
     /// for more ([`PeerConnection::add_receive_credit`]); `None`: no limit. With a limit, a
     /// reader that falls behind closes the peer's SCTP window instead of growing memory.
     pub channel_receive_credit: Option<usize>,
+    /// The data channels' SCTP congestion controller (the default: the SCTP crate's).
+    pub congestion_control: Option<CongestionControl>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -396,7 +400,12 @@ impl PeerConnection {
             ..IceConfig::new(true, &ufrag, &pwd)
         };
         let ice = IceAgent::new(ice_config, rng.next_block())?;
-        let sctp_config = SctpConfig { max_receive_message: MAX_MESSAGE_SIZE, ..SctpConfig::default() };
+        let defaults = SctpConfig::default();
+        let sctp_config = SctpConfig {
+            max_receive_message: MAX_MESSAGE_SIZE,
+            congestion_control: config.congestion_control.unwrap_or(defaults.congestion_control),
+            ..defaults
+        };
         let association = Association::new(now, sctp_config, rng.next_block());
         let session = rng.next_block();
         // Parity of in-band stream ids is set for the role we expect (see

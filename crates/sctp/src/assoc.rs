@@ -7,7 +7,7 @@
 use crate::chunk::{self, ForwardTsn, Init, OutgoingReset, Params, RawChunk, Sack};
 use crate::packet::{self, Header, Packet};
 use crate::recv::{Message, ReceiveError, Receiver};
-use crate::send::{Reliability, Sender};
+use crate::send::{CongestionControl, Reliability, Sender};
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use peerlink_proto::{Backoff, BackoffConfig, SeededRng, Transmit};
@@ -56,6 +56,8 @@ pub struct SctpConfig {
     /// the peer (RFC 9260 §8.3); None: never. Unanswered heartbeats count like
     /// retransmission timeouts and end the association the same way.
     pub heartbeat_interval: Option<Duration>,
+    /// How the sender paces itself to the path (see [`CongestionControl`]).
+    pub congestion_control: CongestionControl,
 }
 
 impl Default for SctpConfig {
@@ -69,6 +71,7 @@ impl Default for SctpConfig {
             receive_window: 4 * 1024 * 1024,
             streams: 65535,
             heartbeat_interval: Some(Duration::from_secs(30)),
+            congestion_control: CongestionControl::default(),
         }
     }
 }
@@ -683,6 +686,7 @@ impl Association {
     /// A packet from the peer (the payload of one DTLS record).
     pub fn handle_receive(&mut self, now: Instant, packet: &[u8]) {
         if self.state() == SctpState::Ended {
+            self.answer_after_end(packet);
             return;
         }
         let Ok(parsed) = Packet::parse(packet) else {

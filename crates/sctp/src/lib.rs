@@ -40,6 +40,7 @@
 //! ```
 
 pub mod assoc;
+mod bbr;
 pub mod channels;
 pub mod chunk;
 pub mod dcep;
@@ -50,4 +51,4 @@ mod send;
 pub use assoc::{Association, SctpCloseReason, SctpConfig, SctpEvent, SctpState, SctpStats, SendError};
 pub use channels::{ChannelConfig, ChannelError, ChannelEvent, ChannelState, DataChannels};
 pub use recv::{Message, ReceiveError};
-pub use send::Reliability;
+pub use send::{CongestionControl, Reliability};

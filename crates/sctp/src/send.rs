@@ -4,6 +4,7 @@
 //! (§6.3), congestion control (slow start, congestion avoidance, fast recovery, §7.2), the
 //! peer's receive window, and PR-SCTP abandonment with FORWARD TSN (RFC 3758).
 
+use crate::bbr::{Bbr, Delivery, Snapshot};
 use crate::chunk::{self, Data, Sack, DATA_HEADER, FLAG_BEGIN, FLAG_END, FLAG_UNORDERED};
 use crate::recv::unwrap;
 use bytes::Bytes;
@@ -18,6 +19,24 @@ pub const RTO_MAX: Duration = Duration::from_secs(10);
 /// seen reordering (a fast retransmission reported back as a duplicate), up to the max.
 const FAST_RETRANSMIT_MISSES: u8 = 3;
 const MAX_REORDER_THRESHOLD: u8 = 32;
+/// Paced sending may catch up this much time it fell behind (a driver's timer wakes late).
+const PACING_SLACK: Duration = Duration::from_millis(1);
+
+/// The sender's congestion controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum CongestionControl {
+    /// RFC 9260 §7.2: slow start, congestion avoidance, halving on loss (Reno-like). Every
+    /// loss is read as congestion, so random loss on a long path caps the rate at about
+    /// 1.22·MTU/(RTT·√loss).
+    #[default]
+    Rfc9260,
+    /// A model of the path (BBR-style): the bottleneck rate from delivery-rate samples and
+    /// the minimum RTT; DATA is paced at the modelled rate and the window is a multiple of
+    /// the bandwidth-delay product, so random loss does not shrink it. Losses are found by
+    /// time (RACK-style) as well as by miss indications.
+    Bbr,
+}
 
 /// How hard a message is tried (RFC 3758; the data channel's maxRetransmits and
 /// maxPacketLifeTime).
@@ -64,6 +83,8 @@ struct InFlight {
     message: u64,
     reliability: Reliability,
     queued_at: Instant,
+    /// Delivery state when last sent (rate samples).
+    snap: Snapshot,
 }
 
 impl InFlight {
@@ -132,6 +153,15 @@ pub struct Sender {
     /// T3 expiries in a row without progress.
     pub(crate) timeouts: u32,
     pub(crate) retransmitted_chunks: u64,
+    cc: CongestionControl,
+    /// The model-based controller, with `CongestionControl::Bbr`.
+    bbr: Option<Bbr>,
+    delivery: Delivery,
+    /// Pacing: when the next DATA may go, and the same while data waits for it (a timer).
+    next_send: Option<Instant>,
+    paced_until: Option<Instant>,
+    /// RACK: when a chunk still within the reordering window would count as lost.
+    rack_timer: Option<Instant>,
 }
 
 impl Sender {
@@ -174,6 +204,12 @@ impl Sender {
             forward_tsn_due: false,
             timeouts: 0,
             retransmitted_chunks: 0,
+            cc: CongestionControl::default(),
+            bbr: None,
+            delivery: Delivery::default(),
+            next_send: None,
+            paced_until: None,
+            rack_timer: None,
         }
     }
 
@@ -222,6 +258,12 @@ impl Sender {
         self.queue.is_empty() && self.in_flight.is_empty()
     }
 
+    /// `seed` tells this association's controller apart from others (random phases).
+    pub fn set_congestion_control(&mut self, cc: CongestionControl, seed: u64) {
+        self.cc = cc;
+        self.bbr = (cc == CongestionControl::Bbr).then(|| Bbr::new(self.mtu, self.cwnd, seed));
+    }
+
     /// The last TSN handed out (for a stream reset request).
     pub fn last_assigned_tsn(&self) -> u32 {
         (self.next_tsn - 1) as u32
@@ -236,7 +278,7 @@ impl Sender {
 
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.t3
+        [self.t3, self.paced_until, self.rack_timer].into_iter().flatten().min()
     }
 
     fn restart_t3(&mut self, now: Instant) {
@@ -246,6 +288,14 @@ impl Sender {
     /// Writes DATA chunks into `packet` up to `mtu`: retransmissions first, then new data as
     /// the congestion and receive windows allow. Returns true if it wrote any.
     pub fn fill(&mut self, now: Instant, packet: &mut Vec<u8>) -> bool {
+        self.paced_until = None;
+        if let (Some(_), Some(at)) = (&self.bbr, self.next_send.filter(|&t| t > now)) {
+            if self.to_retransmit > 0 || !self.queue.is_empty() {
+                self.paced_until = Some(at);
+            }
+            return false;
+        }
+        let before = packet.len();
         let mut wrote = false;
         if self.to_retransmit > 0 {
             wrote |= self.fill_retransmissions(now, packet);
@@ -308,6 +358,7 @@ impl Sender {
                 message: q.message,
                 reliability: q.reliability,
                 queued_at: q.queued_at,
+                snap: self.delivery.on_send(now, self.flight_size == 0),
             };
             let (stream, done) = (q.stream, q.offset == q.data.len());
             if done {
@@ -326,9 +377,18 @@ impl Sender {
         }
         if self.queue.is_empty() {
             self.cwnd_limited = false;
+            if self.to_retransmit == 0 && self.flight_size < self.cwnd {
+                self.delivery.mark_app_limited(self.flight_size);
+            }
         }
         if wrote && self.t3.is_none() {
             self.restart_t3(now);
+        }
+        if let (true, Some(bbr)) = (wrote, &self.bbr) {
+            // The next packet goes when this one has left at the pacing rate.
+            let sent = Duration::from_secs_f64((packet.len() - before) as f64 / bbr.pacing_rate().max(1.0));
+            let floor = now.checked_sub(PACING_SLACK).unwrap_or(now);
+            self.next_send = Some(self.next_send.map_or(now, |t| t.max(floor)) + sent);
         }
         wrote
     }
@@ -372,6 +432,7 @@ impl Sender {
             c.transmissions += 1;
             c.last_sent = now;
             c.misses = 0;
+            c.snap = self.delivery.on_send(now, self.flight_size == 0);
             self.to_retransmit -= 1;
             self.flight_size += c.data.len();
             self.retransmitted_chunks += 1;
@@ -436,6 +497,7 @@ impl Sender {
                     message,
                     reliability: q.reliability,
                     queued_at: q.queued_at,
+                    snap: Snapshot::default(),
                 });
                 self.next_tsn += 1;
             }
@@ -504,6 +566,7 @@ impl Sender {
         }
         let flight_before = self.flight_size;
         let mut rtt: Option<Duration> = None;
+        let min_rtt = self.min_rtt().unwrap_or(Duration::ZERO);
         // Cumulative ack: drop everything up to it.
         while self.in_flight.front().is_some_and(|c| c.tsn <= cumulative) {
             let c = self.in_flight.pop_front().expect("front exists");
@@ -517,10 +580,7 @@ impl Sender {
                 self.to_retransmit -= 1;
             }
             if !c.acked && !c.abandoned {
-                outcome.acked_bytes += c.data.len();
-                if c.transmissions == 1 {
-                    rtt = Some(now.saturating_duration_since(c.last_sent));
-                }
+                first_ack(&mut self.delivery, &mut outcome, &mut rtt, &c, now, min_rtt);
             }
         }
         if cumulative > self.cumulative_acked {
@@ -549,10 +609,7 @@ impl Sender {
                 }
                 c.acked = true;
                 if !c.abandoned {
-                    outcome.acked_bytes += c.data.len();
-                    if c.transmissions == 1 {
-                        rtt = Some(now.saturating_duration_since(c.last_sent));
-                    }
+                    first_ack(&mut self.delivery, &mut outcome, &mut rtt, c, now, min_rtt);
                 }
                 highest_newly_acked = Some(tsn);
             }
@@ -561,9 +618,14 @@ impl Sender {
             self.measure(rtt);
         }
         self.detect_spurious(sack);
+        let flight_marked = self.flight_size;
         if let Some(highest) = highest_newly_acked {
             self.miss_indications(highest);
         }
+        if self.bbr.is_some() {
+            self.rack_losses(now);
+        }
+        let lost = flight_marked - self.flight_size;
         // The peer's window is what it advertised less what is still in flight (§6.2.1).
         self.peer_rwnd = (sack.a_rwnd as usize).saturating_sub(self.flight_size);
         // §6.1 A: while the peer answers with a closed window, our window probes going
@@ -572,7 +634,14 @@ impl Sender {
         if sack.a_rwnd == 0 {
             self.timeouts = 0;
         }
-        self.congestion_on_ack(outcome, flight_before);
+        match &mut self.bbr {
+            Some(bbr) => {
+                let sample = self.delivery.take_sample(lost, rtt);
+                bbr.on_ack(now, &sample, self.delivery.delivered, self.flight_size);
+                self.cwnd = bbr.cwnd();
+            }
+            None => self.congestion_on_ack(outcome, flight_before),
+        }
         if self.fast_recovery.is_some_and(|exit| self.cumulative_acked >= exit) {
             self.fast_recovery = None;
         }
@@ -690,7 +759,7 @@ impl Sender {
                 new_loss = true;
             }
         }
-        if new_loss && self.fast_recovery.is_none() {
+        if new_loss && self.fast_recovery.is_none() && self.bbr.is_none() {
             // §7.2.3 / §7.2.4: halve once per window, and stay in fast recovery until
             // everything outstanding now is acknowledged.
             self.before_recovery = Some((self.cwnd, self.ssthresh));
@@ -763,8 +832,53 @@ impl Sender {
         self.srtt
     }
 
+    /// The smallest RTT the controller knows (the smoothed one without a model).
+    fn min_rtt(&self) -> Option<Duration> {
+        self.bbr.as_ref().and_then(Bbr::min_rtt).or(self.srtt)
+    }
+
+    /// RACK (RFC 8985 §6.2): a chunk is lost once a chunk sent after it was acknowledged
+    /// and it has been out longer than that chunk's RTT plus a reordering window (a quarter
+    /// of the minimum RTT, widened by each spurious retransmission, at most the smoothed
+    /// RTT). Works for retransmissions too, so a lost retransmission need not wait for T3.
+    /// Chunks not yet past the window set the RACK timer.
+    fn rack_losses(&mut self, now: Instant) {
+        self.rack_timer = None;
+        let Some(rack_sent) = self.delivery.rack_sent else { return };
+        let (Some(min_rtt), Some(srtt)) = (self.min_rtt(), self.srtt) else { return };
+        let widen = u32::from(self.reorder_threshold.saturating_sub(FAST_RETRANSMIT_MISSES - 1));
+        let reorder_window = (min_rtt / 4 * widen).min(srtt);
+        let wait = self.delivery.rack_rtt + reorder_window;
+        let mut next: Option<Instant> = None;
+        for c in self.in_flight.iter_mut() {
+            if c.acked || c.abandoned || c.retransmit || c.transmissions == 0 || c.last_sent >= rack_sent {
+                continue;
+            }
+            let deadline = c.last_sent + wait;
+            if now < deadline {
+                next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                continue;
+            }
+            c.retransmit = true;
+            c.fast_retransmitted = true;
+            self.to_retransmit += 1;
+            self.flight_size -= c.data.len().min(self.flight_size);
+            self.fast_retransmitted.push_back(c.tsn);
+            if self.fast_retransmitted.len() > 64 {
+                self.fast_retransmitted.pop_front();
+            }
+        }
+        self.rack_timer = next;
+    }
+
     /// T3 expired (§6.3.3): back off, collapse the window, resend everything outstanding.
     pub fn on_timeout(&mut self, now: Instant) {
+        if self.paced_until.is_some_and(|t| t <= now) {
+            self.paced_until = None;
+        }
+        if self.rack_timer.is_some_and(|t| t <= now) {
+            self.rack_losses(now);
+        }
         if self.t3.is_none_or(|t| now < t) {
             return;
         }
@@ -776,7 +890,12 @@ impl Sender {
         if !self.window_closed {
             self.ssthresh = (self.cwnd / 2).max(4 * self.mtu);
             self.cwnd = self.mtu;
+            if let Some(bbr) = &mut self.bbr {
+                bbr.on_timeout();
+                self.cwnd = bbr.cwnd();
+            }
         }
+        self.rack_timer = None;
         self.before_recovery = None;
         self.fast_retransmitted.clear();
         self.partial_bytes_acked = 0;
@@ -796,6 +915,25 @@ impl Sender {
         if self.to_retransmit > 0 || self.forward_tsn_due {
             self.restart_t3(now);
         }
+    }
+}
+
+/// A chunk is acknowledged for the first time (cumulatively or by a gap block): count it,
+/// take its RTT when it was sent once (Karn), and feed the rate sampler.
+fn first_ack(
+    delivery: &mut Delivery,
+    outcome: &mut SackOutcome,
+    rtt: &mut Option<Duration>,
+    c: &InFlight,
+    now: Instant,
+    min_rtt: Duration,
+) {
+    outcome.acked_bytes += c.data.len();
+    if c.transmissions == 1 {
+        *rtt = Some(now.saturating_duration_since(c.last_sent));
+    }
+    if c.transmissions > 0 {
+        delivery.on_acked(now, &c.snap, c.last_sent, c.data.len(), c.transmissions > 1, min_rtt);
     }
 }
 

@@ -164,6 +164,7 @@ impl Association {
             return;
         }
         let mut sender = Sender::new(self.my_initial_tsn, self.config.mtu, peer.a_rwnd, peer.forward_tsn);
+        sender.set_congestion_control(self.config.congestion_control, self.rng.next_u64());
         // Messages sent before the peer said how many streams it takes: any beyond them
         // cannot be delivered (the peer would discard them with an error).
         let outbound = self.config.streams.min(peer.inbound_streams);

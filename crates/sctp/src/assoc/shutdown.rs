@@ -95,6 +95,22 @@ impl Association {
         self.t1 = Some(T1::start(p, now, self.rto()));
     }
 
+    /// After the end: a SHUTDOWN ACK repeated by the peer means our SHUTDOWN COMPLETE was
+    /// lost; answer it again (RFC 9260 §8.4 item 5, §9.2), or the peer retries until it
+    /// gives up and reports a failure.
+    pub(super) fn answer_after_end(&mut self, packet: &[u8]) {
+        let Some(peer) = self.state.peer() else { return };
+        let Ok(parsed) = Packet::parse(packet) else { return };
+        if parsed.header.verification_tag != self.my_tag {
+            return;
+        }
+        let shutdown_ack = parsed.chunks().any(|c| c.is_ok_and(|c| c.typ == chunk::SHUTDOWN_ACK));
+        if shutdown_ack && self.lone.len() < MAX_CONTROL {
+            let p = self.chunk_packet(peer.tag, chunk::SHUTDOWN_COMPLETE, &[]);
+            self.lone.push_back(p);
+        }
+    }
+
     pub(super) fn on_shutdown_ack(&mut self) {
         let Some(peer) = self.state.peer() else { return };
         let p = self.chunk_packet(peer.tag, chunk::SHUTDOWN_COMPLETE, &[]);
