@@ -61,6 +61,7 @@ const app = {
   tiles: new Map(), // id -> Tile of a remote participant, whatever carries its media
   sfu: null, // { peer, streams: Map publisher id -> MediaStream, opened }: connection to "sfu"
   switching: null, // the mode switch in progress (see beginSwitch)
+  speaker: null, // who has the floor, as the server says in a room through it
   switches: [], // finished switches, for tests: { to, ms, moved, forced, at: {id: ms moved} }
   chat: [],
   transfers: new Map(), // key -> { record, row, peerId, peerName }
@@ -388,6 +389,10 @@ function checkAway(peer) {
 }
 
 function onSignal(from, data) {
+  if (from === 'sfu' && data && typeof data.speaker === 'string') {
+    showSpeaker(data.speaker);
+    return;
+  }
   if (from === 'sfu') {
     app.sfu?.peer.handleSignal(data);
     return;
@@ -520,6 +525,7 @@ function tileOf(id, name) {
   let tile = app.tiles.get(id);
   if (!tile) {
     tile = new Tile({ key: id, name: cleanName(name ?? app.roster.get(id)), self: false });
+    tile.node.classList.toggle('speaking', id === app.speaker);
     app.tiles.set(id, tile);
     $('tiles').append(tile.node);
     layoutTiles();
@@ -619,6 +625,13 @@ function showMode() {
     : 'Media goes directly between the participants.';
 }
 
+/** The server says who has the floor (rooms through the server): that tile is outlined. */
+function showSpeaker(id) {
+  app.speaker = id;
+  for (const [key, tile] of app.tiles) tile.node.classList.toggle('speaking', key === id);
+  app.selfTile?.node.classList.toggle('speaking', id === app.selfId);
+}
+
 function onMode(mode) {
   if (mode === app.mode || !app.selfId) return;
   app.mode = mode;
@@ -633,7 +646,9 @@ function onMode(mode) {
     else cancelSwitch();
     return;
   }
-  // Back to a mesh: connect as newcomers do, each offering to those who joined before it.
+  // Back to a mesh (no speaker news from the server there): connect as newcomers do, each
+  // offering to those who joined before it.
+  showSpeaker(null);
   if (app.sfu) app.sfu.peer.retiring = true;
   const ids = [...app.roster.keys()];
   const me = ids.indexOf(app.selfId);

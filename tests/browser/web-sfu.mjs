@@ -324,6 +324,22 @@ if (which === 'sfu') {
     }
     check(got.every(Boolean), `chat through the server: p1's message shows under "p1" on ${got.filter(Boolean).length}/3 pages`);
   }
+  // Active speaker: p2 alone with its microphone on; every page outlines p2's tile (its own
+  // on p2), from the server's {"speaker"} news.
+  const talker = pages[1];
+  const talkerId = (await look(talker)).id;
+  for (const p of pages) if (p !== talker) await p.page.click('#mute-btn');
+  const until = Date.now() + 10000;
+  let outlined = [];
+  const right = (o, i) => o.length === 1 && o[0] === (pages[i] === talker ? 'self' : talkerId);
+  while (Date.now() < until) {
+    outlined = await Promise.all(pages.map((p) => p.page.evaluate(
+      () => [...document.querySelectorAll('#tiles .tile.speaking')].map((t) => t.dataset.peer))));
+    if (outlined.every(right)) break;
+    await sleep(200);
+  }
+  check(outlined.every(right), `active speaker: p2's tile is outlined on ${outlined.filter(right).length}/4 pages (${JSON.stringify(outlined)})`);
+  for (const p of pages) if (p !== talker) await p.page.click('#mute-btn');
   // File transfer: not available through the server, and the page says so.
   await a.page.setInputFiles('#file-input', { name: 'a.txt', mimeType: 'text/plain', buffer: Buffer.from('hello') });
   const banner = (await look(a)).banner || '';
