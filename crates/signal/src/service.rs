@@ -86,7 +86,8 @@ impl SignalService {
         cluster: Option<mpsc::UnboundedSender<ClusterMessage>>,
     ) -> SignalService {
         let max_frame_bytes = config.max_frame_bytes;
-        let hard_frame_limit = (max_frame_bytes * 2).max(128 * 1024);
+        // Above what members of rooms in SFU mode may send (the hub checks each frame).
+        let hard_frame_limit = (max_frame_bytes * crate::hub::SFU_FRAME_FACTOR).max(128 * 1024);
         let now = Instant::now();
         let unix = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let mut hub = Hub::new(config, now, unix, peerlink_proto::os_random());
@@ -193,7 +194,10 @@ async fn connection(service: SignalService, mut socket: WebSocket, host: String)
             message = socket.recv() => {
                 let input = match message {
                     // Checked here, before the frame is queued for the hub.
-                    Some(Ok(Message::Text(text))) if text.len() > service.max_frame_bytes => Input::TooLarge(id),
+                    // (Members of rooms in SFU mode may send more; the hub checks each frame.)
+                    Some(Ok(Message::Text(text))) if text.len() > service.max_frame_bytes * crate::hub::SFU_FRAME_FACTOR => {
+                        Input::TooLarge(id)
+                    }
                     Some(Ok(Message::Text(text))) => Input::Text(id, text),
                     Some(Ok(Message::Binary(_))) => Input::Binary(id),
                     Some(Ok(Message::Pong(_))) => {

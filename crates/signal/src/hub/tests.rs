@@ -766,6 +766,13 @@ fn auto_rooms_switch_to_the_sfu_above_mesh_max_and_back() {
     h.hub.sfu_signal(&alice, r#"{"x":1}"#);
     let out = h.drain();
     assert!(matches!(parse(&out, a).as_slice(), [ServerMessage::Signal { from, .. }] if from == "sfu"));
+    // An answer with a section per track of a big room is larger than a mesh frame may be.
+    let big = format!(r#"{{"type":"signal","to":"sfu","data":{{"x":"{}"}}}}"#, "a".repeat(100_000));
+    assert!(big.len() > HubConfig::default().max_frame_bytes);
+    h.send(a, &big);
+    let out = h.drain();
+    assert!(error_codes(&out, a).is_empty(), "{:?}", error_codes(&out, a));
+    assert_eq!(sfu_events(&out).len(), 1);
     // One leaves: back to a mesh; the SFU lets everyone go.
     h.send(c, r#"{"type":"leave"}"#);
     let out = h.drain();
@@ -778,6 +785,9 @@ fn auto_rooms_switch_to_the_sfu_above_mesh_max_and_back() {
     // The SFU's late signals are dropped in a mesh room.
     h.hub.sfu_signal(&alice, r#"{"x":1}"#);
     assert!(parse(&h.drain(), a).is_empty());
+    // In a mesh the limit is the mesh's again.
+    h.send(a, &big.replace(r#""to":"sfu""#, r#""to":"0123456789abcdef""#));
+    assert_eq!(error_codes(&h.drain(), a), vec!["too-large"]);
 }
 
 #[test]
