@@ -390,7 +390,8 @@ function checkAway(peer) {
 
 function onSignal(from, data) {
   if (from === 'sfu' && data && typeof data.speaker === 'string') {
-    showSpeaker(data.speaker);
+    // (The server may still be forwarding to us a moment after a switch to a mesh.)
+    if (app.mode === 'sfu') showSpeaker(data.speaker);
     return;
   }
   if (from === 'sfu') {

@@ -12,7 +12,7 @@
 use crate::peer::{sleep_until, stdin_lines, MeetArgs};
 use crate::room::RoomEvent;
 use crate::status;
-use peerlink::session::SFU_PEER;
+use peerlink::session::{RoomMode, SFU_PEER};
 use peerlink_io::PeerHandle;
 use peerlink_rtc::{ChannelConfig, ChannelEvent, ConnectionState, RtcEvent};
 use std::collections::{HashMap, HashSet};
@@ -48,6 +48,9 @@ pub async fn run(args: MeetArgs) -> anyhow::Result<()> {
     let mut pending: Vec<String> = Vec::new();
     // Who else is in the room: a line through the server waits until someone is.
     let mut present: HashSet<String> = HashSet::new();
+    let mut seen_anyone = false;
+    // Lines go over the connections of the room's mode only (during a switch both are up).
+    let mut sfu = false;
     let mut stdin_open = true;
     // At the end of input: until when to wait for acknowledgements, then to linger.
     let mut drain_until: Option<Instant> = None;
@@ -61,7 +64,7 @@ pub async fn run(args: MeetArgs) -> anyhow::Result<()> {
                     let line: String = line.chars().take(MAX_CHAT_CHARS).collect();
                     let open: Vec<(PeerHandle, u16)> = others
                         .iter()
-                        .filter(|(peer, _)| *peer != SFU_PEER || !present.is_empty())
+                        .filter(|(peer, _)| (*peer == SFU_PEER) == sfu && (!sfu || !present.is_empty()))
                         .filter_map(|(_, o)| o.open.map(|id| (o.handle.clone(), id)))
                         .collect();
                     if open.is_empty() {
@@ -96,17 +99,21 @@ pub async fn run(args: MeetArgs) -> anyhow::Result<()> {
                         if let Some(other) = others.remove(&peer) {
                             status!("peerlink: {} ({peer}): {reason}", other.name);
                         }
-                        if others.is_empty() {
+                        // (Through the server, the session makes a lost connection again; the
+                        // room's emptying ends chat there.)
+                        if others.is_empty() && !sfu {
                             if !pending.is_empty() {
                                 status!("peerlink: {} line(s) were never sent: nobody else is here", pending.len());
                             }
                             break;
                         }
                     }
+                    RoomEvent::Mode(mode) => sfu = mode == RoomMode::Sfu,
                     RoomEvent::PeerJoined(p) => {
                         present.insert(p.id);
+                        seen_anyone = true;
                         // Lines that waited for someone to be in the room.
-                        if let Some((handle, id)) = others.get(SFU_PEER).and_then(|o| o.open.map(|id| (o.handle.clone(), id))) {
+                        if let Some((handle, id)) = others.get(SFU_PEER).filter(|_| sfu).and_then(|o| o.open.map(|id| (o.handle.clone(), id))) {
                             for line in pending.drain(..) {
                                 if let Err(e) = handle.send(id, line.into_bytes(), false).await {
                                     tracing::debug!(error = %e, "chat line not sent");
@@ -116,6 +123,10 @@ pub async fn run(args: MeetArgs) -> anyhow::Result<()> {
                     }
                     RoomEvent::PeerLeft(id) => {
                         present.remove(&id);
+                        if sfu && seen_anyone && present.is_empty() {
+                            status!("peerlink: everyone else left the room");
+                            break;
+                        }
                     }
                     RoomEvent::Rtc { peer, event } => {
                         let Some(other) = others.get_mut(&peer) else { continue };
@@ -164,7 +175,8 @@ pub async fn run(args: MeetArgs) -> anyhow::Result<()> {
                             _ => {}
                         }
                         // The first channel to open takes what was typed before it.
-                        if let Some(id) = other.open.filter(|_| peer != SFU_PEER || !present.is_empty()) {
+                        let usable = (peer == SFU_PEER) == sfu && (!sfu || !present.is_empty());
+                        if let Some(id) = other.open.filter(|_| usable) {
                             for line in pending.drain(..) {
                                 if let Err(e) = other.handle.send(id, line.into_bytes(), false).await {
                                     tracing::debug!(error = %e, "chat line not sent");

@@ -349,7 +349,9 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
                             match &event {
                                 RtcEvent::Track { id, stream_id, .. } => {
                                     let Some(handle) = sfu_handle.clone() else { continue };
-                                    let publisher = stream_id.clone().unwrap_or_else(|| format!("track{}", id.0));
+                                    // A track of someone no longer in the room (its leaving
+                                    // came through signaling first) starts no file.
+                                    let Some(publisher) = stream_id.clone().filter(|s| present.contains(s)) else { continue };
                                     let key = format!("{publisher}@sfu");
                                     sfu_streams.insert(*id, key.clone());
                                     seen_anyone = true;

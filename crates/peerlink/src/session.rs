@@ -562,26 +562,31 @@ impl Task {
             | ClientEvent::Rejoined { id: new_id, peers, mode, .. } => {
                 // Back after losing the server. Established connections stay as they are;
                 // a peer we have no connection with is offered to, as a newcomer does.
-                let renamed = new_id != self.my_id;
+                let old_id = std::mem::replace(&mut self.my_id, new_id.clone());
+                let renamed = new_id != old_id;
                 if renamed {
                     status!(self.status, "peerlink: signaling is back; this peer is now {new_id}");
-                    self.my_id = new_id.clone();
                 } else {
                     status!(self.status, "peerlink: signaling is back (same id)");
                 }
                 for p in &peers {
-                    if self.names.insert(p.id.clone(), p.name.clone()).is_none() {
+                    if !self.order.contains(&p.id) {
                         let _ = self.app.send(SessionEvent::PeerJoined(Remote {
                             id: p.id.clone(),
                             name: p.name.clone(),
                         }));
                     }
+                    self.names.insert(p.id.clone(), p.name.clone());
                 }
-                for gone in
-                    self.order.iter().filter(|id| **id != self.my_id && !peers.iter().any(|p| p.id == **id))
-                {
-                    self.names.remove(gone);
-                    let _ = self.app.send(SessionEvent::PeerLeft(gone.clone()));
+                let gone: Vec<String> = self
+                    .order
+                    .iter()
+                    .filter(|id| **id != old_id && **id != new_id && !peers.iter().any(|p| p.id == **id))
+                    .cloned()
+                    .collect();
+                for id in gone {
+                    self.names.remove(&id);
+                    let _ = self.app.send(SessionEvent::PeerLeft(id));
                 }
                 self.order.retain(|id| peers.iter().any(|p| p.id == *id));
                 let new: Vec<String> =
@@ -591,13 +596,20 @@ impl Task {
                 let mode = if mode == "sfu" { RoomMode::Sfu } else { RoomMode::Mesh };
                 if mode == RoomMode::Sfu {
                     // Under a new id the server no longer knows our connection to it.
-                    if renamed && self.mode == RoomMode::Sfu && self.conns.contains_key(SFU_PEER) {
+                    let stale = renamed && self.mode == RoomMode::Sfu;
+                    let kept = !stale && self.conns.contains_key(SFU_PEER);
+                    if stale && self.conns.contains_key(SFU_PEER) {
                         self.drop_conn(SFU_PEER, Gone::Closed).await;
                     }
                     if let Err(e) = self.switch(mode).await {
                         status!(self.status, "peerlink: cannot start a connection: {e}");
                     }
-                    if self.conns.get(SFU_PEER).is_some_and(|c| !c.connected) {
+                    if self.conns.contains_key(SFU_PEER) {
+                        self.reopen_sfu_at = None;
+                    }
+                    // A kept connection not up yet may have lost its offer or answer with the
+                    // server (a new one has just offered).
+                    if kept && self.conns.get(SFU_PEER).is_some_and(|c| !c.connected) {
                         self.offer(SFU_PEER).await;
                     }
                     return;
@@ -853,6 +865,11 @@ impl Task {
             RoomMode::Sfu => {
                 status!(self.status, "peerlink: the room goes through the server now");
                 let old: Vec<String> = self.conns.keys().filter(|id| *id != SFU_PEER).cloned().collect();
+                // Our server connection still closing from the last switch: the server let
+                // it go (after its grace); a new one.
+                if self.retiring.iter().any(|r| r == SFU_PEER) {
+                    self.drop_conn(SFU_PEER, Gone::Closed).await;
+                }
                 self.retire(old);
                 self.reopen_sfu_at = None;
                 if !self.conns.contains_key(SFU_PEER) {
@@ -881,6 +898,8 @@ impl Task {
                 }
             }
         }
+        // The new mode's connections may all be up already (kept through a quick switch back).
+        self.new_path_up();
         Ok(())
     }
 

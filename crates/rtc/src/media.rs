@@ -1477,11 +1477,8 @@ impl PeerConnection {
         // be answered inactive, and both sides would wait to send forever (two senders of
         // files in a mesh); it waits for our own offer instead.
         let offered = Direction::of(m);
-        let useful = |d: Direction| {
-            offered == Direction::Inactive
-                || (offered.sends() && d.receives())
-                || (offered.receives() && d.sends())
-        };
+        // (An inactive section is useful to none: our track would sit on it unsent.)
+        let useful = |d: Direction| (offered.sends() && d.receives()) || (offered.receives() && d.sends());
         let free = self
             .media
             .transceivers

@@ -390,8 +390,12 @@ impl Sfu {
         for (room, speaker) in std::mem::take(&mut self.announce) {
             tracing::debug!(%room, %speaker, "sfu: active speaker");
             self.stats.speaker_changes.fetch_add(1, Ordering::Relaxed);
-            let to: Vec<String> =
-                self.participants.iter().filter(|(_, p)| p.room == room).map(|(id, _)| id.clone()).collect();
+            let to: Vec<String> = self
+                .participants
+                .iter()
+                .filter(|(_, p)| p.room == room && !p.leaving)
+                .map(|(id, _)| id.clone())
+                .collect();
             for peer in to {
                 self.send(&peer, json!({ "speaker": speaker })).await;
             }
@@ -755,14 +759,15 @@ impl Sfu {
             .and_then(|ext| parsed.extensions().get(ext))
             .and_then(|data| AudioLevel::decode(data).ok())
         {
-            let room = p.room.clone();
-            let (speakers, decided) =
-                self.speakers.entry(room.clone()).or_insert_with(|| (Speakers::new(), now));
-            speakers.on_level(&peer.to_owned(), level.level, now);
+            if !self.speakers.contains_key(&p.room) {
+                self.speakers.insert(p.room.clone(), (Speakers::new(), now));
+            }
+            let (speakers, decided) = self.speakers.get_mut(&p.room).expect("inserted");
+            speakers.on_level(peer, level.level, now);
             if now.duration_since(*decided) >= SPEAKER_EVERY {
                 *decided = now;
                 if let Some(speaker) = speakers.decide(now) {
-                    self.announce.push((room, speaker));
+                    self.announce.push((p.room.clone(), speaker));
                 }
             }
         }

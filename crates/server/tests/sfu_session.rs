@@ -46,13 +46,14 @@ struct Member {
 }
 
 /// Joins and sends a 20 ms Opus frame (not real Opus: forwarded as is) to every connection.
-/// The track is sendonly (as `peerlink play`'s): over a mesh each side's goes in a section of
-/// its own.
-async fn join(url: &str, name: &str) -> Member {
+/// The track is sendonly (as `peerlink play`'s: over a mesh each side's goes in a section of
+/// its own) or sendrecv (as a browser's: one section both ways).
+async fn join(url: &str, name: &str, direction: Direction) -> Member {
     let mut options = SessionOptions::default();
     options.bind = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
     options.wait = Some(Duration::from_secs(5));
-    options.tracks = vec![(MediaKind::Audio, Direction::SendOnly, TrackConfig::new(MediaKind::Audio))];
+    options.tracks = vec![(MediaKind::Audio, direction, TrackConfig::new(MediaKind::Audio))];
+    options.accept_media = (direction == Direction::SendRecv).then_some(direction);
     let mut session = Session::join(url, "r", name, options).await.unwrap();
     let id = session.id().to_owned();
     let seen = Arc::new(Mutex::new(Seen { mode: Some(RoomMode::Mesh), ..Seen::default() }));
@@ -155,16 +156,25 @@ async fn settles(members: &[&Member], mode: RoomMode, step: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_room_goes_through_the_server_and_back_with_native_members() {
+async fn through_the_server_and_back(direction: Direction) {
     let url = serve().await;
-    let ann = join(&url, "ann").await;
-    let ben = join(&url, "ben").await;
+    let ann = join(&url, "ann", direction).await;
+    let ben = join(&url, "ben", direction).await;
     settles(&[&ann, &ben], RoomMode::Mesh, "two in a mesh").await;
-    let cat = join(&url, "cat").await;
+    let cat = join(&url, "cat", direction).await;
     settles(&[&ann, &ben, &cat], RoomMode::Sfu, "three through the server").await;
     cat.task.abort();
     settles(&[&ann, &ben], RoomMode::Mesh, "two in a mesh again").await;
     ann.task.abort();
     ben.task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_that_only_send_go_through_the_server_and_back() {
+    through_the_server_and_back(Direction::SendOnly).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_that_send_and_receive_go_through_the_server_and_back() {
+    through_the_server_and_back(Direction::SendRecv).await;
 }

@@ -13,8 +13,9 @@ use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 /// Loudness (127 - level in -dBov, so 0 is silence) above which a publisher is speaking:
-/// louder than -77 dBov (speech is typically -20 to -50 dBov; muted audio is -127).
-pub const SPEAKING: f32 = 50.0;
+/// louder than -60 dBov (speech is typically -20 to -50 dBov, a quiet room's noise below
+/// -60; muted audio is -127).
+pub const SPEAKING: f32 = 67.0;
 /// How much louder than the current speaker another must be to take the floor (in dB).
 pub const MARGIN: f32 = 6.0;
 /// How long another must stay ahead before it takes the floor.
@@ -53,7 +54,11 @@ impl<P: Clone + Eq + Hash> Speakers<P> {
     }
 
     /// A packet of `publisher`'s audio with RFC 6464 `level` (-dBov, 0..=127) at `now`.
-    pub fn on_level(&mut self, publisher: &P, level: u8, now: Instant) {
+    pub fn on_level<Q>(&mut self, publisher: &Q, level: u8, now: Instant)
+    where
+        P: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = P> + ?Sized,
+    {
         let loud = f32::from(127 - level.min(127));
         match self.loudness.get_mut(publisher) {
             Some(l) => {
@@ -65,7 +70,7 @@ impl<P: Clone + Eq + Hash> Speakers<P> {
             None => {
                 // A first packet counts for little: one loud packet is not speech.
                 let smooth = loud * 0.1;
-                self.loudness.insert(publisher.clone(), Loudness { smooth, last: now });
+                self.loudness.insert(publisher.to_owned(), Loudness { smooth, last: now });
             }
         }
     }
@@ -169,6 +174,7 @@ mod tests {
         let mut s = Speakers::new();
         let mut t = Instant::now();
         assert!(talk(&mut s, &mut t, 1000, &[("ann", 127), ("ben", 127)]).is_empty(), "silence: nobody");
+        assert!(talk(&mut s, &mut t, 2000, &[("ann", 65), ("ben", 127)]).is_empty(), "room noise: nobody");
         assert_eq!(talk(&mut s, &mut t, 1000, &[("ann", 30), ("ben", 127)]), vec!["ann"]);
         assert!(talk(&mut s, &mut t, 2000, &[("ann", 127), ("ben", 127)]).is_empty());
         assert_eq!(s.current(), Some(&"ann"), "the last speaker stays while all are quiet");
