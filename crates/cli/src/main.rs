@@ -79,6 +79,7 @@ enum Command {
         when the last other peer has gone. A signaling server that stops or restarts does not \
         end the chat: the connections stay up and the client rejoins when it is back.")]
     Chat(peer::MeetArgs),
+    /// Send every data channel message and media track back to its sender (a test peer)
     #[command(long_about = "Send everything back: a test peer for calls and data channels.\n\n\
         Joins ROOM and connects to every other participant. Each data channel message goes back \
         on its channel (text as text, binary as binary, in order); each audio and video track \
@@ -86,6 +87,7 @@ enum Command {
         from a key frame on). When echo joins after the others it offers audio and video \
         (sendrecv) and a data channel. Runs until Ctrl-C or SIGTERM.")]
     Echo(peer::MeetArgs),
+    /// Send media files (IVF, H.264, Ogg/Opus, WebM) to everyone in a room, paced in real time
     #[command(long_about = "Send media files to everyone in a room, paced in real time.\n\n\
         Joins ROOM and sends the files' audio and video to every participant, each frame when \
         its timestamp comes (the clock starts when the first participant is connected; a later \
@@ -96,6 +98,7 @@ enum Command {
         file's codec gets no track. Exits 0 at the end of the files (unless --loop); a file \
         that is not what its name says, or is cut short, is an error naming the file.")]
     Play(play::PlayArgs),
+    /// Record every participant of a room into DIR, one WebM or Matroska file each
     #[command(long_about = "Record every participant of a room into DIR.\n\n\
         One file per participant: WebM (VP8/VP9/AV1 video, Opus audio), Matroska when the video \
         is H.264; audio and video on one time line (the senders' RTCP reports). Files are \
