@@ -21,8 +21,11 @@ cargo fmt --all --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -q -- -D warnings
 
-step "cargo test --workspace"
+step "cargo test --workspace (doctests included)"
 cargo test --workspace
+
+step "cargo doc -D warnings"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
 
 step "RTP/RTCP/SRTP: RFC 3711 and RFC 7714 vectors, then a differential test against libsrtp 2"
 cargo test -q -p peerlink-rtp --lib -- rfc
@@ -44,6 +47,8 @@ cargo build --release -q -p peerlink --examples
 
 step "the peerlink crate's examples: own signaling, sans-IO, echo and chat through peerlink serve"
 tests/e2e/library-examples.sh target/release/peerlink target/release/examples
+step "peerlink echo against headless Chromium and aiortc: 1,000 mixed messages back in order, both roles"
+tests/e2e/echo-peers.sh target/release/peerlink
 
 step "end-to-end: coturn's turnutils_stunclient against peerlink stun"
 tests/e2e/stun-stunclient.sh target/release/peerlink

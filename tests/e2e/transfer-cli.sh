@@ -4,8 +4,10 @@
 # not overwrite the first; a sender killed in the middle makes the receiver exit with the
 # "interrupted" code (4); bad input (a folder to send, --out naming a file or an unwritable
 # folder) fails at once; a file the receiver cannot write is refused with the reason (exit 3
-# on both sides); in a room of three, --to picks one receiver and no --to sends to all; in a
-# namespace whose only address is IPv6, the file goes over IPv6 with no --bind.
+# on both sides); in a room of three, --to picks one receiver and no --to sends to all; with
+# nobody in the room send gives up after --wait-receiver (exit 6), and a chat refuses a file
+# at once (exit 3); in a namespace whose only address is IPv6, the file goes over IPv6 with
+# no --bind.
 #
 #   tests/e2e/transfer-cli.sh [path/to/peerlink]
 set -euo pipefail
@@ -172,6 +174,33 @@ if [ "$send_rc" = 0 ] && [ "$alice_rc" = 0 ] && [ "$carol_rc" = 0 ] && cmp -s "$
 else
     fail "send to every receiver: send $send_rc, alice $alice_rc, carol $carol_rc"
     tail -5 "$tmp/send6.err"
+fi
+
+# Nobody to send to: send gives up after --wait-receiver with exit 6 and says why. A room with
+# only a chat in it: the chat refuses the file at once (exit 3), no answer time is waited.
+set +e
+timeout 30 "$peerlink" send "$tmp/small.bin" --wait-receiver 2 --server "$url" --room "nobody-$$" --bind 127.0.0.1 2>"$tmp/send7.err"
+send_rc=$?
+set -e
+if [ "$send_rc" = 6 ] && grep -q "no receiver connected within 2 s" "$tmp/send7.err"; then
+    ok "send with nobody in the room gives up after --wait-receiver: exit 6, '$(grep -m1 -o 'no receiver connected.*' "$tmp/send7.err")'"
+else
+    fail "send with nobody in the room: exit $send_rc"
+    tail -3 "$tmp/send7.err"
+fi
+sleep 30 | timeout 30 "$peerlink" chat --name chatter --server "$url" --room "chat-$$" --bind 127.0.0.1 >/dev/null 2>"$tmp/chatter.err" &
+chat_pid=$!
+wait_for_line "$tmp/chatter.err" "joined room"
+set +e
+timeout 25 "$peerlink" send "$tmp/small.bin" --server "$url" --room "chat-$$" --bind 127.0.0.1 2>"$tmp/send8.err"
+send_rc=$?
+set -e
+kill "$chat_pid" 2>/dev/null || true
+if [ "$send_rc" = 3 ] && grep -q "does not receive files" "$tmp/send8.err"; then
+    ok "send to a room with only a chat: refused at once, exit 3 ($(grep -m1 -o 'refused.*' "$tmp/send8.err"))"
+else
+    fail "send to a chat: exit $send_rc (want 3, refused at once)"
+    tail -3 "$tmp/send8.err"
 fi
 
 # IPv6: the namespace's only address besides loopback is a unique-local IPv6 one. The peers

@@ -4,7 +4,9 @@
 //! one JSON line with every round's milliseconds and the median. Host candidates are in the
 //! descriptions (gathered before the offer), so no trickle is needed on loopback.
 //!
-//!   peer-setup [ROUNDS]
+//! ```text
+//! peer-setup [ROUNDS]
+//! ```
 
 use peerlink_io::{Peer, PeerConfig};
 use peerlink_rtc::{ChannelConfig, ChannelEvent, RtcEvent};

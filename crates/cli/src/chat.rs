@@ -147,6 +147,14 @@ pub async fn run(args: MeetArgs) -> anyhow::Result<()> {
                                 other.fallback_at = None;
                                 other.open.get_or_insert(id);
                             }
+                            RtcEvent::Channel(ChannelEvent::Incoming { id, label, .. }) if label == "file" => {
+                                // Chat takes no files: the sender learns it at once
+                                // (docs/file-transfer.md), instead of after its answer time.
+                                let refusal = r#"{"type":"error","reason":"this peer does not receive files"}"#;
+                                if let Err(e) = other.handle.send(id, refusal.as_bytes().to_vec(), false).await {
+                                    tracing::debug!(error = %e, "file refusal not sent");
+                                }
+                            }
                             RtcEvent::Channel(ChannelEvent::Open(id)) if other.channels.contains(&id) => {
                                 other.open.get_or_insert(id);
                             }

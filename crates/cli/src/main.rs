@@ -54,10 +54,13 @@ enum Command {
         `peerlink recv`), sends FILE on its own data channel in the app's framing \
         (docs/file-transfer.md) and exits 0 once the receiver confirmed the SHA-256: to the \
         participant named by --to, or to every participant that connects (then once each has \
-        answered: success if any receiver confirmed, the others' failures printed). FILE is checked before anyone is waited for. Progress (what the receiver \
+        answered: success if any receiver confirmed, the others' failures printed; a participant \
+        that takes no files, such as `peerlink chat` or `peerlink echo`, counts as refusing at \
+        once). FILE is checked before anyone is waited for, and a receiver is waited for at most \
+        --wait-receiver seconds. Progress (what the receiver \
         acknowledged) goes to standard error. Exit codes: 3 refused by the receiver (its \
         reason is printed), 4 interrupted (connection, channel or peer gone), 5 corrupted (the \
-        hashes differ), 6 no connection could be set up (and why), 1 other errors (bad \
+        hashes differ), 6 no connection could be set up, or no receiver came (and why), 1 other errors (bad \
         input, a server that cannot be reached).")]
     Send(transfer::SendArgs),
     /// Receive a file from a peer in a room into --out (never overwriting)
@@ -77,8 +80,10 @@ enum Command {
         goes to standard error, including `selected pair: <local> -> <remote>` for each \
         connection. Ends when standard input ends (once what was sent is acknowledged), or \
         when the last other peer has gone. A signaling server that stops or restarts does not \
-        end the chat: the connections stay up and the client rejoins when it is back.")]
+        end the chat: the connections stay up and the client rejoins when it is back. A file \
+        someone sends to chat is refused at once (`peerlink send` says so).")]
     Chat(peer::MeetArgs),
+    /// Send every data channel message and media track back to its sender (a test peer)
     #[command(long_about = "Send everything back: a test peer for calls and data channels.\n\n\
         Joins ROOM and connects to every other participant. Each data channel message goes back \
         on its channel (text as text, binary as binary, in order); each audio and video track \
@@ -86,6 +91,7 @@ enum Command {
         from a key frame on). When echo joins after the others it offers audio and video \
         (sendrecv) and a data channel. Runs until Ctrl-C or SIGTERM.")]
     Echo(peer::MeetArgs),
+    /// Send media files (IVF, H.264, Ogg/Opus, WebM) to everyone in a room, paced in real time
     #[command(long_about = "Send media files to everyone in a room, paced in real time.\n\n\
         Joins ROOM and sends the files' audio and video to every participant, each frame when \
         its timestamp comes (the clock starts when the first participant is connected; a later \
@@ -96,6 +102,7 @@ enum Command {
         file's codec gets no track. Exits 0 at the end of the files (unless --loop); a file \
         that is not what its name says, or is cut short, is an error naming the file.")]
     Play(play::PlayArgs),
+    /// Record every participant of a room into DIR, one WebM or Matroska file each
     #[command(long_about = "Record every participant of a room into DIR.\n\n\
         One file per participant: WebM (VP8/VP9/AV1 video, Opus audio), Matroska when the video \
         is H.264; audio and video on one time line (the senders' RTCP reports). Files are \

@@ -61,6 +61,10 @@ pub struct SendArgs {
     /// participant that connects; exits once each has answered, 0 if any confirmed]
     #[arg(long, value_name = "NAME")]
     pub to: Option<String>,
+    /// How long to wait for a receiver (the --to one, or anyone) to connect before giving up
+    /// with exit code 6 (0: forever). Counted from joining the room
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub wait_receiver: u64,
     #[command(flatten)]
     pub meet: MeetArgs,
 }
@@ -85,6 +89,8 @@ struct Progress {
     done: u64,
     next_line: u64,
     started: Instant,
+    /// The line for the whole size was printed (it is printed once).
+    ended: bool,
 }
 
 impl Progress {
@@ -101,7 +107,7 @@ impl Progress {
             bar.set_message(what.to_owned());
             bar
         });
-        Progress { bar, total, done: 0, next_line: 0, started: Instant::now() }
+        Progress { bar, total, done: 0, next_line: 0, started: Instant::now(), ended: false }
     }
 
     fn advance(&mut self, n: u64) {
@@ -110,10 +116,13 @@ impl Progress {
 
     /// Moves to `done` bytes (never backwards).
     fn set(&mut self, done: u64) {
-        if done <= self.done && done != self.total {
+        let done = done.min(self.total);
+        // Forward only; the whole size once (not on every tick while the answer is awaited).
+        if done < self.done || (done == self.done && (done != self.total || self.ended)) {
             return;
         }
-        self.done = done.min(self.total);
+        self.done = done;
+        self.ended = done == self.total;
         if let Some(bar) = &self.bar {
             bar.set_position(self.done);
         } else if self.done >= self.next_line || self.done == self.total {
@@ -266,7 +275,16 @@ impl Outgoing {
                     TransferError::Refused(format!("the receiver refused: {reason}"))
                 }))
             }
-            _ => None,
+            // A receiver answers nothing but `ack` or `error` (docs/file-transfer.md): a peer
+            // that says anything else (an echo, a chat) does not take files, and waiting the
+            // full answer time for it would only delay the end.
+            other => Some(Err(TransferError::Refused(format!(
+                "the peer does not receive files (it sent {}, not an answer)",
+                other.map_or_else(
+                    || "a text message without a type".to_owned(),
+                    |t| format!("a {t:?} message")
+                )
+            )))),
         };
     }
 }
@@ -280,11 +298,20 @@ pub async fn send(args: SendArgs) -> anyhow::Result<Result<(), TransferError>> {
         Some(to) => crate::status!("peerlink: waiting for {to} to send {name} ({size} bytes)"),
         None => crate::status!("peerlink: sending {name} ({size} bytes) to every receiver that connects"),
     }
+    if args.wait_receiver > 0 {
+        crate::status!(
+            "peerlink: giving up if no receiver connects within {} s (--wait-receiver)",
+            args.wait_receiver
+        );
+    }
     let mut transfers: HashMap<String, Outgoing> = HashMap::new();
     let mut names: HashMap<String, String> = HashMap::new();
     let mut results: Vec<(String, Result<(), TransferError>)> = Vec::new();
     let mut buf = vec![0u8; CHUNK];
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    // Until a receiver connects: when to give up on one coming.
+    let mut give_up_at =
+        (args.wait_receiver > 0).then(|| Instant::now() + Duration::from_secs(args.wait_receiver));
     loop {
         tokio::select! {
             event = room.next() => {
@@ -305,6 +332,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<Result<(), TransferError>> {
                             }
                         };
                         handle.set_buffered_amount_low_threshold(channel, LOW);
+                        give_up_at = None;
                         transfers.insert(peer.id.clone(), Outgoing {
                             peer: peer.id,
                             name: peer.name,
@@ -359,6 +387,14 @@ pub async fn send(args: SendArgs) -> anyhow::Result<Result<(), TransferError>> {
                 }
             }
             _ = tick.tick() => {
+                if give_up_at.is_some_and(|at| Instant::now() >= at) {
+                    room.close().await;
+                    let whom = args.to.as_deref().map_or_else(|| "no receiver".to_owned(), |to| format!("{to} did not"));
+                    return Ok(Err(TransferError::NotConnected(format!(
+                        "{whom} connected within {} s (--wait-receiver); nothing was sent",
+                        args.wait_receiver
+                    ))));
+                }
                 for t in transfers.values_mut() {
                     t.pump(size, &mut buf).await?;
                     t.report().await;

@@ -11,24 +11,62 @@
 //!
 //! Not yet: ICE-TCP, several components.
 //!
-//! ```text
-//! agent.add_host_candidate(now, socket_addr);              // one per socket the driver owns
-//! agent.set_remote_credentials(now, ufrag, pwd)?;
-//! agent.add_remote_candidate(now, candidate)?;            // as they trickle in
+//! A driver with one UDP socket; the candidates and credentials cross through the
+//! application's signaling (here two functions):
+//!
+//! ```no_run
+//! use peerlink_ice::{Candidate, IceAgent, IceConfig, IceEvent};
+//! use std::net::UdpSocket;
+//! use std::time::{Duration, Instant};
+//!
+//! # fn signal(_line: String) {}
+//! # fn from_signaling() -> Option<String> { None }
+//! # fn application(_datagram: &[u8]) {}
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let socket = UdpSocket::bind("0.0.0.0:0")?;
+//! let config = IceConfig::new(true, "ufrag0001", "a-password-of-22-chars+");
+//! let mut agent = IceAgent::new(config, [7; 32])?; // seed from a CSPRNG
+//! let now = Instant::now();
+//! agent.add_host_candidate(now, socket.local_addr()?); // one per socket the driver owns
+//! agent.set_remote_credentials(now, "theirufrag", "their-password-of-22-ch")?;
+//! let (mut packet, mut buf) = (vec![0u8; 2048], Vec::new());
 //! loop {
-//!     if let Some(range) = agent.handle_receive(now, from, to, &datagram) {
-//!         application(&datagram[range]);                  // not ICE's: DTLS, media, ...
+//!     // As the peer's candidates trickle in; "" is its end of candidates.
+//!     while let Some(line) = from_signaling() {
+//!         match line.as_str() {
+//!             "" => agent.end_of_remote_candidates(Instant::now()),
+//!             line => agent.add_remote_candidate(Instant::now(), Candidate::parse(line)?)?,
+//!         }
 //!     }
-//!     agent.handle_timeout(now);                          // at agent.poll_timeout()
+//!     let wait = agent.poll_timeout().map(|t| t.saturating_duration_since(Instant::now()));
+//!     socket.set_read_timeout(Some(wait.unwrap_or(Duration::from_millis(50)).max(Duration::from_millis(1))))?;
+//!     let now = Instant::now();
+//!     if let Ok((n, from)) = socket.recv_from(&mut packet) {
+//!         if let Some(range) = agent.handle_receive(now, from, socket.local_addr()?, &packet[..n]) {
+//!             application(&packet[range]); // not ICE's: DTLS, media, ...
+//!         }
+//!     }
+//!     agent.handle_timeout(now); // early or spurious calls are fine
 //!     while let Some(t) = agent.poll_transmit(now, &mut buf) {
-//!         socket(t.route.local).send_to(t.datagram(&buf), t.route.remote); buf.clear();
+//!         socket.send_to(t.datagram(&buf), t.route.remote)?; // from t.route.local: our one socket
+//!         buf.clear();
 //!     }
-//!     while let Some(e) = agent.poll_event() { ... }      // candidates, state, selected pair
-//!     buf.extend_from_slice(app_datagram);                // or sealed there by DTLS
-//!     if let Some(t) = agent.send_data(&mut buf, 0) {     // wrapped for TURN when relayed
-//!         socket(t.route.local).send_to(t.datagram(&buf), t.route.remote)
+//!     while let Some(event) = agent.poll_event() {
+//!         match event {
+//!             IceEvent::LocalCandidate(c) => signal(c.to_string()),
+//!             IceEvent::GatheringComplete => signal(String::new()),
+//!             IceEvent::State(state) => println!("ICE {state:?}"),
+//!             IceEvent::SelectedPair { local, remote, .. } => println!("data goes {local} -> {remote}"),
+//!             _ => {}
+//!         }
 //!     }
+//!     buf.extend_from_slice(b"application datagram"); // or sealed there by DTLS
+//!     if let Some(t) = agent.send_data(&mut buf, 0) {
+//!         socket.send_to(t.datagram(&buf), t.route.remote)?; // wrapped for TURN when relayed
+//!     }
+//!     buf.clear();
 //! }
+//! # }
 //! ```
 
 use crate::candidate::{foundation, pair_priority, Candidate, CandidateAddress, CandidateKind, Transport};

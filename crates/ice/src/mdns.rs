@@ -1,7 +1,7 @@
 //! Multicast DNS (RFC 6762) just far enough to resolve the `*.local` host candidates browsers
 //! send instead of their addresses (draft-ietf-mmusic-mdns-ice-candidates): a one-question
 //! query for A and AAAA, and the addresses in a response. Sans-IO; the driver sends the query
-//! to 224.0.0.251:5353 (or [ff02::fb]:5353) from a socket in the group and hands every
+//! to 224.0.0.251:5353 (or `[ff02::fb]:5353`) from a socket in the group and hands every
 //! datagram that comes back to [`parse_response`].
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -1,11 +1,27 @@
 //! The rooms, sans-IO: one owner, every connection's frames go in, frames to send come out.
 //!
-//! ```text
-//! let conn = hub.connect(now, "example.org")?;        // a WebSocket was accepted
-//! hub.handle_text(now, conn, text);                   // each text frame it sends
-//! hub.handle_timeout(now);                            // at hub.poll_timeout()
-//! while let Some(out) = hub.poll_output() { ... }     // Send / Ping / Close / Publish
-//! hub.disconnect(now, conn);                          // the socket ended
+//! ```no_run
+//! use peerlink_signal::hub::Output;
+//! use peerlink_signal::{Hub, HubConfig};
+//! use std::time::Instant;
+//!
+//! # fn frames() -> Vec<String> { Vec::new() }
+//! # fn send(_conn: peerlink_signal::hub::ConnId, _text: &str) {}
+//! let mut hub = Hub::new(HubConfig::default(), Instant::now(), 1_700_000_000, [7; 32]); // seed from a CSPRNG
+//! // A WebSocket was accepted (its Host header); `None`: refused, close it.
+//! let Some(conn) = hub.connect(Instant::now(), "example.org") else { return };
+//! for text in frames() {
+//!     hub.handle_text(Instant::now(), conn, &text); // each text frame it sends
+//! }
+//! hub.handle_timeout(Instant::now()); // at hub.poll_timeout()
+//! while let Some(out) = hub.poll_output() {
+//!     match out {
+//!         Output::Send { conn, text } => send(conn, &text),
+//!         Output::Ping { .. } | Output::Close { .. } => { /* to the WebSocket */ }
+//!         Output::Publish(_) | Output::Sfu(_) => { /* to the cluster, to the SFU */ }
+//!     }
+//! }
+//! hub.disconnect(Instant::now(), conn); // the socket ended
 //! ```
 //!
 //! With a cluster (several nodes sharing rooms), `Publish` outputs go to the other nodes and

@@ -26,31 +26,95 @@
 //! The client side ([`TurnClient`]): Allocate with the 401/438 credential dance, Refresh,
 //! CreatePermission, ChannelBind, Send indications and ChannelData, retransmissions.
 //!
-//! Driving loop (the `server` crate does this with real sockets):
+//! Driving loop (the `server` crate does this with real sockets, TCP and TLS too): here one
+//! UDP socket for clients and a UDP socket per relay, polled in turn.
 //!
-//! ```text
-//! loop {
-//!     match event {
-//!         client packet  => match server.handle_client(now, tuple, &packet, &mut out, &mut relays) {
-//!             ClientAction::Reply => send out to tuple.client; if server.bound_connection(&tuple)
-//!                 is Some(id), the connection is now a byte pipe to peer data connection id,
-//!             ClientAction::ToPeer { relay, peer, payload } => send packet[payload] from relay to peer,
-//!             ClientAction::Nothing => {}
-//!         },
-//!         peer packet    => if let PeerAction::ToClient(tuple) = server.handle_peer(now, relay, peer, &data, &mut out) {
-//!             send out to tuple.client
-//!         },
-//!         timer          => server.handle_timeout(now, &mut relays),
-//!     }
-//!     while let Some(work) = server.poll_tcp_output(&mut out) {   // RFC 6062
-//!         match work {
-//!             TcpOutput::Connect { id, relay, peer } => connect from relay to peer,
-//!                 then server.handle_peer_connected(now, id, ok),
-//!             TcpOutput::ToClient(tuple) => send out on the control connection,
-//!             TcpOutput::Close(id) => close both sides of data connection id,
+//! ```no_run
+//! use peerlink_stun::AddressFamily;
+//! use peerlink_turn::{
+//!     ClientAction, Credentials, FiveTuple, PeerAction, PortRequest, Relay, RelayError,
+//!     RelayId, RelayProvider, ServerConfig, TcpOutput, Transport, TurnServer,
+//! };
+//! use std::collections::HashMap;
+//! use std::net::UdpSocket;
+//! use std::time::{Instant, SystemTime, UNIX_EPOCH};
+//!
+//! /// UDP relays on 127.0.0.1. No TCP relays: `open_tcp`'s default refuses them (442).
+//! #[derive(Default)]
+//! struct Relays {
+//!     sockets: HashMap<RelayId, UdpSocket>,
+//!     next: u32,
+//! }
+//!
+//! impl RelayProvider for Relays {
+//!     fn open(&mut self, family: AddressFamily, port: PortRequest) -> Result<(Relay, Option<Relay>), RelayError> {
+//!         if family != AddressFamily::V4 {
+//!             return Err(RelayError::FamilyUnsupported); // 440
 //!         }
+//!         if port != PortRequest::Any {
+//!             return Err(RelayError::Exhausted); // this sketch picks no even ports: 508
+//!         }
+//!         let socket = UdpSocket::bind("127.0.0.1:0").map_err(|_| RelayError::Exhausted)?;
+//!         socket.set_nonblocking(true).map_err(|_| RelayError::Exhausted)?;
+//!         self.next += 1;
+//!         let relay = Relay { id: RelayId(self.next), addr: socket.local_addr().map_err(|_| RelayError::Exhausted)? };
+//!         self.sockets.insert(relay.id, socket);
+//!         Ok((relay, None))
+//!     }
+//!
+//!     fn close(&mut self, relay: RelayId) {
+//!         self.sockets.remove(&relay);
 //!     }
 //! }
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let mut credentials = Credentials::new();
+//! credentials.add_user("alice", "secret");
+//! let config = ServerConfig::new("example.test", credentials, [7; 32]); // secret from a CSPRNG
+//! let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+//! let mut server = TurnServer::new(config, Instant::now(), unix_now);
+//! let mut relays = Relays::default();
+//! let listen = UdpSocket::bind("127.0.0.1:3478")?;
+//! listen.set_nonblocking(true)?;
+//! let (mut packet, mut out) = (vec![0u8; 65536], Vec::new());
+//! loop {
+//!     let now = Instant::now();
+//!     if let Ok((n, client)) = listen.recv_from(&mut packet) {
+//!         let tuple = FiveTuple { transport: Transport::Udp, client, server: listen.local_addr()? };
+//!         match server.handle_client(now, tuple, &packet[..n], &mut out, &mut relays) {
+//!             ClientAction::Reply => {
+//!                 listen.send_to(&out, client)?;
+//!             }
+//!             ClientAction::ToPeer { relay, peer, payload } => {
+//!                 if let Some(socket) = relays.sockets.get(&relay) {
+//!                     socket.send_to(&packet[payload], peer)?;
+//!                 }
+//!             }
+//!             ClientAction::Nothing => {}
+//!         }
+//!     }
+//!     let ids: Vec<RelayId> = relays.sockets.keys().copied().collect();
+//!     for relay in ids {
+//!         let Ok((n, peer)) = relays.sockets[&relay].recv_from(&mut packet) else { continue };
+//!         if let PeerAction::ToClient(tuple) = server.handle_peer(now, relay, peer, &packet[..n], &mut out) {
+//!             listen.send_to(&out, tuple.client)?;
+//!         }
+//!     }
+//!     if server.poll_timeout() <= now {
+//!         server.handle_timeout(now, &mut relays);
+//!     }
+//!     // RFC 6062 work; a driver with TCP relays connects, pipes and closes here.
+//!     while let Some(work) = server.poll_tcp_output(&mut out) {
+//!         match work {
+//!             TcpOutput::Connect { id, .. } => {
+//!                 server.handle_peer_connected(now, id, false);
+//!             }
+//!             TcpOutput::ToClient(_) | TcpOutput::Close(_) => {}
+//!         }
+//!     }
+//!     std::thread::sleep(std::time::Duration::from_millis(1)); // a real driver waits on the sockets
+//! }
+//! # }
 //! ```
 
 pub mod auth;
