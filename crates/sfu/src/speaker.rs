@@ -1,7 +1,7 @@
 //! The active speaker of a room, from the audio levels publishers put in their packets
 //! (RFC 6464: the level of each packet in -dBov, 127 being silence).
 //!
-//! Each publisher's loudness is smoothed over about [`SMOOTHING`] of packets. The speaker
+//! Each publisher's loudness is smoothed (fast up, [`ATTACK`]; slowly down, [`RELEASE`]). The speaker
 //! changes to another publisher only when that one is above [`SPEAKING`] and, for
 //! [`HOLD`], louder than the current speaker by [`MARGIN`] (or the current one went
 //! quiet): a cough or a word in someone's talk does not take the floor. When everyone is
@@ -20,8 +20,10 @@ pub const SPEAKING: f32 = 67.0;
 pub const MARGIN: f32 = 6.0;
 /// How long another must stay ahead before it takes the floor.
 pub const HOLD: Duration = Duration::from_millis(500);
-/// Time constant of the smoothing of each publisher's loudness.
-pub const SMOOTHING: Duration = Duration::from_millis(300);
+/// Time constants of the smoothing of each publisher's loudness: it rises fast and falls
+/// slowly, so the gaps between words (or a test tone's beeps) do not make a talker quiet.
+pub const ATTACK: Duration = Duration::from_millis(100);
+pub const RELEASE: Duration = Duration::from_millis(800);
 /// A publisher with no level for this long counts as quiet.
 pub const STALE: Duration = Duration::from_secs(1);
 
@@ -63,7 +65,8 @@ impl<P: Clone + Eq + Hash> Speakers<P> {
         match self.loudness.get_mut(publisher) {
             Some(l) => {
                 let dt = now.saturating_duration_since(l.last).as_secs_f32();
-                let a = 1.0 - (-dt / SMOOTHING.as_secs_f32()).exp();
+                let tau = if loud > l.smooth { ATTACK } else { RELEASE };
+                let a = 1.0 - (-dt / tau.as_secs_f32()).exp();
                 l.smooth += (loud - l.smooth) * a;
                 l.last = now;
             }
@@ -92,10 +95,8 @@ impl<P: Clone + Eq + Hash> Speakers<P> {
             .filter(|(_, l)| *l >= SPEAKING)
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(p, l)| (p.clone(), l));
-        let Some((candidate, loud)) = loudest else {
-            self.challenger = None;
-            return None;
-        };
+        // (Nobody above the threshold for a moment: a challenger keeps its time.)
+        let Some((candidate, loud)) = loudest else { return None };
         if self.current.as_ref() == Some(&candidate) {
             self.challenger = None;
             return None;
