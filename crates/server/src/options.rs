@@ -103,7 +103,9 @@ pub struct TurnOptions {
     #[arg(long, value_name = "CIDR")]
     #[serde(default)]
     pub deny_peer: Vec<IpNet>,
-    /// Allocations one user may hold at once [default: 10]
+    /// Allocations one credential (a static user, or one TURN REST username) may hold at
+    /// once [default: `serve`: twice what one browser of a full mesh room asks for, one per
+    /// peer and TURN URL; `turn`: 30]
     #[arg(long, value_name = "N")]
     pub max_allocations_per_user: Option<usize>,
     /// Allocations the server holds at once, over all users [default: 10000]

@@ -133,10 +133,17 @@ impl TurnServer {
         }
         let owned = self.per_user.get(&req.auth.username).copied().unwrap_or(0);
         if owned >= self.config.max_allocations_per_user {
+            self.stats.quota_refusals += 1;
+            tracing::info!(client = %tuple.client, user = %req.auth.username, held = owned,
+                quota = self.config.max_allocations_per_user, "allocation refused: user quota reached (486)");
             return self.refuse(req, ErrorCode::ALLOCATION_QUOTA_REACHED);
         }
         // Reserved ports hold sockets too, so they count against the total.
-        if self.allocations.len() + self.reservations.len() >= self.config.max_allocations {
+        let held = self.allocations.len() + self.reservations.len();
+        if held >= self.config.max_allocations {
+            self.stats.quota_refusals += 1;
+            tracing::warn!(client = %tuple.client, user = %req.auth.username, held,
+                "allocation refused: server quota reached (508)");
             return self.refuse(req, ErrorCode::INSUFFICIENT_CAPACITY);
         }
         let mut issued_token = None;
@@ -213,6 +220,7 @@ impl TurnServer {
                 budget: (self.config.max_bytes_per_second.unwrap_or(0), now),
                 tcp,
                 connections: Vec::new(),
+                silence: super::Silence::default(),
             },
         );
         self.stats.allocations = self.allocations.len() as u64;
@@ -290,6 +298,16 @@ impl TurnServer {
 
     pub(super) fn remove_allocation(&mut self, tuple: &FiveTuple, relays: &mut impl RelayProvider) {
         if let Some(allocation) = self.allocations.remove(tuple) {
+            if !allocation.silence.relayed && !allocation.tcp {
+                self.stats.silent_allocations += 1;
+                let reason = allocation.silence.reason.unwrap_or(if allocation.permissions.is_empty() {
+                    "the client asked for no permission or channel"
+                } else {
+                    "neither the client nor a permitted peer sent data"
+                });
+                tracing::info!(client = %tuple.client, transport = ?tuple.transport, user = %allocation.username,
+                    reason, "allocation closed without relaying anything");
+            }
             // RFC 6062 §5.5: the allocation's data connections go with it.
             self.close_connections(&allocation.connections);
             for relay in &allocation.relays {

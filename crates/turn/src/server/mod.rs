@@ -160,6 +160,10 @@ pub struct TurnStats {
     /// Bytes piped between client and peer data connections, as the I/O layer reports them.
     pub tcp_bytes_to_peers: u64,
     pub tcp_bytes_to_clients: u64,
+    /// Allocations that went (expired, deleted, connection closed) without relaying a packet.
+    pub silent_allocations: u64,
+    /// Allocate requests refused for the per-user (486) or server-wide (508) quota.
+    pub quota_refusals: u64,
 }
 
 #[derive(Debug)]
@@ -177,6 +181,18 @@ struct Allocation {
     tcp: bool,
     /// RFC 6062: this allocation's peer data connections.
     connections: Vec<ConnectionId>,
+    /// Whether it has relayed a packet, and if not, why (see [`TurnServer::note_silence`]).
+    silence: Silence,
+}
+
+/// What an operator is told about an allocation that relays nothing: the first reason at
+/// info when it happens (once per allocation, so a flood cannot fill the log), and the
+/// last one when the allocation goes without ever having relayed a packet.
+#[derive(Debug, Default)]
+struct Silence {
+    relayed: bool,
+    reason: Option<&'static str>,
+    told: bool,
 }
 
 impl Allocation {
@@ -453,6 +469,8 @@ impl TurnServer {
                     && method != Method::CONNECTION_BIND
                     && !self.allocations.contains_key(&tuple)
                 {
+                    tracing::info!(client = %tuple.client, transport = ?tuple.transport, ?method,
+                        "request without an allocation on its 5-tuple (437): expired, deleted, or the client's address changed");
                     return self.refuse(req, ErrorCode::ALLOCATION_MISMATCH);
                 }
                 match method {
@@ -473,5 +491,21 @@ impl TurnServer {
     /// longer idle time).
     pub fn has_allocation(&self, tuple: &FiveTuple) -> bool {
         self.allocations.contains_key(tuple)
+    }
+
+    /// Something kept the allocation on `tuple` from relaying: the operator hears of the
+    /// first such reason of an allocation that has relayed nothing yet.
+    fn note_silence(&mut self, tuple: &FiveTuple, reason: &'static str) {
+        let Some(allocation) = self.allocations.get_mut(tuple) else { return };
+        let silence = &mut allocation.silence;
+        if silence.relayed {
+            return;
+        }
+        silence.reason = Some(reason);
+        if !silence.told {
+            silence.told = true;
+            tracing::info!(client = %tuple.client, transport = ?tuple.transport, user = %allocation.username,
+                reason, "allocation relays nothing yet");
+        }
     }
 }
