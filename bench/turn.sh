@@ -23,7 +23,11 @@ LOAD=${LOAD:-0}             # busy loops run beside the servers (each bounded to
 KEEP=${KEEP:-}              # a directory to keep the logs in
 command -v turnserver >/dev/null || { echo "coturn missing: run scripts/install-test-deps.sh" >&2; exit 1; }
 
-cargo build --release -q -p peerlink-cli
+PEERLINK=${PEERLINK:-}       # a peerlink binary to use instead of building one
+if [ -z "$PEERLINK" ]; then
+    cargo build --release -q -p peerlink-cli
+    PEERLINK=target/release/peerlink
+fi
 tmp=$(mktemp -d)
 PIDS=()
 trap 'kill_all; if [ -n "$KEEP" ]; then mkdir -p "$KEEP" && cp -r "$tmp"/. "$KEEP"/; fi; rm -rf "$tmp"' EXIT
@@ -47,7 +51,7 @@ turnutils_peer -L 127.0.0.1 -p "$peer_port" >"$tmp/peer.log" 2>&1 &
 PIDS+=($!)
 
 pl_port=$(free_port)
-target/release/peerlink turn --listen "127.0.0.1:$pl_port" --relay-ip 127.0.0.1 --realm example.test \
+"$PEERLINK" turn --listen "127.0.0.1:$pl_port" --relay-ip 127.0.0.1 --realm example.test \
     --user test:secret --allow-loopback-peers --relay-ports 40000-44999 --max-allocations-per-user 100000 >"$tmp/pl.out" 2>"$tmp/pl.log" &
 PIDS+=($!)
 pl_pid=$!
