@@ -108,6 +108,11 @@ pub struct TurnOptions {
     /// peer and TURN URL; `turn`: 30]
     #[arg(long, value_name = "N")]
     pub max_allocations_per_user: Option<usize>,
+    /// TURN event loop threads: each has its own UDP socket on --listen (SO_REUSEPORT) with
+    /// its own allocations and relays; TCP and TLS clients are served by the first
+    /// [default: one per core]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub relay_threads: Option<u16>,
     /// Allocations the server holds at once, over all users [default: 10000]
     #[arg(long, value_name = "N")]
     pub max_allocations: Option<usize>,

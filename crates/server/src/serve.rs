@@ -256,6 +256,7 @@ impl Turn {
             max_tcp_connections: 4096,
             core,
             tls,
+            threads: options.relay_threads.map_or_else(crate::turn::default_threads, usize::from),
         };
         let handle = Arc::new(crate::turn::start(config)?);
         say(format_args!(
@@ -305,7 +306,7 @@ impl Turn {
         if let Some(addr) = self.metrics {
             let shared = self.handle.shared_stats();
             let render: metrics::Render = Arc::new(move || {
-                let stats = shared.lock().map(|s| s.clone()).unwrap_or_default();
+                let stats = shared.snapshot();
                 let mut text = metrics::render_turn(&stats);
                 if let Some(extra) = &extra {
                     text.push_str(&extra());

@@ -1,7 +1,8 @@
 //! The allocation quota fits what `serve` hands out: every browser of a full mesh room,
 //! relay-only, gets a relayed candidate for each of its peer connections and each TURN URL
 //! (UDP, TCP and TLS), with the credential the signaling hub minted for it; the quota still
-//! bounds one credential, and counts each credential apart.
+//! bounds one credential, and counts each credential apart. UDP allocations spread over the
+//! relay's shards, which share one quota.
 
 use peerlink_server::options::ServeOptions;
 use peerlink_server::serve::{allocations_per_credential, hub_config};
@@ -237,6 +238,8 @@ fn every_browser_of_a_full_mesh_room_gets_all_its_relay_candidates() {
         max_tcp_connections: 1024,
         core,
         tls: Some(("127.0.0.1:0".parse().unwrap(), tls)),
+        // Two shards: UDP spread over both, TCP and TLS on the first, one quota.
+        threads: 2,
     })
     .unwrap();
     let (addr, tls_addr) = (server.local_addr(), server.tls_addr().unwrap());
@@ -290,4 +293,58 @@ fn the_derived_quota_follows_the_rooms_and_urls_handed_out() {
     // SFU: one connection to the server.
     assert_eq!(quota("sfu", 2), 2 * 2);
     assert_eq!(peerlink_server::serve::TURN_ALLOCATIONS_PER_USER, quota("mesh", 3));
+}
+
+/// A server with the static user alice and `threads` shards.
+fn start_static(threads: usize, quota: usize) -> turn::TurnHandle {
+    let mut users = Credentials::new();
+    users.add_user("alice", "pw");
+    let mut core = ServerConfig::new(REALM, users, [6; 32]);
+    core.max_allocations_per_user = quota;
+    turn::start(TurnConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        relay_ips: vec!["127.0.0.1".parse().unwrap()],
+        relay_ports: 49152..=65535,
+        max_tcp_connections: 64,
+        core,
+        tls: None,
+        threads,
+    })
+    .unwrap()
+}
+
+#[test]
+fn udp_allocations_spread_over_the_shards_and_share_one_quota() {
+    let quota = 32;
+    let server = start_static(2, quota);
+    let addr = server.local_addr();
+    // Each client from its own port: the kernel's 4-tuple hash spreads them over the shards'
+    // sockets (all 32 on one of two shards: one chance in 2^31).
+    let mut links = Vec::new();
+    for i in 0..quota {
+        let mut link = Link::open(Url::Udp, addr, addr);
+        assert!(allocate(&mut link, Url::Udp, "alice", "pw").is_ok(), "client {i} refused");
+        links.push(link);
+    }
+    // Each shard holds about half, below the quota on its own: only the shared count refuses.
+    for _ in 0..8 {
+        let mut link = Link::open(Url::Udp, addr, addr);
+        assert_eq!(allocate(&mut link, Url::Udp, "alice", "pw"), Err(486));
+    }
+    // Each shard publishes its counters about once a second; they are summed when read.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let per_shard = loop {
+        let per_shard: Vec<u64> = server.shared_stats().per_shard().iter().map(|s| s.allocations).collect();
+        if per_shard.iter().sum::<u64>() == quota as u64 {
+            break per_shard;
+        }
+        assert!(Instant::now() < deadline, "the shards never showed {quota} allocations: {per_shard:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(per_shard.len(), 2);
+    assert!(per_shard.iter().all(|&n| n > 0), "every shard holds allocations: {per_shard:?}");
+    assert_eq!(server.stats().allocations, quota as u64);
+    assert_eq!(server.stats().quota_refusals, 8);
+    drop(links);
+    server.stop();
 }

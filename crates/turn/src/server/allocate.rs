@@ -48,6 +48,15 @@ pub enum RelayError {
     TransportUnsupported,
 }
 
+/// Which quota an I/O layer's shared count of allocations found full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaError {
+    /// The user's (→ 486).
+    User,
+    /// The server's (→ 508).
+    Server,
+}
+
 /// The I/O layer's side of relay sockets.
 pub trait RelayProvider {
     /// Opens a UDP relay socket of `family` (RFC 8656 §14.6 for the port requests). With
@@ -66,6 +75,16 @@ pub trait RelayProvider {
     }
     /// Closes a UDP or TCP relay.
     fn close(&mut self, relay: RelayId);
+    /// Counts an allocation for `user` where several cores share the quotas (each core checks
+    /// its own allocations first), or says which quota is full.
+    fn admit(&mut self, user: &str) -> Result<(), QuotaError> {
+        let _ = user;
+        Ok(())
+    }
+    /// Gives back what [`RelayProvider::admit`] took: the allocation went, or was not made.
+    fn release(&mut self, user: &str) {
+        let _ = user;
+    }
 }
 
 impl TurnServer {
@@ -146,6 +165,16 @@ impl TurnServer {
                 "allocation refused: server quota reached (508)");
             return self.refuse(req, ErrorCode::INSUFFICIENT_CAPACITY);
         }
+        if let Err(quota) = relays.admit(&req.auth.username) {
+            self.stats.quota_refusals += 1;
+            tracing::info!(client = %tuple.client, user = %req.auth.username, ?quota,
+                "allocation refused: quota reached over all threads");
+            let error = match quota {
+                QuotaError::User => ErrorCode::ALLOCATION_QUOTA_REACHED,
+                QuotaError::Server => ErrorCode::INSUFFICIENT_CAPACITY,
+            };
+            return self.refuse(req, error);
+        }
         let mut issued_token = None;
         let first = if let Some(token) = token {
             // RFC 8656 §7.2: an unknown or lapsed token → 508.
@@ -153,19 +182,21 @@ impl TurnServer {
                 Some((relay, expires)) if expires > now => relay,
                 Some((relay, _)) => {
                     relays.close(relay.id);
-                    return self.refuse(req, ErrorCode::INSUFFICIENT_CAPACITY);
+                    return self.refuse_unadmitted(req, relays, ErrorCode::INSUFFICIENT_CAPACITY);
                 }
-                None => return self.refuse(req, ErrorCode::INSUFFICIENT_CAPACITY),
+                None => return self.refuse_unadmitted(req, relays, ErrorCode::INSUFFICIENT_CAPACITY),
             }
         } else if tcp {
             match relays.open_tcp(requested.unwrap_or(AddressFamily::V4)) {
                 Ok(relay) => relay,
                 Err(RelayError::FamilyUnsupported) => {
-                    return self.refuse(req, ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED);
+                    return self.refuse_unadmitted(req, relays, ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED);
                 }
-                Err(RelayError::Exhausted) => return self.refuse(req, ErrorCode::INSUFFICIENT_CAPACITY),
+                Err(RelayError::Exhausted) => {
+                    return self.refuse_unadmitted(req, relays, ErrorCode::INSUFFICIENT_CAPACITY)
+                }
                 Err(RelayError::TransportUnsupported) => {
-                    return self.refuse(req, ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL)
+                    return self.refuse_unadmitted(req, relays, ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL)
                 }
             }
         } else {
@@ -180,11 +211,13 @@ impl TurnServer {
                     relay
                 }
                 Err(RelayError::FamilyUnsupported) => {
-                    return self.refuse(req, ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED);
+                    return self.refuse_unadmitted(req, relays, ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED);
                 }
-                Err(RelayError::Exhausted) => return self.refuse(req, ErrorCode::INSUFFICIENT_CAPACITY),
+                Err(RelayError::Exhausted) => {
+                    return self.refuse_unadmitted(req, relays, ErrorCode::INSUFFICIENT_CAPACITY)
+                }
                 Err(RelayError::TransportUnsupported) => {
-                    return self.refuse(req, ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL)
+                    return self.refuse_unadmitted(req, relays, ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL)
                 }
             }
         };
@@ -227,6 +260,17 @@ impl TurnServer {
         self.stats.allocations_created += 1;
         tracing::debug!(client = %tuple.client, relay = %opened[0].addr, "allocation created");
         self.allocate_success(req, &opened, lifetime, address_error, issued_token)
+    }
+
+    /// A refusal after [`RelayProvider::admit`] counted the allocation: the count goes back.
+    fn refuse_unadmitted(
+        &self,
+        req: Request<'_>,
+        relays: &mut impl RelayProvider,
+        error: ErrorCode<'static>,
+    ) -> Handled {
+        relays.release(&req.auth.username);
+        self.refuse(req, error)
     }
 
     /// An unguessable RESERVATION-TOKEN: HMAC of a counter under the server's secret.
@@ -314,6 +358,7 @@ impl TurnServer {
                 self.by_relay.remove(&relay.id);
                 relays.close(relay.id);
             }
+            relays.release(&allocation.username);
             if let Some(count) = self.per_user.get_mut(&allocation.username) {
                 *count -= 1;
                 if *count == 0 {

@@ -15,7 +15,7 @@ mod permission;
 mod relay;
 mod tcp;
 
-pub use allocate::{PortRequest, Relay, RelayError, RelayId, RelayProvider};
+pub use allocate::{PortRequest, QuotaError, Relay, RelayError, RelayId, RelayProvider};
 pub use tcp::{ConnectionId, TcpOutput};
 
 use crate::auth::{Credentials, NonceIssuer, RateLimiter};
@@ -164,6 +164,54 @@ pub struct TurnStats {
     pub silent_allocations: u64,
     /// Allocate requests refused for the per-user (486) or server-wide (508) quota.
     pub quota_refusals: u64,
+}
+
+impl TurnStats {
+    /// Adds `other`'s counters and gauges to these (the shards of one server).
+    pub fn add(&mut self, other: &TurnStats) {
+        let TurnStats {
+            allocations,
+            permissions,
+            channels,
+            allocations_created,
+            packets_to_peers,
+            bytes_to_peers,
+            packets_to_clients,
+            bytes_to_clients,
+            auth_failures,
+            refused_peers,
+            dropped,
+            over_bandwidth,
+            unauthenticated_throttled,
+            tcp_connections,
+            tcp_connections_opened,
+            tcp_connect_failures,
+            tcp_bytes_to_peers,
+            tcp_bytes_to_clients,
+            silent_allocations,
+            quota_refusals,
+        } = other;
+        self.allocations += allocations;
+        self.permissions += permissions;
+        self.channels += channels;
+        self.allocations_created += allocations_created;
+        self.packets_to_peers += packets_to_peers;
+        self.bytes_to_peers += bytes_to_peers;
+        self.packets_to_clients += packets_to_clients;
+        self.bytes_to_clients += bytes_to_clients;
+        self.auth_failures += auth_failures;
+        self.refused_peers += refused_peers;
+        self.dropped += dropped;
+        self.over_bandwidth += over_bandwidth;
+        self.unauthenticated_throttled += unauthenticated_throttled;
+        self.tcp_connections += tcp_connections;
+        self.tcp_connections_opened += tcp_connections_opened;
+        self.tcp_connect_failures += tcp_connect_failures;
+        self.tcp_bytes_to_peers += tcp_bytes_to_peers;
+        self.tcp_bytes_to_clients += tcp_bytes_to_clients;
+        self.silent_allocations += silent_allocations;
+        self.quota_refusals += quota_refusals;
+    }
 }
 
 #[derive(Debug)]
