@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib/common.sh
 peerlink=${1:-target/release/peerlink}
+# RELAY_THREADS=N runs the servers with N relay threads (default: one per core).
 MESSAGES=${MESSAGES:-200}
 CLIENTS=${CLIENTS:-4}
 tmp=$(mktemp -d)
@@ -32,7 +33,8 @@ start_turn() { # name, extra args... Sets TURN_PORT and TURN_PID (not in a subsh
     local name=$1
     shift
     "$peerlink" turn --listen 127.0.0.1:0 --relay-ip 127.0.0.1 --realm example.test \
-        --user test:secret --auth-secret restsecret "$@" >"$tmp/$name.out" 2>"$tmp/$name.log" &
+        --user test:secret --auth-secret restsecret ${RELAY_THREADS:+--relay-threads "$RELAY_THREADS"} "$@" \
+        >"$tmp/$name.out" 2>"$tmp/$name.log" &
     TURN_PID=$!
     PIDS+=("$TURN_PID")
     wait_for_line "$tmp/$name.out" "turn listening on"

@@ -73,7 +73,7 @@ pub struct TurnConfig {
     pub threads: usize,
 }
 
-/// One event loop thread per core.
+/// One event loop thread per core (not yet `serve`'s default: see `--relay-threads`).
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
