@@ -184,7 +184,11 @@ impl TurnServer {
                     relays.close(relay.id);
                     return self.refuse_unadmitted(req, relays, ErrorCode::INSUFFICIENT_CAPACITY);
                 }
-                None => return self.refuse_unadmitted(req, relays, ErrorCode::INSUFFICIENT_CAPACITY),
+                None => {
+                    tracing::info!(client = %tuple.client, user = %req.auth.username,
+                        "allocation refused: unknown or lapsed reservation token (508)");
+                    return self.refuse_unadmitted(req, relays, ErrorCode::INSUFFICIENT_CAPACITY);
+                }
             }
         } else if tcp {
             match relays.open_tcp(requested.unwrap_or(AddressFamily::V4)) {
