@@ -2,10 +2,13 @@
 # TURN relaying: `peerlink turn` next to coturn's `turnserver`, equivalent flags, same
 # machine, same run, with coturn's own turnutils_uclient as the load generator and
 # turnutils_peer as the echoing peer. Prints relayed packets per second, Mbit/s, the
-# server's CPU-seconds, packets per CPU-second, losses, and the ratios.
+# server's CPU-seconds, packets per CPU-second and CPU-seconds per 100k relayed packets,
+# the busiest thread's share of the server's CPU time, losses, and the ratios.
 #
 #   bench/turn.sh                          # 3 rounds per server
 #   ROUNDS=1 CLIENTS=20 MESSAGES=500 bench/turn.sh
+#   LOAD=2 ROUNDS=3 KEEP=/tmp/turn-logs bench/turn.sh   # with 2 busy loops on the CPUs,
+#                                                        # keeping the servers' logs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/common.sh
@@ -16,23 +19,39 @@ MESSAGES=${MESSAGES:-1000}  # messages per session
 LENGTH=${LENGTH:-1000}      # bytes per message
 INTERVAL=${INTERVAL:-5}     # ms between a session's messages (uclient -z)
 FLAGS=${FLAGS:-}            # extra uclient flags, e.g. "-t" for TCP or "-s" for Send indications
+LOAD=${LOAD:-0}             # busy loops run beside the servers (each bounded to 15 minutes)
+KEEP=${KEEP:-}              # a directory to keep the logs in
 command -v turnserver >/dev/null || { echo "coturn missing: run scripts/install-test-deps.sh" >&2; exit 1; }
 
-cargo build --release -q -p peerlink-cli
+PEERLINK=${PEERLINK:-}       # a peerlink binary to use instead of building one
+if [ -z "$PEERLINK" ]; then
+    cargo build --release -q -p peerlink-cli
+    PEERLINK=target/release/peerlink
+fi
 tmp=$(mktemp -d)
 PIDS=()
-trap 'kill_all; rm -rf "$tmp"' EXIT
+trap 'kill_all; if [ -n "$KEEP" ]; then mkdir -p "$KEEP" && cp -r "$tmp"/. "$KEEP"/; fi; rm -rf "$tmp"' EXIT
 # CPU time of every thread of a process in seconds, from the scheduler's nanosecond
 # accounting (/proc/PID/task/*/schedstat), finer than the 10 ms ticks of /proc/PID/stat.
 # Threads that exited are not counted; both servers keep their threads for the whole run.
 cpu() { cat /proc/"$1"/task/*/schedstat | awk '{ ns += $1 } END { printf "%.3f", ns / 1e9 }'; }
+# Each thread's CPU time ("tid seconds" lines), to find the busiest thread of a run.
+threads() { for t in /proc/"$1"/task/*; do echo "${t##*/} $(awk '{ printf "%.4f", $1 / 1e9 }' "$t/schedstat")"; done; }
+# The largest per-thread CPU increase between two `threads` listings, as a share of the total.
+busiest() { awk 'NR == FNR { before[$1] = $2; next } { d = $2 - before[$1]; total += d; if (d > max) max = d }
+    END { printf "%.2f", (total > 0 ? max / total : 0) }' "$1" "$2"; }
+
+for _ in $(seq "$LOAD"); do
+    timeout 900 sh -c 'while :; do :; done' &
+    PIDS+=($!)
+done
 
 peer_port=$(free_port)
 turnutils_peer -L 127.0.0.1 -p "$peer_port" >"$tmp/peer.log" 2>&1 &
 PIDS+=($!)
 
 pl_port=$(free_port)
-target/release/peerlink turn --listen "127.0.0.1:$pl_port" --relay-ip 127.0.0.1 --realm example.test \
+"$PEERLINK" turn --listen "127.0.0.1:$pl_port" --relay-ip 127.0.0.1 --realm example.test \
     --user test:secret --allow-loopback-peers --relay-ports 40000-44999 --max-allocations-per-user 100000 >"$tmp/pl.out" 2>"$tmp/pl.log" &
 PIDS+=($!)
 pl_pid=$!
@@ -48,7 +67,8 @@ wait_for_line "$tmp/ct.log" "Total General servers|turn server id=0 created"
 sleep 0.5
 
 run() { # name pid port
-    local name=$1 pid=$2 port=$3 before after start end log="$tmp/$1.uclient"
+    local name=$1 pid=$2 port=$3 before after start end log="$tmp/$1.uclient" share
+    threads "$pid" >"$tmp/threads.before"
     before=$(cpu "$pid")
     start=$(date +%s.%N)
     # shellcheck disable=SC2086
@@ -56,16 +76,19 @@ run() { # name pid port
         -m "$CLIENTS" -n "$MESSAGES" -l "$LENGTH" -z "$INTERVAL" 127.0.0.1 >"$log" 2>&1 || true
     end=$(date +%s.%N)
     after=$(cpu "$pid")
+    threads "$pid" >"$tmp/threads.after"
+    share=$(busiest "$tmp/threads.before" "$tmp/threads.after")
+    cp "$log" "$tmp/$name.uclient.$(date +%s%N)"
     local sent received lost
     sent=$(sed -nE 's/.*start_mclient: tot_send_msgs=([0-9]+), tot_recv_msgs=([0-9]+).*/\1/p' "$log" | tail -1)
     received=$(sed -nE 's/.*start_mclient: tot_send_msgs=([0-9]+), tot_recv_msgs=([0-9]+).*/\2/p' "$log" | tail -1)
     lost=$(sed -nE 's/.*Total lost packets ([0-9]+).*/\1/p' "$log" | tail -1)
     # Each echoed message crosses the relay twice (client→peer, peer→client).
     awk -v n="$name" -v s="${sent:-0}" -v r="${received:-0}" -v l="${lost:-?}" -v t0="$start" -v t1="$end" \
-        -v c0="$before" -v c1="$after" -v len="$LENGTH" 'BEGIN {
+        -v c0="$before" -v c1="$after" -v len="$LENGTH" -v share="$share" 'BEGIN {
         t = t1 - t0; c = c1 - c0; p = s + r
-        printf "name=%s sent=%d received=%d lost=%s seconds=%.2f relayed_pkts_per_s=%.0f mbit_per_s=%.1f server_cpu_s=%.2f pkts_per_cpu_s=%.0f\n",
-            n, s, r, l, t, p / t, p * len * 8 / t / 1e6, c, (c > 0 ? p / c : 0) }'
+        printf "name=%s sent=%d received=%d lost=%s seconds=%.2f relayed_pkts_per_s=%.0f mbit_per_s=%.1f server_cpu_s=%.2f pkts_per_cpu_s=%.0f cpu_s_per_100k=%.3f busiest_thread=%.2f\n",
+            n, s, r, l, t, p / t, p * len * 8 / t / 1e6, c, (c > 0 ? p / c : 0), (p > 0 ? c * 100000 / p : 0), share }'
 }
 
 echo "# $ROUNDS rounds: $CLIENTS sessions x $MESSAGES messages of $LENGTH bytes every ${INTERVAL} ms ${FLAGS:+(uclient $FLAGS)}"
@@ -77,11 +100,18 @@ done
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 field() { grep "name=$1 " "$tmp/results" | sed -E "s/.* $2=([0-9.?]+).*/\1/" | median; }
 echo "# summary (medians)"
-printf '%-10s %16s %10s %14s %18s %6s\n' server "relayed pkt/s" "Mbit/s" "server CPU-s" "pkts per CPU-s" lost
+printf '%-10s %16s %10s %14s %18s %18s %15s %6s\n' server "relayed pkt/s" "Mbit/s" "server CPU-s" "pkts per CPU-s" \
+    "CPU-s per 100k" "busiest thread" lost
 for n in peerlink coturn; do
-    printf '%-10s %16s %10s %14s %18s %6s\n' "$n" "$(field $n relayed_pkts_per_s)" "$(field $n mbit_per_s)" \
-        "$(field $n server_cpu_s)" "$(field $n pkts_per_cpu_s)" "$(field $n lost)"
+    printf '%-10s %16s %10s %14s %18s %18s %15s %6s\n' "$n" "$(field $n relayed_pkts_per_s)" "$(field $n mbit_per_s)" \
+        "$(field $n server_cpu_s)" "$(field $n pkts_per_cpu_s)" "$(field $n cpu_s_per_100k)" \
+        "$(field $n busiest_thread)" "$(field $n lost)"
 done
+# A peerlink run that relayed nothing: what the server said about it.
+if grep -q "name=peerlink sent=[0-9]* received=0 " "$tmp/results"; then
+    echo "# peerlink relayed nothing in a run; its log says:"
+    grep -E "relays nothing|without relaying|refused|437|486|508" "$tmp/pl.log" | head -20
+fi
 awk -v a="$(field peerlink relayed_pkts_per_s)" -v b="$(field coturn relayed_pkts_per_s)" \
     -v c="$(field peerlink pkts_per_cpu_s)" -v d="$(field coturn pkts_per_cpu_s)" \
     'BEGIN { printf "ratio peerlink/coturn: relayed pkt/s %.2fx, packets per CPU-second %.2fx\n", a / b, (d > 0 ? c / d : 0) }'

@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib/common.sh
 peerlink=${1:-target/release/peerlink}
+# RELAY_THREADS=N runs the servers with N relay threads (default: one per core).
 MESSAGES=${MESSAGES:-200}
 CLIENTS=${CLIENTS:-4}
 tmp=$(mktemp -d)
@@ -32,7 +33,8 @@ start_turn() { # name, extra args... Sets TURN_PORT and TURN_PID (not in a subsh
     local name=$1
     shift
     "$peerlink" turn --listen 127.0.0.1:0 --relay-ip 127.0.0.1 --realm example.test \
-        --user test:secret --auth-secret restsecret "$@" >"$tmp/$name.out" 2>"$tmp/$name.log" &
+        --user test:secret --auth-secret restsecret ${RELAY_THREADS:+--relay-threads "$RELAY_THREADS"} "$@" \
+        >"$tmp/$name.out" 2>"$tmp/$name.log" &
     TURN_PID=$!
     PIDS+=("$TURN_PID")
     wait_for_line "$tmp/$name.out" "turn listening on"
@@ -169,6 +171,26 @@ if grep -aqE "error 403" "$tmp/strict-tcp.log" && ! grep -aqE "tot_recv_msgs=[1-
 else
     fail "tcp relay to a loopback peer was not refused by default"
     tail -5 "$tmp/strict-tcp.log"
+fi
+
+# The default quota (no --max-allocations-per-user) holds three short uclient runs in a row
+# whose allocations are abandoned, not deleted (a 403 ends each run): 12 allocations held.
+quota_refused=0
+for run in 1 2 3; do
+    timeout 20 turnutils_uclient -u test -w secret -p "$strict_port" -e 127.0.0.1 -r "$peer_port" -m 4 -n 5 \
+        127.0.0.1 >"$tmp/quota$run.log" 2>&1 || true
+    if grep -aq "error 486" "$tmp/quota$run.log"; then quota_refused=$run; fi
+done
+if [ "$quota_refused" = 0 ] && grep -aq "error 403" "$tmp/quota3.log"; then
+    pass "default quota: three uclient runs of 4 clients in a row all allocate"
+else
+    fail "default quota: run ${quota_refused} refused with 486 (or the third run never allocated)"
+    tail -5 "$tmp/quota3.log"
+fi
+if grep -q "allocation relays nothing yet.*peer address policy" "$tmp/strict.log"; then
+    pass "the log says why a refused allocation relays nothing"
+else
+    fail "no log line says why the 403'd allocations relay nothing"
 fi
 
 # A per-allocation bandwidth limit: 180-byte messages every 20 ms are 9,000 B/s each way,

@@ -150,6 +150,20 @@ pub fn render_turn(stats: &TurnStats) -> String {
     );
     metric(
         &mut out,
+        "peerlink_turn_silent_allocations_total",
+        "counter",
+        "Allocations that ended without relaying a packet (the log says why).",
+        &[("", stats.silent_allocations)],
+    );
+    metric(
+        &mut out,
+        "peerlink_turn_quota_refusals_total",
+        "counter",
+        "Allocate requests refused by the per-user (486) or server (508) allocation quota.",
+        &[("", stats.quota_refusals)],
+    );
+    metric(
+        &mut out,
         "peerlink_turn_dropped_total",
         "counter",
         "Packets dropped as invalid.",

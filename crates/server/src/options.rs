@@ -103,9 +103,17 @@ pub struct TurnOptions {
     #[arg(long, value_name = "CIDR")]
     #[serde(default)]
     pub deny_peer: Vec<IpNet>,
-    /// Allocations one user may hold at once [default: 10]
+    /// Allocations one credential (a static user, or one TURN REST username) may hold at
+    /// once [default: `serve`: twice what one browser of a full mesh room asks for, one per
+    /// peer and TURN URL; `turn`: 30]
     #[arg(long, value_name = "N")]
     pub max_allocations_per_user: Option<usize>,
+    /// TURN event loop threads: each has its own UDP socket on --listen (SO_REUSEPORT) with
+    /// its own allocations and relays; TCP and TLS clients are served by the first. With more
+    /// than one, an Allocate redeeming an EVEN-PORT reservation (RESERVATION-TOKEN) may reach
+    /// a thread without it and get 508 [default: 1]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub relay_threads: Option<u16>,
     /// Allocations the server holds at once, over all users [default: 10000]
     #[arg(long, value_name = "N")]
     pub max_allocations: Option<usize>,

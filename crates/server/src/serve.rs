@@ -20,39 +20,20 @@ const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 /// Runs `peerlink serve` until Ctrl-C or SIGTERM: `options` as given on the command line,
 /// over its `config` file's.
 pub fn run(options: ServeOptions) -> anyhow::Result<()> {
-    let options = options.with_file()?;
+    let mut options = options.with_file()?;
     let http = options.http.unwrap_or_else(|| DEFAULT_HTTP.parse().expect("valid default"));
-    if options.token_secret.as_deref() == Some("") {
-        anyhow::bail!("--token-secret must not be empty");
-    }
-    let mut hub = peerlink_signal::HubConfig::default();
-    let mode = options.room_mode.as_deref().unwrap_or("auto");
-    hub.room_mode = mode.parse().map_err(anyhow::Error::msg)?;
-    hub.mesh_max = options.mesh_max.unwrap_or(4) as usize;
-    hub.max_room_peers = match hub.room_mode {
-        peerlink_signal::RoomMode::Mesh => 6,
-        _ => 50,
-    };
-    if let Some(n) = options.max_room_peers {
-        hub.max_room_peers = n as usize;
-    }
-    if let Some(n) = options.max_message_bytes {
-        hub.max_frame_bytes = n as usize;
-    }
-    if let Some(n) = options.messages_per_second {
-        hub.messages_per_second = f64::from(n);
-        hub.message_burst = f64::from(n) * 4.0;
-    }
-    hub.token_secret = options.token_secret.map(String::into_bytes);
+    let mut hub = hub_config(&options)?;
     let ttl = options.credential_ttl.unwrap_or(86_400);
     let hub_mode = hub.room_mode;
-    let redis = options.redis;
+    let redis = options.redis.take();
     // Every listener is bound before any is announced: a taken HTTP port fails here, before
     // TURN says it is listening.
     let http_listener =
         std::net::TcpListener::bind(http).with_context(|| format!("cannot listen on {http} for HTTP"))?;
     http_listener.set_nonblocking(true)?;
-    let turn = Turn::start("serve", options.turn)?;
+    let turn_urls = if options.turn.cert.is_some() { 3 } else { 2 };
+    let quota = allocations_per_credential(&hub, turn_urls);
+    let turn = Turn::start("serve", options.turn, quota)?;
     hub.ice = turn.ice_config(Duration::from_secs(ttl));
     runtime()?.block_on(async {
         let signal = match &redis {
@@ -129,10 +110,58 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The signaling hub's settings from `serve`'s options.
+pub fn hub_config(options: &ServeOptions) -> anyhow::Result<peerlink_signal::HubConfig> {
+    if options.token_secret.as_deref() == Some("") {
+        anyhow::bail!("--token-secret must not be empty");
+    }
+    let mut hub = peerlink_signal::HubConfig::default();
+    let mode = options.room_mode.as_deref().unwrap_or("auto");
+    hub.room_mode = mode.parse().map_err(anyhow::Error::msg)?;
+    hub.mesh_max = options.mesh_max.unwrap_or(4) as usize;
+    hub.max_room_peers = match hub.room_mode {
+        peerlink_signal::RoomMode::Mesh => 6,
+        _ => 50,
+    };
+    if let Some(n) = options.max_room_peers {
+        hub.max_room_peers = n as usize;
+    }
+    if let Some(n) = options.max_message_bytes {
+        hub.max_frame_bytes = n as usize;
+    }
+    if let Some(n) = options.messages_per_second {
+        hub.messages_per_second = f64::from(n);
+        hub.message_burst = f64::from(n) * 4.0;
+    }
+    hub.token_secret = options.token_secret.clone().map(String::into_bytes);
+    Ok(hub)
+}
+
+/// The TURN allocations one credential handed out by `serve` may hold at once when
+/// `--max-allocations-per-user` is not given. Each browser gets its own credential
+/// (`expiry:peer-id`) and gathers one relayed candidate per TURN URL (`turn_urls`) for each
+/// peer connection it opens, so one browser of a full mesh room of N asks for
+/// (N - 1) x URLs; twice that leaves room for ICE restarts, which gather anew before the
+/// old allocations go.
+pub fn allocations_per_credential(hub: &peerlink_signal::HubConfig, turn_urls: usize) -> usize {
+    use peerlink_signal::RoomMode;
+    let connections = match hub.room_mode {
+        RoomMode::Mesh => hub.max_room_peers.saturating_sub(1),
+        RoomMode::Sfu => 1,
+        // The largest mesh, and the SFU connection opened while the room switches.
+        RoomMode::Auto => hub.mesh_max.min(hub.max_room_peers).saturating_sub(1) + 1,
+    };
+    connections.max(1) * turn_urls.max(1) * 2
+}
+
+/// `peerlink turn`'s default per-user quota: what `serve` allows one browser of a full mesh
+/// room (6 peers, `--room-mode mesh`) given UDP, TCP and TLS TURN URLs.
+pub const TURN_ALLOCATIONS_PER_USER: usize = 30;
+
 /// Runs `peerlink turn` until Ctrl-C or SIGTERM: `options` as given on the command line,
 /// over its `config` file's.
 pub fn run_turn(options: TurnOptions) -> anyhow::Result<()> {
-    let turn = Turn::start("turn", options.with_file()?)?;
+    let turn = Turn::start("turn", options.with_file()?, TURN_ALLOCATIONS_PER_USER)?;
     runtime()?.block_on(async {
         turn.spawn_helpers("turn", None, None).await?;
         wait_for_signal().await
@@ -152,8 +181,9 @@ struct Turn {
 
 impl Turn {
     /// Starts TURN from `options` (the file's already under them); `command` names the
-    /// command in messages.
-    fn start(command: &str, options: TurnOptions) -> anyhow::Result<Turn> {
+    /// command in messages; `quota` is the allocations per user (credential) unless
+    /// `--max-allocations-per-user` says otherwise.
+    fn start(command: &str, options: TurnOptions, quota: usize) -> anyhow::Result<Turn> {
         let listen = match options.listen.as_slice() {
             [addr] => *addr,
             [] => DEFAULT_LISTEN.parse().expect("valid default"),
@@ -205,9 +235,7 @@ impl Turn {
         let mut core = ServerConfig::new(&realm, credentials, peerlink_proto::os_random());
         core.policy = policy;
         core.software = Some(format!("peerlink {}", env!("CARGO_PKG_VERSION")));
-        if let Some(n) = options.max_allocations_per_user {
-            core.max_allocations_per_user = n;
-        }
+        core.max_allocations_per_user = options.max_allocations_per_user.unwrap_or(quota);
         if let Some(n) = options.max_allocations {
             core.max_allocations = n;
         }
@@ -228,6 +256,10 @@ impl Turn {
             max_tcp_connections: 4096,
             core,
             tls,
+            // One thread until reservations cross threads: an EVEN-PORT R=1 reservation is held
+            // by the thread that made it, and the Allocate that redeems its token comes from
+            // another socket, which the kernel may hand to another thread (508).
+            threads: options.relay_threads.map_or(1, usize::from),
         };
         let handle = Arc::new(crate::turn::start(config)?);
         say(format_args!(
@@ -277,7 +309,7 @@ impl Turn {
         if let Some(addr) = self.metrics {
             let shared = self.handle.shared_stats();
             let render: metrics::Render = Arc::new(move || {
-                let stats = shared.lock().map(|s| s.clone()).unwrap_or_default();
+                let stats = shared.snapshot();
                 let mut text = metrics::render_turn(&stats);
                 if let Some(extra) = &extra {
                     text.push_str(&extra());

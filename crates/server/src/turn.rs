@@ -1,6 +1,10 @@
-//! The TURN server's I/O: one event loop thread (mio) owning the sans-IO core, the client
-//! sockets (UDP, TCP and TLS, see `stream`) and every relay socket (UDP relays, RFC 6062 TCP
-//! relays and their data connections, see `pipe`). No locks on the packet path.
+//! The TURN server's I/O: N event loop threads (mio), the shards, each owning a sans-IO core,
+//! its own `SO_REUSEPORT` UDP socket on the listening address (the kernel's 4-tuple hash keeps
+//! a client on one shard) and the relay sockets of its allocations. The first shard also serves
+//! the TCP and TLS clients (see `stream`) with their RFC 6062 TCP relays and data connections
+//! (see `pipe`), so a ConnectionBind always finds its connection. Shards share the allocation
+//! quotas (a ledger touched only when allocations come and go); nonces are stateless; stats are
+//! summed when read. No locks on the packet path.
 
 mod pipe;
 mod stream;
@@ -11,7 +15,7 @@ use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 use peerlink_stun::AddressFamily;
 use peerlink_turn::{
-    ClientAction, ConnectionId, FiveTuple, PeerAction, PortRequest, Relay, RelayError, RelayId,
+    ClientAction, ConnectionId, FiveTuple, PeerAction, PortRequest, QuotaError, Relay, RelayError, RelayId,
     RelayProvider, ServerConfig, Transport, TurnServer, TurnStats,
 };
 use peerlink_udp::{RecvBatch, SendBatch, MAX_BATCH};
@@ -20,6 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -64,6 +69,77 @@ pub struct TurnConfig {
     pub core: ServerConfig,
     /// TURN over TLS (RFC 8656 §3.1) on this address, with this certificate.
     pub tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
+    /// Event loop threads (shards), at least one.
+    pub threads: usize,
+}
+
+/// One event loop thread per core (not yet `serve`'s default: see `--relay-threads`).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The shards' counters, summed when read.
+#[derive(Debug, Clone, Default)]
+pub struct SharedStats(Vec<Arc<Mutex<TurnStats>>>);
+
+impl SharedStats {
+    /// The sum over every shard (each refreshed a few times a second).
+    pub fn snapshot(&self) -> TurnStats {
+        let mut sum = TurnStats::default();
+        for shard in &self.0 {
+            if let Ok(stats) = shard.lock() {
+                sum.add(&stats);
+            }
+        }
+        sum
+    }
+
+    /// Each shard's own counters.
+    pub fn per_shard(&self) -> Vec<TurnStats> {
+        self.0.iter().map(|s| s.lock().map(|s| s.clone()).unwrap_or_default()).collect()
+    }
+}
+
+/// Allocations per user and in total over every shard. Touched when an allocation is made or
+/// goes, never for a relayed packet.
+#[derive(Debug)]
+struct Ledger {
+    per_user: Mutex<HashMap<String, usize>>,
+    total: AtomicUsize,
+    max_per_user: usize,
+    max_total: usize,
+}
+
+impl Ledger {
+    fn admit(&self, user: &str) -> Result<(), QuotaError> {
+        if self.total.fetch_add(1, Ordering::Relaxed) >= self.max_total {
+            self.total.fetch_sub(1, Ordering::Relaxed);
+            return Err(QuotaError::Server);
+        }
+        let Ok(mut per_user) = self.per_user.lock() else {
+            self.total.fetch_sub(1, Ordering::Relaxed);
+            return Err(QuotaError::Server);
+        };
+        let held = per_user.entry(user.to_owned()).or_default();
+        if *held >= self.max_per_user {
+            self.total.fetch_sub(1, Ordering::Relaxed);
+            return Err(QuotaError::User);
+        }
+        *held += 1;
+        Ok(())
+    }
+
+    fn release(&self, user: &str) {
+        self.total.fetch_sub(1, Ordering::Relaxed);
+        if let Ok(mut per_user) = self.per_user.lock() {
+            if let Some(held) = per_user.get_mut(user) {
+                *held -= 1;
+                if *held == 0 {
+                    per_user.remove(user);
+                }
+            }
+        }
+    }
 }
 
 /// A running TURN server.
@@ -72,9 +148,9 @@ pub struct TurnHandle {
     local_addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
     reload: Mutex<std::sync::mpsc::Sender<Arc<rustls::ServerConfig>>>,
-    stats: Arc<Mutex<TurnStats>>,
+    stats: SharedStats,
     shutdown: Shutdown,
-    thread: std::thread::JoinHandle<()>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl TurnHandle {
@@ -94,26 +170,29 @@ impl TurnHandle {
         }
     }
 
-    /// A snapshot of the counters (refreshed a few times a second).
+    /// A snapshot of the counters, summed over the shards (refreshed a few times a second).
     pub fn stats(&self) -> TurnStats {
-        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+        self.stats.snapshot()
     }
 
-    pub fn shared_stats(&self) -> Arc<Mutex<TurnStats>> {
+    pub fn shared_stats(&self) -> SharedStats {
         self.stats.clone()
     }
 
     pub fn stop(self) {
         self.shutdown.trigger();
-        let _ = self.thread.join();
+        for thread in self.threads {
+            let _ = thread.join();
+        }
     }
 }
 
 /// Binds and starts the event loop thread.
 pub fn start(config: TurnConfig) -> anyhow::Result<TurnHandle> {
-    let (udp, tcp) =
-        bind(config.listen).with_context(|| format!("cannot listen on {} (udp and tcp)", config.listen))?;
-    let local_addr = udp.get_ref().local_addr()?;
+    let shards = config.threads.max(1);
+    let (udps, tcp) = bind(config.listen, shards)
+        .with_context(|| format!("cannot listen on {} (udp and tcp)", config.listen))?;
+    let local_addr = udps[0].get_ref().local_addr()?;
     let (tls_listener, tls_config) = match &config.tls {
         Some((addr, tls)) => {
             let listener = bind_tcp(*addr).with_context(|| format!("cannot listen on {addr} (tls)"))?;
@@ -123,16 +202,74 @@ pub fn start(config: TurnConfig) -> anyhow::Result<TurnHandle> {
     };
     let tls_addr = tls_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let (reload_tx, reload_rx) = std::sync::mpsc::channel();
-    let stats = Arc::new(Mutex::new(TurnStats::default()));
     let shutdown = Shutdown::new();
+    let ledger = Arc::new(Ledger {
+        per_user: Mutex::new(HashMap::new()),
+        total: AtomicUsize::new(0),
+        max_per_user: config.core.max_allocations_per_user,
+        max_total: config.core.max_allocations,
+    });
+    let (mut tcp, mut tls_listener, mut reload_rx) = (Some(tcp), tls_listener, Some(reload_rx));
+    let mut all_stats = Vec::with_capacity(shards);
+    let mut threads = Vec::with_capacity(shards);
+    for (index, udp) in udps.into_iter().enumerate() {
+        let stats = Arc::new(Mutex::new(TurnStats::default()));
+        all_stats.push(stats.clone());
+        let event_loop = shard(
+            &config,
+            Shard { udp, tcp: tcp.take(), tls: tls_listener.take(), reload: reload_rx.take() },
+            (local_addr, tls_addr),
+            tls_config.clone(),
+            ledger.clone(),
+            stats,
+            shutdown.clone(),
+        )?;
+        let mut event_loop = event_loop;
+        threads.push(std::thread::Builder::new().name(format!("turn-{index}")).spawn(move || {
+            if let Err(e) = event_loop.run() {
+                tracing::error!(error = %e, "turn event loop failed");
+            }
+        })?);
+    }
+    tracing::info!(listen = %local_addr, tls = ?tls_addr, relays = ?config.relay_ips, realm = %config.core.realm,
+        threads = shards, "turn server listening");
+    Ok(TurnHandle {
+        local_addr,
+        tls_addr,
+        reload: Mutex::new(reload_tx),
+        stats: SharedStats(all_stats),
+        shutdown,
+        threads,
+    })
+}
+
+/// What one shard listens on: its UDP socket, and for the first the TCP and TLS listeners and
+/// the certificate reloads.
+struct Shard {
+    udp: Udp,
+    tcp: Option<TcpListener>,
+    tls: Option<TcpListener>,
+    reload: Option<std::sync::mpsc::Receiver<Arc<rustls::ServerConfig>>>,
+}
+
+fn shard(
+    config: &TurnConfig,
+    listeners: Shard,
+    (local_addr, tls_addr): (SocketAddr, Option<SocketAddr>),
+    tls_config: Option<Arc<rustls::ServerConfig>>,
+    ledger: Arc<Ledger>,
+    stats: Arc<Mutex<TurnStats>>,
+    shutdown: Shutdown,
+) -> anyhow::Result<EventLoop> {
     let poll = Poll::new()?;
+    let Shard { udp, tcp, tls, reload } = listeners;
     let mut event_loop = EventLoop {
         core: TurnServer::new(config.core.clone(), Instant::now(), unix_now()),
         io: Io {
             poll,
             udp,
             tcp,
-            tls: tls_listener,
+            tls,
             tls_config,
             tls_addr,
             local_addr,
@@ -146,37 +283,46 @@ pub fn start(config: TurnConfig) -> anyhow::Result<TurnHandle> {
             relay_ports: config.relay_ports.clone(),
             max_tcp_connections: config.max_tcp_connections,
             rng: seed(),
+            ledger,
         },
         out: Vec::with_capacity(DATAGRAM + 64),
-        stats: stats.clone(),
-        shutdown: shutdown.clone(),
-        reload: reload_rx,
+        stats,
+        shutdown,
+        reload,
         pending: Vec::new(),
         throttled: Vec::new(),
     };
     event_loop.io.poll.registry().register(event_loop.io.udp.get_mut(), UDP_LISTEN, Interest::READABLE)?;
-    event_loop.io.poll.registry().register(&mut event_loop.io.tcp, TCP_LISTEN, Interest::READABLE)?;
+    if let Some(tcp) = event_loop.io.tcp.as_mut() {
+        event_loop.io.poll.registry().register(tcp, TCP_LISTEN, Interest::READABLE)?;
+    }
     if let Some(tls) = event_loop.io.tls.as_mut() {
         event_loop.io.poll.registry().register(tls, TLS_LISTEN, Interest::READABLE)?;
     }
-    let thread = std::thread::Builder::new().name("turn".into()).spawn(move || {
-        if let Err(e) = event_loop.run() {
-            tracing::error!(error = %e, "turn event loop failed");
-        }
-    })?;
-    tracing::info!(listen = %local_addr, tls = ?tls_addr, relays = ?config.relay_ips, realm = %config.core.realm, "turn server listening");
-    Ok(TurnHandle { local_addr, tls_addr, reload: Mutex::new(reload_tx), stats, shutdown, thread })
+    Ok(event_loop)
 }
 
-fn bind(listen: SocketAddr) -> std::io::Result<(Udp, TcpListener)> {
+/// `shards` UDP sockets on `listen` (with `SO_REUSEPORT` when more than one) and a TCP
+/// listener on the same port.
+fn bind(listen: SocketAddr, shards: usize) -> std::io::Result<(Vec<Udp>, TcpListener)> {
     let attempts = if listen.port() == 0 { 8 } else { 1 };
     let mut last = None;
     for _ in 0..attempts {
-        let udp = peerlink_udp::bind(listen)?;
-        udp.set_nonblocking(true)?;
-        let addr = udp.local_addr()?.as_socket().unwrap_or(listen);
+        let sockets = if shards > 1 {
+            peerlink_udp::bind_reuseport(listen, shards)?
+        } else {
+            vec![peerlink_udp::bind(listen)?]
+        };
+        let addr = sockets[0].local_addr()?.as_socket().unwrap_or(listen);
         match bind_tcp(addr) {
-            Ok(tcp) => return Ok((Udp::new(UdpSocket::from_std(udp.into())), tcp)),
+            Ok(tcp) => {
+                let mut udps = Vec::with_capacity(sockets.len());
+                for socket in sockets {
+                    socket.set_nonblocking(true)?;
+                    udps.push(Udp::new(UdpSocket::from_std(socket.into())));
+                }
+                return Ok((udps, tcp));
+            }
             Err(e) => last = Some(e),
         }
     }
@@ -230,7 +376,8 @@ struct Conn {
 struct Io {
     poll: Poll,
     udp: Udp,
-    tcp: TcpListener,
+    /// The first shard's: TCP and TLS clients are served there.
+    tcp: Option<TcpListener>,
     tls: Option<TcpListener>,
     tls_config: Option<Arc<rustls::ServerConfig>>,
     tls_addr: Option<SocketAddr>,
@@ -249,6 +396,7 @@ struct Io {
     relay_ports: RangeInclusive<u16>,
     max_tcp_connections: usize,
     rng: u64,
+    ledger: Arc<Ledger>,
 }
 
 impl Io {
@@ -361,6 +509,14 @@ impl RelayProvider for Io {
         Err(RelayError::Exhausted)
     }
 
+    fn admit(&mut self, user: &str) -> Result<(), QuotaError> {
+        self.ledger.admit(user)
+    }
+
+    fn release(&mut self, user: &str) {
+        self.ledger.release(user);
+    }
+
     fn close(&mut self, relay: RelayId) {
         match self.remove(Token(relay.0 as usize)) {
             Some(Entry::Relay { mut socket, .. }) => {
@@ -393,7 +549,8 @@ struct EventLoop {
     out: Vec<u8>,
     stats: Arc<Mutex<TurnStats>>,
     shutdown: Shutdown,
-    reload: std::sync::mpsc::Receiver<Arc<rustls::ServerConfig>>,
+    /// The first shard's: renewed certificates for new TLS connections.
+    reload: Option<std::sync::mpsc::Receiver<Arc<rustls::ServerConfig>>>,
     /// Sockets that still had datagrams when their turn ended.
     pending: Vec<Token>,
     /// TCP pipe sides paused by the bandwidth limit: read again every THROTTLE_RETRY.
@@ -455,7 +612,7 @@ impl EventLoop {
             }
             self.drain_tcp_outputs();
             flush_udp(&self.io.udp, &mut batch.to_clients);
-            while let Ok(config) = self.reload.try_recv() {
+            while let Some(Ok(config)) = self.reload.as_ref().map(|r| r.try_recv()) {
                 tracing::info!("tls certificate reloaded; new connections use it");
                 self.io.tls_config = Some(config);
             }

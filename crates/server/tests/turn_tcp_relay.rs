@@ -33,6 +33,7 @@ fn start_limited(max_bytes_per_second: Option<u64>) -> turn::TurnHandle {
         max_tcp_connections: 64,
         core,
         tls: None,
+        threads: 1,
     })
     .unwrap()
 }

@@ -128,6 +128,6 @@ pub use channel::ChannelData;
 pub use client::{ClientConfig, ClientError, ClientEvent, TurnClient};
 pub use policy::PeerPolicy;
 pub use server::{
-    ClientAction, ConnectionId, FiveTuple, PeerAction, PortRequest, Relay, RelayError, RelayId,
+    ClientAction, ConnectionId, FiveTuple, PeerAction, PortRequest, QuotaError, Relay, RelayError, RelayId,
     RelayProvider, ServerConfig, TcpOutput, Transport, TurnServer, TurnStats,
 };

@@ -1055,3 +1055,35 @@ fn a_tcp_nonce_serves_every_tcp_connection_of_that_address_only() {
     // RFC 6062 §4.3: the data connection uses the control connection's nonce.
     w.bind_ok(tcp("198.51.100.1:5001"), &login, id);
 }
+
+#[test]
+fn allocations_that_relay_nothing_are_counted_when_they_go() {
+    let mut w = world_with(|c| c.max_allocations_per_user = 3);
+    let peer: SocketAddr = "203.0.113.5:7000".parse().unwrap();
+    // One never asks for a permission; one sends on a channel it never bound; one relays.
+    let idle = udp("198.51.100.1:5000");
+    let login = w.login(idle, "alice", "alice-pw");
+    w.allocate(idle, &login, &[]);
+    let unbound = udp("198.51.100.1:5001");
+    let login = w.login(unbound, "alice", "alice-pw");
+    w.allocate(unbound, &login, &[]);
+    let mut data = Vec::new();
+    ChannelData::encode(0x4000, &[7; 100], false, &mut data);
+    assert_eq!(w.send(unbound, &data), ClientAction::Nothing);
+    let busy = udp("198.51.100.1:5002");
+    let login = w.login(busy, "alice", "alice-pw");
+    w.allocate(busy, &login, &[]);
+    let bind = [Attribute::ChannelNumber(0x4000), Attribute::XorPeerAddress(peer)];
+    assert_eq!(error_code(&w.call(busy, Method::CHANNEL_BIND, Some(&login), &bind)), None);
+    assert!(matches!(w.send(busy, &data), ClientAction::ToPeer { .. }));
+    // The quota is reached: refused, and counted.
+    let fourth = udp("198.51.100.1:5003");
+    let login = w.login(fourth, "alice", "alice-pw");
+    assert_eq!(error_code(&w.allocate(fourth, &login, &[])), Some(486));
+    assert_eq!(w.server.stats().quota_refusals, 1);
+    assert_eq!(w.server.stats().silent_allocations, 0, "none has gone yet");
+    w.now += Duration::from_secs(601);
+    w.server.handle_timeout(w.now, &mut w.relays);
+    assert_eq!(w.server.stats().allocations, 0);
+    assert_eq!(w.server.stats().silent_allocations, 2, "the idle one and the unbound one");
+}

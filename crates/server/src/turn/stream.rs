@@ -19,7 +19,7 @@ use std::time::Instant;
 impl EventLoop {
     pub(super) fn accept(&mut self, tls: bool) {
         loop {
-            let listener = if tls { self.io.tls.as_ref() } else { Some(&self.io.tcp) };
+            let listener = if tls { self.io.tls.as_ref() } else { self.io.tcp.as_ref() };
             let Some(listener) = listener else { return };
             let (mut stream, client) = match listener.accept() {
                 Ok(accepted) => accepted,

@@ -48,6 +48,15 @@ pub enum RelayError {
     TransportUnsupported,
 }
 
+/// Which quota an I/O layer's shared count of allocations found full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaError {
+    /// The user's (→ 486).
+    User,
+    /// The server's (→ 508).
+    Server,
+}
+
 /// The I/O layer's side of relay sockets.
 pub trait RelayProvider {
     /// Opens a UDP relay socket of `family` (RFC 8656 §14.6 for the port requests). With
@@ -66,6 +75,16 @@ pub trait RelayProvider {
     }
     /// Closes a UDP or TCP relay.
     fn close(&mut self, relay: RelayId);
+    /// Counts an allocation for `user` where several cores share the quotas (each core checks
+    /// its own allocations first), or says which quota is full.
+    fn admit(&mut self, user: &str) -> Result<(), QuotaError> {
+        let _ = user;
+        Ok(())
+    }
+    /// Gives back what [`RelayProvider::admit`] took: the allocation went, or was not made.
+    fn release(&mut self, user: &str) {
+        let _ = user;
+    }
 }
 
 impl TurnServer {
@@ -133,11 +152,28 @@ impl TurnServer {
         }
         let owned = self.per_user.get(&req.auth.username).copied().unwrap_or(0);
         if owned >= self.config.max_allocations_per_user {
+            self.stats.quota_refusals += 1;
+            tracing::info!(client = %tuple.client, user = %req.auth.username, held = owned,
+                quota = self.config.max_allocations_per_user, "allocation refused: user quota reached (486)");
             return self.refuse(req, ErrorCode::ALLOCATION_QUOTA_REACHED);
         }
         // Reserved ports hold sockets too, so they count against the total.
-        if self.allocations.len() + self.reservations.len() >= self.config.max_allocations {
+        let held = self.allocations.len() + self.reservations.len();
+        if held >= self.config.max_allocations {
+            self.stats.quota_refusals += 1;
+            tracing::warn!(client = %tuple.client, user = %req.auth.username, held,
+                "allocation refused: server quota reached (508)");
             return self.refuse(req, ErrorCode::INSUFFICIENT_CAPACITY);
+        }
+        if let Err(quota) = relays.admit(&req.auth.username) {
+            self.stats.quota_refusals += 1;
+            tracing::info!(client = %tuple.client, user = %req.auth.username, ?quota,
+                "allocation refused: quota reached over all threads");
+            let error = match quota {
+                QuotaError::User => ErrorCode::ALLOCATION_QUOTA_REACHED,
+                QuotaError::Server => ErrorCode::INSUFFICIENT_CAPACITY,
+            };
+            return self.refuse(req, error);
         }
         let mut issued_token = None;
         let first = if let Some(token) = token {
@@ -146,19 +182,25 @@ impl TurnServer {
                 Some((relay, expires)) if expires > now => relay,
                 Some((relay, _)) => {
                     relays.close(relay.id);
-                    return self.refuse(req, ErrorCode::INSUFFICIENT_CAPACITY);
+                    return self.refuse_unadmitted(req, relays, ErrorCode::INSUFFICIENT_CAPACITY);
                 }
-                None => return self.refuse(req, ErrorCode::INSUFFICIENT_CAPACITY),
+                None => {
+                    tracing::info!(client = %tuple.client, user = %req.auth.username,
+                        "allocation refused: unknown or lapsed reservation token (508)");
+                    return self.refuse_unadmitted(req, relays, ErrorCode::INSUFFICIENT_CAPACITY);
+                }
             }
         } else if tcp {
             match relays.open_tcp(requested.unwrap_or(AddressFamily::V4)) {
                 Ok(relay) => relay,
                 Err(RelayError::FamilyUnsupported) => {
-                    return self.refuse(req, ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED);
+                    return self.refuse_unadmitted(req, relays, ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED);
                 }
-                Err(RelayError::Exhausted) => return self.refuse(req, ErrorCode::INSUFFICIENT_CAPACITY),
+                Err(RelayError::Exhausted) => {
+                    return self.refuse_unadmitted(req, relays, ErrorCode::INSUFFICIENT_CAPACITY)
+                }
                 Err(RelayError::TransportUnsupported) => {
-                    return self.refuse(req, ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL)
+                    return self.refuse_unadmitted(req, relays, ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL)
                 }
             }
         } else {
@@ -173,11 +215,13 @@ impl TurnServer {
                     relay
                 }
                 Err(RelayError::FamilyUnsupported) => {
-                    return self.refuse(req, ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED);
+                    return self.refuse_unadmitted(req, relays, ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED);
                 }
-                Err(RelayError::Exhausted) => return self.refuse(req, ErrorCode::INSUFFICIENT_CAPACITY),
+                Err(RelayError::Exhausted) => {
+                    return self.refuse_unadmitted(req, relays, ErrorCode::INSUFFICIENT_CAPACITY)
+                }
                 Err(RelayError::TransportUnsupported) => {
-                    return self.refuse(req, ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL)
+                    return self.refuse_unadmitted(req, relays, ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL)
                 }
             }
         };
@@ -213,12 +257,24 @@ impl TurnServer {
                 budget: (self.config.max_bytes_per_second.unwrap_or(0), now),
                 tcp,
                 connections: Vec::new(),
+                silence: super::Silence::default(),
             },
         );
         self.stats.allocations = self.allocations.len() as u64;
         self.stats.allocations_created += 1;
         tracing::debug!(client = %tuple.client, relay = %opened[0].addr, "allocation created");
         self.allocate_success(req, &opened, lifetime, address_error, issued_token)
+    }
+
+    /// A refusal after [`RelayProvider::admit`] counted the allocation: the count goes back.
+    fn refuse_unadmitted(
+        &self,
+        req: Request<'_>,
+        relays: &mut impl RelayProvider,
+        error: ErrorCode<'static>,
+    ) -> Handled {
+        relays.release(&req.auth.username);
+        self.refuse(req, error)
     }
 
     /// An unguessable RESERVATION-TOKEN: HMAC of a counter under the server's secret.
@@ -290,12 +346,23 @@ impl TurnServer {
 
     pub(super) fn remove_allocation(&mut self, tuple: &FiveTuple, relays: &mut impl RelayProvider) {
         if let Some(allocation) = self.allocations.remove(tuple) {
+            if !allocation.silence.relayed && !allocation.tcp {
+                self.stats.silent_allocations += 1;
+                let reason = allocation.silence.reason.unwrap_or(if allocation.permissions.is_empty() {
+                    "the client asked for no permission or channel"
+                } else {
+                    "neither the client nor a permitted peer sent data"
+                });
+                tracing::info!(client = %tuple.client, transport = ?tuple.transport, user = %allocation.username,
+                    reason, "allocation closed without relaying anything");
+            }
             // RFC 6062 §5.5: the allocation's data connections go with it.
             self.close_connections(&allocation.connections);
             for relay in &allocation.relays {
                 self.by_relay.remove(&relay.id);
                 relays.close(relay.id);
             }
+            relays.release(&allocation.username);
             if let Some(count) = self.per_user.get_mut(&allocation.username) {
                 *count -= 1;
                 if *count == 0 {

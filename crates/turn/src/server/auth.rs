@@ -59,7 +59,10 @@ impl TurnServer {
         };
         match self.nonces.check(nonce, nonce_subject(tuple), unix_now) {
             NonceCheck::Valid => {}
-            NonceCheck::Stale => return Err(self.challenge(now, tuple, out, reply, ErrorCode::STALE_NONCE)),
+            NonceCheck::Stale => {
+                self.note_silence(tuple, "request with a stale nonce (438)");
+                return Err(self.challenge(now, tuple, out, reply, ErrorCode::STALE_NONCE));
+            }
             NonceCheck::Invalid => {
                 return Err(self.challenge(now, tuple, out, reply, ErrorCode::UNAUTHENTICATED))
             }
@@ -92,6 +95,7 @@ impl TurnServer {
             Err(refusal) => {
                 self.stats.auth_failures += 1;
                 tracing::debug!(client = %tuple.client, ?refusal, "authentication refused");
+                self.note_silence(tuple, "request refused: unknown user or expired credential (401)");
                 return Err(self.challenge(now, tuple, out, reply, ErrorCode::UNAUTHENTICATED));
             }
         };
@@ -106,6 +110,7 @@ impl TurnServer {
         let Some(key) = key else {
             self.stats.auth_failures += 1;
             tracing::debug!(client = %tuple.client, refusal = ?Refusal::UnknownUser, "integrity check failed");
+            self.note_silence(tuple, "request refused: wrong password (401)");
             return Err(self.challenge(now, tuple, out, reply, ErrorCode::UNAUTHENTICATED));
         };
         // RFC 8656 §6.2: later requests on an allocation must come from its owner.

@@ -15,7 +15,7 @@ mod permission;
 mod relay;
 mod tcp;
 
-pub use allocate::{PortRequest, Relay, RelayError, RelayId, RelayProvider};
+pub use allocate::{PortRequest, QuotaError, Relay, RelayError, RelayId, RelayProvider};
 pub use tcp::{ConnectionId, TcpOutput};
 
 use crate::auth::{Credentials, NonceIssuer, RateLimiter};
@@ -160,6 +160,58 @@ pub struct TurnStats {
     /// Bytes piped between client and peer data connections, as the I/O layer reports them.
     pub tcp_bytes_to_peers: u64,
     pub tcp_bytes_to_clients: u64,
+    /// Allocations that went (expired, deleted, connection closed) without relaying a packet.
+    pub silent_allocations: u64,
+    /// Allocate requests refused for the per-user (486) or server-wide (508) quota.
+    pub quota_refusals: u64,
+}
+
+impl TurnStats {
+    /// Adds `other`'s counters and gauges to these (the shards of one server).
+    pub fn add(&mut self, other: &TurnStats) {
+        let TurnStats {
+            allocations,
+            permissions,
+            channels,
+            allocations_created,
+            packets_to_peers,
+            bytes_to_peers,
+            packets_to_clients,
+            bytes_to_clients,
+            auth_failures,
+            refused_peers,
+            dropped,
+            over_bandwidth,
+            unauthenticated_throttled,
+            tcp_connections,
+            tcp_connections_opened,
+            tcp_connect_failures,
+            tcp_bytes_to_peers,
+            tcp_bytes_to_clients,
+            silent_allocations,
+            quota_refusals,
+        } = other;
+        self.allocations += allocations;
+        self.permissions += permissions;
+        self.channels += channels;
+        self.allocations_created += allocations_created;
+        self.packets_to_peers += packets_to_peers;
+        self.bytes_to_peers += bytes_to_peers;
+        self.packets_to_clients += packets_to_clients;
+        self.bytes_to_clients += bytes_to_clients;
+        self.auth_failures += auth_failures;
+        self.refused_peers += refused_peers;
+        self.dropped += dropped;
+        self.over_bandwidth += over_bandwidth;
+        self.unauthenticated_throttled += unauthenticated_throttled;
+        self.tcp_connections += tcp_connections;
+        self.tcp_connections_opened += tcp_connections_opened;
+        self.tcp_connect_failures += tcp_connect_failures;
+        self.tcp_bytes_to_peers += tcp_bytes_to_peers;
+        self.tcp_bytes_to_clients += tcp_bytes_to_clients;
+        self.silent_allocations += silent_allocations;
+        self.quota_refusals += quota_refusals;
+    }
 }
 
 #[derive(Debug)]
@@ -177,6 +229,18 @@ struct Allocation {
     tcp: bool,
     /// RFC 6062: this allocation's peer data connections.
     connections: Vec<ConnectionId>,
+    /// Whether it has relayed a packet, and if not, why (see [`TurnServer::note_silence`]).
+    silence: Silence,
+}
+
+/// What an operator is told about an allocation that relays nothing: the first reason at
+/// info when it happens (once per allocation, so a flood cannot fill the log), and the
+/// last one when the allocation goes without ever having relayed a packet.
+#[derive(Debug, Default)]
+struct Silence {
+    relayed: bool,
+    reason: Option<&'static str>,
+    told: bool,
 }
 
 impl Allocation {
@@ -453,6 +517,8 @@ impl TurnServer {
                     && method != Method::CONNECTION_BIND
                     && !self.allocations.contains_key(&tuple)
                 {
+                    tracing::info!(client = %tuple.client, transport = ?tuple.transport, ?method,
+                        "request without an allocation on its 5-tuple (437): expired, deleted, or the client's address changed");
                     return self.refuse(req, ErrorCode::ALLOCATION_MISMATCH);
                 }
                 match method {
@@ -473,5 +539,21 @@ impl TurnServer {
     /// longer idle time).
     pub fn has_allocation(&self, tuple: &FiveTuple) -> bool {
         self.allocations.contains_key(tuple)
+    }
+
+    /// Something kept the allocation on `tuple` from relaying: the operator hears of the
+    /// first such reason of an allocation that has relayed nothing yet.
+    fn note_silence(&mut self, tuple: &FiveTuple, reason: &'static str) {
+        let Some(allocation) = self.allocations.get_mut(tuple) else { return };
+        let silence = &mut allocation.silence;
+        if silence.relayed {
+            return;
+        }
+        silence.reason = Some(reason);
+        if !silence.told {
+            silence.told = true;
+            tracing::info!(client = %tuple.client, transport = ?tuple.transport, user = %allocation.username,
+                reason, "allocation relays nothing yet");
+        }
     }
 }

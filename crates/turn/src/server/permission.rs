@@ -25,6 +25,7 @@ impl TurnServer {
         if !self.config.policy.permits(peer.ip()) {
             self.stats.refused_peers += 1;
             tracing::debug!(client = %tuple.client, %peer, "peer refused by policy");
+            self.note_silence(tuple, "permission refused: the peer address policy forbids the peer (403)");
             return Err(ErrorCode::FORBIDDEN);
         }
         Ok(())
@@ -55,6 +56,7 @@ impl TurnServer {
         let new =
             peers[..count].iter().flatten().filter(|ip| !allocation.permissions.contains_key(ip)).count();
         if allocation.permissions.len() + new > max {
+            self.note_silence(&tuple, "permission refused: permission quota reached (508)");
             return self.refuse(req, ErrorCode::INSUFFICIENT_CAPACITY);
         }
         for ip in peers[..count].iter().flatten() {
@@ -86,13 +88,16 @@ impl TurnServer {
         let bound_peer = allocation.channels.get(&number).map(|(p, _)| *p);
         let bound_number = allocation.channel_of_peer.get(&peer).copied();
         if bound_peer.is_some_and(|p| p != peer) || bound_number.is_some_and(|n| n != number) {
+            self.note_silence(&tuple, "channel refused: number or peer bound already (400)");
             return self.refuse(req, ErrorCode::BAD_REQUEST);
         }
         if bound_peer.is_none() && allocation.channels.len() >= max {
+            self.note_silence(&tuple, "channel refused: channel quota reached (508)");
             return self.refuse(req, ErrorCode::INSUFFICIENT_CAPACITY);
         }
         if !allocation.permissions.contains_key(&peer.ip()) && allocation.permissions.len() >= max_permissions
         {
+            self.note_silence(&tuple, "channel refused: permission quota reached (508)");
             return self.refuse(req, ErrorCode::INSUFFICIENT_CAPACITY);
         }
         allocation.channels.insert(number, (peer, now + CHANNEL_LIFETIME));

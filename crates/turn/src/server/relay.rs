@@ -32,12 +32,15 @@ impl TurnServer {
         if !allocation.permitted(peer.ip(), now) {
             self.stats.dropped += 1;
             tracing::debug!(%peer, client = %tuple.client, "peer data without permission dropped");
+            self.note_silence(&tuple, "data from a peer without a permission");
             return PeerAction::Nothing;
         }
         if !allocation.spend(now, payload.len(), rate) {
             self.stats.over_bandwidth += 1;
+            self.note_silence(&tuple, "over its bandwidth limit");
             return PeerAction::Nothing;
         }
+        allocation.silence.relayed = true;
         let channel = allocation
             .channel_of_peer
             .get(&peer)
@@ -82,17 +85,18 @@ impl TurnServer {
             return self.drop_packet("no allocation");
         };
         let Some(&(peer, expires)) = allocation.channels.get(&data.channel) else {
-            return self.drop_packet("channel not bound");
+            return self.silent_drop(tuple, "channeldata on an unknown channel");
         };
         if expires <= now || !allocation.permitted(peer.ip(), now) {
-            return self.drop_packet("channel or permission expired");
+            return self.silent_drop(tuple, "channeldata on an expired channel or permission");
         }
         let Some(relay) = allocation.relay_for(&peer).map(|r| r.id) else {
             return self.drop_packet("no relay");
         };
         if !allocation.spend(now, data.payload.len(), rate) {
-            return self.over_bandwidth();
+            return self.over_bandwidth(tuple);
         }
+        allocation.silence.relayed = true;
         self.relay_to_peer(relay, peer, 4..4 + data.payload.len())
     }
 
@@ -120,14 +124,15 @@ impl TurnServer {
             return self.drop_packet("send without data");
         };
         if !allocation.permitted(peer.ip(), now) {
-            return self.drop_packet("send without permission");
+            return self.silent_drop(tuple, "send indication to a peer without a permission");
         }
         let Some(relay) = allocation.relay_for(&peer).map(|r| r.id) else {
-            return self.drop_packet("no relay for family");
+            return self.silent_drop(tuple, "send indication to a peer of another address family");
         };
         if !allocation.spend(now, data.value.len(), rate) {
-            return self.over_bandwidth();
+            return self.over_bandwidth(tuple);
         }
+        allocation.silence.relayed = true;
         // The DATA value lies inside `packet`: find its range by address.
         let start = data.value.as_ptr() as usize - packet.as_ptr() as usize;
         self.relay_to_peer(relay, peer, start..start + data.value.len())
@@ -141,8 +146,15 @@ impl TurnServer {
     }
 
     /// Client data over the allocation's bandwidth budget is dropped.
-    fn over_bandwidth(&mut self) -> Handled {
+    fn over_bandwidth(&mut self, tuple: &FiveTuple) -> Handled {
         self.stats.over_bandwidth += 1;
+        self.note_silence(tuple, "over its bandwidth limit");
         ClientAction::Nothing
+    }
+
+    /// Client data the allocation cannot relay: dropped, and the operator told why.
+    fn silent_drop(&mut self, tuple: &FiveTuple, why: &'static str) -> Handled {
+        self.note_silence(tuple, why);
+        self.drop_packet(why)
     }
 }
