@@ -96,7 +96,7 @@ impl<P: Clone + Eq + Hash> Speakers<P> {
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(p, l)| (p.clone(), l));
         // (Nobody above the threshold for a moment: a challenger keeps its time.)
-        let Some((candidate, loud)) = loudest else { return None };
+        let (candidate, loud) = loudest?;
         if self.current.as_ref() == Some(&candidate) {
             self.challenger = None;
             return None;
