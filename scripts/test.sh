@@ -51,6 +51,9 @@ tests/e2e/turn-uclient.sh target/release/peerlink
 step "end-to-end: peerlink serve (STUN and TURN on one port, REST credentials, SIGTERM)"
 tests/e2e/serve-smoke.sh target/release/peerlink
 
+step "end-to-end: automatic HTTPS from Debian's pebble ACME CA with real validation (TLS-ALPN-01, HTTP-01, cache, renewal, a bad directory)"
+tests/e2e/acme-pebble.sh target/release/peerlink
+
 step "end-to-end: our TURN client against coturn's turnserver"
 tests/e2e/turn-client-coturn.sh target/release/examples/turn_probe
 
