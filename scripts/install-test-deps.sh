@@ -7,7 +7,8 @@
 #   cargo-fuzz; for the path emulator (tests/lab/path-emulator.py): iptables, ping,
 #   libnetfilter-queue's headers and NetfilterQueue in that venv; Go and Debian's Pion
 #   libraries (the media benchmark's reference, the interop matrix's Pion peer); Firefox ESR,
-#   puppeteer-core, werift and node-datachannel (the interop matrix); pebble (the ACME test CA).
+#   puppeteer-core, werift and node-datachannel (the interop matrix); pebble (the ACME test CA),
+#   cargo-deb (the Debian package).
 set -euo pipefail
 
 need_apt=()
@@ -104,6 +105,13 @@ for pkg in puppeteer-core werift node-datachannel ws; do
         break
     fi
 done
+
+# cargo-deb makes the Debian package (tests/e2e/package-deb.sh); dpkg-deb and systemd-analyze
+# check it.
+if ! cargo deb --version >/dev/null 2>&1; then
+    echo "installing cargo-deb"
+    cargo install --locked -q cargo-deb
+fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "installing cargo-fuzz"

@@ -205,7 +205,11 @@ fn acme_from(options: &ServeOptions, http: SocketAddr) -> anyhow::Result<Option<
             ("--acme-http", options.acme_http.is_some()),
         ];
         if let Some((flag, _)) = stray.iter().find(|(_, given)| *given) {
-            anyhow::bail!("{flag} needs --acme-domain");
+            let key = flag.trim_start_matches("--").replace('-', "_");
+            anyhow::bail!(
+                "{flag} ({key} in a config file) needs --acme-domain NAME (acme_domain = [\"NAME\"]): \
+                 the name of this server to get a certificate for"
+            );
         }
         return Ok(None);
     }

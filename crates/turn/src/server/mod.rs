@@ -160,6 +160,10 @@ pub struct TurnStats {
     /// Bytes piped between client and peer data connections, as the I/O layer reports them.
     pub tcp_bytes_to_peers: u64,
     pub tcp_bytes_to_clients: u64,
+    /// STUN Binding requests on the TURN port: answered, rejected (an error response), ignored.
+    pub binding_answered: u64,
+    pub binding_rejected: u64,
+    pub binding_ignored: u64,
 }
 
 #[derive(Debug)]
@@ -419,8 +423,18 @@ impl TurnServer {
         let reply = Reply::to(&message);
         match (message.class(), message.method()) {
             (Class::Request, Method::BINDING) => match binding::respond(packet, tuple.client, out) {
-                binding::Outcome::Ignored(_) => ClientAction::Nothing,
-                _ => ClientAction::Reply,
+                binding::Outcome::Ignored(_) => {
+                    self.stats.binding_ignored += 1;
+                    ClientAction::Nothing
+                }
+                binding::Outcome::Rejected(_) => {
+                    self.stats.binding_rejected += 1;
+                    ClientAction::Reply
+                }
+                binding::Outcome::Answered => {
+                    self.stats.binding_answered += 1;
+                    ClientAction::Reply
+                }
             },
             (Class::Request, method)
                 if [
