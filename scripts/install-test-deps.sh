@@ -7,7 +7,8 @@
 #   cargo-fuzz; for the path emulator (tests/lab/path-emulator.py): iptables, ping,
 #   libnetfilter-queue's headers and NetfilterQueue in that venv; Go and Debian's Pion
 #   libraries (the media benchmark's reference, the interop matrix's Pion peer); Firefox ESR,
-#   puppeteer-core, werift and node-datachannel (the interop matrix).
+#   puppeteer-core, werift and node-datachannel (the interop matrix); pebble (the ACME test CA),
+#   cargo-deb (the Debian package).
 set -euo pipefail
 
 need_apt=()
@@ -44,6 +45,9 @@ command -v go >/dev/null || need_apt+=(golang-go)
 pkg-config --exists libnetfilter_queue 2>/dev/null || need_apt+=(libnetfilter-queue-dev)
 # ... and iptables' NFQUEUE target to feed it (this kernel has no nftables `queue` statement).
 command -v iptables >/dev/null || need_apt+=(iptables)
+# pebble (Let's Encrypt's ACME test CA, with pebble-challtestsrv as its DNS): automatic HTTPS is
+# tested against it doing real validation (tests/e2e/acme-pebble.sh).
+command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null || need_apt+=(pebble)
 # ping checks an emulated path's RTT before a test trusts it.
 command -v ping >/dev/null || need_apt+=(iputils-ping)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -101,6 +105,13 @@ for pkg in puppeteer-core werift node-datachannel ws; do
         break
     fi
 done
+
+# cargo-deb makes the Debian package (tests/e2e/package-deb.sh); dpkg-deb and systemd-analyze
+# check it.
+if ! cargo deb --version >/dev/null 2>&1; then
+    echo "installing cargo-deb"
+    cargo install --locked -q cargo-deb
+fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "installing cargo-fuzz"

@@ -61,6 +61,14 @@ tests/e2e/turn-uclient.sh target/release/peerlink
 step "end-to-end: peerlink serve (STUN and TURN on one port, REST credentials, SIGTERM)"
 tests/e2e/serve-smoke.sh target/release/peerlink
 
+step "end-to-end: automatic HTTPS from Debian's pebble ACME CA with real validation (TLS-ALPN-01, HTTP-01, cache, renewal, a bad directory)"
+tests/e2e/acme-pebble.sh target/release/peerlink
+
+step "deployment: the Debian package (cargo deb) installed with dpkg, its systemd unit (systemd-analyze verify), serve from it"
+tests/e2e/package-deb.sh target/release/peerlink
+step "deployment: every metric the Grafana dashboard queries is in a running server's /metrics"
+tests/e2e/dashboard-metrics.sh target/release/peerlink
+
 step "end-to-end: our TURN client against coturn's turnserver"
 tests/e2e/turn-client-coturn.sh target/release/examples/turn_probe
 

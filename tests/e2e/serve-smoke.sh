@@ -4,7 +4,8 @@
 # reflexive address, and turnutils_uclient relays through it with TURN REST credentials from
 # the secret given on the command line; a taken HTTP port fails before anything is announced;
 # native peers give up at once on a bad signaling URL (404, unknown host) and after --wait on
-# a server that is not there; SIGTERM stops it.
+# a server that is not there; SIGTERM stops it. welcome's iceServers name the host a --cert is
+# for (or --public-name), and --external-ip's public address.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib/common.sh
@@ -98,6 +99,54 @@ if subject | grep -q second; then
     echo "ok   SIGHUP swaps the HTTPS certificate"
 else
     echo "FAIL HTTPS still serves $(subject)"
+    status=1
+fi
+
+# iceServers name the host the certificate is for (browsers check a turns: server's certificate
+# against the URL's host, so an IP there fails every TURN/TLS): with --cert for example.test,
+# welcome's stun:, turn: and turns: URLs say example.test, and the turns: server verifies as it.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj "/CN=example.test" \
+    -addext "subjectAltName=DNS:example.test" -keyout "$tmp/named.key" -out "$tmp/named.pem" 2>/dev/null
+"$peerlink" serve --http 127.0.0.1:0 --listen 127.0.0.1:0 --cert "$tmp/named.pem" --key "$tmp/named.key" \
+    --tls-listen 127.0.0.1:0 >"$tmp/named.out" 2>"$tmp/named.log" &
+PIDS+=($!)
+wait_for_line "$tmp/named.out" "browser app at https://"
+named_port=$(sed -nE 's/.*browser app at https:\/\/127\.0\.0\.1:([0-9]+).*/\1/p' "$tmp/named.out")
+if python3 tests/e2e/welcome.py "wss://example.test:$named_port/ws" --ca "$tmp/named.pem" --connect 127.0.0.1 \
+    --check-turns >"$tmp/named.welcome" 2>&1 \
+    && grep -qE '^turns:example\.test:[0-9]+\?transport=tcp$' "$tmp/named.welcome" \
+    && grep -qE '^stun:example\.test:[0-9]+$' "$tmp/named.welcome" \
+    && ! grep -q '127\.0\.0\.1' "$tmp/named.welcome"; then
+    echo "ok   with --cert for example.test, welcome's URLs name example.test and turns: verifies ($(grep -m1 '^turns:' "$tmp/named.welcome"))"
+else
+    echo "FAIL welcome's iceServers with --cert for example.test:"
+    cat "$tmp/named.welcome"
+    status=1
+fi
+# --public-name wins; --external-ip PUBLIC/PRIVATE: relays on PRIVATE, browsers told PUBLIC.
+"$peerlink" serve --http 127.0.0.1:0 --listen 127.0.0.1:0 --public-name turn.example.org \
+    >"$tmp/pub.out" 2>"$tmp/pub.log" &
+PIDS+=($!)
+"$peerlink" serve --http 127.0.0.1:0 --listen 127.0.0.1:0 --external-ip 203.0.113.9/127.0.0.1 \
+    >"$tmp/ext.out" 2>"$tmp/ext.log" &
+PIDS+=($!)
+wait_for_line "$tmp/pub.out" "signaling on ws://"
+wait_for_line "$tmp/ext.out" "signaling on ws://"
+pub_ws=$(sed -nE 's/.*signaling on (ws:\/\/[^ ]+).*/\1/p' "$tmp/pub.out")
+ext_ws=$(sed -nE 's/.*signaling on (ws:\/\/[^ ]+).*/\1/p' "$tmp/ext.out")
+if python3 tests/e2e/welcome.py "$pub_ws" >"$tmp/pub.welcome" 2>&1 \
+    && grep -qE '^turn:turn\.example\.org:[0-9]+\?transport=udp$' "$tmp/pub.welcome"; then
+    echo "ok   --public-name: welcome's URLs name it ($(grep -m1 '^turn:' "$tmp/pub.welcome"))"
+else
+    echo "FAIL --public-name: $(cat "$tmp/pub.welcome")"
+    status=1
+fi
+if python3 tests/e2e/welcome.py "$ext_ws" >"$tmp/ext.welcome" 2>&1 \
+    && grep -qE '^turn:203\.0\.113\.9:[0-9]+\?transport=udp$' "$tmp/ext.welcome" \
+    && grep -q "relays opened on 127.0.0.1 are announced as 203.0.113.9" "$tmp/ext.out"; then
+    echo "ok   --external-ip 203.0.113.9/127.0.0.1: welcome's URLs give the public address ($(grep -m1 '^turn:' "$tmp/ext.welcome"))"
+else
+    echo "FAIL --external-ip: $(cat "$tmp/ext.welcome" "$tmp/ext.out")"
     status=1
 fi
 

@@ -43,11 +43,11 @@ enum Command {
         STUN and TURN in `iceServers`, with TURN REST credentials derived from the first \
         --auth-secret (a random secret for this run when none is given). Prints the URL to open.\n\n\
         Stops cleanly on Ctrl-C or SIGTERM.")]
-    Serve(ServeOptions),
+    Serve(Box<ServeOptions>),
     /// Run a STUN server (RFC 8489 Binding) on UDP and TCP
     Stun(StunArgs),
     /// Run a TURN relay (RFC 8656) on UDP and TCP; it answers STUN Binding too
-    Turn(TurnOptions),
+    Turn(Box<TurnOptions>),
     /// Send a file to a peer in a room (a browser with the Peerlink app, or `peerlink recv`)
     #[command(long_about = "Send a file to a peer in a room.\n\n\
         Joins ROOM, connects to the other participant (a browser with the Peerlink app, or \
@@ -135,9 +135,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Serve(options) => peerlink_server::serve::run(options),
+        Command::Serve(options) => peerlink_server::serve::run(*options),
         Command::Stun(args) => run_stun(args),
-        Command::Turn(options) => peerlink_server::serve::run_turn(options),
+        Command::Turn(options) => peerlink_server::serve::run_turn(*options),
         Command::Send(args) => {
             return transfer_exit(runtime().and_then(|rt| rt.block_on(transfer::send(args))))
         }

@@ -18,29 +18,41 @@ const MAX_HANDSHAKES: usize = 1024;
 
 /// The certificate in use; [`TlsConfig::replace`] swaps it for new connections.
 #[derive(Debug, Clone)]
-pub struct TlsConfig(Arc<RwLock<Arc<rustls::ServerConfig>>>);
+pub struct TlsConfig {
+    current: Arc<RwLock<Arc<rustls::ServerConfig>>>,
+    /// ALPN protocols announced: HTTP/1.1, and `acme-tls/1` when TLS-ALPN-01 is answered.
+    alpn: Vec<Vec<u8>>,
+}
 
 impl TlsConfig {
     /// `config` as loaded by [`crate::tls::load`]; HTTP/1.1 is announced by ALPN.
     pub fn new(config: Arc<rustls::ServerConfig>) -> TlsConfig {
-        TlsConfig(Arc::new(RwLock::new(with_alpn(config))))
+        TlsConfig::with_alpn(config, vec![b"http/1.1".to_vec()])
+    }
+
+    /// `config` from [`crate::acme::Acme::server_config`]: `acme-tls/1` is announced too, so
+    /// that the CA's TLS-ALPN-01 validation gets its answer here.
+    pub fn with_acme(config: Arc<rustls::ServerConfig>) -> TlsConfig {
+        TlsConfig::with_alpn(config, vec![b"http/1.1".to_vec(), crate::acme::ACME_TLS_ALPN.to_vec()])
+    }
+
+    fn with_alpn(config: Arc<rustls::ServerConfig>, alpn: Vec<Vec<u8>>) -> TlsConfig {
+        let tls = TlsConfig { current: Arc::new(RwLock::new(config.clone())), alpn };
+        tls.replace(config);
+        tls
     }
 
     pub fn replace(&self, config: Arc<rustls::ServerConfig>) {
-        if let Ok(mut current) = self.0.write() {
-            *current = with_alpn(config);
+        let mut config = (*config).clone();
+        config.alpn_protocols = self.alpn.clone();
+        if let Ok(mut current) = self.current.write() {
+            *current = Arc::new(config);
         }
     }
 
     fn current(&self) -> Arc<rustls::ServerConfig> {
-        self.0.read().map(|c| c.clone()).unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+        self.current.read().map(|c| c.clone()).unwrap_or_else(|poisoned| poisoned.into_inner().clone())
     }
-}
-
-fn with_alpn(config: Arc<rustls::ServerConfig>) -> Arc<rustls::ServerConfig> {
-    let mut config = (*config).clone();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
 }
 
 /// TLS connections, ready for axum.
@@ -82,6 +94,10 @@ async fn accept_loop(
         let out = ready.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                // A TLS-ALPN-01 validation is over once the handshake showed the certificate.
+                Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN) => {
+                    tracing::info!(%addr, "acme: tls-alpn-01 validation handshake answered");
+                }
                 Ok(Ok(tls)) => {
                     drop(permit);
                     let _ = out.send((tls, addr)).await;

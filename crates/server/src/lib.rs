@@ -14,6 +14,7 @@
 //! one options struct each ([`ServeOptions`], [`TurnOptions`]): the command line (clap) and
 //! the TOML config file (serde) in one, the command line laid over the file.
 
+pub mod acme;
 pub mod https;
 pub mod metrics;
 pub mod options;

@@ -107,6 +107,18 @@ pub fn render_turn(stats: &TurnStats) -> String {
     metric(&mut out, "peerlink_turn_allocations", "gauge", "Allocations now.", &[("", stats.allocations)]);
     metric(&mut out, "peerlink_turn_permissions", "gauge", "Permissions now.", &[("", stats.permissions)]);
     metric(&mut out, "peerlink_turn_channels", "gauge", "Channel bindings now.", &[("", stats.channels)]);
+    // STUN Binding on the TURN port, under the name `peerlink stun` uses.
+    metric(
+        &mut out,
+        "peerlink_stun_requests_total",
+        "counter",
+        "Binding requests by outcome.",
+        &[
+            (r#"outcome="answered""#, stats.binding_answered),
+            (r#"outcome="rejected""#, stats.binding_rejected),
+            (r#"outcome="ignored""#, stats.binding_ignored),
+        ],
+    );
     metric(
         &mut out,
         "peerlink_turn_allocations_created_total",

@@ -53,6 +53,39 @@ pub struct ServeOptions {
     /// pass) [default: 50]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub messages_per_second: Option<u32>,
+    /// Get the certificate for D from an ACME CA (Let's Encrypt unless --acme-directory) and
+    /// renew it: HTTPS/WSS on --http and TURN over TLS use it. Repeat for several names; D's
+    /// DNS must point here, with port 443 reaching --http (TLS-ALPN-01) or port 80 reaching
+    /// --acme-http (HTTP-01)
+    #[arg(long, value_name = "D", conflicts_with_all = ["cert", "key"])]
+    #[serde(default)]
+    pub acme_domain: Vec<String>,
+    /// Contact address given to the ACME CA (expiry warnings, policy changes)
+    #[arg(long, value_name = "EMAIL")]
+    pub acme_email: Option<String>,
+    /// The ACME CA's directory URL [default: Let's Encrypt,
+    /// https://acme-v02.api.letsencrypt.org/directory]
+    #[arg(long, value_name = "URL")]
+    pub acme_directory: Option<String>,
+    /// Extra root certificates (PEM) to trust for the ACME CA's own HTTPS, beside the
+    /// system's: for a private or test CA (repeat for several files)
+    #[arg(long, value_name = "FILE")]
+    #[serde(default)]
+    pub acme_ca_root: Vec<PathBuf>,
+    /// Folder for the ACME account key and the certificates [default: $STATE_DIRECTORY/acme,
+    /// else $XDG_STATE_HOME/peerlink/acme, else ~/.local/state/peerlink/acme]
+    #[arg(long, value_name = "DIR")]
+    pub acme_cache: Option<PathBuf>,
+    /// Also listen for plain HTTP here (e.g. 0.0.0.0:80): answers the ACME HTTP-01 challenge
+    /// and sends every other request to https
+    #[arg(long, value_name = "ADDR")]
+    pub acme_http: Option<SocketAddr>,
+    /// The host name browsers are given in `iceServers` (`stun:`, `turn:`, `turns:` URLs)
+    /// and that the certificate is for [default: the first --acme-domain, else the
+    /// certificate's name, else the listen address (or, listening on all addresses, the
+    /// name the browser reached the app by)]
+    #[arg(long, value_name = "NAME")]
+    pub public_name: Option<String>,
     /// `peerlink stun`'s UDP receive threads: a file key only, so that one file serves every
     /// command (`serve` answers STUN on its TURN threads).
     #[arg(skip)]
@@ -88,6 +121,13 @@ pub struct TurnOptions {
     #[arg(long, value_name = "IP")]
     #[serde(default)]
     pub relay_ip: Vec<IpAddr>,
+    /// The public address of this host behind 1:1 NAT (a cloud VM's), as coturn's
+    /// external-ip: PUBLIC, or PUBLIC/PRIVATE to open relays on the private address PRIVATE.
+    /// Relays advertise PUBLIC in XOR-RELAYED-ADDRESS, and browsers are given it in
+    /// `iceServers` (when no name is). Once per address family
+    #[arg(long, value_name = "PUBLIC[/PRIVATE]")]
+    #[serde(default)]
+    pub external_ip: Vec<String>,
     /// Relay port range [default: 49152-65535]
     #[arg(long, value_name = "MIN-MAX")]
     pub relay_ports: Option<String>,
@@ -244,6 +284,55 @@ pub fn parse_port_range(text: &str) -> anyhow::Result<std::ops::RangeInclusive<u
     Ok(low..=high)
 }
 
+/// `--external-ip` values: (public, private) pairs, at most one per address family, each
+/// pair of one family.
+pub fn parse_external_ips(values: &[String]) -> anyhow::Result<Vec<(IpAddr, Option<IpAddr>)>> {
+    let mut out: Vec<(IpAddr, Option<IpAddr>)> = Vec::new();
+    for text in values {
+        let (public, private) = match text.split_once('/') {
+            Some((public, private)) => (public, Some(private)),
+            None => (text.as_str(), None),
+        };
+        let public: IpAddr = public.trim().parse().with_context(|| {
+            format!("bad --external-ip {text}: expected PUBLIC or PUBLIC/PRIVATE addresses")
+        })?;
+        let private: Option<IpAddr> = private.map(|p| p.trim().parse()).transpose().with_context(|| {
+            format!("bad --external-ip {text}: expected PUBLIC or PUBLIC/PRIVATE addresses")
+        })?;
+        if public.is_unspecified() || private.is_some_and(|p| p.is_unspecified()) {
+            anyhow::bail!("bad --external-ip {text}: an address, not 0.0.0.0 or ::");
+        }
+        if private.is_some_and(|p| p.is_ipv4() != public.is_ipv4()) {
+            anyhow::bail!("bad --external-ip {text}: PUBLIC and PRIVATE must be of one address family");
+        }
+        if out.iter().any(|(other, _)| other.is_ipv4() == public.is_ipv4()) {
+            anyhow::bail!("--external-ip takes at most one IPv4 and one IPv6 address");
+        }
+        out.push((public, private));
+    }
+    Ok(out)
+}
+
+/// A `--public-name`: a DNS name or an IP address, without scheme, port or path.
+pub fn check_public_name(name: &str) -> anyhow::Result<()> {
+    if name.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let fine = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if !fine {
+        anyhow::bail!("bad --public-name {name:?}: expected a host name such as turn.example.org (no scheme, port or path)");
+    }
+    Ok(())
+}
+
 /// `NAME:PASS` (the password may itself contain colons).
 pub fn parse_user(text: &str) -> anyhow::Result<(String, String)> {
     let (name, pass) = text.split_once(':').context("expected NAME:PASS")?;
@@ -321,7 +410,7 @@ mod tests {
         let typo = toml::from_str::<ServeOptions>(r#"lisen = "127.0.0.1:1""#).unwrap_err();
         let typo = naming_known_keys(&typo);
         assert!(typo.contains("1 | lisen ="), "{typo}");
-        assert!(typo.contains("unknown field `lisen`, expected one of `allow_loopback_peers`,"), "{typo}");
+        assert!(typo.contains("unknown field `lisen`, expected one of `acme_ca_root`,"), "{typo}");
         assert!(typo.contains("`listen`") && typo.contains("`http`") && typo.contains("`udp_workers`"));
         assert!(!typo.contains("`config`"), "{typo}");
         // `config` names the file on the command line only.
@@ -364,6 +453,65 @@ mod tests {
         assert!(layer(&raised, &cli(&[])).unwrap().turn.allow_loopback_peers);
         let lowered = file("allow_loopback_peers = false");
         assert!(layer(&lowered, &cli(&["--allow-loopback-peers"])).unwrap().turn.allow_loopback_peers);
+    }
+
+    #[test]
+    fn parses_external_ips() {
+        let v4: IpAddr = "203.0.113.5".parse().unwrap();
+        let private: IpAddr = "10.0.0.5".parse().unwrap();
+        let v6: IpAddr = "2001:db8::5".parse().unwrap();
+        let parsed = parse_external_ips(&["203.0.113.5/10.0.0.5".into(), "2001:db8::5".into()]).unwrap();
+        assert_eq!(parsed, [(v4, Some(private)), (v6, None)]);
+        assert_eq!(parse_external_ips(&[" 203.0.113.5 ".into()]).unwrap(), [(v4, None)]);
+        for bad in [
+            &["203.0.113.5/2001:db8::1"][..],
+            &["203.0.113.5", "198.51.100.1"],
+            &["turn.example.org"],
+            &["0.0.0.0"],
+            &["203.0.113.5/"],
+        ] {
+            let bad: Vec<String> = bad.iter().map(|s| s.to_string()).collect();
+            assert!(parse_external_ips(&bad).is_err(), "{bad:?}");
+        }
+        let c = file(
+            r#"external_ip = ["203.0.113.5/10.0.0.5"]
+                        public_name = "turn.example.org""#,
+        );
+        assert_eq!(c.turn.external_ip, ["203.0.113.5/10.0.0.5"]);
+        assert_eq!(c.public_name.as_deref(), Some("turn.example.org"));
+        assert_eq!(cli(&["--external-ip", "1.2.3.4", "--external-ip", "::1"]).turn.external_ip.len(), 2);
+    }
+
+    #[test]
+    fn reads_acme_keys() {
+        let c = file(
+            r#"acme_domain = ["meet.example.org", "turn.example.org"]
+               acme_email = "admin@example.org"
+               acme_directory = "https://127.0.0.1:14000/dir"
+               acme_ca_root = ["/etc/peerlink/test-ca.pem"]
+               acme_cache = "/var/lib/peerlink/acme"
+               acme_http = "0.0.0.0:80""#,
+        );
+        assert_eq!(c.acme_domain.len(), 2);
+        assert_eq!(c.acme_http, Some("0.0.0.0:80".parse().unwrap()));
+        assert_eq!(c.acme_cache.as_deref(), Some(Path::new("/var/lib/peerlink/acme")));
+        let over = cli(&["--acme-domain", "a.example.org", "--acme-email", "b@example.org"]);
+        let merged = layer(&c, &over).unwrap();
+        assert_eq!(merged.acme_domain, ["a.example.org"]);
+        assert_eq!(merged.acme_email.as_deref(), Some("b@example.org"));
+        assert_eq!(merged.acme_directory.as_deref(), Some("https://127.0.0.1:14000/dir"));
+        let both = ["serve", "--acme-domain", "a.example.org", "--cert", "c.pem", "--key", "k.pem"];
+        assert!(Serve::try_parse_from(both).is_err(), "--acme-domain or --cert, not both");
+    }
+
+    #[test]
+    fn checks_public_names() {
+        for good in ["example.org", "turn-1.example.org", "localhost", "192.0.2.1", "2001:db8::1"] {
+            assert!(check_public_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "https://example.org", "example.org:443", "exa mple.org", "-x.org", "a..b"] {
+            assert!(check_public_name(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //!
 //! Lines scripts read (what listens where) go to standard output, logs to `tracing`.
 
-use crate::options::{parse_port_range, parse_user, ServeOptions, TurnOptions};
+use crate::options::{
+    check_public_name, parse_external_ips, parse_port_range, parse_user, ServeOptions, TurnOptions,
+};
 use crate::shutdown::wait_for_signal;
-use crate::{https, metrics, tls, Shutdown, TurnConfig, TurnHandle};
+use crate::{acme, https, metrics, tls, Shutdown, TurnConfig, TurnHandle};
 use anyhow::Context;
 use peerlink_turn::{Credentials, PeerPolicy, ServerConfig};
 use std::net::{IpAddr, SocketAddr};
@@ -22,6 +24,7 @@ const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 pub fn run(options: ServeOptions) -> anyhow::Result<()> {
     let mut options = options.with_file()?;
     let http = options.http.unwrap_or_else(|| DEFAULT_HTTP.parse().expect("valid default"));
+    let acme = acme_from(&options, http)?;
     let mut hub = hub_config(&options)?;
     let ttl = options.credential_ttl.unwrap_or(86_400);
     let hub_mode = hub.room_mode;
@@ -31,10 +34,24 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
     let http_listener =
         std::net::TcpListener::bind(http).with_context(|| format!("cannot listen on {http} for HTTP"))?;
     http_listener.set_nonblocking(true)?;
-    let turn_urls = if options.turn.cert.is_some() { 3 } else { 2 };
+    let name = match (&options.public_name, &acme) {
+        (None, Some(acme)) => Some(acme.settings().domains[0].clone()),
+        _ => public_name(options.public_name.as_deref(), options.turn.cert.as_deref())?,
+    };
+    let acme_http = match acme.as_ref().and_then(|a| a.settings().http) {
+        Some(addr) => {
+            let listener = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen on {addr} for --acme-http"))?;
+            listener.set_nonblocking(true)?;
+            Some(listener)
+        }
+        None => None,
+    };
+    let acme_tls = acme.as_ref().map(|acme| acme.server_config()).transpose()?;
+    let turn_urls = if options.turn.cert.is_some() || acme_tls.is_some() { 3 } else { 2 };
     let quota = allocations_per_credential(&hub, turn_urls);
-    let turn = Turn::start("serve", options.turn, quota)?;
-    hub.ice = turn.ice_config(Duration::from_secs(ttl));
+    let turn = Turn::start("serve", options.turn, quota, acme_tls.clone())?;
+    hub.ice = turn.ice_config(Duration::from_secs(ttl), name.as_deref());
     runtime()?.block_on(async {
         let signal = match &redis {
             Some(url) => {
@@ -61,12 +78,30 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
         });
         // With a certificate, the app is served over HTTPS: browsers on other machines grant
         // camera and microphone to secure pages only.
-        let https = match &turn.cert_key {
-            Some((cert, key)) => Some(https::TlsConfig::new(tls::load(cert, key)?)),
-            None => None,
+        let https = match (&turn.cert_key, acme_tls) {
+            (Some((cert, key)), _) => Some(https::TlsConfig::new(tls::load(cert, key)?)),
+            (None, Some(config)) => Some(https::TlsConfig::with_acme(config)),
+            (None, None) => None,
         };
-        turn.spawn_helpers("serve", Some(render), https.clone()).await?;
-        let app = signal.router().merge(crate::web::router());
+        let installer = Installer { https: https.clone(), turn: turn.handle.clone() };
+        turn.spawn_helpers("serve", Some(render), installer.clone()).await?;
+        let mut app = signal.router().merge(crate::web::router());
+        if let Some(acme) = &acme {
+            app = app.layer(axum::middleware::from_fn_with_state(acme.clone(), acme_gate));
+            say(format_args!("peerlink serve: acme: {}", acme.describe()));
+            tokio::spawn(acme.clone().run(move |config| installer.install(config), say));
+        }
+        if let (Some(listener), Some(acme)) = (acme_http, &acme) {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let local = listener.local_addr()?;
+            let router = acme::http_router(acme.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!(error = %e, "acme http listener failed");
+                }
+            });
+            say(format_args!("peerlink serve: http-01 and redirects to https on http://{local}/"));
+        }
         let listener = tokio::net::TcpListener::from_std(http_listener)?;
         let local = listener.local_addr()?;
         let shutdown = Shutdown::new();
@@ -161,13 +196,79 @@ pub const TURN_ALLOCATIONS_PER_USER: usize = 30;
 /// Runs `peerlink turn` until Ctrl-C or SIGTERM: `options` as given on the command line,
 /// over its `config` file's.
 pub fn run_turn(options: TurnOptions) -> anyhow::Result<()> {
-    let turn = Turn::start("turn", options.with_file()?, TURN_ALLOCATIONS_PER_USER)?;
+    let turn = Turn::start("turn", options.with_file()?, TURN_ALLOCATIONS_PER_USER, None)?;
     runtime()?.block_on(async {
-        turn.spawn_helpers("turn", None, None).await?;
+        let installer = Installer { https: None, turn: turn.handle.clone() };
+        turn.spawn_helpers("turn", None, installer).await?;
         wait_for_signal().await
     })?;
     turn.stop();
     Ok(())
+}
+
+/// Where a new certificate goes: HTTPS on --http and TURN over TLS, for new connections
+/// (open ones and every allocation carry on). SIGHUP reloads and ACME renewals both come here.
+#[derive(Clone)]
+struct Installer {
+    https: Option<https::TlsConfig>,
+    turn: Arc<TurnHandle>,
+}
+
+impl Installer {
+    fn install(&self, config: Arc<rustls::ServerConfig>) {
+        if let Some(https) = &self.https {
+            https.replace(config.clone());
+        }
+        self.turn.reload_tls(config);
+    }
+}
+
+/// The ACME manager `options` ask for, if any (its cached certificate loaded).
+fn acme_from(options: &ServeOptions, http: SocketAddr) -> anyhow::Result<Option<Arc<acme::Acme>>> {
+    if options.acme_domain.is_empty() {
+        let stray = [
+            ("--acme-email", options.acme_email.is_some()),
+            ("--acme-directory", options.acme_directory.is_some()),
+            ("--acme-ca-root", !options.acme_ca_root.is_empty()),
+            ("--acme-cache", options.acme_cache.is_some()),
+            ("--acme-http", options.acme_http.is_some()),
+        ];
+        if let Some((flag, _)) = stray.iter().find(|(_, given)| *given) {
+            let key = flag.trim_start_matches("--").replace('-', "_");
+            anyhow::bail!(
+                "{flag} ({key} in a config file) needs --acme-domain NAME (acme_domain = [\"NAME\"]): \
+                 the name of this server to get a certificate for"
+            );
+        }
+        return Ok(None);
+    }
+    if options.turn.cert.is_some() || options.turn.key.is_some() {
+        anyhow::bail!("give either --acme-domain (a certificate from a CA) or --cert/--key, not both");
+    }
+    let settings = acme::Settings::new(
+        &options.acme_domain,
+        options.acme_email.as_deref(),
+        options.acme_directory.as_deref(),
+        &options.acme_ca_root,
+        options.acme_cache.as_deref(),
+        http,
+        options.acme_http,
+    )?;
+    Ok(Some(acme::Acme::new(settings)?))
+}
+
+/// While ACME has no certificate yet, every HTTPS request gets a 503 that says why.
+async fn acme_gate(
+    axum::extract::State(acme): axum::extract::State<Arc<acme::Acme>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if acme.ready() {
+        next.run(request).await
+    } else {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, acme.waiting_message()).into_response()
+    }
 }
 
 /// A running TURN server and what its command does around it.
@@ -177,13 +278,21 @@ struct Turn {
     rest_secret: Option<Vec<u8>>,
     cert_key: Option<(PathBuf, PathBuf)>,
     metrics: Option<SocketAddr>,
+    /// Public addresses (`--external-ip`), one per family at most.
+    external: Vec<IpAddr>,
 }
 
 impl Turn {
     /// Starts TURN from `options` (the file's already under them); `command` names the
     /// command in messages; `quota` is the allocations per user (credential) unless
-    /// `--max-allocations-per-user` says otherwise.
-    fn start(command: &str, options: TurnOptions, quota: usize) -> anyhow::Result<Turn> {
+    /// `--max-allocations-per-user` says otherwise. `acme_tls` (ACME's certificate) serves
+    /// TURN over TLS when there is no --cert.
+    fn start(
+        command: &str,
+        options: TurnOptions,
+        quota: usize,
+        acme_tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> anyhow::Result<Turn> {
         let listen = match options.listen.as_slice() {
             [addr] => *addr,
             [] => DEFAULT_LISTEN.parse().expect("valid default"),
@@ -211,7 +320,9 @@ impl Turn {
         for secret in &secrets {
             credentials.add_secret(secret);
         }
-        let relay_ips = if !options.relay_ip.is_empty() {
+        let external = parse_external_ips(&options.external_ip)?;
+        let given_relay_ips = !options.relay_ip.is_empty();
+        let mut relay_ips = if given_relay_ips {
             options.relay_ip
         } else if !listen.ip().is_unspecified() {
             vec![listen.ip()]
@@ -222,6 +333,29 @@ impl Turn {
             || relay_ips.iter().filter(|ip| ip.is_ipv6()).count() > 1
         {
             anyhow::bail!("--relay-ip takes at most one IPv4 and one IPv6 address");
+        }
+        // --external-ip PUBLIC/PRIVATE: relays of that family open on PRIVATE.
+        for (public, private) in &external {
+            let Some(private) = private else { continue };
+            match relay_ips.iter_mut().find(|ip| ip.is_ipv4() == private.is_ipv4()) {
+                Some(ip) if given_relay_ips && ip != private => anyhow::bail!(
+                    "--external-ip {public}/{private} opens relays on {private}, but --relay-ip says {ip}"
+                ),
+                Some(ip) => *ip = *private,
+                None => relay_ips.push(*private),
+            }
+        }
+        let advertised: Vec<(IpAddr, IpAddr)> = external
+            .iter()
+            .filter_map(|(public, _)| {
+                let bound = relay_ips.iter().find(|ip| ip.is_ipv4() == public.is_ipv4())?;
+                Some((*bound, *public))
+            })
+            .collect();
+        if let Some((public, _)) =
+            external.iter().find(|(public, _)| !relay_ips.iter().any(|ip| ip.is_ipv4() == public.is_ipv4()))
+        {
+            anyhow::bail!("--external-ip {public}: this server opens no relays of its address family");
         }
         let relay_ports = match options.relay_ports {
             Some(text) => parse_port_range(&text).context("bad --relay-ports")?,
@@ -241,18 +375,18 @@ impl Turn {
         }
         core.max_bytes_per_second = options.max_bandwidth.filter(|&n| n > 0);
         let (cert, key) = (options.cert, options.key);
-        let tls = match (&cert, &key) {
-            (Some(cert), Some(key)) => {
-                let addr = options.tls_listen.unwrap_or(SocketAddr::new(listen.ip(), 5349));
-                Some((addr, tls::load(cert, key)?))
-            }
-            (None, None) => None,
+        let tls_addr = options.tls_listen.unwrap_or(SocketAddr::new(listen.ip(), 5349));
+        let tls = match (&cert, &key, acme_tls) {
+            (Some(cert), Some(key), _) => Some((tls_addr, tls::load(cert, key)?)),
+            (None, None, Some(config)) => Some((tls_addr, config)),
+            (None, None, None) => None,
             _ => anyhow::bail!("TURN over TLS needs both a certificate and a key"),
         };
         let config = TurnConfig {
             listen,
             relay_ips: relay_ips.clone(),
             relay_ports,
+            advertised: advertised.clone(),
             max_tcp_connections: 4096,
             core,
             tls,
@@ -267,6 +401,11 @@ impl Turn {
             handle.local_addr(),
             relay_ips
         ));
+        for (bound, public) in &advertised {
+            say(format_args!(
+                "peerlink {command}: relays opened on {bound} are announced as {public} (external ip)"
+            ));
+        }
         if let Some(addr) = handle.tls_addr() {
             say(format_args!("peerlink {command}: turn listening on {addr} (tls)"));
         }
@@ -275,6 +414,7 @@ impl Turn {
             rest_secret: secrets.into_iter().next(),
             cert_key: cert.zip(key),
             metrics: options.metrics,
+            external: external.into_iter().map(|(public, _)| public).collect(),
         })
     }
 
@@ -283,29 +423,31 @@ impl Turn {
         &self,
         command: &str,
         extra: Option<metrics::Render>,
-        https: Option<https::TlsConfig>,
+        installer: Installer,
     ) -> anyhow::Result<()> {
-        // SIGHUP: read the certificate and key again (renewals), keep every allocation.
-        if let Some((cert, key)) = self.cert_key.clone() {
-            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                .context("cannot listen for SIGHUP")?;
-            let reloader = self.handle.clone();
-            tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    match tls::load(&cert, &key) {
-                        Ok(config) => {
-                            if let Some(https) = &https {
-                                https.replace(config.clone());
-                            }
-                            reloader.reload_tls(config)
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %format!("{e:#}"), "tls reload failed; keeping the old certificate")
-                        }
+        // SIGHUP: read the certificate and key again (renewals), keep every allocation. Always
+        // caught (`systemctl reload` sends it): without --cert there is nothing to reload, and
+        // ACME renews by itself.
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot listen for SIGHUP")?;
+        let cert_key = self.cert_key.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let Some((cert, key)) = &cert_key else {
+                    tracing::info!("SIGHUP: no --cert/--key to reload");
+                    continue;
+                };
+                match tls::load(cert, key) {
+                    Ok(config) => {
+                        tracing::info!("SIGHUP: certificate reloaded");
+                        installer.install(config)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "tls reload failed; keeping the old certificate")
                     }
                 }
-            });
-        }
+            }
+        });
         if let Some(addr) = self.metrics {
             let shared = self.handle.shared_stats();
             let render: metrics::Render = Arc::new(move || {
@@ -322,20 +464,21 @@ impl Turn {
         Ok(())
     }
 
-    /// `iceServers` for browsers: this server's STUN and TURN. `{host}` (the name the browser
-    /// reached the app by) stands in for an unspecified listen address.
-    fn ice_config(&self, ttl: Duration) -> peerlink_signal::IceConfig {
-        let host = |addr: SocketAddr| match addr.ip() {
-            ip if ip.is_unspecified() => "{host}".to_owned(),
-            IpAddr::V6(ip) => format!("[{ip}]"),
-            IpAddr::V4(ip) => ip.to_string(),
-        };
+    /// `iceServers` for browsers: this server's STUN and TURN, on `name` when given (what
+    /// the certificate is for: browsers check a `turns:` server's certificate against the
+    /// URL's host), else on the public address (`--external-ip`), else on the listen address.
+    fn ice_config(&self, ttl: Duration, name: Option<&str>) -> peerlink_signal::IceConfig {
         let addr = self.handle.local_addr();
-        let (h, port) = (host(addr), addr.port());
+        let h = ice_host(addr, name, &self.external);
+        let port = addr.port();
         let mut turn_urls =
             vec![format!("turn:{h}:{port}?transport=udp"), format!("turn:{h}:{port}?transport=tcp")];
         if let Some(tls) = self.handle.tls_addr() {
-            turn_urls.push(format!("turns:{}:{}?transport=tcp", host(tls), tls.port()));
+            turn_urls.push(format!(
+                "turns:{}:{}?transport=tcp",
+                ice_host(tls, name, &self.external),
+                tls.port()
+            ));
         }
         peerlink_signal::IceConfig {
             stun_urls: vec![format!("stun:{h}:{port}")],
@@ -356,8 +499,52 @@ impl Turn {
     }
 }
 
+/// The host of this server's `iceServers` URLs for a listener on `addr`: `name` if given; else
+/// the public address of `addr`'s family (`external`; either when `addr` is unspecified);
+/// else `addr`'s IP; else (an unspecified address) `{host}`, which signaling replaces by the
+/// name the browser reached the app by.
+fn ice_host(addr: SocketAddr, name: Option<&str>, external: &[IpAddr]) -> String {
+    let literal = |ip: IpAddr| match ip {
+        IpAddr::V6(ip) => format!("[{ip}]"),
+        IpAddr::V4(ip) => ip.to_string(),
+    };
+    if let Some(name) = name {
+        return match name.parse::<IpAddr>() {
+            Ok(ip) => literal(ip),
+            Err(_) => name.to_owned(),
+        };
+    }
+    let public = if addr.ip().is_unspecified() {
+        external.iter().find(|ip| ip.is_ipv4()).or(external.first())
+    } else {
+        external.iter().find(|ip| ip.is_ipv4() == addr.is_ipv4())
+    };
+    match public {
+        Some(ip) => literal(*ip),
+        None if addr.ip().is_unspecified() => "{host}".to_owned(),
+        None => literal(addr.ip()),
+    }
+}
+
+/// The name `iceServers` give browsers: `--public-name`, else the certificate's first DNS
+/// name (`{host}` when that is a wildcard: the name the browser reached the app by is one of
+/// its names).
+fn public_name(public_name: Option<&str>, cert: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    if let Some(name) = public_name {
+        check_public_name(name)?;
+        return Ok(Some(name.to_owned()));
+    }
+    let Some(cert) = cert else { return Ok(None) };
+    let names = tls::dns_names(cert)?;
+    Ok(match names.first() {
+        Some(name) if name.starts_with("*.") => Some("{host}".to_owned()),
+        Some(name) => Some(name.clone()),
+        None => None,
+    })
+}
+
 /// Writes one whole line to standard output and flushes it: scripts wait for these.
-fn say(line: std::fmt::Arguments) {
+pub(crate) fn say(line: std::fmt::Arguments) {
     use std::io::Write as _;
     let line = format!("{line}\n");
     let mut out = std::io::stdout().lock();
@@ -394,6 +581,23 @@ mod tests {
     fn redacts_the_password_of_a_redis_url() {
         assert_eq!(redact_url("redis://user:pw@host:6379/"), "redis://…@host:6379/");
         assert_eq!(redact_url("redis://host:6379/"), "redis://host:6379/");
+    }
+
+    #[test]
+    fn ice_urls_name_the_public_name_else_the_public_address_else_the_listen_address() {
+        let v4: SocketAddr = "10.0.0.5:3478".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::5]:3478".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:3478".parse().unwrap();
+        let external: Vec<IpAddr> = vec!["203.0.113.5".parse().unwrap(), "2001:db8::99".parse().unwrap()];
+        assert_eq!(ice_host(v4, Some("turn.example.org"), &external), "turn.example.org");
+        assert_eq!(ice_host(v4, Some("2001:db8::1"), &external), "[2001:db8::1]");
+        assert_eq!(ice_host(v4, None, &external), "203.0.113.5");
+        assert_eq!(ice_host(v6, None, &external), "[2001:db8::99]");
+        assert_eq!(ice_host(any, None, &external), "203.0.113.5");
+        assert_eq!(ice_host(any, None, &external[1..]), "[2001:db8::99]");
+        assert_eq!(ice_host(v4, None, &external[1..]), "10.0.0.5");
+        assert_eq!(ice_host(v6, None, &[]), "[2001:db8::5]");
+        assert_eq!(ice_host(any, None, &[]), "{host}");
     }
 
     #[test]

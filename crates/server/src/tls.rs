@@ -27,3 +27,43 @@ pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>
         .context("certificate and key do not form a usable pair")?;
     Ok(Arc::new(config))
 }
+
+/// The DNS names (subject alternative names) of the first certificate in a PEM file, in order.
+pub fn dns_names(cert: &Path) -> anyhow::Result<Vec<String>> {
+    let first = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("cannot read certificate {}", cert.display()))?
+        .next()
+        .with_context(|| format!("no certificate in {}", cert.display()))?
+        .with_context(|| format!("bad certificate PEM in {}", cert.display()))?;
+    Ok(CertInfo::parse(&first)?.dns_names)
+}
+
+/// What the server needs to know of a certificate: its names and validity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    pub dns_names: Vec<String>,
+    /// Seconds since the Unix epoch.
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+impl CertInfo {
+    pub fn parse(der: &CertificateDer<'_>) -> anyhow::Result<CertInfo> {
+        use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+        let (_, cert) = X509Certificate::from_der(der.as_ref()).context("bad X.509 certificate")?;
+        let mut dns_names = Vec::new();
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                if let GeneralName::DNSName(name) = name {
+                    dns_names.push(name.to_ascii_lowercase());
+                }
+            }
+        }
+        let validity = cert.validity();
+        Ok(CertInfo {
+            dns_names,
+            not_before: validity.not_before.timestamp(),
+            not_after: validity.not_after.timestamp(),
+        })
+    }
+}

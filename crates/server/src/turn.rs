@@ -65,6 +65,9 @@ pub struct TurnConfig {
     /// Relay addresses: at most one IPv4 and one IPv6.
     pub relay_ips: Vec<IpAddr>,
     pub relay_ports: RangeInclusive<u16>,
+    /// 1:1 NAT (`--external-ip`): a relay opened on the first address of a pair is announced
+    /// to its client (XOR-RELAYED-ADDRESS) on the second, with the same port.
+    pub advertised: Vec<(IpAddr, IpAddr)>,
     pub max_tcp_connections: usize,
     pub core: ServerConfig,
     /// TURN over TLS (RFC 8656 §3.1) on this address, with this certificate.
@@ -281,6 +284,7 @@ fn shard(
             tcp_relay_addrs: HashSet::new(),
             relay_ips: config.relay_ips.clone(),
             relay_ports: config.relay_ports.clone(),
+            advertised: config.advertised.clone(),
             max_tcp_connections: config.max_tcp_connections,
             rng: seed(),
             ledger,
@@ -394,6 +398,7 @@ struct Io {
     tcp_relay_addrs: HashSet<SocketAddr>,
     relay_ips: Vec<IpAddr>,
     relay_ports: RangeInclusive<u16>,
+    advertised: Vec<(IpAddr, IpAddr)>,
     max_tcp_connections: usize,
     rng: u64,
     ledger: Arc<Ledger>,
@@ -439,6 +444,14 @@ impl Io {
         }
     }
 
+    /// The address a relay bound on `local` is announced on (`--external-ip`).
+    fn advertised(&self, local: SocketAddr) -> SocketAddr {
+        match self.advertised.iter().find(|(bound, _)| *bound == local.ip()) {
+            Some((_, public)) => SocketAddr::new(*public, local.port()),
+            None => local,
+        }
+    }
+
     fn tcp_connections(&self) -> usize {
         self.tcp_by_client.len()
     }
@@ -455,7 +468,7 @@ impl Io {
         let id = RelayId(token.0 as u32);
         let inserted = self.insert(Entry::Relay { socket: Udp::new(socket), id });
         debug_assert_eq!(inserted, token);
-        Some(Relay { id, addr })
+        Some(Relay { id, addr: self.advertised(addr) })
     }
 }
 

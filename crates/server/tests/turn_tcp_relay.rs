@@ -30,6 +30,7 @@ fn start_limited(max_bytes_per_second: Option<u64>) -> turn::TurnHandle {
         listen: "127.0.0.1:0".parse().unwrap(),
         relay_ips: vec!["127.0.0.1".parse().unwrap()],
         relay_ports: 49152..=65535,
+        advertised: Vec::new(),
         max_tcp_connections: 64,
         core,
         tls: None,

@@ -94,7 +94,7 @@ impl Io {
         let inserted = self.insert(Entry::TcpRelay { listener, id, addr });
         debug_assert_eq!(inserted, token);
         self.tcp_relay_addrs.insert(addr);
-        Some(Relay { id, addr })
+        Some(Relay { id, addr: self.advertised(addr) })
     }
 
     /// Registers a peer data connection under a new token.

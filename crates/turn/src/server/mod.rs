@@ -164,6 +164,10 @@ pub struct TurnStats {
     pub silent_allocations: u64,
     /// Allocate requests refused for the per-user (486) or server-wide (508) quota.
     pub quota_refusals: u64,
+    /// STUN Binding requests on the TURN port: answered, rejected (an error response), ignored.
+    pub binding_answered: u64,
+    pub binding_rejected: u64,
+    pub binding_ignored: u64,
 }
 
 impl TurnStats {
@@ -190,6 +194,9 @@ impl TurnStats {
             tcp_bytes_to_clients,
             silent_allocations,
             quota_refusals,
+            binding_answered,
+            binding_rejected,
+            binding_ignored,
         } = other;
         self.allocations += allocations;
         self.permissions += permissions;
@@ -211,6 +218,9 @@ impl TurnStats {
         self.tcp_bytes_to_clients += tcp_bytes_to_clients;
         self.silent_allocations += silent_allocations;
         self.quota_refusals += quota_refusals;
+        self.binding_answered += binding_answered;
+        self.binding_rejected += binding_rejected;
+        self.binding_ignored += binding_ignored;
     }
 }
 
@@ -483,8 +493,18 @@ impl TurnServer {
         let reply = Reply::to(&message);
         match (message.class(), message.method()) {
             (Class::Request, Method::BINDING) => match binding::respond(packet, tuple.client, out) {
-                binding::Outcome::Ignored(_) => ClientAction::Nothing,
-                _ => ClientAction::Reply,
+                binding::Outcome::Ignored(_) => {
+                    self.stats.binding_ignored += 1;
+                    ClientAction::Nothing
+                }
+                binding::Outcome::Rejected(_) => {
+                    self.stats.binding_rejected += 1;
+                    ClientAction::Reply
+                }
+                binding::Outcome::Answered => {
+                    self.stats.binding_answered += 1;
+                    ClientAction::Reply
+                }
             },
             (Class::Request, method)
                 if [
