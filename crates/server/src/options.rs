@@ -64,7 +64,7 @@ pub struct ServeOptions {
     #[arg(long, value_name = "EMAIL")]
     pub acme_email: Option<String>,
     /// The ACME CA's directory URL [default: Let's Encrypt,
-    /// https://acme-v02.api.letsencrypt.org/directory]
+    /// `https://acme-v02.api.letsencrypt.org/directory`]
     #[arg(long, value_name = "URL")]
     pub acme_directory: Option<String>,
     /// Extra root certificates (PEM) to trust for the ACME CA's own HTTPS, beside the
