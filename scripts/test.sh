@@ -113,6 +113,8 @@ step "media: the browser app shows a peerlink play peer's video and audio, and a
 tests/e2e/web-media.sh target/release/peerlink
 step "SFU: 4 Chromium pages in a --room-mode sfu room decode each other over one connection each"
 tests/e2e/sfu-chromium.sh target/release/peerlink
+step "SFU: last-N and thumbnails: 4 Chromium pages get the videos the speaker order names, in the right layers"
+SCENARIO=lastn tests/e2e/sfu-chromium.sh target/release/peerlink
 step "SFU: native peers (play, record, chat) in an SFU room with a Chromium page"
 tests/e2e/sfu-native.sh target/release/peerlink
 step "SFU: the browser app in an SFU room (4 pages, one connection each, chat through the server)"

@@ -62,6 +62,7 @@ const app = {
   sfu: null, // { peer, streams: Map publisher id -> MediaStream, opened }: connection to "sfu"
   switching: null, // the mode switch in progress (see beginSwitch)
   speaker: null, // who has the floor, as the server says in a room through it
+  forwarding: null, // whose video the server forwards us (with last-N), null: everyone's
   switches: [], // finished switches, for tests: { to, ms, moved, forced, at: {id: ms moved} }
   chat: [],
   transfers: new Map(), // key -> { record, row, peerId, peerName }
@@ -394,6 +395,10 @@ function onSignal(from, data) {
     if (app.mode === 'sfu') showSpeaker(data.speaker);
     return;
   }
+  if (from === 'sfu' && data && Array.isArray(data.forwarding)) {
+    if (app.mode === 'sfu') showForwarding(data.forwarding);
+    return;
+  }
   if (from === 'sfu') {
     app.sfu?.peer.handleSignal(data);
     return;
@@ -527,6 +532,7 @@ function tileOf(id, name) {
   if (!tile) {
     tile = new Tile({ key: id, name: cleanName(name ?? app.roster.get(id)), self: false });
     tile.node.classList.toggle('speaking', id === app.speaker);
+    tile.node.classList.toggle('paused', !!app.forwarding && !app.forwarding.includes(id));
     app.tiles.set(id, tile);
     $('tiles').append(tile.node);
     layoutTiles();
@@ -633,6 +639,13 @@ function showSpeaker(id) {
   app.selfTile?.node.classList.toggle('speaking', id === app.selfId);
 }
 
+/** The server forwards us only these participants' video (last-N): the others' tiles say
+ *  their picture is paused. `null`: everyone's. */
+function showForwarding(ids) {
+  app.forwarding = ids;
+  for (const [key, tile] of app.tiles) tile.node.classList.toggle('paused', !!ids && !ids.includes(key));
+}
+
 function onMode(mode) {
   if (mode === app.mode || !app.selfId) return;
   app.mode = mode;
@@ -650,6 +663,7 @@ function onMode(mode) {
   // Back to a mesh (no speaker news from the server there): connect as newcomers do, each
   // offering to those who joined before it.
   showSpeaker(null);
+  showForwarding(null);
   if (app.sfu) app.sfu.peer.retiring = true;
   const ids = [...app.roster.keys()];
   const me = ids.indexOf(app.selfId);

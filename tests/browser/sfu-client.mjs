@@ -2,11 +2,11 @@
 // for headless Chromium pages: joins, makes ONE RTCPeerConnection to the peer "sfu", offers
 // its fake camera and microphone (optionally as 3 simulcast layers), answers the server's
 // offers (perfect negotiation, the page polite), and chats over the "chat" channel
-// (text out, {from, text} in). Used by sfu-room.mjs and sfu-native.mjs.
+// (text out, {from, text} in). Used by sfu-room.mjs, sfu-lastn.mjs and sfu-native.mjs.
 
 // Runs in the page: the whole client.
 export function client({ ws, room, name, simulcast }) {
-  const state = { id: null, mode: null, pcs: 0, log: [], streams: {}, chat: [], errors: [], speaker: null };
+  const state = { id: null, mode: null, pcs: 0, log: [], streams: {}, chat: [], errors: [], speaker: null, speakers: [], forwarding: null };
   window.__sfu = state;
   const log = (m) => state.log.push(`${Math.round(performance.now())} ${m}`);
   let pc = null;
@@ -75,7 +75,11 @@ export function client({ ws, room, name, simulcast }) {
       state.errors.push(`${m.code}: ${m.message}`);
     } else if (m.type === 'signal' && m.from === 'sfu' && typeof m.data.speaker === 'string') {
       state.speaker = m.data.speaker;
+      state.speakers.push(m.data.speaker);
       log(`speaker ${m.data.speaker}`);
+    } else if (m.type === 'signal' && m.from === 'sfu' && Array.isArray(m.data.forwarding)) {
+      state.forwarding = m.data.forwarding;
+      log(`forwarding ${m.data.forwarding.join(',')}`);
     } else if (m.type === 'signal' && m.from === 'sfu' && pc) {
       const { description, candidate } = m.data;
       try {
@@ -149,3 +153,14 @@ export async function receiving(p) {
   });
 }
 
+
+// Per simulcast layer the page sends: rid, width and bytes sent so far, from getStats.
+export async function sending(p) {
+  return p.page.evaluate(async () => {
+    const layers = [];
+    (await window.__sfuPc.getStats()).forEach((r) => {
+      if (r.type === 'outbound-rtp' && r.kind === 'video') layers.push({ rid: r.rid, width: r.frameWidth || 0, sent: r.bytesSent });
+    });
+    return { id: window.__sfu.id, layers };
+  });
+}

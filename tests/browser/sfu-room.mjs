@@ -8,6 +8,8 @@
 //      page has exactly one peer connection.
 //   2. Chat through the server; the active speaker (from the pages' RFC 6464 audio levels)
 //      announced to every page as one page's microphone and then another's is on.
+//   With STATS_URL (serve --metrics ADDR's /stats): /stats.json lists the room, its
+//   participants and tracks, each flowing and forwarded to the others; the /stats page shows it.
 //   3. One page leaves and a newcomer joins: the others drop the leaver's stream and decode
 //      the newcomer's; the newcomer decodes everyone's; the time to its first frame is printed.
 //
@@ -16,7 +18,7 @@
 //   SIMULCAST=0           send one video layer instead of three (rids q, h, f at 1/4, 1/2, 1)
 import { launchChromium } from './chromium.mjs';
 import { sleep } from './report.mjs';
-import { openPage as openSfuPage, receiving } from './sfu-client.mjs';
+import { openPage as openSfuPage, receiving, sending } from './sfu-client.mjs';
 
 const [origin, ws] = process.argv.slice(2);
 const PAGES = Number(process.env.PAGES || 4);
@@ -79,13 +81,6 @@ if (first.every((r) => r.pcs === 1)) ok('each page has exactly one peer connecti
 if (SIMULCAST) {
   // Each subscriber must get the best layer its publisher sends (the widest one flowing;
   // which layers flow is the publisher's own bandwidth estimate's choice).
-  const sending = (p) => p.page.evaluate(async () => {
-    const layers = [];
-    (await window.__sfuPc.getStats()).forEach((r) => {
-      if (r.type === 'outbound-rtp' && r.kind === 'video') layers.push({ rid: r.rid, width: r.frameWidth || 0, sent: r.bytesSent });
-    });
-    return { id: window.__sfu.id, layers };
-  });
   const deadline = Date.now() + 20000;
   let report = '';
   let good = false;
@@ -107,6 +102,45 @@ if (SIMULCAST) {
   console.log(`# simulcast (rids q, h, f at 160, 320, 640 wide): received width / best layer its publisher sends: ${report}`);
   if (good) ok('simulcast: every page receives the best layer each other page sends');
   else fail('simulcast: some page does not receive the best layer sent');
+}
+
+// The server's own account of the room (`serve --metrics`: /stats.json, and the /stats page
+// rendering it): every participant, each track with its layers flowing and forwarded to the
+// N-1 others.
+if (process.env.STATS_URL) {
+  const url = process.env.STATS_URL;
+  const ids = first.map((r) => r.id).sort();
+  let problems = ['no report'];
+  const deadline = Date.now() + 10000;
+  while (Date.now() < deadline && problems.length) {
+    const rooms = await (await fetch(`${url}.json`)).json();
+    const r = rooms.find((x) => x.room === room);
+    problems = [];
+    if (!r) problems.push(`room ${room} missing from ${rooms.map((x) => x.room)}`);
+    else {
+      const got = r.participants.map((p) => p.id).sort();
+      if (JSON.stringify(got) !== JSON.stringify(ids)) problems.push(`participants ${got}`);
+      if (r.tracks.length !== 2 * PAGES) problems.push(`${r.tracks.length} tracks`);
+      for (const t of r.tracks) {
+        const name = `${t.publisher.slice(0, 6)}/${t.kind}`;
+        if (t.kind === 'video' && t.layers.length !== (SIMULCAST ? 3 : 1)) problems.push(`${name}: ${t.layers.length} layers`);
+        if (!t.layers.some((l) => l.active && l.bitrate_bps > 0)) problems.push(`${name}: nothing flowing`);
+        const subs = t.subscribers.filter((s) => s.id !== t.publisher && s.packets > 0);
+        if (subs.length !== PAGES - 1) problems.push(`${name}: forwarded to ${subs.length}`);
+      }
+    }
+    if (problems.length) await sleep(1000);
+  }
+  if (problems.length) fail(`/stats.json: ${problems.join('; ')}`);
+  else ok(`/stats.json: ${PAGES} participants, ${2 * PAGES} tracks, each flowing and forwarded to the ${PAGES - 1} others`);
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(url);
+  await page.waitForFunction(() => document.body.dataset.rooms === '1', null, { timeout: 10000 }).catch(() => {});
+  const text = await page.evaluate(() => document.body.innerText);
+  if (text.includes(`Room ${room}: ${PAGES} participant(s)`) && text.includes('kbit/s')) ok('the /stats page shows the room, its participants and tracks');
+  else fail(`the /stats page shows: ${text.slice(0, 300)}`);
+  await context.close();
 }
 
 // Chat: one page says something, every other page hears it from that page's id.

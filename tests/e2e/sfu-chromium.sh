@@ -3,6 +3,8 @@
 # the protocol alone (tests/browser/sfu-room.mjs): 4 pages each decode the other 3 videos and
 # receive their audio over one peer connection to the server; one leaves, a fifth joins.
 # In a network namespace of this test's own.
+# SCENARIO=lastn: `--last-n 2 --thumbnails-above 1` instead, with tests/browser/sfu-lastn.mjs
+# (whose videos each page gets, and in which layer, as the speaker changes).
 #
 #   tests/e2e/sfu-chromium.sh [path/to/peerlink]
 #   KEEP=DIR    keep the server log in DIR
@@ -16,10 +18,18 @@ trap 'ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true; sleep
 [ -n "${KEEP:-}" ] && mkdir -p "$KEEP"
 
 export RUST_LOG=${RUST_LOG:-info,peerlink_server::sfu=debug}
-SERVE_ARGS="--room-mode sfu" media_lab "$ns" "$peerlink" "$tmp"
+case ${SCENARIO:-room} in
+room) page=sfu-room.mjs extra= ;;
+lastn) page=sfu-lastn.mjs extra="--last-n 2 --thumbnails-above 1" ;;
+*) echo "unknown SCENARIO ${SCENARIO}" >&2; exit 2 ;;
+esac
+SERVE_ARGS="--room-mode sfu --metrics 127.0.0.1:0 $extra" media_lab "$ns" "$peerlink" "$tmp"
 app=$(sed -nE 's/.*browser app at (http:\/\/[^ ]+).*/\1/p' "$tmp/serve.out" | head -1)
+stats=$(sed -nE 's/.*SFU rooms and tracks at (http:\/\/[^ ]+).*/\1/p' "$tmp/serve.out" | head -1)
+[ -n "$stats" ] || { echo "FAIL serve did not announce its /stats page"; exit 1; }
+export STATS_URL=$stats
 status=0
-timeout 170 ip netns exec "$ns" node tests/browser/sfu-room.mjs "${app%/}" "$ws" || status=$?
+timeout 170 ip netns exec "$ns" node "tests/browser/$page" "${app%/}" "$ws" || status=$?
 if [ $status -ne 0 ]; then
     echo "# server log (last 30 lines):"
     tail -30 "$tmp/serve.log"

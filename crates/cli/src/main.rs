@@ -216,7 +216,7 @@ fn run_stun(args: StunArgs) -> anyhow::Result<()> {
                 }
                 peerlink_server::metrics::render_stun(&total)
             });
-            let (local, _task) = peerlink_server::metrics::serve(addr, render).await?;
+            let (local, _task) = peerlink_server::metrics::serve(addr, render, None).await?;
             crate::say!("peerlink stun: metrics at http://{local}/metrics");
         }
         wait_for_signal().await?;

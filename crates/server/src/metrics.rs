@@ -72,7 +72,56 @@ pub fn render_sfu(stats: &crate::sfu::SfuStats) -> String {
                 load(&stats.timeouts),
             ),
         ],
-    )
+    ) + &render_tracks(&stats.rooms())
+}
+
+/// A label value in the exposition format: backslash, quote and newline escaped.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Per room and track: bitrate and loss of each layer as it arrives, and subscribers.
+fn render_tracks(rooms: &[crate::sfu::RoomReport]) -> String {
+    let mut out = String::new();
+    let mut bitrate = Vec::new();
+    let mut loss = Vec::new();
+    let mut subscribers = Vec::new();
+    for room in rooms {
+        for t in &room.tracks {
+            let track = format!(
+                r#"room="{}",publisher="{}",kind="{}""#,
+                label(&room.room),
+                label(&t.publisher),
+                t.kind
+            );
+            for (i, l) in t.layers.iter().enumerate() {
+                bitrate.push(format!(r#"{track},layer="{i}"}} {}"#, l.bitrate_bps));
+                loss.push(format!(r#"{track},layer="{i}"}} {}"#, l.loss));
+            }
+            let receiving = t.subscribers.iter().filter(|s| s.want != "off").count();
+            subscribers.push(format!("{track}}} {receiving}"));
+        }
+    }
+    for (name, help, samples) in [
+        (
+            "peerlink_sfu_track_bitrate_bps",
+            "What arrives of each published track's layer, in bit/s.",
+            bitrate,
+        ),
+        (
+            "peerlink_sfu_track_loss_ratio",
+            "Share of a layer's packets lost on the way from its publisher.",
+            loss,
+        ),
+        ("peerlink_sfu_track_subscribers", "Participants a track is forwarded to.", subscribers),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for sample in samples {
+            let _ = writeln!(out, "{name}{{{sample}");
+        }
+    }
+    out
 }
 
 /// Signaling counters, appended to the TURN metrics by `peerlink serve`.
@@ -256,19 +305,41 @@ pub fn render_stun(stats: &StunStats) -> String {
     out
 }
 
-/// Serves `GET /metrics` on `addr` until the task is dropped. Returns the bound address.
+/// Serves `GET /metrics` on `addr` until the task is dropped, and with the SFU's `sfu`
+/// stats `GET /stats` (a page) and `GET /stats.json` (its data: rooms, tracks, layers,
+/// subscribers). Returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
     render: Render,
+    sfu: Option<Arc<crate::sfu::SfuStats>>,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     use axum::http::header::CONTENT_TYPE;
-    let app = axum::Router::new().route(
+    let mut app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
             let render = render.clone();
             async move { ([(CONTENT_TYPE, "text/plain; version=0.0.4")], render()) }
         }),
     );
+    if let Some(sfu) = sfu {
+        app = app
+            .route(
+                "/stats",
+                axum::routing::get(|| async {
+                    ([(CONTENT_TYPE, "text/html; charset=utf-8")], include_str!("stats.html"))
+                }),
+            )
+            .route(
+                "/stats.json",
+                axum::routing::get(move || {
+                    let sfu = sfu.clone();
+                    async move {
+                        let body = serde_json::to_string(&sfu.rooms()).unwrap_or_else(|_| "[]".into());
+                        ([(CONTENT_TYPE, "application/json")], body)
+                    }
+                }),
+            );
+    }
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let task = tokio::spawn(async move {
@@ -302,5 +373,39 @@ mod tests {
             );
             value.parse::<u64>().unwrap();
         }
+    }
+
+    #[test]
+    fn renders_sfu_tracks_with_escaped_labels() {
+        use crate::sfu::{LayerReport, RoomReport, SubscriberReport, TrackReport};
+        let sub = |id: &str, want| SubscriberReport { id: id.into(), layer: Some(0), want, packets: 5 };
+        let rooms = vec![RoomReport {
+            room: "a \"quoted\"\\room\n".into(),
+            speaker: None,
+            participants: Vec::new(),
+            tracks: vec![TrackReport {
+                publisher: "p1".into(),
+                kind: "video",
+                codec: "Vp8".into(),
+                layers: vec![
+                    LayerReport { bitrate_bps: 150_000, loss: 0.0, active: true },
+                    LayerReport { bitrate_bps: 900_000, loss: 0.25, active: true },
+                ],
+                subscribers: vec![sub("p2", "full"), sub("p3", "off")],
+            }],
+        }];
+        let text = render_tracks(&rooms);
+        let track = r#"room="a \"quoted\"\\room\n",publisher="p1",kind="video""#;
+        assert!(
+            text.contains(&format!("peerlink_sfu_track_bitrate_bps{{{track},layer=\"1\"}} 900000\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("peerlink_sfu_track_loss_ratio{{{track},layer=\"1\"}} 0.25\n")),
+            "{text}"
+        );
+        // A subscriber outside the last N does not count.
+        assert!(text.contains(&format!("peerlink_sfu_track_subscribers{{{track}}} 1\n")), "{text}");
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 5);
     }
 }

@@ -42,6 +42,15 @@ pub struct ServeOptions {
     /// In `auto` mode, the largest room that stays a mesh [default: 4]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub mesh_max: Option<u32>,
+    /// In SFU rooms, forward each participant the video of at most N others: those who spoke
+    /// most recently, then those who joined first (the others' audio still flows; clients are
+    /// told whose video they get) [default: every video]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub last_n: Option<u32>,
+    /// In SFU rooms, a participant shown more than N videos gets all but the most recent
+    /// speaker's in their lowest simulcast layer (thumbnails) [default: 3]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub thumbnails_above: Option<u32>,
     /// How long the TURN credentials handed to browsers stay valid, in seconds [default: 86400]
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
     pub credential_ttl: Option<u64>,

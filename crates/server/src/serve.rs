@@ -29,6 +29,12 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
     let ttl = options.credential_ttl.unwrap_or(86_400);
     let hub_mode = hub.room_mode;
     let redis = options.redis.take();
+    let video = peerlink_sfu::VideoPolicy {
+        last_n: options.last_n.map(|n| n as usize),
+        thumbnails_above: options
+            .thumbnails_above
+            .map_or(peerlink_sfu::VideoPolicy::default().thumbnails_above, |n| n as usize),
+    };
     // Every listener is bound before any is announced: a taken HTTP port fails here, before
     // TURN says it is listening.
     let http_listener =
@@ -64,11 +70,13 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
             None => peerlink_signal::SignalService::start(hub, "localhost", None),
         };
         let sfu = if redis.is_none() && hub_mode != peerlink_signal::RoomMode::Mesh {
-            Some(crate::sfu::start(signal.clone(), crate::sfu::SfuConfig::default()).await)
+            let config = crate::sfu::SfuConfig { video, ..crate::sfu::SfuConfig::default() };
+            Some(crate::sfu::start(signal.clone(), config).await)
         } else {
             None
         };
         let metrics_signal = signal.clone();
+        let sfu_stats = sfu.clone();
         let render: metrics::Render = Arc::new(move || {
             let mut out = metrics::render_signal(&metrics_signal.stats_now());
             if let Some(sfu) = &sfu {
@@ -84,7 +92,7 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
             (None, None) => None,
         };
         let installer = Installer { https: https.clone(), turn: turn.handle.clone() };
-        turn.spawn_helpers("serve", Some(render), installer.clone()).await?;
+        turn.spawn_helpers("serve", Some(render), sfu_stats, installer.clone()).await?;
         let mut app = signal.router().merge(crate::web::router());
         if let Some(acme) = &acme {
             app = app.layer(axum::middleware::from_fn_with_state(acme.clone(), acme_gate));
@@ -199,7 +207,7 @@ pub fn run_turn(options: TurnOptions) -> anyhow::Result<()> {
     let turn = Turn::start("turn", options.with_file()?, TURN_ALLOCATIONS_PER_USER, None)?;
     runtime()?.block_on(async {
         let installer = Installer { https: None, turn: turn.handle.clone() };
-        turn.spawn_helpers("turn", None, installer).await?;
+        turn.spawn_helpers("turn", None, None, installer).await?;
         wait_for_signal().await
     })?;
     turn.stop();
@@ -423,6 +431,7 @@ impl Turn {
         &self,
         command: &str,
         extra: Option<metrics::Render>,
+        sfu: Option<Arc<crate::sfu::SfuStats>>,
         installer: Installer,
     ) -> anyhow::Result<()> {
         // SIGHUP: read the certificate and key again (renewals), keep every allocation. Always
@@ -458,8 +467,12 @@ impl Turn {
                 }
                 text
             });
-            let (local, _task) = metrics::serve(addr, render).await?;
+            let stats = sfu.is_some();
+            let (local, _task) = metrics::serve(addr, render, sfu).await?;
             say(format_args!("peerlink {command}: metrics at http://{local}/metrics"));
+            if stats {
+                say(format_args!("peerlink {command}: SFU rooms and tracks at http://{local}/stats"));
+            }
         }
         Ok(())
     }

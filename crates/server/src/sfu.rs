@@ -11,16 +11,17 @@
 
 use peerlink_io::{Peer, PeerConfig, PeerHandle};
 use peerlink_rtc::{
-    ChannelEvent, CodecParams, ConnectionState, Description, Direction, MediaKind, RtcConfig, RtcEvent,
-    SdpType, TrackConfig, TransceiverId,
+    ChannelEvent, Codec, CodecParams, ConnectionState, Description, Direction, MediaKind, RtcConfig,
+    RtcEvent, SdpType, TrackConfig, TransceiverId,
 };
 use peerlink_rtp::ext::AudioLevel;
 use peerlink_rtp::RtpPacket;
 use peerlink_sfu::{
-    starts_keyframe, Change, Forwarder, Kind, LayerChoice, LayerDecision, Layers, Room, Speakers, TrackKey,
-    Verdict,
+    starts_keyframe, vp8_key_size, Change, Forwarder, Kind, LayerChoice, LayerDecision, Layers, Room,
+    Speakers, TrackKey, Verdict, VideoPolicy, Want,
 };
 use peerlink_signal::{SfuEvent, SignalService};
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -51,7 +52,7 @@ const CHAT_MAX: usize = 16 * 1024;
 /// Chat waiting to be sent to one participant beyond which its messages are dropped.
 const CHAT_BUFFER: usize = 256 * 1024;
 
-/// Counters for metrics.
+/// Counters for metrics, and what each room forwards (renewed every second).
 #[derive(Debug, Default)]
 pub struct SfuStats {
     pub participants: AtomicU64,
@@ -61,12 +62,71 @@ pub struct SfuStats {
     pub chat_relayed: AtomicU64,
     pub timeouts: AtomicU64,
     pub speaker_changes: AtomicU64,
+    pub rooms: std::sync::Mutex<Vec<RoomReport>>,
 }
 
-/// Where the SFU's connections gather host candidates (empty: every usable local address).
+impl SfuStats {
+    /// The rooms as of the last second.
+    pub fn rooms(&self) -> Vec<RoomReport> {
+        self.rooms.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+/// One SFU room for `/stats` and the per-track metrics.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoomReport {
+    pub room: String,
+    /// Who has the floor.
+    pub speaker: Option<String>,
+    pub participants: Vec<ParticipantReport>,
+    pub tracks: Vec<TrackReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ParticipantReport {
+    pub id: String,
+    /// The bandwidth estimate toward it (bit/s), once it receives video.
+    pub estimate_bps: Option<u64>,
+    /// Its path held its layers under this (bit/s per video), for now.
+    pub cap_bps: Option<u64>,
+}
+
+/// One published track: what arrives of each layer, and who receives which.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrackReport {
+    pub publisher: String,
+    pub kind: &'static str,
+    pub codec: String,
+    pub layers: Vec<LayerReport>,
+    pub subscribers: Vec<SubscriberReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerReport {
+    pub bitrate_bps: u64,
+    /// The share of its packets lost on the way from the publisher, lately.
+    pub loss: f32,
+    pub active: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SubscriberReport {
+    pub id: String,
+    /// The layer it receives now.
+    pub layer: Option<usize>,
+    /// `full`, `thumbnail` or `off` (video outside the last N).
+    pub want: &'static str,
+    /// Packets forwarded to it.
+    pub packets: u64,
+}
+
+/// How the SFU runs.
 #[derive(Debug, Clone, Default)]
 pub struct SfuConfig {
+    /// Where its connections gather host candidates (empty: every usable local address).
     pub addresses: Vec<IpAddr>,
+    /// Which videos each participant receives, and how good (last-N, thumbnails).
+    pub video: VideoPolicy,
 }
 
 enum Input {
@@ -101,6 +161,8 @@ struct Subscription {
     transceiver: TransceiverId,
     forwarder: Forwarder,
     layer: LayerChoice,
+    /// For video: forwarded or not (last-N), in full or as a thumbnail.
+    want: Want,
 }
 
 struct Participant {
@@ -130,6 +192,8 @@ struct Participant {
     /// Its path was the limit: layers stay under this cap (bit/s per video) until then.
     hold: Option<(Instant, u64)>,
     last_estimate: Option<u64>,
+    /// The publishers whose video it was last told it receives (with last-N only).
+    forwarding: Option<Vec<String>>,
 }
 
 impl Participant {
@@ -272,6 +336,7 @@ impl Sfu {
     /// again.
     async fn tick(&mut self) {
         self.retarget_layers().await;
+        self.report();
         let now = Instant::now();
         let stale: Vec<(String, &'static str)> = self
             .participants
@@ -351,6 +416,7 @@ impl Sfu {
                 chat_refill: Instant::now(),
                 hold: None,
                 last_estimate: None,
+                forwarding: None,
             },
         );
         // Its subscriptions are made once its own offer was answered (see `reconcile`).
@@ -399,6 +465,79 @@ impl Sfu {
             for peer in to {
                 self.send(&peer, json!({ "speaker": speaker })).await;
             }
+            self.plan_videos(&room).await;
+            self.retarget_layers().await;
+        }
+    }
+
+    /// Renews the rooms' report for `/stats` and the metrics.
+    fn report(&self) {
+        let now = Instant::now();
+        let mut rooms: Vec<RoomReport> = self
+            .rooms
+            .iter()
+            .filter(|(_, room)| !room.is_empty())
+            .map(|(name, room)| {
+                let mut participants = Vec::new();
+                let mut tracks = Vec::new();
+                for id in room.participants() {
+                    let Some(p) = self.participants.get(id) else { continue };
+                    participants.push(ParticipantReport {
+                        id: id.clone(),
+                        estimate_bps: p.last_estimate,
+                        cap_bps: p.hold.filter(|(until, _)| now < *until).map(|(_, cap)| cap),
+                    });
+                    let mut published: Vec<_> = p.published.iter().collect();
+                    published.sort_by_key(|(t, _)| t.0);
+                    for (t, publication) in published {
+                        let key: TrackKey<String> = (id.clone(), t.0);
+                        let subscribers = publication
+                            .subscribers
+                            .iter()
+                            .filter_map(|s| {
+                                let sub = self.participants.get(s)?.subscriptions.get(&key)?;
+                                Some(SubscriberReport {
+                                    id: s.clone(),
+                                    layer: sub.layer.current(),
+                                    want: match sub.want {
+                                        Want::Full => "full",
+                                        Want::Thumbnail => "thumbnail",
+                                        Want::Off => "off",
+                                    },
+                                    packets: sub.forwarder.counts().0,
+                                })
+                            })
+                            .collect();
+                        tracks.push(TrackReport {
+                            publisher: id.clone(),
+                            kind: publication.kind.as_str(),
+                            codec: publication
+                                .codecs
+                                .first()
+                                .map(|c| format!("{:?}", c.codec))
+                                .unwrap_or_default(),
+                            layers: (0..publication.layers.len())
+                                .map(|l| LayerReport {
+                                    bitrate_bps: publication.layers.rate(l),
+                                    loss: publication.layers.loss(l),
+                                    active: publication.layers.is_active(now, l),
+                                })
+                                .collect(),
+                            subscribers,
+                        });
+                    }
+                }
+                RoomReport {
+                    room: name.clone(),
+                    speaker: self.speakers.get(name).and_then(|(s, _)| s.current().cloned()),
+                    participants,
+                    tracks,
+                }
+            })
+            .collect();
+        rooms.sort_by(|a, b| a.room.cmp(&b.room));
+        if let Ok(mut shared) = self.stats.rooms.lock() {
+            *shared = rooms;
         }
     }
 
@@ -489,11 +628,69 @@ impl Sfu {
             let layer = LayerChoice::new(publication_best(&self.participants, &key));
             let Some(p) = self.participants.get_mut(peer) else { return };
             let forwarder = Forwarder::new(kind, codec);
-            p.subscriptions.insert(key, Subscription { transceiver, forwarder, layer });
+            p.subscriptions.insert(key, Subscription { transceiver, forwarder, layer, want: Want::Full });
             changed = true;
         }
         if changed {
             self.offer(peer).await;
+        }
+        if let Some(room) = self.participants.get(peer).map(|p| p.room.clone()) {
+            self.plan_videos(&room).await;
+        }
+    }
+
+    /// Decides again which videos each participant of `room` receives, and how good
+    /// ([`VideoPolicy`]): a video coming back from outside the last N restarts at a key frame;
+    /// with last-N each participant is told whose video it receives when that changes.
+    async fn plan_videos(&mut self, room: &str) {
+        let Some(order) = self.rooms.get(room).map(|r| r.participants().to_vec()) else { return };
+        let publishers: Vec<String> = order
+            .iter()
+            .filter(|id| {
+                self.participants
+                    .get(*id)
+                    .is_some_and(|p| p.published.values().any(|t| t.kind == MediaKind::Video))
+            })
+            .cloned()
+            .collect();
+        let recent: Vec<String> =
+            self.speakers.get(room).map(|(s, _)| s.recent().to_vec()).unwrap_or_default();
+        let policy = self.config.video;
+        let mut asks = Vec::new();
+        let mut tell = Vec::new();
+        for id in &order {
+            let Some(p) = self.participants.get_mut(id) else { continue };
+            if p.leaving {
+                continue;
+            }
+            let wants = policy.wants(id, &publishers, &recent);
+            for (key, sub) in p.subscriptions.iter_mut().filter(|(_, s)| s.forwarder.kind() == Kind::Video) {
+                let want = wants.iter().find(|(w, _)| *w == key.0).map_or(Want::Full, |(_, w)| *w);
+                if sub.want == Want::Off && want != Want::Off {
+                    // Back: the picture restarts at a key frame of the layer it gets.
+                    sub.forwarder.restart();
+                    asks.push((key.clone(), sub.layer.current().unwrap_or(sub.layer.target())));
+                }
+                sub.want = want;
+            }
+            if policy.last_n.is_some() && p.ready {
+                let shown: Vec<String> =
+                    wants.iter().filter(|(_, w)| *w != Want::Off).map(|(id, _)| id.clone()).collect();
+                if p.forwarding.as_ref() != Some(&shown) {
+                    p.forwarding = Some(shown.clone());
+                    tell.push((id.clone(), shown));
+                }
+            }
+        }
+        for (key, layer) in asks {
+            if let Some(publisher) = self.participants.get(&key.0) {
+                self.stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                publisher.handle.request_keyframe_layer(TransceiverId(key.1), layer);
+            }
+        }
+        for (peer, shown) in tell {
+            tracing::debug!(%peer, ?shown, "sfu: forwarding video of");
+            self.send(&peer, json!({ "forwarding": shown })).await;
         }
     }
 
@@ -635,11 +832,13 @@ impl Sfu {
                 else {
                     return;
                 };
-                let layer = self
-                    .participants
-                    .get(peer)
-                    .and_then(|p| p.subscriptions.get(&key))
-                    .and_then(|s| s.layer.current());
+                let Some(sub) = self.participants.get(peer).and_then(|p| p.subscriptions.get(&key)) else {
+                    return;
+                };
+                if sub.want == Want::Off {
+                    return;
+                }
+                let layer = sub.layer.current();
                 if let Some(publisher) = self.participants.get(&key.0) {
                     self.stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
                     // Of the layer this subscriber receives.
@@ -753,7 +952,7 @@ impl Sfu {
         let Some(p) = self.participants.get_mut(peer) else { return };
         let Some(publication) = p.published.get_mut(&id) else { return };
         let now = Instant::now();
-        publication.layers.on_packet(now, layer, packet.len());
+        publication.layers.on_packet(now, layer, packet.len(), parsed.sequence_number());
         if let Some(level) = publication
             .audio_level
             .and_then(|ext| parsed.extensions().get(ext))
@@ -784,6 +983,11 @@ impl Sfu {
         let subscribers = publication.subscribers.clone();
         let kind = kind_of(publication.kind);
         let key_start = starts_keyframe(kind, codec, parsed.payload());
+        if key_start && codec == Codec::Vp8 {
+            if let Some(size) = vp8_key_size(parsed.payload()) {
+                publication.layers.on_size(layer, size);
+            }
+        }
         let payload_at = parsed.payload().as_ptr() as usize - packet.as_ptr() as usize;
         let payload_end = payload_at + parsed.payload().len();
         let mut want_keyframe = None;
@@ -795,6 +999,9 @@ impl Sfu {
                 continue;
             };
             let (handle, sub) = sub;
+            if sub.want == Want::Off {
+                continue;
+            }
             match sub.layer.on_packet(layer, key_start) {
                 LayerDecision::Forward => {}
                 LayerDecision::Switch => sub.forwarder.restart(),
@@ -884,9 +1091,15 @@ impl Sfu {
             let cap = caps.get(id).copied().unwrap_or(u64::MAX);
             for (key, sub) in &mut p.subscriptions {
                 let Some(l) = layers.get(key) else { continue };
-                if let Some(layer) = sub.layer.retarget_within(now, l, cap) {
+                let switched = match sub.want {
+                    Want::Off => continue,
+                    // The smallest picture, whatever it sends.
+                    Want::Thumbnail => l.lowest(now).and_then(|low| sub.layer.retarget_to(low)),
+                    Want::Full => sub.layer.retarget_within(now, l, cap),
+                };
+                if let Some(layer) = switched {
                     let cap = (cap < u64::MAX).then_some(cap);
-                    tracing::debug!(subscriber = %id, publisher = %key.0, layer, ?cap, "sfu: layer switch");
+                    tracing::debug!(subscriber = %id, publisher = %key.0, layer, ?cap, want = ?sub.want, "sfu: layer switch");
                     asks.push((key.clone(), layer));
                 }
             }

@@ -20,7 +20,10 @@ async fn serve() -> String {
     let addr = listener.local_addr().unwrap();
     let hub = HubConfig { room_mode: HubMode::Auto, mesh_max: 2, ..HubConfig::default() };
     let signal = SignalService::start(hub, "localhost", None);
-    let sfu = peerlink_server::sfu::SfuConfig { addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)] };
+    let sfu = peerlink_server::sfu::SfuConfig {
+        addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        ..peerlink_server::sfu::SfuConfig::default()
+    };
     peerlink_server::sfu::start(signal.clone(), sfu).await;
     let router = signal.router();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });

@@ -14,7 +14,9 @@
 //! forwarded packet leaves with its subscriber connection's own.
 
 pub mod speaker;
+pub mod video;
 pub use speaker::Speakers;
+pub use video::{VideoPolicy, Want};
 
 use peerlink_media::{payload_info, Codec};
 use peerlink_proto::{Serial16, Unwrapper16};
@@ -36,6 +38,15 @@ struct LayerRate {
     window_start: Option<Instant>,
     window_bytes: u64,
     rate_bps: u64,
+    seqs: Unwrapper16,
+    /// The highest sequence number seen (unwrapped), and what it was when the window began.
+    highest: Option<u64>,
+    window_from: u64,
+    window_packets: u64,
+    /// The share of packets lost over the last window (from sequence number gaps).
+    loss: f32,
+    /// Pixels of its last key frame, when the codec says (VP8).
+    pixels: Option<u32>,
 }
 
 /// What a publication's simulcast layers carry, from the packets that arrive: which are
@@ -58,7 +69,8 @@ impl Layers {
         false
     }
 
-    pub fn on_packet(&mut self, now: Instant, layer: usize, bytes: usize) {
+    /// A packet of `bytes` with sequence number `seq` arrived on `layer` at `now`.
+    pub fn on_packet(&mut self, now: Instant, layer: usize, bytes: usize, seq: Serial16) {
         let Some(l) = self.layers.get_mut(layer) else { return };
         l.last = Some(now);
         let start = *l.window_start.get_or_insert(now);
@@ -67,8 +79,32 @@ impl Layers {
             l.rate_bps = (l.window_bytes * 8 * 1000) / (elapsed.as_millis().max(1) as u64);
             l.window_start = Some(now);
             l.window_bytes = 0;
+            if let Some(highest) = l.highest {
+                let expected = highest - l.window_from;
+                if expected > 0 {
+                    l.loss = expected.saturating_sub(l.window_packets) as f32 / expected as f32;
+                }
+                l.window_from = highest;
+            }
+            l.window_packets = 0;
         }
         l.window_bytes += bytes as u64;
+        let n = l.seqs.unwrap(seq);
+        match l.highest {
+            None => {
+                l.window_from = n.saturating_sub(1);
+                l.highest = Some(n);
+            }
+            Some(h) if n > h => l.highest = Some(n),
+            Some(_) => {}
+        }
+        l.window_packets += 1;
+    }
+
+    /// The share of `layer`'s packets lost on the way from its publisher, over the last
+    /// measured window (0 to 1; repeated packets can hide losses).
+    pub fn loss(&self, layer: usize) -> f32 {
+        self.layers.get(layer).map_or(0.0, |l| l.loss)
     }
 
     /// Whether `layer` sent something lately.
@@ -89,6 +125,25 @@ impl Layers {
         self.best_within(now, u64::MAX)
     }
 
+    /// A key frame of `layer` is `width` x `height`.
+    pub fn on_size(&mut self, layer: usize, (width, height): (u16, u16)) {
+        if let Some(l) = self.layers.get_mut(layer) {
+            l.pixels = Some(u32::from(width) * u32::from(height));
+        }
+    }
+
+    /// The active layer with the smallest picture (a thumbnail's): by key frame size when
+    /// every active layer's is known, else by rate (a busy encoder can send its middle
+    /// layer at a lower rate than its smallest for a while).
+    pub fn lowest(&self, now: Instant) -> Option<usize> {
+        let active = || (0..self.layers.len()).filter(|&l| self.is_active(now, l));
+        if active().all(|l| self.layers[l].pixels.is_some()) {
+            active().min_by_key(|&l| (self.layers[l].pixels, l))
+        } else {
+            active().min_by_key(|&l| (self.rate(l), l))
+        }
+    }
+
     /// The active layer with the highest rate not above `cap_bps`, else the active layer with
     /// the lowest rate (the least a subscriber can get).
     pub fn best_within(&self, now: Instant, cap_bps: u64) -> Option<usize> {
@@ -96,7 +151,7 @@ impl Layers {
         active()
             .filter(|&l| self.rate(l) <= cap_bps)
             .max_by_key(|&l| (self.rate(l), l))
-            .or_else(|| active().min_by_key(|&l| (self.rate(l), l)))
+            .or_else(|| self.lowest(now))
     }
 }
 
@@ -157,6 +212,14 @@ impl LayerChoice {
     /// when it changed (ask for its key frame).
     pub fn retarget(&mut self, now: Instant, layers: &Layers) -> Option<usize> {
         self.retarget_within(now, layers, u64::MAX)
+    }
+
+    /// Targets `layer` (a thumbnail's: [`Layers::lowest`]); the new target when it changed.
+    pub fn retarget_to(&mut self, layer: usize) -> Option<usize> {
+        (self.target != layer).then(|| {
+            self.target = layer;
+            layer
+        })
     }
 
     /// [`LayerChoice::retarget`] within what the path to the subscriber carries for this
@@ -236,6 +299,38 @@ fn vp8_fields(payload: &[u8]) -> (Option<(usize, bool)>, Option<usize>) {
     }
     let tl0 = (x & 0x40 != 0 && at < payload.len()).then_some(at);
     (picture, tl0)
+}
+
+/// The picture size (width, height) a VP8 key frame's first packet announces (RFC 6386
+/// §9.1, after the RFC 7741 payload descriptor); `None` for any other payload.
+pub fn vp8_key_size(payload: &[u8]) -> Option<(u16, u16)> {
+    let first = *payload.first()?;
+    // The start of partition 0.
+    if first & 0x10 == 0 || first & 0x0f != 0 {
+        return None;
+    }
+    let mut at = 1;
+    if first & 0x80 != 0 {
+        let x = *payload.get(1)?;
+        at = 2;
+        if x & 0x80 != 0 {
+            at += if *payload.get(at)? & 0x80 != 0 { 2 } else { 1 };
+        }
+        if x & 0x40 != 0 {
+            at += 1;
+        }
+        if x & 0x30 != 0 {
+            at += 1;
+        }
+    }
+    let frame = payload.get(at..at + 10)?;
+    // A key frame (P bit clear) with its start code.
+    if frame[0] & 0x01 != 0 || frame[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let width = u16::from_le_bytes([frame[6], frame[7]]) & 0x3fff;
+    let height = u16::from_le_bytes([frame[8], frame[9]]) & 0x3fff;
+    (width > 0 && height > 0).then_some((width, height))
 }
 
 fn read_picture(payload: &[u8], (at, long): (usize, bool)) -> u16 {
@@ -654,15 +749,83 @@ mod tests {
     }
 
     #[test]
+    fn vp8_key_frame_sizes_are_read_past_the_descriptor() {
+        // Key frame 640x480 (horizontal scale bits set, ignored), 15-bit picture id, TL0PICIDX.
+        let frame = [0x50, 0x2d, 0x01, 0x9d, 0x01, 0x2a, 0x80, 0x42, 0xe0, 0x01];
+        let mut long = vec![0x90, 0xc0, 0x81, 0x23, 0x05];
+        long.extend_from_slice(&frame);
+        assert_eq!(vp8_key_size(&long), Some((640, 480)));
+        let mut short = vec![0x10];
+        short.extend_from_slice(&frame);
+        assert_eq!(vp8_key_size(&short), Some((640, 480)));
+        // A delta frame, a later partition, truncated, empty, garbage: none.
+        let mut delta = short.clone();
+        delta[1] |= 0x01;
+        assert_eq!(vp8_key_size(&delta), None);
+        let mut later = short.clone();
+        later[0] = 0x00;
+        assert_eq!(vp8_key_size(&later), None);
+        for n in 0..long.len() {
+            assert_eq!(vp8_key_size(&long[..n]), None);
+        }
+        assert_eq!(vp8_key_size(&[]), None);
+        assert_eq!(vp8_key_size(&[0xff; 40]), None);
+    }
+
+    /// `count` layers fed for a second from `t0`: a packet of each `(layer, bytes)` every 50 ms.
+    fn fed(count: usize, streams: &[(usize, usize)], t0: Instant) -> Layers {
+        let mut layers = Layers::new(count);
+        for i in 0..20u64 {
+            for &(layer, bytes) in streams {
+                layers.on_packet(t0 + Duration::from_millis(i * 50), layer, bytes, Serial16::from(i as u16));
+            }
+        }
+        layers
+    }
+
+    #[test]
+    fn thumbnails_are_the_smallest_picture_even_when_it_sends_more() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut layers = fed(2, &[(0, 900), (1, 600)], t0);
+        // By rate alone, layer 1.
+        assert_eq!(layers.lowest(ms(1000)), Some(1));
+        layers.on_size(0, (160, 120));
+        layers.on_size(1, (320, 240));
+        assert_eq!(layers.lowest(ms(1000)), Some(0));
+    }
+
+    #[test]
+    fn layer_loss_comes_from_sequence_gaps_per_window() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut layers = Layers::new(1);
+        // 40 packets a second across the wrap of the sequence space; every 10th one lost.
+        let mut at = 0;
+        for i in 0..200u64 {
+            let seq = Serial16::from((65_500 + i) as u16);
+            if i % 10 != 3 {
+                layers.on_packet(ms(at), 0, 1000, seq);
+            }
+            at += 25;
+        }
+        let loss = layers.loss(0);
+        assert!((0.08..=0.12).contains(&loss), "loss {loss}");
+        // Nothing lost in the next windows: it falls back to 0.
+        for i in 200..300u64 {
+            layers.on_packet(ms(at), 0, 1000, Serial16::from((65_500 + i) as u16));
+            at += 25;
+        }
+        assert_eq!(layers.loss(0), 0.0);
+        assert_eq!(layers.loss(5), 0.0);
+    }
+
+    #[test]
     fn layers_switch_at_key_frames_to_the_best_active_one() {
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
-        let mut layers = Layers::new(3);
         // Layer 0 small, layer 2 large, layer 1 silent.
-        for i in 0..20u64 {
-            layers.on_packet(ms(i * 50), 0, 200);
-            layers.on_packet(ms(i * 50), 2, 1200);
-        }
+        let mut layers = fed(3, &[(0, 200), (2, 1200)], t0);
         assert_eq!(layers.best(ms(1000)), Some(2));
         assert!(!layers.is_active(ms(1000), 1));
         let mut c = LayerChoice::new(0);
@@ -680,15 +843,15 @@ mod tests {
         assert_eq!(c.current(), Some(2));
         // Layer 2 stops (the path or the sender cannot carry it): down to layer 0.
         for i in 20..50u64 {
-            layers.on_packet(ms(i * 50), 0, 200);
+            layers.on_packet(ms(i * 50), 0, 200, Serial16::from(i as u16));
         }
         assert_eq!(c.retarget(ms(2500), &layers), Some(0));
         assert_eq!(c.on_packet(0, true), LayerDecision::Switch);
         // Within a cap: the best layer that fits, else the smallest; leaving a layer above
         // the cap at once.
         for i in 50..70u64 {
-            layers.on_packet(ms(i * 50), 0, 200);
-            layers.on_packet(ms(i * 50), 2, 1200);
+            layers.on_packet(ms(i * 50), 0, 200, Serial16::from(i as u16));
+            layers.on_packet(ms(i * 50), 2, 1200, Serial16::from(i as u16));
         }
         let (low, high) = (layers.rate(0), layers.rate(2));
         assert!(low < high, "{low} {high}");
