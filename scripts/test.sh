@@ -63,6 +63,8 @@ tests/e2e/serve-smoke.sh target/release/peerlink
 
 step "end-to-end: automatic HTTPS from Debian's pebble ACME CA with real validation (TLS-ALPN-01, HTTP-01, cache, renewal, a bad directory)"
 tests/e2e/acme-pebble.sh target/release/peerlink
+step "end-to-end: an ACME CA answering rateLimited with Retry-After (a fake directory): logged, waited, retried; STUN/TURN unaffected"
+tests/e2e/acme-ratelimit.sh target/release/peerlink
 
 step "deployment: the Debian package (cargo deb) installed with dpkg, its systemd unit (systemd-analyze verify), serve from it"
 tests/e2e/package-deb.sh target/release/peerlink

@@ -64,3 +64,21 @@ media_lab() {
     ws=$(sed -nE 's/.*signaling on (ws:\/\/[^ ]+).*/\1/p' "$tmp/serve.out" | head -1)
     echo "# signaling $ws (namespace $ns)"
 }
+
+# A throwaway CA (DIR/ca.pem) and a certificate it signed for 127.0.0.1 and localhost
+# (DIR/NAME.pem, DIR/NAME.key): the HTTPS of a test server on loopback (an ACME CA).
+#   loopback_tls_cert DIR NAME
+loopback_tls_cert() {
+    local dir=$1 name=$2
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj "/CN=$name test ca" \
+        -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
+        -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" -keyout "$dir/$name.key" -out "$dir/$name.csr" 2>/dev/null
+    openssl x509 -req -in "$dir/$name.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 1 \
+        -copy_extensions copy -out "$dir/$name.pem" 2>/dev/null
+}
+
+# "SENT RECEIVED" from the last totals line of a turnutils_uclient log.
+uclient_totals() {
+    grep -aoE "tot_send_msgs=[0-9]+, tot_recv_msgs=[0-9]+" "$1" | tail -1 | sed -E 's/[^0-9]+/ /g; s/^ //'
+}

@@ -13,7 +13,10 @@
 #      and what to check.
 #   4. pebble restarted to issue 20-second certificates: one is obtained by HTTP-01 on
 #      --acme-http (which sends other requests to https) and renewed while serving, without
-#      a restart; the TURN-over-TLS server presents the renewed certificate too.
+#      a restart; the TURN-over-TLS server presents the renewed certificate too. Two TURN
+#      allocations made before the renewal (coturn's uclient over UDP, and over TLS on the
+#      TURN-over-TLS port, verifying pebble's chain) relay through it to the end, every
+#      message echoed; the certificate expiry gauge in /metrics follows the new notAfter.
 #   acme-pebble.sh [PEERLINK]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,12 +34,7 @@ fail() {
 domain=peerlink.test
 
 # pebble's own HTTPS: a throwaway CA and a certificate for 127.0.0.1 (what --acme-ca-root trusts).
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj "/CN=pebble test ca" \
-    -keyout "$tmp/ca.key" -out "$tmp/ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
-    -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" -keyout "$tmp/pebble.key" -out "$tmp/pebble.csr" 2>/dev/null
-openssl x509 -req -in "$tmp/pebble.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" -CAcreateserial -days 1 \
-    -copy_extensions copy -out "$tmp/pebble.pem" 2>/dev/null
+loopback_tls_cert "$tmp" pebble
 
 dns_port=$(free_port)
 https_port=$(free_port)  # serve's --http: pebble's TLS-ALPN-01 port
@@ -83,6 +81,16 @@ serve() { # label args...
 sha() { openssl x509 -outform DER | sha256sum | cut -d' ' -f1; }
 served_cert() { # port
     openssl s_client -connect "127.0.0.1:$1" -servername "$domain" </dev/null 2>/dev/null | sha
+}
+served_dates() { # port: "serial=... notAfter=..."
+    openssl s_client -connect "127.0.0.1:$1" -servername "$domain" </dev/null 2>/dev/null \
+        | openssl x509 -noout -serial -enddate | paste -sd' '
+}
+expiry_metric() { # metrics port
+    curl -fsS "http://127.0.0.1:$1/metrics" | sed -n 's/^peerlink_tls_certificate_expiry_timestamp_seconds //p'
+}
+allocations_metric() { # metrics port
+    curl -fsS "http://127.0.0.1:$1/metrics" | sed -n 's/^peerlink_turn_allocations //p'
 }
 t0=$SECONDS
 
@@ -171,9 +179,7 @@ else
 fi
 timeout 60 turnutils_uclient -u acme -W acme-secret -p "$turn_port" -e 127.0.0.1 -r "$peer_port" -m 1 -n 20 \
     127.0.0.1 >"$tmp/uclient.log" 2>&1 || true
-last=$(grep -aoE "tot_send_msgs=[0-9]+, tot_recv_msgs=[0-9]+" "$tmp/uclient.log" | tail -1)
-sent=$(sed -nE 's/tot_send_msgs=([0-9]+),.*/\1/p' <<<"$last")
-received=$(sed -nE 's/.*tot_recv_msgs=([0-9]+)/\1/p' <<<"$last")
+read -r sent received <<<"$(uclient_totals "$tmp/uclient.log")"
 if [ -n "$sent" ] && [ "$sent" -gt 0 ] && [ "$sent" = "$received" ]; then
     ok "TURN relays while ACME fails ($received of $sent echoed)"
 else
@@ -196,11 +202,15 @@ else
 fi
 stop "$refused_pid"
 
-# 4. Short-lived certificates: HTTP-01 on --acme-http, renewed while serving.
+# 4. Short-lived certificates: HTTP-01 on --acme-http, renewed while serving, with TURN
+# allocations (UDP, and TCP+TLS on the TURN-over-TLS port) relaying across the renewal.
 stop "$pebble_pid"
 start_pebble 20 short
+metrics_port=$(free_port)
 serve short --http "127.0.0.1:$https_port" --acme-http "127.0.0.1:$http_port" --tls-listen 127.0.0.1:0 \
-    --acme-cache "$tmp/short-cache"
+    --acme-cache "$tmp/short-cache" --auth-secret acme-secret --allow-loopback-peers \
+    --metrics "127.0.0.1:$metrics_port"
+short_pid=$serve_pid
 if wait_for_line "$tmp/short.out" "acme: obtained a certificate for $domain" 60; then
     ok "a 20-second certificate by HTTP-01 on --acme-http ($(grep -m1 'obtained' "$tmp/short.out" | sed 's/.*valid until/valid until/'))"
 else
@@ -208,6 +218,24 @@ else
 fi
 grep -q "challenge=Http01" "$tmp/short.log" || fail "HTTP-01 was not the challenge answered: $(grep answering "$tmp/short.log")"
 first_sha=$(served_cert "$https_port")
+first_dates=$(served_dates "$https_port")
+first_expiry=$(expiry_metric "$metrics_port")
+turn_udp=$(sed -nE 's/.*turn listening on 127\.0\.0\.1:([0-9]+) \(udp.*/\1/p' "$tmp/short.out")
+turn_tls=$(sed -nE 's/.*turn listening on 127\.0\.0\.1:([0-9]+) \(tls\).*/\1/p' "$tmp/short.out")
+# Enough messages, one per 50 ms, that both allocations outlive the renewal by ~10 s: uclient
+# sends no faster than -z, so a slow machine only lengthens the run.
+renewal=$(grep -m1 'obtained' "$tmp/short.out" | sed -nE 's/.*renewal from (.*)$/\1/p')
+span=$(($(date -d "$renewal" +%s) - $(date +%s) + 10))
+[ "$span" -gt 10 ] || span=10
+messages=$((span * 20))
+timeout 120 turnutils_uclient -u acme -W acme-secret -p "$turn_udp" -e 127.0.0.1 -r "$peer_port" \
+    -m 1 -c -n "$messages" -z 50 -l 120 127.0.0.1 >"$tmp/survive-udp.log" 2>&1 &
+udp_client=$!
+PIDS+=($udp_client)
+timeout 120 turnutils_uclient -t -S -E "$tmp/root-short.pem" -u acme -W acme-secret -p "$turn_tls" \
+    -e 127.0.0.1 -r "$peer_port" -m 1 -c -n "$messages" -z 50 -l 120 127.0.0.1 >"$tmp/survive-tls.log" 2>&1 &
+tls_client=$!
+PIDS+=($tls_client)
 redirect=$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' -H "Host: $domain:$http_port" \
     "http://127.0.0.1:$http_port/room/x?y=1" || true)
 if [ "$redirect" = "308 https://$domain:$https_port/room/x?y=1" ]; then
@@ -215,14 +243,33 @@ if [ "$redirect" = "308 https://$domain:$https_port/room/x?y=1" ]; then
 else
     fail "--acme-http redirect: $redirect"
 fi
+sleep 2
+before=$(allocations_metric "$metrics_port")
 if wait_for_line "$tmp/short.out" "acme: renewed a certificate for $domain" 40; then
-    renewed_sha=$(served_cert "$https_port")
-    turn_tls=$(sed -nE 's/.*turn listening on 127\.0\.0\.1:([0-9]+) \(tls\).*/\1/p' "$tmp/short.out")
-    turn_sha=$(served_cert "$turn_tls")
-    if [ "$renewed_sha" != "$first_sha" ] && [ "$turn_sha" = "$renewed_sha" ] && kill -0 "$serve_pid" 2>/dev/null; then
-        ok "renewed while serving, same process; HTTPS and TURN over TLS present the new certificate"
+    # Both clients still running: their allocations were made before the renewal, and none
+    # went away with it (uclient holds two per client).
+    after=$(allocations_metric "$metrics_port")
+    if kill -0 "$udp_client" 2>/dev/null && kill -0 "$tls_client" 2>/dev/null && [ "${before:-0}" -ge 2 ] \
+        && [ "$after" = "$before" ]; then
+        ok "renewed with the UDP and TLS uclients' allocations open: $before allocations in /metrics before, $after after"
     else
-        fail "after renewal: https $renewed_sha (was $first_sha), turn $turn_sha"
+        fail "allocations across the renewal: ${before:-?} before, ${after:-?} after; $(tail -2 "$tmp/survive-udp.log" "$tmp/survive-tls.log")"
+    fi
+    renewed_sha=$(served_cert "$https_port")
+    renewed_dates=$(served_dates "$https_port")
+    turn_sha=$(served_cert "$turn_tls")
+    if [ "$renewed_sha" != "$first_sha" ] && [ "$turn_sha" = "$renewed_sha" ] && [ "$renewed_dates" != "$first_dates" ] \
+        && kill -0 "$serve_pid" 2>/dev/null; then
+        ok "renewed while serving; HTTPS and TURN over TLS present the new certificate (was $first_dates, now $renewed_dates)"
+    else
+        fail "after renewal: https $renewed_sha $renewed_dates (was $first_sha $first_dates), turn $turn_sha"
+    fi
+    renewed_expiry=$(expiry_metric "$metrics_port")
+    served_not_after=$(date -d "$(sed -E 's/.*notAfter=//' <<<"$renewed_dates")" +%s)
+    if [ -n "$first_expiry" ] && [ "$renewed_expiry" = "$served_not_after" ] && [ "$renewed_expiry" -gt "$first_expiry" ]; then
+        ok "/metrics' certificate expiry follows the renewal ($first_expiry -> $renewed_expiry, the served notAfter)"
+    else
+        fail "certificate expiry metric ${first_expiry:-missing} -> ${renewed_expiry:-missing}, served notAfter $served_not_after"
     fi
     if curl -fsS --cacert "$tmp/root-short.pem" --resolve "$domain:$https_port:127.0.0.1" \
         "https://$domain:$https_port/" 2>/dev/null | grep -q "<title>"; then
@@ -232,6 +279,23 @@ if wait_for_line "$tmp/short.out" "acme: renewed a certificate for $domain" 40; 
     fi
 else
     fail "no renewal: $(tail -5 "$tmp/short.log")"
+fi
+for transport in udp tls; do
+    client=$udp_client
+    [ "$transport" = tls ] && client=$tls_client
+    wait "$client" 2>/dev/null || true
+    read -r sent received <<<"$(uclient_totals "$tmp/survive-$transport.log")"
+    if [ "${sent:-0}" = "$messages" ] && [ "$received" = "$sent" ]; then
+        ok "the $transport allocation made before the renewal relayed to the end: $received of $sent messages echoed"
+    else
+        fail "the $transport allocation across the renewal: sent ${sent:-?} of $messages, echoed ${received:-?}: $(grep -aiE 'error|fail' "$tmp/survive-$transport.log" | tail -2)"
+    fi
+done
+starts=$(grep -c "turn listening on .*(udp" "$tmp/short.out" || true)
+if [ "$serve_pid" = "$short_pid" ] && kill -0 "$serve_pid" 2>/dev/null && [ "$starts" = 1 ]; then
+    ok "no restart: one process (pid $serve_pid) started its listeners once"
+else
+    fail "serve restarted or died: pid $serve_pid, $starts listener starts"
 fi
 stop "$serve_pid"
 echo "# acme-pebble: $((SECONDS - t0)) s"

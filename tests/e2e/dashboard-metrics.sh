@@ -12,12 +12,24 @@ tmp=$(mktemp -d)
 PIDS=()
 trap 'kill_all; rm -rf "$tmp"' EXIT
 metrics_port=$(free_port)
+# A certificate, as a deployment has (its expiry is on the dashboard).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 -subj "/CN=peerlink.test" \
+    -addext "subjectAltName=DNS:peerlink.test" -keyout "$tmp/key.pem" -out "$tmp/cert.pem" 2>/dev/null
 # auto rooms (the SFU's metrics too), TURN, signaling, metrics: what the service runs.
 "$peerlink" serve --http 127.0.0.1:0 --listen 127.0.0.1:0 --metrics "127.0.0.1:$metrics_port" \
-    >"$tmp/out" 2>"$tmp/log" &
+    --cert "$tmp/cert.pem" --key "$tmp/key.pem" >"$tmp/out" 2>"$tmp/log" &
 PIDS+=($!)
 wait_for_line "$tmp/out" "metrics at http://" 10
 curl -fsS "http://127.0.0.1:$metrics_port/metrics" >"$tmp/metrics"
+# The certificate expiry gauge is the certificate's own notAfter.
+expiry=$(sed -n 's/^peerlink_tls_certificate_expiry_timestamp_seconds //p' "$tmp/metrics")
+not_after=$(date -d "$(openssl x509 -in "$tmp/cert.pem" -noout -enddate | cut -d= -f2)" +%s)
+if [ -n "$expiry" ] && [ "$expiry" = "$not_after" ]; then
+    echo "ok   peerlink_tls_certificate_expiry_timestamp_seconds $expiry is the certificate's notAfter"
+else
+    echo "FAIL certificate expiry metric ${expiry:-missing}, the certificate's notAfter is $not_after"
+    exit 1
+fi
 python3 - packaging/grafana-dashboard.json "$tmp/metrics" <<'PY'
 import json, re, sys
 dashboard = json.load(open(sys.argv[1]))

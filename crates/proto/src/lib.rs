@@ -11,6 +11,8 @@
 //!   that seeds it;
 //! - [`backoff`]: the retransmission timer of STUN transactions (RFC 8489 §6.2.1), DTLS
 //!   flights (RFC 6347 §4.2.4.1) and SCTP's T1 (RFC 9260 §6.3.3);
+//! - [`retry_after`]: the HTTP `Retry-After` field (RFC 9110 §10.2.3), which servers use to
+//!   say when to try again (an ACME CA that rate-limits);
 //! - [`serial`]: wrap-aware 16- and 32-bit serial numbers (RFC 1982) and their unwrapping to
 //!   64 bits (SCTP TSNs and SSNs, RTP sequence numbers and timestamps).
 //!
@@ -30,10 +32,12 @@
 //! ```
 
 pub mod backoff;
+pub mod retry_after;
 pub mod rng;
 pub mod serial;
 
 pub use backoff::{Backoff, BackoffConfig};
+pub use retry_after::parse_retry_after;
 pub use rng::{os_random, SeededRng};
 pub use serial::{Serial16, Serial32, Unwrapper16, Unwrapper32};
 

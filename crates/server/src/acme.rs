@@ -12,8 +12,9 @@
 //! - the account key and each certificate with its key live in the cache folder, so a restart
 //!   serves the cached certificate at once without a new order;
 //! - renewal at 2/3 of the certificate's life; a failure is logged with what to check and
-//!   retried with exponential backoff (10 s doubling to an hour; an hour at least when the CA
-//!   says rate-limited). STUN and TURN never wait for any of this;
+//!   retried with exponential backoff (10 s doubling to an hour), never sooner than the CA's
+//!   `Retry-After` asks, and an hour at least when the CA says rate-limited without saying how
+//!   long (`retry_wait`). STUN and TURN never wait for any of this;
 //! - until the first certificate arrives, TLS is served with a self-signed placeholder and
 //!   every HTTPS request gets a 503 saying what is going on ([`Acme::waiting_message`]).
 //!
@@ -45,6 +46,8 @@ pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(180);
 const FIRST_RETRY: Duration = Duration::from_secs(10);
 const MAX_RETRY: Duration = Duration::from_secs(3600);
+/// A `Retry-After` longer than this is taken as this: the certificate may expire meanwhile.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
 
 /// What `--acme-*` asked for.
 #[derive(Debug, Clone)]
@@ -188,6 +191,8 @@ pub struct Acme {
     held: Mutex<Held>,
     ready: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// The `Retry-After` of the CA's last error answer in this attempt.
+    retry_after: Arc<Mutex<Option<String>>>,
 }
 
 /// Why an attempt failed: decides the hint and the wait.
@@ -230,6 +235,7 @@ impl Acme {
             held: Mutex::new(held),
             ready: AtomicBool::new(ready),
             last_error: Mutex::new(None),
+            retry_after: Arc::new(Mutex::new(None)),
         }))
     }
 
@@ -296,11 +302,12 @@ impl Acme {
         }
     }
 
-    /// Obtains and renews for ever; `install` gets each new certificate's server config.
+    /// Obtains and renews for ever; `install` gets each new certificate's server config and
+    /// expiry.
     /// Lines for scripts go to `say`.
     pub async fn run(
         self: Arc<Self>,
-        install: impl Fn(Arc<rustls::ServerConfig>) + Send + 'static,
+        install: impl Fn(Arc<rustls::ServerConfig>, i64) + Send + 'static,
         say: fn(std::fmt::Arguments),
     ) {
         let mut failures: u32 = 0;
@@ -314,6 +321,9 @@ impl Acme {
                 }
             }
             let renewing = self.validity().is_some();
+            if let Ok(mut asked) = self.retry_after.lock() {
+                *asked = None;
+            }
             tracing::info!(domains = ?self.settings.domains, directory = %self.settings.directory, "acme: ordering a certificate");
             let result = match tokio::time::timeout(ATTEMPT_TIMEOUT, self.attempt(failures)).await {
                 Ok(result) => result,
@@ -332,7 +342,7 @@ impl Acme {
                         *held = Held { key, info: Some(info.clone()) };
                     }
                     match self.server_config() {
-                        Ok(config) => install(config),
+                        Ok(config) => install(config, info.not_after),
                         Err(e) => tracing::error!("acme: cannot use the new certificate: {e:#}"),
                     }
                     self.ready.store(true, Ordering::SeqCst);
@@ -347,17 +357,24 @@ impl Acme {
                 }
                 Err(failure) => {
                     failures += 1;
-                    let mut wait = FIRST_RETRY.saturating_mul(1 << (failures - 1).min(12)).min(MAX_RETRY);
-                    if failure.kind == Kind::RateLimited {
-                        wait = wait.max(MAX_RETRY);
-                    }
+                    let asked = self
+                        .retry_after
+                        .lock()
+                        .ok()
+                        .and_then(|mut asked| asked.take())
+                        .and_then(|value| peerlink_proto::parse_retry_after(&value, SystemTime::now()));
+                    let wait = retry_wait(failures, failure.kind, asked);
                     let hint = self.hint(failure.kind);
                     tracing::error!(
-                        "acme: could not get a certificate for {} from {}: {}. {hint} Retrying in {} s{}.",
+                        "acme: could not get a certificate for {} from {}: {}. {hint} Retrying in {} s{}{}.",
                         self.settings.domains.join(", "),
                         self.settings.directory,
                         failure.message,
                         wait.as_secs(),
+                        match asked {
+                            Some(asked) => format!(" (the CA's Retry-After asked for {} s)", asked.as_secs()),
+                            None => String::new(),
+                        },
                         if self.ready() {
                             "; the current certificate is served meanwhile"
                         } else {
@@ -382,9 +399,14 @@ impl Acme {
                  connections (DNS, firewall, proxy) and, for a private or test CA, --acme-ca-root.",
                 s.directory
             ),
-            Kind::RateLimited => "The CA refuses more orders for now (rate limited); this clears with time. \
-                 A staging directory has higher limits for tests."
-                .to_owned(),
+            Kind::RateLimited => format!(
+                "The CA refuses more requests for now (rate limited); this clears with time, and peerlink waits \
+                 as long as the CA asks. Check that the cache folder {} is kept across restarts (an empty one \
+                 means a new account and a new order on every start) and that no other server or script orders \
+                 certificates for {} from the same CA; a staging directory has higher limits for tests.",
+                s.cache.display(),
+                s.domains.join(", ")
+            ),
             Kind::Challenge => {
                 let mut ports = format!("port 443 reaching --http {} (TLS-ALPN-01)", s.https);
                 if let Some(http) = s.http {
@@ -424,7 +446,8 @@ impl Acme {
     async fn account(&self) -> Result<Account, Failure> {
         let path = self.account_path();
         let http = || -> Result<Box<dyn instant_acme::HttpClient>, Failure> {
-            http_client(&self.settings.ca_roots).map_err(|e| Failure::new(Kind::Other, format!("{e:#}")))
+            http_client(&self.settings.ca_roots, self.retry_after.clone())
+                .map_err(|e| Failure::new(Kind::Other, format!("{e:#}")))
         };
         if let Ok(text) = std::fs::read_to_string(&path) {
             match serde_json::from_str::<AccountCredentials>(&text) {
@@ -648,8 +671,55 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The HTTPS client for the CA: the system's roots plus `--acme-ca-root`'s.
-fn http_client(extra: &[PathBuf]) -> anyhow::Result<Box<dyn instant_acme::HttpClient>> {
+/// How long to wait after `failures` failed attempts in a row: 10 s doubling to an hour;
+/// never sooner than the CA's `Retry-After` (RFC 8555 §6.6) asks, up to a day; and when the
+/// CA says rate-limited without saying how long, an hour at least.
+fn retry_wait(failures: u32, kind: Kind, retry_after: Option<Duration>) -> Duration {
+    let backoff = FIRST_RETRY.saturating_mul(1 << failures.saturating_sub(1).min(12)).min(MAX_RETRY);
+    match retry_after {
+        Some(asked) => backoff.max(asked.min(MAX_RETRY_AFTER)),
+        None if kind == Kind::RateLimited => backoff.max(MAX_RETRY),
+        None => backoff,
+    }
+}
+
+/// The CA's HTTPS client, keeping the `Retry-After` of each error answer: instant-acme's
+/// errors carry the problem document only.
+struct Watched {
+    inner: Box<dyn instant_acme::HttpClient>,
+    retry_after: Arc<Mutex<Option<String>>>,
+}
+
+impl instant_acme::HttpClient for Watched {
+    fn request(
+        &self,
+        request: axum::http::Request<instant_acme::BodyWrapper<bytes::Bytes>>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<instant_acme::BytesResponse, instant_acme::Error>> + Send,
+        >,
+    > {
+        let response = self.inner.request(request);
+        let slot = self.retry_after.clone();
+        Box::pin(async move {
+            let response = response.await?;
+            if !response.parts.status.is_success() {
+                let value = response.parts.headers.get(axum::http::header::RETRY_AFTER);
+                if let (Some(value), Ok(mut slot)) = (value.and_then(|v| v.to_str().ok()), slot.lock()) {
+                    *slot = Some(value.to_owned());
+                }
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// The HTTPS client for the CA: the system's roots plus `--acme-ca-root`'s; error answers'
+/// `Retry-After` goes to `retry_after`.
+fn http_client(
+    extra: &[PathBuf],
+    retry_after: Arc<Mutex<Option<String>>>,
+) -> anyhow::Result<Box<dyn instant_acme::HttpClient>> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {
@@ -675,7 +745,7 @@ fn http_client(extra: &[PathBuf]) -> anyhow::Result<Box<dyn instant_acme::HttpCl
         hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().build();
     let client: hyper_util::client::legacy::Client<_, instant_acme::BodyWrapper<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
-    Ok(Box::new(client))
+    Ok(Box::new(Watched { inner: Box::new(client), retry_after }))
 }
 
 fn load_roots(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
@@ -918,6 +988,23 @@ mod tests {
         assert_eq!(renew_at(0, 90 * 86_400), 60 * 86_400);
         assert_eq!(renew_at(1000, 1030), 1020);
         assert_eq!(renew_at(1000, 900), 1000);
+    }
+
+    #[test]
+    fn backs_off_and_honours_retry_after() {
+        let secs = Duration::from_secs;
+        let waits: Vec<u64> = (1..=11).map(|n| retry_wait(n, Kind::Unreachable, None).as_secs()).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1280, 2560, 3600, 3600]);
+        assert_eq!(retry_wait(u32::MAX, Kind::Challenge, None), MAX_RETRY);
+        // Rate limited without Retry-After: an hour at least.
+        assert_eq!(retry_wait(1, Kind::RateLimited, None), secs(3600));
+        // Retry-After: never sooner than the CA asks, the backoff still growing beyond it.
+        assert_eq!(retry_wait(1, Kind::RateLimited, Some(secs(15))), secs(15));
+        assert_eq!(retry_wait(2, Kind::RateLimited, Some(secs(15))), secs(20));
+        assert_eq!(retry_wait(1, Kind::Other, Some(secs(7200))), secs(7200));
+        assert_eq!(retry_wait(1, Kind::Unreachable, Some(Duration::ZERO)), secs(10));
+        // A CA asking for a week gets a day: the certificate could expire meanwhile.
+        assert_eq!(retry_wait(1, Kind::RateLimited, Some(secs(7 * 86_400))), secs(86_400));
     }
 
     #[test]

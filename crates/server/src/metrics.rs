@@ -151,6 +151,22 @@ pub fn render_signal(stats: &peerlink_signal::hub::HubStats) -> String {
     simple(&gauges, &counters)
 }
 
+/// When the certificate served for HTTPS/WSS and TURN over TLS expires; only the help and
+/// type lines while there is none (no TLS, or ACME still waiting for the first).
+pub fn render_certificate(not_after: Option<i64>) -> String {
+    let name = "peerlink_tls_certificate_expiry_timestamp_seconds";
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP {name} When the certificate served over TLS expires (its notAfter), in seconds since the epoch."
+    );
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    if let Some(not_after) = not_after {
+        let _ = writeln!(out, "{name} {not_after}");
+    }
+    out
+}
+
 pub fn render_turn(stats: &TurnStats) -> String {
     let mut out = String::new();
     metric(&mut out, "peerlink_turn_allocations", "gauge", "Allocations now.", &[("", stats.allocations)]);

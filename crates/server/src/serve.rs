@@ -91,13 +91,20 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
             (None, Some(config)) => Some(https::TlsConfig::with_acme(config)),
             (None, None) => None,
         };
-        let installer = Installer { https: https.clone(), turn: turn.handle.clone() };
+        let not_after = match (&turn.cert_key, &acme) {
+            (Some((cert, _)), _) => tls::cert_info(cert).ok().map(|info| info.not_after),
+            (None, Some(acme)) => acme.validity().map(|(_, not_after)| not_after),
+            (None, None) => None,
+        };
+        let installer = Installer::new(https.clone(), turn.handle.clone(), not_after);
         turn.spawn_helpers("serve", Some(render), sfu_stats, installer.clone()).await?;
         let mut app = signal.router().merge(crate::web::router());
         if let Some(acme) = &acme {
             app = app.layer(axum::middleware::from_fn_with_state(acme.clone(), acme_gate));
             say(format_args!("peerlink serve: acme: {}", acme.describe()));
-            tokio::spawn(acme.clone().run(move |config| installer.install(config), say));
+            tokio::spawn(
+                acme.clone().run(move |config, not_after| installer.install(config, Some(not_after)), say),
+            );
         }
         if let (Some(listener), Some(acme)) = (acme_http, &acme) {
             let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -206,7 +213,9 @@ pub const TURN_ALLOCATIONS_PER_USER: usize = 30;
 pub fn run_turn(options: TurnOptions) -> anyhow::Result<()> {
     let turn = Turn::start("turn", options.with_file()?, TURN_ALLOCATIONS_PER_USER, None)?;
     runtime()?.block_on(async {
-        let installer = Installer { https: None, turn: turn.handle.clone() };
+        let not_after =
+            turn.cert_key.as_ref().and_then(|(cert, _)| tls::cert_info(cert).ok()).map(|i| i.not_after);
+        let installer = Installer::new(None, turn.handle.clone(), not_after);
         turn.spawn_helpers("turn", None, None, installer).await?;
         wait_for_signal().await
     })?;
@@ -220,14 +229,26 @@ pub fn run_turn(options: TurnOptions) -> anyhow::Result<()> {
 struct Installer {
     https: Option<https::TlsConfig>,
     turn: Arc<TurnHandle>,
+    /// The served certificate's notAfter (seconds since the epoch), for /metrics; 0: none.
+    not_after: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Installer {
-    fn install(&self, config: Arc<rustls::ServerConfig>) {
+    fn new(https: Option<https::TlsConfig>, turn: Arc<TurnHandle>, not_after: Option<i64>) -> Installer {
+        let not_after = Arc::new(std::sync::atomic::AtomicI64::new(not_after.unwrap_or(0)));
+        Installer { https, turn, not_after }
+    }
+
+    fn install(&self, config: Arc<rustls::ServerConfig>, not_after: Option<i64>) {
         if let Some(https) = &self.https {
             https.replace(config.clone());
         }
         self.turn.reload_tls(config);
+        self.not_after.store(not_after.unwrap_or(0), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn not_after(&self) -> Option<i64> {
+        Some(self.not_after.load(std::sync::atomic::Ordering::SeqCst)).filter(|t| *t != 0)
     }
 }
 
@@ -440,6 +461,7 @@ impl Turn {
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("cannot listen for SIGHUP")?;
         let cert_key = self.cert_key.clone();
+        let expiry = installer.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 let Some((cert, key)) = &cert_key else {
@@ -449,7 +471,7 @@ impl Turn {
                 match tls::load(cert, key) {
                     Ok(config) => {
                         tracing::info!("SIGHUP: certificate reloaded");
-                        installer.install(config)
+                        installer.install(config, tls::cert_info(cert).ok().map(|info| info.not_after))
                     }
                     Err(e) => {
                         tracing::error!(error = %format!("{e:#}"), "tls reload failed; keeping the old certificate")
@@ -462,6 +484,7 @@ impl Turn {
             let render: metrics::Render = Arc::new(move || {
                 let stats = shared.snapshot();
                 let mut text = metrics::render_turn(&stats);
+                text.push_str(&metrics::render_certificate(expiry.not_after()));
                 if let Some(extra) = &extra {
                     text.push_str(&extra());
                 }

@@ -30,12 +30,17 @@ pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>
 
 /// The DNS names (subject alternative names) of the first certificate in a PEM file, in order.
 pub fn dns_names(cert: &Path) -> anyhow::Result<Vec<String>> {
+    Ok(cert_info(cert)?.dns_names)
+}
+
+/// The names and validity of the first certificate in a PEM file.
+pub fn cert_info(cert: &Path) -> anyhow::Result<CertInfo> {
     let first = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("cannot read certificate {}", cert.display()))?
         .next()
         .with_context(|| format!("no certificate in {}", cert.display()))?
         .with_context(|| format!("bad certificate PEM in {}", cert.display()))?;
-    Ok(CertInfo::parse(&first)?.dns_names)
+    CertInfo::parse(&first)
 }
 
 /// What the server needs to know of a certificate: its names and validity.
