@@ -94,7 +94,7 @@ path_check() {
     for what in "rate $((RATE_MBIT * 13 / 10))" "loss $((RATE_MBIT / 2))"; do
         set -- $what
         for try in 1 2 3; do
-            ip netns exec "$A" iperf3 -c $B_IP -u -b "${2}M" -l 1472 -t 4 -J >"$c.$1.json" 2>"$c.$1.err" && break
+            ip netns exec "$A" iperf3 -c $B_IP -u -b "${2}M" -l 1472 -w 4M -t 4 -J >"$c.$1.json" 2>"$c.$1.err" && break
             sleep 1
         done
     done
