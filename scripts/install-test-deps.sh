@@ -4,7 +4,7 @@
 #   reference), Debian's Chromium driven by playwright-core from npm (never a downloaded
 #   browser), Node.js if missing, redis-server (the multi-node signaling test), nftables
 #   (the NAT lab), OpenSSL's headers and tool (DTLS), a Python venv with aioice and aiortc (interop, benchmark), node-datachannel (benchmark), rustfmt and clippy, and
-#   cargo-fuzz; for the path emulator (tests/lab/path-emulator.py): iptables, ping,
+#   cargo-fuzz; for the path emulator (tests/lab/path-emulator.py): iptables, ping, iperf3,
 #   libnetfilter-queue's headers and NetfilterQueue in that venv; Go and Debian's Pion
 #   libraries (the media benchmark's reference, the interop matrix's Pion peer); Firefox ESR,
 #   puppeteer-core, werift and node-datachannel (the interop matrix); pebble (the ACME test CA),
@@ -48,8 +48,9 @@ command -v iptables >/dev/null || need_apt+=(iptables)
 # pebble (Let's Encrypt's ACME test CA, with pebble-challtestsrv as its DNS): automatic HTTPS is
 # tested against it doing real validation (tests/e2e/acme-pebble.sh).
 command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null || need_apt+=(pebble)
-# ping checks an emulated path's RTT before a test trusts it.
+# ping checks an emulated path's RTT before a test trusts it, iperf3 its rate and loss.
 command -v ping >/dev/null || need_apt+=(iputils-ping)
+command -v iperf3 >/dev/null || need_apt+=(iperf3)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing Debian packages: ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive

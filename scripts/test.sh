@@ -89,6 +89,8 @@ step "end-to-end: peerlink chat with peerlink chat through peerlink serve"
 tests/e2e/chat-cli.sh target/release/peerlink
 step "end-to-end: peerlink send to peerlink recv (50 MB, no overwrite, interrupted sender)"
 tests/e2e/transfer-cli.sh target/release/peerlink
+step "peerlink send -> recv through an emulated 40 ms / 50 Mbit/s path, 0% and 1% loss, each congestion controller (path checked with ping and iperf3)"
+tests/e2e/transfer-path.sh target/release/peerlink
 step "interop: the browser app in headless Chromium with peerlink chat, recv and send (50 MB each way; namespace)"
 tests/e2e/chat-browser.sh target/release/peerlink
 step "interop: the browser app WITH its camera on and peerlink recv, 50x per join order (renegotiation during set-up; namespace)"
@@ -153,6 +155,8 @@ if [ "${BENCH:-1}" != 0 ]; then
     ROUNDS=${SIGNAL_ROUNDS:-1} bench/signal.sh
     step "benchmark: data channel throughput, peerlink vs libdatachannel vs aiortc"
     ROUNDS=${DC_ROUNDS:-3} bench/datachannel.sh
+    step "benchmark: data channel goodput through emulated long, lossy paths, peerlink (BBR, RFC 9260) vs libdatachannel"
+    ROUNDS=${DC_PATH_ROUNDS:-1} bench/datachannel-path.sh
     step "benchmark: the native peer (set-up time, send -> recv) vs Chromium and aiortc"
     bench/peer.sh
     step "benchmark: SRTP protect/unprotect per packet, peerlink-rtp vs libsrtp 2"

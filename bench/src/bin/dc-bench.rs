@@ -1,7 +1,7 @@
 //! One side of a data-channel throughput run of our stack (DTLS + SCTP + data channels)
 //! over real UDP, for bench/datachannel.sh:
 //!
-//!   dc-bench send|recv [--bind ADDR] [--bytes N] [--message N]
+//!   dc-bench send|recv [--bind ADDR] [--bytes N] [--message N] [--congestion-control bbr|rfc9260]
 //!
 //! Prints one JSON line `{"addr","fingerprint"}`, reads the peer's line in the same shape,
 //! then the sender (DTLS client) opens a reliable ordered channel and sends `--bytes` in
@@ -12,7 +12,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use peerlink_dtls::{Certificate, Dtls, DtlsConfig, DtlsEvent, Fingerprint, Role};
-use peerlink_sctp::{Association, ChannelConfig, ChannelEvent, DataChannels, SctpConfig};
+use peerlink_sctp::{Association, ChannelConfig, ChannelEvent, CongestionControl, DataChannels, SctpConfig};
 use peerlink_udp::{RecvBatch, SendBatch, GRO_SLOT};
 use std::io::BufRead;
 use std::net::{SocketAddr, UdpSocket};
@@ -32,6 +32,15 @@ struct Args {
     /// One datagram per system call: no UDP segmentation or receive offload.
     #[arg(long)]
     no_offload: bool,
+    /// The SCTP congestion controller [default: the SCTP crate's].
+    #[arg(long, value_name = "NAME")]
+    congestion_control: Option<Controller>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Controller {
+    Bbr,
+    Rfc9260,
 }
 
 const RECEIVES_PER_TURN: usize = 32;
@@ -79,7 +88,13 @@ fn main() -> Result<()> {
     let start = Instant::now();
     let role = if sender { Role::Client } else { Role::Server };
     let mut dtls = Dtls::new(start, DtlsConfig::new(role, cert, fingerprint))?;
-    let sctp = Association::new(start, SctpConfig::default(), random32());
+    let mut config = SctpConfig::default();
+    match args.congestion_control {
+        Some(Controller::Bbr) => config.congestion_control = CongestionControl::Bbr,
+        Some(Controller::Rfc9260) => config.congestion_control = CongestionControl::Rfc9260,
+        None => {}
+    }
+    let sctp = Association::new(start, config, random32());
     let mut dc = DataChannels::new(sctp, sender);
     let channel = if sender { Some(dc.create(start, ChannelConfig::reliable("bench"))?) } else { None };
     let payload = vec![0x5Au8; args.message];

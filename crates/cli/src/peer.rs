@@ -31,6 +31,27 @@ pub struct MeetArgs {
     /// as it takes, and connections already up stay up meanwhile
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub wait: u64,
+    /// The data channels' SCTP congestion controller: `bbr` (a model of the path: keeps a
+    /// long or lossy path full) or `rfc9260` (loss-based, as other WebRTC stacks)
+    /// [default: the SCTP crate's]
+    #[arg(long, value_name = "NAME", env = "PEERLINK_CONGESTION_CONTROL")]
+    pub congestion_control: Option<CongestionChoice>,
+}
+
+/// `--congestion-control` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CongestionChoice {
+    Bbr,
+    Rfc9260,
+}
+
+impl From<CongestionChoice> for peerlink_rtc::CongestionControl {
+    fn from(choice: CongestionChoice) -> Self {
+        match choice {
+            CongestionChoice::Bbr => peerlink_rtc::CongestionControl::Bbr,
+            CongestionChoice::Rfc9260 => peerlink_rtc::CongestionControl::Rfc9260,
+        }
+    }
 }
 
 impl MeetArgs {

@@ -30,6 +30,7 @@ pub async fn join(args: &MeetArgs, options: RoomOptions) -> anyhow::Result<Room>
     session.wait = options.wait;
     session.tracks = options.tracks;
     session.accept_media = options.accept_media;
+    session.congestion_control = args.congestion_control.map(Into::into);
     session.status = Some(Arc::new(|line: &str| crate::status!("{line}")));
     Ok(Room::join(&args.server, &args.room, &name, session).await?)
 }

@@ -20,7 +20,8 @@
 
 use peerlink_io::{Peer, PeerConfig, PeerEvents, PeerHandle};
 use peerlink_rtc::{
-    ConnectionState, Description, Direction, MediaKind, RtcConfig, RtcEvent, SdpType, TrackConfig,
+    CongestionControl, ConnectionState, Description, Direction, MediaKind, RtcConfig, RtcEvent, SdpType,
+    TrackConfig,
 };
 use peerlink_signal::{ClientEvent, ClientOptions, IceServer, SignalClient};
 use serde_json::json;
@@ -164,6 +165,8 @@ pub struct SessionOptions {
     /// Bytes each data channel delivers before the application gives credit for more
     /// ([`PeerHandle::add_receive_credit`]); `None`: no limit.
     pub channel_receive_credit: Option<usize>,
+    /// The data channels' SCTP congestion controller; `None`: the SCTP crate's default.
+    pub congestion_control: Option<CongestionControl>,
     /// Where status lines go; `None`: `tracing` at info level.
     pub status: Option<StatusFn>,
 }
@@ -177,6 +180,7 @@ impl Default for SessionOptions {
             tracks: Vec::new(),
             accept_media: None,
             channel_receive_credit: None,
+            congestion_control: None,
             status: None,
         }
     }
@@ -190,6 +194,7 @@ impl std::fmt::Debug for SessionOptions {
             .field("tracks", &self.tracks.len())
             .field("accept_media", &self.accept_media)
             .field("channel_receive_credit", &self.channel_receive_credit)
+            .field("congestion_control", &self.congestion_control)
             .finish_non_exhaustive()
     }
 }
@@ -344,6 +349,7 @@ impl Session {
         let mut rtc = rtc_config(&ice_servers, &status).await;
         rtc.accept_media = options.accept_media;
         rtc.channel_receive_credit = options.channel_receive_credit;
+        rtc.congestion_control = options.congestion_control;
         let (app, events) = mpsc::unbounded_channel();
         let (peer_events, merged) = mpsc::unbounded_channel();
         let mut task = Task {
