@@ -44,7 +44,8 @@ async function echoCheck(cfg) {
   let ws = null;
   let finish;
   const done = new Promise((res) => { finish = res; });
-  const timer = setTimeout(() => { note('timed out'); finish(); }, cfg.timeoutS * 1000);
+  let chan = null;
+  const timer = setTimeout(() => { note(`timed out; bufferedAmount ${chan && chan.bufferedAmount}`); finish(); }, cfg.timeoutS * 1000);
   try {
     ws = new WebSocket(cfg.server);
     await new Promise((res, rej) => { ws.onopen = res; ws.onerror = () => rej(new Error('signaling connection failed')); });
@@ -54,6 +55,7 @@ async function echoCheck(cfg) {
     const run = async (dc) => {
       if (r.openMs !== null) return; // one channel is enough: the first to open
       r.openMs = ms();
+      chan = dc;
       note(`channel "${dc.label}" open`);
       dc.binaryType = 'arraybuffer';
       dc.onmessage = (ev) => {
@@ -70,7 +72,11 @@ async function echoCheck(cfg) {
       dc.onclose = () => { note('channel closed'); finish(); };
       dc.bufferedAmountLowThreshold = 256 * 1024;
       for (let i = 0; i < cfg.count; i++) {
-        if (dc.bufferedAmount > 1024 * 1024) await new Promise((res) => { dc.onbufferedamountlow = res; });
+        if (dc.bufferedAmount > 1024 * 1024) {
+          // Noted so a stall here can be told from one in the transport (see scripts/test.sh).
+          note(`waiting for bufferedamountlow after ${i} sent, ${r.echoed} back, bufferedAmount ${dc.bufferedAmount}`);
+          await new Promise((res) => { dc.onbufferedamountlow = res; });
+        }
         if (dc.readyState !== 'open') { note(`channel ${dc.readyState} after ${i} sent`); return; }
         dc.send(message(i));
         r.sent++;
