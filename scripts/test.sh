@@ -60,6 +60,9 @@ tests/e2e/stun-stunclient.sh target/release/peerlink
 step "end-to-end: coturn's turnutils_uclient and turnutils_peer against peerlink turn"
 tests/e2e/turn-uclient.sh target/release/peerlink
 
+step "TURN memory and scale: 2,000 allocations with channels, refreshed, relaying, then under 50 abusive clients (RSS flat, nothing lost)"
+tests/e2e/turn-soak.sh target/release/peerlink target/release/turn-soak
+
 step "end-to-end: peerlink serve (STUN and TURN on one port, REST credentials, SIGTERM)"
 tests/e2e/serve-smoke.sh target/release/peerlink
 

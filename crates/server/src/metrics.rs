@@ -255,6 +255,27 @@ pub fn render_turn(stats: &TurnStats) -> String {
     );
     metric(
         &mut out,
+        "peerlink_turn_over_user_bandwidth_total",
+        "counter",
+        "Packets dropped because their user exceeded --max-bandwidth-per-user.",
+        &[("", stats.over_user_bandwidth)],
+    );
+    metric(
+        &mut out,
+        "peerlink_turn_over_capacity_total",
+        "counter",
+        "Packets dropped because the server exceeded --bandwidth-capacity.",
+        &[("", stats.over_capacity)],
+    );
+    metric(
+        &mut out,
+        "peerlink_turn_capacity_refusals_total",
+        "counter",
+        "Allocates refused (486) while --bandwidth-capacity was used up.",
+        &[("", stats.capacity_refusals)],
+    );
+    metric(
+        &mut out,
         "peerlink_turn_unauthenticated_throttled_total",
         "counter",
         "401 answers withheld by the per-IP rate limit.",

@@ -170,6 +170,15 @@ pub struct TurnOptions {
     /// it are dropped, TCP relays (RFC 6062) are read no faster [default: no limit]
     #[arg(long, value_name = "BYTES")]
     pub max_bandwidth: Option<u64>,
+    /// Relayed bytes per second per user (one credential), over all its allocations and
+    /// relay threads; what goes over is dropped and counted [default: no limit]
+    #[arg(long, value_name = "BYTES")]
+    pub max_bandwidth_per_user: Option<u64>,
+    /// Relayed bytes per second of the whole server (coturn's bps-capacity): what goes over is
+    /// dropped and counted, and while it is used up new allocations are refused with 486
+    /// [default: no limit]
+    #[arg(long, value_name = "BYTES")]
+    pub bandwidth_capacity: Option<u64>,
     /// Serve Prometheus metrics at http://ADDR/metrics
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
@@ -387,7 +396,13 @@ mod tests {
                relay_ip = ["192.0.2.1"]
                relay_ports = "50000-50100"
                allow_loopback_peers = true
-               deny_peer = ["8.8.8.0/24"]"#,
+               deny_peer = ["8.8.8.0/24"]
+               max_bandwidth_per_user = 500000
+               bandwidth_capacity = 10000000"#,
+        );
+        assert_eq!(
+            (c.turn.max_bandwidth_per_user, c.turn.bandwidth_capacity),
+            (Some(500_000), Some(10_000_000))
         );
         assert_eq!(c.turn.auth_secret.len(), 2);
         assert_eq!(c.turn.deny_peer[0], "8.8.8.0/24".parse::<IpNet>().unwrap());

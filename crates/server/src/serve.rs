@@ -403,6 +403,11 @@ impl Turn {
             core.max_allocations = n;
         }
         core.max_bytes_per_second = options.max_bandwidth.filter(|&n| n > 0);
+        core.max_bytes_per_second_per_user = options.max_bandwidth_per_user.filter(|&n| n > 0);
+        core.capacity = options
+            .bandwidth_capacity
+            .filter(|&n| n > 0)
+            .map(|n| Arc::new(peerlink_turn::SharedRate::new(n, std::time::Instant::now())));
         let (cert, key) = (options.cert, options.key);
         let tls_addr = options.tls_listen.unwrap_or(SocketAddr::new(listen.ip(), 5349));
         let tls = match (&cert, &key, acme_tls) {

@@ -16,7 +16,7 @@ use mio::{Events, Interest, Poll, Token};
 use peerlink_stun::AddressFamily;
 use peerlink_turn::{
     ClientAction, ConnectionId, FiveTuple, PeerAction, PortRequest, QuotaError, Relay, RelayError, RelayId,
-    RelayProvider, ServerConfig, Transport, TurnServer, TurnStats,
+    RelayProvider, ServerConfig, SharedRate, Transport, TurnServer, TurnStats,
 };
 use peerlink_udp::{RecvBatch, SendBatch, MAX_BATCH};
 use pipe::{PeerConn, Pipe};
@@ -25,7 +25,7 @@ use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A UDP socket of the event loop, with batched receive and send.
@@ -76,6 +76,22 @@ pub struct TurnConfig {
     pub threads: usize,
 }
 
+impl TurnConfig {
+    /// UDP and TCP on a free loopback port, relays on 127.0.0.1, no TLS: for tests.
+    pub fn loopback(core: ServerConfig, threads: usize) -> TurnConfig {
+        TurnConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            relay_ips: vec![IpAddr::from([127, 0, 0, 1])],
+            relay_ports: 49152..=65535,
+            advertised: Vec::new(),
+            max_tcp_connections: 64,
+            core,
+            tls: None,
+            threads,
+        }
+    }
+}
+
 /// One event loop thread per core (not yet `serve`'s default: see `--relay-threads`).
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -108,6 +124,9 @@ impl SharedStats {
 #[derive(Debug)]
 struct Ledger {
     per_user: Mutex<HashMap<String, usize>>,
+    /// Users' bandwidth (`--max-bandwidth-per-user`), one bucket per user for every shard;
+    /// the allocations hold it, so the entry is dropped once none does.
+    user_rates: Mutex<HashMap<String, Weak<SharedRate>>>,
     total: AtomicUsize,
     max_per_user: usize,
     max_total: usize,
@@ -130,6 +149,19 @@ impl Ledger {
         }
         *held += 1;
         Ok(())
+    }
+
+    fn user_rate(&self, user: &str, bytes_per_second: u64, now: Instant) -> Option<Arc<SharedRate>> {
+        let mut rates = self.user_rates.lock().ok()?;
+        if let Some(rate) = rates.get(user).and_then(Weak::upgrade) {
+            return Some(rate);
+        }
+        let rate = Arc::new(SharedRate::new(bytes_per_second, now));
+        rates.insert(user.to_owned(), Arc::downgrade(&rate));
+        if rates.len() > 64 && rates.len().is_power_of_two() {
+            rates.retain(|_, rate| rate.strong_count() > 0);
+        }
+        Some(rate)
     }
 
     fn release(&self, user: &str) {
@@ -208,6 +240,7 @@ pub fn start(config: TurnConfig) -> anyhow::Result<TurnHandle> {
     let shutdown = Shutdown::new();
     let ledger = Arc::new(Ledger {
         per_user: Mutex::new(HashMap::new()),
+        user_rates: Mutex::new(HashMap::new()),
         total: AtomicUsize::new(0),
         max_per_user: config.core.max_allocations_per_user,
         max_total: config.core.max_allocations,
@@ -528,6 +561,10 @@ impl RelayProvider for Io {
 
     fn release(&mut self, user: &str) {
         self.ledger.release(user);
+    }
+
+    fn user_rate(&mut self, user: &str, bytes_per_second: u64, now: Instant) -> Option<Arc<SharedRate>> {
+        self.ledger.user_rate(user, bytes_per_second, now)
     }
 
     fn close(&mut self, relay: RelayId) {

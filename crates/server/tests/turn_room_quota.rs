@@ -302,17 +302,7 @@ fn start_static(threads: usize, quota: usize) -> turn::TurnHandle {
     users.add_user("alice", "pw");
     let mut core = ServerConfig::new(REALM, users, [6; 32]);
     core.max_allocations_per_user = quota;
-    turn::start(TurnConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        relay_ips: vec!["127.0.0.1".parse().unwrap()],
-        relay_ports: 49152..=65535,
-        advertised: Vec::new(),
-        max_tcp_connections: 64,
-        core,
-        tls: None,
-        threads,
-    })
-    .unwrap()
+    turn::start(TurnConfig::loopback(core, threads)).unwrap()
 }
 
 #[test]

@@ -26,17 +26,7 @@ fn start_limited(max_bytes_per_second: Option<u64>) -> turn::TurnHandle {
     let mut core = ServerConfig::new(REALM, credentials, [7; 32]);
     core.policy = PeerPolicy { allow_loopback: true, ..Default::default() };
     core.max_bytes_per_second = max_bytes_per_second;
-    turn::start(TurnConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        relay_ips: vec!["127.0.0.1".parse().unwrap()],
-        relay_ports: 49152..=65535,
-        advertised: Vec::new(),
-        max_tcp_connections: 64,
-        core,
-        tls: None,
-        threads: 1,
-    })
-    .unwrap()
+    turn::start(TurnConfig::loopback(core, 1)).unwrap()
 }
 
 /// A STUN client on one TCP connection with the long-term credential dance done.

@@ -52,6 +52,10 @@ pub enum ClientEvent {
         peer: SocketAddr,
         channel: u16,
     },
+    /// A Refresh was answered: the allocation now lasts `lifetime` from here.
+    Refreshed {
+        lifetime: Duration,
+    },
     /// A request was refused; the allocation lives on unless `Closed` follows.
     Refused {
         method: Method,
@@ -224,6 +228,18 @@ impl TurnClient {
         }
         w.finish();
         Ok(Transmit { route: (), len: out.len() - start })
+    }
+
+    /// Refreshes the allocation, its permissions and its channels now instead of when they
+    /// are due (`Refreshed` and `PermissionCreated` report the answers).
+    pub fn refresh(&mut self, now: Instant) {
+        if !matches!(self.state, State::Allocated { .. }) {
+            return;
+        }
+        self.refresh_at = Some(now);
+        self.permissions.values_mut().for_each(|at| *at = now);
+        self.channels.values_mut().for_each(|entry| entry.2 = now);
+        self.handle_timeout(now);
     }
 
     /// Deletes the allocation (Refresh with lifetime 0).
@@ -484,6 +500,7 @@ impl TurnClient {
                 if let State::Allocated { relayed, .. } = self.state {
                     self.state = State::Allocated { relayed, expires: now + lifetime };
                     self.refresh_at = Some(now + refresh_after(lifetime));
+                    self.events.push_back(ClientEvent::Refreshed { lifetime });
                 }
             }
             Kind::Permission(ip) => self.events.push_back(ClientEvent::PermissionCreated(ip)),

@@ -7,7 +7,9 @@
 //! 400/401/403/420/437/438/440/441/442/443/446/447/486/508; long-term credentials (MD5 and SHA-256
 //! password algorithms), static users and TURN REST secrets, stateless nonces, a bounded
 //! per-IP limit on 401 answers; a peer address policy refusing special-purpose ranges;
-//! quotas per user, per server and (optionally) bandwidth per allocation.
+//! quotas per user, per server and (optionally) bandwidth per allocation, per user and for the
+//! whole server ([`SharedRate`]: shared by every thread's core without a lock; an Allocate is
+//! refused with 486 while the server's capacity is used up).
 //!
 //! RFC 6062 TCP allocations (over TCP or TLS control connections): Allocate with
 //! REQUESTED-TRANSPORT TCP (a listening relay the I/O layer opens), Connect (permission
@@ -121,12 +123,14 @@ pub mod auth;
 pub mod channel;
 pub mod client;
 pub mod policy;
+pub mod rate;
 pub mod server;
 
 pub use auth::{rest_password, Credentials};
 pub use channel::ChannelData;
 pub use client::{ClientConfig, ClientError, ClientEvent, TurnClient};
 pub use policy::PeerPolicy;
+pub use rate::SharedRate;
 pub use server::{
     ClientAction, ConnectionId, FiveTuple, PeerAction, PortRequest, QuotaError, Relay, RelayError, RelayId,
     RelayProvider, ServerConfig, TcpOutput, Transport, TurnServer, TurnStats,

@@ -118,6 +118,17 @@ impl Net {
 
 const PEER: &str = "203.0.113.9:4000";
 
+/// An allocation with a channel bound to [`PEER`].
+fn with_channel() -> (Net, SocketAddr) {
+    let mut n = net("pw");
+    n.client.allocate(n.now);
+    n.pump();
+    let peer: SocketAddr = PEER.parse().unwrap();
+    n.client.bind_channel(n.now, peer).unwrap();
+    n.pump();
+    (n, peer)
+}
+
 #[test]
 fn allocates_binds_a_channel_and_relays_both_ways() {
     let mut n = net("pw");
@@ -188,12 +199,7 @@ fn retransmits_lost_requests() {
 
 #[test]
 fn keeps_the_allocation_permissions_and_channels_alive_across_nonce_expiry() {
-    let mut n = net("pw");
-    n.client.allocate(n.now);
-    n.pump();
-    let peer: SocketAddr = PEER.parse().unwrap();
-    n.client.bind_channel(n.now, peer).unwrap();
-    n.pump();
+    let (mut n, peer) = with_channel();
     // An hour: refreshes every ~9 minutes, nonces go stale every 10 (438, then retry).
     for _ in 0..60 {
         n.advance(Duration::from_secs(60));
@@ -241,4 +247,33 @@ fn close_deletes_the_allocation_and_silence_times_out() {
     assert!(
         matches!(silent.events.last(), Some(ClientEvent::Closed { reason }) if reason.contains("did not answer"))
     );
+}
+
+#[test]
+fn refresh_renews_the_allocation_permissions_and_channels_at_once() {
+    let (mut n, peer) = with_channel();
+    n.events.clear();
+    // Two minutes in: nothing is due yet, so every request here comes from `refresh`.
+    n.advance(Duration::from_secs(120));
+    assert!(n.events.is_empty(), "{:?}", n.events);
+    n.client.refresh(n.now);
+    let mut requests = Vec::new();
+    let mut datagram = Vec::new();
+    while n.client.poll_transmit(n.now, &mut datagram).is_some() {
+        requests.push(peerlink_stun::Message::parse(&datagram).unwrap().method());
+        let mut out = Vec::new();
+        n.deliver_to_server(&datagram.clone(), &mut out);
+        datagram.clear();
+    }
+    use peerlink_stun::Method;
+    assert_eq!(requests.len(), 3, "{requests:?}");
+    for method in [Method::REFRESH, Method::CREATE_PERMISSION, Method::CHANNEL_BIND] {
+        assert!(requests.contains(&method), "{requests:?}");
+    }
+    while let Some(event) = n.client.poll_event() {
+        n.events.push(event);
+    }
+    assert!(n.events.iter().any(|e| matches!(e, ClientEvent::Refreshed { .. })), "{:?}", n.events);
+    assert!(n.events.contains(&ClientEvent::PermissionCreated(peer.ip())), "{:?}", n.events);
+    assert!(!n.events.iter().any(|e| matches!(e, ClientEvent::Refused { .. } | ClientEvent::Closed { .. })));
 }

@@ -6,7 +6,7 @@ use peerlink_stun::{
 };
 use peerlink_turn::{
     ChannelData, ClientAction, ConnectionId, Credentials, FiveTuple, PeerAction, PortRequest, Relay,
-    RelayError, RelayId, RelayProvider, ServerConfig, TcpOutput, Transport, TurnServer,
+    RelayError, RelayId, RelayProvider, ServerConfig, SharedRate, TcpOutput, Transport, TurnServer,
 };
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -668,6 +668,73 @@ fn bandwidth_limit_drops_what_goes_over_and_refills() {
     w.now += Duration::from_millis(500);
     assert!(matches!(w.send(client, &data), ClientAction::ToPeer { .. }), "half a second refills 500 bytes");
     assert_eq!(w.server.stats().over_bandwidth, 3);
+}
+
+/// An allocation of `user` on `client` with channel 0x4000 bound to 203.0.113.5:7000; the
+/// ChannelData of a 400-byte payload on it.
+fn allocation_with_channel(w: &mut World, client: FiveTuple, user: &str) -> Vec<u8> {
+    let login = w.login(client, user, &format!("{user}-pw"));
+    assert_eq!(error_code(&w.allocate(client, &login, &[])), None);
+    let peer: SocketAddr = "203.0.113.5:7000".parse().unwrap();
+    let attributes = [Attribute::ChannelNumber(0x4000), Attribute::XorPeerAddress(peer)];
+    assert_eq!(error_code(&w.call(client, Method::CHANNEL_BIND, Some(&login), &attributes)), None);
+    let mut data = Vec::new();
+    ChannelData::encode(0x4000, &[7; 400], false, &mut data);
+    data
+}
+
+fn relays(w: &mut World, client: FiveTuple, data: &[u8]) -> bool {
+    matches!(w.send(client, data), ClientAction::ToPeer { .. })
+}
+
+#[test]
+fn per_user_bandwidth_is_shared_by_the_users_allocations() {
+    let mut w = world_with(|c| c.max_bytes_per_second_per_user = Some(1000));
+    let (first, second, other) =
+        (udp("198.51.100.1:5000"), udp("198.51.100.1:5001"), udp("198.51.100.2:5000"));
+    let data = allocation_with_channel(&mut w, first, "alice");
+    allocation_with_channel(&mut w, second, "alice");
+    allocation_with_channel(&mut w, other, "bob");
+    assert!(relays(&mut w, first, &data));
+    assert!(relays(&mut w, second, &data));
+    assert!(!relays(&mut w, first, &data), "alice's 1000 bytes are spent over both allocations");
+    assert!(!relays(&mut w, second, &data));
+    assert!(relays(&mut w, other, &data), "bob has his own");
+    assert_eq!(w.server.stats().over_user_bandwidth, 2);
+    assert_eq!(w.server.stats().over_bandwidth, 0);
+    w.now += Duration::from_millis(400);
+    assert!(relays(&mut w, second, &data), "400 ms refill 400 bytes");
+}
+
+#[test]
+fn capacity_is_shared_by_cores_and_refuses_new_allocations_with_486_when_used_up() {
+    let now = Instant::now();
+    let capacity = std::sync::Arc::new(SharedRate::new(850, now));
+    let mut cores: Vec<World> = (0..2)
+        .map(|_| {
+            let mut w = world_with(|c| c.capacity = Some(capacity.clone()));
+            w.now = now;
+            w
+        })
+        .collect();
+    let client = udp("198.51.100.1:5000");
+    let data = allocation_with_channel(&mut cores[0], client, "alice");
+    let other = udp("198.51.100.2:5000");
+    let other_data = allocation_with_channel(&mut cores[1], other, "bob");
+    assert!(relays(&mut cores[0], client, &data));
+    assert!(relays(&mut cores[1], other, &other_data));
+    assert!(!relays(&mut cores[0], client, &data), "the other core spent the rest");
+    assert_eq!(cores[0].server.stats().over_capacity, 1);
+    // Less than a tenth of a second's worth left: no new allocation on either core.
+    let late = udp("198.51.100.3:5000");
+    let login = cores[1].login(late, "bob", "bob-pw");
+    assert_eq!(error_code(&cores[1].allocate(late, &login, &[])), Some(486));
+    assert_eq!(cores[1].server.stats().capacity_refusals, 1);
+    for core in &mut cores {
+        core.now += Duration::from_millis(500);
+    }
+    assert_eq!(error_code(&cores[1].allocate(late, &login, &[])), None, "capacity came back");
+    assert!(relays(&mut cores[0], client, &data));
 }
 
 // RFC 6062 TCP allocations.

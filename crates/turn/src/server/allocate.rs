@@ -3,11 +3,13 @@
 //! allocation's life until it expires, is deleted, or its connection closes.
 
 use super::{Allocation, FiveTuple, Handled, Request, Transport, TurnServer};
+use crate::rate::SharedRate;
 use peerlink_stun::binding;
 use peerlink_stun::{AddressFamily, Attribute, AttributeType, ErrorCode, Message};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// RFC 8656 §19 / RFC 8489: IANA protocol number of UDP in REQUESTED-TRANSPORT.
 const UDP: u8 = 17;
@@ -84,6 +86,12 @@ pub trait RelayProvider {
     /// Gives back what [`RelayProvider::admit`] took: the allocation went, or was not made.
     fn release(&mut self, user: &str) {
         let _ = user;
+    }
+    /// `user`'s bandwidth of `bytes_per_second`, shared with the user's allocations on every
+    /// core; `None` (the default) when the I/O layer has one core, which then keeps its own.
+    fn user_rate(&mut self, user: &str, bytes_per_second: u64, now: Instant) -> Option<Arc<SharedRate>> {
+        let _ = (user, bytes_per_second, now);
+        None
     }
 }
 
@@ -165,6 +173,13 @@ impl TurnServer {
                 "allocation refused: server quota reached (508)");
             return self.refuse(req, ErrorCode::INSUFFICIENT_CAPACITY);
         }
+        // coturn's bps-capacity: while the server relays all it may, it takes no one new.
+        if self.config.capacity.as_ref().is_some_and(|capacity| capacity.exhausted(now)) {
+            self.stats.capacity_refusals += 1;
+            tracing::warn!(client = %tuple.client, user = %req.auth.username,
+                "allocation refused: bandwidth capacity reached (486)");
+            return self.refuse(req, ErrorCode::ALLOCATION_QUOTA_REACHED);
+        }
         if let Err(quota) = relays.admit(&req.auth.username) {
             self.stats.quota_refusals += 1;
             tracing::info!(client = %tuple.client, user = %req.auth.username, ?quota,
@@ -244,6 +259,14 @@ impl TurnServer {
             self.by_relay.insert(relay.id, tuple);
         }
         *self.per_user.entry(req.auth.username.clone()).or_default() += 1;
+        let user_rate = self.config.max_bytes_per_second_per_user.map(|rate| {
+            relays.user_rate(&req.auth.username, rate, now).unwrap_or_else(|| {
+                self.user_rates
+                    .entry(req.auth.username.clone())
+                    .or_insert_with(|| Arc::new(SharedRate::new(rate, now)))
+                    .clone()
+            })
+        });
         self.allocations.insert(
             tuple,
             Allocation {
@@ -255,6 +278,7 @@ impl TurnServer {
                 channels: HashMap::new(),
                 channel_of_peer: HashMap::new(),
                 budget: (self.config.max_bytes_per_second.unwrap_or(0), now),
+                user_rate,
                 tcp,
                 connections: Vec::new(),
                 silence: super::Silence::default(),
@@ -367,6 +391,7 @@ impl TurnServer {
                 *count -= 1;
                 if *count == 0 {
                     self.per_user.remove(&allocation.username);
+                    self.user_rates.remove(&allocation.username);
                 }
             }
             self.stats.allocations = self.allocations.len() as u64;

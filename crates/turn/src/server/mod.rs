@@ -20,11 +20,13 @@ pub use tcp::{ConnectionId, TcpOutput};
 
 use crate::auth::{Credentials, NonceIssuer, RateLimiter};
 use crate::policy::PeerPolicy;
+use crate::rate::SharedRate;
 use peerlink_stun::binding;
 use peerlink_stun::{Class, ErrorCode, Header, Key, Message, MessageWriter, Method, TransactionId};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tcp::TcpConnections;
 
@@ -57,6 +59,13 @@ pub struct ServerConfig {
     /// Relayed payload bytes per second per allocation, both directions together (a
     /// token bucket holding one second's worth); `None` for no limit.
     pub max_bytes_per_second: Option<u64>,
+    /// Relayed payload bytes per second per user, over all of the user's allocations
+    /// (shared by every core when the [`RelayProvider`] shares it); `None` for no limit.
+    pub max_bytes_per_second_per_user: Option<u64>,
+    /// Relayed payload bytes per second of the whole server (every core holds the same
+    /// bucket): packets over it are dropped, and new allocations refused with 486 while it
+    /// is used up (coturn's `bps-capacity`); `None` for no limit.
+    pub capacity: Option<Arc<SharedRate>>,
     pub software: Option<String>,
 }
 
@@ -91,6 +100,8 @@ impl ServerConfig {
             max_pending_tcp_connections_per_allocation: 16,
             unauthenticated_per_second: 20,
             max_bytes_per_second: None,
+            max_bytes_per_second_per_user: None,
+            capacity: None,
             software: None,
         }
     }
@@ -150,6 +161,12 @@ pub struct TurnStats {
     pub dropped: u64,
     /// Packets dropped because their allocation was over its bandwidth limit.
     pub over_bandwidth: u64,
+    /// Packets dropped because their user's bandwidth (over every allocation) was used up.
+    pub over_user_bandwidth: u64,
+    /// Packets dropped because the server's bandwidth capacity was used up.
+    pub over_capacity: u64,
+    /// Allocates refused (486) while the capacity was used up.
+    pub capacity_refusals: u64,
     pub unauthenticated_throttled: u64,
     /// RFC 6062 peer data connections now (connecting, waiting for their bind, or bound).
     pub tcp_connections: u64,
@@ -186,6 +203,9 @@ impl TurnStats {
             refused_peers,
             dropped,
             over_bandwidth,
+            over_user_bandwidth,
+            over_capacity,
+            capacity_refusals,
             unauthenticated_throttled,
             tcp_connections,
             tcp_connections_opened,
@@ -210,6 +230,9 @@ impl TurnStats {
         self.refused_peers += refused_peers;
         self.dropped += dropped;
         self.over_bandwidth += over_bandwidth;
+        self.over_user_bandwidth += over_user_bandwidth;
+        self.over_capacity += over_capacity;
+        self.capacity_refusals += capacity_refusals;
         self.unauthenticated_throttled += unauthenticated_throttled;
         self.tcp_connections += tcp_connections;
         self.tcp_connections_opened += tcp_connections_opened;
@@ -235,12 +258,22 @@ struct Allocation {
     channel_of_peer: HashMap<SocketAddr, u16>,
     /// Bandwidth budget: bytes left and when it was last topped up.
     budget: (u64, Instant),
+    /// Its user's bandwidth, shared with the user's other allocations on every core.
+    user_rate: Option<Arc<SharedRate>>,
     /// RFC 6062: a TCP allocation (its relay listens; no channels, no Send indications).
     tcp: bool,
     /// RFC 6062: this allocation's peer data connections.
     connections: Vec<ConnectionId>,
     /// Whether it has relayed a packet, and if not, why (see [`TurnServer::note_silence`]).
     silence: Silence,
+}
+
+/// Which bandwidth limit a packet would go over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Over {
+    Allocation,
+    User,
+    Capacity,
 }
 
 /// What an operator is told about an allocation that relays nothing: the first reason at
@@ -254,15 +287,32 @@ struct Silence {
 }
 
 impl Allocation {
-    /// Takes `bytes` from the bandwidth budget; false when it would go over `rate`.
-    fn spend(&mut self, now: Instant, bytes: usize, rate: Option<u64>) -> bool {
-        let Some(rate) = rate else { return true };
-        let bytes = bytes as u64;
-        if bytes > self.budget_left(now, rate) {
-            return false;
+    /// Takes `bytes` from the allocation's budget (at most `rate` a second), its user's and
+    /// the server's `capacity`, or says which limit it would go over. A packet refused by a
+    /// later limit has still been counted by the user's: the user's share is a ceiling, not
+    /// a promise.
+    fn spend(
+        &mut self,
+        now: Instant,
+        bytes: usize,
+        rate: Option<u64>,
+        capacity: Option<&SharedRate>,
+    ) -> Result<(), Over> {
+        if let Some(rate) = rate {
+            if bytes as u64 > self.budget_left(now, rate) {
+                return Err(Over::Allocation);
+            }
         }
-        self.budget.0 -= bytes;
-        true
+        if self.user_rate.as_ref().is_some_and(|user| !user.spend(now, bytes)) {
+            return Err(Over::User);
+        }
+        if capacity.is_some_and(|capacity| !capacity.spend(now, bytes)) {
+            return Err(Over::Capacity);
+        }
+        if rate.is_some() {
+            self.budget.0 -= bytes as u64;
+        }
+        Ok(())
     }
 
     /// The bytes the budget holds now (topped up at `rate` per second, up to one second's
@@ -363,6 +413,8 @@ pub struct TurnServer {
     allocations: HashMap<FiveTuple, Allocation>,
     by_relay: HashMap<RelayId, FiveTuple>,
     per_user: HashMap<String, usize>,
+    /// Users' bandwidth when the I/O layer does not share it between cores.
+    user_rates: HashMap<String, Arc<SharedRate>>,
     /// RESERVATION-TOKEN → the reserved relay and when the reservation lapses.
     reservations: HashMap<[u8; 8], (Relay, Instant)>,
     reservations_issued: u64,
@@ -386,6 +438,7 @@ impl TurnServer {
             allocations: HashMap::new(),
             by_relay: HashMap::new(),
             per_user: HashMap::new(),
+            user_rates: HashMap::new(),
             reservations: HashMap::new(),
             reservations_issued: 0,
             epoch: (now, unix_now),
@@ -559,6 +612,25 @@ impl TurnServer {
     /// longer idle time).
     pub fn has_allocation(&self, tuple: &FiveTuple) -> bool {
         self.allocations.contains_key(tuple)
+    }
+
+    /// A packet over a bandwidth limit is dropped and counted.
+    fn over_limit(&mut self, tuple: &FiveTuple, over: Over) {
+        let reason = match over {
+            Over::Allocation => {
+                self.stats.over_bandwidth += 1;
+                "over its bandwidth limit"
+            }
+            Over::User => {
+                self.stats.over_user_bandwidth += 1;
+                "over its user's bandwidth limit"
+            }
+            Over::Capacity => {
+                self.stats.over_capacity += 1;
+                "over the server's bandwidth capacity"
+            }
+        };
+        self.note_silence(tuple, reason);
     }
 
     /// Something kept the allocation on `tuple` from relaying: the operator hears of the

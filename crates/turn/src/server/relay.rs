@@ -24,6 +24,7 @@ impl TurnServer {
         let peer = binding::canonical(peer);
         let Some(tuple) = self.by_relay.get(&relay).copied() else { return PeerAction::Nothing };
         let rate = self.config.max_bytes_per_second;
+        let capacity = self.config.capacity.as_deref();
         let Some(allocation) = self.allocations.get_mut(&tuple) else { return PeerAction::Nothing };
         if allocation.tcp {
             return self.drop_peer();
@@ -35,9 +36,8 @@ impl TurnServer {
             self.note_silence(&tuple, "data from a peer without a permission");
             return PeerAction::Nothing;
         }
-        if !allocation.spend(now, payload.len(), rate) {
-            self.stats.over_bandwidth += 1;
-            self.note_silence(&tuple, "over its bandwidth limit");
+        if let Err(over) = allocation.spend(now, payload.len(), rate, capacity) {
+            self.over_limit(&tuple, over);
             return PeerAction::Nothing;
         }
         allocation.silence.relayed = true;
@@ -81,6 +81,7 @@ impl TurnServer {
     ) -> ClientAction {
         let Some(data) = ChannelData::parse(packet) else { return self.drop_packet("bad channeldata") };
         let rate = self.config.max_bytes_per_second;
+        let capacity = self.config.capacity.as_deref();
         let Some(allocation) = self.allocations.get_mut(tuple) else {
             return self.drop_packet("no allocation");
         };
@@ -93,8 +94,8 @@ impl TurnServer {
         let Some(relay) = allocation.relay_for(&peer).map(|r| r.id) else {
             return self.drop_packet("no relay");
         };
-        if !allocation.spend(now, data.payload.len(), rate) {
-            return self.over_bandwidth(tuple);
+        if let Err(over) = allocation.spend(now, data.payload.len(), rate, capacity) {
+            return self.over_bandwidth(tuple, over);
         }
         allocation.silence.relayed = true;
         self.relay_to_peer(relay, peer, 4..4 + data.payload.len())
@@ -110,6 +111,7 @@ impl TurnServer {
         packet: &[u8],
     ) -> Handled {
         let rate = self.config.max_bytes_per_second;
+        let capacity = self.config.capacity.as_deref();
         let Some(allocation) = self.allocations.get_mut(tuple) else {
             return self.drop_packet("send without allocation");
         };
@@ -129,8 +131,8 @@ impl TurnServer {
         let Some(relay) = allocation.relay_for(&peer).map(|r| r.id) else {
             return self.silent_drop(tuple, "send indication to a peer of another address family");
         };
-        if !allocation.spend(now, data.value.len(), rate) {
-            return self.over_bandwidth(tuple);
+        if let Err(over) = allocation.spend(now, data.value.len(), rate, capacity) {
+            return self.over_bandwidth(tuple, over);
         }
         allocation.silence.relayed = true;
         // The DATA value lies inside `packet`: find its range by address.
@@ -145,10 +147,9 @@ impl TurnServer {
         ClientAction::ToPeer { relay, peer, payload }
     }
 
-    /// Client data over the allocation's bandwidth budget is dropped.
-    fn over_bandwidth(&mut self, tuple: &FiveTuple) -> Handled {
-        self.stats.over_bandwidth += 1;
-        self.note_silence(tuple, "over its bandwidth limit");
+    /// Client data over a bandwidth limit is dropped.
+    fn over_bandwidth(&mut self, tuple: &FiveTuple, over: super::Over) -> Handled {
+        self.over_limit(tuple, over);
         ClientAction::Nothing
     }
 

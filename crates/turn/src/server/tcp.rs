@@ -186,24 +186,35 @@ impl TurnServer {
         self.stats.tcp_bytes_to_clients += to_clients;
     }
 
-    /// How many bytes data connection `id` may relay now under the per-allocation bandwidth
-    /// limit (shared by both directions and every connection of the allocation); None when
-    /// there is no limit. A byte stream cannot drop what is over: the I/O layer reads no
+    /// How many bytes data connection `id` may relay now under the bandwidth limits (its
+    /// allocation's, shared by both directions and every connection of the allocation, its
+    /// user's and the server's); None when there is no limit. A byte stream cannot drop what is over: the I/O layer reads no
     /// more than this and tries again later.
     pub fn tcp_allowance(&mut self, now: Instant, id: ConnectionId) -> Option<usize> {
-        let rate = self.config.max_bytes_per_second?;
         let tuple = self.tcp.connections.get(&id)?.allocation;
         let allocation = self.allocations.get_mut(&tuple)?;
-        Some(allocation.budget_left(now, rate).min(usize::MAX as u64) as usize)
+        let limits = [
+            self.config.max_bytes_per_second.map(|rate| allocation.budget_left(now, rate)),
+            allocation.user_rate.as_ref().map(|user| user.available(now)),
+            self.config.capacity.as_ref().map(|capacity| capacity.available(now)),
+        ];
+        let allowance = limits.into_iter().flatten().min()?;
+        Some(allowance.min(usize::MAX as u64) as usize)
     }
 
     /// Takes what data connection `id` relayed from its allocation's bandwidth budget.
     pub fn spend_tcp(&mut self, now: Instant, id: ConnectionId, bytes: usize) {
-        let Some(rate) = self.config.max_bytes_per_second else { return };
         let Some(tuple) = self.tcp.connections.get(&id).map(|c| c.allocation) else { return };
-        if let Some(allocation) = self.allocations.get_mut(&tuple) {
+        let Some(allocation) = self.allocations.get_mut(&tuple) else { return };
+        if let Some(rate) = self.config.max_bytes_per_second {
             let left = allocation.budget_left(now, rate);
             allocation.budget.0 = left.saturating_sub(bytes as u64);
+        }
+        if let Some(user) = &allocation.user_rate {
+            user.take(now, bytes);
+        }
+        if let Some(capacity) = &self.config.capacity {
+            capacity.take(now, bytes);
         }
     }
 
