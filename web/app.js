@@ -459,6 +459,8 @@ function backToJoin(problem) {
   clearInterval(app.statsTimer);
   cancelSwitch();
   closeSfu();
+  app.speaker = null;
+  app.forwarding = null;
   for (const id of [...app.peers.keys()]) removePeer(id);
   app.localStream?.getTracks().forEach((t) => t.stop());
   app.localStream = null;
@@ -532,7 +534,7 @@ function tileOf(id, name) {
   if (!tile) {
     tile = new Tile({ key: id, name: cleanName(name ?? app.roster.get(id)), self: false });
     tile.node.classList.toggle('speaking', id === app.speaker);
-    tile.node.classList.toggle('paused', !!app.forwarding && !app.forwarding.includes(id));
+    tile.node.classList.toggle('paused', isPaused(tile, id));
     app.tiles.set(id, tile);
     $('tiles').append(tile.node);
     layoutTiles();
@@ -643,7 +645,14 @@ function showSpeaker(id) {
  *  their picture is paused. `null`: everyone's. */
 function showForwarding(ids) {
   app.forwarding = ids;
-  for (const [key, tile] of app.tiles) tile.node.classList.toggle('paused', !!ids && !ids.includes(key));
+  for (const [key, tile] of app.tiles) tile.node.classList.toggle('paused', isPaused(tile, key));
+}
+
+/** Whether `id`'s tile shows a video the server does not forward (not one without video). */
+function isPaused(tile, id) {
+  const video = tile.node.querySelector('video');
+  const hasVideo = !!video?.srcObject?.getVideoTracks?.().length;
+  return hasVideo && !!app.forwarding && !app.forwarding.includes(id);
 }
 
 function onMode(mode) {

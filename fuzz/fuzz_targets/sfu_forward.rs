@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
         }
         let Ok(packet) = RtpPacket::parse(bytes) else { continue };
         let payload = packet.payload();
-        layers.on_packet(now, layer, bytes.len(), packet.sequence_number());
+        layers.on_packet(now, layer, bytes.len(), (packet.ssrc(), packet.sequence_number()));
         if starts_keyframe(kind, codec, payload) {
             if let Some(size) = vp8_key_size(payload) {
                 assert!(size.0 > 0 && size.1 > 0);

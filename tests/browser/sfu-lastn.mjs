@@ -42,6 +42,11 @@ for (let i = 0; i < 4; i += 1) {
   pages.push(p);
 }
 const order = pages.map((p) => p.id);
+// Each page has its camera and microphone (window.__mute) before the first check.
+for (const p of pages) {
+  const deadline = Date.now() + 15000;
+  while (Date.now() < deadline && !(await p.page.evaluate(() => typeof window.__mute === 'function'))) await sleep(100);
+}
 const short = (id) => (pages.find((p) => p.id === id) || { name: id && id.slice(0, 6) }).name;
 
 // The documented rule (docs/signaling.md, "Which videos, how good").

@@ -89,9 +89,10 @@ fn render_tracks(rooms: &[crate::sfu::RoomReport]) -> String {
     for room in rooms {
         for t in &room.tracks {
             let track = format!(
-                r#"room="{}",publisher="{}",kind="{}""#,
+                r#"room="{}",publisher="{}",track="{}",kind="{}""#,
                 label(&room.room),
                 label(&t.publisher),
+                t.track,
                 t.kind
             );
             for (i, l) in t.layers.iter().enumerate() {
@@ -422,6 +423,7 @@ mod tests {
             participants: Vec::new(),
             tracks: vec![TrackReport {
                 publisher: "p1".into(),
+                track: 3,
                 kind: "video",
                 codec: "Vp8".into(),
                 layers: vec![
@@ -432,7 +434,7 @@ mod tests {
             }],
         }];
         let text = render_tracks(&rooms);
-        let track = r#"room="a \"quoted\"\\room\n",publisher="p1",kind="video""#;
+        let track = r#"room="a \"quoted\"\\room\n",publisher="p1",track="3",kind="video""#;
         assert!(
             text.contains(&format!("peerlink_sfu_track_bitrate_bps{{{track},layer=\"1\"}} 900000\n")),
             "{text}"

@@ -95,6 +95,8 @@ pub struct ParticipantReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct TrackReport {
     pub publisher: String,
+    /// Which of the publisher's tracks (its transceiver's number on our connection).
+    pub track: usize,
     pub kind: &'static str,
     pub codec: String,
     pub layers: Vec<LayerReport>,
@@ -335,7 +337,7 @@ impl Sfu {
     /// Participants that never offer, or never answer ours, are dropped; layers are chosen
     /// again.
     async fn tick(&mut self) {
-        self.retarget_layers().await;
+        self.retarget_layers(true).await;
         self.report();
         let now = Instant::now();
         let stale: Vec<(String, &'static str)> = self
@@ -466,7 +468,7 @@ impl Sfu {
                 self.send(&peer, json!({ "speaker": speaker })).await;
             }
             self.plan_videos(&room).await;
-            self.retarget_layers().await;
+            self.retarget_layers(false).await;
         }
     }
 
@@ -510,6 +512,7 @@ impl Sfu {
                             .collect();
                         tracks.push(TrackReport {
                             publisher: id.clone(),
+                            track: t.0,
                             kind: publication.kind.as_str(),
                             codec: publication
                                 .codecs
@@ -552,8 +555,17 @@ impl Sfu {
                 touched.push(subscriber);
             }
         }
+        let mut rooms: Vec<String> = Vec::new();
         for peer in touched {
             self.reconcile(&peer).await;
+            if let Some(room) = self.participants.get(&peer).map(|p| p.room.clone()) {
+                if !rooms.contains(&room) {
+                    rooms.push(room);
+                }
+            }
+        }
+        for room in rooms {
+            self.plan_videos(&room).await;
         }
     }
 
@@ -634,9 +646,6 @@ impl Sfu {
         if changed {
             self.offer(peer).await;
         }
-        if let Some(room) = self.participants.get(peer).map(|p| p.room.clone()) {
-            self.plan_videos(&room).await;
-        }
     }
 
     /// Decides again which videos each participant of `room` receives, and how good
@@ -649,9 +658,20 @@ impl Sfu {
             .filter(|id| {
                 self.participants
                     .get(*id)
-                    .is_some_and(|p| p.published.values().any(|t| t.kind == MediaKind::Video))
+                    .is_some_and(|p| !p.leaving && p.published.values().any(|t| t.kind == MediaKind::Video))
             })
             .cloned()
+            .collect();
+        // Each simulcast video's smallest picture now (what a thumbnail resumes on).
+        let now = Instant::now();
+        let lowest: HashMap<TrackKey<String>, usize> = publishers
+            .iter()
+            .filter_map(|id| self.participants.get(id).map(|p| (id, p)))
+            .flat_map(|(id, p)| {
+                p.published.iter().filter_map(move |(t, publication)| {
+                    Some(((id.clone(), t.0), publication.layers.lowest(now)?))
+                })
+            })
             .collect();
         let recent: Vec<String> =
             self.speakers.get(room).map(|(s, _)| s.recent().to_vec()).unwrap_or_default();
@@ -663,19 +683,26 @@ impl Sfu {
             if p.leaving {
                 continue;
             }
-            let wants = policy.wants(id, &publishers, &recent);
+            let ranked = policy.wants(id, &publishers, &recent);
+            let wants: HashMap<&String, Want> = ranked.iter().map(|(p, w)| (p, *w)).collect();
             for (key, sub) in p.subscriptions.iter_mut().filter(|(_, s)| s.forwarder.kind() == Kind::Video) {
-                let want = wants.iter().find(|(w, _)| *w == key.0).map_or(Want::Full, |(_, w)| *w);
-                if sub.want == Want::Off && want != Want::Off {
-                    // Back: the picture restarts at a key frame of the layer it gets.
+                let want = wants.get(&key.0).copied().unwrap_or(Want::Full);
+                if sub.want != Want::Off && want == Want::Off {
+                    sub.layer.pause();
+                } else if sub.want == Want::Off && want != Want::Off {
+                    // Back: the picture restarts at a key frame of the layer it gets (a
+                    // thumbnail's at once; the best one is chosen on the next retarget).
+                    if let Some(&low) = lowest.get(key).filter(|_| want == Want::Thumbnail) {
+                        sub.layer.retarget_to(low);
+                    }
                     sub.forwarder.restart();
-                    asks.push((key.clone(), sub.layer.current().unwrap_or(sub.layer.target())));
+                    asks.push((key.clone(), sub.layer.target()));
                 }
                 sub.want = want;
             }
             if policy.last_n.is_some() && p.ready {
                 let shown: Vec<String> =
-                    wants.iter().filter(|(_, w)| *w != Want::Off).map(|(id, _)| id.clone()).collect();
+                    ranked.iter().filter(|(_, w)| *w != Want::Off).map(|(id, _)| id.clone()).collect();
                 if p.forwarding.as_ref() != Some(&shown) {
                     p.forwarding = Some(shown.clone());
                     tell.push((id.clone(), shown));
@@ -790,6 +817,9 @@ impl Sfu {
             let pending = self.participants.get(peer).is_some_and(|p| p.pending);
             if first || pending {
                 self.reconcile(peer).await;
+                if let Some(room) = self.participants.get(peer).map(|p| p.room.clone()) {
+                    self.plan_videos(&room).await;
+                }
             }
             // A newcomer learns who speaks.
             let speaker = self
@@ -952,7 +982,7 @@ impl Sfu {
         let Some(p) = self.participants.get_mut(peer) else { return };
         let Some(publication) = p.published.get_mut(&id) else { return };
         let now = Instant::now();
-        publication.layers.on_packet(now, layer, packet.len(), parsed.sequence_number());
+        publication.layers.on_packet(now, layer, packet.len(), (parsed.ssrc(), parsed.sequence_number()));
         if let Some(level) = publication
             .audio_level
             .and_then(|ext| parsed.extensions().get(ext))
@@ -1031,7 +1061,9 @@ impl Sfu {
 
     /// Each subscription of a simulcast track follows the best layer that flows within the
     /// subscriber's share of its bandwidth estimate.
-    async fn retarget_layers(&mut self) {
+    /// `sample`: read each subscriber's bandwidth estimate (once a second, on the tick);
+    /// otherwise only the holds already set apply.
+    async fn retarget_layers(&mut self, sample: bool) {
         let now = Instant::now();
         // What each subscriber's path carries, where it is the limit. Without probing, an
         // estimate cannot grow much past what is sent (it is application-limited), so it
@@ -1041,15 +1073,27 @@ impl Sfu {
         let ids: Vec<String> = self.participants.keys().cloned().collect();
         for id in ids {
             let Some(p) = self.participants.get(&id) else { continue };
-            let videos =
-                p.subscriptions.values().filter(|s| s.forwarder.kind() == Kind::Video).count() as u64;
+            if !sample {
+                if let Some((_, cap)) = p.hold.filter(|(until, _)| now < *until) {
+                    caps.insert(id.clone(), cap);
+                }
+                continue;
+            }
+            // Paused videos (outside the last N) take nothing from the path.
+            let videos = p
+                .subscriptions
+                .values()
+                .filter(|s| s.forwarder.kind() == Kind::Video && s.want != Want::Off)
+                .count() as u64;
             if videos == 0 {
                 continue;
             }
-            let audios = p.subscriptions.len() as u64 - videos;
+            let audios =
+                p.subscriptions.values().filter(|s| s.forwarder.kind() == Kind::Audio).count() as u64;
             let sent: u64 = p
                 .subscriptions
                 .iter()
+                .filter(|(_, sub)| sub.want != Want::Off)
                 .filter_map(|(key, sub)| {
                     let publication = self.participants.get(&key.0)?.published.get(&TransceiverId(key.1))?;
                     Some(publication.layers.rate(sub.layer.current()?))

@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 const LAYER_IDLE: Duration = Duration::from_millis(1000);
 /// A layer's rate is measured over windows this long.
 const RATE_WINDOW: Duration = Duration::from_millis(500);
-/// Switch up to a better layer only when it carries this much more than the current one.
+/// When picture sizes are unknown, switch up to a better layer only when it carries this much
+/// more than the current one.
 const SWITCH_UP_FACTOR: f64 = 1.5;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -39,6 +40,8 @@ struct LayerRate {
     window_bytes: u64,
     rate_bps: u64,
     seqs: Unwrapper16,
+    /// The source the sequence numbers are of (a new one starts them over).
+    ssrc: Option<u32>,
     /// The highest sequence number seen (unwrapped), and what it was when the window began.
     highest: Option<u64>,
     window_from: u64,
@@ -69,9 +72,17 @@ impl Layers {
         false
     }
 
-    /// A packet of `bytes` with sequence number `seq` arrived on `layer` at `now`.
-    pub fn on_packet(&mut self, now: Instant, layer: usize, bytes: usize, seq: Serial16) {
+    /// A packet of `bytes` from source `ssrc` with sequence number `seq` arrived on `layer`
+    /// at `now`.
+    pub fn on_packet(&mut self, now: Instant, layer: usize, bytes: usize, (ssrc, seq): (u32, Serial16)) {
         let Some(l) = self.layers.get_mut(layer) else { return };
+        if l.ssrc != Some(ssrc) {
+            // A new source (the publisher restarted its stream): its numbers start over.
+            l.ssrc = Some(ssrc);
+            l.seqs = Unwrapper16::new();
+            l.highest = None;
+            l.window_packets = 0;
+        }
         l.last = Some(now);
         let start = *l.window_start.get_or_insert(now);
         let elapsed = now.saturating_duration_since(start);
@@ -120,7 +131,7 @@ impl Layers {
         self.layers.get(layer).map_or(0, |l| l.rate_bps)
     }
 
-    /// The active layer with the highest rate (the best picture on offer).
+    /// The best picture on offer: [`Layers::best_within`] with no cap.
     pub fn best(&self, now: Instant) -> Option<usize> {
         self.best_within(now, u64::MAX)
     }
@@ -137,21 +148,42 @@ impl Layers {
     /// layer at a lower rate than its smallest for a while).
     pub fn lowest(&self, now: Instant) -> Option<usize> {
         let active = || (0..self.layers.len()).filter(|&l| self.is_active(now, l));
-        if active().all(|l| self.layers[l].pixels.is_some()) {
-            active().min_by_key(|&l| (self.layers[l].pixels, l))
+        if self.sizes_known(now) {
+            active().min_by_key(|&l| (self.pixels(l), l))
         } else {
             active().min_by_key(|&l| (self.rate(l), l))
         }
     }
 
-    /// The active layer with the highest rate not above `cap_bps`, else the active layer with
-    /// the lowest rate (the least a subscriber can get).
+    /// The active layer with the largest picture (by key frame size when every active
+    /// layer's is known, else by rate) whose rate is not above `cap_bps`, else the active
+    /// layer with the lowest rate (the least a subscriber's path can get).
     pub fn best_within(&self, now: Instant, cap_bps: u64) -> Option<usize> {
+        let sized = self.sizes_known(now);
         let active = || (0..self.layers.len()).filter(|&l| self.is_active(now, l));
         active()
             .filter(|&l| self.rate(l) <= cap_bps)
-            .max_by_key(|&l| (self.rate(l), l))
-            .or_else(|| self.lowest(now))
+            .max_by_key(|&l| if sized { (u64::from(self.pixels(l)), l) } else { (self.rate(l), l) })
+            .or_else(|| active().min_by_key(|&l| (self.rate(l), l)))
+    }
+
+    /// Whether every active layer's picture size is known.
+    fn sizes_known(&self, now: Instant) -> bool {
+        (0..self.layers.len()).filter(|&l| self.is_active(now, l)).all(|l| self.layers[l].pixels.is_some())
+    }
+
+    fn pixels(&self, layer: usize) -> u32 {
+        self.layers.get(layer).and_then(|l| l.pixels).unwrap_or(0)
+    }
+
+    /// `a` shows a clearly better picture than `b`: larger when sizes are known, else
+    /// carrying [`SWITCH_UP_FACTOR`] times the rate.
+    fn better(&self, now: Instant, a: usize, b: usize) -> bool {
+        if self.sizes_known(now) && self.is_active(now, a) && self.is_active(now, b) {
+            self.pixels(a) > self.pixels(b)
+        } else {
+            self.rate(a) as f64 > self.rate(b) as f64 * SWITCH_UP_FACTOR
+        }
     }
 }
 
@@ -208,10 +240,17 @@ impl LayerChoice {
     }
 
     /// Picks the target again from what the layers carry: the best active one, moving up
-    /// only for a clearly better one, and away from a layer that stopped. The new target
-    /// when it changed (ask for its key frame).
+    /// only for a clearly better one (a larger picture, or by rate when sizes are unknown),
+    /// and away from a layer that stopped. The new target when it changed (ask for its key
+    /// frame).
     pub fn retarget(&mut self, now: Instant, layers: &Layers) -> Option<usize> {
         self.retarget_within(now, layers, u64::MAX)
+    }
+
+    /// Nothing is forwarded for a while (a paused video): what comes after starts over at a
+    /// key frame of the target.
+    pub fn pause(&mut self) {
+        self.current = None;
     }
 
     /// Targets `layer` (a thumbnail's: [`Layers::lowest`]); the new target when it changed.
@@ -227,7 +266,7 @@ impl LayerChoice {
     pub fn retarget_within(&mut self, now: Instant, layers: &Layers, cap_bps: u64) -> Option<usize> {
         let best = layers.best_within(now, cap_bps)?;
         let from = self.current.unwrap_or(self.target);
-        let better = layers.rate(best) as f64 > layers.rate(from) as f64 * SWITCH_UP_FACTOR;
+        let better = layers.better(now, best, from);
         let too_much = layers.rate(from) > cap_bps && layers.rate(best) < layers.rate(from);
         let new =
             if !layers.is_active(now, from) || too_much || (best != from && better) { best } else { from };
@@ -777,7 +816,12 @@ mod tests {
         let mut layers = Layers::new(count);
         for i in 0..20u64 {
             for &(layer, bytes) in streams {
-                layers.on_packet(t0 + Duration::from_millis(i * 50), layer, bytes, Serial16::from(i as u16));
+                layers.on_packet(
+                    t0 + Duration::from_millis(i * 50),
+                    layer,
+                    bytes,
+                    (1, Serial16::from(i as u16)),
+                );
             }
         }
         layers
@@ -788,11 +832,19 @@ mod tests {
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
         let mut layers = fed(2, &[(0, 900), (1, 600)], t0);
-        // By rate alone, layer 1.
+        // By rate alone, layer 1 is the smaller and layer 0 the better.
         assert_eq!(layers.lowest(ms(1000)), Some(1));
+        assert_eq!(layers.best(ms(1000)), Some(0));
         layers.on_size(0, (160, 120));
         layers.on_size(1, (320, 240));
         assert_eq!(layers.lowest(ms(1000)), Some(0));
+        assert_eq!(layers.best(ms(1000)), Some(1));
+        // A subscriber on the thumbnail moves up to the larger picture though it sends less.
+        let mut choice = LayerChoice::new(0);
+        assert_eq!(choice.retarget(ms(1000), &layers), Some(1));
+        // When nothing fits the path, the one that sends least.
+        let mut choice = LayerChoice::new(0);
+        assert_eq!(choice.retarget_within(ms(1000), &layers, layers.rate(1) - 1), Some(1));
     }
 
     #[test]
@@ -805,7 +857,7 @@ mod tests {
         for i in 0..200u64 {
             let seq = Serial16::from((65_500 + i) as u16);
             if i % 10 != 3 {
-                layers.on_packet(ms(at), 0, 1000, seq);
+                layers.on_packet(ms(at), 0, 1000, (1, seq));
             }
             at += 25;
         }
@@ -813,11 +865,17 @@ mod tests {
         assert!((0.08..=0.12).contains(&loss), "loss {loss}");
         // Nothing lost in the next windows: it falls back to 0.
         for i in 200..300u64 {
-            layers.on_packet(ms(at), 0, 1000, Serial16::from((65_500 + i) as u16));
+            layers.on_packet(ms(at), 0, 1000, (1, Serial16::from((65_500 + i) as u16)));
             at += 25;
         }
         assert_eq!(layers.loss(0), 0.0);
         assert_eq!(layers.loss(5), 0.0);
+        // The publisher restarts its stream: a new source whose numbers jump; no loss.
+        for i in 0..100u64 {
+            layers.on_packet(ms(at), 0, 1000, (2, Serial16::from((20_000 + i) as u16)));
+            at += 25;
+        }
+        assert_eq!(layers.loss(0), 0.0);
     }
 
     #[test]
@@ -843,15 +901,15 @@ mod tests {
         assert_eq!(c.current(), Some(2));
         // Layer 2 stops (the path or the sender cannot carry it): down to layer 0.
         for i in 20..50u64 {
-            layers.on_packet(ms(i * 50), 0, 200, Serial16::from(i as u16));
+            layers.on_packet(ms(i * 50), 0, 200, (1, Serial16::from(i as u16)));
         }
         assert_eq!(c.retarget(ms(2500), &layers), Some(0));
         assert_eq!(c.on_packet(0, true), LayerDecision::Switch);
         // Within a cap: the best layer that fits, else the smallest; leaving a layer above
         // the cap at once.
         for i in 50..70u64 {
-            layers.on_packet(ms(i * 50), 0, 200, Serial16::from(i as u16));
-            layers.on_packet(ms(i * 50), 2, 1200, Serial16::from(i as u16));
+            layers.on_packet(ms(i * 50), 0, 200, (1, Serial16::from(i as u16)));
+            layers.on_packet(ms(i * 50), 2, 1200, (1, Serial16::from(i as u16)));
         }
         let (low, high) = (layers.rate(0), layers.rate(2));
         assert!(low < high, "{low} {high}");
