@@ -28,8 +28,16 @@ path_lab_down() {
 }
 
 path_lab_up() {
-    "$PY" -c 'import netfilterqueue' 2>/dev/null || { echo "no NetfilterQueue in $PY: run scripts/install-test-deps.sh" >&2; return 1; }
     command -v iperf3 >/dev/null || { echo "no iperf3: run scripts/install-test-deps.sh" >&2; return 1; }
+    path_lab_topology || return 1
+    ip netns exec "$B" iperf3 -s -B $B_IP >"$TMP/iperf3-server.log" 2>&1 &
+}
+
+# The namespaces, links and router alone (no iperf3 server): A and B route everything through
+# R (Chromium gathers no candidates without a default route), which forwards only lab traffic
+# and queues all of it for the emulators.
+path_lab_topology() {
+    "$PY" -c 'import netfilterqueue' 2>/dev/null || { echo "no NetfilterQueue in $PY: run scripts/install-test-deps.sh" >&2; return 1; }
     local n l
     for n in "$A" "$R" "$B"; do
         ip netns add "$n"
@@ -45,8 +53,8 @@ path_lab_up() {
         set -- $l
         ip -n "$1" link set "$2" up
     done
-    ip -n "$A" route add 203.0.113.0/24 via 198.51.100.1 dev a0
-    ip -n "$B" route add 198.51.100.0/24 via 203.0.113.1 dev b0
+    ip -n "$A" route add default via 198.51.100.1 dev a0
+    ip -n "$B" route add default via 203.0.113.1 dev b0
     ip netns exec "$R" sysctl -qw net.ipv4.ip_forward=1
     ip netns exec "$R" iptables -P FORWARD DROP
     ip netns exec "$R" iptables -A FORWARD -s 198.51.100.0/24 -d 203.0.113.0/24 -j ACCEPT
@@ -55,7 +63,6 @@ path_lab_up() {
     # receive stamp, which forwarding clears. Without an emulator bound, a queue drops.
     ip netns exec "$R" iptables -t mangle -A PREROUTING -i ra -j NFQUEUE --queue-num 0
     ip netns exec "$R" iptables -t mangle -A PREROUTING -i rb -j NFQUEUE --queue-num 1
-    ip netns exec "$B" iperf3 -s -B $B_IP >"$TMP/iperf3-server.log" 2>&1 &
 }
 
 queues_bound() {

@@ -39,23 +39,16 @@ SEED=${SEED:-$((RANDOM * 32768 + RANDOM))}
 NOISE=${NOISE:-0}
 CLIP=8
 FPS=15
-p=plml$$
-A=${p}a R=${p}r B=${p}b
 tmp=$(mktemp -d)
+P=plml$$ TMP=$tmp PY=$py
+. scripts/lib/path-lab.sh
 cleanup() {
-    local n
-    for n in "$A" "$B" "$R"; do ip netns pids "$n" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
-    sleep 0.5
-    for n in "$A" "$B" "$R"; do
-        ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
-        ip netns del "$n" 2>/dev/null || true
-    done
+    path_lab_down
     if [ -n "${KEEP:-}" ]; then cp -r "$tmp"/. "$KEEP"/ 2>/dev/null || true; fi
     rm -rf "$tmp" || true
 }
 trap cleanup EXIT
 [ -n "${KEEP:-}" ] && mkdir -p "$KEEP"
-"$py" -c 'import netfilterqueue' 2>/dev/null || { echo "no NetfilterQueue in $py: run scripts/install-test-deps.sh" >&2; exit 1; }
 
 # The input: 8 s of 320x240 VP8 at 15 fps, a key frame every second; Opus audio.
 ff() { ffmpeg -v error -y "$@" </dev/null; }
@@ -66,24 +59,8 @@ ff -f lavfi -i "sine=frequency=440:sample_rate=48000" -t $CLIP -c:a libopus -b:a
 frames=$(ffprobe -v error -count_frames -select_streams v:0 -show_entries stream=nb_read_frames -of csv=p=0 "$tmp/in.ivf")
 echo "# input: $frames video frames ($CLIP s VP8 320x240 at $FPS fps, noise $NOISE, $(($(stat -c %s "$tmp/in.ivf") * 8 / CLIP / 1000)) kbit/s) + Opus"
 
-# The topology.
-for n in "$A" "$R" "$B"; do
-    ip netns add "$n"
-    ip -n "$n" link set lo up
-done
-ip link add a0 netns "$A" type veth peer name ra netns "$R"
-ip link add b0 netns "$B" type veth peer name rb netns "$R"
-ip -n "$A" addr add 198.51.100.10/24 dev a0
-ip -n "$R" addr add 198.51.100.1/24 dev ra
-ip -n "$B" addr add 203.0.113.20/24 dev b0
-ip -n "$R" addr add 203.0.113.1/24 dev rb
-for l in "$A a0" "$R ra" "$R rb" "$B b0"; do
-    set -- $l
-    ip -n "$1" link set "$2" up
-done
-ip -n "$A" route add default via 198.51.100.1 dev a0
-ip -n "$B" route add default via 203.0.113.1 dev b0  # Chromium gathers nothing without one
-ip netns exec "$R" sysctl -qw net.ipv4.ip_forward=1
+# The topology (scripts/lib/path-lab.sh).
+path_lab_topology
 # Nothing but lab addresses on the wire: Chromium's DNS queries (to the host's resolver) and
 # anything else addressed outside are refused where they start, and R forwards only lab traffic.
 for l in "$A a0" "$B b0"; do
@@ -92,24 +69,12 @@ for l in "$A a0" "$B b0"; do
     ip netns exec "$1" iptables -A OUTPUT -o "$2" -d 203.0.113.0/24 -j ACCEPT
     ip netns exec "$1" iptables -A OUTPUT -o "$2" -j REJECT
 done
-ip netns exec "$R" iptables -P FORWARD DROP
-ip netns exec "$R" iptables -A FORWARD -s 198.51.100.0/24 -d 203.0.113.0/24 -j ACCEPT
-ip netns exec "$R" iptables -A FORWARD -s 203.0.113.0/24 -d 198.51.100.0/24 -j ACCEPT
-# Queued in mangle PREROUTING: the emulator reads each packet's arrival from the kernel's
-# receive stamp, which forwarding clears. Without an emulator bound, a queue drops.
-# (iptables' NFQUEUE target: this kernel has no nftables `queue` statement.)
-ip netns exec "$R" iptables -t mangle -A PREROUTING -i ra -j NFQUEUE --queue-num 0
-ip netns exec "$R" iptables -t mangle -A PREROUTING -i rb -j NFQUEUE --queue-num 1
 
 ip netns exec "$A" "$peerlink" serve --http 198.51.100.10:0 --listen 198.51.100.10:3478 --relay-ip 198.51.100.10 \
     --allow-peer 203.0.113.0/24 --messages-per-second 200 >"$tmp/serve.out" 2>"$tmp/serve.log" &
 wait_for_line "$tmp/serve.out" "signaling on ws://" 15
 ws=$(sed -nE 's/.*signaling on (ws:\/\/[^ ]+).*/\1/p' "$tmp/serve.out" | head -1)
 echo "# signaling $ws in $A; Chromium in $B; path emulators in $R: ${DELAY_MS} ms each way, seeds $SEED/$((SEED + 1))"
-
-queues_bound() { # both NFQUEUE queues have a listener in R
-    ip netns exec "$R" cat /proc/net/netfilter/nfnetlink_queue 2>/dev/null | awk '{print $1}' | sort -n | tr '\n' ' ' | grep -q '^0 1 '
-}
 
 i=0
 for loss in $LOSSES; do
