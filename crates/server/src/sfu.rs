@@ -40,6 +40,9 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
 /// After its path held a subscriber back, it stays under that cap this long before trying
 /// better layers again.
 const LAYER_HOLD: Duration = Duration::from_secs(8);
+/// How often a publisher is asked for a key frame of a layer whose picture size is unknown
+/// (layers are ranked by picture size only when every active one's is known).
+const SIZE_ASK_EVERY: Duration = Duration::from_secs(2);
 /// The chat channel's label (as in a mesh: docs/signaling.md).
 const CHAT_LABEL: &str = "chat";
 /// How often a room's active speaker is decided (at most; on its audio packets).
@@ -156,6 +159,8 @@ struct Publication {
     subscribers: Vec<String>,
     /// The id of the RFC 6464 audio level extension, when negotiated.
     audio_level: Option<u8>,
+    /// When a key frame was last asked for a layer whose picture size is unknown.
+    size_asked: Option<Instant>,
 }
 
 /// One subscription: the transceiver of ours that sends it, and its rewriting.
@@ -729,6 +734,8 @@ impl Sfu {
         let handle = p.handle.clone();
         match handle.create_offer().await {
             Ok(offer) => {
+                let subscriptions = p.subscriptions.len();
+                tracing::debug!(%peer, subscriptions, "sfu: offer sent");
                 self.send(peer, json!({"description": {"type": "offer", "sdp": offer.sdp}})).await;
                 self.described(peer).await;
             }
@@ -801,6 +808,7 @@ impl Sfu {
                     return Err(e.into());
                 }
             };
+            tracing::debug!(%peer, kind = ?kind, "sfu: description applied");
             match answer {
                 Some(answer) => {
                     self.send(peer, json!({"description": {"type": "answer", "sdp": answer.sdp}})).await;
@@ -963,7 +971,10 @@ impl Sfu {
         }
         tracing::info!(%peer, kind = kind.as_str(), codec = ?codecs[0].codec, ?rids, "sfu: track published");
         let layers = Layers::new(rids.len());
-        p.published.insert(id, Publication { codecs, kind, layers, subscribers: Vec::new(), audio_level });
+        p.published.insert(
+            id,
+            Publication { codecs, kind, layers, subscribers: Vec::new(), audio_level, size_asked: None },
+        );
         let room = p.room.clone();
         let changes = match self.rooms.get_mut(&room) {
             Some(room) => room.publish((peer.to_owned(), id.0), kind_of(kind)),
@@ -1013,14 +1024,23 @@ impl Sfu {
         let subscribers = publication.subscribers.clone();
         let kind = kind_of(publication.kind);
         let key_start = starts_keyframe(kind, codec, parsed.payload());
-        if key_start && codec == Codec::Vp8 {
-            if let Some(size) = vp8_key_size(parsed.payload()) {
-                publication.layers.on_size(layer, size);
+        let mut want_keyframe = None;
+        if codec == Codec::Vp8 {
+            if key_start {
+                if let Some(size) = vp8_key_size(parsed.payload()) {
+                    publication.layers.on_size(layer, size);
+                }
+            }
+            if let Some(unknown) = publication.layers.unsized_active(now) {
+                if publication.size_asked.is_none_or(|at| now.duration_since(at) >= SIZE_ASK_EVERY) {
+                    publication.size_asked = Some(now);
+                    tracing::debug!(%peer, layer = unknown, "sfu: key frame asked for a layer of unknown size");
+                    want_keyframe = Some(unknown);
+                }
             }
         }
         let payload_at = parsed.payload().as_ptr() as usize - packet.as_ptr() as usize;
         let payload_end = payload_at + parsed.payload().len();
-        let mut want_keyframe = None;
         for s in subscribers {
             let Some(sub) = self.participants.get_mut(&s).and_then(|p| {
                 let handle = p.handle.clone();
@@ -1041,8 +1061,11 @@ impl Sfu {
                     continue;
                 }
             }
-            match sub.forwarder.forward(&parsed) {
+            match sub.forwarder.forward(now, &parsed) {
                 Verdict::Forward { seq, timestamp } => {
+                    if sub.forwarder.counts().0 == 1 {
+                        tracing::debug!(subscriber = %s, publisher = %peer, kind = ?kind, "sfu: first packet forwarded");
+                    }
                     self.stats.forwarded_packets.fetch_add(1, Ordering::Relaxed);
                     let mut out = packet.clone();
                     sub.forwarder.rewrite_payload(&mut out[payload_at..payload_end]);

@@ -167,6 +167,13 @@ impl Layers {
             .or_else(|| active().min_by_key(|&l| (self.rate(l), l)))
     }
 
+    /// An active layer whose picture size is not known yet (its first key frame's start was
+    /// lost, or came before we listened): until a key frame of it arrives, thumbnails and
+    /// best layers are chosen by rate, so ask its publisher for one.
+    pub fn unsized_active(&self, now: Instant) -> Option<usize> {
+        (0..self.layers.len()).find(|&l| self.is_active(now, l) && self.layers[l].pixels.is_none())
+    }
+
     /// Whether every active layer's picture size is known.
     fn sizes_known(&self, now: Instant) -> bool {
         (0..self.layers.len()).filter(|&l| self.is_active(now, l)).all(|l| self.layers[l].pixels.is_some())
@@ -395,8 +402,9 @@ pub struct Forwarder {
     kind: Kind,
     codec: Codec,
     mapping: Option<Mapping>,
-    /// The last sequence number and timestamp sent, to continue from at a restart.
+    /// The last sequence number and timestamp sent, to continue from at a restart, and when.
     last_out: Option<(Serial16, u32)>,
+    last_out_at: Option<Instant>,
     /// The last VP8 picture id and TL0PICIDX sent.
     last_picture: Option<u16>,
     last_tl0: Option<u8>,
@@ -412,6 +420,26 @@ fn frame_step(kind: Kind) -> u32 {
     }
 }
 
+/// RTP clock rate of `kind` as WebRTC sends it (Opus 48 kHz, video 90 kHz).
+fn clock_rate(kind: Kind) -> u64 {
+    match kind {
+        Kind::Audio => 48_000,
+        Kind::Video => 90_000,
+    }
+}
+
+/// Longest pause carried into the timestamps (about 6 hours of a 90 kHz clock; more would
+/// look like a backwards step to a receiver comparing 32-bit timestamps).
+const MAX_PAUSE_TICKS: u64 = 1 << 31;
+
+/// How far the next source's timestamps start after the last one sent: the wall-clock time
+/// that passed since then (a video paused for a minute resumes a minute later, so the
+/// receiver's jitter buffer does not try to play it out fast), and at least one frame.
+fn resume_step(kind: Kind, paused: Duration) -> u32 {
+    let ticks = (paused.as_micros() as u64).saturating_mul(clock_rate(kind)) / 1_000_000;
+    u32::try_from(ticks.min(MAX_PAUSE_TICKS - 1)).unwrap_or(u32::MAX).max(frame_step(kind))
+}
+
 impl Forwarder {
     pub fn new(kind: Kind, codec: Codec) -> Forwarder {
         Forwarder {
@@ -419,6 +447,7 @@ impl Forwarder {
             codec,
             mapping: None,
             last_out: None,
+            last_out_at: None,
             last_picture: None,
             last_tl0: None,
             forwarded: 0,
@@ -470,15 +499,16 @@ impl Forwarder {
         }
     }
 
-    /// Decides about one packet of the published track.
-    pub fn forward(&mut self, packet: &RtpPacket<'_>) -> Verdict {
-        let verdict = self.decide(packet);
+    /// Decides about one packet of the published track, received at `now`.
+    pub fn forward(&mut self, now: Instant, packet: &RtpPacket<'_>) -> Verdict {
+        let verdict = self.decide(now, packet);
         match verdict {
             Verdict::Forward { seq, timestamp } => {
                 self.forwarded += 1;
                 let newer = self.last_out.is_none_or(|(last, _)| Serial16(seq).is_newer_than(last));
                 if newer {
                     self.last_out = Some((Serial16(seq), timestamp));
+                    self.last_out_at = Some(now);
                 }
             }
             _ => self.dropped += 1,
@@ -486,7 +516,7 @@ impl Forwarder {
         verdict
     }
 
-    fn decide(&mut self, packet: &RtpPacket<'_>) -> Verdict {
+    fn decide(&mut self, now: Instant, packet: &RtpPacket<'_>) -> Verdict {
         let ssrc = packet.ssrc();
         let seq = packet.sequence_number();
         if let Some(m) = self.mapping.as_mut().filter(|m| m.ssrc == ssrc) {
@@ -506,11 +536,14 @@ impl Forwarder {
             return Verdict::WaitKeyframe;
         }
         let (seq_offset, ts_offset) = match self.last_out {
-            // Continue right after what was sent, one frame later.
-            Some((last_seq, last_ts)) => (
-                last_seq.0.wrapping_add(1).wrapping_sub(seq.0),
-                last_ts.wrapping_add(frame_step(self.kind)).wrapping_sub(packet.timestamp().0),
-            ),
+            // Continue right after what was sent, as much later as the pause lasted.
+            Some((last_seq, last_ts)) => {
+                let paused = self.last_out_at.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+                (
+                    last_seq.0.wrapping_add(1).wrapping_sub(seq.0),
+                    last_ts.wrapping_add(resume_step(self.kind, paused)).wrapping_sub(packet.timestamp().0),
+                )
+            }
             None => (0, 0),
         };
         let (mut picture_offset, mut tl0_offset) = (0, 0);
@@ -663,8 +696,18 @@ mod tests {
     const VP8_DELTA: &[u8] = &[0x10, 0x01, 0x00];
     const VP8_MIDDLE: &[u8] = &[0x00, 0xaa, 0xbb];
 
+    /// One instant for tests where no time passes.
+    fn t0() -> Instant {
+        static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *T0.get_or_init(Instant::now)
+    }
+
     fn run(f: &mut Forwarder, bytes: &[u8]) -> Verdict {
-        f.forward(&RtpPacket::parse(bytes).unwrap())
+        f.forward(t0(), &RtpPacket::parse(bytes).unwrap())
+    }
+
+    fn run_at(f: &mut Forwarder, ms: u64, bytes: &[u8]) -> Verdict {
+        f.forward(t0() + Duration::from_millis(ms), &RtpPacket::parse(bytes).unwrap())
     }
 
     #[test]
@@ -729,6 +772,39 @@ mod tests {
     }
 
     #[test]
+    fn a_source_resumed_after_a_pause_starts_as_much_later_as_the_pause_lasted() {
+        // Video forwarded at 0 ms, paused (last-N, a layer gone), resumed 5 s later: the key
+        // frame that resumes it is stamped 5 s (450,000 ticks of 90 kHz) after the last one
+        // sent, so the receiver plays it at once rather than as a frame step late.
+        let mut f = Forwarder::new(Kind::Video, Codec::Vp8);
+        assert!(matches!(run_at(&mut f, 0, &packet(1, 10, 1000, VP8_KEY)), Verdict::Forward { .. }));
+        assert!(matches!(run_at(&mut f, 40, &packet(1, 11, 4600, VP8_DELTA)), Verdict::Forward { .. }));
+        f.restart();
+        assert_eq!(
+            run_at(&mut f, 5040, &packet(1, 200, 777_000, VP8_KEY)),
+            Verdict::Forward { seq: 12, timestamp: 4600 + 450_000 }
+        );
+        // A switch within a frame time still moves one frame on (3000 ticks at least).
+        f.restart();
+        assert_eq!(
+            run_at(&mut f, 5041, &packet(3, 9, 5, VP8_KEY)),
+            Verdict::Forward { seq: 13, timestamp: 4600 + 450_000 + 3000 }
+        );
+        // Audio counts its 48 kHz clock: 2 s muted by a pause is 96,000 ticks.
+        let mut a = Forwarder::new(Kind::Audio, Codec::Opus);
+        assert!(matches!(run_at(&mut a, 0, &packet(7, 1, 960, &[0x78, 1])), Verdict::Forward { .. }));
+        a.restart();
+        assert_eq!(
+            run_at(&mut a, 2000, &packet(8, 50, 3, &[0x78, 1])),
+            Verdict::Forward { seq: 2, timestamp: 960 + 96_000 }
+        );
+        // A pause of days is capped below half the 32-bit clock (never a step backwards).
+        assert!(resume_step(Kind::Video, Duration::from_secs(86_400 * 3)) < 1 << 31);
+        // Time that went backwards (a caller's clock) counts as no pause.
+        assert_eq!(resume_step(Kind::Video, Duration::ZERO), 3000);
+    }
+
+    #[test]
     fn vp8_picture_ids_continue_across_a_switch_of_source() {
         // X=1, S=1; I=1 L=1; 15-bit picture id; TL0PICIDX; then the frame (key frame).
         let payload = |picture: u16, tl0: u8, key: bool| {
@@ -753,7 +829,7 @@ mod tests {
         ] {
             let bytes = packet(ssrc, seq, 0, &payload(picture, tl0, key));
             let p = RtpPacket::parse(&bytes).unwrap();
-            assert!(matches!(f.forward(&p), Verdict::Forward { .. }), "{seq}");
+            assert!(matches!(f.forward(t0(), &p), Verdict::Forward { .. }), "{seq}");
             let mut out = p.payload().to_vec();
             f.rewrite_payload(&mut out);
             sent.push(fields(&out));
@@ -845,6 +921,23 @@ mod tests {
         // When nothing fits the path, the one that sends least.
         let mut choice = LayerChoice::new(0);
         assert_eq!(choice.retarget_within(ms(1000), &layers, layers.rate(1) - 1), Some(1));
+    }
+
+    #[test]
+    fn layers_without_a_known_size_are_named_until_their_key_frame() {
+        let t0 = Instant::now();
+        let mut layers = fed(3, &[(0, 100), (1, 200), (2, 400)], t0);
+        let now = t0 + Duration::from_millis(1000);
+        assert_eq!(layers.unsized_active(now), Some(0));
+        layers.on_size(0, (160, 90));
+        layers.on_size(2, (640, 360));
+        assert_eq!(layers.unsized_active(now), Some(1));
+        layers.on_size(1, (320, 180));
+        assert_eq!(layers.unsized_active(now), None);
+        // An idle layer is not asked about.
+        let mut quiet = fed(2, &[(0, 100)], t0);
+        quiet.on_size(0, (160, 90));
+        assert_eq!(quiet.unsized_active(now), None);
     }
 
     #[test]
