@@ -710,7 +710,8 @@ function openSfu() {
         if (from === app.selfId) return;
         chatLine({ from, name: app.roster.get(from) ?? '…', text, mine: false });
       },
-      fileChannel: (p, ch) => ch.close(),
+      // A file another participant sent, fanned out by the server (its header says who).
+      fileChannel: (p, ch) => startReceive(relayedSender(), ch),
       log: (p, text) => console.warn(`server connection: ${text}`),
     },
   });
@@ -962,15 +963,27 @@ function newTransfer(peer) {
   const entry = { record: null, row, peerId: peer.id, peerName: peer.name };
   app.transfers.set(key, entry);
   return (t) => {
+    // (A relayed file's sender is known from its header on.)
+    entry.peerId = peer.id;
+    entry.peerName = peer.name;
     entry.record = t;
     row.update(t, peer.name);
   };
+}
+
+/** The sender of a file the server relays: named once its header arrives. */
+function relayedSender() {
+  return { id: 'sfu', name: 'someone in the room', relayed: true };
 }
 
 function startReceive(peer, ch) {
   const update = newTransfer(peer);
   let announced = null;
   receiveFile(ch, (t) => {
+    if (peer.relayed && t.from) {
+      peer.id = t.from;
+      peer.name = app.roster.get(t.from) ?? 'someone in the room';
+    }
     update(t);
     // The file list may be out of sight (below the fold on a phone): say a file is coming.
     const stage = t.status === 'verified' ? 'done' : t.status === 'failed' ? 'failed' : 'coming';
@@ -1002,23 +1015,31 @@ function fileToast(text) {
 }
 
 function sendFiles(files) {
+  // Each file goes on a channel of its own to each target: the peers in a mesh, or the server,
+  // which fans it out to everyone else and answers once every receiver checked the SHA-256
+  // (docs/file-transfer.md).
+  let targets;
   if (app.mode === 'sfu') {
-    notice('File transfer is not available in rooms through the server (this room has too many '
-      + 'participants for direct connections); nothing was sent.');
-    return;
-  }
-  const targets = [...app.peers.values()].map((e) => e.peer)
-    .filter((p) => p.pc.connectionState === 'connected');
-  if (!targets.length) {
-    notice('Nobody is connected yet; the file was not sent.');
-    return;
+    const link = app.sfu && !app.sfu.peer.retiring ? app.sfu.peer : null;
+    if (!link || link.pc.connectionState !== 'connected') {
+      notice('Not connected to the server yet; the file was not sent.');
+      return;
+    }
+    targets = [{ link, who: { id: 'sfu', name: 'everyone (through the server)' } }];
+  } else {
+    targets = [...app.peers.values()].map((e) => e.peer)
+      .filter((p) => p.pc.connectionState === 'connected').map((p) => ({ link: p, who: p }));
+    if (!targets.length) {
+      notice('Nobody is connected yet; the file was not sent.');
+      return;
+    }
   }
   for (const file of files) {
     if (file.size > MAX_FILE_SIZE) {
       notice(`${file.name} is larger than ${formatBytes(MAX_FILE_SIZE)}; not sent.`);
       continue;
     }
-    for (const peer of targets) sendFile(peer.openFileChannel(), file, newTransfer(peer));
+    for (const { link, who } of targets) sendFile(link.openFileChannel(), file, newTransfer(who));
   }
 }
 

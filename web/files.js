@@ -140,7 +140,7 @@ export function receiveFile(ch, update) {
   ch.binaryType = 'arraybuffer';
   const t = {
     direction: 'receive', name: null, size: 0, mime: null, bytes: 0, started: performance.now(),
-    finished: null, sha256: null, status: 'waiting', reason: null, url: null,
+    finished: null, sha256: null, status: 'waiting', reason: null, url: null, from: null,
   };
   const emit = () => update({ ...t });
   let hash = null;
@@ -170,6 +170,8 @@ export function receiveFile(ch, update) {
         if (m.size > MAX_FILE_SIZE) { fail('file too large'); return; }
         if (typeof m.name !== 'string') { fail('bad name'); return; }
         t.name = safeFileName(m.name);
+        // Relayed by the server of a room in SFU mode: who sent it (a peer id).
+        if (typeof m.from === 'string') t.from = m.from;
         t.size = m.size;
         t.mime = safeMime(m.mime);
         t.status = 'receiving';

@@ -4,7 +4,8 @@
 //   sfu:   `--room-mode sfu`, 4 app pages: each shows 3 remote tiles whose <video> plays
 //          (videoWidth > 0, currentTime advancing) over exactly one RTCPeerConnection; chat
 //          through the server arrives under the sender's name (SFU_CHAT=0 skips it, for a
-//          server without the relay); sending a file says it is not available; one leaves.
+//          server without the relay); a file sent through the server reaches the 3 others,
+//          each verifying its SHA-256, and its sender hears it was confirmed; one leaves.
 //   auto:  `--room-mode auto --mesh-max 4`: 4 pages in a mesh (3 connections each), a 5th
 //          and a 6th join (the room switches to the server: mode sfu, 1 connection each),
 //          both leave (back to a mesh). At each switch, per remote tile and page, the longest
@@ -21,6 +22,7 @@
 //   shows, sampled every 100 ms (their clock stalls with the page's getStats calls)
 import { launchChromium, keepPeerConnections } from './chromium.mjs';
 import { report, sleep } from './report.mjs';
+import { createHash, randomBytes } from 'node:crypto';
 
 const [app, which] = process.argv.slice(2);
 if (!which || !['sfu', 'auto', 'control'].includes(which)) {
@@ -30,7 +32,7 @@ if (!which || !['sfu', 'auto', 'control'].includes(which)) {
 const MAX_FREEZE_MS = Number(process.env.MAX_FREEZE_MS || 1000);
 const WAIT = Number(process.env.WAIT_MS || 30000);
 const FREEZE_STATS = process.env.FREEZE_STATS === '1';
-const checks = report(which === 'sfu' ? 80000 : 110000);
+const checks = report(which === 'sfu' ? 95000 : 110000);
 if (which === 'control') console.log('# control: the auto steps with --room-mode sfu, no switch');
 const check = checks.check;
 const room = `${which}-${process.pid}`;
@@ -340,10 +342,27 @@ if (which === 'sfu') {
   }
   check(outlined.every(right), `active speaker: p2's tile is outlined on ${outlined.filter(right).length}/4 pages (${JSON.stringify(outlined)})`);
   for (const p of pages) if (p !== talker) await p.page.click('#mute-btn');
-  // File transfer: not available through the server, and the page says so.
-  await a.page.setInputFiles('#file-input', { name: 'a.txt', mimeType: 'text/plain', buffer: Buffer.from('hello') });
-  const banner = (await look(a)).banner || '';
-  check(/not available/.test(banner), `sending a file through the server says so: "${banner}"`);
+  // A file through the server: fanned out to the 3 others, each checking its SHA-256; the
+  // sender is told it was confirmed once all of them were.
+  {
+    const bytes = randomBytes(700 * 1024 + 17);
+    const digest = createHash('sha256').update(bytes).digest('hex');
+    const fromId = (await look(a)).id;
+    await a.page.setInputFiles('#file-input', { name: 'through-server.bin', mimeType: 'application/octet-stream', buffer: bytes });
+    const end = Date.now() + 30000;
+    let got = [];
+    let sent = null;
+    while (Date.now() < end) {
+      const states = await Promise.all(pages.map((p) => p.page.evaluate(() => window.peerlinkState).catch(() => null)));
+      sent = states[0]?.filesSent.find((t) => t.name === 'through-server.bin') ?? null;
+      got = states.slice(1).map((st) => st?.filesReceived.find((t) => t.name === 'through-server.bin') ?? null);
+      if (sent && ['confirmed', 'failed'].includes(sent.status) && got.every(Boolean)) break;
+      await sleep(300);
+    }
+    const right = got.filter((t) => t && t.sha256 === digest && t.size === bytes.length && t.peerId === fromId);
+    check(right.length === 3, `a file through the server reaches the 3 others, each verified by SHA-256 and shown as from p1 (${right.length}/3: ${JSON.stringify(got.map((t) => t && [t.status, t.peerName, t.sha256?.slice(0, 8)]))})`);
+    check(sent?.status === 'confirmed', `the sender is told the file was confirmed by everyone (${sent?.status} ${sent?.reason ?? ''})`);
+  }
   // One leaves: the others' tiles follow (the server renegotiates with each of them).
   const stay = new Set(s ? s.slice(0, 3).map((l) => l.id) : []);
   await resetGaps(pages);

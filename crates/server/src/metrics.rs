@@ -62,6 +62,21 @@ pub fn render_sfu(stats: &crate::sfu::SfuStats) -> String {
                 load(&stats.chat_relayed),
             ),
             (
+                "peerlink_sfu_files_relayed_total",
+                "Files whose fan-out to the other participants of a room started.",
+                load(&stats.files_relayed),
+            ),
+            (
+                "peerlink_sfu_file_bytes_received_total",
+                "File bytes received from senders in rooms through the server.",
+                load(&stats.file_bytes_in),
+            ),
+            (
+                "peerlink_sfu_file_bytes_sent_total",
+                "File bytes sent to receivers in rooms through the server (once per receiver).",
+                load(&stats.file_bytes_out),
+            ),
+            (
                 "peerlink_sfu_speaker_changes_total",
                 "Changes of a room's active speaker (from RFC 6464 audio levels) announced.",
                 load(&stats.speaker_changes),

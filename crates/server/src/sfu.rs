@@ -7,15 +7,18 @@
 //! its own SSRC, keeps it for NACKs (answered with RTX) and paces it. Subscribers' PLIs and
 //! waiting forwarders ask the publisher for key frames (rate limited by its connection).
 //!
+//! Files are fanned out to every other participant (`peerlink_sfu::files`).
+//!
 //! Decisions live in `peerlink-sfu` (sans-IO); this module only drives connections.
 
 use peerlink_io::{Peer, PeerConfig, PeerHandle};
 use peerlink_rtc::{
-    ChannelEvent, Codec, CodecParams, ConnectionState, Description, Direction, MediaKind, RtcConfig,
-    RtcEvent, SdpType, TrackConfig, TransceiverId,
+    ChannelConfig, ChannelEvent, Codec, CodecParams, ConnectionState, Description, Direction, MediaKind,
+    RtcConfig, RtcEvent, SdpType, TrackConfig, TransceiverId,
 };
 use peerlink_rtp::ext::AudioLevel;
 use peerlink_rtp::RtpPacket;
+use peerlink_sfu::files::{Action, ChannelRef, FileRelays, LOW_WATER};
 use peerlink_sfu::{
     starts_keyframe, vp8_key_size, Change, Forwarder, Kind, LayerChoice, LayerDecision, Layers, Room,
     Speakers, TrackKey, Verdict, VideoPolicy, Want,
@@ -52,6 +55,11 @@ const CHAT_RATE: f64 = 10.0;
 const CHAT_BURST: f64 = 50.0;
 /// Largest chat message relayed.
 const CHAT_MAX: usize = 16 * 1024;
+/// Bytes of messages a participant's data channel delivers to us before we give credit for
+/// more: a file's sender is held to what its slowest receiver takes (peerlink_sfu::files).
+const CHANNEL_CREDIT: usize = 1024 * 1024;
+/// The label of a file transfer's channel (docs/file-transfer.md).
+const FILE_LABEL: &str = "file";
 /// Chat waiting to be sent to one participant beyond which its messages are dropped.
 const CHAT_BUFFER: usize = 256 * 1024;
 
@@ -63,6 +71,11 @@ pub struct SfuStats {
     pub dropped_packets: AtomicU64,
     pub keyframe_requests: AtomicU64,
     pub chat_relayed: AtomicU64,
+    /// Files whose relay started, and the bytes relayed from their senders and to their
+    /// receivers.
+    pub files_relayed: AtomicU64,
+    pub file_bytes_in: AtomicU64,
+    pub file_bytes_out: AtomicU64,
     pub timeouts: AtomicU64,
     pub speaker_changes: AtomicU64,
     pub rooms: std::sync::Mutex<Vec<RoomReport>>,
@@ -253,6 +266,7 @@ pub async fn start(signal: SignalService, config: SfuConfig) -> Arc<SfuStats> {
         stats: stats.clone(),
         speakers: HashMap::new(),
         announce: Vec::new(),
+        files: FileRelays::default(),
     };
     tokio::spawn(sfu.run(rx));
     stats
@@ -272,6 +286,8 @@ struct Sfu {
     speakers: HashMap<String, (Speakers<String>, Instant)>,
     /// Speaker changes to tell rooms about: (room, speaker).
     announce: Vec<(String, String)>,
+    /// Files being fanned out.
+    files: FileRelays,
 }
 
 /// The layer a new subscriber of `key` starts on: the best one flowing now.
@@ -375,6 +391,7 @@ impl Sfu {
             rtc: RtcConfig {
                 accept_media: Some(Direction::RecvOnly),
                 accept_raw: true,
+                channel_receive_credit: Some(CHANNEL_CREDIT),
                 ..RtcConfig::default()
             },
             addresses: self.config.addresses.clone(),
@@ -433,6 +450,8 @@ impl Sfu {
     async fn leave(&mut self, peer: &str, why: &str) {
         let Some(p) = self.participants.remove(peer) else { return };
         tracing::info!(room = %p.room, %peer, why, "sfu: participant leaves");
+        let actions = self.files.left(peer);
+        self.file_actions(actions).await;
         let handle = p.handle.clone();
         tokio::spawn(async move { handle.close().await });
         for other in self.participants.values_mut() {
@@ -897,13 +916,58 @@ impl Sfu {
                     p.chat = Some(id);
                 }
             }
+            RtcEvent::Channel(ChannelEvent::Incoming { id, label, .. }) if label == FILE_LABEL => {
+                let Some(room) = self.participants.get(peer).map(|p| p.room.clone()) else { return };
+                let mut others: Vec<String> = self
+                    .participants
+                    .iter()
+                    .filter(|(id, q)| id.as_str() != peer && q.room == room && !q.leaving && q.ready)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                others.sort();
+                tracing::info!(%peer, receivers = others.len(), "sfu: file relay starts");
+                self.stats.files_relayed.fetch_add(1, Ordering::Relaxed);
+                let actions = self.files.incoming((peer.to_owned(), id), &others);
+                self.file_actions(actions).await;
+            }
+            RtcEvent::Channel(ChannelEvent::Open(id)) => {
+                let actions = self.files.out_open(&(peer.to_owned(), id));
+                self.file_actions(actions).await;
+            }
+            RtcEvent::Channel(ChannelEvent::BufferedAmountLow(id)) => {
+                let channel = (peer.to_owned(), id);
+                if let Some(from) = self.files.relay_of(&channel) {
+                    let fullest = self.fullest(&from).await;
+                    let actions = self.files.drained(&channel, fullest);
+                    self.file_actions(actions).await;
+                }
+            }
             RtcEvent::Channel(ChannelEvent::Closed(id)) => {
                 if let Some(p) = self.participants.get_mut(peer).filter(|p| p.chat == Some(id)) {
                     p.chat = None;
                 }
+                let actions = self.files.closed(&(peer.to_owned(), id));
+                self.file_actions(actions).await;
             }
-            RtcEvent::Channel(ChannelEvent::Message { id, data, binary: false }) => {
-                self.chat(peer, id, data).await
+            RtcEvent::Channel(ChannelEvent::Message { id, data, binary }) => {
+                let channel = (peer.to_owned(), id);
+                if self.files.is_in(&channel) {
+                    self.stats.file_bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    let fullest = self.fullest(&channel).await;
+                    let actions = self.files.on_sender(&channel, data, binary, fullest);
+                    self.file_actions(actions).await;
+                    return;
+                }
+                // Everything else is read at once: its credit goes straight back.
+                if let Some(p) = self.participants.get(peer) {
+                    p.handle.add_receive_credit(id, data.len());
+                }
+                if self.files.is_out(&channel) {
+                    let actions = self.files.on_receiver(&channel, &data);
+                    self.file_actions(actions).await;
+                } else if !binary {
+                    self.chat(peer, id, data).await
+                }
             }
             RtcEvent::ConnectionState(ConnectionState::Connected) => {
                 tracing::info!(%peer, "sfu: participant connected");
@@ -912,6 +976,60 @@ impl Sfu {
                 self.leave(peer, &format!("its connection closed: {reason}")).await;
             }
             _ => {}
+        }
+    }
+
+    /// The most any receiver's channel of the file relay of `from` has buffered.
+    async fn fullest(&self, from: &ChannelRef) -> usize {
+        let mut fullest = 0;
+        for (peer, channel) in self.files.out_channels(from) {
+            if let Some(p) = self.participants.get(&peer) {
+                fullest = fullest.max(p.handle.buffered_amount(channel).await);
+            }
+        }
+        fullest
+    }
+
+    /// Carries out what the file relays decided.
+    async fn file_actions(&mut self, actions: Vec<Action>) {
+        let mut todo = std::collections::VecDeque::from(actions);
+        while let Some(action) = todo.pop_front() {
+            match action {
+                Action::OpenOut { to, from } => {
+                    let Some(handle) = self.participants.get(&to).map(|p| p.handle.clone()) else {
+                        todo.extend(self.files.out_failed(&from, &to, "the receiver left"));
+                        continue;
+                    };
+                    match handle.create_data_channel(ChannelConfig::reliable(FILE_LABEL)).await {
+                        Ok(id) => {
+                            handle.set_buffered_amount_low_threshold(id, LOW_WATER);
+                            self.files.opened_out(&from, &to, id);
+                        }
+                        Err(e) => {
+                            tracing::info!(peer = %to, error = %e, "sfu: cannot open a file channel");
+                            todo.extend(self.files.out_failed(&from, &to, "no channel to the receiver"));
+                        }
+                    }
+                }
+                Action::Send { to: (peer, channel), data, binary } => {
+                    if let Some(p) = self.participants.get(&peer) {
+                        if binary {
+                            self.stats.file_bytes_out.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        }
+                        let _ = p.handle.send(channel, data, binary).await;
+                    }
+                }
+                Action::Close((peer, channel)) => {
+                    if let Some(p) = self.participants.get(&peer) {
+                        p.handle.close_channel(channel);
+                    }
+                }
+                Action::Credit { to: (peer, channel), bytes } => {
+                    if let Some(p) = self.participants.get(&peer) {
+                        p.handle.add_receive_credit(channel, bytes);
+                    }
+                }
+            }
         }
     }
 

@@ -13,6 +13,7 @@
 //! driven by the server; SSRCs, payload types and header extensions are theirs, so a
 //! forwarded packet leaves with its subscriber connection's own.
 
+pub mod files;
 pub mod speaker;
 pub mod video;
 pub use speaker::Speakers;

@@ -1,0 +1,483 @@
+//! Files in rooms through the server (docs/file-transfer.md, "Rooms through the server"): a
+//! participant's `file` channel to the SFU is fanned out to one new `file` channel toward
+//! every other participant of its room. The header gains `"from"` (the sender's peer id);
+//! chunks and trailer pass unchanged; the sender gets one answer once every receiver answered:
+//! `ack` with the trailer's digest when every receiver acknowledged that digest, else `error`.
+//!
+//! Sans-IO: the server's SFU hands in what its connections report and carries out the [`Action`]s.
+//! Memory is bounded by the data channels' receive credit: the sender's channel gets credit
+//! back only while every receiver's channel has less than [`HIGH_WATER`] buffered, so a slow
+//! receiver closes the sender's SCTP window instead of growing the server.
+
+use serde_json::{json, Value};
+use std::collections::{HashMap, VecDeque};
+
+/// Buffered bytes on a receiver's channel above which the sender is held back.
+pub const HIGH_WATER: usize = 1024 * 1024;
+/// What a receiver's channel must drain to before the sender may go on.
+pub const LOW_WATER: usize = 256 * 1024;
+/// Bytes queued for a receiver's channel that is not open yet, beyond which it is dropped.
+const QUEUE_MAX: usize = 2 * 1024 * 1024;
+
+/// A channel of one participant: (peer id, SCTP stream id).
+pub type ChannelRef = (String, u16);
+
+/// What the SFU must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Open a `file` channel to `to` for the relay of `from`, then call
+    /// [`FileRelays::opened_out`] with its id (or [`FileRelays::out_failed`]).
+    OpenOut {
+        to: String,
+        from: ChannelRef,
+    },
+    Send {
+        to: ChannelRef,
+        data: Vec<u8>,
+        binary: bool,
+    },
+    Close(ChannelRef),
+    /// Give the sender's channel this much receive credit back.
+    Credit {
+        to: ChannelRef,
+        bytes: usize,
+    },
+}
+
+#[derive(Debug)]
+struct Out {
+    peer: String,
+    channel: Option<u16>,
+    open: bool,
+    queue: VecDeque<(Vec<u8>, bool)>,
+    queued: usize,
+    /// The receiver's answer: Ok(digest) or Err(reason).
+    answer: Option<Result<String, String>>,
+    gone: bool,
+}
+
+#[derive(Debug)]
+struct Relay {
+    outs: Vec<Out>,
+    /// The digest of the sender's trailer.
+    trailer: Option<String>,
+    /// Credit held back from the sender while a receiver is full.
+    owed: usize,
+    answered: bool,
+}
+
+/// Every file relayed through one SFU.
+#[derive(Debug, Default)]
+pub struct FileRelays {
+    relays: HashMap<ChannelRef, Relay>,
+    /// A receiver's channel → the relay (the sender's channel) it belongs to.
+    outs: HashMap<ChannelRef, ChannelRef>,
+}
+
+fn text(value: Value) -> (Vec<u8>, bool) {
+    (value.to_string().into_bytes(), false)
+}
+
+impl FileRelays {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.relays.is_empty()
+    }
+
+    /// Whether `channel` is a receiver's side of a relay (its messages are answers).
+    pub fn is_out(&self, channel: &ChannelRef) -> bool {
+        self.outs.contains_key(channel)
+    }
+
+    /// Whether `channel` is a sender's side of a relay.
+    pub fn is_in(&self, channel: &ChannelRef) -> bool {
+        self.relays.contains_key(channel)
+    }
+
+    /// `from` opened a `file` channel; `others` are the other participants of its room.
+    pub fn incoming(&mut self, from: ChannelRef, others: &[String]) -> Vec<Action> {
+        if others.is_empty() {
+            let (data, binary) = text(json!({"type": "error", "reason": "nobody else is in the room"}));
+            return vec![Action::Send { to: from, data, binary }];
+        }
+        let outs = others
+            .iter()
+            .map(|peer| Out {
+                peer: peer.clone(),
+                channel: None,
+                open: false,
+                queue: VecDeque::new(),
+                queued: 0,
+                answer: None,
+                gone: false,
+            })
+            .collect();
+        self.relays.insert(from.clone(), Relay { outs, trailer: None, owed: 0, answered: false });
+        others.iter().map(|to| Action::OpenOut { to: to.clone(), from: from.clone() }).collect()
+    }
+
+    /// The channel toward `to` for the relay of `from` was created as `channel`.
+    pub fn opened_out(&mut self, from: &ChannelRef, to: &str, channel: u16) {
+        let Some(relay) = self.relays.get_mut(from) else { return };
+        if let Some(out) = relay.outs.iter_mut().find(|o| o.peer == to && o.channel.is_none() && !o.gone) {
+            out.channel = Some(channel);
+            self.outs.insert((to.to_owned(), channel), from.clone());
+        }
+    }
+
+    /// The channel toward `to` could not be created: that receiver fails.
+    pub fn out_failed(&mut self, from: &ChannelRef, to: &str, why: &str) -> Vec<Action> {
+        let Some(relay) = self.relays.get_mut(from) else { return Vec::new() };
+        if let Some(out) = relay.outs.iter_mut().find(|o| o.peer == to && o.channel.is_none() && !o.gone) {
+            out.gone = true;
+            out.answer = Some(Err(why.to_owned()));
+        }
+        self.settle(from)
+    }
+
+    /// A channel we created is open: what waited for it goes.
+    pub fn out_open(&mut self, channel: &ChannelRef) -> Vec<Action> {
+        let Some(from) = self.outs.get(channel).cloned() else { return Vec::new() };
+        let Some(relay) = self.relays.get_mut(&from) else { return Vec::new() };
+        let Some(out) = relay.outs.iter_mut().find(|o| o.peer == channel.0 && o.channel == Some(channel.1))
+        else {
+            return Vec::new();
+        };
+        out.open = true;
+        out.queued = 0;
+        out.queue.drain(..).map(|(data, binary)| Action::Send { to: channel.clone(), data, binary }).collect()
+    }
+
+    /// A message from the sender of `from`; `fullest` is the most any receiver's channel has
+    /// buffered now (for the receive credit).
+    pub fn on_sender(
+        &mut self,
+        from: &ChannelRef,
+        data: Vec<u8>,
+        binary: bool,
+        fullest: usize,
+    ) -> Vec<Action> {
+        let len = data.len();
+        let Some(relay) = self.relays.get_mut(from) else { return Vec::new() };
+        let mut data = data;
+        if !binary {
+            if let Ok(mut v) = serde_json::from_slice::<Value>(&data) {
+                match v.get("type").and_then(Value::as_str) {
+                    // Receivers learn who sends it.
+                    Some("file") if v.is_object() => {
+                        v["from"] = Value::String(from.0.clone());
+                        data = v.to_string().into_bytes();
+                    }
+                    Some("end") => {
+                        relay.trailer = v.get("sha256").and_then(Value::as_str).map(str::to_ascii_lowercase);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut actions = Vec::new();
+        for out in relay.outs.iter_mut().filter(|o| !o.gone) {
+            match (out.channel, out.open) {
+                (Some(channel), true) => {
+                    actions.push(Action::Send { to: (out.peer.clone(), channel), data: data.clone(), binary })
+                }
+                _ if out.queued + data.len() <= QUEUE_MAX => {
+                    out.queued += data.len();
+                    out.queue.push_back((data.clone(), binary));
+                }
+                _ => {
+                    // A receiver whose channel does not open while a whole window waits.
+                    out.gone = true;
+                    out.answer = Some(Err("its channel did not open".to_owned()));
+                    out.queue.clear();
+                    if let Some(channel) = out.channel {
+                        actions.push(Action::Close((out.peer.clone(), channel)));
+                    }
+                }
+            }
+        }
+        if fullest < HIGH_WATER {
+            actions.push(Action::Credit { to: from.clone(), bytes: len + std::mem::take(&mut relay.owed) });
+        } else {
+            relay.owed += len;
+        }
+        actions.extend(self.settle(from));
+        actions
+    }
+
+    /// A receiver's channel drained to its low-water mark; `fullest` as in
+    /// [`FileRelays::on_sender`].
+    pub fn drained(&mut self, channel: &ChannelRef, fullest: usize) -> Vec<Action> {
+        let Some(from) = self.outs.get(channel).cloned() else { return Vec::new() };
+        let Some(relay) = self.relays.get_mut(&from) else { return Vec::new() };
+        if relay.owed == 0 || fullest >= HIGH_WATER {
+            return Vec::new();
+        }
+        vec![Action::Credit { to: from, bytes: std::mem::take(&mut relay.owed) }]
+    }
+
+    /// The receivers' open channels of the relay of `from` (to ask how full they are).
+    pub fn out_channels(&self, from: &ChannelRef) -> Vec<ChannelRef> {
+        self.relays.get(from).map_or_else(Vec::new, |r| {
+            r.outs
+                .iter()
+                .filter(|o| !o.gone && o.open)
+                .filter_map(|o| o.channel.map(|c| (o.peer.clone(), c)))
+                .collect()
+        })
+    }
+
+    /// The sender's channel of the relay `channel` (a receiver's) belongs to.
+    pub fn relay_of(&self, channel: &ChannelRef) -> Option<ChannelRef> {
+        self.outs.get(channel).cloned()
+    }
+
+    /// A receiver answered on its channel.
+    pub fn on_receiver(&mut self, channel: &ChannelRef, data: &[u8]) -> Vec<Action> {
+        let Some(from) = self.outs.get(channel).cloned() else { return Vec::new() };
+        let Some(relay) = self.relays.get_mut(&from) else { return Vec::new() };
+        let Some(out) = relay.outs.iter_mut().find(|o| o.peer == channel.0 && o.channel == Some(channel.1))
+        else {
+            return Vec::new();
+        };
+        if out.answer.is_some() {
+            return Vec::new();
+        }
+        let v: Value = serde_json::from_slice(data).unwrap_or(Value::Null);
+        out.answer = Some(match v.get("type").and_then(Value::as_str) {
+            Some("ack") => v
+                .get("sha256")
+                .and_then(Value::as_str)
+                .map(str::to_ascii_lowercase)
+                .ok_or_else(|| "an ack without a digest".to_owned()),
+            Some("error") => {
+                Err(v.get("reason").and_then(Value::as_str).unwrap_or("refused").chars().take(200).collect())
+            }
+            _ => Err("an unexpected message".to_owned()),
+        });
+        self.settle(&from)
+    }
+
+    /// A channel closed, or its participant left (`closed` is then each of its channels).
+    pub fn closed(&mut self, channel: &ChannelRef) -> Vec<Action> {
+        if let Some(relay) = self.relays.remove(channel) {
+            // The sender is done (after its answer) or cancelled: every receiver's channel
+            // closes; one that had not answered takes it as a failure, as a mesh peer would.
+            for out in &relay.outs {
+                if let Some(c) = out.channel {
+                    self.outs.remove(&(out.peer.clone(), c));
+                }
+            }
+            return relay
+                .outs
+                .into_iter()
+                .filter(|o| !o.gone)
+                .filter_map(|o| o.channel.map(|c| Action::Close((o.peer, c))))
+                .collect();
+        }
+        let Some(from) = self.outs.remove(channel) else { return Vec::new() };
+        let Some(relay) = self.relays.get_mut(&from) else { return Vec::new() };
+        if let Some(out) = relay.outs.iter_mut().find(|o| o.peer == channel.0 && o.channel == Some(channel.1))
+        {
+            out.gone = true;
+            out.queue.clear();
+            out.answer.get_or_insert_with(|| Err("the receiver closed its channel".to_owned()));
+        }
+        let mut actions = self.settle(&from);
+        // A receiver gone may have been the one holding the sender back.
+        if let Some(relay) = self.relays.get_mut(&from) {
+            if relay.owed > 0 && relay.outs.iter().all(|o| o.gone) {
+                actions.push(Action::Credit { to: from, bytes: std::mem::take(&mut relay.owed) });
+            }
+        }
+        actions
+    }
+
+    /// `peer` left: every relay it sends, and its side of every other.
+    pub fn left(&mut self, peer: &str) -> Vec<Action> {
+        let mine: Vec<ChannelRef> =
+            self.relays.keys().chain(self.outs.keys()).filter(|(p, _)| p == peer).cloned().collect();
+        let mut actions = Vec::new();
+        for channel in mine {
+            actions.extend(self.closed(&channel));
+        }
+        // Receivers not yet given a channel.
+        let pending: Vec<ChannelRef> = self
+            .relays
+            .iter()
+            .filter(|(_, r)| r.outs.iter().any(|o| o.peer == peer && o.channel.is_none() && !o.gone))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for from in pending {
+            actions.extend(self.out_failed(&from, peer, "the receiver left"));
+        }
+        actions
+            .retain(|a| !matches!(a, Action::Close((p, _)) | Action::Send { to: (p, _), .. } if p == peer));
+        actions
+    }
+
+    /// Answers the sender once every receiver answered (or is gone).
+    fn settle(&mut self, from: &ChannelRef) -> Vec<Action> {
+        let Some(relay) = self.relays.get_mut(from) else { return Vec::new() };
+        if relay.answered || relay.outs.iter().any(|o| o.answer.is_none()) {
+            return Vec::new();
+        }
+        relay.answered = true;
+        let total = relay.outs.len();
+        let failures: Vec<String> = relay
+            .outs
+            .iter()
+            .filter_map(|o| match o.answer.as_ref() {
+                Some(Ok(digest)) if relay.trailer.as_deref() == Some(digest.as_str()) => None,
+                Some(Ok(_)) => Some("sha256 mismatch".to_owned()),
+                Some(Err(reason)) => Some(reason.clone()),
+                None => None,
+            })
+            .collect();
+        let answer = match (&relay.trailer, failures.first()) {
+            (Some(digest), None) => json!({"type": "ack", "sha256": digest, "receivers": total}),
+            (_, Some(first)) => json!({
+                "type": "error",
+                "reason": format!("{} of {total} receivers failed: {first}", failures.len()),
+            }),
+            (None, None) => json!({"type": "error", "reason": "answered before the trailer"}),
+        };
+        let (data, binary) = text(answer);
+        vec![Action::Send { to: from.clone(), data, binary }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ch(peer: &str, id: u16) -> ChannelRef {
+        (peer.to_owned(), id)
+    }
+
+    fn sends(actions: &[Action]) -> Vec<(ChannelRef, String)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send { to, data, .. } => {
+                    Some((to.clone(), String::from_utf8_lossy(data).into_owned()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A relay of a's channel 1 to b and c, both open (channels 10 and 20).
+    fn relay() -> FileRelays {
+        let mut r = FileRelays::default();
+        let opens = r.incoming(ch("a", 1), &["b".into(), "c".into()]);
+        assert_eq!(opens.len(), 2);
+        r.opened_out(&ch("a", 1), "b", 10);
+        r.opened_out(&ch("a", 1), "c", 20);
+        r
+    }
+
+    #[test]
+    fn a_file_reaches_every_receiver_and_the_sender_hears_once_all_acked() {
+        let mut r = relay();
+        // The header waits for the channels to open, and gains "from".
+        let a = r.on_sender(&ch("a", 1), br#"{"type":"file","name":"x","size":3}"#.to_vec(), false, 0);
+        assert!(sends(&a).is_empty());
+        assert_eq!(a, vec![Action::Credit { to: ch("a", 1), bytes: 35 }]);
+        let flushed = r.out_open(&ch("b", 10));
+        let (to, header) = &sends(&flushed)[0];
+        assert_eq!(to, &ch("b", 10));
+        let header: Value = serde_json::from_str(header).unwrap();
+        assert_eq!((header["from"].as_str(), header["name"].as_str()), (Some("a"), Some("x")));
+        r.out_open(&ch("c", 20));
+        let chunk = r.on_sender(&ch("a", 1), vec![1, 2, 3], true, 0);
+        assert_eq!(sends(&chunk).len(), 2);
+        r.on_sender(&ch("a", 1), br#"{"type":"end","sha256":"AB"}"#.to_vec(), false, 0);
+        assert!(r.on_receiver(&ch("b", 10), br#"{"type":"ack","sha256":"ab"}"#).is_empty());
+        let done = r.on_receiver(&ch("c", 20), br#"{"type":"ack","sha256":"ab"}"#);
+        let (to, answer) = &sends(&done)[0];
+        assert_eq!(to, &ch("a", 1));
+        let answer: Value = serde_json::from_str(answer).unwrap();
+        assert_eq!((answer["type"].as_str(), answer["sha256"].as_str()), (Some("ack"), Some("ab")));
+        // The sender closes: so do the receivers' channels, and nothing is left.
+        let closes = r.closed(&ch("a", 1));
+        assert_eq!(closes.len(), 2);
+        assert!(r.is_empty() && r.outs.is_empty());
+    }
+
+    #[test]
+    fn one_failed_receiver_fails_the_answer() {
+        let mut r = relay();
+        r.out_open(&ch("b", 10));
+        r.out_open(&ch("c", 20));
+        r.on_sender(&ch("a", 1), br#"{"type":"end","sha256":"ab"}"#.to_vec(), false, 0);
+        r.on_receiver(&ch("b", 10), br#"{"type":"ack","sha256":"ab"}"#);
+        let done = r.on_receiver(&ch("c", 20), br#"{"type":"error","reason":"sha256 mismatch"}"#);
+        let answer: Value = serde_json::from_str(&sends(&done)[0].1).unwrap();
+        assert_eq!(answer["type"], "error");
+        assert_eq!(answer["reason"], "1 of 2 receivers failed: sha256 mismatch");
+        // A wrong digest in an ack is a failure too.
+        let mut r = relay();
+        r.out_open(&ch("b", 10));
+        r.out_open(&ch("c", 20));
+        r.on_sender(&ch("a", 1), br#"{"type":"end","sha256":"ab"}"#.to_vec(), false, 0);
+        r.on_receiver(&ch("b", 10), br#"{"type":"ack","sha256":"cd"}"#);
+        let left = r.left("c");
+        let answer: Value = serde_json::from_str(&sends(&left)[0].1).unwrap();
+        assert_eq!(answer["reason"], "2 of 2 receivers failed: sha256 mismatch");
+    }
+
+    #[test]
+    fn a_full_receiver_holds_the_sender_back_until_it_drains() {
+        let mut r = relay();
+        r.out_open(&ch("b", 10));
+        r.out_open(&ch("c", 20));
+        let held = r.on_sender(&ch("a", 1), vec![0; 1000], true, HIGH_WATER);
+        assert!(!held.iter().any(|a| matches!(a, Action::Credit { .. })));
+        r.on_sender(&ch("a", 1), vec![0; 500], true, HIGH_WATER + 1);
+        assert!(r.drained(&ch("b", 10), HIGH_WATER).is_empty(), "c is still full");
+        assert_eq!(r.drained(&ch("c", 20), LOW_WATER), vec![Action::Credit { to: ch("a", 1), bytes: 1500 }]);
+        assert!(r.drained(&ch("c", 20), 0).is_empty(), "nothing owed any more");
+    }
+
+    #[test]
+    fn alone_in_the_room_the_sender_is_told_at_once() {
+        let mut r = FileRelays::default();
+        let a = r.incoming(ch("a", 1), &[]);
+        let answer: Value = serde_json::from_str(&sends(&a)[0].1).unwrap();
+        assert_eq!(answer["type"], "error");
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn garbage_from_either_side_never_panics_and_counts_as_a_refusal() {
+        let mut r = relay();
+        r.out_open(&ch("b", 10));
+        r.out_open(&ch("c", 20));
+        for junk in [&b""[..], b"{", b"\xff\xfe", b"[]", br#"{"type":7}"#, br#"{"type":"file"}"#] {
+            r.on_sender(&ch("a", 1), junk.to_vec(), false, 0);
+        }
+        r.on_receiver(&ch("b", 10), b"\xff");
+        let done = r.on_receiver(&ch("c", 20), b"");
+        let answer: Value = serde_json::from_str(&sends(&done)[0].1).unwrap();
+        assert_eq!(answer["type"], "error");
+        // Unknown channels are ignored.
+        assert!(r.on_receiver(&ch("z", 9), b"{}").is_empty());
+        assert!(r.on_sender(&ch("z", 9), vec![1], true, 0).is_empty());
+        assert!(r.closed(&ch("z", 9)).is_empty());
+    }
+
+    #[test]
+    fn a_receiver_that_never_opens_is_dropped_after_a_window_of_queue() {
+        let mut r = relay();
+        r.out_open(&ch("b", 10));
+        let mut closed = false;
+        for _ in 0..200 {
+            let a = r.on_sender(&ch("a", 1), vec![0; 16 * 1024], true, 0);
+            closed |= a.contains(&Action::Close(ch("c", 20)));
+        }
+        assert!(closed);
+        let relay = &r.relays[&ch("a", 1)];
+        assert!(relay.outs.iter().all(|o| o.queued <= QUEUE_MAX));
+    }
+}
