@@ -284,9 +284,10 @@ impl FileRelays {
             out.answer.get_or_insert_with(|| Err("the receiver closed its channel".to_owned()));
         }
         let mut actions = self.settle(&from);
-        // A receiver gone may have been the one holding the sender back.
+        // A receiver gone may have been the one holding the sender back: the sender goes on,
+        // and the next chunk finds out whether another receiver is full.
         if let Some(relay) = self.relays.get_mut(&from) {
-            if relay.owed > 0 && relay.outs.iter().all(|o| o.gone) {
+            if relay.owed > 0 {
                 actions.push(Action::Credit { to: from, bytes: std::mem::take(&mut relay.owed) });
             }
         }
@@ -367,6 +368,13 @@ mod tests {
             .collect()
     }
 
+    impl FileRelays {
+        fn held_back(&mut self, from: &ChannelRef, len: usize) {
+            let actions = self.on_sender(from, vec![0; len], true, HIGH_WATER);
+            assert!(!actions.iter().any(|a| matches!(a, Action::Credit { .. })));
+        }
+    }
+
     /// A relay of a's channel 1 to b and c, both open (channels 10 and 20).
     fn relay() -> FileRelays {
         let mut r = FileRelays::default();
@@ -438,6 +446,9 @@ mod tests {
         assert!(r.drained(&ch("b", 10), HIGH_WATER).is_empty(), "c is still full");
         assert_eq!(r.drained(&ch("c", 20), LOW_WATER), vec![Action::Credit { to: ch("a", 1), bytes: 1500 }]);
         assert!(r.drained(&ch("c", 20), 0).is_empty(), "nothing owed any more");
+        // The full receiver closes its channel instead of draining: the sender goes on.
+        r.held_back(&ch("a", 1), 700);
+        assert_eq!(r.closed(&ch("c", 20)), vec![Action::Credit { to: ch("a", 1), bytes: 700 }]);
     }
 
     #[test]
