@@ -5,52 +5,40 @@
 
 use crate::peer::MeetArgs;
 pub use peerlink::session::{Session as Room, SessionEvent as RoomEvent, SessionOptions};
-use peerlink_rtc::{Direction, MediaKind, TrackConfig};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How the room reaches the server.
-#[derive(Debug, Clone)]
-pub struct RoomOptions {
-    /// Keep trying to reach a server that refuses connections for this long before the
-    /// first join (`None`: forever).
-    pub wait: Option<Duration>,
-    /// Transceivers every connection gets before its first offer or answer (what we send).
-    pub tracks: Vec<(MediaKind, Direction, TrackConfig)>,
-    /// What a transceiver made for a peer's audio or video section does (`None`: recvonly).
-    pub accept_media: Option<Direction>,
+/// The name to join with.
+fn name(args: &MeetArgs) -> String {
+    args.name.clone().unwrap_or_else(|| format!("peerlink-{}", std::process::id()))
 }
 
-/// Joins the room; returns once the server has welcomed us (an error if it refused, or
-/// could not be reached).
-pub async fn join(args: &MeetArgs, options: RoomOptions) -> anyhow::Result<Room> {
-    let name = args.name.clone().unwrap_or_else(|| format!("peerlink-{}", std::process::id()));
-    let mut session = SessionOptions::default();
-    session.token = args.token.clone();
-    session.bind = args.bind.clone();
-    session.wait = options.wait;
-    session.tracks = options.tracks;
-    session.accept_media = options.accept_media;
-    session.congestion_control = args.congestion_control.map(Into::into);
-    session.status = Some(Arc::new(|line: &str| crate::status!("{line}")));
-    Ok(Room::join(&args.server, &args.room, &name, session).await?)
+/// Where the room's status lines go: standard error.
+pub fn status_sink() -> peerlink::StatusFn {
+    Arc::new(|line: &str| crate::status!("{line}"))
+}
+
+/// Joins the room's session; returns once the server has welcomed us (an error if it
+/// refused, or could not be reached).
+pub async fn join(args: &MeetArgs, options: SessionOptions) -> anyhow::Result<Room> {
+    Ok(Room::join(&args.server, &args.room, &name(args), options).await?)
 }
 
 /// Joins the room as a `peerlink::Room` (the commands on data channels: chat, send, recv),
-/// with the room's status lines on standard error. `receive_buffer`: bytes each channel
-/// holds unread before the peer is made to wait.
-pub async fn join_room(args: &MeetArgs, receive_buffer: usize) -> anyhow::Result<peerlink::Room> {
-    let name = args.name.clone().unwrap_or_else(|| format!("peerlink-{}", std::process::id()));
+/// with the room's status lines on standard error. `buffer`: bytes each channel queues to
+/// send before `send` waits, and holds received and unread before the peer is made to wait.
+pub async fn join_room(args: &MeetArgs, buffer: usize) -> anyhow::Result<peerlink::Room> {
     let mut options = peerlink::RoomOptions::default();
     options.token = args.token.clone();
     options.bind = args.bind.clone();
     options.wait = (args.wait > 0).then(|| Duration::from_secs(args.wait));
     options.congestion_control = args.congestion_control.map(Into::into);
-    options.status = Some(Arc::new(|line: &str| crate::status!("{line}")));
-    options.channels.receive_buffer = receive_buffer;
+    options.status = Some(status_sink());
+    options.channels.high_water = buffer;
+    options.channels.receive_buffer = buffer;
     // The room gives up on a connection not up within a minute: a channel waits as long.
     options.open_timeout = Duration::from_secs(90);
-    Ok(peerlink::Room::join_with(&args.server, &args.room, &name, options).await?)
+    Ok(peerlink::Room::join_with(&args.server, &args.room, &name(args), options).await?)
 }
 
 /// Prints a connection's status lines: its selected pair (exactly the line DESIGN.md names,
