@@ -8,16 +8,19 @@
 //! In a room through the server (SFU mode) the one `chat` channel goes to the server, which
 //! relays each line to everyone there (`{"from", "text"}` in, printed as the text); lines
 //! wait while nobody else is in the room, as they do for a channel in a mesh.
+//!
+//! Written on the `peerlink` library: a task per connection, a task per chat channel.
 
 use crate::peer::{sleep_until, stdin_lines, MeetArgs};
-use crate::room::RoomEvent;
 use crate::status;
-use peerlink::session::{RoomMode, SFU_PEER};
-use peerlink_io::PeerHandle;
-use peerlink_rtc::{ChannelConfig, ChannelEvent, ConnectionState, RtcEvent};
+use peerlink::{
+    ChannelConfig, ChannelId, ChannelSender, Connection, ConnectionEvent, ConnectionState, DataChannel, Gone,
+    Message, RoomEvent, RoomMode, SFU_PEER,
+};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::time::Duration;
+use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio::time::Instant;
 
 /// The browser app's limit for one chat message (docs/file-transfer.md).
@@ -29,22 +32,28 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// ... and then to keep printing what arrives.
 const LINGER: Duration = Duration::from_millis(500);
 
-/// One other participant.
+/// What the tasks of connection number `.0` tell the main loop.
+enum Update {
+    /// A chat channel is open: lines may go there.
+    Open(u64, ChannelSender),
+    Closed(u64, ChannelId),
+    Gone(u64, Gone),
+}
+
+/// One other participant: its id, name and open chat channels (the first used to send).
 struct Other {
+    peer: String,
     name: String,
-    handle: PeerHandle,
-    /// Its `chat` channels (ours and its own), the first open one used to send.
-    channels: Vec<u16>,
-    open: Option<u16>,
-    /// When to open a chat channel ourselves if none has come.
-    fallback_at: Option<Instant>,
+    open: Vec<ChannelSender>,
 }
 
 pub async fn run(args: MeetArgs) -> anyhow::Result<()> {
-    let mut room = crate::room::join(&args, args.room_options()).await?;
+    let mut room = crate::room::join_room(&args, 1 << 20).await?;
     let mut lines = stdin_lines();
-    let mut others: HashMap<String, Other> = HashMap::new();
-    // Lines typed before any chat channel opened.
+    let (updates_tx, mut updates) = mpsc::unbounded_channel();
+    let mut others: HashMap<u64, Other> = HashMap::new();
+    let mut count = 0;
+    // Lines not sent yet: none of the room's mode's chat channels is open.
     let mut pending: Vec<String> = Vec::new();
     // Who else is in the room: a line through the server waits until someone is.
     let mut present: HashSet<String> = HashSet::new();
@@ -57,158 +66,53 @@ pub async fn run(args: MeetArgs) -> anyhow::Result<()> {
     let mut linger_until: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     loop {
-        let fallback = others.values().filter_map(|o| o.fallback_at).min();
         tokio::select! {
             line = lines.recv(), if stdin_open => match line {
-                Some(line) => {
-                    let line: String = line.chars().take(MAX_CHAT_CHARS).collect();
-                    let open: Vec<(PeerHandle, u16)> = others
-                        .iter()
-                        .filter(|(peer, _)| (*peer == SFU_PEER) == sfu && (!sfu || !present.is_empty()))
-                        .filter_map(|(_, o)| o.open.map(|id| (o.handle.clone(), id)))
-                        .collect();
-                    if open.is_empty() {
-                        pending.push(line.clone());
-                    }
-                    for (handle, id) in open {
-                        if let Err(e) = handle.send(id, line.clone().into_bytes(), false).await {
-                            tracing::debug!(error = %e, "chat line not sent");
-                        }
-                    }
-                }
+                Some(line) => pending.push(line.chars().take(MAX_CHAT_CHARS).collect()),
                 None => {
                     stdin_open = false;
                     drain_until = Some(Instant::now() + DRAIN_LIMIT);
                 }
             },
-            event = room.next() => {
-                let Some(event) = event else { break };
-                match event {
-                    RoomEvent::Connecting { peer, handle, offerer } => {
-                        let mut other = Other { name: peer.name, handle, channels: Vec::new(), open: None, fallback_at: None };
-                        // The offerer opens the chat channel (the browser app's convention).
-                        if offerer {
-                            match other.handle.create_data_channel(ChannelConfig::reliable("chat")).await {
-                                Ok(id) => other.channels.push(id),
-                                Err(e) => status!("peerlink: cannot open a chat channel: {e}"),
-                            }
-                        }
-                        others.insert(peer.id, other);
-                    }
-                    RoomEvent::Gone { peer, reason } => {
-                        if let Some(other) = others.remove(&peer) {
-                            status!("peerlink: {} ({peer}): {reason}", other.name);
-                        }
-                        // (Through the server, the session makes a lost connection again; the
-                        // room's emptying ends chat there.)
-                        if others.is_empty() && !sfu {
-                            if !pending.is_empty() {
-                                status!("peerlink: {} line(s) were never sent: nobody else is here", pending.len());
-                            }
-                            break;
-                        }
-                    }
-                    RoomEvent::Mode(mode) => sfu = mode == RoomMode::Sfu,
-                    RoomEvent::PeerJoined(p) => {
-                        present.insert(p.id);
-                        seen_anyone = true;
-                        // Lines that waited for someone to be in the room.
-                        if let Some((handle, id)) = others.get(SFU_PEER).filter(|_| sfu).and_then(|o| o.open.map(|id| (o.handle.clone(), id))) {
-                            for line in pending.drain(..) {
-                                if let Err(e) = handle.send(id, line.into_bytes(), false).await {
-                                    tracing::debug!(error = %e, "chat line not sent");
-                                }
-                            }
-                        }
-                    }
-                    RoomEvent::PeerLeft(id) => {
-                        present.remove(&id);
-                        if sfu && seen_anyone && present.is_empty() {
-                            status!("peerlink: everyone else left the room");
-                            break;
-                        }
-                    }
-                    RoomEvent::Rtc { peer, event } => {
-                        let Some(other) = others.get_mut(&peer) else { continue };
-                        match event {
-                            RtcEvent::SelectedPair { local_kind, remote_kind, local, remote } => {
-                                // Exactly the line DESIGN.md names; the addresses on their own line.
-                                status!("selected pair: {local_kind} -> {remote_kind}");
-                                status!("peerlink: path {local} -> {remote} ({})", other.name);
-                            }
-                            RtcEvent::ConnectionState(state) => {
-                                status!("peerlink: connection {state:?} ({})", other.name);
-                                if state == ConnectionState::Connected && other.channels.is_empty() {
-                                    other.fallback_at.get_or_insert(Instant::now() + CHAT_FALLBACK);
-                                }
-                            }
-                            RtcEvent::Channel(ChannelEvent::Incoming { id, label, .. }) if label == "chat" => {
-                                other.channels.push(id);
-                                other.fallback_at = None;
-                                other.open.get_or_insert(id);
-                            }
-                            RtcEvent::Channel(ChannelEvent::Incoming { id, label, .. }) if label == "file" => {
-                                // Chat takes no files: the sender learns it at once
-                                // (docs/file-transfer.md), instead of after its answer time.
-                                let refusal = r#"{"type":"error","reason":"this peer does not receive files"}"#;
-                                if let Err(e) = other.handle.send(id, refusal.as_bytes().to_vec(), false).await {
-                                    tracing::debug!(error = %e, "file refusal not sent");
-                                }
-                            }
-                            RtcEvent::Channel(ChannelEvent::Open(id)) if other.channels.contains(&id) => {
-                                other.open.get_or_insert(id);
-                            }
-                            RtcEvent::Channel(ChannelEvent::Message { id, data, binary: false })
-                                if other.channels.contains(&id) =>
-                            {
-                                let mut out = std::io::stdout().lock();
-                                let mut line = String::from_utf8_lossy(&data).into_owned();
-                                if peer == peerlink::session::SFU_PEER {
-                                    // The server relays as {"from": id, "text": ...}.
-                                    match serde_json::from_str::<serde_json::Value>(&line) {
-                                        Ok(v) if v["text"].is_string() => line = v["text"].as_str().unwrap_or_default().to_owned(),
-                                        _ => continue,
-                                    }
-                                }
-                                line.push('\n');
-                                out.write_all(line.as_bytes())?;
-                                out.flush()?;
-                            }
-                            RtcEvent::Channel(ChannelEvent::Closed(id)) => {
-                                other.channels.retain(|&c| c != id);
-                                if other.open == Some(id) {
-                                    other.open = other.channels.first().copied();
-                                }
-                            }
-                            _ => {}
-                        }
-                        // The first channel to open takes what was typed before it.
-                        let usable = (peer == SFU_PEER) == sfu && (!sfu || !present.is_empty());
-                        if let Some(id) = other.open.filter(|_| usable) {
-                            for line in pending.drain(..) {
-                                if let Err(e) = other.handle.send(id, line.into_bytes(), false).await {
-                                    tracing::debug!(error = %e, "chat line not sent");
-                                }
-                            }
-                        }
-                    }
-                    _ => {}
+            event = room.next_event() => match event {
+                None => break,
+                Some(RoomEvent::Connection(conn)) => {
+                    count += 1;
+                    let (peer, name) = (conn.peer().id.clone(), conn.peer().name.clone());
+                    others.insert(count, Other { peer, name, open: Vec::new() });
+                    tokio::spawn(connection(conn, count, updates_tx.clone()));
                 }
-            }
-            () = sleep_until(fallback), if fallback.is_some() => {
-                let now = Instant::now();
-                for other in others.values_mut().filter(|o| o.fallback_at.is_some_and(|t| t <= now)) {
-                    other.fallback_at = None;
-                    if other.channels.is_empty() {
-                        status!("peerlink: no chat channel from {} yet; opening one", other.name);
-                        match other.handle.create_data_channel(ChannelConfig::reliable("chat")).await {
-                            Ok(id) => other.channels.push(id),
-                            // The connection is going away; its end is reported by itself.
-                            Err(e) => tracing::debug!(error = %e, "chat channel not opened"),
-                        }
+                Some(RoomEvent::Mode(mode)) => sfu = mode == RoomMode::Sfu,
+                Some(RoomEvent::Joined(p)) => {
+                    present.insert(p.id);
+                    seen_anyone = true;
+                }
+                Some(RoomEvent::Left(id)) => {
+                    present.remove(&id);
+                    if sfu && seen_anyone && present.is_empty() {
+                        status!("peerlink: everyone else left the room");
+                        break;
                     }
                 }
-            }
+                Some(_) => {}
+            },
+            Some(update) = updates.recv() => match update {
+                Update::Open(n, sender) => others.get_mut(&n).into_iter().for_each(|o| o.open.push(sender.clone())),
+                Update::Closed(n, id) => others.get_mut(&n).into_iter().for_each(|o| o.open.retain(|s| s.id() != id)),
+                Update::Gone(n, reason) => {
+                    if let Some(other) = others.remove(&n) {
+                        status!("peerlink: {} ({}): {reason}", other.name, other.peer);
+                    }
+                    // (Through the server, the room makes a lost connection again; the
+                    // room's emptying ends chat there.)
+                    if others.is_empty() && !sfu {
+                        if !pending.is_empty() {
+                            status!("peerlink: {} line(s) were never sent: nobody else is here", pending.len());
+                        }
+                        break;
+                    }
+                }
+            },
             _ = tick.tick(), if drain_until.is_some() || linger_until.is_some() => {
                 let now = Instant::now();
                 if linger_until.is_some_and(|t| now >= t) {
@@ -220,10 +124,8 @@ pub async fn run(args: MeetArgs) -> anyhow::Result<()> {
                     drain_until = Some(now + DRAIN_LIMIT);
                 } else if let Some(until) = drain_until {
                     let mut unacknowledged = 0;
-                    for other in others.values() {
-                        if let Some(id) = other.open {
-                            unacknowledged += other.handle.unacknowledged(id).await;
-                        }
+                    for sender in others.values().flat_map(|o| o.open.first()) {
+                        unacknowledged += sender.unacknowledged().await;
                     }
                     if unacknowledged == 0 || now >= until {
                         if unacknowledged > 0 {
@@ -235,7 +137,100 @@ pub async fn run(args: MeetArgs) -> anyhow::Result<()> {
                 }
             }
         }
+        // Lines go to the first open chat channel of each peer of the room's mode (through
+        // the server: once someone else is there); they wait while there is none.
+        let usable = |o: &&Other| (o.peer == SFU_PEER) == sfu && (!sfu || !present.is_empty());
+        let open: Vec<ChannelSender> =
+            others.values().filter(usable).filter_map(|o| o.open.first().cloned()).collect();
+        if !open.is_empty() {
+            for line in pending.drain(..) {
+                for sender in &open {
+                    if let Err(e) = sender.send_text(&line).await {
+                        tracing::debug!(error = %e, "chat line not sent");
+                    }
+                }
+            }
+        }
     }
     room.close().await;
     Ok(())
+}
+
+/// One connection: its status lines, its chat channels (the offerer opens one, the other
+/// side after [`CHAT_FALLBACK`] if none came), files refused; then its end.
+async fn connection(conn: Connection, n: u64, updates: UnboundedSender<Update>) {
+    let name = conn.peer().name.clone();
+    let open = |conn: Connection, quiet: bool, updates: UnboundedSender<Update>| async move {
+        match conn.open_channel(ChannelConfig::reliable("chat")).await {
+            Ok(channel) => read(channel, conn.peer().id == SFU_PEER, n, updates).await,
+            Err(e) if quiet => tracing::debug!(error = %e, "chat channel not opened"),
+            Err(e) => status!("peerlink: cannot open a chat channel: {e}"),
+        }
+    };
+    // The offerer opens the chat channel (the browser app's convention).
+    let mut has_chat = conn.is_offerer();
+    if has_chat {
+        tokio::spawn(open(conn.clone(), false, updates.clone()));
+    }
+    let mut fallback_at = None;
+    loop {
+        tokio::select! {
+            event = conn.next_event() => {
+                let Some(event) = event else { break };
+                crate::room::print_event(&name, &event);
+                if event == ConnectionEvent::State(ConnectionState::Connected) && !has_chat {
+                    fallback_at.get_or_insert(Instant::now() + CHAT_FALLBACK);
+                }
+            }
+            channel = conn.accept_channel() => match channel {
+                None => break,
+                Some(channel) if channel.label() == "chat" => {
+                    has_chat = true;
+                    fallback_at = None;
+                    tokio::spawn(read(channel, conn.peer().id == SFU_PEER, n, updates.clone()));
+                }
+                Some(channel) if channel.label() == "file" => {
+                    // Chat takes no files: the sender learns it at once
+                    // (docs/file-transfer.md), instead of after its answer time.
+                    let refusal = r#"{"type":"error","reason":"this peer does not receive files"}"#;
+                    if let Err(e) = channel.send_text(refusal).await {
+                        tracing::debug!(error = %e, "file refusal not sent");
+                    }
+                }
+                Some(_) => {}
+            },
+            () = sleep_until(fallback_at), if fallback_at.is_some() => {
+                fallback_at = None;
+                if !has_chat {
+                    has_chat = true;
+                    status!("peerlink: no chat channel from {name} yet; opening one");
+                    tokio::spawn(open(conn.clone(), true, updates.clone()));
+                }
+            }
+        }
+    }
+    let _ = updates.send(Update::Gone(n, conn.closed().await));
+}
+
+/// Prints a chat channel's text messages until it closes (the server's relayed lines are
+/// `{"from", "text"}`).
+async fn read(channel: DataChannel, from_sfu: bool, n: u64, updates: UnboundedSender<Update>) {
+    let (sender, mut receiver) = channel.split();
+    let id = sender.id();
+    let _ = updates.send(Update::Open(n, sender));
+    while let Some(message) = receiver.recv().await {
+        let Message::Text(mut line) = message else { continue };
+        if from_sfu {
+            match serde_json::from_str::<serde_json::Value>(&line) {
+                Ok(v) if v["text"].is_string() => line = v["text"].as_str().unwrap_or_default().to_owned(),
+                _ => continue,
+            }
+        }
+        line.push('\n');
+        let mut out = std::io::stdout().lock();
+        if out.write_all(line.as_bytes()).and_then(|()| out.flush()).is_err() {
+            break;
+        }
+    }
+    let _ = updates.send(Update::Closed(n, id));
 }

@@ -2,7 +2,6 @@
 //! off the runtime, and small timer helpers. The room itself is in `room.rs`.
 
 use std::net::IpAddr;
-use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Where to meet the other peer.
@@ -55,14 +54,19 @@ impl From<CongestionChoice> for peerlink_rtc::CongestionControl {
 }
 
 impl MeetArgs {
-    pub fn room_options(&self) -> crate::room::RoomOptions {
-        crate::room::RoomOptions {
-            wait: (self.wait > 0).then(|| Duration::from_secs(self.wait)),
-            tracks: Vec::new(),
-            // Commands without media answer a peer's audio and video as inactive: it sends
-            // nothing the command would throw away.
-            accept_media: Some(peerlink_rtc::Direction::Inactive),
-        }
+    /// The options of the room's session (what the commands with media join with, adding
+    /// their tracks).
+    pub fn room_options(&self) -> peerlink::session::SessionOptions {
+        let mut session = peerlink::session::SessionOptions::default();
+        session.token = self.token.clone();
+        session.bind = self.bind.clone();
+        session.wait = (self.wait > 0).then(|| std::time::Duration::from_secs(self.wait));
+        session.congestion_control = self.congestion_control.map(Into::into);
+        session.status = Some(crate::room::status_sink());
+        // Commands without media answer a peer's audio and video as inactive: it sends
+        // nothing the command would throw away.
+        session.accept_media = Some(peerlink_rtc::Direction::Inactive);
+        session
     }
 }
 

@@ -5,23 +5,25 @@
 //! interrupted and a corrupted transfer apart.
 
 use crate::peer::MeetArgs;
-use crate::room::{Gone, RoomEvent};
 use anyhow::Context;
-use peerlink_io::PeerHandle;
-use peerlink_rtc::{ChannelConfig, ChannelEvent, RtcEvent};
+use peerlink::{
+    ChannelConfig, ChannelSender, Connection, DataChannel, Gone, Message, Remote, RoomEvent, RoomMode,
+};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc::{self, UnboundedSender};
 
 /// Bytes per binary message (the framing allows 1 to 65,536).
 const CHUNK: usize = 64 * 1024;
-/// Back-pressure: stop queueing above HIGH, resume at LOW (the app's values).
-const HIGH: usize = 4 << 20;
-const LOW: usize = 1 << 20;
+/// Back-pressure: a channel queues at most this much to send (the app's value), and holds
+/// at most this much received and not yet written.
+const BUFFER: usize = 4 << 20;
 /// How long the sender waits for the answer after the trailer.
 const ANSWER_WAIT: Duration = Duration::from_secs(60);
 
@@ -152,19 +154,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Prints the connection's status lines; a connection that ended is reported by the room.
-fn status_line(name: &str, event: &RtcEvent) {
-    match event {
-        RtcEvent::SelectedPair { local_kind, remote_kind, local, remote } => {
-            // Exactly the line DESIGN.md names; the addresses on their own line.
-            crate::status!("selected pair: {local_kind} -> {remote_kind}");
-            crate::status!("peerlink: path {local} -> {remote} ({name})");
-        }
-        RtcEvent::ConnectionState(state) => crate::status!("peerlink: connection {state:?} ({name})"),
-        _ => {}
-    }
-}
-
 /// How a connection's end reads for a transfer: a connection that never came up did not
 /// interrupt anything.
 fn gone_error(reason: &Gone, what: &str) -> TransferError {
@@ -190,110 +179,173 @@ async fn open_file(path: &Path) -> anyhow::Result<(tokio::fs::File, u64)> {
     Ok((file, meta.len()))
 }
 
-/// One outgoing transfer, to one peer.
-struct Outgoing {
-    peer: String,
-    name: String,
-    handle: PeerHandle,
-    channel: u16,
-    file: tokio::fs::File,
-    hash: Sha256,
-    /// Bytes of the file queued so far.
-    sent: u64,
-    /// Bytes of header queued before the file.
-    header_bytes: u64,
-    progress: Option<Progress>,
-    trailer_at: Option<Instant>,
-    result: Option<Result<(), TransferError>>,
-    /// A send failed: the connection is going; its end (or an answer that came before it)
-    /// decides the result.
-    broken: bool,
+/// How the receiver's answer (`ack` or `error`) reads; `digest`: ours, once the trailer went.
+fn on_answer(text: &str, digest: Option<&str>) -> Result<(), TransferError> {
+    let answer: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    match (answer["type"].as_str(), digest) {
+        (Some("ack"), None) => Err(TransferError::Refused("an acknowledgement before the end".into())),
+        (Some("ack"), Some(ours))
+            if answer["sha256"].as_str().is_some_and(|h| h.eq_ignore_ascii_case(ours)) =>
+        {
+            Ok(())
+        }
+        (Some("ack"), Some(ours)) => Err(TransferError::Corrupted(format!(
+            "the receiver's SHA-256 {} is not ours {ours}",
+            answer["sha256"]
+        ))),
+        (Some("error"), _) => {
+            let reason = answer["reason"].as_str().unwrap_or("no reason").to_owned();
+            Err(if reason.contains("sha256") || reason.contains("size mismatch") {
+                TransferError::Corrupted(reason)
+            } else {
+                TransferError::Refused(format!("the receiver refused: {reason}"))
+            })
+        }
+        // A receiver answers nothing but `ack` or `error` (docs/file-transfer.md): a peer
+        // that says anything else (an echo, a chat) does not take files, and waiting the
+        // full answer time for it would only delay the end.
+        (other, _) => Err(TransferError::Refused(format!(
+            "the peer does not receive files (it sent {}, not an answer)",
+            other.map_or_else(|| "a text message without a type".to_owned(), |t| format!("a {t:?} message"))
+        ))),
+    }
 }
 
-impl Outgoing {
-    /// Queues file bytes while the channel is under the high-water mark, then the trailer.
-    async fn pump(&mut self, size: u64, buf: &mut [u8]) -> anyhow::Result<()> {
-        if self.progress.is_none() || self.trailer_at.is_some() || self.result.is_some() || self.broken {
-            return Ok(());
+/// Sends the file's bytes (each `send` waits while the channel is above its high-water
+/// mark), counting them in `sent`, then the trailer; its SHA-256 once the trailer is
+/// queued, `None` when a send failed (the connection is going: its end, or an answer that
+/// came before it, decides).
+async fn pump(
+    sender: &ChannelSender,
+    mut file: tokio::fs::File,
+    size: u64,
+    sent: &AtomicU64,
+) -> anyhow::Result<Result<Option<String>, TransferError>> {
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    while sent.load(Relaxed) < size {
+        let want = buf.len().min(usize::try_from(size - sent.load(Relaxed)).unwrap_or(usize::MAX));
+        let n = file.read(&mut buf[..want]).await?;
+        if n == 0 {
+            return Ok(Err(TransferError::Interrupted("the file got shorter while being sent".into())));
         }
-        while self.handle.buffered_amount(self.channel).await < HIGH && self.sent < size {
-            let want = buf.len().min(usize::try_from(size - self.sent).unwrap_or(usize::MAX));
-            let n = self.file.read(&mut buf[..want]).await?;
-            if n == 0 {
-                self.result =
-                    Some(Err(TransferError::Interrupted("the file got shorter while being sent".into())));
-                return Ok(());
-            }
-            self.hash.update(&buf[..n]);
-            if let Err(e) = self.handle.send(self.channel, buf[..n].to_vec(), true).await {
-                tracing::debug!(error = %e, "send failed; waiting for the connection's end");
-                self.broken = true;
-                return Ok(());
-            }
-            self.sent += n as u64;
+        hash.update(&buf[..n]);
+        if let Err(e) = sender.send(&buf[..n]).await {
+            tracing::debug!(error = %e, "send failed; waiting for the connection's end");
+            return Ok(Ok(None));
         }
-        if self.sent == size {
-            let digest = hex(&self.hash.clone().finalize());
-            let trailer = json!({"type": "end", "sha256": digest}).to_string();
-            if let Err(e) = self.handle.send(self.channel, trailer.into_bytes(), false).await {
-                tracing::debug!(error = %e, "send failed; waiting for the connection's end");
-                self.broken = true;
-                return Ok(());
-            }
-            self.trailer_at = Some(Instant::now());
-        }
-        Ok(())
+        sent.fetch_add(n as u64, Relaxed);
     }
+    let digest = hex(&hash.finalize());
+    let trailer = json!({"type": "end", "sha256": digest}).to_string();
+    if let Err(e) = sender.send_text(&trailer).await {
+        tracing::debug!(error = %e, "send failed; waiting for the connection's end");
+        return Ok(Ok(None));
+    }
+    Ok(Ok(Some(digest)))
+}
 
-    /// Progress as the receiver acknowledged it (not as queued).
-    async fn report(&mut self) {
-        let Some(progress) = &mut self.progress else { return };
-        let unacknowledged = self.handle.unacknowledged(self.channel).await as u64;
-        let acknowledged = (self.header_bytes + self.sent).saturating_sub(unacknowledged);
-        progress.set(acknowledged.saturating_sub(self.header_bytes));
+/// One outgoing transfer, to the peer of `conn`: `None` when no channel could be opened.
+async fn send_to(
+    conn: Connection,
+    path: PathBuf,
+    name: String,
+    size: u64,
+) -> anyhow::Result<Option<(String, Result<(), TransferError>)>> {
+    let peer = conn.peer().name.clone();
+    let (file, _) = open_file(&path).await?;
+    let open = conn.open_channel(ChannelConfig::reliable("file"));
+    tokio::pin!(open);
+    let channel = loop {
+        tokio::select! {
+            channel = &mut open => break channel,
+            Some(event) = conn.next_event() => crate::room::print_event(&peer, &event),
+        }
+    };
+    let channel = match channel {
+        Ok(channel) => channel,
+        Err(peerlink::Error::Closed(gone)) => {
+            return Ok(Some((peer, Err(gone_error(&gone, "before the receiver confirmed")))))
+        }
+        Err(e) => {
+            crate::status!("peerlink: cannot open a channel to {peer}: {e}");
+            return Ok(None);
+        }
+    };
+    let (sender, mut receiver) = channel.split();
+    let mime = "application/octet-stream";
+    let header = json!({"type": "file", "name": name, "size": size, "mime": mime}).to_string();
+    let header_bytes = header.len() as u64;
+    if let Err(e) = sender.send_text(&header).await {
+        return Ok(Some((peer, Err(TransferError::Interrupted(format!("sending: {e}"))))));
     }
-
-    fn on_answer(&mut self, data: &[u8]) {
-        let answer: serde_json::Value = serde_json::from_slice(data).unwrap_or_default();
-        let ours = hex(&self.hash.clone().finalize());
-        self.result = match answer["type"].as_str() {
-            Some("ack") if self.trailer_at.is_none() => {
-                Some(Err(TransferError::Refused("an acknowledgement before the end".into())))
+    crate::status!("peerlink: sending {name} ({size} bytes) to {peer}");
+    let mut progress = Progress::new(size, &name);
+    let sent = AtomicU64::new(0);
+    let pump = pump(&sender, file, size, &sent);
+    tokio::pin!(pump);
+    // Our SHA-256 once the trailer went, and when.
+    let mut digest: Option<String> = None;
+    let mut pumping = true;
+    let mut trailer_at: Option<Instant> = None;
+    let mut events = true;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let result = loop {
+        tokio::select! {
+            done = &mut pump, if pumping => {
+                pumping = false;
+                match done? {
+                    Ok(Some(d)) => {
+                        digest = Some(d);
+                        trailer_at = Some(Instant::now());
+                    }
+                    Ok(None) => {}
+                    Err(e) => break Err(e),
+                }
             }
-            Some("ack") if answer["sha256"].as_str().is_some_and(|h| h.eq_ignore_ascii_case(&ours)) => {
-                Some(Ok(()))
+            message = receiver.recv() => match message {
+                Some(Message::Text(text)) => break on_answer(&text, digest.as_deref()),
+                Some(Message::Binary(_)) => {}
+                None => break Err(match conn.gone() {
+                    Some(gone) => gone_error(&gone, "before the receiver confirmed"),
+                    None => TransferError::Interrupted("the receiver closed the channel before it answered".into()),
+                }),
+            },
+            event = conn.next_event(), if events => match event {
+                Some(event) => crate::room::print_event(&peer, &event),
+                None => events = false,
+            },
+            _ = tick.tick() => {
+                // Progress as the receiver acknowledged it (not as queued).
+                let unacknowledged = sender.unacknowledged().await as u64;
+                let acknowledged = (header_bytes + sent.load(Relaxed)).saturating_sub(unacknowledged);
+                progress.set(acknowledged.saturating_sub(header_bytes));
+                if trailer_at.is_some_and(|at| at.elapsed() > ANSWER_WAIT) {
+                    break Err(TransferError::Interrupted(format!("no answer within {ANSWER_WAIT:?} of the trailer")));
+                }
             }
-            Some("ack") => Some(Err(TransferError::Corrupted(format!(
-                "the receiver's SHA-256 {} is not ours {ours}",
-                answer["sha256"]
-            )))),
-            Some("error") => {
-                let reason = answer["reason"].as_str().unwrap_or("no reason").to_owned();
-                Some(Err(if reason.contains("sha256") || reason.contains("size mismatch") {
-                    TransferError::Corrupted(reason)
-                } else {
-                    TransferError::Refused(format!("the receiver refused: {reason}"))
-                }))
-            }
-            // A receiver answers nothing but `ack` or `error` (docs/file-transfer.md): a peer
-            // that says anything else (an echo, a chat) does not take files, and waiting the
-            // full answer time for it would only delay the end.
-            other => Some(Err(TransferError::Refused(format!(
-                "the peer does not receive files (it sent {}, not an answer)",
-                other.map_or_else(
-                    || "a text message without a type".to_owned(),
-                    |t| format!("a {t:?} message")
-                )
-            )))),
-        };
+        }
+    };
+    if result.is_ok() {
+        progress.set(size);
     }
+    progress.finish();
+    sender.close();
+    if result.is_ok() {
+        let secs = progress.started.elapsed().as_secs_f64();
+        crate::status!(
+            "peerlink: {name} sent to {peer}; the receiver confirmed its SHA-256 ({size} bytes in {secs:.2} s, {:.1} MB/s)",
+            size as f64 / 1e6 / secs.max(1e-9)
+        );
+    }
+    Ok(Some((peer, result)))
 }
 
 pub async fn send(args: SendArgs) -> anyhow::Result<Result<(), TransferError>> {
     // Checked before waiting for anyone.
     let (_, size) = open_file(&args.file).await?;
     let name = args.file.file_name().map_or("file".into(), |n| n.to_string_lossy().into_owned());
-    let mut room = crate::room::join(&args.meet, args.meet.room_options()).await?;
+    let mut room = crate::room::join_room(&args.meet, BUFFER).await?;
     match &args.to {
         Some(to) => crate::status!("peerlink: waiting for {to} to send {name} ({size} bytes)"),
         None => crate::status!("peerlink: sending {name} ({size} bytes) to every receiver that connects"),
@@ -304,89 +356,37 @@ pub async fn send(args: SendArgs) -> anyhow::Result<Result<(), TransferError>> {
             args.wait_receiver
         );
     }
-    let mut transfers: HashMap<String, Outgoing> = HashMap::new();
-    let mut names: HashMap<String, String> = HashMap::new();
+    let mut transfers = tokio::task::JoinSet::new();
     let mut results: Vec<(String, Result<(), TransferError>)> = Vec::new();
-    let mut buf = vec![0u8; CHUNK];
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     // Until a receiver connects: when to give up on one coming.
     let mut give_up_at =
         (args.wait_receiver > 0).then(|| Instant::now() + Duration::from_secs(args.wait_receiver));
     loop {
         tokio::select! {
-            event = room.next() => {
-                let Some(event) = event else { break };
-                match event {
-                    RoomEvent::Connecting { peer, handle, .. } => {
-                        names.insert(peer.id.clone(), peer.name.clone());
-                        if args.to.as_ref().is_some_and(|to| *to != peer.name && *to != peer.id) {
-                            crate::status!("peerlink: {} ({}) is not --to {}; not sending to it", peer.name, peer.id, args.to.as_deref().unwrap_or(""));
-                            continue;
-                        }
-                        let (file, _) = open_file(&args.file).await?;
-                        let channel = match handle.create_data_channel(ChannelConfig::reliable("file")).await {
-                            Ok(channel) => channel,
-                            Err(e) => {
-                                crate::status!("peerlink: cannot open a channel to {}: {e}", peer.name);
-                                continue;
-                            }
-                        };
-                        handle.set_buffered_amount_low_threshold(channel, LOW);
-                        give_up_at = None;
-                        transfers.insert(peer.id.clone(), Outgoing {
-                            peer: peer.id,
-                            name: peer.name,
-                            handle,
-                            channel,
-                            file,
-                            hash: Sha256::new(),
-                            sent: 0,
-                            header_bytes: 0,
-                            progress: None,
-                            trailer_at: None,
-                            result: None,
-                            broken: false,
-                        });
+            event = room.next_event() => match event {
+                None => break,
+                Some(RoomEvent::Connection(conn)) => {
+                    let peer = conn.peer().clone();
+                    if args.to.as_ref().is_some_and(|to| *to != peer.name && *to != peer.id) {
+                        crate::status!("peerlink: {} ({}) is not --to {}; not sending to it", peer.name, peer.id, args.to.as_deref().unwrap_or(""));
+                        tokio::spawn(crate::room::report(conn));
+                        continue;
                     }
-                    RoomEvent::Gone { peer, reason } => {
-                        if let Some(mut t) = transfers.remove(&peer) {
-                            let result = t.result.take().unwrap_or_else(|| Err(gone_error(&reason, "before the receiver confirmed")));
-                            results.push((t.name, result));
-                        } else if let Some(name) = names.get(&peer) {
-                            crate::status!("peerlink: {name} ({peer}): {reason}");
-                        }
-                    }
-                    RoomEvent::Rtc { peer, event } => {
-                        let Some(t) = transfers.get_mut(&peer) else {
-                            if let Some(name) = names.get(&peer) { status_line(name, &event); }
-                            continue;
-                        };
-                        status_line(&t.name, &event);
-                        match event {
-                            RtcEvent::Channel(ChannelEvent::Open(id)) if id == t.channel => {
-                                let mime = "application/octet-stream";
-                                let header = json!({"type": "file", "name": name, "size": size, "mime": mime}).to_string();
-                                t.header_bytes = header.len() as u64;
-                                if let Err(e) = t.handle.send(t.channel, header.into_bytes(), false).await {
-                                    t.result = Some(Err(TransferError::Interrupted(format!("sending: {e}"))));
-                                } else {
-                                    crate::status!("peerlink: sending {name} ({size} bytes) to {}", t.name);
-                                    t.progress = Some(Progress::new(size, &name));
-                                }
-                            }
-                            RtcEvent::Channel(ChannelEvent::Message { id, data, binary: false }) if id == t.channel => t.on_answer(&data),
-                            RtcEvent::Channel(ChannelEvent::Closed(id)) if id == t.channel && t.result.is_none() => {
-                                t.result = Some(Err(TransferError::Interrupted("the receiver closed the channel before it answered".into())));
-                            }
-                            _ => {}
-                        }
-                        t.pump(size, &mut buf).await?;
-                    }
-                    RoomEvent::Mode(peerlink::session::RoomMode::Sfu) => anyhow::bail!("file transfer needs direct connections, and this room goes through the server (SFU mode: too many participants); nothing was sent"),
-                    _ => {}
+                    give_up_at = None;
+                    transfers.spawn(send_to(conn, args.file.clone(), name.clone(), size));
+                }
+                Some(RoomEvent::Mode(RoomMode::Sfu)) => anyhow::bail!("file transfer needs direct connections, and this room goes through the server (SFU mode: too many participants); nothing was sent"),
+                Some(_) => {}
+            },
+            Some(done) = transfers.join_next() => {
+                results.extend(done??);
+                // Done once every transfer begun has ended.
+                if !results.is_empty() && transfers.is_empty() {
+                    break;
                 }
             }
-            _ = tick.tick() => {
+            _ = tick.tick(), if give_up_at.is_some() => {
                 if give_up_at.is_some_and(|at| Instant::now() >= at) {
                     room.close().await;
                     let whom = args.to.as_deref().map_or_else(|| "no receiver".to_owned(), |to| format!("{to} did not"));
@@ -395,41 +395,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<Result<(), TransferError>> {
                         args.wait_receiver
                     ))));
                 }
-                for t in transfers.values_mut() {
-                    t.pump(size, &mut buf).await?;
-                    t.report().await;
-                    if t.result.is_none() && t.trailer_at.is_some_and(|at| at.elapsed() > ANSWER_WAIT) {
-                        t.result = Some(Err(TransferError::Interrupted(format!("no answer within {ANSWER_WAIT:?} of the trailer"))));
-                    }
-                }
             }
-        }
-        // Finished transfers close their channel and are counted.
-        let done: Vec<String> =
-            transfers.values().filter(|t| t.result.is_some()).map(|t| t.peer.clone()).collect();
-        for peer in done {
-            let mut t = transfers.remove(&peer).expect("listed");
-            if let Some(p) = &mut t.progress {
-                if matches!(t.result, Some(Ok(()))) {
-                    p.set(size);
-                }
-                p.finish();
-            }
-            t.handle.close_channel(t.channel);
-            let result = t.result.take().expect("finished");
-            if result.is_ok() {
-                let secs = t.progress.as_ref().map_or(0.0, |p| p.started.elapsed().as_secs_f64());
-                crate::status!(
-                    "peerlink: {name} sent to {}; the receiver confirmed its SHA-256 ({size} bytes in {secs:.2} s, {:.1} MB/s)",
-                    t.name,
-                    size as f64 / 1e6 / secs.max(1e-9)
-                );
-            }
-            results.push((t.name, result));
-        }
-        // Done once every transfer begun has ended and none is left.
-        if !results.is_empty() && transfers.is_empty() {
-            break;
         }
     }
     // A graceful close: the channel closes and everything queued reach the other side first.
@@ -524,32 +490,21 @@ struct Incoming {
     progress: Progress,
 }
 
-/// A `file` channel of one peer: waiting for its header, or receiving.
-struct FileChannel {
-    handle: PeerHandle,
-    incoming: Option<Incoming>,
-}
-
-fn refusal(reason: &str) -> Vec<u8> {
-    json!({"type": "error", "reason": reason}).to_string().into_bytes()
-}
-
 /// What one message on a `file` channel did: nothing final yet, or the transfer's end.
 async fn on_file_message(
     out: &Path,
-    channel: &mut FileChannel,
-    id: u16,
-    data: Vec<u8>,
-    binary: bool,
+    channel: &ChannelSender,
+    incoming: &mut Option<Incoming>,
+    message: Message,
 ) -> anyhow::Result<Option<Result<(), TransferError>>> {
-    let handle = channel.handle.clone();
     let refuse = |reason: String, error: TransferError| async move {
-        let _ = handle.send(id, refusal(&reason), false).await;
+        let refusal = json!({"type": "error", "reason": reason}).to_string();
+        let _ = channel.send_text(&refusal).await;
         Ok(Some(Err(error)))
     };
-    match (channel.incoming.as_mut(), binary) {
-        (None, false) => {
-            let header: serde_json::Value = serde_json::from_slice(&data).unwrap_or_default();
+    match (incoming.as_mut(), message) {
+        (None, Message::Text(text)) => {
+            let header: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
             let (Some("file"), Some(name), Some(size)) =
                 (header["type"].as_str(), header["name"].as_str(), header["size"].as_u64())
             else {
@@ -567,14 +522,13 @@ async fn on_file_message(
             crate::status!("peerlink: receiving {name} ({size} bytes) into {}", path.display());
             let progress = Progress::new(size, &name);
             let file = tokio::io::BufWriter::with_capacity(1 << 20, file);
-            channel.incoming =
-                Some(Incoming { name, size, got: 0, hash: Sha256::new(), path, file, progress });
+            *incoming = Some(Incoming { name, size, got: 0, hash: Sha256::new(), path, file, progress });
             Ok(None)
         }
-        (None, true) => {
+        (None, Message::Binary(_)) => {
             refuse("data before header".into(), TransferError::Refused("data before header".into())).await
         }
-        (Some(c), true) => {
+        (Some(c), Message::Binary(data)) => {
             c.got += data.len() as u64;
             if c.got > c.size {
                 let reason = "more data than announced".to_owned();
@@ -588,8 +542,8 @@ async fn on_file_message(
             c.progress.advance(data.len() as u64);
             Ok(None)
         }
-        (Some(c), false) => {
-            let trailer: serde_json::Value = serde_json::from_slice(&data).unwrap_or_default();
+        (Some(c), Message::Text(text)) => {
+            let trailer: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
             if trailer["type"].as_str() != Some("end") {
                 let reason = "unexpected text message".to_owned();
                 return refuse(reason.clone(), TransferError::Refused(reason)).await;
@@ -609,89 +563,139 @@ async fn on_file_message(
                 return refuse("sha256 mismatch".into(), TransferError::Corrupted("sha256 mismatch".into()))
                     .await;
             }
-            let ack = json!({"type": "ack", "sha256": ours}).to_string().into_bytes();
-            if let Err(e) = channel.handle.send(id, ack, false).await {
+            let ack = json!({"type": "ack", "sha256": ours}).to_string();
+            if let Err(e) = channel.send_text(&ack).await {
                 return Ok(Some(Err(TransferError::Interrupted(format!("answering: {e}")))));
             }
             crate::status!("peerlink: {} received, SHA-256 {ours} checks ({})", c.name, c.path.display());
-            channel.incoming = None;
+            *incoming = None;
             Ok(Some(Ok(())))
+        }
+    }
+}
+
+/// What the tasks of connection number `.0` tell `recv`'s main loop.
+enum Received {
+    /// A file began to arrive.
+    Receiving(u64),
+    /// A file's transfer ended (`true`: it had begun, and is over now).
+    File(u64, bool, anyhow::Result<Result<(), TransferError>>),
+    Gone(u64, Gone),
+}
+
+/// A connection of `recv`: its status lines, a task per `file` channel; then its end.
+async fn receive_from(conn: Connection, n: u64, out: PathBuf, updates: UnboundedSender<Received>) {
+    let name = conn.peer().name.clone();
+    let mut events = true;
+    loop {
+        tokio::select! {
+            event = conn.next_event(), if events => match event {
+                Some(event) => crate::room::print_event(&name, &event),
+                None => events = false,
+            },
+            channel = conn.accept_channel() => match channel {
+                None => break,
+                Some(channel) if channel.label() == "file" => {
+                    tokio::spawn(receive_file(channel, conn.clone(), n, out.clone(), updates.clone()));
+                }
+                Some(_) => {}
+            },
+        }
+    }
+    let _ = updates.send(Received::Gone(n, conn.closed().await));
+}
+
+/// One `file` channel: each file's end is told (after a good one the channel may carry
+/// another). A connection that ends under a file is reported by the connection's end.
+async fn receive_file(
+    channel: DataChannel,
+    conn: Connection,
+    n: u64,
+    out: PathBuf,
+    updates: UnboundedSender<Received>,
+) {
+    let (sender, mut receiver) = channel.split();
+    let mut incoming = None;
+    loop {
+        let Some(message) = receiver.recv().await else {
+            if incoming.is_some() && conn.gone().is_none() {
+                let name = &conn.peer().name;
+                let e = TransferError::Interrupted(format!("{name} closed the channel before the end"));
+                let _ = updates.send(Received::File(n, true, Ok(Err(e))));
+            }
+            return;
+        };
+        let began = incoming.is_some();
+        let end = match on_file_message(&out, &sender, &mut incoming, message).await {
+            Ok(None) => {
+                if !began && incoming.is_some() {
+                    let _ = updates.send(Received::Receiving(n));
+                }
+                continue;
+            }
+            Ok(Some(end)) => Ok(end),
+            Err(e) => Err(e),
+        };
+        let good = matches!(end, Ok(Ok(())));
+        let _ = updates.send(Received::File(n, began, end));
+        if !good {
+            return;
         }
     }
 }
 
 pub async fn recv(args: RecvArgs) -> anyhow::Result<Result<(), TransferError>> {
     prepare_out(&args.out).await?;
-    let mut room = crate::room::join(&args.meet, args.meet.room_options()).await?;
-    let mut names: HashMap<String, String> = HashMap::new();
-    // Connections not gone.
-    let mut live: HashMap<String, PeerHandle> = HashMap::new();
-    // (peer, channel id) -> the channel's state.
-    let mut files: HashMap<(String, u16), FileChannel> = HashMap::new();
+    let mut room = crate::room::join_room(&args.meet, BUFFER).await?;
+    let (updates_tx, mut updates) = mpsc::unbounded_channel();
+    // Connections not gone, by number: the peer's id and name.
+    let mut live: HashMap<u64, Remote> = HashMap::new();
+    // Files arriving, by connection.
+    let mut receiving: HashMap<u64, usize> = HashMap::new();
+    let mut count = 0;
     let result = loop {
-        let Some(event) = room.next().await else {
-            break Err(TransferError::Interrupted("signaling ended".into()));
-        };
-        match event {
-            RoomEvent::Connecting { peer, handle, .. } => {
-                live.insert(peer.id.clone(), handle);
-                names.insert(peer.id, peer.name);
-            }
-            RoomEvent::Gone { peer, reason } => {
-                let name = names.get(&peer).cloned().unwrap_or_else(|| peer.clone());
-                live.remove(&peer);
-                let receiving = files.iter().any(|((p, _), f)| *p == peer && f.incoming.is_some());
-                files.retain(|(p, _), _| *p != peer);
-                if receiving {
-                    break Err(gone_error(&reason, "before the whole file arrived"));
+        tokio::select! {
+            event = room.next_event() => match event {
+                None => break Err(TransferError::Interrupted("signaling ended".into())),
+                Some(RoomEvent::Connection(conn)) => {
+                    count += 1;
+                    live.insert(count, conn.peer().clone());
+                    tokio::spawn(receive_from(conn, count, args.out.clone(), updates_tx.clone()));
                 }
-                crate::status!("peerlink: {name} ({peer}): {reason}");
-                // Someone else may still send: stay, unless this connection could not be set
-                // up and no other is left to wait for.
-                if let Gone::Failed { during_setup: true, .. } = reason {
-                    if !args.keep_going && live.is_empty() {
-                        break Err(gone_error(&reason, ""));
+                Some(RoomEvent::Mode(RoomMode::Sfu)) => anyhow::bail!("file transfer needs direct connections, and this room goes through the server (SFU mode: too many participants); nothing was received"),
+                Some(_) => {}
+            },
+            Some(update) = updates.recv() => match update {
+                Received::Receiving(n) => *receiving.entry(n).or_default() += 1,
+                Received::File(n, began, end) => {
+                    if began {
+                        receiving.entry(n).and_modify(|c| *c = c.saturating_sub(1));
+                    }
+                    let name = live.get(&n).map_or("", |p| &p.name);
+                    match end? {
+                        Ok(()) if args.keep_going => {}
+                        // With --keep-going one bad transfer does not end the others.
+                        Err(e) if args.keep_going => crate::status!("peerlink: transfer from {name} {e}"),
+                        // The answer reaches the sender before the connection goes: the
+                        // room closes it gracefully.
+                        end => break end,
                     }
                 }
-            }
-            RoomEvent::Rtc { peer, event } => {
-                let name = names.get(&peer).cloned().unwrap_or_else(|| peer.clone());
-                status_line(&name, &event);
-                match event {
-                    RtcEvent::Channel(ChannelEvent::Incoming { id, label, .. }) if label == "file" => {
-                        if let Some(handle) = live.get(&peer) {
-                            files.insert((peer, id), FileChannel { handle: handle.clone(), incoming: None });
+                Received::Gone(n, reason) => {
+                    let Some(peer) = live.remove(&n) else { continue };
+                    if receiving.remove(&n).is_some_and(|c| c > 0) {
+                        break Err(gone_error(&reason, "before the whole file arrived"));
+                    }
+                    crate::status!("peerlink: {} ({}): {reason}", peer.name, peer.id);
+                    // Someone else may still send: stay, unless this connection could not be
+                    // set up and no other is left to wait for.
+                    if let Gone::Failed { during_setup: true, .. } = reason {
+                        if !args.keep_going && live.is_empty() {
+                            break Err(gone_error(&reason, ""));
                         }
                     }
-                    RtcEvent::Channel(ChannelEvent::Message { id, data, binary }) => {
-                        let Some(channel) = files.get_mut(&(peer.clone(), id)) else { continue };
-                        match on_file_message(&args.out, channel, id, data, binary).await? {
-                            None => {}
-                            Some(Ok(())) if args.keep_going => {}
-                            // With --keep-going one bad transfer does not end the others.
-                            Some(Err(e)) if args.keep_going => {
-                                crate::status!("peerlink: transfer from {name} {e}");
-                                files.remove(&(peer.clone(), id));
-                            }
-                            // The answer reaches the sender before the connection goes: the
-                            // room closes it gracefully.
-                            Some(end) => break end,
-                        }
-                    }
-                    RtcEvent::Channel(ChannelEvent::Closed(id)) => {
-                        if let Some(channel) = files.remove(&(peer, id)) {
-                            if channel.incoming.is_some() {
-                                break Err(TransferError::Interrupted(format!(
-                                    "{name} closed the channel before the end"
-                                )));
-                            }
-                        }
-                    }
-                    _ => {}
                 }
-            }
-            RoomEvent::Mode(peerlink::session::RoomMode::Sfu) => anyhow::bail!("file transfer needs direct connections, and this room goes through the server (SFU mode: too many participants); nothing was received"),
-            _ => {}
+            },
         }
     };
     room.close().await;

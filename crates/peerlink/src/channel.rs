@@ -174,6 +174,12 @@ impl DataChannel {
         self.sender.buffered_amount().await
     }
 
+    /// Bytes sent and not yet acknowledged by the peer (see
+    /// [`ChannelSender::unacknowledged`]).
+    pub async fn unacknowledged(&self) -> usize {
+        self.sender.unacknowledged().await
+    }
+
     /// Closes the channel (what is queued is sent first).
     pub fn close(&self) {
         self.sender.close();
@@ -226,6 +232,13 @@ impl ChannelSender {
     /// Bytes queued to send and not yet handed to the network.
     pub async fn buffered_amount(&self) -> usize {
         self.shared.handle.buffered_amount(self.shared.id.0).await
+    }
+
+    /// Bytes sent on the channel that the peer has not acknowledged yet (queued ones
+    /// included): 0 once everything sent has arrived. A program that must not exit before
+    /// its last message is delivered waits for this to reach 0.
+    pub async fn unacknowledged(&self) -> usize {
+        self.shared.handle.unacknowledged(self.shared.id.0).await
     }
 
     /// Closes the channel both ways (what is queued is sent first).

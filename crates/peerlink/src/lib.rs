@@ -57,8 +57,12 @@ pub mod guide {}
 pub use channel::{ChannelId, ChannelReceiver, ChannelSender, DataChannel, Message};
 pub use peerlink_io::{Peer, PeerConfig, PeerEvents, PeerHandle};
 pub use peerlink_rtc::{ChannelConfig, CloseReason, Description, Reliability, RtcError, SdpType};
-pub use room::{Candidates, ChannelOptions, Connection, Room, RoomOptions, SelectedPair, Stats};
-pub use session::{Gone, JoinError, Remote};
+pub use peerlink_rtc::{CongestionControl, ConnectionState};
+pub use room::{
+    Candidates, ChannelOptions, Connection, ConnectionEvent, Room, RoomEvent, RoomOptions, SelectedPair,
+    Stats,
+};
+pub use session::{Gone, JoinError, Remote, RoomMode, StatusFn, SFU_PEER};
 
 /// The sans-IO PeerConnection and everything it speaks (re-exported from `peerlink-rtc`).
 pub use peerlink_rtc as rtc;

@@ -3,18 +3,23 @@
 //! each to its connection and channel.
 
 use crate::channel::{DataChannel, Message, Shared};
-use crate::session::{Gone, JoinError, Remote, Session, SessionEvent, SessionOptions, Worker};
+use crate::session::{
+    Gone, JoinError, Remote, RoomMode, Session, SessionEvent, SessionOptions, StatusFn, Worker,
+};
 use crate::{ChannelConfig, ChannelId, Error};
 use peerlink_io::PeerHandle;
-use peerlink_rtc::{ChannelEvent, ConnectionState, Description, RtcEvent};
-use std::collections::HashMap;
+use peerlink_rtc::{ChannelEvent, CongestionControl, ConnectionState, Description, RtcEvent};
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
+/// [`Connection::next_event`] keeps at most this many events; older ones are dropped.
+const EVENT_QUEUE: usize = 64;
+
 /// How a [`Room`] joins and how its channels buffer. Set fields on `RoomOptions::default()`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct RoomOptions {
     /// Room token, when the server requires one (HS256 JWT).
@@ -28,6 +33,24 @@ pub struct RoomOptions {
     pub channels: ChannelOptions,
     /// How long [`Connection::open_channel`] waits for the channel to open. Default 30 s.
     pub open_timeout: Duration,
+    /// Where the room's status lines for a person go (joined, who is here, offers,
+    /// signaling outages and returns); `None`: `tracing` at info level.
+    pub status: Option<StatusFn>,
+    /// The data channels' SCTP congestion controller; `None`: the SCTP crate's default.
+    pub congestion_control: Option<CongestionControl>,
+}
+
+impl std::fmt::Debug for RoomOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomOptions")
+            .field("bind", &self.bind)
+            .field("wait", &self.wait)
+            .field("channels", &self.channels)
+            .field("open_timeout", &self.open_timeout)
+            .field("status", &self.status.is_some())
+            .field("congestion_control", &self.congestion_control)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for RoomOptions {
@@ -38,6 +61,8 @@ impl Default for RoomOptions {
             wait: Some(Duration::from_secs(30)),
             channels: ChannelOptions::default(),
             open_timeout: Duration::from_secs(30),
+            status: None,
+            congestion_control: None,
         }
     }
 }
@@ -60,13 +85,29 @@ impl Default for ChannelOptions {
     }
 }
 
+/// What a [`Room`] tells, in order: connections as they come, and who is in the room.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RoomEvent {
+    /// A connection to another member is being set up (see [`Room::accept`]).
+    Connection(Connection),
+    /// Someone is in the room: those there when we joined, then each newcomer. In SFU mode
+    /// no connection to it follows (its media and chat come through the server's).
+    Joined(Remote),
+    /// Someone left the room (by id); its connection, if any, may outlive this a little.
+    Left(String),
+    /// The room carries media this way now: told after joining when it is not a mesh, and
+    /// at every switch.
+    Mode(RoomMode),
+}
+
 /// Members of a signaling room, as [`Connection`]s: `peerlink serve`'s rooms with the
 /// browser app's conventions (the newcomer offers, perfect negotiation, trickle ICE, the
 /// server's STUN and TURN servers).
 #[derive(Debug)]
 pub struct Room {
     id: String,
-    connections: mpsc::UnboundedReceiver<Connection>,
+    events: mpsc::UnboundedReceiver<RoomEvent>,
     worker: Worker,
 }
 
@@ -90,13 +131,15 @@ impl Room {
             wait: options.wait,
             accept_media: Some(peerlink_rtc::Direction::Inactive),
             channel_receive_credit: Some(options.channels.receive_buffer),
+            congestion_control: options.congestion_control,
+            status: options.status.clone(),
             ..SessionOptions::default()
         };
         let session = Session::join(url, room, name, session_options).await?;
         let id = session.id().to_owned();
-        let (tx, connections) = mpsc::unbounded_channel();
+        let (tx, events) = mpsc::unbounded_channel();
         let worker = Worker::spawn(|stopped| dispatch(session, tx, options, stopped));
-        Ok(Room { id, connections, worker })
+        Ok(Room { id, events, worker })
     }
 
     /// Our id in the room.
@@ -105,9 +148,20 @@ impl Room {
     }
 
     /// The next connection to another member (as members arrive, or are here when we
-    /// join); `None` once signaling ended for good. Cancel-safe.
+    /// join); `None` once signaling ended for good. Cancel-safe. The room's other events
+    /// are skipped: use [`Room::next_event`] instead to see them too.
     pub async fn accept(&mut self) -> Option<Connection> {
-        self.connections.recv().await
+        loop {
+            if let RoomEvent::Connection(connection) = self.events.recv().await? {
+                return Some(connection);
+            }
+        }
+    }
+
+    /// The next connection, membership change or mode of the room; `None` once signaling
+    /// ended for good and no connection is left. Cancel-safe.
+    pub async fn next_event(&mut self) -> Option<RoomEvent> {
+        self.events.recv().await
     }
 
     /// Closes every connection gracefully and leaves the room.
@@ -153,6 +207,16 @@ pub struct SelectedPair {
     pub remote_kind: &'static str,
 }
 
+/// What happened to a [`Connection`] (see [`Connection::next_event`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionEvent {
+    /// Its state changed (as `RTCPeerConnection.connectionState`).
+    State(ConnectionState),
+    /// ICE chose the candidate pair it uses (again when the path changes).
+    SelectedPair(SelectedPair),
+}
+
 /// A connection to another member of the room.
 #[derive(Debug, Clone)]
 pub struct Connection {
@@ -172,6 +236,8 @@ struct Inner {
     sent: Arc<std::sync::atomic::AtomicU64>,
     /// Woken when the connection state changes.
     state_changed: tokio::sync::Notify,
+    /// Woken when an event is queued, and when the connection is over.
+    event_queued: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -182,6 +248,8 @@ struct State {
     /// `open_channel` calls waiting for their channel to open.
     waiting: HashMap<u16, oneshot::Sender<DataChannel>>,
     stats: Stats,
+    /// For [`Connection::next_event`], at most [`EVENT_QUEUE`].
+    events: VecDeque<ConnectionEvent>,
 }
 
 /// Our local ICE candidates for the peer, for a connection with its own signaling
@@ -308,6 +376,24 @@ impl Connection {
         self.inner.handle.close().await;
     }
 
+    /// The next change of the connection's state or selected candidate pair, in order;
+    /// `None` once the connection is over and every event was read. Cancel-safe. At most
+    /// the last 64 events are kept for a reader that does not keep up.
+    pub async fn next_event(&self) -> Option<ConnectionEvent> {
+        loop {
+            let queued = self.inner.event_queued.notified();
+            tokio::pin!(queued);
+            queued.as_mut().enable();
+            if let Some(event) = self.inner.state.lock().expect("not poisoned").events.pop_front() {
+                return Some(event);
+            }
+            if self.inner.closed.borrow().is_some() {
+                return None;
+            }
+            queued.await;
+        }
+    }
+
     /// Waits until the connection is over, and says why.
     pub async fn closed(&self) -> Gone {
         let mut closed = self.inner.closed.clone();
@@ -316,6 +402,11 @@ impl Connection {
             Ok(Some(reason)) => reason,
             _ => Gone::Closed,
         }
+    }
+
+    /// Why the connection is over, if it is (without waiting).
+    pub fn gone(&self) -> Option<Gone> {
+        self.inner.closed.borrow().clone()
     }
 
     fn closed_reason(&self) -> Gone {
@@ -377,6 +468,7 @@ impl Route {
             closed,
             sent: Default::default(),
             state_changed: tokio::sync::Notify::new(),
+            event_queued: tokio::sync::Notify::new(),
         });
         let route = Route { inner: inner.clone(), incoming: incoming_tx, closed: closed_tx };
         (route, Connection { inner })
@@ -425,7 +517,12 @@ impl Route {
                 let mut state = self.inner.state.lock().expect("not poisoned");
                 state.stats.bytes_received += data.len() as u64;
                 if let Some((tx, _)) = state.channels.get(&id) {
-                    let _ = tx.send(Message::new(data, binary));
+                    let size = data.len().max(1);
+                    if tx.send(Message::new(data, binary)).is_err() {
+                        // Nobody reads this channel: what it gets is dropped, and must not
+                        // hold the connection's receive window shut.
+                        self.inner.handle.add_receive_credit(id, size);
+                    }
                 }
             }
             RtcEvent::Channel(ChannelEvent::BufferedAmountLow(id)) => {
@@ -445,18 +542,31 @@ impl Route {
             }
             RtcEvent::SelectedPair { local, remote, local_kind, remote_kind } => {
                 let pair = SelectedPair { local, remote, local_kind, remote_kind };
-                self.inner.state.lock().expect("not poisoned").stats.selected_pair = Some(pair);
+                let mut state = self.inner.state.lock().expect("not poisoned");
+                state.stats.selected_pair = Some(pair.clone());
+                self.queue(&mut state, ConnectionEvent::SelectedPair(pair));
             }
-            RtcEvent::ConnectionState(state) => {
-                self.inner.state.lock().expect("not poisoned").stats.connected =
-                    state == ConnectionState::Connected;
+            RtcEvent::ConnectionState(connection) => {
+                let mut state = self.inner.state.lock().expect("not poisoned");
+                state.stats.connected = connection == ConnectionState::Connected;
+                self.queue(&mut state, ConnectionEvent::State(connection));
                 self.inner.state_changed.notify_waiters();
             }
             _ => {}
         }
     }
 
+    fn queue(&self, state: &mut State, event: ConnectionEvent) {
+        if state.events.len() >= EVENT_QUEUE {
+            state.events.pop_front();
+        }
+        state.events.push_back(event);
+        self.inner.event_queued.notify_waiters();
+    }
+
     fn end(&self, reason: Gone) {
+        // The reason first: a reader whose channel ends can tell why.
+        self.closed.send_replace(Some(reason));
         let mut state = self.inner.state.lock().expect("not poisoned");
         for (_, (_, shared)) in state.channels.drain() {
             shared.set_closed();
@@ -466,13 +576,13 @@ impl Route {
         state.stats.connected = false;
         state.stats.channels = 0;
         drop(state);
-        self.closed.send_replace(Some(reason));
+        self.inner.event_queued.notify_waiters();
     }
 }
 
 async fn dispatch(
     mut session: Session,
-    connections: mpsc::UnboundedSender<Connection>,
+    events: mpsc::UnboundedSender<RoomEvent>,
     options: RoomOptions,
     mut stop: oneshot::Receiver<()>,
 ) {
@@ -490,7 +600,7 @@ async fn dispatch(
                 if let Some(old) = routes.insert(id, route) {
                     old.end(Gone::Closed);
                 }
-                let _ = connections.send(connection);
+                let _ = events.send(RoomEvent::Connection(connection));
             }
             SessionEvent::Rtc { peer, event } => {
                 if let Some(route) = routes.get(&peer) {
@@ -502,7 +612,15 @@ async fn dispatch(
                     route.end(reason);
                 }
             }
-            _ => {}
+            SessionEvent::PeerJoined(remote) => {
+                let _ = events.send(RoomEvent::Joined(remote));
+            }
+            SessionEvent::PeerLeft(id) => {
+                let _ = events.send(RoomEvent::Left(id));
+            }
+            SessionEvent::Mode(mode) => {
+                let _ = events.send(RoomEvent::Mode(mode));
+            }
         }
     }
     session.close().await;

@@ -4,8 +4,11 @@
 
 use peerlink::signal::hub::HubConfig;
 use peerlink::signal::SignalService;
-use peerlink::{ChannelConfig, Gone, JoinError, Message, Room, RoomOptions};
+use peerlink::{
+    ChannelConfig, ConnectionEvent, ConnectionState, Gone, JoinError, Message, Room, RoomEvent, RoomOptions,
+};
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 async fn serve(config: HubConfig) -> String {
@@ -47,6 +50,85 @@ async fn two_members_connect_and_talk() {
     assert_eq!(tokio::time::timeout(wait, to_ben.closed()).await.unwrap(), Gone::Closed);
     assert_eq!(back.recv().await, None);
     ann.close().await;
+}
+
+/// What `peerlink chat`, `send` and `recv` need of the library: the room's status lines in a
+/// sink, members and connections in order, each state change and the selected pair, the
+/// bytes not yet acknowledged, and a dropped receiver that does not stall its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_and_connection_events_status_and_acknowledgements() {
+    let url = serve(HubConfig::default()).await;
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut with_status = options();
+    let sink = lines.clone();
+    with_status.status = Some(Arc::new(move |line: &str| sink.lock().unwrap().push(line.to_owned())));
+    let mut ann = Room::join_with(&url, "r", "ann", with_status).await.unwrap();
+    assert!(lines.lock().unwrap().iter().any(|l| l.contains("joined room r as ann")), "{lines:?}");
+    let mut ben = Room::join_with(&url, "r", "ben", options()).await.unwrap();
+    let wait = Duration::from_secs(20);
+    // Ben is told ann is here, then gets the connection to her.
+    let Some(RoomEvent::Joined(first)) = tokio::time::timeout(wait, ben.next_event()).await.unwrap() else {
+        panic!("ann is listed first")
+    };
+    assert_eq!(first.name, "ann");
+    let to_ann = loop {
+        match tokio::time::timeout(wait, ben.next_event()).await.unwrap() {
+            Some(RoomEvent::Connection(c)) => break c,
+            Some(_) => {}
+            None => panic!("no connection"),
+        }
+    };
+    let to_ben = tokio::time::timeout(wait, ann.accept()).await.unwrap().unwrap();
+    let (mut states, mut pair) = (Vec::new(), None);
+    while !states.contains(&ConnectionState::Connected) || pair.is_none() {
+        match tokio::time::timeout(wait, to_ann.next_event()).await.unwrap() {
+            Some(ConnectionEvent::State(s)) => states.push(s),
+            Some(ConnectionEvent::SelectedPair(p)) => pair = Some(p),
+            other => panic!("{other:?} before connected"),
+        }
+    }
+    assert_eq!(pair, to_ann.stats().await.selected_pair);
+    assert_eq!(to_ann.gone(), None);
+    let out = to_ann.open_channel(ChannelConfig::reliable("chat")).await.unwrap();
+    // A channel nobody reads: what it gets must not hold the connection's window shut.
+    let ignored = to_ann.open_channel(ChannelConfig::reliable("ignored")).await.unwrap();
+    let mut chat = None;
+    let mut dropped = None;
+    while chat.is_none() || dropped.is_none() {
+        let c = tokio::time::timeout(wait, to_ben.accept_channel()).await.unwrap().unwrap();
+        if c.label() == "chat" {
+            chat = Some(c)
+        } else {
+            dropped = Some(c)
+        }
+    }
+    drop(dropped);
+    let mut chat = chat.unwrap();
+    // 3 × the receive window on the ignored channel, then a message on the read one.
+    let block = vec![7u8; 60_000];
+    let flood = async {
+        for _ in 0..(3 * (4 << 20)) / block.len() {
+            ignored.send(&block).await.unwrap();
+        }
+        out.send_text("after").await.unwrap();
+    };
+    tokio::time::timeout(wait, flood).await.expect("a dropped receiver does not close the window");
+    let got = tokio::time::timeout(wait, chat.recv()).await.unwrap();
+    assert_eq!(got, Some(Message::Text("after".into())));
+    let acknowledged = async {
+        let mut poll = tokio::time::interval(Duration::from_millis(20));
+        while out.unacknowledged().await + ignored.unacknowledged().await > 0 {
+            poll.tick().await;
+        }
+    };
+    tokio::time::timeout(wait, acknowledged).await.expect("everything sent is acknowledged");
+    ann.close().await;
+    assert_eq!(tokio::time::timeout(wait, to_ann.closed()).await.unwrap(), Gone::Closed);
+    assert!(to_ann.gone().is_some());
+    // The events end once the connection is over and they were read.
+    let rest = async { while to_ann.next_event().await.is_some() {} };
+    tokio::time::timeout(wait, rest).await.unwrap();
+    ben.close().await;
 }
 
 /// Joins and expects a typed error within `within`.
