@@ -11,6 +11,8 @@ export function launchChromium(extraArgs = []) {
       '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       ...extraArgs,
+      // CHROMIUM_ARGS: extra switches for an investigation (e.g. Chromium's own logging).
+      ...(process.env.CHROMIUM_ARGS ? process.env.CHROMIUM_ARGS.split(' ').filter(Boolean) : []),
     ],
   });
 }

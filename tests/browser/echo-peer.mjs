@@ -71,6 +71,11 @@ async function echoCheck(cfg) {
       };
       dc.onclose = () => { note('channel closed'); finish(); };
       dc.bufferedAmountLowThreshold = 256 * 1024;
+      // Chromium announces a remote channel as open (as the spec says) before it has wired it
+      // up inside: a burst sent at once may lose its first message before Chromium's SCTP, or
+      // leave bufferedAmount never counting down (issue 15; it does the same with
+      // libdatachannel as the other peer). One getStats round trip through its threads first.
+      await pc.getStats();
       for (let i = 0; i < cfg.count; i++) {
         if (dc.bufferedAmount > 1024 * 1024) {
           // Noted so a stall here can be told from one in the transport (see scripts/test.sh).

@@ -9,6 +9,10 @@
 #
 #   tests/e2e/echo-peers.sh [path/to/peerlink]
 #   CASES="chromium:offerer aiortc:answerer ..."   a subset;  COUNT=N   messages per case
+#   ECHO=libdatachannel   node-datachannel echoes instead of `peerlink echo` (answerer cases:
+#                         it offers), to tell a browser's failure from ours
+#   KEEP=DIR              keep every log (echo's, the checker's, the server's) in DIR; with
+#                         RUST_LOG=info,peerlink_sctp::wire=trace echo's log has every SCTP packet
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib/common.sh
@@ -19,7 +23,7 @@ CASES=${CASES:-"chromium:offerer chromium:answerer aiortc:offerer aiortc:answere
 COUNT=${COUNT:-1000}
 ns=plecho$$
 tmp=$(mktemp -d)
-trap 'ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true; sleep 0.3; ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true; ip netns del "$ns" 2>/dev/null || true; rm -rf "$tmp" || true' EXIT
+trap 'ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true; sleep 0.3; ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true; ip netns del "$ns" 2>/dev/null || true; if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp -r "$tmp"/. "$KEEP"/; fi; rm -rf "$tmp" || true' EXIT
 
 media_lab "$ns" "$peerlink" "$tmp"
 
@@ -35,8 +39,9 @@ checker() { # stack room: runs in the background, stdout $tmp/ROOM.json, stderr 
     checker_pid=$!
 }
 echo_peer() { # room: `peerlink echo` in the background (SIGINT after 80 s at the latest)
-    timeout -s INT 80 ip netns exec "$ns" "$peerlink" echo --server "$ws" --room "$1" --name echo \
-        >"$tmp/$1.echo.out" 2>"$tmp/$1.echo.err" &
+    local cmd=("$peerlink" echo --server "$ws" --room "$1" --name echo)
+    [ "${ECHO:-peerlink}" = libdatachannel ] && cmd=(node tests/interop/ldc-echo.mjs "$ws" "$1")
+    timeout -s INT 80 ip netns exec "$ns" "${cmd[@]}" >"$tmp/$1.echo.out" 2>"$tmp/$1.echo.err" &
     echo_pid=$!
 }
 

@@ -18,6 +18,7 @@ mod handshake;
 mod heartbeat;
 mod reconfig;
 mod shutdown;
+mod trace;
 
 /// Delayed acknowledgement (§6.2: at most 500 ms; every second packet at once).
 const SACK_DELAY: Duration = Duration::from_millis(200);
@@ -618,6 +619,7 @@ impl Association {
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit<()>> {
         if let Some(p) = self.lone.pop_front() {
             self.stats.packets_sent += 1;
+            trace::packet("out", &p);
             buf.extend_from_slice(&p);
             return Some(Transmit { route: (), len: p.len() });
         }
@@ -680,11 +682,13 @@ impl Association {
         }
         packet::finish(p);
         self.stats.packets_sent += 1;
+        trace::packet("out", p);
         Some(p.len())
     }
 
     /// A packet from the peer (the payload of one DTLS record).
     pub fn handle_receive(&mut self, now: Instant, packet: &[u8]) {
+        trace::packet("in", packet);
         if self.state() == SctpState::Ended {
             self.answer_after_end(packet);
             return;
