@@ -19,7 +19,8 @@
 # fraction of the bottleneck; nothing about speed is asserted.
 #
 #   tests/e2e/transfer-path.sh [path/to/peerlink]
-#   CASES="p1:rfc9260:32 p1:bbr:32 p2:rfc9260:4 p2:bbr:32"   path:controller:MiB (the default)
+#   CASES="p1:rfc9260:32 p1:default:32 p2:rfc9260:4 p2:default:32"   path:controller:MiB (the
+#   default); controller `default` passes no --congestion-control (the default, BBR)
 #   RATE_MBIT=50 DELAY_MS=20 QUEUE_MS=100 P2_LOSS=0.01   the paths   SEED=N  the loss seeds
 # The RFC 9260 controller on p2 gets a small file: it sits near the Reno ceiling (~0.3 MB/s).
 # If the rate check fails because the machine is too busy for the emulator, lower RATE_MBIT
@@ -30,7 +31,7 @@ cd "$(dirname "$0")/../.."
 . scripts/lib/common.sh
 peerlink=$(realpath "${1:-target/release/peerlink}")
 PY=${PYTHON:-tests/interop/.venv/bin/python}
-CASES=${CASES:-"p1:rfc9260:32 p1:bbr:32 p2:rfc9260:4 p2:bbr:32"}
+CASES=${CASES:-"p1:rfc9260:32 p1:default:32 p2:rfc9260:4 p2:default:32"}
 P2_LOSS=${P2_LOSS:-0.01}
 P=plp-tp$$-
 TMP=$(mktemp -d)
@@ -63,12 +64,14 @@ for case in $CASES; do
     emulate "$(path_loss "$path")" "$c"
     room=path$i-$$
     rc_s=0 rc_r=0
+    ccflag=()
+    [ "$cc" = default ] || ccflag=(--congestion-control "$cc")
     (timeout 150 ip netns exec "$B" "$peerlink" recv --server "$ws" --room "$room" --out "$c.in" \
-        --bind $B_IP --congestion-control "$cc" 2>&1 >/dev/null | stamp >"$c.recv.err") &
+        --bind $B_IP "${ccflag[@]}" 2>&1 >/dev/null | stamp >"$c.recv.err") &
     rpid=$!
     wait_for_line "$c.recv.err" "joined room" 30 || true
     timeout 150 ip netns exec "$A" "$peerlink" send "$c.bin" --server "$ws" --room "$room" \
-        --bind $A_IP --congestion-control "$cc" >/dev/null 2>"$c.send.err" || rc_s=$?
+        --bind $A_IP "${ccflag[@]}" >/dev/null 2>"$c.send.err" || rc_s=$?
     wait "$rpid" || true
     grep -q "SHA-256 .* checks" "$c.recv.err" || rc_r=1
     unemulate
@@ -117,8 +120,9 @@ print(" ".join(h.rjust(w[k]) for k, h in enumerate(cols[:-1])), " result")
 for r in rows:
     print(" ".join(str(v).rjust(w[k]) for k, v in enumerate(r[:-1])), "", r[-1])
 for path in sorted({p for p, _ in goodput}):
-    if (path, "bbr") in goodput and (path, "rfc9260") in goodput and goodput[(path, "rfc9260")] > 0:
-        print(f"# {path}: bbr/rfc9260 goodput ratio {goodput[(path, 'bbr')] / goodput[(path, 'rfc9260')]:.2f}")
+    for cc in ("bbr", "default"):
+        if (path, cc) in goodput and goodput.get((path, "rfc9260"), 0) > 0:
+            print(f"# {path}: {cc}/rfc9260 goodput ratio {goodput[(path, cc)] / goodput[(path, 'rfc9260')]:.2f}")
 print("# ofLink: file bytes x 8 / bottleneck rate (the header limit is ~92%); lossDrops/queueDrops/maxWaitMs:")
 print("# the A>B emulator's random drops, drop-tail drops and longest queueing wait")
 print(f"# {failed} check(s) failed")
