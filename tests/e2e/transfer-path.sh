@@ -19,8 +19,12 @@
 # fraction of the bottleneck; nothing about speed is asserted.
 #
 #   tests/e2e/transfer-path.sh [path/to/peerlink]
-#   CASES="p1:rfc9260:32 p1:default:32 p2:rfc9260:4 p2:default:32"   path:controller:MiB (the
-#   default); controller `default` passes no --congestion-control (the default, BBR)
+#   CASES="p1:rfc9260:32 p1:default:32 p2:rfc9260:4 p2:default:32 p2:default:16:libdatachannel
+#          p2:default:16:chromium"   path:controller:MiB[:receiver] (the default); controller
+#   `default` passes no --congestion-control (the default, BBR); receiver `peerlink` (recv, the
+#   default), `libdatachannel` (node-datachannel, tests/interop/file-recv.mjs) or `chromium`
+#   (headless, a page of its own: tests/browser/file-recv.mjs): stacks we did not write receive
+#   from `peerlink send` through the same path
 #   RATE_MBIT=50 DELAY_MS=20 QUEUE_MS=100 P2_LOSS=0.01   the paths   SEED=N  the loss seeds
 # The RFC 9260 controller on p2 gets a small file: it sits near the Reno ceiling (~0.3 MB/s).
 # If the rate check fails because the machine is too busy for the emulator, lower RATE_MBIT
@@ -31,7 +35,7 @@ cd "$(dirname "$0")/../.."
 . scripts/lib/common.sh
 peerlink=$(realpath "${1:-target/release/peerlink}")
 PY=${PYTHON:-tests/interop/.venv/bin/python}
-CASES=${CASES:-"p1:rfc9260:32 p1:default:32 p2:rfc9260:4 p2:default:32"}
+CASES=${CASES:-"p1:rfc9260:32 p1:default:32 p2:rfc9260:4 p2:default:32 p2:default:16:libdatachannel p2:default:16:chromium"}
 P2_LOSS=${P2_LOSS:-0.01}
 P=plp-tp$$-
 TMP=$(mktemp -d)
@@ -56,7 +60,8 @@ done
 head -c $((64 << 20)) /dev/urandom >"$TMP/file64.bin"
 i=0
 for case in $CASES; do
-    IFS=: read -r path cc mib <<<"$case"
+    IFS=: read -r path cc mib receiver <<<"$case"
+    receiver=${receiver:-peerlink}
     i=$((i + 1))
     c="$TMP/c$i"
     mkdir -p "$c.in"
@@ -66,18 +71,31 @@ for case in $CASES; do
     rc_s=0 rc_r=0
     ccflag=()
     [ "$cc" = default ] || ccflag=(--congestion-control "$cc")
-    (timeout 150 ip netns exec "$B" "$peerlink" recv --server "$ws" --room "$room" --out "$c.in" \
-        --bind $B_IP "${ccflag[@]}" 2>&1 >/dev/null | stamp >"$c.recv.err") &
+    if [ "$receiver" = libdatachannel ]; then
+        (timeout 150 ip netns exec "$B" node tests/interop/file-recv.mjs "$ws" "$room" 140000 \
+            >"$c.ldc.json" 2>"$c.recv.err") &
+    elif [ "$receiver" = chromium ]; then
+        (timeout 170 ip netns exec "$B" node tests/browser/file-recv.mjs "$ws" "$room" 140 \
+            >"$c.ldc.json" 2>"$c.recv.err") &
+    else
+        (timeout 150 ip netns exec "$B" "$peerlink" recv --server "$ws" --room "$room" --out "$c.in" \
+            --bind $B_IP "${ccflag[@]}" 2>&1 >/dev/null | stamp >"$c.recv.err") &
+    fi
     rpid=$!
     wait_for_line "$c.recv.err" "joined room" 30 || true
     timeout 150 ip netns exec "$A" "$peerlink" send "$c.bin" --server "$ws" --room "$room" \
         --bind $A_IP "${ccflag[@]}" >/dev/null 2>"$c.send.err" || rc_s=$?
     wait "$rpid" || true
-    grep -q "SHA-256 .* checks" "$c.recv.err" || rc_r=1
     unemulate
     want=$(sha256sum <"$c.bin" | cut -d' ' -f1)
-    got=$(sha256sum <"$c.in/$(basename "$c.bin")" 2>/dev/null | cut -d' ' -f1 || true)
-    echo "$i $path $cc $mib $rc_s $rc_r $([ "$want" = "$got" ] && echo same || echo differs)" >>"$TMP/cases"
+    if [ "$receiver" != peerlink ]; then
+        grep -q '"ok":true' "$c.ldc.json" || rc_r=1
+        got=$(sed -nE 's/.*"sha256":"([0-9a-f]+)".*/\1/p' "$c.ldc.json")
+    else
+        grep -q "SHA-256 .* checks" "$c.recv.err" || rc_r=1
+        got=$(sha256sum <"$c.in/$(basename "$c.bin")" 2>/dev/null | cut -d' ' -f1 || true)
+    fi
+    echo "$i $path $cc $mib $receiver $rc_s $rc_r $([ "$want" = "$got" ] && echo same || echo differs)" >>"$TMP/cases"
 done
 
 status=0
@@ -86,19 +104,19 @@ echo "path checks (asserted):"
 echo
 echo "send -> recv through the path (asserted: both exit 0, same SHA-256; goodput printed only):"
 python3 - "$TMP" "$RATE_MBIT" <<'EOF' || status=1
-import sys
+import json, sys
 sys.path.insert(0, "tests/lab")
 from path_check import load, tail, text
 tmp, rate_mbit = sys.argv[1], float(sys.argv[2])
 failed = 0
-cols = ["case", "path", "controller", "MiB", "secs", "MB/s", "ofLink", "lossDrops", "queueDrops", "maxWaitMs", "result"]
+cols = ["case", "path", "controller", "receiver", "MiB", "secs", "MB/s", "ofLink", "lossDrops", "queueDrops", "maxWaitMs", "result"]
 rows = []
 goodput = {}
 for line in open(f"{tmp}/cases"):
-    i, path, cc, mib, rc_s, rc_r, sha = line.split(); c = f"{tmp}/c{i}"
+    i, path, cc, mib, receiver, rc_s, rc_r, sha = line.split(); c = f"{tmp}/c{i}"
     problems = []
     if rc_s != "0": problems.append(f"send exited {rc_s}: {tail(c + '.send.err')}")
-    if rc_r != "0": problems.append(f"recv did not confirm the SHA-256: {tail(c + '.recv.err')}")
+    if rc_r != "0": problems.append(f"{receiver} did not confirm the SHA-256: {tail(c + '.recv.err')} {text(c + '.ldc.json')[:400] if receiver != 'peerlink' else ''}")
     if sha != "same": problems.append("the received file differs from the sent one")
     start = end = None
     for l in text(c + ".recv.err").splitlines():
@@ -107,12 +125,15 @@ for line in open(f"{tmp}/cases"):
         if msg.startswith("progress: ") and "(100%)" in msg: end = float(t)
     size = int(mib) << 20
     secs = end - start if start is not None and end is not None and end > start else None
+    if receiver != "peerlink":
+        try: secs = json.loads(text(c + ".ldc.json").splitlines()[-1])["seconds"] or None
+        except (ValueError, IndexError, KeyError): secs = None
     mbs = size / secs / 1e6 if secs else None
     frac = mbs * 8 / rate_mbit if mbs else None
-    if frac is not None: goodput[(path, cc)] = frac
+    if frac is not None and receiver == "peerlink": goodput[(path, cc)] = frac
     e = load(c + ".emu0.json")
     failed += bool(problems)
-    rows.append([i, path, cc, mib, f"{secs:.1f}" if secs else "-", f"{mbs:.2f}" if mbs else "-",
+    rows.append([i, path, cc, receiver, mib, f"{secs:.1f}" if secs else "-", f"{mbs:.2f}" if mbs else "-",
                  f"{100 * frac:.1f}%" if frac is not None else "-", e.get("loss_drops", "-"), e.get("queue_drops", "-"),
                  e.get("max_wait_ms", "-"), "ok" if not problems else "FAIL " + "; ".join(problems)])
 w = [max(len(h), *(len(str(r[k])) for r in rows)) for k, h in enumerate(cols)]
