@@ -13,10 +13,11 @@
 # within 5% of the set RTT; iperf3 UDP driven past the bottleneck delivers the set rate within 5%
 # (IP bytes); iperf3 UDP below the rate loses the set fraction within 5% of it or 3 binomial
 # standard deviations of the sample, whichever is wider (a sample of a few thousand packets cannot
-# resolve 5% of 1%; tests/lab/path_check.py). Then, for each controller, one file crosses the
-# path: both sides must exit 0 and the received file must have the sender's SHA-256. Goodput
-# (file bytes over the receiver's time from the file's header to its last byte) is printed as a
-# fraction of the bottleneck; nothing about speed is asserted.
+# resolve 5% of 1%; tests/lab/path_check.py). Then, for each case, one file crosses the path
+# from `peerlink send` in A to a receiver in B (peerlink recv, libdatachannel or Chromium): both
+# sides must report success and the received file must have the sender's SHA-256. Goodput
+# (file bytes over the receiver's time from the file's header, or its first chunk, to its last
+# byte) is printed as a fraction of the bottleneck; nothing about speed is asserted.
 #
 #   tests/e2e/transfer-path.sh [path/to/peerlink]
 #   CASES="p1:rfc9260:32 p1:default:32 p2:rfc9260:4 p2:default:32 p2:default:16:libdatachannel
@@ -28,8 +29,9 @@
 #   RATE_MBIT=50 DELAY_MS=20 QUEUE_MS=100 P2_LOSS=0.01   the paths   SEED=N  the loss seeds
 # The RFC 9260 controller on p2 gets a small file: it sits near the Reno ceiling (~0.3 MB/s).
 # If the rate check fails because the machine is too busy for the emulator, lower RATE_MBIT
-# rather than widening the band. Needs root, iperf3, iptables, ping and NetfilterQueue in
-# tests/interop/.venv (scripts/install-test-deps.sh installs them). Takes about 2 minutes.
+# rather than widening the band. Needs root, iperf3, iptables, ping, NetfilterQueue in
+# tests/interop/.venv, node with tests/interop's and tests/browser's packages, and Chromium
+# (scripts/install-test-deps.sh installs them). Takes about 3 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib/common.sh
