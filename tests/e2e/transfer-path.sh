@@ -13,24 +13,31 @@
 # within 5% of the set RTT; iperf3 UDP driven past the bottleneck delivers the set rate within 5%
 # (IP bytes); iperf3 UDP below the rate loses the set fraction within 5% of it or 3 binomial
 # standard deviations of the sample, whichever is wider (a sample of a few thousand packets cannot
-# resolve 5% of 1%; tests/lab/path_check.py). Then, for each controller, one file crosses the
-# path: both sides must exit 0 and the received file must have the sender's SHA-256. Goodput
-# (file bytes over the receiver's time from the file's header to its last byte) is printed as a
-# fraction of the bottleneck; nothing about speed is asserted.
+# resolve 5% of 1%; tests/lab/path_check.py). Then, for each case, one file crosses the path
+# from `peerlink send` in A to a receiver in B (peerlink recv, libdatachannel or Chromium): both
+# sides must report success and the received file must have the sender's SHA-256. Goodput
+# (file bytes over the receiver's time from the file's header, or its first chunk, to its last
+# byte) is printed as a fraction of the bottleneck; nothing about speed is asserted.
 #
 #   tests/e2e/transfer-path.sh [path/to/peerlink]
-#   CASES="p1:rfc9260:32 p1:bbr:32 p2:rfc9260:4 p2:bbr:32"   path:controller:MiB (the default)
+#   CASES="p1:rfc9260:32 p1:default:32 p2:rfc9260:4 p2:default:32 p2:default:16:libdatachannel
+#          p2:default:16:chromium"   path:controller:MiB[:receiver] (the default); controller
+#   `default` passes no --congestion-control (the default, BBR); receiver `peerlink` (recv, the
+#   default), `libdatachannel` (node-datachannel, tests/interop/file-recv.mjs) or `chromium`
+#   (headless, a page of its own: tests/browser/file-recv.mjs): stacks we did not write receive
+#   from `peerlink send` through the same path
 #   RATE_MBIT=50 DELAY_MS=20 QUEUE_MS=100 P2_LOSS=0.01   the paths   SEED=N  the loss seeds
 # The RFC 9260 controller on p2 gets a small file: it sits near the Reno ceiling (~0.3 MB/s).
 # If the rate check fails because the machine is too busy for the emulator, lower RATE_MBIT
-# rather than widening the band. Needs root, iperf3, iptables, ping and NetfilterQueue in
-# tests/interop/.venv (scripts/install-test-deps.sh installs them). Takes about 2 minutes.
+# rather than widening the band. Needs root, iperf3, iptables, ping, NetfilterQueue in
+# tests/interop/.venv, node with tests/interop's and tests/browser's packages, and Chromium
+# (scripts/install-test-deps.sh installs them). Takes about 3 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib/common.sh
 peerlink=$(realpath "${1:-target/release/peerlink}")
 PY=${PYTHON:-tests/interop/.venv/bin/python}
-CASES=${CASES:-"p1:rfc9260:32 p1:bbr:32 p2:rfc9260:4 p2:bbr:32"}
+CASES=${CASES:-"p1:rfc9260:32 p1:default:32 p2:rfc9260:4 p2:default:32 p2:default:16:libdatachannel p2:default:16:chromium"}
 P2_LOSS=${P2_LOSS:-0.01}
 P=plp-tp$$-
 TMP=$(mktemp -d)
@@ -55,7 +62,8 @@ done
 head -c $((64 << 20)) /dev/urandom >"$TMP/file64.bin"
 i=0
 for case in $CASES; do
-    IFS=: read -r path cc mib <<<"$case"
+    IFS=: read -r path cc mib receiver <<<"$case"
+    receiver=${receiver:-peerlink}
     i=$((i + 1))
     c="$TMP/c$i"
     mkdir -p "$c.in"
@@ -63,18 +71,33 @@ for case in $CASES; do
     emulate "$(path_loss "$path")" "$c"
     room=path$i-$$
     rc_s=0 rc_r=0
-    (timeout 150 ip netns exec "$B" "$peerlink" recv --server "$ws" --room "$room" --out "$c.in" \
-        --bind $B_IP --congestion-control "$cc" 2>&1 >/dev/null | stamp >"$c.recv.err") &
+    ccflag=()
+    [ "$cc" = default ] || ccflag=(--congestion-control "$cc")
+    if [ "$receiver" = libdatachannel ]; then
+        (timeout 150 ip netns exec "$B" node tests/interop/file-recv.mjs "$ws" "$room" 140000 \
+            >"$c.ldc.json" 2>"$c.recv.err") &
+    elif [ "$receiver" = chromium ]; then
+        (timeout 170 ip netns exec "$B" node tests/browser/file-recv.mjs "$ws" "$room" 140 \
+            >"$c.ldc.json" 2>"$c.recv.err") &
+    else
+        (timeout 150 ip netns exec "$B" "$peerlink" recv --server "$ws" --room "$room" --out "$c.in" \
+            --bind $B_IP "${ccflag[@]}" 2>&1 >/dev/null | stamp >"$c.recv.err") &
+    fi
     rpid=$!
     wait_for_line "$c.recv.err" "joined room" 30 || true
     timeout 150 ip netns exec "$A" "$peerlink" send "$c.bin" --server "$ws" --room "$room" \
-        --bind $A_IP --congestion-control "$cc" >/dev/null 2>"$c.send.err" || rc_s=$?
+        --bind $A_IP "${ccflag[@]}" >/dev/null 2>"$c.send.err" || rc_s=$?
     wait "$rpid" || true
-    grep -q "SHA-256 .* checks" "$c.recv.err" || rc_r=1
     unemulate
     want=$(sha256sum <"$c.bin" | cut -d' ' -f1)
-    got=$(sha256sum <"$c.in/$(basename "$c.bin")" 2>/dev/null | cut -d' ' -f1 || true)
-    echo "$i $path $cc $mib $rc_s $rc_r $([ "$want" = "$got" ] && echo same || echo differs)" >>"$TMP/cases"
+    if [ "$receiver" != peerlink ]; then
+        grep -q '"ok":true' "$c.ldc.json" || rc_r=1
+        got=$(sed -nE 's/.*"sha256":"([0-9a-f]+)".*/\1/p' "$c.ldc.json")
+    else
+        grep -q "SHA-256 .* checks" "$c.recv.err" || rc_r=1
+        got=$(sha256sum <"$c.in/$(basename "$c.bin")" 2>/dev/null | cut -d' ' -f1 || true)
+    fi
+    echo "$i $path $cc $mib $receiver $rc_s $rc_r $([ "$want" = "$got" ] && echo same || echo differs)" >>"$TMP/cases"
 done
 
 status=0
@@ -83,19 +106,19 @@ echo "path checks (asserted):"
 echo
 echo "send -> recv through the path (asserted: both exit 0, same SHA-256; goodput printed only):"
 python3 - "$TMP" "$RATE_MBIT" <<'EOF' || status=1
-import sys
+import json, sys
 sys.path.insert(0, "tests/lab")
 from path_check import load, tail, text
 tmp, rate_mbit = sys.argv[1], float(sys.argv[2])
 failed = 0
-cols = ["case", "path", "controller", "MiB", "secs", "MB/s", "ofLink", "lossDrops", "queueDrops", "maxWaitMs", "result"]
+cols = ["case", "path", "controller", "receiver", "MiB", "secs", "MB/s", "ofLink", "lossDrops", "queueDrops", "maxWaitMs", "result"]
 rows = []
 goodput = {}
 for line in open(f"{tmp}/cases"):
-    i, path, cc, mib, rc_s, rc_r, sha = line.split(); c = f"{tmp}/c{i}"
+    i, path, cc, mib, receiver, rc_s, rc_r, sha = line.split(); c = f"{tmp}/c{i}"
     problems = []
     if rc_s != "0": problems.append(f"send exited {rc_s}: {tail(c + '.send.err')}")
-    if rc_r != "0": problems.append(f"recv did not confirm the SHA-256: {tail(c + '.recv.err')}")
+    if rc_r != "0": problems.append(f"{receiver} did not confirm the SHA-256: {tail(c + '.recv.err')} {text(c + '.ldc.json')[:400] if receiver != 'peerlink' else ''}")
     if sha != "same": problems.append("the received file differs from the sent one")
     start = end = None
     for l in text(c + ".recv.err").splitlines():
@@ -104,12 +127,15 @@ for line in open(f"{tmp}/cases"):
         if msg.startswith("progress: ") and "(100%)" in msg: end = float(t)
     size = int(mib) << 20
     secs = end - start if start is not None and end is not None and end > start else None
+    if receiver != "peerlink":
+        try: secs = json.loads(text(c + ".ldc.json").splitlines()[-1])["seconds"] or None
+        except (ValueError, IndexError, KeyError): secs = None
     mbs = size / secs / 1e6 if secs else None
     frac = mbs * 8 / rate_mbit if mbs else None
-    if frac is not None: goodput[(path, cc)] = frac
+    if frac is not None and receiver == "peerlink": goodput[(path, cc)] = frac
     e = load(c + ".emu0.json")
     failed += bool(problems)
-    rows.append([i, path, cc, mib, f"{secs:.1f}" if secs else "-", f"{mbs:.2f}" if mbs else "-",
+    rows.append([i, path, cc, receiver, mib, f"{secs:.1f}" if secs else "-", f"{mbs:.2f}" if mbs else "-",
                  f"{100 * frac:.1f}%" if frac is not None else "-", e.get("loss_drops", "-"), e.get("queue_drops", "-"),
                  e.get("max_wait_ms", "-"), "ok" if not problems else "FAIL " + "; ".join(problems)])
 w = [max(len(h), *(len(str(r[k])) for r in rows)) for k, h in enumerate(cols)]
@@ -117,8 +143,9 @@ print(" ".join(h.rjust(w[k]) for k, h in enumerate(cols[:-1])), " result")
 for r in rows:
     print(" ".join(str(v).rjust(w[k]) for k, v in enumerate(r[:-1])), "", r[-1])
 for path in sorted({p for p, _ in goodput}):
-    if (path, "bbr") in goodput and (path, "rfc9260") in goodput and goodput[(path, "rfc9260")] > 0:
-        print(f"# {path}: bbr/rfc9260 goodput ratio {goodput[(path, 'bbr')] / goodput[(path, 'rfc9260')]:.2f}")
+    for cc in ("bbr", "default"):
+        if (path, cc) in goodput and goodput.get((path, "rfc9260"), 0) > 0:
+            print(f"# {path}: {cc}/rfc9260 goodput ratio {goodput[(path, cc)] / goodput[(path, 'rfc9260')]:.2f}")
 print("# ofLink: file bytes x 8 / bottleneck rate (the header limit is ~92%); lossDrops/queueDrops/maxWaitMs:")
 print("# the A>B emulator's random drops, drop-tail drops and longest queueing wait")
 print(f"# {failed} check(s) failed")

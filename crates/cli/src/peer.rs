@@ -31,8 +31,8 @@ pub struct MeetArgs {
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub wait: u64,
     /// The data channels' SCTP congestion controller: `bbr` (a model of the path: keeps a
-    /// long or lossy path full) or `rfc9260` (loss-based, as other WebRTC stacks)
-    /// [default: the SCTP crate's]
+    /// long or lossy path full, paced, with a near-empty queue) or `rfc9260` (loss-based, as
+    /// other WebRTC stacks) [default: bbr]
     #[arg(long, value_name = "NAME", env = "PEERLINK_CONGESTION_CONTROL")]
     pub congestion_control: Option<CongestionChoice>,
 }

@@ -510,6 +510,16 @@ impl Association {
         }
     }
 
+    /// Messages queued on `stream` with one of `ppids` and not yet started go unordered
+    /// from now on. A data channel sends ordered until the peer acknowledged its opening
+    /// (RFC 8832 §6.6); what is still queued then need not queue behind every hole of a
+    /// lossy path.
+    pub fn unorder_queued(&mut self, stream: u16, ppids: &[u32]) {
+        if let Some(sender) = self.state.sender_mut() {
+            sender.unorder_queued(stream, ppids);
+        }
+    }
+
     /// Bytes of `stream` queued or sent and not yet acknowledged by the peer (what a sender
     /// uses to report delivery, where `buffered_amount` tells what is still to be sent).
     pub fn unacknowledged(&self, stream: u16) -> usize {

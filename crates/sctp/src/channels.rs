@@ -11,6 +11,10 @@ use peerlink_proto::Transmit;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
+/// The payload protocols of whole user messages (the deprecated partial ones rely on order).
+const USER_PPIDS: [u32; 4] =
+    [dcep::PPID_STRING, dcep::PPID_BINARY, dcep::PPID_STRING_EMPTY, dcep::PPID_BINARY_EMPTY];
+
 /// What a new channel is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelConfig {
@@ -485,6 +489,10 @@ impl DataChannels {
             Ok(DcepMessage::Ack) => {
                 if let Some(c) = self.channels.get_mut(&id) {
                     c.acked = true;
+                    // What the application queued meanwhile goes as the channel asks.
+                    if !c.config.ordered {
+                        self.sctp.unorder_queued(id, &USER_PPIDS);
+                    }
                 }
             }
             Err(_) => {}

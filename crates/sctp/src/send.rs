@@ -29,12 +29,13 @@ pub enum CongestionControl {
     /// RFC 9260 §7.2: slow start, congestion avoidance, halving on loss (Reno-like). Every
     /// loss is read as congestion, so random loss on a long path caps the rate at about
     /// 1.22·MTU/(RTT·√loss).
-    #[default]
     Rfc9260,
     /// A model of the path (BBR-style): the bottleneck rate from delivery-rate samples and
     /// the minimum RTT; DATA is paced at the modelled rate and the window is a multiple of
     /// the bandwidth-delay product, so random loss does not shrink it. Losses are found by
-    /// time (RACK-style) as well as by miss indications.
+    /// time (RACK-style) as well as by miss indications. The default: only the sender
+    /// changes, the peer sees ordinary SCTP.
+    #[default]
     Bbr,
 }
 
@@ -240,6 +241,16 @@ impl Sender {
         });
     }
 
+    /// Messages queued on `stream` with one of `ppids` whose first fragment has not gone
+    /// out yet are sent unordered (their SSN is taken only when that fragment goes).
+    pub fn unorder_queued(&mut self, stream: u16, ppids: &[u32]) {
+        for q in self.queue.iter_mut().filter(|q| q.stream == stream && q.offset == 0) {
+            if ppids.contains(&q.ppid) {
+                q.ordered = false;
+            }
+        }
+    }
+
     /// Bytes queued on `stream` and not yet handed to the network.
     pub fn buffered(&self, stream: u16) -> usize {
         self.queued_bytes.get(&stream).copied().unwrap_or(0)
@@ -427,6 +438,17 @@ impl Sender {
             if !exempt && self.flight_size > 0 && self.flight_size + c.data.len() > self.cwnd {
                 break;
             }
+            // §6.1 A holds for retransmissions too: with the peer's window closed only one
+            // chunk is out (the window probe), whatever declared the rest lost. Else a
+            // receiver that stopped reading gets the whole flight again on every T3 or RACK
+            // timer, and drops it. The chunk that fills the hole below what the peer holds is
+            // the exception: a receiver takes it at zero window (§6.2).
+            let fills_hole = c.tsn == self.cumulative_acked + 1 && !self.gap_blocks.is_empty();
+            if self.flight_size > 0 && c.data.len() > self.peer_rwnd && !fills_hole {
+                break;
+            }
+            let len = c.data.len();
+            self.peer_rwnd = self.peer_rwnd.saturating_sub(len);
             let c = &mut self.in_flight[i];
             c.retransmit = false;
             c.transmissions += 1;
@@ -593,6 +615,14 @@ impl Sender {
         let mut highest_newly_acked: Option<u64> = None;
         let front = self.in_flight.front().map(|c| c.tsn);
         self.new_gap_ranges(cumulative, sack);
+        // §6.2.1 D tells an out-of-order SACK only by a cumulative TSN that went back; one
+        // with the same cumulative TSN that no longer reports what the last one gap-acked
+        // is older still (our receiver never reneges). Its window is out of date: taken, it
+        // lets the flight overrun the peer's buffer.
+        let stale = !outcome.advanced && !covers(&self.gap_blocks, &self.spare_gaps);
+        if stale {
+            std::mem::swap(&mut self.gap_blocks, &mut self.spare_gaps);
+        }
         for i in 0..self.fresh.len() {
             let (first, last) = self.fresh[i];
             let Some(front) = front else { break };
@@ -625,12 +655,21 @@ impl Sender {
         if self.bbr.is_some() {
             self.rack_losses(now);
         }
-        let lost = flight_marked - self.flight_size;
+        // What goes missing while the peer's window is (nearly) closed was most likely
+        // dropped by the receiver for want of buffer: not a sign of the path's congestion.
+        let lost = if self.window_closed || (sack.a_rwnd as usize) < self.mtu {
+            0
+        } else {
+            flight_marked - self.flight_size
+        };
         // The peer's window is what it advertised less what is still in flight (§6.2.1).
-        self.peer_rwnd = (sack.a_rwnd as usize).saturating_sub(self.flight_size);
+        let window = (sack.a_rwnd as usize).saturating_sub(self.flight_size);
+        self.peer_rwnd = if stale { window.min(self.peer_rwnd) } else { window };
         // §6.1 A: while the peer answers with a closed window, our window probes going
         // unacknowledged do not count against it.
-        self.window_closed = sack.a_rwnd == 0;
+        if !stale {
+            self.window_closed = sack.a_rwnd == 0;
+        }
         if sack.a_rwnd == 0 {
             self.timeouts = 0;
         }
@@ -918,6 +957,17 @@ impl Sender {
     }
 }
 
+/// Whether the sorted, merged ranges `outer` cover every range of `inner`.
+fn covers(outer: &[(u64, u64)], inner: &[(u64, u64)]) -> bool {
+    let mut j = 0;
+    inner.iter().all(|&(start, end)| {
+        while j < outer.len() && outer[j].1 < start {
+            j += 1;
+        }
+        outer.get(j).is_some_and(|&(s, e)| s <= start && end <= e)
+    })
+}
+
 /// A chunk is acknowledged for the first time (cumulatively or by a gap block): count it,
 /// take its RTT when it was sent once (Karn), and feed the rate sampler.
 fn first_ack(
@@ -1022,5 +1072,91 @@ mod edge_cases {
         sack(&mut s, now, u32::MAX, &[(2, 3)]);
         sack(&mut s, now, u32::MAX, &[(2, 3)]);
         assert!(s.in_flight[1].acked && s.in_flight[2].acked, "TSNs 1 and 2 were gap-acked but not marked");
+    }
+}
+
+/// The peer's window: out-of-order SACKs and a closed window.
+#[cfg(test)]
+mod window {
+    use super::*;
+    use crate::chunk::{write_sack, Chunks};
+
+    fn sack(sender: &mut Sender, now: Instant, cumulative: u32, gaps: &[(u16, u16)], a_rwnd: u32) {
+        let mut out = Vec::new();
+        write_sack(&mut out, cumulative, a_rwnd, gaps, &[]);
+        let raw = Chunks::new(&out).next().unwrap().unwrap();
+        sender.on_sack(now, &Sack::parse(raw).unwrap());
+    }
+
+    /// A sender with `n` chunks of 1000 bytes in flight, TSNs 0..n.
+    fn sending(cc: CongestionControl, now: Instant, n: usize) -> Sender {
+        let mut s = Sender::new(0, 1200, 1 << 20, true);
+        s.set_congestion_control(cc, 1);
+        s.cwnd = 1 << 20;
+        for _ in 0..n {
+            s.enqueue(now, 0, 53, Bytes::from(vec![0u8; 1000]), true, Reliability::Reliable);
+        }
+        let mut packet = Vec::new();
+        // A millisecond apart: pacing lets each packet go.
+        for k in 0..n as u32 {
+            s.fill(now + Duration::from_millis(u64::from(k)), &mut packet);
+            packet.clear();
+        }
+        assert_eq!(s.in_flight.len(), n);
+        s
+    }
+
+    #[test]
+    fn a_sack_older_than_the_last_does_not_reopen_the_window() {
+        let now = Instant::now();
+        for cc in [CongestionControl::Rfc9260, CongestionControl::Bbr] {
+            let mut s = sending(cc, now, 10);
+            let now = now + Duration::from_millis(40);
+            // The newer SACK: TSNs 2..=5 arrived and the window is nearly gone.
+            sack(&mut s, now, u32::MAX, &[(3, 6)], 6000);
+            assert_eq!(s.peer_rwnd, 0, "{cc:?}: flight {} {:?}", s.flight_size, s.gap_blocks);
+            // An older one overtaken on the way (it knows only of TSNs 2..=3 and a wide window).
+            sack(&mut s, now, u32::MAX, &[(3, 4)], 1 << 20);
+            assert_eq!(s.peer_rwnd, 0, "{cc:?}: a stale SACK reopened the window");
+            let base = 1 << 32;
+            assert_eq!(s.gap_blocks, [(base + 2, base + 5)], "{cc:?}");
+            // The same blocks again (a window update) still count.
+            sack(&mut s, now, u32::MAX, &[(3, 6)], 16_000);
+            assert_eq!(s.peer_rwnd, 10_000, "{cc:?}");
+        }
+    }
+
+    #[test]
+    fn a_closed_window_gets_one_chunk_after_a_timeout() {
+        let now = Instant::now();
+        for cc in [CongestionControl::Rfc9260, CongestionControl::Bbr] {
+            let mut s = sending(cc, now, 10);
+            // The receiver kept TSN 0 and dropped the rest for want of room.
+            sack(&mut s, now, 0, &[], 0);
+            let later = now + Duration::from_secs(2);
+            s.on_timeout(later);
+            let mut packet = Vec::new();
+            let mut chunks = 0;
+            while s.fill(later + Duration::from_secs(1), &mut packet) {
+                chunks += Chunks::new(&packet).count();
+                packet.clear();
+            }
+            assert_eq!(chunks, 1, "{cc:?}: the window probe only");
+        }
+    }
+
+    #[test]
+    fn queued_messages_can_turn_unordered_before_they_are_sent() {
+        let now = Instant::now();
+        let mut s = Sender::new(0, 1200, 1 << 20, true);
+        for ppid in [50, 53, 53] {
+            s.enqueue(now, 0, ppid, Bytes::from(vec![0u8; 100]), true, Reliability::Reliable);
+        }
+        s.enqueue(now, 2, 53, Bytes::from(vec![0u8; 100]), true, Reliability::Reliable);
+        s.unorder_queued(0, &[53]);
+        let mut packet = Vec::new();
+        assert!(s.fill(now, &mut packet));
+        let unordered: Vec<bool> = s.in_flight.iter().map(|c| c.flags & FLAG_UNORDERED != 0).collect();
+        assert_eq!(unordered, [false, true, true, false]);
     }
 }
