@@ -9,6 +9,7 @@
 #   ROUNDS=1 CLIENTS=20 MESSAGES=500 bench/turn.sh
 #   LOAD=2 ROUNDS=3 KEEP=/tmp/turn-logs bench/turn.sh   # with 2 busy loops on the CPUs,
 #                                                        # keeping the servers' logs
+#   RELAY_THREADS=1 bench/turn.sh          # peerlink on one relay thread
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/common.sh
@@ -21,6 +22,7 @@ INTERVAL=${INTERVAL:-5}     # ms between a session's messages (uclient -z)
 FLAGS=${FLAGS:-}            # extra uclient flags, e.g. "-t" for TCP or "-s" for Send indications
 LOAD=${LOAD:-0}             # busy loops run beside the servers (each bounded to 15 minutes)
 KEEP=${KEEP:-}              # a directory to keep the logs in
+RELAY_THREADS=${RELAY_THREADS:-}  # peerlink's --relay-threads (default: its own, one per core)
 command -v turnserver >/dev/null || { echo "coturn missing: run scripts/install-test-deps.sh" >&2; exit 1; }
 
 PEERLINK=${PEERLINK:-}       # a peerlink binary to use instead of building one
@@ -52,7 +54,8 @@ PIDS+=($!)
 
 pl_port=$(free_port)
 "$PEERLINK" turn --listen "127.0.0.1:$pl_port" --relay-ip 127.0.0.1 --realm example.test \
-    --user test:secret --allow-loopback-peers --relay-ports 40000-44999 --max-allocations-per-user 100000 >"$tmp/pl.out" 2>"$tmp/pl.log" &
+    --user test:secret --allow-loopback-peers --relay-ports 40000-44999 --max-allocations-per-user 100000 \
+    ${RELAY_THREADS:+--relay-threads "$RELAY_THREADS"} >"$tmp/pl.out" 2>"$tmp/pl.log" &
 PIDS+=($!)
 pl_pid=$!
 ct_port=$(free_port)

@@ -8,7 +8,8 @@
 # allocation created for the abusers (the server's gauge stays at 2,000) and none left after
 # the clients delete theirs. It prints the bytes of resident memory per allocation.
 #   tests/e2e/turn-soak.sh [PEERLINK] [TURN_SOAK]
-#   ALLOCATIONS=N SOAK_SECONDS=S ABUSERS=M RELAY_THREADS=T change the defaults (2000, 20, 50, 1).
+#   ALLOCATIONS=N SOAK_SECONDS=S ABUSERS=M RELAY_THREADS=T change the defaults (2000, 20, 50,
+#   and the server's own: one relay thread per core).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib/common.sh

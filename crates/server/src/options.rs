@@ -158,9 +158,9 @@ pub struct TurnOptions {
     #[arg(long, value_name = "N")]
     pub max_allocations_per_user: Option<usize>,
     /// TURN event loop threads: each has its own UDP socket on --listen (SO_REUSEPORT) with
-    /// its own allocations and relays; TCP and TLS clients are served by the first. With more
-    /// than one, an Allocate redeeming an EVEN-PORT reservation (RESERVATION-TOKEN) may reach
-    /// a thread without it and get 508 [default: 1]
+    /// its own allocations and relays (the kernel keeps a client on one); EVEN-PORT
+    /// reservations are redeemable on any of them; TCP and TLS clients are served by the
+    /// first [default: one per core]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub relay_threads: Option<u16>,
     /// Allocations the server holds at once, over all users [default: 10000]

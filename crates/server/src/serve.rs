@@ -424,10 +424,7 @@ impl Turn {
             max_tcp_connections: 4096,
             core,
             tls,
-            // One thread until reservations cross threads: an EVEN-PORT R=1 reservation is held
-            // by the thread that made it, and the Allocate that redeems its token comes from
-            // another socket, which the kernel may hand to another thread (508).
-            threads: options.relay_threads.map_or(1, usize::from),
+            threads: options.relay_threads.map_or_else(crate::turn::default_threads, usize::from),
         };
         let handle = Arc::new(crate::turn::start(config)?);
         say(format_args!(

@@ -126,9 +126,15 @@ impl StunServer {
         for (i, socket) in sockets.into_iter().enumerate() {
             let stats = stats.clone();
             let shutdown = shutdown.clone();
+            let mut socket = UdpSocket::new(socket);
+            // On a wildcard address, answers leave from the address each request came to:
+            // a client on a multi-homed host hears only the address it asked.
+            if config.listen.ip().is_unspecified() {
+                socket.enable_pktinfo().context("cannot enable packet info")?;
+            }
             let thread = std::thread::Builder::new()
                 .name(format!("stun-udp-{i}"))
-                .spawn(move || serve_udp(&UdpSocket::new(socket), &stats, &shutdown))
+                .spawn(move || serve_udp(&socket, &stats, &shutdown))
                 .context("cannot start udp thread")?;
             udp_threads.push(thread);
         }
@@ -200,7 +206,8 @@ fn serve_udp(socket: &UdpSocket<socket2::Socket>, stats: &StunStats, shutdown: &
             stats.count(outcome);
             tracing::trace!(source = %binding::canonical(d.source), ?outcome, "udp");
             if !matches!(outcome, Outcome::Ignored(_)) {
-                replies.push(d.source, &out);
+                // Without packet info (a specific address) the destination is `None`.
+                replies.push_from(d.source, d.destination, &out);
             }
         }
         if let Err(e) = socket.send(&mut replies) {

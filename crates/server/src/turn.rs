@@ -3,8 +3,10 @@
 //! a client on one shard) and the relay sockets of its allocations. The first shard also serves
 //! the TCP and TLS clients (see `stream`) with their RFC 6062 TCP relays and data connections
 //! (see `pipe`), so a ConnectionBind always finds its connection. Shards share the allocation
-//! quotas (a ledger touched only when allocations come and go); nonces are stateless; stats are
-//! summed when read. No locks on the packet path.
+//! quotas and the EVEN-PORT reservations (a ledger touched only when allocations and
+//! reservations come and go: a reserved socket leaves its shard's loop and joins the loop of
+//! the shard its token is redeemed on); nonces are stateless; stats are summed when read. No
+//! locks on the packet path.
 
 mod pipe;
 mod stream;
@@ -92,7 +94,7 @@ impl TurnConfig {
     }
 }
 
-/// One event loop thread per core (not yet `serve`'s default: see `--relay-threads`).
+/// One event loop thread per core (the default of `--relay-threads`).
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -130,6 +132,21 @@ struct Ledger {
     total: AtomicUsize,
     max_per_user: usize,
     max_total: usize,
+    /// RFC 8656 §7.2: EVEN-PORT reservations, redeemable on any shard (the redeeming
+    /// Allocate comes from another 4-tuple, which the kernel may hand to another shard).
+    /// Locked only when a reservation is made, redeemed or swept.
+    reservations: Mutex<HashMap<[u8; 8], Reserved>>,
+    /// How many are held, so that shards skip the lock when there are none.
+    reserved: AtomicUsize,
+}
+
+/// A reserved relay port: its socket, out of every shard's event loop until redeemed.
+#[derive(Debug)]
+struct Reserved {
+    socket: UdpSocket,
+    /// The address announced to clients (`--external-ip`).
+    addr: SocketAddr,
+    expires: Instant,
 }
 
 impl Ledger {
@@ -162,6 +179,44 @@ impl Ledger {
             rates.retain(|_, rate| rate.strong_count() > 0);
         }
         Some(rate)
+    }
+
+    /// Holds a reserved port; it counts against the server's allocations while held.
+    fn reserve(&self, token: [u8; 8], reserved: Reserved) {
+        let Ok(mut reservations) = self.reservations.lock() else { return };
+        self.total.fetch_add(1, Ordering::Relaxed);
+        self.reserved.fetch_add(1, Ordering::Relaxed);
+        if let Some(old) = reservations.insert(token, reserved) {
+            // Tokens name the reserved address: a repeat would be a bug, not a client's doing.
+            tracing::warn!(addr = %old.addr, "reservation token issued twice; the older is dropped");
+            self.forget(1);
+        }
+    }
+
+    /// The reservation of `token` if it is held and not lapsed (a lapsed one is closed).
+    fn redeem(&self, token: [u8; 8], now: Instant) -> Option<Reserved> {
+        if self.reserved.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let reserved = self.reservations.lock().ok()?.remove(&token)?;
+        self.forget(1);
+        (reserved.expires > now).then_some(reserved)
+    }
+
+    /// Closes the reservations lapsed at `now`.
+    fn sweep_reservations(&self, now: Instant) {
+        if self.reserved.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let Ok(mut reservations) = self.reservations.lock() else { return };
+        let before = reservations.len();
+        reservations.retain(|_, reserved| reserved.expires > now);
+        self.forget(before - reservations.len());
+    }
+
+    fn forget(&self, reservations: usize) {
+        self.reserved.fetch_sub(reservations, Ordering::Relaxed);
+        self.total.fetch_sub(reservations, Ordering::Relaxed);
     }
 
     fn release(&self, user: &str) {
@@ -244,6 +299,8 @@ pub fn start(config: TurnConfig) -> anyhow::Result<TurnHandle> {
         total: AtomicUsize::new(0),
         max_per_user: config.core.max_allocations_per_user,
         max_total: config.core.max_allocations,
+        reservations: Mutex::new(HashMap::new()),
+        reserved: AtomicUsize::new(0),
     });
     let (mut tcp, mut tls_listener, mut reload_rx) = (Some(tcp), tls_listener, Some(reload_rx));
     let mut all_stats = Vec::with_capacity(shards);
@@ -356,7 +413,13 @@ fn bind(listen: SocketAddr, shards: usize) -> std::io::Result<(Vec<Udp>, TcpList
                 let mut udps = Vec::with_capacity(sockets.len());
                 for socket in sockets {
                     socket.set_nonblocking(true)?;
-                    udps.push(Udp::new(UdpSocket::from_std(socket.into())));
+                    let mut udp = Udp::new(UdpSocket::from_std(socket.into()));
+                    // A client's 5-tuple holds the address it sent to: answers and its
+                    // relayed data leave from it. On a wildcard address, packet info says which.
+                    if listen.ip().is_unspecified() {
+                        udp.enable_pktinfo()?;
+                    }
+                    udps.push(udp);
                 }
                 return Ok((udps, tcp));
             }
@@ -488,20 +551,48 @@ impl Io {
     fn tcp_connections(&self) -> usize {
         self.tcp_by_client.len()
     }
+
+    /// The server side of a UDP client's 5-tuple: on a wildcard address, the address its
+    /// datagram was sent to (packet info), so answers and relayed data can leave from it.
+    fn server_addr(&self, destination: Option<IpAddr>) -> SocketAddr {
+        match destination {
+            Some(ip) if self.local_addr.ip().is_unspecified() => {
+                let ip = match ip {
+                    IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+                    v4 => v4,
+                };
+                SocketAddr::new(ip, self.local_addr.port())
+            }
+            _ => self.local_addr,
+        }
+    }
+
+    /// Where datagrams to a UDP client leave from: the address it sent to, when listening on
+    /// a wildcard address (else the kernel picks the address it asked, the only one).
+    fn source(&self, tuple: &FiveTuple) -> Option<IpAddr> {
+        let ip = tuple.server.ip();
+        (self.local_addr.ip().is_unspecified() && !ip.is_unspecified()).then_some(ip)
+    }
 }
 
 impl Io {
     /// Binds a relay socket and registers it; `None` when the port is taken.
     fn open_port(&mut self, ip: IpAddr, port: u16) -> Option<Relay> {
-        let mut socket = UdpSocket::bind(SocketAddr::new(ip, port)).ok()?;
+        let socket = UdpSocket::bind(SocketAddr::new(ip, port)).ok()?;
         let addr = socket.local_addr().ok()?;
+        let advertised = self.advertised(addr);
+        self.adopt(socket, advertised)
+    }
+
+    /// Registers a relay socket with this shard's loop; `addr` is what clients are told.
+    fn adopt(&mut self, mut socket: UdpSocket, addr: SocketAddr) -> Option<Relay> {
         let vacant = self.free.last().copied().unwrap_or(self.entries.len());
         let token = Token(vacant + FIRST_ENTRY);
         self.poll.registry().register(&mut socket, token, Interest::READABLE).ok()?;
         let id = RelayId(token.0 as u32);
         let inserted = self.insert(Entry::Relay { socket: Udp::new(socket), id });
         debug_assert_eq!(inserted, token);
-        Some(Relay { id, addr: self.advertised(addr) })
+        Some(Relay { id, addr })
     }
 }
 
@@ -565,6 +656,28 @@ impl RelayProvider for Io {
 
     fn user_rate(&mut self, user: &str, bytes_per_second: u64, now: Instant) -> Option<Arc<SharedRate>> {
         self.ledger.user_rate(user, bytes_per_second, now)
+    }
+
+    fn reserve(&mut self, token: [u8; 8], relay: Relay, expires: Instant) -> Option<Relay> {
+        match self.remove(Token(relay.id.0 as usize)) {
+            Some(Entry::Relay { socket, .. }) => {
+                let mut socket = socket.into_inner();
+                let _ = self.poll.registry().deregister(&mut socket);
+                self.ledger.reserve(token, Reserved { socket, addr: relay.addr, expires });
+                None
+            }
+            // Not a UDP relay of this shard: put it back and let the core keep it.
+            Some(other) => {
+                self.insert(other);
+                Some(relay)
+            }
+            None => Some(relay),
+        }
+    }
+
+    fn redeem(&mut self, token: [u8; 8], now: Instant) -> Option<Relay> {
+        let Reserved { socket, addr, .. } = self.ledger.redeem(token, now)?;
+        self.adopt(socket, addr)
     }
 
     fn close(&mut self, relay: RelayId) {
@@ -670,6 +783,7 @@ impl EventLoop {
             if now >= self.core.poll_timeout() {
                 self.expire_connections(now);
                 self.core.handle_timeout(now, &mut self.io);
+                self.io.ledger.sweep_reservations(now);
                 self.drain_tcp_outputs();
                 if let Ok(mut shared) = self.stats.lock() {
                     *shared = self.core.stats().clone();
@@ -692,13 +806,17 @@ impl EventLoop {
             }
             for d in batch.recv.iter().filter(|d| !d.truncated) {
                 let (client, packet) = (d.source, d.data);
-                let tuple = FiveTuple { transport: Transport::Udp, client, server: self.io.local_addr };
+                let tuple = FiveTuple {
+                    transport: Transport::Udp,
+                    client,
+                    server: self.io.server_addr(d.destination),
+                };
                 let action =
                     self.core.handle_client(Instant::now(), tuple, packet, &mut self.out, &mut self.io);
                 match action {
                     ClientAction::Nothing => {}
                     ClientAction::Reply => {
-                        batch.to_clients.push(client, &self.out);
+                        batch.to_clients.push_from(client, self.io.source(&tuple), &self.out);
                         if batch.to_clients.len() >= MAX_BATCH {
                             flush_udp(&self.io.udp, &mut batch.to_clients);
                         }
@@ -756,7 +874,7 @@ impl EventLoop {
     fn send_to_client(&mut self, tuple: FiveTuple, to_clients: &mut SendBatch) {
         match tuple.transport {
             Transport::Udp => {
-                to_clients.push(tuple.client, &self.out);
+                to_clients.push_from(tuple.client, self.io.source(&tuple), &self.out);
                 if to_clients.len() >= MAX_BATCH {
                     flush_udp(&self.io.udp, to_clients);
                 }

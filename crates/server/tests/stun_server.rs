@@ -279,3 +279,22 @@ async fn tcp_connection_limit_refuses_extra_connections() {
     assert_eq!(server.stats().tcp_refused.load(Ordering::Relaxed), 1);
     server.stop().await;
 }
+
+/// On a wildcard address the answer leaves from the address the request was sent to: a
+/// client connected to 127.0.0.2 (any 127/8 address is this host's) only hears that one,
+/// while the kernel, left to itself, answers from 127.0.0.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_server_answers_from_the_address_asked() {
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        let server = start(listen).await;
+        for asked in ["127.0.0.2", "127.0.0.3"] {
+            let client = client_socket("0.0.0.0:0");
+            client.connect(SocketAddr::new(asked.parse().unwrap(), server.local_addr().port())).unwrap();
+            client.send(&binding_request(1, |_| {})).unwrap();
+            let mut buf = [0u8; 1500];
+            let n = client.recv(&mut buf).unwrap_or_else(|e| panic!("{listen}, asked {asked}: {e}"));
+            assert_eq!(mapped(&buf[..n]), client.local_addr().unwrap());
+        }
+        server.stop().await;
+    }
+}

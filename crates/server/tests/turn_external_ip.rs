@@ -2,16 +2,16 @@
 //! address, and its client is told the public one in XOR-RELAYED-ADDRESS, with the same port;
 //! data still flows through the private socket. UDP and RFC 6062 TCP relays alike.
 
+mod support;
+
 use peerlink_server::turn::{self, TurnConfig};
-use peerlink_stun::{
-    Attribute, AttributeType, Class, Key, Message, MessageWriter, Method, PasswordAlgorithm, TransactionId,
-};
+use peerlink_stun::{Attribute, Class, Message, MessageWriter, Method, TransactionId};
 use peerlink_turn::{Credentials, PeerPolicy, ServerConfig};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
+use support::{nonce, relayed, request, REALM};
 
-const REALM: &str = "example.test";
 /// TEST-NET-3: never a real host, only what the server claims.
 const PUBLIC: &str = "203.0.113.7";
 
@@ -32,38 +32,6 @@ fn start() -> turn::TurnHandle {
         tls: None,
     })
     .unwrap()
-}
-
-fn request(tid: u8, method: Method, nonce: Option<&str>, attrs: &[Attribute<'_>]) -> Vec<u8> {
-    let mut buf = Vec::new();
-    let mut w = MessageWriter::new(&mut buf, Class::Request, method, TransactionId([tid; 12]));
-    for a in attrs {
-        w.attribute(a).unwrap();
-    }
-    if let Some(nonce) = nonce {
-        w.attribute(&Attribute::Username("alice")).unwrap();
-        w.attribute(&Attribute::Realm(REALM)).unwrap();
-        w.attribute(&Attribute::Nonce(nonce)).unwrap();
-        let key = Key::long_term(PasswordAlgorithm::Md5, "alice", REALM, "pw").unwrap();
-        w.message_integrity(&key).unwrap();
-    }
-    w.finish();
-    buf
-}
-
-fn nonce(response: &[u8]) -> String {
-    let m = Message::parse(response).unwrap();
-    let Some(Ok(Attribute::Nonce(nonce))) = m.get(AttributeType::NONCE) else { panic!("no nonce") };
-    nonce.to_owned()
-}
-
-fn relayed(response: &[u8]) -> SocketAddr {
-    let m = Message::parse(response).unwrap();
-    assert_eq!(m.class(), Class::SuccessResponse, "{:?}", m.get(AttributeType::ERROR_CODE));
-    let Some(Ok(Attribute::XorRelayedAddress(relay))) = m.get(AttributeType::XOR_RELAYED_ADDRESS) else {
-        panic!("no relayed address")
-    };
-    relay
 }
 
 #[test]

@@ -58,6 +58,14 @@ impl SharedRate {
         }
     }
 
+    /// Gives back `bytes` taken by [`SharedRate::spend`] for a packet a later limit refused.
+    pub fn refund(&self, bytes: usize) {
+        let cost = self.cost(bytes as u64);
+        let _ = self
+            .full_at
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |current| Some(current.saturating_sub(cost)));
+    }
+
     /// Takes `bytes` that were already relayed (a byte stream cannot give them back), as
     /// far as the bucket goes: it is left empty rather than in debt beyond one second.
     pub fn take(&self, now: Instant, bytes: usize) {
@@ -106,6 +114,21 @@ mod tests {
         let much_later = later + Duration::from_secs(60);
         assert_eq!(rate.available(much_later), 1000);
         assert!(!rate.spend(much_later, 1001));
+    }
+
+    #[test]
+    fn a_refund_makes_room_for_what_was_given_back() {
+        let now = Instant::now();
+        let rate = SharedRate::new(1000, now);
+        assert!(rate.spend(now, 600));
+        assert!(rate.spend(now, 400));
+        rate.refund(400);
+        assert_eq!(rate.available(now), 400);
+        assert!(rate.spend(now, 400));
+        assert!(!rate.spend(now, 1));
+        // A refund never leaves more than a full bucket.
+        rate.refund(5000);
+        assert_eq!(rate.available(now), 1000);
     }
 
     #[test]

@@ -737,6 +737,27 @@ fn capacity_is_shared_by_cores_and_refuses_new_allocations_with_486_when_used_up
     assert!(relays(&mut cores[0], client, &data));
 }
 
+#[test]
+fn a_packet_refused_by_the_capacity_is_not_charged_to_its_user() {
+    let now = Instant::now();
+    let capacity = std::sync::Arc::new(SharedRate::new(400, now));
+    let mut w = world_with(|c| {
+        c.capacity = Some(capacity.clone());
+        c.max_bytes_per_second_per_user = Some(1000);
+    });
+    w.now = now;
+    let client = udp("198.51.100.1:5000");
+    let data = allocation_with_channel(&mut w, client, "alice");
+    assert!(relays(&mut w, client, &data), "400 bytes: the whole capacity, 40% of alice's");
+    for _ in 0..4 {
+        assert!(!relays(&mut w, client, &data));
+    }
+    // Had the refused packets been charged to alice, her 1000 bytes would have run out on
+    // the third and the last ones would count as over her limit.
+    let stats = w.server.stats();
+    assert_eq!((stats.over_capacity, stats.over_user_bandwidth), (4, 0));
+}
+
 // RFC 6062 TCP allocations.
 
 fn tcp(client: &str) -> FiveTuple {

@@ -9,7 +9,9 @@
 //!   ([`Datagram::segments`] splits it).
 //! - Send: a [`SendBatch`] gathers consecutive equal-sized datagrams to one destination into
 //!   runs, and one `sendmmsg` sends up to [`MAX_BATCH`] of them, each run as one message
-//!   with generic segmentation offload (`UDP_SEGMENT`). A kernel or device without it gets
+//!   with generic segmentation offload (`UDP_SEGMENT`), and each from its own source address
+//!   where one is given ([`SendBatch::push_from`]: `IP_PKTINFO`, `IPV6_PKTINFO`), so that a
+//!   socket on a wildcard address answers from the address it was asked on. A kernel or device without it gets
 //!   the same datagrams one message each, still batched, on that socket from then on.
 //! - Set-up: dual-stack `[::]`, room for bursts, and `SO_REUSEPORT` sharding over cores
 //!   ([`bind`], [`bind_reuseport`]).
@@ -206,7 +208,8 @@ impl<S: AsFd> UdpSocket<S> {
                 } else {
                     (if t.segment == 0 { rest } else { rest.min(t.segment) }, None, 1)
                 };
-                msgs[n] = sys::OutMsg { to: t.to, data: batch.bytes(t.start + offset, len), segment };
+                msgs[n] =
+                    sys::OutMsg { to: t.to, from: t.from, data: batch.bytes(t.start + offset, len), segment };
                 (next, offset) = if offset + len >= t.len { (next + 1, 0) } else { (next, offset + len) };
                 ends[n] = (next, offset, datagrams);
                 n += 1;
@@ -247,6 +250,7 @@ impl<S: AsFd> UdpSocket<S> {
 
 const NO_MSG: sys::OutMsg<'static> = sys::OutMsg {
     to: SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0)),
+    from: None,
     data: &[],
     segment: None,
 };

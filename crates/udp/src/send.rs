@@ -1,13 +1,16 @@
 //! Batched send: datagrams queued, gathered into runs that segmentation offload can carry.
 
 use crate::{MAX_GSO_BYTES, MAX_SEGMENTS};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// One `sendmsg`'s worth: a datagram, or a run of datagrams to one destination, all of
 /// `segment` bytes but the last, which may be shorter.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Transmit {
     pub to: SocketAddr,
+    /// The source address to send from (`IP_PKTINFO`, `IPV6_PKTINFO`); `None`: the
+    /// kernel's choice.
+    pub from: Option<IpAddr>,
     pub start: usize,
     pub len: usize,
     pub segment: usize,
@@ -24,10 +27,11 @@ impl Transmit {
         }
     }
 
-    /// Whether `datagram` to `to` may join the run: same destination, not longer than the
-    /// run's datagrams, none shorter before it, within the kernel's limits.
-    fn takes(&self, to: SocketAddr, len: usize) -> bool {
+    /// Whether `datagram` from `from` to `to` may join the run: same addresses, not longer
+    /// than the run's datagrams, none shorter before it, within the kernel's limits.
+    fn takes(&self, to: SocketAddr, from: Option<IpAddr>, len: usize) -> bool {
         self.to == to
+            && self.from == from
             && self.segment > 0
             && len > 0
             && len <= self.segment
@@ -71,8 +75,17 @@ impl SendBatch {
 
     /// Queues a datagram (a copy of it).
     pub fn push(&mut self, to: SocketAddr, datagram: &[u8]) {
+        self.push_from(to, None, datagram);
+    }
+
+    /// Queues a datagram to go from the local address `from` (a socket bound to a wildcard
+    /// address answering from the address a request came to: see
+    /// [`crate::Datagram::destination`]); `None` leaves the choice to the kernel. The
+    /// address must be one of the host's, of the destination's family (an IPv4 address on
+    /// an IPv6 socket sending to an IPv4-mapped destination).
+    pub fn push_from(&mut self, to: SocketAddr, from: Option<IpAddr>, datagram: &[u8]) {
         self.data.extend_from_slice(datagram);
-        self.commit(to, datagram.len());
+        self.commit_from(to, from, datagram.len());
     }
 
     /// The bytes of the queued datagrams, for a producer that appends the next datagram
@@ -86,6 +99,12 @@ impl SendBatch {
     /// Queues the datagram made of the last `len` bytes appended to
     /// [`SendBatch::buffer`].
     pub fn commit(&mut self, to: SocketAddr, len: usize) {
+        self.commit_from(to, None, len);
+    }
+
+    /// As [`SendBatch::commit`], from the local address `from` (see
+    /// [`SendBatch::push_from`]).
+    pub fn commit_from(&mut self, to: SocketAddr, from: Option<IpAddr>, len: usize) {
         let len = len.min(self.data.len());
         let start = self.data.len() - len;
         self.datagrams += 1;
@@ -95,12 +114,12 @@ impl SendBatch {
         // Only a datagram right behind the run joins it (nothing else may sit in between).
         let adjacent = |run: &Transmit| run.start + run.len == start;
         if let Some(run) =
-            self.transmits.last_mut().filter(|run| !started && adjacent(run) && run.takes(to, len))
+            self.transmits.last_mut().filter(|run| !started && adjacent(run) && run.takes(to, from, len))
         {
             run.len += len;
             return;
         }
-        self.transmits.push(Transmit { to, start, len, segment: len, split: false });
+        self.transmits.push(Transmit { to, from, start, len, segment: len, split: false });
     }
 
     /// Datagrams waiting.

@@ -44,6 +44,9 @@ pub(crate) struct RecvMeta {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct OutMsg<'a> {
     pub to: SocketAddr,
+    /// Source address (`IP_PKTINFO` towards IPv4, `IPV6_PKTINFO` towards IPv6 and
+    /// IPv4-mapped destinations); `None`: the kernel's choice.
+    pub from: Option<IpAddr>,
     pub data: &'a [u8],
     pub segment: Option<u16>,
 }
@@ -161,7 +164,52 @@ fn control_messages(hdr: &libc::msghdr) -> (usize, Option<IpAddr>) {
 const SEGMENT_SPACE: usize = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
 // SAFETY: as above.
 const SEGMENT_LEN: usize = unsafe { libc::CMSG_LEN(size_of::<u16>() as u32) } as usize;
-const _: () = assert!(SEGMENT_SPACE <= CONTROL);
+// SAFETY: as above.
+const PKTINFO_SPACE: usize = unsafe { libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32) } as usize;
+// SAFETY: as above.
+const PKTINFO_LEN: usize = unsafe { libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) } as usize;
+// SAFETY: as above.
+const PKTINFO6_SPACE: usize = unsafe { libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as u32) } as usize;
+// SAFETY: as above.
+const PKTINFO6_LEN: usize = unsafe { libc::CMSG_LEN(size_of::<libc::in6_pktinfo>() as u32) } as usize;
+const _: () = assert!(SEGMENT_SPACE + PKTINFO_SPACE <= CONTROL);
+const _: () = assert!(SEGMENT_SPACE + PKTINFO6_SPACE <= CONTROL);
+
+/// The source address control message for a datagram to `to`: its level, type, length and
+/// payload (an `in_pktinfo` or `in6_pktinfo`, as bytes). `None` when `from` cannot be
+/// expressed for that destination (an IPv6 source towards IPv4).
+fn source_control(
+    to: SocketAddr,
+    from: IpAddr,
+) -> Option<(libc::c_int, libc::c_int, usize, usize, [u8; 20])> {
+    let mut payload = [0u8; 20];
+    match (to, from) {
+        (SocketAddr::V4(_), IpAddr::V4(from)) => {
+            // in_pktinfo: ipi_ifindex (int), ipi_spec_dst (the source), ipi_addr (unused).
+            let info = libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: libc::in_addr { s_addr: u32::from_ne_bytes(from.octets()) },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            // SAFETY: `in_pktinfo` is plain C data of 12 bytes, copied into a 20-byte array.
+            unsafe { ptr::write_unaligned(payload.as_mut_ptr().cast::<libc::in_pktinfo>(), info) };
+            Some((libc::IPPROTO_IP, libc::IP_PKTINFO, PKTINFO_LEN, PKTINFO_SPACE, payload))
+        }
+        (SocketAddr::V6(_), from) => {
+            // An IPv4 source towards an IPv4-mapped destination goes as a mapped address.
+            let addr = match from {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                IpAddr::V6(v6) => v6,
+            };
+            let info =
+                libc::in6_pktinfo { ipi6_addr: libc::in6_addr { s6_addr: addr.octets() }, ipi6_ifindex: 0 };
+            // SAFETY: `in6_pktinfo` is plain C data of 20 bytes, copied into a 20-byte array.
+            unsafe { ptr::write_unaligned(payload.as_mut_ptr().cast::<libc::in6_pktinfo>(), info) };
+            Some((libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, PKTINFO6_LEN, PKTINFO6_SPACE, payload))
+        }
+        (SocketAddr::V4(_), IpAddr::V6(_)) => None,
+    }
+}
 
 /// `sendmmsg` of up to [`MAX_BATCH`] messages; returns how many the kernel took (an error
 /// only when it took none: the error is the first message's).
@@ -185,18 +233,36 @@ pub(crate) fn sendmmsg(fd: RawFd, msgs: &[OutMsg<'_>]) -> io::Result<usize> {
         hdr.msg_namelen = namelen;
         hdr.msg_iov = ptr::addr_of_mut!(iovs[i]);
         hdr.msg_iovlen = 1;
-        if let Some(segment) = m.segment {
-            hdr.msg_control = controls[i].0.as_mut_ptr().cast();
-            hdr.msg_controllen = SEGMENT_SPACE as _;
-            // SAFETY: `msg_control` points at this message's control space (CONTROL bytes,
-            // aligned for `cmsghdr`, at least SEGMENT_SPACE), so CMSG_FIRSTHDR returns its
-            // start, and a `cmsghdr` followed by a `u16` fits in it.
-            unsafe {
-                let c = libc::CMSG_FIRSTHDR(hdr);
+        let source = m.from.and_then(|from| source_control(m.to, from));
+        let space = m.segment.map_or(0, |_| SEGMENT_SPACE) + source.map_or(0, |s| s.3);
+        if space == 0 {
+            continue;
+        }
+        hdr.msg_control = controls[i].0.as_mut_ptr().cast();
+        hdr.msg_controllen = space as _;
+        // SAFETY: `msg_control` points at this message's control space (CONTROL bytes,
+        // aligned for `cmsghdr`, zeroed), and `msg_controllen` is the sum of the spaces of
+        // the messages written (at most CONTROL, checked at compile time). CMSG_FIRSTHDR
+        // returns its start; CMSG_NXTHDR, after the first header's length is set, the next
+        // aligned header inside `msg_controllen` (not null: the space was counted for it).
+        // Each payload fits the space counted for its header.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(hdr);
+            if let Some(segment) = m.segment {
                 (*c).cmsg_level = libc::SOL_UDP;
                 (*c).cmsg_type = libc::UDP_SEGMENT;
                 (*c).cmsg_len = SEGMENT_LEN as _;
                 ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), segment);
+                if source.is_some() {
+                    c = libc::CMSG_NXTHDR(hdr, c);
+                }
+            }
+            if let Some((level, typ, len, _, payload)) = source.filter(|_| !c.is_null()) {
+                (*c).cmsg_level = level;
+                (*c).cmsg_type = typ;
+                (*c).cmsg_len = len as _;
+                let size = len - (libc::CMSG_DATA(c) as usize - c as usize);
+                ptr::copy_nonoverlapping(payload.as_ptr(), libc::CMSG_DATA(c), size.min(payload.len()));
             }
         }
     }

@@ -281,6 +281,98 @@ fn packet_info_reports_the_destination() {
     assert_eq!(d.destination, Some(IpAddr::from([127, 0, 0, 1])));
 }
 
+/// A server socket on the wildcard `bind`, a client connected to `asked` (one of this host's
+/// addresses, not the one the kernel would pick to answer from): the client hears only what
+/// comes from `asked`. The server answers `count` equal datagrams (a run, with offload)
+/// from the address each request came to.
+fn answer_from_the_address_asked(bind: &str, asked: &str, count: usize) -> Vec<Vec<u8>> {
+    let mut server = UdpSocket::new(crate::bind(bind.parse().unwrap()).unwrap());
+    server.get_ref().set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    server.enable_pktinfo().unwrap();
+    let port = server.get_ref().local_addr().unwrap().as_socket().unwrap().port();
+    let asked: IpAddr = asked.parse().unwrap();
+    let client = StdSocket::bind(SocketAddr::new(
+        if asked.is_ipv4() { [0, 0, 0, 0].into() } else { IpAddr::from([0u16; 8]) },
+        0,
+    ))
+    .unwrap();
+    client.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    client.connect(SocketAddr::new(asked, port)).unwrap();
+    client.send(b"which address?").unwrap();
+    let mut batch = RecvBatch::new(4, 64);
+    server.recv(&mut batch).unwrap();
+    let d = batch.iter().next().unwrap();
+    let to = d.destination.map(|ip| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    });
+    assert_eq!(to, Some(asked), "packet info names the address asked");
+    let mut out = SendBatch::new();
+    for i in 0..count {
+        out.push_from(d.source, d.destination, &[i as u8; 100]);
+    }
+    server.send(&mut out).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok(n) = client.recv(&mut buf) {
+        got.push(buf[..n].to_vec());
+    }
+    got
+}
+
+#[test]
+fn a_wildcard_socket_answers_from_the_address_it_was_asked_on() {
+    let got = answer_from_the_address_asked("0.0.0.0:0", "127.0.0.2", 1);
+    assert_eq!(got, [vec![0u8; 100]], "the connected client heard the answer");
+}
+
+#[test]
+fn a_run_of_answers_keeps_its_source_address_with_offload() {
+    let got = answer_from_the_address_asked("0.0.0.0:0", "127.0.0.3", 5);
+    assert_eq!(got, (0..5u8).map(|i| vec![i; 100]).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_dual_stack_socket_answers_ipv4_clients_from_the_address_asked() {
+    let got = answer_from_the_address_asked("[::]:0", "127.0.0.2", 2);
+    assert_eq!(got.len(), 2);
+}
+
+#[test]
+fn a_dual_stack_socket_answers_ipv6_clients_from_the_address_asked() {
+    if StdSocket::bind("[::1]:0").is_err() {
+        return; // no IPv6 loopback here
+    }
+    let got = answer_from_the_address_asked("[::]:0", "::1", 2);
+    assert_eq!(got.len(), 2);
+}
+
+#[test]
+fn without_a_source_the_kernel_answers_from_its_own_choice() {
+    // What the tests above rule out: a plain send from a wildcard socket leaves from the
+    // address the kernel picks (127.0.0.1 on loopback), which a client connected to
+    // 127.0.0.2 does not hear.
+    let server = UdpSocket::new(crate::bind("0.0.0.0:0".parse().unwrap()).unwrap());
+    let port = server.get_ref().local_addr().unwrap().as_socket().unwrap().port();
+    let client = StdSocket::bind("0.0.0.0:0").unwrap();
+    client.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    client.connect(SocketAddr::new([127, 0, 0, 2].into(), port)).unwrap();
+    let mut out = SendBatch::new();
+    out.push(client.local_addr().unwrap(), b"unheard");
+    server.send(&mut out).unwrap();
+    assert!(client.recv(&mut [0u8; 64]).is_err());
+}
+
+#[test]
+fn datagrams_from_different_sources_never_share_a_run() {
+    let mut out = SendBatch::new();
+    let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    out.push_from(to, Some([127, 0, 0, 2].into()), &[1; 100]);
+    out.push_from(to, Some([127, 0, 0, 3].into()), &[2; 100]);
+    out.push_from(to, Some([127, 0, 0, 3].into()), &[3; 100]);
+    assert_eq!(out.transmits().len(), 2);
+}
+
 #[test]
 fn bind_reuseport_shares_one_port() {
     let sockets = bind_reuseport("127.0.0.1:0".parse().unwrap(), 3).unwrap();

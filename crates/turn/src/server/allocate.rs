@@ -93,6 +93,20 @@ pub trait RelayProvider {
         let _ = (user, bytes_per_second, now);
         None
     }
+    /// RFC 8656 §7.2: holds `relay`, the port an EVEN-PORT R=1 Allocate reserved, for the
+    /// Allocate that redeems `token` before `expires`, on whichever core it reaches (the
+    /// redeeming client sends from another 4-tuple). Gives `relay` back (the default) when
+    /// the I/O layer has one core: the core then keeps the reservation itself.
+    fn reserve(&mut self, token: [u8; 8], relay: Relay, expires: Instant) -> Option<Relay> {
+        let _ = (token, expires);
+        Some(relay)
+    }
+    /// The relay reserved under `token` by any core, now this one's; `None` when the token
+    /// is unknown or lapsed (a lapsed reservation's socket is closed).
+    fn redeem(&mut self, token: [u8; 8], now: Instant) -> Option<Relay> {
+        let _ = (token, now);
+        None
+    }
 }
 
 impl TurnServer {
@@ -193,12 +207,17 @@ impl TurnServer {
         let mut issued_token = None;
         let first = if let Some(token) = token {
             // RFC 8656 §7.2: an unknown or lapsed token → 508.
-            match self.reservations.remove(&token) {
-                Some((relay, expires)) if expires > now => relay,
+            // Kept here, or by the I/O layer where cores share reservations.
+            let reserved = match self.reservations.remove(&token) {
+                Some((relay, expires)) if expires > now => Some(relay),
                 Some((relay, _)) => {
                     relays.close(relay.id);
-                    return self.refuse_unadmitted(req, relays, ErrorCode::INSUFFICIENT_CAPACITY);
+                    None
                 }
+                None => relays.redeem(token, now),
+            };
+            match reserved {
+                Some(relay) => relay,
                 None => {
                     tracing::info!(client = %tuple.client, user = %req.auth.username,
                         "allocation refused: unknown or lapsed reservation token (508)");
@@ -223,8 +242,11 @@ impl TurnServer {
             match relays.open(family, port_request) {
                 Ok((relay, reserved)) => {
                     if let Some(reserved) = reserved {
-                        let token = self.reservation_token();
-                        self.reservations.insert(token, (reserved, now + RESERVATION_LIFETIME));
+                        let token = self.reservation_token(reserved.addr);
+                        let expires = now + RESERVATION_LIFETIME;
+                        if let Some(kept) = relays.reserve(token, reserved, expires) {
+                            self.reservations.insert(token, (kept, expires));
+                        }
                         issued_token = Some(token);
                     }
                     relay
@@ -301,14 +323,21 @@ impl TurnServer {
         self.refuse(req, error)
     }
 
-    /// An unguessable RESERVATION-TOKEN: HMAC of a counter under the server's secret.
-    fn reservation_token(&mut self) -> [u8; 8] {
+    /// An unguessable RESERVATION-TOKEN: HMAC of a counter and the reserved address under the
+    /// server's secret. Cores share the secret and count on their own; the address (one
+    /// socket holds it while the reservation lives) keeps their tokens apart.
+    fn reservation_token(&mut self, reserved: SocketAddr) -> [u8; 8] {
         use hmac::{Hmac, Mac};
         self.reservations_issued += 1;
         let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.config.nonce_secret)
             .expect("hmac takes any key length");
         mac.update(b"reservation");
         mac.update(&self.reservations_issued.to_be_bytes());
+        match reserved.ip() {
+            std::net::IpAddr::V4(ip) => mac.update(&ip.octets()),
+            std::net::IpAddr::V6(ip) => mac.update(&ip.octets()),
+        }
+        mac.update(&reserved.port().to_be_bytes());
         let digest = mac.finalize().into_bytes();
         digest[..8].try_into().expect("8 bytes")
     }

@@ -288,9 +288,8 @@ struct Silence {
 
 impl Allocation {
     /// Takes `bytes` from the allocation's budget (at most `rate` a second), its user's and
-    /// the server's `capacity`, or says which limit it would go over. A packet refused by a
-    /// later limit has still been counted by the user's: the user's share is a ceiling, not
-    /// a promise.
+    /// the server's `capacity`, or says which limit it would go over; a refused packet is
+    /// charged to none of them.
     fn spend(
         &mut self,
         now: Instant,
@@ -307,6 +306,9 @@ impl Allocation {
             return Err(Over::User);
         }
         if capacity.is_some_and(|capacity| !capacity.spend(now, bytes)) {
+            if let Some(user) = &self.user_rate {
+                user.refund(bytes);
+            }
             return Err(Over::Capacity);
         }
         if rate.is_some() {
