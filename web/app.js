@@ -99,7 +99,7 @@ function snapshot() {
   const transfers = [...app.transfers.values()].map(({ record, peerId, peerName }) => ({
     direction: record.direction, peerId, peerName, name: record.name, size: record.size,
     mime: record.mime, bytes: record.bytes, sha256: record.sha256, status: record.status,
-    reason: record.reason,
+    reason: record.reason, receivers: record.receivers ?? null, confirmed: record.confirmed ?? null,
     ms: record.finished ? Math.round(record.finished - record.started) : null,
   }));
   return JSON.parse(JSON.stringify({

@@ -112,6 +112,11 @@ export async function sendFile(ch, file, update) {
     }
     if (answer.type === 'ack' && answer.sha256 === t.sha256) {
       t.status = 'confirmed';
+      // Fanned out by the server of a room in SFU mode: how many of how many confirmed.
+      if (Number.isSafeInteger(answer.receivers) && Number.isSafeInteger(answer.confirmed)) {
+        t.receivers = answer.receivers;
+        t.confirmed = answer.confirmed;
+      }
     } else if (answer.type === 'ack') {
       throw new Error('receiver computed a different SHA-256');
     } else {

@@ -166,7 +166,9 @@ export class TransferRow {
       waiting: 'waiting', sending: 'sending', receiving: 'receiving', verifying: 'verifying',
       confirmed: 'delivered, SHA-256 confirmed', verified: 'SHA-256 verified', failed: 'failed',
     };
-    this.status.textContent = t.status === 'failed' && t.reason ? `failed: ${t.reason}` : labels[t.status] || t.status;
+    this.status.textContent = t.status === 'failed' && t.reason ? `failed: ${t.reason}`
+      : t.status === 'confirmed' && t.receivers ? `delivered, SHA-256 confirmed by ${t.confirmed} of ${t.receivers}`
+        : labels[t.status] || t.status;
     if (t.url && !this.link) {
       this.link = el('a', 'btn small primary save', 'Save');
       this.link.href = t.url;

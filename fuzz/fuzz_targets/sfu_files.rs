@@ -6,6 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use peerlink_sfu::files::{Action, FileRelays, HIGH_WATER};
+use std::time::{Duration, Instant};
 
 const PEERS: [&str; 4] = ["a", "b", "c", "d"];
 
@@ -15,6 +16,8 @@ fuzz_target!(|data: &[u8]| {
     let mut answers = 0;
     let mut rest = data;
     let mut next_channel = 100u16;
+    let t0 = Instant::now();
+    let mut n = 0u64;
     let check = |actions: Vec<Action>,
                  left: &[String],
                  answers: &mut usize,
@@ -43,6 +46,7 @@ fuzz_target!(|data: &[u8]| {
     let actions = relays.incoming(from.clone(), &["b".into(), "c".into(), "d".into()]);
     check(actions, &left, &mut answers, &mut relays, &mut next_channel);
     while let [op, len, tail @ ..] = rest {
+        n += 1;
         let take = usize::from(*len).min(tail.len());
         let bytes = &tail[..take];
         rest = &tail[take..];
@@ -50,7 +54,9 @@ fuzz_target!(|data: &[u8]| {
         let channel = (peer.clone(), 100 + u16::from(op >> 6) + 1);
         let fullest = if op & 8 != 0 { HIGH_WATER } else { 0 };
         let actions = match op & 7 {
-            0 => relays.on_sender(&from, bytes.to_vec(), op & 0x40 != 0, fullest),
+            0 => {
+                relays.on_sender(t0 + Duration::from_secs(n), &from, bytes.to_vec(), op & 0x40 != 0, fullest)
+            }
             1 => relays.on_receiver(&channel, bytes),
             2 => relays.out_open(&channel),
             3 => relays.drained(&channel, fullest),

@@ -345,7 +345,7 @@ if (which === 'sfu') {
   // A file through the server: fanned out to the 3 others, each checking its SHA-256; the
   // sender is told it was confirmed once all of them were.
   {
-    const bytes = randomBytes(700 * 1024 + 17);
+    const bytes = randomBytes(6 * 1024 * 1024 + 17);
     const digest = createHash('sha256').update(bytes).digest('hex');
     const fromId = (await look(a)).id;
     await a.page.setInputFiles('#file-input', { name: 'through-server.bin', mimeType: 'application/octet-stream', buffer: bytes });
@@ -361,7 +361,8 @@ if (which === 'sfu') {
     }
     const right = got.filter((t) => t && t.sha256 === digest && t.size === bytes.length && t.peerId === fromId);
     check(right.length === 3, `a file through the server reaches the 3 others, each verified by SHA-256 and shown as from p1 (${right.length}/3: ${JSON.stringify(got.map((t) => t && [t.status, t.peerName, t.sha256?.slice(0, 8)]))})`);
-    check(sent?.status === 'confirmed', `the sender is told the file was confirmed by everyone (${sent?.status} ${sent?.reason ?? ''})`);
+    check(sent?.status === 'confirmed' && sent.confirmed === 3 && sent.receivers === 3,
+      `the sender is told the file was confirmed by 3 of 3 (${sent?.status} ${sent?.confirmed} of ${sent?.receivers} ${sent?.reason ?? ''})`);
   }
   // One leaves: the others' tiles follow (the server renegotiates with each of them).
   const stay = new Set(s ? s.slice(0, 3).map((l) => l.id) : []);

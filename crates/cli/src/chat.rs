@@ -38,6 +38,8 @@ enum Update {
     Open(u64, ChannelSender),
     Closed(u64, ChannelId),
     Gone(u64, Gone),
+    /// Standard output cannot be written: chat ends with an error (exit 1).
+    Output(std::io::Error),
 }
 
 /// One other participant: its id, name and open chat channels (the first used to send).
@@ -99,6 +101,10 @@ pub async fn run(args: MeetArgs) -> anyhow::Result<()> {
             Some(update) = updates.recv() => match update {
                 Update::Open(n, sender) => others.get_mut(&n).into_iter().for_each(|o| o.open.push(sender.clone())),
                 Update::Closed(n, id) => others.get_mut(&n).into_iter().for_each(|o| o.open.retain(|s| s.id() != id)),
+                Update::Output(e) => {
+                    room.close().await;
+                    return Err(anyhow::Error::new(e).context("cannot write to standard output"));
+                }
                 Update::Gone(n, reason) => {
                     if let Some(other) = others.remove(&n) {
                         status!("peerlink: {} ({}): {reason}", other.name, other.peer);
@@ -228,7 +234,8 @@ async fn read(channel: DataChannel, from_sfu: bool, n: u64, updates: UnboundedSe
         }
         line.push('\n');
         let mut out = std::io::stdout().lock();
-        if out.write_all(line.as_bytes()).and_then(|()| out.flush()).is_err() {
+        if let Err(e) = out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
+            let _ = updates.send(Update::Output(e));
             break;
         }
     }

@@ -18,7 +18,7 @@ use peerlink_rtc::{
 };
 use peerlink_rtp::ext::AudioLevel;
 use peerlink_rtp::RtpPacket;
-use peerlink_sfu::files::{Action, ChannelRef, FileRelays, LOW_WATER};
+use peerlink_sfu::files::{Action, ChannelRef, FileRelays, HIGH_WATER, LOW_WATER};
 use peerlink_sfu::{
     starts_keyframe, vp8_key_size, Change, Forwarder, Kind, LayerChoice, LayerDecision, Layers, Room,
     Speakers, TrackKey, Verdict, VideoPolicy, Want,
@@ -358,6 +358,20 @@ impl Sfu {
     /// Participants that never offer, or never answer ours, are dropped; layers are chosen
     /// again.
     async fn tick(&mut self) {
+        let now = Instant::now();
+        let late = self.files.tick(now);
+        self.file_actions(late).await;
+        // Receivers that held their file's sender back too long are dropped from it.
+        for from in self.files.held_too_long(now) {
+            for (peer, channel) in self.files.out_channels(&from) {
+                let Some(handle) = self.participants.get(&peer).map(|p| p.handle.clone()) else { continue };
+                if handle.buffered_amount(channel).await >= HIGH_WATER {
+                    tracing::info!(sender = %from.0, receiver = %peer, "sfu: file receiver too slow; dropped from the transfer");
+                    let actions = self.files.drop_slow(&(peer, channel));
+                    self.file_actions(actions).await;
+                }
+            }
+        }
         self.retarget_layers(true).await;
         self.report();
         let now = Instant::now();
@@ -954,13 +968,14 @@ impl Sfu {
                 if self.files.is_in(&channel) {
                     self.stats.file_bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
                     let fullest = self.fullest(&channel).await;
-                    let actions = self.files.on_sender(&channel, data, binary, fullest);
+                    let actions = self.files.on_sender(Instant::now(), &channel, data, binary, fullest);
                     self.file_actions(actions).await;
                     return;
                 }
                 // Everything else is read at once: its credit goes straight back.
+                // (SCTP counts an empty message as one byte.)
                 if let Some(p) = self.participants.get(peer) {
-                    p.handle.add_receive_credit(id, data.len());
+                    p.handle.add_receive_credit(id, data.len().max(1));
                 }
                 if self.files.is_out(&channel) {
                     let actions = self.files.on_receiver(&channel, &data);
@@ -1143,6 +1158,7 @@ impl Sfu {
         let kind = kind_of(publication.kind);
         let key_start = starts_keyframe(kind, codec, parsed.payload());
         let mut want_keyframe = None;
+        let mut ask_size = None;
         if codec == Codec::Vp8 {
             if key_start {
                 if let Some(size) = vp8_key_size(parsed.payload()) {
@@ -1153,7 +1169,7 @@ impl Sfu {
                 if publication.size_asked.is_none_or(|at| now.duration_since(at) >= SIZE_ASK_EVERY) {
                     publication.size_asked = Some(now);
                     tracing::debug!(%peer, layer = unknown, "sfu: key frame asked for a layer of unknown size");
-                    want_keyframe = Some(unknown);
+                    ask_size = Some(unknown);
                 }
             }
         }
@@ -1196,6 +1212,9 @@ impl Sfu {
             }
         }
         if let Some(layer) = want_keyframe {
+            publisher.request_keyframe_layer(id, layer);
+        }
+        if let Some(layer) = ask_size.filter(|l| want_keyframe != Some(*l)) {
             publisher.request_keyframe_layer(id, layer);
         }
     }

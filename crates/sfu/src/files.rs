@@ -1,8 +1,10 @@
 //! Files in rooms through the server (docs/file-transfer.md, "Rooms through the server"): a
 //! participant's `file` channel to the SFU is fanned out to one new `file` channel toward
 //! every other participant of its room. The header gains `"from"` (the sender's peer id);
-//! chunks and trailer pass unchanged; the sender gets one answer once every receiver answered:
-//! `ack` with the trailer's digest when every receiver acknowledged that digest, else `error`.
+//! chunks and trailer pass unchanged; the sender gets one answer once every receiver answered
+//! (or did not within [`ANSWER_WAIT`] of the trailer): `ack` with the trailer's digest and how
+//! many receivers confirmed it when at least one did, else `error` (as `peerlink send` to
+//! everyone in a mesh: a participant that takes no files does not fail the others).
 //!
 //! Sans-IO: the server's SFU hands in what its connections report and carries out the [`Action`]s.
 //! Memory is bounded by the data channels' receive credit: the sender's channel gets credit
@@ -11,11 +13,20 @@
 
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 /// Buffered bytes on a receiver's channel above which the sender is held back.
 pub const HIGH_WATER: usize = 1024 * 1024;
 /// What a receiver's channel must drain to before the sender may go on.
 pub const LOW_WATER: usize = 256 * 1024;
+/// How long after the trailer a receiver that has not answered counts as failed (the browser
+/// app's sender waits 60 s for its answer).
+pub const ANSWER_WAIT: Duration = Duration::from_secs(40);
+/// How long a receiver may hold its sender back (its channel above [`HIGH_WATER`]) before it
+/// is dropped from the transfer.
+pub const SLOW_LIMIT: Duration = Duration::from_secs(15);
+/// Failure reasons passed on to the sender.
+const REASONS_MAX: usize = 5;
 /// Bytes queued for a receiver's channel that is not open yet, beyond which it is dropped.
 const QUEUE_MAX: usize = 2 * 1024 * 1024;
 
@@ -59,10 +70,12 @@ struct Out {
 #[derive(Debug)]
 struct Relay {
     outs: Vec<Out>,
-    /// The digest of the sender's trailer.
+    /// The digest of the sender's trailer, and when it came.
     trailer: Option<String>,
-    /// Credit held back from the sender while a receiver is full.
+    trailer_at: Option<Instant>,
+    /// Credit held back from the sender while a receiver is full, since when.
     owed: usize,
+    held_since: Option<Instant>,
     answered: bool,
 }
 
@@ -112,7 +125,10 @@ impl FileRelays {
                 gone: false,
             })
             .collect();
-        self.relays.insert(from.clone(), Relay { outs, trailer: None, owed: 0, answered: false });
+        self.relays.insert(
+            from.clone(),
+            Relay { outs, trailer: None, trailer_at: None, owed: 0, held_since: None, answered: false },
+        );
         others.iter().map(|to| Action::OpenOut { to: to.clone(), from: from.clone() }).collect()
     }
 
@@ -148,10 +164,11 @@ impl FileRelays {
         out.queue.drain(..).map(|(data, binary)| Action::Send { to: channel.clone(), data, binary }).collect()
     }
 
-    /// A message from the sender of `from`; `fullest` is the most any receiver's channel has
-    /// buffered now (for the receive credit).
+    /// A message from the sender of `from` at `now`; `fullest` is the most any receiver's
+    /// channel has buffered now (for the receive credit).
     pub fn on_sender(
         &mut self,
+        now: Instant,
         from: &ChannelRef,
         data: Vec<u8>,
         binary: bool,
@@ -161,19 +178,23 @@ impl FileRelays {
         let Some(relay) = self.relays.get_mut(from) else { return Vec::new() };
         let mut data = data;
         if !binary {
-            if let Ok(mut v) = serde_json::from_slice::<Value>(&data) {
-                match v.get("type").and_then(Value::as_str) {
-                    // Receivers learn who sends it.
-                    Some("file") if v.is_object() => {
-                        v["from"] = Value::String(from.0.clone());
-                        data = v.to_string().into_bytes();
-                    }
-                    Some("end") => {
-                        relay.trailer = v.get("sha256").and_then(Value::as_str).map(str::to_ascii_lowercase);
-                    }
-                    _ => {}
+            // Text goes on only as the server read it (so no receiver reads into it what the
+            // server did not, e.g. a "from" of its own): what is not JSON is dropped.
+            let Ok(mut v) = serde_json::from_slice::<Value>(&data) else {
+                return vec![Action::Credit { to: from.clone(), bytes: len.max(1) }];
+            };
+            match v.get("type").and_then(Value::as_str) {
+                // Receivers learn who sends it; a header passes with its own fields only.
+                Some("file") => {
+                    v = json!({"type": "file", "name": v["name"], "size": v["size"], "mime": v["mime"], "from": from.0});
                 }
+                Some("end") => {
+                    relay.trailer = v.get("sha256").and_then(Value::as_str).map(str::to_ascii_lowercase);
+                    relay.trailer_at.get_or_insert(now);
+                }
+                _ => {}
             }
+            data = v.to_string().into_bytes();
         }
         let mut actions = Vec::new();
         for out in relay.outs.iter_mut().filter(|o| !o.gone) {
@@ -196,10 +217,16 @@ impl FileRelays {
                 }
             }
         }
+        // (SCTP counts an empty message as one byte of credit.)
         if fullest < HIGH_WATER {
-            actions.push(Action::Credit { to: from.clone(), bytes: len + std::mem::take(&mut relay.owed) });
+            relay.held_since = None;
+            actions.push(Action::Credit {
+                to: from.clone(),
+                bytes: len.max(1) + std::mem::take(&mut relay.owed),
+            });
         } else {
-            relay.owed += len;
+            relay.held_since.get_or_insert(now);
+            relay.owed += len.max(1);
         }
         actions.extend(self.settle(from));
         actions
@@ -213,6 +240,7 @@ impl FileRelays {
         if relay.owed == 0 || fullest >= HIGH_WATER {
             return Vec::new();
         }
+        relay.held_since = None;
         vec![Action::Credit { to: from, bytes: std::mem::take(&mut relay.owed) }]
     }
 
@@ -255,7 +283,51 @@ impl FileRelays {
             }
             _ => Err("an unexpected message".to_owned()),
         });
-        self.settle(&from)
+        // A receiver that refused gets nothing more (and no longer holds the sender back).
+        let mut actions = Vec::new();
+        if matches!(out.answer, Some(Err(_))) {
+            out.gone = true;
+            out.queue.clear();
+            actions.push(Action::Close(channel.clone()));
+            if relay.owed > 0 {
+                relay.held_since = None;
+                actions.push(Action::Credit { to: from.clone(), bytes: std::mem::take(&mut relay.owed) });
+            }
+        }
+        actions.extend(self.settle(&from));
+        actions
+    }
+
+    /// Relays whose sender has been held back by a full receiver for [`SLOW_LIMIT`]: the SFU
+    /// drops their receivers still full ([`FileRelays::drop_slow`]), since held data closes the
+    /// sender's whole SCTP window (its chat and its other transfers too).
+    pub fn held_too_long(&self, now: Instant) -> Vec<ChannelRef> {
+        self.relays
+            .iter()
+            .filter(|(_, r)| r.held_since.is_some_and(|at| now.saturating_duration_since(at) >= SLOW_LIMIT))
+            .map(|(from, _)| from.clone())
+            .collect()
+    }
+
+    /// Drops a receiver that took too long to drain: its channel closes, it counts as failed.
+    pub fn drop_slow(&mut self, channel: &ChannelRef) -> Vec<Action> {
+        let Some(from) = self.outs.get(channel).cloned() else { return Vec::new() };
+        let Some(relay) = self.relays.get_mut(&from) else { return Vec::new() };
+        let Some(out) =
+            relay.outs.iter_mut().find(|o| o.peer == channel.0 && o.channel == Some(channel.1) && !o.gone)
+        else {
+            return Vec::new();
+        };
+        out.gone = true;
+        out.queue.clear();
+        out.answer.get_or_insert_with(|| Err("too slow to receive".to_owned()));
+        let mut actions = vec![Action::Close(channel.clone())];
+        if relay.owed > 0 {
+            relay.held_since = None;
+            actions.push(Action::Credit { to: from.clone(), bytes: std::mem::take(&mut relay.owed) });
+        }
+        actions.extend(self.settle(&from));
+        actions
     }
 
     /// A channel closed, or its participant left (`closed` is then each of its channels).
@@ -288,6 +360,7 @@ impl FileRelays {
         // and the next chunk finds out whether another receiver is full.
         if let Some(relay) = self.relays.get_mut(&from) {
             if relay.owed > 0 {
+                relay.held_since = None;
                 actions.push(Action::Credit { to: from, bytes: std::mem::take(&mut relay.owed) });
             }
         }
@@ -317,6 +390,24 @@ impl FileRelays {
         actions
     }
 
+    /// Receivers that have not answered [`ANSWER_WAIT`] after the trailer count as failed.
+    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        let late: Vec<ChannelRef> = self
+            .relays
+            .iter_mut()
+            .filter(|(_, r)| {
+                !r.answered && r.trailer_at.is_some_and(|at| now.saturating_duration_since(at) >= ANSWER_WAIT)
+            })
+            .map(|(from, r)| {
+                for out in r.outs.iter_mut().filter(|o| o.answer.is_none()) {
+                    out.answer = Some(Err("no answer".to_owned()));
+                }
+                from.clone()
+            })
+            .collect();
+        late.iter().flat_map(|from| self.settle(from)).collect()
+    }
+
     /// Answers the sender once every receiver answered (or is gone).
     fn settle(&mut self, from: &ChannelRef) -> Vec<Action> {
         let Some(relay) = self.relays.get_mut(from) else { return Vec::new() };
@@ -325,23 +416,26 @@ impl FileRelays {
         }
         relay.answered = true;
         let total = relay.outs.len();
-        let failures: Vec<String> = relay
-            .outs
-            .iter()
-            .filter_map(|o| match o.answer.as_ref() {
-                Some(Ok(digest)) if relay.trailer.as_deref() == Some(digest.as_str()) => None,
-                Some(Ok(_)) => Some("sha256 mismatch".to_owned()),
-                Some(Err(reason)) => Some(reason.clone()),
-                None => None,
-            })
-            .collect();
-        let answer = match (&relay.trailer, failures.first()) {
-            (Some(digest), None) => json!({"type": "ack", "sha256": digest, "receivers": total}),
-            (_, Some(first)) => json!({
-                "type": "error",
-                "reason": format!("{} of {total} receivers failed: {first}", failures.len()),
+        let mut confirmed = 0;
+        let mut reasons: Vec<String> = Vec::new();
+        for o in &relay.outs {
+            match o.answer.as_ref() {
+                Some(Ok(digest)) if relay.trailer.as_deref() == Some(digest.as_str()) => confirmed += 1,
+                Some(Ok(_)) => reasons.push("sha256 mismatch".to_owned()),
+                Some(Err(reason)) => reasons.push(reason.clone()),
+                None => {}
+            }
+        }
+        reasons.truncate(REASONS_MAX);
+        let answer = match &relay.trailer {
+            Some(digest) if confirmed > 0 => json!({
+                "type": "ack", "sha256": digest, "receivers": total, "confirmed": confirmed, "failures": reasons,
             }),
-            (None, None) => json!({"type": "error", "reason": "answered before the trailer"}),
+            Some(_) => json!({
+                "type": "error",
+                "reason": format!("none of {total} receivers confirmed it: {}", reasons.first().map_or("", String::as_str)),
+            }),
+            None => json!({"type": "error", "reason": "answered before the trailer"}),
         };
         let (data, binary) = text(answer);
         vec![Action::Send { to: from.clone(), data, binary }]
@@ -351,6 +445,11 @@ impl FileRelays {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn t0() -> Instant {
+        static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *T0.get_or_init(Instant::now)
+    }
 
     fn ch(peer: &str, id: u16) -> ChannelRef {
         (peer.to_owned(), id)
@@ -370,12 +469,20 @@ mod tests {
 
     impl FileRelays {
         fn held_back(&mut self, from: &ChannelRef, len: usize) {
-            let actions = self.on_sender(from, vec![0; len], true, HIGH_WATER);
+            let actions = self.on_sender(t0(), from, vec![0; len], true, HIGH_WATER);
             assert!(!actions.iter().any(|a| matches!(a, Action::Credit { .. })));
         }
     }
 
-    /// A relay of a's channel 1 to b and c, both open (channels 10 and 20).
+    /// [`relay`] with both channels open.
+    fn open_relay() -> FileRelays {
+        let mut r = relay();
+        r.out_open(&ch("b", 10));
+        r.out_open(&ch("c", 20));
+        r
+    }
+
+    /// A relay of a's channel 1 to b and c (channels 10 and 20), not open yet.
     fn relay() -> FileRelays {
         let mut r = FileRelays::default();
         let opens = r.incoming(ch("a", 1), &["b".into(), "c".into()]);
@@ -389,7 +496,7 @@ mod tests {
     fn a_file_reaches_every_receiver_and_the_sender_hears_once_all_acked() {
         let mut r = relay();
         // The header waits for the channels to open, and gains "from".
-        let a = r.on_sender(&ch("a", 1), br#"{"type":"file","name":"x","size":3}"#.to_vec(), false, 0);
+        let a = r.on_sender(t0(), &ch("a", 1), br#"{"type":"file","name":"x","size":3}"#.to_vec(), false, 0);
         assert!(sends(&a).is_empty());
         assert_eq!(a, vec![Action::Credit { to: ch("a", 1), bytes: 35 }]);
         let flushed = r.out_open(&ch("b", 10));
@@ -398,9 +505,9 @@ mod tests {
         let header: Value = serde_json::from_str(header).unwrap();
         assert_eq!((header["from"].as_str(), header["name"].as_str()), (Some("a"), Some("x")));
         r.out_open(&ch("c", 20));
-        let chunk = r.on_sender(&ch("a", 1), vec![1, 2, 3], true, 0);
+        let chunk = r.on_sender(t0(), &ch("a", 1), vec![1, 2, 3], true, 0);
         assert_eq!(sends(&chunk).len(), 2);
-        r.on_sender(&ch("a", 1), br#"{"type":"end","sha256":"AB"}"#.to_vec(), false, 0);
+        r.on_sender(t0(), &ch("a", 1), br#"{"type":"end","sha256":"AB"}"#.to_vec(), false, 0);
         assert!(r.on_receiver(&ch("b", 10), br#"{"type":"ack","sha256":"ab"}"#).is_empty());
         let done = r.on_receiver(&ch("c", 20), br#"{"type":"ack","sha256":"ab"}"#);
         let (to, answer) = &sends(&done)[0];
@@ -414,41 +521,81 @@ mod tests {
     }
 
     #[test]
-    fn one_failed_receiver_fails_the_answer() {
-        let mut r = relay();
-        r.out_open(&ch("b", 10));
-        r.out_open(&ch("c", 20));
-        r.on_sender(&ch("a", 1), br#"{"type":"end","sha256":"ab"}"#.to_vec(), false, 0);
+    fn the_sender_hears_how_many_confirmed_and_fails_only_when_none_did() {
+        let mut r = open_relay();
+        r.on_sender(t0(), &ch("a", 1), br#"{"type":"end","sha256":"ab"}"#.to_vec(), false, 0);
         r.on_receiver(&ch("b", 10), br#"{"type":"ack","sha256":"ab"}"#);
-        let done = r.on_receiver(&ch("c", 20), br#"{"type":"error","reason":"sha256 mismatch"}"#);
+        let done = r.on_receiver(&ch("c", 20), br#"{"type":"error","reason":"file too large"}"#);
         let answer: Value = serde_json::from_str(&sends(&done)[0].1).unwrap();
-        assert_eq!(answer["type"], "error");
-        assert_eq!(answer["reason"], "1 of 2 receivers failed: sha256 mismatch");
-        // A wrong digest in an ack is a failure too.
-        let mut r = relay();
-        r.out_open(&ch("b", 10));
-        r.out_open(&ch("c", 20));
-        r.on_sender(&ch("a", 1), br#"{"type":"end","sha256":"ab"}"#.to_vec(), false, 0);
+        assert_eq!(answer["type"], "ack");
+        assert_eq!((answer["receivers"].as_u64(), answer["confirmed"].as_u64()), (Some(2), Some(1)));
+        assert_eq!(answer["failures"], json!(["file too large"]));
+        // A wrong digest in an ack is a failure; nobody confirmed: an error.
+        let mut r = open_relay();
+        r.on_sender(t0(), &ch("a", 1), br#"{"type":"end","sha256":"ab"}"#.to_vec(), false, 0);
         r.on_receiver(&ch("b", 10), br#"{"type":"ack","sha256":"cd"}"#);
         let left = r.left("c");
         let answer: Value = serde_json::from_str(&sends(&left)[0].1).unwrap();
-        assert_eq!(answer["reason"], "2 of 2 receivers failed: sha256 mismatch");
+        assert_eq!(answer["type"], "error");
+        assert_eq!(answer["reason"], "none of 2 receivers confirmed it: sha256 mismatch");
+    }
+
+    #[test]
+    fn receivers_that_never_answer_count_as_failed_after_the_wait() {
+        let mut r = open_relay();
+        r.on_sender(t0(), &ch("a", 1), br#"{"type":"end","sha256":"ab"}"#.to_vec(), false, 0);
+        r.on_receiver(&ch("b", 10), br#"{"type":"ack","sha256":"ab"}"#);
+        assert!(r.tick(t0() + ANSWER_WAIT / 2).is_empty());
+        let late = r.tick(t0() + ANSWER_WAIT);
+        let answer: Value = serde_json::from_str(&sends(&late)[0].1).unwrap();
+        assert_eq!((answer["type"].as_str(), answer["confirmed"].as_u64()), (Some("ack"), Some(1)));
+        assert_eq!(answer["failures"], json!(["no answer"]));
+        assert!(r.tick(t0() + ANSWER_WAIT * 2).is_empty(), "answered once");
     }
 
     #[test]
     fn a_full_receiver_holds_the_sender_back_until_it_drains() {
-        let mut r = relay();
-        r.out_open(&ch("b", 10));
-        r.out_open(&ch("c", 20));
-        let held = r.on_sender(&ch("a", 1), vec![0; 1000], true, HIGH_WATER);
+        let mut r = open_relay();
+        let held = r.on_sender(t0(), &ch("a", 1), vec![0; 1000], true, HIGH_WATER);
         assert!(!held.iter().any(|a| matches!(a, Action::Credit { .. })));
-        r.on_sender(&ch("a", 1), vec![0; 500], true, HIGH_WATER + 1);
+        r.on_sender(t0(), &ch("a", 1), vec![0; 500], true, HIGH_WATER + 1);
         assert!(r.drained(&ch("b", 10), HIGH_WATER).is_empty(), "c is still full");
         assert_eq!(r.drained(&ch("c", 20), LOW_WATER), vec![Action::Credit { to: ch("a", 1), bytes: 1500 }]);
         assert!(r.drained(&ch("c", 20), 0).is_empty(), "nothing owed any more");
         // The full receiver closes its channel instead of draining: the sender goes on.
         r.held_back(&ch("a", 1), 700);
         assert_eq!(r.closed(&ch("c", 20)), vec![Action::Credit { to: ch("a", 1), bytes: 700 }]);
+    }
+
+    #[test]
+    fn a_receiver_full_for_too_long_is_dropped_and_the_sender_goes_on() {
+        let mut r = open_relay();
+        r.on_sender(t0(), &ch("a", 1), vec![0; 800], true, HIGH_WATER);
+        assert!(r.held_too_long(t0() + SLOW_LIMIT / 2).is_empty());
+        assert_eq!(r.held_too_long(t0() + SLOW_LIMIT), vec![ch("a", 1)]);
+        let dropped = r.drop_slow(&ch("c", 20));
+        assert_eq!(dropped[..2], [Action::Close(ch("c", 20)), Action::Credit { to: ch("a", 1), bytes: 800 }]);
+        assert!(r.held_too_long(t0() + SLOW_LIMIT * 2).is_empty());
+        // Nothing more goes to it.
+        let next = r.on_sender(t0(), &ch("a", 1), vec![1], true, 0);
+        assert_eq!(sends(&next).len(), 1);
+        // A receiver that refuses is closed at once and gets nothing more either.
+        let refused = r.on_receiver(&ch("b", 10), br#"{"type":"error","reason":"no"}"#);
+        assert!(refused.contains(&Action::Close(ch("b", 10))));
+        assert!(sends(&r.on_sender(t0(), &ch("a", 1), vec![1], true, 0)).is_empty());
+    }
+
+    #[test]
+    fn the_header_goes_on_rebuilt_so_nobody_can_claim_another_sender() {
+        let mut r = open_relay();
+        // serde_json refuses this (a number out of range) where a browser's JSON.parse would
+        // not: it is dropped, not passed on raw.
+        let odd = br#"{"type":"file","name":"x","size":3,"from":"victim","pad":1e400}"#;
+        assert!(sends(&r.on_sender(t0(), &ch("a", 1), odd.to_vec(), false, 0)).is_empty());
+        let header = br#"{"type":"file","name":"x","size":3,"mime":"a/b","from":"victim","extra":[1]}"#;
+        let out = sends(&r.on_sender(t0(), &ch("a", 1), header.to_vec(), false, 0));
+        let v: Value = serde_json::from_str(&out[0].1).unwrap();
+        assert_eq!(v, json!({"type": "file", "name": "x", "size": 3, "mime": "a/b", "from": "a"}));
     }
 
     #[test]
@@ -462,11 +609,9 @@ mod tests {
 
     #[test]
     fn garbage_from_either_side_never_panics_and_counts_as_a_refusal() {
-        let mut r = relay();
-        r.out_open(&ch("b", 10));
-        r.out_open(&ch("c", 20));
+        let mut r = open_relay();
         for junk in [&b""[..], b"{", b"\xff\xfe", b"[]", br#"{"type":7}"#, br#"{"type":"file"}"#] {
-            r.on_sender(&ch("a", 1), junk.to_vec(), false, 0);
+            r.on_sender(t0(), &ch("a", 1), junk.to_vec(), false, 0);
         }
         r.on_receiver(&ch("b", 10), b"\xff");
         let done = r.on_receiver(&ch("c", 20), b"");
@@ -474,7 +619,7 @@ mod tests {
         assert_eq!(answer["type"], "error");
         // Unknown channels are ignored.
         assert!(r.on_receiver(&ch("z", 9), b"{}").is_empty());
-        assert!(r.on_sender(&ch("z", 9), vec![1], true, 0).is_empty());
+        assert!(r.on_sender(t0(), &ch("z", 9), vec![1], true, 0).is_empty());
         assert!(r.closed(&ch("z", 9)).is_empty());
     }
 
@@ -484,7 +629,7 @@ mod tests {
         r.out_open(&ch("b", 10));
         let mut closed = false;
         for _ in 0..200 {
-            let a = r.on_sender(&ch("a", 1), vec![0; 16 * 1024], true, 0);
+            let a = r.on_sender(t0(), &ch("a", 1), vec![0; 16 * 1024], true, 0);
             closed |= a.contains(&Action::Close(ch("c", 20)));
         }
         assert!(closed);
