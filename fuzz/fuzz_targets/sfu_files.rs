@@ -66,6 +66,24 @@ fuzz_target!(|data: &[u8]| {
                 relays.left(&peer)
             }
             6 => relays.out_failed(&from, &peer, "gone"),
+            // A well-formed header (the first message decides who receives), some naming
+            // receivers, so the fuzzer gets past it without guessing JSON.
+            7 if op & 8 != 0 => {
+                let to: Vec<&str> =
+                    PEERS.iter().copied().filter(|p| bytes.contains(&p.as_bytes()[0])).collect();
+                let header = if op & 0x40 != 0 {
+                    serde_json::json!({"type": "file", "name": "f", "size": take, "to": to})
+                } else {
+                    serde_json::json!({"type": "file", "name": "f", "size": take})
+                };
+                relays.on_sender(
+                    t0 + Duration::from_secs(n),
+                    &from,
+                    header.to_string().into_bytes(),
+                    false,
+                    0,
+                )
+            }
             _ => {
                 let _ = (
                     relays.out_channels(&from),

@@ -7,6 +7,9 @@
 #     page's "hello from chromium";
 #   - `peerlink record` records the page and the player into one file each (stream id =
 #     publisher), which ffmpeg decodes without error, with video and audio.
+#   - files through the server, in a room of their own: `peerlink send` to everyone reaches
+#     two `peerlink recv` (each checks the SHA-256; the sender hears "2 of 2"), `send --to`
+#     reaches the one named only, and `send` alone in the room gives up with exit 6.
 # Each native peer makes one connection, to the server.
 #
 #   tests/e2e/sfu-native.sh [path/to/peerlink]
@@ -96,8 +99,53 @@ for name in chromium player; do
         fail "the recording of $name: $frames frames, audio '${audio}', errors: $errors"
     fi
 done
+
+# Files through the server: two receivers that stay for more than one file.
+froom=files-$$
+fmeet=(--server "$ws" --room "$froom")
+head -c 3145728 /dev/urandom >"$tmp/big.bin"
+head -c 70000 /dev/urandom >"$tmp/small.bin"
+mkdir -p "$tmp/in-a" "$tmp/in-b"
+timeout 60 ip netns exec "$ns" "$peerlink" send "$tmp/small.bin" "${fmeet[@]}" --name alone --wait-receiver 3 \
+    >"$tmp/alone.out" 2>"$tmp/alone.err" && code=0 || code=$?
+[ "$code" = 6 ] && ok "send alone in an SFU room gave up with exit 6" \
+    || fail "send alone in an SFU room: exit $code: $(tail -2 "$tmp/alone.err")"
+for r in a b; do
+    timeout -s INT 90 ip netns exec "$ns" "$peerlink" recv --keep-going --out "$tmp/in-$r" "${fmeet[@]}" --name "recv-$r" \
+        >"$tmp/recv-$r.out" 2>"$tmp/recv-$r.err" &
+    pids+=($!)
+    eval "recv_$r=\$!"
+done
+# The file goes to those connected to the server when it is sent: both, first.
+for r in a b; do
+    wait_for_line "$tmp/recv-$r.err" "connection Connected" 30 >/dev/null 2>&1 || fail "recv-$r did not connect"
+done
+timeout 60 ip netns exec "$ns" "$peerlink" send "$tmp/big.bin" "${fmeet[@]}" --name sender \
+    >"$tmp/send.out" 2>"$tmp/send.err" && code=0 || code=$?
+want=$(sha256sum <"$tmp/big.bin" | cut -d' ' -f1)
+if [ "$code" = 0 ] && grep -q "2 of 2 receivers confirmed" "$tmp/send.err"; then
+    ok "send through the server: 2 of 2 receivers confirmed"
+else
+    fail "send through the server: exit $code: $(tail -3 "$tmp/send.err")"
+fi
+for r in a b; do
+    got=$(sha256sum <"$tmp/in-$r/big.bin" 2>/dev/null | cut -d' ' -f1 || true)
+    [ "$got" = "$want" ] && grep -q "from sender (.*) through the server" "$tmp/recv-$r.err" \
+        && ok "recv-$r got the 3 MiB file from sender, SHA-256 equal" \
+        || fail "recv-$r: ${got:-nothing} (want $want): $(tail -2 "$tmp/recv-$r.err")"
+done
+timeout 60 ip netns exec "$ns" "$peerlink" send "$tmp/small.bin" "${fmeet[@]}" --name sender2 --to recv-a \
+    >"$tmp/send2.out" 2>"$tmp/send2.err" && code=0 || code=$?
+if [ "$code" = 0 ] && grep -q "1 of 1 receivers confirmed" "$tmp/send2.err" \
+    && cmp -s "$tmp/small.bin" "$tmp/in-a/small.bin" && [ ! -e "$tmp/in-b/small.bin" ]; then
+    ok "send --to recv-a through the server reached recv-a only"
+else
+    fail "send --to recv-a: exit $code, in b: $(ls "$tmp/in-b" | tr '\n' ' '): $(tail -3 "$tmp/send2.err")"
+fi
+kill -INT "$recv_a" "$recv_b" 2>/dev/null || true
+
 if [ $status -ne 0 ]; then
-    for f in serve.log record.err play.err chat.err; do
+    for f in serve.log record.err play.err chat.err alone.err send.err send2.err recv-a.err recv-b.err; do
         echo "# $f (last 15 lines):"
         tail -15 "$tmp/$f"
     done

@@ -8,6 +8,7 @@ use crate::peer::MeetArgs;
 use anyhow::Context;
 use peerlink::{
     ChannelConfig, ChannelSender, Connection, DataChannel, Gone, Message, Remote, RoomEvent, RoomMode,
+    SFU_PEER,
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -15,6 +16,7 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::{self, UnboundedSender};
@@ -26,6 +28,9 @@ const CHUNK: usize = 64 * 1024;
 const BUFFER: usize = 4 << 20;
 /// How long the sender waits for the answer after the trailer.
 const ANSWER_WAIT: Duration = Duration::from_secs(60);
+/// Through the server: how long to wait before trying again when nobody was there to receive
+/// (someone joined, but its connection to the server was not up yet).
+const RETRY: Duration = Duration::from_secs(1);
 
 /// Why a transfer did not succeed, with its exit code.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +65,9 @@ pub struct SendArgs {
     /// The file to send (one regular file)
     pub file: PathBuf,
     /// Send only to the participant with this name (or peer id) [default: to every
-    /// participant that connects; exits once each has answered, 0 if any confirmed]
+    /// participant that connects; exits once each has answered, 0 if any confirmed]. In a
+    /// room through the server (SFU mode), the file goes once, to everyone connected to the
+    /// server then (or to those called NAME), and the server answers for all of them
     #[arg(long, value_name = "NAME")]
     pub to: Option<String>,
     /// How long to wait for a receiver (the --to one, or anyone) to connect before giving up
@@ -193,6 +200,10 @@ fn on_answer(text: &str, digest: Option<&str>) -> Result<(), TransferError> {
             "the receiver's SHA-256 {} is not ours {ours}",
             answer["sha256"]
         ))),
+        // Through the server: nobody (or nobody named) was there to receive it.
+        (Some("error"), _) if answer["receivers"].as_u64() == Some(0) => Err(TransferError::NotConnected(
+            answer["reason"].as_str().unwrap_or("nobody to receive it").to_owned(),
+        )),
         (Some("error"), _) => {
             let reason = answer["reason"].as_str().unwrap_or("no reason").to_owned();
             Err(if reason.contains("sha256") || reason.contains("size mismatch") {
@@ -246,13 +257,18 @@ async fn pump(
 }
 
 /// One outgoing transfer, to the peer of `conn`: `None` when no channel could be opened.
+/// Through the server (`conn` to [`SFU_PEER`]), `to` names the receivers (peer ids; `None`:
+/// everyone connected to it).
 async fn send_to(
     conn: Connection,
     path: PathBuf,
     name: String,
     size: u64,
+    to: Option<Vec<String>>,
 ) -> anyhow::Result<Option<(String, Result<(), TransferError>)>> {
-    let peer = conn.peer().name.clone();
+    let through_server = conn.peer().id == SFU_PEER;
+    let peer =
+        if through_server { "the room, through the server".to_owned() } else { conn.peer().name.clone() };
     let (file, _) = open_file(&path).await?;
     let open = conn.open_channel(ChannelConfig::reliable("file"));
     tokio::pin!(open);
@@ -274,7 +290,11 @@ async fn send_to(
     };
     let (sender, mut receiver) = channel.split();
     let mime = "application/octet-stream";
-    let header = json!({"type": "file", "name": name, "size": size, "mime": mime}).to_string();
+    let mut header = json!({"type": "file", "name": name, "size": size, "mime": mime});
+    if let Some(to) = to {
+        header["to"] = json!(to);
+    }
+    let header = header.to_string();
     let header_bytes = header.len() as u64;
     if let Err(e) = sender.send_text(&header).await {
         return Ok(Some((peer, Err(TransferError::Interrupted(format!("sending: {e}"))))));
@@ -290,6 +310,8 @@ async fn send_to(
     let mut trailer_at: Option<Instant> = None;
     let mut events = true;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    // The answer, as text (through the server it says how many confirmed).
+    let mut answer = String::new();
     let result = loop {
         tokio::select! {
             done = &mut pump, if pumping => {
@@ -304,7 +326,11 @@ async fn send_to(
                 }
             }
             message = receiver.recv() => match message {
-                Some(Message::Text(text)) => break on_answer(&text, digest.as_deref()),
+                Some(Message::Text(text)) => {
+                    let result = on_answer(&text, digest.as_deref());
+                    answer = text;
+                    break result;
+                }
                 Some(Message::Binary(_)) => {}
                 None => break Err(match conn.gone() {
                     Some(gone) => gone_error(&gone, "before the receiver confirmed"),
@@ -333,10 +359,21 @@ async fn send_to(
     sender.close();
     if result.is_ok() {
         let secs = progress.started.elapsed().as_secs_f64();
-        crate::status!(
-            "peerlink: {name} sent to {peer}; the receiver confirmed its SHA-256 ({size} bytes in {secs:.2} s, {:.1} MB/s)",
-            size as f64 / 1e6 / secs.max(1e-9)
-        );
+        let rate = size as f64 / 1e6 / secs.max(1e-9);
+        let answer: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+        match (answer["confirmed"].as_u64(), answer["receivers"].as_u64()) {
+            (Some(confirmed), Some(receivers)) => {
+                crate::status!(
+                    "peerlink: {name} sent to {peer}; {confirmed} of {receivers} receivers confirmed its SHA-256 ({size} bytes in {secs:.2} s, {rate:.1} MB/s)"
+                );
+                for failure in answer["failures"].as_array().into_iter().flatten() {
+                    crate::status!("peerlink: a receiver did not confirm it: {}", failure.as_str().unwrap_or("?"));
+                }
+            }
+            _ => crate::status!(
+                "peerlink: {name} sent to {peer}; the receiver confirmed its SHA-256 ({size} bytes in {secs:.2} s, {rate:.1} MB/s)"
+            ),
+        }
     }
     Ok(Some((peer, result)))
 }
@@ -360,12 +397,20 @@ pub async fn send(args: SendArgs) -> anyhow::Result<Result<(), TransferError>> {
     let mut results: Vec<(String, Result<(), TransferError>)> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     // Until a receiver connects: when to give up on one coming.
-    let mut give_up_at =
-        (args.wait_receiver > 0).then(|| Instant::now() + Duration::from_secs(args.wait_receiver));
+    let deadline = (args.wait_receiver > 0).then(|| Instant::now() + Duration::from_secs(args.wait_receiver));
+    let mut give_up_at = deadline;
+    // Through the server (SFU mode): the connection to it, who else is in the room (id →
+    // name), whether the file is on its way there, and when to try again.
+    let mut sfu = false;
+    let mut server: Option<Connection> = None;
+    let mut present: HashMap<String, String> = HashMap::new();
+    let mut via_server = false;
+    let mut retry_at: Option<Instant> = None;
     loop {
         tokio::select! {
             event = room.next_event() => match event {
                 None => break,
+                Some(RoomEvent::Connection(conn)) if conn.peer().id == SFU_PEER => server = Some(conn),
                 Some(RoomEvent::Connection(conn)) => {
                     let peer = conn.peer().clone();
                     if args.to.as_ref().is_some_and(|to| *to != peer.name && *to != peer.id) {
@@ -374,19 +419,37 @@ pub async fn send(args: SendArgs) -> anyhow::Result<Result<(), TransferError>> {
                         continue;
                     }
                     give_up_at = None;
-                    transfers.spawn(send_to(conn, args.file.clone(), name.clone(), size));
+                    transfers.spawn(send_to(conn, args.file.clone(), name.clone(), size, None));
                 }
-                Some(RoomEvent::Mode(RoomMode::Sfu)) => anyhow::bail!("file transfer needs direct connections, and this room goes through the server (SFU mode: too many participants); nothing was sent"),
+                Some(RoomEvent::Mode(mode)) => sfu = mode == RoomMode::Sfu,
+                Some(RoomEvent::Joined(p)) => {
+                    present.insert(p.id, p.name);
+                }
+                Some(RoomEvent::Left(id)) => {
+                    present.remove(&id);
+                }
                 Some(_) => {}
             },
             Some(done) = transfers.join_next() => {
-                results.extend(done??);
+                match done?? {
+                    // Through the server, nobody was there to take it yet: again in a moment.
+                    Some((peer, Err(TransferError::NotConnected(why)))) if via_server => {
+                        tracing::debug!(%peer, %why, "nobody received the file through the server yet");
+                        via_server = false;
+                        give_up_at = deadline;
+                        retry_at = Some(Instant::now() + RETRY);
+                    }
+                    done => {
+                        via_server = false;
+                        results.extend(done);
+                    }
+                }
                 // Done once every transfer begun has ended.
                 if !results.is_empty() && transfers.is_empty() {
                     break;
                 }
             }
-            _ = tick.tick(), if give_up_at.is_some() => {
+            _ = tick.tick() => {
                 if give_up_at.is_some_and(|at| Instant::now() >= at) {
                     room.close().await;
                     let whom = args.to.as_deref().map_or_else(|| "no receiver".to_owned(), |to| format!("{to} did not"));
@@ -397,6 +460,23 @@ pub async fn send(args: SendArgs) -> anyhow::Result<Result<(), TransferError>> {
                 }
             }
         }
+        // Through the server the file goes once, when someone (or the --to one) is there.
+        let Some(conn) = server.as_ref().filter(|_| sfu && !via_server && results.is_empty()) else {
+            continue;
+        };
+        if retry_at.is_some_and(|at| Instant::now() < at) {
+            continue;
+        }
+        let to: Option<Vec<String>> = args.to.as_ref().map(|to| {
+            present.iter().filter(|(id, name)| *id == to || *name == to).map(|(id, _)| id.clone()).collect()
+        });
+        if present.is_empty() || to.as_ref().is_some_and(Vec::is_empty) {
+            continue;
+        }
+        via_server = true;
+        retry_at = None;
+        give_up_at = None;
+        transfers.spawn(send_to(conn.clone(), args.file.clone(), name.clone(), size, to));
     }
     // A graceful close: the channel closes and everything queued reach the other side first.
     room.close().await;
@@ -493,6 +573,7 @@ struct Incoming {
 /// What one message on a `file` channel did: nothing final yet, or the transfer's end.
 async fn on_file_message(
     out: &Path,
+    from: &Sender,
     channel: &ChannelSender,
     incoming: &mut Option<Incoming>,
     message: Message,
@@ -519,7 +600,11 @@ async fn on_file_message(
                     return refuse(reason.clone(), TransferError::Refused(reason)).await;
                 }
             };
-            crate::status!("peerlink: receiving {name} ({size} bytes) into {}", path.display());
+            crate::status!(
+                "peerlink: receiving {name} ({size} bytes) from {} into {}",
+                from.who(&header),
+                path.display()
+            );
             let progress = Progress::new(size, &name);
             let file = tokio::io::BufWriter::with_capacity(1 << 20, file);
             *incoming = Some(Incoming { name, size, got: 0, hash: Sha256::new(), path, file, progress });
@@ -574,6 +659,27 @@ async fn on_file_message(
     }
 }
 
+/// Who sends on a connection: its peer, or (through the server) the participant the header
+/// names in `"from"`, by the names the room told.
+#[derive(Clone)]
+struct Sender {
+    peer: String,
+    names: Option<Arc<Mutex<HashMap<String, String>>>>,
+}
+
+impl Sender {
+    fn who(&self, header: &serde_json::Value) -> String {
+        let Some(names) = &self.names else { return self.peer.clone() };
+        match header["from"].as_str() {
+            Some(id) => {
+                let name = names.lock().map(|n| n.get(id).cloned()).unwrap_or_default();
+                format!("{} ({id}) through the server", name.as_deref().unwrap_or("someone"))
+            }
+            None => "someone through the server".to_owned(),
+        }
+    }
+}
+
 /// What the tasks of connection number `.0` tell `recv`'s main loop.
 enum Received {
     /// A file began to arrive.
@@ -584,7 +690,13 @@ enum Received {
 }
 
 /// A connection of `recv`: its status lines, a task per `file` channel; then its end.
-async fn receive_from(conn: Connection, n: u64, out: PathBuf, updates: UnboundedSender<Received>) {
+async fn receive_from(
+    conn: Connection,
+    n: u64,
+    out: PathBuf,
+    updates: UnboundedSender<Received>,
+    from: Sender,
+) {
     let name = conn.peer().name.clone();
     let mut events = true;
     loop {
@@ -596,7 +708,7 @@ async fn receive_from(conn: Connection, n: u64, out: PathBuf, updates: Unbounded
             channel = conn.accept_channel() => match channel {
                 None => break,
                 Some(channel) if channel.label() == "file" => {
-                    tokio::spawn(receive_file(channel, conn.clone(), n, out.clone(), updates.clone()));
+                    tokio::spawn(receive_file(channel, conn.clone(), n, out.clone(), updates.clone(), from.clone()));
                 }
                 Some(_) => {}
             },
@@ -613,6 +725,7 @@ async fn receive_file(
     n: u64,
     out: PathBuf,
     updates: UnboundedSender<Received>,
+    from: Sender,
 ) {
     let (sender, mut receiver) = channel.split();
     let mut incoming = None;
@@ -626,7 +739,7 @@ async fn receive_file(
             return;
         };
         let began = incoming.is_some();
-        let end = match on_file_message(&out, &sender, &mut incoming, message).await {
+        let end = match on_file_message(&out, &from, &sender, &mut incoming, message).await {
             Ok(None) => {
                 if !began && incoming.is_some() {
                     let _ = updates.send(Received::Receiving(n));
@@ -653,6 +766,9 @@ pub async fn recv(args: RecvArgs) -> anyhow::Result<Result<(), TransferError>> {
     // Files arriving, by connection.
     let mut receiving: HashMap<u64, usize> = HashMap::new();
     let mut count = 0;
+    // Who is in the room (id → name): through the server, a file's header names its sender
+    // by id.
+    let names: Arc<Mutex<HashMap<String, String>>> = Arc::default();
     let result = loop {
         tokio::select! {
             event = room.next_event() => match event {
@@ -660,9 +776,15 @@ pub async fn recv(args: RecvArgs) -> anyhow::Result<Result<(), TransferError>> {
                 Some(RoomEvent::Connection(conn)) => {
                     count += 1;
                     live.insert(count, conn.peer().clone());
-                    tokio::spawn(receive_from(conn, count, args.out.clone(), updates_tx.clone()));
+                    let through_server = conn.peer().id == SFU_PEER;
+                    let from = Sender { peer: conn.peer().name.clone(), names: through_server.then(|| names.clone()) };
+                    tokio::spawn(receive_from(conn, count, args.out.clone(), updates_tx.clone(), from));
                 }
-                Some(RoomEvent::Mode(RoomMode::Sfu)) => anyhow::bail!("file transfer needs direct connections, and this room goes through the server (SFU mode: too many participants); nothing was received"),
+                Some(RoomEvent::Joined(p)) => {
+                    if let Ok(mut names) = names.lock() {
+                        names.insert(p.id, p.name);
+                    }
+                }
                 Some(_) => {}
             },
             Some(update) = updates.recv() => match update {

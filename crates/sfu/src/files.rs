@@ -1,6 +1,7 @@
 //! Files in rooms through the server (docs/file-transfer.md, "Rooms through the server"): a
 //! participant's `file` channel to the SFU is fanned out to one new `file` channel toward
-//! every other participant of its room. The header gains `"from"` (the sender's peer id);
+//! every other participant of its room (or those its header names in `"to"`), opened once
+//! the header came. The header gains `"from"` (the sender's peer id);
 //! chunks and trailer pass unchanged; the sender gets one answer once every receiver answered
 //! (or did not within [`ANSWER_WAIT`] of the trailer): `ack` with the trailer's digest and how
 //! many receivers confirmed it when at least one did, else `error` (as `peerlink send` to
@@ -69,6 +70,11 @@ struct Out {
 
 #[derive(Debug)]
 struct Relay {
+    /// Who was in the room when the sender's channel came (less those who left since): the
+    /// receivers, or those of them the header names.
+    candidates: Vec<String>,
+    /// Whether the header came (and the receivers' channels were asked for).
+    started: bool,
     outs: Vec<Out>,
     /// The digest of the sender's trailer, and when it came.
     trailer: Option<String>,
@@ -91,6 +97,13 @@ fn text(value: Value) -> (Vec<u8>, bool) {
     (value.to_string().into_bytes(), false)
 }
 
+/// The answer to a sender whose file went to nobody (`"receivers": 0`: a sender may try again
+/// once someone is there).
+fn refusal(from: &ChannelRef, reason: &str) -> Action {
+    let (data, binary) = text(json!({"type": "error", "reason": reason, "receivers": 0}));
+    Action::Send { to: from.clone(), data, binary }
+}
+
 impl FileRelays {
     #[cfg(test)]
     fn is_empty(&self) -> bool {
@@ -107,13 +120,49 @@ impl FileRelays {
         self.relays.contains_key(channel)
     }
 
-    /// `from` opened a `file` channel; `others` are the other participants of its room.
+    /// `from` opened a `file` channel; `others` are the other participants of its room. The
+    /// receivers' channels are opened when the header comes ([`FileRelays::on_sender`]).
     pub fn incoming(&mut self, from: ChannelRef, others: &[String]) -> Vec<Action> {
         if others.is_empty() {
-            let (data, binary) = text(json!({"type": "error", "reason": "nobody else is in the room"}));
-            return vec![Action::Send { to: from, data, binary }];
+            return vec![refusal(&from, "nobody else is in the room")];
         }
-        let outs = others
+        self.relays.insert(
+            from,
+            Relay {
+                candidates: others.to_vec(),
+                started: false,
+                outs: Vec::new(),
+                trailer: None,
+                trailer_at: None,
+                owed: 0,
+                held_since: None,
+                answered: false,
+            },
+        );
+        Vec::new()
+    }
+
+    /// The header of the relay of `from` came: its receivers are chosen and their channels
+    /// asked for; the header waits in their queues. `Err`: the sender's refusal.
+    fn start(&mut self, from: &ChannelRef, header: &Value) -> Result<Vec<Action>, Action> {
+        let Some(relay) = self.relays.get_mut(from) else { return Ok(Vec::new()) };
+        let receivers: Vec<String> = match header.get("to") {
+            None | Some(Value::Null) => relay.candidates.clone(),
+            Some(Value::Array(named)) if !named.is_empty() && named.iter().all(Value::is_string) => {
+                relay.candidates.iter().filter(|c| named.iter().any(|n| n == c.as_str())).cloned().collect()
+            }
+            Some(_) => return Err(refusal(from, "bad header: \"to\" must be a list of peer ids")),
+        };
+        if receivers.is_empty() {
+            let reason = if header.get("to").is_some() {
+                "none of the peers named in \"to\" is connected to the server"
+            } else {
+                "nobody else is connected to the server"
+            };
+            return Err(refusal(from, reason));
+        }
+        relay.started = true;
+        relay.outs = receivers
             .iter()
             .map(|peer| Out {
                 peer: peer.clone(),
@@ -125,11 +174,7 @@ impl FileRelays {
                 gone: false,
             })
             .collect();
-        self.relays.insert(
-            from.clone(),
-            Relay { outs, trailer: None, trailer_at: None, owed: 0, held_since: None, answered: false },
-        );
-        others.iter().map(|to| Action::OpenOut { to: to.clone(), from: from.clone() }).collect()
+        Ok(receivers.into_iter().map(|to| Action::OpenOut { to, from: from.clone() }).collect())
     }
 
     /// The channel toward `to` for the relay of `from` was created as `channel`.
@@ -175,16 +220,41 @@ impl FileRelays {
         fullest: usize,
     ) -> Vec<Action> {
         let len = data.len();
+        let Some(relay) = self.relays.get(from) else { return Vec::new() };
+        let credit = Action::Credit { to: from.clone(), bytes: len.max(1) };
+        let parsed = if binary { None } else { serde_json::from_slice::<Value>(&data).ok() };
+        let mut opens = Vec::new();
+        if !relay.started {
+            if relay.answered {
+                return vec![credit];
+            }
+            // The first message must be the header: it says who receives.
+            let header = parsed.as_ref().filter(|v| v.get("type").and_then(Value::as_str) == Some("file"));
+            let started = match header {
+                Some(header) => self.start(from, header),
+                None => Err(refusal(from, "bad header")),
+            };
+            match started {
+                Ok(actions) => opens = actions,
+                Err(refused) => {
+                    if let Some(relay) = self.relays.get_mut(from) {
+                        relay.answered = true;
+                    }
+                    return vec![refused, credit];
+                }
+            }
+        }
         let Some(relay) = self.relays.get_mut(from) else { return Vec::new() };
         let mut data = data;
         if !binary {
             // Text goes on only as the server read it (so no receiver reads into it what the
             // server did not, e.g. a "from" of its own): what is not JSON is dropped.
-            let Ok(mut v) = serde_json::from_slice::<Value>(&data) else {
-                return vec![Action::Credit { to: from.clone(), bytes: len.max(1) }];
+            let Some(mut v) = parsed else {
+                return vec![credit];
             };
             match v.get("type").and_then(Value::as_str) {
-                // Receivers learn who sends it; a header passes with its own fields only.
+                // Receivers learn who sends it; a header passes with its own fields only
+                // (not "to": whom else it went to is not theirs to know).
                 Some("file") => {
                     v = json!({"type": "file", "name": v["name"], "size": v["size"], "mime": v["mime"], "from": from.0});
                 }
@@ -196,7 +266,7 @@ impl FileRelays {
             }
             data = v.to_string().into_bytes();
         }
-        let mut actions = Vec::new();
+        let mut actions = opens;
         for out in relay.outs.iter_mut().filter(|o| !o.gone) {
             match (out.channel, out.open) {
                 (Some(channel), true) => {
@@ -375,6 +445,9 @@ impl FileRelays {
         for channel in mine {
             actions.extend(self.closed(&channel));
         }
+        for relay in self.relays.values_mut() {
+            relay.candidates.retain(|c| c != peer);
+        }
         // Receivers not yet given a channel.
         let pending: Vec<ChannelRef> = self
             .relays
@@ -411,7 +484,7 @@ impl FileRelays {
     /// Answers the sender once every receiver answered (or is gone).
     fn settle(&mut self, from: &ChannelRef) -> Vec<Action> {
         let Some(relay) = self.relays.get_mut(from) else { return Vec::new() };
-        if relay.answered || relay.outs.iter().any(|o| o.answer.is_none()) {
+        if !relay.started || relay.answered || relay.outs.iter().any(|o| o.answer.is_none()) {
             return Vec::new();
         }
         relay.answered = true;
@@ -434,8 +507,12 @@ impl FileRelays {
             Some(_) => json!({
                 "type": "error",
                 "reason": format!("none of {total} receivers confirmed it: {}", reasons.first().map_or("", String::as_str)),
+                "receivers": total, "confirmed": 0, "failures": reasons,
             }),
-            None => json!({"type": "error", "reason": "answered before the trailer"}),
+            None => json!({
+                "type": "error", "reason": "answered before the trailer",
+                "receivers": total, "confirmed": 0, "failures": reasons,
+            }),
         };
         let (data, binary) = text(answer);
         vec![Action::Send { to: from.clone(), data, binary }]
@@ -482,11 +559,15 @@ mod tests {
         r
     }
 
-    /// A relay of a's channel 1 to b and c (channels 10 and 20), not open yet.
+    const HEADER: &[u8] = br#"{"type":"file","name":"x","size":3}"#;
+
+    /// A relay of a's channel 1 to b and c (channels 10 and 20), header sent, channels not
+    /// open yet.
     fn relay() -> FileRelays {
         let mut r = FileRelays::default();
-        let opens = r.incoming(ch("a", 1), &["b".into(), "c".into()]);
-        assert_eq!(opens.len(), 2);
+        assert!(r.incoming(ch("a", 1), &["b".into(), "c".into()]).is_empty(), "opened at the header");
+        let a = r.on_sender(t0(), &ch("a", 1), HEADER.to_vec(), false, 0);
+        assert_eq!(a.iter().filter(|a| matches!(a, Action::OpenOut { .. })).count(), 2);
         r.opened_out(&ch("a", 1), "b", 10);
         r.opened_out(&ch("a", 1), "c", 20);
         r
@@ -494,11 +575,21 @@ mod tests {
 
     #[test]
     fn a_file_reaches_every_receiver_and_the_sender_hears_once_all_acked() {
-        let mut r = relay();
-        // The header waits for the channels to open, and gains "from".
-        let a = r.on_sender(t0(), &ch("a", 1), br#"{"type":"file","name":"x","size":3}"#.to_vec(), false, 0);
+        let mut r = FileRelays::default();
+        r.incoming(ch("a", 1), &["b".into(), "c".into()]);
+        // The header opens the receivers' channels and waits for them, and gains "from".
+        let a = r.on_sender(t0(), &ch("a", 1), HEADER.to_vec(), false, 0);
         assert!(sends(&a).is_empty());
-        assert_eq!(a, vec![Action::Credit { to: ch("a", 1), bytes: 35 }]);
+        assert_eq!(
+            a,
+            vec![
+                Action::OpenOut { to: "b".into(), from: ch("a", 1) },
+                Action::OpenOut { to: "c".into(), from: ch("a", 1) },
+                Action::Credit { to: ch("a", 1), bytes: 35 }
+            ]
+        );
+        r.opened_out(&ch("a", 1), "b", 10);
+        r.opened_out(&ch("a", 1), "c", 20);
         let flushed = r.out_open(&ch("b", 10));
         let (to, header) = &sends(&flushed)[0];
         assert_eq!(to, &ch("b", 10));
@@ -587,15 +678,19 @@ mod tests {
 
     #[test]
     fn the_header_goes_on_rebuilt_so_nobody_can_claim_another_sender() {
-        let mut r = open_relay();
-        // serde_json refuses this (a number out of range) where a browser's JSON.parse would
-        // not: it is dropped, not passed on raw.
-        let odd = br#"{"type":"file","name":"x","size":3,"from":"victim","pad":1e400}"#;
-        assert!(sends(&r.on_sender(t0(), &ch("a", 1), odd.to_vec(), false, 0)).is_empty());
-        let header = br#"{"type":"file","name":"x","size":3,"mime":"a/b","from":"victim","extra":[1]}"#;
-        let out = sends(&r.on_sender(t0(), &ch("a", 1), header.to_vec(), false, 0));
+        let mut r = FileRelays::default();
+        r.incoming(ch("a", 1), &["b".into()]);
+        let header =
+            br#"{"type":"file","name":"x","size":3,"mime":"a/b","from":"victim","extra":[1],"to":["b"]}"#;
+        r.on_sender(t0(), &ch("a", 1), header.to_vec(), false, 0);
+        r.opened_out(&ch("a", 1), "b", 10);
+        let out = sends(&r.out_open(&ch("b", 10)));
         let v: Value = serde_json::from_str(&out[0].1).unwrap();
         assert_eq!(v, json!({"type": "file", "name": "x", "size": 3, "mime": "a/b", "from": "a"}));
+        // serde_json refuses this (a number out of range) where a browser's JSON.parse would
+        // not: it is dropped, not passed on raw.
+        let odd = br#"{"type":"end","from":"victim","pad":1e400}"#;
+        assert!(sends(&r.on_sender(t0(), &ch("a", 1), odd.to_vec(), false, 0)).is_empty());
     }
 
     #[test]
@@ -603,8 +698,62 @@ mod tests {
         let mut r = FileRelays::default();
         let a = r.incoming(ch("a", 1), &[]);
         let answer: Value = serde_json::from_str(&sends(&a)[0].1).unwrap();
-        assert_eq!(answer["type"], "error");
+        assert_eq!((answer["type"].as_str(), answer["receivers"].as_u64()), (Some("error"), Some(0)));
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_header_naming_receivers_goes_to_those_only() {
+        let mut r = FileRelays::default();
+        r.incoming(ch("a", 1), &["b".into(), "c".into(), "d".into()]);
+        let header = br#"{"type":"file","name":"x","size":3,"to":["c","zz"]}"#;
+        let a = r.on_sender(t0(), &ch("a", 1), header.to_vec(), false, 0);
+        assert_eq!(a[0], Action::OpenOut { to: "c".into(), from: ch("a", 1) });
+        assert_eq!(a.iter().filter(|a| matches!(a, Action::OpenOut { .. })).count(), 1);
+        r.opened_out(&ch("a", 1), "c", 20);
+        r.out_open(&ch("c", 20));
+        r.on_sender(t0(), &ch("a", 1), br#"{"type":"end","sha256":"ab"}"#.to_vec(), false, 0);
+        let done = r.on_receiver(&ch("c", 20), br#"{"type":"ack","sha256":"ab"}"#);
+        let answer: Value = serde_json::from_str(&sends(&done)[0].1).unwrap();
+        assert_eq!((answer["receivers"].as_u64(), answer["confirmed"].as_u64()), (Some(1), Some(1)));
+    }
+
+    #[test]
+    fn a_sender_naming_nobody_present_or_starting_without_a_header_is_refused_once() {
+        for (first, reason) in [
+            (&br#"{"type":"file","name":"x","size":3,"to":["zz"]}"#[..], "none of the peers named"),
+            (br#"{"type":"file","name":"x","size":3,"to":"c"}"#, "bad header"),
+            (br#"{"type":"file","name":"x","size":3,"to":[]}"#, "bad header"),
+            (br#"{"type":"end","sha256":"ab"}"#, "bad header"),
+            (b"\x00\x01", "bad header"),
+        ] {
+            let mut r = FileRelays::default();
+            r.incoming(ch("a", 1), &["b".into()]);
+            let a = r.on_sender(t0(), &ch("a", 1), first.to_vec(), !first.starts_with(b"{"), 0);
+            let out = sends(&a);
+            assert_eq!(out.len(), 1, "{first:?}");
+            let answer: Value = serde_json::from_str(&out[0].1).unwrap();
+            assert_eq!(answer["receivers"].as_u64(), Some(0));
+            assert!(answer["reason"].as_str().unwrap().starts_with(reason), "{answer}");
+            // Credit still goes back, nothing is opened, and nothing more is answered.
+            assert!(a.contains(&Action::Credit { to: ch("a", 1), bytes: first.len() }));
+            let later = r.on_sender(t0(), &ch("a", 1), HEADER.to_vec(), false, 0);
+            assert_eq!(later, vec![Action::Credit { to: ch("a", 1), bytes: HEADER.len() }]);
+            assert!(r.tick(t0() + ANSWER_WAIT * 2).is_empty());
+        }
+        // Someone who left before the header is not a receiver.
+        let mut r = FileRelays::default();
+        r.incoming(ch("a", 1), &["b".into(), "c".into()]);
+        r.left("b");
+        let a = r.on_sender(t0(), &ch("a", 1), HEADER.to_vec(), false, 0);
+        assert_eq!(a[0], Action::OpenOut { to: "c".into(), from: ch("a", 1) });
+        let mut r = FileRelays::default();
+        r.incoming(ch("a", 1), &["b".into()]);
+        r.left("b");
+        let answer: Value =
+            serde_json::from_str(&sends(&r.on_sender(t0(), &ch("a", 1), HEADER.to_vec(), false, 0))[0].1)
+                .unwrap();
+        assert_eq!(answer["reason"], "nobody else is connected to the server");
     }
 
     #[test]
