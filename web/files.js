@@ -106,6 +106,10 @@ export async function sendFile(ch, file, update) {
       if (ch.readyState === 'open') { t.bytes = Math.max(0, t.size - ch.bufferedAmount); emit(); }
     }, 200);
     try {
+      // The answer's time starts once everything left: through the server, a slow receiver
+      // holds the sender back for a while before the server drops it.
+      ch.bufferedAmountLowThreshold = 0;
+      await until(() => ch.bufferedAmount === 0 || answer, 0);
       await until(() => answer, ANSWER_TIMEOUT_MS, "the receiver's answer");
     } finally {
       clearInterval(progress);

@@ -16,6 +16,10 @@
 //   control: the steps of auto with `--room-mode sfu` (no switch at all): what the joins and
 //          leaves alone cost the tiles in this one shared browser; printed, not checked.
 //
+//   With PEERLINK_BIN and WS_URL (the binary, the server's ws:// URL), the sfu case also
+//   runs native peers in the room: `peerlink recv` is one more receiver of p1's file (4 of
+//   4), and `peerlink send` sends a file the 3 pages receive through the server.
+//
 //   node web-sfu.mjs APP_URL CASE      CASE: sfu | auto | control
 //   MAX_FREEZE_MS (1000)   WAIT_MS: bound on each step (30000)   SFU_CHAT=0: no chat check
 //   FREEZE_STATS=1: also print the stretches by getStats framesDecoded of the track each tile
@@ -23,6 +27,10 @@
 import { launchChromium, keepPeerConnections } from './chromium.mjs';
 import { report, sleep } from './report.mjs';
 import { createHash, randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync, existsSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const [app, which] = process.argv.slice(2);
 if (!which || !['sfu', 'auto', 'control'].includes(which)) {
@@ -32,7 +40,7 @@ if (!which || !['sfu', 'auto', 'control'].includes(which)) {
 const MAX_FREEZE_MS = Number(process.env.MAX_FREEZE_MS || 1000);
 const WAIT = Number(process.env.WAIT_MS || 30000);
 const FREEZE_STATS = process.env.FREEZE_STATS === '1';
-const checks = report(which === 'sfu' ? 95000 : 110000);
+const checks = report(which === 'sfu' ? 125000 : 110000);
 if (which === 'control') console.log('# control: the auto steps with --room-mode sfu, no switch');
 const check = checks.check;
 const room = `${which}-${process.pid}`;
@@ -299,6 +307,50 @@ async function closeGone() {
   await Promise.all(gone.splice(0).map((p) => p.context.close().catch(() => {})));
 }
 
+// `peerlink recv` (and later `peerlink send`) in this room, run from PEERLINK_BIN.
+function nativePeers() {
+  const dir = mkdtempSync(join(tmpdir(), 'web-sfu-native-'));
+  const meet = ['--server', process.env.WS_URL, '--room', room];
+  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' };
+  let recvErr = '';
+  const recv = spawn(process.env.PEERLINK_BIN, ['recv', '--keep-going', '--out', join(dir, 'in'), ...meet, '--name', 'native-recv'],
+    { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  recv.stderr.on('data', (d) => { recvErr += d; });
+  const stopAt = setTimeout(() => recv.kill('SIGINT'), 90000);
+  return {
+    recvLog: () => recvErr,
+    async recvConnected(ms) {
+      const end = Date.now() + ms;
+      while (Date.now() < end && !/connection Connected/.test(recvErr)) await sleep(100);
+      return /connection Connected/.test(recvErr);
+    },
+    received(name) {
+      const path = join(dir, 'in', name);
+      return existsSync(path) && /received, SHA-256/.test(recvErr) ? readFileSync(path) : null;
+    },
+    send(name, bytes, ms) {
+      const path = join(dir, name);
+      writeFileSync(path, bytes);
+      let log = '';
+      const send = spawn(process.env.PEERLINK_BIN, ['send', path, ...meet, '--name', 'native-send'],
+        { env, stdio: ['ignore', 'ignore', 'pipe'] });
+      send.stderr.on('data', (d) => { log += d; });
+      const kill = setTimeout(() => send.kill('SIGKILL'), ms);
+      return new Promise((resolve) => send.on('exit', (code) => {
+        clearTimeout(kill);
+        if (code !== 0) console.log(`# peerlink send: ${log.split('\n').slice(-5).join(' | ')}`);
+        resolve({ code, log });
+      }));
+    },
+    stop() {
+      clearTimeout(stopAt);
+      recv.kill('SIGINT');
+      if (!/received, SHA-256/.test(recvErr)) console.log(`# peerlink recv: ${recvErr.split('\n').slice(-5).join(' | ')}`);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
 if (which === 'sfu') {
   const pages = [];
   for (let i = 1; i <= 4; i++) pages.push(await openPage(`p${i}`));
@@ -342,7 +394,11 @@ if (which === 'sfu') {
   }
   check(outlined.every(right), `active speaker: p2's tile is outlined on ${outlined.filter(right).length}/4 pages (${JSON.stringify(outlined)})`);
   for (const p of pages) if (p !== talker) await p.page.click('#mute-btn');
-  // A file through the server: fanned out to the 3 others, each checking its SHA-256; the
+  // Native peers (PEERLINK_BIN): a `peerlink recv` in the room, connected before p1 sends.
+  const native = process.env.PEERLINK_BIN && process.env.WS_URL ? nativePeers() : null;
+  if (native) check(await native.recvConnected(20000), 'peerlink recv joined the room through the server');
+  const others = native ? 4 : 3;
+  // A file through the server: fanned out to the others, each checking its SHA-256; the
   // sender is told it was confirmed once all of them were.
   {
     const bytes = randomBytes(6 * 1024 * 1024 + 17);
@@ -361,8 +417,28 @@ if (which === 'sfu') {
     }
     const right = got.filter((t) => t && t.sha256 === digest && t.size === bytes.length && t.peerId === fromId);
     check(right.length === 3, `a file through the server reaches the 3 others, each verified by SHA-256 and shown as from p1 (${right.length}/3: ${JSON.stringify(got.map((t) => t && [t.status, t.peerName, t.sha256?.slice(0, 8)]))})`);
-    check(sent?.status === 'confirmed' && sent.confirmed === 3 && sent.receivers === 3,
-      `the sender is told the file was confirmed by 3 of 3 (${sent?.status} ${sent?.confirmed} of ${sent?.receivers} ${sent?.reason ?? ''})`);
+    if (native) {
+      const end = Date.now() + 10000;
+      while (Date.now() < end && !native.received('through-server.bin')) await sleep(200);
+      const file = native.received('through-server.bin');
+      const sha = file ? createHash('sha256').update(file).digest('hex') : 'nothing';
+      check(sha === digest && /from p1 \(.*\) through the server/.test(native.recvLog()),
+        `peerlink recv got p1's file through the server, SHA-256 equal, shown as from p1 (${sha.slice(0, 8)})`);
+    }
+    check(sent?.status === 'confirmed' && sent.confirmed === others && sent.receivers === others,
+      `the sender is told the file was confirmed by ${others} of ${others} (${sent?.status} ${sent?.confirmed} of ${sent?.receivers} ${sent?.reason ?? ''})`);
+  }
+  // `peerlink send` through the server to the 3 pages (and the native receiver).
+  if (native) {
+    const bytes = randomBytes(1024 * 1024 + 3);
+    const digest = createHash('sha256').update(bytes).digest('hex');
+    const { code, log } = await native.send('from-native.bin', bytes, 40000);
+    const states = await Promise.all(rest.map((p) => p.page.evaluate(() => window.peerlinkState).catch(() => null)));
+    const got = states.map((st) => st?.filesReceived.find((t) => t.name === 'from-native.bin') ?? null);
+    const right = got.filter((t) => t && t.sha256 === digest && t.size === bytes.length && t.peerName === 'native-send');
+    check(code === 0 && new RegExp(`${others} of ${others} receivers confirmed`).test(log) && right.length === 3,
+      `peerlink send through the server: exit ${code}, "${(log.match(/\d+ of \d+ receivers confirmed/) || ['no count'])[0]}", the 3 pages verified it as from native-send (${right.length}/3)`);
+    native.stop();
   }
   // One leaves: the others' tiles follow (the server renegotiates with each of them).
   const stay = new Set(s ? s.slice(0, 3).map((l) => l.id) : []);

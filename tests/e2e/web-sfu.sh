@@ -2,7 +2,8 @@
 # The browser app in rooms through the server (tests/browser/web-sfu.mjs), in headless
 # Chromium and network namespaces of this test's own, through `peerlink serve`:
 #   sfu:   `--room-mode sfu`: 4 app pages each show the 3 others' video over one peer
-#          connection; chat and a file through the server (fanned out, SHA-256 checked).
+#          connection; chat and a file through the server (fanned out, SHA-256 checked),
+#          to a `peerlink recv` too; a file from `peerlink send` reaches the 3 pages.
 #   auto:  `--room-mode auto --mesh-max 4`: a mesh of 4, a 5th and 6th join (the room goes
 #          through the server), both leave (a mesh again); the longest stretch without a new
 #          frame on any tile at each switch is printed and must be at most 1 s.
@@ -36,7 +37,7 @@ trap cleanup EXIT
 status=0
 for case in ${CASES:-sfu auto}; do
     case $case in
-        sfu) args="--room-mode sfu" limit=100 ;;
+        sfu) args="--room-mode sfu" limit=130 ;;
         auto) args="--room-mode auto --mesh-max 4" limit=115 ;;
         control) args="--room-mode sfu" limit=115 ;;
         *) echo "unknown case $case" >&2; exit 2 ;;
@@ -48,7 +49,8 @@ for case in ${CASES:-sfu auto}; do
     SERVE_ARGS=$args media_lab "$ns" "$peerlink" "$tmp/$case"
     app=$(sed -nE 's/.*browser app at (http:\/\/[^ ]+).*/\1/p' "$tmp/$case/serve.out" | head -1)
     s=0
-    timeout $limit ip netns exec "$ns" node tests/browser/web-sfu.mjs "$app" "$case" || s=$?
+    # (The sfu case runs `peerlink recv` and `send` in the room too.)
+    PEERLINK_BIN=$peerlink WS_URL=$ws timeout $limit ip netns exec "$ns" node tests/browser/web-sfu.mjs "$app" "$case" || s=$?
     if [ $s -ne 0 ]; then
         status=$s
         echo "# server log (last 20 lines):"

@@ -304,7 +304,7 @@ async fn send_to(
     let sent = AtomicU64::new(0);
     let pump = pump(&sender, file, size, &sent);
     tokio::pin!(pump);
-    // Our SHA-256 once the trailer went, and when.
+    // Our SHA-256 once the trailer was queued, and when it was acknowledged.
     let mut digest: Option<String> = None;
     let mut pumping = true;
     let mut trailer_at: Option<Instant> = None;
@@ -317,10 +317,7 @@ async fn send_to(
             done = &mut pump, if pumping => {
                 pumping = false;
                 match done? {
-                    Ok(Some(d)) => {
-                        digest = Some(d);
-                        trailer_at = Some(Instant::now());
-                    }
+                    Ok(Some(d)) => digest = Some(d),
                     Ok(None) => {}
                     Err(e) => break Err(e),
                 }
@@ -346,6 +343,11 @@ async fn send_to(
                 let unacknowledged = sender.unacknowledged().await as u64;
                 let acknowledged = (header_bytes + sent.load(Relaxed)).saturating_sub(unacknowledged);
                 progress.set(acknowledged.saturating_sub(header_bytes));
+                // The answer's time starts once the trailer was acknowledged (through the
+                // server a slow receiver holds the sender back for a while first).
+                if digest.is_some() && unacknowledged == 0 {
+                    trailer_at.get_or_insert_with(Instant::now);
+                }
                 if trailer_at.is_some_and(|at| at.elapsed() > ANSWER_WAIT) {
                     break Err(TransferError::Interrupted(format!("no answer within {ANSWER_WAIT:?} of the trailer")));
                 }

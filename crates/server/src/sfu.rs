@@ -1031,7 +1031,16 @@ impl Sfu {
                         if binary {
                             self.stats.file_bytes_out.fetch_add(data.len() as u64, Ordering::Relaxed);
                         }
-                        let _ = p.handle.send(channel, data, binary).await;
+                        if let Err(e) = p.handle.send(channel, data, binary).await {
+                            // A receiver's channel that cannot take more is gone for its
+                            // relay (it fails; the others go on).
+                            let channel = (peer, channel);
+                            if self.files.is_out(&channel) {
+                                tracing::debug!(peer = %channel.0, error = %e, "sfu: a file relay cannot send");
+                                todo.push_back(Action::Close(channel.clone()));
+                                todo.extend(self.files.closed(&channel));
+                            }
+                        }
                     }
                 }
                 Action::Close((peer, channel)) => {

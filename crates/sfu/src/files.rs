@@ -30,6 +30,9 @@ pub const SLOW_LIMIT: Duration = Duration::from_secs(15);
 const REASONS_MAX: usize = 5;
 /// Bytes queued for a receiver's channel that is not open yet, beyond which it is dropped.
 const QUEUE_MAX: usize = 2 * 1024 * 1024;
+/// Files one participant may send through the server at once (each holds up to a channel's
+/// receive credit and a queue per receiver in the server).
+pub const PER_SENDER: usize = 4;
 
 /// A channel of one participant: (peer id, SCTP stream id).
 pub type ChannelRef = (String, u16);
@@ -125,6 +128,13 @@ impl FileRelays {
     pub fn incoming(&mut self, from: ChannelRef, others: &[String]) -> Vec<Action> {
         if others.is_empty() {
             return vec![refusal(&from, "nobody else is in the room")];
+        }
+        if self.relays.keys().filter(|(peer, _)| *peer == from.0).count() >= PER_SENDER {
+            let (data, binary) = text(json!({
+                "type": "error",
+                "reason": format!("too many files at once (at most {PER_SENDER} through the server)"),
+            }));
+            return vec![Action::Send { to: from, data, binary }];
         }
         self.relays.insert(
             from,
@@ -700,6 +710,22 @@ mod tests {
         let answer: Value = serde_json::from_str(&sends(&a)[0].1).unwrap();
         assert_eq!((answer["type"].as_str(), answer["receivers"].as_u64()), (Some("error"), Some(0)));
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_sender_relays_a_few_files_at_once_not_more() {
+        let mut r = FileRelays::default();
+        for id in 0..PER_SENDER as u16 {
+            assert!(r.incoming(ch("a", id), &["b".into()]).is_empty());
+        }
+        let refused = sends(&r.incoming(ch("a", 99), &["b".into()]));
+        assert_eq!(refused[0].0, ch("a", 99));
+        assert!(refused[0].1.contains("too many files at once"), "{}", refused[0].1);
+        assert!(!r.is_in(&ch("a", 99)));
+        // Another sender is not held back by a's; a's next one goes once one ended.
+        assert!(r.incoming(ch("c", 1), &["b".into()]).is_empty());
+        r.closed(&ch("a", 0));
+        assert!(r.incoming(ch("a", 99), &["b".into()]).is_empty());
     }
 
     #[test]
