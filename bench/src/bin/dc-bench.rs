@@ -53,6 +53,11 @@ fn random32() -> [u8; 32] {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    // RUST_LOG=peerlink_sctp::bbr=trace: the congestion model's state each round, on stderr.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let sender = match args.role.as_str() {
         "send" => true,
         "recv" => false,
@@ -237,6 +242,8 @@ fn send(socket: &peerlink_udp::UdpSocket<UdpSocket>, batch: &mut SendBatch) -> R
 
 fn wait(socket: &UdpSocket, events: nix::poll::PollFlags, timeout: Duration) {
     let mut fds = [nix::poll::PollFd::new(socket.as_fd(), events)];
-    let ms = timeout.as_millis().min(1000) as u16;
+    // Rounded up: cut to whole milliseconds toward zero, a paced sender's next packet a
+    // fraction of a millisecond away made poll return at once, and the loop spun the CPU.
+    let ms = timeout.as_micros().div_ceil(1000).min(1000) as u16;
     let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
 }

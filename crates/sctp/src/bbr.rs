@@ -46,6 +46,13 @@ pub(crate) struct Snapshot {
     app_limited: bool,
 }
 
+#[cfg(test)]
+impl Snapshot {
+    pub fn app_limited(&self) -> bool {
+        self.app_limited
+    }
+}
+
 /// Delivery-rate sampling and the RACK clock (RFC 8985 §6.2): what the sender counts as
 /// chunks go out and come back acknowledged.
 #[derive(Debug, Default)]
@@ -298,6 +305,20 @@ impl Bbr {
         if round_start {
             self.check_full_pipe(rs);
             self.bound_inflight(inflight);
+            tracing::trace!(
+                round = self.round,
+                mode = ?self.mode,
+                btlbw = self.bandwidth() as u64,
+                min_rtt = ?self.min_rtt,
+                pacing_rate = self.pacing_rate as u64,
+                cwnd = self.cwnd,
+                inflight,
+                sample_rate = (rs.delivered as f64 / rs.interval.as_secs_f64().max(1e-9)) as u64,
+                sample_app_limited = rs.app_limited,
+                round_acked = self.round_acked,
+                round_lost = self.round_lost,
+                "bbr round"
+            );
             self.round_acked = 0;
             self.round_lost = 0;
             self.round_lost_events = 0;

@@ -19,8 +19,11 @@ pub const RTO_MAX: Duration = Duration::from_secs(10);
 /// seen reordering (a fast retransmission reported back as a duplicate), up to the max.
 const FAST_RETRANSMIT_MISSES: u8 = 3;
 const MAX_REORDER_THRESHOLD: u8 = 32;
-/// Paced sending may catch up this much time it fell behind (a driver's timer wakes late).
-const PACING_SLACK: Duration = Duration::from_millis(1);
+/// Paced sending may catch up the time it fell behind (a driver's timer wakes late; a busy
+/// host runs the driver a time slice later): a quarter of the minimum RTT, within these
+/// bounds, so a late wake-up sends what it owes as one burst a queue absorbs.
+const PACING_SLACK_MIN: Duration = Duration::from_millis(1);
+const PACING_SLACK_MAX: Duration = Duration::from_millis(10);
 
 /// The sender's congestion controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -161,6 +164,9 @@ pub struct Sender {
     /// Pacing: when the next DATA may go, and the same while data waits for it (a timer).
     next_send: Option<Instant>,
     paced_until: Option<Instant>,
+    /// When data held back only by pacing was due (cleared when a packet goes, or when the
+    /// windows stop it): a packet sent much later than this was held back by the host.
+    pacing_due: Option<Instant>,
     /// RACK: when a chunk still within the reordering window would count as lost.
     rack_timer: Option<Instant>,
 }
@@ -210,6 +216,7 @@ impl Sender {
             delivery: Delivery::default(),
             next_send: None,
             paced_until: None,
+            pacing_due: None,
             rack_timer: None,
         }
     }
@@ -303,8 +310,17 @@ impl Sender {
         if let (Some(_), Some(at)) = (&self.bbr, self.next_send.filter(|&t| t > now)) {
             if self.to_retransmit > 0 || !self.queue.is_empty() {
                 self.paced_until = Some(at);
+                self.pacing_due = Some(at);
             }
             return false;
+        }
+        let slack = self.pacing_slack();
+        // The host ran the sender later than the pacer can make up: the flight sent around
+        // the stall went out below the pacing rate for want of CPU, not of path. Its samples
+        // must not pull the model (and so the pacing rate, and so what the next late
+        // wake-up sends) down.
+        if self.pacing_due.take().is_some_and(|due| now > due + slack) {
+            self.delivery.mark_app_limited(self.flight_size);
         }
         let before = packet.len();
         let mut wrote = false;
@@ -398,10 +414,16 @@ impl Sender {
         if let (true, Some(bbr)) = (wrote, &self.bbr) {
             // The next packet goes when this one has left at the pacing rate.
             let sent = Duration::from_secs_f64((packet.len() - before) as f64 / bbr.pacing_rate().max(1.0));
-            let floor = now.checked_sub(PACING_SLACK).unwrap_or(now);
+            let floor = now.checked_sub(slack).unwrap_or(now);
             self.next_send = Some(self.next_send.map_or(now, |t| t.max(floor)) + sent);
         }
         wrote
+    }
+
+    /// How much lost sending time the pacer makes up at once.
+    fn pacing_slack(&self) -> Duration {
+        let rtt = self.bbr.as_ref().and_then(Bbr::min_rtt).unwrap_or(Duration::ZERO);
+        (rtt / 4).clamp(PACING_SLACK_MIN, PACING_SLACK_MAX)
     }
 
     fn unqueue(&mut self, stream: u16, bytes: usize) {
@@ -1158,5 +1180,46 @@ mod window {
         assert!(s.fill(now, &mut packet));
         let unordered: Vec<bool> = s.in_flight.iter().map(|c| c.flags & FLAG_UNORDERED != 0).collect();
         assert_eq!(unordered, [false, true, true, false]);
+    }
+}
+
+/// Pacing on a host that runs the sender late.
+#[cfg(test)]
+mod pacing {
+    use super::*;
+
+    /// A BBR sender with a large message queued and a wide window, its first packet out at
+    /// `now` and the next held back by pacing.
+    fn paced(now: Instant) -> Sender {
+        let mut s = Sender::new(0, 1200, 1 << 20, true);
+        s.set_congestion_control(CongestionControl::Bbr, 1);
+        s.cwnd = 1 << 20;
+        s.enqueue(now, 0, 53, Bytes::from(vec![0u8; 1 << 20]), true, Reliability::Reliable);
+        let mut packet = Vec::new();
+        assert!(s.fill(now, &mut packet));
+        packet.clear();
+        assert!(!s.fill(now, &mut packet), "the second packet waits for the pacer");
+        s
+    }
+
+    #[test]
+    fn a_sender_run_much_later_than_its_pacer_asked_marks_its_samples_app_limited() {
+        let now = Instant::now();
+        let mut s = paced(now);
+        let mut packet = Vec::new();
+        // Run 50 ms late (the slack is 1 ms before an RTT is known): what goes out now
+        // goes out below the pacing rate for want of CPU.
+        assert!(s.fill(now + Duration::from_millis(50), &mut packet));
+        assert!(s.in_flight.back().is_some_and(|c| c.snap.app_limited()));
+    }
+
+    #[test]
+    fn a_sender_run_on_time_does_not_mark_its_samples() {
+        let now = Instant::now();
+        let mut s = paced(now);
+        let mut packet = Vec::new();
+        let due = s.poll_timeout().expect("the pacing timer");
+        assert!(s.fill(due, &mut packet));
+        assert!(s.in_flight.back().is_some_and(|c| !c.snap.app_limited()));
     }
 }
