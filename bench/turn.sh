@@ -10,6 +10,11 @@
 #   LOAD=2 ROUNDS=3 KEEP=/tmp/turn-logs bench/turn.sh   # with 2 busy loops on the CPUs,
 #                                                        # keeping the servers' logs
 #   RELAY_THREADS=1 bench/turn.sh          # peerlink on one relay thread
+#   SYSCALLS=1 bench/turn.sh               # also count each server's system calls, epoll
+#                                          # wake-ups and context switches per relayed packet
+#                                          # (perf stat on the syscall tracepoints)
+#   BASELINE=/tmp/peerlink-old bench/turn.sh  # also an older peerlink binary, same flags, in
+#                                             # the same rounds ("before" next to "after")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/common.sh
@@ -23,9 +28,12 @@ FLAGS=${FLAGS:-}            # extra uclient flags, e.g. "-t" for TCP or "-s" for
 LOAD=${LOAD:-0}             # busy loops run beside the servers (each bounded to 15 minutes)
 KEEP=${KEEP:-}              # a directory to keep the logs in
 RELAY_THREADS=${RELAY_THREADS:-}  # peerlink's --relay-threads (default: its own, one per core)
+SYSCALLS=${SYSCALLS:-}      # 1: count system calls per relayed packet (needs perf)
+EVENTS=syscalls:sys_enter_recvmmsg,syscalls:sys_enter_recvmsg,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendmmsg,syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,context-switches
 command -v turnserver >/dev/null || { echo "coturn missing: run scripts/install-test-deps.sh" >&2; exit 1; }
 
 PEERLINK=${PEERLINK:-}       # a peerlink binary to use instead of building one
+BASELINE=${BASELINE:-}       # another peerlink binary to run beside it (e.g. before a change)
 if [ -z "$PEERLINK" ]; then
     cargo build --release -q -p peerlink-cli
     PEERLINK=target/release/peerlink
@@ -52,12 +60,22 @@ peer_port=$(free_port)
 turnutils_peer -L 127.0.0.1 -p "$peer_port" >"$tmp/peer.log" 2>&1 &
 PIDS+=($!)
 
-pl_port=$(free_port)
-"$PEERLINK" turn --listen "127.0.0.1:$pl_port" --relay-ip 127.0.0.1 --realm example.test \
-    --user test:secret --allow-loopback-peers --relay-ports 40000-44999 --max-allocations-per-user 100000 \
-    ${RELAY_THREADS:+--relay-threads "$RELAY_THREADS"} >"$tmp/pl.out" 2>"$tmp/pl.log" &
-PIDS+=($!)
-pl_pid=$!
+start_peerlink() { # binary, name, relay ports; sets STARTED_PORT and STARTED_PID
+    STARTED_PORT=$(free_port)
+    "$1" turn --listen "127.0.0.1:$STARTED_PORT" --relay-ip 127.0.0.1 --realm example.test \
+        --user test:secret --allow-loopback-peers --relay-ports "$3" --max-allocations-per-user 100000 \
+        ${RELAY_THREADS:+--relay-threads "$RELAY_THREADS"} >"$tmp/$2.out" 2>"$tmp/$2.log" &
+    STARTED_PID=$!
+    PIDS+=("$STARTED_PID")
+}
+start_peerlink "$PEERLINK" pl 40000-44999
+pl_port=$STARTED_PORT
+pl_pid=$STARTED_PID
+if [ -n "$BASELINE" ]; then
+    start_peerlink "$BASELINE" base 35000-39999
+    base_port=$STARTED_PORT
+    base_pid=$STARTED_PID
+fi
 ct_port=$(free_port)
 turnserver -n --listening-ip=127.0.0.1 --relay-ip=127.0.0.1 --listening-port="$ct_port" --lt-cred-mech \
     --user=test:secret --realm=example.test --no-tls --no-dtls --no-cli --allow-loopback-peers \
@@ -66,6 +84,7 @@ turnserver -n --listening-ip=127.0.0.1 --relay-ip=127.0.0.1 --listening-port="$c
 PIDS+=($!)
 ct_pid=$!
 wait_for_line "$tmp/pl.out" "turn listening"
+[ -z "$BASELINE" ] || wait_for_line "$tmp/base.out" "turn listening"
 wait_for_line "$tmp/ct.log" "Total General servers|turn server id=0 created"
 sleep 0.5
 
@@ -73,12 +92,22 @@ run() { # name pid port
     local name=$1 pid=$2 port=$3 before after start end log="$tmp/$1.uclient" share
     threads "$pid" >"$tmp/threads.before"
     before=$(cpu "$pid")
+    local perf_pid=
+    if [ -n "$SYSCALLS" ]; then
+        perf stat -x, -e "$EVENTS" -p "$pid" -o "$tmp/$name.perf" &
+        perf_pid=$!
+        sleep 0.2
+    fi
     start=$(date +%s.%N)
     # shellcheck disable=SC2086
     timeout 300 turnutils_uclient $FLAGS -u test -w secret -p "$port" -e 127.0.0.1 -r "$peer_port" \
         -m "$CLIENTS" -n "$MESSAGES" -l "$LENGTH" -z "$INTERVAL" 127.0.0.1 >"$log" 2>&1 || true
     end=$(date +%s.%N)
     after=$(cpu "$pid")
+    if [ -n "$perf_pid" ]; then
+        kill -INT "$perf_pid" 2>/dev/null || true
+        wait "$perf_pid" 2>/dev/null || true
+    fi
     threads "$pid" >"$tmp/threads.after"
     share=$(busiest "$tmp/threads.before" "$tmp/threads.after")
     cp "$log" "$tmp/$name.uclient.$(date +%s%N)"
@@ -92,11 +121,20 @@ run() { # name pid port
         t = t1 - t0; c = c1 - c0; p = s + r
         printf "name=%s sent=%d received=%d lost=%s seconds=%.2f relayed_pkts_per_s=%.0f mbit_per_s=%.1f server_cpu_s=%.2f pkts_per_cpu_s=%.0f cpu_s_per_100k=%.3f busiest_thread=%.2f\n",
             n, s, r, l, t, p / t, p * len * 8 / t / 1e6, c, (c > 0 ? p / c : 0), (p > 0 ? c * 100000 / p : 0), share }'
+    if [ -n "$perf_pid" ]; then
+        # Per 1000 relayed packets: receive and send calls, epoll waits, context switches.
+        awk -F, -v n="$name" -v p="$(( ${sent:-0} + ${received:-0} ))" '
+            $3 ~ /recv/ { recv += $1 } $3 ~ /send/ { send += $1 } $3 ~ /epoll/ { wait += $1 }
+            $3 ~ /context-switches/ { cs += $1 }
+            END { if (p > 0) printf "syscalls server=%s per_1000_pkts: recv=%.0f send=%.0f epoll_wait=%.0f context_switches=%.0f\n",
+                n, recv * 1000 / p, send * 1000 / p, wait * 1000 / p, cs * 1000 / p }' "$tmp/$name.perf"
+    fi
 }
 
 echo "# $ROUNDS rounds: $CLIENTS sessions x $MESSAGES messages of $LENGTH bytes every ${INTERVAL} ms ${FLAGS:+(uclient $FLAGS)}"
 for _ in $(seq "$ROUNDS"); do
     run peerlink "$pl_pid" "$pl_port" | tee -a "$tmp/results"
+    [ -z "$BASELINE" ] || run baseline "$base_pid" "$base_port" | tee -a "$tmp/results"
     run coturn "$ct_pid" "$ct_port" | tee -a "$tmp/results"
 done
 
@@ -105,7 +143,7 @@ field() { grep "name=$1 " "$tmp/results" | sed -E "s/.* $2=([0-9.?]+).*/\1/" | m
 echo "# summary (medians)"
 printf '%-10s %16s %10s %14s %18s %18s %15s %6s\n' server "relayed pkt/s" "Mbit/s" "server CPU-s" "pkts per CPU-s" \
     "CPU-s per 100k" "busiest thread" lost
-for n in peerlink coturn; do
+for n in peerlink ${BASELINE:+baseline} coturn; do
     printf '%-10s %16s %10s %14s %18s %18s %15s %6s\n' "$n" "$(field $n relayed_pkts_per_s)" "$(field $n mbit_per_s)" \
         "$(field $n server_cpu_s)" "$(field $n pkts_per_cpu_s)" "$(field $n cpu_s_per_100k)" \
         "$(field $n busiest_thread)" "$(field $n lost)"
@@ -118,3 +156,8 @@ fi
 awk -v a="$(field peerlink relayed_pkts_per_s)" -v b="$(field coturn relayed_pkts_per_s)" \
     -v c="$(field peerlink pkts_per_cpu_s)" -v d="$(field coturn pkts_per_cpu_s)" \
     'BEGIN { printf "ratio peerlink/coturn: relayed pkt/s %.2fx, packets per CPU-second %.2fx\n", a / b, (d > 0 ? c / d : 0) }'
+if [ -n "$BASELINE" ]; then
+    awk -v a="$(field baseline relayed_pkts_per_s)" -v b="$(field coturn relayed_pkts_per_s)" \
+        -v c="$(field baseline pkts_per_cpu_s)" -v d="$(field coturn pkts_per_cpu_s)" \
+        'BEGIN { printf "ratio baseline/coturn: relayed pkt/s %.2fx, packets per CPU-second %.2fx\n", a / b, (d > 0 ? c / d : 0) }'
+fi

@@ -9,8 +9,8 @@ use peerlink_stun::{
     AddressFamily, Attribute, Class, Key, MessageWriter, Method, PasswordAlgorithm, TransactionId,
 };
 use peerlink_turn::{
-    ClientAction, ConnectionId, Credentials, FiveTuple, PeerPolicy, PortRequest, Relay, RelayError, RelayId,
-    RelayProvider, ServerConfig, TcpOutput, Transport, TurnServer,
+    connection_bind_shard, ClientAction, ConnectionId, Credentials, FiveTuple, PeerPolicy, PortRequest,
+    Relay, RelayError, RelayId, RelayProvider, ServerConfig, TcpOutput, Transport, TurnServer,
 };
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -76,10 +76,15 @@ fn pick(ids: &[ConnectionId], selector: Option<&u8>) -> Option<ConnectionId> {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // The I/O layer peeks at the frames of TCP connections without an allocation for the
+    // shard a ConnectionBind names: never a panic, always one of the shards.
+    assert!(connection_bind_shard(data, 3).is_none_or(|shard| shard < 3));
     let mut credentials = Credentials::new();
     credentials.add_user("alice", "pw");
     let mut config = ServerConfig::new("r", credentials, [1; 32]);
     config.policy = PeerPolicy { allow_loopback: true, ..Default::default() };
+    // One shard of three: CONNECTION-IDs name it.
+    config.shard = (1, 3);
     let mut now = Instant::now();
     let mut server = TurnServer::new(config, now, 1_800_000_000);
     let mut relays = Relays(50000);

@@ -1,8 +1,11 @@
 //! The TURN server's I/O: N event loop threads (mio), the shards, each owning a sans-IO core,
 //! its own `SO_REUSEPORT` UDP socket on the listening address (the kernel's 4-tuple hash keeps
-//! a client on one shard) and the relay sockets of its allocations. The first shard also serves
-//! the TCP and TLS clients (see `stream`) with their RFC 6062 TCP relays and data connections
-//! (see `pipe`), so a ConnectionBind always finds its connection. Shards share the allocation
+//! a client on one shard) and the relay sockets of its allocations. Each shard also has its own
+//! `SO_REUSEPORT` TCP and TLS listeners (see `stream`), and the RFC 6062 TCP relays and data
+//! connections of the allocations made on it (see `pipe`). A ConnectionBind that arrives on a
+//! connection accepted by another shard is handed, with its connection, to the shard whose
+//! CONNECTION-ID it names (a channel and a waker, used once per data connection, never on the
+//! packet path). Shards share the allocation
 //! quotas and the EVEN-PORT reservations (a ledger touched only when allocations and
 //! reservations come and go: a reserved socket leaves its shard's loop and joins the loop of
 //! the shard its token is redeemed on); nonces are stateless; stats are summed when read. No
@@ -26,7 +29,8 @@ use std::collections::{HashMap, HashSet};
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -36,7 +40,9 @@ type Udp = peerlink_udp::UdpSocket<UdpSocket>;
 const UDP_LISTEN: Token = Token(0);
 const TCP_LISTEN: Token = Token(1);
 const TLS_LISTEN: Token = Token(2);
-const FIRST_ENTRY: usize = 3;
+/// Another shard handed this one connections (see [`Mailbox`]).
+const WAKE: Token = Token(3);
+const FIRST_ENTRY: usize = 4;
 /// Largest datagram accepted from clients and peers.
 const DATAGRAM: usize = 65_536;
 /// A TCP client whose unsent output exceeds this loses relayed data instead of growing it.
@@ -138,6 +144,23 @@ struct Ledger {
     reservations: Mutex<HashMap<[u8; 8], Reserved>>,
     /// How many are held, so that shards skip the lock when there are none.
     reserved: AtomicUsize,
+    /// TCP and TLS client connections open on every shard, in total and per client IP.
+    /// Touched when a connection is accepted or closed.
+    tcp_open: AtomicUsize,
+    tcp_per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Addresses of open TCP relays on every shard: their sockets share ports
+    /// (`SO_REUSEPORT`, so that connections to peers can leave from the relayed address),
+    /// so the kernel cannot tell us a port is taken, by us or by another shard.
+    tcp_relay_addrs: Mutex<HashSet<SocketAddr>>,
+    /// Client connections handed from one shard to another (a ConnectionBind for a
+    /// connection of another shard's allocation).
+    handoffs: AtomicU64,
+}
+
+/// Where a shard receives the connections other shards hand it.
+struct Mailbox {
+    tx: Sender<Conn>,
+    waker: mio::Waker,
 }
 
 /// A reserved relay port: its socket, out of every shard's event loop until redeemed.
@@ -219,6 +242,50 @@ impl Ledger {
         self.total.fetch_sub(reservations, Ordering::Relaxed);
     }
 
+    /// Counts a new TCP/TLS client connection from `ip`; false when over the limits.
+    fn open_tcp(&self, ip: IpAddr, max_total: usize) -> bool {
+        if self.tcp_open.fetch_add(1, Ordering::Relaxed) >= max_total {
+            self.tcp_open.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!(%ip, "tcp connection refused: too many open");
+            return false;
+        }
+        let Ok(mut per_ip) = self.tcp_per_ip.lock() else {
+            self.tcp_open.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        };
+        let held = per_ip.entry(ip).or_default();
+        if *held >= MAX_TCP_PER_IP {
+            self.tcp_open.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!(%ip, "tcp connection refused: too many from this address");
+            return false;
+        }
+        *held += 1;
+        true
+    }
+
+    fn close_tcp(&self, ip: IpAddr) {
+        self.tcp_open.fetch_sub(1, Ordering::Relaxed);
+        if let Ok(mut per_ip) = self.tcp_per_ip.lock() {
+            if let Some(held) = per_ip.get_mut(&ip) {
+                *held -= 1;
+                if *held == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
+    }
+
+    /// Takes a TCP relay address for one shard; false when some shard holds it.
+    fn claim_tcp_relay(&self, addr: SocketAddr) -> bool {
+        self.tcp_relay_addrs.lock().is_ok_and(|mut addrs| addrs.insert(addr))
+    }
+
+    fn release_tcp_relay(&self, addr: SocketAddr) {
+        if let Ok(mut addrs) = self.tcp_relay_addrs.lock() {
+            addrs.remove(&addr);
+        }
+    }
+
     fn release(&self, user: &str) {
         self.total.fetch_sub(1, Ordering::Relaxed);
         if let Ok(mut per_user) = self.per_user.lock() {
@@ -237,8 +304,10 @@ impl Ledger {
 pub struct TurnHandle {
     local_addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
-    reload: Mutex<std::sync::mpsc::Sender<Arc<rustls::ServerConfig>>>,
+    /// One per shard.
+    reload: Mutex<Vec<Sender<Arc<rustls::ServerConfig>>>>,
     stats: SharedStats,
+    ledger: Arc<Ledger>,
     shutdown: Shutdown,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -255,9 +324,17 @@ impl TurnHandle {
     /// New TLS connections use `config` (a renewed certificate); open connections and their
     /// allocations carry on untouched.
     pub fn reload_tls(&self, config: Arc<rustls::ServerConfig>) {
-        if let Ok(tx) = self.reload.lock() {
-            let _ = tx.send(config);
+        if let Ok(senders) = self.reload.lock() {
+            for tx in senders.iter() {
+                let _ = tx.send(config.clone());
+            }
         }
+    }
+
+    /// TCP/TLS client connections handed from one relay thread to another so far (RFC 6062
+    /// ConnectionBinds that arrived on another thread than their allocation's).
+    pub fn tcp_handoffs(&self) -> u64 {
+        self.ledger.handoffs.load(Ordering::Relaxed)
     }
 
     /// A snapshot of the counters, summed over the shards (refreshed a few times a second).
@@ -277,21 +354,21 @@ impl TurnHandle {
     }
 }
 
-/// Binds and starts the event loop thread.
+/// Binds and starts the event loop threads.
 pub fn start(config: TurnConfig) -> anyhow::Result<TurnHandle> {
     let shards = config.threads.max(1);
-    let (udps, tcp) = bind(config.listen, shards)
+    let (udps, tcps) = bind(config.listen, shards)
         .with_context(|| format!("cannot listen on {} (udp and tcp)", config.listen))?;
     let local_addr = udps[0].get_ref().local_addr()?;
-    let (tls_listener, tls_config) = match &config.tls {
+    let (tls_listeners, tls_config) = match &config.tls {
         Some((addr, tls)) => {
-            let listener = bind_tcp(*addr).with_context(|| format!("cannot listen on {addr} (tls)"))?;
-            (Some(listener), Some(tls.clone()))
+            let listeners =
+                bind_tcp(*addr, shards).with_context(|| format!("cannot listen on {addr} (tls)"))?;
+            (listeners.into_iter().map(Some).collect(), Some(tls.clone()))
         }
-        None => (None, None),
+        None => ((0..shards).map(|_| None).collect::<Vec<_>>(), None),
     };
-    let tls_addr = tls_listener.as_ref().map(|l| l.local_addr()).transpose()?;
-    let (reload_tx, reload_rx) = std::sync::mpsc::channel();
+    let tls_addr = tls_listeners.first().and_then(|l| l.as_ref()).map(|l| l.local_addr()).transpose()?;
     let shutdown = Shutdown::new();
     let ledger = Arc::new(Ledger {
         per_user: Mutex::new(HashMap::new()),
@@ -301,23 +378,41 @@ pub fn start(config: TurnConfig) -> anyhow::Result<TurnHandle> {
         max_total: config.core.max_allocations,
         reservations: Mutex::new(HashMap::new()),
         reserved: AtomicUsize::new(0),
+        tcp_open: AtomicUsize::new(0),
+        tcp_per_ip: Mutex::new(HashMap::new()),
+        tcp_relay_addrs: Mutex::new(HashSet::new()),
+        handoffs: AtomicU64::new(0),
     });
-    let (mut tcp, mut tls_listener, mut reload_rx) = (Some(tcp), tls_listener, Some(reload_rx));
+    let mut polls = Vec::with_capacity(shards);
+    let mut mailboxes = Vec::with_capacity(shards);
+    let mut inboxes = Vec::with_capacity(shards);
+    for _ in 0..shards {
+        let poll = Poll::new()?;
+        let waker = mio::Waker::new(poll.registry(), WAKE)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        polls.push(poll);
+        mailboxes.push(Mailbox { tx, waker });
+        inboxes.push(rx);
+    }
+    let mailboxes = Arc::new(mailboxes);
+    let mut reload_senders = Vec::with_capacity(shards);
     let mut all_stats = Vec::with_capacity(shards);
     let mut threads = Vec::with_capacity(shards);
-    for (index, udp) in udps.into_iter().enumerate() {
+    let parts = udps.into_iter().zip(tcps).zip(tls_listeners).zip(polls).zip(inboxes);
+    for (index, ((((udp, tcp), tls), poll), inbox)) in parts.enumerate() {
         let stats = Arc::new(Mutex::new(TurnStats::default()));
         all_stats.push(stats.clone());
-        let event_loop = shard(
+        let (reload_tx, reload_rx) = std::sync::mpsc::channel();
+        reload_senders.push(reload_tx);
+        let mut event_loop = shard(
             &config,
-            Shard { udp, tcp: tcp.take(), tls: tls_listener.take(), reload: reload_rx.take() },
+            Shard { index, poll, udp, tcp, tls, reload: reload_rx, inbox, mailboxes: mailboxes.clone() },
             (local_addr, tls_addr),
             tls_config.clone(),
             ledger.clone(),
             stats,
             shutdown.clone(),
         )?;
-        let mut event_loop = event_loop;
         threads.push(std::thread::Builder::new().name(format!("turn-{index}")).spawn(move || {
             if let Err(e) = event_loop.run() {
                 tracing::error!(error = %e, "turn event loop failed");
@@ -329,20 +424,26 @@ pub fn start(config: TurnConfig) -> anyhow::Result<TurnHandle> {
     Ok(TurnHandle {
         local_addr,
         tls_addr,
-        reload: Mutex::new(reload_tx),
+        reload: Mutex::new(reload_senders),
         stats: SharedStats(all_stats),
+        ledger,
         shutdown,
         threads,
     })
 }
 
-/// What one shard listens on: its UDP socket, and for the first the TCP and TLS listeners and
-/// the certificate reloads.
+/// What one shard listens on: its UDP, TCP and TLS sockets, the certificate reloads and the
+/// connections other shards hand it.
 struct Shard {
+    index: usize,
+    poll: Poll,
     udp: Udp,
-    tcp: Option<TcpListener>,
+    tcp: TcpListener,
     tls: Option<TcpListener>,
-    reload: Option<std::sync::mpsc::Receiver<Arc<rustls::ServerConfig>>>,
+    reload: Receiver<Arc<rustls::ServerConfig>>,
+    inbox: Receiver<Conn>,
+    /// Every shard's, this one's included.
+    mailboxes: Arc<Vec<Mailbox>>,
 }
 
 fn shard(
@@ -354,24 +455,26 @@ fn shard(
     stats: Arc<Mutex<TurnStats>>,
     shutdown: Shutdown,
 ) -> anyhow::Result<EventLoop> {
-    let poll = Poll::new()?;
-    let Shard { udp, tcp, tls, reload } = listeners;
+    let Shard { index, poll, udp, tcp, tls, reload, inbox, mailboxes } = listeners;
+    let mut core = config.core.clone();
+    core.shard = (index as u32, mailboxes.len() as u32);
     let mut event_loop = EventLoop {
-        core: TurnServer::new(config.core.clone(), Instant::now(), unix_now()),
+        core: TurnServer::new(core, Instant::now(), unix_now()),
         io: Io {
             poll,
             udp,
             tcp,
             tls,
+            index,
+            mailboxes,
+            inbox,
             tls_config,
             tls_addr,
             local_addr,
             entries: Vec::new(),
             free: Vec::new(),
             tcp_by_client: HashMap::new(),
-            tcp_per_ip: HashMap::new(),
             peers: HashMap::new(),
-            tcp_relay_addrs: HashSet::new(),
             relay_ips: config.relay_ips.clone(),
             relay_ports: config.relay_ports.clone(),
             advertised: config.advertised.clone(),
@@ -387,18 +490,15 @@ fn shard(
         throttled: Vec::new(),
     };
     event_loop.io.poll.registry().register(event_loop.io.udp.get_mut(), UDP_LISTEN, Interest::READABLE)?;
-    if let Some(tcp) = event_loop.io.tcp.as_mut() {
-        event_loop.io.poll.registry().register(tcp, TCP_LISTEN, Interest::READABLE)?;
-    }
+    event_loop.io.poll.registry().register(&mut event_loop.io.tcp, TCP_LISTEN, Interest::READABLE)?;
     if let Some(tls) = event_loop.io.tls.as_mut() {
         event_loop.io.poll.registry().register(tls, TLS_LISTEN, Interest::READABLE)?;
     }
     Ok(event_loop)
 }
 
-/// `shards` UDP sockets on `listen` (with `SO_REUSEPORT` when more than one) and a TCP
-/// listener on the same port.
-fn bind(listen: SocketAddr, shards: usize) -> std::io::Result<(Vec<Udp>, TcpListener)> {
+/// `shards` UDP sockets and TCP listeners on `listen` (with `SO_REUSEPORT` when more than one).
+fn bind(listen: SocketAddr, shards: usize) -> std::io::Result<(Vec<Udp>, Vec<TcpListener>)> {
     let attempts = if listen.port() == 0 { 8 } else { 1 };
     let mut last = None;
     for _ in 0..attempts {
@@ -408,7 +508,7 @@ fn bind(listen: SocketAddr, shards: usize) -> std::io::Result<(Vec<Udp>, TcpList
             vec![peerlink_udp::bind(listen)?]
         };
         let addr = sockets[0].local_addr()?.as_socket().unwrap_or(listen);
-        match bind_tcp(addr) {
+        match bind_tcp(addr, shards) {
             Ok(tcp) => {
                 let mut udps = Vec::with_capacity(sockets.len());
                 for socket in sockets {
@@ -429,8 +529,16 @@ fn bind(listen: SocketAddr, shards: usize) -> std::io::Result<(Vec<Udp>, TcpList
     Err(last.unwrap_or_else(|| std::io::Error::other("no port")))
 }
 
-fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    Ok(TcpListener::from_std(crate::sockets::tcp_listener(addr)?))
+/// `shards` TCP listeners on `addr` (with `SO_REUSEPORT` when more than one; the first picks
+/// the port when `addr` has none).
+fn bind_tcp(addr: SocketAddr, shards: usize) -> std::io::Result<Vec<TcpListener>> {
+    let first = crate::sockets::tcp_listener_shared(addr, shards > 1)?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![TcpListener::from_std(first)];
+    for _ in 1..shards {
+        listeners.push(TcpListener::from_std(crate::sockets::tcp_listener_shared(addr, true)?));
+    }
+    Ok(listeners)
 }
 
 fn unix_now() -> u64 {
@@ -476,22 +584,20 @@ struct Conn {
 struct Io {
     poll: Poll,
     udp: Udp,
-    /// The first shard's: TCP and TLS clients are served there.
-    tcp: Option<TcpListener>,
+    tcp: TcpListener,
     tls: Option<TcpListener>,
+    /// This shard's place in `mailboxes`.
+    index: usize,
+    mailboxes: Arc<Vec<Mailbox>>,
+    inbox: Receiver<Conn>,
     tls_config: Option<Arc<rustls::ServerConfig>>,
     tls_addr: Option<SocketAddr>,
     local_addr: SocketAddr,
     entries: Vec<Option<Entry>>,
     free: Vec<usize>,
     tcp_by_client: HashMap<FiveTuple, Token>,
-    tcp_per_ip: HashMap<IpAddr, usize>,
     /// RFC 6062 peer data connections by id.
     peers: HashMap<ConnectionId, Token>,
-    /// Addresses of open TCP relays: their sockets share ports (`SO_REUSEPORT`, so that
-    /// connections to peers can leave from the relayed address), so the kernel cannot tell
-    /// us a port is taken.
-    tcp_relay_addrs: HashSet<SocketAddr>,
     relay_ips: Vec<IpAddr>,
     relay_ports: RangeInclusive<u16>,
     advertised: Vec<(IpAddr, IpAddr)>,
@@ -546,10 +652,6 @@ impl Io {
             Some((_, public)) => SocketAddr::new(*public, local.port()),
             None => local,
         }
-    }
-
-    fn tcp_connections(&self) -> usize {
-        self.tcp_by_client.len()
     }
 
     /// The server side of a UDP client's 5-tuple: on a wildcard address, the address its
@@ -687,7 +789,7 @@ impl RelayProvider for Io {
             }
             Some(Entry::TcpRelay { mut listener, addr, .. }) => {
                 let _ = self.poll.registry().deregister(&mut listener);
-                self.tcp_relay_addrs.remove(&addr);
+                self.ledger.release_tcp_relay(addr);
             }
             // Not a relay: put it back (the core never names other entries).
             Some(other) => {
@@ -712,8 +814,8 @@ struct EventLoop {
     out: Vec<u8>,
     stats: Arc<Mutex<TurnStats>>,
     shutdown: Shutdown,
-    /// The first shard's: renewed certificates for new TLS connections.
-    reload: Option<std::sync::mpsc::Receiver<Arc<rustls::ServerConfig>>>,
+    /// Renewed certificates for new TLS connections.
+    reload: Receiver<Arc<rustls::ServerConfig>>,
     /// Sockets that still had datagrams when their turn ended.
     pending: Vec<Token>,
     /// TCP pipe sides paused by the bandwidth limit: read again every THROTTLE_RETRY.
@@ -744,6 +846,7 @@ impl EventLoop {
                     UDP_LISTEN => self.udp_readable(&mut batch),
                     TCP_LISTEN => self.accept(false),
                     TLS_LISTEN => self.accept(true),
+                    WAKE => self.adopt_conns(),
                     token => {
                         if event.is_writable() || event.is_error() {
                             self.connect_finished(token);
@@ -775,8 +878,10 @@ impl EventLoop {
             }
             self.drain_tcp_outputs();
             flush_udp(&self.io.udp, &mut batch.to_clients);
-            while let Some(Ok(config)) = self.reload.as_ref().map(|r| r.try_recv()) {
-                tracing::info!("tls certificate reloaded; new connections use it");
+            while let Ok(config) = self.reload.try_recv() {
+                if self.io.index == 0 {
+                    tracing::info!("tls certificate reloaded; new connections use it");
+                }
                 self.io.tls_config = Some(config);
             }
             let now = Instant::now();

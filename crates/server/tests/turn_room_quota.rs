@@ -4,6 +4,8 @@
 //! bounds one credential, and counts each credential apart. UDP allocations spread over the
 //! relay's shards, which share one quota.
 
+mod support;
+
 use peerlink_server::options::ServeOptions;
 use peerlink_server::serve::{allocations_per_credential, hub_config};
 use peerlink_server::turn::{self, TurnConfig};
@@ -12,13 +14,9 @@ use peerlink_stun::{
     Attribute, AttributeType, Class, Key, Message, MessageWriter, Method, PasswordAlgorithm, TransactionId,
 };
 use peerlink_turn::{Credentials, ServerConfig};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::DigitallySignedStruct;
+use rustls::pki_types::ServerName;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const REALM: &str = "example.test";
@@ -56,7 +54,7 @@ impl Link {
                 let stream = TcpStream::connect(tls_server).unwrap();
                 stream.set_read_timeout(timeout).unwrap();
                 let name = ServerName::try_from("localhost").unwrap();
-                let conn = rustls::ClientConnection::new(tls_client(), name).unwrap();
+                let conn = rustls::ClientConnection::new(support::tls_client(), name).unwrap();
                 Link::Tls(Box::new(rustls::StreamOwned::new(conn, stream)))
             }
         }
@@ -90,60 +88,6 @@ fn stream_call(stream: &mut impl ReadWrite, request: &[u8]) -> Vec<u8> {
 
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
-
-/// Accepts the test's self-signed certificate: the quota is under test, not the PKI.
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-fn tls_client() -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-        .with_no_client_auth();
-    Arc::new(config)
-}
-
-fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../signal/tests/data").join(name)
-}
 
 fn request(tid: u8, attrs: &[Attribute<'_>], auth: Option<(&str, &str, &str)>) -> Vec<u8> {
     let mut buf = Vec::new();
@@ -230,7 +174,9 @@ fn every_browser_of_a_full_mesh_room_gets_all_its_relay_candidates() {
     secrets.add_secret(SECRET);
     let mut core = ServerConfig::new(REALM, secrets, [5; 32]);
     core.max_allocations_per_user = quota;
-    let tls = peerlink_server::tls::load(&data("self-signed.pem"), &data("self-signed.key")).unwrap();
+    let tls =
+        peerlink_server::tls::load(&support::data("self-signed.pem"), &support::data("self-signed.key"))
+            .unwrap();
     let server = turn::start(TurnConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         relay_ips: vec!["127.0.0.1".parse().unwrap()],
@@ -239,7 +185,7 @@ fn every_browser_of_a_full_mesh_room_gets_all_its_relay_candidates() {
         max_tcp_connections: 1024,
         core,
         tls: Some(("127.0.0.1:0".parse().unwrap(), tls)),
-        // Two shards: UDP spread over both, TCP and TLS on the first, one quota.
+        // Two shards: UDP, TCP and TLS spread over both, one quota.
         threads: 2,
     })
     .unwrap();

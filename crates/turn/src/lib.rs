@@ -132,6 +132,6 @@ pub use client::{ClientConfig, ClientError, ClientEvent, TurnClient};
 pub use policy::PeerPolicy;
 pub use rate::SharedRate;
 pub use server::{
-    ClientAction, ConnectionId, FiveTuple, PeerAction, PortRequest, QuotaError, Relay, RelayError, RelayId,
-    RelayProvider, ServerConfig, TcpOutput, Transport, TurnServer, TurnStats,
+    connection_bind_shard, ClientAction, ConnectionId, FiveTuple, PeerAction, PortRequest, QuotaError, Relay,
+    RelayError, RelayId, RelayProvider, ServerConfig, TcpOutput, Transport, TurnServer, TurnStats,
 };

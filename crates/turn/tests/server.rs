@@ -5,8 +5,9 @@ use peerlink_stun::{
     MessageWriter, Method, PasswordAlgorithm, TransactionId,
 };
 use peerlink_turn::{
-    ChannelData, ClientAction, ConnectionId, Credentials, FiveTuple, PeerAction, PortRequest, Relay,
-    RelayError, RelayId, RelayProvider, ServerConfig, SharedRate, TcpOutput, Transport, TurnServer,
+    connection_bind_shard, ChannelData, ClientAction, ConnectionId, Credentials, FiveTuple, PeerAction,
+    PortRequest, Relay, RelayError, RelayId, RelayProvider, ServerConfig, SharedRate, TcpOutput, Transport,
+    TurnServer,
 };
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -1174,4 +1175,45 @@ fn allocations_that_relay_nothing_are_counted_when_they_go() {
     w.server.handle_timeout(w.now, &mut w.relays);
     assert_eq!(w.server.stats().allocations, 0);
     assert_eq!(w.server.stats().silent_allocations, 2, "the idle one and the unbound one");
+}
+
+#[test]
+fn connection_ids_name_the_shard_that_issued_them_and_binds_say_which() {
+    let mut seen = std::collections::HashSet::new();
+    for shard in 0..3u32 {
+        let mut w = world_with(|c| c.shard = (shard, 3));
+        let control = tcp("198.51.100.1:5000");
+        let (login, _) = w.tcp_allocation(control, "alice", "alice-pw");
+        for port in 0..8u16 {
+            w.connect(control, &login, &format!("203.0.113.5:{}", 7000 + port));
+            let [(TcpOutput::Connect { id, .. }, _)] = w.outputs()[..] else { panic!() };
+            assert_eq!(id.0 % 3, shard, "{id:?} from shard {shard}");
+            assert!(seen.insert(id.0), "shards issue different ids: {id:?} twice");
+            assert!(w.server.handle_peer_connected(w.now, id, true));
+            w.outputs();
+            let data = tcp(&format!("198.51.100.1:{}", 6000 + port));
+            let data_login = w.login(data, "alice", "alice-pw");
+            let tid = w.next_tid();
+            let request =
+                w.request(Method::CONNECTION_BIND, Some(&data_login), tid, &[Attribute::ConnectionId(id.0)]);
+            assert_eq!(connection_bind_shard(&request, 3), Some(shard));
+            assert_eq!(connection_bind_shard(&request, 1), Some(0));
+            // The shard that issued it binds it.
+            w.bind_ok(data, &data_login, id);
+        }
+    }
+    // Other messages, a bind without an id, empty, truncated and garbage input: no shard.
+    let mut w = world();
+    let tid = w.next_tid();
+    let allocate = w.request(Method::ALLOCATE, None, tid, &[Attribute::RequestedTransport(6)]);
+    assert_eq!(connection_bind_shard(&allocate, 2), None);
+    let bare = w.request(Method::CONNECTION_BIND, None, tid, &[]);
+    assert_eq!(connection_bind_shard(&bare, 2), None);
+    let bind = w.request(Method::CONNECTION_BIND, None, tid, &[Attribute::ConnectionId(5)]);
+    assert_eq!(connection_bind_shard(&bind, 2), Some(1));
+    assert_eq!(connection_bind_shard(&bind, 0), Some(0), "zero shards count as one");
+    assert_eq!(connection_bind_shard(&[], 2), None);
+    assert_eq!(connection_bind_shard(&bind[..bind.len() - 1], 2), None);
+    assert_eq!(connection_bind_shard(&bind[..20], 2), None);
+    assert_eq!(connection_bind_shard(&[0xff; 64], 2), None);
 }

@@ -80,20 +80,23 @@ fn relay_socket(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
 impl Io {
     /// Opens a TCP relay listening on `addr`; `None` when the address is taken.
     pub(super) fn open_tcp_port(&mut self, addr: SocketAddr) -> Option<Relay> {
-        if self.tcp_relay_addrs.contains(&addr) {
+        if !self.ledger.claim_tcp_relay(addr) {
             return None;
         }
-        let socket = relay_socket(addr).ok()?;
-        socket.listen(128).ok()?;
-        let mut listener = TcpListener::from_std(socket.into());
-        let addr = listener.local_addr().ok()?;
-        let vacant = self.free.last().copied().unwrap_or(self.entries.len());
-        let token = Token(vacant + FIRST_ENTRY);
-        self.poll.registry().register(&mut listener, token, Interest::READABLE).ok()?;
+        let listening = relay_socket(addr).and_then(|socket| {
+            socket.listen(128)?;
+            let mut listener = TcpListener::from_std(socket.into());
+            let token = Token(self.free.last().copied().unwrap_or(self.entries.len()) + FIRST_ENTRY);
+            self.poll.registry().register(&mut listener, token, Interest::READABLE)?;
+            Ok((listener, token))
+        });
+        let Ok((listener, token)) = listening else {
+            self.ledger.release_tcp_relay(addr);
+            return None;
+        };
         let id = RelayId(token.0 as u32);
         let inserted = self.insert(Entry::TcpRelay { listener, id, addr });
         debug_assert_eq!(inserted, token);
-        self.tcp_relay_addrs.insert(addr);
         Some(Relay { id, addr: self.advertised(addr) })
     }
 

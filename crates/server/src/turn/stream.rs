@@ -6,20 +6,20 @@
 
 use super::{
     pipe, Conn, Entry, EventLoop, Io, ALLOCATED_IDLE_TIMEOUT, DATAGRAM, FIRST_ENTRY, FIRST_MESSAGE_TIMEOUT,
-    IDLE_TIMEOUT, MAX_TCP_BACKLOG, MAX_TCP_PER_IP, READ_CHUNK,
+    IDLE_TIMEOUT, MAX_TCP_BACKLOG, READ_CHUNK,
 };
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 use peerlink_stun::framing::Frame;
 use peerlink_turn::channel::next_stream_frame;
-use peerlink_turn::{ClientAction, ConnectionId, FiveTuple, Transport};
+use peerlink_turn::{connection_bind_shard, ClientAction, ConnectionId, FiveTuple, Transport};
 use std::io::{ErrorKind, Read, Write};
 use std::time::Instant;
 
 impl EventLoop {
     pub(super) fn accept(&mut self, tls: bool) {
         loop {
-            let listener = if tls { self.io.tls.as_ref() } else { self.io.tcp.as_ref() };
+            let listener = if tls { self.io.tls.as_ref() } else { Some(&self.io.tcp) };
             let Some(listener) = listener else { return };
             let (mut stream, client) = match listener.accept() {
                 Ok(accepted) => accepted,
@@ -29,24 +29,21 @@ impl EventLoop {
                     return;
                 }
             };
-            if self.io.tcp_connections() >= self.io.max_tcp_connections {
-                tracing::debug!(%client, "tcp connection refused: too many open");
-                continue;
-            }
-            if self.io.tcp_per_ip.get(&client.ip()).copied().unwrap_or(0) >= MAX_TCP_PER_IP {
-                tracing::debug!(%client, "tcp connection refused: too many from this address");
+            if !self.io.ledger.open_tcp(client.ip(), self.io.max_tcp_connections) {
                 continue;
             }
             let _ = stream.set_nodelay(true);
             let vacant = self.io.free.last().copied().unwrap_or(self.io.entries.len());
             let token = Token(vacant + FIRST_ENTRY);
             if self.io.poll.registry().register(&mut stream, token, Interest::READABLE).is_err() {
+                self.io.ledger.close_tcp(client.ip());
                 continue;
             }
             let (transport, server, session) = if tls {
                 let session = self.io.tls_config.clone().and_then(|c| rustls::ServerConnection::new(c).ok());
                 let Some(session) = session else {
                     let _ = self.io.poll.registry().deregister(&mut stream);
+                    self.io.ledger.close_tcp(client.ip());
                     continue;
                 };
                 (Transport::Tls, self.io.tls_addr.unwrap_or(self.io.local_addr), Some(Box::new(session)))
@@ -68,7 +65,48 @@ impl EventLoop {
             let inserted = self.io.insert(Entry::Conn(conn));
             debug_assert_eq!(inserted, token);
             self.io.tcp_by_client.insert(tuple, token);
-            *self.io.tcp_per_ip.entry(client.ip()).or_default() += 1;
+        }
+    }
+
+    /// RFC 6062 §5.4: a ConnectionBind arrived on connection `token` for a CONNECTION-ID of
+    /// shard `owner`'s allocation: the connection, with what it has read and not handled,
+    /// goes to that shard, which handles the bind as if it had accepted the connection.
+    fn hand_off(&mut self, token: Token, owner: usize) {
+        let Some(Entry::Conn(mut conn)) = self.io.remove(token) else { return };
+        let _ = self.io.poll.registry().deregister(&mut conn.stream);
+        self.io.tcp_by_client.remove(&conn.tuple);
+        // Registered afresh there, readable only until it has output.
+        conn.writable_interest = false;
+        let tuple = conn.tuple;
+        let Some(mailbox) = self.io.mailboxes.get(owner) else {
+            self.io.ledger.close_tcp(tuple.client.ip());
+            return;
+        };
+        match mailbox.tx.send(conn) {
+            Ok(()) => {
+                self.io.ledger.handoffs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let _ = mailbox.waker.wake();
+                tracing::trace!(client = %tuple.client, from = self.io.index, to = owner, "data connection handed over");
+            }
+            // That shard has stopped (the server is shutting down): the connection closes.
+            Err(_) => self.io.ledger.close_tcp(tuple.client.ip()),
+        }
+    }
+
+    /// Takes the connections other shards handed this one.
+    pub(super) fn adopt_conns(&mut self) {
+        while let Ok(mut conn) = self.io.inbox.try_recv() {
+            let token = Token(self.io.free.last().copied().unwrap_or(self.io.entries.len()) + FIRST_ENTRY);
+            if self.io.poll.registry().register(&mut conn.stream, token, Interest::READABLE).is_err() {
+                self.io.ledger.close_tcp(conn.tuple.client.ip());
+                continue;
+            }
+            let tuple = conn.tuple;
+            let inserted = self.io.insert(Entry::Conn(conn));
+            debug_assert_eq!(inserted, token);
+            self.io.tcp_by_client.insert(tuple, token);
+            // Its unhandled input (the ConnectionBind) first, then whatever else arrived.
+            self.conn_readable(token);
         }
     }
 
@@ -83,6 +121,10 @@ impl EventLoop {
             match self.process_frames(token) {
                 Frames::Handled => {}
                 Frames::Junk => break true,
+                Frames::Elsewhere(owner) => {
+                    self.hand_off(token, owner);
+                    return;
+                }
                 Frames::Bound(id) => {
                     // RFC 6062 §5.4: from here on the connection is a pipe.
                     self.bind(token, id, status);
@@ -137,12 +179,21 @@ impl EventLoop {
         let mut consumed = 0;
         let mut ok = true;
         let mut bound = None;
+        let mut elsewhere = None;
+        let shards = self.io.mailboxes.len();
         loop {
             match next_stream_frame(&input[consumed..]) {
                 Frame::Complete(len) => {
                     let frame = &input[consumed..consumed + len];
-                    let idle =
-                        if self.core.has_allocation(&tuple) { ALLOCATED_IDLE_TIMEOUT } else { IDLE_TIMEOUT };
+                    let allocated = self.core.has_allocation(&tuple);
+                    if shards > 1 && !allocated {
+                        let owner = connection_bind_shard(frame, shards as u32).map(|s| s as usize);
+                        if owner.is_some_and(|owner| owner != self.io.index) {
+                            elsewhere = owner;
+                            break;
+                        }
+                    }
+                    let idle = if allocated { ALLOCATED_IDLE_TIMEOUT } else { IDLE_TIMEOUT };
                     if let Some(Entry::Conn(conn)) = self.io.entry(token) {
                         conn.deadline = Instant::now() + idle;
                     }
@@ -183,6 +234,9 @@ impl EventLoop {
         input.drain(..consumed);
         if let Some(Entry::Conn(conn)) = self.io.entry(token) {
             conn.input = input;
+        }
+        if let Some(owner) = elsewhere {
+            return Frames::Elsewhere(owner);
         }
         match (bound, ok) {
             (Some(id), _) => Frames::Bound(id),
@@ -230,13 +284,7 @@ impl EventLoop {
             }
             let _ = self.io.poll.registry().deregister(&mut conn.stream);
             self.io.tcp_by_client.remove(&conn.tuple);
-            let ip = conn.tuple.client.ip();
-            if let Some(count) = self.io.tcp_per_ip.get_mut(&ip) {
-                *count -= 1;
-                if *count == 0 {
-                    self.io.tcp_per_ip.remove(&ip);
-                }
-            }
+            self.io.ledger.close_tcp(conn.tuple.client.ip());
             // RFC 8656 §3.1: a TCP allocation ends with its connection.
             self.core.handle_client_closed(&conn.tuple, &mut self.io);
         }
@@ -250,6 +298,9 @@ enum Frames {
     Junk,
     /// A ConnectionBind succeeded; the rest of the input belongs to the peer.
     Bound(ConnectionId),
+    /// A ConnectionBind for a connection of that shard's allocation (it and what follows
+    /// are left in the input).
+    Elsewhere(usize),
 }
 
 /// What one read from a stream did.

@@ -16,7 +16,7 @@ mod relay;
 mod tcp;
 
 pub use allocate::{PortRequest, QuotaError, Relay, RelayError, RelayId, RelayProvider};
-pub use tcp::{ConnectionId, TcpOutput};
+pub use tcp::{connection_bind_shard, ConnectionId, TcpOutput};
 
 use crate::auth::{Credentials, NonceIssuer, RateLimiter};
 use crate::policy::PeerPolicy;
@@ -67,6 +67,10 @@ pub struct ServerConfig {
     /// is used up (coturn's `bps-capacity`); `None` for no limit.
     pub capacity: Option<Arc<SharedRate>>,
     pub software: Option<String>,
+    /// This core is shard `shard.0` of `shard.1` (event loop threads of one server): the
+    /// CONNECTION-IDs it issues name it ([`connection_bind_shard`]), so that a
+    /// ConnectionBind arriving at another shard can be handed to this one.
+    pub shard: (u32, u32),
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -103,6 +107,7 @@ impl ServerConfig {
             max_bytes_per_second_per_user: None,
             capacity: None,
             software: None,
+            shard: (0, 1),
         }
     }
 }

@@ -35,6 +35,29 @@ pub enum TcpOutput {
     Close(ConnectionId),
 }
 
+/// The number nearest below `raw` (or above, at the top of the range) that is `shard`
+/// modulo `shards`.
+fn on_shard(raw: u32, shard: u32, shards: u32) -> u32 {
+    let shard = shard % shards;
+    let base = raw - raw % shards;
+    base.checked_add(shard).unwrap_or(base.wrapping_sub(shards).wrapping_add(shard))
+}
+
+/// RFC 6062 §5.4: the shard (of `shards`) that issued the CONNECTION-ID a ConnectionBind
+/// request names, so that the I/O layer can hand the data connection it arrived on to the
+/// shard holding the allocation. `None` for anything else (other messages, junk, a
+/// ConnectionBind without a CONNECTION-ID), which the receiving shard handles itself.
+pub fn connection_bind_shard(frame: &[u8], shards: u32) -> Option<u32> {
+    let message = peerlink_stun::Message::parse(frame).ok()?;
+    if message.class() != Class::Request || message.method() != Method::CONNECTION_BIND {
+        return None;
+    }
+    match message.get(AttributeType::CONNECTION_ID)? {
+        Ok(Attribute::ConnectionId(raw)) => Some(raw % shards.max(1)),
+        _ => None,
+    }
+}
+
 #[derive(Debug)]
 enum State {
     /// The I/O layer is connecting to the peer; the Connect request waits for the outcome.
@@ -387,18 +410,25 @@ impl TurnServer {
         self.tcp.queue.push_back(item);
     }
 
-    /// An unguessable CONNECTION-ID (HMAC of a counter under the server's secret), unique
-    /// among the live ones; `None` only if sixteen draws in a row collide.
+    /// An unguessable CONNECTION-ID (HMAC of this shard and a counter under the server's
+    /// secret) that names this shard (`id % shards == shard`, see [`connection_bind_shard`]),
+    /// unique among the live ones; `None` only if sixteen draws in a row collide.
     fn new_connection_id(&mut self) -> Option<ConnectionId> {
         use hmac::{Hmac, Mac};
+        let (shard, shards) = (self.config.shard.0, self.config.shard.1.max(1));
         for _ in 0..16 {
             self.tcp.issued += 1;
             let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.config.nonce_secret)
                 .expect("hmac takes any key length");
             mac.update(b"connection-id");
+            mac.update(&shard.to_be_bytes());
             mac.update(&self.tcp.issued.to_be_bytes());
             let digest = mac.finalize().into_bytes();
-            let id = ConnectionId(u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]));
+            let id = ConnectionId(on_shard(
+                u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]),
+                shard,
+                shards,
+            ));
             if !self.tcp.connections.contains_key(&id) {
                 return Some(id);
             }
