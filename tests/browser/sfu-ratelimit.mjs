@@ -109,7 +109,16 @@ if (!r.check(top && s0.width === top, `the receiver decodes the top layer (${s0.
   console.log(`# receiver log: ${(await receiver.page.evaluate(() => window.__sfu.log.slice(-10))).join(' | ')}`);
   r.finish();
 }
-await sleep(3000);
+// The limit comes once the receiver has decoded only the top layer for 3 s (the server's
+// estimate may still hold it lower for a while after the start).
+deadline = Date.now() + 30000;
+let steady = false;
+while (Date.now() < deadline && !steady) {
+  await sleep(250);
+  const recent = (await samples()).filter((x) => x.t > Date.now() - 3000);
+  steady = recent.length > 20 && recent.every((x) => x.width === top);
+}
+if (!r.check(steady, `the receiver decodes only the top layer for 3 s before the limit`)) r.finish();
 
 const swap = () => process.kill(Number(process.env.EMULATOR_PID), 'SIGUSR2');
 swap();
