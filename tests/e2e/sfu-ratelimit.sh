@@ -53,8 +53,16 @@ for _ in $(seq 100); do queues_bound && break; sleep 0.1; done
 queues_bound || { echo "path emulators did not bind their queues:" >&2; cat "$TMP"/emu*.out >&2; exit 1; }
 
 RUST_LOG=${RUST_LOG:-info,peerlink_server::sfu=debug} ip netns exec "$A" "$peerlink" serve --http $A_IP:0 \
-    --listen $A_IP:3478 --room-mode sfu >"$TMP/serve.out" 2>"$TMP/serve.log" &
+    --listen $A_IP:3478 --room-mode sfu --metrics 127.0.0.1:0 >"$TMP/serve.out" 2>"$TMP/serve.log" &
 wait_for_line "$TMP/serve.out" "signaling on ws://" 15
+# The server's view (per-layer rates it measures, the receiver's layer), once a second.
+stats=$(sed -nE 's/.*SFU rooms and tracks at (http:\/\/[^ ]+).*/\1/p' "$TMP/serve.out" | head -1)
+if [ -n "$stats" ]; then
+    (for _ in $(seq 150); do
+        echo "$(date +%s.%N) $(ip netns exec "$A" curl -s --max-time 1 "$stats.json" || true)"
+        sleep 1
+    done) >"$TMP/stats.log" 2>/dev/null &
+fi
 ws=$(sed -nE 's/.*signaling on (ws:\/\/[^ ]+).*/\1/p' "$TMP/serve.out" | head -1)
 app=$(sed -nE 's/.*browser app at (http:\/\/[^ ]+).*/\1/p' "$TMP/serve.out" | head -1)
 echo "# signaling $ws; receiver path: ${DELAY_MS} ms each way, limit ${LIMIT_MBIT} Mbit/s with a ${QUEUE_MS} ms queue for ${LIMIT_S} s"
@@ -71,6 +79,26 @@ CHROMIUM_A=$TMP/chromium-A CHROMIUM_B=$TMP/chromium-B EMULATOR_PID=${EMULATOR_PI
 kill -USR1 "${EMULATOR_PIDS[0]}" 2>/dev/null || true
 sleep 0.3
 echo "# A->B emulator: $(cat "$TMP/emu0.out" | tr '\n' ' ') $(cat "$TMP/emu0.json" 2>/dev/null || true)"
+# The server's bandwidth estimate toward each participant (kbit/s) by second from the limit
+# (from its /stats.json): what its layer caps follow.
+python3 - "$TMP/stats.log" "$TMP/emu0.out" <<'PYEOF' || true
+import json, re, sys
+swaps = [float(t) for t in re.findall(r"rate [0-9.]+ Mbit/s at ([0-9.]+)", open(sys.argv[2]).read())]
+if swaps:
+    est = {}
+    for line in open(sys.argv[1]):
+        t, _, js = line.partition(" ")
+        try:
+            rooms = json.loads(js)
+        except ValueError:
+            continue
+        for r in rooms:
+            for p in r["participants"]:
+                if p["estimate_bps"] is not None:
+                    est.setdefault(p["id"][:6], []).append(f"{float(t) - swaps[0]:.0f}:{p['estimate_bps'] // 1000}")
+    for who, xs in est.items():
+        print(f"# server estimate toward {who} (s from the limit:kbit/s): {' '.join(xs)}")
+PYEOF
 if [ $status -ne 0 ]; then
     echo "# server log (last 20 lines):"
     tail -20 "$TMP/serve.log"
