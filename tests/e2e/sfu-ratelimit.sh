@@ -31,7 +31,9 @@ QUEUE_MS=${QUEUE_MS:-200}
 P=plp-rl$$-
 TMP=$(mktemp -d)
 . scripts/lib/path-lab.sh
+SAMPLER=
 done_() {
+    [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null || true
     kill -TERM "${EMULATOR_PIDS[@]:-}" 2>/dev/null || true
     path_lab_down
     [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp -r "$TMP"/. "$KEEP"/ 2>/dev/null || true
@@ -62,6 +64,7 @@ if [ -n "$stats" ]; then
         echo "$(date +%s.%N) $(ip netns exec "$A" curl -s --max-time 1 "$stats.json" || true)"
         sleep 1
     done) >"$TMP/stats.log" 2>/dev/null &
+    SAMPLER=$!
 fi
 ws=$(sed -nE 's/.*signaling on (ws:\/\/[^ ]+).*/\1/p' "$TMP/serve.out" | head -1)
 app=$(sed -nE 's/.*browser app at (http:\/\/[^ ]+).*/\1/p' "$TMP/serve.out" | head -1)
