@@ -5,7 +5,7 @@
 // (text out, {from, text} in). Used by sfu-room.mjs, sfu-lastn.mjs and sfu-native.mjs.
 
 // Runs in the page: the whole client.
-export function client({ ws, room, name, simulcast }) {
+export function client({ ws, room, name, simulcast, camera = true, size = [640, 480] }) {
   const state = { id: null, mode: null, pcs: 0, log: [], streams: {}, chat: [], errors: [], speaker: null, speakers: [], forwarding: null };
   window.__sfu = state;
   const log = (m) => state.log.push(`${Math.round(performance.now())} ${m}`);
@@ -14,7 +14,8 @@ export function client({ ws, room, name, simulcast }) {
   const sock = new WebSocket(ws);
   const send = (data) => sock.send(JSON.stringify({ type: 'signal', to: 'sfu', data }));
   const start = async (iceServers) => {
-    const media = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 480, frameRate: 15 } });
+    // camera false: the microphone alone (a page that mostly watches).
+    const media = await navigator.mediaDevices.getUserMedia({ audio: true, video: camera && { width: size[0], height: size[1], frameRate: 15 } });
     // Muted audio still flows, as silence (RFC 6464 level 127).
     window.__mute = (muted) => media.getAudioTracks().forEach((t) => { t.enabled = !muted; });
     pc = new RTCPeerConnection({ iceServers });
@@ -107,7 +108,7 @@ export function client({ ws, room, name, simulcast }) {
 }
 
 /** Opens a page in a context of its own in `browser` and runs the client in it. */
-export async function openPage(browser, origin, { ws, room, name, simulcast = true }) {
+export async function openPage(browser, origin, { ws, room, name, simulcast = true, camera = true, size }) {
   const context = await browser.newContext();
   const page = await context.newPage();
   page.on('pageerror', (e) => console.log(`# ${name} page error: ${e}`));
@@ -119,7 +120,7 @@ export async function openPage(browser, origin, { ws, room, name, simulcast = tr
       constructor(...a) { super(...a); window.__sfuPc = this; }
     };
   });
-  await page.evaluate(client, { ws, room, name, simulcast });
+  await page.evaluate(client, { ws, room, name, simulcast, camera, size });
   return { name, page, context };
 }
 

@@ -15,6 +15,7 @@ Needs libnetfilter-queue-dev and pip NetfilterQueue. Run inside the router names
   iptables -t mangle -A PREROUTING -i ra -d 10.123.2.2 -j NFQUEUE --queue-num 0
   python path-emulator.py --queue 0 --delay-ms 20 --loss 0.01 --rate-mbit 50 --queue-ms 100 --secs 120 --stats s.json
 Bounded by --secs; SIGTERM ends it cleanly. Writes its counters as JSON to --stats at the end and on SIGUSR1.
+With --alt-rate-mbit, each SIGUSR2 swaps the bottleneck rate with that one (printing the wall-clock time of the swap).
 """
 import argparse, collections, json, os, random, select, signal, socket, sys, time
 from netfilterqueue import NetfilterQueue
@@ -25,6 +26,8 @@ ap.add_argument("--delay-ms", type=float, default=0)
 ap.add_argument("--jitter-ms", type=float, default=0)
 ap.add_argument("--loss", type=float, default=0)
 ap.add_argument("--rate-mbit", type=float, default=0, help="bottleneck rate in Mbit/s (0: none)")
+ap.add_argument("--alt-rate-mbit", type=float, default=None,
+                help="a second bottleneck rate (0: none): each SIGUSR2 swaps it with the current one (a limit set and lifted)")
 ap.add_argument("--queue-ms", type=float, default=100, help="drop-tail queue limit, in ms of waiting at the rate")
 ap.add_argument("--burst-bytes", type=float, default=1500, help="token bucket depth")
 ap.add_argument("--secs", type=float, default=120)
@@ -111,6 +114,9 @@ def on_term(*_):
 
 snap = []
 signal.signal(signal.SIGUSR1, lambda *_: snap.append(1))  # write the counters so far to --stats
+swaps = []
+signal.signal(signal.SIGUSR2, lambda *_: swaps.append(1))  # swap the rate with --alt-rate-mbit
+alt = a.alt_rate_mbit * 1e6 / 8 if a.alt_rate_mbit is not None else None
 
 
 def write_stats():
@@ -135,6 +141,12 @@ try:
         now = clock()
         if now >= end or stop:
             break
+        if swaps and alt is not None:
+            swaps.clear()
+            rate, alt = alt, rate
+            # A new bottleneck starts with a full bucket and no backlog counted against it.
+            tokens, tok_at = burst, now
+            print(f"path-emulator rate {rate * 8 / 1e6:g} Mbit/s at {now:.3f}", flush=True)
         if snap:
             snap.clear(); write_stats()
             if a.seed is not None: rnd.seed(a.seed)

@@ -157,15 +157,18 @@ impl Layers {
     }
 
     /// The active layer with the largest picture (by key frame size when every active
-    /// layer's is known, else by rate) whose rate is not above `cap_bps`, else the active
-    /// layer with the lowest rate (the least a subscriber's path can get).
+    /// layer's is known, else by rate) whose rate is not above `cap_bps`, else the
+    /// [`Layers::lowest`] (the least a subscriber's path can get). Not the one that measured
+    /// least: a second's rate swings with the key frames asked of a layer, and choosing by
+    /// it swapped a subscriber on a narrow path between the two smaller pictures every few
+    /// seconds (tests/e2e/sfu-ratelimit.sh), each swap a freeze.
     pub fn best_within(&self, now: Instant, cap_bps: u64) -> Option<usize> {
         let sized = self.sizes_known(now);
         let active = || (0..self.layers.len()).filter(|&l| self.is_active(now, l));
         active()
             .filter(|&l| self.rate(l) <= cap_bps)
             .max_by_key(|&l| if sized { (u64::from(self.pixels(l)), l) } else { (self.rate(l), l) })
-            .or_else(|| active().min_by_key(|&l| (self.rate(l), l)))
+            .or_else(|| self.lowest(now))
     }
 
     /// An active layer whose picture size is not known yet (its first key frame's start was
@@ -275,7 +278,10 @@ impl LayerChoice {
         let best = layers.best_within(now, cap_bps)?;
         let from = self.current.unwrap_or(self.target);
         let better = layers.better(now, best, from);
-        let too_much = layers.rate(from) > cap_bps && layers.rate(best) < layers.rate(from);
+        // Above the cap: off to what sends less, or to a smaller picture (which may just
+        // have measured more, during a key frame).
+        let too_much = layers.rate(from) > cap_bps
+            && (layers.rate(best) < layers.rate(from) || layers.better(now, from, best));
         let new =
             if !layers.is_active(now, from) || too_much || (best != from && better) { best } else { from };
         if new == self.target {
@@ -919,9 +925,19 @@ mod tests {
         // A subscriber on the thumbnail moves up to the larger picture though it sends less.
         let mut choice = LayerChoice::new(0);
         assert_eq!(choice.retarget(ms(1000), &layers), Some(1));
-        // When nothing fits the path, the one that sends least.
+        // When nothing fits the path, the smallest picture, though it sends more (its rate
+        // swings with the key frames asked of it): a subscriber stays on it, or moves to it.
         let mut choice = LayerChoice::new(0);
-        assert_eq!(choice.retarget_within(ms(1000), &layers, layers.rate(1) - 1), Some(1));
+        assert_eq!(choice.retarget_within(ms(1000), &layers, layers.rate(1) - 1), None);
+        assert_eq!(choice.target(), 0);
+        let mut choice = LayerChoice::new(1);
+        assert_eq!(choice.on_packet(1, true), LayerDecision::Switch);
+        assert_eq!(choice.retarget_within(ms(1000), &layers, layers.rate(1) - 1), Some(0));
+        assert_eq!(choice.retarget_within(ms(1000), &layers, 0), None);
+        // Sizes unknown: by rate, as before.
+        let by_rate = fed(2, &[(0, 900), (1, 600)], t0);
+        let mut choice = LayerChoice::new(0);
+        assert_eq!(choice.retarget_within(ms(1000), &by_rate, by_rate.rate(1) - 1), Some(1));
     }
 
     #[test]
