@@ -428,16 +428,16 @@ if (which === 'sfu') {
     check(sent?.status === 'confirmed' && sent.confirmed === others && sent.receivers === others,
       `the sender is told the file was confirmed by ${others} of ${others} (${sent?.status} ${sent?.confirmed} of ${sent?.receivers} ${sent?.reason ?? ''})`);
   }
-  // `peerlink send` through the server to the 3 pages (and the native receiver).
+  // `peerlink send` through the server to the 4 pages and the native receiver.
   if (native) {
     const bytes = randomBytes(1024 * 1024 + 3);
     const digest = createHash('sha256').update(bytes).digest('hex');
     const { code, log } = await native.send('from-native.bin', bytes, 40000);
-    const states = await Promise.all(rest.map((p) => p.page.evaluate(() => window.peerlinkState).catch(() => null)));
+    const states = await Promise.all(pages.map((p) => p.page.evaluate(() => window.peerlinkState).catch(() => null)));
     const got = states.map((st) => st?.filesReceived.find((t) => t.name === 'from-native.bin') ?? null);
     const right = got.filter((t) => t && t.sha256 === digest && t.size === bytes.length && t.peerName === 'native-send');
-    check(code === 0 && new RegExp(`${others} of ${others} receivers confirmed`).test(log) && right.length === 3,
-      `peerlink send through the server: exit ${code}, "${(log.match(/\d+ of \d+ receivers confirmed/) || ['no count'])[0]}", the 3 pages verified it as from native-send (${right.length}/3)`);
+    check(code === 0 && /5 of 5 receivers confirmed/.test(log) && right.length === 4,
+      `peerlink send through the server: exit ${code}, "${(log.match(/\d+ of \d+ receivers confirmed/) || ['no count'])[0]}" (want 5 of 5: the 4 pages and peerlink recv), the 4 pages verified it as from native-send (${right.length}/4)`);
     native.stop();
   }
   // One leaves: the others' tiles follow (the server renegotiates with each of them).

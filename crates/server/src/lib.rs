@@ -7,8 +7,9 @@
 //!
 //! The browser app ([`web::router`]), embedded from `web/` at build time.
 //!
-//! A TURN server ([`turn::start`]): one mio event loop thread owning the sans-IO
-//! `peerlink_turn::TurnServer`, the client sockets (UDP and TCP) and every relay socket.
+//! A TURN server ([`turn::start`]): a mio event loop thread per relay thread, each owning a
+//! sans-IO `peerlink_turn::TurnServer`, its client sockets (UDP, TCP and TLS listeners on
+//! `SO_REUSEPORT`) and its relay sockets.
 //!
 //! `peerlink serve` and `peerlink turn` assembled ([`serve::run`], [`serve::run_turn`]) from
 //! one options struct each ([`ServeOptions`], [`TurnOptions`]): the command line (clap) and
