@@ -19,6 +19,9 @@
 #   LIMIT_MBIT=0.3 LIMIT_S=15 DELAY_MS=20 QUEUE_MS=200 CAMERA=1280x720   KEEP=DIR keep the logs in DIR
 # Needs root, iptables, NetfilterQueue in tests/interop/.venv, node with tests/browser's
 # packages and Chromium (scripts/install-test-deps.sh installs them). Takes 35-60 s.
+# Not in the test command yet: it fails today (7 runs: the low layer within 2 s in 1, no run
+# without a stretch over 500 ms, the top layer back within 10 s in 5). The estimate toward
+# the receiver falls to its floor under the limit and climbs back at 8 %/s without probing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib/common.sh
