@@ -30,6 +30,12 @@ struct Sim {
     credit: f64,
     /// The most the application sends, bit/s.
     app_limit: Option<u64>,
+    /// Simulcast layers (bit/s, ascending) as an SFU forwards them: the highest that fits
+    /// the estimate, else the lowest, sent at its own rate whatever the estimate.
+    layers: Option<Vec<u64>>,
+    /// The layer forwarded last: a switch starts with a key frame, half a second of the
+    /// new layer's bytes at once.
+    layer: Option<u64>,
     probes: VecDeque<(Instant, u32)>,
     /// Feedback arriving in here is dropped.
     blackout: Option<(Instant, Instant)>,
@@ -55,6 +61,8 @@ impl Sim {
             seq: 0,
             credit: 0.0,
             app_limit: None,
+            layers: None,
+            layer: None,
             probes: VecDeque::new(),
             blackout: None,
             samples: Vec::new(),
@@ -115,8 +123,18 @@ impl Sim {
             self.probes.pop_front();
             self.send(Some(id));
         }
-        let rate = self.bwe.target_bitrate().min(self.app_limit.unwrap_or(u64::MAX));
+        let target = self.bwe.target_bitrate();
+        let rate = match &self.layers {
+            Some(layers) => {
+                layers.iter().rev().find(|&&l| l <= target).or(layers.first()).copied().unwrap_or(0)
+            }
+            None => target.min(self.app_limit.unwrap_or(u64::MAX)),
+        };
         self.credit = (self.credit + rate as f64 / 1000.0).min(2.0 * (PACKET * 8) as f64);
+        if self.layers.is_some() && self.layer != Some(rate) {
+            self.layer = Some(rate);
+            self.credit += (rate / 2) as f64;
+        }
         // A pacer sends a cluster at its rate in all, media included: media waits.
         while self.probes.is_empty() && self.credit >= (PACKET * 8) as f64 {
             self.credit -= (PACKET * 8) as f64;
@@ -288,4 +306,40 @@ fn reordering_does_not_collapse_the_estimate() {
     println!("same link in order: last 10 s mean {}, min {}, max {} kbit/s", calm.0, calm.1, calm.2);
     assert!(reordered.0 >= 700 && reordered.0 <= 1_050, "mean {} kbit/s", reordered.0);
     assert!(reordered.1 >= 500, "fell to {} kbit/s", reordered.1);
+}
+
+#[test]
+fn a_rate_limit_below_the_forwarded_layer_settles_near_the_link_not_the_floor() {
+    // An SFU forwards a 600 kbit/s layer over a 2 Mbit/s path; the path drops to 300 kbit/s
+    // with a 200 ms tail-drop queue (a receiver's downlink being limited). The queue
+    // overflows until the forwarder switches to the 150 kbit/s layer; then the estimate must
+    // settle near what the link carries, not at the floor, and come back up when the limit
+    // lifts.
+    let one_way = Duration::from_millis(20);
+    let link = |rate_bps| LinkConfig { queue: 200 * MS, ..bottleneck(rate_bps, one_way) };
+    let mut sim = Sim::new(6, link(2_000_000), far(one_way), BweConfig::default());
+    sim.layers = Some(vec![150_000, 600_000]);
+    sim.run_for(Duration::from_secs(15));
+    let before = sim.target_kbps();
+    sim.net.set_link(sim.sender, link(300_000));
+    sim.run_for(Duration::from_secs(15));
+    let (mean, min, max) = sim.last(Duration::from_secs(8));
+    println!(
+        "limited to 300 kbit/s: before {before}; last 8 s mean {mean}, min {min}, max {max} kbit/s; per second: {}; {:?}",
+        sim.trace(Duration::from_secs(15)),
+        sim.bwe.stats()
+    );
+    sim.net.set_link(sim.sender, link(2_000_000));
+    sim.run_for(Duration::from_secs(10));
+    let after = sim.last(Duration::from_secs(3));
+    println!(
+        "lifted: last 3 s mean {}, min {} kbit/s; per second: {}",
+        after.0,
+        after.1,
+        sim.trace(Duration::from_secs(10))
+    );
+    assert!(before >= 600, "not on the top layer before the limit: {before}");
+    assert!(min >= 150, "the estimate fell to {min} kbit/s, below the low layer the link carries");
+    assert!(max <= 400, "the estimate stayed above the limited link: {max}");
+    assert!(after.1 >= 600, "the top layer's rate not back within 10 s: {}", after.1);
 }

@@ -98,8 +98,17 @@ impl LossController {
         self.remember(now);
     }
 
-    /// After each feedback: decides if enough was reported; caps at `delay_based`.
-    pub(crate) fn update(&mut self, now: Instant, rtt: Duration, delay_based: u64, min: u64) {
+    /// After each feedback: decides if enough was reported; caps at `delay_based`. A cut
+    /// goes no lower than `acked` (what the receiver got over the last half second) cut by
+    /// the same factor.
+    pub(crate) fn update(
+        &mut self,
+        now: Instant,
+        rtt: Duration,
+        delay_based: u64,
+        acked: Option<u64>,
+        min: u64,
+    ) {
         if self.fresh >= MIN_PACKETS {
             self.fresh = 0;
             let (lost, total) = self
@@ -117,7 +126,14 @@ impl LossController {
                     .is_none_or(|at| now.saturating_duration_since(at) >= DECREASE_INTERVAL + rtt);
                 if due {
                     self.last_decrease = Some(now);
-                    self.rate = (self.rate as f64 * (1.0 - fraction / 2.0)) as u64;
+                    // What arrived is what the path carried while it dropped the rest: the
+                    // loss answers the excess, not the part that got through. Without this
+                    // bound a queue still overflowing from what was sent before a sender
+                    // slowed down (an SFU switching down a layer) is answered cut after cut
+                    // down to the floor, far below what the path delivers.
+                    let factor = 1.0 - fraction / 2.0;
+                    let floor = acked.map_or(0, |a| (a as f64 * factor) as u64);
+                    self.rate = ((self.rate as f64 * factor) as u64).max(floor.min(self.rate));
                     // These losses are answered: counted again, one congestion event
                     // would cut the rate once per decision until they leave the window
                     // (and the packets still in flight are not counted: `counts`).
@@ -153,21 +169,21 @@ mod tests {
         let rtt = 100 * MS;
         let mut c = LossController::new(1_000_000);
         c.on_report(4, 20);
-        c.update(t0, rtt, 10_000_000, 10_000);
+        c.update(t0, rtt, 10_000_000, None, 10_000);
         assert_eq!(c.rate(), 900_000, "20 % loss: -10 %");
         // Again before 300 ms + RTT: no second cut.
         c.on_report(4, 20);
-        c.update(t0 + 200 * MS, rtt, 10_000_000, 10_000);
+        c.update(t0 + 200 * MS, rtt, 10_000_000, None, 10_000);
         assert_eq!(c.rate(), 900_000);
         // 5 % since the cut (the losses it answered are forgotten): hold.
         c.on_report(0, 60);
-        c.update(t0 + 500 * MS, rtt, 10_000_000, 10_000);
+        c.update(t0 + 500 * MS, rtt, 10_000_000, None, 10_000);
         assert_eq!((c.rate(), c.fraction), (900_000, 0.05));
         c.on_report(0, 100);
-        c.update(t0 + 2000 * MS, rtt, 10_000_000, 10_000);
+        c.update(t0 + 2000 * MS, rtt, 10_000_000, None, 10_000);
         assert_eq!(c.rate(), 973_000, "no loss: +8 % of the last second's lowest");
         // Capped by the delay-based estimate, floored at the minimum.
-        c.update(t0 + 2100 * MS, rtt, 500_000, 10_000);
+        c.update(t0 + 2100 * MS, rtt, 500_000, None, 10_000);
         assert_eq!(c.rate(), 500_000);
     }
 
@@ -176,14 +192,14 @@ mod tests {
         let t0 = Instant::now();
         let mut c = LossController::new(1_000_000);
         c.on_report(10, 10);
-        c.update(t0, MS, 10_000_000, 0);
+        c.update(t0, MS, 10_000_000, None, 0);
         assert_eq!(c.rate(), 1_000_000);
         c.on_report(-9, 10);
-        c.update(t0, MS, 10_000_000, 0);
+        c.update(t0, MS, 10_000_000, None, 0);
         assert_eq!(c.fraction, 0.05);
         c.on_report(-100, 0);
         c.on_report(0, u32::MAX);
-        c.update(t0, MS, 10_000_000, 0);
+        c.update(t0, MS, 10_000_000, None, 0);
         assert_eq!(c.fraction, 0.0);
     }
 
@@ -193,10 +209,29 @@ mod tests {
         let mut c = LossController::new(1_000_000);
         assert!(c.counts(t0));
         c.on_report(10, 20);
-        c.update(t0 + 100 * MS, MS, 10_000_000, 0);
+        c.update(t0 + 100 * MS, MS, 10_000_000, None, 0);
         assert_eq!(c.rate(), 750_000);
         assert!(!c.counts(t0 + 99 * MS));
         assert!(c.counts(t0 + 100 * MS));
+    }
+
+    #[test]
+    fn a_cut_stops_at_the_acknowledged_rate_cut_by_the_same_factor() {
+        let t0 = Instant::now();
+        // 50 % loss: the rate is cut by a quarter, to no less than 3/4 of what arrived, and
+        // a cut never raises it (below that already, it holds: the loss answers what was
+        // sent above the estimate).
+        for (rate, acked, want) in [
+            (1_000_000, Some(900_000), 750_000),
+            (300_000, Some(360_000), 270_000),
+            (300_000, Some(400_000), 300_000),
+            (1_000_000, None, 750_000),
+        ] {
+            let mut c = LossController::new(rate);
+            c.on_report(10, 20);
+            c.update(t0, MS, 10_000_000, acked, 0);
+            assert_eq!(c.rate(), want, "rate {rate}, acked {acked:?}");
+        }
     }
 
     #[test]
@@ -210,7 +245,7 @@ mod tests {
         for (rate, want) in [(400_000, 370_000), (100_000, 100_000)] {
             let mut c = LossController::new(rate);
             c.on_report(15, 100);
-            c.update(t0, MS, 10_000_000, 0);
+            c.update(t0, MS, 10_000_000, None, 0);
             assert_eq!(c.rate(), want);
         }
     }

@@ -21,6 +21,8 @@
 //!   ([`BandwidthEstimator::poll_probe`]); the rate they arrive at replaces the estimate, so
 //!   the start and a recovery take a round trip, not tens of seconds of AIMD. While a
 //!   cluster goes out, everything sent is part of it (media first, padding to fill up).
+//!   While the sender is application-limited, a probe at twice the target goes every
+//!   [`ALR_PROBE_INTERVAL`]: what is sent then cannot show that the path carries more.
 //! - **Feedback timeout**: no feedback for [`FEEDBACK_TIMEOUT`] while sending halves the
 //!   rate, and again every second it lasts; feedback returning probes back up.
 //!
@@ -69,6 +71,11 @@ const TIMEOUT_REPEAT: Duration = Duration::from_secs(1);
 /// A packet must have waited this long for feedback before silence counts (an idle sender
 /// that starts again is not timed out at once).
 const MIN_UNANSWERED: Duration = Duration::from_secs(1);
+/// Application-limited (less than [`ALR_SHARE`] of the target acknowledged): a probe at
+/// twice the target this often, since what is sent cannot show that the path carries more
+/// (an SFU forwarding a low layer, waiting for the estimate to allow a higher one).
+pub const ALR_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+const ALR_SHARE: f64 = 0.65;
 /// Packets remembered for matching feedback (several seconds at a few Mbit/s).
 const SEND_LOG: usize = 10_000;
 
@@ -79,7 +86,8 @@ pub struct BweConfig {
     pub min_bps: u64,
     pub max_bps: u64,
     /// Ask for probes: at 3× and 6× the start rate at once, further while the path keeps
-    /// up, and back to the earlier rate when feedback returns after a timeout.
+    /// up, back to the earlier rate when feedback returns after a timeout, and at twice the
+    /// target every [`ALR_PROBE_INTERVAL`] while the sender is application-limited.
     pub probing: bool,
 }
 
@@ -124,6 +132,8 @@ pub struct BandwidthEstimator {
     last_timeout: Option<Instant>,
     /// The target before a feedback timeout cut it: probed for when feedback returns.
     before_timeout: Option<u64>,
+    /// The last probe asked for because the sender was application-limited.
+    last_alr_probe: Option<Instant>,
     stats: BweStats,
 }
 
@@ -147,6 +157,7 @@ impl BandwidthEstimator {
             unanswered_since: None,
             last_timeout: None,
             before_timeout: None,
+            last_alr_probe: None,
             stats: BweStats::default(),
         }
     }
@@ -283,6 +294,18 @@ impl BandwidthEstimator {
                 self.prober.request(before);
             }
         }
+        self.probe_if_application_limited(now);
+    }
+
+    fn probe_if_application_limited(&mut self, now: Instant) {
+        let target = self.target_bitrate();
+        let limited = self.acked.rate().is_some_and(|a| (a as f64) < ALR_SHARE * target as f64);
+        let due =
+            self.last_alr_probe.is_none_or(|at| now.saturating_duration_since(at) >= ALR_PROBE_INTERVAL);
+        if self.config.probing && limited && due && target < self.config.max_bps && self.prober.idle() {
+            self.last_alr_probe = Some(now);
+            self.prober.request(target.saturating_mul(2));
+        }
     }
 
     fn update(&mut self, now: Instant, probe_result: Option<u64>) {
@@ -301,7 +324,7 @@ impl BandwidthEstimator {
             self.aimd.update(now, usage, acked);
         }
         let rtt = self.rtt.unwrap_or(Duration::from_millis(200));
-        self.loss.update(now, rtt, self.aimd.rate(), self.config.min_bps);
+        self.loss.update(now, rtt, self.aimd.rate(), acked, self.config.min_bps);
     }
 
     /// When [`BandwidthEstimator::handle_timeout`] is next due: the feedback timeout.

@@ -104,6 +104,11 @@ impl Prober {
         cluster.id
     }
 
+    /// Nothing waits to be sent.
+    pub(crate) fn idle(&self) -> bool {
+        self.pending.is_empty()
+    }
+
     pub(crate) fn poll(&mut self) -> Option<ProbeCluster> {
         self.pending.pop_front()
     }
