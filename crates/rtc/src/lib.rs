@@ -90,6 +90,12 @@ pub struct RtcConfig {
     pub channel_receive_credit: Option<usize>,
     /// The data channels' SCTP congestion controller (the default: the SCTP crate's).
     pub congestion_control: Option<CongestionControl>,
+    /// Probe the path for bandwidth with padding on a video section's RTX stream when the
+    /// estimator asks (at the start, after a feedback timeout, and every few seconds while
+    /// what is sent stays well below the estimate), so the estimate can rise above what
+    /// is sent: what an SFU needs before it forwards a higher layer. Needs RTX and
+    /// transport-cc negotiated; off by default.
+    pub bandwidth_probing: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -442,7 +448,7 @@ impl PeerConnection {
             record: vec![0u8; 70_000],
             plain: Vec::new(),
             media_dropped: MediaDropped::default(),
-            media: media::MediaState::default(),
+            media: media::MediaState::new(config.bandwidth_probing),
             accept_direction: config.accept_media.unwrap_or(media::Direction::RecvOnly),
             accept_raw: config.accept_raw,
             order: Vec::new(),

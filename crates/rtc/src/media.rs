@@ -207,6 +207,8 @@ struct SendStream {
     /// Sent packets by sequence number, for retransmissions.
     history: SendHistory,
     stats: SendStats,
+    /// The RTP timestamp of the last packet sent (padding carries it).
+    last_timestamp: u32,
 }
 
 #[derive(Debug)]
@@ -329,9 +331,19 @@ pub(crate) struct MediaState {
     bwe: Option<peerlink_media::BandwidthEstimator>,
     /// RTP packets leave through the pacer (RTCP and audio ahead of video).
     pacer: Option<Pacer<Vec<u8>>>,
+    /// Bandwidth probes asked for ([`RtcConfig::bandwidth_probing`](crate::RtcConfig)).
+    pub(crate) probing: bool,
+    /// Padding packets of probe clusters: when each is due, its cluster, the plain packet.
+    probes: VecDeque<(Instant, u32, Vec<u8>)>,
     /// Bytes of media written in the last second, to set the pacing rate.
     sent_window: VecDeque<(Instant, usize)>,
     rtt: Option<Duration>,
+}
+
+impl MediaState {
+    pub(crate) fn new(probing: bool) -> MediaState {
+        MediaState { probing, ..MediaState::default() }
+    }
 }
 
 /// One packet to send, before the header extensions are added.
@@ -347,6 +359,11 @@ struct Outgoing<'a> {
 /// frame leaves over a few frame intervals instead of at once).
 const PACING_FACTOR: u64 = 3;
 const PACING_FLOOR_BPS: u64 = 1_500_000;
+/// Padding bytes in a probe packet: the most an RTP packet's padding count can say
+/// (RFC 3550 §5.1).
+const PROBE_PADDING: u8 = 255;
+/// Probe packets waiting at most (a cluster at 10 Mbit/s is about 70).
+const MAX_PROBE_PACKETS: usize = 500;
 
 /// The current NTP time from the system clock (32.32 fixed point since 1900).
 fn ntp_now() -> u64 {
@@ -429,6 +446,7 @@ impl PeerConnection {
                 packetizer: None,
                 history: SendHistory::new(HISTORY, Duration::from_secs(2)),
                 stats: SendStats::new(),
+                last_timestamp: 0,
             },
             recv: vec![RecvStream::new()],
             announced: false,
@@ -616,6 +634,7 @@ impl PeerConnection {
         header.encode(&ext, out.payload, 0, &mut packet).map_err(|_| RtcError::NotSending)?;
         t.send.history.store(now, out.seq, &packet);
         t.send.stats.on_packet(now, out.timestamp, out.payload.len());
+        t.send.last_timestamp = out.timestamp;
         t.stats.packets_sent += 1;
         t.stats.bytes_sent += packet.len() as u64;
         let bytes = packet.len();
@@ -1148,15 +1167,89 @@ impl PeerConnection {
         let twcc = m.twcc.as_ref().and_then(|r| r.poll_timeout());
         let pacer = m.pacer.as_ref().and_then(Pacer::poll_timeout);
         let bwe = m.bwe.as_ref().and_then(|b| b.poll_timeout());
-        stalls.chain(nacks).chain(plis).chain(m.next_report).chain(twcc).chain(pacer).chain(bwe).min()
+        let probe = m.probes.front().map(|(at, _, _)| *at);
+        stalls
+            .chain(nacks)
+            .chain(plis)
+            .chain(m.next_report)
+            .chain(twcc)
+            .chain(pacer)
+            .chain(bwe)
+            .chain(probe)
+            .min()
+    }
+
+    /// Turns the probe clusters the estimator asks for into padding packets on the RTX
+    /// stream of a video section that sends (RFC 4588 §4 allows an RTX packet without an
+    /// original: receivers take it as padding), spaced at the cluster's rate. With no such
+    /// section, or probing off, clusters are let go.
+    fn schedule_probes(&mut self, now: Instant) {
+        let m = &mut self.media;
+        let Some(bwe) = m.bwe.as_mut() else { return };
+        while let Some(cluster) = bwe.poll_probe(now) {
+            if !m.probing || m.probes.len() >= MAX_PROBE_PACKETS {
+                continue;
+            }
+            let Some(t) = m.transceivers.iter_mut().find(|t| {
+                t.kind == MediaKind::Video
+                    && !t.stopped
+                    && t.current.is_some_and(Direction::sends)
+                    && t.ext_map.transport_cc.is_some()
+                    && t.codecs.iter().any(|c| c.rtx.is_some())
+            }) else {
+                continue;
+            };
+            let Some(rtx_pt) = t.codecs.iter().find_map(|c| c.rtx) else { continue };
+            let mid_ext = t.ext_map.mid.zip(t.mid.as_ref()).filter(|(_, mid)| (1..=16).contains(&mid.len()));
+            let mut ext: Vec<(u8, &[u8])> = mid_ext.iter().map(|(id, mid)| (*id, mid.as_bytes())).collect();
+            if let Some(id) = t.ext_map.transport_cc {
+                ext.push((id, &[0, 0]));
+            }
+            let mut first = true;
+            let mut size = 0;
+            let count = (cluster.min_packets as usize).max(1);
+            let mut i = 0;
+            loop {
+                let header = RtpHeader {
+                    payload_type: rtx_pt,
+                    sequence_number: t.send.rtx.next_seq,
+                    timestamp: Serial32(t.send.last_timestamp),
+                    ssrc: t.send.rtx.ssrc,
+                    ..Default::default()
+                };
+                let mut packet = Vec::with_capacity(usize::from(PROBE_PADDING) + 40);
+                if header.encode(&ext, &[], PROBE_PADDING, &mut packet).is_err() {
+                    break;
+                }
+                t.send.rtx.next_seq = t.send.rtx.next_seq.wrapping_add(1);
+                if first {
+                    first = false;
+                    // SRTP adds its tag; the count follows from the packet's size.
+                    size = packet.len() + 10;
+                }
+                let gap = Duration::from_nanos(
+                    ((size as u64 * 8).saturating_mul(1_000_000_000) / cluster.bitrate_bps.max(1)).max(1),
+                );
+                let start = m.probes.back().map_or(now, |(at, _, _)| *at + gap).max(now);
+                m.probes.push_back((start, cluster.id, packet));
+                i += 1;
+                if (i >= count && i * size >= cluster.min_bytes) || m.probes.len() >= MAX_PROBE_PACKETS {
+                    break;
+                }
+            }
+        }
     }
 
     /// The next media datagram, protected and appended to `buf`.
     pub(crate) fn media_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
+        if self.media.srtp.is_some() {
+            self.schedule_probes(now);
+        }
         let m = &mut self.media;
         let Some(srtp) = m.srtp.as_mut() else {
             m.outgoing.clear();
             m.pacer = None;
+            m.probes.clear();
             return false;
         };
         let twcc_id = m.transceivers.iter().find_map(|t| t.ext_map.transport_cc);
@@ -1164,20 +1257,31 @@ impl PeerConnection {
             let (rtcp, packet) = match m.outgoing.pop_front() {
                 Some(next) => next,
                 None => {
-                    let Some(mut packet) = m.pacer.as_mut().and_then(|p| p.poll(now)) else { break };
+                    let due = m.probes.front().is_some_and(|(at, _, _)| *at <= now);
+                    let probe = if due { m.probes.pop_front() } else { None };
+                    let (mut packet, cluster) = match probe {
+                        Some((_, cluster, packet)) => (packet, Some(cluster)),
+                        None => {
+                            let Some(packet) = m.pacer.as_mut().and_then(|p| p.poll(now)) else { break };
+                            (packet, None)
+                        }
+                    };
                     // The transport-wide number, in the order packets leave (RFC 8888's
                     // predecessor, draft-holmer-rmcat-transport-wide-cc-extensions-01).
                     if let Some(id) = twcc_id {
                         let seq = m.twcc_seq;
                         if restamp_extension(&mut packet, id, &seq.to_be_bytes()) {
                             m.twcc_seq = seq.wrapping_add(1);
+                            let probing = m.probing;
                             let bwe = m.bwe.get_or_insert_with(|| {
-                                let config =
-                                    peerlink_media::BweConfig { probing: false, ..Default::default() };
+                                let config = peerlink_media::BweConfig { probing, ..Default::default() };
                                 peerlink_media::BandwidthEstimator::new(config)
                             });
                             // SRTP adds its 10-byte tag; UDP/IP headers are not counted.
-                            bwe.on_packet_sent(now, seq, packet.len() + 10);
+                            match cluster {
+                                Some(c) => bwe.on_probe_sent(now, seq, packet.len() + 10, c),
+                                None => bwe.on_packet_sent(now, seq, packet.len() + 10),
+                            }
                         }
                     }
                     (false, packet)

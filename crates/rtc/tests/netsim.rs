@@ -30,10 +30,14 @@ struct World {
 
 impl World {
     fn new(n: u64, nat: bool) -> World {
+        World::with_config(n, nat, RtcConfig::default())
+    }
+
+    fn with_config(n: u64, nat: bool, config: RtcConfig) -> World {
         let start = Instant::now();
         let mut net = Network::new(n, start);
         let stun = net.add_host("198.51.100.1".parse().unwrap(), None, LinkConfig::default());
-        let config = RtcConfig { stun_servers: vec![STUN.parse().unwrap()], ..RtcConfig::default() };
+        let config = RtcConfig { stun_servers: vec![STUN.parse().unwrap()], ..config };
         let sides = [0, 1].map(|i| {
             let host = if nat {
                 let nat = net.add_nat(
@@ -545,8 +549,12 @@ fn a_close_under_way_stays_a_close_when_the_path_then_fails() {
 
 /// Side 0 with a video track to send, negotiated with side 1 and connected.
 fn video_sender(n: u64) -> (World, peerlink_rtc::TransceiverId) {
+    video_sender_with(n, RtcConfig::default())
+}
+
+fn video_sender_with(n: u64, config: RtcConfig) -> (World, peerlink_rtc::TransceiverId) {
     use peerlink_rtc::{Direction, MediaKind, TrackConfig};
-    let mut w = World::new(n, false);
+    let mut w = World::with_config(n, false, config);
     let video = w.sides[0]
         .pc
         .add_transceiver(MediaKind::Video, Direction::SendOnly, TrackConfig::new(MediaKind::Video))
@@ -761,4 +769,44 @@ fn the_bandwidth_estimate_follows_a_bottleneck_from_the_peers_feedback() {
     eprintln!("estimate behind 600 kbit/s: {limited} bit/s; on an open link: {open} bit/s");
     assert!((300_000..=750_000).contains(&limited), "{limited}");
     assert!(open > 1_000_000, "{open}");
+}
+
+#[test]
+fn padding_probes_raise_the_estimate_above_what_an_application_limited_sender_sends() {
+    // Side 0 writes 150 kbit/s of video (an SFU forwarding a low layer) on a 3 Mbit/s
+    // path. Without probes the estimate stays near what is sent (it learns nothing of
+    // higher rates); with `bandwidth_probing` it sends padding on its RTX stream and the
+    // estimate rises toward the path's rate. The receiver takes the padding silently: every
+    // frame still arrives and none is counted a retransmission.
+    let run = |probing: bool| {
+        let config = RtcConfig { bandwidth_probing: probing, ..RtcConfig::default() };
+        let (mut w, video) = video_sender_with(72, config);
+        for s in &w.sides {
+            let link = LinkConfig {
+                delay: Duration::from_millis(20),
+                rate_bps: 3_000_000,
+                queue: Duration::from_millis(200),
+                ..LinkConfig::default()
+            };
+            w.net.set_link(s.host, link);
+        }
+        let frames = 450u32;
+        for i in 0..frames {
+            let now = w.net.now();
+            w.sides[0].pc.write_frame(now, video, i * 3000, &vp8_frame(i as usize, 625)).unwrap();
+            w.run(Duration::from_millis(33), |_| false);
+        }
+        w.run(Duration::from_secs(1), |_| false);
+        let got = w.sides[1].events.iter().filter(|e| matches!(e, RtcEvent::Frame { .. })).count();
+        let stats = w.sides[1].pc.media_stats(peerlink_rtc::TransceiverId(0)).unwrap();
+        let estimate = w.sides[0].pc.bandwidth_estimate().unwrap();
+        eprintln!("probing {probing}: estimate {estimate} bit/s, {got} of {frames} frames, {stats:?}");
+        assert_eq!(got, frames as usize, "every frame arrives");
+        assert_eq!(stats.retransmissions_received, 0, "padding is not a retransmission");
+        estimate
+    };
+    let quiet = run(false);
+    let probed = run(true);
+    assert!(quiet < 500_000, "without probes: {quiet}");
+    assert!(probed > 1_500_000 && probed <= 3_000_000, "with probes: {probed}");
 }

@@ -406,6 +406,9 @@ impl Sfu {
                 accept_media: Some(Direction::RecvOnly),
                 accept_raw: true,
                 channel_receive_credit: Some(CHANNEL_CREDIT),
+                // Padding probes let the estimate toward a subscriber rise above the low
+                // layers it is sent, so higher layers come back when its path allows.
+                bandwidth_probing: true,
                 ..RtcConfig::default()
             },
             addresses: self.config.addresses.clone(),
