@@ -59,6 +59,7 @@ enum Command {
     WriteFrame(TransceiverId, Option<Codec>, u32, Vec<u8>, oneshot::Sender<Result<(), RtcError>>),
     RequestKeyframe(TransceiverId),
     RequestKeyframeLayer(TransceiverId, usize),
+    RequestBandwidthProbe(u64),
     WriteRtp(TransceiverId, Codec, Vec<u8>, u16, u32),
     StopTransceiver(TransceiverId, oneshot::Sender<Result<(), RtcError>>),
     MediaStats(TransceiverId, oneshot::Sender<Option<MediaStats>>),
@@ -278,6 +279,11 @@ impl PeerHandle {
         let _ = self.commands.send(Command::RequestKeyframeLayer(id, layer));
     }
 
+    /// Asks for a bandwidth probe at `bitrate_bps` ([`PeerConnection::request_bandwidth_probe`]).
+    pub fn request_bandwidth_probe(&self, bitrate_bps: u64) {
+        let _ = self.commands.send(Command::RequestBandwidthProbe(bitrate_bps));
+    }
+
     /// Forwards a received RTP packet on `id` with the sequence number and timestamp given
     /// ([`PeerConnection::write_rtp`]); what cannot be sent is dropped.
     pub fn write_rtp(&self, id: TransceiverId, codec: Codec, packet: Vec<u8>, seq: u16, timestamp: u32) {
@@ -481,6 +487,7 @@ async fn drive(
                     }
                     Command::RequestKeyframe(id) => pc.request_keyframe(now, id),
                     Command::RequestKeyframeLayer(id, layer) => pc.request_keyframe_layer(now, id, layer),
+                    Command::RequestBandwidthProbe(bps) => pc.request_bandwidth_probe(bps),
                     Command::WriteRtp(id, codec, packet, seq, ts) => {
                         let _ = pc.write_rtp(now, id, codec, &packet, seq, ts);
                     }

@@ -1053,6 +1053,16 @@ impl PeerConnection {
         self.media.bwe.as_ref().map(|b| b.target_bitrate())
     }
 
+    /// Asks for a bandwidth probe at `bitrate_bps` (before moving a subscriber up to layers
+    /// that need that much): its result replaces the estimate when it comes back, and
+    /// further probes follow while the path keeps up. Nothing happens unless
+    /// [`RtcConfig::bandwidth_probing`](crate::RtcConfig) is on and media was sent.
+    pub fn request_bandwidth_probe(&mut self, bitrate_bps: u64) {
+        if let Some(bwe) = self.media.bwe.as_mut().filter(|_| self.media.probing) {
+            bwe.request_probe(bitrate_bps);
+        }
+    }
+
     /// The round-trip time measured from the peer's reports, once it has reported on what we
     /// send.
     pub fn media_rtt(&self) -> Option<Duration> {

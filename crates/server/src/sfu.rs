@@ -43,6 +43,14 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
 /// After its path held a subscriber back, it stays under that cap this long before trying
 /// better layers again.
 const LAYER_HOLD: Duration = Duration::from_secs(8);
+/// A held subscriber's connection probes for what its best layers need this often; the hold
+/// ends as soon as the estimate covers it, and is renewed while it does not, for at most
+/// [`MAX_HOLD`] in a row (then the better layers are tried, in case probes cannot tell).
+const PROBE_EVERY: Duration = Duration::from_secs(3);
+const MAX_HOLD: Duration = Duration::from_secs(30);
+/// How often the subscribers' bandwidth estimates are read for layer choices: a path that
+/// suddenly carries less than it is sent loses packets until the next reading.
+const LAYER_EVERY: Duration = Duration::from_millis(200);
 /// How often a publisher is asked for a key frame of a layer whose picture size is unknown
 /// (layers are ranked by picture size only when every active one's is known).
 const SIZE_ASK_EVERY: Duration = Duration::from_secs(2);
@@ -160,6 +168,8 @@ enum Input {
         generation: u64,
     },
     Tick,
+    /// Time to read the subscribers' bandwidth estimates and retarget layers.
+    LayerTick,
 }
 
 /// What a participant publishes on one of its receiving transceivers.
@@ -211,6 +221,10 @@ struct Participant {
     chat_refill: Instant,
     /// Its path was the limit: layers stay under this cap (bit/s per video) until then.
     hold: Option<(Instant, u64)>,
+    /// When the current run of holds began (renewed holds end after [`MAX_HOLD`]).
+    held_since: Option<Instant>,
+    /// The last bandwidth probe asked of its connection.
+    last_probe: Option<Instant>,
     last_estimate: Option<u64>,
     /// The publishers whose video it was last told it receives (with last-N only).
     forwarding: Option<Vec<String>>,
@@ -250,6 +264,17 @@ pub async fn start(signal: SignalService, config: SfuConfig) -> Arc<SfuStats> {
         loop {
             interval.tick().await;
             if ticks.send(Input::Tick).is_err() {
+                break;
+            }
+        }
+    });
+    let ticks = tx.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(LAYER_EVERY);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            if ticks.send(Input::LayerTick).is_err() {
                 break;
             }
         }
@@ -328,6 +353,7 @@ impl Sfu {
                     }
                 }
                 Input::Tick => self.tick().await,
+                Input::LayerTick => self.retarget_layers(true).await,
                 Input::Hub(SfuEvent::Signal { peer, data, .. }) => {
                     if let Err(e) = self.on_signal(&peer, &data).await {
                         tracing::info!(%peer, error = %e, "sfu: signal refused");
@@ -372,7 +398,6 @@ impl Sfu {
                 }
             }
         }
-        self.retarget_layers(true).await;
         self.report();
         let now = Instant::now();
         let stale: Vec<(String, &'static str)> = self
@@ -456,6 +481,8 @@ impl Sfu {
                 chat_tokens: CHAT_BURST,
                 chat_refill: Instant::now(),
                 hold: None,
+                held_since: None,
+                last_probe: None,
                 last_estimate: None,
                 forwarding: None,
             },
@@ -1233,7 +1260,7 @@ impl Sfu {
 
     /// Each subscription of a simulcast track follows the best layer that flows within the
     /// subscriber's share of its bandwidth estimate.
-    /// `sample`: read each subscriber's bandwidth estimate (once a second, on the tick);
+    /// `sample`: read each subscriber's bandwidth estimate (every [`LAYER_EVERY`]);
     /// otherwise only the holds already set apply.
     async fn retarget_layers(&mut self, sample: bool) {
         let now = Instant::now();
@@ -1262,31 +1289,63 @@ impl Sfu {
             }
             let audios =
                 p.subscriptions.values().filter(|s| s.forwarder.kind() == Kind::Audio).count() as u64;
-            let sent: u64 = p
-                .subscriptions
-                .iter()
-                .filter(|(_, sub)| sub.want != Want::Off)
-                .filter_map(|(key, sub)| {
-                    let publication = self.participants.get(&key.0)?.published.get(&TransceiverId(key.1))?;
-                    Some(publication.layers.rate(sub.layer.current()?))
-                })
-                .sum();
+            let rates = |pick: &dyn Fn(&Subscription, &Layers) -> Option<usize>| -> u64 {
+                p.subscriptions
+                    .iter()
+                    .filter(|(_, sub)| sub.want != Want::Off)
+                    .filter_map(|(key, sub)| {
+                        let publication =
+                            self.participants.get(&key.0)?.published.get(&TransceiverId(key.1))?;
+                        Some(publication.layers.rate(pick(sub, &publication.layers)?))
+                    })
+                    .sum()
+            };
+            // What it is sent, and what its best layers would need.
+            let sent = rates(&|sub, _| sub.layer.current());
+            let wanted = rates(&|sub, l| {
+                match sub.want {
+                    Want::Full => l.best(now),
+                    Want::Thumbnail => l.lowest(now),
+                    Want::Off => None,
+                }
+                .or(sub.layer.current())
+            });
             let Some(estimate) = p.handle.bandwidth_estimate().await else { continue };
             let Some(p) = self.participants.get_mut(&id) else { continue };
             // Held back only by an estimate that falls (a path that cannot carry what it is
             // sent), not by one still climbing from its start.
             let falling = p.last_estimate.is_some_and(|last| estimate < last);
             p.last_estimate = Some(estimate);
+            // Audio first (about 40 kbit/s a track), a tenth for headroom, the rest shared.
+            let cap = (estimate * 9 / 10).saturating_sub(audios * 40_000) / videos;
             if falling && estimate < sent * 95 / 100 {
-                // Audio first (about 40 kbit/s a track), a tenth for headroom, the rest shared.
-                let budget = (estimate * 9 / 10).saturating_sub(audios * 40_000);
-                p.hold = Some((now + LAYER_HOLD, budget / videos));
+                p.hold = Some((now + LAYER_HOLD, cap));
+                p.held_since.get_or_insert(now);
+            }
+            if let Some((until, _)) = p.hold {
+                let since = p.held_since.unwrap_or(now);
+                if estimate >= wanted {
+                    // A probe (or the path) shows room for the best layers.
+                    p.hold = None;
+                } else if now >= until {
+                    p.hold =
+                        (now.saturating_duration_since(since) < MAX_HOLD).then_some((now + LAYER_HOLD, cap));
+                }
+                if p.hold.is_some()
+                    && p.last_probe.is_none_or(|at| now.saturating_duration_since(at) >= PROBE_EVERY)
+                {
+                    p.last_probe = Some(now);
+                    p.handle.request_bandwidth_probe(wanted.saturating_mul(5) / 4);
+                }
             }
             match p.hold {
                 Some((until, cap)) if now < until => {
                     caps.insert(id.clone(), cap);
                 }
-                _ => p.hold = None,
+                _ => {
+                    p.hold = None;
+                    p.held_since = None;
+                }
             }
         }
         let layers: HashMap<TrackKey<String>, Layers> = self

@@ -287,10 +287,21 @@ impl LayerChoice {
         if new == self.target {
             return None;
         }
+        // Far above what the path carries (a path that suddenly carries much less): little
+        // of its frames gets through whole, and what is still sent of it fills the queue the
+        // new layer's key frame must pass. It stops now; the picture freezes either way, for
+        // less time so.
+        if too_much && layers.rate(from) > cap_bps.saturating_mul(FAR_ABOVE_CAP) {
+            self.current = None;
+        }
         self.target = new;
         Some(new)
     }
 }
+
+/// A layer sending more than this many times a subscriber's cap stops at once when the
+/// subscriber switches down, rather than at the new layer's key frame.
+const FAR_ABOVE_CAP: u64 = 2;
 
 /// Whether `payload` of `codec` starts a key frame (what a subscriber can start from).
 pub fn starts_keyframe(kind: Kind, codec: Codec, payload: &[u8]) -> bool {
@@ -1029,6 +1040,17 @@ mod tests {
         assert_eq!(c.retarget_within(ms(3500), &layers, u64::MAX), Some(2));
         assert_eq!(c.on_packet(2, true), LayerDecision::Switch);
         assert_eq!(c.retarget_within(ms(3500), &layers, low + 1), Some(0));
+        // That cap is less than half what layer 2 sends: it stops at once, and layer 0
+        // starts at its key frame.
+        assert_eq!(c.on_packet(2, false), LayerDecision::Skip);
+        assert_eq!(c.on_packet(0, false), LayerDecision::WantKeyframe(0));
+        assert_eq!(c.on_packet(0, true), LayerDecision::Switch);
+        // Just under what layer 2 sends: it goes on until layer 0's key frame.
+        assert_eq!(c.retarget_within(ms(3500), &layers, u64::MAX), Some(2));
+        assert_eq!(c.on_packet(2, true), LayerDecision::Switch);
+        assert_eq!(c.retarget_within(ms(3500), &layers, high - 1), Some(0));
+        assert_eq!(c.on_packet(2, false), LayerDecision::Forward);
+        assert_eq!(c.on_packet(0, true), LayerDecision::Switch);
         assert!(starts_keyframe(Kind::Audio, Codec::Opus, &[]));
         assert!(starts_keyframe(Kind::Video, Codec::Vp8, VP8_KEY));
         assert!(!starts_keyframe(Kind::Video, Codec::Vp8, VP8_DELTA));
