@@ -76,6 +76,8 @@ const MIN_UNANSWERED: Duration = Duration::from_secs(1);
 /// (an SFU forwarding a low layer, waiting for the estimate to allow a higher one).
 pub const ALR_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 const ALR_SHARE: f64 = 0.65;
+/// ...but not when the target is already this many times what is acknowledged.
+const ALR_MAX_RATIO: u64 = 3;
 /// Packets remembered for matching feedback (several seconds at a few Mbit/s).
 const SEND_LOG: usize = 10_000;
 
@@ -299,7 +301,10 @@ impl BandwidthEstimator {
 
     fn probe_if_application_limited(&mut self, now: Instant) {
         let target = self.target_bitrate();
-        let limited = self.acked.rate().is_some_and(|a| (a as f64) < ALR_SHARE * target as f64);
+        // Not when the estimate already allows several times what is sent: nothing to learn.
+        let limited = self.acked.rate().is_some_and(|a| {
+            (a as f64) < ALR_SHARE * target as f64 && a.saturating_mul(ALR_MAX_RATIO) > target
+        });
         let due =
             self.last_alr_probe.is_none_or(|at| now.saturating_duration_since(at) >= ALR_PROBE_INTERVAL);
         if self.config.probing && limited && due && target < self.config.max_bps && self.prober.idle() {

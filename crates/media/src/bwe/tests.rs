@@ -169,3 +169,49 @@ fn extreme_settings_and_sizes_stay_within_bounds() {
         assert!(min >= 1 && (min..=max).contains(&rate), "{config:?}: {rate}");
     }
 }
+
+/// Feedback for `count` packets from `base`, the first received at `at_ms` (receiver's
+/// clock), then one every 10 ms.
+fn received_at(base: u16, count: usize, at_ms: u32) -> TransportCc {
+    let reference = at_ms / 64;
+    let mut deltas = vec![Some(40i16); count];
+    deltas[0] = Some(((at_ms - reference * 64) * 4) as i16);
+    TransportCc { base_sequence: base, reference_time: reference as i32, deltas, ..Default::default() }
+}
+
+#[test]
+fn an_application_limited_sender_is_probed_at_twice_the_target_every_few_seconds() {
+    let t0 = Instant::now();
+    let mut bwe = BandwidthEstimator::new(BweConfig::default());
+    // The start's two probes are let go (never sent).
+    assert_eq!(std::iter::from_fn(|| bwe.poll_probe(t0)).count(), 2);
+    // 150 bytes every 10 ms (120 kbit/s) against a 300 kbit/s target: application-limited.
+    let mut asked = Vec::new();
+    for s in 0..1200u16 {
+        let now = t0 + MS * u32::from(s) * 10;
+        bwe.on_packet_sent(now, s, 150);
+        if s % 10 == 9 {
+            bwe.on_feedback(now + 30 * MS, &received_at(s - 9, 10, u32::from(s - 9) * 10 + 20));
+            while let Some(c) = bwe.poll_probe(now) {
+                asked.push(((now - t0).as_millis() / 100, c.bitrate_bps, bwe.target_bitrate()));
+            }
+        }
+    }
+    println!("probes asked (100 ms, bit/s, target): {asked:?}");
+    assert!(asked.len() >= 2, "{asked:?}");
+    for w in asked.windows(2) {
+        assert!(w[1].0 - w[0].0 >= 50, "more often than every 5 s: {asked:?}");
+    }
+    assert!(asked.iter().all(|(_, bps, target)| *bps == 2 * target), "{asked:?}");
+    // A target already three times what arrives: nothing to learn, no probe.
+    let mut bwe = BandwidthEstimator::new(BweConfig { start_bps: 1_000_000, ..BweConfig::default() });
+    while bwe.poll_probe(t0).is_some() {}
+    for s in 0..300u16 {
+        let now = t0 + MS * u32::from(s) * 10;
+        bwe.on_packet_sent(now, s, 150);
+        if s % 10 == 9 {
+            bwe.on_feedback(now + 30 * MS, &received_at(s - 9, 10, u32::from(s - 9) * 10 + 20));
+            assert_eq!(bwe.poll_probe(now), None, "target {}", bwe.target_bitrate());
+        }
+    }
+}
