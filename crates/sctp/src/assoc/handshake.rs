@@ -108,7 +108,9 @@ impl Association {
         c
     }
 
-    pub(super) fn check_cookie(&self, now: Instant, c: &[u8]) -> Option<(u32, Peer)> {
+    /// The cookie's tag and peer, and its age (the RTT from our INIT ACK to its COOKIE ECHO,
+    /// to the millisecond).
+    pub(super) fn check_cookie(&self, now: Instant, c: &[u8]) -> Option<(u32, Peer, Duration)> {
         if c.len() != COOKIE_LEN {
             return None;
         }
@@ -132,11 +134,11 @@ impl Association {
             outbound_streams: u16::from_be_bytes([body[20], body[21]]),
             inbound_streams: u16::from_be_bytes([body[22], body[23]]),
         };
-        Some((u(0), peer))
+        Some((u(0), peer, Duration::from_millis(age)))
     }
 
     pub(super) fn on_cookie_echo(&mut self, now: Instant, tag: u32, raw: RawChunk<'_>) {
-        let Some((my_tag, peer)) = self.check_cookie(now, raw.value) else { return };
+        let Some((my_tag, peer, age)) = self.check_cookie(now, raw.value) else { return };
         if tag != my_tag {
             return;
         }
@@ -150,6 +152,7 @@ impl Association {
                     return;
                 }
                 self.t1 = None;
+                self.handshake_rtt = Some(age);
                 self.establish(now, peer);
             }
         }
@@ -182,8 +185,12 @@ impl Association {
         if !refused.is_empty() {
             self.events.push_back(SctpEvent::StreamsRefused(refused));
         }
-        let receiver =
-            Receiver::new(peer.initial_tsn, self.config.receive_window, self.config.max_receive_message);
+        let receiver = Receiver::new(
+            peer.initial_tsn,
+            self.config.initial_receive_window,
+            self.config.receive_window,
+            self.config.max_receive_message,
+        );
         self.state = State::Established(Up { peer, sender, receiver });
         self.peer_reset_seq = Some(peer.initial_tsn);
         self.heartbeat_at = self.config.heartbeat_interval.map(|i| now + i);
