@@ -565,3 +565,30 @@ fn a_reader_that_stops_closes_the_grown_window_within_the_bound() {
     assert!(ramp >= 0.3, "goodput {ramp:.3} in the 2 s after the reader came back");
     assert!(resumed >= 0.85, "goodput {resumed:.3} after the reader came back");
 }
+
+#[test]
+#[ignore = "seconds in debug builds: scripts/test.sh runs it with --release"]
+fn the_tuned_window_does_not_hold_back_a_loss_based_sender() {
+    // What other WebRTC stacks send with (usrsctp's and libdatachannel's loss-based
+    // controller, our RFC 9260 one here) into our receiver: a window starting at 1 MiB and
+    // tuned gets what a window fixed at the 4 MiB bound gets (the INIT announces 4 MiB
+    // either way, so the sender's slow start is the same).
+    let fixed = SctpConfig { initial_receive_window: 4 << 20, ..SctpConfig::default() };
+    for (n, path) in [(12, P1), (13, P2), (14, P3)] {
+        let mut shares = Vec::new();
+        for config in [SctpConfig::default(), fixed.clone()] {
+            let mut w = Shared::with_config(n, path, &[CongestionControl::Rfc9260], config);
+            w.connect();
+            w.run(5 * SECOND, 10 * SECOND);
+            shares.push(w.shares(path, 10 * SECOND)[0]);
+            let f = &w.flows[0];
+            println!(
+                "{path:?} RFC 9260 sender: goodput {:.3}, receive window {} (peak buffered {})",
+                shares.last().unwrap(),
+                f.receiver.receive_window_size().unwrap(),
+                f.peak_buffered
+            );
+        }
+        assert!(shares[0] >= 0.95 * shares[1], "{path:?}: tuned {:.3}, fixed {:.3}", shares[0], shares[1]);
+    }
+}
