@@ -197,3 +197,44 @@ impl Association {
         self.events.push_back(SctpEvent::Connected);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flush(side: &mut Association, now: Instant, to_b: bool, wire: &mut Vec<(Instant, bool, Vec<u8>)>) {
+        let mut buf = Vec::new();
+        while side.poll_transmit(now, &mut buf).is_some() {
+            wire.push((now + Duration::from_millis(50), to_b, std::mem::take(&mut buf)));
+        }
+    }
+
+    #[test]
+    fn the_handshake_times_the_rtt_on_both_sides() {
+        // 50 ms each way: the active side times COOKIE ECHO -> COOKIE ACK, the passive one
+        // its cookie's age (INIT ACK -> COOKIE ECHO); receive window tuning starts from it.
+        let t0 = Instant::now();
+        let mut a = Association::new(t0, SctpConfig::default(), [1; 32]);
+        let mut b = Association::new(t0, SctpConfig::default(), [2; 32]);
+        a.connect(t0);
+        let (mut now, mut wire) = (t0, Vec::new());
+        for _ in 0..20 {
+            flush(&mut a, now, true, &mut wire);
+            flush(&mut b, now, false, &mut wire);
+            wire.sort_by_key(|w| w.0);
+            if wire.is_empty() {
+                break;
+            }
+            let (at, to_b, packet) = wire.remove(0);
+            now = at;
+            if to_b {
+                b.handle_receive(now, &packet);
+            } else {
+                a.handle_receive(now, &packet);
+            }
+        }
+        assert!(a.is_established() && b.is_established());
+        assert_eq!(a.handshake_rtt, Some(Duration::from_millis(100)));
+        assert_eq!(b.handshake_rtt, Some(Duration::from_millis(100)));
+    }
+}
