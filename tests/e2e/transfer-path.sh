@@ -8,6 +8,7 @@
 # seeded random loss, a token-bucket bottleneck with a drop-tail queue, a fixed delay. The
 # paths (issue 21):
 #   p1: 40 ms RTT, 0% loss, 50 Mbit/s, 100 ms queue      p2: the same with 1% loss (each way)
+#   p3: 150 ms RTT, 0.5% loss (each way), 20 Mbit/s, 100 ms queue (BBR only: a short file)
 #
 # Each path is checked before its figures are trusted, and the checks are asserted: ping's RTT
 # within 5% of the set RTT; iperf3 UDP driven past the bottleneck delivers the set rate within 5%
@@ -21,30 +22,41 @@
 #
 #   tests/e2e/transfer-path.sh [path/to/peerlink]
 #   CASES="p1:rfc9260:32 p1:default:32 p2:rfc9260:4 p2:default:32 p2:default:16:libdatachannel
-#          p2:default:16:chromium"   path:controller:MiB[:receiver] (the default); controller
+#          p2:default:16:chromium p3:default:8"   path:controller:MiB[:receiver] (the default); controller
 #   `default` passes no --congestion-control (the default, BBR); receiver `peerlink` (recv, the
 #   default), `libdatachannel` (node-datachannel, tests/interop/file-recv.mjs) or `chromium`
 #   (headless, a page of its own: tests/browser/file-recv.mjs): stacks we did not write receive
 #   from `peerlink send` through the same path
-#   RATE_MBIT=50 DELAY_MS=20 QUEUE_MS=100 P2_LOSS=0.01   the paths   SEED=N  the loss seeds
+#   RATE_MBIT=50 DELAY_MS=20 QUEUE_MS=100 P2_LOSS=0.01   p1 and p2
+#   P3_RATE_MBIT=20 P3_DELAY_MS=75 P3_LOSS=0.005   p3   SEED=N  the loss seeds
 # The RFC 9260 controller on p2 gets a small file: it sits near the Reno ceiling (~0.3 MB/s).
 # If the rate check fails because the machine is too busy for the emulator, lower RATE_MBIT
 # rather than widening the band. Needs root, iperf3, iptables, ping, NetfilterQueue in
 # tests/interop/.venv, node with tests/interop's and tests/browser's packages, and Chromium
-# (scripts/install-test-deps.sh installs them). Takes about 3 minutes.
+# (scripts/install-test-deps.sh installs them). Takes about 3 minutes (p3: about 20 s of it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib/common.sh
 peerlink=$(realpath "${1:-target/release/peerlink}")
 PY=${PYTHON:-tests/interop/.venv/bin/python}
-CASES=${CASES:-"p1:rfc9260:32 p1:default:32 p2:rfc9260:4 p2:default:32 p2:default:16:libdatachannel p2:default:16:chromium"}
+CASES=${CASES:-"p1:rfc9260:32 p1:default:32 p2:rfc9260:4 p2:default:32 p2:default:16:libdatachannel p2:default:16:chromium p3:default:8"}
 P2_LOSS=${P2_LOSS:-0.01}
+P3_LOSS=${P3_LOSS:-0.005}
+P3_RATE_MBIT=${P3_RATE_MBIT:-20}
+P3_DELAY_MS=${P3_DELAY_MS:-75}
 P=plp-tp$$-
 TMP=$(mktemp -d)
 . scripts/lib/path-lab.sh
 trap 'path_lab_down; rm -rf "$TMP"' EXIT
 path_lab_up
-path_loss() { [ "$1" = p2 ] && echo "$P2_LOSS" || echo 0; }
+P12_RATE_MBIT=$RATE_MBIT P12_DELAY_MS=$DELAY_MS
+path_loss() { case $1 in p2) echo "$P2_LOSS" ;; p3) echo "$P3_LOSS" ;; *) echo 0 ;; esac; }
+path_set() { # the rate and delay scripts/lib/path-lab.sh emulates
+    case $1 in
+        p3) RATE_MBIT=$P3_RATE_MBIT DELAY_MS=$P3_DELAY_MS ;;
+        *) RATE_MBIT=$P12_RATE_MBIT DELAY_MS=$P12_DELAY_MS ;;
+    esac
+}
 stamp() { # prefixes each line of standard input with the time it was read
     python3 -u -c 'import sys, time
 for line in sys.stdin: print(f"{time.time():.3f} {line}", end="", flush=True)'
@@ -53,9 +65,10 @@ for line in sys.stdin: print(f"{time.time():.3f} {line}", end="", flush=True)'
 ip netns exec "$A" "$peerlink" serve --http $A_IP:0 --listen $A_IP:3478 >"$TMP/serve.out" 2>"$TMP/serve.log" &
 wait_for_line "$TMP/serve.out" "signaling on ws://" 15
 ws=$(sed -nE 's/.*signaling on (ws:\/\/[^ ]+).*/\1/p' "$TMP/serve.out" | head -1)
-echo "# bottleneck $RATE_MBIT Mbit/s, ${DELAY_MS} ms each way, ${QUEUE_MS} ms queue; p2 loss $P2_LOSS each way; seeds $SEED/$((SEED + 1))"
+echo "# p1/p2 $RATE_MBIT Mbit/s, ${DELAY_MS} ms each way; p3 $P3_RATE_MBIT Mbit/s, ${P3_DELAY_MS} ms each way; ${QUEUE_MS} ms queues; loss each way p2 $P2_LOSS, p3 $P3_LOSS; seeds $SEED/$((SEED + 1))"
 
 for path in $(printf '%s\n' $CASES | cut -d: -f1 | sort -u); do
+    path_set "$path"
     path_check "$path" "$(path_loss "$path")"
 done
 
@@ -68,6 +81,7 @@ for case in $CASES; do
     c="$TMP/c$i"
     mkdir -p "$c.in"
     head -c $((mib << 20)) "$TMP/file64.bin" >"$c.bin"
+    path_set "$path"
     emulate "$(path_loss "$path")" "$c"
     room=path$i-$$
     rc_s=0 rc_r=0
@@ -97,7 +111,7 @@ for case in $CASES; do
         grep -q "SHA-256 .* checks" "$c.recv.err" || rc_r=1
         got=$(sha256sum <"$c.in/$(basename "$c.bin")" 2>/dev/null | cut -d' ' -f1 || true)
     fi
-    echo "$i $path $cc $mib $receiver $rc_s $rc_r $([ "$want" = "$got" ] && echo same || echo differs)" >>"$TMP/cases"
+    echo "$i $path $cc $mib $receiver $rc_s $rc_r $([ "$want" = "$got" ] && echo same || echo differs) $RATE_MBIT" >>"$TMP/cases"
 done
 
 status=0
@@ -105,17 +119,18 @@ echo "path checks (asserted):"
 "$PY" tests/lab/path_check.py "$TMP" || status=1
 echo
 echo "send -> recv through the path (asserted: both exit 0, same SHA-256; goodput printed only):"
-python3 - "$TMP" "$RATE_MBIT" <<'EOF' || status=1
+python3 - "$TMP" <<'EOF' || status=1
 import json, sys
 sys.path.insert(0, "tests/lab")
 from path_check import load, tail, text
-tmp, rate_mbit = sys.argv[1], float(sys.argv[2])
+tmp = sys.argv[1]
 failed = 0
 cols = ["case", "path", "controller", "receiver", "MiB", "secs", "MB/s", "ofLink", "lossDrops", "queueDrops", "maxWaitMs", "result"]
 rows = []
 goodput = {}
 for line in open(f"{tmp}/cases"):
-    i, path, cc, mib, receiver, rc_s, rc_r, sha = line.split(); c = f"{tmp}/c{i}"
+    i, path, cc, mib, receiver, rc_s, rc_r, sha, rate_mbit = line.split(); c = f"{tmp}/c{i}"
+    rate_mbit = float(rate_mbit)
     problems = []
     if rc_s != "0": problems.append(f"send exited {rc_s}: {tail(c + '.send.err')}")
     if rc_r != "0": problems.append(f"{receiver} did not confirm the SHA-256: {tail(c + '.recv.err')} {text(c + '.ldc.json')[:400] if receiver != 'peerlink' else ''}")

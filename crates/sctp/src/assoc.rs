@@ -36,6 +36,8 @@ const CAUSE_USER_INITIATED_ABORT: u16 = 12;
 /// Control chunks a peer can make us queue (ERROR answers) before we stop adding more.
 const MAX_CONTROL: usize = 64;
 const COOKIE_LEN: usize = 4 * 7 + 2 + 8 + 32;
+/// The RTT receive window tuning assumes before any was measured.
+const DEFAULT_RTT: Duration = Duration::from_millis(100);
 
 /// Settings of one association.
 #[derive(Debug, Clone)]
@@ -49,8 +51,14 @@ pub struct SctpConfig {
     pub max_receive_message: usize,
     /// Largest message the peer accepts (its `a=max-message-size`).
     pub max_send_message: usize,
-    /// Our receive buffer, advertised as a_rwnd.
+    /// The most bytes of received data we buffer (fragments, messages not yet taken or
+    /// held unread): the bound of the auto-tuned receive window, and the a_rwnd of our INIT.
     pub receive_window: usize,
+    /// The receive window we advertise at first. It grows, once per round trip, to twice
+    /// what the application consumed in one (so to about twice the bandwidth-delay product
+    /// of a path the reader keeps up with), never beyond `receive_window`; a reader that
+    /// falls behind keeps it small, one that stops reading closes it.
+    pub initial_receive_window: usize,
     /// Streams we ask for in each direction.
     pub streams: u16,
     /// How long the association may be idle (nothing in flight) before a HEARTBEAT checks
@@ -70,6 +78,7 @@ impl Default for SctpConfig {
             max_receive_message: 256 * 1024,
             max_send_message: 256 * 1024,
             receive_window: 4 * 1024 * 1024,
+            initial_receive_window: 1024 * 1024,
             streams: 65535,
             heartbeat_interval: Some(Duration::from_secs(30)),
             congestion_control: CongestionControl::default(),
@@ -328,6 +337,9 @@ pub struct Association {
     /// The outstanding HEARTBEAT: its nonce and when it was sent.
     heartbeat: Option<(u64, Instant)>,
     heartbeat_misses: u32,
+    /// The RTT the handshake measured, for receive window tuning until the sender has its
+    /// own measurement.
+    handshake_rtt: Option<Duration>,
     resets: VecDeque<ResetRequest>,
     next_reset_seq: u32,
     /// The sequence number we expect the peer's next reset request to carry.
@@ -358,6 +370,8 @@ impl std::fmt::Debug for Association {
 struct T1 {
     packet: Vec<u8>,
     backoff: Backoff,
+    /// The first transmission: with one transmission, its answer times the RTT.
+    started: Instant,
 }
 
 impl T1 {
@@ -371,7 +385,12 @@ impl T1 {
         };
         let mut backoff = Backoff::new(config);
         let _ = backoff.on_transmit(now);
-        T1 { packet, backoff }
+        T1 { packet, backoff, started: now }
+    }
+
+    /// The RTT its answer, arriving `now`, measures (none after a retransmission: Karn).
+    fn rtt(&self, now: Instant) -> Option<Duration> {
+        (self.backoff.transmissions() == 1).then(|| now.saturating_duration_since(self.started))
     }
 }
 
@@ -395,6 +414,7 @@ impl Association {
             heartbeat_at: None,
             heartbeat: None,
             heartbeat_misses: 0,
+            handshake_rtt: None,
             resets: VecDeque::new(),
             next_reset_seq: 0,
             peer_reset_seq: None,
@@ -547,6 +567,18 @@ impl Association {
     /// The receive window we would advertise now.
     pub fn receive_window(&self) -> Option<u32> {
         self.state.receiver().map(Receiver::a_rwnd)
+    }
+
+    /// The auto-tuned window the advertised one is what is left of (see
+    /// [`SctpConfig::initial_receive_window`]).
+    pub fn receive_window_size(&self) -> Option<usize> {
+        self.state.receiver().map(Receiver::window)
+    }
+
+    /// Bytes of received data buffered (including messages held unread): the memory the
+    /// receive window accounts for, never more than [`SctpConfig::receive_window`].
+    pub fn receive_buffered(&self) -> usize {
+        self.state.receiver().map_or(0, Receiver::buffered)
     }
 
     #[must_use]
@@ -762,7 +794,7 @@ impl Association {
                 chunk::COOKIE_ECHO => self.on_cookie_echo(now, tag, raw),
                 chunk::COOKIE_ACK => {
                     if let State::CookieEchoed { peer } = self.state {
-                        self.t1 = None;
+                        self.handshake_rtt = self.t1.take().and_then(|t| t.rtt(now));
                         self.establish(now, peer);
                     }
                 }
@@ -810,7 +842,10 @@ impl Association {
         if had_data {
             let Some(peer) = self.state.peer() else { return };
             let header = self.header(peer.tag);
+            let rtt =
+                self.state.sender().and_then(Sender::srtt).or(self.handshake_rtt).unwrap_or(DEFAULT_RTT);
             if let Some(r) = self.state.receiver_mut() {
+                r.tune(now, rtt);
                 r.unacked_packets += 1;
                 // A COOKIE ACK waiting in `control` goes first (§5.1): the SACK then rides
                 // with it in `poll_transmit`.

@@ -6,6 +6,7 @@
 
 use peerlink_proto::Serial16;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 /// A whole message for the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +80,17 @@ pub struct Receiver {
     /// The window of the last SACK, to tell when a freed buffer deserves a window update.
     advertised: u32,
     duplicates: Vec<u32>,
+    /// The window we advertise from: auto-tuned, from the initial window up to `limit`.
     window: usize,
+    /// The most bytes we buffer: what our INIT announced and the bound of `window`. Data
+    /// within it is taken even beyond the advertised window (a peer may have sent it on an
+    /// older, larger advertisement).
+    limit: usize,
+    /// Payload bytes taken into the buffer since the start: minus what is buffered now, it
+    /// gives what the application consumed.
+    taken: u64,
+    /// Start of the current tuning round: when, and what had been consumed then.
+    round: Option<(Instant, u64)>,
     max_message: usize,
     /// A SACK should go out now (gap, duplicate) rather than after the delay.
     pub(crate) sack_now: bool,
@@ -90,12 +101,18 @@ pub struct Receiver {
     performed_resets: Vec<Vec<u16>>,
 }
 
+/// The shortest tuning round: the consumption of a loopback RTT (microseconds) is too
+/// noisy to size a window by.
+const MIN_TUNING_ROUND: Duration = Duration::from_millis(10);
+
 /// Gap blocks we report at most (they must fit one packet with the rest of the SACK).
 const MAX_GAPS: usize = 128;
 const MAX_DUPLICATES: usize = 32;
 
 impl Receiver {
-    pub fn new(peer_initial_tsn: u32, window: usize, max_message: usize) -> Receiver {
+    /// A receiver advertising `window` at first, auto-tuned up to `limit` bytes of buffer.
+    pub fn new(peer_initial_tsn: u32, window: usize, limit: usize, max_message: usize) -> Receiver {
+        let window = window.min(limit);
         Receiver {
             cumulative: u64::from(peer_initial_tsn.wrapping_sub(1)) + (1 << 32),
             above: BTreeSet::new(),
@@ -110,6 +127,9 @@ impl Receiver {
             advertised: u32::try_from(window).unwrap_or(u32::MAX),
             duplicates: Vec::new(),
             window,
+            limit,
+            taken: 0,
+            round: None,
             max_message,
             sack_now: false,
             unacked_packets: 0,
@@ -123,9 +143,47 @@ impl Receiver {
         self.cumulative as u32
     }
 
-    /// The receive window we advertise: what is left of our buffer.
+    /// The receive window we advertise: what is left of the auto-tuned window.
     pub fn a_rwnd(&self) -> u32 {
-        self.window.saturating_sub(self.fragment_bytes + self.delivered_bytes + self.held_bytes) as u32
+        u32::try_from(self.window.saturating_sub(self.buffered())).unwrap_or(u32::MAX)
+    }
+
+    /// Bytes of received data we hold: fragments, messages not yet taken, messages the
+    /// application holds unread. Never more than the limit.
+    pub fn buffered(&self) -> usize {
+        self.fragment_bytes + self.delivered_bytes + self.held_bytes
+    }
+
+    /// The window advertised from, as auto-tuned so far.
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    /// Receive window auto-tuning (the idea of Linux's receive buffer auto-tuning and of
+    /// dynamic right-sizing): once per round of an RTT (`rtt`, at least
+    /// [`MIN_TUNING_ROUND`]), the window becomes twice what the application consumed in the
+    /// round, if that is more, up to the limit. A sender held back by the window delivers a
+    /// window per RTT, so the window doubles each RTT until the path or the reader is the
+    /// limit; a slow reader keeps it small (and so the memory buffered for it), and one
+    /// that stops reading closes it as before. It never shrinks.
+    pub fn tune(&mut self, now: Instant, rtt: Duration) {
+        let consumed = self.taken.saturating_sub(self.buffered() as u64);
+        let round = rtt.max(MIN_TUNING_ROUND);
+        let (start, mark) = *self.round.get_or_insert((now, consumed));
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed < round {
+            return;
+        }
+        self.round = Some((now, consumed));
+        // Per RTT: a round stretched by an idle gap does not count as a faster reader.
+        let per_round = consumed.saturating_sub(mark) as f64 * round.as_secs_f64() / elapsed.as_secs_f64();
+        // At most doubling per round, as a sender's slow start grows: a burst of consumption
+        // (a hole filled after a loss releases what queued behind it) is no reason to leap.
+        let wanted = (2.0 * per_round).min(2.0 * self.window as f64).min(self.limit as f64) as usize;
+        if wanted > self.window {
+            self.window = wanted;
+            self.window_update();
+        }
     }
 
     /// `bytes` of delivered messages are held by the application (they keep counting
@@ -314,7 +372,7 @@ impl Receiver {
         // fills a hole; with the window at 0 and nothing above, it is dropped too, so a peer
         // cannot grow our buffer past the window one chunk at a time (a zero-window probe
         // gets its answer from the SACK, which carries the window).
-        let window = self.a_rwnd() as usize;
+        let window = self.limit.saturating_sub(self.buffered());
         if window < len && !(tsn == self.cumulative + 1 && (window > 0 || !self.above.is_empty())) {
             // §6.2: a chunk dropped for lack of room is answered with a SACK at once.
             self.sack_now = true;
@@ -325,6 +383,7 @@ impl Receiver {
         if tsn > self.cumulative + 65_535 {
             return None;
         }
+        self.taken += len as u64;
         // Out of order, or filling a gap: tell the sender now (§6.7).
         if tsn != self.cumulative + 1 || !self.above.is_empty() {
             self.sack_now = true;
@@ -586,7 +645,7 @@ mod tests {
     const WHOLE: u8 = FLAG_BEGIN | FLAG_END;
 
     fn rx() -> Receiver {
-        Receiver::new(1000, 1 << 20, 1 << 18)
+        Receiver::new(1000, 1 << 20, 1 << 20, 1 << 18)
     }
 
     fn all(r: &mut Receiver) -> Vec<Message> {
@@ -684,7 +743,7 @@ mod tests {
 
     #[test]
     fn many_tiny_fragments_reassemble_without_a_huge_reservation() {
-        let mut r = Receiver::new(1, 1 << 20, 1 << 18);
+        let mut r = Receiver::new(1, 1 << 20, 1 << 20, 1 << 18);
         r.data(1, 0, 0, 53, FLAG_BEGIN, &[7; 16_000]).unwrap();
         for t in 2..2000u32 {
             r.data(t, 0, 0, 53, 0, &[1]).unwrap();
@@ -697,7 +756,7 @@ mod tests {
 
     #[test]
     fn a_message_over_the_limit_is_an_error() {
-        let mut r = Receiver::new(1, 1 << 20, 10);
+        let mut r = Receiver::new(1, 1 << 20, 1 << 20, 10);
         r.data(1, 0, 0, 53, FLAG_BEGIN, &[0; 6]).unwrap();
         assert_eq!(r.data(2, 0, 0, 53, 0, &[0; 6]), Err(ReceiveError::TooLarge(12)));
     }
@@ -706,13 +765,13 @@ mod tests {
     fn a_message_over_the_limit_is_an_error_in_any_order() {
         // The middle fragment arrives last: the run before it and the run after it are
         // each under the limit, together they are not.
-        let mut r = Receiver::new(1, 1 << 20, 10);
+        let mut r = Receiver::new(1, 1 << 20, 1 << 20, 10);
         r.data(1, 0, 0, 53, FLAG_BEGIN, &[0; 4]).unwrap();
         r.data(3, 0, 0, 53, 0, &[0; 4]).unwrap();
         r.data(4, 0, 0, 53, FLAG_END, &[0; 1]).unwrap();
         assert_eq!(r.data(2, 0, 0, 53, 0, &[0; 4]), Err(ReceiveError::TooLarge(13)));
         // A fragment of another stream does not count towards this one.
-        let mut r = Receiver::new(1, 1 << 20, 10);
+        let mut r = Receiver::new(1, 1 << 20, 1 << 20, 10);
         r.data(1, 0, 0, 53, FLAG_BEGIN, &[0; 6]).unwrap();
         r.data(2, 1, 0, 53, FLAG_BEGIN, &[0; 6]).unwrap();
         assert!(all(&mut r).is_empty());
@@ -762,7 +821,7 @@ mod tests {
 
     #[test]
     fn a_full_window_takes_only_what_fills_a_hole() {
-        let mut r = Receiver::new(1, 10, 1 << 20);
+        let mut r = Receiver::new(1, 10, 10, 1 << 20);
         // Incomplete messages on two streams fill the window (the second overruns it a
         // little: it was next, and some window was left).
         r.data(1, 0, 0, 53, FLAG_BEGIN, &[0; 6]).unwrap();
@@ -772,7 +831,7 @@ mod tests {
         r.data(3, 2, 0, 53, FLAG_BEGIN, &[0; 6]).unwrap();
         assert_eq!(r.cumulative_tsn(), 2);
         // A hole below what arrived is still filled at zero window.
-        let mut r = Receiver::new(1, 10, 1 << 20);
+        let mut r = Receiver::new(1, 10, 10, 1 << 20);
         r.data(2, 0, 0, 53, FLAG_BEGIN, &[0; 10]).unwrap();
         assert_eq!(r.a_rwnd(), 0);
         r.data(1, 1, 0, 53, WHOLE, &[1; 4]).unwrap();
@@ -782,7 +841,7 @@ mod tests {
 
     #[test]
     fn held_messages_keep_the_window_closed_and_freeing_them_announces_it() {
-        let mut r = Receiver::new(1, 64 * 1024, 1 << 20);
+        let mut r = Receiver::new(1, 64 * 1024, 64 * 1024, 1 << 20);
         r.data(1, 0, 0, 53, WHOLE, &[0; 40 * 1024]).unwrap();
         r.data(2, 0, 1, 53, WHOLE, &[0; 24 * 1024]).unwrap();
         let taken = all(&mut r);
@@ -832,7 +891,7 @@ mod edge_cases {
         // A peer sends, in TSN order, 1 KiB BEGIN-only fragments that never end (a
         // protocol violation it is free to commit). Each one starts a message gathered in
         // place with room for 64 KiB; the next BEGIN spills it into the map with that room.
-        let mut r = Receiver::new(1, 4 << 20, 256 << 10);
+        let mut r = Receiver::new(1, 4 << 20, 4 << 20, 256 << 10);
         for t in 1..=512u32 {
             r.data(t, 0, t as u16, 53, FLAG_BEGIN, &[0; 1024]).unwrap();
         }
@@ -850,7 +909,7 @@ mod edge_cases {
         // not fixed by `run`, which only looks back: fragments arriving in descending TSN
         // order are never checked until the BEGIN comes, so one incomplete message can grow
         // to the whole window (4 MiB by default against a 256 KiB limit).
-        let mut r = Receiver::new(1, 1 << 20, 10);
+        let mut r = Receiver::new(1, 1 << 20, 1 << 20, 10);
         let mut result = r.data(100, 0, 0, 53, FLAG_END, &[0; 4]);
         let mut t = 99;
         while result.is_ok() && t > 2 {
@@ -868,7 +927,7 @@ mod edge_cases {
     fn a_chunk_dropped_for_lack_of_window_is_answered_with_a_sack_at_once() {
         // RFC 9260 §6.2: "if such a DATA chunk is dropped, the receiver MUST immediately
         // send back a SACK with the current receive window".
-        let mut r = Receiver::new(1, 10, 1 << 20);
+        let mut r = Receiver::new(1, 10, 10, 1 << 20);
         r.data(1, 0, 0, 53, FLAG_BEGIN, &[0; 10]).unwrap();
         assert_eq!(r.a_rwnd(), 0);
         r.sack_now = false;
@@ -889,7 +948,7 @@ mod edge_cases {
             seed
         };
         for round in 0..3000 {
-            let mut r = Receiver::new(u32::MAX - 20, 4000, 3000);
+            let mut r = Receiver::new(u32::MAX - 20, 4000, 4000, 3000);
             for _ in 0..200 {
                 let base = r.cumulative as u32;
                 let tsn = base.wrapping_add((next() % 12) as u32).wrapping_sub(2);
@@ -974,7 +1033,7 @@ mod edge_cases {
                     sends.push(i);
                 }
             }
-            let mut r = Receiver::new(start, 1 << 20, 1 << 20);
+            let mut r = Receiver::new(start, 1 << 20, 1 << 20, 1 << 20);
             let mut got: Vec<Vec<u8>> = vec![Vec::new(); 3];
             let mut unordered_bytes = 0;
             for i in sends {
@@ -1002,11 +1061,98 @@ mod edge_cases {
         // The peer's stream reset waits for TSN 2; TSN 2 is a DATA chunk on a stream we do
         // not have (discarded, RFC 9260 §6.5). `discard` advances the cumulative TSN but
         // never runs `apply_resets`, so the reset waits for some later chunk.
-        let mut r = Receiver::new(1, 1 << 20, 1 << 20);
+        let mut r = Receiver::new(1, 1 << 20, 1 << 20, 1 << 20);
         r.data(1, 3, 0, 51, FLAG_BEGIN | FLAG_END, b"x").unwrap();
         assert!(!r.reset(2, vec![3]));
         r.discard(2);
         assert_eq!(r.cumulative_tsn(), 2);
         assert_eq!(r.take_performed_resets(), vec![vec![3u16]], "the reset is still pending");
+    }
+
+    fn read_all(r: &mut Receiver) -> Vec<Message> {
+        std::iter::from_fn(|| r.poll_message()).collect()
+    }
+
+    /// `n` whole 1000-byte messages from TSN `first`, all read at once.
+    fn feed(r: &mut Receiver, first: u32, n: u32) {
+        for i in 0..n {
+            r.data(
+                first + i,
+                1,
+                (first + i) as u16,
+                51,
+                FLAG_BEGIN | FLAG_END | crate::chunk::FLAG_UNORDERED,
+                &[0; 1000],
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn window_grows_to_twice_what_the_reader_takes_per_round_up_to_the_limit() {
+        let start = Instant::now();
+        let rtt = Duration::from_millis(100);
+        let mut r = Receiver::new(1, 100_000, 250_000, 1 << 20);
+        assert_eq!(r.a_rwnd(), 100_000);
+        r.tune(start, rtt);
+        // 80 kB read in a round: 160 kB of window.
+        feed(&mut r, 1, 80);
+        read_all(&mut r);
+        r.tune(start + rtt, rtt);
+        assert_eq!(r.window(), 160_000);
+        // At most doubling per round, then capped at the limit.
+        feed(&mut r, 81, 200);
+        read_all(&mut r);
+        r.tune(start + 2 * rtt, rtt);
+        assert_eq!(r.window(), 250_000);
+        feed(&mut r, 281, 240);
+        read_all(&mut r);
+        r.tune(start + 3 * rtt, rtt);
+        assert_eq!((r.window(), r.a_rwnd()), (250_000, 250_000), "never past the limit");
+    }
+
+    #[test]
+    fn window_does_not_grow_for_a_reader_that_does_not_read_nor_shrink_after() {
+        let start = Instant::now();
+        let rtt = Duration::from_millis(100);
+        let mut r = Receiver::new(1, 100_000, 1 << 20, 1 << 20);
+        r.tune(start, rtt);
+        feed(&mut r, 1, 90);
+        r.tune(start + rtt, rtt);
+        assert_eq!((r.window(), r.a_rwnd()), (100_000, 10_000), "nothing read: no growth");
+        // What is taken but held by the application does not count as read either.
+        let held: usize = read_all(&mut r).iter().map(|m| m.data.len()).sum();
+        r.hold(held, true);
+        r.tune(start + 2 * rtt, rtt);
+        assert_eq!((r.window(), r.a_rwnd()), (100_000, 10_000));
+        r.hold(held, false);
+        r.tune(start + 3 * rtt, rtt);
+        assert_eq!(r.window(), 180_000, "released: read");
+        r.tune(start + 10 * rtt, rtt);
+        assert_eq!(r.window(), 180_000, "an idle reader does not shrink it");
+    }
+
+    #[test]
+    fn a_round_stretched_by_idle_time_does_not_count_as_a_fast_reader() {
+        let start = Instant::now();
+        let rtt = Duration::from_millis(100);
+        let mut r = Receiver::new(1, 100_000, 1 << 20, 1 << 20);
+        r.tune(start, rtt);
+        feed(&mut r, 1, 80);
+        read_all(&mut r);
+        // 80 kB over ten RTTs: 8 kB per round.
+        r.tune(start + 10 * rtt, rtt);
+        assert_eq!(r.window(), 100_000);
+    }
+
+    #[test]
+    fn data_beyond_the_advertised_window_but_within_the_limit_is_kept() {
+        // A peer may send on the larger window our INIT announced: it is not dropped.
+        let mut r = Receiver::new(1, 10_000, 20_000, 1 << 20);
+        feed(&mut r, 1, 15);
+        assert_eq!((r.cumulative_tsn(), r.a_rwnd(), r.buffered()), (15, 0, 15_000));
+        feed(&mut r, 16, 10);
+        assert_eq!(r.buffered(), 20_000, "nothing past the limit");
+        assert_eq!(r.cumulative_tsn(), 20);
     }
 }

@@ -108,7 +108,9 @@ impl Association {
         c
     }
 
-    pub(super) fn check_cookie(&self, now: Instant, c: &[u8]) -> Option<(u32, Peer)> {
+    /// The cookie's tag and peer, and its age (the RTT from our INIT ACK to its COOKIE ECHO,
+    /// to the millisecond).
+    pub(super) fn check_cookie(&self, now: Instant, c: &[u8]) -> Option<(u32, Peer, Duration)> {
         if c.len() != COOKIE_LEN {
             return None;
         }
@@ -132,11 +134,11 @@ impl Association {
             outbound_streams: u16::from_be_bytes([body[20], body[21]]),
             inbound_streams: u16::from_be_bytes([body[22], body[23]]),
         };
-        Some((u(0), peer))
+        Some((u(0), peer, Duration::from_millis(age)))
     }
 
     pub(super) fn on_cookie_echo(&mut self, now: Instant, tag: u32, raw: RawChunk<'_>) {
-        let Some((my_tag, peer)) = self.check_cookie(now, raw.value) else { return };
+        let Some((my_tag, peer, age)) = self.check_cookie(now, raw.value) else { return };
         if tag != my_tag {
             return;
         }
@@ -150,6 +152,7 @@ impl Association {
                     return;
                 }
                 self.t1 = None;
+                self.handshake_rtt = Some(age);
                 self.establish(now, peer);
             }
         }
@@ -182,11 +185,56 @@ impl Association {
         if !refused.is_empty() {
             self.events.push_back(SctpEvent::StreamsRefused(refused));
         }
-        let receiver =
-            Receiver::new(peer.initial_tsn, self.config.receive_window, self.config.max_receive_message);
+        let receiver = Receiver::new(
+            peer.initial_tsn,
+            self.config.initial_receive_window,
+            self.config.receive_window,
+            self.config.max_receive_message,
+        );
         self.state = State::Established(Up { peer, sender, receiver });
         self.peer_reset_seq = Some(peer.initial_tsn);
         self.heartbeat_at = self.config.heartbeat_interval.map(|i| now + i);
         self.events.push_back(SctpEvent::Connected);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flush(side: &mut Association, now: Instant, to_b: bool, wire: &mut Vec<(Instant, bool, Vec<u8>)>) {
+        let mut buf = Vec::new();
+        while side.poll_transmit(now, &mut buf).is_some() {
+            wire.push((now + Duration::from_millis(50), to_b, std::mem::take(&mut buf)));
+        }
+    }
+
+    #[test]
+    fn the_handshake_times_the_rtt_on_both_sides() {
+        // 50 ms each way: the active side times COOKIE ECHO -> COOKIE ACK, the passive one
+        // its cookie's age (INIT ACK -> COOKIE ECHO); receive window tuning starts from it.
+        let t0 = Instant::now();
+        let mut a = Association::new(t0, SctpConfig::default(), [1; 32]);
+        let mut b = Association::new(t0, SctpConfig::default(), [2; 32]);
+        a.connect(t0);
+        let (mut now, mut wire) = (t0, Vec::new());
+        for _ in 0..20 {
+            flush(&mut a, now, true, &mut wire);
+            flush(&mut b, now, false, &mut wire);
+            wire.sort_by_key(|w| w.0);
+            if wire.is_empty() {
+                break;
+            }
+            let (at, to_b, packet) = wire.remove(0);
+            now = at;
+            if to_b {
+                b.handle_receive(now, &packet);
+            } else {
+                a.handle_receive(now, &packet);
+            }
+        }
+        assert!(a.is_established() && b.is_established());
+        assert_eq!(a.handshake_rtt, Some(Duration::from_millis(100)));
+        assert_eq!(b.handshake_rtt, Some(Duration::from_millis(100)));
     }
 }
