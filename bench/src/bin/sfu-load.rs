@@ -1,7 +1,8 @@
 //! Synthetic load for an SFU room of `peerlink serve --room-mode sfu`, built on Peerlink's own
 //! native peer: `--publishers` peers each send VP8-shaped video and Opus-shaped audio to the
 //! server over the normal signaling (one connection each, to the reserved peer id "sfu"), and
-//! `--subscribers` peers receive what the server forwards, as raw RTP.
+//! `--subscribers` peers receive what the server forwards, as raw RTP (publishers receive
+//! the others' streams too, and count as receivers of them).
 //!
 //!   sfu-load --url ws://HOST:PORT/ws --pid SERVER_PID [--publishers 2] [--subscribers 6]
 //!            [--seconds 15] [--warmup 3] [--video-kbps 800] [--fps 30] [--keyframe-secs 3]
@@ -211,7 +212,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("publisher {i} joining"))?;
         let shape = Shape::new(&args, i as u16);
-        pubs.push(tokio::spawn(publish(session, shared.clone(), shape)));
+        let stats = Arc::new(Mutex::new(SubscriberStats::default()));
+        pubs.push((stats.clone(), tokio::spawn(publish(session, shared.clone(), shape, stats))));
     }
 
     // Everyone receives everything, then the warm-up.
@@ -244,9 +246,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     shared.stop.store(true, Ordering::Relaxed);
     let mut sent: HashMap<(u16, u8), Sent> = HashMap::new();
-    for p in pubs {
-        sent.extend(p.await.context("publisher task")??);
+    // Publishers receive the others' streams too: the server forwards those as well.
+    let mut receivers: Vec<(Option<u16>, Arc<Mutex<SubscriberStats>>)> = Vec::new();
+    for (i, (stats, task)) in pubs.into_iter().enumerate() {
+        sent.extend(task.await.context("publisher task")??);
+        receivers.push((Some(i as u16), stats));
     }
+    receivers.extend(subs.iter().map(|(stats, _)| (None, stats.clone())));
     for (_, task) in &subs {
         task.abort();
     }
@@ -261,10 +267,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut packets = 0u64;
     let mut bytes = 0u64;
     let mut unmarked = 0u64;
-    for (stats, _) in &subs {
+    for (own, stats) in &receivers {
         let s = stats.lock().expect("not poisoned");
         for (key, sent) in &sent {
-            let Some(first) = sent.first else { continue };
+            let Some(first) = sent.first.filter(|_| Some(key.0) != *own) else { continue };
             let n = u64::from(sent.last - first) + 1;
             expected += n;
             if let Some(r) = s.streams.get(key) {
@@ -420,6 +426,7 @@ async fn publish(
     mut session: Session,
     shared: Arc<Shared>,
     mut shape: Shape,
+    stats: Arc<Mutex<SubscriberStats>>,
 ) -> anyhow::Result<HashMap<(u16, u8), Sent>> {
     const AUDIO_ID: TransceiverId = TransceiverId(0);
     const VIDEO_ID: TransceiverId = TransceiverId(1);
@@ -460,6 +467,7 @@ async fn publish(
                             bail!("publisher {}: the connection to the server is over", shape.publisher);
                         }
                         RtcEvent::KeyframeRequest { .. } => force_key = true,
+                        RtcEvent::Rtp { packet, .. } => on_rtp(&shared, &stats, &packet),
                         _ => {}
                     },
                     SessionEvent::Gone { peer, reason } if peer == SFU_PEER => {
@@ -567,40 +575,46 @@ async fn sleep_until(due: Option<Instant>) {
 
 async fn subscribe(mut session: Session, shared: Arc<Shared>, stats: Arc<Mutex<SubscriberStats>>) {
     while let Some(event) = session.next().await {
-        let SessionEvent::Rtc { event: RtcEvent::Rtp { packet, .. }, .. } = event else { continue };
-        let arrived = shared.now_ns();
-        let Ok(p) = RtpPacket::parse(&packet) else { continue };
-        let payload = p.payload();
-        // The marker is right after the codec's header: within the first bytes.
-        let head = &payload[..payload.len().min(40)];
-        let mut s = stats.lock().expect("not poisoned");
-        let Some(at) = head.windows(4).position(|w| w == MAGIC) else {
-            s.unmarked += 1;
-            continue;
-        };
-        let Some(m) = payload.get(at..at + MARK_LEN) else {
-            s.unmarked += 1;
-            continue;
-        };
-        let publisher = u16::from_be_bytes([m[4], m[5]]);
-        let stream = m[6];
-        let number = u32::from_be_bytes(m[8..12].try_into().expect("4 bytes"));
-        let sent_at = u64::from_be_bytes(m[12..20].try_into().expect("8 bytes"));
-        s.seen.insert((publisher, stream));
-        if !shared.in_window(sent_at) || stream > VIDEO {
-            continue;
+        if let SessionEvent::Rtc { event: RtcEvent::Rtp { packet, .. }, .. } = event {
+            on_rtp(&shared, &stats, &packet);
         }
-        let r = s.streams.entry((publisher, stream)).or_default();
-        if !r.numbers.insert(number) {
-            r.duplicates += 1;
-            continue;
-        }
-        let by = s.ssrcs.entry(p.ssrc()).or_default();
-        let seq = by.unwrap.unwrap(p.sequence_number());
-        by.seqs.insert(seq);
-        s.packets_in_window += 1;
-        s.bytes_in_window += packet.len() as u64;
-        let delay = arrived.saturating_sub(sent_at) / 1000;
-        s.delays[stream as usize].push(delay.min(u64::from(u32::MAX)) as u32);
     }
+}
+
+/// Counts one forwarded packet.
+fn on_rtp(shared: &Shared, stats: &Mutex<SubscriberStats>, packet: &[u8]) {
+    let arrived = shared.now_ns();
+    let Ok(p) = RtpPacket::parse(packet) else { return };
+    let payload = p.payload();
+    // The marker is right after the codec's header: within the first bytes.
+    let head = &payload[..payload.len().min(40)];
+    let mut s = stats.lock().expect("not poisoned");
+    let Some(at) = head.windows(4).position(|w| w == MAGIC) else {
+        s.unmarked += 1;
+        return;
+    };
+    let Some(m) = payload.get(at..at + MARK_LEN) else {
+        s.unmarked += 1;
+        return;
+    };
+    let publisher = u16::from_be_bytes([m[4], m[5]]);
+    let stream = m[6];
+    let number = u32::from_be_bytes(m[8..12].try_into().expect("4 bytes"));
+    let sent_at = u64::from_be_bytes(m[12..20].try_into().expect("8 bytes"));
+    s.seen.insert((publisher, stream));
+    if !shared.in_window(sent_at) || stream > VIDEO {
+        return;
+    }
+    let r = s.streams.entry((publisher, stream)).or_default();
+    if !r.numbers.insert(number) {
+        r.duplicates += 1;
+        return;
+    }
+    let by = s.ssrcs.entry(p.ssrc()).or_default();
+    let seq = by.unwrap.unwrap(p.sequence_number());
+    by.seqs.insert(seq);
+    s.packets_in_window += 1;
+    s.bytes_in_window += packet.len() as u64;
+    let delay = arrived.saturating_sub(sent_at) / 1000;
+    s.delays[stream as usize].push(delay.min(u64::from(u32::MAX)) as u32);
 }
