@@ -162,6 +162,9 @@ pub struct SessionOptions {
     pub tracks: Vec<(MediaKind, Direction, TrackConfig)>,
     /// What a transceiver made for a peer's audio or video section does (`None`: recvonly).
     pub accept_media: Option<Direction>,
+    /// Transceivers made for a peer's (or the server's) sections deliver raw RTP packets
+    /// ([`RtcEvent::Rtp`]) rather than frames: for programs that forward or measure packets.
+    pub accept_raw: bool,
     /// Bytes each data channel delivers before the application gives credit for more
     /// ([`PeerHandle::add_receive_credit`]); `None`: no limit.
     pub channel_receive_credit: Option<usize>,
@@ -179,6 +182,7 @@ impl Default for SessionOptions {
             wait: Some(Duration::from_secs(30)),
             tracks: Vec::new(),
             accept_media: None,
+            accept_raw: false,
             channel_receive_credit: None,
             congestion_control: None,
             status: None,
@@ -193,6 +197,7 @@ impl std::fmt::Debug for SessionOptions {
             .field("wait", &self.wait)
             .field("tracks", &self.tracks.len())
             .field("accept_media", &self.accept_media)
+            .field("accept_raw", &self.accept_raw)
             .field("channel_receive_credit", &self.channel_receive_credit)
             .field("congestion_control", &self.congestion_control)
             .finish_non_exhaustive()
@@ -348,6 +353,7 @@ impl Session {
         status!(status, "peerlink: joined room {room} as {name} ({my_id})");
         let mut rtc = rtc_config(&ice_servers, &status).await;
         rtc.accept_media = options.accept_media;
+        rtc.accept_raw = options.accept_raw;
         rtc.channel_receive_credit = options.channel_receive_credit;
         rtc.congestion_control = options.congestion_control;
         let (app, events) = mpsc::unbounded_channel();

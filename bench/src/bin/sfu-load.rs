@@ -1,0 +1,620 @@
+//! Synthetic load for an SFU room of `peerlink serve --room-mode sfu`, built on Peerlink's own
+//! native peer: `--publishers` peers each send VP8-shaped video and Opus-shaped audio to the
+//! server over the normal signaling (one connection each, to the reserved peer id "sfu"), and
+//! `--subscribers` peers receive what the server forwards, as raw RTP (publishers receive
+//! the others' streams too, and count as receivers of them).
+//!
+//!   sfu-load --url ws://HOST:PORT/ws --pid SERVER_PID [--publishers 2] [--subscribers 6]
+//!            [--seconds 15] [--warmup 3] [--video-kbps 800] [--fps 30] [--keyframe-secs 3]
+//!            [--bind IP]
+//!
+//! Video is one layer: the native peer cannot offer send simulcast (rids) yet. A publisher's
+//! video is frames of 640x360-like sizes (`--video-kbps` at `--fps`, a key frame 8 times a
+//! delta frame every `--keyframe-secs` and whenever the server asks for one, delta frames
+//! varying by ±25%), each cut into equal packets of at most 1,160 payload bytes behind a VP8
+//! payload descriptor (picture id, key frame header), spread over half a frame interval; audio
+//! is a 100-byte packet every 20 ms. Every packet carries, after its codec header, a marker:
+//! publisher, stream, the stream's own packet number and the instant it was handed to the
+//! connection (one clock: everyone is in this process).
+//!
+//! Once every subscriber receives every publisher's two streams, a `--warmup` passes, then a
+//! window of `--seconds`: what was sent in it counts. Per subscriber and stream, loss is the
+//! share of the window's packet numbers that never arrived (duplicates and retransmissions
+//! counted once); delay is from the publisher handing the packet to its connection to the
+//! subscriber's event, so it includes the publisher's pacer (video key frames queue there)
+//! and both peers' driver tasks as well as the server: audio, sent first by every pacer, is
+//! the closest to the server's own forwarding delay. The server's CPU time over the window
+//! comes from `/proc/PID` of `--pid`. Prints one `key=value` line per result.
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use peerlink::session::{Session, SessionEvent, SessionOptions};
+use peerlink::SFU_PEER;
+use peerlink_rtc::{
+    supported_codecs, Codec, ConnectionState, Direction, MediaKind, RtcEvent, TrackConfig, TransceiverId,
+};
+use peerlink_rtp::{RtpPacket, Unwrapper16};
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Signaling WebSocket URL of `peerlink serve --room-mode sfu`
+    #[arg(long)]
+    url: String,
+    /// The server's process id, for its CPU time
+    #[arg(long)]
+    pid: u32,
+    /// Room name
+    #[arg(long, default_value = "sfu-load")]
+    room: String,
+    #[arg(long, default_value_t = 2)]
+    publishers: usize,
+    #[arg(long, default_value_t = 6)]
+    subscribers: usize,
+    /// Length of the measured window
+    #[arg(long, default_value_t = 15)]
+    seconds: u64,
+    /// Time between everyone receiving everything and the window
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
+    /// Video bit rate of each publisher (payload)
+    #[arg(long, default_value_t = 800)]
+    video_kbps: u64,
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// Interval of the periodic key frames
+    #[arg(long, default_value_t = 3)]
+    keyframe_secs: u64,
+    /// Local address for the peers' sockets (default: every usable one)
+    #[arg(long)]
+    bind: Option<IpAddr>,
+    /// How long everyone may take to connect and receive every stream
+    #[arg(long, default_value_t = 30)]
+    setup_timeout: u64,
+    /// Runtime threads of this process (1 leaves the other core to the server on 2 cores)
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// The peers' status lines on standard error
+    #[arg(long)]
+    verbose: bool,
+}
+
+const MAGIC: &[u8; 4] = b"PLSF";
+/// The marker: magic, publisher (u16), stream (u8: 0 audio, 1 video), reserved, packet
+/// number (u32), send instant in ns since the run's origin (u64).
+const MARK_LEN: usize = 20;
+const AUDIO: u8 = 0;
+const VIDEO: u8 = 1;
+/// VP8 payload bytes per packet, descriptor included (what fits 1,200-byte packets with
+/// the header extensions).
+const MAX_VP8_PAYLOAD: usize = 1160;
+const AUDIO_PAYLOAD: usize = 100;
+
+/// What everyone shares: the clock's origin and the measured window (ns since the origin;
+/// `u64::MAX` until set).
+struct Shared {
+    origin: Instant,
+    window: Mutex<(u64, u64)>,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn now_ns(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+
+    fn in_window(&self, t: u64) -> bool {
+        let (from, to) = *self.window.lock().expect("not poisoned");
+        t >= from && t < to
+    }
+}
+
+/// What a publisher sent in the window on one stream: its first and last packet numbers.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sent {
+    first: Option<u32>,
+    last: u32,
+}
+
+/// What a subscriber received of one stream (publisher, stream).
+#[derive(Debug, Default)]
+struct Received {
+    numbers: HashSet<u32>,
+    duplicates: u64,
+}
+
+/// What a subscriber received of one forwarded SSRC: its sequence numbers (unwrapped) of
+/// packets sent in the window.
+#[derive(Debug, Default)]
+struct BySsrc {
+    unwrap: Unwrapper16,
+    seqs: HashSet<u64>,
+}
+
+#[derive(Debug, Default)]
+struct SubscriberStats {
+    streams: HashMap<(u16, u8), Received>,
+    ssrcs: HashMap<u32, BySsrc>,
+    /// Streams seen at all (for the start).
+    seen: HashSet<(u16, u8)>,
+    /// Delays in µs of first arrivals sent in the window, per stream kind.
+    delays: [Vec<u32>; 2],
+    packets_in_window: u64,
+    bytes_in_window: u64,
+    unmarked: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.publishers == 0 || args.subscribers == 0 || args.fps == 0 || args.publishers > 1000 {
+        bail!("need at least one publisher (at most 1000), one subscriber and a frame rate");
+    }
+    let runtime = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()?
+    };
+    runtime.block_on(run(args))
+}
+
+fn options(args: &Args, tracks: Vec<(MediaKind, Direction, TrackConfig)>) -> SessionOptions {
+    let mut o = SessionOptions::default();
+    o.bind = args.bind.into_iter().collect();
+    o.tracks = tracks;
+    o.accept_raw = true;
+    o.accept_media = Some(Direction::RecvOnly);
+    let verbose = args.verbose;
+    o.status = Some(Arc::new(move |line: &str| {
+        if verbose {
+            eprintln!("{line}");
+        }
+    }));
+    o
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let shared = Arc::new(Shared {
+        origin: Instant::now(),
+        window: Mutex::new((u64::MAX, u64::MAX)),
+        stop: AtomicBool::new(false),
+    });
+    // Subscribers first, so every publication finds them in the room.
+    let mut subs = Vec::new();
+    for i in 0..args.subscribers {
+        let session = Session::join(&args.url, &args.room, &format!("sub-{i}"), options(&args, Vec::new()))
+            .await
+            .with_context(|| format!("subscriber {i} joining"))?;
+        let stats = Arc::new(Mutex::new(SubscriberStats::default()));
+        subs.push((stats.clone(), tokio::spawn(subscribe(session, shared.clone(), stats))));
+    }
+    let mut pubs = Vec::new();
+    for i in 0..args.publishers {
+        let codecs = |kind: &str, codec: Codec| {
+            supported_codecs(kind).into_iter().filter(|c| c.codec == codec).collect::<Vec<_>>()
+        };
+        let tracks = vec![
+            (
+                MediaKind::Audio,
+                Direction::SendOnly,
+                TrackConfig { codecs: codecs("audio", Codec::Opus), ..TrackConfig::new(MediaKind::Audio) },
+            ),
+            (
+                MediaKind::Video,
+                Direction::SendOnly,
+                TrackConfig { codecs: codecs("video", Codec::Vp8), ..TrackConfig::new(MediaKind::Video) },
+            ),
+        ];
+        let session = Session::join(&args.url, &args.room, &format!("pub-{i}"), options(&args, tracks))
+            .await
+            .with_context(|| format!("publisher {i} joining"))?;
+        let shape = Shape::new(&args, i as u16);
+        let stats = Arc::new(Mutex::new(SubscriberStats::default()));
+        pubs.push((stats.clone(), tokio::spawn(publish(session, shared.clone(), shape, stats))));
+    }
+
+    // Everyone receives everything, then the warm-up.
+    let deadline = Instant::now() + Duration::from_secs(args.setup_timeout);
+    let want = args.publishers * 2;
+    loop {
+        let ready = subs.iter().filter(|(s, _)| s.lock().expect("not poisoned").seen.len() >= want).count();
+        if ready == subs.len() {
+            break;
+        }
+        if Instant::now() > deadline {
+            shared.stop.store(true, Ordering::Relaxed);
+            bail!(
+                "after {} s only {ready} of {} subscribers receive all {want} streams",
+                args.setup_timeout,
+                subs.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let setup = shared.origin.elapsed();
+    tokio::time::sleep(Duration::from_secs(args.warmup)).await;
+    let cpu_before = peerlink_bench::process_cpu(args.pid).context("server CPU time")?;
+    let from = shared.now_ns();
+    *shared.window.lock().expect("not poisoned") = (from, from + args.seconds * 1_000_000_000);
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let cpu_after = peerlink_bench::process_cpu(args.pid).context("server CPU time")?;
+    let elapsed = Duration::from_nanos(shared.now_ns() - from);
+    // What is on its way arrives (a retransmission included), then everyone stops.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    shared.stop.store(true, Ordering::Relaxed);
+    let mut sent: HashMap<(u16, u8), Sent> = HashMap::new();
+    // Publishers receive the others' streams too: the server forwards those as well.
+    let mut receivers: Vec<(Option<u16>, Arc<Mutex<SubscriberStats>>)> = Vec::new();
+    for (i, (stats, task)) in pubs.into_iter().enumerate() {
+        sent.extend(task.await.context("publisher task")??);
+        receivers.push((Some(i as u16), stats));
+    }
+    receivers.extend(subs.iter().map(|(stats, _)| (None, stats.clone())));
+    for (_, task) in &subs {
+        task.abort();
+    }
+
+    // Results.
+    let mut expected = 0u64;
+    let mut got = 0u64;
+    let mut duplicates = 0u64;
+    let mut ssrc_expected = 0u64;
+    let mut ssrc_got = 0u64;
+    let mut delays: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
+    let mut packets = 0u64;
+    let mut bytes = 0u64;
+    let mut unmarked = 0u64;
+    for (own, stats) in &receivers {
+        let s = stats.lock().expect("not poisoned");
+        for (key, sent) in &sent {
+            let Some(first) = sent.first.filter(|_| Some(key.0) != *own) else { continue };
+            let n = u64::from(sent.last - first) + 1;
+            expected += n;
+            if let Some(r) = s.streams.get(key) {
+                got += r.numbers.iter().filter(|&&k| k >= first && k <= sent.last).count() as u64;
+                duplicates += r.duplicates;
+            }
+        }
+        for b in s.ssrcs.values() {
+            if let (Some(lo), Some(hi)) = (b.seqs.iter().min(), b.seqs.iter().max()) {
+                ssrc_expected += hi - lo + 1;
+                ssrc_got += b.seqs.len() as u64;
+            }
+        }
+        for (all, these) in delays.iter_mut().zip(&s.delays) {
+            all.extend_from_slice(these);
+        }
+        packets += s.packets_in_window;
+        bytes += s.bytes_in_window;
+        unmarked += s.unmarked;
+    }
+    let secs = elapsed.as_secs_f64();
+    let cpu = cpu_after.saturating_sub(cpu_before).as_secs_f64();
+    let loss = |exp: u64, got: u64| {
+        if exp == 0 {
+            0.0
+        } else {
+            100.0 * (exp.saturating_sub(got)) as f64 / exp as f64
+        }
+    };
+    println!("publishers={}", args.publishers);
+    println!("subscribers={}", args.subscribers);
+    println!(
+        "streams_per_publisher=2 (VP8 {} kbit/s at {} fps, one layer; Opus-shaped 50 packets/s)",
+        args.video_kbps, args.fps
+    );
+    println!("setup_seconds={:.2}", setup.as_secs_f64());
+    println!("window_seconds={secs:.2}");
+    println!(
+        "sent_packets={}",
+        sent.values().filter_map(|s| s.first.map(|f| u64::from(s.last - f) + 1)).sum::<u64>()
+    );
+    println!("forwarded_packets={packets}");
+    println!("forwarded_packets_per_second={:.0}", packets as f64 / secs);
+    println!("forwarded_mbit_per_second={:.2}", bytes as f64 * 8.0 / secs / 1e6);
+    println!("server_cpu_seconds={cpu:.3}");
+    println!("server_cpu_share={:.3}", cpu / secs);
+    println!("forwarded_packets_per_cpu_second={:.0}", if cpu > 0.0 { packets as f64 / cpu } else { 0.0 });
+    println!("loss_percent={:.3}", loss(expected, got));
+    println!("loss_percent_by_ssrc_seq={:.3}", loss(ssrc_expected, ssrc_got));
+    println!("duplicates={duplicates}");
+    println!("unmarked_packets={unmarked}");
+    let mut all: Vec<u32> = delays.iter().flatten().copied().collect();
+    for (name, d) in [("all", &mut all), ("audio", &mut delays[0].clone()), ("video", &mut delays[1].clone())]
+    {
+        d.sort_unstable();
+        let pct = |p: f64| d.get(((d.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0);
+        println!(
+            "delay_{name}_us p50={} p99={} max={} n={}",
+            pct(0.50),
+            pct(0.99),
+            d.last().copied().unwrap_or(0),
+            d.len()
+        );
+    }
+    if packets == 0 {
+        bail!("no packet was forwarded in the window");
+    }
+    Ok(())
+}
+
+/// How a publisher's media looks: sizes and times of its frames.
+struct Shape {
+    publisher: u16,
+    frame_interval: Duration,
+    delta_bytes: usize,
+    key_bytes: usize,
+    frames_per_key: u64,
+    fps: u64,
+    rng: u64,
+}
+
+impl Shape {
+    fn new(args: &Args, publisher: u16) -> Shape {
+        let frames_per_key = (args.keyframe_secs * u64::from(args.fps)).max(1);
+        let per_key_period = args.video_kbps * 1000 / 8 * args.keyframe_secs.max(1);
+        // One key frame (8 deltas' worth) and the deltas share the period's bytes.
+        let delta = (per_key_period / (frames_per_key - 1 + 8)).max(200) as usize;
+        Shape {
+            publisher,
+            frame_interval: Duration::from_secs(1) / args.fps,
+            delta_bytes: delta,
+            key_bytes: delta * 8,
+            frames_per_key,
+            fps: u64::from(args.fps),
+            rng: 0x9e37_79b9_7f4a_7c15 ^ u64::from(publisher),
+        }
+    }
+
+    /// Size of the next delta frame: ±25% around the mean.
+    fn delta(&mut self) -> usize {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let spread = (self.delta_bytes / 2).max(1);
+        self.delta_bytes - spread / 2 + (self.rng % spread as u64) as usize
+    }
+}
+
+/// One outgoing stream: its RTP sequence number and packet counter, and what the window saw.
+struct Stream {
+    seq: u16,
+    number: u32,
+    sent: Sent,
+}
+
+impl Stream {
+    fn new(start: u16) -> Stream {
+        Stream { seq: start, number: 0, sent: Sent::default() }
+    }
+}
+
+fn mark(out: &mut Vec<u8>, publisher: u16, stream: u8, number: u32, at: u64) {
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&publisher.to_be_bytes());
+    out.push(stream);
+    out.push(0);
+    out.extend_from_slice(&number.to_be_bytes());
+    out.extend_from_slice(&at.to_be_bytes());
+}
+
+/// An RTP packet the connection re-headers (it keeps payload, marker, sequence number and
+/// timestamp): a fixed header with no SSRC of ours.
+fn rtp(marker: bool, seq: u16, timestamp: u32, payload_len: usize) -> Vec<u8> {
+    let mut p = Vec::with_capacity(12 + payload_len);
+    p.push(0x80);
+    p.push(if marker { 0x80 | 96 } else { 96 });
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&timestamp.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, 0]);
+    p
+}
+
+/// Fills `p` with bytes up to `len` (a pattern, not zeros: nothing on the way compresses).
+fn fill(p: &mut Vec<u8>, len: usize) {
+    let mut b = p.len() as u8;
+    while p.len() < len {
+        p.push(b);
+        b = b.wrapping_mul(31).wrapping_add(7);
+    }
+}
+
+async fn publish(
+    mut session: Session,
+    shared: Arc<Shared>,
+    mut shape: Shape,
+    stats: Arc<Mutex<SubscriberStats>>,
+) -> anyhow::Result<HashMap<(u16, u8), Sent>> {
+    const AUDIO_ID: TransceiverId = TransceiverId(0);
+    const VIDEO_ID: TransceiverId = TransceiverId(1);
+    let mut handle = None;
+    let mut connected = false;
+    let mut audio = Stream::new(1000 + shape.publisher);
+    let mut video = Stream::new(20000 + shape.publisher);
+    let mut frame = 0u64;
+    let mut picture_id = 0u16;
+    let mut force_key = false;
+    let mut last_key: Option<Instant> = None;
+    // The due times of the next audio packet, the next video frame, and the packets of the
+    // current frame still to go (due time, packet).
+    let mut next_audio = Instant::now();
+    let mut next_frame = Instant::now();
+    let mut queue: std::collections::VecDeque<(Instant, Vec<u8>, usize)> = Default::default();
+    let started = Instant::now();
+    while !shared.stop.load(Ordering::Relaxed) {
+        let due = if connected {
+            let q = queue.front().map(|(t, ..)| *t);
+            Some([Some(next_audio), Some(next_frame), q].into_iter().flatten().min().expect("some"))
+        } else {
+            None
+        };
+        tokio::select! {
+            event = session.next() => {
+                let Some(event) = event else { bail!("publisher {}: the session ended", shape.publisher) };
+                match event {
+                    SessionEvent::Connecting { peer, handle: h, .. } if peer.id == SFU_PEER => handle = Some(h),
+                    SessionEvent::Rtc { peer, event } if peer == SFU_PEER => match event {
+                        RtcEvent::ConnectionState(ConnectionState::Connected) => {
+                            connected = true;
+                            next_audio = Instant::now();
+                            next_frame = Instant::now();
+                            force_key = true;
+                        }
+                        RtcEvent::ConnectionState(ConnectionState::Failed | ConnectionState::Closed) => {
+                            bail!("publisher {}: the connection to the server is over", shape.publisher);
+                        }
+                        RtcEvent::KeyframeRequest { .. } => force_key = true,
+                        RtcEvent::Rtp { packet, .. } => on_rtp(&shared, &stats, &packet),
+                        _ => {}
+                    },
+                    SessionEvent::Gone { peer, reason } if peer == SFU_PEER => {
+                        bail!("publisher {}: the server's connection: {reason}", shape.publisher);
+                    }
+                    _ => {}
+                }
+            }
+            () = sleep_until(due) => {
+                let Some(h) = handle.as_ref() else { continue };
+                let now = Instant::now();
+                if now >= next_audio {
+                    let t = shared.now_ns();
+                    let ts = (now - started).as_micros() as u64 * 48 / 1000;
+                    let mut p = rtp(true, audio.seq, (ts / 960 * 960) as u32, AUDIO_PAYLOAD);
+                    p.push(0xfc);
+                    mark(&mut p, shape.publisher, AUDIO, audio.number, t);
+                    fill(&mut p, 12 + AUDIO_PAYLOAD);
+                    note(&shared, &mut audio.sent, audio.number, t);
+                    h.write_rtp(AUDIO_ID, Codec::Opus, p, audio.seq, (ts / 960 * 960) as u32);
+                    audio.seq = audio.seq.wrapping_add(1);
+                    audio.number += 1;
+                    next_audio += Duration::from_millis(20);
+                }
+                if now >= next_frame {
+                    let periodic = frame % shape.frames_per_key == 0;
+                    // A requested key frame, at most every 300 ms (as encoders throttle).
+                    let requested = force_key && last_key.is_none_or(|k| now - k >= Duration::from_millis(300));
+                    let key = periodic || requested;
+                    if key {
+                        force_key = false;
+                        last_key = Some(now);
+                    }
+                    let size = if key { shape.key_bytes } else { shape.delta() };
+                    let timestamp = (frame * 90_000 / shape.fps) as u32;
+                    // Equal packets (as libwebrtc cuts them), each with a 4-byte descriptor.
+                    let room = MAX_VP8_PAYLOAD - 4;
+                    let count = size.div_ceil(room).max(1);
+                    let each = size.div_ceil(count);
+                    let spread = shape.frame_interval / 2 / count as u32;
+                    for i in 0..count {
+                        let len = if i + 1 == count { size - each * (count - 1) } else { each };
+                        let mut p = rtp(i + 1 == count, 0, timestamp, len + 4);
+                        // RFC 7741 §4.2: X, S on the first packet, PID 0; I with a 15-bit
+                        // picture id.
+                        p.push(if i == 0 { 0x90 } else { 0x80 });
+                        p.push(0x80);
+                        p.extend_from_slice(&(0x8000 | picture_id).to_be_bytes());
+                        if i == 0 {
+                            // RFC 6386 §9.1: the frame tag (show_frame, P=0 for a key frame),
+                            // then a key frame's start code and 640x360.
+                            if key {
+                                p.extend_from_slice(&[0x10, 0, 0, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01]);
+                            } else {
+                                p.extend_from_slice(&[0x11, 0, 0]);
+                            }
+                        }
+                        let target = 12 + 4 + len.max(p.len() - 12 - 4 + MARK_LEN);
+                        queue.push_back((next_frame + spread * i as u32, p, target));
+                    }
+                    picture_id = (picture_id + 1) & 0x7fff;
+                    frame += 1;
+                    next_frame += shape.frame_interval;
+                }
+                while queue.front().is_some_and(|(t, ..)| *t <= now) {
+                    let (_, mut p, target) = queue.pop_front().expect("checked");
+                    let t = shared.now_ns();
+                    mark(&mut p, shape.publisher, VIDEO, video.number, t);
+                    fill(&mut p, target);
+                    p[2..4].copy_from_slice(&video.seq.to_be_bytes());
+                    let ts = u32::from_be_bytes(p[4..8].try_into().expect("4 bytes"));
+                    note(&shared, &mut video.sent, video.number, t);
+                    h.write_rtp(VIDEO_ID, Codec::Vp8, p, video.seq, ts);
+                    video.seq = video.seq.wrapping_add(1);
+                    video.number += 1;
+                }
+                // A late wake-up does not send a burst to catch up.
+                let now = Instant::now();
+                if next_audio + Duration::from_millis(100) < now {
+                    next_audio = now;
+                }
+                if next_frame + Duration::from_millis(300) < now {
+                    next_frame = now;
+                }
+            }
+        }
+    }
+    session.close().await;
+    Ok(HashMap::from([((shape.publisher, AUDIO), audio.sent), ((shape.publisher, VIDEO), video.sent)]))
+}
+
+fn note(shared: &Shared, sent: &mut Sent, number: u32, t: u64) {
+    if shared.in_window(t) {
+        sent.first.get_or_insert(number);
+        sent.last = number;
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn subscribe(mut session: Session, shared: Arc<Shared>, stats: Arc<Mutex<SubscriberStats>>) {
+    while let Some(event) = session.next().await {
+        if let SessionEvent::Rtc { event: RtcEvent::Rtp { packet, .. }, .. } = event {
+            on_rtp(&shared, &stats, &packet);
+        }
+    }
+}
+
+/// Counts one forwarded packet.
+fn on_rtp(shared: &Shared, stats: &Mutex<SubscriberStats>, packet: &[u8]) {
+    let arrived = shared.now_ns();
+    let Ok(p) = RtpPacket::parse(packet) else { return };
+    let payload = p.payload();
+    // The marker is right after the codec's header: within the first bytes.
+    let head = &payload[..payload.len().min(40)];
+    let mut s = stats.lock().expect("not poisoned");
+    let Some(at) = head.windows(4).position(|w| w == MAGIC) else {
+        s.unmarked += 1;
+        return;
+    };
+    let Some(m) = payload.get(at..at + MARK_LEN) else {
+        s.unmarked += 1;
+        return;
+    };
+    let publisher = u16::from_be_bytes([m[4], m[5]]);
+    let stream = m[6];
+    let number = u32::from_be_bytes(m[8..12].try_into().expect("4 bytes"));
+    let sent_at = u64::from_be_bytes(m[12..20].try_into().expect("8 bytes"));
+    s.seen.insert((publisher, stream));
+    if !shared.in_window(sent_at) || stream > VIDEO {
+        return;
+    }
+    let r = s.streams.entry((publisher, stream)).or_default();
+    if !r.numbers.insert(number) {
+        r.duplicates += 1;
+        return;
+    }
+    let by = s.ssrcs.entry(p.ssrc()).or_default();
+    let seq = by.unwrap.unwrap(p.sequence_number());
+    by.seqs.insert(seq);
+    s.packets_in_window += 1;
+    s.bytes_in_window += packet.len() as u64;
+    let delay = arrived.saturating_sub(sent_at) / 1000;
+    s.delays[stream as usize].push(delay.min(u64::from(u32::MAX)) as u32);
+}
