@@ -91,8 +91,8 @@ pub struct RtcConfig {
     /// The data channels' SCTP congestion controller (the default: the SCTP crate's).
     pub congestion_control: Option<CongestionControl>,
     /// Probe the path for bandwidth with padding on a video section's RTX stream when the
-    /// estimator asks (at the start, after a feedback timeout, and every few seconds while
-    /// what is sent stays well below the estimate), so the estimate can rise above what
+    /// estimator asks (at the start, after a feedback timeout, and every 5 s while what is
+    /// acknowledged is under 75 % but over a third of the estimate), so it can rise above what
     /// is sent: what an SFU needs before it forwards a higher layer. Needs RTX and
     /// transport-cc negotiated; off by default.
     pub bandwidth_probing: bool,

@@ -1055,7 +1055,8 @@ impl PeerConnection {
 
     /// Asks for a bandwidth probe at `bitrate_bps` (before moving a subscriber up to layers
     /// that need that much): its result replaces the estimate when it comes back, and
-    /// further probes follow while the path keeps up. Nothing happens unless
+    /// further probes follow while the path keeps up. At least the estimator's minimum rate
+    /// (30 kbit/s). Nothing happens unless
     /// [`RtcConfig::bandwidth_probing`](crate::RtcConfig) is on and media was sent.
     pub fn request_bandwidth_probe(&mut self, bitrate_bps: u64) {
         if let Some(bwe) = self.media.bwe.as_mut().filter(|_| self.media.probing) {
@@ -1198,6 +1199,7 @@ impl PeerConnection {
         let Some(bwe) = m.bwe.as_mut() else { return };
         while let Some(cluster) = bwe.poll_probe(now) {
             if !m.probing || m.probes.len() >= MAX_PROBE_PACKETS {
+                bwe.cancel_probe(cluster.id);
                 continue;
             }
             let Some(t) = m.transceivers.iter_mut().find(|t| {
@@ -1207,9 +1209,13 @@ impl PeerConnection {
                     && t.ext_map.transport_cc.is_some()
                     && t.codecs.iter().any(|c| c.rtx.is_some())
             }) else {
+                bwe.cancel_probe(cluster.id);
                 continue;
             };
-            let Some(rtx_pt) = t.codecs.iter().find_map(|c| c.rtx) else { continue };
+            let Some(rtx_pt) = t.codecs.iter().find_map(|c| c.rtx) else {
+                bwe.cancel_probe(cluster.id);
+                continue;
+            };
             let mid_ext = t.ext_map.mid.zip(t.mid.as_ref()).filter(|(_, mid)| (1..=16).contains(&mid.len()));
             let mut ext: Vec<(u8, &[u8])> = mid_ext.iter().map(|(id, mid)| (*id, mid.as_bytes())).collect();
             if let Some(id) = t.ext_map.transport_cc {

@@ -292,6 +292,7 @@ pub async fn start(signal: SignalService, config: SfuConfig) -> Arc<SfuStats> {
         speakers: HashMap::new(),
         announce: Vec::new(),
         files: FileRelays::default(),
+        layers_read: None,
     };
     tokio::spawn(sfu.run(rx));
     stats
@@ -313,6 +314,9 @@ struct Sfu {
     announce: Vec<(String, String)>,
     /// Files being fanned out.
     files: FileRelays,
+    /// When the estimates were last read for layer choices (ticks that queued up behind a
+    /// slow pass are let go).
+    layers_read: Option<Instant>,
 }
 
 /// The layer a new subscriber of `key` starts on: the best one flowing now.
@@ -353,7 +357,14 @@ impl Sfu {
                     }
                 }
                 Input::Tick => self.tick().await,
-                Input::LayerTick => self.retarget_layers(true).await,
+                Input::LayerTick => {
+                    let now = Instant::now();
+                    if self.layers_read.is_none_or(|at| now.saturating_duration_since(at) >= LAYER_EVERY / 2)
+                    {
+                        self.layers_read = Some(now);
+                        self.retarget_layers(true).await;
+                    }
+                }
                 Input::Hub(SfuEvent::Signal { peer, data, .. }) => {
                     if let Err(e) = self.on_signal(&peer, &data).await {
                         tracing::info!(%peer, error = %e, "sfu: signal refused");
@@ -1302,14 +1313,26 @@ impl Sfu {
             };
             // What it is sent, and what its best layers would need.
             let sent = rates(&|sub, _| sub.layer.current());
-            let wanted = rates(&|sub, l| {
+            let best = |sub: &Subscription, l: &Layers| {
                 match sub.want {
                     Want::Full => l.best(now),
                     Want::Thumbnail => l.lowest(now),
                     Want::Off => None,
                 }
                 .or(sub.layer.current())
-            });
+            };
+            let wanted = rates(&best);
+            // The most any one video's best layer needs (each video gets an equal share).
+            let wanted_video = p
+                .subscriptions
+                .iter()
+                .filter(|(_, sub)| sub.want != Want::Off && sub.forwarder.kind() == Kind::Video)
+                .filter_map(|(key, sub)| {
+                    let publication = self.participants.get(&key.0)?.published.get(&TransceiverId(key.1))?;
+                    Some(publication.layers.rate(best(sub, &publication.layers)?))
+                })
+                .max()
+                .unwrap_or(0);
             let Some(estimate) = p.handle.bandwidth_estimate().await else { continue };
             let Some(p) = self.participants.get_mut(&id) else { continue };
             // Held back only by an estimate that falls (a path that cannot carry what it is
@@ -1319,13 +1342,17 @@ impl Sfu {
             // Audio first (about 40 kbit/s a track), a tenth for headroom, the rest shared.
             let cap = (estimate * 9 / 10).saturating_sub(audios * 40_000) / videos;
             if falling && estimate < sent * 95 / 100 {
+                if p.hold.is_none() {
+                    // The path is full now: the first probe waits its turn.
+                    p.last_probe = Some(now);
+                }
                 p.hold = Some((now + LAYER_HOLD, cap));
                 p.held_since.get_or_insert(now);
             }
             if let Some((until, _)) = p.hold {
                 let since = p.held_since.unwrap_or(now);
-                if estimate >= wanted {
-                    // A probe (or the path) shows room for the best layers.
+                if cap >= wanted_video {
+                    // A probe (or the path) shows room for every video's best layer.
                     p.hold = None;
                 } else if now >= until {
                     p.hold =
@@ -1334,8 +1361,12 @@ impl Sfu {
                 if p.hold.is_some()
                     && p.last_probe.is_none_or(|at| now.saturating_duration_since(at) >= PROBE_EVERY)
                 {
+                    // Toward what the best layers need, at most twice the estimate at a time
+                    // (a probe that comes back at 70 % of its rate or more goes on at twice
+                    // its result by itself).
                     p.last_probe = Some(now);
-                    p.handle.request_bandwidth_probe(wanted.saturating_mul(5) / 4);
+                    let probe = (wanted.saturating_mul(5) / 4).min(estimate.saturating_mul(2));
+                    p.handle.request_bandwidth_probe(probe);
                 }
             }
             match p.hold {

@@ -284,15 +284,18 @@ impl LayerChoice {
             && (layers.rate(best) < layers.rate(from) || layers.better(now, from, best));
         let new =
             if !layers.is_active(now, from) || too_much || (best != from && better) { best } else { from };
-        if new == self.target {
-            return None;
-        }
         // Far above what the path carries (a path that suddenly carries much less): little
         // of its frames gets through whole, and what is still sent of it fills the queue the
-        // new layer's key frame must pass. It stops now; the picture freezes either way, for
-        // less time so.
-        if too_much && layers.rate(from) > cap_bps.saturating_mul(FAR_ABOVE_CAP) {
+        // new layer's key frame must pass. It stops now (also when the target was already
+        // lowered by an earlier, milder cap); the picture freezes either way, for less time
+        // so.
+        let current_far_above =
+            self.current.is_some_and(|c| c != new && layers.rate(c) > cap_bps.saturating_mul(FAR_ABOVE_CAP));
+        if current_far_above {
             self.current = None;
+        }
+        if new == self.target {
+            return None;
         }
         self.target = new;
         Some(new)
@@ -1050,6 +1053,9 @@ mod tests {
         assert_eq!(c.on_packet(2, true), LayerDecision::Switch);
         assert_eq!(c.retarget_within(ms(3500), &layers, high - 1), Some(0));
         assert_eq!(c.on_packet(2, false), LayerDecision::Forward);
+        // The next reading finds the path far smaller: the target stays, layer 2 stops.
+        assert_eq!(c.retarget_within(ms(3500), &layers, low + 1), None);
+        assert_eq!(c.on_packet(2, false), LayerDecision::Skip);
         assert_eq!(c.on_packet(0, true), LayerDecision::Switch);
         assert!(starts_keyframe(Kind::Audio, Codec::Opus, &[]));
         assert!(starts_keyframe(Kind::Video, Codec::Vp8, VP8_KEY));

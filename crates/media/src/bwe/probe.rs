@@ -104,6 +104,16 @@ impl Prober {
         cluster.id
     }
 
+    /// Cluster `id` will not be sent: no result will come, and no further probe from it.
+    pub(crate) fn cancel(&mut self, id: u32) {
+        if let Some(t) = self.tallies.remove(&id) {
+            if self.exponential == Some(t.bitrate_bps) {
+                self.exponential = None;
+            }
+        }
+        self.pending.retain(|c| c.id != id);
+    }
+
     /// Nothing waits to be sent.
     pub(crate) fn idle(&self) -> bool {
         self.pending.is_empty()
