@@ -654,8 +654,14 @@ impl PeerConnection {
             m.sent_window.pop_front();
         }
         let rate = m.sent_window.iter().map(|(_, b)| *b as u64 * 8).sum::<u64>() * PACING_FACTOR;
+        // With probing the estimate stands for the path (not only for what is sent): the
+        // floor comes down to 2.5 x it, so a key frame does not overflow a slow path's queue.
+        let floor = match m.bwe.as_ref().filter(|_| m.probing) {
+            Some(bwe) => PACING_FLOOR_BPS.min(bwe.target_bitrate().saturating_mul(5) / 2),
+            None => PACING_FLOOR_BPS,
+        };
         if let Some(pacer) = m.pacer.as_mut() {
-            pacer.set_rate(now, rate.max(PACING_FLOOR_BPS));
+            pacer.set_rate(now, rate.max(floor));
         }
         m.next_report.get_or_insert(now + Duration::from_millis(200));
         Ok(())
