@@ -15,6 +15,10 @@
 #                                          # (perf stat on the syscall tracepoints)
 #   BASELINE=/tmp/peerlink-old bench/turn.sh  # also an older peerlink binary, same flags, in
 #                                             # the same rounds ("before" next to "after")
+#   LISTEN_IP=0.0.0.0 BASELINE=target/release/peerlink bench/turn.sh
+#                                          # peerlink on the wildcard address (packet info on
+#                                          # every datagram: IP_PKTINFO) next to the same
+#                                          # binary on 127.0.0.1 (BASELINE_LISTEN_IP)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/common.sh
@@ -29,6 +33,8 @@ LOAD=${LOAD:-0}             # busy loops run beside the servers (each bounded to
 KEEP=${KEEP:-}              # a directory to keep the logs in
 RELAY_THREADS=${RELAY_THREADS:-}  # peerlink's --relay-threads (default: its own, one per core)
 SYSCALLS=${SYSCALLS:-}      # 1: count system calls per relayed packet (needs perf)
+LISTEN_IP=${LISTEN_IP:-127.0.0.1}                    # peerlink's listening address (clients
+BASELINE_LISTEN_IP=${BASELINE_LISTEN_IP:-127.0.0.1}  # always send to 127.0.0.1)
 EVENTS=syscalls:sys_enter_recvmmsg,syscalls:sys_enter_recvmsg,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendmmsg,syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,context-switches
 command -v turnserver >/dev/null || { echo "coturn missing: run scripts/install-test-deps.sh" >&2; exit 1; }
 
@@ -60,19 +66,19 @@ peer_port=$(free_port)
 turnutils_peer -L 127.0.0.1 -p "$peer_port" >"$tmp/peer.log" 2>&1 &
 PIDS+=($!)
 
-start_peerlink() { # binary, name, relay ports; sets STARTED_PORT and STARTED_PID
+start_peerlink() { # binary, name, relay ports, listening address; sets STARTED_PORT and STARTED_PID
     STARTED_PORT=$(free_port)
-    "$1" turn --listen "127.0.0.1:$STARTED_PORT" --relay-ip 127.0.0.1 --realm example.test \
+    "$1" turn --listen "$4:$STARTED_PORT" --relay-ip 127.0.0.1 --realm example.test \
         --user test:secret --allow-loopback-peers --relay-ports "$3" --max-allocations-per-user 100000 \
         ${RELAY_THREADS:+--relay-threads "$RELAY_THREADS"} >"$tmp/$2.out" 2>"$tmp/$2.log" &
     STARTED_PID=$!
     PIDS+=("$STARTED_PID")
 }
-start_peerlink "$PEERLINK" pl 40000-44999
+start_peerlink "$PEERLINK" pl 40000-44999 "$LISTEN_IP"
 pl_port=$STARTED_PORT
 pl_pid=$STARTED_PID
 if [ -n "$BASELINE" ]; then
-    start_peerlink "$BASELINE" base 35000-39999
+    start_peerlink "$BASELINE" base 35000-39999 "$BASELINE_LISTEN_IP"
     base_port=$STARTED_PORT
     base_pid=$STARTED_PID
 fi

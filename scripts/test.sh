@@ -56,6 +56,9 @@ tests/e2e/stun-stunclient.sh target/release/peerlink
 step "end-to-end: coturn's turnutils_uclient and turnutils_peer against peerlink turn"
 tests/e2e/turn-uclient.sh target/release/peerlink
 
+step "TURN on a host with two IPv6 addresses: answers and relayed data leave from the one asked (namespace)"
+tests/e2e/turn-ipv6-source.sh target/release/peerlink
+
 step "TURN memory and scale: 2,000 allocations with channels, refreshed, relaying, then under 50 abusive clients (RSS flat, nothing lost)"
 tests/e2e/turn-soak.sh target/release/peerlink target/release/turn-soak
 

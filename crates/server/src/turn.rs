@@ -806,6 +806,11 @@ struct Batches {
     recv: RecvBatch,
     /// Datagrams for UDP clients, sent together at the end of each loop turn.
     to_clients: SendBatch,
+    /// When the loop woke: the time of every UDP datagram of this turn. Reading the clock
+    /// once per datagram cost about 1% of the loop's CPU; a turn is bounded (512 events, 8
+    /// batches a socket), and what `now` decides (lifetimes of seconds, bandwidth buckets
+    /// refilled by elapsed time) does not change if it is a few milliseconds late.
+    now: Instant,
 }
 
 struct EventLoop {
@@ -825,7 +830,11 @@ struct EventLoop {
 impl EventLoop {
     fn run(&mut self) -> std::io::Result<()> {
         let mut events = Events::with_capacity(512);
-        let mut batch = Batches { recv: RecvBatch::new(MAX_BATCH, DATAGRAM), to_clients: SendBatch::new() };
+        let mut batch = Batches {
+            recv: RecvBatch::new(MAX_BATCH, DATAGRAM),
+            to_clients: SendBatch::new(),
+            now: Instant::now(),
+        };
         while !self.shutdown.is_triggered() {
             let now = Instant::now();
             let wait = if !self.pending.is_empty() {
@@ -841,6 +850,7 @@ impl EventLoop {
                 }
                 return Err(e);
             }
+            batch.now = Instant::now();
             for event in events.iter() {
                 match event.token() {
                     UDP_LISTEN => self.udp_readable(&mut batch),
@@ -916,8 +926,7 @@ impl EventLoop {
                     client,
                     server: self.io.server_addr(d.destination),
                 };
-                let action =
-                    self.core.handle_client(Instant::now(), tuple, packet, &mut self.out, &mut self.io);
+                let action = self.core.handle_client(batch.now, tuple, packet, &mut self.out, &mut self.io);
                 match action {
                     ClientAction::Nothing => {}
                     ClientAction::Reply => {
@@ -964,7 +973,7 @@ impl EventLoop {
                 return;
             }
             for d in batch.recv.iter().filter(|d| !d.truncated) {
-                let action = self.core.handle_peer(Instant::now(), id, d.source, d.data, &mut self.out);
+                let action = self.core.handle_peer(batch.now, id, d.source, d.data, &mut self.out);
                 if let PeerAction::ToClient(tuple) = action {
                     self.send_to_client(tuple, &mut batch.to_clients);
                 }

@@ -10,6 +10,7 @@
 use crate::MAX_BATCH;
 use std::io;
 use std::mem::size_of;
+use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::RawFd;
 use std::ptr;
@@ -51,14 +52,10 @@ pub(crate) struct OutMsg<'a> {
     pub segment: Option<u16>,
 }
 
-fn zeroed_headers() -> [libc::mmsghdr; MAX_BATCH] {
+/// A header with every field empty (null pointers, zero lengths), to fill in.
+fn empty_header() -> libc::mmsghdr {
     // SAFETY: `mmsghdr` is plain C data (integers and raw pointers); all zeros is a valid
     // value: null pointers and empty lengths.
-    unsafe { std::mem::zeroed() }
-}
-
-fn zeroed_names() -> [libc::sockaddr_storage; MAX_BATCH] {
-    // SAFETY: `sockaddr_storage` is plain C data; all zeros is a valid (AF_UNSPEC) value.
     unsafe { std::mem::zeroed() }
 }
 
@@ -67,21 +64,28 @@ const EMPTY_IOV: libc::iovec = libc::iovec { iov_base: ptr::null_mut(), iov_len:
 /// `recvmmsg` into consecutive slots of `slot` bytes cut from `buf`, at most
 /// `meta.len()` and [`MAX_BATCH`] of them. `MSG_WAITFORONE`: a blocking socket waits for
 /// the first datagram only, then takes what is queued; a non-blocking one never waits.
+///
+/// The address and control spaces are left uninitialised (the kernel writes them, and only
+/// what it reports writing is read): zeroing them, about 8 KiB a call, cost more than the
+/// rest of this function when a relay socket holds one datagram.
 pub(crate) fn recvmmsg(fd: RawFd, buf: &mut [u8], slot: usize, meta: &mut [RecvMeta]) -> io::Result<usize> {
-    let mut hdrs = zeroed_headers();
-    let mut names = zeroed_names();
+    let mut hdrs = [empty_header(); MAX_BATCH];
+    let mut names = MaybeUninit::<[libc::sockaddr_storage; MAX_BATCH]>::uninit();
+    let names = names.as_mut_ptr().cast::<libc::sockaddr_storage>();
     let mut iovs = [EMPTY_IOV; MAX_BATCH];
-    let mut controls = [NO_CONTROL; MAX_BATCH];
+    let mut controls = MaybeUninit::<[Control; MAX_BATCH]>::uninit();
+    let controls = controls.as_mut_ptr().cast::<Control>();
     let slots = buf.chunks_exact_mut(slot.max(1)).take(meta.len().min(MAX_BATCH));
     let mut n = 0;
     for (i, chunk) in slots.enumerate() {
         iovs[i] = libc::iovec { iov_base: chunk.as_mut_ptr().cast(), iov_len: chunk.len() };
         let hdr = &mut hdrs[i].msg_hdr;
-        hdr.msg_name = ptr::addr_of_mut!(names[i]).cast();
+        // `i` < MAX_BATCH: inside both arrays (pointer arithmetic only, nothing is read).
+        hdr.msg_name = names.wrapping_add(i).cast();
         hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         hdr.msg_iov = ptr::addr_of_mut!(iovs[i]);
         hdr.msg_iovlen = 1;
-        hdr.msg_control = controls[i].0.as_mut_ptr().cast();
+        hdr.msg_control = controls.wrapping_add(i).cast();
         hdr.msg_controllen = CONTROL as _;
         n = i + 1;
     }
@@ -91,7 +95,8 @@ pub(crate) fn recvmmsg(fd: RawFd, buf: &mut [u8], slot: usize, meta: &mut [RecvM
     // SAFETY: `hdrs[..n]` point at memory that outlives the call and is not otherwise
     // borrowed during it: slots of `buf` (borrowed mutably by this function) and this
     // frame's `names`, `iovs` and `controls`, which are not moved after their addresses were
-    // taken. Each length given is that of the memory behind it.
+    // taken. Each length given is that of the memory behind it. The kernel only writes to
+    // the (uninitialised) address and control spaces.
     let received = unsafe {
         libc::recvmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_WAITFORONE, ptr::null_mut())
     };
@@ -103,7 +108,7 @@ pub(crate) fn recvmmsg(fd: RawFd, buf: &mut [u8], slot: usize, meta: &mut [RecvM
         let hdr = &hdrs[i].msg_hdr;
         let (segment, destination) = control_messages(hdr);
         *m = RecvMeta {
-            source: socket_addr(&names[i], hdr.msg_namelen),
+            source: socket_addr(names.wrapping_add(i), hdr.msg_namelen),
             destination,
             len: (hdrs[i].msg_len as usize).min(slot),
             segment,
@@ -113,13 +118,22 @@ pub(crate) fn recvmmsg(fd: RawFd, buf: &mut [u8], slot: usize, meta: &mut [RecvM
     Ok(received)
 }
 
-fn socket_addr(name: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
-    if len as usize > size_of::<libc::sockaddr_storage>() {
+/// The address the kernel wrote at `name`: its first `len` bytes (the rest may be
+/// uninitialised).
+fn socket_addr(name: *const libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let len_bytes = len as usize;
+    if len_bytes > size_of::<libc::sockaddr_storage>() {
         return None;
     }
-    // SAFETY: the storage is initialised in full (zeroed before the call, then the kernel
-    // wrote `len` bytes of address, checked above to fit in it).
-    let addr = unsafe { socket2::SockAddr::new(*name, len) };
+    // SAFETY: all zeros is a valid (AF_UNSPEC) `sockaddr_storage`. `name` points at a
+    // `sockaddr_storage` of which the kernel wrote the first `len` bytes (checked above to
+    // fit in it); only those are copied, into the zeroed storage, which is then initialised
+    // in full.
+    let addr = unsafe {
+        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
+        ptr::copy_nonoverlapping(name.cast::<u8>(), ptr::addr_of_mut!(storage).cast::<u8>(), len_bytes);
+        socket2::SockAddr::new(storage, len)
+    };
     addr.as_socket()
 }
 
@@ -214,10 +228,14 @@ fn source_control(
 /// `sendmmsg` of up to [`MAX_BATCH`] messages; returns how many the kernel took (an error
 /// only when it took none: the error is the first message's).
 pub(crate) fn sendmmsg(fd: RawFd, msgs: &[OutMsg<'_>]) -> io::Result<usize> {
-    let mut hdrs = zeroed_headers();
-    let mut names = zeroed_names();
+    let mut hdrs = [empty_header(); MAX_BATCH];
+    // Written below for the messages sent, and only for them.
+    let mut names = MaybeUninit::<[libc::sockaddr_storage; MAX_BATCH]>::uninit();
+    let names = names.as_mut_ptr().cast::<libc::sockaddr_storage>();
     let mut iovs = [EMPTY_IOV; MAX_BATCH];
-    let mut controls = [NO_CONTROL; MAX_BATCH];
+    // Zeroed below for the messages that carry control messages, and only for them.
+    let mut controls = MaybeUninit::<[Control; MAX_BATCH]>::uninit();
+    let controls = controls.as_mut_ptr().cast::<Control>();
     let n = msgs.len().min(MAX_BATCH);
     if n == 0 {
         return Ok(0);
@@ -225,11 +243,16 @@ pub(crate) fn sendmmsg(fd: RawFd, msgs: &[OutMsg<'_>]) -> io::Result<usize> {
     for (i, m) in msgs[..n].iter().enumerate() {
         let to = socket2::SockAddr::from(m.to);
         let namelen = to.len();
-        names[i] = to.as_storage();
+        // SAFETY: `i` < MAX_BATCH: a `sockaddr_storage` of the array, written in full.
+        let name = unsafe {
+            let name = names.add(i);
+            name.write(to.as_storage());
+            name
+        };
         // The kernel only reads what `iov_base` points at when sending.
         iovs[i] = libc::iovec { iov_base: m.data.as_ptr().cast_mut().cast(), iov_len: m.data.len() };
         let hdr = &mut hdrs[i].msg_hdr;
-        hdr.msg_name = ptr::addr_of_mut!(names[i]).cast();
+        hdr.msg_name = name.cast();
         hdr.msg_namelen = namelen;
         hdr.msg_iov = ptr::addr_of_mut!(iovs[i]);
         hdr.msg_iovlen = 1;
@@ -238,7 +261,13 @@ pub(crate) fn sendmmsg(fd: RawFd, msgs: &[OutMsg<'_>]) -> io::Result<usize> {
         if space == 0 {
             continue;
         }
-        hdr.msg_control = controls[i].0.as_mut_ptr().cast();
+        // SAFETY: `i` < MAX_BATCH: a `Control` of the array, written (zeroed) before use.
+        let control = unsafe {
+            let control = controls.add(i);
+            control.write(NO_CONTROL);
+            &mut *control
+        };
+        hdr.msg_control = control.0.as_mut_ptr().cast();
         hdr.msg_controllen = space as _;
         // SAFETY: `msg_control` points at this message's control space (CONTROL bytes,
         // aligned for `cmsghdr`, zeroed), and `msg_controllen` is the sum of the spaces of
