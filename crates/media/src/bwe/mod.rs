@@ -72,8 +72,8 @@ const TIMEOUT_REPEAT: Duration = Duration::from_secs(1);
 /// A packet must have waited this long for feedback before silence counts (an idle sender
 /// that starts again is not timed out at once).
 const MIN_UNANSWERED: Duration = Duration::from_secs(1);
-/// Application-limited (less than [`ALR_SHARE`] of the target acknowledged; an
-/// application-limited estimate settles at 1.5 × acknowledged + 10 kbit/s): a probe at
+/// Application-limited (less than 75 % but more than a third of the target acknowledged;
+/// an application-limited estimate settles at 1.5 × acknowledged + 10 kbit/s): a probe at
 /// twice the target this often, since what is sent cannot show that the path carries more
 /// (an SFU forwarding a low layer, waiting for the estimate to allow a higher one).
 pub const ALR_PROBE_INTERVAL: Duration = Duration::from_secs(5);
