@@ -52,7 +52,7 @@ path_lab_topology
 EMULATOR_PIDS=()
 for q in 0 1; do
     alt=()
-    [ $q = 0 ] && alt=(--alt-rate-mbit "$LIMIT_MBIT")
+    [ $q = 0 ] && alt=(--alt-rate-mbit "$LIMIT_MBIT" --trace "$TMP/trace0")
     ip netns exec "$R" "$PY" tests/lab/path-emulator.py --queue $q --delay-ms "$DELAY_MS" --rate-mbit 0 \
         "${alt[@]}" --queue-ms "$QUEUE_MS" --secs 150 --stats "$TMP/emu$q.json" >"$TMP/emu$q.out" 2>&1 &
     EMULATOR_PIDS+=($!)

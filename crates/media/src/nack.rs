@@ -93,20 +93,22 @@ impl NackGenerator {
         self.missing.len()
     }
 
-    /// A packet arrived: `is_retransmission` when it came through RTX.
-    pub fn on_packet(&mut self, now: Instant, seq: Serial16, is_retransmission: bool) {
+    /// A packet arrived: `is_retransmission` when it came through RTX. Returns whether it
+    /// is new: ahead of everything so far, or one of the holes. A packet at or behind the
+    /// highest that fills no hole is a copy (a sender's redundant RTX padding, a
+    /// retransmission that crossed the original) or older than the holes kept, and `false`.
+    pub fn on_packet(&mut self, now: Instant, seq: Serial16, is_retransmission: bool) -> bool {
         let Some(highest) = self.unwrapper.highest() else {
             self.unwrapper.unwrap(seq);
-            return;
+            return true;
         };
         let ext = self.unwrapper.peek(seq);
         if ext <= highest {
-            if let Some(m) = self.missing.remove(&ext) {
-                if is_retransmission || m.retries > 0 {
-                    self.stats.recovered += 1;
-                }
+            let Some(m) = self.missing.remove(&ext) else { return false };
+            if is_retransmission || m.retries > 0 {
+                self.stats.recovered += 1;
             }
-            return;
+            return true;
         }
         self.unwrapper.unwrap(seq);
         let gap = ext - highest - 1;
@@ -115,12 +117,13 @@ impl NackGenerator {
             self.stats.given_up += self.missing.len() as u64 + gap;
             self.missing.clear();
             self.keyframe_needed = true;
-            return;
+            return true;
         }
         for hole in highest + 1..ext {
             self.missing.insert(hole, Missing { since: now, last_sent: None, retries: 0 });
         }
         self.forget_old(ext);
+        true
     }
 
     /// Drops holes more than `max_age_packets` behind `highest`.
@@ -211,6 +214,26 @@ mod tests {
         for s in seqs {
             g.on_packet(now, Serial16(s), false);
         }
+    }
+
+    #[test]
+    fn copies_of_received_packets_are_not_new_but_holes_filled_late_are() {
+        let mut g = generator();
+        let t = Instant::now();
+        assert!(g.on_packet(t, Serial16(65_534), false));
+        assert!(g.on_packet(t, Serial16(65_535), false));
+        // 0 and 1 missing (across the wrap), 2 arrives.
+        assert!(g.on_packet(t, Serial16(2), false));
+        // A redundant copy of something received, by RTX or not: not new.
+        assert!(!g.on_packet(t, Serial16(65_535), true));
+        assert!(!g.on_packet(t, Serial16(2), false));
+        // The holes, late or repaired: new once, copies after that.
+        assert!(g.on_packet(t, Serial16(1), false));
+        assert!(g.on_packet(t, Serial16(0), true));
+        assert!(!g.on_packet(t, Serial16(0), true));
+        assert!(!g.on_packet(t, Serial16(1), true));
+        assert!(g.on_packet(t, Serial16(3), false));
+        assert_eq!(g.missing_count(), 0);
     }
 
     #[test]

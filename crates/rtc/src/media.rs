@@ -171,6 +171,9 @@ pub struct MediaStats {
     pub retransmissions_sent: u64,
     /// Retransmitted packets received (RTX unwrapped).
     pub retransmissions_received: u64,
+    /// Copies of packets already received (a sender's redundant RTX padding, a repair that
+    /// crossed its original) that a raw section did not pass on.
+    pub duplicates_dropped: u64,
     pub nacks_received: u64,
     /// Sequence numbers the NACKs received asked for.
     pub nacked_packets: u64,
@@ -917,13 +920,18 @@ impl PeerConnection {
                 packet.timestamp().0,
             );
         }
-        if nack {
-            r.nack.on_packet(now, packet.sequence_number(), rtx);
-            if r.nack.needs_keyframe() {
-                r.want_keyframe = true;
-            }
+        let fresh = !nack || r.nack.on_packet(now, packet.sequence_number(), rtx);
+        if nack && r.nack.needs_keyframe() {
+            r.want_keyframe = true;
         }
         if t.config.raw {
+            // A forwarder would send a copy on as it came: libwebrtc fills its padding and
+            // probes with RTX copies of packets sent before, which would reach the
+            // subscribers of a low layer at several times the layer's rate.
+            if !fresh {
+                t.stats.duplicates_dropped += 1;
+                return;
+            }
             let packet = packet.as_bytes().to_vec();
             self.events.push_back(RtcEvent::Rtp { id: TransceiverId(i), layer, packet });
             return;
