@@ -50,7 +50,10 @@ const PROBE_EVERY: Duration = Duration::from_secs(3);
 const MAX_HOLD: Duration = Duration::from_secs(30);
 /// How often the subscribers' bandwidth estimates are read for layer choices: a path that
 /// suddenly carries less than it is sent loses packets until the next reading.
-const LAYER_EVERY: Duration = Duration::from_millis(200);
+const LAYER_EVERY: Duration = Duration::from_millis(100);
+/// The share of a subscriber's falling estimate (in %) its layers may take right after the
+/// estimate shows that the path cannot carry what it is sent.
+const DRAIN_SHARE: u64 = 75;
 /// How often a publisher is asked for a key frame of a layer whose picture size is unknown
 /// (layers are ranked by picture size only when every active one's is known).
 const SIZE_ASK_EVERY: Duration = Duration::from_secs(2);
@@ -223,6 +226,11 @@ struct Participant {
     hold: Option<(Instant, u64)>,
     /// When the current run of holds began (renewed holds end after [`MAX_HOLD`]).
     held_since: Option<Instant>,
+    /// The estimates read since the hold was last set (sum, count): a renewed hold's cap
+    /// follows their mean, not the last one (an estimate that probes raised rides a
+    /// sawtooth over the path's rate, and its peak would let a layer the path cannot
+    /// carry back in, to freeze again).
+    hold_estimates: (u64, u64),
     /// The last bandwidth probe asked of its connection.
     last_probe: Option<Instant>,
     last_estimate: Option<u64>,
@@ -493,6 +501,7 @@ impl Sfu {
                 chat_refill: Instant::now(),
                 hold: None,
                 held_since: None,
+                hold_estimates: (0, 0),
                 last_probe: None,
                 last_estimate: None,
                 forwarding: None,
@@ -1284,7 +1293,8 @@ impl Sfu {
         for id in ids {
             let Some(p) = self.participants.get(&id) else { continue };
             if !sample {
-                if let Some((_, cap)) = p.hold.filter(|(until, _)| now < *until) {
+                // Whether a hold ends or is renewed is for the next reading to say.
+                if let Some((_, cap)) = p.hold {
                     caps.insert(id.clone(), cap);
                 }
                 continue;
@@ -1340,21 +1350,33 @@ impl Sfu {
             let falling = p.last_estimate.is_some_and(|last| estimate < last);
             p.last_estimate = Some(estimate);
             // Audio first (about 40 kbit/s a track), a tenth for headroom, the rest shared.
-            let cap = (estimate * 9 / 10).saturating_sub(audios * 40_000) / videos;
+            let share =
+                |bps: u64, percent: u64| (bps * percent / 100).saturating_sub(audios * 40_000) / videos;
+            let cap = share(estimate, 90);
             if falling && estimate < sent * 95 / 100 {
                 if p.hold.is_none() {
                     // The path is full now: the first probe waits its turn.
                     p.last_probe = Some(now);
                 }
-                p.hold = Some((now + LAYER_HOLD, cap));
+                // The path's queue is full of what it could not carry, and the new layer
+                // starts with a key frame that must pass it: a layer chosen to fill the
+                // path's rate would keep the queue full and its key frame late (a freeze
+                // while it waits), so the step down leaves a quarter free until the hold
+                // is renewed or ends.
+                p.hold = Some((now + LAYER_HOLD, share(estimate, DRAIN_SHARE)));
                 p.held_since.get_or_insert(now);
+                p.hold_estimates = (0, 0);
             }
             if let Some((until, _)) = p.hold {
                 let since = p.held_since.unwrap_or(now);
+                p.hold_estimates.0 += estimate;
+                p.hold_estimates.1 += 1;
                 if cap >= wanted_video {
                     // A probe (or the path) shows room for every video's best layer.
                     p.hold = None;
                 } else if now >= until {
+                    let (sum, n) = std::mem::take(&mut p.hold_estimates);
+                    let cap = share(sum / n.max(1), 90);
                     p.hold =
                         (now.saturating_duration_since(since) < MAX_HOLD).then_some((now + LAYER_HOLD, cap));
                 }
@@ -1376,6 +1398,7 @@ impl Sfu {
                 _ => {
                     p.hold = None;
                     p.held_since = None;
+                    p.hold_estimates = (0, 0);
                 }
             }
         }

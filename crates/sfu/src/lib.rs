@@ -274,8 +274,10 @@ impl LayerChoice {
 
     /// [`LayerChoice::retarget`] within what the path to the subscriber carries for this
     /// track (`cap_bps`, from the bandwidth estimate): a layer above it is left at once.
+    /// The layer moved to must fit in [`FIT_SHARE`] of the cap; the one being forwarded
+    /// stays while it fits in all of it.
     pub fn retarget_within(&mut self, now: Instant, layers: &Layers, cap_bps: u64) -> Option<usize> {
-        let best = layers.best_within(now, cap_bps)?;
+        let best = layers.best_within(now, cap_bps / 100 * FIT_SHARE)?;
         let from = self.current.unwrap_or(self.target);
         let better = layers.better(now, best, from);
         // Above the cap: off to what sends less, or to a smaller picture (which may just
@@ -305,6 +307,12 @@ impl LayerChoice {
 /// A layer sending more than this many times a subscriber's cap stops at once when the
 /// subscriber switches down, rather than at the new layer's key frame.
 const FAR_ABOVE_CAP: u64 = 2;
+/// The share of a subscriber's cap (in %) a layer must fit in to be switched to. A layer's
+/// rate swings by more than a tenth from second to second (key frames, the encoder's
+/// aim); one chosen right at the cap went over it and back, and a subscriber on a
+/// narrow path swapped between two layers every second or two, a freeze each time
+/// (tests/e2e/sfu-ratelimit.sh).
+const FIT_SHARE: u64 = 85;
 
 /// Whether `payload` of `codec` starts a key frame (what a subscriber can start from).
 pub fn starts_keyframe(kind: Kind, codec: Codec, payload: &[u8]) -> bool {
@@ -922,6 +930,30 @@ mod tests {
             }
         }
         layers
+    }
+
+    #[test]
+    fn a_layer_is_moved_to_with_room_to_spare_and_left_only_above_the_cap() {
+        let t0 = Instant::now();
+        let at = t0 + Duration::from_millis(1000);
+        let mut layers = fed(2, &[(0, 300), (1, 900)], t0);
+        layers.on_size(0, (320, 180));
+        layers.on_size(1, (640, 360));
+        let upper = layers.rate(1);
+        assert!(upper > 0 && layers.rate(0) < upper * 85 / 100, "{layers:?}");
+        let mut choice = LayerChoice::new(0);
+        assert_eq!(choice.on_packet(0, true), LayerDecision::Switch);
+        // Layer 1 fits the cap, but not with room for its swings: no move up.
+        assert_eq!(choice.retarget_within(at, &layers, upper + 1), None);
+        assert_eq!(choice.retarget_within(at, &layers, upper * 100 / FIT_SHARE - 100), None);
+        // With that room, up.
+        assert_eq!(choice.retarget_within(at, &layers, upper * 100 / FIT_SHARE + 100), Some(1));
+        assert_eq!(choice.on_packet(1, true), LayerDecision::Switch);
+        // Being forwarded, it stays while the cap holds all of it...
+        assert_eq!(choice.retarget_within(at, &layers, upper + 1), None);
+        assert_eq!(choice.retarget_within(at, &layers, upper), None);
+        // ...and is left as soon as it does not.
+        assert_eq!(choice.retarget_within(at, &layers, upper - 1), Some(0));
     }
 
     #[test]
