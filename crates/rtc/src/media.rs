@@ -182,6 +182,9 @@ pub struct MediaStats {
     /// Packets asked for again within a round trip of their last retransmission (not
     /// resent: the first one is still on its way).
     pub nacked_too_soon: u64,
+    /// Packets asked for that were not resent because retransmissions had taken their share
+    /// of the bandwidth estimate.
+    pub nacked_over_budget: u64,
     pub nacks_sent: u64,
     pub plis_received: u64,
     pub plis_sent: u64,
@@ -198,6 +201,14 @@ const PLI_INTERVAL: Duration = Duration::from_millis(300);
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Remote SSRCs we keep routes for (two per section is the usual; simulcast adds a few).
 const MAX_SSRCS: usize = 256;
+/// The share of the bandwidth estimate (in %) retransmissions may take, over
+/// [`RTX_BUDGET_WINDOW`]. On a path that just got narrower, the receiver asks for much of
+/// what its queue dropped; resent all at once ahead of new media, repairs kept the queue
+/// full, more was lost and asked for again, and a forwarded layer's new key frame waited
+/// behind them (an SFU subscriber froze for seconds: tests/e2e/sfu-ratelimit.sh). What is
+/// over budget is not resent; the receiver asks again or gives up on the frame.
+const RTX_SHARE: u64 = 50;
+const RTX_BUDGET_WINDOW: Duration = Duration::from_millis(500);
 /// RTP payload room: 1200-byte packets leave room for TURN, SRTP and IPv6 on a 1280 MTU.
 const MAX_RTP_PACKET: usize = 1200;
 
@@ -341,6 +352,9 @@ pub(crate) struct MediaState {
     /// Bytes of media written in the last second, to set the pacing rate.
     sent_window: VecDeque<(Instant, usize)>,
     rtt: Option<Duration>,
+    /// Bytes retransmissions may still take, and when that was last topped up (see
+    /// [`RTX_SHARE`]).
+    rtx_budget: Option<(Instant, f64)>,
 }
 
 impl MediaState {
@@ -1104,10 +1118,27 @@ impl PeerConnection {
                 t.stats.nacked_not_in_history += 1;
                 continue;
             }
+            // Within the budget, when there is an estimate to take it from.
+            let budget = m.bwe.as_ref().map(|b| {
+                let per_sec = (b.target_bitrate() * RTX_SHARE / 100) as f64 / 8.0;
+                let depth = per_sec * RTX_BUDGET_WINDOW.as_secs_f64();
+                let (at, left) = m.rtx_budget.unwrap_or((now, depth));
+                let left = (left + per_sec * now.saturating_duration_since(at).as_secs_f64()).min(depth);
+                m.rtx_budget = Some((now, left));
+                left
+            });
+            if budget.is_some_and(|left| left < t.send.history.get(seq).map_or(0, |p| p.len()) as f64) {
+                t.stats.nacked_over_budget += 1;
+                continue;
+            }
             let Some(original) = t.send.history.get_for_resend(now, seq, min_interval) else {
                 t.stats.nacked_too_soon += 1;
                 continue;
             };
+            let len = original.len() as f64;
+            if let Some((_, left)) = m.rtx_budget.as_mut().filter(|_| budget.is_some()) {
+                *left -= len;
+            }
             let Ok(pt) = RtpPacket::parse(original).map(|p| p.payload_type()) else { continue };
             let rtx_pt = t.codecs.iter().find(|c| c.payload_type == pt).and_then(|c| c.rtx);
             let packet = match rtx_pt {
