@@ -70,6 +70,11 @@ def udp(c, name):
     return end.get("sum_received") or end.get("sum") or {}
 
 
+def iperf3_error(c, name):
+    """What iperf3 said of a failed run: with -J its error is in the JSON, not on stderr."""
+    return " / ".join(x for x in (load(f"{c}.{name}.json").get("error"), tail(f"{c}.{name}.err")) if x)
+
+
 def main(tmp):
     failed = 0
     print(f"{'path':>4} {'rttMs (set)':>14} {'rateMbit (set)':>16} {'loss% of packets (ok range) queueDrops extra':>46}  result")
@@ -83,13 +88,13 @@ def main(tmp):
             problems.append(f"ping RTT {rtt} ms, want {2 * delay:g} ±5% ({tail(c + '.ping')})")
         got_rate = udp(c, "rate").get("bits_per_second", 0) * 1500 / 1472 / 1e6
         if abs(got_rate - rate_mbit) > 0.05 * rate_mbit:
-            problems.append(f"rate {got_rate:.2f} Mbit/s, want {rate_mbit:g} ±5% ({tail(c + '.rate.err')})")
+            problems.append(f"rate {got_rate:.2f} Mbit/s, want {rate_mbit:g} ±5% ({iperf3_error(c, 'rate')})")
         u = udp(c, "loss")
         n, lost = u.get("packets", 0), u.get("lost_packets", 0)
         emu_l, emu_q = emulator_drops(c)
         lossf = "-"
         if not n:
-            problems.append(f"no loss measurement ({tail(c + '.loss.err')})")
+            problems.append(f"no loss measurement ({iperf3_error(c, 'loss')})")
         elif emu_l is None:
             problems.append("no emulator trace")
         else:
