@@ -104,11 +104,15 @@ path_check() {
     # lossy path long enough for ~16,700 packets (P3, 10 Mbit/s: 20 s), the sample
     # tests/lab/path_check.py's binomial interval needs to be narrow.
     [ "$loss" = 0 ] || secs=$(((16667 * 1471 * 8 + RATE_MBIT * 500000 - 1) / (RATE_MBIT * 500000)))
-    # (The server may still be busy with the run before: a run that fails is tried again.)
+    # (The server may still be busy with the run before: a run that fails is tried again. iperf3
+    # 3.12 can exit 0 having failed, e.g. "unable to receive control message: Connection reset by
+    # peer" right after the rate run, so a run has failed unless its JSON has no error.)
     for what in "rate $((RATE_MBIT * 13 / 10)) 1472 4" "loss $((RATE_MBIT / 2)) 1471 $secs"; do
         set -- $what
         for try in 1 2 3; do
-            ip netns exec "$A" iperf3 -c $B_IP -u -b "${2}M" -l "$3" -w 4M -t "$4" -J >"$c.$1.json" 2>"$c.$1.err" && break
+            ip netns exec "$A" iperf3 -c $B_IP -u -b "${2}M" -l "$3" -w 4M -t "$4" -J >"$c.$1.json" 2>"$c.$1.err" &&
+                ! grep -q '"error"' "$c.$1.json" && break
+            echo "$1 try $try: $(grep -o '"error":.*' "$c.$1.json" || tail -1 "$c.$1.err")" >>"$c.tries"
             sleep 1
         done
     done

@@ -112,7 +112,8 @@ def main(tmp):
         rttf = f"{rtt:.1f}" if rtt is not None else "-"
         failed += bool(problems)
         print(f"{path:>4} {rttf + f' ({2 * delay:g})':>14} {f'{got_rate:.2f} ({rate_mbit:g})':>16} {lossf:>46}  "
-              + ("ok" if not problems else "FAIL " + "; ".join(problems)))
+              + ("ok" if not problems else "FAIL " + "; ".join(problems))
+              + (f" (failed tries: {tail(c + '.tries', 6)})" if text(c + ".tries") else ""))
     return 1 if failed else 0
 
 
