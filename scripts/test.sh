@@ -93,7 +93,7 @@ step "end-to-end: peerlink chat with peerlink chat through peerlink serve"
 tests/e2e/chat-cli.sh target/release/peerlink
 step "end-to-end: peerlink send to peerlink recv (50 MB, no overwrite, interrupted sender)"
 tests/e2e/transfer-cli.sh target/release/peerlink
-step "peerlink send -> recv, libdatachannel and Chromium through emulated paths (40 ms / 50 Mbit/s, 0% and 1% loss, each congestion controller) (path checked with ping and iperf3)"
+step "peerlink send -> recv, libdatachannel and Chromium through emulated paths (40 ms / 50 Mbit/s, 0% and 1% loss, each congestion controller; 150 ms / 20 Mbit/s / 0.5% loss, BBR) (path checked with ping and iperf3)"
 tests/e2e/transfer-path.sh target/release/peerlink
 step "interop: the browser app in headless Chromium with peerlink chat, recv and send (50 MB each way; namespace)"
 tests/e2e/chat-browser.sh target/release/peerlink

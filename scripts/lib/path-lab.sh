@@ -69,14 +69,16 @@ queues_bound() {
     ip netns exec "$R" cat /proc/net/netfilter/nfnetlink_queue 2>/dev/null | awk '{print $1}' | sort -n | tr '\n' ' ' | grep -q '^0 1 '
 }
 
-# emulate LOSS PREFIX: both directions' emulators (counters in PREFIX.emu0.json for A>B, emu1 B>A).
+# emulate LOSS PREFIX [trace]: both directions' emulators (counters in PREFIX.emu0.json for A>B,
+# emu1 B>A; with `trace`, each packet's verdict in PREFIX.emu0.trace and emu1.trace).
 emulate() {
-    local q
+    local q tr=()
     EMULATOR_PIDS=()
     for q in 0 1; do
+        [ "${3:-}" = trace ] && tr=(--trace "$2.emu$q.trace")
         ip netns exec "$R" "$PY" tests/lab/path-emulator.py --queue $q --delay-ms "$DELAY_MS" --loss "$1" \
             --rate-mbit "$RATE_MBIT" --queue-ms "$QUEUE_MS" --seed $((SEED + q)) --secs 300 \
-            --stats "$2.emu$q.json" >"$2.emu$q.out" 2>&1 &
+            --stats "$2.emu$q.json" "${tr[@]}" >"$2.emu$q.out" 2>&1 &
         EMULATOR_PIDS+=($!)
     done
     for _ in $(seq 100); do queues_bound && break; sleep 0.1; done
@@ -90,18 +92,27 @@ unemulate() {
 }
 
 # path_check NAME LOSS: measures the path with that loss into TMP/NAME.{ping,rate.json,loss.json}
-# and adds a line for tests/lab/path_check.py to TMP/paths.
+# (and the A>B emulator's verdicts into TMP/NAME.emu0.trace) and adds a line for
+# tests/lab/path_check.py to TMP/paths.
 path_check() {
-    local name=$1 loss=$2 c="$TMP/$1" what try
-    emulate "$loss" "$c"
+    local name=$1 loss=$2 c="$TMP/$1" what try secs=4
+    emulate "$loss" "$c" trace
     ip netns exec "$A" ping -q -n -c 40 -i 0.05 -W 1 $B_IP >"$c.ping" 2>&1 || true
     # Rate: UDP at 1.3x the bottleneck (the loss comes before the bottleneck, so it does not
-    # lower what leaves it). Loss: UDP at half the rate (no queue drops).
-    # (The server may still be busy with the run before: a run that fails is tried again.)
-    for what in "rate $((RATE_MBIT * 13 / 10))" "loss $((RATE_MBIT / 2))"; do
+    # lower what leaves it). Loss: UDP at half the rate (queue headroom), in 1499-byte packets
+    # (1471 bytes of payload) so that the emulator's trace tells them from the rate run's; on a
+    # lossy path long enough for ~16,700 packets (P3, 10 Mbit/s: 20 s), the sample
+    # tests/lab/path_check.py's binomial interval needs to be narrow.
+    [ "$loss" = 0 ] || secs=$(((16667 * 1471 * 8 + RATE_MBIT * 500000 - 1) / (RATE_MBIT * 500000)))
+    # (The server may still be busy with the run before: a run that fails is tried again. iperf3
+    # 3.12 can exit 0 having failed, e.g. "unable to receive control message: Connection reset by
+    # peer" right after the rate run, so a run has failed unless its JSON has no error.)
+    for what in "rate $((RATE_MBIT * 13 / 10)) 1472 4" "loss $((RATE_MBIT / 2)) 1471 $secs"; do
         set -- $what
         for try in 1 2 3; do
-            ip netns exec "$A" iperf3 -c $B_IP -u -b "${2}M" -l 1472 -w 4M -t 4 -J >"$c.$1.json" 2>"$c.$1.err" && break
+            ip netns exec "$A" iperf3 -c $B_IP -u -b "${2}M" -l "$3" -w 4M -t "$4" -J >"$c.$1.json" 2>"$c.$1.err" &&
+                ! grep -q '"error"' "$c.$1.json" && break
+            echo "$1 try $try: $(grep -o '"error":.*' "$c.$1.json" || tail -1 "$c.$1.err")" >>"$c.tries"
             sleep 1
         done
     done
