@@ -4,9 +4,17 @@
 //! `--subscribers` peers receive what the server forwards, as raw RTP (publishers receive
 //! the others' streams too, and count as receivers of them).
 //!
-//!   sfu-load --url ws://HOST:PORT/ws --pid SERVER_PID [--publishers 2] [--subscribers 6]
-//!            [--seconds 15] [--warmup 3] [--video-kbps 800] [--fps 30] [--keyframe-secs 3]
-//!            [--bind IP]
+//! With `--janus`, the same peers and media go to Janus's VideoRoom plugin instead, through its
+//! WebSocket API (`--url ws://HOST:8188`, subprotocol `janus-protocol`; a Janus session and
+//! plugin handle per connection, kept alive): the run creates a room (VP8, Opus), each
+//! publisher joins and publishes its offer, and once every feed is up (`listparticipants`)
+//! each subscriber joins with all feeds (Janus offers, we answer with `start`) and each
+//! publisher subscribes to the others' feeds on a second connection, so both servers forward
+//! the same streams to the same receivers.
+//!
+//!   sfu-load --url ws://HOST:PORT/ws --pid SERVER_PID [--janus] [--publishers 2]
+//!            [--subscribers 6] [--seconds 15] [--warmup 3] [--video-kbps 800] [--fps 30]
+//!            [--keyframe-secs 3] [--bind IP]
 //!
 //! Video is one layer: the native peer cannot offer send simulcast (rids) yet. A publisher's
 //! video is frames of 640x360-like sizes (`--video-kbps` at `--fps`, a key frame 8 times a
@@ -24,7 +32,8 @@
 //! subscriber's event, so it includes the publisher's pacer (video key frames queue there)
 //! and both peers' driver tasks as well as the server: audio, sent first by every pacer, is
 //! the closest to the server's own forwarding delay. The server's CPU time over the window
-//! comes from `/proc/PID` of `--pid`. Prints one `key=value` line per result.
+//! comes from `/proc/PID` of `--pid` (its threads' schedstat, and utime+stime of its stat).
+//! Prints one `key=value` line per result.
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -267,7 +276,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .map(|p| janus::feed(p as u64))
                 .collect::<Vec<_>>()
         };
-        for i in 0..args.publishers {
+        for (i, (stats, _)) in pubs_spawned.iter().enumerate() {
             let others = feeds(Some(i));
             if others.is_empty() {
                 continue;
@@ -276,7 +285,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("publisher {i} subscribing on Janus"))?;
             janus_tasks.push(task);
-            subs.push((None, tokio::spawn(subscribe(link, shared.clone(), pubs_spawned[i].0.clone()))));
+            subs.push((None, tokio::spawn(subscribe(link, shared.clone(), stats.clone()))));
         }
         for i in 0..args.subscribers {
             let (link, task) = janus::subscriber(&args, room, &feeds(None))
@@ -934,9 +943,8 @@ mod janus {
 
     async fn peer(args: &Args, tracks: Vec<(MediaKind, Direction, TrackConfig)>) -> anyhow::Result<Link> {
         // As `SessionOptions` of the other server's peers: raw RTP, recvonly for offered media.
-        let mut rtc = RtcConfig::default();
-        rtc.accept_media = Some(Direction::RecvOnly);
-        rtc.accept_raw = true;
+        let rtc =
+            RtcConfig { accept_media: Some(Direction::RecvOnly), accept_raw: true, ..RtcConfig::default() };
         let peer = Peer::start(PeerConfig { rtc, addresses: args.bind.into_iter().collect() }).await?;
         let (handle, events) = peer.split();
         for (kind, direction, config) in tracks {
