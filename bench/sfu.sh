@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# SFU forwarding load: `sfu-load` (bench/src/bin/sfu-load.rs, our own native peer) puts
-# PUBLISHERS publishers (VP8-shaped video, one layer, and Opus-shaped audio each) and
-# SUBSCRIBERS subscribers in one room of `peerlink serve --room-mode sfu`, inside a network
-# namespace of this script's own, and prints forwarded packets per second and per server
-# CPU-second, loss and the delay from publisher to subscriber. Asserts nothing about speed.
-#
-# Not side by side yet: Janus's VideoRoom (Debian `janus`) is the reference issue 18 names;
-# it is neither installed by scripts/install-test-deps.sh nor driven by sfu-load yet.
+# SFU forwarding load, side by side: `sfu-load` (bench/src/bin/sfu-load.rs, our own native peer)
+# puts PUBLISHERS publishers (VP8-shaped video, one layer, and Opus-shaped audio each) and
+# SUBSCRIBERS subscribers in one room of `peerlink serve --room-mode sfu`, then the same load in
+# one room of Janus's VideoRoom plugin (Debian `janus`, installed by
+# scripts/install-test-deps.sh; driven over its WebSocket API, each publisher also subscribing
+# to the others' feeds as `peerlink serve` forwards them). Both servers run in this script's
+# own network namespace, one after the other; Janus from a minimal configuration written to a
+# temporary directory (the VideoRoom plugin and the WebSockets transport on the namespace's
+# loopback only, ICE on the namespace's address only, no STUN server). For each it prints
+# forwarded packets per second and per server CPU-second (CPU from /proc/PID/stat,
+# utime+stime, and from the threads' schedstat), loss and the delay from publisher to
+# subscriber; then the ratios ours/Janus. Asserts nothing about speed.
 #
 #   bench/sfu.sh [path/to/peerlink]   # ROUNDS=1 PUBLISHERS=2 SUBSCRIBERS=6 SECONDS_=15
-#                                     # VIDEO_KBPS=800 THREADS=1
+#                                     # VIDEO_KBPS=800 THREADS=1 SERVERS="peerlink janus"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/common.sh
@@ -19,12 +23,18 @@ SUBSCRIBERS=${SUBSCRIBERS:-6}
 DURATION=${SECONDS_:-15}
 VIDEO_KBPS=${VIDEO_KBPS:-800}
 THREADS=${THREADS:-1}
+SERVERS=${SERVERS:-peerlink janus}
+JANUS_PORT=8188
 
 target=${CARGO_TARGET_DIR:-target}
 # One build for both (as the other benches do): separate ones would unify features apart.
 cargo build --release -q -p peerlink-cli -p peerlink-bench
 peerlink=$(realpath "${1:-$target/release/peerlink}")
 load=$(realpath "$target/release/sfu-load")
+
+case " $SERVERS " in *" janus "*)
+    command -v janus >/dev/null || { echo "no janus: run scripts/install-test-deps.sh" >&2; exit 1; } ;;
+esac
 
 ns=plsfuload$$
 tmp=$(mktemp -d)
@@ -40,28 +50,108 @@ veth_namespace "$ns" 203.0.113.10/24
 ip -n "$ns" addr add 203.0.113.1/24 dev v1
 ip -n "$ns" route add default via 203.0.113.1 dev v0
 
+# A minimal Janus configuration in DIR: only the VideoRoom plugin and the WebSockets transport
+# (folders holding just those two), the API on the namespace's loopback, ICE candidates on
+# ADDRESS only, no STUN server, no event handlers or loggers.
+janus_config() {
+    local dir=$1 address=$2 lib
+    lib=$(dirname "$(dirname "$(dpkg -L janus | grep -m1 '/plugins/libjanus_videoroom\.so$')")")
+    mkdir -p "$dir/plugins" "$dir/transports" "$dir/none"
+    ln -sf "$lib/plugins/libjanus_videoroom.so" "$dir/plugins/"
+    ln -sf "$lib/transports/libjanus_websockets.so" "$dir/transports/"
+    cat >"$dir/janus.jcfg" <<EOF
+general: {
+    configs_folder = "$dir"
+    plugins_folder = "$dir/plugins"
+    transports_folder = "$dir/transports"
+    events_folder = "$dir/none"
+    loggers_folder = "$dir/none"
+    debug_level = 4
+}
+media: {
+    rtp_port_range = "20000-40000"
+}
+nat: {
+    ice_enforce_list = "$address"
+    ignore_mdns = true
+}
+EOF
+    cat >"$dir/janus.transport.websockets.jcfg" <<EOF
+general: {
+    json = "plain"
+    ws = true
+    ws_port = $JANUS_PORT
+    ws_ip = "127.0.0.1"
+    wss = false
+}
+admin: {
+    admin_ws = false
+    admin_wss = false
+}
+EOF
+    printf 'general: {\n}\n' >"$dir/janus.plugin.videoroom.jcfg"
+}
+
+# value KEY FILE: the value of a `key=value` line of sfu-load's output.
+value() { sed -nE "s/^$1=([^ ]+).*/\1/p" "$2" | head -1; }
+p99() { sed -nE "s/^delay_$1_us .*p99=([0-9]+).*/\1/p" "$2" | head -1; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+
 for round in $(seq "$ROUNDS"); do
-    ip netns exec "$ns" "$peerlink" serve --http 127.0.0.1:0 --listen 203.0.113.10:3478 --relay-ip 203.0.113.10 \
-        --allow-peer 203.0.113.0/24 --allow-loopback-peers --room-mode sfu >"$tmp/serve.out" 2>"$tmp/serve.log" &
-    serve=$!
-    wait_for_line "$tmp/serve.out" "signaling on ws://" 15
-    ws=$(sed -nE 's/.*signaling on (ws:\/\/[^ ]+).*/\1/p' "$tmp/serve.out" | head -1)
-    # `ip netns exec` execs the server: $! is its process.
-    [ "$(cat /proc/$serve/comm)" = peerlink ] || { echo "no server process at $serve" >&2; exit 1; }
-    echo "# round $round: $PUBLISHERS publishers x $SUBSCRIBERS subscribers, ${DURATION}s, server pid $serve"
-    status=0
-    timeout $((DURATION + 90)) ip netns exec "$ns" "$load" --url "$ws" --pid "$serve" --room "load-$round" \
-        --publishers "$PUBLISHERS" --subscribers "$SUBSCRIBERS" --seconds "$DURATION" \
-        --video-kbps "$VIDEO_KBPS" --threads "$THREADS" --bind 203.0.113.10 >"$tmp/load.txt" 2>"$tmp/load.err" || status=$?
-    cat "$tmp/load.txt"
-    if [ $status -ne 0 ]; then
-        echo "sfu-load failed (exit $status):" >&2
-        tail -5 "$tmp/load.err" >&2
-        tail -15 "$tmp/serve.log" >&2
-        exit 1
+    for server in $SERVERS; do
+        case $server in
+        peerlink)
+            ip netns exec "$ns" "$peerlink" serve --http 127.0.0.1:0 --listen 203.0.113.10:3478 --relay-ip 203.0.113.10 \
+                --allow-peer 203.0.113.0/24 --allow-loopback-peers --room-mode sfu >"$tmp/serve.out" 2>"$tmp/serve.log" &
+            pid=$!
+            wait_for_line "$tmp/serve.out" "signaling on ws://" 15
+            url=$(sed -nE 's/.*signaling on (ws:\/\/[^ ]+).*/\1/p' "$tmp/serve.out" | head -1)
+            flags=()
+            ;;
+        janus)
+            rm -rf "$tmp/janus"
+            janus_config "$tmp/janus" 203.0.113.10
+            ip netns exec "$ns" janus -C "$tmp/janus/janus.jcfg" -F "$tmp/janus" -o >"$tmp/serve.out" 2>"$tmp/serve.log" &
+            pid=$!
+            wait_for_line "$tmp/serve.out" "WebSockets thread started" 15
+            url=ws://127.0.0.1:$JANUS_PORT
+            flags=(--janus)
+            ;;
+        *) echo "unknown server $server" >&2; exit 1 ;;
+        esac
+        # `ip netns exec` execs the server: $! is its process.
+        [ "$(cat /proc/$pid/comm)" = "$server" ] || { echo "no $server process at $pid" >&2; exit 1; }
+        echo "# round $round, $server: $PUBLISHERS publishers x $SUBSCRIBERS subscribers, ${DURATION}s, server pid $pid"
+        status=0
+        out=$tmp/load-$round-$server.txt
+        timeout $((DURATION + 90)) ip netns exec "$ns" "$load" "${flags[@]}" --url "$url" --pid "$pid" --room "load-$round" \
+            --publishers "$PUBLISHERS" --subscribers "$SUBSCRIBERS" --seconds "$DURATION" \
+            --video-kbps "$VIDEO_KBPS" --threads "$THREADS" --bind 203.0.113.10 >"$out" 2>"$tmp/load.err" || status=$?
+        cat "$out"
+        if [ $status -ne 0 ]; then
+            echo "sfu-load against $server failed (exit $status):" >&2
+            tail -5 "$tmp/load.err" >&2
+            tail -15 "$tmp/serve.log" "$tmp/serve.out" >&2
+            exit 1
+        fi
+        rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+        echo "server_peak_rss_kb=$rss"
+        kill "$pid"
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    ours=$tmp/load-$round-peerlink.txt theirs=$tmp/load-$round-janus.txt
+    if [ -f "$ours" ] && [ -f "$theirs" ]; then
+        echo "# round $round, side by side (peerlink / janus)"
+        for key in forwarded_packets forwarded_packets_per_cpu_second_stat forwarded_packets_per_cpu_second \
+            server_cpu_share loss_percent; do
+            a=$(value "$key" "$ours") b=$(value "$key" "$theirs")
+            echo "$key peerlink=$a janus=$b ratio=$(ratio "$a" "$b")"
+        done
+        for kind in audio video all; do
+            a=$(p99 "$kind" "$ours") b=$(p99 "$kind" "$theirs")
+            echo "delay_${kind}_p99_us peerlink=$a janus=$b ratio=$(ratio "$a" "$b")"
+        done
     fi
-    rss=$(awk '/VmHWM/ {print $2}' "/proc/$serve/status")
-    echo "server_peak_rss_kb=$rss"
-    kill "$serve"
-    wait "$serve" 2>/dev/null || true
 done

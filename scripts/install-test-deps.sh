@@ -51,14 +51,17 @@ command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null || nee
 # ping checks an emulated path's RTT before a test trusts it, iperf3 its rate and loss.
 command -v ping >/dev/null || need_apt+=(iputils-ping)
 command -v iperf3 >/dev/null || need_apt+=(iperf3)
+# Janus (its VideoRoom plugin and WebSockets transport): the SFU benchmark's reference server
+# (bench/sfu.sh runs it from a configuration of its own).
+command -v janus >/dev/null || need_apt+=(janus)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing Debian packages: ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-# The coturn and redis packages may start system services; the tests start their own.
-for service in coturn redis-server; do
+# The coturn, redis and janus packages may start system services; the tests start their own.
+for service in coturn redis-server janus; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
         systemctl stop "$service" || true
     fi

@@ -4,9 +4,17 @@
 //! `--subscribers` peers receive what the server forwards, as raw RTP (publishers receive
 //! the others' streams too, and count as receivers of them).
 //!
-//!   sfu-load --url ws://HOST:PORT/ws --pid SERVER_PID [--publishers 2] [--subscribers 6]
-//!            [--seconds 15] [--warmup 3] [--video-kbps 800] [--fps 30] [--keyframe-secs 3]
-//!            [--bind IP]
+//! With `--janus`, the same peers and media go to Janus's VideoRoom plugin instead, through its
+//! WebSocket API (`--url ws://HOST:8188`, subprotocol `janus-protocol`; a Janus session and
+//! plugin handle per connection, kept alive): the run creates a room (VP8, Opus), each
+//! publisher joins and publishes its offer, and once every feed is up (`listparticipants`)
+//! each subscriber joins with all feeds (Janus offers, we answer with `start`) and each
+//! publisher subscribes to the others' feeds on a second connection, so both servers forward
+//! the same streams to the same receivers.
+//!
+//!   sfu-load --url ws://HOST:PORT/ws --pid SERVER_PID [--janus] [--publishers 2]
+//!            [--subscribers 6] [--seconds 15] [--warmup 3] [--video-kbps 800] [--fps 30]
+//!            [--keyframe-secs 3] [--bind IP]
 //!
 //! Video is one layer: the native peer cannot offer send simulcast (rids) yet. A publisher's
 //! video is frames of 640x360-like sizes (`--video-kbps` at `--fps`, a key frame 8 times a
@@ -24,12 +32,13 @@
 //! subscriber's event, so it includes the publisher's pacer (video key frames queue there)
 //! and both peers' driver tasks as well as the server: audio, sent first by every pacer, is
 //! the closest to the server's own forwarding delay. The server's CPU time over the window
-//! comes from `/proc/PID` of `--pid`. Prints one `key=value` line per result.
+//! comes from `/proc/PID` of `--pid` (its threads' schedstat, and utime+stime of its stat).
+//! Prints one `key=value` line per result.
 
 use anyhow::{bail, Context};
 use clap::Parser;
 use peerlink::session::{Session, SessionEvent, SessionOptions};
-use peerlink::SFU_PEER;
+use peerlink::{PeerEvents, PeerHandle, SFU_PEER};
 use peerlink_rtc::{
     supported_codecs, Codec, ConnectionState, Direction, MediaKind, RtcEvent, TrackConfig, TransceiverId,
 };
@@ -42,9 +51,13 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Parser)]
 struct Args {
-    /// Signaling WebSocket URL of `peerlink serve --room-mode sfu`
+    /// Signaling WebSocket URL of `peerlink serve --room-mode sfu`, or with `--janus` the
+    /// WebSocket API of Janus (its `janus-protocol` transport)
     #[arg(long)]
     url: String,
+    /// The server is Janus: its VideoRoom plugin, in a room this run creates
+    #[arg(long)]
+    janus: bool,
     /// The server's process id, for its CPU time
     #[arg(long)]
     pid: u32,
@@ -182,46 +195,143 @@ async fn run(args: Args) -> anyhow::Result<()> {
         window: Mutex::new((u64::MAX, u64::MAX)),
         stop: AtomicBool::new(false),
     });
-    // Subscribers first, so every publication finds them in the room.
+    let server = if args.janus { "janus" } else { "peerlink" };
+    let codecs = |kind: &str, codec: Codec| {
+        supported_codecs(kind).into_iter().filter(|c| c.codec == codec).collect::<Vec<_>>()
+    };
+    let tracks = vec![
+        (
+            MediaKind::Audio,
+            Direction::SendOnly,
+            TrackConfig { codecs: codecs("audio", Codec::Opus), ..TrackConfig::new(MediaKind::Audio) },
+        ),
+        (
+            MediaKind::Video,
+            Direction::SendOnly,
+            TrackConfig { codecs: codecs("video", Codec::Vp8), ..TrackConfig::new(MediaKind::Video) },
+        ),
+    ];
     let mut subs = Vec::new();
-    for i in 0..args.subscribers {
-        let session = Session::join(&args.url, &args.room, &format!("sub-{i}"), options(&args, Vec::new()))
+    let mut pubs_spawned = Vec::new();
+    // Janus's own sessions (its room's, and every peer's keep-alive) end with these.
+    let mut janus_tasks = Vec::new();
+    if args.janus {
+        // The room, then the publishers (a subscriber names the feeds it wants, so they
+        // come first), each also subscribing to the others' feeds on a second connection,
+        // as a VideoRoom participant does (`peerlink serve` sends them the others' streams).
+        let room = u64::from(std::process::id());
+        let mut control = janus::Janus::attach(&args.url).await?;
+        let mut pubs = Vec::new();
+        control
+            .message(
+                serde_json::json!({
+                    "request": "create", "room": room, "publishers": args.publishers,
+                    "videocodec": "vp8", "audiocodec": "opus", "bitrate": 0, "fir_freq": 0,
+                    "notify_joining": false,
+                }),
+                None,
+            )
             .await
-            .with_context(|| format!("subscriber {i} joining"))?;
-        let stats = Arc::new(Mutex::new(SubscriberStats::default()));
-        subs.push((stats.clone(), tokio::spawn(subscribe(session, shared.clone(), stats))));
-    }
-    let mut pubs = Vec::new();
-    for i in 0..args.publishers {
-        let codecs = |kind: &str, codec: Codec| {
-            supported_codecs(kind).into_iter().filter(|c| c.codec == codec).collect::<Vec<_>>()
+            .context("creating the VideoRoom room")?;
+        for i in 0..args.publishers {
+            let (link, task) = janus::publisher(&args, room, i as u64, tracks.clone())
+                .await
+                .with_context(|| format!("publisher {i} joining Janus"))?;
+            janus_tasks.push(task);
+            let stats = Arc::new(Mutex::new(SubscriberStats::default()));
+            let shape = Shape::new(&args, i as u16);
+            pubs.push((stats, link, shape));
+        }
+        // Janus offers a feed to subscribers once its publisher's connection is up.
+        pubs_spawned = pubs
+            .into_iter()
+            .map(|(stats, link, shape)| {
+                (stats.clone(), tokio::spawn(publish(link, shared.clone(), shape, stats)))
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(args.setup_timeout);
+        loop {
+            let (list, _) = control
+                .message(serde_json::json!({ "request": "listparticipants", "room": room }), None)
+                .await?;
+            let up = list["participants"]
+                .as_array()
+                .map_or(0, |l| l.iter().filter(|p| p["publisher"] == true).count());
+            if up == args.publishers {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "after {} s only {up} of {} publishers' connections to Janus are up",
+                    args.setup_timeout,
+                    args.publishers
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        janus_tasks.push(control.keep_alive());
+        let feeds = |except: Option<usize>| {
+            (0..args.publishers)
+                .filter(|&p| Some(p) != except)
+                .map(|p| janus::feed(p as u64))
+                .collect::<Vec<_>>()
         };
-        let tracks = vec![
-            (
-                MediaKind::Audio,
-                Direction::SendOnly,
-                TrackConfig { codecs: codecs("audio", Codec::Opus), ..TrackConfig::new(MediaKind::Audio) },
-            ),
-            (
-                MediaKind::Video,
-                Direction::SendOnly,
-                TrackConfig { codecs: codecs("video", Codec::Vp8), ..TrackConfig::new(MediaKind::Video) },
-            ),
-        ];
-        let session = Session::join(&args.url, &args.room, &format!("pub-{i}"), options(&args, tracks))
-            .await
-            .with_context(|| format!("publisher {i} joining"))?;
-        let shape = Shape::new(&args, i as u16);
-        let stats = Arc::new(Mutex::new(SubscriberStats::default()));
-        pubs.push((stats.clone(), tokio::spawn(publish(session, shared.clone(), shape, stats))));
+        for (i, (stats, _)) in pubs_spawned.iter().enumerate() {
+            let others = feeds(Some(i));
+            if others.is_empty() {
+                continue;
+            }
+            let (link, task) = janus::subscriber(&args, room, &others)
+                .await
+                .with_context(|| format!("publisher {i} subscribing on Janus"))?;
+            janus_tasks.push(task);
+            subs.push((None, tokio::spawn(subscribe(link, shared.clone(), stats.clone()))));
+        }
+        for i in 0..args.subscribers {
+            let (link, task) = janus::subscriber(&args, room, &feeds(None))
+                .await
+                .with_context(|| format!("subscriber {i} joining Janus"))?;
+            janus_tasks.push(task);
+            let stats = Arc::new(Mutex::new(SubscriberStats::default()));
+            subs.push((Some(stats.clone()), tokio::spawn(subscribe(link, shared.clone(), stats))));
+        }
+    } else {
+        // Subscribers first, so every publication finds them in the room.
+        for i in 0..args.subscribers {
+            let session =
+                Session::join(&args.url, &args.room, &format!("sub-{i}"), options(&args, Vec::new()))
+                    .await
+                    .with_context(|| format!("subscriber {i} joining"))?;
+            let stats = Arc::new(Mutex::new(SubscriberStats::default()));
+            subs.push((
+                Some(stats.clone()),
+                tokio::spawn(subscribe(Link::Session(session), shared.clone(), stats)),
+            ));
+        }
+        for i in 0..args.publishers {
+            let session =
+                Session::join(&args.url, &args.room, &format!("pub-{i}"), options(&args, tracks.clone()))
+                    .await
+                    .with_context(|| format!("publisher {i} joining"))?;
+            let stats = Arc::new(Mutex::new(SubscriberStats::default()));
+            let shape = Shape::new(&args, i as u16);
+            pubs_spawned.push((
+                stats.clone(),
+                tokio::spawn(publish(Link::Session(session), shared.clone(), shape, stats)),
+            ));
+        }
     }
 
     // Everyone receives everything, then the warm-up.
     let deadline = Instant::now() + Duration::from_secs(args.setup_timeout);
     let want = args.publishers * 2;
     loop {
-        let ready = subs.iter().filter(|(s, _)| s.lock().expect("not poisoned").seen.len() >= want).count();
-        if ready == subs.len() {
+        let ready = subs
+            .iter()
+            .filter_map(|(s, _)| s.as_ref())
+            .filter(|s| s.lock().expect("not poisoned").seen.len() >= want)
+            .count();
+        if ready == args.subscribers {
             break;
         }
         if Instant::now() > deadline {
@@ -229,7 +339,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             bail!(
                 "after {} s only {ready} of {} subscribers receive all {want} streams",
                 args.setup_timeout,
-                subs.len()
+                args.subscribers
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -237,10 +347,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let setup = shared.origin.elapsed();
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     let cpu_before = peerlink_bench::process_cpu(args.pid).context("server CPU time")?;
+    let ticks_before = peerlink_bench::process_cpu_ticks(args.pid).context("server CPU time")?;
     let from = shared.now_ns();
     *shared.window.lock().expect("not poisoned") = (from, from + args.seconds * 1_000_000_000);
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let cpu_after = peerlink_bench::process_cpu(args.pid).context("server CPU time")?;
+    let ticks_after = peerlink_bench::process_cpu_ticks(args.pid).context("server CPU time")?;
     let elapsed = Duration::from_nanos(shared.now_ns() - from);
     // What is on its way arrives (a retransmission included), then everyone stops.
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -248,12 +360,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut sent: HashMap<(u16, u8), Sent> = HashMap::new();
     // Publishers receive the others' streams too: the server forwards those as well.
     let mut receivers: Vec<(Option<u16>, Arc<Mutex<SubscriberStats>>)> = Vec::new();
-    for (i, (stats, task)) in pubs.into_iter().enumerate() {
+    for (i, (stats, task)) in pubs_spawned.into_iter().enumerate() {
         sent.extend(task.await.context("publisher task")??);
         receivers.push((Some(i as u16), stats));
     }
-    receivers.extend(subs.iter().map(|(stats, _)| (None, stats.clone())));
+    receivers.extend(subs.iter().filter_map(|(stats, _)| stats.clone().map(|s| (None, s))));
     for (_, task) in &subs {
+        task.abort();
+    }
+    for task in &janus_tasks {
         task.abort();
     }
 
@@ -293,6 +408,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let secs = elapsed.as_secs_f64();
     let cpu = cpu_after.saturating_sub(cpu_before).as_secs_f64();
+    let cpu_stat = ticks_after.saturating_sub(ticks_before).as_secs_f64();
     let loss = |exp: u64, got: u64| {
         if exp == 0 {
             0.0
@@ -300,6 +416,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             100.0 * (exp.saturating_sub(got)) as f64 / exp as f64
         }
     };
+    println!("server={server}");
     println!("publishers={}", args.publishers);
     println!("subscribers={}", args.subscribers);
     println!(
@@ -318,6 +435,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("server_cpu_seconds={cpu:.3}");
     println!("server_cpu_share={:.3}", cpu / secs);
     println!("forwarded_packets_per_cpu_second={:.0}", if cpu > 0.0 { packets as f64 / cpu } else { 0.0 });
+    println!("server_cpu_seconds_stat={cpu_stat:.2}");
+    println!(
+        "forwarded_packets_per_cpu_second_stat={:.0}",
+        if cpu_stat > 0.0 { packets as f64 / cpu_stat } else { 0.0 }
+    );
     println!("loss_percent={:.3}", loss(expected, got));
     println!("loss_percent_by_ssrc_seq={:.3}", loss(ssrc_expected, ssrc_got));
     println!("duplicates={duplicates}");
@@ -423,7 +545,7 @@ fn fill(p: &mut Vec<u8>, len: usize) {
 }
 
 async fn publish(
-    mut session: Session,
+    mut link: Link,
     shared: Arc<Shared>,
     mut shape: Shape,
     stats: Arc<Mutex<SubscriberStats>>,
@@ -452,11 +574,11 @@ async fn publish(
             None
         };
         tokio::select! {
-            event = session.next() => {
+            event = link.next() => {
                 let Some(event) = event else { bail!("publisher {}: the session ended", shape.publisher) };
                 match event {
-                    SessionEvent::Connecting { peer, handle: h, .. } if peer.id == SFU_PEER => handle = Some(h),
-                    SessionEvent::Rtc { peer, event } if peer == SFU_PEER => match event {
+                    LinkEvent::Handle(h) => handle = Some(h),
+                    LinkEvent::Rtc(event) => match event {
                         RtcEvent::ConnectionState(ConnectionState::Connected) => {
                             connected = true;
                             next_audio = Instant::now();
@@ -470,10 +592,10 @@ async fn publish(
                         RtcEvent::Rtp { packet, .. } => on_rtp(&shared, &stats, &packet),
                         _ => {}
                     },
-                    SessionEvent::Gone { peer, reason } if peer == SFU_PEER => {
+                    LinkEvent::Gone(reason) => {
                         bail!("publisher {}: the server's connection: {reason}", shape.publisher);
                     }
-                    _ => {}
+                    LinkEvent::Other => {}
                 }
             }
             () = sleep_until(due) => {
@@ -555,7 +677,7 @@ async fn publish(
             }
         }
     }
-    session.close().await;
+    link.close().await;
     Ok(HashMap::from([((shape.publisher, AUDIO), audio.sent), ((shape.publisher, VIDEO), video.sent)]))
 }
 
@@ -573,9 +695,9 @@ async fn sleep_until(due: Option<Instant>) {
     }
 }
 
-async fn subscribe(mut session: Session, shared: Arc<Shared>, stats: Arc<Mutex<SubscriberStats>>) {
-    while let Some(event) = session.next().await {
-        if let SessionEvent::Rtc { event: RtcEvent::Rtp { packet, .. }, .. } = event {
+async fn subscribe(mut link: Link, shared: Arc<Shared>, stats: Arc<Mutex<SubscriberStats>>) {
+    while let Some(event) = link.next().await {
+        if let LinkEvent::Rtc(RtcEvent::Rtp { packet, .. }) = event {
             on_rtp(&shared, &stats, &packet);
         }
     }
@@ -617,4 +739,254 @@ fn on_rtp(shared: &Shared, stats: &Mutex<SubscriberStats>, packet: &[u8]) {
     s.bytes_in_window += packet.len() as u64;
     let delay = arrived.saturating_sub(sent_at) / 1000;
     s.delays[stream as usize].push(delay.min(u64::from(u32::MAX)) as u32);
+}
+
+/// One peer's connection to the server under test: through `peerlink serve`'s signaling (the
+/// session's connection to the reserved peer "sfu"), or set up through Janus's API; the media
+/// goes through the same native peer either way.
+enum Link {
+    Session(Session),
+    Janus { handle: PeerHandle, given: bool, events: PeerEvents },
+}
+
+/// What a [`Link`] tells its peer task.
+enum LinkEvent {
+    /// Commands to the connection to the server.
+    Handle(PeerHandle),
+    Rtc(RtcEvent),
+    Gone(String),
+    Other,
+}
+
+impl Link {
+    async fn next(&mut self) -> Option<LinkEvent> {
+        match self {
+            Link::Session(session) => Some(match session.next().await? {
+                SessionEvent::Connecting { peer, handle, .. } if peer.id == SFU_PEER => {
+                    LinkEvent::Handle(handle)
+                }
+                SessionEvent::Rtc { peer, event } if peer == SFU_PEER => LinkEvent::Rtc(event),
+                SessionEvent::Gone { peer, reason } if peer == SFU_PEER => {
+                    LinkEvent::Gone(reason.to_string())
+                }
+                _ => LinkEvent::Other,
+            }),
+            Link::Janus { handle, given, events } => {
+                if !*given {
+                    *given = true;
+                    return Some(LinkEvent::Handle(handle.clone()));
+                }
+                Some(
+                    events
+                        .next()
+                        .await
+                        .map_or_else(|| LinkEvent::Gone("the peer stopped".to_owned()), LinkEvent::Rtc),
+                )
+            }
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Link::Session(session) => session.close().await,
+            Link::Janus { handle, .. } => handle.close().await,
+        }
+    }
+}
+
+/// Janus's VideoRoom plugin through its WebSocket API (subprotocol `janus-protocol`): one
+/// socket, Janus session and plugin handle per peer connection.
+mod janus {
+    use super::{Args, Link};
+    use anyhow::{bail, Context};
+    use futures_util::{SinkExt, StreamExt};
+    use peerlink::rtc::{Description, Direction, MediaKind, RtcConfig, SdpType, TrackConfig};
+    use peerlink::{Peer, PeerConfig};
+    use serde_json::{json, Value};
+    use std::time::Duration;
+    use tokio::net::TcpStream;
+    use tokio::task::JoinHandle;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+    /// How long Janus may take to answer a request.
+    const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
+    /// Janus drops a session after 60 s without a request (its default `session_timeout`).
+    const KEEPALIVE: Duration = Duration::from_secs(20);
+
+    /// The feed id of publisher `i`.
+    pub fn feed(i: u64) -> u64 {
+        1000 + i
+    }
+
+    pub struct Janus {
+        ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+        session: u64,
+        handle: u64,
+        transactions: u64,
+    }
+
+    impl Janus {
+        /// A new Janus session with a handle of the VideoRoom plugin.
+        pub async fn attach(url: &str) -> anyhow::Result<Janus> {
+            let mut request = url.into_client_request()?;
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("janus-protocol"));
+            let (ws, _) = tokio_tungstenite::connect_async(request)
+                .await
+                .with_context(|| format!("connecting to {url}"))?;
+            let mut janus = Janus { ws, session: 0, handle: 0, transactions: 0 };
+            let created = janus.call(json!({ "janus": "create" })).await?;
+            janus.session = id(&created)?;
+            let attached =
+                janus.call(json!({ "janus": "attach", "plugin": "janus.plugin.videoroom" })).await?;
+            janus.handle = id(&attached)?;
+            Ok(janus)
+        }
+
+        async fn send(&mut self, mut request: Value) -> anyhow::Result<String> {
+            self.transactions += 1;
+            let transaction = format!("t{}", self.transactions);
+            request["transaction"] = json!(transaction);
+            if self.session != 0 {
+                request["session_id"] = json!(self.session);
+            }
+            if self.handle != 0 {
+                request["handle_id"] = json!(self.handle);
+            }
+            self.ws.send(Message::text(request.to_string())).await?;
+            Ok(transaction)
+        }
+
+        async fn receive(&mut self) -> anyhow::Result<Value> {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(text.as_str())?),
+                    Some(Ok(Message::Close(_))) | None => bail!("Janus closed the WebSocket"),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e.into()),
+                }
+            }
+        }
+
+        /// A request and its answer: Janus's `success`, or the plugin's `event` after the
+        /// `ack` of an asynchronous request.
+        async fn call(&mut self, request: Value) -> anyhow::Result<Value> {
+            let transaction = self.send(request).await?;
+            let deadline = tokio::time::Instant::now() + ANSWER_TIMEOUT;
+            loop {
+                let answer = tokio::time::timeout_at(deadline, self.receive())
+                    .await
+                    .with_context(|| format!("no answer from Janus within {ANSWER_TIMEOUT:?}"))??;
+                if answer["transaction"].as_str() != Some(transaction.as_str()) {
+                    continue;
+                }
+                match answer["janus"].as_str() {
+                    Some("ack") => continue,
+                    Some("error") => bail!("Janus: {}", answer["error"]),
+                    _ => {}
+                }
+                let data = &answer["plugindata"]["data"];
+                if let Some(e) = data.get("error") {
+                    bail!("VideoRoom: {e} (code {})", data["error_code"]);
+                }
+                return Ok(answer);
+            }
+        }
+
+        /// A VideoRoom request, with a description: the answer's plugin data and description.
+        pub async fn message(
+            &mut self,
+            body: Value,
+            jsep: Option<&Description>,
+        ) -> anyhow::Result<(Value, Option<Description>)> {
+            let mut request = json!({ "janus": "message", "body": body });
+            if let Some(d) = jsep {
+                request["jsep"] = json!({ "type": d.kind.as_str(), "sdp": d.sdp });
+            }
+            let answer = self.call(request).await?;
+            let jsep =
+                answer["jsep"]["type"].as_str().and_then(SdpType::parse).zip(answer["jsep"]["sdp"].as_str());
+            let jsep = jsep.map(|(kind, sdp)| Description { kind, sdp: sdp.to_owned() });
+            Ok((answer["plugindata"]["data"].clone(), jsep))
+        }
+
+        /// Our candidates are all in the description we sent: none follow.
+        async fn candidates_done(&mut self) -> anyhow::Result<()> {
+            self.send(json!({ "janus": "trickle", "candidate": { "completed": true } })).await.map(drop)
+        }
+
+        /// Keeps the session alive, reading and dropping what Janus sends, until aborted.
+        pub fn keep_alive(mut self) -> JoinHandle<()> {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(KEEPALIVE);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            if self.send(json!({ "janus": "keepalive" })).await.is_err() {
+                                return;
+                            }
+                        }
+                        received = self.receive() => if received.is_err() { return },
+                    }
+                }
+            })
+        }
+    }
+
+    fn id(answer: &Value) -> anyhow::Result<u64> {
+        answer["data"]["id"].as_u64().with_context(|| format!("no id in Janus's answer {answer}"))
+    }
+
+    async fn peer(args: &Args, tracks: Vec<(MediaKind, Direction, TrackConfig)>) -> anyhow::Result<Link> {
+        // As `SessionOptions` of the other server's peers: raw RTP, recvonly for offered media.
+        let rtc =
+            RtcConfig { accept_media: Some(Direction::RecvOnly), accept_raw: true, ..RtcConfig::default() };
+        let peer = Peer::start(PeerConfig { rtc, addresses: args.bind.into_iter().collect() }).await?;
+        let (handle, events) = peer.split();
+        for (kind, direction, config) in tracks {
+            handle.add_transceiver(kind, direction, config).await?;
+        }
+        Ok(Link::Janus { handle, given: false, events })
+    }
+
+    /// Publisher `i` in `room`: joins, and publishes our offer.
+    pub async fn publisher(
+        args: &Args,
+        room: u64,
+        i: u64,
+        tracks: Vec<(MediaKind, Direction, TrackConfig)>,
+    ) -> anyhow::Result<(Link, JoinHandle<()>)> {
+        let link = peer(args, tracks).await?;
+        let Link::Janus { handle, .. } = &link else { unreachable!("a Janus link") };
+        let mut janus = Janus::attach(&args.url).await?;
+        let join = json!({ "request": "join", "ptype": "publisher", "room": room, "id": feed(i), "display": format!("pub-{i}") });
+        janus.message(join, None).await.context("join as publisher")?;
+        let offer = handle.create_offer().await?;
+        let (_, answer) =
+            janus.message(json!({ "request": "publish" }), Some(&offer)).await.context("publish")?;
+        handle.set_remote_description(answer.context("no answer to the publisher's offer")?).await?;
+        janus.candidates_done().await?;
+        Ok((link, janus.keep_alive()))
+    }
+
+    /// A subscriber to `feeds` in `room`: Janus offers, we answer with `start`.
+    pub async fn subscriber(args: &Args, room: u64, feeds: &[u64]) -> anyhow::Result<(Link, JoinHandle<()>)> {
+        let link = peer(args, Vec::new()).await?;
+        let Link::Janus { handle, .. } = &link else { unreachable!("a Janus link") };
+        let mut janus = Janus::attach(&args.url).await?;
+        let streams: Vec<Value> = feeds.iter().map(|f| json!({ "feed": f })).collect();
+        let join = json!({ "request": "join", "ptype": "subscriber", "room": room, "streams": streams });
+        let (_, offer) = janus.message(join, None).await.context("join as subscriber")?;
+        let answer = handle
+            .set_remote_description(offer.context("Janus sent no offer")?)
+            .await?
+            .context("no answer to Janus's offer")?;
+        janus.message(json!({ "request": "start" }), Some(&answer)).await.context("start")?;
+        janus.candidates_done().await?;
+        Ok((link, janus.keep_alive()))
+    }
 }
