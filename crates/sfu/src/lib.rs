@@ -274,8 +274,8 @@ impl LayerChoice {
 
     /// [`LayerChoice::retarget`] within what the path to the subscriber carries for this
     /// track (`cap_bps`, from the bandwidth estimate): a layer above it is left at once.
-    /// The layer moved to must fit in [`FIT_SHARE`] of the cap; the one being forwarded
-    /// stays while it fits in all of it.
+    /// The layer moved to must fit in 85 % of the cap (room for its rate to swing); the one
+    /// forwarded stays while it fits in all of it.
     pub fn retarget_within(&mut self, now: Instant, layers: &Layers, cap_bps: u64) -> Option<usize> {
         let best = layers.best_within(now, cap_bps / 100 * FIT_SHARE)?;
         let from = self.current.unwrap_or(self.target);
