@@ -117,13 +117,15 @@ fn probes_come_out_once_and_their_result_sets_the_rate() {
     let mut bwe = BandwidthEstimator::new(BweConfig::default());
     let clusters: Vec<_> = std::iter::from_fn(|| bwe.poll_probe(t0)).collect();
     assert_eq!(clusters.iter().map(|c| c.bitrate_bps).collect::<Vec<_>>(), [900_000, 1_800_000]);
-    // The first cluster: 5 packets of 1200 bytes, 10 ms apart when sent and received.
+    // The first cluster: 9 packets of 1200 bytes (MIN_PROBE_BYTES), 10 ms apart when sent
+    // and received.
     let c = clusters[0];
-    for s in 0..5u16 {
+    assert_eq!(c.min_bytes, probe::MIN_PROBE_BYTES);
+    for s in 0..9u16 {
         bwe.on_probe_sent(t0 + MS * u32::from(s) * 10, s, 1200, c.id);
     }
-    bwe.on_feedback(t0 + 100 * MS, &received(0, 5, 40));
-    // 4 × 1200 bytes over 40 ms: 960 kbit/s each way, and the cluster ran at 900.
+    bwe.on_feedback(t0 + 150 * MS, &received(0, 9, 40));
+    // 1200 bytes every 10 ms: 960 kbit/s each way, and the cluster ran at 900.
     assert_eq!(bwe.stats().probe_results, 1);
     assert_eq!(bwe.target_bitrate(), 960_000);
 }
