@@ -123,6 +123,8 @@ step "SFU: 4 Chromium pages in a --room-mode sfu room decode each other over one
 tests/e2e/sfu-chromium.sh target/release/peerlink
 step "SFU: last-N and thumbnails: 4 Chromium pages get the videos the speaker order names, in the right layers"
 SCENARIO=lastn tests/e2e/sfu-chromium.sh target/release/peerlink
+step "SFU: a Chromium receiver behind a path cut to 0.3 Mbit/s: low layer within 2 s, no freeze over 500 ms, top layer back within 10 s"
+tests/e2e/sfu-ratelimit.sh target/release/peerlink
 step "SFU: native peers (play, record, chat) in an SFU room with a Chromium page"
 tests/e2e/sfu-native.sh target/release/peerlink
 step "SFU: the browser app in an SFU room (4 pages, one connection each, chat through the server)"

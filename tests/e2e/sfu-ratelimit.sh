@@ -19,12 +19,12 @@
 #   LIMIT_MBIT=0.3 LIMIT_S=15 DELAY_MS=20 QUEUE_MS=200 CAMERA=1280x720   KEEP=DIR keep the logs in DIR
 # Needs root, iptables, NetfilterQueue in tests/interop/.venv, node with tests/browser's
 # packages and Chromium (scripts/install-test-deps.sh installs them). Takes 35-60 s.
-# Not in the test command yet: the 500 ms freeze bound is not met. Measured 2026-12-06
-# (probing, acked-bounded loss cuts, estimates read every 200 ms, pacing at 2.5 x the
-# estimate), 3 runs: the low layer after 1.57, 1.59, 1.33 s; the top layer back 1.77, 4.79,
-# 1.43 s after the lift; the longest stretch without a new frame 1200, 1100, 3550 ms. Before
-# those changes (7 runs): the low layer within 2 s in 1, the top layer back in 5, the
-# estimate at its floor under the limit.
+# Measured 2026-12-06, 4 runs: the low layer after 0.57-0.73 s, the longest stretch without
+# a new frame 350-400 ms, the top layer back 0.65-1.22 s after the lift, 16-28 packets lost
+# at the bottleneck. Before raw sections dropped copies of received packets, the SFU's
+# first step down left half the estimate free, retransmissions were bounded by the
+# estimate, history was forgotten at a layer switch and probes were 10 kB at least:
+# stretches of 1100-3550 ms and 542-616 packets lost (the low layer froze again and again).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib/common.sh

@@ -60,6 +60,7 @@ enum Command {
     RequestKeyframe(TransceiverId),
     RequestKeyframeLayer(TransceiverId, usize),
     RequestBandwidthProbe(u64),
+    ForgetSent(TransceiverId),
     WriteRtp(TransceiverId, Codec, Vec<u8>, u16, u32),
     StopTransceiver(TransceiverId, oneshot::Sender<Result<(), RtcError>>),
     MediaStats(TransceiverId, oneshot::Sender<Option<MediaStats>>),
@@ -279,6 +280,11 @@ impl PeerHandle {
         let _ = self.commands.send(Command::RequestKeyframeLayer(id, layer));
     }
 
+    /// Nothing sent so far on `id` will be retransmitted ([`PeerConnection::forget_sent`]).
+    pub fn forget_sent(&self, id: TransceiverId) {
+        let _ = self.commands.send(Command::ForgetSent(id));
+    }
+
     /// Asks for a bandwidth probe at `bitrate_bps` ([`PeerConnection::request_bandwidth_probe`]).
     pub fn request_bandwidth_probe(&self, bitrate_bps: u64) {
         let _ = self.commands.send(Command::RequestBandwidthProbe(bitrate_bps));
@@ -488,6 +494,7 @@ async fn drive(
                     Command::RequestKeyframe(id) => pc.request_keyframe(now, id),
                     Command::RequestKeyframeLayer(id, layer) => pc.request_keyframe_layer(now, id, layer),
                     Command::RequestBandwidthProbe(bps) => pc.request_bandwidth_probe(bps),
+                    Command::ForgetSent(id) => pc.forget_sent(id),
                     Command::WriteRtp(id, codec, packet, seq, ts) => {
                         let _ = pc.write_rtp(now, id, codec, &packet, seq, ts);
                     }

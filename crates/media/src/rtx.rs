@@ -65,6 +65,12 @@ impl SendHistory {
         }
     }
 
+    /// Forgets every packet held: none of them will be resent (the receiver starts over
+    /// at a key frame, say, and has no use for them).
+    pub fn clear(&mut self) {
+        self.slots.iter_mut().for_each(|s| *s = None);
+    }
+
     /// The packet sent with `seq`, if still held (however old).
     pub fn get(&self, seq: Serial16) -> Option<&[u8]> {
         match &self.slots[self.slot(seq)] {
@@ -154,6 +160,23 @@ mod tests {
     use peerlink_rtp::RtpHeader;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_cleared_history_resends_nothing_sent_before_but_what_follows() {
+        let t = Instant::now();
+        let mut h = SendHistory::new(8, Duration::from_secs(1));
+        for seq in 0..4u16 {
+            h.store(t, Serial16(seq), &original(seq, 0));
+        }
+        assert!(h.get_for_resend(t, Serial16(2), MS).is_some());
+        h.clear();
+        for seq in 0..4u16 {
+            assert!(h.get(Serial16(seq)).is_none());
+            assert!(h.get_for_resend(t + 5 * MS, Serial16(seq), MS).is_none());
+        }
+        h.store(t, Serial16(4), &original(4, 0));
+        assert_eq!(h.get_for_resend(t, Serial16(4), MS), Some(&original(4, 0)[..]));
+    }
 
     fn original(seq: u16, padding: u8) -> Vec<u8> {
         let mut csrcs = Csrcs::default();

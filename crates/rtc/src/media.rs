@@ -693,6 +693,16 @@ impl PeerConnection {
         }
     }
 
+    /// Nothing sent so far on `id` will be retransmitted: a forwarder that switched what it
+    /// sends on `id` to another source (a simulcast layer, at its key frame) tells so. The
+    /// receiver starts over at that key frame, and repairs of the old source would only
+    /// take the path's room from it (on a path that just got narrower, a lot).
+    pub fn forget_sent(&mut self, id: TransceiverId) {
+        if let Some(t) = self.media.transceivers.get_mut(id.0) {
+            t.send.history.clear();
+        }
+    }
+
     /// [`PeerConnection::request_keyframe`] for one simulcast layer (an index of
     /// [`TransceiverInfo::rids`]).
     pub fn request_keyframe_layer(&mut self, now: Instant, id: TransceiverId, layer: usize) {
