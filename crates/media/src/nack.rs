@@ -53,6 +53,8 @@ struct Missing {
 
 /// Round-trip time assumed until [`NackGenerator::set_rtt`] is called.
 const DEFAULT_RTT: Duration = Duration::from_millis(100);
+/// How many of the latest sequence numbers are remembered as received, to tell copies.
+const SEEN: usize = 512;
 
 /// NACK scheduling for one received stream (one SSRC; packets repaired through RTX are
 /// fed in with their original sequence number).
@@ -64,6 +66,9 @@ pub struct NackGenerator {
     rtt: Duration,
     keyframe_needed: bool,
     stats: NackStats,
+    /// Received packets by slot (`ext % SEEN`): the unwrapped number + 1 of the last one
+    /// that took the slot (0: none). Empty until the first packet.
+    seen: Vec<u64>,
 }
 
 impl NackGenerator {
@@ -73,6 +78,7 @@ impl NackGenerator {
             unwrapper: Unwrapper16::new(),
             missing: BTreeMap::new(),
             rtt: DEFAULT_RTT,
+            seen: Vec::new(),
             keyframe_needed: false,
             stats: NackStats::default(),
         }
@@ -93,22 +99,35 @@ impl NackGenerator {
         self.missing.len()
     }
 
+    /// Marks `ext` received; whether it was not already (among the last [`SEEN`]).
+    fn mark_seen(&mut self, ext: u64) -> bool {
+        if self.seen.is_empty() {
+            self.seen = vec![0; SEEN];
+        }
+        let slot = &mut self.seen[(ext % SEEN as u64) as usize];
+        let new = *slot != ext + 1;
+        *slot = ext + 1;
+        new
+    }
+
     /// A packet arrived: `is_retransmission` when it came through RTX. Returns whether it
-    /// is new: ahead of everything so far, or one of the holes. A packet at or behind the
-    /// highest that fills no hole is a copy (a sender's redundant RTX padding, a
-    /// retransmission that crossed the original) or older than the holes kept, and `false`.
+    /// is new, `false` for a copy of one of the last 512 received (a sender's redundant
+    /// RTX padding, a retransmission that crossed the original). Anything else is new:
+    /// ahead, a hole filled, late, reordered, or from after a jump either way.
     pub fn on_packet(&mut self, now: Instant, seq: Serial16, is_retransmission: bool) -> bool {
         let Some(highest) = self.unwrapper.highest() else {
-            self.unwrapper.unwrap(seq);
-            return true;
+            let ext = self.unwrapper.unwrap(seq);
+            return self.mark_seen(ext);
         };
         let ext = self.unwrapper.peek(seq);
+        let new = self.mark_seen(ext);
         if ext <= highest {
-            let Some(m) = self.missing.remove(&ext) else { return false };
-            if is_retransmission || m.retries > 0 {
-                self.stats.recovered += 1;
+            if let Some(m) = self.missing.remove(&ext) {
+                if is_retransmission || m.retries > 0 {
+                    self.stats.recovered += 1;
+                }
             }
-            return true;
+            return new;
         }
         self.unwrapper.unwrap(seq);
         let gap = ext - highest - 1;
@@ -214,6 +233,41 @@ mod tests {
         for s in seqs {
             g.on_packet(now, Serial16(s), false);
         }
+    }
+
+    #[test]
+    fn only_copies_are_not_new_whatever_the_order() {
+        let t = Instant::now();
+        // Reordered at the start: the earlier number after the later.
+        let mut g = generator();
+        assert!(g.on_packet(t, Serial16(101), false));
+        assert!(g.on_packet(t, Serial16(100), false));
+        assert!(!g.on_packet(t, Serial16(100), true));
+        // A stray far ahead (a jump past the holes kept): the stream's own packets after it
+        // are new, not taken for copies.
+        assert!(g.on_packet(t, Serial16(30_000), false));
+        for seq in 102..110u16 {
+            assert!(g.on_packet(t, Serial16(seq), false), "{seq}");
+        }
+        // A sender that starts its numbers over, far back.
+        let mut g = generator();
+        for seq in 5_000..5_010u16 {
+            assert!(g.on_packet(t, Serial16(seq), false));
+        }
+        for seq in 10..20u16 {
+            assert!(g.on_packet(t, Serial16(seq), false), "{seq}");
+        }
+        assert!(!g.on_packet(t, Serial16(15), true));
+        // A repair arriving after its hole was given up on is still new.
+        let mut g = generator();
+        assert!(g.on_packet(t, Serial16(1), false));
+        assert!(g.on_packet(t, Serial16(3), false));
+        let mut at = t;
+        while g.missing_count() > 0 {
+            at += 100 * MS;
+            g.poll_nack(at);
+        }
+        assert!(g.on_packet(at, Serial16(2), true));
     }
 
     #[test]
