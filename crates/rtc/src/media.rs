@@ -202,13 +202,14 @@ const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Remote SSRCs we keep routes for (two per section is the usual; simulcast adds a few).
 const MAX_SSRCS: usize = 256;
 /// The share of the bandwidth estimate (in %) retransmissions may take, over
-/// [`RTX_BUDGET_WINDOW`]. On a path that just got narrower, the receiver asks for much of
+/// [`RTX_BUDGET_WINDOW`], when probing is on (the sender follows the estimate). On a path that just got narrower, the receiver asks for much of
 /// what its queue dropped; resent all at once ahead of new media, repairs kept the queue
 /// full, more was lost and asked for again, and a forwarded layer's new key frame waited
 /// behind them (an SFU subscriber froze for seconds: tests/e2e/sfu-ratelimit.sh). What is
 /// over budget is not resent; the receiver asks again or gives up on the frame.
 const RTX_SHARE: u64 = 50;
 const RTX_BUDGET_WINDOW: Duration = Duration::from_millis(500);
+const RTX_BUDGET_MIN_BYTES: f64 = 2.0 * 1300.0;
 /// RTP payload room: 1200-byte packets leave room for TURN, SRTP and IPv6 on a 1280 MTU.
 const MAX_RTP_PACKET: usize = 1200;
 
@@ -349,6 +350,8 @@ pub(crate) struct MediaState {
     pub(crate) probing: bool,
     /// Padding packets of probe clusters: when each is due, its cluster, the plain packet.
     probes: VecDeque<(Instant, u32, Vec<u8>)>,
+    /// The cluster whose padding has started to go out.
+    probe_active: Option<u32>,
     /// Bytes of media written in the last second, to set the pacing rate.
     sent_window: VecDeque<(Instant, usize)>,
     rtt: Option<Duration>,
@@ -1128,10 +1131,13 @@ impl PeerConnection {
                 t.stats.nacked_not_in_history += 1;
                 continue;
             }
-            // Within the budget, when there is an estimate to take it from.
-            let budget = m.bwe.as_ref().map(|b| {
+            // Within the budget, when what is sent follows the estimate (probing on, as in
+            // the SFU: its layers do; our own frames and `play` do not, and the estimate
+            // they get starts low and climbs slowly).
+            let budget = m.bwe.as_ref().filter(|_| m.probing).map(|b| {
                 let per_sec = (b.target_bitrate() * RTX_SHARE / 100) as f64 / 8.0;
-                let depth = per_sec * RTX_BUDGET_WINDOW.as_secs_f64();
+                // Never too small for a full packet.
+                let depth = (per_sec * RTX_BUDGET_WINDOW.as_secs_f64()).max(RTX_BUDGET_MIN_BYTES);
                 let (at, left) = m.rtx_budget.unwrap_or((now, depth));
                 let left = (left + per_sec * now.saturating_duration_since(at).as_secs_f64()).min(depth);
                 m.rtx_budget = Some((now, left));
@@ -1331,10 +1337,28 @@ impl PeerConnection {
                     let due = m.probes.front().is_some_and(|(at, _, _)| *at <= now);
                     let probe = if due { m.probes.pop_front() } else { None };
                     let (mut packet, cluster) = match probe {
-                        Some((_, cluster, packet)) => (packet, Some(cluster)),
+                        Some((_, cluster, packet)) => {
+                            m.probe_active = Some(cluster);
+                            (packet, Some(cluster))
+                        }
                         None => {
                             let Some(packet) = m.pacer.as_mut().and_then(|p| p.poll(now)) else { break };
-                            (packet, None)
+                            // Media sent while a cluster goes out is part of it, in place of
+                            // as much of its padding: on top of it, the path got the cluster's
+                            // rate plus the media's, and a 10 kB probe at twice a narrow
+                            // path's estimate overflowed its queue (media lost, a freeze).
+                            let of = |probes: &VecDeque<(Instant, u32, Vec<u8>)>, c: u32| {
+                                probes.front().is_some_and(|(_, f, _)| *f == c)
+                            };
+                            let cluster = m.probe_active.filter(|&c| of(&m.probes, c));
+                            if let Some(c) = cluster {
+                                let mut owed = packet.len();
+                                while owed > 0 && of(&m.probes, c) {
+                                    let (_, _, padding) = m.probes.pop_front().expect("front checked");
+                                    owed = owed.saturating_sub(padding.len());
+                                }
+                            }
+                            (packet, cluster)
                         }
                     };
                     // The transport-wide number, in the order packets leave (RFC 8888's
