@@ -1314,6 +1314,13 @@ impl Sfu {
                 .filter(|s| s.forwarder.kind() == Kind::Video && s.want != Want::Off)
                 .count() as u64;
             if videos == 0 {
+                // Nothing to hold: a hold from before is over (a speaker change must not
+                // apply it later).
+                if let Some(p) = self.participants.get_mut(&id) {
+                    p.hold = None;
+                    p.held_since = None;
+                    p.hold_estimates = (0, 0);
+                }
                 continue;
             }
             let audios =
@@ -1351,7 +1358,12 @@ impl Sfu {
                 })
                 .max()
                 .unwrap_or(0);
-            let Some(estimate) = p.handle.bandwidth_estimate().await else { continue };
+            let Some(estimate) = p.handle.bandwidth_estimate().await else {
+                if let Some(p) = self.participants.get_mut(&id) {
+                    p.hold = p.hold.filter(|(until, _)| now < *until);
+                }
+                continue;
+            };
             let Some(p) = self.participants.get_mut(&id) else { continue };
             // Held back only by an estimate that falls (a path that cannot carry what it is
             // sent), not by one still climbing from its start.

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 /// A probe is this long at its rate, and at least five packets
-/// ([`ProbeCluster::min_packets`]).
+/// ([`ProbeCluster::min_packets`]) and 10 kB.
 pub const PROBE_DURATION: Duration = Duration::from_millis(15);
 pub const MIN_PACKETS: u32 = 5;
 /// A probe is at least this many bytes (eight full-size packets). A bottleneck's token
