@@ -202,11 +202,12 @@ const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Remote SSRCs we keep routes for (two per section is the usual; simulcast adds a few).
 const MAX_SSRCS: usize = 256;
 /// The share of the bandwidth estimate (in %) retransmissions may take, over
-/// [`RTX_BUDGET_WINDOW`], when probing is on (the sender follows the estimate). On a path that just got narrower, the receiver asks for much of
-/// what its queue dropped; resent all at once ahead of new media, repairs kept the queue
-/// full, more was lost and asked for again, and a forwarded layer's new key frame waited
-/// behind them (an SFU subscriber froze for seconds: tests/e2e/sfu-ratelimit.sh). What is
-/// over budget is not resent; the receiver asks again or gives up on the frame.
+/// [`RTX_BUDGET_WINDOW`], when probing is on (the sender follows the estimate). On a path
+/// that just got narrower, the receiver asks for much of what its queue dropped; resent all
+/// at once ahead of new media, repairs kept the queue full, more was lost and asked for
+/// again, and a forwarded layer's new key frame waited behind them (an SFU subscriber froze
+/// for seconds: tests/e2e/sfu-ratelimit.sh). What is over budget is not resent; the
+/// receiver asks again or gives up on the frame. The bucket holds two full packets at least.
 const RTX_SHARE: u64 = 50;
 const RTX_BUDGET_WINDOW: Duration = Duration::from_millis(500);
 const RTX_BUDGET_MIN_BYTES: f64 = 2.0 * 1300.0;
