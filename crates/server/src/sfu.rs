@@ -242,6 +242,13 @@ struct Participant {
 }
 
 impl Participant {
+    /// Its layers are no longer held back, and the next hold starts a new run.
+    fn end_hold(&mut self) {
+        self.hold = None;
+        self.held_since = None;
+        self.hold_estimates = (0, 0);
+    }
+
     /// Takes one chat message from the participant's budget.
     fn take_chat(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.chat_refill).as_secs_f64();
@@ -1317,9 +1324,7 @@ impl Sfu {
                 // Nothing to hold: a hold from before is over (a speaker change must not
                 // apply it later).
                 if let Some(p) = self.participants.get_mut(&id) {
-                    p.hold = None;
-                    p.held_since = None;
-                    p.hold_estimates = (0, 0);
+                    p.end_hold();
                 }
                 continue;
             }
@@ -1416,9 +1421,7 @@ impl Sfu {
                     caps.insert(id.clone(), cap);
                 }
                 _ => {
-                    p.hold = None;
-                    p.held_since = None;
-                    p.hold_estimates = (0, 0);
+                    p.end_hold();
                 }
             }
         }
