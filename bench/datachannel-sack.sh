@@ -11,7 +11,7 @@
 # lateness) and tells DATA (incoming DTLS, >= 1000 bytes) from SACKs (outgoing DTLS, < 300 bytes)
 # by size. It prints, per receiver: per-DATA delay (each incoming DATA packet to the next
 # outgoing SACK), oldest delay (each SACK: since the earliest DATA that arrived after the
-# previous SACK), median and p90 over all rounds, DATA packets per SACK, and goodput (file
+# previous SACK), turnaround (each SACK: since the latest DATA before it), median and p90 over all rounds, DATA packets per SACK, and goodput (file
 # bytes over the first to last DATA packet). RFC 9260 §6.2 allows a SACK every second packet
 # and at most 200 ms (we and usrsctp/libdatachannel use less); the delay is what a sender's RTT
 # sample and its window growth wait for. Both receivers must report the file's SHA-256 (a
@@ -123,18 +123,19 @@ for line in open(sys.argv[1]):
     rows.setdefault(path, {}).setdefault(name, []).append((int(mb), float(load), json.loads(data)))
 print()
 print("DATA -> SACK delay at the receiver (ms; median of the rounds' medians / p90s), libdatachannel sender")
-print(f"{'path':<5}{'receiver':<16}{'perData med':>12}{'p90':>8}{'oldest med':>11}{'p90':>8}{'DATA/SACK':>10}{'MB/s':>7}{'load':>6}{'runs':>5}")
+print(f"{'path':<5}{'receiver':<16}{'perData med':>12}{'p90':>8}{'oldest med':>11}{'p90':>8}{'turnaround med':>15}{'p90':>8}{'DATA/SACK':>10}{'MB/s':>7}{'load':>6}{'runs':>5}")
 for path, rs in rows.items():
     med = {}
     for name, runs in rs.items():
         m = lambda f: statistics.median(f(r) for _, _, r in runs)
         pd, pd9 = m(lambda r: r["per_data_ms"]["median"]), m(lambda r: r["per_data_ms"]["p90"])
         od, od9 = m(lambda r: r["oldest_ms"]["median"]), m(lambda r: r["oldest_ms"]["p90"])
+        ta, ta9 = m(lambda r: r["turnaround_ms"]["median"]), m(lambda r: r["turnaround_ms"]["p90"])
         mbs = statistics.median((mb << 20) / r["data_secs"] / 1e6 for mb, _, r in runs)
-        med[name] = pd
+        med[name] = ta
         load = statistics.median(l for _, l, _ in runs)
-        print(f"{path:<5}{name:<16}{pd:>12.2f}{pd9:>8.2f}{od:>11.2f}{od9:>8.2f}{m(lambda r: r['data_per_sack']):>10.2f}{mbs:>7.2f}{load:>6.2f}{len(runs):>5}")
+        print(f"{path:<5}{name:<16}{pd:>12.2f}{pd9:>8.2f}{od:>11.2f}{od9:>8.2f}{ta:>15.3f}{ta9:>8.3f}{m(lambda r: r['data_per_sack']):>10.2f}{mbs:>7.2f}{load:>6.2f}{len(runs):>5}")
     if "peerlink" in med and "libdatachannel" in med and med["libdatachannel"]:
-        print(f"{path:<5}per-DATA delay, ours / libdatachannel: {med['peerlink'] / med['libdatachannel']:.2f}x")
+        print(f"{path:<5}turnaround, ours / libdatachannel: {med['peerlink'] / med['libdatachannel']:.2f}x")
 print("# MB/s: file bytes / first-to-last DATA packet at the receiver; load: 1-minute load average (2 cores)")
 PY

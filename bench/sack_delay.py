@@ -17,7 +17,10 @@ STUN (consent checks) is told apart by its first byte and ignored.
                      sender's RTT sample gains from this receiver);
       oldest_ms      for each SACK, the time since the earliest DATA packet that arrived after
                      the previous SACK (how long the oldest unacknowledged DATA waited);
-      median and p90 of both, DATA and SACK counts (data_per_sack), data_secs (first DATA
+      turnaround_ms  for each SACK, the time since the latest DATA packet before it (the
+                     receiver's own processing; per_data_ms mixes it with the packet spacing,
+                     since a SACK covers about two packets);
+      median and p90 of each, DATA and SACK counts (data_per_sack), data_secs (first DATA
       packet to last: the script divides the file's size by it for goodput).
 """
 import json
@@ -82,7 +85,7 @@ def pct(xs, q):
 def report(path):
     pending = []  # DATA arrival times since the last SACK
     first_data = last_data = None
-    per_data, oldest = [], []
+    per_data, oldest, last = [], [], []
     data = sacks = 0
     for line in open(path):
         ts, way, size, first = line.split()
@@ -98,10 +101,11 @@ def report(path):
             if pending:
                 sacks += 1
                 oldest.append((ts - pending[0]) / 1e6)
+                last.append((ts - pending[-1]) / 1e6)
                 per_data.extend((ts - t) / 1e6 for t in pending)
             pending = []
     r = {"data_secs": (last_data - first_data) / 1e9 if data > 1 else 0, "data": data, "sacks": sacks, "data_per_sack": round(data / sacks, 2) if sacks else None}
-    for name, xs in (("per_data_ms", per_data), ("oldest_ms", oldest)):
+    for name, xs in (("per_data_ms", per_data), ("oldest_ms", oldest), ("turnaround_ms", last)):
         r[name] = {"median": pct(xs, 0.5), "p90": pct(xs, 0.9)}
         r[name] = {k: round(v, 3) if v is not None else None for k, v in r[name].items()}
     print(json.dumps(r))
