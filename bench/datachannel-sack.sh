@@ -20,6 +20,7 @@
 #
 #   bench/datachannel-sack.sh [path/to/peerlink]
 #   PATHS="p1 p2" (p1: 40 ms RTT, 0% loss, 50 Mbit/s; p2: the same with 1% loss; 100 ms queues)
+#   RECEIVERS="peerlink libdatachannel" (and/or chromium: headless, tests/browser/file-recv.mjs)
 #   ROUNDS=2  MB=16 (p1)  LOSSY_MB=4 (p2: libdatachannel's sender sits near the Reno ceiling)  SEED=N
 # About 2-3 minutes with the defaults. Needs root, iperf3, node with tests/interop's packages,
 # NetfilterQueue in tests/interop/.venv (scripts/install-test-deps.sh).
@@ -28,6 +29,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib/common.sh
 PATHS=${PATHS:-"p1 p2"}
 ROUNDS=${ROUNDS:-2}
+RECEIVERS=${RECEIVERS:-"peerlink libdatachannel"}
 MB=${MB:-16}
 LOSSY_MB=${LOSSY_MB:-4}
 PY=${PYTHON:-tests/interop/.venv/bin/python}
@@ -73,7 +75,7 @@ for path in $PATHS; do
     [ "$LOSS" = 0 ] || size=$LOSSY_MB
     head -c $((size << 20)) "$TMP/file.bin" >"$TMP/$path.bin"
     for round in $(seq "$ROUNDS"); do
-        for receiver in peerlink libdatachannel; do
+        for receiver in $RECEIVERS; do
             i=$((i + 1))
             c="$TMP/c$i"
             mkdir -p "$c.in"
@@ -86,6 +88,9 @@ for path in $PATHS; do
             if [ $receiver = peerlink ]; then
                 (timeout 150 ip netns exec "$B" "$peerlink" recv --server "$ws" --room "$room" --out "$c.in" \
                     --bind $B_IP >/dev/null 2>"$c.recv.err") &
+            elif [ $receiver = chromium ]; then
+                (timeout 170 ip netns exec "$B" node tests/browser/file-recv.mjs "$ws" "$room" 140 \
+                    >"$c.recv.json" 2>"$c.recv.err") &
             else
                 (timeout 150 ip netns exec "$B" node tests/interop/file-recv.mjs "$ws" "$room" 140000 \
                     >"$c.recv.json" 2>"$c.recv.err") &
