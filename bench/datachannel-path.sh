@@ -3,7 +3,9 @@
 # emulated path (scripts/lib/path-lab.sh: tests/lab/path-emulator.py between two network
 # namespaces of this script's own), our stack (dc-bench, with each SCTP congestion controller)
 # side by side with libdatachannel (node-datachannel, its own two peers), same run, same seeded
-# loss. Sender in one namespace, receiver in the other. The paths (issue 21), 100 ms queues:
+# loss, and Chromium -> Chromium (two headless Chromium pages, one in each namespace, one
+# `file` channel: tests/browser/file-send.mjs -> file-recv.mjs, signaling through `peerlink
+# serve` in A; the receiver checks the SHA-256). Sender in one namespace, receiver in the other. The paths (issue 21), 100 ms queues:
 #   p1: 40 ms RTT, 0% loss, 50 Mbit/s   p2: 40 ms, 1%, 50 Mbit/s   p3: 150 ms, 0.5%, 20 Mbit/s
 # Each path is checked first with ping and iperf3 (tests/lab/path_check.py; a failed check is
 # reported and the path's figures should not be trusted). Prints MB/s (the receiver's first
@@ -13,7 +15,8 @@
 #   bench/datachannel-path.sh
 #   PATHS="p1 p2 p3"  ROUNDS=1  MB=32 (every stack on p1, BBR on p2)  LOSSY_MB=6 (loss-based stacks
 #   on p2/p3)  P3_BBR_MB=12 (BBR on p3: it reaches only ~20% of that link through the emulator)
-#   SEED=N  the loss seeds
+#   SEED=N  the loss seeds   STACKS="peerlink libdatachannel chromium" (which to run; Chromium
+#   gets LOSSY_MB on every path: two browsers on 2 busy cores are slow to start and to send)
 # About 6 minutes with the defaults. Needs root, iperf3, node, NetfilterQueue in
 # tests/interop/.venv (scripts/install-test-deps.sh).
 set -euo pipefail
@@ -24,6 +27,7 @@ ROUNDS=${ROUNDS:-1}
 MB=${MB:-32}
 LOSSY_MB=${LOSSY_MB:-6}
 P3_BBR_MB=${P3_BBR_MB:-12}
+STACKS=${STACKS:-"peerlink libdatachannel chromium"}
 MESSAGE=65536
 PY=${PYTHON:-tests/interop/.venv/bin/python}
 P=plp-bp$$-
@@ -31,10 +35,24 @@ TMP=$(mktemp -d)
 . scripts/lib/path-lab.sh
 trap 'path_lab_down; rm -rf "$TMP"' EXIT
 
-cargo build --release -q -p peerlink-bench --bin dc-bench
-[ -d bench/dc-ref/node_modules/node-datachannel ] ||
-    (cd bench/dc-ref && npm install --no-audit --no-fund --silent)
+has() { [[ " $STACKS " == *" $1 "* ]]; }
+if has peerlink || has libdatachannel; then
+    cargo build --release -q -p peerlink-bench --bin dc-bench
+    [ -d bench/dc-ref/node_modules/node-datachannel ] ||
+        (cd bench/dc-ref && npm install --no-audit --no-fund --silent)
+fi
+if has chromium; then
+    cargo build --release -q --bin peerlink
+    [ -d tests/browser/node_modules/playwright-core ] ||
+        (cd tests/browser && PUPPETEER_SKIP_DOWNLOAD=1 npm install --no-audit --no-fund --silent)
+fi
 path_lab_up
+if has chromium; then
+    ip netns exec "$A" "${CARGO_TARGET_DIR:-target}/release/peerlink" serve --http $A_IP:0 --listen $A_IP:3478 \
+        >"$TMP/serve.out" 2>"$TMP/serve.log" &
+    wait_for_line "$TMP/serve.out" "signaling on ws://" 15
+    ws=$(sed -nE 's/.*signaling on (ws:\/\/[^ ]+).*/\1/p' "$TMP/serve.out" | head -1)
+fi
 
 path_set() { # name -> RATE_MBIT DELAY_MS LOSS
     case $1 in
@@ -52,7 +70,7 @@ done
 echo "path checks:"
 "$PY" tests/lab/path_check.py "$TMP" || echo "# a path check failed: do not trust that path's figures"
 
-dcb=$(realpath target/release/dc-bench)
+dcb=$(realpath -m "${CARGO_TARGET_DIR:-target}/release/dc-bench")
 run() { # path name bytes -- sender... -- receiver...
     local path=$1 name=$2 bytes=$3 round
     shift 4
@@ -71,17 +89,46 @@ run() { # path name bytes -- sender... -- receiver...
         unemulate
     done
 }
+# chromium PATH BYTES: Chromium -> Chromium through our signaling; the receiver's first chunk
+# to last, as dc_run.py prints it for the others.
+chromium() {
+    local path=$1 bytes=$2 round c room
+    for round in $(seq "$ROUNDS"); do
+        c="$TMP/$path.chromium.$round" room=bench-$path-$round-$$
+        emulate "$LOSS" "$c"
+        (timeout 170 ip netns exec "$B" node tests/browser/file-recv.mjs "$ws" "$room" 140 >"$c.recv" 2>"$c.recv.err") &
+        local rpid=$!
+        if wait_for_line "$c.recv.err" "joined room" 60 &&
+            timeout 170 ip netns exec "$A" node tests/browser/file-send.mjs "$ws" "$room" "$bytes" 140 \
+                >"$c.send" 2>"$c.send.err" && wait $rpid && grep -q '"ok":true' "$c.recv"; then
+            local out
+            out=$(python3 -c 'import json, sys
+r = json.loads(open(sys.argv[1]).read().splitlines()[-1])
+print(json.dumps({"bytes": r["bytes"], "seconds": r["seconds"], "mb_per_s": round(r["bytes"] / r["seconds"] / 1e6, 3)}))' "$c.recv")
+            echo "$path $RATE_MBIT chromium $out" >>"$TMP/results"
+            echo "$path chromium $out"
+        else
+            wait $rpid || true
+            echo "$path chromium round $round FAILED: $(tail -c 400 "$c.send" 2>/dev/null) | $(tail -c 400 "$c.recv" 2>/dev/null) $(tail -3 "$c.recv.err" "$c.send.err" 2>/dev/null)"
+        fi
+        unemulate
+    done
+}
 for path in $PATHS; do
     path_set "$path"
+    if has chromium; then chromium "$path" $((LOSSY_MB << 20)); fi
+    has peerlink || has libdatachannel || continue
     big=$((MB << 20)) small=$((MB << 20))
     [ "$LOSS" != 0 ] && small=$((LOSSY_MB << 20))
     [ "$path" = p3 ] && big=$((P3_BBR_MB << 20))
     for cc in bbr rfc9260; do
+        has peerlink || continue
         bytes=$small
         [ $cc = bbr ] && bytes=$big
         run "$path" "peerlink-$cc" $bytes -- $dcb send --bind $A_IP:0 --bytes $bytes --message $MESSAGE --congestion-control $cc \
             -- $dcb recv --bind $B_IP:0 --bytes $bytes --message $MESSAGE --congestion-control $cc
     done
+    has libdatachannel || continue
     run "$path" libdatachannel $small -- node bench/dc-ref/ldc-peer.mjs send $small $MESSAGE \
         -- node bench/dc-ref/ldc-peer.mjs recv $small $MESSAGE
 done

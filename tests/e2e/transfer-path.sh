@@ -18,29 +18,33 @@
 # 20 s; 5% of 0.5% would take ~700,000; tests/lab/path_check.py). Then, for each case, one file
 # crosses the path from `peerlink send` in A to a receiver in B (peerlink recv, libdatachannel or
 # Chromium): both sides must report success and the received file must have the sender's SHA-256.
+# One case turns it round: libdatachannel (tests/interop/file-send.mjs) sends to `peerlink recv`
+# (issue 21: receiving from a stack we did not write through the same path).
 # Goodput (file bytes over the receiver's time from the file's header, or its first chunk, to
 # its last byte) is printed as a fraction of the bottleneck; nothing about speed is asserted.
 #
 #   tests/e2e/transfer-path.sh [path/to/peerlink]
 #   CASES="p1:rfc9260:32 p1:default:32 p2:rfc9260:4 p2:default:32 p2:default:16:libdatachannel
-#          p2:default:16:chromium p3:default:8"   path:controller:MiB[:receiver] (the default);
+#          p2:default:16:chromium p3:default:8 p1:default:16:peerlink:libdatachannel"
+#   path:controller:MiB[:receiver[:sender]] (the default);
 #   controller `default` passes no --congestion-control (the default, BBR); receiver `peerlink`
 #   (recv, the default), `libdatachannel` (node-datachannel, tests/interop/file-recv.mjs) or
 #   `chromium` (headless, a page of its own: tests/browser/file-recv.mjs): stacks we did not write
-#   receive from `peerlink send` through the same path
+#   receive from `peerlink send` through the same path; sender `peerlink` (send, the default) or
+#   `libdatachannel` (tests/interop/file-send.mjs; the controller is then only the receiver's)
 #   RATE_MBIT=50 DELAY_MS=20 QUEUE_MS=100 P2_LOSS=0.01   p1 and p2
 #   P3_RATE_MBIT=20 P3_DELAY_MS=75 P3_LOSS=0.005   p3   SEED=N  the loss seeds
 # The RFC 9260 controller on p2 gets a small file: it sits near the Reno ceiling (~0.3 MB/s).
 # If the rate check fails because the machine is too busy for the emulator, lower RATE_MBIT
 # rather than widening the band. Needs root, iperf3, iptables, ping, NetfilterQueue in
 # tests/interop/.venv, node with tests/interop's and tests/browser's packages, and Chromium
-# (scripts/install-test-deps.sh installs them). Takes about 2 minutes.
+# (scripts/install-test-deps.sh installs them). Takes about 2-3 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib/common.sh
 peerlink=$(realpath "${1:-target/release/peerlink}")
 PY=${PYTHON:-tests/interop/.venv/bin/python}
-CASES=${CASES:-"p1:rfc9260:32 p1:default:32 p2:rfc9260:4 p2:default:32 p2:default:16:libdatachannel p2:default:16:chromium p3:default:8"}
+CASES=${CASES:-"p1:rfc9260:32 p1:default:32 p2:rfc9260:4 p2:default:32 p2:default:16:libdatachannel p2:default:16:chromium p3:default:8 p1:default:16:peerlink:libdatachannel"}
 P2_LOSS=${P2_LOSS:-0.01}
 P3_LOSS=${P3_LOSS:-0.005}
 P3_RATE_MBIT=${P3_RATE_MBIT:-20}
@@ -76,8 +80,8 @@ done
 head -c $((64 << 20)) /dev/urandom >"$TMP/file64.bin"
 i=0
 for case in $CASES; do
-    IFS=: read -r path cc mib receiver <<<"$case"
-    receiver=${receiver:-peerlink}
+    IFS=: read -r path cc mib receiver sender <<<"$case"
+    receiver=${receiver:-peerlink} sender=${sender:-peerlink}
     i=$((i + 1))
     c="$TMP/c$i"
     mkdir -p "$c.in"
@@ -100,8 +104,15 @@ for case in $CASES; do
     fi
     rpid=$!
     wait_for_line "$c.recv.err" "joined room" 30 || true
-    timeout 150 ip netns exec "$A" "$peerlink" send "$c.bin" --server "$ws" --room "$room" \
-        --bind $A_IP "${ccflag[@]}" >/dev/null 2>"$c.send.err" || rc_s=$?
+    if [ "$sender" = libdatachannel ]; then
+        timeout 150 ip netns exec "$A" node tests/interop/file-send.mjs "$ws" "$room" "$c.bin" 140000 \
+            >"$c.send.json" 2>"$c.send.err" || rc_s=$?
+        [ $rc_s != 0 ] || grep -q '"ok":true' "$c.send.json" || rc_s=1
+        cat "$c.send.json" >>"$c.send.err"
+    else
+        timeout 150 ip netns exec "$A" "$peerlink" send "$c.bin" --server "$ws" --room "$room" \
+            --bind $A_IP "${ccflag[@]}" >/dev/null 2>"$c.send.err" || rc_s=$?
+    fi
     wait "$rpid" || true
     unemulate
     want=$(sha256sum <"$c.bin" | cut -d' ' -f1)
@@ -112,25 +123,25 @@ for case in $CASES; do
         grep -q "SHA-256 .* checks" "$c.recv.err" || rc_r=1
         got=$(sha256sum <"$c.in/$(basename "$c.bin")" 2>/dev/null | cut -d' ' -f1 || true)
     fi
-    echo "$i $path $cc $mib $receiver $rc_s $rc_r $([ "$want" = "$got" ] && echo same || echo differs) $RATE_MBIT" >>"$TMP/cases"
+    echo "$i $path $cc $mib $sender $receiver $rc_s $rc_r $([ "$want" = "$got" ] && echo same || echo differs) $RATE_MBIT" >>"$TMP/cases"
 done
 
 status=0
 echo "path checks (asserted):"
 "$PY" tests/lab/path_check.py "$TMP" || status=1
 echo
-echo "send -> recv through the path (asserted: both exit 0, same SHA-256; goodput printed only):"
+echo "sender -> receiver through the path (asserted: both exit 0, same SHA-256; goodput printed only):"
 python3 - "$TMP" <<'EOF' || status=1
 import json, sys
 sys.path.insert(0, "tests/lab")
 from path_check import load, tail, text
 tmp = sys.argv[1]
 failed = 0
-cols = ["case", "path", "controller", "receiver", "MiB", "secs", "MB/s", "ofLink", "lossDrops", "queueDrops", "maxWaitMs", "result"]
+cols = ["case", "path", "controller", "sender", "receiver", "MiB", "secs", "MB/s", "ofLink", "lossDrops", "queueDrops", "maxWaitMs", "result"]
 rows = []
 goodput = {}
 for line in open(f"{tmp}/cases"):
-    i, path, cc, mib, receiver, rc_s, rc_r, sha, rate_mbit = line.split(); c = f"{tmp}/c{i}"
+    i, path, cc, mib, sender, receiver, rc_s, rc_r, sha, rate_mbit = line.split(); c = f"{tmp}/c{i}"
     rate_mbit = float(rate_mbit)
     problems = []
     if rc_s != "0": problems.append(f"send exited {rc_s}: {tail(c + '.send.err')}")
@@ -148,10 +159,10 @@ for line in open(f"{tmp}/cases"):
         except (ValueError, IndexError, KeyError): secs = None
     mbs = size / secs / 1e6 if secs else None
     frac = mbs * 8 / rate_mbit if mbs else None
-    if frac is not None and receiver == "peerlink": goodput[(path, cc)] = frac
+    if frac is not None and receiver == "peerlink" and sender == "peerlink": goodput[(path, cc)] = frac
     e = load(c + ".emu0.json")
     failed += bool(problems)
-    rows.append([i, path, cc, receiver, mib, f"{secs:.1f}" if secs else "-", f"{mbs:.2f}" if mbs else "-",
+    rows.append([i, path, cc, sender, receiver, mib, f"{secs:.1f}" if secs else "-", f"{mbs:.2f}" if mbs else "-",
                  f"{100 * frac:.1f}%" if frac is not None else "-", e.get("loss_drops", "-"), e.get("queue_drops", "-"),
                  e.get("max_wait_ms", "-"), "ok" if not problems else "FAIL " + "; ".join(problems)])
 w = [max(len(h), *(len(str(r[k])) for r in rows)) for k, h in enumerate(cols)]
