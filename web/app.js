@@ -26,6 +26,8 @@ const SWITCH_CAP_MS = 8000;
 const SWITCH_POLL_MS = 200;
 const SWITCH_STREAK = 2;
 const CLOSE_SPACING_MS = 300;
+// Back to a mesh, the connections come up one round of meshRound at a time, this far apart.
+const MESH_ROUND_MS = 350;
 // The others switch at about the same time but not at once: the old connections stay this
 // much longer after all our tiles moved, so theirs can move before we close.
 const SWITCH_MARGIN_MS = 2000;
@@ -621,10 +623,10 @@ function layoutTiles() {
 // Each remote participant has one tile, whatever carries its media. A switch (a mode
 // message, or a welcome in the other mode after a rejoin) makes the new connections first:
 // to "sfu", one connection to the server; to "mesh", one per peer, offering to the peers that
-// joined before us as a newcomer does. Each tile keeps showing the old source until the new
-// one decodes frames of that participant (its receiver's getStats framesDecoded advancing,
-// polled every SWITCH_POLL_MS), then follows the new one; once every tile moved (or the bound passed) the
-// old connections close. So no tile goes black while the new path comes up.
+// joined before us as a newcomer does, one at a time (meshRound). Each tile keeps showing the
+// old source until the new one decodes frames of that participant (its receiver's getStats
+// framesDecoded advancing, polled every SWITCH_POLL_MS), then follows the new one; once every
+// tile moved (or the bound passed) the old connections close. So no tile goes black while the new path comes up.
 
 function showMode() {
   const label = $('room-label');
@@ -674,6 +676,8 @@ function onMode(mode) {
   showSpeaker(null);
   showForwarding(null);
   if (app.sfu) app.sfu.peer.retiring = true;
+  // The connections come up in rounds, each page setting up one at a time: several set up at
+  // once stall the video the page still shows from the server for up to a second.
   const ids = [...app.roster.keys()];
   const me = ids.indexOf(app.selfId);
   ids.forEach((id, i) => {
@@ -683,11 +687,30 @@ function onMode(mode) {
       entry.peer.retiring = false;
       return;
     }
-    if (entry) removePeer(id);
-    if (app.peers.size < MAX_PEERS - 1) addPeer(id, app.roster.get(id), i < me);
+    const open = () => {
+      if (app.mode !== 'mesh' || !app.roster.has(id)) return;
+      const current = app.peers.get(id);
+      if (current && !current.peer.ended) return; // (its offer came first)
+      if (current) removePeer(id);
+      if (app.peers.size < MAX_PEERS - 1) addPeer(id, app.roster.get(id), i < me);
+    };
+    const round = meshRound(i, me, ids.length);
+    if (round === 0) open();
+    else setTimeout(open, round * MESH_ROUND_MS);
   });
   if (app.sfu) beginSwitch('mesh');
   else cancelSwitch();
+}
+
+/** The round (0, 1, ...) in which the participants at positions `a` and `b` of a roster of `n`
+ * connect: a round-robin schedule (the circle method), the same on every page, in which each
+ * participant meets exactly one other per round. */
+function meshRound(a, b, n) {
+  const m = n % 2 ? n + 1 : n; // with a bye for an odd roster
+  const last = m - 1;
+  if (a === last) return (2 * b) % last;
+  if (b === last) return (2 * a) % last;
+  return (a + b) % last;
 }
 
 /** Our connection to the server of a room in SFU mode: polite, our tracks sendonly, one
