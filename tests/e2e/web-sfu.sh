@@ -51,6 +51,12 @@ for case in ${CASES:-sfu auto}; do
     s=0
     # (The sfu case runs `peerlink recv` and `send` in the room too.)
     PEERLINK_BIN=$peerlink WS_URL=$ws timeout $limit ip netns exec "$ns" node tests/browser/web-sfu.mjs "$app" "$case" || s=$?
+    # Every relayed candidate a page asks for is granted (the TURN quota fits a switching room).
+    if grep -q "allocation refused" "$tmp/$case/serve.log"; then
+        echo "FAIL $case: the server refused TURN allocations: $(grep -c "allocation refused" "$tmp/$case/serve.log")"
+        grep -m3 "allocation refused" "$tmp/$case/serve.log"
+        s=1
+    fi
     if [ $s -ne 0 ]; then
         status=$s
         echo "# server log (last 20 lines):"

@@ -154,7 +154,7 @@ pub struct TurnOptions {
     pub deny_peer: Vec<IpNet>,
     /// Allocations one credential (a static user, or one TURN REST username) may hold at
     /// once [default: `serve`: twice what one browser of a full mesh room asks for, one per
-    /// peer and TURN URL; `turn`: 30]
+    /// peer, TURN URL and local address (two counted); `turn`: 60]
     #[arg(long, value_name = "N")]
     pub max_allocations_per_user: Option<usize>,
     /// TURN event loop threads: each has its own UDP socket on --listen (SO_REUSEPORT) with

@@ -189,10 +189,10 @@ pub fn hub_config(options: &ServeOptions) -> anyhow::Result<peerlink_signal::Hub
 
 /// The TURN allocations one credential handed out by `serve` may hold at once when
 /// `--max-allocations-per-user` is not given. Each browser gets its own credential
-/// (`expiry:peer-id`) and gathers one relayed candidate per TURN URL (`turn_urls`) for each
-/// peer connection it opens, so one browser of a full mesh room of N asks for
-/// (N - 1) x URLs; twice that leaves room for ICE restarts, which gather anew before the
-/// old allocations go.
+/// (`expiry:peer-id`) and gathers one relayed candidate per TURN URL (`turn_urls`) and local
+/// address ([`BROWSER_ADDRESSES`]) for each peer connection it opens, so one browser of a full
+/// mesh room of N asks for (N - 1) x URLs x 2; twice that leaves room for ICE restarts and
+/// room switches, which gather anew before the old allocations go.
 pub fn allocations_per_credential(hub: &peerlink_signal::HubConfig, turn_urls: usize) -> usize {
     use peerlink_signal::RoomMode;
     let connections = match hub.room_mode {
@@ -201,12 +201,18 @@ pub fn allocations_per_credential(hub: &peerlink_signal::HubConfig, turn_urls: u
         // The largest mesh, and the SFU connection opened while the room switches.
         RoomMode::Auto => hub.mesh_max.min(hub.max_room_peers).saturating_sub(1) + 1,
     };
-    connections.max(1) * turn_urls.max(1) * 2
+    connections.max(1) * turn_urls.max(1) * BROWSER_ADDRESSES * 2
 }
+
+/// The local addresses a browser gathers relayed candidates from, one allocation each: IPv4
+/// and IPv6, or two interfaces (Wi-Fi and a VPN). With one, a browser of an `auto` room
+/// switching between modes was refused allocations (tests/e2e/web-sfu.sh, whose pages have
+/// two addresses: up to 38 refusals a page).
+pub const BROWSER_ADDRESSES: usize = 2;
 
 /// `peerlink turn`'s default per-user quota: what `serve` allows one browser of a full mesh
 /// room (6 peers, `--room-mode mesh`) given UDP, TCP and TLS TURN URLs.
-pub const TURN_ALLOCATIONS_PER_USER: usize = 30;
+pub const TURN_ALLOCATIONS_PER_USER: usize = 60;
 
 /// Runs `peerlink turn` until Ctrl-C or SIGTERM: `options` as given on the command line,
 /// over its `config` file's.

@@ -1,6 +1,7 @@
 //! The allocation quota fits what `serve` hands out: every browser of a full mesh room,
-//! relay-only, gets a relayed candidate for each of its peer connections and each TURN URL
-//! (UDP, TCP and TLS), with the credential the signaling hub minted for it; the quota still
+//! relay-only, gets a relayed candidate for each of its peer connections, each TURN URL
+//! (UDP, TCP and TLS) and each of two local addresses, and those of an ICE restart, with the
+//! credential the signaling hub minted for it; the quota still
 //! bounds one credential, and counts each credential apart. UDP allocations spread over the
 //! relay's shards, which share one quota.
 
@@ -16,11 +17,12 @@ use peerlink_stun::{
 use peerlink_turn::{Credentials, ServerConfig};
 use rustls::pki_types::ServerName;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const REALM: &str = "example.test";
 const SECRET: &[u8] = b"room secret";
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Url {
@@ -38,20 +40,31 @@ enum Link {
 
 impl Link {
     fn open(url: Url, server: SocketAddr, tls_server: SocketAddr) -> Link {
+        Link::open_from(LOOPBACK, url, server, tls_server)
+    }
+
+    /// From the local address `from` (a browser's, on 127/8).
+    fn open_from(from: IpAddr, url: Url, server: SocketAddr, tls_server: SocketAddr) -> Link {
         let timeout = Some(Duration::from_secs(10));
+        let connect = |to: SocketAddr| -> TcpStream {
+            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.bind(&SocketAddr::new(from, 0).into()).unwrap();
+            socket.connect(&to.into()).unwrap();
+            socket.into()
+        };
         match url {
             Url::Udp => {
-                let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+                let socket = UdpSocket::bind(SocketAddr::new(from, 0)).unwrap();
                 socket.set_read_timeout(timeout).unwrap();
                 Link::Udp(socket, server)
             }
             Url::Tcp => {
-                let stream = TcpStream::connect(server).unwrap();
+                let stream = connect(server);
                 stream.set_read_timeout(timeout).unwrap();
                 Link::Tcp(stream)
             }
             Url::Tls => {
-                let stream = TcpStream::connect(tls_server).unwrap();
+                let stream = connect(tls_server);
                 stream.set_read_timeout(timeout).unwrap();
                 let name = ServerName::try_from("localhost").unwrap();
                 let conn = rustls::ClientConnection::new(support::tls_client(), name).unwrap();
@@ -192,13 +205,16 @@ fn every_browser_of_a_full_mesh_room_gets_all_its_relay_candidates() {
     let (addr, tls_addr) = (server.local_addr(), server.tls_addr().unwrap());
 
     // Relay-only: each browser opens a connection to each of the other five, and each
-    // connection gathers one relayed candidate per TURN URL.
+    // connection gathers one relayed candidate per TURN URL and local address (say IPv4 and
+    // IPv6; here two on 127/8 per browser, as each browser has addresses of its own).
+    let addresses = peerlink_server::serve::BROWSER_ADDRESSES;
     let mut links = Vec::new();
     let mut relays = std::collections::HashSet::new();
     for (peer, (username, password)) in credentials.iter().enumerate() {
         for connection in 0..peers - 1 {
-            for url in urls {
-                let mut link = Link::open(url, addr, tls_addr);
+            for (k, url) in urls.iter().copied().cycle().take(urls.len() * addresses).enumerate() {
+                let from = IpAddr::V4(Ipv4Addr::new(127, 0, 1 + peer as u8, 1 + (k / urls.len()) as u8));
+                let mut link = Link::open_from(from, url, addr, tls_addr);
                 match allocate(&mut link, url, username, password) {
                     Ok(relay) => assert!(relays.insert(relay), "relay {relay} handed out twice"),
                     Err(code) => panic!("peer {peer}, connection {connection}, {url:?}: refused with {code}"),
@@ -207,11 +223,25 @@ fn every_browser_of_a_full_mesh_room_gets_all_its_relay_candidates() {
             }
         }
     }
-    assert_eq!(relays.len(), peers * (peers - 1) * urls.len());
+    assert_eq!(relays.len(), peers * (peers - 1) * urls.len() * addresses);
 
-    // The quota still bounds one credential (an ICE restart's worth above the room's needs)...
+    // Each browser may then restart ICE on a connection (or open the server's while the room
+    // switches), gathering anew before the old allocations go...
+    let held = (peers - 1) * urls.len() * addresses;
+    for (peer, (username, password)) in credentials.iter().enumerate() {
+        for (k, url) in urls.iter().copied().cycle().take(urls.len() * addresses).enumerate() {
+            let from = IpAddr::V4(Ipv4Addr::new(127, 0, 1 + peer as u8, 1 + (k / urls.len()) as u8));
+            let mut link = Link::open_from(from, url, addr, tls_addr);
+            if let Err(code) = allocate(&mut link, url, username, password) {
+                panic!("peer {peer}, an ICE restart's {url:?} allocation: refused with {code}");
+            }
+            links.push(link);
+        }
+    }
+
+    // ...and the quota still bounds one credential...
     let (username, password) = &credentials[0];
-    for _ in (peers - 1) * urls.len()..quota {
+    for _ in held + urls.len() * addresses..quota {
         let mut link = Link::open(Url::Udp, addr, tls_addr);
         allocate(&mut link, Url::Udp, username, password).expect("within the quota");
         links.push(link);
@@ -232,13 +262,13 @@ fn the_derived_quota_follows_the_rooms_and_urls_handed_out() {
         let options = ServeOptions { room_mode: Some(mode.into()), ..ServeOptions::default() };
         allocations_per_credential(&hub_config(&options).unwrap(), urls)
     };
-    // Mesh of 6: five connections per browser.
-    assert_eq!(quota("mesh", 3), 2 * 5 * 3);
-    assert_eq!(quota("mesh", 2), 2 * 5 * 2);
+    // Twice what a browser with two addresses asks for. Mesh of 6: five connections per browser.
+    assert_eq!(quota("mesh", 3), 2 * 2 * 5 * 3);
+    assert_eq!(quota("mesh", 2), 2 * 2 * 5 * 2);
     // Auto: a mesh of up to 4, plus the SFU connection while the room switches.
-    assert_eq!(quota("auto", 3), 2 * (3 + 1) * 3);
+    assert_eq!(quota("auto", 3), 2 * 2 * (3 + 1) * 3);
     // SFU: one connection to the server.
-    assert_eq!(quota("sfu", 2), 2 * 2);
+    assert_eq!(quota("sfu", 2), 2 * 2 * 2);
     assert_eq!(peerlink_server::serve::TURN_ALLOCATIONS_PER_USER, quota("mesh", 3));
 }
 
