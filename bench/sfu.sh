@@ -12,8 +12,14 @@
 # utime+stime, and from the threads' schedstat), loss and the delay from publisher to
 # subscriber; then the ratios ours/Janus. Asserts nothing about speed.
 #
+# The server's resident memory is read every RSS_EVERY seconds while the load runs
+# (server_rss_kb_samples, VmRSS) besides its peak (server_peak_rss_kb, VmHWM).
+# BASELINE=path/to/another/peerlink with `baseline` in SERVERS runs that binary too, with
+# the same load in the same run (before/after a change).
+#
 #   bench/sfu.sh [path/to/peerlink]   # ROUNDS=1 PUBLISHERS=2 SUBSCRIBERS=6 SECONDS_=15
 #                                     # VIDEO_KBPS=800 THREADS=1 SERVERS="peerlink janus"
+#                                     # RSS_EVERY=5 BASELINE=
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/common.sh
@@ -24,6 +30,8 @@ DURATION=${SECONDS_:-15}
 VIDEO_KBPS=${VIDEO_KBPS:-800}
 THREADS=${THREADS:-1}
 SERVERS=${SERVERS:-peerlink janus}
+RSS_EVERY=${RSS_EVERY:-5}
+BASELINE=${BASELINE:-}
 JANUS_PORT=8188
 
 target=${CARGO_TARGET_DIR:-target}
@@ -32,6 +40,9 @@ cargo build --release -q -p peerlink-cli -p peerlink-bench
 peerlink=$(realpath "${1:-$target/release/peerlink}")
 load=$(realpath "$target/release/sfu-load")
 
+case " $SERVERS " in *" baseline "*)
+    [ -x "$BASELINE" ] || { echo "baseline in SERVERS needs BASELINE=path/to/peerlink" >&2; exit 1; } ;;
+esac
 case " $SERVERS " in *" janus "*)
     command -v janus >/dev/null || { echo "no janus: run scripts/install-test-deps.sh" >&2; exit 1; } ;;
 esac
@@ -100,8 +111,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 for round in $(seq "$ROUNDS"); do
     for server in $SERVERS; do
         case $server in
-        peerlink)
-            ip netns exec "$ns" "$peerlink" serve --http 127.0.0.1:0 --listen 203.0.113.10:3478 --relay-ip 203.0.113.10 \
+        peerlink | baseline)
+            binary=$peerlink
+            [ "$server" = baseline ] && binary=$(realpath "$BASELINE")
+            ip netns exec "$ns" "$binary" serve --http 127.0.0.1:0 --listen 203.0.113.10:3478 --relay-ip 203.0.113.10 \
                 --allow-peer 203.0.113.0/24 --allow-loopback-peers --room-mode sfu >"$tmp/serve.out" 2>"$tmp/serve.log" &
             pid=$!
             wait_for_line "$tmp/serve.out" "signaling on ws://" 15
@@ -120,10 +133,19 @@ for round in $(seq "$ROUNDS"); do
         *) echo "unknown server $server" >&2; exit 1 ;;
         esac
         # `ip netns exec` execs the server: $! is its process.
-        [ "$(cat /proc/$pid/comm)" = "$server" ] || { echo "no $server process at $pid" >&2; exit 1; }
+        comm=$server
+        [ "$server" = baseline ] && comm=peerlink
+        [ "$(cat /proc/$pid/comm)" = "$comm" ] || { echo "no $server process at $pid" >&2; exit 1; }
         echo "# round $round, $server: $PUBLISHERS publishers x $SUBSCRIBERS subscribers, ${DURATION}s, server pid $pid"
         status=0
         out=$tmp/load-$round-$server.txt
+        # Resident memory while the load runs (ends with the server, or with this script).
+        rss_log=$tmp/rss-$round-$server.txt
+        : >"$rss_log"
+        (while awk '/VmRSS/ {print $2}' "/proc/$pid/status" >>"$rss_log" 2>/dev/null; do
+            sleep "$RSS_EVERY"
+        done) &
+        sampler=$!
         timeout $((DURATION + 90)) ip netns exec "$ns" "$load" "${flags[@]}" --url "$url" --pid "$pid" --room "load-$round" \
             --publishers "$PUBLISHERS" --subscribers "$SUBSCRIBERS" --seconds "$DURATION" \
             --video-kbps "$VIDEO_KBPS" --threads "$THREADS" --bind 203.0.113.10 >"$out" 2>"$tmp/load.err" || status=$?
@@ -135,17 +157,24 @@ for round in $(seq "$ROUNDS"); do
             exit 1
         fi
         rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
-        echo "server_peak_rss_kb=$rss"
+        kill "$sampler" 2>/dev/null || true
+        wait "$sampler" 2>/dev/null || true
+        echo "server_peak_rss_kb=$rss" | tee -a "$out"
+        echo "server_rss_kb_samples=$(paste -sd, "$rss_log") (every ${RSS_EVERY}s)" | tee -a "$out"
         kill "$pid"
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
     ours=$tmp/load-$round-peerlink.txt theirs=$tmp/load-$round-janus.txt
+    if [ -f "$ours" ] && [ -f "$tmp/load-$round-baseline.txt" ]; then
+        a=$(value server_peak_rss_kb "$ours") b=$(value server_peak_rss_kb "$tmp/load-$round-baseline.txt")
+        echo "# round $round, peerlink / baseline: server_peak_rss_kb peerlink=$a baseline=$b ratio=$(ratio "$a" "$b")"
+    fi
     if [ -f "$ours" ] && [ -f "$theirs" ]; then
         echo "# round $round, side by side (peerlink / janus)"
         for key in forwarded_packets forwarded_packets_per_cpu_second_stat forwarded_packets_per_cpu_second \
-            server_cpu_share loss_percent; do
+            server_cpu_share loss_percent server_peak_rss_kb; do
             a=$(value "$key" "$ours") b=$(value "$key" "$theirs")
             echo "$key peerlink=$a janus=$b ratio=$(ratio "$a" "$b")"
         done

@@ -27,7 +27,7 @@
 //! - [`nack`]: [`NackGenerator`], which holes to ask for in generic NACKs (RFC 4585
 //!   §6.2.1) and when: after a reorder grace, then every round trip, up to a retry limit;
 //!   a key frame flag for jumps too large to repair.
-//! - [`rtx`]: [`SendHistory`] (a ring of sent packets with a resend rate limit),
+//! - [`rtx`]: [`SendHistory`] (sent packets of the last seconds with a resend rate limit),
 //!   [`RtxSender`] and [`unwrap_rtx`] (RFC 4588 §4, SSRC-multiplexed RTX as WebRTC uses it).
 //! - [`twcc`]: [`TwccRecorder`], transport-wide CC feedback from arrivals
 //!   (draft-holmer-rmcat-transport-wide-cc-extensions-01 §3.1), and [`TwccSendLog`], which

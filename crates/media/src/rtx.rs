@@ -6,6 +6,7 @@
 use peerlink_proto::Serial16;
 use peerlink_rtp::rtp::FIXED_HEADER_LEN;
 use peerlink_rtp::{RtpError, RtpPacket};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Why a packet cannot be wrapped in, or taken out of, RTX.
@@ -28,64 +29,116 @@ struct Stored {
     packet: Vec<u8>,
 }
 
-/// The last sent packets of one stream, by sequence number, to retransmit from.
+/// Buffers of packets let go that are kept for the next ones (a steady stream frees one as
+/// it stores one; a cleared history keeps no more than these).
+const SPARE: usize = 4;
+
+/// The last sent packets of one stream, to retransmit from, looked up by sequence number.
 ///
-/// A ring of `capacity` slots, each reusing its buffer: memory stays at `capacity` times
-/// the largest packet stored, and a steady stream allocates nothing once the ring is full.
+/// Packets are held in the order they were stored, for at most `max_age` (no older one is
+/// resent, so none is kept once a newer one comes) and at most `capacity` of them: memory
+/// follows the stream's rate over `max_age` (a 1 Mbit/s video about 250 kB for 2 s, an
+/// audio stream a few kB), not `capacity` times the largest packet. Buffers of packets let
+/// go are reused: a steady stream allocates nothing.
 #[derive(Debug, Clone)]
 pub struct SendHistory {
-    slots: Vec<Option<Stored>>,
+    /// Oldest first.
+    packets: VecDeque<Stored>,
+    capacity: usize,
     max_age: Duration,
+    spare: Vec<Vec<u8>>,
 }
 
 impl SendHistory {
     /// Keeps at most `capacity_packets` packets (at least one), none older than `max_age`
     /// for retransmission.
     pub fn new(capacity_packets: usize, max_age: Duration) -> SendHistory {
-        SendHistory { slots: vec![None; capacity_packets.max(1)], max_age }
-    }
-
-    fn slot(&self, seq: Serial16) -> usize {
-        usize::from(seq.0) % self.slots.len()
-    }
-
-    /// Remembers a sent packet (the plain RTP packet, before SRTP), replacing the one in
-    /// its slot.
-    pub fn store(&mut self, now: Instant, seq: Serial16, packet: &[u8]) {
-        let i = self.slot(seq);
-        match &mut self.slots[i] {
-            Some(s) => {
-                s.seq = seq;
-                s.at = now;
-                s.last_resent = None;
-                s.packet.clear();
-                s.packet.extend_from_slice(packet);
-            }
-            empty => *empty = Some(Stored { seq, at: now, last_resent: None, packet: packet.to_vec() }),
+        SendHistory {
+            packets: VecDeque::new(),
+            capacity: capacity_packets.max(1),
+            max_age,
+            spare: Vec::new(),
         }
+    }
+
+    /// Remembers a sent packet (the plain RTP packet, before SRTP). Packets older than
+    /// `max_age`, and the oldest beyond the capacity, are let go; so is an earlier packet
+    /// stored with the same sequence number.
+    pub fn store(&mut self, now: Instant, seq: Serial16, packet: &[u8]) {
+        while self.packets.front().is_some_and(|s| {
+            self.packets.len() >= self.capacity || now.saturating_duration_since(s.at) > self.max_age
+        }) {
+            let old = self.packets.pop_front().expect("a front");
+            self.keep_spare(old.packet);
+        }
+        if let Some(i) = self.position(seq) {
+            let old = self.packets.remove(i).expect("found");
+            self.keep_spare(old.packet);
+        }
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        // Exactly: a reused buffer grown the usual way doubles (a ring of 512 such buffers
+        // held up to 2 kB each for 1.2 kB packets).
+        buf.reserve_exact(packet.len());
+        buf.extend_from_slice(packet);
+        self.packets.push_back(Stored { seq, at: now, last_resent: None, packet: buf });
+    }
+
+    fn keep_spare(&mut self, buf: Vec<u8>) {
+        if self.spare.len() < SPARE {
+            self.spare.push(buf);
+        }
+    }
+
+    /// Where `seq` is held: found at once when packets are stored in sequence order (they
+    /// are, but for late ones), else by a search from the newest.
+    fn position(&self, seq: Serial16) -> Option<usize> {
+        let newest = self.packets.back()?;
+        let back = usize::from(newest.seq.0.wrapping_sub(seq.0));
+        if let Some(i) = self.packets.len().checked_sub(back + 1) {
+            if self.packets[i].seq == seq {
+                return Some(i);
+            }
+        }
+        self.packets.iter().rposition(|s| s.seq == seq)
     }
 
     /// Forgets every packet held: none of them will be resent (the receiver starts over
     /// at a key frame, say, and has no use for them).
     pub fn clear(&mut self) {
-        self.slots.iter_mut().for_each(|s| *s = None);
+        while let Some(old) = self.packets.pop_front() {
+            self.keep_spare(old.packet);
+        }
     }
 
     /// The packet sent with `seq`, if still held (however old).
     pub fn get(&self, seq: Serial16) -> Option<&[u8]> {
-        match &self.slots[self.slot(seq)] {
-            Some(s) if s.seq == seq => Some(&s.packet),
-            _ => None,
-        }
+        self.position(seq).map(|i| &self.packets[i].packet[..])
+    }
+
+    /// Packets held now.
+    pub fn len(&self) -> usize {
+        self.packets.len()
+    }
+
+    /// Whether no packet is held.
+    pub fn is_empty(&self) -> bool {
+        self.packets.is_empty()
+    }
+
+    /// Bytes of packets held now (their buffers' capacity, spare ones included).
+    pub fn bytes(&self) -> usize {
+        self.packets.iter().map(|s| s.packet.capacity()).sum::<usize>()
+            + self.spare.iter().map(Vec::capacity).sum::<usize>()
     }
 
     /// The packet to retransmit for a NACK of `seq`, if held, younger than `max_age`, and
     /// not already resent within `min_interval` (pass the RTT, at least 10 ms: a NACK
     /// repeated before the first retransmission could arrive must not double it).
     pub fn get_for_resend(&mut self, now: Instant, seq: Serial16, min_interval: Duration) -> Option<&[u8]> {
-        let i = self.slot(seq);
+        let i = self.position(seq)?;
         let max_age = self.max_age;
-        let s = self.slots[i].as_mut().filter(|s| s.seq == seq)?;
+        let s = &mut self.packets[i];
         if now.saturating_duration_since(s.at) > max_age {
             return None;
         }
@@ -283,9 +336,60 @@ mod tests {
         assert_eq!(h.get_for_resend(t0, Serial16(9), 10 * MS), Some(&b"packet"[..]));
         assert_eq!(h.get_for_resend(t0 + 9 * MS, Serial16(9), 10 * MS), None);
         assert!(h.get_for_resend(t0 + 10 * MS, Serial16(9), 10 * MS).is_some());
-        // A new packet in the slot starts afresh.
-        h.store(t0 + 11 * MS, Serial16(25), b"other");
-        assert_eq!(h.get_for_resend(t0 + 11 * MS, Serial16(25), 10 * MS), Some(&b"other"[..]));
-        assert_eq!(h.get_for_resend(t0 + 11 * MS, Serial16(9), 10 * MS), None);
+        // The same sequence number stored again (after a wrap) starts afresh.
+        h.store(t0 + 11 * MS, Serial16(9), b"other");
+        assert_eq!(h.len(), 1);
+        assert_eq!(h.get_for_resend(t0 + 11 * MS, Serial16(9), 10 * MS), Some(&b"other"[..]));
+        assert_eq!(h.get_for_resend(t0 + 12 * MS, Serial16(9), 10 * MS), None);
+    }
+
+    #[test]
+    fn memory_follows_the_rate_over_max_age_not_the_capacity() {
+        // 1000-byte packets at 100 a second (800 kbit/s) for 10 s, kept 2 s: about 200 held,
+        // not the 512 the capacity allows (a ring of 512 held 5 s of this stream).
+        let t0 = Instant::now();
+        let mut h = SendHistory::new(512, Duration::from_secs(2));
+        let packet = |seq: u16| {
+            let mut p = original(seq, 0);
+            p.resize(1000, seq as u8);
+            p
+        };
+        for i in 0..1000u16 {
+            let seq = 65_000u16.wrapping_add(i);
+            h.store(t0 + u32::from(i) * 10 * MS, Serial16(seq), &packet(seq));
+        }
+        let now = t0 + 9990 * MS;
+        assert!((200..=202).contains(&h.len()), "{} held", h.len());
+        assert!(h.bytes() <= (202 + SPARE) * 1000 + 32 * 206, "{} bytes", h.bytes());
+        // 1.5 s old: resent; 2.5 s old: gone.
+        let recent = 65_000u16.wrapping_add(849);
+        assert_eq!(h.get_for_resend(now, Serial16(recent), MS), Some(&packet(recent)[..]));
+        assert_eq!(h.get(Serial16(65_000u16.wrapping_add(749))), None);
+        // The capacity still bounds a faster stream.
+        for i in 0..1000u16 {
+            h.store(now + MS, Serial16(i), b"x");
+        }
+        assert_eq!(h.len(), 512);
+        assert_eq!(h.get(Serial16(487)), None);
+        assert_eq!(h.get(Serial16(488)), Some(&b"x"[..]));
+    }
+
+    #[test]
+    fn late_packets_are_found_and_held_like_the_others() {
+        // A forwarder sends a late packet (a publisher's retransmission) with an older
+        // sequence number than the last one sent.
+        let t0 = Instant::now();
+        let mut h = SendHistory::new(64, Duration::from_secs(1));
+        for seq in [10u16, 11, 13, 14, 12, 15] {
+            h.store(t0, Serial16(seq), &original(seq, 0));
+        }
+        for seq in 10..=15u16 {
+            assert_eq!(h.get_for_resend(t0, Serial16(seq), MS), Some(&original(seq, 0)[..]), "{seq}");
+        }
+        assert_eq!(h.get(Serial16(9)), None);
+        assert_eq!(h.get(Serial16(16)), None);
+        h.clear();
+        assert!(h.is_empty());
+        assert!(h.bytes() <= SPARE * 100, "{}", h.bytes());
     }
 }

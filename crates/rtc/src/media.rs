@@ -192,9 +192,12 @@ pub struct MediaStats {
     pub frames_dropped: u64,
 }
 
-/// How many sent packets each sending stream keeps for retransmission (about a second of
-/// video at 1 Mbit/s).
+/// How many sent packets each sending stream keeps for retransmission at most (about five
+/// seconds of video at 1 Mbit/s); none older than [`HISTORY_AGE`] is kept.
 const HISTORY: usize = 512;
+/// How long a sent packet is kept for retransmission: the memory a stream's history takes
+/// follows its rate (an SFU keeps one history per subscriber and forwarded track).
+const HISTORY_AGE: Duration = Duration::from_secs(2);
 /// The least time between two keyframe requests for a stream.
 const PLI_INTERVAL: Duration = Duration::from_millis(300);
 /// RTCP report interval (RFC 3550 §6.2 with the minimum WebRTC implementations use).
@@ -465,7 +468,7 @@ impl PeerConnection {
                     next_seq: Serial16(block[18] as u16 | (u16::from(block[19]) << 8)),
                 },
                 packetizer: None,
-                history: SendHistory::new(HISTORY, Duration::from_secs(2)),
+                history: SendHistory::new(HISTORY, HISTORY_AGE),
                 stats: SendStats::new(),
                 last_timestamp: 0,
             },
