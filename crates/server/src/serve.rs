@@ -197,7 +197,8 @@ pub fn allocations_per_credential(hub: &peerlink_signal::HubConfig, turn_urls: u
     use peerlink_signal::RoomMode;
     let connections = match hub.room_mode {
         RoomMode::Mesh => hub.max_room_peers.saturating_sub(1),
-        RoomMode::Sfu => 1,
+        // The connection to the server, and its successor while a lost one is replaced.
+        RoomMode::Sfu => 2,
         // The largest mesh, and the SFU connection opened while the room switches.
         RoomMode::Auto => hub.mesh_max.min(hub.max_room_peers).saturating_sub(1) + 1,
     };

@@ -267,8 +267,8 @@ fn the_derived_quota_follows_the_rooms_and_urls_handed_out() {
     assert_eq!(quota("mesh", 2), 2 * 2 * 5 * 2);
     // Auto: a mesh of up to 4, plus the SFU connection while the room switches.
     assert_eq!(quota("auto", 3), 2 * 2 * (3 + 1) * 3);
-    // SFU: one connection to the server.
-    assert_eq!(quota("sfu", 2), 2 * 2 * 2);
+    // SFU: one connection to the server, and its successor while it is replaced.
+    assert_eq!(quota("sfu", 2), 2 * 2 * 2 * 2);
     assert_eq!(peerlink_server::serve::TURN_ALLOCATIONS_PER_USER, quota("mesh", 3));
 }
 
