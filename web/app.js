@@ -63,6 +63,7 @@ const app = {
   tiles: new Map(), // id -> Tile of a remote participant, whatever carries its media
   sfu: null, // { peer, streams: Map publisher id -> MediaStream, opened }: connection to "sfu"
   switching: null, // the mode switch in progress (see beginSwitch)
+  meshTimers: [], // mesh connections still to make after a switch (onMode)
   speaker: null, // who has the floor, as the server says in a room through it
   forwarding: null, // whose video the server forwards us (with last-N), null: everyone's
   switches: [], // finished switches, for tests: { to, ms, moved, forced, at: {id: ms moved} }
@@ -267,6 +268,7 @@ function onWelcome(msg, { rejoined } = {}) {
   const peers = (Array.isArray(msg.peers) ? msg.peers : [])
     .filter((p) => p && typeof p.id === 'string' && p.id !== id);
   app.mode = msg.mode === 'sfu' ? 'sfu' : 'mesh';
+  clearMeshTimers();
   showMode();
   // The server lists the others in joining order and puts us last.
   app.roster = new Map(peers.map((p) => [p.id, cleanName(p.name)]));
@@ -409,7 +411,7 @@ function onSignal(from, data) {
   if (!entry) {
     // Through the server, nobody makes a connection to us (a late signal of a mesh).
     if (app.mode === 'sfu' || app.peers.size >= MAX_PEERS - 1) return;
-    entry = addPeer(from, '…', false);
+    entry = addPeer(from, app.roster.get(from) ?? '…', false);
   }
   entry.peer.handleSignal(data);
 }
@@ -623,7 +625,7 @@ function layoutTiles() {
 // Each remote participant has one tile, whatever carries its media. A switch (a mode
 // message, or a welcome in the other mode after a rejoin) makes the new connections first:
 // to "sfu", one connection to the server; to "mesh", one per peer, offering to the peers that
-// joined before us as a newcomer does, one at a time (meshRound). Each tile keeps showing the
+// joined before us as a newcomer does, one pair at a time (meshRound; after a mode message). Each tile keeps showing the
 // old source until the new one decodes frames of that participant (its receiver's getStats
 // framesDecoded advancing, polled every SWITCH_POLL_MS), then follows the new one; once every
 // tile moved (or the bound passed) the old connections close. So no tile goes black while the new path comes up.
@@ -660,6 +662,7 @@ function isPaused(tile, id) {
 function onMode(mode) {
   if (mode === app.mode || !app.selfId) return;
   app.mode = mode;
+  clearMeshTimers();
   showMode();
   if (mode === 'sfu') {
     for (const { peer } of app.peers.values()) peer.retiring = true;
@@ -687,19 +690,24 @@ function onMode(mode) {
       entry.peer.retiring = false;
       return;
     }
+    if (entry) removePeer(id);
+    // Both sides make the connection in their pair's round (an offer that comes first makes
+    // it in onSignal).
     const open = () => {
-      if (app.mode !== 'mesh' || !app.roster.has(id)) return;
-      const current = app.peers.get(id);
-      if (current && !current.peer.ended) return; // (its offer came first)
-      if (current) removePeer(id);
+      if (app.mode !== 'mesh' || !app.roster.has(id) || app.peers.has(id)) return;
       if (app.peers.size < MAX_PEERS - 1) addPeer(id, app.roster.get(id), i < me);
     };
     const round = meshRound(i, me, ids.length);
     if (round === 0) open();
-    else setTimeout(open, round * MESH_ROUND_MS);
+    else app.meshTimers.push(setTimeout(open, round * MESH_ROUND_MS));
   });
   if (app.sfu) beginSwitch('mesh');
   else cancelSwitch();
+}
+
+function clearMeshTimers() {
+  app.meshTimers.forEach(clearTimeout);
+  app.meshTimers = [];
 }
 
 /** The round (0, 1, ...) in which the participants at positions `a` and `b` of a roster of `n`

@@ -71,9 +71,15 @@ impl SendHistory {
             let old = self.packets.pop_front().expect("a front");
             self.keep_spare(old.packet);
         }
-        if let Some(i) = self.position(seq) {
-            let old = self.packets.remove(i).expect("found");
-            self.keep_spare(old.packet);
+        // (A packet newer than the last stored, as a sent one nearly always is, replaces none:
+        // no search. Should it repeat one stored before a late one, the later copy is found
+        // first and the earlier goes with age.)
+        let newest = self.packets.back().map(|s| s.seq);
+        if newest.is_some_and(|n| !seq.is_newer_than(n)) {
+            if let Some(i) = self.position(seq) {
+                let old = self.packets.remove(i).expect("found");
+                self.keep_spare(old.packet);
+            }
         }
         let mut buf = self.spare.pop().unwrap_or_default();
         buf.clear();
@@ -90,8 +96,8 @@ impl SendHistory {
         }
     }
 
-    /// Where `seq` is held: found at once when packets are stored in sequence order (they
-    /// are, but for late ones), else by a search from the newest.
+    /// Where `seq` is held: found at once when the packets held since it are in sequence
+    /// order with no gap, else by a search from the newest (at most `capacity` steps).
     fn position(&self, seq: Serial16) -> Option<usize> {
         let newest = self.packets.back()?;
         let back = usize::from(newest.seq.0.wrapping_sub(seq.0));
