@@ -172,6 +172,13 @@ fn room_credentials(mut hub: peerlink_signal::HubConfig, peers: usize, unix: u64
         .collect()
 }
 
+/// What the `peer`-th browser allocates for one connection: each TURN URL from each of its
+/// `addresses` local addresses (on 127/8, its own).
+fn gathering(peer: usize, urls: &[Url], addresses: usize) -> Vec<(IpAddr, Url)> {
+    let address = |a: usize| IpAddr::V4(Ipv4Addr::new(127, 0, 1 + peer as u8, 1 + a as u8));
+    (0..addresses).flat_map(|a| urls.iter().map(move |&url| (address(a), url))).collect()
+}
+
 #[test]
 fn every_browser_of_a_full_mesh_room_gets_all_its_relay_candidates() {
     let options = ServeOptions { room_mode: Some("mesh".into()), ..ServeOptions::default() };
@@ -212,8 +219,7 @@ fn every_browser_of_a_full_mesh_room_gets_all_its_relay_candidates() {
     let mut relays = std::collections::HashSet::new();
     for (peer, (username, password)) in credentials.iter().enumerate() {
         for connection in 0..peers - 1 {
-            for (k, url) in urls.iter().copied().cycle().take(urls.len() * addresses).enumerate() {
-                let from = IpAddr::V4(Ipv4Addr::new(127, 0, 1 + peer as u8, 1 + (k / urls.len()) as u8));
+            for (from, url) in gathering(peer, &urls, addresses) {
                 let mut link = Link::open_from(from, url, addr, tls_addr);
                 match allocate(&mut link, url, username, password) {
                     Ok(relay) => assert!(relays.insert(relay), "relay {relay} handed out twice"),
@@ -229,8 +235,7 @@ fn every_browser_of_a_full_mesh_room_gets_all_its_relay_candidates() {
     // switches), gathering anew before the old allocations go...
     let held = (peers - 1) * urls.len() * addresses;
     for (peer, (username, password)) in credentials.iter().enumerate() {
-        for (k, url) in urls.iter().copied().cycle().take(urls.len() * addresses).enumerate() {
-            let from = IpAddr::V4(Ipv4Addr::new(127, 0, 1 + peer as u8, 1 + (k / urls.len()) as u8));
+        for (from, url) in gathering(peer, &urls, addresses) {
             let mut link = Link::open_from(from, url, addr, tls_addr);
             if let Err(code) = allocate(&mut link, url, username, password) {
                 panic!("peer {peer}, an ICE restart's {url:?} allocation: refused with {code}");
