@@ -35,6 +35,8 @@ ap.add_argument("--seed", type=int, default=None,
                 help="seed of the loss draws, drawn again from the start at each SIGUSR1 (each run sees the same ones)")
 ap.add_argument("--stats", default=None)
 ap.add_argument("--trace", default=None, help="write 'time length verdict' per packet (d delivered, l lost, q queue drop)")
+ap.add_argument("--lost-log", default=None,
+                help="write 'time class' per packet dropped by --loss: rtp PT SSRC, rtcp PT FMT (first packet of a compound) or other")
 a = ap.parse_args()
 rnd = random.Random(a.seed)
 sched = "fifo"
@@ -59,6 +61,23 @@ st = dict(queue=a.queue, sched=sched, stamped=0, max_lag_ms=0.0, pkts_in=0, byte
           gap_ms=0.0, big_pkts=0)
 last_big = None
 trace = open(a.trace, "w", buffering=1 << 16) if a.trace else None
+lost_log = open(a.lost_log, "w", buffering=1 << 12) if a.lost_log else None
+
+
+def classify(ip):
+    """What an IPv4 packet carries, for --lost-log: UDP payloads that look like RTP or RTCP (RFC 7983: first byte
+    128-191; RTCP by packet type 192-223, RFC 5761) are named by payload type and SSRC, or packet type and FMT.
+    SRTP and SRTCP leave those headers in the clear."""
+    if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != 17:
+        return "other"
+    u = ip[(ip[0] & 15) * 4 + 8:]
+    if len(u) < 8 or not 128 <= u[0] <= 191:
+        return "other"
+    if 192 <= u[1] <= 223:
+        return f"rtcp {u[1]} {u[0] & 31}"
+    if len(u) < 12:
+        return "other"
+    return f"rtp {u[1] & 127} {int.from_bytes(u[8:12], 'big')}"
 fifo = collections.deque()  # (due, packet, length): due times never decrease
 tokens, tok_at, last_due = burst, 0.0, 0.0
 t_start = clock()
@@ -82,6 +101,7 @@ def cb(pkt):
     if a.loss and rnd.random() < a.loss:
         pkt.drop(); st["loss_drops"] += 1
         if trace: trace.write(f"{now - t_start:.6f} {n} l\n")
+        if lost_log: lost_log.write(f"{now - t_start:.6f} {classify(pkt.get_payload())}\n")
         return
     if rate:
         # Token bucket at `rate`, depth `burst`; tokens are accounted up to the previous departure (tok_at).
@@ -168,4 +188,5 @@ finally:
         pass
     write_stats()
     if trace: trace.close()
+    if lost_log: lost_log.close()
     print("path-emulator", json.dumps(st), flush=True)
