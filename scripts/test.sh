@@ -160,7 +160,7 @@ if [ "${BENCH:-1}" != 0 ]; then
     step "benchmark: signaling, peerlink serve vs a Node.js ws signaling server"
     ROUNDS=${SIGNAL_ROUNDS:-1} bench/signal.sh
     step "benchmark: data channel throughput, peerlink vs libdatachannel vs aiortc"
-    ROUNDS=${DC_ROUNDS:-3} bench/datachannel.sh
+    ROUNDS=${DC_ROUNDS:-2} bench/datachannel.sh
     step "benchmark: data channel goodput through emulated long, lossy paths, peerlink (BBR, RFC 9260) vs libdatachannel"
     ROUNDS=${DC_PATH_ROUNDS:-1} bench/datachannel-path.sh
     step "benchmark: the native peer (set-up time, send -> recv) vs Chromium and aiortc"
