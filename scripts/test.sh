@@ -115,7 +115,7 @@ step "media: peerlink record, play and echo against headless Chromium (VP8, VP9,
 tests/e2e/media-chromium.sh target/release/peerlink
 step "media: peerlink record and play against aiortc (VP8, H.264, Opus; both join orders)"
 tests/e2e/media-aiortc.sh target/release/peerlink
-step "media: play -> Chromium behind 5% loss and 50 ms RTT (path emulator): NACK and RTX repair"
+step "media: play -> Chromium behind 5% loss and 50 ms RTT (path emulator): NACK and RTX repair; a lost first key frame resent"
 tests/e2e/media-loss.sh target/release/peerlink
 step "media: the browser app shows a peerlink play peer's video and audio, and a peerlink record peer"
 tests/e2e/web-media.sh target/release/peerlink

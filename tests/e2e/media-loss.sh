@@ -21,10 +21,15 @@
 # that Chromium did not; the emulators also log what they drop, by RTP/RTCP type, in c*.emu*.lost),
 # sends NACKs, receives retransmissions (retransmittedPacketsReceived), and RTX packets from our
 # peer are seen on the wire. The control (0%) must decode >= 80% with at most 2 freezes too.
+# The case `first` has no random loss; R drops the stream's first video packet (the start of its
+# first key frame, which Chromium cannot NACK: it never learnt that sequence number). Chromium asks
+# for a key frame, and play, which has no encoder, sends the last key frame and the frames since
+# again: Chromium must decode >= 95% of the frames (waiting for the file's next key frame loses a
+# second of them) with at most 2 freezes.
 # Prints one table; exits non-zero if a case or a path check fails.
 #
 #   tests/e2e/media-loss.sh [path/to/peerlink]
-#   LOSSES="0.05 0"  loss fractions, one case each     DELAY_MS=25  one-way delay
+#   LOSSES="0.05 0 first"  loss fractions (or `first`), one case each   DELAY_MS=25  one-way delay
 #   SEED=N           the emulators' loss seeds (N and N+1; printed)   KEEP=DIR  keep every file
 #   NOISE=N          add ffmpeg's noise filter (strength N) to the video: the plain test pattern
 #                    encodes to ~140 kbit/s, about one packet a frame; NOISE=30 fills the 400 kbit/s
@@ -35,7 +40,7 @@ cd "$(dirname "$0")/../.."
 . scripts/lib/common.sh
 peerlink=$(realpath "${1:-target/release/peerlink}")
 py=${PYTHON:-tests/interop/.venv/bin/python}
-LOSSES=${LOSSES:-"0.05 0"}
+LOSSES=${LOSSES:-"0.05 0 first"}
 DELAY_MS=${DELAY_MS:-25}
 SEED=${SEED:-$((RANDOM * 32768 + RANDOM))}
 NOISE=${NOISE:-0}
@@ -83,15 +88,23 @@ for loss in $LOSSES; do
     i=$((i + 1))
     c="$tmp/c$i"
     room=loss$i
+    rate=$loss
+    [ "$loss" = first ] && rate=0
     epids=()
     for q in 0 1; do
-        ip netns exec "$R" "$py" tests/lab/path-emulator.py --queue $q --delay-ms "$DELAY_MS" --loss "$loss" \
+        ip netns exec "$R" "$py" tests/lab/path-emulator.py --queue $q --delay-ms "$DELAY_MS" --loss "$rate" \
             --seed $((SEED + q)) --secs 90 --stats "$c.emu$q.json" --lost-log "$c.emu$q.lost" >"$c.emu$q.out" 2>&1 &
         epids+=($!)
     done
     for _ in $(seq 50); do queues_bound && break; sleep 0.1; done
     queues_bound || { echo "path emulators did not bind their queues:" >&2; cat "$c".emu*.out >&2; exit 1; }
     ip netns exec "$A" ping -q -n -c 40 -i 0.05 -W 1 203.0.113.20 >"$c.ping" 2>&1 || true
+    if [ "$loss" = first ]; then
+        # The first RTP packet (first byte 10xxxxxx) of payload type 96 (play's VP8; the
+        # marker bit masked) from A, of 600 bytes or more (a key frame's), once.
+        ip netns exec "$R" iptables -I FORWARD -p udp -s 198.51.100.10 -m length --length 600:1500 \
+            -m u32 --u32 "28&0xC07F0000=0x80600000" -m statistic --mode nth --every 100000000 --packet 0 -j DROP
+    fi
     ip netns exec "$R" "$py" tests/lab/rtp-wire-count.py --secs 60 --out "$c.wire.json" ra rb 2>"$c.wire.err" &
     wpid=$!
     rc_n=0 rc_c=0
@@ -104,7 +117,12 @@ for loss in $LOSSES; do
     wait "$pn" || rc_n=$?
     kill -TERM "$wpid" "${epids[@]}" 2>/dev/null || true
     wait "$wpid" "${epids[@]}" 2>/dev/null || true
-    echo "$i $loss $rc_n $rc_c" >>"$tmp/cases"
+    dropped=-
+    if [ "$loss" = first ]; then
+        dropped=$(ip netns exec "$R" iptables -L FORWARD 1 -v -n -x | awk '{print $1}')
+        ip netns exec "$R" iptables -D FORWARD 1
+    fi
+    echo "$i $loss $rc_n $rc_c $dropped" >>"$tmp/cases"
     [ -s "$c.wire.json" ] || cat "$c.wire.err" >&2
 done
 
@@ -126,8 +144,9 @@ def tail(path, n=3):
     return " / ".join(text(path).strip().splitlines()[-n:])
 rows, failed = [], 0
 for line in open(f"{tmp}/cases"):
-    i, loss, rc_n, rc_c = line.split()
-    loss, c = float(loss), f"{tmp}/c{i}"
+    i, name, rc_n, rc_c, dropped = line.split()
+    first = name == "first"
+    loss, c = (0.0 if first else float(name)), f"{tmp}/c{i}"
     problems = []
     # The path: ping's RTT and loss, the emulators' own loss counts.
     ping = text(f"{c}.ping")
@@ -181,6 +200,11 @@ for line in open(f"{tmp}/cases"):
         problems.append(f"packets to outside addresses reached the router: {strays}")
     if dec < 0.8 * frames:
         problems.append(f"decoded {dec} of the file's {frames} frames (<80%)")
+    if first:
+        if dropped != "1":
+            problems.append(f"R dropped {dropped} first video packets, not 1")
+        if dec < 0.95 * frames:
+            problems.append(f"decoded {dec} of the file's {frames} frames (<95%) after losing the first key frame's start")
     # A repair the path itself undoes (Chromium's NACK lost on the way back, or our retransmission
     # lost on the way there) costs Chromium another round trip after its own wait, ~230 ms late at
     # 15 fps: a freeze by its definition (> 3 frame intervals and > 150 ms over one) that no sender
@@ -210,7 +234,7 @@ for line in open(f"{tmp}/cases"):
     cpair = f"{(cp.get('local') or {}).get('type', '-')}>{(cp.get('remote') or {}).get('type', '-')}"
     relayed = (wire.get("ra") or {}).get("relayed", 0)
     failed += bool(problems)
-    rows.append(dict(loss=f"{100 * loss:g}%", rtt=f"{rtt:.1f}" if rtt is not None else "-", ping_loss=f"{ping_loss}%",
+    rows.append(dict(loss="first" if first else f"{100 * loss:g}%", rtt=f"{rtt:.1f}" if rtt is not None else "-", ping_loss=f"{ping_loss}%",
         emu=", ".join(emu), frames=frames, sent=sent if sent is not None else "-", dec=dec,
         pct=f"{100 * dec / frames:.0f}", freeze=f"{freeze}/{v.get('totalFreezesDuration', 0):.1f}s" if freeze is not None else "-",
         nack=nack, pli=pli, lost=lost, rtx_recv=rtx_recv if rtx_recv is not None else "n/a",
@@ -226,6 +250,7 @@ for r in rows:
     print(" ".join(str(r[k]).rjust(w[k]) for k, _ in cols), "", r["result"])
 for r in rows:
     print(f"# {r['loss']}: emulator loss applied {r['emu']}")
+print("# first: no random loss; R dropped the first video packet (the start of the first key frame) once")
 print("# rttMs/pingLoss: ping across the path (40 probes); file: frames in the file; sentAV: `peerlink play`'s count")
 print("# of audio + video frames sent;")
 print("# decoded/freeze(count/total)/nack/pli/lost/rtxRecv/keyDec: Chromium's inbound video (aLost: audio packetsLost);")

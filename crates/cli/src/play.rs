@@ -6,8 +6,10 @@
 //!
 //! The clock starts when the first peer is connected; a peer that connects later joins the
 //! stream where it is, from the next video key frame (frames before it would not decode). A
-//! key frame asked for by a peer (PLI/FIR) is answered by the file's next key frame: a file
-//! has no encoder to make one. At the end of the files `play` exits 0, or starts over with
+//! key frame asked for by a peer (PLI/FIR) is answered, once per key frame, by sending the
+//! last key frame and the frames since again when they are still kept for repair (a peer that
+//! lost the start of the stream could not NACK what it never knew of), else by the file's
+//! next key frame: a file has no encoder to make one. At the end of the files `play` exits 0, or starts over with
 //! `--loop` (timestamps continue, so receivers see one stream).
 
 use crate::peer::MeetArgs;
@@ -63,7 +65,15 @@ struct Other {
     waiting_keyframe: bool,
     frames: u64,
     warned: bool,
+    /// The RTP timestamp of the last video key frame sent to this peer, and whether it was
+    /// sent again (once at most) because the peer asked for a key frame.
+    last_key: Option<(TransceiverId, u32, bool)>,
 }
+
+/// At most this many packets go again when a peer asks for a key frame: the last key frame
+/// and the frames since (about 1 s of a 2 Mbit/s video). Older ones are out of the send
+/// history anyway (2 s).
+const RESEND_MAX_PACKETS: usize = 256;
 
 /// The files, opened; samples of all of them merged in time order.
 struct Sources {
@@ -296,7 +306,12 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
                         o.waiting_keyframe = false;
                     }
                     match o.handle.write_frame(t.transceiver, Some(t.codec), timestamp, sample.data.clone()).await {
-                        Ok(()) => o.frames += 1,
+                        Ok(()) => {
+                            o.frames += 1;
+                            if t.kind == MediaKind::Video && sample.keyframe {
+                                o.last_key = Some((t.transceiver, timestamp, false));
+                            }
+                        }
                         Err(e) => {
                             if !o.warned {
                                 o.warned = true;
@@ -311,7 +326,7 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
                 let Some(event) = event else { break };
                 match event {
                     RoomEvent::Connecting { peer, handle, .. } => {
-                        others.insert(peer.id, Other { name: peer.name, handle, connected: false, waiting_keyframe: true, frames: 0, warned: false });
+                        others.insert(peer.id, Other { name: peer.name, handle, connected: false, waiting_keyframe: true, frames: 0, warned: false, last_key: None });
                     }
                     RoomEvent::Gone { peer, reason } => {
                         if let Some(o) = others.remove(&peer) {
@@ -331,8 +346,23 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
                                 // The files' time 0 is when the first peer is up.
                                 start.get_or_insert_with(Instant::now);
                             }
-                            RtcEvent::KeyframeRequest { .. } => {
-                                tracing::debug!(peer = %o.name, "key frame asked for: the file's next one will do");
+                            RtcEvent::KeyframeRequest { id } => {
+                                // A file has no encoder to make one. A peer that lost the
+                                // start of the last key frame (before the first packet it
+                                // got, so it could not NACK it) gets that key frame and the
+                                // frames since again, once; else the file's next one will do.
+                                let mut resent = 0;
+                                if let Some((track, ts, done @ false)) = o.last_key.as_mut() {
+                                    if *track == id {
+                                        resent = o.handle.resend_since(id, *ts, RESEND_MAX_PACKETS).await;
+                                        *done = resent > 0;
+                                    }
+                                }
+                                if resent > 0 {
+                                    tracing::debug!(peer = %o.name, packets = resent, "key frame asked for: the last one and the frames since sent again");
+                                } else {
+                                    tracing::debug!(peer = %o.name, "key frame asked for: the file's next one will do");
+                                }
                             }
                             _ => {}
                         }

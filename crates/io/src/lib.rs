@@ -61,6 +61,7 @@ enum Command {
     RequestKeyframeLayer(TransceiverId, usize),
     RequestBandwidthProbe(u64),
     ForgetSent(TransceiverId),
+    ResendSince(TransceiverId, u32, usize, oneshot::Sender<usize>),
     WriteRtp(TransceiverId, Codec, Vec<u8>, u16, u32),
     StopTransceiver(TransceiverId, oneshot::Sender<Result<(), RtcError>>),
     MediaStats(TransceiverId, oneshot::Sender<Option<MediaStats>>),
@@ -285,6 +286,12 @@ impl PeerHandle {
         let _ = self.commands.send(Command::ForgetSent(id));
     }
 
+    /// Sends again what `id` sent from the frame with RTP timestamp `timestamp` on, at most
+    /// `max_packets` packets ([`PeerConnection::resend_since`]); returns how many were queued.
+    pub async fn resend_since(&self, id: TransceiverId, timestamp: u32, max_packets: usize) -> usize {
+        self.ask(|tx| Command::ResendSince(id, timestamp, max_packets, tx)).await.unwrap_or(0)
+    }
+
     /// Asks for a bandwidth probe at `bitrate_bps` ([`PeerConnection::request_bandwidth_probe`]).
     pub fn request_bandwidth_probe(&self, bitrate_bps: u64) {
         let _ = self.commands.send(Command::RequestBandwidthProbe(bitrate_bps));
@@ -495,6 +502,7 @@ async fn drive(
                     Command::RequestKeyframeLayer(id, layer) => pc.request_keyframe_layer(now, id, layer),
                     Command::RequestBandwidthProbe(bps) => pc.request_bandwidth_probe(bps),
                     Command::ForgetSent(id) => pc.forget_sent(id),
+                    Command::ResendSince(id, ts, max, reply) => { let _ = reply.send(pc.resend_since(now, id, ts, max)); }
                     Command::WriteRtp(id, codec, packet, seq, ts) => {
                         let _ = pc.write_rtp(now, id, codec, &packet, seq, ts);
                     }

@@ -1159,19 +1159,7 @@ impl PeerConnection {
             if let Some((_, left)) = m.rtx_budget.as_mut().filter(|_| budget.is_some()) {
                 *left -= len;
             }
-            let Ok(pt) = RtpPacket::parse(original).map(|p| p.payload_type()) else { continue };
-            let rtx_pt = t.codecs.iter().find(|c| c.payload_type == pt).and_then(|c| c.rtx);
-            let packet = match rtx_pt {
-                Some(rtx_pt) => {
-                    t.send.rtx.payload_type = rtx_pt;
-                    let mut out = Vec::with_capacity(original.len() + 2);
-                    if t.send.rtx.wrap(original, &mut out).is_err() {
-                        continue;
-                    }
-                    out
-                }
-                None => original.to_vec(),
-            };
+            let Some(packet) = wrap_for_resend(&t.codecs, &mut t.send.rtx, original) else { continue };
             // Every packet on the wire gets its own transport-wide sequence number (the
             // feedback reports each one), a retransmission too: stamped as it leaves the pacer.
             t.stats.retransmissions_sent += 1;
@@ -1182,6 +1170,69 @@ impl PeerConnection {
                 packet,
             );
         }
+    }
+
+    /// Sends again, as retransmissions, what `id` sent from the frame with RTP timestamp
+    /// `timestamp` on: that frame's packets and every later one, when all of them are still
+    /// kept for repair and there are at most `max_packets`. For a source that cannot make a
+    /// key frame when asked (a file): a receiver that lost the start of the stream's first
+    /// key frame never learnt those sequence numbers, so it cannot NACK them and asks for a
+    /// key frame instead; this gives it the last one and the frames since. A packet resent
+    /// within the last round trip is left out. Returns how many packets were queued (0 when
+    /// the frame is no longer kept, or more than `max_packets` were sent since).
+    pub fn resend_since(
+        &mut self,
+        now: Instant,
+        id: TransceiverId,
+        timestamp: u32,
+        max_packets: usize,
+    ) -> usize {
+        let m = &mut self.media;
+        let Some(t) = m.transceivers.get_mut(id.0) else { return 0 };
+        let frame = Serial32(timestamp);
+        // Back from the newest packet to the frame's first: the one before it is older, or
+        // not kept (the stream's first packet).
+        let mut first = None;
+        let mut seq = t.send.seq;
+        for _ in 0..=max_packets {
+            let prev = seq.wrapping_sub(1);
+            let ts = t.send.history.get(prev).and_then(|p| RtpPacket::parse(p).ok()).map(|p| p.timestamp());
+            match ts {
+                Some(ts) if ts == frame || ts.is_newer_than(frame) => seq = prev,
+                _ => {
+                    first = Some(seq);
+                    break;
+                }
+            }
+        }
+        let Some(first) = first else { return 0 };
+        let starts_frame = t
+            .send
+            .history
+            .get(first)
+            .and_then(|p| RtpPacket::parse(p).ok())
+            .is_some_and(|p| p.timestamp() == frame);
+        if !starts_frame {
+            return 0;
+        }
+        let min_interval = m.rtt.unwrap_or(Duration::from_millis(10)).max(Duration::from_millis(10));
+        let mut queued = 0;
+        let mut seq = first;
+        while seq != t.send.seq {
+            if let Some(original) = t.send.history.get_for_resend(now, seq, min_interval) {
+                if let Some(packet) = wrap_for_resend(&t.codecs, &mut t.send.rtx, original) {
+                    t.stats.retransmissions_sent += 1;
+                    queued += 1;
+                    m.pacer.get_or_insert_with(|| Pacer::new(PACING_FLOOR_BPS)).enqueue_priority(
+                        now,
+                        packet.len(),
+                        packet,
+                    );
+                }
+            }
+            seq = seq.wrapping_add(1);
+        }
+        queued
     }
 
     /// Timers of the media path: reports, NACKs, holes that waited too long.
@@ -1408,6 +1459,21 @@ fn restamp_extension(packet: &mut [u8], id: u8, value: &[u8]) -> bool {
 }
 
 /// A NACK for what the generator says is due (RFC 4585 §6.2.1).
+/// `original` (a packet from the send history) as it goes out again: in RTX when the
+/// codec has it negotiated (RFC 4588 §4), else as it was.
+fn wrap_for_resend(codecs: &[CodecParams], rtx: &mut RtxSender, original: &[u8]) -> Option<Vec<u8>> {
+    let pt = RtpPacket::parse(original).ok()?.payload_type();
+    match codecs.iter().find(|c| c.payload_type == pt).and_then(|c| c.rtx) {
+        Some(rtx_pt) => {
+            rtx.payload_type = rtx_pt;
+            let mut out = Vec::with_capacity(original.len() + 2);
+            rtx.wrap(original, &mut out).ok()?;
+            Some(out)
+        }
+        None => Some(original.to_vec()),
+    }
+}
+
 fn nack_due(outgoing: &mut VecDeque<(bool, Vec<u8>)>, t: &mut Transceiver, layer: usize, now: Instant) {
     let sender = t.send.ssrc;
     let r = &mut t.recv[layer];
