@@ -228,8 +228,8 @@ for line in open(f"{tmp}/cases"):
             problems.append("Chromium received no retransmission")
         if not rtx_wire:
             problems.append("no RTX packet from peerlink on the wire")
-    m = re.search(r"selected pair: (\S+) -> (\S+)", err)
-    pair = f"{m.group(1)}>{m.group(2)}" if m else "-"
+    m = re.findall(r"selected pair: (\S+) -> (\S+)", err)  # the last: Chromium may nominate again
+    pair = f"{m[-1][0]}>{m[-1][1]}" if m else "-"
     cp = peer.get("pair") or {}
     cpair = f"{(cp.get('local') or {}).get('type', '-')}>{(cp.get('remote') or {}).get('type', '-')}"
     relayed = (wire.get("ra") or {}).get("relayed", 0)
@@ -259,7 +259,7 @@ print("# lostNack/Rtx: NACK packets Chromium sent that play did not get, RTX pac
 print("# each may cost one freeze beyond the 2 allowed (c*.emu*.lost in KEEP: what the emulators dropped, by RTP/RTCP type);")
 print("# tooSoon: NACKed packets play did not resend, asked again within an RTT of the last;")
 print("# kfAsked: play's 'key frame asked for' log lines (RUST_LOG=debug): Chromium's PLI/FIR as our peer saw them;")
-print("# pair: the selected pair (local>remote type) as play logs it and as Chromium reports it; relayed: packets")
+print("# pair: the selected pair (local>remote type) as play logs it last and as Chromium reports it; relayed: packets")
 print("# A>B in TURN ChannelData (media through our TURN server although a direct path exists).")
 print(f"# {failed} case(s) failed")
 sys.exit(1 if failed else 0)
