@@ -18,14 +18,15 @@
 # rate within 4 standard deviations (+0.5%) of the one asked for.
 # With loss: Chromium decodes >= 80% of the file's frames with at most 2 freezes, plus one for each
 # repair the path undid (a NACK Chromium sent that play did not receive, or an RTX packet play sent
-# that Chromium did not; the emulators also log what they drop, by RTP/RTCP type, in c*.emu*.lost),
-# sends NACKs, receives retransmissions (retransmittedPacketsReceived), and RTX packets from our
-# peer are seen on the wire. The control (0%) must decode >= 80% with at most 2 freezes too.
+# that Chromium did not; never more than the emulators' logs of what they dropped show: RTX A>B,
+# RTCP B>A), sends NACKs, receives retransmissions (retransmittedPacketsReceived), and RTX packets
+# from our peer are seen on the wire. The control (0%) must decode >= 80% with at most 2 freezes too.
 # The case `first` has no random loss; R drops the stream's first video packet (the start of its
 # first key frame, which Chromium cannot NACK: it never learnt that sequence number). Chromium asks
 # for a key frame, and play, which has no encoder, sends the last key frame and the frames since
 # again: Chromium must decode >= 95% of the frames (waiting for the file's next key frame loses a
-# second of them) with at most 2 freezes.
+# second of them) with at most 2 freezes, send no NACK (it never knew of the packet), and receive
+# what play logs it sent again.
 # Prints one table; exits non-zero if a case or a path check fails.
 #
 #   tests/e2e/media-loss.sh [path/to/peerlink]
@@ -102,8 +103,9 @@ for loss in $LOSSES; do
     if [ "$loss" = first ]; then
         # The first RTP packet (first byte 10xxxxxx) of payload type 96 (play's VP8; the
         # marker bit masked) from A, of 600 bytes or more (a key frame's), once.
-        ip netns exec "$R" iptables -I FORWARD -p udp -s 198.51.100.10 -m length --length 600:1500 \
-            -m u32 --u32 "28&0xC07F0000=0x80600000" -m statistic --mode nth --every 100000000 --packet 0 -j DROP
+        first_rule=(FORWARD -p udp -s 198.51.100.10 -m length --length 600:1500 -m u32 --u32 "28&0xC07F0000=0x80600000"
+            -m statistic --mode nth --every 100000000 --packet 0 -m comment --comment media-loss-first -j DROP)
+        ip netns exec "$R" iptables -I "${first_rule[@]}"
     fi
     ip netns exec "$R" "$py" tests/lab/rtp-wire-count.py --secs 60 --out "$c.wire.json" ra rb 2>"$c.wire.err" &
     wpid=$!
@@ -119,8 +121,9 @@ for loss in $LOSSES; do
     wait "$wpid" "${epids[@]}" 2>/dev/null || true
     dropped=-
     if [ "$loss" = first ]; then
-        dropped=$(ip netns exec "$R" iptables -L FORWARD 1 -v -n -x | awk '{print $1}')
-        ip netns exec "$R" iptables -D FORWARD 1
+        dropped=$(ip netns exec "$R" iptables -L FORWARD -v -n -x | awk '/media-loss-first/ {print $1}')
+        dropped=${dropped:-?}
+        ip netns exec "$R" iptables -D "${first_rule[@]}" || true
     fi
     echo "$i $loss $rc_n $rc_c $dropped" >>"$tmp/cases"
     [ -s "$c.wire.json" ] || cat "$c.wire.err" >&2
@@ -203,6 +206,11 @@ for line in open(f"{tmp}/cases"):
     if first:
         if dropped != "1":
             problems.append(f"R dropped {dropped} first video packets, not 1")
+        # Chromium never knew the dropped packet (no NACK); play sent it again.
+        if nack:
+            problems.append(f"Chromium sent {nack} NACKs: the packet dropped was not the stream's first")
+        if "key frame asked for: the last one sent again" not in err or not rtx_recv:
+            problems.append("play did not send the key frame again (or Chromium did not receive it)")
         if dec < 0.95 * frames:
             problems.append(f"decoded {dec} of the file's {frames} frames (<95%) after losing the first key frame's start")
     # A repair the path itself undoes (Chromium's NACK lost on the way back, or our retransmission
@@ -216,8 +224,15 @@ for line in open(f"{tmp}/cases"):
         m = re.search(rf"stats chr video .*?\b{key}=(\d+)", err)
         return int(m.group(1)) if m else None
     nacks_in, rtx_out, too_soon = ours("nacks_received"), ours("rtx_sent"), ours("rtx_too_soon")
-    lost_nack = max(0, (nack or 0) - nacks_in) if nacks_in is not None else 0
-    lost_rtx = max(0, rtx_out - rtx_recv) if rtx_out is not None and rtx_recv is not None else 0
+    resent = ours("keyframe_resends") or 0
+    # Never more than the emulators say they dropped: RTX (RTP of another SSRC than the
+    # media's) A>B, RTCP of any type B>A (a NACK may follow a report in a compound).
+    def drops(q):
+        return [l.split()[1:] for l in text(f"{c}.emu{q}.lost").splitlines()]
+    path_rtx = sum(1 for d in drops(0) if len(d) == 3 and d[0] == "rtp" and d[2] not in media_ssrcs)
+    path_rtcp = sum(1 for d in drops(1) if d and d[0] == "rtcp")
+    lost_nack = min(max(0, (nack or 0) - nacks_in), path_rtcp) if nacks_in is not None else 0
+    lost_rtx = min(max(0, rtx_out + resent - rtx_recv), path_rtx) if rtx_out is not None and rtx_recv is not None else 0
     freeze_bound = 2 + lost_nack + lost_rtx
     if freeze is None or freeze > freeze_bound:
         problems.append(f"freezeCount {freeze} (> {freeze_bound}: 2 + {lost_nack} NACK + {lost_rtx} RTX packets lost)")
@@ -255,7 +270,8 @@ print("# rttMs/pingLoss: ping across the path (40 probes); file: frames in the f
 print("# of audio + video frames sent;")
 print("# decoded/freeze(count/total)/nack/pli/lost/rtxRecv/keyDec: Chromium's inbound video (aLost: audio packetsLost);")
 print("# wireVid/Rtx: RTP packets peerlink put on the wire before the loss, media SSRC / others (RTX; p: P-bit padding);")
-print("# lostNack/Rtx: NACK packets Chromium sent that play did not get, RTX packets play sent that Chromium did not;")
+print("# lostNack/Rtx: NACK packets Chromium sent that play did not get, RTX packets play sent that Chromium did not")
+print("# (at most what the emulators logged dropping: RTCP B>A, RTX A>B);")
 print("# each may cost one freeze beyond the 2 allowed (c*.emu*.lost in KEEP: what the emulators dropped, by RTP/RTCP type);")
 print("# tooSoon: NACKed packets play did not resend, asked again within an RTT of the last;")
 print("# kfAsked: play's 'key frame asked for' log lines (RUST_LOG=debug): Chromium's PLI/FIR as our peer saw them;")

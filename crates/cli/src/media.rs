@@ -32,7 +32,7 @@ pub async fn print_stats(
     crate::status!(
         "peerlink: stats {name} {kind} sent={} received={} frames_sent={} frames_received={} nacks_received={} \
          nacked={} rtx_sent={} rtx_not_in_history={} rtx_too_soon={} nacks_sent={} rtx_received={} plis_received={} \
-         plis_sent={} frames_dropped={}",
+         plis_sent={} frames_dropped={} keyframe_resends={}",
         s.packets_sent,
         s.packets_received,
         s.frames_sent,
@@ -47,5 +47,6 @@ pub async fn print_stats(
         s.plis_received,
         s.plis_sent,
         s.frames_dropped,
+        s.keyframe_resends,
     );
 }

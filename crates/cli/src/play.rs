@@ -7,9 +7,9 @@
 //! The clock starts when the first peer is connected; a peer that connects later joins the
 //! stream where it is, from the next video key frame (frames before it would not decode). A
 //! key frame asked for by a peer (PLI/FIR) is answered, once per key frame, by sending the
-//! last key frame and the frames since again when they are still kept for repair (a peer that
-//! lost the start of the stream could not NACK what it never knew of), else by the file's
-//! next key frame: a file has no encoder to make one. At the end of the files `play` exits 0, or starts over with
+//! last key frame and the frames since again when they are still kept for repair (a peer
+//! that lost the start of the stream could not NACK what it never knew of), else by the
+//! file's next key frame: a file has no encoder to make one. At the end of the files `play` exits 0, or starts over with
 //! `--loop` (timestamps continue, so receivers see one stream).
 
 use crate::peer::MeetArgs;
@@ -65,15 +65,16 @@ struct Other {
     waiting_keyframe: bool,
     frames: u64,
     warned: bool,
-    /// The RTP timestamp of the last video key frame sent to this peer, and whether it was
-    /// sent again (once at most) because the peer asked for a key frame.
+    /// The RTP timestamp of the last video key frame sent to this peer (play sends one
+    /// video track at most), and whether it was sent again (once at most) because the peer
+    /// asked for a key frame.
     last_key: Option<(TransceiverId, u32, bool)>,
 }
 
-/// At most this many packets go again when a peer asks for a key frame: the last key frame
-/// and the frames since (about 1 s of a 2 Mbit/s video). Older ones are out of the send
-/// history anyway (2 s).
-const RESEND_MAX_PACKETS: usize = 256;
+/// At most this many bytes go again when a peer asks for a key frame (the last key frame and
+/// the frames since): about 350 ms at the pacer's floor rate, a burst the frames written
+/// after it wait behind. More than that, and the file's next key frame will do.
+const RESEND_MAX_BYTES: usize = 64 * 1024;
 
 /// The files, opened; samples of all of them merged in time order.
 struct Sources {
@@ -354,12 +355,12 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
                                 let mut resent = 0;
                                 if let Some((track, ts, done @ false)) = o.last_key.as_mut() {
                                     if *track == id {
-                                        resent = o.handle.resend_since(id, *ts, RESEND_MAX_PACKETS).await;
+                                        resent = o.handle.resend_since(id, *ts, RESEND_MAX_BYTES).await;
                                         *done = resent > 0;
                                     }
                                 }
                                 if resent > 0 {
-                                    tracing::debug!(peer = %o.name, packets = resent, "key frame asked for: the last one and the frames since sent again");
+                                    tracing::debug!(peer = %o.name, packets = resent, "key frame asked for: the last one sent again");
                                 } else {
                                     tracing::debug!(peer = %o.name, "key frame asked for: the file's next one will do");
                                 }

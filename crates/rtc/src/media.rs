@@ -185,6 +185,9 @@ pub struct MediaStats {
     /// Packets asked for that were not resent because retransmissions had taken their share
     /// of the bandwidth estimate.
     pub nacked_over_budget: u64,
+    /// Packets sent again because the peer asked for a key frame the source cannot make
+    /// ([`PeerConnection::resend_since`]; not in `retransmissions_sent`).
+    pub keyframe_resends: u64,
     pub nacks_sent: u64,
     pub plis_received: u64,
     pub plis_sent: u64,
@@ -1172,40 +1175,49 @@ impl PeerConnection {
         }
     }
 
-    /// Sends again, as retransmissions, what `id` sent from the frame with RTP timestamp
-    /// `timestamp` on: that frame's packets and every later one, when all of them are still
-    /// kept for repair and there are at most `max_packets`. For a source that cannot make a
-    /// key frame when asked (a file): a receiver that lost the start of the stream's first
-    /// key frame never learnt those sequence numbers, so it cannot NACK them and asks for a
-    /// key frame instead; this gives it the last one and the frames since. A packet resent
-    /// within the last round trip is left out. Returns how many packets were queued (0 when
-    /// the frame is no longer kept, or more than `max_packets` were sent since).
+    /// Sends again, in RTX, what `id` sent from the frame with RTP timestamp `timestamp` on:
+    /// that frame's packets and every later one, when all of them are still kept for repair
+    /// and they come to at most `max_bytes`. For a source that cannot make a key frame when
+    /// asked (a file): a receiver that lost the start of the stream's first key frame never
+    /// learnt those sequence numbers, so it cannot NACK them and asks for a key frame instead;
+    /// this gives it the last one and the frames since. They queue behind what waits to be
+    /// sent, not ahead of it as NACK repairs do: audio and the frames written before go first.
+    /// For streams written with [`PeerConnection::write_frame`] (a forwarder's
+    /// [`PeerConnection::write_rtp`] has gaps where the frame start cannot be told). Returns
+    /// how many packets were queued: 0 when the frame's first packet is no longer kept or was
+    /// resent within the last round trip, or the frames since it are over `max_bytes`.
     pub fn resend_since(
         &mut self,
         now: Instant,
         id: TransceiverId,
         timestamp: u32,
-        max_packets: usize,
+        max_bytes: usize,
     ) -> usize {
+        if self.signaling == SignalingState::Closed || self.is_over() {
+            return 0;
+        }
         let m = &mut self.media;
         let Some(t) = m.transceivers.get_mut(id.0) else { return 0 };
-        let frame = Serial32(timestamp);
-        // Back from the newest packet to the frame's first: the one before it is older, or
-        // not kept (the stream's first packet).
-        let mut first = None;
-        let mut seq = t.send.seq;
-        for _ in 0..=max_packets {
-            let prev = seq.wrapping_sub(1);
-            let ts = t.send.history.get(prev).and_then(|p| RtpPacket::parse(p).ok()).map(|p| p.timestamp());
-            match ts {
-                Some(ts) if ts == frame || ts.is_newer_than(frame) => seq = prev,
-                _ => {
-                    first = Some(seq);
-                    break;
-                }
-            }
+        if !t.current.is_some_and(Direction::sends) || t.stopped {
+            return 0;
         }
-        let Some(first) = first else { return 0 };
+        let frame = Serial32(timestamp);
+        // Back from the newest packet to the frame's first: the one before it is of an older
+        // frame, or not kept (the stream's first packet).
+        let (mut first, mut bytes) = (t.send.seq, 0);
+        loop {
+            let prev = first.wrapping_sub(1);
+            let Some(packet) = t.send.history.get(prev) else { break };
+            let Ok(ts) = RtpPacket::parse(packet).map(|p| p.timestamp()) else { break };
+            if ts != frame && !ts.is_newer_than(frame) {
+                break;
+            }
+            bytes += packet.len();
+            if bytes > max_bytes {
+                return 0;
+            }
+            first = prev;
+        }
         let starts_frame = t
             .send
             .history
@@ -1213,22 +1225,29 @@ impl PeerConnection {
             .and_then(|p| RtpPacket::parse(p).ok())
             .is_some_and(|p| p.timestamp() == frame);
         if !starts_frame {
-            return 0;
+            return 0; // no packet of that frame
         }
         let min_interval = m.rtt.unwrap_or(Duration::from_millis(10)).max(Duration::from_millis(10));
         let mut queued = 0;
         let mut seq = first;
         while seq != t.send.seq {
-            if let Some(original) = t.send.history.get_for_resend(now, seq, min_interval) {
-                if let Some(packet) = wrap_for_resend(&t.codecs, &mut t.send.rtx, original) {
-                    t.stats.retransmissions_sent += 1;
-                    queued += 1;
-                    m.pacer.get_or_insert_with(|| Pacer::new(PACING_FLOOR_BPS)).enqueue_priority(
-                        now,
-                        packet.len(),
-                        packet,
-                    );
+            // The frame's first packet must go (it may have aged out of the history since it
+            // was looked at, or just been resent); later ones as they can.
+            let Some(original) = t.send.history.get_for_resend(now, seq, min_interval) else {
+                if seq == first {
+                    return 0;
                 }
+                seq = seq.wrapping_add(1);
+                continue;
+            };
+            if let Some(packet) = wrap_for_resend(&t.codecs, &mut t.send.rtx, original) {
+                t.stats.keyframe_resends += 1;
+                queued += 1;
+                m.pacer.get_or_insert_with(|| Pacer::new(PACING_FLOOR_BPS)).enqueue(
+                    now,
+                    packet.len(),
+                    packet,
+                );
             }
             seq = seq.wrapping_add(1);
         }
@@ -1458,7 +1477,6 @@ fn restamp_extension(packet: &mut [u8], id: u8, value: &[u8]) -> bool {
     true
 }
 
-/// A NACK for what the generator says is due (RFC 4585 §6.2.1).
 /// `original` (a packet from the send history) as it goes out again: in RTX when the
 /// codec has it negotiated (RFC 4588 §4), else as it was.
 fn wrap_for_resend(codecs: &[CodecParams], rtx: &mut RtxSender, original: &[u8]) -> Option<Vec<u8>> {
@@ -1474,6 +1492,7 @@ fn wrap_for_resend(codecs: &[CodecParams], rtx: &mut RtxSender, original: &[u8])
     }
 }
 
+/// A NACK for what the generator says is due (RFC 4585 §6.2.1).
 fn nack_due(outgoing: &mut VecDeque<(bool, Vec<u8>)>, t: &mut Transceiver, layer: usize, now: Instant) {
     let sender = t.send.ssrc;
     let r = &mut t.recv[layer];

@@ -565,7 +565,7 @@ fn video_sender_with(n: u64, config: RtcConfig) -> (World, peerlink_rtc::Transce
 }
 
 #[test]
-fn a_key_frame_and_the_frames_since_go_again_once_when_all_are_kept() {
+fn a_key_frame_and_the_frames_since_go_again_when_all_are_kept() {
     let (mut w, video) = video_sender(43);
     // Frame 0 a key frame, then deltas; frames of 2000 bytes are 2 packets each.
     for i in 0..10u32 {
@@ -573,30 +573,41 @@ fn a_key_frame_and_the_frames_since_go_again_once_when_all_are_kept() {
         w.sides[0].pc.write_frame(now, video, i * 3000, &vp8_frame(i as usize, 2000)).unwrap();
         w.run(Duration::from_millis(33), |_| false);
     }
-    let sent = |w: &World| w.sides[0].pc.media_stats(video).unwrap().retransmissions_sent;
+    let resent = |w: &World| w.sides[0].pc.media_stats(video).unwrap().keyframe_resends;
     let received = |w: &World| w.sides[1].pc.media_stats(peerlink_rtc::TransceiverId(0)).unwrap();
     let now = w.net.now();
     let pc = &mut w.sides[0].pc;
-    // Not a frame's timestamp, or more packets since than allowed: nothing.
-    assert_eq!(pc.resend_since(now, video, 5 * 3000 + 1, 100), 0);
-    assert_eq!(pc.resend_since(now, video, 5 * 3000, 9), 0);
-    assert_eq!(pc.resend_since(now, video, 20 * 3000, 100), 0);
-    assert_eq!(sent(&w), 0);
+    // Not a frame's timestamp, more bytes since than allowed, a frame not sent yet: nothing.
+    assert_eq!(pc.resend_since(now, video, 5 * 3000 + 1, 100_000), 0);
+    assert_eq!(pc.resend_since(now, video, 5 * 3000, 9_000), 0);
+    assert_eq!(pc.resend_since(now, video, 20 * 3000, 100_000), 0);
+    assert_eq!(resent(&w), 0);
     // Frames 5 to 9: 10 packets.
-    let now = w.net.now();
-    assert_eq!(w.sides[0].pc.resend_since(now, video, 5 * 3000, 10), 10);
-    assert_eq!(sent(&w), 10);
-    // Within a round trip nothing goes twice; frames 3 and 4 still can.
-    assert_eq!(w.sides[0].pc.resend_since(now, video, 3 * 3000, 100), 4);
+    assert_eq!(w.sides[0].pc.resend_since(now, video, 5 * 3000, 11_000), 10);
+    assert_eq!(resent(&w), 10);
+    // Within a round trip nothing goes twice: frame 5 again is refused whole; frames 3 and
+    // 4 still go.
+    assert_eq!(w.sides[0].pc.resend_since(now, video, 5 * 3000, 100_000), 0);
+    assert_eq!(w.sides[0].pc.resend_since(now, video, 3 * 3000, 100_000), 4);
     w.run(Duration::from_millis(500), |_| false);
     let r = received(&w);
     assert_eq!(r.retransmissions_received, 14, "{r:?}");
+    assert_eq!(w.sides[0].pc.media_stats(video).unwrap().retransmissions_sent, 0);
     // Every frame arrived once.
     let frames = w.sides[1].events.iter().filter(|e| matches!(e, RtcEvent::Frame { .. })).count();
     assert_eq!(frames, 10);
     // From the first packet ever sent on (the key frame has none before it).
     let now = w.net.now();
-    assert_eq!(w.sides[0].pc.resend_since(now, video, 0, 100), 20);
+    assert_eq!(w.sides[0].pc.resend_since(now, video, 0, 100_000), 20);
+    // Once out of the history (2 s), or forgotten, nothing.
+    w.run(Duration::from_millis(2100), |_| false);
+    let now = w.net.now();
+    w.sides[0].pc.write_frame(now, video, 80 * 3000, &vp8_frame(30, 2000)).unwrap();
+    assert_eq!(w.sides[0].pc.resend_since(now, video, 5 * 3000, 100_000), 0);
+    assert_eq!(w.sides[0].pc.resend_since(now, video, 80 * 3000, 100_000), 2);
+    w.sides[0].pc.forget_sent(video);
+    let now = now + Duration::from_millis(300);
+    assert_eq!(w.sides[0].pc.resend_since(now, video, 80 * 3000, 100_000), 0);
 }
 
 #[test]
