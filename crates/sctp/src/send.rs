@@ -169,6 +169,9 @@ pub struct Sender {
     pacing_due: Option<Instant>,
     /// RACK: when a chunk still within the reordering window would count as lost.
     rack_timer: Option<Instant>,
+    /// T3 expired: the first retransmission may go whatever the flight (§6.3.3 E3), since
+    /// the chunks a timeout leaves in flight (RFC 8985 §6.3) may fill the collapsed window.
+    rto_retransmit: bool,
 }
 
 impl Sender {
@@ -218,6 +221,7 @@ impl Sender {
             paced_until: None,
             pacing_due: None,
             rack_timer: None,
+            rto_retransmit: false,
         }
     }
 
@@ -455,8 +459,9 @@ impl Sender {
             if packet.len() + chunk::data_size(c.data.len()) > self.mtu {
                 break;
             }
-            // The first retransmission of a fast retransmit ignores cwnd (§7.2.4 step 3).
-            let exempt = fast && !wrote;
+            // The first retransmission of a fast retransmit ignores cwnd (§7.2.4 step 3), as
+            // does the first after a timeout.
+            let exempt = (fast || self.rto_retransmit) && !wrote;
             if !exempt && self.flight_size > 0 && self.flight_size + c.data.len() > self.cwnd {
                 break;
             }
@@ -482,6 +487,7 @@ impl Sender {
             self.retransmitted_chunks += 1;
             write(packet, c);
             wrote = true;
+            self.rto_retransmit = false;
         }
         if wrote {
             self.restart_t3(now);
@@ -906,10 +912,7 @@ impl Sender {
     fn rack_losses(&mut self, now: Instant) {
         self.rack_timer = None;
         let Some(rack_sent) = self.delivery.rack_sent else { return };
-        let (Some(min_rtt), Some(srtt)) = (self.min_rtt(), self.srtt) else { return };
-        let widen = u32::from(self.reorder_threshold.saturating_sub(FAST_RETRANSMIT_MISSES - 1));
-        let reorder_window = (min_rtt / 4 * widen).min(srtt);
-        let wait = self.delivery.rack_rtt + reorder_window;
+        let Some(wait) = self.rack_wait() else { return };
         let mut next: Option<Instant> = None;
         for c in self.in_flight.iter_mut() {
             if c.acked || c.abandoned || c.retransmit || c.transmissions == 0 || c.last_sent >= rack_sent {
@@ -932,7 +935,24 @@ impl Sender {
         self.rack_timer = next;
     }
 
-    /// T3 expired (§6.3.3): back off, collapse the window, resend everything outstanding.
+    /// RACK: how long after it was sent an unacknowledged chunk counts as lost (the RTT of
+    /// the newest-sent chunk acknowledged plus the reordering window), once that is known.
+    fn rack_wait(&self) -> Option<Duration> {
+        self.delivery.rack_sent?;
+        let (min_rtt, srtt) = (self.min_rtt()?, self.srtt?);
+        let widen = u32::from(self.reorder_threshold.saturating_sub(FAST_RETRANSMIT_MISSES - 1));
+        let reorder_window = (min_rtt / 4 * widen).min(srtt);
+        Some(self.delivery.rack_rtt + reorder_window)
+    }
+
+    /// T3 expired (§6.3.3): back off, collapse the window, resend what is outstanding.
+    ///
+    /// With RACK (the model-based controller) only what the timeout shows lost is marked
+    /// (RFC 8985 §6.3): the first outstanding chunk and those out longer than the RACK wait.
+    /// A chunk sent since may still arrive; marked, it would be sent twice, and a partially
+    /// reliable one out of retransmissions (maxRetransmits 0) abandoned although it was
+    /// never lost: the receiver then drops it when the FORWARD TSN overtakes it. What stays
+    /// in flight is caught later by RACK or by the next (backed-off) timeout.
     pub fn on_timeout(&mut self, now: Instant) {
         if self.paced_until.is_some_and(|t| t <= now) {
             self.paced_until = None;
@@ -961,19 +981,31 @@ impl Sender {
         self.fast_retransmitted.clear();
         self.partial_bytes_acked = 0;
         self.fast_recovery = None;
-        for c in self.in_flight.iter_mut() {
+        let wait = if self.bbr.is_some() { self.rack_wait() } else { None };
+        let first = self.in_flight.iter().position(|c| !c.acked && !c.abandoned);
+        let mut flight = 0;
+        for (i, c) in self.in_flight.iter_mut().enumerate() {
             if !c.acked && !c.abandoned && !c.retransmit {
-                c.retransmit = true;
-                self.to_retransmit += 1;
+                let lost = match wait {
+                    None => true,
+                    Some(wait) => Some(i) == first || c.last_sent + wait <= now,
+                };
+                if lost {
+                    c.retransmit = true;
+                    self.to_retransmit += 1;
+                } else {
+                    flight += c.data.len();
+                }
             }
             c.fast_retransmitted = false;
         }
-        self.flight_size = 0;
+        self.flight_size = flight;
         self.abandon_expired(now);
+        self.rto_retransmit = self.to_retransmit > 0;
         if self.forward_tsn_supported && self.advanced_ack > self.cumulative_acked {
             self.forward_tsn_due = true;
         }
-        if self.to_retransmit > 0 || self.forward_tsn_due {
+        if self.to_retransmit > 0 || self.forward_tsn_due || self.flight_size > 0 {
             self.restart_t3(now);
         }
     }
@@ -1221,5 +1253,81 @@ mod pacing {
         let due = s.poll_timeout().expect("the pacing timer");
         assert!(s.fill(due, &mut packet));
         assert!(s.in_flight.back().is_some_and(|c| !c.snap.app_limited()));
+    }
+}
+
+/// What a retransmission timeout marks lost.
+#[cfg(test)]
+mod timeout {
+    use super::*;
+    use crate::chunk::{write_sack, Chunks};
+
+    fn sack(sender: &mut Sender, now: Instant, cumulative: u64, gaps: &[(u16, u16)]) {
+        let mut out = Vec::new();
+        write_sack(&mut out, cumulative as u32, 1 << 20, gaps, &[]);
+        let raw = Chunks::new(&out).next().unwrap().unwrap();
+        sender.on_sack(now, &Sack::parse(raw).unwrap());
+    }
+
+    fn send(s: &mut Sender, now: Instant, reliability: Reliability) {
+        s.enqueue(now, 0, 53, Bytes::from(vec![0u8; 1000]), false, reliability);
+        let mut packet = Vec::new();
+        assert!(s.fill(now, &mut packet), "pacing or the window held the chunk back");
+    }
+
+    /// A BBR sender with one RTT sample of 100 ms (RTO 300 ms) and a wide window; its first
+    /// TSN, and when the sample was taken.
+    fn after_an_rtt_sample() -> (Sender, u64, Instant) {
+        let t0 = Instant::now();
+        let mut s = Sender::new(0, 1200, 1 << 20, true);
+        s.set_congestion_control(CongestionControl::Bbr, 1);
+        let base = s.next_tsn;
+        send(&mut s, t0, Reliability::Reliable);
+        let t1 = t0 + Duration::from_millis(100);
+        sack(&mut s, t1, base, &[]);
+        s.cwnd = 1 << 20;
+        (s, base, t1)
+    }
+
+    #[test]
+    fn a_timeout_abandons_the_overdue_unreliable_chunk_not_the_ones_just_sent() {
+        let (mut s, base, t1) = after_an_rtt_sample();
+        // TSN 1 (maxRetransmits 0) is lost; TSNs 2..=5 go 250 ms later, still on their way
+        // when T3 for TSN 1 expires.
+        let unreliable = Reliability::MaxRetransmits(0);
+        send(&mut s, t1, unreliable);
+        for k in 0..4 {
+            send(&mut s, t1 + Duration::from_millis(250 + k), unreliable);
+        }
+        let t3 = s.poll_timeout().expect("T3 runs");
+        assert_eq!(t3, t1 + Duration::from_millis(300));
+        s.on_timeout(t3);
+        let abandoned: Vec<u64> = s.in_flight.iter().filter(|c| c.abandoned).map(|c| c.tsn - base).collect();
+        assert_eq!(abandoned, [1], "only the chunk the timeout shows lost is abandoned");
+        assert_eq!(s.advanced_ack, base + 1);
+        assert!(s.forward_tsn_due);
+        assert_eq!(s.flight_size, 4000, "the rest stays in flight");
+        assert!(s.poll_timeout().is_some(), "and T3 watches it");
+        // They arrive: the peer acknowledges them (after the FORWARD TSN for TSN 1).
+        sack(&mut s, t3 + Duration::from_millis(60), base + 5, &[]);
+        assert!(s.idle() && s.flight_size == 0 && s.retransmitted_chunks == 0);
+    }
+
+    #[test]
+    fn a_timeout_retransmits_the_first_reliable_chunk_past_a_full_flight() {
+        let (mut s, base, t1) = after_an_rtt_sample();
+        send(&mut s, t1, Reliability::Reliable);
+        for k in 0..8 {
+            send(&mut s, t1 + Duration::from_millis(250 + 5 * k), Reliability::Reliable);
+        }
+        let t3 = s.poll_timeout().expect("T3 runs");
+        s.on_timeout(t3);
+        assert!(s.flight_size > s.cwnd, "the chunks left in flight fill the collapsed window");
+        let mut packet = Vec::new();
+        assert!(s.fill(t3, &mut packet), "the overdue chunk goes at once");
+        assert_eq!(s.retransmitted_chunks, 1);
+        let retransmitted: Vec<u64> =
+            s.in_flight.iter().filter(|c| c.transmissions > 1).map(|c| c.tsn - base).collect();
+        assert_eq!(retransmitted, [1]);
     }
 }

@@ -330,6 +330,14 @@ fn unreliable_channels(cc: CongestionControl) {
     w.wait(Duration::from_secs(30), |w| {
         w.sides[1].events.iter().filter(|e| matches!(e, ChannelEvent::Incoming { .. })).count() == 3
     });
+    // Until the DCEP ACK arrives the opener sends ordered (RFC 8832 §6.6): were it lost, the
+    // unordered channel's first messages would go ordered and wait at the receiver behind
+    // each abandoned one for its FORWARD TSN, a round trip apiece (delayed, not lost). The
+    // peer's ACKs acknowledged, the opener has them.
+    w.wait(Duration::from_secs(30), |w| {
+        [lossy_id, timed, sure].iter().all(|&id| w.sides[1].dc.unacknowledged(id) == 0)
+    });
+    assert!([lossy_id, timed, sure].iter().all(|&id| w.sides[1].dc.unacknowledged(id) == 0));
     let now = w.net.now();
     // About one message per packet, so 10% loss loses about 30 of each.
     for i in 0..300u32 {
