@@ -71,6 +71,7 @@ impl SendHistory {
             let old = self.packets.pop_front().expect("a front");
             self.keep_spare(old.packet);
         }
+        // (Not `expire`: a steady stream keeps its spare buffers and its ring.)
         // (A packet newer than the last stored, as a sent one nearly always is, replaces none:
         // no search. Should it repeat one stored before a late one, the later copy is found
         // first and the earlier goes with age.)
@@ -114,6 +115,21 @@ impl SendHistory {
     pub fn clear(&mut self) {
         while let Some(old) = self.packets.pop_front() {
             self.keep_spare(old.packet);
+        }
+    }
+
+    /// Lets go of the packets older than `max_age`, without a new one to store: call it
+    /// now and then, so that a stream that stopped sending (a paused SFU subscription, a
+    /// muted track) does not hold its last `max_age` of packets for as long as it lasts.
+    /// Once nothing is held, the spare buffers and the ring's room go too.
+    pub fn expire(&mut self, now: Instant) {
+        while self.packets.front().is_some_and(|s| now.saturating_duration_since(s.at) > self.max_age) {
+            let old = self.packets.pop_front().expect("a front");
+            self.keep_spare(old.packet);
+        }
+        if self.packets.is_empty() {
+            self.spare = Vec::new();
+            self.packets = VecDeque::new();
         }
     }
 
@@ -397,5 +413,26 @@ mod tests {
         h.clear();
         assert!(h.is_empty());
         assert!(h.bytes() <= SPARE * 100, "{}", h.bytes());
+    }
+
+    #[test]
+    fn a_stream_that_stops_lets_its_packets_go_by_age() {
+        // A paused subscription stores nothing more: what it held goes once older than
+        // `max_age`, buffers and all, not at the next store.
+        let t0 = Instant::now();
+        let mut h = SendHistory::new(512, Duration::from_secs(2));
+        for i in 0..100u16 {
+            h.store(t0 + u32::from(i) * 10 * MS, Serial16(i), &[i as u8; 1000]);
+        }
+        h.expire(t0 + 2500 * MS);
+        assert_eq!(h.len(), 50, "at most 2 s old at 2.5 s: sent from 0.5 s on");
+        assert_eq!(h.get(Serial16(49)), None);
+        assert_eq!(h.get(Serial16(50)), Some(&[50u8; 1000][..]));
+        h.expire(t0 + 3000 * MS);
+        assert!(h.is_empty());
+        assert_eq!(h.bytes(), 0);
+        // It stores again as before.
+        h.store(t0 + 3100 * MS, Serial16(100), b"y");
+        assert_eq!(h.get_for_resend(t0 + 3100 * MS, Serial16(100), MS), Some(&b"y"[..]));
     }
 }

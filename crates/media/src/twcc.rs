@@ -6,7 +6,7 @@
 use peerlink_proto::{Serial16, Unwrapper16};
 use peerlink_rtp::rtcp::twcc::{DELTA_MICROS, REFERENCE_MILLIS};
 use peerlink_rtp::rtcp::TransportCc;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// How often feedback is sent while packets arrive (Chromium's default, §3.1 leaves it to
@@ -203,29 +203,51 @@ pub struct TwccPacketResult {
 #[derive(Debug, Clone, Copy)]
 struct Sent {
     at: Instant,
-    size: usize,
+    size: u32,
     probe_cluster: Option<u32>,
     /// What feedback said so far: received or lost.
     reported: Option<bool>,
+    /// A packet went out with this number (a number skipped is held as a placeholder).
+    logged: bool,
 }
 
 /// The sender's log of packets sent with transport-wide sequence numbers.
+///
+/// The numbers are the sender's own, handed out one after the other: the log is a ring
+/// indexed by the number (32 bytes a packet), not a map. It holds at most `capacity`
+/// packets and none sent more than `max_age` before the newest: an SFU keeps one log per
+/// subscriber, and a log of a fixed count filled over tens of seconds at a few hundred
+/// packets per second (a map of 10,000 packets took about 0.9 MB per subscriber).
 #[derive(Debug, Clone)]
 pub struct TwccSendLog {
     capacity: usize,
+    max_age: Duration,
     unwrapper: Unwrapper16,
-    sent: BTreeMap<u64, Sent>,
+    /// The unwrapped number of `sent[0]`.
+    first: u64,
+    sent: VecDeque<Sent>,
+    /// Packets logged (placeholders not counted).
+    logged: usize,
     /// The last reference time seen, extended beyond 24 bits.
     reference: Option<i64>,
 }
 
 impl TwccSendLog {
-    /// Remembers the last `capacity` packets sent.
+    /// Remembers the last `capacity` packets sent, however old.
     pub fn new(capacity: usize) -> TwccSendLog {
+        TwccSendLog::with_max_age(capacity, Duration::MAX)
+    }
+
+    /// Remembers the last `capacity` packets sent, none sent more than `max_age` before
+    /// the newest (feedback on older ones is ignored).
+    pub fn with_max_age(capacity: usize, max_age: Duration) -> TwccSendLog {
         TwccSendLog {
             capacity: capacity.max(1),
+            max_age,
             unwrapper: Unwrapper16::new(),
-            sent: BTreeMap::new(),
+            first: 0,
+            sent: VecDeque::new(),
+            logged: 0,
             reference: None,
         }
     }
@@ -238,18 +260,73 @@ impl TwccSendLog {
     /// [`TwccSendLog::on_sent`] for a packet of a probe cluster, whose results carry it.
     pub fn on_sent_probe(&mut self, now: Instant, transport_seq: u16, size: usize, cluster: Option<u32>) {
         let seq = self.unwrapper.unwrap(Serial16(transport_seq));
-        self.sent.insert(seq, Sent { at: now, size, probe_cluster: cluster, reported: None });
+        let entry = Sent {
+            at: now,
+            size: u32::try_from(size).unwrap_or(u32::MAX),
+            probe_cluster: cluster,
+            reported: None,
+            logged: true,
+        };
+        let end = self.first + self.sent.len() as u64;
+        if self.sent.is_empty() || seq >= end.saturating_add(self.capacity as u64) {
+            // The first packet, or one so far ahead that nothing logged stays in reach.
+            self.sent.clear();
+            self.logged = 0;
+            self.first = seq;
+        } else if seq < self.first {
+            // Older than everything held: it would be let go at once.
+            return;
+        } else if seq < end {
+            // Logged again (or a placeholder filled): the later send counts.
+            let i = (seq - self.first) as usize;
+            let old = std::mem::replace(&mut self.sent[i], entry);
+            self.logged += usize::from(!old.logged);
+            self.expire(now);
+            return;
+        }
+        // Numbers skipped are placeholders, so that the ring stays indexed by number.
+        let placeholder = Sent { logged: false, ..entry };
+        while self.first + (self.sent.len() as u64) < seq {
+            self.sent.push_back(placeholder);
+        }
+        self.sent.push_back(entry);
+        self.logged += 1;
         while self.sent.len() > self.capacity {
-            self.sent.pop_first();
+            self.pop_front();
+        }
+        self.expire(now);
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(old) = self.sent.pop_front() {
+            self.first += 1;
+            self.logged -= usize::from(old.logged);
         }
     }
 
+    /// Lets go of packets sent more than `max_age` before `now`.
+    fn expire(&mut self, now: Instant) {
+        while self
+            .sent
+            .front()
+            .is_some_and(|s| !s.logged || now.saturating_duration_since(s.at) > self.max_age)
+        {
+            self.pop_front();
+        }
+    }
+
+    /// Packets held.
     pub fn len(&self) -> usize {
-        self.sent.len()
+        self.logged
+    }
+
+    /// Memory the log takes (its ring's capacity), bytes.
+    pub fn bytes(&self) -> usize {
+        self.sent.capacity() * std::mem::size_of::<Sent>()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.sent.is_empty()
+        self.logged == 0
     }
 
     /// The packets `feedback` speaks of that are in the log, in its order. Feedback is
@@ -275,14 +352,15 @@ impl TwccSendLog {
                 arrival
             });
             let seq = self.unwrapper.peek(p.sequence);
-            if let Some(s) = self.sent.get_mut(&seq) {
+            let held = seq.checked_sub(self.first).and_then(|i| usize::try_from(i).ok());
+            if let Some(s) = held.and_then(|i| self.sent.get_mut(i)).filter(|s| s.logged) {
                 let earlier = s.reported;
                 // Once received, always received.
                 s.reported = Some(earlier == Some(true) || status.is_some());
                 out.push(TwccPacketResult {
                     sequence: p.sequence,
                     sent: s.at,
-                    size: s.size,
+                    size: s.size as usize,
                     arrival_micros: status,
                     earlier,
                     probe_cluster: s.probe_cluster,
@@ -466,5 +544,55 @@ mod tests {
         }
         assert!(TransportCc::decode(&[]).is_err());
         assert_eq!(log.len(), 100);
+    }
+
+    #[test]
+    fn the_send_log_holds_max_age_of_a_steady_stream_not_its_capacity() {
+        // 560 packets a second (four forwarded videos and their audio) for 30 s: the log
+        // holds the last 5 s, in a ring of 32 bytes a packet, and still matches feedback.
+        let t0 = Instant::now();
+        let mut log = TwccSendLog::with_max_age(10_000, Duration::from_secs(5));
+        let us = |i: u32| Duration::from_micros(u64::from(i) * 1_000_000 / 560);
+        for i in 0..(560 * 30u32) {
+            log.on_sent(t0 + us(i), i as u16, 1200);
+        }
+        assert!((2800..=2801).contains(&log.len()), "{} held", log.len());
+        assert!(log.bytes() <= 4096 * 32, "{} bytes", log.bytes());
+        assert_eq!(std::mem::size_of::<Sent>(), 32);
+        let last = 560 * 30 - 1;
+        let now = t0 + us(last) + 20 * MS;
+        // A packet sent 0.5 s ago is matched, one sent 5.36 s ago was let go.
+        let received = |seq: u32, log: &mut TwccSendLog| {
+            let mut rec = TwccRecorder::new(1);
+            rec.on_packet(now, seq as u16);
+            let fb = rec.poll_feedback(now + 50 * MS).expect("due");
+            log.on_feedback(&over_the_wire(&fb)).iter().map(|r| r.sequence.0).collect::<Vec<u16>>()
+        };
+        assert_eq!(received(last - 280, &mut log), vec![(last - 280) as u16]);
+        assert_eq!(received(last - 3000, &mut log), Vec::<u16>::new());
+    }
+
+    #[test]
+    fn the_send_log_keeps_numbers_skipped_repeated_or_far_ahead_apart() {
+        let t0 = Instant::now();
+        let mut log = TwccSendLog::new(100);
+        log.on_sent(t0, 65_534, 10);
+        log.on_sent(t0, 1, 11); // 65535 and 0 skipped, across the wrap
+        log.on_sent(t0, 1, 12); // sent again: the later one counts
+        assert_eq!(log.len(), 2);
+        let mut rec = TwccRecorder::new(1);
+        for seq in [65_534u16, 65_535, 0, 1] {
+            rec.on_packet(t0, seq);
+        }
+        let fb = rec.poll_feedback(t0 + 50 * MS).expect("due");
+        let got: Vec<(u16, usize)> =
+            log.on_feedback(&over_the_wire(&fb)).iter().map(|r| (r.sequence.0, r.size)).collect();
+        assert_eq!(got, vec![(65_534, 10), (1, 12)]);
+        // Far ahead: what was held is out of reach and goes.
+        log.on_sent(t0, 5000, 13);
+        assert_eq!(log.len(), 1);
+        // Older than everything held: nothing to keep it for.
+        log.on_sent(t0, 4000, 14);
+        assert_eq!(log.len(), 1);
     }
 }

@@ -1290,6 +1290,10 @@ impl PeerConnection {
         let has_media = m.transceivers.iter().any(|t| t.current.is_some_and(|d| d != Direction::Inactive));
         if m.next_report.is_some_and(|r| now >= r) {
             m.next_report = Some(now + REPORT_INTERVAL);
+            // A stream that stopped sending lets its history go by age too.
+            for t in &mut m.transceivers {
+                t.send.history.expire(now);
+            }
             // A connection with data channels only sends no RTCP.
             if has_media {
                 let epoch = *m.ntp_epoch.get_or_insert_with(|| (now, ntp_now()));

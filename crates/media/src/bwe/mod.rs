@@ -80,8 +80,12 @@ pub const ALR_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 const ALR_SHARE: f64 = 0.75;
 /// ...but not when the target is already this many times what is acknowledged.
 const ALR_MAX_RATIO: u64 = 3;
-/// Packets remembered for matching feedback (several seconds at a few Mbit/s).
+/// Packets remembered for matching feedback (several seconds at a few Mbit/s), none sent
+/// longer than [`SEND_LOG_AGE`] before the newest: feedback comes every 50-100 ms, so what
+/// is older is lost, and an SFU holds one log per subscriber (a log of a fixed count held
+/// about 0.9 MB each after 20 s of 4 forwarded publishers).
 const SEND_LOG: usize = 10_000;
+const SEND_LOG_AGE: Duration = Duration::from_secs(5);
 
 /// Bounds and start of the estimate, bit/s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,7 +153,7 @@ impl BandwidthEstimator {
         let config = BweConfig { start_bps: start, min_bps: min, max_bps: max, ..config };
         BandwidthEstimator {
             config,
-            log: TwccSendLog::new(SEND_LOG),
+            log: TwccSendLog::with_max_age(SEND_LOG, SEND_LOG_AGE),
             epoch: None,
             delay: delay::DelayDetector::new(),
             aimd: aimd::AimdRateControl::new(start, min, max),
