@@ -441,6 +441,10 @@ impl Sender {
     }
 
     fn fill_retransmissions(&mut self, now: Instant, packet: &mut Vec<u8>) -> bool {
+        if self.to_retransmit == 0 {
+            // What a timeout marked was acknowledged after all (a late SACK) or abandoned.
+            self.rto_retransmit = false;
+        }
         let mut wrote = false;
         let fast = self.fast_recovery.is_some();
         for i in 0..self.in_flight.len() {
@@ -469,8 +473,11 @@ impl Sender {
             // chunk is out (the window probe), whatever declared the rest lost. Else a
             // receiver that stopped reading gets the whole flight again on every T3 or RACK
             // timer, and drops it. The chunk that fills the hole below what the peer holds is
-            // the exception: a receiver takes it at zero window (§6.2).
-            let fills_hole = c.tsn == self.cumulative_acked + 1 && !self.gap_blocks.is_empty();
+            // the exception: a receiver takes it at zero window (§6.2); so is the first after
+            // a timeout, the window probe (the chunks a timeout leaves in flight would hold it
+            // back until the next, backed-off, timeout).
+            let fills_hole =
+                c.tsn == self.cumulative_acked + 1 && (!self.gap_blocks.is_empty() || self.rto_retransmit);
             if self.flight_size > 0 && c.data.len() > self.peer_rwnd && !fills_hole {
                 break;
             }
@@ -1326,6 +1333,24 @@ mod timeout {
         let mut packet = Vec::new();
         assert!(s.fill(t3, &mut packet), "the overdue chunk goes at once");
         assert_eq!(s.retransmitted_chunks, 1);
+        let retransmitted: Vec<u64> =
+            s.in_flight.iter().filter(|c| c.transmissions > 1).map(|c| c.tsn - base).collect();
+        assert_eq!(retransmitted, [1]);
+    }
+
+    #[test]
+    fn a_timeout_retransmits_the_first_chunk_into_a_closed_window() {
+        let (mut s, base, t1) = after_an_rtt_sample();
+        send(&mut s, t1, Reliability::Reliable);
+        for k in 0..4 {
+            send(&mut s, t1 + Duration::from_millis(250 + 5 * k), Reliability::Reliable);
+        }
+        let t3 = s.poll_timeout().expect("T3 runs");
+        s.on_timeout(t3);
+        // The peer's window is closed (it stopped reading); chunks stay in flight.
+        s.peer_rwnd = 0;
+        let mut packet = Vec::new();
+        assert!(s.fill(t3, &mut packet), "the first outstanding chunk goes as the window probe");
         let retransmitted: Vec<u64> =
             s.in_flight.iter().filter(|c| c.transmissions > 1).map(|c| c.tsn - base).collect();
         assert_eq!(retransmitted, [1]);
