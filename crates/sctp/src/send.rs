@@ -1320,15 +1320,22 @@ mod timeout {
         assert!(s.idle() && s.flight_size == 0 && s.retransmitted_chunks == 0);
     }
 
-    #[test]
-    fn a_timeout_retransmits_the_first_reliable_chunk_past_a_full_flight() {
+    /// After [`after_an_rtt_sample`], a reliable chunk that is lost and `recent` more sent
+    /// 250 ms later, 5 ms apart; then T3 expires. The sender, its first TSN, and the instant.
+    fn timed_out_with_recent_chunks(recent: u64) -> (Sender, u64, Instant) {
         let (mut s, base, t1) = after_an_rtt_sample();
         send(&mut s, t1, Reliability::Reliable);
-        for k in 0..8 {
+        for k in 0..recent {
             send(&mut s, t1 + Duration::from_millis(250 + 5 * k), Reliability::Reliable);
         }
         let t3 = s.poll_timeout().expect("T3 runs");
         s.on_timeout(t3);
+        (s, base, t3)
+    }
+
+    #[test]
+    fn a_timeout_retransmits_the_first_reliable_chunk_past_a_full_flight() {
+        let (mut s, base, t3) = timed_out_with_recent_chunks(8);
         assert!(s.flight_size > s.cwnd, "the chunks left in flight fill the collapsed window");
         let mut packet = Vec::new();
         assert!(s.fill(t3, &mut packet), "the overdue chunk goes at once");
@@ -1340,13 +1347,7 @@ mod timeout {
 
     #[test]
     fn a_timeout_retransmits_the_first_chunk_into_a_closed_window() {
-        let (mut s, base, t1) = after_an_rtt_sample();
-        send(&mut s, t1, Reliability::Reliable);
-        for k in 0..4 {
-            send(&mut s, t1 + Duration::from_millis(250 + 5 * k), Reliability::Reliable);
-        }
-        let t3 = s.poll_timeout().expect("T3 runs");
-        s.on_timeout(t3);
+        let (mut s, base, t3) = timed_out_with_recent_chunks(4);
         // The peer's window is closed (it stopped reading); chunks stay in flight.
         s.peer_rwnd = 0;
         let mut packet = Vec::new();
