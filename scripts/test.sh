@@ -55,6 +55,8 @@ tests/e2e/stun-stunclient.sh target/release/peerlink
 
 step "end-to-end: coturn's turnutils_uclient and turnutils_peer against peerlink turn"
 tests/e2e/turn-uclient.sh target/release/peerlink
+step "end-to-end: turnutils_uclient's transports (UDP, TCP, TLS, RFC 6062 TCP relays) against peerlink turn with one relay thread"
+RELAY_THREADS=1 MESSAGES=50 SUBSET=transports tests/e2e/turn-uclient.sh target/release/peerlink
 
 step "TURN on a host with two IPv6 addresses: answers and relayed data leave from the one asked (namespace)"
 tests/e2e/turn-ipv6-source.sh target/release/peerlink
@@ -155,8 +157,9 @@ if [ "${BENCH:-1}" != 0 ]; then
     step "benchmark: STUN Binding, peerlink vs coturn"
     ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-5} bench/stun.sh
     step "benchmark: TURN relaying, peerlink vs coturn, under turnutils_uclient"
-    # coturn's CPU time varies from run to run: five rounds give a steadier median.
-    ROUNDS=${TURN_ROUNDS:-5} bench/turn.sh
+    # coturn's CPU time varies from run to run: three rounds give a median (TURN_ROUNDS=5 for a
+    # steadier one; each round costs about 70 s).
+    ROUNDS=${TURN_ROUNDS:-3} bench/turn.sh
     step "benchmark: signaling, peerlink serve vs a Node.js ws signaling server"
     ROUNDS=${SIGNAL_ROUNDS:-1} bench/signal.sh
     step "benchmark: data channel throughput, peerlink vs libdatachannel vs aiortc"

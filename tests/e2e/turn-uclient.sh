@@ -12,6 +12,10 @@ cd "$(dirname "$0")/../.."
 . scripts/lib/common.sh
 peerlink=${1:-target/release/peerlink}
 # RELAY_THREADS=N runs the servers with N relay threads (default: one per core).
+# SUBSET=transports runs only one echo run per client transport (UDP, TCP, TLS, RFC 6062 TCP
+# relays over TCP and TLS): the short check of another relay-thread count.
+SUBSET=${SUBSET:-all}
+case $SUBSET in all | transports) ;; *) echo "SUBSET must be all or transports, not '$SUBSET'" >&2; exit 2 ;; esac
 MESSAGES=${MESSAGES:-200}
 CLIENTS=${CLIENTS:-4}
 tmp=$(mktemp -d)
@@ -77,6 +81,24 @@ echo_run() { # label, uclient flags... (TARGET_PORT overrides the server port, L
     fi
 }
 
+if [ "$SUBSET" = transports ]; then
+    echo_run "udp, channels, static user" -u test -w secret
+    echo_run "tcp, send indications, static user" -t -s -u test -w secret
+    TARGET_PORT=$tls_port echo_run "tls, channels, static user" -t -S -u test -w secret
+    echo_run "tcp relay (RFC 6062), client to client, static user" -T -u test -w secret
+    TARGET_PORT=$tls_port echo_run "tcp relay (RFC 6062) over tls control and data connections" -T -S -u test -w secret
+    if [ -n "${RELAY_THREADS:-}" ]; then
+        if grep -q "turn server listening.* threads=$RELAY_THREADS\b" "$tmp/main.log"; then
+            pass "the server ran $RELAY_THREADS relay thread(s)"
+        else
+            fail "the server's log does not say threads=$RELAY_THREADS"
+            grep "turn server listening" "$tmp/main.log" || true
+        fi
+    fi
+    echo "turn-uclient (${RELAY_THREADS:-default} relay threads, transports only): $passed passed, $failures failed"
+    [ "$failures" -eq 0 ]
+    exit
+fi
 echo_run "udp, channels, static user" -u test -w secret
 echo_run "udp, send indications, static user" -s -u test -w secret
 echo_run "tcp, channels, static user" -t -u test -w secret
