@@ -37,7 +37,7 @@ trap 'path_lab_down; rm -rf "$TMP"' EXIT
 
 has() { [[ " $STACKS " == *" $1 "* ]]; }
 if has peerlink || has libdatachannel; then
-    cargo build --release -q -p peerlink-bench --bin dc-bench
+    cargo build --release -q -p peerlink-cli -p peerlink-bench --bin dc-bench
     [ -d bench/dc-ref/node_modules/node-datachannel ] ||
         (cd bench/dc-ref && npm install --no-audit --no-fund --silent)
 fi

@@ -41,7 +41,7 @@ trap 'path_lab_down; rm -rf "$TMP"' EXIT
 if [ -n "${1:-}" ]; then
     peerlink=$(realpath "$1")
 else
-    cargo build --release -q -p peerlink-cli 2>/dev/null || cargo build --release -q --bin peerlink
+    cargo build --release -q -p peerlink-cli -p peerlink-bench --bin peerlink 2>/dev/null || cargo build --release -q --bin peerlink
     peerlink=$(realpath "${CARGO_TARGET_DIR:-target}/release/peerlink")
 fi
 [ -d tests/interop/node_modules/node-datachannel ] ||

@@ -18,7 +18,7 @@ BYTES=${BYTES:-$((100 << 20))}
 SLOW_BYTES=${SLOW_BYTES:-$((20 << 20))}
 MESSAGE=65536
 
-cargo build --release -q -p peerlink-bench --bin dc-bench
+cargo build --release -q -p peerlink-cli -p peerlink-bench --bin dc-bench
 CARGO_TARGET_DIR=$PWD/target cargo build --release -q --manifest-path bench/dc-ref-str0m/Cargo.toml
 [ -d bench/dc-ref/node_modules/node-datachannel ] ||
     (cd bench/dc-ref && npm install --no-audit --no-fund --silent)

@@ -41,7 +41,7 @@ command -v turnserver >/dev/null || { echo "coturn missing: run scripts/install-
 PEERLINK=${PEERLINK:-}       # a peerlink binary to use instead of building one
 BASELINE=${BASELINE:-}       # another peerlink binary to run beside it (e.g. before a change)
 if [ -z "$PEERLINK" ]; then
-    cargo build --release -q -p peerlink-cli
+    cargo build --release -q -p peerlink-cli -p peerlink-bench --bin peerlink
     PEERLINK=target/release/peerlink
 fi
 tmp=$(mktemp -d)

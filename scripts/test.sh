@@ -38,12 +38,13 @@ step "SCTP congestion control in netsim: goodput, queueing, fairness on P1-P3 pa
 cargo test --release -q -p peerlink-sctp --test congestion -- --ignored --nocapture
 
 step "release build"
-cargo build --release -q -p peerlink-cli -p peerlink-bench
-cargo build --release -q -p peerlink-server --example turn_probe
-cargo build --release -q -p peerlink-signal --features client --example signal_probe
-cargo build --release -q -p peerlink-ice --example ice_probe --example mdns_resolve
-cargo build --release -q -p peerlink-rtc --example rtc_probe
-cargo build --release -q -p peerlink --examples
+# Each invocation selects peerlink-cli so every shared crate gets the features the CLI needs
+# (a crate built for one package alone gets fewer, and a third of the tree compiles again);
+# the second adds tokio's test-util, a dev-dependency of the peerlink and signal examples.
+# The benchmarks' own `cargo build -p peerlink-cli -p peerlink-bench` then finds it all built.
+cargo build --release -q -p peerlink-cli -p peerlink-bench -p peerlink-server -p peerlink-ice -p peerlink-rtc \
+    --bins --example turn_probe --example ice_probe --example mdns_resolve --example rtc_probe
+cargo build --release -q -p peerlink-cli -p peerlink-signal -p peerlink --features peerlink-signal/client --examples
 
 step "the peerlink crate's examples: own signaling, sans-IO, echo and chat through peerlink serve"
 tests/e2e/library-examples.sh target/release/peerlink target/release/examples
