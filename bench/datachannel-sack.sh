@@ -11,8 +11,10 @@
 # lateness) and tells DATA (incoming DTLS, >= 1000 bytes) from SACKs (outgoing DTLS, < 300 bytes)
 # by size. It prints, per receiver: per-DATA delay (each incoming DATA packet to the next
 # outgoing SACK), oldest delay (each SACK: since the earliest DATA that arrived after the
-# previous SACK), turnaround (each SACK: since the latest DATA before it), median and p90 over all rounds, DATA packets per SACK, and goodput (file
-# bytes over the first to last DATA packet). RFC 9260 §6.2 allows a SACK every second packet
+# previous SACK), turnaround (each SACK: since the latest DATA before it), median and p90 over
+# all rounds, DATA packets per SACK, and goodput (file bytes over the first to last DATA
+# packet); then the tail: p99 and max of oldest and turnaround (the worst round's) and how
+# many SACKs waited >= 100 ms by each (a median hides a timer that fires late now and then). RFC 9260 §6.2 allows a SACK every second packet
 # and at most 200 ms (we and usrsctp/libdatachannel use less); the delay is what a sender's RTT
 # sample and its window growth wait for. Both receivers must report the file's SHA-256 (a
 # failed transfer is printed and left out). The 1-minute load average is printed with each run:
@@ -143,4 +145,14 @@ for path, rs in rows.items():
     if "peerlink" in med and "libdatachannel" in med and med["libdatachannel"]:
         print(f"{path:<5}turnaround, ours / libdatachannel: {med['peerlink'] / med['libdatachannel']:.2f}x")
 print("# MB/s: file bytes / first-to-last DATA packet at the receiver; load: 1-minute load average (2 cores)")
+print()
+print("The tail (ms; p99 and max: the worst round's; >=100: SACKs over all rounds, of all SACKs)")
+print(f"{'path':<5}{'receiver':<16}{'oldest p99':>11}{'max':>9}{'>=100':>7}{'turnaround p99':>15}{'max':>9}{'>=100':>7}{'SACKs':>8}")
+for path, rs in rows.items():
+    for name, runs in rs.items():
+        w = lambda f: max(f(r) for _, _, r in runs)
+        s = lambda f: sum(f(r) for _, _, r in runs)
+        print(f"{path:<5}{name:<16}{w(lambda r: r['oldest_ms']['p99']):>11.2f}{w(lambda r: r['oldest_ms']['max']):>9.2f}"
+              f"{s(lambda r: r['oldest_ms']['over_100ms']):>7}{w(lambda r: r['turnaround_ms']['p99']):>15.3f}"
+              f"{w(lambda r: r['turnaround_ms']['max']):>9.3f}{s(lambda r: r['turnaround_ms']['over_100ms']):>7}{s(lambda r: r['sacks']):>8}")
 PY

@@ -20,7 +20,8 @@ STUN (consent checks) is told apart by its first byte and ignored.
       turnaround_ms  for each SACK, the time since the latest DATA packet before it (the
                      receiver's own processing; per_data_ms mixes it with the packet spacing,
                      since a SACK covers about two packets);
-      median and p90 of each, DATA and SACK counts (data_per_sack), data_secs (first DATA
+      median, p90, p99 and max of each, and how many of its samples were >= 100 ms
+      (over_100ms: for oldest_ms and turnaround_ms, SACKs), DATA and SACK counts (data_per_sack), data_secs (first DATA
       packet to last: the script divides the file's size by it for goodput).
 """
 import json
@@ -106,8 +107,9 @@ def report(path):
             pending = []
     r = {"data_secs": (last_data - first_data) / 1e9 if data > 1 else 0, "data": data, "sacks": sacks, "data_per_sack": round(data / sacks, 2) if sacks else None}
     for name, xs in (("per_data_ms", per_data), ("oldest_ms", oldest), ("turnaround_ms", last)):
-        r[name] = {"median": pct(xs, 0.5), "p90": pct(xs, 0.9)}
+        r[name] = {"median": pct(xs, 0.5), "p90": pct(xs, 0.9), "p99": pct(xs, 0.99), "max": max(xs, default=None)}
         r[name] = {k: round(v, 3) if v is not None else None for k, v in r[name].items()}
+        r[name]["over_100ms"] = sum(x >= 100 for x in xs)
     print(json.dumps(r))
 
 

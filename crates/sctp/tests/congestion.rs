@@ -434,15 +434,31 @@ fn p3_bbr_stays_full_when_the_sacks_cross_the_bottleneck_too() {
 #[test]
 #[ignore = "seconds in debug builds: scripts/test.sh runs it with --release"]
 fn two_bbr_flows_share_a_bottleneck_evenly() {
+    // FAIRNESS_SEEDS=N runs N more seeds per path (a sweep, by hand: one in twenty may miss).
+    let extra: u64 = std::env::var("FAIRNESS_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut misses = Vec::new();
+    let mut runs = 0;
     for (path, n) in [(P1, 4), (P2, 5)] {
-        // BBR flows converge slowly (their shares are neutrally stable while both are
-        // window-limited): judge them over 30 s after 10 s.
-        let out =
-            measure(n, path, &[CongestionControl::Bbr, CongestionControl::Bbr], 10 * SECOND, 30 * SECOND);
-        let (a, b) = (out.shares[0], out.shares[1]);
-        assert!(a.min(b) >= 0.8 * a.max(b), "{a:.3} vs {b:.3}");
-        assert!(a + b >= 0.80, "together {:.3}", a + b);
+        for n in std::iter::once(n).chain((0..extra).map(|k| 100 + k)) {
+            // BBR flows converge slowly (through the packets each keeps queued once both are
+            // window-limited): judge them over 30 s after 10 s.
+            let out =
+                measure(n, path, &[CongestionControl::Bbr, CongestionControl::Bbr], 10 * SECOND, 30 * SECOND);
+            let (a, b) = (out.shares[0], out.shares[1]);
+            let even = a.min(b) >= 0.8 * a.max(b);
+            println!(
+                "fairness seed {n} loss {}: {a:.3} vs {b:.3}, ratio {:.3}",
+                path.loss,
+                a.min(b) / a.max(b)
+            );
+            assert!(a + b >= 0.80, "seed {n}: together {:.3}", a + b);
+            runs += 1;
+            if !even {
+                misses.push(format!("seed {n} loss {}: {a:.3} vs {b:.3}", path.loss));
+            }
+        }
     }
+    assert!(misses.len() as u64 <= runs / 20, "{} of {runs} uneven: {misses:?}", misses.len());
 }
 
 #[test]

@@ -581,6 +581,28 @@ fn shutdown_acknowledges_data_through_its_cumulative_tsn() {
 }
 
 #[test]
+fn a_lone_data_packet_is_acknowledged_within_20_ms() {
+    // §6.2 lets a receiver hold a SACK for one packet up to 500 ms. A window-limited sender
+    // (libdatachannel's, on a lossy path) often ends a flight with an odd packet: its SACK
+    // then waited for our delayed-ack timer or the next flight (an RTT later) and the sender's
+    // window with it. libdatachannel sets usrsctp's timer to 20 ms; ours is no later.
+    let mut p = Pair::new(9, rtt_100ms());
+    p.connect_both();
+    p.run(Duration::from_secs(1), |_| false);
+    let now = p.net.now();
+    p.sides[0].send(now, 1, 53, b"alone".to_vec(), true, Reliability::Reliable).unwrap();
+    let data = next_packet(&mut p.sides[0], now).expect("the DATA packet");
+    assert_eq!(data[12], chunk::DATA);
+    p.sides[1].handle_receive(now, &data);
+    assert!(next_packet(&mut p.sides[1], now).is_none(), "one packet is acknowledged after a delay");
+    let due = p.sides[1].poll_timeout().expect("a delayed-ack timer");
+    assert!(due - now <= Duration::from_millis(20), "the SACK is due {:?} after the DATA", due - now);
+    p.sides[1].handle_timeout(due);
+    let sack = next_packet(&mut p.sides[1], due).expect("the SACK");
+    assert_eq!(sack[12], chunk::SACK);
+}
+
+#[test]
 fn an_abandoned_message_whose_sent_fragments_all_arrived_does_not_block_its_stream() {
     // A message abandoned
     // after some of its fragments went out and before the rest did needs a TSN for its end.
