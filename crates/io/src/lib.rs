@@ -21,6 +21,8 @@ mod mdns;
 const RECEIVES_PER_TURN: usize = 32;
 /// Slots per receive: each may hold a run of datagrams coalesced by the kernel (64 KiB).
 const RECEIVE_SLOTS: usize = 4;
+/// Commands handled between two flushes of what to send (after the one that woke the task).
+const COMMANDS_PER_TURN: usize = 64;
 /// Datagrams queued before they are sent, even if the connection has more to send.
 const SEND_QUEUE: usize = 256;
 
@@ -456,72 +458,12 @@ async fn drive(
         tokio::select! {
             command = commands.recv() => {
                 let Some(command) = command else { break };
-                let now = Instant::now();
-                match command {
-                    Command::CreateChannel(config, reply) => { let _ = reply.send(pc.create_data_channel(now, config)); }
-                    Command::Offer(reply) => {
-                        let result = pc.create_offer().and_then(|offer| {
-                            pc.set_local_description(now, Some(offer.clone())).map(|()| offer)
-                        });
-                        let _ = reply.send(result);
-                    }
-                    Command::Remote(d, reply) => {
-                        let offer = d.kind == SdpType::Offer;
-                        let result = pc.set_remote_description(now, d).and_then(|()| {
-                            if !offer {
-                                return Ok(None);
-                            }
-                            let answer = pc.create_answer()?;
-                            pc.set_local_description(now, Some(answer.clone()))?;
-                            Ok(Some(answer))
-                        });
-                        let _ = reply.send(result);
-                    }
-                    Command::Rollback(reply) => { let _ = reply.send(pc.set_local_description(now, None)); }
-                    Command::Candidate(c) => {
-                        if let Err(e) = pc.add_ice_candidate(now, &c) {
-                            tracing::debug!(error = %e, "remote candidate ignored");
-                        }
-                    }
-                    Command::Resolved(c, ip) => pc.add_resolved_candidate(now, &c, ip),
-                    Command::Send(id, data, binary, reply) => { let _ = reply.send(pc.send(now, id, &data, binary)); }
-                    Command::Buffered(id, reply) => { let _ = reply.send(pc.buffered_amount(id)); }
-                    Command::Unacknowledged(id, reply) => { let _ = reply.send(pc.unacknowledged(id)); }
-                    Command::LowWater(id, bytes) => pc.set_buffered_amount_low_threshold(id, bytes),
-                    Command::Credit(id, bytes) => pc.add_receive_credit(now, id, bytes),
-                    Command::CloseChannel(id) => pc.close_channel(id),
-                    Command::AddTransceiver(kind, direction, config, reply) => {
-                        let _ = reply.send(pc.add_transceiver(kind, direction, config));
-                    }
-                    Command::SetDirection(id, direction, reply) => { let _ = reply.send(pc.set_direction(id, direction)); }
-                    Command::Transceivers(reply) => { let _ = reply.send(pc.transceivers()); }
-                    Command::WriteFrame(id, codec, ts, frame, reply) => {
-                        let _ = reply.send(pc.write_frame_as(now, id, codec, ts, &frame));
-                    }
-                    Command::RequestKeyframe(id) => pc.request_keyframe(now, id),
-                    Command::RequestKeyframeLayer(id, layer) => pc.request_keyframe_layer(now, id, layer),
-                    Command::RequestBandwidthProbe(bps) => pc.request_bandwidth_probe(bps),
-                    Command::ForgetSent(id) => pc.forget_sent(id),
-                    Command::ResendSince(id, ts, max, reply) => { let _ = reply.send(pc.resend_since(now, id, ts, max)); }
-                    Command::WriteRtp(id, codec, packet, seq, ts) => {
-                        let _ = pc.write_rtp(now, id, codec, &packet, seq, ts);
-                    }
-                    Command::StopTransceiver(id, reply) => { let _ = reply.send(pc.stop_transceiver(id)); }
-                    Command::MediaStats(id, reply) => { let _ = reply.send(pc.media_stats(id)); }
-                    Command::BandwidthEstimate(reply) => { let _ = reply.send(pc.bandwidth_estimate()); }
-                    Command::TransportStats(reply) => {
-                        let (_, sctp) = pc.sctp_stats();
-                        let _ = reply.send(TransportStats {
-                            rtt: pc.sctp_rtt(),
-                            packets_sent: sctp.packets_sent,
-                            packets_received: sctp.packets_received,
-                            retransmitted_chunks: sctp.retransmitted_chunks,
-                        });
-                    }
-                    Command::Close(reply) => {
-                        pc.close(now);
-                        closing.push(reply);
-                    }
+                handle_command(&mut pc, command, &mut closing);
+                // Commands come in bursts (a forwarder writes to many connections at once):
+                // take what else waits, so that it leaves in one batch, but not without end.
+                for _ in 0..COMMANDS_PER_TURN {
+                    let Ok(command) = commands.try_recv() else { break };
+                    handle_command(&mut pc, command, &mut closing);
                 }
             }
             datagram = datagrams.recv() => {
@@ -539,6 +481,99 @@ async fn drive(
     }
     for r in readers {
         r.abort();
+    }
+}
+
+/// Applies one command of the application to the connection.
+fn handle_command(pc: &mut PeerConnection, command: Command, closing: &mut Vec<oneshot::Sender<()>>) {
+    let now = Instant::now();
+    match command {
+        Command::CreateChannel(config, reply) => {
+            let _ = reply.send(pc.create_data_channel(now, config));
+        }
+        Command::Offer(reply) => {
+            let result = pc
+                .create_offer()
+                .and_then(|offer| pc.set_local_description(now, Some(offer.clone())).map(|()| offer));
+            let _ = reply.send(result);
+        }
+        Command::Remote(d, reply) => {
+            let offer = d.kind == SdpType::Offer;
+            let result = pc.set_remote_description(now, d).and_then(|()| {
+                if !offer {
+                    return Ok(None);
+                }
+                let answer = pc.create_answer()?;
+                pc.set_local_description(now, Some(answer.clone()))?;
+                Ok(Some(answer))
+            });
+            let _ = reply.send(result);
+        }
+        Command::Rollback(reply) => {
+            let _ = reply.send(pc.set_local_description(now, None));
+        }
+        Command::Candidate(c) => {
+            if let Err(e) = pc.add_ice_candidate(now, &c) {
+                tracing::debug!(error = %e, "remote candidate ignored");
+            }
+        }
+        Command::Resolved(c, ip) => pc.add_resolved_candidate(now, &c, ip),
+        Command::Send(id, data, binary, reply) => {
+            let _ = reply.send(pc.send(now, id, &data, binary));
+        }
+        Command::Buffered(id, reply) => {
+            let _ = reply.send(pc.buffered_amount(id));
+        }
+        Command::Unacknowledged(id, reply) => {
+            let _ = reply.send(pc.unacknowledged(id));
+        }
+        Command::LowWater(id, bytes) => pc.set_buffered_amount_low_threshold(id, bytes),
+        Command::Credit(id, bytes) => pc.add_receive_credit(now, id, bytes),
+        Command::CloseChannel(id) => pc.close_channel(id),
+        Command::AddTransceiver(kind, direction, config, reply) => {
+            let _ = reply.send(pc.add_transceiver(kind, direction, config));
+        }
+        Command::SetDirection(id, direction, reply) => {
+            let _ = reply.send(pc.set_direction(id, direction));
+        }
+        Command::Transceivers(reply) => {
+            let _ = reply.send(pc.transceivers());
+        }
+        Command::WriteFrame(id, codec, ts, frame, reply) => {
+            let _ = reply.send(pc.write_frame_as(now, id, codec, ts, &frame));
+        }
+        Command::RequestKeyframe(id) => pc.request_keyframe(now, id),
+        Command::RequestKeyframeLayer(id, layer) => pc.request_keyframe_layer(now, id, layer),
+        Command::RequestBandwidthProbe(bps) => pc.request_bandwidth_probe(bps),
+        Command::ForgetSent(id) => pc.forget_sent(id),
+        Command::ResendSince(id, ts, max, reply) => {
+            let _ = reply.send(pc.resend_since(now, id, ts, max));
+        }
+        Command::WriteRtp(id, codec, packet, seq, ts) => {
+            let _ = pc.write_rtp(now, id, codec, &packet, seq, ts);
+        }
+        Command::StopTransceiver(id, reply) => {
+            let _ = reply.send(pc.stop_transceiver(id));
+        }
+        Command::MediaStats(id, reply) => {
+            let _ = reply.send(pc.media_stats(id));
+        }
+        Command::BandwidthEstimate(reply) => {
+            let _ = reply.send(pc.bandwidth_estimate());
+        }
+        Command::TransportStats(reply) => {
+            let (_, sctp) = pc.sctp_stats();
+            let _ = reply.send(TransportStats {
+                rtt: pc.sctp_rtt(),
+                packets_sent: sctp.packets_sent,
+                packets_received: sctp.packets_received,
+                retransmitted_chunks: sctp.retransmitted_chunks,
+            });
+        }
+        Command::Close(reply) => {
+            pc.close(now);
+            closing.push(reply);
+        }
     }
 }
 

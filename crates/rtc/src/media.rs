@@ -361,6 +361,8 @@ pub(crate) struct MediaState {
     probe_active: Option<u32>,
     /// Bytes of media written in the last second, to set the pacing rate.
     sent_window: VecDeque<(Instant, usize)>,
+    /// The sum of `sent_window`'s bytes (kept, not summed per packet).
+    sent_window_bytes: u64,
     rtt: Option<Duration>,
     /// Bytes retransmissions may still take, and when that was last topped up (see
     /// [`RTX_SHARE`]).
@@ -673,14 +675,15 @@ impl PeerConnection {
         }
         // The pacing rate follows what is written (there is no bandwidth estimate yet).
         m.sent_window.push_back((now, bytes));
-        while m
-            .sent_window
-            .front()
-            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > Duration::from_secs(1))
-        {
+        m.sent_window_bytes += bytes as u64;
+        while let Some(&(at, old)) = m.sent_window.front() {
+            if now.saturating_duration_since(at) <= Duration::from_secs(1) {
+                break;
+            }
             m.sent_window.pop_front();
+            m.sent_window_bytes -= old as u64;
         }
-        let rate = m.sent_window.iter().map(|(_, b)| *b as u64 * 8).sum::<u64>() * PACING_FACTOR;
+        let rate = m.sent_window_bytes * 8 * PACING_FACTOR;
         // With probing the estimate stands for the path (not only for what is sent): the
         // floor comes down to 2.5 x it, so a key frame does not overflow a slow path's queue.
         let floor = match m.bwe.as_ref().filter(|_| m.probing) {

@@ -1223,7 +1223,8 @@ impl Sfu {
         };
         let publisher = p.handle.clone();
         let key: TrackKey<String> = (peer.to_owned(), id.0);
-        let subscribers = publication.subscribers.clone();
+        // Taken out while they are served (nothing below changes who subscribes), not cloned.
+        let subscribers = std::mem::take(&mut publication.subscribers);
         let kind = kind_of(publication.kind);
         let key_start = starts_keyframe(kind, codec, parsed.payload());
         let mut want_keyframe = None;
@@ -1244,14 +1245,10 @@ impl Sfu {
         }
         let payload_at = parsed.payload().as_ptr() as usize - packet.as_ptr() as usize;
         let payload_end = payload_at + parsed.payload().len();
-        for s in subscribers {
-            let Some(sub) = self.participants.get_mut(&s).and_then(|p| {
-                let handle = p.handle.clone();
-                p.subscriptions.get_mut(&key).map(|sub| (handle, sub))
-            }) else {
-                continue;
-            };
-            let (handle, sub) = sub;
+        for s in &subscribers {
+            let Some(p) = self.participants.get_mut(s) else { continue };
+            let handle = &p.handle;
+            let Some(sub) = p.subscriptions.get_mut(&key) else { continue };
             if sub.want == Want::Off {
                 continue;
             }
@@ -1284,6 +1281,9 @@ impl Sfu {
                     self.stats.dropped_packets.fetch_add(1, Ordering::Relaxed);
                 }
             }
+        }
+        if let Some(publication) = self.participants.get_mut(peer).and_then(|p| p.published.get_mut(&id)) {
+            publication.subscribers = subscribers;
         }
         if let Some(layer) = want_keyframe {
             publisher.request_keyframe_layer(id, layer);
