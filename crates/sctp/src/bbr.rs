@@ -40,8 +40,13 @@ const STARTUP_LOSS_EVENTS: usize = 8;
 /// converge to even shares. Without it their shares are neutrally stable: a window
 /// proportional to a flow's own delivery rate keeps whatever split Startup left (3 packets
 /// were too few against the noise of the max filter: 4-8 of 42 seeds outside 20%). A lone
-/// flow is held by its pacing rate, not its window, and queues none of it.
+/// flow is held by its pacing rate, not its window, and queues none of it. On a path whose
+/// BDP is smaller it is one BDP (at least [`QUEUE_SHARE_MIN_PACKETS`]), so a slow link shared
+/// with media does not get hundreds of milliseconds of queue (24 packets at 300 kbit/s would
+/// be 770 ms).
 const QUEUE_SHARE_PACKETS: usize = 24;
+/// The smallest share of the queue (the 3 packets the window held beyond the model before).
+const QUEUE_SHARE_MIN_PACKETS: usize = 3;
 /// Windows below this many packets stall SCTP's delayed acknowledgements.
 const MIN_CWND_PACKETS: usize = 4;
 
@@ -274,6 +279,13 @@ impl Bbr {
         MIN_CWND_PACKETS * self.mtu
     }
 
+    /// What the window holds beyond the model's, in bytes: [`QUEUE_SHARE_PACKETS`], or one BDP
+    /// on a path whose BDP is smaller.
+    fn queue_share(&self) -> usize {
+        let bdp_packets = self.bdp(1.0).map_or(0, |b| b / self.mtu.max(1));
+        bdp_packets.clamp(QUEUE_SHARE_MIN_PACKETS, QUEUE_SHARE_PACKETS) * self.mtu
+    }
+
     /// The bandwidth-delay product times `gain`, in bytes (None before the model exists).
     fn bdp(&self, gain: f64) -> Option<usize> {
         let (bw, rtt) = (self.bandwidth(), self.min_rtt?);
@@ -461,7 +473,7 @@ impl Bbr {
             self.cwnd = self.min_cwnd();
             return;
         }
-        let target = self.bdp(self.cwnd_gain()).map(|b| b + QUEUE_SHARE_PACKETS * self.mtu);
+        let target = self.bdp(self.cwnd_gain()).map(|b| b + self.queue_share());
         match target {
             Some(target) if self.filled_pipe => self.cwnd = (self.cwnd + acked).min(target),
             Some(target) if self.cwnd >= target => {}
@@ -534,9 +546,24 @@ mod tests {
         assert_eq!(bbr.min_rtt(), Some(rtt));
         let bdp = rate * rtt.as_secs_f64();
         let cwnd = bbr.cwnd() as f64;
+        // Twice the BDP and the queue share (24 packets: 0.12 BDP here).
         assert!(cwnd > 1.9 * bdp && cwnd < 2.2 * bdp, "cwnd {cwnd} for a BDP of {bdp}");
         let gain = bbr.pacing_rate() / rate;
         assert!((0.74..=1.26).contains(&gain), "pacing gain {gain}");
+    }
+
+    #[test]
+    fn on_a_slow_path_the_queue_share_is_one_bdp() {
+        let mut bbr = Bbr::new(MTU, 4 * MTU, 7);
+        let rtt = Duration::from_millis(40);
+        // 1 Mbit/s: a BDP of 5,000 bytes, about 4 packets.
+        let rate = 125_000.0;
+        feed(&mut bbr, &mut path(), 60, rate, rtt, 0);
+        assert!(bbr.filled_pipe);
+        let bdp = rate * rtt.as_secs_f64();
+        let cwnd = bbr.cwnd() as f64;
+        // 24 packets on top would be 28,800 bytes (230 ms of queue at this rate).
+        assert!(cwnd >= 2.0 * bdp && cwnd <= 3.2 * bdp, "cwnd {cwnd} for a BDP of {bdp}");
     }
 
     #[test]
