@@ -21,8 +21,9 @@ mod mdns;
 const RECEIVES_PER_TURN: usize = 32;
 /// Slots per receive: each may hold a run of datagrams coalesced by the kernel (64 KiB).
 const RECEIVE_SLOTS: usize = 4;
-/// Commands handled between two flushes of what to send (after the one that woke the task).
-const COMMANDS_PER_TURN: usize = 64;
+/// Commands handled between two flushes of what to send (after the one that woke the task),
+/// as many as receives: a flood of media to send must not crowd out what arrives.
+const COMMANDS_PER_TURN: usize = 32;
 /// Datagrams queued before they are sent, even if the connection has more to send.
 const SEND_QUEUE: usize = 256;
 
@@ -458,11 +459,17 @@ async fn drive(
         tokio::select! {
             command = commands.recv() => {
                 let Some(command) = command else { break };
+                let mut more = command.batches();
                 handle_command(&mut pc, command, &mut closing);
                 // Commands come in bursts (a forwarder writes to many connections at once):
-                // take what else waits, so that it leaves in one batch, but not without end.
+                // take what else waits, so that it leaves in one batch, but not without end,
+                // and nothing after a command that is not a plain write.
                 for _ in 0..COMMANDS_PER_TURN {
+                    if !more {
+                        break;
+                    }
                     let Ok(command) = commands.try_recv() else { break };
+                    more = command.batches();
                     handle_command(&mut pc, command, &mut closing);
                 }
             }
@@ -481,6 +488,15 @@ async fn drive(
     }
     for r in readers {
         r.abort();
+    }
+}
+
+impl Command {
+    /// Whether the commands waiting behind this one may be handled before what it queued is
+    /// sent: writes of media and data, which come in bursts. Anything else (set-up, closing,
+    /// questions) goes out at once.
+    fn batches(&self) -> bool {
+        matches!(self, Command::WriteRtp(..) | Command::Send(..) | Command::Credit(..))
     }
 }
 

@@ -683,6 +683,7 @@ impl PeerConnection {
             m.sent_window.pop_front();
             m.sent_window_bytes -= old as u64;
         }
+        debug_assert_eq!(m.sent_window_bytes, m.sent_window.iter().map(|&(_, b)| b as u64).sum::<u64>());
         let rate = m.sent_window_bytes * 8 * PACING_FACTOR;
         // With probing the estimate stands for the path (not only for what is sent): the
         // floor comes down to 2.5 x it, so a key frame does not overflow a slow path's queue.
