@@ -42,7 +42,7 @@ if has peerlink || has libdatachannel; then
         (cd bench/dc-ref && npm install --no-audit --no-fund --silent)
 fi
 if has chromium; then
-    cargo build --release -q --bin peerlink
+    cargo build --release -q -p peerlink-cli -p peerlink-bench --bin peerlink
     [ -d tests/browser/node_modules/playwright-core ] ||
         (cd tests/browser && PUPPETEER_SKIP_DOWNLOAD=1 npm install --no-audit --no-fund --silent)
 fi

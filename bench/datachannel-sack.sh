@@ -150,7 +150,8 @@ print("The tail (ms; p99 and max: the worst round's; >=100: SACKs over all round
 print(f"{'path':<5}{'receiver':<16}{'oldest p99':>11}{'max':>9}{'>=100':>7}{'turnaround p99':>15}{'max':>9}{'>=100':>7}{'SACKs':>8}")
 for path, rs in rows.items():
     for name, runs in rs.items():
-        w = lambda f: max(f(r) for _, _, r in runs)
+        # A round with DATA but no SACK has no percentiles: left out (NaN if none has any).
+        w = lambda f: max((v for v in (f(r) for _, _, r in runs) if v is not None), default=float("nan"))
         s = lambda f: sum(f(r) for _, _, r in runs)
         print(f"{path:<5}{name:<16}{w(lambda r: r['oldest_ms']['p99']):>11.2f}{w(lambda r: r['oldest_ms']['max']):>9.2f}"
               f"{s(lambda r: r['oldest_ms']['over_100ms']):>7}{w(lambda r: r['turnaround_ms']['p99']):>15.3f}"

@@ -25,6 +25,7 @@ STUN (consent checks) is told apart by its first byte and ignored.
       packet to last: the script divides the file's size by it for goodput).
 """
 import json
+import math
 import signal
 import socket
 import struct
@@ -80,7 +81,8 @@ def pct(xs, q):
     if not xs:
         return None
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
+    # Nearest rank: the smallest value with at least q of the samples at or below it.
+    return xs[max(0, math.ceil(q * len(xs)) - 1)]
 
 
 def report(path):
