@@ -23,8 +23,9 @@ mod trace;
 /// Delayed acknowledgement (§6.2: within 200 ms, never over 500 ms; every second packet at
 /// once). 20 ms, as libdatachannel sets usrsctp's: the last packet of an odd-sized flight
 /// otherwise waits for the next flight, about an RTT, inflating the sender's RTT samples and
-/// stalling a window-limited sender (bench/datachannel-sack.sh: with 200 ms, 90% of DATA packets from libdatachannel on
-/// a 40 ms RTT, 1% loss path were SACKed within 39 ms against libdatachannel's own 22-27 ms).
+/// stalling a window-limited sender (bench/datachannel-sack.sh: with 200 ms, 90% of DATA
+/// packets from libdatachannel on a 40 ms RTT, 1% loss path were SACKed within 39 ms against
+/// libdatachannel's own 22-27 ms).
 const SACK_DELAY: Duration = Duration::from_millis(20);
 /// INIT and COOKIE ECHO attempts before giving up (§16 Max.Init.Retransmits).
 const MAX_INIT_ATTEMPTS: u32 = 8;
