@@ -488,6 +488,7 @@ fn shard(
         reload,
         pending: Vec::new(),
         throttled: Vec::new(),
+        throttle_round: Vec::new(),
     };
     event_loop.io.poll.registry().register(event_loop.io.udp.get_mut(), UDP_LISTEN, Interest::READABLE)?;
     event_loop.io.poll.registry().register(&mut event_loop.io.tcp, TCP_LISTEN, Interest::READABLE)?;
@@ -825,6 +826,8 @@ struct EventLoop {
     pending: Vec<Token>,
     /// TCP pipe sides paused by the bandwidth limit: read again every THROTTLE_RETRY.
     throttled: Vec<Token>,
+    /// The sides already read in the THROTTLE_RETRY round under way (empty between rounds).
+    throttle_round: Vec<Token>,
 }
 
 impl EventLoop {
@@ -876,15 +879,18 @@ impl EventLoop {
                     token => self.entry_readable(token, &mut batch),
                 }
             }
-            // Each retry starts with the next side in turn: the first to read takes the
-            // whole refill, and the sides re-queue in the order they read, so without the
-            // rotation one direction of a busy pipe would starve the other.
-            let mut throttled = std::mem::take(&mut self.throttled);
-            if !throttled.is_empty() {
-                throttled.rotate_left(1);
-            }
-            for token in throttled {
-                self.pipe_read(token);
+            // Each retry starts with the next side in turn, and a side whose partner still
+            // waits for its turn takes at most half of what the budget allows (pipe_read):
+            // without both, one direction of a busy pipe starves the other.
+            if !self.throttled.is_empty() {
+                let mut round = self.throttled.clone();
+                round.rotate_left(1);
+                for token in round {
+                    self.throttled.retain(|t| *t != token);
+                    self.pipe_read(token);
+                    self.throttle_round.push(token);
+                }
+                self.throttle_round.clear();
             }
             self.drain_tcp_outputs();
             flush_udp(&self.io.udp, &mut batch.to_clients);

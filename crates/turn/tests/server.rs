@@ -1217,3 +1217,23 @@ fn connection_ids_name_the_shard_that_issued_them_and_binds_say_which() {
     assert_eq!(connection_bind_shard(&bind[..20], 2), None);
     assert_eq!(connection_bind_shard(&[0xff; 64], 2), None);
 }
+
+#[test]
+fn a_tcp_budget_that_ran_out_comes_back_in_pieces_of_ten_milliseconds() {
+    // The I/O layer reads a pipe side no more than the allowance: handing the budget out
+    // as it trickles back would have it read a few bytes per turn of its loop.
+    let mut w = world_with(|c| c.max_bytes_per_second = Some(100_000));
+    let control = tcp("198.51.100.1:5000");
+    let (login, _) = w.tcp_allocation(control, "alice", "alice-pw");
+    w.connect(control, &login, PEER);
+    let [(TcpOutput::Connect { id, .. }, _)] = w.outputs()[..] else { panic!() };
+    assert!(w.server.handle_peer_connected(w.now, id, true));
+    w.outputs();
+    assert_eq!(w.server.tcp_allowance(w.now, id), Some(100_000), "the budget starts full");
+    w.server.spend_tcp(w.now, id, 100_000);
+    assert_eq!(w.server.tcp_allowance(w.now, id), Some(0));
+    w.now += Duration::from_millis(5);
+    assert_eq!(w.server.tcp_allowance(w.now, id), Some(0), "500 bytes are less than 10 ms of the rate");
+    w.now += Duration::from_millis(5);
+    assert_eq!(w.server.tcp_allowance(w.now, id), Some(1000));
+}

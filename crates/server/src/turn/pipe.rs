@@ -291,7 +291,11 @@ impl EventLoop {
         if self.throttled.contains(&token) {
             return;
         }
-        for _ in 0..ROUNDS_PER_TURN {
+        // While the partner waits for the budget, this side takes at most half of it, so
+        // that a side read on every wake-up cannot take each refill before the partner's
+        // turn comes (the budget is the allocation's, for both directions).
+        let mut share: Option<usize> = None;
+        for round in 0..ROUNDS_PER_TURN {
             let (partner, from_client, id) = match self.io.entry(token) {
                 Some(Entry::Conn(conn)) => match &conn.pipe {
                     Some(pipe) if !conn.closing => (Some(pipe.peer), true, pipe.id),
@@ -304,7 +308,17 @@ impl EventLoop {
             // nothing left, try again shortly (the kernel's buffers then push back on the
             // sender, as TCP should).
             let now = Instant::now();
-            let allowance = self.core.tcp_allowance(now, id).unwrap_or(usize::MAX);
+            let mut allowance = self.core.tcp_allowance(now, id).unwrap_or(usize::MAX);
+            if round == 0 && allowance != usize::MAX {
+                let partner_waiting =
+                    partner.is_some_and(|p| self.throttled.contains(&p) && !self.throttle_round.contains(&p));
+                if partner_waiting {
+                    share = Some(allowance.div_ceil(2));
+                }
+            }
+            if let Some(share) = share {
+                allowance = allowance.min(share);
+            }
             if allowance == 0 {
                 self.io.set_paused(token, true);
                 if !self.throttled.contains(&token) {
@@ -334,6 +348,9 @@ impl EventLoop {
             };
             let moved = (dest.len() - before) as u64;
             self.core.spend_tcp(now, id, moved as usize);
+            if let Some(share) = share.as_mut() {
+                *share = share.saturating_sub(moved as usize);
+            }
             let room = match partner {
                 Some(partner) => {
                     if let Some(output) = self.io.output_of(partner) {

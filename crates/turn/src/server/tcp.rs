@@ -211,17 +211,28 @@ impl TurnServer {
 
     /// How many bytes data connection `id` may relay now under the bandwidth limits (its
     /// allocation's, shared by both directions and every connection of the allocation, its
-    /// user's and the server's); None when there is no limit. A byte stream cannot drop what is over: the I/O layer reads no
-    /// more than this and tries again later.
+    /// user's and the server's); None when there is no limit. A byte stream cannot drop
+    /// what is over: the I/O layer reads no more than this and tries again later.
+    ///
+    /// Once a limit runs out it allows nothing until it holds 10 ms of its rate again (at
+    /// most 16 KiB, `min_tcp_read`): a budget handed out as it trickles back (a few bytes per microsecond) would
+    /// have the I/O layer read a few bytes at a time, as fast as its loop turns.
     pub fn tcp_allowance(&mut self, now: Instant, id: ConnectionId) -> Option<usize> {
         let tuple = self.tcp.connections.get(&id)?.allocation;
         let allocation = self.allocations.get_mut(&tuple)?;
         let limits = [
-            self.config.max_bytes_per_second.map(|rate| allocation.budget_left(now, rate)),
-            allocation.user_rate.as_ref().map(|user| user.available(now)),
-            self.config.capacity.as_ref().map(|capacity| capacity.available(now)),
+            self.config.max_bytes_per_second.map(|rate| (allocation.budget_left(now, rate), rate)),
+            allocation.user_rate.as_ref().map(|user| (user.available(now), user.bytes_per_second())),
+            self.config
+                .capacity
+                .as_ref()
+                .map(|capacity| (capacity.available(now), capacity.bytes_per_second())),
         ];
-        let allowance = limits.into_iter().flatten().min()?;
+        let allowance = limits
+            .into_iter()
+            .flatten()
+            .map(|(left, rate)| if left < min_tcp_read(rate) { 0 } else { left })
+            .min()?;
         Some(allowance.min(usize::MAX as u64) as usize)
     }
 
@@ -435,4 +446,10 @@ impl TurnServer {
         }
         None
     }
+}
+
+/// The least a bandwidth limit of `bytes_per_second` lets a TCP pipe read at once: 10 ms of
+/// the rate (the I/O layer's retry interval), at most 16 KiB, at least one byte.
+fn min_tcp_read(bytes_per_second: u64) -> u64 {
+    (bytes_per_second / 100).clamp(1, 16 * 1024)
 }
