@@ -209,7 +209,7 @@ impl Peer {
         }
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (event_tx, events) = mpsc::unbounded_channel();
-        tokio::spawn(drive(pc, sockets, command_rx, commands.clone(), event_tx));
+        tokio::spawn(drive(pc, sockets, command_rx, commands.downgrade(), event_tx));
         Ok(Peer { handle: PeerHandle { commands }, events })
     }
 
@@ -392,7 +392,7 @@ async fn drive(
     mut pc: PeerConnection,
     sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
     mut commands: mpsc::UnboundedReceiver<Command>,
-    command_tx: mpsc::UnboundedSender<Command>,
+    command_tx: mpsc::WeakUnboundedSender<Command>,
     events: mpsc::UnboundedSender<RtcEvent>,
 ) {
     // One reader task per socket; datagrams (or a run of them coalesced by the kernel, with
@@ -430,6 +430,9 @@ async fn drive(
     // close_notify; bounded by the connection's own deadline).
     let mut closing: Vec<oneshot::Sender<()>> = Vec::new();
     let mut batch = Batch::default();
+    // Every handle was dropped: the connection closes (gracefully, within its deadline)
+    // and the task ends, rather than running on with nobody to stop it.
+    let mut abandoned = false;
     loop {
         batch.flush(&mut pc, &sockets).await;
         while let Some(e) = pc.poll_event() {
@@ -438,7 +441,9 @@ async fn drive(
                 tokio::spawn(async move {
                     match mdns::resolve(&name, Duration::from_secs(3)).await {
                         Some(ip) => {
-                            let _ = tx.send(Command::Resolved(candidate, ip));
+                            if let Some(tx) = tx.upgrade() {
+                                let _ = tx.send(Command::Resolved(candidate, ip));
+                            }
                         }
                         None => tracing::debug!(%name, "mDNS name not resolved; candidate dropped"),
                     }
@@ -447,7 +452,7 @@ async fn drive(
             }
             let _ = events.send(e);
         }
-        if !closing.is_empty()
+        if (abandoned || !closing.is_empty())
             && matches!(pc.connection_state(), ConnectionState::Closed | ConnectionState::Failed)
         {
             for done in closing.drain(..) {
@@ -457,8 +462,13 @@ async fn drive(
         }
         let wake = pc.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
-            command = commands.recv() => {
-                let Some(command) = command else { break };
+            command = commands.recv(), if !abandoned => {
+                let Some(command) = command else {
+                    tracing::debug!("every handle of the connection dropped; closing it");
+                    abandoned = true;
+                    pc.close(Instant::now());
+                    continue;
+                };
                 let mut more = command.batches();
                 handle_command(&mut pc, command, &mut closing);
                 // Commands come in bursts (a forwarder writes to many connections at once):

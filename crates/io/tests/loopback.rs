@@ -89,3 +89,29 @@ async fn two_peers_open_a_channel_and_talk() {
     let ended = wait(&mut b, &a, |e| matches!(e, RtcEvent::Channel(ChannelEvent::Ended { .. }))).await;
     assert!(matches!(ended, RtcEvent::Channel(ChannelEvent::Ended { .. })));
 }
+
+#[tokio::test]
+async fn dropping_every_handle_closes_the_connection() {
+    let mut a = Peer::start(config()).await.unwrap();
+    let mut b = Peer::start(config()).await.unwrap();
+    a.create_data_channel(ChannelConfig::reliable("chat")).await.unwrap();
+    let offer = a.create_offer().await.unwrap();
+    let answer = b.set_remote_description(offer).await.unwrap().expect("an answer");
+    assert!(a.set_remote_description(answer).await.unwrap().is_none());
+    wait(&mut b, &a, |e| matches!(e, RtcEvent::Channel(ChannelEvent::Incoming { .. }))).await;
+    wait(&mut a, &b, |e| matches!(e, RtcEvent::Channel(ChannelEvent::Open(_)))).await;
+    // No close(): the task driving `a` must notice that nobody can reach it any more and
+    // close the association (the other side hears it at once; a driver left running would
+    // answer consent checks for ever, and only a lost path ends a connection after 30 s).
+    drop(a);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let e = tokio::time::timeout_at(deadline, b.next_event())
+            .await
+            .expect("the dropped peer never closed")
+            .expect("peer gone");
+        if matches!(e, RtcEvent::Channel(ChannelEvent::Ended { .. })) {
+            break;
+        }
+    }
+}
