@@ -6,7 +6,7 @@ use super::{Allocation, FiveTuple, Handled, Request, Transport, TurnServer};
 use crate::rate::SharedRate;
 use peerlink_stun::binding;
 use peerlink_stun::{AddressFamily, Attribute, AttributeType, ErrorCode, Message};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -296,9 +296,9 @@ impl TurnServer {
                 relays: opened.clone(),
                 expires: now + lifetime,
                 allocate_tid: message.transaction_id(),
-                permissions: HashMap::new(),
-                channels: HashMap::new(),
-                channel_of_peer: HashMap::new(),
+                permissions: BTreeMap::new(),
+                channels: BTreeMap::new(),
+                channel_of_peer: BTreeMap::new(),
                 budget: (self.config.max_bytes_per_second.unwrap_or(0), now),
                 user_rate,
                 tcp,

@@ -23,7 +23,8 @@ use crate::policy::PeerPolicy;
 use crate::rate::SharedRate;
 use peerlink_stun::binding;
 use peerlink_stun::{Class, ErrorCode, Header, Key, Message, MessageWriter, Method, TransactionId};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::sync::Arc;
@@ -121,11 +122,30 @@ pub enum Transport {
 }
 
 /// RFC 8656 §2: client address, server address and transport identify an allocation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FiveTuple {
     pub transport: Transport,
     pub client: SocketAddr,
     pub server: SocketAddr,
+}
+
+/// The fields packed into one write: the derived hash fed SipHash about ten small writes,
+/// the largest share of hashing per relayed datagram. Equal tuples pack equally (IPv4 as
+/// IPv4-mapped IPv6); IPv6 flow info and scope id are left out, which only adds collisions.
+impl Hash for FiveTuple {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mut packed = [0u8; 37];
+        packed[0] = self.transport as u8;
+        for (at, addr) in [(1, self.client), (19, self.server)] {
+            let ip = match addr.ip() {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                IpAddr::V6(v6) => v6,
+            };
+            packed[at..at + 16].copy_from_slice(&ip.octets());
+            packed[at + 16..at + 18].copy_from_slice(&addr.port().to_be_bytes());
+        }
+        state.write(&packed);
+    }
 }
 
 /// What to do after a client packet. Replies are in the caller's `out` buffer.
@@ -258,9 +278,12 @@ struct Allocation {
     relays: Vec<Relay>,
     expires: Instant,
     allocate_tid: TransactionId,
-    permissions: HashMap<IpAddr, Instant>,
-    channels: HashMap<u16, (SocketAddr, Instant)>,
-    channel_of_peer: HashMap<SocketAddr, u16>,
+    // Ordered maps, not hash maps: each relayed datagram looks up one or two of these, they
+    // hold a few entries (bounded by the permission and channel limits), and a comparison or
+    // two costs less than SipHash of an address (about 2% of the relay's CPU in a profile).
+    permissions: BTreeMap<IpAddr, Instant>,
+    channels: BTreeMap<u16, (SocketAddr, Instant)>,
+    channel_of_peer: BTreeMap<SocketAddr, u16>,
     /// Bandwidth budget: bytes left and when it was last topped up.
     budget: (u64, Instant),
     /// Its user's bandwidth, shared with the user's other allocations on every core.
@@ -654,5 +677,54 @@ impl TurnServer {
             tracing::info!(client = %tuple.client, transport = ?tuple.transport, user = %allocation.username,
                 reason, "allocation relays nothing yet");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+
+    fn hash(tuple: &FiveTuple) -> u64 {
+        BuildHasherDefault::<DefaultHasher>::default().hash_one(tuple)
+    }
+
+    #[test]
+    fn five_tuple_hash_follows_every_field() {
+        let base = FiveTuple {
+            transport: Transport::Udp,
+            client: "192.0.2.1:5000".parse().unwrap(),
+            server: "192.0.2.2:3478".parse().unwrap(),
+        };
+        assert_eq!(hash(&base), hash(&base.clone()));
+        let changed = [
+            FiveTuple { transport: Transport::Tcp, ..base },
+            FiveTuple { client: "192.0.2.1:5001".parse().unwrap(), ..base },
+            FiveTuple { client: "192.0.2.3:5000".parse().unwrap(), ..base },
+            FiveTuple { server: "192.0.2.2:3479".parse().unwrap(), ..base },
+            FiveTuple { client: base.server, server: base.client, ..base },
+            FiveTuple { client: "[2001:db8::1]:5000".parse().unwrap(), ..base },
+        ];
+        for other in changed {
+            assert_ne!(hash(&base), hash(&other), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn allocations_are_found_by_an_equal_five_tuple() {
+        let tuple = FiveTuple {
+            transport: Transport::Udp,
+            client: "[2001:db8::1]:5000".parse().unwrap(),
+            server: "[2001:db8::2]:3478".parse().unwrap(),
+        };
+        let mut map = HashMap::new();
+        map.insert(tuple, 1);
+        let mapped = FiveTuple { client: "[::ffff:192.0.2.1]:5000".parse().unwrap(), ..tuple };
+        let v4 = FiveTuple { client: "192.0.2.1:5000".parse().unwrap(), ..tuple };
+        map.insert(v4, 2);
+        assert_eq!(map.get(&tuple), Some(&1));
+        assert_eq!(map.get(&v4), Some(&2));
+        // Hashes like `v4` but is not equal to it.
+        assert_eq!(map.get(&mapped), None);
     }
 }
