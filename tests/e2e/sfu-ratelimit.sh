@@ -17,6 +17,8 @@
 #
 #   tests/e2e/sfu-ratelimit.sh [path/to/peerlink]
 #   LIMIT_MBIT=0.3 LIMIT_S=15 DELAY_MS=20 QUEUE_MS=200 CAMERA=1280x720   KEEP=DIR keep the logs in DIR
+#   (DIR/trace0: every packet toward the receiver at the bottleneck, with its RTP payload type
+#   and SSRC, delivered or dropped; DIR/serve.log: the server's layer switches)
 # Needs root, iptables, NetfilterQueue in tests/interop/.venv, node with tests/browser's
 # packages and Chromium (scripts/install-test-deps.sh installs them). Takes 35-60 s.
 # Measured 2026-12-06, 4 runs: the low layer after 0.57-0.73 s, the longest stretch without
@@ -25,6 +27,11 @@
 # first step down left half the estimate free, retransmissions were bounded by the
 # estimate, history was forgotten at a layer switch and probes were 10 kB at least:
 # stretches of 1100-3550 ms and 542-616 packets lost (the low layer froze again and again).
+# 2026-12-07, on a machine busy with a build: 3 of 4 runs over 500 ms (500-549), the low
+# layer's first key frame (or its repair) dropped at the full bottleneck queue by a burst or
+# by a probe for the application-limited sender; since the sender paces at what the path
+# delivered for a second after the estimate falls and asks for no such probe within 2 s of
+# it, 15 runs under the same load: 200-499 ms (median 350), the low layer after 0.49-0.85 s.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib/common.sh

@@ -34,7 +34,8 @@ ap.add_argument("--secs", type=float, default=120)
 ap.add_argument("--seed", type=int, default=None,
                 help="seed of the loss draws, drawn again from the start at each SIGUSR1 (each run sees the same ones)")
 ap.add_argument("--stats", default=None)
-ap.add_argument("--trace", default=None, help="write 'time length verdict' per packet (d delivered, l lost, q queue drop)")
+ap.add_argument("--trace", default=None, help="write 'time length verdict class' per packet (d delivered, l lost, q queue drop; "
+                "time from the start, whose wall-clock time the first line gives: '# start EPOCH'; class as in --lost-log)")
 ap.add_argument("--lost-log", default=None,
                 help="write 'time class' per packet dropped by --loss: rtp PT SSRC, rtcp PT FMT (first packet of a compound) or other")
 a = ap.parse_args()
@@ -81,6 +82,7 @@ def classify(ip):
 fifo = collections.deque()  # (due, packet, length): due times never decrease
 tokens, tok_at, last_due = burst, 0.0, 0.0
 t_start = clock()
+if trace: trace.write(f"# start {t_start:.6f}\n")
 
 
 def cb(pkt):
@@ -100,7 +102,7 @@ def cb(pkt):
         last_big = now; st["big_pkts"] += 1
     if a.loss and rnd.random() < a.loss:
         pkt.drop(); st["loss_drops"] += 1
-        if trace: trace.write(f"{now - t_start:.6f} {n} l\n")
+        if trace: trace.write(f"{now - t_start:.6f} {n} l {classify(pkt.get_payload())}\n")
         if lost_log: lost_log.write(f"{now - t_start:.6f} {classify(pkt.get_payload())}\n")
         return
     if rate:
@@ -110,7 +112,7 @@ def cb(pkt):
         dep = t0 if tok >= n else t0 + (n - tok) / rate
         if dep - now > qlimit:
             pkt.drop(); st["queue_drops"] += 1
-            if trace: trace.write(f"{now - t_start:.6f} {n} q\n")
+            if trace: trace.write(f"{now - t_start:.6f} {n} q {classify(pkt.get_payload())}\n")
             return
         tokens, tok_at = (tok - n if tok >= n else 0.0), dep
         w = (dep - now) * 1000
@@ -121,7 +123,7 @@ def cb(pkt):
     due = max(due, last_due, dep)
     last_due = due
     fifo.append((due, pkt, n))
-    if trace: trace.write(f"{now - t_start:.6f} {n} d\n")
+    if trace: trace.write(f"{now - t_start:.6f} {n} d {classify(pkt.get_payload())}\n")
     if len(fifo) > st["max_held"]: st["max_held"] = len(fifo)
 
 

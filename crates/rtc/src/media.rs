@@ -388,6 +388,9 @@ struct Outgoing<'a> {
 /// frame leaves over a few frame intervals instead of at once).
 const PACING_FACTOR: u64 = 3;
 const PACING_FLOOR_BPS: u64 = 1_500_000;
+/// How long after the bandwidth estimate fell for losses or delay what is sent is paced at
+/// the estimate (when that is less than what was written in the last second).
+const PACE_AFTER_FALL: Duration = Duration::from_secs(1);
 /// Padding bytes in a probe packet: the most an RTP packet's padding count can say
 /// (RFC 3550 §5.1).
 const PROBE_PADDING: u8 = 255;
@@ -684,15 +687,31 @@ impl PeerConnection {
             m.sent_window_bytes -= old as u64;
         }
         debug_assert_eq!(m.sent_window_bytes, m.sent_window.iter().map(|&(_, b)| b as u64).sum::<u64>());
-        let rate = m.sent_window_bytes * 8 * PACING_FACTOR;
+        let written = m.sent_window_bytes * 8;
+        let rate = written * PACING_FACTOR;
         // With probing the estimate stands for the path (not only for what is sent): the
         // floor comes down to 2.5 x it, so a key frame does not overflow a slow path's queue.
-        let floor = match m.bwe.as_ref().filter(|_| m.probing) {
-            Some(bwe) => PACING_FLOOR_BPS.min(bwe.target_bitrate().saturating_mul(5) / 2),
-            None => PACING_FLOOR_BPS,
+        let (floor, cap) = match m.bwe.as_ref().filter(|_| m.probing) {
+            Some(bwe) => {
+                let target = bwe.target_bitrate();
+                // Right after the path showed it is full (losses or a growing delay cut the
+                // estimate) and while less than what was written in the last second fits
+                // in it, its queue is still full: a burst (the new, lower layer's key frame
+                // an SFU switched to) would be dropped there and wait for repair behind the
+                // queue again. Sent at the estimate, or at what the path was seen to
+                // deliver if less (the estimate lags a path that suddenly carries less),
+                // it waits here instead.
+                let full =
+                    bwe.last_fall().is_some_and(|at| now.saturating_duration_since(at) < PACE_AFTER_FALL)
+                        && target < written;
+                let cap = target.min(bwe.acknowledged_bitrate().unwrap_or(target));
+                (PACING_FLOOR_BPS.min(target.saturating_mul(5) / 2), full.then_some(cap))
+            }
+            None => (PACING_FLOOR_BPS, None),
         };
         if let Some(pacer) = m.pacer.as_mut() {
-            pacer.set_rate(now, rate.max(floor));
+            let rate = rate.max(floor);
+            pacer.set_rate(now, cap.map_or(rate, |cap| rate.min(cap)));
         }
         m.next_report.get_or_insert(now + Duration::from_millis(200));
         Ok(())

@@ -1255,6 +1255,7 @@ impl Sfu {
             match sub.layer.on_packet(layer, key_start) {
                 LayerDecision::Forward => {}
                 LayerDecision::Switch => {
+                    tracing::debug!(subscriber = %s, publisher = %peer, layer, "sfu: layer switched at its key frame");
                     // The subscriber starts over at this key frame: repairs of the old
                     // layer would only take room from it.
                     sub.forwarder.restart();

@@ -80,6 +80,11 @@ pub const ALR_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 const ALR_SHARE: f64 = 0.75;
 /// ...but not when the target is already this many times what is acknowledged.
 const ALR_MAX_RATIO: u64 = 3;
+/// ...nor this soon after the estimate fell for losses or a growing delay: the path just
+/// showed it is full, and a probe at twice the target would fill its queue again (in
+/// tests/e2e/sfu-ratelimit.sh one hit the first key frame of the lower layer an SFU had
+/// just switched its subscriber to, whose repair then froze the picture for 500 ms).
+pub const ALR_QUIET_AFTER_FALL: Duration = Duration::from_secs(2);
 /// Packets remembered for matching feedback (several seconds at a few Mbit/s), none sent
 /// longer than [`SEND_LOG_AGE`] before the newest: feedback comes every 50-100 ms, so what
 /// is older is lost, and an SFU holds one log per subscriber (a log of a fixed count held
@@ -142,6 +147,8 @@ pub struct BandwidthEstimator {
     before_timeout: Option<u64>,
     /// The last probe asked for because the sender was application-limited.
     last_alr_probe: Option<Instant>,
+    /// When losses or a growing delay last cut the rate.
+    last_fall: Option<Instant>,
     stats: BweStats,
 }
 
@@ -166,8 +173,14 @@ impl BandwidthEstimator {
             last_timeout: None,
             before_timeout: None,
             last_alr_probe: None,
+            last_fall: None,
             stats: BweStats::default(),
         }
+    }
+
+    /// When losses or a growing delay last cut the estimate (the path showed it was full).
+    pub fn last_fall(&self) -> Option<Instant> {
+        self.last_fall
     }
 
     /// The rate to send at (pace at, encode for), bit/s.
@@ -322,7 +335,15 @@ impl BandwidthEstimator {
         });
         let due =
             self.last_alr_probe.is_none_or(|at| now.saturating_duration_since(at) >= ALR_PROBE_INTERVAL);
-        if self.config.probing && limited && due && target < self.config.max_bps && self.prober.idle() {
+        let settled = self.delay.state() != BandwidthUsage::Overusing
+            && self.last_fall.is_none_or(|at| now.saturating_duration_since(at) >= ALR_QUIET_AFTER_FALL);
+        if self.config.probing
+            && limited
+            && due
+            && settled
+            && target < self.config.max_bps
+            && self.prober.idle()
+        {
             self.last_alr_probe = Some(now);
             self.prober.request(target.saturating_mul(2));
         }
@@ -335,6 +356,7 @@ impl BandwidthEstimator {
             if let Some(a) = acked.filter(|&a| self.aimd.time_to_reduce_further(now, a)) {
                 self.aimd.update(now, usage, Some(a));
                 self.stats.overuses += 1;
+                self.last_fall = Some(now);
             }
         } else if let Some(bps) = probe_result {
             self.stats.probe_results += 1;
@@ -344,7 +366,11 @@ impl BandwidthEstimator {
             self.aimd.update(now, usage, acked);
         }
         let rtt = self.rtt.unwrap_or(Duration::from_millis(200));
+        let cut = self.loss.last_decrease();
         self.loss.update(now, rtt, self.aimd.rate(), acked, self.config.min_bps);
+        if self.loss.last_decrease() != cut {
+            self.last_fall = Some(now);
+        }
     }
 
     /// When [`BandwidthEstimator::handle_timeout`] is next due: the feedback timeout.

@@ -217,3 +217,53 @@ fn an_application_limited_sender_is_probed_at_twice_the_target_every_few_seconds
         }
     }
 }
+
+#[test]
+fn no_application_limited_probe_right_after_the_path_showed_it_is_full() {
+    let t0 = Instant::now();
+    let mut bwe = BandwidthEstimator::new(BweConfig::default());
+    assert_eq!(std::iter::from_fn(|| bwe.poll_probe(t0)).count(), 2);
+    // 150 bytes every 10 ms (120 kbit/s, application-limited against the 300 kbit/s start);
+    // for the first 1.5 s every third packet is lost, so the estimate falls (as when an SFU's
+    // subscriber path suddenly carries less and the SFU sends it a lower layer).
+    let mut asked = Vec::new();
+    let mut last_fall = None;
+    let mut target = bwe.target_bitrate();
+    for s in 0..1500u16 {
+        let now = t0 + MS * u32::from(s) * 10;
+        bwe.on_packet_sent(now, s, 150);
+        if s % 10 == 9 {
+            let mut fb = received_at(s - 9, 10, u32::from(s - 9) * 10 + 20);
+            if s < 150 {
+                for (i, d) in fb.deltas.iter_mut().enumerate() {
+                    if i % 3 == 1 {
+                        *d = None;
+                    }
+                }
+            }
+            bwe.on_feedback(now + 30 * MS, &fb);
+            if bwe.target_bitrate() < target {
+                last_fall = Some(now + 30 * MS);
+            }
+            target = bwe.target_bitrate();
+            while let Some(c) = bwe.poll_probe(now) {
+                asked.push(now + 30 * MS);
+                bwe.cancel_probe(c.id);
+            }
+        }
+    }
+    let last_fall = last_fall.expect("the losses lower the estimate");
+    let ms = |at: Instant| (at - t0).as_millis();
+    println!(
+        "estimate last fell at {} ms; probes asked at {:?} ms; target at the end {target}",
+        ms(last_fall),
+        asked.iter().map(|&a| ms(a)).collect::<Vec<_>>()
+    );
+    assert!(!asked.is_empty(), "the sender stays application-limited: a probe comes in the end");
+    assert!(
+        asked.iter().all(|&at| at >= last_fall + ALR_QUIET_AFTER_FALL),
+        "a probe within {ALR_QUIET_AFTER_FALL:?} of the fall at {} ms: {:?}",
+        ms(last_fall),
+        asked.iter().map(|&a| ms(a)).collect::<Vec<_>>()
+    );
+}
