@@ -190,6 +190,8 @@ struct Publication {
     layers: Layers,
     /// Who receives it.
     subscribers: Vec<String>,
+    /// Its key in the subscribers' maps (kept so that forwarding a packet allocates none).
+    key: TrackKey<String>,
     /// The id of the RFC 6464 audio level extension, when negotiated.
     audio_level: Option<u8>,
     /// When a key frame was last asked for a layer whose picture size is unknown.
@@ -1220,7 +1222,15 @@ impl Sfu {
         let layers = Layers::new(rids.len());
         p.published.insert(
             id,
-            Publication { codecs, kind, layers, subscribers: Vec::new(), audio_level, size_asked: None },
+            Publication {
+                codecs,
+                kind,
+                layers,
+                subscribers: Vec::new(),
+                key: (peer.to_owned(), id.0),
+                audio_level,
+                size_asked: None,
+            },
         );
         let room = p.room.clone();
         let changes = match self.rooms.get_mut(&room) {
@@ -1235,7 +1245,7 @@ impl Sfu {
     }
 
     /// One received packet goes to every subscriber of its track.
-    fn forward(&mut self, peer: &str, id: TransceiverId, layer: usize, packet: Vec<u8>) {
+    fn forward(&mut self, peer: &str, id: TransceiverId, layer: usize, mut packet: Vec<u8>) {
         let Ok(parsed) = RtpPacket::parse(&packet) else { return };
         let Some(p) = self.participants.get_mut(peer) else { return };
         let Some(publication) = p.published.get_mut(&id) else { return };
@@ -1267,9 +1277,9 @@ impl Sfu {
             return;
         };
         let publisher = p.handle.clone();
-        let key: TrackKey<String> = (peer.to_owned(), id.0);
         // Taken out while they are served (nothing below changes who subscribes), not cloned.
         let subscribers = std::mem::take(&mut publication.subscribers);
+        let key = std::mem::take(&mut publication.key);
         let kind = kind_of(publication.kind);
         let key_start = starts_keyframe(kind, codec, parsed.payload());
         let mut want_keyframe = None;
@@ -1290,7 +1300,8 @@ impl Sfu {
         }
         let payload_at = parsed.payload().as_ptr() as usize - packet.as_ptr() as usize;
         let payload_end = payload_at + parsed.payload().len();
-        for s in &subscribers {
+        let (mut forwarded, mut dropped) = (0, 0);
+        for (i, s) in subscribers.iter().enumerate() {
             let Some(p) = self.participants.get_mut(s) else { continue };
             let handle = &p.handle;
             let Some(sub) = p.subscriptions.get_mut(&key) else { continue };
@@ -1316,19 +1327,27 @@ impl Sfu {
                     if sub.forwarder.counts().0 == 1 {
                         tracing::debug!(subscriber = %s, publisher = %peer, kind = ?kind, "sfu: first packet forwarded");
                     }
-                    self.stats.forwarded_packets.fetch_add(1, Ordering::Relaxed);
+                    forwarded += 1;
+                    // The last subscriber gets the packet itself, the others a copy each.
+                    if i + 1 == subscribers.len() {
+                        let mut out = std::mem::take(&mut packet);
+                        sub.forwarder.rewrite_payload(&mut out[payload_at..payload_end]);
+                        handle.write_rtp(sub.transceiver, codec, out, seq, timestamp);
+                        break;
+                    }
                     let mut out = packet.clone();
                     sub.forwarder.rewrite_payload(&mut out[payload_at..payload_end]);
                     handle.write_rtp(sub.transceiver, codec, out, seq, timestamp);
                 }
                 Verdict::WaitKeyframe => want_keyframe = Some(layer),
-                Verdict::Drop => {
-                    self.stats.dropped_packets.fetch_add(1, Ordering::Relaxed);
-                }
+                Verdict::Drop => dropped += 1,
             }
         }
+        self.stats.forwarded_packets.fetch_add(forwarded, Ordering::Relaxed);
+        self.stats.dropped_packets.fetch_add(dropped, Ordering::Relaxed);
         if let Some(publication) = self.participants.get_mut(peer).and_then(|p| p.published.get_mut(&id)) {
             publication.subscribers = subscribers;
+            publication.key = key;
         }
         if let Some(layer) = want_keyframe {
             publisher.request_keyframe_layer(id, layer);
