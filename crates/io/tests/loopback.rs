@@ -1,10 +1,11 @@
 //! Two peers on real UDP sockets on loopback, each driven by its own task, with the
 //! descriptions and trickled candidates handed across in the test (the signaling server's
 //! job): a data channel opens and carries messages both ways, including 1 MB with
-//! back-pressure; closing ends it.
+//! back-pressure; closing ends it. Connections of one side may share a certificate (as an
+//! SFU's do).
 
 use peerlink_io::{Peer, PeerConfig};
-use peerlink_rtc::{ChannelConfig, ChannelEvent, RtcEvent};
+use peerlink_rtc::{Certificate, ChannelConfig, ChannelEvent, RtcConfig, RtcEvent};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
@@ -114,4 +115,39 @@ async fn dropping_every_handle_closes_the_connection() {
             break;
         }
     }
+}
+
+/// The `a=fingerprint` of a description.
+fn fingerprint(sdp: &str) -> String {
+    let line = sdp.lines().find(|l| l.starts_with("a=fingerprint:")).expect("a fingerprint");
+    line.trim().to_owned()
+}
+
+#[tokio::test]
+async fn connections_sharing_a_certificate_each_complete_their_handshake() {
+    let certificate = Certificate::generate().unwrap();
+    let shared = || PeerConfig {
+        rtc: RtcConfig { certificate: Some(certificate.clone()), ..RtcConfig::default() },
+        ..config()
+    };
+    // One side's two connections (an SFU's to two participants), both handshaking at once.
+    let (mut s1, mut s2) = (Peer::start(shared()).await.unwrap(), Peer::start(shared()).await.unwrap());
+    let (mut a, mut b) = (Peer::start(config()).await.unwrap(), Peer::start(config()).await.unwrap());
+    let mut answers = Vec::new();
+    for (client, server) in [(&a, &s1), (&b, &s2)] {
+        client.create_data_channel(ChannelConfig::reliable("chat")).await.unwrap();
+        let offer = client.create_offer().await.unwrap();
+        let answer = server.set_remote_description(offer).await.unwrap().expect("an answer");
+        answers.push(fingerprint(&answer.sdp));
+        assert!(client.set_remote_description(answer).await.unwrap().is_none());
+    }
+    let ours = format!("a=fingerprint:{}", certificate.fingerprint());
+    assert_eq!(answers, [ours.clone(), ours]);
+    let opened = |e: &RtcEvent| matches!(e, RtcEvent::Channel(ChannelEvent::Open(_)));
+    let incoming = |e: &RtcEvent| matches!(e, RtcEvent::Channel(ChannelEvent::Incoming { .. }));
+    // Both pairs were started before either is waited for: their handshakes overlap.
+    wait(&mut s1, &a, incoming).await;
+    wait(&mut s2, &b, incoming).await;
+    wait(&mut a, &s1, opened).await;
+    wait(&mut b, &s2, opened).await;
 }

@@ -51,8 +51,8 @@
 
 pub use codecs::{h264_profile, supported_codecs, CodecParams, H264Profile};
 pub use media::{Direction, MediaKind, MediaStats, TrackConfig, TransceiverId, TransceiverInfo};
-pub use peerlink_dtls::DtlsError;
-use peerlink_dtls::{Certificate, Dtls, DtlsConfig, DtlsEvent, Fingerprint, Role};
+pub use peerlink_dtls::{Certificate, DtlsError, Fingerprint};
+use peerlink_dtls::{Dtls, DtlsConfig, DtlsEvent, Role};
 use peerlink_ice::{Candidate, CandidateAddress, IceAgent, IceConfig, IceEvent, TurnServerConfig};
 pub use peerlink_ice::{IceFailure, IceState};
 pub use peerlink_media::{Codec, Frame};

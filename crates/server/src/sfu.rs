@@ -13,8 +13,8 @@
 
 use peerlink_io::{Peer, PeerConfig, PeerHandle};
 use peerlink_rtc::{
-    ChannelConfig, ChannelEvent, Codec, CodecParams, ConnectionState, Description, Direction, MediaKind,
-    RtcConfig, RtcEvent, SdpType, TrackConfig, TransceiverId,
+    Certificate, ChannelConfig, ChannelEvent, Codec, CodecParams, ConnectionState, Description, Direction,
+    MediaKind, RtcConfig, RtcEvent, SdpType, TrackConfig, TransceiverId,
 };
 use peerlink_rtp::ext::AudioLevel;
 use peerlink_rtp::RtpPacket;
@@ -76,6 +76,10 @@ const CHANNEL_CREDIT: usize = 1024 * 1024;
 const FILE_LABEL: &str = "file";
 /// Chat waiting to be sent to one participant beyond which its messages are dropped.
 const CHAT_BUFFER: usize = 256 * 1024;
+/// How long the SFU's connections share one DTLS certificate before a new one is made:
+/// generated certificates are valid for 30 days (`peerlink_dtls::cert`), and a connection
+/// presents its certificate only in its handshake.
+const CERTIFICATE_RENEW: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Counters for metrics, and what each room forwards (renewed every second).
 #[derive(Debug, Default)]
@@ -186,6 +190,8 @@ struct Publication {
     layers: Layers,
     /// Who receives it.
     subscribers: Vec<String>,
+    /// Its key in the subscribers' maps (kept so that forwarding a packet allocates none).
+    key: TrackKey<String>,
     /// The id of the RFC 6464 audio level extension, when negotiated.
     audio_level: Option<u8>,
     /// When a key frame was last asked for a layer whose picture size is unknown.
@@ -263,6 +269,40 @@ impl Participant {
     }
 }
 
+/// The DTLS certificate every connection of the SFU presents, as a browser's connections may
+/// share one. Making a key pair and signing a certificate for each participant would stall
+/// forwarding to everyone on the SFU's task at each join. Each connection still checks its
+/// peer against the fingerprint from its own description, and its SRTP keys come from its
+/// own handshake.
+#[derive(Default)]
+struct Identity {
+    current: Option<(Certificate, Instant)>,
+}
+
+impl Identity {
+    /// The certificate for a new connection: the current one, or a new one after
+    /// [`CERTIFICATE_RENEW`]. `None` when none can be made (the connection makes its own).
+    fn certificate(&mut self, now: Instant) -> Option<Certificate> {
+        if let Some((certificate, made)) = &self.current {
+            if now.saturating_duration_since(*made) < CERTIFICATE_RENEW {
+                return Some(certificate.clone());
+            }
+        }
+        match Certificate::generate() {
+            Ok(certificate) => {
+                tracing::debug!(fingerprint = %certificate.fingerprint(), "sfu: new certificate");
+                self.current = Some((certificate.clone(), now));
+                Some(certificate)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "sfu: cannot make a certificate");
+                // The last one is still valid for a while.
+                self.current.as_ref().map(|(certificate, _)| certificate.clone())
+            }
+        }
+    }
+}
+
 /// Starts the SFU and attaches it to the signaling service.
 pub async fn start(signal: SignalService, config: SfuConfig) -> Arc<SfuStats> {
     let (hub_tx, mut hub_rx) = mpsc::unbounded_channel();
@@ -298,6 +338,9 @@ pub async fn start(signal: SignalService, config: SfuConfig) -> Arc<SfuStats> {
         }
     });
     let stats = Arc::new(SfuStats::default());
+    // Made now rather than at the first join.
+    let mut identity = Identity::default();
+    identity.certificate(Instant::now());
     let sfu = Sfu {
         signal,
         config,
@@ -311,6 +354,7 @@ pub async fn start(signal: SignalService, config: SfuConfig) -> Arc<SfuStats> {
         announce: Vec::new(),
         files: FileRelays::default(),
         layers_read: None,
+        identity,
     };
     tokio::spawn(sfu.run(rx));
     stats
@@ -335,6 +379,7 @@ struct Sfu {
     /// When the estimates were last read for layer choices (ticks that queued up behind a
     /// slow pass are let go).
     layers_read: Option<Instant>,
+    identity: Identity,
 }
 
 /// The layer a new subscriber of `key` starts on: the best one flowing now.
@@ -463,10 +508,12 @@ impl Sfu {
                 // Padding probes let the estimate toward a subscriber rise above the low
                 // layers it is sent, so higher layers come back when its path allows.
                 bandwidth_probing: true,
+                certificate: self.identity.certificate(Instant::now()),
                 ..RtcConfig::default()
             },
             addresses: self.config.addresses.clone(),
         };
+        let starting = Instant::now();
         let started = match Peer::start(config).await {
             Ok(started) => started,
             Err(e) => {
@@ -488,7 +535,7 @@ impl Sfu {
                 }
             }
         });
-        tracing::info!(%room, %peer, "sfu: participant joins");
+        tracing::info!(%room, %peer, start = ?starting.elapsed(), "sfu: participant joins");
         self.participants.insert(
             peer.clone(),
             Participant {
@@ -1175,7 +1222,15 @@ impl Sfu {
         let layers = Layers::new(rids.len());
         p.published.insert(
             id,
-            Publication { codecs, kind, layers, subscribers: Vec::new(), audio_level, size_asked: None },
+            Publication {
+                codecs,
+                kind,
+                layers,
+                subscribers: Vec::new(),
+                key: (peer.to_owned(), id.0),
+                audio_level,
+                size_asked: None,
+            },
         );
         let room = p.room.clone();
         let changes = match self.rooms.get_mut(&room) {
@@ -1190,7 +1245,7 @@ impl Sfu {
     }
 
     /// One received packet goes to every subscriber of its track.
-    fn forward(&mut self, peer: &str, id: TransceiverId, layer: usize, packet: Vec<u8>) {
+    fn forward(&mut self, peer: &str, id: TransceiverId, layer: usize, mut packet: Vec<u8>) {
         let Ok(parsed) = RtpPacket::parse(&packet) else { return };
         let Some(p) = self.participants.get_mut(peer) else { return };
         let Some(publication) = p.published.get_mut(&id) else { return };
@@ -1222,9 +1277,9 @@ impl Sfu {
             return;
         };
         let publisher = p.handle.clone();
-        let key: TrackKey<String> = (peer.to_owned(), id.0);
         // Taken out while they are served (nothing below changes who subscribes), not cloned.
         let subscribers = std::mem::take(&mut publication.subscribers);
+        let key = std::mem::take(&mut publication.key);
         let kind = kind_of(publication.kind);
         let key_start = starts_keyframe(kind, codec, parsed.payload());
         let mut want_keyframe = None;
@@ -1245,7 +1300,8 @@ impl Sfu {
         }
         let payload_at = parsed.payload().as_ptr() as usize - packet.as_ptr() as usize;
         let payload_end = payload_at + parsed.payload().len();
-        for s in &subscribers {
+        let (mut forwarded, mut dropped) = (0, 0);
+        for (i, s) in subscribers.iter().enumerate() {
             let Some(p) = self.participants.get_mut(s) else { continue };
             let handle = &p.handle;
             let Some(sub) = p.subscriptions.get_mut(&key) else { continue };
@@ -1272,19 +1328,27 @@ impl Sfu {
                     if sub.forwarder.counts().0 == 1 {
                         tracing::debug!(subscriber = %s, publisher = %peer, kind = ?kind, "sfu: first packet forwarded");
                     }
-                    self.stats.forwarded_packets.fetch_add(1, Ordering::Relaxed);
+                    forwarded += 1;
+                    // The last subscriber gets the packet itself, the others a copy each.
+                    if i + 1 == subscribers.len() {
+                        let mut out = std::mem::take(&mut packet);
+                        sub.forwarder.rewrite_payload(&mut out[payload_at..payload_end]);
+                        handle.write_rtp(sub.transceiver, codec, out, seq, timestamp);
+                        break;
+                    }
                     let mut out = packet.clone();
                     sub.forwarder.rewrite_payload(&mut out[payload_at..payload_end]);
                     handle.write_rtp(sub.transceiver, codec, out, seq, timestamp);
                 }
                 Verdict::WaitKeyframe => want_keyframe = Some(layer),
-                Verdict::Drop => {
-                    self.stats.dropped_packets.fetch_add(1, Ordering::Relaxed);
-                }
+                Verdict::Drop => dropped += 1,
             }
         }
+        self.stats.forwarded_packets.fetch_add(forwarded, Ordering::Relaxed);
+        self.stats.dropped_packets.fetch_add(dropped, Ordering::Relaxed);
         if let Some(publication) = self.participants.get_mut(peer).and_then(|p| p.published.get_mut(&id)) {
             publication.subscribers = subscribers;
+            publication.key = key;
         }
         if let Some(layer) = want_keyframe {
             publisher.request_keyframe_layer(id, layer);
@@ -1466,5 +1530,24 @@ impl Sfu {
                 publisher.handle.request_keyframe_layer(TransceiverId(key.1), layer);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_share_one_certificate_until_it_is_renewed() {
+        let mut identity = Identity::default();
+        let start = Instant::now();
+        let first = identity.certificate(start).expect("a certificate");
+        let later = identity.certificate(start + CERTIFICATE_RENEW / 2).expect("a certificate");
+        assert_eq!(first.fingerprint(), later.fingerprint());
+        let renewed = identity.certificate(start + CERTIFICATE_RENEW).expect("a certificate");
+        assert_ne!(first.fingerprint(), renewed.fingerprint());
+        let after =
+            identity.certificate(start + CERTIFICATE_RENEW + Duration::from_secs(1)).expect("a certificate");
+        assert_eq!(renewed.fingerprint(), after.fingerprint());
     }
 }
