@@ -86,6 +86,22 @@ impl<T> Pacer<T> {
         self.priority.push_back(Queued { len: packet_len, at: now, id });
     }
 
+    /// Drops the waiting packets `keep` says no to (what was queued for a source the
+    /// sender has stopped).
+    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        let mut dropped = 0;
+        for queue in [&mut self.priority, &mut self.normal] {
+            queue.retain(|q| {
+                let kept = keep(&q.id);
+                if !kept {
+                    dropped += q.len;
+                }
+                kept
+            });
+        }
+        self.queued_bytes -= dropped;
+    }
+
     /// Packets waiting.
     pub fn len(&self) -> usize {
         self.priority.len() + self.normal.len()
@@ -257,6 +273,21 @@ mod tests {
         let sent = drain(&mut p, t0 + 30 * MS);
         assert_eq!(sent.len(), 30);
         assert!(sent.iter().all(|s| s.0 - t0 <= MAX_QUEUE_TIME + 30 * MS));
+    }
+
+    #[test]
+    fn retain_drops_what_it_is_told_and_the_rest_goes_in_order() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(1_000_000);
+        for i in 0..6u32 {
+            p.enqueue(t0, 1000, i);
+        }
+        p.enqueue_priority(t0, 100, 100);
+        p.retain(|&id| id % 2 == 0);
+        assert_eq!((p.len(), p.queued_bytes()), (4, 3100));
+        let sent: Vec<u32> = drain(&mut p, t0).into_iter().map(|(_, id)| id).collect();
+        assert_eq!(sent, [100, 0, 2, 4]);
+        assert_eq!(p.queued_bytes(), 0);
     }
 
     #[test]

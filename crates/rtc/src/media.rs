@@ -730,9 +730,16 @@ impl PeerConnection {
     /// sends on `id` to another source (a simulcast layer, at its key frame) tells so. The
     /// receiver starts over at that key frame, and repairs of the old source would only
     /// take the path's room from it (on a path that just got narrower, a lot).
+    /// What of it still waits in the pacer is dropped too: the receiver starts over at the
+    /// new source's key frame, and on a path that just got narrower the pacer may hold a
+    /// good part of a second of the old source in front of it.
     pub fn forget_sent(&mut self, id: TransceiverId) {
         if let Some(t) = self.media.transceivers.get_mut(id.0) {
             t.send.history.clear();
+            let ssrc = t.send.ssrc.to_be_bytes();
+            if let Some(pacer) = self.media.pacer.as_mut() {
+                pacer.retain(|packet| packet.get(8..12) != Some(&ssrc[..]));
+            }
         }
     }
 

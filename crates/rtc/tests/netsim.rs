@@ -611,6 +611,47 @@ fn a_key_frame_and_the_frames_since_go_again_when_all_are_kept() {
 }
 
 #[test]
+fn what_waits_in_the_pacer_goes_when_the_sender_forgets_what_it_sent() {
+    let (mut w, video) = video_sender(44);
+    let start = w.net.now();
+    let pc = &mut w.sides[0].pc;
+    // 51 packets, paced over about 320 ms; what may leave at once leaves.
+    pc.write_frame(start, video, 0, &vp8_frame(0, 60_000)).unwrap();
+    let mut buf = Vec::new();
+    while pc.poll_transmit(start, &mut buf).is_some() {
+        buf.clear();
+    }
+    // An SFU switched this track to another source: the rest of the frame is not sent.
+    pc.forget_sent(video);
+    let mut now = start;
+    let mut large = 0;
+    while let Some(next) = pc.poll_timeout().filter(|&t| t - start < Duration::from_millis(500)) {
+        now = next.max(now);
+        pc.handle_timeout(now);
+        while pc.poll_transmit(now, &mut buf).is_some() {
+            large += usize::from(buf.len() > 1000);
+            buf.clear();
+        }
+    }
+    assert_eq!(large, 0, "packets of the forgotten frame still left the pacer");
+    // The new source's first frame leaves at once (at the pacer's next turn).
+    let now = start + Duration::from_millis(500);
+    pc.handle_timeout(now);
+    pc.write_frame(now, video, 3000, &vp8_frame(0, 1100)).unwrap();
+    let mut first = 0;
+    let mut at = now;
+    while let Some(next) = pc.poll_timeout().filter(|&t| t - now < Duration::from_millis(5)) {
+        at = next.max(at);
+        pc.handle_timeout(at);
+        while pc.poll_transmit(at, &mut buf).is_some() {
+            first += usize::from(buf.len() > 1000);
+            buf.clear();
+        }
+    }
+    assert_eq!(first, 1, "the new frame within 5 ms");
+}
+
+#[test]
 fn a_large_key_frame_leaves_paced_not_in_one_burst() {
     let (mut w, video) = video_sender(42);
     let start = w.net.now();
