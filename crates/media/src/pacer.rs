@@ -86,20 +86,22 @@ impl<T> Pacer<T> {
         self.priority.push_back(Queued { len: packet_len, at: now, id });
     }
 
-    /// Drops the waiting packets `keep` says no to (what was queued for a source the
-    /// sender has stopped).
-    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
-        let mut dropped = 0;
+    /// Goes over the waiting packets (what was queued for a source the sender has
+    /// stopped): `edit` may change one in place and return its new length, or return `None`
+    /// to drop it.
+    pub fn edit(&mut self, mut edit: impl FnMut(&mut T, usize) -> Option<usize>) {
+        let mut queued = 0;
         for queue in [&mut self.priority, &mut self.normal] {
-            queue.retain(|q| {
-                let kept = keep(&q.id);
-                if !kept {
-                    dropped += q.len;
+            queue.retain_mut(|q| match edit(&mut q.id, q.len) {
+                Some(len) => {
+                    q.len = len;
+                    queued += len;
+                    true
                 }
-                kept
+                None => false,
             });
         }
-        self.queued_bytes -= dropped;
+        self.queued_bytes = queued;
     }
 
     /// Packets waiting.
@@ -276,17 +278,25 @@ mod tests {
     }
 
     #[test]
-    fn retain_drops_what_it_is_told_and_the_rest_goes_in_order() {
+    fn edit_drops_and_changes_what_it_is_told_and_the_rest_goes_in_order() {
         let t0 = Instant::now();
         let mut p = Pacer::new(1_000_000);
         for i in 0..6u32 {
             p.enqueue(t0, 1000, i);
         }
         p.enqueue_priority(t0, 100, 100);
-        p.retain(|&id| id % 2 == 0);
-        assert_eq!((p.len(), p.queued_bytes()), (4, 3100));
+        // Odd ones dropped, 4 made 40 bytes long (and renamed 40).
+        p.edit(|id, len| match *id {
+            4 => {
+                *id = 40;
+                Some(40)
+            }
+            i if i % 2 == 1 => None,
+            _ => Some(len),
+        });
+        assert_eq!((p.len(), p.queued_bytes()), (4, 2140));
         let sent: Vec<u32> = drain(&mut p, t0).into_iter().map(|(_, id)| id).collect();
-        assert_eq!(sent, [100, 0, 2, 4]);
+        assert_eq!(sent, [100, 0, 2, 40]);
         assert_eq!(p.queued_bytes(), 0);
     }
 

@@ -700,11 +700,14 @@ impl PeerConnection {
                 // an SFU switched to) would be dropped there and wait for repair behind the
                 // queue again. Sent at the estimate, or at what the path was seen to
                 // deliver if less (the estimate lags a path that suddenly carries less),
-                // it waits here instead.
+                // it waits here instead (at most MAX_QUEUE_TIME: the pacer then speeds up).
                 let full =
                     bwe.last_fall().is_some_and(|at| now.saturating_duration_since(at) < PACE_AFTER_FALL)
                         && target < written;
-                let cap = target.min(bwe.acknowledged_bitrate().unwrap_or(target));
+                // (An acknowledged rate under half the estimate says more about gaps in
+                // the feedback than about the path: then the estimate alone.)
+                let acked = bwe.acknowledged_bitrate().filter(|&a| a >= target / 2);
+                let cap = acked.map_or(target, |a| target.min(a));
                 (PACING_FLOOR_BPS.min(target.saturating_mul(5) / 2), full.then_some(cap))
             }
             None => (PACING_FLOOR_BPS, None),
@@ -730,15 +733,37 @@ impl PeerConnection {
     /// sends on `id` to another source (a simulcast layer, at its key frame) tells so. The
     /// receiver starts over at that key frame, and repairs of the old source would only
     /// take the path's room from it (on a path that just got narrower, a lot).
-    /// What of it still waits in the pacer is dropped too: the receiver starts over at the
-    /// new source's key frame, and on a path that just got narrower the pacer may hold a
-    /// good part of a second of the old source in front of it.
+    /// What of it still waits in the pacer goes too: the receiver starts over at the new
+    /// source's key frame, and on a path that just got narrower the pacer may hold a good
+    /// part of a second of the old source in front of it. Its media packets become
+    /// padding-only packets with the same headers (a receiver sees no gap in the sequence
+    /// numbers before the key frame, which it could not have repaired); its retransmissions
+    /// are dropped.
     pub fn forget_sent(&mut self, id: TransceiverId) {
         if let Some(t) = self.media.transceivers.get_mut(id.0) {
             t.send.history.clear();
-            let ssrc = t.send.ssrc.to_be_bytes();
+            let (ssrc, rtx) = (t.send.ssrc, t.send.rtx.ssrc);
             if let Some(pacer) = self.media.pacer.as_mut() {
-                pacer.retain(|packet| packet.get(8..12) != Some(&ssrc[..]));
+                pacer.edit(|packet, len| {
+                    let Some(of) = packet.get(8..12).map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+                    else {
+                        return Some(len);
+                    };
+                    if of == rtx {
+                        return None;
+                    }
+                    if of != ssrc {
+                        return Some(len);
+                    }
+                    let Ok(parsed) = RtpPacket::parse(packet) else { return Some(len) };
+                    let header = parsed.payload().as_ptr() as usize - packet.as_ptr() as usize;
+                    packet.truncate(header);
+                    // Padding (RFC 3550 §5.1: the last byte counts the padding), no marker.
+                    packet[0] |= 0x20;
+                    packet[1] &= 0x7f;
+                    packet.push(1);
+                    Some(packet.len())
+                });
             }
         }
     }

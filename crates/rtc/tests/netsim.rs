@@ -652,6 +652,29 @@ fn what_waits_in_the_pacer_goes_when_the_sender_forgets_what_it_sent() {
 }
 
 #[test]
+fn a_receiver_takes_the_new_source_at_once_after_the_sender_forgot_the_old() {
+    let (mut w, video) = video_sender(45);
+    let now = w.net.now();
+    // A large key frame, paced out over about 320 ms; 100 ms of it go.
+    w.sides[0].pc.write_frame(now, video, 0, &vp8_frame(0, 60_000)).unwrap();
+    w.run(Duration::from_millis(100), |_| false);
+    // The source changes (an SFU's layer switch): the rest of the old frame is not sent, and
+    // the new source starts with a key frame.
+    w.sides[0].pc.forget_sent(video);
+    let switched = w.net.now();
+    w.sides[0].pc.write_frame(switched, video, 90_000, &vp8_frame(30, 1100)).unwrap();
+    let got = |w: &World| {
+        w.sides[1].events.iter().any(
+            |e| matches!(e, RtcEvent::Frame { frame, .. } if frame.keyframe && frame.timestamp.0 == 90_000),
+        )
+    };
+    assert!(w.run(Duration::from_secs(2), got), "the new key frame never came out");
+    // Not held back by a hole in the sequence numbers until it expires (500 ms).
+    let took = w.net.now() - switched;
+    assert!(took < Duration::from_millis(200), "the new key frame came out {took:?} after the switch");
+}
+
+#[test]
 fn a_large_key_frame_leaves_paced_not_in_one_burst() {
     let (mut w, video) = video_sender(42);
     let start = w.net.now();

@@ -98,14 +98,14 @@ impl LossController {
         self.remember(now);
     }
 
-    /// After each feedback: decides if enough was reported; caps at `delay_based`. A cut
-    /// goes no lower than `acked` (what the receiver got over the last half second) cut by
-    /// the same factor.
     /// When losses last cut the rate.
     pub(crate) fn last_decrease(&self) -> Option<Instant> {
         self.last_decrease
     }
 
+    /// After each feedback: decides if enough was reported; caps at `delay_based`. A cut
+    /// goes no lower than `acked` (what the receiver got over the last half second) cut by
+    /// the same factor.
     pub(crate) fn update(
         &mut self,
         now: Instant,
