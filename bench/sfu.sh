@@ -110,6 +110,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 
 for round in $(seq "$ROUNDS"); do
     for server in $SERVERS; do
+        # The last server's output must not be read for this one's: the redirect below
+        # happens in the child, which may run after wait_for_line has read the old file (a
+        # dead server's URL, "connection refused"; or /proc/$pid/comm still the shell's).
+        rm -f "$tmp/serve.out" "$tmp/serve.log"
         case $server in
         peerlink | baseline)
             binary=$peerlink

@@ -35,6 +35,9 @@ value() { sed -nE "s/^$2=(.*)/\\1/p" "$tmp/$1.txt"; }
 declare -A sums
 for round in $(seq "$ROUNDS"); do
     echo "# round $round"
+    # Not the last round's output (the redirects happen in the children, maybe after
+    # wait_for_line has looked).
+    rm -f "$tmp/pl.out" "$tmp/ref.out"
     # Limits raised so the load is not refused: the benchmark measures relaying, not policing.
     target/release/peerlink serve --http 127.0.0.1:0 --listen 127.0.0.1:0 --relay-ip 127.0.0.1 \
         --messages-per-second 100000 --max-room-peers 2 >"$tmp/pl.out" 2>"$tmp/pl.log" &
