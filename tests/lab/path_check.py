@@ -58,7 +58,7 @@ def emulator_drops(c, size=1499):
         with open(f"{c}.emu0.trace") as f:
             for line in f:
                 parts = line.split()
-                if len(parts) == 3 and parts[1] == str(size):
+                if len(parts) >= 3 and parts[1] == str(size):
                     l += parts[2] == "l"; q += parts[2] == "q"
     except OSError:
         return None, None
