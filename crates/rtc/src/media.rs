@@ -706,9 +706,11 @@ impl PeerConnection {
                         && target < written;
                 // (An acknowledged rate under half the estimate says more about gaps in
                 // the feedback than about the path: then the estimate alone.)
-                let acked = bwe.acknowledged_bitrate().filter(|&a| a >= target / 2);
-                let cap = acked.map_or(target, |a| target.min(a));
-                (PACING_FLOOR_BPS.min(target.saturating_mul(5) / 2), full.then_some(cap))
+                let cap = full.then(|| {
+                    let acked = bwe.acknowledged_bitrate().filter(|&a| a >= target / 2);
+                    acked.map_or(target, |a| target.min(a))
+                });
+                (PACING_FLOOR_BPS.min(target.saturating_mul(5) / 2), cap)
             }
             None => (PACING_FLOOR_BPS, None),
         };
@@ -733,9 +735,8 @@ impl PeerConnection {
     /// sends on `id` to another source (a simulcast layer, at its key frame) tells so. The
     /// receiver starts over at that key frame, and repairs of the old source would only
     /// take the path's room from it (on a path that just got narrower, a lot).
-    /// What of it still waits in the pacer goes too: the receiver starts over at the new
-    /// source's key frame, and on a path that just got narrower the pacer may hold a good
-    /// part of a second of the old source in front of it. Its media packets become
+    /// What of it still waits in the pacer goes too (there the pacer may hold a good part of
+    /// a second of the old source in front of the new key frame). Its media packets become
     /// padding-only packets with the same headers (a receiver sees no gap in the sequence
     /// numbers before the key frame, which it could not have repaired); its retransmissions
     /// are dropped.
