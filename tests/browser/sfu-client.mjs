@@ -112,7 +112,22 @@ export async function openPage(browser, origin, { ws, room, name, simulcast = tr
   const context = await browser.newContext();
   const page = await context.newPage();
   page.on('pageerror', (e) => console.log(`# ${name} page error: ${e}`));
-  await page.goto(`${origin}/sfu-test-page-${name}`).catch(() => {});
+  // The page must load from the origin: on a failed load the page stays on about:blank, where
+  // navigator.mediaDevices is missing (not a secure context), and a late navigation would
+  // destroy the client mid-test. A failed load is retried, with its error printed.
+  const url = `${origin}/sfu-test-page-${name}`;
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      await page.goto(url, { timeout: 15000 });
+      break;
+    } catch (e) {
+      console.log(`# ${name}: loading ${url} failed (attempt ${attempt} of 3): ${String(e.message || e).split('\n')[0]}`);
+      if (attempt === 3) throw e;
+      await new Promise((res) => setTimeout(res, 500));
+    }
+  }
+  const usable = await page.evaluate(() => window.isSecureContext && !!navigator.mediaDevices);
+  if (!usable) throw new Error(`${name}: ${page.url()} is not a secure context with navigator.mediaDevices`);
   // Keep a handle on the peer connection for getStats.
   await page.evaluate(() => {
     const Original = window.RTCPeerConnection;
