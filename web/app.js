@@ -29,7 +29,8 @@ const CLOSE_SPACING_MS = 300;
 // Back to a mesh, the connections come up one round of meshRound at a time, this far apart.
 const MESH_ROUND_MS = 350;
 // The others switch at about the same time but not at once: the old connections stay this
-// much longer after all our tiles moved, so theirs can move before we close.
+// much longer after all our tiles moved, so theirs can move before we close, unless they said
+// theirs moved ({"moved": ...} signals, see checkSwitch).
 const SWITCH_MARGIN_MS = 2000;
 const SFU_REOPEN_MS = 3000;
 const SFU_LOST_MS = 4000;
@@ -394,6 +395,12 @@ function checkAway(peer) {
 }
 
 function onSignal(from, data) {
+  if (from !== 'sfu' && data && (data.moved === 'sfu' || data.moved === 'mesh')) {
+    // A participant shows our video from the new path now (never a new connection).
+    const sw = app.switching;
+    if (sw && sw.to === data.moved) sw.theirs.add(from);
+    return;
+  }
   if (from === 'sfu' && data && typeof data.speaker === 'string') {
     // (The server may still be forwarding to us a moment after a switch to a mesh.)
     if (app.mode === 'sfu') showSpeaker(data.speaker);
@@ -854,7 +861,7 @@ function sourceOf(id) {
 function beginSwitch(to) {
   cancelSwitch();
   const sw = { to, started: performance.now(), delivered: null, allMoved: null, moved: new Set(),
-    seen: new Map(), movedAt: new Map(), at: {}, wall: Date.now(), timer: null, busy: false };
+    seen: new Map(), movedAt: new Map(), theirs: new Set(), at: {}, wall: Date.now(), timer: null, busy: false };
   app.switching = sw;
   sw.timer = setInterval(() => checkSwitch(sw), SWITCH_POLL_MS);
   renderAllTiles();
@@ -890,14 +897,19 @@ async function checkSwitch(sw) {
       sw.at[id.slice(0, 6)] = Math.round(performance.now() - sw.started);
       sw.movedAt.set(id, performance.now());
       renderTile(id);
+      // Its owner may close what carried our video to it as soon as it also moved ours.
+      app.signaling?.signal(id, { moved: sw.to });
     }
   }
-  // To the server: each mesh connection goes SWITCH_MARGIN_MS after its tile moved (decoding
-  // both paths of everyone at once is what a small machine cannot afford for long).
+  // To the server: each mesh connection goes once both its ends moved their tiles, or
+  // SWITCH_MARGIN_MS after ours moved when the other end does not say (a native peer, an
+  // older app). Decoding both paths of everyone at once is what a small machine cannot
+  // afford for long: 6 pages of one browser on 2 cores froze every tile for about a second
+  // at the end of the overlap, before the connections closed.
   if (sw.to === 'sfu') {
     for (const [id, at] of sw.movedAt) {
       const entry = app.peers.get(id);
-      if (entry?.peer.retiring && performance.now() - at >= SWITCH_MARGIN_MS) removePeer(id);
+      if (entry?.peer.retiring && (sw.theirs.has(id) || performance.now() - at >= SWITCH_MARGIN_MS)) removePeer(id);
     }
   }
   const oldSide = (id) => (sw.to === 'sfu' ? app.peers.has(id) : !!app.sfu?.streams.has(id));
@@ -905,7 +917,12 @@ async function checkSwitch(sw) {
   const now = performance.now();
   const bound = sw.delivered === null ? SWITCH_CAP_MS : Math.min(SWITCH_CAP_MS, sw.delivered - sw.started + SWITCH_BOUND_MS);
   if (!waiting.length) sw.allMoved ??= now;
-  const early = waiting.length || now - sw.allMoved < SWITCH_MARGIN_MS;
+  // Nobody still needs the old path from us: to the server, every old mesh connection closed;
+  // back to a mesh, every peer said it shows our video from its connection with us.
+  const heard = sw.to === 'sfu'
+    ? ![...app.peers.values()].some(({ peer }) => peer.retiring)
+    : app.peers.size > 0 && [...app.peers.keys()].every((id) => sw.theirs.has(id));
+  const early = waiting.length || (now - sw.allMoved < SWITCH_MARGIN_MS && !heard);
   if (early && now - sw.started < bound) return;
   finishSwitch(sw, waiting);
 }
