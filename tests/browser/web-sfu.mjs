@@ -6,9 +6,9 @@
 //          through the server arrives under the sender's name (SFU_CHAT=0 skips it, for a
 //          server without the relay); a file sent through the server reaches the 3 others,
 //          each verifying its SHA-256, and its sender hears it was confirmed; one leaves.
-//   auto:  `--room-mode auto --mesh-max 4`: 4 pages in a mesh (3 connections each), a 5th
-//          and a 6th join (the room switches to the server: mode sfu, 1 connection each),
-//          both leave (back to a mesh). At each switch, per remote tile and page, the longest
+//   auto:  `--room-mode auto --mesh-max N` (MESH_MAX, default 3): N pages in a mesh (N-1
+//          connections each), 2 more join one after the other (the first makes the room
+//          switch to the server: mode sfu, 1 connection each), both leave (back to a mesh). At each switch, per remote tile and page, the longest
 //          stretch without a new frame shown (requestVideoFrameCallback on the tile's
 //          <video>: presentation times and presented-frame counts from the compositor) is
 //          printed and must be at most MAX_FREEZE_MS.
@@ -40,6 +40,8 @@ if (!which || !['sfu', 'auto', 'control'].includes(which)) {
 const MAX_FREEZE_MS = Number(process.env.MAX_FREEZE_MS || 1000);
 const WAIT = Number(process.env.WAIT_MS || 30000);
 const FREEZE_STATS = process.env.FREEZE_STATS === '1';
+// The room's --mesh-max (auto): that many pages make the mesh.
+const N = Number(process.env.MESH_MAX || 3);
 const checks = report(which === 'sfu' ? 125000 : 110000);
 if (which === 'control') console.log('# control: the auto steps with --room-mode sfu, no switch');
 const check = checks.check;
@@ -451,44 +453,45 @@ if (which === 'sfu') {
   checks.finish();
 }
 
-// auto: a mesh of 4, then 6 through the server, then a mesh of 4 again.
+// auto: a mesh of N, then N + 2 through the server, then a mesh of N again.
 const control = which === 'control';
-const four = control ? ['sfu', () => 1] : ['mesh', () => 3];
+const mesh = control ? ['sfu', () => 1] : ['mesh', () => N - 1];
 const pages = [];
-for (let i = 1; i <= 4; i++) pages.push(await openPage(`p${i}`));
-let s = await settled(pages, ...four, 'mesh of 4');
-check(!!s, `${which}: 4 pages, mode ${four[0]}, ${four[1]()} connection(s) each, 3 playing tiles`);
+for (let i = 1; i <= N; i++) pages.push(await openPage(`p${i}`));
+let s = await settled(pages, ...mesh, `mesh of ${N}`);
+check(!!s, `${which}: ${N} pages, mode ${mesh[0]}, ${mesh[1]()} connection(s) each, ${N - 1} playing tiles`);
 const first = new Set(s ? s.map((l) => l.id) : []);
 const maxima = {};
 // What this machine gives with nothing happening, for comparison.
 await resetGaps(pages);
 await sleep(4000);
-maxima['none (a mesh of 4 for 4 s)'] = await freezes(pages, first, 'no switch, a mesh of 4 for 4 s', { quiet: true });
+maxima[`none (a mesh of ${N} for 4 s)`] = await freezes(pages, first, `no switch, a mesh of ${N} for 4 s`, { quiet: true });
 
-const p5 = await openPage('p5', true);
-const p6 = await openPage('p6', true);
+const nth = (k) => `${k}${['th', 'st', 'nd', 'rd'][k % 10 > 3 || Math.floor(k / 10) === 1 ? 0 : k % 10]}`;
+const extra1 = await openPage(`p${N + 1}`, true);
+const extra2 = await openPage(`p${N + 2}`, true);
 await resetGaps(pages);
-await p5.join();
-pages.push(p5);
-s = await settled(pages, 'sfu', () => 1, 'a 5th joined');
-check(!!s, `${which}: a 5th page joins: mode sfu on every page, one connection each, 4 playing tiles`);
-if (s && !control) switchTimes(s.slice(0, 4));
-maxima['mesh -> sfu (5th joins)'] = await freezes(pages.slice(0, 4), first, `${control ? 'no switch' : 'mesh -> sfu'}, 5th joins, the 4 first pages`, { event: 'join', quiet: control });
+await extra1.join();
+pages.push(extra1);
+s = await settled(pages, 'sfu', () => 1, `a ${nth(N + 1)} joined`);
+check(!!s, `${which}: a ${nth(N + 1)} page joins: mode sfu on every page, one connection each, ${N} playing tiles`);
+if (s && !control) switchTimes(s.slice(0, N));
+maxima[`mesh -> sfu (${nth(N + 1)} joins)`] = await freezes(pages.slice(0, N), first, `${control ? 'no switch' : 'mesh -> sfu'}, ${nth(N + 1)} joins, the ${N} first pages`, { event: 'join', quiet: control });
 
 await resetGaps(pages);
-await p6.join();
-pages.push(p6);
-s = await settled(pages, 'sfu', () => 1, 'a 6th joined');
-check(!!s, `${which}: a 6th page joins the room through the server (5 playing tiles each, one connection)`);
-const five = new Set(s ? s.slice(0, 5).map((l) => l.id) : []);
-maxima['sfu, 6th joins'] = await freezes(pages.slice(0, 5), five, 'sfu, a 6th joins, the 5 others', { event: 'join', quiet: control });
+await extra2.join();
+pages.push(extra2);
+s = await settled(pages, 'sfu', () => 1, `a ${nth(N + 2)} joined`);
+check(!!s, `${which}: a ${nth(N + 2)} page joins the room through the server (${N + 1} playing tiles each, one connection)`);
+const others = new Set(s ? s.slice(0, N + 1).map((l) => l.id) : []);
+maxima[`sfu, ${nth(N + 2)} joins`] = await freezes(pages.slice(0, N + 1), others, `sfu, a ${nth(N + 2)} joins, the ${N + 1} others`, { event: 'join', quiet: control });
 
 await resetGaps(pages);
 await Promise.all([leave(pages.pop()), leave(pages.pop())]);
-s = await settled(pages, ...four, 'two left');
-check(!!s, `${which}: after two leave: mode ${four[0]}, ${four[1]()} connection(s) each, 3 playing tiles`);
+s = await settled(pages, ...mesh, 'two left');
+check(!!s, `${which}: after two leave: mode ${mesh[0]}, ${mesh[1]()} connection(s) each, ${N - 1} playing tiles`);
 if (s && !control) switchTimes(s);
-maxima['sfu -> mesh (2 leave)'] = await freezes(pages, first, `${control ? 'no switch' : 'sfu -> mesh'}, 2 leave, the 4 remaining pages`, { quiet: control });
+maxima['sfu -> mesh (2 leave)'] = await freezes(pages, first, `${control ? 'no switch' : 'sfu -> mesh'}, 2 leave, the ${N} remaining pages`, { quiet: control });
 await closeGone();
 console.log(`# freeze maxima per switch (ms): ${JSON.stringify(maxima)}`);
 for (const p of pages) {

@@ -4,9 +4,13 @@
 #   sfu:   `--room-mode sfu`: 4 app pages each show the 3 others' video over one peer
 #          connection; chat and a file through the server (fanned out, SHA-256 checked),
 #          to a `peerlink recv` too; a file from `peerlink send` reaches the 3 pages.
-#   auto:  `--room-mode auto --mesh-max 4`: a mesh of 4, a 5th and 6th join (the room goes
-#          through the server), both leave (a mesh again); the longest stretch without a new
-#          frame on any tile at each switch is printed and must be at most 1 s.
+#   auto:  `--room-mode auto --mesh-max N` (MESH_MAX, default 3): a mesh of N, 2 more join
+#          (the room goes through the server), both leave (a mesh again); the longest stretch
+#          without a new frame on any tile at each switch is printed and must be at most 1 s.
+#          All pages share one headless Chromium on this 2-core machine: with N=4 (6 pages,
+#          the switch to the server taking 4 pages and a newcomer through new connections at
+#          once) the machine is saturated (96-99 % busy during the switch, 65-77 % in the
+#          quiet mesh) and every page stalls for a few hundred ms now and then, so N=3.
 # PEERLINK_WEB_DIR=web serves the app from the work tree instead of the binary's copy.
 #
 #   tests/e2e/web-sfu.sh [path/to/peerlink]
@@ -38,7 +42,7 @@ status=0
 for case in ${CASES:-sfu auto}; do
     case $case in
         sfu) args="--room-mode sfu" limit=130 ;;
-        auto) args="--room-mode auto --mesh-max 4" limit=115 ;;
+        auto) args="--room-mode auto --mesh-max ${MESH_MAX:-3}" limit=115 ;;
         control) args="--room-mode sfu" limit=115 ;;
         *) echo "unknown case $case" >&2; exit 2 ;;
     esac
@@ -50,7 +54,7 @@ for case in ${CASES:-sfu auto}; do
     app=$(sed -nE 's/.*browser app at (http:\/\/[^ ]+).*/\1/p' "$tmp/$case/serve.out" | head -1)
     s=0
     # (The sfu case runs `peerlink recv` and `send` in the room too.)
-    PEERLINK_BIN=$peerlink WS_URL=$ws timeout $limit ip netns exec "$ns" node tests/browser/web-sfu.mjs "$app" "$case" || s=$?
+    MESH_MAX=${MESH_MAX:-3} PEERLINK_BIN=$peerlink WS_URL=$ws timeout $limit ip netns exec "$ns" node tests/browser/web-sfu.mjs "$app" "$case" || s=$?
     # Every relayed candidate a page asks for is granted (the TURN quota fits a switching room).
     if grep -q "allocation refused" "$tmp/$case/serve.log"; then
         echo "FAIL $case: the server refused TURN allocations: $(grep -c "allocation refused" "$tmp/$case/serve.log")"
