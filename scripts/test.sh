@@ -133,7 +133,7 @@ tests/e2e/sfu-native.sh target/release/peerlink
 step "SFU: the browser app in an SFU room (4 pages, one connection each, chat through the server); auto mode: a mesh of 3, 2 join (to the server), 2 leave (a mesh), no tile frozen over 1 s at a switch"
 # (--mesh-max 3 for the auto case: with 4, six pages of one headless browser saturate this
 # 2-core machine; MESH_MAX=4 runs that.)
-CASES="sfu auto" tests/e2e/web-sfu.sh target/release/peerlink
+MESH_MAX=3 CASES="sfu auto" tests/e2e/web-sfu.sh target/release/peerlink
 step "interop matrix: Firefox, libdatachannel, werift, Pion x both roles x direct/relay-only against peerlink chat; Firefox <-> Chromium in the browser app (3 runs); Firefox, Pion and werift media with echo/record/play (1 run)"
 RUNS=${INTEROP_RUNS:-3} MEDIA_RUNS=${INTEROP_MEDIA_RUNS:-1} tests/e2e/interop-matrix.sh target/release/peerlink
 

@@ -67,7 +67,7 @@ const app = {
   meshTimers: [], // mesh connections still to make after a switch (onMode)
   speaker: null, // who has the floor, as the server says in a room through it
   forwarding: null, // whose video the server forwards us (with last-N), null: everyone's
-  switches: [], // finished switches, for tests: { to, ms, moved, forced, at: {id: ms moved} }
+  switches: [], // finished switches, for tests: { to, ms, moved, forced, at: {id: ms moved}, early, heard }
   chat: [],
   transfers: new Map(), // key -> { record, row, peerId, peerName }
   errors: [],
@@ -634,8 +634,12 @@ function layoutTiles() {
 // to "sfu", one connection to the server; to "mesh", one per peer, offering to the peers that
 // joined before us as a newcomer does, one pair at a time (meshRound; after a mode message). Each tile keeps showing the
 // old source until the new one decodes frames of that participant (its receiver's getStats
-// framesDecoded advancing, polled every SWITCH_POLL_MS), then follows the new one; once every
-// tile moved (or the bound passed) the old connections close. So no tile goes black while the new path comes up.
+// framesDecoded advancing, polled every SWITCH_POLL_MS), then follows the new one (its
+// <video> swapped once that has a frame). Once our tile of a participant shows the new
+// source we tell that participant ({"moved": <mode>}); what carried video between two
+// participants closes when both said so (checkSwitch), or after SWITCH_MARGIN_MS for peers
+// that do not say, and whatever is left once every tile moved (or the bound passed). So no
+// tile goes black while the new path comes up.
 
 function showMode() {
   const label = $('room-label');
@@ -861,7 +865,8 @@ function sourceOf(id) {
 function beginSwitch(to) {
   cancelSwitch();
   const sw = { to, started: performance.now(), delivered: null, allMoved: null, moved: new Set(),
-    seen: new Map(), movedAt: new Map(), theirs: new Set(), at: {}, wall: Date.now(), timer: null, busy: false };
+    seen: new Map(), movedAt: new Map(), told: new Set(), theirs: new Set(), early: 0, lastClose: -Infinity,
+    at: {}, wall: Date.now(), timer: null, busy: false };
   app.switching = sw;
   sw.timer = setInterval(() => checkSwitch(sw), SWITCH_POLL_MS);
   renderAllTiles();
@@ -897,19 +902,33 @@ async function checkSwitch(sw) {
       sw.at[id.slice(0, 6)] = Math.round(performance.now() - sw.started);
       sw.movedAt.set(id, performance.now());
       renderTile(id);
-      // Its owner may close what carried our video to it as soon as it also moved ours.
-      app.signaling?.signal(id, { moved: sw.to });
     }
   }
-  // To the server: each mesh connection goes once both its ends moved their tiles, or
-  // SWITCH_MARGIN_MS after ours moved when the other end does not say (a native peer, an
-  // older app). Decoding both paths of everyone at once is what a small machine cannot
-  // afford for long: 6 pages of one browser on 2 cores froze every tile for about a second
-  // at the end of the overlap, before the connections closed.
+  // Once our tile shows the new source (its <video> swapped, ui.js prepare), its owner is
+  // told: it may then close what carried our video to it once it also moved ours. (To the
+  // server, only peers we had a mesh connection with need to know.)
+  for (const id of sw.moved) {
+    const tile = app.tiles.get(id);
+    if (sw.told.has(id) || !tile || tile.pending) continue;
+    sw.told.add(id);
+    if (sw.to === 'mesh' || app.peers.has(id)) app.signaling?.signal(id, { moved: sw.to });
+  }
+  // To the server: each mesh connection goes once both its ends show the server's video, or
+  // SWITCH_MARGIN_MS after our tile moved when the other end does not say (a native peer, an
+  // older app); one at a time, CLOSE_SPACING_MS apart (a close tears down a connection's
+  // encoders and decoders at once). Decoding both paths of everyone is what a small machine
+  // cannot afford for long.
   if (sw.to === 'sfu') {
     for (const [id, at] of sw.movedAt) {
       const entry = app.peers.get(id);
-      if (entry?.peer.retiring && (sw.theirs.has(id) || performance.now() - at >= SWITCH_MARGIN_MS)) removePeer(id);
+      const now = performance.now();
+      if (!entry?.peer.retiring || now - sw.lastClose < CLOSE_SPACING_MS) continue;
+      const both = sw.told.has(id) && sw.theirs.has(id);
+      if (both || now - at >= SWITCH_MARGIN_MS) {
+        if (both) sw.early += 1;
+        sw.lastClose = now;
+        removePeer(id);
+      }
     }
   }
   const oldSide = (id) => (sw.to === 'sfu' ? app.peers.has(id) : !!app.sfu?.streams.has(id));
@@ -917,14 +936,16 @@ async function checkSwitch(sw) {
   const now = performance.now();
   const bound = sw.delivered === null ? SWITCH_CAP_MS : Math.min(SWITCH_CAP_MS, sw.delivered - sw.started + SWITCH_BOUND_MS);
   if (!waiting.length) sw.allMoved ??= now;
-  // Nobody still needs the old path from us: to the server, every old mesh connection closed;
-  // back to a mesh, every peer said it shows our video from its connection with us.
+  // Nobody still needs the old path from us, and our tiles show the new one: to the server,
+  // every old mesh connection closed; back to a mesh, every other participant of the room
+  // (with or without a connection with us yet) said it shows our video from the mesh.
+  const others = [...app.roster.keys()].filter((id) => id !== app.selfId);
   const heard = sw.to === 'sfu'
     ? ![...app.peers.values()].some(({ peer }) => peer.retiring)
-    : app.peers.size > 0 && [...app.peers.keys()].every((id) => sw.theirs.has(id));
+    : others.length > 0 && others.every((id) => sw.theirs.has(id)) && [...sw.moved].every((id) => sw.told.has(id));
   const early = waiting.length || (now - sw.allMoved < SWITCH_MARGIN_MS && !heard);
   if (early && now - sw.started < bound) return;
-  finishSwitch(sw, waiting);
+  finishSwitch(sw, waiting, !waiting.length && heard);
 }
 
 /** Frames decoded so far per participant on the connection(s) of mode `to`. Only the video
@@ -949,11 +970,13 @@ async function framesFrom(to) {
   return out;
 }
 
-function finishSwitch(sw, waiting) {
+function finishSwitch(sw, waiting, heard = false) {
   clearInterval(sw.timer);
   app.switching = null;
+  // (early: old connections closed on both ends' word; heard: the switch ended on the others'
+  // word rather than at the margin or the bound.)
   app.switches.push({ to: sw.to, ms: Math.round(performance.now() - sw.started), moved: sw.moved.size,
-    forced: waiting.length, at: sw.at, wall: sw.wall });
+    forced: waiting.length, at: sw.at, wall: sw.wall, early: sw.early, heard });
   if (sw.to === 'sfu' && app.mode === 'sfu') {
     // One at a time: closing a connection tears down its encoders and decoders at once.
     const old = [...app.peers].filter(([, { peer }]) => peer.retiring);

@@ -118,7 +118,7 @@ export async function openPage(browser, origin, { ws, room, name, simulcast = tr
   const url = `${origin}/sfu-test-page-${name}`;
   for (let attempt = 1; ; attempt += 1) {
     try {
-      await page.goto(url, { timeout: 15000 });
+      await page.goto(url, { timeout: 10000 });
       break;
     } catch (e) {
       console.log(`# ${name}: loading ${url} failed (attempt ${attempt} of 3): ${String(e.message || e).split('\n')[0]}`);

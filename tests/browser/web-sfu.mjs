@@ -42,6 +42,10 @@ const WAIT = Number(process.env.WAIT_MS || 30000);
 const FREEZE_STATS = process.env.FREEZE_STATS === '1';
 // The room's --mesh-max (auto): that many pages make the mesh.
 const N = Number(process.env.MESH_MAX || 3);
+if (!Number.isInteger(N) || N < 2) {
+  console.error(`MESH_MAX must be an integer of at least 2 (got ${process.env.MESH_MAX})`);
+  process.exit(2);
+}
 const checks = report(which === 'sfu' ? 125000 : 110000);
 if (which === 'control') console.log('# control: the auto steps with --room-mode sfu, no switch');
 const check = checks.check;
@@ -288,14 +292,21 @@ async function freezes(pages, keep, label, { quiet = false, event = 'leave' } = 
 }
 
 // Per page: when its new connections came up and each tile moved, in ms after the switch.
+// Returns how many old connections closed on both ends' word ({"moved"} signals) and how
+// many pages ended their switch on every other participant's word.
 function switchTimes(looks) {
+  const out = { early: 0, heard: 0 };
   for (const l of looks) {
     const sw = l.switches.at(-1);
     if (!sw) continue;
+    out.early += sw.early || 0;
+    out.heard += sw.heard ? 1 : 0;
     console.log(`#   ${l.id.slice(0, 6)} to ${sw.to} (${l.began} ms after the event): connected at ${l.connected.join(', ')}; tiles moved at `
       + `${Object.entries(sw.at).map(([id, ms]) => `${id} ${ms}`).join(', ')}; old connections closed at ${sw.ms}`
-      + `${sw.forced ? ` (${sw.forced} tiles had not moved)` : ''}`);
+      + `${sw.forced ? ` (${sw.forced} tiles had not moved)` : ''}`
+      + `${sw.to === 'sfu' ? `; ${sw.early} closed on both ends' word` : `; ${sw.heard ? 'ended on every peer\'s word' : 'ended at the margin or the bound'}`}`);
   }
+  return out;
 }
 
 // Leaves through the app's button; the page's context (and its share of the one browser)
@@ -467,7 +478,7 @@ await resetGaps(pages);
 await sleep(4000);
 maxima[`none (a mesh of ${N} for 4 s)`] = await freezes(pages, first, `no switch, a mesh of ${N} for 4 s`, { quiet: true });
 
-const nth = (k) => `${k}${['th', 'st', 'nd', 'rd'][k % 10 > 3 || Math.floor(k / 10) === 1 ? 0 : k % 10]}`;
+const nth = (k) => `${k}${['th', 'st', 'nd', 'rd'][k % 10 > 3 || Math.floor(k / 10) % 10 === 1 ? 0 : k % 10]}`;
 const extra1 = await openPage(`p${N + 1}`, true);
 const extra2 = await openPage(`p${N + 2}`, true);
 await resetGaps(pages);
@@ -475,7 +486,10 @@ await extra1.join();
 pages.push(extra1);
 s = await settled(pages, 'sfu', () => 1, `a ${nth(N + 1)} joined`);
 check(!!s, `${which}: a ${nth(N + 1)} page joins: mode sfu on every page, one connection each, ${N} playing tiles`);
-if (s && !control) switchTimes(s.slice(0, N));
+if (s && !control) {
+  const { early } = switchTimes(s.slice(0, N));
+  check(early > 0, `mesh -> sfu: ${early} of the ${N * (N - 1)} ends of the old mesh connections closed as soon as both ends showed the server's video ("moved" signals), not at the 2 s margin`);
+}
 maxima[`mesh -> sfu (${nth(N + 1)} joins)`] = await freezes(pages.slice(0, N), first, `${control ? 'no switch' : 'mesh -> sfu'}, ${nth(N + 1)} joins, the ${N} first pages`, { event: 'join', quiet: control });
 
 await resetGaps(pages);
@@ -490,7 +504,10 @@ await resetGaps(pages);
 await Promise.all([leave(pages.pop()), leave(pages.pop())]);
 s = await settled(pages, ...mesh, 'two left');
 check(!!s, `${which}: after two leave: mode ${mesh[0]}, ${mesh[1]()} connection(s) each, ${N - 1} playing tiles`);
-if (s && !control) switchTimes(s);
+if (s && !control) {
+  const { heard } = switchTimes(s);
+  check(heard > 0, `sfu -> mesh: ${heard} of ${N} pages closed their connection to the server on every other page's word ("moved" signals), not at the 2 s margin`);
+}
 maxima['sfu -> mesh (2 leave)'] = await freezes(pages, first, `${control ? 'no switch' : 'sfu -> mesh'}, 2 leave, the ${N} remaining pages`, { quiet: control });
 await closeGone();
 console.log(`# freeze maxima per switch (ms): ${JSON.stringify(maxima)}`);
