@@ -198,9 +198,12 @@ pub enum RtcEvent {
         layer: usize,
         packet: Vec<u8>,
     },
-    /// The peer asks for a key frame of what we send on `id` (PLI or FIR).
+    /// The peer asks for a key frame of what we send on `id` (PLI or FIR). `layer`: the
+    /// simulcast layer it is for (an index of [`media::TrackConfig::send_rids`]; 0 without
+    /// simulcast).
     KeyframeRequest {
         id: media::TransceiverId,
+        layer: usize,
     },
     /// A sender report of what `id` receives: the sender's wall clock (NTP) at an RTP
     /// timestamp, to put its streams on one time line.
@@ -277,6 +280,13 @@ pub enum RtcError {
     Packetize(peerlink_media::PacketizeError),
     #[error("not an RTP packet")]
     BadRtp,
+    /// [`media::TrackConfig::send_rids`] is not a usable list of simulcast layers.
+    #[error("bad simulcast send layers: {0}")]
+    BadSendRids(String),
+    /// A write to a simulcast layer that is not sent: never configured, or not accepted by
+    /// the peer's answer. Nothing was sent; a caller writing every layer may ignore it.
+    #[error("simulcast layer {0} is not sent (not configured, or not accepted by the peer)")]
+    LayerNotSent(usize),
 }
 
 /// A section of our descriptions, in the order the first negotiation fixed.
