@@ -50,7 +50,9 @@
 //! ```
 
 pub use codecs::{h264_profile, supported_codecs, CodecParams, H264Profile};
-pub use media::{Direction, MediaKind, MediaStats, TrackConfig, TransceiverId, TransceiverInfo};
+pub use media::{
+    Direction, MediaKind, MediaStats, TrackConfig, TransceiverId, TransceiverInfo, MAX_SEND_LAYERS,
+};
 pub use peerlink_dtls::{Certificate, DtlsError, Fingerprint};
 use peerlink_dtls::{Dtls, DtlsConfig, DtlsEvent, Role};
 use peerlink_ice::{Candidate, CandidateAddress, IceAgent, IceConfig, IceEvent, TurnServerConfig};

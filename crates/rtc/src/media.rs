@@ -1563,6 +1563,13 @@ impl PeerConnection {
             if let Some(id) = t.ext_map.transport_cc {
                 ext.push((id, &[0, 0]));
             }
+            // A simulcast receiver places an RTX SSRC by its repaired rid (RFC 8852 §3.2):
+            // without it the padding would be dropped unrecorded, and counted lost here.
+            let repaired = t.ext_map.repaired_rid.filter(|_| t.send_simulcast).zip(t.send[0].rid.clone());
+            if let Some((id, rid)) = repaired.as_ref() {
+                let id = *id;
+                ext.push((id, rid.as_bytes()));
+            }
             let mut first = true;
             let mut size = 0;
             let count = (cluster.min_packets as usize).max(1);
@@ -1949,10 +1956,15 @@ impl PeerConnection {
         // them, or the sender would fall back to one layer).
         let rids: Vec<String> = t.recv.iter().filter_map(|r| r.rid.clone()).collect();
         let rids = if direction.receives() { rids } else { Vec::new() };
-        // The layers we send (RFC 8853 §5.1), offered only: an answer to an offer would
-        // need the offer's `a=simulcast:recv`, which we do not read.
-        let send_rids: Vec<String> = t.send.iter().filter_map(|s| s.rid.clone()).collect();
-        let send_rids = if direction.sends() && offer.is_none() { send_rids } else { Vec::new() };
+        // The layers we send (RFC 8853 §5.1); in an answer, those of them the offer's
+        // `a=simulcast:recv` takes (§5.3: a peer's re-offer keeps what it took from ours).
+        let mut send_rids: Vec<String> = t.send.iter().filter_map(|s| s.rid.clone()).collect();
+        if let Some(o) = offer {
+            let taken = remote_recv_rids(o);
+            let has_rid_ext = extensions.iter().any(|(_, u)| u == peerlink_rtp::ext::uri::RID);
+            send_rids.retain(|r| has_rid_ext && taken.contains(r));
+        }
+        let send_rids = if direction.sends() { send_rids } else { Vec::new() };
         for rid in &send_rids {
             a(&mut m, "rid", Some(&format!("{rid} send")));
         }
@@ -2171,6 +2183,15 @@ impl PeerConnection {
             t.current = Some(if m.port == 0 { Direction::Inactive } else { Direction::of(m) });
             if m.port == 0 {
                 t.stopped = true;
+            }
+            // The layers our answer sends (see `media_section`); none: the first alone.
+            let sent = remote_send_rids(m);
+            t.send_simulcast = !sent.is_empty();
+            for (k, s) in t.send.iter_mut().enumerate() {
+                s.active = match t.send_simulcast {
+                    true => s.rid.as_ref().is_some_and(|r| sent.contains(r)),
+                    false => k == 0,
+                };
             }
             self.settle_transceiver(i);
         }

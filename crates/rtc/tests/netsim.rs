@@ -1155,3 +1155,27 @@ fn a_peer_that_takes_some_layers_gets_those_only() {
     // Side 1 declared both layers (its own state), so "hi" is its layer 1.
     assert!(got.iter().enumerate().all(|(i, (l, _, p))| *l == 1 && p.ends_with(&layer_frame(1, i))));
 }
+
+#[test]
+fn a_re_offer_from_the_receiver_keeps_the_layers_it_takes() {
+    // An SFU re-offers to a publisher when others join: its offer says which layers it
+    // receives (`a=simulcast:recv`), and our answer keeps sending those, by rid.
+    let (mut w, video) = simulcast_sender(77, str::to_owned, str::to_owned);
+    w.negotiate(1, 0);
+    assert_eq!(w.sides[0].pc.transceiver(video).unwrap().sent_layers, [0, 1]);
+    assert_eq!(w.sides[1].pc.transceivers()[0].rids, ["lo", "hi"]);
+    for i in 0..10 {
+        let now = w.net.now();
+        for k in 0..2 {
+            w.sides[0].pc.write_frame_layer(now, video, k, (i as u32) * 3000, &layer_frame(k, i)).unwrap();
+        }
+        w.run(Duration::from_millis(33), |_| false);
+    }
+    w.run(Duration::from_millis(500), |_| false);
+    let got = raw_received(&w);
+    for k in 0..2 {
+        let of: Vec<&Vec<u8>> = got.iter().filter(|(l, ..)| *l == k).map(|(.., p)| p).collect();
+        assert_eq!(of.len(), 10, "layer {k}");
+        assert!(of.iter().enumerate().all(|(i, p)| p.ends_with(&layer_frame(k, i))), "layer {k}");
+    }
+}
