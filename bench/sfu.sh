@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SFU forwarding load, side by side: `sfu-load` (bench/src/bin/sfu-load.rs, our own native peer)
-# puts PUBLISHERS publishers (VP8-shaped video, one layer, and Opus-shaped audio each) and
-# SUBSCRIBERS subscribers in one room of `peerlink serve --room-mode sfu`, then the same load in
+# puts PUBLISHERS publishers (VP8-shaped video in LAYERS simulcast layers, and Opus-shaped audio
+# each) and SUBSCRIBERS subscribers in one room of `peerlink serve --room-mode sfu`, then the
+# same load in
 # one room of Janus's VideoRoom plugin (Debian `janus`, installed by
 # scripts/install-test-deps.sh; driven over its WebSocket API, each publisher also subscribing
 # to the others' feeds as `peerlink serve` forwards them). Both servers run in this script's
@@ -12,6 +13,13 @@
 # utime+stime, and from the threads' schedstat), loss and the delay from publisher to
 # subscriber; then the ratios ours/Janus. Asserts nothing about speed.
 #
+# LAYERS (default 2): simulcast layers of each publisher's video, offered by rid as Chromium
+# does (the top one VIDEO_KBPS, each lower one a fifth of the rate at a quarter of the
+# picture; 1: no simulcast, one VIDEO_KBPS stream). `peerlink serve` forwards each receiver
+# the layer it chooses; Janus's subscribers are configured to the top layer (`substream`), so
+# the load compares. sfu-load prints what each layer sent and what the receivers got of each;
+# its `note:` lines (a server taking fewer layers) follow its results.
+#
 # The server's resident memory is read every RSS_EVERY seconds while the load runs
 # (server_rss_kb_samples, VmRSS) besides its peak (server_peak_rss_kb, VmHWM).
 # BASELINE=path/to/another/peerlink with `baseline` in SERVERS runs that binary too, with
@@ -19,7 +27,7 @@
 #
 #   bench/sfu.sh [path/to/peerlink]   # ROUNDS=1 PUBLISHERS=2 SUBSCRIBERS=6 SECONDS_=15
 #                                     # VIDEO_KBPS=800 THREADS=1 SERVERS="peerlink janus"
-#                                     # RSS_EVERY=5 BASELINE=
+#                                     # RSS_EVERY=5 BASELINE= LAYERS=2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/common.sh
@@ -32,6 +40,7 @@ THREADS=${THREADS:-1}
 SERVERS=${SERVERS:-peerlink janus}
 RSS_EVERY=${RSS_EVERY:-5}
 BASELINE=${BASELINE:-}
+LAYERS=${LAYERS:-2}
 JANUS_PORT=8188
 
 target=${CARGO_TARGET_DIR:-target}
@@ -152,8 +161,10 @@ for round in $(seq "$ROUNDS"); do
         sampler=$!
         timeout $((DURATION + 90)) ip netns exec "$ns" "$load" "${flags[@]}" --url "$url" --pid "$pid" --room "load-$round" \
             --publishers "$PUBLISHERS" --subscribers "$SUBSCRIBERS" --seconds "$DURATION" \
-            --video-kbps "$VIDEO_KBPS" --threads "$THREADS" --bind 203.0.113.10 >"$out" 2>"$tmp/load.err" || status=$?
+            --video-kbps "$VIDEO_KBPS" --layers "$LAYERS" --threads "$THREADS" --bind 203.0.113.10 \
+            >"$out" 2>"$tmp/load.err" || status=$?
         cat "$out"
+        grep '^note:' "$tmp/load.err" || true
         if [ $status -ne 0 ]; then
             echo "sfu-load against $server failed (exit $status):" >&2
             tail -5 "$tmp/load.err" >&2

@@ -14,16 +14,24 @@
 //!
 //!   sfu-load --url ws://HOST:PORT/ws --pid SERVER_PID [--janus] [--publishers 2]
 //!            [--subscribers 6] [--seconds 15] [--warmup 3] [--video-kbps 800] [--fps 30]
-//!            [--keyframe-secs 3] [--bind IP]
+//!            [--keyframe-secs 3] [--layers 1] [--bind IP]
 //!
-//! Video is one layer: the native peer cannot offer send simulcast (rids) yet. A publisher's
-//! video is frames of 640x360-like sizes (`--video-kbps` at `--fps`, a key frame 8 times a
-//! delta frame every `--keyframe-secs` and whenever the server asks for one, delta frames
-//! varying by ±25%), each cut into equal packets of at most 1,160 payload bytes behind a VP8
+//! A publisher's video is `--layers` simulcast layers (RFC 8853, offered by rid as Chromium
+//! does; 1: no simulcast). The top layer is frames of 640x360-like sizes (`--video-kbps` at
+//! `--fps`, a key frame 8 times a delta frame every `--keyframe-secs` and whenever the server
+//! asks for one, delta frames varying by ±25%); each lower layer has a fifth of the rate of
+//! the one above at a quarter of its picture (half the width and height), the same frame
+//! rate, and its own key frames (a PLI for a layer makes that layer's next frame a key
+//! frame). Every frame is cut into equal packets of at most 1,160 payload bytes behind a VP8
 //! payload descriptor (picture id, key frame header), spread over half a frame interval; audio
 //! is a 100-byte packet every 20 ms. Every packet carries, after its codec header, a marker:
-//! publisher, stream, the stream's own packet number and the instant it was handed to the
-//! connection (one clock: everyone is in this process).
+//! publisher, stream (audio, or the video layer), the stream's own packet number and the
+//! instant it was handed to the connection (one clock: everyone is in this process).
+//!
+//! With layers, the server forwards one layer of each publisher to each receiver (it picks):
+//! a receiver's video loss counts the layers it got in the window (a switch within the
+//! window counts the layer left as lost from there); the results show what each layer sent
+//! and how many packets of each the receivers got.
 //!
 //! Once every subscriber receives every publisher's two streams, a `--warmup` passes, then a
 //! window of `--seconds`: what was sent in it counts. Per subscriber and stream, loss is the
@@ -82,6 +90,9 @@ struct Args {
     /// Interval of the periodic key frames
     #[arg(long, default_value_t = 3)]
     keyframe_secs: u64,
+    /// Simulcast layers of each publisher's video (1 to 4; 1: no simulcast)
+    #[arg(long, default_value_t = 1)]
+    layers: usize,
     /// Local address for the peers' sockets (default: every usable one)
     #[arg(long)]
     bind: Option<IpAddr>,
@@ -97,8 +108,8 @@ struct Args {
 }
 
 const MAGIC: &[u8; 4] = b"PLSF";
-/// The marker: magic, publisher (u16), stream (u8: 0 audio, 1 video), reserved, packet
-/// number (u32), send instant in ns since the run's origin (u64).
+/// The marker: magic, publisher (u16), stream (u8: 0 audio, 1 + k video layer k), reserved,
+/// packet number (u32), send instant in ns since the run's origin (u64).
 const MARK_LEN: usize = 20;
 const AUDIO: u8 = 0;
 const VIDEO: u8 = 1;
@@ -131,6 +142,12 @@ impl Shared {
 struct Sent {
     first: Option<u32>,
     last: u32,
+    /// Payload bytes handed to the connection in the window.
+    bytes: u64,
+    /// Key frames made in the window (periodic or asked for).
+    keyframes: u64,
+    /// Key frame requests (PLI/FIR) from the server in the window.
+    requests: u64,
 }
 
 /// What a subscriber received of one stream (publisher, stream).
@@ -159,12 +176,27 @@ struct SubscriberStats {
     packets_in_window: u64,
     bytes_in_window: u64,
     unmarked: u64,
+    /// Video packets in the window per simulcast layer (first arrivals).
+    layer_packets: [u64; MAX_LAYERS],
+}
+
+const MAX_LAYERS: usize = peerlink_rtc::MAX_SEND_LAYERS;
+
+/// The rids of `layers` simulcast layers, lowest first (none for one layer).
+fn layer_rids(layers: usize) -> Vec<String> {
+    if layers <= 1 {
+        return Vec::new();
+    }
+    (0..layers).map(|k| format!("l{k}")).collect()
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.publishers == 0 || args.subscribers == 0 || args.fps == 0 || args.publishers > 1000 {
         bail!("need at least one publisher (at most 1000), one subscriber and a frame rate");
+    }
+    if !(1..=peerlink_rtc::MAX_SEND_LAYERS).contains(&args.layers) {
+        bail!("--layers is 1 to {}", peerlink_rtc::MAX_SEND_LAYERS);
     }
     let runtime = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()?
@@ -208,7 +240,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         (
             MediaKind::Video,
             Direction::SendOnly,
-            TrackConfig { codecs: codecs("video", Codec::Vp8), ..TrackConfig::new(MediaKind::Video) },
+            TrackConfig {
+                codecs: codecs("video", Codec::Vp8),
+                send_rids: layer_rids(args.layers),
+                ..TrackConfig::new(MediaKind::Video)
+            },
         ),
     ];
     let mut subs = Vec::new();
@@ -373,6 +409,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     // Results.
+    let windows: HashMap<(u16, u8), (u32, u32)> =
+        sent.iter().filter_map(|(k, s)| s.first.map(|f| (*k, (f, s.last)))).collect();
     let mut expected = 0u64;
     let mut got = 0u64;
     let mut duplicates = 0u64;
@@ -386,6 +424,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let s = stats.lock().expect("not poisoned");
         for (key, sent) in &sent {
             let Some(first) = sent.first.filter(|_| Some(key.0) != *own) else { continue };
+            // Of a publisher's video layers, those the receiver got in the window count (the
+            // top one if none).
+            if key.1 >= VIDEO && args.layers > 1 {
+                let got_layer = |l: u8| {
+                    s.streams.get(&(key.0, l)).is_some_and(|r| {
+                        let w = windows.get(&(key.0, l));
+                        r.numbers.iter().any(|n| w.is_some_and(|&(a, b)| *n >= a && *n <= b))
+                    })
+                };
+                let any = (0..args.layers as u8).any(|k| got_layer(VIDEO + k));
+                let top = key.1 == VIDEO + args.layers as u8 - 1;
+                if !(got_layer(key.1) || (!any && top)) {
+                    continue;
+                }
+            }
             let n = u64::from(sent.last - first) + 1;
             expected += n;
             if let Some(r) = s.streams.get(key) {
@@ -419,9 +472,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("server={server}");
     println!("publishers={}", args.publishers);
     println!("subscribers={}", args.subscribers);
+    let shape = Shape::new(&args, 0);
+    let rates: Vec<String> = shape.layers.iter().map(|l| format!("{}", l.kbps)).collect();
     println!(
-        "streams_per_publisher=2 (VP8 {} kbit/s at {} fps, one layer; Opus-shaped 50 packets/s)",
-        args.video_kbps, args.fps
+        "streams_per_publisher=2 (VP8 at {} fps, {} layer(s) of {} kbit/s; Opus-shaped 50 packets/s)",
+        args.fps,
+        args.layers,
+        rates.join("+")
     );
     println!("setup_seconds={:.2}", setup.as_secs_f64());
     println!("window_seconds={secs:.2}");
@@ -429,6 +486,39 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "sent_packets={}",
         sent.values().filter_map(|s| s.first.map(|f| u64::from(s.last - f) + 1)).sum::<u64>()
     );
+    for (k, l) in shape.layers.iter().enumerate() {
+        let of_layer = || sent.iter().filter(|(key, _)| key.1 == VIDEO + k as u8).map(|(_, s)| s);
+        let n: u64 = of_layer().filter_map(|s| s.first.map(|f| u64::from(s.last - f) + 1)).sum();
+        let kbps = of_layer().map(|s| s.bytes).sum::<u64>() as f64 * 8.0 / secs / 1000.0;
+        let keys: u64 = of_layer().map(|s| s.keyframes).sum();
+        let requests: u64 = of_layer().map(|s| s.requests).sum();
+        println!(
+            "sent_video_layer{k} packets={n} kbit_per_second_all_publishers={kbps:.0} keyframes={keys} \
+             keyframe_requests={requests} (nominal {} kbit/s, {}x{} each)",
+            l.kbps, l.width, l.height
+        );
+    }
+    // Which layer of each publisher each receiver got most of in the window.
+    let mut main_layer = [0u64; MAX_LAYERS];
+    let mut received_layer = [0u64; MAX_LAYERS];
+    for (own, stats) in &receivers {
+        let s = stats.lock().expect("not poisoned");
+        for (k, n) in s.layer_packets.iter().enumerate() {
+            received_layer[k] += n;
+        }
+        for p in (0..args.publishers as u16).filter(|p| Some(*p) != *own) {
+            let count = |k: usize| s.streams.get(&(p, VIDEO + k as u8)).map_or(0, |r| r.numbers.len());
+            if let Some(k) = (0..args.layers).filter(|&k| count(k) > 0).max_by_key(|&k| count(k)) {
+                main_layer[k] += 1;
+            }
+        }
+    }
+    for k in 0..args.layers {
+        println!(
+            "received_video_layer{k} packets={} receiver_publisher_pairs_mostly_on_it={}",
+            received_layer[k], main_layer[k]
+        );
+    }
     println!("forwarded_packets={packets}");
     println!("forwarded_packets_per_second={:.0}", packets as f64 / secs);
     println!("forwarded_mbit_per_second={:.2}", bytes as f64 * 8.0 / secs / 1e6);
@@ -467,37 +557,60 @@ async fn run(args: Args) -> anyhow::Result<()> {
 struct Shape {
     publisher: u16,
     frame_interval: Duration,
-    delta_bytes: usize,
-    key_bytes: usize,
+    /// Per simulcast layer, lowest first.
+    layers: Vec<LayerShape>,
     frames_per_key: u64,
     fps: u64,
     rng: u64,
 }
 
+struct LayerShape {
+    delta_bytes: usize,
+    key_bytes: usize,
+    /// The key frame header's picture size.
+    width: u16,
+    height: u16,
+    kbps: u64,
+}
+
 impl Shape {
     fn new(args: &Args, publisher: u16) -> Shape {
         let frames_per_key = (args.keyframe_secs * u64::from(args.fps)).max(1);
-        let per_key_period = args.video_kbps * 1000 / 8 * args.keyframe_secs.max(1);
-        // One key frame (8 deltas' worth) and the deltas share the period's bytes.
-        let delta = (per_key_period / (frames_per_key - 1 + 8)).max(200) as usize;
+        let layers = (0..args.layers)
+            .map(|k| {
+                // Each layer below the top: a fifth of the rate, a quarter of the picture.
+                let down = (args.layers - 1 - k) as u32;
+                let kbps = args.video_kbps / 5u64.pow(down);
+                let per_key_period = kbps * 1000 / 8 * args.keyframe_secs.max(1);
+                // One key frame (8 deltas' worth) and the deltas share the period's bytes.
+                let delta = (per_key_period / (frames_per_key - 1 + 8)).max(200) as usize;
+                LayerShape {
+                    delta_bytes: delta,
+                    key_bytes: delta * 8,
+                    width: 640 >> down,
+                    height: 360 >> down,
+                    kbps,
+                }
+            })
+            .collect();
         Shape {
             publisher,
             frame_interval: Duration::from_secs(1) / args.fps,
-            delta_bytes: delta,
-            key_bytes: delta * 8,
+            layers,
             frames_per_key,
             fps: u64::from(args.fps),
             rng: 0x9e37_79b9_7f4a_7c15 ^ u64::from(publisher),
         }
     }
 
-    /// Size of the next delta frame: ±25% around the mean.
-    fn delta(&mut self) -> usize {
+    /// Size of layer `k`'s next delta frame: ±25% around the mean.
+    fn delta(&mut self, k: usize) -> usize {
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
-        let spread = (self.delta_bytes / 2).max(1);
-        self.delta_bytes - spread / 2 + (self.rng % spread as u64) as usize
+        let mean = self.layers[k].delta_bytes;
+        let spread = (mean / 2).max(1);
+        mean - spread / 2 + (self.rng % spread as u64) as usize
     }
 }
 
@@ -554,17 +667,21 @@ async fn publish(
     const VIDEO_ID: TransceiverId = TransceiverId(1);
     let mut handle = None;
     let mut connected = false;
+    let layers = shape.layers.len();
     let mut audio = Stream::new(1000 + shape.publisher);
-    let mut video = Stream::new(20000 + shape.publisher);
+    let mut video: Vec<Stream> =
+        (0..layers).map(|k| Stream::new(20000 + shape.publisher + 1000 * k as u16)).collect();
+    // The layers the server took (its answer); all until known.
+    let mut sending: Vec<usize> = (0..layers).collect();
     let mut frame = 0u64;
-    let mut picture_id = 0u16;
-    let mut force_key = false;
-    let mut last_key: Option<Instant> = None;
+    let mut picture_id = vec![0u16; layers];
+    let mut force_key = vec![false; layers];
+    let mut last_key: Vec<Option<Instant>> = vec![None; layers];
     // The due times of the next audio packet, the next video frame, and the packets of the
     // current frame still to go (due time, packet).
     let mut next_audio = Instant::now();
     let mut next_frame = Instant::now();
-    let mut queue: std::collections::VecDeque<(Instant, Vec<u8>, usize)> = Default::default();
+    let mut queue: std::collections::VecDeque<(Instant, Vec<u8>, usize, usize)> = Default::default();
     let started = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
         let due = if connected {
@@ -583,12 +700,31 @@ async fn publish(
                             connected = true;
                             next_audio = Instant::now();
                             next_frame = Instant::now();
-                            force_key = true;
+                            force_key.fill(true);
+                            if let Some(h) = handle.as_ref() {
+                                let info = h.transceivers().await;
+                                if let Some(t) = info.iter().find(|t| t.id == VIDEO_ID) {
+                                    sending = t.sent_layers.clone();
+                                }
+                                if sending.len() < layers {
+                                    eprintln!(
+                                        "note: publisher {}: the server takes video layers {sending:?} of {layers}",
+                                        shape.publisher
+                                    );
+                                }
+                            }
                         }
                         RtcEvent::ConnectionState(ConnectionState::Failed | ConnectionState::Closed) => {
                             bail!("publisher {}: the connection to the server is over", shape.publisher);
                         }
-                        RtcEvent::KeyframeRequest { .. } => force_key = true,
+                        RtcEvent::KeyframeRequest { layer, .. } => {
+                            if let Some(f) = force_key.get_mut(layer) {
+                                *f = true;
+                            }
+                            if let Some(v) = video.get_mut(layer).filter(|_| shared.in_window(shared.now_ns())) {
+                                v.sent.requests += 1;
+                            }
+                        }
                         RtcEvent::Rtp { packet, .. } => on_rtp(&shared, &stats, &packet),
                         _ => {}
                     },
@@ -608,22 +744,26 @@ async fn publish(
                     p.push(0xfc);
                     mark(&mut p, shape.publisher, AUDIO, audio.number, t);
                     fill(&mut p, 12 + AUDIO_PAYLOAD);
-                    note(&shared, &mut audio.sent, audio.number, t);
+                    note(&shared, &mut audio.sent, audio.number, t, p.len() - 12);
                     h.write_rtp(AUDIO_ID, Codec::Opus, p, audio.seq, (ts / 960 * 960) as u32);
                     audio.seq = audio.seq.wrapping_add(1);
                     audio.number += 1;
                     next_audio += Duration::from_millis(20);
                 }
-                if now >= next_frame {
+                for &k in sending.iter().filter(|_| now >= next_frame) {
                     let periodic = frame % shape.frames_per_key == 0;
                     // A requested key frame, at most every 300 ms (as encoders throttle).
-                    let requested = force_key && last_key.is_none_or(|k| now - k >= Duration::from_millis(300));
+                    let requested =
+                        force_key[k] && last_key[k].is_none_or(|at| now - at >= Duration::from_millis(300));
                     let key = periodic || requested;
                     if key {
-                        force_key = false;
-                        last_key = Some(now);
+                        force_key[k] = false;
+                        last_key[k] = Some(now);
+                        if shared.in_window(shared.now_ns()) {
+                            video[k].sent.keyframes += 1;
+                        }
                     }
-                    let size = if key { shape.key_bytes } else { shape.delta() };
+                    let size = if key { shape.layers[k].key_bytes } else { shape.delta(k) };
                     let timestamp = (frame * 90_000 / shape.fps) as u32;
                     // Equal packets (as libwebrtc cuts them), each with a 4-byte descriptor.
                     let room = MAX_VP8_PAYLOAD - 4;
@@ -637,34 +777,47 @@ async fn publish(
                         // picture id.
                         p.push(if i == 0 { 0x90 } else { 0x80 });
                         p.push(0x80);
-                        p.extend_from_slice(&(0x8000 | picture_id).to_be_bytes());
+                        p.extend_from_slice(&(0x8000 | picture_id[k]).to_be_bytes());
                         if i == 0 {
                             // RFC 6386 §9.1: the frame tag (show_frame, P=0 for a key frame),
-                            // then a key frame's start code and 640x360.
+                            // then a key frame's start code and the layer's picture size.
                             if key {
-                                p.extend_from_slice(&[0x10, 0, 0, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01]);
+                                let (w, h) = (shape.layers[k].width, shape.layers[k].height);
+                                p.extend_from_slice(&[0x10, 0, 0, 0x9d, 0x01, 0x2a]);
+                                p.extend_from_slice(&w.to_le_bytes());
+                                p.extend_from_slice(&h.to_le_bytes());
                             } else {
                                 p.extend_from_slice(&[0x11, 0, 0]);
                             }
                         }
                         let target = 12 + 4 + len.max(p.len() - 12 - 4 + MARK_LEN);
-                        queue.push_back((next_frame + spread * i as u32, p, target));
+                        queue.push_back((next_frame + spread * i as u32, p, target, k));
                     }
-                    picture_id = (picture_id + 1) & 0x7fff;
+                    picture_id[k] = (picture_id[k] + 1) & 0x7fff;
+                }
+                if now >= next_frame {
                     frame += 1;
                     next_frame += shape.frame_interval;
                 }
+                // (Packets of the layers sorted by due time: a stable sort keeps each
+                // layer's in order.)
+                queue.make_contiguous().sort_by_key(|(t, ..)| *t);
                 while queue.front().is_some_and(|(t, ..)| *t <= now) {
-                    let (_, mut p, target) = queue.pop_front().expect("checked");
+                    let (_, mut p, target, k) = queue.pop_front().expect("checked");
                     let t = shared.now_ns();
-                    mark(&mut p, shape.publisher, VIDEO, video.number, t);
+                    let v = &mut video[k];
+                    mark(&mut p, shape.publisher, VIDEO + k as u8, v.number, t);
                     fill(&mut p, target);
-                    p[2..4].copy_from_slice(&video.seq.to_be_bytes());
+                    p[2..4].copy_from_slice(&v.seq.to_be_bytes());
                     let ts = u32::from_be_bytes(p[4..8].try_into().expect("4 bytes"));
-                    note(&shared, &mut video.sent, video.number, t);
-                    h.write_rtp(VIDEO_ID, Codec::Vp8, p, video.seq, ts);
-                    video.seq = video.seq.wrapping_add(1);
-                    video.number += 1;
+                    note(&shared, &mut v.sent, v.number, t, p.len() - 12);
+                    if layers == 1 {
+                        h.write_rtp(VIDEO_ID, Codec::Vp8, p, v.seq, ts);
+                    } else {
+                        h.write_rtp_layer(VIDEO_ID, k, Codec::Vp8, p, v.seq, ts);
+                    }
+                    v.seq = v.seq.wrapping_add(1);
+                    v.number += 1;
                 }
                 // A late wake-up does not send a burst to catch up.
                 let now = Instant::now();
@@ -678,13 +831,18 @@ async fn publish(
         }
     }
     link.close().await;
-    Ok(HashMap::from([((shape.publisher, AUDIO), audio.sent), ((shape.publisher, VIDEO), video.sent)]))
+    let mut sent = HashMap::from([((shape.publisher, AUDIO), audio.sent)]);
+    for (k, v) in video.iter().enumerate() {
+        sent.insert((shape.publisher, VIDEO + k as u8), v.sent);
+    }
+    Ok(sent)
 }
 
-fn note(shared: &Shared, sent: &mut Sent, number: u32, t: u64) {
+fn note(shared: &Shared, sent: &mut Sent, number: u32, t: u64, bytes: usize) {
     if shared.in_window(t) {
         sent.first.get_or_insert(number);
         sent.last = number;
+        sent.bytes += bytes as u64;
     }
 }
 
@@ -723,8 +881,9 @@ fn on_rtp(shared: &Shared, stats: &Mutex<SubscriberStats>, packet: &[u8]) {
     let stream = m[6];
     let number = u32::from_be_bytes(m[8..12].try_into().expect("4 bytes"));
     let sent_at = u64::from_be_bytes(m[12..20].try_into().expect("8 bytes"));
-    s.seen.insert((publisher, stream));
-    if !shared.in_window(sent_at) || stream > VIDEO {
+    // Any layer of a publisher's video will do for the start.
+    s.seen.insert((publisher, stream.min(VIDEO)));
+    if !shared.in_window(sent_at) || usize::from(stream) > usize::from(VIDEO) + MAX_LAYERS - 1 {
         return;
     }
     let r = s.streams.entry((publisher, stream)).or_default();
@@ -737,8 +896,11 @@ fn on_rtp(shared: &Shared, stats: &Mutex<SubscriberStats>, packet: &[u8]) {
     by.seqs.insert(seq);
     s.packets_in_window += 1;
     s.bytes_in_window += packet.len() as u64;
+    if stream >= VIDEO {
+        s.layer_packets[usize::from(stream - VIDEO)] += 1;
+    }
     let delay = arrived.saturating_sub(sent_at) / 1000;
-    s.delays[stream as usize].push(delay.min(u64::from(u32::MAX)) as u32);
+    s.delays[usize::from(stream.min(VIDEO))].push(delay.min(u64::from(u32::MAX)) as u32);
 }
 
 /// One peer's connection to the server under test: through `peerlink serve`'s signaling (the
@@ -903,9 +1065,23 @@ mod janus {
             body: Value,
             jsep: Option<&Description>,
         ) -> anyhow::Result<(Value, Option<Description>)> {
+            self.message_with(body, jsep, None).await
+        }
+
+        /// [`Janus::message`] with the order of the description's simulcast rids (Janus takes
+        /// `hml`, highest first, unless told `lmh`).
+        async fn message_with(
+            &mut self,
+            body: Value,
+            jsep: Option<&Description>,
+            rid_order: Option<&str>,
+        ) -> anyhow::Result<(Value, Option<Description>)> {
             let mut request = json!({ "janus": "message", "body": body });
             if let Some(d) = jsep {
                 request["jsep"] = json!({ "type": d.kind.as_str(), "sdp": d.sdp });
+                if let Some(order) = rid_order {
+                    request["jsep"]["rid_order"] = json!(order);
+                }
             }
             let answer = self.call(request).await?;
             let jsep =
@@ -966,9 +1142,17 @@ mod janus {
         let join = json!({ "request": "join", "ptype": "publisher", "room": room, "id": feed(i), "display": format!("pub-{i}") });
         janus.message(join, None).await.context("join as publisher")?;
         let offer = handle.create_offer().await?;
-        let (_, answer) =
-            janus.message(json!({ "request": "publish" }), Some(&offer)).await.context("publish")?;
-        handle.set_remote_description(answer.context("no answer to the publisher's offer")?).await?;
+        // Our simulcast rids are lowest first.
+        let order = (args.layers > 1).then_some("lmh");
+        let (_, answer) = janus
+            .message_with(json!({ "request": "publish" }), Some(&offer), order)
+            .await
+            .context("publish")?;
+        let answer = answer.context("no answer to the publisher's offer")?;
+        if args.layers > 1 && !answer.sdp.contains("a=simulcast:recv") {
+            eprintln!("note: Janus's answer to publisher {i} takes no simulcast: one layer is sent");
+        }
+        handle.set_remote_description(answer).await?;
         janus.candidates_done().await?;
         Ok((link, janus.keep_alive()))
     }
@@ -981,11 +1165,29 @@ mod janus {
         let streams: Vec<Value> = feeds.iter().map(|f| json!({ "feed": f })).collect();
         let join = json!({ "request": "join", "ptype": "subscriber", "room": room, "streams": streams });
         let (_, offer) = janus.message(join, None).await.context("join as subscriber")?;
-        let answer = handle
-            .set_remote_description(offer.context("Janus sent no offer")?)
-            .await?
-            .context("no answer to Janus's offer")?;
+        let offer = offer.context("Janus sent no offer")?;
+        // The video sections' mids, to choose their simulcast layer.
+        let mut video_mids = Vec::new();
+        let mut in_video = false;
+        for line in offer.sdp.lines() {
+            if let Some(kind) = line.strip_prefix("m=") {
+                in_video = kind.starts_with("video");
+            } else if let Some(mid) = line.strip_prefix("a=mid:").filter(|_| in_video) {
+                video_mids.push(mid.to_owned());
+            }
+        }
+        let answer = handle.set_remote_description(offer).await?.context("no answer to Janus's offer")?;
         janus.message(json!({ "request": "start" }), Some(&answer)).await.context("start")?;
+        if args.layers > 1 {
+            // The top layer, as `peerlink serve` gives a receiver with room for it.
+            let top = args.layers - 1;
+            let streams: Vec<Value> =
+                video_mids.iter().map(|mid| json!({ "mid": mid, "substream": top })).collect();
+            janus
+                .message(json!({ "request": "configure", "streams": streams }), None)
+                .await
+                .context("configure substream")?;
+        }
         janus.candidates_done().await?;
         Ok((link, janus.keep_alive()))
     }

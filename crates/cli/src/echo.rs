@@ -108,7 +108,7 @@ pub async fn run(args: MeetArgs) -> anyhow::Result<()> {
                             Err(e) => tracing::debug!(error = %e, "frame not echoed"),
                         }
                     }
-                    RtcEvent::KeyframeRequest { id } => o.handle.request_keyframe(id),
+                    RtcEvent::KeyframeRequest { id, .. } => o.handle.request_keyframe(id),
                     RtcEvent::Channel(ChannelEvent::Message { id, data, binary }) => {
                         match o.handle.send(id, data, binary).await {
                             Ok(()) => o.messages += 1,

@@ -347,7 +347,7 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
                                 // The files' time 0 is when the first peer is up.
                                 start.get_or_insert_with(Instant::now);
                             }
-                            RtcEvent::KeyframeRequest { id } => {
+                            RtcEvent::KeyframeRequest { id, .. } => {
                                 // A file has no encoder to make one. A peer that lost the
                                 // start of the last key frame (before the first packet it
                                 // got, so it could not NACK it) gets that key frame and the

@@ -60,12 +60,13 @@ enum Command {
     SetDirection(TransceiverId, Direction, oneshot::Sender<Result<(), RtcError>>),
     Transceivers(oneshot::Sender<Vec<TransceiverInfo>>),
     WriteFrame(TransceiverId, Option<Codec>, u32, Vec<u8>, oneshot::Sender<Result<(), RtcError>>),
+    WriteFrameLayer(TransceiverId, usize, u32, Vec<u8>, oneshot::Sender<Result<(), RtcError>>),
     RequestKeyframe(TransceiverId),
     RequestKeyframeLayer(TransceiverId, usize),
     RequestBandwidthProbe(u64),
     ForgetSent(TransceiverId),
     ResendSince(TransceiverId, u32, usize, oneshot::Sender<usize>),
-    WriteRtp(TransceiverId, Codec, Vec<u8>, u16, u32),
+    WriteRtp(TransceiverId, usize, Codec, Vec<u8>, u16, u32),
     StopTransceiver(TransceiverId, oneshot::Sender<Result<(), RtcError>>),
     MediaStats(TransceiverId, oneshot::Sender<Option<MediaStats>>),
     BandwidthEstimate(oneshot::Sender<Option<u64>>),
@@ -279,6 +280,19 @@ impl PeerHandle {
         self.ask(|tx| Command::WriteFrame(id, codec, timestamp, frame, tx)).await?
     }
 
+    /// Sends one encoded frame on simulcast layer `layer` of `id`
+    /// ([`PeerConnection::write_frame_layer`]; a layer the peer did not accept gives
+    /// [`RtcError::LayerNotSent`]).
+    pub async fn write_frame_layer(
+        &self,
+        id: TransceiverId,
+        layer: usize,
+        timestamp: u32,
+        frame: Vec<u8>,
+    ) -> Result<(), RtcError> {
+        self.ask(|tx| Command::WriteFrameLayer(id, layer, timestamp, frame, tx)).await?
+    }
+
     /// Asks for a key frame of one simulcast layer of what `id` receives (rate limited).
     pub fn request_keyframe_layer(&self, id: TransceiverId, layer: usize) {
         let _ = self.commands.send(Command::RequestKeyframeLayer(id, layer));
@@ -303,7 +317,21 @@ impl PeerHandle {
     /// Forwards a received RTP packet on `id` with the sequence number and timestamp given
     /// ([`PeerConnection::write_rtp`]); what cannot be sent is dropped.
     pub fn write_rtp(&self, id: TransceiverId, codec: Codec, packet: Vec<u8>, seq: u16, timestamp: u32) {
-        let _ = self.commands.send(Command::WriteRtp(id, codec, packet, seq, timestamp));
+        let _ = self.commands.send(Command::WriteRtp(id, 0, codec, packet, seq, timestamp));
+    }
+
+    /// [`PeerHandle::write_rtp`] on simulcast layer `layer` ([`PeerConnection::write_rtp_layer`]);
+    /// what cannot be sent (a layer the peer did not accept) is dropped.
+    pub fn write_rtp_layer(
+        &self,
+        id: TransceiverId,
+        layer: usize,
+        codec: Codec,
+        packet: Vec<u8>,
+        seq: u16,
+        timestamp: u32,
+    ) {
+        let _ = self.commands.send(Command::WriteRtp(id, layer, codec, packet, seq, timestamp));
     }
 
     /// Stops a transceiver for good; the next negotiation rejects its section.
@@ -568,6 +596,9 @@ fn handle_command(pc: &mut PeerConnection, command: Command, closing: &mut Vec<o
         Command::WriteFrame(id, codec, ts, frame, reply) => {
             let _ = reply.send(pc.write_frame_as(now, id, codec, ts, &frame));
         }
+        Command::WriteFrameLayer(id, layer, ts, frame, reply) => {
+            let _ = reply.send(pc.write_frame_layer(now, id, layer, ts, &frame));
+        }
         Command::RequestKeyframe(id) => pc.request_keyframe(now, id),
         Command::RequestKeyframeLayer(id, layer) => pc.request_keyframe_layer(now, id, layer),
         Command::RequestBandwidthProbe(bps) => pc.request_bandwidth_probe(bps),
@@ -575,8 +606,8 @@ fn handle_command(pc: &mut PeerConnection, command: Command, closing: &mut Vec<o
         Command::ResendSince(id, ts, max, reply) => {
             let _ = reply.send(pc.resend_since(now, id, ts, max));
         }
-        Command::WriteRtp(id, codec, packet, seq, ts) => {
-            let _ = pc.write_rtp(now, id, codec, &packet, seq, ts);
+        Command::WriteRtp(id, layer, codec, packet, seq, ts) => {
+            let _ = pc.write_rtp_layer(now, id, layer, codec, &packet, seq, ts);
         }
         Command::StopTransceiver(id, reply) => {
             let _ = reply.send(pc.stop_transceiver(id));

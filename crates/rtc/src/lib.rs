@@ -50,7 +50,9 @@
 //! ```
 
 pub use codecs::{h264_profile, supported_codecs, CodecParams, H264Profile};
-pub use media::{Direction, MediaKind, MediaStats, TrackConfig, TransceiverId, TransceiverInfo};
+pub use media::{
+    Direction, MediaKind, MediaStats, TrackConfig, TransceiverId, TransceiverInfo, MAX_SEND_LAYERS,
+};
 pub use peerlink_dtls::{Certificate, DtlsError, Fingerprint};
 use peerlink_dtls::{Dtls, DtlsConfig, DtlsEvent, Role};
 use peerlink_ice::{Candidate, CandidateAddress, IceAgent, IceConfig, IceEvent, TurnServerConfig};
@@ -198,9 +200,12 @@ pub enum RtcEvent {
         layer: usize,
         packet: Vec<u8>,
     },
-    /// The peer asks for a key frame of what we send on `id` (PLI or FIR).
+    /// The peer asks for a key frame of what we send on `id` (PLI or FIR). `layer`: the
+    /// simulcast layer it is for (an index of [`media::TrackConfig::send_rids`]; 0 without
+    /// simulcast).
     KeyframeRequest {
         id: media::TransceiverId,
+        layer: usize,
     },
     /// A sender report of what `id` receives: the sender's wall clock (NTP) at an RTP
     /// timestamp, to put its streams on one time line.
@@ -277,6 +282,13 @@ pub enum RtcError {
     Packetize(peerlink_media::PacketizeError),
     #[error("not an RTP packet")]
     BadRtp,
+    /// [`media::TrackConfig::send_rids`] is not a usable list of simulcast layers.
+    #[error("bad simulcast send layers: {0}")]
+    BadSendRids(String),
+    /// A write to a simulcast layer that is not sent: never configured, or not accepted by
+    /// the peer's answer. Nothing was sent; a caller writing every layer may ignore it.
+    #[error("simulcast layer {0} is not sent (not configured, or not accepted by the peer)")]
+    LayerNotSent(usize),
 }
 
 /// A section of our descriptions, in the order the first negotiation fixed.

@@ -2,7 +2,8 @@
 //! path of each: SRTP (keys from DTLS-SRTP), routing of received packets by SSRC, then by
 //! the mid header extension (RFC 9143 §15) and payload type, RTX unwrapping (RFC 4588),
 //! frame assembly behind a reorder window, keyframe requests, retransmissions from a send
-//! history, and RTCP.
+//! history, and RTCP. Simulcast both ways (RFC 8853, RFC 8851): received layers by rid, and
+//! layers we offer to send, each with its own SSRC, RTX SSRC and history.
 
 use super::*;
 use crate::codecs::{self, CodecParams};
@@ -115,6 +116,38 @@ pub struct TrackConfig {
     pub max_delay: Duration,
     /// How many sequence numbers a packet may arrive late and still count.
     pub reorder_depth: u16,
+    /// Simulcast layers we send (RFC 8853), by RTP stream id (`a=rid`, RFC 8851), lowest
+    /// first; empty: no simulcast. Video only; 1 to 16 alphanumeric characters each, at most
+    /// [`MAX_SEND_LAYERS`], no two alike. Layer `k` of the write paths is `send_rids[k]`.
+    pub send_rids: Vec<String>,
+}
+
+/// The most simulcast layers a transceiver sends.
+pub const MAX_SEND_LAYERS: usize = 4;
+
+/// Checks a list of send rids ([`TrackConfig::send_rids`]).
+fn check_send_rids(kind: MediaKind, rids: &[String]) -> Result<(), RtcError> {
+    let bad = |why: String| Err(RtcError::BadSendRids(why));
+    if rids.is_empty() {
+        return Ok(());
+    }
+    if kind != MediaKind::Video {
+        return bad("simulcast is for video only".to_owned());
+    }
+    if rids.len() > MAX_SEND_LAYERS {
+        return bad(format!("{} layers, at most {MAX_SEND_LAYERS}", rids.len()));
+    }
+    for (i, rid) in rids.iter().enumerate() {
+        // RFC 8851 §10 allows more, but a one-byte header element holds 16 bytes, and
+        // browsers send alphanumeric ids.
+        if !(1..=16).contains(&rid.len()) || !rid.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return bad(format!("rid {rid:?} is not 1 to 16 alphanumeric characters"));
+        }
+        if rids[..i].contains(rid) {
+            return bad(format!("rid {rid:?} appears twice"));
+        }
+    }
+    Ok(())
 }
 
 impl TrackConfig {
@@ -132,6 +165,7 @@ impl TrackConfig {
                 MediaKind::Audio => 64,
                 MediaKind::Video => 1024,
             },
+            send_rids: Vec::new(),
         }
     }
 }
@@ -155,6 +189,9 @@ pub struct TransceiverInfo {
     pub rids: Vec<String>,
     /// The negotiated RTP header extensions: (id, URI).
     pub extensions: Vec<(u8, String)>,
+    /// The layers we send (indexes of [`TrackConfig::send_rids`]): those the peer's answer
+    /// accepted; `[0]` without simulcast.
+    pub sent_layers: Vec<usize>,
 }
 
 /// Counters of one transceiver.
@@ -222,6 +259,10 @@ const MAX_RTP_PACKET: usize = 1200;
 
 #[derive(Debug)]
 struct SendStream {
+    /// The simulcast layer's RTP stream id, when the transceiver sends layers.
+    rid: Option<String>,
+    /// The peer accepted the layer (always for layer 0): it is sent.
+    active: bool,
     ssrc: u32,
     seq: Serial16,
     rtx: RtxSender,
@@ -231,6 +272,28 @@ struct SendStream {
     stats: SendStats,
     /// The RTP timestamp of the last packet sent (padding carries it).
     last_timestamp: u32,
+}
+
+impl SendStream {
+    /// A stream with SSRCs and first sequence numbers from `block` (random).
+    fn new(block: &[u8; 32], rid: Option<String>) -> SendStream {
+        let word = |i: usize| u32::from_be_bytes(block[i..i + 4].try_into().expect("4 bytes"));
+        SendStream {
+            rid,
+            active: true,
+            ssrc: word(0),
+            seq: Serial16(block[16] as u16 | (u16::from(block[17]) << 8)),
+            rtx: RtxSender {
+                ssrc: word(4),
+                payload_type: 0,
+                next_seq: Serial16(block[18] as u16 | (u16::from(block[19]) << 8)),
+            },
+            packetizer: None,
+            history: SendHistory::new(HISTORY, HISTORY_AGE),
+            stats: SendStats::new(),
+            last_timestamp: 0,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -289,7 +352,10 @@ pub(crate) struct Transceiver {
     pub(crate) stopped: bool,
     /// `direction` changed since the last description we made.
     direction_changed: bool,
-    send: SendStream,
+    /// What we send: one stream, or one per simulcast layer (never empty).
+    send: Vec<SendStream>,
+    /// The peer takes our layers by rid: packets carry the rid extension (RFC 8852).
+    send_simulcast: bool,
     /// What we receive: one stream, or one per simulcast layer (never empty).
     recv: Vec<RecvStream>,
     announced: bool,
@@ -308,6 +374,7 @@ impl Transceiver {
             remote_stream_id: self.remote_stream_id.clone(),
             rids: self.recv.iter().filter_map(|r| r.rid.clone()).collect(),
             extensions: self.extensions.clone(),
+            sent_layers: self.send.iter().enumerate().filter(|(_, s)| s.active).map(|(k, _)| k).collect(),
         }
     }
 
@@ -420,6 +487,7 @@ impl PeerConnection {
         if self.signaling == SignalingState::Closed {
             return Err(RtcError::Closed);
         }
+        check_send_rids(kind, &config.send_rids)?;
         let id = self.new_transceiver(kind, direction, config);
         self.check_negotiation_needed();
         Ok(id)
@@ -467,19 +535,8 @@ impl PeerConnection {
             remote_stream_id: None,
             stopped: false,
             direction_changed: false,
-            send: SendStream {
-                ssrc: word(0),
-                seq: Serial16(block[16] as u16 | (u16::from(block[17]) << 8)),
-                rtx: RtxSender {
-                    ssrc: word(4),
-                    payload_type: 0,
-                    next_seq: Serial16(block[18] as u16 | (u16::from(block[19]) << 8)),
-                },
-                packetizer: None,
-                history: SendHistory::new(HISTORY, HISTORY_AGE),
-                stats: SendStats::new(),
-                last_timestamp: 0,
-            },
+            send: vec![SendStream::new(&block, None)],
+            send_simulcast: false,
             recv: vec![RecvStream::new()],
             announced: false,
             stats: MediaStats::default(),
@@ -487,6 +544,14 @@ impl PeerConnection {
         if self.media.cname.is_empty() {
             self.media.cname = format!("peerlink{:08x}", word(20));
             self.media.receiver_ssrc = word(24);
+        }
+        let mut t = t;
+        if let Some(first) = t.config.send_rids.first() {
+            t.send[0].rid = Some(first.clone());
+        }
+        for rid in t.config.send_rids.iter().skip(1) {
+            let block = self.rng.next_block();
+            t.send.push(SendStream::new(&block, Some(rid.clone())));
         }
         self.media.transceivers.push(t);
         TransceiverId(self.media.transceivers.len() - 1)
@@ -557,6 +622,32 @@ impl PeerConnection {
         timestamp: u32,
         frame: &[u8],
     ) -> Result<(), RtcError> {
+        self.write_frame_layer_as(now, id, 0, codec, timestamp, frame)
+    }
+
+    /// [`PeerConnection::write_frame`] on simulcast layer `layer` (an index of
+    /// [`TrackConfig::send_rids`]). A layer the peer did not accept gives
+    /// [`RtcError::LayerNotSent`] (nothing is sent; the caller may ignore it).
+    pub fn write_frame_layer(
+        &mut self,
+        now: Instant,
+        id: TransceiverId,
+        layer: usize,
+        timestamp: u32,
+        frame: &[u8],
+    ) -> Result<(), RtcError> {
+        self.write_frame_layer_as(now, id, layer, None, timestamp, frame)
+    }
+
+    fn write_frame_layer_as(
+        &mut self,
+        now: Instant,
+        id: TransceiverId,
+        layer: usize,
+        codec: Option<Codec>,
+        timestamp: u32,
+        frame: &[u8],
+    ) -> Result<(), RtcError> {
         if self.signaling == SignalingState::Closed || self.is_over() {
             return Err(RtcError::Closed);
         }
@@ -565,6 +656,10 @@ impl PeerConnection {
         if !t.current.is_some_and(Direction::sends) || t.stopped {
             return Err(RtcError::NotSending);
         }
+        if !t.send.get(layer).is_some_and(|s| s.active) {
+            return Err(RtcError::LayerNotSent(layer));
+        }
+        let rid_len = t.send[layer].rid.as_ref().filter(|_| t.send_simulcast).map_or(0, |r| r.len() + 1);
         let codec = match codec {
             None => t.codecs.first(),
             Some(c) => t.codecs.iter().find(|p| p.codec == c),
@@ -574,28 +669,29 @@ impl PeerConnection {
         // RFC 8843 §15: a mid travels in a one-byte header element (at most 16 bytes);
         // a longer one is not sent in packets (the peer routes by SSRC then).
         let mid_ext = t.ext_map.mid.zip(t.mid.clone()).filter(|(_, mid)| (1..=16).contains(&mid.len()));
-        if t.send.packetizer.as_ref().is_none_or(|(pt, _)| *pt != codec.payload_type) {
-            let overhead = 12 + mid_ext.as_ref().map_or(0, |(_, mid)| 4 + mid.len() + 3) + 3;
+        let s = &mut t.send[layer];
+        if s.packetizer.as_ref().is_none_or(|(pt, _)| *pt != codec.payload_type) {
+            let overhead = 12 + mid_ext.as_ref().map_or(0, |(_, mid)| 4 + mid.len() + 3) + 3 + rid_len;
             let config = PacketizerConfig {
                 max_payload: MAX_RTP_PACKET.saturating_sub(overhead),
-                initial_picture_id: t.send.seq.0 & 0x7fff,
+                initial_picture_id: s.seq.0 & 0x7fff,
                 h264_mode: codec.h264_mode(),
             };
-            t.send.packetizer = Some((codec.payload_type, Packetizer::new(codec.codec, config)));
+            s.packetizer = Some((codec.payload_type, Packetizer::new(codec.codec, config)));
         }
-        let (_, packetizer) = t.send.packetizer.as_mut().expect("set above");
+        let (_, packetizer) = s.packetizer.as_mut().expect("set above");
         packetizer.packetize(frame, &mut m.payloads).map_err(RtcError::Packetize)?;
         let payloads = std::mem::take(&mut m.payloads);
         let mut result = Ok(());
         for (payload, last) in payloads.iter() {
-            let seq = self.media.transceivers[id.0].send.seq;
+            let seq = self.media.transceivers[id.0].send[layer].seq;
             let out = Outgoing { payload_type: codec.payload_type, marker: last, seq, timestamp, payload };
-            result = self.send_rtp(now, id, out);
+            result = self.send_rtp(now, id, layer, out);
             if result.is_err() {
                 break;
             }
-            let t = &mut self.media.transceivers[id.0];
-            t.send.seq = t.send.seq.wrapping_add(1);
+            let s = &mut self.media.transceivers[id.0].send[layer];
+            s.seq = s.seq.wrapping_add(1);
         }
         self.media.payloads = payloads;
         self.media.transceivers[id.0].stats.frames_sent += 1;
@@ -616,6 +712,23 @@ impl PeerConnection {
         seq: u16,
         timestamp: u32,
     ) -> Result<(), RtcError> {
+        self.write_rtp_layer(now, id, 0, codec, packet, seq, timestamp)
+    }
+
+    /// [`PeerConnection::write_rtp`] on simulcast layer `layer` (an index of
+    /// [`TrackConfig::send_rids`]; `seq` is the layer's own). A layer the peer did not accept
+    /// gives [`RtcError::LayerNotSent`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_rtp_layer(
+        &mut self,
+        now: Instant,
+        id: TransceiverId,
+        layer: usize,
+        codec: Codec,
+        packet: &[u8],
+        seq: u16,
+        timestamp: u32,
+    ) -> Result<(), RtcError> {
         if self.signaling == SignalingState::Closed || self.is_over() {
             return Err(RtcError::Closed);
         }
@@ -630,9 +743,9 @@ impl PeerConnection {
             timestamp,
             payload: p.payload(),
         };
-        self.send_rtp(now, id, out)?;
+        self.send_rtp(now, id, layer, out)?;
         let t = &mut self.media.transceivers[id.0];
-        t.send.seq = Serial16(seq).wrapping_add(1);
+        t.send[layer].seq = Serial16(seq).wrapping_add(1);
         if p.marker() || t.kind == MediaKind::Audio {
             t.stats.frames_sent += 1;
         }
@@ -640,11 +753,20 @@ impl PeerConnection {
     }
 
     /// Puts one packet on the wire through the history and the pacer.
-    fn send_rtp(&mut self, now: Instant, id: TransceiverId, out: Outgoing<'_>) -> Result<(), RtcError> {
+    fn send_rtp(
+        &mut self,
+        now: Instant,
+        id: TransceiverId,
+        layer: usize,
+        out: Outgoing<'_>,
+    ) -> Result<(), RtcError> {
         let m = &mut self.media;
         let t = m.transceivers.get_mut(id.0).ok_or(RtcError::NoTransceiver)?;
         if !t.current.is_some_and(Direction::sends) || t.stopped {
             return Err(RtcError::NotSending);
+        }
+        if !t.send.get(layer).is_some_and(|s| s.active) {
+            return Err(RtcError::LayerNotSent(layer));
         }
         // RFC 8843 §15: a mid travels in a one-byte header element (at most 16 bytes);
         // a longer one is not sent in packets (the peer routes by SSRC then).
@@ -654,7 +776,7 @@ impl PeerConnection {
             payload_type: out.payload_type,
             sequence_number: out.seq,
             timestamp: Serial32(out.timestamp),
-            ssrc: t.send.ssrc,
+            ssrc: t.send[layer].ssrc,
             ..Default::default()
         };
         let mut packet = Vec::with_capacity(out.payload.len() + 32);
@@ -663,10 +785,18 @@ impl PeerConnection {
             // Its number is stamped as it leaves the pacer.
             ext.push((id, &[0, 0]));
         }
+        // RFC 8853 §5.1 / RFC 8852 §3: each layer's packets name it by rid (no a=ssrc lines
+        // are signalled; the receiver learns the SSRC from this). Its RTX copies carry the
+        // same element, renamed to the repaired rid (`wrap_for_resend`).
+        let rid_ext = t.ext_map.rid.filter(|_| t.send_simulcast).zip(t.send[layer].rid.as_ref());
+        if let Some((id, rid)) = rid_ext {
+            ext.push((id, rid.as_bytes()));
+        }
         header.encode(&ext, out.payload, 0, &mut packet).map_err(|_| RtcError::NotSending)?;
-        t.send.history.store(now, out.seq, &packet);
-        t.send.stats.on_packet(now, out.timestamp, out.payload.len());
-        t.send.last_timestamp = out.timestamp;
+        let s = &mut t.send[layer];
+        s.history.store(now, out.seq, &packet);
+        s.stats.on_packet(now, out.timestamp, out.payload.len());
+        s.last_timestamp = out.timestamp;
         t.stats.packets_sent += 1;
         t.stats.bytes_sent += packet.len() as u64;
         let bytes = packet.len();
@@ -742,18 +872,20 @@ impl PeerConnection {
     /// are dropped.
     pub fn forget_sent(&mut self, id: TransceiverId) {
         if let Some(t) = self.media.transceivers.get_mut(id.0) {
-            t.send.history.clear();
-            let (ssrc, rtx) = (t.send.ssrc, t.send.rtx.ssrc);
+            for s in &mut t.send {
+                s.history.clear();
+            }
+            let ssrcs: Vec<(u32, u32)> = t.send.iter().map(|s| (s.ssrc, s.rtx.ssrc)).collect();
             if let Some(pacer) = self.media.pacer.as_mut() {
                 pacer.edit(|packet, len| {
                     let Some(of) = packet.get(8..12).map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
                     else {
                         return Some(len);
                     };
-                    if of == rtx {
+                    if ssrcs.iter().any(|&(_, rtx)| rtx == of) {
                         return None;
                     }
-                    if of != ssrc {
+                    if !ssrcs.iter().any(|&(ssrc, _)| ssrc == of) {
                         return Some(len);
                     }
                     let Ok(parsed) = RtpPacket::parse(packet) else { return Some(len) };
@@ -788,7 +920,7 @@ impl PeerConnection {
     }
 
     fn send_pli(outgoing: &mut VecDeque<(bool, Vec<u8>)>, t: &mut Transceiver, layer: usize) {
-        let sender = t.send.ssrc;
+        let sender = t.send[0].ssrc;
         let Some(media_ssrc) = t.recv[layer].ssrc else { return };
         let mut out = Vec::new();
         let pli_ok = t.codecs.iter().any(|c| c.has_feedback("nack pli"));
@@ -1139,7 +1271,7 @@ impl PeerConnection {
         let Some(epoch) = self.media.ntp_epoch else { return };
         let mid32 = (ntp_at(epoch, now) >> 16) as u32;
         for b in blocks {
-            if !self.media.transceivers.iter().any(|t| t.send.ssrc == b.ssrc) {
+            if !self.media.transceivers.iter().flat_map(|t| &t.send).any(|s| s.ssrc == b.ssrc) {
                 continue;
             }
             if let Some(rtt) = peerlink_media::rtt_from_report_block(mid32, b) {
@@ -1175,9 +1307,12 @@ impl PeerConnection {
     }
 
     fn keyframe_asked(&mut self, media_ssrc: u32) {
-        if let Some(i) = self.media.transceivers.iter().position(|t| t.send.ssrc == media_ssrc) {
+        let found = self.media.transceivers.iter().enumerate().find_map(|(i, t)| {
+            t.send.iter().position(|s| s.ssrc == media_ssrc && s.active).map(|layer| (i, layer))
+        });
+        if let Some((i, layer)) = found {
             self.media.transceivers[i].stats.plis_received += 1;
-            self.events.push_back(RtcEvent::KeyframeRequest { id: TransceiverId(i) });
+            self.events.push_back(RtcEvent::KeyframeRequest { id: TransceiverId(i), layer });
         }
     }
 
@@ -1185,12 +1320,18 @@ impl PeerConnection {
     /// packet again.
     fn retransmit(&mut self, now: Instant, nack: &Nack) {
         let m = &mut self.media;
-        let Some(t) = m.transceivers.iter_mut().find(|t| t.send.ssrc == nack.media_ssrc) else { return };
+        let found =
+            m.transceivers.iter().enumerate().find_map(|(i, t)| {
+                t.send.iter().position(|s| s.ssrc == nack.media_ssrc).map(|layer| (i, layer))
+            });
+        let Some((i, layer)) = found else { return };
+        let t = &mut m.transceivers[i];
+        let repaired_rid = t.ext_map.rid.zip(t.ext_map.repaired_rid).filter(|_| t.send_simulcast);
         t.stats.nacks_received += 1;
         let min_interval = m.rtt.unwrap_or(Duration::from_millis(10)).max(Duration::from_millis(10));
         for seq in nack.lost() {
             t.stats.nacked_packets += 1;
-            if t.send.history.get(seq).is_none() {
+            if t.send[layer].history.get(seq).is_none() {
                 t.stats.nacked_not_in_history += 1;
                 continue;
             }
@@ -1206,11 +1347,13 @@ impl PeerConnection {
                 m.rtx_budget = Some((now, left));
                 left
             });
-            if budget.is_some_and(|left| left < t.send.history.get(seq).map_or(0, |p| p.len()) as f64) {
+            if budget.is_some_and(|left| left < t.send[layer].history.get(seq).map_or(0, |p| p.len()) as f64)
+            {
                 t.stats.nacked_over_budget += 1;
                 continue;
             }
-            let Some(original) = t.send.history.get_for_resend(now, seq, min_interval) else {
+            let s = &mut t.send[layer];
+            let Some(original) = s.history.get_for_resend(now, seq, min_interval) else {
                 t.stats.nacked_too_soon += 1;
                 continue;
             };
@@ -1218,7 +1361,9 @@ impl PeerConnection {
             if let Some((_, left)) = m.rtx_budget.as_mut().filter(|_| budget.is_some()) {
                 *left -= len;
             }
-            let Some(packet) = wrap_for_resend(&t.codecs, &mut t.send.rtx, original) else { continue };
+            let Some(packet) = wrap_for_resend(&t.codecs, &mut s.rtx, original, repaired_rid) else {
+                continue;
+            };
             // Every packet on the wire gets its own transport-wide sequence number (the
             // feedback reports each one), a retransmission too: stamped as it leaves the pacer.
             t.stats.retransmissions_sent += 1;
@@ -1260,10 +1405,11 @@ impl PeerConnection {
         let frame = Serial32(timestamp);
         // Back from the newest packet to the frame's first: the one before it is of an older
         // frame, or not kept (the stream's first packet).
-        let (mut first, mut bytes) = (t.send.seq, 0);
+        let s = &mut t.send[0];
+        let (mut first, mut bytes) = (s.seq, 0);
         loop {
             let prev = first.wrapping_sub(1);
-            let Some(packet) = t.send.history.get(prev) else { break };
+            let Some(packet) = s.history.get(prev) else { break };
             let Ok(ts) = RtpPacket::parse(packet).map(|p| p.timestamp()) else { break };
             if ts != frame && !ts.is_newer_than(frame) {
                 break;
@@ -1274,8 +1420,7 @@ impl PeerConnection {
             }
             first = prev;
         }
-        let starts_frame = t
-            .send
+        let starts_frame = s
             .history
             .get(first)
             .and_then(|p| RtpPacket::parse(p).ok())
@@ -1286,17 +1431,19 @@ impl PeerConnection {
         let min_interval = m.rtt.unwrap_or(Duration::from_millis(10)).max(Duration::from_millis(10));
         let mut queued = 0;
         let mut seq = first;
-        while seq != t.send.seq {
+        let repaired_rid = t.ext_map.rid.zip(t.ext_map.repaired_rid).filter(|_| t.send_simulcast);
+        let s = &mut t.send[0];
+        while seq != s.seq {
             // The frame's first packet must go (it may have aged out of the history since it
             // was looked at, or just been resent); later ones as they can.
-            let Some(original) = t.send.history.get_for_resend(now, seq, min_interval) else {
+            let Some(original) = s.history.get_for_resend(now, seq, min_interval) else {
                 if seq == first {
                     return 0;
                 }
                 seq = seq.wrapping_add(1);
                 continue;
             };
-            if let Some(packet) = wrap_for_resend(&t.codecs, &mut t.send.rtx, original) {
+            if let Some(packet) = wrap_for_resend(&t.codecs, &mut s.rtx, original, repaired_rid) {
                 t.stats.keyframe_resends += 1;
                 queued += 1;
                 m.pacer.get_or_insert_with(|| Pacer::new(PACING_FLOOR_BPS)).enqueue(
@@ -1347,8 +1494,8 @@ impl PeerConnection {
         if m.next_report.is_some_and(|r| now >= r) {
             m.next_report = Some(now + REPORT_INTERVAL);
             // A stream that stopped sending lets its history go by age too.
-            for t in &mut m.transceivers {
-                t.send.history.expire(now);
+            for s in m.transceivers.iter_mut().flat_map(|t| &mut t.send) {
+                s.history.expire(now);
             }
             // A connection with data channels only sends no RTCP.
             if has_media {
@@ -1416,6 +1563,13 @@ impl PeerConnection {
             if let Some(id) = t.ext_map.transport_cc {
                 ext.push((id, &[0, 0]));
             }
+            // A simulcast receiver places an RTX SSRC by its repaired rid (RFC 8852 §3.2):
+            // without it the padding would be dropped unrecorded, and counted lost here.
+            let repaired = t.ext_map.repaired_rid.filter(|_| t.send_simulcast).zip(t.send[0].rid.clone());
+            if let Some((id, rid)) = repaired.as_ref() {
+                let id = *id;
+                ext.push((id, rid.as_bytes()));
+            }
             let mut first = true;
             let mut size = 0;
             let count = (cluster.min_packets as usize).max(1);
@@ -1423,16 +1577,16 @@ impl PeerConnection {
             loop {
                 let header = RtpHeader {
                     payload_type: rtx_pt,
-                    sequence_number: t.send.rtx.next_seq,
-                    timestamp: Serial32(t.send.last_timestamp),
-                    ssrc: t.send.rtx.ssrc,
+                    sequence_number: t.send[0].rtx.next_seq,
+                    timestamp: Serial32(t.send[0].last_timestamp),
+                    ssrc: t.send[0].rtx.ssrc,
                     ..Default::default()
                 };
                 let mut packet = Vec::with_capacity(usize::from(PROBE_PADDING) + 40);
                 if header.encode(&ext, &[], PROBE_PADDING, &mut packet).is_err() {
                     break;
                 }
-                t.send.rtx.next_seq = t.send.rtx.next_seq.wrapping_add(1);
+                t.send[0].rtx.next_seq = t.send[0].rtx.next_seq.wrapping_add(1);
                 if first {
                     first = false;
                     // SRTP adds its tag; the count follows from the packet's size.
@@ -1537,15 +1691,48 @@ fn restamp_extension(packet: &mut [u8], id: u8, value: &[u8]) -> bool {
     true
 }
 
+/// Gives header extension element `from` of an RTP packet the id `to` (same length, so
+/// nothing moves); whether it was there.
+fn rename_extension(packet: &mut [u8], from: u8, to: u8) -> bool {
+    let Ok(p) = RtpPacket::parse(packet) else { return false };
+    let two_byte = p.extension_profile().is_some_and(|x| x & 0xfff0 == 0x1000);
+    let Some(data) = p.extensions().get(from) else { return false };
+    let at = data.as_ptr() as usize - packet.as_ptr() as usize;
+    // RFC 8285 §4.2: the id is the high nibble of the byte before the data; §4.3: the
+    // whole byte two before it.
+    if two_byte {
+        match at.checked_sub(2) {
+            Some(i) => packet[i] = to,
+            None => return false,
+        }
+    } else {
+        match at.checked_sub(1) {
+            Some(i) if to < 15 => packet[i] = (to << 4) | (packet[i] & 0x0f),
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// `original` (a packet from the send history) as it goes out again: in RTX when the
 /// codec has it negotiated (RFC 4588 §4), else as it was.
-fn wrap_for_resend(codecs: &[CodecParams], rtx: &mut RtxSender, original: &[u8]) -> Option<Vec<u8>> {
+/// `repaired_rid`: the (rid, repaired rid) extension ids of a simulcast sender, whose RTX
+/// copies name their layer by repaired rid (RFC 8852 §3.2) rather than rid.
+fn wrap_for_resend(
+    codecs: &[CodecParams],
+    rtx: &mut RtxSender,
+    original: &[u8],
+    repaired_rid: Option<(u8, u8)>,
+) -> Option<Vec<u8>> {
     let pt = RtpPacket::parse(original).ok()?.payload_type();
     match codecs.iter().find(|c| c.payload_type == pt).and_then(|c| c.rtx) {
         Some(rtx_pt) => {
             rtx.payload_type = rtx_pt;
             let mut out = Vec::with_capacity(original.len() + 2);
             rtx.wrap(original, &mut out).ok()?;
+            if let Some((rid, repaired)) = repaired_rid {
+                rename_extension(&mut out, rid, repaired);
+            }
             Some(out)
         }
         None => Some(original.to_vec()),
@@ -1554,7 +1741,7 @@ fn wrap_for_resend(codecs: &[CodecParams], rtx: &mut RtxSender, original: &[u8])
 
 /// A NACK for what the generator says is due (RFC 4585 §6.2.1).
 fn nack_due(outgoing: &mut VecDeque<(bool, Vec<u8>)>, t: &mut Transceiver, layer: usize, now: Instant) {
-    let sender = t.send.ssrc;
+    let sender = t.send[0].ssrc;
     let r = &mut t.recv[layer];
     let Some(media_ssrc) = r.ssrc else { return };
     let Some(due) = r.nack.poll_nack(now) else { return };
@@ -1578,13 +1765,15 @@ fn build_report(m: &mut MediaState, now: Instant, ntp: u64) -> Vec<u8> {
     blocks.truncate(31);
     let mut out = Vec::new();
     let mut first_ssrc = None;
-    for t in m.transceivers.iter().filter(|t| t.send.stats.packet_count() > 0) {
+    // One SR per sending layer (each has its own SSRC and RTP clock position).
+    let sending = m.transceivers.iter().flat_map(|t| t.send.iter().map(move |s| (t, s)));
+    for (t, s) in sending.filter(|(_, s)| s.stats.packet_count() > 0) {
         let clock = t.codecs.first().map_or(90_000, |c| c.clock_rate);
-        let mut sr = t.send.stats.sender_report(now, ntp, t.send.ssrc, clock);
+        let mut sr = s.stats.sender_report(now, ntp, s.ssrc, clock);
         if first_ssrc.is_none() {
             sr.reports = std::mem::take(&mut blocks);
         }
-        first_ssrc.get_or_insert(t.send.ssrc);
+        first_ssrc.get_or_insert(s.ssrc);
         let _ = sr.encode(&mut out);
     }
     let ssrc = match first_ssrc {
@@ -1632,12 +1821,22 @@ fn remote_sources(m: &peerlink_sdp::Media) -> (Option<u32>, Option<u32>, Option<
 /// stream of `a=simulcast:send`, when an `a=rid:<id> send` line declares it; paused (`~`)
 /// streams included. Empty without simulcast; at most 8 layers.
 fn remote_send_rids(m: &peerlink_sdp::Media) -> Vec<String> {
+    remote_rids(m, "send")
+}
+
+/// The layers of ours a remote answer takes (its `a=simulcast:recv`, RFC 8853 §5.3), as
+/// [`remote_send_rids`] reads a sender's.
+fn remote_recv_rids(m: &peerlink_sdp::Media) -> Vec<String> {
+    remote_rids(m, "recv")
+}
+
+fn remote_rids(m: &peerlink_sdp::Media, dir: &str) -> Vec<String> {
     let declared: Vec<&str> = m
         .attributes("rid")
         .filter_map(|v| {
             let mut parts = v.split_whitespace();
             let id = parts.next()?;
-            (parts.next() == Some("send")).then_some(id)
+            (parts.next() == Some(dir)).then_some(id)
         })
         .collect();
     let Some(list) = m.attribute("simulcast").and_then(|v| {
@@ -1645,7 +1844,7 @@ fn remote_send_rids(m: &peerlink_sdp::Media) -> Vec<String> {
         // `send <list>` (a `recv <list>` may follow or lead).
         loop {
             match (parts.next()?, parts.next()?) {
-                ("send", list) => break Some(list),
+                (d, list) if d == dir => break Some(list),
                 _ => continue,
             }
         }
@@ -1756,11 +1955,30 @@ impl PeerConnection {
         // The simulcast layers we take (from an offer that sends them; our later offers keep
         // them, or the sender would fall back to one layer).
         let rids: Vec<String> = t.recv.iter().filter_map(|r| r.rid.clone()).collect();
-        if direction.receives() && !rids.is_empty() {
-            for rid in &rids {
-                a(&mut m, "rid", Some(&format!("{rid} recv")));
-            }
-            a(&mut m, "simulcast", Some(&format!("recv {}", rids.join(";"))));
+        let rids = if direction.receives() { rids } else { Vec::new() };
+        // The layers we send (RFC 8853 §5.1); in an answer, those of them the offer's
+        // `a=simulcast:recv` takes (§5.3: a peer's re-offer keeps what it took from ours).
+        let mut send_rids: Vec<String> = t.send.iter().filter_map(|s| s.rid.clone()).collect();
+        if let Some(o) = offer {
+            let taken = remote_recv_rids(o);
+            let has_rid_ext = extensions.iter().any(|(_, u)| u == peerlink_rtp::ext::uri::RID);
+            send_rids.retain(|r| has_rid_ext && taken.contains(r));
+        }
+        let send_rids = if direction.sends() { send_rids } else { Vec::new() };
+        for rid in &send_rids {
+            a(&mut m, "rid", Some(&format!("{rid} send")));
+        }
+        for rid in &rids {
+            a(&mut m, "rid", Some(&format!("{rid} recv")));
+        }
+        let simulcast = match (send_rids.is_empty(), rids.is_empty()) {
+            (true, true) => None,
+            (false, true) => Some(format!("send {}", send_rids.join(";"))),
+            (true, false) => Some(format!("recv {}", rids.join(";"))),
+            (false, false) => Some(format!("send {} recv {}", send_rids.join(";"), rids.join(";"))),
+        };
+        if let Some(v) = simulcast {
+            a(&mut m, "simulcast", Some(&v));
         }
         for c in &formats {
             let pt = c.payload_type;
@@ -1780,8 +1998,10 @@ impl PeerConnection {
                 a(&mut m, "fmtp", Some(&format!("{r} apt={pt}")));
             }
         }
-        if direction.sends() {
-            let (ssrc, rtx) = (t.send.ssrc, t.send.rtx.ssrc);
+        // With simulcast no SSRC is signalled (as browsers do): the receiver learns each
+        // layer's from its rid extension (RFC 8853 §5.1).
+        if direction.sends() && send_rids.is_empty() {
+            let (ssrc, rtx) = (t.send[0].ssrc, t.send[0].rtx.ssrc);
             let has_rtx = formats.iter().any(|c| c.rtx.is_some());
             if has_rtx {
                 a(&mut m, "ssrc-group", Some(&format!("FID {ssrc} {rtx}")));
@@ -1927,6 +2147,18 @@ impl PeerConnection {
                         codecs::supported_extensions(t.kind.as_str()).iter().any(|(_, o)| o == u)
                     })
                     .collect();
+                // The layers the answer takes (RFC 8853 §5.3): only those are sent; without
+                // simulcast (or without the rid extension to name them) the first alone.
+                let accepted = remote_recv_rids(m);
+                let has_rid_ext = t.extensions.iter().any(|(_, u)| u == peerlink_rtp::ext::uri::RID);
+                t.send_simulcast = t.send[0].rid.is_some() && has_rid_ext && !accepted.is_empty();
+                for (k, s) in t.send.iter_mut().enumerate() {
+                    s.active = if t.send_simulcast {
+                        s.rid.as_ref().is_some_and(|r| accepted.contains(r))
+                    } else {
+                        k == 0
+                    };
+                }
                 t.current = Some(if t.codecs.is_empty() {
                     Direction::Inactive
                 } else {
@@ -1951,6 +2183,15 @@ impl PeerConnection {
             t.current = Some(if m.port == 0 { Direction::Inactive } else { Direction::of(m) });
             if m.port == 0 {
                 t.stopped = true;
+            }
+            // The layers our answer sends (see `media_section`); none: the first alone.
+            let sent = remote_send_rids(m);
+            t.send_simulcast = !sent.is_empty();
+            for (k, s) in t.send.iter_mut().enumerate() {
+                s.active = match t.send_simulcast {
+                    true => s.rid.as_ref().is_some_and(|r| sent.contains(r)),
+                    false => k == 0,
+                };
             }
             self.settle_transceiver(i);
         }

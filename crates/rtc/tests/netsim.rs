@@ -920,3 +920,262 @@ fn padding_probes_raise_the_estimate_above_what_an_application_limited_sender_se
     assert!(quiet < 500_000, "without probes: {quiet}");
     assert!(probed > 1_500_000 && probed <= 3_000_000, "with probes: {probed}");
 }
+
+// ---- Simulcast we send (RFC 8853, RFC 8851) ----
+
+/// A sender of two simulcast layers ("lo", "hi") and a raw receiver; `edit` may change the
+/// offer as side 1 sees it and the answer as side 0 sees it (a receiver that takes fewer
+/// layers).
+fn simulcast_sender(
+    n: u64,
+    edit_offer: impl Fn(&str) -> String,
+    edit_answer: impl Fn(&str) -> String,
+) -> (World, peerlink_rtc::TransceiverId) {
+    use peerlink_rtc::{Direction, MediaKind, TrackConfig};
+    let mut w = World::with_config(n, false, RtcConfig { accept_raw: true, ..RtcConfig::default() });
+    let config =
+        TrackConfig { send_rids: vec!["lo".into(), "hi".into()], ..TrackConfig::new(MediaKind::Video) };
+    let video = w.sides[0].pc.add_transceiver(MediaKind::Video, Direction::SendOnly, config).unwrap();
+    let now = w.net.now();
+    let offer = w.sides[0].pc.create_offer().unwrap();
+    w.sides[0].pc.set_local_description(now, Some(offer.clone())).unwrap();
+    let offer = Description { kind: SdpType::Offer, sdp: edit_offer(&offer.sdp) };
+    w.sides[1].pc.set_remote_description(now, offer).unwrap();
+    let answer = w.sides[1].pc.create_answer().unwrap();
+    w.sides[1].pc.set_local_description(now, Some(answer.clone())).unwrap();
+    let answer = Description { kind: SdpType::Answer, sdp: edit_answer(&answer.sdp) };
+    w.sides[0].pc.set_remote_description(now, answer).unwrap();
+    assert!(w.run(Duration::from_secs(20), World::connected));
+    (w, video)
+}
+
+/// Side 1's raw packets: (layer, sequence number, payload).
+fn raw_received(w: &World) -> Vec<(usize, u16, Vec<u8>)> {
+    w.sides[1]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            RtcEvent::Rtp { layer, packet, .. } => {
+                let p = peerlink_rtp::RtpPacket::parse(packet).unwrap();
+                Some((*layer, p.sequence_number().0, p.payload().to_vec()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// One-packet frames: layer `k`'s frame `i` is recognisable by its bytes.
+fn layer_frame(k: usize, i: usize) -> Vec<u8> {
+    let mut f = vp8_frame(i, 200 + 300 * k);
+    f[1] = k as u8;
+    f
+}
+
+#[test]
+fn a_simulcast_offer_declares_its_layers_and_the_rid_extensions_without_ssrcs() {
+    use peerlink_rtc::{Direction, MediaKind, TrackConfig};
+    let mut pc = PeerConnection::new(Instant::now(), RtcConfig::default(), seed(70)).unwrap();
+    let config =
+        TrackConfig { send_rids: vec!["q".into(), "f".into()], ..TrackConfig::new(MediaKind::Video) };
+    pc.add_transceiver(MediaKind::Video, Direction::SendOnly, config).unwrap();
+    let sdp = pc.create_offer().unwrap().sdp;
+    let lines: Vec<&str> = sdp.lines().collect();
+    for want in [
+        "a=rid:q send",
+        "a=rid:f send",
+        "a=simulcast:send q;f",
+        "a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+        "a=extmap:11 urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+    ] {
+        assert!(lines.contains(&want), "{want} missing from\n{sdp}");
+    }
+    assert!(!lines.iter().any(|l| l.starts_with("a=ssrc")), "no SSRC is signalled:\n{sdp}");
+    // Without simulcast the SSRCs are signalled as before, and no rid.
+    let mut pc = PeerConnection::new(Instant::now(), RtcConfig::default(), seed(71)).unwrap();
+    pc.add_transceiver(MediaKind::Video, Direction::SendOnly, TrackConfig::new(MediaKind::Video)).unwrap();
+    let sdp = pc.create_offer().unwrap().sdp;
+    assert!(sdp.contains("a=ssrc-group:FID ") && !sdp.contains("a=rid:") && !sdp.contains("a=simulcast"));
+}
+
+#[test]
+fn bad_simulcast_send_rid_lists_are_refused() {
+    use peerlink_rtc::{Direction, MediaKind, RtcError, TrackConfig};
+    let mut pc = PeerConnection::new(Instant::now(), RtcConfig::default(), seed(72)).unwrap();
+    let bad: [(&[&str], MediaKind); 6] = [
+        (&["a", "a"], MediaKind::Video),
+        (&["", "b"], MediaKind::Video),
+        (&["a-b"], MediaKind::Video),
+        (&["abcdefghijklmnopq"], MediaKind::Video),
+        (&["a", "b", "c", "d", "e"], MediaKind::Video),
+        (&["a", "b"], MediaKind::Audio),
+    ];
+    for (rids, kind) in bad {
+        let config =
+            TrackConfig { send_rids: rids.iter().map(|r| r.to_string()).collect(), ..TrackConfig::new(kind) };
+        let r = pc.add_transceiver(kind, Direction::SendOnly, config);
+        assert!(matches!(r, Err(RtcError::BadSendRids(_))), "{rids:?} {kind:?}: {r:?}");
+    }
+    assert!(pc.transceivers().is_empty(), "nothing was added");
+    let good = ["a", "b", "c", "abcdefghijklmnop"];
+    let config = TrackConfig {
+        send_rids: good.iter().map(|r| r.to_string()).collect(),
+        ..TrackConfig::new(MediaKind::Video)
+    };
+    pc.add_transceiver(MediaKind::Video, Direction::SendOnly, config).unwrap();
+}
+
+#[test]
+fn each_simulcast_layer_arrives_as_its_layer_and_losses_are_repaired_per_layer() {
+    let (mut w, video) = simulcast_sender(73, str::to_owned, str::to_owned);
+    assert_eq!(w.sides[0].pc.transceiver(video).unwrap().sent_layers, [0, 1]);
+    assert_eq!(w.sides[1].pc.transceivers()[0].rids, ["lo", "hi"]);
+    const FRAMES: usize = 120;
+    for i in 0..FRAMES {
+        if i == 5 {
+            // Losses once each layer's first packets are in (what comes before the first
+            // cannot be asked for).
+            for s in &w.sides {
+                let link =
+                    LinkConfig { loss: 0.05, delay: Duration::from_millis(20), ..LinkConfig::default() };
+                w.net.set_link(s.host, link);
+            }
+        }
+        let now = w.net.now();
+        for k in 0..2 {
+            w.sides[0].pc.write_frame_layer(now, video, k, (i as u32) * 3000, &layer_frame(k, i)).unwrap();
+        }
+        w.run(Duration::from_millis(33), |_| false);
+    }
+    w.run(Duration::from_secs(2), |_| false);
+    let got = raw_received(&w);
+    for k in 0..2 {
+        let mut frames: Vec<(u16, Vec<u8>)> =
+            got.iter().filter(|(l, ..)| *l == k).map(|(_, s, p)| (*s, p[1..].to_vec())).collect();
+        // Every packet (one per frame) of the layer, once: the raw receiver passes no copy on.
+        assert_eq!(frames.len(), FRAMES, "layer {k}");
+        frames.sort_by_key(|(s, _)| *s);
+        frames.dedup_by_key(|(s, _)| *s);
+        assert_eq!(frames.len(), FRAMES, "layer {k}: a sequence number twice");
+        // The VP8 payload descriptor leads; the frame written to the layer follows.
+        let datas: Vec<&Vec<u8>> = frames.iter().map(|(_, d)| d).collect();
+        for i in 0..FRAMES {
+            let want = layer_frame(k, i);
+            assert!(datas.iter().any(|d| d.ends_with(&want)), "layer {k} frame {i}");
+        }
+    }
+    let receiver = w.sides[1].pc.media_stats(peerlink_rtc::TransceiverId(0)).unwrap();
+    let sender = w.sides[0].pc.media_stats(video).unwrap();
+    // Repairs came over RTX, placed by their repaired rid (the receiver knows no SSRC).
+    assert!(receiver.nacks_sent > 0 && sender.retransmissions_sent > 0, "{receiver:?} {sender:?}");
+    assert!(receiver.retransmissions_received > 0, "{receiver:?}");
+}
+
+#[test]
+fn a_keyframe_request_for_one_layer_names_that_layer() {
+    let (mut w, video) = simulcast_sender(74, str::to_owned, str::to_owned);
+    for i in 0..5 {
+        let now = w.net.now();
+        for k in 0..2 {
+            w.sides[0].pc.write_frame_layer(now, video, k, (i as u32) * 3000, &layer_frame(k, i)).unwrap();
+        }
+        w.run(Duration::from_millis(33), |_| false);
+    }
+    let requests = |w: &World| -> Vec<usize> {
+        w.sides[0]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                RtcEvent::KeyframeRequest { id, layer } if *id == video => Some(*layer),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(requests(&w).is_empty());
+    let now = w.net.now();
+    w.sides[1].pc.request_keyframe_layer(now, peerlink_rtc::TransceiverId(0), 1);
+    w.run(Duration::from_millis(200), |_| false);
+    assert_eq!(requests(&w), [1]);
+    let now = w.net.now();
+    w.sides[1].pc.request_keyframe_layer(now, peerlink_rtc::TransceiverId(0), 0);
+    w.run(Duration::from_millis(200), |_| false);
+    assert_eq!(requests(&w), [1, 0]);
+}
+
+fn without_simulcast(sdp: &str) -> String {
+    sdp.split("\r\n")
+        .filter(|l| !l.starts_with("a=rid:") && !l.starts_with("a=simulcast:"))
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+#[test]
+fn a_peer_without_simulcast_gets_the_first_layer_only() {
+    let (mut w, video) = simulcast_sender(75, without_simulcast, without_simulcast);
+    assert_eq!(w.sides[0].pc.transceiver(video).unwrap().sent_layers, [0]);
+    for i in 0..10 {
+        let now = w.net.now();
+        w.sides[0].pc.write_frame_layer(now, video, 0, (i as u32) * 3000, &layer_frame(0, i)).unwrap();
+        let r = w.sides[0].pc.write_frame_layer(now, video, 1, (i as u32) * 3000, &layer_frame(1, i));
+        assert_eq!(r, Err(peerlink_rtc::RtcError::LayerNotSent(1)));
+        w.run(Duration::from_millis(33), |_| false);
+    }
+    w.run(Duration::from_millis(500), |_| false);
+    let got = raw_received(&w);
+    assert_eq!(got.len(), 10);
+    assert!(got.iter().enumerate().all(|(i, (l, _, p))| *l == 0 && p.ends_with(&layer_frame(0, i))));
+}
+
+#[test]
+fn a_peer_that_takes_some_layers_gets_those_only() {
+    // The answer takes "hi" alone.
+    let take_hi = |sdp: &str| {
+        let sdp = without_simulcast(sdp);
+        let video = sdp.find("m=video").unwrap();
+        let mid = &sdp[video..].lines().find(|l| l.starts_with("a=mid:")).unwrap().to_owned();
+        sdp.split("\r\n")
+            .flat_map(|l| match l == mid {
+                true => vec![l, "a=rid:hi recv", "a=simulcast:recv hi"],
+                false => vec![l],
+            })
+            .collect::<Vec<_>>()
+            .join("\r\n")
+    };
+    let (mut w, video) = simulcast_sender(76, str::to_owned, take_hi);
+    assert_eq!(w.sides[0].pc.transceiver(video).unwrap().sent_layers, [1]);
+    for i in 0..10 {
+        let now = w.net.now();
+        let r = w.sides[0].pc.write_frame_layer(now, video, 0, (i as u32) * 3000, &layer_frame(0, i));
+        assert_eq!(r, Err(peerlink_rtc::RtcError::LayerNotSent(0)));
+        w.sides[0].pc.write_frame_layer(now, video, 1, (i as u32) * 3000, &layer_frame(1, i)).unwrap();
+        w.run(Duration::from_millis(33), |_| false);
+    }
+    w.run(Duration::from_millis(500), |_| false);
+    let got = raw_received(&w);
+    assert_eq!(got.len(), 10);
+    // Side 1 declared both layers (its own state), so "hi" is its layer 1.
+    assert!(got.iter().enumerate().all(|(i, (l, _, p))| *l == 1 && p.ends_with(&layer_frame(1, i))));
+}
+
+#[test]
+fn a_re_offer_from_the_receiver_keeps_the_layers_it_takes() {
+    // An SFU re-offers to a publisher when others join: its offer says which layers it
+    // receives (`a=simulcast:recv`), and our answer keeps sending those, by rid.
+    let (mut w, video) = simulcast_sender(77, str::to_owned, str::to_owned);
+    w.negotiate(1, 0);
+    assert_eq!(w.sides[0].pc.transceiver(video).unwrap().sent_layers, [0, 1]);
+    assert_eq!(w.sides[1].pc.transceivers()[0].rids, ["lo", "hi"]);
+    for i in 0..10 {
+        let now = w.net.now();
+        for k in 0..2 {
+            w.sides[0].pc.write_frame_layer(now, video, k, (i as u32) * 3000, &layer_frame(k, i)).unwrap();
+        }
+        w.run(Duration::from_millis(33), |_| false);
+    }
+    w.run(Duration::from_millis(500), |_| false);
+    let got = raw_received(&w);
+    for k in 0..2 {
+        let of: Vec<&Vec<u8>> = got.iter().filter(|(l, ..)| *l == k).map(|(.., p)| p).collect();
+        assert_eq!(of.len(), 10, "layer {k}");
+        assert!(of.iter().enumerate().all(|(i, p)| p.ends_with(&layer_frame(k, i))), "layer {k}");
+    }
+}

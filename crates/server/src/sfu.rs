@@ -1005,7 +1005,7 @@ impl Sfu {
                 self.forward(peer, id, layer, packet);
                 self.announce_speakers().await;
             }
-            RtcEvent::KeyframeRequest { id } => {
+            RtcEvent::KeyframeRequest { id, .. } => {
                 let Some(key) = self.participants.get(peer).and_then(|p| p.by_transceiver.get(&id)).cloned()
                 else {
                     return;
