@@ -18,7 +18,8 @@
 # picture; 1: no simulcast, one VIDEO_KBPS stream). `peerlink serve` forwards each receiver
 # the layer it chooses; Janus's subscribers are configured to the top layer (`substream`), so
 # the load compares. sfu-load prints what each layer sent and what the receivers got of each;
-# its `note:` lines (a server taking fewer layers) follow its results.
+# it stops with an error when a server takes fewer layers than it offers (the loads would
+# differ).
 #
 # The server's resident memory is read every RSS_EVERY seconds while the load runs
 # (server_rss_kb_samples, VmRSS) besides its peak (server_peak_rss_kb, VmHWM).

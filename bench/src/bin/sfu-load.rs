@@ -706,9 +706,12 @@ async fn publish(
                                 if let Some(t) = info.iter().find(|t| t.id == VIDEO_ID) {
                                     sending = t.sent_layers.clone();
                                 }
+                                // A server that takes fewer layers would get a lighter load
+                                // than the other one it is compared with: no numbers then.
                                 if sending.len() < layers {
-                                    eprintln!(
-                                        "note: publisher {}: the server takes video layers {sending:?} of {layers}",
+                                    bail!(
+                                        "publisher {}: the server takes video layers {sending:?} of {layers}, \
+                                         so the loads would differ (LAYERS=1 sends one)",
                                         shape.publisher
                                     );
                                 }

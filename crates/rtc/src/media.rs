@@ -1320,10 +1320,9 @@ impl PeerConnection {
     /// packet again.
     fn retransmit(&mut self, now: Instant, nack: &Nack) {
         let m = &mut self.media;
-        let found =
-            m.transceivers.iter().enumerate().find_map(|(i, t)| {
-                t.send.iter().position(|s| s.ssrc == nack.media_ssrc).map(|layer| (i, layer))
-            });
+        let found = m.transceivers.iter().enumerate().find_map(|(i, t)| {
+            t.send.iter().position(|s| s.ssrc == nack.media_ssrc && s.active).map(|layer| (i, layer))
+        });
         let Some((i, layer)) = found else { return };
         let t = &mut m.transceivers[i];
         let repaired_rid = t.ext_map.rid.zip(t.ext_map.repaired_rid).filter(|_| t.send_simulcast);
@@ -1550,10 +1549,13 @@ impl PeerConnection {
                     && t.current.is_some_and(Direction::sends)
                     && t.ext_map.transport_cc.is_some()
                     && t.codecs.iter().any(|c| c.rtx.is_some())
+                    && t.send.iter().any(|s| s.active)
             }) else {
                 bwe.cancel_probe(cluster.id);
                 continue;
             };
+            // The first layer the peer takes (with simulcast, layer 0 may not be one).
+            let l = t.send.iter().position(|s| s.active).unwrap_or(0);
             let Some(rtx_pt) = t.codecs.iter().find_map(|c| c.rtx) else {
                 bwe.cancel_probe(cluster.id);
                 continue;
@@ -1565,7 +1567,7 @@ impl PeerConnection {
             }
             // A simulcast receiver places an RTX SSRC by its repaired rid (RFC 8852 §3.2):
             // without it the padding would be dropped unrecorded, and counted lost here.
-            let repaired = t.ext_map.repaired_rid.filter(|_| t.send_simulcast).zip(t.send[0].rid.clone());
+            let repaired = t.ext_map.repaired_rid.filter(|_| t.send_simulcast).zip(t.send[l].rid.clone());
             if let Some((id, rid)) = repaired.as_ref() {
                 let id = *id;
                 ext.push((id, rid.as_bytes()));
@@ -1577,16 +1579,16 @@ impl PeerConnection {
             loop {
                 let header = RtpHeader {
                     payload_type: rtx_pt,
-                    sequence_number: t.send[0].rtx.next_seq,
-                    timestamp: Serial32(t.send[0].last_timestamp),
-                    ssrc: t.send[0].rtx.ssrc,
+                    sequence_number: t.send[l].rtx.next_seq,
+                    timestamp: Serial32(t.send[l].last_timestamp),
+                    ssrc: t.send[l].rtx.ssrc,
                     ..Default::default()
                 };
                 let mut packet = Vec::with_capacity(usize::from(PROBE_PADDING) + 40);
                 if header.encode(&ext, &[], PROBE_PADDING, &mut packet).is_err() {
                     break;
                 }
-                t.send[0].rtx.next_seq = t.send[0].rtx.next_seq.wrapping_add(1);
+                t.send[l].rtx.next_seq = t.send[l].rtx.next_seq.wrapping_add(1);
                 if first {
                     first = false;
                     // SRTP adds its tag; the count follows from the packet's size.
@@ -1764,27 +1766,29 @@ fn build_report(m: &mut MediaState, now: Instant, ntp: u64) -> Vec<u8> {
     }
     blocks.truncate(31);
     let mut out = Vec::new();
-    let mut first_ssrc = None;
-    // One SR per sending layer (each has its own SSRC and RTP clock position).
+    let mut reported = Vec::new();
+    // One SR per layer sent (each has its own SSRC and RTP clock position); not for a layer
+    // a renegotiation stopped.
     let sending = m.transceivers.iter().flat_map(|t| t.send.iter().map(move |s| (t, s)));
-    for (t, s) in sending.filter(|(_, s)| s.stats.packet_count() > 0) {
+    for (t, s) in sending.filter(|(_, s)| s.stats.packet_count() > 0 && s.active) {
         let clock = t.codecs.first().map_or(90_000, |c| c.clock_rate);
         let mut sr = s.stats.sender_report(now, ntp, s.ssrc, clock);
-        if first_ssrc.is_none() {
+        if reported.is_empty() {
             sr.reports = std::mem::take(&mut blocks);
         }
-        first_ssrc.get_or_insert(s.ssrc);
+        reported.push(s.ssrc);
         let _ = sr.encode(&mut out);
     }
-    let ssrc = match first_ssrc {
-        Some(s) => s,
-        None => {
-            let _ = ReceiverReport { ssrc: m.receiver_ssrc, reports: blocks }.encode(&mut out);
-            m.receiver_ssrc
-        }
-    };
+    if reported.is_empty() {
+        let _ = ReceiverReport { ssrc: m.receiver_ssrc, reports: blocks }.encode(&mut out);
+        reported.push(m.receiver_ssrc);
+    }
+    // Every SSRC reported gets its CNAME (RFC 3550 §6.5.1): simulcast layers signal none in
+    // the SDP.
     let cname = m.cname.as_bytes();
-    let _ = Sdes { chunks: vec![SdesChunk { ssrc, items: vec![(1, cname)] }] }.encode(&mut out);
+    reported.truncate(31);
+    let chunks = reported.into_iter().map(|ssrc| SdesChunk { ssrc, items: vec![(1, cname)] }).collect();
+    let _ = Sdes { chunks }.encode(&mut out);
     out
 }
 
@@ -1815,6 +1819,13 @@ fn remote_sources(m: &peerlink_sdp::Media) -> (Option<u32>, Option<u32>, Option<
         })
         .filter(|s| s != "-");
     (primary, rtx, stream)
+}
+
+/// Whether `extensions` name both the rid and the repaired-rid header extensions, which
+/// sending simulcast layers needs.
+fn has_rid_extensions(extensions: &[(u8, String)]) -> bool {
+    let has = |uri: &str| extensions.iter().any(|(_, u)| u == uri);
+    has(peerlink_rtp::ext::uri::RID) && has(peerlink_rtp::ext::uri::REPAIRED_RID)
 }
 
 /// The simulcast layers a remote section sends (RFC 8853): the first alternative of each
@@ -1958,11 +1969,16 @@ impl PeerConnection {
         let rids = if direction.receives() { rids } else { Vec::new() };
         // The layers we send (RFC 8853 §5.1); in an answer, those of them the offer's
         // `a=simulcast:recv` takes (§5.3: a peer's re-offer keeps what it took from ours).
+        // Layers need both the rid and the repaired-rid extension (RFC 8851 §4: a repair
+        // stream names its layer by the latter); a re-offer after an answer that dropped them
+        // offers one stream, with its SSRCs, again.
         let mut send_rids: Vec<String> = t.send.iter().filter_map(|s| s.rid.clone()).collect();
+        if !has_rid_extensions(&extensions) {
+            send_rids.clear();
+        }
         if let Some(o) = offer {
             let taken = remote_recv_rids(o);
-            let has_rid_ext = extensions.iter().any(|(_, u)| u == peerlink_rtp::ext::uri::RID);
-            send_rids.retain(|r| has_rid_ext && taken.contains(r));
+            send_rids.retain(|r| taken.contains(r));
         }
         let send_rids = if direction.sends() { send_rids } else { Vec::new() };
         for rid in &send_rids {
@@ -2150,8 +2166,8 @@ impl PeerConnection {
                 // The layers the answer takes (RFC 8853 §5.3): only those are sent; without
                 // simulcast (or without the rid extension to name them) the first alone.
                 let accepted = remote_recv_rids(m);
-                let has_rid_ext = t.extensions.iter().any(|(_, u)| u == peerlink_rtp::ext::uri::RID);
-                t.send_simulcast = t.send[0].rid.is_some() && has_rid_ext && !accepted.is_empty();
+                t.send_simulcast =
+                    t.send[0].rid.is_some() && has_rid_extensions(&t.extensions) && !accepted.is_empty();
                 for (k, s) in t.send.iter_mut().enumerate() {
                     s.active = if t.send_simulcast {
                         s.rid.as_ref().is_some_and(|r| accepted.contains(r))

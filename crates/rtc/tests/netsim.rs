@@ -1157,6 +1157,23 @@ fn a_peer_that_takes_some_layers_gets_those_only() {
 }
 
 #[test]
+fn layers_need_the_repaired_rid_extension_too() {
+    // An answer that keeps simulcast and the rid extension but drops the repaired rid's:
+    // repairs could not name their layer (RFC 8851 §4), so one stream is sent, and our
+    // re-offer signals it with its SSRCs again.
+    let drop_repaired = |sdp: &str| {
+        sdp.split("\r\n").filter(|l| !l.contains("repaired-rtp-stream-id")).collect::<Vec<_>>().join("\r\n")
+    };
+    let (mut w, video) = simulcast_sender(78, str::to_owned, drop_repaired);
+    assert_eq!(w.sides[0].pc.transceiver(video).unwrap().sent_layers, [0]);
+    let sdp = w.sides[0].pc.create_offer().unwrap().sdp;
+    assert!(
+        sdp.contains("a=ssrc-group:FID ") && !sdp.contains("a=rid:") && !sdp.contains("a=simulcast"),
+        "{sdp}"
+    );
+}
+
+#[test]
 fn a_re_offer_from_the_receiver_keeps_the_layers_it_takes() {
     // An SFU re-offers to a publisher when others join: its offer says which layers it
     // receives (`a=simulcast:recv`), and our answer keeps sending those, by rid.
