@@ -173,6 +173,8 @@ if [ "${BENCH:-1}" != 0 ]; then
     ROUNDS=${SRTP_ROUNDS:-5} bench/srtp.sh
     step "benchmark: media receive path per packet (SRTP, jitter buffer, VP8), peerlink vs Pion"
     ROUNDS=${MEDIA_ROUNDS:-5} bench/media.sh
+    step "benchmark: SFU forwarding, peerlink serve vs Janus VideoRoom (2 publishers x 6 subscribers, 2 simulcast layers + audio)"
+    ROUNDS=${SFU_ROUNDS:-2} bench/sfu.sh
 fi
 
 step "all suites passed"
