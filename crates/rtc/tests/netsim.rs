@@ -1112,17 +1112,25 @@ fn without_simulcast(sdp: &str) -> String {
 fn a_peer_without_simulcast_gets_the_first_layer_only() {
     let (mut w, video) = simulcast_sender(75, without_simulcast, without_simulcast);
     assert_eq!(w.sides[0].pc.transceiver(video).unwrap().sent_layers, [0]);
+    only_one_layer_flows(&mut w, video, 0);
+}
+
+/// Writes 10 frames to each of the two layers: the one `sent` goes out (side 1 gets each frame
+/// as that layer), the other is refused with `LayerNotSent`.
+fn only_one_layer_flows(w: &mut World, video: peerlink_rtc::TransceiverId, sent: usize) {
+    let refused = 1 - sent;
     for i in 0..10 {
         let now = w.net.now();
-        w.sides[0].pc.write_frame_layer(now, video, 0, (i as u32) * 3000, &layer_frame(0, i)).unwrap();
-        let r = w.sides[0].pc.write_frame_layer(now, video, 1, (i as u32) * 3000, &layer_frame(1, i));
-        assert_eq!(r, Err(peerlink_rtc::RtcError::LayerNotSent(1)));
+        let r =
+            w.sides[0].pc.write_frame_layer(now, video, refused, (i as u32) * 3000, &layer_frame(refused, i));
+        assert_eq!(r, Err(peerlink_rtc::RtcError::LayerNotSent(refused)));
+        w.sides[0].pc.write_frame_layer(now, video, sent, (i as u32) * 3000, &layer_frame(sent, i)).unwrap();
         w.run(Duration::from_millis(33), |_| false);
     }
     w.run(Duration::from_millis(500), |_| false);
-    let got = raw_received(&w);
+    let got = raw_received(w);
     assert_eq!(got.len(), 10);
-    assert!(got.iter().enumerate().all(|(i, (l, _, p))| *l == 0 && p.ends_with(&layer_frame(0, i))));
+    assert!(got.iter().enumerate().all(|(i, (l, _, p))| *l == sent && p.ends_with(&layer_frame(sent, i))));
 }
 
 #[test]
@@ -1142,18 +1150,8 @@ fn a_peer_that_takes_some_layers_gets_those_only() {
     };
     let (mut w, video) = simulcast_sender(76, str::to_owned, take_hi);
     assert_eq!(w.sides[0].pc.transceiver(video).unwrap().sent_layers, [1]);
-    for i in 0..10 {
-        let now = w.net.now();
-        let r = w.sides[0].pc.write_frame_layer(now, video, 0, (i as u32) * 3000, &layer_frame(0, i));
-        assert_eq!(r, Err(peerlink_rtc::RtcError::LayerNotSent(0)));
-        w.sides[0].pc.write_frame_layer(now, video, 1, (i as u32) * 3000, &layer_frame(1, i)).unwrap();
-        w.run(Duration::from_millis(33), |_| false);
-    }
-    w.run(Duration::from_millis(500), |_| false);
-    let got = raw_received(&w);
-    assert_eq!(got.len(), 10);
     // Side 1 declared both layers (its own state), so "hi" is its layer 1.
-    assert!(got.iter().enumerate().all(|(i, (l, _, p))| *l == 1 && p.ends_with(&layer_frame(1, i))));
+    only_one_layer_flows(&mut w, video, 1);
 }
 
 #[test]
