@@ -1,16 +1,17 @@
 //! A sending pacer: packets leave at a target bitrate instead of in the bursts an encoder
 //! produces (a key frame is tens of packets at once), so queues along the path stay short.
 //!
-//! A token bucket: tokens accrue at the rate up to a burst of [`BURST`] worth; a packet
-//! leaves when the bucket holds its size (or, for a packet larger than the burst, a full
-//! bucket). Over any interval `t` the pacer sends at most `rate × (BURST + t)` bytes. The
+//! A token bucket: tokens accrue at the rate up to a burst's worth ([`BURST`] unless
+//! [`Pacer::set_burst`] says otherwise); a packet leaves when the bucket holds its size (or,
+//! for a packet larger than the burst, a full bucket). Over any interval `t` the pacer sends
+//! at most `rate × (burst + t)` bytes. The
 //! pacer queues handles (`T`), not bytes: the caller keeps the packets (in its send history,
 //! say) and sends the one whose handle comes out.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// How much may go out at once after an idle spell.
+/// How much may go out at once after an idle spell, by default.
 pub const BURST: Duration = Duration::from_millis(5);
 /// The longest a packet should wait: the pacer goes at least as fast as would empty the
 /// queue by the time its oldest packet has waited this long (late media is worse than a
@@ -40,6 +41,8 @@ pub struct Pacer<T> {
     /// The bucket's size at the last refill (it grows with the drain rate).
     cap: i128,
     last: Option<Instant>,
+    /// The bucket's size in time at the rate.
+    burst: Duration,
     /// Audio and retransmissions: sent before anything in `normal`.
     priority: VecDeque<Queued<T>>,
     normal: VecDeque<Queued<T>>,
@@ -54,6 +57,7 @@ impl<T> Pacer<T> {
             tokens: 0,
             cap: 0,
             last: None,
+            burst: BURST,
             priority: VecDeque::new(),
             normal: VecDeque::new(),
             queued_bytes: 0,
@@ -66,6 +70,23 @@ impl<T> Pacer<T> {
         self.rate_bps = rate_bps.max(1);
         self.cap = self.capacity(now);
         self.tokens = self.tokens.min(self.cap);
+    }
+
+    /// How much may go out at once, in time at the rate (at least 1 ms), from now on: a
+    /// longer burst fills up at the rate (a new pacer starts full), a shorter one applies at
+    /// once.
+    pub fn set_burst(&mut self, now: Instant, burst: Duration) {
+        self.burst = burst.max(Duration::from_millis(1));
+        if self.last.is_none() {
+            return;
+        }
+        self.refill(now);
+        self.cap = self.capacity(now);
+        self.tokens = self.tokens.min(self.cap);
+    }
+
+    pub fn burst(&self) -> Duration {
+        self.burst
     }
 
     pub fn rate(&self) -> u64 {
@@ -123,14 +144,14 @@ impl<T> Pacer<T> {
     fn effective_rate(&self, at: Instant) -> i128 {
         let oldest = [self.priority.front(), self.normal.front()].into_iter().flatten().map(|q| q.at).min();
         let drain = oldest.map_or(0, |oldest| {
-            let left = MAX_QUEUE_TIME.saturating_sub(at.saturating_duration_since(oldest)).max(BURST);
+            let left = MAX_QUEUE_TIME.saturating_sub(at.saturating_duration_since(oldest)).max(self.burst);
             cost(self.queued_bytes) / left.as_nanos() as i128
         });
         i128::from(self.rate_bps).max(drain)
     }
 
     fn capacity(&self, at: Instant) -> i128 {
-        self.effective_rate(at) * BURST.as_nanos() as i128
+        self.effective_rate(at) * self.burst.as_nanos() as i128
     }
 
     fn refill(&mut self, now: Instant) {
@@ -298,6 +319,39 @@ mod tests {
         let sent: Vec<u32> = drain(&mut p, t0).into_iter().map(|(_, id)| id).collect();
         assert_eq!(sent, [100, 0, 2, 40]);
         assert_eq!(p.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn a_longer_burst_lets_a_whole_frame_out_at_once_but_no_more() {
+        let t0 = Instant::now();
+        // A 3,600-byte frame at 3 Mbit/s: 5 ms is 1,875 bytes, 40 ms 15,000.
+        let frame = |p: &mut Pacer<u32>, at| (0..3).for_each(|i| p.enqueue(at, 1200, i));
+        let mut short = Pacer::new(3_000_000);
+        frame(&mut short, t0);
+        assert!(drain(&mut short, t0).iter().filter(|s| s.0 == t0).count() < 3);
+        let mut long = Pacer::new(3_000_000);
+        long.set_burst(t0, 40 * MS);
+        assert_eq!(long.burst(), 40 * MS);
+        frame(&mut long, t0);
+        assert!(drain(&mut long, t0).iter().all(|s| s.0 == t0));
+        // A key frame of 30 packets: the burst's worth at once, the rest at the rate.
+        let t1 = t0 + Duration::from_secs(1);
+        for i in 0..30 {
+            long.enqueue(t1, 1200, i);
+        }
+        let sent = drain(&mut long, t1);
+        let at_once = sent.iter().filter(|s| s.0 == t1).count();
+        assert_eq!(at_once, 12, "15,000 bytes' worth");
+        // The other 18 x 1,200 bytes at 375 kB/s, less the 600 bytes left: 56 ms.
+        let span = sent[29].0 - t1;
+        assert!(span >= 55 * MS && span <= 57 * MS, "{span:?}");
+        // A shorter burst applies at once to what the bucket holds: 5 ms' worth (1,875 bytes).
+        let t2 = t1 + Duration::from_secs(1);
+        for i in 0..30 {
+            long.enqueue(t2, 1200, i);
+        }
+        long.set_burst(t2, 5 * MS);
+        assert_eq!(drain(&mut long, t2).iter().filter(|s| s.0 == t2).count(), 1);
     }
 
     #[test]

@@ -455,6 +455,11 @@ struct Outgoing<'a> {
 /// frame leaves over a few frame intervals instead of at once).
 const PACING_FACTOR: u64 = 3;
 const PACING_FLOOR_BPS: u64 = 1_500_000;
+/// What may leave at once, in time at the pacing rate: a whole frame of a steady stream (a
+/// frame of the SFU's forwarding goes out as it came, not spread, and not one wake-up per
+/// packet), a key frame in a few steps. Right after the path showed it is full (below),
+/// the pacer's short default instead, so the burst does not overflow the path's queue.
+const PACING_BURST: Duration = Duration::from_millis(40);
 /// How long after the bandwidth estimate fell for losses or delay what is sent is paced at
 /// the estimate (when that is less than what was written in the last second).
 const PACE_AFTER_FALL: Duration = Duration::from_secs(1);
@@ -847,6 +852,10 @@ impl PeerConnection {
         if let Some(pacer) = m.pacer.as_mut() {
             let rate = rate.max(floor);
             pacer.set_rate(now, cap.map_or(rate, |cap| rate.min(cap)));
+            let burst = if cap.is_some() { peerlink_media::pacer::BURST } else { PACING_BURST };
+            if pacer.burst() != burst {
+                pacer.set_burst(now, burst);
+            }
         }
         m.next_report.get_or_insert(now + Duration::from_millis(200));
         Ok(())
