@@ -64,19 +64,24 @@ impl<T> Pacer<T> {
         }
     }
 
-    /// A new target rate (from the bandwidth estimate), from now on.
+    /// A new target rate (from the bandwidth estimate), from now on (a new pacer starts
+    /// with a full bucket at it).
     pub fn set_rate(&mut self, now: Instant, rate_bps: u64) {
+        if self.last.is_none() {
+            self.rate_bps = rate_bps.max(1);
+            return;
+        }
         self.refill(now);
         self.rate_bps = rate_bps.max(1);
         self.cap = self.capacity(now);
         self.tokens = self.tokens.min(self.cap);
     }
 
-    /// How much may go out at once, in time at the rate (at least 1 ms), from now on: a
-    /// longer burst fills up at the rate (a new pacer starts full), a shorter one applies at
-    /// once.
+    /// How much may go out at once, in time at the rate (from 1 ms to [`MAX_QUEUE_TIME`]),
+    /// from now on: a longer burst fills up at the rate (a new pacer starts full), a shorter
+    /// one applies at once.
     pub fn set_burst(&mut self, now: Instant, burst: Duration) {
-        self.burst = burst.max(Duration::from_millis(1));
+        self.burst = burst.clamp(Duration::from_millis(1), MAX_QUEUE_TIME);
         if self.last.is_none() {
             return;
         }
@@ -144,7 +149,9 @@ impl<T> Pacer<T> {
     fn effective_rate(&self, at: Instant) -> i128 {
         let oldest = [self.priority.front(), self.normal.front()].into_iter().flatten().map(|q| q.at).min();
         let drain = oldest.map_or(0, |oldest| {
-            let left = MAX_QUEUE_TIME.saturating_sub(at.saturating_duration_since(oldest)).max(self.burst);
+            let left = MAX_QUEUE_TIME
+                .saturating_sub(at.saturating_duration_since(oldest))
+                .max(self.burst.min(BURST));
             cost(self.queued_bytes) / left.as_nanos() as i128
         });
         i128::from(self.rate_bps).max(drain)

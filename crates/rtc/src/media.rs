@@ -440,6 +440,81 @@ impl MediaState {
     pub(crate) fn new(probing: bool) -> MediaState {
         MediaState { probing, ..MediaState::default() }
     }
+
+    /// The pacer, made at the rate and burst of now if there is none yet.
+    fn pacer(&mut self, now: Instant) -> &mut Pacer<Vec<u8>> {
+        if self.pacer.is_none() {
+            self.pacer = Some(Pacer::new(PACING_FLOOR_BPS));
+            self.update_pacer(now);
+        }
+        self.pacer.as_mut().expect("made above")
+    }
+
+    /// Sets the pacer's rate and burst from what was written in the last second, the
+    /// bandwidth estimate and the probes going out: after every write, and when feedback
+    /// moves the estimate.
+    fn update_pacer(&mut self, now: Instant) {
+        while let Some(&(at, old)) = self.sent_window.front() {
+            if now.saturating_duration_since(at) <= Duration::from_secs(1) {
+                break;
+            }
+            self.sent_window.pop_front();
+            self.sent_window_bytes -= old as u64;
+        }
+        debug_assert_eq!(
+            self.sent_window_bytes,
+            self.sent_window.iter().map(|&(_, b)| b as u64).sum::<u64>()
+        );
+        let Some(pacer) = self.pacer.as_mut() else { return };
+        let written = self.sent_window_bytes * 8;
+        let rate = written * PACING_FACTOR;
+        let bwe = self.bwe.as_ref();
+        // Right after the path showed it is full (losses or a growing delay cut the
+        // estimate), while less than what was written in the last second fits in it.
+        let fell = bwe.is_some_and(|bwe| {
+            bwe.last_fall().is_some_and(|at| now.saturating_duration_since(at) < PACE_AFTER_FALL)
+                && bwe.target_bitrate() < written
+        });
+        // With probing the estimate stands for the path (not only for what is sent): the
+        // floor comes down to 2.5 x it, so a key frame does not overflow a slow path's queue.
+        let (floor, cap) = match bwe.filter(|_| self.probing) {
+            Some(bwe) => {
+                let target = bwe.target_bitrate();
+                // When the path is full (`fell`), its queue is: a burst (the new, lower
+                // layer's key frame an SFU switched to) would be dropped there and wait
+                // for repair behind the queue again. Sent at the estimate, or at what the
+                // path was seen to deliver if less (the estimate lags a path that suddenly
+                // carries less), it waits here instead (at most MAX_QUEUE_TIME: the pacer
+                // then speeds up). (An acknowledged rate under half the estimate says more
+                // about gaps in the feedback than about the path: then the estimate alone.)
+                let cap = fell.then(|| {
+                    let acked = bwe.acknowledged_bitrate().filter(|&a| a >= target / 2);
+                    acked.map_or(target, |a| target.min(a))
+                });
+                (PACING_FLOOR_BPS.min(target.saturating_mul(5) / 2), cap)
+            }
+            None => (PACING_FLOOR_BPS, None),
+        };
+        let rate = rate.max(floor);
+        let rate = cap.map_or(rate, |cap| rate.min(cap));
+        pacer.set_rate(now, rate);
+        // The burst: PACING_BURST, but with probing (the estimate stands for the path) no
+        // more than that long at the estimate; the short default while the path is full or a
+        // probe cluster goes out (media in its place would leave all at once, and the probe
+        // measure nothing). (Without probing the estimate only follows what is sent, from
+        // 300 kbit/s up: it says nothing of the path.)
+        let burst = if fell || !self.probes.is_empty() {
+            peerlink_media::pacer::BURST
+        } else {
+            let share = bwe
+                .filter(|_| self.probing)
+                .map_or(1.0, |bwe| (bwe.target_bitrate() as f64 / rate.max(1) as f64).min(1.0));
+            PACING_BURST.mul_f64(share).max(peerlink_media::pacer::BURST)
+        };
+        if pacer.burst() != burst {
+            pacer.set_burst(now, burst);
+        }
+    }
 }
 
 /// One packet to send, before the header extensions are added.
@@ -805,58 +880,17 @@ impl PeerConnection {
         t.stats.packets_sent += 1;
         t.stats.bytes_sent += packet.len() as u64;
         let bytes = packet.len();
-        let pacer = m.pacer.get_or_insert_with(|| Pacer::new(PACING_FLOOR_BPS));
-        if t.kind == MediaKind::Audio {
+        // The pacing rate follows what is written (and the bandwidth estimate).
+        m.sent_window.push_back((now, bytes));
+        m.sent_window_bytes += bytes as u64;
+        let audio = t.kind == MediaKind::Audio;
+        let pacer = m.pacer(now);
+        if audio {
             pacer.enqueue_priority(now, packet.len(), packet);
         } else {
             pacer.enqueue(now, packet.len(), packet);
         }
-        // The pacing rate follows what is written (there is no bandwidth estimate yet).
-        m.sent_window.push_back((now, bytes));
-        m.sent_window_bytes += bytes as u64;
-        while let Some(&(at, old)) = m.sent_window.front() {
-            if now.saturating_duration_since(at) <= Duration::from_secs(1) {
-                break;
-            }
-            m.sent_window.pop_front();
-            m.sent_window_bytes -= old as u64;
-        }
-        debug_assert_eq!(m.sent_window_bytes, m.sent_window.iter().map(|&(_, b)| b as u64).sum::<u64>());
-        let written = m.sent_window_bytes * 8;
-        let rate = written * PACING_FACTOR;
-        // With probing the estimate stands for the path (not only for what is sent): the
-        // floor comes down to 2.5 x it, so a key frame does not overflow a slow path's queue.
-        let (floor, cap) = match m.bwe.as_ref().filter(|_| m.probing) {
-            Some(bwe) => {
-                let target = bwe.target_bitrate();
-                // Right after the path showed it is full (losses or a growing delay cut the
-                // estimate) and while less than what was written in the last second fits
-                // in it, its queue is still full: a burst (the new, lower layer's key frame
-                // an SFU switched to) would be dropped there and wait for repair behind the
-                // queue again. Sent at the estimate, or at what the path was seen to
-                // deliver if less (the estimate lags a path that suddenly carries less),
-                // it waits here instead (at most MAX_QUEUE_TIME: the pacer then speeds up).
-                let full =
-                    bwe.last_fall().is_some_and(|at| now.saturating_duration_since(at) < PACE_AFTER_FALL)
-                        && target < written;
-                // (An acknowledged rate under half the estimate says more about gaps in
-                // the feedback than about the path: then the estimate alone.)
-                let cap = full.then(|| {
-                    let acked = bwe.acknowledged_bitrate().filter(|&a| a >= target / 2);
-                    acked.map_or(target, |a| target.min(a))
-                });
-                (PACING_FLOOR_BPS.min(target.saturating_mul(5) / 2), cap)
-            }
-            None => (PACING_FLOOR_BPS, None),
-        };
-        if let Some(pacer) = m.pacer.as_mut() {
-            let rate = rate.max(floor);
-            pacer.set_rate(now, cap.map_or(rate, |cap| rate.min(cap)));
-            let burst = if cap.is_some() { peerlink_media::pacer::BURST } else { PACING_BURST };
-            if pacer.burst() != burst {
-                pacer.set_burst(now, burst);
-            }
-        }
+        m.update_pacer(now);
         m.next_report.get_or_insert(now + Duration::from_millis(200));
         Ok(())
     }
@@ -1267,6 +1301,7 @@ impl PeerConnection {
                 RtcpPacket::TransportCc(feedback) => {
                     if let Some(bwe) = self.media.bwe.as_mut() {
                         bwe.on_feedback(now, &feedback);
+                        self.media.update_pacer(now);
                     }
                 }
                 _ => {}
@@ -1333,6 +1368,7 @@ impl PeerConnection {
             t.send.iter().position(|s| s.ssrc == nack.media_ssrc && s.active).map(|layer| (i, layer))
         });
         let Some((i, layer)) = found else { return };
+        m.pacer(now);
         let t = &mut m.transceivers[i];
         let repaired_rid = t.ext_map.rid.zip(t.ext_map.repaired_rid).filter(|_| t.send_simulcast);
         t.stats.nacks_received += 1;
@@ -1376,11 +1412,7 @@ impl PeerConnection {
             // feedback reports each one), a retransmission too: stamped as it leaves the pacer.
             t.stats.retransmissions_sent += 1;
             // Repairs go ahead of new media (a frame waits for them at the receiver).
-            m.pacer.get_or_insert_with(|| Pacer::new(PACING_FLOOR_BPS)).enqueue_priority(
-                now,
-                packet.len(),
-                packet,
-            );
+            m.pacer.as_mut().expect("made above").enqueue_priority(now, packet.len(), packet);
         }
     }
 
@@ -1406,6 +1438,10 @@ impl PeerConnection {
             return 0;
         }
         let m = &mut self.media;
+        if m.transceivers.get(id.0).is_none() {
+            return 0;
+        }
+        m.pacer(now);
         let Some(t) = m.transceivers.get_mut(id.0) else { return 0 };
         if !t.current.is_some_and(Direction::sends) || t.stopped {
             return 0;
@@ -1454,11 +1490,7 @@ impl PeerConnection {
             if let Some(packet) = wrap_for_resend(&t.codecs, &mut s.rtx, original, repaired_rid) {
                 t.stats.keyframe_resends += 1;
                 queued += 1;
-                m.pacer.get_or_insert_with(|| Pacer::new(PACING_FLOOR_BPS)).enqueue(
-                    now,
-                    packet.len(),
-                    packet,
-                );
+                m.pacer.as_mut().expect("made above").enqueue(now, packet.len(), packet);
             }
             seq = seq.wrapping_add(1);
         }
@@ -1613,6 +1645,11 @@ impl PeerConnection {
                     break;
                 }
             }
+        }
+        // While a cluster goes out, media takes its padding's place in short bursts only.
+        if !m.probes.is_empty() && m.pacer.as_ref().is_some_and(|p| p.burst() != peerlink_media::pacer::BURST)
+        {
+            m.update_pacer(now);
         }
     }
 
