@@ -47,6 +47,8 @@ ff -f lavfi -i "testsrc=size=640x360:rate=15:duration=4" -filter_complex "[0:v]s
 
 export RUST_LOG=${RUST_LOG:-info}
 # (Thumbnails above one video: the simulcast case's second video.)
+# (--thumbnails-above 1 for the layers case: a simulcast publisher added to another case
+# here would be shown in its lowest layer to any receiver of two videos.)
 SERVE_ARGS="--room-mode sfu --thumbnails-above 1" media_lab "$ns" "$peerlink" "$tmp"
 app=$(sed -nE 's/.*browser app at (http:\/\/[^ ]+).*/\1/p' "$tmp/serve.out" | head -1)
 room=native-$$
@@ -155,7 +157,7 @@ kill -INT "$recv_a" "$recv_b" 2>/dev/null || true
 
 # Simulcast: one video in two layers, the low one given with --layer.
 lroom=layers-$$
-timeout -s INT 60 ip netns exec "$ns" "$peerlink" play --layer "$tmp/low.ivf" "$tmp/high.ivf" --loop \
+timeout -s INT 100 ip netns exec "$ns" "$peerlink" play --layer "$tmp/low.ivf" "$tmp/high.ivf" --loop \
     --server "$ws" --room "$lroom" --name layered >"$tmp/play-layers.out" 2>"$tmp/play-layers.err" &
 pids+=($!)
 lstatus=0

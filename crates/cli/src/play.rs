@@ -499,7 +499,10 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
                     };
                     match written {
                         Ok(()) => {
-                            o.frames += 1;
+                            // (Frames, not layer frames: the top layer's count for video.)
+                            if t.kind != MediaKind::Video || layer + 1 == layers {
+                                o.frames += 1;
+                            }
                             // (Sent again on request: the connection's layer 0 alone.)
                             if t.kind == MediaKind::Video && sample.keyframe && out == 0 {
                                 o.last_key = Some((t.transceiver, timestamp, false));
@@ -515,7 +518,9 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
                         }
                     }
                 }
-                sent += 1;
+                if t.kind != MediaKind::Video || layer + 1 == layers {
+                    sent += 1;
+                }
             }
             event = room.next() => {
                 let Some(event) = event else { break };
