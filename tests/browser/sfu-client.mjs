@@ -139,7 +139,7 @@ export async function openPage(browser, origin, { ws, room, name, simulcast = tr
   return { name, page, context };
 }
 
-// Per remote stream id: frames decoded and audio packets received, from getStats.
+// Per remote stream id: frames decoded (and their size) and audio packets received, from getStats.
 export async function receiving(p) {
   return p.page.evaluate(async () => {
     const state = window.__sfu;
@@ -162,6 +162,7 @@ export async function receiving(p) {
       if (r.kind === 'video') {
         s.frames = r.framesDecoded || 0;
         s.width = r.frameWidth || 0;
+        s.height = r.frameHeight || 0;
       }
       else s.audio = r.packetsReceived || 0;
     });

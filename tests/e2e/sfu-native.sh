@@ -10,6 +10,10 @@
 #   - files through the server, in a room of their own: `peerlink send` to everyone reaches
 #     two `peerlink recv` (each checks the SHA-256; the sender hears "2 of 2"), `send --to`
 #     reaches the one named only, and `send` alone in the room gives up with exit 6.
+#   - simulcast, in a room of its own: `peerlink play --layer low.ivf high.ivf` (VP8
+#     320x180 and 640x360 of one clip, made here) publishes one video in two layers; a
+#     page (tests/browser/sfu-layers.mjs) decodes the top layer, then, once a second video
+#     makes the player's a thumbnail (--thumbnails-above 1), the low layer.
 # Each native peer makes one connection, to the server.
 #
 #   tests/e2e/sfu-native.sh [path/to/peerlink]
@@ -36,9 +40,16 @@ trap cleanup EXIT
 ff() { ffmpeg -v error -y "$@" </dev/null; }
 ff -f lavfi -i "testsrc=size=320x240:rate=15" -f lavfi -i "sine=frequency=440:sample_rate=48000" -t 30 \
     -c:v libvpx -b:v 300k -g 15 -deadline realtime -c:a libopus -b:a 32k "$tmp/clip.webm"
+# Two simulcast layers of one clip: same frames, rate and key frames, two sizes.
+vp8=(-c:v libvpx -g 15 -keyint_min 15 -deadline realtime -lag-in-frames 0 -auto-alt-ref 0)
+ff -f lavfi -i "testsrc=size=640x360:rate=15:duration=4" -filter_complex "[0:v]split=2[a][b];[a]scale=320:180[lo]" \
+    -map "[lo]" "${vp8[@]}" -b:v 150k "$tmp/low.ivf" -map "[b]" "${vp8[@]}" -b:v 500k "$tmp/high.ivf"
 
 export RUST_LOG=${RUST_LOG:-info}
-SERVE_ARGS="--room-mode sfu" media_lab "$ns" "$peerlink" "$tmp"
+# (Thumbnails above one video: the simulcast case's second video.)
+# (--thumbnails-above 1 for the layers case: a simulcast publisher added to another case
+# here would be shown in its lowest layer to any receiver of two videos.)
+SERVE_ARGS="--room-mode sfu --thumbnails-above 1" media_lab "$ns" "$peerlink" "$tmp"
 app=$(sed -nE 's/.*browser app at (http:\/\/[^ ]+).*/\1/p' "$tmp/serve.out" | head -1)
 room=native-$$
 meet=(--server "$ws" --room "$room")
@@ -144,8 +155,23 @@ else
 fi
 kill -INT "$recv_a" "$recv_b" 2>/dev/null || true
 
+# Simulcast: one video in two layers, the low one given with --layer.
+lroom=layers-$$
+timeout -s INT 100 ip netns exec "$ns" "$peerlink" play --layer "$tmp/low.ivf" "$tmp/high.ivf" --loop \
+    --server "$ws" --room "$lroom" --name layered >"$tmp/play-layers.out" 2>"$tmp/play-layers.err" &
+pids+=($!)
+lstatus=0
+timeout 80 ip netns exec "$ns" node tests/browser/sfu-layers.mjs "${app%/}" "$ws" "$lroom" >"$tmp/layers.out" 2>&1 \
+    || lstatus=$?
+cat "$tmp/layers.out"
+if [ $lstatus -eq 0 ] && grep -q "takes video layers \[0, 1\] of 2" "$tmp/play-layers.err"; then
+    ok "peerlink play --layer: the page decoded both layers"
+else
+    fail "peerlink play --layer: page exit $lstatus, $(grep -m1 "takes video layers" "$tmp/play-layers.err" || echo 'no layers taken')"
+fi
+
 if [ $status -ne 0 ]; then
-    for f in serve.log record.err play.err chat.err alone.err send.err send2.err recv-a.err recv-b.err; do
+    for f in serve.log record.err play.err chat.err alone.err send.err send2.err recv-a.err recv-b.err play-layers.err; do
         echo "# $f (last 15 lines):"
         tail -15 "$tmp/$f"
     done

@@ -99,8 +99,13 @@ enum Command {
         (Annex B H.264, at --fps), .ogg/.opus (Opus), .webm/.mkv (VP8/VP9/AV1 + Opus). `-` reads \
         standard input (--format ivf|h264|ogg), e.g. `ffmpeg ... -f ivf - | peerlink play - \
         --format ivf ...`. Codecs are never transcoded: a participant that cannot take the \
-        file's codec gets no track. Exits 0 at the end of the files (unless --loop); a file \
-        that is not what its name says, or is cut short, is an error naming the file.")]
+        file's codec gets no track. Simulcast: each --layer FILE is the same video encoded \
+        smaller (same codec and frame rate, lowest first), sent as a layer of its own on the one \
+        video track, e.g. `peerlink play --layer low.ivf high.ivf audio.ogg ...`; an SFU (`serve \
+        --room-mode sfu`) forwards each participant the layer it picks, a participant without \
+        simulcast gets the top layer. Exits 0 at the end of the files (unless --loop; all \
+        layers start over together); a file that is not what its name says, or is cut short, \
+        is an error naming the file.")]
     Play(play::PlayArgs),
     /// Record every participant of a room into DIR, one WebM or Matroska file each
     #[command(long_about = "Record every participant of a room into DIR.\n\n\
