@@ -26,9 +26,21 @@
 # BASELINE=path/to/another/peerlink with `baseline` in SERVERS runs that binary too, with
 # the same load in the same run (before/after a change).
 #
+# ROOM=N runs the room scenario instead (issue 18: N participants, each publishing video in
+# LAYERS layers and receiving what the server forwards; the first SPEAKERS of them publish
+# audio, the others none) against `peerlink serve --last-n LAST_N --thumbnails-above
+# THUMBNAILS_ABOVE` only (defaults 3, 9, 1: each participant should get the most recent other
+# speaker's video in the top layer, 8 others in the lowest, and the speakers' audio). Janus is
+# left out: its VideoRoom forwards every feed a subscriber asks for, with no last-N or
+# thumbnail policy of its own, so there is no same room to compare. sfu-load prints what each
+# participant received and fails when it is not that room (its message says why); this
+# script then prints the server's CPU share, loss, p99 delays, and RSS samples (RSS_EVERY).
+#
 #   bench/sfu.sh [path/to/peerlink]   # ROUNDS=1 PUBLISHERS=2 SUBSCRIBERS=6 SECONDS_=15
 #                                     # VIDEO_KBPS=800 THREADS=1 SERVERS="peerlink janus"
 #                                     # RSS_EVERY=5 BASELINE= LAYERS=2
+#   ROOM=100 SECONDS_=30 SERVERS=peerlink bench/sfu.sh   # SPEAKERS=3 LAST_N=9
+#                                     # THUMBNAILS_ABOVE=1 SETUP_TIMEOUT=300
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/common.sh
@@ -42,6 +54,17 @@ SERVERS=${SERVERS:-peerlink janus}
 RSS_EVERY=${RSS_EVERY:-5}
 BASELINE=${BASELINE:-}
 LAYERS=${LAYERS:-2}
+ROOM=${ROOM:-}
+SPEAKERS=${SPEAKERS:-3}
+LAST_N=${LAST_N:-9}
+THUMBNAILS_ABOVE=${THUMBNAILS_ABOVE:-1}
+SETUP_TIMEOUT=${SETUP_TIMEOUT:-300}
+if [ -n "$ROOM" ]; then
+    case " $SERVERS " in *" janus "*)
+        echo "ROOM: Janus is left out (no last-N or thumbnail policy to compare)" >&2
+        SERVERS=$(echo " $SERVERS " | sed 's/ janus / /g') ;;
+    esac
+fi
 JANUS_PORT=8188
 
 target=${CARGO_TARGET_DIR:-target}
@@ -128,8 +151,15 @@ for round in $(seq "$ROUNDS"); do
         peerlink | baseline)
             binary=$peerlink
             [ "$server" = baseline ] && binary=$(realpath "$BASELINE")
+            room_flags=()
+            if [ -n "$ROOM" ]; then
+                # A room of ROOM peers; each one's answer names every other's streams.
+                room_flags=(--last-n "$LAST_N" --thumbnails-above "$THUMBNAILS_ABOVE" --max-room-peers "$ROOM"
+                    --max-message-bytes 16777216)
+            fi
             ip netns exec "$ns" "$binary" serve --http 127.0.0.1:0 --listen 203.0.113.10:3478 --relay-ip 203.0.113.10 \
-                --allow-peer 203.0.113.0/24 --allow-loopback-peers --room-mode sfu >"$tmp/serve.out" 2>"$tmp/serve.log" &
+                --allow-peer 203.0.113.0/24 --allow-loopback-peers --room-mode sfu "${room_flags[@]}" \
+                >"$tmp/serve.out" 2>"$tmp/serve.log" &
             pid=$!
             wait_for_line "$tmp/serve.out" "signaling on ws://" 15
             url=$(sed -nE 's/.*signaling on (ws:\/\/[^ ]+).*/\1/p' "$tmp/serve.out" | head -1)
@@ -150,7 +180,14 @@ for round in $(seq "$ROUNDS"); do
         comm=$server
         [ "$server" = baseline ] && comm=peerlink
         [ "$(cat /proc/$pid/comm)" = "$comm" ] || { echo "no $server process at $pid" >&2; exit 1; }
-        echo "# round $round, $server: $PUBLISHERS publishers x $SUBSCRIBERS subscribers, ${DURATION}s, server pid $pid"
+        if [ -n "$ROOM" ]; then
+            echo "# round $round, $server: a room of $ROOM ($SPEAKERS speaking, last-n $LAST_N, thumbnails above $THUMBNAILS_ABOVE), ${DURATION}s, server pid $pid"
+            shape=(--participants "$ROOM" --speakers "$SPEAKERS" --last-n "$LAST_N"
+                --thumbnails-above "$THUMBNAILS_ABOVE" --setup-timeout "$SETUP_TIMEOUT")
+        else
+            echo "# round $round, $server: $PUBLISHERS publishers x $SUBSCRIBERS subscribers, ${DURATION}s, server pid $pid"
+            shape=(--publishers "$PUBLISHERS" --subscribers "$SUBSCRIBERS")
+        fi
         status=0
         out=$tmp/load-$round-$server.txt
         # Resident memory while the load runs (ends with the server, or with this script).
@@ -160,16 +197,23 @@ for round in $(seq "$ROUNDS"); do
             sleep "$RSS_EVERY"
         done) &
         sampler=$!
-        timeout $((DURATION + 90)) ip netns exec "$ns" "$load" "${flags[@]}" --url "$url" --pid "$pid" --room "load-$round" \
-            --publishers "$PUBLISHERS" --subscribers "$SUBSCRIBERS" --seconds "$DURATION" \
+        # (The room's setup renegotiates with every participant as each one joins: it may
+        # take minutes.)
+        limit=$((DURATION + 90))
+        [ -n "$ROOM" ] && limit=$((DURATION + SETUP_TIMEOUT + 60))
+        timeout "$limit" ip netns exec "$ns" "$load" "${flags[@]}" --url "$url" --pid "$pid" --room "load-$round" \
+            "${shape[@]}" --seconds "$DURATION" \
             --video-kbps "$VIDEO_KBPS" --layers "$LAYERS" --threads "$THREADS" --bind 203.0.113.10 \
             >"$out" 2>"$tmp/load.err" || status=$?
         cat "$out"
         grep '^note:' "$tmp/load.err" || true
-        if [ $status -ne 0 ]; then
+        if [ $status -ne 0 ] && [ -n "$ROOM" ] && grep -q '^forwarded_packets=' "$out"; then
+            # The load ran but the room differs: its numbers are printed, marked so.
+            echo "# NOT THE ROOM ASKED FOR ($(grep -m1 -A3 'not what was asked' "$tmp/load.err" | tr '\n' ' '))"
+        elif [ $status -ne 0 ]; then
             echo "sfu-load against $server failed (exit $status):" >&2
             tail -5 "$tmp/load.err" >&2
-            tail -15 "$tmp/serve.log" "$tmp/serve.out" >&2
+            tail -n 15 "$tmp/serve.log" "$tmp/serve.out" >&2
             exit 1
         fi
         rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
@@ -177,6 +221,12 @@ for round in $(seq "$ROUNDS"); do
         wait "$sampler" 2>/dev/null || true
         echo "server_peak_rss_kb=$rss" | tee -a "$out"
         echo "server_rss_kb_samples=$(paste -sd, "$rss_log") (every ${RSS_EVERY}s)" | tee -a "$out"
+        if [ -n "$ROOM" ]; then
+            echo "# round $round, room of $ROOM on $server: server_cpu_share=$(value server_cpu_share "$out") cores," \
+                "generator_cpu_share=$(value generator_cpu_share "$out") cores, loss_percent=$(value loss_percent "$out")," \
+                "delay_video_p99_us=$(p99 video "$out") delay_audio_p99_us=$(p99 audio "$out")," \
+                "room_receivers_as_asked=$(value room_receivers_as_asked "$out") of $ROOM"
+        fi
         kill "$pid"
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null || true

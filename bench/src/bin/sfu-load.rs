@@ -90,9 +90,26 @@ struct Args {
     /// Interval of the periodic key frames
     #[arg(long, default_value_t = 3)]
     keyframe_secs: u64,
-    /// Simulcast layers of each publisher's video (1 to 4; 1: no simulcast)
+    /// Simulcast layers of each publisher's video (1 to 4; 1: no simulcast) [default: 1, 2
+    /// with --participants]
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Room mode: this many participants, each publishing video and receiving what the
+    /// server forwards (instead of --publishers and --subscribers); needs the server's
+    /// --last-n and --thumbnails-above given here too, to check the room is what they say
+    #[arg(long, default_value_t = 0)]
+    participants: usize,
+    /// Room mode: how many of the participants (the first to join) also publish audio; the
+    /// others publish none (muted)
+    #[arg(long, default_value_t = 3)]
+    speakers: usize,
+    /// Room mode: the server's --last-n (each participant gets at most this many videos)
+    #[arg(long, default_value_t = 9)]
+    last_n: usize,
+    /// Room mode: the server's --thumbnails-above (more videos than this: all but the most
+    /// recent speaker's in the lowest layer)
     #[arg(long, default_value_t = 1)]
-    layers: usize,
+    thumbnails_above: usize,
     /// Local address for the peers' sockets (default: every usable one)
     #[arg(long)]
     bind: Option<IpAddr>,
@@ -105,6 +122,16 @@ struct Args {
     /// The peers' status lines on standard error
     #[arg(long)]
     verbose: bool,
+}
+
+impl Args {
+    fn layers(&self) -> usize {
+        self.layers.unwrap_or(if self.participants > 0 { 2 } else { 1 })
+    }
+
+    fn room_mode(&self) -> bool {
+        self.participants > 0
+    }
 }
 
 const MAGIC: &[u8; 4] = b"PLSF";
@@ -192,10 +219,22 @@ fn layer_rids(layers: usize) -> Vec<String> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if args.publishers == 0 || args.subscribers == 0 || args.fps == 0 || args.publishers > 1000 {
-        bail!("need at least one publisher (at most 1000), one subscriber and a frame rate");
+    if args.room_mode() {
+        if args.janus {
+            bail!(
+                "--participants needs `peerlink serve`: Janus's VideoRoom has no last-N or thumbnail policy"
+            );
+        }
+        if args.participants < 2 || args.participants > 1000 || args.speakers > args.participants {
+            bail!("--participants is 2 to 1000, --speakers at most that");
+        }
+    } else if args.publishers == 0 || args.subscribers == 0 || args.publishers > 1000 {
+        bail!("need at least one publisher (at most 1000) and one subscriber");
     }
-    if !(1..=peerlink_rtc::MAX_SEND_LAYERS).contains(&args.layers) {
+    if args.fps == 0 {
+        bail!("need a frame rate");
+    }
+    if !(1..=peerlink_rtc::MAX_SEND_LAYERS).contains(&args.layers()) {
         bail!("--layers is 1 to {}", peerlink_rtc::MAX_SEND_LAYERS);
     }
     let runtime = if args.threads <= 1 {
@@ -242,7 +281,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Direction::SendOnly,
             TrackConfig {
                 codecs: codecs("video", Codec::Vp8),
-                send_rids: layer_rids(args.layers),
+                send_rids: layer_rids(args.layers()),
                 ..TrackConfig::new(MediaKind::Video)
             },
         ),
@@ -331,6 +370,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let stats = Arc::new(Mutex::new(SubscriberStats::default()));
             subs.push((Some(stats.clone()), tokio::spawn(subscribe(link, shared.clone(), stats))));
         }
+    } else if args.room_mode() {
+        // Each participant publishes video, the first `--speakers` audio too, and receives
+        // what the server forwards it.
+        for i in 0..args.participants {
+            let speaks = i < args.speakers;
+            let tracks = if speaks { tracks.clone() } else { tracks[1..].to_vec() };
+            let session = Session::join(&args.url, &args.room, &format!("p-{i}"), options(&args, tracks))
+                .await
+                .with_context(|| format!("participant {i} joining"))?;
+            let stats = Arc::new(Mutex::new(SubscriberStats::default()));
+            let mut shape = Shape::new(&args, i as u16);
+            shape.audio = speaks;
+            pubs_spawned.push((
+                stats.clone(),
+                tokio::spawn(publish(Link::Session(session), shared.clone(), shape, stats)),
+            ));
+        }
     } else {
         // Subscribers first, so every publication finds them in the room.
         for i in 0..args.subscribers {
@@ -362,32 +418,45 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.setup_timeout);
     let want = args.publishers * 2;
     loop {
-        let ready = subs
-            .iter()
-            .filter_map(|(s, _)| s.as_ref())
-            .filter(|s| s.lock().expect("not poisoned").seen.len() >= want)
-            .count();
-        if ready == args.subscribers {
+        let ready = if args.room_mode() {
+            // Each participant receives the streams the room gives it (or more, for a while).
+            let room = Room::of(&args);
+            pubs_spawned
+                .iter()
+                .enumerate()
+                .filter(|(i, (s, _))| s.lock().expect("not poisoned").seen.len() >= room.streams(*i))
+                .count()
+        } else {
+            subs.iter()
+                .filter_map(|(s, _)| s.as_ref())
+                .filter(|s| s.lock().expect("not poisoned").seen.len() >= want)
+                .count()
+        };
+        let receivers = if args.room_mode() { args.participants } else { args.subscribers };
+        if ready == receivers {
             break;
         }
         if Instant::now() > deadline {
             shared.stop.store(true, Ordering::Relaxed);
             bail!(
-                "after {} s only {ready} of {} subscribers receive all {want} streams",
+                "after {} s only {ready} of {receivers} receivers receive all the streams they should",
                 args.setup_timeout,
-                args.subscribers
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let setup = shared.origin.elapsed();
+    // (For a profiler to attach in time: the window starts after the warm-up.)
+    eprintln!("note: set up in {:.1} s; the window starts in {} s", setup.as_secs_f64(), args.warmup);
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     let cpu_before = peerlink_bench::process_cpu(args.pid).context("server CPU time")?;
+    let own_before = peerlink_bench::process_cpu(std::process::id()).context("own CPU time")?;
     let ticks_before = peerlink_bench::process_cpu_ticks(args.pid).context("server CPU time")?;
     let from = shared.now_ns();
     *shared.window.lock().expect("not poisoned") = (from, from + args.seconds * 1_000_000_000);
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let cpu_after = peerlink_bench::process_cpu(args.pid).context("server CPU time")?;
+    let own_after = peerlink_bench::process_cpu(std::process::id()).context("own CPU time")?;
     let ticks_after = peerlink_bench::process_cpu_ticks(args.pid).context("server CPU time")?;
     let elapsed = Duration::from_nanos(shared.now_ns() - from);
     // What is on its way arrives (a retransmission included), then everyone stops.
@@ -426,16 +495,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let Some(first) = sent.first.filter(|_| Some(key.0) != *own) else { continue };
             // Of a publisher's video layers, those the receiver got in the window count (the
             // top one if none).
-            if key.1 >= VIDEO && args.layers > 1 {
+            if key.1 >= VIDEO && (args.layers() > 1 || args.room_mode()) {
                 let got_layer = |l: u8| {
                     s.streams.get(&(key.0, l)).is_some_and(|r| {
                         let w = windows.get(&(key.0, l));
                         r.numbers.iter().any(|n| w.is_some_and(|&(a, b)| *n >= a && *n <= b))
                     })
                 };
-                let any = (0..args.layers as u8).any(|k| got_layer(VIDEO + k));
-                let top = key.1 == VIDEO + args.layers as u8 - 1;
-                if !(got_layer(key.1) || (!any && top)) {
+                let any = (0..args.layers() as u8).any(|k| got_layer(VIDEO + k));
+                let top = key.1 == VIDEO + args.layers() as u8 - 1;
+                // In a room, a video outside the receiver's last N is not forwarded to it (the
+                // room's check below counts the videos each receiver got).
+                let fallback = !any && top && !args.room_mode();
+                if !got_layer(key.1) && !fallback {
                     continue;
                 }
             }
@@ -470,14 +542,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     println!("server={server}");
-    println!("publishers={}", args.publishers);
-    println!("subscribers={}", args.subscribers);
+    if args.room_mode() {
+        println!(
+            "participants={} (each publishes video and receives; the first {} publish audio)",
+            args.participants, args.speakers
+        );
+    } else {
+        println!("publishers={}", args.publishers);
+        println!("subscribers={}", args.subscribers);
+    }
     let shape = Shape::new(&args, 0);
     let rates: Vec<String> = shape.layers.iter().map(|l| format!("{}", l.kbps)).collect();
     println!(
         "streams_per_publisher=2 (VP8 at {} fps, {} layer(s) of {} kbit/s; Opus-shaped 50 packets/s)",
         args.fps,
-        args.layers,
+        args.layers(),
         rates.join("+")
     );
     println!("setup_seconds={:.2}", setup.as_secs_f64());
@@ -506,25 +585,36 @@ async fn run(args: Args) -> anyhow::Result<()> {
         for (k, n) in s.layer_packets.iter().enumerate() {
             received_layer[k] += n;
         }
-        for p in (0..args.publishers as u16).filter(|p| Some(*p) != *own) {
+        let publishers = if args.room_mode() { args.participants } else { args.publishers };
+        for p in (0..publishers as u16).filter(|p| Some(*p) != *own) {
             let count = |k: usize| s.streams.get(&(p, VIDEO + k as u8)).map_or(0, |r| r.numbers.len());
-            if let Some(k) = (0..args.layers).filter(|&k| count(k) > 0).max_by_key(|&k| count(k)) {
+            if let Some(k) = (0..args.layers()).filter(|&k| count(k) > 0).max_by_key(|&k| count(k)) {
                 main_layer[k] += 1;
             }
         }
     }
-    for k in 0..args.layers {
+    for k in 0..args.layers() {
         println!(
             "received_video_layer{k} packets={} receiver_publisher_pairs_mostly_on_it={}",
             received_layer[k], main_layer[k]
         );
     }
+    let room_errors = if args.room_mode() { room_report(&args, &receivers) } else { Vec::new() };
     println!("forwarded_packets={packets}");
     println!("forwarded_packets_per_second={:.0}", packets as f64 / secs);
     println!("forwarded_mbit_per_second={:.2}", bytes as f64 * 8.0 / secs / 1e6);
     println!("server_cpu_seconds={cpu:.3}");
     println!("server_cpu_share={:.3}", cpu / secs);
     println!("forwarded_packets_per_cpu_second={:.0}", if cpu > 0.0 { packets as f64 / cpu } else { 0.0 });
+    // The server also takes in every publisher's layers, forwarded or not.
+    let ingested: u64 = sent.values().filter_map(|s| s.first.map(|f| u64::from(s.last - f) + 1)).sum();
+    println!(
+        "server_packets_in_and_out_per_cpu_second={:.0} (in: {ingested} sent by the publishers)",
+        if cpu > 0.0 { (packets + ingested) as f64 / cpu } else { 0.0 }
+    );
+    let own = own_after.saturating_sub(own_before).as_secs_f64();
+    println!("generator_cpu_seconds={own:.3}");
+    println!("generator_cpu_share={:.3} (threads={})", own / secs, args.threads.max(1));
     println!("server_cpu_seconds_stat={cpu_stat:.2}");
     println!(
         "forwarded_packets_per_cpu_second_stat={:.0}",
@@ -550,7 +640,141 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if packets == 0 {
         bail!("no packet was forwarded in the window");
     }
+    if !room_errors.is_empty() {
+        bail!("the room is not what was asked:\n  {}", room_errors.join("\n  "));
+    }
     Ok(())
+}
+
+/// Prints what each participant of a room received in the window (videos, on which layer,
+/// audio streams) against what the room should give it ([`Room`]); returns what differs.
+fn room_report(args: &Args, receivers: &[(Option<u16>, Arc<Mutex<SubscriberStats>>)]) -> Vec<String> {
+    let room = Room::of(args);
+    let top = args.layers() - 1;
+    let mut errors = Vec::new();
+    // Value -> receivers with that value, per measure.
+    let mut videos = std::collections::BTreeMap::<usize, usize>::new();
+    let mut fulls = std::collections::BTreeMap::<usize, usize>::new();
+    let mut lows = std::collections::BTreeMap::<usize, usize>::new();
+    let mut audios = std::collections::BTreeMap::<usize, usize>::new();
+    let mut as_asked = 0;
+    for (own, stats) in receivers {
+        let Some(i) = own.map(usize::from) else { continue };
+        let s = stats.lock().expect("not poisoned");
+        let count = |p: u16, stream: u8| s.streams.get(&(p, stream)).map_or(0, |r| r.numbers.len());
+        let (mut video, mut full, mut low, mut audio) = (0, 0, 0, 0);
+        for p in (0..args.participants as u16).filter(|&p| usize::from(p) != i) {
+            if count(p, AUDIO) > 0 {
+                audio += 1;
+            }
+            // The layer it got most of.
+            let main = (0..args.layers())
+                .filter(|&k| count(p, VIDEO + k as u8) > 0)
+                .max_by_key(|&k| count(p, VIDEO + k as u8));
+            if let Some(k) = main {
+                video += 1;
+                if k == top {
+                    full += 1;
+                }
+                if k == 0 {
+                    low += 1;
+                }
+            }
+        }
+        *videos.entry(video).or_default() += 1;
+        *fulls.entry(full).or_default() += 1;
+        *lows.entry(low).or_default() += 1;
+        *audios.entry(audio).or_default() += 1;
+        let want_full = room.full(i);
+        // With one layer, top and lowest are the same: only the count of videos tells.
+        let layers_ok = args.layers() == 1 || (full == want_full && low == room.shown - want_full);
+        if video == room.shown && layers_ok && audio == room.audio(i) {
+            as_asked += 1;
+        } else if errors.len() < 5 {
+            errors.push(format!(
+                "participant {i} got {video} videos ({full} in the top layer, {low} in the lowest) and {audio} \
+                 audio streams; it should get {} ({want_full} in the top layer) and {}",
+                room.shown,
+                room.audio(i)
+            ));
+        }
+    }
+    let hist = |m: &std::collections::BTreeMap<usize, usize>| {
+        m.iter().map(|(v, n)| format!("{v}x{n}")).collect::<Vec<_>>().join(",")
+    };
+    println!(
+        "room_expected videos_per_receiver={} top_layer_per_receiver={} audio_per_receiver={} \
+         (last_n={} thumbnails_above={} speakers={})",
+        room.shown,
+        room.full(args.participants - 1),
+        room.audio(args.participants - 1),
+        args.last_n,
+        args.thumbnails_above,
+        args.speakers
+    );
+    println!(
+        "room_received (value x receivers) videos_per_receiver={} top_layer_per_receiver={} \
+         lowest_layer_per_receiver={} audio_per_receiver={}",
+        hist(&videos),
+        hist(&fulls),
+        hist(&lows),
+        hist(&audios)
+    );
+    println!("room_receivers_as_asked={as_asked} of {}", args.participants);
+    if as_asked < args.participants {
+        errors.push(format!(
+            "{} of {} participants got another room",
+            args.participants - as_asked,
+            args.participants
+        ));
+        if room.shown > room.thumbnails_above && fulls.keys().all(|&f| f == 0) && args.speakers > 0 {
+            errors.push(
+                "no video came in the top layer: the server knows no speaker. Speakers are found from \
+                 RFC 6464 audio levels, which this native peer does not send (peerlink_rtc's write_rtp \
+                 puts only mid, transport-cc and rid elements in the header)"
+                    .to_owned(),
+            );
+        }
+    }
+    errors
+}
+
+/// What each participant of a room (`--participants`) should receive by the server's policy
+/// (crates/sfu/src/video.rs): the video of `shown` others, `full` of them in the top layer
+/// and the others in the lowest, and the audio of every speaker but itself.
+struct Room {
+    speakers: usize,
+    shown: usize,
+    thumbnails_above: usize,
+}
+
+impl Room {
+    fn of(args: &Args) -> Room {
+        Room {
+            speakers: args.speakers,
+            shown: args.last_n.min(args.participants.saturating_sub(1)),
+            thumbnails_above: args.thumbnails_above,
+        }
+    }
+
+    /// Audio streams participant `i` receives: every speaker's but its own.
+    fn audio(&self, i: usize) -> usize {
+        self.speakers - usize::from(i < self.speakers)
+    }
+
+    /// Videos participant `i` receives in the top layer: all it is shown when they are few;
+    /// else only the most recent other speaker's (none when no other speaks).
+    fn full(&self, i: usize) -> usize {
+        if self.shown <= self.thumbnails_above {
+            self.shown
+        } else {
+            usize::from(self.audio(i) > 0)
+        }
+    }
+
+    fn streams(&self, i: usize) -> usize {
+        self.shown + self.audio(i)
+    }
 }
 
 /// How a publisher's media looks: sizes and times of its frames.
@@ -562,6 +786,8 @@ struct Shape {
     frames_per_key: u64,
     fps: u64,
     rng: u64,
+    /// Whether it publishes audio (a transceiver before the video's).
+    audio: bool,
 }
 
 struct LayerShape {
@@ -576,10 +802,10 @@ struct LayerShape {
 impl Shape {
     fn new(args: &Args, publisher: u16) -> Shape {
         let frames_per_key = (args.keyframe_secs * u64::from(args.fps)).max(1);
-        let layers = (0..args.layers)
+        let layers = (0..args.layers())
             .map(|k| {
                 // Each layer below the top: a fifth of the rate, a quarter of the picture.
-                let down = (args.layers - 1 - k) as u32;
+                let down = (args.layers() - 1 - k) as u32;
                 let kbps = args.video_kbps / 5u64.pow(down);
                 let per_key_period = kbps * 1000 / 8 * args.keyframe_secs.max(1);
                 // One key frame (8 deltas' worth) and the deltas share the period's bytes.
@@ -600,6 +826,7 @@ impl Shape {
             frames_per_key,
             fps: u64::from(args.fps),
             rng: 0x9e37_79b9_7f4a_7c15 ^ u64::from(publisher),
+            audio: true,
         }
     }
 
@@ -664,7 +891,7 @@ async fn publish(
     stats: Arc<Mutex<SubscriberStats>>,
 ) -> anyhow::Result<HashMap<(u16, u8), Sent>> {
     const AUDIO_ID: TransceiverId = TransceiverId(0);
-    const VIDEO_ID: TransceiverId = TransceiverId(1);
+    let video_id = TransceiverId(usize::from(shape.audio));
     let mut handle = None;
     let mut connected = false;
     let layers = shape.layers.len();
@@ -703,7 +930,7 @@ async fn publish(
                             force_key.fill(true);
                             if let Some(h) = handle.as_ref() {
                                 let info = h.transceivers().await;
-                                if let Some(t) = info.iter().find(|t| t.id == VIDEO_ID) {
+                                if let Some(t) = info.iter().find(|t| t.id == video_id) {
                                     sending = t.sent_layers.clone();
                                 }
                                 // A server that takes fewer layers would get a lighter load
@@ -740,7 +967,9 @@ async fn publish(
             () = sleep_until(due) => {
                 let Some(h) = handle.as_ref() else { continue };
                 let now = Instant::now();
-                if now >= next_audio {
+                if now >= next_audio && !shape.audio {
+                    next_audio += Duration::from_millis(20);
+                } else if now >= next_audio {
                     let t = shared.now_ns();
                     let ts = (now - started).as_micros() as u64 * 48 / 1000;
                     let mut p = rtp(true, audio.seq, (ts / 960 * 960) as u32, AUDIO_PAYLOAD);
@@ -815,9 +1044,9 @@ async fn publish(
                     let ts = u32::from_be_bytes(p[4..8].try_into().expect("4 bytes"));
                     note(&shared, &mut v.sent, v.number, t, p.len() - 12);
                     if layers == 1 {
-                        h.write_rtp(VIDEO_ID, Codec::Vp8, p, v.seq, ts);
+                        h.write_rtp(video_id, Codec::Vp8, p, v.seq, ts);
                     } else {
-                        h.write_rtp_layer(VIDEO_ID, k, Codec::Vp8, p, v.seq, ts);
+                        h.write_rtp_layer(video_id, k, Codec::Vp8, p, v.seq, ts);
                     }
                     v.seq = v.seq.wrapping_add(1);
                     v.number += 1;
@@ -834,7 +1063,10 @@ async fn publish(
         }
     }
     link.close().await;
-    let mut sent = HashMap::from([((shape.publisher, AUDIO), audio.sent)]);
+    let mut sent = HashMap::new();
+    if shape.audio {
+        sent.insert((shape.publisher, AUDIO), audio.sent);
+    }
     for (k, v) in video.iter().enumerate() {
         sent.insert((shape.publisher, VIDEO + k as u8), v.sent);
     }
@@ -1146,13 +1378,13 @@ mod janus {
         janus.message(join, None).await.context("join as publisher")?;
         let offer = handle.create_offer().await?;
         // Our simulcast rids are lowest first.
-        let order = (args.layers > 1).then_some("lmh");
+        let order = (args.layers() > 1).then_some("lmh");
         let (_, answer) = janus
             .message_with(json!({ "request": "publish" }), Some(&offer), order)
             .await
             .context("publish")?;
         let answer = answer.context("no answer to the publisher's offer")?;
-        if args.layers > 1 && !answer.sdp.contains("a=simulcast:recv") {
+        if args.layers() > 1 && !answer.sdp.contains("a=simulcast:recv") {
             eprintln!("note: Janus's answer to publisher {i} takes no simulcast: one layer is sent");
         }
         handle.set_remote_description(answer).await?;
@@ -1181,9 +1413,9 @@ mod janus {
         }
         let answer = handle.set_remote_description(offer).await?.context("no answer to Janus's offer")?;
         janus.message(json!({ "request": "start" }), Some(&answer)).await.context("start")?;
-        if args.layers > 1 {
+        if args.layers() > 1 {
             // The top layer, as `peerlink serve` gives a receiver with room for it.
-            let top = args.layers - 1;
+            let top = args.layers() - 1;
             let streams: Vec<Value> =
                 video_mids.iter().map(|mid| json!({ "mid": mid, "substream": top })).collect();
             janus
