@@ -48,7 +48,8 @@ use clap::Parser;
 use peerlink::session::{Session, SessionEvent, SessionOptions};
 use peerlink::{PeerEvents, PeerHandle, SFU_PEER};
 use peerlink_rtc::{
-    supported_codecs, Codec, ConnectionState, Direction, MediaKind, RtcEvent, TrackConfig, TransceiverId,
+    supported_codecs, AudioLevel, Codec, ConnectionState, Direction, MediaKind, RtcEvent, TrackConfig,
+    TransceiverId,
 };
 use peerlink_rtp::{RtpPacket, Unwrapper16};
 use std::collections::{HashMap, HashSet};
@@ -151,6 +152,9 @@ struct Shared {
     origin: Instant,
     window: Mutex<(u64, u64)>,
     stop: AtomicBool,
+    /// Room mode: the speakers' turns are over; the last one holds the floor (set before the
+    /// window, so that what each receiver gets is settled in it).
+    floor: AtomicBool,
 }
 
 impl Shared {
@@ -265,6 +269,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         origin: Instant::now(),
         window: Mutex::new((u64::MAX, u64::MAX)),
         stop: AtomicBool::new(false),
+        floor: AtomicBool::new(false),
     });
     let server = if args.janus { "janus" } else { "peerlink" };
     let codecs = |kind: &str, codec: Codec| {
@@ -382,6 +387,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let stats = Arc::new(Mutex::new(SubscriberStats::default()));
             let mut shape = Shape::new(&args, i as u16);
             shape.audio = speaks;
+            shape.turn = speaks.then_some((i, args.speakers));
             pubs_spawned.push((
                 stats.clone(),
                 tokio::spawn(publish(Link::Session(session), shared.clone(), shape, stats)),
@@ -448,7 +454,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let setup = shared.origin.elapsed();
     // (For a profiler to attach in time: the window starts after the warm-up.)
     eprintln!("note: set up in {:.1} s; the window starts in {} s", setup.as_secs_f64(), args.warmup);
-    tokio::time::sleep(Duration::from_secs(args.warmup)).await;
+    // (In a room the speakers take turns until 1.5 s before the window.)
+    let settle = Duration::from_millis(1500).min(Duration::from_secs(args.warmup));
+    tokio::time::sleep(Duration::from_secs(args.warmup) - settle).await;
+    shared.floor.store(true, Ordering::Relaxed);
+    tokio::time::sleep(settle).await;
     let cpu_before = peerlink_bench::process_cpu(args.pid).context("server CPU time")?;
     let own_before = peerlink_bench::process_cpu(std::process::id()).context("own CPU time")?;
     let ticks_before = peerlink_bench::process_cpu_ticks(args.pid).context("server CPU time")?;
@@ -729,9 +739,8 @@ fn room_report(args: &Args, receivers: &[(Option<u16>, Arc<Mutex<SubscriberStats
         ));
         if room.shown > room.thumbnails_above && fulls.keys().all(|&f| f == 0) && args.speakers > 0 {
             errors.push(
-                "no video came in the top layer: the server knows no speaker. Speakers are found from \
-                 RFC 6464 audio levels, which this native peer does not send (peerlink_rtc's write_rtp \
-                 puts only mid, transport-cc and rid elements in the header)"
+                "no video came in the top layer: the server knows no speaker (speakers are found from \
+                 the RFC 6464 audio levels the speakers' audio carries)"
                     .to_owned(),
             );
         }
@@ -788,7 +797,15 @@ struct Shape {
     rng: u64,
     /// Whether it publishes audio (a transceiver before the video's).
     audio: bool,
+    /// In a room, speakers take turns (this one's turn of how many): its audio carries a
+    /// voice level (RFC 6464) in its turns and silence between them, so that the server
+    /// sees each speaker in turn as the most recent (as in a conversation); the last one
+    /// keeps speaking once `Shared::floor` is set.
+    turn: Option<(usize, usize)>,
 }
+
+/// How long a speaker's turn lasts (the server holds a speaker for 500 ms at least).
+const TURN: Duration = Duration::from_millis(700);
 
 struct LayerShape {
     delta_bytes: usize,
@@ -827,6 +844,7 @@ impl Shape {
             fps: u64::from(args.fps),
             rng: 0x9e37_79b9_7f4a_7c15 ^ u64::from(publisher),
             audio: true,
+            turn: None,
         }
     }
 
@@ -977,7 +995,21 @@ async fn publish(
                     mark(&mut p, shape.publisher, AUDIO, audio.number, t);
                     fill(&mut p, 12 + AUDIO_PAYLOAD);
                     note(&shared, &mut audio.sent, audio.number, t, p.len() - 12);
-                    h.write_rtp(AUDIO_ID, Codec::Opus, p, audio.seq, (ts / 960 * 960) as u32);
+                    // A speaker's level (RFC 6464: -30 dBov, voice; the server finds speakers by
+                    // it), in its turns only if it has turns (silence, 127, between them).
+                    let speaking = shape.turn.is_none_or(|(k, of)| {
+                        if shared.floor.load(Ordering::Relaxed) {
+                            k + 1 == of
+                        } else {
+                            ((now - started).as_millis() / TURN.as_millis()) as usize % of.max(1) == k
+                        }
+                    });
+                    let level = Some(if speaking {
+                        AudioLevel { voice: true, level: 30 }
+                    } else {
+                        AudioLevel { voice: false, level: 127 }
+                    });
+                    h.write_rtp_layer(AUDIO_ID, 0, Codec::Opus, p, audio.seq, (ts / 960 * 960) as u32, level);
                     audio.seq = audio.seq.wrapping_add(1);
                     audio.number += 1;
                     next_audio += Duration::from_millis(20);
@@ -1046,7 +1078,7 @@ async fn publish(
                     if layers == 1 {
                         h.write_rtp(video_id, Codec::Vp8, p, v.seq, ts);
                     } else {
-                        h.write_rtp_layer(video_id, k, Codec::Vp8, p, v.seq, ts);
+                        h.write_rtp_layer(video_id, k, Codec::Vp8, p, v.seq, ts, None);
                     }
                     v.seq = v.seq.wrapping_add(1);
                     v.number += 1;

@@ -5,8 +5,8 @@
 //! await) and [`Peer::next_event`] yields the connection's events.
 
 use peerlink_rtc::{
-    ChannelConfig, Codec, ConnectionState, Description, Direction, MediaKind, MediaStats, PeerConnection,
-    RtcConfig, RtcError, RtcEvent, SdpType, TrackConfig, TransceiverId, TransceiverInfo,
+    AudioLevel, ChannelConfig, Codec, ConnectionState, Description, Direction, MediaKind, MediaStats,
+    PeerConnection, RtcConfig, RtcError, RtcEvent, SdpType, TrackConfig, TransceiverId, TransceiverInfo,
 };
 use peerlink_udp::{RecvBatch, SendBatch, GRO_SLOT};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -66,7 +66,7 @@ enum Command {
     RequestBandwidthProbe(u64),
     ForgetSent(TransceiverId),
     ResendSince(TransceiverId, u32, usize, oneshot::Sender<usize>),
-    WriteRtp(TransceiverId, usize, Codec, Vec<u8>, u16, u32),
+    WriteRtp(TransceiverId, usize, Codec, Vec<u8>, u16, u32, Option<AudioLevel>),
     StopTransceiver(TransceiverId, oneshot::Sender<Result<(), RtcError>>),
     MediaStats(TransceiverId, oneshot::Sender<Option<MediaStats>>),
     BandwidthEstimate(oneshot::Sender<Option<u64>>),
@@ -317,11 +317,13 @@ impl PeerHandle {
     /// Forwards a received RTP packet on `id` with the sequence number and timestamp given
     /// ([`PeerConnection::write_rtp`]); what cannot be sent is dropped.
     pub fn write_rtp(&self, id: TransceiverId, codec: Codec, packet: Vec<u8>, seq: u16, timestamp: u32) {
-        let _ = self.commands.send(Command::WriteRtp(id, 0, codec, packet, seq, timestamp));
+        let _ = self.commands.send(Command::WriteRtp(id, 0, codec, packet, seq, timestamp, None));
     }
 
-    /// [`PeerHandle::write_rtp`] on simulcast layer `layer` ([`PeerConnection::write_rtp_layer`]);
-    /// what cannot be sent (a layer the peer did not accept) is dropped.
+    /// [`PeerHandle::write_rtp`] on simulcast layer `layer`, with the audio level the packet is
+    /// to carry ([`PeerConnection::write_rtp_layer`]); what cannot be sent (a layer the peer
+    /// did not accept) is dropped.
+    #[allow(clippy::too_many_arguments)]
     pub fn write_rtp_layer(
         &self,
         id: TransceiverId,
@@ -330,8 +332,9 @@ impl PeerHandle {
         packet: Vec<u8>,
         seq: u16,
         timestamp: u32,
+        audio_level: Option<AudioLevel>,
     ) {
-        let _ = self.commands.send(Command::WriteRtp(id, layer, codec, packet, seq, timestamp));
+        let _ = self.commands.send(Command::WriteRtp(id, layer, codec, packet, seq, timestamp, audio_level));
     }
 
     /// Stops a transceiver for good; the next negotiation rejects its section.
@@ -606,8 +609,8 @@ fn handle_command(pc: &mut PeerConnection, command: Command, closing: &mut Vec<o
         Command::ResendSince(id, ts, max, reply) => {
             let _ = reply.send(pc.resend_since(now, id, ts, max));
         }
-        Command::WriteRtp(id, layer, codec, packet, seq, ts) => {
-            let _ = pc.write_rtp_layer(now, id, layer, codec, &packet, seq, ts);
+        Command::WriteRtp(id, layer, codec, packet, seq, ts, level) => {
+            let _ = pc.write_rtp_layer(now, id, layer, codec, &packet, seq, ts, level);
         }
         Command::StopTransceiver(id, reply) => {
             let _ = reply.send(pc.stop_transceiver(id));

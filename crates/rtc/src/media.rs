@@ -524,6 +524,8 @@ struct Outgoing<'a> {
     seq: Serial16,
     timestamp: u32,
     payload: &'a [u8],
+    /// RFC 6464's element, put in when the peer takes the extension (audio only).
+    audio_level: Option<AudioLevel>,
 }
 
 /// Pacing: this many times the rate media is written at, and never below the floor (a key
@@ -765,7 +767,14 @@ impl PeerConnection {
         let mut result = Ok(());
         for (payload, last) in payloads.iter() {
             let seq = self.media.transceivers[id.0].send[layer].seq;
-            let out = Outgoing { payload_type: codec.payload_type, marker: last, seq, timestamp, payload };
+            let out = Outgoing {
+                payload_type: codec.payload_type,
+                marker: last,
+                seq,
+                timestamp,
+                payload,
+                audio_level: None,
+            };
             result = self.send_rtp(now, id, layer, out);
             if result.is_err() {
                 break;
@@ -792,12 +801,16 @@ impl PeerConnection {
         seq: u16,
         timestamp: u32,
     ) -> Result<(), RtcError> {
-        self.write_rtp_layer(now, id, 0, codec, packet, seq, timestamp)
+        self.write_rtp_layer(now, id, 0, codec, packet, seq, timestamp, None)
     }
 
     /// [`PeerConnection::write_rtp`] on simulcast layer `layer` (an index of
-    /// [`TrackConfig::send_rids`]; `seq` is the layer's own). A layer the peer did not accept
-    /// gives [`RtcError::LayerNotSent`].
+    /// [`TrackConfig::send_rids`]; `seq` is the layer's own), with the audio level (RFC 6464)
+    /// the packet is to carry when the peer takes that extension on an audio section: an SFU
+    /// passes on what the publisher's packet said, so that receivers (another SFU, a
+    /// recorder) can tell who speaks. (The publisher's own header extensions are not copied:
+    /// their ids are the publisher's.) A layer the peer did not accept gives
+    /// [`RtcError::LayerNotSent`].
     #[allow(clippy::too_many_arguments)]
     pub fn write_rtp_layer(
         &mut self,
@@ -808,6 +821,7 @@ impl PeerConnection {
         packet: &[u8],
         seq: u16,
         timestamp: u32,
+        audio_level: Option<AudioLevel>,
     ) -> Result<(), RtcError> {
         if self.signaling == SignalingState::Closed || self.is_over() {
             return Err(RtcError::Closed);
@@ -822,6 +836,7 @@ impl PeerConnection {
             seq: Serial16(seq),
             timestamp,
             payload: p.payload(),
+            audio_level,
         };
         self.send_rtp(now, id, layer, out)?;
         let t = &mut self.media.transceivers[id.0];
@@ -871,6 +886,10 @@ impl PeerConnection {
         let rid_ext = t.ext_map.rid.filter(|_| t.send_simulcast).zip(t.send[layer].rid.as_ref());
         if let Some((id, rid)) = rid_ext {
             ext.push((id, rid.as_bytes()));
+        }
+        let level = out.audio_level.filter(|_| t.kind == MediaKind::Audio).map(|l| l.encode());
+        if let Some((id, level)) = t.ext_map.audio_level.zip(level.as_ref()) {
+            ext.push((id, level));
         }
         header.encode(&ext, out.payload, 0, &mut packet).map_err(|_| RtcError::NotSending)?;
         let s = &mut t.send[layer];

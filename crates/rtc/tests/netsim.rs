@@ -553,15 +553,21 @@ fn video_sender(n: u64) -> (World, peerlink_rtc::TransceiverId) {
 }
 
 fn video_sender_with(n: u64, config: RtcConfig) -> (World, peerlink_rtc::TransceiverId) {
-    use peerlink_rtc::{Direction, MediaKind, TrackConfig};
+    sender_with(n, config, peerlink_rtc::MediaKind::Video)
+}
+
+/// Side 0 sends one track of `kind` to side 1, connected.
+fn sender_with(
+    n: u64,
+    config: RtcConfig,
+    kind: peerlink_rtc::MediaKind,
+) -> (World, peerlink_rtc::TransceiverId) {
+    use peerlink_rtc::{Direction, TrackConfig};
     let mut w = World::with_config(n, false, config);
-    let video = w.sides[0]
-        .pc
-        .add_transceiver(MediaKind::Video, Direction::SendOnly, TrackConfig::new(MediaKind::Video))
-        .unwrap();
+    let id = w.sides[0].pc.add_transceiver(kind, Direction::SendOnly, TrackConfig::new(kind)).unwrap();
     w.negotiate(0, 1);
     assert!(w.run(Duration::from_secs(20), World::connected));
-    (w, video)
+    (w, id)
 }
 
 #[test]
@@ -946,6 +952,64 @@ fn padding_probes_raise_the_estimate_above_what_an_application_limited_sender_se
     let probed = run(true);
     assert!(quiet < 500_000, "without probes: {quiet}");
     assert!(probed > 1_500_000 && probed <= 3_000_000, "with probes: {probed}");
+}
+
+#[test]
+fn forwarded_audio_carries_the_level_it_is_given() {
+    use peerlink_proto::{Serial16, Serial32};
+    use peerlink_rtc::{AudioLevel, MediaKind};
+    use peerlink_rtp::RtpHeader;
+    let config = RtcConfig { accept_raw: true, ..RtcConfig::default() };
+    let (mut w, audio) = sender_with(62, config, MediaKind::Audio);
+    // The receiver's id for RFC 6464's element, from its own answer.
+    let id = w.sides[1].pc.transceivers()[0]
+        .extensions
+        .iter()
+        .find(|(_, uri)| uri == peerlink_rtp::ext::uri::AUDIO_LEVEL)
+        .map(|(id, _)| *id)
+        .expect("the audio level extension negotiated");
+    let levels =
+        [Some(AudioLevel { voice: true, level: 30 }), None, Some(AudioLevel { voice: false, level: 127 })];
+    for (i, level) in levels.iter().enumerate() {
+        let header = RtpHeader {
+            marker: true,
+            payload_type: 111,
+            sequence_number: Serial16(i as u16),
+            timestamp: Serial32(960 * i as u32),
+            ssrc: 0xdead_beef,
+            ..Default::default()
+        };
+        let mut packet = Vec::new();
+        header.encode(&[], &[0xfc, 1, 2, 3], 0, &mut packet).unwrap();
+        let now = w.net.now();
+        w.sides[0]
+            .pc
+            .write_rtp_layer(
+                now,
+                audio,
+                0,
+                peerlink_rtc::Codec::Opus,
+                &packet,
+                i as u16,
+                960 * i as u32,
+                *level,
+            )
+            .unwrap();
+        w.run(Duration::from_millis(20), |_| false);
+    }
+    w.run(Duration::from_millis(200), |_| false);
+    let got: Vec<Option<AudioLevel>> = w.sides[1]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            RtcEvent::Rtp { packet, .. } => {
+                let p = peerlink_rtp::RtpPacket::parse(packet).unwrap();
+                Some(p.extensions().get(id).map(|d| AudioLevel::decode(d).unwrap()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, levels, "the levels as given, none where none was");
 }
 
 // ---- Simulcast we send (RFC 8853, RFC 8851) ----

@@ -1251,11 +1251,12 @@ impl Sfu {
         let Some(publication) = p.published.get_mut(&id) else { return };
         let now = Instant::now();
         publication.layers.on_packet(now, layer, packet.len(), (parsed.ssrc(), parsed.sequence_number()));
-        if let Some(level) = publication
+        // (Passed on to the subscribers too: only audio publications have the extension.)
+        let audio_level = publication
             .audio_level
             .and_then(|ext| parsed.extensions().get(ext))
-            .and_then(|data| AudioLevel::decode(data).ok())
-        {
+            .and_then(|data| AudioLevel::decode(data).ok());
+        if let Some(level) = audio_level {
             if !self.speakers.contains_key(&p.room) {
                 self.speakers.insert(p.room.clone(), (Speakers::new(), now));
             }
@@ -1333,12 +1334,12 @@ impl Sfu {
                     if i + 1 == subscribers.len() {
                         let mut out = std::mem::take(&mut packet);
                         sub.forwarder.rewrite_payload(&mut out[payload_at..payload_end]);
-                        handle.write_rtp(sub.transceiver, codec, out, seq, timestamp);
+                        handle.write_rtp_layer(sub.transceiver, 0, codec, out, seq, timestamp, audio_level);
                         break;
                     }
                     let mut out = packet.clone();
                     sub.forwarder.rewrite_payload(&mut out[payload_at..payload_end]);
-                    handle.write_rtp(sub.transceiver, codec, out, seq, timestamp);
+                    handle.write_rtp_layer(sub.transceiver, 0, codec, out, seq, timestamp, audio_level);
                 }
                 Verdict::WaitKeyframe => want_keyframe = Some(layer),
                 Verdict::Drop => dropped += 1,
