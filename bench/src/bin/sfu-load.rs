@@ -798,14 +798,17 @@ struct Shape {
     /// Whether it publishes audio (a transceiver before the video's).
     audio: bool,
     /// In a room, speakers take turns (this one's turn of how many): its audio carries a
-    /// voice level (RFC 6464) in its turns and silence between them, so that the server
+    /// voice level (RFC 6464) in its turns and silence between them (outside a room no
+    /// level), so that the server
     /// sees each speaker in turn as the most recent (as in a conversation); the last one
     /// keeps speaking once `Shared::floor` is set.
     turn: Option<(usize, usize)>,
 }
 
-/// How long a speaker's turn lasts (the server holds a speaker for 500 ms at least).
-const TURN: Duration = Duration::from_millis(700);
+/// How long a speaker's turn lasts: long enough for the server to move the floor within it
+/// (it holds a speaker 500 ms at least, a level takes about 100 ms to rise, and it decides
+/// every 100 ms).
+const TURN: Duration = Duration::from_millis(1200);
 
 struct LayerShape {
     delta_bytes: usize,
@@ -997,17 +1000,21 @@ async fn publish(
                     note(&shared, &mut audio.sent, audio.number, t, p.len() - 12);
                     // A speaker's level (RFC 6464: -30 dBov, voice; the server finds speakers by
                     // it), in its turns only if it has turns (silence, 127, between them).
-                    let speaking = shape.turn.is_none_or(|(k, of)| {
-                        if shared.floor.load(Ordering::Relaxed) {
+                    // (Publishers outside a room send no level: the server then features no
+                    // one, as before levels were sent, and every subscriber of more videos
+                    // than --thumbnails-above gets thumbnails.) Turns count from the run's
+                    // start, not the participant's, so that they follow each other.
+                    let level = shape.turn.map(|(k, of)| {
+                        let speaking = if shared.floor.load(Ordering::Relaxed) {
                             k + 1 == of
                         } else {
-                            ((now - started).as_millis() / TURN.as_millis()) as usize % of.max(1) == k
+                            (shared.origin.elapsed().as_millis() / TURN.as_millis()) as usize % of.max(1) == k
+                        };
+                        if speaking {
+                            AudioLevel { voice: true, level: 30 }
+                        } else {
+                            AudioLevel { voice: false, level: 127 }
                         }
-                    });
-                    let level = Some(if speaking {
-                        AudioLevel { voice: true, level: 30 }
-                    } else {
-                        AudioLevel { voice: false, level: 127 }
                     });
                     h.write_rtp_layer(AUDIO_ID, 0, Codec::Opus, p, audio.seq, (ts / 960 * 960) as u32, level);
                     audio.seq = audio.seq.wrapping_add(1);

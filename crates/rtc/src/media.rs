@@ -509,7 +509,9 @@ impl MediaState {
             let share = bwe
                 .filter(|_| self.probing)
                 .map_or(1.0, |bwe| (bwe.target_bitrate() as f64 / rate.max(1) as f64).min(1.0));
-            PACING_BURST.mul_f64(share).max(peerlink_media::pacer::BURST)
+            // (In whole ms: the rate moves with every packet written, the burst need not.)
+            let burst = PACING_BURST.mul_f64(share).max(peerlink_media::pacer::BURST);
+            Duration::from_millis(burst.as_millis() as u64)
         };
         if pacer.burst() != burst {
             pacer.set_burst(now, burst);
