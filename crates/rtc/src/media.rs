@@ -1459,9 +1459,7 @@ impl PeerConnection {
             return 0;
         }
         let m = &mut self.media;
-        if m.transceivers.get(id.0).is_none() {
-            return 0;
-        }
+        // (Made first: the loop below holds the transceiver. An unused pacer costs nothing.)
         m.pacer(now);
         let Some(t) = m.transceivers.get_mut(id.0) else { return 0 };
         if !t.current.is_some_and(Direction::sends) || t.stopped {
