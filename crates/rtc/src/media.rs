@@ -333,6 +333,11 @@ impl RecvStream {
             fir_seq: 0,
         }
     }
+
+    /// No timer runs: no stall, no hole asked for, no key frame request held.
+    fn is_idle(&self) -> bool {
+        self.stalled_since.is_none() && self.nack.missing_count() == 0 && !self.keyframes.is_pending()
+    }
 }
 
 #[derive(Debug)]
@@ -400,6 +405,19 @@ pub(crate) struct MediaState {
     outgoing: VecDeque<(bool, Vec<u8>)>,
     /// Remote SSRC → (transceiver, layer, is RTX).
     by_ssrc: HashMap<u32, (usize, usize, bool)>,
+    /// Our media SSRCs → the first (transceiver, layer) sending under it (they are random:
+    /// two could be the same).
+    send_ssrcs: HashMap<u32, (usize, usize)>,
+    /// The transceivers, in order, whose receive streams may have a timer running (a stall,
+    /// holes to NACK, a held key frame request): those that received a packet or asked for a
+    /// key frame since `media_timeout` last found them idle. The timers look at these only:
+    /// an SFU's subscriber sends on a hundred sections and receives on few, and the timers
+    /// are polled after every packet it is sent.
+    recv_timers: Vec<usize>,
+    /// The ids of the first section's transport-wide sequence and mid extensions (what
+    /// packets are stamped with, and routed by), kept as sections settle.
+    twcc_ext: Option<u8>,
+    mid_ext: Option<u8>,
     cname: String,
     next_report: Option<Instant>,
     /// The SSRC our receiver reports go out under when nothing is sent.
@@ -439,6 +457,27 @@ pub(crate) struct MediaState {
 impl MediaState {
     pub(crate) fn new(probing: bool) -> MediaState {
         MediaState { probing, ..MediaState::default() }
+    }
+
+    /// Transceiver `i`'s receive streams may have started a timer.
+    fn arm_recv(&mut self, i: usize) {
+        if let Err(at) = self.recv_timers.binary_search(&i) {
+            self.recv_timers.insert(at, i);
+        }
+    }
+
+    /// The stream sending under `ssrc` (the first, if several do) and whether the peer
+    /// takes it; `None`: no stream of ours.
+    fn send_stream(&self, ssrc: u32) -> Option<(usize, usize)> {
+        let &(i, layer) = self.send_ssrcs.get(&ssrc)?;
+        if self.transceivers[i].send[layer].active {
+            return Some((i, layer));
+        }
+        // Not taken: a later stream with the same SSRC may be.
+        self.transceivers
+            .iter()
+            .enumerate()
+            .find_map(|(i, t)| t.send.iter().position(|s| s.ssrc == ssrc && s.active).map(|layer| (i, layer)))
     }
 
     /// The pacer, made at the rate and burst of now if there is none yet.
@@ -637,8 +676,12 @@ impl PeerConnection {
             let block = self.rng.next_block();
             t.send.push(SendStream::new(&block, Some(rid.clone())));
         }
+        let i = self.media.transceivers.len();
+        for (layer, s) in t.send.iter().enumerate() {
+            self.media.send_ssrcs.entry(s.ssrc).or_insert((i, layer));
+        }
         self.media.transceivers.push(t);
-        TransceiverId(self.media.transceivers.len() - 1)
+        TransceiverId(i)
     }
 
     /// Changes what a transceiver does (`RTCRtpTransceiver.direction`); takes effect with the
@@ -971,6 +1014,7 @@ impl PeerConnection {
         if let Some(t) = self.media.transceivers.get_mut(id.0).filter(|t| layer < t.recv.len()) {
             t.recv[layer].want_keyframe = true;
             Self::maybe_pli(&mut self.media.outgoing, t, layer, now);
+            self.media.arm_recv(id.0);
         }
     }
 
@@ -1101,7 +1145,7 @@ impl PeerConnection {
             // SSRCs are the peer's to pick: a peer inventing them cannot grow the map.
             return None;
         }
-        let mid_id = m.transceivers.iter().find_map(|t| t.ext_map.mid);
+        let mid_id = m.mid_ext;
         let mut found = None;
         if let Some(id) = mid_id {
             if let Some(mid) = p.extensions().get(id) {
@@ -1157,6 +1201,7 @@ impl PeerConnection {
             return;
         };
         let m = &mut self.media;
+        m.arm_recv(i);
         let t = &mut m.transceivers[i];
         if !t.current.is_some_and(Direction::receives) {
             m.dropped += 1;
@@ -1336,7 +1381,7 @@ impl PeerConnection {
         let Some(epoch) = self.media.ntp_epoch else { return };
         let mid32 = (ntp_at(epoch, now) >> 16) as u32;
         for b in blocks {
-            if !self.media.transceivers.iter().flat_map(|t| &t.send).any(|s| s.ssrc == b.ssrc) {
+            if !self.media.send_ssrcs.contains_key(&b.ssrc) {
                 continue;
             }
             if let Some(rtt) = peerlink_media::rtt_from_report_block(mid32, b) {
@@ -1372,10 +1417,7 @@ impl PeerConnection {
     }
 
     fn keyframe_asked(&mut self, media_ssrc: u32) {
-        let found = self.media.transceivers.iter().enumerate().find_map(|(i, t)| {
-            t.send.iter().position(|s| s.ssrc == media_ssrc && s.active).map(|layer| (i, layer))
-        });
-        if let Some((i, layer)) = found {
+        if let Some((i, layer)) = self.media.send_stream(media_ssrc) {
             self.media.transceivers[i].stats.plis_received += 1;
             self.events.push_back(RtcEvent::KeyframeRequest { id: TransceiverId(i), layer });
         }
@@ -1385,10 +1427,7 @@ impl PeerConnection {
     /// packet again.
     fn retransmit(&mut self, now: Instant, nack: &Nack) {
         let m = &mut self.media;
-        let found = m.transceivers.iter().enumerate().find_map(|(i, t)| {
-            t.send.iter().position(|s| s.ssrc == nack.media_ssrc && s.active).map(|layer| (i, layer))
-        });
-        let Some((i, layer)) = found else { return };
+        let Some((i, layer)) = m.send_stream(nack.media_ssrc) else { return };
         m.pacer(now);
         let t = &mut m.transceivers[i];
         let repaired_rid = t.ext_map.rid.zip(t.ext_map.repaired_rid).filter(|_| t.send_simulcast);
@@ -1522,7 +1561,10 @@ impl PeerConnection {
             return;
         }
         let m = &mut self.media;
-        for (i, t) in m.transceivers.iter_mut().enumerate() {
+        // Only sections that may have a receive timer; those found idle leave the list.
+        let mut k = 0;
+        while let Some(&i) = m.recv_timers.get(k) {
+            let t = &mut m.transceivers[i];
             if let Some(since) = t.recv[0].stalled_since {
                 if now >= since + t.config.max_delay {
                     if let Some((_, d)) = t.recv[0].depacketizer.as_mut() {
@@ -1539,6 +1581,11 @@ impl PeerConnection {
                     Self::send_pli(&mut m.outgoing, t, layer);
                 }
             }
+            if t.recv.iter().all(RecvStream::is_idle) {
+                m.recv_timers.remove(k);
+            } else {
+                k += 1;
+            }
         }
         if let Some(bwe) = m.bwe.as_mut() {
             bwe.handle_timeout(now);
@@ -1549,7 +1596,6 @@ impl PeerConnection {
                 m.outgoing.push_back((true, out));
             }
         }
-        let has_media = m.transceivers.iter().any(|t| t.current.is_some_and(|d| d != Direction::Inactive));
         if m.next_report.is_some_and(|r| now >= r) {
             m.next_report = Some(now + REPORT_INTERVAL);
             // A stream that stopped sending lets its history go by age too.
@@ -1557,7 +1603,7 @@ impl PeerConnection {
                 s.history.expire(now);
             }
             // A connection with data channels only sends no RTCP.
-            if has_media {
+            if m.transceivers.iter().any(|t| t.current.is_some_and(|d| d != Direction::Inactive)) {
                 let epoch = *m.ntp_epoch.get_or_insert_with(|| (now, ntp_now()));
                 let report = build_report(m, now, ntp_at(epoch, now));
                 m.outgoing.push_back((true, report));
@@ -1571,9 +1617,9 @@ impl PeerConnection {
             return None;
         }
         let m = &self.media;
-        let stalls =
-            m.transceivers.iter().filter_map(|t| t.recv[0].stalled_since.map(|s| s + t.config.max_delay));
-        let layers = || m.transceivers.iter().flat_map(|t| t.recv.iter());
+        let receiving = || m.recv_timers.iter().map(|&i| &m.transceivers[i]);
+        let stalls = receiving().filter_map(|t| t.recv[0].stalled_since.map(|s| s + t.config.max_delay));
+        let layers = || receiving().flat_map(|t| t.recv.iter());
         let nacks = layers().filter_map(|r| r.nack.poll_timeout());
         let plis = layers().filter_map(|r| r.keyframes.poll_timeout());
         let twcc = m.twcc.as_ref().and_then(|r| r.poll_timeout());
@@ -1684,7 +1730,7 @@ impl PeerConnection {
             m.probes.clear();
             return false;
         };
-        let twcc_id = m.transceivers.iter().find_map(|t| t.ext_map.transport_cc);
+        let twcc_id = m.twcc_ext;
         loop {
             let (rtcp, packet) = match m.outgoing.pop_front() {
                 Some(next) => next,
@@ -1856,6 +1902,9 @@ fn build_report(m: &mut MediaState, now: Instant, ntp: u64) -> Vec<u8> {
     let _ = Sdes { chunks }.encode(&mut out);
     out
 }
+
+#[cfg(test)]
+mod timer_tests;
 
 // ---- SDP ----
 
@@ -2284,6 +2333,10 @@ impl PeerConnection {
         for (id, uri) in &t.extensions {
             t.ext_map.insert(*id, uri);
         }
+        let m = &mut self.media;
+        m.twcc_ext = m.transceivers.iter().find_map(|t| t.ext_map.transport_cc);
+        m.mid_ext = m.transceivers.iter().find_map(|t| t.ext_map.mid);
+        let t = &mut m.transceivers[i];
         if t.current.is_some_and(Direction::receives) && !t.announced {
             t.announced = true;
             self.events.push_back(RtcEvent::Track {
