@@ -413,6 +413,10 @@ pub(crate) struct MediaState {
     /// key frame since `media_timeout` last found them idle. The timers look at these only:
     /// an SFU's subscriber sends on a hundred sections and receives on few, and the timers
     /// are polled after every packet it is sent.
+    ///
+    /// This, `by_ssrc` and `send_ssrcs` hold indexes into `transceivers`, and `send_ssrcs`
+    /// our send SSRCs: both are only ever appended to (a stopped transceiver keeps its
+    /// place) and a send stream keeps its SSRC. A change to either must renew these.
     recv_timers: Vec<usize>,
     /// The ids of the first section's transport-wide sequence and mid extensions (what
     /// packets are stamped with, and routed by), kept as sections settle.

@@ -8,6 +8,9 @@
 //! lowest one (tiles in a grid of many are small); when nobody has spoken yet, all are
 //! thumbnails.
 
+use std::collections::HashSet;
+use std::hash::Hash;
+
 /// How one publisher's video reaches one subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Want {
@@ -37,11 +40,19 @@ impl Default for VideoPolicy {
 impl VideoPolicy {
     /// What `subscriber` gets of each video publisher of its room (`publishers` in joining
     /// order; the subscriber itself is skipped), given the room's speakers most recent first.
-    pub fn wants<P: Clone + Eq>(&self, subscriber: &P, publishers: &[P], recent: &[P]) -> Vec<(P, Want)> {
-        let others = |p: &&P| *p != subscriber && publishers.contains(p);
-        let spoke: Vec<&P> = recent.iter().filter(others).collect();
+    pub fn wants<P: Clone + Eq + Hash>(
+        &self,
+        subscriber: &P,
+        publishers: &[P],
+        recent: &[P],
+    ) -> Vec<(P, Want)> {
+        // (By sets: comparing every publisher with every other made a room of 100 compare a
+        // million names for each speaker change.)
+        let publishing: HashSet<&P> = publishers.iter().collect();
+        let spoke: Vec<&P> = recent.iter().filter(|p| *p != subscriber && publishing.contains(p)).collect();
+        let spoken: HashSet<&P> = spoke.iter().copied().collect();
         let mut ranked = spoke.clone();
-        ranked.extend(publishers.iter().filter(others).filter(|p| !spoke.contains(p)));
+        ranked.extend(publishers.iter().filter(|p| *p != subscriber && !spoken.contains(p)));
         let shown = self.last_n.unwrap_or(usize::MAX).min(ranked.len());
         let thumbnails = shown > self.thumbnails_above;
         // The most recent other speaker, shown in full among thumbnails.
