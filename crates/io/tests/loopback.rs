@@ -151,3 +151,49 @@ async fn connections_sharing_a_certificate_each_complete_their_handshake() {
     wait(&mut a, &s1, opened).await;
     wait(&mut b, &s2, opened).await;
 }
+
+#[tokio::test]
+async fn the_bandwidth_estimate_is_read_without_waiting_for_the_task() {
+    use peerlink_rtc::{Codec, Direction, MediaKind, TrackConfig};
+    let a = Peer::start(config()).await.unwrap();
+    let receiving = PeerConfig {
+        rtc: RtcConfig { accept_media: Some(Direction::RecvOnly), ..RtcConfig::default() },
+        ..config()
+    };
+    let mut b = Peer::start(receiving).await.unwrap();
+    let video = a
+        .add_transceiver(MediaKind::Video, Direction::SendOnly, TrackConfig::new(MediaKind::Video))
+        .await
+        .unwrap();
+    // No media sent yet: no estimate either way.
+    assert_eq!(a.latest_bandwidth_estimate(), None);
+    let offer = a.create_offer().await.unwrap();
+    let answer = b.set_remote_description(offer).await.unwrap().expect("an answer");
+    assert!(a.set_remote_description(answer).await.unwrap().is_none());
+    wait(&mut b, &a, |e| matches!(e, RtcEvent::Track { .. })).await;
+    // VP8 key frames of 3 packets, 30 a second, with the receiver's feedback coming back.
+    let (b_handle, mut b_events) = b.split();
+    let drain = tokio::spawn(async move { while b_events.next().await.is_some() {} });
+    let frame = |key: bool| {
+        let mut f = vec![if key { 0x10 } else { 0x11 }, 0, 0, 0x9d, 0x01, 0x2a, 64, 0, 48, 0];
+        f.resize(3000, 0x55);
+        f
+    };
+    let mut estimate = None;
+    for i in 0..150u32 {
+        a.write_frame(video, Some(Codec::Vp8), i * 3000, frame(i % 30 == 0)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(33)).await;
+        estimate = a.latest_bandwidth_estimate();
+        if estimate.is_some() && i > 60 {
+            break;
+        }
+    }
+    let asked = a.bandwidth_estimate().await;
+    let (Some(latest), Some(asked)) = (estimate, asked) else {
+        panic!("no estimate: latest {estimate:?}, asked {asked:?}");
+    };
+    // The same estimator, read a turn or two apart.
+    assert!(latest >= asked / 2 && latest <= asked * 2, "latest {latest}, asked {asked}");
+    drop(b_handle);
+    drain.abort();
+}

@@ -429,7 +429,7 @@ impl Sfu {
                     if self.layers_read.is_none_or(|at| now.saturating_duration_since(at) >= LAYER_EVERY / 2)
                     {
                         self.layers_read = Some(now);
-                        self.retarget_layers(true).await;
+                        self.retarget_layers(true);
                     }
                 }
                 Input::Hub(SfuEvent::Signal { peer, data, .. }) => {
@@ -618,7 +618,7 @@ impl Sfu {
                 self.send(&peer, json!({ "speaker": speaker })).await;
             }
             self.plan_videos(&room).await;
-            self.retarget_layers(false).await;
+            self.retarget_layers(false);
         }
     }
 
@@ -1390,7 +1390,7 @@ impl Sfu {
     /// subscriber's share of its bandwidth estimate.
     /// `sample`: read each subscriber's bandwidth estimate (every [`LAYER_EVERY`]);
     /// otherwise only the holds already set apply.
-    async fn retarget_layers(&mut self, sample: bool) {
+    fn retarget_layers(&mut self, sample: bool) {
         let now = Instant::now();
         // What each subscriber's path carries, where it is the limit. Without probing, an
         // estimate cannot grow much past what is sent (it is application-limited), so it
@@ -1456,7 +1456,7 @@ impl Sfu {
                 })
                 .max()
                 .unwrap_or(0);
-            let Some(estimate) = p.handle.bandwidth_estimate().await else {
+            let Some(estimate) = p.handle.latest_bandwidth_estimate() else {
                 if let Some(p) = self.participants.get_mut(&id) {
                     p.hold = p.hold.filter(|(until, _)| now < *until);
                 }
@@ -1534,7 +1534,8 @@ impl Sfu {
         let mut asks = Vec::new();
         for (id, p) in &mut self.participants {
             let cap = caps.get(id).copied().unwrap_or(u64::MAX);
-            for (key, sub) in &mut p.subscriptions {
+            // (Videos outside the last N are skipped before their track is looked up.)
+            for (key, sub) in p.subscriptions.iter_mut().filter(|(_, s)| s.want != Want::Off) {
                 let Some(l) = layers.get(key) else { continue };
                 let switched = match sub.want {
                     Want::Off => continue,
