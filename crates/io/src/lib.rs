@@ -441,37 +441,13 @@ async fn drive(
     events: mpsc::UnboundedSender<RtcEvent>,
     estimate: Arc<AtomicU64>,
 ) {
-    // One reader task per socket; datagrams (or a run of them coalesced by the kernel, with
-    // their size) come here.
-    // A few MB at most: with receive offload an entry is a run of up to 64 KB.
-    let (datagram_tx, mut datagrams) = mpsc::channel::<Received>(128);
-    let mut readers = Vec::new();
-    for (local, socket) in &sockets {
-        let (local, socket, tx) = (*local, socket.clone(), datagram_tx.clone());
-        readers.push(tokio::spawn(async move {
-            let mut batch = RecvBatch::new(RECEIVE_SLOTS, GRO_SLOT);
-            loop {
-                match socket.get_ref().async_io(Interest::READABLE, || socket.recv(&mut batch)).await {
-                    Ok(_) => {
-                        for d in batch.iter().filter(|d| !d.truncated) {
-                            let received =
-                                Received { local, from: d.source, data: d.data.to_vec(), segment: d.segment };
-                            if tx.send(received).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    // ICMP errors (port unreachable) surface here on Linux: keep reading.
-                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
-                    Err(e) => {
-                        tracing::debug!(%local, error = %e, "udp receive failed");
-                        return;
-                    }
-                }
-            }
-        }));
-    }
-    drop(datagram_tx);
+    // The sockets are read here, in the connection's own turns: a reader task per socket
+    // handing copies over a channel cost a copy, an allocation and a task wake-up for every
+    // datagram (the receive side of a room's load generator, 50,000 packets a second). A
+    // socket whose receive fails for good is left; the task ends when none is left.
+    let mut receive = RecvBatch::new(RECEIVE_SLOTS, GRO_SLOT);
+    let mut readable: Vec<bool> = vec![true; sockets.len()];
+    let mut next_socket = 0;
     // Close commands waiting for the close to finish (SCTP's shutdown, then DTLS's
     // close_notify; bounded by the connection's own deadline).
     let mut closing: Vec<oneshot::Sender<()>> = Vec::new();
@@ -530,21 +506,38 @@ async fn drive(
                     handle_command(&mut pc, command, &mut closing);
                 }
             }
-            datagram = datagrams.recv() => {
-                let Some(r) = datagram else { break };
-                r.handle(&mut pc);
-                // Take a little more of what is waiting before sending anything, but not all
-                // of it: acknowledgements must keep flowing while a large window arrives.
-                for _ in 0..RECEIVES_PER_TURN {
-                    let Ok(r) = datagrams.try_recv() else { break };
-                    r.handle(&mut pc);
+            i = ready_socket(&sockets, &readable, next_socket) => {
+                // The next turn looks at the others first.
+                next_socket = (i + 1) % sockets.len();
+                // Take a little of what is waiting before sending anything, but not all of
+                // it: acknowledgements must keep flowing while a large window arrives.
+                let (local, socket) = (sockets[i].0, &sockets[i].1);
+                for _ in 0..RECEIVES_PER_TURN.div_ceil(RECEIVE_SLOTS) {
+                    match socket.get_ref().try_io(Interest::READABLE, || socket.recv(&mut receive)) {
+                        Ok(_) => {
+                            let now = Instant::now();
+                            for d in receive.iter().filter(|d| !d.truncated) {
+                                for datagram in d.data.chunks(d.segment.max(1)) {
+                                    pc.handle_receive(now, d.source, local, datagram);
+                                }
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        // ICMP errors (port unreachable) surface here on Linux: keep reading.
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                        Err(e) => {
+                            tracing::debug!(%local, error = %e, "udp receive failed");
+                            readable[i] = false;
+                            break;
+                        }
+                    }
+                }
+                if !readable.contains(&true) {
+                    break;
                 }
             }
             _ = sleep_until(wake) => pc.handle_timeout(Instant::now()),
         }
-    }
-    for r in readers {
-        r.abort();
     }
 }
 
@@ -660,22 +653,19 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// What a reader task got: one datagram, or a run of `segment`-byte datagrams (the last
-/// may be shorter).
-struct Received {
-    local: SocketAddr,
-    from: SocketAddr,
-    data: Vec<u8>,
-    segment: usize,
-}
-
-impl Received {
-    fn handle(self, pc: &mut PeerConnection) {
-        let now = Instant::now();
-        for datagram in self.data.chunks(self.segment.max(1)) {
-            pc.handle_receive(now, self.from, self.local, datagram);
+/// The index of a socket with datagrams waiting (of those still `readable`), looking from
+/// `from` on so that a busy socket does not starve the others.
+async fn ready_socket(sockets: &[(SocketAddr, Arc<UdpSocket>)], readable: &[bool], from: usize) -> usize {
+    std::future::poll_fn(|cx| {
+        for k in 0..sockets.len() {
+            let i = (from + k) % sockets.len();
+            if readable[i] && sockets[i].1.get_ref().poll_recv_ready(cx).is_ready() {
+                return std::task::Poll::Ready(i);
+            }
         }
-    }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// Datagrams on their way out, sent in batches, runs of them in one message each (UDP
