@@ -456,6 +456,9 @@ async fn drive(
     // and the task ends, rather than running on with nobody to stop it.
     let mut abandoned = false;
     loop {
+        // (Before the flush, which may wait for the socket: what was just handled may have
+        // moved it.)
+        estimate.store(pc.bandwidth_estimate().unwrap_or(NO_ESTIMATE), Ordering::Relaxed);
         batch.flush(&mut pc, &sockets).await;
         while let Some(e) = pc.poll_event() {
             if let RtcEvent::ResolveMdns { name, candidate } = &e {
@@ -482,7 +485,6 @@ async fn drive(
             }
             break;
         }
-        estimate.store(pc.bandwidth_estimate().unwrap_or(NO_ESTIMATE), Ordering::Relaxed);
         let wake = pc.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             command = commands.recv(), if !abandoned => {
@@ -506,13 +508,17 @@ async fn drive(
                     handle_command(&mut pc, command, &mut closing);
                 }
             }
-            i = ready_socket(&sockets, &readable, next_socket) => {
+            (i, usable) = ready_socket(&sockets, &readable, next_socket) => {
                 // The next turn looks at the others first.
                 next_socket = (i + 1) % sockets.len();
+                if !usable {
+                    tracing::debug!(local = %sockets[i].0, "udp socket no longer usable");
+                    readable[i] = false;
+                }
                 // Take a little of what is waiting before sending anything, but not all of
                 // it: acknowledgements must keep flowing while a large window arrives.
                 let (local, socket) = (sockets[i].0, &sockets[i].1);
-                for _ in 0..RECEIVES_PER_TURN.div_ceil(RECEIVE_SLOTS) {
+                for _ in 0..RECEIVES_PER_TURN.div_ceil(RECEIVE_SLOTS) * usize::from(usable) {
                     match socket.get_ref().try_io(Interest::READABLE, || socket.recv(&mut receive)) {
                         Ok(_) => {
                             let now = Instant::now();
@@ -539,6 +545,8 @@ async fn drive(
             _ = sleep_until(wake) => pc.handle_timeout(Instant::now()),
         }
     }
+    // The connection is gone: no estimate to read.
+    estimate.store(NO_ESTIMATE, Ordering::Relaxed);
 }
 
 impl Command {
@@ -655,12 +663,23 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 
 /// The index of a socket with datagrams waiting (of those still `readable`), looking from
 /// `from` on so that a busy socket does not starve the others.
-async fn ready_socket(sockets: &[(SocketAddr, Arc<UdpSocket>)], readable: &[bool], from: usize) -> usize {
+/// `false` with a socket that will never be readable.
+async fn ready_socket(
+    sockets: &[(SocketAddr, Arc<UdpSocket>)],
+    readable: &[bool],
+    from: usize,
+) -> (usize, bool) {
     std::future::poll_fn(|cx| {
         for k in 0..sockets.len() {
             let i = (from + k) % sockets.len();
-            if readable[i] && sockets[i].1.get_ref().poll_recv_ready(cx).is_ready() {
-                return std::task::Poll::Ready(i);
+            if !readable[i] {
+                continue;
+            }
+            match sockets[i].1.get_ref().poll_recv_ready(cx) {
+                std::task::Poll::Ready(Ok(())) => return std::task::Poll::Ready((i, true)),
+                // The runtime's IO driver is gone: the socket will never be readable.
+                std::task::Poll::Ready(Err(_)) => return std::task::Poll::Ready((i, false)),
+                std::task::Poll::Pending => {}
             }
         }
         std::task::Poll::Pending

@@ -925,6 +925,8 @@ impl PeerConnection {
         };
         let mut packet = Vec::with_capacity(out.payload.len() + 32);
         // On the stack: a Vec here was two allocations per packet, a few % of an SFU's CPU.
+        // Room for the four elements below (mid, transport-wide number, rid, audio level);
+        // one more needs a larger array.
         let mut ext: [(u8, &[u8]); 4] = [(0, &[]); 4];
         let mut count = 0;
         if let Some((id, mid)) = mid_ext {

@@ -249,6 +249,9 @@ struct Participant {
     last_estimate: Option<u64>,
     /// The publishers whose video it was last told it receives (with last-N only).
     forwarding: Option<Vec<String>>,
+    /// Sending transceivers of subscriptions that ended while an offer was out: stopped at
+    /// the next renegotiation.
+    stale: Vec<TransceiverId>,
 }
 
 impl Participant {
@@ -566,6 +569,7 @@ impl Sfu {
                 last_probe: None,
                 last_estimate: None,
                 forwarding: None,
+                stale: Vec::new(),
             },
         );
         // Its subscriptions are made once its own offer was answered (see `reconcile`).
@@ -740,6 +744,11 @@ impl Sfu {
         let gone: Vec<TrackKey<String>> =
             p.subscriptions.keys().filter(|k| !wanted.iter().any(|(w, _)| w == *k)).cloned().collect();
         let handle = p.handle.clone();
+        let stale = self.participants.get_mut(peer).map(|p| std::mem::take(&mut p.stale)).unwrap_or_default();
+        for transceiver in stale {
+            let _ = handle.stop_transceiver(transceiver).await;
+            changed = true;
+        }
         for key in gone {
             let Some(p) = self.participants.get_mut(peer) else { return };
             if let Some(sub) = p.subscriptions.remove(&key) {
@@ -1245,6 +1254,18 @@ impl Sfu {
             return;
         }
         tracing::info!(%peer, kind = kind.as_str(), codec = ?codecs[0].codec, ?rids, "sfu: track published");
+        // Subscriptions to a track of this name from before are of the publisher's previous
+        // connection (it came back under its id while their subscriber's offer was out, so
+        // they were never removed): they go, and the track is subscribed anew.
+        let key: TrackKey<String> = (peer.to_owned(), id.0);
+        for (other, q) in self.participants.iter_mut().filter(|(other, _)| *other != peer) {
+            if let Some(sub) = q.subscriptions.remove(&key) {
+                tracing::debug!(subscriber = %other, publisher = %peer, "sfu: a subscription of a previous connection ends");
+                q.by_transceiver.remove(&sub.transceiver);
+                q.stale.push(sub.transceiver);
+            }
+        }
+        let Some(p) = self.participants.get_mut(peer) else { return };
         let layers = Layers::new(rids.len());
         p.published.insert(
             id,
