@@ -1632,7 +1632,19 @@ impl PeerConnection {
             return None;
         }
         let m = &self.media;
-        let receiving = || m.recv_timers.iter().map(|&i| &m.transceivers[i]);
+        m.next_timer(|| m.recv_timers.iter().map(|&i| &m.transceivers[i]))
+    }
+}
+
+impl MediaState {
+    /// The earliest timer: of the receive streams of the transceivers `receiving` yields
+    /// (stalls, NACKs, held key frame requests), and of the connection's media (reports,
+    /// feedback, pacer, estimator, probes).
+    pub(crate) fn next_timer<'a, I: Iterator<Item = &'a Transceiver>>(
+        &'a self,
+        receiving: impl Fn() -> I,
+    ) -> Option<Instant> {
+        let m = self;
         let stalls = receiving().filter_map(|t| t.recv[0].stalled_since.map(|s| s + t.config.max_delay));
         let layers = || receiving().flat_map(|t| t.recv.iter());
         let nacks = layers().filter_map(|r| r.nack.poll_timeout());
@@ -1651,7 +1663,9 @@ impl PeerConnection {
             .chain(probe)
             .min()
     }
+}
 
+impl PeerConnection {
     /// Turns the probe clusters the estimator asks for into padding packets on the RTX
     /// stream of a video section that sends (RFC 4588 §4 allows an RTX packet without an
     /// original: receivers take it as padding), spaced at the cluster's rate. With no such

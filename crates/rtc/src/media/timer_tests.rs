@@ -63,25 +63,7 @@ fn receive(pc: &mut PeerConnection, now: Instant, n: usize, seq: u16) {
 
 /// What `media_poll_timeout` was: every transceiver and layer scanned.
 fn scanned(pc: &PeerConnection) -> Option<Instant> {
-    let m = &pc.media;
-    let stalls =
-        m.transceivers.iter().filter_map(|t| t.recv[0].stalled_since.map(|s| s + t.config.max_delay));
-    let layers = || m.transceivers.iter().flat_map(|t| t.recv.iter());
-    let nacks = layers().filter_map(|r| r.nack.poll_timeout());
-    let plis = layers().filter_map(|r| r.keyframes.poll_timeout());
-    let twcc = m.twcc.as_ref().and_then(|r| r.poll_timeout());
-    let pacer = m.pacer.as_ref().and_then(Pacer::poll_timeout);
-    let bwe = m.bwe.as_ref().and_then(|b| b.poll_timeout());
-    let probe = m.probes.front().map(|(at, _, _)| *at);
-    stalls
-        .chain(nacks)
-        .chain(plis)
-        .chain(m.next_report)
-        .chain(twcc)
-        .chain(pacer)
-        .chain(bwe)
-        .chain(probe)
-        .min()
+    pc.media.next_timer(|| pc.media.transceivers.iter())
 }
 
 fn rtcp_sent(pc: &mut PeerConnection) -> Vec<RtcpPacket<'static>> {
