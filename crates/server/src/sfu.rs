@@ -1275,7 +1275,7 @@ impl Sfu {
                 layers,
                 subscribers: Vec::new(),
                 forwarded: Vec::new(),
-                key: (peer.to_owned(), id.0),
+                key,
                 audio_level,
                 size_asked: None,
             },
