@@ -1131,20 +1131,7 @@ impl PeerConnection {
     #[doc(hidden)]
     pub fn fuzz_plain_media(&mut self, now: Instant, data: &[u8]) {
         if self.media.srtp.is_none() {
-            let (key, salt) = ([7u8; 16], [9u8; 14]);
-            let keys = peerlink_rtp::DtlsSrtpKeys {
-                profile: "SRTP_AES128_CM_SHA1_80",
-                client_key: &key,
-                client_salt: &salt,
-                server_key: &key,
-                server_salt: &salt,
-            };
-            self.media.srtp = SrtpSession::from_dtls(
-                &keys,
-                peerlink_rtp::DtlsRole::Client,
-                peerlink_rtp::SrtpConfig::default(),
-            )
-            .ok();
+            self.media.srtp = fixed_srtp();
         }
         self.handle_plain(now, peerlink_rtp::is_rtcp(data), data);
     }
@@ -1634,6 +1621,20 @@ impl PeerConnection {
         let m = &self.media;
         m.next_timer(|| m.recv_timers.iter().map(|&i| &m.transceivers[i]))
     }
+}
+
+/// An SRTP session with fixed keys, for fuzzing and tests of what runs past DTLS.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn fixed_srtp() -> Option<SrtpSession> {
+    let (key, salt) = ([7u8; 16], [9u8; 14]);
+    let keys = peerlink_rtp::DtlsSrtpKeys {
+        profile: "SRTP_AES128_CM_SHA1_80",
+        client_key: &key,
+        client_salt: &salt,
+        server_key: &key,
+        server_salt: &salt,
+    };
+    SrtpSession::from_dtls(&keys, peerlink_rtp::DtlsRole::Client, peerlink_rtp::SrtpConfig::default()).ok()
 }
 
 impl MediaState {

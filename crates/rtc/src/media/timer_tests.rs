@@ -11,16 +11,7 @@ const SSRC_BASE: u32 = 0x5000_0000;
 /// receiving one after every `every`-th of them; the receiving ones' ids.
 fn connection(now: Instant, send_only: usize, every: usize) -> (PeerConnection, Vec<TransceiverId>) {
     let mut pc = PeerConnection::new(now, RtcConfig::default(), [7; 32]).unwrap();
-    let (key, salt) = ([7u8; 16], [9u8; 14]);
-    let keys = peerlink_rtp::DtlsSrtpKeys {
-        profile: "SRTP_AES128_CM_SHA1_80",
-        client_key: &key,
-        client_salt: &salt,
-        server_key: &key,
-        server_salt: &salt,
-    };
-    let srtp = SrtpSession::from_dtls(&keys, peerlink_rtp::DtlsRole::Client, Default::default());
-    pc.media.srtp = Some(srtp.unwrap());
+    pc.media.srtp = Some(fixed_srtp().unwrap());
     let mut receiving = Vec::new();
     for k in 0..send_only {
         add(&mut pc, Direction::SendOnly, k);
