@@ -12,7 +12,7 @@ use peerlink_media::{
     Packetizer, PacketizerConfig, Payloads, ReceiveStats, RtxSender, SendHistory, SendStats,
 };
 use peerlink_rtp::rtcp::{Fir, Nack, Pli, ReceiverReport, RtcpPacket, Sdes, SdesChunk};
-use peerlink_rtp::{ExtensionMap, RtpHeader, RtpPacket, Serial16, Serial32, SrtpSession};
+use peerlink_rtp::{ExtensionMap, PayloadPatch, RtpHeader, RtpPacket, Serial16, Serial32, SrtpSession};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -571,6 +571,8 @@ struct Outgoing<'a> {
     payload: &'a [u8],
     /// RFC 6464's element, put in when the peer takes the extension (audio only).
     audio_level: Option<AudioLevel>,
+    /// Bytes of the payload to change in this packet (a forwarder's rewrite).
+    patch: PayloadPatch,
 }
 
 /// Pacing: this many times the rate media is written at, and never below the floor (a key
@@ -823,6 +825,7 @@ impl PeerConnection {
                 timestamp,
                 payload,
                 audio_level: None,
+                patch: PayloadPatch::default(),
             };
             result = self.send_rtp(now, id, layer, out);
             if result.is_err() {
@@ -850,7 +853,7 @@ impl PeerConnection {
         seq: u16,
         timestamp: u32,
     ) -> Result<(), RtcError> {
-        self.write_rtp_layer(now, id, 0, codec, packet, seq, timestamp, None)
+        self.write_rtp_layer(now, id, 0, codec, packet, PayloadPatch::default(), seq, timestamp, None)
     }
 
     /// [`PeerConnection::write_rtp`] on simulcast layer `layer` (an index of
@@ -858,8 +861,9 @@ impl PeerConnection {
     /// the packet is to carry when the peer takes that extension on an audio section: an SFU
     /// passes on what the publisher's packet said, so that receivers (another SFU, a
     /// recorder) can tell who speaks. (The publisher's own header extensions are not copied:
-    /// their ids are the publisher's.) A layer the peer did not accept gives
-    /// [`RtcError::LayerNotSent`].
+    /// their ids are the publisher's.) `patch` changes bytes of the payload in what is sent
+    /// (`packet` itself is left as it is: a forwarder shares one packet among its
+    /// subscribers). A layer the peer did not accept gives [`RtcError::LayerNotSent`].
     #[allow(clippy::too_many_arguments)]
     pub fn write_rtp_layer(
         &mut self,
@@ -868,6 +872,7 @@ impl PeerConnection {
         layer: usize,
         codec: Codec,
         packet: &[u8],
+        patch: PayloadPatch,
         seq: u16,
         timestamp: u32,
         audio_level: Option<AudioLevel>,
@@ -886,6 +891,7 @@ impl PeerConnection {
             timestamp,
             payload: p.payload(),
             audio_level,
+            patch,
         };
         self.send_rtp(now, id, layer, out)?;
         let t = &mut self.media.transceivers[id.0];
@@ -952,6 +958,11 @@ impl PeerConnection {
             count += 1;
         }
         header.encode(&ext[..count], out.payload, 0, &mut packet).map_err(|_| RtcError::NotSending)?;
+        if !out.patch.is_empty() {
+            // (No padding: the payload ends the packet.)
+            let at = packet.len() - out.payload.len();
+            out.patch.apply(&mut packet[at..]);
+        }
         let s = &mut t.send[layer];
         s.history.store(now, out.seq, &packet);
         s.stats.on_packet(now, out.timestamp, out.payload.len());

@@ -72,7 +72,7 @@ pub mod srtp;
 pub use ext::{ExtensionMap, Extensions, HeaderExtensions};
 pub use peerlink_proto::{Serial16, Serial32, Unwrapper16, Unwrapper32};
 pub use rtcp::{RtcpError, RtcpPacket};
-pub use rtp::{is_rtcp, is_rtp_or_rtcp, RtpError, RtpHeader, RtpPacket};
+pub use rtp::{is_rtcp, is_rtp_or_rtcp, PayloadPatch, RtpError, RtpHeader, RtpPacket};
 pub use srtp::{
     DtlsRole, DtlsSrtpKeys, KeyError, SrtpConfig, SrtpContext, SrtpError, SrtpProfile, SrtpSession, SrtpStats,
 };
