@@ -271,6 +271,7 @@ impl PayloadPatch {
 
     /// Sets the payload's byte at `at` to `byte`; false (and no change) when the patch is
     /// full or `at` is beyond any RTP payload.
+    #[must_use]
     pub fn set(&mut self, at: usize, byte: u8) -> bool {
         let Ok(at) = u16::try_from(at) else { return false };
         if usize::from(self.len) == Self::MAX {
@@ -281,6 +282,7 @@ impl PayloadPatch {
         true
     }
 
+    /// Nothing to change.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

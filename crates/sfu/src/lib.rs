@@ -417,12 +417,12 @@ fn read_picture(payload: &[u8], (at, long): (usize, bool)) -> u16 {
 }
 
 fn write_picture(patch: &mut PayloadPatch, (at, long): (usize, bool), id: u16) {
-    if long {
-        patch.set(at, 0x80 | ((id >> 8) as u8 & 0x7f));
-        patch.set(at + 1, id as u8);
+    let set = if long {
+        patch.set(at, 0x80 | ((id >> 8) as u8 & 0x7f)) && patch.set(at + 1, id as u8)
     } else {
-        patch.set(at, id as u8 & 0x7f);
-    }
+        patch.set(at, id as u8 & 0x7f)
+    };
+    debug_assert!(set, "the picture id is the first thing patched");
 }
 
 /// Rewrites one track's packets for one subscriber.
@@ -531,7 +531,8 @@ impl Forwarder {
         }
         if let Some(at) = tl0 {
             let tl0 = payload[at].wrapping_add(m.tl0_offset);
-            patch.set(at, tl0);
+            let set = patch.set(at, tl0);
+            debug_assert!(set, "a VP8 descriptor changes at most 3 bytes");
             self.last_tl0 = Some(tl0);
         }
         patch

@@ -8,24 +8,24 @@ use std::collections::HashMap;
 use std::hash::Hash;
 
 /// Where an entry was: its index and the generation it was put there in. A slot of an entry
-/// removed since, or replaced by another key, finds nothing.
+/// removed or replaced since finds nothing. (Generations are 64 bits: they never repeat.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Slot {
-    index: u32,
-    generation: u32,
+    index: usize,
+    generation: u64,
 }
 
 struct Entry<K, V> {
     key: K,
     value: V,
-    generation: u32,
+    generation: u64,
 }
 
 pub(super) struct SlotMap<K, V> {
     index: HashMap<K, usize>,
     entries: Vec<Option<Entry<K, V>>>,
     free: Vec<usize>,
-    generation: u32,
+    generation: u64,
 }
 
 impl<K, V> Default for SlotMap<K, V> {
@@ -65,14 +65,16 @@ impl<K: Hash + Eq + Clone, V> SlotMap<K, V> {
         self.index.contains_key(key)
     }
 
-    /// Inserts or replaces; a replaced value keeps its slot (it has the same key, so
-    /// whoever held the slot would have found it by the key too).
+    /// Inserts or replaces. A replaced value gets a new generation, as if removed and
+    /// inserted: slots kept into it (the slots of a replaced participant's subscriptions,
+    /// say) must not be taken for the new one's.
     pub(super) fn insert(&mut self, key: K, value: V) -> Option<V> {
+        self.generation += 1;
         if let Some(&i) = self.index.get(&key) {
             let entry = self.entries[i].as_mut().expect("indexed entries are filled");
+            entry.generation = self.generation;
             return Some(std::mem::replace(&mut entry.value, value));
         }
-        self.generation = self.generation.wrapping_add(1);
         let entry = Entry { key: key.clone(), value, generation: self.generation };
         let i = match self.free.pop() {
             Some(i) => {
@@ -106,12 +108,12 @@ impl<K: Hash + Eq + Clone, V> SlotMap<K, V> {
     {
         let i = *self.index.get(key)?;
         let generation = self.entries[i].as_ref()?.generation;
-        Some(Slot { index: u32::try_from(i).ok()?, generation })
+        Some(Slot { index: i, generation })
     }
 
     /// The entry in `slot`, if it is still the one that was there.
     pub(super) fn at_mut(&mut self, slot: Slot) -> Option<(&K, &mut V)> {
-        match self.entries.get_mut(slot.index as usize)? {
+        match self.entries.get_mut(slot.index)? {
             Some(e) if e.generation == slot.generation => Some((&e.key, &mut e.value)),
             _ => None,
         }
@@ -149,8 +151,10 @@ mod tests {
         m.insert("b".into(), 2);
         let a = m.slot("a").unwrap();
         assert_eq!(m.at_mut(a).map(|(k, v)| (k.clone(), *v)), Some(("a".into(), 1)));
-        // Replaced under the same key: the slot finds the new value.
+        // Replaced under the same key: the old slot finds nothing, a new one the value.
         assert_eq!(m.insert("a".into(), 10), Some(1));
+        assert!(m.at_mut(a).is_none(), "a replaced value must not answer an old slot");
+        let a = m.slot("a").unwrap();
         assert_eq!(m.at_mut(a).map(|(_, v)| *v), Some(10));
         // Removed, and the index reused by another key: the old slot finds nothing.
         assert_eq!(m.remove("a"), Some(10));
