@@ -573,6 +573,28 @@ mod tests {
     }
 
     #[test]
+    fn the_send_log_keeps_a_packet_max_age_old_and_lets_one_nanosecond_older_go() {
+        const NS: Duration = Duration::from_nanos(1);
+        let age = 100 * MS;
+        let t0 = Instant::now();
+        let mut log = TwccSendLog::with_max_age(100, age);
+        log.on_sent(t0, 1, 10);
+        log.on_sent(t0 + age, 2, 10);
+        assert_eq!(log.len(), 2);
+        log.on_sent(t0 + age + NS, 3, 10);
+        assert_eq!(log.len(), 2);
+        // What is left is 2 and 3: feedback on 1 is ignored.
+        let fb = TransportCc { base_sequence: 1, deltas: vec![Some(4); 3], ..Default::default() };
+        let seqs: Vec<u16> = log.on_feedback(&fb).iter().map(|r| r.sequence.0).collect();
+        assert_eq!(seqs, [2, 3]);
+        // Without a max age nothing goes by age.
+        let mut log = TwccSendLog::new(100);
+        log.on_sent(t0, 1, 10);
+        log.on_sent(t0 + Duration::from_secs(3600), 2, 10);
+        assert_eq!(log.len(), 2);
+    }
+
+    #[test]
     fn the_send_log_keeps_numbers_skipped_repeated_or_far_ahead_apart() {
         let t0 = Instant::now();
         let mut log = TwccSendLog::new(100);
