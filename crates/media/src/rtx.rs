@@ -44,6 +44,10 @@ const SPARE: usize = 4;
 pub struct SendHistory {
     /// Oldest first.
     packets: VecDeque<Stored>,
+    /// The sequence number of the newest of `packets` (when there is one), kept here: every
+    /// store compares with it, and the ring's back is cold memory in an SFU (a history per
+    /// subscriber and forwarded stream).
+    newest: Serial16,
     capacity: usize,
     max_age: Duration,
     spare: Vec<Vec<u8>>,
@@ -55,6 +59,7 @@ impl SendHistory {
     pub fn new(capacity_packets: usize, max_age: Duration) -> SendHistory {
         SendHistory {
             packets: VecDeque::new(),
+            newest: Serial16(0),
             capacity: capacity_packets.max(1),
             max_age,
             spare: Vec::new(),
@@ -65,9 +70,9 @@ impl SendHistory {
     /// `max_age`, and the oldest beyond the capacity, are let go; so is an earlier packet
     /// stored with the same sequence number.
     pub fn store(&mut self, now: Instant, seq: Serial16, packet: &[u8]) {
-        while self.packets.front().is_some_and(|s| {
-            self.packets.len() >= self.capacity || now.saturating_duration_since(s.at) > self.max_age
-        }) {
+        let cutoff = now.checked_sub(self.max_age);
+        while self.packets.front().is_some_and(|s| self.packets.len() >= self.capacity || older(s.at, cutoff))
+        {
             let old = self.packets.pop_front().expect("a front");
             self.keep_spare(old.packet);
         }
@@ -75,11 +80,18 @@ impl SendHistory {
         // (A packet newer than the last stored, as a sent one nearly always is, replaces none:
         // no search. Should it repeat one stored before a late one, the later copy is found
         // first and the earlier goes with age.)
-        let newest = self.packets.back().map(|s| s.seq);
-        if newest.is_some_and(|n| !seq.is_newer_than(n)) {
+        if !self.packets.is_empty() && !seq.is_newer_than(self.newest) {
             if let Some(i) = self.position(seq) {
                 let old = self.packets.remove(i).expect("found");
                 self.keep_spare(old.packet);
+            }
+        }
+        // The buffer let go last; one that holds the packet without growing if that does not
+        // (a frame's last, short packet's buffer would grow for a full one).
+        if self.spare.last().is_some_and(|b| b.capacity() < packet.len()) {
+            if let Some(i) = self.spare.iter().position(|b| b.capacity() >= packet.len()) {
+                let last = self.spare.len() - 1;
+                self.spare.swap(i, last);
             }
         }
         let mut buf = self.spare.pop().unwrap_or_default();
@@ -89,6 +101,7 @@ impl SendHistory {
         buf.reserve_exact(packet.len());
         buf.extend_from_slice(packet);
         self.packets.push_back(Stored { seq, at: now, last_resent: None, packet: buf });
+        self.newest = seq;
     }
 
     fn keep_spare(&mut self, buf: Vec<u8>) {
@@ -100,8 +113,10 @@ impl SendHistory {
     /// Where `seq` is held: found at once when the packets held since it are in sequence
     /// order with no gap, else by a search from the newest (at most `capacity` steps).
     fn position(&self, seq: Serial16) -> Option<usize> {
-        let newest = self.packets.back()?;
-        let back = usize::from(newest.seq.0.wrapping_sub(seq.0));
+        if self.packets.is_empty() {
+            return None;
+        }
+        let back = usize::from(self.newest.0.wrapping_sub(seq.0));
         if let Some(i) = self.packets.len().checked_sub(back + 1) {
             if self.packets[i].seq == seq {
                 return Some(i);
@@ -123,7 +138,8 @@ impl SendHistory {
     /// muted track) does not hold its last `max_age` of packets for as long as it lasts.
     /// Once nothing is held, the spare buffers and the ring's room go too.
     pub fn expire(&mut self, now: Instant) {
-        while self.packets.front().is_some_and(|s| now.saturating_duration_since(s.at) > self.max_age) {
+        let cutoff = now.checked_sub(self.max_age);
+        while self.packets.front().is_some_and(|s| older(s.at, cutoff)) {
             let old = self.packets.pop_front().expect("a front");
             self.keep_spare(old.packet);
         }
@@ -170,6 +186,13 @@ impl SendHistory {
         s.last_resent = Some(now);
         Some(&s.packet)
     }
+}
+
+/// Whether a packet stored `at` is more than `max_age` old at `now`, given
+/// `cutoff = now.checked_sub(max_age)` (computed once, not a subtraction per packet): `None`
+/// where nothing can be that old.
+fn older(at: Instant, cutoff: Option<Instant>) -> bool {
+    cutoff.is_some_and(|c| at < c)
 }
 
 /// The sending side of an RTX stream (the payload type's `apt` mapping is the caller's).

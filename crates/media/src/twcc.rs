@@ -306,11 +306,10 @@ impl TwccSendLog {
 
     /// Lets go of packets sent more than `max_age` before `now`.
     fn expire(&mut self, now: Instant) {
-        while self
-            .sent
-            .front()
-            .is_some_and(|s| !s.logged || now.saturating_duration_since(s.at) > self.max_age)
-        {
+        // `at < now - max_age` is `now - at > max_age`, with one subtraction a call, not one
+        // a packet (nothing is that old when `now - max_age` is before any instant).
+        let cutoff = now.checked_sub(self.max_age);
+        while self.sent.front().is_some_and(|s| !s.logged || cutoff.is_some_and(|c| s.at < c)) {
             self.pop_front();
         }
     }
