@@ -342,6 +342,21 @@ mod tests {
     }
 
     #[test]
+    fn a_full_packet_takes_a_spare_buffer_that_holds_it_rather_than_growing_a_short_one() {
+        let t0 = Instant::now();
+        let mut h = SendHistory::new(8, Duration::from_secs(1));
+        for (i, n) in [1200, 90, 700, 40].into_iter().enumerate() {
+            h.store(t0, Serial16(i as u16), &vec![i as u8; n]);
+        }
+        // The four buffers become spares, the 40-byte one last.
+        h.clear();
+        let before = h.bytes();
+        h.store(t0, Serial16(9), &[9; 1200]);
+        assert_eq!(h.get(Serial16(9)), Some(&[9u8; 1200][..]));
+        assert_eq!(h.bytes(), before, "the 1200-byte spare was taken; nothing grew");
+    }
+
+    #[test]
     fn a_repeated_sequence_number_replaces_the_packet_stored_with_it() {
         let t0 = Instant::now();
         let mut h = SendHistory::new(8, Duration::from_secs(1));
