@@ -181,10 +181,59 @@ struct Sent {
     requests: u64,
 }
 
+/// A set of packet numbers, one bit each: the HashSets they were kept in before took a good
+/// part of the generator's CPU (each received packet inserted into two of them).
+#[derive(Debug, Default)]
+struct Numbers {
+    bits: Vec<u64>,
+    len: usize,
+    /// Numbers too large for the bits (none from our own publishers).
+    far: HashSet<u64>,
+}
+
+impl Numbers {
+    /// Numbers below this are kept as bits (2 MB of them at most).
+    const BITS: u64 = 1 << 24;
+
+    /// False if it was there already.
+    fn insert(&mut self, n: u64) -> bool {
+        if n >= Self::BITS {
+            let new = self.far.insert(n);
+            self.len += usize::from(new);
+            return new;
+        }
+        let (word, bit) = ((n / 64) as usize, n % 64);
+        if word >= self.bits.len() {
+            self.bits.resize(word + 1, 0);
+        }
+        let new = self.bits[word] & (1 << bit) == 0;
+        self.bits[word] |= 1 << bit;
+        self.len += usize::from(new);
+        new
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// In ascending order (the far ones in no order, after the others).
+    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        let bits = self.bits.iter().enumerate().flat_map(|(w, &word)| {
+            (0..64u64).filter(move |b| word & (1 << b) != 0).map(move |b| w as u64 * 64 + b)
+        });
+        bits.chain(self.far.iter().copied())
+    }
+
+    /// How many lie in `lo..=hi`.
+    fn count_in(&self, lo: u64, hi: u64) -> u64 {
+        self.iter().filter(|n| (lo..=hi).contains(n)).count() as u64
+    }
+}
+
 /// What a subscriber received of one stream (publisher, stream).
 #[derive(Debug, Default)]
 struct Received {
-    numbers: HashSet<u32>,
+    numbers: Numbers,
     duplicates: u64,
 }
 
@@ -193,7 +242,7 @@ struct Received {
 #[derive(Debug, Default)]
 struct BySsrc {
     unwrap: Unwrapper16,
-    seqs: HashSet<u64>,
+    seqs: Numbers,
 }
 
 #[derive(Debug, Default)]
@@ -509,7 +558,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 let got_layer = |l: u8| {
                     s.streams.get(&(key.0, l)).is_some_and(|r| {
                         let w = windows.get(&(key.0, l));
-                        r.numbers.iter().any(|n| w.is_some_and(|&(a, b)| *n >= a && *n <= b))
+                        w.is_some_and(|&(a, b)| r.numbers.count_in(a.into(), b.into()) > 0)
                     })
                 };
                 let any = (0..args.layers() as u8).any(|k| got_layer(VIDEO + k));
@@ -524,7 +573,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let n = u64::from(sent.last - first) + 1;
             expected += n;
             if let Some(r) = s.streams.get(key) {
-                got += r.numbers.iter().filter(|&&k| k >= first && k <= sent.last).count() as u64;
+                got += r.numbers.count_in(first.into(), sent.last.into());
                 duplicates += r.duplicates;
             }
         }
@@ -1161,7 +1210,7 @@ fn on_rtp(shared: &Shared, stats: &Mutex<SubscriberStats>, packet: &[u8]) {
         return;
     }
     let r = s.streams.entry((publisher, stream)).or_default();
-    if !r.numbers.insert(number) {
+    if !r.numbers.insert(number.into()) {
         r.duplicates += 1;
         return;
     }
@@ -1464,5 +1513,24 @@ mod janus {
         }
         janus.candidates_done().await?;
         Ok((link, janus.keep_alive()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Numbers;
+
+    #[test]
+    fn numbers_count_each_once_in_order_and_in_ranges() {
+        let mut n = Numbers::default();
+        for x in [5u64, 3, 64, 5, 200, 1 << 30, 1 << 30] {
+            n.insert(x);
+        }
+        assert_eq!(n.len(), 5, "duplicates counted once");
+        assert!(!n.insert(64) && n.insert(65));
+        assert_eq!(n.iter().collect::<Vec<_>>(), [3, 5, 64, 65, 200, 1 << 30]);
+        assert_eq!(n.count_in(4, 64), 2);
+        assert_eq!(n.count_in(201, 1 << 31), 1, "the far one too");
+        assert_eq!(Numbers::default().iter().min(), None);
     }
 }

@@ -6,7 +6,8 @@
 
 use peerlink_rtc::{
     AudioLevel, ChannelConfig, Codec, ConnectionState, Description, Direction, MediaKind, MediaStats,
-    PeerConnection, RtcConfig, RtcError, RtcEvent, SdpType, TrackConfig, TransceiverId, TransceiverInfo,
+    PayloadPatch, PeerConnection, RtcConfig, RtcError, RtcEvent, SdpType, TrackConfig, TransceiverId,
+    TransceiverInfo,
 };
 use peerlink_udp::{RecvBatch, SendBatch, GRO_SLOT};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -67,7 +68,7 @@ enum Command {
     RequestBandwidthProbe(u64),
     ForgetSent(TransceiverId),
     ResendSince(TransceiverId, u32, usize, oneshot::Sender<usize>),
-    WriteRtp(TransceiverId, usize, Codec, Vec<u8>, u16, u32, Option<AudioLevel>),
+    WriteRtp(TransceiverId, usize, Codec, Arc<Vec<u8>>, PayloadPatch, u16, u32, Option<AudioLevel>),
     StopTransceiver(TransceiverId, oneshot::Sender<Result<(), RtcError>>),
     MediaStats(TransceiverId, oneshot::Sender<Option<MediaStats>>),
     BandwidthEstimate(oneshot::Sender<Option<u64>>),
@@ -324,7 +325,7 @@ impl PeerHandle {
     /// Forwards a received RTP packet on `id` with the sequence number and timestamp given
     /// ([`PeerConnection::write_rtp`]); what cannot be sent is dropped.
     pub fn write_rtp(&self, id: TransceiverId, codec: Codec, packet: Vec<u8>, seq: u16, timestamp: u32) {
-        let _ = self.commands.send(Command::WriteRtp(id, 0, codec, packet, seq, timestamp, None));
+        self.forward_rtp(id, 0, codec, Arc::new(packet), PayloadPatch::default(), seq, timestamp, None);
     }
 
     /// [`PeerHandle::write_rtp`] on simulcast layer `layer`, with the audio level the packet is
@@ -341,7 +342,45 @@ impl PeerHandle {
         timestamp: u32,
         audio_level: Option<AudioLevel>,
     ) {
-        let _ = self.commands.send(Command::WriteRtp(id, layer, codec, packet, seq, timestamp, audio_level));
+        self.forward_rtp(
+            id,
+            layer,
+            codec,
+            Arc::new(packet),
+            PayloadPatch::default(),
+            seq,
+            timestamp,
+            audio_level,
+        );
+    }
+
+    /// [`PeerHandle::write_rtp_layer`] of a packet shared with other connections (a
+    /// forwarder's subscribers), with the bytes of its payload to change in this
+    /// connection's copy ([`PeerConnection::write_rtp_layer`]). The packet is copied once, as
+    /// it is written: a forwarder copying it for each subscriber spent an allocation and a
+    /// copy per subscriber on it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_rtp(
+        &self,
+        id: TransceiverId,
+        layer: usize,
+        codec: Codec,
+        packet: Arc<Vec<u8>>,
+        patch: PayloadPatch,
+        seq: u16,
+        timestamp: u32,
+        audio_level: Option<AudioLevel>,
+    ) {
+        let _ = self.commands.send(Command::WriteRtp(
+            id,
+            layer,
+            codec,
+            packet,
+            patch,
+            seq,
+            timestamp,
+            audio_level,
+        ));
     }
 
     /// Stops a transceiver for good; the next negotiation rejects its section.
@@ -626,8 +665,8 @@ fn handle_command(pc: &mut PeerConnection, command: Command, closing: &mut Vec<o
         Command::ResendSince(id, ts, max, reply) => {
             let _ = reply.send(pc.resend_since(now, id, ts, max));
         }
-        Command::WriteRtp(id, layer, codec, packet, seq, ts, level) => {
-            let _ = pc.write_rtp_layer(now, id, layer, codec, &packet, seq, ts, level);
+        Command::WriteRtp(id, layer, codec, packet, patch, seq, ts, level) => {
+            let _ = pc.write_rtp_layer(now, id, layer, codec, &packet, patch, seq, ts, level);
         }
         Command::StopTransceiver(id, reply) => {
             let _ = reply.send(pc.stop_transceiver(id));

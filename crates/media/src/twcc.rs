@@ -306,11 +306,10 @@ impl TwccSendLog {
 
     /// Lets go of packets sent more than `max_age` before `now`.
     fn expire(&mut self, now: Instant) {
-        while self
-            .sent
-            .front()
-            .is_some_and(|s| !s.logged || now.saturating_duration_since(s.at) > self.max_age)
-        {
+        // `at < now - max_age` is `now - at > max_age`, with one subtraction a call, not one
+        // a packet (nothing is that old when `now - max_age` is before any instant).
+        let cutoff = now.checked_sub(self.max_age);
+        while self.sent.front().is_some_and(|s| !s.logged || cutoff.is_some_and(|c| s.at < c)) {
             self.pop_front();
         }
     }
@@ -570,6 +569,28 @@ mod tests {
         };
         assert_eq!(received(last - 280, &mut log), vec![(last - 280) as u16]);
         assert_eq!(received(last - 3000, &mut log), Vec::<u16>::new());
+    }
+
+    #[test]
+    fn the_send_log_keeps_a_packet_max_age_old_and_lets_one_nanosecond_older_go() {
+        const NS: Duration = Duration::from_nanos(1);
+        let age = 100 * MS;
+        let t0 = Instant::now();
+        let mut log = TwccSendLog::with_max_age(100, age);
+        log.on_sent(t0, 1, 10);
+        log.on_sent(t0 + age, 2, 10);
+        assert_eq!(log.len(), 2);
+        log.on_sent(t0 + age + NS, 3, 10);
+        assert_eq!(log.len(), 2);
+        // What is left is 2 and 3: feedback on 1 is ignored.
+        let fb = TransportCc { base_sequence: 1, deltas: vec![Some(4); 3], ..Default::default() };
+        let seqs: Vec<u16> = log.on_feedback(&fb).iter().map(|r| r.sequence.0).collect();
+        assert_eq!(seqs, [2, 3]);
+        // Without a max age nothing goes by age.
+        let mut log = TwccSendLog::new(100);
+        log.on_sent(t0, 1, 10);
+        log.on_sent(t0 + Duration::from_secs(3600), 2, 10);
+        assert_eq!(log.len(), 2);
     }
 
     #[test]

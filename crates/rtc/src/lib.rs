@@ -62,6 +62,7 @@ use peerlink_proto::SeededRng;
 pub use peerlink_proto::{Route, Transmit};
 /// RFC 6464's audio level, for [`PeerConnection::write_rtp_layer`].
 pub use peerlink_rtp::ext::AudioLevel;
+pub use peerlink_rtp::PayloadPatch;
 use peerlink_sctp::{Association, DataChannels, SctpConfig};
 pub use peerlink_sctp::{
     ChannelConfig, ChannelEvent, ChannelState, CongestionControl, Reliability, SctpCloseReason,

@@ -12,7 +12,7 @@ use peerlink_media::{
     Packetizer, PacketizerConfig, Payloads, ReceiveStats, RtxSender, SendHistory, SendStats,
 };
 use peerlink_rtp::rtcp::{Fir, Nack, Pli, ReceiverReport, RtcpPacket, Sdes, SdesChunk};
-use peerlink_rtp::{ExtensionMap, RtpHeader, RtpPacket, Serial16, Serial32, SrtpSession};
+use peerlink_rtp::{ExtensionMap, PayloadPatch, RtpHeader, RtpPacket, Serial16, Serial32, SrtpSession};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -254,6 +254,8 @@ const MAX_SSRCS: usize = 256;
 const RTX_SHARE: u64 = 50;
 const RTX_BUDGET_WINDOW: Duration = Duration::from_millis(500);
 const RTX_BUDGET_MIN_BYTES: f64 = 2.0 * 1300.0;
+/// Buffers of sent packets kept for the next ones (one a packet goes out and one comes in).
+const SPENT: usize = 4;
 /// RTP payload room: 1200-byte packets leave room for TURN, SRTP and IPv6 on a 1280 MTU.
 const MAX_RTP_PACKET: usize = 1200;
 
@@ -403,6 +405,9 @@ pub(crate) struct MediaState {
     pub(crate) srtp: Option<SrtpSession>,
     /// Plain RTP and RTCP packets waiting to be protected and sent.
     outgoing: VecDeque<(bool, Vec<u8>)>,
+    /// Buffers of packets sent, for the next ones written (at most [`SPENT`]): a steady
+    /// stream allocates and frees none.
+    spent: Vec<Vec<u8>>,
     /// Remote SSRC → (transceiver, layer, is RTX).
     by_ssrc: HashMap<u32, (usize, usize, bool)>,
     /// Our media SSRCs → the first (transceiver, layer) sending under it (they are random:
@@ -448,7 +453,8 @@ pub(crate) struct MediaState {
     probes: VecDeque<(Instant, u32, Vec<u8>)>,
     /// The cluster whose padding has started to go out.
     probe_active: Option<u32>,
-    /// Bytes of media written in the last second, to set the pacing rate.
+    /// Bytes of media written in the last second (one entry per instant), to set the pacing
+    /// rate.
     sent_window: VecDeque<(Instant, usize)>,
     /// The sum of `sent_window`'s bytes (kept, not summed per packet).
     sent_window_bytes: u64,
@@ -497,8 +503,10 @@ impl MediaState {
     /// bandwidth estimate and the probes going out: after every write, and when feedback
     /// moves the estimate.
     fn update_pacer(&mut self, now: Instant) {
+        // Kept while `now - at <= 1 s`, that is `at >= now - 1 s` (one subtraction a call).
+        let cutoff = now.checked_sub(Duration::from_secs(1));
         while let Some(&(at, old)) = self.sent_window.front() {
-            if now.saturating_duration_since(at) <= Duration::from_secs(1) {
+            if cutoff.is_none_or(|c| at >= c) {
                 break;
             }
             self.sent_window.pop_front();
@@ -571,6 +579,8 @@ struct Outgoing<'a> {
     payload: &'a [u8],
     /// RFC 6464's element, put in when the peer takes the extension (audio only).
     audio_level: Option<AudioLevel>,
+    /// Bytes of the payload to change in this packet (a forwarder's rewrite).
+    patch: PayloadPatch,
 }
 
 /// Pacing: this many times the rate media is written at, and never below the floor (a key
@@ -823,6 +833,7 @@ impl PeerConnection {
                 timestamp,
                 payload,
                 audio_level: None,
+                patch: PayloadPatch::default(),
             };
             result = self.send_rtp(now, id, layer, out);
             if result.is_err() {
@@ -850,7 +861,7 @@ impl PeerConnection {
         seq: u16,
         timestamp: u32,
     ) -> Result<(), RtcError> {
-        self.write_rtp_layer(now, id, 0, codec, packet, seq, timestamp, None)
+        self.write_rtp_layer(now, id, 0, codec, packet, PayloadPatch::default(), seq, timestamp, None)
     }
 
     /// [`PeerConnection::write_rtp`] on simulcast layer `layer` (an index of
@@ -858,8 +869,9 @@ impl PeerConnection {
     /// the packet is to carry when the peer takes that extension on an audio section: an SFU
     /// passes on what the publisher's packet said, so that receivers (another SFU, a
     /// recorder) can tell who speaks. (The publisher's own header extensions are not copied:
-    /// their ids are the publisher's.) A layer the peer did not accept gives
-    /// [`RtcError::LayerNotSent`].
+    /// their ids are the publisher's.) `patch` changes bytes of the payload in what is sent
+    /// (`packet` itself is left as it is: a forwarder shares one packet among its
+    /// subscribers). A layer the peer did not accept gives [`RtcError::LayerNotSent`].
     #[allow(clippy::too_many_arguments)]
     pub fn write_rtp_layer(
         &mut self,
@@ -868,6 +880,7 @@ impl PeerConnection {
         layer: usize,
         codec: Codec,
         packet: &[u8],
+        patch: PayloadPatch,
         seq: u16,
         timestamp: u32,
         audio_level: Option<AudioLevel>,
@@ -886,6 +899,7 @@ impl PeerConnection {
             timestamp,
             payload: p.payload(),
             audio_level,
+            patch,
         };
         self.send_rtp(now, id, layer, out)?;
         let t = &mut self.media.transceivers[id.0];
@@ -923,7 +937,10 @@ impl PeerConnection {
             ssrc: t.send[layer].ssrc,
             ..Default::default()
         };
-        let mut packet = Vec::with_capacity(out.payload.len() + 32);
+        let mut packet = m.spent.pop().unwrap_or_default();
+        packet.clear();
+        // Exactly: a reused buffer grown the usual way doubles, and waits so in the pacer.
+        packet.reserve_exact(out.payload.len() + 32);
         // On the stack: a Vec here was two allocations per packet, a few % of an SFU's CPU.
         // Room for the four elements below (mid, transport-wide number, rid, audio level);
         // one more needs a larger array.
@@ -952,6 +969,11 @@ impl PeerConnection {
             count += 1;
         }
         header.encode(&ext[..count], out.payload, 0, &mut packet).map_err(|_| RtcError::NotSending)?;
+        if !out.patch.is_empty() {
+            // (No padding: the payload ends the packet.)
+            let at = packet.len() - out.payload.len();
+            out.patch.apply(&mut packet[at..]);
+        }
         let s = &mut t.send[layer];
         s.history.store(now, out.seq, &packet);
         s.stats.on_packet(now, out.timestamp, out.payload.len());
@@ -960,7 +982,12 @@ impl PeerConnection {
         t.stats.bytes_sent += packet.len() as u64;
         let bytes = packet.len();
         // The pacing rate follows what is written (and the bandwidth estimate).
-        m.sent_window.push_back((now, bytes));
+        // Packets written at the same instant (a frame's, an SFU's batch) leave the window
+        // together: one entry.
+        match m.sent_window.back_mut() {
+            Some((at, sum)) if *at == now => *sum += bytes,
+            _ => m.sent_window.push_back((now, bytes)),
+        }
         m.sent_window_bytes += bytes as u64;
         let audio = t.kind == MediaKind::Audio;
         let pacer = m.pacer(now);
@@ -1814,6 +1841,9 @@ impl PeerConnection {
                 }
             };
             let r = if rtcp { srtp.protect_rtcp(&packet, buf) } else { srtp.protect_rtp(&packet, buf) };
+            if m.spent.len() < SPENT {
+                m.spent.push(packet);
+            }
             match r {
                 Ok(_) => return true,
                 Err(e) => tracing::debug!(%e, "media packet not protected"),

@@ -955,7 +955,7 @@ fn padding_probes_raise_the_estimate_above_what_an_application_limited_sender_se
 }
 
 #[test]
-fn forwarded_audio_carries_the_level_it_is_given() {
+fn forwarded_audio_carries_the_level_and_the_payload_patch_it_is_given() {
     use peerlink_proto::{Serial16, Serial32};
     use peerlink_rtc::{AudioLevel, MediaKind};
     use peerlink_rtp::RtpHeader;
@@ -981,6 +981,12 @@ fn forwarded_audio_carries_the_level_it_is_given() {
         };
         let mut packet = Vec::new();
         header.encode(&[], &[0xfc, 1, 2, 3], 0, &mut packet).unwrap();
+        let sent = packet.clone();
+        // The second packet's payload gets two bytes changed (as a forwarder's VP8 rewrite).
+        let mut patch = peerlink_rtc::PayloadPatch::default();
+        if i == 1 {
+            assert!(patch.set(1, 0x77) && patch.set(3, 0x99));
+        }
         let now = w.net.now();
         w.sides[0]
             .pc
@@ -990,26 +996,31 @@ fn forwarded_audio_carries_the_level_it_is_given() {
                 0,
                 peerlink_rtc::Codec::Opus,
                 &packet,
+                patch,
                 i as u16,
                 960 * i as u32,
                 *level,
             )
             .unwrap();
+        assert_eq!(packet, sent, "the packet given is left as it was");
         w.run(Duration::from_millis(20), |_| false);
     }
     w.run(Duration::from_millis(200), |_| false);
-    let got: Vec<Option<AudioLevel>> = w.sides[1]
+    let got: Vec<(Option<AudioLevel>, Vec<u8>)> = w.sides[1]
         .events
         .iter()
         .filter_map(|e| match e {
             RtcEvent::Rtp { packet, .. } => {
                 let p = peerlink_rtp::RtpPacket::parse(packet).unwrap();
-                Some(p.extensions().get(id).map(|d| AudioLevel::decode(d).unwrap()))
+                Some((p.extensions().get(id).map(|d| AudioLevel::decode(d).unwrap()), p.payload().to_vec()))
             }
             _ => None,
         })
         .collect();
-    assert_eq!(got, levels, "the levels as given, none where none was");
+    let got_levels: Vec<Option<AudioLevel>> = got.iter().map(|(l, _)| *l).collect();
+    assert_eq!(got_levels, levels, "the levels as given, none where none was");
+    let payloads: Vec<&[u8]> = got.iter().map(|(_, p)| &p[..]).collect();
+    assert_eq!(payloads, [&[0xfc, 1, 2, 3][..], &[0xfc, 0x77, 2, 0x99], &[0xfc, 1, 2, 3]], "patched once");
 }
 
 // ---- Simulcast we send (RFC 8853, RFC 8851) ----

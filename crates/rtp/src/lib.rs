@@ -4,7 +4,8 @@
 //! What it implements:
 //! - [`rtp`]: the RTP header (RFC 3550 §5.1) with CSRCs, padding and header extensions
 //!   (§5.3.1) as a checked view and a typed value; RTP/RTCP demultiplexing (RFC 5761 §4,
-//!   RFC 7983 §7).
+//!   RFC 7983 §7); [`PayloadPatch`], bytes of a payload a forwarder changes in each
+//!   receiver's copy (no RFC: an SFU's rewrite of a codec's payload descriptor).
 //! - [`ext`]: one- and two-byte header extension elements (RFC 8285 §4.2, §4.3) and the
 //!   extensions WebRTC negotiates: mid (RFC 9143 §15), rid and repaired-rid (RFC 8852),
 //!   abs-send-time, transport-wide sequence number
@@ -72,7 +73,7 @@ pub mod srtp;
 pub use ext::{ExtensionMap, Extensions, HeaderExtensions};
 pub use peerlink_proto::{Serial16, Serial32, Unwrapper16, Unwrapper32};
 pub use rtcp::{RtcpError, RtcpPacket};
-pub use rtp::{is_rtcp, is_rtp_or_rtcp, RtpError, RtpHeader, RtpPacket};
+pub use rtp::{is_rtcp, is_rtp_or_rtcp, PayloadPatch, RtpError, RtpHeader, RtpPacket};
 pub use srtp::{
     DtlsRole, DtlsSrtpKeys, KeyError, SrtpConfig, SrtpContext, SrtpError, SrtpProfile, SrtpSession, SrtpStats,
 };

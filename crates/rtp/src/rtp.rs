@@ -256,6 +256,47 @@ pub fn is_rtp_or_rtcp(datagram: &[u8]) -> bool {
     matches!(datagram.first(), Some(128..=191))
 }
 
+/// Bytes of an RTP payload replaced as a packet is written: a forwarder's rewrite of a
+/// codec's payload descriptor (VP8's picture id and TL0PICIDX) for one receiver, made on
+/// that receiver's copy only, so that one received packet can be shared by all receivers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PayloadPatch {
+    bytes: [(u16, u8); PayloadPatch::MAX],
+    len: u8,
+}
+
+impl PayloadPatch {
+    /// At most this many bytes (a 15-bit picture id and a TL0PICIDX).
+    pub const MAX: usize = 3;
+
+    /// Sets the payload's byte at `at` to `byte`; false (and no change) when the patch is
+    /// full or `at` is beyond any RTP payload.
+    #[must_use]
+    pub fn set(&mut self, at: usize, byte: u8) -> bool {
+        let Ok(at) = u16::try_from(at) else { return false };
+        if usize::from(self.len) == Self::MAX {
+            return false;
+        }
+        self.bytes[usize::from(self.len)] = (at, byte);
+        self.len += 1;
+        true
+    }
+
+    /// Nothing to change.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes the bytes into `payload`; those beyond its end are left out.
+    pub fn apply(&self, payload: &mut [u8]) {
+        for &(at, byte) in &self.bytes[..usize::from(self.len)] {
+            if let Some(b) = payload.get_mut(usize::from(at)) {
+                *b = byte;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,5 +376,18 @@ mod tests {
         assert!(!is_rtcp(&[0x80]));
         assert!(is_rtp_or_rtcp(&[128]) && is_rtp_or_rtcp(&[191]));
         assert!(!is_rtp_or_rtcp(&[192]) && !is_rtp_or_rtcp(&[20]) && !is_rtp_or_rtcp(&[]));
+    }
+
+    #[test]
+    fn a_payload_patch_sets_its_bytes_and_no_more() {
+        let mut patch = PayloadPatch::default();
+        assert!(patch.is_empty());
+        assert!(patch.set(2, 0xaa) && patch.set(3, 0xbb) && patch.set(9, 0xcc));
+        assert!(!patch.set(4, 0xdd), "a fourth byte does not fit");
+        assert!(!PayloadPatch::default().set(70_000, 1), "beyond any payload");
+        let mut payload = [0u8; 8];
+        patch.apply(&mut payload);
+        assert_eq!(payload, [0, 0, 0xaa, 0xbb, 0, 0, 0, 0], "the byte at 9 is beyond the end: left out");
+        patch.apply(&mut []);
     }
 }

@@ -33,6 +33,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+mod slots;
+use slots::{Slot, SlotMap};
+
 /// After a switch back to a mesh, media goes on through the SFU until the participant
 /// closes its connection to us (once its mesh connections deliver), or at most this long.
 const SWITCH_GRACE: Duration = Duration::from_secs(20);
@@ -193,13 +196,27 @@ struct Publication {
     /// Those of them it is forwarded to now (not outside their last N): what a packet of it
     /// visits. In a room of 100 with last-N 9, a video packet looked up all 99 subscribers'
     /// subscriptions by name to skip 90 of them, a sixth of the server's CPU.
-    forwarded: Vec<String>,
+    forwarded: Vec<Target>,
     /// Its key in the subscribers' maps (kept so that forwarding a packet allocates none).
     key: TrackKey<String>,
     /// The id of the RFC 6464 audio level extension, when negotiated.
     audio_level: Option<u8>,
     /// When a key frame was last asked for a layer whose picture size is unknown.
     size_asked: Option<Instant>,
+}
+
+/// A subscriber a publication is forwarded to.
+struct Target {
+    subscriber: String,
+    /// Where its participant and its subscription were last found ([`SlotMap::slot`]):
+    /// looked up by name again when they are gone or moved.
+    slots: Option<(Slot, Slot)>,
+}
+
+impl Target {
+    fn new(subscriber: &str) -> Target {
+        Target { subscriber: subscriber.to_owned(), slots: None }
+    }
 }
 
 /// One subscription: the transceiver of ours that sends it, and its rewriting.
@@ -225,7 +242,7 @@ struct Participant {
     /// Tracks changed while an offer was out: offer again after the answer.
     pending: bool,
     published: HashMap<TransceiverId, Publication>,
-    subscriptions: HashMap<TrackKey<String>, Subscription>,
+    subscriptions: SlotMap<TrackKey<String>, Subscription>,
     by_transceiver: HashMap<TransceiverId, TrackKey<String>>,
     joined_at: Instant,
     offered_at: Instant,
@@ -353,7 +370,7 @@ pub async fn start(signal: SignalService, config: SfuConfig) -> Arc<SfuStats> {
         config,
         inputs: tx,
         rooms: HashMap::new(),
-        participants: HashMap::new(),
+        participants: SlotMap::default(),
         members: HashMap::new(),
         next_generation: 1,
         stats: stats.clone(),
@@ -372,7 +389,7 @@ struct Sfu {
     config: SfuConfig,
     inputs: mpsc::UnboundedSender<Input>,
     rooms: HashMap<String, Room<String>>,
-    participants: HashMap<String, Participant>,
+    participants: SlotMap<String, Participant>,
     /// Who the hub says is in an SFU room (peer → room), connected to us or not.
     members: HashMap<String, String>,
     next_generation: u64,
@@ -390,7 +407,7 @@ struct Sfu {
 }
 
 /// The layer a new subscriber of `key` starts on: the best one flowing now.
-fn publication_best(participants: &HashMap<String, Participant>, key: &TrackKey<String>) -> usize {
+fn publication_best(participants: &SlotMap<String, Participant>, key: &TrackKey<String>) -> usize {
     participants
         .get(&key.0)
         .and_then(|p| p.published.get(&TransceiverId(key.1)))
@@ -555,7 +572,7 @@ impl Sfu {
                 ready: false,
                 pending: false,
                 published: HashMap::new(),
-                subscriptions: HashMap::new(),
+                subscriptions: SlotMap::default(),
                 by_transceiver: HashMap::new(),
                 joined_at: Instant::now(),
                 offered_at: Instant::now(),
@@ -586,7 +603,7 @@ impl Sfu {
         for other in self.participants.values_mut() {
             for publication in other.published.values_mut() {
                 publication.subscribers.retain(|s| s != peer);
-                publication.forwarded.retain(|s| s != peer);
+                publication.forwarded.retain(|t| t.subscriber != peer);
             }
         }
         let changes = match self.rooms.get_mut(&p.room) {
@@ -760,7 +777,7 @@ impl Sfu {
                 self.participants.get_mut(&key.0).and_then(|p| p.published.get_mut(&TransceiverId(key.1)))
             {
                 publication.subscribers.retain(|s| s != peer);
-                publication.forwarded.retain(|s| s != peer);
+                publication.forwarded.retain(|t| t.subscriber != peer);
             }
         }
         // Tracks to add.
@@ -795,8 +812,8 @@ impl Sfu {
                     publication.subscribers.push(peer.to_owned());
                 }
                 // A new subscription is forwarded until the room's plan says otherwise.
-                if !publication.forwarded.iter().any(|s| s == peer) {
-                    publication.forwarded.push(peer.to_owned());
+                if !publication.forwarded.iter().any(|t| t.subscriber == peer) {
+                    publication.forwarded.push(Target::new(peer));
                 }
             }
             let Some(p) = self.participants.get_mut(peer) else { return };
@@ -884,9 +901,9 @@ impl Sfu {
             else {
                 continue;
             };
-            publication.forwarded.retain(|s| *s != subscriber);
+            publication.forwarded.retain(|t| t.subscriber != subscriber);
             if on {
-                publication.forwarded.push(subscriber);
+                publication.forwarded.push(Target::new(&subscriber));
             }
         }
         for (key, layer) in asks {
@@ -1293,7 +1310,10 @@ impl Sfu {
     }
 
     /// One received packet goes to every subscriber of its track.
-    fn forward(&mut self, peer: &str, id: TransceiverId, layer: usize, mut packet: Vec<u8>) {
+    fn forward(&mut self, peer: &str, id: TransceiverId, layer: usize, packet: Vec<u8>) {
+        // One packet for all its subscribers: each connection writes its own copy, with the
+        // bytes its forwarder changes.
+        let packet = Arc::new(packet);
         let Ok(parsed) = RtpPacket::parse(&packet) else { return };
         let Some(p) = self.participants.get_mut(peer) else { return };
         let Some(publication) = p.published.get_mut(&id) else { return };
@@ -1327,7 +1347,7 @@ impl Sfu {
         };
         let publisher = p.handle.clone();
         // Taken out while they are served (nothing below changes who subscribes), not cloned.
-        let subscribers = std::mem::take(&mut publication.forwarded);
+        let mut subscribers = std::mem::take(&mut publication.forwarded);
         let key = std::mem::take(&mut publication.key);
         let kind = kind_of(publication.kind);
         let key_start = starts_keyframe(kind, codec, parsed.payload());
@@ -1347,13 +1367,29 @@ impl Sfu {
                 }
             }
         }
-        let payload_at = parsed.payload().as_ptr() as usize - packet.as_ptr() as usize;
-        let payload_end = payload_at + parsed.payload().len();
         let (mut forwarded, mut dropped) = (0, 0);
-        for (i, s) in subscribers.iter().enumerate() {
-            let Some(p) = self.participants.get_mut(s) else { continue };
+        for target in subscribers.iter_mut() {
+            let s = &target.subscriber;
+            // By the slots it was found in before, else by name (and its slots kept).
+            // (A slot found by `key` keeps that key while its generation lasts.)
+            let found = target.slots.filter(|&(ps, ss)| {
+                self.participants.at_mut(ps).is_some_and(|(_, p)| p.subscriptions.at_mut(ss).is_some())
+            });
+            let (ps, ss) = match found {
+                Some(slots) => slots,
+                None => {
+                    let Some(ps) = self.participants.slot(s) else { continue };
+                    let Some(ss) = self.participants.at_mut(ps).and_then(|(_, p)| p.subscriptions.slot(&key))
+                    else {
+                        continue;
+                    };
+                    target.slots = Some((ps, ss));
+                    (ps, ss)
+                }
+            };
+            let Some((_, p)) = self.participants.at_mut(ps) else { continue };
             let handle = &p.handle;
-            let Some(sub) = p.subscriptions.get_mut(&key) else { continue };
+            let Some((_, sub)) = p.subscriptions.at_mut(ss) else { continue };
             if sub.want == Want::Off {
                 continue;
             }
@@ -1378,16 +1414,9 @@ impl Sfu {
                         tracing::debug!(subscriber = %s, publisher = %peer, kind = ?kind, "sfu: first packet forwarded");
                     }
                     forwarded += 1;
-                    // The last subscriber gets the packet itself, the others a copy each.
-                    if i + 1 == subscribers.len() {
-                        let mut out = std::mem::take(&mut packet);
-                        sub.forwarder.rewrite_payload(&mut out[payload_at..payload_end]);
-                        handle.write_rtp_layer(sub.transceiver, 0, codec, out, seq, timestamp, audio_level);
-                        break;
-                    }
-                    let mut out = packet.clone();
-                    sub.forwarder.rewrite_payload(&mut out[payload_at..payload_end]);
-                    handle.write_rtp_layer(sub.transceiver, 0, codec, out, seq, timestamp, audio_level);
+                    let patch = sub.forwarder.payload_patch(parsed.payload());
+                    let shared = Arc::clone(&packet);
+                    handle.forward_rtp(sub.transceiver, 0, codec, shared, patch, seq, timestamp, audio_level);
                 }
                 Verdict::WaitKeyframe => want_keyframe = Some(layer),
                 Verdict::Drop => dropped += 1,
@@ -1553,7 +1582,7 @@ impl Sfu {
             return;
         }
         let mut asks = Vec::new();
-        for (id, p) in &mut self.participants {
+        for (id, p) in self.participants.iter_mut() {
             let cap = caps.get(id).copied().unwrap_or(u64::MAX);
             // (Videos outside the last N are skipped before their track is looked up.)
             for (key, sub) in p.subscriptions.iter_mut().filter(|(_, s)| s.want != Want::Off) {

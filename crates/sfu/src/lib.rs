@@ -21,7 +21,7 @@ pub use video::{VideoPolicy, Want};
 
 use peerlink_media::{payload_info, Codec};
 use peerlink_proto::{Serial16, Unwrapper16};
-use peerlink_rtp::RtpPacket;
+use peerlink_rtp::{PayloadPatch, RtpPacket};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -416,13 +416,13 @@ fn read_picture(payload: &[u8], (at, long): (usize, bool)) -> u16 {
     }
 }
 
-fn write_picture(payload: &mut [u8], (at, long): (usize, bool), id: u16) {
-    if long {
-        payload[at] = 0x80 | ((id >> 8) as u8 & 0x7f);
-        payload[at + 1] = id as u8;
+fn write_picture(patch: &mut PayloadPatch, (at, long): (usize, bool), id: u16) {
+    let set = if long {
+        patch.set(at, 0x80 | ((id >> 8) as u8 & 0x7f)) && patch.set(at + 1, id as u8)
     } else {
-        payload[at] = id as u8 & 0x7f;
-    }
+        patch.set(at, id as u8 & 0x7f)
+    };
+    debug_assert!(set, "the picture id is the first thing patched");
 }
 
 /// Rewrites one track's packets for one subscriber.
@@ -511,21 +511,31 @@ impl Forwarder {
     /// Rewrites the payload of a packet [`Forwarder::forward`] just let through, in place: for
     /// VP8, its picture id and TL0PICIDX continue what this subscriber received before.
     pub fn rewrite_payload(&mut self, payload: &mut [u8]) {
-        let Some(m) = self.mapping else { return };
+        self.payload_patch(payload).apply(payload);
+    }
+
+    /// [`Forwarder::rewrite_payload`] as the bytes to change, for a packet shared by all
+    /// subscribers: each subscriber's copy is changed as it is written.
+    pub fn payload_patch(&mut self, payload: &[u8]) -> PayloadPatch {
+        let mut patch = PayloadPatch::default();
+        let Some(m) = self.mapping else { return patch };
         if self.codec != Codec::Vp8 {
-            return;
+            return patch;
         }
         let (picture, tl0) = vp8_fields(payload);
         if let Some(at) = picture {
             let mask = if at.1 { 0x7fff } else { 0x7f };
             let id = read_picture(payload, at).wrapping_add(m.picture_offset) & mask;
-            write_picture(payload, at, id);
+            write_picture(&mut patch, at, id);
             self.last_picture = Some(id);
         }
         if let Some(at) = tl0 {
-            payload[at] = payload[at].wrapping_add(m.tl0_offset);
-            self.last_tl0 = Some(payload[at]);
+            let tl0 = payload[at].wrapping_add(m.tl0_offset);
+            let set = patch.set(at, tl0);
+            debug_assert!(set, "a VP8 descriptor changes at most 3 bytes");
+            self.last_tl0 = Some(tl0);
         }
+        patch
     }
 
     /// Decides about one packet of the published track, received at `now`.
