@@ -54,6 +54,9 @@ cpu() { cat /proc/"$1"/task/*/schedstat | awk '{ ns += $1 } END { printf "%.3f",
 # Each thread's CPU time ("tid seconds" lines), to find the busiest thread of a run.
 threads() { for t in /proc/"$1"/task/*; do echo "${t##*/} $(awk '{ printf "%.4f", $1 / 1e9 }' "$t/schedstat")"; done; }
 # The largest per-thread CPU increase between two `threads` listings, as a share of the total.
+# User and kernel CPU time of a process in clock ticks ("utime stime", /proc/PID/stat fields
+# 14 and 15; the command name in field 2 may hold spaces, so count from its closing paren).
+ticks() { sed -E 's/^.*\) //' /proc/"$1"/stat | awk '{ print $12, $13 }'; }
 busiest() { awk 'NR == FNR { before[$1] = $2; next } { d = $2 - before[$1]; total += d; if (d > max) max = d }
     END { printf "%.2f", (total > 0 ? max / total : 0) }' "$1" "$2"; }
 
@@ -98,6 +101,8 @@ run() { # name pid port
     local name=$1 pid=$2 port=$3 before after start end log="$tmp/$1.uclient" share
     threads "$pid" >"$tmp/threads.before"
     before=$(cpu "$pid")
+    local ticks0 ticks1
+    ticks0=$(ticks "$pid")
     local perf_pid=
     if [ -n "$SYSCALLS" ]; then
         perf stat -x, -e "$EVENTS" -p "$pid" -o "$tmp/$name.perf" &
@@ -110,6 +115,7 @@ run() { # name pid port
         -m "$CLIENTS" -n "$MESSAGES" -l "$LENGTH" -z "$INTERVAL" 127.0.0.1 >"$log" 2>&1 || true
     end=$(date +%s.%N)
     after=$(cpu "$pid")
+    ticks1=$(ticks "$pid")
     if [ -n "$perf_pid" ]; then
         kill -INT "$perf_pid" 2>/dev/null || true
         wait "$perf_pid" 2>/dev/null || true
@@ -123,10 +129,13 @@ run() { # name pid port
     lost=$(sed -nE 's/.*Total lost packets ([0-9]+).*/\1/p' "$log" | tail -1)
     # Each echoed message crosses the relay twice (client→peer, peer→client).
     awk -v n="$name" -v s="${sent:-0}" -v r="${received:-0}" -v l="${lost:-?}" -v t0="$start" -v t1="$end" \
-        -v c0="$before" -v c1="$after" -v len="$LENGTH" -v share="$share" 'BEGIN {
+        -v c0="$before" -v c1="$after" -v len="$LENGTH" -v share="$share" -v k0="$ticks0" -v k1="$ticks1" 'BEGIN {
         t = t1 - t0; c = c1 - c0; p = s + r
-        printf "name=%s sent=%d received=%d lost=%s seconds=%.2f relayed_pkts_per_s=%.0f mbit_per_s=%.1f server_cpu_s=%.2f pkts_per_cpu_s=%.0f cpu_s_per_100k=%.3f busiest_thread=%.2f\n",
-            n, s, r, l, t, p / t, p * len * 8 / t / 1e6, c, (c > 0 ? p / c : 0), (p > 0 ? c * 100000 / p : 0), share }'
+        split(k0, a, " "); split(k1, b, " "); u = b[1] - a[1]; k = b[2] - a[2]
+        kshare = (u + k > 0 ? k / (u + k) : 0)
+        printf "name=%s sent=%d received=%d lost=%s seconds=%.2f relayed_pkts_per_s=%.0f mbit_per_s=%.1f server_cpu_s=%.2f pkts_per_cpu_s=%.0f cpu_s_per_100k=%.3f kernel_share=%.2f kernel_cpu_s_per_100k=%.3f busiest_thread=%.2f\n",
+            n, s, r, l, t, p / t, p * len * 8 / t / 1e6, c, (c > 0 ? p / c : 0), (p > 0 ? c * 100000 / p : 0), kshare,
+            (p > 0 ? c * kshare * 100000 / p : 0), share }'
     if [ -n "$perf_pid" ]; then
         # Per 1000 relayed packets: receive and send calls, epoll waits, context switches.
         awk -F, -v n="$name" -v p="$(( ${sent:-0} + ${received:-0} ))" '
@@ -147,12 +156,12 @@ done
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 field() { grep "name=$1 " "$tmp/results" | sed -E "s/.* $2=([0-9.?]+).*/\1/" | median; }
 echo "# summary (medians)"
-printf '%-10s %16s %10s %14s %18s %18s %15s %6s\n' server "relayed pkt/s" "Mbit/s" "server CPU-s" "pkts per CPU-s" \
-    "CPU-s per 100k" "busiest thread" lost
+printf '%-10s %16s %10s %14s %18s %18s %14s %15s %6s\n' server "relayed pkt/s" "Mbit/s" "server CPU-s" "pkts per CPU-s" \
+    "CPU-s per 100k" "kernel share" "busiest thread" lost
 for n in peerlink ${BASELINE:+baseline} coturn; do
-    printf '%-10s %16s %10s %14s %18s %18s %15s %6s\n' "$n" "$(field $n relayed_pkts_per_s)" "$(field $n mbit_per_s)" \
+    printf '%-10s %16s %10s %14s %18s %18s %14s %15s %6s\n' "$n" "$(field $n relayed_pkts_per_s)" "$(field $n mbit_per_s)" \
         "$(field $n server_cpu_s)" "$(field $n pkts_per_cpu_s)" "$(field $n cpu_s_per_100k)" \
-        "$(field $n busiest_thread)" "$(field $n lost)"
+        "$(field $n kernel_share)" "$(field $n busiest_thread)" "$(field $n lost)"
 done
 # A peerlink run that relayed nothing: what the server said about it.
 if grep -q "name=peerlink sent=[0-9]* received=0 " "$tmp/results"; then
@@ -162,6 +171,10 @@ fi
 awk -v a="$(field peerlink relayed_pkts_per_s)" -v b="$(field coturn relayed_pkts_per_s)" \
     -v c="$(field peerlink pkts_per_cpu_s)" -v d="$(field coturn pkts_per_cpu_s)" \
     'BEGIN { printf "ratio peerlink/coturn: relayed pkt/s %.2fx, packets per CPU-second %.2fx\n", a / b, (d > 0 ? c / d : 0) }'
+# The kernel's part (system CPU time: receiving and sending the datagrams) bounds any ratio a
+# relay on the kernel's UDP sockets can reach: coturn's total over peerlink's kernel time alone.
+awk -v k="$(field peerlink kernel_cpu_s_per_100k)" -v d="$(field coturn cpu_s_per_100k)" \
+    'BEGIN { if (k > 0) printf "kernel bound: coturn CPU-s per 100k / peerlink kernel CPU-s per 100k = %.2fx (the most a relay with peerlink'"'"'s system calls could reach)\n", d / k }'
 if [ -n "$BASELINE" ]; then
     awk -v a="$(field baseline relayed_pkts_per_s)" -v b="$(field coturn relayed_pkts_per_s)" \
         -v c="$(field baseline pkts_per_cpu_s)" -v d="$(field coturn pkts_per_cpu_s)" \
