@@ -1672,19 +1672,18 @@ impl MediaState {
         &'a self,
         receiving: impl Fn() -> I,
     ) -> Option<Instant> {
-        let m = self;
         let stalls = receiving().filter_map(|t| t.recv[0].stalled_since.map(|s| s + t.config.max_delay));
         let layers = || receiving().flat_map(|t| t.recv.iter());
         let nacks = layers().filter_map(|r| r.nack.poll_timeout());
         let plis = layers().filter_map(|r| r.keyframes.poll_timeout());
-        let twcc = m.twcc.as_ref().and_then(|r| r.poll_timeout());
-        let pacer = m.pacer.as_ref().and_then(Pacer::poll_timeout);
-        let bwe = m.bwe.as_ref().and_then(|b| b.poll_timeout());
-        let probe = m.probes.front().map(|(at, _, _)| *at);
+        let twcc = self.twcc.as_ref().and_then(|r| r.poll_timeout());
+        let pacer = self.pacer.as_ref().and_then(Pacer::poll_timeout);
+        let bwe = self.bwe.as_ref().and_then(|b| b.poll_timeout());
+        let probe = self.probes.front().map(|(at, _, _)| *at);
         stalls
             .chain(nacks)
             .chain(plis)
-            .chain(m.next_report)
+            .chain(self.next_report)
             .chain(twcc)
             .chain(pacer)
             .chain(bwe)
