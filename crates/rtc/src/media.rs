@@ -2437,4 +2437,24 @@ mod tests {
         let sd = video(&format!("{many}a=simulcast:send {}\r\n", list.join(";")));
         assert_eq!(remote_send_rids(&sd.media[0]).len(), 8);
     }
+
+    /// The pacing rate follows the bytes written in the last second: an entry exactly a
+    /// second old still counts, one a nanosecond older does not.
+    #[test]
+    fn the_pacing_window_is_one_second_inclusive() {
+        use super::MediaState;
+        use std::time::{Duration, Instant};
+        let mut m = MediaState::new(false);
+        let t0 = Instant::now();
+        for (at, bytes) in [(t0, 100), (t0 + Duration::from_millis(500), 50)] {
+            m.sent_window.push_back((at, bytes));
+            m.sent_window_bytes += bytes as u64;
+        }
+        m.update_pacer(t0 + Duration::from_secs(1));
+        assert_eq!((m.sent_window.len(), m.sent_window_bytes), (2, 150));
+        m.update_pacer(t0 + Duration::from_secs(1) + Duration::from_nanos(1));
+        assert_eq!((m.sent_window.len(), m.sent_window_bytes), (1, 50));
+        m.update_pacer(t0 + Duration::from_millis(1500) + Duration::from_nanos(1));
+        assert_eq!((m.sent_window.len(), m.sent_window_bytes), (0, 0));
+    }
 }
