@@ -224,7 +224,7 @@ for round in $(seq "$ROUNDS"); do
         if [ -n "$ROOM" ]; then
             echo "# round $round, room of $ROOM on $server: server_cpu_share=$(value server_cpu_share "$out") cores," \
                 "generator_cpu_share=$(value generator_cpu_share "$out") cores, loss_percent=$(value loss_percent "$out")," \
-                "delay_video_p99_us=$(p99 video "$out") delay_audio_p99_us=$(p99 audio "$out")," \
+                "server_kernel_share=$(value server_kernel_share "$out"), delay_video_p99_us=$(p99 video "$out") delay_audio_p99_us=$(p99 audio "$out")," \
                 "room_receivers_as_asked=$(value room_receivers_as_asked "$out") of $ROOM"
         fi
         kill "$pid"
@@ -240,7 +240,8 @@ for round in $(seq "$ROUNDS"); do
     if [ -f "$ours" ] && [ -f "$theirs" ]; then
         echo "# round $round, side by side (peerlink / janus)"
         for key in forwarded_packets forwarded_packets_per_cpu_second_stat forwarded_packets_per_cpu_second \
-            server_cpu_share loss_percent server_peak_rss_kb; do
+            server_cpu_share server_kernel_share forwarded_packets_per_kernel_cpu_second loss_percent \
+            server_peak_rss_kb; do
             a=$(value "$key" "$ours") b=$(value "$key" "$theirs")
             echo "$key peerlink=$a janus=$b ratio=$(ratio "$a" "$b")"
         done

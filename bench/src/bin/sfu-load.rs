@@ -510,13 +510,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::time::sleep(settle).await;
     let cpu_before = peerlink_bench::process_cpu(args.pid).context("server CPU time")?;
     let own_before = peerlink_bench::process_cpu(std::process::id()).context("own CPU time")?;
-    let ticks_before = peerlink_bench::process_cpu_ticks(args.pid).context("server CPU time")?;
+    let split_before = peerlink_bench::process_cpu_split(args.pid).context("server CPU time")?;
     let from = shared.now_ns();
     *shared.window.lock().expect("not poisoned") = (from, from + args.seconds * 1_000_000_000);
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let cpu_after = peerlink_bench::process_cpu(args.pid).context("server CPU time")?;
     let own_after = peerlink_bench::process_cpu(std::process::id()).context("own CPU time")?;
-    let ticks_after = peerlink_bench::process_cpu_ticks(args.pid).context("server CPU time")?;
+    let split_after = peerlink_bench::process_cpu_split(args.pid).context("server CPU time")?;
     let elapsed = Duration::from_nanos(shared.now_ns() - from);
     // What is on its way arrives (a retransmission included), then everyone stops.
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -592,7 +592,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let secs = elapsed.as_secs_f64();
     let cpu = cpu_after.saturating_sub(cpu_before).as_secs_f64();
-    let cpu_stat = ticks_after.saturating_sub(ticks_before).as_secs_f64();
+    let user = split_after.0.saturating_sub(split_before.0).as_secs_f64();
+    let system = split_after.1.saturating_sub(split_before.1).as_secs_f64();
+    let cpu_stat = user + system;
     let loss = |exp: u64, got: u64| {
         if exp == 0 {
             0.0
@@ -678,6 +680,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "forwarded_packets_per_cpu_second_stat={:.0}",
         if cpu_stat > 0.0 { packets as f64 / cpu_stat } else { 0.0 }
+    );
+    // The kernel's part (system over user+system): what the sockets' system calls cost, which
+    // no change to the server's own code removes.
+    println!("server_kernel_share={:.2}", if cpu_stat > 0.0 { system / cpu_stat } else { 0.0 });
+    // The most a server making the same system calls could forward per CPU-second.
+    println!(
+        "forwarded_packets_per_kernel_cpu_second={:.0}",
+        if system > 0.0 { packets as f64 / system } else { 0.0 }
     );
     println!("loss_percent={:.3}", loss(expected, got));
     println!("loss_percent_by_ssrc_seq={:.3}", loss(ssrc_expected, ssrc_got));
