@@ -13,7 +13,7 @@ use peerlink::rtc::{
     TrackConfig, TransceiverId,
 };
 use peerlink::signal::hub::{HubConfig, RoomMode};
-use peerlink::signal::{ClientEvent, SignalClient, SignalService};
+use peerlink::signal::{ClientEvent, SignalClient};
 use peerlink::{Peer, PeerConfig, PeerHandle};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -22,24 +22,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+mod support;
+
 const SFU: &str = "sfu";
 /// Every step must be done within this.
 const STEP: Duration = Duration::from_secs(20);
-
-async fn serve() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hub = HubConfig { room_mode: RoomMode::Sfu, ..HubConfig::default() };
-    let signal = SignalService::start(hub, "localhost", None);
-    let sfu = peerlink_server::sfu::SfuConfig {
-        addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-        ..peerlink_server::sfu::SfuConfig::default()
-    };
-    peerlink_server::sfu::start(signal.clone(), sfu).await;
-    let router = signal.router();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    addr
-}
 
 /// A TCP relay to `server` whose `close()` ends every relayed connection on both sides: the
 /// server sees the client leave, the client sees its connection lost (and rejoins).
@@ -258,7 +245,7 @@ async fn answer(signal: &SignalClient, handle: &PeerHandle, offer: Description) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_back_under_its_id_while_an_offer_is_out_reaches_the_subscriber() {
-    let server = serve().await;
+    let server = support::sfu::serve(HubConfig { room_mode: RoomMode::Sfu, ..HubConfig::default() }).await;
     let relay = Relay::start(server).await;
     let sub = client(format!("ws://{server}/ws"), "sub", false);
     sub.until("the subscriber connects", |s| s.connected).await;

@@ -9,26 +9,12 @@ use peerlink::rtc::{ConnectionState, Direction, MediaKind, RtcEvent, TrackConfig
 use peerlink::session::{RoomMode, Session, SessionEvent, SessionOptions, SFU_PEER};
 use peerlink::PeerHandle;
 use peerlink_signal::hub::{HubConfig, RoomMode as HubMode};
-use peerlink_signal::SignalService;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-async fn serve() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hub = HubConfig { room_mode: HubMode::Auto, mesh_max: 2, ..HubConfig::default() };
-    let signal = SignalService::start(hub, "localhost", None);
-    let sfu = peerlink_server::sfu::SfuConfig {
-        addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-        ..peerlink_server::sfu::SfuConfig::default()
-    };
-    peerlink_server::sfu::start(signal.clone(), sfu).await;
-    let router = signal.router();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    format!("ws://{addr}/ws")
-}
+mod support;
 
 /// What a member sees.
 #[derive(Default, Debug)]
@@ -160,7 +146,8 @@ async fn settles(members: &[&Member], mode: RoomMode, step: &str) {
 }
 
 async fn through_the_server_and_back(direction: Direction) {
-    let url = serve().await;
+    let hub = HubConfig { room_mode: HubMode::Auto, mesh_max: 2, ..HubConfig::default() };
+    let url = format!("ws://{}/ws", support::sfu::serve(hub).await);
     let ann = join(&url, "ann", direction).await;
     let ben = join(&url, "ben", direction).await;
     settles(&[&ann, &ben], RoomMode::Mesh, "two in a mesh").await;

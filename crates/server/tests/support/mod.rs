@@ -12,6 +12,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub mod sfu;
+
 pub const REALM: &str = "example.test";
 
 /// A request with `attrs`; signed by alice when a `nonce` is given.
